@@ -1,0 +1,47 @@
+/* The one error enum of certvault: 0 is success, negatives are failures. */
+#ifndef CERTVAULT_ERROR_H
+#define CERTVAULT_ERROR_H
+
+#include <stddef.h>
+
+enum cv_err {
+	CV_OK = 0,
+	CV_ERR_INTERNAL = -1,          /* a bug or an unexpected library failure */
+	CV_ERR_NOMEM = -2,
+	CV_ERR_BAD_REQUEST = -3,       /* malformed request: bad JSON, missing or wrong-typed field */
+	CV_ERR_INVALID_NAME = -4,      /* name is not [A-Za-z0-9-]{1,64} */
+	CV_ERR_NOT_FOUND = -5,
+	CV_ERR_NAME_TAKEN = -6,
+	CV_ERR_BAD_ENCODING = -7,      /* certificate, key or chain could not be decoded */
+	CV_ERR_EXPIRED = -8,
+	CV_ERR_NOT_YET_VALID = -9,
+	CV_ERR_KEY_MISMATCH = -10,
+	CV_ERR_UNSUPPORTED_KEY = -11,  /* key type, curve or size outside what certvault takes */
+	CV_ERR_WEAK_SIGNATURE = -12,   /* MD5 or SHA-1 signature, refused by configuration */
+	CV_ERR_BAD_PASSWORD = -13,     /* encrypted key: missing or wrong password */
+	CV_ERR_CONFIRM_REQUIRED = -14, /* a destructive call without its confirmation keyword */
+	CV_ERR_TOO_LARGE = -15,        /* request body over its limit */
+	CV_ERR_METHOD_NOT_ALLOWED = -16,
+	CV_ERR_TOKEN_UNAVAILABLE = -17,/* the PKCS#11 token cannot be reached */
+	CV_ERR_TOKEN = -18,            /* the token refused an operation */
+	CV_ERR_DB = -19,               /* the database failed */
+	CV_ERR_CONFIG = -20,           /* configuration missing or invalid */
+	CV_ERR_BAD_CHAIN = -21,        /* a chain entry is not a CA certificate */
+	CV_ERR_UNSUPPORTED_MEDIA = -22,/* body is not application/json */
+	CV_ERR__LAST = -23
+};
+
+/* A human message that goes with an error: safe to show a client, never holds a secret. */
+struct cv_errmsg {
+	char text[256];
+};
+
+/* Returns a static, human name for an error code; never NULL. */
+const char *cv_strerror(int err);
+
+/* Formats a message into ret (which may be NULL) and returns err unchanged, so that
+ * `return cv_errmsg_set(m, CV_ERR_EXPIRED, "expired on %s", when);` reads as one step. */
+int cv_errmsg_set(struct cv_errmsg *ret, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,95 @@
+/* token: the only code that speaks PKCS#11.
+ *
+ * Loads the module with dlopen, logs in once per process, keeps a pool of sessions shared by
+ * the HTTP threads, and a CKA_ID -> object handle map filled by one listing at open, so no
+ * request calls C_FindObjects. Private keys are created as CKA_TOKEN, CKA_PRIVATE,
+ * CKA_SENSITIVE true and CKA_EXTRACTABLE false. All functions are thread-safe. */
+#ifndef CERTVAULT_TOKEN_H
+#define CERTVAULT_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "certvault/error.h"
+
+/* certvault's CKA_ID values are this long (random bytes). */
+#define CV_TOKEN_ID_LEN 16
+
+struct cv_token;
+
+struct cv_token_config {
+	const char *module_path;  /* e.g. /usr/lib/softhsm/libsofthsm2.so */
+	const char *token_label;  /* the token is found by its label */
+	const char *pin;          /* borrowed; the caller cleanses its copy after cv_token_open */
+	unsigned pool_size;       /* sessions kept open; 0 means 8 */
+};
+
+/* Opens the module, finds the token by label, logs in as the user and lists the private
+ * key objects once. Returns 0 and a new token in *ret_token, or CV_ERR_CONFIG (no module, no
+ * such token), CV_ERR_TOKEN (login refused: err says "wrong PIN" and the CKR_ name),
+ * CV_ERR_TOKEN_UNAVAILABLE; err holds one clear line. */
+int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token,
+		  struct cv_errmsg *err);
+/* Logs out, closes every session, finalizes the module. Accepts NULL. */
+void cv_token_free(struct cv_token *token);
+
+/* Creates a private key object holding key (RSA 2048-4096, EC P-256/384/521, Ed25519) with
+ * CKA_ID = id and CKA_LABEL = label, sensitive and not extractable, and a matching public
+ * key object with the same CKA_ID and label (so tools that pair keys by id find it). Returns
+ * 0, CV_ERR_UNSUPPORTED_KEY, CV_ERR_NAME_TAKEN (an object with this id exists),
+ * CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE; on failure nothing is left in the token. */
+int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label,
+			const uint8_t *id, size_t id_len, struct cv_errmsg *err);
+
+/* Destroys the private and public key objects with this id. Returns 0, CV_ERR_NOT_FOUND
+ * (no private key with this id), CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE. */
+int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_len,
+			 struct cv_errmsg *err);
+
+/* Whether a private key with this id is in the map: 1 yes, 0 no. No token call. */
+int cv_token_key_exists(struct cv_token *token, const uint8_t *id, size_t id_len);
+
+/* Attributes read back from the token for one private key. */
+struct cv_token_key_attrs {
+	int present;
+	int sensitive;
+	int extractable;
+	int always_sensitive;
+	int never_extractable;
+	int is_private;
+	int on_token;
+};
+/* Reads the key's attributes from the token (one C_GetAttributeValue). Returns 0,
+ * CV_ERR_NOT_FOUND, CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE. */
+int cv_token_key_attrs_get(struct cv_token *token, const uint8_t *id, size_t id_len,
+			   struct cv_token_key_attrs *ret_attrs, struct cv_errmsg *err);
+
+/* Writes the RFC 7512 URI of the private key with this id and label into buf:
+ * "pkcs11:model=...;manufacturer=...;serial=...;token=...;id=%..;object=...;type=private",
+ * every value percent-encoded. Never contains a PIN. Returns 0 or CV_ERR_INTERNAL if buf is
+ * too small (512 bytes always suffice for labels of 64 characters). */
+int cv_token_key_uri(const struct cv_token *token, const uint8_t *id, size_t id_len,
+		     const char *label, char *buf, size_t buflen);
+
+/* The state health reports. */
+struct cv_token_health {
+	int reachable;          /* C_GetTokenInfo answered */
+	int logged_in;
+	char label[33];
+	char manufacturer[33];
+	char model[17];
+	char serial[17];
+	size_t keys;            /* private keys in the map */
+};
+/* Asks the token for its state (C_GetTokenInfo, C_GetSessionInfo). Always fills ret. Returns 0
+ * when reachable, else CV_ERR_TOKEN_UNAVAILABLE. */
+int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret);
+
+/* Calls fn for each private key id certvault can see in the map (the start-up listing plus
+ * what was created since). Stops and returns fn's value if it is non-zero. */
+int cv_token_key_foreach(struct cv_token *token,
+			 int (*fn)(const uint8_t *id, size_t id_len, void *arg), void *arg);
+
+#endif

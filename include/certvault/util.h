@@ -1,0 +1,28 @@
+/* Small pure helpers shared by every module. */
+#ifndef CERTVAULT_UTIL_H
+#define CERTVAULT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Longest certificate, service or token name. */
+#define CV_NAME_MAX 64
+
+/* 1 when name is [A-Za-z0-9-]{1,64}, else 0. */
+int cv_name_valid(const char *name);
+
+/* Writes t as RFC 3339 UTC ("2026-11-22T20:30:00Z", explicit zero offset) into buf, which must
+ * hold at least CV_TIME_BUFLEN bytes. Returns 0, or CV_ERR_INTERNAL when t cannot be shown. */
+#define CV_TIME_BUFLEN 32
+int cv_time_rfc3339(int64_t t, char *buf, size_t buflen);
+
+/* Lower-case hex of len bytes into buf (2*len+1 bytes). */
+void cv_hex_encode(const uint8_t *bytes, size_t len, char *buf);
+/* Parses exactly 2*len hex digits. Returns 0 or CV_ERR_BAD_REQUEST. */
+int cv_hex_decode(const char *hex, uint8_t *ret_bytes, size_t len);
+
+/* Parses a whole decimal integer within [min, max]. Returns 0 or CV_ERR_BAD_REQUEST. */
+int cv_parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret);
+
+#endif

@@ -1,0 +1,128 @@
+/* x509: pure functions over OpenSSL objects — parse, inspect, validate, match.
+ * No I/O, no global state; every function is safe to call from many threads at once. */
+#ifndef CERTVAULT_X509_H
+#define CERTVAULT_X509_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "certvault/error.h"
+
+/* How pasted text is encoded: PEM; base64 of DER ("base64"); base64 of PEM ("base64pem"). */
+enum cv_encoding {
+	CV_ENC_PEM = 0,
+	CV_ENC_BASE64,
+	CV_ENC_BASE64PEM,
+};
+
+/* Parses "pem", "base64" or "base64pem" (NULL means pem). Returns 0 or CV_ERR_BAD_REQUEST. */
+int cv_x509_encoding_parse(const char *s, enum cv_encoding *ret_enc);
+
+/* Limits on what a client can send. */
+#define CV_X509_MAX_CHAIN 16
+#define CV_X509_MAX_SANS 1024
+
+/* Parses exactly one certificate. In PEM, text around the single CERTIFICATE block is
+ * tolerated, a second certificate is CV_ERR_BAD_ENCODING. On success *ret_cert is the
+ * caller's. Errors: CV_ERR_BAD_ENCODING with a message saying what was wrong. */
+int cv_x509_cert_parse(const char *text, size_t len, enum cv_encoding enc, X509 **ret_cert,
+		       struct cv_errmsg *err);
+
+/* Parses zero or more certificates (a PEM bundle, or one base64 DER certificate).
+ * Empty text gives an empty stack. At most CV_X509_MAX_CHAIN entries. The stack and its
+ * certificates are the caller's (free with OSSL_STACK_OF_X509_free / sk_X509_pop_free). */
+int cv_x509_chain_parse(const char *text, size_t len, enum cv_encoding enc,
+			STACK_OF(X509) **ret_chain, struct cv_errmsg *err);
+
+/* Parses a private key: PKCS#1 RSA, SEC1 EC, PKCS#8 (plain or encrypted with password) in
+ * PEM or DER (per enc). password may be NULL. Errors: CV_ERR_BAD_ENCODING,
+ * CV_ERR_BAD_PASSWORD (encrypted and no or wrong password). The message never contains key
+ * bytes or the password. *ret_key is the caller's. */
+int cv_x509_key_parse(const char *text, size_t len, enum cv_encoding enc, const char *password,
+		      EVP_PKEY **ret_key, struct cv_errmsg *err);
+
+/* What the checks are judged against. */
+struct cv_x509_policy {
+	time_t now;
+	int allow_weak_signatures; /* accept MD5/SHA-1 signed certificates */
+};
+
+/* Checks a certificate and private key for import, in this order, each with its own error:
+ * supported key (RSA 2048-4096, EC P-256/P-384/P-521 named curves, Ed25519) ->
+ * CV_ERR_UNSUPPORTED_KEY; not before its start -> CV_ERR_NOT_YET_VALID; not after its end
+ * -> CV_ERR_EXPIRED; weak signature -> CV_ERR_WEAK_SIGNATURE; the private key belongs to the
+ * certificate -> CV_ERR_KEY_MISMATCH; every chain entry is a CA certificate ->
+ * CV_ERR_BAD_CHAIN. chain may be NULL. Returns 0 when all pass. */
+int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+			 const struct cv_x509_policy *policy, struct cv_errmsg *err);
+
+/* Key kinds certvault holds. */
+enum cv_key_kind {
+	CV_KEY_RSA = 1,
+	CV_KEY_EC,
+	CV_KEY_ED25519,
+};
+
+/* Everything the details view shows that comes from the certificate itself. */
+struct cv_x509_info {
+	char subject[512];          /* RFC 2253 one-line form */
+	char issuer[512];
+	char common_name[256];      /* subject CN, "" when none */
+	char serial[100];           /* hex, upper case, colon separated: "01:A2:..." */
+	char signature_algorithm[64]; /* OpenSSL long name, e.g. "sha256WithRSAEncryption" */
+	enum cv_key_kind key_kind;
+	int key_bits;               /* RSA modulus bits, EC field bits, 256 for Ed25519 */
+	char key_curve[32];         /* "P-256", "P-384", "P-521", "Ed25519", "" for RSA */
+	char key_description[32];   /* "RSA 2048", "ECDSA P-256", "Ed25519" */
+	time_t not_before;
+	time_t not_after;
+	char sha256_fingerprint[96]; /* hex upper case colon separated, as openssl x509 -fingerprint */
+	char sha1_fingerprint[64];
+	int is_ca;
+	size_t n_domains;
+	char **domains;             /* SAN dNSName entries in order, lower-cased; the CN when there
+				       is no SAN DNS entry at all; owned by the info */
+	size_t n_ips;
+	char **ips;                 /* SAN iPAddress entries as text */
+};
+
+/* Fills a newly allocated info from cert. Returns 0, CV_ERR_NOMEM or CV_ERR_BAD_ENCODING
+ * (a certificate OpenSSL parsed but whose fields cannot be read, e.g. a NUL inside a SAN). */
+int cv_x509_info_new(X509 *cert, struct cv_x509_info **ret_info);
+/* Frees info; accepts NULL. */
+void cv_x509_info_free(struct cv_x509_info *info);
+
+/* The certificate's DER (malloc'd, caller frees). Returns 0 or an error. */
+int cv_x509_cert_der(X509 *cert, unsigned char **ret_der, size_t *ret_len);
+/* A certificate from DER (as stored). */
+int cv_x509_cert_from_der(const unsigned char *der, size_t len, X509 **ret_cert);
+/* PEM text of one certificate (malloc'd, NUL-terminated, caller frees). */
+int cv_x509_cert_pem(X509 *cert, char **ret_pem, size_t *ret_len);
+/* PEM text (SubjectPublicKeyInfo, "PUBLIC KEY") of the certificate's public key. */
+int cv_x509_pubkey_pem(X509 *cert, char **ret_pem, size_t *ret_len);
+
+/* Certificate status at a moment. */
+enum cv_status {
+	CV_STATUS_VALID = 0,
+	CV_STATUS_EXPIRES_SOON,
+	CV_STATUS_EXPIRED,
+	CV_STATUS_UPCOMING,
+};
+
+/* The status at now, with soon_seconds the "expires soon" threshold:
+ * now < not_before -> UPCOMING; now > not_after -> EXPIRED (notAfter itself is still valid,
+ * RFC 5280); not_after - now < soon_seconds -> EXPIRES_SOON; else VALID. */
+enum cv_status cv_status_at(time_t not_before, time_t not_after, time_t now,
+			    int64_t soon_seconds);
+/* "valid", "expires_soon", "expired", "upcoming". */
+const char *cv_status_name(enum cv_status s);
+/* Parses a status name; returns 0 or CV_ERR_BAD_REQUEST. */
+int cv_status_parse(const char *s, enum cv_status *ret);
+/* Whole days from now until not_after, rounded toward minus infinity (negative once expired). */
+int64_t cv_expires_in_days(time_t not_after, time_t now);
+
+#endif

@@ -1,0 +1,92 @@
+/* Small pure helpers shared by every module. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "certvault/error.h"
+#include "certvault/util.h"
+
+int cv_name_valid(const char *name)
+{
+	size_t n;
+
+	if (name == NULL)
+		return 0;
+	for (n = 0; name[n] != '\0'; n++) {
+		char c = name[n];
+
+		if (n >= CV_NAME_MAX)
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-'))
+			return 0;
+	}
+	return n > 0;
+}
+
+int cv_time_rfc3339(int64_t t, char *buf, size_t buflen)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (buflen < CV_TIME_BUFLEN || gmtime_r(&tt, &tm) == NULL)
+		return CV_ERR_INTERNAL;
+	if (strftime(buf, buflen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		return CV_ERR_INTERNAL;
+	return 0;
+}
+
+void cv_hex_encode(const uint8_t *bytes, size_t len, char *buf)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		buf[2 * i] = digits[bytes[i] >> 4];
+		buf[2 * i + 1] = digits[bytes[i] & 0x0f];
+	}
+	buf[2 * len] = '\0';
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int cv_hex_decode(const char *hex, uint8_t *ret_bytes, size_t len)
+{
+	size_t i;
+
+	if (strlen(hex) != 2 * len)
+		return CV_ERR_BAD_REQUEST;
+	for (i = 0; i < len; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return CV_ERR_BAD_REQUEST;
+		ret_bytes[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+int cv_parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret)
+{
+	char *end;
+	long long v;
+
+	if (s == NULL || *s == '\0' || strlen(s) > 20)
+		return CV_ERR_BAD_REQUEST;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return CV_ERR_BAD_REQUEST;
+	*ret = v;
+	return 0;
+}
