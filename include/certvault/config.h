@@ -1,0 +1,45 @@
+/* config: certvaultd's settings — one INI file (read with inih), every key overridable from
+ * the environment as CERTVAULT_<SECTION>_<KEY>, built-in defaults for the rest. */
+#ifndef CERTVAULT_CONFIG_H
+#define CERTVAULT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "certvault/error.h"
+
+struct cv_config {
+	char *listen;              /* server.listen: IPv4 or IPv6 address to bind */
+	int64_t port;              /* server.port */
+	int64_t threads;           /* server.threads: HTTP worker threads */
+	int64_t max_connections;   /* server.max_connections */
+	int64_t max_connections_per_ip;
+	int64_t connection_timeout;/* server.connection_timeout, seconds of idleness */
+	int64_t max_body;          /* server.max_body, bytes of a request body */
+	char *db_path;             /* database.path */
+	char *token_module;        /* token.module: the PKCS#11 module to dlopen */
+	char *token_label;         /* token.label */
+	char *token_pin_file;      /* token.pin_file: file whose first line is the user PIN */
+	int64_t token_sessions;    /* token.sessions: PKCS#11 sessions kept open */
+	int64_t expires_soon_days; /* policy.expires_soon_days */
+	int allow_weak_signatures; /* policy.allow_weak_signatures */
+};
+
+/* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or
+ * CV_ERR_CONFIG with err naming the file, line or variable and what is wrong. On failure
+ * the config holds nothing to release. */
+int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg *err);
+/* Frees the strings of a loaded config. */
+void cv_config_release(struct cv_config *cfg);
+
+/* Writes every setting — section.key, its environment variable, default and meaning — to f. */
+void cv_config_describe(FILE *f);
+
+/* Reads the user PIN: the environment variable CERTVAULT_TOKEN_PIN if set, else the first
+ * line of token.pin_file, which must not be readable by group or others. Returns 0 and a
+ * buffer the caller releases with OPENSSL_clear_free(pin, len + 1), or CV_ERR_CONFIG. */
+int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
+		       struct cv_errmsg *err);
+
+#endif

@@ -1,0 +1,83 @@
+/* http: the route table, handlers, JSON in and out, errors to status codes, and the
+ * libmicrohttpd server around them. Handlers never call libmicrohttpd, so tests can call
+ * cv_http_dispatch directly. */
+#ifndef CERTVAULT_HTTP_H
+#define CERTVAULT_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "certvault/config.h"
+#include "certvault/error.h"
+#include "certvault/vault.h"
+
+/* What every handler is handed: the whole application, shared by all threads. */
+struct cv_app {
+	const struct cv_config *cfg;
+	struct cv_store *store;
+	struct cv_token *token;
+	struct cv_vault vault;
+};
+
+#define CV_HTTP_MAX_PARAMS 4
+#define CV_HTTP_MAX_QUERY 16
+
+struct cv_query_arg {
+	const char *key;
+	const char *value;   /* NULL for "?flag" with no '=' */
+};
+
+/* One request, as the handlers see it. Everything is borrowed from the server. */
+struct cv_request {
+	const char *method;
+	const char *path;                 /* without the query string, percent-decoded */
+	const char *params[CV_HTTP_MAX_PARAMS]; /* the {…} segments of the route, in order */
+	size_t n_query;
+	struct cv_query_arg query[CV_HTTP_MAX_QUERY];
+	int query_overflow;               /* more arguments than CV_HTTP_MAX_QUERY */
+	const char *content_type;         /* NULL when absent */
+	const char *body;                 /* NUL-terminated; NULL when there is none */
+	size_t body_len;
+	int64_t now;                      /* the request's clock, seconds since the epoch */
+};
+
+/* A handler's answer: either JSON or raw bytes. The response owns both. */
+struct cv_response {
+	int status;
+	json_t *json;
+	unsigned char *raw;
+	size_t raw_len;
+	const char *content_type;         /* static; for raw */
+	char disposition[128];            /* Content-Disposition, "" for none */
+};
+void cv_response_release(struct cv_response *res);
+
+/* Finds the route for req (filling req->params), checks the body limit and runs the handler.
+ * Always fills res: on error with the status and {"error":{"code","message"}}.
+ * body_too_large tells it the server already cut the body off at the route's limit. */
+void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_large,
+		      struct cv_response *res);
+
+/* The body limit for a method and path: the route's, or the configuration's when the route
+ * has none; 0 when no route matches (no body is read). */
+size_t cv_http_body_limit(const struct cv_app *app, const char *method, const char *path);
+
+/* Status and stable JSON code of an error. */
+int cv_http_error_status(int err);
+const char *cv_http_error_code(int err);
+
+/* Makes jansson wipe every block it frees: request bodies carry private keys and passwords,
+ * and jansson copies them into its strings. Call once, before any thread uses jansson. */
+void cv_http_json_harden(void);
+
+struct cv_server;
+/* Starts listening on cfg->listen:cfg->port with an epoll thread pool. */
+int cv_server_start(struct cv_app *app, struct cv_server **ret_server, struct cv_errmsg *err);
+/* The TCP port the server listens on (useful when server.port is 0: any free port). */
+int cv_server_port(const struct cv_server *server);
+/* Stops accepting, finishes requests in flight, frees. Accepts NULL. */
+void cv_server_stop(struct cv_server *server);
+
+#endif

@@ -1,0 +1,132 @@
+/* certvaultd: parse the configuration, open the token and the store, serve, wait. */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "certvault/config.h"
+#include "certvault/http.h"
+#include "certvault/store.h"
+#include "certvault/token.h"
+#include "certvault/vault.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: certvaultd [-c FILE] [--help] [--version]\n"
+		   "\n"
+		   "certvault's daemon: keeps certificates in SQLite and their private keys in a\n"
+		   "PKCS#11 token, and serves the HTTP/JSON API.\n"
+		   "\n"
+		   "  -c, --config FILE   INI configuration file (also CERTVAULT_CONFIG)\n"
+		   "  -h, --help          this text\n"
+		   "  -V, --version       the version\n"
+		   "\n"
+		   "Settings ([section] key, its environment override, default):\n");
+	cv_config_describe(f);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = getenv("CERTVAULT_CONFIG");
+	struct cv_token_config tcfg = { 0 };
+	struct cv_reconcile_report report;
+	struct cv_errmsg err = { "" };
+	struct cv_server *server = NULL;
+	struct cv_config cfg;
+	struct cv_app app = { 0 };
+	char *pin = NULL;
+	size_t pin_len = 0;
+	sigset_t signals;
+	int opt, sig, r, status = 1;
+
+	while ((opt = getopt_long(argc, argv, "c:hV", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("certvaultd 0.1.0\n");
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	/* Block the stop signals before any thread starts, so only sigwait sees them. */
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	cv_http_json_harden();
+
+	if (cv_config_load(config_path != NULL && config_path[0] != '\0' ? config_path : NULL,
+			   &cfg, &err) < 0) {
+		fprintf(stderr, "certvaultd: %s\n", err.text);
+		return 1;
+	}
+	app.cfg = &cfg;
+	r = cv_config_pin_read(&cfg, &pin, &pin_len, &err);
+	if (r < 0)
+		goto out;
+	tcfg.module_path = cfg.token_module;
+	tcfg.token_label = cfg.token_label;
+	tcfg.pin = pin;
+	tcfg.pool_size = (unsigned)cfg.token_sessions;
+	r = cv_token_open(&tcfg, &app.token, &err);
+	OPENSSL_clear_free(pin, pin_len + 1);
+	pin = NULL;
+	if (r < 0)
+		goto out;
+	r = cv_store_open(cfg.db_path, &app.store, &err);
+	if (r < 0)
+		goto out;
+	app.vault.store = app.store;
+	app.vault.token = app.token;
+	app.vault.soon_seconds = cfg.expires_soon_days * 86400;
+	app.vault.allow_weak_signatures = cfg.allow_weak_signatures;
+	r = cv_vault_reconcile(&app.vault, &report, &err);
+	if (r < 0)
+		goto out;
+	if (report.imports_undone > 0 || report.deletes_finished > 0)
+		fprintf(stderr,
+			"certvaultd: recovered from an interrupted run: %u import(s) undone, "
+			"%u delete(s) finished\n",
+			report.imports_undone, report.deletes_finished);
+	r = cv_server_start(&app, &server, &err);
+	if (r < 0)
+		goto out;
+	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s, token \"%s\")\n",
+		strchr(cfg.listen, ':') ? "[" : "", cfg.listen, strchr(cfg.listen, ':') ? "]" : "",
+		cv_server_port(server), cfg.db_path, cfg.token_label);
+	if (sigwait(&signals, &sig) == 0)
+		fprintf(stderr, "certvaultd: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	status = 0;
+out:
+	if (r < 0)
+		fprintf(stderr, "certvaultd: %s\n", err.text[0] ? err.text : cv_strerror(r));
+	OPENSSL_clear_free(pin, pin_len + 1);
+	cv_server_stop(server);
+	cv_store_free(app.store);
+	cv_token_free(app.token);
+	cv_config_release(&cfg);
+	return status;
+}

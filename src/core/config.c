@@ -1,0 +1,304 @@
+/* certvaultd's settings: defaults, then the INI file, then the environment.
+ * One table describes every key, so parsing, overrides and --help cannot disagree. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ini.h>
+#include <openssl/crypto.h>
+
+#include "certvault/config.h"
+#include "certvault/util.h"
+
+enum kind { K_STR, K_INT, K_BOOL };
+
+struct setting {
+	const char *section;
+	const char *key;
+	enum kind kind;
+	size_t offset;
+	const char *def;
+	int64_t min, max;
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct cv_config, f)
+
+static const struct setting settings[] = {
+	{ "server", "listen", K_STR, OFF(listen), "127.0.0.1", 0, 0,
+	  "address to listen on (IPv4 or IPv6)" },
+	{ "server", "port", K_INT, OFF(port), "8420", 0, 65535, "TCP port (0: any free port, printed at start)" },
+	{ "server", "threads", K_INT, OFF(threads), "4", 1, 256, "HTTP worker threads" },
+	{ "server", "max_connections", K_INT, OFF(max_connections), "512", 1, 65536,
+	  "open connections at most" },
+	{ "server", "max_connections_per_ip", K_INT, OFF(max_connections_per_ip), "64", 1, 65536,
+	  "open connections from one address at most" },
+	{ "server", "connection_timeout", K_INT, OFF(connection_timeout), "30", 1, 3600,
+	  "seconds an idle or slow connection is kept" },
+	{ "server", "max_body", K_INT, OFF(max_body), "262144", 1024, 16777216,
+	  "largest request body in bytes (larger: 413)" },
+	{ "database", "path", K_STR, OFF(db_path), "certvault.db", 0, 0,
+	  "SQLite database file, created on first start" },
+	{ "token", "module", K_STR, OFF(token_module), "/usr/lib/softhsm/libsofthsm2.so", 0, 0,
+	  "PKCS#11 module" },
+	{ "token", "label", K_STR, OFF(token_label), "certvault", 0, 0,
+	  "label of the token that holds the keys" },
+	{ "token", "pin_file", K_STR, OFF(token_pin_file), "", 0, 0,
+	  "file holding the user PIN (mode 0600); CERTVAULT_TOKEN_PIN overrides it" },
+	{ "token", "sessions", K_INT, OFF(token_sessions), "8", 1, 256,
+	  "PKCS#11 sessions kept open" },
+	{ "policy", "expires_soon_days", K_INT, OFF(expires_soon_days), "30", 0, 3650,
+	  "a certificate this close to its end is \"expires_soon\"" },
+	{ "policy", "allow_weak_signatures", K_BOOL, OFF(allow_weak_signatures), "false", 0, 0,
+	  "accept certificates signed with MD5 or SHA-1" },
+};
+
+#define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+struct loader {
+	struct cv_config *cfg;
+	struct cv_errmsg *err;
+	const char *origin;
+	int r;
+};
+
+static void env_name(const struct setting *s, char *buf, size_t len)
+{
+	size_t i = 0;
+	const char *p;
+
+	snprintf(buf, len, "CERTVAULT_%s_%s", s->section, s->key);
+	for (p = buf; *p != '\0' && i < len; p++, i++)
+		buf[i] = (char)toupper((unsigned char)*p);
+}
+
+static int set_value(const struct setting *s, struct cv_config *cfg, const char *value,
+		     const char *origin, struct cv_errmsg *err)
+{
+	char *base = (char *)cfg + s->offset;
+	int64_t v;
+
+	switch (s->kind) {
+	case K_STR: {
+		char *copy = strdup(value);
+
+		if (copy == NULL)
+			return CV_ERR_NOMEM;
+		free(*(char **)base);
+		*(char **)base = copy;
+		return 0;
+	}
+	case K_INT:
+		if (cv_parse_int64(value, s->min, s->max, &v) < 0)
+			return cv_errmsg_set(err, CV_ERR_CONFIG,
+					     "%s: %s.%s must be a whole number from %lld to %lld",
+					     origin, s->section, s->key, (long long)s->min,
+					     (long long)s->max);
+		*(int64_t *)base = v;
+		return 0;
+	case K_BOOL:
+		if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
+		    strcmp(value, "1") == 0)
+			*(int *)base = 1;
+		else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+			 strcmp(value, "0") == 0)
+			*(int *)base = 0;
+		else
+			return cv_errmsg_set(err, CV_ERR_CONFIG, "%s: %s.%s must be true or false",
+					     origin, s->section, s->key);
+		return 0;
+	}
+	return CV_ERR_INTERNAL;
+}
+
+static const struct setting *find(const char *section, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < N_SETTINGS; i++)
+		if (strcmp(settings[i].section, section) == 0 && strcmp(settings[i].key, key) == 0)
+			return &settings[i];
+	return NULL;
+}
+
+static int on_ini(void *user, const char *section, const char *key, const char *value)
+{
+	struct loader *l = user;
+	const struct setting *s = find(section, key);
+
+	if (s == NULL) {
+		l->r = cv_errmsg_set(l->err, CV_ERR_CONFIG, "%s: unknown setting [%s] %s",
+				     l->origin, section, key);
+		return 0;
+	}
+	l->r = set_value(s, l->cfg, value, l->origin, l->err);
+	return l->r == 0;
+}
+
+int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg *err)
+{
+	struct loader l = { ret_cfg, err, path, 0 };
+	char name[96];
+	size_t i;
+	int r = 0, line;
+
+	memset(ret_cfg, 0, sizeof(*ret_cfg));
+	for (i = 0; i < N_SETTINGS; i++) {
+		r = set_value(&settings[i], ret_cfg, settings[i].def, "default", err);
+		if (r < 0)
+			goto out;
+	}
+	if (path != NULL) {
+		line = ini_parse(path, on_ini, &l);
+		if (line == -1) {
+			r = cv_errmsg_set(err, CV_ERR_CONFIG, "%s: cannot open: %s", path,
+					  strerror(errno));
+			goto out;
+		}
+		if (l.r < 0) {
+			r = l.r;
+			goto out;
+		}
+		if (line != 0) {
+			r = cv_errmsg_set(err, CV_ERR_CONFIG, "%s:%d: not a valid INI line", path,
+					  line);
+			goto out;
+		}
+	}
+	for (i = 0; i < N_SETTINGS; i++) {
+		const char *v;
+
+		env_name(&settings[i], name, sizeof(name));
+		v = getenv(name);
+		if (v == NULL)
+			continue;
+		r = set_value(&settings[i], ret_cfg, v, name, err);
+		if (r < 0)
+			goto out;
+	}
+	r = 0;
+out:
+	if (r < 0)
+		cv_config_release(ret_cfg);
+	return r;
+}
+
+void cv_config_release(struct cv_config *cfg)
+{
+	size_t i;
+
+	for (i = 0; i < N_SETTINGS; i++) {
+		if (settings[i].kind != K_STR)
+			continue;
+		char **p = (char **)((char *)cfg + settings[i].offset);
+
+		free(*p);
+		*p = NULL;
+	}
+}
+
+void cv_config_describe(FILE *f)
+{
+	char name[96];
+	size_t i;
+
+	for (i = 0; i < N_SETTINGS; i++) {
+		env_name(&settings[i], name, sizeof(name));
+		fprintf(f, "  [%s] %-24s %-40s default: %s\n      %s\n", settings[i].section,
+			settings[i].key, name, settings[i].def[0] ? settings[i].def : "(none)",
+			settings[i].help);
+	}
+	fprintf(f, "  %-29s %-40s\n      %s\n", "(environment only)", "CERTVAULT_TOKEN_PIN",
+		"the user PIN itself, instead of token.pin_file");
+}
+
+/* Reads at most max bytes of the first line of fd into a fresh buffer. */
+static int read_first_line(int fd, char **ret_pin, size_t *ret_len)
+{
+	const size_t max = 256;
+	char *buf = OPENSSL_zalloc(max + 1);
+	ssize_t n;
+	size_t len = 0;
+
+	if (buf == NULL)
+		return CV_ERR_NOMEM;
+	while (len < max) {
+		n = read(fd, buf + len, max - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	len = strcspn(buf, "\r\n");
+	OPENSSL_cleanse(buf + len, max + 1 - len);
+	*ret_pin = buf;
+	*ret_len = len;
+	return 0;
+}
+
+int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
+		       struct cv_errmsg *err)
+{
+	const char *env = getenv("CERTVAULT_TOKEN_PIN");
+	struct stat st;
+	char *pin = NULL;
+	size_t len = 0;
+	int fd = -1, r;
+
+	if (env != NULL && env[0] != '\0') {
+		len = strlen(env);
+		pin = OPENSSL_malloc(len + 1);
+		if (pin == NULL)
+			return CV_ERR_NOMEM;
+		memcpy(pin, env, len + 1);
+		r = 0;
+		goto out;
+	}
+	if (cfg->token_pin_file == NULL || cfg->token_pin_file[0] == '\0') {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG,
+				  "no token PIN: set token.pin_file or CERTVAULT_TOKEN_PIN");
+		goto out;
+	}
+	fd = open(cfg->token_pin_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "token.pin_file %s: cannot open: %s",
+				  cfg->token_pin_file, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "token.pin_file %s: not a regular file",
+				  cfg->token_pin_file);
+		goto out;
+	}
+	if ((st.st_mode & 077) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG,
+				  "token.pin_file %s: readable by others (mode %03o): chmod 600 it",
+				  cfg->token_pin_file, (unsigned)(st.st_mode & 0777));
+		goto out;
+	}
+	r = read_first_line(fd, &pin, &len);
+	if (r < 0)
+		goto out;
+	if (len == 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "token.pin_file %s: empty",
+				  cfg->token_pin_file);
+		goto out;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r < 0) {
+		OPENSSL_clear_free(pin, len + 1);
+		return r;
+	}
+	*ret_pin = pin;
+	*ret_len = len;
+	return 0;
+}

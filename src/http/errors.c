@@ -1,0 +1,50 @@
+/* The one table from certvault's errors to HTTP statuses and stable JSON codes. */
+#include "certvault/http.h"
+
+struct mapping {
+	int status;
+	const char *code;
+};
+
+static const struct mapping table[] = {
+	[-CV_OK] = { 200, "ok" },
+	[-CV_ERR_INTERNAL] = { 500, "internal_error" },
+	[-CV_ERR_NOMEM] = { 503, "out_of_memory" },
+	[-CV_ERR_BAD_REQUEST] = { 400, "bad_request" },
+	[-CV_ERR_INVALID_NAME] = { 400, "invalid_name" },
+	[-CV_ERR_NOT_FOUND] = { 404, "not_found" },
+	[-CV_ERR_NAME_TAKEN] = { 409, "name_taken" },
+	[-CV_ERR_BAD_ENCODING] = { 400, "bad_encoding" },
+	[-CV_ERR_EXPIRED] = { 422, "expired" },
+	[-CV_ERR_NOT_YET_VALID] = { 422, "not_yet_valid" },
+	[-CV_ERR_KEY_MISMATCH] = { 422, "key_mismatch" },
+	[-CV_ERR_UNSUPPORTED_KEY] = { 422, "unsupported_key" },
+	[-CV_ERR_WEAK_SIGNATURE] = { 422, "weak_signature" },
+	[-CV_ERR_BAD_PASSWORD] = { 422, "bad_password" },
+	[-CV_ERR_CONFIRM_REQUIRED] = { 400, "confirmation_required" },
+	[-CV_ERR_TOO_LARGE] = { 413, "body_too_large" },
+	[-CV_ERR_METHOD_NOT_ALLOWED] = { 405, "method_not_allowed" },
+	[-CV_ERR_TOKEN_UNAVAILABLE] = { 503, "token_unavailable" },
+	[-CV_ERR_TOKEN] = { 500, "token_error" },
+	[-CV_ERR_DB] = { 500, "database_error" },
+	[-CV_ERR_CONFIG] = { 500, "configuration_error" },
+	[-CV_ERR_BAD_CHAIN] = { 422, "bad_chain" },
+	[-CV_ERR_UNSUPPORTED_MEDIA] = { 415, "unsupported_media_type" },
+};
+
+static const struct mapping *lookup(int err)
+{
+	if (err > 0 || err <= CV_ERR__LAST || table[-err].code == NULL)
+		return &table[-CV_ERR_INTERNAL];
+	return &table[-err];
+}
+
+int cv_http_error_status(int err)
+{
+	return lookup(err)->status;
+}
+
+const char *cv_http_error_code(int err)
+{
+	return lookup(err)->code;
+}

@@ -1,0 +1,47 @@
+/* Internal to the http module: the handlers the route table names, and the request helpers
+ * they share. */
+#ifndef CV_HTTP_HANDLERS_H
+#define CV_HTTP_HANDLERS_H
+
+#include "certvault/http.h"
+
+typedef int (*cv_handler_fn)(struct cv_app *app, const struct cv_request *req,
+			     struct cv_response *res, struct cv_errmsg *err);
+
+int h_health(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	     struct cv_errmsg *err);
+int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		struct cv_errmsg *err);
+int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err);
+int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err);
+int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+
+/* Parses the body as one JSON object whose members are all among allowed (NULL-terminated).
+ * Refuses a missing or non-JSON content type (CV_ERR_UNSUPPORTED_MEDIA), bad JSON, duplicate
+ * keys, other top-level types and unknown members (CV_ERR_BAD_REQUEST). */
+int req_json_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
+		    struct cv_errmsg *err);
+/* A string member of at most max bytes: 0 and *ret (borrowed from obj, or NULL when absent and
+ * not required), or CV_ERR_BAD_REQUEST naming the member. */
+int json_string_member(json_t *obj, const char *key, int required, size_t max,
+		       const char **ret, size_t *ret_len, struct cv_errmsg *err);
+/* Checks the query holds only the allowed keys (NULL-terminated), each at most once and at
+ * most max_len bytes. */
+int req_query_check(const struct cv_request *req, const char *const *allowed, size_t max_len,
+		    struct cv_errmsg *err);
+/* The value of a query argument, NULL when absent. */
+const char *req_query(const struct cv_request *req, const char *key);
+
+/* Sets res to a JSON body with status; steals body. Returns 0 or CV_ERR_NOMEM. */
+int res_json(struct cv_response *res, int status, json_t *body);
+
+#endif

@@ -1,0 +1,278 @@
+/* The route table and the dispatch around the handlers: matching, body limits, JSON and
+ * query helpers, errors to JSON. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "handlers.h"
+
+struct cv_route {
+	const char *method;
+	const char *pattern;   /* "{}" stands for one path segment, handed to the handler */
+	size_t max_body;       /* 0: no body; SIZE_MAX: the configured server.max_body */
+	cv_handler_fn handler;
+};
+
+#define CFG_BODY SIZE_MAX
+
+static const struct cv_route routes[] = {
+	{ "GET", "/v1/health", 0, h_health },
+	{ "GET", "/v1/certificates", 0, h_cert_list },
+	{ "POST", "/v1/certificates", CFG_BODY, h_cert_import },
+	{ "GET", "/v1/certificates/summary", 0, h_cert_summary },
+	{ "GET", "/v1/certificates/{}", 0, h_cert_get },
+	{ "PATCH", "/v1/certificates/{}", 16 * 1024, h_cert_patch },
+	{ "DELETE", "/v1/certificates/{}", 0, h_cert_delete },
+	{ "GET", "/v1/certificates/{}/export", 0, h_cert_export },
+};
+
+#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Matches path against pattern, copying the {} segments into buf and pointing params at
+ * them. Returns 1 on a match. */
+static int match(const char *pattern, const char *path, char *buf, size_t buflen,
+		 const char **params)
+{
+	size_t n_params = 0, used = 0;
+	const char *p = pattern, *s = path;
+
+	while (*p != '\0' && *s != '\0') {
+		if (p[0] == '{' && p[1] == '}') {
+			size_t seg = strcspn(s, "/");
+
+			if (seg == 0 || n_params == CV_HTTP_MAX_PARAMS || used + seg + 1 > buflen)
+				return 0;
+			memcpy(buf + used, s, seg);
+			buf[used + seg] = '\0';
+			params[n_params++] = buf + used;
+			used += seg + 1;
+			p += 2;
+			s += seg;
+			continue;
+		}
+		if (*p != *s)
+			return 0;
+		p++;
+		s++;
+	}
+	return *p == '\0' && *s == '\0';
+}
+
+/* Param storage lives with the dispatch call; routes have short segments. */
+struct matched {
+	const struct cv_route *route;
+	int path_known;    /* some route has this path, maybe with another method */
+	char buf[512];
+};
+
+static void find_route(const char *method, const char *path, struct matched *m,
+		       const char **params)
+{
+	size_t i;
+
+	m->route = NULL;
+	m->path_known = 0;
+	for (i = 0; i < N_ROUTES; i++) {
+		const char *tmp[CV_HTTP_MAX_PARAMS] = { 0 };
+
+		if (!match(routes[i].pattern, path, m->buf, sizeof(m->buf), tmp))
+			continue;
+		m->path_known = 1;
+		if (strcmp(routes[i].method, method) == 0) {
+			m->route = &routes[i];
+			memcpy(params, tmp, sizeof(tmp));
+			return;
+		}
+	}
+}
+
+size_t cv_http_body_limit(const struct cv_app *app, const char *method, const char *path)
+{
+	const char *params[CV_HTTP_MAX_PARAMS];
+	struct matched m;
+
+	find_route(method, path, &m, params);
+	if (m.route == NULL)
+		return 0;
+	if (m.route->max_body == CFG_BODY)
+		return (size_t)app->cfg->max_body;
+	return m.route->max_body;
+}
+
+void cv_response_release(struct cv_response *res)
+{
+	json_decref(res->json);
+	free(res->raw);
+	memset(res, 0, sizeof(*res));
+}
+
+int res_json(struct cv_response *res, int status, json_t *body)
+{
+	if (body == NULL)
+		return CV_ERR_NOMEM;
+	json_decref(res->json);
+	res->status = status;
+	res->json = body;
+	return 0;
+}
+
+static void res_error(struct cv_response *res, int r, const char *message)
+{
+	json_t *body;
+
+	cv_response_release(res);
+	body = json_pack("{s:{s:s,s:s}}", "error", "code", cv_http_error_code(r), "message",
+			 message != NULL && message[0] != '\0' ? message : cv_strerror(r));
+	res->status = cv_http_error_status(r);
+	res->json = body; /* NULL only when out of memory: the server sends a bare status */
+}
+
+void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_large,
+		      struct cv_response *res)
+{
+	struct cv_errmsg err = { "" };
+	struct matched m;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	find_route(req->method, req->path, &m, req->params);
+	if (m.route == NULL) {
+		if (m.path_known)
+			r = cv_errmsg_set(&err, CV_ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s",
+					  req->method, req->path);
+		else
+			r = cv_errmsg_set(&err, CV_ERR_NOT_FOUND, "no such resource: %s",
+					  req->path);
+		goto out;
+	}
+	if (body_too_large) {
+		r = cv_errmsg_set(&err, CV_ERR_TOO_LARGE, "request body is over %zu bytes",
+				  cv_http_body_limit(app, req->method, req->path));
+		goto out;
+	}
+	if (req->query_overflow) {
+		r = cv_errmsg_set(&err, CV_ERR_BAD_REQUEST, "more than %d query arguments",
+				  CV_HTTP_MAX_QUERY);
+		goto out;
+	}
+	r = m.route->handler(app, req, res, &err);
+out:
+	if (r < 0)
+		res_error(res, r, err.text);
+}
+
+int req_json_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
+		    struct cv_errmsg *err)
+{
+	json_error_t jerr;
+	const char *key;
+	json_t *obj, *value;
+	size_t ct_len;
+	size_t i;
+
+	if (req->content_type == NULL)
+		return cv_errmsg_set(err, CV_ERR_UNSUPPORTED_MEDIA,
+				     "the body must be application/json");
+	ct_len = strcspn(req->content_type, ";");
+	while (ct_len > 0 && req->content_type[ct_len - 1] == ' ')
+		ct_len--;
+	if (ct_len != strlen("application/json") ||
+	    strncasecmp(req->content_type, "application/json", ct_len) != 0)
+		return cv_errmsg_set(err, CV_ERR_UNSUPPORTED_MEDIA,
+				     "the body must be application/json");
+	if (req->body == NULL || req->body_len == 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the request has no body");
+	obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (obj == NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "invalid JSON at line %d column %d: %s",
+				     jerr.line, jerr.column, jerr.text);
+	if (!json_is_object(obj)) {
+		json_decref(obj);
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the body must be a JSON object");
+	}
+	json_object_foreach(obj, key, value) {
+		for (i = 0; allowed[i] != NULL; i++)
+			if (strcmp(allowed[i], key) == 0)
+				break;
+		if (allowed[i] == NULL) {
+			/* Name the member only when it is short and printable. */
+			int shown = strlen(key) <= 64 && strspn(key, "abcdefghijklmnopqrstuvwxyz"
+								   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+								   strlen(key);
+
+			json_decref(obj);
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown member %s%s%s",
+					     shown ? "\"" : "", shown ? key : "in the body",
+					     shown ? "\"" : "");
+		}
+	}
+	*ret = obj;
+	return 0;
+}
+
+int json_string_member(json_t *obj, const char *key, int required, size_t max,
+		       const char **ret, size_t *ret_len, struct cv_errmsg *err)
+{
+	json_t *v = json_object_get(obj, key);
+	size_t len;
+
+	*ret = NULL;
+	if (ret_len != NULL)
+		*ret_len = 0;
+	if (v == NULL || json_is_null(v)) {
+		if (required)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is required", key);
+		return 0;
+	}
+	if (!json_is_string(v))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" must be a string", key);
+	len = json_string_length(v);
+	if (len > max)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is longer than %zu bytes",
+				     key, max);
+	if (strlen(json_string_value(v)) != len)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" contains a NUL character",
+				     key);
+	if (required && len == 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is empty", key);
+	*ret = json_string_value(v);
+	if (ret_len != NULL)
+		*ret_len = len;
+	return 0;
+}
+
+int req_query_check(const struct cv_request *req, const char *const *allowed, size_t max_len,
+		    struct cv_errmsg *err)
+{
+	size_t i, j, k;
+
+	for (i = 0; i < req->n_query; i++) {
+		const char *key = req->query[i].key;
+
+		for (k = 0; allowed[k] != NULL; k++)
+			if (strcmp(allowed[k], key) == 0)
+				break;
+		if (allowed[k] == NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown query argument %.64s",
+					     key);
+		for (j = 0; j < i; j++)
+			if (strcmp(req->query[j].key, key) == 0)
+				return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+						     "query argument %s given twice", key);
+		if (req->query[i].value != NULL && strlen(req->query[i].value) > max_len)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "query argument %s is longer than %zu bytes", key,
+					     max_len);
+	}
+	return 0;
+}
+
+const char *req_query(const struct cv_request *req, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < req->n_query; i++)
+		if (strcmp(req->query[i].key, key) == 0)
+			return req->query[i].value != NULL ? req->query[i].value : "";
+	return NULL;
+}

@@ -1,0 +1,290 @@
+/* The libmicrohttpd server around cv_http_dispatch: an epoll thread pool, limits on
+ * connections and memory, bodies read up to their route's limit, one log line per request. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "certvault/http.h"
+
+struct cv_server {
+	struct MHD_Daemon *daemon;
+	struct cv_app *app;
+	atomic_uint_fast64_t next_request;
+	uint32_t instance;   /* random, so request ids differ across restarts */
+};
+
+/* Per connection-request state, from the first access-handler call to completion. */
+struct exchange {
+	char *body;          /* wiped on free: it can hold a private key */
+	size_t len, cap, limit;
+	int too_large;
+	int bad_framing;
+	struct timespec start;
+	struct cv_request req;
+};
+
+static void exchange_free(struct exchange *x)
+{
+	if (x == NULL)
+		return;
+	OPENSSL_clear_free(x->body, x->cap);
+	free(x);
+}
+
+static int body_append(struct exchange *x, const char *data, size_t size)
+{
+	size_t want;
+	char *grown;
+
+	if (x->too_large || size > x->limit - x->len) {
+		x->too_large = 1;
+		OPENSSL_clear_free(x->body, x->cap);
+		x->body = NULL;
+		x->len = x->cap = 0;
+		return 0;
+	}
+	want = x->len + size + 1;
+	if (want > x->cap) {
+		size_t cap = x->cap ? x->cap : 4096;
+
+		while (cap < want)
+			cap *= 2;
+		if (cap > x->limit + 1)
+			cap = x->limit + 1;
+		/* Grow by copying, so no stale copy of a key stays behind in freed memory. */
+		grown = OPENSSL_malloc(cap);
+		if (grown == NULL)
+			return -1;
+		if (x->len > 0)
+			memcpy(grown, x->body, x->len);
+		OPENSSL_clear_free(x->body, x->cap);
+		x->body = grown;
+		x->cap = cap;
+	}
+	memcpy(x->body + x->len, data, size);
+	x->len += size;
+	x->body[x->len] = '\0';
+	return 0;
+}
+
+static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct cv_request *req = cls;
+
+	(void)kind;
+	if (req->n_query == CV_HTTP_MAX_QUERY) {
+		req->query_overflow = 1;
+		return MHD_NO;
+	}
+	req->query[req->n_query].key = key;
+	req->query[req->n_query].value = value;
+	req->n_query++;
+	return MHD_YES;
+}
+
+static void json_free_callback(void *p)
+{
+	json_malloc_t m;
+	json_free_t f;
+
+	json_get_alloc_funcs(&m, &f);
+	f(p);
+}
+
+static struct MHD_Response *make_response(const struct cv_response *res)
+{
+	struct MHD_Response *resp;
+	char *text;
+
+	if (res->json == NULL && res->raw == NULL)
+		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (res->raw != NULL) {
+		resp = MHD_create_response_from_buffer(res->raw_len, res->raw,
+						       MHD_RESPMEM_MUST_COPY);
+		if (resp != NULL && res->content_type != NULL)
+			MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+						res->content_type);
+		if (resp != NULL && res->disposition[0] != '\0')
+			MHD_add_response_header(resp, "Content-Disposition", res->disposition);
+		return resp;
+	}
+	text = json_dumps(res->json, JSON_COMPACT);
+	if (text == NULL)
+		return NULL;
+	resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text,
+								  json_free_callback);
+	if (resp == NULL) {
+		json_free_callback(text);
+		return NULL;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	return resp;
+}
+
+static double elapsed_ms(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) * 1e3 +
+	       (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+static const char *error_code_of(const struct cv_response *res)
+{
+	json_t *code = json_object_get(json_object_get(res->json, "error"), "code");
+
+	return json_is_string(code) ? json_string_value(code) : "-";
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version,
+				  const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	struct cv_server *srv = cls;
+	struct exchange *x = *con_cls;
+	struct cv_response res;
+	struct MHD_Response *resp;
+	char request_id[40];
+	enum MHD_Result ret;
+
+	(void)version;
+	if (x == NULL) {
+		x = calloc(1, sizeof(*x));
+		if (x == NULL)
+			return MHD_NO;
+		clock_gettime(CLOCK_MONOTONIC, &x->start);
+		x->limit = cv_http_body_limit(srv->app, method, url);
+		/* Both framings at once is how requests are smuggled past proxies. */
+		if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_CONTENT_LENGTH) != NULL &&
+		    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+			x->bad_framing = 1;
+		*con_cls = x;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		if (!x->bad_framing && body_append(x, upload_data, *upload_data_size) < 0)
+			return MHD_NO;
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+
+	x->req.method = method;
+	x->req.path = url;
+	x->req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							  MHD_HTTP_HEADER_CONTENT_TYPE);
+	x->req.body = x->body;
+	x->req.body_len = x->len;
+	x->req.now = (int64_t)time(NULL);
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query, &x->req);
+	if (x->bad_framing) {
+		memset(&res, 0, sizeof(res));
+		res.status = 400;
+		res.json = json_pack("{s:{s:s,s:s}}", "error", "code", "bad_request", "message",
+				     "Content-Length and Transfer-Encoding together are refused");
+	} else {
+		cv_http_dispatch(srv->app, &x->req, x->too_large, &res);
+	}
+
+	snprintf(request_id, sizeof(request_id), "%08x-%llu", (unsigned)srv->instance,
+		 (unsigned long long)atomic_fetch_add(&srv->next_request, 1));
+	resp = make_response(&res);
+	if (resp == NULL) {
+		cv_response_release(&res);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "X-Request-Id", request_id);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	ret = MHD_queue_response(conn, (unsigned)res.status, resp);
+	MHD_destroy_response(resp);
+	fprintf(stderr, "certvaultd: %s %s %s %d %s %.1fms\n", request_id, method, url,
+		res.status, res.status >= 400 ? error_code_of(&res) : "-",
+		elapsed_ms(&x->start));
+	cv_response_release(&res);
+	return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode code)
+{
+	(void)cls;
+	(void)conn;
+	(void)code;
+	exchange_free(*con_cls);
+	*con_cls = NULL;
+}
+
+int cv_server_start(struct cv_app *app, struct cv_server **ret_server, struct cv_errmsg *err)
+{
+	const struct cv_config *cfg = app->cfg;
+	struct sockaddr_storage ss;
+	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+	struct cv_server *srv;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, cfg->listen, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons((uint16_t)cfg->port);
+	} else if (inet_pton(AF_INET6, cfg->listen, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)cfg->port);
+		flags |= MHD_USE_IPv6;
+	} else {
+		return cv_errmsg_set(err, CV_ERR_CONFIG,
+				     "server.listen %s is not an IPv4 or IPv6 address", cfg->listen);
+	}
+	srv = calloc(1, sizeof(*srv));
+	if (srv == NULL)
+		return CV_ERR_NOMEM;
+	srv->app = app;
+	if (RAND_bytes((unsigned char *)&srv->instance, sizeof(srv->instance)) != 1)
+		srv->instance = (uint32_t)time(NULL);
+	srv->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &ss,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		(unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+		MHD_OPTION_END);
+	if (srv->daemon == NULL) {
+		free(srv);
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot listen on %s port %lld",
+				     cfg->listen, (long long)cfg->port);
+	}
+	*ret_server = srv;
+	return 0;
+}
+
+/* The port actually bound (server.port may be 0: any free port). */
+int cv_server_port(const struct cv_server *server)
+{
+	const union MHD_DaemonInfo *info =
+		MHD_get_daemon_info(server->daemon, MHD_DAEMON_INFO_BIND_PORT);
+
+	return info != NULL ? (int)info->port : -1;
+}
+
+void cv_server_stop(struct cv_server *server)
+{
+	if (server == NULL)
+		return;
+	MHD_stop_daemon(server->daemon);
+	free(server);
+}

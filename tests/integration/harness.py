@@ -1,0 +1,225 @@
+"""A real certvaultd for tests: a fresh SoftHSM2 token and a fresh SQLite file in a temporary
+directory, certvaultd started on 127.0.0.1 (any free port), and a small HTTP client.
+
+Only the standard library and tools nobody here wrote (openssl, pkcs11-tool, p11tool) are used,
+plus cv-testcert (tests/tools) to make certificates with exact dates and key types."""
+
+import base64
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+BUILD = os.environ.get("CV_BINARY_DIR") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build")
+CERTVAULTD = os.path.join(BUILD, "certvaultd")
+TESTCERT = os.path.join(BUILD, "tests", "cv-testcert")
+SOFTHSM_MODULE = os.environ.get("CV_SOFTHSM_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+ENGINE_PKCS11 = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
+
+
+def run(cmd, env=None, input=None, check=True):
+    """Runs a command; returns CompletedProcess with text output."""
+    p = subprocess.run(cmd, env=env, input=input, capture_output=True, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s\n%s" % (
+            " ".join(cmd), p.returncode, p.stdout.decode(errors="replace"),
+            p.stderr.decode(errors="replace")))
+    return p
+
+
+class Material:
+    """A certificate and key made by cv-testcert, as PEM text (and the files)."""
+
+    def __init__(self, workdir, name, key="p256", cn=None, san=None, not_before=-3600,
+                 not_after=90 * 86400, md=None, key_format=None, password=None, ca=False,
+                 issuer=None):
+        self.cert_path = os.path.join(workdir, name + ".crt")
+        self.key_path = os.path.join(workdir, name + ".key")
+        cmd = [TESTCERT, "--key", key, "--not-before", str(not_before),
+               "--not-after", str(not_after), "--cert-out", self.cert_path,
+               "--key-out", self.key_path]
+        if cn is not None:
+            cmd += ["--cn", cn]
+        if san is not None:
+            cmd += ["--san", san]
+        if md is not None:
+            cmd += ["--md", md]
+        if key_format is not None:
+            cmd += ["--key-format", key_format]
+        if password is not None:
+            cmd += ["--password", password]
+        if ca:
+            cmd += ["--ca"]
+        if issuer is not None:
+            cmd += ["--issuer-cert", issuer.cert_path, "--issuer-key", issuer.key_path]
+        run(cmd)
+        with open(self.cert_path) as f:
+            self.cert = f.read()
+        with open(self.key_path) as f:
+            self.key = f.read()
+
+    def cert_der(self):
+        return run(["openssl", "x509", "-in", self.cert_path, "-outform", "DER"]).stdout
+
+    def key_der(self):
+        """The private key as PKCS#8 DER (unencrypted)."""
+        return run(["openssl", "pkey", "-in", self.key_path, "-outform", "DER"]).stdout
+
+
+class Certvaultd:
+    """One certvaultd with its own token and database."""
+
+    def __init__(self, workdir, settings=None):
+        self.dir = workdir
+        self.token_dir = os.path.join(workdir, "softhsm")
+        os.makedirs(self.token_dir, exist_ok=True)
+        self.softhsm_conf = os.path.join(workdir, "softhsm2.conf")
+        with open(self.softhsm_conf, "w") as f:
+            f.write("directories.tokendir = %s\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n" % self.token_dir)
+        self.pin = secrets.token_hex(8)
+        self.so_pin = secrets.token_hex(8)
+        self.pin_file = os.path.join(workdir, "user.pin")
+        fd = os.open(self.pin_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, (self.pin + "\n").encode())
+        os.close(fd)
+        self.db = os.path.join(workdir, "certvault.db")
+        self.label = "cv-test"
+        self.settings = dict(settings or {})
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(workdir, "certvaultd.log")
+        self.init_token()
+
+    def env(self, extra=None):
+        e = dict(os.environ)
+        e.update({
+            "SOFTHSM2_CONF": self.softhsm_conf,
+            "CERTVAULT_SERVER_LISTEN": "127.0.0.1",
+            "CERTVAULT_SERVER_PORT": "0",
+            "CERTVAULT_DATABASE_PATH": self.db,
+            "CERTVAULT_TOKEN_MODULE": SOFTHSM_MODULE,
+            "CERTVAULT_TOKEN_LABEL": self.label,
+            "CERTVAULT_TOKEN_PIN_FILE": self.pin_file,
+        })
+        e.pop("CERTVAULT_TOKEN_PIN", None)
+        e.update(self.settings)
+        if extra:
+            e.update(extra)
+        return e
+
+    def init_token(self):
+        env = self.env({"CERTVAULT_TOKEN_SO_PIN": self.so_pin})
+        run([CERTVAULTD, "--init-token"], env=env)
+
+    def start(self, extra_env=None):
+        self.logf = open(self.log_path, "ab")
+        self.log_offset = self.logf.tell()
+        self.proc = subprocess.Popen([CERTVAULTD], env=self.env(extra_env),
+                                     stdout=subprocess.DEVNULL, stderr=self.logf)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("certvaultd exited %d:\n%s" % (
+                    self.proc.returncode, self.log()))
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
+            if m:
+                self.port = int(m.group(1))
+                return self
+            time.sleep(0.02)
+        raise AssertionError("certvaultd did not start:\n" + self.log())
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        self.logf.close()
+        return rc
+
+    def request(self, method, path, body=None, headers=None, raw=None):
+        """Returns (status, headers dict with lower-case names, parsed JSON or bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        hdrs = dict(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        payload = resp.read()
+        rh = {k.lower(): v for k, v in resp.getheaders()}
+        conn.close()
+        if rh.get("content-type", "").startswith("application/json"):
+            payload = json.loads(payload)
+        return resp.status, rh, payload
+
+    def import_cert(self, name, material, **extra):
+        body = {"name": name, "certificate": material.cert, "private_key": material.key}
+        body.update(extra)
+        return self.request("POST", "/v1/certificates", body)
+
+    def token_objects(self):
+        """Every object in the token as pkcs11-tool lists it after logging in."""
+        p = run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.label,
+                 "--login", "--pin", "env:CV_TEST_PIN", "--list-objects"],
+                env=dict(self.env(), CV_TEST_PIN=self.pin))
+        return p.stdout.decode()
+
+    def count_token_objects(self, kind="Private Key Object"):
+        return self.token_objects().count(kind)
+
+
+class VaultTestCase(unittest.TestCase):
+    """Starts one certvaultd per test class; self.vault and self.tmp are ready in each test."""
+
+    settings = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="cv-it-")
+        cls.vault = Certvaultd(cls.tmp, cls.settings).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.vault.stop()
+        log = cls.vault.log()
+        # A sanitizer report or a crash shows in the exit status and the log.
+        if rc != 0 or "ERROR: AddressSanitizer" in log or "runtime error:" in log:
+            raise AssertionError("certvaultd exited %s:\n%s" % (rc, log[-4000:]))
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def material(self, name, **kw):
+        return Material(self.tmp, name, **kw)
+
+    def assertError(self, resp, status, code):
+        st, _, body = resp
+        self.assertEqual(st, status, body)
+        self.assertIsInstance(body, dict, body)
+        self.assertEqual(body["error"]["code"], code, body)
+        self.assertTrue(body["error"]["message"], body)
+        return body["error"]["message"]
+
+
+def b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode()

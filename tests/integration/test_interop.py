@@ -1,0 +1,157 @@
+"""Interop: tools nobody here wrote see what certvault promises. pkcs11-tool and p11tool read
+the key's attributes and fail to read it out; openssl signs with it through the libp11 engine
+by the details' pkcs11_uri; the SQLite file, its WAL and the log hold none of its bytes."""
+
+import os
+import re
+import unittest
+
+from harness import ENGINE_PKCS11, SOFTHSM_MODULE, VaultTestCase, run
+
+
+def private_parts(key_path):
+    """The secret numbers of a PEM private key, as big-endian bytes, read by openssl."""
+    text = run(["openssl", "pkey", "-in", key_path, "-noout", "-text"]).stdout.decode()
+    parts, name, hexdigits = [], None, ""
+    for line in text.splitlines() + ["end:"]:
+        m = re.match(r"^([A-Za-z0-9]+):", line)
+        if m:
+            if name in ("privateExponent", "prime1", "prime2", "priv") and hexdigits:
+                parts.append(bytes.fromhex(hexdigits).lstrip(b"\0"))
+            name, hexdigits = m.group(1), ""
+            continue
+        if name is not None and re.match(r"^\s+[0-9a-f:]+$", line):
+            hexdigits += line.strip().replace(":", "")
+    return parts
+
+
+class InteropTest(VaultTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        from harness import Material
+        cls.keys = {}
+        for key in ("rsa2048", "p256", "p384", "ed25519"):
+            m = Material(cls.tmp, "io-" + key, key=key, san=key + ".interop.example.com")
+            st, _, body = cls.vault.import_cert("io-" + key, m)
+            assert st == 201, body
+            cls.keys[key] = (m, body)
+        cls.openssl_conf = os.path.join(cls.tmp, "openssl-pkcs11.cnf")
+        with open(cls.openssl_conf, "w") as f:
+            f.write("openssl_conf = openssl_init\n[openssl_init]\nengines = engines\n"
+                    "[engines]\npkcs11 = pkcs11\n[pkcs11]\nengine_id = pkcs11\n"
+                    "dynamic_path = %s\nMODULE_PATH = %s\ninit = 0\n"
+                    % (ENGINE_PKCS11, SOFTHSM_MODULE))
+
+    def tool_env(self, **extra):
+        env = self.vault.env()
+        env.update(extra)
+        return env
+
+    def test_pkcs11_tool_sees_sensitive_not_extractable(self):
+        out = self.vault.token_objects()
+        for key, (m, body) in self.keys.items():
+            with self.subTest(key=key):
+                block = self.object_block(out, "Private Key Object", body["key"]["id"])
+                self.assertIn("label:      io-" + key, block)
+                access = re.search(r"Access:\s*(.*)", block).group(1)
+                self.assertIn("sensitive", access)
+                self.assertNotIn("extractable,", access.replace("never extractable", ""))
+                self.assertNotIn("always sensitive", access)
+                self.assertIn("Usage:", block)
+                # Reading the key out of the token fails.
+                p = run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label",
+                         self.vault.label, "--login", "--pin", "env:CV_TEST_PIN",
+                         "--read-object", "--type", "privkey", "--id", body["key"]["id"]],
+                        env=self.tool_env(CV_TEST_PIN=self.vault.pin), check=False)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertNotIn(b"BEGIN", p.stdout)
+
+    @staticmethod
+    def object_block(listing, kind, key_id):
+        blocks = re.split(r"\n(?=\S)", listing)
+        for b in blocks:
+            if b.startswith(kind) and re.search(r"ID:\s*" + key_id, b):
+                return b
+        raise AssertionError("no %s with id %s in:\n%s" % (kind, key_id, listing))
+
+    def test_p11tool_reads_flags_and_cannot_export(self):
+        env = self.tool_env(GNUTLS_PIN=self.vault.pin)
+        for key, (m, body) in self.keys.items():
+            with self.subTest(key=key):
+                uri = body["key"]["pkcs11_uri"]
+                p = run(["p11tool", "--provider", SOFTHSM_MODULE, "--login", "--list-all",
+                         "--detailed-url", uri], env=env)
+                out = p.stdout.decode()
+                self.assertIn("CKA_SENSITIVE", out)
+                self.assertNotIn("CKA_EXTRACTABLE", out)
+                self.assertIn("Label: io-" + key, out)
+                p = run(["p11tool", "--provider", SOFTHSM_MODULE, "--login", "--export",
+                         uri], env=env, check=False)
+                self.assertNotIn(b"PRIVATE KEY", p.stdout)
+
+    def test_openssl_signs_through_the_engine_with_the_uri(self):
+        data = os.path.join(self.tmp, "message.txt")
+        with open(data, "w") as f:
+            f.write("signed by a key that never left the token\n")
+        env = self.tool_env(OPENSSL_CONF=self.openssl_conf)
+        for key in ("rsa2048", "p256", "p384"):
+            with self.subTest(key=key):
+                m, body = self.keys[key]
+                sig = os.path.join(self.tmp, key + ".sig")
+                uri = body["key"]["pkcs11_uri"] + ";pin-value=" + self.vault.pin
+                run(["openssl", "dgst", "-sha256", "-engine", "pkcs11", "-keyform", "engine",
+                     "-sign", uri, "-out", sig, data], env=env)
+                pub = os.path.join(self.tmp, key + ".pub")
+                st, _, pem = self.vault.request(
+                    "GET", "/v1/certificates/io-%s/export?format=public-key" % key)
+                with open(pub, "wb") as f:
+                    f.write(pem)
+                p = run(["openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, data])
+                self.assertIn(b"Verified OK", p.stdout)
+
+    def test_ed25519_signs_with_pkcs11_tool(self):
+        # The libp11 0.4.12 engine cannot load Ed25519 keys; pkcs11-tool can sign with one.
+        m, body = self.keys["ed25519"]
+        data = os.path.join(self.tmp, "ed.txt")
+        sig = os.path.join(self.tmp, "ed.sig")
+        with open(data, "w") as f:
+            f.write("an Ed25519 message\n")
+        run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+             "--login", "--pin", "env:CV_TEST_PIN", "--sign", "-m", "EDDSA", "--id",
+             body["key"]["id"], "-i", data, "-o", sig],
+            env=self.tool_env(CV_TEST_PIN=self.vault.pin))
+        st, _, pem = self.vault.request("GET", "/v1/certificates/io-ed25519/export?format=public-key")
+        pub = os.path.join(self.tmp, "ed.pub")
+        with open(pub, "wb") as f:
+            f.write(pem)
+        p = run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in",
+                 data, "-sigfile", sig])
+        self.assertIn(b"Signature Verified Successfully", p.stdout)
+
+    def test_database_wal_and_log_hold_no_key_bytes(self):
+        files = [self.vault.db, self.vault.db + "-wal", self.vault.log_path]
+        blobs = b""
+        for path in files:
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    blobs += f.read()
+        self.assertGreater(len(blobs), 0)
+        for key, (m, body) in self.keys.items():
+            with self.subTest(key=key):
+                # The certificate is there (the search works) ...
+                self.assertIn(m.cert_der()[-32:], blobs)
+                # ... the key is not: not its DER, its PEM text, nor any secret number.
+                self.assertNotIn(m.key_der(), blobs)
+                for line in m.key.splitlines()[1:-1]:
+                    self.assertNotIn(line.encode(), blobs)
+                parts = private_parts(m.key_path)
+                self.assertTrue(parts, "openssl showed no private numbers for " + key)
+                for part in parts:
+                    self.assertNotIn(part[:16], blobs)
+        self.assertNotIn(self.vault.pin.encode(), blobs)
+
+
+if __name__ == "__main__":
+    unittest.main()
