@@ -21,6 +21,7 @@ struct cv_config {
 	char *token_module;        /* token.module: the PKCS#11 module to dlopen */
 	char *token_label;         /* token.label */
 	char *token_pin_file;      /* token.pin_file: file whose first line is the user PIN */
+	char *token_so_pin_file;   /* token.so_pin_file: the SO PIN, for --init-token only */
 	int64_t token_sessions;    /* token.sessions: PKCS#11 sessions kept open */
 	int64_t expires_soon_days; /* policy.expires_soon_days */
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
@@ -41,5 +42,9 @@ void cv_config_describe(FILE *f);
  * buffer the caller releases with OPENSSL_clear_free(pin, len + 1), or CV_ERR_CONFIG. */
 int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
 		       struct cv_errmsg *err);
+
+/* Reads the SO PIN the same way: CERTVAULT_TOKEN_SO_PIN, else token.so_pin_file. */
+int cv_config_so_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
+			  struct cv_errmsg *err);
 
 #endif

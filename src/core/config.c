@@ -50,6 +50,8 @@ static const struct setting settings[] = {
 	  "label of the token that holds the keys" },
 	{ "token", "pin_file", K_STR, OFF(token_pin_file), "", 0, 0,
 	  "file holding the user PIN (mode 0600); CERTVAULT_TOKEN_PIN overrides it" },
+	{ "token", "so_pin_file", K_STR, OFF(token_so_pin_file), "", 0, 0,
+	  "file holding the SO PIN, read only by --init-token; CERTVAULT_TOKEN_SO_PIN overrides it" },
 	{ "token", "sessions", K_INT, OFF(token_sessions), "8", 1, 256,
 	  "PKCS#11 sessions kept open" },
 	{ "policy", "expires_soon_days", K_INT, OFF(expires_soon_days), "30", 0, 3650,
@@ -215,6 +217,8 @@ void cv_config_describe(FILE *f)
 	}
 	fprintf(f, "  %-29s %-40s\n      %s\n", "(environment only)", "CERTVAULT_TOKEN_PIN",
 		"the user PIN itself, instead of token.pin_file");
+	fprintf(f, "  %-29s %-40s\n      %s\n", "(environment only)", "CERTVAULT_TOKEN_SO_PIN",
+		"the SO PIN itself, instead of token.so_pin_file (--init-token only)");
 }
 
 /* Reads at most max bytes of the first line of fd into a fresh buffer. */
@@ -243,62 +247,76 @@ static int read_first_line(int fd, char **ret_pin, size_t *ret_len)
 	return 0;
 }
 
-int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
-		       struct cv_errmsg *err)
+/* A secret from the environment variable env when set, else from the first line of file. */
+static int secret_read(const char *env_var, const char *file, const char *setting,
+		       char **ret_secret, size_t *ret_len, struct cv_errmsg *err)
 {
-	const char *env = getenv("CERTVAULT_TOKEN_PIN");
+	const char *env = getenv(env_var);
 	struct stat st;
-	char *pin = NULL;
+	char *secret = NULL;
 	size_t len = 0;
 	int fd = -1, r;
 
 	if (env != NULL && env[0] != '\0') {
 		len = strlen(env);
-		pin = OPENSSL_malloc(len + 1);
-		if (pin == NULL)
+		secret = OPENSSL_malloc(len + 1);
+		if (secret == NULL)
 			return CV_ERR_NOMEM;
-		memcpy(pin, env, len + 1);
+		memcpy(secret, env, len + 1);
 		r = 0;
 		goto out;
 	}
-	if (cfg->token_pin_file == NULL || cfg->token_pin_file[0] == '\0') {
-		r = cv_errmsg_set(err, CV_ERR_CONFIG,
-				  "no token PIN: set token.pin_file or CERTVAULT_TOKEN_PIN");
+	if (file == NULL || file[0] == '\0') {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "no %s: set %s or %s",
+				  strcmp(setting, "token.pin_file") == 0 ? "token PIN" : "SO PIN",
+				  setting, env_var);
 		goto out;
 	}
-	fd = open(cfg->token_pin_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
-		r = cv_errmsg_set(err, CV_ERR_CONFIG, "token.pin_file %s: cannot open: %s",
-				  cfg->token_pin_file, strerror(errno));
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "%s %s: cannot open: %s", setting, file,
+				  strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		r = cv_errmsg_set(err, CV_ERR_CONFIG, "token.pin_file %s: not a regular file",
-				  cfg->token_pin_file);
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "%s %s: not a regular file", setting, file);
 		goto out;
 	}
 	if ((st.st_mode & 077) != 0) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIG,
-				  "token.pin_file %s: readable by others (mode %03o): chmod 600 it",
-				  cfg->token_pin_file, (unsigned)(st.st_mode & 0777));
+				  "%s %s: readable by others (mode %03o): chmod 600 it", setting,
+				  file, (unsigned)(st.st_mode & 0777));
 		goto out;
 	}
-	r = read_first_line(fd, &pin, &len);
+	r = read_first_line(fd, &secret, &len);
 	if (r < 0)
 		goto out;
 	if (len == 0) {
-		r = cv_errmsg_set(err, CV_ERR_CONFIG, "token.pin_file %s: empty",
-				  cfg->token_pin_file);
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "%s %s: empty", setting, file);
 		goto out;
 	}
 out:
 	if (fd >= 0)
 		close(fd);
 	if (r < 0) {
-		OPENSSL_clear_free(pin, len + 1);
+		OPENSSL_clear_free(secret, len + 1);
 		return r;
 	}
-	*ret_pin = pin;
+	*ret_secret = secret;
 	*ret_len = len;
 	return 0;
+}
+
+int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
+		       struct cv_errmsg *err)
+{
+	return secret_read("CERTVAULT_TOKEN_PIN", cfg->token_pin_file, "token.pin_file", ret_pin,
+			   ret_len, err);
+}
+
+int cv_config_so_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
+			  struct cv_errmsg *err)
+{
+	return secret_read("CERTVAULT_TOKEN_SO_PIN", cfg->token_so_pin_file,
+			   "token.so_pin_file", ret_pin, ret_len, err);
 }

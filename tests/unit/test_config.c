@@ -1,0 +1,206 @@
+/* Unit tests for the configuration: defaults, the INI file, environment overrides, refusals,
+ * and how PINs are read. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/crypto.h>
+
+#include "certvault/config.h"
+
+static char dir[] = "/tmp/cv-config-XXXXXX";
+
+static void clear_env(void)
+{
+	static const char *const vars[] = {
+		"CERTVAULT_SERVER_PORT", "CERTVAULT_SERVER_LISTEN", "CERTVAULT_TOKEN_PIN",
+		"CERTVAULT_TOKEN_PIN_FILE", "CERTVAULT_POLICY_ALLOW_WEAK_SIGNATURES",
+		"CERTVAULT_POLICY_EXPIRES_SOON_DAYS", "CERTVAULT_TOKEN_SO_PIN",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+}
+
+static const char *write_file(const char *name, const char *text, mode_t mode)
+{
+	static char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	unlink(path);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, mode), 0);
+	return path;
+}
+
+static void test_defaults(void **state)
+{
+	struct cv_config cfg;
+	struct cv_errmsg err;
+
+	(void)state;
+	clear_env();
+	assert_int_equal(cv_config_load(NULL, &cfg, &err), 0);
+	assert_string_equal(cfg.listen, "127.0.0.1");
+	assert_int_equal(cfg.port, 8420);
+	assert_int_equal(cfg.expires_soon_days, 30);
+	assert_int_equal(cfg.allow_weak_signatures, 0);
+	assert_string_equal(cfg.token_module, "/usr/lib/softhsm/libsofthsm2.so");
+	assert_int_equal(cfg.max_body, 262144);
+	cv_config_release(&cfg);
+}
+
+static void test_file_then_environment(void **state)
+{
+	struct cv_config cfg;
+	struct cv_errmsg err;
+	const char *path;
+
+	(void)state;
+	clear_env();
+	path = write_file("a.ini",
+			  "; comment\n[server]\nlisten = ::1\nport = 9000\n"
+			  "[policy]\nexpires_soon_days = 14\nallow_weak_signatures = yes\n",
+			  0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), 0);
+	assert_string_equal(cfg.listen, "::1");
+	assert_int_equal(cfg.port, 9000);
+	assert_int_equal(cfg.expires_soon_days, 14);
+	assert_int_equal(cfg.allow_weak_signatures, 1);
+	cv_config_release(&cfg);
+
+	setenv("CERTVAULT_SERVER_PORT", "9100", 1);
+	setenv("CERTVAULT_POLICY_ALLOW_WEAK_SIGNATURES", "false", 1);
+	assert_int_equal(cv_config_load(path, &cfg, &err), 0);
+	assert_int_equal(cfg.port, 9100);
+	assert_int_equal(cfg.allow_weak_signatures, 0);
+	assert_string_equal(cfg.listen, "::1");
+	cv_config_release(&cfg);
+	clear_env();
+}
+
+static void test_refusals(void **state)
+{
+	struct cv_config cfg;
+	struct cv_errmsg err;
+	const char *path;
+
+	(void)state;
+	clear_env();
+	path = write_file("b.ini", "[server]\nport = 70000\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "server.port"));
+
+	path = write_file("c.ini", "[server]\nprot = 1\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "unknown setting [server] prot"));
+
+	path = write_file("d.ini", "[policy]\nallow_weak_signatures = maybe\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "true or false"));
+
+	path = write_file("e.ini", "[server]\nport = 12abc\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+
+	path = write_file("f.ini", "[server\nport = 1\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+
+	assert_int_equal(cv_config_load("/nonexistent/certvault.ini", &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "cannot open"));
+
+	setenv("CERTVAULT_SERVER_PORT", "-1", 1);
+	assert_int_equal(cv_config_load(NULL, &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "CERTVAULT_SERVER_PORT"));
+	clear_env();
+}
+
+static void test_pin_sources(void **state)
+{
+	struct cv_config cfg;
+	struct cv_errmsg err;
+	char *pin = NULL;
+	size_t len = 0;
+	const char *path;
+
+	(void)state;
+	clear_env();
+	assert_int_equal(cv_config_load(NULL, &cfg, &err), 0);
+	assert_int_equal(cv_config_pin_read(&cfg, &pin, &len, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "no token PIN"));
+
+	path = write_file("pin", "12345678\nsecond line\n", 0600);
+	free(cfg.token_pin_file);
+	cfg.token_pin_file = strdup(path);
+	assert_int_equal(cv_config_pin_read(&cfg, &pin, &len, &err), 0);
+	assert_int_equal(len, 8);
+	assert_string_equal(pin, "12345678");
+	OPENSSL_clear_free(pin, len + 1);
+
+	/* A PIN file others can read is refused, and the message never holds the PIN. */
+	write_file("pin", "12345678\n", 0644);
+	assert_int_equal(cv_config_pin_read(&cfg, &pin, &len, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "chmod 600"));
+	assert_null(strstr(err.text, "12345678"));
+
+	write_file("pin", "\n", 0600);
+	assert_int_equal(cv_config_pin_read(&cfg, &pin, &len, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "empty"));
+
+	/* The environment wins over the file. */
+	setenv("CERTVAULT_TOKEN_PIN", "from-env", 1);
+	assert_int_equal(cv_config_pin_read(&cfg, &pin, &len, &err), 0);
+	assert_string_equal(pin, "from-env");
+	OPENSSL_clear_free(pin, len + 1);
+	assert_int_equal(cv_config_so_pin_read(&cfg, &pin, &len, &err), CV_ERR_CONFIG);
+	setenv("CERTVAULT_TOKEN_SO_PIN", "so-secret", 1);
+	assert_int_equal(cv_config_so_pin_read(&cfg, &pin, &len, &err), 0);
+	assert_string_equal(pin, "so-secret");
+	OPENSSL_clear_free(pin, len + 1);
+	cv_config_release(&cfg);
+	clear_env();
+}
+
+static void test_describe_lists_every_setting(void **state)
+{
+	char buf[8192] = { 0 };
+	FILE *f = fmemopen(buf, sizeof(buf) - 1, "w");
+
+	(void)state;
+	assert_non_null(f);
+	cv_config_describe(f);
+	fclose(f);
+	assert_non_null(strstr(buf, "CERTVAULT_SERVER_LISTEN"));
+	assert_non_null(strstr(buf, "CERTVAULT_DATABASE_PATH"));
+	assert_non_null(strstr(buf, "CERTVAULT_TOKEN_PIN_FILE"));
+	assert_non_null(strstr(buf, "CERTVAULT_POLICY_EXPIRES_SOON_DAYS"));
+	assert_non_null(strstr(buf, "CERTVAULT_TOKEN_PIN "));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_file_then_environment),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_pin_sources),
+		cmocka_unit_test(test_describe_lists_every_setting),
+	};
+	int failed;
+
+	if (mkdtemp(dir) == NULL)
+		return 1;
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	return failed;
+}
