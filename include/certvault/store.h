@@ -67,7 +67,8 @@ void cv_store_cert_free(struct cv_cert_record *rec);
 /* Inserts rec as a 'pending' row (rec->state is ignored), with its domains. Sets rec->id.
  * Returns 0, CV_ERR_NAME_TAKEN (any row of that name, whatever its state) or CV_ERR_DB. */
 int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec);
-/* Makes a pending row active. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+/* Makes a pending row active, or a deleting row active again (the undo of a delete whose key
+ * the token would not destroy). Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_cert_activate(struct cv_store *store, int64_t id);
 /* Marks an active row 'deleting'. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id);

@@ -32,6 +32,13 @@ struct cv_token_config {
  * CV_ERR_TOKEN_UNAVAILABLE; err holds one clear line. */
 int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token,
 		  struct cv_errmsg *err);
+/* Makes sure a token labelled label exists: when none does, initialises the first
+ * uninitialised slot with that label and so_pin, and sets its user PIN (C_InitToken, then
+ * C_InitPIN as the SO). *ret_created says whether it did. Call it before cv_token_open.
+ * Returns 0, CV_ERR_CONFIG (no module, no free slot) or the token's error. */
+int cv_token_init(const char *module_path, const char *label, const char *so_pin,
+		  const char *user_pin, int *ret_created, struct cv_errmsg *err);
+
 /* Logs out, closes every session, finalizes the module. Accepts NULL. */
 void cv_token_free(struct cv_token *token);
 

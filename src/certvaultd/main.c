@@ -22,11 +22,32 @@ static void usage(FILE *f)
 		   "PKCS#11 token, and serves the HTTP/JSON API.\n"
 		   "\n"
 		   "  -c, --config FILE   INI configuration file (also CERTVAULT_CONFIG)\n"
+		   "      --init-token    create the token token.label in the first free slot\n"
+		   "                      (SO PIN from token.so_pin_file or CERTVAULT_TOKEN_SO_PIN)\n"
+		   "                      unless it exists, then exit\n"
 		   "  -h, --help          this text\n"
 		   "  -V, --version       the version\n"
 		   "\n"
 		   "Settings ([section] key, its environment override, default):\n");
 	cv_config_describe(f);
+}
+
+/* --init-token: makes the token if it is missing, says what it did. */
+static int init_token_once(const struct cv_config *cfg, const char *pin, struct cv_errmsg *err)
+{
+	char *so_pin = NULL;
+	size_t so_len = 0;
+	int r, created;
+
+	r = cv_config_so_pin_read(cfg, &so_pin, &so_len, err);
+	if (r < 0)
+		return r;
+	r = cv_token_init(cfg->token_module, cfg->token_label, so_pin, pin, &created, err);
+	OPENSSL_clear_free(so_pin, so_len + 1);
+	if (r == 0)
+		fprintf(stderr, "certvaultd: token \"%s\" %s\n", cfg->token_label,
+			created ? "created" : "already exists");
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -35,6 +56,7 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "init-token", no_argument, NULL, 'I' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = getenv("CERTVAULT_CONFIG");
@@ -47,7 +69,7 @@ int main(int argc, char **argv)
 	char *pin = NULL;
 	size_t pin_len = 0;
 	sigset_t signals;
-	int opt, sig, r, status = 1;
+	int opt, sig, r, status = 1, init_token = 0;
 
 	while ((opt = getopt_long(argc, argv, "c:hV", options, NULL)) != -1) {
 		switch (opt) {
@@ -57,6 +79,9 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'I':
+			init_token = 1;
+			break;
 		case 'V':
 			printf("certvaultd 0.1.0\n");
 			return 0;
@@ -87,6 +112,11 @@ int main(int argc, char **argv)
 	r = cv_config_pin_read(&cfg, &pin, &pin_len, &err);
 	if (r < 0)
 		goto out;
+	if (init_token) {
+		r = init_token_once(&cfg, pin, &err);
+		status = r < 0;
+		goto out;
+	}
 	tcfg.module_path = cfg.token_module;
 	tcfg.token_label = cfg.token_label;
 	tcfg.pin = pin;

@@ -34,6 +34,11 @@ static json_t *strings_json(char *const *v, size_t n)
 	return a;
 }
 
+static json_t *string_or_null(const char *s)
+{
+	return s != NULL ? json_string(s) : json_null();
+}
+
 static const char *key_type_name(enum cv_key_kind kind)
 {
 	switch (kind) {
@@ -57,7 +62,7 @@ static json_t *view_json(const struct cv_cert_view *v)
 	cv_hex_encode(rec->key_id, sizeof(rec->key_id), key_id);
 	return json_pack(
 		"{s:s, s:s, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
-		" s:{s:s, s:i, s:s*, s:s},"
+		" s:{s:s, s:i, s:o, s:s},"
 		" s:o, s:o, s:I, s:s, s:{s:s, s:s},"
 		" s:[], s:I, s:{s:s, s:s, s:s},"
 		" s:o, s:o}",
@@ -67,7 +72,8 @@ static json_t *view_json(const struct cv_cert_view *v)
 		"issuer", info->issuer, "serial_number", info->serial, "signature_algorithm",
 		info->signature_algorithm,
 		"public_key", "type", key_type_name(info->key_kind), "bits", info->key_bits,
-		"curve", info->key_curve[0] != '\0' ? info->key_curve : NULL, "description",
+		"curve", string_or_null(info->key_curve[0] != '\0' ? info->key_curve : NULL),
+		"description",
 		info->key_description,
 		"valid_from", time_json(info->not_before), "valid_to", time_json(info->not_after),
 		"expires_in_days", (json_int_t)v->expires_in_days, "status",
@@ -294,9 +300,10 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		}
 	}
 	r = res_json(res, 200,
-		     json_pack("{s:o, s:s*, s:I}", "items", items, "next_cursor",
-			       page->has_more && page->n > 0 ? page->items[page->n - 1]->name
-							     : NULL,
+		     json_pack("{s:o, s:o, s:I}", "items", items, "next_cursor",
+			       string_or_null(page->has_more && page->n > 0
+						      ? page->items[page->n - 1]->name
+						      : NULL),
 			       "limit", (json_int_t)limit));
 	items = NULL;
 out:

@@ -200,10 +200,12 @@ int req_json_object(const struct cv_request *req, const char *const *allowed, js
 								   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
 								   strlen(key);
 
+			/* The message is made before obj (and key with it) is freed. */
+			cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown member %s%s%s",
+				      shown ? "\"" : "", shown ? key : "in the body",
+				      shown ? "\"" : "");
 			json_decref(obj);
-			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown member %s%s%s",
-					     shown ? "\"" : "", shown ? key : "in the body",
-					     shown ? "\"" : "");
+			return CV_ERR_BAD_REQUEST;
 		}
 	}
 	*ret = obj;

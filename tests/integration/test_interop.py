@@ -26,13 +26,16 @@ def private_parts(key_path):
 
 
 class InteropTest(VaultTestCase):
+    # No Ed25519 key here: the libp11 0.4.12 engine fails to enumerate (and then crashes on)
+    # any token that holds one, so Ed25519 gets a token of its own below.
+    key_types = ("rsa2048", "p256", "p384")
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         from harness import Material
         cls.keys = {}
-        for key in ("rsa2048", "p256", "p384", "ed25519"):
+        for key in cls.key_types:
             m = Material(cls.tmp, "io-" + key, key=key, san=key + ".interop.example.com")
             st, _, body = cls.vault.import_cert("io-" + key, m)
             assert st == 201, body
@@ -60,13 +63,6 @@ class InteropTest(VaultTestCase):
                 self.assertNotIn("extractable,", access.replace("never extractable", ""))
                 self.assertNotIn("always sensitive", access)
                 self.assertIn("Usage:", block)
-                # Reading the key out of the token fails.
-                p = run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label",
-                         self.vault.label, "--login", "--pin", "env:CV_TEST_PIN",
-                         "--read-object", "--type", "privkey", "--id", body["key"]["id"]],
-                        env=self.tool_env(CV_TEST_PIN=self.vault.pin), check=False)
-                self.assertNotEqual(p.returncode, 0)
-                self.assertNotIn(b"BEGIN", p.stdout)
 
     @staticmethod
     def object_block(listing, kind, key_id):
@@ -87,8 +83,10 @@ class InteropTest(VaultTestCase):
                 self.assertIn("CKA_SENSITIVE", out)
                 self.assertNotIn("CKA_EXTRACTABLE", out)
                 self.assertIn("Label: io-" + key, out)
+                # Reading the key's value out of the token fails.
                 p = run(["p11tool", "--provider", SOFTHSM_MODULE, "--login", "--export",
                          uri], env=env, check=False)
+                self.assertNotEqual(p.returncode, 0)
                 self.assertNotIn(b"PRIVATE KEY", p.stdout)
 
     def test_openssl_signs_through_the_engine_with_the_uri(self):
@@ -111,25 +109,6 @@ class InteropTest(VaultTestCase):
                 p = run(["openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, data])
                 self.assertIn(b"Verified OK", p.stdout)
 
-    def test_ed25519_signs_with_pkcs11_tool(self):
-        # The libp11 0.4.12 engine cannot load Ed25519 keys; pkcs11-tool can sign with one.
-        m, body = self.keys["ed25519"]
-        data = os.path.join(self.tmp, "ed.txt")
-        sig = os.path.join(self.tmp, "ed.sig")
-        with open(data, "w") as f:
-            f.write("an Ed25519 message\n")
-        run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
-             "--login", "--pin", "env:CV_TEST_PIN", "--sign", "-m", "EDDSA", "--id",
-             body["key"]["id"], "-i", data, "-o", sig],
-            env=self.tool_env(CV_TEST_PIN=self.vault.pin))
-        st, _, pem = self.vault.request("GET", "/v1/certificates/io-ed25519/export?format=public-key")
-        pub = os.path.join(self.tmp, "ed.pub")
-        with open(pub, "wb") as f:
-            f.write(pem)
-        p = run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in",
-                 data, "-sigfile", sig])
-        self.assertIn(b"Signature Verified Successfully", p.stdout)
-
     def test_database_wal_and_log_hold_no_key_bytes(self):
         files = [self.vault.db, self.vault.db + "-wal", self.vault.log_path]
         blobs = b""
@@ -151,6 +130,33 @@ class InteropTest(VaultTestCase):
                 for part in parts:
                     self.assertNotIn(part[:16], blobs)
         self.assertNotIn(self.vault.pin.encode(), blobs)
+
+
+class Ed25519InteropTest(InteropTest):
+    """The same checks for an Ed25519 key, which signs through pkcs11-tool instead."""
+    key_types = ("ed25519",)
+
+    def test_openssl_signs_through_the_engine_with_the_uri(self):
+        self.skipTest("the libp11 0.4.12 engine cannot load Ed25519 keys")
+
+    def test_ed25519_signs_with_pkcs11_tool(self):
+        # The libp11 0.4.12 engine cannot load Ed25519 keys; pkcs11-tool can sign with one.
+        m, body = self.keys["ed25519"]
+        data = os.path.join(self.tmp, "ed.txt")
+        sig = os.path.join(self.tmp, "ed.sig")
+        with open(data, "w") as f:
+            f.write("an Ed25519 message\n")
+        run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+             "--login", "--pin", "env:CV_TEST_PIN", "--sign", "-m", "EDDSA", "--id",
+             body["key"]["id"], "-i", data, "-o", sig],
+            env=self.tool_env(CV_TEST_PIN=self.vault.pin))
+        st, _, pem = self.vault.request("GET", "/v1/certificates/io-ed25519/export?format=public-key")
+        pub = os.path.join(self.tmp, "ed.pub")
+        with open(pub, "wb") as f:
+            f.write(pem)
+        p = run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in",
+                 data, "-sigfile", sig])
+        self.assertIn(b"Signature Verified Successfully", p.stdout)
 
 
 if __name__ == "__main__":

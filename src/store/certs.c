@@ -1,0 +1,744 @@
+/* store: certificate rows and their domains. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "internal.h"
+
+/* The columns a record is read from, in the order read_row expects; list results leave out
+ * the last two, which are the large ones. */
+#define COLS_LIST                                                                        \
+	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
+	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
+	"updated_at"
+#define COLS_FULL COLS_LIST ", cert_der, chain_pem"
+
+#define LIST_LIMIT_MAX 1000
+
+void cv_store_cert_free(struct cv_cert_record *rec)
+{
+	size_t i;
+
+	if (rec == NULL)
+		return;
+	for (i = 0; i < rec->n_domains; i++)
+		free(rec->domains[i]);
+	free(rec->domains);
+	free(rec->description);
+	free(rec->cert_der);
+	free(rec->chain_pem);
+	free(rec);
+}
+
+void cv_store_cert_page_free(struct cv_cert_page *page)
+{
+	size_t i;
+
+	if (page == NULL)
+		return;
+	for (i = 0; i < page->n; i++)
+		cv_store_cert_free(page->items[i]);
+	free(page->items);
+	free(page);
+}
+
+/* A NOT NULL text column; NULL back from SQLite then means it ran out of memory. */
+static int column_text(sqlite3_stmt *stmt, int col, const char **ret)
+{
+	const unsigned char *s = sqlite3_column_text(stmt, col);
+
+	if (s == NULL)
+		return sqlite3_column_type(stmt, col) == SQLITE_NULL ? CV_ERR_DB : CV_ERR_NOMEM;
+	*ret = (const char *)s;
+	return 0;
+}
+
+/* Into a fixed field of the record; a value that does not fit was not written by us. */
+static int copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size)
+{
+	const char *s;
+	int r;
+
+	r = column_text(stmt, col, &s);
+	if (r < 0)
+		return r;
+	if ((size_t)sqlite3_column_bytes(stmt, col) >= size)
+		return CV_ERR_DB;
+	memcpy(dst, s, (size_t)sqlite3_column_bytes(stmt, col) + 1);
+	return 0;
+}
+
+static int dup_text(sqlite3_stmt *stmt, int col, char **ret)
+{
+	const char *s;
+	int r;
+
+	r = column_text(stmt, col, &s);
+	if (r < 0)
+		return r;
+	*ret = strdup(s);
+	return *ret == NULL ? CV_ERR_NOMEM : 0;
+}
+
+/* Reads the current row (COLS_LIST, then COLS_FULL's two more when full) into a new record. */
+static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_rec)
+{
+	struct cv_cert_record *rec;
+	const void *blob;
+	int64_t state;
+	int n, r;
+
+	rec = calloc(1, sizeof(*rec));
+	if (rec == NULL)
+		return CV_ERR_NOMEM;
+	rec->id = sqlite3_column_int64(stmt, 0);
+	r = copy_text(stmt, 1, rec->name, sizeof(rec->name));
+	if (r == 0)
+		r = dup_text(stmt, 2, &rec->description);
+	if (r == 0)
+		r = copy_text(stmt, 4, rec->subject, sizeof(rec->subject));
+	if (r == 0)
+		r = copy_text(stmt, 5, rec->issuer, sizeof(rec->issuer));
+	if (r == 0)
+		r = copy_text(stmt, 6, rec->serial, sizeof(rec->serial));
+	if (r == 0)
+		r = copy_text(stmt, 7, rec->sha256_fingerprint, sizeof(rec->sha256_fingerprint));
+	if (r == 0)
+		r = copy_text(stmt, 8, rec->key_description, sizeof(rec->key_description));
+	if (r == 0)
+		r = copy_text(stmt, 9, rec->primary_domain, sizeof(rec->primary_domain));
+	if (r < 0)
+		goto out;
+	state = sqlite3_column_int64(stmt, 3);
+	rec->state = (enum cv_cert_state)state;
+	rec->not_before = sqlite3_column_int64(stmt, 10);
+	rec->not_after = sqlite3_column_int64(stmt, 11);
+	blob = sqlite3_column_blob(stmt, 12);
+	if (blob == NULL || sqlite3_column_bytes(stmt, 12) != (int)sizeof(rec->key_id)) {
+		r = CV_ERR_DB;
+		goto out;
+	}
+	memcpy(rec->key_id, blob, sizeof(rec->key_id));
+	rec->created_at = sqlite3_column_int64(stmt, 13);
+	rec->updated_at = sqlite3_column_int64(stmt, 14);
+	if (full) {
+		blob = sqlite3_column_blob(stmt, 15);
+		n = sqlite3_column_bytes(stmt, 15);
+		if (blob == NULL && n > 0) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		/* One byte at least, so that an empty blob is not mistaken for "not loaded". */
+		rec->cert_der = malloc(n > 0 ? (size_t)n : 1);
+		if (rec->cert_der == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		if (n > 0)
+			memcpy(rec->cert_der, blob, (size_t)n);
+		rec->cert_der_len = (size_t)n;
+		r = dup_text(stmt, 16, &rec->chain_pem);
+		if (r < 0)
+			goto out;
+	}
+	*ret_rec = rec;
+	rec = NULL;
+	r = 0;
+out:
+	cv_store_cert_free(rec);
+	return r;
+}
+
+/* Fills rec's domains, in order, with a statement prepared from DOMAINS_SQL; the statement
+ * is reset for the next record. */
+#define DOMAINS_SQL "SELECT domain FROM certificate_domains WHERE cert_id = ? ORDER BY position"
+static int load_domains(sqlite3_stmt *stmt, struct cv_cert_record *rec)
+{
+	size_t cap = 0;
+	char **grown;
+	int rc, r;
+
+	rc = sqlite3_bind_int64(stmt, 1, rec->id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (rec->n_domains == cap) {
+			cap = cap == 0 ? 4 : 2 * cap;
+			grown = realloc(rec->domains, cap * sizeof(*grown));
+			if (grown == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			rec->domains = grown;
+		}
+		r = dup_text(stmt, 0, &rec->domains[rec->n_domains]);
+		if (r < 0)
+			goto out;
+		rec->n_domains++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = 0;
+out:
+	/* reset repeats the last step's error, already handled above. */
+	(void)sqlite3_reset(stmt);
+	return r;
+}
+
+static int bind_text(sqlite3_stmt *stmt, int idx, const char *s)
+{
+	return sqlite3_bind_text(stmt, idx, s != NULL ? s : "", -1, SQLITE_STATIC);
+}
+
+/* 1 when a row of this name exists, whatever its state; 0 when not; or an error. */
+static int name_exists(sqlite3 *db, const char *name)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?", -1, &stmt,
+				NULL);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 1, name);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		r = 1;
+	else if (rc == SQLITE_DONE)
+		r = 0;
+	else
+		r = store_err(rc);
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *rec)
+{
+	sqlite3_stmt *stmt = NULL;
+	size_t i;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"INSERT INTO certificate_domains (cert_id, position, domain)"
+				" VALUES (?, ?, ?)",
+				-1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	for (i = 0; i < rec->n_domains; i++) {
+		rc = sqlite3_bind_int64(stmt, 1, id);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(stmt, 2, (sqlite3_int64)i);
+		if (rc == SQLITE_OK)
+			rc = bind_text(stmt, 3, rec->domains[i]);
+		if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+			rc = sqlite3_reset(stmt);
+		if (rc != SQLITE_OK) {
+			r = store_err(rc);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec)
+{
+	static const char sql[] =
+		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
+		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
+		" not_before, not_after, key_id, created_at, updated_at)"
+		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int64_t id = 0;
+	int rc, r;
+
+	/* IMMEDIATE takes the write lock now, so the name check below still holds at the
+	 * INSERT, and the row never exists without its domains. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	r = name_exists(db, rec->name);
+	if (r == 1)
+		r = CV_ERR_NAME_TAKEN;
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 1, rec->name);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 2, rec->description);
+	if (rc == SQLITE_OK)
+		/* A NULL pointer would bind SQL NULL, which the schema refuses: no certificate. */
+		rc = sqlite3_bind_blob64(stmt, 3, rec->cert_der, rec->cert_der_len,
+					 SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 4, rec->chain_pem);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 5, rec->subject);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 6, rec->issuer);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 7, rec->serial);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 8, rec->sha256_fingerprint);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 9, rec->key_description);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 10, rec->primary_domain);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 11, rec->not_before);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 12, rec->not_after);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(stmt, 13, rec->key_id, (int)sizeof(rec->key_id),
+				       SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 14, rec->created_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 15, rec->updated_at);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK) {
+		/* The name was checked under the write lock, so a UNIQUE failure here is the
+		 * key id: a caller bug or a collision, not a name the user can change. */
+		r = store_err(rc);
+		goto out;
+	}
+	id = sqlite3_last_insert_rowid(db);
+	r = insert_domains(db, id, rec);
+	if (r < 0)
+		goto out;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	r = store_finish(db, r);
+	store_return(store, db);
+	if (r == 0) {
+		rec->id = id;
+		rec->state = CV_CERT_PENDING;
+	}
+	return r;
+}
+
+/* Runs one UPDATE or DELETE keyed by ?1 = id; CV_ERR_NOT_FOUND when it touched no row. */
+static int change_by_id(struct cv_store *store, const char *sql, int64_t id)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, id);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_cert_activate(struct cv_store *store, int64_t id)
+{
+	/* A deleting row may come back too: the vault does that when the token refused to
+	 * destroy the key, and the certificate is then whole again. */
+	return change_by_id(store, "UPDATE certificates SET state = 1 WHERE id = ?1 AND state IN (0, 2)",
+			    id);
+}
+
+int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id)
+{
+	return change_by_id(store, "UPDATE certificates SET state = 2 WHERE id = ?1 AND state = 1",
+			    id);
+}
+
+int cv_store_cert_remove(struct cv_store *store, int64_t id)
+{
+	/* The domains go with the row: ON DELETE CASCADE, foreign keys are on for every
+	 * connection. */
+	return change_by_id(store, "DELETE FROM certificates WHERE id = ?1", id);
+}
+
+int cv_store_cert_set_description(struct cv_store *store, const char *name,
+				  const char *description, int64_t now)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"UPDATE certificates SET description = ?1, updated_at = ?2"
+				" WHERE name = ?3 AND state = 1",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 1, description);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, now);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 3, name);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_record **ret_rec)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL, *doms = NULL;
+	struct cv_cert_record *rec = NULL;
+	int rc, r;
+
+	/* One read transaction, so the domains belong to the row as it was read. */
+	r = store_exec(db, "BEGIN");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db,
+				"SELECT " COLS_FULL " FROM certificates WHERE name = ?1 AND state = 1",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 1, name);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, DOMAINS_SQL, -1, &doms, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_DONE) {
+		r = CV_ERR_NOT_FOUND;
+		goto out;
+	}
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = read_row(stmt, 1, &rec);
+	if (r < 0)
+		goto out;
+	r = load_domains(doms, rec);
+	if (r < 0)
+		goto out;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	sqlite3_finalize(doms);
+	r = store_finish(db, r);
+	store_return(store, db);
+	if (r == 0) {
+		*ret_rec = rec;
+		rec = NULL;
+	}
+	cv_store_cert_free(rec);
+	return r;
+}
+
+int cv_store_cert_foreach_unsettled(struct cv_store *store,
+				    int (*fn)(const struct cv_cert_record *rec, void *arg),
+				    void *arg)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL, *doms = NULL;
+	struct cv_cert_record **recs = NULL, **grown;
+	size_t n = 0, cap = 0, i;
+	int rc, r, held = 1;
+
+	/* Read them all first and give the connection back before calling fn: fn removes
+	 * rows through the pool, and there are only ever a few unsettled rows. */
+	r = store_exec(db, "BEGIN");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db,
+				"SELECT " COLS_FULL " FROM certificates WHERE state != 1 ORDER BY id",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, DOMAINS_SQL, -1, &doms, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap == 0 ? 8 : 2 * cap;
+			grown = realloc(recs, cap * sizeof(*grown));
+			if (grown == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			recs = grown;
+		}
+		r = read_row(stmt, 1, &recs[n]);
+		if (r < 0)
+			goto out;
+		n++;
+		r = load_domains(doms, recs[n - 1]);
+		if (r < 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	sqlite3_finalize(stmt);
+	sqlite3_finalize(doms);
+	stmt = doms = NULL;
+	r = store_finish(db, 0);
+	store_return(store, db);
+	held = 0;
+	if (r < 0)
+		goto out;
+	for (i = 0; i < n; i++) {
+		r = fn(recs[i], arg);
+		if (r != 0)
+			goto out;
+	}
+	r = 0;
+out:
+	if (held) {
+		sqlite3_finalize(stmt);
+		sqlite3_finalize(doms);
+		r = store_finish(db, r);
+		store_return(store, db);
+	}
+	for (i = 0; i < n; i++)
+		cv_store_cert_free(recs[i]);
+	free(recs);
+	return r;
+}
+
+/* Binds :thr = now + soon_seconds, if the statement has it. Past the int64 range it is bound
+ * as a real just outside that range, which SQLite compares exactly with integers, so the
+ * ranges still agree with cv_status_at's (which cannot overflow) at the extremes. */
+static int bind_threshold(sqlite3_stmt *stmt, int64_t now, int64_t soon_seconds)
+{
+	int idx = sqlite3_bind_parameter_index(stmt, ":thr");
+	int64_t thr;
+
+	if (idx == 0)
+		return SQLITE_OK;
+	if (!__builtin_add_overflow(now, soon_seconds, &thr))
+		return sqlite3_bind_int64(stmt, idx, thr);
+	return sqlite3_bind_double(stmt, idx, soon_seconds > 0 ? 0x1p63 : -0x1p64);
+}
+
+/* Each status of cv_status_at as ranges on the indexed columns, with :now and
+ * :thr = now + soon_seconds: not_after - now < soon  <=>  not_after < thr. Upcoming wins over
+ * expired, as in cv_status_at, for a row whose dates are the wrong way round. */
+static const char *const status_where[] = {
+	[CV_STATUS_VALID] =
+		" AND not_before <= :now AND not_after >= :now AND not_after >= :thr",
+	[CV_STATUS_EXPIRES_SOON] =
+		" AND not_before <= :now AND not_after >= :now AND not_after < :thr",
+	[CV_STATUS_EXPIRED] = " AND not_before <= :now AND not_after < :now",
+	[CV_STATUS_UPCOMING] = " AND not_before > :now",
+};
+
+/* Substring search on the name or any domain. The domain subquery is not correlated, so
+ * SQLite runs it once into a temporary index: 30 ms for a page that has to scan 100,000
+ * rows, against 360 ms for an EXISTS per row. */
+static const char q_where[] =
+	" AND (name LIKE :q ESCAPE '\\' OR id IN (SELECT cert_id FROM certificate_domains"
+	" WHERE domain LIKE :q ESCAPE '\\'))";
+
+/* %q% for LIKE with '\' as the escape, so that % and _ in q match themselves. */
+static char *like_pattern(const char *q)
+{
+	size_t len = strlen(q), i, j = 0;
+	char *p;
+
+	p = malloc(2 * len + 3);
+	if (p == NULL)
+		return NULL;
+	p[j++] = '%';
+	for (i = 0; i < len; i++) {
+		if (q[i] == '%' || q[i] == '_' || q[i] == '\\')
+			p[j++] = '\\';
+		p[j++] = q[i];
+	}
+	p[j++] = '%';
+	p[j] = '\0';
+	return p;
+}
+
+static int bind_named_int64(sqlite3_stmt *stmt, const char *name, int64_t v)
+{
+	int idx = sqlite3_bind_parameter_index(stmt, name);
+
+	return idx == 0 ? SQLITE_OK : sqlite3_bind_int64(stmt, idx, v);
+}
+
+static int bind_named_text(sqlite3_stmt *stmt, const char *name, const char *s)
+{
+	int idx = sqlite3_bind_parameter_index(stmt, name);
+
+	return idx == 0 ? SQLITE_OK : sqlite3_bind_text(stmt, idx, s, -1, SQLITE_STATIC);
+}
+
+int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filter,
+		       struct cv_cert_page **ret_page)
+{
+	/* The SQL is put together from the constant fragments only; every value is bound.
+	 * INDEXED BY keeps the walk in name order whatever the filter: left to itself the
+	 * planner takes the not_after range for "expired" and sorts half the table (150 ms
+	 * at 100,000 rows), where walking names stops after limit + 1 matches and costs at
+	 * worst one pass over the index, judged without reading the table. */
+	char sql[1024];
+	struct cv_cert_page *page = NULL;
+	sqlite3_stmt *stmt = NULL, *doms = NULL;
+	sqlite3 *db = NULL;
+	char *pattern = NULL;
+	size_t i;
+	int n, rc, r;
+
+	if (filter->limit < 1 || filter->limit > LIST_LIMIT_MAX ||
+	    (filter->has_status && ((unsigned)filter->status >=
+				    sizeof(status_where) / sizeof(status_where[0]))))
+		return CV_ERR_BAD_REQUEST;
+	n = snprintf(sql, sizeof(sql),
+		 "SELECT " COLS_LIST " FROM certificates INDEXED BY certificates_state_name"
+		 " WHERE state = 1%s%s%s"
+		 " ORDER BY name LIMIT :limit",
+		 filter->after != NULL ? " AND name > :after" : "",
+		 filter->has_status ? status_where[filter->status] : "",
+		 filter->q != NULL ? q_where : "");
+	if (n < 0 || (size_t)n >= sizeof(sql))
+		return CV_ERR_INTERNAL;
+	if (filter->q != NULL && (pattern = like_pattern(filter->q)) == NULL)
+		return CV_ERR_NOMEM;
+	page = calloc(1, sizeof(*page));
+	if (page != NULL)
+		page->items = calloc(filter->limit, sizeof(*page->items));
+	if (page == NULL || page->items == NULL) {
+		cv_store_cert_page_free(page);
+		free(pattern);
+		return CV_ERR_NOMEM;
+	}
+
+	db = store_borrow(store);
+	/* One read transaction, so the domains belong to the rows as they were read. */
+	r = store_exec(db, "BEGIN");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":after", filter->after);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":now", filter->now);
+	if (rc == SQLITE_OK)
+		rc = bind_threshold(stmt, filter->now, filter->soon_seconds);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":q", pattern);
+	/* One row more than asked tells whether a next page exists. */
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":limit", (int64_t)filter->limit + 1);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, DOMAINS_SQL, -1, &doms, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (page->n == filter->limit) {
+			page->has_more = 1;
+			continue;
+		}
+		r = read_row(stmt, 0, &page->items[page->n]);
+		if (r < 0)
+			goto out;
+		page->n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	/* A primary-key range read per row, statement reused: measured at about 4 µs a row,
+	 * 0.03 ms for a page of 50 and 4.4 ms for one of 1000, so not worth an IN (...) query
+	 * built to the page's size. */
+	for (i = 0; i < page->n; i++) {
+		r = load_domains(doms, page->items[i]);
+		if (r < 0)
+			goto out;
+	}
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	sqlite3_finalize(doms);
+	r = store_finish(db, r);
+	store_return(store, db);
+	free(pattern);
+	if (r == 0) {
+		*ret_page = page;
+		page = NULL;
+	}
+	cv_store_cert_page_free(page);
+	return r;
+}
+
+int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_seconds,
+			struct cv_cert_counts *ret_counts)
+{
+	/* One pass over the active entries of (state, not_after, not_before), judged without
+	 * reading the table; the filters are the list's status ranges, so the counts match the
+	 * filtered lists. count(*) FILTER is 8 ms at 100,000 rows where sum(<condition>) is 20. */
+	static const char sql[] =
+		"SELECT count(*),"
+		" count(*) FILTER (WHERE not_before <= :now AND not_after >= :now"
+		" AND not_after >= :thr),"
+		" count(*) FILTER (WHERE not_before <= :now AND not_after >= :now"
+		" AND not_after < :thr),"
+		" count(*) FILTER (WHERE not_before <= :now AND not_after < :now),"
+		" count(*) FILTER (WHERE not_before > :now)"
+		" FROM certificates WHERE state = 1";
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":now", now);
+	if (rc == SQLITE_OK)
+		rc = bind_threshold(stmt, now, soon_seconds);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	ret_counts->total = sqlite3_column_int64(stmt, 0);
+	ret_counts->valid = sqlite3_column_int64(stmt, 1);
+	ret_counts->expires_soon = sqlite3_column_int64(stmt, 2);
+	ret_counts->expired = sqlite3_column_int64(stmt, 3);
+	ret_counts->upcoming = sqlite3_column_int64(stmt, 4);
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}

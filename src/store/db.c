@@ -1,0 +1,376 @@
+/* store: opening the database, its connection pool and its schema migrations. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "internal.h"
+
+/* The schema CHECK below spells the key id length out. */
+_Static_assert(CV_TOKEN_ID_LEN == 16, "schema v1 assumes 16-byte key ids");
+
+/* Schema steps: migrations[i] takes a database from user_version i to i + 1. Steps are only
+ * ever appended; an applied step is never edited. */
+static const char *const migrations[] = {
+	/* v1: certificates and their domains.
+	 * AUTOINCREMENT because the vault holds ids across calls (pending -> active,
+	 * deleting -> removed) and a reused id could name somebody else's row.
+	 * (state, name, not_before, not_after) serves the list: it walks active rows in name
+	 * order (keyset paging) and judges the status filter without touching the table.
+	 * (state, not_after, not_before) serves the status counts the same way.
+	 * certificate_domains is clustered on (cert_id, position), so a certificate's domains
+	 * are one range read and the cascade on delete needs no other index; the domain index
+	 * is for exact lookups (which certificates name this host). */
+	"CREATE TABLE certificates ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL UNIQUE,"
+	" description TEXT NOT NULL DEFAULT '',"
+	" state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),"
+	" cert_der BLOB NOT NULL,"
+	" chain_pem TEXT NOT NULL DEFAULT '',"
+	" subject TEXT NOT NULL,"
+	" issuer TEXT NOT NULL,"
+	" serial TEXT NOT NULL,"
+	" sha256_fingerprint TEXT NOT NULL,"
+	" key_description TEXT NOT NULL,"
+	" primary_domain TEXT NOT NULL,"
+	" not_before INTEGER NOT NULL,"
+	" not_after INTEGER NOT NULL,"
+	" key_id BLOB NOT NULL UNIQUE CHECK (length(key_id) = 16),"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE TABLE certificate_domains ("
+	" cert_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+	" position INTEGER NOT NULL,"
+	" domain TEXT NOT NULL,"
+	" PRIMARY KEY (cert_id, position)"
+	") STRICT, WITHOUT ROWID;"
+	"CREATE INDEX certificate_domains_domain ON certificate_domains(domain);"
+	"CREATE INDEX certificates_state_name"
+	" ON certificates(state, name, not_before, not_after);"
+	"CREATE INDEX certificates_state_not_after"
+	" ON certificates(state, not_after, not_before);",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* How long a writer waits for another connection's write lock before giving up. */
+#define BUSY_TIMEOUT_MS 5000
+
+int store_err(int rc)
+{
+	(void)rc;
+	return CV_ERR_DB;
+}
+
+/* Runs every statement of sql in turn; none may take parameters. */
+static int exec_script(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *stmt = NULL;
+	const char *tail = sql;
+	int rc, r;
+
+	while (*tail != '\0') {
+		rc = sqlite3_prepare_v2(db, tail, -1, &stmt, &tail);
+		if (rc != SQLITE_OK) {
+			r = store_err(rc);
+			goto out;
+		}
+		if (stmt == NULL) /* only whitespace or a comment was left */
+			break;
+		while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+			;
+		if (rc != SQLITE_DONE) {
+			r = store_err(rc);
+			goto out;
+		}
+		rc = sqlite3_finalize(stmt);
+		stmt = NULL;
+		if (rc != SQLITE_OK) {
+			r = store_err(rc);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+int store_exec(sqlite3 *db, const char *sql)
+{
+	return exec_script(db, sql);
+}
+
+int store_finish(sqlite3 *db, int r)
+{
+	if (r == 0)
+		return store_exec(db, "COMMIT");
+	/* ROLLBACK can only fail when there is no transaction left to undo (SQLite already
+	 * rolled back on a fatal error): nothing more to do either way. */
+	if (sqlite3_get_autocommit(db) == 0)
+		(void)store_exec(db, "ROLLBACK");
+	return r;
+}
+
+/* Reads the one value a query returns: an integer into *ret_int, or text into ret_text. */
+static int query_one(sqlite3 *db, const char *sql, int64_t *ret_int, char *ret_text,
+		     size_t text_len)
+{
+	sqlite3_stmt *stmt = NULL;
+	const unsigned char *text;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	if (ret_int != NULL)
+		*ret_int = sqlite3_column_int64(stmt, 0);
+	if (ret_text != NULL) {
+		text = sqlite3_column_text(stmt, 0);
+		snprintf(ret_text, text_len, "%s", text != NULL ? (const char *)text : "");
+	}
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+/* Settings that belong to each connection rather than to the file. */
+static int configure(sqlite3 *db, const char *path, struct cv_errmsg *err)
+{
+	char mode[16];
+	int64_t fk;
+	int rc, r;
+
+	rc = sqlite3_extended_result_codes(db, 1);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+	if (rc != SQLITE_OK)
+		return cv_errmsg_set(err, store_err(rc), "database %s: %s", path,
+				     sqlite3_errmsg(db));
+	/* WAL lets readers on the other pooled connections go on while one connection writes.
+	 * SQLite answers with the mode it ended up in, which is not WAL on a filesystem that
+	 * cannot share memory, for one. */
+	r = query_one(db, "PRAGMA journal_mode=WAL", NULL, mode, sizeof(mode));
+	if (r < 0)
+		return cv_errmsg_set(err, r, "database %s: cannot set WAL mode: %s", path,
+				     sqlite3_errmsg(db));
+	if (strcmp(mode, "wal") != 0)
+		return cv_errmsg_set(err, CV_ERR_DB,
+				     "database %s: journal mode is %s, WAL is required", path, mode);
+	/* FULL: a commit the vault acknowledged survives a power cut, not only a crash. */
+	r = store_exec(db, "PRAGMA synchronous=FULL");
+	if (r == 0)
+		r = store_exec(db, "PRAGMA foreign_keys=ON");
+	if (r == 0)
+		r = query_one(db, "PRAGMA foreign_keys", &fk, NULL, 0);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+	/* Deleting a certificate relies on the cascade to its domains. */
+	if (fk != 1)
+		return cv_errmsg_set(err, CV_ERR_DB,
+				     "database %s: SQLite was built without foreign keys", path);
+	return 0;
+}
+
+/* Brings the schema to SCHEMA_VERSION, one step per transaction with its version bump, so
+ * that a crash mid-way leaves the database at a version that exists. */
+static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
+{
+	char bump[64];
+	int64_t version;
+	int r;
+
+	for (;;) {
+		r = store_exec(db, "BEGIN IMMEDIATE");
+		if (r < 0)
+			return cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+		/* Read under the write lock: another process may have migrated meanwhile. */
+		r = query_one(db, "PRAGMA user_version", &version, NULL, 0);
+		if (r < 0) {
+			cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+			return store_finish(db, r);
+		}
+		if (version > SCHEMA_VERSION) {
+			r = cv_errmsg_set(err, CV_ERR_DB,
+					  "database %s has schema version %lld, newer than this "
+					  "certvault knows (%d): run a newer certvault",
+					  path, (long long)version, SCHEMA_VERSION);
+			return store_finish(db, r);
+		}
+		if (version < 0) {
+			r = cv_errmsg_set(err, CV_ERR_DB,
+					  "database %s has a negative schema version %lld", path,
+					  (long long)version);
+			return store_finish(db, r);
+		}
+		if (version == SCHEMA_VERSION)
+			break;
+		r = exec_script(db, migrations[version]);
+		if (r == 0) {
+			/* PRAGMA takes no parameters; the value is our own integer. */
+			snprintf(bump, sizeof(bump), "PRAGMA user_version=%d", (int)version + 1);
+			r = store_exec(db, bump);
+		}
+		if (r < 0) {
+			cv_errmsg_set(err, r, "database %s: migration to schema version %d failed: %s",
+				      path, (int)version + 1, sqlite3_errmsg(db));
+			return store_finish(db, r);
+		}
+		r = store_finish(db, 0);
+		if (r < 0)
+			return cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+	}
+	r = store_finish(db, 0);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+	return 0;
+}
+
+/* Creates the file owner-only before SQLite sees it. SQLite gives the -wal and -shm files
+ * it makes later the database file's permissions, so they are owner-only too. Setting the
+ * umask instead would race with every other thread of the process. */
+static int create_private(const char *path, struct cv_errmsg *err)
+{
+	int fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0)
+		return cv_errmsg_set(err, CV_ERR_DB, "database %s: %s", path, strerror(errno));
+	if (close(fd) < 0)
+		return cv_errmsg_set(err, CV_ERR_DB, "database %s: %s", path, strerror(errno));
+	return 0;
+}
+
+static int open_conn(const char *path, sqlite3 **ret_db, struct cv_errmsg *err)
+{
+	sqlite3 *db = NULL;
+	int rc, r;
+
+	rc = sqlite3_open_v2(path, &db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		r = cv_errmsg_set(err, store_err(rc), "database %s: %s", path,
+				  db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		goto out;
+	}
+	r = configure(db, path, err);
+	if (r < 0)
+		goto out;
+	*ret_db = db;
+	db = NULL;
+	r = 0;
+out:
+	sqlite3_close_v2(db);
+	return r;
+}
+
+int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errmsg *err)
+{
+	struct cv_store *store = NULL;
+	int r, locks = 0;
+
+	store = calloc(1, sizeof(*store));
+	if (store == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if (pthread_mutex_init(&store->lock, NULL) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot create a mutex");
+		goto out;
+	}
+	if (pthread_cond_init(&store->returned, NULL) != 0) {
+		pthread_mutex_destroy(&store->lock);
+		r = cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot create a condition variable");
+		goto out;
+	}
+	locks = 1;
+	r = create_private(path, err);
+	if (r < 0)
+		goto out;
+	/* The first connection migrates before the others exist. */
+	r = open_conn(path, &store->conns[0], err);
+	if (r < 0)
+		goto out;
+	store->n_open = 1;
+	r = migrate(store->conns[0], path, err);
+	if (r < 0)
+		goto out;
+	for (; store->n_open < STORE_POOL_SIZE; store->n_open++) {
+		r = open_conn(path, &store->conns[store->n_open], err);
+		if (r < 0)
+			goto out;
+	}
+	for (store->n_idle = 0; store->n_idle < store->n_open; store->n_idle++)
+		store->idle[store->n_idle] = store->conns[store->n_idle];
+	*ret_store = store;
+	store = NULL;
+	r = 0;
+out:
+	if (store != NULL && !locks) {
+		free(store);
+		store = NULL;
+	}
+	cv_store_free(store);
+	return r;
+}
+
+void cv_store_free(struct cv_store *store)
+{
+	unsigned i;
+
+	if (store == NULL)
+		return;
+	/* Every statement is finalized where it was prepared, so close_v2 closes at once. */
+	for (i = 0; i < store->n_open; i++)
+		sqlite3_close_v2(store->conns[i]);
+	pthread_cond_destroy(&store->returned);
+	pthread_mutex_destroy(&store->lock);
+	free(store);
+}
+
+sqlite3 *store_borrow(struct cv_store *store)
+{
+	sqlite3 *db;
+
+	pthread_mutex_lock(&store->lock);
+	while (store->n_idle == 0)
+		pthread_cond_wait(&store->returned, &store->lock);
+	db = store->idle[--store->n_idle];
+	pthread_mutex_unlock(&store->lock);
+	return db;
+}
+
+void store_return(struct cv_store *store, sqlite3 *db)
+{
+	pthread_mutex_lock(&store->lock);
+	store->idle[store->n_idle++] = db;
+	pthread_cond_signal(&store->returned);
+	pthread_mutex_unlock(&store->lock);
+}
+
+int cv_store_ping(struct cv_store *store)
+{
+	sqlite3 *db = store_borrow(store);
+	int64_t one = 0;
+	int r;
+
+	r = query_one(db, "SELECT 1", &one, NULL, 0);
+	if (r == 0 && one != 1)
+		r = CV_ERR_DB;
+	store_return(store, db);
+	return r;
+}

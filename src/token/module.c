@@ -1,0 +1,548 @@
+/* token: loading the PKCS#11 module, finding the token, logging in, and naming CK_RVs. */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "internal.h"
+
+/* A module may be opened by several cv_tokens in one process (tests do; certvaultd does not),
+ * but C_Initialize and C_Finalize act on the whole process: the first open initializes and
+ * the last free finalizes. */
+struct module {
+	struct module *next;
+	void *dl;
+	CK_FUNCTION_LIST_PTR f;
+	unsigned refs;
+	int finalize;   /* 0: someone outside certvault had initialized it, leave it be */
+};
+
+static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct module *modules;
+
+static const char *ckr_name(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_OK: return "CKR_OK";
+	case CKR_CANCEL: return "CKR_CANCEL";
+	case CKR_HOST_MEMORY: return "CKR_HOST_MEMORY";
+	case CKR_SLOT_ID_INVALID: return "CKR_SLOT_ID_INVALID";
+	case CKR_GENERAL_ERROR: return "CKR_GENERAL_ERROR";
+	case CKR_FUNCTION_FAILED: return "CKR_FUNCTION_FAILED";
+	case CKR_ARGUMENTS_BAD: return "CKR_ARGUMENTS_BAD";
+	case CKR_NO_EVENT: return "CKR_NO_EVENT";
+	case CKR_NEED_TO_CREATE_THREADS: return "CKR_NEED_TO_CREATE_THREADS";
+	case CKR_CANT_LOCK: return "CKR_CANT_LOCK";
+	case CKR_ATTRIBUTE_READ_ONLY: return "CKR_ATTRIBUTE_READ_ONLY";
+	case CKR_ATTRIBUTE_SENSITIVE: return "CKR_ATTRIBUTE_SENSITIVE";
+	case CKR_ATTRIBUTE_TYPE_INVALID: return "CKR_ATTRIBUTE_TYPE_INVALID";
+	case CKR_ATTRIBUTE_VALUE_INVALID: return "CKR_ATTRIBUTE_VALUE_INVALID";
+	case CKR_ACTION_PROHIBITED: return "CKR_ACTION_PROHIBITED";
+	case CKR_DATA_INVALID: return "CKR_DATA_INVALID";
+	case CKR_DATA_LEN_RANGE: return "CKR_DATA_LEN_RANGE";
+	case CKR_DEVICE_ERROR: return "CKR_DEVICE_ERROR";
+	case CKR_DEVICE_MEMORY: return "CKR_DEVICE_MEMORY";
+	case CKR_DEVICE_REMOVED: return "CKR_DEVICE_REMOVED";
+	case CKR_ENCRYPTED_DATA_INVALID: return "CKR_ENCRYPTED_DATA_INVALID";
+	case CKR_ENCRYPTED_DATA_LEN_RANGE: return "CKR_ENCRYPTED_DATA_LEN_RANGE";
+	case CKR_FUNCTION_CANCELED: return "CKR_FUNCTION_CANCELED";
+	case CKR_FUNCTION_NOT_PARALLEL: return "CKR_FUNCTION_NOT_PARALLEL";
+	case CKR_FUNCTION_NOT_SUPPORTED: return "CKR_FUNCTION_NOT_SUPPORTED";
+	case CKR_KEY_HANDLE_INVALID: return "CKR_KEY_HANDLE_INVALID";
+	case CKR_KEY_SIZE_RANGE: return "CKR_KEY_SIZE_RANGE";
+	case CKR_KEY_TYPE_INCONSISTENT: return "CKR_KEY_TYPE_INCONSISTENT";
+	case CKR_KEY_NOT_NEEDED: return "CKR_KEY_NOT_NEEDED";
+	case CKR_KEY_CHANGED: return "CKR_KEY_CHANGED";
+	case CKR_KEY_NEEDED: return "CKR_KEY_NEEDED";
+	case CKR_KEY_INDIGESTIBLE: return "CKR_KEY_INDIGESTIBLE";
+	case CKR_KEY_FUNCTION_NOT_PERMITTED: return "CKR_KEY_FUNCTION_NOT_PERMITTED";
+	case CKR_KEY_NOT_WRAPPABLE: return "CKR_KEY_NOT_WRAPPABLE";
+	case CKR_KEY_UNEXTRACTABLE: return "CKR_KEY_UNEXTRACTABLE";
+	case CKR_MECHANISM_INVALID: return "CKR_MECHANISM_INVALID";
+	case CKR_MECHANISM_PARAM_INVALID: return "CKR_MECHANISM_PARAM_INVALID";
+	case CKR_OBJECT_HANDLE_INVALID: return "CKR_OBJECT_HANDLE_INVALID";
+	case CKR_OPERATION_ACTIVE: return "CKR_OPERATION_ACTIVE";
+	case CKR_OPERATION_NOT_INITIALIZED: return "CKR_OPERATION_NOT_INITIALIZED";
+	case CKR_PIN_INCORRECT: return "CKR_PIN_INCORRECT";
+	case CKR_PIN_INVALID: return "CKR_PIN_INVALID";
+	case CKR_PIN_LEN_RANGE: return "CKR_PIN_LEN_RANGE";
+	case CKR_PIN_EXPIRED: return "CKR_PIN_EXPIRED";
+	case CKR_PIN_LOCKED: return "CKR_PIN_LOCKED";
+	case CKR_SESSION_CLOSED: return "CKR_SESSION_CLOSED";
+	case CKR_SESSION_COUNT: return "CKR_SESSION_COUNT";
+	case CKR_SESSION_HANDLE_INVALID: return "CKR_SESSION_HANDLE_INVALID";
+	case CKR_SESSION_PARALLEL_NOT_SUPPORTED: return "CKR_SESSION_PARALLEL_NOT_SUPPORTED";
+	case CKR_SESSION_READ_ONLY: return "CKR_SESSION_READ_ONLY";
+	case CKR_SESSION_EXISTS: return "CKR_SESSION_EXISTS";
+	case CKR_SESSION_READ_ONLY_EXISTS: return "CKR_SESSION_READ_ONLY_EXISTS";
+	case CKR_SESSION_READ_WRITE_SO_EXISTS: return "CKR_SESSION_READ_WRITE_SO_EXISTS";
+	case CKR_SIGNATURE_INVALID: return "CKR_SIGNATURE_INVALID";
+	case CKR_SIGNATURE_LEN_RANGE: return "CKR_SIGNATURE_LEN_RANGE";
+	case CKR_TEMPLATE_INCOMPLETE: return "CKR_TEMPLATE_INCOMPLETE";
+	case CKR_TEMPLATE_INCONSISTENT: return "CKR_TEMPLATE_INCONSISTENT";
+	case CKR_TOKEN_NOT_PRESENT: return "CKR_TOKEN_NOT_PRESENT";
+	case CKR_TOKEN_NOT_RECOGNIZED: return "CKR_TOKEN_NOT_RECOGNIZED";
+	case CKR_TOKEN_WRITE_PROTECTED: return "CKR_TOKEN_WRITE_PROTECTED";
+	case CKR_UNWRAPPING_KEY_HANDLE_INVALID: return "CKR_UNWRAPPING_KEY_HANDLE_INVALID";
+	case CKR_UNWRAPPING_KEY_SIZE_RANGE: return "CKR_UNWRAPPING_KEY_SIZE_RANGE";
+	case CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT: return "CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT";
+	case CKR_USER_ALREADY_LOGGED_IN: return "CKR_USER_ALREADY_LOGGED_IN";
+	case CKR_USER_NOT_LOGGED_IN: return "CKR_USER_NOT_LOGGED_IN";
+	case CKR_USER_PIN_NOT_INITIALIZED: return "CKR_USER_PIN_NOT_INITIALIZED";
+	case CKR_USER_TYPE_INVALID: return "CKR_USER_TYPE_INVALID";
+	case CKR_USER_ANOTHER_ALREADY_LOGGED_IN: return "CKR_USER_ANOTHER_ALREADY_LOGGED_IN";
+	case CKR_USER_TOO_MANY_TYPES: return "CKR_USER_TOO_MANY_TYPES";
+	case CKR_WRAPPED_KEY_INVALID: return "CKR_WRAPPED_KEY_INVALID";
+	case CKR_WRAPPED_KEY_LEN_RANGE: return "CKR_WRAPPED_KEY_LEN_RANGE";
+	case CKR_WRAPPING_KEY_HANDLE_INVALID: return "CKR_WRAPPING_KEY_HANDLE_INVALID";
+	case CKR_WRAPPING_KEY_SIZE_RANGE: return "CKR_WRAPPING_KEY_SIZE_RANGE";
+	case CKR_WRAPPING_KEY_TYPE_INCONSISTENT: return "CKR_WRAPPING_KEY_TYPE_INCONSISTENT";
+	case CKR_RANDOM_SEED_NOT_SUPPORTED: return "CKR_RANDOM_SEED_NOT_SUPPORTED";
+	case CKR_RANDOM_NO_RNG: return "CKR_RANDOM_NO_RNG";
+	case CKR_DOMAIN_PARAMS_INVALID: return "CKR_DOMAIN_PARAMS_INVALID";
+	case CKR_CURVE_NOT_SUPPORTED: return "CKR_CURVE_NOT_SUPPORTED";
+	case CKR_BUFFER_TOO_SMALL: return "CKR_BUFFER_TOO_SMALL";
+	case CKR_SAVED_STATE_INVALID: return "CKR_SAVED_STATE_INVALID";
+	case CKR_INFORMATION_SENSITIVE: return "CKR_INFORMATION_SENSITIVE";
+	case CKR_STATE_UNSAVEABLE: return "CKR_STATE_UNSAVEABLE";
+	case CKR_CRYPTOKI_NOT_INITIALIZED: return "CKR_CRYPTOKI_NOT_INITIALIZED";
+	case CKR_CRYPTOKI_ALREADY_INITIALIZED: return "CKR_CRYPTOKI_ALREADY_INITIALIZED";
+	case CKR_MUTEX_BAD: return "CKR_MUTEX_BAD";
+	case CKR_MUTEX_NOT_LOCKED: return "CKR_MUTEX_NOT_LOCKED";
+	case CKR_NEW_PIN_MODE: return "CKR_NEW_PIN_MODE";
+	case CKR_NEXT_OTP: return "CKR_NEXT_OTP";
+	case CKR_EXCEEDED_MAX_ITERATIONS: return "CKR_EXCEEDED_MAX_ITERATIONS";
+	case CKR_FIPS_SELF_TEST_FAILED: return "CKR_FIPS_SELF_TEST_FAILED";
+	case CKR_LIBRARY_LOAD_FAILED: return "CKR_LIBRARY_LOAD_FAILED";
+	case CKR_PIN_TOO_WEAK: return "CKR_PIN_TOO_WEAK";
+	case CKR_PUBLIC_KEY_INVALID: return "CKR_PUBLIC_KEY_INVALID";
+	case CKR_FUNCTION_REJECTED: return "CKR_FUNCTION_REJECTED";
+	default: return rv >= CKR_VENDOR_DEFINED ? "CKR_VENDOR_DEFINED" : "CKR_(unknown)";
+	}
+}
+
+int token_rv_session_dead(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_DEVICE_ERROR:
+	case CKR_DEVICE_REMOVED:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_USER_NOT_LOGGED_IN:
+	case CKR_CRYPTOKI_NOT_INITIALIZED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int token_rv_err(CK_RV rv, const char *call, struct cv_errmsg *err)
+{
+	switch (rv) {
+	case CKR_OK:
+		return 0;
+	case CKR_PIN_INCORRECT:
+	case CKR_PIN_LEN_RANGE:
+	case CKR_PIN_LOCKED:
+		return cv_errmsg_set(err, CV_ERR_TOKEN, "token login refused: wrong PIN (%s, %s)", call,
+				     ckr_name(rv));
+	case CKR_HOST_MEMORY:
+		return cv_errmsg_set(err, CV_ERR_NOMEM, "%s: out of memory (%s)", call,
+				     ckr_name(rv));
+	default:
+		if (token_rv_session_dead(rv))
+			return cv_errmsg_set(err, CV_ERR_TOKEN_UNAVAILABLE,
+					     "%s: token unavailable (%s)", call, ckr_name(rv));
+		if (rv >= CKR_VENDOR_DEFINED)
+			return cv_errmsg_set(err, CV_ERR_TOKEN, "%s failed: %s 0x%lx", call,
+					     ckr_name(rv), (unsigned long)rv);
+		return cv_errmsg_set(err, CV_ERR_TOKEN, "%s failed: %s", call, ckr_name(rv));
+	}
+}
+
+void token_trim(const CK_UTF8CHAR *field, size_t len, char *buf)
+{
+	while (len > 0 && (field[len - 1] == ' ' || field[len - 1] == '\0'))
+		len--;
+	memcpy(buf, field, len);
+	buf[len] = '\0';
+}
+
+/* Loads the module (or takes another reference to it) and initializes it once per process. */
+static int module_get(const char *path, struct module **ret_module, struct cv_errmsg *err)
+{
+	CK_C_INITIALIZE_ARGS init_args = { 0 };
+	CK_C_GetFunctionList get_function_list;
+	CK_FUNCTION_LIST_PTR f = NULL;
+	struct module *m = NULL;
+	void *dl = NULL;
+	CK_RV rv;
+	int r;
+
+	pthread_mutex_lock(&modules_lock);
+	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (dl == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot load PKCS#11 module %s: %s", path,
+				  dlerror());
+		goto out;
+	}
+	/* dlopen hands back the same handle for a library already loaded. */
+	for (m = modules; m != NULL; m = m->next) {
+		if (m->dl == dl)
+			break;
+	}
+	if (m != NULL) {
+		m->refs++;
+		dlclose(dl); /* the module holds its own reference */
+		dl = NULL;
+		*ret_module = m;
+		m = NULL;
+		r = 0;
+		goto out;
+	}
+	*(void **)&get_function_list = dlsym(dl, "C_GetFunctionList");
+	if (get_function_list == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "%s is not a PKCS#11 module: no C_GetFunctionList",
+				  path);
+		goto out;
+	}
+	rv = get_function_list(&f);
+	if (rv != CKR_OK || f == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "C_GetFunctionList of %s failed: %s", path,
+				  ckr_name(rv));
+		goto out;
+	}
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	/* The HTTP threads call in at once: let the module lock with the OS's primitives. */
+	init_args.flags = CKF_OS_LOCKING_OK;
+	rv = f->C_Initialize(&init_args);
+	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		m->finalize = 0;
+	} else if (rv == CKR_OK) {
+		m->finalize = 1;
+	} else {
+		r = token_rv_err(rv, "C_Initialize", err);
+		goto out;
+	}
+	m->dl = dl;
+	m->f = f;
+	m->refs = 1;
+	m->next = modules;
+	modules = m;
+	*ret_module = m;
+	dl = NULL;
+	m = NULL;
+	r = 0;
+out:
+	pthread_mutex_unlock(&modules_lock);
+	free(m);
+	if (dl != NULL)
+		dlclose(dl);
+	return r;
+}
+
+static void module_put(struct module *m)
+{
+	struct module **p;
+
+	if (m == NULL)
+		return;
+	pthread_mutex_lock(&modules_lock);
+	if (--m->refs > 0) {
+		pthread_mutex_unlock(&modules_lock);
+		return;
+	}
+	for (p = &modules; *p != NULL; p = &(*p)->next) {
+		if (*p == m) {
+			*p = m->next;
+			break;
+		}
+	}
+	/* Nothing useful to do if finalizing fails: the process is letting go of the module. */
+	if (m->finalize)
+		(void)m->f->C_Finalize(NULL);
+	dlclose(m->dl);
+	pthread_mutex_unlock(&modules_lock);
+	free(m);
+}
+
+static int slot_find(struct cv_token *token, const char *label, struct cv_errmsg *err)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0, i;
+	CK_TOKEN_INFO info;
+	char trimmed[33];
+	CK_RV rv;
+	int r;
+
+	/* The slot count can grow between the two calls (a token plugged in): ask again. */
+	for (;;) {
+		rv = token->f->C_GetSlotList(CK_TRUE, NULL, &n);
+		if (rv != CKR_OK) {
+			r = token_rv_err(rv, "C_GetSlotList", err);
+			goto out;
+		}
+		free(slots);
+		slots = calloc(n > 0 ? n : 1, sizeof(*slots));
+		if (slots == NULL) {
+			r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		rv = token->f->C_GetSlotList(CK_TRUE, slots, &n);
+		if (rv == CKR_OK)
+			break;
+		if (rv != CKR_BUFFER_TOO_SMALL) {
+			r = token_rv_err(rv, "C_GetSlotList", err);
+			goto out;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		rv = token->f->C_GetTokenInfo(slots[i], &info);
+		/* A slot whose token went away between the calls is simply not ours. */
+		if (rv != CKR_OK)
+			continue;
+		if (!(info.flags & CKF_TOKEN_INITIALIZED))
+			continue;
+		token_trim(info.label, sizeof(info.label), trimmed);
+		if (strcmp(trimmed, label) != 0)
+			continue;
+		token->slot = slots[i];
+		memcpy(token->label, trimmed, sizeof(token->label));
+		token_trim(info.manufacturerID, sizeof(info.manufacturerID), token->manufacturer);
+		token_trim(info.model, sizeof(info.model), token->model);
+		token_trim(info.serialNumber, sizeof(info.serialNumber), token->serial);
+		r = 0;
+		goto out;
+	}
+	r = cv_errmsg_set(err, CV_ERR_CONFIG, "no PKCS#11 token labelled \"%.64s\"", label);
+out:
+	free(slots);
+	return r;
+}
+
+int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token,
+		  struct cv_errmsg *err)
+{
+	struct cv_token *token = NULL;
+	CK_SESSION_HANDLE session;
+	int r, pool_ready = 0, map_ready = 0;
+
+	*ret_token = NULL;
+	if (cfg->module_path == NULL || cfg->module_path[0] == '\0') {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "no PKCS#11 module configured");
+		goto out;
+	}
+	if (cfg->token_label == NULL || cfg->token_label[0] == '\0') {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "no token label configured");
+		goto out;
+	}
+	if (cfg->pin == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "no token PIN configured");
+		goto out;
+	}
+	token = calloc(1, sizeof(*token));
+	if (token == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	token->pin_len = strlen(cfg->pin);
+	token->pin = OPENSSL_malloc(token->pin_len + 1);
+	if (token->pin == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(token->pin, cfg->pin, token->pin_len + 1);
+	r = token_pool_init(&token->pool, cfg->pool_size > 0 ? cfg->pool_size : 8);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "cannot set up the session pool");
+		goto out;
+	}
+	pool_ready = 1;
+	r = token_keymap_init(&token->map);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "cannot set up the key map");
+		goto out;
+	}
+	map_ready = 1;
+	r = module_get(cfg->module_path, &token->module, err);
+	if (r < 0)
+		goto out;
+	token->f = token->module->f;
+	r = slot_find(token, cfg->token_label, err);
+	if (r < 0)
+		goto out;
+	/* The first session logs in; a wrong PIN shows here rather than on the first request. */
+	r = token_pool_borrow(token, &session, err);
+	if (r < 0)
+		goto out;
+	token_pool_return(token, session, 0);
+	r = token_keys_list(token, err);
+	if (r < 0)
+		goto out;
+	*ret_token = token;
+	token = NULL;
+	r = 0;
+out:
+	if (token != NULL) {
+		if (pool_ready)
+			token_pool_release(token);
+		if (map_ready)
+			token_keymap_release(&token->map);
+		module_put(token->module);
+		OPENSSL_clear_free(token->pin, token->pin_len + 1);
+		free(token);
+	}
+	return r;
+}
+
+void cv_token_free(struct cv_token *token)
+{
+	CK_SESSION_HANDLE session;
+	CK_RV rv;
+
+	if (token == NULL)
+		return;
+	/* Log out only when no other cv_token shares the module's login: it is per process. */
+	pthread_mutex_lock(&modules_lock);
+	if (token->module->refs == 1 && token->pool.n_idle > 0) {
+		session = token->pool.idle[0];
+		rv = token->f->C_Logout(session);
+		(void)rv; /* closing the sessions below logs out anyway */
+	}
+	pthread_mutex_unlock(&modules_lock);
+	token_pool_release(token);
+	token_keymap_release(&token->map);
+	module_put(token->module);
+	OPENSSL_clear_free(token->pin, token->pin_len + 1);
+	free(token);
+}
+
+int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret)
+{
+	CK_SESSION_HANDLE session;
+	CK_SESSION_INFO sinfo;
+	struct cv_errmsg ignored;
+	CK_TOKEN_INFO info;
+	size_t i;
+	CK_RV rv;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&token->map.lock);
+	for (i = 0; i < token->map.capacity; i++) {
+		const struct keymap_entry *e = &token->map.slots[i];
+
+		if (e->id_len > 0 && !e->pending && e->priv != CK_INVALID_HANDLE)
+			ret->keys++;
+	}
+	pthread_mutex_unlock(&token->map.lock);
+	rv = token->f->C_GetTokenInfo(token->slot, &info);
+	if (rv != CKR_OK) {
+		r = CV_ERR_TOKEN_UNAVAILABLE;
+		goto out;
+	}
+	ret->reachable = 1;
+	token_trim(info.label, sizeof(info.label), ret->label);
+	token_trim(info.manufacturerID, sizeof(info.manufacturerID), ret->manufacturer);
+	token_trim(info.model, sizeof(info.model), ret->model);
+	token_trim(info.serialNumber, sizeof(info.serialNumber), ret->serial);
+	r = 0;
+	/* Borrowing reopens and logs in a session that died, so health also shows recovery. */
+	if (token_pool_borrow(token, &session, &ignored) < 0)
+		goto out;
+	rv = token->f->C_GetSessionInfo(session, &sinfo);
+	token_pool_return(token, session, token_rv_session_dead(rv));
+	if (rv == CKR_OK)
+		ret->logged_in = sinfo.state == CKS_RW_USER_FUNCTIONS ||
+				 sinfo.state == CKS_RO_USER_FUNCTIONS;
+out:
+	return r;
+}
+
+/* Sets the user PIN of a freshly initialised token through an SO session. */
+static int init_user_pin(struct cv_token *t, const char *so_pin, const char *user_pin,
+			 struct cv_errmsg *err)
+{
+	CK_SESSION_HANDLE session;
+	CK_RV rv;
+	int r;
+
+	rv = t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+				 &session);
+	if (rv != CKR_OK)
+		return token_rv_err(rv, "C_OpenSession", err);
+	rv = t->f->C_Login(session, CKU_SO, (CK_UTF8CHAR_PTR)so_pin, strlen(so_pin));
+	if (rv != CKR_OK) {
+		r = token_rv_err(rv, "C_Login(SO)", err);
+		goto out;
+	}
+	rv = t->f->C_InitPIN(session, (CK_UTF8CHAR_PTR)user_pin, strlen(user_pin));
+	r = rv == CKR_OK ? 0 : token_rv_err(rv, "C_InitPIN", err);
+	(void)t->f->C_Logout(session);
+out:
+	(void)t->f->C_CloseSession(session);
+	return r;
+}
+
+int cv_token_init(const char *module_path, const char *label, const char *so_pin,
+		  const char *user_pin, int *ret_created, struct cv_errmsg *err)
+{
+	struct cv_token t = { 0 };
+	CK_SLOT_ID slots[256];
+	CK_ULONG n = sizeof(slots) / sizeof(slots[0]), i;
+	CK_TOKEN_INFO info;
+	CK_UTF8CHAR padded[32];
+	CK_RV rv;
+	int r;
+
+	*ret_created = 0;
+	if (label == NULL || label[0] == '\0' || strlen(label) > sizeof(padded))
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "a token label is 1 to 32 bytes");
+	r = module_get(module_path, &t.module, err);
+	if (r < 0)
+		return r;
+	t.f = t.module->f;
+	/* Already there: nothing to do, and nothing is touched. */
+	if (slot_find(&t, label, NULL) == 0) {
+		r = 0;
+		goto out;
+	}
+	rv = t.f->C_GetSlotList(CK_TRUE, slots, &n);
+	if (rv != CKR_OK) {
+		r = token_rv_err(rv, "C_GetSlotList", err);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (t.f->C_GetTokenInfo(slots[i], &info) == CKR_OK &&
+		    !(info.flags & CKF_TOKEN_INITIALIZED))
+			break;
+	}
+	if (i == n) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG,
+				  "no token labelled \"%s\" and no uninitialised slot to make one",
+				  label);
+		goto out;
+	}
+	t.slot = slots[i];
+	memset(padded, ' ', sizeof(padded));
+	memcpy(padded, label, strlen(label));
+	rv = t.f->C_InitToken(t.slot, (CK_UTF8CHAR_PTR)so_pin, strlen(so_pin), padded);
+	if (rv != CKR_OK) {
+		r = token_rv_err(rv, "C_InitToken", err);
+		goto out;
+	}
+	r = init_user_pin(&t, so_pin, user_pin, err);
+	if (r < 0)
+		goto out;
+	*ret_created = 1;
+out:
+	module_put(t.module);
+	return r;
+}

@@ -1,0 +1,756 @@
+/* token against a real, fresh SoftHSM2 token made in a temporary directory. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <dlfcn.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
+
+#include "certvault/token.h"
+#include "softhsm.h"
+
+#define LABEL "cv-test"
+#define ODD_LABEL "cv tok;2/%"
+#define SO_PIN "so-pin-7410"
+#define USER_PIN "user-pin-8529"
+
+static char dir[] = "/tmp/cv-token-XXXXXX";
+
+/* Keys come from here rather than testcert, which is built by another target; the types
+ * match tc_key_new's names. */
+static EVP_PKEY *key_new(const char *type)
+{
+	if (strcmp(type, "rsa1024") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+	if (strcmp(type, "rsa2048") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	if (strcmp(type, "rsa4096") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)4096);
+	if (strcmp(type, "p256") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	if (strcmp(type, "p384") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+	if (strcmp(type, "p521") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-521");
+	if (strcmp(type, "secp256k1") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "secp256k1");
+	if (strcmp(type, "ed25519") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	if (strcmp(type, "ed448") == 0)
+		return EVP_PKEY_Q_keygen(NULL, NULL, "ED448");
+	return NULL;
+}
+
+static struct cv_token *open_label(const char *label, unsigned pool_size)
+{
+	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size };
+	struct cv_errmsg err = { "" };
+	struct cv_token *token = NULL;
+	int r;
+
+	r = cv_token_open(&cfg, &token, &err);
+	if (r != 0)
+		fprintf(stderr, "cv_token_open: %s\n", err.text);
+	assert_int_equal(r, 0);
+	assert_non_null(token);
+	return token;
+}
+
+static struct cv_token *open_token(void)
+{
+	return open_label(LABEL, 4);
+}
+
+static void random_id(uint8_t *id, size_t len)
+{
+	assert_int_equal(RAND_bytes(id, (int)len), 1);
+}
+
+/* The test's own way into the token, next to cv_token's: same module instance (dlopen hands
+ * back the loaded one), same login, its own session. Only while a cv_token is open. */
+struct raw {
+	void *dl;
+	CK_FUNCTION_LIST_PTR f;
+	CK_SLOT_ID slot;
+	CK_SESSION_HANDLE s;
+};
+
+static void raw_open(struct raw *raw, const char *label)
+{
+	CK_C_GetFunctionList get_function_list;
+	CK_SLOT_ID slots[16];
+	CK_ULONG n = 16, i;
+	CK_TOKEN_INFO info;
+	char padded[32];
+	int found = 0;
+
+	memset(padded, ' ', sizeof(padded));
+	memcpy(padded, label, strlen(label));
+	raw->dl = dlopen(ts_softhsm_module(), RTLD_NOW | RTLD_LOCAL);
+	assert_non_null(raw->dl);
+	*(void **)&get_function_list = dlsym(raw->dl, "C_GetFunctionList");
+	assert_non_null(get_function_list);
+	assert_int_equal(get_function_list(&raw->f), CKR_OK);
+	assert_int_equal(raw->f->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+	for (i = 0; i < n && !found; i++) {
+		assert_int_equal(raw->f->C_GetTokenInfo(slots[i], &info), CKR_OK);
+		if (memcmp(info.label, padded, sizeof(padded)) == 0) {
+			raw->slot = slots[i];
+			found = 1;
+		}
+	}
+	assert_true(found);
+	assert_int_equal(raw->f->C_OpenSession(raw->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+					       NULL, NULL, &raw->s), CKR_OK);
+}
+
+static void raw_close(struct raw *raw)
+{
+	assert_int_equal(raw->f->C_CloseSession(raw->s), CKR_OK);
+	dlclose(raw->dl);
+}
+
+/* Objects of class cls with this CKA_ID (any class when cls is -1). */
+static CK_ULONG raw_find(struct raw *raw, long cls, const uint8_t *id, size_t id_len,
+			 CK_OBJECT_HANDLE *ret_first)
+{
+	CK_OBJECT_CLASS c = (CK_OBJECT_CLASS)cls;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_ID, (void *)id, id_len },
+		{ CKA_CLASS, &c, sizeof(c) },
+	};
+	CK_OBJECT_HANDLE found[8];
+	CK_ULONG n = 0;
+
+	assert_int_equal(raw->f->C_FindObjectsInit(raw->s, tmpl, cls < 0 ? 1 : 2), CKR_OK);
+	assert_int_equal(raw->f->C_FindObjects(raw->s, found, 8, &n), CKR_OK);
+	assert_int_equal(raw->f->C_FindObjectsFinal(raw->s), CKR_OK);
+	if (ret_first != NULL && n > 0)
+		*ret_first = found[0];
+	return n;
+}
+
+static CK_ULONG raw_count_keys(struct raw *raw)
+{
+	CK_OBJECT_HANDLE found[64];
+	CK_ULONG n, total = 0;
+
+	assert_int_equal(raw->f->C_FindObjectsInit(raw->s, NULL, 0), CKR_OK);
+	do {
+		assert_int_equal(raw->f->C_FindObjects(raw->s, found, 64, &n), CKR_OK);
+		total += n;
+	} while (n > 0);
+	assert_int_equal(raw->f->C_FindObjectsFinal(raw->s), CKR_OK);
+	return total;
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	if (ts_softhsm_new(dir, LABEL, SO_PIN, USER_PIN) < 0)
+		return -1;
+	return ts_softhsm_init_token(ODD_LABEL, SO_PIN, USER_PIN);
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	return ts_softhsm_remove(dir);
+}
+
+static void test_open(void **state)
+{
+	struct cv_token_health h;
+	struct cv_token *token;
+
+	(void)state;
+	token = open_token();
+	assert_int_equal(cv_token_health_get(token, &h), 0);
+	assert_true(h.reachable);
+	assert_true(h.logged_in);
+	assert_string_equal(h.label, LABEL);
+	assert_string_equal(h.manufacturer, "SoftHSM project");
+	assert_string_equal(h.model, "SoftHSM v2");
+	assert_true(strlen(h.serial) > 0);
+	cv_token_free(token);
+	cv_token_free(NULL);
+}
+
+static void test_open_wrong_pin(void **state)
+{
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2 };
+	struct cv_errmsg err = { "" };
+	struct cv_token *token = NULL;
+
+	(void)state;
+	assert_int_equal(cv_token_open(&cfg, &token, &err), CV_ERR_TOKEN);
+	assert_null(token);
+	assert_non_null(strstr(err.text, "PIN"));
+	assert_non_null(strstr(err.text, "CKR_PIN_INCORRECT"));
+	assert_null(strstr(err.text, "wrong-pin-3141"));
+	/* The failed open left nothing behind: the right PIN still works. */
+	cv_token_free(open_token());
+}
+
+static void test_open_unknown_label(void **state)
+{
+	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2 };
+	struct cv_errmsg err = { "" };
+	struct cv_token *token = NULL;
+
+	(void)state;
+	assert_int_equal(cv_token_open(&cfg, &token, &err), CV_ERR_CONFIG);
+	assert_null(token);
+	assert_non_null(strstr(err.text, "no-such-token"));
+}
+
+static void test_open_missing_module(void **state)
+{
+	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2 };
+	struct cv_errmsg err = { "" };
+	struct cv_token *token = NULL;
+
+	(void)state;
+	assert_int_equal(cv_token_open(&cfg, &token, &err), CV_ERR_CONFIG);
+	assert_null(token);
+	assert_non_null(strstr(err.text, "/nonexistent/libpkcs11.so"));
+	cfg.module_path = NULL;
+	assert_int_equal(cv_token_open(&cfg, &token, &err), CV_ERR_CONFIG);
+	/* A library that is not a PKCS#11 module. */
+	cfg.module_path = "libz.so.1";
+	assert_int_equal(cv_token_open(&cfg, &token, &err), CV_ERR_CONFIG);
+	assert_null(token);
+}
+
+/* Signs through PKCS#11 with the token's object and verifies with OpenSSL and the original
+ * key: only the key that went in can have made the signature. */
+static void sign_and_verify(struct raw *raw, CK_OBJECT_HANDLE h, EVP_PKEY *key)
+{
+	static const unsigned char msg[] = "certvault token test message";
+	unsigned char sig[1024], digest[32], *der = NULL, *p;
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	CK_ULONG sig_len = sizeof(sig);
+	EVP_MD_CTX *md = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	ECDSA_SIG *esig = NULL;
+	unsigned int digest_len;
+	int der_len;
+
+	if (EVP_PKEY_is_a(key, "RSA"))
+		mech.mechanism = CKM_SHA256_RSA_PKCS;
+	else if (EVP_PKEY_is_a(key, "EC"))
+		mech.mechanism = CKM_ECDSA;
+	else
+		mech.mechanism = CKM_EDDSA;
+	assert_int_equal(raw->f->C_SignInit(raw->s, &mech, h), CKR_OK);
+	if (mech.mechanism == CKM_ECDSA) {
+		assert_int_equal(EVP_Digest(msg, sizeof(msg), digest, &digest_len, EVP_sha256(),
+					    NULL), 1);
+		assert_int_equal(raw->f->C_Sign(raw->s, digest, sizeof(digest), sig, &sig_len),
+				 CKR_OK);
+		/* PKCS#11 gives r || s; OpenSSL verifies DER. */
+		esig = ECDSA_SIG_new();
+		assert_non_null(esig);
+		assert_int_equal(ECDSA_SIG_set0(esig, BN_bin2bn(sig, (int)sig_len / 2, NULL),
+						BN_bin2bn(sig + sig_len / 2, (int)sig_len / 2,
+							  NULL)), 1);
+		der_len = i2d_ECDSA_SIG(esig, NULL);
+		assert_true(der_len > 0);
+		der = malloc((size_t)der_len);
+		p = der;
+		assert_int_equal(i2d_ECDSA_SIG(esig, &p), der_len);
+		ctx = EVP_PKEY_CTX_new(key, NULL);
+		assert_int_equal(EVP_PKEY_verify_init(ctx), 1);
+		assert_int_equal(EVP_PKEY_verify(ctx, der, (size_t)der_len, digest, sizeof(digest)),
+				 1);
+	} else {
+		assert_int_equal(raw->f->C_Sign(raw->s, (CK_BYTE_PTR)msg, sizeof(msg), sig,
+						&sig_len), CKR_OK);
+		md = EVP_MD_CTX_new();
+		assert_int_equal(EVP_DigestVerifyInit(md, NULL, mech.mechanism == CKM_EDDSA ?
+						      NULL : EVP_sha256(), NULL, key), 1);
+		assert_int_equal(EVP_DigestVerify(md, sig, sig_len, msg, sizeof(msg)), 1);
+	}
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_CTX_free(ctx);
+	ECDSA_SIG_free(esig);
+	free(der);
+}
+
+/* The key signs (and an RSA key decrypts); SoftHSM's defaults would allow more. */
+static void check_usage(struct raw *raw, CK_OBJECT_HANDLE h, int is_rsa)
+{
+	CK_BBOOL sign = CK_FALSE, decrypt = CK_TRUE, unwrap = CK_TRUE, derive = CK_TRUE;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_SIGN, &sign, sizeof(sign) },
+		{ CKA_DECRYPT, &decrypt, sizeof(decrypt) },
+		{ CKA_UNWRAP, &unwrap, sizeof(unwrap) },
+		{ CKA_DERIVE, &derive, sizeof(derive) },
+	};
+
+	assert_int_equal(raw->f->C_GetAttributeValue(raw->s, h, tmpl, 4), CKR_OK);
+	assert_int_equal(sign, CK_TRUE);
+	assert_int_equal(decrypt, is_rsa ? CK_TRUE : CK_FALSE);
+	assert_int_equal(unwrap, CK_FALSE);
+	assert_int_equal(derive, CK_FALSE);
+}
+
+static void test_create_each_type(void **state)
+{
+	static const char *const types[] = { "rsa2048", "rsa4096", "p256", "p384", "p521",
+					     "ed25519" };
+	struct cv_token_key_attrs a;
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE;
+	uint8_t id[CV_TOKEN_ID_LEN];
+	unsigned char secret[1024];
+	struct raw raw;
+	EVP_PKEY *key;
+	size_t i;
+	int r;
+
+	(void)state;
+	token = open_token();
+	raw_open(&raw, LABEL);
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		CK_ATTRIBUTE secret_attr = { CKA_VALUE, secret, sizeof(secret) };
+
+		key = key_new(types[i]);
+		assert_non_null(key);
+		random_id(id, sizeof(id));
+		r = cv_token_key_create(token, key, types[i], id, sizeof(id), &err);
+		if (r != 0)
+			fprintf(stderr, "%s: %s\n", types[i], err.text);
+		assert_int_equal(r, 0);
+		assert_int_equal(cv_token_key_exists(token, id, sizeof(id)), 1);
+
+		assert_int_equal(cv_token_key_attrs_get(token, id, sizeof(id), &a, &err), 0);
+		assert_int_equal(a.present, 1);
+		assert_int_equal(a.sensitive, 1);
+		assert_int_equal(a.extractable, 0);
+		assert_int_equal(a.is_private, 1);
+		assert_int_equal(a.on_token, 1);
+		/* Honest about an imported key: it was once outside the token. */
+		assert_int_equal(a.never_extractable, 0);
+		assert_int_equal(a.always_sensitive, 0);
+
+		assert_int_equal(raw_find(&raw, CKO_PRIVATE_KEY, id, sizeof(id), &priv), 1);
+		assert_int_equal(raw_find(&raw, CKO_PUBLIC_KEY, id, sizeof(id), NULL), 1);
+		if (EVP_PKEY_is_a(key, "RSA"))
+			secret_attr.type = CKA_PRIVATE_EXPONENT;
+		assert_int_equal(raw.f->C_GetAttributeValue(raw.s, priv, &secret_attr, 1),
+				 CKR_ATTRIBUTE_SENSITIVE);
+		assert_int_equal(secret_attr.ulValueLen, CK_UNAVAILABLE_INFORMATION);
+		sign_and_verify(&raw, priv, key);
+		check_usage(&raw, priv, EVP_PKEY_is_a(key, "RSA"));
+		EVP_PKEY_free(key);
+	}
+	raw_close(&raw);
+	cv_token_free(token);
+}
+
+static void test_duplicate_id(void **state)
+{
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	uint8_t id[CV_TOKEN_ID_LEN];
+	EVP_PKEY *k1 = key_new("p256"), *k2 = key_new("ed25519");
+	struct raw raw;
+
+	(void)state;
+	token = open_token();
+	raw_open(&raw, LABEL);
+	random_id(id, sizeof(id));
+	assert_int_equal(cv_token_key_create(token, k1, "dup", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_create(token, k2, "dup", id, sizeof(id), &err),
+			 CV_ERR_NAME_TAKEN);
+	assert_int_equal(cv_token_key_create(token, k1, "dup", id, sizeof(id), &err),
+			 CV_ERR_NAME_TAKEN);
+	assert_int_equal(raw_find(&raw, -1, id, sizeof(id), NULL), 2);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	raw_close(&raw);
+	cv_token_free(token);
+	EVP_PKEY_free(k1);
+	EVP_PKEY_free(k2);
+}
+
+static void test_unsupported(void **state)
+{
+	static const char *const types[] = { "rsa1024", "secp256k1", "ed448" };
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	uint8_t id[CV_TOKEN_ID_LEN];
+	CK_ULONG before;
+	struct raw raw;
+	EVP_PKEY *key;
+	size_t i;
+
+	(void)state;
+	token = open_token();
+	raw_open(&raw, LABEL);
+	before = raw_count_keys(&raw);
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		key = key_new(types[i]);
+		assert_non_null(key);
+		random_id(id, sizeof(id));
+		assert_int_equal(cv_token_key_create(token, key, "weak", id, sizeof(id), &err),
+				 CV_ERR_UNSUPPORTED_KEY);
+		assert_true(strlen(err.text) > 0);
+		assert_int_equal(cv_token_key_exists(token, id, sizeof(id)), 0);
+		assert_int_equal(raw_find(&raw, -1, id, sizeof(id), NULL), 0);
+		EVP_PKEY_free(key);
+	}
+	/* A public key alone is nothing to store. */
+	for (i = 0; i < 3; i++) {
+		EVP_PKEY *full = key_new(i == 0 ? "rsa2048" : i == 1 ? "p256" : "ed25519");
+		unsigned char *der = NULL;
+		const unsigned char *p;
+		int len = i2d_PUBKEY(full, &der);
+
+		assert_true(len > 0);
+		p = der;
+		key = d2i_PUBKEY(NULL, &p, len);
+		assert_non_null(key);
+		assert_int_equal(cv_token_key_create(token, key, "pub", id, sizeof(id), &err),
+				 CV_ERR_UNSUPPORTED_KEY);
+		assert_int_equal(raw_find(&raw, -1, id, sizeof(id), NULL), 0);
+		OPENSSL_free(der);
+		EVP_PKEY_free(key);
+		EVP_PKEY_free(full);
+	}
+	/* The same id is free for a key that is supported: the refusal held nothing. */
+	key = key_new("p256");
+	assert_int_equal(cv_token_key_create(token, key, "ok", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	assert_int_equal(raw_count_keys(&raw), before);
+	EVP_PKEY_free(key);
+	raw_close(&raw);
+	cv_token_free(token);
+}
+
+static void test_destroy(void **state)
+{
+	struct cv_token_key_attrs a;
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	uint8_t id[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new("rsa2048");
+	struct raw raw;
+
+	(void)state;
+	token = open_token();
+	raw_open(&raw, LABEL);
+	random_id(id, sizeof(id));
+	assert_int_equal(cv_token_key_create(token, key, "gone", id, sizeof(id), &err), 0);
+	assert_int_equal(raw_find(&raw, -1, id, sizeof(id), NULL), 2);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_exists(token, id, sizeof(id)), 0);
+	assert_int_equal(cv_token_key_attrs_get(token, id, sizeof(id), &a, &err),
+			 CV_ERR_NOT_FOUND);
+	assert_int_equal(a.present, 0);
+	assert_int_equal(raw_find(&raw, CKO_PRIVATE_KEY, id, sizeof(id), NULL), 0);
+	assert_int_equal(raw_find(&raw, CKO_PUBLIC_KEY, id, sizeof(id), NULL), 0);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), CV_ERR_NOT_FOUND);
+	/* The id can be used again. */
+	assert_int_equal(cv_token_key_create(token, key, "again", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	raw_close(&raw);
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
+static int count_key(const uint8_t *id, size_t id_len, void *arg)
+{
+	(void)id;
+	(void)id_len;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+struct seek {
+	const uint8_t *id;
+	size_t id_len;
+	int seen;
+};
+
+static int seek_key(const uint8_t *id, size_t id_len, void *arg)
+{
+	struct seek *s = arg;
+
+	if (id_len == s->id_len && memcmp(id, s->id, id_len) == 0)
+		s->seen++;
+	return 0;
+}
+
+static int stop_at_first(const uint8_t *id, size_t id_len, void *arg)
+{
+	(void)id;
+	(void)id_len;
+	(*(int *)arg)++;
+	return 42;
+}
+
+/* An EC private key object made by "another tool", with whatever CKA_ID it likes (none when
+ * id is NULL). */
+static void raw_create_foreign(struct raw *raw, const uint8_t *id, size_t id_len)
+{
+	static const unsigned char p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03,
+					      0x01, 0x07 };
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE type = CKK_EC;
+	CK_BBOOL yes = CK_TRUE;
+	unsigned char d[32];
+	BIGNUM *bn = NULL;
+	EVP_PKEY *key = key_new("p256");
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &type, sizeof(type) },
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_EC_PARAMS, (void *)p256, sizeof(p256) },
+		{ CKA_VALUE, d, sizeof(d) },
+		{ CKA_ID, (void *)id, id_len },
+	};
+	CK_OBJECT_HANDLE h;
+
+	assert_int_equal(EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &bn), 1);
+	assert_int_equal(BN_bn2binpad(bn, d, sizeof(d)), 32);
+	assert_int_equal(raw->f->C_CreateObject(raw->s, tmpl, id != NULL ? 7 : 6, &h), CKR_OK);
+	BN_clear_free(bn);
+	EVP_PKEY_free(key);
+}
+
+static void test_reopen_sees_keys(void **state)
+{
+	static const uint8_t short_id[1] = { 0xc7 };
+	uint8_t ids[3][CV_TOKEN_ID_LEN], long_id[64], too_long[65];
+	struct cv_token_key_attrs a;
+	struct cv_token_health h;
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	size_t before = 0, after = 0, i;
+	struct seek seek;
+	EVP_PKEY *key = key_new("p384");
+	struct raw raw;
+	int calls = 0;
+
+	(void)state;
+	token = open_token();
+	assert_int_equal(cv_token_key_foreach(token, count_key, &before), 0);
+	for (i = 0; i < 3; i++) {
+		random_id(ids[i], sizeof(ids[i]));
+		assert_int_equal(cv_token_key_create(token, key, "kept", ids[i], sizeof(ids[i]),
+						     &err), 0);
+	}
+	raw_open(&raw, LABEL);
+	random_id(long_id, sizeof(long_id));
+	random_id(too_long, sizeof(too_long));
+	raw_create_foreign(&raw, short_id, sizeof(short_id));
+	raw_create_foreign(&raw, long_id, sizeof(long_id));
+	raw_create_foreign(&raw, too_long, sizeof(too_long));
+	raw_create_foreign(&raw, NULL, 0);
+	raw_close(&raw);
+	cv_token_free(token);
+
+	token = open_token();
+	assert_int_equal(cv_token_key_foreach(token, count_key, &after), 0);
+	/* Three of ours, and the foreign keys with ids certvault can name. */
+	assert_int_equal(after, before + 3 + 2);
+	assert_int_equal(cv_token_health_get(token, &h), 0);
+	assert_int_equal(h.keys, after);
+	for (i = 0; i < 3; i++) {
+		seek = (struct seek){ ids[i], sizeof(ids[i]), 0 };
+		assert_int_equal(cv_token_key_foreach(token, seek_key, &seek), 0);
+		assert_int_equal(seek.seen, 1);
+		assert_int_equal(cv_token_key_exists(token, ids[i], sizeof(ids[i])), 1);
+		assert_int_equal(cv_token_key_attrs_get(token, ids[i], sizeof(ids[i]), &a, &err),
+				 0);
+		assert_int_equal(a.sensitive, 1);
+		/* The public object was listed too: destroy takes both. */
+		assert_int_equal(cv_token_key_destroy(token, ids[i], sizeof(ids[i]), &err), 0);
+	}
+	assert_int_equal(cv_token_key_exists(token, short_id, sizeof(short_id)), 1);
+	assert_int_equal(cv_token_key_exists(token, long_id, sizeof(long_id)), 1);
+	assert_int_equal(cv_token_key_exists(token, too_long, sizeof(too_long)), 0);
+	assert_int_equal(cv_token_key_destroy(token, short_id, sizeof(short_id), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, long_id, sizeof(long_id), &err), 0);
+	assert_int_equal(cv_token_key_foreach(token, stop_at_first, &calls), 42);
+	assert_int_equal(calls, 1);
+	raw_open(&raw, LABEL);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(raw_find(&raw, -1, ids[i], sizeof(ids[i]), NULL), 0);
+	raw_close(&raw);
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
+static void test_uri(void **state)
+{
+	static const uint8_t id[] = { 0x01, 0x02, 0xab, 0x3b, 0x25, 0x7f, 0x00, 0xff };
+	struct cv_token_health h;
+	struct cv_token *token;
+	char uri[512], expected[512], small[40];
+
+	(void)state;
+	token = open_label(ODD_LABEL, 2);
+	assert_int_equal(cv_token_health_get(token, &h), 0);
+	assert_int_equal(cv_token_key_uri(token, id, sizeof(id), "web server;1/a%b?c#d\"é", uri,
+					  sizeof(uri)), 0);
+	snprintf(expected, sizeof(expected),
+		 "pkcs11:model=SoftHSM%%20v2;manufacturer=SoftHSM%%20project;serial=%s;"
+		 "token=cv%%20tok%%3B2%%2F%%25;id=%%01%%02%%AB%%3B%%25%%7F%%00%%FF;"
+		 "object=web%%20server%%3B1%%2Fa%%25b%%3Fc%%23d%%22%%C3%%A9;type=private",
+		 h.serial);
+	assert_string_equal(uri, expected);
+	/* Characters RFC 7512 lets through stay as they are. */
+	assert_int_equal(cv_token_key_uri(token, id, 1, "a-b_c.d~e:f@g!h$i'j(k)l*m+n,o=p&q[r]",
+					  uri, sizeof(uri)), 0);
+	assert_non_null(strstr(uri, ";id=%01;object=a-b_c.d~e:f@g!h$i'j(k)l*m+n,o=p&q[r];"));
+	assert_null(strstr(uri, "pin"));
+	/* Too small: an error and a terminated (empty) string, no overflow. */
+	memset(small, 'x', sizeof(small));
+	assert_int_equal(cv_token_key_uri(token, id, sizeof(id), "k", small, sizeof(small)),
+			 CV_ERR_INTERNAL);
+	assert_string_equal(small, "");
+	cv_token_free(token);
+}
+
+/* Every session of the process dies at once (as after a token reset): the next call reopens
+ * a session, logs in again and succeeds. */
+static void test_sessions_recover(void **state)
+{
+	struct cv_token_key_attrs a;
+	struct cv_token_health h;
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	uint8_t id[CV_TOKEN_ID_LEN], id2[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new("p256");
+	struct raw raw;
+
+	(void)state;
+	token = open_token();
+	random_id(id, sizeof(id));
+	random_id(id2, sizeof(id2));
+	assert_int_equal(cv_token_key_create(token, key, "survivor", id, sizeof(id), &err), 0);
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw.f->C_CloseAllSessions(raw.slot), CKR_OK);
+	dlclose(raw.dl);
+	assert_int_equal(cv_token_key_attrs_get(token, id, sizeof(id), &a, &err), 0);
+	assert_int_equal(a.sensitive, 1);
+	assert_int_equal(cv_token_health_get(token, &h), 0);
+	assert_int_equal(h.logged_in, 1);
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw.f->C_CloseAllSessions(raw.slot), CKR_OK);
+	dlclose(raw.dl);
+	assert_int_equal(cv_token_key_create(token, key, "after", id2, sizeof(id2), &err), 0);
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw.f->C_CloseAllSessions(raw.slot), CKR_OK);
+	dlclose(raw.dl);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, id2, sizeof(id2), &err), 0);
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
+#define THREADS 8
+#define ROUNDS 20
+
+struct worker {
+	struct cv_token *token;
+	int thread;
+	int failures;
+	char first_error[256];
+};
+
+static void *work(void *arg)
+{
+	static const char *const types[] = { "p256", "ed25519", "p384", "rsa2048" };
+	struct worker *w = arg;
+	struct cv_token_key_attrs a;
+	struct cv_errmsg err = { "" };
+	uint8_t id[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new(types[w->thread % 4]);
+	int i;
+
+	for (i = 0; i < ROUNDS; i++) {
+		if (RAND_bytes(id, sizeof(id)) != 1 || key == NULL ||
+		    cv_token_key_create(w->token, key, "concurrent", id, sizeof(id), &err) != 0 ||
+		    cv_token_key_exists(w->token, id, sizeof(id)) != 1 ||
+		    cv_token_key_attrs_get(w->token, id, sizeof(id), &a, &err) != 0 ||
+		    !a.sensitive || cv_token_key_destroy(w->token, id, sizeof(id), &err) != 0 ||
+		    cv_token_key_exists(w->token, id, sizeof(id)) != 0) {
+			if (w->failures++ == 0)
+				snprintf(w->first_error, sizeof(w->first_error), "%s", err.text);
+		}
+	}
+	EVP_PKEY_free(key);
+	return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+	struct worker workers[THREADS];
+	pthread_t threads[THREADS];
+	struct cv_token *token;
+	size_t before = 0, after = 0;
+	CK_ULONG objects_before;
+	struct raw raw;
+	int i;
+
+	(void)state;
+	token = open_label(LABEL, 4);
+	raw_open(&raw, LABEL);
+	objects_before = raw_count_keys(&raw);
+	assert_int_equal(cv_token_key_foreach(token, count_key, &before), 0);
+	for (i = 0; i < THREADS; i++) {
+		workers[i] = (struct worker){ token, i, 0, "" };
+		assert_int_equal(pthread_create(&threads[i], NULL, work, &workers[i]), 0);
+	}
+	for (i = 0; i < THREADS; i++) {
+		assert_int_equal(pthread_join(threads[i], NULL), 0);
+		if (workers[i].failures > 0)
+			fprintf(stderr, "thread %d: %d failures, first: %s\n", i,
+				workers[i].failures, workers[i].first_error);
+		assert_int_equal(workers[i].failures, 0);
+	}
+	assert_int_equal(cv_token_key_foreach(token, count_key, &after), 0);
+	assert_int_equal(after, before);
+	assert_int_equal(raw_count_keys(&raw), objects_before);
+	raw_close(&raw);
+	cv_token_free(token);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open),
+		cmocka_unit_test(test_open_wrong_pin),
+		cmocka_unit_test(test_open_unknown_label),
+		cmocka_unit_test(test_open_missing_module),
+		cmocka_unit_test(test_create_each_type),
+		cmocka_unit_test(test_duplicate_id),
+		cmocka_unit_test(test_unsupported),
+		cmocka_unit_test(test_destroy),
+		cmocka_unit_test(test_reopen_sees_keys),
+		cmocka_unit_test(test_uri),
+		cmocka_unit_test(test_sessions_recover),
+		cmocka_unit_test(test_concurrent),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

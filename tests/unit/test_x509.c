@@ -1,0 +1,1359 @@
+/* Unit tests for the x509 module: every encoding of certificates, chains and keys; the import
+ * checks (key types, dates, weak signatures, key match, chain); the details; status and days. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "certvault/x509.h"
+#include "testcert.h"
+
+/* Every certificate is judged at this moment: 2026-01-01T00:00:00Z. */
+#define NOW ((time_t)1767225600)
+#define DAY 86400
+
+enum {
+	K_RSA2048, K_RSA3072, K_RSA4096, K_P256, K_P384, K_P521, K_ED25519,
+	K_RSA2048B, K_P256B, K_ED25519B, K_RSA1024, K_SECP256K1, K_ED448, K__N
+};
+
+static const char *const key_types[K__N] = {
+	"rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521", "ed25519",
+	"rsa2048", "p256", "ed25519", "rsa1024", "secp256k1", "ed448",
+};
+
+/* Keys are slow to make: made once for the whole file. */
+static EVP_PKEY *keys[K__N];
+
+static int setup_keys(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < K__N; i++) {
+		keys[i] = tc_key_new(key_types[i]);
+		if (keys[i] == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+static int teardown_keys(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < K__N; i++)
+		EVP_PKEY_free(keys[i]);
+	return 0;
+}
+
+static X509 *make_cert_full(EVP_PKEY *key, const char *cn, const char *sans, time_t nb,
+			    time_t na, const char *md, int ca, X509 *issuer, EVP_PKEY *issuer_key)
+{
+	struct tc_cert_spec spec = { 0 };
+	X509 *x;
+
+	spec.cn = cn;
+	spec.sans = sans;
+	spec.not_before = nb;
+	spec.not_after = na;
+	spec.md = md;
+	spec.is_ca = ca;
+	spec.issuer = issuer;
+	spec.issuer_key = issuer_key;
+	x = tc_cert_new(key, &spec);
+	assert_non_null(x);
+	return x;
+}
+
+static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *sans, time_t nb, time_t na)
+{
+	return make_cert_full(key, cn, sans, nb, na, NULL, 0, NULL, NULL);
+}
+
+static X509 *simple_cert(EVP_PKEY *key)
+{
+	return make_cert(key, "www.example.com", "www.example.com", NOW - DAY, NOW + 90 * DAY);
+}
+
+/* base64 of bytes; with wrap, a newline every 64 characters. */
+static char *b64(const unsigned char *bytes, size_t len, int wrap)
+{
+	char *flat = malloc(4 * ((len + 2) / 3) + 1), *out;
+	size_t n, i, j = 0;
+
+	assert_non_null(flat);
+	n = (size_t)EVP_EncodeBlock((unsigned char *)flat, bytes, (int)len);
+	out = malloc(n + n / 64 + 2);
+	assert_non_null(out);
+	for (i = 0; i < n; i++) {
+		out[j++] = flat[i];
+		if (wrap && i % 64 == 63)
+			out[j++] = '\n';
+	}
+	out[j] = '\0';
+	free(flat);
+	return out;
+}
+
+static char *b64s(const char *text)
+{
+	return b64((const unsigned char *)text, strlen(text), 1);
+}
+
+static unsigned char *cert_der(X509 *x, size_t *len)
+{
+	unsigned char *der = NULL;
+	int n = i2d_X509(x, &der);
+
+	assert_true(n > 0);
+	*len = (size_t)n;
+	return der;
+}
+
+/* DER of a key: "pkcs8", "trad" (PKCS#1 / SEC1), or "pkcs8enc" with password. */
+static unsigned char *key_der(EVP_PKEY *key, const char *form, const char *password,
+			      size_t *len)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	unsigned char *out;
+	char *data;
+	long n;
+	int ok;
+
+	assert_non_null(bio);
+	if (strcmp(form, "pkcs8") == 0)
+		ok = i2d_PKCS8PrivateKey_bio(bio, key, NULL, NULL, 0, NULL, NULL);
+	else if (strcmp(form, "pkcs8enc") == 0)
+		ok = i2d_PKCS8PrivateKey_bio(bio, key, EVP_aes_256_cbc(), NULL, 0, NULL,
+					     (void *)password);
+	else
+		ok = i2d_PrivateKey_bio(bio, key);
+	assert_int_equal(ok, 1);
+	n = BIO_get_mem_data(bio, &data);
+	assert_true(n > 0);
+	out = malloc((size_t)n);
+	assert_non_null(out);
+	memcpy(out, data, (size_t)n);
+	*len = (size_t)n;
+	BIO_free(bio);
+	return out;
+}
+
+static char *concat(const char *a, const char *b, const char *c)
+{
+	size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+	char *s = malloc(n);
+
+	assert_non_null(s);
+	snprintf(s, n, "%s%s%s", a, b, c);
+	return s;
+}
+
+static void assert_same_cert(X509 *a, X509 *b)
+{
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(X509_cmp(a, b), 0);
+}
+
+static int parse_cert(const char *text, enum cv_encoding enc, X509 **ret, struct cv_errmsg *err)
+{
+	memset(err, 0, sizeof(*err));
+	*ret = NULL;
+	return cv_x509_cert_parse(text, strlen(text), enc, ret, err);
+}
+
+static int parse_key(const char *text, enum cv_encoding enc, const char *pw, EVP_PKEY **ret,
+		     struct cv_errmsg *err)
+{
+	memset(err, 0, sizeof(*err));
+	*ret = NULL;
+	return cv_x509_key_parse(text, strlen(text), enc, pw, ret, err);
+}
+
+static int parse_chain(const char *text, enum cv_encoding enc, STACK_OF(X509) **ret,
+		       struct cv_errmsg *err)
+{
+	memset(err, 0, sizeof(*err));
+	*ret = NULL;
+	return cv_x509_chain_parse(text, text != NULL ? strlen(text) : 0, enc, ret, err);
+}
+
+static int check(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain, time_t now, int weak_ok,
+		 struct cv_errmsg *err)
+{
+	struct cv_x509_policy policy = { now, weak_ok };
+
+	memset(err, 0, sizeof(*err));
+	return cv_x509_check_import(cert, key, chain, &policy, err);
+}
+
+/* ---- encodings ---- */
+
+static void test_encoding_names(void **state)
+{
+	enum cv_encoding e = CV_ENC_BASE64;
+
+	(void)state;
+	assert_int_equal(cv_x509_encoding_parse(NULL, &e), 0);
+	assert_int_equal(e, CV_ENC_PEM);
+	assert_int_equal(cv_x509_encoding_parse("base64", &e), 0);
+	assert_int_equal(e, CV_ENC_BASE64);
+	assert_int_equal(cv_x509_encoding_parse("base64pem", &e), 0);
+	assert_int_equal(e, CV_ENC_BASE64PEM);
+	assert_int_equal(cv_x509_encoding_parse("pem", &e), 0);
+	assert_int_equal(e, CV_ENC_PEM);
+	assert_int_equal(cv_x509_encoding_parse("BASE64PEM", &e), 0);
+	assert_int_equal(e, CV_ENC_BASE64PEM);
+	assert_int_equal(cv_x509_encoding_parse("hex", &e), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_x509_encoding_parse("", &e), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_x509_encoding_parse("base64 ", &e), CV_ERR_BAD_REQUEST);
+}
+
+/* ---- certificates ---- */
+
+static void test_cert_parse_every_encoding(void **state)
+{
+	X509 *orig = simple_cert(keys[K_P256]), *x;
+	char *pem = tc_cert_pem(orig), *text, *crlf, *b;
+	unsigned char *der;
+	size_t der_len, i, j;
+	struct cv_errmsg err;
+
+	(void)state;
+	assert_int_equal(parse_cert(pem, CV_ENC_PEM, &x, &err), 0);
+	assert_same_cert(orig, x);
+	X509_free(x);
+	/* text around the block, as `openssl x509 -text` prints it */
+	text = concat("subject=CN = www.example.com\nissuer=CN = www.example.com\n\n", pem,
+		      "\nsome trailing words\n");
+	assert_int_equal(parse_cert(text, CV_ENC_PEM, &x, &err), 0);
+	assert_same_cert(orig, x);
+	X509_free(x);
+	free(text);
+	/* Windows line ends */
+	crlf = malloc(2 * strlen(pem) + 1);
+	assert_non_null(crlf);
+	for (i = 0, j = 0; pem[i] != '\0'; i++) {
+		if (pem[i] == '\n')
+			crlf[j++] = '\r';
+		crlf[j++] = pem[i];
+	}
+	crlf[j] = '\0';
+	assert_int_equal(parse_cert(crlf, CV_ENC_PEM, &x, &err), 0);
+	assert_same_cert(orig, x);
+	X509_free(x);
+	free(crlf);
+	/* base64 of DER, on one line and wrapped */
+	der = cert_der(orig, &der_len);
+	for (i = 0; i < 2; i++) {
+		b = b64(der, der_len, (int)i);
+		assert_int_equal(parse_cert(b, CV_ENC_BASE64, &x, &err), 0);
+		assert_same_cert(orig, x);
+		X509_free(x);
+		free(b);
+	}
+	/* base64 of PEM */
+	b = b64s(pem);
+	assert_int_equal(parse_cert(b, CV_ENC_BASE64PEM, &x, &err), 0);
+	assert_same_cert(orig, x);
+	X509_free(x);
+	/* the wrong encoding for the text is refused, not guessed */
+	assert_int_equal(parse_cert(b, CV_ENC_PEM, &x, &err), CV_ERR_BAD_ENCODING);
+	assert_null(x);
+	assert_int_equal(parse_cert(pem, CV_ENC_BASE64, &x, &err), CV_ERR_BAD_ENCODING);
+	free(b);
+	OPENSSL_free(der);
+	free(pem);
+	X509_free(orig);
+}
+
+static void test_cert_parse_refusals(void **state)
+{
+	X509 *orig = simple_cert(keys[K_P256]), *other = simple_cert(keys[K_P384]), *x;
+	char *pem = tc_cert_pem(orig), *pem2 = tc_cert_pem(other), *two, *cut, *b;
+	char *keypem = tc_key_pem(keys[K_P256], "pkcs8", NULL);
+	unsigned char *der, *der2;
+	size_t der_len;
+	struct cv_errmsg err;
+	static const char *const pem_bad[] = {
+		"",
+		"   \n\t\r\n",
+		"hello",
+		"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+		"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+		"-----BEGIN CERTIFICATE-----\nMIIB\n",
+		"-----END CERTIFICATE-----\n",
+	};
+	static const char *const b64_bad[] = {
+		"", "!!!!", "TUlJ", "TUlJQg", "TUlJQg=", "TUlJQg===", "TU=lJQg==", "TUlJ-_==",
+		"TUlJQg==TUlJ", "AAAA",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(pem_bad) / sizeof(pem_bad[0]); i++) {
+		assert_int_equal(parse_cert(pem_bad[i], CV_ENC_PEM, &x, &err),
+				 CV_ERR_BAD_ENCODING);
+		assert_null(x);
+		assert_true(strlen(err.text) > 10);
+	}
+	for (i = 0; i < sizeof(b64_bad) / sizeof(b64_bad[0]); i++) {
+		assert_int_equal(parse_cert(b64_bad[i], CV_ENC_BASE64, &x, &err),
+				 CV_ERR_BAD_ENCODING);
+		assert_int_equal(parse_cert(b64_bad[i], CV_ENC_BASE64PEM, &x, &err),
+				 CV_ERR_BAD_ENCODING);
+		assert_null(x);
+	}
+	assert_int_equal(parse_cert("!!!!", CV_ENC_BASE64, &x, &err), CV_ERR_BAD_ENCODING);
+	assert_string_equal(err.text, "the certificate is not valid base64");
+	assert_int_equal(parse_cert("hello", CV_ENC_PEM, &x, &err), CV_ERR_BAD_ENCODING);
+	assert_non_null(strstr(err.text, "no certificate found"));
+	/* two certificates where one is expected */
+	two = concat(pem, pem2, "");
+	assert_int_equal(parse_cert(two, CV_ENC_PEM, &x, &err), CV_ERR_BAD_ENCODING);
+	assert_non_null(strstr(err.text, "more than one certificate"));
+	free(two);
+	/* a PEM cut in the middle */
+	cut = strdup(pem);
+	assert_non_null(cut);
+	cut[strlen(cut) / 2] = '\0';
+	assert_int_equal(parse_cert(cut, CV_ENC_PEM, &x, &err), CV_ERR_BAD_ENCODING);
+	free(cut);
+	/* a private key pasted as the certificate */
+	assert_int_equal(parse_cert(keypem, CV_ENC_PEM, &x, &err), CV_ERR_BAD_ENCODING);
+	assert_non_null(strstr(err.text, "PRIVATE KEY"));
+	/* truncated DER, and DER with a byte after it */
+	der = cert_der(orig, &der_len);
+	b = b64(der, der_len - 1, 0);
+	assert_int_equal(parse_cert(b, CV_ENC_BASE64, &x, &err), CV_ERR_BAD_ENCODING);
+	free(b);
+	der2 = malloc(der_len + 1);
+	assert_non_null(der2);
+	memcpy(der2, der, der_len);
+	der2[der_len] = 0;
+	b = b64(der2, der_len + 1, 0);
+	assert_int_equal(parse_cert(b, CV_ENC_BASE64, &x, &err), CV_ERR_BAD_ENCODING);
+	free(b);
+	/* explicit length: only the first half of the text is read */
+	assert_int_equal(cv_x509_cert_parse(pem, strlen(pem) / 2, CV_ENC_PEM, &x, &err),
+			 CV_ERR_BAD_ENCODING);
+	/* no error is left behind in the OpenSSL queue */
+	assert_int_equal(ERR_peek_error(), 0);
+	free(der2);
+	OPENSSL_free(der);
+	free(keypem);
+	free(pem);
+	free(pem2);
+	X509_free(orig);
+	X509_free(other);
+}
+
+/* ---- chains ---- */
+
+static void test_chain_parse(void **state)
+{
+	X509 *root = make_cert_full(keys[K_P384], "Root", NULL, NOW - DAY, NOW + 900 * DAY, NULL,
+				    1, NULL, NULL);
+	X509 *inter = make_cert_full(keys[K_P256], "Inter", NULL, NOW - DAY, NOW + 800 * DAY,
+				     NULL, 1, root, keys[K_P384]);
+	X509 *inter2 = make_cert_full(keys[K_RSA2048], "Inter 2", NULL, NOW - DAY,
+				      NOW + 700 * DAY, NULL, 1, inter, keys[K_P256]);
+	char *p_root = tc_cert_pem(root), *p_inter = tc_cert_pem(inter);
+	char *p_inter2 = tc_cert_pem(inter2), *three, *with_junk, *b, *many = NULL;
+	STACK_OF(X509) *chain;
+	unsigned char *der;
+	size_t der_len, len, i;
+	struct cv_errmsg err;
+
+	(void)state;
+	/* empty */
+	assert_int_equal(parse_chain("", CV_ENC_PEM, &chain, &err), 0);
+	assert_non_null(chain);
+	assert_int_equal(sk_X509_num(chain), 0);
+	sk_X509_pop_free(chain, X509_free);
+	assert_int_equal(parse_chain(NULL, CV_ENC_PEM, &chain, &err), 0);
+	assert_int_equal(sk_X509_num(chain), 0);
+	sk_X509_pop_free(chain, X509_free);
+	assert_int_equal(parse_chain(" \n", CV_ENC_BASE64, &chain, &err), 0);
+	assert_int_equal(sk_X509_num(chain), 0);
+	sk_X509_pop_free(chain, X509_free);
+	/* one */
+	assert_int_equal(parse_chain(p_inter, CV_ENC_PEM, &chain, &err), 0);
+	assert_int_equal(sk_X509_num(chain), 1);
+	assert_same_cert(sk_X509_value(chain, 0), inter);
+	sk_X509_pop_free(chain, X509_free);
+	/* three, in order, with text between them */
+	three = concat(p_inter2, p_inter, p_root);
+	with_junk = concat("Bag Attributes\n", three, "\n-- end --\n");
+	assert_int_equal(parse_chain(with_junk, CV_ENC_PEM, &chain, &err), 0);
+	assert_int_equal(sk_X509_num(chain), 3);
+	assert_same_cert(sk_X509_value(chain, 0), inter2);
+	assert_same_cert(sk_X509_value(chain, 1), inter);
+	assert_same_cert(sk_X509_value(chain, 2), root);
+	sk_X509_pop_free(chain, X509_free);
+	/* base64 of a PEM bundle */
+	b = b64s(three);
+	assert_int_equal(parse_chain(b, CV_ENC_BASE64PEM, &chain, &err), 0);
+	assert_int_equal(sk_X509_num(chain), 3);
+	assert_same_cert(sk_X509_value(chain, 2), root);
+	sk_X509_pop_free(chain, X509_free);
+	free(b);
+	/* base64 of one DER certificate */
+	der = cert_der(inter, &der_len);
+	b = b64(der, der_len, 1);
+	assert_int_equal(parse_chain(b, CV_ENC_BASE64, &chain, &err), 0);
+	assert_int_equal(sk_X509_num(chain), 1);
+	assert_same_cert(sk_X509_value(chain, 0), inter);
+	sk_X509_pop_free(chain, X509_free);
+	free(b);
+	OPENSSL_free(der);
+	/* 16 taken, 17 refused */
+	len = strlen(p_inter);
+	for (i = 1; i <= CV_X509_MAX_CHAIN + 1; i++) {
+		char *grown = realloc(many, i * len + 1);
+
+		assert_non_null(grown);
+		many = grown;
+		memcpy(many + (i - 1) * len, p_inter, len + 1);
+		if (i == CV_X509_MAX_CHAIN) {
+			assert_int_equal(parse_chain(many, CV_ENC_PEM, &chain, &err), 0);
+			assert_int_equal(sk_X509_num(chain), CV_X509_MAX_CHAIN);
+			sk_X509_pop_free(chain, X509_free);
+		}
+	}
+	assert_int_equal(parse_chain(many, CV_ENC_PEM, &chain, &err), CV_ERR_BAD_CHAIN);
+	assert_null(chain);
+	assert_non_null(strstr(err.text, "more than 16"));
+	/* garbage */
+	assert_int_equal(parse_chain("not a chain", CV_ENC_PEM, &chain, &err),
+			 CV_ERR_BAD_ENCODING);
+	assert_null(chain);
+	assert_int_equal(parse_chain("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE"
+				     "-----\n", CV_ENC_PEM, &chain, &err), CV_ERR_BAD_ENCODING);
+	assert_int_equal(parse_chain("%%%%", CV_ENC_BASE64, &chain, &err), CV_ERR_BAD_ENCODING);
+	assert_int_equal(ERR_peek_error(), 0);
+	free(many);
+	free(three);
+	free(with_junk);
+	free(p_root);
+	free(p_inter);
+	free(p_inter2);
+	X509_free(root);
+	X509_free(inter);
+	X509_free(inter2);
+}
+
+/* ---- keys ---- */
+
+static void assert_key_parses(const char *text, enum cv_encoding enc, const char *pw,
+			      EVP_PKEY *want)
+{
+	struct cv_errmsg err;
+	EVP_PKEY *pk;
+	int r = parse_key(text, enc, pw, &pk, &err);
+
+	if (r != 0)
+		fail_msg("key did not parse (%d): %s", r, err.text);
+	assert_non_null(pk);
+	assert_int_equal(EVP_PKEY_eq(pk, want), 1);
+	EVP_PKEY_free(pk);
+}
+
+static void assert_der_key_parses(EVP_PKEY *key, const char *form, const char *pw)
+{
+	size_t len;
+	unsigned char *der = key_der(key, form, pw, &len);
+	char *b = b64(der, len, 1);
+
+	assert_key_parses(b, CV_ENC_BASE64, pw, key);
+	free(b);
+	free(der);
+}
+
+static void test_key_parse_every_format(void **state)
+{
+	static const int kinds[] = { K_RSA2048, K_P256, K_P384, K_P521, K_ED25519, K_ED448 };
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		EVP_PKEY *key = keys[kinds[i]];
+		char *pkcs8 = tc_key_pem(key, "pkcs8", NULL);
+		char *enc = tc_key_pem(key, "pkcs8enc", "s3cret pw");
+		char *b;
+
+		assert_non_null(strstr(pkcs8, "-----BEGIN PRIVATE KEY-----"));
+		assert_key_parses(pkcs8, CV_ENC_PEM, NULL, key);
+		assert_key_parses(pkcs8, CV_ENC_PEM, "ignored", key);
+		assert_non_null(strstr(enc, "-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+		assert_key_parses(enc, CV_ENC_PEM, "s3cret pw", key);
+		b = b64s(pkcs8);
+		assert_key_parses(b, CV_ENC_BASE64PEM, NULL, key);
+		free(b);
+		b = b64s(enc);
+		assert_key_parses(b, CV_ENC_BASE64PEM, "s3cret pw", key);
+		free(b);
+		assert_der_key_parses(key, "pkcs8", NULL);
+		assert_der_key_parses(key, "pkcs8enc", "s3cret pw");
+		if (EVP_PKEY_is_a(key, "RSA") || EVP_PKEY_is_a(key, "EC")) {
+			char *trad = tc_key_pem(key, EVP_PKEY_is_a(key, "RSA") ? "pkcs1" : "sec1",
+						NULL);
+
+			assert_non_null(strstr(trad, EVP_PKEY_is_a(key, "RSA")
+							     ? "-----BEGIN RSA PRIVATE KEY-----"
+							     : "-----BEGIN EC PRIVATE KEY-----"));
+			assert_key_parses(trad, CV_ENC_PEM, NULL, key);
+			free(trad);
+			assert_der_key_parses(key, "trad", NULL);
+		}
+		free(pkcs8);
+		free(enc);
+	}
+}
+
+static void test_key_parse_text_around(void **state)
+{
+	char *sec1 = tc_key_pem(keys[K_P256], "sec1", NULL);
+	char *cert = NULL, *text, *text2;
+	X509 *x = simple_cert(keys[K_P256]);
+
+	(void)state;
+	/* as `openssl ecparam -genkey` writes it: EC PARAMETERS first */
+	text = concat("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS"
+		      "-----\n", sec1, "trailing\n");
+	assert_key_parses(text, CV_ENC_PEM, NULL, keys[K_P256]);
+	/* a certificate next to the key is skipped */
+	cert = tc_cert_pem(x);
+	text2 = concat(cert, "\n", text);
+	assert_key_parses(text2, CV_ENC_PEM, NULL, keys[K_P256]);
+	free(text);
+	free(text2);
+	free(cert);
+	free(sec1);
+	X509_free(x);
+}
+
+static void test_key_parse_passwords(void **state)
+{
+	EVP_PKEY *key = keys[K_P256], *pk;
+	char *enc = tc_key_pem(key, "pkcs8enc", "correct horse"), *b, *legacy;
+	unsigned char *der;
+	size_t len;
+	struct cv_errmsg err;
+	BIO *bio;
+
+	(void)state;
+	assert_int_equal(parse_key(enc, CV_ENC_PEM, "wrong horse", &pk, &err),
+			 CV_ERR_BAD_PASSWORD);
+	assert_null(pk);
+	assert_string_equal(err.text, "incorrect password for the encrypted key");
+	/* whatever the password, the message does not repeat it */
+	assert_int_equal(parse_key(enc, CV_ENC_PEM, "wrong", &pk, &err), CV_ERR_BAD_PASSWORD);
+	assert_null(strstr(err.text, "wrong"));
+	assert_int_equal(parse_key(enc, CV_ENC_PEM, NULL, &pk, &err), CV_ERR_BAD_PASSWORD);
+	assert_string_equal(err.text, "the key is encrypted: a password is needed");
+	assert_int_equal(parse_key(enc, CV_ENC_PEM, "", &pk, &err), CV_ERR_BAD_PASSWORD);
+	assert_null(strstr(err.text, "horse"));
+	assert_key_parses(enc, CV_ENC_PEM, "correct horse", key);
+	/* DER */
+	der = key_der(key, "pkcs8enc", "correct horse", &len);
+	b = b64(der, len, 0);
+	assert_int_equal(parse_key(b, CV_ENC_BASE64, "Correct horse", &pk, &err),
+			 CV_ERR_BAD_PASSWORD);
+	assert_null(strstr(err.text, "orse"));
+	assert_int_equal(parse_key(b, CV_ENC_BASE64, NULL, &pk, &err), CV_ERR_BAD_PASSWORD);
+	assert_key_parses(b, CV_ENC_BASE64, "correct horse", key);
+	free(b);
+	free(der);
+	/* traditional PEM with Proc-Type: 4,ENCRYPTED */
+	bio = BIO_new(BIO_s_mem());
+	assert_non_null(bio);
+	assert_int_equal(PEM_write_bio_PrivateKey_traditional(bio, keys[K_RSA2048],
+							      EVP_aes_128_cbc(), NULL, 0, NULL,
+							      (void *)"legacy pw"), 1);
+	assert_true(BIO_get_mem_data(bio, &b) > 0);
+	legacy = strndup(b, (size_t)BIO_get_mem_data(bio, &b));
+	BIO_free(bio);
+	assert_non_null(strstr(legacy, "Proc-Type: 4,ENCRYPTED"));
+	assert_key_parses(legacy, CV_ENC_PEM, "legacy pw", keys[K_RSA2048]);
+	assert_int_equal(parse_key(legacy, CV_ENC_PEM, "legacy pX", &pk, &err),
+			 CV_ERR_BAD_PASSWORD);
+	assert_int_equal(parse_key(legacy, CV_ENC_PEM, NULL, &pk, &err), CV_ERR_BAD_PASSWORD);
+	assert_int_equal(ERR_peek_error(), 0);
+	free(legacy);
+	free(enc);
+}
+
+static void test_key_parse_refusals(void **state)
+{
+	char *pem = tc_key_pem(keys[K_P256], "pkcs8", NULL);
+	char *pem2 = tc_key_pem(keys[K_P384], "pkcs8", NULL), *two, *cut, *b;
+	X509 *x = simple_cert(keys[K_P256]);
+	char *certpem = tc_cert_pem(x);
+	unsigned char *der;
+	size_t len;
+	struct cv_errmsg err;
+	EVP_PKEY *pk;
+	static const char *const bad[] = {
+		"",
+		"\n\n",
+		"not a key",
+		"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+		"-----BEGIN RSA PRIVATE KEY-----\nMAA=\n-----END RSA PRIVATE KEY-----\n",
+		"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n"
+		"-----END ENCRYPTED PRIVATE KEY-----\n",
+		"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+		"-----BEGIN PRIVATE KEY-----\nMIIB\n",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(parse_key(bad[i], CV_ENC_PEM, "pw", &pk, &err),
+				 CV_ERR_BAD_ENCODING);
+		assert_null(pk);
+		assert_true(strlen(err.text) > 10);
+	}
+	assert_int_equal(parse_key("not a key", CV_ENC_PEM, NULL, &pk, &err),
+			 CV_ERR_BAD_ENCODING);
+	assert_non_null(strstr(err.text, "no private key found"));
+	/* a certificate alone is no key */
+	assert_int_equal(parse_key(certpem, CV_ENC_PEM, NULL, &pk, &err), CV_ERR_BAD_ENCODING);
+	/* two keys */
+	two = concat(pem, "", pem2);
+	assert_int_equal(parse_key(two, CV_ENC_PEM, NULL, &pk, &err), CV_ERR_BAD_ENCODING);
+	assert_non_null(strstr(err.text, "more than one key"));
+	free(two);
+	cut = strdup(pem);
+	assert_non_null(cut);
+	cut[strlen(cut) - 30] = '\0';
+	assert_int_equal(parse_key(cut, CV_ENC_PEM, NULL, &pk, &err), CV_ERR_BAD_ENCODING);
+	free(cut);
+	/* base64: garbage, a truncated DER key, a certificate */
+	assert_int_equal(parse_key("!!", CV_ENC_BASE64, NULL, &pk, &err), CV_ERR_BAD_ENCODING);
+	assert_int_equal(parse_key("", CV_ENC_BASE64, NULL, &pk, &err), CV_ERR_BAD_ENCODING);
+	der = key_der(keys[K_P256], "pkcs8", NULL, &len);
+	b = b64(der, len - 3, 0);
+	assert_int_equal(parse_key(b, CV_ENC_BASE64, NULL, &pk, &err), CV_ERR_BAD_ENCODING);
+	assert_null(pk);
+	free(b);
+	free(der);
+	der = cert_der(x, &len);
+	b = b64(der, len, 0);
+	assert_int_equal(parse_key(b, CV_ENC_BASE64, NULL, &pk, &err), CV_ERR_BAD_ENCODING);
+	free(b);
+	OPENSSL_free(der);
+	assert_int_equal(ERR_peek_error(), 0);
+	free(pem);
+	free(pem2);
+	free(certpem);
+	X509_free(x);
+}
+
+/* ---- import checks ---- */
+
+static void test_key_match(void **state)
+{
+	static const int ok[] = { K_RSA2048, K_RSA3072, K_RSA4096, K_P256, K_P384, K_P521,
+				  K_ED25519, K_RSA2048B, K_P256B, K_ED25519B };
+	struct cv_errmsg err;
+	size_t i, j;
+
+	(void)state;
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		X509 *x = simple_cert(keys[ok[i]]);
+
+		for (j = 0; j < sizeof(ok) / sizeof(ok[0]); j++) {
+			int r = check(x, keys[ok[j]], NULL, NOW, 0, &err);
+
+			if (i == j) {
+				if (r != 0)
+					fail_msg("%s: %s", key_types[ok[i]], err.text);
+			} else {
+				assert_int_equal(r, CV_ERR_KEY_MISMATCH);
+				assert_string_equal(err.text,
+						    "private key does not match the certificate");
+			}
+		}
+		X509_free(x);
+	}
+}
+
+/* An RSA key whose modulus has bits bits: enough for a size check, no keygen needed. */
+static EVP_PKEY *rsa_of_bits(int bits)
+{
+	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	OSSL_PARAM *params;
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	BIGNUM *n = BN_new(), *e = BN_new(), *d = BN_new();
+	EVP_PKEY *pk = NULL;
+
+	assert_non_null(bld);
+	assert_non_null(ctx);
+	assert_int_equal(BN_rand(n, bits, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ODD), 1);
+	assert_int_equal(BN_set_word(e, 65537), 1);
+	assert_int_equal(BN_rand(d, bits - 8, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ODD), 1);
+	assert_int_equal(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n), 1);
+	assert_int_equal(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e), 1);
+	assert_int_equal(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_D, d), 1);
+	params = OSSL_PARAM_BLD_to_param(bld);
+	assert_non_null(params);
+	assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
+	assert_int_equal(EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_KEYPAIR, params), 1);
+	assert_int_equal(EVP_PKEY_get_bits(pk), bits);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	EVP_PKEY_CTX_free(ctx);
+	BN_free(n);
+	BN_free(e);
+	BN_free(d);
+	return pk;
+}
+
+/* A P-256 key with explicit curve parameters instead of the curve's name. */
+static EVP_PKEY *p256_explicit(void)
+{
+	EVP_PKEY *pk = EVP_PKEY_dup(keys[K_P256]);
+
+	assert_non_null(pk);
+	assert_int_equal(EVP_PKEY_set_utf8_string_param(pk, OSSL_PKEY_PARAM_EC_ENCODING,
+							OSSL_PKEY_EC_ENCODING_EXPLICIT), 1);
+	return pk;
+}
+
+static void test_unsupported_keys(void **state)
+{
+	static const struct {
+		int key;
+		const char *says;
+	} cases[] = {
+		{ K_RSA1024, "RSA key of 1024 bits: certvault takes RSA 2048 to 4096" },
+		{ K_SECP256K1, "curve secp256k1 is not supported: use P-256, P-384 or P-521" },
+		{ K_ED448, "ED448 keys are not supported" },
+	};
+	X509 *ca = make_cert_full(keys[K_RSA2048], "CA", NULL, NOW - DAY, NOW + DAY, NULL, 1,
+				  NULL, NULL);
+	EVP_PKEY *big = rsa_of_bits(8192), *just_over = rsa_of_bits(4097), *expl = p256_explicit();
+	X509 *x, *ok = simple_cert(keys[K_P256]);
+	EVP_PKEY *parsed;
+	unsigned char *der;
+	struct cv_errmsg err;
+	size_t i, len;
+	char *b;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		x = simple_cert(keys[cases[i].key]);
+		assert_int_equal(check(x, keys[cases[i].key], NULL, NOW, 0, &err),
+				 CV_ERR_UNSUPPORTED_KEY);
+		if (strstr(err.text, cases[i].says) == NULL)
+			fail_msg("%s: \"%s\"", key_types[cases[i].key], err.text);
+		/* the key is judged before the dates */
+		assert_int_equal(check(x, keys[cases[i].key], NULL, NOW + 1000 * DAY, 0, &err),
+				 CV_ERR_UNSUPPORTED_KEY);
+		X509_free(x);
+	}
+	/* an 8192-bit RSA key, and one just over 4096 */
+	assert_int_equal(check(ok, big, NULL, NOW, 0, &err), CV_ERR_UNSUPPORTED_KEY);
+	assert_string_equal(err.text, "RSA key of 8192 bits: certvault takes RSA 2048 to 4096");
+	assert_int_equal(check(ok, just_over, NULL, NOW, 0, &err), CV_ERR_UNSUPPORTED_KEY);
+	/* the certificate's own key is judged too */
+	x = make_cert_full(big, "big", "big.example.com", NOW - DAY, NOW + DAY, NULL, 0, ca,
+			   keys[K_RSA2048]);
+	assert_int_equal(check(x, keys[K_P256], NULL, NOW, 0, &err), CV_ERR_UNSUPPORTED_KEY);
+	assert_string_equal(err.text, "the certificate's public key: RSA key of 8192 bits: "
+				      "certvault takes RSA 2048 to 4096");
+	X509_free(x);
+	/* explicit curve parameters */
+	assert_int_equal(check(ok, expl, NULL, NOW, 0, &err), CV_ERR_UNSUPPORTED_KEY);
+	assert_non_null(strstr(err.text, "explicit curve parameters"));
+	/* and so it is once written out and parsed back */
+	der = key_der(expl, "pkcs8", NULL, &len);
+	b = b64(der, len, 0);
+	assert_int_equal(parse_key(b, CV_ENC_BASE64, NULL, &parsed, &err), 0);
+	assert_int_equal(check(ok, parsed, NULL, NOW, 0, &err), CV_ERR_UNSUPPORTED_KEY);
+	assert_non_null(strstr(err.text, "explicit curve parameters"));
+	EVP_PKEY_free(parsed);
+	free(b);
+	free(der);
+	assert_int_equal(ERR_peek_error(), 0);
+	EVP_PKEY_free(big);
+	EVP_PKEY_free(just_over);
+	EVP_PKEY_free(expl);
+	X509_free(ok);
+	X509_free(ca);
+}
+
+static void test_weak_signatures(void **state)
+{
+	static const struct {
+		int key;
+		const char *md;
+		const char *says; /* NULL: accepted */
+	} cases[] = {
+		{ K_RSA2048, "md5", "certificate is signed with md5WithRSAEncryption (MD5), "
+				    "refused" },
+		{ K_RSA2048, "sha1", "certificate is signed with sha1WithRSAEncryption (SHA-1), "
+				     "refused" },
+		{ K_P256, "sha1", "certificate is signed with ecdsa-with-SHA1 (SHA-1), refused" },
+		{ K_RSA2048, "sha256", NULL },
+		{ K_RSA2048, "sha384", NULL },
+		{ K_P384, "sha384", NULL },
+		{ K_ED25519, NULL, NULL },
+	};
+	struct cv_errmsg err;
+	size_t i;
+	X509 *x;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		EVP_PKEY *key = keys[cases[i].key];
+
+		x = make_cert_full(key, "w.example.com", "w.example.com", NOW - DAY, NOW + DAY,
+				   cases[i].md, 0, NULL, NULL);
+		if (cases[i].says == NULL) {
+			assert_int_equal(check(x, key, NULL, NOW, 0, &err), 0);
+		} else {
+			assert_int_equal(check(x, key, NULL, NOW, 0, &err),
+					 CV_ERR_WEAK_SIGNATURE);
+			assert_string_equal(err.text, cases[i].says);
+			assert_int_equal(check(x, key, NULL, NOW, 1, &err), 0);
+			/* the dates are judged before the signature */
+			assert_int_equal(check(x, key, NULL, NOW + 2 * DAY, 0, &err),
+					 CV_ERR_EXPIRED);
+			/* the signature before the key match */
+			assert_int_equal(check(x, keys[K_RSA3072], NULL, NOW, 0, &err),
+					 CV_ERR_WEAK_SIGNATURE);
+		}
+		X509_free(x);
+	}
+}
+
+static void test_dates_checked_to_the_second(void **state)
+{
+	const time_t nb = NOW - 10 * DAY, na = NOW + 10 * DAY;
+	X509 *x = make_cert(keys[K_P256], "d.example.com", "d.example.com", nb, na);
+	struct cv_errmsg err;
+
+	(void)state;
+	assert_int_equal(check(x, keys[K_P256], NULL, nb - 1, 0, &err), CV_ERR_NOT_YET_VALID);
+	assert_string_equal(err.text, "certificate is not valid before 2025-12-22T00:00:00Z");
+	assert_int_equal(check(x, keys[K_P256], NULL, nb, 0, &err), 0);
+	assert_int_equal(check(x, keys[K_P256], NULL, na, 0, &err), 0);
+	assert_int_equal(check(x, keys[K_P256], NULL, na + 1, 0, &err), CV_ERR_EXPIRED);
+	assert_string_equal(err.text, "certificate expired on 2026-01-11T00:00:00Z");
+	/* dates before the key match */
+	assert_int_equal(check(x, keys[K_P384], NULL, na + 1, 0, &err), CV_ERR_EXPIRED);
+	assert_int_equal(check(x, keys[K_P384], NULL, nb - 1, 0, &err), CV_ERR_NOT_YET_VALID);
+	X509_free(x);
+}
+
+static void test_chain_entries_must_be_ca(void **state)
+{
+	X509 *ca = make_cert_full(keys[K_P384], "Test CA", NULL, NOW - DAY, NOW + 900 * DAY,
+				  NULL, 1, NULL, NULL);
+	X509 *leaf = make_cert_full(keys[K_P256], NULL, "leaf.example.com", NOW - DAY,
+				    NOW + DAY, NULL, 0, ca, keys[K_P384]);
+	X509 *other = make_cert(keys[K_ED25519], "other.example.com", NULL, NOW - DAY, NOW + DAY);
+	STACK_OF(X509) *chain = sk_X509_new_null();
+	struct cv_errmsg err;
+
+	(void)state;
+	assert_non_null(chain);
+	assert_int_equal(check(leaf, keys[K_P256], chain, NOW, 0, &err), 0);
+	assert_true(sk_X509_push(chain, ca) > 0);
+	assert_int_equal(check(leaf, keys[K_P256], chain, NOW, 0, &err), 0);
+	assert_true(sk_X509_push(chain, other) > 0);
+	assert_int_equal(check(leaf, keys[K_P256], chain, NOW, 0, &err), CV_ERR_BAD_CHAIN);
+	assert_string_equal(err.text, "chain entry 2 (CN=other.example.com) is not a CA "
+				      "certificate");
+	/* the key match comes first */
+	assert_int_equal(check(leaf, keys[K_P256B], chain, NOW, 0, &err), CV_ERR_KEY_MISMATCH);
+	sk_X509_free(chain);
+	X509_free(ca);
+	X509_free(leaf);
+	X509_free(other);
+}
+
+/* ---- status ---- */
+
+static void test_status_boundaries(void **state)
+{
+	const time_t nb = 1000000, na = 2000000;
+	const int64_t soon = 30 * DAY;
+
+	(void)state;
+	assert_int_equal(cv_status_at(nb, na, nb - 1, 0), CV_STATUS_UPCOMING);
+	assert_int_equal(cv_status_at(nb, na, nb, 0), CV_STATUS_VALID);
+	assert_int_equal(cv_status_at(nb, na, na, 0), CV_STATUS_VALID);
+	assert_int_equal(cv_status_at(nb, na, na + 1, 0), CV_STATUS_EXPIRED);
+	/* expires soon when strictly fewer than soon_seconds remain */
+	assert_int_equal(cv_status_at(0, 100 * DAY, 100 * DAY - soon, soon), CV_STATUS_VALID);
+	assert_int_equal(cv_status_at(0, 100 * DAY, 100 * DAY - soon + 1, soon),
+			 CV_STATUS_EXPIRES_SOON);
+	assert_int_equal(cv_status_at(0, 100 * DAY, 100 * DAY, soon), CV_STATUS_EXPIRES_SOON);
+	assert_int_equal(cv_status_at(0, 100 * DAY, 100 * DAY + 1, soon), CV_STATUS_EXPIRED);
+	assert_int_equal(cv_status_at(50 * DAY, 100 * DAY, 50 * DAY - 1, soon),
+			 CV_STATUS_UPCOMING);
+	/* a certificate shorter than the threshold is "expires soon" from its first second */
+	assert_int_equal(cv_status_at(0, 10 * DAY, 0, soon), CV_STATUS_EXPIRES_SOON);
+	/* far dates do not overflow */
+	assert_int_equal(cv_status_at(INT64_MIN, INT64_MAX, INT64_MIN, soon), CV_STATUS_VALID);
+	assert_int_equal(cv_status_at(0, INT64_MAX, INT64_MAX - 5, soon),
+			 CV_STATUS_EXPIRES_SOON);
+}
+
+static void test_status_names(void **state)
+{
+	static const char *const names[] = { "valid", "expires_soon", "expired", "upcoming" };
+	enum cv_status s;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 4; i++) {
+		assert_string_equal(cv_status_name((enum cv_status)i), names[i]);
+		assert_int_equal(cv_status_parse(names[i], &s), 0);
+		assert_int_equal(s, (enum cv_status)i);
+	}
+	assert_int_equal(cv_status_parse("Valid", &s), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_status_parse("", &s), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_status_parse(NULL, &s), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_status_parse("expires soon", &s), CV_ERR_BAD_REQUEST);
+}
+
+static void test_expires_in_days(void **state)
+{
+	(void)state;
+	assert_int_equal(cv_expires_in_days(NOW, NOW), 0);
+	assert_int_equal(cv_expires_in_days(NOW + DAY - 1, NOW), 0);
+	assert_int_equal(cv_expires_in_days(NOW + DAY, NOW), 1);
+	assert_int_equal(cv_expires_in_days(NOW + 90 * DAY, NOW), 90);
+	assert_int_equal(cv_expires_in_days(NOW + 90 * DAY - 1, NOW), 89);
+	assert_int_equal(cv_expires_in_days(NOW - 1, NOW), -1);
+	assert_int_equal(cv_expires_in_days(NOW - DAY, NOW), -1);
+	assert_int_equal(cv_expires_in_days(NOW - DAY - 1, NOW), -2);
+	assert_int_equal(cv_expires_in_days(NOW - 365 * DAY, NOW), -365);
+	assert_true(cv_expires_in_days(INT64_MAX, INT64_MIN) > 0);
+	assert_true(cv_expires_in_days(INT64_MIN, INT64_MAX) < 0);
+}
+
+/* ---- details ---- */
+
+static void fingerprint_of(X509 *x, const EVP_MD *md, char *buf)
+{
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned int n, i;
+
+	assert_int_equal(X509_digest(x, md, d, &n), 1);
+	for (i = 0; i < n; i++)
+		sprintf(buf + 3 * i, "%02X%s", d[i], i + 1 < n ? ":" : "");
+}
+
+static void test_info_fields(void **state)
+{
+	X509 *ca = make_cert_full(keys[K_P384], "Test CA", NULL, NOW - DAY, NOW + 900 * DAY,
+				  NULL, 1, NULL, NULL);
+	X509 *x;
+	struct tc_cert_spec spec = { 0 };
+	struct cv_x509_info *info = NULL;
+	char fp[100];
+
+	(void)state;
+	spec.cn = "Www.Example.com";
+	spec.sans = "WWW.Example.COM,api.example.com,*.Wild.example.org,IP:192.0.2.7,"
+		    "IP:2001:db8::1";
+	spec.not_before = NOW - 3600;
+	spec.not_after = NOW + 90 * DAY;
+	spec.serial = 0x1234ab;
+	spec.issuer = ca;
+	spec.issuer_key = keys[K_P384];
+	spec.md = "sha384";
+	x = tc_cert_new(keys[K_P256], &spec);
+	assert_non_null(x);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_string_equal(info->subject, "CN=Www.Example.com");
+	assert_string_equal(info->issuer, "CN=Test CA");
+	assert_string_equal(info->common_name, "Www.Example.com");
+	assert_string_equal(info->serial, "12:34:AB");
+	assert_string_equal(info->signature_algorithm, "ecdsa-with-SHA384");
+	assert_int_equal(info->key_kind, CV_KEY_EC);
+	assert_int_equal(info->key_bits, 256);
+	assert_string_equal(info->key_curve, "P-256");
+	assert_string_equal(info->key_description, "ECDSA P-256");
+	assert_int_equal(info->not_before, NOW - 3600);
+	assert_int_equal(info->not_after, NOW + 90 * DAY);
+	fingerprint_of(x, EVP_sha256(), fp);
+	assert_string_equal(info->sha256_fingerprint, fp);
+	assert_int_equal(strlen(fp), 95);
+	fingerprint_of(x, EVP_sha1(), fp);
+	assert_string_equal(info->sha1_fingerprint, fp);
+	assert_int_equal(info->is_ca, 0);
+	assert_int_equal(info->n_domains, 3);
+	assert_string_equal(info->domains[0], "www.example.com");
+	assert_string_equal(info->domains[1], "api.example.com");
+	assert_string_equal(info->domains[2], "*.wild.example.org");
+	assert_int_equal(info->n_ips, 2);
+	assert_string_equal(info->ips[0], "192.0.2.7");
+	assert_string_equal(info->ips[1], "2001:db8::1");
+	cv_x509_info_free(info);
+	X509_free(x);
+	/* the CA */
+	assert_int_equal(cv_x509_info_new(ca, &info), 0);
+	assert_int_equal(info->is_ca, 1);
+	assert_string_equal(info->subject, info->issuer);
+	assert_string_equal(info->key_description, "ECDSA P-384");
+	assert_string_equal(info->signature_algorithm, "ecdsa-with-SHA256");
+	/* a CN but no SAN: the CN stands in */
+	assert_int_equal(info->n_domains, 1);
+	assert_string_equal(info->domains[0], "test ca");
+	assert_int_equal(info->n_ips, 0);
+	cv_x509_info_free(info);
+	X509_free(ca);
+	cv_x509_info_free(NULL);
+}
+
+static void test_info_key_kinds(void **state)
+{
+	static const struct {
+		int key;
+		enum cv_key_kind kind;
+		int bits;
+		const char *curve, *desc, *sig;
+	} cases[] = {
+		{ K_RSA2048, CV_KEY_RSA, 2048, "", "RSA 2048", "sha256WithRSAEncryption" },
+		{ K_RSA3072, CV_KEY_RSA, 3072, "", "RSA 3072", "sha256WithRSAEncryption" },
+		{ K_RSA4096, CV_KEY_RSA, 4096, "", "RSA 4096", "sha256WithRSAEncryption" },
+		{ K_P256, CV_KEY_EC, 256, "P-256", "ECDSA P-256", "ecdsa-with-SHA256" },
+		{ K_P384, CV_KEY_EC, 384, "P-384", "ECDSA P-384", "ecdsa-with-SHA256" },
+		{ K_P521, CV_KEY_EC, 521, "P-521", "ECDSA P-521", "ecdsa-with-SHA256" },
+		{ K_ED25519, CV_KEY_ED25519, 256, "Ed25519", "Ed25519", "ED25519" },
+	};
+	struct cv_x509_info *info;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		X509 *x = simple_cert(keys[cases[i].key]);
+
+		assert_int_equal(cv_x509_info_new(x, &info), 0);
+		assert_int_equal(info->key_kind, cases[i].kind);
+		assert_int_equal(info->key_bits, cases[i].bits);
+		assert_string_equal(info->key_curve, cases[i].curve);
+		assert_string_equal(info->key_description, cases[i].desc);
+		assert_string_equal(info->signature_algorithm, cases[i].sig);
+		cv_x509_info_free(info);
+		X509_free(x);
+	}
+}
+
+static void test_info_domains_cn_fallback(void **state)
+{
+	struct cv_x509_info *info;
+	X509 *x;
+
+	(void)state;
+	/* a SAN DNS entry: the CN is not a domain */
+	x = make_cert(keys[K_P256], "cn.example.com", "san.example.com", NOW - DAY, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->n_domains, 1);
+	assert_string_equal(info->domains[0], "san.example.com");
+	assert_string_equal(info->common_name, "cn.example.com");
+	cv_x509_info_free(info);
+	X509_free(x);
+	/* a SAN with only an IP address: the CN stands in */
+	x = make_cert(keys[K_P256], "CN.Example.com", "IP:10.1.2.3", NOW - DAY, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->n_domains, 1);
+	assert_string_equal(info->domains[0], "cn.example.com");
+	assert_int_equal(info->n_ips, 1);
+	assert_string_equal(info->ips[0], "10.1.2.3");
+	cv_x509_info_free(info);
+	X509_free(x);
+	/* neither */
+	x = make_cert(keys[K_P256], NULL, NULL, NOW - DAY, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->n_domains, 0);
+	assert_string_equal(info->common_name, "");
+	assert_string_equal(info->subject, "");
+	cv_x509_info_free(info);
+	X509_free(x);
+}
+
+/* A certificate whose SAN is one dNSName of len bytes (which may hold a NUL). */
+static X509 *cert_with_raw_dns(const char *name, int len)
+{
+	X509 *x = make_cert(keys[K_P256], "ok.example.com", NULL, NOW - DAY, NOW + DAY);
+	GENERAL_NAMES *gens = GENERAL_NAMES_new();
+	GENERAL_NAME *g = GENERAL_NAME_new();
+	ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+
+	assert_non_null(gens);
+	assert_non_null(g);
+	assert_non_null(s);
+	assert_int_equal(ASN1_STRING_set(s, name, len), 1);
+	GENERAL_NAME_set0_value(g, GEN_DNS, s);
+	assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+	assert_int_equal(X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT),
+			 1);
+	assert_true(X509_sign(x, keys[K_P256], EVP_sha256()) > 0);
+	GENERAL_NAMES_free(gens);
+	return x;
+}
+
+static void test_info_refuses_nul_in_san(void **state)
+{
+	static const char evil[] = "www.bank.example\0.evil.example";
+	struct cv_x509_info *info = NULL;
+	X509 *x;
+
+	(void)state;
+	x = cert_with_raw_dns(evil, (int)sizeof(evil) - 1);
+	assert_int_equal(cv_x509_info_new(x, &info), CV_ERR_BAD_ENCODING);
+	assert_null(info);
+	X509_free(x);
+	x = cert_with_raw_dns("ctrl\n.example", 13);
+	assert_int_equal(cv_x509_info_new(x, &info), CV_ERR_BAD_ENCODING);
+	X509_free(x);
+	x = cert_with_raw_dns("fine.example", 12);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->n_domains, 1);
+	assert_string_equal(info->domains[0], "fine.example");
+	cv_x509_info_free(info);
+	X509_free(x);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_info_caps_sans(void **state)
+{
+	const size_t n = CV_X509_MAX_SANS + 6;
+	char *sans = malloc(n * 24), *p;
+	struct cv_x509_info *info;
+	X509 *x;
+	size_t i;
+
+	(void)state;
+	assert_non_null(sans);
+	p = sans;
+	for (i = 0; i < n; i++)
+		p += sprintf(p, "%sh%zu.example.com", i > 0 ? "," : "", i);
+	x = make_cert(keys[K_P256], NULL, sans, NOW - DAY, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->n_domains, CV_X509_MAX_SANS);
+	assert_string_equal(info->domains[CV_X509_MAX_SANS - 1], "h1023.example.com");
+	cv_x509_info_free(info);
+	X509_free(x);
+	free(sans);
+}
+
+/* ---- dates far away ---- */
+
+static void test_dates_after_2050(void **state)
+{
+	const time_t nb = 2524608000;      /* 2050-01-01T00:00:00Z */
+	const time_t na = 4102444800 + 59; /* 2100-01-01T00:00:59Z */
+	X509 *x = make_cert(keys[K_P256], "far.example.com", NULL, nb, na);
+	X509 *y, *z;
+	struct cv_x509_info *info;
+	struct cv_errmsg err;
+
+	(void)state;
+	assert_int_equal(ASN1_STRING_type(X509_get0_notBefore(x)), V_ASN1_GENERALIZEDTIME);
+	assert_int_equal(ASN1_STRING_type(X509_get0_notAfter(x)), V_ASN1_GENERALIZEDTIME);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->not_before, nb);
+	assert_int_equal(info->not_after, na);
+	cv_x509_info_free(info);
+	assert_int_equal(check(x, keys[K_P256], NULL, nb - 1, 0, &err), CV_ERR_NOT_YET_VALID);
+	assert_string_equal(err.text, "certificate is not valid before 2050-01-01T00:00:00Z");
+	assert_int_equal(check(x, keys[K_P256], NULL, nb, 0, &err), 0);
+	assert_int_equal(check(x, keys[K_P256], NULL, na, 0, &err), 0);
+	assert_int_equal(check(x, keys[K_P256], NULL, na + 1, 0, &err), CV_ERR_EXPIRED);
+	assert_string_equal(err.text, "certificate expired on 2100-01-01T00:00:59Z");
+	assert_int_equal(cv_expires_in_days(na, nb), 18262);
+	/* UTCTime up to 2049, GeneralizedTime after, and the 9999 "no expiry" date */
+	y = make_cert(keys[K_P256], "y", NULL, nb - 1, (time_t)253402300799);
+	assert_int_equal(ASN1_STRING_type(X509_get0_notBefore(y)), V_ASN1_UTCTIME);
+	assert_int_equal(cv_x509_info_new(y, &info), 0);
+	assert_int_equal(info->not_before, nb - 1);
+	assert_int_equal(info->not_after, (time_t)253402300799);
+	cv_x509_info_free(info);
+	assert_int_equal(check(y, keys[K_P256], NULL, (time_t)253402300799, 0, &err), 0);
+	/* and before 1970 */
+	z = make_cert(keys[K_P256], "z", NULL, -DAY - 1, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(z, &info), 0);
+	assert_int_equal(info->not_before, -DAY - 1);
+	cv_x509_info_free(info);
+	X509_free(x);
+	X509_free(y);
+	X509_free(z);
+}
+
+/* ---- DER and PEM out ---- */
+
+static void test_der_and_pem_roundtrip(void **state)
+{
+	X509 *x = simple_cert(keys[K_RSA2048]), *y = NULL;
+	unsigned char *der = NULL, *longer;
+	char *pem = NULL;
+	size_t len, pem_len;
+	struct cv_errmsg err;
+	EVP_PKEY *pub;
+	BIO *bio;
+
+	(void)state;
+	assert_int_equal(cv_x509_cert_der(x, &der, &len), 0);
+	assert_int_equal(len, (size_t)i2d_X509(x, NULL));
+	assert_int_equal(cv_x509_cert_from_der(der, len, &y), 0);
+	assert_same_cert(x, y);
+	X509_free(y);
+	y = NULL;
+	assert_int_equal(cv_x509_cert_from_der(der, len - 1, &y), CV_ERR_BAD_ENCODING);
+	assert_null(y);
+	longer = malloc(len + 1);
+	assert_non_null(longer);
+	memcpy(longer, der, len);
+	longer[len] = 0;
+	assert_int_equal(cv_x509_cert_from_der(longer, len + 1, &y), CV_ERR_BAD_ENCODING);
+	assert_int_equal(cv_x509_cert_from_der(der, 0, &y), CV_ERR_BAD_ENCODING);
+	free(longer);
+	free(der);
+	assert_int_equal(cv_x509_cert_pem(x, &pem, &pem_len), 0);
+	assert_int_equal(strlen(pem), pem_len);
+	assert_int_equal(strncmp(pem, "-----BEGIN CERTIFICATE-----\n", 28), 0);
+	assert_int_equal(parse_cert(pem, CV_ENC_PEM, &y, &err), 0);
+	assert_same_cert(x, y);
+	X509_free(y);
+	free(pem);
+	assert_int_equal(cv_x509_pubkey_pem(x, &pem, &pem_len), 0);
+	assert_int_equal(strlen(pem), pem_len);
+	assert_int_equal(strncmp(pem, "-----BEGIN PUBLIC KEY-----\n", 27), 0);
+	bio = BIO_new_mem_buf(pem, (int)pem_len);
+	assert_non_null(bio);
+	pub = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	assert_non_null(pub);
+	assert_int_equal(EVP_PKEY_eq(pub, keys[K_RSA2048]), 1);
+	EVP_PKEY_free(pub);
+	BIO_free(bio);
+	free(pem);
+	X509_free(x);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* ---- many threads at once ---- */
+
+struct worker {
+	const char *cert_pem, *key_pem;
+	int failures;
+};
+
+/* Parses and checks over and over, with a wrong password every other time: each call's
+ * outcome must not depend on what other threads (or its own last call) left behind. */
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	struct cv_x509_policy policy = { NOW, 0 };
+	struct cv_x509_info *info;
+	struct cv_errmsg err;
+	EVP_PKEY *pk;
+	X509 *x;
+	int i, good;
+
+	for (i = 0; i < 40; i++) {
+		good = i % 2;
+		pk = NULL;
+		info = NULL;
+		if (cv_x509_cert_parse(w->cert_pem, strlen(w->cert_pem), CV_ENC_PEM, &x,
+				       &err) != 0) {
+			w->failures++;
+			continue;
+		}
+		if (cv_x509_key_parse(w->key_pem, strlen(w->key_pem), CV_ENC_PEM,
+				      good ? "pw" : "bad", &pk,
+				      &err) != (good ? 0 : CV_ERR_BAD_PASSWORD))
+			w->failures++;
+		else if (good && cv_x509_check_import(x, pk, NULL, &policy, &err) != 0)
+			w->failures++;
+		EVP_PKEY_free(pk);
+		if (cv_x509_info_new(x, &info) != 0 ||
+		    strcmp(info->domains[0], "t.example.com") != 0)
+			w->failures++;
+		cv_x509_info_free(info);
+		X509_free(x);
+		if (ERR_peek_error() != 0)
+			w->failures++;
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	static const int kinds[] = { K_RSA2048, K_P256, K_P384, K_ED25519 };
+	struct worker w[4];
+	pthread_t th[4];
+	X509 *x[4];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 4; i++) {
+		x[i] = make_cert(keys[kinds[i]], "t.example.com", NULL, NOW - DAY, NOW + DAY);
+		w[i].cert_pem = tc_cert_pem(x[i]);
+		w[i].key_pem = tc_key_pem(keys[kinds[i]], "pkcs8enc", "pw");
+		w[i].failures = 0;
+	}
+	for (i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(w[i].failures, 0);
+		free((char *)w[i].cert_pem);
+		free((char *)w[i].key_pem);
+		X509_free(x[i]);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_encoding_names),
+		cmocka_unit_test(test_cert_parse_every_encoding),
+		cmocka_unit_test(test_cert_parse_refusals),
+		cmocka_unit_test(test_chain_parse),
+		cmocka_unit_test(test_key_parse_every_format),
+		cmocka_unit_test(test_key_parse_text_around),
+		cmocka_unit_test(test_key_parse_passwords),
+		cmocka_unit_test(test_key_parse_refusals),
+		cmocka_unit_test(test_key_match),
+		cmocka_unit_test(test_unsupported_keys),
+		cmocka_unit_test(test_weak_signatures),
+		cmocka_unit_test(test_dates_checked_to_the_second),
+		cmocka_unit_test(test_chain_entries_must_be_ca),
+		cmocka_unit_test(test_status_boundaries),
+		cmocka_unit_test(test_status_names),
+		cmocka_unit_test(test_expires_in_days),
+		cmocka_unit_test(test_info_fields),
+		cmocka_unit_test(test_info_key_kinds),
+		cmocka_unit_test(test_info_domains_cn_fallback),
+		cmocka_unit_test(test_info_refuses_nul_in_san),
+		cmocka_unit_test(test_info_caps_sans),
+		cmocka_unit_test(test_dates_after_2050),
+		cmocka_unit_test(test_der_and_pem_roundtrip),
+		cmocka_unit_test(test_threads),
+	};
+
+	return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
+}
