@@ -81,7 +81,8 @@ int cv_parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret)
 	char *end;
 	long long v;
 
-	if (s == NULL || *s == '\0' || strlen(s) > 20)
+	/* strtoll would also take leading blanks and a '+': a whole number is digits only. */
+	if (s == NULL || strlen(s) > 20 || !(*s == '-' || (*s >= '0' && *s <= '9')))
 		return CV_ERR_BAD_REQUEST;
 	errno = 0;
 	v = strtoll(s, &end, 10);

@@ -128,6 +128,9 @@ static void test_parse_int64(void **state)
 	assert_int_equal(cv_parse_int64("5 ", 0, 10, &v), CV_ERR_BAD_REQUEST);
 	assert_int_equal(cv_parse_int64("5.0", 0, 10, &v), CV_ERR_BAD_REQUEST);
 	assert_int_equal(cv_parse_int64("0x5", 0, 10, &v), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_parse_int64(" 5", 0, 10, &v), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_parse_int64("+5", 0, 10, &v), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_parse_int64("-", -5, 10, &v), CV_ERR_BAD_REQUEST);
 	assert_int_equal(v, INT64_MIN);
 }
 
