@@ -142,6 +142,12 @@ int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req
 				  "name must be 1 to %d letters, digits or hyphens", CV_NAME_MAX);
 		goto out;
 	}
+	/* GET /v1/certificates/summary is the counts: a certificate of that name could never
+	 * be read back. */
+	if (strcmp(req->name, "summary") == 0) {
+		r = cv_errmsg_set(err, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
+		goto out;
+	}
 	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX) {
 		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				  "description is longer than %d bytes", CV_DESCRIPTION_MAX);

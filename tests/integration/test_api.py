@@ -147,6 +147,7 @@ class RefusalTest(VaultTestCase):
             ("bad_name", {"name": "bad_name"}, 400, "invalid_name"),
             ("dots", {"name": "a.b"}, 400, "invalid_name"),
             ("long", {"name": "a" * 65}, 400, "invalid_name"),
+            ("reserved", {"name": "summary"}, 400, "invalid_name"),
             ("garbage-cert", {"certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n"
                               "-----END CERTIFICATE-----\n"}, 400, "bad_encoding"),
             ("not-pem", {"certificate": "hello"}, 400, "bad_encoding"),
