@@ -39,7 +39,7 @@ class Material:
     """A certificate and key made by cv-testcert, as PEM text (and the files)."""
 
     def __init__(self, workdir, name, key="p256", cn=None, san=None, not_before=-3600,
-                 not_after=90 * 86400, md=None, key_format=None, password=None, ca=False,
+                 not_after=90 * 86400 + 3600, md=None, key_format=None, password=None, ca=False,
                  issuer=None):
         self.cert_path = os.path.join(workdir, name + ".crt")
         self.key_path = os.path.join(workdir, name + ".key")
