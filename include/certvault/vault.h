@@ -85,6 +85,24 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 			 unsigned char **ret_body, size_t *ret_len,
 			 const char **ret_content_type, struct cv_errmsg *err);
 
+/* One page of the list; filter->soon_seconds is set from the vault. Returns 0 or
+ * CV_ERR_DB. */
+int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
+		       struct cv_cert_page **ret_page, struct cv_errmsg *err);
+
+/* Counts by status at now. Returns 0 or CV_ERR_DB. */
+int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
+			struct cv_errmsg *err);
+
+struct cv_vault_health {
+	int database_ok;
+	int token_ok;
+	struct cv_token_health token;
+};
+/* Asks the database and the token. Always fills ret; returns 0 when both answer, else
+ * CV_ERR_TOKEN_UNAVAILABLE. */
+int cv_vault_health_get(struct cv_vault *v, struct cv_vault_health *ret);
+
 /* What the start-up reconciler did. */
 struct cv_reconcile_report {
 	unsigned imports_undone;   /* pending rows removed (and their keys, if created) */

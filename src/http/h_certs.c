@@ -280,13 +280,10 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	if (filter.q != NULL && filter.q[0] == '\0')
 		filter.q = NULL;
 	filter.now = req->now;
-	filter.soon_seconds = app->vault.soon_seconds;
 	filter.limit = (unsigned)limit;
-	r = cv_store_cert_list(app->store, &filter, &page);
-	if (r < 0) {
-		cv_errmsg_set(err, r, "the database could not be read");
+	r = cv_vault_cert_list(&app->vault, &filter, &page, err);
+	if (r < 0)
 		goto out;
-	}
 	items = json_array();
 	if (items == NULL) {
 		r = CV_ERR_NOMEM;
@@ -322,9 +319,9 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 	r = req_query_check(req, allowed, 0, err);
 	if (r < 0)
 		return r;
-	r = cv_store_cert_count(app->store, req->now, app->vault.soon_seconds, &c);
+	r = cv_vault_cert_count(&app->vault, req->now, &c, err);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database could not be read");
+		return r;
 	/* No service can use a certificate yet: every one is "not in use". */
 	return res_json(res, 200,
 			json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "total",

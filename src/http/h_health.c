@@ -5,19 +5,18 @@ int h_health(struct cv_app *app, const struct cv_request *req, struct cv_respons
 	     struct cv_errmsg *err)
 {
 	static const char *const allowed[] = { NULL };
-	struct cv_token_health th;
-	int r, db_ok, token_ok;
+	struct cv_vault_health h;
+	int r, ok;
 
 	r = req_query_check(req, allowed, 0, err);
 	if (r < 0)
 		return r;
-	db_ok = cv_store_ping(app->store) == 0;
-	token_ok = cv_token_health_get(app->token, &th) == 0;
-	return res_json(res, db_ok && token_ok ? 200 : 503,
+	ok = cv_vault_health_get(&app->vault, &h) == 0;
+	return res_json(res, ok ? 200 : 503,
 			json_pack("{s:s, s:{s:b}, s:{s:b, s:b, s:s, s:s, s:s, s:s, s:I}}",
-				  "status", db_ok && token_ok ? "ok" : "degraded", "database",
-				  "ok", db_ok, "token", "reachable", th.reachable, "logged_in",
-				  th.logged_in, "label", th.label, "manufacturer", th.manufacturer,
-				  "model", th.model, "serial", th.serial, "keys",
-				  (json_int_t)th.keys));
+				  "status", ok ? "ok" : "degraded", "database", "ok",
+				  h.database_ok, "token", "reachable", h.token.reachable,
+				  "logged_in", h.token.logged_in, "label", h.token.label,
+				  "manufacturer", h.token.manufacturer, "model", h.token.model,
+				  "serial", h.token.serial, "keys", (json_int_t)h.token.keys));
 }

@@ -9,6 +9,15 @@
 #include "certvault/util.h"
 #include "certvault/vault.h"
 
+/* The name rule, with the one message every use case gives for it. */
+static int check_name(const char *name, struct cv_errmsg *err)
+{
+	if (!cv_name_valid(name))
+		return cv_errmsg_set(err, CV_ERR_INVALID_NAME,
+				     "name must be 1 to %d letters, digits or hyphens", CV_NAME_MAX);
+	return 0;
+}
+
 /* Parses everything the client sent. *ret_chain is always set (possibly empty) on success. */
 static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 			  EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
@@ -137,11 +146,9 @@ int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req
 	X509 *cert = NULL;
 	int r, pending = 0;
 
-	if (!cv_name_valid(req->name)) {
-		r = cv_errmsg_set(err, CV_ERR_INVALID_NAME,
-				  "name must be 1 to %d letters, digits or hyphens", CV_NAME_MAX);
+	r = check_name(req->name, err);
+	if (r < 0)
 		goto out;
-	}
 	/* GET /v1/certificates/summary is the counts: a certificate of that name could never
 	 * be read back. */
 	if (strcmp(req->name, "summary") == 0) {
@@ -212,10 +219,9 @@ static int lookup(struct cv_vault *v, const char *name, struct cv_cert_record **
 {
 	int r;
 
-	if (!cv_name_valid(name))
-		return cv_errmsg_set(err, CV_ERR_INVALID_NAME,
-				     "name must be 1 to %d letters, digits or hyphens",
-				     CV_NAME_MAX);
+	r = check_name(name, err);
+	if (r < 0)
+		return r;
 	r = cv_store_cert_get(v->store, name, ret_rec);
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no certificate named %s", name);
@@ -289,10 +295,9 @@ int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *des
 {
 	int r;
 
-	if (!cv_name_valid(name))
-		return cv_errmsg_set(err, CV_ERR_INVALID_NAME,
-				     "name must be 1 to %d letters, digits or hyphens",
-				     CV_NAME_MAX);
+	r = check_name(name, err);
+	if (r < 0)
+		return r;
 	if (strlen(description) > CV_DESCRIPTION_MAX)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "description is longer than %d bytes", CV_DESCRIPTION_MAX);
@@ -442,4 +447,34 @@ int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_repor
 	/* Neither a pending import nor an interrupted delete was ever acknowledged as done
 	 * the way it stands, so undoing the one and finishing the other loses nothing. */
 	return cv_store_cert_foreach_unsettled(v->store, reconcile_one, args);
+}
+
+int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
+		       struct cv_cert_page **ret_page, struct cv_errmsg *err)
+{
+	int r;
+
+	filter->soon_seconds = v->soon_seconds;
+	r = cv_store_cert_list(v->store, filter, ret_page);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
+			struct cv_errmsg *err)
+{
+	int r;
+
+	r = cv_store_cert_count(v->store, now, v->soon_seconds, ret_counts);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+int cv_vault_health_get(struct cv_vault *v, struct cv_vault_health *ret)
+{
+	ret->database_ok = cv_store_ping(v->store) == 0;
+	ret->token_ok = cv_token_health_get(v->token, &ret->token) == 0;
+	return ret->database_ok && ret->token_ok ? 0 : CV_ERR_TOKEN_UNAVAILABLE;
 }
