@@ -25,6 +25,7 @@ struct cv_config {
 	int64_t token_sessions;    /* token.sessions: PKCS#11 sessions kept open */
 	int64_t expires_soon_days; /* policy.expires_soon_days */
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
+	int destroy_superseded_keys; /* policy.destroy_superseded_keys */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

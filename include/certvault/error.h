@@ -28,7 +28,13 @@ enum cv_err {
 	CV_ERR_CONFIG = -20,           /* configuration missing or invalid */
 	CV_ERR_BAD_CHAIN = -21,        /* a chain entry is not a CA certificate */
 	CV_ERR_UNSUPPORTED_MEDIA = -22,/* body is not application/json */
-	CV_ERR__LAST = -23
+	CV_ERR_DOMAIN_NOT_COVERED = -23,/* a certificate does not cover a service's domains */
+	CV_ERR_IN_USE = -24,           /* services use the certificate */
+	CV_ERR_NOT_IN_USE = -25,       /* renewal of a certificate no service uses */
+	CV_ERR_ALREADY_RENEWED = -26,  /* the version named is no longer the current one */
+	CV_ERR_PRECONDITION = -27,     /* a version or If-Match that names no version */
+	CV_ERR_SAME_CERTIFICATE = -28, /* renew/replace with a certificate the entry already had */
+	CV_ERR__LAST = -29
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

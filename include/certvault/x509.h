@@ -125,4 +125,31 @@ int cv_status_parse(const char *s, enum cv_status *ret);
 /* Whole days from now until not_after, rounded toward minus infinity (negative once expired). */
 int64_t cv_expires_in_days(time_t not_after, time_t now);
 
+/* Domain names and coverage (RFC 6125 section 6.4). */
+#define CV_DNS_NAME_MAX 253
+
+/* Checks a DNS name a client gave (a service's custom domain, a list filter) and writes its
+ * canonical form to ret (lower case, no trailing dot; ret_len > CV_DNS_NAME_MAX): labels of
+ * ASCII letters, digits and hyphens, 1 to 63 bytes, no hyphen at either end, at most
+ * CV_DNS_NAME_MAX bytes in all; the left-most label may be "*" when two labels or more
+ * follow. Non-ASCII (U-labels), IP addresses, partial wildcards are refused. Returns 0 or
+ * CV_ERR_BAD_REQUEST with a message naming what is wrong (and not the name itself). */
+int cv_x509_domain_normalize(const char *in, char *ret, size_t ret_len, struct cv_errmsg *err);
+
+/* 1 when the certificate name cert_name (a SAN dNSName, or the CN of a certificate without
+ * one, as cv_x509_info_new lists them) covers domain (canonical, as above): equal ignoring
+ * case and a trailing dot; or cert_name is "*." followed by two labels or more and domain is
+ * exactly one label followed by the same. A wildcard covers neither the apex nor a deeper
+ * name, partial wildcards ("a*.example.com") cover nothing, and a wildcard domain is covered
+ * only by the same wildcard. A-labels are compared as they are. Else 0. */
+int cv_x509_name_covers(const char *cert_name, const char *domain);
+
+/* 1 when any of the n names covers domain. */
+int cv_x509_names_cover(char *const *names, size_t n, const char *domain);
+
+/* The wildcard that would cover a canonical domain ("*.example.com" for "a.example.com") into
+ * ret. Returns 0, or CV_ERR_NOT_FOUND when no wildcard can cover it (fewer than three labels,
+ * or a wildcard itself). */
+int cv_x509_domain_wildcard(const char *domain, char *ret, size_t ret_len);
+
 #endif

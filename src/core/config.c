@@ -58,6 +58,9 @@ static const struct setting settings[] = {
 	  "a certificate this close to its end is \"expires_soon\"" },
 	{ "policy", "allow_weak_signatures", K_BOOL, OFF(allow_weak_signatures), "false", 0, 0,
 	  "accept certificates signed with MD5 or SHA-1" },
+	{ "policy", "destroy_superseded_keys", K_BOOL, OFF(destroy_superseded_keys), "false", 0, 0,
+	  "destroy a version's key in the token as soon as a renewal or replace supersedes it"
+	  " (else kept until the certificate is deleted)" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

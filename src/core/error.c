@@ -28,6 +28,12 @@ static const char *const names[] = {
 	[-CV_ERR_CONFIG] = "configuration error",
 	[-CV_ERR_BAD_CHAIN] = "bad certificate chain",
 	[-CV_ERR_UNSUPPORTED_MEDIA] = "unsupported media type",
+	[-CV_ERR_DOMAIN_NOT_COVERED] = "domain not covered by the certificate",
+	[-CV_ERR_IN_USE] = "certificate in use",
+	[-CV_ERR_NOT_IN_USE] = "certificate not in use",
+	[-CV_ERR_ALREADY_RENEWED] = "version already renewed",
+	[-CV_ERR_PRECONDITION] = "precondition failed",
+	[-CV_ERR_SAME_CERTIFICATE] = "same certificate",
 };
 
 const char *cv_strerror(int err)

@@ -30,6 +30,12 @@ static const struct mapping table[] = {
 	[-CV_ERR_CONFIG] = { 500, "configuration_error" },
 	[-CV_ERR_BAD_CHAIN] = { 422, "bad_chain" },
 	[-CV_ERR_UNSUPPORTED_MEDIA] = { 415, "unsupported_media_type" },
+	[-CV_ERR_DOMAIN_NOT_COVERED] = { 422, "domain_not_covered" },
+	[-CV_ERR_IN_USE] = { 409, "in_use" },
+	[-CV_ERR_NOT_IN_USE] = { 409, "not_in_use" },
+	[-CV_ERR_ALREADY_RENEWED] = { 409, "already_renewed" },
+	[-CV_ERR_PRECONDITION] = { 412, "precondition_failed" },
+	[-CV_ERR_SAME_CERTIFICATE] = { 409, "same_certificate" },
 };
 
 static const struct mapping *lookup(int err)

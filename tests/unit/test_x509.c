@@ -1326,6 +1326,143 @@ static void test_threads(void **state)
 	}
 }
 
+/* The RFC 6125 coverage table: (certificate name, domain, covered). */
+static void test_name_covers_table(void **state)
+{
+	static const struct {
+		const char *cert_name, *domain;
+		int covered;
+	} rows[] = {
+		{ "www.example.com", "www.example.com", 1 },
+		{ "WWW.Example.COM", "www.example.com", 1 },   /* case */
+		{ "www.example.com.", "www.example.com", 1 },  /* trailing dot, certificate side */
+		{ "www.example.com", "www.example.com.", 1 },  /* trailing dot, domain side */
+		{ "www.example.com", "example.com", 0 },
+		{ "example.com", "www.example.com", 0 },
+		{ "*.example.com", "a.example.com", 1 },
+		{ "*.example.com", "A.EXAMPLE.COM", 1 },
+		{ "*.example.com.", "a.example.com", 1 },
+		{ "*.example.com", "example.com", 0 },         /* not the apex */
+		{ "*.example.com", "a.b.example.com", 0 },     /* one label only */
+		{ "*.example.com", "a.example.org", 0 },
+		{ "*.example.com", "aexample.com", 0 },
+		{ "*.example.com", ".example.com", 0 },
+		{ "*.example.com", "xn--bcher-kva.example.com", 1 }, /* A-labels as they are */
+		{ "*.example.com", "*.example.com", 1 },       /* a wildcard domain: the same */
+		{ "*.example.com", "*.b.example.com", 0 },
+		{ "*.b.example.com", "*.example.com", 0 },
+		{ "a.example.com", "*.example.com", 0 },
+		{ "a*.example.com", "ab.example.com", 0 },     /* partial wildcards: nothing */
+		{ "*a.example.com", "ba.example.com", 0 },
+		{ "a.*.example.com", "a.b.example.com", 0 },
+		{ "*.*.example.com", "a.b.example.com", 0 },
+		{ "*", "com", 0 },
+		{ "*.com", "example.com", 0 },                  /* over one label: nothing */
+		{ "*.", "a.", 0 },
+		{ "", "", 0 },
+		{ "xn--bcher-kva.example.com", "xn--bcher-kva.example.com", 1 },
+		{ "bücher.example.com", "xn--bcher-kva.example.com", 0 }, /* no IDNA mapping */
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		if (cv_x509_name_covers(rows[i].cert_name, rows[i].domain) != rows[i].covered)
+			fail_msg("%s covers %s: expected %d", rows[i].cert_name, rows[i].domain,
+				 rows[i].covered);
+	}
+}
+
+static void test_names_cover_any(void **state)
+{
+	char *names[] = { "a.example.com", "*.example.org" };
+
+	(void)state;
+	assert_int_equal(cv_x509_names_cover(names, 2, "a.example.com"), 1);
+	assert_int_equal(cv_x509_names_cover(names, 2, "b.example.org"), 1);
+	assert_int_equal(cv_x509_names_cover(names, 2, "b.example.com"), 0);
+	assert_int_equal(cv_x509_names_cover(names, 0, "a.example.com"), 0);
+}
+
+static void test_domain_normalize(void **state)
+{
+	static const struct {
+		const char *in, *out; /* out NULL: refused */
+	} rows[] = {
+		{ "Shop.Example.COM.", "shop.example.com" },
+		{ "a-b.example.com", "a-b.example.com" },
+		{ "*.example.com", "*.example.com" },
+		{ "localhost", "localhost" },
+		{ "xn--bcher-kva.example.com", "xn--bcher-kva.example.com" },
+		{ "", NULL },
+		{ ".", NULL },
+		{ "a..example.com", NULL },
+		{ ".example.com", NULL },
+		{ "example.com..", NULL },
+		{ "-a.example.com", NULL },
+		{ "a-.example.com", NULL },
+		{ "a_b.example.com", NULL },
+		{ "a b.example.com", NULL },
+		{ "bücher.example.com", NULL },
+		{ "a*.example.com", NULL },
+		{ "*a.example.com", NULL },
+		{ "a.*.example.com", NULL },
+		{ "*", NULL },
+		{ "*.com", NULL },
+		{ "192.168.1.1", NULL },
+		{ "10.0.0.1.", NULL },
+		{ "[::1]", NULL },
+	};
+	char out[CV_DNS_NAME_MAX + 1], long_label[80], long_name[300];
+	struct cv_errmsg err;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		int r = cv_x509_domain_normalize(rows[i].in, out, sizeof(out), &err);
+
+		if (rows[i].out == NULL) {
+			if (r != CV_ERR_BAD_REQUEST)
+				fail_msg("%s: accepted as %s", rows[i].in, out);
+		} else {
+			if (r != 0)
+				fail_msg("%s: refused: %s", rows[i].in, err.text);
+			assert_string_equal(out, rows[i].out);
+		}
+	}
+	/* 63-byte labels are fine, 64 are not; 253 bytes in all are fine, 254 are not. */
+	memset(long_label, 'a', 63);
+	strcpy(long_label + 63, ".com");
+	assert_int_equal(cv_x509_domain_normalize(long_label, out, sizeof(out), &err), 0);
+	memset(long_label, 'a', 64);
+	strcpy(long_label + 64, ".com");
+	assert_int_equal(cv_x509_domain_normalize(long_label, out, sizeof(out), &err),
+			 CV_ERR_BAD_REQUEST);
+	assert_non_null(strstr(err.text, "63"));
+	for (i = 0; i < 253; i++)
+		long_name[i] = (i % 4 == 3) ? '.' : 'a';
+	long_name[253] = '\0';
+	assert_int_equal(cv_x509_domain_normalize(long_name, out, sizeof(out), &err), 0);
+	long_name[253] = 'a';
+	long_name[254] = '\0';
+	assert_int_equal(cv_x509_domain_normalize(long_name, out, sizeof(out), &err),
+			 CV_ERR_BAD_REQUEST);
+}
+
+static void test_domain_wildcard(void **state)
+{
+	char w[CV_DNS_NAME_MAX + 1];
+
+	(void)state;
+	assert_int_equal(cv_x509_domain_wildcard("a.example.com", w, sizeof(w)), 0);
+	assert_string_equal(w, "*.example.com");
+	assert_int_equal(cv_x509_name_covers(w, "a.example.com"), 1);
+	assert_int_equal(cv_x509_domain_wildcard("example.com", w, sizeof(w)), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_x509_domain_wildcard("localhost", w, sizeof(w)), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_x509_domain_wildcard("*.example.com", w, sizeof(w)),
+			 CV_ERR_NOT_FOUND);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1353,6 +1490,10 @@ int main(void)
 		cmocka_unit_test(test_dates_after_2050),
 		cmocka_unit_test(test_der_and_pem_roundtrip),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_name_covers_table),
+		cmocka_unit_test(test_names_cover_any),
+		cmocka_unit_test(test_domain_normalize),
+		cmocka_unit_test(test_domain_wildcard),
 	};
 
 	return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
