@@ -37,6 +37,14 @@ enum cv_cert_state {
 	CV_CERT_DELETING,
 };
 
+/* A service using a certificate, as the certificate's views show it. */
+struct cv_cert_usage {
+	char service[65];
+	char environment[65];
+	size_t n_domains;
+	char **domains;
+};
+
 /* One certificate as stored. Strings are owned by the record. */
 struct cv_cert_record {
 	int64_t id;
@@ -59,6 +67,21 @@ struct cv_cert_record {
 	uint8_t key_id[CV_TOKEN_ID_LEN];
 	int64_t created_at;
 	int64_t updated_at;
+	int64_t version;           /* 1 at import, one more at each renew or replace */
+	int64_t current_since;     /* when this version became current */
+	/* Filled by get and list: the services using it, in name order (domains by get
+	 * only), and how many distinct domains those services have. */
+	size_t n_used_by;
+	struct cv_cert_usage *used_by;
+	size_t custom_domains;
+};
+
+/* Why a write was refused, for the message: the service whose domains a certificate does
+ * not cover and those domains, the services using a certificate, or a version number. */
+struct cv_conflict {
+	char service[65];
+	char detail[160];          /* a comma-separated list, cut with "..." when too long */
+	int64_t version;
 };
 
 /* Frees a record; accepts NULL. */
@@ -70,9 +93,11 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 /* Makes a pending row active, or a deleting row active again (the undo of a delete whose key
  * the token would not destroy). Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_cert_activate(struct cv_store *store, int64_t id);
-/* Marks an active row 'deleting'. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
-int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id);
-/* Removes the row (any state) and its domains. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+/* Marks an active row 'deleting', unless services use it: CV_ERR_IN_USE with their names in
+ * conflict->detail. Returns 0, CV_ERR_IN_USE, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id, struct cv_conflict *conflict);
+/* Removes the row (any state), its domains and its versions. Returns 0, CV_ERR_NOT_FOUND or
+ * CV_ERR_DB. */
 int cv_store_cert_remove(struct cv_store *store, int64_t id);
 
 /* Sets the description of an active row and bumps updated_at to now. */
@@ -96,6 +121,9 @@ struct cv_cert_filter {
 	int64_t now;
 	int64_t soon_seconds;
 	const char *q;           /* substring of the name or of any domain, case-insensitive; NULL: any */
+	int in_use;              /* -1: any; 1: used by a service; 0: used by none */
+	const char *domain;      /* canonical DNS name: certificates naming it, or */
+	const char *domain_wildcard; /* this wildcard of it (NULL: none); domain NULL: any */
 	const char *after;       /* keyset cursor: names strictly after this one; NULL: from the start */
 	unsigned limit;          /* 1..1000 */
 };
@@ -114,6 +142,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 
 struct cv_cert_counts {
 	int64_t total;
+	int64_t in_use;
 	int64_t valid;
 	int64_t expires_soon;
 	int64_t expired;
@@ -122,5 +151,136 @@ struct cv_cert_counts {
 /* Counts active rows by status at now. */
 int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_seconds,
 			struct cv_cert_counts *ret_counts);
+
+/* Versions. */
+enum cv_version_end {
+	CV_END_NONE = 0,           /* the current version */
+	CV_END_RENEWED = 1,
+	CV_END_REPLACED = 2,
+};
+enum cv_key_state {
+	CV_KEY_IN_TOKEN = 0,
+	CV_KEY_DESTROYING = 1,
+	CV_KEY_DESTROYED = 2,
+};
+struct cv_cert_version {
+	int64_t version;
+	char subject[512];
+	char issuer[512];
+	char serial[100];
+	char sha256_fingerprint[96];
+	char key_description[32];
+	int64_t not_before;
+	int64_t not_after;
+	uint8_t key_id[CV_TOKEN_ID_LEN];
+	enum cv_key_state key_state;
+	int64_t current_from;
+	int64_t current_until;     /* 0 for the current version */
+	enum cv_version_end ended_by;
+};
+/* Every version of the certificate with this id (any state), newest first: the current one,
+ * then the superseded ones. Returns 0 (*ret_versions the caller's, free()), CV_ERR_NOT_FOUND
+ * or CV_ERR_DB. */
+int cv_store_cert_versions(struct cv_store *store, int64_t id,
+			   struct cv_cert_version **ret_versions, size_t *ret_n);
+
+/* A renewal or a replace: next becomes the current version of the certificate. */
+struct cv_supersede {
+	enum cv_version_end kind;  /* CV_END_RENEWED or CV_END_REPLACED */
+	int64_t id;                /* the certificate */
+	int64_t version;           /* the version it supersedes, which must be current */
+	int destroy_old_key;       /* leave the old key 'destroying' for the caller to destroy */
+	const struct cv_cert_record *next; /* certificate, chain, fields, domains, key_id */
+	int64_t now;
+};
+/* The checks of a supersede, in a read transaction, in this order: the certificate is active
+ * (CV_ERR_NOT_FOUND); req->version is current (CV_ERR_ALREADY_RENEWED); a renewal needs a
+ * service using it (CV_ERR_NOT_IN_USE); next is not the current certificate, nor for a
+ * renewal any earlier one (CV_ERR_SAME_CERTIFICATE, conflict->version); next's domains cover
+ * every domain of every service using it (CV_ERR_DOMAIN_NOT_COVERED, conflict->service and
+ * detail). Returns 0 when all pass, or CV_ERR_DB. */
+int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supersede *req,
+				  struct cv_conflict *conflict);
+/* Makes next the current version, in one write transaction that repeats every check above:
+ * the old one goes into the versions (its key 'destroying' when asked), next's domains
+ * replace the old ones, every service using the certificate uses next from then on, and the
+ * journal row of next's key goes. Returns 0 or the checks' errors. */
+int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *req,
+			    struct cv_conflict *conflict);
+
+/* The key journal: a key about to be created for a new version, named before it exists. */
+int cv_store_key_journal_add(struct cv_store *store, const uint8_t *key_id, int64_t cert_id,
+			     int64_t now);
+/* Removes a journal row; 0 or CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_key_journal_remove(struct cv_store *store, const uint8_t *key_id);
+/* Calls fn for every key the journal names that no certificate or version holds (keys a
+ * crash left behind), then for every superseded version whose key is 'destroying'
+ * (in_journal 0). Stops and returns fn's value when non-zero. */
+int cv_store_keys_unsettled_foreach(struct cv_store *store,
+				    int (*fn)(const uint8_t *key_id, int in_journal, void *arg),
+				    void *arg);
+/* Records that a superseded version's key is gone from the token. */
+int cv_store_version_key_destroyed(struct cv_store *store, const uint8_t *key_id);
+
+/* Services. */
+#define CV_SERVICE_MAX_DOMAINS 100
+
+struct cv_service_record {
+	int64_t id;
+	char name[65];
+	char environment[65];
+	char *description;
+	size_t n_domains;
+	char **domains;            /* canonical DNS names, in the order given */
+	int64_t created_at;
+	int64_t updated_at;
+	/* The certificate it uses, when cert_name[0] != '\0'. */
+	char cert_name[65];
+	int64_t cert_version;
+	char cert_serial[100];
+	char cert_sha256_fingerprint[96];
+	int64_t cert_not_before;
+	int64_t cert_not_after;
+	int64_t bound_at;
+};
+/* Frees a service record; accepts NULL. */
+void cv_store_service_free(struct cv_service_record *svc);
+
+/* Creates the service svc->name, or changes its environment, description and domains
+ * (svc's other fields are ignored). A service in use keeps its certificate, which must cover
+ * the new domains (CV_ERR_DOMAIN_NOT_COVERED, conflict filled). *ret_created says which.
+ * Returns 0, CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+int cv_store_service_put(struct cv_store *store, const struct cv_service_record *svc,
+			 int64_t now, int *ret_created, struct cv_conflict *conflict);
+/* Reads a service. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_service_get(struct cv_store *store, const char *name,
+			 struct cv_service_record **ret_svc);
+/* Removes a service (and with it, its use of a certificate). 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_service_remove(struct cv_store *store, const char *name);
+/* The service starts using the active certificate cert_name, whose domains must cover the
+ * service's. Returns 0, CV_ERR_NOT_FOUND (conflict->detail says "service" or "certificate"),
+ * CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+int cv_store_service_bind(struct cv_store *store, const char *name, const char *cert_name,
+			  int64_t now, struct cv_conflict *conflict);
+/* The service stops using its certificate. 0, CV_ERR_NOT_FOUND (conflict->detail says
+ * "service" when there is none, "certificate" when it used none), CV_ERR_DB. */
+int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t now,
+			    struct cv_conflict *conflict);
+
+struct cv_service_filter {
+	const char *environment;   /* NULL: any */
+	const char *certificate;   /* services using this certificate; NULL: any */
+	const char *after;         /* keyset cursor */
+	unsigned limit;            /* 1..1000 */
+};
+struct cv_service_page {
+	size_t n;
+	struct cv_service_record **items;
+	int has_more;
+};
+void cv_store_service_page_free(struct cv_service_page *page);
+/* One page of services in name order. Returns 0, CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
+int cv_store_service_list(struct cv_store *store, const struct cv_service_filter *filter,
+			  struct cv_service_page **ret_page);
 
 #endif

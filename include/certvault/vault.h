@@ -16,10 +16,12 @@ struct cv_vault {
 	struct cv_token *token;   /* borrowed */
 	int64_t soon_seconds;     /* "expires soon" threshold */
 	int allow_weak_signatures;
+	int destroy_superseded_keys; /* destroy a version's key once superseded */
 };
 
-/* An import as the client sent it. Strings are borrowed; private_key and password are
- * secrets the caller wipes. */
+/* An import as the client sent it (also the new material of a renew or replace, whose
+ * name is the certificate's and whose description is ignored). Strings are borrowed;
+ * private_key and password are secrets the caller wipes. */
 struct cv_import_request {
 	const char *name;
 	const char *description;   /* NULL: "" */
@@ -58,14 +60,59 @@ void cv_vault_cert_view_free(struct cv_cert_view *view);
 int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 		      struct cv_cert_view **ret_view, struct cv_errmsg *err);
 
+/* A version tag names one version of one certificate: "<version>-<16 hex digits of its
+ * SHA-256 fingerprint>". HTTP serves it as the ETag. */
+#define CV_VERSION_TAG_LEN 48
+void cv_vault_version_tag(int64_t version, const char *sha256_fingerprint,
+			  char buf[CV_VERSION_TAG_LEN]);
+
+/* Which version a renew or replace supersedes: version 0 is the current one. */
+struct cv_version_ref {
+	int64_t version;
+	char fingerprint[17];      /* from a version tag: what its fingerprint starts with; "" any */
+};
+/* Parses a version tag into ref. Returns 0 or CV_ERR_PRECONDITION (not a tag this vault
+ * makes). */
+int cv_vault_version_ref_parse(const char *tag, struct cv_version_ref *ret_ref);
+
+/* Renews (kind CV_END_RENEWED) or replaces (CV_END_REPLACED) the certificate req->name
+ * with req's material: every import check; then the version named by ref must be current
+ * (CV_ERR_ALREADY_RENEWED when it was superseded, CV_ERR_PRECONDITION when it names no
+ * version); a renewal needs a service using it (CV_ERR_NOT_IN_USE); the new certificate is
+ * not the current one, nor for a renewal any earlier one (CV_ERR_SAME_CERTIFICATE); it
+ * covers every domain of every service using it (CV_ERR_DOMAIN_NOT_COVERED). The new key is
+ * created in the token under a journal row, then one transaction makes it the current version
+ * of every service using it. Of racing supersedes of one version exactly one succeeds; the
+ * others get CV_ERR_ALREADY_RENEWED and leave no key behind. *ret_previous is the version
+ * superseded. On failure nothing changes. */
+int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
+			    const struct cv_import_request *req, const struct cv_version_ref *ref,
+			    int64_t now, int64_t *ret_previous, struct cv_errmsg *err);
+
+/* One version as the versions view shows it. */
+struct cv_version_view {
+	struct cv_cert_version version;
+	enum cv_status status;
+	int64_t expires_in_days;
+	char tag[CV_VERSION_TAG_LEN];
+	char key_uri[512];         /* "" when the key is no longer in the token */
+};
+/* Every version of a certificate, newest first. Returns 0 (*ret_views the caller's, free()),
+ * CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
+			   struct cv_version_view **ret_views, size_t *ret_n,
+			   struct cv_errmsg *err);
+
 /* Sets the description. Returns 0, CV_ERR_INVALID_NAME, CV_ERR_BAD_REQUEST (too long),
  * CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *description,
 			   int64_t now, struct cv_errmsg *err);
 
 /* Deletes a certificate: needs confirm == "delete" (else CV_ERR_CONFIRM_REQUIRED, nothing
- * changes); marks the row, destroys the key object, removes the row. A token failure puts
- * the row back as it was and returns the token's error. */
+ * changes) and no service using it (else CV_ERR_IN_USE naming them); marks the row, destroys
+ * the key of every version, removes the row and its versions. A token failure puts the row
+ * back (the superseded keys already destroyed are recorded as such) and returns the token's
+ * error. */
 int cv_vault_cert_delete(struct cv_vault *v, const char *name, const char *confirm,
 			 struct cv_errmsg *err);
 
@@ -106,10 +153,45 @@ int cv_vault_health_get(struct cv_vault *v, struct cv_vault_health *ret);
 /* What the start-up reconciler did. */
 struct cv_reconcile_report {
 	unsigned imports_undone;   /* pending rows removed (and their keys, if created) */
-	unsigned deletes_finished; /* deleting rows whose key was destroyed and row removed */
+	unsigned deletes_finished; /* deleting rows whose keys were destroyed and row removed */
+	unsigned versions_undone;  /* keys made for a renew or replace that never committed */
+	unsigned keys_destroyed;   /* superseded keys whose destruction was interrupted */
 };
 /* Finishes or undoes every write a crash interrupted. Run once at start, before serving. */
 int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_report,
 		       struct cv_errmsg *err);
+
+/* Services. A request as the client sent it; strings borrowed, domains as given. */
+struct cv_service_request {
+	const char *name;
+	const char *environment;
+	const char *description;   /* NULL: "" */
+	size_t n_domains;
+	const char *const *domains;
+};
+
+/* Creates or updates a service: name and environment follow the name rule, domains are
+ * 1..CV_SERVICE_MAX_DOMAINS DNS names (cv_x509_domain_normalize), none twice. A service in
+ * use keeps its certificate, which must cover the new domains. Returns 0 (*ret_created),
+ * CV_ERR_INVALID_NAME, CV_ERR_BAD_REQUEST, CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+int cv_vault_service_put(struct cv_vault *v, const struct cv_service_request *req, int64_t now,
+			 int *ret_created, struct cv_errmsg *err);
+/* Reads a service. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_vault_service_get(struct cv_vault *v, const char *name,
+			 struct cv_service_record **ret_svc, struct cv_errmsg *err);
+/* Deletes a service (it stops using its certificate). 0, CV_ERR_INVALID_NAME,
+ * CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_vault_service_delete(struct cv_vault *v, const char *name, struct cv_errmsg *err);
+/* The service uses the certificate from now on, if it covers every domain of the service.
+ * 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DOMAIN_NOT_COVERED, CV_ERR_DB. */
+int cv_vault_service_bind(struct cv_vault *v, const char *name, const char *certificate,
+			  int64_t now, struct cv_errmsg *err);
+/* The service stops using its certificate. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND (no such
+ * service, or it uses none), CV_ERR_DB. */
+int cv_vault_service_unbind(struct cv_vault *v, const char *name, int64_t now,
+			    struct cv_errmsg *err);
+/* One page of services. 0 or CV_ERR_DB. */
+int cv_vault_service_list(struct cv_vault *v, const struct cv_service_filter *filter,
+			  struct cv_service_page **ret_page, struct cv_errmsg *err);
 
 #endif

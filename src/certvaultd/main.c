@@ -133,14 +133,18 @@ int main(int argc, char **argv)
 	app.vault.token = app.token;
 	app.vault.soon_seconds = cfg.expires_soon_days * 86400;
 	app.vault.allow_weak_signatures = cfg.allow_weak_signatures;
+	app.vault.destroy_superseded_keys = cfg.destroy_superseded_keys;
 	r = cv_vault_reconcile(&app.vault, &report, &err);
 	if (r < 0)
 		goto out;
-	if (report.imports_undone > 0 || report.deletes_finished > 0)
+	if (report.imports_undone > 0 || report.deletes_finished > 0 ||
+	    report.versions_undone > 0 || report.keys_destroyed > 0)
 		fprintf(stderr,
 			"certvaultd: recovered from an interrupted run: %u import(s) undone, "
-			"%u delete(s) finished\n",
-			report.imports_undone, report.deletes_finished);
+			"%u delete(s) finished, %u new version(s) undone, %u superseded key(s) "
+			"destroyed\n",
+			report.imports_undone, report.deletes_finished, report.versions_undone,
+			report.keys_destroyed);
 	r = cv_server_start(&app, &server, &err);
 	if (r < 0)
 		goto out;

@@ -9,35 +9,6 @@
 #define PEM_MAX (256 * 1024)
 #define PASSWORD_MAX 1024
 #define QUERY_MAX 256
-#define LIST_LIMIT_DEFAULT 50
-#define LIST_LIMIT_MAX 1000
-
-static json_t *time_json(int64_t t)
-{
-	char buf[CV_TIME_BUFLEN];
-
-	if (cv_time_rfc3339(t, buf, sizeof(buf)) < 0)
-		return json_null();
-	return json_string(buf);
-}
-
-static json_t *strings_json(char *const *v, size_t n)
-{
-	json_t *a = json_array();
-	size_t i;
-
-	for (i = 0; a != NULL && i < n; i++)
-		if (json_array_append_new(a, json_string(v[i])) < 0) {
-			json_decref(a);
-			return NULL;
-		}
-	return a;
-}
-
-static json_t *string_or_null(const char *s)
-{
-	return s != NULL ? json_string(s) : json_null();
-}
 
 static const char *key_type_name(enum cv_key_kind kind)
 {
@@ -52,19 +23,69 @@ static const char *key_type_name(enum cv_key_kind kind)
 	return "unknown";
 }
 
+/* The services using a certificate: service and environment, and their domains when asked. */
+static json_t *used_by_json(const struct cv_cert_record *rec, int with_domains)
+{
+	json_t *a = json_array(), *item;
+	size_t i;
+
+	for (i = 0; a != NULL && i < rec->n_used_by; i++) {
+		const struct cv_cert_usage *u = &rec->used_by[i];
+
+		if (with_domains)
+			item = json_pack("{s:s, s:s, s:o}", "service", u->service, "environment",
+					 u->environment, "domains",
+					 strings_json(u->domains, u->n_domains));
+		else
+			item = json_pack("{s:s, s:s}", "service", u->service, "environment",
+					 u->environment);
+		if (json_array_append_new(a, item) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+/* The quoted ETag of a version, as the header and the views give it. */
+static void etag_of(int64_t version, const char *sha256_fingerprint, char *buf, size_t len)
+{
+	char tag[CV_VERSION_TAG_LEN];
+
+	cv_vault_version_tag(version, sha256_fingerprint, tag);
+	snprintf(buf, len, "\"%s\"", tag);
+}
+
+/* Adds the members every details view has beyond the certificate's own fields. */
+static json_t *view_extend(json_t *o, const struct cv_cert_record *rec, const char *etag)
+{
+	if (o == NULL)
+		return NULL;
+	if (json_object_set_new(o, "version", json_integer(rec->version)) < 0 ||
+	    json_object_set_new(o, "etag", json_string(etag)) < 0 ||
+	    json_object_set_new(o, "used_by", used_by_json(rec, 1)) < 0 ||
+	    json_object_set_new(o, "custom_domains", json_integer((json_int_t)rec->custom_domains)) <
+		    0 ||
+	    json_object_set_new(o, "current_since", time_json(rec->current_since)) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
 /* The details view of DESIGN.md. */
-static json_t *view_json(const struct cv_cert_view *v)
+static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 {
 	const struct cv_cert_record *rec = v->rec;
 	const struct cv_x509_info *info = v->info;
 	char key_id[2 * CV_TOKEN_ID_LEN + 1];
 
 	cv_hex_encode(rec->key_id, sizeof(rec->key_id), key_id);
-	return json_pack(
+	return view_extend(json_pack(
 		"{s:s, s:s, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
 		" s:{s:s, s:i, s:o, s:s},"
 		" s:o, s:o, s:I, s:s, s:{s:s, s:s},"
-		" s:[], s:I, s:{s:s, s:s, s:s},"
+		" s:I, s:{s:s, s:s, s:s},"
 		" s:o, s:o}",
 		"name", rec->name, "description", rec->description, "common_name",
 		info->common_name, "domains", strings_json(info->domains, info->n_domains),
@@ -79,13 +100,17 @@ static json_t *view_json(const struct cv_cert_view *v)
 		"expires_in_days", (json_int_t)v->expires_in_days, "status",
 		cv_status_name(v->status), "fingerprints", "sha256", info->sha256_fingerprint,
 		"sha1", info->sha1_fingerprint,
-		"used_by", "chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri",
+		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri",
 		v->key_uri, "id", key_id, "label", rec->name,
-		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at));
+		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at)),
+		rec, etag);
 }
 
+/* Answers with the details view of a certificate and its ETag; *ret_view, when asked for,
+ * is the caller's. */
 static int view_response(struct cv_app *app, const char *name, int64_t now, int status,
-			 struct cv_response *res, struct cv_errmsg *err)
+			 struct cv_response *res, struct cv_cert_view **ret_view,
+			 struct cv_errmsg *err)
 {
 	struct cv_cert_view *view = NULL;
 	int r;
@@ -93,7 +118,12 @@ static int view_response(struct cv_app *app, const char *name, int64_t now, int 
 	r = cv_vault_cert_get(&app->vault, name, now, &view, err);
 	if (r < 0)
 		return r;
-	r = res_json(res, status, view_json(view));
+	etag_of(view->rec->version, view->rec->sha256_fingerprint, res->etag, sizeof(res->etag));
+	r = res_json(res, status, view_json(view, res->etag));
+	if (r == 0 && ret_view != NULL) {
+		*ret_view = view;
+		view = NULL;
+	}
 	cv_vault_cert_view_free(view);
 	return r;
 }
@@ -134,7 +164,7 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	r = cv_vault_cert_import(&app->vault, &in, req->now, &rec, err);
 	if (r < 0)
 		goto out;
-	r = view_response(app, rec->name, req->now, 201, res, err);
+	r = view_response(app, rec->name, req->now, 201, res, NULL, err);
 out:
 	cv_store_cert_free(rec);
 	json_decref(body); /* wiped on free: it held the key and the password */
@@ -150,18 +180,32 @@ int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_respo
 	r = req_query_check(req, allowed, 0, err);
 	if (r < 0)
 		return r;
-	return view_response(app, req->params[0], req->now, 200, res, err);
+	return view_response(app, req->params[0], req->now, 200, res, NULL, err);
 }
 
 int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
 	static const char *const allowed[] = { "description", NULL };
+	static const char *const content[] = { "name", "certificate", "private_key", "chain",
+					       "password", "encoding", NULL };
 	const char *description;
 	json_t *body = NULL;
+	size_t i;
 	int r;
 
 	r = req_json_object(req, allowed, &body, err);
+	for (i = 0; r == CV_ERR_BAD_REQUEST && content[i] != NULL; i++) {
+		char unknown[64];
+
+		/* Say where the certificate itself is changed. */
+		snprintf(unknown, sizeof(unknown), "unknown member \"%s\"", content[i]);
+		if (strcmp(err->text, unknown) == 0)
+			r = cv_errmsg_set(err, r,
+					  "\"%s\" is not metadata: the certificate and key change"
+					  " through /renew or /replace, and the name never does",
+					  content[i]);
+	}
 	if (r < 0)
 		goto out;
 	/* An empty description clears it; leaving it out is a mistake worth saying. */
@@ -176,7 +220,7 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 	r = cv_vault_cert_describe(&app->vault, req->params[0], description, req->now, err);
 	if (r < 0)
 		goto out;
-	r = view_response(app, req->params[0], req->now, 200, res, err);
+	r = view_response(app, req->params[0], req->now, 200, res, NULL, err);
 out:
 	json_decref(body);
 	return r;
@@ -232,24 +276,28 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 	enum cv_status status = cv_status_at((time_t)rec->not_before, (time_t)rec->not_after,
 					     (time_t)now, soon_seconds);
 
-	return json_pack("{s:s, s:s, s:o, s:[], s:o, s:s, s:I, s:o, s:s}", "name", rec->name,
-			 "domain", rec->primary_domain, "domains",
-			 strings_json(rec->domains, rec->n_domains), "used_by", "updated_at",
-			 time_json(rec->updated_at), "status", cv_status_name(status),
+	return json_pack("{s:s, s:s, s:o, s:o, s:I, s:o, s:s, s:I, s:o, s:s, s:I}", "name",
+			 rec->name, "domain", rec->primary_domain, "domains",
+			 strings_json(rec->domains, rec->n_domains), "used_by",
+			 used_by_json(rec, 0), "custom_domains", (json_int_t)rec->custom_domains,
+			 "updated_at", time_json(rec->updated_at), "status", cv_status_name(status),
 			 "expires_in_days",
 			 (json_int_t)cv_expires_in_days((time_t)rec->not_after, (time_t)now),
-			 "valid_to", time_json(rec->not_after), "key_type", rec->key_description);
+			 "valid_to", time_json(rec->not_after), "key_type", rec->key_description,
+			 "version", (json_int_t)rec->version);
 }
 
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "status", "q", "limit", "cursor", NULL };
+	static const char *const allowed[] = { "status", "q", "in_use", "domain", "limit",
+					       "cursor", NULL };
 	struct cv_cert_filter filter = { 0 };
 	struct cv_cert_page *page = NULL;
+	char domain[CV_DNS_NAME_MAX + 1], wildcard[CV_DNS_NAME_MAX + 3];
 	const char *s;
 	json_t *items = NULL;
-	int64_t limit = LIST_LIMIT_DEFAULT;
+	int64_t limit;
 	size_t i;
 	int r;
 
@@ -264,18 +312,28 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		}
 		filter.has_status = 1;
 	}
-	if ((s = req_query(req, "limit")) != NULL &&
-	    cv_parse_int64(s, 1, LIST_LIMIT_MAX, &limit) < 0) {
-		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "limit must be from 1 to %d",
-				  LIST_LIMIT_MAX);
-		goto out;
+	filter.in_use = -1;
+	if ((s = req_query(req, "in_use")) != NULL) {
+		if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "in_use must be true or false");
+			goto out;
+		}
+		filter.in_use = strcmp(s, "true") == 0;
 	}
-	if ((s = req_query(req, "cursor")) != NULL && !cv_name_valid(s)) {
-		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				  "cursor must be a next_cursor this API returned");
-		goto out;
+	if ((s = req_query(req, "domain")) != NULL) {
+		struct cv_errmsg why;
+
+		if (cv_x509_domain_normalize(s, domain, sizeof(domain), &why) < 0) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "domain: %s", why.text);
+			goto out;
+		}
+		filter.domain = domain;
+		if (cv_x509_domain_wildcard(domain, wildcard, sizeof(wildcard)) == 0)
+			filter.domain_wildcard = wildcard;
 	}
-	filter.after = s;
+	r = req_page_args(req, &limit, &filter.after, err);
+	if (r < 0)
+		goto out;
 	filter.q = req_query(req, "q");
 	if (filter.q != NULL && filter.q[0] == '\0')
 		filter.q = NULL;
@@ -322,11 +380,173 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 	r = cv_vault_cert_count(&app->vault, req->now, &c, err);
 	if (r < 0)
 		return r;
-	/* No service can use a certificate yet: every one is "not in use". */
 	return res_json(res, 200,
 			json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "total",
-				  (json_int_t)c.total, "in_use", (json_int_t)0, "not_in_use",
-				  (json_int_t)c.total, "valid", (json_int_t)c.valid, "expires_soon",
+				  (json_int_t)c.total, "in_use", (json_int_t)c.in_use, "not_in_use",
+				  (json_int_t)(c.total - c.in_use), "valid", (json_int_t)c.valid,
+				  "expires_soon",
 				  (json_int_t)c.expires_soon, "expired", (json_int_t)c.expired,
 				  "upcoming", (json_int_t)c.upcoming));
+}
+
+/* Reads the new material of a renew or replace into in (strings borrowed from body). */
+static int material_members(json_t *body, struct cv_import_request *in, struct cv_errmsg *err)
+{
+	const char *encoding;
+	int r;
+
+	if ((r = json_string_member(body, "certificate", 1, PEM_MAX, &in->certificate,
+				    &in->certificate_len, err)) < 0 ||
+	    (r = json_string_member(body, "private_key", 1, PEM_MAX, &in->private_key,
+				    &in->private_key_len, err)) < 0 ||
+	    (r = json_string_member(body, "password", 0, PASSWORD_MAX, &in->password, NULL,
+				    err)) < 0 ||
+	    (r = json_string_member(body, "chain", 0, PEM_MAX, &in->chain, &in->chain_len,
+				    err)) < 0 ||
+	    (r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err)) < 0)
+		return r;
+	if (cv_x509_encoding_parse(encoding, &in->encoding) < 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "\"encoding\" must be pem, base64 or base64pem");
+	return 0;
+}
+
+/* The version a renew or replace names: "version" in the body, or If-Match (a quoted tag
+ * from an ETag); both must then agree. */
+static int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
+		       struct cv_errmsg *err)
+{
+	json_t *version = json_object_get(body, "version");
+	char tag[CV_VERSION_TAG_LEN];
+	size_t len;
+
+	memset(ref, 0, sizeof(*ref));
+	if (req->if_match != NULL) {
+		len = strlen(req->if_match);
+		/* One strong ETag: "W/" tags, lists and "*" name no single version. */
+		if (len < 3 || len - 2 >= sizeof(tag) || req->if_match[0] != '"' ||
+		    req->if_match[len - 1] != '"')
+			return cv_errmsg_set(err, CV_ERR_PRECONDITION,
+					     "If-Match must be one ETag this API returned");
+		memcpy(tag, req->if_match + 1, len - 2);
+		tag[len - 2] = '\0';
+		if (cv_vault_version_ref_parse(tag, ref) < 0)
+			return cv_errmsg_set(err, CV_ERR_PRECONDITION,
+					     "If-Match names no version of %s", req->params[0]);
+	}
+	if (version != NULL && !json_is_null(version)) {
+		if (!json_is_integer(version) || json_integer_value(version) < 1)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "\"version\" must be a positive integer");
+		if (ref->version != 0 && ref->version != json_integer_value(version))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "\"version\" and If-Match name different versions");
+		ref->version = json_integer_value(version);
+	}
+	return 0;
+}
+
+static int supersede(struct cv_app *app, enum cv_version_end kind,
+		     const struct cv_request *req, struct cv_response *res, struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
+					       "encoding", "version", NULL };
+	struct cv_import_request in = { 0 };
+	struct cv_version_ref ref;
+	struct cv_cert_view *view = NULL;
+	json_t *body = NULL;
+	int64_t previous;
+	int r;
+
+	r = req_json_object(req, allowed, &body, err);
+	if (r == 0)
+		r = material_members(body, &in, err);
+	if (r == 0)
+		r = version_ref(req, body, &ref, err);
+	if (r < 0)
+		goto out;
+	in.name = req->params[0];
+	r = cv_vault_cert_supersede(&app->vault, kind, &in, &ref, req->now, &previous, err);
+	if (r < 0)
+		goto out;
+	r = view_response(app, req->params[0], req->now, 200, res, &view, err);
+	if (r < 0)
+		goto out;
+	/* Every service the new version reached, as the view read it after the commit. */
+	if (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
+	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0)
+		r = CV_ERR_NOMEM;
+out:
+	cv_vault_cert_view_free(view);
+	json_decref(body); /* wiped on free: it held the key and the password */
+	return r;
+}
+
+int h_cert_renew(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err)
+{
+	return supersede(app, CV_END_RENEWED, req, res, err);
+}
+
+int h_cert_replace(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err)
+{
+	return supersede(app, CV_END_REPLACED, req, res, err);
+}
+
+static json_t *version_json(const struct cv_version_view *vv)
+{
+	const struct cv_cert_version *v = &vv->version;
+	static const char *const ended[] = { [CV_END_RENEWED] = "renewed",
+					     [CV_END_REPLACED] = "replaced" };
+	char etag[CV_VERSION_TAG_LEN + 2];
+
+	snprintf(etag, sizeof(etag), "\"%s\"", vv->tag);
+	return json_pack("{s:I, s:b, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:I, s:o, s:o,"
+			 " s:o, s:{s:b, s:o}}",
+			 "version", (json_int_t)v->version, "current", v->ended_by == CV_END_NONE,
+			 "etag", etag, "serial_number", v->serial, "sha256_fingerprint",
+			 v->sha256_fingerprint, "subject", v->subject, "issuer", v->issuer,
+			 "key_description", v->key_description, "valid_from",
+			 time_json(v->not_before), "valid_to", time_json(v->not_after), "status",
+			 cv_status_name(vv->status), "expires_in_days",
+			 (json_int_t)vv->expires_in_days, "current_from",
+			 time_json(v->current_from), "current_until",
+			 v->ended_by == CV_END_NONE ? json_null() : time_json(v->current_until),
+			 "ended_by",
+			 string_or_null(v->ended_by == CV_END_NONE ? NULL : ended[v->ended_by]),
+			 "key", "in_token", vv->key_uri[0] != '\0', "pkcs11_uri",
+			 string_or_null(vv->key_uri[0] != '\0' ? vv->key_uri : NULL));
+}
+
+int h_cert_versions(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { NULL };
+	struct cv_version_view *views = NULL;
+	json_t *items = NULL;
+	size_t n = 0, i;
+	int r;
+
+	r = req_query_check(req, allowed, 0, err);
+	if (r < 0)
+		return r;
+	r = cv_vault_cert_versions(&app->vault, req->params[0], req->now, &views, &n, err);
+	if (r < 0)
+		return r;
+	items = json_array();
+	for (i = 0; items != NULL && i < n; i++) {
+		if (json_array_append_new(items, version_json(&views[i])) < 0) {
+			json_decref(items);
+			items = NULL;
+		}
+	}
+	if (items == NULL)
+		r = CV_ERR_NOMEM;
+	else
+		r = res_json(res, 200,
+			     json_pack("{s:s, s:I, s:o}", "name", req->params[0], "current_version",
+				       (json_int_t)views[0].version.version, "versions", items));
+	free(views);
+	return r;
 }

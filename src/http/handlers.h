@@ -24,6 +24,24 @@ int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_re
 		  struct cv_errmsg *err);
 int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err);
+int h_cert_versions(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
+int h_cert_renew(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err);
+int h_cert_replace(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+int h_service_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+int h_service_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+int h_service_put(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+int h_service_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
+int h_service_bind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
 
 /* Parses the body as one JSON object whose members are all among allowed (NULL-terminated).
  * Refuses a missing or non-JSON content type (CV_ERR_UNSUPPORTED_MEDIA), bad JSON, duplicate
@@ -43,5 +61,14 @@ const char *req_query(const struct cv_request *req, const char *key);
 
 /* Sets res to a JSON body with status; steals body. Returns 0 or CV_ERR_NOMEM. */
 int res_json(struct cv_response *res, int status, json_t *body);
+
+/* JSON for the views handlers share: an RFC 3339 time (null when it cannot be shown), an
+ * array of strings, a string or null. NULL only when out of memory. */
+json_t *time_json(int64_t t);
+json_t *strings_json(char *const *v, size_t n);
+json_t *string_or_null(const char *s);
+/* The pagination arguments of a list: limit (default 50, 1 to 1000) and cursor (a name). */
+int req_page_args(const struct cv_request *req, int64_t *ret_limit, const char **ret_cursor,
+		  struct cv_errmsg *err);
 
 #endif

@@ -4,7 +4,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "certvault/util.h"
 #include "handlers.h"
+
+#define LIST_LIMIT_DEFAULT 50
+#define LIST_LIMIT_MAX 1000
 
 struct cv_route {
 	const char *method;
@@ -24,6 +28,15 @@ static const struct cv_route routes[] = {
 	{ "PATCH", "/v1/certificates/{}", 16 * 1024, h_cert_patch },
 	{ "DELETE", "/v1/certificates/{}", 0, h_cert_delete },
 	{ "GET", "/v1/certificates/{}/export", 0, h_cert_export },
+	{ "GET", "/v1/certificates/{}/versions", 0, h_cert_versions },
+	{ "POST", "/v1/certificates/{}/renew", CFG_BODY, h_cert_renew },
+	{ "POST", "/v1/certificates/{}/replace", CFG_BODY, h_cert_replace },
+	{ "GET", "/v1/services", 0, h_service_list },
+	{ "GET", "/v1/services/{}", 0, h_service_get },
+	{ "PUT", "/v1/services/{}", 64 * 1024, h_service_put },
+	{ "DELETE", "/v1/services/{}", 0, h_service_delete },
+	{ "PUT", "/v1/services/{}/certificate", 4 * 1024, h_service_bind },
+	{ "DELETE", "/v1/services/{}/certificate", 0, h_service_unbind },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -113,6 +126,50 @@ int res_json(struct cv_response *res, int status, json_t *body)
 	json_decref(res->json);
 	res->status = status;
 	res->json = body;
+	return 0;
+}
+
+json_t *time_json(int64_t t)
+{
+	char buf[CV_TIME_BUFLEN];
+
+	if (cv_time_rfc3339(t, buf, sizeof(buf)) < 0)
+		return json_null();
+	return json_string(buf);
+}
+
+json_t *strings_json(char *const *v, size_t n)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < n; i++)
+		if (json_array_append_new(a, json_string(v[i])) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+json_t *string_or_null(const char *s)
+{
+	return s != NULL ? json_string(s) : json_null();
+}
+
+int req_page_args(const struct cv_request *req, int64_t *ret_limit, const char **ret_cursor,
+		  struct cv_errmsg *err)
+{
+	const char *s;
+
+	*ret_limit = LIST_LIMIT_DEFAULT;
+	if ((s = req_query(req, "limit")) != NULL &&
+	    cv_parse_int64(s, 1, LIST_LIMIT_MAX, ret_limit) < 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "limit must be from 1 to %d",
+				     LIST_LIMIT_MAX);
+	if ((s = req_query(req, "cursor")) != NULL && !cv_name_valid(s))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "cursor must be a next_cursor this API returned");
+	*ret_cursor = s;
 	return 0;
 }
 

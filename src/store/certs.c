@@ -12,20 +12,26 @@
 #define COLS_LIST                                                                        \
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at"
+	"updated_at, version, current_since"
 #define COLS_FULL COLS_LIST ", cert_der, chain_pem"
 
 #define LIST_LIMIT_MAX 1000
 
-void cv_store_cert_free(struct cv_cert_record *rec)
+static void usage_free(struct cv_cert_usage *u, size_t n)
 {
 	size_t i;
 
+	for (i = 0; u != NULL && i < n; i++)
+		store_strings_free(u[i].domains, u[i].n_domains);
+	free(u);
+}
+
+void cv_store_cert_free(struct cv_cert_record *rec)
+{
 	if (rec == NULL)
 		return;
-	for (i = 0; i < rec->n_domains; i++)
-		free(rec->domains[i]);
-	free(rec->domains);
+	store_strings_free(rec->domains, rec->n_domains);
+	usage_free(rec->used_by, rec->n_used_by);
 	free(rec->description);
 	free(rec->cert_der);
 	free(rec->chain_pem);
@@ -44,44 +50,6 @@ void cv_store_cert_page_free(struct cv_cert_page *page)
 	free(page);
 }
 
-/* A NOT NULL text column; NULL back from SQLite then means it ran out of memory. */
-static int column_text(sqlite3_stmt *stmt, int col, const char **ret)
-{
-	const unsigned char *s = sqlite3_column_text(stmt, col);
-
-	if (s == NULL)
-		return sqlite3_column_type(stmt, col) == SQLITE_NULL ? CV_ERR_DB : CV_ERR_NOMEM;
-	*ret = (const char *)s;
-	return 0;
-}
-
-/* Into a fixed field of the record; a value that does not fit was not written by us. */
-static int copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size)
-{
-	const char *s;
-	int r;
-
-	r = column_text(stmt, col, &s);
-	if (r < 0)
-		return r;
-	if ((size_t)sqlite3_column_bytes(stmt, col) >= size)
-		return CV_ERR_DB;
-	memcpy(dst, s, (size_t)sqlite3_column_bytes(stmt, col) + 1);
-	return 0;
-}
-
-static int dup_text(sqlite3_stmt *stmt, int col, char **ret)
-{
-	const char *s;
-	int r;
-
-	r = column_text(stmt, col, &s);
-	if (r < 0)
-		return r;
-	*ret = strdup(s);
-	return *ret == NULL ? CV_ERR_NOMEM : 0;
-}
-
 /* Reads the current row (COLS_LIST, then COLS_FULL's two more when full) into a new record. */
 static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_rec)
 {
@@ -94,21 +62,21 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	if (rec == NULL)
 		return CV_ERR_NOMEM;
 	rec->id = sqlite3_column_int64(stmt, 0);
-	r = copy_text(stmt, 1, rec->name, sizeof(rec->name));
+	r = store_copy_text(stmt, 1, rec->name, sizeof(rec->name));
 	if (r == 0)
-		r = dup_text(stmt, 2, &rec->description);
+		r = store_dup_text(stmt, 2, &rec->description);
 	if (r == 0)
-		r = copy_text(stmt, 4, rec->subject, sizeof(rec->subject));
+		r = store_copy_text(stmt, 4, rec->subject, sizeof(rec->subject));
 	if (r == 0)
-		r = copy_text(stmt, 5, rec->issuer, sizeof(rec->issuer));
+		r = store_copy_text(stmt, 5, rec->issuer, sizeof(rec->issuer));
 	if (r == 0)
-		r = copy_text(stmt, 6, rec->serial, sizeof(rec->serial));
+		r = store_copy_text(stmt, 6, rec->serial, sizeof(rec->serial));
 	if (r == 0)
-		r = copy_text(stmt, 7, rec->sha256_fingerprint, sizeof(rec->sha256_fingerprint));
+		r = store_copy_text(stmt, 7, rec->sha256_fingerprint, sizeof(rec->sha256_fingerprint));
 	if (r == 0)
-		r = copy_text(stmt, 8, rec->key_description, sizeof(rec->key_description));
+		r = store_copy_text(stmt, 8, rec->key_description, sizeof(rec->key_description));
 	if (r == 0)
-		r = copy_text(stmt, 9, rec->primary_domain, sizeof(rec->primary_domain));
+		r = store_copy_text(stmt, 9, rec->primary_domain, sizeof(rec->primary_domain));
 	if (r < 0)
 		goto out;
 	state = sqlite3_column_int64(stmt, 3);
@@ -123,9 +91,11 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	memcpy(rec->key_id, blob, sizeof(rec->key_id));
 	rec->created_at = sqlite3_column_int64(stmt, 13);
 	rec->updated_at = sqlite3_column_int64(stmt, 14);
+	rec->version = sqlite3_column_int64(stmt, 15);
+	rec->current_since = sqlite3_column_int64(stmt, 16);
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 15);
-		n = sqlite3_column_bytes(stmt, 15);
+		blob = sqlite3_column_blob(stmt, 17);
+		n = sqlite3_column_bytes(stmt, 17);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -139,7 +109,7 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		if (n > 0)
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
-		r = dup_text(stmt, 16, &rec->chain_pem);
+		r = store_dup_text(stmt, 18, &rec->chain_pem);
 		if (r < 0)
 			goto out;
 	}
@@ -151,49 +121,98 @@ out:
 	return r;
 }
 
-/* Fills rec's domains, in order, with a statement prepared from DOMAINS_SQL; the statement
- * is reset for the next record. */
-#define DOMAINS_SQL "SELECT domain FROM certificate_domains WHERE cert_id = ? ORDER BY position"
+#define DOMAINS_SQL STORE_CERT_DOMAINS_SQL
+/* Fills rec's domains, in order, with a statement prepared from DOMAINS_SQL. */
 static int load_domains(sqlite3_stmt *stmt, struct cv_cert_record *rec)
 {
+	return store_load_strings(stmt, rec->id, &rec->domains, &rec->n_domains);
+}
+
+/* The services using a certificate, with statements prepared once for a whole page. */
+struct usage_stmts {
+	sqlite3_stmt *services;   /* ?1 = cert id: id, name, environment in name order */
+	sqlite3_stmt *domains;    /* ?1 = service id */
+	sqlite3_stmt *distinct;   /* ?1 = cert id: how many distinct domains */
+};
+
+static int usage_prepare(sqlite3 *db, int with_domains, struct usage_stmts *u)
+{
+	int rc;
+
+	memset(u, 0, sizeof(*u));
+	rc = sqlite3_prepare_v2(db,
+				"SELECT id, name, environment FROM services WHERE cert_id = ?"
+				" ORDER BY name",
+				-1, &u->services, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db,
+					"SELECT count(DISTINCT d.domain) FROM services s"
+					" JOIN service_domains d ON d.service_id = s.id"
+					" WHERE s.cert_id = ?",
+					-1, &u->distinct, NULL);
+	if (rc == SQLITE_OK && with_domains)
+		rc = sqlite3_prepare_v2(db, STORE_SERVICE_DOMAINS_SQL, -1, &u->domains, NULL);
+	return rc == SQLITE_OK ? 0 : store_err(rc);
+}
+
+static void usage_release(struct usage_stmts *u)
+{
+	sqlite3_finalize(u->services);
+	sqlite3_finalize(u->domains);
+	sqlite3_finalize(u->distinct);
+}
+
+static int load_usage(struct usage_stmts *u, struct cv_cert_record *rec)
+{
+	struct cv_cert_usage *grown, *item;
 	size_t cap = 0;
-	char **grown;
 	int rc, r;
 
-	rc = sqlite3_bind_int64(stmt, 1, rec->id);
+	rc = sqlite3_bind_int64(u->services, 1, rec->id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (rec->n_domains == cap) {
+	while ((rc = sqlite3_step(u->services)) == SQLITE_ROW) {
+		if (rec->n_used_by == cap) {
 			cap = cap == 0 ? 4 : 2 * cap;
-			grown = realloc(rec->domains, cap * sizeof(*grown));
+			grown = realloc(rec->used_by, cap * sizeof(*grown));
 			if (grown == NULL) {
 				r = CV_ERR_NOMEM;
 				goto out;
 			}
-			rec->domains = grown;
+			rec->used_by = grown;
 		}
-		r = dup_text(stmt, 0, &rec->domains[rec->n_domains]);
+		item = &rec->used_by[rec->n_used_by];
+		memset(item, 0, sizeof(*item));
+		rec->n_used_by++;
+		r = store_copy_text(u->services, 1, item->service, sizeof(item->service));
+		if (r == 0)
+			r = store_copy_text(u->services, 2, item->environment,
+					    sizeof(item->environment));
+		if (r == 0 && u->domains != NULL)
+			r = store_load_strings(u->domains, sqlite3_column_int64(u->services, 0),
+					       &item->domains, &item->n_domains);
 		if (r < 0)
 			goto out;
-		rec->n_domains++;
 	}
 	if (rc != SQLITE_DONE) {
 		r = store_err(rc);
 		goto out;
 	}
+	rc = sqlite3_bind_int64(u->distinct, 1, rec->id);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(u->distinct)) == SQLITE_ROW)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	rec->custom_domains = (size_t)sqlite3_column_int64(u->distinct, 0);
 	r = 0;
 out:
-	/* reset repeats the last step's error, already handled above. */
-	(void)sqlite3_reset(stmt);
+	(void)sqlite3_reset(u->services);
+	(void)sqlite3_reset(u->distinct);
 	return r;
-}
-
-static int bind_text(sqlite3_stmt *stmt, int idx, const char *s)
-{
-	return sqlite3_bind_text(stmt, idx, s != NULL ? s : "", -1, SQLITE_STATIC);
 }
 
 /* 1 when a row of this name exists, whatever its state; 0 when not; or an error. */
@@ -205,7 +224,7 @@ static int name_exists(sqlite3 *db, const char *name)
 	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?", -1, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 1, name);
+		rc = store_bind_text(stmt, 1, name);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -224,35 +243,10 @@ out:
 
 static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *rec)
 {
-	sqlite3_stmt *stmt = NULL;
-	size_t i;
-	int rc, r;
-
-	rc = sqlite3_prepare_v2(db,
-				"INSERT INTO certificate_domains (cert_id, position, domain)"
-				" VALUES (?, ?, ?)",
-				-1, &stmt, NULL);
-	if (rc != SQLITE_OK) {
-		r = store_err(rc);
-		goto out;
-	}
-	for (i = 0; i < rec->n_domains; i++) {
-		rc = sqlite3_bind_int64(stmt, 1, id);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 2, (sqlite3_int64)i);
-		if (rc == SQLITE_OK)
-			rc = bind_text(stmt, 3, rec->domains[i]);
-		if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
-			rc = sqlite3_reset(stmt);
-		if (rc != SQLITE_OK) {
-			r = store_err(rc);
-			goto out;
-		}
-	}
-	r = 0;
-out:
-	sqlite3_finalize(stmt);
-	return r;
+	return store_insert_strings(db,
+				    "INSERT INTO certificate_domains (cert_id, position, domain)"
+				    " VALUES (?, ?, ?)",
+				    id, rec->domains, rec->n_domains);
 }
 
 int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec)
@@ -260,8 +254,9 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 	static const char sql[] =
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
-		" not_before, not_after, key_id, created_at, updated_at)"
-		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+		" not_before, not_after, key_id, created_at, updated_at, version, current_since)"
+		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
+		" ?14)";
 	sqlite3 *db = store_borrow(store);
 	sqlite3_stmt *stmt = NULL;
 	int64_t id = 0;
@@ -279,27 +274,27 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 		goto out;
 	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 1, rec->name);
+		rc = store_bind_text(stmt, 1, rec->name);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 2, rec->description);
+		rc = store_bind_text(stmt, 2, rec->description);
 	if (rc == SQLITE_OK)
 		/* A NULL pointer would bind SQL NULL, which the schema refuses: no certificate. */
 		rc = sqlite3_bind_blob64(stmt, 3, rec->cert_der, rec->cert_der_len,
 					 SQLITE_STATIC);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 4, rec->chain_pem);
+		rc = store_bind_text(stmt, 4, rec->chain_pem);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 5, rec->subject);
+		rc = store_bind_text(stmt, 5, rec->subject);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 6, rec->issuer);
+		rc = store_bind_text(stmt, 6, rec->issuer);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 7, rec->serial);
+		rc = store_bind_text(stmt, 7, rec->serial);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 8, rec->sha256_fingerprint);
+		rc = store_bind_text(stmt, 8, rec->sha256_fingerprint);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 9, rec->key_description);
+		rc = store_bind_text(stmt, 9, rec->key_description);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 10, rec->primary_domain);
+		rc = store_bind_text(stmt, 10, rec->primary_domain);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 11, rec->not_before);
 	if (rc == SQLITE_OK)
@@ -331,14 +326,16 @@ out:
 	if (r == 0) {
 		rec->id = id;
 		rec->state = CV_CERT_PENDING;
+		rec->version = 1;
+		rec->current_since = rec->created_at;
 	}
 	return r;
 }
 
-/* Runs one UPDATE or DELETE keyed by ?1 = id; CV_ERR_NOT_FOUND when it touched no row. */
-static int change_by_id(struct cv_store *store, const char *sql, int64_t id)
+/* Runs one UPDATE or DELETE keyed by ?1 = id on db; CV_ERR_NOT_FOUND when it touched no
+ * row. */
+static int change_on(sqlite3 *db, const char *sql, int64_t id)
 {
-	sqlite3 *db = store_borrow(store);
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
@@ -354,6 +351,15 @@ static int change_by_id(struct cv_store *store, const char *sql, int64_t id)
 	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
 out:
 	sqlite3_finalize(stmt);
+	return r;
+}
+
+static int change_by_id(struct cv_store *store, const char *sql, int64_t id)
+{
+	sqlite3 *db = store_borrow(store);
+	int r;
+
+	r = change_on(db, sql, id);
 	store_return(store, db);
 	return r;
 }
@@ -366,10 +372,43 @@ int cv_store_cert_activate(struct cv_store *store, int64_t id)
 			    id);
 }
 
-int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id)
+int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id, struct cv_conflict *conflict)
 {
-	return change_by_id(store, "UPDATE certificates SET state = 2 WHERE id = ?1 AND state = 1",
-			    id);
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	char **users = NULL;
+	size_t n = 0, i;
+	int rc, r;
+
+	/* IMMEDIATE: no service can start using it between the check and the mark, and once
+	 * marked, binding refuses it. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db, "SELECT name FROM services WHERE cert_id = ? ORDER BY name",
+				-1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_load_strings(stmt, id, &users, &n);
+	if (r < 0)
+		goto out;
+	if (n > 0) {
+		if (conflict != NULL)
+			conflict->detail[0] = '\0';
+		for (i = 0; i < n; i++)
+			store_conflict_append(conflict, users[i]);
+		r = CV_ERR_IN_USE;
+		goto out;
+	}
+	r = change_on(db, "UPDATE certificates SET state = 2 WHERE id = ?1 AND state = 1", id);
+out:
+	sqlite3_finalize(stmt);
+	store_strings_free(users, n);
+	r = store_finish(db, r);
+	store_return(store, db);
+	return r;
 }
 
 int cv_store_cert_remove(struct cv_store *store, int64_t id)
@@ -391,11 +430,11 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 				" WHERE name = ?3 AND state = 1",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 1, description);
+		rc = store_bind_text(stmt, 1, description);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 2, now);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 3, name);
+		rc = store_bind_text(stmt, 3, name);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -414,17 +453,22 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 	sqlite3 *db = store_borrow(store);
 	sqlite3_stmt *stmt = NULL, *doms = NULL;
 	struct cv_cert_record *rec = NULL;
+	struct usage_stmts usage = { 0 };
 	int rc, r;
 
-	/* One read transaction, so the domains belong to the row as it was read. */
+	/* One read transaction, so the domains and the services belong to the row as it was
+	 * read. */
 	r = store_exec(db, "BEGIN");
+	if (r < 0)
+		goto out;
+	r = usage_prepare(db, 1, &usage);
 	if (r < 0)
 		goto out;
 	rc = sqlite3_prepare_v2(db,
 				"SELECT " COLS_FULL " FROM certificates WHERE name = ?1 AND state = 1",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = bind_text(stmt, 1, name);
+		rc = store_bind_text(stmt, 1, name);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(db, DOMAINS_SQL, -1, &doms, NULL);
 	if (rc != SQLITE_OK) {
@@ -444,12 +488,15 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 	if (r < 0)
 		goto out;
 	r = load_domains(doms, rec);
+	if (r == 0)
+		r = load_usage(&usage, rec);
 	if (r < 0)
 		goto out;
 	r = 0;
 out:
 	sqlite3_finalize(stmt);
 	sqlite3_finalize(doms);
+	usage_release(&usage);
 	r = store_finish(db, r);
 	store_return(store, db);
 	if (r == 0) {
@@ -567,6 +614,17 @@ static const char q_where[] =
 	" AND (name LIKE :q ESCAPE '\\' OR id IN (SELECT cert_id FROM certificate_domains"
 	" WHERE domain LIKE :q ESCAPE '\\'))";
 
+/* In use: a service names the certificate (services_cert answers from the index). */
+static const char in_use_where[] =
+	" AND EXISTS (SELECT 1 FROM services WHERE cert_id = certificates.id)";
+static const char not_in_use_where[] =
+	" AND NOT EXISTS (SELECT 1 FROM services WHERE cert_id = certificates.id)";
+/* A domain: the certificates naming it or the wildcard that covers it, looked up once in
+ * certificate_domains_domain. */
+static const char domain_where[] =
+	" AND id IN (SELECT cert_id FROM certificate_domains"
+	" WHERE domain IN (:domain, :wildcard))";
+
 /* %q% for LIKE with '\' as the escape, so that % and _ in q match themselves. */
 static char *like_pattern(const char *q)
 {
@@ -612,6 +670,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 	char sql[1024];
 	struct cv_cert_page *page = NULL;
 	sqlite3_stmt *stmt = NULL, *doms = NULL;
+	struct usage_stmts usage = { 0 };
 	sqlite3 *db = NULL;
 	char *pattern = NULL;
 	size_t i;
@@ -623,11 +682,13 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 		return CV_ERR_BAD_REQUEST;
 	n = snprintf(sql, sizeof(sql),
 		 "SELECT " COLS_LIST " FROM certificates INDEXED BY certificates_state_name"
-		 " WHERE state = 1%s%s%s"
+		 " WHERE state = 1%s%s%s%s%s"
 		 " ORDER BY name LIMIT :limit",
 		 filter->after != NULL ? " AND name > :after" : "",
 		 filter->has_status ? status_where[filter->status] : "",
-		 filter->q != NULL ? q_where : "");
+		 filter->q != NULL ? q_where : "",
+		 filter->in_use == 1 ? in_use_where : filter->in_use == 0 ? not_in_use_where : "",
+		 filter->domain != NULL ? domain_where : "");
 	if (n < 0 || (size_t)n >= sizeof(sql))
 		return CV_ERR_INTERNAL;
 	if (filter->q != NULL && (pattern = like_pattern(filter->q)) == NULL)
@@ -655,6 +716,13 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 		rc = bind_threshold(stmt, filter->now, filter->soon_seconds);
 	if (rc == SQLITE_OK)
 		rc = bind_named_text(stmt, ":q", pattern);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":domain", filter->domain);
+	/* No wildcard can cover the domain: match it alone. */
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":wildcard",
+				     filter->domain_wildcard != NULL ? filter->domain_wildcard
+								     : filter->domain);
 	/* One row more than asked tells whether a next page exists. */
 	if (rc == SQLITE_OK)
 		rc = bind_named_int64(stmt, ":limit", (int64_t)filter->limit + 1);
@@ -664,6 +732,9 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 		r = store_err(rc);
 		goto out;
 	}
+	r = usage_prepare(db, 0, &usage);
+	if (r < 0)
+		goto out;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		if (page->n == filter->limit) {
 			page->has_more = 1;
@@ -683,6 +754,8 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 	 * built to the page's size. */
 	for (i = 0; i < page->n; i++) {
 		r = load_domains(doms, page->items[i]);
+		if (r == 0)
+			r = load_usage(&usage, page->items[i]);
 		if (r < 0)
 			goto out;
 	}
@@ -690,6 +763,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 out:
 	sqlite3_finalize(stmt);
 	sqlite3_finalize(doms);
+	usage_release(&usage);
 	r = store_finish(db, r);
 	store_return(store, db);
 	free(pattern);
@@ -714,7 +788,9 @@ int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_second
 		" count(*) FILTER (WHERE not_before <= :now AND not_after >= :now"
 		" AND not_after < :thr),"
 		" count(*) FILTER (WHERE not_before <= :now AND not_after < :now),"
-		" count(*) FILTER (WHERE not_before > :now)"
+		" count(*) FILTER (WHERE not_before > :now),"
+		" count(*) FILTER (WHERE EXISTS (SELECT 1 FROM services"
+		" WHERE cert_id = certificates.id))"
 		" FROM certificates WHERE state = 1";
 	sqlite3 *db = store_borrow(store);
 	sqlite3_stmt *stmt = NULL;
@@ -736,6 +812,7 @@ int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_second
 	ret_counts->expires_soon = sqlite3_column_int64(stmt, 2);
 	ret_counts->expired = sqlite3_column_int64(stmt, 3);
 	ret_counts->upcoming = sqlite3_column_int64(stmt, 4);
+	ret_counts->in_use = sqlite3_column_int64(stmt, 5);
 	r = 0;
 out:
 	sqlite3_finalize(stmt);

@@ -55,6 +55,66 @@ static const char *const migrations[] = {
 	" ON certificates(state, name, not_before, not_after);"
 	"CREATE INDEX certificates_state_not_after"
 	" ON certificates(state, not_after, not_before);",
+
+	/* v2: versions, services and the key journal.
+	 * A certificates row holds the current version; renew and replace copy it into
+	 * certificate_versions (ended_by 1 renewed, 2 replaced) in the transaction that writes
+	 * the next one. key_state says whether a superseded version's key is still in the token
+	 * (0), being destroyed (1: the reconciler finishes) or gone (2).
+	 * key_journal names a key about to be created for a new version before C_CreateObject,
+	 * and loses the row in the transaction that makes the version current: a row left
+	 * there after a crash is a key nothing uses, which the reconciler destroys.
+	 * A service uses at most one certificate (services.cert_id, RESTRICT so a bound
+	 * certificate cannot lose its row); (cert_id, name) lists a certificate's services in
+	 * name order and answers "in use" from the index. */
+	"ALTER TABLE certificates ADD COLUMN version INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE certificates ADD COLUMN current_since INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE certificates SET current_since = created_at;"
+	"CREATE TABLE certificate_versions ("
+	" id INTEGER PRIMARY KEY,"
+	" cert_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+	" version INTEGER NOT NULL,"
+	" cert_der BLOB NOT NULL,"
+	" chain_pem TEXT NOT NULL,"
+	" subject TEXT NOT NULL,"
+	" issuer TEXT NOT NULL,"
+	" serial TEXT NOT NULL,"
+	" sha256_fingerprint TEXT NOT NULL,"
+	" key_description TEXT NOT NULL,"
+	" not_before INTEGER NOT NULL,"
+	" not_after INTEGER NOT NULL,"
+	" key_id BLOB NOT NULL UNIQUE CHECK (length(key_id) = 16),"
+	" key_state INTEGER NOT NULL CHECK (key_state IN (0, 1, 2)),"
+	" current_from INTEGER NOT NULL,"
+	" current_until INTEGER NOT NULL,"
+	" ended_by INTEGER NOT NULL CHECK (ended_by IN (1, 2)),"
+	" UNIQUE (cert_id, version)"
+	") STRICT;"
+	"CREATE INDEX certificate_versions_destroying ON certificate_versions(key_state)"
+	" WHERE key_state = 1;"
+	"CREATE TABLE key_journal ("
+	" key_id BLOB PRIMARY KEY CHECK (length(key_id) = 16),"
+	" cert_id INTEGER NOT NULL,"
+	" created_at INTEGER NOT NULL"
+	") STRICT, WITHOUT ROWID;"
+	"CREATE TABLE services ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL UNIQUE,"
+	" environment TEXT NOT NULL,"
+	" description TEXT NOT NULL DEFAULT '',"
+	" cert_id INTEGER REFERENCES certificates(id) ON DELETE RESTRICT,"
+	" bound_at INTEGER,"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE INDEX services_cert ON services(cert_id, name);"
+	"CREATE INDEX services_environment ON services(environment, name);"
+	"CREATE TABLE service_domains ("
+	" service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,"
+	" position INTEGER NOT NULL,"
+	" domain TEXT NOT NULL,"
+	" PRIMARY KEY (service_id, position)"
+	") STRICT, WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -35,4 +35,32 @@ int store_exec(sqlite3 *db, const char *sql);
  * (returning r unchanged). */
 int store_finish(sqlite3 *db, int r);
 
+/* Column readers for NOT NULL columns: a pointer into the row, a copy into a fixed field
+ * (CV_ERR_DB when it does not fit), a malloc'd copy. */
+int store_column_text(sqlite3_stmt *stmt, int col, const char **ret);
+int store_copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size);
+int store_dup_text(sqlite3_stmt *stmt, int col, char **ret);
+/* Binds s (NULL as ""), borrowed until the statement is reset. */
+int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
+
+/* Reads the text column 0 of every row stmt gives with ?1 = id into a new array (*ret NULL
+ * when none); resets stmt for the next id. */
+int store_load_strings(sqlite3_stmt *stmt, int64_t id, char ***ret, size_t *ret_n);
+void store_strings_free(char **v, size_t n);
+/* Runs sql (?1 = id, ?2 = position, ?3 = the string) once for each of v, in order. */
+int store_insert_strings(sqlite3 *db, const char *sql, int64_t id, char *const *v, size_t n);
+
+/* Adds an item to c->detail's comma-separated list, ending it with "..." when full. */
+void store_conflict_append(struct cv_conflict *c, const char *item);
+/* 0 when names cover every one of domains; else CV_ERR_DOMAIN_NOT_COVERED with the service
+ * and the domains left uncovered in c. */
+int store_check_covered(char *const *names, size_t n_names, char *const *domains,
+			size_t n_domains, const char *service, struct cv_conflict *c);
+
+/* The domains of a certificate and of a service, in order (?1 = its id). */
+#define STORE_CERT_DOMAINS_SQL \
+	"SELECT domain FROM certificate_domains WHERE cert_id = ? ORDER BY position"
+#define STORE_SERVICE_DOMAINS_SQL \
+	"SELECT domain FROM service_domains WHERE service_id = ? ORDER BY position"
+
 #endif

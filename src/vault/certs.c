@@ -7,10 +7,9 @@
 #include <openssl/x509.h>
 
 #include "certvault/util.h"
-#include "certvault/vault.h"
+#include "internal.h"
 
-/* The name rule, with the one message every use case gives for it. */
-static int check_name(const char *name, struct cv_errmsg *err)
+int vault_check_name(const char *name, struct cv_errmsg *err)
 {
 	if (!cv_name_valid(name))
 		return cv_errmsg_set(err, CV_ERR_INVALID_NAME,
@@ -135,8 +134,9 @@ out:
 	return r;
 }
 
-int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
-			 struct cv_cert_record **ret_rec, struct cv_errmsg *err)
+int vault_material_check(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
+			 struct cv_errmsg *err)
 {
 	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures };
 	struct cv_x509_info *info = NULL;
@@ -144,9 +144,51 @@ int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req
 	STACK_OF(X509) *chain = NULL;
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
+	int r;
+
+	r = parse_material(req, &cert, &key, &chain, err);
+	if (r < 0)
+		goto out;
+	r = cv_x509_check_import(cert, key, chain, &policy, err);
+	if (r < 0)
+		goto out;
+	r = cv_x509_info_new(cert, &info);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the certificate's fields cannot be read");
+		goto out;
+	}
+	r = record_from_cert(req, cert, chain, info, now, &rec);
+	if (r < 0)
+		goto out;
+	*ret_rec = rec;
+	*ret_key = key;
+	rec = NULL;
+	key = NULL;
+	r = 0;
+out:
+	cv_store_cert_free(rec);
+	cv_x509_info_free(info);
+	sk_X509_pop_free(chain, X509_free);
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	return r;
+}
+
+int vault_key_destroy(struct cv_vault *v, const uint8_t *key_id, struct cv_errmsg *err)
+{
+	int r = cv_token_key_destroy(v->token, key_id, CV_TOKEN_ID_LEN, err);
+
+	return r == CV_ERR_NOT_FOUND ? 0 : r;
+}
+
+int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			 struct cv_cert_record **ret_rec, struct cv_errmsg *err)
+{
+	struct cv_cert_record *rec = NULL;
+	EVP_PKEY *key = NULL;
 	int r, pending = 0;
 
-	r = check_name(req->name, err);
+	r = vault_check_name(req->name, err);
 	if (r < 0)
 		goto out;
 	/* GET /v1/certificates/summary is the counts: a certificate of that name could never
@@ -160,18 +202,7 @@ int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req
 				  "description is longer than %d bytes", CV_DESCRIPTION_MAX);
 		goto out;
 	}
-	r = parse_material(req, &cert, &key, &chain, err);
-	if (r < 0)
-		goto out;
-	r = cv_x509_check_import(cert, key, chain, &policy, err);
-	if (r < 0)
-		goto out;
-	r = cv_x509_info_new(cert, &info);
-	if (r < 0) {
-		cv_errmsg_set(err, r, "the certificate's fields cannot be read");
-		goto out;
-	}
-	r = record_from_cert(req, cert, chain, info, now, &rec);
+	r = vault_material_check(v, req, now, &rec, &key, err);
 	if (r < 0)
 		goto out;
 
@@ -194,7 +225,7 @@ int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req
 	if (r < 0) {
 		struct cv_errmsg ignored;
 
-		cv_token_key_destroy(v->token, rec->key_id, sizeof(rec->key_id), &ignored);
+		vault_key_destroy(v, rec->key_id, &ignored);
 		cv_errmsg_set(err, r, "the database refused the certificate");
 		goto out;
 	}
@@ -207,19 +238,16 @@ out:
 	if (pending)
 		cv_store_cert_remove(v->store, rec->id);
 	cv_store_cert_free(rec);
-	cv_x509_info_free(info);
-	sk_X509_pop_free(chain, X509_free);
 	EVP_PKEY_free(key);
-	X509_free(cert);
 	return r;
 }
 
-static int lookup(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,
-		  struct cv_errmsg *err)
+int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,
+		 struct cv_errmsg *err)
 {
 	int r;
 
-	r = check_name(name, err);
+	r = vault_check_name(name, err);
 	if (r < 0)
 		return r;
 	r = cv_store_cert_get(v->store, name, ret_rec);
@@ -262,7 +290,7 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 	view = calloc(1, sizeof(*view));
 	if (view == NULL)
 		return CV_ERR_NOMEM;
-	r = lookup(v, name, &view->rec, err);
+	r = vault_lookup(v, name, &view->rec, err);
 	if (r < 0)
 		goto out;
 	r = cv_x509_cert_from_der(view->rec->cert_der, view->rec->cert_der_len, &cert);
@@ -295,7 +323,7 @@ int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *des
 {
 	int r;
 
-	r = check_name(name, err);
+	r = vault_check_name(name, err);
 	if (r < 0)
 		return r;
 	if (strlen(description) > CV_DESCRIPTION_MAX)
@@ -309,10 +337,43 @@ int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *des
 	return 0;
 }
 
+/* Destroys the keys of the superseded versions that are still in the token, recording each,
+ * then the current one's. The current key goes last, so that on a failure the row put back
+ * has its key and says truly which older keys are gone. */
+static int destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec,
+			    struct cv_errmsg *err)
+{
+	struct cv_cert_version *versions = NULL;
+	size_t n = 0, i;
+	int r;
+
+	r = cv_store_cert_versions(v->store, rec->id, &versions, &n);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	for (i = 0; i < n; i++) {
+		if (versions[i].ended_by == CV_END_NONE ||
+		    versions[i].key_state == CV_KEY_DESTROYED)
+			continue;
+		r = vault_key_destroy(v, versions[i].key_id, err);
+		if (r < 0)
+			goto out;
+		r = cv_store_version_key_destroyed(v->store, versions[i].key_id);
+		if (r < 0) {
+			cv_errmsg_set(err, r, "the database refused the deletion");
+			goto out;
+		}
+	}
+	r = vault_key_destroy(v, rec->key_id, err);
+out:
+	free(versions);
+	return r;
+}
+
 int cv_vault_cert_delete(struct cv_vault *v, const char *name, const char *confirm,
 			 struct cv_errmsg *err)
 {
 	struct cv_cert_record *rec = NULL;
+	struct cv_conflict conflict = { "", "", 0 };
 	int r;
 
 	if (confirm == NULL || strcmp(confirm, "delete") != 0) {
@@ -320,24 +381,29 @@ int cv_vault_cert_delete(struct cv_vault *v, const char *name, const char *confi
 				  "deleting needs the confirmation keyword: confirm=delete");
 		goto out;
 	}
-	r = lookup(v, name, &rec, err);
+	r = vault_lookup(v, name, &rec, err);
 	if (r < 0)
 		goto out;
-	/* Mark first: a crash after the key is gone leaves a row the reconciler removes. */
-	r = cv_store_cert_mark_deleting(v->store, rec->id);
+	/* Mark first: a crash after a key is gone leaves a row the reconciler finishes. */
+	r = cv_store_cert_mark_deleting(v->store, rec->id, &conflict);
+	if (r == CV_ERR_IN_USE) {
+		cv_errmsg_set(err, r, "certificate %s is used by %s: unbind it first", name,
+			      conflict.detail);
+		goto out;
+	}
 	if (r < 0) {
 		cv_errmsg_set(err, r, "the database refused the deletion");
 		goto out;
 	}
-	r = cv_token_key_destroy(v->token, rec->key_id, sizeof(rec->key_id), err);
-	if (r < 0 && r != CV_ERR_NOT_FOUND) {
-		/* The key is still there: the certificate stays as it was. */
+	r = destroy_all_keys(v, rec, err);
+	if (r < 0) {
+		/* The current key is still there: the certificate stays. */
 		cv_store_cert_activate(v->store, rec->id);
 		goto out;
 	}
 	r = cv_store_cert_remove(v->store, rec->id);
 	if (r < 0) {
-		/* The key is gone; the deleting mark lets the next start finish the job. */
+		/* The keys are gone; the deleting mark lets the next start finish the job. */
 		cv_errmsg_set(err, r, "the database refused the deletion");
 		goto out;
 	}
@@ -371,7 +437,7 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 	size_t len, chain_len;
 	int r;
 
-	r = lookup(v, name, &rec, err);
+	r = vault_lookup(v, name, &rec, err);
 	if (r < 0)
 		goto out;
 	if (format == CV_EXPORT_DER) {
@@ -416,37 +482,66 @@ out:
 	return r;
 }
 
-static int reconcile_one(const struct cv_cert_record *rec, void *arg)
+struct reconcile {
+	struct cv_vault *v;
+	struct cv_reconcile_report *report;
+	struct cv_errmsg *err;
+};
+
+static int reconcile_cert(const struct cv_cert_record *rec, void *arg)
 {
-	struct cv_vault *v = ((void **)arg)[0];
-	struct cv_reconcile_report *report = ((void **)arg)[1];
-	struct cv_errmsg *err = ((void **)arg)[2];
+	struct reconcile *rc = arg;
 	int r;
 
-	if (cv_token_key_exists(v->token, rec->key_id, sizeof(rec->key_id))) {
-		r = cv_token_key_destroy(v->token, rec->key_id, sizeof(rec->key_id), err);
-		if (r < 0 && r != CV_ERR_NOT_FOUND)
-			return r;
-	}
-	r = cv_store_cert_remove(v->store, rec->id);
+	/* A pending import has one key; an interrupted delete may have several. */
+	r = destroy_all_keys(rc->v, rec, rc->err);
+	if (r < 0)
+		return r;
+	r = cv_store_cert_remove(rc->v->store, rec->id);
 	if (r < 0 && r != CV_ERR_NOT_FOUND)
-		return cv_errmsg_set(err, r, "reconcile: cannot remove row of %s", rec->name);
+		return cv_errmsg_set(rc->err, r, "reconcile: cannot remove row of %s", rec->name);
 	if (rec->state == CV_CERT_PENDING)
-		report->imports_undone++;
+		rc->report->imports_undone++;
 	else
-		report->deletes_finished++;
+		rc->report->deletes_finished++;
+	return 0;
+}
+
+static int reconcile_key(const uint8_t *key_id, int in_journal, void *arg)
+{
+	struct reconcile *rc = arg;
+	int r;
+
+	r = vault_key_destroy(rc->v, key_id, rc->err);
+	if (r < 0)
+		return r;
+	if (in_journal) {
+		r = cv_store_key_journal_remove(rc->v->store, key_id);
+		rc->report->versions_undone++;
+	} else {
+		r = cv_store_version_key_destroyed(rc->v->store, key_id);
+		rc->report->keys_destroyed++;
+	}
+	if (r < 0 && r != CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(rc->err, r, "reconcile: the database refused a change");
 	return 0;
 }
 
 int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_report,
 		       struct cv_errmsg *err)
 {
-	void *args[3] = { v, ret_report, err };
+	struct reconcile rc = { v, ret_report, err };
+	int r;
 
 	memset(ret_report, 0, sizeof(*ret_report));
 	/* Neither a pending import nor an interrupted delete was ever acknowledged as done
-	 * the way it stands, so undoing the one and finishing the other loses nothing. */
-	return cv_store_cert_foreach_unsettled(v->store, reconcile_one, args);
+	 * the way it stands, so undoing the one and finishing the other loses nothing; the
+	 * same holds for a new version's key whose transaction never committed, and for a
+	 * superseded key being destroyed. */
+	r = cv_store_cert_foreach_unsettled(v->store, reconcile_cert, &rc);
+	if (r == 0)
+		r = cv_store_keys_unsettled_foreach(v->store, reconcile_key, &rc);
+	return r;
 }
 
 int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,

@@ -1,0 +1,169 @@
+/* store: reading columns and binding values, shared by the files of src/store. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* A NOT NULL text column; NULL back from SQLite then means it ran out of memory. */
+int store_column_text(sqlite3_stmt *stmt, int col, const char **ret)
+{
+	const unsigned char *s = sqlite3_column_text(stmt, col);
+
+	if (s == NULL)
+		return sqlite3_column_type(stmt, col) == SQLITE_NULL ? CV_ERR_DB : CV_ERR_NOMEM;
+	*ret = (const char *)s;
+	return 0;
+}
+
+/* Into a fixed field of the record; a value that does not fit was not written by us. */
+int store_copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size)
+{
+	const char *s;
+	int r;
+
+	r = store_column_text(stmt, col, &s);
+	if (r < 0)
+		return r;
+	if ((size_t)sqlite3_column_bytes(stmt, col) >= size)
+		return CV_ERR_DB;
+	memcpy(dst, s, (size_t)sqlite3_column_bytes(stmt, col) + 1);
+	return 0;
+}
+
+int store_dup_text(sqlite3_stmt *stmt, int col, char **ret)
+{
+	const char *s;
+	int r;
+
+	r = store_column_text(stmt, col, &s);
+	if (r < 0)
+		return r;
+	*ret = strdup(s);
+	return *ret == NULL ? CV_ERR_NOMEM : 0;
+}
+
+int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s)
+{
+	return sqlite3_bind_text(stmt, idx, s != NULL ? s : "", -1, SQLITE_STATIC);
+}
+
+
+void store_strings_free(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; v != NULL && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int store_load_strings(sqlite3_stmt *stmt, int64_t id, char ***ret, size_t *ret_n)
+{
+	char **v = NULL, **grown;
+	size_t n = 0, cap = 0;
+	int rc, r;
+
+	rc = sqlite3_bind_int64(stmt, 1, id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap == 0 ? 4 : 2 * cap;
+			grown = realloc(v, cap * sizeof(*grown));
+			if (grown == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			v = grown;
+		}
+		r = store_dup_text(stmt, 0, &v[n]);
+		if (r < 0)
+			goto out;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	*ret = v;
+	*ret_n = n;
+	v = NULL;
+	n = 0;
+	r = 0;
+out:
+	/* reset repeats the last step's error, already handled above. */
+	(void)sqlite3_reset(stmt);
+	store_strings_free(v, n);
+	return r;
+}
+
+int store_insert_strings(sqlite3 *db, const char *sql, int64_t id, char *const *v, size_t n)
+{
+	sqlite3_stmt *stmt = NULL;
+	size_t i;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		rc = sqlite3_bind_int64(stmt, 1, id);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(stmt, 2, (sqlite3_int64)i);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 3, v[i]);
+		if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+			rc = sqlite3_reset(stmt);
+		if (rc != SQLITE_OK) {
+			r = store_err(rc);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+void store_conflict_append(struct cv_conflict *c, const char *item)
+{
+	static const char more[] = ", ...";
+	size_t len, add;
+
+	if (c == NULL)
+		return;
+	len = strlen(c->detail);
+	/* Once cut, the list stays cut. */
+	if (len >= strlen(more) && strcmp(c->detail + len - strlen(more), more) == 0)
+		return;
+	add = (len > 0 ? 2 : 0) + strlen(item);
+	if (len + add + strlen(more) >= sizeof(c->detail)) {
+		snprintf(c->detail + len, sizeof(c->detail) - len, "%s", len > 0 ? more : "...");
+		return;
+	}
+	snprintf(c->detail + len, sizeof(c->detail) - len, "%s%s", len > 0 ? ", " : "", item);
+}
+
+int store_check_covered(char *const *names, size_t n_names, char *const *domains,
+			size_t n_domains, const char *service, struct cv_conflict *c)
+{
+	size_t i;
+	int r = 0;
+
+	for (i = 0; i < n_domains; i++) {
+		if (cv_x509_names_cover(names, n_names, domains[i]))
+			continue;
+		if (r == 0 && c != NULL) {
+			snprintf(c->service, sizeof(c->service), "%s", service);
+			c->detail[0] = '\0';
+		}
+		store_conflict_append(c, domains[i]);
+		r = CV_ERR_DOMAIN_NOT_COVERED;
+	}
+	return r;
+}

@@ -1,0 +1,454 @@
+/* store: versions of a certificate, renewals and replaces, and the key journal. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "internal.h"
+
+/* Every check of a supersede, on db inside the caller's transaction. */
+static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct cv_conflict *c)
+{
+	const struct cv_cert_record *next = req->next;
+	sqlite3_stmt *cur = NULL, *users = NULL, *older = NULL, *doms = NULL;
+	char **domains = NULL, service[65];
+	size_t n_domains = 0, n_users = 0;
+	const char *fp;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"SELECT version, sha256_fingerprint FROM certificates"
+				" WHERE id = ?1 AND state = 1",
+				-1, &cur, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(cur, 1, req->id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db,
+					"SELECT id, name FROM services WHERE cert_id = ?1"
+					" ORDER BY name",
+					-1, &users, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(users, 1, req->id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db,
+					"SELECT max(version) FROM certificate_versions"
+					" WHERE cert_id = ?1 AND sha256_fingerprint = ?2",
+					-1, &older, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, STORE_SERVICE_DOMAINS_SQL, -1, &doms, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	rc = sqlite3_step(cur);
+	if (rc == SQLITE_DONE) {
+		r = CV_ERR_NOT_FOUND;
+		goto out;
+	}
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	if (sqlite3_column_int64(cur, 0) != req->version) {
+		if (c != NULL)
+			c->version = sqlite3_column_int64(cur, 0);
+		r = CV_ERR_ALREADY_RENEWED;
+		goto out;
+	}
+	r = store_column_text(cur, 1, &fp);
+	if (r < 0)
+		goto out;
+	if (strcmp(fp, next->sha256_fingerprint) == 0) {
+		if (c != NULL)
+			c->version = req->version;
+		r = CV_ERR_SAME_CERTIFICATE;
+		goto out;
+	}
+	if (req->kind == CV_END_RENEWED) {
+		/* Going back to an earlier certificate is not a renewal. */
+		rc = sqlite3_bind_int64(older, 1, req->id);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(older, 2, next->sha256_fingerprint);
+		if (rc == SQLITE_OK && (rc = sqlite3_step(older)) == SQLITE_ROW)
+			rc = SQLITE_OK;
+		if (rc != SQLITE_OK) {
+			r = store_err(rc);
+			goto out;
+		}
+		if (sqlite3_column_type(older, 0) != SQLITE_NULL) {
+			if (c != NULL)
+				c->version = sqlite3_column_int64(older, 0);
+			r = CV_ERR_SAME_CERTIFICATE;
+			goto out;
+		}
+	}
+	/* Every service using it must stay covered. */
+	while ((rc = sqlite3_step(users)) == SQLITE_ROW) {
+		n_users++;
+		r = store_copy_text(users, 1, service, sizeof(service));
+		if (r == 0)
+			r = store_load_strings(doms, sqlite3_column_int64(users, 0), &domains,
+					       &n_domains);
+		if (r == 0)
+			r = store_check_covered(next->domains, next->n_domains, domains, n_domains,
+						service, c);
+		store_strings_free(domains, n_domains);
+		domains = NULL;
+		n_domains = 0;
+		if (r < 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	if (req->kind == CV_END_RENEWED && n_users == 0) {
+		r = CV_ERR_NOT_IN_USE;
+		goto out;
+	}
+	r = 0;
+out:
+	sqlite3_finalize(cur);
+	sqlite3_finalize(users);
+	sqlite3_finalize(older);
+	sqlite3_finalize(doms);
+	return r;
+}
+
+int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supersede *req,
+				  struct cv_conflict *conflict)
+{
+	sqlite3 *db = store_borrow(store);
+	int r;
+
+	r = store_exec(db, "BEGIN");
+	if (r == 0)
+		r = supersede_checks(db, req, conflict);
+	r = store_finish(db, r);
+	store_return(store, db);
+	return r;
+}
+
+/* Runs sql with the supersede's values bound by name (those the statement has). */
+static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *req)
+{
+	const struct cv_cert_record *next = req->next;
+	sqlite3_stmt *stmt = NULL;
+	int rc, r, i, n;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	n = sqlite3_bind_parameter_count(stmt);
+	for (i = 1; rc == SQLITE_OK && i <= n; i++) {
+		const char *p = sqlite3_bind_parameter_name(stmt, i);
+
+		if (p == NULL)
+			rc = SQLITE_MISUSE;
+		else if (strcmp(p, ":id") == 0)
+			rc = sqlite3_bind_int64(stmt, i, req->id);
+		else if (strcmp(p, ":now") == 0)
+			rc = sqlite3_bind_int64(stmt, i, req->now);
+		else if (strcmp(p, ":ended") == 0)
+			rc = sqlite3_bind_int64(stmt, i, (int64_t)req->kind);
+		else if (strcmp(p, ":key_state") == 0)
+			rc = sqlite3_bind_int64(stmt, i, req->destroy_old_key ? CV_KEY_DESTROYING
+									      : CV_KEY_IN_TOKEN);
+		else if (strcmp(p, ":cert_der") == 0)
+			rc = sqlite3_bind_blob64(stmt, i, next->cert_der, next->cert_der_len,
+						 SQLITE_STATIC);
+		else if (strcmp(p, ":chain_pem") == 0)
+			rc = store_bind_text(stmt, i, next->chain_pem);
+		else if (strcmp(p, ":subject") == 0)
+			rc = store_bind_text(stmt, i, next->subject);
+		else if (strcmp(p, ":issuer") == 0)
+			rc = store_bind_text(stmt, i, next->issuer);
+		else if (strcmp(p, ":serial") == 0)
+			rc = store_bind_text(stmt, i, next->serial);
+		else if (strcmp(p, ":fp") == 0)
+			rc = store_bind_text(stmt, i, next->sha256_fingerprint);
+		else if (strcmp(p, ":key_desc") == 0)
+			rc = store_bind_text(stmt, i, next->key_description);
+		else if (strcmp(p, ":primary") == 0)
+			rc = store_bind_text(stmt, i, next->primary_domain);
+		else if (strcmp(p, ":not_before") == 0)
+			rc = sqlite3_bind_int64(stmt, i, next->not_before);
+		else if (strcmp(p, ":not_after") == 0)
+			rc = sqlite3_bind_int64(stmt, i, next->not_after);
+		else if (strcmp(p, ":key_id") == 0)
+			rc = sqlite3_bind_blob(stmt, i, next->key_id, (int)sizeof(next->key_id),
+					       SQLITE_STATIC);
+		else
+			rc = SQLITE_MISUSE; /* a statement below names a value not bound here */
+	}
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	r = rc == SQLITE_OK ? 0 : store_err(rc);
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *req,
+			    struct cv_conflict *conflict)
+{
+	/* The old version keeps everything but its domains, which only the current version
+	 * needs (for coverage, search and the list). */
+	static const char *const steps[] = {
+		"INSERT INTO certificate_versions (cert_id, version, cert_der, chain_pem,"
+		" subject, issuer, serial, sha256_fingerprint, key_description, not_before,"
+		" not_after, key_id, key_state, current_from, current_until, ended_by)"
+		" SELECT id, version, cert_der, chain_pem, subject, issuer, serial,"
+		" sha256_fingerprint, key_description, not_before, not_after, key_id,"
+		" :key_state, current_since, :now, :ended FROM certificates WHERE id = :id",
+		"UPDATE certificates SET cert_der = :cert_der, chain_pem = :chain_pem,"
+		" subject = :subject, issuer = :issuer, serial = :serial,"
+		" sha256_fingerprint = :fp, key_description = :key_desc, primary_domain = :primary,"
+		" not_before = :not_before, not_after = :not_after, key_id = :key_id,"
+		" version = version + 1, current_since = :now, updated_at = :now WHERE id = :id",
+		"DELETE FROM certificate_domains WHERE cert_id = :id",
+		"DELETE FROM key_journal WHERE key_id = :key_id",
+	};
+	sqlite3 *db = store_borrow(store);
+	size_t i;
+	int r;
+
+	/* IMMEDIATE: the checks hold at the writes; a racing supersede of the same version
+	 * waits here and then fails the version check. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r == 0)
+		r = supersede_checks(db, req, conflict);
+	for (i = 0; r == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
+		r = run_bound(db, steps[i], req);
+	if (r == 0)
+		r = store_insert_strings(db,
+					 "INSERT INTO certificate_domains (cert_id, position, domain)"
+					 " VALUES (?, ?, ?)",
+					 req->id, req->next->domains, req->next->n_domains);
+	r = store_finish(db, r);
+	store_return(store, db);
+	return r;
+}
+
+/* The columns a version is read from: certificates for the current one, certificate_versions
+ * for the others, each selecting them in this order. */
+static int read_version(sqlite3_stmt *stmt, struct cv_cert_version *v)
+{
+	const void *blob;
+	int r;
+
+	memset(v, 0, sizeof(*v));
+	v->version = sqlite3_column_int64(stmt, 0);
+	r = store_copy_text(stmt, 1, v->subject, sizeof(v->subject));
+	if (r == 0)
+		r = store_copy_text(stmt, 2, v->issuer, sizeof(v->issuer));
+	if (r == 0)
+		r = store_copy_text(stmt, 3, v->serial, sizeof(v->serial));
+	if (r == 0)
+		r = store_copy_text(stmt, 4, v->sha256_fingerprint, sizeof(v->sha256_fingerprint));
+	if (r == 0)
+		r = store_copy_text(stmt, 5, v->key_description, sizeof(v->key_description));
+	if (r < 0)
+		return r;
+	v->not_before = sqlite3_column_int64(stmt, 6);
+	v->not_after = sqlite3_column_int64(stmt, 7);
+	blob = sqlite3_column_blob(stmt, 8);
+	if (blob == NULL || sqlite3_column_bytes(stmt, 8) != (int)sizeof(v->key_id))
+		return CV_ERR_DB;
+	memcpy(v->key_id, blob, sizeof(v->key_id));
+	v->key_state = (enum cv_key_state)sqlite3_column_int64(stmt, 9);
+	v->current_from = sqlite3_column_int64(stmt, 10);
+	v->current_until = sqlite3_column_int64(stmt, 11);
+	v->ended_by = (enum cv_version_end)sqlite3_column_int64(stmt, 12);
+	return 0;
+}
+
+int cv_store_cert_versions(struct cv_store *store, int64_t id,
+			   struct cv_cert_version **ret_versions, size_t *ret_n)
+{
+	static const char sql[] =
+		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
+		" not_before, not_after, key_id, 0, current_since, 0, 0"
+		" FROM certificates WHERE id = ?1"
+		" UNION ALL "
+		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
+		" not_before, not_after, key_id, key_state, current_from, current_until, ended_by"
+		" FROM certificate_versions WHERE cert_id = ?1"
+		" ORDER BY 1 DESC";
+	sqlite3 *db = store_borrow(store);
+	struct cv_cert_version *v = NULL, *grown;
+	sqlite3_stmt *stmt = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	/* One statement is one read snapshot: the current row and the history agree. */
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap == 0 ? 4 : 2 * cap;
+			grown = realloc(v, cap * sizeof(*grown));
+			if (grown == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			v = grown;
+		}
+		r = read_version(stmt, &v[n]);
+		if (r < 0)
+			goto out;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	/* The current row comes first (the highest version); none means no certificate. */
+	if (n == 0 || v[0].ended_by != CV_END_NONE) {
+		r = CV_ERR_NOT_FOUND;
+		goto out;
+	}
+	*ret_versions = v;
+	*ret_n = n;
+	v = NULL;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	free(v);
+	return r;
+}
+
+/* Runs one statement with ?1 = a key id and ?2, ?3 = two integers (those it has). */
+static int key_statement(struct cv_store *store, const char *sql, const uint8_t *key_id,
+			 int64_t a, int64_t b)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r, n;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(stmt, 1, key_id, CV_TOKEN_ID_LEN, SQLITE_STATIC);
+	n = rc == SQLITE_OK ? sqlite3_bind_parameter_count(stmt) : 0;
+	if (rc == SQLITE_OK && n >= 2)
+		rc = sqlite3_bind_int64(stmt, 2, a);
+	if (rc == SQLITE_OK && n >= 3)
+		rc = sqlite3_bind_int64(stmt, 3, b);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_key_journal_add(struct cv_store *store, const uint8_t *key_id, int64_t cert_id,
+			     int64_t now)
+{
+	return key_statement(store,
+			     "INSERT INTO key_journal (key_id, cert_id, created_at) VALUES (?1, ?2, ?3)",
+			     key_id, cert_id, now);
+}
+
+int cv_store_key_journal_remove(struct cv_store *store, const uint8_t *key_id)
+{
+	return key_statement(store, "DELETE FROM key_journal WHERE key_id = ?1", key_id, 0, 0);
+}
+
+int cv_store_version_key_destroyed(struct cv_store *store, const uint8_t *key_id)
+{
+	return key_statement(store,
+			     "UPDATE certificate_versions SET key_state = 2 WHERE key_id = ?1",
+			     key_id, 0, 0);
+}
+
+int cv_store_keys_unsettled_foreach(struct cv_store *store,
+				    int (*fn)(const uint8_t *key_id, int in_journal, void *arg),
+				    void *arg)
+{
+	/* A journal row whose key a certificate or version holds was made current; the
+	 * transaction that did so removes the row, so this finds none unless the database
+	 * was edited, and then the key is in use and must stay. */
+	static const char forget_used[] =
+		"DELETE FROM key_journal WHERE key_id IN (SELECT key_id FROM certificates"
+		" UNION ALL SELECT key_id FROM certificate_versions)";
+	static const char sql[] =
+		"SELECT key_id, 1 FROM key_journal"
+		" UNION ALL "
+		"SELECT key_id, 0 FROM certificate_versions WHERE key_state = 1";
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
+	int *journal = NULL, *grown_j;
+	size_t n = 0, cap = 0, i;
+	int rc, r, held = 1;
+
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r == 0)
+		r = store_exec(db, forget_used);
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN) {
+			r = CV_ERR_DB;
+			goto out;
+		}
+		if (n == cap) {
+			cap = cap == 0 ? 8 : 2 * cap;
+			grown = realloc(ids, cap * sizeof(*grown));
+			if (grown == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			ids = grown;
+			grown_j = realloc(journal, cap * sizeof(*grown_j));
+			if (grown_j == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			journal = grown_j;
+		}
+		memcpy(ids[n], sqlite3_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
+		journal[n] = sqlite3_column_int(stmt, 1);
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	sqlite3_finalize(stmt);
+	stmt = NULL;
+	/* Give the connection back before fn: it writes through the pool. */
+	r = store_finish(db, 0);
+	store_return(store, db);
+	held = 0;
+	for (i = 0; r == 0 && i < n; i++)
+		r = fn(ids[i], journal[i], arg);
+out:
+	if (held) {
+		sqlite3_finalize(stmt);
+		r = store_finish(db, r);
+		store_return(store, db);
+	}
+	free(ids);
+	free(journal);
+	return r;
+}

@@ -1,0 +1,24 @@
+/* vault: what the files of src/vault share. Not included outside src/vault. */
+#ifndef CERTVAULT_VAULT_INTERNAL_H
+#define CERTVAULT_VAULT_INTERNAL_H
+
+#include "certvault/vault.h"
+
+/* The name rule, with the one message every use case gives for it. */
+int vault_check_name(const char *name, struct cv_errmsg *err);
+
+/* Reads the active certificate of this name, with the messages every use case gives. */
+int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,
+		 struct cv_errmsg *err);
+
+/* Parses and checks everything a client sent for an import, renew or replace, and makes the
+ * record to store (a fresh random key id; name and description from req) with the key to
+ * put in the token. Returns 0 or the first check's error with its message. */
+int vault_material_check(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
+			 struct cv_errmsg *err);
+
+/* Destroys a key, a missing one counting as destroyed. */
+int vault_key_destroy(struct cv_vault *v, const uint8_t *key_id, struct cv_errmsg *err);
+
+#endif

@@ -1,0 +1,172 @@
+/* Service use cases: create, change, delete, bind a certificate, unbind. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "certvault/util.h"
+#include "internal.h"
+
+/* The messages of a NOT_FOUND from the store, which says what was missing. */
+static int missing(int r, const struct cv_conflict *c, const char *service,
+		   const char *certificate, struct cv_errmsg *err)
+{
+	if (strcmp(c->detail, "certificate") == 0 && certificate != NULL)
+		return cv_errmsg_set(err, r, "no certificate named %s", certificate);
+	if (strcmp(c->detail, "certificate") == 0)
+		return cv_errmsg_set(err, r, "service %s uses no certificate", service);
+	return cv_errmsg_set(err, r, "no service named %s", service);
+}
+
+static int not_covered(int r, const struct cv_conflict *c, const char *certificate,
+		       struct cv_errmsg *err)
+{
+	if (certificate != NULL)
+		return cv_errmsg_set(err, r, "certificate %s does not cover %s (service %s)",
+				     certificate, c->detail, c->service);
+	return cv_errmsg_set(err, r,
+			     "the certificate service %s uses does not cover %s: bind one that"
+			     " does first",
+			     c->service, c->detail);
+}
+
+int cv_vault_service_put(struct cv_vault *v, const struct cv_service_request *req, int64_t now,
+			 int *ret_created, struct cv_errmsg *err)
+{
+	struct cv_service_record svc = { 0 };
+	struct cv_conflict conflict = { "", "", 0 };
+	size_t i, j;
+	int r;
+
+	r = vault_check_name(req->name, err);
+	if (r < 0)
+		return r;
+	if (req->environment == NULL || !cv_name_valid(req->environment))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "environment must be 1 to %d letters, digits or hyphens",
+				     CV_NAME_MAX);
+	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "description is longer than %d bytes",
+				     CV_DESCRIPTION_MAX);
+	if (req->n_domains == 0 || req->n_domains > CV_SERVICE_MAX_DOMAINS)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "a service has 1 to %d domains", CV_SERVICE_MAX_DOMAINS);
+	snprintf(svc.name, sizeof(svc.name), "%s", req->name);
+	snprintf(svc.environment, sizeof(svc.environment), "%s", req->environment);
+	svc.description = (char *)(req->description != NULL ? req->description : "");
+	svc.domains = calloc(req->n_domains, sizeof(*svc.domains));
+	if (svc.domains == NULL)
+		return CV_ERR_NOMEM;
+	for (i = 0; i < req->n_domains; i++) {
+		char canonical[CV_DNS_NAME_MAX + 1];
+		struct cv_errmsg why;
+
+		r = cv_x509_domain_normalize(req->domains[i], canonical, sizeof(canonical), &why);
+		if (r < 0) {
+			cv_errmsg_set(err, r, "domain %zu: %s", i + 1, why.text);
+			goto out;
+		}
+		for (j = 0; j < i; j++) {
+			if (strcmp(svc.domains[j], canonical) == 0) {
+				r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+						  "domain %s is listed twice", canonical);
+				goto out;
+			}
+		}
+		svc.domains[i] = strdup(canonical);
+		if (svc.domains[i] == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		svc.n_domains++;
+	}
+	r = cv_store_service_put(v->store, &svc, now, ret_created, &conflict);
+	if (r == CV_ERR_DOMAIN_NOT_COVERED)
+		not_covered(r, &conflict, NULL, err);
+	else if (r < 0)
+		cv_errmsg_set(err, r, "the database refused the service");
+out:
+	for (i = 0; i < svc.n_domains; i++)
+		free(svc.domains[i]);
+	free(svc.domains);
+	return r;
+}
+
+int cv_vault_service_get(struct cv_vault *v, const char *name,
+			 struct cv_service_record **ret_svc, struct cv_errmsg *err)
+{
+	int r;
+
+	r = vault_check_name(name, err);
+	if (r < 0)
+		return r;
+	r = cv_store_service_get(v->store, name, ret_svc);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "no service named %s", name);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+int cv_vault_service_delete(struct cv_vault *v, const char *name, struct cv_errmsg *err)
+{
+	int r;
+
+	r = vault_check_name(name, err);
+	if (r < 0)
+		return r;
+	r = cv_store_service_remove(v->store, name);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "no service named %s", name);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database refused the deletion");
+	return 0;
+}
+
+int cv_vault_service_bind(struct cv_vault *v, const char *name, const char *certificate,
+			  int64_t now, struct cv_errmsg *err)
+{
+	struct cv_conflict conflict = { "", "", 0 };
+	int r;
+
+	r = vault_check_name(name, err);
+	if (r == 0)
+		r = vault_check_name(certificate, err);
+	if (r < 0)
+		return r;
+	r = cv_store_service_bind(v->store, name, certificate, now, &conflict);
+	if (r == CV_ERR_NOT_FOUND)
+		return missing(r, &conflict, name, certificate, err);
+	if (r == CV_ERR_DOMAIN_NOT_COVERED)
+		return not_covered(r, &conflict, certificate, err);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database refused the binding");
+	return 0;
+}
+
+int cv_vault_service_unbind(struct cv_vault *v, const char *name, int64_t now,
+			    struct cv_errmsg *err)
+{
+	struct cv_conflict conflict = { "", "", 0 };
+	int r;
+
+	r = vault_check_name(name, err);
+	if (r < 0)
+		return r;
+	r = cv_store_service_unbind(v->store, name, now, &conflict);
+	if (r == CV_ERR_NOT_FOUND)
+		return missing(r, &conflict, name, NULL, err);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database refused the change");
+	return 0;
+}
+
+int cv_vault_service_list(struct cv_vault *v, const struct cv_service_filter *filter,
+			  struct cv_service_page **ret_page, struct cv_errmsg *err)
+{
+	int r;
+
+	r = cv_store_service_list(v->store, filter, ret_page);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
