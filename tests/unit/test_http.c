@@ -180,6 +180,118 @@ static void test_query_checks(void **state)
 	cv_response_release(&res);
 }
 
+/* Refusals of the services and renewal routes that come before any use case runs. */
+static void test_services_and_renewal_refusals(void **state)
+{
+	static const struct {
+		const char *method, *path, *body, *if_match;
+		int status;
+		const char *code;
+		const char *message;
+	} cases[] = {
+		{ "PUT", "/v1/services/shop", "{\"environment\":\"prod\"}", NULL, 400, "bad_request",
+		  "\"domains\" is required" },
+		{ "PUT", "/v1/services/shop", "{\"environment\":\"prod\",\"domains\":\"a.example\"}",
+		  NULL, 400, "bad_request", "\"domains\" is required" },
+		{ "PUT", "/v1/services/shop", "{\"environment\":\"prod\",\"domains\":[]}", NULL, 400,
+		  "bad_request", "1 to 100 domains" },
+		{ "PUT", "/v1/services/shop", "{\"environment\":\"prod\",\"domains\":[7]}", NULL,
+		  400, "bad_request", "domain 1 must be" },
+		{ "PUT", "/v1/services/shop", "{\"environment\":\"prod\",\"domains\":[\"a.example\","
+		  "\"a b.example\"]}", NULL, 400, "bad_request", "domain 2: " },
+		{ "PUT", "/v1/services/shop", "{\"environment\":\"prod\",\"domains\":[\"a.example\","
+		  "\"A.Example.\"]}", NULL, 400, "bad_request", "listed twice" },
+		{ "PUT", "/v1/services/shop", "{\"environment\":\"pr od\",\"domains\":[\"a.example\"]}",
+		  NULL, 400, "bad_request", "environment" },
+		{ "PUT", "/v1/services/shop", "{\"domains\":[\"a.example\"]}", NULL, 400,
+		  "bad_request", "\"environment\" is required" },
+		{ "PUT", "/v1/services/shop", "{\"environment\":\"p\",\"domains\":[\"a.example\"],"
+		  "\"certificate\":\"web\"}", NULL, 400, "bad_request", "unknown member" },
+		{ "PUT", "/v1/services/sh%op", "{\"environment\":\"p\",\"domains\":[\"a.example\"]}",
+		  NULL, 400, "invalid_name", "letters, digits or hyphens" },
+		{ "PUT", "/v1/services/shop/certificate", "{}", NULL, 400, "bad_request",
+		  "\"certificate\" is required" },
+		{ "PUT", "/v1/services/shop/certificate", "{\"certificate\":\"a/b\"}", NULL, 400,
+		  "invalid_name", "letters" },
+		{ "POST", "/v1/certificates/web/renew", "{\"certificate\":\"x\"}", NULL, 400,
+		  "bad_request", "\"private_key\" is required" },
+		{ "POST", "/v1/certificates/web/renew", "{\"name\":\"x\"}", NULL, 400, "bad_request",
+		  "unknown member \"name\"" },
+		{ "POST", "/v1/certificates/web/renew",
+		  "{\"certificate\":\"x\",\"private_key\":\"y\",\"version\":\"1\"}", NULL, 400,
+		  "bad_request", "positive integer" },
+		{ "POST", "/v1/certificates/web/replace",
+		  "{\"certificate\":\"x\",\"private_key\":\"y\",\"version\":0}", NULL, 400,
+		  "bad_request", "positive integer" },
+		{ "POST", "/v1/certificates/web/renew", "{\"certificate\":\"x\",\"private_key\":\"y\"}",
+		  "*", 412, "precondition_failed", "If-Match" },
+		{ "POST", "/v1/certificates/web/renew", "{\"certificate\":\"x\",\"private_key\":\"y\"}",
+		  "W/\"1-0011223344556677\"", 412, "precondition_failed", "If-Match" },
+		{ "POST", "/v1/certificates/web/renew", "{\"certificate\":\"x\",\"private_key\":\"y\"}",
+		  "\"1-00112233\"", 412, "precondition_failed", "If-Match" },
+		{ "POST", "/v1/certificates/web/renew", "{\"certificate\":\"x\",\"private_key\":\"y\"}",
+		  "\"0-0011223344556677\"", 412, "precondition_failed", "If-Match" },
+		{ "POST", "/v1/certificates/web/renew",
+		  "{\"certificate\":\"x\",\"private_key\":\"y\",\"version\":2}",
+		  "\"1-0011223344556677\"", 400, "bad_request", "different versions" },
+		{ "PATCH", "/v1/certificates/web", "{\"certificate\":\"x\"}", NULL, 400,
+		  "bad_request", "/renew or /replace" },
+		{ "PATCH", "/v1/certificates/web", "{\"name\":\"x\"}", NULL, 400, "bad_request",
+		  "the name never does" },
+	};
+	struct cv_request req;
+	struct cv_response res;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		request(&req, cases[i].method, cases[i].path, cases[i].body);
+		req.if_match = cases[i].if_match;
+		cv_http_dispatch(&app, &req, 0, &res);
+		if (res.status != cases[i].status || strcmp(error_code(&res), cases[i].code) != 0 ||
+		    strstr(error_message(&res), cases[i].message) == NULL)
+			fail_msg("case %zu: %d %s \"%s\"", i, res.status, error_code(&res),
+				 error_message(&res));
+		cv_response_release(&res);
+	}
+}
+
+static void test_list_filter_refusals(void **state)
+{
+	static const struct {
+		const char *key, *value, *message;
+	} cases[] = {
+		{ "in_use", "yes", "in_use must be true or false" },
+		{ "in_use", "", "in_use must be true or false" },
+		{ "domain", "a..example", "domain: " },
+		{ "domain", "10.0.0.1", "IP address" },
+		{ "limit", "0", "limit must be from 1 to 1000" },
+	};
+	struct cv_request req;
+	struct cv_response res;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		request(&req, "GET", "/v1/certificates", NULL);
+		req.n_query = 1;
+		req.query[0].key = cases[i].key;
+		req.query[0].value = cases[i].value;
+		cv_http_dispatch(&app, &req, 0, &res);
+		assert_int_equal(res.status, 400);
+		if (strstr(error_message(&res), cases[i].message) == NULL)
+			fail_msg("case %zu: \"%s\"", i, error_message(&res));
+		cv_response_release(&res);
+	}
+	request(&req, "GET", "/v1/services", NULL);
+	req.n_query = 1;
+	req.query[0].key = "limit";
+	req.query[0].value = "1001";
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	cv_response_release(&res);
+}
+
 static void test_error_table_is_complete(void **state)
 {
 	int e;
@@ -207,6 +319,8 @@ int main(void)
 		cmocka_unit_test(test_import_body_refusals),
 		cmocka_unit_test(test_query_checks),
 		cmocka_unit_test(test_error_table_is_complete),
+		cmocka_unit_test(test_services_and_renewal_refusals),
+		cmocka_unit_test(test_list_filter_refusals),
 	};
 	struct cv_errmsg err;
 	int failed;
