@@ -614,11 +614,12 @@ static const char q_where[] =
 	" AND (name LIKE :q ESCAPE '\\' OR id IN (SELECT cert_id FROM certificate_domains"
 	" WHERE domain LIKE :q ESCAPE '\\'))";
 
-/* In use: a service names the certificate (services_cert answers from the index). */
+/* In use: a service names the certificate. Not correlated, so SQLite reads services_cert
+ * once into a temporary index rather than once per row walked. */
 static const char in_use_where[] =
-	" AND EXISTS (SELECT 1 FROM services WHERE cert_id = certificates.id)";
+	" AND id IN (SELECT cert_id FROM services WHERE cert_id IS NOT NULL)";
 static const char not_in_use_where[] =
-	" AND NOT EXISTS (SELECT 1 FROM services WHERE cert_id = certificates.id)";
+	" AND id NOT IN (SELECT cert_id FROM services WHERE cert_id IS NOT NULL)";
 /* A domain: the certificates naming it or the wildcard that covers it, looked up once in
  * certificate_domains_domain. */
 static const char domain_where[] =
@@ -666,7 +667,10 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 	 * INDEXED BY keeps the walk in name order whatever the filter: left to itself the
 	 * planner takes the not_after range for "expired" and sorts half the table (150 ms
 	 * at 100,000 rows), where walking names stops after limit + 1 matches and costs at
-	 * worst one pass over the index, judged without reading the table. */
+	 * worst one pass over the index, judged without reading the table. A domain names
+	 * few certificates: NOT INDEXED makes SQLite look them up by rowid from
+	 * certificate_domains_domain and sort those (0.05 ms at 100,000 rows), where the walk
+	 * would take 16 ms. */
 	char sql[1024];
 	struct cv_cert_page *page = NULL;
 	sqlite3_stmt *stmt = NULL, *doms = NULL;
@@ -681,9 +685,10 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 				    sizeof(status_where) / sizeof(status_where[0]))))
 		return CV_ERR_BAD_REQUEST;
 	n = snprintf(sql, sizeof(sql),
-		 "SELECT " COLS_LIST " FROM certificates INDEXED BY certificates_state_name"
+		 "SELECT " COLS_LIST " FROM certificates %s"
 		 " WHERE state = 1%s%s%s%s%s"
 		 " ORDER BY name LIMIT :limit",
+		 filter->domain != NULL ? "NOT INDEXED" : "INDEXED BY certificates_state_name",
 		 filter->after != NULL ? " AND name > :after" : "",
 		 filter->has_status ? status_where[filter->status] : "",
 		 filter->q != NULL ? q_where : "",
@@ -789,8 +794,9 @@ int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_second
 		" AND not_after < :thr),"
 		" count(*) FILTER (WHERE not_before <= :now AND not_after < :now),"
 		" count(*) FILTER (WHERE not_before > :now),"
-		" count(*) FILTER (WHERE EXISTS (SELECT 1 FROM services"
-		" WHERE cert_id = certificates.id))"
+		/* Only an active certificate can be bound, so the distinct certificates of
+		 * services_cert are the ones in use: a cost of the services, not of every row. */
+		" (SELECT count(DISTINCT cert_id) FROM services WHERE cert_id IS NOT NULL)"
 		" FROM certificates WHERE state = 1";
 	sqlite3 *db = store_borrow(store);
 	sqlite3_stmt *stmt = NULL;
