@@ -475,15 +475,9 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(stmt);
-	if (rc == SQLITE_DONE) {
-		r = CV_ERR_NOT_FOUND;
+	r = store_step_one(stmt);
+	if (r < 0)
 		goto out;
-	}
-	if (rc != SQLITE_ROW) {
-		r = store_err(rc);
-		goto out;
-	}
 	r = read_row(stmt, 1, &rec);
 	if (r < 0)
 		goto out;

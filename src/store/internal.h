@@ -40,6 +40,8 @@ int store_finish(sqlite3 *db, int r);
 int store_column_text(sqlite3_stmt *stmt, int col, const char **ret);
 int store_copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size);
 int store_dup_text(sqlite3_stmt *stmt, int col, char **ret);
+/* Steps a query that gives one row: 0 on the row, CV_ERR_NOT_FOUND when none, or CV_ERR_DB. */
+int store_step_one(sqlite3_stmt *stmt);
 /* Binds s (NULL as ""), borrowed until the statement is reset. */
 int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
 

@@ -43,6 +43,15 @@ int store_dup_text(sqlite3_stmt *stmt, int col, char **ret)
 	return *ret == NULL ? CV_ERR_NOMEM : 0;
 }
 
+int store_step_one(sqlite3_stmt *stmt)
+{
+	int rc = sqlite3_step(stmt);
+
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? CV_ERR_NOT_FOUND : store_err(rc);
+}
+
 int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s)
 {
 	return sqlite3_bind_text(stmt, idx, s != NULL ? s : "", -1, SQLITE_STATIC);

@@ -98,15 +98,9 @@ static int lookup_id(sqlite3 *db, const char *sql, const char *a, int64_t *ret, 
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(stmt);
-	if (rc == SQLITE_DONE) {
-		r = CV_ERR_NOT_FOUND;
+	r = store_step_one(stmt);
+	if (r < 0)
 		goto out;
-	}
-	if (rc != SQLITE_ROW) {
-		r = store_err(rc);
-		goto out;
-	}
 	if (ret_null != NULL)
 		*ret_null = sqlite3_column_type(stmt, 0) == SQLITE_NULL;
 	*ret = sqlite3_column_int64(stmt, 0);
@@ -238,12 +232,8 @@ int cv_store_service_get(struct cv_store *store, const char *name,
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(stmt);
-	if (rc == SQLITE_DONE)
-		r = CV_ERR_NOT_FOUND;
-	else if (rc != SQLITE_ROW)
-		r = store_err(rc);
-	else
+	r = store_step_one(stmt);
+	if (r == 0)
 		r = read_service(stmt, doms, ret_svc);
 out:
 	sqlite3_finalize(stmt);

@@ -40,15 +40,9 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(cur);
-	if (rc == SQLITE_DONE) {
-		r = CV_ERR_NOT_FOUND;
+	r = store_step_one(cur);
+	if (r < 0)
 		goto out;
-	}
-	if (rc != SQLITE_ROW) {
-		r = store_err(rc);
-		goto out;
-	}
 	if (sqlite3_column_int64(cur, 0) != req->version) {
 		if (c != NULL)
 			c->version = sqlite3_column_int64(cur, 0);
