@@ -34,7 +34,10 @@ enum cv_err {
 	CV_ERR_ALREADY_RENEWED = -26,  /* the version named is no longer the current one */
 	CV_ERR_PRECONDITION = -27,     /* a version or If-Match that names no version */
 	CV_ERR_SAME_CERTIFICATE = -28, /* renew/replace with a certificate the entry already had */
-	CV_ERR__LAST = -29
+	CV_ERR_JWK_CHOICE_REQUIRED = -29,/* JWKs are linked: the caller must say what happens to them */
+	CV_ERR_UNREACHABLE = -30,      /* a remote endpoint could not be reached or spoke no TLS */
+	CV_ERR_NOT_CA = -31,           /* a truststore entry that is not a CA certificate */
+	CV_ERR__LAST = -32
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

@@ -39,6 +39,7 @@ struct cv_request {
 	int query_overflow;               /* more arguments than CV_HTTP_MAX_QUERY */
 	const char *content_type;         /* NULL when absent */
 	const char *if_match;             /* the If-Match header, NULL when absent */
+	const char *if_none_match;        /* the If-None-Match header, NULL when absent */
 	const char *body;                 /* NUL-terminated; NULL when there is none */
 	size_t body_len;
 	int64_t now;                      /* the request's clock, seconds since the epoch */
@@ -53,6 +54,7 @@ struct cv_response {
 	const char *content_type;         /* static; for raw */
 	char disposition[128];            /* Content-Disposition, "" for none */
 	char etag[64];                    /* ETag, quoted; "" for none */
+	const char *cache_control;        /* static; NULL: "no-store" */
 };
 void cv_response_release(struct cv_response *res);
 

@@ -93,10 +93,23 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 /* Makes a pending row active, or a deleting row active again (the undo of a delete whose key
  * the token would not destroy). Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_cert_activate(struct cv_store *store, int64_t id);
-/* Marks an active row 'deleting', unless services use it: CV_ERR_IN_USE with their names in
- * conflict->detail. Returns 0, CV_ERR_IN_USE, CV_ERR_NOT_FOUND or CV_ERR_DB. */
-int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id, struct cv_conflict *conflict);
-/* Removes the row (any state), its domains and its versions. Returns 0, CV_ERR_NOT_FOUND or
+/* What happens to the JWKs linked to a certificate that is renewed, replaced or deleted. */
+enum cv_jwk_action {
+	CV_JWK_ACTION_NONE = 0,    /* none given: refused while JWKs are linked */
+	CV_JWK_ACTION_UPDATE,      /* they follow the new version (renew and replace) */
+	CV_JWK_ACTION_DISCONNECT,  /* they keep their content and lose the link */
+	CV_JWK_ACTION_DELETE,      /* they go with the certificate (delete) */
+};
+
+/* Marks an active row 'deleting', unless services use it (CV_ERR_IN_USE with their names in
+ * conflict->detail) or JWKs are linked to it and jwk_action is NONE (CV_ERR_JWK_CHOICE_REQUIRED
+ * with their kids in conflict->detail). The choice (DELETE or DISCONNECT) is kept with the
+ * row and carried out by cv_store_cert_remove. Returns 0, those errors, CV_ERR_NOT_FOUND or
+ * CV_ERR_DB. */
+int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
+				enum cv_jwk_action jwk_action, struct cv_conflict *conflict);
+/* Removes the row (any state), its domains and its versions, and deletes or disconnects its
+ * JWKs as the mark said (disconnects when there was no mark). Returns 0, CV_ERR_NOT_FOUND or
  * CV_ERR_DB. */
 int cv_store_cert_remove(struct cv_store *store, int64_t id);
 
@@ -192,10 +205,20 @@ struct cv_supersede {
 	int destroy_old_key;       /* leave the old key 'destroying' for the caller to destroy */
 	const struct cv_cert_record *next; /* certificate, chain, fields, domains, key_id */
 	int64_t now;
+	/* The JWKs linked to the certificate as the caller read them (kids), and its choice.
+	 * With UPDATE, new_jwks[i] (public JSON, kid new_kids[i]) replaces linked[i]: in place
+	 * when the kid is the same, else as a new active JWK, the old one superseded. */
+	enum cv_jwk_action jwk_action;
+	size_t n_linked;
+	char (*linked)[44];
+	char (*new_kids)[44];
+	char *const *new_jwks;
 };
 /* The checks of a supersede, in a read transaction, in this order: the certificate is active
  * (CV_ERR_NOT_FOUND); req->version is current (CV_ERR_ALREADY_RENEWED); a renewal needs a
- * service using it (CV_ERR_NOT_IN_USE); next is not the current certificate, nor for a
+ * service using it (CV_ERR_NOT_IN_USE); the JWKs linked to it are exactly req->linked and,
+ * when there are any, a choice was made (else CV_ERR_JWK_CHOICE_REQUIRED, their kids in
+ * conflict->detail); next is not the current certificate, nor for a
  * renewal any earlier one (CV_ERR_SAME_CERTIFICATE, conflict->version); next's domains cover
  * every domain of every service using it (CV_ERR_DOMAIN_NOT_COVERED, conflict->service and
  * detail). Returns 0 when all pass, or CV_ERR_DB. */
@@ -282,5 +305,70 @@ void cv_store_service_page_free(struct cv_service_page *page);
 /* One page of services in name order. Returns 0, CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
 int cv_store_service_list(struct cv_store *store, const struct cv_service_filter *filter,
 			  struct cv_service_page **ret_page);
+
+/* JWKs. */
+enum cv_jwk_state {
+	CV_JWK_ACTIVE = 1,         /* in the public JWKS */
+	CV_JWK_SUPERSEDED = 2,     /* replaced by superseded_by when its certificate was renewed */
+};
+struct cv_jwk_record {
+	char kid[44];
+	int64_t cert_id;           /* the certificate it is linked to; 0 when not linked */
+	char cert_name[65];        /* the certificate it was made from (kept when unlinked) */
+	int64_t cert_version;      /* and that certificate's version */
+	char use[8];
+	char alg[16];
+	char *jwk;                 /* the public JWK as JSON text, owned */
+	enum cv_jwk_state state;
+	char superseded_by[44];    /* "" unless superseded */
+	int64_t created_at;
+	int64_t updated_at;
+};
+void cv_store_jwk_free(struct cv_jwk_record *rec);
+/* Frees an array of n records (their members, then the array). */
+void cv_store_jwks_free(struct cv_jwk_record *recs, size_t n);
+
+/* Adds an active JWK linked to the active certificate rec->cert_id, which must still be at
+ * rec->cert_version. Returns 0, CV_ERR_NAME_TAKEN (that kid exists), CV_ERR_NOT_FOUND (no
+ * such active certificate), CV_ERR_ALREADY_RENEWED (it moved on) or CV_ERR_DB. */
+int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec);
+/* Reads one JWK. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_record **ret_rec);
+/* Removes one JWK. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_jwk_remove(struct cv_store *store, const char *kid);
+/* The active JWKs, oldest first (the JWKS document), or those linked to the certificate
+ * cert_id when it is not 0. Returns 0 (*ret_recs the caller's), CV_ERR_DB. */
+int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_record **ret_recs,
+		      size_t *ret_n);
+
+/* The truststore: CA certificates under an alias. */
+struct cv_trust_record {
+	int64_t id;
+	char alias[65];
+	unsigned char *cert_der;
+	size_t cert_der_len;
+	char subject[512];
+	char issuer[512];
+	char serial[100];
+	char sha256_fingerprint[96];
+	char key_description[32];
+	int64_t not_before;
+	int64_t not_after;
+	char source[300];          /* "upload", or the URL it was fetched from */
+	int64_t created_at;
+};
+/* Frees an array of n records. */
+void cv_store_trust_free(struct cv_trust_record *recs, size_t n);
+/* Adds every entry in one transaction, or none: CV_ERR_NAME_TAKEN (conflict->detail the
+ * alias), CV_ERR_SAME_CERTIFICATE (already trusted: conflict->detail the alias it has).
+ * Returns 0, those, or CV_ERR_DB. */
+int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *recs, size_t n,
+			  struct cv_conflict *conflict);
+/* One entry, or every entry in alias order (alias NULL). 0 (*ret_recs the caller's),
+ * CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_trust_get(struct cv_store *store, const char *alias,
+		       struct cv_trust_record **ret_recs, size_t *ret_n);
+/* Removes one entry. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_trust_remove(struct cv_store *store, const char *alias);
 
 #endif

@@ -85,9 +85,17 @@ int cv_vault_version_ref_parse(const char *tag, struct cv_version_ref *ret_ref);
  * of every service using it. Of racing supersedes of one version exactly one succeeds; the
  * others get CV_ERR_ALREADY_RENEWED and leave no key behind. *ret_previous is the version
  * superseded. On failure nothing changes. */
+struct cv_jwk_choice {
+	enum cv_jwk_action action; /* NONE when the caller said nothing */
+	const char *confirm;       /* UPDATE (and, for a delete, any choice) needs the name */
+};
 int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
 			    const struct cv_import_request *req, const struct cv_version_ref *ref,
-			    int64_t now, int64_t *ret_previous, struct cv_errmsg *err);
+			    const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+			    struct cv_errmsg *err);
+/* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
+ * CV_ERR_BAD_REQUEST. */
+int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);
 
 /* One version as the versions view shows it. */
 struct cv_version_view {
@@ -108,12 +116,14 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *description,
 			   int64_t now, struct cv_errmsg *err);
 
-/* Deletes a certificate: needs confirm == "delete" (else CV_ERR_CONFIRM_REQUIRED, nothing
- * changes) and no service using it (else CV_ERR_IN_USE naming them); marks the row, destroys
+/* Deletes a certificate: needs confirm == "delete" or its name (else CV_ERR_CONFIRM_REQUIRED,
+ * nothing changes) and no service using it (else CV_ERR_IN_USE naming them). With JWKs linked
+ * to it, jwk->action must be DELETE or DISCONNECT (else CV_ERR_JWK_CHOICE_REQUIRED naming
+ * them) and confirm its name; marks the row, destroys
  * the key of every version, removes the row and its versions. A token failure puts the row
  * back (the superseded keys already destroyed are recorded as such) and returns the token's
  * error. */
-int cv_vault_cert_delete(struct cv_vault *v, const char *name, const char *confirm,
+int cv_vault_cert_delete(struct cv_vault *v, const char *name, const struct cv_jwk_choice *jwk,
 			 struct cv_errmsg *err);
 
 /* Export formats of public material. */
@@ -122,8 +132,9 @@ enum cv_export_format {
 	CV_EXPORT_DER,
 	CV_EXPORT_CHAIN,
 	CV_EXPORT_PUBLIC_KEY,
+	CV_EXPORT_JWK,
 };
-/* Parses "pem", "der", "chain", "public-key". Returns 0 or CV_ERR_BAD_REQUEST. */
+/* Parses "pem", "der", "chain", "public-key", "jwk". Returns 0 or CV_ERR_BAD_REQUEST. */
 int cv_vault_export_format_parse(const char *s, enum cv_export_format *ret);
 
 /* Exports one certificate's public material: *ret_body (malloc'd, caller frees),
@@ -193,5 +204,23 @@ int cv_vault_service_unbind(struct cv_vault *v, const char *name, int64_t now,
 /* One page of services. 0 or CV_ERR_DB. */
 int cv_vault_service_list(struct cv_vault *v, const struct cv_service_filter *filter,
 			  struct cv_service_page **ret_page, struct cv_errmsg *err);
+
+/* JWKs. A JWK is made from a certificate's public key and stays linked to it. */
+/* Makes a JWK from the current version of a certificate (alg and use NULL for their
+ * defaults) and stores it linked. Returns 0 and *ret_rec (the caller's), CV_ERR_INVALID_NAME,
+ * CV_ERR_NOT_FOUND, CV_ERR_BAD_REQUEST (alg or use does not fit), CV_ERR_BAD_CHAIN,
+ * CV_ERR_NAME_TAKEN (that key is already a JWK), CV_ERR_DB. */
+int cv_vault_jwk_create(struct cv_vault *v, const char *certificate, const char *alg,
+			const char *use, int64_t now, struct cv_jwk_record **ret_rec,
+			struct cv_errmsg *err);
+/* Reads or deletes one JWK by kid. 0, CV_ERR_BAD_REQUEST (not a kid), CV_ERR_NOT_FOUND,
+ * CV_ERR_DB. */
+int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record **ret_rec,
+		     struct cv_errmsg *err);
+int cv_vault_jwk_delete(struct cv_vault *v, const char *kid, struct cv_errmsg *err);
+/* The public JWKS document of the active JWKs as compact JSON text (malloc'd) and a strong
+ * validator of it (a hash of the text, unquoted). 0, CV_ERR_DB, CV_ERR_NOMEM. */
+int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
+			   char ret_tag[65], struct cv_errmsg *err);
 
 #endif

@@ -34,6 +34,9 @@ static const char *const names[] = {
 	[-CV_ERR_ALREADY_RENEWED] = "version already renewed",
 	[-CV_ERR_PRECONDITION] = "precondition failed",
 	[-CV_ERR_SAME_CERTIFICATE] = "same certificate",
+	[-CV_ERR_JWK_CHOICE_REQUIRED] = "a choice for the linked JWKs is required",
+	[-CV_ERR_UNREACHABLE] = "endpoint unreachable",
+	[-CV_ERR_NOT_CA] = "not a CA certificate",
 };
 
 const char *cv_strerror(int err)

@@ -36,6 +36,9 @@ static const struct mapping table[] = {
 	[-CV_ERR_ALREADY_RENEWED] = { 409, "already_renewed" },
 	[-CV_ERR_PRECONDITION] = { 412, "precondition_failed" },
 	[-CV_ERR_SAME_CERTIFICATE] = { 409, "same_certificate" },
+	[-CV_ERR_JWK_CHOICE_REQUIRED] = { 409, "jwk_choice_required" },
+	[-CV_ERR_UNREACHABLE] = { 502, "endpoint_unreachable" },
+	[-CV_ERR_NOT_CA] = { 422, "not_a_ca" },
 };
 
 static const struct mapping *lookup(int err)

@@ -229,13 +229,19 @@ out:
 int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "confirm", NULL };
+	static const char *const allowed[] = { "confirm", "jwk_action", NULL };
+	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	int r;
 
 	r = req_query_check(req, allowed, 64, err);
 	if (r < 0)
 		return r;
-	r = cv_vault_cert_delete(&app->vault, req->params[0], req_query(req, "confirm"), err);
+	if (cv_vault_jwk_action_parse(req_query(req, "jwk_action"), &jwk.action) < 0 ||
+	    jwk.action == CV_JWK_ACTION_UPDATE)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "jwk_action must be delete or disconnect");
+	jwk.confirm = req_query(req, "confirm");
+	r = cv_vault_cert_delete(&app->vault, req->params[0], &jwk, err);
 	if (r < 0)
 		return r;
 	return res_json(res, 200, json_pack("{s:s, s:b}", "name", req->params[0], "deleted", 1));
@@ -250,6 +256,7 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 		[CV_EXPORT_DER] = ".der",
 		[CV_EXPORT_CHAIN] = "-chain.pem",
 		[CV_EXPORT_PUBLIC_KEY] = "-public-key.pem",
+		[CV_EXPORT_JWK] = ".jwk.json",
 	};
 	enum cv_export_format format;
 	int r;
@@ -259,7 +266,7 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 		return r;
 	if (cv_vault_export_format_parse(req_query(req, "format"), &format) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				     "format must be pem, der, chain or public-key");
+				     "format must be pem, der, chain, public-key or jwk");
 	r = cv_vault_cert_export(&app->vault, req->params[0], format, &res->raw, &res->raw_len,
 				 &res->content_type, err);
 	if (r < 0)
@@ -450,8 +457,11 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		     const struct cv_request *req, struct cv_response *res, struct cv_errmsg *err)
 {
 	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
-					       "encoding", "version", NULL };
+					       "encoding", "version", "jwk_action", "confirm",
+					       NULL };
+	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	struct cv_import_request in = { 0 };
+	const char *action;
 	struct cv_version_ref ref;
 	struct cv_cert_view *view = NULL;
 	json_t *body = NULL;
@@ -463,10 +473,21 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		r = material_members(body, &in, err);
 	if (r == 0)
 		r = version_ref(req, body, &ref, err);
+	if (r == 0)
+		r = json_string_member(body, "jwk_action", 0, 16, &action, NULL, err);
+	if (r == 0)
+		r = json_string_member(body, "confirm", 0, CV_NAME_MAX * 4, &jwk.confirm, NULL, err);
 	if (r < 0)
 		goto out;
+	if (cv_vault_jwk_action_parse(action, &jwk.action) < 0 ||
+	    jwk.action == CV_JWK_ACTION_DELETE) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				  "\"jwk_action\" must be update or disconnect");
+		goto out;
+	}
 	in.name = req->params[0];
-	r = cv_vault_cert_supersede(&app->vault, kind, &in, &ref, req->now, &previous, err);
+	r = cv_vault_cert_supersede(&app->vault, kind, &in, &ref, &jwk, req->now, &previous,
+				    err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, req->params[0], req->now, 200, res, &view, err);

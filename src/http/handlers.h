@@ -40,6 +40,14 @@ int h_service_delete(struct cv_app *app, const struct cv_request *req, struct cv
 		     struct cv_errmsg *err);
 int h_service_bind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err);
+int h_jwk_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err);
+int h_jwk_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	      struct cv_errmsg *err);
+int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err);
+int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
 int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err);
 

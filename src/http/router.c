@@ -37,6 +37,11 @@ static const struct cv_route routes[] = {
 	{ "DELETE", "/v1/services/{}", 0, h_service_delete },
 	{ "PUT", "/v1/services/{}/certificate", 4 * 1024, h_service_bind },
 	{ "DELETE", "/v1/services/{}/certificate", 0, h_service_unbind },
+	{ "POST", "/v1/jwks", 4 * 1024, h_jwk_create },
+	{ "GET", "/v1/jwks", 0, h_jwks_document },
+	{ "GET", "/.well-known/jwks.json", 0, h_jwks_document },
+	{ "GET", "/v1/jwks/{}", 0, h_jwk_get },
+	{ "DELETE", "/v1/jwks/{}", 0, h_jwk_delete },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))

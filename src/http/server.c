@@ -188,6 +188,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 							  MHD_HTTP_HEADER_CONTENT_TYPE);
 	x->req.if_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 						      MHD_HTTP_HEADER_IF_MATCH);
+	x->req.if_none_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							   MHD_HTTP_HEADER_IF_NONE_MATCH);
 	x->req.body = x->body;
 	x->req.body_len = x->len;
 	x->req.now = (int64_t)time(NULL);
@@ -211,7 +213,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	MHD_add_response_header(resp, "X-Request-Id", request_id);
 	if (res.etag[0] != '\0')
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, res.etag);
-	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	MHD_add_response_header(resp, "Cache-Control",
+				res.cache_control != NULL ? res.cache_control : "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	ret = MHD_queue_response(conn, (unsigned)res.status, resp);
 	MHD_destroy_response(resp);

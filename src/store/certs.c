@@ -372,8 +372,11 @@ int cv_store_cert_activate(struct cv_store *store, int64_t id)
 			    id);
 }
 
-int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id, struct cv_conflict *conflict)
+int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
+				enum cv_jwk_action jwk_action, struct cv_conflict *conflict)
 {
+	struct cv_jwk_record *jwks = NULL;
+	size_t n_jwks = 0;
 	sqlite3 *db = store_borrow(store);
 	sqlite3_stmt *stmt = NULL;
 	char **users = NULL;
@@ -402,9 +405,28 @@ int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id, struct cv_co
 		r = CV_ERR_IN_USE;
 		goto out;
 	}
-	r = change_on(db, "UPDATE certificates SET state = 2 WHERE id = ?1 AND state = 1", id);
+	r = store_jwk_list_on(db, id, &jwks, &n_jwks);
+	if (r < 0)
+		goto out;
+	if (n_jwks > 0 && jwk_action != CV_JWK_ACTION_DELETE &&
+	    jwk_action != CV_JWK_ACTION_DISCONNECT) {
+		if (conflict != NULL)
+			conflict->detail[0] = '\0';
+		for (i = 0; i < n_jwks; i++)
+			store_conflict_append(conflict, jwks[i].kid);
+		r = CV_ERR_JWK_CHOICE_REQUIRED;
+		goto out;
+	}
+	r = change_on(db,
+		      jwk_action == CV_JWK_ACTION_DELETE
+			      ? "UPDATE certificates SET state = 2, jwks_on_delete = 1"
+				" WHERE id = ?1 AND state = 1"
+			      : "UPDATE certificates SET state = 2, jwks_on_delete = 0"
+				" WHERE id = ?1 AND state = 1",
+		      id);
 out:
 	sqlite3_finalize(stmt);
+	cv_store_jwks_free(jwks, n_jwks);
 	store_strings_free(users, n);
 	r = store_finish(db, r);
 	store_return(store, db);
@@ -413,9 +435,23 @@ out:
 
 int cv_store_cert_remove(struct cv_store *store, int64_t id)
 {
-	/* The domains go with the row: ON DELETE CASCADE, foreign keys are on for every
-	 * connection. */
-	return change_by_id(store, "DELETE FROM certificates WHERE id = ?1", id);
+	sqlite3 *db = store_borrow(store);
+	int r;
+
+	/* The domains and versions go with the row (ON DELETE CASCADE; foreign keys are on for
+	 * every connection); its JWKs as the delete chose, else they lose the link (ON DELETE
+	 * SET NULL). */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r == 0)
+		r = store_run(db,
+			      "DELETE FROM jwks WHERE cert_id = ?1 AND (SELECT jwks_on_delete"
+			      " FROM certificates WHERE id = ?1) = 1",
+			      "i", id);
+	if (r == 0)
+		r = change_on(db, "DELETE FROM certificates WHERE id = ?1", id);
+	r = store_finish(db, r);
+	store_return(store, db);
+	return r;
 }
 
 int cv_store_cert_set_description(struct cv_store *store, const char *name,

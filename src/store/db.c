@@ -115,6 +115,46 @@ static const char *const migrations[] = {
 	" domain TEXT NOT NULL,"
 	" PRIMARY KEY (service_id, position)"
 	") STRICT, WITHOUT ROWID;",
+
+	/* v3: JWKs and the truststore.
+	 * A JWK is linked to the certificate it was made from (cert_id) until it is
+	 * disconnected; state 1 is active (in the public JWKS), 2 superseded by the JWK a
+	 * renewal made (superseded_by). The JWK itself is the public JSON as served.
+	 * certificates.jwks_on_delete keeps a delete's choice for its JWKs (0 disconnect,
+	 * 1 delete) from the mark to the removal, which the reconciler may be the one to do.
+	 * A truststore entry is one CA certificate under an alias; its fingerprint is unique so
+	 * the same CA is not trusted twice under two names. */
+	"ALTER TABLE certificates ADD COLUMN jwks_on_delete INTEGER NOT NULL DEFAULT 0"
+	" CHECK (jwks_on_delete IN (0, 1));"
+	"CREATE TABLE jwks ("
+	" kid TEXT PRIMARY KEY,"
+	" cert_id INTEGER REFERENCES certificates(id) ON DELETE SET NULL,"
+	" cert_version INTEGER NOT NULL,"
+	" cert_name TEXT NOT NULL,"
+	" use TEXT NOT NULL,"
+	" alg TEXT NOT NULL,"
+	" jwk TEXT NOT NULL,"
+	" state INTEGER NOT NULL CHECK (state IN (1, 2)),"
+	" superseded_by TEXT,"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE INDEX jwks_cert ON jwks(cert_id, state);"
+	"CREATE INDEX jwks_active ON jwks(state, created_at, kid);"
+	"CREATE TABLE truststore ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" alias TEXT NOT NULL UNIQUE,"
+	" cert_der BLOB NOT NULL,"
+	" subject TEXT NOT NULL,"
+	" issuer TEXT NOT NULL,"
+	" serial TEXT NOT NULL,"
+	" sha256_fingerprint TEXT NOT NULL UNIQUE,"
+	" key_description TEXT NOT NULL,"
+	" not_before INTEGER NOT NULL,"
+	" not_after INTEGER NOT NULL,"
+	" source TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL"
+	") STRICT;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

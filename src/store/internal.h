@@ -42,6 +42,9 @@ int store_copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size);
 int store_dup_text(sqlite3_stmt *stmt, int col, char **ret);
 /* Steps a query that gives one row: 0 on the row, CV_ERR_NOT_FOUND when none, or CV_ERR_DB. */
 int store_step_one(sqlite3_stmt *stmt);
+/* Runs one statement without rows, ?1..?n bound in order to the int64_t ('i') and text
+ * ('t') arguments kinds names. 0 or CV_ERR_DB. */
+int store_run(sqlite3 *db, const char *sql, const char *kinds, ...);
 /* Binds s (NULL as ""), borrowed until the statement is reset. */
 int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
 
@@ -58,6 +61,12 @@ void store_conflict_append(struct cv_conflict *c, const char *item);
  * and the domains left uncovered in c. */
 int store_check_covered(char *const *names, size_t n_names, char *const *domains,
 			size_t n_domains, const char *service, struct cv_conflict *c);
+
+/* JWK rows on a connection the caller holds (inside its transaction): the insert of
+ * cv_store_jwk_insert without its checks, and the list of cv_store_jwk_list. */
+int store_jwk_insert_on(sqlite3 *db, const struct cv_jwk_record *rec);
+int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_recs,
+		      size_t *ret_n);
 
 /* The domains of a certificate and of a service, in order (?1 = its id). */
 #define STORE_CERT_DOMAINS_SQL \

@@ -1,4 +1,5 @@
 /* store: reading columns and binding values, shared by the files of src/store. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,4 +176,27 @@ int store_check_covered(char *const *names, size_t n_names, char *const *domains
 		r = CV_ERR_DOMAIN_NOT_COVERED;
 	}
 	return r;
+}
+
+/* Runs sql with ?1..?n bound to the integers and texts given in order by kinds ('i' or
+ * 't'). */
+int store_run(sqlite3 *db, const char *sql, const char *kinds, ...)
+{
+	sqlite3_stmt *stmt = NULL;
+	va_list ap;
+	int rc, i;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	va_start(ap, kinds);
+	for (i = 0; rc == SQLITE_OK && kinds[i] != '\0'; i++) {
+		if (kinds[i] == 'i')
+			rc = sqlite3_bind_int64(stmt, i + 1, va_arg(ap, int64_t));
+		else
+			rc = store_bind_text(stmt, i + 1, va_arg(ap, const char *));
+	}
+	va_end(ap);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_OK ? 0 : store_err(rc);
 }

@@ -1,5 +1,4 @@
 /* store: services, their domains, and the certificate each uses. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,29 +138,6 @@ static int check_cert_covers(sqlite3 *db, int64_t cert_id, char *const *domains,
 	return r;
 }
 
-/* Runs sql with ?1..?n bound to the integers and texts given in order by kinds ('i' or
- * 't'). */
-static int run(sqlite3 *db, const char *sql, const char *kinds, ...)
-{
-	sqlite3_stmt *stmt = NULL;
-	va_list ap;
-	int rc, i;
-
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
-	va_start(ap, kinds);
-	for (i = 0; rc == SQLITE_OK && kinds[i] != '\0'; i++) {
-		if (kinds[i] == 'i')
-			rc = sqlite3_bind_int64(stmt, i + 1, va_arg(ap, int64_t));
-		else
-			rc = store_bind_text(stmt, i + 1, va_arg(ap, const char *));
-	}
-	va_end(ap);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
-		rc = SQLITE_OK;
-	sqlite3_finalize(stmt);
-	return rc == SQLITE_OK ? 0 : store_err(rc);
-}
-
 int cv_store_service_put(struct cv_store *store, const struct cv_service_record *svc,
 			 int64_t now, int *ret_created, struct cv_conflict *conflict)
 {
@@ -175,7 +151,7 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 	r = lookup_id(db, "SELECT id FROM services WHERE name = ?1", svc->name, &id, NULL);
 	if (r == CV_ERR_NOT_FOUND) {
 		created = 1;
-		r = run(db,
+		r = store_run(db,
 			"INSERT INTO services (name, environment, description, created_at,"
 			" updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
 			"ttti", svc->name, svc->environment, svc->description, now);
@@ -192,12 +168,12 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 			r = check_cert_covers(db, cert_id, svc->domains, svc->n_domains,
 					      svc->name, conflict);
 		if (r == 0)
-			r = run(db,
+			r = store_run(db,
 				"UPDATE services SET environment = ?1, description = ?2,"
 				" updated_at = ?3 WHERE id = ?4",
 				"ttii", svc->environment, svc->description, now, id);
 		if (r == 0)
-			r = run(db, "DELETE FROM service_domains WHERE service_id = ?1", "i", id);
+			r = store_run(db, "DELETE FROM service_domains WHERE service_id = ?1", "i", id);
 		if (r < 0)
 			goto out;
 	}
@@ -249,7 +225,7 @@ int cv_store_service_remove(struct cv_store *store, const char *name)
 	int r;
 
 	/* The domains go by the cascade. */
-	r = run(db, "DELETE FROM services WHERE name = ?1", "t", name);
+	r = store_run(db, "DELETE FROM services WHERE name = ?1", "t", name);
 	if (r == 0 && sqlite3_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	store_return(store, db);
@@ -291,7 +267,7 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 		r = check_cert_covers(db, cert_id, domains, n, name, conflict);
 	/* Binding again to the same certificate changes nothing. */
 	if (r == 0)
-		r = run(db,
+		r = store_run(db,
 			"UPDATE services SET bound_at = CASE WHEN cert_id IS ?1 THEN bound_at"
 			" ELSE ?2 END, updated_at = CASE WHEN cert_id IS ?1 THEN updated_at"
 			" ELSE ?2 END, cert_id = ?1 WHERE id = ?3",
@@ -324,7 +300,7 @@ int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t no
 		r = CV_ERR_NOT_FOUND;
 		goto out;
 	}
-	r = run(db,
+	r = store_run(db,
 		"UPDATE services SET cert_id = NULL, bound_at = NULL, updated_at = ?1"
 		" WHERE name = ?2",
 		"it", now, name);

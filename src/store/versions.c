@@ -6,6 +6,32 @@
 
 #include "internal.h"
 
+/* The JWKs linked to the certificate must be the ones the caller chose for, in kid order;
+ * when there are any, a choice must have been made. */
+static int jwk_checks(sqlite3 *db, const struct cv_supersede *req, struct cv_conflict *c)
+{
+	struct cv_jwk_record *linked = NULL;
+	size_t n = 0, i;
+	int r, same;
+
+	r = store_jwk_list_on(db, req->id, &linked, &n);
+	if (r < 0 || n == 0)
+		goto out;
+	same = req->jwk_action != CV_JWK_ACTION_NONE && n == req->n_linked;
+	for (i = 0; same && i < n; i++)
+		same = strcmp(linked[i].kid, req->linked[i]) == 0;
+	if (!same) {
+		if (c != NULL)
+			c->detail[0] = '\0';
+		for (i = 0; i < n; i++)
+			store_conflict_append(c, linked[i].kid);
+		r = CV_ERR_JWK_CHOICE_REQUIRED;
+	}
+out:
+	cv_store_jwks_free(linked, n);
+	return r;
+}
+
 /* Every check of a supersede, on db inside the caller's transaction. */
 static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct cv_conflict *c)
 {
@@ -100,7 +126,8 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 		r = CV_ERR_NOT_IN_USE;
 		goto out;
 	}
-	r = 0;
+	/* Last: the choice for the JWKs is asked once nothing else stands in the way. */
+	r = jwk_checks(db, req, c);
 out:
 	sqlite3_finalize(cur);
 	sqlite3_finalize(users);
@@ -185,6 +212,62 @@ out:
 	return r;
 }
 
+/* Carries out the caller's choice for the linked JWKs (already checked to be req->linked). */
+static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
+{
+	sqlite3_stmt *stmt = NULL;
+	size_t i;
+	int rc, r = 0;
+
+	if (req->n_linked == 0)
+		return 0;
+	if (req->jwk_action == CV_JWK_ACTION_DISCONNECT)
+		return store_run(db,
+				 "UPDATE jwks SET cert_id = NULL, updated_at = ?1"
+				 " WHERE cert_id = ?2 AND state = 1",
+				 "ii", req->now, req->id);
+	for (i = 0; r == 0 && i < req->n_linked; i++) {
+		if (strcmp(req->new_kids[i], req->linked[i]) == 0) {
+			/* The same key: the JWK stays, with the new certificate in x5c. */
+			r = store_run(db,
+				      "UPDATE jwks SET jwk = ?1, cert_version = ?2, updated_at = ?3"
+				      " WHERE kid = ?4",
+				      "tiit", req->new_jwks[i], req->version + 1, req->now,
+				      req->linked[i]);
+			continue;
+		}
+		rc = sqlite3_prepare_v2(db,
+					"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
+					" alg, jwk, state, created_at, updated_at)"
+					" SELECT ?1, cert_id, cert_name, ?2, use, alg, ?3, 1, ?4, ?4"
+					" FROM jwks WHERE kid = ?5",
+					-1, &stmt, NULL);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 1, req->new_kids[i]);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(stmt, 2, req->version + 1);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 3, req->new_jwks[i]);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(stmt, 4, req->now);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 5, req->linked[i]);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(stmt);
+		/* The new key's kid is already a JWK (of another certificate). */
+		r = rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT_PRIMARYKEY ? CV_ERR_NAME_TAKEN
+									 : store_err(rc);
+		sqlite3_finalize(stmt);
+		stmt = NULL;
+		if (r == 0)
+			r = store_run(db,
+				      "UPDATE jwks SET state = 2, superseded_by = ?1, updated_at = ?2"
+				      " WHERE kid = ?3",
+				      "tit", req->new_kids[i], req->now, req->linked[i]);
+	}
+	return r;
+}
+
 int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *req,
 			    struct cv_conflict *conflict)
 {
@@ -221,6 +304,8 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 					 "INSERT INTO certificate_domains (cert_id, position, domain)"
 					 " VALUES (?, ?, ?)",
 					 req->id, req->next->domains, req->next->n_domains);
+	if (r == 0)
+		r = jwk_apply(db, req);
 	r = store_finish(db, r);
 	store_return(store, db);
 	return r;

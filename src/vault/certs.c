@@ -369,14 +369,18 @@ out:
 	return r;
 }
 
-int cv_vault_cert_delete(struct cv_vault *v, const char *name, const char *confirm,
+int cv_vault_cert_delete(struct cv_vault *v, const char *name, const struct cv_jwk_choice *jwk,
 			 struct cv_errmsg *err)
 {
 	struct cv_cert_record *rec = NULL;
 	struct cv_conflict conflict = { "", "", 0 };
-	int r;
+	struct cv_jwk_record *linked = NULL;
+	const char *confirm = jwk->confirm;
+	size_t n_linked = 0;
+	int r, by_name;
 
-	if (confirm == NULL || strcmp(confirm, "delete") != 0) {
+	by_name = confirm != NULL && strcmp(confirm, name) == 0;
+	if (confirm == NULL || (strcmp(confirm, "delete") != 0 && !by_name)) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIRM_REQUIRED,
 				  "deleting needs the confirmation keyword: confirm=delete");
 		goto out;
@@ -384,11 +388,36 @@ int cv_vault_cert_delete(struct cv_vault *v, const char *name, const char *confi
 	r = vault_lookup(v, name, &rec, err);
 	if (r < 0)
 		goto out;
+	r = cv_store_jwk_list(v->store, rec->id, &linked, &n_linked);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the database could not be read");
+		goto out;
+	}
+	/* Linked JWKs go or stay by the caller's choice, confirmed by typing the name. */
+	if (n_linked > 0 && jwk->action != CV_JWK_ACTION_DELETE &&
+	    jwk->action != CV_JWK_ACTION_DISCONNECT) {
+		r = vault_jwk_choice_required(name, linked, n_linked, "delete or disconnect", err);
+		goto out;
+	}
+	if (n_linked > 0 && !by_name) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIRM_REQUIRED,
+				  "JWKs are linked to %s: confirm with the certificate's name,"
+				  " confirm=%s",
+				  name, name);
+		goto out;
+	}
 	/* Mark first: a crash after a key is gone leaves a row the reconciler finishes. */
-	r = cv_store_cert_mark_deleting(v->store, rec->id, &conflict);
+	r = cv_store_cert_mark_deleting(v->store, rec->id, jwk->action, &conflict);
 	if (r == CV_ERR_IN_USE) {
 		cv_errmsg_set(err, r, "certificate %s is used by %s: unbind it first", name,
 			      conflict.detail);
+		goto out;
+	}
+	if (r == CV_ERR_JWK_CHOICE_REQUIRED) {
+		cv_errmsg_set(err, r,
+			      "JWKs are linked to %s (%s): say jwk_action=delete or disconnect,"
+			      " with confirm=%s",
+			      name, conflict.detail, name);
 		goto out;
 	}
 	if (r < 0) {
@@ -409,13 +438,14 @@ int cv_vault_cert_delete(struct cv_vault *v, const char *name, const char *confi
 	}
 	r = 0;
 out:
+	cv_store_jwks_free(linked, n_linked);
 	cv_store_cert_free(rec);
 	return r;
 }
 
 int cv_vault_export_format_parse(const char *s, enum cv_export_format *ret)
 {
-	static const char *const names[] = { "pem", "der", "chain", "public-key" };
+	static const char *const names[] = { "pem", "der", "chain", "public-key", "jwk" };
 	size_t i;
 
 	for (i = 0; s != NULL && i < sizeof(names) / sizeof(names[0]); i++) {
@@ -432,6 +462,7 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 			 const char **ret_content_type, struct cv_errmsg *err)
 {
 	struct cv_cert_record *rec = NULL;
+	json_t *jwk = NULL;
 	X509 *cert = NULL;
 	char *pem = NULL, *all = NULL;
 	size_t len, chain_len;
@@ -451,6 +482,22 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 	r = cv_x509_cert_from_der(rec->cert_der, rec->cert_der_len, &cert);
 	if (r < 0)
 		goto out;
+	if (format == CV_EXPORT_JWK) {
+		r = vault_cert_jwk(rec, NULL, NULL, &jwk, err);
+		if (r < 0)
+			goto out;
+		pem = json_dumps(jwk, JSON_COMPACT);
+		if (pem == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		*ret_body = (unsigned char *)pem;
+		*ret_len = strlen(pem);
+		*ret_content_type = "application/jwk+json";
+		pem = NULL;
+		r = 0;
+		goto out;
+	}
 	*ret_content_type = "application/x-pem-file";
 	if (format == CV_EXPORT_PUBLIC_KEY)
 		r = cv_x509_pubkey_pem(cert, &pem, &len);
@@ -476,6 +523,7 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 	pem = NULL;
 	r = 0;
 out:
+	json_decref(jwk);
 	free(pem);
 	X509_free(cert);
 	cv_store_cert_free(rec);

@@ -2,6 +2,8 @@
 #ifndef CERTVAULT_VAULT_INTERNAL_H
 #define CERTVAULT_VAULT_INTERNAL_H
 
+#include <jansson.h>
+
 #include "certvault/vault.h"
 
 /* The name rule, with the one message every use case gives for it. */
@@ -20,5 +22,14 @@ int vault_material_check(struct cv_vault *v, const struct cv_import_request *req
 
 /* Destroys a key, a missing one counting as destroyed. */
 int vault_key_destroy(struct cv_vault *v, const uint8_t *key_id, struct cv_errmsg *err);
+
+/* The refusal when JWKs are linked and the caller made no choice: names them and the
+ * choices. Returns CV_ERR_JWK_CHOICE_REQUIRED. */
+int vault_jwk_choice_required(const char *name, const struct cv_jwk_record *linked, size_t n,
+			      const char *choices, struct cv_errmsg *err);
+
+/* The JWK of a stored certificate (x5c with its chain), alg and use NULL for the defaults. */
+int vault_cert_jwk(const struct cv_cert_record *rec, const char *alg, const char *use,
+		   json_t **ret_jwk, struct cv_errmsg *err);
 
 #endif

@@ -114,6 +114,12 @@ static int supersede_refused(int r, const struct cv_supersede *sup, const char *
 	case CV_ERR_SAME_CERTIFICATE:
 		return cv_errmsg_set(err, r, "this certificate is already version %lld of %s",
 				     (long long)c->version, name);
+	case CV_ERR_JWK_CHOICE_REQUIRED:
+		return cv_errmsg_set(err, r,
+				     "the JWKs linked to %s changed (%s): look again and choose",
+				     name, c->detail);
+	case CV_ERR_NAME_TAKEN:
+		return cv_errmsg_set(err, r, "the new key is already a JWK of its own");
 	case CV_ERR_DOMAIN_NOT_COVERED:
 		return cv_errmsg_set(err, r,
 				     "the new certificate does not cover %s, which service %s uses",
@@ -123,10 +129,107 @@ static int supersede_refused(int r, const struct cv_supersede *sup, const char *
 	}
 }
 
+int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret)
+{
+	static const char *const names[] = {
+		[CV_JWK_ACTION_UPDATE] = "update",
+		[CV_JWK_ACTION_DISCONNECT] = "disconnect",
+		[CV_JWK_ACTION_DELETE] = "delete",
+	};
+	size_t i;
+
+	*ret = CV_JWK_ACTION_NONE;
+	if (s == NULL)
+		return 0;
+	for (i = 1; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcmp(s, names[i]) == 0) {
+			*ret = (enum cv_jwk_action)i;
+			return 0;
+		}
+	}
+	return CV_ERR_BAD_REQUEST;
+}
+
+/* The JWKs linked to a certificate being renewed or replaced, and what becomes of them. */
+struct jwk_plan {
+	struct cv_jwk_record *linked;
+	size_t n;
+	char (*kids)[44];
+	char (*new_kids)[44];
+	char **new_jwks;
+};
+
+static void jwk_plan_release(struct jwk_plan *p)
+{
+	size_t i;
+
+	for (i = 0; p->new_jwks != NULL && i < p->n; i++)
+		free(p->new_jwks[i]);
+	free(p->new_jwks);
+	free(p->new_kids);
+	free(p->kids);
+	cv_store_jwks_free(p->linked, p->n);
+}
+
+/* Reads the linked JWKs and, when there are any, checks the caller's choice; for an update,
+ * makes each one's successor from next (the same use, and the same alg when it still fits
+ * the new key, else the new key's default). */
+static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
+			 const struct cv_cert_record *next, const struct cv_jwk_choice *choice,
+			 struct jwk_plan *p, struct cv_errmsg *err)
+{
+	json_t *jwk = NULL;
+	size_t i;
+	int r;
+
+	r = cv_store_jwk_list(v->store, cur->id, &p->linked, &p->n);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	if (p->n == 0)
+		return 0;
+	if (choice->action != CV_JWK_ACTION_UPDATE && choice->action != CV_JWK_ACTION_DISCONNECT)
+		return vault_jwk_choice_required(cur->name, p->linked, p->n, "update or disconnect",
+						 err);
+	if (choice->action == CV_JWK_ACTION_UPDATE &&
+	    (choice->confirm == NULL || strcmp(choice->confirm, cur->name) != 0))
+		return cv_errmsg_set(err, CV_ERR_CONFIRM_REQUIRED,
+				     "updating the JWKs linked to %s needs confirm=%s", cur->name,
+				     cur->name);
+	p->kids = calloc(p->n, sizeof(*p->kids));
+	p->new_kids = calloc(p->n, sizeof(*p->new_kids));
+	p->new_jwks = calloc(p->n, sizeof(*p->new_jwks));
+	if (p->kids == NULL || p->new_kids == NULL || p->new_jwks == NULL)
+		return CV_ERR_NOMEM;
+	for (i = 0; i < p->n; i++) {
+		snprintf(p->kids[i], sizeof(p->kids[i]), "%s", p->linked[i].kid);
+		if (choice->action != CV_JWK_ACTION_UPDATE)
+			continue;
+		r = vault_cert_jwk(next, p->linked[i].alg, p->linked[i].use, &jwk, err);
+		if (r == CV_ERR_BAD_REQUEST)
+			r = vault_cert_jwk(next, NULL, p->linked[i].use, &jwk, err);
+		if (r < 0) {
+			struct cv_errmsg why = *err;
+
+			return cv_errmsg_set(err, r, "JWK %s cannot follow the new certificate: %.150s",
+					     p->linked[i].kid, why.text);
+		}
+		snprintf(p->new_kids[i], sizeof(p->new_kids[i]), "%s",
+			 json_string_value(json_object_get(jwk, "kid")));
+		p->new_jwks[i] = json_dumps(jwk, JSON_COMPACT);
+		json_decref(jwk);
+		jwk = NULL;
+		if (p->new_jwks[i] == NULL)
+			return CV_ERR_NOMEM;
+	}
+	return 0;
+}
+
 int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
 			    const struct cv_import_request *req, const struct cv_version_ref *ref,
-			    int64_t now, int64_t *ret_previous, struct cv_errmsg *err)
+			    const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+			    struct cv_errmsg *err)
 {
+	struct jwk_plan plan = { 0 };
 	struct cv_cert_record *cur = NULL, *next = NULL;
 	struct cv_import_request material = *req;
 	struct cv_conflict conflict = { "", "", 0 };
@@ -150,6 +253,14 @@ int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
 	if (r < 0)
 		goto out;
 	sup.next = next;
+	r = jwk_plan_make(v, cur, next, jwk, &plan, err);
+	if (r < 0)
+		goto out;
+	sup.jwk_action = jwk->action;
+	sup.n_linked = plan.n;
+	sup.linked = plan.kids;
+	sup.new_kids = plan.new_kids;
+	sup.new_jwks = plan.new_jwks;
 	/* Every check before the token does any work; the commit repeats them. */
 	r = cv_store_cert_supersede_check(v->store, &sup, &conflict);
 	if (r < 0) {
@@ -186,6 +297,7 @@ out:
 		journaled = 0; /* the key is still there: the journal row keeps naming it */
 	if (journaled)
 		(void)cv_store_key_journal_remove(v->store, next->key_id);
+	jwk_plan_release(&plan);
 	cv_store_cert_free(cur);
 	cv_store_cert_free(next);
 	EVP_PKEY_free(key);

@@ -234,7 +234,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 3);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -278,7 +278,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 3);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -350,7 +350,7 @@ static void test_lifecycle(void **state)
 	assert_int_equal(c.total, 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, dup), CV_ERR_NAME_TAKEN);
 	assert_int_equal(cv_store_cert_set_description(store, "life", "x", NOW), CV_ERR_NOT_FOUND);
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), CV_ERR_NOT_FOUND);
 
 	/* Active: every field comes back. */
 	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
@@ -370,7 +370,7 @@ static void test_lifecycle(void **state)
 	assert_int_equal(c.valid, 1);
 
 	/* Deleting: invisible again, name still held. */
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), 0);
 	assert_int_equal(cv_store_cert_get(store, "life", &got), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &c), 0);
 	assert_int_equal(c.total, 0);
@@ -381,7 +381,7 @@ static void test_lifecycle(void **state)
 	assert_int_equal(cv_store_cert_get(store, "life", &got), 0);
 	cv_store_cert_free(got);
 	got = NULL;
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), 0);
 
 	/* Remove: the row and its domains are gone, and the name is free. */
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificate_domains WHERE cert_id = %lld",
@@ -440,7 +440,7 @@ static void test_foreach_unsettled(void **state)
 
 	add(store, "a-active", NOW - DAY, NOW + DAY, NULL);
 	del = add(store, "d-deleting", NOW - DAY, NOW + DAY, NULL);
-	assert_int_equal(cv_store_cert_mark_deleting(store, del, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, del, CV_JWK_ACTION_NONE, NULL), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, p), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, p2), 0);
 	assert_int_equal(cv_store_cert_foreach_unsettled(store, collect_unsettled, seen), 0);

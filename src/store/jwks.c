@@ -1,0 +1,246 @@
+/* store: JWKs made from certificates. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "internal.h"
+
+#define JWK_COLS                                                                         \
+	"kid, coalesce(cert_id, 0), cert_name, cert_version, use, alg, jwk, state,"     \
+	" coalesce(superseded_by, ''), created_at, updated_at"
+
+static void jwk_release(struct cv_jwk_record *rec)
+{
+	free(rec->jwk);
+	rec->jwk = NULL;
+}
+
+void cv_store_jwk_free(struct cv_jwk_record *rec)
+{
+	if (rec == NULL)
+		return;
+	jwk_release(rec);
+	free(rec);
+}
+
+void cv_store_jwks_free(struct cv_jwk_record *recs, size_t n)
+{
+	size_t i;
+
+	for (i = 0; recs != NULL && i < n; i++)
+		jwk_release(&recs[i]);
+	free(recs);
+}
+
+static int read_jwk(sqlite3_stmt *stmt, struct cv_jwk_record *rec)
+{
+	int r;
+
+	memset(rec, 0, sizeof(*rec));
+	r = store_copy_text(stmt, 0, rec->kid, sizeof(rec->kid));
+	if (r == 0)
+		r = store_copy_text(stmt, 2, rec->cert_name, sizeof(rec->cert_name));
+	if (r == 0)
+		r = store_copy_text(stmt, 4, rec->use, sizeof(rec->use));
+	if (r == 0)
+		r = store_copy_text(stmt, 5, rec->alg, sizeof(rec->alg));
+	if (r == 0)
+		r = store_copy_text(stmt, 8, rec->superseded_by, sizeof(rec->superseded_by));
+	if (r == 0)
+		r = store_dup_text(stmt, 6, &rec->jwk);
+	if (r < 0)
+		return r;
+	rec->cert_id = sqlite3_column_int64(stmt, 1);
+	rec->cert_version = sqlite3_column_int64(stmt, 3);
+	rec->state = (enum cv_jwk_state)sqlite3_column_int64(stmt, 7);
+	rec->created_at = sqlite3_column_int64(stmt, 9);
+	rec->updated_at = sqlite3_column_int64(stmt, 10);
+	return 0;
+}
+
+int store_jwk_insert_on(sqlite3 *db, const struct cv_jwk_record *rec)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use, alg,"
+				" jwk, state, created_at, updated_at)"
+				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, rec->kid);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, rec->cert_id);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 3, rec->cert_name);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 4, rec->cert_version);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 5, rec->use);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 6, rec->alg);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 7, rec->jwk);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 8, rec->created_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc == SQLITE_DONE)
+		r = 0;
+	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+		r = CV_ERR_NAME_TAKEN;
+	else
+		r = store_err(rc);
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	/* IMMEDIATE: the certificate is still at the version the JWK was made from when the
+	 * row goes in. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db, "SELECT version FROM certificates WHERE id = ?1 AND state = 1",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, rec->cert_id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r < 0)
+		goto out;
+	if (sqlite3_column_int64(stmt, 0) != rec->cert_version) {
+		r = CV_ERR_ALREADY_RENEWED;
+		goto out;
+	}
+	r = store_jwk_insert_on(db, rec);
+out:
+	sqlite3_finalize(stmt);
+	r = store_finish(db, r);
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_record **ret_rec)
+{
+	sqlite3 *db = store_borrow(store);
+	struct cv_jwk_record *rec = NULL;
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "SELECT " JWK_COLS " FROM jwks WHERE kid = ?1", -1, &stmt,
+				NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, kid);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r < 0)
+		goto out;
+	rec = malloc(sizeof(*rec));
+	if (rec == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	r = read_jwk(stmt, rec);
+	if (r < 0)
+		goto out;
+	*ret_rec = rec;
+	rec = NULL;
+out:
+	cv_store_jwk_free(rec);
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_jwk_remove(struct cv_store *store, const char *kid)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "DELETE FROM jwks WHERE kid = ?1", -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, kid);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	r = rc != SQLITE_OK ? store_err(rc) : sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}
+
+int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_recs,
+		      size_t *ret_n)
+{
+	struct cv_jwk_record *recs = NULL, *grown;
+	sqlite3_stmt *stmt = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				cert_id != 0 ? "SELECT " JWK_COLS " FROM jwks"
+					       " WHERE cert_id = ?1 AND state = 1 ORDER BY kid"
+					     : "SELECT " JWK_COLS " FROM jwks WHERE state = 1"
+					       " ORDER BY created_at, kid",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK && cert_id != 0)
+		rc = sqlite3_bind_int64(stmt, 1, cert_id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap == 0 ? 8 : 2 * cap;
+			grown = realloc(recs, cap * sizeof(*grown));
+			if (grown == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			recs = grown;
+		}
+		r = read_jwk(stmt, &recs[n]);
+		if (r < 0)
+			goto out;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	*ret_recs = recs;
+	*ret_n = n;
+	recs = NULL;
+	n = 0;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	cv_store_jwks_free(recs, n);
+	return r;
+}
+
+int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_record **ret_recs,
+		      size_t *ret_n)
+{
+	sqlite3 *db = store_borrow(store);
+	int r;
+
+	r = store_jwk_list_on(db, cert_id, ret_recs, ret_n);
+	store_return(store, db);
+	return r;
+}

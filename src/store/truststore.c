@@ -1,0 +1,229 @@
+/* store: the truststore, CA certificates under an alias. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "internal.h"
+
+#define TRUST_COLS                                                                       \
+	"id, alias, cert_der, subject, issuer, serial, sha256_fingerprint,"             \
+	" key_description, not_before, not_after, source, created_at"
+
+void cv_store_trust_free(struct cv_trust_record *recs, size_t n)
+{
+	size_t i;
+
+	for (i = 0; recs != NULL && i < n; i++)
+		free(recs[i].cert_der);
+	free(recs);
+}
+
+static int read_trust(sqlite3_stmt *stmt, struct cv_trust_record *rec)
+{
+	const void *blob;
+	int n, r;
+
+	memset(rec, 0, sizeof(*rec));
+	rec->id = sqlite3_column_int64(stmt, 0);
+	r = store_copy_text(stmt, 1, rec->alias, sizeof(rec->alias));
+	if (r == 0)
+		r = store_copy_text(stmt, 3, rec->subject, sizeof(rec->subject));
+	if (r == 0)
+		r = store_copy_text(stmt, 4, rec->issuer, sizeof(rec->issuer));
+	if (r == 0)
+		r = store_copy_text(stmt, 5, rec->serial, sizeof(rec->serial));
+	if (r == 0)
+		r = store_copy_text(stmt, 6, rec->sha256_fingerprint,
+				    sizeof(rec->sha256_fingerprint));
+	if (r == 0)
+		r = store_copy_text(stmt, 7, rec->key_description, sizeof(rec->key_description));
+	if (r == 0)
+		r = store_copy_text(stmt, 10, rec->source, sizeof(rec->source));
+	if (r < 0)
+		return r;
+	blob = sqlite3_column_blob(stmt, 2);
+	n = sqlite3_column_bytes(stmt, 2);
+	if (blob == NULL || n <= 0)
+		return CV_ERR_DB;
+	rec->cert_der = malloc((size_t)n);
+	if (rec->cert_der == NULL)
+		return CV_ERR_NOMEM;
+	memcpy(rec->cert_der, blob, (size_t)n);
+	rec->cert_der_len = (size_t)n;
+	rec->not_before = sqlite3_column_int64(stmt, 8);
+	rec->not_after = sqlite3_column_int64(stmt, 9);
+	rec->created_at = sqlite3_column_int64(stmt, 11);
+	return 0;
+}
+
+/* The alias that already holds this fingerprint, into c->detail: 1 when there is one. */
+static int trusted_as(sqlite3 *db, const char *fingerprint, struct cv_conflict *c)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "SELECT alias FROM truststore WHERE sha256_fingerprint = ?1",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, fingerprint);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r == CV_ERR_NOT_FOUND) {
+		r = 0;
+		goto out;
+	}
+	if (r == 0 && c != NULL)
+		r = store_copy_text(stmt, 0, c->detail, sizeof(c->detail));
+	if (r == 0)
+		r = 1;
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *recs, size_t n,
+			  struct cv_conflict *conflict)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	size_t i;
+	int rc, r;
+
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db,
+				"INSERT INTO truststore (alias, cert_der, subject, issuer, serial,"
+				" sha256_fingerprint, key_description, not_before, not_after,"
+				" source, created_at)"
+				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+				-1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const struct cv_trust_record *t = &recs[i];
+
+		r = trusted_as(db, t->sha256_fingerprint, conflict);
+		if (r == 1)
+			r = CV_ERR_SAME_CERTIFICATE;
+		if (r < 0)
+			goto out;
+		rc = store_bind_text(stmt, 1, t->alias);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_blob64(stmt, 2, t->cert_der, t->cert_der_len, SQLITE_STATIC);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 3, t->subject);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 4, t->issuer);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 5, t->serial);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 6, t->sha256_fingerprint);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 7, t->key_description);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(stmt, 8, t->not_before);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(stmt, 9, t->not_after);
+		if (rc == SQLITE_OK)
+			rc = store_bind_text(stmt, 10, t->source);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(stmt, 11, t->created_at);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(stmt);
+		if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+			if (conflict != NULL)
+				snprintf(conflict->detail, sizeof(conflict->detail), "%s", t->alias);
+			r = CV_ERR_NAME_TAKEN;
+			goto out;
+		}
+		if (rc != SQLITE_DONE || (rc = sqlite3_reset(stmt)) != SQLITE_OK) {
+			r = store_err(rc);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	r = store_finish(db, r);
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_trust_get(struct cv_store *store, const char *alias,
+		       struct cv_trust_record **ret_recs, size_t *ret_n)
+{
+	sqlite3 *db = store_borrow(store);
+	struct cv_trust_record *recs = NULL, *grown;
+	sqlite3_stmt *stmt = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				alias != NULL ? "SELECT " TRUST_COLS " FROM truststore WHERE alias = ?1"
+					      : "SELECT " TRUST_COLS " FROM truststore ORDER BY alias",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK && alias != NULL)
+		rc = store_bind_text(stmt, 1, alias);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap == 0 ? 8 : 2 * cap;
+			grown = realloc(recs, cap * sizeof(*grown));
+			if (grown == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			recs = grown;
+		}
+		r = read_trust(stmt, &recs[n]);
+		n++; /* its blob, if any, is freed with the others */
+		if (r < 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	if (alias != NULL && n == 0) {
+		r = CV_ERR_NOT_FOUND;
+		goto out;
+	}
+	*ret_recs = recs;
+	*ret_n = n;
+	recs = NULL;
+	n = 0;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	cv_store_trust_free(recs, n);
+	return r;
+}
+
+int cv_store_trust_remove(struct cv_store *store, const char *alias)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "DELETE FROM truststore WHERE alias = ?1", -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, alias);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	r = rc != SQLITE_OK ? store_err(rc) : sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}

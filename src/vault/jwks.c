@@ -1,0 +1,203 @@
+/* JWK use cases: a JWK from a certificate, read, delete, and the public JWKS document. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "certvault/jwk.h"
+#include "certvault/util.h"
+#include "internal.h"
+
+int vault_jwk_choice_required(const char *name, const struct cv_jwk_record *linked, size_t n,
+			      const char *choices, struct cv_errmsg *err)
+{
+	char kids[160] = "";
+	size_t i, used = 0;
+
+	for (i = 0; i < n && used + CV_JWK_KID_LEN + 8 < sizeof(kids); i++)
+		used += (size_t)snprintf(kids + used, sizeof(kids) - used, "%s%s",
+					 i > 0 ? ", " : "", linked[i].kid);
+	if (i < n)
+		snprintf(kids + used, sizeof(kids) - used, ", ...");
+	return cv_errmsg_set(err, CV_ERR_JWK_CHOICE_REQUIRED,
+			     "JWKs are linked to %s (%s): say jwk_action=%s, with confirm=%s",
+			     name, kids, choices, name);
+}
+
+int vault_cert_jwk(const struct cv_cert_record *rec, const char *alg, const char *use,
+		   json_t **ret_jwk, struct cv_errmsg *err)
+{
+	STACK_OF(X509) *chain = NULL;
+	X509 *cert = NULL;
+	int r;
+
+	r = cv_x509_cert_from_der(rec->cert_der, rec->cert_der_len, &cert);
+	if (r == 0)
+		r = cv_x509_chain_parse(rec->chain_pem, strlen(rec->chain_pem), CV_ENC_PEM, &chain,
+					err);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the stored certificate %s cannot be read", rec->name);
+		goto out;
+	}
+	r = cv_jwk_from_cert(cert, chain, alg, use, ret_jwk, err);
+out:
+	sk_X509_pop_free(chain, X509_free);
+	X509_free(cert);
+	return r;
+}
+
+/* A kid as this vault makes them: 43 base64url characters. */
+static int check_kid(const char *kid, struct cv_errmsg *err)
+{
+	if (strlen(kid) != CV_JWK_KID_LEN ||
+	    strspn(kid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") !=
+		    CV_JWK_KID_LEN)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "a kid is %d base64url characters (an RFC 7638 thumbprint)",
+				     CV_JWK_KID_LEN);
+	return 0;
+}
+
+int cv_vault_jwk_create(struct cv_vault *v, const char *certificate, const char *alg,
+			const char *use, int64_t now, struct cv_jwk_record **ret_rec,
+			struct cv_errmsg *err)
+{
+	struct cv_cert_record *cert = NULL;
+	struct cv_jwk_record *rec = NULL;
+	json_t *jwk = NULL;
+	int r;
+
+	r = vault_lookup(v, certificate, &cert, err);
+	if (r < 0)
+		goto out;
+	r = vault_cert_jwk(cert, alg, use, &jwk, err);
+	if (r < 0)
+		goto out;
+	rec = calloc(1, sizeof(*rec));
+	if (rec == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	snprintf(rec->kid, sizeof(rec->kid), "%s", json_string_value(json_object_get(jwk, "kid")));
+	snprintf(rec->use, sizeof(rec->use), "%s", json_string_value(json_object_get(jwk, "use")));
+	snprintf(rec->alg, sizeof(rec->alg), "%s", json_string_value(json_object_get(jwk, "alg")));
+	snprintf(rec->cert_name, sizeof(rec->cert_name), "%s", cert->name);
+	rec->cert_id = cert->id;
+	rec->cert_version = cert->version;
+	rec->state = CV_JWK_ACTIVE;
+	rec->created_at = rec->updated_at = now;
+	rec->jwk = json_dumps(jwk, JSON_COMPACT);
+	if (rec->jwk == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	r = cv_store_jwk_insert(v->store, rec);
+	if (r == CV_ERR_NAME_TAKEN) {
+		cv_errmsg_set(err, r, "this key is already the JWK %s", rec->kid);
+		goto out;
+	}
+	if (r == CV_ERR_NOT_FOUND || r == CV_ERR_ALREADY_RENEWED) {
+		/* Renewed, replaced or deleted meanwhile: the JWK would be of an old key. */
+		r = cv_errmsg_set(err, CV_ERR_ALREADY_RENEWED,
+				  "certificate %s changed while the JWK was made: try again",
+				  certificate);
+		goto out;
+	}
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the database refused the JWK");
+		goto out;
+	}
+	*ret_rec = rec;
+	rec = NULL;
+out:
+	cv_store_jwk_free(rec);
+	json_decref(jwk);
+	cv_store_cert_free(cert);
+	return r;
+}
+
+int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record **ret_rec,
+		     struct cv_errmsg *err)
+{
+	int r;
+
+	r = check_kid(kid, err);
+	if (r < 0)
+		return r;
+	r = cv_store_jwk_get(v->store, kid, ret_rec);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "no JWK with kid %s", kid);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+int cv_vault_jwk_delete(struct cv_vault *v, const char *kid, struct cv_errmsg *err)
+{
+	int r;
+
+	r = check_kid(kid, err);
+	if (r < 0)
+		return r;
+	r = cv_store_jwk_remove(v->store, kid);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "no JWK with kid %s", kid);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database refused the deletion");
+	return 0;
+}
+
+int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
+			   char ret_tag[65], struct cv_errmsg *err)
+{
+	struct cv_jwk_record *recs = NULL;
+	unsigned char digest[32];
+	json_t *keys = NULL, *doc = NULL, *one;
+	char *text = NULL;
+	size_t n = 0, i;
+	int r;
+
+	r = cv_store_jwk_list(v->store, 0, &recs, &n);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the database could not be read");
+		goto out;
+	}
+	keys = json_array();
+	if (keys == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		one = json_loads(recs[i].jwk, JSON_REJECT_DUPLICATES, NULL);
+		if (one == NULL || json_array_append_new(keys, one) < 0) {
+			r = cv_errmsg_set(err, CV_ERR_DB, "the stored JWK %s cannot be read",
+					  recs[i].kid);
+			goto out;
+		}
+	}
+	/* cv_jwks_document refuses any private member: the document is served to anyone. */
+	r = cv_jwks_document(keys, &doc, err);
+	if (r < 0)
+		goto out;
+	text = json_dumps(doc, JSON_COMPACT);
+	if (text == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	if (EVP_Digest(text, strlen(text), digest, NULL, EVP_sha256(), NULL) != 1) {
+		r = CV_ERR_INTERNAL;
+		goto out;
+	}
+	cv_hex_encode(digest, 16, ret_tag);
+	*ret_len = strlen(text);
+	*ret_text = text;
+	text = NULL;
+	r = 0;
+out:
+	free(text);
+	json_decref(doc);
+	json_decref(keys);
+	cv_store_jwks_free(recs, n);
+	return r;
+}
