@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <jansson.h>
+
 /* Longest certificate, service or token name. */
 #define CV_NAME_MAX 64
 
@@ -24,5 +26,10 @@ int cv_hex_decode(const char *hex, uint8_t *ret_bytes, size_t len);
 
 /* Parses a whole decimal integer within [min, max]. Returns 0 or CV_ERR_BAD_REQUEST. */
 int cv_parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret);
+
+/* json as text (json_dumps flags) in malloc'd memory the caller frees with free(): unlike
+ * json_dumps, whose text belongs to jansson's allocator, which certvaultd replaces. Returns 0,
+ * CV_ERR_NOMEM, or CV_ERR_INTERNAL when json cannot be shown. */
+int cv_json_text(const json_t *json, size_t flags, char **ret_text);
 
 #endif

@@ -91,3 +91,22 @@ int cv_parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret)
 	*ret = v;
 	return 0;
 }
+
+int cv_json_text(const json_t *json, size_t flags, char **ret_text)
+{
+	size_t need = json_dumpb(json, NULL, 0, flags);
+	char *text;
+
+	if (need == 0)
+		return CV_ERR_INTERNAL;
+	text = malloc(need + 1);
+	if (text == NULL)
+		return CV_ERR_NOMEM;
+	if (json_dumpb(json, text, need, flags) != need) {
+		free(text);
+		return CV_ERR_INTERNAL;
+	}
+	text[need] = '\0';
+	*ret_text = text;
+	return 0;
+}

@@ -5,6 +5,7 @@
 #include <openssl/sha.h>
 
 #include "certvault/jwk.h"
+#include "certvault/util.h"
 #include "internal.h"
 
 /* RFC 7638 section 3.2 (RSA, EC) and RFC 8037 section 2 (OKP): the required members, in
@@ -87,9 +88,9 @@ int cv_jwk_thumbprint(const json_t *jwk, char ret_kid[CV_JWK_KID_LEN + 1],
 		}
 	}
 	/* RFC 7638 section 3.3: members sorted by name, no whitespace. */
-	text = json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS);
-	if (text == NULL) {
-		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+	r = cv_json_text(canon, JSON_COMPACT | JSON_SORT_KEYS, &text);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the JWK cannot be written out");
 		goto out;
 	}
 	if (SHA256((const unsigned char *)text, strlen(text), digest) == NULL) {

@@ -486,11 +486,9 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 		r = vault_cert_jwk(rec, NULL, NULL, &jwk, err);
 		if (r < 0)
 			goto out;
-		pem = json_dumps(jwk, JSON_COMPACT);
-		if (pem == NULL) {
-			r = CV_ERR_NOMEM;
+		r = cv_json_text(jwk, JSON_COMPACT, &pem);
+		if (r < 0)
 			goto out;
-		}
 		*ret_body = (unsigned char *)pem;
 		*ret_len = strlen(pem);
 		*ret_content_type = "application/jwk+json";

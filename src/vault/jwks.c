@@ -87,11 +87,9 @@ int cv_vault_jwk_create(struct cv_vault *v, const char *certificate, const char 
 	rec->cert_version = cert->version;
 	rec->state = CV_JWK_ACTIVE;
 	rec->created_at = rec->updated_at = now;
-	rec->jwk = json_dumps(jwk, JSON_COMPACT);
-	if (rec->jwk == NULL) {
-		r = CV_ERR_NOMEM;
+	r = cv_json_text(jwk, JSON_COMPACT, &rec->jwk);
+	if (r < 0)
 		goto out;
-	}
 	r = cv_store_jwk_insert(v->store, rec);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "this key is already the JWK %s", rec->kid);
@@ -180,11 +178,9 @@ int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
 	r = cv_jwks_document(keys, &doc, err);
 	if (r < 0)
 		goto out;
-	text = json_dumps(doc, JSON_COMPACT);
-	if (text == NULL) {
-		r = CV_ERR_NOMEM;
+	r = cv_json_text(doc, JSON_COMPACT, &text);
+	if (r < 0)
 		goto out;
-	}
 	if (EVP_Digest(text, strlen(text), digest, NULL, EVP_sha256(), NULL) != 1) {
 		r = CV_ERR_INTERNAL;
 		goto out;

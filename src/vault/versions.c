@@ -215,11 +215,11 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 		}
 		snprintf(p->new_kids[i], sizeof(p->new_kids[i]), "%s",
 			 json_string_value(json_object_get(jwk, "kid")));
-		p->new_jwks[i] = json_dumps(jwk, JSON_COMPACT);
+		r = cv_json_text(jwk, JSON_COMPACT, &p->new_jwks[i]);
 		json_decref(jwk);
 		jwk = NULL;
-		if (p->new_jwks[i] == NULL)
-			return CV_ERR_NOMEM;
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

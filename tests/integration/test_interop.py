@@ -2,6 +2,8 @@
 the key's attributes and fail to read it out; openssl signs with it through the libp11 engine
 by the details' pkcs11_uri; the SQLite file, its WAL and the log hold none of its bytes."""
 
+import base64
+import json
 import os
 import re
 import unittest
@@ -191,6 +193,90 @@ class InteropTest(VaultTestCase):
                 for part in parts:
                     self.assertNotIn(part[:16], blobs)
         self.assertNotIn(self.vault.pin.encode(), blobs)
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def ecdsa_der_to_jose(der, size):
+    """An ECDSA signature as DER (what openssl writes) to JWS's r || s of size bytes each."""
+    assert der[0] == 0x30
+    i = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7F)
+    parts = []
+    for _ in range(2):
+        assert der[i] == 0x02
+        n = der[i + 1]
+        parts.append(der[i + 2:i + 2 + n].lstrip(b"\0").rjust(size, b"\0"))
+        i += 2 + n
+    return parts[0] + parts[1]
+
+
+class JwksInteropTest(VaultTestCase):
+    """Debian's jose tool (latchset), which nobody here wrote, reads the public JWKS: each kid
+    is the key's thumbprint as jose computes it, and a JWS signed in the token through the
+    libp11 engine verifies against the document."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.openssl_conf = os.path.join(cls.tmp, "openssl-pkcs11.cnf")
+        with open(cls.openssl_conf, "w") as f:
+            f.write("openssl_conf = openssl_init\n[openssl_init]\nengines = engines\n"
+                    "[engines]\npkcs11 = pkcs11\n[pkcs11]\nengine_id = pkcs11\n"
+                    "dynamic_path = %s\nMODULE_PATH = %s\ninit = 0\n"
+                    % (ENGINE_PKCS11, SOFTHSM_MODULE))
+
+    def test_jose_reads_the_jwks_and_verifies_a_token_signature(self):
+        from harness import Material
+        made = {}
+        for key in ("p256", "rsa2048", "p384"):
+            name = "jw-" + key
+            m = Material(self.tmp, name, key=key, san=name + ".example.com")
+            st, _, cert = self.vault.import_cert(name, m)
+            self.assertEqual(st, 201, cert)
+            st, _, jwk = self.vault.request("POST", "/v1/jwks", {"certificate": name})
+            self.assertEqual(st, 201, jwk)
+            made[key] = (cert, jwk)
+        st, _, raw = self.vault.request("GET", "/.well-known/jwks.json")
+        self.assertEqual(st, 200)
+        jwks_path = os.path.join(self.tmp, "jwks.json")
+        with open(jwks_path, "wb") as f:
+            f.write(raw)
+        # jose's own RFC 7638 thumbprints are the kids.
+        out = run(["jose", "jwk", "thp", "-i", jwks_path, "-a", "S256"]).stdout.decode()
+        self.assertEqual(sorted(out.split()), sorted(j["kid"] for _, j in made.values()))
+        env = dict(self.vault.env(), OPENSSL_CONF=self.openssl_conf)
+        for key, size in (("p256", 32), ("rsa2048", None), ("p384", 48)):
+            with self.subTest(key=key):
+                cert, jwk = made[key]
+                alg = jwk["jwk"]["alg"]
+                header = b64url(json.dumps({"alg": alg, "kid": jwk["kid"]}).encode())
+                payload = b64url(b'{"sub":"certvault","aud":"interop"}')
+                signing_input = os.path.join(self.tmp, key + ".jws-in")
+                with open(signing_input, "w") as f:
+                    f.write(header + "." + payload)
+                sig_path = os.path.join(self.tmp, key + ".jws-sig")
+                md = "-sha384" if alg == "ES384" else "-sha256"
+                run(["openssl", "dgst", md, "-engine", "pkcs11", "-keyform", "engine",
+                     "-sign", cert["key"]["pkcs11_uri"] + ";pin-value=" + self.vault.pin,
+                     "-out", sig_path, signing_input], env=env)
+                with open(sig_path, "rb") as f:
+                    sig = f.read()
+                if size is not None:
+                    sig = ecdsa_der_to_jose(sig, size)
+                token = header + "." + payload + "." + b64url(sig)
+                jws_path = os.path.join(self.tmp, key + ".jws")
+                with open(jws_path, "w") as f:
+                    f.write(token)
+                p = run(["jose", "jws", "ver", "-i", jws_path, "-k", jwks_path, "-O", "-"])
+                self.assertEqual(p.stdout, b'{"sub":"certvault","aud":"interop"}')
+                # A changed payload does not verify.
+                forged = header + "." + b64url(b'{"sub":"mallory"}') + "." + b64url(sig)
+                with open(jws_path, "w") as f:
+                    f.write(forged)
+                p = run(["jose", "jws", "ver", "-i", jws_path, "-k", jwks_path], check=False)
+                self.assertNotEqual(p.returncode, 0)
 
 
 class Ed25519InteropTest(InteropTest):
