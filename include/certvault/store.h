@@ -216,12 +216,12 @@ struct cv_supersede {
 };
 /* The checks of a supersede, in a read transaction, in this order: the certificate is active
  * (CV_ERR_NOT_FOUND); req->version is current (CV_ERR_ALREADY_RENEWED); a renewal needs a
- * service using it (CV_ERR_NOT_IN_USE); the JWKs linked to it are exactly req->linked and,
- * when there are any, a choice was made (else CV_ERR_JWK_CHOICE_REQUIRED, their kids in
- * conflict->detail); next is not the current certificate, nor for a
+ * service using it (CV_ERR_NOT_IN_USE); next is not the current certificate, nor for a
  * renewal any earlier one (CV_ERR_SAME_CERTIFICATE, conflict->version); next's domains cover
  * every domain of every service using it (CV_ERR_DOMAIN_NOT_COVERED, conflict->service and
- * detail). Returns 0 when all pass, or CV_ERR_DB. */
+ * detail); last, the JWKs linked to it are exactly req->linked and, when there are any, a
+ * choice was made (else CV_ERR_JWK_CHOICE_REQUIRED, their kids in conflict->detail).
+ * Returns 0 when all pass, or CV_ERR_DB. */
 int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supersede *req,
 				  struct cv_conflict *conflict);
 /* Makes next the current version, in one write transaction that repeats every check above:

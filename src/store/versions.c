@@ -38,7 +38,7 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	const struct cv_cert_record *next = req->next;
 	sqlite3_stmt *cur = NULL, *users = NULL, *older = NULL, *doms = NULL;
 	char **domains = NULL, service[65];
-	size_t n_domains = 0, n_users = 0;
+	size_t n_domains = 0;
 	const char *fp;
 	int rc, r;
 
@@ -75,6 +75,18 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 		r = CV_ERR_ALREADY_RENEWED;
 		goto out;
 	}
+	if (req->kind == CV_END_RENEWED) {
+		/* Only a certificate in use is renewed. */
+		rc = sqlite3_step(users);
+		if (rc == SQLITE_DONE) {
+			r = CV_ERR_NOT_IN_USE;
+			goto out;
+		}
+		if (rc != SQLITE_ROW || (rc = sqlite3_reset(users)) != SQLITE_OK) {
+			r = store_err(rc);
+			goto out;
+		}
+	}
 	r = store_column_text(cur, 1, &fp);
 	if (r < 0)
 		goto out;
@@ -104,7 +116,6 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	}
 	/* Every service using it must stay covered. */
 	while ((rc = sqlite3_step(users)) == SQLITE_ROW) {
-		n_users++;
 		r = store_copy_text(users, 1, service, sizeof(service));
 		if (r == 0)
 			r = store_load_strings(doms, sqlite3_column_int64(users, 0), &domains,
@@ -120,10 +131,6 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	}
 	if (rc != SQLITE_DONE) {
 		r = store_err(rc);
-		goto out;
-	}
-	if (req->kind == CV_END_RENEWED && n_users == 0) {
-		r = CV_ERR_NOT_IN_USE;
 		goto out;
 	}
 	/* Last: the choice for the JWKs is asked once nothing else stands in the way. */

@@ -1,7 +1,9 @@
 /* Unit tests for the store, against a real SQLite file in a fresh directory: schema and
  * migrations, the pending/active/deleting life of a row, every field round-tripped, keyset
  * paging, the status filter at its exact edges, search, counts, the pool under threads, and
- * the file's permissions. */
+ * the file's permissions; then schema v2: a v1 file migrated, services and their binding,
+ * a certificate's usage, delete refused while in use, renew and replace (each refusal, the
+ * versions, the race), and the key journal. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -166,6 +168,7 @@ static struct cv_cert_filter filter_all(unsigned limit)
 	memset(&f, 0, sizeof(f));
 	f.now = NOW;
 	f.soon_seconds = SOON;
+	f.in_use = -1; /* 0 would mean "used by no service" */
 	f.limit = limit;
 	return f;
 }
@@ -821,6 +824,1565 @@ static void test_threads_through_pool(void **state)
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM certificate_domains"), 1600);
 }
 
+/* Schema v2: services, usage, versions and the key journal. */
+
+/* The one text value sql gives ("" for NULL), as a new string. */
+static char *raw_text(const char *db_path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *stmt = NULL;
+	const unsigned char *s;
+	char *v;
+
+	assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	s = sqlite3_column_text(stmt, 0);
+	v = strdup(s != NULL ? (const char *)s : "");
+	assert_non_null(v);
+	assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	return v;
+}
+
+/* Everything a supersede writes, as one string: a refused one must leave it the same. */
+static char *supersede_digest(void)
+{
+	return raw_text(path,
+			"SELECT group_concat(x, ';') FROM (SELECT x FROM ("
+			" SELECT 'c' || id || ':' || version || ':' || current_since || ':'"
+			" || sha256_fingerprint || ':' || hex(key_id) || ':' || updated_at AS x"
+			" FROM certificates"
+			" UNION ALL SELECT 'v' || cert_id || ':' || version || ':' || key_state"
+			" FROM certificate_versions"
+			" UNION ALL SELECT 'd' || cert_id || ':' || position || ':' || domain"
+			" FROM certificate_domains"
+			" UNION ALL SELECT 'j' || hex(key_id) FROM key_journal"
+			" UNION ALL SELECT 's' || name || ':' || ifnull(cert_id, '-') || ':'"
+			" || ifnull(bound_at, '-') FROM services) ORDER BY x)");
+}
+
+/* How many rows of table hold key_id. */
+static int64_t rows_with_key(const char *table, const uint8_t *key_id)
+{
+	char sql[160];
+	size_t i;
+	int n;
+
+	n = snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s WHERE key_id = X'", table);
+	for (i = 0; i < CV_TOKEN_ID_LEN; i++)
+		n += snprintf(sql + n, sizeof(sql) - (size_t)n, "%02X", key_id[i]);
+	snprintf(sql + n, sizeof(sql) - (size_t)n, "'");
+	return raw_int(path, sql);
+}
+
+static void assert_strings(char *const *got, size_t n, const char *const *want)
+{
+	size_t i;
+
+	for (i = 0; want[i] != NULL; i++) {
+		assert_true(i < n);
+		assert_string_equal(got[i], want[i]);
+	}
+	assert_int_equal(n, i);
+}
+
+/* A service as a caller fills it for put; domains are NULL-terminated. */
+static struct cv_service_record *make_svc(const char *name, const char *environment,
+					  const char *description, const char *const *domains)
+{
+	struct cv_service_record *svc = calloc(1, sizeof(*svc));
+	size_t n = 0, i;
+
+	assert_non_null(svc);
+	snprintf(svc->name, sizeof(svc->name), "%s", name);
+	snprintf(svc->environment, sizeof(svc->environment), "%s", environment);
+	svc->description = strdup(description);
+	while (domains != NULL && domains[n] != NULL)
+		n++;
+	if (n > 0) {
+		svc->domains = calloc(n, sizeof(*svc->domains));
+		assert_non_null(svc->domains);
+		for (i = 0; i < n; i++)
+			svc->domains[i] = strdup(domains[i]);
+	}
+	svc->n_domains = n;
+	return svc;
+}
+
+/* Puts a service and returns *ret_created. */
+static int put_svc(struct cv_store *store, const char *name, const char *environment,
+		   const char *const *domains, int64_t now)
+{
+	struct cv_service_record *svc = make_svc(name, environment, "", domains);
+	struct cv_conflict c;
+	int created = -1, r;
+
+	memset(&c, 0, sizeof(c));
+	r = cv_store_service_put(store, svc, now, &created, &c);
+	cv_store_service_free(svc);
+	assert_int_equal(r, 0);
+	return created;
+}
+
+static void bind_svc(struct cv_store *store, const char *name, const char *cert, int64_t now)
+{
+	struct cv_conflict c;
+
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, name, cert, now, &c), 0);
+}
+
+static struct cv_service_record *get_svc(struct cv_store *store, const char *name)
+{
+	struct cv_service_record *svc = NULL;
+
+	assert_int_equal(cv_store_service_get(store, name, &svc), 0);
+	return svc;
+}
+
+static struct cv_cert_record *get_cert(struct cv_store *store, const char *name)
+{
+	struct cv_cert_record *rec = NULL;
+
+	assert_int_equal(cv_store_cert_get(store, name, &rec), 0);
+	return rec;
+}
+
+/* Inserts and activates rec, which the caller keeps. */
+static int64_t add_rec(struct cv_store *store, struct cv_cert_record *rec)
+{
+	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
+	return rec->id;
+}
+
+/* The next version of a certificate: every field new, its own key id, and a fingerprint
+ * that tag names. */
+static struct cv_cert_record *make_next(const char *tag, const char *const *domains)
+{
+	struct cv_cert_record *next = make_rec(tag, NOW + DAY, NOW + 400 * DAY, domains);
+	char chain[128];
+	size_t i;
+
+	for (i = 0; i < next->cert_der_len; i++)
+		next->cert_der[i] = (unsigned char)(i * 13 + 1);
+	next->cert_der_len = 200;
+	snprintf(chain, sizeof(chain),
+		 "-----BEGIN CERTIFICATE-----\n%s\n-----END CERTIFICATE-----\n", tag);
+	free(next->chain_pem);
+	next->chain_pem = strdup(chain);
+	snprintf(next->serial, sizeof(next->serial), "7F:%s", tag);
+	snprintf(next->issuer, sizeof(next->issuer), "CN=Other CA");
+	snprintf(next->key_description, sizeof(next->key_description), "RSA 3072");
+	return next;
+}
+
+static struct cv_supersede supersede_req(enum cv_version_end kind, int64_t id, int64_t version,
+					 const struct cv_cert_record *next, int64_t now)
+{
+	struct cv_supersede req;
+
+	memset(&req, 0, sizeof(req));
+	req.kind = kind;
+	req.id = id;
+	req.version = version;
+	req.next = next;
+	req.now = now;
+	return req;
+}
+
+/* The check and the commit both refuse req with want and the same conflict, and the commit
+ * changed nothing. Returns the conflict. */
+static struct cv_conflict refused(struct cv_store *store, const struct cv_supersede *req,
+				  int want)
+{
+	struct cv_conflict checked, committed;
+	char *before, *after;
+
+	memset(&checked, 0, sizeof(checked));
+	memset(&committed, 0, sizeof(committed));
+	before = supersede_digest();
+	assert_int_equal(cv_store_cert_supersede_check(store, req, &checked), want);
+	assert_int_equal(cv_store_cert_supersede(store, req, &committed), want);
+	after = supersede_digest();
+	assert_string_equal(after, before);
+	free(before);
+	free(after);
+	assert_string_equal(committed.service, checked.service);
+	assert_string_equal(committed.detail, checked.detail);
+	assert_int_equal(committed.version, checked.version);
+	return committed;
+}
+
+/* Checks and commits req, which must pass. */
+static void superseded(struct cv_store *store, const struct cv_supersede *req)
+{
+	struct cv_conflict c;
+
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_cert_supersede_check(store, req, &c), 0);
+	assert_int_equal(cv_store_cert_supersede(store, req, &c), 0);
+}
+
+/* Lists with f (every page) and returns the names, space separated, into buf. */
+static const char *names_listed(struct cv_store *store, struct cv_cert_filter f, char *buf,
+				size_t len)
+{
+	struct cv_cert_page *page = NULL;
+	char after[65] = "";
+	size_t i;
+	int more;
+
+	buf[0] = '\0';
+	do {
+		f.after = after[0] != '\0' ? after : NULL;
+		assert_int_equal(cv_store_cert_list(store, &f, &page), 0);
+		for (i = 0; i < page->n; i++) {
+			strncat(buf, page->items[i]->name, len - strlen(buf) - 1);
+			strncat(buf, " ", len - strlen(buf) - 1);
+			snprintf(after, sizeof(after), "%s", page->items[i]->name);
+		}
+		more = page->has_more;
+		cv_store_cert_page_free(page);
+		page = NULL;
+	} while (more);
+	return buf;
+}
+
+/* One page of services as names, space separated, into buf; *ret_more its has_more. */
+static const char *svc_names(struct cv_store *store, const struct cv_service_filter *f,
+			     char *buf, size_t len, int *ret_more)
+{
+	struct cv_service_page *page = NULL;
+	size_t i;
+
+	buf[0] = '\0';
+	assert_int_equal(cv_store_service_list(store, f, &page), 0);
+	for (i = 0; i < page->n; i++) {
+		strncat(buf, page->items[i]->name, len - strlen(buf) - 1);
+		strncat(buf, " ", len - strlen(buf) - 1);
+	}
+	*ret_more = page->has_more;
+	cv_store_service_page_free(page);
+	return buf;
+}
+
+/* Schema v1 exactly as migrations[0] creates it: the file a first release left behind. */
+static const char schema_v1[] =
+	"CREATE TABLE certificates ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL UNIQUE,"
+	" description TEXT NOT NULL DEFAULT '',"
+	" state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),"
+	" cert_der BLOB NOT NULL,"
+	" chain_pem TEXT NOT NULL DEFAULT '',"
+	" subject TEXT NOT NULL,"
+	" issuer TEXT NOT NULL,"
+	" serial TEXT NOT NULL,"
+	" sha256_fingerprint TEXT NOT NULL,"
+	" key_description TEXT NOT NULL,"
+	" primary_domain TEXT NOT NULL,"
+	" not_before INTEGER NOT NULL,"
+	" not_after INTEGER NOT NULL,"
+	" key_id BLOB NOT NULL UNIQUE CHECK (length(key_id) = 16),"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE TABLE certificate_domains ("
+	" cert_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+	" position INTEGER NOT NULL,"
+	" domain TEXT NOT NULL,"
+	" PRIMARY KEY (cert_id, position)"
+	") STRICT, WITHOUT ROWID;"
+	"CREATE INDEX certificate_domains_domain ON certificate_domains(domain);"
+	"CREATE INDEX certificates_state_name"
+	" ON certificates(state, name, not_before, not_after);"
+	"CREATE INDEX certificates_state_not_after"
+	" ON certificates(state, not_after, not_before);";
+
+static void test_migrate_from_v1(void **state)
+{
+	static const char *const doms[] = { "old.example.com", "*.old.example.com", NULL };
+	static const char *const sdoms[] = { "www.old.example.com", NULL };
+	static const uint8_t key[CV_TOKEN_ID_LEN] = { 0x00, 0x11, 0x22, 0x33, 0x44, 0x55,
+						     0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb,
+						     0xcc, 0xdd, 0xee, 0xff };
+	struct cv_store *store = NULL;
+	struct cv_cert_record *rec;
+	struct cv_service_record *svc;
+	struct cv_cert_version *versions = NULL;
+	struct cv_errmsg err = { "" };
+	sqlite3 *db = NULL;
+	size_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/v1-%u.sqlite", dir, ++db_counter);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+					 NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, schema_v1, NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(
+		sqlite3_exec(db,
+			     "INSERT INTO certificates (id, name, description, state, cert_der,"
+			     " chain_pem, subject, issuer, serial, sha256_fingerprint,"
+			     " key_description, primary_domain, not_before, not_after, key_id,"
+			     " created_at, updated_at) VALUES (7, 'old', 'from v1', 1,"
+			     " X'3082000A00', 'PEM', 'CN=old.example.com', 'CN=Old CA', '0A:0B',"
+			     " 'AA:BB:CC', 'RSA 2048', 'old.example.com', 1600000000, 1900000000,"
+			     " X'00112233445566778899AABBCCDDEEFF', 1650000000, 1660000000);"
+			     "INSERT INTO certificate_domains (cert_id, position, domain)"
+			     " VALUES (7, 0, 'old.example.com'), (7, 1, '*.old.example.com');"
+			     "PRAGMA user_version = 1;",
+			     NULL, NULL, NULL),
+		SQLITE_OK);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+	assert_int_equal(cv_store_open(path, &store, &err), 0);
+	*state = store; /* the teardown closes it */
+	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+				       " AND name IN ('certificate_versions', 'key_journal',"
+				       " 'services', 'service_domains')"),
+			 4);
+	rec = get_cert(store, "old");
+	assert_int_equal(rec->id, 7);
+	assert_int_equal(rec->version, 1);
+	assert_int_equal(rec->created_at, 1650000000);
+	assert_int_equal(rec->current_since, rec->created_at);
+	assert_int_equal(rec->updated_at, 1660000000);
+	assert_string_equal(rec->description, "from v1");
+	assert_string_equal(rec->subject, "CN=old.example.com");
+	assert_string_equal(rec->sha256_fingerprint, "AA:BB:CC");
+	assert_string_equal(rec->primary_domain, "old.example.com");
+	assert_int_equal(rec->not_before, 1600000000);
+	assert_int_equal(rec->not_after, 1900000000);
+	assert_memory_equal(rec->key_id, key, sizeof(key));
+	assert_int_equal(rec->cert_der_len, 5);
+	assert_memory_equal(rec->cert_der, "\x30\x82\x00\x0a\x00", 5);
+	assert_string_equal(rec->chain_pem, "PEM");
+	assert_strings(rec->domains, rec->n_domains, doms);
+	assert_int_equal(rec->n_used_by, 0);
+	assert_int_equal(rec->custom_domains, 0);
+	cv_store_cert_free(rec);
+	/* Its history is the one version, and the new features work on the old row. */
+	assert_int_equal(cv_store_cert_versions(store, 7, &versions, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(versions[0].version, 1);
+	assert_int_equal(versions[0].current_from, 1650000000);
+	assert_int_equal(versions[0].ended_by, CV_END_NONE);
+	free(versions);
+	assert_int_equal(put_svc(store, "legacy", "production", sdoms, NOW), 1);
+	bind_svc(store, "legacy", "old", NOW);
+	svc = get_svc(store, "legacy");
+	assert_string_equal(svc->cert_name, "old");
+	assert_int_equal(svc->cert_version, 1);
+	cv_store_service_free(svc);
+	/* Opening again finds nothing more to do. */
+	cv_store_free(store);
+	*state = NULL;
+	assert_int_equal(cv_store_open(path, &store, &err), 0);
+	*state = store;
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 3);
+	rec = get_cert(store, "old");
+	assert_int_equal(rec->n_used_by, 1);
+	cv_store_cert_free(rec);
+}
+
+static void test_service_put_get_remove(void **state)
+{
+	static const char *const d1[] = { "b.example.com", "a.example.com", "*.c.example.com",
+					  NULL };
+	static const char *const d2[] = { "z.example.org", "y.example.org", NULL };
+	struct cv_store *store = *state;
+	struct cv_service_record *svc, *got;
+	struct cv_conflict c;
+	int created = -1;
+
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_get(store, "web", &got), CV_ERR_NOT_FOUND);
+	svc = make_svc("web", "production", "the 'front' door; --", d1);
+	/* What put ignores: a service is bound only by bind. */
+	snprintf(svc->cert_name, sizeof(svc->cert_name), "somecert");
+	svc->cert_version = 9;
+	svc->bound_at = 5;
+	svc->created_at = 1;
+	svc->updated_at = 2;
+	assert_int_equal(cv_store_service_put(store, svc, NOW, &created, &c), 0);
+	assert_int_equal(created, 1);
+	cv_store_service_free(svc);
+	got = get_svc(store, "web");
+	assert_true(got->id > 0);
+	assert_string_equal(got->name, "web");
+	assert_string_equal(got->environment, "production");
+	assert_string_equal(got->description, "the 'front' door; --");
+	assert_strings(got->domains, got->n_domains, d1); /* in the order given */
+	assert_int_equal(got->created_at, NOW);
+	assert_int_equal(got->updated_at, NOW);
+	assert_string_equal(got->cert_name, "");
+	assert_int_equal(got->cert_version, 0);
+	assert_string_equal(got->cert_serial, "");
+	assert_string_equal(got->cert_sha256_fingerprint, "");
+	assert_int_equal(got->bound_at, 0);
+	cv_store_service_free(got);
+
+	/* Put again: an update that replaces environment, description and domains. */
+	svc = make_svc("web", "staging", "", d2);
+	created = -1;
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 10, &created, &c), 0);
+	assert_int_equal(created, 0);
+	cv_store_service_free(svc);
+	got = get_svc(store, "web");
+	assert_string_equal(got->environment, "staging");
+	assert_string_equal(got->description, "");
+	assert_strings(got->domains, got->n_domains, d2);
+	assert_int_equal(got->created_at, NOW);
+	assert_int_equal(got->updated_at, NOW + 10);
+	cv_store_service_free(got);
+	/* No domains at all is a service too. */
+	svc = make_svc("web", "staging", "x", NULL);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 20, &created, &c), 0);
+	assert_int_equal(created, 0);
+	cv_store_service_free(svc);
+	got = get_svc(store, "web");
+	assert_int_equal(got->n_domains, 0);
+	cv_store_service_free(got);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM services"), 1);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM service_domains"), 0);
+
+	/* Names are exact. */
+	assert_int_equal(cv_store_service_get(store, "WEB", &got), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_remove(store, "web "), CV_ERR_NOT_FOUND);
+	assert_int_equal(put_svc(store, "api", "production", d1, NOW), 1);
+	assert_int_equal(cv_store_service_remove(store, "api"), 0);
+	assert_int_equal(cv_store_service_remove(store, "api"), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_get(store, "api", &got), CV_ERR_NOT_FOUND);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM service_domains"), 0);
+	/* The other one is untouched; a removed name can be created again. */
+	got = get_svc(store, "web");
+	cv_store_service_free(got);
+	assert_int_equal(put_svc(store, "api", "production", d1, NOW), 1);
+}
+
+static void test_service_list(void **state)
+{
+	static const char *const cd[] = { "*.list.example", NULL };
+	static const char *const sd[] = { "x.list.example", NULL };
+	static const char *const order[] = { "svc-d", "svc-a", "svc-e", "svc-c", "svc-b" };
+	static const char *const envs[] = { "prod", "prod", "staging", "prod", "staging" };
+	struct cv_store *store = *state;
+	struct cv_service_filter f;
+	struct cv_service_page *page = NULL;
+	char buf[256];
+	int more;
+	size_t i;
+
+	add(store, "lc", NOW - DAY, NOW + DAY, cd);
+	add(store, "other", NOW - DAY, NOW + DAY, cd);
+	/* Created out of name order. */
+	for (i = 0; i < 5; i++)
+		assert_int_equal(put_svc(store, order[i], envs[i], sd, NOW), 1);
+	bind_svc(store, "svc-c", "lc", NOW);
+	bind_svc(store, "svc-e", "lc", NOW);
+	bind_svc(store, "svc-a", "other", NOW);
+
+	memset(&f, 0, sizeof(f));
+	f.limit = 2;
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-a svc-b ");
+	assert_true(more);
+	f.after = "svc-b";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-c svc-d ");
+	assert_true(more);
+	f.after = "svc-d";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-e ");
+	assert_false(more);
+	/* Exactly a full page: no next page claimed; a cursor between names. */
+	f.after = NULL;
+	f.limit = 5;
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more),
+			    "svc-a svc-b svc-c svc-d svc-e ");
+	assert_false(more);
+	f.after = "svc-bb";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-c svc-d svc-e ");
+	f.after = "svc-e";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "");
+	assert_false(more);
+
+	/* Environment, paged. */
+	f.after = NULL;
+	f.environment = "prod";
+	f.limit = 2;
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-a svc-c ");
+	assert_true(more);
+	f.after = "svc-c";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-d ");
+	assert_false(more);
+	f.after = NULL;
+	f.environment = "PROD";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "");
+
+	/* Certificate, alone and with environment. */
+	f.environment = NULL;
+	f.certificate = "lc";
+	f.limit = 10;
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-c svc-e ");
+	f.environment = "staging";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-e ");
+	f.environment = NULL;
+	f.certificate = "other";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-a ");
+	f.certificate = "nope";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "");
+
+	/* The items are whole records. */
+	f.certificate = NULL;
+	f.limit = 1000;
+	assert_int_equal(cv_store_service_list(store, &f, &page), 0);
+	assert_int_equal(page->n, 5);
+	assert_string_equal(page->items[0]->cert_name, "other");
+	assert_string_equal(page->items[1]->cert_name, "");
+	assert_string_equal(page->items[2]->cert_name, "lc");
+	assert_int_equal(page->items[2]->cert_version, 1);
+	assert_string_equal(page->items[2]->environment, "prod");
+	assert_strings(page->items[3]->domains, page->items[3]->n_domains, sd);
+	cv_store_service_page_free(page);
+	page = NULL;
+
+	f.limit = 0;
+	assert_int_equal(cv_store_service_list(store, &f, &page), CV_ERR_BAD_REQUEST);
+	f.limit = 1001;
+	assert_int_equal(cv_store_service_list(store, &f, &page), CV_ERR_BAD_REQUEST);
+	assert_null(page);
+}
+
+static void test_bind_unbind(void **state)
+{
+	static const char *const cd[] = { "example.com", "*.example.com", NULL };
+	static const char *const cd2[] = { "*.example.com", "example.com", "example.org", NULL };
+	static const char *const sd[] = { "www.example.com", "example.com", "api.example.com",
+					  NULL };
+	static const char *const bad[] = { "www.example.com", "a.b.example.com", "example.org",
+					   "*.example.com", "example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *pending = make_rec("pend", NOW - DAY, NOW + DAY, cd);
+	struct cv_cert_record *cert = make_rec("main", NOW - DAY, NOW + 90 * DAY, cd);
+	struct cv_service_record *svc;
+	struct cv_conflict c;
+	int64_t gone;
+
+	add_rec(store, cert);
+	add(store, "alt", NOW - DAY, NOW + DAY, cd2);
+	gone = add(store, "gone", NOW - DAY, NOW + DAY, cd);
+	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, pending), 0);
+	assert_int_equal(put_svc(store, "web", "production", sd, NOW), 1);
+	assert_int_equal(put_svc(store, "odd", "production", bad, NOW), 1);
+
+	/* What is missing, named in detail: the service first. */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "nope", "main", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "service");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "nope", "nocert", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "service");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "web", "nocert", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "certificate");
+	/* Only an active certificate: not one being imported or deleted. */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "web", "pend", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "certificate");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "certificate");
+	/* No conflict to fill is fine too. */
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, NULL), CV_ERR_NOT_FOUND);
+
+	/* Not covered: every domain the certificate misses, in the service's order ("*." covers
+	 * one label, and a wildcard domain only by the same wildcard). */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "odd", "main", NOW, &c),
+			 CV_ERR_DOMAIN_NOT_COVERED);
+	assert_string_equal(c.service, "odd");
+	assert_string_equal(c.detail, "a.b.example.com, example.org");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "odd", "alt", NOW, &c),
+			 CV_ERR_DOMAIN_NOT_COVERED);
+	assert_string_equal(c.service, "odd");
+	assert_string_equal(c.detail, "a.b.example.com");
+	svc = get_svc(store, "odd");
+	assert_string_equal(svc->cert_name, "");
+	assert_int_equal(svc->bound_at, 0);
+	assert_int_equal(svc->updated_at, NOW);
+	cv_store_service_free(svc);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM services WHERE cert_id IS NOT NULL"),
+			 0);
+
+	/* Bound: the service shows the certificate. */
+	bind_svc(store, "web", "main", NOW + 5);
+	svc = get_svc(store, "web");
+	assert_string_equal(svc->cert_name, "main");
+	assert_int_equal(svc->cert_version, 1);
+	assert_string_equal(svc->cert_serial, cert->serial);
+	assert_string_equal(svc->cert_sha256_fingerprint, cert->sha256_fingerprint);
+	assert_int_equal(svc->cert_not_before, cert->not_before);
+	assert_int_equal(svc->cert_not_after, cert->not_after);
+	assert_int_equal(svc->bound_at, NOW + 5);
+	assert_int_equal(svc->updated_at, NOW + 5);
+	assert_int_equal(svc->created_at, NOW);
+	cv_store_service_free(svc);
+	/* Again to the same certificate: nothing changes, not even the times. */
+	bind_svc(store, "web", "main", NOW + 9);
+	svc = get_svc(store, "web");
+	assert_string_equal(svc->cert_name, "main");
+	assert_int_equal(svc->bound_at, NOW + 5);
+	assert_int_equal(svc->updated_at, NOW + 5);
+	cv_store_service_free(svc);
+	/* To another certificate: a new bound_at; a refused one leaves the old binding. */
+	bind_svc(store, "web", "alt", NOW + 12);
+	svc = get_svc(store, "web");
+	assert_string_equal(svc->cert_name, "alt");
+	assert_int_equal(svc->bound_at, NOW + 12);
+	cv_store_service_free(svc);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW + 13, &c),
+			 CV_ERR_NOT_FOUND);
+	svc = get_svc(store, "web");
+	assert_string_equal(svc->cert_name, "alt");
+	assert_int_equal(svc->bound_at, NOW + 12);
+	cv_store_service_free(svc);
+
+	/* Unbind. */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_unbind(store, "nope", NOW + 20, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "service");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_unbind(store, "odd", NOW + 20, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "certificate");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 20, &c), 0);
+	svc = get_svc(store, "web");
+	assert_string_equal(svc->cert_name, "");
+	assert_int_equal(svc->cert_version, 0);
+	assert_int_equal(svc->bound_at, 0);
+	assert_int_equal(svc->updated_at, NOW + 20);
+	assert_strings(svc->domains, svc->n_domains, sd);
+	cv_store_service_free(svc);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "certificate");
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, NULL), CV_ERR_NOT_FOUND);
+	/* Bound anew after an unbind: a fresh bound_at. */
+	bind_svc(store, "web", "main", NOW + 30);
+	svc = get_svc(store, "web");
+	assert_int_equal(svc->bound_at, NOW + 30);
+	cv_store_service_free(svc);
+	/* Removing a bound service ends its use. */
+	assert_int_equal(cv_store_service_remove(store, "web"), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM services WHERE cert_id IS NOT NULL"),
+			 0);
+	cv_store_cert_free(pending);
+	cv_store_cert_free(cert);
+}
+
+static void test_not_covered_detail_is_cut(void **state)
+{
+	static const char *const cd[] = { "only.example", NULL };
+	struct cv_store *store = *state;
+	const char *doms[41];
+	char names[40][32], want_start[128];
+	struct cv_conflict c;
+	size_t len;
+	int i;
+
+	add(store, "narrow", NOW - DAY, NOW + DAY, cd);
+	for (i = 0; i < 40; i++) {
+		snprintf(names[i], sizeof(names[i]), "host-%02d.other.test", i);
+		doms[i] = names[i];
+	}
+	doms[40] = NULL;
+	assert_int_equal(put_svc(store, "wide", "production", doms, NOW), 1);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "wide", "narrow", NOW, &c),
+			 CV_ERR_DOMAIN_NOT_COVERED);
+	snprintf(want_start, sizeof(want_start), "%s, %s, ", names[0], names[1]);
+	assert_memory_equal(c.detail, want_start, strlen(want_start));
+	len = strlen(c.detail);
+	assert_true(len < sizeof(c.detail));
+	assert_string_equal(c.detail + len - 5, ", ...");
+}
+
+static void test_put_keeps_bound_service_covered(void **state)
+{
+	static const char *const cd[] = { "*.shop.example", NULL };
+	static const char *const sd[] = { "www.shop.example", "api.shop.example", NULL };
+	static const char *const ok[] = { "pay.shop.example", NULL };
+	static const char *const bad[] = { "cdn.shop.example", "shop.example", "a.b.shop.example",
+					   NULL };
+	struct cv_store *store = *state;
+	struct cv_service_record *svc, *got;
+	struct cv_conflict c;
+	int created = -1;
+
+	add(store, "shop", NOW - DAY, NOW + DAY, cd);
+	assert_int_equal(put_svc(store, "front", "production", sd, NOW), 1);
+	bind_svc(store, "front", "shop", NOW + 1);
+
+	svc = make_svc("front", "staging", "changed", bad);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 5, &created, &c),
+			 CV_ERR_DOMAIN_NOT_COVERED);
+	assert_string_equal(c.service, "front");
+	assert_string_equal(c.detail, "shop.example, a.b.shop.example");
+	cv_store_service_free(svc);
+	/* Nothing of the refused put was kept. */
+	got = get_svc(store, "front");
+	assert_strings(got->domains, got->n_domains, sd);
+	assert_string_equal(got->environment, "production");
+	assert_string_equal(got->description, "");
+	assert_int_equal(got->updated_at, NOW + 1);
+	assert_string_equal(got->cert_name, "shop");
+	cv_store_service_free(got);
+
+	/* Covered domains: the service changes and stays bound. */
+	svc = make_svc("front", "staging", "changed", ok);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 6, &created, &c), 0);
+	assert_int_equal(created, 0);
+	cv_store_service_free(svc);
+	got = get_svc(store, "front");
+	assert_strings(got->domains, got->n_domains, ok);
+	assert_string_equal(got->environment, "staging");
+	assert_string_equal(got->cert_name, "shop");
+	assert_int_equal(got->bound_at, NOW + 1);
+	cv_store_service_free(got);
+	/* Unbound, anything goes. */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_unbind(store, "front", NOW + 7, &c), 0);
+	svc = make_svc("front", "staging", "changed", bad);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 8, &created, &c), 0);
+	cv_store_service_free(svc);
+	got = get_svc(store, "front");
+	assert_strings(got->domains, got->n_domains, bad);
+	cv_store_service_free(got);
+}
+
+static void test_usage_in_get_list_counts(void **state)
+{
+	static const char *const shared_d[] = { "*.example.com", "example.com", NULL };
+	static const char *const exact_d[] = { "api.example.com", NULL };
+	static const char *const idle_d[] = { "idle.test", NULL };
+	static const char *const deep_d[] = { "*.a.example.com", NULL };
+	static const char *const zeta_d[] = { "a.example.com", "example.com", NULL };
+	static const char *const alpha_d[] = { "b.example.com", "a.example.com", NULL };
+	static const char *const mid_d[] = { "api.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_filter f = filter_all(1000);
+	struct cv_cert_page *page = NULL;
+	struct cv_cert_record *rec;
+	struct cv_cert_counts counts;
+	struct cv_conflict c;
+	char buf[256];
+
+	add(store, "shared", NOW - DAY, NOW + 365 * DAY, shared_d);
+	add(store, "exact", NOW - DAY, NOW + 365 * DAY, exact_d);
+	add(store, "idle", NOW - DAY, NOW + 365 * DAY, idle_d);
+	add(store, "deep", NOW - DAY, NOW + 365 * DAY, deep_d);
+	assert_int_equal(put_svc(store, "zeta", "production", zeta_d, NOW), 1);
+	assert_int_equal(put_svc(store, "alpha", "staging", alpha_d, NOW), 1);
+	assert_int_equal(put_svc(store, "mid", "production", mid_d, NOW), 1);
+	assert_int_equal(put_svc(store, "free", "production", mid_d, NOW), 1);
+	bind_svc(store, "zeta", "shared", NOW);
+	bind_svc(store, "alpha", "shared", NOW);
+	bind_svc(store, "mid", "exact", NOW);
+
+	/* get: the services in name order, with environment and domains. */
+	rec = get_cert(store, "shared");
+	assert_int_equal(rec->n_used_by, 2);
+	assert_string_equal(rec->used_by[0].service, "alpha");
+	assert_string_equal(rec->used_by[0].environment, "staging");
+	assert_strings(rec->used_by[0].domains, rec->used_by[0].n_domains, alpha_d);
+	assert_string_equal(rec->used_by[1].service, "zeta");
+	assert_string_equal(rec->used_by[1].environment, "production");
+	assert_strings(rec->used_by[1].domains, rec->used_by[1].n_domains, zeta_d);
+	/* a.example.com is in both: three distinct. */
+	assert_int_equal(rec->custom_domains, 3);
+	cv_store_cert_free(rec);
+	rec = get_cert(store, "exact");
+	assert_int_equal(rec->n_used_by, 1);
+	assert_string_equal(rec->used_by[0].service, "mid");
+	assert_int_equal(rec->custom_domains, 1);
+	cv_store_cert_free(rec);
+	rec = get_cert(store, "idle");
+	assert_int_equal(rec->n_used_by, 0);
+	assert_int_equal(rec->custom_domains, 0);
+	cv_store_cert_free(rec);
+
+	/* list: the same services, without their domains. */
+	assert_int_equal(cv_store_cert_list(store, &f, &page), 0);
+	assert_int_equal(page->n, 4);
+	assert_string_equal(page->items[3]->name, "shared");
+	assert_int_equal(page->items[3]->n_used_by, 2);
+	assert_string_equal(page->items[3]->used_by[0].service, "alpha");
+	assert_string_equal(page->items[3]->used_by[0].environment, "staging");
+	assert_int_equal(page->items[3]->used_by[0].n_domains, 0);
+	assert_null(page->items[3]->used_by[0].domains);
+	assert_string_equal(page->items[3]->used_by[1].service, "zeta");
+	assert_int_equal(page->items[3]->custom_domains, 3);
+	assert_string_equal(page->items[1]->name, "exact");
+	assert_int_equal(page->items[1]->n_used_by, 1);
+	assert_int_equal(page->items[2]->n_used_by, 0);
+	cv_store_cert_page_free(page);
+	page = NULL;
+
+	/* in_use. */
+	f.in_use = 1;
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "exact shared ");
+	f.in_use = 0;
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "deep idle ");
+	f.in_use = 1;
+	f.limit = 1;
+	assert_int_equal(cv_store_cert_list(store, &f, &page), 0);
+	assert_int_equal(page->n, 1);
+	assert_string_equal(page->items[0]->name, "exact");
+	assert_true(page->has_more);
+	cv_store_cert_page_free(page);
+	page = NULL;
+
+	/* domain: exact, and through the wildcard that covers it. */
+	f = filter_all(1000);
+	f.domain = "api.example.com";
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "exact ");
+	f.domain_wildcard = "*.example.com";
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "exact shared ");
+	f.limit = 1;
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "exact shared ");
+	f.limit = 1000;
+	f.in_use = 0;
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "");
+	f.in_use = -1;
+	f.domain = "example.com";
+	f.domain_wildcard = NULL;
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "shared ");
+	/* "*.example.com" does not cover two labels more. */
+	f.domain = "x.a.example.com";
+	f.domain_wildcard = "*.a.example.com";
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "deep ");
+	f.domain = "nothing.test";
+	f.domain_wildcard = NULL;
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "");
+
+	/* counts: certificates in use, not services. */
+	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &counts), 0);
+	assert_int_equal(counts.total, 4);
+	assert_int_equal(counts.in_use, 2);
+
+	/* Usage follows unbind and remove. */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_unbind(store, "mid", NOW, &c), 0);
+	assert_int_equal(cv_store_service_remove(store, "zeta"), 0);
+	rec = get_cert(store, "shared");
+	assert_int_equal(rec->n_used_by, 1);
+	assert_string_equal(rec->used_by[0].service, "alpha");
+	assert_int_equal(rec->custom_domains, 2);
+	cv_store_cert_free(rec);
+	rec = get_cert(store, "exact");
+	assert_int_equal(rec->n_used_by, 0);
+	assert_int_equal(rec->custom_domains, 0);
+	cv_store_cert_free(rec);
+	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &counts), 0);
+	assert_int_equal(counts.in_use, 1);
+	f = filter_all(1000);
+	f.in_use = 0;
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "deep exact idle ");
+}
+
+static void test_delete_refused_while_in_use(void **state)
+{
+	static const char *const cd[] = { "*.busy.test", NULL };
+	static const char *const sd[] = { "www.busy.test", NULL };
+	static const char *const nd[] = { "*.busy.test", "busy.test", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *next = make_next("busy-v2", nd);
+	struct cv_cert_version *versions = NULL;
+	struct cv_supersede req;
+	struct cv_conflict c;
+	struct cv_cert_record *rec;
+	char sql[128];
+	size_t n = 0;
+	int64_t id;
+
+	id = add(store, "busy", NOW - DAY, NOW + DAY, cd);
+	assert_int_equal(put_svc(store, "s2", "production", sd, NOW), 1);
+	assert_int_equal(put_svc(store, "s1", "staging", sd, NOW), 1);
+	bind_svc(store, "s2", "busy", NOW);
+	bind_svc(store, "s1", "busy", NOW);
+
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+			 CV_ERR_IN_USE);
+	assert_string_equal(c.detail, "s1, s2");
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, NULL),
+			 CV_ERR_IN_USE);
+	/* Still whole and active. */
+	rec = get_cert(store, "busy");
+	assert_int_equal(rec->n_used_by, 2);
+	cv_store_cert_free(rec);
+	/* Nor can the row go behind the services' back. */
+	assert_int_equal(cv_store_cert_remove(store, id), CV_ERR_DB);
+	rec = get_cert(store, "busy");
+	cv_store_cert_free(rec);
+
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_unbind(store, "s1", NOW, &c), 0);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+			 CV_ERR_IN_USE);
+	assert_string_equal(c.detail, "s2");
+
+	/* A version in the history, then the last user goes: the delete goes through. */
+	req = supersede_req(CV_END_RENEWED, id, 1, next, NOW + 10);
+	superseded(store, &req);
+	assert_int_equal(cv_store_service_remove(store, "s2"), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c), 0);
+	assert_int_equal(cv_store_cert_get(store, "busy", &rec), CV_ERR_NOT_FOUND);
+	/* Marked: nothing binds to it any more. */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "s1", "busy", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_string_equal(c.detail, "certificate");
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificate_versions WHERE cert_id = %lld",
+		 (long long)id);
+	assert_int_equal(raw_int(path, sql), 1);
+	assert_int_equal(cv_store_cert_remove(store, id), 0);
+	assert_int_equal(raw_int(path, sql), 0);
+	assert_int_equal(cv_store_cert_versions(store, id, &versions, &n), CV_ERR_NOT_FOUND);
+	cv_store_cert_free(next);
+}
+
+static void test_in_use_detail_is_cut(void **state)
+{
+	static const char *const cd[] = { "*.many.test", NULL };
+	static const char *const sd[] = { "www.many.test", NULL };
+	struct cv_store *store = *state;
+	struct cv_conflict c;
+	char name[65];
+	size_t len;
+	int64_t id;
+	int i;
+
+	id = add(store, "many", NOW - DAY, NOW + DAY, cd);
+	for (i = 0; i < 30; i++) {
+		snprintf(name, sizeof(name), "service-with-a-long-name-%02d", i);
+		assert_int_equal(put_svc(store, name, "production", sd, NOW), 1);
+		bind_svc(store, name, "many", NOW);
+	}
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+			 CV_ERR_IN_USE);
+	assert_memory_equal(c.detail, "service-with-a-long-name-00, service-with-a-long-name-01",
+			    strlen("service-with-a-long-name-00, service-with-a-long-name-01"));
+	len = strlen(c.detail);
+	assert_true(len < sizeof(c.detail));
+	assert_string_equal(c.detail + len - 5, ", ...");
+}
+
+static void test_supersede_refusals(void **state)
+{
+	static const char *const cd[] = { "web.example.com", "*.web.example.com", NULL };
+	static const char *const front_d[] = { "web.example.com", "a.web.example.com", NULL };
+	static const char *const back_d[] = { "web.example.com", "b.web.example.com", NULL };
+	static const char *const lone_d[] = { "lone.example.com", NULL };
+	static const char *const part_d[] = { "web.example.com", "a.web.example.com", NULL };
+	static const char *const none_d[] = { "other.example.com", NULL };
+	static const enum cv_version_end kinds[] = { CV_END_RENEWED, CV_END_REPLACED };
+	struct cv_store *store = *state;
+	struct cv_cert_record *web = make_rec("web", NOW - DAY, NOW + 90 * DAY, cd);
+	struct cv_cert_record *pending = make_rec("pend", NOW - DAY, NOW + DAY, cd);
+	struct cv_cert_record *next = make_next("web-next", cd);
+	struct cv_cert_record *lone_next = make_next("lone-next", lone_d);
+	struct cv_supersede req;
+	struct cv_conflict c;
+	int64_t id, lone, gone;
+	size_t k;
+
+	id = add_rec(store, web);
+	lone = add(store, "lone", NOW - DAY, NOW + DAY, lone_d);
+	gone = add(store, "gone", NOW - DAY, NOW + DAY, cd);
+	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, pending), 0);
+	assert_int_equal(put_svc(store, "front", "production", front_d, NOW), 1);
+	assert_int_equal(put_svc(store, "back", "production", back_d, NOW), 1);
+	bind_svc(store, "front", "web", NOW);
+	bind_svc(store, "back", "web", NOW);
+	/* The caller journals the new key first; a refused commit leaves that to the caller. */
+	assert_int_equal(cv_store_key_journal_add(store, next->key_id, id, NOW), 0);
+
+	for (k = 0; k < 2; k++) {
+		/* Not an active certificate. */
+		req = supersede_req(kinds[k], 999999, 1, next, NOW + 10);
+		refused(store, &req, CV_ERR_NOT_FOUND);
+		req = supersede_req(kinds[k], pending->id, 1, next, NOW + 10);
+		refused(store, &req, CV_ERR_NOT_FOUND);
+		req = supersede_req(kinds[k], gone, 1, next, NOW + 10);
+		refused(store, &req, CV_ERR_NOT_FOUND);
+
+		/* Not the current version: the conflict names the current one. */
+		req = supersede_req(kinds[k], id, 0, next, NOW + 10);
+		c = refused(store, &req, CV_ERR_ALREADY_RENEWED);
+		assert_int_equal(c.version, 1);
+		req = supersede_req(kinds[k], id, 2, next, NOW + 10);
+		c = refused(store, &req, CV_ERR_ALREADY_RENEWED);
+		assert_int_equal(c.version, 1);
+
+		/* The current certificate again. */
+		snprintf(next->sha256_fingerprint, sizeof(next->sha256_fingerprint), "%s",
+			 web->sha256_fingerprint);
+		req = supersede_req(kinds[k], id, 1, next, NOW + 10);
+		c = refused(store, &req, CV_ERR_SAME_CERTIFICATE);
+		assert_int_equal(c.version, 1);
+		/* A stale version is told first. */
+		req = supersede_req(kinds[k], id, 3, next, NOW + 10);
+		c = refused(store, &req, CV_ERR_ALREADY_RENEWED);
+		assert_int_equal(c.version, 1);
+		/* The same certificate is told before coverage. */
+		next->domains[1][0] = 'x';
+		req = supersede_req(kinds[k], id, 1, next, NOW + 10);
+		c = refused(store, &req, CV_ERR_SAME_CERTIFICATE);
+		assert_int_equal(c.version, 1);
+		next->domains[1][0] = '*';
+		snprintf(next->sha256_fingerprint, sizeof(next->sha256_fingerprint),
+			 "AB:CD:EF:web-next");
+
+		/* Coverage of every service using it: the first in name order that is not
+		 * covered, with every domain it misses. */
+		next->domains[1][0] = 'x'; /* "x.web.example.com": back and front lose one */
+		req = supersede_req(kinds[k], id, 1, next, NOW + 10);
+		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
+		assert_string_equal(c.service, "back");
+		assert_string_equal(c.detail, "b.web.example.com");
+		next->domains[1][0] = '*';
+	}
+	assert_int_equal(rows_with_key("key_journal", next->key_id), 1);
+	cv_store_cert_free(next);
+	next = NULL;
+
+	/* Front covered and back not; then neither, the first in name order reported. */
+	for (k = 0; k < 2; k++) {
+		struct cv_cert_record *part = make_next("part", part_d);
+		struct cv_cert_record *none = make_next("none", none_d);
+
+		req = supersede_req(kinds[k], id, 1, part, NOW + 10);
+		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
+		assert_string_equal(c.service, "back");
+		assert_string_equal(c.detail, "b.web.example.com");
+		req = supersede_req(kinds[k], id, 1, none, NOW + 10);
+		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
+		assert_string_equal(c.service, "back");
+		assert_string_equal(c.detail, "web.example.com, b.web.example.com");
+		cv_store_cert_free(part);
+		cv_store_cert_free(none);
+	}
+
+	/* A renewal needs a service using the certificate; a replace does not. */
+	req = supersede_req(CV_END_RENEWED, lone, 1, lone_next, NOW + 10);
+	refused(store, &req, CV_ERR_NOT_IN_USE);
+	req = supersede_req(CV_END_REPLACED, lone, 1, lone_next, NOW + 10);
+	superseded(store, &req);
+	/* Still not in use at version 2. */
+	cv_store_cert_free(lone_next);
+	lone_next = make_next("lone-next-2", lone_d);
+	req = supersede_req(CV_END_RENEWED, lone, 2, lone_next, NOW + 20);
+	refused(store, &req, CV_ERR_NOT_IN_USE);
+	/* A stale version is told before that. */
+	req = supersede_req(CV_END_RENEWED, lone, 1, lone_next, NOW + 20);
+	c = refused(store, &req, CV_ERR_ALREADY_RENEWED);
+	assert_int_equal(c.version, 2);
+
+	cv_store_cert_free(web);
+	cv_store_cert_free(pending);
+	cv_store_cert_free(lone_next);
+}
+
+/* The order the header gives: a renewal of a certificate no service uses is NOT_IN_USE,
+ * before the same-certificate check. */
+static void test_supersede_not_in_use_before_same_certificate(void **state)
+{
+	static const char *const d[] = { "solo.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *solo = make_rec("solo", NOW - DAY, NOW + DAY, d);
+	struct cv_cert_record *next = make_next("solo-next", d);
+	struct cv_supersede req;
+	int64_t id;
+
+	id = add_rec(store, solo);
+	/* The current certificate, renewed while unused. */
+	snprintf(next->sha256_fingerprint, sizeof(next->sha256_fingerprint), "%s",
+		 solo->sha256_fingerprint);
+	req = supersede_req(CV_END_RENEWED, id, 1, next, NOW + 10);
+	refused(store, &req, CV_ERR_NOT_IN_USE);
+	/* An earlier version's certificate (v1's once a replace made v2), renewed while unused. */
+	snprintf(next->sha256_fingerprint, sizeof(next->sha256_fingerprint), "AB:CD:EF:solo-next");
+	req = supersede_req(CV_END_REPLACED, id, 1, next, NOW + 10);
+	superseded(store, &req);
+	cv_store_cert_free(next);
+	next = make_next("solo-next-2", d);
+	snprintf(next->sha256_fingerprint, sizeof(next->sha256_fingerprint), "%s",
+		 solo->sha256_fingerprint);
+	req = supersede_req(CV_END_RENEWED, id, 2, next, NOW + 20);
+	refused(store, &req, CV_ERR_NOT_IN_USE);
+	cv_store_cert_free(solo);
+	cv_store_cert_free(next);
+}
+
+static void test_supersede_makes_next_current(void **state)
+{
+	static const char *const d1[] = { "web.example.com", "*.web.example.com", NULL };
+	static const char *const d2[] = { "new.example.com", "web.example.com",
+					  "a.web.example.com", "b.web.example.com", NULL };
+	static const char *const d3[] = { "web.example.com", "*.web.example.com", NULL };
+	static const char *const front_d[] = { "web.example.com", "a.web.example.com", NULL };
+	static const char *const back_d[] = { "b.web.example.com", NULL };
+	static const uint8_t other_key[CV_TOKEN_ID_LEN] = "another-key-0001";
+	struct cv_store *store = *state;
+	struct cv_cert_record *v1 = make_rec("web", NOW - DAY, NOW + 90 * DAY, d1);
+	struct cv_cert_record *v2 = make_next("web-v2", d2);
+	struct cv_cert_record *v3 = make_next("web-v3", d3);
+	struct cv_cert_record *late = make_next("web-late", d3);
+	struct cv_cert_record *rec;
+	struct cv_service_record *svc;
+	struct cv_cert_version *versions = NULL;
+	struct cv_cert_filter f = filter_all(1000);
+	struct cv_supersede req;
+	struct cv_conflict c;
+	char buf[128];
+	size_t n = 0;
+	int64_t id;
+
+	id = add_rec(store, v1);
+	assert_int_equal(put_svc(store, "front", "production", front_d, NOW), 1);
+	assert_int_equal(put_svc(store, "back", "staging", back_d, NOW), 1);
+	bind_svc(store, "front", "web", NOW + 1);
+	bind_svc(store, "back", "web", NOW + 2);
+	assert_int_equal(cv_store_key_journal_add(store, v2->key_id, id, NOW + 5), 0);
+	assert_int_equal(cv_store_key_journal_add(store, other_key, id, NOW + 5), 0);
+
+	req = supersede_req(CV_END_RENEWED, id, 1, v2, NOW + 10);
+	superseded(store, &req);
+
+	/* The certificate is v2's, under the same name, id, description and creation time. */
+	rec = get_cert(store, "web");
+	assert_int_equal(rec->id, id);
+	assert_int_equal(rec->version, 2);
+	assert_int_equal(rec->current_since, NOW + 10);
+	assert_int_equal(rec->updated_at, NOW + 10);
+	assert_int_equal(rec->created_at, v1->created_at);
+	assert_string_equal(rec->description, v1->description);
+	assert_string_equal(rec->subject, v2->subject);
+	assert_string_equal(rec->issuer, v2->issuer);
+	assert_string_equal(rec->serial, v2->serial);
+	assert_string_equal(rec->sha256_fingerprint, v2->sha256_fingerprint);
+	assert_string_equal(rec->key_description, v2->key_description);
+	assert_string_equal(rec->primary_domain, "new.example.com");
+	assert_int_equal(rec->not_before, v2->not_before);
+	assert_int_equal(rec->not_after, v2->not_after);
+	assert_memory_equal(rec->key_id, v2->key_id, sizeof(rec->key_id));
+	assert_int_equal(rec->cert_der_len, v2->cert_der_len);
+	assert_memory_equal(rec->cert_der, v2->cert_der, v2->cert_der_len);
+	assert_string_equal(rec->chain_pem, v2->chain_pem);
+	assert_strings(rec->domains, rec->n_domains, d2);
+	assert_int_equal(rec->n_used_by, 2);
+	cv_store_cert_free(rec);
+
+	/* Every service using it uses v2 from the same moment, bound as before. */
+	svc = get_svc(store, "front");
+	assert_string_equal(svc->cert_name, "web");
+	assert_int_equal(svc->cert_version, 2);
+	assert_string_equal(svc->cert_serial, v2->serial);
+	assert_string_equal(svc->cert_sha256_fingerprint, v2->sha256_fingerprint);
+	assert_int_equal(svc->cert_not_before, v2->not_before);
+	assert_int_equal(svc->cert_not_after, v2->not_after);
+	assert_int_equal(svc->bound_at, NOW + 1);
+	cv_store_service_free(svc);
+	svc = get_svc(store, "back");
+	assert_int_equal(svc->cert_version, 2);
+	assert_string_equal(svc->cert_sha256_fingerprint, v2->sha256_fingerprint);
+	assert_int_equal(svc->bound_at, NOW + 2);
+	cv_store_service_free(svc);
+
+	/* The old version is history, newest first. */
+	assert_int_equal(cv_store_cert_versions(store, id, &versions, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(versions[0].version, 2);
+	assert_int_equal(versions[0].ended_by, CV_END_NONE);
+	assert_int_equal(versions[0].current_from, NOW + 10);
+	assert_int_equal(versions[0].current_until, 0);
+	assert_int_equal(versions[0].key_state, CV_KEY_IN_TOKEN);
+	assert_string_equal(versions[0].sha256_fingerprint, v2->sha256_fingerprint);
+	assert_memory_equal(versions[0].key_id, v2->key_id, CV_TOKEN_ID_LEN);
+	assert_int_equal(versions[1].version, 1);
+	assert_int_equal(versions[1].ended_by, CV_END_RENEWED);
+	assert_int_equal(versions[1].current_from, v1->created_at);
+	assert_int_equal(versions[1].current_until, NOW + 10);
+	assert_int_equal(versions[1].key_state, CV_KEY_IN_TOKEN);
+	assert_string_equal(versions[1].subject, v1->subject);
+	assert_string_equal(versions[1].issuer, v1->issuer);
+	assert_string_equal(versions[1].serial, v1->serial);
+	assert_string_equal(versions[1].sha256_fingerprint, v1->sha256_fingerprint);
+	assert_string_equal(versions[1].key_description, v1->key_description);
+	assert_int_equal(versions[1].not_before, v1->not_before);
+	assert_int_equal(versions[1].not_after, v1->not_after);
+	assert_memory_equal(versions[1].key_id, v1->key_id, CV_TOKEN_ID_LEN);
+	free(versions);
+	versions = NULL;
+
+	/* The journal row of the new key went with the commit; no other. */
+	assert_int_equal(rows_with_key("key_journal", v2->key_id), 0);
+	assert_int_equal(rows_with_key("key_journal", other_key), 1);
+
+	/* Search and the domain filter see the new domains only. */
+	f.domain = "new.example.com";
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "web ");
+	f.domain = "x.web.example.com";
+	f.domain_wildcard = "*.web.example.com";
+	assert_string_equal(names_listed(store, f, buf, sizeof(buf)), "");
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM certificate_domains"), 4);
+
+	/* The superseded version cannot be superseded again. */
+	req = supersede_req(CV_END_RENEWED, id, 1, late, NOW + 11);
+	c = refused(store, &req, CV_ERR_ALREADY_RENEWED);
+	assert_int_equal(c.version, 2);
+	req = supersede_req(CV_END_REPLACED, id, 1, late, NOW + 11);
+	c = refused(store, &req, CV_ERR_ALREADY_RENEWED);
+	assert_int_equal(c.version, 2);
+
+	/* A replace that leaves the old key to be destroyed. */
+	req = supersede_req(CV_END_REPLACED, id, 2, v3, NOW + 20);
+	req.destroy_old_key = 1;
+	superseded(store, &req);
+	assert_int_equal(cv_store_cert_versions(store, id, &versions, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(versions[0].version, 3);
+	assert_int_equal(versions[0].current_from, NOW + 20);
+	assert_int_equal(versions[0].key_state, CV_KEY_IN_TOKEN);
+	assert_int_equal(versions[1].version, 2);
+	assert_int_equal(versions[1].ended_by, CV_END_REPLACED);
+	assert_int_equal(versions[1].current_from, NOW + 10);
+	assert_int_equal(versions[1].current_until, NOW + 20);
+	assert_int_equal(versions[1].key_state, CV_KEY_DESTROYING);
+	assert_memory_equal(versions[1].key_id, v2->key_id, CV_TOKEN_ID_LEN);
+	assert_int_equal(versions[2].version, 1);
+	assert_int_equal(versions[2].ended_by, CV_END_RENEWED);
+	assert_int_equal(versions[2].key_state, CV_KEY_IN_TOKEN);
+	free(versions);
+	svc = get_svc(store, "back");
+	assert_int_equal(svc->cert_version, 3);
+	assert_string_equal(svc->cert_serial, v3->serial);
+	cv_store_service_free(svc);
+	/* The history is the certificate's, by id. */
+	assert_int_equal(cv_store_cert_versions(store, id + 1000, &versions, &n), CV_ERR_NOT_FOUND);
+
+	cv_store_cert_free(v1);
+	cv_store_cert_free(v2);
+	cv_store_cert_free(v3);
+	cv_store_cert_free(late);
+}
+
+/* Same certificate: the current one for both kinds; for a renewal any earlier one too
+ * (naming the latest version that had it), which a replace may go back to. */
+static void test_supersede_same_certificate_history(void **state)
+{
+	static const char *const d[] = { "*.hist.example", NULL };
+	static const char *const sd[] = { "www.hist.example", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *v1 = make_rec("hist", NOW - DAY, NOW + DAY, d);
+	struct cv_cert_record *b = make_next("hist-b", d);
+	struct cv_cert_record *again = make_next("hist-again", d);
+	struct cv_cert_record *cur, *peer, *peer_next;
+	struct cv_supersede req;
+	struct cv_conflict c;
+	int64_t id, peer_id;
+
+	id = add_rec(store, v1);
+	assert_int_equal(put_svc(store, "www", "production", sd, NOW), 1);
+	bind_svc(store, "www", "hist", NOW);
+	req = supersede_req(CV_END_RENEWED, id, 1, b, NOW + 10); /* v2 = b */
+	superseded(store, &req);
+
+	/* v1's certificate again, with a new key. */
+	snprintf(again->sha256_fingerprint, sizeof(again->sha256_fingerprint), "%s",
+		 v1->sha256_fingerprint);
+	req = supersede_req(CV_END_RENEWED, id, 2, again, NOW + 20);
+	c = refused(store, &req, CV_ERR_SAME_CERTIFICATE);
+	assert_int_equal(c.version, 1);
+	/* b's, the current one: both kinds refuse. */
+	snprintf(again->sha256_fingerprint, sizeof(again->sha256_fingerprint), "%s",
+		 b->sha256_fingerprint);
+	c = refused(store, &req, CV_ERR_SAME_CERTIFICATE);
+	assert_int_equal(c.version, 2);
+	req.kind = CV_END_REPLACED;
+	c = refused(store, &req, CV_ERR_SAME_CERTIFICATE);
+	assert_int_equal(c.version, 2);
+	/* A replace goes back to v1's certificate: v3. */
+	snprintf(again->sha256_fingerprint, sizeof(again->sha256_fingerprint), "%s",
+		 v1->sha256_fingerprint);
+	superseded(store, &req);
+	cur = get_cert(store, "hist");
+	assert_int_equal(cur->version, 3);
+	assert_string_equal(cur->sha256_fingerprint, v1->sha256_fingerprint);
+	cv_store_cert_free(cur);
+	/* Now that is the current one; b's is v2's. */
+	cv_store_cert_free(again);
+	again = make_next("hist-again-2", d);
+	snprintf(again->sha256_fingerprint, sizeof(again->sha256_fingerprint), "%s",
+		 v1->sha256_fingerprint);
+	req = supersede_req(CV_END_RENEWED, id, 3, again, NOW + 30);
+	c = refused(store, &req, CV_ERR_SAME_CERTIFICATE);
+	assert_int_equal(c.version, 3);
+	snprintf(again->sha256_fingerprint, sizeof(again->sha256_fingerprint), "%s",
+		 b->sha256_fingerprint);
+	c = refused(store, &req, CV_ERR_SAME_CERTIFICATE);
+	assert_int_equal(c.version, 2);
+	/* A fresh one renews (v4); then v1's certificate is named by its latest version, 3. */
+	snprintf(again->sha256_fingerprint, sizeof(again->sha256_fingerprint), "FRESH");
+	superseded(store, &req);
+	cv_store_cert_free(again);
+	again = make_next("hist-again-3", d);
+	snprintf(again->sha256_fingerprint, sizeof(again->sha256_fingerprint), "%s",
+		 v1->sha256_fingerprint);
+	req = supersede_req(CV_END_RENEWED, id, 4, again, NOW + 40);
+	c = refused(store, &req, CV_ERR_SAME_CERTIFICATE);
+	assert_int_equal(c.version, 3);
+	/* Another certificate's earlier fingerprint is no concern of this one. */
+	peer = make_rec("peer", NOW - DAY, NOW + DAY, d);
+	peer_next = make_next("peer-next", d);
+	peer_id = add_rec(store, peer);
+	req = supersede_req(CV_END_REPLACED, peer_id, 1, peer_next, NOW + 40);
+	superseded(store, &req);
+	snprintf(again->sha256_fingerprint, sizeof(again->sha256_fingerprint), "%s",
+		 peer->sha256_fingerprint);
+	req = supersede_req(CV_END_RENEWED, id, 4, again, NOW + 50);
+	superseded(store, &req);
+	cur = get_cert(store, "hist");
+	assert_int_equal(cur->version, 5);
+	cv_store_cert_free(cur);
+	cv_store_cert_free(peer);
+	cv_store_cert_free(peer_next);
+	cv_store_cert_free(v1);
+	cv_store_cert_free(b);
+	cv_store_cert_free(again);
+}
+
+struct seen_keys {
+	size_t n;
+	uint8_t ids[8][CV_TOKEN_ID_LEN];
+	int in_journal[8];
+};
+
+static int collect_keys(const uint8_t *key_id, int in_journal, void *arg)
+{
+	struct seen_keys *s = arg;
+
+	if (s->n >= 8)
+		return -1;
+	memcpy(s->ids[s->n], key_id, CV_TOKEN_ID_LEN);
+	s->in_journal[s->n] = in_journal;
+	s->n++;
+	return 0;
+}
+
+static struct seen_keys unsettled(struct cv_store *store)
+{
+	struct seen_keys s;
+
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(cv_store_keys_unsettled_foreach(store, collect_keys, &s), 0);
+	return s;
+}
+
+/* What the reconciler does, writing through the pool from inside the callback. */
+static int settle_key(const uint8_t *key_id, int in_journal, void *arg)
+{
+	struct cv_store *store = arg;
+
+	return in_journal ? cv_store_key_journal_remove(store, key_id)
+			  : cv_store_version_key_destroyed(store, key_id);
+}
+
+static int stop_with_seven(const uint8_t *key_id, int in_journal, void *arg)
+{
+	int *calls = arg;
+
+	(void)key_id;
+	(void)in_journal;
+	++*calls;
+	return 7;
+}
+
+static void test_key_journal_and_unsettled_keys(void **state)
+{
+	static const char *const d[] = { "*.keys.example", NULL };
+	static const uint8_t orphan[CV_TOKEN_ID_LEN] = "orphan-key-00001";
+	static const uint8_t unknown[CV_TOKEN_ID_LEN] = "never-seen-key-1";
+	struct cv_store *store = *state;
+	struct cv_cert_record *v1 = make_rec("keys", NOW - DAY, NOW + DAY, d);
+	struct cv_cert_record *v2 = make_next("keys-v2", d);
+	struct cv_cert_record *v3 = make_next("keys-v3", d);
+	struct cv_cert_version *versions = NULL;
+	struct cv_supersede req;
+	struct seen_keys s;
+	size_t n = 0;
+	int64_t id;
+	int calls = 0;
+
+	id = add_rec(store, v1);
+	s = unsettled(store);
+	assert_int_equal(s.n, 0);
+
+	/* A journalled key that nothing holds: a crash left it. */
+	assert_int_equal(cv_store_key_journal_add(store, orphan, id, NOW), 0);
+	assert_true(cv_store_key_journal_add(store, orphan, id, NOW) < 0);
+	assert_int_equal(rows_with_key("key_journal", orphan), 1);
+	s = unsettled(store);
+	assert_int_equal(s.n, 1);
+	assert_memory_equal(s.ids[0], orphan, CV_TOKEN_ID_LEN);
+	assert_int_equal(s.in_journal[0], 1);
+
+	/* A journal row naming a key a certificate holds is dropped, not reported. */
+	assert_int_equal(cv_store_key_journal_add(store, v1->key_id, id, NOW), 0);
+	s = unsettled(store);
+	assert_int_equal(s.n, 1);
+	assert_memory_equal(s.ids[0], orphan, CV_TOKEN_ID_LEN);
+	assert_int_equal(rows_with_key("key_journal", v1->key_id), 0);
+
+	/* A superseded version kept in the token is not unsettled. */
+	req = supersede_req(CV_END_REPLACED, id, 1, v2, NOW + 10);
+	superseded(store, &req);
+	s = unsettled(store);
+	assert_int_equal(s.n, 1);
+	/* One left 'destroying' is, after the journal's keys. */
+	req = supersede_req(CV_END_REPLACED, id, 2, v3, NOW + 20);
+	req.destroy_old_key = 1;
+	superseded(store, &req);
+	s = unsettled(store);
+	assert_int_equal(s.n, 2);
+	assert_memory_equal(s.ids[0], orphan, CV_TOKEN_ID_LEN);
+	assert_int_equal(s.in_journal[0], 1);
+	assert_memory_equal(s.ids[1], v2->key_id, CV_TOKEN_ID_LEN);
+	assert_int_equal(s.in_journal[1], 0);
+	/* A journal row naming a version's key is dropped too: reported once, as the version's. */
+	assert_int_equal(cv_store_key_journal_add(store, v2->key_id, id, NOW), 0);
+	assert_int_equal(cv_store_key_journal_add(store, v1->key_id, id, NOW), 0);
+	s = unsettled(store);
+	assert_int_equal(s.n, 2);
+	assert_memory_equal(s.ids[1], v2->key_id, CV_TOKEN_ID_LEN);
+	assert_int_equal(s.in_journal[1], 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM key_journal"), 1);
+
+	/* fn's non-zero stops the walk and comes back. */
+	assert_int_equal(cv_store_keys_unsettled_foreach(store, stop_with_seven, &calls), 7);
+	assert_int_equal(calls, 1);
+
+	/* The reconciler settles both through the pool; then nothing is left. */
+	assert_int_equal(cv_store_keys_unsettled_foreach(store, settle_key, store), 0);
+	s = unsettled(store);
+	assert_int_equal(s.n, 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM key_journal"), 0);
+	assert_int_equal(cv_store_cert_versions(store, id, &versions, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(versions[1].key_state, CV_KEY_DESTROYED);
+	assert_int_equal(versions[2].key_state, CV_KEY_IN_TOKEN);
+	free(versions);
+
+	/* Unknown keys. */
+	assert_int_equal(cv_store_key_journal_remove(store, orphan), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_key_journal_remove(store, unknown), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_version_key_destroyed(store, unknown), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_version_key_destroyed(store, v3->key_id), CV_ERR_NOT_FOUND);
+	cv_store_cert_free(v1);
+	cv_store_cert_free(v2);
+	cv_store_cert_free(v3);
+}
+
+struct racer {
+	struct cv_store *store;
+	pthread_barrier_t *start;
+	struct cv_supersede req;
+	struct cv_conflict conflict;
+	int r;
+};
+
+static void *supersede_racer(void *arg)
+{
+	struct racer *x = arg;
+
+	pthread_barrier_wait(x->start);
+	x->r = cv_store_cert_supersede(x->store, &x->req, &x->conflict);
+	return NULL;
+}
+
+static void test_supersede_race(void **state)
+{
+	static const char *const d[] = { "*.race.example", NULL };
+	static const char *const sd[] = { "www.race.example", NULL };
+	enum { ROUNDS = 25 };
+	struct cv_store *store = *state;
+	struct cv_cert_record *next[2] = { NULL, NULL }, *cur;
+	struct cv_cert_version *versions = NULL;
+	enum cv_version_end winner_kind[ROUNDS + 1];
+	pthread_barrier_t start;
+	struct racer x[2];
+	pthread_t t[2];
+	char tag[32];
+	size_t n = 0, i;
+	int64_t id, version;
+	int round, w;
+
+	id = add(store, "race", NOW - DAY, NOW + DAY, d);
+	assert_int_equal(put_svc(store, "www", "production", sd, NOW), 1);
+	bind_svc(store, "www", "race", NOW);
+	assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+	for (round = 0; round < ROUNDS; round++) {
+		version = round + 1;
+		for (i = 0; i < 2; i++) {
+			snprintf(tag, sizeof(tag), "race-%d-%zu", round, i);
+			next[i] = make_next(tag, d);
+			memset(&x[i], 0, sizeof(x[i]));
+			x[i].store = store;
+			x[i].start = &start;
+			/* One renews, the other replaces, the same version. */
+			x[i].req = supersede_req(i == 0 ? CV_END_RENEWED : CV_END_REPLACED, id,
+						 version, next[i], NOW + version);
+		}
+		for (i = 0; i < 2; i++)
+			assert_int_equal(pthread_create(&t[i], NULL, supersede_racer, &x[i]), 0);
+		for (i = 0; i < 2; i++)
+			assert_int_equal(pthread_join(t[i], NULL), 0);
+		/* Exactly one wins; the other is told the version moved on. */
+		assert_true((x[0].r == 0) != (x[1].r == 0));
+		w = x[0].r == 0 ? 0 : 1;
+		assert_int_equal(x[1 - w].r, CV_ERR_ALREADY_RENEWED);
+		assert_int_equal(x[1 - w].conflict.version, version + 1);
+		winner_kind[version] = x[w].req.kind;
+		cur = get_cert(store, "race");
+		assert_int_equal(cur->version, version + 1);
+		assert_string_equal(cur->sha256_fingerprint, next[w]->sha256_fingerprint);
+		assert_memory_equal(cur->key_id, next[w]->key_id, CV_TOKEN_ID_LEN);
+		cv_store_cert_free(cur);
+		for (i = 0; i < 2; i++) {
+			cv_store_cert_free(next[i]);
+			next[i] = NULL;
+		}
+	}
+	assert_int_equal(pthread_barrier_destroy(&start), 0);
+	/* One version per round, each ended the way its winner asked. */
+	assert_int_equal(cv_store_cert_versions(store, id, &versions, &n), 0);
+	assert_int_equal(n, ROUNDS + 1);
+	for (i = 1; i < n; i++) {
+		assert_int_equal(versions[i].version, (int64_t)(n - i));
+		assert_int_equal(versions[i].ended_by, winner_kind[n - i]);
+	}
+	free(versions);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -847,6 +2409,31 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_search, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_threads_through_pool, test_setup,
 						test_teardown),
+		cmocka_unit_test_teardown(test_migrate_from_v1, test_teardown),
+		cmocka_unit_test_setup_teardown(test_service_put_get_remove, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_service_list, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_bind_unbind, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_not_covered_detail_is_cut, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_put_keeps_bound_service_covered, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_usage_in_get_list_counts, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_delete_refused_while_in_use, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_in_use_detail_is_cut, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_supersede_refusals, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_supersede_not_in_use_before_same_certificate,
+						test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_supersede_makes_next_current, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_supersede_same_certificate_history, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_key_journal_and_unsettled_keys, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_supersede_race, test_setup, test_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
