@@ -125,6 +125,13 @@ int cv_status_parse(const char *s, enum cv_status *ret);
 /* Whole days from now until not_after, rounded toward minus infinity (negative once expired). */
 int64_t cv_expires_in_days(time_t not_after, time_t now);
 
+/* Whether cert, with chain as untrusted intermediates (may be NULL), verifies up to one of
+ * trusted at now (X509_verify_cert; a trusted intermediate may end the chain). Returns 1
+ * (trusted) or 0 (not), with OpenSSL's reason in why (may be NULL); or CV_ERR_NOMEM,
+ * CV_ERR_INTERNAL. */
+int cv_x509_chain_trusted(X509 *cert, STACK_OF(X509) *chain, STACK_OF(X509) *trusted,
+			  time_t now, struct cv_errmsg *why);
+
 /* Domain names and coverage (RFC 6125 section 6.4). */
 #define CV_DNS_NAME_MAX 253
 
@@ -151,5 +158,35 @@ int cv_x509_names_cover(char *const *names, size_t n, const char *domain);
  * ret. Returns 0, or CV_ERR_NOT_FOUND when no wildcard can cover it (fewer than three labels,
  * or a wildcard itself). */
 int cv_x509_domain_wildcard(const char *domain, char *ret, size_t ret_len);
+
+/* PKCS#12 (src/x509/pkcs12.c). */
+
+/* Reads a PKCS#12 file (DER, the outer base64 already removed) protected by password (NULL
+ * or "" when none was given: a file made without a password is then read). On success
+ * *ret_key is its one private key, *ret_cert the certificate of that key and *ret_chain the
+ * file's other certificates in the file's order (possibly none), all the caller's.
+ * Files encrypted with RC2 and other legacy algorithms are read with OpenSSL's legacy
+ * provider, loaded for that parse only (this reads the provider module from disk).
+ * Errors: not PKCS#12, cut off, bytes after it, no private key, more than one private key
+ * (key bags and shrouded key bags, at any depth), no certificate, more than
+ * CV_X509_MAX_CHAIN + 1 certificates, more than 3,000,000 password-hashing iterations in all,
+ * a key derivation other than PBKDF2 or PKCS#12's own, an algorithm that cannot be decrypted
+ * -> CV_ERR_BAD_ENCODING; the MAC fails (wrong password, or none given for a protected file)
+ * -> CV_ERR_BAD_PASSWORD; no certificate matches the key -> CV_ERR_KEY_MISMATCH. Messages
+ * never hold the password or key bytes. */
+int cv_x509_pkcs12_parse(const unsigned char *der, size_t len, const char *password,
+			 X509 **ret_cert, EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain,
+			 struct cv_errmsg *err);
+
+/* Writes a PKCS#12 truststore that Java's keytool lists as one trustedCertEntry per
+ * certificate, in the order given: certs[i] under aliases[i] (its friendlyName; Java shows
+ * it lower-cased), with Java's trusted-key-usage attribute (2.16.840.1.113894.746875.1.1)
+ * set to anyExtendedKeyUsage. Certificates encrypted with AES-256-CBC (PBES2, PBKDF2 with
+ * HMAC-SHA256), a SHA-256 MAC, 10000 iterations each. On success *ret_der (malloc'd) is the
+ * caller's. Errors: CV_ERR_BAD_REQUEST for no password, an empty alias, an alias that is not
+ * UTF-8 or two that differ only in case; CV_ERR_NOMEM; CV_ERR_INTERNAL. */
+int cv_x509_truststore_pkcs12(X509 *const *certs, const char *const *aliases, size_t n,
+			      const char *password, unsigned char **ret_der, size_t *ret_len,
+			      struct cv_errmsg *err);
 
 #endif

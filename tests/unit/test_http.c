@@ -5,11 +5,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "certvault/http.h"
+/* Internal to the http module, tested here as a pure function. */
+#include "../../src/http/multipart.h"
 
 static struct cv_config cfg;
 static struct cv_app app;
@@ -311,6 +315,368 @@ static void test_error_table_is_complete(void **state)
 	assert_string_equal(cv_http_error_code(CV_ERR__LAST), "internal_error");
 }
 
+/* ---- multipart/form-data ---- */
+
+static int multipart(const char *content_type, const char *body, size_t len,
+		     struct http_part **parts, size_t *n, struct cv_errmsg *err)
+{
+	memset(err, 0, sizeof(*err));
+	*parts = NULL;
+	*n = 0;
+	return http_multipart_parse(content_type, body, len, parts, n, err);
+}
+
+static void assert_part(const struct http_part *p, const char *name, const char *filename,
+			const char *content_type, const char *data, size_t len)
+{
+	assert_string_equal(p->name, name);
+	assert_int_equal(p->has_filename, filename != NULL);
+	assert_string_equal(p->filename, filename != NULL ? filename : "");
+	assert_string_equal(p->content_type, content_type);
+	assert_int_equal(p->len, len);
+	assert_memory_equal(p->data, data, len);
+}
+
+static void test_multipart_good_bodies(void **state)
+{
+	static const char pem[] =
+		"-----BEGIN CERTIFICATE-----\r\nMIIB\r\n-----END CERTIFICATE-----\r\n";
+	static const char body[] =
+		"--XyZ-boundary_1.2'+\r\n"
+		"Content-Disposition: form-data; name=\"name\"\r\n"
+		"\r\n"
+		"web\r\n"
+		"--XyZ-boundary_1.2'+\r\n"
+		"content-disposition: Form-Data; name=\"file\"; filename=\"web.pem\"\r\n"
+		"CONTENT-TYPE: Application/X-PEM-File; charset=us-ascii\r\n"
+		"X-Unknown: ignored\r\n"
+		"Content-Transfer-Encoding: binary\r\n"
+		"\r\n"
+		"-----BEGIN CERTIFICATE-----\r\nMIIB\r\n-----END CERTIFICATE-----\r\n"
+		"\r\n"
+		"--XyZ-boundary_1.2'+\r\n"
+		"Content-Disposition: form-data; name=empty\r\n"
+		"\r\n"
+		"\r\n"
+		"--XyZ-boundary_1.2'+--\r\n";
+	/* Binary content: NULs, CR and LF alone, "--" and the boundary not at a line start
+	 * or after a bare LF are all content. */
+	static const char binary[] = "\x30\x82\x00\x00\r\n\n--b o\x00\xff\r--b o\n--b o--\r\n-";
+	struct http_part *parts;
+	struct cv_errmsg err;
+	size_t n, blen;
+	char big[1024];
+	int r;
+
+	(void)state;
+	r = multipart("multipart/form-data; boundary=XyZ-boundary_1.2'+", body, sizeof(body) - 1,
+		      &parts, &n, &err);
+	if (r != 0)
+		fail_msg("refused: %s", err.text);
+	assert_int_equal(n, 3);
+	assert_part(&parts[0], "name", NULL, "", "web", 3);
+	assert_part(&parts[1], "file", "web.pem", "application/x-pem-file", pem,
+		    sizeof(pem) - 1);
+	assert_part(&parts[2], "empty", NULL, "", "", 0);
+	/* Borrowed from the body, not copied. */
+	assert_true(parts[1].data > body && parts[1].data + parts[1].len < body + sizeof(body));
+	assert_ptr_equal(http_multipart_find(parts, n, "file"), &parts[1]);
+	assert_null(http_multipart_find(parts, n, "File"));
+	assert_null(http_multipart_find(parts, n, "missing"));
+	free(parts);
+
+	/* A quoted boundary with a space and the characters only quotes allow; the type and
+	 * parameter names in any case; other parameters around it. */
+	blen = (size_t)snprintf(big, sizeof(big),
+				"preamble, ignored\r\n"
+				"--b o(),/:=?\t \r\n"
+				"Content-Disposition: form-data; name=\"upload\"; filename=\"\"\r\n"
+				"Content-Type: application/octet-stream\r\n"
+				"\r\n");
+	memcpy(big + blen, binary, sizeof(binary) - 1);
+	blen += sizeof(binary) - 1;
+	blen += (size_t)snprintf(big + blen, sizeof(big) - blen,
+				 "\r\n--b o(),/:=?--  \r\nepilogue, ignored\r\n");
+	r = multipart("Multipart/Form-Data ; charset=utf-8; BOUNDARY=\"b o(),/:=?\"; x=y", big,
+		      blen, &parts, &n, &err);
+	if (r != 0)
+		fail_msg("refused: %s", err.text);
+	assert_int_equal(n, 1);
+	assert_part(&parts[0], "upload", "", "application/octet-stream", binary,
+		    sizeof(binary) - 1);
+	free(parts);
+
+	/* The close delimiter may end the body with no CRLF after it. */
+	{
+		static const char last[] =
+			"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--";
+
+		r = multipart("multipart/form-data; boundary=b", last, sizeof(last) - 1, &parts,
+			      &n, &err);
+	}
+	assert_int_equal(r, 0);
+	assert_int_equal(n, 1);
+	assert_part(&parts[0], "a", NULL, "", "x", 1);
+	free(parts);
+}
+
+/* Builds a body of n parts named p1..pn, each with a header block of header_len bytes (its
+ * blank line included) when header_len is not 0. */
+static char *many_parts(size_t n, size_t header_len, size_t *ret_len)
+{
+	size_t cap = 64 + n * (header_len + 128), len = 0, i, base;
+	char *b = malloc(cap);
+
+	assert_non_null(b);
+	for (i = 0; i < n; i++) {
+		len += (size_t)snprintf(b + len, cap - len, "--bnd\r\n");
+		base = len;
+		len += (size_t)snprintf(b + len, cap - len,
+					"Content-Disposition: form-data; name=\"p%zu\"\r\n", i + 1);
+		if (header_len != 0) {
+			/* X-Pad: aaaa...\r\n to reach header_len with the blank line. */
+			size_t pad = header_len - (len - base) - 2 - 9;
+
+			len += (size_t)snprintf(b + len, cap - len, "X-Pad: ");
+			memset(b + len, 'a', pad);
+			len += pad;
+			len += (size_t)snprintf(b + len, cap - len, "\r\n");
+			assert_int_equal(len - base + 2, header_len);
+		}
+		len += (size_t)snprintf(b + len, cap - len, "\r\nvalue\r\n");
+	}
+	len += (size_t)snprintf(b + len, cap - len, "--bnd--\r\n");
+	*ret_len = len;
+	return b;
+}
+
+static void test_multipart_limits(void **state)
+{
+	struct http_part *parts;
+	struct cv_errmsg err;
+	size_t n, len;
+	char *body;
+
+	(void)state;
+	body = many_parts(16, 0, &len);
+	assert_int_equal(multipart("multipart/form-data; boundary=bnd", body, len, &parts, &n,
+				   &err), 0);
+	assert_int_equal(n, 16);
+	assert_string_equal(parts[15].name, "p16");
+	free(parts);
+	free(body);
+	body = many_parts(17, 0, &len);
+	assert_int_equal(multipart("multipart/form-data; boundary=bnd", body, len, &parts, &n,
+				   &err), CV_ERR_BAD_REQUEST);
+	assert_non_null(strstr(err.text, "more than 16 parts"));
+	assert_null(parts);
+	free(body);
+
+	body = many_parts(1, 4096, &len);
+	assert_int_equal(multipart("multipart/form-data; boundary=bnd", body, len, &parts, &n,
+				   &err), 0);
+	assert_int_equal(n, 1);
+	assert_part(&parts[0], "p1", NULL, "", "value", 5);
+	free(parts);
+	free(body);
+	body = many_parts(1, 4097, &len);
+	assert_int_equal(multipart("multipart/form-data; boundary=bnd", body, len, &parts, &n,
+				   &err), CV_ERR_BAD_REQUEST);
+	assert_non_null(strstr(err.text, "headers are longer than 4096 bytes"));
+	free(body);
+}
+
+static void test_multipart_refusals(void **state)
+{
+	static const char seventy_one[] =
+		"12345678901234567890123456789012345678901234567890123456789012345678901";
+	static const struct {
+		const char *content_type;
+		const char *body;
+		const char *message;
+	} cases[] = {
+		/* The Content-Type and its boundary. */
+		{ NULL, "--b\r\n", "needs a Content-Type" },
+		{ "application/json", "--b\r\n", "not multipart/form-data" },
+		{ "multipart/mixed; boundary=b", "--b\r\n", "not multipart/form-data" },
+		{ "multipart/form-data", "--b\r\n", "no boundary parameter" },
+		{ "multipart/form-data; charset=utf-8", "--b\r\n", "no boundary parameter" },
+		{ "multipart/form-data; boundary=\"\"", "--b\r\n", "1 to 70 characters" },
+		{ "multipart/form-data; boundary=", "--b\r\n", "parameters are malformed" },
+		{ "multipart/form-data; boundary", "--b\r\n", "parameters are malformed" },
+		{ "multipart/form-data; boundary=\"b", "--b\r\n", "parameters are malformed" },
+		{ "multipart/form-data; boundary=b c", "--b\r\n", "parameters are malformed" },
+		{ "multipart/form-data; boundary=b;", "--b\r\n", "parameters are malformed" },
+		{ "multipart/form-data; boundary=a:b", "--a:b\r\n", "must be a token" },
+		{ "multipart/form-data; boundary=a*b", "--a*b\r\n", "must be a token" },
+		{ "multipart/form-data; boundary=\"a@b\"", "--a@b\r\n", "does not allow" },
+		{ "multipart/form-data; boundary=\"ab \"", "--ab \r\n", "does not allow" },
+		{ "multipart/form-data; boundary=b; boundary=b", "--b\r\n", "boundary twice" },
+		/* The body's frame. */
+		{ "multipart/form-data; boundary=b", "", "body is empty" },
+		{ "multipart/form-data; boundary=b", "--c\r\n\r\n--c--\r\n", "no boundary line" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\nContent-Disposition: form-data; name=\"a\"\n\nx\n--b--\n", "bare LF" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\n--b--\r\n",
+		  "bare LF" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nxyz", "cut off" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b\r\n",
+		  "final boundary" },
+		{ "multipart/form-data; boundary=b", "--b--\r\n", "no parts" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--bb\r\n\r\n--b--",
+		  "boundary occurs inside a part" },
+		{ "multipart/form-data; boundary=b", "--bx\r\n", "boundary occurs inside a part" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--junk",
+		  "text follows the final boundary" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n", "blank line" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\n\nx\r\n--b--", "bare LF" },
+		/* Each part's headers. */
+		{ "multipart/form-data; boundary=b", "--b\r\n\r\nx\r\n--b--",
+		  "part 1 has no Content-Disposition header" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--",
+		  "part 1 has no Content-Disposition header" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: attachment; name=\"a\"\r\n\r\nx\r\n--b--",
+		  "part 1's Content-Disposition is not form-data" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--",
+		  "part 1's Content-Disposition has no name" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; filename=\"a.pem\"\r\n\r\nx\r\n--b--",
+		  "has no name" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"\"\r\n\r\nx\r\n--b--",
+		  "part 1 has an empty name" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=a; name=b\r\n\r\nx\r\n--b--",
+		  "gives name twice" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=a; filename=x; filename=y\r\n\r\n"
+		  "x\r\n--b--", "gives filename twice" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\r\n\r\nx\r\n--b--",
+		  "Content-Disposition is malformed" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\" x\r\n\r\nx\r\n--b--",
+		  "Content-Disposition is malformed" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=a;\r\n\r\nx\r\n--b--",
+		  "Content-Disposition is malformed" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n"
+		  "Content-Disposition: form-data; name=\"c\"\r\n\r\nx\r\n--b--",
+		  "two Content-Disposition headers" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Type: text/plain\r\n"
+		  "Content-Type: text/plain\r\n\r\nx\r\n--b--", "two Content-Type headers" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Type: text\r\n\r\n"
+		  "x\r\n--b--", "Content-Type is not a media type" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Type: a/b; c\r\n\r\n"
+		  "x\r\n--b--", "Content-Type is malformed" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n"
+		  "Content-Transfer-Encoding: base64\r\n\r\neA==\r\n--b--",
+		  "Content-Transfer-Encoding other than binary" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data;\r\n name=\"a\"\r\n\r\nx\r\n--b--",
+		  "folded" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\nX-Y: a\rb\r\n\r\nx\r\n--b--",
+		  "bare CR" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\nX-Y: a\nb\r\n\r\nx\r\n--b--",
+		  "bare LF" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\nX-Y: a\x01\r\n\r\nx\r\n--b--",
+		  "control character" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\nno colon\r\n\r\nx\r\n--b--",
+		  "malformed header line" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n: x\r\n\r\nx\r\n--b--",
+		  "malformed header line" },
+		/* Across parts. */
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n"
+		  "--b\r\nContent-Disposition: form-data; name=\"c\"\r\n\r\ny\r\n"
+		  "--b\r\nContent-Disposition: form-data; name=a; filename=\"a.der\"\r\n\r\nz\r\n"
+		  "--b--", "two parts are named \"a\"" },
+		{ "multipart/form-data; boundary=b",
+		  "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n"
+		  "--b\r\nContent-Disposition: form-data; name=\"c\"\r\nContent-Type: x\r\n\r\ny\r\n"
+		  "--b--", "part 2's Content-Type" },
+	};
+	struct http_part *parts;
+	struct cv_errmsg err;
+	char ct[128], body[256], name[128], filename[300];
+	size_t n, i;
+	int r;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r = multipart(cases[i].content_type, cases[i].body, strlen(cases[i].body), &parts,
+			      &n, &err);
+		if (r != CV_ERR_BAD_REQUEST || strstr(err.text, cases[i].message) == NULL)
+			fail_msg("case %zu: %d \"%s\", expected \"%s\"", i, r, err.text,
+				 cases[i].message);
+		assert_null(parts);
+	}
+
+	/* A boundary of 70 characters is the longest. */
+	snprintf(ct, sizeof(ct), "multipart/form-data; boundary=%.70s", seventy_one);
+	snprintf(body, sizeof(body), "--%.70s\r\nContent-Disposition: form-data; name=a\r\n\r\n"
+		 "x\r\n--%.70s--\r\n", seventy_one, seventy_one);
+	assert_int_equal(multipart(ct, body, strlen(body), &parts, &n, &err), 0);
+	free(parts);
+	snprintf(ct, sizeof(ct), "multipart/form-data; boundary=%s", seventy_one);
+	assert_int_equal(multipart(ct, body, strlen(body), &parts, &n, &err),
+			 CV_ERR_BAD_REQUEST);
+	assert_non_null(strstr(err.text, "1 to 70 characters"));
+
+	/* A NUL in a header is a control character, not the end of the body. */
+	memcpy(body, "--b\r\nContent-Disposition: form-data; name=\"a\0\"\r\n\r\nx\r\n--b--", 57);
+	assert_int_equal(multipart("multipart/form-data; boundary=b", body, 57, &parts, &n, &err),
+			 CV_ERR_BAD_REQUEST);
+	assert_non_null(strstr(err.text, "control character"));
+
+	/* Names and filenames have a length limit. */
+	memset(name, 'n', 101);
+	name[101] = '\0';
+	snprintf(body, sizeof(body), "--b\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n"
+		 "x\r\n--b--", name);
+	assert_int_equal(multipart("multipart/form-data; boundary=b", body, strlen(body), &parts,
+				   &n, &err), CV_ERR_BAD_REQUEST);
+	assert_non_null(strstr(err.text, "part 1's name is longer than 100 bytes"));
+	memset(filename, 'f', 256);
+	filename[256] = '\0';
+	{
+		char big[512];
+
+		snprintf(big, sizeof(big), "--b\r\nContent-Disposition: form-data; name=a; "
+			 "filename=\"%s\"\r\n\r\nx\r\n--b--", filename);
+		assert_int_equal(multipart("multipart/form-data; boundary=b", big, strlen(big),
+					   &parts, &n, &err), CV_ERR_BAD_REQUEST);
+		assert_non_null(strstr(err.text, "filename is longer than 255 bytes"));
+		filename[255] = '\0';
+		snprintf(big, sizeof(big), "--b\r\nContent-Disposition: form-data; name=a; "
+			 "filename=\"%s\"\r\n\r\nx\r\n--b--", filename);
+		assert_int_equal(multipart("multipart/form-data; boundary=b", big, strlen(big),
+					   &parts, &n, &err), 0);
+		assert_string_equal(parts[0].filename, filename);
+		free(parts);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -321,6 +687,9 @@ int main(void)
 		cmocka_unit_test(test_error_table_is_complete),
 		cmocka_unit_test(test_services_and_renewal_refusals),
 		cmocka_unit_test(test_list_filter_refusals),
+		cmocka_unit_test(test_multipart_good_bodies),
+		cmocka_unit_test(test_multipart_limits),
+		cmocka_unit_test(test_multipart_refusals),
 	};
 	struct cv_errmsg err;
 	int failed;

@@ -14,6 +14,8 @@
 #include <openssl/err.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
@@ -1463,6 +1465,609 @@ static void test_domain_wildcard(void **state)
 			 CV_ERR_NOT_FOUND);
 }
 
+/* ---- PKCS#12 in ---- */
+
+#define P12_PASS "Pkcs12-s3cret"
+
+/* The DER of p12, which is freed. */
+static unsigned char *p12_der(PKCS12 *p12, size_t *len)
+{
+	unsigned char *der = NULL;
+	int n;
+
+	assert_non_null(p12);
+	n = i2d_PKCS12(p12, &der);
+	assert_true(n > 0);
+	*len = (size_t)n;
+	PKCS12_free(p12);
+	return der;
+}
+
+static STACK_OF(X509) *cert_stack(X509 *const *certs, size_t n)
+{
+	STACK_OF(X509) *sk = sk_X509_new_null();
+	size_t i;
+
+	assert_non_null(sk);
+	for (i = 0; i < n; i++)
+		assert_true(sk_X509_push(sk, certs[i]) > 0); /* borrowed */
+	return sk;
+}
+
+/* PKCS12_create with the defaults of OpenSSL 3.0 (AES-256-CBC, PBKDF2, SHA-256 MAC). */
+static unsigned char *p12_make(const char *pass, EVP_PKEY *key, X509 *cert, X509 *const *ca,
+			       size_t n_ca, size_t *len)
+{
+	STACK_OF(X509) *sk = cert_stack(ca, n_ca);
+	PKCS12 *p12;
+
+	p12 = PKCS12_create(pass, "entry", key, cert, sk, 0, 0, 0, 0, 0);
+	sk_X509_free(sk);
+	return p12_der(p12, len);
+}
+
+/* A file assembled bag by bag: the certificates in the order given, then each key
+ * (shrouded[i]: encrypted with AES, else a plain key bag), all in one safe, encrypted
+ * unless keys are plain. */
+static unsigned char *p12_assemble(X509 *const *certs, size_t n_certs, EVP_PKEY *const *pkeys,
+				   const int *shrouded, size_t n_keys, size_t *len)
+{
+	STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
+	STACK_OF(PKCS7) *safes = NULL;
+	PKCS12 *p12;
+	size_t i;
+
+	for (i = 0; i < n_certs; i++)
+		assert_non_null(PKCS12_add_cert(&bags, certs[i]));
+	for (i = 0; i < n_keys; i++)
+		assert_non_null(PKCS12_add_key(&bags, pkeys[i], 0, 2048,
+					       shrouded[i] ? NID_aes_256_cbc : -1, P12_PASS));
+	assert_int_equal(PKCS12_add_safe(&safes, bags, NID_aes_256_cbc, 2048, P12_PASS), 1);
+	p12 = PKCS12_add_safes(safes, 0);
+	assert_non_null(p12);
+	assert_int_equal(PKCS12_set_mac(p12, P12_PASS, -1, NULL, 0, 2048, EVP_sha256()), 1);
+	sk_PKCS7_pop_free(safes, PKCS7_free);
+	sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
+	return p12_der(p12, len);
+}
+
+static int parse_p12(const unsigned char *der, size_t len, const char *pw, X509 **cert,
+		     EVP_PKEY **key, STACK_OF(X509) **chain, struct cv_errmsg *err)
+{
+	memset(err, 0, sizeof(*err));
+	*cert = NULL;
+	*key = NULL;
+	*chain = NULL;
+	return cv_x509_pkcs12_parse(der, len, pw, cert, key, chain, err);
+}
+
+/* A refusal: the code, a message that says what, nothing handed out, no secret in it. */
+static void assert_p12_refused(const unsigned char *der, size_t len, const char *pw, int code,
+			       const char *message)
+{
+	STACK_OF(X509) *chain;
+	struct cv_errmsg err;
+	EVP_PKEY *key;
+	X509 *cert;
+
+	assert_int_equal(parse_p12(der, len, pw, &cert, &key, &chain, &err), code);
+	if (strstr(err.text, message) == NULL)
+		fail_msg("message \"%s\" lacks \"%s\"", err.text, message);
+	assert_null(strstr(err.text, P12_PASS));
+	if (pw != NULL && pw[0] != '\0')
+		assert_null(strstr(err.text, pw));
+	assert_null(cert);
+	assert_null(key);
+	assert_null(chain);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* A root, an intermediate and a leaf under it. */
+struct p12_pki {
+	X509 *root, *inter, *leaf;
+};
+
+static void pki_make(struct p12_pki *pki, EVP_PKEY *leaf_key)
+{
+	pki->root = make_cert_full(keys[K_P256], "Root CA", NULL, NOW - DAY, NOW + 900 * DAY,
+				   NULL, 1, NULL, NULL);
+	pki->inter = make_cert_full(keys[K_P256B], "Issuing CA", NULL, NOW - DAY,
+				    NOW + 800 * DAY, NULL, 1, pki->root, keys[K_P256]);
+	pki->leaf = make_cert_full(leaf_key, "www.example.com", "www.example.com", NOW - DAY,
+				   NOW + 90 * DAY, NULL, 0, pki->inter, keys[K_P256B]);
+}
+
+static void pki_free(struct p12_pki *pki)
+{
+	X509_free(pki->root);
+	X509_free(pki->inter);
+	X509_free(pki->leaf);
+}
+
+static void assert_p12_gives(const unsigned char *der, size_t len, const char *pw,
+			     X509 *leaf, EVP_PKEY *leaf_key, X509 *const *chain, size_t n)
+{
+	STACK_OF(X509) *got_chain;
+	struct cv_errmsg err;
+	EVP_PKEY *got_key;
+	X509 *got;
+	size_t i;
+
+	if (parse_p12(der, len, pw, &got, &got_key, &got_chain, &err) != 0)
+		fail_msg("refused: %s", err.text);
+	assert_same_cert(got, leaf);
+	assert_int_equal(EVP_PKEY_eq(got_key, leaf_key), 1);
+	assert_int_equal(sk_X509_num(got_chain), (int)n);
+	for (i = 0; i < n; i++)
+		assert_same_cert(sk_X509_value(got_chain, (int)i), chain[i]);
+	assert_int_equal(ERR_peek_error(), 0);
+	X509_free(got);
+	EVP_PKEY_free(got_key);
+	sk_X509_pop_free(got_chain, X509_free);
+}
+
+static void test_pkcs12_key_leaf_chain(void **state)
+{
+	static const int kinds[] = { K_RSA2048, K_P384, K_ED25519 };
+	struct p12_pki pki;
+	unsigned char *der;
+	X509 *chain[2], *order[3];
+	EVP_PKEY *pkeys[1];
+	int shrouded[1] = { 1 };
+	size_t i, len;
+
+	(void)state;
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		pki_make(&pki, keys[kinds[i]]);
+		chain[0] = pki.inter;
+		chain[1] = pki.root;
+		der = p12_make(P12_PASS, keys[kinds[i]], pki.leaf, chain, 2, &len);
+		assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[kinds[i]], chain, 2);
+		OPENSSL_free(der);
+
+		/* No chain at all. */
+		der = p12_make(P12_PASS, keys[kinds[i]], pki.leaf, NULL, 0, &len);
+		assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[kinds[i]], NULL, 0);
+		OPENSSL_free(der);
+
+		/* The leaf is found by its key wherever it is; the others keep their order. */
+		order[0] = pki.inter;
+		order[1] = pki.leaf;
+		order[2] = pki.root;
+		pkeys[0] = keys[kinds[i]];
+		der = p12_assemble(order, 3, pkeys, shrouded, 1, &len);
+		assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[kinds[i]], chain, 2);
+		OPENSSL_free(der);
+		pki_free(&pki);
+	}
+
+	/* A plain key bag, certificates unencrypted: the password still guards the MAC. */
+	pki_make(&pki, keys[K_RSA2048]);
+	chain[0] = pki.inter;
+	chain[1] = pki.root;
+	{
+		STACK_OF(X509) *sk = cert_stack(chain, 2);
+		PKCS12 *p12 = PKCS12_create(P12_PASS, "plain", keys[K_RSA2048], pki.leaf, sk, -1,
+					    -1, 0, 0, 0);
+
+		sk_X509_free(sk);
+		der = p12_der(p12, &len);
+	}
+	assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[K_RSA2048], chain, 2);
+	assert_p12_refused(der, len, "other", CV_ERR_BAD_PASSWORD, "incorrect password");
+	OPENSSL_free(der);
+	pki_free(&pki);
+}
+
+static void test_pkcs12_passwords(void **state)
+{
+	struct p12_pki pki;
+	unsigned char *der;
+	size_t len;
+	PKCS12 *p12;
+
+	(void)state;
+	pki_make(&pki, keys[K_P384]);
+	der = p12_make(P12_PASS, keys[K_P384], pki.leaf, NULL, 0, &len);
+	assert_p12_refused(der, len, "wrong-password", CV_ERR_BAD_PASSWORD,
+			   "incorrect password for the PKCS#12 file");
+	assert_p12_refused(der, len, "pkcs12-s3cret", CV_ERR_BAD_PASSWORD, "incorrect password");
+	assert_p12_refused(der, len, NULL, CV_ERR_BAD_PASSWORD, "none was given");
+	assert_p12_refused(der, len, "", CV_ERR_BAD_PASSWORD, "none was given");
+	OPENSSL_free(der);
+
+	/* Made without a password (NULL) or with the empty one: read with none given. */
+	der = p12_make(NULL, keys[K_P384], pki.leaf, NULL, 0, &len);
+	assert_p12_gives(der, len, NULL, pki.leaf, keys[K_P384], NULL, 0);
+	assert_p12_gives(der, len, "", pki.leaf, keys[K_P384], NULL, 0);
+	assert_p12_refused(der, len, "unexpected", CV_ERR_BAD_PASSWORD, "incorrect password");
+	OPENSSL_free(der);
+	der = p12_make("", keys[K_P384], pki.leaf, NULL, 0, &len);
+	assert_p12_gives(der, len, NULL, pki.leaf, keys[K_P384], NULL, 0);
+	OPENSSL_free(der);
+
+	/* A UTF-8 password, as Java and Windows turn it into a BMPString. */
+	der = p12_make("pässwörd-€", keys[K_P384], pki.leaf, NULL, 0, &len);
+	assert_p12_gives(der, len, "pässwörd-€", pki.leaf, keys[K_P384], NULL, 0);
+	assert_p12_refused(der, len, "passwort", CV_ERR_BAD_PASSWORD, "incorrect password");
+	OPENSSL_free(der);
+
+	/* No MAC (openssl pkcs12 -nomac): decryption judges the password. */
+	p12 = PKCS12_create(P12_PASS, "nomac", keys[K_P384], pki.leaf, NULL, 0, 0, 0, -1, 0);
+	der = p12_der(p12, &len);
+	assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[K_P384], NULL, 0);
+	assert_p12_refused(der, len, "wrong-password", CV_ERR_BAD_PASSWORD, "no MAC");
+	OPENSSL_free(der);
+	pki_free(&pki);
+}
+
+static void test_pkcs12_refusals(void **state)
+{
+	struct p12_pki pki, other;
+	X509 *many[CV_X509_MAX_CHAIN + 2], *chain[2];
+	EVP_PKEY *pkeys[2];
+	int shrouded[2];
+	unsigned char *der, *longer;
+	size_t i, len, cert_len;
+	PKCS12 *p12;
+
+	(void)state;
+	pki_make(&pki, keys[K_RSA2048]);
+	pki_make(&other, keys[K_RSA2048B]);
+	chain[0] = pki.inter;
+	chain[1] = pki.root;
+
+	/* Not PKCS#12 at all, empty, cut off, followed by more bytes. */
+	der = cert_der(pki.leaf, &cert_len);
+	assert_p12_refused(der, cert_len, P12_PASS, CV_ERR_BAD_ENCODING, "not a PKCS#12 file");
+	free(der);
+	assert_p12_refused((const unsigned char *)"", 0, P12_PASS, CV_ERR_BAD_ENCODING, "empty");
+	der = p12_make(P12_PASS, keys[K_RSA2048], pki.leaf, chain, 2, &len);
+	assert_p12_refused(der, len / 2, P12_PASS, CV_ERR_BAD_ENCODING, "cut off");
+	assert_p12_refused(der, len - 1, P12_PASS, CV_ERR_BAD_ENCODING, "cut off");
+	assert_p12_refused(der, 10, P12_PASS, CV_ERR_BAD_ENCODING, "cut off");
+	longer = malloc(len + 3);
+	assert_non_null(longer);
+	memcpy(longer, der, len);
+	memcpy(longer + len, "\0\0\n", 3);
+	assert_p12_refused(longer, len + 3, P12_PASS, CV_ERR_BAD_ENCODING, "followed by 3");
+	free(longer);
+	OPENSSL_free(der);
+
+	/* Two keys: two shrouded key bags, or a shrouded and a plain one; refused even when
+	 * the first one matches the certificate. */
+	pkeys[0] = keys[K_RSA2048];
+	pkeys[1] = keys[K_RSA2048B];
+	shrouded[0] = shrouded[1] = 1;
+	der = p12_assemble(&pki.leaf, 1, pkeys, shrouded, 2, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "more than one private key");
+	OPENSSL_free(der);
+	shrouded[1] = 0;
+	der = p12_assemble(&pki.leaf, 1, pkeys, shrouded, 2, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "more than one private key");
+	OPENSSL_free(der);
+	/* The same key twice is two keys too. */
+	pkeys[1] = keys[K_RSA2048];
+	shrouded[1] = 1;
+	der = p12_assemble(&pki.leaf, 1, pkeys, shrouded, 2, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "more than one private key");
+	OPENSSL_free(der);
+
+	/* No key; a key without certificates. */
+	der = p12_make(P12_PASS, NULL, pki.leaf, chain, 2, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "no private key");
+	OPENSSL_free(der);
+	der = p12_make(P12_PASS, keys[K_RSA2048], NULL, NULL, 0, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "no certificate");
+	OPENSSL_free(der);
+
+	/* A key that none of the certificates is for. */
+	der = p12_make(P12_PASS, keys[K_RSA2048B], NULL, &pki.leaf, 1, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_KEY_MISMATCH,
+			   "none of the 1 certificates in the PKCS#12 file matches");
+	OPENSSL_free(der);
+	pkeys[0] = keys[K_P384];
+	shrouded[0] = 1;
+	der = p12_assemble(chain, 2, pkeys, shrouded, 1, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_KEY_MISMATCH, "matches its private key");
+	OPENSSL_free(der);
+
+	/* The certificate and a chain of CV_X509_MAX_CHAIN at most. */
+	for (i = 0; i < CV_X509_MAX_CHAIN + 1; i++)
+		many[i] = make_cert_full(keys[K_P256], "Some CA", NULL, NOW - DAY, NOW + DAY, NULL,
+					 1, NULL, NULL);
+	der = p12_make(P12_PASS, keys[K_RSA2048], pki.leaf, many, CV_X509_MAX_CHAIN, &len);
+	assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[K_RSA2048], many,
+			 CV_X509_MAX_CHAIN);
+	OPENSSL_free(der);
+	der = p12_make(P12_PASS, keys[K_RSA2048], pki.leaf, many, CV_X509_MAX_CHAIN + 1, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "more than 17 certificates");
+	OPENSSL_free(der);
+	for (i = 0; i < CV_X509_MAX_CHAIN + 1; i++)
+		X509_free(many[i]);
+
+	/* A MAC that asks for four million iterations is refused before any is run. */
+	p12 = PKCS12_create(P12_PASS, "slow", keys[K_RSA2048], pki.leaf, NULL, 0, 0, 0, 0, 0);
+	assert_non_null(p12);
+	assert_int_equal(PKCS12_setup_mac(p12, 4000000, NULL, 0, EVP_sha256()), 1);
+	der = p12_der(p12, &len);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "iterations");
+	OPENSSL_free(der);
+
+	/* A key whose encryption key comes from scrypt, whose cost grows with its parallelism
+	 * beyond what its memory bound limits. */
+	{
+		STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
+		STACK_OF(PKCS7) *safes = NULL;
+		PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(keys[K_RSA2048]);
+		X509_ALGOR *alg = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 1024, 8,
+							  1);
+		X509_SIG *sig;
+		PKCS12_SAFEBAG *bag;
+
+		assert_non_null(p8);
+		assert_non_null(alg);
+		sig = PKCS8_set0_pbe(P12_PASS, -1, p8, alg);
+		assert_non_null(sig);
+		bag = PKCS12_SAFEBAG_create0_pkcs8(sig);
+		assert_non_null(bag);
+		assert_non_null(PKCS12_add_cert(&bags, pki.leaf));
+		assert_true(sk_PKCS12_SAFEBAG_push(bags, bag) > 0);
+		assert_int_equal(PKCS12_add_safe(&safes, bags, -1, 0, NULL), 1);
+		p12 = PKCS12_add_safes(safes, 0);
+		assert_non_null(p12);
+		assert_int_equal(PKCS12_set_mac(p12, P12_PASS, -1, NULL, 0, 2048, EVP_sha256()), 1);
+		der = p12_der(p12, &len);
+		assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "neither PBKDF2");
+		OPENSSL_free(der);
+		sk_PKCS7_pop_free(safes, PKCS7_free);
+		sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
+		PKCS8_PRIV_KEY_INFO_free(p8);
+	}
+	pki_free(&pki);
+	pki_free(&other);
+}
+
+/* What `openssl pkcs12 -export -legacy`, old Java and old Windows write: certificates under
+ * RC2-40, the key under 3DES, a SHA-1 MAC. */
+static void test_pkcs12_legacy_algorithms(void **state)
+{
+	OSSL_PROVIDER *def, *legacy;
+	OSSL_LIB_CTX *ctx;
+	STACK_OF(X509) *sk, *ca = NULL;
+	struct p12_pki pki;
+	const unsigned char *q;
+	unsigned char *der;
+	X509 *chain[2], *x = NULL;
+	EVP_PKEY *pk = NULL;
+	PKCS12 *p12;
+	size_t len;
+
+	(void)state;
+	ctx = OSSL_LIB_CTX_new();
+	assert_non_null(ctx);
+	def = OSSL_PROVIDER_load(ctx, "default");
+	legacy = OSSL_PROVIDER_load(ctx, "legacy");
+	if (def == NULL || legacy == NULL) {
+		OSSL_PROVIDER_unload(def);
+		OSSL_LIB_CTX_free(ctx);
+		ERR_clear_error();
+		skip();
+	}
+	pki_make(&pki, keys[K_RSA2048]);
+	chain[0] = pki.inter;
+	chain[1] = pki.root;
+	sk = cert_stack(chain, 2);
+	p12 = PKCS12_create_ex(P12_PASS, "legacy", keys[K_RSA2048], pki.leaf, sk,
+			       NID_pbe_WithSHA1And3_Key_TripleDES_CBC,
+			       NID_pbe_WithSHA1And40BitRC2_CBC, 2048, -1, 0, ctx, NULL);
+	sk_X509_free(sk);
+	assert_non_null(p12);
+	assert_int_equal(PKCS12_set_mac(p12, P12_PASS, -1, NULL, 0, 2048, EVP_sha1()), 1);
+	der = p12_der(p12, &len);
+
+	/* The default library context alone cannot read it. */
+	q = der;
+	p12 = d2i_PKCS12(NULL, &q, (long)len);
+	assert_non_null(p12);
+	assert_int_equal(PKCS12_parse(p12, P12_PASS, &pk, &x, &ca), 0);
+	PKCS12_free(p12);
+	ERR_clear_error();
+
+	assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[K_RSA2048], chain, 2);
+	assert_p12_refused(der, len, "wrong-password", CV_ERR_BAD_PASSWORD, "incorrect password");
+
+	/* Without the legacy provider on the machine the refusal says what is missing. */
+	assert_int_equal(setenv("OPENSSL_MODULES", "/nonexistent", 1), 0);
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "legacy provider");
+	assert_int_equal(unsetenv("OPENSSL_MODULES"), 0);
+	assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[K_RSA2048], chain, 2);
+
+	OPENSSL_free(der);
+	pki_free(&pki);
+	OSSL_PROVIDER_unload(legacy);
+	OSSL_PROVIDER_unload(def);
+	OSSL_LIB_CTX_free(ctx);
+}
+
+/* ---- PKCS#12 truststore out ---- */
+
+#define JAVA_TRUSTED_USAGE "2.16.840.1.113894.746875.1.1"
+
+/* Reads a truststore back bag by bag: each bag is a certificate bag with the alias as its
+ * friendlyName, no localKeyID, and Java's trusted-key-usage attribute holding exactly
+ * anyExtendedKeyUsage; AES-256-CBC under PBES2 with HMAC-SHA256, a SHA-256 MAC. */
+static void assert_truststore(const unsigned char *der, size_t len, const char *pass,
+			      X509 *const *certs, const char *const *aliases, size_t n)
+{
+	const X509_ALGOR *macalg;
+	const ASN1_OBJECT *oid;
+	const ASN1_TYPE *value;
+	const STACK_OF(X509_ATTRIBUTE) *attrs;
+	STACK_OF(PKCS12_SAFEBAG) *bags;
+	STACK_OF(PKCS7) *safes;
+	STACK_OF(X509) *ca = NULL;
+	X509_ATTRIBUTE *attr;
+	ASN1_OBJECT *usage;
+	PBE2PARAM *pbe2;
+	PBKDF2PARAM *kdf;
+	EVP_PKEY *pk = NULL;
+	X509 *x = NULL;
+	PKCS7 *p7;
+	const unsigned char *q = der;
+	PKCS12 *p12;
+	char *name;
+	size_t i;
+	int idx;
+
+	p12 = d2i_PKCS12(NULL, &q, (long)len);
+	assert_non_null(p12);
+	assert_ptr_equal(q, der + len);
+	assert_int_equal(PKCS12_verify_mac(p12, pass, -1), 1);
+	assert_int_equal(PKCS12_verify_mac(p12, "changeit", -1), 0);
+	PKCS12_get0_mac(NULL, &macalg, NULL, NULL, p12);
+	X509_ALGOR_get0(&oid, NULL, NULL, macalg);
+	assert_int_equal(OBJ_obj2nid(oid), NID_sha256);
+
+	safes = PKCS12_unpack_authsafes(p12);
+	assert_non_null(safes);
+	assert_int_equal(sk_PKCS7_num(safes), 1);
+	p7 = sk_PKCS7_value(safes, 0);
+	assert_true(PKCS7_type_is_encrypted(p7));
+	assert_int_equal(OBJ_obj2nid(p7->d.encrypted->enc_data->algorithm->algorithm),
+			 NID_pbes2);
+	pbe2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM),
+					 p7->d.encrypted->enc_data->algorithm->parameter);
+	assert_non_null(pbe2);
+	assert_int_equal(OBJ_obj2nid(pbe2->encryption->algorithm), NID_aes_256_cbc);
+	assert_int_equal(OBJ_obj2nid(pbe2->keyfunc->algorithm), NID_id_pbkdf2);
+	kdf = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM), pbe2->keyfunc->parameter);
+	assert_non_null(kdf);
+	assert_non_null(kdf->prf);
+	assert_int_equal(OBJ_obj2nid(kdf->prf->algorithm), NID_hmacWithSHA256);
+	assert_int_equal(ASN1_INTEGER_get(kdf->iter), 10000);
+	PBKDF2PARAM_free(kdf);
+	PBE2PARAM_free(pbe2);
+
+	bags = PKCS12_unpack_p7encdata(p7, pass, -1);
+	assert_non_null(bags);
+	assert_int_equal(sk_PKCS12_SAFEBAG_num(bags), (int)n);
+	usage = OBJ_txt2obj(JAVA_TRUSTED_USAGE, 1);
+	assert_non_null(usage);
+	for (i = 0; i < n; i++) {
+		const PKCS12_SAFEBAG *bag = sk_PKCS12_SAFEBAG_value(bags, (int)i);
+
+		assert_int_equal(PKCS12_SAFEBAG_get_nid(bag), NID_certBag);
+		x = PKCS12_SAFEBAG_get1_cert(bag);
+		assert_same_cert(x, certs[i]);
+		X509_free(x);
+		name = PKCS12_get_friendlyname((PKCS12_SAFEBAG *)bag);
+		assert_non_null(name);
+		assert_string_equal(name, aliases[i]);
+		OPENSSL_free(name);
+		assert_null(PKCS12_SAFEBAG_get0_attr(bag, NID_localKeyID));
+		attrs = PKCS12_SAFEBAG_get0_attrs(bag);
+		assert_int_equal(X509at_get_attr_count(attrs), 2);
+		idx = X509at_get_attr_by_OBJ(attrs, usage, -1);
+		assert_true(idx >= 0);
+		attr = X509at_get_attr(attrs, idx);
+		assert_int_equal(X509_ATTRIBUTE_count(attr), 1);
+		value = X509_ATTRIBUTE_get0_type(attr, 0);
+		assert_non_null(value);
+		assert_int_equal(value->type, V_ASN1_OBJECT);
+		assert_int_equal(OBJ_obj2nid(value->value.object), NID_anyExtendedKeyUsage);
+	}
+	ASN1_OBJECT_free(usage);
+	sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
+	sk_PKCS7_pop_free(safes, PKCS7_free);
+
+	/* OpenSSL's own reader finds the certificates and no key. */
+	x = NULL;
+	assert_int_equal(PKCS12_parse(p12, pass, &pk, &x, &ca), 1);
+	assert_null(pk);
+	assert_null(x);
+	assert_int_equal(ca != NULL ? sk_X509_num(ca) : 0, (int)n);
+	sk_X509_pop_free(ca, X509_free);
+	PKCS12_free(p12);
+	ERR_clear_error();
+}
+
+static int truststore(X509 *const *certs, const char *const *aliases, size_t n,
+		      const char *pass, unsigned char **der, size_t *len, struct cv_errmsg *err)
+{
+	memset(err, 0, sizeof(*err));
+	*der = NULL;
+	*len = 0;
+	return cv_x509_truststore_pkcs12(certs, aliases, n, pass, der, len, err);
+}
+
+static void test_truststore_pkcs12(void **state)
+{
+	static const char *const aliases[] = { "root-ca", "Issuing-CA", "zz-other", "α-ca" };
+	struct p12_pki pki;
+	X509 *certs[4];
+	unsigned char *der, *der2;
+	struct cv_errmsg err;
+	size_t len, len2;
+
+	(void)state;
+	pki_make(&pki, keys[K_RSA2048]);
+	certs[0] = pki.root;
+	certs[1] = pki.inter;
+	certs[2] = make_cert_full(keys[K_ED25519], "Other CA", NULL, NOW - DAY, NOW + DAY, NULL,
+				  1, NULL, NULL);
+	certs[3] = make_cert_full(keys[K_RSA3072], "Greek CA", NULL, NOW - DAY, NOW + DAY, NULL,
+				  1, NULL, NULL);
+	assert_int_equal(truststore(certs, aliases, 4, "trust-pw", &der, &len, &err), 0);
+	assert_truststore(der, len, "trust-pw", certs, aliases, 4);
+
+	/* The order given is the order written, whatever it is. */
+	{
+		X509 *rev[4] = { certs[3], certs[2], certs[1], certs[0] };
+		const char *rev_aliases[4] = { aliases[3], aliases[2], aliases[1], aliases[0] };
+
+		assert_int_equal(truststore(rev, rev_aliases, 4, "trust-pw", &der2, &len2, &err),
+				 0);
+		assert_truststore(der2, len2, "trust-pw", rev, rev_aliases, 4);
+		free(der2);
+	}
+	/* One entry, and none. */
+	assert_int_equal(truststore(certs, aliases, 1, "pw", &der2, &len2, &err), 0);
+	assert_truststore(der2, len2, "pw", certs, aliases, 1);
+	free(der2);
+	assert_int_equal(truststore(certs, aliases, 0, "pw", &der2, &len2, &err), 0);
+	assert_truststore(der2, len2, "pw", certs, aliases, 0);
+	free(der2);
+
+	/* Refusals. */
+	assert_int_equal(truststore(certs, aliases, 2, NULL, &der2, &len2, &err),
+			 CV_ERR_BAD_REQUEST);
+	assert_non_null(strstr(err.text, "password"));
+	assert_int_equal(truststore(certs, aliases, 2, "", &der2, &len2, &err),
+			 CV_ERR_BAD_REQUEST);
+	{
+		const char *same[2] = { "Root-CA", "root-ca" };
+		const char *empty[2] = { "root-ca", "" };
+		const char *bad_utf8[2] = { "root-ca", "caf\xe9" };
+
+		assert_int_equal(truststore(certs, same, 2, "pw", &der2, &len2, &err),
+				 CV_ERR_BAD_REQUEST);
+		assert_non_null(strstr(err.text, "differ only in case"));
+		assert_int_equal(truststore(certs, empty, 2, "pw", &der2, &len2, &err),
+				 CV_ERR_BAD_REQUEST);
+		assert_non_null(strstr(err.text, "entry 2 has an empty alias"));
+		assert_int_equal(truststore(certs, bad_utf8, 2, "pw", &der2, &len2, &err),
+				 CV_ERR_BAD_REQUEST);
+		assert_non_null(strstr(err.text, "UTF-8"));
+	}
+	assert_null(der2);
+	assert_int_equal(ERR_peek_error(), 0);
+	free(der);
+	X509_free(certs[2]);
+	X509_free(certs[3]);
+	pki_free(&pki);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1494,6 +2099,11 @@ int main(void)
 		cmocka_unit_test(test_names_cover_any),
 		cmocka_unit_test(test_domain_normalize),
 		cmocka_unit_test(test_domain_wildcard),
+		cmocka_unit_test(test_pkcs12_key_leaf_chain),
+		cmocka_unit_test(test_pkcs12_passwords),
+		cmocka_unit_test(test_pkcs12_refusals),
+		cmocka_unit_test(test_pkcs12_legacy_algorithms),
+		cmocka_unit_test(test_truststore_pkcs12),
 	};
 
 	return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
