@@ -223,4 +223,38 @@ int cv_vault_jwk_delete(struct cv_vault *v, const char *kid, struct cv_errmsg *e
 int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
 			   char ret_tag[65], struct cv_errmsg *err);
 
+/* The truststore: CA certificates trusted under an alias. */
+struct cv_trust_add {
+	const char *alias;         /* one entry: its alias; a bundle of n: alias-1 .. alias-n */
+	size_t n_aliases;          /* or an alias for each entry, in order */
+	const char *const *aliases;
+	const char *certificate;   /* PEM (one or a bundle), base64 DER, base64 of PEM */
+	size_t certificate_len;
+	enum cv_encoding encoding;
+	const char *url;           /* instead of certificate: https://host[:port], ldaps://... */
+	const char *keep;          /* with url: "top" (the top-most CA, the default), "all" (every
+				      CA), or the position of one in the chain ("1") */
+	int timeout_ms;            /* with url */
+};
+/* Adds CA certificates: each must be a CA (CV_ERR_NOT_CA), valid now (CV_ERR_EXPIRED,
+ * CV_ERR_NOT_YET_VALID), not already trusted (CV_ERR_SAME_CERTIFICATE naming the alias), under
+ * an alias that follows the name rule, is not "export" and is free (CV_ERR_NAME_TAKEN). All
+ * or none. *ret_aliases (the caller's, free()) lists the aliases added, in order. Also
+ * CV_ERR_BAD_REQUEST, CV_ERR_BAD_ENCODING, CV_ERR_UNREACHABLE (url), CV_ERR_DB. */
+int cv_vault_trust_add(struct cv_vault *v, const struct cv_trust_add *req, int64_t now,
+		       char (**ret_aliases)[65], size_t *ret_n, struct cv_errmsg *err);
+/* One entry (alias) or all in alias order (alias NULL). 0, CV_ERR_INVALID_NAME,
+ * CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_record **ret_recs,
+		       size_t *ret_n, struct cv_errmsg *err);
+/* Removes an entry. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_vault_trust_delete(struct cv_vault *v, const char *alias, struct cv_errmsg *err);
+/* The truststore as a PEM bundle in alias order, each certificate after a "# alias" line. */
+int cv_vault_trust_export_pem(struct cv_vault *v, char **ret_text, size_t *ret_len,
+			      struct cv_errmsg *err);
+/* Whether the certificate named, with its stored chain, verifies up to the truststore now:
+ * 1 or 0 with OpenSSL's reason in why; or an error. */
+int cv_vault_cert_chain_trusted(struct cv_vault *v, const char *name, int64_t now,
+				struct cv_errmsg *why, struct cv_errmsg *err);
+
 #endif

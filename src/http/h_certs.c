@@ -128,17 +128,48 @@ static int view_response(struct cv_app *app, const char *name, int64_t now, int 
 	return r;
 }
 
+/* The optional "check_chain" member: a boolean. */
+static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
+{
+	json_t *v = json_object_get(body, "check_chain");
+
+	*ret = 0;
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (!json_is_boolean(v))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"check_chain\" must be true or false");
+	*ret = json_is_true(v);
+	return 0;
+}
+
+/* Adds chain_trusted (and why) to a details response: whether the certificate's chain
+ * verifies up to the truststore now. */
+static int add_chain_trust(struct cv_app *app, const char *name, int64_t now,
+			   struct cv_response *res, struct cv_errmsg *err)
+{
+	struct cv_errmsg why = { "" };
+	int r;
+
+	r = cv_vault_cert_chain_trusted(&app->vault, name, now, &why, err);
+	if (r < 0)
+		return r;
+	if (json_object_set_new(res->json, "chain_trusted", json_boolean(r == 1)) < 0 ||
+	    json_object_set_new(res->json, "chain_trust_detail", json_string(why.text)) < 0)
+		return CV_ERR_NOMEM;
+	return 0;
+}
+
 int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
-					       NULL };
+					       "check_chain", NULL };
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
 	const char *encoding;
 	json_t *body = NULL;
-	int r;
+	int r, check = 0;
 
 	r = req_json_object(req, allowed, &body, err);
 	if (r < 0)
@@ -161,10 +192,15 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 				  "\"encoding\" must be pem, base64 or base64pem");
 		goto out;
 	}
+	r = check_chain_member(body, &check, err);
+	if (r < 0)
+		goto out;
 	r = cv_vault_cert_import(&app->vault, &in, req->now, &rec, err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, rec->name, req->now, 201, res, NULL, err);
+	if (r == 0 && check)
+		r = add_chain_trust(app, rec->name, req->now, res, err);
 out:
 	cv_store_cert_free(rec);
 	json_decref(body); /* wiped on free: it held the key and the password */
@@ -458,10 +494,11 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 {
 	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
 					       "encoding", "version", "jwk_action", "confirm",
-					       NULL };
+					       "check_chain", NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	struct cv_import_request in = { 0 };
 	const char *action;
+	int check = 0;
 	struct cv_version_ref ref;
 	struct cv_cert_view *view = NULL;
 	json_t *body = NULL;
@@ -477,6 +514,8 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		r = json_string_member(body, "jwk_action", 0, 16, &action, NULL, err);
 	if (r == 0)
 		r = json_string_member(body, "confirm", 0, CV_NAME_MAX * 4, &jwk.confirm, NULL, err);
+	if (r == 0)
+		r = check_chain_member(body, &check, err);
 	if (r < 0)
 		goto out;
 	if (cv_vault_jwk_action_parse(action, &jwk.action) < 0 ||
@@ -497,6 +536,8 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	if (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
 	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0)
 		r = CV_ERR_NOMEM;
+	if (r == 0 && check)
+		r = add_chain_trust(app, req->params[0], req->now, res, err);
 out:
 	cv_vault_cert_view_free(view);
 	json_decref(body); /* wiped on free: it held the key and the password */

@@ -48,6 +48,16 @@ int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_res
 		 struct cv_errmsg *err);
 int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		    struct cv_errmsg *err);
+int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		struct cv_errmsg *err);
+int h_trust_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err);
+int h_trust_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		struct cv_errmsg *err);
+int h_trust_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+int h_trust_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
 int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err);
 

@@ -42,6 +42,11 @@ static const struct cv_route routes[] = {
 	{ "GET", "/.well-known/jwks.json", 0, h_jwks_document },
 	{ "GET", "/v1/jwks/{}", 0, h_jwk_get },
 	{ "DELETE", "/v1/jwks/{}", 0, h_jwk_delete },
+	{ "POST", "/v1/truststore", CFG_BODY, h_trust_add },
+	{ "GET", "/v1/truststore", 0, h_trust_list },
+	{ "GET", "/v1/truststore/export", 0, h_trust_export },
+	{ "GET", "/v1/truststore/{}", 0, h_trust_get },
+	{ "DELETE", "/v1/truststore/{}", 0, h_trust_delete },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))

@@ -1,0 +1,226 @@
+"""Integration tests of the truststore: CA certificates added under an alias (pasted, as a
+bundle, or learned from a live TLS endpoint: an openssl s_server on 127.0.0.1 presenting a
+two-level chain, over https and as ldaps), read, deleted and exported, and a certificate
+import checking its chain against it, against a real certvaultd."""
+
+import os
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import Material, VaultTestCase, b64, run
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TruststoreTest(VaultTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Material(cls.tmp, "ts-root", key="p256", cn="Test Root CA", ca=True,
+                            not_after=3650 * 86400)
+        cls.inter = Material(cls.tmp, "ts-inter", key="p256", cn="Test Intermediate CA",
+                             ca=True, issuer=cls.root, not_after=1825 * 86400)
+        cls.leaf = Material(cls.tmp, "ts-leaf", key="p256", cn="localhost", san="localhost",
+                            issuer=cls.inter)
+
+    def add(self, **body):
+        return self.vault.request("POST", "/v1/truststore", body)
+
+    def test_add_read_delete_one_pem(self):
+        st, _, body = self.add(alias="ts-one", certificate=self.root.cert)
+        self.assertEqual(st, 201, body)
+        [item] = body["items"]
+        self.assertEqual(item["alias"], "ts-one")
+        self.assertEqual(item["subject"], "CN=Test Root CA")
+        self.assertEqual(item["status"], "valid")
+        self.assertEqual(item["source"], "upload")
+        fp = run(["openssl", "x509", "-in", self.root.cert_path, "-noout", "-fingerprint",
+                  "-sha256"]).stdout.decode().strip().split("=", 1)[1]
+        self.assertEqual(item["sha256_fingerprint"], fp)
+        st, _, again = self.vault.request("GET", "/v1/truststore/ts-one")
+        self.assertEqual((st, again), (200, item))
+        st, _, listed = self.vault.request("GET", "/v1/truststore")
+        self.assertIn(item, listed["items"])
+        # The same CA twice, under any alias: refused, naming the alias it has.
+        msg = self.assertError(self.add(alias="ts-again", certificate=self.root.cert), 409,
+                               "same_certificate")
+        self.assertIn("ts-one", msg)
+        st, _, body = self.vault.request("DELETE", "/v1/truststore/ts-one")
+        self.assertEqual((st, body), (200, {"alias": "ts-one", "deleted": True}))
+        self.assertError(self.vault.request("GET", "/v1/truststore/ts-one"), 404, "not_found")
+        self.assertError(self.vault.request("DELETE", "/v1/truststore/ts-one"), 404,
+                         "not_found")
+
+    def test_bundle_encodings_and_aliases(self):
+        bundle = self.inter.cert + self.root.cert
+        st, _, body = self.add(alias="ts-bundle", certificate=bundle)
+        self.assertEqual(st, 201, body)
+        self.assertEqual([i["alias"] for i in body["items"]], ["ts-bundle-1", "ts-bundle-2"])
+        self.assertEqual([i["subject"] for i in body["items"]],
+                         ["CN=Test Intermediate CA", "CN=Test Root CA"])
+        for a in ("ts-bundle-1", "ts-bundle-2"):
+            self.vault.request("DELETE", "/v1/truststore/" + a)
+        st, _, body = self.add(aliases=["ts-i", "ts-r"], certificate=bundle)
+        self.assertEqual([i["alias"] for i in body["items"]], ["ts-i", "ts-r"])
+        for a in ("ts-i", "ts-r"):
+            self.vault.request("DELETE", "/v1/truststore/" + a)
+        st, _, body = self.add(alias="ts-der", certificate=b64(self.root.cert_der()),
+                               encoding="base64")
+        self.assertEqual(st, 201, body)
+        self.vault.request("DELETE", "/v1/truststore/ts-der")
+        st, _, body = self.add(alias="ts-b64pem", certificate=b64(self.root.cert),
+                               encoding="base64pem")
+        self.assertEqual(st, 201, body)
+        self.vault.request("DELETE", "/v1/truststore/ts-b64pem")
+
+    def test_refusals_change_nothing(self):
+        expired = Material(self.tmp, "ts-expired", cn="Old CA", ca=True, not_before=-7200,
+                           not_after=-3600)
+        upcoming = Material(self.tmp, "ts-upcoming", cn="Future CA", ca=True,
+                            not_before=3600)
+        st, _, before = self.vault.request("GET", "/v1/truststore")
+        cases = [
+            (dict(alias="ts-x", certificate=self.leaf.cert), 422, "not_a_ca"),
+            (dict(alias="ts-x", certificate=expired.cert), 422, "expired"),
+            (dict(alias="ts-x", certificate=upcoming.cert), 422, "not_yet_valid"),
+            # All or none: one bad entry in a bundle refuses the whole bundle.
+            (dict(alias="ts-x", certificate=self.root.cert + self.leaf.cert), 422, "not_a_ca"),
+            (dict(alias="ts-x", certificate="not a certificate"), 400, "bad_encoding"),
+            (dict(alias="ts-x", certificate=""), 400, "bad_encoding"),
+            (dict(alias="bad alias", certificate=self.root.cert), 400, "invalid_name"),
+            (dict(alias="export", certificate=self.root.cert), 400, "invalid_name"),
+            (dict(certificate=self.root.cert), 400, "bad_request"),
+            (dict(alias="ts-x"), 400, "bad_request"),
+            (dict(alias="ts-x", certificate=self.root.cert, url="https://127.0.0.1:1"), 400,
+             "bad_request"),
+            (dict(alias="ts-x", certificate=self.root.cert, keep="top"), 400, "bad_request"),
+            (dict(aliases=["a"], certificate=self.inter.cert + self.root.cert), 400,
+             "bad_request"),
+            (dict(aliases=["ts-a", "ts-a"], certificate=self.inter.cert + self.root.cert),
+             409, "name_taken"),
+            (dict(alias="ts-x", certificate=self.root.cert, colour="red"), 400,
+             "bad_request"),
+            (dict(alias="ts-x", url="ftp://127.0.0.1"), 400, "bad_request"),
+            (dict(alias="ts-x", url="https://127.0.0.1:%d" % free_port()), 502,
+             "endpoint_unreachable"),
+        ]
+        for body, status, code in cases:
+            with self.subTest(body={k: v[:40] if isinstance(v, str) else v
+                                    for k, v in body.items()}):
+                self.assertError(self.add(**body), status, code)
+        self.assertEqual(self.vault.request("GET", "/v1/truststore")[2], before)
+
+    def test_export_pem_in_alias_order(self):
+        self.add(alias="ts-exp-b", certificate=self.root.cert)
+        self.add(alias="ts-exp-a", certificate=self.inter.cert)
+        st, hdrs, pem = self.vault.request("GET", "/v1/truststore/export?format=pem")
+        self.assertEqual(st, 200)
+        self.assertEqual(hdrs["content-type"], "application/x-pem-file")
+        text = pem.decode()
+        self.assertLess(text.index("# ts-exp-a"), text.index("# ts-exp-b"))
+        path = os.path.join(self.tmp, "bundle.pem")
+        with open(path, "w") as f:
+            f.write(text)
+        # openssl verifies the leaf against the exported bundle.
+        p = run(["openssl", "verify", "-CAfile", path, self.leaf.cert_path])
+        self.assertIn(b"OK", p.stdout)
+        st, _, again = self.vault.request("GET", "/v1/truststore/export")
+        self.assertEqual(again, pem)
+        self.assertError(self.vault.request("GET", "/v1/truststore/export?format=jks"), 400,
+                         "bad_request")
+        for a in ("ts-exp-a", "ts-exp-b"):
+            self.vault.request("DELETE", "/v1/truststore/" + a)
+
+    def test_import_reports_chain_trusted(self):
+        st, _, body = self.vault.import_cert("ts-chk", self.leaf, chain=self.inter.cert,
+                                             check_chain=True)
+        self.assertEqual(st, 201, body)
+        self.assertIs(body["chain_trusted"], False)
+        self.assertIn("issuer", body["chain_trust_detail"])
+        self.add(alias="ts-chk-root", certificate=self.root.cert)
+        other = Material(self.tmp, "ts-leaf2", cn="localhost", san="localhost",
+                         issuer=self.inter)
+        st, _, body = self.vault.import_cert("ts-chk2", other, chain=self.inter.cert,
+                                             check_chain=True)
+        self.assertEqual(st, 201, body)
+        self.assertIs(body["chain_trusted"], True, body["chain_trust_detail"])
+        # Not asked: not reported.
+        third = Material(self.tmp, "ts-leaf3", cn="localhost", san="localhost",
+                         issuer=self.inter)
+        st, _, body = self.vault.import_cert("ts-chk3", third, chain=self.inter.cert)
+        self.assertNotIn("chain_trusted", body)
+        self.assertError(self.vault.import_cert("ts-chk4", third, check_chain="yes"), 400,
+                         "bad_request")
+        self.vault.request("DELETE", "/v1/truststore/ts-chk-root")
+
+
+class FetchTest(VaultTestCase):
+    """Learning a chain from a live endpoint: openssl s_server presents leaf + intermediate."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Material(cls.tmp, "f-root", key="p256", cn="Fetch Root CA", ca=True,
+                            not_after=3650 * 86400)
+        cls.inter = Material(cls.tmp, "f-inter", key="p256", cn="Fetch Intermediate CA",
+                             ca=True, issuer=cls.root, not_after=1825 * 86400)
+        cls.leaf = Material(cls.tmp, "f-leaf", key="p256", cn="localhost", san="localhost",
+                            issuer=cls.inter)
+
+    def serve(self):
+        """An openssl s_server on a free port presenting leaf + intermediate; its port."""
+        port = free_port()
+        proc = subprocess.Popen(
+            ["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert",
+             self.leaf.cert_path, "-key", self.leaf.key_path, "-cert_chain",
+             self.inter.cert_path, "-www"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout.close()))
+        # s_server says ACCEPT once it listens (after a line or two about its parameters).
+        for _ in range(10):
+            line = proc.stdout.readline()
+            if line.strip() in (b"ACCEPT", b""):
+                break
+        self.assertEqual(line.strip(), b"ACCEPT")
+        return port
+
+    def test_fetch_over_https_and_ldaps(self):
+        port = self.serve()
+        for scheme, alias in (("https", "f-https"), ("ldaps", "f-ldaps")):
+            with self.subTest(scheme=scheme):
+                url = "%s://127.0.0.1:%d" % (scheme, port)
+                # The top-most CA the server presents: the intermediate.
+                st, _, body = self.vault.request("POST", "/v1/truststore",
+                                                 {"alias": alias, "url": url})
+                self.assertEqual(st, 201, body)
+                [item] = body["items"]
+                self.assertEqual(item["subject"], "CN=Fetch Intermediate CA")
+                self.assertEqual(item["source"], url)
+                self.vault.request("DELETE", "/v1/truststore/" + alias)
+        # keep: a position in the chain; the leaf is not a CA.
+        url = "https://localhost:%d" % port
+        st, _, body = self.vault.request("POST", "/v1/truststore",
+                                         {"alias": "f-pos", "url": url, "keep": "1"})
+        self.assertEqual((st, body["items"][0]["subject"]), (201, "CN=Fetch Intermediate CA"))
+        self.vault.request("DELETE", "/v1/truststore/f-pos")
+        self.assertError(self.vault.request("POST", "/v1/truststore",
+                                            {"alias": "f-leaf", "url": url, "keep": "0"}),
+                         422, "not_a_ca")
+        self.assertError(self.vault.request("POST", "/v1/truststore",
+                                            {"alias": "f-far", "url": url, "keep": "5"}),
+                         400, "bad_request")
+        st, _, body = self.vault.request("POST", "/v1/truststore",
+                                         {"alias": "f-all", "url": url, "keep": "all"})
+        self.assertEqual(st, 201, body)
+        self.assertEqual([i["alias"] for i in body["items"]], ["f-all"])
+
+
+if __name__ == "__main__":
+    unittest.main()
