@@ -178,7 +178,7 @@ int cv_jwk_alg_default(const EVP_PKEY *pkey, const char *use, const char **ret_a
 {
 	const struct curve *curve;
 	const struct alg_rule *rule;
-	enum family family;
+	enum family family = F_RSA;
 	int r;
 
 	if (pkey == NULL)
@@ -313,7 +313,7 @@ int cv_jwk_from_pkey(const EVP_PKEY *pkey, const char *alg, const char *use, jso
 {
 	const struct alg_rule *rule;
 	const struct curve *curve;
-	enum family family;
+	enum family family = F_RSA;
 	json_t *key = NULL, *jwk = NULL;
 	char kid[CV_JWK_KID_LEN + 1];
 	int r;

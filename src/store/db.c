@@ -251,7 +251,7 @@ out:
 static int configure(sqlite3 *db, const char *path, struct cv_errmsg *err)
 {
 	char mode[16];
-	int64_t fk;
+	int64_t fk = 0;
 	int rc, r;
 
 	rc = sqlite3_extended_result_codes(db, 1);

@@ -242,7 +242,7 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 			  int64_t now, struct cv_conflict *conflict)
 {
 	sqlite3 *db = store_borrow(store);
-	int64_t service_id, cert_id;
+	int64_t service_id = 0, cert_id = 0;
 	char **domains = NULL;
 	size_t n = 0;
 	int r;
@@ -283,7 +283,7 @@ int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t no
 			    struct cv_conflict *conflict)
 {
 	sqlite3 *db = store_borrow(store);
-	int64_t cert_id;
+	int64_t cert_id = 0;
 	int r, unbound = 1;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");

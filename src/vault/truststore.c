@@ -234,7 +234,7 @@ int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_re
 	if (alias != NULL && (r = check_alias(alias, err)) < 0)
 		return r;
 	r = cv_store_trust_get(v->store, alias, ret_recs, ret_n);
-	if (r == CV_ERR_NOT_FOUND)
+	if (r == CV_ERR_NOT_FOUND && alias != NULL)
 		return cv_errmsg_set(err, r, "no truststore entry named %s", alias);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the database could not be read");
