@@ -22,17 +22,26 @@ struct cv_vault {
 /* An import as the client sent it (also the new material of a renew or replace, whose
  * name is the certificate's and whose description is ignored). Strings are borrowed;
  * private_key and password are secrets the caller wipes. */
+/* The material comes one of three ways: certificate + private_key (+ chain) as text in
+ * encoding; a PKCS#12 file (pkcs12: base64, or the bytes of an upload with CV_ENC_FILE) that
+ * holds all three; or uploaded files (encoding CV_ENC_FILE, bundle set) where certificate may
+ * be a PEM bundle, a DER certificate or a PKCS#12 file, and private_key and chain are needed
+ * only for what it lacks. */
 struct cv_import_request {
 	const char *name;
 	const char *description;   /* NULL: "" */
 	const char *certificate;
 	size_t certificate_len;
-	const char *private_key;
+	const char *private_key;   /* NULL: none (only with pkcs12 or bundle) */
 	size_t private_key_len;
-	const char *password;      /* for an encrypted PKCS#8 key; NULL: none */
+	const char *password;      /* of an encrypted key or of the PKCS#12 file; NULL: none */
 	const char *chain;         /* NULL: none */
 	size_t chain_len;
 	enum cv_encoding encoding;
+	const char *pkcs12;        /* NULL: none; else certificate, private_key, chain NULL */
+	size_t pkcs12_len;
+	enum cv_encoding pkcs12_encoding;
+	int bundle;
 };
 
 /* Limits on metadata a client sets. */
@@ -252,6 +261,14 @@ int cv_vault_trust_delete(struct cv_vault *v, const char *alias, struct cv_errms
 /* The truststore as a PEM bundle in alias order, each certificate after a "# alias" line. */
 int cv_vault_trust_export_pem(struct cv_vault *v, char **ret_text, size_t *ret_len,
 			      struct cv_errmsg *err);
+/* The truststore as a PKCS#12 file that Java's keytool lists as one trustedCertEntry per
+ * entry, in alias order, under password (see cv_x509_truststore_pkcs12); an empty truststore
+ * gives a valid file with no entry. *ret_der (malloc'd) is the caller's. 0,
+ * CV_ERR_BAD_REQUEST (no password, or not 1 to CV_X509_TRUSTSTORE_PASSWORD_MAX printable
+ * ASCII characters), CV_ERR_NAME_TAKEN (two aliases differ only in case: Java would make
+ * them one entry), CV_ERR_DB, CV_ERR_NOMEM, CV_ERR_INTERNAL. */
+int cv_vault_trust_export_pkcs12(struct cv_vault *v, const char *password,
+				 unsigned char **ret_der, size_t *ret_len, struct cv_errmsg *err);
 /* Whether the certificate named, with its stored chain, verifies up to the truststore now:
  * 1 or 0 with OpenSSL's reason in why; or an error. */
 int cv_vault_cert_chain_trusted(struct cv_vault *v, const char *name, int64_t now,

@@ -17,6 +17,8 @@ enum cv_encoding {
 	CV_ENC_PEM = 0,
 	CV_ENC_BASE64,
 	CV_ENC_BASE64PEM,
+	CV_ENC_FILE,       /* the bytes of an uploaded file: PEM text when it holds a
+			      "-----BEGIN " line, else DER (never named by a client) */
 };
 
 /* Parses "pem", "base64" or "base64pem" (NULL means pem). Returns 0 or CV_ERR_BAD_REQUEST. */
@@ -178,13 +180,32 @@ int cv_x509_pkcs12_parse(const unsigned char *der, size_t len, const char *passw
 			 X509 **ret_cert, EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain,
 			 struct cv_errmsg *err);
 
+/* A PKCS#12 file as a client sent it: base64 of DER (CV_ENC_BASE64) or an uploaded file
+ * (CV_ENC_FILE, DER). Then as cv_x509_pkcs12_parse. */
+int cv_x509_pkcs12_parse_text(const char *text, size_t len, enum cv_encoding enc,
+			      const char *password, X509 **ret_cert, EVP_PKEY **ret_key,
+			      STACK_OF(X509) **ret_chain, struct cv_errmsg *err);
+
+/* An uploaded file that may hold everything: a PEM bundle (CERTIFICATE blocks and at most
+ * one private key, in any order), one DER certificate, or a PKCS#12 file (DER, with
+ * password). The leaf is the certificate of the key when there is one, else the first; the
+ * chain is the other certificates in the file's order. *ret_key is NULL when the file holds
+ * no key. All the caller's. Errors as the parsers above, and CV_ERR_BAD_ENCODING for a file
+ * that is none of these. */
+int cv_x509_bundle_parse(const char *text, size_t len, enum cv_encoding enc,
+			 const char *password, X509 **ret_cert, EVP_PKEY **ret_key,
+			 STACK_OF(X509) **ret_chain, struct cv_errmsg *err);
+
 /* Writes a PKCS#12 truststore that Java's keytool lists as one trustedCertEntry per
  * certificate, in the order given: certs[i] under aliases[i] (its friendlyName; Java shows
  * it lower-cased), with Java's trusted-key-usage attribute (2.16.840.1.113894.746875.1.1)
  * set to anyExtendedKeyUsage. Certificates encrypted with AES-256-CBC (PBES2, PBKDF2 with
- * HMAC-SHA256), a SHA-256 MAC, 10000 iterations each. On success *ret_der (malloc'd) is the
- * caller's. Errors: CV_ERR_BAD_REQUEST for no password, an empty alias, an alias that is not
- * UTF-8 or two that differ only in case; CV_ERR_NOMEM; CV_ERR_INTERNAL. */
+ * HMAC-SHA256), a SHA-256 MAC, 10000 iterations each. n may be 0: a valid file with no
+ * entry. On success *ret_der (malloc'd) is the caller's. Errors: CV_ERR_BAD_REQUEST for no
+ * password, a password that is not 1 to CV_X509_TRUSTSTORE_PASSWORD_MAX printable ASCII
+ * characters, an empty alias, an alias that is not UTF-8 or two that differ only in case;
+ * CV_ERR_NOMEM; CV_ERR_INTERNAL. Messages never hold the password. */
+#define CV_X509_TRUSTSTORE_PASSWORD_MAX 128
 int cv_x509_truststore_pkcs12(X509 *const *certs, const char *const *aliases, size_t n,
 			      const char *password, unsigned char **ret_der, size_t *ret_len,
 			      struct cv_errmsg *err);

@@ -128,6 +128,54 @@ static int view_response(struct cv_app *app, const char *name, int64_t now, int 
 	return r;
 }
 
+/* Reads the material of an import, renew or replace into in (strings borrowed from body):
+ * certificate, private_key and chain in encoding, or a base64 pkcs12; from a form, uploaded
+ * files whose form is recognised (see cv_import_request). */
+static int material_members(json_t *body, int form, struct cv_import_request *in,
+			    struct cv_errmsg *err)
+{
+	/* A file's bytes may hold NULs (DER); text never does. */
+	int (*file_member)(json_t *, const char *, int, size_t, const char **, size_t *,
+			   struct cv_errmsg *) = form ? json_bytes_member : json_string_member;
+	const char *encoding;
+	int r;
+
+	if ((r = file_member(body, "certificate", 0, PEM_MAX, &in->certificate,
+			     &in->certificate_len, err)) < 0 ||
+	    (r = file_member(body, "private_key", 0, PEM_MAX, &in->private_key,
+			     &in->private_key_len, err)) < 0 ||
+	    (r = json_string_member(body, "password", 0, PASSWORD_MAX, &in->password, NULL,
+				    err)) < 0 ||
+	    (r = file_member(body, "chain", 0, PEM_MAX, &in->chain, &in->chain_len, err)) < 0 ||
+	    (r = file_member(body, "pkcs12", 0, PEM_MAX, &in->pkcs12, &in->pkcs12_len,
+			     err)) < 0 ||
+	    (r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err)) < 0)
+		return r;
+	if (in->certificate == NULL && in->pkcs12 == NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "\"certificate\" (with \"private_key\") or \"pkcs12\" is "
+				     "required");
+	if (form) {
+		if (encoding != NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"encoding\" is for JSON "
+					     "bodies: an uploaded file's form is recognised");
+		in->encoding = CV_ENC_FILE;
+		in->pkcs12_encoding = CV_ENC_FILE;
+		in->bundle = 1;
+		return 0;
+	}
+	if (in->pkcs12 != NULL && encoding != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "\"pkcs12\" is always base64: \"encoding\" is not taken");
+	in->pkcs12_encoding = CV_ENC_BASE64;
+	if (in->certificate != NULL && in->private_key == NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required");
+	if (cv_x509_encoding_parse(encoding, &in->encoding) < 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "\"encoding\" must be pem, base64 or base64pem");
+	return 0;
+}
+
 /* The optional "check_chain" member: a boolean. */
 static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
 {
@@ -164,34 +212,20 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 {
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
-					       "check_chain", NULL };
+					       "pkcs12", "check_chain", NULL };
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
-	const char *encoding;
 	json_t *body = NULL;
-	int r, check = 0;
+	int r, form, check = 0;
 
-	r = req_json_object(req, allowed, &body, err);
+	r = req_body_object(req, allowed, &body, &form, err);
 	if (r < 0)
 		goto out;
 	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &in.description,
 				    NULL, err)) < 0 ||
-	    (r = json_string_member(body, "certificate", 1, PEM_MAX, &in.certificate,
-				    &in.certificate_len, err)) < 0 ||
-	    (r = json_string_member(body, "private_key", 1, PEM_MAX, &in.private_key,
-				    &in.private_key_len, err)) < 0 ||
-	    (r = json_string_member(body, "password", 0, PASSWORD_MAX, &in.password, NULL,
-				    err)) < 0 ||
-	    (r = json_string_member(body, "chain", 0, PEM_MAX, &in.chain, &in.chain_len,
-				    err)) < 0 ||
-	    (r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err)) < 0)
+	    (r = material_members(body, form, &in, err)) < 0)
 		goto out;
-	if (cv_x509_encoding_parse(encoding, &in.encoding) < 0) {
-		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				  "\"encoding\" must be pem, base64 or base64pem");
-		goto out;
-	}
 	r = check_chain_member(body, &check, err);
 	if (r < 0)
 		goto out;
@@ -432,28 +466,6 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 				  "upcoming", (json_int_t)c.upcoming));
 }
 
-/* Reads the new material of a renew or replace into in (strings borrowed from body). */
-static int material_members(json_t *body, struct cv_import_request *in, struct cv_errmsg *err)
-{
-	const char *encoding;
-	int r;
-
-	if ((r = json_string_member(body, "certificate", 1, PEM_MAX, &in->certificate,
-				    &in->certificate_len, err)) < 0 ||
-	    (r = json_string_member(body, "private_key", 1, PEM_MAX, &in->private_key,
-				    &in->private_key_len, err)) < 0 ||
-	    (r = json_string_member(body, "password", 0, PASSWORD_MAX, &in->password, NULL,
-				    err)) < 0 ||
-	    (r = json_string_member(body, "chain", 0, PEM_MAX, &in->chain, &in->chain_len,
-				    err)) < 0 ||
-	    (r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err)) < 0)
-		return r;
-	if (cv_x509_encoding_parse(encoding, &in->encoding) < 0)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				     "\"encoding\" must be pem, base64 or base64pem");
-	return 0;
-}
-
 /* The version a renew or replace names: "version" in the body, or If-Match (a quoted tag
  * from an ETag); both must then agree. */
 static int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
@@ -493,21 +505,21 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		     const struct cv_request *req, struct cv_response *res, struct cv_errmsg *err)
 {
 	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
-					       "encoding", "version", "jwk_action", "confirm",
-					       "check_chain", NULL };
+					       "encoding", "pkcs12", "version", "jwk_action",
+					       "confirm", "check_chain", NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	struct cv_import_request in = { 0 };
 	const char *action;
-	int check = 0;
+	int form, check = 0;
 	struct cv_version_ref ref;
 	struct cv_cert_view *view = NULL;
 	json_t *body = NULL;
 	int64_t previous;
 	int r;
 
-	r = req_json_object(req, allowed, &body, err);
+	r = req_body_object(req, allowed, &body, &form, err);
 	if (r == 0)
-		r = material_members(body, &in, err);
+		r = material_members(body, form, &in, err);
 	if (r == 0)
 		r = version_ref(req, body, &ref, err);
 	if (r == 0)

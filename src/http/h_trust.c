@@ -180,20 +180,31 @@ int h_trust_delete(struct cv_app *app, const struct cv_request *req, struct cv_r
 	return r;
 }
 
+/* format=pkcs12 takes its password from the query, like every other argument of this GET:
+ * certvaultd logs paths without their query strings, and the file guards public CA
+ * certificates (the password is the file's integrity check, not a secret's cover). There is
+ * no default: a password everybody knows, such as Java's changeit, is the caller's choice to
+ * make out loud. */
 int h_trust_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "format", NULL };
-	const char *format;
+	static const char *const allowed[] = { "format", "password", NULL };
+	const char *format, *password;
+	unsigned char *der = NULL;
 	char *text = NULL;
 	size_t len;
 	int r;
 
-	r = req_query_check(req, allowed, 16, err);
+	r = req_query_check(req, allowed, CV_X509_TRUSTSTORE_PASSWORD_MAX, err);
 	if (r < 0)
 		return r;
 	format = req_query(req, "format");
+	password = req_query(req, "password");
 	if (format == NULL || strcmp(format, "pem") == 0) {
+		if (password != NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "a PEM bundle has no password: password goes with "
+					     "format=pkcs12");
 		r = cv_vault_trust_export_pem(&app->vault, &text, &len, err);
 		if (r < 0)
 			return r;
@@ -202,6 +213,23 @@ int h_trust_export(struct cv_app *app, const struct cv_request *req, struct cv_r
 		res->content_type = "application/x-pem-file";
 		snprintf(res->disposition, sizeof(res->disposition),
 			 "attachment; filename=\"truststore.pem\"");
+		res->status = 200;
+		return 0;
+	}
+	if (strcmp(format, "pkcs12") == 0) {
+		if (password == NULL || password[0] == '\0')
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "format=pkcs12 needs a password for the file: "
+					     "password=... (Java's default truststore password is "
+					     "changeit)");
+		r = cv_vault_trust_export_pkcs12(&app->vault, password, &der, &len, err);
+		if (r < 0)
+			return r;
+		res->raw = der;
+		res->raw_len = len;
+		res->content_type = "application/x-pkcs12";
+		snprintf(res->disposition, sizeof(res->disposition),
+			 "attachment; filename=\"truststore.p12\"");
 		res->status = 200;
 		return 0;
 	}

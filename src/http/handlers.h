@@ -66,10 +66,19 @@ int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv
  * keys, other top-level types and unknown members (CV_ERR_BAD_REQUEST). */
 int req_json_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
 		    struct cv_errmsg *err);
+/* As req_json_object, and also takes a multipart/form-data body (a browser's file upload):
+ * each field becomes a member of the same name, a string (a file's bytes as they are, other
+ * fields UTF-8), except "check_chain" ("true" or "false") and "version" (digits), which
+ * become the boolean and the integer a JSON body would hold. *ret_form says which it was. */
+int req_body_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
+		    int *ret_form, struct cv_errmsg *err);
 /* A string member of at most max bytes: 0 and *ret (borrowed from obj, or NULL when absent and
  * not required), or CV_ERR_BAD_REQUEST naming the member. */
 int json_string_member(json_t *obj, const char *key, int required, size_t max,
 		       const char **ret, size_t *ret_len, struct cv_errmsg *err);
+/* As json_string_member, and NUL bytes are content (an uploaded file's bytes). */
+int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
+		      const char **ret, size_t *ret_len, struct cv_errmsg *err);
 /* Checks the query holds only the allowed keys (NULL-terminated), each at most once and at
  * most max_len bytes. */
 int req_query_check(const struct cv_request *req, const char *const *allowed, size_t max_len,

@@ -6,6 +6,7 @@
 
 #include "certvault/util.h"
 #include "handlers.h"
+#include "multipart.h"
 
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX 1000
@@ -228,23 +229,28 @@ out:
 		res_error(res, r, err.text);
 }
 
+/* Whether the request's media type (parameters aside) is type. */
+static int media_type_is(const struct cv_request *req, const char *type)
+{
+	size_t len;
+
+	if (req->content_type == NULL)
+		return 0;
+	len = strcspn(req->content_type, ";");
+	while (len > 0 && req->content_type[len - 1] == ' ')
+		len--;
+	return len == strlen(type) && strncasecmp(req->content_type, type, len) == 0;
+}
+
 int req_json_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
 		    struct cv_errmsg *err)
 {
 	json_error_t jerr;
 	const char *key;
 	json_t *obj, *value;
-	size_t ct_len;
 	size_t i;
 
-	if (req->content_type == NULL)
-		return cv_errmsg_set(err, CV_ERR_UNSUPPORTED_MEDIA,
-				     "the body must be application/json");
-	ct_len = strcspn(req->content_type, ";");
-	while (ct_len > 0 && req->content_type[ct_len - 1] == ' ')
-		ct_len--;
-	if (ct_len != strlen("application/json") ||
-	    strncasecmp(req->content_type, "application/json", ct_len) != 0)
+	if (!media_type_is(req, "application/json"))
 		return cv_errmsg_set(err, CV_ERR_UNSUPPORTED_MEDIA,
 				     "the body must be application/json");
 	if (req->body == NULL || req->body_len == 0)
@@ -279,8 +285,106 @@ int req_json_object(const struct cv_request *req, const char *const *allowed, js
 	return 0;
 }
 
-int json_string_member(json_t *obj, const char *key, int required, size_t max,
-		       const char **ret, size_t *ret_len, struct cv_errmsg *err)
+/* One form field as the member a JSON body would hold. */
+static int form_value(const struct http_part *part, json_t **ret, struct cv_errmsg *err)
+{
+	char digits[19];
+	size_t i;
+
+	if (strcmp(part->name, "check_chain") == 0) {
+		if (part->len == 4 && memcmp(part->data, "true", 4) == 0)
+			*ret = json_true();
+		else if (part->len == 5 && memcmp(part->data, "false", 5) == 0)
+			*ret = json_false();
+		else
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "\"check_chain\" must be true or false");
+		return 0;
+	}
+	if (strcmp(part->name, "version") == 0) {
+		for (i = 0; i < part->len && i < sizeof(digits) - 1; i++)
+			if (part->data[i] < '0' || part->data[i] > '9')
+				break;
+		if (part->len == 0 || i != part->len)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "\"version\" must be a positive integer");
+		memcpy(digits, part->data, part->len);
+		digits[part->len] = '\0';
+		*ret = json_integer(strtoll(digits, NULL, 10));
+		return *ret != NULL ? 0 : CV_ERR_NOMEM;
+	}
+	if (part->has_filename) {
+		/* A file: its bytes as they are (DER and PKCS#12 are binary). */
+		*ret = json_stringn_nocheck(part->data, part->len);
+		return *ret != NULL ? 0 : CV_ERR_NOMEM;
+	}
+	*ret = json_stringn(part->data, part->len);
+	if (*ret == NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the field \"%s\" is not UTF-8 text",
+				     part->name);
+	return 0;
+}
+
+static int req_form_object(const struct cv_request *req, const char *const *allowed,
+			   json_t **ret, struct cv_errmsg *err)
+{
+	struct http_part *parts = NULL;
+	json_t *obj = NULL, *value = NULL;
+	size_t n = 0, i, j;
+	int r;
+
+	if (req->body == NULL || req->body_len == 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the request has no body");
+	r = http_multipart_parse(req->content_type, req->body, req->body_len, &parts, &n, err);
+	if (r < 0)
+		return r;
+	obj = json_object();
+	if (obj == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		for (j = 0; allowed[j] != NULL; j++)
+			if (strcmp(allowed[j], parts[i].name) == 0)
+				break;
+		if (allowed[j] == NULL) {
+			int shown = strspn(parts[i].name, "abcdefghijklmnopqrstuvwxyz"
+							  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+				    strlen(parts[i].name) && strlen(parts[i].name) <= 64;
+
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown field %s%s%s",
+					  shown ? "\"" : "", shown ? parts[i].name : "in the form",
+					  shown ? "\"" : "");
+			goto out;
+		}
+		r = form_value(&parts[i], &value, err);
+		if (r < 0)
+			goto out;
+		if (json_object_set_new(obj, parts[i].name, value) < 0) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+	}
+	*ret = obj;
+	obj = NULL;
+	r = 0;
+out:
+	json_decref(obj); /* wiped on free: it may hold a key */
+	free(parts);
+	return r;
+}
+
+int req_body_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
+		    int *ret_form, struct cv_errmsg *err)
+{
+	*ret_form = media_type_is(req, "multipart/form-data");
+	if (*ret_form)
+		return req_form_object(req, allowed, ret, err);
+	return req_json_object(req, allowed, ret, err);
+}
+
+static int string_member(json_t *obj, const char *key, int required, size_t max, int bytes,
+			 const char **ret, size_t *ret_len, struct cv_errmsg *err)
 {
 	json_t *v = json_object_get(obj, key);
 	size_t len;
@@ -299,7 +403,7 @@ int json_string_member(json_t *obj, const char *key, int required, size_t max,
 	if (len > max)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is longer than %zu bytes",
 				     key, max);
-	if (strlen(json_string_value(v)) != len)
+	if (!bytes && strlen(json_string_value(v)) != len)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" contains a NUL character",
 				     key);
 	if (required && len == 0)
@@ -308,6 +412,18 @@ int json_string_member(json_t *obj, const char *key, int required, size_t max,
 	if (ret_len != NULL)
 		*ret_len = len;
 	return 0;
+}
+
+int json_string_member(json_t *obj, const char *key, int required, size_t max,
+		       const char **ret, size_t *ret_len, struct cv_errmsg *err)
+{
+	return string_member(obj, key, required, max, 0, ret, ret_len, err);
+}
+
+int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
+		      const char **ret, size_t *ret_len, struct cv_errmsg *err)
+{
+	return string_member(obj, key, required, max, 1, ret, ret_len, err);
 }
 
 int req_query_check(const struct cv_request *req, const char *const *allowed, size_t max_len,

@@ -17,23 +17,69 @@ int vault_check_name(const char *name, struct cv_errmsg *err)
 	return 0;
 }
 
-/* Parses everything the client sent. *ret_chain is always set (possibly empty) on success. */
+/* Appends the certificates of more to chain (emptying more). */
+static int chain_append(STACK_OF(X509) *chain, STACK_OF(X509) *more, struct cv_errmsg *err)
+{
+	while (sk_X509_num(more) > 0) {
+		if (sk_X509_num(chain) >= CV_X509_MAX_CHAIN)
+			return cv_errmsg_set(err, CV_ERR_BAD_CHAIN, "the chain holds more than %d "
+					     "certificates", CV_X509_MAX_CHAIN);
+		if (sk_X509_push(chain, sk_X509_value(more, 0)) <= 0)
+			return CV_ERR_NOMEM;
+		(void)sk_X509_shift(more);
+	}
+	return 0;
+}
+
+/* Parses everything the client sent, whichever way it came (see cv_import_request).
+ * *ret_chain is always set (possibly empty) on success. */
 static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 			  EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
 {
+	STACK_OF(X509) *more = NULL;
 	int r;
 
-	r = cv_x509_cert_parse(req->certificate, req->certificate_len, req->encoding, ret_cert,
-			       err);
+	if (req->pkcs12 != NULL) {
+		if (req->certificate != NULL || req->private_key != NULL || req->chain != NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a PKCS#12 file comes alone: "
+					     "its key, certificate and chain are taken from it");
+		return cv_x509_pkcs12_parse_text(req->pkcs12, req->pkcs12_len,
+						 req->pkcs12_encoding, req->password, ret_cert,
+						 ret_key, ret_chain, err);
+	}
+	if (req->certificate == NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"certificate\" is required");
+	if (req->bundle)
+		r = cv_x509_bundle_parse(req->certificate, req->certificate_len, req->encoding,
+					 req->password, ret_cert, ret_key, ret_chain, err);
+	else
+		r = cv_x509_cert_parse(req->certificate, req->certificate_len, req->encoding,
+				       ret_cert, err);
 	if (r < 0)
 		return r;
-	r = cv_x509_key_parse(req->private_key, req->private_key_len, req->encoding,
-			      req->password, ret_key, err);
+	if (*ret_key != NULL && req->private_key != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
+				     "private key already: send no other");
+	if (*ret_key == NULL && req->private_key == NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required");
+	if (*ret_key == NULL) {
+		r = cv_x509_key_parse(req->private_key, req->private_key_len, req->encoding,
+				      req->password, ret_key, err);
+		if (r < 0)
+			return r;
+	}
+	r = cv_x509_chain_parse(req->chain != NULL ? req->chain : "",
+				req->chain != NULL ? req->chain_len : 0, req->encoding, &more,
+				err);
 	if (r < 0)
 		return r;
-	return cv_x509_chain_parse(req->chain != NULL ? req->chain : "",
-				   req->chain != NULL ? req->chain_len : 0, req->encoding,
-				   ret_chain, err);
+	if (*ret_chain == NULL) {
+		*ret_chain = more;
+		return 0;
+	}
+	r = chain_append(*ret_chain, more, err);
+	sk_X509_pop_free(more, X509_free);
+	return r;
 }
 
 /* The chain as one PEM bundle, "" when empty. */

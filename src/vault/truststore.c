@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <openssl/x509v3.h>
 
 #include "certvault/net.h"
@@ -302,6 +303,53 @@ out:
 	X509_free(cert);
 	free(pem);
 	free(all);
+	cv_store_trust_free(recs, n);
+	return r;
+}
+
+int cv_vault_trust_export_pkcs12(struct cv_vault *v, const char *password,
+				 unsigned char **ret_der, size_t *ret_len, struct cv_errmsg *err)
+{
+	struct cv_trust_record *recs = NULL;
+	const char **aliases = NULL;
+	X509 **certs = NULL;
+	size_t n = 0, i, j;
+	int r;
+
+	r = cv_vault_trust_get(v, NULL, &recs, &n, err);
+	if (r < 0)
+		return r;
+	/* One more than n, so an empty truststore is not a failed allocation. */
+	certs = calloc(n + 1, sizeof(*certs));
+	aliases = calloc(n + 1, sizeof(*aliases));
+	if (certs == NULL || aliases == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		/* Aliases are unique as stored, but Java keys its entries by the lower-cased
+		 * alias. */
+		for (j = 0; j < i; j++) {
+			if (strcasecmp(recs[i].alias, recs[j].alias) == 0) {
+				r = cv_errmsg_set(err, CV_ERR_NAME_TAKEN,
+						  "the aliases %s and %s differ only in case, which "
+						  "a Java keystore cannot tell apart: add one again "
+						  "under another alias to export as PKCS#12",
+						  recs[j].alias, recs[i].alias);
+				goto out;
+			}
+		}
+		r = cv_x509_cert_from_der(recs[i].cert_der, recs[i].cert_der_len, &certs[i]);
+		if (r < 0)
+			goto out;
+		aliases[i] = recs[i].alias;
+	}
+	r = cv_x509_truststore_pkcs12(certs, aliases, n, password, ret_der, ret_len, err);
+out:
+	for (i = 0; certs != NULL && i < n; i++)
+		X509_free(certs[i]);
+	free(certs);
+	free(aliases);
 	cv_store_trust_free(recs, n);
 	return r;
 }

@@ -113,6 +113,23 @@ out:
 	return r;
 }
 
+/* Whether bytes hold the start of a PEM block ("-----BEGIN "). */
+static int has_pem_start(const char *bytes, size_t len)
+{
+	static const char tag[] = "-----BEGIN ";
+	const char *p = bytes, *end = bytes + len;
+
+	while ((size_t)(end - p) >= sizeof(tag) - 1) {
+		p = memchr(p, '-', (size_t)(end - p) - (sizeof(tag) - 2));
+		if (p == NULL)
+			return 0;
+		if (memcmp(p, tag, sizeof(tag) - 1) == 0)
+			return 1;
+		p++;
+	}
+	return 0;
+}
+
 /* What a client's text is once the outer base64 is gone: PEM text or DER bytes. */
 struct material {
 	const unsigned char *bytes;
@@ -154,6 +171,11 @@ static int material_load(struct material *m, const char *text, size_t len, enum 
 		m->bytes = m->owned;
 		m->len = m->owned_len;
 		m->is_pem = enc == CV_ENC_BASE64PEM;
+		return 0;
+	case CV_ENC_FILE:
+		m->bytes = (const unsigned char *)text;
+		m->len = len;
+		m->is_pem = has_pem_start(text, len);
 		return 0;
 	}
 	return CV_ERR_INTERNAL;
@@ -198,9 +220,22 @@ static int is_cert_block(const char *name)
 }
 
 /* Appends the certificates of m to certs, in order; stops with an error past max. */
+/* What a PEM block's name says the key is; DER gives no hint. */
+enum key_form {
+	FORM_ANY,        /* DER: tried as each of the below */
+	FORM_PKCS8,      /* PRIVATE KEY */
+	FORM_PKCS8_ENC,  /* ENCRYPTED PRIVATE KEY */
+	FORM_RSA,        /* RSA PRIVATE KEY (PKCS#1) */
+	FORM_EC,         /* EC PRIVATE KEY (SEC1) */
+	FORM_OTHER,      /* DSA PRIVATE KEY and the like: decoded so the check can name them */
+};
+
+static int key_form_of(const char *name, enum key_form *ret_form);
+
 static int read_certs(const struct material *m, STACK_OF(X509) *certs, int max,
-		      const char *what, struct cv_errmsg *err)
+		      const char *what, int *ret_keys, struct cv_errmsg *err)
 {
+	enum key_form form;
 	struct pem_block b = { 0 };
 	BIO *bio = NULL;
 	X509 *x = NULL;
@@ -234,6 +269,12 @@ static int read_certs(const struct material *m, STACK_OF(X509) *certs, int max,
 		goto out;
 	}
 	while ((r = pem_next(bio, &b)) == 1) {
+		if (ret_keys != NULL && key_form_of(b.name, &form)) {
+			/* A bundle: the key is read on its own. */
+			(*ret_keys)++;
+			pem_block_release(&b);
+			continue;
+		}
 		if (!is_cert_block(b.name)) {
 			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING,
 					  "the %s holds a \"%.40s\" PEM block, only CERTIFICATE "
@@ -288,7 +329,7 @@ int cv_x509_cert_parse(const char *text, size_t len, enum cv_encoding enc, X509 
 		r = CV_ERR_NOMEM;
 		goto out;
 	}
-	r = read_certs(&m, certs, 1, "certificate", err);
+	r = read_certs(&m, certs, 1, "certificate", NULL, err);
 	if (r == CV_ERR_TOO_LARGE)
 		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING,
 				  "the certificate field holds more than one certificate: "
@@ -329,7 +370,7 @@ int cv_x509_chain_parse(const char *text, size_t len, enum cv_encoding enc,
 		goto out;
 	if (only_space((const char *)m.bytes, m.len))
 		goto done;
-	r = read_certs(&m, certs, CV_X509_MAX_CHAIN, "chain", err);
+	r = read_certs(&m, certs, CV_X509_MAX_CHAIN, "chain", NULL, err);
 	if (r == CV_ERR_TOO_LARGE)
 		r = cv_errmsg_set(err, CV_ERR_BAD_CHAIN,
 				  "the chain holds more than %d certificates", CV_X509_MAX_CHAIN);
@@ -352,15 +393,6 @@ out:
 	return r;
 }
 
-/* What a PEM block's name says the key is; DER gives no hint. */
-enum key_form {
-	FORM_ANY,        /* DER: tried as each of the below */
-	FORM_PKCS8,      /* PRIVATE KEY */
-	FORM_PKCS8_ENC,  /* ENCRYPTED PRIVATE KEY */
-	FORM_RSA,        /* RSA PRIVATE KEY (PKCS#1) */
-	FORM_EC,         /* EC PRIVATE KEY (SEC1) */
-	FORM_OTHER,      /* DSA PRIVATE KEY and the like: decoded so the check can name them */
-};
 
 /* A key of type from der, only if der holds exactly that structure. */
 static EVP_PKEY *d2i_whole(int type, const unsigned char *der, size_t len)
@@ -639,6 +671,123 @@ int cv_x509_cert_from_der(const unsigned char *der, size_t len, X509 **ret_cert)
 	r = 0;
 out:
 	X509_free(x);
+	ERR_clear_error();
+	return r;
+}
+
+int cv_x509_pkcs12_parse_text(const char *text, size_t len, enum cv_encoding enc,
+			      const char *password, X509 **ret_cert, EVP_PKEY **ret_key,
+			      STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
+{
+	struct material m = { 0 };
+	int r;
+
+	if (enc != CV_ENC_BASE64 && enc != CV_ENC_FILE)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a PKCS#12 file is sent as base64");
+	r = material_load(&m, text, len, enc, "PKCS#12 file", err);
+	if (r == 0 && enc == CV_ENC_FILE && m.is_pem)
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "the PKCS#12 file is PEM text, not "
+				  "PKCS#12");
+	if (r == 0)
+		r = cv_x509_pkcs12_parse(m.bytes, m.len, password, ret_cert, ret_key, ret_chain,
+					 err);
+	material_release(&m);
+	return r;
+}
+
+/* The PEM bundle of m: its certificates, and its one key if it has any. */
+static int bundle_from_pem(const struct material *m, const char *password, X509 **ret_cert,
+			   EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
+{
+	STACK_OF(X509) *certs = NULL;
+	EVP_PKEY *pk = NULL;
+	X509 *leaf = NULL;
+	int r, keys = 0, i;
+
+	certs = sk_X509_new_null();
+	if (certs == NULL)
+		return CV_ERR_NOMEM;
+	r = read_certs(m, certs, CV_X509_MAX_CHAIN + 1, "file", &keys, err);
+	if (r == CV_ERR_TOO_LARGE)
+		r = cv_errmsg_set(err, CV_ERR_BAD_CHAIN, "the file holds more than %d "
+				  "certificates", CV_X509_MAX_CHAIN + 1);
+	if (r < 0)
+		goto out;
+	if (sk_X509_num(certs) == 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "no certificate found in the file: "
+				  "expected a -----BEGIN CERTIFICATE----- block");
+		goto out;
+	}
+	if (keys > 1) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "the file holds more than one private "
+				  "key");
+		goto out;
+	}
+	if (keys == 1 && (r = key_from_pem(m, password, &pk, err)) < 0)
+		goto out;
+	/* The leaf is the certificate of the key; without a key, the first. */
+	for (i = 0; pk != NULL && i < sk_X509_num(certs); i++)
+		if (X509_check_private_key(sk_X509_value(certs, i), pk) == 1)
+			break;
+	ERR_clear_error();
+	if (pk == NULL || i == sk_X509_num(certs))
+		i = 0;
+	leaf = sk_X509_delete(certs, i);
+	*ret_cert = leaf;
+	*ret_key = pk;
+	*ret_chain = certs;
+	pk = NULL;
+	certs = NULL;
+	r = 0;
+out:
+	EVP_PKEY_free(pk);
+	sk_X509_pop_free(certs, X509_free);
+	return r;
+}
+
+int cv_x509_bundle_parse(const char *text, size_t len, enum cv_encoding enc,
+			 const char *password, X509 **ret_cert, EVP_PKEY **ret_key,
+			 STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
+{
+	struct material m = { 0 };
+	const unsigned char *p;
+	X509 *x = NULL;
+	int r;
+
+	*ret_key = NULL;
+	r = material_load(&m, text, len, enc, "file", err);
+	if (r < 0)
+		goto out;
+	if (only_space((const char *)m.bytes, m.len)) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "the file is empty");
+		goto out;
+	}
+	if (m.is_pem) {
+		r = bundle_from_pem(&m, password, ret_cert, ret_key, ret_chain, err);
+		goto out;
+	}
+	/* DER: one certificate, or else a PKCS#12 file. */
+	p = m.bytes;
+	x = m.len <= LONG_MAX ? d2i_X509(NULL, &p, (long)m.len) : NULL;
+	if (x != NULL && p == m.bytes + m.len) {
+		*ret_chain = sk_X509_new_null();
+		if (*ret_chain == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		*ret_cert = x;
+		x = NULL;
+		r = 0;
+		goto out;
+	}
+	ERR_clear_error();
+	r = cv_x509_pkcs12_parse(m.bytes, m.len, password, ret_cert, ret_key, ret_chain, err);
+	if (r == CV_ERR_BAD_ENCODING && strstr(err != NULL ? err->text : "", "not a PKCS#12 file"))
+		r = cv_errmsg_set(err, r, "the file is neither PEM, a DER certificate nor a "
+				  "PKCS#12 file");
+out:
+	X509_free(x);
+	material_release(&m);
 	ERR_clear_error();
 	return r;
 }

@@ -520,6 +520,20 @@ out:
 	return r;
 }
 
+/* Whether password is one every PKCS#12 reader turns into the same key: keytool decodes
+ * -storepass in the platform's charset, openssl -passin takes the bytes as they are, OpenSSL
+ * before 1.1.0 took each byte for one character. Printable ASCII means the same to all. */
+static int truststore_password_valid(const char *password)
+{
+	size_t i;
+
+	for (i = 0; password[i] != '\0'; i++)
+		if (i == CV_X509_TRUSTSTORE_PASSWORD_MAX || (unsigned char)password[i] < 0x20 ||
+		    (unsigned char)password[i] > 0x7e)
+			return 0;
+	return i > 0;
+}
+
 /* A certificate bag Java lists as a trustedCertEntry named alias. */
 static int trusted_bag(X509 *cert, const char *alias, PKCS12_SAFEBAG **ret_bag,
 		       struct cv_errmsg *err)
@@ -568,6 +582,13 @@ int cv_x509_truststore_pkcs12(X509 *const *certs, const char *const *aliases, si
 	if (password_missing(password)) {
 		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				  "a PKCS#12 truststore needs a password");
+		goto out;
+	}
+	if (!truststore_password_valid(password)) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				  "the PKCS#12 password must be 1 to %d printable ASCII characters "
+				  "(Java and OpenSSL read other characters differently)",
+				  CV_X509_TRUSTSTORE_PASSWORD_MAX);
 		goto out;
 	}
 	passlen = strlen(password);

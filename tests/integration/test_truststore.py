@@ -1,15 +1,20 @@
 """Integration tests of the truststore: CA certificates added under an alias (pasted, as a
 bundle, or learned from a live TLS endpoint: an openssl s_server on 127.0.0.1 presenting a
-two-level chain, over https and as ldaps), read, deleted and exported, and a certificate
-import checking its chain against it, against a real certvaultd."""
+two-level chain, over https and as ldaps), read, deleted and exported (a PEM bundle, and a
+PKCS#12 file Java's keytool lists as trusted certificate entries), and a certificate import
+checking its chain against it, against a real certvaultd."""
 
 import os
+import re
 import socket
 import subprocess
 import time
 import unittest
+import urllib.parse
 
 from harness import Material, VaultTestCase, b64, run
+
+KEYTOOL = "/usr/bin/keytool"
 
 
 def free_port():
@@ -159,6 +164,141 @@ class TruststoreTest(VaultTestCase):
         self.assertError(self.vault.import_cert("ts-chk4", third, check_chain="yes"), 400,
                          "bad_request")
         self.vault.request("DELETE", "/v1/truststore/ts-chk-root")
+
+
+class Pkcs12ExportTest(VaultTestCase):
+    """GET /v1/truststore/export?format=pkcs12: a file Java's keytool lists as trusted
+    certificate entries. Its own certvaultd, so the truststore holds only what a test adds."""
+
+    # Characters a query string must escape, to show the password arrives as it was sent.
+    password = "Tr&st=st0re pw+%!"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Material(cls.tmp, "p-root", key="p256", cn="P12 Root CA", ca=True,
+                            not_after=3650 * 86400)
+        cls.inter = Material(cls.tmp, "p-inter", key="rsa2048", cn="P12 Intermediate CA",
+                             ca=True, issuer=cls.root, not_after=1825 * 86400)
+
+    def trust(self, alias, material):
+        st, _, body = self.vault.request("POST", "/v1/truststore",
+                                         {"alias": alias, "certificate": material.cert})
+        self.assertEqual(st, 201, body)
+        self.addCleanup(self.vault.request, "DELETE", "/v1/truststore/" + alias)
+
+    def export(self, **query):
+        return self.vault.request("GET", "/v1/truststore/export?" +
+                                  urllib.parse.urlencode(query, quote_via=urllib.parse.quote))
+
+    def save(self, data, name="truststore.p12"):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def keytool_list(self, path, password, check=True):
+        # Fails (not skips) without keytool: scripts/deps installs openjdk-17-jre-headless.
+        self.assertTrue(os.path.exists(KEYTOOL), "no %s: run scripts/deps" % KEYTOOL)
+        return run([KEYTOOL, "-J-Duser.language=en", "-J-Duser.country=US", "-list",
+                    "-keystore", path, "-storetype", "PKCS12", "-storepass", password],
+                   check=check)
+
+    @staticmethod
+    def keytool_entries(text):
+        """(alias, entry type, SHA-256 fingerprint) of each entry keytool -list shows."""
+        return re.findall(r"^([^,\s]+), .*, (\w+), ?\n"
+                          r"Certificate fingerprint \(SHA-256\): ([0-9A-F:]+)$", text, re.M)
+
+    @staticmethod
+    def fingerprint(material):
+        return run(["openssl", "x509", "-in", material.cert_path, "-noout", "-fingerprint",
+                    "-sha256"]).stdout.decode().strip().split("=", 1)[1]
+
+    def test_keytool_lists_trusted_entries_in_alias_order(self):
+        self.trust("p12-root", self.root)
+        self.trust("p12-inter", self.inter)
+        st, hdrs, data = self.export(format="pkcs12", password=self.password)
+        self.assertEqual(st, 200, data)
+        self.assertEqual(hdrs["content-type"], "application/x-pkcs12")
+        self.assertEqual(hdrs["content-disposition"], 'attachment; filename="truststore.p12"')
+        path = self.save(data)
+
+        text = self.keytool_list(path, self.password).stdout.decode()
+        self.assertIn("Your keystore contains 2 entries", text)
+        self.assertEqual(self.keytool_entries(text), [
+            ("p12-inter", "trustedCertEntry", self.fingerprint(self.inter)),
+            ("p12-root", "trustedCertEntry", self.fingerprint(self.root)),
+        ])
+        # The wrong password: keytool refuses the file.
+        p = self.keytool_list(path, "changeit", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"password was incorrect", p.stdout + p.stderr)
+
+        # openssl reads the same two certificates, no key, each under its alias.
+        out = run(["openssl", "pkcs12", "-in", path, "-nokeys", "-passin",
+                   "pass:" + self.password]).stdout.decode()
+        pems = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n",
+                          out, re.S)
+        self.assertEqual(pems, [self.inter.cert, self.root.cert])
+        self.assertEqual(re.findall(r"friendlyName: (\S+)", out), ["p12-inter", "p12-root"])
+        self.assertNotIn("PRIVATE KEY", out)
+        p = run(["openssl", "pkcs12", "-in", path, "-nokeys", "-passin", "pass:changeit"],
+                check=False)
+        self.assertNotEqual(p.returncode, 0)
+
+        # The PEM export is as it was.
+        st, hdrs, pem = self.vault.request("GET", "/v1/truststore/export?format=pem")
+        self.assertEqual(st, 200)
+        self.assertEqual(hdrs["content-type"], "application/x-pem-file")
+        self.assertEqual(pem.decode(), "# p12-inter\n" + self.inter.cert +
+                         "# p12-root\n" + self.root.cert)
+        # The password, which came in a query string, is nowhere in certvaultd's log.
+        log = self.vault.log()
+        self.assertIn("GET /v1/truststore/export 200", log)
+        for form in (self.password, urllib.parse.quote(self.password, safe="")):
+            self.assertNotIn(form, log)
+
+    def test_empty_truststore_is_a_valid_empty_file(self):
+        self.assertEqual(self.vault.request("GET", "/v1/truststore")[2], {"items": []})
+        st, _, data = self.export(format="pkcs12", password="changeit")
+        self.assertEqual(st, 200, data)
+        text = self.keytool_list(self.save(data, "empty.p12"), "changeit").stdout.decode()
+        self.assertIn("Your keystore contains 0 entries", text)
+
+    def test_refusals(self):
+        self.trust("p12-refusals", self.root)
+        cases = [
+            (dict(format="xml"), "pem or pkcs12"),
+            (dict(format="pkcs12"), "password"),
+            (dict(format="pkcs12", password=""), "password"),
+            (dict(format="pkcs12", password="x" * 129), "longer than 128"),
+            (dict(format="pkcs12", password="caf\u00e9-pass"), "printable ASCII"),
+            (dict(format="pkcs12", password="new\nline"), "printable ASCII"),
+            (dict(format="pem", password="changeit"), "format=pkcs12"),
+            (dict(password="changeit"), "format=pkcs12"),
+            (dict(format="pkcs12", password="changeit", colour="red"), "colour"),
+        ]
+        for query, words in cases:
+            with self.subTest(query={k: v[:20] for k, v in query.items()}):
+                msg = self.assertError(self.export(**query), 400, "bad_request")
+                self.assertIn(words, msg)
+                if query.get("password"):
+                    self.assertNotIn(query["password"], msg)
+        # 128 printable characters are taken.
+        st, _, data = self.export(format="pkcs12", password="~ " * 64)
+        self.assertEqual(st, 200, data)
+
+    def test_aliases_java_cannot_tell_apart(self):
+        # Aliases are unique as written; Java lower-cases them, so two would become one.
+        self.trust("p12-CA", self.root)
+        self.trust("p12-ca", self.inter)
+        msg = self.assertError(self.export(format="pkcs12", password="changeit"), 409,
+                               "name_taken")
+        self.assertIn("p12-CA", msg)
+        self.assertIn("p12-ca", msg)
+        st, _, _ = self.vault.request("GET", "/v1/truststore/export?format=pem")
+        self.assertEqual(st, 200)
 
 
 class FetchTest(VaultTestCase):

@@ -2045,6 +2045,30 @@ static void test_truststore_pkcs12(void **state)
 	assert_non_null(strstr(err.text, "password"));
 	assert_int_equal(truststore(certs, aliases, 2, "", &der2, &len2, &err),
 			 CV_ERR_BAD_REQUEST);
+	/* Only printable ASCII, 1 to 128 characters: what Java and OpenSSL read alike. */
+	{
+		static const char *const bad[] = { "p\xc3\xa4sswort", "tab\there", "new\nline",
+						   "del\x7f" };
+		char pw[CV_X509_TRUSTSTORE_PASSWORD_MAX + 2];
+		size_t k;
+
+		for (k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			assert_int_equal(truststore(certs, aliases, 2, bad[k], &der2, &len2, &err),
+					 CV_ERR_BAD_REQUEST);
+			assert_non_null(strstr(err.text, "printable ASCII"));
+			assert_null(strstr(err.text, bad[k]));
+		}
+		memset(pw, '~', sizeof(pw) - 1);
+		pw[sizeof(pw) - 1] = '\0';
+		assert_int_equal(truststore(certs, aliases, 2, pw, &der2, &len2, &err),
+				 CV_ERR_BAD_REQUEST);
+		pw[CV_X509_TRUSTSTORE_PASSWORD_MAX] = '\0';
+		pw[0] = ' ';
+		assert_int_equal(truststore(certs, aliases, 2, pw, &der2, &len2, &err), 0);
+		assert_truststore(der2, len2, pw, certs, aliases, 2);
+		free(der2);
+		der2 = NULL;
+	}
 	{
 		const char *same[2] = { "Root-CA", "root-ca" };
 		const char *empty[2] = { "root-ca", "" };
@@ -2065,6 +2089,153 @@ static void test_truststore_pkcs12(void **state)
 	free(der);
 	X509_free(certs[2]);
 	X509_free(certs[3]);
+	pki_free(&pki);
+}
+
+/* An uploaded file: what cv_x509_bundle_parse makes of it. */
+static int bundle(const void *bytes, size_t len, const char *pw, X509 **cert, EVP_PKEY **key,
+		  STACK_OF(X509) **chain, struct cv_errmsg *err)
+{
+	memset(err, 0, sizeof(*err));
+	*cert = NULL;
+	*chain = NULL;
+	return cv_x509_bundle_parse(bytes, len, CV_ENC_FILE, pw, cert, key, chain, err);
+}
+
+static void assert_bundle_gives(const void *bytes, size_t len, const char *pw, X509 *leaf,
+				EVP_PKEY *leaf_key, X509 *const *chain, size_t n)
+{
+	STACK_OF(X509) *got_chain;
+	struct cv_errmsg err;
+	EVP_PKEY *got_key;
+	X509 *got;
+	size_t i;
+
+	if (bundle(bytes, len, pw, &got, &got_key, &got_chain, &err) != 0)
+		fail_msg("refused: %s", err.text);
+	assert_same_cert(got, leaf);
+	if (leaf_key == NULL)
+		assert_null(got_key);
+	else
+		assert_int_equal(EVP_PKEY_eq(got_key, leaf_key), 1);
+	assert_int_equal(sk_X509_num(got_chain), (int)n);
+	for (i = 0; i < n; i++)
+		assert_same_cert(sk_X509_value(got_chain, (int)i), chain[i]);
+	assert_int_equal(ERR_peek_error(), 0);
+	X509_free(got);
+	EVP_PKEY_free(got_key);
+	sk_X509_pop_free(got_chain, X509_free);
+}
+
+static void assert_bundle_refused(const void *bytes, size_t len, const char *pw, int code,
+				  const char *words)
+{
+	STACK_OF(X509) *chain;
+	struct cv_errmsg err;
+	EVP_PKEY *key = NULL;
+	X509 *cert;
+
+	assert_int_equal(bundle(bytes, len, pw, &cert, &key, &chain, &err), code);
+	if (strstr(err.text, words) == NULL)
+		fail_msg("message \"%s\" lacks \"%s\"", err.text, words);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	sk_X509_pop_free(chain, X509_free);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_bundle_parse(void **state)
+{
+	struct p12_pki pki;
+	char *root, *inter, *leaf, *key, *other_key, *text, *text2;
+	unsigned char *der, *p12;
+	size_t der_len, p12_len;
+	static const unsigned char junk[] = { 0x30, 0x82, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef };
+
+	(void)state;
+	pki_make(&pki, keys[K_RSA2048]);
+	root = tc_cert_pem(pki.root);
+	inter = tc_cert_pem(pki.inter);
+	leaf = tc_cert_pem(pki.leaf);
+	key = tc_key_pem(keys[K_RSA2048], "pkcs1", NULL);
+	other_key = tc_key_pem(keys[K_P384], "pkcs8", NULL);
+
+	/* A PEM bundle in any order: the leaf is the key's certificate, the chain the others
+	 * in the file's order. */
+	text = concat(inter, key, leaf);
+	text2 = concat(text, root, "\n");
+	assert_bundle_gives(text2, strlen(text2), NULL, pki.leaf, keys[K_RSA2048],
+			    (X509 *[]){ pki.inter, pki.root }, 2);
+	free(text);
+	free(text2);
+	/* Without a key: the first certificate is the leaf. */
+	text = concat(leaf, inter, "");
+	assert_bundle_gives(text, strlen(text), NULL, pki.leaf, NULL, (X509 *[]){ pki.inter },
+			    1);
+	free(text);
+	/* An encrypted key in the bundle takes the password. */
+	free(key);
+	key = tc_key_pem(keys[K_RSA2048], "pkcs8enc", "pw");
+	text = concat(key, leaf, "");
+	assert_bundle_gives(text, strlen(text), "pw", pki.leaf, keys[K_RSA2048], NULL, 0);
+	assert_bundle_refused(text, strlen(text), "wrong", CV_ERR_BAD_PASSWORD, "password");
+	free(text);
+	/* One DER certificate. */
+	der = cert_der(pki.leaf, &der_len);
+	assert_bundle_gives(der, der_len, NULL, pki.leaf, NULL, NULL, 0);
+	/* PKCS#12, recognised by its content, and through pkcs12_parse_text as base64. */
+	p12 = p12_make(P12_PASS, keys[K_RSA2048], pki.leaf, (X509 *[]){ pki.inter }, 1,
+		       &p12_len);
+	assert_bundle_gives(p12, p12_len, P12_PASS, pki.leaf, keys[K_RSA2048],
+			    (X509 *[]){ pki.inter }, 1);
+	assert_bundle_refused(p12, p12_len, "nope", CV_ERR_BAD_PASSWORD, "password");
+	{
+		char *b = b64(p12, p12_len, 1);
+		struct cv_errmsg err = { "" };
+		STACK_OF(X509) *chain = NULL;
+		EVP_PKEY *k = NULL;
+		X509 *c = NULL;
+
+		assert_int_equal(cv_x509_pkcs12_parse_text(b, strlen(b), CV_ENC_BASE64, P12_PASS,
+							   &c, &k, &chain, &err), 0);
+		assert_same_cert(c, pki.leaf);
+		X509_free(c);
+		EVP_PKEY_free(k);
+		sk_X509_pop_free(chain, X509_free);
+		assert_int_equal(cv_x509_pkcs12_parse_text(b, strlen(b), CV_ENC_PEM, P12_PASS,
+							   &c, &k, &chain, &err),
+				 CV_ERR_BAD_REQUEST);
+		assert_int_equal(cv_x509_pkcs12_parse_text(leaf, strlen(leaf), CV_ENC_FILE,
+							   P12_PASS, &c, &k, &chain, &err),
+				 CV_ERR_BAD_ENCODING);
+		assert_non_null(strstr(err.text, "PEM text"));
+		free(b);
+	}
+	/* Refusals. */
+	text = concat(leaf, key, other_key);
+	assert_bundle_refused(text, strlen(text), "pw", CV_ERR_BAD_ENCODING,
+			      "more than one private key");
+	free(text);
+	assert_bundle_refused(other_key, strlen(other_key), NULL, CV_ERR_BAD_ENCODING,
+			      "no certificate");
+	assert_bundle_refused(junk, sizeof(junk), NULL, CV_ERR_BAD_ENCODING,
+			      "neither PEM, a DER certificate nor a PKCS#12 file");
+	assert_bundle_refused(" \n", 2, NULL, CV_ERR_BAD_ENCODING, "empty");
+	text = concat(leaf, "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n", "");
+	assert_bundle_refused(text, strlen(text), NULL, CV_ERR_BAD_ENCODING, "PUBLIC KEY");
+	free(text);
+	/* The key of another certificate: taken here, refused by the import check later. */
+	text = concat(leaf, other_key, "");
+	assert_bundle_gives(text, strlen(text), NULL, pki.leaf, keys[K_P384], NULL, 0);
+	free(text);
+
+	free(p12);
+	free(der);
+	free(root);
+	free(inter);
+	free(leaf);
+	free(key);
+	free(other_key);
 	pki_free(&pki);
 }
 
@@ -2104,6 +2275,7 @@ int main(void)
 		cmocka_unit_test(test_pkcs12_refusals),
 		cmocka_unit_test(test_pkcs12_legacy_algorithms),
 		cmocka_unit_test(test_truststore_pkcs12),
+		cmocka_unit_test(test_bundle_parse),
 	};
 
 	return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
