@@ -26,6 +26,9 @@ struct cv_config {
 	int64_t expires_soon_days; /* policy.expires_soon_days */
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
 	int destroy_superseded_keys; /* policy.destroy_superseded_keys */
+	char *admin_token_file;    /* auth.admin_token_file: where the first admin token goes;
+				      "" means admin.token beside the database */
+	int metrics_public;        /* auth.metrics_public: GET /metrics without a token */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

@@ -37,7 +37,9 @@ enum cv_err {
 	CV_ERR_JWK_CHOICE_REQUIRED = -29,/* JWKs are linked: the caller must say what happens to them */
 	CV_ERR_UNREACHABLE = -30,      /* a remote endpoint could not be reached or spoke no TLS */
 	CV_ERR_NOT_CA = -31,           /* a truststore entry that is not a CA certificate */
-	CV_ERR__LAST = -32
+	CV_ERR_UNAUTHORIZED = -32,     /* no API token, or one that is unknown, expired or revoked */
+	CV_ERR_FORBIDDEN = -33,        /* the token's role may not do this */
+	CV_ERR__LAST = -34
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

@@ -43,6 +43,10 @@ struct cv_request {
 	const char *body;                 /* NUL-terminated; NULL when there is none */
 	size_t body_len;
 	int64_t now;                      /* the request's clock, seconds since the epoch */
+	const char *authorization;        /* the Authorization header, NULL when absent */
+	char request_id[33];              /* names the request in the log and the audit trail */
+	struct cv_actor actor;            /* who: filled by dispatch from the bearer token */
+	struct cv_audit *audit;           /* a change's audit record in the making; NULL for reads */
 };
 
 /* A handler's answer: either JSON or raw bytes. The response owns both. */
@@ -55,6 +59,7 @@ struct cv_response {
 	char disposition[128];            /* Content-Disposition, "" for none */
 	char etag[64];                    /* ETag, quoted; "" for none */
 	const char *cache_control;        /* static; NULL: "no-store" */
+	int challenge;                    /* a 401: send WWW-Authenticate: Bearer */
 };
 void cv_response_release(struct cv_response *res);
 
@@ -63,6 +68,31 @@ void cv_response_release(struct cv_response *res);
  * body_too_large tells it the server already cut the body off at the route's limit. */
 void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_large,
 		      struct cv_response *res);
+
+/* Who may call a route. Every route names one: 0 is no rule, which a test refuses. */
+enum cv_access {
+	CV_R_PUBLIC = 1,   /* anyone, no token */
+	CV_R_METRICS,      /* anyone when auth.metrics_public, else as CV_R_READ */
+	CV_R_READ,         /* admin, operator, auditor */
+	CV_R_WRITE,        /* admin, operator */
+	CV_R_AUDIT,        /* admin, auditor */
+	CV_R_ADMIN,        /* admin */
+};
+/* Whether role may call a route with access (role 0: no token). */
+int cv_http_role_may(enum cv_access access, enum cv_role role, int metrics_public);
+/* "public", "metrics", "read", "write", "audit", "admin". */
+const char *cv_http_access_name(enum cv_access access);
+
+/* The route table as data, for --routes and the test that walks it: route i's method,
+ * pattern ("{}" for a segment), access and audit action (NULL: a read, not recorded).
+ * Returns 0, or -1 past the end. */
+struct cv_route_info {
+	const char *method;
+	const char *pattern;
+	enum cv_access access;
+	const char *action;
+};
+int cv_http_route_at(size_t i, struct cv_route_info *ret);
 
 /* The body limit for a method and path: the route's, or the configuration's when the route
  * has none; 0 when no route matches (no body is read). */

@@ -371,4 +371,89 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
 /* Removes one entry. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_trust_remove(struct cv_store *store, const char *alias);
 
+/* API tokens. The secret is never stored: only its SHA-256. */
+enum cv_role {
+	CV_ROLE_ADMIN = 1,
+	CV_ROLE_OPERATOR = 2,
+	CV_ROLE_AUDITOR = 3,
+};
+#define CV_API_TOKEN_ID_LEN 16     /* hex digits of the public id */
+struct cv_api_token {
+	char id[CV_API_TOKEN_ID_LEN + 1];
+	char name[65];
+	enum cv_role role;
+	uint8_t secret_hash[32];
+	int64_t created_at;
+	int64_t expires_at;        /* 0: never */
+	int64_t revoked_at;        /* 0: not revoked */
+};
+
+/* One audit record as the caller gives it; the store numbers and chains it. Holds names,
+ * outcomes and fingerprints only, never a secret. */
+struct cv_audit_entry {
+	int64_t at;
+	char actor_id[CV_API_TOKEN_ID_LEN + 1]; /* "" when there is no token */
+	char actor_name[65];       /* the token's name; "anonymous", or "certvaultd" itself */
+	char action[48];           /* e.g. "certificate.import" */
+	char target[200];          /* the name, kid, alias or id acted on; "" for none */
+	int ok;                    /* 1: done; 0: refused or failed (error says why) */
+	char error[40];            /* the API's error code, "" when ok */
+	char request_id[33];
+	char fingerprints[400];    /* SHA-256 fingerprints involved, space-separated */
+};
+#define CV_AUDIT_HASH_LEN 32
+struct cv_audit_record {
+	int64_t seq;               /* 1, 2, 3, ... */
+	struct cv_audit_entry e;
+	uint8_t prev_hash[CV_AUDIT_HASH_LEN]; /* zeros for the first record */
+	uint8_t hash[CV_AUDIT_HASH_LEN];
+};
+
+/* Appends entry as the next record of the chain, in its own transaction. 0 or CV_ERR_DB. */
+int cv_store_audit_append(struct cv_store *store, const struct cv_audit_entry *entry);
+
+/* A page of records, oldest first, seq > after, filtered: zero/empty fields match all. */
+struct cv_audit_filter {
+	int64_t after;             /* the last seq of the previous page */
+	int64_t from, until;       /* at >= from, at < until (0: unbounded) */
+	const char *actor;         /* actor_name or actor_id */
+	const char *action;
+	const char *target;
+	int64_t limit;
+};
+/* 0 (*ret_recs the caller's, free()), CV_ERR_DB. */
+int cv_store_audit_list(struct cv_store *store, const struct cv_audit_filter *filter,
+			struct cv_audit_record **ret_recs, size_t *ret_n);
+
+/* What a walk of the whole chain found. */
+struct cv_audit_verdict {
+	int64_t records;           /* records walked */
+	int64_t first_bad;         /* 0 when the chain holds; else the first record that breaks */
+	char reason[160];          /* why it breaks there */
+	uint8_t head[CV_AUDIT_HASH_LEN]; /* the last record's hash: anchor it elsewhere to also
+					    catch records cut off the end */
+};
+/* Recomputes every record's hash in seq order: a record whose content was changed, one
+ * missing (a gap in seq, or a prev_hash that is not the hash before it) or one added out of
+ * turn is the first break. 0 (with the verdict) or CV_ERR_DB. */
+int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret);
+/* The record's hash: SHA-256 over prev_hash and every field, each length-prefixed. */
+void cv_store_audit_hash(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT_HASH_LEN]);
+
+/* Adds a token, and audit (may be NULL) in the same transaction. 0, CV_ERR_NAME_TAKEN (an
+ * unrevoked token has the name), CV_ERR_DB. */
+int cv_store_api_token_insert(struct cv_store *store, const struct cv_api_token *token,
+			      const struct cv_audit_entry *audit);
+/* One token by id, revoked or not. 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_api_token_get(struct cv_store *store, const char *id, struct cv_api_token *ret);
+/* Every token, newest first. 0 (*ret_tokens the caller's, free()), CV_ERR_DB. */
+int cv_store_api_token_list(struct cv_store *store, struct cv_api_token **ret_tokens,
+			    size_t *ret_n);
+/* Revokes a token at now, with audit (may be NULL) in the same transaction. 0,
+ * CV_ERR_NOT_FOUND (unknown or already revoked), CV_ERR_DB. */
+int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t now,
+			      const struct cv_audit_entry *audit);
+/* How many tokens were ever made (revoked ones too). 0 or CV_ERR_DB. */
+int cv_store_api_token_count(struct cv_store *store, int64_t *ret);
+
 #endif

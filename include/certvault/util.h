@@ -19,6 +19,11 @@ int cv_name_valid(const char *name);
 #define CV_TIME_BUFLEN 32
 int cv_time_rfc3339(int64_t t, char *buf, size_t buflen);
 
+/* Parses an RFC 3339 date-time: "2026-11-22T20:30:00Z" or with an offset ("+01:00"),
+ * optional fractional seconds (dropped), 'T' or 't', 'Z' or 'z'; years 1970 to 9999.
+ * Returns 0 with seconds since the epoch, or CV_ERR_BAD_REQUEST. */
+int cv_time_parse(const char *s, int64_t *ret);
+
 /* Lower-case hex of len bytes into buf (2*len+1 bytes). */
 void cv_hex_encode(const uint8_t *bytes, size_t len, char *buf);
 /* Parses exactly 2*len hex digits. Returns 0 or CV_ERR_BAD_REQUEST. */

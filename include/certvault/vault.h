@@ -274,4 +274,65 @@ int cv_vault_trust_export_pkcs12(struct cv_vault *v, const char *password,
 int cv_vault_cert_chain_trusted(struct cv_vault *v, const char *name, int64_t now,
 				struct cv_errmsg *why, struct cv_errmsg *err);
 
+/* Who asks: the API token a request came with (role 0 and empty names: nobody). */
+struct cv_actor {
+	char id[CV_API_TOKEN_ID_LEN + 1];
+	char name[65];
+	enum cv_role role;
+};
+
+/* One request's audit record in the making. The HTTP layer says who, what and on what; the
+ * use case adds the fingerprints it learns and writes the record in the transaction of its
+ * change (written set); a request that changed nothing is recorded as refused by
+ * cv_vault_audit_refused. NULL where a use case takes one: nothing is recorded. */
+struct cv_audit {
+	struct cv_audit_entry entry;
+	int written;
+};
+void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *action,
+		    const char *target, const char *request_id, int64_t now);
+/* Adds a SHA-256 fingerprint (once; those past the record's room are left out). */
+void cv_audit_fingerprint(struct cv_audit *a, const char *fingerprint);
+/* Writes a's record as refused with the API's error code, unless the change wrote it. 0 or
+ * CV_ERR_DB. */
+int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *error_code);
+
+/* "admin", "operator", "auditor". */
+const char *cv_role_name(enum cv_role role);
+/* 0 or CV_ERR_BAD_REQUEST. */
+int cv_role_parse(const char *s, enum cv_role *ret);
+
+/* An API token as the client holds it: "cvt_", the 16 hex digits of its id, "_", and 43
+ * base64url characters of a 256-bit random secret. Only its SHA-256 is kept. */
+#define CV_API_TOKEN_LEN 64
+/* Makes a token under name (the name rule) with role, expiring at expires_at (0: never; else
+ * after now). *ret_secret (CV_API_TOKEN_LEN + 1 bytes) is the token, shown once: the caller
+ * wipes it. 0, CV_ERR_INVALID_NAME, CV_ERR_BAD_REQUEST, CV_ERR_NAME_TAKEN, CV_ERR_DB. */
+int cv_vault_token_create(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			  enum cv_role role, int64_t expires_at, int64_t now,
+			  struct cv_api_token *ret_token, char *ret_secret, struct cv_errmsg *err);
+/* Every token, newest first, never a secret. 0 (*ret the caller's, free()), CV_ERR_DB. */
+int cv_vault_token_list(struct cv_vault *v, struct cv_api_token **ret, size_t *ret_n,
+			struct cv_errmsg *err);
+/* Revokes at once: the next request with it is refused. 0, CV_ERR_NOT_FOUND (unknown or
+ * already revoked), CV_ERR_DB. */
+int cv_vault_token_revoke(struct cv_vault *v, struct cv_audit *audit, const char *id,
+			  int64_t now, struct cv_errmsg *err);
+/* Who the bearer token is: 0 with *ret filled, CV_ERR_UNAUTHORIZED (malformed, unknown,
+ * revoked or expired: the secret's hash is compared in constant time), CV_ERR_DB. */
+int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
+			  struct cv_actor *ret, struct cv_errmsg *err);
+/* On a database that never had a token: makes an admin token named "admin" and writes it to
+ * path (created mode 0600, owner only; a file left by an attempt that did not finish is
+ * replaced), *ret_created 1. Else nothing, *ret_created 0. The token is never logged. 0,
+ * CV_ERR_CONFIG (the file cannot be written), CV_ERR_DB. */
+int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
+			     int *ret_created, struct cv_errmsg *err);
+
+/* The audit trail: a page (see cv_store_audit_list) and the whole chain's check. */
+int cv_vault_audit_list(struct cv_vault *v, const struct cv_audit_filter *filter,
+			struct cv_audit_record **ret_recs, size_t *ret_n, struct cv_errmsg *err);
+int cv_vault_audit_verify(struct cv_vault *v, struct cv_audit_verdict *ret,
+			  struct cv_errmsg *err);
+
 #endif

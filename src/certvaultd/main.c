@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -25,6 +26,8 @@ static void usage(FILE *f)
 		   "      --init-token    create the token token.label in the first free slot\n"
 		   "                      (SO PIN from token.so_pin_file or CERTVAULT_TOKEN_SO_PIN)\n"
 		   "                      unless it exists, then exit\n"
+		   "      --routes        every route, who may call it, what the audit trail\n"
+		   "                      calls it; then exit\n"
 		   "  -h, --help          this text\n"
 		   "  -V, --version       the version\n"
 		   "\n"
@@ -50,6 +53,40 @@ static int init_token_once(const struct cv_config *cfg, const char *pin, struct 
 	return r;
 }
 
+/* The first start makes the first admin token and says where it is (never what it is). */
+static int admin_token_once(struct cv_app *app, struct cv_errmsg *err)
+{
+	const struct cv_config *cfg = app->cfg;
+	char path[4096];
+	const char *slash;
+	int r, created;
+
+	if (cfg->admin_token_file[0] != '\0') {
+		snprintf(path, sizeof(path), "%s", cfg->admin_token_file);
+	} else {
+		slash = strrchr(cfg->db_path, '/');
+		snprintf(path, sizeof(path), "%.*s%sadmin.token",
+			 slash != NULL ? (int)(slash - cfg->db_path) : 0, cfg->db_path,
+			 slash != NULL ? "/" : "");
+	}
+	r = cv_vault_token_bootstrap(&app->vault, path, (int64_t)time(NULL), &created, err);
+	if (r == 0 && created)
+		fprintf(stderr, "certvaultd: the first admin API token is in %s (mode 0600): "
+			"send it as Authorization: Bearer <token>\n", path);
+	return r;
+}
+
+/* --routes: who may call what, as the route table says. */
+static void print_routes(FILE *f)
+{
+	struct cv_route_info info;
+	size_t i;
+
+	for (i = 0; cv_http_route_at(i, &info) == 0; i++)
+		fprintf(f, "%-7s %-34s %-8s %s\n", info.method, info.pattern,
+			cv_http_access_name(info.access), info.action != NULL ? info.action : "-");
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -57,6 +94,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "init-token", no_argument, NULL, 'I' },
+		{ "routes", no_argument, NULL, 'R' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = getenv("CERTVAULT_CONFIG");
@@ -82,6 +120,9 @@ int main(int argc, char **argv)
 		case 'I':
 			init_token = 1;
 			break;
+		case 'R':
+			print_routes(stdout);
+			return 0;
 		case 'V':
 			printf("certvaultd 0.1.0\n");
 			return 0;
@@ -145,6 +186,9 @@ int main(int argc, char **argv)
 			"destroyed\n",
 			report.imports_undone, report.deletes_finished, report.versions_undone,
 			report.keys_destroyed);
+	r = admin_token_once(&app, &err);
+	if (r < 0)
+		goto out;
 	r = cv_server_start(&app, &server, &err);
 	if (r < 0)
 		goto out;

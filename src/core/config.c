@@ -61,6 +61,11 @@ static const struct setting settings[] = {
 	{ "policy", "destroy_superseded_keys", K_BOOL, OFF(destroy_superseded_keys), "false", 0, 0,
 	  "destroy a version's key in the token as soon as a renewal or replace supersedes it"
 	  " (else kept until the certificate is deleted)" },
+	{ "auth", "admin_token_file", K_STR, OFF(admin_token_file), "", 0, 0,
+	  "where the first start writes the first admin API token (mode 0600); empty: admin.token"
+	  " in the database's directory" },
+	{ "auth", "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0,
+	  "serve GET /metrics without a token" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -37,6 +37,8 @@ static const char *const names[] = {
 	[-CV_ERR_JWK_CHOICE_REQUIRED] = "a choice for the linked JWKs is required",
 	[-CV_ERR_UNREACHABLE] = "endpoint unreachable",
 	[-CV_ERR_NOT_CA] = "not a CA certificate",
+	[-CV_ERR_UNAUTHORIZED] = "no valid API token",
+	[-CV_ERR_FORBIDDEN] = "the token's role may not do this",
 };
 
 const char *cv_strerror(int err)

@@ -37,6 +37,78 @@ int cv_time_rfc3339(int64_t t, char *buf, size_t buflen)
 	return 0;
 }
 
+/* n decimal digits at s, or -1. */
+static int digits_at(const char *s, int n)
+{
+	int v = 0, i;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (Howard Hinnant's
+ * days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+int cv_time_parse(const char *s, int64_t *ret)
+{
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int y, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0, leap;
+	const char *p;
+
+	if (s == NULL || strlen(s) < 20)
+		return CV_ERR_BAD_REQUEST;
+	y = digits_at(s, 4);
+	mo = digits_at(s + 5, 2);
+	d = digits_at(s + 8, 2);
+	h = digits_at(s + 11, 2);
+	mi = digits_at(s + 14, 2);
+	sec = digits_at(s + 17, 2);
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
+	    sec < 0 || sec > 59 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+	    s[13] != ':' || s[16] != ':')
+		return CV_ERR_BAD_REQUEST;
+	leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
+		return CV_ERR_BAD_REQUEST;
+	p = s + 19;
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return CV_ERR_BAD_REQUEST;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
+		sign = 0;
+	} else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+		sign = *p == '+' ? 1 : -1;
+		oh = digits_at(p + 1, 2);
+		om = digits_at(p + 4, 2);
+		if (oh < 0 || oh > 23 || om < 0 || om > 59)
+			return CV_ERR_BAD_REQUEST;
+	} else {
+		return CV_ERR_BAD_REQUEST;
+	}
+	*ret = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
+	       sign * (oh * 3600 + om * 60);
+	return 0;
+}
+
 void cv_hex_encode(const uint8_t *bytes, size_t len, char *buf)
 {
 	static const char digits[] = "0123456789abcdef";

@@ -39,6 +39,8 @@ static const struct mapping table[] = {
 	[-CV_ERR_JWK_CHOICE_REQUIRED] = { 409, "jwk_choice_required" },
 	[-CV_ERR_UNREACHABLE] = { 502, "endpoint_unreachable" },
 	[-CV_ERR_NOT_CA] = { 422, "not_a_ca" },
+	[-CV_ERR_UNAUTHORIZED] = { 401, "unauthorized" },
+	[-CV_ERR_FORBIDDEN] = { 403, "forbidden" },
 };
 
 static const struct mapping *lookup(int err)

@@ -78,6 +78,11 @@ int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"keep\" goes with \"url\"");
 		goto out;
 	}
+	/* certvaultd opens a connection where the caller says: only an admin may aim it. */
+	if (in.url != NULL && req->actor.role != CV_ROLE_ADMIN) {
+		r = cv_errmsg_set(err, CV_ERR_FORBIDDEN, "fetching from a URL is for the admin role");
+		goto out;
+	}
 	list = json_object_get(body, "aliases");
 	if (list != NULL) {
 		if (!json_is_array(list) || json_array_size(list) == 0 ||

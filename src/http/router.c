@@ -1,5 +1,6 @@
 /* The route table and the dispatch around the handlers: matching, body limits, JSON and
  * query helpers, errors to JSON. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -14,43 +15,96 @@
 struct cv_route {
 	const char *method;
 	const char *pattern;   /* "{}" stands for one path segment, handed to the handler */
+	enum cv_access access;
 	size_t max_body;       /* 0: no body; SIZE_MAX: the configured server.max_body */
 	cv_handler_fn handler;
+	const char *action;    /* what the audit trail calls a change; NULL for a read */
 };
 
 #define CFG_BODY SIZE_MAX
 
 static const struct cv_route routes[] = {
-	{ "GET", "/v1/health", 0, h_health },
-	{ "GET", "/v1/certificates", 0, h_cert_list },
-	{ "POST", "/v1/certificates", CFG_BODY, h_cert_import },
-	{ "GET", "/v1/certificates/summary", 0, h_cert_summary },
-	{ "GET", "/v1/certificates/{}", 0, h_cert_get },
-	{ "PATCH", "/v1/certificates/{}", 16 * 1024, h_cert_patch },
-	{ "DELETE", "/v1/certificates/{}", 0, h_cert_delete },
-	{ "GET", "/v1/certificates/{}/export", 0, h_cert_export },
-	{ "GET", "/v1/certificates/{}/versions", 0, h_cert_versions },
-	{ "POST", "/v1/certificates/{}/renew", CFG_BODY, h_cert_renew },
-	{ "POST", "/v1/certificates/{}/replace", CFG_BODY, h_cert_replace },
-	{ "GET", "/v1/services", 0, h_service_list },
-	{ "GET", "/v1/services/{}", 0, h_service_get },
-	{ "PUT", "/v1/services/{}", 64 * 1024, h_service_put },
-	{ "DELETE", "/v1/services/{}", 0, h_service_delete },
-	{ "PUT", "/v1/services/{}/certificate", 4 * 1024, h_service_bind },
-	{ "DELETE", "/v1/services/{}/certificate", 0, h_service_unbind },
-	{ "POST", "/v1/jwks", 4 * 1024, h_jwk_create },
-	{ "GET", "/v1/jwks", 0, h_jwks_document },
-	{ "GET", "/.well-known/jwks.json", 0, h_jwks_document },
-	{ "GET", "/v1/jwks/{}", 0, h_jwk_get },
-	{ "DELETE", "/v1/jwks/{}", 0, h_jwk_delete },
-	{ "POST", "/v1/truststore", CFG_BODY, h_trust_add },
-	{ "GET", "/v1/truststore", 0, h_trust_list },
-	{ "GET", "/v1/truststore/export", 0, h_trust_export },
-	{ "GET", "/v1/truststore/{}", 0, h_trust_get },
-	{ "DELETE", "/v1/truststore/{}", 0, h_trust_delete },
+	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL },
+	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
+	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import" },
+	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL },
+	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL },
+	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit" },
+	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE, 0, h_cert_delete, "certificate.delete" },
+	{ "GET", "/v1/certificates/{}/export", CV_R_READ, 0, h_cert_export, NULL },
+	{ "GET", "/v1/certificates/{}/versions", CV_R_READ, 0, h_cert_versions, NULL },
+	{ "POST", "/v1/certificates/{}/renew", CV_R_WRITE, CFG_BODY, h_cert_renew,
+	  "certificate.renew" },
+	{ "POST", "/v1/certificates/{}/replace", CV_R_WRITE, CFG_BODY, h_cert_replace,
+	  "certificate.replace" },
+	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL },
+	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL },
+	{ "PUT", "/v1/services/{}", CV_R_WRITE, 64 * 1024, h_service_put, "service.put" },
+	{ "DELETE", "/v1/services/{}", CV_R_WRITE, 0, h_service_delete, "service.delete" },
+	{ "PUT", "/v1/services/{}/certificate", CV_R_WRITE, 4 * 1024, h_service_bind,
+	  "service.bind" },
+	{ "DELETE", "/v1/services/{}/certificate", CV_R_WRITE, 0, h_service_unbind,
+	  "service.unbind" },
+	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create" },
+	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL },
+	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL },
+	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL },
+	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete" },
+	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add" },
+	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL },
+	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL },
+	{ "GET", "/v1/truststore/{}", CV_R_READ, 0, h_trust_get, NULL },
+	{ "DELETE", "/v1/truststore/{}", CV_R_WRITE, 0, h_trust_delete, "truststore.delete" },
+	{ "POST", "/v1/tokens", CV_R_ADMIN, 4 * 1024, h_token_create, "token.create" },
+	{ "GET", "/v1/tokens", CV_R_ADMIN, 0, h_token_list, NULL },
+	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN, 0, h_token_revoke, "token.revoke" },
+	{ "GET", "/v1/audit", CV_R_AUDIT, 0, h_audit_list, NULL },
+	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+int cv_http_role_may(enum cv_access access, enum cv_role role, int metrics_public)
+{
+	switch (access) {
+	case CV_R_PUBLIC:
+		return 1;
+	case CV_R_METRICS:
+		return metrics_public || role != 0;
+	case CV_R_READ:
+		return role == CV_ROLE_ADMIN || role == CV_ROLE_OPERATOR || role == CV_ROLE_AUDITOR;
+	case CV_R_WRITE:
+		return role == CV_ROLE_ADMIN || role == CV_ROLE_OPERATOR;
+	case CV_R_AUDIT:
+		return role == CV_ROLE_ADMIN || role == CV_ROLE_AUDITOR;
+	case CV_R_ADMIN:
+		return role == CV_ROLE_ADMIN;
+	}
+	return 0; /* a route without a rule is closed to everyone */
+}
+
+const char *cv_http_access_name(enum cv_access access)
+{
+	static const char *const names[] = {
+		[CV_R_PUBLIC] = "public", [CV_R_METRICS] = "metrics", [CV_R_READ] = "read",
+		[CV_R_WRITE] = "write",   [CV_R_AUDIT] = "audit",     [CV_R_ADMIN] = "admin",
+	};
+
+	if (access < CV_R_PUBLIC || access > CV_R_ADMIN)
+		return "none";
+	return names[access];
+}
+
+int cv_http_route_at(size_t i, struct cv_route_info *ret)
+{
+	if (i >= N_ROUTES)
+		return -1;
+	ret->method = routes[i].method;
+	ret->pattern = routes[i].pattern;
+	ret->access = routes[i].access;
+	ret->action = routes[i].action;
+	return 0;
+}
 
 /* Matches path against pattern, copying the {} segments into buf and pointing params at
  * them. Returns 1 on a match. */
@@ -195,14 +249,52 @@ static void res_error(struct cv_response *res, int r, const char *message)
 	res->json = body; /* NULL only when out of memory: the server sends a bare status */
 }
 
+/* The bearer token of an Authorization header, or NULL. */
+static const char *bearer_of(const char *authorization)
+{
+	if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0)
+		return NULL;
+	authorization += 7;
+	while (*authorization == ' ')
+		authorization++;
+	return authorization;
+}
+
+/* Who asks, and whether they may: 0, CV_ERR_UNAUTHORIZED or CV_ERR_FORBIDDEN. */
+static int authorize(struct cv_app *app, const struct cv_route *route, struct cv_request *req,
+		     struct cv_errmsg *err)
+{
+	const char *bearer = bearer_of(req->authorization);
+	int r;
+
+	memset(&req->actor, 0, sizeof(req->actor));
+	if (route->access == CV_R_PUBLIC)
+		return 0;
+	if (bearer != NULL) {
+		r = cv_vault_authenticate(&app->vault, bearer, req->now, &req->actor, err);
+		if (r < 0)
+			return r;
+	}
+	if (cv_http_role_may(route->access, req->actor.role, app->cfg->metrics_public))
+		return 0;
+	if (req->actor.role == 0)
+		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, "%s", req->authorization == NULL ?
+				     "an API token is needed: Authorization: Bearer <token>" :
+				     "the Authorization header must be Bearer <token>");
+	return cv_errmsg_set(err, CV_ERR_FORBIDDEN, "the %s role may not %s %s",
+			     cv_role_name(req->actor.role), req->method, route->pattern);
+}
+
 void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_large,
 		      struct cv_response *res)
 {
 	struct cv_errmsg err = { "" };
+	struct cv_audit audit;
 	struct matched m;
 	int r;
 
 	memset(res, 0, sizeof(*res));
+	req->audit = NULL;
 	find_route(req->method, req->path, &m, req->params);
 	if (m.route == NULL) {
 		if (m.path_known)
@@ -213,6 +305,16 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 					  req->path);
 		goto out;
 	}
+	r = authorize(app, m.route, req, &err);
+	/* Every change, and every refused attempt at one, is recorded. */
+	if (m.route->action != NULL) {
+		cv_audit_begin(&audit, &req->actor, m.route->action,
+			       req->params[0] != NULL ? req->params[0] : "", req->request_id,
+			       req->now);
+		req->audit = &audit;
+	}
+	if (r < 0)
+		goto out;
 	if (body_too_large) {
 		r = cv_errmsg_set(&err, CV_ERR_TOO_LARGE, "request body is over %zu bytes",
 				  cv_http_body_limit(app, req->method, req->path));
@@ -227,6 +329,26 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 out:
 	if (r < 0)
 		res_error(res, r, err.text);
+	if (r == CV_ERR_UNAUTHORIZED)
+		res->challenge = 1;
+	if (req->audit != NULL) {
+		int ar = 0;
+
+		if (r < 0) {
+			ar = cv_vault_audit_refused(&app->vault, req->audit, cv_http_error_code(r));
+		} else if (!req->audit->written) {
+			/* A change whose use case did not record it: a bug. Recorded late rather
+			 * than never, and said. */
+			fprintf(stderr, "certvaultd: %s: audit record of %s written after the "
+				"change\n", req->request_id, m.route->action);
+			req->audit->entry.ok = 1;
+			ar = cv_store_audit_append(app->store, &req->audit->entry);
+		}
+		if (ar < 0)
+			fprintf(stderr, "certvaultd: %s: the audit record of a refused %s could not "
+				"be written\n", req->request_id, m.route->action);
+	}
+	req->audit = NULL; /* it pointed at this frame */
 }
 
 /* Whether the request's media type (parameters aside) is type. */

@@ -156,7 +156,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct exchange *x = *con_cls;
 	struct cv_response res;
 	struct MHD_Response *resp;
-	char request_id[40];
 	enum MHD_Result ret;
 
 	(void)version;
@@ -190,9 +189,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 						      MHD_HTTP_HEADER_IF_MATCH);
 	x->req.if_none_match = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 							   MHD_HTTP_HEADER_IF_NONE_MATCH);
+	x->req.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							   MHD_HTTP_HEADER_AUTHORIZATION);
 	x->req.body = x->body;
 	x->req.body_len = x->len;
 	x->req.now = (int64_t)time(NULL);
+	snprintf(x->req.request_id, sizeof(x->req.request_id), "%08x-%llu",
+		 (unsigned)srv->instance,
+		 (unsigned long long)atomic_fetch_add(&srv->next_request, 1));
 	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query, &x->req);
 	if (x->bad_framing) {
 		memset(&res, 0, sizeof(res));
@@ -203,14 +207,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		cv_http_dispatch(srv->app, &x->req, x->too_large, &res);
 	}
 
-	snprintf(request_id, sizeof(request_id), "%08x-%llu", (unsigned)srv->instance,
-		 (unsigned long long)atomic_fetch_add(&srv->next_request, 1));
 	resp = make_response(&res);
 	if (resp == NULL) {
 		cv_response_release(&res);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, "X-Request-Id", request_id);
+	MHD_add_response_header(resp, "X-Request-Id", x->req.request_id);
+	if (res.challenge)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+					"Bearer realm=\"certvault\"");
 	if (res.etag[0] != '\0')
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, res.etag);
 	MHD_add_response_header(resp, "Cache-Control",
@@ -218,9 +223,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	ret = MHD_queue_response(conn, (unsigned)res.status, resp);
 	MHD_destroy_response(resp);
-	fprintf(stderr, "certvaultd: %s %s %s %d %s %.1fms\n", request_id, method, url,
+	fprintf(stderr, "certvaultd: %s %s %s %d %s %s %.1fms\n", x->req.request_id, method, url,
 		res.status, res.status >= 400 ? error_code_of(&res) : "-",
-		elapsed_ms(&x->start));
+		x->req.actor.name[0] != '\0' ? x->req.actor.name : "-", elapsed_ms(&x->start));
 	cv_response_release(&res);
 	return ret;
 }

@@ -155,6 +155,36 @@ static const char *const migrations[] = {
 	" source TEXT NOT NULL,"
 	" created_at INTEGER NOT NULL"
 	") STRICT;",
+	/* 3 -> 4: API tokens and the audit trail.
+	 * A token's secret is never stored, only its SHA-256; a revoked token stays listed and
+	 * its name is free again. The audit trail is a hash chain: each record holds the hash
+	 * of the one before (zeros for the first) and its own hash over that and its fields. */
+	"CREATE TABLE api_tokens ("
+	" id TEXT PRIMARY KEY,"
+	" name TEXT NOT NULL,"
+	" role INTEGER NOT NULL CHECK (role IN (1, 2, 3)),"
+	" secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
+	" created_at INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL,"
+	" revoked_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name) WHERE revoked_at = 0;"
+	"CREATE TABLE audit_log ("
+	" seq INTEGER PRIMARY KEY,"
+	" at INTEGER NOT NULL,"
+	" actor_id TEXT NOT NULL,"
+	" actor_name TEXT NOT NULL,"
+	" action TEXT NOT NULL,"
+	" target TEXT NOT NULL,"
+	" ok INTEGER NOT NULL,"
+	" error TEXT NOT NULL,"
+	" request_id TEXT NOT NULL,"
+	" fingerprints TEXT NOT NULL,"
+	" prev_hash BLOB NOT NULL,"
+	" hash BLOB NOT NULL"
+	") STRICT;"
+	"CREATE INDEX audit_log_at ON audit_log(at);"
+	"CREATE INDEX audit_log_target ON audit_log(target, seq);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

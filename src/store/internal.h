@@ -68,6 +68,10 @@ int store_jwk_insert_on(sqlite3 *db, const struct cv_jwk_record *rec);
 int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_recs,
 		      size_t *ret_n);
 
+/* Appends an audit record inside the caller's write transaction (entry may be NULL: then
+ * nothing). 0 or CV_ERR_DB: the caller then rolls its change back with it. */
+int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry);
+
 /* The domains of a certificate and of a service, in order (?1 = its id). */
 #define STORE_CERT_DOMAINS_SQL \
 	"SELECT domain FROM certificate_domains WHERE cert_id = ? ORDER BY position"

@@ -9,6 +9,11 @@
 /* The name rule, with the one message every use case gives for it. */
 int vault_check_name(const char *name, struct cv_errmsg *err);
 
+/* The record a change writes with itself: a marked done (NULL when a is NULL). */
+const struct cv_audit_entry *vault_audit_done(struct cv_audit *a);
+/* After the store call that carried vault_audit_done(a): r 0 means the record was written. */
+void vault_audit_written(struct cv_audit *a, int r);
+
 /* Reads the active certificate of this name, with the messages every use case gives. */
 int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,
 		 struct cv_errmsg *err);

@@ -92,6 +92,8 @@ class Certvaultd:
         os.write(fd, (self.pin + "\n").encode())
         os.close(fd)
         self.db = os.path.join(workdir, "certvault.db")
+        self.admin_token_file = os.path.join(workdir, "admin.token")
+        self.admin_token = None
         self.label = "cv-test"
         self.settings = dict(settings or {})
         self.proc = None
@@ -109,6 +111,7 @@ class Certvaultd:
             "CERTVAULT_TOKEN_MODULE": SOFTHSM_MODULE,
             "CERTVAULT_TOKEN_LABEL": self.label,
             "CERTVAULT_TOKEN_PIN_FILE": self.pin_file,
+            "CERTVAULT_AUTH_ADMIN_TOKEN_FILE": self.admin_token_file,
         })
         e.pop("CERTVAULT_TOKEN_PIN", None)
         e.update(self.settings)
@@ -133,6 +136,9 @@ class Certvaultd:
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
             if m:
                 self.port = int(m.group(1))
+                # The first start wrote the first admin token; later starts keep it.
+                with open(self.admin_token_file) as f:
+                    self.admin_token = f.read().strip()
                 return self
             time.sleep(0.02)
         raise AssertionError("certvaultd did not start:\n" + self.log())
@@ -155,10 +161,15 @@ class Certvaultd:
         self.logf.close()
         return rc
 
-    def request(self, method, path, body=None, headers=None, raw=None):
-        """Returns (status, headers dict with lower-case names, parsed JSON or bytes)."""
+    def request(self, method, path, body=None, headers=None, raw=None, token=True):
+        """Returns (status, headers dict with lower-case names, parsed JSON or bytes).
+        token: True sends the admin token, a string sends that token, None sends none."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         hdrs = dict(headers or {})
+        if token is True:
+            token = self.admin_token
+        if token is not None:
+            hdrs.setdefault("Authorization", "Bearer " + token)
         data = raw
         if body is not None:
             data = json.dumps(body).encode()

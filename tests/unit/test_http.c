@@ -8,16 +8,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/crypto.h>
 
 #include "certvault/http.h"
+#include "certvault/util.h"
 /* Internal to the http module, tested here as a pure function. */
 #include "../../src/http/multipart.h"
 
 static struct cv_config cfg;
 static struct cv_app app;
+/* "Bearer <token>" of an admin, an operator and an auditor, made in a real SQLite file. */
+static char admin_auth[CV_API_TOKEN_LEN + 8], operator_auth[CV_API_TOKEN_LEN + 8],
+	auditor_auth[CV_API_TOKEN_LEN + 8];
 
+/* A request as the admin makes it. */
 static void request(struct cv_request *req, const char *method, const char *path,
 		    const char *body)
 {
@@ -27,6 +34,8 @@ static void request(struct cv_request *req, const char *method, const char *path
 	req->body = body;
 	req->body_len = body != NULL ? strlen(body) : 0;
 	req->content_type = body != NULL ? "application/json" : NULL;
+	req->authorization = admin_auth;
+	req->now = 1800000000;
 }
 
 static const char *error_code(const struct cv_response *res)
@@ -681,6 +690,218 @@ static void test_multipart_refusals(void **state)
 	}
 }
 
+
+/* Every route the server has, with who may call it. A route added without a line here
+ * fails this test until someone decides its rule. */
+static const struct {
+	const char *method, *pattern;
+	enum cv_access access;
+} expected_routes[] = {
+	{ "GET", "/v1/health", CV_R_PUBLIC },
+	{ "GET", "/v1/certificates", CV_R_READ },
+	{ "POST", "/v1/certificates", CV_R_WRITE },
+	{ "GET", "/v1/certificates/summary", CV_R_READ },
+	{ "GET", "/v1/certificates/{}", CV_R_READ },
+	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE },
+	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE },
+	{ "GET", "/v1/certificates/{}/export", CV_R_READ },
+	{ "GET", "/v1/certificates/{}/versions", CV_R_READ },
+	{ "POST", "/v1/certificates/{}/renew", CV_R_WRITE },
+	{ "POST", "/v1/certificates/{}/replace", CV_R_WRITE },
+	{ "GET", "/v1/services", CV_R_READ },
+	{ "GET", "/v1/services/{}", CV_R_READ },
+	{ "PUT", "/v1/services/{}", CV_R_WRITE },
+	{ "DELETE", "/v1/services/{}", CV_R_WRITE },
+	{ "PUT", "/v1/services/{}/certificate", CV_R_WRITE },
+	{ "DELETE", "/v1/services/{}/certificate", CV_R_WRITE },
+	{ "POST", "/v1/jwks", CV_R_WRITE },
+	{ "GET", "/v1/jwks", CV_R_PUBLIC },
+	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC },
+	{ "GET", "/v1/jwks/{}", CV_R_READ },
+	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE },
+	{ "POST", "/v1/truststore", CV_R_WRITE },
+	{ "GET", "/v1/truststore", CV_R_READ },
+	{ "GET", "/v1/truststore/export", CV_R_READ },
+	{ "GET", "/v1/truststore/{}", CV_R_READ },
+	{ "DELETE", "/v1/truststore/{}", CV_R_WRITE },
+	{ "POST", "/v1/tokens", CV_R_ADMIN },
+	{ "GET", "/v1/tokens", CV_R_ADMIN },
+	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN },
+	{ "GET", "/v1/audit", CV_R_AUDIT },
+	{ "GET", "/v1/audit/verify", CV_R_AUDIT },
+};
+
+static void test_every_route_has_its_rule(void **state)
+{
+	struct cv_route_info info;
+	size_t i, j, n = 0;
+
+	(void)state;
+	for (i = 0; cv_http_route_at(i, &info) == 0; i++, n++) {
+		for (j = 0; j < sizeof(expected_routes) / sizeof(expected_routes[0]); j++)
+			if (strcmp(expected_routes[j].method, info.method) == 0 &&
+			    strcmp(expected_routes[j].pattern, info.pattern) == 0)
+				break;
+		if (j == sizeof(expected_routes) / sizeof(expected_routes[0]))
+			fail_msg("%s %s has no rule in this test: decide who may call it",
+				 info.method, info.pattern);
+		if (info.access != expected_routes[j].access)
+			fail_msg("%s %s is %s, the test expects %s", info.method, info.pattern,
+				 cv_http_access_name(info.access),
+				 cv_http_access_name(expected_routes[j].access));
+		/* A change is recorded; a read is not. */
+		if ((strcmp(info.method, "GET") != 0) != (info.action != NULL))
+			fail_msg("%s %s: a change has an audit action, a read none", info.method,
+				 info.pattern);
+	}
+	assert_int_equal(n, sizeof(expected_routes) / sizeof(expected_routes[0]));
+}
+
+/* The route's pattern with each {} as "x": a path the route matches. */
+static void concrete(const char *pattern, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	for (; *pattern != '\0' && o + 2 < len; pattern++) {
+		if (pattern[0] == '{' && pattern[1] == '}') {
+			buf[o++] = 'x';
+			pattern++;
+		} else {
+			buf[o++] = *pattern;
+		}
+	}
+	buf[o] = '\0';
+}
+
+/* Every route x no token, a bad token, and each role that may not call it: 401 or 403
+ * before any handler runs. (The roles that may are walked through a real certvaultd by
+ * the integration tests.) */
+static void test_route_table_refusals(void **state)
+{
+	static const enum cv_role roles[] = { CV_ROLE_ADMIN, CV_ROLE_OPERATOR, CV_ROLE_AUDITOR };
+	const char *auths[] = { admin_auth, operator_auth, auditor_auth };
+	struct cv_route_info info;
+	struct cv_request req;
+	struct cv_response res;
+	char path[128];
+	size_t i, k;
+
+	(void)state;
+	for (i = 0; cv_http_route_at(i, &info) == 0; i++) {
+		if (info.access == CV_R_PUBLIC)
+			continue;
+		concrete(info.pattern, path, sizeof(path));
+		request(&req, info.method, path, NULL);
+		req.authorization = NULL;
+		cv_http_dispatch(&app, &req, 0, &res);
+		if (res.status != 401 || !res.challenge)
+			fail_msg("%s %s without a token: %d", info.method, path, res.status);
+		cv_response_release(&res);
+
+		request(&req, info.method, path, NULL);
+		req.authorization = "Bearer cvt_0123456789abcdef_"
+				    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+		cv_http_dispatch(&app, &req, 0, &res);
+		assert_int_equal(res.status, 401);
+		cv_response_release(&res);
+
+		request(&req, info.method, path, NULL);
+		req.authorization = "Basic YWRtaW46YWRtaW4=";
+		cv_http_dispatch(&app, &req, 0, &res);
+		assert_int_equal(res.status, 401);
+		cv_response_release(&res);
+
+		for (k = 0; k < 3; k++) {
+			if (cv_http_role_may(info.access, roles[k], 0))
+				continue;
+			request(&req, info.method, path, NULL);
+			req.authorization = auths[k];
+			cv_http_dispatch(&app, &req, 0, &res);
+			if (res.status != 403)
+				fail_msg("%s %s as %s: %d, not 403", info.method, path,
+					 cv_role_name(roles[k]), res.status);
+			cv_response_release(&res);
+		}
+	}
+}
+
+static void test_token_rules(void **state)
+{
+	struct cv_api_token t;
+	struct cv_request req;
+	struct cv_response res;
+	struct cv_actor who;
+	struct cv_errmsg err;
+	char secret[CV_API_TOKEN_LEN + 1], auth[CV_API_TOKEN_LEN + 8], tampered[CV_API_TOKEN_LEN + 1];
+	int64_t now = 1800000000;
+
+	(void)state;
+	assert_int_equal(cv_vault_token_create(&app.vault, NULL, "short-lived", CV_ROLE_OPERATOR,
+					       now + 60, now, &t, secret, &err), 0);
+	assert_int_equal(strlen(secret), CV_API_TOKEN_LEN);
+	assert_int_equal(cv_vault_authenticate(&app.vault, secret, now, &who, &err), 0);
+	assert_string_equal(who.name, "short-lived");
+	assert_int_equal(who.role, CV_ROLE_OPERATOR);
+	/* One character off: refused; the hash is what is compared. */
+	memcpy(tampered, secret, sizeof(tampered));
+	tampered[CV_API_TOKEN_LEN - 1] = tampered[CV_API_TOKEN_LEN - 1] == 'A' ? 'B' : 'A';
+	assert_int_equal(cv_vault_authenticate(&app.vault, tampered, now, &who, &err),
+			 CV_ERR_UNAUTHORIZED);
+	assert_int_equal(who.role, 0);
+	/* Expired at its second. */
+	assert_int_equal(cv_vault_authenticate(&app.vault, secret, now + 60, &who, &err),
+			 CV_ERR_UNAUTHORIZED);
+	assert_non_null(strstr(err.text, "expired"));
+	/* The same name again while it lives: refused; revoked: refused at once. */
+	assert_int_equal(cv_vault_token_create(&app.vault, NULL, "short-lived", CV_ROLE_AUDITOR, 0,
+					       now, &t, tampered, &err), CV_ERR_NAME_TAKEN);
+	snprintf(auth, sizeof(auth), "Bearer %s", secret);
+	request(&req, "DELETE", "/v1/tokens/x", NULL);
+	req.path = "/v1/tokens/x";
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 404);
+	cv_response_release(&res);
+	assert_int_equal(cv_vault_token_revoke(&app.vault, NULL, t.id, now, &err), 0);
+	assert_int_equal(cv_vault_authenticate(&app.vault, secret, now, &who, &err),
+			 CV_ERR_UNAUTHORIZED);
+	assert_non_null(strstr(err.text, "revoked"));
+	assert_int_equal(cv_vault_token_revoke(&app.vault, NULL, t.id, now, &err),
+			 CV_ERR_NOT_FOUND);
+	/* Malformed bearers. */
+	assert_int_equal(cv_vault_authenticate(&app.vault, "", now, &who, &err),
+			 CV_ERR_UNAUTHORIZED);
+	assert_int_equal(cv_vault_authenticate(&app.vault, "cvt_", now, &who, &err),
+			 CV_ERR_UNAUTHORIZED);
+	/* Creation refusals. */
+	assert_int_equal(cv_vault_token_create(&app.vault, NULL, "bad name", CV_ROLE_AUDITOR, 0, now,
+					       &t, tampered, &err), CV_ERR_INVALID_NAME);
+	assert_int_equal(cv_vault_token_create(&app.vault, NULL, "past", CV_ROLE_AUDITOR, now, now,
+					       &t, tampered, &err), CV_ERR_BAD_REQUEST);
+	OPENSSL_cleanse(secret, sizeof(secret));
+}
+
+static void test_time_parse(void **state)
+{
+	int64_t t;
+
+	(void)state;
+	assert_int_equal(cv_time_parse("2026-11-22T20:30:00Z", &t), 0);
+	assert_int_equal(t, 1795379400);
+	assert_int_equal(cv_time_parse("2026-11-22T21:30:00+01:00", &t), 0);
+	assert_int_equal(t, 1795379400);
+	assert_int_equal(cv_time_parse("2026-11-22t20:30:00.123z", &t), 0);
+	assert_int_equal(t, 1795379400);
+	assert_int_equal(cv_time_parse("1970-01-01T00:00:00Z", &t), 0);
+	assert_int_equal(t, 0);
+	assert_int_equal(cv_time_parse("2024-02-29T00:00:00Z", &t), 0);
+	assert_int_equal(cv_time_parse("2025-02-29T00:00:00Z", &t), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_time_parse("2026-11-22 20:30:00Z", &t), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_time_parse("2026-11-22T20:30:00", &t), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_time_parse("2026-11-22T24:00:00Z", &t), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_time_parse("2026-11-22T20:30:00+1:00", &t), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_time_parse("1969-12-31T23:59:59Z", &t), CV_ERR_BAD_REQUEST);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -694,16 +915,41 @@ int main(void)
 		cmocka_unit_test(test_multipart_good_bodies),
 		cmocka_unit_test(test_multipart_limits),
 		cmocka_unit_test(test_multipart_refusals),
+		cmocka_unit_test(test_every_route_has_its_rule),
+		cmocka_unit_test(test_route_table_refusals),
+		cmocka_unit_test(test_token_rules),
+		cmocka_unit_test(test_time_parse),
 	};
+	char dir[] = "/tmp/cv-http-XXXXXX", path[64], secret[CV_API_TOKEN_LEN + 1];
+	char *const auths[] = { admin_auth, operator_auth, auditor_auth };
+	static const char *const names[] = { "t-admin", "t-operator", "t-auditor" };
+	struct cv_api_token t;
 	struct cv_errmsg err;
-	int failed;
+	int failed, i;
 
 	cv_http_json_harden();
-	if (cv_config_load(NULL, &cfg, &err) < 0)
+	if (cv_config_load(NULL, &cfg, &err) < 0 || mkdtemp(dir) == NULL)
+		return 1;
+	snprintf(path, sizeof(path), "%s/http.db", dir);
+	if (cv_store_open(path, &app.store, &err) < 0)
 		return 1;
 	app.cfg = &cfg;
+	app.vault.store = app.store;
 	app.vault.soon_seconds = 30 * 86400;
+	for (i = 0; i < 3; i++) {
+		if (cv_vault_token_create(&app.vault, NULL, names[i], (enum cv_role)(i + 1), 0,
+					  1700000000, &t, secret, &err) < 0)
+			return 1;
+		snprintf(auths[i], CV_API_TOKEN_LEN + 8, "Bearer %s", secret);
+	}
 	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	cv_store_free(app.store);
 	cv_config_release(&cfg);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/http.db-wal", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/http.db-shm", dir);
+	unlink(path);
+	rmdir(dir);
 	return failed;
 }

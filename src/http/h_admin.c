@@ -1,0 +1,229 @@
+/* Handlers for /v1/tokens (API tokens, admin only) and /v1/audit (the audit trail). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "certvault/util.h"
+#include "handlers.h"
+
+#define TOKEN_DAYS_MAX 3650
+
+static json_t *token_json(const struct cv_api_token *t, int64_t now)
+{
+	const char *state = t->revoked_at != 0                         ? "revoked" :
+			    t->expires_at != 0 && t->expires_at <= now ? "expired" :
+									 "active";
+
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "id", t->id, "name", t->name,
+			 "role", cv_role_name(t->role), "state", state, "created_at",
+			 time_json(t->created_at), "expires_at",
+			 t->expires_at != 0 ? time_json(t->expires_at) : json_null(), "revoked_at",
+			 t->revoked_at != 0 ? time_json(t->revoked_at) : json_null());
+}
+
+int h_token_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { "name", "role", "expires_in_days", NULL };
+	char secret[CV_API_TOKEN_LEN + 1];
+	struct cv_api_token t;
+	const char *name, *role_text;
+	enum cv_role role;
+	json_t *body = NULL, *days, *out;
+	int64_t expires_at = 0;
+	int r;
+
+	r = req_json_object(req, allowed, &body, err);
+	if (r == 0)
+		r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &name, NULL, err);
+	if (r == 0)
+		r = json_string_member(body, "role", 1, 16, &role_text, NULL, err);
+	if (r < 0)
+		goto out;
+	if (cv_role_parse(role_text, &role) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"role\" must be admin, operator or "
+				  "auditor");
+		goto out;
+	}
+	days = json_object_get(body, "expires_in_days");
+	if (days != NULL && !json_is_null(days)) {
+		if (!json_is_integer(days) || json_integer_value(days) < 1 ||
+		    json_integer_value(days) > TOKEN_DAYS_MAX) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"expires_in_days\" must be an "
+					  "integer from 1 to %d", TOKEN_DAYS_MAX);
+			goto out;
+		}
+		expires_at = req->now + json_integer_value(days) * 86400;
+	}
+	r = cv_vault_token_create(&app->vault, req->audit, name, role, expires_at, req->now, &t,
+				  secret, err);
+	if (r < 0)
+		goto out;
+	/* The secret is shown this once. jansson wipes what it frees (cv_http_json_harden). */
+	out = token_json(&t, req->now);
+	if (out != NULL && json_object_set_new(out, "token", json_string(secret)) < 0) {
+		json_decref(out);
+		out = NULL;
+	}
+	OPENSSL_cleanse(secret, sizeof(secret));
+	r = res_json(res, 201, out);
+out:
+	json_decref(body);
+	return r;
+}
+
+int h_token_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { NULL };
+	struct cv_api_token *all = NULL;
+	json_t *items;
+	size_t n = 0, i;
+	int r;
+
+	r = req_query_check(req, allowed, 0, err);
+	if (r == 0)
+		r = cv_vault_token_list(&app->vault, &all, &n, err);
+	if (r < 0)
+		return r;
+	items = json_array();
+	for (i = 0; items != NULL && i < n; i++)
+		if (json_array_append_new(items, token_json(&all[i], req->now)) < 0) {
+			json_decref(items);
+			items = NULL;
+		}
+	free(all);
+	return res_json(res, 200, items != NULL ? json_pack("{s:o}", "items", items) : NULL);
+}
+
+int h_token_revoke(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { NULL };
+	int r;
+
+	r = req_query_check(req, allowed, 0, err);
+	if (r == 0)
+		r = cv_vault_token_revoke(&app->vault, req->audit, req->params[0], req->now, err);
+	if (r < 0)
+		return r;
+	res->status = 204;
+	return 0;
+}
+
+static json_t *audit_json(const struct cv_audit_record *rec)
+{
+	char prev[2 * CV_AUDIT_HASH_LEN + 1], hash[2 * CV_AUDIT_HASH_LEN + 1];
+	const struct cv_audit_entry *e = &rec->e;
+	json_t *fps = json_array();
+	const char *p = e->fingerprints;
+	size_t n;
+
+	while (fps != NULL && *p != '\0') {
+		n = strcspn(p, " ");
+		if (n > 0 && json_array_append_new(fps, json_stringn(p, n)) < 0) {
+			json_decref(fps);
+			return NULL;
+		}
+		p += n;
+		p += *p == ' ';
+	}
+	cv_hex_encode(rec->prev_hash, CV_AUDIT_HASH_LEN, prev);
+	cv_hex_encode(rec->hash, CV_AUDIT_HASH_LEN, hash);
+	return json_pack("{s:I, s:o, s:{s:o, s:s}, s:s, s:s, s:s, s:o, s:s, s:o, s:s, s:s}", "seq",
+			 (json_int_t)rec->seq, "at", time_json(e->at), "actor", "id",
+			 e->actor_id[0] != '\0' ? json_string(e->actor_id) : json_null(), "name",
+			 e->actor_name, "action", e->action, "target", e->target, "outcome",
+			 e->ok ? "done" : "refused", "error",
+			 e->error[0] != '\0' ? json_string(e->error) : json_null(), "request_id",
+			 e->request_id, "fingerprints", fps != NULL ? fps : json_null(),
+			 "prev_hash", prev, "hash", hash);
+}
+
+/* A time query argument: RFC 3339, or absent (0). */
+static int time_arg(const struct cv_request *req, const char *key, int64_t *ret,
+		    struct cv_errmsg *err)
+{
+	const char *s = req_query(req, key);
+
+	*ret = 0;
+	if (s != NULL && cv_time_parse(s, ret) < 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "%s must be an RFC 3339 time, like "
+				     "2026-11-22T20:30:00Z", key);
+	return 0;
+}
+
+int h_audit_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { "from", "until", "actor", "action", "target",
+					       "limit", "cursor", NULL };
+	struct cv_audit_filter f = { 0 };
+	struct cv_audit_record *recs = NULL;
+	const char *s;
+	json_t *items = NULL, *out;
+	size_t n = 0, i;
+	int r;
+
+	r = req_query_check(req, allowed, 200, err);
+	if (r == 0)
+		r = time_arg(req, "from", &f.from, err);
+	if (r == 0)
+		r = time_arg(req, "until", &f.until, err);
+	if (r < 0)
+		return r;
+	f.limit = 100;
+	if ((s = req_query(req, "limit")) != NULL && cv_parse_int64(s, 1, 1000, &f.limit) < 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "limit must be from 1 to 1000");
+	if ((s = req_query(req, "cursor")) != NULL &&
+	    cv_parse_int64(s, 0, INT64_MAX, &f.after) < 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "cursor must be a next_cursor this API returned");
+	f.actor = req_query(req, "actor");
+	f.action = req_query(req, "action");
+	f.target = req_query(req, "target");
+	r = cv_vault_audit_list(&app->vault, &f, &recs, &n, err);
+	if (r < 0)
+		return r;
+	items = json_array();
+	for (i = 0; items != NULL && i < n; i++)
+		if (json_array_append_new(items, audit_json(&recs[i])) < 0) {
+			json_decref(items);
+			items = NULL;
+		}
+	out = items != NULL ? json_pack("{s:o}", "items", items) : NULL;
+	if (out != NULL && n == (size_t)f.limit) {
+		char cursor[24];
+
+		snprintf(cursor, sizeof(cursor), "%lld", (long long)recs[n - 1].seq);
+		json_object_set_new(out, "next_cursor", json_string(cursor));
+	} else if (out != NULL) {
+		json_object_set_new(out, "next_cursor", json_null());
+	}
+	free(recs);
+	return res_json(res, 200, out);
+}
+
+int h_audit_verify(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { NULL };
+	struct cv_audit_verdict v;
+	char head[2 * CV_AUDIT_HASH_LEN + 1];
+	int r;
+
+	r = req_query_check(req, allowed, 0, err);
+	if (r == 0)
+		r = cv_vault_audit_verify(&app->vault, &v, err);
+	if (r < 0)
+		return r;
+	cv_hex_encode(v.head, CV_AUDIT_HASH_LEN, head);
+	if (v.first_bad == 0)
+		return res_json(res, 200, json_pack("{s:b, s:I, s:s}", "intact", 1, "records",
+						    (json_int_t)v.records, "head", head));
+	return res_json(res, 200, json_pack("{s:b, s:I, s:I, s:s}", "intact", 0, "records",
+					    (json_int_t)v.records, "first_bad",
+					    (json_int_t)v.first_bad, "reason", v.reason));
+}

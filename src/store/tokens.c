@@ -1,0 +1,179 @@
+/* store: API tokens, their secrets as SHA-256 hashes only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "internal.h"
+
+#define TOKEN_COLS "id, name, role, secret_hash, created_at, expires_at, revoked_at"
+
+static int read_token(sqlite3_stmt *stmt, struct cv_api_token *t)
+{
+	int r, role;
+
+	memset(t, 0, sizeof(*t));
+	r = store_copy_text(stmt, 0, t->id, sizeof(t->id));
+	if (r == 0)
+		r = store_copy_text(stmt, 1, t->name, sizeof(t->name));
+	if (r < 0)
+		return r;
+	role = sqlite3_column_int(stmt, 2);
+	if (role < CV_ROLE_ADMIN || role > CV_ROLE_AUDITOR ||
+	    sqlite3_column_bytes(stmt, 3) != (int)sizeof(t->secret_hash))
+		return CV_ERR_DB;
+	t->role = (enum cv_role)role;
+	memcpy(t->secret_hash, sqlite3_column_blob(stmt, 3), sizeof(t->secret_hash));
+	t->created_at = sqlite3_column_int64(stmt, 4);
+	t->expires_at = sqlite3_column_int64(stmt, 5);
+	t->revoked_at = sqlite3_column_int64(stmt, 6);
+	return 0;
+}
+
+int cv_store_api_token_insert(struct cv_store *store, const struct cv_api_token *t,
+			      const struct cv_audit_entry *audit)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db, "INSERT INTO api_tokens (" TOKEN_COLS ") VALUES (?1, ?2, ?3,"
+				" ?4, ?5, ?6, 0)", -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, t->id);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 2, t->name);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 3, (int)t->role);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(stmt, 4, t->secret_hash, sizeof(t->secret_hash),
+				       SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 5, t->created_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 6, t->expires_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+		r = CV_ERR_NAME_TAKEN;
+	else if (rc != SQLITE_DONE)
+		r = store_err(rc);
+	else
+		r = store_audit_append_on(db, audit);
+	sqlite3_finalize(stmt);
+	r = store_finish(db, r);
+out:
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_api_token_get(struct cv_store *store, const char *id, struct cv_api_token *ret)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "SELECT " TOKEN_COLS " FROM api_tokens WHERE id = ?1", -1,
+				&stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r == 0)
+		r = read_token(stmt, ret);
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_api_token_list(struct cv_store *store, struct cv_api_token **ret_tokens,
+			    size_t *ret_n)
+{
+	sqlite3 *db = store_borrow(store);
+	struct cv_api_token *all = NULL, *grown;
+	sqlite3_stmt *stmt = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(db, "SELECT " TOKEN_COLS " FROM api_tokens"
+				" ORDER BY created_at DESC, id", -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap != 0 ? cap * 2 : 16;
+			grown = realloc(all, cap * sizeof(*all));
+			if (grown == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			all = grown;
+		}
+		r = read_token(stmt, &all[n]);
+		if (r < 0)
+			goto out;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	*ret_tokens = all;
+	*ret_n = n;
+	all = NULL;
+out:
+	free(all);
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t now,
+			      const struct cv_audit_entry *audit)
+{
+	sqlite3 *db = store_borrow(store);
+	int r;
+
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	r = store_run(db, "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at = 0",
+		      "it", now, id);
+	if (r == 0 && sqlite3_changes(db) != 1)
+		r = CV_ERR_NOT_FOUND;
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
+	r = store_finish(db, r);
+out:
+	store_return(store, db);
+	return r;
+}
+
+int cv_store_api_token_count(struct cv_store *store, int64_t *ret)
+{
+	sqlite3 *db = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM api_tokens", -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r == 0)
+		*ret = sqlite3_column_int64(stmt, 0);
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, db);
+	return r;
+}

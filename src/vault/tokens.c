@@ -1,0 +1,346 @@
+/* API tokens and the audit trail's use cases. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "certvault/util.h"
+#include "internal.h"
+
+#define TOKEN_PREFIX "cvt_"
+#define SECRET_BYTES 32
+#define SECRET_CHARS 43            /* base64url of 32 bytes, no padding */
+
+static void copy_field(char *dst, size_t size, const char *src)
+{
+	snprintf(dst, size, "%s", src != NULL ? src : "");
+}
+
+void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *action,
+		    const char *target, const char *request_id, int64_t now)
+{
+	memset(a, 0, sizeof(*a));
+	a->entry.at = now;
+	if (who != NULL && who->role != 0) {
+		copy_field(a->entry.actor_id, sizeof(a->entry.actor_id), who->id);
+		copy_field(a->entry.actor_name, sizeof(a->entry.actor_name), who->name);
+	} else {
+		copy_field(a->entry.actor_name, sizeof(a->entry.actor_name), "anonymous");
+	}
+	copy_field(a->entry.action, sizeof(a->entry.action), action);
+	copy_field(a->entry.target, sizeof(a->entry.target), target);
+	copy_field(a->entry.request_id, sizeof(a->entry.request_id), request_id);
+}
+
+void cv_audit_fingerprint(struct cv_audit *a, const char *fp)
+{
+	char *list = a->entry.fingerprints;
+	size_t used = strlen(list), n = strlen(fp);
+	const char *p;
+
+	if (n == 0)
+		return;
+	for (p = strstr(list, fp); p != NULL; p = strstr(p + 1, fp))
+		if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
+			return;
+	if (used + (used > 0) + n + 1 > sizeof(a->entry.fingerprints))
+		return;
+	snprintf(list + used, sizeof(a->entry.fingerprints) - used, "%s%s", used > 0 ? " " : "",
+		 fp);
+}
+
+const struct cv_audit_entry *vault_audit_done(struct cv_audit *a)
+{
+	if (a == NULL)
+		return NULL;
+	a->entry.ok = 1;
+	a->entry.error[0] = '\0';
+	return &a->entry;
+}
+
+void vault_audit_written(struct cv_audit *a, int r)
+{
+	if (a != NULL && r == 0)
+		a->written = 1;
+}
+
+int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *error_code)
+{
+	if (a == NULL || a->written)
+		return 0;
+	a->entry.ok = 0;
+	copy_field(a->entry.error, sizeof(a->entry.error), error_code);
+	a->written = 1;
+	return cv_store_audit_append(v->store, &a->entry);
+}
+
+static const char *const role_names[] = {
+	[CV_ROLE_ADMIN] = "admin",
+	[CV_ROLE_OPERATOR] = "operator",
+	[CV_ROLE_AUDITOR] = "auditor",
+};
+
+const char *cv_role_name(enum cv_role role)
+{
+	if (role < CV_ROLE_ADMIN || role > CV_ROLE_AUDITOR)
+		return "none";
+	return role_names[role];
+}
+
+int cv_role_parse(const char *s, enum cv_role *ret)
+{
+	int i;
+
+	for (i = CV_ROLE_ADMIN; s != NULL && i <= CV_ROLE_AUDITOR; i++)
+		if (strcmp(s, role_names[i]) == 0) {
+			*ret = (enum cv_role)i;
+			return 0;
+		}
+	return CV_ERR_BAD_REQUEST;
+}
+
+/* A new token's id and secret text, and the hash kept of it. */
+static int token_mint(struct cv_api_token *t, char *secret)
+{
+	uint8_t id[CV_API_TOKEN_ID_LEN / 2], raw[SECRET_BYTES];
+	unsigned char b64[48];
+	int n, i, r;
+
+	if (RAND_bytes(id, sizeof(id)) != 1 || RAND_bytes(raw, sizeof(raw)) != 1) {
+		r = CV_ERR_INTERNAL;
+		goto out;
+	}
+	cv_hex_encode(id, sizeof(id), t->id);
+	n = EVP_EncodeBlock(b64, raw, sizeof(raw));
+	if (n != SECRET_CHARS + 1) {
+		r = CV_ERR_INTERNAL;
+		goto out;
+	}
+	for (i = 0; i < SECRET_CHARS; i++)
+		b64[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+	snprintf(secret, CV_API_TOKEN_LEN + 1, TOKEN_PREFIX "%s_%.*s", t->id, SECRET_CHARS,
+		 (const char *)b64);
+	r = EVP_Digest(secret, strlen(secret), t->secret_hash, NULL, EVP_sha256(), NULL) == 1 ?
+		    0 : CV_ERR_INTERNAL;
+out:
+	OPENSSL_cleanse(raw, sizeof(raw));
+	OPENSSL_cleanse(b64, sizeof(b64));
+	return r;
+}
+
+int cv_vault_token_create(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			  enum cv_role role, int64_t expires_at, int64_t now,
+			  struct cv_api_token *ret_token, char *ret_secret, struct cv_errmsg *err)
+{
+	struct cv_api_token t;
+	int r;
+
+	memset(&t, 0, sizeof(t));
+	r = vault_check_name(name, err);
+	if (r < 0)
+		return r;
+	if (role < CV_ROLE_ADMIN || role > CV_ROLE_AUDITOR)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "role must be admin, operator or auditor");
+	if (expires_at != 0 && expires_at <= now)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the expiry must be in the future");
+	copy_field(t.name, sizeof(t.name), name);
+	t.role = role;
+	t.created_at = now;
+	t.expires_at = expires_at;
+	r = token_mint(&t, ret_secret);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "no random bytes for a token");
+	if (audit != NULL)
+		copy_field(audit->entry.target, sizeof(audit->entry.target), t.id);
+	r = cv_store_api_token_insert(v->store, &t, vault_audit_done(audit));
+	vault_audit_written(audit, r);
+	if (r < 0) {
+		OPENSSL_cleanse(ret_secret, CV_API_TOKEN_LEN + 1);
+		if (r == CV_ERR_NAME_TAKEN)
+			return cv_errmsg_set(err, r, "a token named %s exists: revoke it first",
+					     name);
+		return cv_errmsg_set(err, r, "the database could not be written");
+	}
+	*ret_token = t;
+	return 0;
+}
+
+int cv_vault_token_list(struct cv_vault *v, struct cv_api_token **ret, size_t *ret_n,
+			struct cv_errmsg *err)
+{
+	int r = cv_store_api_token_list(v->store, ret, ret_n);
+
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+static int check_token_id(const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < CV_API_TOKEN_ID_LEN; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return -1;
+	return id[i] == '\0' ? 0 : -1;
+}
+
+int cv_vault_token_revoke(struct cv_vault *v, struct cv_audit *audit, const char *id,
+			  int64_t now, struct cv_errmsg *err)
+{
+	int r;
+
+	if (check_token_id(id) < 0)
+		return cv_errmsg_set(err, CV_ERR_NOT_FOUND, "no token has that id");
+	r = cv_store_api_token_revoke(v->store, id, now, vault_audit_done(audit));
+	vault_audit_written(audit, r);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "no token %s, or it is revoked already", id);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be written");
+	return 0;
+}
+
+int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
+			  struct cv_actor *ret, struct cv_errmsg *err)
+{
+	static const char generic[] = "the API token is not valid";
+	uint8_t hash[32];
+	struct cv_api_token t;
+	char id[CV_API_TOKEN_ID_LEN + 1];
+	size_t i, len = bearer != NULL ? strlen(bearer) : 0;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	if (len != CV_API_TOKEN_LEN || strncmp(bearer, TOKEN_PREFIX, 4) != 0 || bearer[20] != '_')
+		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, generic);
+	for (i = 21; i < len; i++)
+		if (strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+			   bearer[i]) == NULL)
+			return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, generic);
+	memcpy(id, bearer + 4, CV_API_TOKEN_ID_LEN);
+	id[CV_API_TOKEN_ID_LEN] = '\0';
+	if (check_token_id(id) < 0)
+		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, generic);
+	if (EVP_Digest(bearer, len, hash, NULL, EVP_sha256(), NULL) != 1)
+		return cv_errmsg_set(err, CV_ERR_INTERNAL, "SHA-256 failed");
+	r = cv_store_api_token_get(v->store, id, &t);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, generic);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	if (CRYPTO_memcmp(hash, t.secret_hash, sizeof(hash)) != 0)
+		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, generic);
+	/* The holder proved the secret: telling them why it no longer works is safe. */
+	if (t.revoked_at != 0)
+		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, "the API token was revoked");
+	if (t.expires_at != 0 && t.expires_at <= now)
+		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, "the API token has expired");
+	memcpy(ret->id, t.id, sizeof(ret->id));
+	memcpy(ret->name, t.name, sizeof(ret->name));
+	ret->role = t.role;
+	return 0;
+}
+
+/* Writes text to path as a new file only the owner can read, replacing what is there. */
+static int write_private_file(const char *path, const char *text, struct cv_errmsg *err)
+{
+	size_t len = strlen(text), done = 0;
+	ssize_t n;
+	int fd;
+
+	if (unlink(path) < 0 && errno != ENOENT)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot replace %s: %s", path,
+				     strerror(errno));
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot create %s: %s", path,
+				     strerror(errno));
+	while (done < len) {
+		n = write(fd, text + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	if (done != len || fsync(fd) < 0) {
+		close(fd);
+		unlink(path);
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot write %s", path);
+	}
+	if (close(fd) < 0) {
+		unlink(path);
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot write %s", path);
+	}
+	return 0;
+}
+
+int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
+			     int *ret_created, struct cv_errmsg *err)
+{
+	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN };
+	char secret[CV_API_TOKEN_LEN + 2];
+	struct cv_api_token t;
+	struct cv_audit audit;
+	int64_t n = 0;
+	int r;
+
+	*ret_created = 0;
+	r = cv_store_api_token_count(v->store, &n);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	if (n > 0)
+		return 0;
+	memset(&t, 0, sizeof(t));
+	copy_field(t.name, sizeof(t.name), "admin");
+	t.role = CV_ROLE_ADMIN;
+	t.created_at = now;
+	r = token_mint(&t, secret);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "no random bytes for a token");
+	/* The file first: a token in the database that nobody holds would lock everyone out. */
+	strcat(secret, "\n");
+	r = write_private_file(path, secret, err);
+	OPENSSL_cleanse(secret, sizeof(secret));
+	if (r < 0)
+		return r;
+	cv_audit_begin(&audit, &self, "token.create", t.id, "", now);
+	r = cv_store_api_token_insert(v->store, &t, vault_audit_done(&audit));
+	if (r < 0) {
+		unlink(path);
+		return cv_errmsg_set(err, r, "the database could not be written");
+	}
+	*ret_created = 1;
+	return 0;
+}
+
+int cv_vault_audit_list(struct cv_vault *v, const struct cv_audit_filter *filter,
+			struct cv_audit_record **ret_recs, size_t *ret_n, struct cv_errmsg *err)
+{
+	int r = cv_store_audit_list(v->store, filter, ret_recs, ret_n);
+
+	if (r == CV_ERR_BAD_REQUEST)
+		return cv_errmsg_set(err, r, "limit must be from 1 to 1000");
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+int cv_vault_audit_verify(struct cv_vault *v, struct cv_audit_verdict *ret,
+			  struct cv_errmsg *err)
+{
+	int r = cv_store_audit_verify(v->store, ret);
+
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
