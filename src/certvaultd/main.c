@@ -102,6 +102,8 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	cv_http_json_harden();
+	/* Before the token module loads: it may use SQLite too. */
+	cv_store_process_init();
 
 	if (cv_config_load(config_path != NULL && config_path[0] != '\0' ? config_path : NULL,
 			   &cfg, &err) < 0) {
