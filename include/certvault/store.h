@@ -28,6 +28,17 @@ int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errms
 /* Closes every connection. Accepts NULL. */
 void cv_store_free(struct cv_store *store);
 
+/* Process-wide SQLite settings: call once before any thread starts and before anything in
+ * the process may use SQLite (cv_store_open calls it too, when it may be too late for them to
+ * apply, which is harmless: they only save time). */
+void cv_store_process_init(void);
+
+/* A number that moves after every change to the JWKs that a call on this store commits,
+ * before that call returns (changes made by other processes are not seen). What is read of
+ * the JWKs after reading the number is at least as new as the number, so a copy of them
+ * made then stays current for as long as the number does not move. */
+uint64_t cv_store_jwks_generation(struct cv_store *store);
+
 /* Runs a trivial query; 0 when the database answers, else CV_ERR_DB. */
 int cv_store_ping(struct cv_store *store);
 

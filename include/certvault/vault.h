@@ -17,7 +17,15 @@ struct cv_vault {
 	int64_t soon_seconds;     /* "expires soon" threshold */
 	int allow_weak_signatures;
 	int destroy_superseded_keys; /* destroy a version's key once superseded */
+	struct vault_caches *caches; /* owned; NULL: every use case works uncached */
 };
+
+/* Gives v its caches of public material: the details of certificates by their DER, and the
+ * JWKS document by the store's JWK generation. Call once, before v is shared. Returns 0 or
+ * CV_ERR_NOMEM. */
+int cv_vault_caches_init(struct cv_vault *v);
+/* Frees v's caches; v then works uncached. */
+void cv_vault_caches_release(struct cv_vault *v);
 
 /* An import as the client sent it (also the new material of a renew or replace, whose
  * name is the certificate's and whose description is ignored). Strings are borrowed;

@@ -97,11 +97,28 @@ struct cv_x509_info {
 int cv_x509_info_new(X509 *cert, struct cv_x509_info **ret_info);
 /* Frees info; accepts NULL. */
 void cv_x509_info_free(struct cv_x509_info *info);
+/* A deep copy of info into a new one. Returns 0 or CV_ERR_NOMEM. */
+int cv_x509_info_dup(const struct cv_x509_info *info, struct cv_x509_info **ret_info);
+
+/* A bounded, thread-safe cache of cv_x509_info by certificate DER (src/x509/infocache.c):
+ * n_slots entries at most, one per slot, a newcomer replacing the one in its slot. */
+struct cv_x509_info_cache;
+int cv_x509_info_cache_new(size_t n_slots, struct cv_x509_info_cache **ret_cache);
+/* Accepts NULL. */
+void cv_x509_info_cache_free(struct cv_x509_info_cache *cache);
+/* The details of the certificate der (a new info, the caller's), from the cache when it
+ * holds exactly these bytes, else parsed and kept. Returns 0 or the errors of
+ * cv_x509_cert_from_der and cv_x509_info_new. */
+int cv_x509_info_cached(struct cv_x509_info_cache *cache, const unsigned char *der, size_t len,
+			struct cv_x509_info **ret_info);
 
 /* The certificate's DER (malloc'd, caller frees). Returns 0 or an error. */
 int cv_x509_cert_der(X509 *cert, unsigned char **ret_der, size_t *ret_len);
 /* A certificate from DER (as stored). */
 int cv_x509_cert_from_der(const unsigned char *der, size_t len, X509 **ret_cert);
+/* How many certificates PEM text holds, counting its CERTIFICATE blocks without decoding
+ * them: for text this program wrote (cv_x509_cert_pem), not for a client's. */
+size_t cv_x509_pem_cert_count(const char *pem);
 /* PEM text of one certificate (malloc'd, NUL-terminated, caller frees). */
 int cv_x509_cert_pem(X509 *cert, char **ret_pem, size_t *ret_len);
 /* PEM text (SubjectPublicKeyInfo, "PUBLIC KEY") of the certificate's public key. */

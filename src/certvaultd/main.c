@@ -143,6 +143,8 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	cv_http_json_harden();
+	/* Before the token module loads: it may use SQLite too. */
+	cv_store_process_init();
 
 	if (cv_config_load(config_path != NULL && config_path[0] != '\0' ? config_path : NULL,
 			   &cfg, &err) < 0) {
@@ -175,6 +177,9 @@ int main(int argc, char **argv)
 	app.vault.soon_seconds = cfg.expires_soon_days * 86400;
 	app.vault.allow_weak_signatures = cfg.allow_weak_signatures;
 	app.vault.destroy_superseded_keys = cfg.destroy_superseded_keys;
+	r = cv_vault_caches_init(&app.vault);
+	if (r < 0)
+		goto out;
 	r = cv_vault_reconcile(&app.vault, &report, &err);
 	if (r < 0)
 		goto out;
@@ -203,6 +208,7 @@ out:
 		fprintf(stderr, "certvaultd: %s\n", err.text[0] ? err.text : cv_strerror(r));
 	OPENSSL_clear_free(pin, pin_len + 1);
 	cv_server_stop(server);
+	cv_vault_caches_release(&app.vault);
 	cv_store_free(app.store);
 	cv_token_free(app.token);
 	cv_config_release(&cfg);

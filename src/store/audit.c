@@ -132,13 +132,14 @@ out:
 
 int cv_store_audit_append(struct cv_store *store, const struct cv_audit_entry *entry)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r == 0)
 		r = store_finish(db, store_audit_append_on(db, entry));
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
@@ -176,7 +177,8 @@ static int read_record(sqlite3_stmt *stmt, struct cv_audit_record *rec)
 int cv_store_audit_list(struct cv_store *store, const struct cv_audit_filter *f,
 			struct cv_audit_record **ret_recs, size_t *ret_n)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	struct cv_audit_record *recs = NULL;
 	sqlite3_stmt *stmt = NULL;
 	size_t n = 0;
@@ -235,13 +237,14 @@ int cv_store_audit_list(struct cv_store *store, const struct cv_audit_filter *f,
 out:
 	free(recs);
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	struct cv_audit_record rec;
 	uint8_t prev[CV_AUDIT_HASH_LEN] = { 0 }, want[CV_AUDIT_HASH_LEN];
 	sqlite3_stmt *stmt = NULL;
@@ -310,6 +313,6 @@ end:
 	stmt = NULL;
 	store_finish(db, -1); /* a read: always rolled back */
 out:
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }

@@ -384,7 +384,22 @@ static int create_private(const char *path, struct cv_errmsg *err)
 	return 0;
 }
 
-static int open_conn(const char *path, sqlite3 **ret_db, struct cv_errmsg *err)
+/* Notes that a jwks row changed; the generation moves when the connection is returned,
+ * after the transaction ended. jwks is a rowid table, so every insert, update and delete
+ * of its rows reaches the hook, those of foreign-key actions included. */
+static void on_update(void *arg, int op, const char *db_name, const char *table,
+		      sqlite3_int64 rowid)
+{
+	struct store_conn *conn = arg;
+
+	(void)op;
+	(void)db_name;
+	(void)rowid;
+	if (strcmp(table, "jwks") == 0)
+		conn->jwks_changed = 1;
+}
+
+static int open_conn(const char *path, struct store_conn *conn, struct cv_errmsg *err)
 {
 	sqlite3 *db = NULL;
 	int rc, r;
@@ -400,7 +415,8 @@ static int open_conn(const char *path, sqlite3 **ret_db, struct cv_errmsg *err)
 	r = configure(db, path, err);
 	if (r < 0)
 		goto out;
-	*ret_db = db;
+	sqlite3_update_hook(db, on_update, conn);
+	conn->db = db;
 	db = NULL;
 	r = 0;
 out:
@@ -408,9 +424,24 @@ out:
 	return r;
 }
 
+static void process_init_once(void)
+{
+	/* SQLite counts every allocation under one global mutex unless told not to; nothing
+	 * here reads the counts. Refused (harmlessly) once SQLite is initialised. */
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
+void cv_store_process_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, process_init_once);
+}
+
 int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errmsg *err)
 {
 	struct cv_store *store = NULL;
+	unsigned i;
 	int r, locks = 0;
 
 	store = calloc(1, sizeof(*store));
@@ -431,12 +462,15 @@ int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errms
 	r = create_private(path, err);
 	if (r < 0)
 		goto out;
+	cv_store_process_init();
+	for (i = 0; i < STORE_POOL_SIZE; i++)
+		store->conns[i].store = store;
 	/* The first connection migrates before the others exist. */
 	r = open_conn(path, &store->conns[0], err);
 	if (r < 0)
 		goto out;
 	store->n_open = 1;
-	r = migrate(store->conns[0], path, err);
+	r = migrate(store->conns[0].db, path, err);
 	if (r < 0)
 		goto out;
 	for (; store->n_open < STORE_POOL_SIZE; store->n_open++) {
@@ -445,7 +479,7 @@ int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errms
 			goto out;
 	}
 	for (store->n_idle = 0; store->n_idle < store->n_open; store->n_idle++)
-		store->idle[store->n_idle] = store->conns[store->n_idle];
+		store->idle[store->n_idle] = &store->conns[store->n_idle];
 	*ret_store = store;
 	store = NULL;
 	r = 0;
@@ -458,49 +492,178 @@ out:
 	return r;
 }
 
+static void conn_close(struct store_conn *conn)
+{
+	unsigned i;
+
+	for (i = 0; i < STORE_STMT_CACHE; i++) {
+		sqlite3_finalize(conn->stmts[i].stmt);
+		conn->stmts[i].stmt = NULL;
+	}
+	sqlite3_close_v2(conn->db);
+	conn->db = NULL;
+}
+
 void cv_store_free(struct cv_store *store)
 {
 	unsigned i;
 
 	if (store == NULL)
 		return;
-	/* Every statement is finalized where it was prepared, so close_v2 closes at once. */
+	/* The cached statements are finalized here, every other one where it was prepared, so
+	 * close_v2 closes at once. */
 	for (i = 0; i < store->n_open; i++)
-		sqlite3_close_v2(store->conns[i]);
+		conn_close(&store->conns[i]);
 	pthread_cond_destroy(&store->returned);
 	pthread_mutex_destroy(&store->lock);
 	free(store);
 }
 
-sqlite3 *store_borrow(struct cv_store *store)
+struct store_conn *store_borrow(struct cv_store *store)
 {
-	sqlite3 *db;
+	struct store_conn *conn;
 
 	pthread_mutex_lock(&store->lock);
 	while (store->n_idle == 0)
 		pthread_cond_wait(&store->returned, &store->lock);
-	db = store->idle[--store->n_idle];
+	conn = store->idle[--store->n_idle];
 	pthread_mutex_unlock(&store->lock);
-	return db;
+	conn->borrows++;
+	return conn;
 }
 
-void store_return(struct cv_store *store, sqlite3 *db)
+/* Resets the cached statements this borrow used (reset repeats a step's error, which their
+ * user has seen), and clears their bindings when asked. */
+static void reset_used(struct store_conn *conn, int clear)
 {
+	struct store_cached_stmt *c;
+	unsigned i;
+
+	for (i = 0; i < STORE_STMT_CACHE; i++) {
+		c = &conn->stmts[i];
+		if (c->stmt == NULL || c->last_borrow != conn->borrows)
+			continue;
+		(void)sqlite3_reset(c->stmt);
+		if (clear)
+			(void)sqlite3_clear_bindings(c->stmt);
+	}
+}
+
+void store_return(struct cv_store *store, struct store_conn *conn)
+{
+	/* A statement left mid-way would keep its read snapshot (and the WAL from being
+	 * checkpointed past it) while the connection sits idle; and the bindings may point
+	 * at the caller's memory. */
+	reset_used(conn, 1);
+	if (conn->jwks_changed) {
+		conn->jwks_changed = 0;
+		atomic_fetch_add(&store->jwks_generation, 1);
+	}
 	pthread_mutex_lock(&store->lock);
-	store->idle[store->n_idle++] = db;
+	store->idle[store->n_idle++] = conn;
 	pthread_cond_signal(&store->returned);
 	pthread_mutex_unlock(&store->lock);
 }
 
+static uint64_t sql_hash(const char *sql)
+{
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+
+	for (; *sql != '\0'; sql++)
+		h = (h ^ (unsigned char)*sql) * 0x100000001b3ULL;
+	return h;
+}
+
+int store_prepare(struct store_conn *conn, const char *sql, sqlite3_stmt **ret_stmt)
+{
+	struct store_cached_stmt *c, *victim = NULL;
+	uint64_t h = sql_hash(sql);
+	sqlite3_stmt *stmt = NULL;
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < STORE_STMT_CACHE; i++) {
+		c = &conn->stmts[i];
+		if (c->stmt == NULL) {
+			if (victim == NULL || victim->stmt != NULL)
+				victim = c;
+			continue;
+		}
+		if (c->hash == h && strcmp(sqlite3_sql(c->stmt), sql) == 0) {
+			(void)sqlite3_reset(c->stmt);
+			(void)sqlite3_clear_bindings(c->stmt);
+			c->last_borrow = conn->borrows;
+			*ret_stmt = c->stmt;
+			return 0;
+		}
+		/* The least recently used, never one this borrow may still be using. */
+		if (c->last_borrow != conn->borrows &&
+		    (victim == NULL ||
+		     (victim->stmt != NULL && c->last_borrow < victim->last_borrow)))
+			victim = c;
+	}
+	if (victim == NULL)
+		return CV_ERR_INTERNAL; /* one borrow asked for more statements than are kept */
+	rc = sqlite3_prepare_v3(conn->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		sqlite3_finalize(stmt);
+		return store_err(rc);
+	}
+	sqlite3_finalize(victim->stmt);
+	victim->stmt = stmt;
+	victim->hash = h;
+	victim->last_borrow = conn->borrows;
+	*ret_stmt = stmt;
+	return 0;
+}
+
+/* Runs a cached statement without parameters or rows. */
+static int exec_cached(struct store_conn *conn, const char *sql)
+{
+	sqlite3_stmt *stmt;
+	int rc, r;
+
+	r = store_prepare(conn, sql, &stmt);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(stmt);
+	(void)sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : store_err(rc);
+}
+
+int store_read_begin(struct store_conn *conn)
+{
+	return exec_cached(conn, "BEGIN");
+}
+
+int store_read_end(struct store_conn *conn, int r)
+{
+	int r2;
+
+	if (sqlite3_get_autocommit(conn->db) != 0)
+		return r; /* SQLite already ended it (a fatal error), or it never began */
+	/* Statements still on a row would hold the snapshot past the end. A read transaction
+	 * changed nothing: COMMIT and ROLLBACK both just end it. */
+	reset_used(conn, 0);
+	r2 = exec_cached(conn, r == 0 ? "COMMIT" : "ROLLBACK");
+	return r == 0 ? r2 : r;
+}
+
+uint64_t cv_store_jwks_generation(struct cv_store *store)
+{
+	return atomic_load(&store->jwks_generation);
+}
+
 int cv_store_ping(struct cv_store *store)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int64_t one = 0;
 	int r;
 
 	r = query_one(db, "SELECT 1", &one, NULL, 0);
 	if (r == 0 && one != 1)
 		r = CV_ERR_DB;
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }

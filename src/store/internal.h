@@ -3,6 +3,8 @@
 #define CERTVAULT_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
 #include <sqlite3.h>
 
@@ -11,19 +13,56 @@
 /* Enough for the HTTP thread pool's concurrent readers; writers queue on SQLite's own lock. */
 #define STORE_POOL_SIZE 4
 
+/* Prepared statements kept per connection. A borrow uses a handful; the list alone has a
+ * few dozen SQL variants (one per combination of filters), of which the cache keeps the
+ * ones in use. */
+#define STORE_STMT_CACHE 32
+
+struct store_cached_stmt {
+	sqlite3_stmt *stmt;        /* NULL: a free slot */
+	uint64_t hash;             /* of its SQL text */
+	uint64_t last_borrow;      /* the borrow of its connection that last used it */
+};
+
+/* A pooled connection with the statements it keeps prepared. Preparing is most of the cost
+ * of a small read (parsing and planning the SQL), and a statement is bound to the
+ * connection that prepared it, so each connection keeps its own. */
+struct store_conn {
+	sqlite3 *db;
+	struct store_cached_stmt stmts[STORE_STMT_CACHE];
+	uint64_t borrows;          /* how many times it was handed out, the current one included */
+	int jwks_changed;          /* set by the update hook when a jwks row changed */
+	struct cv_store *store;
+};
+
 struct cv_store {
 	pthread_mutex_t lock;
 	pthread_cond_t returned;
-	sqlite3 *conns[STORE_POOL_SIZE];
-	sqlite3 *idle[STORE_POOL_SIZE]; /* a stack of n_idle connections nobody borrowed */
+	struct store_conn conns[STORE_POOL_SIZE];
+	struct store_conn *idle[STORE_POOL_SIZE]; /* a stack of n_idle connections nobody borrowed */
 	unsigned n_idle;
 	unsigned n_open;
+	/* Bumped when a connection that changed a jwks row is returned, i.e. after its
+	 * transaction ended: a reader that sees the new value then sees the change too. */
+	atomic_uint_fast64_t jwks_generation;
 };
 
-/* Waits for an idle connection and hands it out; store_return gives it back. A caller never
- * holds two at once, so the pool cannot deadlock on itself. */
-sqlite3 *store_borrow(struct cv_store *store);
-void store_return(struct cv_store *store, sqlite3 *db);
+/* Waits for an idle connection and hands it out; store_return gives it back, resetting the
+ * cached statements it used. A caller never holds two at once, so the pool cannot deadlock
+ * on itself. */
+struct store_conn *store_borrow(struct cv_store *store);
+void store_return(struct cv_store *store, struct store_conn *conn);
+
+/* The connection's prepared statement for sql, prepared on first use and kept: the caller
+ * must not finalize it. It is handed out reset with no bindings, and is the caller's until it
+ * asks for the same SQL again or returns the connection. Bound text and blobs may be
+ * SQLITE_STATIC: the bindings are cleared on return. 0 or CV_ERR_DB. */
+int store_prepare(struct store_conn *conn, const char *sql, sqlite3_stmt **ret_stmt);
+
+/* A read transaction with cached BEGIN and COMMIT: one snapshot for several statements.
+ * store_read_end ends it whatever r is and returns r (or COMMIT's failure). */
+int store_read_begin(struct store_conn *conn);
+int store_read_end(struct store_conn *conn, int r);
 
 /* Converts a SQLite result code at the border: every failure is CV_ERR_DB. */
 int store_err(int rc);

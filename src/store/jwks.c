@@ -100,7 +100,8 @@ int store_jwk_insert_on(sqlite3 *db, const struct cv_jwk_record *rec)
 
 int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
@@ -128,13 +129,14 @@ int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec)
 out:
 	sqlite3_finalize(stmt);
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_record **ret_rec)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	struct cv_jwk_record *rec = NULL;
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
@@ -163,13 +165,14 @@ int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_reco
 out:
 	cv_store_jwk_free(rec);
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_jwk_remove(struct cv_store *store, const char *kid)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
@@ -180,7 +183,7 @@ int cv_store_jwk_remove(struct cv_store *store, const char *kid)
 		rc = SQLITE_OK;
 	r = rc != SQLITE_OK ? store_err(rc) : sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
@@ -237,10 +240,11 @@ out:
 int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_record **ret_recs,
 		      size_t *ret_n)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int r;
 
 	r = store_jwk_list_on(db, cert_id, ret_recs, ret_n);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }

@@ -141,7 +141,8 @@ static int check_cert_covers(sqlite3 *db, int64_t cert_id, char *const *domains,
 int cv_store_service_put(struct cv_store *store, const struct cv_service_record *svc,
 			 int64_t now, int *ret_created, struct cv_conflict *conflict)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int64_t id = 0, cert_id = 0;
 	int r, unbound = 1, created = 0;
 
@@ -183,7 +184,7 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 				 id, svc->domains, svc->n_domains);
 out:
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	if (r == 0)
 		*ret_created = created;
 	return r;
@@ -192,7 +193,8 @@ out:
 int cv_store_service_get(struct cv_store *store, const char *name,
 			 struct cv_service_record **ret_svc)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL, *doms = NULL;
 	int rc, r;
 
@@ -215,20 +217,21 @@ out:
 	sqlite3_finalize(stmt);
 	sqlite3_finalize(doms);
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_service_remove(struct cv_store *store, const char *name)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int r;
 
 	/* The domains go by the cascade. */
 	r = store_run(db, "DELETE FROM services WHERE name = ?1", "t", name);
 	if (r == 0 && sqlite3_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
@@ -241,7 +244,8 @@ static void not_found(struct cv_conflict *c, const char *what)
 int cv_store_service_bind(struct cv_store *store, const char *name, const char *cert_name,
 			  int64_t now, struct cv_conflict *conflict)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int64_t service_id = 0, cert_id = 0;
 	char **domains = NULL;
 	size_t n = 0;
@@ -275,14 +279,15 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 out:
 	store_strings_free(domains, n);
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t now,
 			    struct cv_conflict *conflict)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int64_t cert_id = 0;
 	int r, unbound = 1;
 
@@ -306,7 +311,7 @@ int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t no
 		"it", now, name);
 out:
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
@@ -316,6 +321,7 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 	char sql[640];
 	struct cv_service_page *page = NULL;
 	sqlite3_stmt *stmt = NULL, *doms = NULL;
+	struct store_conn *conn = NULL;
 	sqlite3 *db = NULL;
 	int n, rc, r, idx = 0;
 
@@ -338,7 +344,8 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 		cv_store_service_page_free(page);
 		return CV_ERR_NOMEM;
 	}
-	db = store_borrow(store);
+	conn = store_borrow(store);
+	db = conn->db;
 	r = store_exec(db, "BEGIN");
 	if (r < 0)
 		goto out;
@@ -372,7 +379,7 @@ out:
 	sqlite3_finalize(stmt);
 	sqlite3_finalize(doms);
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	if (r == 0) {
 		*ret_page = page;
 		page = NULL;

@@ -33,7 +33,8 @@ static int read_token(sqlite3_stmt *stmt, struct cv_api_token *t)
 int cv_store_api_token_insert(struct cv_store *store, const struct cv_api_token *t,
 			      const struct cv_audit_entry *audit)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
@@ -66,37 +67,33 @@ int cv_store_api_token_insert(struct cv_store *store, const struct cv_api_token 
 	sqlite3_finalize(stmt);
 	r = store_finish(db, r);
 out:
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_api_token_get(struct cv_store *store, const char *id, struct cv_api_token *ret)
 {
-	sqlite3 *db = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
-	int rc, r;
+	struct store_conn *conn = store_borrow(store);
+	sqlite3_stmt *stmt;
+	int r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT " TOKEN_COLS " FROM api_tokens WHERE id = ?1", -1,
-				&stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = store_bind_text(stmt, 1, id);
-	if (rc != SQLITE_OK) {
-		r = store_err(rc);
-		goto out;
-	}
-	r = store_step_one(stmt);
+	/* Every request with a token comes here: the statement stays prepared. */
+	r = store_prepare(conn, "SELECT " TOKEN_COLS " FROM api_tokens WHERE id = ?1", &stmt);
+	if (r == 0 && store_bind_text(stmt, 1, id) != SQLITE_OK)
+		r = CV_ERR_DB;
+	if (r == 0)
+		r = store_step_one(stmt);
 	if (r == 0)
 		r = read_token(stmt, ret);
-out:
-	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_api_token_list(struct cv_store *store, struct cv_api_token **ret_tokens,
 			    size_t *ret_n)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	struct cv_api_token *all = NULL, *grown;
 	sqlite3_stmt *stmt = NULL;
 	size_t n = 0, cap = 0;
@@ -133,14 +130,15 @@ int cv_store_api_token_list(struct cv_store *store, struct cv_api_token **ret_to
 out:
 	free(all);
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t now,
 			      const struct cv_audit_entry *audit)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -154,13 +152,14 @@ int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t no
 		r = store_audit_append_on(db, audit);
 	r = store_finish(db, r);
 out:
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_api_token_count(struct cv_store *store, int64_t *ret)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
@@ -174,6 +173,6 @@ int cv_store_api_token_count(struct cv_store *store, int64_t *ret)
 		*ret = sqlite3_column_int64(stmt, 0);
 out:
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }

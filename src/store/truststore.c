@@ -89,7 +89,8 @@ out:
 int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *recs, size_t n,
 			  struct cv_conflict *conflict)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	size_t i;
 	int rc, r;
@@ -153,14 +154,15 @@ int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *
 out:
 	sqlite3_finalize(stmt);
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
 int cv_store_trust_get(struct cv_store *store, const char *alias,
 		       struct cv_trust_record **ret_recs, size_t *ret_n)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	struct cv_trust_record *recs = NULL, *grown;
 	sqlite3_stmt *stmt = NULL;
 	size_t n = 0, cap = 0;
@@ -206,14 +208,15 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
 	r = 0;
 out:
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	cv_store_trust_free(recs, n);
 	return r;
 }
 
 int cv_store_trust_remove(struct cv_store *store, const char *alias)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
@@ -224,6 +227,6 @@ int cv_store_trust_remove(struct cv_store *store, const char *alias)
 		rc = SQLITE_OK;
 	r = rc != SQLITE_OK ? store_err(rc) : sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }

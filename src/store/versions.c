@@ -146,14 +146,15 @@ out:
 int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supersede *req,
 				  struct cv_conflict *conflict)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN");
 	if (r == 0)
 		r = supersede_checks(db, req, conflict);
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
@@ -295,7 +296,8 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 		"DELETE FROM certificate_domains WHERE cert_id = :id",
 		"DELETE FROM key_journal WHERE key_id = :key_id",
 	};
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	size_t i;
 	int r;
 
@@ -314,7 +316,7 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 	if (r == 0)
 		r = jwk_apply(db, req);
 	r = store_finish(db, r);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
@@ -363,7 +365,8 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 		" not_before, not_after, key_id, key_state, current_from, current_until, ended_by"
 		" FROM certificate_versions WHERE cert_id = ?1"
 		" ORDER BY 1 DESC";
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	struct cv_cert_version *v = NULL, *grown;
 	sqlite3_stmt *stmt = NULL;
 	size_t n = 0, cap = 0;
@@ -407,7 +410,7 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 	r = 0;
 out:
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	free(v);
 	return r;
 }
@@ -416,7 +419,8 @@ out:
 static int key_statement(struct cv_store *store, const char *sql, const uint8_t *key_id,
 			 int64_t a, int64_t b)
 {
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	int rc, r, n;
 
@@ -437,7 +441,7 @@ static int key_statement(struct cv_store *store, const char *sql, const uint8_t 
 	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
 out:
 	sqlite3_finalize(stmt);
-	store_return(store, db);
+	store_return(store, conn);
 	return r;
 }
 
@@ -475,7 +479,8 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 		"SELECT key_id, 1 FROM key_journal"
 		" UNION ALL "
 		"SELECT key_id, 0 FROM certificate_versions WHERE key_state = 1";
-	sqlite3 *db = store_borrow(store);
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
 	int *journal = NULL, *grown_j;
@@ -524,7 +529,7 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 	stmt = NULL;
 	/* Give the connection back before fn: it writes through the pool. */
 	r = store_finish(db, 0);
-	store_return(store, db);
+	store_return(store, conn);
 	held = 0;
 	for (i = 0; r == 0 && i < n; i++)
 		r = fn(ids[i], journal[i], arg);
@@ -532,7 +537,7 @@ out:
 	if (held) {
 		sqlite3_finalize(stmt);
 		r = store_finish(db, r);
-		store_return(store, db);
+		store_return(store, conn);
 	}
 	free(ids);
 	free(journal);

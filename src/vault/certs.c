@@ -304,19 +304,6 @@ int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **r
 	return 0;
 }
 
-static int chain_length(const char *pem, size_t *ret_n)
-{
-	STACK_OF(X509) *chain = NULL;
-	int r;
-
-	r = cv_x509_chain_parse(pem, strlen(pem), CV_ENC_PEM, &chain, NULL);
-	if (r < 0)
-		return r;
-	*ret_n = (size_t)sk_X509_num(chain);
-	sk_X509_pop_free(chain, X509_free);
-	return 0;
-}
-
 void cv_vault_cert_view_free(struct cv_cert_view *view)
 {
 	if (view == NULL)
@@ -339,15 +326,19 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 	r = vault_lookup(v, name, &view->rec, err);
 	if (r < 0)
 		goto out;
-	r = cv_x509_cert_from_der(view->rec->cert_der, view->rec->cert_der_len, &cert);
+	if (v->caches != NULL) {
+		r = cv_x509_info_cached(v->caches->info, view->rec->cert_der,
+					view->rec->cert_der_len, &view->info);
+	} else {
+		r = cv_x509_cert_from_der(view->rec->cert_der, view->rec->cert_der_len, &cert);
+		if (r == 0)
+			r = cv_x509_info_new(cert, &view->info);
+	}
 	if (r < 0)
 		goto out;
-	r = cv_x509_info_new(cert, &view->info);
-	if (r < 0)
-		goto out;
-	r = chain_length(view->rec->chain_pem, &view->chain_length);
-	if (r < 0)
-		goto out;
+	/* The vault wrote the chain (chain_to_pem): its blocks need not be decoded to be
+	 * counted. */
+	view->chain_length = cv_x509_pem_cert_count(view->rec->chain_pem);
 	view->status = cv_status_at((time_t)view->rec->not_before, (time_t)view->rec->not_after,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);

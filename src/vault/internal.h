@@ -2,9 +2,29 @@
 #ifndef CERTVAULT_VAULT_INTERNAL_H
 #define CERTVAULT_VAULT_INTERNAL_H
 
+#include <pthread.h>
+
 #include <jansson.h>
 
 #include "certvault/vault.h"
+
+/* How many certificates' details are kept (a few KiB each). */
+#define VAULT_INFO_CACHE_SLOTS 1024
+
+/* The last JWKS document served, valid while the store's JWK generation is still gen. */
+struct vault_jwks_cache {
+	pthread_mutex_t lock;
+	int valid;
+	uint64_t gen;
+	char *text;
+	size_t len;
+	char tag[65];
+};
+
+struct vault_caches {
+	struct cv_x509_info_cache *info;
+	struct vault_jwks_cache jwks;
+};
 
 /* The name rule, with the one message every use case gives for it. */
 int vault_check_name(const char *name, struct cv_errmsg *err);

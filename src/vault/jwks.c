@@ -146,8 +146,9 @@ int cv_vault_jwk_delete(struct cv_vault *v, const char *kid, struct cv_errmsg *e
 	return 0;
 }
 
-int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
-			   char ret_tag[65], struct cv_errmsg *err)
+/* The document as the store's JWKs make it now. */
+static int jwks_build(struct cv_vault *v, char **ret_text, size_t *ret_len, char ret_tag[65],
+		      struct cv_errmsg *err)
 {
 	struct cv_jwk_record *recs = NULL;
 	unsigned char digest[32];
@@ -196,4 +197,66 @@ out:
 	json_decref(keys);
 	cv_store_jwks_free(recs, n);
 	return r;
+}
+
+static char *memdup_text(const char *text, size_t len)
+{
+	char *copy = malloc(len + 1);
+
+	if (copy != NULL)
+		memcpy(copy, text, len + 1);
+	return copy;
+}
+
+int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
+			   char ret_tag[65], struct cv_errmsg *err)
+{
+	struct vault_jwks_cache *c;
+	char *text = NULL, *kept;
+	char tag[65] = "";
+	uint64_t gen;
+	size_t len;
+	int r;
+
+	if (v->caches == NULL)
+		return jwks_build(v, ret_text, ret_len, ret_tag, err);
+	c = &v->caches->jwks;
+	/* Read before the JWKs are: the store moves it only after a change is committed, so a
+	 * document built after reading gen holds every change made before gen was reached,
+	 * and a write that returned has moved it past any document built before the write. */
+	gen = cv_store_jwks_generation(v->store);
+	pthread_mutex_lock(&c->lock);
+	if (c->valid && c->gen == gen) {
+		text = memdup_text(c->text, c->len);
+		len = c->len;
+		memcpy(ret_tag, c->tag, sizeof(c->tag));
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (text != NULL) {
+		*ret_text = text;
+		*ret_len = len;
+		return 0;
+	}
+
+	r = jwks_build(v, &text, &len, tag, err);
+	if (r < 0)
+		return r;
+	/* Kept unless a newer one is there already (a copy: the caller frees its own). */
+	kept = memdup_text(text, len);
+	pthread_mutex_lock(&c->lock);
+	if (kept != NULL && (!c->valid || c->gen <= gen)) {
+		free(c->text);
+		c->text = kept;
+		c->len = len;
+		c->gen = gen;
+		memcpy(c->tag, tag, sizeof(tag));
+		c->valid = 1;
+		kept = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(kept);
+	memcpy(ret_tag, tag, sizeof(tag));
+	*ret_text = text;
+	*ret_len = len;
+	return 0;
 }

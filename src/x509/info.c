@@ -421,6 +421,63 @@ void cv_x509_info_free(struct cv_x509_info *info)
 	free(info);
 }
 
+static int strings_dup(char *const *v, size_t n, char ***ret)
+{
+	char **copy;
+	size_t i;
+
+	*ret = NULL;
+	if (n == 0)
+		return 0;
+	copy = calloc(n, sizeof(*copy));
+	if (copy == NULL)
+		return CV_ERR_NOMEM;
+	*ret = copy;
+	for (i = 0; i < n; i++) {
+		copy[i] = strdup(v[i]);
+		if (copy[i] == NULL)
+			return CV_ERR_NOMEM; /* the caller frees the partial copy */
+	}
+	return 0;
+}
+
+int cv_x509_info_dup(const struct cv_x509_info *info, struct cv_x509_info **ret_info)
+{
+	struct cv_x509_info *copy;
+	int r;
+
+	copy = malloc(sizeof(*copy));
+	if (copy == NULL)
+		return CV_ERR_NOMEM;
+	*copy = *info;
+	copy->domains = copy->ips = NULL;
+	copy->n_domains = copy->n_ips = 0;
+	r = strings_dup(info->domains, info->n_domains, &copy->domains);
+	copy->n_domains = info->n_domains;
+	if (r == 0) {
+		r = strings_dup(info->ips, info->n_ips, &copy->ips);
+		copy->n_ips = info->n_ips;
+	}
+	if (r < 0) {
+		cv_x509_info_free(copy);
+		return r;
+	}
+	*ret_info = copy;
+	return 0;
+}
+
+size_t cv_x509_pem_cert_count(const char *pem)
+{
+	static const char begin[] = "-----BEGIN CERTIFICATE-----";
+	size_t n = 0;
+
+	while ((pem = strstr(pem, begin)) != NULL) {
+		n++;
+		pem += sizeof(begin) - 1;
+	}
+	return n;
+}
+
 int cv_x509_cert_der(X509 *cert, unsigned char **ret_der, size_t *ret_len)
 {
 	unsigned char *der = NULL, *p;

@@ -227,6 +227,53 @@ class JwkTest(VaultTestCase):
         self.assertIn(kept["kid"], kids)
         self.assertNotIn(gone["kid"], kids)
 
+    def test_document_follows_every_write_at_once(self):
+        """certvaultd keeps the document between writes: each write that changes the set
+        must show in the very next GET, with a new tag, on either path."""
+        def kids():
+            st, hdrs, raw = self.jwks()
+            st2, hdrs2, raw2 = self.jwks("/.well-known/jwks.json")
+            self.assertEqual((st, st2, raw2, hdrs2["etag"]), (200, 200, raw, hdrs["etag"]))
+            return [k["kid"] for k in json.loads(raw)["keys"]], hdrs["etag"]
+
+        self.imported("jk-at-once", san="once.example.com")
+        self.bind("jk-at-once", "once.example.com")
+        self.imported("jk-at-once-b")
+        before, tag0 = kids()
+        self.assertEqual(kids(), (before, tag0))  # served again, unchanged
+        st, _, a = self.create("jk-at-once")
+        self.assertEqual(st, 201, a)
+        # (Oldest first; those made within one second in kid order.)
+        now, tag1 = kids()
+        self.assertEqual(sorted(now), sorted(before + [a["kid"]]))
+        self.assertNotEqual(tag1, tag0)
+        st, _, b = self.create("jk-at-once-b")
+        self.assertEqual(st, 201, b)
+        now, tag2 = kids()
+        self.assertEqual(sorted(now), sorted(before + [a["kid"], b["kid"]]))
+        # A renewal that updates the JWK swaps the kid.
+        new = self.material("jk-at-once-v2", key="rsa2048", san="once.example.com")
+        st, _, body = self.vault.request("POST", "/v1/certificates/jk-at-once/renew", {
+            "certificate": new.cert, "private_key": new.key, "jwk_action": "update",
+            "confirm": "jk-at-once"})
+        self.assertEqual(st, 200, body)
+        st, _, exported = self.vault.request(
+            "GET", "/v1/certificates/jk-at-once/export?format=jwk")
+        a2 = json.loads(exported)["kid"]
+        now, tag3 = kids()
+        self.assertEqual(sorted(now), sorted(before + [a2, b["kid"]]))
+        self.assertNotEqual(tag3, tag2)
+        # Deleting a certificate with its JWKs takes them out.
+        st, _, body = self.vault.request(
+            "DELETE", "/v1/certificates/jk-at-once-b?confirm=jk-at-once-b&jwk_action=delete")
+        self.assertEqual(st, 200, body)
+        now, tag4 = kids()
+        self.assertEqual(sorted(now), sorted(before + [a2]))
+        self.assertNotEqual(tag4, tag3)
+        # And deleting a JWK.
+        self.assertEqual(self.vault.request("DELETE", "/v1/jwks/" + a2)[0], 200)
+        self.assertEqual(sorted(kids()[0]), sorted(before))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -2383,6 +2383,131 @@ static void test_supersede_race(void **state)
 	free(versions);
 }
 
+/* Every combination of the list's filters is its own SQL text, more of them than a
+ * connection keeps prepared: going round them twice, each gives what it gave the first time
+ * (statements evicted and prepared again, cached ones reset with no stale binding). */
+static void test_statement_cache_many_texts(void **state)
+{
+	static const char *const d1[] = { "one.example.com", NULL };
+	static const char *const d2[] = { "two.example.org", "www.two.example.org", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_filter f;
+	struct cv_cert_page *page = NULL;
+	size_t first[2 * 5 * 3 * 2], n = 0, i;
+	int round, status, in_use, q, after;
+
+	add(store, "alpha", NOW - DAY, NOW + 365 * DAY, d1);
+	add(store, "beta", NOW - DAY, NOW + 10 * DAY, d2);
+	add(store, "gamma", NOW - 2 * DAY, NOW - DAY, d1);
+	add(store, "delta", NOW + DAY, NOW + 365 * DAY, d2);
+	assert_int_equal(put_svc(store, "web", "production", d1, NOW), 1);
+	bind_svc(store, "web", "alpha", NOW);
+	for (round = 0; round < 2; round++) {
+		n = 0;
+		for (after = 0; after < 2; after++)
+			for (status = -1; status < 4; status++)
+				for (in_use = -1; in_use < 2; in_use++)
+					for (q = 0; q < 2; q++) {
+						f = filter_all(10);
+						f.after = after ? "alpha" : NULL;
+						f.has_status = status >= 0;
+						f.status = status >= 0 ? (enum cv_status)status
+								       : CV_STATUS_VALID;
+						f.in_use = in_use;
+						f.q = q ? "two" : NULL;
+						assert_int_equal(cv_store_cert_list(store, &f, &page),
+								 0);
+						if (round == 0)
+							first[n] = page->n;
+						else
+							assert_int_equal(page->n, first[n]);
+						for (i = 0; i < page->n; i++)
+							if (strcmp(page->items[i]->name, "alpha") == 0)
+								assert_int_equal(
+									page->items[i]->n_used_by, 1);
+						n++;
+						cv_store_cert_page_free(page);
+						page = NULL;
+					}
+	}
+	assert_true(n > 32);
+	/* Spot checks of what the first round found. */
+	f = filter_all(10);
+	assert_int_equal(list_count(store, f), 4);
+	f.in_use = 1;
+	assert_int_equal(list_count(store, f), 1);
+	f = filter_all(10);
+	f.q = "two";
+	assert_int_equal(list_count(store, f), 2);
+}
+
+static struct cv_jwk_record make_jwk(const char *kid, int64_t cert_id, const char *cert_name)
+{
+	struct cv_jwk_record rec;
+
+	memset(&rec, 0, sizeof(rec));
+	snprintf(rec.kid, sizeof(rec.kid), "%s", kid);
+	rec.cert_id = cert_id;
+	snprintf(rec.cert_name, sizeof(rec.cert_name), "%s", cert_name);
+	rec.cert_version = 1;
+	snprintf(rec.use, sizeof(rec.use), "sig");
+	snprintf(rec.alg, sizeof(rec.alg), "ES256");
+	rec.jwk = (char *)"{\"kty\":\"EC\"}";
+	rec.state = CV_JWK_ACTIVE;
+	rec.created_at = rec.updated_at = NOW;
+	return rec;
+}
+
+/* The JWK generation moves by the time a write that changed a JWK returns, and only then:
+ * what the JWKS cache of the vault relies on. */
+static void test_jwks_generation(void **state)
+{
+	static const char *const d[] = { "jwk.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_jwk_record a, b, *recs = NULL;
+	struct cv_cert_record *rec;
+	struct cv_conflict c;
+	size_t n = 0;
+	uint64_t g;
+	int64_t id;
+
+	id = add(store, "signer", NOW - DAY, NOW + 365 * DAY, d);
+	g = cv_store_jwks_generation(store);
+	a = make_jwk("kid-a", id, "signer");
+	b = make_jwk("kid-b", id, "signer");
+	assert_int_equal(cv_store_jwk_insert(store, &a), 0);
+	assert_true(cv_store_jwks_generation(store) > g);
+	g = cv_store_jwks_generation(store);
+	assert_int_equal(cv_store_jwk_insert(store, &b), 0);
+	assert_true(cv_store_jwks_generation(store) > g);
+
+	/* Reads, and writes that touch no JWK, leave it. */
+	g = cv_store_jwks_generation(store);
+	assert_int_equal(cv_store_jwk_list(store, 0, &recs, &n), 0);
+	assert_int_equal(n, 2);
+	cv_store_jwks_free(recs, n);
+	rec = get_cert(store, "signer");
+	cv_store_cert_free(rec);
+	assert_int_equal(cv_store_cert_set_description(store, "signer", "d", NOW), 0);
+	add(store, "other", NOW - DAY, NOW + 365 * DAY, d);
+	assert_int_equal(cv_store_jwks_generation(store), g);
+	/* A refused insert changed nothing, and need not move it. */
+	assert_int_equal(cv_store_jwk_insert(store, &a), CV_ERR_NAME_TAKEN);
+
+	g = cv_store_jwks_generation(store);
+	assert_int_equal(cv_store_jwk_remove(store, "kid-a"), 0);
+	assert_true(cv_store_jwks_generation(store) > g);
+
+	/* Deleting the certificate with its JWKs removes them: it moves. */
+	g = cv_store_jwks_generation(store);
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, &c), 0);
+	assert_int_equal(cv_store_cert_remove(store, id), 0);
+	assert_true(cv_store_jwks_generation(store) > g);
+	assert_int_equal(cv_store_jwk_list(store, 0, &recs, &n), 0);
+	assert_int_equal(n, 0);
+	cv_store_jwks_free(recs, n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2434,6 +2559,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_key_journal_and_unsettled_keys, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_supersede_race, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_statement_cache_many_texts, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_jwks_generation, test_setup, test_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

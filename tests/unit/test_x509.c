@@ -1207,6 +1207,117 @@ static void test_dates_after_2050(void **state)
 
 /* ---- DER and PEM out ---- */
 
+static void assert_same_info(const struct cv_x509_info *a, const struct cv_x509_info *b)
+{
+	size_t i;
+
+	assert_string_equal(a->subject, b->subject);
+	assert_string_equal(a->issuer, b->issuer);
+	assert_string_equal(a->common_name, b->common_name);
+	assert_string_equal(a->serial, b->serial);
+	assert_string_equal(a->signature_algorithm, b->signature_algorithm);
+	assert_int_equal(a->key_kind, b->key_kind);
+	assert_int_equal(a->key_bits, b->key_bits);
+	assert_string_equal(a->key_description, b->key_description);
+	assert_int_equal(a->not_before, b->not_before);
+	assert_int_equal(a->not_after, b->not_after);
+	assert_string_equal(a->sha256_fingerprint, b->sha256_fingerprint);
+	assert_string_equal(a->sha1_fingerprint, b->sha1_fingerprint);
+	assert_int_equal(a->n_domains, b->n_domains);
+	for (i = 0; i < a->n_domains; i++)
+		assert_string_equal(a->domains[i], b->domains[i]);
+	assert_int_equal(a->n_ips, b->n_ips);
+	for (i = 0; i < a->n_ips; i++)
+		assert_string_equal(a->ips[i], b->ips[i]);
+}
+
+/* The cache answers what parsing answers, for exactly the bytes it was given, each caller
+ * with a copy of its own; a slot holds one certificate at a time. */
+static void test_info_cache(void **state)
+{
+	struct tc_cert_spec spec = { 0 };
+	struct cv_x509_info_cache *one = NULL, *many = NULL;
+	struct cv_x509_info *fresh1 = NULL, *fresh2 = NULL, *got = NULL, *again = NULL;
+	unsigned char *der1 = NULL, *der2 = NULL;
+	size_t len1, len2;
+	X509 *x1, *x2;
+	int i;
+
+	(void)state;
+	spec.cn = "one.example.com";
+	spec.sans = "one.example.com,www.one.example.com,IP:192.0.2.1";
+	spec.not_before = NOW - DAY;
+	spec.not_after = NOW + 90 * DAY;
+	x1 = tc_cert_new(keys[K_P256], &spec);
+	spec.cn = "two.example.org";
+	spec.sans = "two.example.org";
+	x2 = tc_cert_new(keys[K_RSA2048], &spec);
+	assert_non_null(x1);
+	assert_non_null(x2);
+	assert_int_equal(cv_x509_cert_der(x1, &der1, &len1), 0);
+	assert_int_equal(cv_x509_cert_der(x2, &der2, &len2), 0);
+	assert_int_equal(cv_x509_info_new(x1, &fresh1), 0);
+	assert_int_equal(cv_x509_info_new(x2, &fresh2), 0);
+
+	assert_int_equal(cv_x509_info_cache_new(0, &one), CV_ERR_INTERNAL);
+	assert_int_equal(cv_x509_info_cache_new(1, &one), 0);
+	assert_int_equal(cv_x509_info_cache_new(64, &many), 0);
+	for (i = 0; i < 3; i++) {
+		/* One slot: the two certificates take turns in it. */
+		assert_int_equal(cv_x509_info_cached(one, der1, len1, &got), 0);
+		assert_same_info(got, fresh1);
+		assert_int_equal(cv_x509_info_cached(one, der1, len1, &again), 0);
+		assert_same_info(again, fresh1);
+		assert_ptr_not_equal(again, got);
+		assert_ptr_not_equal(again->domains, got->domains);
+		cv_x509_info_free(got);
+		cv_x509_info_free(again);
+		assert_int_equal(cv_x509_info_cached(one, der2, len2, &got), 0);
+		assert_same_info(got, fresh2);
+		cv_x509_info_free(got);
+		assert_int_equal(cv_x509_info_cached(many, i % 2 ? der2 : der1,
+						     i % 2 ? len2 : len1, &got), 0);
+		assert_same_info(got, i % 2 ? fresh2 : fresh1);
+		cv_x509_info_free(got);
+	}
+	/* A prefix of the DER is another key, and not a certificate. */
+	got = NULL;
+	assert_int_equal(cv_x509_info_cached(one, der2, len2 - 1, &got), CV_ERR_BAD_ENCODING);
+	assert_null(got);
+	assert_int_equal(cv_x509_info_cached(one, der2, len2, &got), 0);
+	assert_same_info(got, fresh2);
+	cv_x509_info_free(got);
+
+	cv_x509_info_cache_free(one);
+	cv_x509_info_cache_free(many);
+	cv_x509_info_cache_free(NULL);
+	cv_x509_info_free(fresh1);
+	cv_x509_info_free(fresh2);
+	free(der1);
+	free(der2);
+	X509_free(x1);
+	X509_free(x2);
+}
+
+static void test_pem_cert_count(void **state)
+{
+	X509 *x = simple_cert(keys[K_P256]);
+	char *pem = NULL, *three;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(cv_x509_pem_cert_count(""), 0);
+	assert_int_equal(cv_x509_cert_pem(x, &pem, &len), 0);
+	assert_int_equal(cv_x509_pem_cert_count(pem), 1);
+	three = malloc(3 * len + 1);
+	assert_non_null(three);
+	snprintf(three, 3 * len + 1, "%s%s%s", pem, pem, pem);
+	assert_int_equal(cv_x509_pem_cert_count(three), 3);
+	free(three);
+	free(pem);
+	X509_free(x);
+}
+
 static void test_der_and_pem_roundtrip(void **state)
 {
 	X509 *x = simple_cert(keys[K_RSA2048]), *y = NULL;
@@ -2259,6 +2370,8 @@ int main(void)
 		cmocka_unit_test(test_status_names),
 		cmocka_unit_test(test_expires_in_days),
 		cmocka_unit_test(test_info_fields),
+		cmocka_unit_test(test_info_cache),
+		cmocka_unit_test(test_pem_cert_count),
 		cmocka_unit_test(test_info_key_kinds),
 		cmocka_unit_test(test_info_domains_cn_fallback),
 		cmocka_unit_test(test_info_refuses_nul_in_san),
