@@ -19,6 +19,10 @@ int cv_name_valid(const char *name);
 #define CV_TIME_BUFLEN 32
 int cv_time_rfc3339(int64_t t, char *buf, size_t buflen);
 
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar (Howard Hinnant's
+ * days_from_civil): no time zone or libc range involved. */
+int64_t cv_days_from_civil(int64_t y, int64_t m, int64_t d);
+
 /* Parses an RFC 3339 date-time: "2026-11-22T20:30:00Z" or with an offset ("+01:00"),
  * optional fractional seconds (dropped), 'T' or 't', 'Z' or 'z'; years 1970 to 9999.
  * Returns 0 with seconds since the epoch, or CV_ERR_BAD_REQUEST. */

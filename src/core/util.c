@@ -50,9 +50,7 @@ static int digits_at(const char *s, int n)
 	return v;
 }
 
-/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (Howard Hinnant's
- * days_from_civil). */
-static int64_t days_from_civil(int64_t y, int m, int d)
+int64_t cv_days_from_civil(int64_t y, int64_t m, int64_t d)
 {
 	int64_t era, yoe, doy, doe;
 
@@ -104,7 +102,7 @@ int cv_time_parse(const char *s, int64_t *ret)
 	} else {
 		return CV_ERR_BAD_REQUEST;
 	}
-	*ret = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
+	*ret = cv_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
 	       sign * (oh * 3600 + om * 60);
 	return 0;
 }

@@ -12,22 +12,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "certvault/util.h"
 #include "certvault/x509.h"
 #include "internal.h"
-
-/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar (H. Hinnant's
- * days_from_civil), so that no time zone or libc range is involved. */
-static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-	int64_t era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
 
 int x509_time_epoch(const ASN1_TIME *t, time_t *ret)
 {
@@ -38,7 +25,7 @@ int x509_time_epoch(const ASN1_TIME *t, time_t *ret)
 		ERR_clear_error();
 		return CV_ERR_BAD_ENCODING;
 	}
-	days = days_from_civil((int64_t)tm.tm_year + 1900, (int64_t)tm.tm_mon + 1, tm.tm_mday);
+	days = cv_days_from_civil((int64_t)tm.tm_year + 1900, (int64_t)tm.tm_mon + 1, tm.tm_mday);
 	*ret = (time_t)(days * 86400 + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec);
 	return 0;
 }
