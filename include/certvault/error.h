@@ -39,7 +39,8 @@ enum cv_err {
 	CV_ERR_NOT_CA = -31,           /* a truststore entry that is not a CA certificate */
 	CV_ERR_UNAUTHORIZED = -32,     /* no API token, or one that is unknown, expired or revoked */
 	CV_ERR_FORBIDDEN = -33,        /* the token's role may not do this */
-	CV_ERR__LAST = -34
+	CV_ERR_LIMIT = -34,            /* a certificate holds more of something than is taken */
+	CV_ERR__LAST = -35
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

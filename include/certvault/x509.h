@@ -56,7 +56,8 @@ struct cv_x509_policy {
 /* Checks a certificate and private key for import, in this order, each with its own error:
  * supported key (RSA 2048-4096, EC P-256/P-384/P-521 named curves, Ed25519) ->
  * CV_ERR_UNSUPPORTED_KEY; not before its start -> CV_ERR_NOT_YET_VALID; not after its end
- * -> CV_ERR_EXPIRED; weak signature -> CV_ERR_WEAK_SIGNATURE; the private key belongs to the
+ * -> CV_ERR_EXPIRED; more than CV_X509_MAX_SANS subject alternative names -> CV_ERR_LIMIT;
+ * weak signature -> CV_ERR_WEAK_SIGNATURE; the private key belongs to the
  * certificate -> CV_ERR_KEY_MISMATCH; every chain entry is a CA certificate ->
  * CV_ERR_BAD_CHAIN. chain may be NULL. Returns 0 when all pass. */
 int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,

@@ -121,6 +121,22 @@ static int chain_all_ca(STACK_OF(X509) *chain, struct cv_errmsg *err)
 	return 0;
 }
 
+/* Every name of the certificate is known to certvault (coverage, inventory): more SAN
+ * entries than it keeps are refused rather than cut off. */
+static int names_within_limit(X509 *cert, struct cv_errmsg *err)
+{
+	GENERAL_NAMES *sans;
+	int n;
+
+	sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	n = sans != NULL ? sk_GENERAL_NAME_num(sans) : 0;
+	GENERAL_NAMES_free(sans);
+	if (n > CV_X509_MAX_SANS)
+		return cv_errmsg_set(err, CV_ERR_LIMIT, "the certificate has %d subject "
+				     "alternative names: at most %d are taken", n, CV_X509_MAX_SANS);
+	return 0;
+}
+
 int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 			 const struct cv_x509_policy *policy, struct cv_errmsg *err)
 {
@@ -144,6 +160,9 @@ int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 	if (r < 0)
 		goto out;
 	r = validity(cert, policy->now, err);
+	if (r < 0)
+		goto out;
+	r = names_within_limit(cert, err);
 	if (r < 0)
 		goto out;
 	if (!policy->allow_weak_signatures) {

@@ -1158,6 +1158,20 @@ static void test_info_caps_sans(void **state)
 	assert_int_equal(info->n_domains, CV_X509_MAX_SANS);
 	assert_string_equal(info->domains[CV_X509_MAX_SANS - 1], "h1023.example.com");
 	cv_x509_info_free(info);
+	/* An import refuses what the details would cut off; the limit itself is taken. */
+	{
+		struct cv_errmsg err;
+		X509 *y;
+
+		assert_int_equal(check(x, keys[K_P256], NULL, NOW, 0, &err), CV_ERR_LIMIT);
+		assert_non_null(strstr(err.text, "at most 1024"));
+		p = sans;
+		for (i = 0; i < CV_X509_MAX_SANS; i++)
+			p += sprintf(p, "%sh%zu.example.com", i > 0 ? "," : "", i);
+		y = make_cert(keys[K_P256], NULL, sans, NOW - DAY, NOW + DAY);
+		assert_int_equal(check(y, keys[K_P256], NULL, NOW, 0, &err), 0);
+		X509_free(y);
+	}
 	X509_free(x);
 	free(sans);
 }
