@@ -17,10 +17,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static struct cv_config cfg;
 static struct cv_app app;
 static char auth[CV_API_TOKEN_LEN + 8];
+static char dir[] = "/tmp/cv-fuzz-XXXXXX";
+
+/* The token and the database go when the run ends. */
+static void cleanup(void)
+{
+	cv_store_free(app.store);
+	cv_token_free(app.token);
+	cv_config_release(&cfg);
+	ts_softhsm_remove(dir);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static char dir[] = "/tmp/cv-fuzz-XXXXXX";
 	struct cv_token_config tcfg = { 0 };
 	char path[64], secret[CV_API_TOKEN_LEN + 1];
 	struct cv_api_token t;
@@ -48,7 +57,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 				  secret, &err) < 0)
 		abort();
 	snprintf(auth, sizeof(auth), "Bearer %s", secret);
-	fprintf(stderr, "fuzz_request: token and database in %s\n", dir);
+	atexit(cleanup);
 	return 0;
 }
 
