@@ -52,8 +52,9 @@ void cv_audit_fingerprint(struct cv_audit *a, const char *fp)
 			return;
 	if (used + (used > 0) + n + 1 > sizeof(a->entry.fingerprints))
 		return;
-	snprintf(list + used, sizeof(a->entry.fingerprints) - used, "%s%s", used > 0 ? " " : "",
-		 fp);
+	if (used > 0)
+		list[used++] = ' ';
+	memcpy(list + used, fp, n + 1);
 }
 
 const struct cv_audit_entry *vault_audit_done(struct cv_audit *a)
