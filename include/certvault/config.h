@@ -17,6 +17,10 @@ struct cv_config {
 	int64_t max_connections_per_ip;
 	int64_t connection_timeout;/* server.connection_timeout, seconds of idleness */
 	int64_t max_body;          /* server.max_body, bytes of a request body */
+	char *tls_certificate;     /* server.tls_certificate: the vault's certificate HTTPS serves;
+				      "" means no HTTPS listener */
+	char *tls_listen;          /* server.tls_listen: "" means server.listen */
+	int64_t tls_port;          /* server.tls_port */
 	char *db_path;             /* database.path */
 	char *token_module;        /* token.module: the PKCS#11 module to dlopen */
 	char *token_label;         /* token.label */

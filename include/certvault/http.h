@@ -107,10 +107,16 @@ const char *cv_http_error_code(int err);
 void cv_http_json_harden(void);
 
 struct cv_server;
-/* Starts listening on cfg->listen:cfg->port with an epoll thread pool. */
+/* Starts listening on cfg->listen:cfg->port with an epoll thread pool, and when
+ * cfg->tls_certificate is set, HTTPS on cfg->tls_listen:cfg->tls_port serving that
+ * certificate of the vault with its key in the token (one HTTPS server per process). Returns
+ * 0, or CV_ERR_CONFIG with err in one line (an address, a port, a certificate that cannot be
+ * served), or the vault's error. */
 int cv_server_start(struct cv_app *app, struct cv_server **ret_server, struct cv_errmsg *err);
 /* The TCP port the server listens on (useful when server.port is 0: any free port). */
 int cv_server_port(const struct cv_server *server);
+/* The HTTPS port, or -1 without HTTPS. */
+int cv_server_tls_port(const struct cv_server *server);
 /* Stops accepting, finishes requests in flight, frees. Accepts NULL. */
 void cv_server_stop(struct cv_server *server);
 

@@ -38,6 +38,10 @@ void cv_store_process_init(void);
  * the JWKs after reading the number is at least as new as the number, so a copy of them
  * made then stays current for as long as the number does not move. */
 uint64_t cv_store_jwks_generation(struct cv_store *store);
+/* The same for the certificates' current versions: it moves after every change to a
+ * certificate's row (import, renew, replace, edit, delete) that a call on this store
+ * commits, before that call returns. */
+uint64_t cv_store_certs_generation(struct cv_store *store);
 
 /* Runs a trivial query; 0 when the database answers, else CV_ERR_DB. */
 int cv_store_ping(struct cv_store *store);

@@ -80,6 +80,38 @@ int cv_token_key_attrs_get(struct cv_token *token, const uint8_t *id, size_t id_
 int cv_token_key_uri(const struct cv_token *token, const uint8_t *id, size_t id_len,
 		     const char *label, char *buf, size_t buflen);
 
+/* What cv_token_sign does with the data it is given. */
+enum cv_token_sign_mechanism {
+	CV_TOKEN_SIGN_RSA_PKCS1 = 1, /* CKM_RSA_PKCS: data is a DER DigestInfo, the caller hashed */
+	CV_TOKEN_SIGN_RSA_PSS,       /* CKM_RSA_PKCS_PSS: data is a hash of pss_hash, MGF1 with the
+					same hash, salt of salt_len bytes */
+	CV_TOKEN_SIGN_ECDSA,         /* CKM_ECDSA: data is a hash; the signature is r || s, each as
+					long as the curve's order */
+	CV_TOKEN_SIGN_EDDSA,         /* CKM_EDDSA: data is the message itself (Ed25519) */
+};
+enum cv_token_hash {
+	CV_TOKEN_SHA256 = 1,
+	CV_TOKEN_SHA384,
+	CV_TOKEN_SHA512,
+};
+struct cv_token_sign_params {
+	enum cv_token_sign_mechanism mechanism;
+	enum cv_token_hash pss_hash;   /* RSA_PSS only */
+	size_t pss_salt_len;           /* RSA_PSS only */
+};
+/* The longest signature cv_token_sign makes: RSA 4096. */
+#define CV_TOKEN_SIG_MAX 512
+
+/* Signs data with the private key with this id, inside the token (C_SignInit, C_Sign on a
+ * pooled session): the key never leaves it. sig has room for *sig_len bytes
+ * (CV_TOKEN_SIG_MAX always suffice); on success *sig_len is the signature's length. Returns
+ * 0, CV_ERR_NOT_FOUND (no such key), CV_ERR_BAD_REQUEST (a mechanism or data the key cannot
+ * sign: CKR_KEY_TYPE_INCONSISTENT, CKR_MECHANISM_INVALID, CKR_DATA_LEN_RANGE...),
+ * CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE; err names the call and the CKR_. */
+int cv_token_sign(struct cv_token *token, const uint8_t *id, size_t id_len,
+		  const struct cv_token_sign_params *params, const unsigned char *data,
+		  size_t data_len, unsigned char *sig, size_t *sig_len, struct cv_errmsg *err);
+
 /* The state health reports. */
 struct cv_token_health {
 	int reachable;          /* C_GetTokenInfo answered */

@@ -77,6 +77,11 @@ void cv_vault_cert_view_free(struct cv_cert_view *view);
 int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 		      struct cv_cert_view **ret_view, struct cv_errmsg *err);
 
+/* A number that moves after every change this process commits to a certificate (see
+ * cv_store_certs_generation): a copy of a certificate's current version read after reading
+ * it stays current for as long as it does not move. */
+uint64_t cv_vault_certs_generation(struct cv_vault *v);
+
 /* A version tag names one version of one certificate: "<version>-<16 hex digits of its
  * SHA-256 fingerprint>". HTTP serves it as the ETag. */
 #define CV_VERSION_TAG_LEN 48

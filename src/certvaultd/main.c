@@ -104,6 +104,7 @@ int main(int argc, char **argv)
 	struct cv_server *server = NULL;
 	struct cv_config cfg;
 	struct cv_app app = { 0 };
+	const char *tls_listen;
 	char *pin = NULL;
 	size_t pin_len = 0;
 	sigset_t signals;
@@ -197,9 +198,16 @@ int main(int argc, char **argv)
 	r = cv_server_start(&app, &server, &err);
 	if (r < 0)
 		goto out;
+	tls_listen = cfg.tls_listen[0] != '\0' ? cfg.tls_listen : cfg.listen;
 	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s, token \"%s\")\n",
 		strchr(cfg.listen, ':') ? "[" : "", cfg.listen, strchr(cfg.listen, ':') ? "]" : "",
 		cv_server_port(server), cfg.db_path, cfg.token_label);
+	if (cv_server_tls_port(server) >= 0)
+		fprintf(stderr, "certvaultd: listening on https://%s%s%s:%d serving certificate "
+			"\"%s\" (its key stays in the token)\n",
+			strchr(tls_listen, ':') ? "[" : "", tls_listen,
+			strchr(tls_listen, ':') ? "]" : "", cv_server_tls_port(server),
+			cfg.tls_certificate);
 	if (sigwait(&signals, &sig) == 0)
 		fprintf(stderr, "certvaultd: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	status = 0;

@@ -42,6 +42,13 @@ static const struct setting settings[] = {
 	  "seconds an idle or slow connection is kept" },
 	{ "server", "max_body", K_INT, OFF(max_body), "262144", 1024, 16777216,
 	  "largest request body in bytes (larger: 413)" },
+	{ "server", "tls_certificate", K_STR, OFF(tls_certificate), "", 0, 0,
+	  "name of a certificate in the vault to serve HTTPS with (its key signs in the token;"
+	  " a renewal is served from the next handshake on); empty: no HTTPS listener" },
+	{ "server", "tls_listen", K_STR, OFF(tls_listen), "", 0, 0,
+	  "address of the HTTPS listener (IPv4 or IPv6); empty: server.listen" },
+	{ "server", "tls_port", K_INT, OFF(tls_port), "8443", 0, 65535,
+	  "TCP port of the HTTPS listener (0: any free port, printed at start)" },
 	{ "database", "path", K_STR, OFF(db_path), "certvault.db", 0, 0,
 	  "SQLite database file, created on first start" },
 	{ "token", "module", K_STR, OFF(token_module), "/usr/lib/softhsm/libsofthsm2.so", 0, 0,

@@ -1,5 +1,6 @@
 /* The libmicrohttpd server around cv_http_dispatch: an epoll thread pool, limits on
- * connections and memory, bodies read up to their route's limit, one log line per request. */
+ * connections and memory, bodies read up to their route's limit, one log line per request;
+ * plain HTTP, and HTTPS beside it when server.tls_certificate names a certificate. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -15,9 +16,13 @@
 #include <openssl/rand.h>
 
 #include "certvault/http.h"
+#include "tls.h"
 
 struct cv_server {
-	struct MHD_Daemon *daemon;
+	struct MHD_Daemon *daemon;       /* plain HTTP */
+	struct MHD_Daemon *tls_daemon;   /* HTTPS; NULL without server.tls_certificate */
+	struct tls_listener *tls;        /* what HTTPS serves; NULL without it */
+	int tls_active;                  /* tls is the process's registered listener */
 	struct cv_app *app;
 	atomic_uint_fast64_t next_request;
 	uint32_t instance;   /* random, so request ids differ across restarts */
@@ -263,63 +268,127 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
-int cv_server_start(struct cv_app *app, struct cv_server **ret_server, struct cv_errmsg *err)
+/* Starts one daemon on listen:port; with a TLS listener, HTTPS whose certificate and key
+ * come from it on each handshake. */
+static int daemon_start(struct cv_server *srv, const char *setting, const char *listen,
+			int64_t port, int tls, struct MHD_Daemon **ret_daemon,
+			struct cv_errmsg *err)
 {
-	const struct cv_config *cfg = app->cfg;
+	const struct cv_config *cfg = srv->app->cfg;
 	struct sockaddr_storage ss;
 	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-	struct cv_server *srv;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
 
 	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, cfg->listen, &in4->sin_addr) == 1) {
+	if (inet_pton(AF_INET, listen, &in4->sin_addr) == 1) {
 		in4->sin_family = AF_INET;
-		in4->sin_port = htons((uint16_t)cfg->port);
-	} else if (inet_pton(AF_INET6, cfg->listen, &in6->sin6_addr) == 1) {
+		in4->sin_port = htons((uint16_t)port);
+	} else if (inet_pton(AF_INET6, listen, &in6->sin6_addr) == 1) {
 		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)cfg->port);
+		in6->sin6_port = htons((uint16_t)port);
 		flags |= MHD_USE_IPv6;
 	} else {
-		return cv_errmsg_set(err, CV_ERR_CONFIG,
-				     "server.listen %s is not an IPv4 or IPv6 address", cfg->listen);
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s %s is not an IPv4 or IPv6 address",
+				     setting, listen);
 	}
+	/* The options common to both; HTTPS options are refused by a daemon without TLS. */
+#define COMMON_OPTIONS                                                                       \
+	MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,       \
+	MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,                          \
+	MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,            \
+	MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout,                     \
+	MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,   \
+	on_completed, srv
+	if (tls)
+		*ret_daemon = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, on_request, srv,
+					       COMMON_OPTIONS, MHD_OPTION_HTTPS_CERT_CALLBACK2,
+					       tls_on_certificate, MHD_OPTION_HTTPS_PRIORITIES,
+					       TLS_PRIORITIES, MHD_OPTION_END);
+	else
+		*ret_daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv,
+					       COMMON_OPTIONS, MHD_OPTION_END);
+#undef COMMON_OPTIONS
+	if (*ret_daemon == NULL)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot listen%s on %s port %lld",
+				     tls ? " for HTTPS" : "", listen, (long long)port);
+	return 0;
+}
+
+int cv_server_start(struct cv_app *app, struct cv_server **ret_server, struct cv_errmsg *err)
+{
+	const struct cv_config *cfg = app->cfg;
+	struct cv_server *srv;
+	int r;
+
 	srv = calloc(1, sizeof(*srv));
 	if (srv == NULL)
 		return CV_ERR_NOMEM;
 	srv->app = app;
 	if (RAND_bytes((unsigned char *)&srv->instance, sizeof(srv->instance)) != 1)
 		srv->instance = (uint32_t)time(NULL);
-	srv->daemon = MHD_start_daemon(
-		flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &ss,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		(unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		(size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-		MHD_OPTION_END);
-	if (srv->daemon == NULL) {
-		free(srv);
-		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot listen on %s port %lld",
-				     cfg->listen, (long long)cfg->port);
+	if (cfg->tls_certificate != NULL && cfg->tls_certificate[0] != '\0') {
+		/* Before any socket: a certificate that cannot be served stops the start. */
+		r = tls_listener_new(app, cfg->tls_certificate, &srv->tls, err);
+		if (r < 0)
+			goto out;
+		r = tls_listener_activate(srv->tls, err);
+		if (r < 0)
+			goto out;
+		srv->tls_active = 1;
+	}
+	r = daemon_start(srv, "server.listen", cfg->listen, cfg->port, 0, &srv->daemon, err);
+	if (r < 0)
+		goto out;
+	if (srv->tls != NULL) {
+		r = daemon_start(srv, "server.tls_listen",
+				 cfg->tls_listen != NULL && cfg->tls_listen[0] != '\0' ?
+				 cfg->tls_listen : cfg->listen, cfg->tls_port, 1, &srv->tls_daemon,
+				 err);
+		if (r < 0)
+			goto out;
 	}
 	*ret_server = srv;
-	return 0;
+	srv = NULL;
+	r = 0;
+out:
+	cv_server_stop(srv);
+	return r;
+}
+
+static int daemon_port(struct MHD_Daemon *daemon)
+{
+	const union MHD_DaemonInfo *info;
+
+	if (daemon == NULL)
+		return -1;
+	info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
+	return info != NULL ? (int)info->port : -1;
 }
 
 /* The port actually bound (server.port may be 0: any free port). */
 int cv_server_port(const struct cv_server *server)
 {
-	const union MHD_DaemonInfo *info =
-		MHD_get_daemon_info(server->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	return daemon_port(server->daemon);
+}
 
-	return info != NULL ? (int)info->port : -1;
+int cv_server_tls_port(const struct cv_server *server)
+{
+	return daemon_port(server->tls_daemon);
 }
 
 void cv_server_stop(struct cv_server *server)
 {
 	if (server == NULL)
 		return;
-	MHD_stop_daemon(server->daemon);
+	/* Stopping the HTTPS daemon ends its sessions, and with them every reference to the
+	 * identities they were served; only then can the listener go. */
+	if (server->tls_daemon != NULL)
+		MHD_stop_daemon(server->tls_daemon);
+	if (server->daemon != NULL)
+		MHD_stop_daemon(server->daemon);
+	if (server->tls_active)
+		tls_listener_deactivate(server->tls);
+	tls_listener_free(server->tls);
 	free(server);
 }

@@ -384,9 +384,10 @@ static int create_private(const char *path, struct cv_errmsg *err)
 	return 0;
 }
 
-/* Notes that a jwks row changed; the generation moves when the connection is returned,
- * after the transaction ended. jwks is a rowid table, so every insert, update and delete
- * of its rows reaches the hook, those of foreign-key actions included. */
+/* Notes that a jwks or certificates row changed; the generation moves when the connection
+ * is returned, after the transaction ended. Both are rowid tables, so every insert, update
+ * and delete of their rows reaches the hook, those of foreign-key actions included. A
+ * change rolled back moves it too: a reader then finds nothing new, which is harmless. */
 static void on_update(void *arg, int op, const char *db_name, const char *table,
 		      sqlite3_int64 rowid)
 {
@@ -397,6 +398,8 @@ static void on_update(void *arg, int op, const char *db_name, const char *table,
 	(void)rowid;
 	if (strcmp(table, "jwks") == 0)
 		conn->jwks_changed = 1;
+	else if (strcmp(table, "certificates") == 0)
+		conn->certs_changed = 1;
 }
 
 static int open_conn(const char *path, struct store_conn *conn, struct cv_errmsg *err)
@@ -559,6 +562,10 @@ void store_return(struct cv_store *store, struct store_conn *conn)
 		conn->jwks_changed = 0;
 		atomic_fetch_add(&store->jwks_generation, 1);
 	}
+	if (conn->certs_changed) {
+		conn->certs_changed = 0;
+		atomic_fetch_add(&store->certs_generation, 1);
+	}
 	pthread_mutex_lock(&store->lock);
 	store->idle[store->n_idle++] = conn;
 	pthread_cond_signal(&store->returned);
@@ -652,6 +659,11 @@ int store_read_end(struct store_conn *conn, int r)
 uint64_t cv_store_jwks_generation(struct cv_store *store)
 {
 	return atomic_load(&store->jwks_generation);
+}
+
+uint64_t cv_store_certs_generation(struct cv_store *store)
+{
+	return atomic_load(&store->certs_generation);
 }
 
 int cv_store_ping(struct cv_store *store)

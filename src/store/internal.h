@@ -32,6 +32,7 @@ struct store_conn {
 	struct store_cached_stmt stmts[STORE_STMT_CACHE];
 	uint64_t borrows;          /* how many times it was handed out, the current one included */
 	int jwks_changed;          /* set by the update hook when a jwks row changed */
+	int certs_changed;         /* ... and when a certificates row did */
 	struct cv_store *store;
 };
 
@@ -45,6 +46,8 @@ struct cv_store {
 	/* Bumped when a connection that changed a jwks row is returned, i.e. after its
 	 * transaction ended: a reader that sees the new value then sees the change too. */
 	atomic_uint_fast64_t jwks_generation;
+	/* The same for rows of certificates (a current version written, a row removed). */
+	atomic_uint_fast64_t certs_generation;
 };
 
 /* Waits for an idle connection and hands it out; store_return gives it back, resetting the

@@ -313,6 +313,11 @@ void cv_vault_cert_view_free(struct cv_cert_view *view)
 	free(view);
 }
 
+uint64_t cv_vault_certs_generation(struct cv_vault *v)
+{
+	return cv_store_certs_generation(v->store);
+}
+
 int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 		      struct cv_cert_view **ret_view, struct cv_errmsg *err)
 {
