@@ -45,7 +45,7 @@ static void inventory_stream_free(void *state)
 	free(s);
 }
 
-/* A JSON array of the n strings, each once, in their first order. */
+/* The environments of the n services, each once, in the order the services come. */
 static json_t *distinct_environments(const struct cv_cert_usage *u, size_t n)
 {
 	json_t *a = json_array();

@@ -30,8 +30,9 @@ int text_prom_label_value(struct text *t, const char *s);
 
 /* Makes res a streamed body: status, content_type (static), and more, which appends the
  * next piece of the body to out (a row, say; nothing is fine: it is called again until it
- * sets *ret_done) and returns 0, or a negative cv_err with err filled. state_free releases state when the response is
- * done with (or at once when this fails). Returns 0 or CV_ERR_NOMEM. */
+ * sets *ret_done) and returns 0, or a negative cv_err with err filled. state_free releases
+ * state when the response is done with (or at once when this fails). Returns 0 or
+ * CV_ERR_NOMEM. */
 typedef int (*http_more_fn)(void *state, struct text *out, int *ret_done,
 			    struct cv_errmsg *err);
 int http_stream_respond(struct cv_response *res, int status, const char *content_type,

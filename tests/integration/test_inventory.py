@@ -210,8 +210,8 @@ class InventoryTest(VaultTestCase):
                 self.assertEqual(headers.get("transfer-encoding"), "chunked")
                 self.assertNotIn("content-length", headers)
                 self.assertRegex(headers["content-disposition"],
-                                 r'^attachment; filename="certvault-inventory-\d{8}T\d{6}Z\.%s"$'
-                                 % fmt)
+                                 r'^attachment; filename="certvault-inventory-'
+                                 r'\d{8}T\d{6}Z\.%s"$' % fmt)
         # No format: JSON, one document.
         st, headers, doc = self.vault.request("GET", "/v1/inventory", token=self.auditor)
         self.assertEqual(st, 200)
