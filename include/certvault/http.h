@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -13,12 +14,15 @@
 #include "certvault/error.h"
 #include "certvault/vault.h"
 
+struct cv_http_stats;
+
 /* What every handler is handed: the whole application, shared by all threads. */
 struct cv_app {
 	const struct cv_config *cfg;
 	struct cv_store *store;
 	struct cv_token *token;
 	struct cv_vault vault;
+	struct cv_http_stats *stats;      /* the request counters; NULL: none are kept */
 };
 
 #define CV_HTTP_MAX_PARAMS 4
@@ -49,18 +53,33 @@ struct cv_request {
 	struct cv_audit *audit;           /* a change's audit record in the making; NULL for reads */
 };
 
-/* A handler's answer: either JSON or raw bytes. The response owns both. */
+/* A body made while it is sent, for what is too large to hold at once. produce writes the
+ * next bytes, at most max, into buf and returns how many (at least 1), 0 at the end, or a
+ * negative cv_err with err filled when it cannot go on: the status went out with the first
+ * bytes, so the connection is then cut and the client sees a body that never ended. free
+ * releases arg; it is called once, whether produce ran or not. */
+struct cv_producer {
+	ssize_t (*produce)(void *arg, char *buf, size_t max, struct cv_errmsg *err);
+	void (*free)(void *arg);
+	void *arg;
+};
+
+/* A handler's answer: JSON, raw bytes, or a producer of the body. The response owns each. */
 struct cv_response {
 	int status;
 	json_t *json;
 	unsigned char *raw;
 	size_t raw_len;
-	const char *content_type;         /* static; for raw */
+	struct cv_producer stream;        /* produce NULL: none */
+	const char *content_type;         /* static; for raw and stream */
 	char disposition[128];            /* Content-Disposition, "" for none */
 	char etag[64];                    /* ETag, quoted; "" for none */
 	const char *cache_control;        /* static; NULL: "no-store" */
 	int challenge;                    /* a 401: send WWW-Authenticate: Bearer */
+	int route;                        /* set by dispatch: the route's index in the table + 1;
+					     0 when no route matched */
 };
+/* Frees what the response owns (the producer's arg through its free) and zeroes it. */
 void cv_response_release(struct cv_response *res);
 
 /* Finds the route for req (filling req->params), checks the body limit and runs the handler.
@@ -97,6 +116,15 @@ int cv_http_route_at(size_t i, struct cv_route_info *ret);
 /* The body limit for a method and path: the route's, or the configuration's when the route
  * has none; 0 when no route matches (no body is read). */
 size_t cv_http_body_limit(const struct cv_app *app, const char *method, const char *path);
+
+/* Request counters and latency histograms by route and status, counted by the server when
+ * a request completes (a streamed body included) and shown by GET /metrics. Thread-safe:
+ * atomics, no lock. */
+int cv_http_stats_new(struct cv_http_stats **ret_stats);
+/* Accepts NULL. */
+void cv_http_stats_free(struct cv_http_stats *stats);
+/* Counts one request answered by route (cv_response.route) with status, taking seconds. */
+void cv_http_stats_observe(struct cv_http_stats *stats, int route, int status, double seconds);
 
 /* Status and stable JSON code of an error. */
 int cv_http_error_status(int err);

@@ -89,6 +89,10 @@ struct cv_cert_record {
 	size_t n_used_by;
 	struct cv_cert_usage *used_by;
 	size_t custom_domains;
+	/* Filled by list when the filter asks: the kids of the JWKs linked to it, in kid
+	 * order. */
+	size_t n_kids;
+	char **kids;
 };
 
 /* Why a write was refused, for the message: the service whose domains a certificate does
@@ -154,6 +158,7 @@ struct cv_cert_filter {
 	const char *domain_wildcard; /* this wildcard of it (NULL: none); domain NULL: any */
 	const char *after;       /* keyset cursor: names strictly after this one; NULL: from the start */
 	unsigned limit;          /* 1..1000 */
+	int with_jwks;           /* also load each record's kids */
 };
 
 /* One page of active rows ordered by name (cert_der and chain_pem NULL). */
@@ -383,6 +388,11 @@ int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *
  * CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_trust_get(struct cv_store *store, const char *alias,
 		       struct cv_trust_record **ret_recs, size_t *ret_n);
+/* At most limit (1..1000) entries in alias order, from the one after the alias after (NULL:
+ * from the first): a keyset page. *ret_n < limit: the last page. 0 (*ret_recs the
+ * caller's), CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
+int cv_store_trust_page(struct cv_store *store, const char *after, unsigned limit,
+			struct cv_trust_record **ret_recs, size_t *ret_n);
 /* Removes one entry. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_trust_remove(struct cv_store *store, const char *alias);
 

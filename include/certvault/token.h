@@ -126,6 +126,31 @@ struct cv_token_health {
  * when reachable, else CV_ERR_TOKEN_UNAVAILABLE. */
 int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret);
 
+/* The PKCS#11 calls the token module makes, as its counters name them. */
+enum cv_token_op {
+	CV_TOKEN_OP_OPEN_SESSION = 0, /* C_OpenSession */
+	CV_TOKEN_OP_LOGIN,            /* C_Login as the user */
+	CV_TOKEN_OP_FIND,             /* one search: C_FindObjectsInit, C_FindObjects, ...Final */
+	CV_TOKEN_OP_GET_ATTRIBUTES,   /* C_GetAttributeValue */
+	CV_TOKEN_OP_CREATE_OBJECT,    /* C_CreateObject */
+	CV_TOKEN_OP_DESTROY_OBJECT,   /* C_DestroyObject */
+	CV_TOKEN_OP_TOKEN_INFO,       /* C_GetTokenInfo */
+	CV_TOKEN_OP_COUNT
+};
+/* "open_session", "login", "find", "get_attributes", "create_object", "destroy_object",
+ * "token_info"; "unknown" past the end. */
+const char *cv_token_op_name(enum cv_token_op op);
+
+/* How many calls of each kind this token made since it was opened, and how many of them
+ * failed (an answer the module treated as a failure; CKR_USER_ALREADY_LOGGED_IN, a
+ * destroy of an object already gone and the like are not). */
+struct cv_token_stats {
+	uint64_t calls[CV_TOKEN_OP_COUNT];
+	uint64_t errors[CV_TOKEN_OP_COUNT];
+};
+/* Copies the counters (each read atomically; the set is not one instant). No token call. */
+void cv_token_stats_get(struct cv_token *token, struct cv_token_stats *ret);
+
 /* Calls fn for each private key id certvault can see in the map (the start-up listing plus
  * what was created since). Stops and returns fn's value if it is non-zero. */
 int cv_token_key_foreach(struct cv_token *token,

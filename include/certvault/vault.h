@@ -174,6 +174,57 @@ int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
 			struct cv_errmsg *err);
 
+/* The inventory: every certificate (its current version), then every truststore entry,
+ * walked in name order a page at a time, so that what it holds is one page whatever the
+ * store holds. Pages are read one after the other, not in one snapshot: a change made
+ * during the walk may or may not be seen; names never change, so none is seen twice. */
+struct cv_inventory;
+struct cv_inventory_item {
+	int trusted_ca;              /* a truststore entry: no key, services, JWKs or domains */
+	const char *name;            /* the certificate's name, the entry's alias */
+	const char *description;     /* "" for a truststore entry */
+	const char *subject;
+	const char *issuer;
+	const char *serial;
+	const char *sha256_fingerprint;
+	char key_type[16];           /* "RSA", "ECDSA", "Ed25519" (cv_x509_key_kind_of) */
+	int key_bits;                /* 0: unknown */
+	int64_t not_before;
+	int64_t not_after;
+	enum cv_status status;       /* at the walk's now */
+	int64_t version;             /* 0 for a truststore entry */
+	size_t n_domains;
+	char *const *domains;
+	size_t n_used_by;            /* the services using it, in name order */
+	const struct cv_cert_usage *used_by;
+	size_t n_kids;               /* the JWKs linked to it */
+	char *const *kids;
+	const char *key_uri;         /* RFC 7512; "" for a truststore entry */
+	/* Read from the token when the item is: present 0 (and the rest 0) when the token holds
+	 * no private key with the certificate's CKA_ID. */
+	struct cv_token_key_attrs key;
+};
+/* What a walk visits and reads. */
+enum {
+	CV_INVENTORY_CERTIFICATES = 1,
+	CV_INVENTORY_TRUSTSTORE = 2,
+	/* The linked JWKs and the key's attributes read from the token (one call a
+	 * certificate); without it n_kids is 0 and key.present 0. */
+	CV_INVENTORY_DETAILS = 4,
+};
+/* Starts a walk at now of what (CV_INVENTORY_* or'ed), page_size rows a page (1..1000).
+ * Reads nothing yet. Returns 0 and *ret_inv (free with cv_vault_inventory_free),
+ * CV_ERR_BAD_REQUEST or CV_ERR_NOMEM. */
+int cv_vault_inventory_new(struct cv_vault *v, int64_t now, unsigned what, unsigned page_size,
+			   struct cv_inventory **ret_inv, struct cv_errmsg *err);
+/* The next item: 1 and *ret_item (borrowed until the next call or the free), 0 at the end,
+ * or CV_ERR_DB, CV_ERR_TOKEN, CV_ERR_TOKEN_UNAVAILABLE, CV_ERR_NOMEM (the walk cannot go
+ * on). */
+int cv_vault_inventory_next(struct cv_inventory *inv, const struct cv_inventory_item **ret_item,
+			    struct cv_errmsg *err);
+/* Accepts NULL. */
+void cv_vault_inventory_free(struct cv_inventory *inv);
+
 struct cv_vault_health {
 	int database_ok;
 	int token_ok;

@@ -93,6 +93,12 @@ struct cv_x509_info {
 	char **ips;                 /* SAN iPAddress entries as text */
 };
 
+/* The key's type and size read back from a key_description this module made ("RSA 2048",
+ * "ECDSA P-256", "Ed25519", "DSA 1024"): the type is the first word ("RSA", "ECDSA",
+ * "Ed25519"), the size in bits RSA's modulus, the curve's size, 256 for Ed25519; 0 when the
+ * description does not say (an explicit or unnamed curve). */
+void cv_x509_key_kind_of(const char *description, char ret_type[16], int *ret_bits);
+
 /* Fills a newly allocated info from cert. Returns 0, CV_ERR_NOMEM or CV_ERR_BAD_ENCODING
  * (a certificate OpenSSL parsed but whose fields cannot be read, e.g. a NUL inside a SAN). */
 int cv_x509_info_new(X509 *cert, struct cv_x509_info **ret_info);

@@ -195,6 +195,9 @@ int main(int argc, char **argv)
 	r = admin_token_once(&app, &err);
 	if (r < 0)
 		goto out;
+	r = cv_http_stats_new(&app.stats);
+	if (r < 0)
+		goto out;
 	r = cv_server_start(&app, &server, &err);
 	if (r < 0)
 		goto out;
@@ -216,6 +219,7 @@ out:
 		fprintf(stderr, "certvaultd: %s\n", err.text[0] ? err.text : cv_strerror(r));
 	OPENSSL_clear_free(pin, pin_len + 1);
 	cv_server_stop(server);
+	cv_http_stats_free(app.stats);
 	cv_vault_caches_release(&app.vault);
 	cv_store_free(app.store);
 	cv_token_free(app.token);

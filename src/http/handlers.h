@@ -68,6 +68,10 @@ int h_audit_list(struct cv_app *app, const struct cv_request *req, struct cv_res
 		 struct cv_errmsg *err);
 int h_audit_verify(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err);
+int h_inventory(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		struct cv_errmsg *err);
+int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	      struct cv_errmsg *err);
 int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err);
 

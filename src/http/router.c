@@ -60,6 +60,8 @@ static const struct cv_route routes[] = {
 	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN, 0, h_token_revoke, "token.revoke" },
 	{ "GET", "/v1/audit", CV_R_AUDIT, 0, h_audit_list, NULL },
 	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL },
+	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
+	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -181,6 +183,8 @@ void cv_response_release(struct cv_response *res)
 {
 	json_decref(res->json);
 	free(res->raw);
+	if (res->stream.free != NULL)
+		res->stream.free(res->stream.arg);
 	memset(res, 0, sizeof(*res));
 }
 
@@ -349,6 +353,7 @@ out:
 				"be written\n", req->request_id, m.route->action);
 	}
 	req->audit = NULL; /* it pointed at this frame */
+	res->route = m.route != NULL ? (int)(m.route - routes) + 1 : 0;
 }
 
 /* Whether the request's media type (parameters aside) is type. */

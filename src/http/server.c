@@ -36,6 +36,9 @@ struct exchange {
 	int bad_framing;
 	struct timespec start;
 	struct cv_request req;
+	int answered;        /* a response was queued: count it when the request completes */
+	int route;
+	int status;
 };
 
 static void exchange_free(struct exchange *x)
@@ -107,15 +110,76 @@ static void json_free_callback(void *p)
 	f(p);
 }
 
-static struct MHD_Response *make_response(const struct cv_response *res)
+/* A streamed body as libmicrohttpd reads it: the handler's producer and what the log
+ * needs should it fail. */
+struct streamed {
+	struct cv_producer producer;
+	char request_id[33];
+};
+
+static ssize_t streamed_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct streamed *st = cls;
+	struct cv_errmsg err = { "" };
+	char line[512];
+	ssize_t n;
+	int len;
+
+	(void)pos;
+	n = st->producer.produce(st->producer.arg, buf, max, &err);
+	if (n > 0)
+		return n;
+	if (n == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	/* The status is long gone: cutting the connection is how the client learns. The
+	 * request's line was logged when it was answered; this says why it ended early. */
+	len = snprintf(line, sizeof(line), "certvaultd: %s body cut short: %s\n", st->request_id,
+		       err.text[0] != '\0' ? err.text : cv_strerror((int)n));
+	if (len > 0) {
+		ssize_t w = write(STDERR_FILENO, line,
+				  (size_t)len < sizeof(line) ? (size_t)len : sizeof(line) - 1);
+		(void)w;
+	}
+	return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void streamed_free(void *cls)
+{
+	struct streamed *st = cls;
+
+	st->producer.free(st->producer.arg);
+	free(st);
+}
+
+/* Takes the producer out of res on success. */
+static struct MHD_Response *make_streamed(struct cv_response *res, const char *request_id)
+{
+	struct MHD_Response *resp;
+	struct streamed *st = calloc(1, sizeof(*st));
+
+	if (st == NULL)
+		return NULL;
+	/* Chunked: the length is known only at the end. 16 KiB a read. */
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, streamed_read, st,
+						 streamed_free);
+	if (resp == NULL) {
+		free(st);
+		return NULL;
+	}
+	st->producer = res->stream;
+	snprintf(st->request_id, sizeof(st->request_id), "%s", request_id);
+	memset(&res->stream, 0, sizeof(res->stream)); /* transferred */
+	return resp;
+}
+
+static struct MHD_Response *make_response(struct cv_response *res, const char *request_id)
 {
 	struct MHD_Response *resp;
 	char *text;
 
-	if (res->json == NULL && res->raw == NULL)
-		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	if (res->raw != NULL) {
-		resp = MHD_create_response_from_buffer(res->raw_len, res->raw,
+	if (res->stream.produce != NULL || res->raw != NULL) {
+		resp = res->stream.produce != NULL ? make_streamed(res, request_id) :
+		       MHD_create_response_from_buffer(res->raw_len, res->raw,
 						       MHD_RESPMEM_MUST_COPY);
 		if (resp != NULL && res->content_type != NULL)
 			MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -124,6 +188,8 @@ static struct MHD_Response *make_response(const struct cv_response *res)
 			MHD_add_response_header(resp, "Content-Disposition", res->disposition);
 		return resp;
 	}
+	if (res->json == NULL)
+		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	text = json_dumps(res->json, JSON_COMPACT);
 	if (text == NULL)
 		return NULL;
@@ -237,7 +303,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		cv_http_dispatch(srv->app, &x->req, x->too_large, &res);
 	}
 
-	resp = make_response(&res);
+	resp = make_response(&res, x->req.request_id);
 	if (resp == NULL) {
 		cv_response_release(&res);
 		return MHD_NO;
@@ -253,6 +319,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	ret = MHD_queue_response(conn, (unsigned)res.status, resp);
 	MHD_destroy_response(resp);
+	if (ret == MHD_YES) {
+		x->answered = 1;
+		x->route = res.route;
+		x->status = res.status;
+	}
 	log_request(&x->req, &res, elapsed_ms(&x->start));
 	cv_response_release(&res);
 	return ret;
@@ -261,9 +332,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode code)
 {
-	(void)cls;
+	struct cv_server *srv = cls;
+	struct exchange *x = *con_cls;
+
 	(void)conn;
 	(void)code;
+	/* Counted here, so a streamed body's time is its whole time. */
+	if (x != NULL && x->answered)
+		cv_http_stats_observe(srv->app->stats, x->route, x->status,
+				      elapsed_ms(&x->start) / 1e3);
 	exchange_free(*con_cls);
 	*con_cls = NULL;
 }

@@ -31,6 +31,7 @@ void cv_store_cert_free(struct cv_cert_record *rec)
 	if (rec == NULL)
 		return;
 	store_strings_free(rec->domains, rec->n_domains);
+	store_strings_free(rec->kids, rec->n_kids);
 	usage_free(rec->used_by, rec->n_used_by);
 	free(rec->description);
 	free(rec->cert_der);
@@ -149,6 +150,11 @@ static const char page_usage_sql[] =
 	" LEFT JOIN service_domains d ON d.service_id = s.id"
 	" WHERE s.cert_id" PAGE_IDS " ORDER BY s.cert_id, s.name, d.position";
 
+/* The kids of the JWKs linked to the page's certificates (active and superseded alike),
+ * through jwks_cert. */
+static const char page_jwks_sql[] =
+	"SELECT cert_id, kid FROM jwks WHERE cert_id" PAGE_IDS " ORDER BY cert_id, kid";
+
 /* Appends a copy of s to the array v of n strings, whose capacity n implies (4, then
  * doubling), so that records need no capacity field. */
 static int push_string(char ***v, size_t *n, const char *s)
@@ -235,9 +241,10 @@ static void settle_custom_domains(struct cv_cert_record *rec, char ***all, size_
 }
 
 /* Fills the domains, used_by (with each service's domains when with_service_domains) and
- * custom_domains of the n records, with two statements for all of them. */
+ * custom_domains of the n records, with two statements for all of them, and their linked
+ * JWKs' kids with a third when with_jwks. */
 static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, size_t n,
-		       int with_service_domains)
+		       int with_service_domains, int with_jwks)
 {
 	struct cv_cert_record *rec, *cur = NULL;
 	struct cv_cert_usage *item = NULL;
@@ -335,6 +342,32 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 		goto out;
 	}
 	settle_custom_domains(cur, &all, &n_all);
+	r = 0;
+	if (!with_jwks)
+		goto out;
+
+	r = store_prepare(conn, page_jwks_sql, &stmt);
+	if (r < 0)
+		goto out;
+	rc = sqlite3_bind_text(stmt, 1, ids, (int)used, SQLITE_STATIC);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		rec = find_by_id(ix, n, sqlite3_column_int64(stmt, 0));
+		if (rec == NULL)
+			continue;
+		r = store_column_text(stmt, 1, &text);
+		if (r == 0)
+			r = push_string(&rec->kids, &rec->n_kids, text);
+		if (r < 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
 	r = 0;
 out:
 	store_strings_free(all, n_all);
@@ -643,7 +676,7 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 	if (r == 0)
 		r = read_row(stmt, 1, &rec);
 	if (r == 0)
-		r = load_extras(conn, &rec, 1, 1);
+		r = load_extras(conn, &rec, 1, 1, 0);
 out:
 	r = store_read_end(conn, r);
 	store_return(store, conn);
@@ -898,7 +931,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 		r = store_err(rc);
 		goto out;
 	}
-	r = load_extras(conn, page->items, page->n, 0);
+	r = load_extras(conn, page->items, page->n, 0, filter->with_jwks);
 out:
 	r = store_read_end(conn, r);
 	store_return(store, conn);

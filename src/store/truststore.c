@@ -158,26 +158,14 @@ out:
 	return r;
 }
 
-int cv_store_trust_get(struct cv_store *store, const char *alias,
-		       struct cv_trust_record **ret_recs, size_t *ret_n)
+/* Reads every row stmt gives. 0 (*ret_recs the caller's, NULL when none), CV_ERR_NOMEM or
+ * CV_ERR_DB. */
+static int read_all(sqlite3_stmt *stmt, struct cv_trust_record **ret_recs, size_t *ret_n)
 {
-	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
 	struct cv_trust_record *recs = NULL, *grown;
-	sqlite3_stmt *stmt = NULL;
 	size_t n = 0, cap = 0;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db,
-				alias != NULL ? "SELECT " TRUST_COLS " FROM truststore WHERE alias = ?1"
-					      : "SELECT " TRUST_COLS " FROM truststore ORDER BY alias",
-				-1, &stmt, NULL);
-	if (rc == SQLITE_OK && alias != NULL)
-		rc = store_bind_text(stmt, 1, alias);
-	if (rc != SQLITE_OK) {
-		r = store_err(rc);
-		goto out;
-	}
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		if (n == cap) {
 			cap = cap == 0 ? 8 : 2 * cap;
@@ -197,6 +185,39 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
 		r = store_err(rc);
 		goto out;
 	}
+	*ret_recs = recs;
+	*ret_n = n;
+	recs = NULL;
+	n = 0;
+	r = 0;
+out:
+	cv_store_trust_free(recs, n);
+	return r;
+}
+
+int cv_store_trust_get(struct cv_store *store, const char *alias,
+		       struct cv_trust_record **ret_recs, size_t *ret_n)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
+	struct cv_trust_record *recs = NULL;
+	sqlite3_stmt *stmt = NULL;
+	size_t n = 0;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				alias != NULL ? "SELECT " TRUST_COLS " FROM truststore WHERE alias = ?1"
+					      : "SELECT " TRUST_COLS " FROM truststore ORDER BY alias",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK && alias != NULL)
+		rc = store_bind_text(stmt, 1, alias);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = read_all(stmt, &recs, &n);
+	if (r < 0)
+		goto out;
 	if (alias != NULL && n == 0) {
 		r = CV_ERR_NOT_FOUND;
 		goto out;
@@ -210,6 +231,36 @@ out:
 	sqlite3_finalize(stmt);
 	store_return(store, conn);
 	cv_store_trust_free(recs, n);
+	return r;
+}
+
+int cv_store_trust_page(struct cv_store *store, const char *after, unsigned limit,
+			struct cv_trust_record **ret_recs, size_t *ret_n)
+{
+	/* alias is UNIQUE: its index walks the keyset from the cursor. */
+	static const char sql[] = "SELECT " TRUST_COLS " FROM truststore"
+				  " WHERE alias > ?1 ORDER BY alias LIMIT ?2";
+	struct store_conn *conn;
+	sqlite3_stmt *stmt;
+	int rc, r;
+
+	if (limit < 1 || limit > 1000)
+		return CV_ERR_BAD_REQUEST;
+	conn = store_borrow(store);
+	r = store_prepare(conn, sql, &stmt);
+	if (r < 0)
+		goto out;
+	/* Every alias is greater than "": the first page. */
+	rc = store_bind_text(stmt, 1, after != NULL ? after : "");
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, (sqlite3_int64)limit);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = read_all(stmt, ret_recs, ret_n);
+out:
+	store_return(store, conn);
 	return r;
 }
 

@@ -3,6 +3,7 @@
 #define CERTVAULT_TOKEN_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,7 +63,18 @@ struct cv_token {
 	char serial[17];
 	struct pool pool;
 	struct keymap map;
+	/* Counted where the calls are made; relaxed: they order nothing. */
+	atomic_uint_fast64_t calls[CV_TOKEN_OP_COUNT];
+	atomic_uint_fast64_t errors[CV_TOKEN_OP_COUNT];
 };
+
+/* Counts one call of op, and a failure when failed. */
+static inline void token_count(struct cv_token *token, enum cv_token_op op, int failed)
+{
+	atomic_fetch_add_explicit(&token->calls[op], 1, memory_order_relaxed);
+	if (failed)
+		atomic_fetch_add_explicit(&token->errors[op], 1, memory_order_relaxed);
+}
 
 /* A call made on a borrowed session; returns the CK_RV of the call that failed and names it
  * in *ret_call. */

@@ -439,6 +439,7 @@ static CK_RV create_objects(struct cv_token *token, CK_SESSION_HANDLE session, v
 	if (h.priv == CK_INVALID_HANDLE) {
 		*ret_call = "C_CreateObject (private key)";
 		rv = token->f->C_CreateObject(session, op->t->priv, op->t->n_priv, &made);
+		token_count(token, CV_TOKEN_OP_CREATE_OBJECT, rv != CKR_OK);
 		if (rv != CKR_OK)
 			return rv;
 		rv = handle_set(token, op->id, op->id_len, &h, 1, made);
@@ -448,6 +449,7 @@ static CK_RV create_objects(struct cv_token *token, CK_SESSION_HANDLE session, v
 	if (h.pub == CK_INVALID_HANDLE) {
 		*ret_call = "C_CreateObject (public key)";
 		rv = token->f->C_CreateObject(session, op->t->pub, op->t->n_pub, &made);
+		token_count(token, CV_TOKEN_OP_CREATE_OBJECT, rv != CKR_OK);
 		if (rv != CKR_OK)
 			return rv;
 		rv = handle_set(token, op->id, op->id_len, &h, 0, made);
@@ -472,6 +474,8 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 	if (h.pub != CK_INVALID_HANDLE) {
 		*ret_call = "C_DestroyObject (public key)";
 		rv = token->f->C_DestroyObject(session, h.pub);
+		token_count(token, CV_TOKEN_OP_DESTROY_OBJECT,
+			    rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID);
 		if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
 			return rv;
 		rv = handle_set(token, op->id, op->id_len, &h, 0, CK_INVALID_HANDLE);
@@ -481,6 +485,8 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 	if (h.priv != CK_INVALID_HANDLE) {
 		*ret_call = "C_DestroyObject (private key)";
 		rv = token->f->C_DestroyObject(session, h.priv);
+		token_count(token, CV_TOKEN_OP_DESTROY_OBJECT,
+			    rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID);
 		if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
 			return rv;
 		rv = handle_set(token, op->id, op->id_len, &h, 1, CK_INVALID_HANDLE);
@@ -605,11 +611,16 @@ static CK_RV attrs_read(struct cv_token *token, CK_SESSION_HANDLE session, void 
 	handles_get(token, op->id, op->id_len, &h);
 	*ret_call = "C_GetAttributeValue";
 	/* Gone since the caller looked (destroyed meanwhile, or not there after a relisting). */
-	rv = h.priv == CK_INVALID_HANDLE ? CKR_OBJECT_HANDLE_INVALID :
-	     token->f->C_GetAttributeValue(session, h.priv, tmpl, 6);
-	/* A module that lacks one of them still fills the others; a missing one reads false. */
-	if (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE)
-		rv = CKR_OK;
+	if (h.priv == CK_INVALID_HANDLE) {
+		rv = CKR_OBJECT_HANDLE_INVALID;
+	} else {
+		rv = token->f->C_GetAttributeValue(session, h.priv, tmpl, 6);
+		/* A module that lacks one of them still fills the others; a missing one reads
+		 * false. */
+		if (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE)
+			rv = CKR_OK;
+		token_count(token, CV_TOKEN_OP_GET_ATTRIBUTES, rv != CKR_OK);
+	}
 	op->rv = rv;
 	if (rv != CKR_OK)
 		return rv;
@@ -721,6 +732,7 @@ static CK_RV find_all(struct cv_token *token, CK_SESSION_HANDLE session,
 		rv = rv_final;
 	}
 out:
+	token_count(token, CV_TOKEN_OP_FIND, rv != CKR_OK);
 	if (rv == CKR_OK) {
 		*ret_handles = handles;
 		*ret_n = n;
@@ -753,8 +765,11 @@ static CK_RV read_listed(struct cv_token *token, CK_SESSION_HANDLE session,
 		 * one as TYPE_INVALID, objects deleted since the search as HANDLE_INVALID: none
 		 * is a key certvault can name, so skip it. */
 		if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
-		    rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_OBJECT_HANDLE_INVALID)
+		    rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_OBJECT_HANDLE_INVALID) {
+			token_count(token, CV_TOKEN_OP_GET_ATTRIBUTES, 0);
 			continue;
+		}
+		token_count(token, CV_TOKEN_OP_GET_ATTRIBUTES, rv != CKR_OK);
 		if (rv != CKR_OK)
 			return rv;
 		if (tmpl[0].ulValueLen != sizeof(l->cls) || tmpl[1].ulValueLen == 0 ||

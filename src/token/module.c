@@ -444,6 +444,7 @@ int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret)
 	}
 	pthread_mutex_unlock(&token->map.lock);
 	rv = token->f->C_GetTokenInfo(token->slot, &info);
+	token_count(token, CV_TOKEN_OP_TOKEN_INFO, rv != CKR_OK);
 	if (rv != CKR_OK) {
 		r = CV_ERR_TOKEN_UNAVAILABLE;
 		goto out;
@@ -545,4 +546,31 @@ int cv_token_init(const char *module_path, const char *label, const char *so_pin
 out:
 	module_put(t.module);
 	return r;
+}
+
+const char *cv_token_op_name(enum cv_token_op op)
+{
+	static const char *const names[] = {
+		[CV_TOKEN_OP_OPEN_SESSION] = "open_session",
+		[CV_TOKEN_OP_LOGIN] = "login",
+		[CV_TOKEN_OP_FIND] = "find",
+		[CV_TOKEN_OP_GET_ATTRIBUTES] = "get_attributes",
+		[CV_TOKEN_OP_CREATE_OBJECT] = "create_object",
+		[CV_TOKEN_OP_DESTROY_OBJECT] = "destroy_object",
+		[CV_TOKEN_OP_TOKEN_INFO] = "token_info",
+	};
+
+	if ((unsigned)op >= CV_TOKEN_OP_COUNT)
+		return "unknown";
+	return names[op];
+}
+
+void cv_token_stats_get(struct cv_token *token, struct cv_token_stats *ret)
+{
+	size_t i;
+
+	for (i = 0; i < CV_TOKEN_OP_COUNT; i++) {
+		ret->calls[i] = atomic_load_explicit(&token->calls[i], memory_order_relaxed);
+		ret->errors[i] = atomic_load_explicit(&token->errors[i], memory_order_relaxed);
+	}
 }

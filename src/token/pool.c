@@ -70,6 +70,7 @@ static int session_open(struct cv_token *token, CK_SESSION_HANDLE *ret_session,
 
 	rv = token->f->C_OpenSession(token->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
 				     &session);
+	token_count(token, CV_TOKEN_OP_OPEN_SESSION, rv != CKR_OK);
 	if (rv != CKR_OK) {
 		/* A missing slot or token is the token being unreachable, not a refusal. */
 		if (rv == CKR_SLOT_ID_INVALID || rv == CKR_TOKEN_NOT_RECOGNIZED)
@@ -89,6 +90,7 @@ static int session_open(struct cv_token *token, CK_SESSION_HANDLE *ret_session,
 				       (CK_ULONG)token->pin_len);
 		if (rv == CKR_USER_ALREADY_LOGGED_IN)
 			rv = CKR_OK;
+		token_count(token, CV_TOKEN_OP_LOGIN, rv != CKR_OK);
 		if (rv != CKR_OK)
 			goto out;
 		rv = token_keys_relist(token, session, &call);

@@ -316,6 +316,31 @@ static int key_info(X509 *cert, struct cv_x509_info *info)
 	return 0;
 }
 
+void cv_x509_key_kind_of(const char *description, char ret_type[16], int *ret_bits)
+{
+	size_t type_len = strcspn(description, " ");
+	const char *p = description + type_len, *digits;
+	long bits = 0;
+
+	snprintf(ret_type, 16, "%.*s", (int)(type_len < 15 ? type_len : 15), description);
+	*ret_bits = 0;
+	if (strcmp(ret_type, "Ed25519") == 0) {
+		*ret_bits = 256;
+		return;
+	}
+	while (*p == ' ')
+		p++;
+	/* "P-256", or a curve name such as "secp256k1", or the bits themselves. */
+	if (p[0] == 'P' && p[1] == '-')
+		p += 2;
+	digits = p + strcspn(p, "0123456789");
+	if (*p == '\0' || strspn(digits, "0123456789") == 0 ||
+	    strspn(digits, "0123456789") > 5)
+		return;
+	bits = strtol(digits, NULL, 10);
+	*ret_bits = (int)bits;
+}
+
 static int signature_name(X509 *cert, char *buf, size_t buflen)
 {
 	const X509_ALGOR *alg = NULL;

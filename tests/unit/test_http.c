@@ -17,6 +17,7 @@
 #include "certvault/util.h"
 /* Internal to the http module, tested here as a pure function. */
 #include "../../src/http/multipart.h"
+#include "../../src/http/stream.h"
 
 static struct cv_config cfg;
 static struct cv_app app;
@@ -729,6 +730,8 @@ static const struct {
 	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN },
 	{ "GET", "/v1/audit", CV_R_AUDIT },
 	{ "GET", "/v1/audit/verify", CV_R_AUDIT },
+	{ "GET", "/v1/inventory", CV_R_AUDIT },
+	{ "GET", "/metrics", CV_R_METRICS },
 };
 
 static void test_every_route_has_its_rule(void **state)
@@ -880,6 +883,208 @@ static void test_token_rules(void **state)
 	OPENSSL_cleanse(secret, sizeof(secret));
 }
 
+static void test_csv_fields(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{ "", "" },
+		{ "plain text", "plain text" },
+		{ "CN=a, O=b", "\"CN=a, O=b\"" },
+		{ "say \"hi\"", "\"say \"\"hi\"\"\"" },
+		{ "\"", "\"\"\"\"" },
+		{ "two\nlines", "\"two\nlines\"" },
+		{ "cr\rhere", "\"cr\rhere\"" },
+		{ "all, \"of\"\r\nthem", "\"all, \"\"of\"\"\r\nthem\"" },
+		/* a leading = or space is left as it is: RFC 4180 does not quote it */
+		{ "=1+1", "=1+1" },
+		{ " x ", " x " },
+	};
+	struct text t = { 0 };
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		t.len = 0;
+		assert_int_equal(text_csv_field(&t, cases[i].in), 0);
+		assert_non_null(t.buf);
+		assert_string_equal(t.buf, cases[i].out);
+	}
+	text_release(&t);
+}
+
+static void test_prom_label_values(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{ "", "" },
+		{ "www", "www" },
+		{ "CN=R3, O=Let's Encrypt", "CN=R3, O=Let's Encrypt" },
+		{ "a\\b", "a\\\\b" },
+		{ "say \"hi\"", "say \\\"hi\\\"" },
+		{ "two\nlines", "two\\nlines" },
+		{ "\\\"\n", "\\\\\\\"\\n" },
+		/* only LF is escaped; a tab or CR goes as it is */
+		{ "tab\there", "tab\there" },
+	};
+	struct text t = { 0 };
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		t.len = 0;
+		assert_int_equal(text_puts(&t, ""), 0);
+		assert_int_equal(text_prom_label_value(&t, cases[i].in), 0);
+		assert_string_equal(t.buf, cases[i].out);
+	}
+	text_release(&t);
+}
+
+/* The number on the line that starts with prefix, or -1. */
+static double sample_value(const char *text, const char *prefix)
+{
+	const char *p = text;
+	size_t n = strlen(prefix);
+
+	while (p != NULL && *p != '\0') {
+		if (strncmp(p, prefix, n) == 0 && p[n] == ' ')
+			return strtod(p + n + 1, NULL);
+		p = strchr(p, '\n');
+		if (p != NULL)
+			p++;
+	}
+	return -1;
+}
+
+static void test_request_histogram(void **state)
+{
+	struct cv_http_stats *stats;
+	struct text t = { 0 };
+	struct cv_route_info info;
+
+	(void)state;
+	assert_int_equal(cv_http_route_at(0, &info), 0);
+	assert_string_equal(info.pattern, "/v1/health");
+	assert_int_equal(cv_http_stats_new(&stats), 0);
+	cv_http_stats_observe(stats, 1, 200, 0.003);
+	cv_http_stats_observe(stats, 1, 200, 0.2);
+	cv_http_stats_observe(stats, 1, 503, 20);
+	cv_http_stats_observe(stats, 0, 404, 0.001);
+	cv_http_stats_observe(stats, 1, 299, 0.001);  /* a status not in the table */
+	cv_http_stats_observe(stats, 9999, 200, 1);   /* no such route: not counted */
+	assert_int_equal(http_stats_render(stats, &t), 0);
+#define H "certvault_http_request_duration_seconds"
+#define R "route=\"GET /v1/health\""
+	assert_true(sample_value(t.buf, "certvault_http_requests_total{" R ",code=\"200\"}") == 2);
+	assert_true(sample_value(t.buf, "certvault_http_requests_total{" R ",code=\"503\"}") == 1);
+	assert_true(sample_value(t.buf, "certvault_http_requests_total{" R ",code=\"other\"}") ==
+		    1);
+	assert_true(sample_value(t.buf, "certvault_http_requests_total{route=\"unmatched\","
+				 "code=\"404\"}") == 1);
+	/* cumulative: each bucket counts every request at most its bound */
+	assert_true(sample_value(t.buf, H "_bucket{" R ",le=\"0.001\"}") == -1);
+	assert_true(sample_value(t.buf, H "_bucket{" R ",le=\"0.005\"}") == 2);
+	assert_true(sample_value(t.buf, H "_bucket{" R ",le=\"0.1\"}") == 2);
+	assert_true(sample_value(t.buf, H "_bucket{" R ",le=\"0.25\"}") == 3);
+	assert_true(sample_value(t.buf, H "_bucket{" R ",le=\"10\"}") == 3);
+	assert_true(sample_value(t.buf, H "_bucket{" R ",le=\"+Inf\"}") == 4);
+	assert_true(sample_value(t.buf, H "_count{" R "}") == 4);
+	assert_true(sample_value(t.buf, H "_sum{" R "}") > 20.2 &&
+		    sample_value(t.buf, H "_sum{" R "}") < 20.21);
+	/* a route nobody called shows no series */
+	assert_null(strstr(t.buf, "/v1/tokens"));
+#undef H
+#undef R
+	text_release(&t);
+	cv_http_stats_free(stats);
+}
+
+/* Reads a streamed body max bytes at a time, as the server does; NUL-terminated, malloc'd. */
+static char *drain(struct cv_response *res, size_t max)
+{
+	struct cv_errmsg err = { "" };
+	struct text t = { 0 };
+	char buf[64];
+	ssize_t n;
+
+	assert_non_null(res->stream.produce);
+	assert_true(max <= sizeof(buf));
+	assert_int_equal(text_puts(&t, ""), 0);
+	while ((n = res->stream.produce(res->stream.arg, buf, max, &err)) > 0) {
+		assert_true((size_t)n <= max);
+		assert_int_equal(text_append(&t, buf, (size_t)n), 0);
+	}
+	assert_int_equal(n, 0);
+	/* the end stays the end */
+	assert_int_equal(res->stream.produce(res->stream.arg, buf, max, &err), 0);
+	return t.buf;
+}
+
+static void test_streamed_bodies(void **state)
+{
+	struct cv_request req;
+	struct cv_response res;
+	json_error_t jerr;
+	json_t *doc;
+	char *body;
+
+	(void)state;
+	request(&req, "GET", "/metrics", NULL);
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 200);
+	assert_string_equal(res.content_type, "text/plain; version=0.0.4; charset=utf-8");
+	body = drain(&res, 7);
+	assert_non_null(strstr(body, "certvault_certificates{status=\"valid\"} 0\n"));
+	assert_non_null(strstr(body, "# TYPE certvault_certificate_expiration_timestamp_seconds "
+				     "gauge\n"));
+	assert_int_equal(body[strlen(body) - 1], '\n');
+	free(body);
+	cv_response_release(&res);
+
+	/* an empty vault's inventory: one JSON document, and a CSV header */
+	request(&req, "GET", "/v1/inventory", NULL);
+	req.authorization = auditor_auth;
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 200);
+	assert_non_null(strstr(res.disposition, "attachment; filename=\"certvault-inventory-"));
+	body = drain(&res, 1);
+	doc = json_loads(body, 0, &jerr);
+	assert_non_null(doc);
+	assert_int_equal(json_array_size(json_object_get(doc, "items")), 0);
+	assert_int_equal(json_integer_value(json_object_get(doc, "count")), 0);
+	json_decref(doc);
+	free(body);
+	cv_response_release(&res);
+
+	request(&req, "GET", "/v1/inventory", NULL);
+	req.n_query = 1;
+	req.query[0].key = "format";
+	req.query[0].value = "csv";
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 200);
+	body = drain(&res, 64);
+	assert_true(strncmp(body, "type,name,description,", 22) == 0);
+	assert_int_equal(strlen(body) - strcspn(body, "\r"), 2); /* one line, CRLF */
+	free(body);
+	cv_response_release(&res);
+
+	/* released unread: the producer is freed all the same (ASan would tell) */
+	request(&req, "GET", "/metrics", NULL);
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_non_null(res.stream.produce);
+	cv_response_release(&res);
+
+	request(&req, "GET", "/v1/inventory", NULL);
+	req.n_query = 1;
+	req.query[0].key = "format";
+	req.query[0].value = "xml";
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_null(res.stream.produce);
+	cv_response_release(&res);
+}
+
 static void test_time_parse(void **state)
 {
 	int64_t t;
@@ -919,6 +1124,10 @@ int main(void)
 		cmocka_unit_test(test_route_table_refusals),
 		cmocka_unit_test(test_token_rules),
 		cmocka_unit_test(test_time_parse),
+		cmocka_unit_test(test_csv_fields),
+		cmocka_unit_test(test_prom_label_values),
+		cmocka_unit_test(test_request_histogram),
+		cmocka_unit_test(test_streamed_bodies),
 	};
 	char dir[] = "/tmp/cv-http-XXXXXX", path[64], secret[CV_API_TOKEN_LEN + 1];
 	char *const auths[] = { admin_auth, operator_auth, auditor_auth };

@@ -828,6 +828,61 @@ static void *work(void *arg)
 	return NULL;
 }
 
+/* Each PKCS#11 call is counted where it is made, a failed one as an error too. */
+static void test_operation_counters(void **state)
+{
+	struct cv_token_stats before, after;
+	struct cv_token_key_attrs a;
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	uint8_t id[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new("p256");
+	struct raw raw;
+	size_t i;
+
+	(void)state;
+	token = open_token();
+	random_id(id, sizeof(id));
+	cv_token_stats_get(token, &before);
+	assert_true(before.calls[CV_TOKEN_OP_LOGIN] >= 1);
+	assert_true(before.calls[CV_TOKEN_OP_FIND] >= 1);
+	assert_int_equal(cv_token_key_create(token, key, "counted", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_attrs_get(token, id, sizeof(id), &a, &err), 0);
+	cv_token_stats_get(token, &after);
+	/* the private and the public object */
+	assert_int_equal(after.calls[CV_TOKEN_OP_CREATE_OBJECT] -
+			 before.calls[CV_TOKEN_OP_CREATE_OBJECT], 2);
+	assert_int_equal(after.calls[CV_TOKEN_OP_GET_ATTRIBUTES] -
+			 before.calls[CV_TOKEN_OP_GET_ATTRIBUTES], 1);
+	for (i = 0; i < CV_TOKEN_OP_COUNT; i++)
+		assert_int_equal(after.errors[i], before.errors[i]);
+
+	/* Every session closed behind its back: the next call fails once, is counted as an
+	 * error, and succeeds on a fresh session. */
+	before = after;
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw.f->C_CloseAllSessions(raw.slot), CKR_OK);
+	dlclose(raw.dl);
+	assert_int_equal(cv_token_key_attrs_get(token, id, sizeof(id), &a, &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	cv_token_stats_get(token, &after);
+	/* the failed read, the listing after the new login (a read an object), the retry */
+	assert_true(after.calls[CV_TOKEN_OP_GET_ATTRIBUTES] -
+		    before.calls[CV_TOKEN_OP_GET_ATTRIBUTES] >= 2);
+	assert_int_equal(after.calls[CV_TOKEN_OP_LOGIN] - before.calls[CV_TOKEN_OP_LOGIN], 1);
+	assert_int_equal(after.errors[CV_TOKEN_OP_GET_ATTRIBUTES] -
+			 before.errors[CV_TOKEN_OP_GET_ATTRIBUTES], 1);
+	assert_true(after.calls[CV_TOKEN_OP_OPEN_SESSION] > before.calls[CV_TOKEN_OP_OPEN_SESSION]);
+	assert_int_equal(after.calls[CV_TOKEN_OP_DESTROY_OBJECT] -
+			 before.calls[CV_TOKEN_OP_DESTROY_OBJECT], 2);
+	assert_int_equal(after.errors[CV_TOKEN_OP_DESTROY_OBJECT],
+			 before.errors[CV_TOKEN_OP_DESTROY_OBJECT]);
+	assert_string_equal(cv_token_op_name(CV_TOKEN_OP_CREATE_OBJECT), "create_object");
+	assert_string_equal(cv_token_op_name(CV_TOKEN_OP_COUNT), "unknown");
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
 static void test_concurrent(void **state)
 {
 	struct worker workers[THREADS];
@@ -876,6 +931,7 @@ int main(void)
 		cmocka_unit_test(test_reopen_sees_keys),
 		cmocka_unit_test(test_uri),
 		cmocka_unit_test(test_sessions_recover),
+		cmocka_unit_test(test_operation_counters),
 		cmocka_unit_test(test_concurrent),
 	};
 

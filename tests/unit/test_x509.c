@@ -1046,7 +1046,9 @@ static void test_info_key_kinds(void **state)
 		{ K_ED25519, CV_KEY_ED25519, 256, "Ed25519", "Ed25519", "ED25519" },
 	};
 	struct cv_x509_info *info;
+	char type[16];
 	size_t i;
+	int bits;
 
 	(void)state;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1058,8 +1060,42 @@ static void test_info_key_kinds(void **state)
 		assert_string_equal(info->key_curve, cases[i].curve);
 		assert_string_equal(info->key_description, cases[i].desc);
 		assert_string_equal(info->signature_algorithm, cases[i].sig);
+		/* The inventory reads type and size back from the stored description. */
+		cv_x509_key_kind_of(info->key_description, type, &bits);
+		assert_string_equal(type, cases[i].desc[0] == 'R' ? "RSA" :
+					  cases[i].desc[0] == 'E' && cases[i].desc[1] == 'C' ?
+					  "ECDSA" : "Ed25519");
+		assert_int_equal(bits, cases[i].bits);
 		cv_x509_info_free(info);
 		X509_free(x);
+	}
+}
+
+/* Descriptions of keys only a CA may have, and ones that say no size. */
+static void test_key_kind_of_odd_descriptions(void **state)
+{
+	static const struct {
+		const char *desc, *type;
+		int bits;
+	} cases[] = {
+		{ "DSA 1024", "DSA", 1024 },
+		{ "ECDSA secp256k1", "ECDSA", 256 },
+		{ "ECDSA explicit", "ECDSA", 0 },
+		{ "Ed448 456", "Ed448", 456 },
+		{ "?", "?", 0 },
+		{ "", "", 0 },
+		{ "RSA 99999999", "RSA", 0 },
+		{ "AVeryLongTypeNameIndeed 12", "AVeryLongTypeNa", 12 },
+	};
+	char type[16];
+	size_t i;
+	int bits;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cv_x509_key_kind_of(cases[i].desc, type, &bits);
+		assert_string_equal(type, cases[i].type);
+		assert_int_equal(bits, cases[i].bits);
 	}
 }
 
@@ -2387,6 +2423,7 @@ int main(void)
 		cmocka_unit_test(test_info_cache),
 		cmocka_unit_test(test_pem_cert_count),
 		cmocka_unit_test(test_info_key_kinds),
+		cmocka_unit_test(test_key_kind_of_odd_descriptions),
 		cmocka_unit_test(test_info_domains_cn_fallback),
 		cmocka_unit_test(test_info_refuses_nul_in_san),
 		cmocka_unit_test(test_info_caps_sans),

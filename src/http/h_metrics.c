@@ -1,0 +1,192 @@
+/* GET /metrics: the Prometheus text exposition format 0.0.4. The counts, request and token
+ * counters come first; the series of each certificate follow, streamed a page at a time,
+ * one walk of the store for each metric family (the format wants a family's samples
+ * together). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "handlers.h"
+#include "stream.h"
+
+#define METRICS_PAGE 500
+
+enum family {
+	FAMILY_EXPIRATION = 0,     /* certificates' not_after */
+	FAMILY_NOT_BEFORE,         /* certificates' not_before */
+	FAMILY_TRUST_EXPIRATION,   /* truststore entries' not_after */
+	FAMILY_DONE,
+};
+
+static const struct {
+	const char *name;
+	const char *help;
+	unsigned what;             /* the walk that gives its samples */
+} families[] = {
+	[FAMILY_EXPIRATION] = { "certvault_certificate_expiration_timestamp_seconds",
+				"The date after which the certificate expires (its notAfter), "
+				"in seconds since the epoch.",
+				CV_INVENTORY_CERTIFICATES },
+	[FAMILY_NOT_BEFORE] = { "certvault_certificate_not_before_timestamp_seconds",
+				"The date before which the certificate is not valid yet (its "
+				"notBefore), in seconds since the epoch.",
+				CV_INVENTORY_CERTIFICATES },
+	[FAMILY_TRUST_EXPIRATION] = { "certvault_truststore_certificate_expiration_timestamp_"
+				      "seconds",
+				      "The date after which the trusted CA certificate expires, in "
+				      "seconds since the epoch.",
+				      CV_INVENTORY_TRUSTSTORE },
+};
+
+struct metrics_stream {
+	struct cv_vault *vault;
+	int64_t now;
+	struct text head;          /* the counters, taken when the request came */
+	int head_sent;
+	enum family family;
+	struct cv_inventory *walk; /* the family's walk; NULL: not begun */
+};
+
+static void metrics_stream_free(void *state)
+{
+	struct metrics_stream *s = state;
+
+	if (s == NULL)
+		return;
+	text_release(&s->head);
+	cv_vault_inventory_free(s->walk);
+	free(s);
+}
+
+static int family_header(struct text *out, enum family f)
+{
+	return text_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", families[f].name,
+			   families[f].help, families[f].name);
+}
+
+static int sample(struct text *out, enum family f, const struct cv_inventory_item *it)
+{
+	int r;
+
+	r = text_printf(out, "%s{%s=\"", families[f].name, it->trusted_ca ? "alias" : "name");
+	if (r == 0)
+		r = text_prom_label_value(out, it->name);
+	if (r == 0)
+		r = text_puts(out, "\",issuer=\"");
+	if (r == 0)
+		r = text_prom_label_value(out, it->issuer);
+	if (r == 0)
+		r = text_printf(out, "\"} %lld\n", (long long)(f == FAMILY_NOT_BEFORE ?
+							      it->not_before : it->not_after));
+	return r;
+}
+
+/* The head, then each family's header and one sample a call. */
+static int metrics_more(void *state, struct text *out, int *ret_done, struct cv_errmsg *err)
+{
+	struct metrics_stream *s = state;
+	const struct cv_inventory_item *it;
+	int r;
+
+	if (!s->head_sent) {
+		s->head_sent = 1;
+		if (text_append(out, s->head.buf, s->head.len) < 0)
+			return cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		text_release(&s->head);
+		return 0;
+	}
+	if (s->family == FAMILY_DONE) {
+		*ret_done = 1;
+		return 0;
+	}
+	if (s->walk == NULL) {
+		r = cv_vault_inventory_new(s->vault, s->now, families[s->family].what, METRICS_PAGE,
+					   &s->walk, err);
+		if (r < 0)
+			return r;
+		return family_header(out, s->family) < 0 ?
+		       cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory") : 0;
+	}
+	r = cv_vault_inventory_next(s->walk, &it, err);
+	if (r < 0)
+		return r;
+	if (r == 0) {
+		cv_vault_inventory_free(s->walk);
+		s->walk = NULL;
+		s->family++;
+		return 0;
+	}
+	return sample(out, s->family, it) < 0 ? cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory")
+					      : 0;
+}
+
+static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
+		       struct text *out)
+{
+	static const char *const statuses[] = { "valid", "expires_soon", "expired", "upcoming" };
+	const int64_t by_status[] = { counts->valid, counts->expires_soon, counts->expired,
+				      counts->upcoming };
+	struct cv_token_health health;
+	struct cv_token_stats ts;
+	size_t i;
+	int r = 0;
+
+	r |= text_puts(out, "# HELP certvault_certificates Certificates by status.\n"
+			    "# TYPE certvault_certificates gauge\n");
+	for (i = 0; i < 4; i++)
+		r |= text_printf(out, "certvault_certificates{status=\"%s\"} %lld\n", statuses[i],
+				 (long long)by_status[i]);
+	r |= text_printf(out, "# HELP certvault_certificates_in_use Certificates a service "
+			      "uses.\n# TYPE certvault_certificates_in_use gauge\n"
+			      "certvault_certificates_in_use %lld\n", (long long)counts->in_use);
+	r |= http_stats_render(app->stats, out);
+	if (app->token != NULL) {
+		cv_token_stats_get(app->token, &ts);
+		r |= text_puts(out, "# HELP certvault_token_operations_total PKCS#11 calls made, "
+				    "by operation.\n"
+				    "# TYPE certvault_token_operations_total counter\n");
+		for (i = 0; i < CV_TOKEN_OP_COUNT; i++)
+			r |= text_printf(out, "certvault_token_operations_total{op=\"%s\"} %llu\n",
+					 cv_token_op_name((enum cv_token_op)i),
+					 (unsigned long long)ts.calls[i]);
+		r |= text_puts(out, "# HELP certvault_token_errors_total PKCS#11 calls that "
+				    "failed, by operation.\n"
+				    "# TYPE certvault_token_errors_total counter\n");
+		for (i = 0; i < CV_TOKEN_OP_COUNT; i++)
+			r |= text_printf(out, "certvault_token_errors_total{op=\"%s\"} %llu\n",
+					 cv_token_op_name((enum cv_token_op)i),
+					 (unsigned long long)ts.errors[i]);
+		r |= text_printf(out, "# HELP certvault_token_up Whether the token answers (1) or "
+				      "not (0).\n# TYPE certvault_token_up gauge\n"
+				      "certvault_token_up %d\n",
+				 cv_token_health_get(app->token, &health) == 0);
+	}
+	return r != 0 ? CV_ERR_NOMEM : 0;
+}
+
+int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	      struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { NULL };
+	struct metrics_stream *s = NULL;
+	struct cv_cert_counts counts;
+	int r;
+
+	r = req_query_check(req, allowed, 0, err);
+	if (r < 0)
+		return r;
+	r = cv_vault_cert_count(&app->vault, req->now, &counts, err);
+	if (r < 0)
+		return r;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return CV_ERR_NOMEM;
+	s->vault = &app->vault;
+	s->now = req->now;
+	r = head_render(app, &counts, &s->head);
+	if (r < 0) {
+		metrics_stream_free(s);
+		return r;
+	}
+	return http_stream_respond(res, 200, "text/plain; version=0.0.4; charset=utf-8",
+				   metrics_more, s, metrics_stream_free);
+}
