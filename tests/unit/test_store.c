@@ -131,7 +131,7 @@ static int64_t add(struct cv_store *store, const char *name, int64_t nb, int64_t
 	int64_t id;
 
 	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
-	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
 	id = rec->id;
 	cv_store_cert_free(rec);
 	return id;
@@ -352,12 +352,12 @@ static void test_lifecycle(void **state)
 	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &c), 0);
 	assert_int_equal(c.total, 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, dup), CV_ERR_NAME_TAKEN);
-	assert_int_equal(cv_store_cert_set_description(store, "life", "x", NOW), CV_ERR_NOT_FOUND);
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_set_description(store, "life", "x", NOW, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL, NULL), CV_ERR_NOT_FOUND);
 
 	/* Active: every field comes back. */
-	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
-	assert_int_equal(cv_store_cert_activate(store, rec->id), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_cert_get(store, "life", &got), 0);
 	assert_int_equal(got->state, CV_CERT_ACTIVE);
 	assert_same_record(got, rec, 1);
@@ -373,18 +373,18 @@ static void test_lifecycle(void **state)
 	assert_int_equal(c.valid, 1);
 
 	/* Deleting: invisible again, name still held. */
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 	assert_int_equal(cv_store_cert_get(store, "life", &got), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &c), 0);
 	assert_int_equal(c.total, 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, dup), CV_ERR_NAME_TAKEN);
 
 	/* The vault's undo of a delete the token refused brings the row back whole. */
-	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
 	assert_int_equal(cv_store_cert_get(store, "life", &got), 0);
 	cv_store_cert_free(got);
 	got = NULL;
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 
 	/* Remove: the row and its domains are gone, and the name is free. */
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificate_domains WHERE cert_id = %lld",
@@ -443,7 +443,7 @@ static void test_foreach_unsettled(void **state)
 
 	add(store, "a-active", NOW - DAY, NOW + DAY, NULL);
 	del = add(store, "d-deleting", NOW - DAY, NOW + DAY, NULL);
-	assert_int_equal(cv_store_cert_mark_deleting(store, del, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, del, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, p), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, p2), 0);
 	assert_int_equal(cv_store_cert_foreach_unsettled(store, collect_unsettled, seen), 0);
@@ -462,14 +462,14 @@ static void test_set_description(void **state)
 	struct cv_cert_record *rec = NULL;
 
 	add(store, "desc", NOW - DAY, NOW + DAY, NULL);
-	assert_int_equal(cv_store_cert_set_description(store, "desc", "new 'text'; --", NOW + 5),
+	assert_int_equal(cv_store_cert_set_description(store, "desc", "new 'text'; --", NOW + 5, NULL),
 			 0);
 	assert_int_equal(cv_store_cert_get(store, "desc", &rec), 0);
 	assert_string_equal(rec->description, "new 'text'; --");
 	assert_int_equal(rec->updated_at, NOW + 5);
 	assert_int_equal(rec->created_at, NOW - 100);
 	cv_store_cert_free(rec);
-	assert_int_equal(cv_store_cert_set_description(store, "nope", "x", NOW), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_set_description(store, "nope", "x", NOW, NULL), CV_ERR_NOT_FOUND);
 }
 
 static void test_list_keyset_paging(void **state)
@@ -787,7 +787,7 @@ static void *insert_many(void *arg)
 		memcpy(rec->key_id, &k, sizeof(k));
 		memcpy(rec->key_id + 8, "thread!!", 8);
 		if (cv_store_cert_insert_pending(w->store, rec) != 0 ||
-		    cv_store_cert_activate(w->store, rec->id) != 0)
+		    cv_store_cert_activate(w->store, rec->id, NULL) != 0)
 			w->failures++;
 		got = NULL;
 		if (cv_store_cert_get(w->store, name, &got) != 0 || got->n_domains != 2)
@@ -919,7 +919,7 @@ static int put_svc(struct cv_store *store, const char *name, const char *environ
 	int created = -1, r;
 
 	memset(&c, 0, sizeof(c));
-	r = cv_store_service_put(store, svc, now, &created, &c);
+	r = cv_store_service_put(store, svc, now, &created, &c, NULL);
 	cv_store_service_free(svc);
 	assert_int_equal(r, 0);
 	return created;
@@ -930,7 +930,7 @@ static void bind_svc(struct cv_store *store, const char *name, const char *cert,
 	struct cv_conflict c;
 
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, name, cert, now, &c), 0);
+	assert_int_equal(cv_store_service_bind(store, name, cert, now, &c, NULL), 0);
 }
 
 static struct cv_service_record *get_svc(struct cv_store *store, const char *name)
@@ -953,7 +953,7 @@ static struct cv_cert_record *get_cert(struct cv_store *store, const char *name)
 static int64_t add_rec(struct cv_store *store, struct cv_cert_record *rec)
 {
 	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
-	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
 	return rec->id;
 }
 
@@ -1208,7 +1208,7 @@ static void test_service_put_get_remove(void **state)
 	svc->bound_at = 5;
 	svc->created_at = 1;
 	svc->updated_at = 2;
-	assert_int_equal(cv_store_service_put(store, svc, NOW, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW, &created, &c, NULL), 0);
 	assert_int_equal(created, 1);
 	cv_store_service_free(svc);
 	got = get_svc(store, "web");
@@ -1229,7 +1229,7 @@ static void test_service_put_get_remove(void **state)
 	/* Put again: an update that replaces environment, description and domains. */
 	svc = make_svc("web", "staging", "", d2);
 	created = -1;
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 10, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 10, &created, &c, NULL), 0);
 	assert_int_equal(created, 0);
 	cv_store_service_free(svc);
 	got = get_svc(store, "web");
@@ -1241,7 +1241,7 @@ static void test_service_put_get_remove(void **state)
 	cv_store_service_free(got);
 	/* No domains at all is a service too. */
 	svc = make_svc("web", "staging", "x", NULL);
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 20, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 20, &created, &c, NULL), 0);
 	assert_int_equal(created, 0);
 	cv_store_service_free(svc);
 	got = get_svc(store, "web");
@@ -1252,10 +1252,10 @@ static void test_service_put_get_remove(void **state)
 
 	/* Names are exact. */
 	assert_int_equal(cv_store_service_get(store, "WEB", &got), CV_ERR_NOT_FOUND);
-	assert_int_equal(cv_store_service_remove(store, "web "), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_remove(store, "web ", NULL), CV_ERR_NOT_FOUND);
 	assert_int_equal(put_svc(store, "api", "production", d1, NOW), 1);
-	assert_int_equal(cv_store_service_remove(store, "api"), 0);
-	assert_int_equal(cv_store_service_remove(store, "api"), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_remove(store, "api", NULL), 0);
+	assert_int_equal(cv_store_service_remove(store, "api", NULL), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_service_get(store, "api", &got), CV_ERR_NOT_FOUND);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM service_domains"), 0);
 	/* The other one is untouched; a removed name can be created again. */
@@ -1373,40 +1373,40 @@ static void test_bind_unbind(void **state)
 	add_rec(store, cert);
 	add(store, "alt", NOW - DAY, NOW + DAY, cd2);
 	gone = add(store, "gone", NOW - DAY, NOW + DAY, cd);
-	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, pending), 0);
 	assert_int_equal(put_svc(store, "web", "production", sd, NOW), 1);
 	assert_int_equal(put_svc(store, "odd", "production", bad, NOW), 1);
 
 	/* What is missing, named in detail: the service first. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "nope", "main", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "nope", "main", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "service");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "nope", "nocert", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "nope", "nocert", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "service");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "web", "nocert", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "web", "nocert", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	/* Only an active certificate: not one being imported or deleted. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "web", "pend", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "web", "pend", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	/* No conflict to fill is fine too. */
-	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, NULL, NULL), CV_ERR_NOT_FOUND);
 
 	/* Not covered: every domain the certificate misses, in the service's order ("*." covers
 	 * one label, and a wildcard domain only by the same wildcard). */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "odd", "main", NOW, &c),
+	assert_int_equal(cv_store_service_bind(store, "odd", "main", NOW, &c, NULL),
 			 CV_ERR_DOMAIN_NOT_COVERED);
 	assert_string_equal(c.service, "odd");
 	assert_string_equal(c.detail, "a.b.example.com, example.org");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "odd", "alt", NOW, &c),
+	assert_int_equal(cv_store_service_bind(store, "odd", "alt", NOW, &c, NULL),
 			 CV_ERR_DOMAIN_NOT_COVERED);
 	assert_string_equal(c.service, "odd");
 	assert_string_equal(c.detail, "a.b.example.com");
@@ -1445,7 +1445,7 @@ static void test_bind_unbind(void **state)
 	assert_int_equal(svc->bound_at, NOW + 12);
 	cv_store_service_free(svc);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW + 13, &c),
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW + 13, &c, NULL),
 			 CV_ERR_NOT_FOUND);
 	svc = get_svc(store, "web");
 	assert_string_equal(svc->cert_name, "alt");
@@ -1454,13 +1454,13 @@ static void test_bind_unbind(void **state)
 
 	/* Unbind. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "nope", NOW + 20, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_unbind(store, "nope", NOW + 20, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "service");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "odd", NOW + 20, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_unbind(store, "odd", NOW + 20, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 20, &c), 0);
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 20, &c, NULL), 0);
 	svc = get_svc(store, "web");
 	assert_string_equal(svc->cert_name, "");
 	assert_int_equal(svc->cert_version, 0);
@@ -1469,16 +1469,16 @@ static void test_bind_unbind(void **state)
 	assert_strings(svc->domains, svc->n_domains, sd);
 	cv_store_service_free(svc);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
-	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, NULL, NULL), CV_ERR_NOT_FOUND);
 	/* Bound anew after an unbind: a fresh bound_at. */
 	bind_svc(store, "web", "main", NOW + 30);
 	svc = get_svc(store, "web");
 	assert_int_equal(svc->bound_at, NOW + 30);
 	cv_store_service_free(svc);
 	/* Removing a bound service ends its use. */
-	assert_int_equal(cv_store_service_remove(store, "web"), 0);
+	assert_int_equal(cv_store_service_remove(store, "web", NULL), 0);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM services WHERE cert_id IS NOT NULL"),
 			 0);
 	cv_store_cert_free(pending);
@@ -1503,7 +1503,7 @@ static void test_not_covered_detail_is_cut(void **state)
 	doms[40] = NULL;
 	assert_int_equal(put_svc(store, "wide", "production", doms, NOW), 1);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "wide", "narrow", NOW, &c),
+	assert_int_equal(cv_store_service_bind(store, "wide", "narrow", NOW, &c, NULL),
 			 CV_ERR_DOMAIN_NOT_COVERED);
 	snprintf(want_start, sizeof(want_start), "%s, %s, ", names[0], names[1]);
 	assert_memory_equal(c.detail, want_start, strlen(want_start));
@@ -1530,7 +1530,7 @@ static void test_put_keeps_bound_service_covered(void **state)
 
 	svc = make_svc("front", "staging", "changed", bad);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 5, &created, &c),
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 5, &created, &c, NULL),
 			 CV_ERR_DOMAIN_NOT_COVERED);
 	assert_string_equal(c.service, "front");
 	assert_string_equal(c.detail, "shop.example, a.b.shop.example");
@@ -1546,7 +1546,7 @@ static void test_put_keeps_bound_service_covered(void **state)
 
 	/* Covered domains: the service changes and stays bound. */
 	svc = make_svc("front", "staging", "changed", ok);
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 6, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 6, &created, &c, NULL), 0);
 	assert_int_equal(created, 0);
 	cv_store_service_free(svc);
 	got = get_svc(store, "front");
@@ -1557,9 +1557,9 @@ static void test_put_keeps_bound_service_covered(void **state)
 	cv_store_service_free(got);
 	/* Unbound, anything goes. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "front", NOW + 7, &c), 0);
+	assert_int_equal(cv_store_service_unbind(store, "front", NOW + 7, &c, NULL), 0);
 	svc = make_svc("front", "staging", "changed", bad);
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 8, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 8, &created, &c, NULL), 0);
 	cv_store_service_free(svc);
 	got = get_svc(store, "front");
 	assert_strings(got->domains, got->n_domains, bad);
@@ -1678,8 +1678,8 @@ static void test_usage_in_get_list_counts(void **state)
 
 	/* Usage follows unbind and remove. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "mid", NOW, &c), 0);
-	assert_int_equal(cv_store_service_remove(store, "zeta"), 0);
+	assert_int_equal(cv_store_service_unbind(store, "mid", NOW, &c, NULL), 0);
+	assert_int_equal(cv_store_service_remove(store, "zeta", NULL), 0);
 	rec = get_cert(store, "shared");
 	assert_int_equal(rec->n_used_by, 1);
 	assert_string_equal(rec->used_by[0].service, "alpha");
@@ -1718,10 +1718,10 @@ static void test_delete_refused_while_in_use(void **state)
 	bind_svc(store, "s1", "busy", NOW);
 
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c, NULL),
 			 CV_ERR_IN_USE);
 	assert_string_equal(c.detail, "s1, s2");
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, NULL),
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, NULL, NULL),
 			 CV_ERR_IN_USE);
 	/* Still whole and active. */
 	rec = get_cert(store, "busy");
@@ -1733,21 +1733,21 @@ static void test_delete_refused_while_in_use(void **state)
 	cv_store_cert_free(rec);
 
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "s1", NOW, &c), 0);
+	assert_int_equal(cv_store_service_unbind(store, "s1", NOW, &c, NULL), 0);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c, NULL),
 			 CV_ERR_IN_USE);
 	assert_string_equal(c.detail, "s2");
 
 	/* A version in the history, then the last user goes: the delete goes through. */
 	req = supersede_req(CV_END_RENEWED, id, 1, next, NOW + 10);
 	superseded(store, &req);
-	assert_int_equal(cv_store_service_remove(store, "s2"), 0);
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c), 0);
+	assert_int_equal(cv_store_service_remove(store, "s2", NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c, NULL), 0);
 	assert_int_equal(cv_store_cert_get(store, "busy", &rec), CV_ERR_NOT_FOUND);
 	/* Marked: nothing binds to it any more. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "s1", "busy", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "s1", "busy", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificate_versions WHERE cert_id = %lld",
 		 (long long)id);
@@ -1776,7 +1776,7 @@ static void test_in_use_detail_is_cut(void **state)
 		bind_svc(store, name, "many", NOW);
 	}
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c, NULL),
 			 CV_ERR_IN_USE);
 	assert_memory_equal(c.detail, "service-with-a-long-name-00, service-with-a-long-name-01",
 			    strlen("service-with-a-long-name-00, service-with-a-long-name-01"));
@@ -1807,7 +1807,7 @@ static void test_supersede_refusals(void **state)
 	id = add_rec(store, web);
 	lone = add(store, "lone", NOW - DAY, NOW + DAY, lone_d);
 	gone = add(store, "gone", NOW - DAY, NOW + DAY, cd);
-	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, pending), 0);
 	assert_int_equal(put_svc(store, "front", "production", front_d, NOW), 1);
 	assert_int_equal(put_svc(store, "back", "production", back_d, NOW), 1);
@@ -2475,10 +2475,10 @@ static void test_jwks_generation(void **state)
 	g = cv_store_jwks_generation(store);
 	a = make_jwk("kid-a", id, "signer");
 	b = make_jwk("kid-b", id, "signer");
-	assert_int_equal(cv_store_jwk_insert(store, &a), 0);
+	assert_int_equal(cv_store_jwk_insert(store, &a, NULL), 0);
 	assert_true(cv_store_jwks_generation(store) > g);
 	g = cv_store_jwks_generation(store);
-	assert_int_equal(cv_store_jwk_insert(store, &b), 0);
+	assert_int_equal(cv_store_jwk_insert(store, &b, NULL), 0);
 	assert_true(cv_store_jwks_generation(store) > g);
 
 	/* Reads, and writes that touch no JWK, leave it. */
@@ -2488,19 +2488,19 @@ static void test_jwks_generation(void **state)
 	cv_store_jwks_free(recs, n);
 	rec = get_cert(store, "signer");
 	cv_store_cert_free(rec);
-	assert_int_equal(cv_store_cert_set_description(store, "signer", "d", NOW), 0);
+	assert_int_equal(cv_store_cert_set_description(store, "signer", "d", NOW, NULL), 0);
 	add(store, "other", NOW - DAY, NOW + 365 * DAY, d);
 	assert_int_equal(cv_store_jwks_generation(store), g);
 	/* A refused insert changed nothing, and need not move it. */
-	assert_int_equal(cv_store_jwk_insert(store, &a), CV_ERR_NAME_TAKEN);
+	assert_int_equal(cv_store_jwk_insert(store, &a, NULL), CV_ERR_NAME_TAKEN);
 
 	g = cv_store_jwks_generation(store);
-	assert_int_equal(cv_store_jwk_remove(store, "kid-a"), 0);
+	assert_int_equal(cv_store_jwk_remove(store, "kid-a", NULL), 0);
 	assert_true(cv_store_jwks_generation(store) > g);
 
 	/* Deleting the certificate with its JWKs removes them: it moves. */
 	g = cv_store_jwks_generation(store);
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, &c), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, &c, NULL), 0);
 	assert_int_equal(cv_store_cert_remove(store, id), 0);
 	assert_true(cv_store_jwks_generation(store) > g);
 	assert_int_equal(cv_store_jwk_list(store, 0, &recs, &n), 0);
