@@ -3,7 +3,8 @@
  * paging, the status filter at its exact edges, search, counts, the pool under threads, and
  * the file's permissions; then schema v2: a v1 file migrated, services and their binding,
  * a certificate's usage, delete refused while in use, renew and replace (each refusal, the
- * versions, the race), and the key journal. */
+ * versions, the race), and the key journal; last, that every write committing a client's
+ * change writes its audit record in the same transaction or not at all. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -2508,6 +2509,384 @@ static void test_jwks_generation(void **state)
 	cv_store_jwks_free(recs, n);
 }
 
+/* The audit record goes with its change: each write that commits a client's change appends
+ * the record in the change's own transaction, so when the record cannot be written the
+ * change does not happen. A trigger on audit_log, made behind the store's back, plays the
+ * disk that refuses the record. */
+
+/* Every table a client's change writes, as one string (the audit trail apart). */
+static char *state_digest(void)
+{
+	return raw_text(path,
+			"SELECT ifnull(group_concat(x, ';'), '') FROM (SELECT x FROM ("
+			" SELECT 'c' || id || ':' || name || ':' || state || ':' || version || ':'"
+			" || sha256_fingerprint || ':' || description || ':' || updated_at"
+			" || ':' || jwks_on_delete AS x FROM certificates"
+			" UNION ALL SELECT 'v' || cert_id || ':' || version || ':' || key_state"
+			" FROM certificate_versions"
+			" UNION ALL SELECT 'd' || cert_id || ':' || position || ':' || domain"
+			" FROM certificate_domains"
+			" UNION ALL SELECT 's' || name || ':' || environment || ':' || description"
+			" || ':' || ifnull(cert_id, '-') || ':' || ifnull(bound_at, '-')"
+			" FROM services"
+			" UNION ALL SELECT 'sd' || service_id || ':' || position || ':' || domain"
+			" FROM service_domains"
+			" UNION ALL SELECT 'j' || kid || ':' || ifnull(cert_id, '-') || ':' || state"
+			" FROM jwks"
+			" UNION ALL SELECT 't' || alias || ':' || sha256_fingerprint FROM truststore"
+			") ORDER BY x)");
+}
+
+static struct cv_audit_entry audit_entry(const char *action, const char *target,
+					 const char *fingerprints)
+{
+	struct cv_audit_entry e;
+
+	memset(&e, 0, sizeof(e));
+	e.at = NOW;
+	snprintf(e.actor_id, sizeof(e.actor_id), "0123456789abcdef");
+	snprintf(e.actor_name, sizeof(e.actor_name), "tester");
+	snprintf(e.action, sizeof(e.action), "%s", action);
+	snprintf(e.target, sizeof(e.target), "%s", target);
+	e.ok = 1;
+	snprintf(e.request_id, sizeof(e.request_id), "req-%s", target);
+	snprintf(e.fingerprints, sizeof(e.fingerprints), "%s", fingerprints);
+	return e;
+}
+
+/* The trail holds n records and verifies intact; the last one is want (unless NULL). */
+static void assert_trail(struct cv_store *store, size_t n, const struct cv_audit_entry *want)
+{
+	struct cv_audit_filter f;
+	struct cv_audit_record *recs = NULL;
+	struct cv_audit_verdict verdict;
+	const struct cv_audit_entry *got;
+	size_t got_n = 0;
+
+	memset(&f, 0, sizeof(f));
+	f.limit = 1000;
+	assert_int_equal(cv_store_audit_list(store, &f, &recs, &got_n), 0);
+	assert_int_equal(got_n, n);
+	if (want != NULL) {
+		assert_true(n > 0);
+		got = &recs[n - 1].e;
+		assert_int_equal(recs[n - 1].seq, (int64_t)n);
+		assert_int_equal(got->at, want->at);
+		assert_string_equal(got->actor_id, want->actor_id);
+		assert_string_equal(got->actor_name, want->actor_name);
+		assert_string_equal(got->action, want->action);
+		assert_string_equal(got->target, want->target);
+		assert_int_equal(got->ok, want->ok);
+		assert_string_equal(got->error, want->error);
+		assert_string_equal(got->request_id, want->request_id);
+		assert_string_equal(got->fingerprints, want->fingerprints);
+	}
+	free(recs);
+	assert_int_equal(cv_store_audit_verify(store, &verdict), 0);
+	assert_int_equal(verdict.records, (int64_t)n);
+	assert_int_equal(verdict.first_bad, 0);
+}
+
+/* A change under test: calls the store with e and returns what it returned. */
+typedef int (*audited_change_fn)(struct cv_store *store, const struct cv_audit_entry *e,
+				 void *arg);
+
+/* With audit inserts failing, change must fail with CV_ERR_DB and leave every table and the
+ * trail as they were; with them working again, it must succeed, change something, and leave
+ * e as the next record of an intact trail. */
+static void assert_change_goes_with_record(struct cv_store *store, audited_change_fn change,
+					   void *arg, const struct cv_audit_entry *e)
+{
+	size_t n = (size_t)raw_int(path, "SELECT count(*) FROM audit_log");
+	char *before, *after;
+
+	before = state_digest();
+	raw_exec(path, "CREATE TRIGGER audit_fail BEFORE INSERT ON audit_log"
+		       " BEGIN SELECT RAISE(ABORT, 'no room for the record'); END");
+	assert_int_equal(change(store, e, arg), CV_ERR_DB);
+	after = state_digest();
+	assert_string_equal(after, before);
+	free(after);
+	raw_exec(path, "DROP TRIGGER audit_fail");
+	assert_trail(store, n, NULL);
+
+	assert_int_equal(change(store, e, arg), 0);
+	after = state_digest();
+	assert_string_not_equal(after, before);
+	free(after);
+	free(before);
+	assert_trail(store, n + 1, e);
+}
+
+static int change_activate(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	return cv_store_cert_activate(store, *(const int64_t *)arg, e);
+}
+
+static void test_audit_import_activate(void **state)
+{
+	static const char *const d[] = { "imp.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *rec = make_rec("imp", NOW - DAY, NOW + 90 * DAY, d), *got = NULL;
+	struct cv_audit_entry e;
+
+	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
+	/* The pending row is no commit point: nothing recorded yet. */
+	assert_trail(store, 0, NULL);
+	e = audit_entry("certificate.import", "imp", rec->sha256_fingerprint);
+	assert_change_goes_with_record(store, change_activate, &rec->id, &e);
+	assert_int_equal(cv_store_cert_get(store, "imp", &got), 0);
+	assert_int_equal(got->state, CV_CERT_ACTIVE);
+	cv_store_cert_free(got);
+	cv_store_cert_free(rec);
+}
+
+static int change_supersede(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	struct cv_supersede *req = arg;
+	struct cv_conflict c;
+
+	memset(&c, 0, sizeof(c));
+	req->audit = e;
+	return cv_store_cert_supersede(store, req, &c);
+}
+
+static void test_audit_supersede(void **state)
+{
+	static const char *const d[] = { "ren.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *next = make_next("ren-v2", d), *cur;
+	struct cv_supersede req;
+	struct cv_audit_entry e;
+	char fps[200];
+	int64_t id;
+
+	id = add(store, "ren", NOW - DAY, NOW + 90 * DAY, d);
+	put_svc(store, "web", "production", d, NOW);
+	bind_svc(store, "web", "ren", NOW);
+	cur = get_cert(store, "ren");
+	snprintf(fps, sizeof(fps), "%s %s", cur->sha256_fingerprint, next->sha256_fingerprint);
+	cv_store_cert_free(cur);
+	req = supersede_req(CV_END_RENEWED, id, 1, next, NOW + 10);
+	e = audit_entry("certificate.renew", "ren", fps);
+	assert_change_goes_with_record(store, change_supersede, &req, &e);
+	cur = get_cert(store, "ren");
+	assert_int_equal(cur->version, 2);
+	assert_string_equal(cur->sha256_fingerprint, next->sha256_fingerprint);
+	cv_store_cert_free(cur);
+	cv_store_cert_free(next);
+}
+
+static int change_mark_deleting(struct cv_store *store, const struct cv_audit_entry *e,
+				void *arg)
+{
+	struct cv_conflict c;
+
+	memset(&c, 0, sizeof(c));
+	return cv_store_cert_mark_deleting(store, *(const int64_t *)arg, CV_JWK_ACTION_NONE, &c,
+					   e);
+}
+
+static void test_audit_delete_mark(void **state)
+{
+	static const char *const d[] = { "del.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *rec = NULL;
+	struct cv_audit_entry e;
+	char fp[96];
+	int64_t id;
+
+	id = add(store, "del", NOW - DAY, NOW + 90 * DAY, d);
+	rec = get_cert(store, "del");
+	snprintf(fp, sizeof(fp), "%s", rec->sha256_fingerprint);
+	cv_store_cert_free(rec);
+	e = audit_entry("certificate.delete", "del", fp);
+	assert_change_goes_with_record(store, change_mark_deleting, &id, &e);
+	assert_int_equal(raw_int(path, "SELECT state FROM certificates WHERE name = 'del'"),
+			 CV_CERT_DELETING);
+	/* Finishing the delete (the vault, or the reconciler after a crash) adds no record. */
+	assert_int_equal(cv_store_cert_remove(store, id), 0);
+	assert_trail(store, 1, &e);
+}
+
+static int change_bind(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	struct cv_conflict c;
+
+	(void)arg;
+	memset(&c, 0, sizeof(c));
+	return cv_store_service_bind(store, "shop", "shopcert", NOW + 5, &c, e);
+}
+
+static void test_audit_service_bind(void **state)
+{
+	static const char *const d[] = { "shop.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_service_record *svc;
+	struct cv_audit_entry e;
+
+	add(store, "shopcert", NOW - DAY, NOW + 90 * DAY, d);
+	put_svc(store, "shop", "production", d, NOW);
+	e = audit_entry("service.bind", "shop", "AB:CD:EF:shopcert");
+	assert_change_goes_with_record(store, change_bind, NULL, &e);
+	svc = get_svc(store, "shop");
+	assert_string_equal(svc->cert_name, "shopcert");
+	cv_store_service_free(svc);
+}
+
+static int change_trust_insert(struct cv_store *store, const struct cv_audit_entry *e,
+			       void *arg)
+{
+	struct cv_conflict c;
+
+	memset(&c, 0, sizeof(c));
+	return cv_store_trust_insert(store, arg, 2, &c, e);
+}
+
+static void test_audit_trust_insert(void **state)
+{
+	struct cv_store *store = *state;
+	struct cv_trust_record recs[2];
+	struct cv_trust_record *got = NULL;
+	struct cv_audit_entry e;
+	unsigned char der[2][64];
+	size_t n = 0, i;
+
+	memset(recs, 0, sizeof(recs));
+	for (i = 0; i < 2; i++) {
+		memset(der[i], (int)(0x30 + i), sizeof(der[i]));
+		recs[i].cert_der = der[i];
+		recs[i].cert_der_len = sizeof(der[i]);
+		snprintf(recs[i].alias, sizeof(recs[i].alias), "root-%zu", i + 1);
+		snprintf(recs[i].subject, sizeof(recs[i].subject), "CN=Root %zu", i + 1);
+		snprintf(recs[i].issuer, sizeof(recs[i].issuer), "CN=Root %zu", i + 1);
+		snprintf(recs[i].serial, sizeof(recs[i].serial), "0%zu", i + 1);
+		snprintf(recs[i].sha256_fingerprint, sizeof(recs[i].sha256_fingerprint),
+			 "0%zu:AA:BB", i + 1);
+		snprintf(recs[i].key_description, sizeof(recs[i].key_description), "RSA 4096");
+		snprintf(recs[i].source, sizeof(recs[i].source), "upload");
+		recs[i].not_before = NOW - DAY;
+		recs[i].not_after = NOW + 3650 * DAY;
+		recs[i].created_at = NOW;
+	}
+	e = audit_entry("truststore.add", "root-1", "01:AA:BB 02:AA:BB");
+	assert_change_goes_with_record(store, change_trust_insert, recs, &e);
+	assert_int_equal(cv_store_trust_get(store, NULL, &got, &n), 0);
+	assert_int_equal(n, 2);
+	cv_store_trust_free(got, n);
+}
+
+/* The other writes, each in turn on one database: the trail grows by one per change. */
+struct other_change {
+	const char *action;
+	const char *target;
+	audited_change_fn change;
+};
+
+static int change_describe(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	(void)arg;
+	return cv_store_cert_set_description(store, "misc", "edited", NOW + 1, e);
+}
+
+static int change_service_put(struct cv_store *store, const struct cv_audit_entry *e,
+			      void *arg)
+{
+	static const char *const d[] = { "misc.example.com", NULL };
+	struct cv_service_record *svc = make_svc("api", "staging", "", d);
+	struct cv_conflict c;
+	int created = -1, r;
+
+	(void)arg;
+	memset(&c, 0, sizeof(c));
+	r = cv_store_service_put(store, svc, NOW + 2, &created, &c, e);
+	cv_store_service_free(svc);
+	return r;
+}
+
+static int change_unbind(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	struct cv_conflict c;
+
+	(void)arg;
+	memset(&c, 0, sizeof(c));
+	return cv_store_service_unbind(store, "api", NOW + 4, &c, e);
+}
+
+static int change_bind_api(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	struct cv_conflict c;
+
+	(void)arg;
+	memset(&c, 0, sizeof(c));
+	return cv_store_service_bind(store, "api", "misc", NOW + 3, &c, e);
+}
+
+static int change_service_remove(struct cv_store *store, const struct cv_audit_entry *e,
+				 void *arg)
+{
+	(void)arg;
+	return cv_store_service_remove(store, "api", e);
+}
+
+static int change_jwk_insert(struct cv_store *store, const struct cv_audit_entry *e,
+			     void *arg)
+{
+	struct cv_jwk_record rec = make_jwk("kid-misc", *(const int64_t *)arg, "misc");
+
+	return cv_store_jwk_insert(store, &rec, e);
+}
+
+static int change_jwk_remove(struct cv_store *store, const struct cv_audit_entry *e,
+			     void *arg)
+{
+	(void)arg;
+	return cv_store_jwk_remove(store, "kid-misc", e);
+}
+
+static int change_trust_remove(struct cv_store *store, const struct cv_audit_entry *e,
+			       void *arg)
+{
+	(void)arg;
+	return cv_store_trust_remove(store, "ca", e);
+}
+
+static void test_audit_other_changes(void **state)
+{
+	static const char *const d[] = { "misc.example.com", NULL };
+	static const struct other_change changes[] = {
+		{ "certificate.edit", "misc", change_describe },
+		{ "service.put", "api", change_service_put },
+		{ "service.bind", "api", change_bind_api },
+		{ "service.unbind", "api", change_unbind },
+		{ "service.delete", "api", change_service_remove },
+		{ "jwk.create", "kid-misc", change_jwk_insert },
+		{ "jwk.delete", "kid-misc", change_jwk_remove },
+		{ "truststore.delete", "ca", change_trust_remove },
+	};
+	struct cv_store *store = *state;
+	struct cv_trust_record ca;
+	struct cv_conflict c;
+	struct cv_audit_entry e;
+	unsigned char der[32] = { 0x30 };
+	size_t i;
+	int64_t id;
+
+	id = add(store, "misc", NOW - DAY, NOW + 90 * DAY, d);
+	memset(&ca, 0, sizeof(ca));
+	snprintf(ca.alias, sizeof(ca.alias), "ca");
+	ca.cert_der = der;
+	ca.cert_der_len = sizeof(der);
+	snprintf(ca.sha256_fingerprint, sizeof(ca.sha256_fingerprint), "CA:FE");
+	snprintf(ca.source, sizeof(ca.source), "upload");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_trust_insert(store, &ca, 1, &c, NULL), 0);
+	for (i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
+		e = audit_entry(changes[i].action, changes[i].target, "");
+		assert_change_goes_with_record(store, changes[i].change, &id, &e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2562,6 +2941,16 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_statement_cache_many_texts, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_generation, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_import_activate, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_supersede, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_delete_mark, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_service_bind, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_trust_insert, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_other_changes, test_setup,
+						test_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
