@@ -8,7 +8,12 @@
  * leaves nothing half-done: an import inserts a 'pending' row naming the CKA_ID before the key
  * is created and activates it after; a delete marks the row 'deleting' before the key is
  * destroyed and removes it after. Only 'active' rows are seen by get, list and summary; a
- * pending or deleting row still holds its name. */
+ * pending or deleting row still holds its name.
+ *
+ * Every write that commits a client's change takes the audit record of that change
+ * (const struct cv_audit_entry *audit, NULL: none) and appends it in the change's own
+ * transaction: when the record cannot be written the change is rolled back and the call
+ * fails with CV_ERR_DB. The record is written only when the change is. */
 #ifndef CERTVAULT_STORE_H
 #define CERTVAULT_STORE_H
 
@@ -21,6 +26,7 @@
 #include "certvault/x509.h"
 
 struct cv_store;
+struct cv_audit_entry;         /* below, with the audit trail */
 
 /* Opens (creating if needed) the database at path and migrates it to the current schema.
  * Returns 0 or CV_ERR_DB with a message naming the file and SQLite's reason. */
@@ -109,9 +115,11 @@ void cv_store_cert_free(struct cv_cert_record *rec);
 /* Inserts rec as a 'pending' row (rec->state is ignored), with its domains. Sets rec->id.
  * Returns 0, CV_ERR_NAME_TAKEN (any row of that name, whatever its state) or CV_ERR_DB. */
 int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec);
-/* Makes a pending row active, or a deleting row active again (the undo of a delete whose key
- * the token would not destroy). Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
-int cv_store_cert_activate(struct cv_store *store, int64_t id);
+/* Makes a pending row active (an import's commit: audit records it), or a deleting row active
+ * again (the undo of a delete whose key the token would not destroy). Returns 0,
+ * CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_cert_activate(struct cv_store *store, int64_t id,
+			   const struct cv_audit_entry *audit);
 /* What happens to the JWKs linked to a certificate that is renewed, replaced or deleted. */
 enum cv_jwk_action {
 	CV_JWK_ACTION_NONE = 0,    /* none given: refused while JWKs are linked */
@@ -123,18 +131,21 @@ enum cv_jwk_action {
 /* Marks an active row 'deleting', unless services use it (CV_ERR_IN_USE with their names in
  * conflict->detail) or JWKs are linked to it and jwk_action is NONE (CV_ERR_JWK_CHOICE_REQUIRED
  * with their kids in conflict->detail). The choice (DELETE or DISCONNECT) is kept with the
- * row and carried out by cv_store_cert_remove. Returns 0, those errors, CV_ERR_NOT_FOUND or
- * CV_ERR_DB. */
+ * row and carried out by cv_store_cert_remove. The mark is the delete's point of no return:
+ * audit records the delete with it. Returns 0, those errors, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
-				enum cv_jwk_action jwk_action, struct cv_conflict *conflict);
+				enum cv_jwk_action jwk_action, struct cv_conflict *conflict,
+				const struct cv_audit_entry *audit);
 /* Removes the row (any state), its domains and its versions, and deletes or disconnects its
- * JWKs as the mark said (disconnects when there was no mark). Returns 0, CV_ERR_NOT_FOUND or
- * CV_ERR_DB. */
+ * JWKs as the mark said (disconnects when there was no mark). Writes no audit record: the
+ * mark or the import's refusal did. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_cert_remove(struct cv_store *store, int64_t id);
 
-/* Sets the description of an active row and bumps updated_at to now. */
+/* Sets the description of an active row and bumps updated_at to now, with audit. Returns 0,
+ * CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_cert_set_description(struct cv_store *store, const char *name,
-				  const char *description, int64_t now);
+				  const char *description, int64_t now,
+				  const struct cv_audit_entry *audit);
 
 /* Reads the active row with this name, every field filled. Returns 0, CV_ERR_NOT_FOUND or
  * CV_ERR_DB; *ret_rec is the caller's. */
@@ -233,6 +244,7 @@ struct cv_supersede {
 	char (*linked)[44];
 	char (*new_kids)[44];
 	char *const *new_jwks;
+	const struct cv_audit_entry *audit; /* written by cv_store_cert_supersede; NULL: none */
 };
 /* The checks of a supersede, in a read transaction, in this order: the certificate is active
  * (CV_ERR_NOT_FOUND); req->version is current (CV_ERR_ALREADY_RENEWED); a renewal needs a
@@ -247,7 +259,8 @@ int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supers
 /* Makes next the current version, in one write transaction that repeats every check above:
  * the old one goes into the versions (its key 'destroying' when asked), next's domains
  * replace the old ones, every service using the certificate uses next from then on, and the
- * journal row of next's key goes. Returns 0 or the checks' errors. */
+ * journal row of next's key goes, and req->audit is appended. Returns 0 or the checks'
+ * errors. */
 int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *req,
 			    struct cv_conflict *conflict);
 
@@ -292,23 +305,27 @@ void cv_store_service_free(struct cv_service_record *svc);
 /* Creates the service svc->name, or changes its environment, description and domains
  * (svc's other fields are ignored). A service in use keeps its certificate, which must cover
  * the new domains (CV_ERR_DOMAIN_NOT_COVERED, conflict filled). *ret_created says which.
- * Returns 0, CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+ * With audit. Returns 0, CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
 int cv_store_service_put(struct cv_store *store, const struct cv_service_record *svc,
-			 int64_t now, int *ret_created, struct cv_conflict *conflict);
+			 int64_t now, int *ret_created, struct cv_conflict *conflict,
+			 const struct cv_audit_entry *audit);
 /* Reads a service. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_service_get(struct cv_store *store, const char *name,
 			 struct cv_service_record **ret_svc);
-/* Removes a service (and with it, its use of a certificate). 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
-int cv_store_service_remove(struct cv_store *store, const char *name);
+/* Removes a service (and with it, its use of a certificate), with audit. 0,
+ * CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_service_remove(struct cv_store *store, const char *name,
+			    const struct cv_audit_entry *audit);
 /* The service starts using the active certificate cert_name, whose domains must cover the
- * service's. Returns 0, CV_ERR_NOT_FOUND (conflict->detail says "service" or "certificate"),
- * CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+ * service's, with audit. Returns 0, CV_ERR_NOT_FOUND (conflict->detail says "service" or
+ * "certificate"), CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
 int cv_store_service_bind(struct cv_store *store, const char *name, const char *cert_name,
-			  int64_t now, struct cv_conflict *conflict);
-/* The service stops using its certificate. 0, CV_ERR_NOT_FOUND (conflict->detail says
- * "service" when there is none, "certificate" when it used none), CV_ERR_DB. */
+			  int64_t now, struct cv_conflict *conflict,
+			  const struct cv_audit_entry *audit);
+/* The service stops using its certificate, with audit. 0, CV_ERR_NOT_FOUND (conflict->detail
+ * says "service" when there is none, "certificate" when it used none), CV_ERR_DB. */
 int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t now,
-			    struct cv_conflict *conflict);
+			    struct cv_conflict *conflict, const struct cv_audit_entry *audit);
 
 struct cv_service_filter {
 	const char *environment;   /* NULL: any */
@@ -349,13 +366,16 @@ void cv_store_jwk_free(struct cv_jwk_record *rec);
 void cv_store_jwks_free(struct cv_jwk_record *recs, size_t n);
 
 /* Adds an active JWK linked to the active certificate rec->cert_id, which must still be at
- * rec->cert_version. Returns 0, CV_ERR_NAME_TAKEN (that kid exists), CV_ERR_NOT_FOUND (no
- * such active certificate), CV_ERR_ALREADY_RENEWED (it moved on) or CV_ERR_DB. */
-int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec);
+ * rec->cert_version, with audit. Returns 0, CV_ERR_NAME_TAKEN (that kid exists),
+ * CV_ERR_NOT_FOUND (no such active certificate), CV_ERR_ALREADY_RENEWED (it moved on) or
+ * CV_ERR_DB. */
+int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec,
+			const struct cv_audit_entry *audit);
 /* Reads one JWK. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_record **ret_rec);
-/* Removes one JWK. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
-int cv_store_jwk_remove(struct cv_store *store, const char *kid);
+/* Removes one JWK, with audit. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_jwk_remove(struct cv_store *store, const char *kid,
+			const struct cv_audit_entry *audit);
 /* The active JWKs, oldest first (the JWKS document), or those linked to the certificate
  * cert_id when it is not 0. Returns 0 (*ret_recs the caller's), CV_ERR_DB. */
 int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_record **ret_recs,
@@ -379,11 +399,11 @@ struct cv_trust_record {
 };
 /* Frees an array of n records. */
 void cv_store_trust_free(struct cv_trust_record *recs, size_t n);
-/* Adds every entry in one transaction, or none: CV_ERR_NAME_TAKEN (conflict->detail the
- * alias), CV_ERR_SAME_CERTIFICATE (already trusted: conflict->detail the alias it has).
- * Returns 0, those, or CV_ERR_DB. */
+/* Adds every entry in one transaction with audit, or none: CV_ERR_NAME_TAKEN
+ * (conflict->detail the alias), CV_ERR_SAME_CERTIFICATE (already trusted: conflict->detail the
+ * alias it has). Returns 0, those, or CV_ERR_DB. */
 int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *recs, size_t n,
-			  struct cv_conflict *conflict);
+			  struct cv_conflict *conflict, const struct cv_audit_entry *audit);
 /* One entry, or every entry in alias order (alias NULL). 0 (*ret_recs the caller's),
  * CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_trust_get(struct cv_store *store, const char *alias,
@@ -393,8 +413,9 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
  * caller's), CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
 int cv_store_trust_page(struct cv_store *store, const char *after, unsigned limit,
 			struct cv_trust_record **ret_recs, size_t *ret_n);
-/* Removes one entry. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
-int cv_store_trust_remove(struct cv_store *store, const char *alias);
+/* Removes one entry, with audit. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_trust_remove(struct cv_store *store, const char *alias,
+			  const struct cv_audit_entry *audit);
 
 /* API tokens. The secret is never stored: only its SHA-256. */
 enum cv_role {

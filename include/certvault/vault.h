@@ -1,5 +1,10 @@
 /* vault: certvault's use cases. The only layer that uses both the token and the store, and the
- * one that orders writes spanning them so a crash leaves nothing half-done. Thread-safe. */
+ * one that orders writes spanning them so a crash leaves nothing half-done. Thread-safe.
+ *
+ * Every use case that changes something takes the request's audit record (struct cv_audit,
+ * NULL: nothing recorded): it adds the fingerprints involved as it learns them, also when it
+ * then refuses, and hands the record to the store call that commits the change, so the
+ * record and the change commit together or not at all (audit->written says it did). */
 #ifndef CERTVAULT_VAULT_H
 #define CERTVAULT_VAULT_H
 
@@ -10,6 +15,8 @@
 #include "certvault/store.h"
 #include "certvault/token.h"
 #include "certvault/x509.h"
+
+struct cv_audit;                 /* below, with the audit trail */
 
 struct cv_vault {
 	struct cv_store *store;   /* borrowed */
@@ -56,9 +63,10 @@ struct cv_import_request {
 #define CV_DESCRIPTION_MAX 1024
 
 /* Validates and imports: every x509 check, then a pending row, the key in the token, the row
- * made active. Returns 0 and the stored record, or an error with err saying why; on failure
- * nothing is left in the store or the token. */
-int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+ * made active with audit (its target the name). Returns 0 and the stored record, or an error
+ * with err saying why; on failure nothing is left in the store or the token. */
+int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
+			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, struct cv_errmsg *err);
 
 /* Everything the details view shows. */
@@ -106,15 +114,16 @@ int cv_vault_version_ref_parse(const char *tag, struct cv_version_ref *ret_ref);
  * created in the token under a journal row, then one transaction makes it the current version
  * of every service using it. Of racing supersedes of one version exactly one succeeds; the
  * others get CV_ERR_ALREADY_RENEWED and leave no key behind. *ret_previous is the version
- * superseded. On failure nothing changes. */
+ * superseded. audit names the current version's fingerprint and the new one's. On failure
+ * nothing changes. */
 struct cv_jwk_choice {
 	enum cv_jwk_action action; /* NONE when the caller said nothing */
 	const char *confirm;       /* UPDATE (and, for a delete, any choice) needs the name */
 };
-int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
-			    const struct cv_import_request *req, const struct cv_version_ref *ref,
-			    const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
-			    struct cv_errmsg *err);
+int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
+			    enum cv_version_end kind, const struct cv_import_request *req,
+			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
+			    int64_t now, int64_t *ret_previous, struct cv_errmsg *err);
 /* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
  * CV_ERR_BAD_REQUEST. */
 int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);
@@ -135,8 +144,8 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 
 /* Sets the description. Returns 0, CV_ERR_INVALID_NAME, CV_ERR_BAD_REQUEST (too long),
  * CV_ERR_NOT_FOUND or CV_ERR_DB. */
-int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *description,
-			   int64_t now, struct cv_errmsg *err);
+int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			   const char *description, int64_t now, struct cv_errmsg *err);
 
 /* Deletes a certificate: needs confirm == "delete" or its name (else CV_ERR_CONFIRM_REQUIRED,
  * nothing changes) and no service using it (else CV_ERR_IN_USE naming them). With JWKs linked
@@ -144,9 +153,10 @@ int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *des
  * them) and confirm its name; marks the row, destroys
  * the key of every version, removes the row and its versions. A token failure puts the row
  * back (the superseded keys already destroyed are recorded as such) and returns the token's
- * error. */
-int cv_vault_cert_delete(struct cv_vault *v, const char *name, const struct cv_jwk_choice *jwk,
-			 struct cv_errmsg *err);
+ * error. The mark writes audit as done; when the row is put back, audit->written is cleared
+ * again so that the caller records the refusal too. */
+int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			 const struct cv_jwk_choice *jwk, struct cv_errmsg *err);
 
 /* Export formats of public material. */
 enum cv_export_format {
@@ -258,39 +268,43 @@ struct cv_service_request {
  * 1..CV_SERVICE_MAX_DOMAINS DNS names (cv_x509_domain_normalize), none twice. A service in
  * use keeps its certificate, which must cover the new domains. Returns 0 (*ret_created),
  * CV_ERR_INVALID_NAME, CV_ERR_BAD_REQUEST, CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
-int cv_vault_service_put(struct cv_vault *v, const struct cv_service_request *req, int64_t now,
-			 int *ret_created, struct cv_errmsg *err);
+int cv_vault_service_put(struct cv_vault *v, struct cv_audit *audit,
+			 const struct cv_service_request *req, int64_t now, int *ret_created,
+			 struct cv_errmsg *err);
 /* Reads a service. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_service_get(struct cv_vault *v, const char *name,
 			 struct cv_service_record **ret_svc, struct cv_errmsg *err);
 /* Deletes a service (it stops using its certificate). 0, CV_ERR_INVALID_NAME,
  * CV_ERR_NOT_FOUND, CV_ERR_DB. */
-int cv_vault_service_delete(struct cv_vault *v, const char *name, struct cv_errmsg *err);
+int cv_vault_service_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			    struct cv_errmsg *err);
 /* The service uses the certificate from now on, if it covers every domain of the service.
  * 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DOMAIN_NOT_COVERED, CV_ERR_DB. */
-int cv_vault_service_bind(struct cv_vault *v, const char *name, const char *certificate,
-			  int64_t now, struct cv_errmsg *err);
+int cv_vault_service_bind(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			  const char *certificate, int64_t now, struct cv_errmsg *err);
 /* The service stops using its certificate. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND (no such
  * service, or it uses none), CV_ERR_DB. */
-int cv_vault_service_unbind(struct cv_vault *v, const char *name, int64_t now,
-			    struct cv_errmsg *err);
+int cv_vault_service_unbind(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			    int64_t now, struct cv_errmsg *err);
 /* One page of services. 0 or CV_ERR_DB. */
 int cv_vault_service_list(struct cv_vault *v, const struct cv_service_filter *filter,
 			  struct cv_service_page **ret_page, struct cv_errmsg *err);
 
 /* JWKs. A JWK is made from a certificate's public key and stays linked to it. */
 /* Makes a JWK from the current version of a certificate (alg and use NULL for their
- * defaults) and stores it linked. Returns 0 and *ret_rec (the caller's), CV_ERR_INVALID_NAME,
+ * defaults) and stores it linked (audit's target the new kid). Returns 0 and *ret_rec (the
+ * caller's), CV_ERR_INVALID_NAME,
  * CV_ERR_NOT_FOUND, CV_ERR_BAD_REQUEST (alg or use does not fit), CV_ERR_BAD_CHAIN,
  * CV_ERR_NAME_TAKEN (that key is already a JWK), CV_ERR_DB. */
-int cv_vault_jwk_create(struct cv_vault *v, const char *certificate, const char *alg,
-			const char *use, int64_t now, struct cv_jwk_record **ret_rec,
-			struct cv_errmsg *err);
+int cv_vault_jwk_create(struct cv_vault *v, struct cv_audit *audit, const char *certificate,
+			const char *alg, const char *use, int64_t now,
+			struct cv_jwk_record **ret_rec, struct cv_errmsg *err);
 /* Reads or deletes one JWK by kid. 0, CV_ERR_BAD_REQUEST (not a kid), CV_ERR_NOT_FOUND,
  * CV_ERR_DB. */
 int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record **ret_rec,
 		     struct cv_errmsg *err);
-int cv_vault_jwk_delete(struct cv_vault *v, const char *kid, struct cv_errmsg *err);
+int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *kid,
+			struct cv_errmsg *err);
 /* The public JWKS document of the active JWKs as compact JSON text (malloc'd) and a strong
  * validator of it (a hash of the text, unquoted). 0, CV_ERR_DB, CV_ERR_NOMEM. */
 int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
@@ -312,16 +326,19 @@ struct cv_trust_add {
 /* Adds CA certificates: each must be a CA (CV_ERR_NOT_CA), valid now (CV_ERR_EXPIRED,
  * CV_ERR_NOT_YET_VALID), not already trusted (CV_ERR_SAME_CERTIFICATE naming the alias), under
  * an alias that follows the name rule, is not "export" and is free (CV_ERR_NAME_TAKEN). All
- * or none. *ret_aliases (the caller's, free()) lists the aliases added, in order. Also
- * CV_ERR_BAD_REQUEST, CV_ERR_BAD_ENCODING, CV_ERR_UNREACHABLE (url), CV_ERR_DB. */
-int cv_vault_trust_add(struct cv_vault *v, const struct cv_trust_add *req, int64_t now,
-		       char (**ret_aliases)[65], size_t *ret_n, struct cv_errmsg *err);
+ * or none. *ret_aliases (the caller's, free()) lists the aliases added, in order; audit's
+ * target is the first. Also CV_ERR_BAD_REQUEST, CV_ERR_BAD_ENCODING, CV_ERR_UNREACHABLE
+ * (url), CV_ERR_DB. */
+int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct cv_trust_add *req,
+		       int64_t now, char (**ret_aliases)[65], size_t *ret_n,
+		       struct cv_errmsg *err);
 /* One entry (alias) or all in alias order (alias NULL). 0, CV_ERR_INVALID_NAME,
  * CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_record **ret_recs,
 		       size_t *ret_n, struct cv_errmsg *err);
 /* Removes an entry. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
-int cv_vault_trust_delete(struct cv_vault *v, const char *alias, struct cv_errmsg *err);
+int cv_vault_trust_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
+			  struct cv_errmsg *err);
 /* The truststore as a PEM bundle in alias order, each certificate after a "# alias" line. */
 int cv_vault_trust_export_pem(struct cv_vault *v, char **ret_text, size_t *ret_len,
 			      struct cv_errmsg *err);
@@ -355,7 +372,8 @@ struct cv_audit {
 };
 void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *action,
 		    const char *target, const char *request_id, int64_t now);
-/* Adds a SHA-256 fingerprint (once; those past the record's room are left out). */
+/* Adds a SHA-256 fingerprint (once; those past the record's room are left out). a may be
+ * NULL: nothing. */
 void cv_audit_fingerprint(struct cv_audit *a, const char *fingerprint);
 /* Writes a's record as refused with the API's error code, unless the change wrote it. 0 or
  * CV_ERR_DB. */

@@ -104,6 +104,9 @@ void cv_x509_key_kind_of(const char *description, char ret_type[16], int *ret_bi
 int cv_x509_info_new(X509 *cert, struct cv_x509_info **ret_info);
 /* Frees info; accepts NULL. */
 void cv_x509_info_free(struct cv_x509_info *info);
+/* The certificate's SHA-256 fingerprint as cv_x509_info has it, for a certificate that may
+ * still fail the checks. Returns 0 or CV_ERR_INTERNAL. */
+int cv_x509_sha256_fingerprint(X509 *cert, char ret[96]);
 /* A deep copy of info into a new one. Returns 0 or CV_ERR_NOMEM. */
 int cv_x509_info_dup(const struct cv_x509_info *info, struct cv_x509_info **ret_info);
 

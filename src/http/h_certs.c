@@ -229,7 +229,7 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	r = check_chain_member(body, &check, err);
 	if (r < 0)
 		goto out;
-	r = cv_vault_cert_import(&app->vault, &in, req->now, &rec, err);
+	r = cv_vault_cert_import(&app->vault, req->audit, &in, req->now, &rec, err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, rec->name, req->now, 201, res, NULL, err);
@@ -287,7 +287,8 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"description\" is required");
 		goto out;
 	}
-	r = cv_vault_cert_describe(&app->vault, req->params[0], description, req->now, err);
+	r = cv_vault_cert_describe(&app->vault, req->audit, req->params[0], description, req->now,
+				   err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, req->params[0], req->now, 200, res, NULL, err);
@@ -311,7 +312,7 @@ int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_re
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "jwk_action must be delete or disconnect");
 	jwk.confirm = req_query(req, "confirm");
-	r = cv_vault_cert_delete(&app->vault, req->params[0], &jwk, err);
+	r = cv_vault_cert_delete(&app->vault, req->audit, req->params[0], &jwk, err);
 	if (r < 0)
 		return r;
 	return res_json(res, 200, json_pack("{s:s, s:b}", "name", req->params[0], "deleted", 1));
@@ -537,8 +538,8 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		goto out;
 	}
 	in.name = req->params[0];
-	r = cv_vault_cert_supersede(&app->vault, kind, &in, &ref, &jwk, req->now, &previous,
-				    err);
+	r = cv_vault_cert_supersede(&app->vault, req->audit, kind, &in, &ref, &jwk, req->now,
+				    &previous, err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, req->params[0], req->now, 200, res, &view, err);

@@ -47,7 +47,8 @@ int h_jwk_create(struct cv_app *app, const struct cv_request *req, struct cv_res
 	if (r == 0)
 		r = json_string_member(body, "alg", 0, 32, &alg, NULL, err);
 	if (r == 0)
-		r = cv_vault_jwk_create(&app->vault, certificate, alg, use, req->now, &rec, err);
+		r = cv_vault_jwk_create(&app->vault, req->audit, certificate, alg, use, req->now,
+					&rec, err);
 	if (r == 0)
 		r = res_json(res, 201, jwk_view_json(rec));
 	cv_store_jwk_free(rec);
@@ -79,7 +80,7 @@ int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_res
 
 	r = req_query_check(req, allowed, 0, err);
 	if (r == 0)
-		r = cv_vault_jwk_delete(&app->vault, req->params[0], err);
+		r = cv_vault_jwk_delete(&app->vault, req->audit, req->params[0], err);
 	if (r == 0)
 		r = res_json(res, 200,
 			     json_pack("{s:s, s:b}", "kid", req->params[0], "deleted", 1));

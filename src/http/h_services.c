@@ -108,7 +108,7 @@ int h_service_put(struct cv_app *app, const struct cv_request *req, struct cv_re
 	in.name = req->params[0];
 	in.domains = domains;
 	in.n_domains = json_array_size(list);
-	r = cv_vault_service_put(&app->vault, &in, req->now, &created, err);
+	r = cv_vault_service_put(&app->vault, req->audit, &in, req->now, &created, err);
 	if (r < 0)
 		goto out;
 	r = service_response(app, req->params[0], req->now, created ? 201 : 200, res, err);
@@ -126,7 +126,7 @@ int h_service_delete(struct cv_app *app, const struct cv_request *req, struct cv
 	r = req_query_check(req, allowed, 0, err);
 	if (r < 0)
 		return r;
-	r = cv_vault_service_delete(&app->vault, req->params[0], err);
+	r = cv_vault_service_delete(&app->vault, req->audit, req->params[0], err);
 	if (r < 0)
 		return r;
 	return res_json(res, 200, json_pack("{s:s, s:b}", "name", req->params[0], "deleted", 1));
@@ -145,7 +145,8 @@ int h_service_bind(struct cv_app *app, const struct cv_request *req, struct cv_r
 		r = json_string_member(body, "certificate", 1, CV_NAME_MAX * 4, &certificate, NULL,
 				       err);
 	if (r == 0)
-		r = cv_vault_service_bind(&app->vault, req->params[0], certificate, req->now, err);
+		r = cv_vault_service_bind(&app->vault, req->audit, req->params[0], certificate,
+					  req->now, err);
 	if (r == 0)
 		r = service_response(app, req->params[0], req->now, 200, res, err);
 	json_decref(body);
@@ -160,7 +161,7 @@ int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv
 
 	r = req_query_check(req, allowed, 0, err);
 	if (r == 0)
-		r = cv_vault_service_unbind(&app->vault, req->params[0], req->now, err);
+		r = cv_vault_service_unbind(&app->vault, req->audit, req->params[0], req->now, err);
 	if (r == 0)
 		r = service_response(app, req->params[0], req->now, 200, res, err);
 	return r;

@@ -109,7 +109,7 @@ int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		goto out;
 	}
 	in.timeout_ms = FETCH_TIMEOUT_MS;
-	r = cv_vault_trust_add(&app->vault, &in, req->now, &added, &n_added, err);
+	r = cv_vault_trust_add(&app->vault, req->audit, &in, req->now, &added, &n_added, err);
 	if (r < 0)
 		goto out;
 	items = json_array();
@@ -178,7 +178,7 @@ int h_trust_delete(struct cv_app *app, const struct cv_request *req, struct cv_r
 
 	r = req_query_check(req, allowed, 0, err);
 	if (r == 0)
-		r = cv_vault_trust_delete(&app->vault, req->params[0], err);
+		r = cv_vault_trust_delete(&app->vault, req->audit, req->params[0], err);
 	if (r == 0)
 		r = res_json(res, 200,
 			     json_pack("{s:s, s:b}", "alias", req->params[0], "deleted", 1));

@@ -516,27 +516,29 @@ out:
 	return r;
 }
 
-static int change_by_id(struct cv_store *store, const char *sql, int64_t id)
+int cv_store_cert_activate(struct cv_store *store, int64_t id,
+			   const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	int r;
 
-	r = change_on(db, sql, id);
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	/* A deleting row may come back too: the vault does that when the token refused to
+	 * destroy the key, and the certificate is then whole again. */
+	if (r == 0)
+		r = change_on(db, "UPDATE certificates SET state = 1 WHERE id = ?1"
+			      " AND state IN (0, 2)", id);
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
+	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
 }
 
-int cv_store_cert_activate(struct cv_store *store, int64_t id)
-{
-	/* A deleting row may come back too: the vault does that when the token refused to
-	 * destroy the key, and the certificate is then whole again. */
-	return change_by_id(store, "UPDATE certificates SET state = 1 WHERE id = ?1 AND state IN (0, 2)",
-			    id);
-}
-
 int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
-				enum cv_jwk_action jwk_action, struct cv_conflict *conflict)
+				enum cv_jwk_action jwk_action, struct cv_conflict *conflict,
+				const struct cv_audit_entry *audit)
 {
 	struct cv_jwk_record *jwks = NULL;
 	size_t n_jwks = 0;
@@ -588,6 +590,8 @@ int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
 			      : "UPDATE certificates SET state = 2, jwks_on_delete = 0"
 				" WHERE id = ?1 AND state = 1",
 		      id);
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
 out:
 	sqlite3_finalize(stmt);
 	cv_store_jwks_free(jwks, n_jwks);
@@ -620,13 +624,17 @@ int cv_store_cert_remove(struct cv_store *store, int64_t id)
 }
 
 int cv_store_cert_set_description(struct cv_store *store, const char *name,
-				  const char *description, int64_t now)
+				  const char *description, int64_t now,
+				  const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
 	rc = sqlite3_prepare_v2(db,
 				"UPDATE certificates SET description = ?1, updated_at = ?2"
 				" WHERE name = ?3 AND state = 1",
@@ -644,8 +652,11 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 		goto out;
 	}
 	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
 out:
 	sqlite3_finalize(stmt);
+	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
 }

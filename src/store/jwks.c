@@ -98,7 +98,8 @@ int store_jwk_insert_on(sqlite3 *db, const struct cv_jwk_record *rec)
 	return r;
 }
 
-int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec)
+int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec,
+			const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
@@ -126,6 +127,8 @@ int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec)
 		goto out;
 	}
 	r = store_jwk_insert_on(db, rec);
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
 out:
 	sqlite3_finalize(stmt);
 	r = store_finish(db, r);
@@ -169,20 +172,21 @@ out:
 	return r;
 }
 
-int cv_store_jwk_remove(struct cv_store *store, const char *kid)
+int cv_store_jwk_remove(struct cv_store *store, const char *kid,
+			const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
-	int rc, r;
+	int r;
 
-	rc = sqlite3_prepare_v2(db, "DELETE FROM jwks WHERE kid = ?1", -1, &stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = store_bind_text(stmt, 1, kid);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
-		rc = SQLITE_OK;
-	r = rc != SQLITE_OK ? store_err(rc) : sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
-	sqlite3_finalize(stmt);
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r == 0)
+		r = store_run(db, "DELETE FROM jwks WHERE kid = ?1", "t", kid);
+	if (r == 0 && sqlite3_changes(db) == 0)
+		r = CV_ERR_NOT_FOUND;
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
+	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
 }

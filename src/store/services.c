@@ -139,7 +139,8 @@ static int check_cert_covers(sqlite3 *db, int64_t cert_id, char *const *domains,
 }
 
 int cv_store_service_put(struct cv_store *store, const struct cv_service_record *svc,
-			 int64_t now, int *ret_created, struct cv_conflict *conflict)
+			 int64_t now, int *ret_created, struct cv_conflict *conflict,
+			 const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
@@ -182,6 +183,8 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 				 "INSERT INTO service_domains (service_id, position, domain)"
 				 " VALUES (?, ?, ?)",
 				 id, svc->domains, svc->n_domains);
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
 out:
 	r = store_finish(db, r);
 	store_return(store, conn);
@@ -221,16 +224,22 @@ out:
 	return r;
 }
 
-int cv_store_service_remove(struct cv_store *store, const char *name)
+int cv_store_service_remove(struct cv_store *store, const char *name,
+			     const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	int r;
 
+	r = store_exec(db, "BEGIN IMMEDIATE");
 	/* The domains go by the cascade. */
-	r = store_run(db, "DELETE FROM services WHERE name = ?1", "t", name);
+	if (r == 0)
+		r = store_run(db, "DELETE FROM services WHERE name = ?1", "t", name);
 	if (r == 0 && sqlite3_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
+	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
 }
@@ -242,7 +251,8 @@ static void not_found(struct cv_conflict *c, const char *what)
 }
 
 int cv_store_service_bind(struct cv_store *store, const char *name, const char *cert_name,
-			  int64_t now, struct cv_conflict *conflict)
+			  int64_t now, struct cv_conflict *conflict,
+			  const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
@@ -276,6 +286,8 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 			" ELSE ?2 END, updated_at = CASE WHEN cert_id IS ?1 THEN updated_at"
 			" ELSE ?2 END, cert_id = ?1 WHERE id = ?3",
 			"iii", cert_id, now, service_id);
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
 out:
 	store_strings_free(domains, n);
 	r = store_finish(db, r);
@@ -284,7 +296,7 @@ out:
 }
 
 int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t now,
-			    struct cv_conflict *conflict)
+			    struct cv_conflict *conflict, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
@@ -309,6 +321,8 @@ int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t no
 		"UPDATE services SET cert_id = NULL, bound_at = NULL, updated_at = ?1"
 		" WHERE name = ?2",
 		"it", now, name);
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
 out:
 	r = store_finish(db, r);
 	store_return(store, conn);

@@ -87,7 +87,7 @@ out:
 }
 
 int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *recs, size_t n,
-			  struct cv_conflict *conflict)
+			  struct cv_conflict *conflict, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
@@ -150,7 +150,7 @@ int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *
 			goto out;
 		}
 	}
-	r = 0;
+	r = store_audit_append_on(db, audit);
 out:
 	sqlite3_finalize(stmt);
 	r = store_finish(db, r);
@@ -264,20 +264,21 @@ out:
 	return r;
 }
 
-int cv_store_trust_remove(struct cv_store *store, const char *alias)
+int cv_store_trust_remove(struct cv_store *store, const char *alias,
+			  const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
-	int rc, r;
+	int r;
 
-	rc = sqlite3_prepare_v2(db, "DELETE FROM truststore WHERE alias = ?1", -1, &stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = store_bind_text(stmt, 1, alias);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
-		rc = SQLITE_OK;
-	r = rc != SQLITE_OK ? store_err(rc) : sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
-	sqlite3_finalize(stmt);
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r == 0)
+		r = store_run(db, "DELETE FROM truststore WHERE alias = ?1", "t", alias);
+	if (r == 0 && sqlite3_changes(db) == 0)
+		r = CV_ERR_NOT_FOUND;
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
+	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
 }

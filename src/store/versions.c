@@ -315,6 +315,8 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 					 req->id, req->next->domains, req->next->n_domains);
 	if (r == 0)
 		r = jwk_apply(db, req);
+	if (r == 0)
+		r = store_audit_append_on(db, req->audit);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;

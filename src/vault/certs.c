@@ -180,7 +180,8 @@ out:
 	return r;
 }
 
-int vault_material_check(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
+			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
 			 struct cv_errmsg *err)
 {
@@ -190,9 +191,13 @@ int vault_material_check(struct cv_vault *v, const struct cv_import_request *req
 	STACK_OF(X509) *chain = NULL;
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
+	char fp[96];
 	int r;
 
 	r = parse_material(req, &cert, &key, &chain, err);
+	/* The certificate may parse and its key or chain not: the refusal still names it. */
+	if (cert != NULL && cv_x509_sha256_fingerprint(cert, fp) == 0)
+		cv_audit_fingerprint(audit, fp);
 	if (r < 0)
 		goto out;
 	r = cv_x509_check_import(cert, key, chain, &policy, err);
@@ -227,13 +232,15 @@ int vault_key_destroy(struct cv_vault *v, const uint8_t *key_id, struct cv_errms
 	return r == CV_ERR_NOT_FOUND ? 0 : r;
 }
 
-int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
+			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, struct cv_errmsg *err)
 {
 	struct cv_cert_record *rec = NULL;
 	EVP_PKEY *key = NULL;
 	int r, pending = 0;
 
+	vault_audit_target(audit, req->name);
 	r = vault_check_name(req->name, err);
 	if (r < 0)
 		goto out;
@@ -248,7 +255,7 @@ int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req
 				  "description is longer than %d bytes", CV_DESCRIPTION_MAX);
 		goto out;
 	}
-	r = vault_material_check(v, req, now, &rec, &key, err);
+	r = vault_material_check(v, audit, req, now, &rec, &key, err);
 	if (r < 0)
 		goto out;
 
@@ -267,7 +274,9 @@ int cv_vault_cert_import(struct cv_vault *v, const struct cv_import_request *req
 	r = cv_token_key_create(v->token, key, rec->name, rec->key_id, sizeof(rec->key_id), err);
 	if (r < 0)
 		goto out;
-	r = cv_store_cert_activate(v->store, rec->id);
+	/* The import's commit: the record goes with it. */
+	r = cv_store_cert_activate(v->store, rec->id, vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r < 0) {
 		struct cv_errmsg ignored;
 
@@ -360,8 +369,8 @@ out:
 	return r;
 }
 
-int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *description,
-			   int64_t now, struct cv_errmsg *err)
+int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			   const char *description, int64_t now, struct cv_errmsg *err)
 {
 	int r;
 
@@ -371,7 +380,9 @@ int cv_vault_cert_describe(struct cv_vault *v, const char *name, const char *des
 	if (strlen(description) > CV_DESCRIPTION_MAX)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "description is longer than %d bytes", CV_DESCRIPTION_MAX);
-	r = cv_store_cert_set_description(v->store, name, description, now);
+	r = cv_store_cert_set_description(v->store, name, description, now,
+					  vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no certificate named %s", name);
 	if (r < 0)
@@ -411,8 +422,8 @@ out:
 	return r;
 }
 
-int cv_vault_cert_delete(struct cv_vault *v, const char *name, const struct cv_jwk_choice *jwk,
-			 struct cv_errmsg *err)
+int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			 const struct cv_jwk_choice *jwk, struct cv_errmsg *err)
 {
 	struct cv_cert_record *rec = NULL;
 	struct cv_conflict conflict = { "", "", 0 };
@@ -430,6 +441,7 @@ int cv_vault_cert_delete(struct cv_vault *v, const char *name, const struct cv_j
 	r = vault_lookup(v, name, &rec, err);
 	if (r < 0)
 		goto out;
+	cv_audit_fingerprint(audit, rec->sha256_fingerprint);
 	r = cv_store_jwk_list(v->store, rec->id, &linked, &n_linked);
 	if (r < 0) {
 		cv_errmsg_set(err, r, "the database could not be read");
@@ -448,8 +460,11 @@ int cv_vault_cert_delete(struct cv_vault *v, const char *name, const struct cv_j
 				  name, name);
 		goto out;
 	}
-	/* Mark first: a crash after a key is gone leaves a row the reconciler finishes. */
-	r = cv_store_cert_mark_deleting(v->store, rec->id, jwk->action, &conflict);
+	/* Mark first: a crash after a key is gone leaves a row the reconciler finishes. The
+	 * mark is the point of no return, so the record goes with it. */
+	r = cv_store_cert_mark_deleting(v->store, rec->id, jwk->action, &conflict,
+					vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_IN_USE) {
 		cv_errmsg_set(err, r, "certificate %s is used by %s: unbind it first", name,
 			      conflict.detail);
@@ -468,8 +483,11 @@ int cv_vault_cert_delete(struct cv_vault *v, const char *name, const struct cv_j
 	}
 	r = destroy_all_keys(v, rec, err);
 	if (r < 0) {
-		/* The current key is still there: the certificate stays. */
-		cv_store_cert_activate(v->store, rec->id);
+		/* The current key is still there: the certificate stays, and the trail says so
+		 * after the record of the mark (the caller writes the refusal). */
+		cv_store_cert_activate(v->store, rec->id, NULL);
+		if (audit != NULL)
+			audit->written = 0;
 		goto out;
 	}
 	r = cv_store_cert_remove(v->store, rec->id);
@@ -585,6 +603,7 @@ static int reconcile_cert(const struct cv_cert_record *rec, void *arg)
 	r = destroy_all_keys(rc->v, rec, rc->err);
 	if (r < 0)
 		return r;
+	/* No record: the import was refused, or the delete recorded when it was marked. */
 	r = cv_store_cert_remove(rc->v->store, rec->id);
 	if (r < 0 && r != CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(rc->err, r, "reconcile: cannot remove row of %s", rec->name);

@@ -33,6 +33,8 @@ int vault_check_name(const char *name, struct cv_errmsg *err);
 const struct cv_audit_entry *vault_audit_done(struct cv_audit *a);
 /* After the store call that carried vault_audit_done(a): r 0 means the record was written. */
 void vault_audit_written(struct cv_audit *a, int r);
+/* Sets a's target when the URL did not name it (a create): a may be NULL. */
+void vault_audit_target(struct cv_audit *a, const char *target);
 
 /* Reads the active certificate of this name, with the messages every use case gives. */
 int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,
@@ -40,8 +42,10 @@ int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **r
 
 /* Parses and checks everything a client sent for an import, renew or replace, and makes the
  * record to store (a fresh random key id; name and description from req) with the key to
- * put in the token. Returns 0 or the first check's error with its message. */
-int vault_material_check(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+ * put in the token; audit gets the certificate's fingerprint as soon as it is parsed, before
+ * the checks. Returns 0 or the first check's error with its message. */
+int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
+			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
 			 struct cv_errmsg *err);
 

@@ -59,9 +59,9 @@ static int check_kid(const char *kid, struct cv_errmsg *err)
 	return 0;
 }
 
-int cv_vault_jwk_create(struct cv_vault *v, const char *certificate, const char *alg,
-			const char *use, int64_t now, struct cv_jwk_record **ret_rec,
-			struct cv_errmsg *err)
+int cv_vault_jwk_create(struct cv_vault *v, struct cv_audit *audit, const char *certificate,
+			const char *alg, const char *use, int64_t now,
+			struct cv_jwk_record **ret_rec, struct cv_errmsg *err)
 {
 	struct cv_cert_record *cert = NULL;
 	struct cv_jwk_record *rec = NULL;
@@ -71,6 +71,7 @@ int cv_vault_jwk_create(struct cv_vault *v, const char *certificate, const char 
 	r = vault_lookup(v, certificate, &cert, err);
 	if (r < 0)
 		goto out;
+	cv_audit_fingerprint(audit, cert->sha256_fingerprint);
 	r = vault_cert_jwk(cert, alg, use, &jwk, err);
 	if (r < 0)
 		goto out;
@@ -90,7 +91,9 @@ int cv_vault_jwk_create(struct cv_vault *v, const char *certificate, const char 
 	r = cv_json_text(jwk, JSON_COMPACT, &rec->jwk);
 	if (r < 0)
 		goto out;
-	r = cv_store_jwk_insert(v->store, rec);
+	vault_audit_target(audit, rec->kid);
+	r = cv_store_jwk_insert(v->store, rec, vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "this key is already the JWK %s", rec->kid);
 		goto out;
@@ -131,14 +134,35 @@ int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record *
 	return 0;
 }
 
-int cv_vault_jwk_delete(struct cv_vault *v, const char *kid, struct cv_errmsg *err)
+/* Adds the fingerprint of the certificate version the JWK kid was made from, when it is still
+ * linked to it. Only the record needs it, so a failed read leaves it out. */
+static void audit_jwk_cert(struct cv_vault *v, struct cv_audit *a, const char *kid)
+{
+	struct cv_jwk_record *rec = NULL;
+	struct cv_cert_version *versions = NULL;
+	size_t n = 0, i;
+
+	if (a == NULL || cv_store_jwk_get(v->store, kid, &rec) < 0)
+		return;
+	if (rec->cert_id != 0 && cv_store_cert_versions(v->store, rec->cert_id, &versions, &n) == 0)
+		for (i = 0; i < n; i++)
+			if (versions[i].version == rec->cert_version)
+				cv_audit_fingerprint(a, versions[i].sha256_fingerprint);
+	free(versions);
+	cv_store_jwk_free(rec);
+}
+
+int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *kid,
+			struct cv_errmsg *err)
 {
 	int r;
 
 	r = check_kid(kid, err);
 	if (r < 0)
 		return r;
-	r = cv_store_jwk_remove(v->store, kid);
+	audit_jwk_cert(v, audit, kid);
+	r = cv_store_jwk_remove(v->store, kid, vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no JWK with kid %s", kid);
 	if (r < 0)

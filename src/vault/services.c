@@ -29,8 +29,9 @@ static int not_covered(int r, const struct cv_conflict *c, const char *certifica
 			     c->service, c->detail);
 }
 
-int cv_vault_service_put(struct cv_vault *v, const struct cv_service_request *req, int64_t now,
-			 int *ret_created, struct cv_errmsg *err)
+int cv_vault_service_put(struct cv_vault *v, struct cv_audit *audit,
+			 const struct cv_service_request *req, int64_t now, int *ret_created,
+			 struct cv_errmsg *err)
 {
 	struct cv_service_record svc = { 0 };
 	struct cv_conflict conflict = { "", "", 0 };
@@ -79,7 +80,9 @@ int cv_vault_service_put(struct cv_vault *v, const struct cv_service_request *re
 		}
 		svc.n_domains++;
 	}
-	r = cv_store_service_put(v->store, &svc, now, ret_created, &conflict);
+	r = cv_store_service_put(v->store, &svc, now, ret_created, &conflict,
+				 vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_DOMAIN_NOT_COVERED)
 		not_covered(r, &conflict, NULL, err);
 	else if (r < 0)
@@ -107,14 +110,30 @@ int cv_vault_service_get(struct cv_vault *v, const char *name,
 	return 0;
 }
 
-int cv_vault_service_delete(struct cv_vault *v, const char *name, struct cv_errmsg *err)
+/* Adds the fingerprint of the certificate service name uses now, if any, to a: the use an
+ * unbind or a delete ends. Only the record needs it, so a failed read leaves it out. */
+static void audit_service_cert(struct cv_vault *v, struct cv_audit *a, const char *name)
+{
+	struct cv_service_record *svc = NULL;
+
+	if (a == NULL || cv_store_service_get(v->store, name, &svc) < 0)
+		return;
+	if (svc->cert_name[0] != '\0')
+		cv_audit_fingerprint(a, svc->cert_sha256_fingerprint);
+	cv_store_service_free(svc);
+}
+
+int cv_vault_service_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			    struct cv_errmsg *err)
 {
 	int r;
 
 	r = vault_check_name(name, err);
 	if (r < 0)
 		return r;
-	r = cv_store_service_remove(v->store, name);
+	audit_service_cert(v, audit, name);
+	r = cv_store_service_remove(v->store, name, vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no service named %s", name);
 	if (r < 0)
@@ -122,10 +141,11 @@ int cv_vault_service_delete(struct cv_vault *v, const char *name, struct cv_errm
 	return 0;
 }
 
-int cv_vault_service_bind(struct cv_vault *v, const char *name, const char *certificate,
-			  int64_t now, struct cv_errmsg *err)
+int cv_vault_service_bind(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			  const char *certificate, int64_t now, struct cv_errmsg *err)
 {
 	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_cert_record *rec = NULL;
 	int r;
 
 	r = vault_check_name(name, err);
@@ -133,7 +153,13 @@ int cv_vault_service_bind(struct cv_vault *v, const char *name, const char *cert
 		r = vault_check_name(certificate, err);
 	if (r < 0)
 		return r;
-	r = cv_store_service_bind(v->store, name, certificate, now, &conflict);
+	/* For the record only: the store checks the certificate again, under its lock. */
+	if (audit != NULL && cv_store_cert_get(v->store, certificate, &rec) == 0)
+		cv_audit_fingerprint(audit, rec->sha256_fingerprint);
+	cv_store_cert_free(rec);
+	r = cv_store_service_bind(v->store, name, certificate, now, &conflict,
+				  vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
 		return missing(r, &conflict, name, certificate, err);
 	if (r == CV_ERR_DOMAIN_NOT_COVERED)
@@ -143,8 +169,8 @@ int cv_vault_service_bind(struct cv_vault *v, const char *name, const char *cert
 	return 0;
 }
 
-int cv_vault_service_unbind(struct cv_vault *v, const char *name, int64_t now,
-			    struct cv_errmsg *err)
+int cv_vault_service_unbind(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			    int64_t now, struct cv_errmsg *err)
 {
 	struct cv_conflict conflict = { "", "", 0 };
 	int r;
@@ -152,7 +178,9 @@ int cv_vault_service_unbind(struct cv_vault *v, const char *name, int64_t now,
 	r = vault_check_name(name, err);
 	if (r < 0)
 		return r;
-	r = cv_store_service_unbind(v->store, name, now, &conflict);
+	audit_service_cert(v, audit, name);
+	r = cv_store_service_unbind(v->store, name, now, &conflict, vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
 		return missing(r, &conflict, name, NULL, err);
 	if (r < 0)

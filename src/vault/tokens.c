@@ -41,12 +41,14 @@ void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *
 
 void cv_audit_fingerprint(struct cv_audit *a, const char *fp)
 {
-	char *list = a->entry.fingerprints;
-	size_t used = strlen(list), n = strlen(fp);
+	char *list;
+	size_t used, n = strlen(fp);
 	const char *p;
 
-	if (n == 0)
+	if (a == NULL || n == 0)
 		return;
+	list = a->entry.fingerprints;
+	used = strlen(list);
 	for (p = strstr(list, fp); p != NULL; p = strstr(p + 1, fp))
 		if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
 			return;
@@ -70,6 +72,12 @@ void vault_audit_written(struct cv_audit *a, int r)
 {
 	if (a != NULL && r == 0)
 		a->written = 1;
+}
+
+void vault_audit_target(struct cv_audit *a, const char *target)
+{
+	if (a != NULL)
+		copy_field(a->entry.target, sizeof(a->entry.target), target);
 }
 
 int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *error_code)
@@ -159,8 +167,7 @@ int cv_vault_token_create(struct cv_vault *v, struct cv_audit *audit, const char
 	r = token_mint(&t, ret_secret);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "no random bytes for a token");
-	if (audit != NULL)
-		copy_field(audit->entry.target, sizeof(audit->entry.target), t.id);
+	vault_audit_target(audit, t.id);
 	r = cv_store_api_token_insert(v->store, &t, vault_audit_done(audit));
 	vault_audit_written(audit, r);
 	if (r < 0) {

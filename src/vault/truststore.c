@@ -110,7 +110,8 @@ out:
 
 /* Fills a record for the entry at position i of n; *rec is the caller's to release. */
 static int trust_record(const struct cv_trust_add *req, X509 *cert, int i, int n, int64_t now,
-			struct cv_trust_record *rec, struct cv_errmsg *err)
+			struct cv_trust_record *rec, struct cv_audit *audit,
+			struct cv_errmsg *err)
 {
 	struct cv_x509_info *info = NULL;
 	int r;
@@ -125,6 +126,8 @@ static int trust_record(const struct cv_trust_add *req, X509 *cert, int i, int n
 		return cv_errmsg_set(err, CV_ERR_INVALID_NAME,
 				     "alias %s-%d is longer than %d characters", req->alias, i + 1,
 				     CV_NAME_MAX);
+	if (i == 0)
+		vault_audit_target(audit, rec->alias);
 	r = check_alias(rec->alias, err);
 	if (r < 0)
 		return r;
@@ -132,6 +135,7 @@ static int trust_record(const struct cv_trust_add *req, X509 *cert, int i, int n
 	if (r < 0)
 		return cv_errmsg_set(err, r, "entry %d: the certificate's fields cannot be read",
 				     i + 1);
+	cv_audit_fingerprint(audit, info->sha256_fingerprint);
 	if (!info->is_ca) {
 		r = cv_errmsg_set(err, CV_ERR_NOT_CA,
 				  "entry %d (%.200s) is not a CA certificate: a truststore holds CAs",
@@ -167,8 +171,9 @@ out:
 	return r;
 }
 
-int cv_vault_trust_add(struct cv_vault *v, const struct cv_trust_add *req, int64_t now,
-		       char (**ret_aliases)[65], size_t *ret_n, struct cv_errmsg *err)
+int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct cv_trust_add *req,
+		       int64_t now, char (**ret_aliases)[65], size_t *ret_n,
+		       struct cv_errmsg *err)
 {
 	struct cv_conflict conflict = { "", "", 0 };
 	struct cv_trust_record *recs = NULL;
@@ -176,6 +181,8 @@ int cv_vault_trust_add(struct cv_vault *v, const struct cv_trust_add *req, int64
 	char (*aliases)[65] = NULL;
 	int n = 0, i, r;
 
+	/* The alias as given until the entries are made (a bundle's first is alias-1). */
+	vault_audit_target(audit, req->n_aliases > 0 ? req->aliases[0] : req->alias);
 	if (req->n_aliases == 0) {
 		r = check_alias(req->alias != NULL ? req->alias : "", err);
 		if (r < 0)
@@ -198,12 +205,13 @@ int cv_vault_trust_add(struct cv_vault *v, const struct cv_trust_add *req, int64
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		r = trust_record(req, sk_X509_value(certs, i), i, n, now, &recs[i], err);
+		r = trust_record(req, sk_X509_value(certs, i), i, n, now, &recs[i], audit, err);
 		if (r < 0)
 			goto out;
 		memcpy(aliases[i], recs[i].alias, sizeof(aliases[i]));
 	}
-	r = cv_store_trust_insert(v->store, recs, (size_t)n, &conflict);
+	r = cv_store_trust_insert(v->store, recs, (size_t)n, &conflict, vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "the alias %s is taken", conflict.detail);
 		goto out;
@@ -242,14 +250,22 @@ int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_re
 	return 0;
 }
 
-int cv_vault_trust_delete(struct cv_vault *v, const char *alias, struct cv_errmsg *err)
+int cv_vault_trust_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
+			  struct cv_errmsg *err)
 {
+	struct cv_trust_record *entry = NULL;
+	size_t n = 0;
 	int r;
 
 	r = check_alias(alias, err);
 	if (r < 0)
 		return r;
-	r = cv_store_trust_remove(v->store, alias);
+	/* For the record only: a missing entry is the remove's to report. */
+	if (audit != NULL && cv_store_trust_get(v->store, alias, &entry, &n) == 0 && n == 1)
+		cv_audit_fingerprint(audit, entry[0].sha256_fingerprint);
+	cv_store_trust_free(entry, n);
+	r = cv_store_trust_remove(v->store, alias, vault_audit_done(audit));
+	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no truststore entry named %s", alias);
 	if (r < 0)

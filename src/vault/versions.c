@@ -224,10 +224,10 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 	return 0;
 }
 
-int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
-			    const struct cv_import_request *req, const struct cv_version_ref *ref,
-			    const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
-			    struct cv_errmsg *err)
+int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
+			    enum cv_version_end kind, const struct cv_import_request *req,
+			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
+			    int64_t now, int64_t *ret_previous, struct cv_errmsg *err)
 {
 	struct jwk_plan plan = { 0 };
 	struct cv_cert_record *cur = NULL, *next = NULL;
@@ -241,6 +241,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
 	r = vault_lookup(v, req->name, &cur, err);
 	if (r < 0)
 		goto out;
+	cv_audit_fingerprint(audit, cur->sha256_fingerprint);
 	sup.kind = kind;
 	sup.id = cur->id;
 	sup.now = now;
@@ -249,7 +250,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
 	if (r < 0)
 		goto out;
 	material.description = cur->description;
-	r = vault_material_check(v, &material, now, &next, &key, err);
+	r = vault_material_check(v, audit, &material, now, &next, &key, err);
 	if (r < 0)
 		goto out;
 	sup.next = next;
@@ -280,7 +281,9 @@ int cv_vault_cert_supersede(struct cv_vault *v, enum cv_version_end kind,
 	if (r < 0)
 		goto out;
 	created = 1;
+	sup.audit = vault_audit_done(audit);
 	r = cv_store_cert_supersede(v->store, &sup, &conflict);
+	vault_audit_written(audit, r);
 	if (r < 0) {
 		supersede_refused(r, &sup, cur->name, &conflict, err);
 		goto out;

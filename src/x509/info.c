@@ -112,6 +112,11 @@ static int fingerprint(X509 *cert, const EVP_MD *md, char *buf, size_t buflen)
 	return 0;
 }
 
+int cv_x509_sha256_fingerprint(X509 *cert, char ret[96])
+{
+	return fingerprint(cert, EVP_sha256(), ret, 96);
+}
+
 static int serial_text(X509 *cert, char *buf, size_t buflen)
 {
 	const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);

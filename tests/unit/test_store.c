@@ -3,7 +3,8 @@
  * paging, the status filter at its exact edges, search, counts, the pool under threads, and
  * the file's permissions; then schema v2: a v1 file migrated, services and their binding,
  * a certificate's usage, delete refused while in use, renew and replace (each refusal, the
- * versions, the race), and the key journal. */
+ * versions, the race), and the key journal; last, that every write committing a client's
+ * change writes its audit record in the same transaction or not at all. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -131,7 +132,7 @@ static int64_t add(struct cv_store *store, const char *name, int64_t nb, int64_t
 	int64_t id;
 
 	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
-	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
 	id = rec->id;
 	cv_store_cert_free(rec);
 	return id;
@@ -352,12 +353,12 @@ static void test_lifecycle(void **state)
 	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &c), 0);
 	assert_int_equal(c.total, 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, dup), CV_ERR_NAME_TAKEN);
-	assert_int_equal(cv_store_cert_set_description(store, "life", "x", NOW), CV_ERR_NOT_FOUND);
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_set_description(store, "life", "x", NOW, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL, NULL), CV_ERR_NOT_FOUND);
 
 	/* Active: every field comes back. */
-	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
-	assert_int_equal(cv_store_cert_activate(store, rec->id), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_cert_get(store, "life", &got), 0);
 	assert_int_equal(got->state, CV_CERT_ACTIVE);
 	assert_same_record(got, rec, 1);
@@ -373,18 +374,18 @@ static void test_lifecycle(void **state)
 	assert_int_equal(c.valid, 1);
 
 	/* Deleting: invisible again, name still held. */
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 	assert_int_equal(cv_store_cert_get(store, "life", &got), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &c), 0);
 	assert_int_equal(c.total, 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, dup), CV_ERR_NAME_TAKEN);
 
 	/* The vault's undo of a delete the token refused brings the row back whole. */
-	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
 	assert_int_equal(cv_store_cert_get(store, "life", &got), 0);
 	cv_store_cert_free(got);
 	got = NULL;
-	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 
 	/* Remove: the row and its domains are gone, and the name is free. */
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificate_domains WHERE cert_id = %lld",
@@ -443,7 +444,7 @@ static void test_foreach_unsettled(void **state)
 
 	add(store, "a-active", NOW - DAY, NOW + DAY, NULL);
 	del = add(store, "d-deleting", NOW - DAY, NOW + DAY, NULL);
-	assert_int_equal(cv_store_cert_mark_deleting(store, del, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, del, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, p), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, p2), 0);
 	assert_int_equal(cv_store_cert_foreach_unsettled(store, collect_unsettled, seen), 0);
@@ -462,14 +463,14 @@ static void test_set_description(void **state)
 	struct cv_cert_record *rec = NULL;
 
 	add(store, "desc", NOW - DAY, NOW + DAY, NULL);
-	assert_int_equal(cv_store_cert_set_description(store, "desc", "new 'text'; --", NOW + 5),
+	assert_int_equal(cv_store_cert_set_description(store, "desc", "new 'text'; --", NOW + 5, NULL),
 			 0);
 	assert_int_equal(cv_store_cert_get(store, "desc", &rec), 0);
 	assert_string_equal(rec->description, "new 'text'; --");
 	assert_int_equal(rec->updated_at, NOW + 5);
 	assert_int_equal(rec->created_at, NOW - 100);
 	cv_store_cert_free(rec);
-	assert_int_equal(cv_store_cert_set_description(store, "nope", "x", NOW), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_set_description(store, "nope", "x", NOW, NULL), CV_ERR_NOT_FOUND);
 }
 
 static void test_list_keyset_paging(void **state)
@@ -787,7 +788,7 @@ static void *insert_many(void *arg)
 		memcpy(rec->key_id, &k, sizeof(k));
 		memcpy(rec->key_id + 8, "thread!!", 8);
 		if (cv_store_cert_insert_pending(w->store, rec) != 0 ||
-		    cv_store_cert_activate(w->store, rec->id) != 0)
+		    cv_store_cert_activate(w->store, rec->id, NULL) != 0)
 			w->failures++;
 		got = NULL;
 		if (cv_store_cert_get(w->store, name, &got) != 0 || got->n_domains != 2)
@@ -919,7 +920,7 @@ static int put_svc(struct cv_store *store, const char *name, const char *environ
 	int created = -1, r;
 
 	memset(&c, 0, sizeof(c));
-	r = cv_store_service_put(store, svc, now, &created, &c);
+	r = cv_store_service_put(store, svc, now, &created, &c, NULL);
 	cv_store_service_free(svc);
 	assert_int_equal(r, 0);
 	return created;
@@ -930,7 +931,7 @@ static void bind_svc(struct cv_store *store, const char *name, const char *cert,
 	struct cv_conflict c;
 
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, name, cert, now, &c), 0);
+	assert_int_equal(cv_store_service_bind(store, name, cert, now, &c, NULL), 0);
 }
 
 static struct cv_service_record *get_svc(struct cv_store *store, const char *name)
@@ -953,7 +954,7 @@ static struct cv_cert_record *get_cert(struct cv_store *store, const char *name)
 static int64_t add_rec(struct cv_store *store, struct cv_cert_record *rec)
 {
 	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
-	assert_int_equal(cv_store_cert_activate(store, rec->id), 0);
+	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
 	return rec->id;
 }
 
@@ -1208,7 +1209,7 @@ static void test_service_put_get_remove(void **state)
 	svc->bound_at = 5;
 	svc->created_at = 1;
 	svc->updated_at = 2;
-	assert_int_equal(cv_store_service_put(store, svc, NOW, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW, &created, &c, NULL), 0);
 	assert_int_equal(created, 1);
 	cv_store_service_free(svc);
 	got = get_svc(store, "web");
@@ -1229,7 +1230,7 @@ static void test_service_put_get_remove(void **state)
 	/* Put again: an update that replaces environment, description and domains. */
 	svc = make_svc("web", "staging", "", d2);
 	created = -1;
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 10, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 10, &created, &c, NULL), 0);
 	assert_int_equal(created, 0);
 	cv_store_service_free(svc);
 	got = get_svc(store, "web");
@@ -1241,7 +1242,7 @@ static void test_service_put_get_remove(void **state)
 	cv_store_service_free(got);
 	/* No domains at all is a service too. */
 	svc = make_svc("web", "staging", "x", NULL);
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 20, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 20, &created, &c, NULL), 0);
 	assert_int_equal(created, 0);
 	cv_store_service_free(svc);
 	got = get_svc(store, "web");
@@ -1252,10 +1253,10 @@ static void test_service_put_get_remove(void **state)
 
 	/* Names are exact. */
 	assert_int_equal(cv_store_service_get(store, "WEB", &got), CV_ERR_NOT_FOUND);
-	assert_int_equal(cv_store_service_remove(store, "web "), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_remove(store, "web ", NULL), CV_ERR_NOT_FOUND);
 	assert_int_equal(put_svc(store, "api", "production", d1, NOW), 1);
-	assert_int_equal(cv_store_service_remove(store, "api"), 0);
-	assert_int_equal(cv_store_service_remove(store, "api"), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_remove(store, "api", NULL), 0);
+	assert_int_equal(cv_store_service_remove(store, "api", NULL), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_service_get(store, "api", &got), CV_ERR_NOT_FOUND);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM service_domains"), 0);
 	/* The other one is untouched; a removed name can be created again. */
@@ -1373,40 +1374,40 @@ static void test_bind_unbind(void **state)
 	add_rec(store, cert);
 	add(store, "alt", NOW - DAY, NOW + DAY, cd2);
 	gone = add(store, "gone", NOW - DAY, NOW + DAY, cd);
-	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, pending), 0);
 	assert_int_equal(put_svc(store, "web", "production", sd, NOW), 1);
 	assert_int_equal(put_svc(store, "odd", "production", bad, NOW), 1);
 
 	/* What is missing, named in detail: the service first. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "nope", "main", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "nope", "main", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "service");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "nope", "nocert", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "nope", "nocert", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "service");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "web", "nocert", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "web", "nocert", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	/* Only an active certificate: not one being imported or deleted. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "web", "pend", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "web", "pend", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	/* No conflict to fill is fine too. */
-	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW, NULL, NULL), CV_ERR_NOT_FOUND);
 
 	/* Not covered: every domain the certificate misses, in the service's order ("*." covers
 	 * one label, and a wildcard domain only by the same wildcard). */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "odd", "main", NOW, &c),
+	assert_int_equal(cv_store_service_bind(store, "odd", "main", NOW, &c, NULL),
 			 CV_ERR_DOMAIN_NOT_COVERED);
 	assert_string_equal(c.service, "odd");
 	assert_string_equal(c.detail, "a.b.example.com, example.org");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "odd", "alt", NOW, &c),
+	assert_int_equal(cv_store_service_bind(store, "odd", "alt", NOW, &c, NULL),
 			 CV_ERR_DOMAIN_NOT_COVERED);
 	assert_string_equal(c.service, "odd");
 	assert_string_equal(c.detail, "a.b.example.com");
@@ -1445,7 +1446,7 @@ static void test_bind_unbind(void **state)
 	assert_int_equal(svc->bound_at, NOW + 12);
 	cv_store_service_free(svc);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW + 13, &c),
+	assert_int_equal(cv_store_service_bind(store, "web", "gone", NOW + 13, &c, NULL),
 			 CV_ERR_NOT_FOUND);
 	svc = get_svc(store, "web");
 	assert_string_equal(svc->cert_name, "alt");
@@ -1454,13 +1455,13 @@ static void test_bind_unbind(void **state)
 
 	/* Unbind. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "nope", NOW + 20, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_unbind(store, "nope", NOW + 20, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "service");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "odd", NOW + 20, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_unbind(store, "odd", NOW + 20, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 20, &c), 0);
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 20, &c, NULL), 0);
 	svc = get_svc(store, "web");
 	assert_string_equal(svc->cert_name, "");
 	assert_int_equal(svc->cert_version, 0);
@@ -1469,16 +1470,16 @@ static void test_bind_unbind(void **state)
 	assert_strings(svc->domains, svc->n_domains, sd);
 	cv_store_service_free(svc);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
-	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_unbind(store, "web", NOW + 21, NULL, NULL), CV_ERR_NOT_FOUND);
 	/* Bound anew after an unbind: a fresh bound_at. */
 	bind_svc(store, "web", "main", NOW + 30);
 	svc = get_svc(store, "web");
 	assert_int_equal(svc->bound_at, NOW + 30);
 	cv_store_service_free(svc);
 	/* Removing a bound service ends its use. */
-	assert_int_equal(cv_store_service_remove(store, "web"), 0);
+	assert_int_equal(cv_store_service_remove(store, "web", NULL), 0);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM services WHERE cert_id IS NOT NULL"),
 			 0);
 	cv_store_cert_free(pending);
@@ -1503,7 +1504,7 @@ static void test_not_covered_detail_is_cut(void **state)
 	doms[40] = NULL;
 	assert_int_equal(put_svc(store, "wide", "production", doms, NOW), 1);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "wide", "narrow", NOW, &c),
+	assert_int_equal(cv_store_service_bind(store, "wide", "narrow", NOW, &c, NULL),
 			 CV_ERR_DOMAIN_NOT_COVERED);
 	snprintf(want_start, sizeof(want_start), "%s, %s, ", names[0], names[1]);
 	assert_memory_equal(c.detail, want_start, strlen(want_start));
@@ -1530,7 +1531,7 @@ static void test_put_keeps_bound_service_covered(void **state)
 
 	svc = make_svc("front", "staging", "changed", bad);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 5, &created, &c),
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 5, &created, &c, NULL),
 			 CV_ERR_DOMAIN_NOT_COVERED);
 	assert_string_equal(c.service, "front");
 	assert_string_equal(c.detail, "shop.example, a.b.shop.example");
@@ -1546,7 +1547,7 @@ static void test_put_keeps_bound_service_covered(void **state)
 
 	/* Covered domains: the service changes and stays bound. */
 	svc = make_svc("front", "staging", "changed", ok);
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 6, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 6, &created, &c, NULL), 0);
 	assert_int_equal(created, 0);
 	cv_store_service_free(svc);
 	got = get_svc(store, "front");
@@ -1557,9 +1558,9 @@ static void test_put_keeps_bound_service_covered(void **state)
 	cv_store_service_free(got);
 	/* Unbound, anything goes. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "front", NOW + 7, &c), 0);
+	assert_int_equal(cv_store_service_unbind(store, "front", NOW + 7, &c, NULL), 0);
 	svc = make_svc("front", "staging", "changed", bad);
-	assert_int_equal(cv_store_service_put(store, svc, NOW + 8, &created, &c), 0);
+	assert_int_equal(cv_store_service_put(store, svc, NOW + 8, &created, &c, NULL), 0);
 	cv_store_service_free(svc);
 	got = get_svc(store, "front");
 	assert_strings(got->domains, got->n_domains, bad);
@@ -1678,8 +1679,8 @@ static void test_usage_in_get_list_counts(void **state)
 
 	/* Usage follows unbind and remove. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "mid", NOW, &c), 0);
-	assert_int_equal(cv_store_service_remove(store, "zeta"), 0);
+	assert_int_equal(cv_store_service_unbind(store, "mid", NOW, &c, NULL), 0);
+	assert_int_equal(cv_store_service_remove(store, "zeta", NULL), 0);
 	rec = get_cert(store, "shared");
 	assert_int_equal(rec->n_used_by, 1);
 	assert_string_equal(rec->used_by[0].service, "alpha");
@@ -1718,10 +1719,10 @@ static void test_delete_refused_while_in_use(void **state)
 	bind_svc(store, "s1", "busy", NOW);
 
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c, NULL),
 			 CV_ERR_IN_USE);
 	assert_string_equal(c.detail, "s1, s2");
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, NULL),
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, NULL, NULL),
 			 CV_ERR_IN_USE);
 	/* Still whole and active. */
 	rec = get_cert(store, "busy");
@@ -1733,21 +1734,21 @@ static void test_delete_refused_while_in_use(void **state)
 	cv_store_cert_free(rec);
 
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_unbind(store, "s1", NOW, &c), 0);
+	assert_int_equal(cv_store_service_unbind(store, "s1", NOW, &c, NULL), 0);
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c, NULL),
 			 CV_ERR_IN_USE);
 	assert_string_equal(c.detail, "s2");
 
 	/* A version in the history, then the last user goes: the delete goes through. */
 	req = supersede_req(CV_END_RENEWED, id, 1, next, NOW + 10);
 	superseded(store, &req);
-	assert_int_equal(cv_store_service_remove(store, "s2"), 0);
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c), 0);
+	assert_int_equal(cv_store_service_remove(store, "s2", NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c, NULL), 0);
 	assert_int_equal(cv_store_cert_get(store, "busy", &rec), CV_ERR_NOT_FOUND);
 	/* Marked: nothing binds to it any more. */
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_service_bind(store, "s1", "busy", NOW, &c), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_service_bind(store, "s1", "busy", NOW, &c, NULL), CV_ERR_NOT_FOUND);
 	assert_string_equal(c.detail, "certificate");
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificate_versions WHERE cert_id = %lld",
 		 (long long)id);
@@ -1776,7 +1777,7 @@ static void test_in_use_detail_is_cut(void **state)
 		bind_svc(store, name, "many", NOW);
 	}
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c),
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_NONE, &c, NULL),
 			 CV_ERR_IN_USE);
 	assert_memory_equal(c.detail, "service-with-a-long-name-00, service-with-a-long-name-01",
 			    strlen("service-with-a-long-name-00, service-with-a-long-name-01"));
@@ -1807,7 +1808,7 @@ static void test_supersede_refusals(void **state)
 	id = add_rec(store, web);
 	lone = add(store, "lone", NOW - DAY, NOW + DAY, lone_d);
 	gone = add(store, "gone", NOW - DAY, NOW + DAY, cd);
-	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL, NULL), 0);
 	assert_int_equal(cv_store_cert_insert_pending(store, pending), 0);
 	assert_int_equal(put_svc(store, "front", "production", front_d, NOW), 1);
 	assert_int_equal(put_svc(store, "back", "production", back_d, NOW), 1);
@@ -2475,10 +2476,10 @@ static void test_jwks_generation(void **state)
 	g = cv_store_jwks_generation(store);
 	a = make_jwk("kid-a", id, "signer");
 	b = make_jwk("kid-b", id, "signer");
-	assert_int_equal(cv_store_jwk_insert(store, &a), 0);
+	assert_int_equal(cv_store_jwk_insert(store, &a, NULL), 0);
 	assert_true(cv_store_jwks_generation(store) > g);
 	g = cv_store_jwks_generation(store);
-	assert_int_equal(cv_store_jwk_insert(store, &b), 0);
+	assert_int_equal(cv_store_jwk_insert(store, &b, NULL), 0);
 	assert_true(cv_store_jwks_generation(store) > g);
 
 	/* Reads, and writes that touch no JWK, leave it. */
@@ -2488,24 +2489,402 @@ static void test_jwks_generation(void **state)
 	cv_store_jwks_free(recs, n);
 	rec = get_cert(store, "signer");
 	cv_store_cert_free(rec);
-	assert_int_equal(cv_store_cert_set_description(store, "signer", "d", NOW), 0);
+	assert_int_equal(cv_store_cert_set_description(store, "signer", "d", NOW, NULL), 0);
 	add(store, "other", NOW - DAY, NOW + 365 * DAY, d);
 	assert_int_equal(cv_store_jwks_generation(store), g);
 	/* A refused insert changed nothing, and need not move it. */
-	assert_int_equal(cv_store_jwk_insert(store, &a), CV_ERR_NAME_TAKEN);
+	assert_int_equal(cv_store_jwk_insert(store, &a, NULL), CV_ERR_NAME_TAKEN);
 
 	g = cv_store_jwks_generation(store);
-	assert_int_equal(cv_store_jwk_remove(store, "kid-a"), 0);
+	assert_int_equal(cv_store_jwk_remove(store, "kid-a", NULL), 0);
 	assert_true(cv_store_jwks_generation(store) > g);
 
 	/* Deleting the certificate with its JWKs removes them: it moves. */
 	g = cv_store_jwks_generation(store);
-	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, &c), 0);
+	assert_int_equal(cv_store_cert_mark_deleting(store, id, CV_JWK_ACTION_DELETE, &c, NULL), 0);
 	assert_int_equal(cv_store_cert_remove(store, id), 0);
 	assert_true(cv_store_jwks_generation(store) > g);
 	assert_int_equal(cv_store_jwk_list(store, 0, &recs, &n), 0);
 	assert_int_equal(n, 0);
 	cv_store_jwks_free(recs, n);
+}
+
+/* The audit record goes with its change: each write that commits a client's change appends
+ * the record in the change's own transaction, so when the record cannot be written the
+ * change does not happen. A trigger on audit_log, made behind the store's back, plays the
+ * disk that refuses the record. */
+
+/* Every table a client's change writes, as one string (the audit trail apart). */
+static char *state_digest(void)
+{
+	return raw_text(path,
+			"SELECT ifnull(group_concat(x, ';'), '') FROM (SELECT x FROM ("
+			" SELECT 'c' || id || ':' || name || ':' || state || ':' || version || ':'"
+			" || sha256_fingerprint || ':' || description || ':' || updated_at"
+			" || ':' || jwks_on_delete AS x FROM certificates"
+			" UNION ALL SELECT 'v' || cert_id || ':' || version || ':' || key_state"
+			" FROM certificate_versions"
+			" UNION ALL SELECT 'd' || cert_id || ':' || position || ':' || domain"
+			" FROM certificate_domains"
+			" UNION ALL SELECT 's' || name || ':' || environment || ':' || description"
+			" || ':' || ifnull(cert_id, '-') || ':' || ifnull(bound_at, '-')"
+			" FROM services"
+			" UNION ALL SELECT 'sd' || service_id || ':' || position || ':' || domain"
+			" FROM service_domains"
+			" UNION ALL SELECT 'j' || kid || ':' || ifnull(cert_id, '-') || ':' || state"
+			" FROM jwks"
+			" UNION ALL SELECT 't' || alias || ':' || sha256_fingerprint FROM truststore"
+			") ORDER BY x)");
+}
+
+static struct cv_audit_entry audit_entry(const char *action, const char *target,
+					 const char *fingerprints)
+{
+	struct cv_audit_entry e;
+
+	memset(&e, 0, sizeof(e));
+	e.at = NOW;
+	snprintf(e.actor_id, sizeof(e.actor_id), "0123456789abcdef");
+	snprintf(e.actor_name, sizeof(e.actor_name), "tester");
+	snprintf(e.action, sizeof(e.action), "%s", action);
+	snprintf(e.target, sizeof(e.target), "%s", target);
+	e.ok = 1;
+	snprintf(e.request_id, sizeof(e.request_id), "req-%s", target);
+	snprintf(e.fingerprints, sizeof(e.fingerprints), "%s", fingerprints);
+	return e;
+}
+
+/* The trail holds n records and verifies intact; the last one is want (unless NULL). */
+static void assert_trail(struct cv_store *store, size_t n, const struct cv_audit_entry *want)
+{
+	struct cv_audit_filter f;
+	struct cv_audit_record *recs = NULL;
+	struct cv_audit_verdict verdict;
+	const struct cv_audit_entry *got;
+	size_t got_n = 0;
+
+	memset(&f, 0, sizeof(f));
+	f.limit = 1000;
+	assert_int_equal(cv_store_audit_list(store, &f, &recs, &got_n), 0);
+	assert_int_equal(got_n, n);
+	if (want != NULL) {
+		assert_true(n > 0);
+		got = &recs[n - 1].e;
+		assert_int_equal(recs[n - 1].seq, (int64_t)n);
+		assert_int_equal(got->at, want->at);
+		assert_string_equal(got->actor_id, want->actor_id);
+		assert_string_equal(got->actor_name, want->actor_name);
+		assert_string_equal(got->action, want->action);
+		assert_string_equal(got->target, want->target);
+		assert_int_equal(got->ok, want->ok);
+		assert_string_equal(got->error, want->error);
+		assert_string_equal(got->request_id, want->request_id);
+		assert_string_equal(got->fingerprints, want->fingerprints);
+	}
+	free(recs);
+	assert_int_equal(cv_store_audit_verify(store, &verdict), 0);
+	assert_int_equal(verdict.records, (int64_t)n);
+	assert_int_equal(verdict.first_bad, 0);
+}
+
+/* A change under test: calls the store with e and returns what it returned. */
+typedef int (*audited_change_fn)(struct cv_store *store, const struct cv_audit_entry *e,
+				 void *arg);
+
+/* With audit inserts failing, change must fail with CV_ERR_DB and leave every table and the
+ * trail as they were; with them working again, it must succeed, change something, and leave
+ * e as the next record of an intact trail. */
+static void assert_change_goes_with_record(struct cv_store *store, audited_change_fn change,
+					   void *arg, const struct cv_audit_entry *e)
+{
+	size_t n = (size_t)raw_int(path, "SELECT count(*) FROM audit_log");
+	char *before, *after;
+
+	before = state_digest();
+	raw_exec(path, "CREATE TRIGGER audit_fail BEFORE INSERT ON audit_log"
+		       " BEGIN SELECT RAISE(ABORT, 'no room for the record'); END");
+	assert_int_equal(change(store, e, arg), CV_ERR_DB);
+	after = state_digest();
+	assert_string_equal(after, before);
+	free(after);
+	raw_exec(path, "DROP TRIGGER audit_fail");
+	assert_trail(store, n, NULL);
+
+	assert_int_equal(change(store, e, arg), 0);
+	after = state_digest();
+	assert_string_not_equal(after, before);
+	free(after);
+	free(before);
+	assert_trail(store, n + 1, e);
+}
+
+static int change_activate(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	return cv_store_cert_activate(store, *(const int64_t *)arg, e);
+}
+
+static void test_audit_import_activate(void **state)
+{
+	static const char *const d[] = { "imp.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *rec = make_rec("imp", NOW - DAY, NOW + 90 * DAY, d), *got = NULL;
+	struct cv_audit_entry e;
+
+	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
+	/* The pending row is no commit point: nothing recorded yet. */
+	assert_trail(store, 0, NULL);
+	e = audit_entry("certificate.import", "imp", rec->sha256_fingerprint);
+	assert_change_goes_with_record(store, change_activate, &rec->id, &e);
+	assert_int_equal(cv_store_cert_get(store, "imp", &got), 0);
+	assert_int_equal(got->state, CV_CERT_ACTIVE);
+	cv_store_cert_free(got);
+	cv_store_cert_free(rec);
+}
+
+static int change_supersede(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	struct cv_supersede *req = arg;
+	struct cv_conflict c;
+
+	memset(&c, 0, sizeof(c));
+	req->audit = e;
+	return cv_store_cert_supersede(store, req, &c);
+}
+
+static void test_audit_supersede(void **state)
+{
+	static const char *const d[] = { "ren.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *next = make_next("ren-v2", d), *cur;
+	struct cv_supersede req;
+	struct cv_audit_entry e;
+	char fps[200];
+	int64_t id;
+
+	id = add(store, "ren", NOW - DAY, NOW + 90 * DAY, d);
+	put_svc(store, "web", "production", d, NOW);
+	bind_svc(store, "web", "ren", NOW);
+	cur = get_cert(store, "ren");
+	snprintf(fps, sizeof(fps), "%s %s", cur->sha256_fingerprint, next->sha256_fingerprint);
+	cv_store_cert_free(cur);
+	req = supersede_req(CV_END_RENEWED, id, 1, next, NOW + 10);
+	e = audit_entry("certificate.renew", "ren", fps);
+	assert_change_goes_with_record(store, change_supersede, &req, &e);
+	cur = get_cert(store, "ren");
+	assert_int_equal(cur->version, 2);
+	assert_string_equal(cur->sha256_fingerprint, next->sha256_fingerprint);
+	cv_store_cert_free(cur);
+	cv_store_cert_free(next);
+}
+
+static int change_mark_deleting(struct cv_store *store, const struct cv_audit_entry *e,
+				void *arg)
+{
+	struct cv_conflict c;
+
+	memset(&c, 0, sizeof(c));
+	return cv_store_cert_mark_deleting(store, *(const int64_t *)arg, CV_JWK_ACTION_NONE, &c,
+					   e);
+}
+
+static void test_audit_delete_mark(void **state)
+{
+	static const char *const d[] = { "del.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *rec = NULL;
+	struct cv_audit_entry e;
+	char fp[96];
+	int64_t id;
+
+	id = add(store, "del", NOW - DAY, NOW + 90 * DAY, d);
+	rec = get_cert(store, "del");
+	snprintf(fp, sizeof(fp), "%s", rec->sha256_fingerprint);
+	cv_store_cert_free(rec);
+	e = audit_entry("certificate.delete", "del", fp);
+	assert_change_goes_with_record(store, change_mark_deleting, &id, &e);
+	assert_int_equal(raw_int(path, "SELECT state FROM certificates WHERE name = 'del'"),
+			 CV_CERT_DELETING);
+	/* Finishing the delete (the vault, or the reconciler after a crash) adds no record. */
+	assert_int_equal(cv_store_cert_remove(store, id), 0);
+	assert_trail(store, 1, &e);
+}
+
+static int change_bind(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	struct cv_conflict c;
+
+	(void)arg;
+	memset(&c, 0, sizeof(c));
+	return cv_store_service_bind(store, "shop", "shopcert", NOW + 5, &c, e);
+}
+
+static void test_audit_service_bind(void **state)
+{
+	static const char *const d[] = { "shop.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_service_record *svc;
+	struct cv_audit_entry e;
+
+	add(store, "shopcert", NOW - DAY, NOW + 90 * DAY, d);
+	put_svc(store, "shop", "production", d, NOW);
+	e = audit_entry("service.bind", "shop", "AB:CD:EF:shopcert");
+	assert_change_goes_with_record(store, change_bind, NULL, &e);
+	svc = get_svc(store, "shop");
+	assert_string_equal(svc->cert_name, "shopcert");
+	cv_store_service_free(svc);
+}
+
+static int change_trust_insert(struct cv_store *store, const struct cv_audit_entry *e,
+			       void *arg)
+{
+	struct cv_conflict c;
+
+	memset(&c, 0, sizeof(c));
+	return cv_store_trust_insert(store, arg, 2, &c, e);
+}
+
+static void test_audit_trust_insert(void **state)
+{
+	struct cv_store *store = *state;
+	struct cv_trust_record recs[2];
+	struct cv_trust_record *got = NULL;
+	struct cv_audit_entry e;
+	unsigned char der[2][64];
+	size_t n = 0, i;
+
+	memset(recs, 0, sizeof(recs));
+	for (i = 0; i < 2; i++) {
+		memset(der[i], (int)(0x30 + i), sizeof(der[i]));
+		recs[i].cert_der = der[i];
+		recs[i].cert_der_len = sizeof(der[i]);
+		snprintf(recs[i].alias, sizeof(recs[i].alias), "root-%zu", i + 1);
+		snprintf(recs[i].subject, sizeof(recs[i].subject), "CN=Root %zu", i + 1);
+		snprintf(recs[i].issuer, sizeof(recs[i].issuer), "CN=Root %zu", i + 1);
+		snprintf(recs[i].serial, sizeof(recs[i].serial), "0%zu", i + 1);
+		snprintf(recs[i].sha256_fingerprint, sizeof(recs[i].sha256_fingerprint),
+			 "0%zu:AA:BB", i + 1);
+		snprintf(recs[i].key_description, sizeof(recs[i].key_description), "RSA 4096");
+		snprintf(recs[i].source, sizeof(recs[i].source), "upload");
+		recs[i].not_before = NOW - DAY;
+		recs[i].not_after = NOW + 3650 * DAY;
+		recs[i].created_at = NOW;
+	}
+	e = audit_entry("truststore.add", "root-1", "01:AA:BB 02:AA:BB");
+	assert_change_goes_with_record(store, change_trust_insert, recs, &e);
+	assert_int_equal(cv_store_trust_get(store, NULL, &got, &n), 0);
+	assert_int_equal(n, 2);
+	cv_store_trust_free(got, n);
+}
+
+/* The other writes, each in turn on one database: the trail grows by one per change. */
+struct other_change {
+	const char *action;
+	const char *target;
+	audited_change_fn change;
+};
+
+static int change_describe(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	(void)arg;
+	return cv_store_cert_set_description(store, "misc", "edited", NOW + 1, e);
+}
+
+static int change_service_put(struct cv_store *store, const struct cv_audit_entry *e,
+			      void *arg)
+{
+	static const char *const d[] = { "misc.example.com", NULL };
+	struct cv_service_record *svc = make_svc("api", "staging", "", d);
+	struct cv_conflict c;
+	int created = -1, r;
+
+	(void)arg;
+	memset(&c, 0, sizeof(c));
+	r = cv_store_service_put(store, svc, NOW + 2, &created, &c, e);
+	cv_store_service_free(svc);
+	return r;
+}
+
+static int change_unbind(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	struct cv_conflict c;
+
+	(void)arg;
+	memset(&c, 0, sizeof(c));
+	return cv_store_service_unbind(store, "api", NOW + 4, &c, e);
+}
+
+static int change_bind_api(struct cv_store *store, const struct cv_audit_entry *e, void *arg)
+{
+	struct cv_conflict c;
+
+	(void)arg;
+	memset(&c, 0, sizeof(c));
+	return cv_store_service_bind(store, "api", "misc", NOW + 3, &c, e);
+}
+
+static int change_service_remove(struct cv_store *store, const struct cv_audit_entry *e,
+				 void *arg)
+{
+	(void)arg;
+	return cv_store_service_remove(store, "api", e);
+}
+
+static int change_jwk_insert(struct cv_store *store, const struct cv_audit_entry *e,
+			     void *arg)
+{
+	struct cv_jwk_record rec = make_jwk("kid-misc", *(const int64_t *)arg, "misc");
+
+	return cv_store_jwk_insert(store, &rec, e);
+}
+
+static int change_jwk_remove(struct cv_store *store, const struct cv_audit_entry *e,
+			     void *arg)
+{
+	(void)arg;
+	return cv_store_jwk_remove(store, "kid-misc", e);
+}
+
+static int change_trust_remove(struct cv_store *store, const struct cv_audit_entry *e,
+			       void *arg)
+{
+	(void)arg;
+	return cv_store_trust_remove(store, "ca", e);
+}
+
+static void test_audit_other_changes(void **state)
+{
+	static const char *const d[] = { "misc.example.com", NULL };
+	static const struct other_change changes[] = {
+		{ "certificate.edit", "misc", change_describe },
+		{ "service.put", "api", change_service_put },
+		{ "service.bind", "api", change_bind_api },
+		{ "service.unbind", "api", change_unbind },
+		{ "service.delete", "api", change_service_remove },
+		{ "jwk.create", "kid-misc", change_jwk_insert },
+		{ "jwk.delete", "kid-misc", change_jwk_remove },
+		{ "truststore.delete", "ca", change_trust_remove },
+	};
+	struct cv_store *store = *state;
+	struct cv_trust_record ca;
+	struct cv_conflict c;
+	struct cv_audit_entry e;
+	unsigned char der[32] = { 0x30 };
+	size_t i;
+	int64_t id;
+
+	id = add(store, "misc", NOW - DAY, NOW + 90 * DAY, d);
+	memset(&ca, 0, sizeof(ca));
+	snprintf(ca.alias, sizeof(ca.alias), "ca");
+	ca.cert_der = der;
+	ca.cert_der_len = sizeof(der);
+	snprintf(ca.sha256_fingerprint, sizeof(ca.sha256_fingerprint), "CA:FE");
+	snprintf(ca.source, sizeof(ca.source), "upload");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_trust_insert(store, &ca, 1, &c, NULL), 0);
+	for (i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
+		e = audit_entry(changes[i].action, changes[i].target, "");
+		assert_change_goes_with_record(store, changes[i].change, &id, &e);
+	}
 }
 
 int main(void)
@@ -2562,6 +2941,16 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_statement_cache_many_texts, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_generation, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_import_activate, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_supersede, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_delete_mark, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_service_bind, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_trust_insert, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_other_changes, test_setup,
+						test_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

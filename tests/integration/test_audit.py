@@ -1,0 +1,330 @@
+"""Integration tests of the audit trail against a real certvaultd: one "done" record for each
+change, written by the request that made it (actor, action, target, request id, fingerprints);
+a "refused" record for each refused attempt; never a key or a token secret in the database;
+the list's filters and paging; and a row edited or deleted in the SQLite file behind
+certvaultd's back, which verify then names."""
+
+import base64
+import calendar
+import os
+import sqlite3
+import time
+import unittest
+import urllib.parse
+
+from harness import VaultTestCase, run
+
+
+def openssl_fingerprint(material):
+    """The SHA-256 fingerprint as openssl x509 -fingerprint prints it (AB:CD:...)."""
+    out = run(["openssl", "x509", "-in", material.cert_path, "-noout", "-fingerprint",
+               "-sha256"]).stdout.decode().strip()
+    return out.split("=", 1)[1]
+
+
+def token_id(token):
+    """The public id inside a token: cvt_<16 hex digits>_<secret>."""
+    return token[4:20]
+
+
+def epoch(rfc3339):
+    return calendar.timegm(time.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class AuditCase(VaultTestCase):
+
+    def audit(self, token=True, **query):
+        path = "/v1/audit"
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        st, _, body = self.vault.request("GET", path, token=token)
+        self.assertEqual(st, 200, body)
+        return body
+
+    def records_after(self, seq, **query):
+        """Every record after seq matching query, page by page."""
+        out = []
+        while True:
+            body = self.audit(cursor=str(seq), limit="1000", **query)
+            out += body["items"]
+            if body["next_cursor"] is None:
+                return out
+            seq = int(body["next_cursor"])
+
+    def last_seq(self):
+        recs = self.records_after(0)
+        return recs[-1]["seq"] if recs else 0
+
+    def verify(self, token=True):
+        st, _, body = self.vault.request("GET", "/v1/audit/verify", token=token)
+        self.assertEqual(st, 200, body)
+        return body
+
+    def change(self, method, path, body=None, token=True, want=(200, 201, 204)):
+        """Makes a change; returns the response body and its X-Request-Id."""
+        st, hdrs, resp = self.vault.request(method, path, body, token=token)
+        self.assertIn(st, want, resp)
+        self.assertTrue(hdrs.get("x-request-id"), hdrs)
+        return resp, hdrs["x-request-id"]
+
+    def make_token(self, name, role):
+        body, _ = self.change("POST", "/v1/tokens", {"name": name, "role": role})
+        return body["token"]
+
+
+class AuditTrailTest(AuditCase):
+
+    def test_every_change_is_one_done_record_in_order(self):
+        m1 = self.material("au-v1", san="au.example.com")
+        m2 = self.material("au-v2", san="au.example.com")
+        ca = self.material("au-ca", cn="Audit Test CA", ca=True, not_after=3650 * 86400)
+        fp1, fp2, fp_ca = (openssl_fingerprint(m) for m in (m1, m2, ca))
+        admin_id = token_id(self.vault.admin_token)
+        seq0 = self.last_seq()
+        start = int(time.time())
+        want = []  # (action, target, request id, fingerprints)
+
+        body, rid = self.change("POST", "/v1/certificates", {
+            "name": "au-cert", "certificate": m1.cert, "private_key": m1.key})
+        self.assertEqual(body["fingerprints"]["sha256"], fp1)
+        want.append(("certificate.import", "au-cert", rid, [fp1]))
+        _, rid = self.change("PUT", "/v1/services/au-web", {
+            "environment": "production", "domains": ["au.example.com"]})
+        want.append(("service.put", "au-web", rid, []))
+        _, rid = self.change("PUT", "/v1/services/au-web/certificate", {"certificate": "au-cert"})
+        want.append(("service.bind", "au-web", rid, [fp1]))
+        _, rid = self.change("POST", "/v1/certificates/au-cert/renew", {
+            "certificate": m2.cert, "private_key": m2.key, "version": 1})
+        want.append(("certificate.renew", "au-cert", rid, [fp1, fp2]))
+        _, rid = self.change("PATCH", "/v1/certificates/au-cert", {"description": "audited"})
+        want.append(("certificate.edit", "au-cert", rid, []))
+        _, rid = self.change("DELETE", "/v1/services/au-web/certificate")
+        want.append(("service.unbind", "au-web", rid, [fp2]))
+        body, rid = self.change("POST", "/v1/jwks", {"certificate": "au-cert"})
+        kid = body["kid"]
+        want.append(("jwk.create", kid, rid, [fp2]))
+        _, rid = self.change("DELETE", "/v1/jwks/" + kid)
+        want.append(("jwk.delete", kid, rid, [fp2]))
+        _, rid = self.change("POST", "/v1/truststore", {"alias": "au-ca",
+                                                        "certificate": ca.cert})
+        want.append(("truststore.add", "au-ca", rid, [fp_ca]))
+        _, rid = self.change("DELETE", "/v1/truststore/au-ca")
+        want.append(("truststore.delete", "au-ca", rid, [fp_ca]))
+        body, rid = self.change("POST", "/v1/tokens", {"name": "au-tok", "role": "operator"})
+        tok = body["id"]
+        want.append(("token.create", tok, rid, []))
+        _, rid = self.change("DELETE", "/v1/tokens/" + tok)
+        want.append(("token.revoke", tok, rid, []))
+        _, rid = self.change("DELETE", "/v1/services/au-web")
+        want.append(("service.delete", "au-web", rid, []))
+        _, rid = self.change("DELETE", "/v1/certificates/au-cert?confirm=delete")
+        want.append(("certificate.delete", "au-cert", rid, [fp2]))
+        end = int(time.time())
+
+        got = self.records_after(seq0)
+        self.assertEqual([(r["action"], r["target"], r["request_id"], r["fingerprints"])
+                          for r in got], want)
+        self.assertEqual([r["seq"] for r in got], list(range(seq0 + 1, seq0 + 1 + len(want))))
+        for r in got:
+            self.assertEqual(r["outcome"], "done", r)
+            self.assertIsNone(r["error"], r)
+            self.assertEqual(r["actor"], {"id": admin_id, "name": "admin"}, r)
+            self.assertTrue(start <= epoch(r["at"]) <= end, r)
+        self.assertEqual(self.verify()["intact"], True)
+
+    def test_refused_attempts_are_recorded(self):
+        auditor = self.make_token("au-auditor", "auditor")
+        m = self.material("au-refused", san="refused.example.com")
+        expired = self.material("au-expired", san="expired.example.com",
+                                not_before=-90 * 86400, not_after=-86400)
+        seq0 = self.last_seq()
+
+        # A role that may not: the actor is the auditor.
+        st, hdrs, body = self.vault.request("POST", "/v1/certificates", {
+            "name": "au-refused", "certificate": m.cert, "private_key": m.key}, token=auditor)
+        self.assertEqual((st, body["error"]["code"]), (403, "forbidden"), body)
+        forbidden_rid = hdrs["x-request-id"]
+        # No token at all: anonymous.
+        st, hdrs, body = self.vault.request("DELETE",
+                                            "/v1/certificates/au-nobody?confirm=delete",
+                                            token=None)
+        self.assertEqual((st, body["error"]["code"]), (401, "unauthorized"), body)
+        anonymous_rid = hdrs["x-request-id"]
+        # An expired certificate: refused, and the record names what was refused.
+        st, hdrs, body = self.vault.import_cert("au-expired", expired)
+        self.assertEqual(body["error"]["code"], "expired", body)
+        expired_rid = hdrs["x-request-id"]
+
+        got = self.records_after(seq0)
+        self.assertEqual(len(got), 3, got)
+        for r in got:
+            self.assertEqual(r["outcome"], "refused", r)
+        self.assertEqual(
+            [(r["action"], r["target"], r["error"], r["actor"], r["request_id"],
+              r["fingerprints"]) for r in got],
+            [("certificate.import", "", "forbidden",
+              {"id": token_id(auditor), "name": "au-auditor"}, forbidden_rid, []),
+             ("certificate.delete", "au-nobody", "unauthorized",
+              {"id": None, "name": "anonymous"}, anonymous_rid, []),
+             ("certificate.import", "au-expired", "expired",
+              {"id": token_id(self.vault.admin_token), "name": "admin"}, expired_rid,
+              [openssl_fingerprint(expired)])])
+        # Refused means nothing changed.
+        st, _, _ = self.vault.request("GET", "/v1/certificates/au-expired")
+        self.assertEqual(st, 404)
+        st, _, _ = self.vault.request("GET", "/v1/certificates/au-refused")
+        self.assertEqual(st, 404)
+
+    def test_no_key_material_or_token_secret_in_the_database(self):
+        m = self.material("au-secret", san="secret.example.com")
+        self.change("POST", "/v1/certificates", {
+            "name": "au-secret", "certificate": m.cert, "private_key": m.key})
+        secret = self.make_token("au-secret-tok", "operator")
+        # Records of refused attempts carrying the key and the token too.
+        st, _, _ = self.vault.request("POST", "/v1/certificates", {
+            "name": "au-secret", "certificate": m.cert, "private_key": m.key}, token=secret)
+        self.assertEqual(st, 409)
+        st, _, _ = self.vault.request("POST", "/v1/certificates", {
+            "name": "au-secret2", "certificate": m.cert, "private_key": m.key},
+            token=secret[:-1] + ("A" if secret[-1] != "A" else "B"))
+        self.assertEqual(st, 401)
+
+        body_lines = [line for line in m.key.splitlines() if line and not line.startswith("-")]
+        key_b64 = "".join(body_lines)
+        needles = {
+            "the key's PEM body": key_b64.encode(),
+            "the key's first PEM line": body_lines[0].encode(),
+            "the key as PKCS#8 DER": m.key_der(),
+            "the key as PKCS#8 DER in base64": base64.b64encode(m.key_der()),
+            "the token": secret.encode(),
+            "the token's secret part": secret[21:].encode(),
+        }
+        data = b""
+        for suffix in ("", "-wal"):
+            if os.path.exists(self.vault.db + suffix):
+                with open(self.vault.db + suffix, "rb") as f:
+                    data += f.read()
+        self.assertIn(b"au-secret-tok", data)  # the file is the one written to
+        for what, needle in needles.items():
+            self.assertNotIn(needle, data, what)
+
+    def test_filters_and_paging(self):
+        operator = self.make_token("au-filter-op", "operator")
+        seq0 = self.last_seq()
+        for name in ("af-1", "af-2", "af-3"):
+            self.change("PUT", "/v1/services/" + name,
+                        {"environment": "staging", "domains": [name + ".example.com"]},
+                        token=operator if name == "af-2" else True)
+        self.change("DELETE", "/v1/services/af-2")
+
+        def seqs(recs):
+            return [r["seq"] for r in recs]
+
+        mine = self.records_after(seq0)
+        self.assertEqual(len(mine), 4, mine)
+        # action, target, actor (by name and by id), each alone and together.
+        deleted = self.audit(action="service.delete", target="af-2")["items"]
+        self.assertEqual(seqs(deleted), [mine[3]["seq"]])
+        self.assertEqual(seqs(self.audit(target="af-1")["items"]), [mine[0]["seq"]])
+        self.assertEqual(seqs(self.audit(target="af-2")["items"]),
+                         [mine[1]["seq"], mine[3]["seq"]])
+        puts = [r for r in self.records_after(0) if r["action"] == "service.put"]
+        self.assertEqual(seqs(self.audit(action="service.put", limit="1000")["items"]),
+                         seqs(puts))
+        self.assertEqual(seqs(self.audit(actor="au-filter-op")["items"]), [mine[1]["seq"]])
+        self.assertEqual(seqs(self.audit(actor=token_id(operator))["items"]),
+                         [mine[1]["seq"]])
+        self.assertEqual(self.audit(actor="au-nobody")["items"], [])
+
+        # from is inclusive, until exclusive, at one-second resolution.
+        everything = self.records_after(0)
+        at = epoch(mine[0]["at"])
+        in_second = [r for r in everything if epoch(r["at"]) == at]
+        self.assertIn(mine[0]["seq"], seqs(in_second))
+        self.assertEqual(seqs(self.records_after(0, **{"from": rfc3339(at),
+                                                       "until": rfc3339(at + 1)})),
+                         seqs(in_second))
+        self.assertEqual(self.audit(**{"from": rfc3339(at), "until": rfc3339(at)})["items"], [])
+        self.assertEqual(seqs(self.records_after(0, until=rfc3339(at))),
+                         seqs([r for r in everything if epoch(r["at"]) < at]))
+        st, _, body = self.vault.request("GET", "/v1/audit?from=yesterday")
+        self.assertEqual((st, body["error"]["code"]), (400, "bad_request"), body)
+
+        # Pages of two walk every record once, in order, and the last says so.
+        walked, cursor = [], None
+        while True:
+            query = {"limit": "2"}
+            if cursor is not None:
+                query["cursor"] = cursor
+            body = self.audit(**query)
+            self.assertLessEqual(len(body["items"]), 2)
+            walked += seqs(body["items"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        self.assertEqual(walked, seqs(everything))
+        self.assertEqual(walked, list(range(1, len(walked) + 1)))
+
+
+class AuditTamperTest(AuditCase):
+    """Edits the SQLite file behind certvaultd's back: a class of its own, since the trail it
+    leaves is broken for good."""
+
+    def raw(self, sql, args=()):
+        db = sqlite3.connect(self.vault.db, timeout=30)
+        try:
+            cur = db.execute(sql, args)
+            rows = cur.fetchall()
+            db.commit()
+            return rows
+        finally:
+            db.close()
+
+    def test_edit_restore_and_delete_are_caught(self):
+        for i in range(4):
+            self.change("PUT", "/v1/services/at-%d" % i,
+                        {"environment": "production", "domains": ["at%d.example.com" % i]})
+        auditor = self.make_token("at-auditor", "auditor")
+        operator = self.make_token("at-operator", "operator")
+        recs = self.records_after(0)
+        total = len(recs)
+        self.assertGreaterEqual(total, 6)
+        self.assertEqual(self.verify(), {"intact": True, "records": total,
+                                         "head": recs[-1]["hash"]})
+        # Who may verify.
+        self.assertEqual(self.verify(token=auditor)["intact"], True)
+        st, _, body = self.vault.request("GET", "/v1/audit/verify", token=operator)
+        self.assertEqual((st, body["error"]["code"]), (403, "forbidden"), body)
+        st, _, body = self.vault.request("GET", "/v1/audit", token=operator)
+        self.assertEqual((st, body["error"]["code"]), (403, "forbidden"), body)
+
+        # An edited target: verify names that record.
+        n = recs[2]["seq"]
+        [(original,)] = self.raw("SELECT target FROM audit_log WHERE seq = ?", (n,))
+        self.raw("UPDATE audit_log SET target = 'x' WHERE seq = ?", (n,))
+        v = self.verify(token=auditor)
+        self.assertEqual((v["intact"], v["first_bad"]), (False, n), v)
+        self.assertIn(str(n), v["reason"])
+        # Put back exactly as it was: intact again.
+        self.raw("UPDATE audit_log SET target = ? WHERE seq = ?", (original, n))
+        self.assertEqual(self.verify()["intact"], True)
+
+        # A deleted record: verify names the missing number.
+        m = recs[4]["seq"]
+        self.raw("DELETE FROM audit_log WHERE seq = ?", (m,))
+        v = self.verify()
+        self.assertEqual((v["intact"], v["first_bad"]), (False, m), v)
+        self.assertIn("missing", v["reason"])
+        # The break stays where it is while the trail grows.
+        self.change("PUT", "/v1/services/at-late",
+                    {"environment": "production", "domains": ["late.example.com"]})
+        v = self.verify()
+        self.assertEqual((v["intact"], v["first_bad"]), (False, m), v)
+
+
+if __name__ == "__main__":
+    unittest.main()
