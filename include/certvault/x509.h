@@ -131,6 +131,9 @@ int cv_x509_cert_from_der(const unsigned char *der, size_t len, X509 **ret_cert)
 size_t cv_x509_pem_cert_count(const char *pem);
 /* PEM text of one certificate (malloc'd, NUL-terminated, caller frees). */
 int cv_x509_cert_pem(X509 *cert, char **ret_pem, size_t *ret_len);
+/* The same PEM text from a certificate's DER, without decoding it: for DER this program
+ * stored (it is not checked). */
+int cv_x509_der_pem(const unsigned char *der, size_t len, char **ret_pem, size_t *ret_len);
 /* PEM text (SubjectPublicKeyInfo, "PUBLIC KEY") of the certificate's public key. */
 int cv_x509_pubkey_pem(X509 *cert, char **ret_pem, size_t *ret_len);
 

@@ -25,12 +25,68 @@ int cv_name_valid(const char *name)
 	return n > 0;
 }
 
+/* y-m-d of the proleptic Gregorian calendar for days since 1970-01-01 (H. Hinnant's
+ * civil_from_days). */
+static void civil_from_days(int64_t z, int64_t *ret_y, unsigned *ret_m, unsigned *ret_d)
+{
+	int64_t era;
+	unsigned doe, yoe, doy, mp;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = (unsigned)(z - era * 146097);
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*ret_d = doy - (153 * mp + 2) / 5 + 1;
+	*ret_m = mp < 10 ? mp + 3 : mp - 9;
+	*ret_y = (int64_t)yoe + era * 400 + (*ret_m <= 2);
+}
+
+static void put_digits(char *p, unsigned v, int n)
+{
+	while (n-- > 0) {
+		p[n] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
 int cv_time_rfc3339(int64_t t, char *buf, size_t buflen)
 {
 	struct tm tm;
 	time_t tt = (time_t)t;
+	int64_t days, secs, y;
+	unsigned m, d;
 
-	if (buflen < CV_TIME_BUFLEN || gmtime_r(&tt, &tm) == NULL)
+	if (buflen < CV_TIME_BUFLEN)
+		return CV_ERR_INTERNAL;
+	/* Years 1000-9999 by arithmetic: gmtime_r takes glibc's time zone lock on every call,
+	 * and a list page formats two times per row on every HTTP thread. Other years keep
+	 * strftime's form (%Y does not pad years before 1000). */
+	if (t >= -30610224000LL && t <= 253402300799LL) {
+		days = t / 86400;
+		secs = t % 86400;
+		if (secs < 0) {
+			secs += 86400;
+			days--;
+		}
+		civil_from_days(days, &y, &m, &d);
+		put_digits(buf, (unsigned)y, 4);
+		buf[4] = '-';
+		put_digits(buf + 5, m, 2);
+		buf[7] = '-';
+		put_digits(buf + 8, d, 2);
+		buf[10] = 'T';
+		put_digits(buf + 11, (unsigned)(secs / 3600), 2);
+		buf[13] = ':';
+		put_digits(buf + 14, (unsigned)(secs / 60 % 60), 2);
+		buf[16] = ':';
+		put_digits(buf + 17, (unsigned)(secs % 60), 2);
+		buf[19] = 'Z';
+		buf[20] = '\0';
+		return 0;
+	}
+	if (gmtime_r(&tt, &tm) == NULL)
 		return CV_ERR_INTERNAL;
 	if (strftime(buf, buflen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 		return CV_ERR_INTERNAL;

@@ -539,9 +539,6 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 		r = 0;
 		goto out;
 	}
-	r = cv_x509_cert_from_der(rec->cert_der, rec->cert_der_len, &cert);
-	if (r < 0)
-		goto out;
 	if (format == CV_EXPORT_JWK) {
 		r = vault_cert_jwk(rec, NULL, NULL, &jwk, err);
 		if (r < 0)
@@ -557,10 +554,15 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 		goto out;
 	}
 	*ret_content_type = "application/x-pem-file";
-	if (format == CV_EXPORT_PUBLIC_KEY)
-		r = cv_x509_pubkey_pem(cert, &pem, &len);
-	else
-		r = cv_x509_cert_pem(cert, &pem, &len);
+	/* Only the public key needs the certificate decoded: PEM is the stored DER in
+	 * base64, and decoding takes OpenSSL's global locks on every request. */
+	if (format == CV_EXPORT_PUBLIC_KEY) {
+		r = cv_x509_cert_from_der(rec->cert_der, rec->cert_der_len, &cert);
+		if (r == 0)
+			r = cv_x509_pubkey_pem(cert, &pem, &len);
+	} else {
+		r = cv_x509_der_pem(rec->cert_der, rec->cert_der_len, &pem, &len);
+	}
 	if (r < 0)
 		goto out;
 	if (format == CV_EXPORT_CHAIN) {

@@ -553,6 +553,33 @@ int cv_x509_cert_pem(X509 *cert, char **ret_pem, size_t *ret_len)
 	return write_pem(cert, 0, ret_pem, ret_len);
 }
 
+int cv_x509_der_pem(const unsigned char *der, size_t len, char **ret_pem, size_t *ret_len)
+{
+	static const char head[] = "-----BEGIN CERTIFICATE-----\n";
+	static const char tail[] = "-----END CERTIFICATE-----\n";
+	size_t lines = (len + 47) / 48, off, chunk, used;
+	char *pem;
+
+	if (len > INT_MAX)
+		return CV_ERR_BAD_ENCODING;
+	/* 64 characters and a newline for each 48 bytes, as PEM_write_X509 lays it out. */
+	pem = malloc(sizeof(head) - 1 + lines * 65 + sizeof(tail));
+	if (pem == NULL)
+		return CV_ERR_NOMEM;
+	memcpy(pem, head, sizeof(head) - 1);
+	used = sizeof(head) - 1;
+	for (off = 0; off < len; off += chunk) {
+		chunk = len - off < 48 ? len - off : 48;
+		used += (size_t)EVP_EncodeBlock((unsigned char *)pem + used, der + off, (int)chunk);
+		pem[used++] = '\n';
+	}
+	memcpy(pem + used, tail, sizeof(tail));
+	used += sizeof(tail) - 1;
+	*ret_pem = pem;
+	*ret_len = used;
+	return 0;
+}
+
 int cv_x509_pubkey_pem(X509 *cert, char **ret_pem, size_t *ret_len)
 {
 	return write_pem(cert, 1, ret_pem, ret_len);

@@ -3,7 +3,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -69,6 +71,35 @@ static void test_rfc3339(void **state)
 	assert_string_equal(buf, "1969-12-31T23:59:59Z");
 	/* a buffer too small is refused rather than cut */
 	assert_int_equal(cv_time_rfc3339(0, buf, 10), CV_ERR_INTERNAL);
+}
+
+/* Years 1000-9999 are formatted by arithmetic: it agrees with gmtime_r and strftime at the
+ * edges of that range, around leap days and centuries, and at steps all through it; past
+ * it, gmtime_r still answers. */
+static void test_rfc3339_agrees_with_gmtime(void **state)
+{
+	static const int64_t edges[] = { -62167219200LL, -30610224001LL, -30610224000LL,
+					 -2208988800LL, -1, 0, 951782399, 951782400, 951868800,
+					 4107542399LL, 4107542400LL, 253402300799LL, 253402300800LL,
+					 -62167219201LL };
+	char got[CV_TIME_BUFLEN], want[CV_TIME_BUFLEN];
+	struct tm tm;
+	time_t tt;
+	int64_t t;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(edges) / sizeof(edges[0]) + 400000; i++) {
+		t = i < sizeof(edges) / sizeof(edges[0])
+			    ? edges[i]
+			    : -30610224000LL + (int64_t)(i * 790001711ULL % 284012524800ULL);
+		tt = (time_t)t;
+		assert_non_null(gmtime_r(&tt, &tm));
+		assert_true(strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%SZ", &tm) > 0);
+		assert_int_equal(cv_time_rfc3339(t, got, sizeof(got)), 0);
+		if (strcmp(got, want) != 0)
+			fail_msg("%lld: %s, gmtime says %s", (long long)t, got, want);
+	}
 }
 
 static void test_hex(void **state)
@@ -140,6 +171,7 @@ int main(void)
 		cmocka_unit_test(test_name_lengths),
 		cmocka_unit_test(test_name_characters),
 		cmocka_unit_test(test_rfc3339),
+		cmocka_unit_test(test_rfc3339_agrees_with_gmtime),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_parse_int64),
 	};

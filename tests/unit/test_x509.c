@@ -1349,6 +1349,39 @@ static void test_info_cache(void **state)
 	X509_free(x2);
 }
 
+/* PEM from the DER is byte for byte what OpenSSL writes, whatever the length. */
+static void test_der_pem_as_openssl_writes_it(void **state)
+{
+	static const char *const sans[] = { "a.example.com", "a.example.com,b.example.com",
+					    "a.example.com,b.example.com,c.example.com,"
+					    "d.example.com,e.example.com" };
+	struct tc_cert_spec spec = { 0 };
+	unsigned char *der = NULL;
+	char *want = NULL, *got = NULL;
+	size_t der_len, want_len, got_len, i, k;
+	X509 *x;
+
+	(void)state;
+	spec.not_before = NOW - DAY;
+	spec.not_after = NOW + DAY;
+	for (k = 0; k < 2; k++)
+		for (i = 0; i < sizeof(sans) / sizeof(sans[0]); i++) {
+			spec.cn = "a.example.com";
+			spec.sans = sans[i];
+			x = tc_cert_new(keys[k == 0 ? K_P256 : K_RSA2048], &spec);
+			assert_non_null(x);
+			assert_int_equal(cv_x509_cert_der(x, &der, &der_len), 0);
+			assert_int_equal(cv_x509_cert_pem(x, &want, &want_len), 0);
+			assert_int_equal(cv_x509_der_pem(der, der_len, &got, &got_len), 0);
+			assert_int_equal(got_len, want_len);
+			assert_string_equal(got, want);
+			free(der);
+			free(want);
+			free(got);
+			X509_free(x);
+		}
+}
+
 static void test_pem_cert_count(void **state)
 {
 	X509 *x = simple_cert(keys[K_P256]);
@@ -2422,6 +2455,7 @@ int main(void)
 		cmocka_unit_test(test_info_fields),
 		cmocka_unit_test(test_info_cache),
 		cmocka_unit_test(test_pem_cert_count),
+		cmocka_unit_test(test_der_pem_as_openssl_writes_it),
 		cmocka_unit_test(test_info_key_kinds),
 		cmocka_unit_test(test_key_kind_of_odd_descriptions),
 		cmocka_unit_test(test_info_domains_cn_fallback),
