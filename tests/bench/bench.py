@@ -121,6 +121,8 @@ class Token:
             "CERTVAULT_TOKEN_MODULE": SOFTHSM_MODULE,
             "CERTVAULT_TOKEN_LABEL": self.label,
             "CERTVAULT_TOKEN_PIN_FILE": self.pin_file,
+            # One admin token per database: the first start of each writes its own.
+            "CERTVAULT_AUTH_ADMIN_TOKEN_FILE": (db or self.db) + ".admin-token",
         })
         if extra:
             e.update(extra)
@@ -160,6 +162,14 @@ class Daemon:
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", text)
             if m:
                 self.port = int(m.group(1))
+                self.token_file = self.db + ".admin-token"
+                with open(self.token_file) as f:
+                    self.auth = "Bearer " + f.read().strip()
+                # wrk takes headers from a script: the token stays off command lines.
+                self.wrk_script = self.db + ".wrk.lua"
+                fd = os.open(self.wrk_script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.write(fd, ('wrk.headers["Authorization"] = "%s"\n' % self.auth).encode())
+                os.close(fd)
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError("certvaultd exited %d:\n%s" % (self.proc.returncode, text))
@@ -184,8 +194,10 @@ class Daemon:
     def request(self, method, path, body=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data,
-                     headers={"Content-Type": "application/json"} if data else {})
+        headers = {"Authorization": self.auth}
+        if data:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         payload = resp.read()
         conn.close()
@@ -202,7 +214,8 @@ class Daemon:
     def import_keys(self, key, count, prefix, pool=KEY_POOL, threads=IMPORT_THREADS,
                     progress=False):
         cmd = [self.token.bins.client, "--port", str(self.port), "--key", key, "--count",
-               str(count), "--threads", str(threads), "--pool", str(pool), "--prefix", prefix]
+               str(count), "--threads", str(threads), "--pool", str(pool), "--prefix", prefix,
+               "--token-file", self.token_file]
         if progress:
             cmd.append("--progress")
             p = subprocess.run(cmd, stdout=subprocess.PIPE, timeout=7200)
@@ -292,10 +305,13 @@ def parse_duration_ms(s):
     return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
 
 
-def wrk(url, seconds):
-    """wrk -t2 -c32 with its latency distribution: req/s, p50 and p99 in ms."""
-    out = run(["wrk", "-t%d" % WRK_THREADS, "-c%d" % WRK_CONNECTIONS, "-d%ds" % seconds,
-               "--latency", url], timeout=seconds + 60)
+def wrk(url, seconds, script=None):
+    """wrk -t2 -c32 with its latency distribution: req/s, p50 and p99 in ms. script: a Lua
+    file that sets the Authorization header (a Daemon's wrk_script)."""
+    cmd = ["wrk", "-t%d" % WRK_THREADS, "-c%d" % WRK_CONNECTIONS, "-d%ds" % seconds, "--latency"]
+    if script is not None:
+        cmd += ["-s", script]
+    out = run(cmd + [url], timeout=seconds + 60)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = parse_duration_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = parse_duration_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
@@ -526,7 +542,7 @@ def measure_scaling(sets, sz, table):
             for i in order:
                 _, d, name = sets[i]
                 runs[i].append(wrk(d.url("/v1/certificates/%s%s" % (name, suffix)),
-                                   sz["wrk_seconds"]))
+                                   sz["wrk_seconds"], d.wrk_script))
         n_small = sets[0][0]
         s = best_rate(runs[0], "rps")
         for i in range(1, len(sets)):
@@ -548,10 +564,10 @@ def measure_vs_nginx(daemon, nginx, what, path, sz, table):
         say("%s (%d bytes): certvaultd vs nginx, round %d/%d" % (what, len(body), rnd + 1,
                                                                  sz["rounds"]))
         if rnd % 2 == 0:
-            cv_runs.append(wrk(daemon.url(path), sz["wrk_seconds"]))
+            cv_runs.append(wrk(daemon.url(path), sz["wrk_seconds"], daemon.wrk_script))
         ng_runs.append(wrk(static, sz["wrk_seconds"]))
         if rnd % 2 == 1:
-            cv_runs.append(wrk(daemon.url(path), sz["wrk_seconds"]))
+            cv_runs.append(wrk(daemon.url(path), sz["wrk_seconds"], daemon.wrk_script))
     c, n = best_rate(cv_runs, "rps"), best_rate(ng_runs, "rps")
     table.add("%s, %d bytes, vs nginx static file (wrk req/s)" % (what, len(body)),
               fmt_rate(c), fmt_rate(n) + " nginx", "%.2f" % (c / n), ">= 0.80",
@@ -614,7 +630,7 @@ def measure_list(bins, token, rows_db, n_rows, sz, table):
         for rnd in range(sz["rounds"]):
             say("list at %d rows: wrk, then the raw SQLite page query, round %d/%d" % (
                 n_rows, rnd + 1, sz["rounds"]))
-            http_runs.append(wrk(d.url(path), sz["wrk_seconds"]))
+            http_runs.append(wrk(d.url(path), sz["wrk_seconds"], d.wrk_script))
             sql_runs.append(last_json(run([bins.sql, "--db", rows_db, "--threads", "2",
                                            "--seconds", str(sz["sql_seconds"])])))
         rps = best_rate(http_runs, "rps")

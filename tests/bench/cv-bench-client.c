@@ -2,7 +2,9 @@
  * on several keep-alive connections at once, and says how fast that went.
  *
  *   cv-bench-client --port P --key rsa2048|p256 --count N [--threads T] [--pool K]
- *                   [--prefix NAME] [--first I] [--progress]
+ *                   [--prefix NAME] [--first I] [--progress] [--token-file FILE]
+ *
+ * --token-file names a file holding the API token to send (an admin's or operator's).
  *
  * Certificates are named PREFIX-000000 onwards (from --first), each for its own
  * PREFIX-NNNNNN.bench.example, valid for ten years. K keys are made (default: one per
@@ -38,6 +40,7 @@ struct opts {
 	long pool;
 	long first;
 	int progress;
+	char auth[128];            /* "Authorization: Bearer ...\r\n", or "" */
 };
 
 struct job {
@@ -169,7 +172,7 @@ static void *worker(void *arg)
 {
 	struct job *job = arg;
 	const struct opts *o = job->o;
-	char head[256];
+	char head[384];
 	int fd, status, keep, len;
 	long i;
 
@@ -186,9 +189,9 @@ static void *worker(void *arg)
 		size_t body_len = strlen(body);
 
 		len = snprintf(head, sizeof(head),
-			       "POST /v1/certificates HTTP/1.1\r\nHost: 127.0.0.1:%ld\r\n"
+			       "POST /v1/certificates HTTP/1.1\r\nHost: 127.0.0.1:%ld\r\n%s"
 			       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-			       o->port, body_len);
+			       o->port, o->auth, body_len);
 		if (fd < 0)
 			fd = connect_to(o->port);
 		if (fd < 0 || write_all(fd, head, (size_t)len) < 0 ||
@@ -273,8 +276,27 @@ static int bad_args(const char *what)
 {
 	fprintf(stderr, "cv-bench-client: %s\n"
 		"usage: cv-bench-client --port P --key rsa2048|p256 --count N [--threads T]\n"
-		"       [--pool K] [--prefix NAME] [--first I] [--progress]\n", what);
+		"       [--pool K] [--prefix NAME] [--first I] [--progress] [--token-file FILE]\n",
+		what);
 	return 2;
+}
+
+/* The Authorization header line for the token in path. */
+static int read_token(const char *path, char *buf, size_t len)
+{
+	char token[100];
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	if (f == NULL)
+		return -1;
+	n = fread(token, 1, sizeof(token) - 1, f);
+	fclose(f);
+	token[n] = '\0';
+	token[strcspn(token, "\r\n")] = '\0';
+	if (token[0] == '\0')
+		return -1;
+	return snprintf(buf, len, "Authorization: Bearer %s\r\n", token) < (int)len ? 0 : -1;
 }
 
 int main(int argc, char **argv)
@@ -288,9 +310,10 @@ int main(int argc, char **argv)
 		{ "prefix", required_argument, NULL, 'x' },
 		{ "first", required_argument, NULL, 'f' },
 		{ "progress", no_argument, NULL, 'g' },
+		{ "token-file", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { "p256", "bench", 0, 0, 2, 0, 0, 0 };
+	struct opts o = { "p256", "bench", 0, 0, 2, 0, 0, 0, "" };
 	struct job job;
 	pthread_t *threads;
 	double start, seconds;
@@ -306,6 +329,10 @@ int main(int argc, char **argv)
 		case 'k': o.key = optarg; break;
 		case 'x': o.prefix = optarg; break;
 		case 'g': o.progress = 1; break;
+		case 'T':
+			if (read_token(optarg, o.auth, sizeof(o.auth)) < 0)
+				return bad_args("--token-file: a file holding one API token");
+			break;
 		case 'n':
 			if (parse_long(optarg, 1, 10000000, &o.count) < 0)
 				return bad_args("--count: 1 to 10000000");
