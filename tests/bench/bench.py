@@ -397,6 +397,10 @@ def fill_rows(src_db, dst_db, total):
     shutil.copyfile(src_db, dst_db)
     if os.path.exists(src_db + "-wal"):
         shutil.copyfile(src_db + "-wal", dst_db + "-wal")
+    # The copy holds the source's tokens, so the source's admin token works on it.
+    if os.path.exists(src_db + ".admin-token"):
+        shutil.copyfile(src_db + ".admin-token", dst_db + ".admin-token")
+        os.chmod(dst_db + ".admin-token", 0o600)
     db = sqlite3.connect(dst_db, isolation_level=None)
     db.execute("PRAGMA foreign_keys=ON")
     have = db.execute("SELECT count(*) FROM certificates WHERE state = 1").fetchone()[0]
@@ -754,8 +758,9 @@ def main():
                "connections against raw C_CreateObject on %d threads (and fewer on 1 against "
                "1), both on fresh tokens "
                "growing alike, keys reused from a pool of %d, median rates and median pair "
-               "ratio; certvaultd with its defaults (4 HTTP threads), its log to a file; no "
-               "audit trail exists yet" % (
+               "ratio; certvaultd with its defaults (4 HTTP threads), its log to a file; every "
+               "request carries an admin token; every import writes its audit record in its "
+               "own transaction" % (
                    WRK_THREADS, WRK_CONNECTIONS, sz["wrk_seconds"], sz["rounds"],
                    sz["import_rounds"],
                    "/".join(str(sz["import_n"][k]) for k in ("rsa2048", "p256")),
