@@ -172,10 +172,44 @@ static struct MHD_Response *make_streamed(struct cv_response *res, const char *r
 	return resp;
 }
 
+/* json as compact text in memory from jansson's (wiping) allocator, released with
+ * json_free_callback: one pass into a buffer of the size the last answer needed, a second
+ * only when that was too small. json_dumps would grow its buffer by doubling from 16 bytes,
+ * a realloc (and a wipe) at each step. Returns the length, 0 when out of memory. */
+static size_t dump_json(const json_t *json, char **ret_text)
+{
+	static _Thread_local size_t guess = 4096;
+	json_malloc_t m;
+	json_free_t f;
+	size_t need;
+	char *buf;
+
+	json_get_alloc_funcs(&m, &f);
+	buf = m(guess);
+	if (buf == NULL)
+		return 0;
+	need = json_dumpb(json, buf, guess, JSON_COMPACT);
+	if (need == 0 || need > guess) {
+		f(buf);
+		if (need == 0)
+			return 0;
+		guess = need + need / 4;
+		buf = m(guess);
+		if (buf == NULL || json_dumpb(json, buf, guess, JSON_COMPACT) != need) {
+			if (buf != NULL)
+				f(buf);
+			return 0;
+		}
+	}
+	*ret_text = buf;
+	return need;
+}
+
 static struct MHD_Response *make_response(struct cv_response *res, const char *request_id)
 {
 	struct MHD_Response *resp;
 	char *text;
+	size_t len;
 
 	if (res->stream.produce != NULL || res->raw != NULL) {
 		resp = res->stream.produce != NULL ? make_streamed(res, request_id) :
@@ -190,11 +224,10 @@ static struct MHD_Response *make_response(struct cv_response *res, const char *r
 	}
 	if (res->json == NULL)
 		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	text = json_dumps(res->json, JSON_COMPACT);
-	if (text == NULL)
+	len = dump_json(res->json, &text);
+	if (len == 0)
 		return NULL;
-	resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text,
-								  json_free_callback);
+	resp = MHD_create_response_from_buffer_with_free_callback(len, text, json_free_callback);
 	if (resp == NULL) {
 		json_free_callback(text);
 		return NULL;
