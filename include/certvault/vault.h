@@ -25,6 +25,8 @@ struct cv_vault {
 	int allow_weak_signatures;
 	int destroy_superseded_keys; /* destroy a version's key once superseded */
 	struct vault_caches *caches; /* owned; NULL: every use case works uncached */
+	const char *served;       /* the certificate HTTPS serves (server.tls_certificate); NULL:
+				     none. It cannot be deleted while served. */
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the

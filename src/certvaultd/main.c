@@ -178,6 +178,7 @@ int main(int argc, char **argv)
 	app.vault.soon_seconds = cfg.expires_soon_days * 86400;
 	app.vault.allow_weak_signatures = cfg.allow_weak_signatures;
 	app.vault.destroy_superseded_keys = cfg.destroy_superseded_keys;
+	app.vault.served = cfg.tls_certificate[0] != '\0' ? cfg.tls_certificate : NULL;
 	r = cv_vault_caches_init(&app.vault);
 	if (r < 0)
 		goto out;

@@ -68,10 +68,13 @@ int text_csv_field(struct text *t, const char *s)
 {
 	size_t len0 = t->len;
 	const char *q;
+	/* A spreadsheet runs a cell that starts like a formula: an operator's description must
+	 * not run on an auditor's machine. OWASP's advice: a leading single quote. */
+	const char *guard = s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL ? "'" : "";
 
 	if (s[strcspn(s, ",\"\r\n")] == '\0')
-		return text_puts(t, s);
-	if (text_append(t, "\"", 1) < 0)
+		return text_puts(t, guard) < 0 || text_puts(t, s) < 0 ? CV_ERR_NOMEM : 0;
+	if (text_append(t, "\"", 1) < 0 || text_puts(t, guard) < 0)
 		goto nomem;
 	while ((q = strchr(s, '"')) != NULL) {
 		if (text_append(t, s, (size_t)(q - s) + 1) < 0 || text_append(t, "\"", 1) < 0)

@@ -21,7 +21,8 @@ int text_puts(struct text *t, const char *s);
 int text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Appends s as one CSV field (RFC 4180): as it is, or, when it holds a comma, a double
- * quote, CR or LF, between double quotes with each double quote doubled. */
+ * quote, CR or LF, between double quotes with each double quote doubled. A value that starts
+ * with =, +, -, @, TAB or CR (a formula to a spreadsheet) gets a leading single quote. */
 int text_csv_field(struct text *t, const char *s);
 
 /* Appends s as a Prometheus label value, without the quotes around it: backslash, double

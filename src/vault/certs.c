@@ -442,6 +442,13 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, rec->sha256_fingerprint);
+	/* Its key signs every HTTPS handshake: gone, the listener could not serve. */
+	if (v->served != NULL && strcmp(v->served, name) == 0) {
+		r = cv_errmsg_set(err, CV_ERR_IN_USE, "%s is the certificate the HTTPS listener "
+				  "serves (server.tls_certificate): renew or replace it instead",
+				  name);
+		goto out;
+	}
 	r = cv_store_jwk_list(v->store, rec->id, &linked, &n_linked);
 	if (r < 0) {
 		cv_errmsg_set(err, r, "the database could not be read");

@@ -12,6 +12,8 @@ from harness import SOFTHSM_MODULE, Material, VaultTestCase, run
 
 # What a client sees in the description of one certificate: a comma, quotes, and a new line.
 AWKWARD = 'payments, "EU" edge\nsecond line'
+# An operator's description that a spreadsheet would run when the auditor opens the CSV.
+FORMULA = '=HYPERLINK("http://attacker.example/","click")'
 
 
 class InventoryTest(VaultTestCase):
@@ -26,7 +28,7 @@ class InventoryTest(VaultTestCase):
         for name, key, san, extra in (
                 ("alpha", "p256", "alpha.example.com", {"description": AWKWARD}),
                 ("beta", "rsa2048", "beta.example.com,www.beta.example.com", {}),
-                ("gamma", "ed25519", "gamma.example.com", {"description": "plain"})):
+                ("gamma", "ed25519", "gamma.example.com", {"description": FORMULA})):
             m = cls.material_for(name, key=key, san=san)
             st, _, body = v.import_cert(name, m, **extra)
             assert st == 201, body
@@ -86,8 +88,10 @@ class InventoryTest(VaultTestCase):
         if value is False:
             return "false"
         if isinstance(value, list):
-            return " ".join(value)
-        return str(value)
+            value = " ".join(value)
+        value = str(value)
+        # A cell a spreadsheet would run as a formula starts with a single quote.
+        return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
     def test_csv_reads_the_same_rows_as_the_json(self):
         _, doc = self.download("json")
@@ -105,6 +109,9 @@ class InventoryTest(VaultTestCase):
         # The awkward description survives the round trip through a CSV reader.
         by_name = {r[header.index("name")]: r for r in data}
         self.assertEqual(by_name["alpha"][header.index("description")], AWKWARD)
+        # The formula arrives as text: a single quote in front, the JSON unchanged.
+        self.assertEqual(by_name["gamma"][header.index("description")], "'" + FORMULA)
+        self.assertEqual([i for i in items if i["name"] == "gamma"][0]["description"], FORMULA)
 
     def test_csv_is_rfc4180(self):
         _, text = self.download("csv")

@@ -235,6 +235,24 @@ class TlsTest(unittest.TestCase):
         with open(self.vault.db, "rb") as f:
             self.assertNotIn(b"PRIVATE KEY", f.read())
 
+    def test_served_certificate_cannot_be_deleted(self):
+        """No service uses it, but its key signs every handshake: delete is refused, and
+        HTTPS goes on serving it."""
+        self.stop_cleanly()
+        self.vault.start()
+        m = self.leaf("web-served", "p256")
+        st, _, body = self.vault.import_cert("web-served", m, chain=self.inter.cert)
+        self.assertEqual(st, 201, body)
+        self.start_https("web-served")
+        st, _, body = self.vault.request("DELETE", "/v1/certificates/web-served?confirm=delete")
+        self.assertEqual((st, body["error"]["code"]), (409, "in_use"), body)
+        self.assertIn("server.tls_certificate", body["error"]["message"])
+        self.assertEqual(self.served()[0], fingerprint(m.cert_der()))
+        # Served by another name, it can go.
+        self.start_https("web-p256")
+        st, _, body = self.vault.request("DELETE", "/v1/certificates/web-served?confirm=delete")
+        self.assertEqual((st, body["deleted"]), (200, True), body)
+
     def test_unknown_certificate_refuses_to_start(self):
         self.stop_cleanly()
         p = subprocess.run([CERTVAULTD], env=self.vault.env({

@@ -896,9 +896,16 @@ static void test_csv_fields(void **state)
 		{ "two\nlines", "\"two\nlines\"" },
 		{ "cr\rhere", "\"cr\rhere\"" },
 		{ "all, \"of\"\r\nthem", "\"all, \"\"of\"\"\r\nthem\"" },
-		/* a leading = or space is left as it is: RFC 4180 does not quote it */
-		{ "=1+1", "=1+1" },
+		/* what a spreadsheet would run as a formula starts with a single quote */
+		{ "=1+1", "'=1+1" },
+		{ "+1", "'+1" },
+		{ "-2+3", "'-2+3" },
+		{ "@SUM(A1)", "'@SUM(A1)" },
+		{ "\tx", "'\tx" },
+		{ "=HYPERLINK(\"http://x\",\"y\")", "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"" },
+		/* a leading space, or = inside, is left as it is */
 		{ " x ", " x " },
+		{ "a=b", "a=b" },
 	};
 	struct text t = { 0 };
 	size_t i;
