@@ -348,21 +348,42 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 	return 0;
 }
 
+/* One row of the list. Built member by member rather than with json_pack: the list is the
+ * hottest path (50 rows a page), and json_pack parses its format string for every row. */
 static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 			      int64_t soon_seconds)
 {
 	enum cv_status status = cv_status_at((time_t)rec->not_before, (time_t)rec->not_after,
 					     (time_t)now, soon_seconds);
+	const struct {
+		const char *key;
+		json_t *value;
+	} members[] = {
+		{ "name", json_string(rec->name) },
+		{ "domain", json_string(rec->primary_domain) },
+		{ "domains", strings_json(rec->domains, rec->n_domains) },
+		{ "used_by", used_by_json(rec, 0) },
+		{ "custom_domains", json_integer((json_int_t)rec->custom_domains) },
+		{ "updated_at", time_json(rec->updated_at) },
+		{ "status", json_string(cv_status_name(status)) },
+		{ "expires_in_days",
+		  json_integer((json_int_t)cv_expires_in_days((time_t)rec->not_after, (time_t)now)) },
+		{ "valid_to", time_json(rec->not_after) },
+		{ "key_type", json_string(rec->key_description) },
+		{ "version", json_integer((json_int_t)rec->version) },
+	};
+	json_t *o = json_object();
+	size_t i;
 
-	return json_pack("{s:s, s:s, s:o, s:o, s:I, s:o, s:s, s:I, s:o, s:s, s:I}", "name",
-			 rec->name, "domain", rec->primary_domain, "domains",
-			 strings_json(rec->domains, rec->n_domains), "used_by",
-			 used_by_json(rec, 0), "custom_domains", (json_int_t)rec->custom_domains,
-			 "updated_at", time_json(rec->updated_at), "status", cv_status_name(status),
-			 "expires_in_days",
-			 (json_int_t)cv_expires_in_days((time_t)rec->not_after, (time_t)now),
-			 "valid_to", time_json(rec->not_after), "key_type", rec->key_description,
-			 "version", (json_int_t)rec->version);
+	/* Each value is set (and so owned by o) or freed, whatever happened before it. */
+	for (i = 0; i < sizeof(members) / sizeof(members[0]); i++)
+		if (o == NULL || members[i].value == NULL ||
+		    json_object_set_new_nocheck(o, members[i].key, members[i].value) < 0) {
+			json_decref(members[i].value);
+			json_decref(o);
+			o = NULL;
+		}
+	return o;
 }
 
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
