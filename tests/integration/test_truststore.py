@@ -315,21 +315,25 @@ class FetchTest(VaultTestCase):
                             issuer=cls.inter)
 
     def serve(self):
-        """An openssl s_server on a free port presenting leaf + intermediate; its port."""
-        port = free_port()
-        proc = subprocess.Popen(
-            ["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert",
-             self.leaf.cert_path, "-key", self.leaf.key_path, "-cert_chain",
-             self.inter.cert_path, "-www"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout.close()))
-        # s_server says ACCEPT once it listens (after a line or two about its parameters).
-        for _ in range(10):
-            line = proc.stdout.readline()
-            if line.strip() in (b"ACCEPT", b""):
-                break
-        self.assertEqual(line.strip(), b"ACCEPT")
-        return port
+        """An openssl s_server on a free port presenting leaf + intermediate; its port. The
+        port is free when chosen but another test may take it first: then another port."""
+        for _ in range(5):
+            port = free_port()
+            proc = subprocess.Popen(
+                ["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert",
+                 self.leaf.cert_path, "-key", self.leaf.key_path, "-cert_chain",
+                 self.inter.cert_path, "-www"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.addCleanup(lambda p=proc: (p.kill(), p.wait(), p.stdout.close()))
+            # s_server says ACCEPT once it listens (after a line or two about its
+            # parameters), or exits when it cannot bind.
+            for _ in range(10):
+                line = proc.stdout.readline()
+                if line.strip() in (b"ACCEPT", b""):
+                    break
+            if line.strip() == b"ACCEPT":
+                return port
+        self.fail("openssl s_server did not start")
 
     def test_fetch_over_https_and_ldaps(self):
         port = self.serve()
