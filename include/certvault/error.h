@@ -40,7 +40,10 @@ enum cv_err {
 	CV_ERR_UNAUTHORIZED = -32,     /* no API token, or one that is unknown, expired or revoked */
 	CV_ERR_FORBIDDEN = -33,        /* the token's role may not do this */
 	CV_ERR_LIMIT = -34,            /* a certificate holds more of something than is taken */
-	CV_ERR__LAST = -35
+	CV_ERR_REVOKED = -35,          /* the certificate is revoked (a CRL or OCSP said so) */
+	CV_ERR_REVOCATION_UNKNOWN = -36,/* a revocation source exists but could not tell */
+	CV_ERR_UNKNOWN_ISSUER = -37,   /* a CRL no truststore CA issued */
+	CV_ERR__LAST = -38
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

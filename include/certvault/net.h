@@ -46,4 +46,25 @@ int cv_net_url_parse(const char *url, char *host, size_t host_len, int *ret_port
 int cv_net_fetch_chain(const char *url, int timeout_ms, STACK_OF(X509) **ret_chain,
 		       struct cv_errmsg *err);
 
+/* HTTP for revocation data (src/net/http_fetch.c, libcurl): OCSP requests and CRL downloads. */
+
+#define CV_NET_URL_MAX 300
+
+/* Checks a URL certvaultd may fetch revocation data from, as a certificate names it:
+ * "http://" or "https://" (any case) followed by a host, at most CV_NET_URL_MAX bytes of
+ * printable ASCII without spaces. Returns 0 or CV_ERR_BAD_REQUEST saying why. Does no I/O. */
+int cv_net_http_url_check(const char *url, struct cv_errmsg *err);
+
+/* Fetches url (checked as above): a GET when body is NULL, else a POST of body_len bytes of
+ * body with content_type. Redirects are followed, at most 3, to http and https only; proxies
+ * from the environment are not used. The whole exchange ends within timeout_ms (> 0). Only a
+ * 200 answer of at most max_len bytes is taken. On success *ret_data (malloc'd, the
+ * caller's) holds the answer's body and *ret_len its length. Returns 0, or:
+ * CV_ERR_BAD_REQUEST (url, timeout_ms); CV_ERR_UNREACHABLE (name, connection, TLS, timeout,
+ * a status other than 200, an answer over max_len), with a message naming the URL and what
+ * failed; CV_ERR_NOMEM; CV_ERR_INTERNAL. */
+int cv_net_http_fetch(const char *url, const char *content_type, const unsigned char *body,
+		      size_t body_len, int timeout_ms, size_t max_len, unsigned char **ret_data,
+		      size_t *ret_len, struct cv_errmsg *err);
+
 #endif

@@ -381,6 +381,41 @@ int cv_store_jwk_remove(struct cv_store *store, const char *kid,
 int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_record **ret_recs,
 		      size_t *ret_n);
 
+/* CRLs in the truststore: one per CA entry that issued it. */
+struct cv_crl_record {
+	int64_t id;
+	int64_t trust_id;          /* the truststore entry of the CA that issued it */
+	char alias[65];            /* that entry's alias (read back; ignored by the put) */
+	unsigned char *crl_der;
+	size_t crl_der_len;
+	unsigned char *ca_der;     /* that CA's certificate: read by cv_store_crl_for_issuer */
+	size_t ca_der_len;
+	char issuer[512];          /* RFC 2253, as cv_x509_crl_info_get gives it */
+	int64_t this_update;
+	int64_t next_update;       /* 0: none */
+	char number[64];           /* decimal, "" when none */
+	int64_t n_revoked;
+	char sha256[96];
+	int64_t created_at;
+};
+/* Frees an array of n records. */
+void cv_store_crls_free(struct cv_crl_record *recs, size_t n);
+/* Stores rec as the CRL of truststore entry rec->trust_id, replacing the one it had, with
+ * audit, in one transaction. Returns 0; CV_ERR_SAME_CERTIFICATE when the one held is as new
+ * or newer (a this_update as late), conflict->detail its this_update in seconds;
+ * CV_ERR_NOT_FOUND when the entry is gone; CV_ERR_DB. */
+int cv_store_crl_put(struct cv_store *store, const struct cv_crl_record *rec,
+		     struct cv_conflict *conflict, const struct cv_audit_entry *audit);
+/* Every CRL, in the alias order of their CAs, without DER. 0 or CV_ERR_DB. */
+int cv_store_crl_list(struct cv_store *store, struct cv_crl_record **ret_recs, size_t *ret_n);
+/* The CRLs whose issuer is issuer, with their DER and their CA's (0 to several: CAs of one
+ * name with different keys). 0 or CV_ERR_DB. */
+int cv_store_crl_for_issuer(struct cv_store *store, const char *issuer,
+			    struct cv_crl_record **ret_recs, size_t *ret_n);
+/* Removes the CRL of the CA under alias, with audit. 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_crl_remove(struct cv_store *store, const char *alias,
+			const struct cv_audit_entry *audit);
+
 /* The truststore: CA certificates under an alias. */
 struct cv_trust_record {
 	int64_t id;

@@ -18,6 +18,14 @@
 
 struct cv_audit;                 /* below, with the audit trail */
 
+/* How import, renew and replace judge revocation (src/vault/revocation.c). */
+struct cv_revocation_policy {
+	int online;               /* also ask the certificate's OCSP responder and CRL URL */
+	int timeout_ms;           /* each online fetch; 0: 5000 */
+	int unknown_warn;         /* a source that could not tell: 1 accept with a warning,
+				     0 refuse (CV_ERR_REVOCATION_UNKNOWN) */
+};
+
 struct cv_vault {
 	struct cv_store *store;   /* borrowed */
 	struct cv_token *token;   /* borrowed */
@@ -27,6 +35,7 @@ struct cv_vault {
 	struct vault_caches *caches; /* owned; NULL: every use case works uncached */
 	const char *served;       /* the certificate HTTPS serves (server.tls_certificate); NULL:
 				     none. It cannot be deleted while served. */
+	struct cv_revocation_policy revocation;
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the
@@ -64,12 +73,22 @@ struct cv_import_request {
 /* Limits on metadata a client sets. */
 #define CV_DESCRIPTION_MAX 1024
 
-/* Validates and imports: every x509 check, then a pending row, the key in the token, the row
- * made active with audit (its target the name). Returns 0 and the stored record, or an error
- * with err saying why; on failure nothing is left in the store or the token. */
+/* Validates and imports: every x509 check and the revocation check (below), then a pending
+ * row, the key in the token, the row made active with audit (its target the name). Returns 0
+ * and the stored record with what the revocation check found in *ret_rev (NULL: not
+ * wanted), or an error with err saying why; on failure nothing is left in the store or the
+ * token.
+ *
+ * The revocation check of the leaf: the truststore's CRL from the leaf's issuer (a CA entry
+ * that issued the leaf); then, with v->revocation.online, the leaf's OCSP responder and its
+ * CRL distribution point over HTTP. The first good or revoked answer decides: revoked is
+ * CV_ERR_REVOKED. When sources exist and none could tell (a stale CRL, a responder down, a
+ * bad signature), CV_ERR_REVOCATION_UNKNOWN, or with v->revocation.unknown_warn acceptance
+ * with status CV_REV_UNKNOWN. No source at all: CV_REV_NOT_CHECKED, accepted. */
 int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 const struct cv_import_request *req, int64_t now,
-			 struct cv_cert_record **ret_rec, struct cv_errmsg *err);
+			 struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
+			 struct cv_errmsg *err);
 
 /* Everything the details view shows. */
 struct cv_cert_view {
@@ -116,7 +135,8 @@ int cv_vault_version_ref_parse(const char *tag, struct cv_version_ref *ret_ref);
  * created in the token under a journal row, then one transaction makes it the current version
  * of every service using it. Of racing supersedes of one version exactly one succeeds; the
  * others get CV_ERR_ALREADY_RENEWED and leave no key behind. *ret_previous is the version
- * superseded. audit names the current version's fingerprint and the new one's. On failure
+ * superseded; *ret_rev (NULL: not wanted) what the revocation check of cv_vault_cert_import
+ * found. audit names the current version's fingerprint and the new one's. On failure
  * nothing changes. */
 struct cv_jwk_choice {
 	enum cv_jwk_action action; /* NONE when the caller said nothing */
@@ -125,7 +145,8 @@ struct cv_jwk_choice {
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
-			    int64_t now, int64_t *ret_previous, struct cv_errmsg *err);
+			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
+			    struct cv_errmsg *err);
 /* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
  * CV_ERR_BAD_REQUEST. */
 int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);
@@ -356,6 +377,22 @@ int cv_vault_trust_export_pkcs12(struct cv_vault *v, const char *password,
  * 1 or 0 with OpenSSL's reason in why; or an error. */
 int cv_vault_cert_chain_trusted(struct cv_vault *v, const char *name, int64_t now,
 				struct cv_errmsg *why, struct cv_errmsg *err);
+
+/* CRLs in the truststore: one per CA entry, a newer one replacing the older. */
+/* Adds a CRL (PEM, base64 DER, base64 of PEM) that a truststore CA issued (its subject is
+ * the CRL's issuer and its key verifies the CRL; else CV_ERR_UNKNOWN_ISSUER), dated
+ * this_update not after now (CV_ERR_NOT_YET_VALID), newer than the one that CA has
+ * (CV_ERR_SAME_CERTIFICATE); a stale one is taken (it is listed as such, and a check then
+ * cannot tell). audit's target is the CA's alias. ret_alias gets it. Also
+ * CV_ERR_BAD_ENCODING, CV_ERR_DB. */
+int cv_vault_crl_add(struct cv_vault *v, struct cv_audit *audit, const char *text, size_t len,
+		     enum cv_encoding enc, int64_t now, char ret_alias[65], struct cv_errmsg *err);
+/* Every CRL in the alias order of their CAs (*ret_recs the caller's). 0 or CV_ERR_DB. */
+int cv_vault_crl_list(struct cv_vault *v, struct cv_crl_record **ret_recs, size_t *ret_n,
+		      struct cv_errmsg *err);
+/* Removes the CRL of the CA under alias. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_vault_crl_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
+			struct cv_errmsg *err);
 
 /* Who asks: the API token a request came with (role 0 and empty names: nobody). */
 struct cv_actor {

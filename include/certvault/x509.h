@@ -240,4 +240,92 @@ int cv_x509_truststore_pkcs12(X509 *const *certs, const char *const *aliases, si
 			      const char *password, unsigned char **ret_der, size_t *ret_len,
 			      struct cv_errmsg *err);
 
+/* Revocation (src/x509/revocation.c): CRLs and OCSP, judged without I/O. */
+
+/* What a revocation check found. */
+enum cv_revocation_status {
+	CV_REV_NOT_CHECKED = 0, /* no source: no CRL for the issuer, no OCSP or CRL URL used */
+	CV_REV_GOOD,
+	CV_REV_REVOKED,
+	CV_REV_UNKNOWN,         /* a source exists but could not tell (stale, down, bad signature) */
+};
+
+/* "not_checked", "good", "revoked", "unknown". */
+const char *cv_revocation_status_name(enum cv_revocation_status s);
+
+/* The answer of one source, or of the whole check. */
+struct cv_revocation {
+	enum cv_revocation_status status;
+	char source[320];  /* "crl:<issuer>", "ocsp:<url>", "crl:<url>"; "" when none */
+	char detail[256];  /* why, for a person */
+	int reason;        /* with REVOKED: the CRLReason code, -1 when none was given */
+	time_t revoked_at; /* with REVOKED */
+};
+
+/* Limits on what a CRL or an OCSP answer may hold. */
+#define CV_X509_CRL_MAX (1024 * 1024)
+
+/* Parses exactly one CRL: PEM ("X509 CRL" block, text around it tolerated), base64 of DER,
+ * base64 of PEM, or the bytes of a file (PEM or DER). *ret_crl is the caller's. Errors:
+ * CV_ERR_BAD_ENCODING with what was wrong, CV_ERR_NOMEM. */
+int cv_x509_crl_parse(const char *text, size_t len, enum cv_encoding enc, X509_CRL **ret_crl,
+		      struct cv_errmsg *err);
+
+/* A CRL's fields as the truststore lists them. */
+struct cv_x509_crl_info {
+	char issuer[512];       /* RFC 2253 */
+	time_t this_update;
+	time_t next_update;     /* 0: the CRL names none */
+	char number[64];        /* the cRLNumber extension in decimal, "" when none */
+	size_t n_revoked;
+	char sha256[96];        /* of the DER, hex upper case colon separated */
+};
+/* Reads the fields of crl. Returns 0, CV_ERR_BAD_ENCODING (a time or name that cannot be
+ * read), CV_ERR_NOMEM. */
+int cv_x509_crl_info_get(X509_CRL *crl, struct cv_x509_crl_info *ret_info);
+
+/* 1 when ca issued crl: its subject is the CRL's issuer, its key verifies the CRL's
+ * signature, and its keyUsage, if any, allows cRLSign; else 0. Clears the thread's OpenSSL
+ * error queue. */
+int cv_x509_crl_issued_by(X509_CRL *crl, X509 *ca);
+
+/* 1 when issuer issued cert (names match, issuer's key verifies cert's signature); else 0. */
+int cv_x509_cert_issued_by(X509 *cert, X509 *issuer);
+
+/* The certificate among candidates (either may be NULL) that issued cert, borrowed from the
+ * stack it is in; NULL when none did. A self-signed cert is its own issuer only when it is
+ * in a stack. */
+X509 *cv_x509_issuer_find(X509 *cert, STACK_OF(X509) *chain, STACK_OF(X509) *trusted);
+
+/* Judges cert against crl, which issuer issued (the caller checked it with
+ * cv_x509_crl_issued_by): REVOKED when cert's serial is listed (reason and date filled);
+ * UNKNOWN when the CRL is not yet valid at now or its next update is before now - skew;
+ * else GOOD. source is copied into ret->source. */
+void cv_x509_crl_judge(X509 *cert, X509_CRL *crl, time_t now, long skew, const char *source,
+		       struct cv_revocation *ret);
+
+/* The first http:// or https:// URL of cert's Authority Information Access OCSP entries into
+ * url. Returns 1, or 0 when there is none (or none that fits). */
+int cv_x509_ocsp_url(X509 *cert, char *url, size_t url_len);
+/* The first http:// or https:// URL of cert's CRL distribution points (full names). 1 or 0. */
+int cv_x509_crl_url(X509 *cert, char *url, size_t url_len);
+
+/* DER of an OCSP request for cert issued by issuer (SHA-1 CertID, as responders expect),
+ * with a 16-byte nonce when nonce is set. *ret_der (OPENSSL_malloc'd) is the caller's
+ * (OPENSSL_free). Returns 0, CV_ERR_NOMEM, CV_ERR_INTERNAL. */
+int cv_x509_ocsp_request(X509 *cert, X509 *issuer, int nonce, unsigned char **ret_der,
+			 size_t *ret_len);
+
+/* Judges an OCSP response (DER) about cert issued by issuer: it must be "successful", a
+ * basic response signed by issuer or by a responder certificate that issuer issued and that
+ * has the OCSP signing extended key usage, hold a SingleResponse for cert, and be fresh:
+ * thisUpdate not after now + skew, nextUpdate (when given) not before now - skew, and with no
+ * nextUpdate a thisUpdate within max_age seconds. ret: GOOD, REVOKED (reason and date), or
+ * UNKNOWN with why (the responder's "unknown" too). source is copied into ret->source. The
+ * nonce is not required back (many responders cache). Clears the thread's OpenSSL error
+ * queue. */
+void cv_x509_ocsp_judge(const unsigned char *der, size_t len, X509 *cert, X509 *issuer,
+			time_t now, long skew, long max_age, const char *source,
+			struct cv_revocation *ret);
+
 #endif

@@ -179,6 +179,9 @@ int main(int argc, char **argv)
 	app.vault.allow_weak_signatures = cfg.allow_weak_signatures;
 	app.vault.destroy_superseded_keys = cfg.destroy_superseded_keys;
 	app.vault.served = cfg.tls_certificate[0] != '\0' ? cfg.tls_certificate : NULL;
+	app.vault.revocation.online = cfg.revocation_online;
+	app.vault.revocation.timeout_ms = (int)cfg.revocation_timeout_ms;
+	app.vault.revocation.unknown_warn = strcmp(cfg.revocation_unknown, "warn") == 0;
 	r = cv_vault_caches_init(&app.vault);
 	if (r < 0)
 		goto out;

@@ -73,6 +73,14 @@ static const struct setting settings[] = {
 	  " in the database's directory" },
 	{ "auth", "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0,
 	  "serve GET /metrics without a token" },
+	{ "revocation", "online", K_BOOL, OFF(revocation_online), "false", 0, 0,
+	  "at import, renew and replace also ask the certificate's OCSP responder and CRL"
+	  " distribution point over HTTP (the truststore's CRLs are always used)" },
+	{ "revocation", "timeout_ms", K_INT, OFF(revocation_timeout_ms), "5000", 100, 60000,
+	  "milliseconds each online revocation fetch may take" },
+	{ "revocation", "unknown", K_STR, OFF(revocation_unknown), "refuse", 0, 0,
+	  "when a revocation source exists but cannot tell (stale CRL, responder down, bad"
+	  " signature): refuse (422 revocation_unknown) or warn (accept, saying so)" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -197,6 +205,11 @@ int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg
 		r = set_value(&settings[i], ret_cfg, v, name, err);
 		if (r < 0)
 			goto out;
+	}
+	if (strcmp(ret_cfg->revocation_unknown, "refuse") != 0 &&
+	    strcmp(ret_cfg->revocation_unknown, "warn") != 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "revocation.unknown must be refuse or warn");
+		goto out;
 	}
 	r = 0;
 out:

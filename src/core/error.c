@@ -40,6 +40,9 @@ static const char *const names[] = {
 	[-CV_ERR_UNAUTHORIZED] = "no valid API token",
 	[-CV_ERR_FORBIDDEN] = "the token's role may not do this",
 	[-CV_ERR_LIMIT] = "over a limit",
+	[-CV_ERR_REVOKED] = "revoked",
+	[-CV_ERR_REVOCATION_UNKNOWN] = "revocation status unknown",
+	[-CV_ERR_UNKNOWN_ISSUER] = "issuer not in the truststore",
 };
 
 const char *cv_strerror(int err)

@@ -42,6 +42,9 @@ static const struct mapping table[] = {
 	[-CV_ERR_UNAUTHORIZED] = { 401, "unauthorized" },
 	[-CV_ERR_FORBIDDEN] = { 403, "forbidden" },
 	[-CV_ERR_LIMIT] = { 422, "limit_exceeded" },
+	[-CV_ERR_REVOKED] = { 422, "revoked" },
+	[-CV_ERR_REVOCATION_UNKNOWN] = { 422, "revocation_unknown" },
+	[-CV_ERR_UNKNOWN_ISSUER] = { 422, "unknown_issuer" },
 };
 
 static const struct mapping *lookup(int err)

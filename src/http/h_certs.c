@@ -190,6 +190,28 @@ static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
 	return 0;
 }
 
+/* Adds what the revocation check found to an import, renew or replace answer, with a
+ * warning when it could not tell and the policy let the certificate in. */
+static int add_revocation(const struct cv_revocation *rev, struct cv_response *res)
+{
+	json_t *o, *warnings;
+	char text[700];
+
+	o = json_pack("{s:s, s:o, s:s}", "status", cv_revocation_status_name(rev->status),
+		      "source", string_or_null(rev->source[0] != '\0' ? rev->source : NULL),
+		      "detail", rev->detail);
+	if (o == NULL || json_object_set_new(res->json, "revocation", o) < 0)
+		return CV_ERR_NOMEM;
+	if (rev->status != CV_REV_UNKNOWN)
+		return 0;
+	snprintf(text, sizeof(text), "revocation could not be checked (%s: %s); accepted because "
+		 "revocation.unknown is warn", rev->source, rev->detail);
+	warnings = json_pack("[s]", text);
+	if (warnings == NULL || json_object_set_new(res->json, "warnings", warnings) < 0)
+		return CV_ERR_NOMEM;
+	return 0;
+}
+
 /* Adds chain_trusted (and why) to a details response: whether the certificate's chain
  * verifies up to the truststore now. */
 static int add_chain_trust(struct cv_app *app, const char *name, int64_t now,
@@ -215,6 +237,7 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 					       "pkcs12", "check_chain", NULL };
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
+	struct cv_revocation rev;
 	json_t *body = NULL;
 	int r, form, check = 0;
 
@@ -229,10 +252,12 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	r = check_chain_member(body, &check, err);
 	if (r < 0)
 		goto out;
-	r = cv_vault_cert_import(&app->vault, req->audit, &in, req->now, &rec, err);
+	r = cv_vault_cert_import(&app->vault, req->audit, &in, req->now, &rec, &rev, err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, rec->name, req->now, 201, res, NULL, err);
+	if (r == 0)
+		r = add_revocation(&rev, res);
 	if (r == 0 && check)
 		r = add_chain_trust(app, rec->name, req->now, res, err);
 out:
@@ -535,6 +560,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	int form, check = 0;
 	struct cv_version_ref ref;
 	struct cv_cert_view *view = NULL;
+	struct cv_revocation rev;
 	json_t *body = NULL;
 	int64_t previous;
 	int r;
@@ -560,10 +586,12 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	}
 	in.name = req->params[0];
 	r = cv_vault_cert_supersede(&app->vault, req->audit, kind, &in, &ref, &jwk, req->now,
-				    &previous, err);
+				    &previous, &rev, err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, req->params[0], req->now, 200, res, &view, err);
+	if (r == 0)
+		r = add_revocation(&rev, res);
 	if (r < 0)
 		goto out;
 	/* Every service the new version reached, as the view read it after the commit. */

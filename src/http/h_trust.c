@@ -240,3 +240,102 @@ int h_trust_export(struct cv_app *app, const struct cv_request *req, struct cv_r
 	}
 	return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "format must be pem or pkcs12");
 }
+
+/* CRLs: the one of each truststore CA that issued one. */
+
+static json_t *crl_json(const struct cv_crl_record *c, int64_t now)
+{
+	int stale = c->next_update != 0 && c->next_update < now;
+
+	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:I, s:s, s:s, s:o}", "alias", c->alias,
+			 "issuer", c->issuer, "this_update", time_json(c->this_update),
+			 "next_update", c->next_update != 0 ? time_json(c->next_update) : json_null(),
+			 "number", string_or_null(c->number[0] != '\0' ? c->number : NULL),
+			 "revoked_count", (json_int_t)c->n_revoked, "sha256", c->sha256, "status",
+			 stale ? "stale" : "current", "created_at", time_json(c->created_at));
+}
+
+int h_crl_add(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	      struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { "crl", "encoding", NULL };
+	struct cv_crl_record *recs = NULL;
+	const char *text, *encoding;
+	enum cv_encoding enc;
+	json_t *body = NULL;
+	char alias[65];
+	size_t len = 0, n = 0, i;
+	int r;
+
+	r = req_json_object(req, allowed, &body, err);
+	if (r == 0)
+		r = json_string_member(body, "crl", 1, 2 * CV_X509_CRL_MAX, &text, &len, err);
+	if (r == 0)
+		r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err);
+	if (r < 0)
+		goto out;
+	if (cv_x509_encoding_parse(encoding, &enc) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				  "\"encoding\" must be pem, base64 or base64pem");
+		goto out;
+	}
+	r = cv_vault_crl_add(&app->vault, req->audit, text, len, enc, req->now, alias, err);
+	if (r == 0)
+		r = cv_vault_crl_list(&app->vault, &recs, &n, err);
+	if (r < 0)
+		goto out;
+	for (i = 0; i < n; i++)
+		if (strcmp(recs[i].alias, alias) == 0)
+			break;
+	if (i == n) {
+		r = cv_errmsg_set(err, CV_ERR_NOT_FOUND, "the CRL was deleted meanwhile");
+		goto out;
+	}
+	r = res_json(res, 201, crl_json(&recs[i], req->now));
+out:
+	cv_store_crls_free(recs, n);
+	json_decref(body);
+	return r;
+}
+
+int h_crl_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { NULL };
+	struct cv_crl_record *recs = NULL;
+	json_t *items;
+	size_t n = 0, i;
+	int r;
+
+	r = req_query_check(req, allowed, 0, err);
+	if (r == 0)
+		r = cv_vault_crl_list(&app->vault, &recs, &n, err);
+	if (r < 0)
+		return r;
+	items = json_array();
+	for (i = 0; items != NULL && i < n; i++) {
+		if (json_array_append_new(items, crl_json(&recs[i], req->now)) < 0) {
+			json_decref(items);
+			items = NULL;
+		}
+	}
+	cv_store_crls_free(recs, n);
+	if (items == NULL)
+		return CV_ERR_NOMEM;
+	return res_json(res, 200, json_pack("{s:o}", "items", items));
+}
+
+int h_crl_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { NULL };
+	int r;
+
+	r = req_query_check(req, allowed, 0, err);
+	if (r == 0)
+		r = cv_vault_crl_delete(&app->vault, req->audit, req->params[0], err);
+	if (r == 0)
+		r = res_json(res, 200,
+			     json_pack("{s:s, s:b}", "alias", req->params[0], "deleted", 1));
+	return r;
+}

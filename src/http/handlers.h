@@ -58,6 +58,12 @@ int h_trust_delete(struct cv_app *app, const struct cv_request *req, struct cv_r
 		   struct cv_errmsg *err);
 int h_trust_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err);
+int h_crl_add(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	      struct cv_errmsg *err);
+int h_crl_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err);
+int h_crl_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err);
 int h_token_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err);
 int h_token_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

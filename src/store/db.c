@@ -185,6 +185,21 @@ static const char *const migrations[] = {
 	") STRICT;"
 	"CREATE INDEX audit_log_at ON audit_log(at);"
 	"CREATE INDEX audit_log_target ON audit_log(target, seq);",
+	/* 4 -> 5: CRLs, one per truststore CA that issued it (a newer one replaces it); it goes
+	 * with its CA. next_update 0: the CRL names none. */
+	"CREATE TABLE crls ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" trust_id INTEGER NOT NULL UNIQUE REFERENCES truststore(id) ON DELETE CASCADE,"
+	" crl_der BLOB NOT NULL,"
+	" issuer TEXT NOT NULL,"
+	" this_update INTEGER NOT NULL,"
+	" next_update INTEGER NOT NULL,"
+	" number TEXT NOT NULL,"
+	" revoked_count INTEGER NOT NULL,"
+	" sha256 TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE INDEX crls_issuer ON crls(issuer);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

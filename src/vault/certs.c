@@ -183,7 +183,7 @@ out:
 int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
-			 struct cv_errmsg *err)
+			 struct cv_revocation *ret_rev, struct cv_errmsg *err)
 {
 	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures };
 	struct cv_x509_info *info = NULL;
@@ -208,6 +208,10 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 		cv_errmsg_set(err, r, "the certificate's fields cannot be read");
 		goto out;
 	}
+	/* Last: the one check that may ask the network. */
+	r = vault_revocation_check(v, cert, info->issuer, chain, now, ret_rev, err);
+	if (r < 0)
+		goto out;
 	r = record_from_cert(req, cert, chain, info, now, &rec);
 	if (r < 0)
 		goto out;
@@ -234,8 +238,10 @@ int vault_key_destroy(struct cv_vault *v, const uint8_t *key_id, struct cv_errms
 
 int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 const struct cv_import_request *req, int64_t now,
-			 struct cv_cert_record **ret_rec, struct cv_errmsg *err)
+			 struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
+			 struct cv_errmsg *err)
 {
+	struct cv_revocation rev;
 	struct cv_cert_record *rec = NULL;
 	EVP_PKEY *key = NULL;
 	int r, pending = 0;
@@ -255,7 +261,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 				  "description is longer than %d bytes", CV_DESCRIPTION_MAX);
 		goto out;
 	}
-	r = vault_material_check(v, audit, req, now, &rec, &key, err);
+	r = vault_material_check(v, audit, req, now, &rec, &key, &rev, err);
 	if (r < 0)
 		goto out;
 
@@ -286,6 +292,8 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	}
 	pending = 0;
 	rec->state = CV_CERT_ACTIVE;
+	if (ret_rev != NULL)
+		*ret_rev = rev;
 	*ret_rec = rec;
 	rec = NULL;
 	r = 0;

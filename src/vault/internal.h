@@ -47,7 +47,18 @@ int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **r
 int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
-			 struct cv_errmsg *err);
+			 struct cv_revocation *ret_rev, struct cv_errmsg *err);
+
+/* The revocation check of cv_vault_cert_import for cert (issued by the CA named issuer, with
+ * chain as the client sent it): 0 with *ret filled (GOOD, NOT_CHECKED, or UNKNOWN under the
+ * warn policy), or CV_ERR_REVOKED / CV_ERR_REVOCATION_UNKNOWN with err naming the source and
+ * why; CV_ERR_DB, CV_ERR_NOMEM. Network I/O with online checks: call outside transactions. */
+int vault_revocation_check(struct cv_vault *v, X509 *cert, const char *issuer,
+			   STACK_OF(X509) *chain, int64_t now, struct cv_revocation *ret,
+			   struct cv_errmsg *err);
+
+/* Every truststore certificate as a stack the caller frees. */
+int vault_trusted_stack(struct cv_vault *v, STACK_OF(X509) **ret, struct cv_errmsg *err);
 
 /* Destroys a key, a missing one counting as destroyed. */
 int vault_key_destroy(struct cv_vault *v, const uint8_t *key_id, struct cv_errmsg *err);

@@ -15,9 +15,10 @@ static int check_alias(const char *alias, struct cv_errmsg *err)
 	if (!cv_name_valid(alias))
 		return cv_errmsg_set(err, CV_ERR_INVALID_NAME,
 				     "an alias is 1 to %d letters, digits or hyphens", CV_NAME_MAX);
-	/* GET /v1/truststore/export is the export. */
-	if (strcmp(alias, "export") == 0)
-		return cv_errmsg_set(err, CV_ERR_INVALID_NAME, "the alias \"export\" is reserved");
+	/* GET /v1/truststore/export is the export, /v1/truststore/crls the CRLs. */
+	if (strcmp(alias, "export") == 0 || strcmp(alias, "crls") == 0)
+		return cv_errmsg_set(err, CV_ERR_INVALID_NAME, "the alias \"%s\" is reserved",
+				     alias);
 	return 0;
 }
 
@@ -370,8 +371,7 @@ out:
 	return r;
 }
 
-/* Every truststore certificate as a stack the caller frees. */
-static int trusted_stack(struct cv_vault *v, STACK_OF(X509) **ret, struct cv_errmsg *err)
+int vault_trusted_stack(struct cv_vault *v, STACK_OF(X509) **ret, struct cv_errmsg *err)
 {
 	struct cv_trust_record *recs = NULL;
 	STACK_OF(X509) *stack = NULL;
@@ -417,7 +417,7 @@ int cv_vault_cert_chain_trusted(struct cv_vault *v, const char *name, int64_t no
 
 	r = vault_lookup(v, name, &rec, err);
 	if (r == 0)
-		r = trusted_stack(v, &trusted, err);
+		r = vault_trusted_stack(v, &trusted, err);
 	if (r == 0)
 		r = cv_x509_cert_from_der(rec->cert_der, rec->cert_der_len, &cert);
 	if (r == 0)

@@ -227,8 +227,10 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
-			    int64_t now, int64_t *ret_previous, struct cv_errmsg *err)
+			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
+			    struct cv_errmsg *err)
 {
+	struct cv_revocation rev;
 	struct jwk_plan plan = { 0 };
 	struct cv_cert_record *cur = NULL, *next = NULL;
 	struct cv_import_request material = *req;
@@ -250,7 +252,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	if (r < 0)
 		goto out;
 	material.description = cur->description;
-	r = vault_material_check(v, audit, &material, now, &next, &key, err);
+	r = vault_material_check(v, audit, &material, now, &next, &key, &rev, err);
 	if (r < 0)
 		goto out;
 	sup.next = next;
@@ -294,6 +296,8 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		(void)cv_store_version_key_destroyed(v->store, cur->key_id);
 	/* A failure above leaves the old key 'destroying': the next start destroys it. */
 	*ret_previous = sup.version;
+	if (ret_rev != NULL)
+		*ret_rev = rev;
 	r = 0;
 out:
 	if (created && vault_key_destroy(v, next->key_id, &ignored) < 0)

@@ -791,3 +791,82 @@ out:
 	ERR_clear_error();
 	return r;
 }
+
+int cv_x509_crl_parse(const char *text, size_t len, enum cv_encoding enc, X509_CRL **ret_crl,
+		      struct cv_errmsg *err)
+{
+	struct material m = { 0 };
+	struct pem_block b = { 0 };
+	X509_CRL *crl = NULL;
+	BIO *bio = NULL;
+	const unsigned char *p;
+	int r;
+
+	if (len > CV_X509_CRL_MAX * 2)
+		return cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "the CRL is larger than %d bytes",
+				     CV_X509_CRL_MAX);
+	r = material_load(&m, text, len, enc, "CRL", err);
+	if (r < 0)
+		goto out;
+	if (only_space((const char *)m.bytes, m.len)) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "the CRL is empty");
+		goto out;
+	}
+	if (!m.is_pem) {
+		p = m.bytes;
+		crl = d2i_X509_CRL(NULL, &p, (long)m.len);
+		if (crl == NULL || p != m.bytes + m.len) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "the CRL is not one DER X.509 CRL");
+			goto out;
+		}
+		r = 0;
+		goto out;
+	}
+	bio = BIO_new_mem_buf(m.bytes, (int)m.len);
+	if (bio == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	while ((r = pem_next(bio, &b)) == 1) {
+		if (strcmp(b.name, PEM_STRING_X509_CRL) != 0) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING,
+					  "the CRL holds a \"%.40s\" PEM block, only one X509 CRL "
+					  "block is taken", b.name);
+			goto out;
+		}
+		if (crl != NULL) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING,
+					  "the text holds more than one CRL: add them one by one");
+			goto out;
+		}
+		p = b.data;
+		crl = d2i_X509_CRL(NULL, &p, b.len);
+		if (crl == NULL || p != b.data + b.len) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING,
+					  "the X509 CRL block is not a valid CRL");
+			goto out;
+		}
+		pem_block_release(&b);
+	}
+	if (r < 0) {
+		r = cv_errmsg_set(err, r, "the CRL holds a broken PEM block (cut off, or not "
+				  "base64 inside)");
+		goto out;
+	}
+	if (crl == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "no X509 CRL PEM block was found");
+		goto out;
+	}
+	r = 0;
+out:
+	if (r == 0) {
+		*ret_crl = crl;
+		crl = NULL;
+	}
+	ERR_clear_error();
+	pem_block_release(&b);
+	BIO_free(bio);
+	X509_CRL_free(crl);
+	material_release(&m);
+	return r;
+}

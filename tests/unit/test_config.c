@@ -59,6 +59,9 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.allow_weak_signatures, 0);
 	assert_string_equal(cfg.token_module, "/usr/lib/softhsm/libsofthsm2.so");
 	assert_int_equal(cfg.max_body, 262144);
+	assert_int_equal(cfg.revocation_online, 0);
+	assert_int_equal(cfg.revocation_timeout_ms, 5000);
+	assert_string_equal(cfg.revocation_unknown, "refuse");
 	cv_config_release(&cfg);
 }
 
@@ -102,6 +105,17 @@ static void test_refusals(void **state)
 	path = write_file("b.ini", "[server]\nport = 70000\n", 0600);
 	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
 	assert_non_null(strstr(err.text, "server.port"));
+
+	path = write_file("r.ini", "[revocation]\nunknown = ignore\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "revocation.unknown must be refuse or warn"));
+	path = write_file("r2.ini", "[revocation]\nunknown = warn\nonline = yes\n"
+			  "timeout_ms = 1500\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), 0);
+	assert_string_equal(cfg.revocation_unknown, "warn");
+	assert_int_equal(cfg.revocation_online, 1);
+	assert_int_equal(cfg.revocation_timeout_ms, 1500);
+	cv_config_release(&cfg);
 
 	path = write_file("c.ini", "[server]\nprot = 1\n", 0600);
 	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);

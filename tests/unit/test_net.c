@@ -849,11 +849,69 @@ static void test_fetch_name_does_not_resolve(void **state)
 	assert_true(took <= 2000 + MARGIN_MS);
 }
 
+/* ---- HTTP for revocation data ---- */
+
+static void test_http_url_check(void **state)
+{
+	static const char *const good[] = { "http://ocsp.example/", "HTTPS://crl.example/a.crl",
+					    "http://127.0.0.1:8080", NULL };
+	static const char *const bad[] = { "ftp://x/", "ldap://crl.example/cn=x", "file:///etc/passwd",
+					   "http://", "http:///x", "http://a b/", "http://\x01/",
+					   "gopher://x", NULL };
+	struct cv_errmsg err = { "" };
+	char long_url[CV_NET_URL_MAX + 16];
+	size_t i;
+
+	(void)state;
+	for (i = 0; good[i] != NULL; i++)
+		assert_int_equal(cv_net_http_url_check(good[i], &err), 0);
+	for (i = 0; bad[i] != NULL; i++)
+		if (cv_net_http_url_check(bad[i], &err) != CV_ERR_BAD_REQUEST)
+			fail_msg("%s was taken", bad[i]);
+	memcpy(long_url, "http://x/", 9);
+	memset(long_url + 9, 'a', sizeof(long_url) - 10);
+	long_url[sizeof(long_url) - 1] = '\0';
+	assert_int_equal(cv_net_http_url_check(long_url, &err), CV_ERR_BAD_REQUEST);
+}
+
+static void test_http_fetch_refused_and_silent(void **state)
+{
+	struct cv_errmsg err = { "" };
+	unsigned char *data = NULL;
+	size_t len = 0;
+	char url[64];
+	int fd, port;
+
+	(void)state;
+	assert_int_equal(cv_net_http_fetch("ftp://x/", NULL, NULL, 0, 1000, 10, &data, &len, &err),
+			 CV_ERR_BAD_REQUEST);
+	fd = local_socket(-1, &port);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+	assert_int_equal(cv_net_http_fetch(url, NULL, NULL, 0, 0, 10, &data, &len, &err),
+			 CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_net_http_fetch(url, NULL, NULL, 0, 2000, 10, &data, &len, &err),
+			 CV_ERR_UNREACHABLE);
+	assert_non_null(strstr(err.text, url));
+	close(fd);
+	/* Accepted by the kernel, never answered: the time runs out. */
+	fd = local_socket(8, &port);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/ocsp", port);
+	assert_int_equal(cv_net_http_fetch(url, "application/ocsp-request",
+					   (const unsigned char *)"x", 1, 300, 10, &data, &len,
+					   &err),
+			 CV_ERR_UNREACHABLE);
+	assert_non_null(strstr(err.text, "timed out after 300 ms"));
+	assert_null(data);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_url_parse_accepts),
 		cmocka_unit_test(test_url_parse_refuses),
+		cmocka_unit_test(test_http_url_check),
+		cmocka_unit_test(test_http_fetch_refused_and_silent),
 		cmocka_unit_test(test_fetch_refuses_bad_arguments),
 		cmocka_unit_test(test_fetch_https_chain),
 		cmocka_unit_test(test_fetch_ldaps_chain),

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/ocsp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
@@ -2433,6 +2434,329 @@ static void test_bundle_parse(void **state)
 	pki_free(&pki);
 }
 
+/* ---- revocation: CRLs and OCSP ---- */
+
+/* A certificate with extensions added by config text (nid, value), re-signed by signer. */
+static void add_ext(X509 *cert, int nid, const char *value, EVP_PKEY *signer)
+{
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, NULL, nid, value);
+
+	assert_non_null(ext);
+	assert_int_equal(X509_add_ext(cert, ext, -1), 1);
+	X509_EXTENSION_free(ext);
+	assert_true(X509_sign(cert, signer, EVP_sha256()) > 0);
+}
+
+static X509 *issued(EVP_PKEY *key, const char *cn, int is_ca, long serial, X509 *issuer,
+		    EVP_PKEY *issuer_key)
+{
+	struct tc_cert_spec spec = { 0 };
+
+	spec.cn = cn;
+	spec.not_before = NOW - 30 * DAY;
+	spec.not_after = NOW + 365 * DAY;
+	spec.is_ca = is_ca;
+	spec.serial = serial;
+	spec.issuer = issuer;
+	spec.issuer_key = issuer_key;
+	return tc_cert_new(key, &spec);
+}
+
+/* A CRL from ca (signed with key) dated this_update..next_update (0: none) listing serials
+ * with reason keyCompromise. */
+static X509_CRL *make_crl(X509 *ca, EVP_PKEY *key, time_t this_update, time_t next_update,
+			  const long *serials, size_t n)
+{
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *t = ASN1_TIME_new();
+	size_t i;
+
+	assert_non_null(crl);
+	assert_int_equal(X509_CRL_set_version(crl, X509_CRL_VERSION_2), 1);
+	assert_int_equal(X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)), 1);
+	assert_non_null(ASN1_TIME_set(t, this_update));
+	assert_int_equal(X509_CRL_set1_lastUpdate(crl, t), 1);
+	if (next_update != 0) {
+		assert_non_null(ASN1_TIME_set(t, next_update));
+		assert_int_equal(X509_CRL_set1_nextUpdate(crl, t), 1);
+	}
+	for (i = 0; i < n; i++) {
+		X509_REVOKED *rev = X509_REVOKED_new();
+		ASN1_INTEGER *serial = ASN1_INTEGER_new();
+		ASN1_ENUMERATED *reason = ASN1_ENUMERATED_new();
+
+		assert_int_equal(ASN1_INTEGER_set(serial, serials[i]), 1);
+		assert_int_equal(X509_REVOKED_set_serialNumber(rev, serial), 1);
+		assert_non_null(ASN1_TIME_set(t, this_update - DAY));
+		assert_int_equal(X509_REVOKED_set_revocationDate(rev, t), 1);
+		assert_int_equal(ASN1_ENUMERATED_set(reason, 1), 1);
+		assert_int_equal(X509_REVOKED_add1_ext_i2d(rev, NID_crl_reason, reason, 0, 0), 1);
+		assert_int_equal(X509_CRL_add0_revoked(crl, rev), 1);
+		ASN1_INTEGER_free(serial);
+		ASN1_ENUMERATED_free(reason);
+	}
+	assert_int_equal(X509_CRL_sort(crl), 1);
+	assert_true(X509_CRL_sign(crl, key, EVP_sha256()) > 0);
+	ASN1_TIME_free(t);
+	return crl;
+}
+
+static void test_crl_parse_verify_judge(void **state)
+{
+	static const long revoked[] = { 0x1002 };
+	struct cv_x509_crl_info info;
+	struct cv_revocation rev;
+	struct cv_errmsg err = { "" };
+	X509 *ca, *other_ca, *good, *bad;
+	X509_CRL *crl, *back = NULL;
+	STACK_OF(X509) *trusted = sk_X509_new_null();
+	unsigned char *der = NULL;
+	char *b64 = NULL;
+	BIO *bio;
+	BUF_MEM *mem;
+	int len;
+
+	(void)state;
+	ca = issued(keys[K_P256], "Test CA", 1, 1, NULL, NULL);
+	other_ca = issued(keys[K_P256B], "Test CA", 1, 2, NULL, NULL); /* same name, other key */
+	good = issued(keys[K_P384], "good.example", 0, 0x1001, ca, keys[K_P256]);
+	bad = issued(keys[K_P384], "bad.example", 0, 0x1002, ca, keys[K_P256]);
+	crl = make_crl(ca, keys[K_P256], NOW - DAY, NOW + 6 * DAY, revoked, 1);
+
+	/* PEM with text around it, base64 of DER; two CRLs or a certificate are refused. */
+	bio = BIO_new(BIO_s_mem());
+	BIO_puts(bio, "# issued by Test CA\n");
+	assert_int_equal(PEM_write_bio_X509_CRL(bio, crl), 1);
+	BIO_get_mem_ptr(bio, &mem);
+	assert_int_equal(cv_x509_crl_parse(mem->data, mem->length, CV_ENC_PEM, &back, &err), 0);
+	X509_CRL_free(back);
+	back = NULL;
+	assert_int_equal(PEM_write_bio_X509_CRL(bio, crl), 1);
+	BIO_get_mem_ptr(bio, &mem);
+	assert_int_equal(cv_x509_crl_parse(mem->data, mem->length, CV_ENC_PEM, &back, &err),
+			 CV_ERR_BAD_ENCODING);
+	assert_non_null(strstr(err.text, "more than one"));
+	BIO_free(bio);
+	len = i2d_X509_CRL(crl, &der);
+	assert_true(len > 0);
+	b64 = calloc(1, (size_t)len * 2 + 4);
+	assert_int_equal(EVP_EncodeBlock((unsigned char *)b64, der, len) > 0, 1);
+	assert_int_equal(cv_x509_crl_parse(b64, strlen(b64), CV_ENC_BASE64, &back, &err), 0);
+	assert_int_equal(cv_x509_crl_parse("junk", 4, CV_ENC_PEM, &back, &err),
+			 CV_ERR_BAD_ENCODING);
+
+	assert_int_equal(cv_x509_crl_info_get(back, &info), 0);
+	assert_string_equal(info.issuer, "CN=Test CA");
+	assert_int_equal(info.this_update, NOW - DAY);
+	assert_int_equal(info.next_update, NOW + 6 * DAY);
+	assert_int_equal(info.n_revoked, 1);
+	assert_string_equal(info.number, "");
+
+	/* Issued by the CA that holds the key, not by another of the same name. */
+	assert_int_equal(cv_x509_crl_issued_by(back, ca), 1);
+	assert_int_equal(cv_x509_crl_issued_by(back, other_ca), 0);
+	assert_int_equal(cv_x509_crl_issued_by(back, good), 0);
+	assert_int_equal(cv_x509_cert_issued_by(good, ca), 1);
+	assert_int_equal(cv_x509_cert_issued_by(good, other_ca), 0);
+	sk_X509_push(trusted, other_ca);
+	sk_X509_push(trusted, ca);
+	assert_ptr_equal(cv_x509_issuer_find(good, NULL, trusted), ca);
+	assert_null(cv_x509_issuer_find(ca, NULL, NULL));
+
+	cv_x509_crl_judge(good, back, NOW, 300, "crl:CN=Test CA", &rev);
+	assert_int_equal(rev.status, CV_REV_GOOD);
+	assert_string_equal(rev.source, "crl:CN=Test CA");
+	cv_x509_crl_judge(bad, back, NOW, 300, "crl:CN=Test CA", &rev);
+	assert_int_equal(rev.status, CV_REV_REVOKED);
+	assert_int_equal(rev.reason, 1);
+	assert_int_equal(rev.revoked_at, NOW - 2 * DAY);
+	/* Past its next update (and the skew) the CRL cannot tell, but a listed serial is
+	 * still revoked. */
+	cv_x509_crl_judge(good, back, NOW + 6 * DAY + 299, 300, "s", &rev);
+	assert_int_equal(rev.status, CV_REV_GOOD);
+	cv_x509_crl_judge(good, back, NOW + 6 * DAY + 301, 300, "s", &rev);
+	assert_int_equal(rev.status, CV_REV_UNKNOWN);
+	assert_non_null(strstr(rev.detail, "stale"));
+	cv_x509_crl_judge(bad, back, NOW + 30 * DAY, 300, "s", &rev);
+	assert_int_equal(rev.status, CV_REV_REVOKED);
+	cv_x509_crl_judge(good, back, NOW - 2 * DAY, 300, "s", &rev);
+	assert_int_equal(rev.status, CV_REV_UNKNOWN);
+	assert_string_equal(cv_revocation_status_name(CV_REV_NOT_CHECKED), "not_checked");
+
+	sk_X509_free(trusted);
+	free(b64);
+	OPENSSL_free(der);
+	X509_CRL_free(back);
+	X509_CRL_free(crl);
+	X509_free(ca);
+	X509_free(other_ca);
+	X509_free(good);
+	X509_free(bad);
+}
+
+static void test_revocation_urls_and_ocsp_request(void **state)
+{
+	X509 *ca, *leaf;
+	OCSP_REQUEST *req;
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	size_t len = 0;
+	char url[64];
+
+	(void)state;
+	ca = issued(keys[K_P256], "Test CA", 1, 1, NULL, NULL);
+	leaf = issued(keys[K_P384], "leaf.example", 0, 5, ca, keys[K_P256]);
+	assert_int_equal(cv_x509_ocsp_url(leaf, url, sizeof(url)), 0);
+	assert_int_equal(cv_x509_crl_url(leaf, url, sizeof(url)), 0);
+	add_ext(leaf, NID_info_access,
+		"OCSP;URI:ldap://ocsp.example/,OCSP;URI:http://ocsp.example/,"
+		"caIssuers;URI:http://ca.example/ca.crt", keys[K_P256]);
+	add_ext(leaf, NID_crl_distribution_points,
+		"URI:ldap://crl.example/cn=ca,URI:HTTPS://crl.example/ca.crl", keys[K_P256]);
+	assert_int_equal(cv_x509_ocsp_url(leaf, url, sizeof(url)), 1);
+	assert_string_equal(url, "http://ocsp.example/");
+	assert_int_equal(cv_x509_crl_url(leaf, url, sizeof(url)), 1);
+	assert_string_equal(url, "HTTPS://crl.example/ca.crl");
+	/* A URL that does not fit is none. */
+	assert_int_equal(cv_x509_ocsp_url(leaf, url, 10), 0);
+
+	assert_int_equal(cv_x509_ocsp_request(leaf, ca, 1, &der, &len), 0);
+	p = der;
+	req = d2i_OCSP_REQUEST(NULL, &p, (long)len);
+	assert_non_null(req);
+	assert_int_equal(OCSP_request_onereq_count(req), 1);
+	assert_true(OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1) >= 0);
+	OCSP_REQUEST_free(req);
+	OPENSSL_free(der);
+	X509_free(leaf);
+	X509_free(ca);
+}
+
+/* An OCSP response about cert (issued by ca) with status, signed by signer/key, dated
+ * this_update..next_update (0: none), carrying signer when it is not ca. */
+static unsigned char *make_ocsp(X509 *cert, X509 *ca, X509 *signer, EVP_PKEY *key, int status,
+				time_t this_update, time_t next_update, size_t *ret_len)
+{
+	OCSP_BASICRESP *bs = OCSP_BASICRESP_new();
+	OCSP_CERTID *id = OCSP_cert_to_id(EVP_sha1(), cert, ca);
+	ASN1_TIME *tu = ASN1_TIME_set(NULL, this_update), *nu = NULL, *rt = NULL;
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	OCSP_RESPONSE *resp;
+	unsigned char *der = NULL;
+	int len;
+
+	if (next_update != 0)
+		nu = ASN1_TIME_set(NULL, next_update);
+	if (status == V_OCSP_CERTSTATUS_REVOKED)
+		rt = ASN1_TIME_set(NULL, this_update - DAY);
+	assert_non_null(OCSP_basic_add1_status(bs, id, status,
+					       status == V_OCSP_CERTSTATUS_REVOKED ? 1 : -1, rt,
+					       tu, nu));
+	if (signer != ca)
+		sk_X509_push(certs, signer);
+	assert_int_equal(OCSP_basic_sign(bs, signer, key, EVP_sha256(), certs, 0), 1);
+	resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
+	len = i2d_OCSP_RESPONSE(resp, &der);
+	assert_true(len > 0);
+	*ret_len = (size_t)len;
+	OCSP_RESPONSE_free(resp);
+	sk_X509_free(certs);
+	ASN1_TIME_free(tu);
+	ASN1_TIME_free(nu);
+	ASN1_TIME_free(rt);
+	OCSP_CERTID_free(id);
+	OCSP_BASICRESP_free(bs);
+	return der;
+}
+
+static enum cv_revocation_status judge_ocsp(unsigned char *der, size_t len, X509 *cert, X509 *ca,
+					    time_t now, const char *detail)
+{
+	struct cv_revocation rev;
+
+	cv_x509_ocsp_judge(der, len, cert, ca, now, 300, 3600, "ocsp:http://o.example/", &rev);
+	OPENSSL_free(der);
+	if (detail != NULL && strstr(rev.detail, detail) == NULL)
+		fail_msg("detail \"%s\" lacks \"%s\"", rev.detail, detail);
+	assert_string_equal(rev.source, "ocsp:http://o.example/");
+	assert_int_equal(ERR_peek_error(), 0);
+	return rev.status;
+}
+
+static void test_ocsp_judge(void **state)
+{
+	X509 *ca, *leaf, *other, *responder, *no_eku, *stranger;
+	OCSP_RESPONSE *resp;
+	unsigned char *der = NULL;
+	size_t len;
+	int l;
+
+	(void)state;
+	ca = issued(keys[K_P256], "Test CA", 1, 1, NULL, NULL);
+	leaf = issued(keys[K_P384], "leaf.example", 0, 5, ca, keys[K_P256]);
+	other = issued(keys[K_P384], "other.example", 0, 6, ca, keys[K_P256]);
+	responder = issued(keys[K_P256B], "Test OCSP", 0, 7, ca, keys[K_P256]);
+	add_ext(responder, NID_ext_key_usage, "OCSPSigning", keys[K_P256]);
+	no_eku = issued(keys[K_P256B], "Test OCSP", 0, 8, ca, keys[K_P256]);
+	stranger = issued(keys[K_P256B], "Test CA", 1, 9, NULL, NULL);
+
+	/* Signed by the issuer, or by a responder it delegated with the OCSP signing EKU. */
+	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_GOOD, NOW - 60, NOW + DAY,
+			&len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "good"), CV_REV_GOOD);
+	der = make_ocsp(leaf, ca, responder, keys[K_P256B], V_OCSP_CERTSTATUS_GOOD, NOW - 60,
+			NOW + DAY, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, NULL), CV_REV_GOOD);
+	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_REVOKED, NOW - 60,
+			NOW + DAY, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "reason 1"), CV_REV_REVOKED);
+	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_UNKNOWN, NOW - 60,
+			NOW + DAY, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "does not know"), CV_REV_UNKNOWN);
+
+	/* Who may not sign. */
+	der = make_ocsp(leaf, ca, no_eku, keys[K_P256B], V_OCSP_CERTSTATUS_GOOD, NOW - 60,
+			NOW + DAY, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "OCSP signing"), CV_REV_UNKNOWN);
+	der = make_ocsp(leaf, ca, stranger, keys[K_P256B], V_OCSP_CERTSTATUS_GOOD, NOW - 60,
+			NOW + DAY, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, NULL), CV_REV_UNKNOWN);
+
+	/* Freshness, with 300 s of skew; without nextUpdate, an hour. */
+	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_GOOD, NOW - 2 * DAY,
+			NOW - 301, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "stale"), CV_REV_UNKNOWN);
+	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_GOOD, NOW - 2 * DAY,
+			NOW - 299, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, NULL), CV_REV_GOOD);
+	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_GOOD, NOW + 301, 0, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "future"), CV_REV_UNKNOWN);
+	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_GOOD, NOW - 3500, 0, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, NULL), CV_REV_GOOD);
+	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_GOOD, NOW - 3700, 0, &len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "stale"), CV_REV_UNKNOWN);
+
+	/* About another certificate; not OCSP; a responder that says try later. */
+	der = make_ocsp(other, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_GOOD, NOW - 60, NOW + DAY,
+			&len);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "another"), CV_REV_UNKNOWN);
+	der = OPENSSL_malloc(4);
+	memcpy(der, "\x30\x02\x0a\x00", 4);
+	assert_int_equal(judge_ocsp(der, 3, leaf, ca, NOW, "not an OCSP"), CV_REV_UNKNOWN);
+	resp = OCSP_response_create(OCSP_RESPONSE_STATUS_TRYLATER, NULL);
+	der = NULL;
+	l = i2d_OCSP_RESPONSE(resp, &der);
+	OCSP_RESPONSE_free(resp);
+	assert_int_equal(judge_ocsp(der, (size_t)l, leaf, ca, NOW, "trylater"), CV_REV_UNKNOWN);
+
+	X509_free(ca);
+	X509_free(leaf);
+	X509_free(other);
+	X509_free(responder);
+	X509_free(no_eku);
+	X509_free(stranger);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2474,6 +2798,9 @@ int main(void)
 		cmocka_unit_test(test_pkcs12_legacy_algorithms),
 		cmocka_unit_test(test_truststore_pkcs12),
 		cmocka_unit_test(test_bundle_parse),
+		cmocka_unit_test(test_crl_parse_verify_judge),
+		cmocka_unit_test(test_revocation_urls_and_ocsp_request),
+		cmocka_unit_test(test_ocsp_judge),
 	};
 
 	return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
