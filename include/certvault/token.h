@@ -3,7 +3,15 @@
  * Loads the module with dlopen, logs in once per process, keeps a pool of sessions shared by
  * the HTTP threads, and a CKA_ID -> object handle map filled by one listing at open, so no
  * request calls C_FindObjects. Private keys are created as CKA_TOKEN, CKA_PRIVATE,
- * CKA_SENSITIVE true and CKA_EXTRACTABLE false. All functions are thread-safe. */
+ * CKA_SENSITIVE true and CKA_EXTRACTABLE false. All functions are thread-safe.
+ *
+ * Token faults: a call that finds the token gone (its sessions dead, C_GetTokenInfo failing)
+ * marks it down; until it is back every call answers CV_ERR_TOKEN_UNAVAILABLE at once, and
+ * at most once a second a call (or health) tries to get it back: finalize and initialize the
+ * module, find the token by label and serial, log in, list the keys again. Logging in again
+ * needs the PIN, so the token keeps a copy for its whole life, in a buffer wiped when freed
+ * (never logged, never in an error): unlike a PIN cleansed right after login, it can be read
+ * from the running process's memory or a core dump. */
 #ifndef CERTVAULT_TOKEN_H
 #define CERTVAULT_TOKEN_H
 
@@ -120,11 +128,19 @@ struct cv_token_health {
 	char manufacturer[33];
 	char model[17];
 	char serial[17];
-	size_t keys;            /* private keys in the map */
+	size_t keys;            /* private keys in the map (kept while the token is down) */
+	char error[256];        /* when not reachable: why, naming calls and CKR_s */
 };
-/* Asks the token for its state (C_GetTokenInfo, C_GetSessionInfo). Always fills ret. Returns 0
- * when reachable, else CV_ERR_TOKEN_UNAVAILABLE. */
+/* Asks the token for its state (C_GetTokenInfo, C_GetSessionInfo); a token that is down gets
+ * a recovery attempt first (at most one a second). Always fills ret. Returns 0 when
+ * reachable, else CV_ERR_TOKEN_UNAVAILABLE. */
 int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret);
+
+/* Whether the token is there to write to: a recovery attempt when it is down, else one
+ * C_GetTokenInfo. Call it before a write that needs the token and changes anything else
+ * first, so that a token already gone refuses the write before it starts. Returns 0 or
+ * CV_ERR_TOKEN_UNAVAILABLE (err says why). */
+int cv_token_check(struct cv_token *token, struct cv_errmsg *err);
 
 /* The PKCS#11 calls the token module makes, as its counters name them. */
 enum cv_token_op {

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,13 +50,39 @@ struct pool {
 	unsigned size;
 };
 
+/* What a failed call's CK_RV says about the token behind it. */
+enum token_rv_kind {
+	TOKEN_RV_ANSWER = 0,   /* the token answered: the call's result stands */
+	TOKEN_RV_SESSION_DEAD, /* the session or its login is gone: a fresh one may succeed,
+				  unless the token itself is gone */
+	TOKEN_RV_SUSPECT,      /* an answer that a vanished token also gives (SoftHSM, its
+				  directory gone, answers CKR_GENERAL_ERROR to a create and
+				  CKR_OBJECT_HANDLE_INVALID for every key): ask before believing */
+};
+
 struct cv_token {
 	struct module *module;
 	CK_FUNCTION_LIST_PTR f;
-	CK_SLOT_ID slot;
-	/* The PIN is kept only to log in again after the token dropped every session. */
+	CK_SLOT_ID slot;          /* written only by recovery, under state_lock as writer */
+	/* The PIN, kept to log in again after the token dropped every session or came back
+	 * (no restart, so nobody can type it again). It lives in an OPENSSL_malloc'd buffer
+	 * released with OPENSSL_clear_free, never in a log line or an error message. The
+	 * price: a core dump or a debugger on the running process can read it. */
 	char *pin;
 	size_t pin_len;
+	/* Every PKCS#11 call holds state_lock as a reader; recovery holds it as the writer while
+	 * it finalizes the module and replaces the slot, the sessions and the handles, so no
+	 * call runs on a session or a handle of the token as it was before. */
+	pthread_rwlock_t state_lock;
+	atomic_int up;            /* 0: the token stopped answering; calls fail at once */
+	/* One recovery at a time, at most one a second; guards last_attempt. Taken before
+	 * state_lock, never while holding it. */
+	pthread_mutex_t recover_lock;
+	struct timespec last_attempt;  /* CLOCK_MONOTONIC; 0: none yet */
+	/* A leaf lock for down_reason: why the token is down ("" when up), for errors and
+	 * health. Never holds the PIN: it names calls and CKR_s. */
+	pthread_mutex_t reason_lock;
+	char down_reason[160];
 	/* Token info strings without their padding, for URIs. */
 	char label[33];
 	char manufacturer[33];
@@ -84,16 +111,48 @@ typedef CK_RV (*token_session_fn)(struct cv_token *token, CK_SESSION_HANDLE sess
 /* module.c */
 /* Converts rv of the PKCS#11 function call into a cv_err, with a message naming both. */
 int token_rv_err(CK_RV rv, const char *call, struct cv_errmsg *err);
+/* What rv says about the token (see enum token_rv_kind). CKR_OK is an answer. */
+enum token_rv_kind token_rv_kind(CK_RV rv);
 /* Whether rv means the session (or the login behind it) is gone, so that a fresh session
  * could succeed. */
 int token_rv_session_dead(CK_RV rv);
+/* The CKR_ name of rv ("CKR_VENDOR_DEFINED" or "CKR_(unknown)" for others). */
+const char *token_ckr_name(CK_RV rv);
+/* Finalizes and initializes the module again when this token is its only user and certvault
+ * initialized it (SoftHSM reads its token directory only at C_Initialize). Returns CKR_OK,
+ * CKR_OK without doing anything when others share it, or C_Initialize's answer. */
+CK_RV token_module_reinit(struct cv_token *token);
+/* Finds the slot holding the initialized token labelled token->label, with serial
+ * token->serial. Returns 0 and sets *ret_slot, CV_ERR_TOKEN_UNAVAILABLE when none does (err
+ * says what was seen), or CV_ERR_NOMEM. */
+int token_slot_refind(struct cv_token *token, CK_SLOT_ID *ret_slot, struct cv_errmsg *err);
 /* Copies a space-padded token info field without its padding, NUL-terminated. */
 void token_trim(const CK_UTF8CHAR *field, size_t len, char *buf);
+
+/* state.c */
+/* Whether the token still answers C_GetTokenInfo: 1 yes, 0 no. Caller holds state_lock as a
+ * reader. For answers such as "no such object" that mean something else when it does not. */
+int token_present(struct cv_token *token);
+int token_state_init(struct cv_token *token);
+void token_state_release(struct cv_token *token);
+/* Before PKCS#11 calls: when the token is down, tries to get it back (at most once a second)
+ * first. Returns 0 holding state_lock as a reader, or CV_ERR_TOKEN_UNAVAILABLE (err says why)
+ * holding nothing. */
+int token_enter(struct cv_token *token, struct cv_errmsg *err);
+/* After the calls: releases state_lock. */
+void token_leave(struct cv_token *token);
+/* After a failed call whose rv is not an answer (or that failed to get a session): asks the
+ * token whether it is still there (C_GetTokenInfo). Returns 1 and marks the token down when
+ * it is not, else 0. Caller holds state_lock as a reader. */
+int token_probe_gone(struct cv_token *token, const char *call, CK_RV rv);
 
 /* pool.c */
 int token_pool_init(struct pool *pool, unsigned size);
 /* Closes every idle session; the caller made sure none is borrowed. */
 void token_pool_release(struct cv_token *token);
+/* Forgets every idle session (closing each, in case the module still knows it); the caller
+ * made sure none is borrowed. The pool stays usable. */
+void token_pool_drain(struct cv_token *token);
 /* Borrows an open, logged-in R/W session, opening one when none is idle and the pool is not
  * full, else waiting. Returns 0 or a cv_err. */
 int token_pool_borrow(struct cv_token *token, CK_SESSION_HANDLE *ret_session,

@@ -476,6 +476,8 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 		rv = token->f->C_DestroyObject(session, h.pub);
 		token_count(token, CV_TOKEN_OP_DESTROY_OBJECT,
 			    rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID);
+		if (rv == CKR_OBJECT_HANDLE_INVALID && !token_present(token))
+			return CKR_TOKEN_NOT_PRESENT;
 		if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
 			return rv;
 		rv = handle_set(token, op->id, op->id_len, &h, 0, CK_INVALID_HANDLE);
@@ -487,6 +489,9 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 		rv = token->f->C_DestroyObject(session, h.priv);
 		token_count(token, CV_TOKEN_OP_DESTROY_OBJECT,
 			    rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID);
+		/* Gone already, or the whole token out of reach: only the first is done. */
+		if (rv == CKR_OBJECT_HANDLE_INVALID && !token_present(token))
+			return CKR_TOKEN_NOT_PRESENT;
 		if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
 			return rv;
 		rv = handle_set(token, op->id, op->id_len, &h, 1, CK_INVALID_HANDLE);
@@ -650,7 +655,8 @@ int cv_token_key_attrs_get(struct cv_token *token, const uint8_t *id, size_t id_
 		goto out;
 	}
 	r = token_run(token, attrs_read, &op, err);
-	if (r < 0 && (op.rv == CKR_OBJECT_HANDLE_INVALID || op.rv == CKR_KEY_HANDLE_INVALID))
+	if (r < 0 && r != CV_ERR_TOKEN_UNAVAILABLE &&
+	    (op.rv == CKR_OBJECT_HANDLE_INVALID || op.rv == CKR_KEY_HANDLE_INVALID))
 		r = cv_errmsg_set(err, CV_ERR_NOT_FOUND, "no key with this id in the token");
 out:
 	if (r < 0)
@@ -818,6 +824,7 @@ CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 {
 	CK_OBJECT_HANDLE *handles = NULL;
 	struct listed *listed = NULL;
+	CK_TOKEN_INFO info;
 	CK_ULONG n_handles = 0;
 	size_t n = 0;
 	CK_RV rv;
@@ -833,6 +840,15 @@ CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 	rv = read_listed(token, session, handles, n_handles, listed, &n, ret_call);
 	if (rv != CKR_OK)
 		goto out;
+	/* SoftHSM, its directory gone, still lists: nothing. Believed, that would empty the map
+	 * of keys that are only out of reach. */
+	*ret_call = "C_GetTokenInfo";
+	rv = token->f->C_GetTokenInfo(token->slot, &info);
+	token_count(token, CV_TOKEN_OP_TOKEN_INFO, rv != CKR_OK);
+	if (rv != CKR_OK) {
+		rv = CKR_TOKEN_NOT_PRESENT;
+		goto out;
+	}
 	pthread_mutex_lock(&token->map.lock);
 	rv = map_replace_locked(&token->map, listed, n);
 	pthread_mutex_unlock(&token->map.lock);

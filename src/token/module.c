@@ -17,12 +17,13 @@ struct module {
 	CK_FUNCTION_LIST_PTR f;
 	unsigned refs;
 	int finalize;   /* 0: someone outside certvault had initialized it, leave it be */
+	int initialized; /* 0: a reinitialization failed at C_Initialize */
 };
 
 static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct module *modules;
 
-static const char *ckr_name(CK_RV rv)
+const char *token_ckr_name(CK_RV rv)
 {
 	switch (rv) {
 	case CKR_OK: return "CKR_OK";
@@ -123,7 +124,7 @@ static const char *ckr_name(CK_RV rv)
 	}
 }
 
-int token_rv_session_dead(CK_RV rv)
+enum token_rv_kind token_rv_kind(CK_RV rv)
 {
 	switch (rv) {
 	case CKR_SESSION_HANDLE_INVALID:
@@ -131,12 +132,26 @@ int token_rv_session_dead(CK_RV rv)
 	case CKR_DEVICE_ERROR:
 	case CKR_DEVICE_REMOVED:
 	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_TOKEN_NOT_RECOGNIZED:
+	case CKR_SLOT_ID_INVALID:
 	case CKR_USER_NOT_LOGGED_IN:
 	case CKR_CRYPTOKI_NOT_INITIALIZED:
-		return 1;
+		return TOKEN_RV_SESSION_DEAD;
+	case CKR_GENERAL_ERROR:
+	case CKR_FUNCTION_FAILED:
+	case CKR_DEVICE_MEMORY:
+	/* SoftHSM without its directory knows no object: "no such key" may be "no token". */
+	case CKR_OBJECT_HANDLE_INVALID:
+	case CKR_KEY_HANDLE_INVALID:
+		return TOKEN_RV_SUSPECT;
 	default:
-		return 0;
+		return TOKEN_RV_ANSWER;
 	}
+}
+
+int token_rv_session_dead(CK_RV rv)
+{
+	return token_rv_kind(rv) == TOKEN_RV_SESSION_DEAD;
 }
 
 int token_rv_err(CK_RV rv, const char *call, struct cv_errmsg *err)
@@ -147,19 +162,19 @@ int token_rv_err(CK_RV rv, const char *call, struct cv_errmsg *err)
 	case CKR_PIN_INCORRECT:
 	case CKR_PIN_LEN_RANGE:
 	case CKR_PIN_LOCKED:
-		return cv_errmsg_set(err, CV_ERR_TOKEN, "token login refused: wrong PIN (%s, %s)", call,
-				     ckr_name(rv));
+		return cv_errmsg_set(err, CV_ERR_TOKEN, "wrong PIN: %s answered %s", call,
+				     token_ckr_name(rv));
 	case CKR_HOST_MEMORY:
 		return cv_errmsg_set(err, CV_ERR_NOMEM, "%s: out of memory (%s)", call,
-				     ckr_name(rv));
+				     token_ckr_name(rv));
 	default:
 		if (token_rv_session_dead(rv))
 			return cv_errmsg_set(err, CV_ERR_TOKEN_UNAVAILABLE,
-					     "%s: token unavailable (%s)", call, ckr_name(rv));
+					     "%s: token unavailable (%s)", call, token_ckr_name(rv));
 		if (rv >= CKR_VENDOR_DEFINED)
 			return cv_errmsg_set(err, CV_ERR_TOKEN, "%s failed: %s 0x%lx", call,
-					     ckr_name(rv), (unsigned long)rv);
-		return cv_errmsg_set(err, CV_ERR_TOKEN, "%s failed: %s", call, ckr_name(rv));
+					     token_ckr_name(rv), (unsigned long)rv);
+		return cv_errmsg_set(err, CV_ERR_TOKEN, "%s failed: %s", call, token_ckr_name(rv));
 	}
 }
 
@@ -185,8 +200,9 @@ static int module_get(const char *path, struct module **ret_module, struct cv_er
 	pthread_mutex_lock(&modules_lock);
 	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (dl == NULL) {
-		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot load PKCS#11 module %s: %s", path,
-				  dlerror());
+		/* dlerror() starts with the path itself when the file is missing. */
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot load the PKCS#11 module (token.module):"
+				  " %s", dlerror());
 		goto out;
 	}
 	/* dlopen hands back the same handle for a library already loaded. */
@@ -212,7 +228,7 @@ static int module_get(const char *path, struct module **ret_module, struct cv_er
 	rv = get_function_list(&f);
 	if (rv != CKR_OK || f == NULL) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIG, "C_GetFunctionList of %s failed: %s", path,
-				  ckr_name(rv));
+				  token_ckr_name(rv));
 		goto out;
 	}
 	m = calloc(1, sizeof(*m));
@@ -228,9 +244,14 @@ static int module_get(const char *path, struct module **ret_module, struct cv_er
 	} else if (rv == CKR_OK) {
 		m->finalize = 1;
 	} else {
-		r = token_rv_err(rv, "C_Initialize", err);
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "PKCS#11 module %s failed to initialize: "
+				  "C_Initialize answered %s%s", path, token_ckr_name(rv),
+				  getenv("SOFTHSM2_CONF") != NULL || strstr(path, "softhsm") != NULL ?
+				  " (for SoftHSM2: check SOFTHSM2_CONF and its directories.tokendir)" :
+				  "");
 		goto out;
 	}
+	m->initialized = 1;
 	m->dl = dl;
 	m->f = f;
 	m->refs = 1;
@@ -266,42 +287,130 @@ static void module_put(struct module *m)
 		}
 	}
 	/* Nothing useful to do if finalizing fails: the process is letting go of the module. */
-	if (m->finalize)
+	if (m->finalize && m->initialized)
 		(void)m->f->C_Finalize(NULL);
 	dlclose(m->dl);
 	pthread_mutex_unlock(&modules_lock);
 	free(m);
 }
 
-static int slot_find(struct cv_token *token, const char *label, struct cv_errmsg *err)
+CK_RV token_module_reinit(struct cv_token *token)
+{
+	struct module *m = token->module;
+	CK_C_INITIALIZE_ARGS init_args = { 0 };
+	CK_RV rv = CKR_OK;
+
+	pthread_mutex_lock(&modules_lock);
+	/* Another cv_token in this process, or whoever initialized the module before us, would
+	 * lose its sessions: leave the module as it is and hope the token comes back by itself. */
+	if (m->refs != 1 || !m->finalize)
+		goto out;
+	if (m->initialized)
+		(void)m->f->C_Finalize(NULL); /* its sessions are dead anyway */
+	m->initialized = 0;
+	init_args.flags = CKF_OS_LOCKING_OK;
+	rv = m->f->C_Initialize(&init_args);
+	if (rv == CKR_OK)
+		m->initialized = 1;
+out:
+	pthread_mutex_unlock(&modules_lock);
+	return rv;
+}
+
+/* Every slot with a token, in *ret_slots (free it). Returns CKR_OK or the failing call's rv. */
+static CK_RV slots_list(CK_FUNCTION_LIST_PTR f, CK_SLOT_ID **ret_slots, CK_ULONG *ret_n)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	/* The slot count can grow between the two calls (a token plugged in): ask again. */
+	for (;;) {
+		rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
+		if (rv != CKR_OK)
+			break;
+		free(slots);
+		slots = calloc(n > 0 ? n : 1, sizeof(*slots));
+		if (slots == NULL) {
+			rv = CKR_HOST_MEMORY;
+			break;
+		}
+		rv = f->C_GetSlotList(CK_TRUE, slots, &n);
+		if (rv != CKR_BUFFER_TOO_SMALL)
+			break;
+	}
+	if (rv == CKR_OK) {
+		*ret_slots = slots;
+		*ret_n = n;
+		slots = NULL;
+	}
+	free(slots);
+	return rv;
+}
+
+int token_slot_refind(struct cv_token *token, CK_SLOT_ID *ret_slot, struct cv_errmsg *err)
 {
 	CK_SLOT_ID *slots = NULL;
 	CK_ULONG n = 0, i;
 	CK_TOKEN_INFO info;
-	char trimmed[33];
+	char trimmed[33], serial[17];
 	CK_RV rv;
 	int r;
 
-	/* The slot count can grow between the two calls (a token plugged in): ask again. */
-	for (;;) {
-		rv = token->f->C_GetSlotList(CK_TRUE, NULL, &n);
-		if (rv != CKR_OK) {
-			r = token_rv_err(rv, "C_GetSlotList", err);
+	rv = slots_list(token->f, &slots, &n);
+	if (rv == CKR_HOST_MEMORY) {
+		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if (rv != CKR_OK) {
+		r = cv_errmsg_set(err, CV_ERR_TOKEN_UNAVAILABLE, "C_GetSlotList answered %s",
+				  token_ckr_name(rv));
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (token->f->C_GetTokenInfo(slots[i], &info) != CKR_OK ||
+		    !(info.flags & CKF_TOKEN_INITIALIZED))
+			continue;
+		token_trim(info.label, sizeof(info.label), trimmed);
+		if (strcmp(trimmed, token->label) != 0)
+			continue;
+		/* Another token under the same label holds other keys: not ours to use. */
+		token_trim(info.serialNumber, sizeof(info.serialNumber), serial);
+		if (strcmp(serial, token->serial) != 0) {
+			r = cv_errmsg_set(err, CV_ERR_TOKEN_UNAVAILABLE, "the token labelled \"%s\" "
+					  "now has serial %s, not %s", token->label, serial,
+					  token->serial);
 			goto out;
 		}
-		free(slots);
-		slots = calloc(n > 0 ? n : 1, sizeof(*slots));
-		if (slots == NULL) {
-			r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		rv = token->f->C_GetSlotList(CK_TRUE, slots, &n);
-		if (rv == CKR_OK)
-			break;
-		if (rv != CKR_BUFFER_TOO_SMALL) {
-			r = token_rv_err(rv, "C_GetSlotList", err);
-			goto out;
-		}
+		*ret_slot = slots[i];
+		r = 0;
+		goto out;
+	}
+	r = cv_errmsg_set(err, CV_ERR_TOKEN_UNAVAILABLE, "no token labelled \"%s\" in any slot",
+			  token->label);
+out:
+	free(slots);
+	return r;
+}
+
+/* Finds the initialized token labelled label, for open. module names the module in the
+ * message when there is none (NULL: no message wanted). */
+static int slot_find(struct cv_token *token, const char *label, const char *module,
+		     struct cv_errmsg *err)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0, i;
+	CK_TOKEN_INFO info;
+	char trimmed[33], seen[160] = "";
+	size_t seen_len = 0;
+	unsigned n_seen = 0;
+	CK_RV rv;
+	int r;
+
+	rv = slots_list(token->f, &slots, &n);
+	if (rv != CKR_OK) {
+		r = token_rv_err(rv, "C_GetSlotList", err);
+		goto out;
 	}
 	for (i = 0; i < n; i++) {
 		rv = token->f->C_GetTokenInfo(slots[i], &info);
@@ -311,8 +420,18 @@ static int slot_find(struct cv_token *token, const char *label, struct cv_errmsg
 		if (!(info.flags & CKF_TOKEN_INITIALIZED))
 			continue;
 		token_trim(info.label, sizeof(info.label), trimmed);
-		if (strcmp(trimmed, label) != 0)
+		if (strcmp(trimmed, label) != 0) {
+			/* Named in the message, so a typo in token.label shows at once. */
+			if (seen_len < sizeof(seen) - 40) {
+				int w = snprintf(seen + seen_len, sizeof(seen) - seen_len, "%s\"%s\"",
+						 n_seen > 0 ? ", " : "", trimmed);
+
+				if (w > 0)
+					seen_len += (size_t)w;
+			}
+			n_seen++;
 			continue;
+		}
 		token->slot = slots[i];
 		memcpy(token->label, trimmed, sizeof(token->label));
 		token_trim(info.manufacturerID, sizeof(info.manufacturerID), token->manufacturer);
@@ -321,7 +440,9 @@ static int slot_find(struct cv_token *token, const char *label, struct cv_errmsg
 		r = 0;
 		goto out;
 	}
-	r = cv_errmsg_set(err, CV_ERR_CONFIG, "no PKCS#11 token labelled \"%.64s\"", label);
+	r = cv_errmsg_set(err, CV_ERR_CONFIG, "no PKCS#11 token labelled \"%.64s\" (token.label) "
+			  "in module %s; tokens there: %s", label, module != NULL ? module : "",
+			  n_seen > 0 ? seen : "none");
 out:
 	free(slots);
 	return r;
@@ -332,7 +453,8 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 {
 	struct cv_token *token = NULL;
 	CK_SESSION_HANDLE session;
-	int r, pool_ready = 0, map_ready = 0;
+	char why[sizeof(err->text)];
+	int r, pool_ready = 0, map_ready = 0, state_ready = 0;
 
 	*ret_token = NULL;
 	if (cfg->module_path == NULL || cfg->module_path[0] == '\0') {
@@ -371,21 +493,33 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 		goto out;
 	}
 	map_ready = 1;
+	r = token_state_init(token);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "cannot set up the token's locks");
+		goto out;
+	}
+	state_ready = 1;
 	r = module_get(cfg->module_path, &token->module, err);
 	if (r < 0)
 		goto out;
 	token->f = token->module->f;
-	r = slot_find(token, cfg->token_label, err);
+	r = slot_find(token, cfg->token_label, cfg->module_path, err);
 	if (r < 0)
 		goto out;
 	/* The first session logs in; a wrong PIN shows here rather than on the first request. */
 	r = token_pool_borrow(token, &session, err);
-	if (r < 0)
+	if (r == 0) {
+		token_pool_return(token, session, 0);
+		r = token_keys_list(token, err);
+	}
+	if (r < 0) {
+		/* Say which token: the message names only the call. */
+		snprintf(why, sizeof(why), "%s", err != NULL ? err->text : "");
+		cv_errmsg_set(err, r, "PKCS#11 token \"%s\": %s%s", token->label, why,
+			      r == CV_ERR_TOKEN && strstr(why, "PIN") != NULL ?
+			      "; check token.pin_file or CERTVAULT_TOKEN_PIN" : "");
 		goto out;
-	token_pool_return(token, session, 0);
-	r = token_keys_list(token, err);
-	if (r < 0)
-		goto out;
+	}
 	*ret_token = token;
 	token = NULL;
 	r = 0;
@@ -395,6 +529,8 @@ out:
 			token_pool_release(token);
 		if (map_ready)
 			token_keymap_release(&token->map);
+		if (state_ready)
+			token_state_release(token);
 		module_put(token->module);
 		OPENSSL_clear_free(token->pin, token->pin_len + 1);
 		free(token);
@@ -419,6 +555,7 @@ void cv_token_free(struct cv_token *token)
 	pthread_mutex_unlock(&modules_lock);
 	token_pool_release(token);
 	token_keymap_release(&token->map);
+	token_state_release(token);
 	module_put(token->module);
 	OPENSSL_clear_free(token->pin, token->pin_len + 1);
 	free(token);
@@ -428,7 +565,7 @@ int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret)
 {
 	CK_SESSION_HANDLE session;
 	CK_SESSION_INFO sinfo;
-	struct cv_errmsg ignored;
+	struct cv_errmsg why = { "" }, ignored;
 	CK_TOKEN_INFO info;
 	size_t i;
 	CK_RV rv;
@@ -443,9 +580,20 @@ int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret)
 			ret->keys++;
 	}
 	pthread_mutex_unlock(&token->map.lock);
+	/* A token that is down gets a recovery attempt here too: health is what an operator
+	 * (or a load balancer) polls while waiting for it to come back. */
+	r = token_enter(token, &why);
+	if (r < 0) {
+		snprintf(ret->error, sizeof(ret->error), "%s", why.text);
+		goto out;
+	}
 	rv = token->f->C_GetTokenInfo(token->slot, &info);
 	token_count(token, CV_TOKEN_OP_TOKEN_INFO, rv != CKR_OK);
 	if (rv != CKR_OK) {
+		(void)token_probe_gone(token, "C_GetTokenInfo", rv);
+		token_leave(token);
+		snprintf(ret->error, sizeof(ret->error), "C_GetTokenInfo answered %s",
+			 token_ckr_name(rv));
 		r = CV_ERR_TOKEN_UNAVAILABLE;
 		goto out;
 	}
@@ -456,14 +604,33 @@ int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret)
 	token_trim(info.serialNumber, sizeof(info.serialNumber), ret->serial);
 	r = 0;
 	/* Borrowing reopens and logs in a session that died, so health also shows recovery. */
-	if (token_pool_borrow(token, &session, &ignored) < 0)
-		goto out;
-	rv = token->f->C_GetSessionInfo(session, &sinfo);
-	token_pool_return(token, session, token_rv_session_dead(rv));
-	if (rv == CKR_OK)
-		ret->logged_in = sinfo.state == CKS_RW_USER_FUNCTIONS ||
-				 sinfo.state == CKS_RO_USER_FUNCTIONS;
+	if (token_pool_borrow(token, &session, &ignored) == 0) {
+		rv = token->f->C_GetSessionInfo(session, &sinfo);
+		token_pool_return(token, session, token_rv_session_dead(rv));
+		if (rv == CKR_OK)
+			ret->logged_in = sinfo.state == CKS_RW_USER_FUNCTIONS ||
+					 sinfo.state == CKS_RO_USER_FUNCTIONS;
+	}
+	token_leave(token);
 out:
+	return r;
+}
+
+int cv_token_check(struct cv_token *token, struct cv_errmsg *err)
+{
+	CK_TOKEN_INFO info;
+	CK_RV rv;
+	int r;
+
+	r = token_enter(token, err);
+	if (r < 0)
+		return r;
+	rv = token->f->C_GetTokenInfo(token->slot, &info);
+	token_count(token, CV_TOKEN_OP_TOKEN_INFO, rv != CKR_OK);
+	if (rv != CKR_OK && token_probe_gone(token, "C_GetTokenInfo", rv))
+		r = cv_errmsg_set(err, CV_ERR_TOKEN_UNAVAILABLE, "the token is unavailable "
+				  "(C_GetTokenInfo: %s)", token_ckr_name(rv));
+	token_leave(token);
 	return r;
 }
 
@@ -511,7 +678,7 @@ int cv_token_init(const char *module_path, const char *label, const char *so_pin
 		return r;
 	t.f = t.module->f;
 	/* Already there: nothing to do, and nothing is touched. */
-	if (slot_find(&t, label, NULL) == 0) {
+	if (slot_find(&t, label, NULL, NULL) == 0) {
 		r = 0;
 		goto out;
 	}

@@ -1,4 +1,5 @@
 /* token: the session pool the HTTP threads share, and running a call on it with one retry. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -53,6 +54,20 @@ void token_pool_release(struct cv_token *token)
 	pthread_mutex_destroy(&pool->lock);
 	free(pool->idle);
 	pool->idle = NULL;
+}
+
+void token_pool_drain(struct cv_token *token)
+{
+	struct pool *pool = &token->pool;
+	unsigned i;
+
+	pthread_mutex_lock(&pool->lock);
+	for (i = 0; i < pool->n_idle; i++)
+		(void)token->f->C_CloseSession(pool->idle[i]); /* most likely already gone */
+	pool->n_open -= pool->n_idle;
+	pool->n_idle = 0;
+	pthread_cond_broadcast(&pool->changed);
+	pthread_mutex_unlock(&pool->lock);
 }
 
 /* Opens a R/W session and logs it in unless the token already is (login is per process, so
@@ -164,16 +179,40 @@ int token_run(struct cv_token *token, token_session_fn fn, void *arg, struct cv_
 {
 	CK_SESSION_HANDLE session;
 	const char *call = "PKCS#11";
+	char why[sizeof(err->text)];
+	enum token_rv_kind kind;
 	CK_RV rv = CKR_OK;
 	int r, attempt, dead;
 
+	r = token_enter(token, err);
+	if (r < 0)
+		return r;
 	for (attempt = 0; attempt < 2; attempt++) {
 		r = token_pool_borrow(token, &session, err);
-		if (r < 0)
+		if (r < 0) {
+			/* Opening or logging in failed: a refused PIN is the token's answer, a
+			 * token that no longer answers C_GetTokenInfo is gone. */
+			if (r != CV_ERR_NOMEM &&
+			    token_probe_gone(token, "C_OpenSession", CKR_TOKEN_NOT_PRESENT)) {
+				snprintf(why, sizeof(why), "%s", err != NULL ? err->text : "");
+				r = cv_errmsg_set(err, CV_ERR_TOKEN_UNAVAILABLE,
+						  "the token is unavailable (%s)", why);
+			}
 			goto out;
+		}
 		rv = fn(token, session, arg, &call);
-		dead = token_rv_session_dead(rv);
+		kind = token_rv_kind(rv);
+		dead = kind == TOKEN_RV_SESSION_DEAD;
 		token_pool_return(token, session, dead);
+		/* A failure a vanished token also gives: ask whether it is still there. Gone, the
+		 * token is down until recovery gets it back, and the call fails as unavailable
+		 * rather than as an error of the token. */
+		if (kind != TOKEN_RV_ANSWER && token_probe_gone(token, call, rv)) {
+			r = cv_errmsg_set(err, CV_ERR_TOKEN_UNAVAILABLE,
+					  "the token is unavailable (%s answered %s)", call,
+					  token_ckr_name(rv));
+			goto out;
+		}
 		/* A session that died (token reset, logged out behind our back) gets one more try
 		 * on a fresh session; any other answer is the token's final word. */
 		if (!dead)
@@ -181,5 +220,6 @@ int token_run(struct cv_token *token, token_session_fn fn, void *arg, struct cv_
 	}
 	r = token_rv_err(rv, call, err);
 out:
+	token_leave(token);
 	return r;
 }

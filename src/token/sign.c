@@ -140,6 +140,9 @@ int cv_token_sign(struct cv_token *token, const uint8_t *id, size_t id_len,
 		*sig_len = (size_t)op.sig_len;
 		goto out;
 	}
+	/* The token is gone: whatever the last call said, that is the answer. */
+	if (r == CV_ERR_TOKEN_UNAVAILABLE)
+		goto out;
 	switch (op.rv) {
 	case CKR_KEY_HANDLE_INVALID:
 	case CKR_OBJECT_HANDLE_INVALID:

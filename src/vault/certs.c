@@ -265,6 +265,10 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	if (r < 0)
 		goto out;
 
+	/* A token already gone refuses the import before the database sees it. */
+	r = cv_token_check(v->token, err);
+	if (r < 0)
+		goto out;
 	/* The pending row names the key before it exists, so a crash between the two steps
 	 * leaves something the reconciler can find and undo. */
 	r = cv_store_cert_insert_pending(v->store, rec);
@@ -475,6 +479,11 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 				  name, name);
 		goto out;
 	}
+	/* The mark below already changes the row and the JWKs: a token already gone refuses
+	 * the delete before it. */
+	r = cv_token_check(v->token, err);
+	if (r < 0)
+		goto out;
 	/* Mark first: a crash after a key is gone leaves a row the reconciler finishes. The
 	 * mark is the point of no return, so the record goes with it. */
 	r = cv_store_cert_mark_deleting(v->store, rec->id, jwk->action, &conflict,

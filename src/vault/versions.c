@@ -270,6 +270,9 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		supersede_refused(r, &sup, cur->name, &conflict, err);
 		goto out;
 	}
+	r = cv_token_check(v->token, err);
+	if (r < 0)
+		goto out;
 	/* The journal names the key before it exists: a crash before the commit leaves a key
 	 * the reconciler finds and destroys. */
 	r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);

@@ -1,5 +1,6 @@
 /* token against a real, fresh SoftHSM2 token made in a temporary directory. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <dlfcn.h>
@@ -21,6 +23,8 @@
 
 #include "certvault/token.h"
 #include "softhsm.h"
+
+#include "../../src/token/internal.h"
 
 #define LABEL "cv-test"
 #define ODD_LABEL "cv tok;2/%"
@@ -916,6 +920,231 @@ static void test_concurrent(void **state)
 	cv_token_free(token);
 }
 
+/* Which answers mean "the session or the token may be gone" (and so a probe and maybe a
+ * reconnect), and which are the token's word on the request. */
+static void test_rv_kind(void **state)
+{
+	static const CK_RV dead[] = {
+		CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_ERROR,
+		CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED,
+		CKR_SLOT_ID_INVALID, CKR_USER_NOT_LOGGED_IN, CKR_CRYPTOKI_NOT_INITIALIZED,
+	};
+	static const CK_RV suspect[] = { CKR_GENERAL_ERROR, CKR_FUNCTION_FAILED,
+					 CKR_DEVICE_MEMORY, CKR_OBJECT_HANDLE_INVALID,
+					 CKR_KEY_HANDLE_INVALID };
+	static const CK_RV answer[] = {
+		CKR_OK, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_MECHANISM_INVALID,
+		CKR_DATA_LEN_RANGE,
+		CKR_ATTRIBUTE_SENSITIVE, CKR_HOST_MEMORY, CKR_TEMPLATE_INCONSISTENT,
+		CKR_USER_ALREADY_LOGGED_IN, CKR_VENDOR_DEFINED + 1,
+	};
+	struct cv_errmsg err = { "" };
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(dead) / sizeof(dead[0]); i++) {
+		assert_int_equal(token_rv_kind(dead[i]), TOKEN_RV_SESSION_DEAD);
+		assert_int_equal(token_rv_session_dead(dead[i]), 1);
+		assert_int_equal(token_rv_err(dead[i], "C_Sign", &err), CV_ERR_TOKEN_UNAVAILABLE);
+		assert_non_null(strstr(err.text, token_ckr_name(dead[i])));
+	}
+	for (i = 0; i < sizeof(suspect) / sizeof(suspect[0]); i++) {
+		assert_int_equal(token_rv_kind(suspect[i]), TOKEN_RV_SUSPECT);
+		assert_int_equal(token_rv_session_dead(suspect[i]), 0);
+		/* Only a probe that finds the token gone makes it unavailable. */
+		assert_int_equal(token_rv_err(suspect[i], "C_Sign", &err), CV_ERR_TOKEN);
+	}
+	for (i = 0; i < sizeof(answer) / sizeof(answer[0]); i++) {
+		assert_int_equal(token_rv_kind(answer[i]), TOKEN_RV_ANSWER);
+		assert_int_equal(token_rv_session_dead(answer[i]), 0);
+	}
+	assert_int_equal(token_rv_err(CKR_PIN_INCORRECT, "C_Login", &err), CV_ERR_TOKEN);
+	assert_non_null(strstr(err.text, "PIN"));
+	assert_string_equal(token_ckr_name(CKR_GENERAL_ERROR), "CKR_GENERAL_ERROR");
+}
+
+/* Moves SoftHSM's token directory away (away != 0) or back. */
+static void tokens_move(int away)
+{
+	char here[sizeof(dir) + 16], there[sizeof(dir) + 16];
+
+	snprintf(here, sizeof(here), "%s/tokens", dir);
+	snprintf(there, sizeof(there), "%s/tokens.away", dir);
+	assert_int_equal(away ? rename(here, there) : rename(there, here), 0);
+}
+
+/* Polls health until the token answers again, for at most 5 s. */
+static void wait_back(struct cv_token *token)
+{
+	struct timespec pause = { 0, 50 * 1000 * 1000 };
+	struct cv_token_health h;
+	int i;
+
+	for (i = 0; i < 100; i++) {
+		if (cv_token_health_get(token, &h) == 0)
+			break;
+		nanosleep(&pause, NULL);
+	}
+	assert_int_equal(cv_token_health_get(token, &h), 0);
+	assert_int_equal(h.reachable, 1);
+	assert_int_equal(h.logged_in, 1);
+	assert_string_equal(h.error, "");
+}
+
+static int ecdsa_sign(struct cv_token *token, const uint8_t *id, size_t id_len,
+		      struct cv_errmsg *err)
+{
+	struct cv_token_sign_params params = { CV_TOKEN_SIGN_ECDSA, 0, 0 };
+	unsigned char hash[32] = { 1, 2, 3 }, sig[CV_TOKEN_SIG_MAX];
+	size_t sig_len = sizeof(sig);
+
+	return cv_token_sign(token, id, id_len, &params, hash, sizeof(hash), sig, &sig_len, err);
+}
+
+/* The token goes away under an open cv_token and comes back: meanwhile every call fails as
+ * unavailable and the map is kept; afterwards the old key works and new ones can be made,
+ * without reopening. */
+static void test_token_away_and_back(void **state)
+{
+	struct cv_token_key_attrs a;
+	struct cv_token_health h;
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	uint8_t id[CV_TOKEN_ID_LEN], id2[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new("p256");
+
+	(void)state;
+	token = open_token();
+	random_id(id, sizeof(id));
+	random_id(id2, sizeof(id2));
+	assert_int_equal(cv_token_key_create(token, key, "before", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_check(token, &err), 0);
+
+	tokens_move(1);
+	assert_int_equal(cv_token_key_attrs_get(token, id, sizeof(id), &a, &err),
+			 CV_ERR_TOKEN_UNAVAILABLE);
+	assert_non_null(strstr(err.text, "unavailable"));
+	assert_int_equal(cv_token_key_create(token, key, "away", id2, sizeof(id2), &err),
+			 CV_ERR_TOKEN_UNAVAILABLE);
+	assert_int_equal(cv_token_key_exists(token, id2, sizeof(id2)), 0);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err),
+			 CV_ERR_TOKEN_UNAVAILABLE);
+	assert_int_equal(ecdsa_sign(token, id, sizeof(id), &err), CV_ERR_TOKEN_UNAVAILABLE);
+	assert_int_equal(cv_token_check(token, &err), CV_ERR_TOKEN_UNAVAILABLE);
+	/* The map outlives the outage: the key is only out of reach. */
+	assert_int_equal(cv_token_key_exists(token, id, sizeof(id)), 1);
+	assert_int_not_equal(cv_token_health_get(token, &h), 0);
+	assert_int_equal(h.reachable, 0);
+	assert_true(h.keys >= 1);
+	assert_true(strlen(h.error) > 0);
+	assert_null(strstr(h.error, USER_PIN));
+	assert_null(strstr(err.text, USER_PIN));
+
+	tokens_move(0);
+	wait_back(token);
+	assert_int_equal(cv_token_key_attrs_get(token, id, sizeof(id), &a, &err), 0);
+	assert_int_equal(a.sensitive, 1);
+	assert_int_equal(ecdsa_sign(token, id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_create(token, key, "after", id2, sizeof(id2), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, id2, sizeof(id2), &err), 0);
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
+struct away_worker {
+	struct cv_token *token;
+	const uint8_t *ids;     /* AWAY_KEYS ids of CV_TOKEN_ID_LEN bytes */
+	atomic_int *stop;
+	int ok, unavailable, other;
+	char first_other[300];
+};
+
+#define AWAY_KEYS 3
+
+static void *away_work(void *arg)
+{
+	struct away_worker *w = arg;
+	struct cv_token_key_attrs a;
+	struct cv_errmsg err = { "" };
+	unsigned n = 0;
+	int r;
+
+	while (!atomic_load(w->stop)) {
+		const uint8_t *id = w->ids + (n++ % AWAY_KEYS) * CV_TOKEN_ID_LEN;
+
+		r = n % 2 ? cv_token_key_attrs_get(w->token, id, CV_TOKEN_ID_LEN, &a, &err)
+			  : ecdsa_sign(w->token, id, CV_TOKEN_ID_LEN, &err);
+		if (r == 0 && (n % 2 == 0 || a.sensitive)) {
+			w->ok++;
+		} else if (r == CV_ERR_TOKEN_UNAVAILABLE) {
+			w->unavailable++;
+		} else if (w->other++ == 0) {
+			snprintf(w->first_other, sizeof(w->first_other), "%d %s", r, err.text);
+		}
+	}
+	return NULL;
+}
+
+/* Calls keep running on every thread while the token goes away and comes back: each one
+ * succeeds or fails as unavailable, none uses a handle of the token as it was before (that
+ * would answer "no such key" or another key's attributes), and nothing crashes. */
+static void test_token_away_concurrent(void **state)
+{
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	struct away_worker workers[THREADS];
+	pthread_t threads[THREADS];
+	uint8_t ids[AWAY_KEYS * CV_TOKEN_ID_LEN];
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	atomic_int stop;
+	EVP_PKEY *key = key_new("p256");
+	int i, ok_before = 0, ok_after = 0, unavailable = 0;
+
+	(void)state;
+	atomic_init(&stop, 0);
+	token = open_label(LABEL, 4);
+	for (i = 0; i < AWAY_KEYS; i++) {
+		random_id(ids + i * CV_TOKEN_ID_LEN, CV_TOKEN_ID_LEN);
+		assert_int_equal(cv_token_key_create(token, key, "away-concurrent",
+						     ids + i * CV_TOKEN_ID_LEN, CV_TOKEN_ID_LEN,
+						     &err), 0);
+	}
+	for (i = 0; i < THREADS; i++) {
+		workers[i] = (struct away_worker){ token, ids, &stop, 0, 0, 0, "" };
+		assert_int_equal(pthread_create(&threads[i], NULL, away_work, &workers[i]), 0);
+	}
+	nanosleep(&pause, NULL);
+	for (i = 0; i < THREADS; i++)
+		ok_before += workers[i].ok;
+	tokens_move(1);
+	nanosleep(&pause, NULL);
+	nanosleep(&pause, NULL);
+	tokens_move(0);
+	wait_back(token);
+	for (i = 0; i < THREADS; i++)
+		ok_after -= workers[i].ok;
+	nanosleep(&pause, NULL);
+	atomic_store(&stop, 1);
+	for (i = 0; i < THREADS; i++) {
+		assert_int_equal(pthread_join(threads[i], NULL), 0);
+		if (workers[i].other > 0)
+			fprintf(stderr, "thread %d: %d unexpected, first: %s\n", i,
+				workers[i].other, workers[i].first_other);
+		assert_int_equal(workers[i].other, 0);
+		ok_after += workers[i].ok;
+		unavailable += workers[i].unavailable;
+	}
+	assert_true(ok_before > 0);
+	assert_true(unavailable > 0);
+	assert_true(ok_after > 0);
+	for (i = 0; i < AWAY_KEYS; i++)
+		assert_int_equal(cv_token_key_destroy(token, ids + i * CV_TOKEN_ID_LEN,
+						      CV_TOKEN_ID_LEN, &err), 0);
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -933,6 +1162,9 @@ int main(void)
 		cmocka_unit_test(test_sessions_recover),
 		cmocka_unit_test(test_operation_counters),
 		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_rv_kind),
+		cmocka_unit_test(test_token_away_and_back),
+		cmocka_unit_test(test_token_away_concurrent),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
