@@ -10,6 +10,7 @@
 #include <openssl/crypto.h>
 
 #include "certvault/config.h"
+#include "certvault/fault.h"
 #include "certvault/http.h"
 #include "certvault/store.h"
 #include "certvault/token.h"
@@ -28,6 +29,8 @@ static void usage(FILE *f)
 		   "                      unless it exists, then exit\n"
 		   "      --routes        every route, who may call it, what the audit trail\n"
 		   "                      calls it; then exit\n"
+		   "      --fault-points  the crash tests' fault points of this build (none\n"
+		   "                      unless built with CV_FAULT_INJECTION); then exit\n"
 		   "  -h, --help          this text\n"
 		   "  -V, --version       the version\n"
 		   "\n"
@@ -87,6 +90,28 @@ static void print_routes(FILE *f)
 			cv_http_access_name(info.access), info.action != NULL ? info.action : "-");
 }
 
+/* --fault-points: name, the write paths that reach it, what is done when it fires. */
+static void print_fault_points(FILE *f)
+{
+	struct cv_fault_info info;
+	size_t i;
+
+	for (i = 0; cv_fault_point_at(i, &info) == 0; i++)
+		fprintf(f, "%s\t%s\t%s\n", info.name, info.paths, info.where);
+}
+
+static int fault_point_known(const char *name)
+{
+	struct cv_fault_info info;
+	size_t i;
+
+	for (i = 0; cv_fault_point_at(i, &info) == 0; i++) {
+		if (strcmp(info.name, name) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -95,6 +120,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ "init-token", no_argument, NULL, 'I' },
 		{ "routes", no_argument, NULL, 'R' },
+		{ "fault-points", no_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = getenv("CERTVAULT_CONFIG");
@@ -124,8 +150,12 @@ int main(int argc, char **argv)
 		case 'R':
 			print_routes(stdout);
 			return 0;
+		case 'F':
+			print_fault_points(stdout);
+			return 0;
 		case 'V':
-			printf("certvaultd 0.1.0\n");
+			printf("certvaultd 0.1.0%s\n", cv_fault_compiled_in() ?
+			       " (test build: fault points compiled in)" : "");
 			return 0;
 		default:
 			usage(stderr);
@@ -153,6 +183,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	app.cfg = &cfg;
+	if (getenv("CERTVAULT_FAULT") != NULL) {
+		if (!fault_point_known(getenv("CERTVAULT_FAULT"))) {
+			fprintf(stderr, "certvaultd: CERTVAULT_FAULT names no fault point of this "
+				"build (certvaultd --fault-points lists them)\n");
+			r = 0; /* said; status stays 1 */
+			goto out;
+		}
+		fprintf(stderr, "certvaultd: test build: the process kills itself at fault point "
+			"%s\n", getenv("CERTVAULT_FAULT"));
+	}
 	r = cv_config_pin_read(&cfg, &pin, &pin_len, &err);
 	if (r < 0)
 		goto out;

@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include "certvault/fault.h"
 #include "internal.h"
 
 /* The columns a record is read from, in the order read_row expects; list results leave out
@@ -531,6 +532,8 @@ int cv_store_cert_activate(struct cv_store *store, int64_t id,
 			      " AND state IN (0, 2)", id);
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
+	if (r == 0)
+		cv_fault_point("import.in_activate");
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -592,6 +595,8 @@ int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
 		      id);
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
+	if (r == 0)
+		cv_fault_point("delete.in_mark");
 out:
 	sqlite3_finalize(stmt);
 	cv_store_jwks_free(jwks, n_jwks);

@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 
+#include "certvault/fault.h"
 #include "internal.h"
 
 /* The JWKs linked to the certificate must be the ones the caller chose for, in kid order;
@@ -317,6 +318,8 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 		r = jwk_apply(db, req);
 	if (r == 0)
 		r = store_audit_append_on(db, req->audit);
+	if (r == 0)
+		cv_fault_point("supersede.in_commit");
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;

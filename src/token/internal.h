@@ -32,6 +32,12 @@ struct keymap_entry {
  * that looked up handles before it can tell its handles are stale. */
 struct keymap {
 	pthread_mutex_t lock;
+	/* Serialises C_CreateObject and C_DestroyObject (taken before lock, never inside it).
+	 * SoftHSM 2.6's file store fails creates that race other sessions' creates and destroys
+	 * with CKR_GENERAL_ERROR or CKR_TEMPLATE_INCONSISTENT (softhsm/SoftHSMv2#573; seen here
+	 * with 16 clients importing at once). Keys are made and destroyed seldom; signing and
+	 * reading attributes are not held up. */
+	pthread_mutex_t writes;
 	struct keymap_entry *slots;
 	size_t capacity;
 	size_t used;

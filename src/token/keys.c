@@ -11,6 +11,7 @@
 #include <openssl/obj_mac.h>
 #include <openssl/objects.h>
 
+#include "certvault/fault.h"
 #include "internal.h"
 
 /* The largest template, RSA's private key, has 20 attributes. */
@@ -445,6 +446,7 @@ static CK_RV create_objects(struct cv_token *token, CK_SESSION_HANDLE session, v
 		rv = handle_set(token, op->id, op->id_len, &h, 1, made);
 		if (rv != CKR_OK)
 			return rv;
+		cv_fault_point("token.create.after_private_key");
 	}
 	if (h.pub == CK_INVALID_HANDLE) {
 		*ret_call = "C_CreateObject (public key)";
@@ -455,8 +457,86 @@ static CK_RV create_objects(struct cv_token *token, CK_SESSION_HANDLE session, v
 		rv = handle_set(token, op->id, op->id_len, &h, 0, made);
 		if (rv != CKR_OK)
 			return rv;
+		cv_fault_point("token.create.after_public_key");
 	}
 	return CKR_OK;
+}
+
+/* At most this many objects of one class under one id are looked for after a destroy. */
+#define SURVIVORS_MAX 8
+
+/* The key objects of class cls with this CKA_ID still in the token (up to SURVIVORS_MAX). */
+static CK_RV find_key_objects(struct cv_token *token, CK_SESSION_HANDLE session,
+			      const struct key_op *op, CK_OBJECT_CLASS cls,
+			      CK_OBJECT_HANDLE *ret_found, CK_ULONG *ret_n, const char **ret_call)
+{
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_ID, (void *)op->id, (CK_ULONG)op->id_len },
+	};
+	CK_RV rv, rv_final;
+
+	*ret_n = 0;
+	*ret_call = "C_FindObjectsInit";
+	rv = token->f->C_FindObjectsInit(session, tmpl, 3);
+	if (rv == CKR_OK) {
+		*ret_call = "C_FindObjects";
+		rv = token->f->C_FindObjects(session, ret_found, SURVIVORS_MAX, ret_n);
+		rv_final = token->f->C_FindObjectsFinal(session);
+		if (rv == CKR_OK && rv_final != CKR_OK) {
+			*ret_call = "C_FindObjectsFinal";
+			rv = rv_final;
+		}
+	}
+	token_count(token, CV_TOKEN_OP_FIND, rv != CKR_OK);
+	return rv;
+}
+
+/* After C_DestroyObject said yes, asks the token whether the key objects under the id are
+ * really gone (a module may bring back an object whose delete was interrupted, and another
+ * copy may carry the id), destroys what is still there once more, and asks again. Returns
+ * CKR_OK when none is left; when some are, puts their handles in the map, so that a later
+ * destroy (the reconciler's, the 'deleting' mark being kept) tries again, and fails. */
+static CK_RV destroy_verify(struct cv_token *token, CK_SESSION_HANDLE session,
+			    const struct key_op *op, const char **ret_call)
+{
+	static const CK_OBJECT_CLASS classes[] = { CKO_PUBLIC_KEY, CKO_PRIVATE_KEY };
+	CK_OBJECT_HANDLE found[SURVIVORS_MAX];
+	struct handles h;
+	CK_ULONG n, i;
+	size_t c;
+	int attempt, left = 0;
+	CK_RV rv;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		left = 0;
+		for (c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+			rv = find_key_objects(token, session, op, classes[c], found, &n, ret_call);
+			if (rv != CKR_OK)
+				return rv;
+			for (i = 0; i < n; i++) {
+				left = 1;
+				if (attempt == 1) {
+					handles_get(token, op->id, op->id_len, &h);
+					(void)handle_set(token, op->id, op->id_len, &h,
+							 classes[c] == CKO_PRIVATE_KEY, found[i]);
+					continue;
+				}
+				*ret_call = "C_DestroyObject (a key object still there)";
+				rv = token->f->C_DestroyObject(session, found[i]);
+				token_count(token, CV_TOKEN_OP_DESTROY_OBJECT,
+					    rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID);
+				if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
+					return rv;
+			}
+		}
+		if (!left)
+			return CKR_OK;
+	}
+	*ret_call = "C_DestroyObject (the key objects are still in the token)";
+	return CKR_FUNCTION_FAILED;
 }
 
 /* Destroying an object that is already gone (a retry after the first call went through,
@@ -483,6 +563,7 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 		rv = handle_set(token, op->id, op->id_len, &h, 0, CK_INVALID_HANDLE);
 		if (rv != CKR_OK)
 			return rv;
+		cv_fault_point("token.destroy.after_public_key");
 	}
 	if (h.priv != CK_INVALID_HANDLE) {
 		*ret_call = "C_DestroyObject (private key)";
@@ -497,8 +578,9 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 		rv = handle_set(token, op->id, op->id_len, &h, 1, CK_INVALID_HANDLE);
 		if (rv != CKR_OK)
 			return rv;
+		cv_fault_point("token.destroy.after_private_key");
 	}
-	return CKR_OK;
+	return destroy_verify(token, session, op, ret_call);
 }
 
 int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label,
@@ -530,13 +612,15 @@ int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label
 	}
 	reserved = 1;
 	op.t = &t;
+	pthread_mutex_lock(&token->map.writes);
 	r = token_run(token, create_objects, &op, err);
-	if (r < 0) {
-		/* Nothing half-made stays behind: a private key without its public twin would
-		 * also hold the id against a second try. */
+	/* Nothing half-made stays behind: a private key without its public twin would also
+	 * hold the id against a second try. */
+	if (r < 0)
 		(void)token_run(token, destroy_objects, &op, &ignored);
+	pthread_mutex_unlock(&token->map.writes);
+	if (r < 0)
 		goto out;
-	}
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
 	e->pending = 0;
@@ -564,14 +648,19 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 	 * while the token works. */
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
-	if (e == NULL || e->pending || e->priv == CK_INVALID_HANDLE) {
+	/* A public object alone under the id (its private twin destroyed by a run that then
+	 * died) is still certvault's to destroy. */
+	if (e == NULL || e->pending ||
+	    (e->priv == CK_INVALID_HANDLE && e->pub == CK_INVALID_HANDLE)) {
 		pthread_mutex_unlock(&token->map.lock);
 		r = cv_errmsg_set(err, CV_ERR_NOT_FOUND, "no key with this id in the token");
 		goto out;
 	}
 	e->pending = 1;
 	pthread_mutex_unlock(&token->map.lock);
+	pthread_mutex_lock(&token->map.writes);
 	r = token_run(token, destroy_objects, &op, err);
+	pthread_mutex_unlock(&token->map.writes);
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
 	/* On failure the entry keeps whatever survived, so a later destroy can finish. */

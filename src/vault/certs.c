@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
+#include "certvault/fault.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -281,6 +282,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	pending = 1;
+	cv_fault_point("import.after_pending_row");
 	r = cv_token_key_create(v->token, key, rec->name, rec->key_id, sizeof(rec->key_id), err);
 	if (r < 0)
 		goto out;
@@ -290,11 +292,15 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	if (r < 0) {
 		struct cv_errmsg ignored;
 
-		vault_key_destroy(v, rec->key_id, &ignored);
+		/* A key the token would not destroy keeps its pending row: the next start
+		 * destroys both. */
+		if (vault_key_destroy(v, rec->key_id, &ignored) < 0)
+			pending = 0;
 		cv_errmsg_set(err, r, "the database refused the certificate");
 		goto out;
 	}
 	pending = 0;
+	cv_fault_point("import.after_activate");
 	rec->state = CV_CERT_ACTIVE;
 	if (ret_rev != NULL)
 		*ret_rev = rev;
@@ -422,6 +428,7 @@ static int destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec
 		r = vault_key_destroy(v, versions[i].key_id, err);
 		if (r < 0)
 			goto out;
+		cv_fault_point("delete.after_version_key");
 		r = cv_store_version_key_destroyed(v->store, versions[i].key_id);
 		if (r < 0) {
 			cv_errmsg_set(err, r, "the database refused the deletion");
@@ -505,6 +512,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 		cv_errmsg_set(err, r, "the database refused the deletion");
 		goto out;
 	}
+	cv_fault_point("delete.after_mark");
 	r = destroy_all_keys(v, rec, err);
 	if (r < 0) {
 		/* The current key is still there: the certificate stays, and the trail says so
@@ -514,6 +522,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 			audit->written = 0;
 		goto out;
 	}
+	cv_fault_point("delete.before_remove");
 	r = cv_store_cert_remove(v->store, rec->id);
 	if (r < 0) {
 		/* The keys are gone; the deleting mark lets the next start finish the job. */

@@ -5,6 +5,7 @@
 
 #include <openssl/evp.h>
 
+#include "certvault/fault.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -281,6 +282,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	journaled = 1;
+	cv_fault_point("supersede.after_journal");
 	r = cv_token_key_create(v->token, key, cur->name, next->key_id, sizeof(next->key_id),
 				err);
 	if (r < 0)
@@ -294,9 +296,11 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	journaled = created = 0; /* the commit took the journal row; the key is the version's */
-	if (sup.destroy_old_key &&
-	    vault_key_destroy(v, cur->key_id, &ignored) == 0)
+	cv_fault_point("supersede.after_commit");
+	if (sup.destroy_old_key && vault_key_destroy(v, cur->key_id, &ignored) == 0) {
+		cv_fault_point("supersede.after_old_key_destroyed");
 		(void)cv_store_version_key_destroyed(v->store, cur->key_id);
+	}
 	/* A failure above leaves the old key 'destroying': the next start destroys it. */
 	*ret_previous = sup.version;
 	if (ret_rev != NULL)

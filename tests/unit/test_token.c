@@ -604,6 +604,35 @@ static void test_destroy(void **state)
 	EVP_PKEY_free(key);
 }
 
+/* A destroy asks the token afterwards whether the id is really gone: a second object under
+ * the id, which the map never listed (what a module that brings back an object whose delete
+ * was interrupted would show), is destroyed too. */
+static void test_destroy_checks_gone(void **state)
+{
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	uint8_t id[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new("p256");
+	CK_OBJECT_HANDLE priv, copy;
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE on_token[] = { { CKA_TOKEN, &yes, sizeof(yes) } };
+	struct raw raw;
+
+	(void)state;
+	token = open_token();
+	raw_open(&raw, LABEL);
+	random_id(id, sizeof(id));
+	assert_int_equal(cv_token_key_create(token, key, "twice", id, sizeof(id), &err), 0);
+	assert_int_equal(raw_find(&raw, CKO_PRIVATE_KEY, id, sizeof(id), &priv), 1);
+	assert_int_equal(raw.f->C_CopyObject(raw.s, priv, on_token, 1, &copy), CKR_OK);
+	assert_int_equal(raw_find(&raw, CKO_PRIVATE_KEY, id, sizeof(id), NULL), 2);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	assert_int_equal(raw_find(&raw, -1, id, sizeof(id), NULL), 0);
+	raw_close(&raw);
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
 static int count_key(const uint8_t *id, size_t id_len, void *arg)
 {
 	(void)id;
@@ -1161,6 +1190,7 @@ int main(void)
 		cmocka_unit_test(test_uri),
 		cmocka_unit_test(test_sessions_recover),
 		cmocka_unit_test(test_operation_counters),
+		cmocka_unit_test(test_destroy_checks_gone),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_rv_kind),
 		cmocka_unit_test(test_token_away_and_back),
