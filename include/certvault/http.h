@@ -41,6 +41,7 @@ struct cv_request {
 	size_t n_query;
 	struct cv_query_arg query[CV_HTTP_MAX_QUERY];
 	int query_overflow;               /* more arguments than CV_HTTP_MAX_QUERY */
+	int query_nul;                    /* a query key or value held a NUL byte (%00) */
 	const char *content_type;         /* NULL when absent */
 	const char *if_match;             /* the If-Match header, NULL when absent */
 	const char *if_none_match;        /* the If-None-Match header, NULL when absent */

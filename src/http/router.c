@@ -328,6 +328,10 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 				  cv_http_body_limit(app, req->method, req->path));
 		goto out;
 	}
+	if (req->query_nul) {
+		r = cv_errmsg_set(&err, CV_ERR_BAD_REQUEST, "a query argument holds a NUL byte");
+		goto out;
+	}
 	if (req->query_overflow) {
 		r = cv_errmsg_set(&err, CV_ERR_BAD_REQUEST, "more than %d query arguments",
 				  CV_HTTP_MAX_QUERY);

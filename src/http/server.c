@@ -86,11 +86,16 @@ static int body_append(struct exchange *x, const char *data, size_t size)
 }
 
 static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const char *key,
-				     const char *value)
+				     size_t key_size, const char *value, size_t value_size)
 {
 	struct cv_request *req = cls;
 
 	(void)kind;
+	/* A %00 would cut the C string short: "pw%00x" must not pass as "pw". */
+	if (strlen(key) != key_size || (value != NULL && strlen(value) != value_size)) {
+		req->query_nul = 1;
+		return MHD_NO;
+	}
 	if (req->n_query == CV_HTTP_MAX_QUERY) {
 		req->query_overflow = 1;
 		return MHD_NO;
@@ -326,7 +331,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	snprintf(x->req.request_id, sizeof(x->req.request_id), "%08x-%llu",
 		 (unsigned)srv->instance,
 		 (unsigned long long)atomic_fetch_add(&srv->next_request, 1));
-	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_query, &x->req);
+	MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, collect_query, &x->req);
 	if (x->bad_framing) {
 		memset(&res, 0, sizeof(res));
 		res.status = 400;

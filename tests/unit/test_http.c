@@ -185,6 +185,14 @@ static void test_query_checks(void **state)
 	assert_int_equal(res.status, 400);
 	cv_response_release(&res);
 
+	req.query_overflow = 0;
+	req.query_nul = 1;
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_non_null(strstr(error_message(&res), "NUL"));
+	cv_response_release(&res);
+	req.query_nul = 0;
+
 	request(&req, "DELETE", "/v1/certificates/www", NULL);
 	cv_http_dispatch(&app, &req, 0, &res);
 	assert_int_equal(res.status, 400);
