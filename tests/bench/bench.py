@@ -558,7 +558,10 @@ def measure_scaling(sets, sz, table):
                 "<= 1.20", ratio_ok(s / l, "<=", 1.2))
 
 
-def measure_vs_nginx(daemon, nginx, what, path, sz, table):
+def measure_vs_nginx(daemon, nginx, what, path, sz, table, target=True):
+    """certvaultd serving path against nginx serving the same bytes; target: the issue's
+    >= 0.80 applies (the JWKS), else the row is context (details, which stood in for the JWKS
+    until it existed)."""
     st, body = daemon.request("GET", path)
     if st != 200:
         raise RuntimeError("GET %s: %d %s" % (path, st, body[:300]))
@@ -573,9 +576,10 @@ def measure_vs_nginx(daemon, nginx, what, path, sz, table):
         if rnd % 2 == 1:
             cv_runs.append(wrk(daemon.url(path), sz["wrk_seconds"], daemon.wrk_script))
     c, n = best_rate(cv_runs, "rps"), best_rate(ng_runs, "rps")
-    table.add("%s, %d bytes, vs nginx static file (wrk req/s)" % (what, len(body)),
-              fmt_rate(c), fmt_rate(n) + " nginx", "%.2f" % (c / n), ">= 0.80",
-              ratio_ok(c / n, ">=", 0.8))
+    table.add("%s%s, %d bytes, vs nginx static file (wrk req/s)" % (
+                  "" if target else "context: ", what, len(body)),
+              fmt_rate(c), fmt_rate(n) + " nginx", "%.2f" % (c / n),
+              ">= 0.80" if target else "", ratio_ok(c / n, ">=", 0.8) if target else "")
 
 
 def measure_startup(bins, token, n_keys, sz, table, rows_db=None, n_rows=None, target=True):
@@ -715,7 +719,8 @@ def main():
             (sz["small"], small_d), (sz["mid"], mid_d), (sz["large"], large_d))], sz, table)
         nginx = Nginx(os.path.join(run_dir, "nginx")).start()
         measure_vs_nginx(large_d, nginx, "details",
-                         "/v1/certificates/k-%06d" % (sz["large"] // 2), sz, table)
+                         "/v1/certificates/k-%06d" % (sz["large"] // 2), sz, table,
+                         target=False)
         for name in ("k-000001", "k-000002", "k-000003"):
             st, body = small_d.request("POST", "/v1/jwks", {"certificate": name})
             if st != 201:
