@@ -450,6 +450,21 @@ int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
 int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 			     int *ret_created, struct cv_errmsg *err);
 
+/* The key of key_id in the token, for what serves with it (the HTTPS listener): whether it
+ * is there, and a signature made inside the token (see cv_token_sign). */
+int cv_vault_key_exists(struct cv_vault *v, const uint8_t *key_id, size_t id_len);
+int cv_vault_key_sign(struct cv_vault *v, const uint8_t *key_id, size_t id_len,
+		      const struct cv_token_sign_params *params, const unsigned char *data,
+		      size_t data_len, unsigned char *sig, size_t *sig_len,
+		      struct cv_errmsg *err);
+
+/* A snapshot of the token's operation counters (metrics). */
+void cv_vault_token_stats(struct cv_vault *v, struct cv_token_stats *ret);
+
+/* Appends a record of a change whose use case did not write it with the change (a bug the
+ * HTTP layer reports): late, in its own transaction. 0 or CV_ERR_DB. */
+int cv_vault_audit_late(struct cv_vault *v, struct cv_audit *a);
+
 /* The audit trail: a page (see cv_store_audit_list) and the whole chain's check. */
 int cv_vault_audit_list(struct cv_vault *v, const struct cv_audit_filter *filter,
 			struct cv_audit_record **ret_recs, size_t *ret_n, struct cv_errmsg *err);

@@ -125,7 +125,7 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 	static const char *const statuses[] = { "valid", "expires_soon", "expired", "upcoming" };
 	const int64_t by_status[] = { counts->valid, counts->expires_soon, counts->expired,
 				      counts->upcoming };
-	struct cv_token_health health;
+	struct cv_vault_health health;
 	struct cv_token_stats ts;
 	size_t i;
 	int r = 0;
@@ -139,8 +139,8 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 			      "uses.\n# TYPE certvault_certificates_in_use gauge\n"
 			      "certvault_certificates_in_use %lld\n", (long long)counts->in_use);
 	r |= http_stats_render(app->stats, out);
-	if (app->token != NULL) {
-		cv_token_stats_get(app->token, &ts);
+	if (app->vault.token != NULL) {
+		cv_vault_token_stats(&app->vault, &ts);
 		r |= text_puts(out, "# HELP certvault_token_operations_total PKCS#11 calls made, "
 				    "by operation.\n"
 				    "# TYPE certvault_token_operations_total counter\n");
@@ -158,7 +158,7 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 		r |= text_printf(out, "# HELP certvault_token_up Whether the token answers (1) or "
 				      "not (0).\n# TYPE certvault_token_up gauge\n"
 				      "certvault_token_up %d\n",
-				 cv_token_health_get(app->token, &health) == 0);
+				 (cv_vault_health_get(&app->vault, &health), health.token_ok));
 	}
 	return r != 0 ? CV_ERR_NOMEM : 0;
 }

@@ -354,9 +354,7 @@ out:
 			 * Recorded late rather than never. */
 			fprintf(stderr, "certvaultd: %s: BUG: audit record of %s written after the "
 				"change, not with it\n", req->request_id, m.route->action);
-			req->audit->entry.ok = 1;
-			req->audit->entry.error[0] = '\0';
-			ar = cv_store_audit_append(app->store, &req->audit->entry);
+			ar = cv_vault_audit_late(&app->vault, req->audit);
 		}
 		if (ar < 0)
 			fprintf(stderr, "certvaultd: %s: the audit record of %s %s could not be "

@@ -23,7 +23,7 @@
  * frees it only after the last such handshake's session is gone. */
 struct tls_identity {
 	atomic_uint refs;
-	struct cv_token *token;        /* borrowed */
+	struct cv_vault *vault;        /* borrowed */
 	int64_t version;
 	char fingerprint[96];
 	uint8_t key_id[CV_TOKEN_ID_LEN];
@@ -153,7 +153,8 @@ static int identity_load(const struct tls_listener *l, struct tls_identity **ret
 	}
 	if (r < 0)
 		goto out;
-	if (!cv_token_key_exists(l->app->token, view->rec->key_id, sizeof(view->rec->key_id))) {
+	if (!cv_vault_key_exists(&l->app->vault, view->rec->key_id,
+				 sizeof(view->rec->key_id))) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIG,
 				  "server.tls_certificate \"%s\": the key of its version %lld is not "
 				  "in the token", l->name, (long long)view->rec->version);
@@ -165,7 +166,7 @@ static int identity_load(const struct tls_listener *l, struct tls_identity **ret
 		goto out;
 	}
 	atomic_init(&id->refs, 1);
-	id->token = l->app->token;
+	id->vault = &l->app->vault;
 	id->version = view->rec->version;
 	snprintf(id->fingerprint, sizeof(id->fingerprint), "%s",
 		 view->rec->sha256_fingerprint);
@@ -307,8 +308,8 @@ static int token_sign(const struct tls_identity *id, const struct cv_token_sign_
 	gnutls_datum_t r, s;
 	int rc;
 
-	rc = cv_token_sign(id->token, id->key_id, sizeof(id->key_id), params, data->data,
-			   data->size, sig, &len, &err);
+	rc = cv_vault_key_sign(id->vault, id->key_id, sizeof(id->key_id), params, data->data,
+			       data->size, sig, &len, &err);
 	if (rc < 0) {
 		log_line("certvaultd: https handshake: signing with version %lld's key failed: %s",
 			 (long long)id->version, err.text[0] != '\0' ? err.text : cv_strerror(rc));

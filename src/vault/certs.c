@@ -709,6 +709,26 @@ int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *
 	return 0;
 }
 
+/* The token as the HTTPS listener and the metrics use it. */
+void cv_vault_token_stats(struct cv_vault *v, struct cv_token_stats *ret)
+{
+	cv_token_stats_get(v->token, ret);
+}
+
+int cv_vault_key_exists(struct cv_vault *v, const uint8_t *key_id, size_t id_len)
+{
+	return cv_token_key_exists(v->token, key_id, id_len);
+}
+
+int cv_vault_key_sign(struct cv_vault *v, const uint8_t *key_id, size_t id_len,
+		      const struct cv_token_sign_params *params, const unsigned char *data,
+		      size_t data_len, unsigned char *sig, size_t *sig_len,
+		      struct cv_errmsg *err)
+{
+	return cv_token_sign(v->token, key_id, id_len, params, data, data_len, sig, sig_len,
+			     err);
+}
+
 int cv_vault_health_get(struct cv_vault *v, struct cv_vault_health *ret)
 {
 	ret->database_ok = cv_store_ping(v->store) == 0;
