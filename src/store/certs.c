@@ -252,7 +252,7 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	struct by_id *ix = NULL;
 	sqlite3_stmt *stmt;
 	char *ids = NULL, **all = NULL;
-	size_t i, used = 0, n_all = 0;
+	size_t i, used = 0, n_all = 0, ids_size;
 	int64_t service = 0;
 	const char *text;
 	int rc, r;
@@ -260,7 +260,8 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	if (n == 0)
 		return 0;
 	/* "[" + up to 20 digits and a comma per id + "]" */
-	ids = malloc(n * 21 + 3);
+	ids_size = n * 21 + 3;
+	ids = malloc(ids_size);
 	ix = malloc(n * sizeof(*ix));
 	if (ids == NULL || ix == NULL) {
 		r = CV_ERR_NOMEM;
@@ -268,8 +269,8 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	}
 	ids[used++] = '[';
 	for (i = 0; i < n; i++) {
-		used += (size_t)sprintf(ids + used, "%s%lld", i > 0 ? "," : "",
-					(long long)recs[i]->id);
+		used += (size_t)snprintf(ids + used, ids_size - used, "%s%lld", i > 0 ? "," : "",
+					 (long long)recs[i]->id);
 		ix[i].id = recs[i]->id;
 		ix[i].rec = recs[i];
 	}

@@ -326,7 +326,8 @@ int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 	if (r < 0)
 		return cv_errmsg_set(err, r, "no random bytes for a token");
 	/* The file first: a token in the database that nobody holds would lock everyone out. */
-	strcat(secret, "\n");
+	secret[CV_API_TOKEN_LEN] = '\n';
+	secret[CV_API_TOKEN_LEN + 1] = '\0';
 	r = write_private_file(path, secret, err);
 	OPENSSL_cleanse(secret, sizeof(secret));
 	if (r < 0)
