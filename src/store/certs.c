@@ -731,15 +731,12 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 		goto out;
 	}
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap == 0 ? 8 : 2 * cap;
-			grown = realloc(recs, cap * sizeof(*grown));
-			if (grown == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			recs = grown;
+		grown = store_grow(recs, &cap, n, sizeof(*recs));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
 		}
+		recs = grown;
 		r = read_row(stmt, 1, &recs[n]);
 		if (r < 0)
 			goto out;

@@ -75,15 +75,12 @@ static int read_all(sqlite3_stmt *stmt, int with_der, struct cv_crl_record **ret
 	int rc, r;
 
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap == 0 ? 4 : 2 * cap;
-			grown = realloc(recs, cap * sizeof(*grown));
-			if (grown == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			recs = grown;
+		grown = store_grow(recs, &cap, n, sizeof(*recs));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
 		}
+		recs = grown;
 		r = read_crl(stmt, with_der, &recs[n]);
 		n++; /* its blobs, if any, are freed with the others */
 		if (r < 0)

@@ -90,6 +90,11 @@ int store_run(sqlite3 *db, const char *sql, const char *kinds, ...);
 /* Binds s (NULL as ""), borrowed until the statement is reset. */
 int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
 
+/* Room for element n of the array arr (cap elements of size bytes): arr itself while it has
+ * room, else arr grown (doubled, at least 8 elements), *cap updated; NULL when out of memory
+ * (arr is then untouched). */
+void *store_grow(void *arr, size_t *cap, size_t n, size_t size);
+
 /* Reads the text column 0 of every row stmt gives with ?1 = id into a new array (*ret NULL
  * when none); resets stmt for the next id. */
 int store_load_strings(sqlite3_stmt *stmt, int64_t id, char ***ret, size_t *ret_n);

@@ -212,15 +212,12 @@ int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_r
 		goto out;
 	}
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap == 0 ? 8 : 2 * cap;
-			grown = realloc(recs, cap * sizeof(*grown));
-			if (grown == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			recs = grown;
+		grown = store_grow(recs, &cap, n, sizeof(*recs));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
 		}
+		recs = grown;
 		r = read_jwk(stmt, &recs[n]);
 		if (r < 0)
 			goto out;

@@ -80,15 +80,12 @@ int store_load_strings(sqlite3_stmt *stmt, int64_t id, char ***ret, size_t *ret_
 		goto out;
 	}
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap == 0 ? 4 : 2 * cap;
-			grown = realloc(v, cap * sizeof(*grown));
-			if (grown == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			v = grown;
+		grown = store_grow(v, &cap, n, sizeof(*v));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
 		}
+		v = grown;
 		r = store_dup_text(stmt, 0, &v[n]);
 		if (r < 0)
 			goto out;
@@ -199,4 +196,20 @@ int store_run(sqlite3 *db, const char *sql, const char *kinds, ...)
 		rc = SQLITE_OK;
 	sqlite3_finalize(stmt);
 	return rc == SQLITE_OK ? 0 : store_err(rc);
+}
+
+void *store_grow(void *arr, size_t *cap, size_t n, size_t size)
+{
+	size_t want;
+	void *grown;
+
+	if (n < *cap)
+		return arr;
+	want = *cap == 0 ? 8 : 2 * *cap;
+	if (want > SIZE_MAX / size)
+		return NULL;
+	grown = realloc(arr, want * size);
+	if (grown != NULL)
+		*cap = want;
+	return grown;
 }

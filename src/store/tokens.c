@@ -106,15 +106,12 @@ int cv_store_api_token_list(struct cv_store *store, struct cv_api_token **ret_to
 		goto out;
 	}
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap != 0 ? cap * 2 : 16;
-			grown = realloc(all, cap * sizeof(*all));
-			if (grown == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			all = grown;
+		grown = store_grow(all, &cap, n, sizeof(*all));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
 		}
+		all = grown;
 		r = read_token(stmt, &all[n]);
 		if (r < 0)
 			goto out;

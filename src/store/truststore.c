@@ -167,15 +167,12 @@ static int read_all(sqlite3_stmt *stmt, struct cv_trust_record **ret_recs, size_
 	int rc, r;
 
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap == 0 ? 8 : 2 * cap;
-			grown = realloc(recs, cap * sizeof(*grown));
-			if (grown == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			recs = grown;
+		grown = store_grow(recs, &cap, n, sizeof(*recs));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
 		}
+		recs = grown;
 		r = read_trust(stmt, &recs[n]);
 		n++; /* its blob, if any, is freed with the others */
 		if (r < 0)

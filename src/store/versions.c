@@ -386,15 +386,12 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 	}
 	/* One statement is one read snapshot: the current row and the history agree. */
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap == 0 ? 4 : 2 * cap;
-			grown = realloc(v, cap * sizeof(*grown));
-			if (grown == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			v = grown;
+		grown = store_grow(v, &cap, n, sizeof(*v));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
 		}
+		v = grown;
 		r = read_version(stmt, &v[n]);
 		if (r < 0)
 			goto out;
