@@ -241,6 +241,40 @@ static void settle_custom_domains(struct cv_cert_record *rec, char ***all, size_
 	*n_all = 0;
 }
 
+/* What page_strings fills. */
+enum page_list { PAGE_DOMAINS, PAGE_KIDS };
+
+/* Runs sql (?1 = the page's ids, a JSON array) and appends column 1 of each row to the
+ * domains or kids of the record column 0 names. */
+static int page_strings(struct store_conn *conn, const char *sql, const char *ids,
+			size_t ids_len, const struct by_id *ix, size_t n, enum page_list list)
+{
+	struct cv_cert_record *rec;
+	sqlite3_stmt *stmt;
+	const char *text;
+	int rc, r;
+
+	r = store_prepare(conn, sql, &stmt);
+	if (r < 0)
+		return r;
+	rc = sqlite3_bind_text(stmt, 1, ids, (int)ids_len, SQLITE_STATIC);
+	if (rc != SQLITE_OK)
+		return store_err(rc);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		rec = find_by_id(ix, n, sqlite3_column_int64(stmt, 0));
+		if (rec == NULL)
+			continue;
+		r = store_column_text(stmt, 1, &text);
+		if (r == 0 && list == PAGE_KIDS)
+			r = push_string(&rec->kids, &rec->n_kids, text);
+		else if (r == 0)
+			r = push_string(&rec->domains, &rec->n_domains, text);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : store_err(rc);
+}
+
 /* Fills the domains, used_by (with each service's domains when with_service_domains) and
  * custom_domains of the n records, with two statements for all of them, and their linked
  * JWKs' kids with a third when with_jwks. */
@@ -278,28 +312,9 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	ids[used] = '\0';
 	qsort(ix, n, sizeof(*ix), by_id_cmp);
 
-	r = store_prepare(conn, page_domains_sql, &stmt);
+	r = page_strings(conn, page_domains_sql, ids, used, ix, n, PAGE_DOMAINS);
 	if (r < 0)
 		goto out;
-	rc = sqlite3_bind_text(stmt, 1, ids, (int)used, SQLITE_STATIC);
-	if (rc != SQLITE_OK) {
-		r = store_err(rc);
-		goto out;
-	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		rec = find_by_id(ix, n, sqlite3_column_int64(stmt, 0));
-		if (rec == NULL)
-			continue;
-		r = store_column_text(stmt, 1, &text);
-		if (r == 0)
-			r = push_string(&rec->domains, &rec->n_domains, text);
-		if (r < 0)
-			goto out;
-	}
-	if (rc != SQLITE_DONE) {
-		r = store_err(rc);
-		goto out;
-	}
 
 	r = store_prepare(conn, page_usage_sql, &stmt);
 	if (r < 0)
@@ -348,29 +363,7 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	if (!with_jwks)
 		goto out;
 
-	r = store_prepare(conn, page_jwks_sql, &stmt);
-	if (r < 0)
-		goto out;
-	rc = sqlite3_bind_text(stmt, 1, ids, (int)used, SQLITE_STATIC);
-	if (rc != SQLITE_OK) {
-		r = store_err(rc);
-		goto out;
-	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		rec = find_by_id(ix, n, sqlite3_column_int64(stmt, 0));
-		if (rec == NULL)
-			continue;
-		r = store_column_text(stmt, 1, &text);
-		if (r == 0)
-			r = push_string(&rec->kids, &rec->n_kids, text);
-		if (r < 0)
-			goto out;
-	}
-	if (rc != SQLITE_DONE) {
-		r = store_err(rc);
-		goto out;
-	}
-	r = 0;
+	r = page_strings(conn, page_jwks_sql, ids, used, ix, n, PAGE_KIDS);
 out:
 	store_strings_free(all, n_all);
 	free(ix);
