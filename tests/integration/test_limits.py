@@ -372,6 +372,11 @@ class SlowWorkTest(VaultTestCase):
         self.assertEqual((st, body["error"]["code"]), (503, "busy"), body)
         self.assertIn("server.slow_queue", body["error"]["message"])
         self.assertEqual(hdrs.get("retry-after"), "1")
+        # A refused attempt at a change, recorded as any other.
+        st, _, audit = self.vault.request("GET", "/v1/audit?action=certificate.import&limit=1000")
+        self.assertEqual(st, 200, audit)
+        self.assertEqual([(r["outcome"], r["error"]) for r in audit["items"]
+                          if r["request_id"] == hdrs["x-request-id"]], [("refused", "busy")])
 
         # Health, meanwhile, answers as fast as it did before them.
         probes = []
