@@ -345,7 +345,8 @@ class SlowWorkTest(VaultTestCase):
         baseline = statistics.median(self.timed("GET", "/v1/health")[1] for _ in range(5))
 
         # Eight uploads at the highest cost allowed, with a wrong password: each runs every
-        # iteration before it can fail.
+        # iteration before it can fail (so the highest cost is taken: more is refused at
+        # once, below).
         results = [None] * 8
 
         def upload(i):
@@ -382,7 +383,7 @@ class SlowWorkTest(VaultTestCase):
         probes = []
         while any(r is None for r in results):
             probes.append(self.timed("GET", "/v1/health")[1])
-            time.sleep(0.05)
+            time.sleep(0.1)
         for t in threads:
             t.join()
         for (st, _, body), _ in results:
@@ -402,14 +403,9 @@ class SlowWorkTest(VaultTestCase):
         self.assertEqual(metric(text, "certvault_http_slow_requests_running"), 0)
         self.assertEqual(self.vault.request("GET", "/v1/certificates/one-too-many")[0], 404)
 
-        # The highest cost is taken with the right password...
-        (st, _, body), ok_took = self.timed("POST", "/v1/certificates", {
-            "name": "kdf-max", "certificate": mat.cert, "private_key": key,
-            "password": "right"})
-        self.assertEqual(st, 201, body)
-
-        # ...and one above it (8,388,607 iterations: the same key with its count rewritten,
-        # five seconds of work if it ran) is refused before any iteration, any password.
+        # One above it (8,388,607 iterations: the same key with its count rewritten, more
+        # than twice an upload's work if it ran) is refused before any iteration, whatever
+        # the password.
         field = b"\x02\x03" + MAX_ITER.to_bytes(3, "big")
         self.assertEqual(der.count(field), 1)
         costly = self.pem(der.replace(field, b"\x02\x03\x7f\xff\xff"))
@@ -419,7 +415,7 @@ class SlowWorkTest(VaultTestCase):
                 "password": password})
             self.assertEqual((st, body["error"]["code"]), (422, "limit_exceeded"), body)
             self.assertIn("8388607 rounds", body["error"]["message"])
-            self.assertLess(took * 4, ok_took)
+            self.assertLess(took * 4, slow)
         self.assertEqual(self.vault.request("GET", "/v1/certificates/kdf-over")[0], 404)
 
 
