@@ -54,7 +54,7 @@ static int template_of(const char *pattern, char *buf, size_t len, json_t *param
 							"string"));
 			continue;
 		}
-		if (*p == '/') {
+		if (*p == '/' && p[1] != '{') {
 			size_t seg = strcspn(p + 1, "/");
 			snprintf(prev, sizeof(prev), "%.*s", (int)seg, p + 1);
 		}
