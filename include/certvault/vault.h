@@ -136,8 +136,9 @@ int cv_vault_version_ref_parse(const char *tag, struct cv_version_ref *ret_ref);
  * of every service using it. Of racing supersedes of one version exactly one succeeds; the
  * others get CV_ERR_ALREADY_RENEWED and leave no key behind. *ret_previous is the version
  * superseded; *ret_rev (NULL: not wanted) what the revocation check of cv_vault_cert_import
- * found. audit names the current version's fingerprint and the new one's. On failure
- * nothing changes. */
+ * found. audit names the current version's fingerprint and the new one's. The certificate
+ * the HTTPS listener serves (v->served) is renewed or replaced only by an admin (audit's
+ * role; CV_ERR_FORBIDDEN otherwise, before any check or key). On failure nothing changes. */
 struct cv_jwk_choice {
 	enum cv_jwk_action action; /* NONE when the caller said nothing */
 	const char *confirm;       /* UPDATE (and, for a delete, any choice) needs the name */
@@ -408,6 +409,8 @@ struct cv_actor {
 struct cv_audit {
 	struct cv_audit_entry entry;
 	int written;
+	enum cv_role role;        /* the actor's role, for use cases whose rule depends on the
+				     target (the certificate HTTPS serves); 0: no token */
 };
 void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *action,
 		    const char *target, const char *request_id, int64_t now);

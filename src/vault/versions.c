@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 
@@ -245,6 +246,16 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, cur->sha256_fingerprint);
+	/* Whoever renews or replaces the served certificate chooses the key every HTTPS client
+	 * then trusts: an operator with a key of their own could stand in for certvault itself.
+	 * Decided here, where both the target and the role are known; no actor known: refused. */
+	if (v->served != NULL && strcasecmp(v->served, cur->name) == 0 &&
+	    (audit == NULL || audit->role != CV_ROLE_ADMIN)) {
+		r = cv_errmsg_set(err, CV_ERR_FORBIDDEN, "%s is the certificate the HTTPS listener "
+				  "serves (server.tls_certificate): only an admin may %s it",
+				  cur->name, kind == CV_END_RENEWED ? "renew" : "replace");
+		goto out;
+	}
 	sup.kind = kind;
 	sup.id = cur->id;
 	sup.now = now;
