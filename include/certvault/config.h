@@ -48,8 +48,9 @@ void cv_config_release(struct cv_config *cfg);
 /* Writes every setting — section.key, its environment variable, default and meaning — to f. */
 void cv_config_describe(FILE *f);
 
-/* Reads the user PIN: the environment variable CERTVAULT_TOKEN_PIN if set, else the first
- * line of token.pin_file, which must not be readable by group or others. Returns 0 and a
+/* Reads the user PIN: the environment variable CERTVAULT_TOKEN_PIN if set (which is then
+ * overwritten in place and unset: cv_secret_env_take), else the first line of
+ * token.pin_file, which must not be readable by group or others. Returns 0 and a
  * buffer the caller releases with OPENSSL_clear_free(pin, len + 1), or CV_ERR_CONFIG. */
 int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
 		       struct cv_errmsg *err);

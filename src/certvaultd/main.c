@@ -12,6 +12,7 @@
 #include "certvault/config.h"
 #include "certvault/fault.h"
 #include "certvault/http.h"
+#include "certvault/secret.h"
 #include "certvault/store.h"
 #include "certvault/token.h"
 #include "certvault/vault.h"
@@ -167,6 +168,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	/* Before any secret is read: no core file, no same-user ptrace or /proc/PID/mem of a
+	 * process holding the PIN and the token module's keys. */
+	if (cv_secret_process_protect(&err) < 0) {
+		fprintf(stderr, "certvaultd: %s\n", err.text);
+		return 1;
+	}
 	/* Block the stop signals before any thread starts, so only sigwait sees them. */
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGINT);
