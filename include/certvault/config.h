@@ -36,6 +36,10 @@ struct cv_config {
 	int revocation_online;     /* revocation.online: ask OCSP responders and CRL URLs */
 	int64_t revocation_timeout_ms; /* revocation.timeout_ms: each online fetch */
 	char *revocation_unknown;  /* revocation.unknown: "refuse" or "warn" */
+	char *revocation_allow_networks; /* revocation.allow_networks: CIDR list (net policy) */
+	char *revocation_allow_ports;    /* revocation.allow_ports: ports beyond 80, 443 */
+	char *truststore_allow_networks; /* truststore.allow_networks: CIDR list */
+	char *truststore_allow_ports;    /* truststore.allow_ports: ports beyond 443, 636 */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

@@ -83,6 +83,19 @@ static const struct setting settings[] = {
 	{ "revocation", "unknown", K_STR, OFF(revocation_unknown), "refuse", 0, 0,
 	  "when a revocation source exists but cannot tell (stale CRL, responder down, bad"
 	  " signature): refuse (422 revocation_unknown) or warn (accept, saying so)" },
+	{ "revocation", "allow_networks", K_STR, OFF(revocation_allow_networks), "", 0, 0,
+	  "networks (CIDR, comma-separated) online revocation fetches may reach, on any port,"
+	  " besides public addresses: loopback, private, link-local and other special"
+	  " addresses are refused unless named here" },
+	{ "revocation", "allow_ports", K_STR, OFF(revocation_allow_ports), "", 0, 0,
+	  "ports (comma-separated) online revocation fetches may use on public addresses"
+	  " besides 80 and 443" },
+	{ "truststore", "allow_networks", K_STR, OFF(truststore_allow_networks), "", 0, 0,
+	  "networks (CIDR, comma-separated) a truststore url fetch may reach, on any port,"
+	  " besides public addresses: internal hosts must be named here" },
+	{ "truststore", "allow_ports", K_STR, OFF(truststore_allow_ports), "", 0, 0,
+	  "ports (comma-separated) a truststore url fetch may use on public addresses besides"
+	  " 443 and 636" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -242,6 +242,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	EVP_PKEY *key = NULL;
 	int r, journaled = 0, created = 0;
 
+	memset(&rev, 0, sizeof(rev));
 	r = vault_lookup(v, req->name, &cur, err);
 	if (r < 0)
 		goto out;
@@ -314,14 +315,15 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	}
 	/* A failure above leaves the old key 'destroying': the next start destroys it. */
 	*ret_previous = sup.version;
-	if (ret_rev != NULL)
-		*ret_rev = rev;
 	r = 0;
 out:
 	if (created && vault_key_destroy(v, next->key_id, &ignored) < 0)
 		journaled = 0; /* the key is still there: the journal row keeps naming it */
 	if (journaled)
 		(void)cv_store_key_journal_remove(v->store, next->key_id);
+	/* Refused or not: what the check found (and why a fetch failed) is the log's. */
+	if (ret_rev != NULL)
+		*ret_rev = rev;
 	jwk_plan_release(&plan);
 	cv_store_cert_free(cur);
 	cv_store_cert_free(next);
