@@ -44,8 +44,6 @@ worker_processes 1;
 {user}
 pid {dir}/nginx.pid;
 error_log {dir}/error.log info;
-# nginx clears its workers' environment: SoftHSM finds its token through this one.
-env SOFTHSM2_CONF;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
