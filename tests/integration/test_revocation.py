@@ -470,6 +470,20 @@ class AddressPolicyTest(VaultTestCase):
         self.assertIn("crl:http://127.0.0.1:%d/inter.crl" % self.port, log)
         self.assertEqual(self.vault.request("GET", "/v1/certificates/probe")[0], 404)
 
+    def test_bad_allow_settings_stop_the_start(self):
+        from harness import CERTVAULTD
+        for var, value, said in (
+                ("CERTVAULT_REVOCATION_ALLOW_NETWORKS", "10.1.2.3/8",
+                 "revocation.allow_networks: \"10.1.2.3/8\" has bits set past its prefix"),
+                ("CERTVAULT_TRUSTSTORE_ALLOW_NETWORKS", "intranet",
+                 "truststore.allow_networks: \"intranet\" is not an IPv4 or IPv6 address"),
+                ("CERTVAULT_REVOCATION_ALLOW_PORTS", "8080-8090",
+                 "revocation.allow_ports: \"8080-8090\" is not a port")):
+            with self.subTest(var=var):
+                p = run([CERTVAULTD], env=self.vault.env({var: value}), check=False)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn(said, p.stderr.decode())
+
     def test_no_fetch_without_the_issuer(self):
         """Without the issuer in the chain or the truststore nothing could verify the
         answer: nothing is fetched at all."""
