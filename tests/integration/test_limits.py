@@ -5,6 +5,7 @@ for theirs; slow work (item 5): key-derivation cost capped, slow requests on the
 threads so health stays fast, a full queue answered 503 busy."""
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import statistics
 import threading
 import time
 
-from harness import VaultTestCase, run
+from harness import CERTVAULTD, VaultTestCase, run
 
 PER_IP = 4
 TIMEOUT = 2
@@ -296,8 +297,12 @@ class SlowlorisTest(VaultTestCase):
 
 
 # The highest key-derivation cost certvault takes (CV_X509_MAX_KDF_COST): PBKDF2-HMAC-SHA256
-# into an AES-256 key, one block an iteration.
-MAX_ITER = 3000000
+# into an AES-256 key, one block an iteration. Under AddressSanitizer every iteration's
+# allocations in OpenSSL go through the sanitizer's allocator, ten times the time: that build
+# checks the memory of the same paths with a fifth of the work, the plain build the timing.
+with open(CERTVAULTD, "rb") as _f:
+    SANITIZED = b"__asan_init" in _f.read()
+MAX_ITER = 600000 if SANITIZED else 3000000
 SLOW_THREADS = 2
 SLOW_QUEUE = 6
 
@@ -339,6 +344,23 @@ class SlowWorkTest(VaultTestCase):
         resp = self.vault.request(method, path, body)
         return resp, time.monotonic() - t
 
+    def upload_timed(self, body):
+        """POST /v1/certificates as the admin, waiting as long as the queue takes (the
+        harness's client gives up after a minute): (status, error code), seconds."""
+        t = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.vault.port, timeout=1200)
+        try:
+            conn.request("POST", "/v1/certificates", body=json.dumps(body).encode(),
+                         headers={"Authorization": "Bearer " + self.vault.admin_token,
+                                  "Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = json.loads(resp.read())
+            return (resp.status, answer.get("error", {}).get("code")), time.monotonic() - t
+        except (OSError, ValueError) as e:
+            return (None, repr(e)), time.monotonic() - t
+        finally:
+            conn.close()
+
     def test_costly_keys_do_not_stall_health(self):
         mat, der = self.costly_key()
         key = self.pem(der)
@@ -350,7 +372,7 @@ class SlowWorkTest(VaultTestCase):
         results = [None] * 8
 
         def upload(i):
-            results[i] = self.timed("POST", "/v1/certificates", {
+            results[i] = self.upload_timed({
                 "name": "slow-%d" % i, "certificate": mat.cert, "private_key": key,
                 "password": "wrong"})
         threads = [threading.Thread(target=upload, args=(i,)) for i in range(8)]
@@ -381,13 +403,13 @@ class SlowWorkTest(VaultTestCase):
 
         # Health, meanwhile, answers as fast as it did before them.
         probes = []
-        while any(r is None for r in results):
+        while any(t.is_alive() for t in threads):
             probes.append(self.timed("GET", "/v1/health")[1])
             time.sleep(0.1)
         for t in threads:
             t.join()
-        for (st, _, body), _ in results:
-            self.assertEqual((st, body["error"]["code"]), (422, "bad_password"), body)
+        for answer, _ in results:
+            self.assertEqual(answer, (422, "bad_password"))
         slow = statistics.median(t for _, t in results)
         health = statistics.median(probes)
         self.assertGreaterEqual(len(probes), 5)
@@ -403,9 +425,9 @@ class SlowWorkTest(VaultTestCase):
         self.assertEqual(metric(text, "certvault_http_slow_requests_running"), 0)
         self.assertEqual(self.vault.request("GET", "/v1/certificates/one-too-many")[0], 404)
 
-        # One above it (8,388,607 iterations: the same key with its count rewritten, more
-        # than twice an upload's work if it ran) is refused before any iteration, whatever
-        # the password.
+        # One above the cap (8,388,607 iterations: the same key with its count rewritten,
+        # several uploads' work if it ran) is refused before any iteration, whatever the
+        # password.
         field = b"\x02\x03" + MAX_ITER.to_bytes(3, "big")
         self.assertEqual(der.count(field), 1)
         costly = self.pem(der.replace(field, b"\x02\x03\x7f\xff\xff"))
