@@ -502,6 +502,11 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 		goto out;
 	}
 	state_ready = 1;
+	/* A storage directory that cannot be found is a configuration error, said before the
+	 * module loads: a token whose keys might not survive a power cut is not served. */
+	r = token_durable_init(token, cfg->sync_dir, cfg->module_path, err);
+	if (r < 0)
+		goto out;
 	r = module_get(cfg->module_path, &token->module, err);
 	if (r < 0)
 		goto out;
@@ -534,6 +539,7 @@ out:
 			token_keymap_release(&token->map);
 		if (state_ready)
 			token_state_release(token);
+		token_durable_release(token);
 		module_put(token->module);
 		OPENSSL_clear_free(token->pin, token->pin_len + 1);
 		free(token);
@@ -559,6 +565,7 @@ void cv_token_free(struct cv_token *token)
 	token_pool_release(token);
 	token_keymap_release(&token->map);
 	token_state_release(token);
+	token_durable_release(token);
 	module_put(token->module);
 	OPENSSL_clear_free(token->pin, token->pin_len + 1);
 	free(token);

@@ -60,7 +60,7 @@ static EVP_PKEY *key_new(const char *type)
 
 static struct cv_token *open_label(const char *label, unsigned pool_size)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size };
+	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 	int r;
@@ -197,7 +197,7 @@ static void test_open(void **state)
 
 static void test_open_wrong_pin(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2 };
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -213,7 +213,7 @@ static void test_open_wrong_pin(void **state)
 
 static void test_open_unknown_label(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2 };
+	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -225,7 +225,7 @@ static void test_open_unknown_label(void **state)
 
 static void test_open_missing_module(void **state)
 {
-	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2 };
+	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
