@@ -502,11 +502,6 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 		goto out;
 	}
 	state_ready = 1;
-	/* A storage directory that cannot be found is a configuration error, said before the
-	 * module loads: a token whose keys might not survive a power cut is not served. */
-	r = token_durable_init(token, cfg->sync_dir, cfg->module_path, err);
-	if (r < 0)
-		goto out;
 	r = module_get(cfg->module_path, &token->module, err);
 	if (r < 0)
 		goto out;
@@ -528,6 +523,12 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 			      "; check token.pin_file or CERTVAULT_TOKEN_PIN" : "");
 		goto out;
 	}
+	/* A storage directory that cannot be found is a configuration error: a token whose keys
+	 * might not survive a power cut is not served. Asked after the token answered, so that
+	 * a token that is not there at all says so first. */
+	r = token_durable_init(token, cfg->sync_dir, cfg->module_path, err);
+	if (r < 0)
+		goto out;
 	*ret_token = token;
 	token = NULL;
 	r = 0;
