@@ -35,8 +35,7 @@
 #define DATA_EVENTS (IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB)
 /* The watched directory itself going away or moving: its fd may now be another's. */
 #define SELF_EVENTS (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT)
-#define WATCH_MASK (ENTRY_EVENTS | DATA_EVENTS | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | \
-		    IN_DONT_FOLLOW)
+#define WATCH_MASK (ENTRY_EVENTS | DATA_EVENTS | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 /* More subdirectories than this (tokens in one SoftHSM directory) and the sync is a syncfs. */
 #define WATCHES_MAX 64
 
@@ -95,7 +94,9 @@ static int watch_add(struct durable *d, int parent_fd, const char *path, const c
 			close(fd);
 			return -1;
 		}
-		wd = inotify_add_watch(d->notify_fd, sub, WATCH_MASK);
+		/* A subdirectory was seen as a directory, not a link to one: keep it that way.
+		 * The configured directory itself may be a link. */
+		wd = inotify_add_watch(d->notify_fd, sub, WATCH_MASK | IN_DONT_FOLLOW);
 	} else {
 		wd = inotify_add_watch(d->notify_fd, path, WATCH_MASK);
 	}
