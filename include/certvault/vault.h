@@ -293,7 +293,7 @@ struct cv_orphan_report {
 		int has_private;   /* 0: only a public key object carries the id */
 		int destroyed;
 	} keys[CV_ORPHANS_LISTED];
-	char first_error[160];     /* why the first failed destroy failed */
+	char first_error[256];     /* why the first failed destroy failed */
 };
 /* Finds them, after cv_vault_reconcile at start and before serving; destroys each when
  * destroy is non-zero (each destroy durable before the next). Returns 0 (destroys that fail

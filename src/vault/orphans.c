@@ -38,7 +38,7 @@ static int orphan_check(const uint8_t *id, size_t id_len, int has_private, void 
 			destroyed = 1;
 		} else {
 			if (rep->failed == 0)
-				snprintf(rep->first_error, sizeof(rep->first_error), "%s", why.text);
+				snprintf(rep->first_error, sizeof(rep->first_error), "%.200s", why.text);
 			rep->failed++;
 		}
 	}
