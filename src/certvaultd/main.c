@@ -236,8 +236,6 @@ int main(int argc, char **argv)
 	pin = NULL;
 	if (r < 0)
 		goto out;
-	fprintf(stderr, "certvaultd: token writes made durable before each commit that depends"
-		" on them: %s\n", cv_token_sync_describe(app.token));
 	r = cv_store_open(cfg.db_path, &app.store, &err);
 	if (r < 0)
 		goto out;
@@ -276,6 +274,9 @@ int main(int argc, char **argv)
 	r = cv_server_start(&app, &server, &err);
 	if (r < 0)
 		goto out;
+	/* Said once the start succeeded: a refused start says one line, why. */
+	fprintf(stderr, "certvaultd: token writes made durable before each commit that depends"
+		" on them: %s\n", cv_token_sync_describe(app.token));
 	tls_listen = cfg.tls_listen[0] != '\0' ? cfg.tls_listen : cfg.listen;
 	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s, token \"%s\")\n",
 		strchr(cfg.listen, ':') ? "[" : "", cfg.listen, strchr(cfg.listen, ':') ? "]" : "",
