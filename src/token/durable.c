@@ -32,7 +32,9 @@
 
 /* What changes a directory's entries, and what changes a file's bytes. */
 #define ENTRY_EVENTS (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)
-#define DATA_EVENTS (IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB)
+/* IN_MODIFY covers write and truncate (O_TRUNC too). Not IN_CLOSE_WRITE: SoftHSM opens
+ * object files read-write to read them, and every such close would cost an fsync. */
+#define DATA_EVENTS (IN_MODIFY)
 /* The watched directory itself going away or moving: its fd may now be another's. */
 #define SELF_EVENTS (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT)
 #define WATCH_MASK (ENTRY_EVENTS | DATA_EVENTS | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
