@@ -549,12 +549,14 @@ out:
 int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN_ID_LEN],
 			    size_t *ret_n)
 {
-	/* UNION sorts and drops repeats; SQLite orders blobs by memcmp. A version whose key is
+	/* UNION sorts and drops repeats; SQLite orders blobs by memcmp. A row without a key (a
+	 * certificate kept without one) needs none. A version whose key is
 	 * recorded destroyed needs none: its object, if there, came back (a power cut before
 	 * the destroy reached the disk, on a build that did not sync) or was never destroyed. */
 	static const char sql[] =
 		"SELECT key_id FROM certificates WHERE key_id IS NOT NULL"
-		" UNION SELECT key_id FROM certificate_versions WHERE key_state <> 2"
+		" UNION SELECT key_id FROM certificate_versions"
+		"  WHERE key_state <> 2 AND key_id IS NOT NULL"
 		" UNION SELECT key_id FROM key_journal ORDER BY 1";
 	struct store_conn *conn = store_borrow(store);
 	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
