@@ -360,8 +360,10 @@ int token_durable_sync(struct cv_token *token, struct cv_errmsg *err)
 
 		if (c->fd < 0)
 			continue;
-		if (r == 0 && fsync(c->fd) < 0)
-			r = sync_err(err, "fsync", c->name, errno);
+		/* fdatasync: the data and what reading it back needs (size, blocks), not the
+		 * timestamps; the new name is the directory's. */
+		if (r == 0 && fdatasync(c->fd) < 0)
+			r = sync_err(err, "fdatasync", c->name, errno);
 		close(c->fd);
 		c->fd = -1;
 	}
