@@ -36,6 +36,11 @@ struct cv_config {
 	int revocation_online;     /* revocation.online: ask OCSP responders and CRL URLs */
 	int64_t revocation_timeout_ms; /* revocation.timeout_ms: each online fetch */
 	char *revocation_unknown;  /* revocation.unknown: "refuse" or "warn" */
+	char *audit_key_label;     /* audit.key_label: the HMAC key's CKA_LABEL */
+	int64_t audit_repeat_interval; /* audit.repeat_interval, seconds */
+	int64_t audit_anonymous_per_minute; /* audit.anonymous_refusals_per_minute */
+	int64_t audit_anonymous_burst; /* audit.anonymous_refusal_burst */
+	int64_t audit_retention_days; /* audit.retention_days: --audit-archive's age */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

@@ -566,7 +566,8 @@ int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 		goto end;
 	}
 	if (ret->first_bad == 0 && through < 0)
-		broken(ret, 0, "the newest archive checkpoint names no range");
+		broken(ret, ret->first_seq > 0 ? ret->first_seq : 1,
+		       "the newest archive checkpoint names no range");
 	memcpy(ret->head, prev, CV_AUDIT_HASH_LEN);
 	r = 0;
 end:

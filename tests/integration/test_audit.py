@@ -294,7 +294,9 @@ class AuditTamperTest(AuditCase):
         total = len(recs)
         self.assertGreaterEqual(total, 6)
         self.assertEqual(self.verify(), {"intact": True, "records": total,
-                                         "head": recs[-1]["hash"]})
+                                         "head": recs[-1]["hash"], "first_seq": 1,
+                                         "keyed_from": 1, "unkeyed": 0,
+                                         "archived_through": None})
         # Who may verify.
         self.assertEqual(self.verify(token=auditor)["intact"], True)
         st, _, body = self.vault.request("GET", "/v1/audit/verify", token=operator)
