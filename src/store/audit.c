@@ -668,9 +668,11 @@ int cv_store_audit_archive_commit(struct cv_store *store, int64_t first, int64_t
 		r = CV_ERR_PRECONDITION;
 		goto end;
 	}
-	r = store_run(db, "DELETE FROM audit_log WHERE seq <= ?1", "i", through);
+	/* The checkpoint first: it takes the next seq and links to the newest record, which
+	 * may be among those removed. */
+	r = store_audit_append_on(db, checkpoint);
 	if (r == 0)
-		r = store_audit_append_on(db, checkpoint);
+		r = store_run(db, "DELETE FROM audit_log WHERE seq <= ?1", "i", through);
 end:
 	sqlite3_finalize(stmt);
 	r = store_finish(db, r);

@@ -614,6 +614,10 @@ int cv_vault_audit_archive(struct cv_vault *v, const char *path, int64_t before,
 	r = cv_store_audit_seq_before(v->store, before, &through);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the database could not be read");
+	/* An existing file may be an earlier archive: refused whether or not there is anything
+	 * to archive now (and O_EXCL below closes the race). */
+	if (access(path, F_OK) == 0)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot create %s: it exists", path);
 	if (through == 0)
 		return 0; /* nothing that old */
 	o.sha = EVP_MD_CTX_new();
