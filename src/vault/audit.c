@@ -63,8 +63,11 @@ static int key_mac(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
 		   uint8_t ret_mac[CV_AUDIT_HASH_LEN])
 {
 	struct vault_audit *va = arg;
+	int r = cv_token_secret_hmac(va->key, digest, CV_AUDIT_HASH_LEN, ret_mac, NULL);
 
-	return cv_token_secret_hmac(va->key, digest, CV_AUDIT_HASH_LEN, ret_mac, NULL);
+	/* The key gone from a token that answers is the token's failure, not a missing
+	 * resource of the request's. */
+	return r == CV_ERR_NOT_FOUND ? CV_ERR_TOKEN : r;
 }
 
 /* The seq the key's CKA_ID names, 0 when it names none. */
@@ -169,6 +172,17 @@ void cv_vault_audit_release(struct cv_vault *v, int64_t now)
 	pthread_mutex_destroy(&va->limit_lock);
 	pthread_mutex_destroy(&va->lock);
 	free(va);
+}
+
+int vault_write_errmsg(struct cv_errmsg *err, int r, const char *what)
+{
+	if (r == CV_ERR_TOKEN_UNAVAILABLE)
+		return cv_errmsg_set(err, r, "the token is unavailable: the audit record of this "
+				     "change is keyed in the token, so nothing was changed");
+	if (r == CV_ERR_TOKEN)
+		return cv_errmsg_set(err, r, "the token refused the audit key: the audit record of "
+				     "this change cannot be keyed, so nothing was changed");
+	return cv_errmsg_set(err, r, "%s", what);
 }
 
 int cv_vault_audit_key_attrs(struct cv_vault *v, struct cv_token_key_attrs *ret,

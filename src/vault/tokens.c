@@ -176,7 +176,7 @@ int cv_vault_token_create(struct cv_vault *v, struct cv_audit *audit, const char
 		if (r == CV_ERR_NAME_TAKEN)
 			return cv_errmsg_set(err, r, "a token named %s exists: revoke it first",
 					     name);
-		return cv_errmsg_set(err, r, "the database could not be written");
+		return vault_write_errmsg(err, r, "the database could not be written");
 	}
 	*ret_token = t;
 	return 0;
@@ -214,7 +214,7 @@ int cv_vault_token_revoke(struct cv_vault *v, struct cv_audit *audit, const char
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no token %s, or it is revoked already", id);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database could not be written");
+		return vault_write_errmsg(err, r, "the database could not be written");
 	return 0;
 }
 
@@ -327,7 +327,7 @@ int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 	r = cv_store_api_token_insert(v->store, &t, vault_audit_done(&audit));
 	if (r < 0) {
 		unlink(path);
-		return cv_errmsg_set(err, r, "the database could not be written");
+		return vault_write_errmsg(err, r, "the database could not be written");
 	}
 	*ret_created = 1;
 	return 0;
@@ -359,8 +359,8 @@ int cv_vault_audit_verify(struct cv_vault *v, struct cv_audit_verdict *ret,
 	(void)cv_vault_audit_flush(v, (int64_t)time(NULL), 1);
 	r = cv_store_audit_verify(v->store, ret);
 	/* Keyed records are checked only with the token's key: without it nothing is claimed. */
-	if (r == CV_ERR_TOKEN_UNAVAILABLE || r == CV_ERR_TOKEN || r == CV_ERR_NOT_FOUND)
-		return cv_errmsg_set(err, r == CV_ERR_NOT_FOUND ? CV_ERR_TOKEN : r,
+	if (r == CV_ERR_TOKEN_UNAVAILABLE || r == CV_ERR_TOKEN)
+		return cv_errmsg_set(err, r,
 				     "the audit chain is keyed with the token's audit key, which "
 				     "cannot be used now: nothing can be verified until it can");
 	if (r < 0)
