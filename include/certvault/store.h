@@ -511,7 +511,7 @@ void cv_store_audit_key(struct cv_store *store, cv_store_mac_fn mac, void *arg,
  * the key's error (the token is unavailable: nothing is written). */
 int cv_store_audit_append(struct cv_store *store, const struct cv_audit_entry *entry);
 
-/* The newest record's seq (0: none) and whether it is keyed. 0 or CV_ERR_DB. */
+/* The newest record's seq (0: none) and whether any record is keyed. 0 or CV_ERR_DB. */
 int cv_store_audit_last(struct cv_store *store, int64_t *ret_seq, int *ret_keyed);
 
 /* A page of records, oldest first, seq > after, filtered: zero/empty fields match all. */

@@ -248,15 +248,13 @@ int cv_store_audit_last(struct cv_store *store, int64_t *ret_seq, int *ret_keyed
 
 	*ret_seq = 0;
 	*ret_keyed = 0;
-	r = store_prepare(conn, "SELECT seq, keyed FROM audit_log ORDER BY seq DESC LIMIT 1",
-			  &stmt);
+	r = store_prepare(conn, "SELECT coalesce(max(seq), 0), EXISTS (SELECT 1 FROM audit_log"
+			  " WHERE keyed != 0) FROM audit_log", &stmt);
 	if (r == 0)
 		r = store_step_one(stmt);
 	if (r == 0) {
 		*ret_seq = sqlite3_column_int64(stmt, 0);
 		*ret_keyed = sqlite3_column_int(stmt, 1) != 0;
-	} else if (r == CV_ERR_NOT_FOUND) {
-		r = 0;
 	}
 	store_return(store, conn);
 	return r;

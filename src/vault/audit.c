@@ -36,7 +36,7 @@
 
 struct refusal_slot {
 	int used;
-	char key[64 + CV_API_TOKEN_ID_LEN + 48 + 40 + 4];
+	char key[64 + CV_API_TOKEN_ID_LEN + 48 + 40 + 64 + 5];
 	int64_t opened_at;        /* the interval's start: its first refusal was written */
 	int64_t repeats;          /* counted since, not written yet */
 	int64_t first_at, last_at;
@@ -117,6 +117,14 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 		goto out;
 	}
 	r = cv_token_secret_find(v->token, va->label, &va->key, err);
+	/* A keyed chain without its key is never given a new one: records keyed with a new
+	 * key would verify while the old ones could not, hiding what was lost. */
+	if (r == CV_ERR_NOT_FOUND && keyed) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "the audit chain is keyed, but the token "
+				  "holds no secret key labelled \"%s\" (audit.key_label): restore "
+				  "the token, or its key, from its backup", va->label);
+		goto out;
+	}
 	if (r == CV_ERR_NOT_FOUND && s->create_key) {
 		/* The key covers every record from the next one on; the token keeps that number
 		 * where the database cannot change it. */
@@ -124,9 +132,9 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 		r = cv_token_secret_generate(v->token, va->label, (const uint8_t *)id, strlen(id),
 					     &va->key, err);
 		ret->created = r == 0;
-	} else if (r == CV_ERR_NOT_FOUND && keyed) {
-		r = cv_errmsg_set(err, CV_ERR_CONFIG, "the audit chain is keyed but the token "
-				  "holds no secret key labelled \"%s\"", va->label);
+	} else if (r == CV_ERR_NOT_FOUND) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "the token holds no secret key labelled "
+				  "\"%s\" (audit.key_label): start certvaultd once to make it", va->label);
 	}
 	if (r < 0)
 		goto out;
@@ -306,8 +314,10 @@ int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *e
 	/* Intervals that ended are written first, so the trail stays in time order. */
 	r = cv_vault_audit_flush(v, a->entry.at, 0);
 	source_key(a->entry.source, src, sizeof(src));
-	snprintf(key, sizeof(key), "%s|%s|%s|%s", src, a->entry.actor_id, a->entry.action,
-		 a->entry.error);
+	/* Anonymous repeats are one count whatever they aim at (a flood varies its targets);
+	 * a token's holder, who answers for every record, keeps one count per target. */
+	snprintf(key, sizeof(key), "%s|%s|%s|%s|%.*s", src, a->entry.actor_id, a->entry.action,
+		 a->entry.error, a->entry.actor_id[0] != '\0' ? 64 : 0, a->entry.target);
 	pthread_mutex_lock(&va->lock);
 	s = slot_for(va, key, a->entry.at, &opened);
 	if (s == NULL) {

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import sqlite3
+import subprocess
 import time
 import unittest
 import urllib.parse
@@ -441,6 +442,19 @@ class AuditUpgradeTest(AuditCase):
             self.change("PUT", "/v1/services/au-up-%d" % i,
                         {"environment": "production", "domains": ["up%d.example.com" % i]})
         self.vault.stop()
+        env = dict(self.vault.env(), CV_TEST_PIN=self.vault.pin)
+        run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+             "--login", "--pin", "env:CV_TEST_PIN", "--delete-object", "--type", "secrkey",
+             "--label", "certvault-audit-hmac"], env=env)
+        # A keyed chain whose key is gone: no start, and no new key made in its place.
+        p = subprocess.run([CERTVAULTD], env=self.vault.env(), capture_output=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"restore the token", p.stderr)
+        out = run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+                   "--login", "--pin", "env:CV_TEST_PIN", "--list-objects", "--type",
+                   "secrkey"], env=env).stdout.decode()
+        self.assertNotIn("Secret Key Object", out)
+
         # Back to what an older certvaultd left: plain links, no key in the token.
         db = sqlite3.connect(self.vault.db)
         prev = bytes(32)
@@ -452,10 +466,6 @@ class AuditUpgradeTest(AuditCase):
             prev = h
         db.commit()
         db.close()
-        env = dict(self.vault.env(), CV_TEST_PIN=self.vault.pin)
-        run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
-             "--login", "--pin", "env:CV_TEST_PIN", "--delete-object", "--type", "secrkey",
-             "--label", "certvault-audit-hmac"], env=env)
         last = len(rows)
 
         self.vault.start()
