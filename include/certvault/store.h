@@ -501,7 +501,9 @@ struct cv_audit_record {
  * appended is keyed, and verify checks keyed records with mac. keyed_from is the first seq
  * the key covers, as the token says (0: unknown): verify refuses unkeyed records from there
  * on. Call once, before the store is shared. Without a key the store appends plain SHA-256
- * links, but only while the chain has no keyed record (else CV_ERR_TOKEN_UNAVAILABLE). */
+ * links, but only while the chain has no keyed record (else CV_ERR_TOKEN_UNAVAILABLE), and
+ * only the fields the plain format covers (source, count, first_at, last_at and detail are
+ * left empty). */
 typedef int (*cv_store_mac_fn)(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
 			       uint8_t ret_mac[CV_AUDIT_HASH_LEN]);
 void cv_store_audit_key(struct cv_store *store, cv_store_mac_fn mac, void *arg,

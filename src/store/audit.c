@@ -176,6 +176,14 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 		r = CV_ERR_TOKEN_UNAVAILABLE;
 		goto out;
 	}
+	/* A plain record holds only what the plain format covers: a field no hash covers
+	 * would be one anyone could change. */
+	if (!rec.keyed) {
+		rec.e.source[0] = '\0';
+		rec.e.count = 1;
+		rec.e.first_at = rec.e.last_at = 0;
+		rec.e.detail[0] = '\0';
+	}
 	r = cv_store_audit_seal(store, &rec, rec.hash);
 	if (r < 0)
 		goto out;
