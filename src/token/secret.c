@@ -217,13 +217,16 @@ int cv_token_secret_generate(struct cv_token *token, const char *label, const ui
 	r = secret_new(token, label, &s, err);
 	if (r < 0)
 		return r;
-	/* Found, it is not made again: two keys with one label would leave the MAC a guess. */
-	r = lookup(s, &h, NULL);
-	if (r == 0) {
+	/* Found (once or more), it is not made again: two keys with one label would leave the
+	 * MAC a guess. Only a search that found none goes on. */
+	r = lookup(s, &h, err);
+	if (r == 0 || r == CV_ERR_TOKEN) {
 		r = cv_errmsg_set(err, CV_ERR_NAME_TAKEN, "a secret key labelled \"%s\" is in the "
 				  "token already", label);
 		goto out;
 	}
+	if (r != CV_ERR_NOT_FOUND)
+		goto out;
 	r = token_run(token, generate, &op, err);
 	if (r < 0)
 		goto out;
