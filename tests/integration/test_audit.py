@@ -558,6 +558,36 @@ class AuditFloodTest(AuditCase):
                         late)
 
 
+class AuditManySourcesTest(AuditCase):
+    """Refusals from more addresses than certvaultd counts apart: the rest share one count,
+    so the records stay bounded however many addresses a flood comes from."""
+
+    settings = {"CERTVAULT_AUDIT_ANONYMOUS_REFUSALS_PER_MINUTE": "0"}
+    SLOTS = 256  # src/vault/audit.c REFUSAL_SLOTS
+
+    def test_many_sources_share_a_count(self):
+        seq0 = self.last_seq()
+        sources = ["127.1.%d.%d" % (i // 200, i % 200 + 1) for i in range(400)]
+        attempts = 0
+        for src in sources:
+            conn = http.client.HTTPConnection("127.0.0.1", self.vault.port, timeout=30,
+                                              source_address=(src, 0))
+            for _ in range(2):
+                conn.request("DELETE", "/v1/jwks/many-%d" % attempts)
+                resp = conn.getresponse()
+                resp.read()
+                self.assertEqual(resp.status, 401)
+                attempts += 1
+            conn.close()
+        recs = [r for r in self.records_after(seq0) if r["action"] == "jwk.delete"]
+        self.assertEqual(sum(r["count"] for r in recs), attempts)
+        # At most an opening and a count per slot, and the slot that gave way to the shared
+        # count: well under one record per attempt.
+        self.assertLessEqual(len(recs), 2 * (self.SLOTS + 1), len(recs))
+        self.assertEqual({r["source"] for r in recs[:self.SLOTS]}, set(sources[:self.SLOTS]))
+        self.assertEqual(self.verify()["intact"], True)
+
+
 class AuditArchiveTest(AuditCase):
     """Records archived to a file: the file verifies on its own, the live chain still
     verifies through the checkpoint, and tampering with either is named."""
