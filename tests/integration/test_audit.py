@@ -558,6 +558,24 @@ class AuditFloodTest(AuditCase):
                         late)
 
 
+class AuditStopTest(AuditCase):
+    """Counts not written yet are written when certvaultd stops."""
+
+    settings = {"CERTVAULT_AUDIT_REPEAT_INTERVAL": "3600"}
+
+    def test_counts_are_written_at_stop(self):
+        seq0 = self.last_seq()
+        for i in range(3):
+            st, _, _ = self.vault.request("DELETE", "/v1/services/stop-%d" % i, token=None)
+            self.assertEqual(st, 401)
+        self.vault.stop()
+        self.vault.start()
+        recs = [r for r in self.records_after(seq0) if r["action"] == "service.delete"]
+        self.assertEqual([(r["count"], r["target"]) for r in recs],
+                         [(1, "stop-0"), (2, "stop-2")], recs)
+        self.assertEqual(self.verify()["intact"], True)
+
+
 class AuditManySourcesTest(AuditCase):
     """Refusals from more addresses than certvaultd counts apart: the rest share one count,
     so the records stay bounded however many addresses a flood comes from."""
