@@ -106,7 +106,8 @@ static const struct setting settings[] = {
 	  0, 1000000, "refusals without a valid API token one address (IPv6: one /64) may"
 	  " have a minute before it is answered 429 with Retry-After; 0: no limit" },
 	{ "audit", "anonymous_refusal_burst", K_INT, OFF(audit_anonymous_burst), "30", 1, 1000000,
-	  "... and at once" },
+	  "refusals without a valid API token one address may have at once, before"
+	  " audit.anonymous_refusals_per_minute applies" },
 	{ "audit", "retention_days", K_INT, OFF(audit_retention_days), "0", 0, 36500,
 	  "certvaultd --audit-archive FILE moves records older than this to FILE; 0: only with"
 	  " --older-than-days" },
