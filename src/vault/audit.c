@@ -401,8 +401,11 @@ int cv_vault_refusal_throttle(struct cv_vault *v, const char *source, int64_t no
 	if (s->tokens >= 1.0) {
 		s->tokens -= 1.0;
 	} else {
+		/* Seconds until the next refusal is taken, rounded up. */
 		wait = (1.0 - s->tokens) / rate;
-		*ret_retry_after = (int64_t)wait + 1;
+		*ret_retry_after = (int64_t)wait;
+		if ((double)*ret_retry_after < wait || *ret_retry_after < 1)
+			(*ret_retry_after)++;
 		r = CV_ERR_RATE_LIMITED;
 	}
 	pthread_mutex_unlock(&va->limit_lock);
