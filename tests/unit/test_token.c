@@ -1329,6 +1329,7 @@ static void test_key_id_marker(void **state)
 	assert_int_equal(cv_token_key_destroy(token, other, sizeof(other), &err), 0);
 	cv_token_free(token);
 	EVP_PKEY_free(key);
+}
 
 /* Secret keys labelled label, as the test sees them; the first handle in *ret_first. */
 static CK_ULONG raw_find_secret(struct raw *raw, const char *label, CK_OBJECT_HANDLE *ret_first)
