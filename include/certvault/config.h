@@ -34,6 +34,10 @@ struct cv_config {
 	char *token_pin_file;      /* token.pin_file: file whose first line is the user PIN */
 	char *token_so_pin_file;   /* token.so_pin_file: the SO PIN, for --init-token only */
 	int64_t token_sessions;    /* token.sessions: PKCS#11 sessions kept open */
+	char *token_sync_dir;      /* token.sync_dir: "auto", "none" or the module's storage
+				      directory, made durable after each key create or destroy */
+	int token_destroy_orphan_keys; /* token.destroy_orphan_keys: destroy, at start, key
+					  objects with certvault's marker that no row names */
 	int64_t expires_soon_days; /* policy.expires_soon_days */
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
 	int destroy_superseded_keys; /* policy.destroy_superseded_keys */
@@ -47,6 +51,11 @@ struct cv_config {
 	char *revocation_allow_ports;    /* revocation.allow_ports: ports beyond 80, 443 */
 	char *truststore_allow_networks; /* truststore.allow_networks: CIDR list */
 	char *truststore_allow_ports;    /* truststore.allow_ports: ports beyond 443, 636 */
+	char *audit_key_label;     /* audit.key_label: the HMAC key's CKA_LABEL */
+	int64_t audit_repeat_interval; /* audit.repeat_interval, seconds */
+	int64_t audit_anonymous_per_minute; /* audit.anonymous_refusals_per_minute */
+	int64_t audit_anonymous_burst; /* audit.anonymous_refusal_burst */
+	int64_t audit_retention_days; /* audit.retention_days: --audit-archive's age */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

@@ -80,6 +80,14 @@ static const struct setting settings[] = {
 	  "file holding the SO PIN, read only by --init-token; CERTVAULT_TOKEN_SO_PIN overrides it" },
 	{ "token", "sessions", K_INT, OFF(token_sessions), "8", 1, 256,
 	  "PKCS#11 sessions kept open" },
+	{ "token", "sync_dir", K_STR, OFF(token_sync_dir), "auto", 0, 0,
+	  "the module's storage directory, made durable after every key create or destroy and"
+	  " before the database commit that depends on it; auto: SoftHSM's directories.tokendir"
+	  " (SOFTHSM2_CONF, else /etc/softhsm/softhsm2.conf) for SoftHSM, nothing for any other"
+	  " module; none: nothing (a hardware or network module)" },
+	{ "token", "destroy_orphan_keys", K_BOOL, OFF(token_destroy_orphan_keys), "false", 0, 0,
+	  "at start, destroy key objects that carry certvault's id marker but that no row"
+	  " names (else they are only reported); objects other tools made are never touched" },
 	{ "policy", "expires_soon_days", K_INT, OFF(expires_soon_days), "30", 0, 3650,
 	  "a certificate this close to its end is \"expires_soon\"" },
 	{ "policy", "allow_weak_signatures", K_BOOL, OFF(allow_weak_signatures), "false", 0, 0,
@@ -113,6 +121,21 @@ static const struct setting settings[] = {
 	{ "truststore", "allow_ports", K_STR, OFF(truststore_allow_ports), "", 0, 0,
 	  "ports (comma-separated) a truststore url fetch may use on public addresses besides"
 	  " 443 and 636" },
+	{ "audit", "key_label", K_STR, OFF(audit_key_label), "certvault-audit-hmac", 0, 0,
+	  "CKA_LABEL of the token's secret key that keys the audit chain (HMAC-SHA256);"
+	  " generated on the first start" },
+	{ "audit", "repeat_interval", K_INT, OFF(audit_repeat_interval), "60", 0, 86400,
+	  "seconds in which repeats of a refusal (same address, actor, action and error) are"
+	  " counted into one record; 0: a record for each" },
+	{ "audit", "anonymous_refusals_per_minute", K_INT, OFF(audit_anonymous_per_minute), "60",
+	  0, 1000000, "refusals without a valid API token one address (IPv6: one /64) may"
+	  " have a minute before it is answered 429 with Retry-After; 0: no limit" },
+	{ "audit", "anonymous_refusal_burst", K_INT, OFF(audit_anonymous_burst), "30", 1, 1000000,
+	  "refusals without a valid API token one address may have at once, before"
+	  " audit.anonymous_refusals_per_minute applies" },
+	{ "audit", "retention_days", K_INT, OFF(audit_retention_days), "0", 0, 36500,
+	  "certvaultd --audit-archive FILE moves records older than this to FILE; 0: only with"
+	  " --older-than-days" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -309,8 +309,12 @@ static int authorize(struct cv_app *app, const struct cv_route *route, struct cv
 static void dispatch_finish(struct cv_app *app, struct cv_request *req, struct cv_dispatch *d,
 			    int r, const char *message, struct cv_response *res)
 {
-	if (r < 0)
+	if (r < 0) {
+		int64_t wait = res->retry_after; /* a rate limit's, set before the error */
+
 		res_error(res, r, message);
+		res->retry_after = wait;
+	}
 	if (r == CV_ERR_UNAUTHORIZED)
 		res->challenge = 1;
 	if (r == CV_ERR_BUSY)
@@ -362,7 +366,21 @@ int cv_http_dispatch_begin(struct cv_app *app, struct cv_request *req, int body_
 		cv_audit_begin(&d->audit, &req->actor, d->route->action,
 			       req->params[0] != NULL ? req->params[0] : "", req->request_id,
 			       req->now);
+		cv_audit_source(&d->audit, req->source);
 		req->audit = &d->audit;
+	}
+	/* Refusals without a valid token are counted per address: past the rate, 429 (and no
+	 * record of its own, only a count) until the address slows down. */
+	if (r == CV_ERR_UNAUTHORIZED) {
+		int64_t wait = 0;
+
+		if (cv_vault_refusal_throttle(&app->vault, req->source,
+					      req->now_ms != 0 ? req->now_ms : req->now * 1000,
+					      &wait) == CV_ERR_RATE_LIMITED) {
+			r = cv_errmsg_set(&err, CV_ERR_RATE_LIMITED, "too many refused requests "
+					  "from this address: retry after %lld s", (long long)wait);
+			res->retry_after = wait;
+		}
 	}
 	if (r < 0)
 		goto out;

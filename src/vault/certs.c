@@ -3,7 +3,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "certvault/fault.h"
@@ -169,10 +168,10 @@ static int record_from_cert(const struct cv_import_request *req, X509 *cert,
 	rec->not_after = info->not_after;
 	rec->created_at = now;
 	rec->updated_at = now;
-	if (RAND_bytes(rec->key_id, sizeof(rec->key_id)) != 1) {
-		r = CV_ERR_INTERNAL;
+	/* The id carries certvault's marker, so that a key left behind is known as its own. */
+	r = cv_token_key_id_new(rec->key_id);
+	if (r < 0)
 		goto out;
-	}
 	*ret_rec = rec;
 	rec = NULL;
 	r = 0;
@@ -279,7 +278,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the certificate");
+		vault_write_errmsg(err, r, "the database refused the certificate");
 		goto out;
 	}
 	pending = 1;
@@ -297,7 +296,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		 * destroys both. */
 		if (vault_key_destroy(v, rec->key_id, &ignored) < 0)
 			pending = 0;
-		cv_errmsg_set(err, r, "the database refused the certificate");
+		vault_write_errmsg(err, r, "the database refused the certificate");
 		goto out;
 	}
 	pending = 0;
@@ -406,7 +405,7 @@ int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const cha
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no certificate named %s", name);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the change");
+		return vault_write_errmsg(err, r, "the database refused the change");
 	return 0;
 }
 
@@ -433,7 +432,7 @@ static int destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec
 		cv_fault_point("delete.after_version_key");
 		r = cv_store_version_key_destroyed(v->store, versions[i].key_id);
 		if (r < 0) {
-			cv_errmsg_set(err, r, "the database refused the deletion");
+			vault_write_errmsg(err, r, "the database refused the deletion");
 			goto out;
 		}
 	}
@@ -511,12 +510,12 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 		goto out;
 	}
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the deletion");
+		vault_write_errmsg(err, r, "the database refused the deletion");
 		goto out;
 	}
 	cv_fault_point("delete.after_mark");
 	r = destroy_all_keys(v, rec, err);
-	if (r < 0) {
+	if (r < 0 && cv_token_key_exists(v->token, rec->key_id, sizeof(rec->key_id))) {
 		/* The current key is still there: the certificate stays, and the trail says so
 		 * after the record of the mark (the caller writes the refusal). */
 		cv_store_cert_activate(v->store, rec->id, NULL);
@@ -524,11 +523,16 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 			audit->written = 0;
 		goto out;
 	}
+	if (r < 0) {
+		/* The key is gone but its removal could not be made durable: the row keeps its
+		 * deleting mark (and the delete its record), and the next start finishes it. */
+		goto out;
+	}
 	cv_fault_point("delete.before_remove");
 	r = cv_store_cert_remove(v->store, rec->id);
 	if (r < 0) {
 		/* The keys are gone; the deleting mark lets the next start finish the job. */
-		cv_errmsg_set(err, r, "the database refused the deletion");
+		vault_write_errmsg(err, r, "the database refused the deletion");
 		goto out;
 	}
 	r = 0;
