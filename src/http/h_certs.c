@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "handlers.h"
 
@@ -82,12 +83,12 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 
 	cv_hex_encode(rec->key_id, sizeof(rec->key_id), key_id);
 	return view_extend(json_pack(
-		"{s:s, s:s, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
+		"{s:s, s:o, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
 		" s:{s:s, s:i, s:o, s:s},"
 		" s:o, s:o, s:I, s:s, s:{s:s, s:s},"
 		" s:I, s:{s:s, s:s, s:s},"
 		" s:o, s:o}",
-		"name", rec->name, "description", rec->description, "common_name",
+		"name", rec->name, "description", cv_text_json(rec->description), "common_name",
 		info->common_name, "domains", strings_json(info->domains, info->n_domains),
 		"ip_addresses", strings_json(info->ips, info->n_ips), "subject", info->subject,
 		"issuer", info->issuer, "serial_number", info->serial, "signature_algorithm",
@@ -269,12 +270,6 @@ out:
 int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	       struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
-	int r;
-
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	return view_response(app, req->params[0], req->now, 200, res, NULL, err);
 }
 
@@ -325,13 +320,9 @@ out:
 int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "confirm", "jwk_action", NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	int r;
 
-	r = req_query_check(req, allowed, 64, err);
-	if (r < 0)
-		return r;
 	if (cv_vault_jwk_action_parse(req_query(req, "jwk_action"), &jwk.action) < 0 ||
 	    jwk.action == CV_JWK_ACTION_UPDATE)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
@@ -346,7 +337,6 @@ int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_re
 int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "format", NULL };
 	static const char *const suffix[] = {
 		[CV_EXPORT_PEM] = ".pem",
 		[CV_EXPORT_DER] = ".der",
@@ -357,9 +347,6 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 	enum cv_export_format format;
 	int r;
 
-	r = req_query_check(req, allowed, 16, err);
-	if (r < 0)
-		return r;
 	if (cv_vault_export_format_parse(req_query(req, "format"), &format) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "format must be pem, der, chain, public-key or jwk");
@@ -414,8 +401,6 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "status", "q", "in_use", "domain", "limit",
-					       "cursor", NULL };
 	struct cv_cert_filter filter = { 0 };
 	struct cv_cert_page *page = NULL;
 	char domain[CV_DNS_NAME_MAX + 1], wildcard[CV_DNS_NAME_MAX + 3];
@@ -425,9 +410,6 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	size_t i;
 	int r;
 
-	r = req_query_check(req, allowed, QUERY_MAX, err);
-	if (r < 0)
-		goto out;
 	if ((s = req_query(req, "status")) != NULL) {
 		if (cv_status_parse(s, &filter.status) < 0) {
 			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
@@ -494,13 +476,9 @@ out:
 int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct cv_cert_counts c;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	r = cv_vault_cert_count(&app->vault, req->now, &c, err);
 	if (r < 0)
 		return r;
@@ -646,15 +624,11 @@ static json_t *version_json(const struct cv_version_view *vv)
 int h_cert_versions(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		    struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct cv_version_view *views = NULL;
 	json_t *items = NULL;
 	size_t n = 0, i;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	r = cv_vault_cert_versions(&app->vault, req->params[0], req->now, &views, &n, err);
 	if (r < 0)
 		return r;

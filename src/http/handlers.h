@@ -4,6 +4,7 @@
 #define CV_HTTP_HANDLERS_H
 
 #include "certvault/http.h"
+#include "certvault/text.h"
 
 typedef int (*cv_handler_fn)(struct cv_app *app, const struct cv_request *req,
 			     struct cv_response *res, struct cv_errmsg *err);
@@ -99,11 +100,8 @@ int json_string_member(json_t *obj, const char *key, int required, size_t max,
 /* As json_string_member, and NUL bytes are content (an uploaded file's bytes). */
 int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
 		      const char **ret, size_t *ret_len, struct cv_errmsg *err);
-/* Checks the query holds only the allowed keys (NULL-terminated), each at most once and at
- * most max_len bytes. */
-int req_query_check(const struct cv_request *req, const char *const *allowed, size_t max_len,
-		    struct cv_errmsg *err);
-/* The value of a query argument, NULL when absent. */
+/* The value of a query argument, NULL when absent. The dispatch has checked the query
+ * against the route table's list (known arguments, once each, UTF-8, not too long). */
 const char *req_query(const struct cv_request *req, const char *key);
 
 /* Sets res to a JSON body with status; steals body. Returns 0 or CV_ERR_NOMEM. */

@@ -5,12 +5,15 @@
 #include <string.h>
 #include <strings.h>
 
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "handlers.h"
 #include "multipart.h"
 
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX 1000
+/* Longest value of a list's search and filter arguments. */
+#define QUERY_MAX 256
 
 struct cv_route {
 	const char *method;
@@ -19,53 +22,66 @@ struct cv_route {
 	size_t max_body;       /* 0: no body; SIZE_MAX: the configured server.max_body */
 	cv_handler_fn handler;
 	const char *action;    /* what the audit trail calls a change; NULL for a read */
+	/* The query arguments the route takes, space-separated (NULL: none), and the longest
+	 * value of any: every other argument is refused by the dispatch, whatever the method. */
+	const char *query;
+	size_t query_max;
 };
 
 #define CFG_BODY SIZE_MAX
 
 static const struct cv_route routes[] = {
-	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL },
-	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
-	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import" },
-	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL },
-	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL },
-	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit" },
-	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE, 0, h_cert_delete, "certificate.delete" },
-	{ "GET", "/v1/certificates/{}/export", CV_R_READ, 0, h_cert_export, NULL },
-	{ "GET", "/v1/certificates/{}/versions", CV_R_READ, 0, h_cert_versions, NULL },
+	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL, NULL, 0 },
+	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL,
+	  "status q in_use domain limit cursor", QUERY_MAX },
+	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import",
+	  NULL, 0 },
+	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL, NULL, 0 },
+	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL, NULL, 0 },
+	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit",
+	  NULL, 0 },
+	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE, 0, h_cert_delete, "certificate.delete",
+	  "confirm jwk_action", 64 },
+	{ "GET", "/v1/certificates/{}/export", CV_R_READ, 0, h_cert_export, NULL, "format", 16 },
+	{ "GET", "/v1/certificates/{}/versions", CV_R_READ, 0, h_cert_versions, NULL, NULL, 0 },
 	{ "POST", "/v1/certificates/{}/renew", CV_R_WRITE, CFG_BODY, h_cert_renew,
-	  "certificate.renew" },
+	  "certificate.renew", NULL, 0 },
 	{ "POST", "/v1/certificates/{}/replace", CV_R_WRITE, CFG_BODY, h_cert_replace,
-	  "certificate.replace" },
-	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL },
-	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL },
-	{ "PUT", "/v1/services/{}", CV_R_WRITE, 64 * 1024, h_service_put, "service.put" },
-	{ "DELETE", "/v1/services/{}", CV_R_WRITE, 0, h_service_delete, "service.delete" },
+	  "certificate.replace", NULL, 0 },
+	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL,
+	  "environment certificate limit cursor", QUERY_MAX },
+	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL, NULL, 0 },
+	{ "PUT", "/v1/services/{}", CV_R_WRITE, 64 * 1024, h_service_put, "service.put", NULL, 0 },
+	{ "DELETE", "/v1/services/{}", CV_R_WRITE, 0, h_service_delete, "service.delete", NULL, 0 },
 	{ "PUT", "/v1/services/{}/certificate", CV_R_WRITE, 4 * 1024, h_service_bind,
-	  "service.bind" },
+	  "service.bind", NULL, 0 },
 	{ "DELETE", "/v1/services/{}/certificate", CV_R_WRITE, 0, h_service_unbind,
-	  "service.unbind" },
-	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create" },
-	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL },
-	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL },
-	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL },
-	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete" },
-	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add" },
-	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL },
-	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL },
-	{ "POST", "/v1/truststore/crls", CV_R_WRITE, CFG_BODY, h_crl_add, "truststore.crl_add" },
-	{ "GET", "/v1/truststore/crls", CV_R_READ, 0, h_crl_list, NULL },
-	{ "DELETE", "/v1/truststore/crls/{}", CV_R_WRITE, 0, h_crl_delete,
-	  "truststore.crl_delete" },
-	{ "GET", "/v1/truststore/{}", CV_R_READ, 0, h_trust_get, NULL },
-	{ "DELETE", "/v1/truststore/{}", CV_R_WRITE, 0, h_trust_delete, "truststore.delete" },
-	{ "POST", "/v1/tokens", CV_R_ADMIN, 4 * 1024, h_token_create, "token.create" },
-	{ "GET", "/v1/tokens", CV_R_ADMIN, 0, h_token_list, NULL },
-	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN, 0, h_token_revoke, "token.revoke" },
-	{ "GET", "/v1/audit", CV_R_AUDIT, 0, h_audit_list, NULL },
-	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL },
-	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
-	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
+	  "service.unbind", NULL, 0 },
+	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create", NULL, 0 },
+	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL, NULL, 0 },
+	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL, NULL, 0 },
+	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL, NULL, 0 },
+	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete", NULL, 0 },
+	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add", NULL, 0 },
+	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL, NULL, 0 },
+	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL, "format password",
+	  CV_X509_TRUSTSTORE_PASSWORD_MAX },
+	{ "POST", "/v1/truststore/crls", CV_R_WRITE, CFG_BODY, h_crl_add, "truststore.crl_add",
+	  NULL, 0 },
+	{ "GET", "/v1/truststore/crls", CV_R_READ, 0, h_crl_list, NULL, NULL, 0 },
+	{ "DELETE", "/v1/truststore/crls/{}", CV_R_WRITE, 0, h_crl_delete, "truststore.crl_delete",
+	  NULL, 0 },
+	{ "GET", "/v1/truststore/{}", CV_R_READ, 0, h_trust_get, NULL, NULL, 0 },
+	{ "DELETE", "/v1/truststore/{}", CV_R_WRITE, 0, h_trust_delete, "truststore.delete", NULL,
+	  0 },
+	{ "POST", "/v1/tokens", CV_R_ADMIN, 4 * 1024, h_token_create, "token.create", NULL, 0 },
+	{ "GET", "/v1/tokens", CV_R_ADMIN, 0, h_token_list, NULL, NULL, 0 },
+	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN, 0, h_token_revoke, "token.revoke", NULL, 0 },
+	{ "GET", "/v1/audit", CV_R_AUDIT, 0, h_audit_list, NULL,
+	  "from until actor action target limit cursor", 200 },
+	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL, NULL, 0 },
+	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL, "format", 16 },
+	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL, NULL, 0 },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -248,13 +264,81 @@ int req_page_args(const struct cv_request *req, int64_t *ret_limit, const char *
 
 static void res_error(struct cv_response *res, int r, const char *message)
 {
+	/* A message may quote what a client sent (a name, a path): escaped where it is not
+	 * text, so the error itself can always be shown. */
+	char shown[4 * sizeof(((struct cv_errmsg *)0)->text)];
 	json_t *body;
 
 	cv_response_release(res);
+	if (message == NULL || message[0] == '\0')
+		message = cv_strerror(r);
+	cv_text_safe(message, strlen(message), 0, shown, sizeof(shown));
 	body = json_pack("{s:{s:s,s:s}}", "error", "code", cv_http_error_code(r), "message",
-			 message != NULL && message[0] != '\0' ? message : cv_strerror(r));
+			 shown);
 	res->status = cv_http_error_status(r);
 	res->json = body; /* NULL only when out of memory: the server sends a bare status */
+}
+
+/* Whether word is one of the space-separated words of list (NULL: none). */
+static int word_in(const char *list, const char *word)
+{
+	size_t n = strlen(word), k;
+
+	while (list != NULL && *list != '\0') {
+		k = strcspn(list, " ");
+		if (k == n && strncmp(list, word, n) == 0)
+			return 1;
+		list += k;
+		list += *list == ' ';
+	}
+	return 0;
+}
+
+/* The query as the route takes it: only its arguments, each once, at most its longest value,
+ * keys and values UTF-8 text. The one place every method's query is checked: a POST that
+ * ignored an argument it does not know (?dry_run=true) would do for real what the client
+ * meant to try. */
+static int query_check(const struct cv_route *route, const struct cv_request *req,
+		       struct cv_errmsg *err)
+{
+	char shown[80];
+	size_t i, j;
+
+	for (i = 0; i < req->n_query; i++) {
+		const char *key = req->query[i].key, *value = req->query[i].value;
+
+		cv_text_escape(key, strlen(key), CV_TEXT_LOG, shown, sizeof(shown));
+		if (!word_in(route->query, key))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown query argument %s%s",
+					     shown, route->query == NULL ?
+					     ": this route takes none" : "");
+		for (j = 0; j < i; j++)
+			if (strcmp(req->query[j].key, key) == 0)
+				return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+						     "query argument %s given twice", shown);
+		if (value == NULL)
+			continue;
+		if (strlen(value) > route->query_max)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "query argument %s is longer than %zu bytes", shown,
+					     route->query_max);
+		if (!cv_text_clean(value, strlen(value), 0))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "query argument %s is not "
+					     "UTF-8 text without control characters", shown);
+	}
+	return 0;
+}
+
+/* Path segments name things: UTF-8 text, nothing else reaches a handler. */
+static int params_check(const struct cv_request *req, struct cv_errmsg *err)
+{
+	size_t i;
+
+	for (i = 0; i < CV_HTTP_MAX_PARAMS && req->params[i] != NULL; i++)
+		if (!cv_text_clean(req->params[i], strlen(req->params[i]), 0))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a path segment is not UTF-8 "
+					     "text without control characters");
+	return 0;
 }
 
 /* The bearer token of an Authorization header, or NULL. */
@@ -337,6 +421,12 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 				  CV_HTTP_MAX_QUERY);
 		goto out;
 	}
+	r = query_check(m.route, req, &err);
+	if (r < 0)
+		goto out;
+	r = params_check(req, &err);
+	if (r < 0)
+		goto out;
 	r = m.route->handler(app, req, res, &err);
 out:
 	if (r < 0)
@@ -542,6 +632,11 @@ static int string_member(json_t *obj, const char *key, int required, size_t max,
 	if (!bytes && strlen(json_string_value(v)) != len)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" contains a NUL character",
 				     key);
+	/* Text is checked here whatever carried it: a JSON string is UTF-8 already, a form's
+	 * file part is bytes as they came (it may be DER) until a handler asks for text. */
+	if (!bytes && !cv_text_clean(json_string_value(v), len, CV_TEXT_KEEP_NEWLINES))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is not UTF-8 text (or "
+				     "holds control characters)", key);
 	if (required && len == 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is empty", key);
 	*ret = json_string_value(v);
@@ -560,32 +655,6 @@ int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
 		      const char **ret, size_t *ret_len, struct cv_errmsg *err)
 {
 	return string_member(obj, key, required, max, 1, ret, ret_len, err);
-}
-
-int req_query_check(const struct cv_request *req, const char *const *allowed, size_t max_len,
-		    struct cv_errmsg *err)
-{
-	size_t i, j, k;
-
-	for (i = 0; i < req->n_query; i++) {
-		const char *key = req->query[i].key;
-
-		for (k = 0; allowed[k] != NULL; k++)
-			if (strcmp(allowed[k], key) == 0)
-				break;
-		if (allowed[k] == NULL)
-			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown query argument %.64s",
-					     key);
-		for (j = 0; j < i; j++)
-			if (strcmp(req->query[j].key, key) == 0)
-				return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-						     "query argument %s given twice", key);
-		if (req->query[i].value != NULL && strlen(req->query[i].value) > max_len)
-			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					     "query argument %s is longer than %zu bytes", key,
-					     max_len);
-	}
-	return 0;
 }
 
 const char *req_query(const struct cv_request *req, const char *key)
