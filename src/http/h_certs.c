@@ -129,6 +129,52 @@ static int view_response(struct cv_app *app, const char *name, int64_t now, int 
 	return r;
 }
 
+/* "chain" as an array of PEM certificates (what a JSON client holds) becomes the one PEM
+ * bundle the rest reads, in place in body; each entry must be one certificate, so that a
+ * refusal's "chain entry N" is the array's Nth. A string is left as it is. */
+static int chain_array_join(json_t *body, struct cv_errmsg *err)
+{
+	json_t *chain = json_object_get(body, "chain"), *v, *joined;
+	const char *pem;
+	char *all = NULL;
+	size_t i, len, used = 0, total = 0;
+	int r;
+
+	if (!json_is_array(chain))
+		return 0;
+	if (json_array_size(chain) > CV_X509_MAX_CHAIN)
+		return cv_errmsg_set(err, CV_ERR_BAD_CHAIN, "the chain holds more than %d "
+				     "certificates", CV_X509_MAX_CHAIN);
+	json_array_foreach(chain, i, v) {
+		if (!json_is_string(v))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"chain\" entry %zu must be a "
+					     "string (one PEM certificate)", i + 1);
+		pem = json_string_value(v);
+		len = json_string_length(v);
+		if (len > PEM_MAX || strlen(pem) != len || cv_x509_pem_cert_count(pem) != 1 ||
+		    strstr(pem, "-----BEGIN CERTIFICATE-----") == NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"chain\" entry %zu must be "
+					     "one PEM certificate", i + 1);
+		total += len + 1;
+	}
+	if (total > PEM_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"chain\" is longer than %d bytes",
+				     PEM_MAX);
+	all = malloc(total + 1);
+	if (all == NULL)
+		return CV_ERR_NOMEM;
+	json_array_foreach(chain, i, v) {
+		len = json_string_length(v);
+		memcpy(all + used, json_string_value(v), len);
+		used += len;
+		all[used++] = '\n';
+	}
+	joined = json_stringn(all, used);
+	r = joined != NULL && json_object_set_new(body, "chain", joined) == 0 ? 0 : CV_ERR_NOMEM;
+	free(all);
+	return r;
+}
+
 /* Reads the material of an import, renew or replace into in (strings borrowed from body):
  * certificate, private_key and chain in encoding, or a base64 pkcs12; from a form, uploaded
  * files whose form is recognised (see cv_import_request). */
@@ -141,6 +187,15 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 	const char *encoding;
 	int r;
 
+	if (json_is_array(json_object_get(body, "chain"))) {
+		if (json_string_member(body, "encoding", 0, 16, &encoding, NULL, err) < 0 ||
+		    (encoding != NULL && strcmp(encoding, "pem") != 0))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"chain\" as an array takes "
+					     "PEM certificates: \"encoding\" must be pem");
+		r = chain_array_join(body, err);
+		if (r < 0)
+			return r;
+	}
 	if ((r = file_member(body, "certificate", 0, PEM_MAX, &in->certificate,
 			     &in->certificate_len, err)) < 0 ||
 	    (r = file_member(body, "private_key", 0, PEM_MAX, &in->private_key,

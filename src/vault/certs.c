@@ -164,6 +164,9 @@ static int record_from_cert(const struct cv_import_request *req, X509 *cert,
 			}
 			rec->n_domains++;
 		}
+	} else if (info->n_ips > 0) {
+		/* No DNS name: the certificate is for an address, and the list shows it. */
+		snprintf(rec->primary_domain, sizeof(rec->primary_domain), "%s", info->ips[0]);
 	}
 	rec->not_before = info->not_before;
 	rec->not_after = info->not_after;
