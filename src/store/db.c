@@ -200,6 +200,16 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX crls_issuer ON crls(issuer);",
+	/* Names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
+	 * reader, so certificate names, live API token names and truststore aliases are unique
+	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_key), and looked up the
+	 * same way; the case given is kept for display. A database that already holds two
+	 * such names fails this step, and migrate() names them (name_clashes). */
+	"CREATE UNIQUE INDEX certificates_name_nocase ON certificates(name COLLATE NOCASE);"
+	"CREATE UNIQUE INDEX api_tokens_name_nocase ON api_tokens(name COLLATE NOCASE)"
+	" WHERE revoked_at = 0;"
+	"DROP INDEX api_tokens_name;"
+	"CREATE UNIQUE INDEX truststore_alias_nocase ON truststore(alias COLLATE NOCASE);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -330,11 +340,42 @@ static int configure(sqlite3 *db, const char *path, struct cv_errmsg *err)
 	return 0;
 }
 
+/* When a migration failed: the names that differ only in case, which the step making names
+ * unique ignoring case cannot take, as "certificate www / WWW; ..." into buf ("" for none).
+ * The operator has to choose which one keeps its name, so certvault does not. */
+static void name_clashes(sqlite3 *db, char *buf, size_t size)
+{
+	static const char sql[] =
+		"SELECT 'certificate', group_concat(name, ' / ') FROM certificates"
+		" GROUP BY name COLLATE NOCASE HAVING count(*) > 1"
+		" UNION ALL SELECT 'API token', group_concat(name, ' / ') FROM api_tokens"
+		" WHERE revoked_at = 0 GROUP BY name COLLATE NOCASE HAVING count(*) > 1"
+		" UNION ALL SELECT 'truststore alias', group_concat(alias, ' / ') FROM truststore"
+		" GROUP BY alias COLLATE NOCASE HAVING count(*) > 1";
+	sqlite3_stmt *stmt = NULL;
+	size_t used = 0;
+	int n;
+
+	buf[0] = '\0';
+	if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+		goto out;
+	while (sqlite3_step(stmt) == SQLITE_ROW && used + 1 < size) {
+		n = snprintf(buf + used, size - used, "%s%s %s", used > 0 ? "; " : "",
+			     (const char *)sqlite3_column_text(stmt, 0),
+			     (const char *)sqlite3_column_text(stmt, 1));
+		if (n < 0)
+			break;
+		used += (size_t)n < size - used ? (size_t)n : size - used - 1;
+	}
+out:
+	sqlite3_finalize(stmt);
+}
+
 /* Brings the schema to SCHEMA_VERSION, one step per transaction with its version bump, so
  * that a crash mid-way leaves the database at a version that exists. */
 static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 {
-	char bump[64];
+	char bump[64], clashes[160];
 	int64_t version;
 	int r;
 
@@ -372,7 +413,14 @@ static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 		if (r < 0) {
 			cv_errmsg_set(err, r, "database %s: migration to schema version %d failed: %s",
 				      path, (int)version + 1, sqlite3_errmsg(db));
-			return store_finish(db, r);
+			r = store_finish(db, r);
+			name_clashes(db, clashes, sizeof(clashes));
+			if (clashes[0] != '\0')
+				cv_errmsg_set(err, r, "database %s: names must be unique ignoring case "
+					      "and these are not: %s. Delete (or re-import under "
+					      "another name) all but one of each with the certvault "
+					      "that made them, then start this one", path, clashes);
+			return r;
 		}
 		r = store_finish(db, 0);
 		if (r < 0)
