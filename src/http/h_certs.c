@@ -183,7 +183,7 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 {
 	/* A file's bytes may hold NULs (DER); text never does. */
 	int (*file_member)(json_t *, const char *, int, size_t, const char **, size_t *,
-			   struct cv_errmsg *) = form ? json_bytes_member : json_string_member;
+			   struct cv_errmsg *) = form ? json_bytes_member : json_material_member;
 	const char *encoding;
 	int r;
 
@@ -200,8 +200,8 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 			     &in->certificate_len, err)) < 0 ||
 	    (r = file_member(body, "private_key", 0, PEM_MAX, &in->private_key,
 			     &in->private_key_len, err)) < 0 ||
-	    (r = json_string_member(body, "password", 0, PASSWORD_MAX, &in->password, NULL,
-				    err)) < 0 ||
+	    (r = json_material_member(body, "password", 0, PASSWORD_MAX, &in->password, NULL,
+				      err)) < 0 ||
 	    (r = file_member(body, "chain", 0, PEM_MAX, &in->chain, &in->chain_len, err)) < 0 ||
 	    (r = file_member(body, "pkcs12", 0, PEM_MAX, &in->pkcs12, &in->pkcs12_len,
 			     err)) < 0 ||

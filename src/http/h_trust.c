@@ -58,8 +58,8 @@ int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	if (r < 0)
 		goto out;
 	if ((r = json_string_member(body, "alias", 0, CV_NAME_MAX * 4, &in.alias, NULL, err)) < 0 ||
-	    (r = json_string_member(body, "certificate", 0, PEM_MAX, &in.certificate,
-				    &in.certificate_len, err)) < 0 ||
+	    (r = json_material_member(body, "certificate", 0, PEM_MAX, &in.certificate,
+				      &in.certificate_len, err)) < 0 ||
 	    (r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "url", 0, URL_MAX, &in.url, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "keep", 0, 16, &in.keep, NULL, err)) < 0)
@@ -256,7 +256,7 @@ int h_crl_add(struct cv_app *app, const struct cv_request *req, struct cv_respon
 
 	r = req_json_object(req, allowed, &body, err);
 	if (r == 0)
-		r = json_string_member(body, "crl", 1, 2 * CV_X509_CRL_MAX, &text, &len, err);
+		r = json_material_member(body, "crl", 1, 2 * CV_X509_CRL_MAX, &text, &len, err);
 	if (r == 0)
 		r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err);
 	if (r < 0)

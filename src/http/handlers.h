@@ -93,10 +93,16 @@ int req_json_object(const struct cv_request *req, const char *const *allowed, js
  * become the boolean and the integer a JSON body would hold. *ret_form says which it was. */
 int req_body_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
 		    int *ret_form, struct cv_errmsg *err);
-/* A string member of at most max bytes: 0 and *ret (borrowed from obj, or NULL when absent and
- * not required), or CV_ERR_BAD_REQUEST naming the member. */
+/* A text member of at most max bytes: 0 and *ret (borrowed from obj, or NULL when absent and
+ * not required), or CV_ERR_BAD_REQUEST naming the member. Text is UTF-8 without control
+ * characters other than tab, CR and LF, whether it came as a JSON string or as a form's field
+ * or file part: the one check every stored text field passes. */
 int json_string_member(json_t *obj, const char *key, int required, size_t max,
 		       const char **ret, size_t *ret_len, struct cv_errmsg *err);
+/* As json_string_member for what a parser reads and nothing stores as text (PEM or base64
+ * certificates, keys and CRLs, passwords): no NUL, otherwise as sent. */
+int json_material_member(json_t *obj, const char *key, int required, size_t max,
+			 const char **ret, size_t *ret_len, struct cv_errmsg *err);
 /* As json_string_member, and NUL bytes are content (an uploaded file's bytes). */
 int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
 		      const char **ret, size_t *ret_len, struct cv_errmsg *err);

@@ -609,8 +609,14 @@ int req_body_object(const struct cv_request *req, const char *const *allowed, js
 	return req_json_object(req, allowed, ret, err);
 }
 
-static int string_member(json_t *obj, const char *key, int required, size_t max, int bytes,
-			 const char **ret, size_t *ret_len, struct cv_errmsg *err)
+/* How a member is read: text (UTF-8 without control characters but tab and line breaks),
+ * material for a parser (certificates, keys, CRLs, passwords: no NUL, else as sent), or bytes
+ * (an uploaded file, NULs included). */
+enum member_kind { MEMBER_TEXT, MEMBER_MATERIAL, MEMBER_BYTES };
+
+static int string_member(json_t *obj, const char *key, int required, size_t max,
+			 enum member_kind kind, const char **ret, size_t *ret_len,
+			 struct cv_errmsg *err)
 {
 	json_t *v = json_object_get(obj, key);
 	size_t len;
@@ -629,12 +635,12 @@ static int string_member(json_t *obj, const char *key, int required, size_t max,
 	if (len > max)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is longer than %zu bytes",
 				     key, max);
-	if (!bytes && strlen(json_string_value(v)) != len)
+	if (kind != MEMBER_BYTES && strlen(json_string_value(v)) != len)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" contains a NUL character",
 				     key);
 	/* Text is checked here whatever carried it: a JSON string is UTF-8 already, a form's
 	 * file part is bytes as they came (it may be DER) until a handler asks for text. */
-	if (!bytes && !cv_text_clean(json_string_value(v), len, CV_TEXT_KEEP_NEWLINES))
+	if (kind == MEMBER_TEXT && !cv_text_clean(json_string_value(v), len, CV_TEXT_KEEP_NEWLINES))
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is not UTF-8 text (or "
 				     "holds control characters)", key);
 	if (required && len == 0)
@@ -648,13 +654,19 @@ static int string_member(json_t *obj, const char *key, int required, size_t max,
 int json_string_member(json_t *obj, const char *key, int required, size_t max,
 		       const char **ret, size_t *ret_len, struct cv_errmsg *err)
 {
-	return string_member(obj, key, required, max, 0, ret, ret_len, err);
+	return string_member(obj, key, required, max, MEMBER_TEXT, ret, ret_len, err);
+}
+
+int json_material_member(json_t *obj, const char *key, int required, size_t max,
+			 const char **ret, size_t *ret_len, struct cv_errmsg *err)
+{
+	return string_member(obj, key, required, max, MEMBER_MATERIAL, ret, ret_len, err);
 }
 
 int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
 		      const char **ret, size_t *ret_len, struct cv_errmsg *err)
 {
-	return string_member(obj, key, required, max, 1, ret, ret_len, err);
+	return string_member(obj, key, required, max, MEMBER_BYTES, ret, ret_len, err);
 }
 
 const char *req_query(const struct cv_request *req, const char *key)
