@@ -426,8 +426,8 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		const char *key;
 		json_t *value;
 	} members[] = {
-		{ "name", json_string(rec->name) },
-		{ "domain", json_string(rec->primary_domain) },
+		{ "name", cv_text_json(rec->name) },
+		{ "domain", cv_text_json(rec->primary_domain) },
 		{ "domains", strings_json(rec->domains, rec->n_domains) },
 		{ "used_by", used_by_json(rec, 0) },
 		{ "custom_domains", json_integer((json_int_t)rec->custom_domains) },

@@ -114,7 +114,8 @@ const char *req_query(const struct cv_request *req, const char *key);
 int res_json(struct cv_response *res, int status, json_t *body);
 
 /* JSON for the views handlers share: an RFC 3339 time (null when it cannot be shown), an
- * array of strings, a string or null. NULL only when out of memory. */
+ * array of strings, a string or null; strings that are not UTF-8 (a stored value from
+ * before text was checked) are shown escaped (cv_text_json). NULL only when out of memory. */
 json_t *time_json(int64_t t);
 json_t *strings_json(char *const *v, size_t n);
 json_t *string_or_null(const char *s);

@@ -233,7 +233,7 @@ json_t *strings_json(char *const *v, size_t n)
 	size_t i;
 
 	for (i = 0; a != NULL && i < n; i++)
-		if (json_array_append_new(a, json_string(v[i])) < 0) {
+		if (json_array_append_new(a, cv_text_json(v[i])) < 0) {
 			json_decref(a);
 			return NULL;
 		}
@@ -242,7 +242,7 @@ json_t *strings_json(char *const *v, size_t n)
 
 json_t *string_or_null(const char *s)
 {
-	return s != NULL ? json_string(s) : json_null();
+	return cv_text_json(s);
 }
 
 int req_page_args(const struct cv_request *req, int64_t *ret_limit, const char **ret_cursor,

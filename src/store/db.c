@@ -204,12 +204,21 @@ static const char *const migrations[] = {
 	 * reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_key), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two
-	 * such names fails this step, and migrate() names them (name_clashes). */
+	 * such names fails this step, and migrate() names them (name_clashes).
+	 * And a CN that names no host is no domain (item 14): an older release listed the CN of
+	 * a certificate without SAN DNS names as its domain whatever it was ("token signer
+	 * 2026"). Stored domains with a character no host name has are dropped (none of them
+	 * could cover a service's domain, which is always letters, digits, hyphens and dots),
+	 * and the list's domain follows. */
 	"CREATE UNIQUE INDEX certificates_name_nocase ON certificates(name COLLATE NOCASE);"
 	"CREATE UNIQUE INDEX api_tokens_name_nocase ON api_tokens(name COLLATE NOCASE)"
 	" WHERE revoked_at = 0;"
 	"DROP INDEX api_tokens_name;"
-	"CREATE UNIQUE INDEX truststore_alias_nocase ON truststore(alias COLLATE NOCASE);",
+	"CREATE UNIQUE INDEX truststore_alias_nocase ON truststore(alias COLLATE NOCASE);"
+	"DELETE FROM certificate_domains WHERE domain GLOB '*[^a-z0-9._*-]*';"
+	"UPDATE certificates SET primary_domain = coalesce((SELECT domain FROM"
+	" certificate_domains d WHERE d.cert_id = certificates.id ORDER BY position LIMIT 1), '')"
+	" WHERE primary_domain GLOB '*[^a-z0-9._*-]*';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -367,6 +367,42 @@ class CaseMigrationTest(unittest.TestCase):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def test_cn_domains_of_older_releases_dropped(self):
+        import shutil
+        import tempfile
+        tmp = tempfile.mkdtemp(prefix="cv-it-cn-")
+        try:
+            vault = Certvaultd(tmp).start()
+            signer = Material(tmp, "signer", cn="Token Signer 2026")
+            site = Material(tmp, "site", cn="site.example.com", san="site.example.com")
+            for name, m in (("signer", signer), ("site", site)):
+                st, _, body = vault.import_cert(name, m)
+                self.assertEqual(st, 201, body)
+            self.assertEqual(vault.stop(), 0)
+            # What an older release stored: the CN, lower-cased, as the domain.
+            with sqlite3.connect(vault.db) as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                db.execute("DROP INDEX api_tokens_name_nocase")
+                db.execute("DROP INDEX certificates_name_nocase")
+                db.execute("DROP INDEX truststore_alias_nocase")
+                db.execute("CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name)"
+                           " WHERE revoked_at = 0")
+                db.execute("UPDATE certificates SET primary_domain = 'token signer 2026'"
+                           " WHERE name = 'signer'")
+                db.execute("INSERT INTO certificate_domains SELECT id, 0, 'token signer 2026'"
+                           " FROM certificates WHERE name = 'signer'")
+                db.execute("PRAGMA user_version = %d" % (version - 1))
+            vault.start()
+            st, _, page = vault.request("GET", "/v1/certificates")
+            rows = {i["name"]: i for i in page["items"]}
+            self.assertEqual(rows["signer"]["domain"], "")
+            self.assertEqual(rows["signer"]["domains"], [])
+            self.assertEqual(rows["site"]["domain"], "site.example.com")
+            self.assertEqual(rows["site"]["domains"], ["site.example.com"])
+            self.assertEqual(vault.stop(), 0)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
 
 if __name__ == "__main__":
     unittest.main()
