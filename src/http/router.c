@@ -22,66 +22,71 @@ struct cv_route {
 	size_t max_body;       /* 0: no body; SIZE_MAX: the configured server.max_body */
 	cv_handler_fn handler;
 	const char *action;    /* what the audit trail calls a change; NULL for a read */
-	/* The query arguments the route takes, space-separated (NULL: none), and the longest
-	 * value of any: every other argument is refused by the dispatch, whatever the method. */
-	const char *query;
-	size_t query_max;
 };
 
 #define CFG_BODY SIZE_MAX
 
 static const struct cv_route routes[] = {
-	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL, NULL, 0 },
-	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL,
-	  "status q in_use domain limit cursor", QUERY_MAX },
-	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import",
-	  NULL, 0 },
-	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL, NULL, 0 },
-	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL, NULL, 0 },
-	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit",
-	  NULL, 0 },
-	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE, 0, h_cert_delete, "certificate.delete",
-	  "confirm jwk_action", 64 },
-	{ "GET", "/v1/certificates/{}/export", CV_R_READ, 0, h_cert_export, NULL, "format", 16 },
-	{ "GET", "/v1/certificates/{}/versions", CV_R_READ, 0, h_cert_versions, NULL, NULL, 0 },
+	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL },
+	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
+	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import" },
+	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL },
+	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL },
+	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit" },
+	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE, 0, h_cert_delete, "certificate.delete" },
+	{ "GET", "/v1/certificates/{}/export", CV_R_READ, 0, h_cert_export, NULL },
+	{ "GET", "/v1/certificates/{}/versions", CV_R_READ, 0, h_cert_versions, NULL },
 	{ "POST", "/v1/certificates/{}/renew", CV_R_WRITE, CFG_BODY, h_cert_renew,
-	  "certificate.renew", NULL, 0 },
+	  "certificate.renew" },
 	{ "POST", "/v1/certificates/{}/replace", CV_R_WRITE, CFG_BODY, h_cert_replace,
-	  "certificate.replace", NULL, 0 },
-	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL,
-	  "environment certificate limit cursor", QUERY_MAX },
-	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL, NULL, 0 },
-	{ "PUT", "/v1/services/{}", CV_R_WRITE, 64 * 1024, h_service_put, "service.put", NULL, 0 },
-	{ "DELETE", "/v1/services/{}", CV_R_WRITE, 0, h_service_delete, "service.delete", NULL, 0 },
+	  "certificate.replace" },
+	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL },
+	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL },
+	{ "PUT", "/v1/services/{}", CV_R_WRITE, 64 * 1024, h_service_put, "service.put" },
+	{ "DELETE", "/v1/services/{}", CV_R_WRITE, 0, h_service_delete, "service.delete" },
 	{ "PUT", "/v1/services/{}/certificate", CV_R_WRITE, 4 * 1024, h_service_bind,
-	  "service.bind", NULL, 0 },
+	  "service.bind" },
 	{ "DELETE", "/v1/services/{}/certificate", CV_R_WRITE, 0, h_service_unbind,
-	  "service.unbind", NULL, 0 },
-	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create", NULL, 0 },
-	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL, NULL, 0 },
-	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL, NULL, 0 },
-	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL, NULL, 0 },
-	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete", NULL, 0 },
-	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add", NULL, 0 },
-	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL, NULL, 0 },
-	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL, "format password",
-	  CV_X509_TRUSTSTORE_PASSWORD_MAX },
-	{ "POST", "/v1/truststore/crls", CV_R_WRITE, CFG_BODY, h_crl_add, "truststore.crl_add",
-	  NULL, 0 },
-	{ "GET", "/v1/truststore/crls", CV_R_READ, 0, h_crl_list, NULL, NULL, 0 },
-	{ "DELETE", "/v1/truststore/crls/{}", CV_R_WRITE, 0, h_crl_delete, "truststore.crl_delete",
-	  NULL, 0 },
-	{ "GET", "/v1/truststore/{}", CV_R_READ, 0, h_trust_get, NULL, NULL, 0 },
-	{ "DELETE", "/v1/truststore/{}", CV_R_WRITE, 0, h_trust_delete, "truststore.delete", NULL,
-	  0 },
-	{ "POST", "/v1/tokens", CV_R_ADMIN, 4 * 1024, h_token_create, "token.create", NULL, 0 },
-	{ "GET", "/v1/tokens", CV_R_ADMIN, 0, h_token_list, NULL, NULL, 0 },
-	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN, 0, h_token_revoke, "token.revoke", NULL, 0 },
-	{ "GET", "/v1/audit", CV_R_AUDIT, 0, h_audit_list, NULL,
-	  "from until actor action target limit cursor", 200 },
-	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL, NULL, 0 },
-	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL, "format", 16 },
-	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL, NULL, 0 },
+	  "service.unbind" },
+	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create" },
+	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL },
+	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL },
+	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL },
+	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete" },
+	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add" },
+	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL },
+	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL },
+	{ "POST", "/v1/truststore/crls", CV_R_WRITE, CFG_BODY, h_crl_add, "truststore.crl_add" },
+	{ "GET", "/v1/truststore/crls", CV_R_READ, 0, h_crl_list, NULL },
+	{ "DELETE", "/v1/truststore/crls/{}", CV_R_WRITE, 0, h_crl_delete,
+	  "truststore.crl_delete" },
+	{ "GET", "/v1/truststore/{}", CV_R_READ, 0, h_trust_get, NULL },
+	{ "DELETE", "/v1/truststore/{}", CV_R_WRITE, 0, h_trust_delete, "truststore.delete" },
+	{ "POST", "/v1/tokens", CV_R_ADMIN, 4 * 1024, h_token_create, "token.create" },
+	{ "GET", "/v1/tokens", CV_R_ADMIN, 0, h_token_list, NULL },
+	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN, 0, h_token_revoke, "token.revoke" },
+	{ "GET", "/v1/audit", CV_R_AUDIT, 0, h_audit_list, NULL },
+	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL },
+	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
+	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
+};
+
+/* The query arguments a route takes, by its handler, space-separated, and the longest value of
+ * any; a route not listed takes none. The dispatch refuses every other argument whatever the
+ * method (query_check): a POST that ignored one it does not know (?dry_run=true) would do for
+ * real what the client meant to try. */
+static const struct route_query {
+	cv_handler_fn handler;
+	const char *args;
+	size_t max;
+} route_queries[] = {
+	{ h_cert_list, "status q in_use domain limit cursor", QUERY_MAX },
+	{ h_cert_delete, "confirm jwk_action", 64 },
+	{ h_cert_export, "format", 16 },
+	{ h_service_list, "environment certificate limit cursor", QUERY_MAX },
+	{ h_trust_export, "format password", CV_X509_TRUSTSTORE_PASSWORD_MAX },
+	{ h_audit_list, "from until actor action target limit cursor", 200 },
+	{ h_inventory, "format", 16 },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -279,12 +284,12 @@ static void res_error(struct cv_response *res, int r, const char *message)
 	res->json = body; /* NULL only when out of memory: the server sends a bare status */
 }
 
-/* Whether word is one of the space-separated words of list (NULL: none). */
+/* Whether word is one of the space-separated words of list. */
 static int word_in(const char *list, const char *word)
 {
 	size_t n = strlen(word), k;
 
-	while (list != NULL && *list != '\0') {
+	while (*list != '\0') {
 		k = strcspn(list, " ");
 		if (k == n && strncmp(list, word, n) == 0)
 			return 1;
@@ -294,34 +299,35 @@ static int word_in(const char *list, const char *word)
 	return 0;
 }
 
-/* The query as the route takes it: only its arguments, each once, at most its longest value,
- * keys and values UTF-8 text. The one place every method's query is checked: a POST that
- * ignored an argument it does not know (?dry_run=true) would do for real what the client
- * meant to try. */
+/* The query as the route takes it (route_queries): only its arguments, each once, at most
+ * its longest value, keys and values UTF-8 text. */
 static int query_check(const struct cv_route *route, const struct cv_request *req,
 		       struct cv_errmsg *err)
 {
+	const struct route_query *q = NULL;
 	char shown[80];
 	size_t i, j;
 
+	for (i = 0; i < sizeof(route_queries) / sizeof(route_queries[0]); i++)
+		if (route_queries[i].handler == route->handler)
+			q = &route_queries[i];
 	for (i = 0; i < req->n_query; i++) {
 		const char *key = req->query[i].key, *value = req->query[i].value;
 
 		cv_text_escape(key, strlen(key), CV_TEXT_LOG, shown, sizeof(shown));
-		if (!word_in(route->query, key))
+		if (q == NULL || !word_in(q->args, key))
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown query argument %s%s",
-					     shown, route->query == NULL ?
-					     ": this route takes none" : "");
+					     shown, q == NULL ? ": this route takes none" : "");
 		for (j = 0; j < i; j++)
 			if (strcmp(req->query[j].key, key) == 0)
 				return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 						     "query argument %s given twice", shown);
 		if (value == NULL)
 			continue;
-		if (strlen(value) > route->query_max)
+		if (strlen(value) > q->max)
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 					     "query argument %s is longer than %zu bytes", shown,
-					     route->query_max);
+					     q->max);
 		if (!cv_text_clean(value, strlen(value), 0))
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "query argument %s is not "
 					     "UTF-8 text without control characters", shown);
