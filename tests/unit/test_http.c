@@ -204,6 +204,41 @@ static void test_query_checks(void **state)
 	assert_int_equal(res.status, 400);
 	assert_non_null(strstr(error_message(&res), "format must be"));
 	cv_response_release(&res);
+
+	/* Issue 16 item 16: every method, before any handler runs (an import with a body
+	 * that would pass, and a write with no body at all). */
+	request(&req, "POST", "/v1/certificates", "{\"name\": \"x\"}");
+	req.n_query = 1;
+	req.query[0].key = "dry_run";
+	req.query[0].value = "true";
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_string_equal(error_message(&res),
+			    "unknown query argument dry_run: this route takes none");
+	cv_response_release(&res);
+	request(&req, "PATCH", "/v1/certificates/www", "{\"description\": \"d\"}");
+	req.n_query = 1;
+	req.query[0].key = "force\n";
+	req.query[0].value = NULL;
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_string_equal(error_message(&res),
+			    "unknown query argument force\\x0A: this route takes none");
+	cv_response_release(&res);
+	/* A value that is not text, and a path segment that is not. */
+	request(&req, "GET", "/v1/certificates", NULL);
+	req.n_query = 1;
+	req.query[0].key = "q";
+	req.query[0].value = "\xff";
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_non_null(strstr(error_message(&res), "not UTF-8"));
+	cv_response_release(&res);
+	request(&req, "GET", "/v1/certificates/a\xc3", NULL);
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_non_null(strstr(error_message(&res), "path segment"));
+	cv_response_release(&res);
 }
 
 /* Refusals of the services and renewal routes that come before any use case runs. */
