@@ -209,7 +209,10 @@ static const char *const migrations[] = {
 	 * a certificate without SAN DNS names as its domain whatever it was ("token signer
 	 * 2026"). Stored domains with a character no host name has are dropped (none of them
 	 * could cover a service's domain, which is always letters, digits, hyphens and dots),
-	 * and the list's domain follows. */
+	 * and the list's domain follows.
+	 * And DNs print as UTF-8 (item 12): the rows whose stored DN text holds a \XX escape are
+	 * listed in dn_refresh for store_dn_refresh, which rewrites them from their DER (SQL
+	 * cannot) at the first open and drops the list. */
 	"CREATE UNIQUE INDEX certificates_name_nocase ON certificates(name COLLATE NOCASE);"
 	"CREATE UNIQUE INDEX api_tokens_name_nocase ON api_tokens(name COLLATE NOCASE)"
 	" WHERE revoked_at = 0;"
@@ -218,7 +221,16 @@ static const char *const migrations[] = {
 	"DELETE FROM certificate_domains WHERE domain GLOB '*[^a-z0-9._*-]*';"
 	"UPDATE certificates SET primary_domain = coalesce((SELECT domain FROM"
 	" certificate_domains d WHERE d.cert_id = certificates.id ORDER BY position LIMIT 1), '')"
-	" WHERE primary_domain GLOB '*[^a-z0-9._*-]*';",
+	" WHERE primary_domain GLOB '*[^a-z0-9._*-]*';"
+	"CREATE TABLE dn_refresh (tbl INTEGER NOT NULL, id INTEGER NOT NULL,"
+	" PRIMARY KEY (tbl, id)) STRICT, WITHOUT ROWID;"
+	"INSERT INTO dn_refresh SELECT 1, id FROM certificates"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 2, id FROM certificate_versions"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 3, id FROM truststore"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 4, id FROM crls WHERE issuer GLOB '*\\[0-9A-F][0-9A-F]*';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -548,6 +560,12 @@ int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errms
 	r = migrate(store->conns[0].db, path, err);
 	if (r < 0)
 		goto out;
+	r = store_dn_refresh(store->conns[0].db);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "database %s: rewriting stored distinguished names failed: %s",
+			      path, sqlite3_errmsg(store->conns[0].db));
+		goto out;
+	}
 	for (; store->n_open < STORE_POOL_SIZE; store->n_open++) {
 		r = open_conn(path, &store->conns[store->n_open], err);
 		if (r < 0)

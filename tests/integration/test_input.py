@@ -404,5 +404,84 @@ class CaseMigrationTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def escaped_dn(text):
+    """A DN as an older release stored it: every byte outside ASCII as \\XX."""
+    return "".join("\\%02X" % b if b >= 0x80 else chr(b) for b in text.encode())
+
+
+def downgrade(db_path):
+    """Back to the schema before the step this branch added (its indexes gone)."""
+    with sqlite3.connect(db_path) as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        db.execute("DROP INDEX api_tokens_name_nocase")
+        db.execute("DROP INDEX certificates_name_nocase")
+        db.execute("DROP INDEX truststore_alias_nocase")
+        db.execute("CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name)"
+                   " WHERE revoked_at = 0")
+        db.execute("PRAGMA user_version = %d" % (version - 1))
+
+
+class DnUpgradeTest(unittest.TestCase):
+    """DNs an older release stored escaped are rewritten at the upgrade: they are labels and
+    lookup keys (a CRL is found by its issuer's text), so a CA with a non-ASCII name keeps its
+    CRL working: a revoked certificate is still refused."""
+
+    def test_escaped_dns_rewritten_and_crl_still_found(self):
+        import shutil
+        import tempfile
+        import test_revocation as tr
+        tmp = tempfile.mkdtemp(prefix="cv-it-dn-")
+        saved = tr.CNF
+        try:
+            tr.CNF = saved.replace("[req]\n", "[req]\nutf8 = yes\nstring_mask = utf8only\n")
+            ca = tr.Ca(os.path.join(tmp, "ca"), "F\u0151")
+        finally:
+            tr.CNF = saved
+        try:
+            good, bad = ca.leaf("good"), ca.leaf("bad")
+            ca.revoke(bad)
+            crl = ca.crl()
+            vault = Certvaultd(tmp).start()
+            for alias, pem in (("u-root", ca.root), ("u-inter", ca.inter)):
+                st, _, body = vault.request("POST", "/v1/truststore",
+                                            {"alias": alias, "certificate": pem})
+                self.assertEqual(st, 201, body)
+            st, _, body = vault.request("POST", "/v1/truststore/crls", {"crl": crl})
+            self.assertEqual(st, 201, body)
+            issuer = "CN=F\u0151 Issuing CA"
+            self.assertEqual(body["issuer"], issuer)
+            st, _, body = vault.request("POST", "/v1/certificates", good.body(name="good"))
+            self.assertEqual(st, 201, body)
+            self.assertEqual(body["revocation"]["source"], "crl:" + issuer)
+            self.assertEqual(vault.stop(), 0)
+            downgrade(vault.db)
+            with sqlite3.connect(vault.db) as db:
+                for table, cols in (("certificates", ("subject", "issuer")),
+                                    ("truststore", ("subject", "issuer")),
+                                    ("crls", ("issuer",))):
+                    for col in cols:
+                        for rowid, text in db.execute("SELECT id, %s FROM %s" % (col, table)):
+                            db.execute("UPDATE %s SET %s = ? WHERE id = ?" % (table, col),
+                                       (escaped_dn(text), rowid))
+                self.assertEqual(db.execute("SELECT issuer FROM crls").fetchone()[0],
+                                 "CN=F\\C5\\91 Issuing CA")
+            vault.start()
+            st, _, crls = vault.request("GET", "/v1/truststore/crls")
+            self.assertEqual([c["issuer"] for c in crls["items"]], [issuer])
+            st, _, trust = vault.request("GET", "/v1/truststore/u-inter")
+            self.assertEqual(trust["subject"], issuer)
+            st, _, inv = vault.request("GET", "/v1/inventory?format=json")
+            item = [i for i in inv["items"] if i["name"] == "good"][0]
+            self.assertEqual(item["issuer"], issuer)
+            st, _, metrics = vault.request("GET", "/metrics")
+            self.assertIn(('issuer="%s"' % issuer).encode(), metrics)
+            st, _, body = vault.request("POST", "/v1/certificates", bad.body(name="bad"))
+            self.assertEqual(st, 422, body)
+            self.assertEqual(body["error"]["code"], "revoked")
+            self.assertEqual(vault.stop(), 0)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main()
