@@ -111,13 +111,16 @@ static json_t *audit_json(const struct cv_audit_record *rec)
 {
 	char prev[2 * CV_AUDIT_HASH_LEN + 1], hash[2 * CV_AUDIT_HASH_LEN + 1];
 	const struct cv_audit_entry *e = &rec->e;
+	char one[sizeof(e->fingerprints)];
 	json_t *fps = json_array();
 	const char *p = e->fingerprints;
 	size_t n;
 
 	while (fps != NULL && *p != '\0') {
 		n = strcspn(p, " ");
-		if (n > 0 && json_array_append_new(fps, json_stringn(p, n)) < 0) {
+		memcpy(one, p, n);
+		one[n] = '\0';
+		if (n > 0 && json_array_append_new(fps, cv_text_json(one)) < 0) {
 			json_decref(fps);
 			return NULL;
 		}

@@ -85,7 +85,8 @@ class InputTest(VaultTestCase):
         with self.db() as db:
             db.execute("UPDATE certificates SET description = CAST(X'41FF0A42' AS TEXT)"
                        " WHERE name = 'in-stored'")
-            db.execute("UPDATE audit_log SET actor_name = CAST(X'FE' AS TEXT)"
+            db.execute("UPDATE audit_log SET actor_name = CAST(X'FE' AS TEXT),"
+                       " fingerprints = fingerprints || CAST(X'20C0' AS TEXT)"
                        " WHERE seq = (SELECT max(seq) FROM audit_log)")
         st, _, body = self.vault.request("GET", "/v1/certificates/in-stored")
         self.assertEqual(st, 200, body)
@@ -97,7 +98,9 @@ class InputTest(VaultTestCase):
         self.assertEqual(st, 200, csv)
         csv.decode("utf-8")  # the whole export is UTF-8
         self.assertIn(b"A\\xFF\\x0AB", csv)
-        self.assertIn("\\xFE", [i["actor"]["name"] for i in self.audit_page()])
+        page = self.audit_page()
+        self.assertIn("\\xFE", [i["actor"]["name"] for i in page])
+        self.assertIn("\\xC0", [f for i in page for f in (i["fingerprints"] or [])])
         # The edit is caught by the chain, and said so in an answer.
         st, _, verdict = self.vault.request("GET", "/v1/audit/verify")
         self.assertEqual(st, 200, verdict)
