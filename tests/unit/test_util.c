@@ -229,6 +229,42 @@ static void test_text_json(void **state)
 	assert_true(json_is_null(j));
 }
 
+/* Whatever the bytes and the room, what comes out is what the contract says: the escaped
+ * form is UTF-8 without control characters (printable ASCII without spaces for a log),
+ * fits, and a cut never splits a character. Random inputs from a fixed seed. */
+static void test_text_random_bytes(void **state)
+{
+	static const unsigned char pool[] = { 'a', ' ', '\\', '\n', 0x1b, 0x7f, 0xc3, 0xa9,
+					      0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x94, 0x91, 0xff,
+					      0xc0, 0xed, 0xa0, 0x80, 0xf4, 0x90 };
+	unsigned seed = 12345;
+	char in[40], out[64];
+	size_t len, room, n, cut, i;
+	int round;
+
+	(void)state;
+	for (round = 0; round < 20000; round++) {
+		seed = seed * 1103515245u + 12345u;
+		len = (seed >> 16) % sizeof(in);
+		for (i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			in[i] = (char)pool[(seed >> 16) % sizeof(pool)];
+		}
+		room = 1 + (seed >> 8) % sizeof(out);
+		n = cv_text_safe(in, len, 0, out, room);
+		assert_true(n < room);
+		assert_int_equal(strlen(out), n);
+		assert_int_equal(cv_text_clean(out, n, 0), 1);
+		n = cv_text_escape(in, len, CV_TEXT_LOG, out, room);
+		for (i = 0; i < n; i++)
+			assert_true(out[i] > 0x20 && out[i] < 0x7f);
+		cut = cv_text_cut(in, len, room);
+		assert_true(cut <= len && cut <= room);
+		if (cv_text_utf8_valid(in, len))
+			assert_int_equal(cv_text_utf8_valid(in, cut), 1);
+	}
+}
+
 static void test_text_names(void **state)
 {
 	char key[8];
@@ -252,6 +288,7 @@ int main(void)
 		cmocka_unit_test(test_text_escape),
 		cmocka_unit_test(test_text_json),
 		cmocka_unit_test(test_text_names),
+		cmocka_unit_test(test_text_random_bytes),
 		cmocka_unit_test(test_name_characters),
 		cmocka_unit_test(test_rfc3339),
 		cmocka_unit_test(test_rfc3339_agrees_with_gmtime),
