@@ -6,8 +6,8 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
-#include "certvault/text.h"
 #include "certvault/fault.h"
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -465,8 +465,8 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, rec->sha256_fingerprint);
-	/* Its key signs every HTTPS handshake: gone, the listener could not serve. */
-	/* Names are one ignoring case: "WWW" is the served "www". */
+	/* Its key signs every HTTPS handshake: gone, the listener could not serve. Names are
+	 * one ignoring case: "WWW" is the served "www". */
 	if (v->served != NULL && cv_text_name_equal(v->served, name)) {
 		r = cv_errmsg_set(err, CV_ERR_IN_USE, "%s is the certificate the HTTPS listener "
 				  "serves (server.tls_certificate): renew or replace it instead",

@@ -6,8 +6,8 @@
 #include <strings.h>
 #include <openssl/x509v3.h>
 
-#include "certvault/text.h"
 #include "certvault/net.h"
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
 

@@ -5,8 +5,8 @@
 
 #include <openssl/evp.h>
 
-#include "certvault/text.h"
 #include "certvault/fault.h"
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
 

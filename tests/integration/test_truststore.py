@@ -28,8 +28,11 @@ class TruststoreTest(VaultTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
+        # Half a day over whole days: expires_in_days reads the same from the add to the
+        # reads after it, however slow the machine (at exactly 3650 days, a second's
+        # delay turned 3650 into 3649 between the two).
         cls.root = Material(cls.tmp, "ts-root", key="p256", cn="Test Root CA", ca=True,
-                            not_after=3650 * 86400)
+                            not_after=3650 * 86400 + 43200)
         cls.inter = Material(cls.tmp, "ts-inter", key="p256", cn="Test Intermediate CA",
                              ca=True, issuer=cls.root, not_after=1825 * 86400)
         cls.leaf = Material(cls.tmp, "ts-leaf", key="p256", cn="localhost", san="localhost",
