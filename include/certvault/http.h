@@ -112,6 +112,7 @@ struct cv_route_info {
 	enum cv_access access;
 	const char *action;
 	size_t max_body; /* 0: the route reads no body */
+	const char *query; /* the query arguments it takes, space-separated; NULL: none */
 };
 int cv_http_route_at(size_t i, struct cv_route_info *ret);
 

@@ -92,6 +92,17 @@ static const struct route_query {
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
+/* The query arguments of the route whose handler this is, NULL when it takes none. */
+static const struct route_query *route_query_of(cv_handler_fn handler)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(route_queries) / sizeof(route_queries[0]); i++)
+		if (route_queries[i].handler == handler)
+			return &route_queries[i];
+	return NULL;
+}
+
 int cv_http_role_may(enum cv_access access, enum cv_role role, int metrics_public)
 {
 	switch (access) {
@@ -132,6 +143,8 @@ int cv_http_route_at(size_t i, struct cv_route_info *ret)
 	ret->access = routes[i].access;
 	ret->action = routes[i].action;
 	ret->max_body = routes[i].max_body;
+	ret->query = route_query_of(routes[i].handler) != NULL ?
+			     route_query_of(routes[i].handler)->args : NULL;
 	return 0;
 }
 
@@ -306,13 +319,10 @@ static int word_in(const char *list, const char *word)
 static int query_check(const struct cv_route *route, const struct cv_request *req,
 		       struct cv_errmsg *err)
 {
-	const struct route_query *q = NULL;
+	const struct route_query *q = route_query_of(route->handler);
 	char shown[80];
 	size_t i, j;
 
-	for (i = 0; i < sizeof(route_queries) / sizeof(route_queries[0]); i++)
-		if (route_queries[i].handler == route->handler)
-			q = &route_queries[i];
 	for (i = 0; i < req->n_query; i++) {
 		const char *key = req->query[i].key, *value = req->query[i].value;
 

@@ -807,6 +807,53 @@ static void test_every_route_has_its_rule(void **state)
 	assert_int_equal(n, sizeof(expected_routes) / sizeof(expected_routes[0]));
 }
 
+/* The query arguments the dispatch takes for each route are the ones the API description
+ * documents (src/http/openapi.json), no more, no fewer: the refusal of every other one
+ * (issue 16 item 16) must not refuse what the description promises. */
+static void test_route_queries_documented(void **state)
+{
+	struct cv_route_info info;
+	json_error_t jerr;
+	json_t *doc, *ops, *params, *p;
+	char path[1024], key[160];
+	const char *dir = getenv("CV_SOURCE_DIR"), *w;
+	size_t i, j, n, documented;
+
+	(void)state;
+	assert_non_null(dir);
+	snprintf(path, sizeof(path), "%s/src/http/openapi.json", dir);
+	doc = json_load_file(path, 0, &jerr);
+	assert_non_null(doc);
+	ops = json_object_get(doc, "x-operations");
+	assert_non_null(ops);
+	for (i = 0; cv_http_route_at(i, &info) == 0; i++) {
+		snprintf(key, sizeof(key), "%s %s", info.method, info.pattern);
+		params = json_object_get(json_object_get(ops, key), "parameters");
+		documented = 0;
+		json_array_foreach(params, j, p) {
+			const char *name = json_string_value(json_object_get(p, "name"));
+			size_t len = strlen(name);
+
+			if (!json_equal(json_object_get(p, "in"), json_string("query")))
+				continue;
+			documented++;
+			for (w = info.query; w != NULL && *w != '\0'; w += n + (w[n] == ' ')) {
+				n = strcspn(w, " ");
+				if (n == len && strncmp(w, name, n) == 0)
+					break;
+			}
+			if (w == NULL || *w == '\0')
+				fail_msg("%s documents ?%s, which the dispatch refuses", key, name);
+		}
+		for (n = 0, w = info.query; w != NULL && *w != '\0'; n++)
+			w += strcspn(w, " ") + (w[strcspn(w, " ")] == ' ');
+		if (n != documented)
+			fail_msg("%s takes %zu query arguments, its description %zu", key, n,
+				 documented);
+	}
+	json_decref(doc);
+}
+
 /* The route's pattern with each {} as "x": a path the route matches. */
 static void concrete(const char *pattern, char *buf, size_t len)
 {
@@ -1175,6 +1222,7 @@ int main(void)
 		cmocka_unit_test(test_multipart_limits),
 		cmocka_unit_test(test_multipart_refusals),
 		cmocka_unit_test(test_every_route_has_its_rule),
+		cmocka_unit_test(test_route_queries_documented),
 		cmocka_unit_test(test_route_table_refusals),
 		cmocka_unit_test(test_token_rules),
 		cmocka_unit_test(test_time_parse),
