@@ -51,14 +51,11 @@ size_t cv_text_safe(const char *s, size_t len, unsigned flags, char *out, size_t
  * out of memory; s NULL gives JSON null. */
 json_t *cv_text_json(const char *s);
 
-/* The case-insensitive key of a name (certificates, API tokens, truststore aliases, and any
- * other name certvault keeps unique ignoring case): ASCII letters lower-cased, every other
- * byte as it is; written into out (outsize bytes, cut on a character boundary). SQLite's
- * COLLATE NOCASE compares the same way, so a unique index "(name COLLATE NOCASE)" and this
- * key agree. */
-void cv_text_name_key(const char *name, char *out, size_t outsize);
-
-/* 1 when two names are the same ignoring ASCII case (cv_text_name_key equal), else 0. */
+/* 1 when two names are one name to certvault, else 0: equal with ASCII letters folded, every
+ * other byte as it is. Certificate names, API token names, truststore aliases and any other
+ * name kept unique ignoring case compare this way in C, and with COLLATE NOCASE (the same
+ * folding) in SQL: a unique index "(name COLLATE NOCASE)" and this agree. (strcasecmp would
+ * follow the locale.) */
 int cv_text_name_equal(const char *a, const char *b);
 
 #endif

@@ -168,18 +168,6 @@ json_t *cv_text_json(const char *s)
 	return j;
 }
 
-void cv_text_name_key(const char *name, char *out, size_t outsize)
-{
-	size_t i, n;
-
-	if (outsize == 0)
-		return;
-	n = cv_text_cut(name, strlen(name), outsize - 1);
-	for (i = 0; i < n; i++)
-		out[i] = name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] - 'A' + 'a') : name[i];
-	out[n] = '\0';
-}
-
 int cv_text_name_equal(const char *a, const char *b)
 {
 	for (; *a != '\0' && *b != '\0'; a++, b++) {

@@ -202,7 +202,7 @@ static const char *const migrations[] = {
 	"CREATE INDEX crls_issuer ON crls(issuer);",
 	/* Names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
 	 * reader, so certificate names, live API token names and truststore aliases are unique
-	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_key), and looked up the
+	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two
 	 * such names fails this step, and migrate() names them (name_clashes).
 	 * And a CN that names no host is no domain (item 14): an older release listed the CN of

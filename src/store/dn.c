@@ -18,23 +18,20 @@ enum { DN_CERTIFICATES = 1, DN_VERSIONS = 2, DN_TRUSTSTORE = 3, DN_CRLS = 4 };
 
 /* Subject and issuer of one row's DER as this release prints them; 0, or an error when the
  * DER does not read (the row is then left as it was). */
-static int dn_of(int tbl, const void *der, int len, char *subject, size_t subject_size,
+static int dn_of(int tbl, const char *der, int len, char *subject, size_t subject_size,
 		 char *issuer, size_t issuer_size)
 {
 	struct cv_x509_info *info = NULL;
 	struct cv_x509_crl_info crl_info;
-	const unsigned char *p = der;
+	struct cv_errmsg ignored;
 	X509_CRL *crl = NULL;
 	X509 *cert = NULL;
 	int r;
 
 	if (tbl == DN_CRLS) {
-		crl = d2i_X509_CRL(NULL, &p, len);
-		if (crl == NULL) {
-			r = CV_ERR_BAD_ENCODING;
-			goto out;
-		}
-		r = cv_x509_crl_info_get(crl, &crl_info);
+		r = cv_x509_crl_parse(der, (size_t)len, CV_ENC_FILE, &crl, &ignored);
+		if (r == 0)
+			r = cv_x509_crl_info_get(crl, &crl_info);
 		if (r == 0)
 			snprintf(issuer, issuer_size, "%s", crl_info.issuer);
 		goto out;
@@ -111,7 +108,8 @@ int store_dn_refresh(sqlite3 *db)
 		rc = sqlite3_step(read);
 		subject[0] = issuer[0] = '\0';
 		if (rc == SQLITE_ROW &&
-		    dn_of(tbl, sqlite3_column_blob(read, 0), sqlite3_column_bytes(read, 0), subject,
+		    dn_of(tbl, (const char *)sqlite3_column_blob(read, 0),
+			  sqlite3_column_bytes(read, 0), subject,
 			  sizeof(subject), issuer, sizeof(issuer)) == 0) {
 			if (tbl == DN_CRLS)
 				r = store_run(db, "UPDATE crls SET issuer = ?1 WHERE id = ?2", "ti",

@@ -267,17 +267,12 @@ static void test_text_random_bytes(void **state)
 
 static void test_text_names(void **state)
 {
-	char key[8];
-
 	(void)state;
 	assert_int_equal(cv_text_name_equal("WWW", "www"), 1);
 	assert_int_equal(cv_text_name_equal("www-1", "WWW-1"), 1);
 	assert_int_equal(cv_text_name_equal("www", "www1"), 0);
 	assert_int_equal(cv_text_name_equal("\xc3\x89", "\xc3\xa9"), 0); /* ASCII only, as NOCASE */
-	cv_text_name_key("Api-GW", key, sizeof(key));
-	assert_string_equal(key, "api-gw");
-	cv_text_name_key("ABCDEFGHIJ", key, sizeof(key));
-	assert_string_equal(key, "abcdefg");
+	assert_int_equal(cv_text_name_equal("", ""), 1);
 }
 
 int main(void)
