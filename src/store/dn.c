@@ -36,7 +36,7 @@ static int dn_of(int tbl, const char *der, int len, char *subject, size_t subjec
 			snprintf(issuer, issuer_size, "%s", crl_info.issuer);
 		goto out;
 	}
-	r = cv_x509_cert_from_der(der, (size_t)len, &cert);
+	r = cv_x509_cert_from_der((const unsigned char *)der, (size_t)len, &cert);
 	if (r == 0)
 		r = cv_x509_info_new(cert, &info);
 	if (r < 0)
