@@ -832,10 +832,12 @@ static void test_route_queries_documented(void **state)
 		documented = 0;
 		json_array_foreach(params, j, p) {
 			const char *name = json_string_value(json_object_get(p, "name"));
-			size_t len = strlen(name);
+			const char *in = json_string_value(json_object_get(p, "in"));
+			size_t len;
 
-			if (!json_equal(json_object_get(p, "in"), json_string("query")))
+			if (name == NULL || in == NULL || strcmp(in, "query") != 0)
 				continue;
+			len = strlen(name);
 			documented++;
 			for (w = info.query; w != NULL && *w != '\0'; w += n + (w[n] == ' ')) {
 				n = strcspn(w, " ");
