@@ -377,7 +377,7 @@ static int name_exists(sqlite3 *db, const char *name)
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?", -1, &stmt,
+	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ? COLLATE NOCASE", -1, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -636,7 +636,7 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 		goto out;
 	rc = sqlite3_prepare_v2(db,
 				"UPDATE certificates SET description = ?1, updated_at = ?2"
-				" WHERE name = ?3 AND state = 1",
+				" WHERE name = ?3 COLLATE NOCASE AND state = 1",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, description);
@@ -673,7 +673,8 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 	if (r < 0)
 		goto out;
 	r = store_prepare(conn,
-			  "SELECT " COLS_FULL " FROM certificates WHERE name = ?1 AND state = 1",
+			  "SELECT " COLS_FULL " FROM certificates WHERE name = ?1 COLLATE NOCASE"
+			  " AND state = 1",
 			  &stmt);
 	if (r < 0)
 		goto out;

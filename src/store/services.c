@@ -270,8 +270,8 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 	if (r < 0)
 		goto out;
 	/* Only an active certificate: not one being imported or deleted. */
-	r = lookup_id(db, "SELECT id FROM certificates WHERE name = ?1 AND state = 1", cert_name,
-		      &cert_id, NULL);
+	r = lookup_id(db, "SELECT id FROM certificates WHERE name = ?1 COLLATE NOCASE"
+		      " AND state = 1", cert_name, &cert_id, NULL);
 	if (r == CV_ERR_NOT_FOUND)
 		not_found(conflict, "certificate");
 	if (r < 0)
@@ -345,8 +345,8 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 	n = snprintf(sql, sizeof(sql), SERVICE_SELECT " WHERE 1%s%s%s ORDER BY s.name LIMIT ?",
 		     filter->environment != NULL ? " AND s.environment = ?" : "",
 		     filter->certificate != NULL
-			     ? " AND s.cert_id = (SELECT id FROM certificates WHERE name = ?"
-			       " AND state = 1)"
+			     ? " AND s.cert_id = (SELECT id FROM certificates"
+			       " WHERE name = ? COLLATE NOCASE AND state = 1)"
 			     : "",
 		     filter->after != NULL ? " AND s.name > ?" : "");
 	if (n < 0 || (size_t)n >= sizeof(sql))

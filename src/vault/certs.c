@@ -6,6 +6,7 @@
 #include <openssl/x509.h>
 
 #include "certvault/fault.h"
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -163,6 +164,9 @@ static int record_from_cert(const struct cv_import_request *req, X509 *cert,
 			}
 			rec->n_domains++;
 		}
+	} else if (info->n_ips > 0) {
+		/* No DNS name: the certificate is for an address, and the list shows it. */
+		snprintf(rec->primary_domain, sizeof(rec->primary_domain), "%s", info->ips[0]);
 	}
 	rec->not_before = info->not_before;
 	rec->not_after = info->not_after;
@@ -253,7 +257,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	/* GET /v1/certificates/summary is the counts: a certificate of that name could never
 	 * be read back. */
-	if (strcmp(req->name, "summary") == 0) {
+	if (cv_text_name_equal(req->name, "summary")) {
 		r = cv_errmsg_set(err, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
 		goto out;
 	}
@@ -452,7 +456,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	size_t n_linked = 0;
 	int r, by_name;
 
-	by_name = confirm != NULL && strcmp(confirm, name) == 0;
+	by_name = confirm != NULL && cv_text_name_equal(confirm, name);
 	if (confirm == NULL || (strcmp(confirm, "delete") != 0 && !by_name)) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIRM_REQUIRED,
 				  "deleting needs the confirmation keyword: confirm=delete");
@@ -462,8 +466,9 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, rec->sha256_fingerprint);
-	/* Its key signs every HTTPS handshake: gone, the listener could not serve. */
-	if (v->served != NULL && strcmp(v->served, name) == 0) {
+	/* Its key signs every HTTPS handshake: gone, the listener could not serve. Names are
+	 * one ignoring case: "WWW" is the served "www". */
+	if (v->served != NULL && cv_text_name_equal(v->served, name)) {
 		r = cv_errmsg_set(err, CV_ERR_IN_USE, "%s is the certificate the HTTPS listener "
 				  "serves (server.tls_certificate): renew or replace it instead",
 				  name);
