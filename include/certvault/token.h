@@ -80,6 +80,33 @@ void cv_token_free(struct cv_token *token);
 int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label,
 			const uint8_t *id, size_t id_len, struct cv_errmsg *err);
 
+/* The key types a key pair can be generated for in the token. */
+enum cv_token_key_type {
+	CV_TOKEN_KEY_RSA2048 = 1,
+	CV_TOKEN_KEY_RSA3072,
+	CV_TOKEN_KEY_RSA4096,
+	CV_TOKEN_KEY_P256,
+	CV_TOKEN_KEY_P384,
+	CV_TOKEN_KEY_P521,
+	CV_TOKEN_KEY_ED25519,
+};
+/* "rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521", "ed25519" to the type; 0 and
+ * *ret_type set, or CV_ERR_UNSUPPORTED_KEY. */
+int cv_token_key_type_parse(const char *name, enum cv_token_key_type *ret_type);
+const char *cv_token_key_type_name(enum cv_token_key_type type);
+
+/* Generates a key pair of this type inside the token (C_GenerateKeyPair) under CKA_ID = id
+ * and CKA_LABEL = label, with the attribute policy of cv_token_key_create: the private key
+ * token, private, sensitive, never extractable, sign-only, unmodifiable and uncopyable, so
+ * the token itself reports it always sensitive and never extractable. The private key never
+ * leaves the token; *ret_public (the caller's) is its public half, read back from the public
+ * object. Returns once both objects are durable: 0, CV_ERR_UNSUPPORTED_KEY,
+ * CV_ERR_NAME_TAKEN (an object with this id exists), CV_ERR_TOKEN or
+ * CV_ERR_TOKEN_UNAVAILABLE; on failure nothing is left in the token. */
+int cv_token_key_generate(struct cv_token *token, enum cv_token_key_type type,
+			  const char *label, const uint8_t *id, size_t id_len,
+			  EVP_PKEY **ret_public, struct cv_errmsg *err);
+
 /* Destroys the private and public key objects with this id, and returns once that is durable
  * (see cv_token_sync_describe). Returns 0, CV_ERR_NOT_FOUND (no private key with this id),
  * CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE. CV_ERR_TOKEN may come after the objects are gone
@@ -175,10 +202,11 @@ enum cv_token_op {
 	CV_TOKEN_OP_CREATE_OBJECT,    /* C_CreateObject */
 	CV_TOKEN_OP_DESTROY_OBJECT,   /* C_DestroyObject */
 	CV_TOKEN_OP_TOKEN_INFO,       /* C_GetTokenInfo */
+	CV_TOKEN_OP_GENERATE_KEY_PAIR, /* C_GenerateKeyPair */
 	CV_TOKEN_OP_COUNT
 };
 /* "open_session", "login", "find", "get_attributes", "create_object", "destroy_object",
- * "token_info"; "unknown" past the end. */
+ * "token_info", "generate_key_pair"; "unknown" past the end. */
 const char *cv_token_op_name(enum cv_token_op op);
 
 /* How many calls of each kind this token made since it was opened, and how many of them
