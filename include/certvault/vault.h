@@ -40,6 +40,8 @@ struct cv_vault {
 				     none. It cannot be deleted while served. */
 	struct cv_revocation_policy revocation;
 	struct cv_net_policy truststore_net; /* where a truststore url fetch may connect */
+	int64_t pending_seconds;  /* a pending certificate's life (policy.pending_expiry_days);
+				     0: 30 days */
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the
@@ -72,6 +74,9 @@ struct cv_import_request {
 	size_t pkcs12_len;
 	enum cv_encoding pkcs12_encoding;
 	int bundle;
+	/* A merge: the key is in the token already and this is its public half. No private key
+	 * (nor PKCS#12 file) is taken, and the certificate must match it (CV_ERR_KEY_MISMATCH). */
+	EVP_PKEY *token_key;
 };
 
 /* Limits on metadata a client sets. */
@@ -96,6 +101,68 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
 			 struct cv_errmsg *err);
+
+/* Keys born in the token (issue 13). A certificate whose key is generated in the token:
+ * key_type is "rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521" or "ed25519"; x509 is
+ * what the CSR (or the self-signed certificate) says. Strings borrowed. */
+struct cv_generate_request {
+	const char *name;
+	const char *description;   /* NULL: "" */
+	const char *key_type;
+	struct cv_x509_request x509;
+	int self_signed;           /* sign a certificate in the token and make it current */
+	int days;                  /* self_signed: its validity, 1..3650 */
+};
+/* What a generate made: a pending certificate and its CSR (PEM), or with self_signed the
+ * certificate's record (pending NULL). The caller frees them all. */
+struct cv_generate_result {
+	struct cv_pending_record *pending;
+	char *csr_pem;
+	struct cv_cert_record *rec;
+};
+void cv_generate_result_release(struct cv_generate_result *res);
+
+/* Makes a key pair of req->key_type in the token, and a CSR signed with it in the token
+ * (a pending certificate, audited as certificate.generate) or a self-signed certificate
+ * that becomes current at once. The name is checked and held first, and the pending row
+ * names the key before C_GenerateKeyPair, so a crash leaves something the reconciler
+ * undoes. Returns 0, CV_ERR_INVALID_NAME, CV_ERR_NAME_TAKEN, CV_ERR_BAD_REQUEST,
+ * CV_ERR_UNSUPPORTED_KEY, CV_ERR_TOKEN, CV_ERR_TOKEN_UNAVAILABLE or CV_ERR_DB; on failure
+ * nothing is left in the token or the store. */
+int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
+			   const struct cv_generate_request *req, int64_t now,
+			   struct cv_generate_result *ret, struct cv_errmsg *err);
+/* The pending certificate named name with its CSR. Returns 0, CV_ERR_NOT_FOUND (no
+ * certificate of that name), CV_ERR_NOT_PENDING (a certificate with no key waiting) or
+ * CV_ERR_DB. */
+int cv_vault_pending_get(struct cv_vault *v, const char *name,
+			 struct cv_pending_record **ret_rec, char **ret_csr_pem,
+			 struct cv_errmsg *err);
+/* Every pending certificate, name order. */
+int cv_vault_pending_list(struct cv_vault *v, struct cv_pending_record **ret_recs,
+			  size_t *ret_n, struct cv_errmsg *err);
+int cv_vault_pending_count(struct cv_vault *v, int64_t *ret_n, struct cv_errmsg *err);
+/* Merges the certificate a CA issued for the pending key of name: req's certificate (and
+ * chain; no private key) passes every import check against the pending key's public half
+ * (CV_ERR_KEY_MISMATCH for another key's certificate), then becomes the certificate's
+ * current version in one transaction with its audit record (certificate.merge).
+ * CV_ERR_NOT_PENDING when name has no key waiting. */
+int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
+			   const struct cv_import_request *req, int64_t now,
+			   struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
+			   struct cv_errmsg *err);
+/* Cancels the pending certificate of name: marked (audited), its key destroyed, its row
+ * removed. Returns 0, CV_ERR_NOT_FOUND, CV_ERR_NOT_PENDING, CV_ERR_TOKEN... */
+int cv_vault_pending_cancel(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			    struct cv_errmsg *err);
+/* The RFC 7512 URI of the key key_id labelled label (see cv_token_key_uri). */
+int cv_vault_key_uri(struct cv_vault *v, const uint8_t *key_id, const char *label, char *buf,
+		     size_t buflen);
+/* The expiry sweep: destroys every pending certificate older than v->pending_seconds, each
+ * with an audit record (certificate.pending_expired, actor certvaultd). *ret_n counts them.
+ * Returns 0 or the first failure. */
+int cv_vault_pending_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
+			   struct cv_errmsg *err);
 
 /* Everything the details view shows. */
 struct cv_cert_view {
@@ -281,6 +348,7 @@ struct cv_reconcile_report {
 	unsigned deletes_finished; /* deleting rows whose keys were destroyed and row removed */
 	unsigned versions_undone;  /* keys made for a renew or replace that never committed */
 	unsigned keys_destroyed;   /* superseded keys whose destruction was interrupted */
+	unsigned generates_undone; /* generated keys whose CSR or cancel never completed */
 };
 /* Finishes or undoes every write a crash interrupted. Run once at start, before serving. */
 int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_report,

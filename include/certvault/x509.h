@@ -357,6 +357,10 @@ enum cv_x509_sig_scheme {
 	CV_X509_SIG_EDDSA,
 };
 
+/* Checks req's subject, names and usages as cv_x509_csr_new would, before any key exists.
+ * Returns 0 or CV_ERR_BAD_REQUEST (err says which member). */
+int cv_x509_request_check(const struct cv_x509_request *req, struct cv_errmsg *err);
+
 /* Builds an unsigned PKCS#10 request for pub with req's subject, SANs and key usages.
  * Returns 0 and *ret_req (the caller's), CV_ERR_BAD_REQUEST (a subject, name, address or
  * usage that cannot be used: err says which), CV_ERR_UNSUPPORTED_KEY or CV_ERR_NOMEM. */

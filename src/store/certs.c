@@ -14,7 +14,7 @@
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
 	"updated_at, version, current_since"
-#define COLS_FULL COLS_LIST ", cert_der, chain_pem"
+#define COLS_FULL COLS_LIST ", cert_der, chain_pem, key_origin"
 
 #define LIST_LIMIT_MAX 1000
 
@@ -114,6 +114,7 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		r = store_dup_text(stmt, 18, &rec->chain_pem);
 		if (r < 0)
 			goto out;
+		rec->key_origin = (enum cv_key_origin)sqlite3_column_int64(stmt, 19);
 	}
 	*ret_rec = rec;
 	rec = NULL;
@@ -372,12 +373,14 @@ out:
 }
 
 /* 1 when a row of this name exists, whatever its state; 0 when not; or an error. */
-static int name_exists(sqlite3 *db, const char *name)
+int store_name_exists(sqlite3 *db, const char *name)
 {
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?", -1, &stmt,
+	/* A pending certificate's name is taken too: its merge makes the certificate. */
+	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?1 UNION ALL"
+				" SELECT 1 FROM pending_certificates WHERE name = ?1", -1, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -405,30 +408,20 @@ static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *
 				    id, rec->domains, rec->n_domains);
 }
 
-int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec)
+int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
+			 int64_t *ret_id)
 {
 	static const char sql[] =
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
-		" not_before, not_after, key_id, created_at, updated_at, version, current_since)"
-		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
-		" ?14)";
-	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+		" not_before, not_after, key_id, created_at, updated_at, version, current_since,"
+		" key_origin)"
+		" VALUES (?1, ?2, ?16, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
+		" ?14, ?17)";
 	sqlite3_stmt *stmt = NULL;
-	int64_t id = 0;
+	int64_t id;
 	int rc, r;
 
-	/* IMMEDIATE takes the write lock now, so the name check below still holds at the
-	 * INSERT, and the row never exists without its domains. */
-	r = store_exec(db, "BEGIN IMMEDIATE");
-	if (r < 0)
-		goto out;
-	r = name_exists(db, rec->name);
-	if (r == 1)
-		r = CV_ERR_NAME_TAKEN;
-	if (r < 0)
-		goto out;
 	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, rec->name);
@@ -463,6 +456,10 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 		rc = sqlite3_bind_int64(stmt, 14, rec->created_at);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 15, rec->updated_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 16, state);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 17, (int)rec->key_origin);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -475,9 +472,32 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 	r = insert_domains(db, id, rec);
 	if (r < 0)
 		goto out;
+	*ret_id = id;
 	r = 0;
 out:
 	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
+	int64_t id = 0;
+	int r;
+
+	/* IMMEDIATE takes the write lock now, so the name check below still holds at the
+	 * INSERT, and the row never exists without its domains. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	r = store_name_exists(db, rec->name);
+	if (r == 1)
+		r = CV_ERR_NAME_TAKEN;
+	if (r < 0)
+		goto out;
+	r = store_cert_insert_on(db, rec, CV_CERT_PENDING, &id);
+out:
 	r = store_finish(db, r);
 	store_return(store, conn);
 	if (r == 0) {

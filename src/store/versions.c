@@ -557,7 +557,8 @@ int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN
 		"SELECT key_id FROM certificates WHERE key_id IS NOT NULL"
 		" UNION SELECT key_id FROM certificate_versions"
 		"  WHERE key_state <> 2 AND key_id IS NOT NULL"
-		" UNION SELECT key_id FROM key_journal ORDER BY 1";
+		" UNION SELECT key_id FROM key_journal"
+		" UNION SELECT key_id FROM pending_certificates ORDER BY 1";
 	struct store_conn *conn = store_borrow(store);
 	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
 	sqlite3_stmt *stmt = NULL;

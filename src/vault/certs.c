@@ -39,6 +39,9 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 	STACK_OF(X509) *more = NULL;
 	int r;
 
+	if (req->token_key != NULL && (req->pkcs12 != NULL || req->private_key != NULL))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the key is in the token already: "
+				     "send the certificate (and its chain) only");
 	if (req->pkcs12 != NULL) {
 		if (req->certificate != NULL || req->private_key != NULL || req->chain != NULL)
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a PKCS#12 file comes alone: "
@@ -57,6 +60,14 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 				       ret_cert, err);
 	if (r < 0)
 		return r;
+	if (*ret_key != NULL && req->token_key != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
+				     "private key: the key is in the token already");
+	if (req->token_key != NULL) {
+		if (!EVP_PKEY_up_ref(req->token_key))
+			return CV_ERR_INTERNAL;
+		*ret_key = req->token_key;
+	}
 	if (*ret_key != NULL && req->private_key != NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
 				     "private key already: send no other");
@@ -679,6 +690,7 @@ int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_repor
 		       struct cv_errmsg *err)
 {
 	struct reconcile rc = { v, ret_report, err };
+	unsigned expired;
 	int r;
 
 	memset(ret_report, 0, sizeof(*ret_report));
@@ -689,6 +701,10 @@ int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_repor
 	r = cv_store_cert_foreach_unsettled(v->store, reconcile_cert, &rc);
 	if (r == 0)
 		r = cv_store_keys_unsettled_foreach(v->store, reconcile_key, &rc);
+	/* Expired pending certificates are left to the first sweep: the reconciler has no
+	 * clock of its own (0 sees none expired). */
+	if (r == 0)
+		r = vault_pending_reconcile(v, 0, &ret_report->generates_undone, &expired, err);
 	return r;
 }
 

@@ -72,4 +72,10 @@ int vault_jwk_choice_required(const char *name, const struct cv_jwk_record *link
 int vault_cert_jwk(const struct cv_cert_record *rec, const char *alg, const char *use,
 		   json_t **ret_jwk, struct cv_errmsg *err);
 
+/* The start-up part of the pending certificates' reconciliation (generate.c): rows left
+ * creating or cancelling lose their key and go (*ret_undone), expired ones are swept
+ * (*ret_expired). */
+int vault_pending_reconcile(struct cv_vault *v, int64_t now, unsigned *ret_undone,
+			    unsigned *ret_expired, struct cv_errmsg *err);
+
 #endif

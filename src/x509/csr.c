@@ -309,6 +309,31 @@ out:
 	return r;
 }
 
+int cv_x509_request_check(const struct cv_x509_request *req, struct cv_errmsg *err)
+{
+	static const char *const none[] = { "digitalSignature" };
+	GENERAL_NAMES *names = NULL;
+	X509_NAME *name = NULL;
+	char value[256];
+	int r;
+
+	r = subject_parse(req->subject, &name, err);
+	if (r == 0)
+		r = names_build(req, &names, err);
+	if (r == 0)
+		r = usage_value("key_usage", req->key_usage, req->n_key_usage, none, 1, key_usages,
+				sizeof(key_usages) / sizeof(key_usages[0]), 1, value,
+				sizeof(value), err);
+	if (r == 0)
+		r = usage_value("extended_key_usage", req->extended_key_usage,
+				req->n_extended_key_usage, none, 0, extended_key_usages,
+				sizeof(extended_key_usages) / sizeof(extended_key_usages[0]), 0,
+				value, sizeof(value), err);
+	X509_NAME_free(name);
+	GENERAL_NAMES_free(names);
+	return r;
+}
+
 static int key_checked(EVP_PKEY *pub, struct cv_errmsg *err)
 {
 	if (pub == NULL)
