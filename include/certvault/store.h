@@ -98,7 +98,7 @@ struct cv_cert_record {
 	int64_t created_at;
 	int64_t updated_at;
 	int64_t version;           /* 1 at import, one more at each renew or replace */
-	enum cv_key_origin key_origin; /* filled by get (and insert), not by list */
+	enum cv_key_origin key_origin;
 	int64_t current_since;     /* when this version became current */
 	/* Filled by get and list: the services using it, in name order (domains by get
 	 * only), and how many distinct domains those services have. */
@@ -314,6 +314,8 @@ int cv_store_pending_get(struct cv_store *store, const char *name,
 /* Every READY row in name order (no CSRs), into a new array. 0 or CV_ERR_DB. */
 int cv_store_pending_list(struct cv_store *store, struct cv_pending_record **ret_recs,
 			  size_t *ret_n);
+/* The active certificates' keys by origin (indexed by enum cv_key_origin). 0 or CV_ERR_DB. */
+int cv_store_key_origin_counts(struct cv_store *store, int64_t ret_counts[3]);
 /* How many rows are READY. */
 int cv_store_pending_count(struct cv_store *store, int64_t *ret_n);
 /* Marks a READY row CANCELLING (the point of no return of a cancel: audit records it).

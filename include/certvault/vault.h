@@ -155,6 +155,9 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
  * removed. Returns 0, CV_ERR_NOT_FOUND, CV_ERR_NOT_PENDING, CV_ERR_TOKEN... */
 int cv_vault_pending_cancel(struct cv_vault *v, struct cv_audit *audit, const char *name,
 			    struct cv_errmsg *err);
+/* The active certificates' keys by origin (indexed by enum cv_key_origin). */
+int cv_vault_key_origin_counts(struct cv_vault *v, int64_t ret_counts[3],
+			       struct cv_errmsg *err);
 /* The RFC 7512 URI of the key key_id labelled label (see cv_token_key_uri). */
 int cv_vault_key_uri(struct cv_vault *v, const uint8_t *key_id, const char *label, char *buf,
 		     size_t buflen);
@@ -308,6 +311,8 @@ struct cv_inventory_item {
 	size_t n_kids;               /* the JWKs linked to it */
 	char *const *kids;
 	const char *key_uri;         /* RFC 7512; "" for a truststore entry */
+	const char *key_origin;      /* "generated", "imported", "unwrapped"; NULL for a
+					truststore entry */
 	/* Read from the token when the item is: present 0 (and the rest 0) when the token holds
 	 * no private key with the certificate's CKA_ID. */
 	struct cv_token_key_attrs key;

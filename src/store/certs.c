@@ -13,8 +13,8 @@
 #define COLS_LIST                                                                        \
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at, version, current_since"
-#define COLS_FULL COLS_LIST ", cert_der, chain_pem, key_origin"
+	"updated_at, version, current_since, key_origin"
+#define COLS_FULL COLS_LIST ", cert_der, chain_pem"
 
 #define LIST_LIMIT_MAX 1000
 
@@ -95,9 +95,10 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	rec->updated_at = sqlite3_column_int64(stmt, 14);
 	rec->version = sqlite3_column_int64(stmt, 15);
 	rec->current_since = sqlite3_column_int64(stmt, 16);
+	rec->key_origin = (enum cv_key_origin)sqlite3_column_int64(stmt, 17);
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 17);
-		n = sqlite3_column_bytes(stmt, 17);
+		blob = sqlite3_column_blob(stmt, 18);
+		n = sqlite3_column_bytes(stmt, 18);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -111,10 +112,9 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		if (n > 0)
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
-		r = store_dup_text(stmt, 18, &rec->chain_pem);
+		r = store_dup_text(stmt, 19, &rec->chain_pem);
 		if (r < 0)
 			goto out;
-		rec->key_origin = (enum cv_key_origin)sqlite3_column_int64(stmt, 19);
 	}
 	*ret_rec = rec;
 	rec = NULL;

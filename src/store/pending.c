@@ -397,3 +397,26 @@ out:
 	}
 	return r;
 }
+
+int cv_store_key_origin_counts(struct cv_store *store, int64_t ret_counts[3])
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3_stmt *stmt;
+	int64_t origin;
+	int rc, r;
+
+	ret_counts[0] = ret_counts[1] = ret_counts[2] = 0;
+	r = store_prepare(conn, "SELECT key_origin, count(*) FROM certificates WHERE state = 1"
+			  " GROUP BY key_origin", &stmt);
+	if (r < 0)
+		goto out;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		origin = sqlite3_column_int64(stmt, 0);
+		if (origin >= 0 && origin <= 2)
+			ret_counts[origin] = sqlite3_column_int64(stmt, 1);
+	}
+	r = rc == SQLITE_DONE ? 0 : store_err(rc);
+out:
+	store_return(store, conn);
+	return r;
+}

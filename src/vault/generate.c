@@ -546,3 +546,11 @@ int cv_vault_key_uri(struct cv_vault *v, const uint8_t *key_id, const char *labe
 {
 	return cv_token_key_uri(v->token, key_id, CV_TOKEN_ID_LEN, label, buf, buflen);
 }
+
+int cv_vault_key_origin_counts(struct cv_vault *v, int64_t ret_counts[3],
+			       struct cv_errmsg *err)
+{
+	int r = cv_store_key_origin_counts(v->store, ret_counts);
+
+	return r < 0 ? cv_errmsg_set(err, r, "the database could not be read") : 0;
+}

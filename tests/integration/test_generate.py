@@ -4,6 +4,8 @@ current; self-signed certificates; cancel; the expiry sweep; every refusal. Tool
 wrote check the result: openssl verifies the CSR, pkcs11-tool sees the key always sensitive
 and never extractable, openssl signs through the libp11 engine with the details' URI."""
 
+import csv
+import io
 import os
 import re
 import subprocess
@@ -170,6 +172,49 @@ class GenerateTest(GenerateCase):
                 self.assertIn("never extractable", access)
                 self.assertEqual(re.search(r"Usage:\s*(.*)", block).group(1).strip(), "sign")
                 self.engine_signs(merged["key"]["pkcs11_uri"], cert, name)
+
+    def test_provenance_in_details_inventory_and_metrics(self):
+        """key_origin says where each key came from, next to what the token reads back."""
+        m = self.material("gen-imp", san="imp.example.com")
+        st, _, imported = self.vault.import_cert("gen-imp", m)
+        self.assertEqual(st, 201, imported)
+        self.assertEqual(imported["key"]["origin"], "imported")
+        body = self.generate("gen-prov", "p256")
+        st, _, merged = self.vault.request("POST", "/v1/certificates/gen-prov/certificate",
+                                           {"certificate": self.ca.issue(body["csr"])})
+        self.assertEqual(st, 200, merged)
+        self.generate("gen-prov-pending", "p256")
+        st, _, doc = self.vault.request("GET", "/v1/inventory?format=json")
+        self.assertEqual(st, 200, doc)
+        items = {i["name"]: i for i in doc["items"]}
+        self.assertEqual((items["gen-prov"]["key_origin"], items["gen-imp"]["key_origin"]),
+                         ("generated", "imported"))
+        self.assertIs(items["gen-prov"]["key_always_sensitive"], True)
+        self.assertIs(items["gen-prov"]["key_never_extractable"], True)
+        self.assertIs(items["gen-imp"]["key_always_sensitive"], False)
+        self.assertIs(items["gen-imp"]["key_never_extractable"], False)
+        self.assertNotIn("gen-prov-pending", items)
+        st, _, text = self.vault.request("GET", "/v1/inventory?format=csv")
+        rows = list(csv.DictReader(io.StringIO(text.decode(), newline="")))
+        by_name = {r["name"]: r for r in rows}
+        self.assertEqual(by_name["gen-prov"]["key_origin"], "generated")
+        self.assertEqual(by_name["gen-prov"]["key_never_extractable"], "true")
+        self.assertEqual(by_name["gen-imp"]["key_origin"], "imported")
+        st, _, metrics = self.vault.request("GET", "/metrics")
+        text = metrics.decode()
+        generated = int(re.search(r'^certvault_keys\{origin="generated"\} (\d+)$', text,
+                                  re.M).group(1))
+        imported = int(re.search(r'^certvault_keys\{origin="imported"\} (\d+)$', text,
+                                 re.M).group(1))
+        pending = int(re.search(r"^certvault_certificates_pending (\d+)$", text,
+                                re.M).group(1))
+        self.assertGreaterEqual(generated, 1)
+        self.assertGreaterEqual(imported, 1)
+        self.assertGreaterEqual(pending, 1)
+        self.vault.request("DELETE", "/v1/certificates/gen-prov-pending/pending")
+        st, _, metrics = self.vault.request("GET", "/metrics")
+        self.assertEqual(int(re.search(r"^certvault_certificates_pending (\d+)$",
+                                       metrics.decode(), re.M).group(1)), pending - 1)
 
     def test_summary_counts_pending(self):
         st, _, before = self.vault.request("GET", "/v1/certificates/summary")
