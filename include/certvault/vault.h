@@ -77,6 +77,7 @@ struct cv_import_request {
 	/* A merge: the key is in the token already and this is its public half. No private key
 	 * (nor PKCS#12 file) is taken, and the certificate must match it (CV_ERR_KEY_MISMATCH). */
 	EVP_PKEY *token_key;
+	const uint8_t *token_key_id; /* with token_key: its CKA_ID (CV_TOKEN_ID_LEN bytes) */
 };
 
 /* Limits on metadata a client sets. */
@@ -102,6 +103,9 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
 			 struct cv_errmsg *err);
 
+struct cv_version_ref;          /* below, with renew and replace */
+struct cv_jwk_choice;
+
 /* Keys born in the token (issue 13). A certificate whose key is generated in the token:
  * key_type is "rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521" or "ed25519"; x509 is
  * what the CSR (or the self-signed certificate) says. Strings borrowed. */
@@ -111,6 +115,8 @@ struct cv_generate_request {
 	const char *key_type;
 	struct cv_x509_request x509;
 	int self_signed;           /* sign a certificate in the token and make it current */
+	int renew;                 /* the next version of the certificate name (its CSR waits
+				      while the current version serves on) */
 	int days;                  /* self_signed: its validity, 1..3650 */
 };
 /* What a generate made: a pending certificate and its CSR (PEM), or with self_signed the
@@ -147,10 +153,14 @@ int cv_vault_pending_count(struct cv_vault *v, int64_t *ret_n, struct cv_errmsg 
  * (CV_ERR_KEY_MISMATCH for another key's certificate), then becomes the certificate's
  * current version in one transaction with its audit record (certificate.merge).
  * CV_ERR_NOT_PENDING when name has no key waiting. */
+/* A renewal's merge is a renewal (cv_vault_cert_supersede with CV_END_RENEWED: in use only,
+ * the version ref and JWK choice, one winner, every service switched in its transaction):
+ * ref, jwk and *ret_previous (the version it superseded; 0 for a new certificate) are for
+ * it. */
 int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
-			   const struct cv_import_request *req, int64_t now,
-			   struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
-			   struct cv_errmsg *err);
+			   const struct cv_import_request *req, const struct cv_version_ref *ref,
+			   const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+			   struct cv_revocation *ret_rev, struct cv_errmsg *err);
 /* Cancels the pending certificate of name: marked (audited), its key destroyed, its row
  * removed. Returns 0, CV_ERR_NOT_FOUND, CV_ERR_NOT_PENDING, CV_ERR_TOKEN... */
 int cv_vault_pending_cancel(struct cv_vault *v, struct cv_audit *audit, const char *name,

@@ -564,7 +564,7 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 
 /* The version a renew or replace names: "version" in the body, or If-Match (a quoted tag
  * from an ETag); both must then agree. */
-static int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
+int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
 		       struct cv_errmsg *err)
 {
 	json_t *version = json_object_get(body, "version");
@@ -602,7 +602,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 {
 	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
 					       "encoding", "pkcs12", "version", "jwk_action",
-					       "confirm", "check_chain", NULL };
+					       "confirm", "check_chain", "generate", NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	struct cv_import_request in = { 0 };
 	const char *action;
@@ -615,6 +615,11 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	int r;
 
 	r = req_body_object(req, allowed, &body, &form, err);
+	/* A renewal whose key is generated in the token: a CSR now, the merge later. */
+	if (r == 0 && kind == CV_END_RENEWED && json_object_get(body, "generate") != NULL) {
+		r = cert_renew_generate(app, req, body, form, res, err);
+		goto out;
+	}
 	if (r == 0)
 		r = material_members(body, form, &in, err);
 	if (r == 0)

@@ -207,6 +207,45 @@ out:
 	return r;
 }
 
+int cert_renew_generate(struct cv_app *app, const struct cv_request *req, json_t *body,
+			int form, struct cv_response *res, struct cv_errmsg *err)
+{
+	static const char *const others[] = { "certificate", "private_key", "password", "chain",
+					      "encoding", "pkcs12", "version", "jwk_action",
+					      "confirm", "check_chain", NULL };
+	struct generate_members m;
+	struct cv_generate_result out = { NULL, NULL, NULL };
+	size_t i;
+	int r;
+
+	memset(&m, 0, sizeof(m));
+	if (form) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"generate\" is for JSON bodies");
+		goto out;
+	}
+	/* The version and the JWK choice are the merge's, when the renewal happens. */
+	for (i = 0; others[i] != NULL; i++) {
+		if (json_object_get(body, others[i]) != NULL) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a renewal by \"generate\" takes "
+					  "no \"%s\": the merge of its certificate does",
+					  others[i]);
+			goto out;
+		}
+	}
+	r = generate_members_read(body, &m, err);
+	if (r < 0)
+		goto out;
+	m.req.name = req->params[0];
+	m.req.renew = 1;
+	r = cv_vault_cert_generate(&app->vault, req->audit, &m.req, req->now, &out, err);
+	if (r == 0)
+		r = res_json(res, 201, pending_json(app, out.pending, out.csr_pem));
+out:
+	cv_generate_result_release(&out);
+	generate_members_release(&m);
+	return r;
+}
+
 int h_cert_csr(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	       struct cv_errmsg *err)
 {
@@ -262,11 +301,15 @@ int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_res
 		 struct cv_errmsg *err)
 {
 	static const char *const allowed[] = { "certificate", "chain", "encoding",
-					       "check_chain", NULL };
+					       "check_chain", "version", "jwk_action", "confirm",
+					       NULL };
+	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
+	struct cv_version_ref ref;
+	const char *action = NULL;
+	int64_t previous = 0;
 	int (*file_member)(json_t *, const char *, int, size_t, const char **, size_t *,
 			   struct cv_errmsg *);
 	struct cv_import_request in = { 0 };
-	struct cv_cert_record *rec = NULL;
 	struct cv_revocation rev;
 	const char *encoding = NULL;
 	json_t *body = NULL;
@@ -282,8 +325,18 @@ int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_res
 			     &in.certificate_len, err)) < 0 ||
 	    (r = file_member(body, "chain", 0, PEM_MAX, &in.chain, &in.chain_len, err)) < 0 ||
 	    (r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err)) < 0 ||
-	    (r = check_chain_member(body, &check, err)) < 0)
+	    (r = check_chain_member(body, &check, err)) < 0 ||
+	    (r = version_ref(req, body, &ref, err)) < 0 ||
+	    (r = json_string_member(body, "jwk_action", 0, 16, &action, NULL, err)) < 0 ||
+	    (r = json_string_member(body, "confirm", 0, CV_NAME_MAX * 4, &jwk.confirm, NULL,
+				    err)) < 0)
 		goto out;
+	if (cv_vault_jwk_action_parse(action, &jwk.action) < 0 ||
+	    jwk.action == CV_JWK_ACTION_DELETE) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				  "\"jwk_action\" must be update or disconnect");
+		goto out;
+	}
 	if (form) {
 		if (encoding != NULL) {
 			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"encoding\" is for JSON bodies: "
@@ -297,15 +350,18 @@ int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_res
 				  "\"encoding\" must be pem, base64 or base64pem");
 		goto out;
 	}
-	r = cv_vault_pending_merge(&app->vault, req->audit, &in, req->now, &rec, &rev, err);
+	r = cv_vault_pending_merge(&app->vault, req->audit, &in, &ref, &jwk, req->now, &previous,
+				   &rev, err);
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
-	r = cert_view_response(app, rec->name, req->now, 200, res, NULL, err);
+	r = cert_view_response(app, in.name, req->now, 200, res, NULL, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
+	if (r == 0 && previous > 0 &&
+	    json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0)
+		r = CV_ERR_NOMEM;
 out:
-	cv_store_cert_free(rec);
 	json_decref(body);
 	return r;
 }

@@ -95,6 +95,11 @@ int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err);
  * (with its CSR when with_csr); GET /v1/certificates?status=pending. */
 int cert_generate(struct cv_app *app, const struct cv_request *req, json_t *body, int form,
 		  struct cv_response *res, struct cv_errmsg *err);
+int cert_renew_generate(struct cv_app *app, const struct cv_request *req, json_t *body,
+			int form, struct cv_response *res, struct cv_errmsg *err);
+/* h_certs.c: the version a renew or replace (or a renewal's merge) names. */
+int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
+		struct cv_errmsg *err);
 int pending_view_response(struct cv_app *app, const char *name, int with_csr,
 			  struct cv_response *res, struct cv_errmsg *err);
 int pending_list_response(struct cv_app *app, const struct cv_request *req,

@@ -210,6 +210,8 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 		else if (strcmp(p, ":key_id") == 0)
 			rc = sqlite3_bind_blob(stmt, i, next->key_id, (int)sizeof(next->key_id),
 					       SQLITE_STATIC);
+		else if (strcmp(p, ":key_origin") == 0)
+			rc = sqlite3_bind_int64(stmt, i, (int64_t)next->key_origin);
 		else
 			rc = SQLITE_MISUSE; /* a statement below names a value not bound here */
 	}
@@ -285,17 +287,21 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 	static const char *const steps[] = {
 		"INSERT INTO certificate_versions (cert_id, version, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, not_before,"
-		" not_after, key_id, key_state, current_from, current_until, ended_by)"
+		" not_after, key_id, key_state, current_from, current_until, ended_by, key_origin)"
 		" SELECT id, version, cert_der, chain_pem, subject, issuer, serial,"
 		" sha256_fingerprint, key_description, not_before, not_after, key_id,"
-		" :key_state, current_since, :now, :ended FROM certificates WHERE id = :id",
+		" :key_state, current_since, :now, :ended, key_origin FROM certificates"
+		" WHERE id = :id",
 		"UPDATE certificates SET cert_der = :cert_der, chain_pem = :chain_pem,"
 		" subject = :subject, issuer = :issuer, serial = :serial,"
 		" sha256_fingerprint = :fp, key_description = :key_desc, primary_domain = :primary,"
 		" not_before = :not_before, not_after = :not_after, key_id = :key_id,"
-		" version = version + 1, current_since = :now, updated_at = :now WHERE id = :id",
+		" version = version + 1, current_since = :now, updated_at = :now,"
+		" key_origin = :key_origin WHERE id = :id",
 		"DELETE FROM certificate_domains WHERE cert_id = :id",
 		"DELETE FROM key_journal WHERE key_id = :key_id",
+		/* A renewal by generate: its key waited in a pending row, which the merge ends. */
+		"DELETE FROM pending_certificates WHERE key_id = :key_id",
 	};
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;

@@ -459,6 +459,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	struct cv_cert_record *rec = NULL;
 	struct cv_conflict conflict = { "", "", 0 };
 	struct cv_jwk_record *linked = NULL;
+	struct cv_pending_record *pending = NULL;
 	const char *confirm = jwk->confirm;
 	size_t n_linked = 0;
 	int r, by_name;
@@ -473,6 +474,14 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, rec->sha256_fingerprint);
+	/* A renewal by generate waits with a key of its own: cancelled first, by choice. */
+	if (cv_store_pending_get(v->store, name, &pending) == 0) {
+		cv_store_pending_free(pending);
+		r = cv_errmsg_set(err, CV_ERR_IN_USE, "a renewal of %s waits for its certificate: "
+				  "cancel it first (DELETE /v1/certificates/%s/pending)", name,
+				  name);
+		goto out;
+	}
 	/* Its key signs every HTTPS handshake: gone, the listener could not serve. */
 	if (v->served != NULL && strcmp(v->served, name) == 0) {
 		r = cv_errmsg_set(err, CV_ERR_IN_USE, "%s is the certificate the HTTPS listener "

@@ -7,6 +7,7 @@
  * left creating or cancelling, and removes the row. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
@@ -184,7 +185,7 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 			   struct cv_generate_result *ret, struct cv_errmsg *err)
 {
 	struct cv_pending_record *p = NULL;
-	struct cv_cert_record *rec = NULL;
+	struct cv_cert_record *rec = NULL, *cur = NULL;
 	enum cv_token_key_type type;
 	struct cv_errmsg ignored;
 	X509 *unsigned_cert = NULL, *cert = NULL;
@@ -196,10 +197,29 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 
 	memset(ret, 0, sizeof(*ret));
 	vault_audit_target(audit, req->name);
-	audit_action(audit, "certificate.generate");
+	if (!req->renew)
+		audit_action(audit, "certificate.generate");
 	r = generate_checks(v, req, &type, err);
 	if (r < 0)
 		goto out;
+	if (req->renew) {
+		r = vault_lookup(v, req->name, &cur, err);
+		if (r < 0)
+			goto out;
+		if (req->self_signed) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a renewal waits for a CA's "
+					  "certificate: \"self_signed\" is for new certificates");
+			goto out;
+		}
+		/* As for any renewal of the served certificate: its next key is an admin's. */
+		if (v->served != NULL && strcasecmp(v->served, cur->name) == 0 &&
+		    (audit == NULL || audit->role != CV_ROLE_ADMIN)) {
+			r = cv_errmsg_set(err, CV_ERR_FORBIDDEN, "%s is the certificate the HTTPS "
+					  "listener serves (server.tls_certificate): only an "
+					  "admin may renew it", cur->name);
+			goto out;
+		}
+	}
 	/* A token already gone refuses before the database sees anything. */
 	r = cv_token_check(v->token, err);
 	if (r < 0)
@@ -210,7 +230,9 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	snprintf(p->name, sizeof(p->name), "%s", req->name);
-	p->description = strdup(req->description != NULL ? req->description : "");
+	p->cert_id = cur != NULL ? cur->id : 0;
+	p->description = strdup(cur != NULL ? cur->description :
+				req->description != NULL ? req->description : "");
 	if (p->description == NULL) {
 		r = CV_ERR_NOMEM;
 		goto out;
@@ -228,7 +250,13 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 	/* The row names the key before it exists. */
 	r = cv_store_pending_insert(v->store, p);
 	if (r == CV_ERR_NAME_TAKEN) {
-		cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
+		cv_errmsg_set(err, r, cur != NULL ? "a renewal of %s is pending already: merge or "
+			      "cancel it first" : "a certificate named %s already exists",
+			      req->name);
+		goto out;
+	}
+	if (r == CV_ERR_NOT_FOUND) {
+		cv_errmsg_set(err, r, "no certificate named %s", req->name);
 		goto out;
 	}
 	if (r < 0) {
@@ -303,6 +331,7 @@ out:
 	EVP_PKEY_free(pub);
 	free(csr_pem);
 	cv_store_cert_free(rec);
+	cv_store_cert_free(cur);
 	cv_store_pending_free(p);
 	return r;
 }
@@ -371,9 +400,9 @@ int cv_vault_pending_count(struct cv_vault *v, int64_t *ret_n, struct cv_errmsg 
 }
 
 int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
-			   const struct cv_import_request *req, int64_t now,
-			   struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
-			   struct cv_errmsg *err)
+			   const struct cv_import_request *req, const struct cv_version_ref *ref,
+			   const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+			   struct cv_revocation *ret_rev, struct cv_errmsg *err)
 {
 	struct cv_import_request in = *req;
 	struct cv_pending_record *p = NULL;
@@ -384,15 +413,10 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 	int r;
 
 	memset(&rev, 0, sizeof(rev));
+	*ret_previous = 0;
 	r = pending_lookup(v, req->name, &p, err);
 	if (r < 0)
 		goto out;
-	if (p->cert_id != 0) {
-		r = cv_errmsg_set(err, CV_ERR_NOT_PENDING, "%s waits for the next version's "
-				  "certificate: renewals by generate are not merged yet",
-				  req->name);
-		goto out;
-	}
 	r = cv_x509_csr_from_der(p->csr_der, p->csr_der_len, &csr);
 	if (r < 0) {
 		cv_errmsg_set(err, CV_ERR_DB, "the stored CSR cannot be read");
@@ -400,8 +424,16 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	in.token_key = X509_REQ_get0_pubkey(csr);
+	in.token_key_id = p->key_id;
 	if (in.token_key == NULL) {
 		r = cv_errmsg_set(err, CV_ERR_DB, "the stored CSR has no public key");
+		goto out;
+	}
+	if (p->cert_id != 0) {
+		/* The next version's certificate: a renewal like any other, whose commit also
+		 * ends the pending row. */
+		r = cv_vault_cert_supersede(v, audit, CV_END_RENEWED, &in, ref, jwk, now,
+					    ret_previous, &rev, err);
 		goto out;
 	}
 	in.description = p->description;
@@ -431,9 +463,6 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	cv_fault_point("merge.after_commit");
-	rec->state = CV_CERT_ACTIVE;
-	*ret_rec = rec;
-	rec = NULL;
 	r = 0;
 out:
 	if (ret_rev != NULL)

@@ -268,6 +268,11 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_material_check(v, audit, &material, now, &next, &key, &rev, err);
 	if (r < 0)
 		goto out;
+	if (req->token_key != NULL) {
+		/* The merge of a renewal by generate: the key waits in the token already. */
+		memcpy(next->key_id, req->token_key_id, sizeof(next->key_id));
+		next->key_origin = CV_KEY_ORIGIN_GENERATED;
+	}
 	sup.next = next;
 	r = jwk_plan_make(v, cur, next, jwk, &plan, err);
 	if (r < 0)
@@ -286,6 +291,15 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	r = cv_token_check(v->token, err);
 	if (r < 0)
 		goto out;
+	if (req->token_key != NULL) {
+		/* Its pending row names it until the commit ends the row. */
+		if (!cv_token_key_exists(v->token, next->key_id, sizeof(next->key_id))) {
+			r = cv_errmsg_set(err, CV_ERR_TOKEN, "the generated key of %s is not in "
+					  "the token", cur->name);
+			goto out;
+		}
+		goto commit;
+	}
 	/* The journal names the key before it exists: a crash before the commit leaves a key
 	 * the reconciler finds and destroys. */
 	r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);
@@ -300,6 +314,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	if (r < 0)
 		goto out;
 	created = 1;
+commit:
 	sup.audit = vault_audit_done(audit);
 	r = cv_store_cert_supersede(v->store, &sup, &conflict);
 	vault_audit_written(audit, r);

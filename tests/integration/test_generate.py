@@ -8,7 +8,7 @@ import csv
 import io
 import os
 import re
-import subprocess
+import threading
 import time
 import unittest
 
@@ -215,6 +215,92 @@ class GenerateTest(GenerateCase):
         st, _, metrics = self.vault.request("GET", "/metrics")
         self.assertEqual(int(re.search(r"^certvault_certificates_pending (\d+)$",
                                        metrics.decode(), re.M).group(1)), pending - 1)
+
+    def test_renew_with_a_generated_key(self):
+        """Two services use the certificate: the current version serves until the merge,
+        then both use the new one; of two merges racing, one wins."""
+        m = self.material("gen-ren", san="ren.gen.example.com")
+        st, _, v1 = self.vault.import_cert("gen-ren", m)
+        self.assertEqual(st, 201, v1)
+        for svc in ("gen-ren-a", "gen-ren-b"):
+            st, _, body = self.vault.request("PUT", "/v1/services/" + svc, {
+                "environment": "production", "domains": ["ren.gen.example.com"]})
+            self.assertEqual(st, 201, body)
+            st, _, body = self.vault.request("PUT", "/v1/services/%s/certificate" % svc,
+                                             {"certificate": "gen-ren"})
+            self.assertEqual(st, 200, body)
+        gen = {"key": "p384", "subject": "CN=ren.gen.example.com",
+               "dns_names": ["ren.gen.example.com"]}
+        st, _, pending = self.vault.request("POST", "/v1/certificates/gen-ren/renew",
+                                            {"generate": gen})
+        self.assertEqual(st, 201, pending)
+        self.assertEqual((pending["status"], pending["renewal"]), ("pending", True))
+        self.assertNotEqual(pending["key"]["id"], v1["key"]["id"])
+        # The current version serves on; one renewal waits at a time; no delete meanwhile.
+        st, _, cur = self.vault.request("GET", "/v1/certificates/gen-ren")
+        self.assertEqual((cur["version"], cur["key"]["id"]), (1, v1["key"]["id"]))
+        self.assertError(self.vault.request("POST", "/v1/certificates/gen-ren/renew",
+                                            {"generate": gen}), 409, "name_taken")
+        self.assertError(self.vault.request(
+            "DELETE", "/v1/certificates/gen-ren?confirm=delete"), 409, "in_use")
+        self.assertError(self.vault.request("POST", "/v1/certificates/gen-ren/renew", {
+            "generate": gen, "version": 1}), 400, "bad_request")
+        cert = self.ca.issue(pending["csr"])
+        results = []
+
+        def merge():
+            results.append(self.vault.request("POST", "/v1/certificates/gen-ren/certificate",
+                                              {"certificate": cert}))
+        threads = [threading.Thread(target=merge) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(r[0] for r in results)
+        self.assertEqual(statuses, [200, 409], results)
+        won = [r[2] for r in results if r[0] == 200][0]
+        lost = [r[2] for r in results if r[0] == 409][0]
+        self.assertIn(lost["error"]["code"], ("not_pending", "already_renewed"), lost)
+        self.assertEqual((won["version"], won["previous_version"]), (2, 1))
+        self.assertEqual(won["key"]["id"], pending["key"]["id"])
+        self.assertEqual(won["key"]["origin"], "generated")
+        self.assertEqual(sorted(u["service"] for u in won["used_by"]),
+                         ["gen-ren-a", "gen-ren-b"])
+        for svc in ("gen-ren-a", "gen-ren-b"):
+            st, _, body = self.vault.request("GET", "/v1/services/" + svc)
+            self.assertEqual(body["certificate"]["name"], "gen-ren")
+            self.assertEqual(body["certificate"]["etag"], won["etag"])
+        st, _, versions = self.vault.request("GET", "/v1/certificates/gen-ren/versions")
+        self.assertEqual(len(versions["versions"]), 2, versions)
+        self.assertError(self.vault.request("GET", "/v1/certificates/gen-ren/csr"),
+                         409, "not_pending")
+        st, _, audit = self.vault.request("GET", "/v1/audit?limit=1000")
+        merges = [r["outcome"] for r in audit["items"]
+                  if r["action"] == "certificate.merge" and r["target"] == "gen-ren"]
+        self.assertEqual(merges.count("done"), 1, merges)
+
+    def test_renewal_by_generate_needs_a_service_and_can_be_cancelled(self):
+        m = self.material("gen-lone", san="lone.gen.example.com")
+        st, _, v1 = self.vault.import_cert("gen-lone", m)
+        self.assertEqual(st, 201, v1)
+        self.assertError(self.vault.request("POST", "/v1/certificates/gen-none/renew", {
+            "generate": {"key": "p256", "subject": "CN=x"}}), 404, "not_found")
+        st, _, pending = self.vault.request("POST", "/v1/certificates/gen-lone/renew", {
+            "generate": {"key": "p256", "subject": "CN=lone.gen.example.com",
+                         "dns_names": ["lone.gen.example.com"]}})
+        self.assertEqual(st, 201, pending)
+        # Merged like any renewal: refused while no service uses the certificate.
+        self.assertError(self.vault.request(
+            "POST", "/v1/certificates/gen-lone/certificate",
+            {"certificate": self.ca.issue(pending["csr"])}), 409, "not_in_use")
+        st, _, body = self.vault.request("DELETE", "/v1/certificates/gen-lone/pending")
+        self.assertEqual(st, 200, body)
+        self.assertIsNone(self.key_block(pending["key"]["id"]))
+        self.assertIsNotNone(self.key_block(v1["key"]["id"]))
+        st, _, cur = self.vault.request("GET", "/v1/certificates/gen-lone")
+        self.assertEqual((cur["version"], cur["key"]["id"]), (1, v1["key"]["id"]))
+        st, _, body = self.vault.request("DELETE", "/v1/certificates/gen-lone?confirm=delete")
+        self.assertEqual(st, 200, body)
 
     def test_summary_counts_pending(self):
         st, _, before = self.vault.request("GET", "/v1/certificates/summary")
