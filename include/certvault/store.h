@@ -58,6 +58,11 @@ enum cv_cert_state {
 	CV_CERT_DELETING,
 };
 
+/* A key's CKA_LABEL: "<name>.v<version>" (names hold no '.', so no two certificates' keys
+ * share one); keys made before labels had versions carry the bare name. */
+#define CV_KEY_LABEL_MAX 96
+void cv_key_label(const char *name, int64_t version, char buf[CV_KEY_LABEL_MAX + 1]);
+
 /* How a certificate's key reached the token. */
 enum cv_key_origin {
 	CV_KEY_ORIGIN_IMPORTED = 0,  /* parsed from what a client sent, then created in it */
@@ -99,6 +104,7 @@ struct cv_cert_record {
 	int64_t updated_at;
 	int64_t version;           /* 1 at import, one more at each renew or replace */
 	enum cv_key_origin key_origin;
+	char key_label[CV_KEY_LABEL_MAX + 1]; /* the key's CKA_LABEL (see cv_key_label) */
 	int64_t current_since;     /* when this version became current */
 	/* Filled by get and list: the services using it, in name order (domains by get
 	 * only), and how many distinct domains those services have. */
@@ -227,6 +233,7 @@ struct cv_cert_version {
 	int64_t not_before;
 	int64_t not_after;
 	uint8_t key_id[CV_TOKEN_ID_LEN];
+	char key_label[CV_KEY_LABEL_MAX + 1]; /* "" for a key labelled with the bare name */
 	enum cv_key_state key_state;
 	int64_t current_from;
 	int64_t current_until;     /* 0 for the current version */
@@ -290,6 +297,7 @@ struct cv_pending_record {
 	enum cv_pending_state state;
 	uint8_t key_id[CV_TOKEN_ID_LEN];
 	char key_type[16];         /* "p256", "rsa2048", ... */
+	char key_label[CV_KEY_LABEL_MAX + 1];
 	char subject[512];
 	unsigned char *csr_der;    /* NULL while creating, and in lists */
 	size_t csr_der_len;

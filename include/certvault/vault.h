@@ -78,6 +78,7 @@ struct cv_import_request {
 	 * (nor PKCS#12 file) is taken, and the certificate must match it (CV_ERR_KEY_MISMATCH). */
 	EVP_PKEY *token_key;
 	const uint8_t *token_key_id; /* with token_key: its CKA_ID (CV_TOKEN_ID_LEN bytes) */
+	const char *token_key_label; /* ... and its CKA_LABEL */
 };
 
 /* Limits on metadata a client sets. */

@@ -102,7 +102,7 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 		cv_status_name(v->status), "fingerprints", "sha256", info->sha256_fingerprint,
 		"sha1", info->sha1_fingerprint,
 		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri",
-		v->key_uri, "id", key_id, "label", rec->name, "origin",
+		v->key_uri, "id", key_id, "label", rec->key_label, "origin",
 		cv_key_origin_name(rec->key_origin),
 		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at)),
 		rec, etag);

@@ -129,7 +129,7 @@ static json_t *pending_json(struct cv_app *app, const struct cv_pending_record *
 	json_t *o;
 
 	cv_hex_encode(p->key_id, sizeof(p->key_id), key_id);
-	if (cv_vault_key_uri(&app->vault, p->key_id, p->name, uri, sizeof(uri)) < 0)
+	if (cv_vault_key_uri(&app->vault, p->key_id, p->key_label, uri, sizeof(uri)) < 0)
 		uri[0] = '\0';
 	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:{s:o, s:s, s:s, s:s}}",
 		      "name", p->name, "description", p->description, "status", "pending",
@@ -137,7 +137,7 @@ static json_t *pending_json(struct cv_app *app, const struct cv_pending_record *
 		      "created_by", p->created_by, "created_at", time_json(p->created_at),
 		      "expires_at", time_json(p->expires_at), "key", "pkcs11_uri",
 		      string_or_null(uri[0] != '\0' ? uri : NULL), "id", key_id, "label",
-		      p->name, "origin", "generated");
+		      p->key_label, "origin", "generated");
 	if (o != NULL && csr_pem != NULL &&
 	    json_object_set_new(o, "csr", json_string(csr_pem)) < 0) {
 		json_decref(o);

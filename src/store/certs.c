@@ -13,7 +13,7 @@
 #define COLS_LIST                                                                        \
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at, version, current_since, key_origin"
+	"updated_at, version, current_since, key_origin, coalesce(key_label, name)"
 #define COLS_FULL COLS_LIST ", cert_der, chain_pem"
 
 #define LIST_LIMIT_MAX 1000
@@ -96,9 +96,12 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	rec->version = sqlite3_column_int64(stmt, 15);
 	rec->current_since = sqlite3_column_int64(stmt, 16);
 	rec->key_origin = (enum cv_key_origin)sqlite3_column_int64(stmt, 17);
+	r = store_copy_text(stmt, 18, rec->key_label, sizeof(rec->key_label));
+	if (r < 0)
+		goto out;
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 18);
-		n = sqlite3_column_bytes(stmt, 18);
+		blob = sqlite3_column_blob(stmt, 19);
+		n = sqlite3_column_bytes(stmt, 19);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -112,7 +115,7 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		if (n > 0)
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
-		r = store_dup_text(stmt, 19, &rec->chain_pem);
+		r = store_dup_text(stmt, 20, &rec->chain_pem);
 		if (r < 0)
 			goto out;
 	}
@@ -415,9 +418,9 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
 		" not_before, not_after, key_id, created_at, updated_at, version, current_since,"
-		" key_origin)"
+		" key_origin, key_label)"
 		" VALUES (?1, ?2, ?16, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
-		" ?14, ?17)";
+		" ?14, ?17, nullif(?18, ''))";
 	sqlite3_stmt *stmt = NULL;
 	int64_t id;
 	int rc, r;
@@ -460,6 +463,8 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 		rc = sqlite3_bind_int(stmt, 16, state);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int(stmt, 17, (int)rec->key_origin);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 18, rec->key_label);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {

@@ -229,7 +229,13 @@ static const char *const migrations[] = {
 	"ALTER TABLE certificates ADD COLUMN key_origin INTEGER NOT NULL DEFAULT 0"
 	" CHECK (key_origin IN (0, 1, 2));"
 	"ALTER TABLE certificate_versions ADD COLUMN key_origin INTEGER NOT NULL DEFAULT 0"
-	" CHECK (key_origin IN (0, 1, 2));",
+	" CHECK (key_origin IN (0, 1, 2));"
+	/* Each key's CKA_LABEL: "<name>.v<version>" since this version, so that a hand-written
+	 * pkcs11:object= cannot match two versions' keys; NULL for keys made before, whose label
+	 * is the certificate's name. */
+	"ALTER TABLE certificates ADD COLUMN key_label TEXT;"
+	"ALTER TABLE certificate_versions ADD COLUMN key_label TEXT;"
+	"ALTER TABLE pending_certificates ADD COLUMN key_label TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -1,4 +1,5 @@
 /* store: pending certificates, keys generated in the token waiting for their certificate. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,7 +8,12 @@
 
 #define PENDING_COLS                                                                     \
 	"id, name, coalesce(cert_id, 0), description, state, key_id, key_type, subject, "  \
-	"created_by, created_at, expires_at"
+	"created_by, created_at, expires_at, key_label"
+
+void cv_key_label(const char *name, int64_t version, char buf[CV_KEY_LABEL_MAX + 1])
+{
+	snprintf(buf, CV_KEY_LABEL_MAX + 1, "%s.v%lld", name, (long long)version);
+}
 
 const char *cv_key_origin_name(enum cv_key_origin origin)
 {
@@ -76,9 +82,12 @@ static int pending_read(sqlite3_stmt *stmt, int with_csr, struct cv_pending_reco
 	memcpy(rec->key_id, blob, sizeof(rec->key_id));
 	rec->created_at = sqlite3_column_int64(stmt, 9);
 	rec->expires_at = sqlite3_column_int64(stmt, 10);
+	r = store_copy_text(stmt, 11, rec->key_label, sizeof(rec->key_label));
+	if (r < 0)
+		goto out;
 	if (with_csr) {
-		blob = sqlite3_column_blob(stmt, 11);
-		n = sqlite3_column_bytes(stmt, 11);
+		blob = sqlite3_column_blob(stmt, 12);
+		n = sqlite3_column_bytes(stmt, 12);
 		if (blob == NULL || n <= 0) {
 			r = CV_ERR_DB;
 			goto out;
@@ -102,8 +111,8 @@ int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *re
 {
 	static const char sql[] =
 		"INSERT INTO pending_certificates (name, cert_id, description, state, key_id,"
-		" key_type, subject, created_by, created_at, expires_at)"
-		" VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)";
+		" key_type, subject, created_by, created_at, expires_at, key_label)"
+		" VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
@@ -158,6 +167,8 @@ int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *re
 		rc = sqlite3_bind_int64(stmt, 8, rec->created_at);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 9, rec->expires_at);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 10, rec->key_label);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {

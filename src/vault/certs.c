@@ -283,6 +283,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	/* The pending row names the key before it exists, so a crash between the two steps
 	 * leaves something the reconciler can find and undo. */
+	cv_key_label(rec->name, 1, rec->key_label);
 	r = cv_store_cert_insert_pending(v->store, rec);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
@@ -294,7 +295,8 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	}
 	pending = 1;
 	cv_fault_point("import.after_pending_row");
-	r = cv_token_key_create(v->token, key, rec->name, rec->key_id, sizeof(rec->key_id), err);
+	r = cv_token_key_create(v->token, key, rec->key_label, rec->key_id, sizeof(rec->key_id),
+				err);
 	if (r < 0)
 		goto out;
 	/* The import's commit: the record goes with it. */
@@ -387,7 +389,7 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);
 	r = cv_token_key_uri(v->token, view->rec->key_id, sizeof(view->rec->key_id),
-			     view->rec->name, view->key_uri, sizeof(view->key_uri));
+			     view->rec->key_label, view->key_uri, sizeof(view->key_uri));
 	if (r < 0)
 		goto out;
 	*ret_view = view;

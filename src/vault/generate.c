@@ -128,6 +128,7 @@ static int record_for(const struct cv_pending_record *p, X509 *cert, int64_t now
 	rec->created_at = now;
 	rec->updated_at = now;
 	memcpy(rec->key_id, p->key_id, sizeof(rec->key_id));
+	snprintf(rec->key_label, sizeof(rec->key_label), "%s", p->key_label);
 	rec->key_origin = CV_KEY_ORIGIN_GENERATED;
 	*ret_rec = rec;
 	rec = NULL;
@@ -238,6 +239,7 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	snprintf(p->key_type, sizeof(p->key_type), "%s", cv_token_key_type_name(type));
+	cv_key_label(p->name, cur != NULL ? cur->version + 1 : 1, p->key_label);
 	snprintf(p->subject, sizeof(p->subject), "%s", req->x509.subject);
 	snprintf(p->created_by, sizeof(p->created_by), "%s",
 		 audit != NULL ? audit->entry.actor_name : "");
@@ -265,8 +267,8 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 	}
 	row = 1;
 	cv_fault_point("generate.after_pending_row");
-	r = cv_token_key_generate(v->token, type, p->name, p->key_id, sizeof(p->key_id), &pub,
-				  err);
+	r = cv_token_key_generate(v->token, type, p->key_label, p->key_id, sizeof(p->key_id),
+				  &pub, err);
 	if (r < 0)
 		goto out;
 	key = 1;
@@ -425,6 +427,7 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 	}
 	in.token_key = X509_REQ_get0_pubkey(csr);
 	in.token_key_id = p->key_id;
+	in.token_key_label = p->key_label;
 	if (in.token_key == NULL) {
 		r = cv_errmsg_set(err, CV_ERR_DB, "the stored CSR has no public key");
 		goto out;
@@ -442,6 +445,7 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 	if (r < 0)
 		goto out;
 	memcpy(rec->key_id, p->key_id, sizeof(rec->key_id));
+	snprintf(rec->key_label, sizeof(rec->key_label), "%s", p->key_label);
 	rec->key_origin = CV_KEY_ORIGIN_GENERATED;
 	if (!cv_token_key_exists(v->token, p->key_id, sizeof(p->key_id))) {
 		r = cv_token_check(v->token, err);

@@ -268,9 +268,13 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_material_check(v, audit, &material, now, &next, &key, &rev, err);
 	if (r < 0)
 		goto out;
+	/* The version's own label, so that no hand-written URI matches two versions' keys. */
+	cv_key_label(cur->name, cur->version + 1, next->key_label);
 	if (req->token_key != NULL) {
-		/* The merge of a renewal by generate: the key waits in the token already. */
+		/* The merge of a renewal by generate: the key waits in the token already, under
+		 * the label it was generated with. */
 		memcpy(next->key_id, req->token_key_id, sizeof(next->key_id));
+		snprintf(next->key_label, sizeof(next->key_label), "%s", req->token_key_label);
 		next->key_origin = CV_KEY_ORIGIN_GENERATED;
 	}
 	sup.next = next;
@@ -309,7 +313,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	}
 	journaled = 1;
 	cv_fault_point("supersede.after_journal");
-	r = cv_token_key_create(v->token, key, cur->name, next->key_id, sizeof(next->key_id),
+	r = cv_token_key_create(v->token, key, next->key_label, next->key_id, sizeof(next->key_id),
 				err);
 	if (r < 0)
 		goto out;
@@ -385,7 +389,9 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 		cv_vault_version_tag(versions[i].version, versions[i].sha256_fingerprint, vv->tag);
 		if (versions[i].key_state == CV_KEY_IN_TOKEN) {
 			r = cv_token_key_uri(v->token, versions[i].key_id, CV_TOKEN_ID_LEN,
-					     cur->name, vv->key_uri, sizeof(vv->key_uri));
+					     versions[i].key_label[0] != '\0' ?
+					     versions[i].key_label : cur->name,
+					     vv->key_uri, sizeof(vv->key_uri));
 			if (r < 0)
 				goto out;
 		}

@@ -159,6 +159,7 @@ class GenerateTest(GenerateCase):
                 self.assertEqual(merged["status"], "valid")
                 self.assertEqual(merged["key"]["origin"], "generated")
                 self.assertEqual(merged["key"]["id"], body["key"]["id"])
+                self.assertEqual(merged["key"]["label"], name + ".v1")
                 self.assertIn(name + ".gen.example.com", merged["domains"])
                 st, _, page = self.vault.request("GET", "/v1/certificates")
                 self.assertIn(name, [i["name"] for i in page["items"]])
@@ -264,6 +265,13 @@ class GenerateTest(GenerateCase):
         self.assertEqual((won["version"], won["previous_version"]), (2, 1))
         self.assertEqual(won["key"]["id"], pending["key"]["id"])
         self.assertEqual(won["key"]["origin"], "generated")
+        # Each version's key has a label of its own: no pkcs11:object= matches both.
+        self.assertEqual((v1["key"]["label"], won["key"]["label"]),
+                         ("gen-ren.v1", "gen-ren.v2"))
+        self.assertIn(";object=gen-ren.v2;", won["key"]["pkcs11_uri"])
+        labels = re.findall(r"label:\s*(\S+)", self.vault.token_objects())
+        self.assertEqual(labels.count("gen-ren.v1"), 2)   # private and public object
+        self.assertEqual(labels.count("gen-ren.v2"), 2)
         self.assertEqual(sorted(u["service"] for u in won["used_by"]),
                          ["gen-ren-a", "gen-ren-b"])
         for svc in ("gen-ren-a", "gen-ren-b"):
@@ -272,6 +280,7 @@ class GenerateTest(GenerateCase):
             self.assertEqual(body["certificate"]["etag"], won["etag"])
         st, _, versions = self.vault.request("GET", "/v1/certificates/gen-ren/versions")
         self.assertEqual(len(versions["versions"]), 2, versions)
+        self.assertIn(";object=gen-ren.v1;", versions["versions"][1]["key"]["pkcs11_uri"])
         self.assertError(self.vault.request("GET", "/v1/certificates/gen-ren/csr"),
                          409, "not_pending")
         st, _, audit = self.vault.request("GET", "/v1/audit?limit=1000")
