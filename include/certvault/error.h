@@ -44,7 +44,8 @@ enum cv_err {
 	CV_ERR_REVOCATION_UNKNOWN = -36,/* a revocation source exists but could not tell */
 	CV_ERR_UNKNOWN_ISSUER = -37,   /* a CRL no truststore CA issued */
 	CV_ERR_NOT_PENDING = -38,      /* a merge or a CSR asked of a certificate with no key waiting */
-	CV_ERR__LAST = -39
+	CV_ERR_UNWRAP_FAILED = -39,    /* a wrapped key the token could not unwrap */
+	CV_ERR__LAST = -40
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

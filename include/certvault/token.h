@@ -107,6 +107,30 @@ int cv_token_key_generate(struct cv_token *token, enum cv_token_key_type type,
 			  const char *label, const uint8_t *id, size_t id_len,
 			  EVP_PKEY **ret_public, struct cv_errmsg *err);
 
+/* The wrapping key for bring-your-own-key imports: an RSA-3072 key pair generated in the
+ * token on first use, its private half unwrap-only, sensitive and never extractable. Returns
+ * 0 and its public half in *ret_public (the caller's), or the token's error. */
+int cv_token_wrapping_key(struct cv_token *token, EVP_PKEY **ret_public,
+			  struct cv_errmsg *err);
+/* Unwraps a client's private key into the token without it ever being in this process:
+ * C_UnwrapKey with CKM_RSA_PKCS_OAEP (SHA-256, MGF1-SHA-256) and the wrapping key turns
+ * encrypted_aes_key into an AES-256 session key, C_UnwrapKey with CKM_AES_KEY_WRAP_PAD (RFC
+ * 5649) and that key turns wrapped_key (PKCS#8) into a private key object of the type of
+ * public_key, under CKA_ID = id and CKA_LABEL = label with the policy of cv_token_key_create;
+ * the AES key is destroyed at once; a public key object is made from public_key. Does not
+ * check that the two halves match (sign something and see). Returns once durable: 0,
+ * CV_ERR_UNWRAP_FAILED (err says which step the token refused and its CKR_),
+ * CV_ERR_UNSUPPORTED_KEY, CV_ERR_NAME_TAKEN, CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE; on
+ * failure nothing is left in the token. */
+/* oaep_sha1: the AES key was encrypted with RSA-OAEP SHA-1 (MGF1-SHA-1) instead of SHA-256:
+ * SoftHSM 2.6.1 unwraps with SHA-1 only (its OAEP parameter check refuses any other hash
+ * with CKR_ARGUMENTS_BAD). */
+int cv_token_key_unwrap(struct cv_token *token, int oaep_sha1,
+			const unsigned char *encrypted_aes_key,
+			size_t encrypted_aes_key_len, const unsigned char *wrapped_key,
+			size_t wrapped_key_len, EVP_PKEY *public_key, const char *label,
+			const uint8_t *id, size_t id_len, struct cv_errmsg *err);
+
 /* Destroys the private and public key objects with this id, and returns once that is durable
  * (see cv_token_sync_describe). Returns 0, CV_ERR_NOT_FOUND (no private key with this id),
  * CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE. CV_ERR_TOKEN may come after the objects are gone

@@ -79,6 +79,14 @@ struct cv_import_request {
 	EVP_PKEY *token_key;
 	const uint8_t *token_key_id; /* with token_key: its CKA_ID (CV_TOKEN_ID_LEN bytes) */
 	const char *token_key_label; /* ... and its CKA_LABEL */
+	/* A wrapped import (bring your own key): the key arrives wrapped for the token's
+	 * wrapping key and is unwrapped inside it; no private_key or pkcs12 then. */
+	const char *wrapped_kid;
+	int wrapped_oaep_sha1;     /* the AES key encrypted with RSA-OAEP SHA-1, not SHA-256 */
+	const unsigned char *encrypted_aes_key;
+	size_t encrypted_aes_key_len;
+	const unsigned char *wrapped_private_key;
+	size_t wrapped_private_key_len;
 };
 
 /* Limits on metadata a client sets. */
@@ -169,6 +177,10 @@ int cv_vault_pending_cancel(struct cv_vault *v, struct cv_audit *audit, const ch
 /* The active certificates' keys by origin (indexed by enum cv_key_origin). */
 int cv_vault_key_origin_counts(struct cv_vault *v, int64_t ret_counts[3],
 			       struct cv_errmsg *err);
+/* The wrapping key of wrapped imports (made in the token on first use): its public half as
+ * PEM (*ret_pem the caller's) and its kid (the RFC 7638 thumbprint of its JWK). */
+int cv_vault_wrapping_key(struct cv_vault *v, char **ret_pem, char ret_kid[64],
+			  struct cv_errmsg *err);
 /* The RFC 7512 URI of the key key_id labelled label (see cv_token_key_uri). */
 int cv_vault_key_uri(struct cv_vault *v, const uint8_t *key_id, const char *label, char *buf,
 		     size_t buflen);

@@ -170,8 +170,9 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"pkcs12\" is always base64: \"encoding\" is not taken");
 	in->pkcs12_encoding = CV_ENC_BASE64;
-	if (in->certificate != NULL && in->private_key == NULL)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required");
+	if (in->certificate != NULL && in->private_key == NULL && in->wrapped_private_key == NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" (or "
+				     "\"wrapped_key\") is required");
 	if (cv_x509_encoding_parse(encoding, &in->encoding) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"encoding\" must be pem, base64 or base64pem");
@@ -265,7 +266,9 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 {
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
-					       "pkcs12", "check_chain", "generate", NULL };
+					       "pkcs12", "check_chain", "generate", "wrapped_key",
+					       NULL };
+	unsigned char *wrapped[2] = { NULL, NULL };
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
 	struct cv_revocation rev;
@@ -283,6 +286,7 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &in.description,
 				    NULL, err)) < 0 ||
+	    (r = wrapped_key_member(body, &in, wrapped, err)) < 0 ||
 	    (r = material_members(body, form, &in, err)) < 0)
 		goto out;
 	r = check_chain_member(body, &check, err);
@@ -298,6 +302,8 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	if (r == 0 && check)
 		r = add_chain_trust(app, rec->name, req->now, res, err);
 out:
+	free(wrapped[0]);
+	free(wrapped[1]);
 	cv_store_cert_free(rec);
 	json_decref(body); /* wiped on free: it held the key and the password */
 	return r;

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "certvault/util.h"
 #include "handlers.h"
 
@@ -380,4 +382,100 @@ int h_pending_cancel(struct cv_app *app, const struct cv_request *req, struct cv
 		return r;
 	return res_json(res, 200, json_pack("{s:s, s:b}", "name", req->params[0], "cancelled",
 					    1));
+}
+
+int h_wrapping_key(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { NULL };
+	char kid[64], *pem = NULL;
+	int r;
+
+	r = req_query_check(req, allowed, 0, err);
+	if (r < 0)
+		return r;
+	r = cv_vault_wrapping_key(&app->vault, &pem, kid, err);
+	if (r < 0)
+		return r;
+	r = res_json(res, 200, json_pack("{s:s, s:s, s:s, s:[s, s], s:s}", "kid", kid,
+					 "public_key", pem, "key_type", "RSA-3072",
+					 "oaep_hashes", "sha256", "sha1", "key_wrap",
+					 "AES-256 key wrap with padding (RFC 5649) of PKCS#8"));
+	free(pem);
+	return r;
+}
+
+/* Standard base64 of at most max decoded bytes into a new buffer. */
+static int base64_member(json_t *obj, const char *key, size_t max, unsigned char **ret,
+			 size_t *ret_len, struct cv_errmsg *err)
+{
+	const char *text;
+	size_t len, pad = 0;
+	unsigned char *buf;
+	int n, r;
+
+	r = json_string_member(obj, key, 1, (max / 3 + 1) * 4, &text, &len, err);
+	if (r < 0)
+		return r;
+	if (len == 0 || len % 4 != 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"wrapped_key\".\"%s\" must be "
+				     "standard base64", key);
+	while (pad < 2 && text[len - 1 - pad] == '=')
+		pad++;
+	buf = malloc(len / 4 * 3);
+	if (buf == NULL)
+		return CV_ERR_NOMEM;
+	n = EVP_DecodeBlock(buf, (const unsigned char *)text, (int)len);
+	if (n < 0 || (size_t)n < pad) {
+		free(buf);
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"wrapped_key\".\"%s\" must be "
+				     "standard base64", key);
+	}
+	*ret = buf;
+	*ret_len = (size_t)n - pad;
+	return 0;
+}
+
+int wrapped_key_member(json_t *body, struct cv_import_request *in, unsigned char *ret_bufs[2],
+		       struct cv_errmsg *err)
+{
+	static const char *const known[] = { "kid", "encrypted_aes_key", "wrapped_private_key",
+					     "oaep_hash", NULL };
+	const char *oaep = NULL;
+	json_t *w = json_object_get(body, "wrapped_key"), *v;
+	const char *key;
+	size_t i;
+	int r;
+
+	if (w == NULL)
+		return 0;
+	if (!json_is_object(w))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"wrapped_key\" must be an object "
+				     "with kid, encrypted_aes_key and wrapped_private_key");
+	json_object_foreach(w, key, v) {
+		for (i = 0; known[i] != NULL && strcmp(known[i], key) != 0; i++)
+			;
+		if (known[i] == NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"wrapped_key\" has an "
+					     "unknown member (known: kid, encrypted_aes_key, "
+					     "wrapped_private_key, oaep_hash)");
+	}
+	r = json_string_member(w, "kid", 1, 64, &in->wrapped_kid, NULL, err);
+	if (r == 0)
+		r = json_string_member(w, "oaep_hash", 0, 16, &oaep, NULL, err);
+	if (r == 0 && oaep != NULL && strcmp(oaep, "sha256") != 0 && strcmp(oaep, "sha1") != 0)
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"wrapped_key\".\"oaep_hash\" must be "
+				  "sha256 (the default) or sha1");
+	in->wrapped_oaep_sha1 = oaep != NULL && strcmp(oaep, "sha1") == 0;
+	if (r == 0)
+		r = base64_member(w, "encrypted_aes_key", 1024, &ret_bufs[0],
+				  &in->encrypted_aes_key_len, err);
+	if (r == 0)
+		r = base64_member(w, "wrapped_private_key", 16 * 1024, &ret_bufs[1],
+				  &in->wrapped_private_key_len, err);
+	if (r < 0)
+		return r;
+	in->encrypted_aes_key = ret_bufs[0];
+	in->wrapped_private_key = ret_bufs[1];
+	return 0;
 }

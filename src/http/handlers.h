@@ -108,6 +108,12 @@ int h_cert_csr(struct cv_app *app, const struct cv_request *req, struct cv_respo
 	       struct cv_errmsg *err);
 int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err);
+int h_wrapping_key(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+/* The "wrapped_key" member of an import into in (decoded buffers the caller frees with
+ * free(): *ret_bufs[0..1]). */
+int wrapped_key_member(json_t *body, struct cv_import_request *in, unsigned char *ret_bufs[2],
+		       struct cv_errmsg *err);
 int h_pending_cancel(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err);
 

@@ -42,6 +42,7 @@ static const struct cv_route routes[] = {
 	  "certificate.merge" },
 	{ "DELETE", "/v1/certificates/{}/pending", CV_R_WRITE, 0, h_pending_cancel,
 	  "certificate.pending_cancel" },
+	{ "GET", "/v1/wrapping-key", CV_R_READ, 0, h_wrapping_key, NULL },
 	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL },
 	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL },
 	{ "PUT", "/v1/services/{}", CV_R_WRITE, 64 * 1024, h_service_put, "service.put" },

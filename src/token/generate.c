@@ -81,6 +81,7 @@ const char *cv_token_key_type_name(enum cv_token_key_type type)
 }
 
 struct generate_op {
+	int wrapping;                   /* the wrapping key pair: unwrap only, no sign */
 	const struct key_kind *kind;
 	const char *label;
 	const uint8_t *id;
@@ -192,10 +193,11 @@ static CK_RV generate_once(struct cv_token *token, CK_SESSION_HANDLE session, vo
 	add(priv, &n_priv, CKA_PRIVATE, &yes, sizeof(yes));
 	add(priv, &n_priv, CKA_SENSITIVE, &yes, sizeof(yes));
 	add(priv, &n_priv, CKA_EXTRACTABLE, &no, sizeof(no));
-	add(priv, &n_priv, CKA_SIGN, &yes, sizeof(yes));
+	/* The wrapping key unwraps the clients' AES keys and does nothing else. */
+	add(priv, &n_priv, CKA_SIGN, op->wrapping ? &no : &yes, sizeof(yes));
 	add(priv, &n_priv, CKA_DECRYPT, &no, sizeof(no));
 	add(priv, &n_priv, CKA_SIGN_RECOVER, &no, sizeof(no));
-	add(priv, &n_priv, CKA_UNWRAP, &no, sizeof(no));
+	add(priv, &n_priv, CKA_UNWRAP, op->wrapping ? &yes : &no, sizeof(no));
 	add(priv, &n_priv, CKA_DERIVE, &no, sizeof(no));
 	add(priv, &n_priv, CKA_MODIFIABLE, &no, sizeof(no));
 	add(priv, &n_priv, CKA_COPYABLE, &no, sizeof(no));
@@ -204,10 +206,10 @@ static CK_RV generate_once(struct cv_token *token, CK_SESSION_HANDLE session, vo
 	add(pub, &n_pub, CKA_KEY_TYPE, &type, sizeof(type));
 	add(pub, &n_pub, CKA_TOKEN, &yes, sizeof(yes));
 	add(pub, &n_pub, CKA_PRIVATE, &no, sizeof(no));
-	add(pub, &n_pub, CKA_VERIFY, &yes, sizeof(yes));
+	add(pub, &n_pub, CKA_VERIFY, op->wrapping ? &no : &yes, sizeof(yes));
 	add(pub, &n_pub, CKA_ENCRYPT, &no, sizeof(no));
 	add(pub, &n_pub, CKA_VERIFY_RECOVER, &no, sizeof(no));
-	add(pub, &n_pub, CKA_WRAP, &no, sizeof(no));
+	add(pub, &n_pub, CKA_WRAP, op->wrapping ? &yes : &no, sizeof(no));
 	add(pub, &n_pub, CKA_DERIVE, &no, sizeof(no));
 	add(pub, &n_pub, CKA_ID, op->id, op->id_len);
 	if (op->label != NULL) {
@@ -330,9 +332,14 @@ static CK_RV destroy_pair(struct cv_token *token, CK_SESSION_HANDLE session, voi
 	return CKR_OK;
 }
 
-int cv_token_key_generate(struct cv_token *token, enum cv_token_key_type type,
-			  const char *label, const uint8_t *id, size_t id_len,
-			  EVP_PKEY **ret_public, struct cv_errmsg *err)
+/* The wrapping key pair's CKA_ID: readable and without certvault's marker, since no
+ * certificate's row names it (the orphan report must not count it). */
+static const uint8_t wrapping_id[] = "certvault-wrap-1";
+#define WRAPPING_ID_LEN (sizeof(wrapping_id) - 1)
+
+static int key_generate(struct cv_token *token, enum cv_token_key_type type, int wrapping,
+			const char *label, const uint8_t *id, size_t id_len,
+			EVP_PKEY **ret_public, struct cv_errmsg *err)
 {
 	struct generate_op op;
 	struct cv_errmsg ignored;
@@ -341,6 +348,7 @@ int cv_token_key_generate(struct cv_token *token, enum cv_token_key_type type,
 	int r, reserved = 0;
 
 	memset(&op, 0, sizeof(op));
+	op.wrapping = wrapping;
 	op.kind = kind_of(type);
 	op.label = label;
 	op.id = id;
@@ -402,5 +410,399 @@ out:
 		pthread_mutex_unlock(&token->map.lock);
 	}
 	EVP_PKEY_free(key);
+	return r;
+}
+
+int cv_token_key_generate(struct cv_token *token, enum cv_token_key_type type,
+			  const char *label, const uint8_t *id, size_t id_len,
+			  EVP_PKEY **ret_public, struct cv_errmsg *err)
+{
+	if (id_len == WRAPPING_ID_LEN && memcmp(id, wrapping_id, id_len) == 0)
+		return cv_errmsg_set(err, CV_ERR_NAME_TAKEN, "the wrapping key's id");
+	return key_generate(token, type, 0, label, id, id_len, ret_public, err);
+}
+
+static int generate_wrapping(struct cv_token *token, struct cv_errmsg *err)
+{
+	EVP_PKEY *pub = NULL;
+	int r;
+
+	r = key_generate(token, CV_TOKEN_KEY_RSA3072, 1, "certvault wrapping key", wrapping_id,
+			 WRAPPING_ID_LEN, &pub, err);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+static CK_RV read_wrapping_public(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
+				  const char **ret_call)
+{
+	struct generate_op *op = arg;
+	const struct keymap_entry *e;
+
+	pthread_mutex_lock(&token->map.lock);
+	e = token_keymap_find_locked(&token->map, wrapping_id, WRAPPING_ID_LEN);
+	op->pub = e != NULL && !e->pending ? e->pub : CK_INVALID_HANDLE;
+	pthread_mutex_unlock(&token->map.lock);
+	*ret_call = "C_GetAttributeValue (the wrapping key)";
+	if (op->pub == CK_INVALID_HANDLE)
+		return CKR_OBJECT_HANDLE_INVALID;
+	return read_public(token, session, op, ret_call);
+}
+
+int cv_token_wrapping_key(struct cv_token *token, EVP_PKEY **ret_public, struct cv_errmsg *err)
+{
+	struct generate_op op;
+	int r, exists;
+
+	memset(&op, 0, sizeof(op));
+	op.kind = kind_of(CV_TOKEN_KEY_RSA3072);
+	op.priv = op.pub = CK_INVALID_HANDLE;
+	pthread_mutex_lock(&token->map.lock);
+	exists = token_keymap_find_locked(&token->map, wrapping_id, WRAPPING_ID_LEN) != NULL;
+	pthread_mutex_unlock(&token->map.lock);
+	if (!exists) {
+		/* Made once, on first use. Two first uses at once: one makes it, the other's
+		 * reservation fails and it reads what the first made. */
+		r = generate_wrapping(token, err);
+		if (r < 0 && r != CV_ERR_NAME_TAKEN)
+			return r;
+	}
+	r = token_run(token, read_wrapping_public, &op, err);
+	if (r == 0)
+		r = public_key_build(&op, ret_public);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the wrapping key cannot be read from the token");
+	return 0;
+}
+
+/* The public key object's template for a key the token unwrapped: from the certificate's
+ * public key. Buffers in bufs (at most 3, each 600 bytes). */
+struct pub_template {
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE type;
+	CK_BBOOL yes, no;
+	CK_ATTRIBUTE a[16];
+	CK_ULONG n;
+	unsigned char n_buf[600], e_buf[16], point[200];
+};
+
+static int pub_template_build(struct pub_template *t, EVP_PKEY *pub, const uint8_t *id,
+			      size_t id_len, const char *label)
+{
+	const struct key_kind *k = NULL;
+	unsigned char raw[140];
+	size_t raw_len = 0, i;
+	BIGNUM *n = NULL, *e = NULL;
+	char group[64];
+	int r = CV_ERR_UNSUPPORTED_KEY;
+
+	memset(t, 0, sizeof(*t));
+	t->cls = CKO_PUBLIC_KEY;
+	t->yes = CK_TRUE;
+	t->no = CK_FALSE;
+	add(t->a, &t->n, CKA_CLASS, &t->cls, sizeof(t->cls));
+	add(t->a, &t->n, CKA_KEY_TYPE, &t->type, sizeof(t->type));
+	add(t->a, &t->n, CKA_TOKEN, &t->yes, sizeof(t->yes));
+	add(t->a, &t->n, CKA_PRIVATE, &t->no, sizeof(t->no));
+	add(t->a, &t->n, CKA_VERIFY, &t->yes, sizeof(t->yes));
+	add(t->a, &t->n, CKA_ENCRYPT, &t->no, sizeof(t->no));
+	add(t->a, &t->n, CKA_WRAP, &t->no, sizeof(t->no));
+	add(t->a, &t->n, CKA_ID, id, id_len);
+	add(t->a, &t->n, CKA_LABEL, label, strlen(label));
+	if (EVP_PKEY_is_a(pub, "RSA")) {
+		int n_len, e_len;
+
+		t->type = CKK_RSA;
+		if (!EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) ||
+		    !EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_E, &e) ||
+		    BN_num_bits(n) < 2048 || BN_num_bits(n) > 4096)
+			goto out;
+		n_len = BN_bn2bin(n, t->n_buf);
+		e_len = BN_bn2bin(e, t->e_buf);
+		if (n_len <= 0 || e_len <= 0 || e_len > (int)sizeof(t->e_buf))
+			goto out;
+		add(t->a, &t->n, CKA_MODULUS, t->n_buf, (size_t)n_len);
+		add(t->a, &t->n, CKA_PUBLIC_EXPONENT, t->e_buf, (size_t)e_len);
+		r = 0;
+		goto out;
+	}
+	if (EVP_PKEY_is_a(pub, "ED25519")) {
+		t->type = CKK_EC_EDWARDS;
+		k = kind_of(CV_TOKEN_KEY_ED25519);
+		raw_len = sizeof(raw);
+		if (!EVP_PKEY_get_raw_public_key(pub, raw, &raw_len) || raw_len != 32)
+			goto out;
+	} else if (EVP_PKEY_is_a(pub, "EC")) {
+		t->type = CKK_EC;
+		if (!EVP_PKEY_get_utf8_string_param(pub, OSSL_PKEY_PARAM_GROUP_NAME, group,
+						    sizeof(group), NULL))
+			goto out;
+		for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+			if (kinds[i].group != NULL && strcmp(kinds[i].group, group) == 0)
+				k = &kinds[i];
+		}
+		/* The point uncompressed, as PKCS#11 readers expect. */
+		if (k == NULL ||
+		    !EVP_PKEY_set_utf8_string_param(pub, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+						    "uncompressed") ||
+		    !EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, raw,
+						     sizeof(raw), &raw_len) ||
+		    raw_len != k->point_len)
+			goto out;
+	} else {
+		goto out;
+	}
+	/* CKA_EC_POINT: the point in a DER OCTET STRING. */
+	t->point[0] = 0x04;
+	if (raw_len < 0x80) {
+		t->point[1] = (unsigned char)raw_len;
+		memcpy(t->point + 2, raw, raw_len);
+		raw_len += 2;
+	} else {
+		t->point[1] = 0x81;
+		t->point[2] = (unsigned char)raw_len;
+		memcpy(t->point + 3, raw, raw_len);
+		raw_len += 3;
+	}
+	add(t->a, &t->n, CKA_EC_PARAMS, k->params, k->params_len);
+	add(t->a, &t->n, CKA_EC_POINT, t->point, raw_len);
+	r = 0;
+out:
+	ERR_clear_error();
+	BN_free(n);
+	BN_free(e);
+	return r;
+}
+
+struct unwrap_op;
+static CK_RV destroy_pair_unwrap(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
+				 const char **ret_call);
+
+struct unwrap_op {
+	const uint8_t *id;
+	size_t id_len;
+	const char *label;
+	const unsigned char *enc_aes, *wrapped;
+	size_t enc_aes_len, wrapped_len;
+	struct pub_template *pub_t;
+	CK_OBJECT_HANDLE priv, pub;
+	int oaep_sha1;
+	int refused;        /* the token refused what the client sent (a step named below) */
+	const char *step;
+};
+
+static CK_RV destroy_pair_unwrap(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
+				 const char **ret_call)
+{
+	struct unwrap_op *op = arg;
+	struct generate_op g;
+
+	memset(&g, 0, sizeof(g));
+	g.priv = op->priv;
+	g.pub = op->pub;
+	*ret_call = "C_DestroyObject";
+	destroy_made(token, session, &g);
+	op->priv = op->pub = CK_INVALID_HANDLE;
+	return CKR_OK;
+}
+
+static CK_RV unwrap_once(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
+			 const char **ret_call)
+{
+	struct unwrap_op *op = arg;
+	CK_OBJECT_CLASS secret = CKO_SECRET_KEY, priv_class = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE aes_type = CKK_AES, type = op->pub_t->type;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_RSA_PKCS_OAEP_PARAMS oaep = { CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, NULL,
+					 0 };
+	CK_MECHANISM rsa_oaep = { CKM_RSA_PKCS_OAEP, &oaep, sizeof(oaep) };
+
+	if (op->oaep_sha1) {
+		oaep.hashAlg = CKM_SHA_1;
+		oaep.mgf = CKG_MGF1_SHA1;
+	}
+	CK_MECHANISM aes_wrap_pad = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_ATTRIBUTE aes_t[9], priv_t[20];
+	CK_ULONG n_aes = 0, n_priv = 0, value_len = 0;
+	CK_ATTRIBUTE len_attr = { CKA_VALUE_LEN, &value_len, sizeof(value_len) };
+	CK_OBJECT_HANDLE wrap_key = CK_INVALID_HANDLE, aes = CK_INVALID_HANDLE;
+	const struct keymap_entry *e;
+	CK_RV rv, rv2;
+
+	pthread_mutex_lock(&token->map.lock);
+	e = token_keymap_find_locked(&token->map, wrapping_id, WRAPPING_ID_LEN);
+	if (e != NULL && !e->pending)
+		wrap_key = e->priv;
+	pthread_mutex_unlock(&token->map.lock);
+	*ret_call = "C_UnwrapKey";
+	if (wrap_key == CK_INVALID_HANDLE)
+		return CKR_KEY_HANDLE_INVALID;
+	/* What a previous attempt on a session that died made, if anything. */
+	(void)destroy_pair_unwrap(token, session, op, ret_call);
+
+	/* The AES key: a session object that unwraps and does nothing else. */
+	add(aes_t, &n_aes, CKA_CLASS, &secret, sizeof(secret));
+	add(aes_t, &n_aes, CKA_KEY_TYPE, &aes_type, sizeof(aes_type));
+	add(aes_t, &n_aes, CKA_TOKEN, &no, sizeof(no));
+	add(aes_t, &n_aes, CKA_PRIVATE, &yes, sizeof(yes));
+	add(aes_t, &n_aes, CKA_SENSITIVE, &yes, sizeof(yes));
+	add(aes_t, &n_aes, CKA_EXTRACTABLE, &no, sizeof(no));
+	add(aes_t, &n_aes, CKA_UNWRAP, &yes, sizeof(yes));
+	add(aes_t, &n_aes, CKA_ENCRYPT, &no, sizeof(no));
+	add(aes_t, &n_aes, CKA_DECRYPT, &no, sizeof(no));
+	*ret_call = "C_UnwrapKey (CKM_RSA_PKCS_OAEP: the AES key)";
+	op->step = op->oaep_sha1 ? "the AES key (RSA-OAEP with SHA-1)" :
+		"the AES key (RSA-OAEP with SHA-256)";
+	rv = token->f->C_UnwrapKey(session, &rsa_oaep, wrap_key, (CK_BYTE_PTR)op->enc_aes,
+				   (CK_ULONG)op->enc_aes_len, aes_t, n_aes, &aes);
+	token_count(token, CV_TOKEN_OP_CREATE_OBJECT, rv != CKR_OK);
+	if (rv != CKR_OK) {
+		op->refused = !token_rv_session_dead(rv);
+		return rv;
+	}
+	/* AES-256 and nothing weaker, where the token says the length: SoftHSM 2.6.1 leaves
+	 * CKA_VALUE_LEN 0 on a key it unwrapped, which tells nothing. */
+	*ret_call = "C_GetAttributeValue (the AES key's length)";
+	rv = token->f->C_GetAttributeValue(session, aes, &len_attr, 1);
+	token_count(token, CV_TOKEN_OP_GET_ATTRIBUTES, rv != CKR_OK);
+	if (rv == CKR_OK && value_len != 32 && value_len != 0) {
+		op->refused = 1;
+		rv = CKR_WRAPPED_KEY_LEN_RANGE;
+	}
+	if (rv != CKR_OK)
+		goto out;
+
+	add(priv_t, &n_priv, CKA_CLASS, &priv_class, sizeof(priv_class));
+	add(priv_t, &n_priv, CKA_KEY_TYPE, &type, sizeof(type));
+	add(priv_t, &n_priv, CKA_TOKEN, &yes, sizeof(yes));
+	add(priv_t, &n_priv, CKA_PRIVATE, &yes, sizeof(yes));
+	add(priv_t, &n_priv, CKA_SENSITIVE, &yes, sizeof(yes));
+	add(priv_t, &n_priv, CKA_EXTRACTABLE, &no, sizeof(no));
+	add(priv_t, &n_priv, CKA_SIGN, &yes, sizeof(yes));
+	add(priv_t, &n_priv, CKA_DECRYPT, &no, sizeof(no));
+	add(priv_t, &n_priv, CKA_SIGN_RECOVER, &no, sizeof(no));
+	add(priv_t, &n_priv, CKA_UNWRAP, &no, sizeof(no));
+	add(priv_t, &n_priv, CKA_DERIVE, &no, sizeof(no));
+	/* SoftHSM 2.6.1 refuses CKA_MODIFIABLE in an unwrap template, and in a C_CopyObject
+	 * template too (CKR_ATTRIBUTE_READ_ONLY both): an unwrapped key stays modifiable there,
+	 * so a PIN holder could turn its other usages on. Not copyable, at least. */
+	add(priv_t, &n_priv, CKA_COPYABLE, &no, sizeof(no));
+	add(priv_t, &n_priv, CKA_ID, op->id, op->id_len);
+	add(priv_t, &n_priv, CKA_LABEL, op->label, strlen(op->label));
+	*ret_call = "C_UnwrapKey (CKM_AES_KEY_WRAP_PAD: the private key)";
+	op->step = "the private key (AES key wrap with padding, PKCS#8)";
+	rv = token->f->C_UnwrapKey(session, &aes_wrap_pad, aes, (CK_BYTE_PTR)op->wrapped,
+				   (CK_ULONG)op->wrapped_len, priv_t, n_priv, &op->priv);
+	token_count(token, CV_TOKEN_OP_CREATE_OBJECT, rv != CKR_OK);
+	if (rv != CKR_OK) {
+		op->priv = CK_INVALID_HANDLE;
+		op->refused = !token_rv_session_dead(rv);
+		goto out;
+	}
+	*ret_call = "C_CreateObject (public key)";
+	op->step = NULL;
+	rv = token->f->C_CreateObject(session, op->pub_t->a, op->pub_t->n, &op->pub);
+	token_count(token, CV_TOKEN_OP_CREATE_OBJECT, rv != CKR_OK);
+	if (rv != CKR_OK)
+		op->pub = CK_INVALID_HANDLE;
+out:
+	/* The AES key goes at once, whatever happened. */
+	if (aes != CK_INVALID_HANDLE) {
+		rv2 = token->f->C_DestroyObject(session, aes);
+		token_count(token, CV_TOKEN_OP_DESTROY_OBJECT, rv2 != CKR_OK);
+	}
+	if (rv == CKR_OK) {
+		struct generate_op h;
+
+		memset(&h, 0, sizeof(h));
+		h.id = op->id;
+		h.id_len = op->id_len;
+		h.priv = op->priv;
+		h.pub = op->pub;
+		map_handles_set(token, &h);
+	}
+	return rv;
+}
+
+int cv_token_key_unwrap(struct cv_token *token, int oaep_sha1,
+			const unsigned char *encrypted_aes_key,
+			size_t encrypted_aes_key_len, const unsigned char *wrapped_key,
+			size_t wrapped_key_len, EVP_PKEY *public_key, const char *label,
+			const uint8_t *id, size_t id_len, struct cv_errmsg *err)
+{
+	struct pub_template *pt = NULL;
+	struct unwrap_op op;
+	struct cv_errmsg ignored, why;
+	struct keymap_entry *e;
+	int r, reserved = 0;
+
+	memset(&op, 0, sizeof(op));
+	op.priv = op.pub = CK_INVALID_HANDLE;
+	if (id_len == 0 || id_len > TOKEN_ID_MAX || label == NULL)
+		return cv_errmsg_set(err, CV_ERR_INTERNAL, "bad key id or label");
+	pt = calloc(1, sizeof(*pt));
+	if (pt == NULL)
+		return CV_ERR_NOMEM;
+	r = pub_template_build(pt, public_key, id, id_len, label);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the certificate's key is not one certvault can hold "
+			      "(RSA 2048-4096, P-256/384/521, Ed25519)");
+		goto out;
+	}
+	op.id = id;
+	op.id_len = id_len;
+	op.label = label;
+	op.enc_aes = encrypted_aes_key;
+	op.enc_aes_len = encrypted_aes_key_len;
+	op.wrapped = wrapped_key;
+	op.wrapped_len = wrapped_key_len;
+	op.pub_t = pt;
+	op.oaep_sha1 = oaep_sha1;
+	pthread_mutex_lock(&token->map.lock);
+	r = token_keymap_reserve_locked(&token->map, id, id_len);
+	pthread_mutex_unlock(&token->map.lock);
+	if (r < 0) {
+		cv_errmsg_set(err, r, r == CV_ERR_NAME_TAKEN ?
+			      "the token already holds a key with this id" : "out of memory");
+		goto out;
+	}
+	reserved = 1;
+	pthread_mutex_lock(&token->map.writes);
+	r = token_run(token, unwrap_once, &op, &why);
+	if (r < 0 && (op.priv != CK_INVALID_HANDLE || op.pub != CK_INVALID_HANDLE))
+		(void)token_run(token, destroy_pair_unwrap, &op, &ignored);
+	pthread_mutex_unlock(&token->map.writes);
+	if (r < 0 && op.refused) {
+		/* What the client sent: a wrong AES key, a corrupt wrap, another key type. */
+		r = cv_errmsg_set(err, CV_ERR_UNWRAP_FAILED, "the token could not unwrap %s: %s",
+				  op.step != NULL ? op.step : "the key", why.text);
+		goto out;
+	}
+	if (r < 0) {
+		*err = why;
+		goto out;
+	}
+	r = token_durable_sync(token, err);
+	if (r < 0) {
+		pthread_mutex_lock(&token->map.writes);
+		(void)token_run(token, destroy_pair_unwrap, &op, &ignored);
+		pthread_mutex_unlock(&token->map.writes);
+		(void)token_durable_sync(token, &ignored);
+		goto out;
+	}
+	pthread_mutex_lock(&token->map.lock);
+	e = token_keymap_find_locked(&token->map, id, id_len);
+	if (e != NULL)
+		e->pending = 0;
+	pthread_mutex_unlock(&token->map.lock);
+	reserved = 0;
+	r = 0;
+out:
+	if (reserved) {
+		pthread_mutex_lock(&token->map.lock);
+		token_keymap_remove_locked(&token->map, id, id_len);
+		pthread_mutex_unlock(&token->map.lock);
+	}
+	free(pt);
 	return r;
 }

@@ -39,6 +39,9 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 	STACK_OF(X509) *more = NULL;
 	int r;
 
+	if (req->wrapped_private_key != NULL && (req->pkcs12 != NULL || req->private_key != NULL))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a wrapped key comes alone: send no "
+				     "\"private_key\" or \"pkcs12\" with \"wrapped_key\"");
 	if (req->token_key != NULL && (req->pkcs12 != NULL || req->private_key != NULL))
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the key is in the token already: "
 				     "send the certificate (and its chain) only");
@@ -63,10 +66,21 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 	if (*ret_key != NULL && req->token_key != NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
 				     "private key: the key is in the token already");
+	if (*ret_key != NULL && req->wrapped_private_key != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
+				     "private key: send it wrapped or not at all");
 	if (req->token_key != NULL) {
 		if (!EVP_PKEY_up_ref(req->token_key))
 			return CV_ERR_INTERNAL;
 		*ret_key = req->token_key;
+	}
+	/* A wrapped key is never decoded here: the checks see the certificate's own public
+	 * key, and the token proves the unwrapped key matches it (vault_key_unwrap). */
+	if (req->wrapped_private_key != NULL) {
+		*ret_key = X509_get_pubkey(*ret_cert);
+		if (*ret_key == NULL)
+			return cv_errmsg_set(err, CV_ERR_UNSUPPORTED_KEY, "the certificate's public "
+					     "key cannot be read");
 	}
 	if (*ret_key != NULL && req->private_key != NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
@@ -284,6 +298,8 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	/* The pending row names the key before it exists, so a crash between the two steps
 	 * leaves something the reconciler can find and undo. */
 	cv_key_label(rec->name, 1, rec->key_label);
+	if (req->wrapped_private_key != NULL)
+		rec->key_origin = CV_KEY_ORIGIN_UNWRAPPED;
 	r = cv_store_cert_insert_pending(v->store, rec);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
@@ -295,8 +311,11 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	}
 	pending = 1;
 	cv_fault_point("import.after_pending_row");
-	r = cv_token_key_create(v->token, key, rec->key_label, rec->key_id, sizeof(rec->key_id),
-				err);
+	if (req->wrapped_private_key != NULL)
+		r = vault_key_unwrap(v, req, key, rec, err);
+	else
+		r = cv_token_key_create(v->token, key, rec->key_label, rec->key_id,
+					sizeof(rec->key_id), err);
 	if (r < 0)
 		goto out;
 	/* The import's commit: the record goes with it. */

@@ -10,7 +10,10 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
+
+#include "certvault/jwk.h"
 
 #include "certvault/fault.h"
 #include "internal.h"
@@ -586,4 +589,85 @@ int cv_vault_key_origin_counts(struct cv_vault *v, int64_t ret_counts[3],
 	int r = cv_store_key_origin_counts(v->store, ret_counts);
 
 	return r < 0 ? cv_errmsg_set(err, r, "the database could not be read") : 0;
+}
+
+int cv_vault_wrapping_key(struct cv_vault *v, char **ret_pem, char ret_kid[64],
+			  struct cv_errmsg *err)
+{
+	char kid[CV_JWK_KID_LEN + 1];
+	EVP_PKEY *pub = NULL;
+	json_t *jwk = NULL;
+	BIO *bio = NULL;
+	char *data;
+	long len;
+	int r;
+
+	r = cv_token_wrapping_key(v->token, &pub, err);
+	if (r < 0)
+		goto out;
+	r = cv_jwk_from_pkey(pub, "RSA-OAEP-256", "enc", &jwk, err);
+	if (r == 0)
+		r = cv_jwk_thumbprint(jwk, kid, err);
+	if (r < 0)
+		goto out;
+	bio = BIO_new(BIO_s_mem());
+	if (bio == NULL || !PEM_write_bio_PUBKEY(bio, pub)) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	len = BIO_get_mem_data(bio, &data);
+	*ret_pem = malloc((size_t)len + 1);
+	if (*ret_pem == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	memcpy(*ret_pem, data, (size_t)len);
+	(*ret_pem)[len] = '\0';
+	snprintf(ret_kid, 64, "%s", kid);
+	r = 0;
+out:
+	BIO_free(bio);
+	json_decref(jwk);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+int vault_key_unwrap(struct cv_vault *v, const struct cv_import_request *req,
+		     EVP_PKEY *cert_key, struct cv_cert_record *rec, struct cv_errmsg *err)
+{
+	struct cv_x509_request check = { "CN=certvault unwrap check", NULL, 0, NULL, 0, NULL, 0,
+					 NULL, 0 };
+	struct cv_errmsg ignored;
+	char kid[64], *pem = NULL;
+	X509_REQ *csr = NULL;
+	int r;
+
+	r = cv_vault_wrapping_key(v, &pem, kid, err);
+	free(pem);
+	if (r < 0)
+		return r;
+	if (req->wrapped_kid == NULL || strcmp(req->wrapped_kid, kid) != 0)
+		return cv_errmsg_set(err, CV_ERR_UNWRAP_FAILED, "\"wrapped_key\".\"kid\" names no "
+				     "wrapping key of this vault (GET /v1/wrapping-key)");
+	r = cv_token_key_unwrap(v->token, req->wrapped_oaep_sha1, req->encrypted_aes_key,
+				req->encrypted_aes_key_len,
+				req->wrapped_private_key, req->wrapped_private_key_len, cert_key,
+				rec->key_label, rec->key_id, sizeof(rec->key_id), err);
+	if (r < 0)
+		return r;
+	/* The token holds a key now; that it is the certificate's is proven by a signature
+	 * made with it that the certificate's key verifies. */
+	r = cv_x509_csr_new(cert_key, &check, &csr, err);
+	if (r == 0)
+		r = sign_in_token(v, rec->key_id, csr, NULL, cert_key, NULL, err);
+	X509_REQ_free(csr);
+	if (r < 0) {
+		(void)vault_key_destroy(v, rec->key_id, &ignored);
+		if (r == CV_ERR_TOKEN)
+			r = cv_errmsg_set(err, CV_ERR_KEY_MISMATCH, "the unwrapped key does not "
+					  "match the certificate");
+		return r;
+	}
+	rec->key_origin = CV_KEY_ORIGIN_UNWRAPPED;
+	return 0;
 }
