@@ -43,9 +43,10 @@ enum cv_err {
 	CV_ERR_REVOKED = -35,          /* the certificate is revoked (a CRL or OCSP said so) */
 	CV_ERR_REVOCATION_UNKNOWN = -36,/* a revocation source exists but could not tell */
 	CV_ERR_UNKNOWN_ISSUER = -37,   /* a CRL no truststore CA issued */
-	CV_ERR_NOT_PENDING = -38,      /* a merge or a CSR asked of a certificate with no key waiting */
-	CV_ERR_UNWRAP_FAILED = -39,    /* a wrapped key the token could not unwrap */
-	CV_ERR__LAST = -40
+	CV_ERR_RATE_LIMITED = -38,     /* a source refused too often: come back later */
+	CV_ERR_NOT_PENDING = -39,      /* a merge or a CSR asked of a certificate with no key waiting */
+	CV_ERR_UNWRAP_FAILED = -40,    /* a wrapped key the token could not unwrap */
+	CV_ERR__LAST = -41
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

@@ -43,6 +43,7 @@ static const char *const names[] = {
 	[-CV_ERR_REVOKED] = "revoked",
 	[-CV_ERR_REVOCATION_UNKNOWN] = "revocation status unknown",
 	[-CV_ERR_UNKNOWN_ISSUER] = "issuer not in the truststore",
+	[-CV_ERR_RATE_LIMITED] = "too many refused requests from this address",
 	[-CV_ERR_NOT_PENDING] = "no generated key waits for a certificate",
 	[-CV_ERR_UNWRAP_FAILED] = "the wrapped key could not be unwrapped",
 };

@@ -45,6 +45,7 @@ static const struct mapping table[] = {
 	[-CV_ERR_REVOKED] = { 422, "revoked" },
 	[-CV_ERR_REVOCATION_UNKNOWN] = { 422, "revocation_unknown" },
 	[-CV_ERR_UNKNOWN_ISSUER] = { 422, "unknown_issuer" },
+	[-CV_ERR_RATE_LIMITED] = { 429, "rate_limited" },
 	[-CV_ERR_NOT_PENDING] = { 409, "not_pending" },
 	[-CV_ERR_UNWRAP_FAILED] = { 422, "unwrap_failed" },
 };

@@ -72,6 +72,7 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL },
 	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
 	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
+	{ "GET", "/v1/openapi.json", CV_R_PUBLIC, 0, h_openapi, NULL },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -115,6 +116,7 @@ int cv_http_route_at(size_t i, struct cv_route_info *ret)
 	ret->pattern = routes[i].pattern;
 	ret->access = routes[i].access;
 	ret->action = routes[i].action;
+	ret->max_body = routes[i].max_body;
 	return 0;
 }
 
@@ -325,7 +327,21 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 		cv_audit_begin(&audit, &req->actor, m.route->action,
 			       req->params[0] != NULL ? req->params[0] : "", req->request_id,
 			       req->now);
+		cv_audit_source(&audit, req->source);
 		req->audit = &audit;
+	}
+	/* Refusals without a valid token are counted per address: past the rate, 429 (and no
+	 * record of its own, only a count) until the address slows down. */
+	if (r == CV_ERR_UNAUTHORIZED) {
+		int64_t wait = 0;
+
+		if (cv_vault_refusal_throttle(&app->vault, req->source,
+					      req->now_ms != 0 ? req->now_ms : req->now * 1000,
+					      &wait) == CV_ERR_RATE_LIMITED) {
+			r = cv_errmsg_set(&err, CV_ERR_RATE_LIMITED, "too many refused requests "
+					  "from this address: retry after %lld s", (long long)wait);
+			res->retry_after = wait;
+		}
 	}
 	if (r < 0)
 		goto out;
@@ -345,8 +361,12 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 	}
 	r = m.route->handler(app, req, res, &err);
 out:
-	if (r < 0)
+	if (r < 0) {
+		int64_t wait = res->retry_after;
+
 		res_error(res, r, err.text);
+		res->retry_after = wait;
+	}
 	if (r == CV_ERR_UNAUTHORIZED)
 		res->challenge = 1;
 	if (req->audit != NULL) {

@@ -200,7 +200,16 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX crls_issuer ON crls(issuer);",
-	/* 5 -> 6: keys generated in the token, and where each key came from.
+	/* 5 -> 6: the audit chain keyed with the token's HMAC key (keyed 0: a plain SHA-256
+	 * link, from before); the client's address; a repeat's count and first and last
+	 * attempt; a checkpoint's facts. */
+	"ALTER TABLE audit_log ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE audit_log ADD COLUMN first_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
+	/* 6 -> 7: keys generated in the token, and where each key came from.
 	 * A pending certificate is a key pair the token made and the CSR signed with it, waiting
 	 * for the certificate a CA issues: for a new certificate (cert_id NULL, its name held
 	 * against imports) or for the next version of one (cert_id, at most one at a time).
@@ -573,6 +582,8 @@ void cv_store_free(struct cv_store *store)
 	free(store);
 }
 
+_Thread_local struct store_conn *store_current_conn;
+
 struct store_conn *store_borrow(struct cv_store *store)
 {
 	struct store_conn *conn;
@@ -583,6 +594,7 @@ struct store_conn *store_borrow(struct cv_store *store)
 	conn = store->idle[--store->n_idle];
 	pthread_mutex_unlock(&store->lock);
 	conn->borrows++;
+	store_current_conn = conn;
 	return conn;
 }
 
@@ -609,6 +621,8 @@ void store_return(struct cv_store *store, struct store_conn *conn)
 	 * checkpointed past it) while the connection sits idle; and the bindings may point
 	 * at the caller's memory. */
 	reset_used(conn, 1);
+	if (store_current_conn == conn)
+		store_current_conn = NULL;
 	if (conn->jwks_changed) {
 		conn->jwks_changed = 0;
 		atomic_fetch_add(&store->jwks_generation, 1);
