@@ -171,8 +171,8 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 				     "\"pkcs12\" is always base64: \"encoding\" is not taken");
 	in->pkcs12_encoding = CV_ENC_BASE64;
 	if (in->certificate != NULL && in->private_key == NULL && in->wrapped_private_key == NULL)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" (or "
-				     "\"wrapped_key\") is required");
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required (or "
+				     "\"wrapped_key\")");
 	if (cv_x509_encoding_parse(encoding, &in->encoding) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"encoding\" must be pem, base64 or base64pem");
