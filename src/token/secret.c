@@ -230,8 +230,8 @@ int cv_token_secret_generate(struct cv_token *token, const char *label, const ui
 	r = token_run(token, generate, &op, err);
 	if (r < 0)
 		goto out;
-	/* The audit records keyed with it are committed next: it reaches the disk first
-	 * (token.sync_dir), or a power cut keeps records no key can verify. */
+	/* Audit records keyed by it are committed next: it reaches the disk first (issue 21),
+	 * or a power cut leaves a chain nobody can verify. */
 	r = token_durable_sync(token, err);
 	if (r < 0)
 		goto out;
