@@ -58,6 +58,20 @@ enum cv_cert_state {
 	CV_CERT_DELETING,
 };
 
+/* A key's CKA_LABEL: "<name>.v<version>" (names hold no '.', so no two certificates' keys
+ * share one); keys made before labels had versions carry the bare name. */
+#define CV_KEY_LABEL_MAX 96
+void cv_key_label(const char *name, int64_t version, char buf[CV_KEY_LABEL_MAX + 1]);
+
+/* How a certificate's key reached the token. */
+enum cv_key_origin {
+	CV_KEY_ORIGIN_IMPORTED = 0,  /* parsed from what a client sent, then created in it */
+	CV_KEY_ORIGIN_GENERATED = 1, /* born in it (C_GenerateKeyPair) */
+	CV_KEY_ORIGIN_UNWRAPPED = 2, /* unwrapped in it (C_UnwrapKey) */
+};
+/* "imported", "generated", "unwrapped". */
+const char *cv_key_origin_name(enum cv_key_origin origin);
+
 /* A service using a certificate, as the certificate's views show it. */
 struct cv_cert_usage {
 	char service[65];
@@ -89,6 +103,8 @@ struct cv_cert_record {
 	int64_t created_at;
 	int64_t updated_at;
 	int64_t version;           /* 1 at import, one more at each renew or replace */
+	enum cv_key_origin key_origin;
+	char key_label[CV_KEY_LABEL_MAX + 1]; /* the key's CKA_LABEL (see cv_key_label) */
 	int64_t current_since;     /* when this version became current */
 	/* Filled by get and list: the services using it, in name order (domains by get
 	 * only), and how many distinct domains those services have. */
@@ -217,6 +233,7 @@ struct cv_cert_version {
 	int64_t not_before;
 	int64_t not_after;
 	uint8_t key_id[CV_TOKEN_ID_LEN];
+	char key_label[CV_KEY_LABEL_MAX + 1]; /* "" for a key labelled with the bare name */
 	enum cv_key_state key_state;
 	int64_t current_from;
 	int64_t current_until;     /* 0 for the current version */
@@ -263,6 +280,70 @@ int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supers
  * errors. */
 int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *req,
 			    struct cv_conflict *conflict);
+
+/* Pending certificates: a key pair generated in the token and the CSR signed with it,
+ * waiting for the certificate a CA issues; for a new certificate (cert_id 0, its name held
+ * against imports and other pending ones) or for the next version of one (cert_id). */
+enum cv_pending_state {
+	CV_PENDING_CREATING = 0,   /* the row names the key before it exists; no CSR yet */
+	CV_PENDING_READY = 1,      /* the CSR is there */
+	CV_PENDING_CANCELLING = 2, /* its key is being destroyed */
+};
+struct cv_pending_record {
+	int64_t id;
+	char name[65];
+	int64_t cert_id;           /* 0: a new certificate */
+	char *description;
+	enum cv_pending_state state;
+	uint8_t key_id[CV_TOKEN_ID_LEN];
+	char key_type[16];         /* "p256", "rsa2048", ... */
+	char key_label[CV_KEY_LABEL_MAX + 1];
+	char subject[512];
+	unsigned char *csr_der;    /* NULL while creating, and in lists */
+	size_t csr_der_len;
+	char created_by[65];
+	int64_t created_at;
+	int64_t expires_at;
+};
+void cv_store_pending_free(struct cv_pending_record *rec);
+void cv_store_pending_array_free(struct cv_pending_record *recs, size_t n);
+/* Inserts rec in state CREATING (its csr ignored); sets rec->id. A new certificate's name
+ * must be free (no certificate, no pending one: CV_ERR_NAME_TAKEN); a renewal's certificate
+ * must be active (CV_ERR_NOT_FOUND) with no renewal pending yet (CV_ERR_NAME_TAKEN).
+ * Returns 0, those, or CV_ERR_DB. */
+int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *rec);
+/* Stores the CSR of a CREATING row and makes it READY, with audit. Returns 0,
+ * CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_pending_ready(struct cv_store *store, int64_t id, const unsigned char *csr_der,
+			   size_t csr_der_len, const struct cv_audit_entry *audit);
+/* The READY row named name, CSR loaded. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_pending_get(struct cv_store *store, const char *name,
+			 struct cv_pending_record **ret_rec);
+/* Every READY row in name order (no CSRs), into a new array. 0 or CV_ERR_DB. */
+int cv_store_pending_list(struct cv_store *store, struct cv_pending_record **ret_recs,
+			  size_t *ret_n);
+/* The active certificates' keys by origin (indexed by enum cv_key_origin). 0 or CV_ERR_DB. */
+int cv_store_key_origin_counts(struct cv_store *store, int64_t ret_counts[3]);
+/* How many rows are READY. */
+int cv_store_pending_count(struct cv_store *store, int64_t *ret_n);
+/* Marks a READY row CANCELLING (the point of no return of a cancel: audit records it).
+ * Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_pending_mark_cancelling(struct cv_store *store, int64_t id,
+				     const struct cv_audit_entry *audit);
+/* Removes the row whatever its state (its key is gone). 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_pending_remove(struct cv_store *store, int64_t id);
+/* Calls fn for every row that is not READY, and for every READY row that expired at now,
+ * in id order (the start-up reconciler and the expiry sweep). Stops and returns fn's value
+ * when non-zero. */
+int cv_store_pending_foreach_unsettled(struct cv_store *store, int64_t now,
+				       int (*fn)(const struct cv_pending_record *rec,
+						 void *arg),
+				       void *arg);
+/* The merge of a new certificate: in one transaction, the READY row pending_id goes and rec
+ * (its key the row's) becomes an active certificate with its domains, with audit. Sets
+ * rec->id. Returns 0, CV_ERR_NOT_FOUND (no such READY row) or CV_ERR_DB. */
+int cv_store_pending_merge_new(struct cv_store *store, int64_t pending_id,
+			       struct cv_cert_record *rec, const struct cv_audit_entry *audit);
 
 /* The key journal: a key about to be created for a new version, named before it exists. */
 int cv_store_key_journal_add(struct cv_store *store, const uint8_t *key_id, int64_t cert_id,

@@ -43,6 +43,8 @@ struct cv_vault {
 	struct vault_audit *audit; /* owned (cv_vault_audit_init): the audit chain's key in the
 				      token and the refusals' counts; NULL: records are unkeyed
 				      and every refusal is written */
+	int64_t pending_seconds;  /* a pending certificate's life (policy.pending_expiry_days);
+				     0: 30 days */
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the
@@ -75,6 +77,19 @@ struct cv_import_request {
 	size_t pkcs12_len;
 	enum cv_encoding pkcs12_encoding;
 	int bundle;
+	/* A merge: the key is in the token already and this is its public half. No private key
+	 * (nor PKCS#12 file) is taken, and the certificate must match it (CV_ERR_KEY_MISMATCH). */
+	EVP_PKEY *token_key;
+	const uint8_t *token_key_id; /* with token_key: its CKA_ID (CV_TOKEN_ID_LEN bytes) */
+	const char *token_key_label; /* ... and its CKA_LABEL */
+	/* A wrapped import (bring your own key): the key arrives wrapped for the token's
+	 * wrapping key and is unwrapped inside it; no private_key or pkcs12 then. */
+	const char *wrapped_kid;
+	int wrapped_oaep_sha1;     /* the AES key encrypted with RSA-OAEP SHA-1, not SHA-256 */
+	const unsigned char *encrypted_aes_key;
+	size_t encrypted_aes_key_len;
+	const unsigned char *wrapped_private_key;
+	size_t wrapped_private_key_len;
 };
 
 /* Limits on metadata a client sets. */
@@ -99,6 +114,84 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
 			 struct cv_errmsg *err);
+
+struct cv_version_ref;          /* below, with renew and replace */
+struct cv_jwk_choice;
+
+/* Keys born in the token (issue 13). A certificate whose key is generated in the token:
+ * key_type is "rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521" or "ed25519"; x509 is
+ * what the CSR (or the self-signed certificate) says. Strings borrowed. */
+struct cv_generate_request {
+	const char *name;
+	const char *description;   /* NULL: "" */
+	const char *key_type;
+	struct cv_x509_request x509;
+	int self_signed;           /* sign a certificate in the token and make it current */
+	int renew;                 /* the next version of the certificate name (its CSR waits
+				      while the current version serves on) */
+	int days;                  /* self_signed: its validity, 1..3650 */
+};
+/* What a generate made: a pending certificate and its CSR (PEM), or with self_signed the
+ * certificate's record (pending NULL). The caller frees them all. */
+struct cv_generate_result {
+	struct cv_pending_record *pending;
+	char *csr_pem;
+	struct cv_cert_record *rec;
+};
+void cv_generate_result_release(struct cv_generate_result *res);
+
+/* Makes a key pair of req->key_type in the token, and a CSR signed with it in the token
+ * (a pending certificate, audited as certificate.generate) or a self-signed certificate
+ * that becomes current at once. The name is checked and held first, and the pending row
+ * names the key before C_GenerateKeyPair, so a crash leaves something the reconciler
+ * undoes. Returns 0, CV_ERR_INVALID_NAME, CV_ERR_NAME_TAKEN, CV_ERR_BAD_REQUEST,
+ * CV_ERR_UNSUPPORTED_KEY, CV_ERR_TOKEN, CV_ERR_TOKEN_UNAVAILABLE or CV_ERR_DB; on failure
+ * nothing is left in the token or the store. */
+int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
+			   const struct cv_generate_request *req, int64_t now,
+			   struct cv_generate_result *ret, struct cv_errmsg *err);
+/* The pending certificate named name with its CSR. Returns 0, CV_ERR_NOT_FOUND (no
+ * certificate of that name), CV_ERR_NOT_PENDING (a certificate with no key waiting) or
+ * CV_ERR_DB. */
+int cv_vault_pending_get(struct cv_vault *v, const char *name,
+			 struct cv_pending_record **ret_rec, char **ret_csr_pem,
+			 struct cv_errmsg *err);
+/* Every pending certificate, name order. */
+int cv_vault_pending_list(struct cv_vault *v, struct cv_pending_record **ret_recs,
+			  size_t *ret_n, struct cv_errmsg *err);
+int cv_vault_pending_count(struct cv_vault *v, int64_t *ret_n, struct cv_errmsg *err);
+/* Merges the certificate a CA issued for the pending key of name: req's certificate (and
+ * chain; no private key) passes every import check against the pending key's public half
+ * (CV_ERR_KEY_MISMATCH for another key's certificate), then becomes the certificate's
+ * current version in one transaction with its audit record (certificate.merge).
+ * CV_ERR_NOT_PENDING when name has no key waiting. */
+/* A renewal's merge is a renewal (cv_vault_cert_supersede with CV_END_RENEWED: in use only,
+ * the version ref and JWK choice, one winner, every service switched in its transaction):
+ * ref, jwk and *ret_previous (the version it superseded; 0 for a new certificate) are for
+ * it. */
+int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
+			   const struct cv_import_request *req, const struct cv_version_ref *ref,
+			   const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+			   struct cv_revocation *ret_rev, struct cv_errmsg *err);
+/* Cancels the pending certificate of name: marked (audited), its key destroyed, its row
+ * removed. Returns 0, CV_ERR_NOT_FOUND, CV_ERR_NOT_PENDING, CV_ERR_TOKEN... */
+int cv_vault_pending_cancel(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			    struct cv_errmsg *err);
+/* The active certificates' keys by origin (indexed by enum cv_key_origin). */
+int cv_vault_key_origin_counts(struct cv_vault *v, int64_t ret_counts[3],
+			       struct cv_errmsg *err);
+/* The wrapping key of wrapped imports (made in the token on first use): its public half as
+ * PEM (*ret_pem the caller's) and its kid (the RFC 7638 thumbprint of its JWK). */
+int cv_vault_wrapping_key(struct cv_vault *v, char **ret_pem, char ret_kid[64],
+			  struct cv_errmsg *err);
+/* The RFC 7512 URI of the key key_id labelled label (see cv_token_key_uri). */
+int cv_vault_key_uri(struct cv_vault *v, const uint8_t *key_id, const char *label, char *buf,
+		     size_t buflen);
+/* The expiry sweep: destroys every pending certificate older than v->pending_seconds, each
+ * with an audit record (certificate.pending_expired, actor certvaultd). *ret_n counts them.
+ * Returns 0 or the first failure. */
+int cv_vault_pending_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
+			   struct cv_errmsg *err);
 
 /* Everything the details view shows. */
 struct cv_cert_view {
@@ -244,6 +337,8 @@ struct cv_inventory_item {
 	size_t n_kids;               /* the JWKs linked to it */
 	char *const *kids;
 	const char *key_uri;         /* RFC 7512; "" for a truststore entry */
+	const char *key_origin;      /* "generated", "imported", "unwrapped"; NULL for a
+					truststore entry */
 	/* Read from the token when the item is: present 0 (and the rest 0) when the token holds
 	 * no private key with the certificate's CKA_ID. */
 	struct cv_token_key_attrs key;
@@ -284,6 +379,7 @@ struct cv_reconcile_report {
 	unsigned deletes_finished; /* deleting rows whose keys were destroyed and row removed */
 	unsigned versions_undone;  /* keys made for a renew or replace that never committed */
 	unsigned keys_destroyed;   /* superseded keys whose destruction was interrupted */
+	unsigned generates_undone; /* generated keys whose CSR or cancel never completed */
 };
 /* Finishes or undoes every write a crash interrupted. Run once at start, before serving. */
 int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_report,

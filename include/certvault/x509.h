@@ -357,4 +357,64 @@ void cv_x509_ocsp_judge(const unsigned char *der, size_t len, X509 *cert, X509 *
 			time_t now, long skew, long max_age, const char *source,
 			struct cv_revocation *ret);
 
+/* Certificate requests and self-signed certificates for keys that live in the token. x509
+ * builds the to-be-signed part and takes the signature the token made over it: the private
+ * key never reaches this module. */
+struct cv_x509_request {
+	const char *subject;          /* "CN=www.example.com,O=Example": short names (CN, O, OU,
+					 L, ST, C, emailAddress, ...), ',' escaped as "\," */
+	const char *const *dns_names; /* subjectAltName dNSName entries */
+	size_t n_dns_names;
+	const char *const *ip_addresses; /* subjectAltName iPAddress entries (IPv4 or IPv6) */
+	size_t n_ip_addresses;
+	const char *const *key_usage; /* OpenSSL names: digitalSignature, keyEncipherment, ...;
+					 n_key_usage 0: digitalSignature (and keyEncipherment for
+					 RSA), as a TLS server needs */
+	size_t n_key_usage;
+	const char *const *extended_key_usage; /* serverAuth, clientAuth, ...; none: serverAuth */
+	size_t n_extended_key_usage;
+};
+
+/* How the token must sign for a key: the data cv_x509_tbs_digest gives it is, for RSA a DER
+ * DigestInfo of SHA-256 (CKM_RSA_PKCS), for ECDSA a hash (SHA-256, -384, -512 by curve;
+ * CKM_ECDSA, signature r || s), for Ed25519 the message itself (CKM_EDDSA). */
+enum cv_x509_sig_scheme {
+	CV_X509_SIG_RSA_PKCS1 = 1,
+	CV_X509_SIG_ECDSA,
+	CV_X509_SIG_EDDSA,
+};
+
+/* Checks req's subject, names and usages as cv_x509_csr_new would, before any key exists.
+ * Returns 0 or CV_ERR_BAD_REQUEST (err says which member). */
+int cv_x509_request_check(const struct cv_x509_request *req, struct cv_errmsg *err);
+
+/* Builds an unsigned PKCS#10 request for pub with req's subject, SANs and key usages.
+ * Returns 0 and *ret_req (the caller's), CV_ERR_BAD_REQUEST (a subject, name, address or
+ * usage that cannot be used: err says which), CV_ERR_UNSUPPORTED_KEY or CV_ERR_NOMEM. */
+int cv_x509_csr_new(EVP_PKEY *pub, const struct cv_x509_request *req, X509_REQ **ret_req,
+		    struct cv_errmsg *err);
+/* Builds an unsigned self-signed certificate for pub (issuer = subject, a random 16-byte
+ * serial, valid from now - 60 s for days days, CA:FALSE, subject key id). Same errors. */
+int cv_x509_selfsigned_new(EVP_PKEY *pub, const struct cv_x509_request *req, time_t now,
+			   int days, X509 **ret_cert, struct cv_errmsg *err);
+
+/* The to-be-signed DER of req (or of cert: exactly one is non-NULL) with the signature
+ * algorithm of pub's scheme set, and what the token must sign over it (see
+ * cv_x509_sig_scheme) into *ret_data (the caller's, free()). Returns 0, CV_ERR_UNSUPPORTED_KEY
+ * or CV_ERR_NOMEM. */
+int cv_x509_tbs_digest(X509_REQ *req, X509 *cert, EVP_PKEY *pub,
+		       enum cv_x509_sig_scheme *ret_scheme, unsigned char **ret_data,
+		       size_t *ret_len);
+/* Puts the token's signature (r || s for ECDSA) on req, or on cert (then *ret_cert is the
+ * signed certificate, parsed again from its DER, and cert is left as it was), and checks it
+ * with pub. Returns 0, CV_ERR_TOKEN (the signature does not verify) or CV_ERR_NOMEM. */
+int cv_x509_signature_set(X509_REQ *req, X509 *cert, EVP_PKEY *pub, const unsigned char *sig,
+			  size_t sig_len, X509 **ret_cert);
+
+/* The request as PEM ("-----BEGIN CERTIFICATE REQUEST-----") or DER, malloc'd. */
+int cv_x509_csr_pem(X509_REQ *req, char **ret_pem, size_t *ret_len);
+int cv_x509_csr_der(X509_REQ *req, unsigned char **ret_der, size_t *ret_len);
+/* Parses a stored request's DER. Returns 0 or CV_ERR_BAD_ENCODING. */
+int cv_x509_csr_from_der(const unsigned char *der, size_t len, X509_REQ **ret_req);
+
 #endif

@@ -95,6 +95,11 @@ static const struct setting settings[] = {
 	{ "policy", "destroy_superseded_keys", K_BOOL, OFF(destroy_superseded_keys), "false", 0, 0,
 	  "destroy a version's key in the token as soon as a renewal or replace supersedes it"
 	  " (else kept until the certificate is deleted)" },
+	{ "policy", "pending_expiry_seconds", K_INT, OFF(pending_expiry_seconds), "2592000", 1,
+	  315360000, "a pending certificate (a key generated in the token, its CSR waiting for"
+	  " the certificate) older than this is destroyed with its key, audited (30 days)" },
+	{ "policy", "pending_sweep_seconds", K_INT, OFF(pending_sweep_seconds), "300", 1, 86400,
+	  "how often the background sweep looks for expired pending certificates" },
 	{ "auth", "admin_token_file", K_STR, OFF(admin_token_file), "", 0, 0,
 	  "where the first start writes the first admin API token (mode 0600); empty: admin.token"
 	  " in the database's directory" },

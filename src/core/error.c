@@ -45,6 +45,8 @@ static const char *const names[] = {
 	[-CV_ERR_UNKNOWN_ISSUER] = "issuer not in the truststore",
 	[-CV_ERR_RATE_LIMITED] = "too many refused requests from this address",
 	[-CV_ERR_BUSY] = "busy: try again shortly",
+	[-CV_ERR_NOT_PENDING] = "no generated key waits for a certificate",
+	[-CV_ERR_UNWRAP_FAILED] = "the wrapped key could not be unwrapped",
 };
 
 const char *cv_strerror(int err)

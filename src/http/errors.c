@@ -47,6 +47,8 @@ static const struct mapping table[] = {
 	[-CV_ERR_UNKNOWN_ISSUER] = { 422, "unknown_issuer" },
 	[-CV_ERR_RATE_LIMITED] = { 429, "rate_limited" },
 	[-CV_ERR_BUSY] = { 503, "busy" },
+	[-CV_ERR_NOT_PENDING] = { 409, "not_pending" },
+	[-CV_ERR_UNWRAP_FAILED] = { 422, "unwrap_failed" },
 };
 
 static const struct mapping *lookup(int err)

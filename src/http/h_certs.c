@@ -86,7 +86,7 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 		"{s:s, s:o, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
 		" s:{s:s, s:i, s:o, s:s},"
 		" s:o, s:o, s:I, s:s, s:{s:s, s:s},"
-		" s:I, s:{s:s, s:s, s:s},"
+		" s:I, s:{s:s, s:s, s:s, s:s},"
 		" s:o, s:o}",
 		"name", rec->name, "description", cv_text_json(rec->description), "common_name",
 		info->common_name, "domains", strings_json(info->domains, info->n_domains),
@@ -102,14 +102,15 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 		cv_status_name(v->status), "fingerprints", "sha256", info->sha256_fingerprint,
 		"sha1", info->sha1_fingerprint,
 		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri",
-		v->key_uri, "id", key_id, "label", rec->name,
+		v->key_uri, "id", key_id, "label", rec->key_label, "origin",
+		cv_key_origin_name(rec->key_origin),
 		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at)),
 		rec, etag);
 }
 
 /* Answers with the details view of a certificate and its ETag; *ret_view, when asked for,
  * is the caller's. */
-static int view_response(struct cv_app *app, const char *name, int64_t now, int status,
+int cert_view_response(struct cv_app *app, const char *name, int64_t now, int status,
 			 struct cv_response *res, struct cv_cert_view **ret_view,
 			 struct cv_errmsg *err)
 {
@@ -224,8 +225,9 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"pkcs12\" is always base64: \"encoding\" is not taken");
 	in->pkcs12_encoding = CV_ENC_BASE64;
-	if (in->certificate != NULL && in->private_key == NULL)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required");
+	if (in->certificate != NULL && in->private_key == NULL && in->wrapped_private_key == NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required (or "
+				     "\"wrapped_key\")");
 	if (cv_x509_encoding_parse(encoding, &in->encoding) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"encoding\" must be pem, base64 or base64pem");
@@ -233,7 +235,7 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 }
 
 /* The optional "check_chain" member: a boolean. */
-static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
+int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
 {
 	json_t *v = json_object_get(body, "check_chain");
 
@@ -248,7 +250,7 @@ static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
 
 /* Why online revocation fetches failed, which the client is told only generically: one
  * line of the log, bytes outside printable ASCII escaped. */
-static void log_revocation(const struct cv_request *req, const struct cv_revocation *rev)
+void log_revocation(const struct cv_request *req, const struct cv_revocation *rev)
 {
 	char line[sizeof(rev->log_detail) * 4 + 96];
 	size_t n, i;
@@ -277,7 +279,7 @@ static void log_revocation(const struct cv_request *req, const struct cv_revocat
 
 /* Adds what the revocation check found to an import, renew or replace answer, with a
  * warning when it could not tell and the policy let the certificate in. */
-static int add_revocation(const struct cv_revocation *rev, struct cv_response *res)
+int add_revocation(const struct cv_revocation *rev, struct cv_response *res)
 {
 	json_t *o, *warnings;
 	char text[700];
@@ -319,7 +321,9 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 {
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
-					       "pkcs12", "check_chain", NULL };
+					       "pkcs12", "check_chain", "generate", "wrapped_key",
+					       NULL };
+	unsigned char *wrapped[2] = { NULL, NULL };
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
 	struct cv_revocation rev;
@@ -329,9 +333,15 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	r = req_body_object(req, allowed, &body, &form, err);
 	if (r < 0)
 		goto out;
+	/* A key generated in the token instead of one sent (issue 13). */
+	if (json_object_get(body, "generate") != NULL) {
+		r = cert_generate(app, req, body, form, res, err);
+		goto out;
+	}
 	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &in.description,
 				    NULL, err)) < 0 ||
+	    (r = wrapped_key_member(body, &in, wrapped, err)) < 0 ||
 	    (r = material_members(body, form, &in, err)) < 0)
 		goto out;
 	r = check_chain_member(body, &check, err);
@@ -341,12 +351,14 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
-	r = view_response(app, rec->name, req->now, 201, res, NULL, err);
+	r = cert_view_response(app, rec->name, req->now, 201, res, NULL, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
 	if (r == 0 && check)
 		r = add_chain_trust(app, rec->name, req->now, res, err);
 out:
+	free(wrapped[0]);
+	free(wrapped[1]);
 	cv_store_cert_free(rec);
 	json_decref(body); /* wiped on free: it held the key and the password */
 	return r;
@@ -355,7 +367,13 @@ out:
 int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	       struct cv_errmsg *err)
 {
-	return view_response(app, req->params[0], req->now, 200, res, NULL, err);
+	int r;
+
+	r = cert_view_response(app, req->params[0], req->now, 200, res, NULL, err);
+	/* A pending certificate has no certificate yet: its own view. */
+	if (r == CV_ERR_NOT_FOUND)
+		r = pending_view_response(app, req->params[0], 0, res, err);
+	return r;
 }
 
 int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
@@ -396,7 +414,7 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 				   err);
 	if (r < 0)
 		goto out;
-	r = view_response(app, req->params[0], req->now, 200, res, NULL, err);
+	r = cert_view_response(app, req->params[0], req->now, 200, res, NULL, err);
 out:
 	json_decref(body);
 	return r;
@@ -495,10 +513,14 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	size_t i;
 	int r;
 
-	if ((s = req_query(req, "status")) != NULL) {
+	if ((s = req_query(req, "status")) != NULL && strcmp(s, "pending") == 0) {
+		r = pending_list_response(app, req, res, err);
+		goto out;
+	}
+	if (s != NULL) {
 		if (cv_status_parse(s, &filter.status) < 0) {
-			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					  "status must be valid, expires_soon, expired or upcoming");
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "status must be valid, "
+					  "expires_soon, expired, upcoming or pending");
 			goto out;
 		}
 		filter.has_status = 1;
@@ -562,13 +584,17 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 		   struct cv_errmsg *err)
 {
 	struct cv_cert_counts c;
+	int64_t pending = 0;
 	int r;
 
 	r = cv_vault_cert_count(&app->vault, req->now, &c, err);
+	if (r == 0)
+		r = cv_vault_pending_count(&app->vault, &pending, err);
 	if (r < 0)
 		return r;
 	return res_json(res, 200,
-			json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "total",
+			json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "pending",
+				  (json_int_t)pending, "total",
 				  (json_int_t)c.total, "in_use", (json_int_t)c.in_use, "not_in_use",
 				  (json_int_t)(c.total - c.in_use), "valid", (json_int_t)c.valid,
 				  "expires_soon",
@@ -578,7 +604,7 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 
 /* The version a renew or replace names: "version" in the body, or If-Match (a quoted tag
  * from an ETag); both must then agree. */
-static int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
+int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
 		       struct cv_errmsg *err)
 {
 	json_t *version = json_object_get(body, "version");
@@ -616,7 +642,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 {
 	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
 					       "encoding", "pkcs12", "version", "jwk_action",
-					       "confirm", "check_chain", NULL };
+					       "confirm", "check_chain", "generate", NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	struct cv_import_request in = { 0 };
 	const char *action;
@@ -629,6 +655,11 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	int r;
 
 	r = req_body_object(req, allowed, &body, &form, err);
+	/* A renewal whose key is generated in the token: a CSR now, the merge later. */
+	if (r == 0 && kind == CV_END_RENEWED && json_object_get(body, "generate") != NULL) {
+		r = cert_renew_generate(app, req, body, form, res, err);
+		goto out;
+	}
 	if (r == 0)
 		r = material_members(body, form, &in, err);
 	if (r == 0)
@@ -653,7 +684,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
-	r = view_response(app, req->params[0], req->now, 200, res, &view, err);
+	r = cert_view_response(app, req->params[0], req->now, 200, res, &view, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
 	if (r < 0)

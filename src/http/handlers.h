@@ -86,6 +86,42 @@ int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_respon
 int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err);
 
+/* h_certs.c: answers with the details view of a certificate and its ETag; *ret_view, when
+ * asked for, is the caller's. */
+int cert_view_response(struct cv_app *app, const char *name, int64_t now, int status,
+		       struct cv_response *res, struct cv_cert_view **ret_view,
+		       struct cv_errmsg *err);
+/* h_certs.c: an import's revocation outcome, to the log (why fetches failed) and to the
+ * answer; the optional "check_chain" member. */
+void log_revocation(const struct cv_request *req, const struct cv_revocation *rev);
+int add_revocation(const struct cv_revocation *rev, struct cv_response *res);
+int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err);
+/* h_generate.c: POST /v1/certificates with "generate"; the view of a pending certificate
+ * (with its CSR when with_csr); GET /v1/certificates?status=pending. */
+int cert_generate(struct cv_app *app, const struct cv_request *req, json_t *body, int form,
+		  struct cv_response *res, struct cv_errmsg *err);
+int cert_renew_generate(struct cv_app *app, const struct cv_request *req, json_t *body,
+			int form, struct cv_response *res, struct cv_errmsg *err);
+/* h_certs.c: the version a renew or replace (or a renewal's merge) names. */
+int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
+		struct cv_errmsg *err);
+int pending_view_response(struct cv_app *app, const char *name, int with_csr,
+			  struct cv_response *res, struct cv_errmsg *err);
+int pending_list_response(struct cv_app *app, const struct cv_request *req,
+			  struct cv_response *res, struct cv_errmsg *err);
+int h_cert_csr(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err);
+int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err);
+int h_wrapping_key(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+/* The "wrapped_key" member of an import into in (decoded buffers the caller frees with
+ * free(): *ret_bufs[0..1]). */
+int wrapped_key_member(json_t *body, struct cv_import_request *in, unsigned char *ret_bufs[2],
+		       struct cv_errmsg *err);
+int h_pending_cancel(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
+
 /* Parses the body as one JSON object whose members are all among allowed (NULL-terminated).
  * Refuses a missing or non-JSON content type (CV_ERR_UNSUPPORTED_MEDIA), bad JSON, duplicate
  * keys, other top-level types and unknown members (CV_ERR_BAD_REQUEST). */

@@ -13,7 +13,7 @@
 #define COLS_LIST                                                                        \
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at, version, current_since"
+	"updated_at, version, current_since, key_origin, coalesce(key_label, name)"
 #define COLS_FULL COLS_LIST ", cert_der, chain_pem"
 
 #define LIST_LIMIT_MAX 1000
@@ -95,9 +95,13 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	rec->updated_at = sqlite3_column_int64(stmt, 14);
 	rec->version = sqlite3_column_int64(stmt, 15);
 	rec->current_since = sqlite3_column_int64(stmt, 16);
+	rec->key_origin = (enum cv_key_origin)sqlite3_column_int64(stmt, 17);
+	r = store_copy_text(stmt, 18, rec->key_label, sizeof(rec->key_label));
+	if (r < 0)
+		goto out;
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 17);
-		n = sqlite3_column_bytes(stmt, 17);
+		blob = sqlite3_column_blob(stmt, 19);
+		n = sqlite3_column_bytes(stmt, 19);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -111,7 +115,7 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		if (n > 0)
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
-		r = store_dup_text(stmt, 18, &rec->chain_pem);
+		r = store_dup_text(stmt, 20, &rec->chain_pem);
 		if (r < 0)
 			goto out;
 	}
@@ -372,12 +376,16 @@ out:
 }
 
 /* 1 when a row of this name exists, whatever its state; 0 when not; or an error. */
-static int name_exists(sqlite3 *db, const char *name)
+int store_name_exists(sqlite3 *db, const char *name)
 {
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ? COLLATE NOCASE", -1, &stmt,
+	/* A pending certificate's name is taken too: its merge makes the certificate. Names are
+	 * one ignoring case. */
+	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?1 COLLATE NOCASE"
+				" UNION ALL SELECT 1 FROM pending_certificates"
+				" WHERE name = ?1 COLLATE NOCASE", -1, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -405,30 +413,20 @@ static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *
 				    id, rec->domains, rec->n_domains);
 }
 
-int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec)
+int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
+			 int64_t *ret_id)
 {
 	static const char sql[] =
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
-		" not_before, not_after, key_id, created_at, updated_at, version, current_since)"
-		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
-		" ?14)";
-	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+		" not_before, not_after, key_id, created_at, updated_at, version, current_since,"
+		" key_origin, key_label)"
+		" VALUES (?1, ?2, ?16, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
+		" ?14, ?17, nullif(?18, ''))";
 	sqlite3_stmt *stmt = NULL;
-	int64_t id = 0;
+	int64_t id;
 	int rc, r;
 
-	/* IMMEDIATE takes the write lock now, so the name check below still holds at the
-	 * INSERT, and the row never exists without its domains. */
-	r = store_exec(db, "BEGIN IMMEDIATE");
-	if (r < 0)
-		goto out;
-	r = name_exists(db, rec->name);
-	if (r == 1)
-		r = CV_ERR_NAME_TAKEN;
-	if (r < 0)
-		goto out;
 	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, rec->name);
@@ -463,6 +461,12 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 		rc = sqlite3_bind_int64(stmt, 14, rec->created_at);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 15, rec->updated_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 16, state);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 17, (int)rec->key_origin);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 18, rec->key_label);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -475,9 +479,32 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 	r = insert_domains(db, id, rec);
 	if (r < 0)
 		goto out;
+	*ret_id = id;
 	r = 0;
 out:
 	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
+	int64_t id = 0;
+	int r;
+
+	/* IMMEDIATE takes the write lock now, so the name check below still holds at the
+	 * INSERT, and the row never exists without its domains. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	r = store_name_exists(db, rec->name);
+	if (r == 1)
+		r = CV_ERR_NAME_TAKEN;
+	if (r < 0)
+		goto out;
+	r = store_cert_insert_on(db, rec, CV_CERT_PENDING, &id);
+out:
 	r = store_finish(db, r);
 	store_return(store, conn);
 	if (r == 0) {

@@ -209,7 +209,45 @@ static const char *const migrations[] = {
 	"ALTER TABLE audit_log ADD COLUMN first_at INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE audit_log ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
-	/* 6 -> 7: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
+	/* 6 -> 7: keys generated in the token, and where each key came from.
+	 * A pending certificate is a key pair the token made and the CSR signed with it, waiting
+	 * for the certificate a CA issues: for a new certificate (cert_id NULL, its name held
+	 * against imports) or for the next version of one (cert_id, at most one at a time).
+	 * state 0: the row names the key before C_GenerateKeyPair, no CSR yet; 1: ready (the
+	 * CSR is there); 2: being cancelled (its key is being destroyed). The reconciler
+	 * destroys the key of a row left in state 0 or 2 and removes the row. key_origin says
+	 * how a key reached the token: 0 imported, 1 generated in it, 2 unwrapped in it. */
+	"CREATE TABLE pending_certificates ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL,"
+	" cert_id INTEGER,"
+	" description TEXT NOT NULL DEFAULT '',"
+	" state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),"
+	" key_id BLOB NOT NULL UNIQUE CHECK (length(key_id) = 16),"
+	" key_type TEXT NOT NULL,"
+	" subject TEXT NOT NULL,"
+	" csr_der BLOB,"
+	" created_by TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE UNIQUE INDEX pending_certificates_name ON pending_certificates(name COLLATE NOCASE);"
+	"CREATE UNIQUE INDEX pending_certificates_cert ON pending_certificates(cert_id)"
+	" WHERE cert_id IS NOT NULL;"
+	"CREATE INDEX pending_certificates_expiry ON pending_certificates(expires_at);"
+	"ALTER TABLE certificates ADD COLUMN key_origin INTEGER NOT NULL DEFAULT 0"
+	" CHECK (key_origin IN (0, 1, 2));"
+	"ALTER TABLE certificate_versions ADD COLUMN key_origin INTEGER NOT NULL DEFAULT 0"
+	" CHECK (key_origin IN (0, 1, 2));"
+	/* Each key's CKA_LABEL: "<name>.v<version>" since this version, so that a hand-written
+	 * pkcs11:object= cannot match two versions' keys; NULL for keys made before, whose label
+	 * is the certificate's name. */
+	"ALTER TABLE certificates ADD COLUMN key_label TEXT;"
+	"ALTER TABLE certificate_versions ADD COLUMN key_label TEXT;"
+	"ALTER TABLE pending_certificates ADD COLUMN key_label TEXT NOT NULL DEFAULT '';",
+	/* The names step stays the last one: test_input replays it on a database rolled back one
+	 * step, as an older release left it. New steps go before it (and renumber it). */
+	/* 7 -> 8: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
 	 * reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two

@@ -131,6 +131,14 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry);
  * One transaction. 0 or CV_ERR_DB. */
 int store_dn_refresh(sqlite3 *db);
 
+/* certs.c: 1 when a certificate or a pending certificate holds the name, 0 when none does,
+ * or CV_ERR_DB. */
+int store_name_exists(sqlite3 *db, const char *name);
+/* Inserts rec as a row in state with its domains, on the caller's transaction; *ret_id its
+ * id. 0 or CV_ERR_DB. */
+int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
+			 int64_t *ret_id);
+
 /* The domains of a certificate and of a service, in order (?1 = its id). */
 #define STORE_CERT_DOMAINS_SQL \
 	"SELECT domain FROM certificate_domains WHERE cert_id = ? ORDER BY position"

@@ -210,6 +210,10 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 		else if (strcmp(p, ":key_id") == 0)
 			rc = sqlite3_bind_blob(stmt, i, next->key_id, (int)sizeof(next->key_id),
 					       SQLITE_STATIC);
+		else if (strcmp(p, ":key_origin") == 0)
+			rc = sqlite3_bind_int64(stmt, i, (int64_t)next->key_origin);
+		else if (strcmp(p, ":key_label") == 0)
+			rc = store_bind_text(stmt, i, next->key_label);
 		else
 			rc = SQLITE_MISUSE; /* a statement below names a value not bound here */
 	}
@@ -285,17 +289,22 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 	static const char *const steps[] = {
 		"INSERT INTO certificate_versions (cert_id, version, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, not_before,"
-		" not_after, key_id, key_state, current_from, current_until, ended_by)"
+		" not_after, key_id, key_state, current_from, current_until, ended_by, key_origin,"
+		" key_label)"
 		" SELECT id, version, cert_der, chain_pem, subject, issuer, serial,"
 		" sha256_fingerprint, key_description, not_before, not_after, key_id,"
-		" :key_state, current_since, :now, :ended FROM certificates WHERE id = :id",
+		" :key_state, current_since, :now, :ended, key_origin, key_label FROM certificates"
+		" WHERE id = :id",
 		"UPDATE certificates SET cert_der = :cert_der, chain_pem = :chain_pem,"
 		" subject = :subject, issuer = :issuer, serial = :serial,"
 		" sha256_fingerprint = :fp, key_description = :key_desc, primary_domain = :primary,"
 		" not_before = :not_before, not_after = :not_after, key_id = :key_id,"
-		" version = version + 1, current_since = :now, updated_at = :now WHERE id = :id",
+		" version = version + 1, current_since = :now, updated_at = :now,"
+		" key_origin = :key_origin, key_label = nullif(:key_label, '') WHERE id = :id",
 		"DELETE FROM certificate_domains WHERE cert_id = :id",
 		"DELETE FROM key_journal WHERE key_id = :key_id",
+		/* A renewal by generate: its key waited in a pending row, which the merge ends. */
+		"DELETE FROM pending_certificates WHERE key_id = :key_id",
 	};
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
@@ -355,7 +364,7 @@ static int read_version(sqlite3_stmt *stmt, struct cv_cert_version *v)
 	v->current_from = sqlite3_column_int64(stmt, 10);
 	v->current_until = sqlite3_column_int64(stmt, 11);
 	v->ended_by = (enum cv_version_end)sqlite3_column_int64(stmt, 12);
-	return 0;
+	return store_copy_text(stmt, 13, v->key_label, sizeof(v->key_label));
 }
 
 int cv_store_cert_versions(struct cv_store *store, int64_t id,
@@ -363,11 +372,12 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 {
 	static const char sql[] =
 		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
-		" not_before, not_after, key_id, 0, current_since, 0, 0"
+		" not_before, not_after, key_id, 0, current_since, 0, 0, coalesce(key_label, '')"
 		" FROM certificates WHERE id = ?1"
 		" UNION ALL "
 		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
-		" not_before, not_after, key_id, key_state, current_from, current_until, ended_by"
+		" not_before, not_after, key_id, key_state, current_from, current_until, ended_by,"
+		" coalesce(key_label, '')"
 		" FROM certificate_versions WHERE cert_id = ?1"
 		" ORDER BY 1 DESC";
 	struct store_conn *conn = store_borrow(store);
@@ -557,7 +567,8 @@ int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN
 		"SELECT key_id FROM certificates WHERE key_id IS NOT NULL"
 		" UNION SELECT key_id FROM certificate_versions"
 		"  WHERE key_state <> 2 AND key_id IS NOT NULL"
-		" UNION SELECT key_id FROM key_journal ORDER BY 1";
+		" UNION SELECT key_id FROM key_journal"
+		" UNION SELECT key_id FROM pending_certificates ORDER BY 1";
 	struct store_conn *conn = store_borrow(store);
 	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
 	sqlite3_stmt *stmt = NULL;

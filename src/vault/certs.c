@@ -40,6 +40,12 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 	STACK_OF(X509) *more = NULL;
 	int r;
 
+	if (req->wrapped_private_key != NULL && (req->pkcs12 != NULL || req->private_key != NULL))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a wrapped key comes alone: send no "
+				     "\"private_key\" or \"pkcs12\" with \"wrapped_key\"");
+	if (req->token_key != NULL && (req->pkcs12 != NULL || req->private_key != NULL))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the key is in the token already: "
+				     "send the certificate (and its chain) only");
 	if (req->pkcs12 != NULL) {
 		if (req->certificate != NULL || req->private_key != NULL || req->chain != NULL)
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a PKCS#12 file comes alone: "
@@ -58,6 +64,25 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 				       ret_cert, err);
 	if (r < 0)
 		return r;
+	if (*ret_key != NULL && req->token_key != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
+				     "private key: the key is in the token already");
+	if (*ret_key != NULL && req->wrapped_private_key != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
+				     "private key: send it wrapped or not at all");
+	if (req->token_key != NULL) {
+		if (!EVP_PKEY_up_ref(req->token_key))
+			return CV_ERR_INTERNAL;
+		*ret_key = req->token_key;
+	}
+	/* A wrapped key is never decoded here: the checks see the certificate's own public
+	 * key, and the token proves the unwrapped key matches it (vault_key_unwrap). */
+	if (req->wrapped_private_key != NULL) {
+		*ret_key = X509_get_pubkey(*ret_cert);
+		if (*ret_key == NULL)
+			return cv_errmsg_set(err, CV_ERR_UNSUPPORTED_KEY, "the certificate's public "
+					     "key cannot be read");
+	}
 	if (*ret_key != NULL && req->private_key != NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
 				     "private key already: send no other");
@@ -276,6 +301,9 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	/* The pending row names the key before it exists, so a crash between the two steps
 	 * leaves something the reconciler can find and undo. */
+	cv_key_label(rec->name, 1, rec->key_label);
+	if (req->wrapped_private_key != NULL)
+		rec->key_origin = CV_KEY_ORIGIN_UNWRAPPED;
 	r = cv_store_cert_insert_pending(v->store, rec);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
@@ -287,7 +315,11 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	}
 	pending = 1;
 	cv_fault_point("import.after_pending_row");
-	r = cv_token_key_create(v->token, key, rec->name, rec->key_id, sizeof(rec->key_id), err);
+	if (req->wrapped_private_key != NULL)
+		r = vault_key_unwrap(v, req, key, rec, err);
+	else
+		r = cv_token_key_create(v->token, key, rec->key_label, rec->key_id,
+					sizeof(rec->key_id), err);
 	if (r < 0)
 		goto out;
 	/* The import's commit: the record goes with it. */
@@ -380,7 +412,7 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);
 	r = cv_token_key_uri(v->token, view->rec->key_id, sizeof(view->rec->key_id),
-			     view->rec->name, view->key_uri, sizeof(view->key_uri));
+			     view->rec->key_label, view->key_uri, sizeof(view->key_uri));
 	if (r < 0)
 		goto out;
 	*ret_view = view;
@@ -452,6 +484,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	struct cv_cert_record *rec = NULL;
 	struct cv_conflict conflict = { "", "", 0 };
 	struct cv_jwk_record *linked = NULL;
+	struct cv_pending_record *pending = NULL;
 	const char *confirm = jwk->confirm;
 	size_t n_linked = 0;
 	int r, by_name;
@@ -466,6 +499,14 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, rec->sha256_fingerprint);
+	/* A renewal by generate waits with a key of its own: cancelled first, by choice. */
+	if (cv_store_pending_get(v->store, name, &pending) == 0) {
+		cv_store_pending_free(pending);
+		r = cv_errmsg_set(err, CV_ERR_IN_USE, "a renewal of %s waits for its certificate: "
+				  "cancel it first (DELETE /v1/certificates/%s/pending)", name,
+				  name);
+		goto out;
+	}
 	/* Its key signs every HTTPS handshake: gone, the listener could not serve. Names are
 	 * one ignoring case: "WWW" is the served "www". */
 	if (v->served != NULL && cv_text_name_equal(v->served, name)) {
@@ -684,6 +725,7 @@ int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_repor
 		       struct cv_errmsg *err)
 {
 	struct reconcile rc = { v, ret_report, err };
+	unsigned expired;
 	int r;
 
 	memset(ret_report, 0, sizeof(*ret_report));
@@ -694,6 +736,10 @@ int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_repor
 	r = cv_store_cert_foreach_unsettled(v->store, reconcile_cert, &rc);
 	if (r == 0)
 		r = cv_store_keys_unsettled_foreach(v->store, reconcile_key, &rc);
+	/* Expired pending certificates are left to the first sweep: the reconciler has no
+	 * clock of its own (0 sees none expired). */
+	if (r == 0)
+		r = vault_pending_reconcile(v, 0, &ret_report->generates_undone, &expired, err);
 	return r;
 }
 

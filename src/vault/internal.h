@@ -76,4 +76,17 @@ int vault_jwk_choice_required(const char *name, const struct cv_jwk_record *link
 int vault_cert_jwk(const struct cv_cert_record *rec, const char *alg, const char *use,
 		   json_t **ret_jwk, struct cv_errmsg *err);
 
+/* The key of a wrapped import into the token under rec's id and label: req's kid must name
+ * the wrapping key (else CV_ERR_UNWRAP_FAILED), the token unwraps, and a signature made with
+ * the new key must verify with cert_key (else CV_ERR_KEY_MISMATCH, the key destroyed).
+ * Sets rec->key_origin. On failure nothing is left in the token. */
+int vault_key_unwrap(struct cv_vault *v, const struct cv_import_request *req,
+		     EVP_PKEY *cert_key, struct cv_cert_record *rec, struct cv_errmsg *err);
+
+/* The start-up part of the pending certificates' reconciliation (generate.c): rows left
+ * creating or cancelling lose their key and go (*ret_undone), expired ones are swept
+ * (*ret_expired). */
+int vault_pending_reconcile(struct cv_vault *v, int64_t now, unsigned *ret_undone,
+			    unsigned *ret_expired, struct cv_errmsg *err);
+
 #endif

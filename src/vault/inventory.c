@@ -80,11 +80,12 @@ static int cert_item(struct cv_inventory *inv, const struct cv_cert_record *rec,
 	it->domains = rec->domains;
 	it->n_used_by = rec->n_used_by;
 	it->used_by = rec->used_by;
-	r = cv_token_key_uri(inv->v->token, rec->key_id, sizeof(rec->key_id), rec->name,
+	r = cv_token_key_uri(inv->v->token, rec->key_id, sizeof(rec->key_id), rec->key_label,
 			     inv->key_uri, sizeof(inv->key_uri));
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the key URI of %s does not fit", rec->name);
 	it->key_uri = inv->key_uri;
+	it->key_origin = cv_key_origin_name(rec->key_origin);
 	if (!(inv->what & CV_INVENTORY_DETAILS))
 		return 0;
 	it->n_kids = rec->n_kids;

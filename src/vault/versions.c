@@ -269,6 +269,15 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_material_check(v, audit, &material, now, &next, &key, &rev, err);
 	if (r < 0)
 		goto out;
+	/* The version's own label, so that no hand-written URI matches two versions' keys. */
+	cv_key_label(cur->name, cur->version + 1, next->key_label);
+	if (req->token_key != NULL) {
+		/* The merge of a renewal by generate: the key waits in the token already, under
+		 * the label it was generated with. */
+		memcpy(next->key_id, req->token_key_id, sizeof(next->key_id));
+		snprintf(next->key_label, sizeof(next->key_label), "%s", req->token_key_label);
+		next->key_origin = CV_KEY_ORIGIN_GENERATED;
+	}
 	sup.next = next;
 	r = jwk_plan_make(v, cur, next, jwk, &plan, err);
 	if (r < 0)
@@ -287,6 +296,15 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	r = cv_token_check(v->token, err);
 	if (r < 0)
 		goto out;
+	if (req->token_key != NULL) {
+		/* Its pending row names it until the commit ends the row. */
+		if (!cv_token_key_exists(v->token, next->key_id, sizeof(next->key_id))) {
+			r = cv_errmsg_set(err, CV_ERR_TOKEN, "the generated key of %s is not in "
+					  "the token", cur->name);
+			goto out;
+		}
+		goto commit;
+	}
 	/* The journal names the key before it exists: a crash before the commit leaves a key
 	 * the reconciler finds and destroys. */
 	r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);
@@ -296,11 +314,12 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	}
 	journaled = 1;
 	cv_fault_point("supersede.after_journal");
-	r = cv_token_key_create(v->token, key, cur->name, next->key_id, sizeof(next->key_id),
+	r = cv_token_key_create(v->token, key, next->key_label, next->key_id, sizeof(next->key_id),
 				err);
 	if (r < 0)
 		goto out;
 	created = 1;
+commit:
 	sup.audit = vault_audit_done(audit);
 	r = cv_store_cert_supersede(v->store, &sup, &conflict);
 	vault_audit_written(audit, r);
@@ -371,7 +390,9 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 		cv_vault_version_tag(versions[i].version, versions[i].sha256_fingerprint, vv->tag);
 		if (versions[i].key_state == CV_KEY_IN_TOKEN) {
 			r = cv_token_key_uri(v->token, versions[i].key_id, CV_TOKEN_ID_LEN,
-					     cur->name, vv->key_uri, sizeof(vv->key_uri));
+					     versions[i].key_label[0] != '\0' ?
+					     versions[i].key_label : cur->name,
+					     vv->key_uri, sizeof(vv->key_uri));
 			if (r < 0)
 				goto out;
 		}

@@ -313,7 +313,7 @@ class ListTest(VaultTestCase):
         st, _, s = self.vault.request("GET", "/v1/certificates/summary")
         self.assertEqual(st, 200)
         self.assertEqual(s, {"total": 8, "in_use": 0, "not_in_use": 8, "valid": 5,
-                             "expires_soon": 2, "expired": 1, "upcoming": 0})
+                             "expires_soon": 2, "expired": 1, "upcoming": 0, "pending": 0})
         st, _, d = self.vault.request("GET", "/v1/certificates/short-lived")
         self.assertEqual(d["status"], "expired")
         self.assertEqual(d["expires_in_days"], -1)

@@ -752,6 +752,10 @@ static const struct {
 	{ "GET", "/v1/certificates/{}/versions", CV_R_READ },
 	{ "POST", "/v1/certificates/{}/renew", CV_R_WRITE },
 	{ "POST", "/v1/certificates/{}/replace", CV_R_WRITE },
+	{ "GET", "/v1/certificates/{}/csr", CV_R_READ },
+	{ "POST", "/v1/certificates/{}/certificate", CV_R_WRITE },
+	{ "DELETE", "/v1/certificates/{}/pending", CV_R_WRITE },
+	{ "GET", "/v1/wrapping-key", CV_R_READ },
 	{ "GET", "/v1/services", CV_R_READ },
 	{ "GET", "/v1/services/{}", CV_R_READ },
 	{ "PUT", "/v1/services/{}", CV_R_WRITE },
@@ -814,7 +818,8 @@ static void test_slow_routes(void **state)
 {
 	static const char *const slow[] = {
 		"POST /v1/certificates", "POST /v1/certificates/{}/renew",
-		"POST /v1/certificates/{}/replace", "POST /v1/truststore",
+		"POST /v1/certificates/{}/replace", "POST /v1/certificates/{}/certificate",
+		"POST /v1/truststore",
 		"GET /v1/truststore/export", "GET /v1/audit/verify",
 	};
 	struct cv_route_info info;
