@@ -98,6 +98,11 @@ struct cv_cert_view {
 	int64_t expires_in_days;
 	size_t chain_length;      /* intermediates stored with the certificate */
 	char key_uri[512];
+	struct cv_x509_info **chain; /* each of them, in the stored order */
+	size_t n_jwks;            /* the JWKs linked to it, any state, in kid order */
+	struct cv_jwk_record *jwks;
+	size_t n_active_jwks;     /* of those, the active ones (a delete must choose for them) */
+	int served;               /* HTTPS serves it (server.tls_certificate): no delete */
 };
 void cv_vault_cert_view_free(struct cv_cert_view *view);
 

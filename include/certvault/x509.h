@@ -107,6 +107,10 @@ void cv_x509_info_free(struct cv_x509_info *info);
 /* The certificate's SHA-256 fingerprint as cv_x509_info has it, for a certificate that may
  * still fail the checks. Returns 0 or CV_ERR_INTERNAL. */
 int cv_x509_sha256_fingerprint(X509 *cert, char ret[96]);
+/* The signature algorithm as a person reads it ("SHA-256 with RSA", "ECDSA with SHA-384")
+ * from cv_x509_info's OpenSSL long name; the name itself when it is not one certvault
+ * knows. Static. */
+const char *cv_x509_signature_algorithm_readable(const char *name);
 /* A deep copy of info into a new one. Returns 0 or CV_ERR_NOMEM. */
 int cv_x509_info_dup(const struct cv_x509_info *info, struct cv_x509_info **ret_info);
 

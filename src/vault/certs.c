@@ -1,4 +1,5 @@
 /* Certificate use cases: import, details, edit, delete, export. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -216,6 +217,20 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 	r = record_from_cert(req, cert, chain, info, now, &rec);
 	if (r < 0)
 		goto out;
+	/* The details keep who did it and what the check found, with the row it made. */
+	if (audit != NULL) {
+		snprintf(rec->created_by, sizeof(rec->created_by), "%s", audit->entry.actor_name);
+		snprintf(rec->updated_by, sizeof(rec->updated_by), "%s", audit->entry.actor_name);
+	}
+	if (ret_rev != NULL) {
+		snprintf(rec->revocation_status, sizeof(rec->revocation_status), "%s",
+			 cv_revocation_status_name(ret_rev->status));
+		snprintf(rec->revocation_source, sizeof(rec->revocation_source), "%s",
+			 ret_rev->source);
+		snprintf(rec->revocation_detail, sizeof(rec->revocation_detail), "%s",
+			 ret_rev->detail);
+		rec->revocation_checked_at = now;
+	}
 	*ret_rec = rec;
 	*ret_key = key;
 	rec = NULL;
@@ -335,6 +350,12 @@ void cv_vault_cert_view_free(struct cv_cert_view *view)
 {
 	if (view == NULL)
 		return;
+	size_t i;
+
+	for (i = 0; view->chain != NULL && i < view->chain_length; i++)
+		cv_x509_info_free(view->chain[i]);
+	free(view->chain);
+	cv_store_jwks_free(view->jwks, view->n_jwks);
 	cv_store_cert_free(view->rec);
 	cv_x509_info_free(view->info);
 	free(view);
@@ -345,11 +366,47 @@ uint64_t cv_vault_certs_generation(struct cv_vault *v)
 	return cv_store_certs_generation(v->store);
 }
 
+/* The details of each intermediate stored with a certificate, into view->chain (as many as
+ * view->chain_length, which is set to what was read). The vault wrote the text, so a
+ * failure is the database's content gone wrong. */
+static int chain_infos(const char *pem, struct cv_cert_view *view, struct cv_errmsg *err)
+{
+	STACK_OF(X509) *chain = NULL;
+	size_t i, n;
+	int r;
+
+	view->chain_length = 0;
+	if (pem == NULL || pem[0] == '\0')
+		return 0;
+	r = cv_x509_chain_parse(pem, strlen(pem), CV_ENC_PEM, &chain, err);
+	if (r < 0)
+		return cv_errmsg_set(err, CV_ERR_DB, "the stored chain cannot be read");
+	n = (size_t)sk_X509_num(chain);
+	view->chain = calloc(n > 0 ? n : 1, sizeof(*view->chain));
+	if (view->chain == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		r = cv_x509_info_new(sk_X509_value(chain, (int)i), &view->chain[i]);
+		if (r < 0) {
+			cv_errmsg_set(err, CV_ERR_DB, "the stored chain cannot be read");
+			goto out;
+		}
+		view->chain_length = i + 1;
+	}
+	r = 0;
+out:
+	sk_X509_pop_free(chain, X509_free);
+	return r;
+}
+
 int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 		      struct cv_cert_view **ret_view, struct cv_errmsg *err)
 {
 	struct cv_cert_view *view;
 	X509 *cert = NULL;
+	size_t i;
 	int r;
 
 	view = calloc(1, sizeof(*view));
@@ -371,6 +428,18 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 	/* The vault wrote the chain (chain_to_pem): its blocks need not be decoded to be
 	 * counted. */
 	view->chain_length = cv_x509_pem_cert_count(view->rec->chain_pem);
+	r = chain_infos(view->rec->chain_pem, view, err);
+	if (r < 0)
+		goto out;
+	r = cv_store_jwk_page(v->store, view->rec->id, NULL, 1000, &view->jwks, &view->n_jwks);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the database could not be read");
+		goto out;
+	}
+	for (i = 0; i < view->n_jwks; i++)
+		if (view->jwks[i].state == CV_JWK_ACTIVE)
+			view->n_active_jwks++;
+	view->served = v->served != NULL && strcmp(v->served, view->rec->name) == 0;
 	view->status = cv_status_at((time_t)view->rec->not_before, (time_t)view->rec->not_after,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);

@@ -63,5 +63,89 @@ class MeTest(VaultTestCase):
                          "method_not_allowed")
 
 
+RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)$"
+
+
+class DetailsTest(VaultTestCase):
+    """Item 9: what the details dialog draws without a second request or a first attempt."""
+
+    def token(self, name, role):
+        st, _, out = self.vault.request("POST", "/v1/tokens", {"name": name, "role": role})
+        self.assertEqual(st, 201, out)
+        return out["token"]
+
+    def get(self, name):
+        st, _, body = self.vault.request("GET", "/v1/certificates/" + name)
+        self.assertEqual(st, 200, body)
+        return body
+
+    def test_details_say_who_chain_jwks_and_what_a_delete_needs(self):
+        root = self.material("d-root", ca=True, cn="Details Root CA", key="p384")
+        inter = self.material("d-inter", ca=True, cn="Details Issuing CA", issuer=root)
+        leaf = self.material("d-leaf", san="d.example.com", issuer=inter)
+        op = self.token("deployer", "operator")
+        st, _, body = self.vault.request("POST", "/v1/certificates", {
+            "name": "dleaf", "certificate": leaf.cert, "private_key": leaf.key,
+            "chain": inter.cert + root.cert}, token=op)
+        self.assertEqual(st, 201, body)
+        d = self.get("dleaf")
+        self.assertEqual((d["created_by"], d["updated_by"]), ("deployer", "deployer"))
+        self.assertEqual(d["signature_algorithm_name"], "ECDSA with SHA-256")
+        self.assertEqual(d["revocation"]["status"], "not_checked")
+        self.assertRegex(d["revocation"]["checked_at"], RFC3339)
+        # The chain as stored, each entry with the view every certificate has.
+        self.assertEqual(d["chain_length"], 2)
+        self.assertEqual([(c["subject"], c["issuer"]) for c in d["chain"]],
+                         [("CN=Details Issuing CA", "CN=Details Root CA"),
+                          ("CN=Details Root CA", "CN=Details Root CA")])
+        for c in d["chain"]:
+            self.assertRegex(c["valid_from"], RFC3339)
+            self.assertRegex(c["valid_to"], RFC3339)
+            self.assertTrue(c["is_ca"])
+            self.assertEqual(c["status"], "valid")
+        self.assertEqual(d["chain"][1]["public_key"]["curve"], "P-384")
+        # Nothing stands in the way of a delete: the word is "delete".
+        self.assertEqual((d["jwks"], d["jwk_count"], d["in_use"], d["delete_allowed"],
+                          d["delete_confirmation"]), ([], 0, False, True, "delete"))
+        # An edit by the admin: updated_by follows, created_by stays.
+        st, _, d = self.vault.request("PATCH", "/v1/certificates/dleaf",
+                                      {"description": "edited"})
+        self.assertEqual(st, 200, d)
+        self.assertEqual((d["created_by"], d["updated_by"]), ("deployer", "admin"))
+        # A linked JWK: the delete needs the name typed and a jwk_action.
+        st, _, jwk = self.vault.request("POST", "/v1/jwks", {"certificate": "dleaf"})
+        self.assertEqual(st, 201, jwk)
+        d = self.get("dleaf")
+        self.assertEqual(d["jwk_count"], 1)
+        self.assertEqual(d["jwks"], [{"kid": jwk["kid"], "alg": "ES256", "use": "sig",
+                                      "state": "active", "made_from_version": 1}])
+        self.assertEqual(d["delete_confirmation"], "dleaf")
+        self.assertTrue(d["delete"]["jwk_action_required"])
+        # A service using it: the delete is not allowed now, and says who blocks it.
+        st, _, _ = self.vault.request("PUT", "/v1/services/dsvc", {
+            "environment": "prod", "domains": ["d.example.com"]})
+        self.assertEqual(st, 201)
+        st, _, _ = self.vault.request("PUT", "/v1/services/dsvc/certificate",
+                                      {"certificate": "dleaf"})
+        self.assertEqual(st, 200)
+        d = self.get("dleaf")
+        self.assertTrue(d["in_use"])
+        self.assertFalse(d["delete_allowed"])
+        self.assertEqual(d["delete"]["blocked_by_services"], ["dsvc"])
+        # ... and the delete itself agrees with what the view said.
+        self.assertError(self.vault.request(
+            "DELETE", "/v1/certificates/dleaf?confirm=dleaf&jwk_action=delete"), 409, "in_use")
+        # Renewed by the operator: updated_by follows, the JWK superseded shows as such.
+        leaf2 = self.material("d-leaf2", san="d.example.com", issuer=inter)
+        st, _, body = self.vault.request("POST", "/v1/certificates/dleaf/renew", {
+            "certificate": leaf2.cert, "private_key": leaf2.key, "chain": inter.cert,
+            "jwk_action": "update", "confirm": "dleaf"}, token=op)
+        self.assertEqual(st, 200, body)
+        d = self.get("dleaf")
+        self.assertEqual((d["created_by"], d["updated_by"]), ("deployer", "deployer"))
+        self.assertEqual(d["chain_length"], 1)
+        self.assertEqual(sorted(j["state"] for j in d["jwks"]), ["active", "superseded"])
+
+
 if __name__ == "__main__":
     unittest.main()

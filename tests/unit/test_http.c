@@ -707,6 +707,7 @@ static const struct {
 	enum cv_access access;
 } expected_routes[] = {
 	{ "GET", "/v1/health", CV_R_PUBLIC },
+	{ "GET", "/v1/me", CV_R_READ },
 	{ "GET", "/v1/certificates", CV_R_READ },
 	{ "POST", "/v1/certificates", CV_R_WRITE },
 	{ "GET", "/v1/certificates/summary", CV_R_READ },
