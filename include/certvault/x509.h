@@ -63,6 +63,14 @@ struct cv_x509_policy {
 int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 			 const struct cv_x509_policy *policy, struct cv_errmsg *err);
 
+/* The same checks as cv_x509_check_import, every one run whatever the others found (key
+ * NULL: those needing the key are left out; chain may be NULL): problem is called with the
+ * error and its message for each that fails, in that order. Returns how many failed, or
+ * CV_ERR_INTERNAL. For a preview, which must name every problem, not the first. */
+int cv_x509_check_import_all(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+			     const struct cv_x509_policy *policy,
+			     void (*problem)(void *arg, int code, const char *message), void *arg);
+
 /* Key kinds certvault holds. */
 enum cv_key_kind {
 	CV_KEY_RSA = 1,

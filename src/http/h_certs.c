@@ -336,6 +336,93 @@ out:
 	return r;
 }
 
+/* The problems of a preview, each as the import would have answered it. */
+static json_t *problems_json(const struct cv_preview_problem *problems, size_t n)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < n; i++)
+		if (json_array_append_new(a, json_pack("{s:s, s:i, s:s}", "code",
+						       cv_http_error_code(problems[i].code),
+						       "status",
+						       cv_http_error_status(problems[i].code),
+						       "message", problems[i].message)) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+static json_t *preview_json(const struct cv_import_request *in, const struct cv_cert_preview *p,
+			    int64_t now, int64_t soon_seconds)
+{
+	json_t *cert = json_null(), *chain, *rev = json_null();
+	size_t i;
+
+	if (p->info != NULL) {
+		cert = cert_info_status_json(p->info, now, soon_seconds);
+		chain = json_array();
+		for (i = 0; chain != NULL && i < p->chain_length; i++)
+			if (json_array_append_new(chain, cert_info_status_json(p->chain[i], now,
+									      soon_seconds)) < 0) {
+				json_decref(chain);
+				chain = NULL;
+			}
+		if (cert == NULL || chain == NULL ||
+		    json_object_set_new(cert, "name", json_string(in->name)) < 0 ||
+		    json_object_set_new(cert, "description",
+					json_string(in->description != NULL ? in->description : "")) <
+			    0 ||
+		    json_object_set_new(cert, "has_private_key", json_boolean(p->has_key)) < 0 ||
+		    json_object_set_new(cert, "chain_length", json_integer((json_int_t)p->chain_length)) <
+			    0 ||
+		    json_object_set_new(cert, "chain", chain) < 0) {
+			json_decref(cert);
+			return NULL;
+		}
+	}
+	if (p->rev_checked)
+		rev = json_pack("{s:s, s:o, s:s}", "status", cv_revocation_status_name(p->rev.status),
+				"source",
+				string_or_null(p->rev.source[0] != '\0' ? p->rev.source : NULL),
+				"detail", p->rev.detail);
+	return json_pack("{s:b, s:b, s:o, s:o, s:o}", "ok", p->n_problems == 0, "stored", 0,
+			 "problems", problems_json(p->problems, p->n_problems), "certificate", cert,
+			 "revocation", rev);
+}
+
+int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { "name", "description", "certificate",
+					       "private_key", "password", "chain", "encoding",
+					       "pkcs12", "check_chain", NULL };
+	struct cv_import_request in = { 0 };
+	struct cv_cert_preview *p = NULL;
+	json_t *body = NULL;
+	int r, form, check = 0;
+
+	r = req_body_object(req, allowed, &body, &form, err);
+	if (r < 0)
+		goto out;
+	/* A malformed request is refused as the import refuses it; what it says is judged. */
+	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
+	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX * 4,
+				    &in.description, NULL, err)) < 0 ||
+	    (r = material_members(body, form, &in, err)) < 0 ||
+	    (r = check_chain_member(body, &check, err)) < 0)
+		goto out;
+	r = cv_vault_cert_preview(&app->vault, &in, req->now, &p, err);
+	if (r < 0)
+		goto out;
+	r = res_json(res, 200, preview_json(&in, p, req->now, app->vault.soon_seconds));
+out:
+	cv_vault_cert_preview_free(p);
+	json_decref(body); /* wiped on free: it held the key and the password */
+	return r;
+}
+
 int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	       struct cv_errmsg *err)
 {

@@ -14,6 +14,8 @@ int h_me(struct cv_app *app, const struct cv_request *req, struct cv_response *r
 	 struct cv_errmsg *err);
 int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err);
+int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err);
 int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

@@ -348,9 +348,10 @@ int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **r
 
 void cv_vault_cert_view_free(struct cv_cert_view *view)
 {
+	size_t i;
+
 	if (view == NULL)
 		return;
-	size_t i;
 
 	for (i = 0; view->chain != NULL && i < view->chain_length; i++)
 		cv_x509_info_free(view->chain[i]);
@@ -369,10 +370,29 @@ uint64_t cv_vault_certs_generation(struct cv_vault *v)
 /* The details of each intermediate stored with a certificate, into view->chain (as many as
  * view->chain_length, which is set to what was read). The vault wrote the text, so a
  * failure is the database's content gone wrong. */
+/* The details of each certificate of chain into a new *ret_infos (*ret_n of them, each
+ * freed with cv_x509_info_free, the array with free). */
+static int infos_of(STACK_OF(X509) *chain, struct cv_x509_info ***ret_infos, size_t *ret_n)
+{
+	size_t i, n = chain != NULL ? (size_t)sk_X509_num(chain) : 0;
+	int r;
+
+	*ret_n = 0;
+	*ret_infos = calloc(n > 0 ? n : 1, sizeof(**ret_infos));
+	if (*ret_infos == NULL)
+		return CV_ERR_NOMEM;
+	for (i = 0; i < n; i++) {
+		r = cv_x509_info_new(sk_X509_value(chain, (int)i), &(*ret_infos)[i]);
+		if (r < 0)
+			return r;
+		*ret_n = i + 1;
+	}
+	return 0;
+}
+
 static int chain_infos(const char *pem, struct cv_cert_view *view, struct cv_errmsg *err)
 {
 	STACK_OF(X509) *chain = NULL;
-	size_t i, n;
 	int r;
 
 	view->chain_length = 0;
@@ -381,23 +401,110 @@ static int chain_infos(const char *pem, struct cv_cert_view *view, struct cv_err
 	r = cv_x509_chain_parse(pem, strlen(pem), CV_ENC_PEM, &chain, err);
 	if (r < 0)
 		return cv_errmsg_set(err, CV_ERR_DB, "the stored chain cannot be read");
-	n = (size_t)sk_X509_num(chain);
-	view->chain = calloc(n > 0 ? n : 1, sizeof(*view->chain));
-	if (view->chain == NULL) {
-		r = CV_ERR_NOMEM;
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		r = cv_x509_info_new(sk_X509_value(chain, (int)i), &view->chain[i]);
-		if (r < 0) {
-			cv_errmsg_set(err, CV_ERR_DB, "the stored chain cannot be read");
+	r = infos_of(chain, &view->chain, &view->chain_length);
+	if (r < 0)
+		cv_errmsg_set(err, r == CV_ERR_NOMEM ? r : CV_ERR_DB,
+			      "the stored chain cannot be read");
+	sk_X509_pop_free(chain, X509_free);
+	return r;
+}
+
+void cv_vault_cert_preview_free(struct cv_cert_preview *p)
+{
+	size_t i;
+
+	if (p == NULL)
+		return;
+	for (i = 0; p->chain != NULL && i < p->chain_length; i++)
+		cv_x509_info_free(p->chain[i]);
+	free(p->chain);
+	cv_x509_info_free(p->info);
+	free(p);
+}
+
+static void preview_problem(void *arg, int code, const char *message)
+{
+	struct cv_cert_preview *p = arg;
+	struct cv_preview_problem *pp;
+
+	if (p->n_problems == CV_PREVIEW_PROBLEMS_MAX)
+		return;
+	pp = &p->problems[p->n_problems++];
+	pp->code = code;
+	snprintf(pp->message, sizeof(pp->message), "%s", message != NULL ? message : "");
+}
+
+int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			  struct cv_cert_preview **ret_preview, struct cv_errmsg *err)
+{
+	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures };
+	struct cv_cert_preview *p;
+	struct cv_cert_record *existing = NULL;
+	struct cv_errmsg why = { "" };
+	STACK_OF(X509) *chain = NULL;
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return CV_ERR_NOMEM;
+	/* The name, as the import judges it; a name in use is a problem like any other. */
+	if (vault_check_name(req->name, &why) < 0)
+		preview_problem(p, CV_ERR_INVALID_NAME, why.text);
+	else if (strcmp(req->name, "summary") == 0)
+		preview_problem(p, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
+	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX)
+		preview_problem(p, CV_ERR_BAD_REQUEST, "description is too long");
+	/* What parses is shown even when the rest does not (a key with a wrong password
+	 * still lets the certificate be seen). */
+	r = parse_material(req, &cert, &key, &chain, &why);
+	if (r < 0)
+		preview_problem(p, r, why.text);
+	p->has_key = key != NULL;
+	if (cert != NULL) {
+		r = cv_x509_info_new(cert, &p->info);
+		if (r == 0)
+			r = infos_of(chain, &p->chain, &p->chain_length);
+		if (r == CV_ERR_NOMEM)
+			goto out;
+		if (r < 0)
+			preview_problem(p, CV_ERR_BAD_ENCODING, "the certificate's fields cannot be read");
+		else if (cv_x509_check_import_all(cert, key, chain, &policy, preview_problem, p) < 0) {
+			r = CV_ERR_INTERNAL;
 			goto out;
 		}
-		view->chain_length = i + 1;
+		if (p->info != NULL) {
+			r = vault_revocation_check(v, cert, p->info->issuer, chain, now, &p->rev,
+						   &why);
+			if (r == CV_ERR_REVOKED || r == CV_ERR_REVOCATION_UNKNOWN)
+				preview_problem(p, r, why.text);
+			else if (r < 0) {
+				r = cv_errmsg_set(err, r, "%s", why.text);
+				goto out;
+			}
+			p->rev_checked = 1;
+		}
 	}
+	/* Last, as the import finds it: when its row would be written. */
+	if (vault_check_name(req->name, &why) == 0) {
+		r = cv_store_cert_get(v->store, req->name, &existing);
+		if (r == 0)
+			preview_problem(p, CV_ERR_NAME_TAKEN, "a certificate of that name exists");
+		else if (r != CV_ERR_NOT_FOUND) {
+			r = cv_errmsg_set(err, r, "the database could not be read");
+			goto out;
+		}
+	}
+	*ret_preview = p;
+	p = NULL;
 	r = 0;
 out:
+	cv_store_cert_free(existing);
+	cv_vault_cert_preview_free(p);
 	sk_X509_pop_free(chain, X509_free);
+	EVP_PKEY_free(key);
+	X509_free(cert);
 	return r;
 }
 

@@ -147,5 +147,99 @@ class DetailsTest(VaultTestCase):
         self.assertEqual(sorted(j["state"] for j in d["jwks"]), ["active", "superseded"])
 
 
+class PreviewTest(VaultTestCase):
+    """Item 4: every check of an import, every problem named, nothing stored."""
+
+    def preview(self, body, token=True):
+        return self.vault.request("POST", "/v1/certificates/preview", body, token=token)
+
+    def state(self):
+        st, _, lst = self.vault.request("GET", "/v1/certificates?limit=1000")
+        self.assertEqual(st, 200)
+        st, _, audit = self.vault.request("GET", "/v1/audit?limit=1000")
+        return ([i["name"] for i in lst["items"]], self.vault.count_token_objects(),
+                len(audit["items"]))
+
+    def test_preview_names_every_problem_and_stores_nothing(self):
+        good = self.material("p-good", san="p.example.com")
+        other = self.material("p-other", san="p.example.com")
+        old = self.material("p-old", san="old.example.com", not_before=-20 * 86400,
+                            not_after=-86400, md="sha1")
+        st, _, body = self.vault.import_cert("taken", good)
+        self.assertEqual(st, 201, body)
+        before = self.state()
+        # A good one: the details that would be stored, no problem.
+        st, _, p = self.preview({"name": "fresh", "description": "d", "certificate": good.cert,
+                                 "private_key": good.key})
+        self.assertEqual(st, 200, p)
+        self.assertEqual((p["ok"], p["stored"], p["problems"]), (True, False, []))
+        c = p["certificate"]
+        self.assertEqual((c["name"], c["description"], c["domains"], c["status"]),
+                         ("fresh", "d", ["p.example.com"], "valid"))
+        self.assertEqual(c["fingerprints"]["sha256"], body["fingerprints"]["sha256"])
+        self.assertEqual(c["signature_algorithm_name"], "ECDSA with SHA-256")
+        self.assertTrue(c["has_private_key"])
+        self.assertEqual(p["revocation"]["status"], "not_checked")
+        # Everything wrong at once: the name is taken, the certificate expired and is
+        # signed with SHA-1, the key is another one's. Each is named, in the import's order.
+        st, _, p = self.preview({"name": "taken", "certificate": old.cert,
+                                 "private_key": other.key})
+        self.assertEqual(st, 200, p)
+        self.assertFalse(p["ok"])
+        self.assertEqual([x["code"] for x in p["problems"]],
+                         ["expired", "weak_signature", "key_mismatch", "name_taken"])
+        for x in p["problems"]:
+            self.assertTrue(x["message"])
+            self.assertEqual(x["status"], 409 if x["code"] == "name_taken" else 422)
+        self.assertEqual(p["certificate"]["status"], "expired")
+        self.assertEqual(p["certificate"]["signature_algorithm_name"], "ECDSA with SHA-1")
+        # The import itself refuses the same material with the first of them.
+        self.assertError(self.vault.import_cert("taken", old), 422, "expired")
+        # A key that cannot be read still lets the certificate be seen.
+        st, _, p = self.preview({"name": "bad name", "certificate": good.cert,
+                                 "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n"
+                                                "-----END PRIVATE KEY-----\n"})
+        self.assertEqual(st, 200, p)
+        self.assertEqual([x["code"] for x in p["problems"]], ["invalid_name", "bad_encoding"])
+        self.assertEqual(p["certificate"]["domains"], ["p.example.com"])
+        self.assertFalse(p["certificate"]["has_private_key"])
+        # Nothing that cannot be read at all: no details, the problem named.
+        st, _, p = self.preview({"name": "x", "certificate": "not a certificate",
+                                 "private_key": good.key})
+        self.assertEqual(st, 200, p)
+        self.assertIsNone(p["certificate"])
+        self.assertEqual([x["code"] for x in p["problems"]], ["bad_encoding"])
+        # An upload previews like an upload imports.
+        boundary = "cvprev"
+        form = ("--%s\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nup\r\n"
+                "--%s\r\nContent-Disposition: form-data; name=\"certificate\"; "
+                "filename=\"all.pem\"\r\n\r\n%s%s\r\n--%s--\r\n" % (
+                    boundary, boundary, good.cert, good.key, boundary)).encode()
+        st, _, p = self.vault.request("POST", "/v1/certificates/preview", raw=form, headers={
+            "Content-Type": "multipart/form-data; boundary=" + boundary})
+        self.assertEqual(st, 200, p)
+        self.assertEqual((p["ok"], p["certificate"]["name"]), (True, "up"))
+        # Malformed requests are refused as the import refuses them.
+        self.assertError(self.preview({"name": "x"}), 400, "bad_request")
+        self.assertError(self.preview({"name": "x", "certificate": good.cert,
+                                       "private_key": good.key, "dry": 1}), 400, "bad_request")
+        # Who may import may preview; nobody else.
+        st, _, aud = self.vault.request("POST", "/v1/tokens", {"name": "p-aud",
+                                                               "role": "auditor"})
+        self.assertError(self.preview({"name": "x", "certificate": good.cert,
+                                       "private_key": good.key}, token=aud["token"]),
+                         403, "forbidden")
+        self.assertError(self.preview({"name": "x", "certificate": good.cert,
+                                       "private_key": good.key}, token=None),
+                         401, "unauthorized")
+        # No row, no key object, no audit record of a change came of any of it (the two
+        # refusals above are audited as refused attempts at nothing: they add no record
+        # either, since a preview is not a change).
+        after = self.state()
+        self.assertEqual(after[0], before[0])
+        self.assertEqual(after[1], before[1])
+        self.assertEqual(after[2], before[2] + 2)  # the token created, the refused import
+
+
 if __name__ == "__main__":
     unittest.main()
