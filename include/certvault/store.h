@@ -167,10 +167,27 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 				    int (*fn)(const struct cv_cert_record *rec, void *arg),
 				    void *arg);
 
+/* The orders of the list; each ends on the name, unique, which makes a keyset cursor. */
+enum cv_cert_sort {
+	CV_SORT_NAME = 0,
+	CV_SORT_VALID_TO,        /* not_after (expires_in sorts the same way) */
+	CV_SORT_UPDATED_AT,
+	CV_SORT_STATUS,          /* expired, expires soon, valid (all by not_after), upcoming */
+};
+
 /* A list query. Strings are borrowed. */
 struct cv_cert_filter {
 	int has_status;
 	enum cv_status status;   /* judged at now with soon_seconds */
+	unsigned status_mask;    /* several statuses: bit (1 << status) each; 0: has_status */
+	enum cv_cert_sort sort;
+	int desc;                /* descending order */
+	/* The keyset cursor beyond after (the name): the sort key of the last row seen
+	 * (not_after or updated_at) and for CV_SORT_STATUS its rank (1: upcoming). */
+	int64_t after_key;
+	int64_t after_rank;
+	const char *environment; /* used by a service of this environment; NULL: any */
+	const char *service;     /* used by this service; NULL: any */
 	int64_t now;
 	int64_t soon_seconds;
 	const char *q;           /* substring of the name or of any domain, case-insensitive; NULL: any */
@@ -193,6 +210,9 @@ void cv_store_cert_page_free(struct cv_cert_page *page);
 /* Returns 0 and a page, or CV_ERR_DB. */
 int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page);
+/* How many active rows the filter matches, the cursor aside. 0 or CV_ERR_DB. */
+int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter *filter,
+			     int64_t *ret_total);
 
 struct cv_cert_counts {
 	int64_t total;

@@ -233,6 +233,11 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page, struct cv_errmsg *err);
 
+/* How many certificates the list's filter matches (its cursor and limit aside). Returns 0
+ * or CV_ERR_DB. */
+int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
+			     int64_t *ret_total, struct cv_errmsg *err);
+
 /* Counts by status at now. Returns 0 or CV_ERR_DB. */
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
 			struct cv_errmsg *err);
