@@ -258,6 +258,12 @@ struct cv_cert_version {
 int cv_store_cert_versions(struct cv_store *store, int64_t id,
 			   struct cv_cert_version **ret_versions, size_t *ret_n);
 
+/* The certificate (DER) and chain (PEM) of a superseded version of the certificate cert_id
+ * (the current one is the certificate's row). Returns 0 (both the caller's),
+ * CV_ERR_NOT_FOUND (no such superseded version) or CV_ERR_DB. */
+int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int64_t version,
+				   unsigned char **ret_der, size_t *ret_len, char **ret_chain_pem);
+
 /* A renewal or a replace: next becomes the current version of the certificate. */
 struct cv_supersede {
 	enum cv_version_end kind;  /* CV_END_RENEWED or CV_END_REPLACED */

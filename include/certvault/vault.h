@@ -227,6 +227,13 @@ int cv_vault_export_format_parse(const char *s, enum cv_export_format *ret);
 int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_format format,
 			 unsigned char **ret_body, size_t *ret_len,
 			 const char **ret_content_type, struct cv_errmsg *err);
+/* The same for version (0: the current one) of the certificate: a superseded version's
+ * certificate, chain, public key or JWK as it was. Also CV_ERR_NOT_FOUND naming the
+ * versions there are when it has no such version. */
+int cv_vault_cert_export_version(struct cv_vault *v, const char *name, int64_t version,
+				 enum cv_export_format format, unsigned char **ret_body,
+				 size_t *ret_len, const char **ret_content_type,
+				 struct cv_errmsg *err);
 
 /* One page of the list; filter->soon_seconds is set from the vault. Returns 0 or
  * CV_ERR_DB. */

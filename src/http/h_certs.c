@@ -503,7 +503,7 @@ int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_re
 int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "format", NULL };
+	static const char *const allowed[] = { "format", "version", NULL };
 	static const char *const suffix[] = {
 		[CV_EXPORT_PEM] = ".pem",
 		[CV_EXPORT_DER] = ".der",
@@ -512,21 +512,30 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 		[CV_EXPORT_JWK] = ".jwk.json",
 	};
 	enum cv_export_format format;
+	const char *s;
+	int64_t version = 0;
+	char v[32] = "";
 	int r;
 
-	r = req_query_check(req, allowed, 16, err);
+	r = req_query_check(req, allowed, 20, err);
 	if (r < 0)
 		return r;
 	if (cv_vault_export_format_parse(req_query(req, "format"), &format) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "format must be pem, der, chain, public-key or jwk");
-	r = cv_vault_cert_export(&app->vault, req->params[0], format, &res->raw, &res->raw_len,
-				 &res->content_type, err);
+	if ((s = req_query(req, "version")) != NULL) {
+		if (cv_parse_int64(s, 1, INT64_MAX, &version) < 0)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "version must be a positive integer");
+		snprintf(v, sizeof(v), "-v%lld", (long long)version);
+	}
+	r = cv_vault_cert_export_version(&app->vault, req->params[0], version, format, &res->raw,
+					 &res->raw_len, &res->content_type, err);
 	if (r < 0)
 		return r;
 	res->status = 200;
-	snprintf(res->disposition, sizeof(res->disposition), "attachment; filename=\"%s%s\"",
-		 req->params[0], suffix[format]);
+	snprintf(res->disposition, sizeof(res->disposition), "attachment; filename=\"%s%s%s\"",
+		 req->params[0], v, suffix[format]);
 	return 0;
 }
 
@@ -826,6 +835,9 @@ static int version_ref(const struct cv_request *req, json_t *body, struct cv_ver
 					     "If-Match must be one ETag this API returned");
 		memcpy(tag, req->if_match + 1, len - 2);
 		tag[len - 2] = '\0';
+		/* The details' ETag header is the version tag, a dot and a hash of the rest
+		 * of the view: the version is what If-Match pins. */
+		tag[strcspn(tag, ".")] = '\0';
 		if (cv_vault_version_ref_parse(tag, ref) < 0)
 			return cv_errmsg_set(err, CV_ERR_PRECONDITION,
 					     "If-Match names no version of %s", req->params[0]);

@@ -730,6 +730,15 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 			 unsigned char **ret_body, size_t *ret_len,
 			 const char **ret_content_type, struct cv_errmsg *err)
 {
+	return cv_vault_cert_export_version(v, name, 0, format, ret_body, ret_len,
+					    ret_content_type, err);
+}
+
+int cv_vault_cert_export_version(struct cv_vault *v, const char *name, int64_t version,
+				 enum cv_export_format format, unsigned char **ret_body,
+				 size_t *ret_len, const char **ret_content_type,
+				 struct cv_errmsg *err)
+{
 	struct cv_cert_record *rec = NULL;
 	json_t *jwk = NULL;
 	X509 *cert = NULL;
@@ -740,6 +749,31 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 	r = vault_lookup(v, name, &rec, err);
 	if (r < 0)
 		goto out;
+	/* An older version: its own certificate and chain in place of the current ones;
+	 * everything below reads only those. */
+	if (version != 0 && version != rec->version) {
+		unsigned char *der = NULL;
+		char *chain = NULL;
+
+		r = version > 0 && version < rec->version
+			    ? cv_store_cert_version_material(v->store, rec->id, version, &der,
+							     &len, &chain)
+			    : CV_ERR_NOT_FOUND;
+		if (r == CV_ERR_NOT_FOUND) {
+			cv_errmsg_set(err, r, "%s has versions 1 to %lld", name,
+				      (long long)rec->version);
+			goto out;
+		}
+		if (r < 0) {
+			cv_errmsg_set(err, r, "the database could not be read");
+			goto out;
+		}
+		free(rec->cert_der);
+		free(rec->chain_pem);
+		rec->cert_der = der;
+		rec->cert_der_len = len;
+		rec->chain_pem = chain;
+	}
 	if (format == CV_EXPORT_DER) {
 		*ret_body = rec->cert_der;
 		*ret_len = rec->cert_der_len;

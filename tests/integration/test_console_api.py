@@ -388,6 +388,109 @@ class ListTest(VaultTestCase):
                                  "bad_request")
 
 
+class VersionsAndEtagTest(VaultTestCase):
+    """Item 13: export of any version; ETag and 304 on details, export, services, lists."""
+
+    def test_export_any_version(self):
+        root = self.material("e-root", ca=True, cn="Export Root")
+        one = self.material("e-1", san="e.example.com", issuer=root)
+        two = self.material("e-2", san="e.example.com")
+        st, _, body = self.vault.request("POST", "/v1/certificates", {
+            "name": "exp", "certificate": one.cert, "private_key": one.key,
+            "chain": root.cert})
+        self.assertEqual(st, 201, body)
+        st, _, jwk1 = self.vault.request("GET", "/v1/certificates/exp/export?format=jwk")
+        self.assertEqual(st, 200)
+        st, _, body = self.vault.request("POST", "/v1/certificates/exp/replace", {
+            "certificate": two.cert, "private_key": two.key})
+        self.assertEqual(st, 200, body)
+
+        def export(q):
+            return self.vault.request("GET", "/v1/certificates/exp/export?" + q)
+
+        st, hdrs, pem = export("format=pem&version=1")
+        self.assertEqual(st, 200)
+        self.assertEqual(pem.decode(), one.cert)
+        self.assertIn('filename="exp-v1.pem"', hdrs["content-disposition"])
+        st, _, chain = export("format=chain&version=1")
+        self.assertEqual(chain.decode(), one.cert + root.cert)
+        st, _, der = export("format=der&version=1")
+        self.assertEqual(der, one.cert_der())
+        st, _, jwk = export("format=jwk&version=1")
+        self.assertEqual(jwk, jwk1 if isinstance(jwk1, bytes) else jwk1)
+        # The current version, by number or not.
+        self.assertEqual(export("format=pem&version=2")[2].decode(), two.cert)
+        self.assertEqual(export("format=pem")[2].decode(), two.cert)
+        self.assertEqual(export("format=chain&version=2")[2].decode(), two.cert)
+        # Refusals.
+        msg = self.assertError(export("format=pem&version=3"), 404, "not_found")
+        self.assertIn("1 to 2", msg)
+        for q in ("format=pem&version=0", "format=pem&version=x", "format=pem&version=-1",
+                  "format=pem&version=1&version=2"):
+            with self.subTest(q=q):
+                self.assertError(export(q), 400, "bad_request")
+        self.assertError(self.vault.request(
+            "GET", "/v1/certificates/nope/export?format=pem&version=1"), 404, "not_found")
+
+    def conditional(self, path):
+        """The route answers with an ETag, then 304 and no body for it; returns the tag."""
+        st, hdrs, body = self.vault.request("GET", path)
+        self.assertEqual(st, 200, body)
+        tag = hdrs["etag"]
+        self.assertRegex(tag, r'^"[^"]+"$')
+        st, hdrs2, body2 = self.vault.request("GET", path, headers={"If-None-Match": tag})
+        self.assertEqual((st, body2, hdrs2["etag"]), (304, b"", tag), path)
+        st, _, _ = self.vault.request("GET", path, headers={"If-None-Match": '"other", ' + tag})
+        self.assertEqual(st, 304, path)
+        st, _, _ = self.vault.request("GET", path, headers={"If-None-Match": '"other"'})
+        self.assertEqual(st, 200, path)
+        return tag
+
+    def test_etag_and_304_on_each_route(self):
+        m = self.material("c-1", san="c.example.com")
+        st, _, _ = self.vault.import_cert("cond", m)
+        self.assertEqual(st, 201)
+        st, _, _ = self.vault.request("PUT", "/v1/services/csvc", {
+            "environment": "prod", "domains": ["c.example.com"]})
+        self.assertEqual(st, 201)
+        paths = ["/v1/certificates/cond", "/v1/certificates/cond/export?format=pem",
+                 "/v1/certificates/cond/export?format=chain", "/v1/certificates/cond/versions",
+                 "/v1/services/csvc", "/v1/services", "/v1/certificates",
+                 "/v1/certificates?status=valid&sort=valid_to", "/v1/certificates/summary",
+                 "/v1/truststore", "/v1/me"]
+        tags = {p: self.conditional(p) for p in paths}
+        # A change that keeps the version (a bind, an edit) moves the details' tag, and
+        # the old tag then gets the whole answer.
+        st, _, _ = self.vault.request("PUT", "/v1/services/csvc/certificate",
+                                      {"certificate": "cond"})
+        self.assertEqual(st, 200)
+        st, _, _ = self.vault.request("PATCH", "/v1/certificates/cond", {"description": "x"})
+        self.assertEqual(st, 200)
+        for p in ("/v1/certificates/cond", "/v1/services/csvc", "/v1/services",
+                  "/v1/certificates"):
+            st, hdrs, body = self.vault.request("GET", p, headers={"If-None-Match": tags[p]})
+            self.assertEqual(st, 200, p)
+            self.assertNotEqual(hdrs["etag"], tags[p], p)
+        # The export did not change, and says so.
+        st, _, _ = self.vault.request("GET", "/v1/certificates/cond/export?format=pem",
+                                      headers={"If-None-Match": tags[paths[1]]})
+        self.assertEqual(st, 304)
+        # The details' tag starts with the version tag, which If-Match takes as it is.
+        st, hdrs, d = self.vault.request("GET", "/v1/certificates/cond")
+        self.assertTrue(hdrs["etag"].startswith(d["etag"][:-1] + "."))
+        m2 = self.material("c-2", san="c.example.com")
+        st, _, body = self.vault.request("POST", "/v1/certificates/cond/renew", {
+            "certificate": m2.cert, "private_key": m2.key}, headers={"If-Match": hdrs["etag"]})
+        self.assertEqual(st, 200, body)
+        self.assertError(self.vault.request("POST", "/v1/certificates/cond/renew", {
+            "certificate": m2.cert, "private_key": m2.key}, headers={"If-Match": hdrs["etag"]}),
+            409, "already_renewed")
+        # Errors are never 304.
+        st, _, _ = self.vault.request("GET", "/v1/certificates/nope",
+                                      headers={"If-None-Match": "*"})
+        self.assertEqual(st, 404)
+
+
 class BigListTest(ListTest):
     """The keyset walk at 100,000 rows (issue 17: every row exactly once, in order, total
     equal to the rows walked)."""
