@@ -229,29 +229,13 @@ static struct cv_cert_record *find_by_id(const struct by_id *ix, size_t n, int64
 	return hit != NULL ? hit->rec : NULL;
 }
 
-static int str_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* How many distinct strings v holds; sorts v. */
-static size_t count_distinct(char **v, size_t n)
-{
-	size_t i, d = 0;
-
-	qsort(v, n, sizeof(*v), str_cmp);
-	for (i = 0; i < n; i++)
-		if (i == 0 || strcmp(v[i - 1], v[i]) != 0)
-			d++;
-	return d;
-}
-
-/* Gives a certificate the number of distinct domains its services have, from the domains
+/* Gives a certificate its custom_domains: each (service, domain) pair using it, as the
+ * cloud platform counts them (a domain two services share counts twice), from the domains
  * gathered for it (which it empties). */
 static void settle_custom_domains(struct cv_cert_record *rec, char ***all, size_t *n_all)
 {
 	if (rec != NULL)
-		rec->custom_domains = count_distinct(*all, *n_all);
+		rec->custom_domains = *n_all;
 	store_strings_free(*all, *n_all);
 	*all = NULL;
 	*n_all = 0;

@@ -426,7 +426,8 @@ class ServicesTest(ServiceHelpers, VaultTestCase):
                          ["x.ub.example.net", "y.ub.example.net"])
         self.assertEqual(sorted(d["used_by"][1]["domains"]),
                          ["ub.example.net", "x.ub.example.net"])
-        self.assertEqual(d["custom_domains"], 3)
+        # Each (service, domain) pair: x.ub.example.net is in both services, counted twice.
+        self.assertEqual(d["custom_domains"], 4)
         self.assertEqual(d["version"], 1)
         self.assertEqual(self.details("ub-idle")["used_by"], [])
         self.assertEqual(self.details("ub-idle")["custom_domains"], 0)
@@ -437,7 +438,7 @@ class ServicesTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(items["ub-cert"]["used_by"], [
             {"service": "ub-a", "environment": "production"},
             {"service": "ub-b", "environment": "staging"}])
-        self.assertEqual(items["ub-cert"]["custom_domains"], 3)
+        self.assertEqual(items["ub-cert"]["custom_domains"], 4)
         self.assertEqual(items["ub-cert"]["version"], 1)
         self.assertEqual(items["ub-exact"]["used_by"],
                          [{"service": "ub-c", "environment": "production"}])
