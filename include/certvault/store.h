@@ -491,6 +491,13 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
  * caller's), CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
 int cv_store_trust_page(struct cv_store *store, const char *after, unsigned limit,
 			struct cv_trust_record **ret_recs, size_t *ret_n);
+/* At most limit (1..1001) entries in alias order after the alias after (NULL: from the
+ * first) whose alias, subject, issuer, serial or SHA-256 fingerprint holds q (any case;
+ * NULL: all), and *ret_total how many match q in all. 0 (*ret_recs the caller's),
+ * CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
+int cv_store_trust_search(struct cv_store *store, const char *q, const char *after,
+			  unsigned limit, struct cv_trust_record **ret_recs, size_t *ret_n,
+			  int64_t *ret_total);
 /* Removes one entry, with audit. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_trust_remove(struct cv_store *store, const char *alias,
 			  const struct cv_audit_entry *audit);

@@ -840,7 +840,7 @@ static const char service_where[] =
 	" AND id IN (SELECT cert_id FROM services WHERE name = :svc AND cert_id IS NOT NULL)";
 
 /* %q% for LIKE with '\' as the escape, so that % and _ in q match themselves. */
-static char *like_pattern(const char *q)
+char *store_like_pattern(const char *q)
 {
 	size_t len = strlen(q), i, j = 0;
 	char *p;
@@ -1030,7 +1030,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 		 sorts[filter->sort].order[d]);
 	if (n < 0 || (size_t)n >= sizeof(sql))
 		return CV_ERR_INTERNAL;
-	if (filter->q != NULL && (pattern = like_pattern(filter->q)) == NULL)
+	if (filter->q != NULL && (pattern = store_like_pattern(filter->q)) == NULL)
 		return CV_ERR_NOMEM;
 	page = calloc(1, sizeof(*page));
 	if (page != NULL)
@@ -1100,7 +1100,7 @@ int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter
 		     where);
 	if (n < 0 || (size_t)n >= sizeof(sql))
 		return CV_ERR_INTERNAL;
-	if (filter->q != NULL && (pattern = like_pattern(filter->q)) == NULL)
+	if (filter->q != NULL && (pattern = store_like_pattern(filter->q)) == NULL)
 		return CV_ERR_NOMEM;
 	conn = store_borrow(store);
 	r = store_prepare(conn, sql, &stmt);

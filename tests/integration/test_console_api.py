@@ -491,6 +491,73 @@ class VersionsAndEtagTest(VaultTestCase):
         self.assertEqual(st, 404)
 
 
+class TrustListTest(VaultTestCase):
+    """Item 12 and issue 16 item 13: truststore search and paging like certificates, a file
+    upload like certificates, and the one view every certificate has."""
+
+    def test_search_paging_upload(self):
+        cas = [self.material("t-ca%d" % i, ca=True, cn="Search CA %d" % i, key=k)
+               for i, k in enumerate(("p256", "rsa2048", "p384", "p256", "ed25519"))]
+        for i, ca in enumerate(cas[:4]):
+            st, _, body = self.vault.request("POST", "/v1/truststore", {
+                "alias": "t-ca%d" % i, "certificate": ca.cert})
+            self.assertEqual(st, 201, body)
+        # An upload: the file's bytes (DER here), its form recognised.
+        boundary = "cvtrust"
+        der = cas[4].cert_der()
+        form = (("--%s\r\nContent-Disposition: form-data; name=\"alias\"\r\n\r\nt-ca4\r\n"
+                 "--%s\r\nContent-Disposition: form-data; name=\"certificate\"; "
+                 "filename=\"ca.der\"\r\nContent-Type: application/pkix-cert\r\n\r\n" % (
+                     boundary, boundary)).encode() + der + ("\r\n--%s--\r\n" % boundary).encode())
+        st, _, body = self.vault.request("POST", "/v1/truststore", raw=form, headers={
+            "Content-Type": "multipart/form-data; boundary=" + boundary})
+        self.assertEqual(st, 201, body)
+        self.assertEqual(body["items"][0]["public_key"]["type"], "OKP")
+        self.assertEqual(body["items"][0]["signature_algorithm_name"], "Ed25519")
+        # An upload that says "encoding" is refused as for certificates.
+        form2 = form.replace(b"t-ca4", b"t-ca5").replace(
+            ("--%s--" % boundary).encode(),
+            ("--%s\r\nContent-Disposition: form-data; name=\"encoding\"\r\n\r\npem\r\n"
+             "--%s--" % (boundary, boundary)).encode())
+        self.assertError(self.vault.request("POST", "/v1/truststore", raw=form2, headers={
+            "Content-Type": "multipart/form-data; boundary=" + boundary}), 400, "bad_request")
+        # Paging: every entry once, in alias order, total the same on every page.
+        seen, cursor = [], None
+        while True:
+            st, _, page = self.vault.request(
+                "GET", "/v1/truststore?limit=2" + ("&cursor=" + cursor if cursor else ""))
+            self.assertEqual(st, 200, page)
+            self.assertEqual(page["total"], 5)
+            seen += [e["alias"] for e in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        self.assertEqual(seen, ["t-ca%d" % i for i in range(5)])
+        # Search: alias, subject, issuer, serial, fingerprint; any case.
+        st, _, page = self.vault.request("GET", "/v1/truststore?q=search%20ca%203")
+        self.assertEqual(([e["alias"] for e in page["items"]], page["total"]), (["t-ca3"], 1))
+        fp = page["items"][0]["fingerprints"]["sha256"][:20]
+        st, _, page = self.vault.request("GET", "/v1/truststore?q=" + fp)
+        self.assertEqual([e["alias"] for e in page["items"]], ["t-ca3"])
+        st, _, page = self.vault.request("GET", "/v1/truststore?q=t-ca&limit=1")
+        self.assertEqual((page["total"], len(page["items"]), page["next_cursor"]),
+                         (5, 1, "t-ca0"))
+        st, _, page = self.vault.request("GET", "/v1/truststore?q=%25")
+        self.assertEqual(page["total"], 0)   # % matches itself, not everything
+        # Each entry has the details view a certificate has (issue 16 item 13).
+        st, _, e = self.vault.request("GET", "/v1/truststore/t-ca1")
+        self.assertEqual((e["public_key"]["type"], e["public_key"]["bits"],
+                          e["public_key"]["curve"]), ("RSA", 2048, None))
+        self.assertEqual(e["signature_algorithm_name"], "SHA-256 with RSA")
+        self.assertRegex(e["fingerprints"]["sha1"], r"^([0-9A-F]{2}:){19}[0-9A-F]{2}$")
+        for k in ("subject", "issuer", "serial_number", "valid_from", "valid_to", "domains",
+                  "common_name", "status", "expires_in_days"):
+            self.assertIn(k, e)
+        for q in ("limit=0", "limit=1001", "cursor=a_b", "sort=name"):
+            self.assertError(self.vault.request("GET", "/v1/truststore?" + q), 400,
+                             "bad_request")
+
+
 class BigListTest(ListTest):
     """The keyset walk at 100,000 rows (issue 17: every row exactly once, in order, total
     equal to the rows walked)."""
