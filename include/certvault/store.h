@@ -115,7 +115,7 @@ struct cv_cert_record {
  * not cover and those domains, the services using a certificate, or a version number. */
 struct cv_conflict {
 	char service[65];
-	char detail[160];          /* a comma-separated list, cut with "..." when too long */
+	char detail[480];          /* a comma-separated list, cut with "..." when too long */
 	int64_t version;
 };
 

@@ -177,6 +177,24 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
 			    struct cv_errmsg *err);
+/* What a renew or replace did to the JWKs linked to the certificate: with UPDATE,
+ * old_kids[i] became new_kids[i] (the same kid: updated in place; another: the old one is
+ * superseded); with DISCONNECT, old_kids lost their link. n 0: none were linked. */
+struct cv_jwk_outcome {
+	enum cv_jwk_action action;
+	size_t n;
+	char (*old_kids)[44];
+	char (*new_kids)[44];     /* with UPDATE only */
+};
+/* Frees what an outcome holds and zeroes it. */
+void cv_jwk_outcome_release(struct cv_jwk_outcome *o);
+/* cv_vault_cert_supersede, also saying what became of the linked JWKs in *ret_jwks (the
+ * caller releases it; NULL: not wanted). */
+int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
+				   enum cv_version_end kind, const struct cv_import_request *req,
+				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
+				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
+				   struct cv_jwk_outcome *ret_jwks, struct cv_errmsg *err);
 /* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
  * CV_ERR_BAD_REQUEST. */
 int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);
@@ -370,6 +388,14 @@ int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record *
 		     struct cv_errmsg *err);
 int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *kid,
 			struct cv_errmsg *err);
+/* The management listing: at most limit (1..999) JWKs in kid order after the kid after
+ * (NULL: from the first), every state, linked or not; only those linked to certificate
+ * when it is not NULL. *ret_more says a next page exists. 0 (*ret_recs the caller's, free
+ * with cv_store_jwks_free), CV_ERR_BAD_REQUEST (a kid that is not one), CV_ERR_NOT_FOUND
+ * (no such certificate), CV_ERR_DB. */
+int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *after,
+		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n,
+		      int *ret_more, struct cv_errmsg *err);
 /* The public JWKS document of the active JWKs as compact JSON text (malloc'd) and a strong
  * validator of it (a hash of the text, unquoted). 0, CV_ERR_DB, CV_ERR_NOMEM. */
 int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,

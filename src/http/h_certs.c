@@ -854,6 +854,41 @@ static int version_ref(const struct cv_request *req, json_t *body, struct cv_ver
 	return 0;
 }
 
+/* What a renew or replace did to the linked JWKs: the action taken, the kids made for the
+ * new key, the ones they superseded (still published until deleted), those updated in
+ * place (the same key, so the same kid) and those disconnected. */
+static json_t *jwk_outcome_json(const struct cv_jwk_outcome *o)
+{
+	static const char *const actions[] = { [CV_JWK_ACTION_NONE] = "none",
+					       [CV_JWK_ACTION_UPDATE] = "update",
+					       [CV_JWK_ACTION_DISCONNECT] = "disconnect",
+					       [CV_JWK_ACTION_DELETE] = "delete" };
+	json_t *made = json_array(), *superseded = json_array(), *in_place = json_array(),
+	       *disconnected = json_array();
+	size_t i;
+	int bad = made == NULL || superseded == NULL || in_place == NULL || disconnected == NULL;
+
+	for (i = 0; !bad && i < o->n; i++) {
+		if (o->action == CV_JWK_ACTION_DISCONNECT)
+			bad = json_array_append_new(disconnected, json_string(o->old_kids[i])) < 0;
+		else if (strcmp(o->old_kids[i], o->new_kids[i]) == 0)
+			bad = json_array_append_new(in_place, json_string(o->old_kids[i])) < 0;
+		else
+			bad = json_array_append_new(made, json_string(o->new_kids[i])) < 0 ||
+			      json_array_append_new(superseded, json_string(o->old_kids[i])) < 0;
+	}
+	if (bad) {
+		json_decref(made);
+		json_decref(superseded);
+		json_decref(in_place);
+		json_decref(disconnected);
+		return NULL;
+	}
+	return json_pack("{s:s, s:o, s:o, s:o, s:o}", "action", actions[o->action], "new_kids",
+			 made, "superseded_kids", superseded, "updated_in_place", in_place,
+			 "disconnected_kids", disconnected);
+}
+
 static int supersede(struct cv_app *app, enum cv_version_end kind,
 		     const struct cv_request *req, struct cv_response *res, struct cv_errmsg *err)
 {
@@ -861,6 +896,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 					       "encoding", "pkcs12", "version", "jwk_action",
 					       "confirm", "check_chain", NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
+	struct cv_jwk_outcome outcome = { 0 };
 	struct cv_import_request in = { 0 };
 	const char *action;
 	int form, check = 0;
@@ -891,8 +927,8 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		goto out;
 	}
 	in.name = req->params[0];
-	r = cv_vault_cert_supersede(&app->vault, req->audit, kind, &in, &ref, &jwk, req->now,
-				    &previous, &rev, err);
+	r = cv_vault_cert_supersede_report(&app->vault, req->audit, kind, &in, &ref, &jwk,
+					   req->now, &previous, &rev, &outcome, err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, req->params[0], req->now, 200, res, &view, err);
@@ -902,11 +938,13 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		goto out;
 	/* Every service the new version reached, as the view read it after the commit. */
 	if (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
-	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0)
+	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0 ||
+	    json_object_set_new(res->json, "jwk_changes", jwk_outcome_json(&outcome)) < 0)
 		r = CV_ERR_NOMEM;
 	if (r == 0 && check)
 		r = add_chain_trust(app, req->params[0], req->now, res, err);
 out:
+	cv_jwk_outcome_release(&outcome);
 	cv_vault_cert_view_free(view);
 	json_decref(body); /* wiped on free: it held the key and the password */
 	return r;

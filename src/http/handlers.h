@@ -46,6 +46,8 @@ int h_service_bind(struct cv_app *app, const struct cv_request *req, struct cv_r
 		   struct cv_errmsg *err);
 int h_jwk_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err);
+int h_jwk_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err);
 int h_jwk_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	      struct cv_errmsg *err);
 int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

@@ -51,6 +51,8 @@ static const struct cv_route routes[] = {
 	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create" },
 	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL },
 	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL },
+	/* The management listing, before {}: "all" is never a kid (43 base64url characters). */
+	{ "GET", "/v1/jwks/all", CV_R_READ, 0, h_jwk_list, NULL },
 	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL },
 	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete" },
 	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add" },

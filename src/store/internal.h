@@ -105,7 +105,9 @@ void store_strings_free(char **v, size_t n);
 /* Runs sql (?1 = id, ?2 = position, ?3 = the string) once for each of v, in order. */
 int store_insert_strings(sqlite3 *db, const char *sql, int64_t id, char *const *v, size_t n);
 
-/* Adds an item to c->detail's comma-separated list, ending it with "..." when full. */
+/* Adds an item to c->detail's list, after sep (", " for store_conflict_append), ending it
+ * with "..." when full. */
+void store_conflict_append_sep(struct cv_conflict *c, const char *item, const char *sep);
 void store_conflict_append(struct cv_conflict *c, const char *item);
 /* 0 when names cover every one of domains; else CV_ERR_DOMAIN_NOT_COVERED with the service
  * and the domains left uncovered in c. */

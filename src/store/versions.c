@@ -36,6 +36,7 @@ out:
 /* Every check of a supersede, on db inside the caller's transaction. */
 static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct cv_conflict *c)
 {
+	int uncovered = 0;
 	const struct cv_cert_record *next = req->next;
 	sqlite3_stmt *cur = NULL, *users = NULL, *older = NULL, *doms = NULL;
 	char **domains = NULL, service[65];
@@ -115,23 +116,43 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 			goto out;
 		}
 	}
-	/* Every service using it must stay covered. */
+	/* Every service using it must stay covered: every one that would not be is named,
+	 * each with its domains ("a.example.com, b.example.com (web); c.example.com (api)"),
+	 * c->service the first. */
 	while ((rc = sqlite3_step(users)) == SQLITE_ROW) {
+		struct cv_conflict one = { "", "", 0 };
+
 		r = store_copy_text(users, 1, service, sizeof(service));
 		if (r == 0)
 			r = store_load_strings(doms, sqlite3_column_int64(users, 0), &domains,
 					       &n_domains);
 		if (r == 0)
 			r = store_check_covered(next->domains, next->n_domains, domains, n_domains,
-						service, c);
+						service, &one);
 		store_strings_free(domains, n_domains);
 		domains = NULL;
 		n_domains = 0;
+		if (r == CV_ERR_DOMAIN_NOT_COVERED) {
+			char item[sizeof(one.detail) + sizeof(service) + 8];
+
+			if (!uncovered && c != NULL) {
+				snprintf(c->service, sizeof(c->service), "%s", service);
+				c->detail[0] = '\0';
+			}
+			uncovered = 1;
+			snprintf(item, sizeof(item), "%s (%s)", one.detail, service);
+			store_conflict_append_sep(c, item, "; ");
+			continue;
+		}
 		if (r < 0)
 			goto out;
 	}
 	if (rc != SQLITE_DONE) {
 		r = store_err(rc);
+		goto out;
+	}
+	if (uncovered) {
+		r = CV_ERR_DOMAIN_NOT_COVERED;
 		goto out;
 	}
 	/* Last: the choice for the JWKs is asked once nothing else stands in the way. */

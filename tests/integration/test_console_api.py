@@ -3,6 +3,7 @@ issue 16 item 13): who am I, the details a dialog draws from, preview before sav
 keyset lists with totals, any version's export, ETag/304, readable names; against a real
 certvaultd with a real SoftHSM token and SQLite file."""
 
+import json
 import random
 import sqlite3
 import time
@@ -556,6 +557,108 @@ class TrustListTest(VaultTestCase):
         for q in ("limit=0", "limit=1001", "cursor=a_b", "sort=name"):
             self.assertError(self.vault.request("GET", "/v1/truststore?" + q), 400,
                              "bad_request")
+
+
+class JwkOutcomeTest(VaultTestCase):
+    """Items 10 and 11: renew/replace answers say what became of the JWKs and of every
+    service; domain_not_covered names every service and domain; the management listing."""
+
+    def test_renew_replace_answers_and_management_listing(self):
+        m1 = self.material("o-1", san="a.o.example,b.o.example")
+        st, _, _ = self.vault.import_cert("ocert", m1)
+        self.assertEqual(st, 201)
+        for svc, dom in (("o-a", "a.o.example"), ("o-b", "b.o.example")):
+            st, _, _ = self.vault.request("PUT", "/v1/services/" + svc, {
+                "environment": "prod", "domains": [dom]})
+            self.assertEqual(st, 201)
+            st, _, _ = self.vault.request("PUT", "/v1/services/%s/certificate" % svc,
+                                          {"certificate": "ocert"})
+            self.assertEqual(st, 200)
+        st, _, j1 = self.vault.request("POST", "/v1/jwks", {"certificate": "ocert"})
+        self.assertEqual(st, 201, j1)
+        # A certificate covering neither service: both named, each with its domain.
+        bad = self.material("o-bad", san="c.o.example")
+        msg = self.assertError(self.vault.request("POST", "/v1/certificates/ocert/renew", {
+            "certificate": bad.cert, "private_key": bad.key, "jwk_action": "update",
+            "confirm": "ocert"}), 422, "domain_not_covered")
+        self.assertIn("a.o.example (o-a)", msg)
+        self.assertIn("b.o.example (o-b)", msg)
+        # Renewed with the JWK updated: the new kid, the superseded one, every service.
+        m2 = self.material("o-2", san="a.o.example,b.o.example")
+        st, _, body = self.vault.request("POST", "/v1/certificates/ocert/renew", {
+            "certificate": m2.cert, "private_key": m2.key, "jwk_action": "update",
+            "confirm": "ocert"})
+        self.assertEqual(st, 200, body)
+        ch = body["jwk_changes"]
+        self.assertEqual((ch["action"], ch["superseded_kids"], ch["disconnected_kids"]),
+                         ("update", [j1["kid"]], []))
+        [k2] = ch["new_kids"]
+        self.assertNotEqual(k2, j1["kid"])
+        self.assertEqual(sorted(a["service"] for a in body["applied_to"]), ["o-a", "o-b"])
+        # Replaced with the JWKs disconnected.
+        m3 = self.material("o-3", san="a.o.example,b.o.example")
+        st, _, body = self.vault.request("POST", "/v1/certificates/ocert/replace", {
+            "certificate": m3.cert, "private_key": m3.key, "jwk_action": "disconnect",
+            "confirm": "ocert"})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["jwk_changes"]["action"], "disconnect")
+        self.assertEqual(body["jwk_changes"]["disconnected_kids"], [k2])
+        self.assertEqual(body["jwk_changes"]["new_kids"], [])
+        # Without linked JWKs: nothing to say.
+        m4 = self.material("o-4", san="a.o.example,b.o.example")
+        st, _, body = self.vault.request("POST", "/v1/certificates/ocert/replace", {
+            "certificate": m4.cert, "private_key": m4.key})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["jwk_changes"], {"action": "none", "new_kids": [],
+                                               "superseded_kids": [], "updated_in_place": [],
+                                               "disconnected_kids": []})
+        # The management listing: every JWK with its state, link and origin.
+        other = self.material("o-other", key="rsa2048", san="x.o.example")
+        st, _, _ = self.vault.import_cert("oother", other)
+        st, _, j3 = self.vault.request("POST", "/v1/jwks", {"certificate": "oother",
+                                                           "alg": "PS256"})
+        self.assertEqual(st, 201, j3)
+        st, _, page = self.vault.request("GET", "/v1/jwks/all")
+        self.assertEqual(st, 200, page)
+        by_kid = {k["kid"]: k for k in page["items"]}
+        self.assertEqual(sorted(by_kid), sorted([j1["kid"], k2, j3["kid"]]))
+        self.assertEqual(by_kid[j3["kid"]]["state"], "active")
+        self.assertEqual(by_kid[j3["kid"]]["link"], {"certificate": "oother"})
+        self.assertEqual((by_kid[j3["kid"]]["alg"], by_kid[j3["kid"]]["kty"]), ("PS256", "RSA"))
+        self.assertTrue(by_kid[j3["kid"]]["published"])
+        # j1 was superseded by k2 (and stays linked, out of the public document); k2 was
+        # disconnected by the replace (published, no link).
+        self.assertEqual((by_kid[j1["kid"]]["state"], by_kid[j1["kid"]]["superseded_by"],
+                          by_kid[j1["kid"]]["link"], by_kid[j1["kid"]]["published"]),
+                         ("superseded", k2, {"certificate": "ocert"}, False))
+        self.assertEqual((by_kid[k2]["state"], by_kid[k2]["link"], by_kid[k2]["published"]),
+                         ("disconnected", None, True))
+        self.assertEqual(by_kid[k2]["made_from"], {"certificate": "ocert", "version": 2})
+        self.assertEqual(by_kid[j1["kid"]]["made_from"], {"certificate": "ocert",
+                                                          "version": 1})
+        # Distinct from the public document, which has no state, link or origin.
+        st, _, doc = self.vault.request("GET", "/v1/jwks")
+        for k in json.loads(doc)["keys"]:
+            self.assertNotIn("state", k)
+        # Paging in kid order; the certificate filter; refusals.
+        kids, cursor = [], None
+        while True:
+            st, _, page = self.vault.request(
+                "GET", "/v1/jwks/all?limit=1" + ("&cursor=" + cursor if cursor else ""))
+            kids += [k["kid"] for k in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        self.assertEqual(kids, sorted(by_kid))
+        st, _, page = self.vault.request("GET", "/v1/jwks/all?certificate=oother")
+        self.assertEqual([k["kid"] for k in page["items"]], [j3["kid"]])
+        self.assertError(self.vault.request("GET", "/v1/jwks/all?certificate=nope"), 404,
+                         "not_found")
+        for q in ("cursor=x", "limit=0", "limit=1000", "state=active"):
+            self.assertError(self.vault.request("GET", "/v1/jwks/all?" + q), 400,
+                             "bad_request")
+        self.assertError(self.vault.request("GET", "/v1/jwks/all", token=None), 401,
+                         "unauthorized")
 
 
 class BigListTest(ListTest):

@@ -1854,20 +1854,20 @@ static void test_supersede_refusals(void **state)
 		snprintf(next->sha256_fingerprint, sizeof(next->sha256_fingerprint),
 			 "AB:CD:EF:web-next");
 
-		/* Coverage of every service using it: the first in name order that is not
-		 * covered, with every domain it misses. */
+		/* Coverage of every service using it: every one not covered, in name order,
+		 * each with every domain it misses; the first named as the service. */
 		next->domains[1][0] = 'x'; /* "x.web.example.com": back and front lose one */
 		req = supersede_req(kinds[k], id, 1, next, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "b.web.example.com");
+		assert_string_equal(c.detail, "b.web.example.com (back); a.web.example.com (front)");
 		next->domains[1][0] = '*';
 	}
 	assert_int_equal(rows_with_key("key_journal", next->key_id), 1);
 	cv_store_cert_free(next);
 	next = NULL;
 
-	/* Front covered and back not; then neither, the first in name order reported. */
+	/* Front covered and back not; then neither: both reported, in name order. */
 	for (k = 0; k < 2; k++) {
 		struct cv_cert_record *part = make_next("part", part_d);
 		struct cv_cert_record *none = make_next("none", none_d);
@@ -1875,11 +1875,13 @@ static void test_supersede_refusals(void **state)
 		req = supersede_req(kinds[k], id, 1, part, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "b.web.example.com");
+		assert_string_equal(c.detail, "b.web.example.com (back)");
 		req = supersede_req(kinds[k], id, 1, none, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "web.example.com, b.web.example.com");
+		assert_int_equal(strncmp(c.detail, "web.example.com, b.web.example.com (back); ", 43),
+				 0);
+		assert_non_null(strstr(c.detail, " (front)"));
 		cv_store_cert_free(part);
 		cv_store_cert_free(none);
 	}
