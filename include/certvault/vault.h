@@ -423,6 +423,21 @@ struct cv_trust_add {
 int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct cv_trust_add *req,
 		       int64_t now, char (**ret_aliases)[65], size_t *ret_n,
 		       struct cv_errmsg *err);
+/* What cv_vault_trust_add would find, without adding (POST /v1/truststore/preview): the
+ * entries it would make (aliases[i], infos[i]; n of them) and every problem. */
+struct cv_trust_preview {
+	size_t n;
+	char (*aliases)[65];
+	struct cv_x509_info **infos;
+	size_t n_problems;
+	struct cv_preview_problem problems[CV_PREVIEW_PROBLEMS_MAX];
+};
+/* Runs every check of cv_vault_trust_add on req (a url is fetched, as the add would) and
+ * stores nothing. 0 and *ret_preview (the caller's), or CV_ERR_DB, CV_ERR_NOMEM. */
+int cv_vault_trust_preview(struct cv_vault *v, const struct cv_trust_add *req, int64_t now,
+			   struct cv_trust_preview **ret_preview, struct cv_errmsg *err);
+/* Accepts NULL. */
+void cv_vault_trust_preview_free(struct cv_trust_preview *p);
 /* One entry (alias) or all in alias order (alias NULL). 0, CV_ERR_INVALID_NAME,
  * CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_record **ret_recs,

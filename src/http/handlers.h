@@ -56,6 +56,8 @@ int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_
 		    struct cv_errmsg *err);
 int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err);
+int h_trust_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
 int h_trust_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err);
 int h_trust_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

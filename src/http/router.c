@@ -56,6 +56,7 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL },
 	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete" },
 	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add" },
+	{ "POST", "/v1/truststore/preview", CV_R_WRITE, CFG_BODY, h_trust_preview, NULL },
 	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL },
 	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL },
 	{ "POST", "/v1/truststore/crls", CV_R_WRITE, CFG_BODY, h_crl_add, "truststore.crl_add" },

@@ -5,7 +5,9 @@ certvaultd with a real SoftHSM token and SQLite file."""
 
 import json
 import random
+import socket
 import sqlite3
+import subprocess
 import time
 import unittest
 from urllib.parse import quote
@@ -659,6 +661,106 @@ class JwkOutcomeTest(VaultTestCase):
                              "bad_request")
         self.assertError(self.vault.request("GET", "/v1/jwks/all", token=None), 401,
                          "unauthorized")
+
+
+class TrustPreviewTest(VaultTestCase):
+    """Item 4 for the truststore: pasted bundles, uploads and url fetches previewed, every
+    problem named, nothing stored."""
+
+    def preview(self, body, token=True):
+        return self.vault.request("POST", "/v1/truststore/preview", body, token=token)
+
+    def entries(self):
+        st, _, body = self.vault.request("GET", "/v1/truststore?limit=1000")
+        return [e["alias"] for e in body["items"]]
+
+    def serve(self, leaf, inter):
+        for _ in range(5):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            proc = subprocess.Popen(
+                ["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert",
+                 leaf.cert_path, "-key", leaf.key_path, "-cert_chain", inter.cert_path,
+                 "-www"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL)
+            self.addCleanup(lambda p=proc: (p.kill(), p.wait(), p.stdout.close()))
+            for _ in range(10):
+                line = proc.stdout.readline()
+                if line.strip() in (b"ACCEPT", b""):
+                    break
+            if line.strip() == b"ACCEPT":
+                return port
+        self.fail("openssl s_server did not start")
+
+    def test_preview_bundle_upload_and_url(self):
+        root = self.material("tp-root", ca=True, cn="Preview Root")
+        inter = self.material("tp-inter", ca=True, cn="Preview Issuing", issuer=root)
+        old = self.material("tp-old", ca=True, cn="Old Root", not_before=-20 * 86400,
+                            not_after=-86400)
+        leaf = self.material("tp-leaf", cn="localhost", san="localhost", issuer=inter)
+        st, _, _ = self.vault.request("POST", "/v1/truststore", {"alias": "tp-have",
+                                                                 "certificate": root.cert})
+        self.assertEqual(st, 201)
+        before = self.entries()
+        # A clean one: what would be stored, under the alias it would get.
+        st, _, p = self.preview({"alias": "tp-new", "certificate": inter.cert})
+        self.assertEqual(st, 200, p)
+        self.assertEqual((p["ok"], p["stored"], p["problems"]), (True, False, []))
+        [e] = p["entries"]
+        self.assertEqual((e["alias"], e["subject"], e["is_ca"], e["source"]),
+                         ("tp-new", "CN=Preview Issuing", True, "upload"))
+        self.assertEqual(e["signature_algorithm_name"], "ECDSA with SHA-256")
+        # A bundle with every problem: already trusted, expired, not a CA, alias taken.
+        st, _, p = self.preview({"aliases": ["tp-have", "tp-x", "tp-y"],
+                                 "certificate": root.cert + old.cert + leaf.cert})
+        self.assertEqual(st, 200, p)
+        self.assertFalse(p["ok"])
+        codes = [x["code"] for x in p["problems"]]
+        self.assertEqual(codes, ["name_taken", "same_certificate", "expired", "not_a_ca"])
+        self.assertEqual([e["alias"] for e in p["entries"]], ["tp-have", "tp-x", "tp-y"])
+        # The add refuses the same bundle with the first of them, whole.
+        self.assertError(self.vault.request("POST", "/v1/truststore", {
+            "aliases": ["tp-have", "tp-x", "tp-y"],
+            "certificate": root.cert + old.cert + leaf.cert}), 422, "expired")
+        # Nothing readable: the problem, no entries.
+        st, _, p = self.preview({"alias": "tp-z", "certificate": "nope"})
+        self.assertEqual(([x["code"] for x in p["problems"]], p["entries"]),
+                         (["bad_encoding"], []))
+        # An upload previews like an upload adds.
+        boundary = "cvtp"
+        form = (("--%s\r\nContent-Disposition: form-data; name=\"alias\"\r\n\r\ntp-up\r\n"
+                 "--%s\r\nContent-Disposition: form-data; name=\"certificate\"; "
+                 "filename=\"ca.der\"\r\n\r\n" % (boundary, boundary)).encode() +
+                inter.cert_der() + ("\r\n--%s--\r\n" % boundary).encode())
+        st, _, p = self.vault.request("POST", "/v1/truststore/preview", raw=form, headers={
+            "Content-Type": "multipart/form-data; boundary=" + boundary})
+        self.assertEqual((st, p["ok"], p["entries"][0]["alias"]), (200, True, "tp-up"))
+        # A url: fetched as the add would (admin only), the kept entry previewed.
+        port = self.serve(leaf, inter)
+        url = "https://127.0.0.1:%d" % port
+        st, _, p = self.preview({"alias": "tp-url", "url": url})
+        self.assertEqual(st, 200, p)
+        self.assertEqual((p["ok"], p["entries"][0]["subject"], p["entries"][0]["source"]),
+                         (True, "CN=Preview Issuing", url))
+        st, _, p = self.preview({"alias": "tp-url", "url": url, "keep": "0"})
+        self.assertEqual([x["code"] for x in p["problems"]], ["not_a_ca"])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        st, _, p = self.preview({"alias": "tp-url", "url": "https://127.0.0.1:%d" % closed})
+        self.assertEqual([x["code"] for x in p["problems"]], ["endpoint_unreachable"])
+        st, _, op = self.vault.request("POST", "/v1/tokens", {"name": "tp-op",
+                                                              "role": "operator"})
+        self.assertError(self.preview({"alias": "tp-url", "url": url}, token=op["token"]),
+                         403, "forbidden")
+        st, _, aud = self.vault.request("POST", "/v1/tokens", {"name": "tp-aud",
+                                                               "role": "auditor"})
+        self.assertError(self.preview({"alias": "tp-a", "certificate": inter.cert},
+                                      token=aud["token"]), 403, "forbidden")
+        self.assertError(self.preview({"certificate": inter.cert}), 400, "bad_request")
+        # None of it stored anything.
+        self.assertEqual(self.entries(), before)
 
 
 class BigListTest(ListTest):

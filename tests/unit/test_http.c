@@ -732,6 +732,7 @@ static const struct {
 	{ "GET", "/v1/jwks/{}", CV_R_READ },
 	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE },
 	{ "POST", "/v1/truststore", CV_R_WRITE },
+	{ "POST", "/v1/truststore/preview", CV_R_WRITE },
 	{ "GET", "/v1/truststore", CV_R_READ },
 	{ "GET", "/v1/truststore/export", CV_R_READ },
 	{ "POST", "/v1/truststore/crls", CV_R_WRITE },
