@@ -667,6 +667,9 @@ class TrustPreviewTest(VaultTestCase):
     """Item 4 for the truststore: pasted bundles, uploads and url fetches previewed, every
     problem named, nothing stored."""
 
+    # The fetch's address policy refuses loopback unless allowed (as test_truststore does).
+    settings = {"CERTVAULT_TRUSTSTORE_ALLOW_NETWORKS": "127.0.0.0/8, ::1"}
+
     def preview(self, body, token=True):
         return self.vault.request("POST", "/v1/truststore/preview", body, token=token)
 
