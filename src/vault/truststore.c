@@ -593,9 +593,18 @@ int cv_vault_trust_preview(struct cv_vault *v, const struct cv_trust_add *req, i
 		else if (n == 1)
 			snprintf(p->aliases[i], sizeof(p->aliases[i]), "%s",
 				 req->alias != NULL ? req->alias : "");
-		else
-			snprintf(p->aliases[i], sizeof(p->aliases[i]), "%.60s-%zu",
+		else {
+			/* alias-N may not fit: then the check names it too long, as the add
+			 * would. */
+			char longer[96];
+
+			snprintf(longer, sizeof(longer), "%.64s-%zu",
 				 req->alias != NULL ? req->alias : "", i + 1);
+			snprintf(p->aliases[i], sizeof(p->aliases[i]), "%.64s", longer);
+			if (strlen(longer) >= sizeof(p->aliases[i]))
+				trust_problem(p, CV_ERR_INVALID_NAME, "an alias-N is longer than 64 "
+					      "characters");
+		}
 		r = cv_x509_info_new(sk_X509_value(certs, (int)i), &p->infos[i]);
 		if (r < 0) {
 			cv_errmsg_set(&why, r, "entry %zu: the certificate's fields cannot be read",
