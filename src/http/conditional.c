@@ -51,7 +51,7 @@ int http_conditional(const struct cv_request *req, struct cv_response *res,
 	plen = strlen(res->etag);
 	if (plen >= 2 && res->etag[0] == '"' && res->etag[plen - 1] == '"') {
 		snprintf(prefix, sizeof(prefix), "%.*s", (int)(plen - 2), res->etag + 1);
-		snprintf(res->etag, sizeof(res->etag), "\"%.30s.%.16s\"", prefix, tag);
+		snprintf(res->etag, sizeof(res->etag), "\"%.44s.%.16s\"", prefix, tag);
 	} else {
 		snprintf(res->etag, sizeof(res->etag), "\"%s\"", tag);
 	}
