@@ -200,9 +200,18 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX crls_issuer ON crls(issuer);",
-	/* certificates: who made and who last changed each (the access token's name as the
-	 * audit record has it: '' for rows older than this step), and the last revocation
-	 * check's answer with its time (status '' = never recorded). The list sorts by
+	/* 5 -> 6: the audit chain keyed with the token's HMAC key (keyed 0: a plain SHA-256
+	 * link, from before); the client's address; a repeat's count and first and last
+	 * attempt; a checkpoint's facts. */
+	"ALTER TABLE audit_log ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE audit_log ADD COLUMN first_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
+	/* 6 -> 7: certificates: who made and who last changed each (the access token's name
+	 * as the audit record has it: '' for rows older than this step), and the last
+	 * revocation check's answer with its time (status '' = never recorded). The list sorts by
 	 * valid_to and updated_at with keyset paging: (state, key, name) indexes walk a page
 	 * in order without sorting, name being the unique tiebreak the cursor carries. */
 	"ALTER TABLE certificates ADD COLUMN created_by TEXT NOT NULL DEFAULT '';"
@@ -552,6 +561,8 @@ void cv_store_free(struct cv_store *store)
 	free(store);
 }
 
+_Thread_local struct store_conn *store_current_conn;
+
 struct store_conn *store_borrow(struct cv_store *store)
 {
 	struct store_conn *conn;
@@ -562,6 +573,7 @@ struct store_conn *store_borrow(struct cv_store *store)
 	conn = store->idle[--store->n_idle];
 	pthread_mutex_unlock(&store->lock);
 	conn->borrows++;
+	store_current_conn = conn;
 	return conn;
 }
 
@@ -588,6 +600,8 @@ void store_return(struct cv_store *store, struct store_conn *conn)
 	 * checkpointed past it) while the connection sits idle; and the bindings may point
 	 * at the caller's memory. */
 	reset_used(conn, 1);
+	if (store_current_conn == conn)
+		store_current_conn = NULL;
 	if (conn->jwks_changed) {
 		conn->jwks_changed = 0;
 		atomic_fetch_add(&store->jwks_generation, 1);
