@@ -804,8 +804,10 @@ static int bind_threshold(sqlite3_stmt *stmt, int64_t now, int64_t soon_seconds)
  * :thr = now + soon_seconds: not_after - now < soon  <=>  not_after < thr. Upcoming wins over
  * expired, as in cv_status_at, for a row whose dates are the wrong way round. */
 static const char *const status_where[] = {
-	[CV_STATUS_VALID] =
-		" AND not_before <= :now AND not_after >= :now AND not_after >= :thr",
+	/* One lower bound, not two: SQLite ranges an index on one of two and filters by the
+	 * other, which for the list sorted by not_after walked every row expiring soon first
+	 * (10,000 of 100,000 in the bench) to reach the first valid one. */
+	[CV_STATUS_VALID] = " AND not_before <= :now AND not_after >= max(:now, :thr)",
 	[CV_STATUS_EXPIRES_SOON] =
 		" AND not_before <= :now AND not_after >= :now AND not_after < :thr",
 	[CV_STATUS_EXPIRED] = " AND not_before <= :now AND not_after < :now",
