@@ -17,6 +17,13 @@ struct cv_config {
 	int64_t max_connections_per_ip;
 	int64_t connection_timeout;/* server.connection_timeout, seconds of idleness */
 	int64_t max_body;          /* server.max_body, bytes of a request body */
+	int64_t header_timeout;    /* server.header_timeout: seconds for a request's headers */
+	int64_t body_timeout;      /* server.body_timeout: seconds for its body, after them */
+	int64_t max_pending;       /* server.max_pending: connections still waiting for their
+				      request, at most */
+	int64_t max_pending_per_ip;/* server.max_pending_per_ip: the same from one address */
+	int64_t slow_threads;      /* server.slow_threads: threads for slow requests */
+	int64_t slow_queue;        /* server.slow_queue: slow requests waiting, at most */
 	char *tls_certificate;     /* server.tls_certificate: the vault's certificate HTTPS serves;
 				      "" means no HTTPS listener */
 	char *tls_listen;          /* server.tls_listen: "" means server.listen */
