@@ -192,6 +192,30 @@ int cv_vault_key_uri(struct cv_vault *v, const uint8_t *key_id, const char *labe
  * Returns 0 or the first failure. */
 int cv_vault_pending_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
 			   struct cv_errmsg *err);
+/* What an import would find, without doing it (POST /v1/certificates/preview). */
+struct cv_preview_problem {
+	int code;                 /* the error the import would answer */
+	char message[256];
+};
+#define CV_PREVIEW_PROBLEMS_MAX 16
+struct cv_cert_preview {
+	struct cv_x509_info *info;  /* NULL when no certificate could be read */
+	struct cv_x509_info **chain;
+	size_t chain_length;
+	int has_key;                /* a private key was read */
+	int rev_checked;            /* rev holds the revocation check's answer */
+	struct cv_revocation rev;
+	size_t n_problems;          /* every problem, in the import's order (at most the max) */
+	struct cv_preview_problem problems[CV_PREVIEW_PROBLEMS_MAX];
+};
+/* Runs every check of cv_vault_cert_import on req (the name, the material, each x509
+ * check, the revocation check) whatever the others found, and stores nothing and touches
+ * no token object. Returns 0 and *ret_preview (the caller's; problems listed in it), or
+ * CV_ERR_DB, CV_ERR_NOMEM, CV_ERR_INTERNAL when the preview itself could not be made. */
+int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			  struct cv_cert_preview **ret_preview, struct cv_errmsg *err);
+/* Accepts NULL. */
+void cv_vault_cert_preview_free(struct cv_cert_preview *preview);
 
 /* Everything the details view shows. */
 struct cv_cert_view {
@@ -201,6 +225,11 @@ struct cv_cert_view {
 	int64_t expires_in_days;
 	size_t chain_length;      /* intermediates stored with the certificate */
 	char key_uri[512];
+	struct cv_x509_info **chain; /* each of them, in the stored order */
+	size_t n_jwks;            /* the JWKs linked to it, any state, in kid order */
+	struct cv_jwk_record *jwks;
+	size_t n_active_jwks;     /* of those, the active ones (a delete must choose for them) */
+	int served;               /* HTTPS serves it (server.tls_certificate): no delete */
 };
 void cv_vault_cert_view_free(struct cv_cert_view *view);
 
@@ -251,6 +280,24 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
 			    struct cv_errmsg *err);
+/* What a renew or replace did to the JWKs linked to the certificate: with UPDATE,
+ * old_kids[i] became new_kids[i] (the same kid: updated in place; another: the old one is
+ * superseded); with DISCONNECT, old_kids lost their link. n 0: none were linked. */
+struct cv_jwk_outcome {
+	enum cv_jwk_action action;
+	size_t n;
+	char (*old_kids)[44];
+	char (*new_kids)[44];     /* with UPDATE only */
+};
+/* Frees what an outcome holds and zeroes it. */
+void cv_jwk_outcome_release(struct cv_jwk_outcome *o);
+/* cv_vault_cert_supersede, also saying what became of the linked JWKs in *ret_jwks (the
+ * caller releases it; NULL: not wanted). */
+int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
+				   enum cv_version_end kind, const struct cv_import_request *req,
+				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
+				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
+				   struct cv_jwk_outcome *ret_jwks, struct cv_errmsg *err);
 /* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
  * CV_ERR_BAD_REQUEST. */
 int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);
@@ -301,11 +348,23 @@ int cv_vault_export_format_parse(const char *s, enum cv_export_format *ret);
 int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_format format,
 			 unsigned char **ret_body, size_t *ret_len,
 			 const char **ret_content_type, struct cv_errmsg *err);
+/* The same for version (0: the current one) of the certificate: a superseded version's
+ * certificate, chain, public key or JWK as it was. Also CV_ERR_NOT_FOUND naming the
+ * versions there are when it has no such version. */
+int cv_vault_cert_export_version(struct cv_vault *v, const char *name, int64_t version,
+				 enum cv_export_format format, unsigned char **ret_body,
+				 size_t *ret_len, const char **ret_content_type,
+				 struct cv_errmsg *err);
 
 /* One page of the list; filter->soon_seconds is set from the vault. Returns 0 or
  * CV_ERR_DB. */
 int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page, struct cv_errmsg *err);
+
+/* How many certificates the list's filter matches (its cursor and limit aside). Returns 0
+ * or CV_ERR_DB. */
+int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
+			     int64_t *ret_total, struct cv_errmsg *err);
 
 /* Counts by status at now. Returns 0 or CV_ERR_DB. */
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
@@ -458,6 +517,14 @@ int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record *
 		     struct cv_errmsg *err);
 int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *kid,
 			struct cv_errmsg *err);
+/* The management listing: at most limit (1..999) JWKs in kid order after the kid after
+ * (NULL: from the first), every state, linked or not; only those linked to certificate
+ * when it is not NULL. *ret_more says a next page exists. 0 (*ret_recs the caller's, free
+ * with cv_store_jwks_free), CV_ERR_BAD_REQUEST (a kid that is not one), CV_ERR_NOT_FOUND
+ * (no such certificate), CV_ERR_DB. */
+int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *after,
+		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n,
+		      int *ret_more, struct cv_errmsg *err);
 /* The public JWKS document of the active JWKs as compact JSON text (malloc'd) and a strong
  * validator of it (a hash of the text, unquoted). 0, CV_ERR_DB, CV_ERR_NOMEM. */
 int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
@@ -485,10 +552,34 @@ struct cv_trust_add {
 int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct cv_trust_add *req,
 		       int64_t now, char (**ret_aliases)[65], size_t *ret_n,
 		       struct cv_errmsg *err);
+/* What cv_vault_trust_add would find, without adding (POST /v1/truststore/preview): the
+ * entries it would make (aliases[i], infos[i]; n of them) and every problem. */
+struct cv_trust_preview {
+	size_t n;
+	char (*aliases)[65];
+	struct cv_x509_info **infos;
+	size_t n_problems;
+	struct cv_preview_problem problems[CV_PREVIEW_PROBLEMS_MAX];
+};
+/* Runs every check of cv_vault_trust_add on req (a url is fetched, as the add would) and
+ * stores nothing. 0 and *ret_preview (the caller's), or CV_ERR_DB, CV_ERR_NOMEM. */
+int cv_vault_trust_preview(struct cv_vault *v, const struct cv_trust_add *req, int64_t now,
+			   struct cv_trust_preview **ret_preview, struct cv_errmsg *err);
+/* Accepts NULL. */
+void cv_vault_trust_preview_free(struct cv_trust_preview *p);
 /* One entry (alias) or all in alias order (alias NULL). 0, CV_ERR_INVALID_NAME,
  * CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_record **ret_recs,
 		       size_t *ret_n, struct cv_errmsg *err);
+/* A page of entries (see cv_store_trust_search): limit entries at most, *ret_more when there
+ * are others after them. 0, CV_ERR_BAD_REQUEST, CV_ERR_DB. */
+int cv_vault_trust_list(struct cv_vault *v, const char *q, const char *after, unsigned limit,
+			struct cv_trust_record **ret_recs, size_t *ret_n, int *ret_more,
+			int64_t *ret_total, struct cv_errmsg *err);
+/* The details of a certificate's DER as the views show them (*ret_info the caller's), from
+ * the vault's cache when it has them. 0, CV_ERR_BAD_ENCODING, CV_ERR_NOMEM. */
+int cv_vault_cert_info(struct cv_vault *v, const unsigned char *der, size_t len,
+		       struct cv_x509_info **ret_info);
 /* Removes an entry. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_trust_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
 			  struct cv_errmsg *err);
@@ -529,6 +620,7 @@ struct cv_actor {
 	char id[CV_API_TOKEN_ID_LEN + 1];
 	char name[65];
 	enum cv_role role;
+	int64_t expires_at;        /* when the token stops working; 0: never */
 };
 
 /* One request's audit record in the making. The HTTP layer says who, what and on what; the

@@ -37,10 +37,14 @@ struct cv_route {
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct cv_route routes[] = {
 	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL },
+	{ "GET", "/v1/me", CV_R_READ, 0, h_me, NULL },
 	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
 	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import",
 	  SLOW },
 	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL },
+	/* A preview changes nothing, so it writes no audit record; it may what an import may,
+	 * and does its slow work (key derivation, revocation fetches) on the slow threads. */
+	{ "POST", "/v1/certificates/preview", CV_R_WRITE, CFG_BODY, h_cert_preview, NULL, SLOW },
 	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL },
 	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit" },
 	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE, 0, h_cert_delete, "certificate.delete" },
@@ -67,9 +71,13 @@ static const struct cv_route routes[] = {
 	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create" },
 	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL },
 	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL },
+	/* The management listing, before {}: "all" is never a kid (43 base64url characters). */
+	{ "GET", "/v1/jwks/all", CV_R_READ, 0, h_jwk_list, NULL },
 	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL },
 	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete" },
 	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add", SLOW },
+	/* A preview does the add's slow work (a url fetched): on the slow threads too. */
+	{ "POST", "/v1/truststore/preview", CV_R_WRITE, CFG_BODY, h_trust_preview, NULL, SLOW },
 	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL },
 	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL, SLOW },
 	{ "POST", "/v1/truststore/crls", CV_R_WRITE, CFG_BODY, h_crl_add, "truststore.crl_add" },
@@ -98,9 +106,12 @@ static const struct route_query {
 	const char *args;
 	size_t max;
 } route_queries[] = {
-	{ h_cert_list, "status q in_use domain limit cursor", QUERY_MAX },
+	{ h_cert_list, "status q in_use domain limit cursor sort order environment service",
+	  QUERY_MAX },
 	{ h_cert_delete, "confirm jwk_action", 64 },
-	{ h_cert_export, "format", 16 },
+	{ h_cert_export, "format version", 20 },
+	{ h_jwk_list, "certificate limit cursor", 128 },
+	{ h_trust_list, "q limit cursor", 256 },
 	{ h_service_list, "environment certificate limit cursor", QUERY_MAX },
 	{ h_trust_export, "format password", CV_X509_TRUSTSTORE_PASSWORD_MAX },
 	{ h_audit_list, "from until actor action target limit cursor", 200 },

@@ -245,9 +245,24 @@ static const char *const migrations[] = {
 	"ALTER TABLE certificates ADD COLUMN key_label TEXT;"
 	"ALTER TABLE certificate_versions ADD COLUMN key_label TEXT;"
 	"ALTER TABLE pending_certificates ADD COLUMN key_label TEXT NOT NULL DEFAULT '';",
+	/* 7 -> 8: certificates: who made and who last changed each (the access token's name
+	 * as the audit record has it: '' for rows older than this step), and the last
+	 * revocation check's answer with its time (status '' = never recorded). The list sorts by
+	 * valid_to and updated_at with keyset paging: (state, key, name) indexes walk a page
+	 * in order without sorting, name being the unique tiebreak the cursor carries. */
+	"ALTER TABLE certificates ADD COLUMN created_by TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_status TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_source TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_detail TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_checked_at INTEGER NOT NULL DEFAULT 0;"
+	"CREATE INDEX certificates_state_not_after_name"
+	" ON certificates(state, not_after, name, not_before);"
+	"CREATE INDEX certificates_state_updated_name"
+	" ON certificates(state, updated_at, name);",
 	/* The names step stays the last one: test_input replays it on a database rolled back one
 	 * step, as an older release left it. New steps go before it (and renumber it). */
-	/* 7 -> 8: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
+	/* 8 -> 9: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
 	 * reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two

@@ -125,8 +125,8 @@ static int supersede_refused(int r, const struct cv_supersede *sup, const char *
 		return cv_errmsg_set(err, r, "the new key is already a JWK of its own");
 	case CV_ERR_DOMAIN_NOT_COVERED:
 		return cv_errmsg_set(err, r,
-				     "the new certificate does not cover %s, which service %s uses",
-				     c->detail, c->service);
+				     "the new certificate does not cover every domain of the "
+				     "services using it: %s", c->detail);
 	default:
 		return vault_write_errmsg(err, r, "the database refused the new version");
 	}
@@ -227,11 +227,51 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 	return 0;
 }
 
+void cv_jwk_outcome_release(struct cv_jwk_outcome *o)
+{
+	free(o->old_kids);
+	free(o->new_kids);
+	memset(o, 0, sizeof(*o));
+}
+
+/* The outcome of a plan that was carried out: copies of its kids. */
+static int jwk_outcome_of(const struct jwk_plan *plan, enum cv_jwk_action action,
+			  struct cv_jwk_outcome *o)
+{
+	size_t n = plan->n > 0 ? plan->n : 1;
+
+	memset(o, 0, sizeof(*o));
+	o->action = plan->n > 0 ? action : CV_JWK_ACTION_NONE;
+	o->old_kids = calloc(n, sizeof(*o->old_kids));
+	o->new_kids = calloc(n, sizeof(*o->new_kids));
+	if (o->old_kids == NULL || o->new_kids == NULL) {
+		cv_jwk_outcome_release(o);
+		return CV_ERR_NOMEM;
+	}
+	o->n = plan->n;
+	if (plan->n > 0) {
+		memcpy(o->old_kids, plan->kids, plan->n * sizeof(*o->old_kids));
+		if (action == CV_JWK_ACTION_UPDATE)
+			memcpy(o->new_kids, plan->new_kids, plan->n * sizeof(*o->new_kids));
+	}
+	return 0;
+}
+
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
 			    struct cv_errmsg *err)
+{
+	return cv_vault_cert_supersede_report(v, audit, kind, req, ref, jwk, now, ret_previous,
+					      ret_rev, NULL, err);
+}
+
+int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
+				   enum cv_version_end kind, const struct cv_import_request *req,
+				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
+				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
+				   struct cv_jwk_outcome *ret_jwks, struct cv_errmsg *err)
 {
 	struct cv_revocation rev;
 	struct jwk_plan plan = { 0 };
@@ -335,6 +375,9 @@ commit:
 	}
 	/* A failure above leaves the old key 'destroying': the next start destroys it. */
 	*ret_previous = sup.version;
+	/* The change is made: an outcome that cannot be told (no memory) says none. */
+	if (ret_jwks != NULL && jwk_outcome_of(&plan, jwk->action, ret_jwks) < 0)
+		memset(ret_jwks, 0, sizeof(*ret_jwks));
 	r = 0;
 out:
 	if (created && vault_key_destroy(v, next->key_id, &ignored) < 0)

@@ -241,7 +241,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 9);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -285,7 +285,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 9);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -741,7 +741,8 @@ static void test_search(void **state)
 	assert_false(page->has_more);
 	cv_store_cert_page_free(page);
 	f.has_status = 0;
-	f.q = "example";
+	/* Not "example": the issuer (CN=Example CA) is searched too and names every row. */
+	f.q = ".example";
 	assert_int_equal(cv_store_cert_list(store, &f, &page), 0);
 	assert_string_equal(page->items[0]->name, "Billing-API");
 	assert_true(page->has_more);
@@ -1144,7 +1145,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 9);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1187,7 +1188,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 9);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -1608,8 +1609,8 @@ static void test_usage_in_get_list_counts(void **state)
 	assert_string_equal(rec->used_by[1].service, "zeta");
 	assert_string_equal(rec->used_by[1].environment, "production");
 	assert_strings(rec->used_by[1].domains, rec->used_by[1].n_domains, zeta_d);
-	/* a.example.com is in both: three distinct. */
-	assert_int_equal(rec->custom_domains, 3);
+	/* Each (service, domain) pair: a.example.com is in both and counts twice. */
+	assert_int_equal(rec->custom_domains, 4);
 	cv_store_cert_free(rec);
 	rec = get_cert(store, "exact");
 	assert_int_equal(rec->n_used_by, 1);
@@ -1631,7 +1632,7 @@ static void test_usage_in_get_list_counts(void **state)
 	assert_int_equal(page->items[3]->used_by[0].n_domains, 0);
 	assert_null(page->items[3]->used_by[0].domains);
 	assert_string_equal(page->items[3]->used_by[1].service, "zeta");
-	assert_int_equal(page->items[3]->custom_domains, 3);
+	assert_int_equal(page->items[3]->custom_domains, 4);
 	assert_string_equal(page->items[1]->name, "exact");
 	assert_int_equal(page->items[1]->n_used_by, 1);
 	assert_int_equal(page->items[2]->n_used_by, 0);
@@ -1856,20 +1857,20 @@ static void test_supersede_refusals(void **state)
 		snprintf(next->sha256_fingerprint, sizeof(next->sha256_fingerprint),
 			 "AB:CD:EF:web-next");
 
-		/* Coverage of every service using it: the first in name order that is not
-		 * covered, with every domain it misses. */
+		/* Coverage of every service using it: every one not covered, in name order,
+		 * each with every domain it misses; the first named as the service. */
 		next->domains[1][0] = 'x'; /* "x.web.example.com": back and front lose one */
 		req = supersede_req(kinds[k], id, 1, next, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "b.web.example.com");
+		assert_string_equal(c.detail, "b.web.example.com (back); a.web.example.com (front)");
 		next->domains[1][0] = '*';
 	}
 	assert_int_equal(rows_with_key("key_journal", next->key_id), 1);
 	cv_store_cert_free(next);
 	next = NULL;
 
-	/* Front covered and back not; then neither, the first in name order reported. */
+	/* Front covered and back not; then neither: both reported, in name order. */
 	for (k = 0; k < 2; k++) {
 		struct cv_cert_record *part = make_next("part", part_d);
 		struct cv_cert_record *none = make_next("none", none_d);
@@ -1877,11 +1878,13 @@ static void test_supersede_refusals(void **state)
 		req = supersede_req(kinds[k], id, 1, part, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "b.web.example.com");
+		assert_string_equal(c.detail, "b.web.example.com (back)");
 		req = supersede_req(kinds[k], id, 1, none, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "web.example.com, b.web.example.com");
+		assert_int_equal(strncmp(c.detail, "web.example.com, b.web.example.com (back); ", 43),
+				 0);
+		assert_non_null(strstr(c.detail, " (front)"));
 		cv_store_cert_free(part);
 		cv_store_cert_free(none);
 	}
