@@ -36,6 +36,8 @@ struct cv_config {
 	int revocation_online;     /* revocation.online: ask OCSP responders and CRL URLs */
 	int64_t revocation_timeout_ms; /* revocation.timeout_ms: each online fetch */
 	char *revocation_unknown;  /* revocation.unknown: "refuse" or "warn" */
+	int64_t session_idle_timeout; /* console.session_idle_timeout, seconds without a request */
+	int64_t session_lifetime;  /* console.session_lifetime, seconds at most */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

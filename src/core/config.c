@@ -81,6 +81,10 @@ static const struct setting settings[] = {
 	{ "revocation", "unknown", K_STR, OFF(revocation_unknown), "refuse", 0, 0,
 	  "when a revocation source exists but cannot tell (stale CRL, responder down, bad"
 	  " signature): refuse (422 revocation_unknown) or warn (accept, saying so)" },
+	{ "console", "session_idle_timeout", K_INT, OFF(session_idle_timeout), "1800", 60, 86400,
+	  "seconds a console session lasts without a request (kept to within a minute)" },
+	{ "console", "session_lifetime", K_INT, OFF(session_lifetime), "43200", 300, 2592000,
+	  "seconds a console session lasts at most, however busy" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -80,6 +80,20 @@ int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_respon
 	      struct cv_errmsg *err);
 int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err);
+int h_console_redirect(struct cv_app *app, const struct cv_request *req,
+		       struct cv_response *res, struct cv_errmsg *err);
+int h_console_index(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
+int h_console_asset(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
+int h_session_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
+int h_session_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+int h_session_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
+/* The name of the session cookie on req's listener. */
+const char *req_session_cookie_name(const struct cv_request *req);
 
 /* Parses the body as one JSON object whose members are all among allowed (NULL-terminated).
  * Refuses a missing or non-JSON content type (CV_ERR_UNSUPPORTED_MEDIA), bad JSON, duplicate

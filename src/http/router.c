@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+
 #include "certvault/util.h"
 #include "handlers.h"
 #include "multipart.h"
@@ -66,6 +68,14 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL },
 	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
 	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
+	/* The web console (issue 12): its files, and the session a browser signs in to. */
+	{ "GET", "/", CV_R_PUBLIC, 0, h_console_redirect, NULL },
+	{ "GET", "/console", CV_R_PUBLIC, 0, h_console_redirect, NULL },
+	{ "GET", "/console/", CV_R_PUBLIC, 0, h_console_index, NULL },
+	{ "GET", "/console/{}", CV_R_PUBLIC, 0, h_console_asset, NULL },
+	{ "POST", "/v1/session", CV_R_PUBLIC, 4 * 1024, h_session_create, "session.sign_in" },
+	{ "GET", "/v1/session", CV_R_READ, 0, h_session_get, NULL },
+	{ "DELETE", "/v1/session", CV_R_READ, 0, h_session_delete, "session.sign_out" },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -185,6 +195,7 @@ size_t cv_http_body_limit(const struct cv_app *app, const char *method, const ch
 
 void cv_response_release(struct cv_response *res)
 {
+	OPENSSL_cleanse(res->set_cookie, sizeof(res->set_cookie));
 	json_decref(res->json);
 	free(res->raw);
 	if (res->stream.free != NULL)
@@ -268,26 +279,80 @@ static const char *bearer_of(const char *authorization)
 	return authorization;
 }
 
-/* Who asks, and whether they may: 0, CV_ERR_UNAUTHORIZED or CV_ERR_FORBIDDEN. */
+/* The value of the cookie called name in a Cookie header, copied into buf; NULL when it is
+ * absent or longer than buf holds. */
+static const char *cookie_of(const char *header, const char *name, char *buf, size_t len)
+{
+	size_t name_len = strlen(name), n;
+	const char *p = header;
+
+	while (p != NULL && *p != '\0') {
+		while (*p == ' ' || *p == ';')
+			p++;
+		n = strcspn(p, ";");
+		if (n > name_len && strncmp(p, name, name_len) == 0 && p[name_len] == '=') {
+			n -= name_len + 1;
+			while (n > 0 && p[name_len + 1 + n - 1] == ' ')
+				n--;
+			if (n + 1 > len)
+				return NULL;
+			memcpy(buf, p + name_len + 1, n);
+			buf[n] = '\0';
+			return buf;
+		}
+		p += n;
+	}
+	return NULL;
+}
+
+const char *req_session_cookie_name(const struct cv_request *req)
+{
+	/* On HTTPS the __Host- prefix makes the browser refuse the cookie unless it is Secure,
+	 * Path=/ and set by this very host. */
+	return req->tls ? "__Host-cv_session" : "cv_session";
+}
+
+/* Who asks, and whether they may: 0, CV_ERR_UNAUTHORIZED or CV_ERR_FORBIDDEN. An API token
+ * (Authorization: Bearer) or else a console session cookie, the same roles for both; a
+ * change through a session also needs its CSRF token in X-CSRF-Token, which a form or a
+ * script of another site cannot send. */
 static int authorize(struct cv_app *app, const struct cv_route *route, struct cv_request *req,
 		     struct cv_errmsg *err)
 {
-	const char *bearer = bearer_of(req->authorization);
+	const char *bearer = bearer_of(req->authorization), *name, *cookie;
+	char buf[CV_SESSION_COOKIE_LEN + 2];
 	int r;
 
 	memset(&req->actor, 0, sizeof(req->actor));
+	req->has_session = 0;
 	if (route->access == CV_R_PUBLIC)
 		return 0;
+	name = req_session_cookie_name(req);
+	cookie = bearer == NULL && req->cookie != NULL ?
+		 cookie_of(req->cookie, name, buf, sizeof(buf)) : NULL;
 	if (bearer != NULL) {
 		r = cv_vault_authenticate(&app->vault, bearer, req->now, &req->actor, err);
 		if (r < 0)
 			return r;
+	} else if (cookie != NULL) {
+		r = cv_vault_session_authenticate(&app->vault, cookie, req->now,
+						  app->cfg->session_idle_timeout, &req->actor,
+						  &req->session, err);
+		OPENSSL_cleanse(buf, sizeof(buf));
+		if (r < 0)
+			return r;
+		req->has_session = 1;
+		if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0 &&
+		    !cv_vault_session_csrf_ok(&req->session, req->csrf_token))
+			return cv_errmsg_set(err, CV_ERR_FORBIDDEN, "a change through a console "
+					     "session needs the session's X-CSRF-Token header");
 	}
 	if (cv_http_role_may(route->access, req->actor.role, app->cfg->metrics_public))
 		return 0;
 	if (req->actor.role == 0)
 		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, "%s", req->authorization == NULL ?
-				     "an API token is needed: Authorization: Bearer <token>" :
+				     "an API token is needed: Authorization: Bearer <token>, "
+				     "or a console session" :
 				     "the Authorization header must be Bearer <token>");
 	return cv_errmsg_set(err, CV_ERR_FORBIDDEN, "the %s role may not %s %s",
 			     cv_role_name(req->actor.role), req->method, route->pattern);

@@ -325,6 +325,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 							   MHD_HTTP_HEADER_IF_NONE_MATCH);
 	x->req.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 							   MHD_HTTP_HEADER_AUTHORIZATION);
+	x->req.cookie = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE);
+	x->req.csrf_token = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-CSRF-Token");
+	{
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
+
+		x->req.tls = ci != NULL && srv->tls_daemon != NULL &&
+			     ci->daemon == srv->tls_daemon;
+	}
 	x->req.body = x->body;
 	x->req.body_len = x->len;
 	x->req.now = (int64_t)time(NULL);
@@ -355,6 +364,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	MHD_add_response_header(resp, "Cache-Control",
 				res.cache_control != NULL ? res.cache_control : "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+	if (res.console) {
+		MHD_add_response_header(resp, "Content-Security-Policy", CV_CONSOLE_CSP);
+		MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+	}
+	if (res.location != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, res.location);
+	if (res.set_cookie[0] != '\0')
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, res.set_cookie);
 	ret = MHD_queue_response(conn, (unsigned)res.status, resp);
 	MHD_destroy_response(resp);
 	if (ret == MHD_YES) {

@@ -200,6 +200,18 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX crls_issuer ON crls(issuer);",
+	/* 5 -> 6: console sessions (issue 12). The secret the browser holds in its cookie is
+	 * never stored, only its SHA-256; a session acts as the API token it was opened with,
+	 * and goes with it. */
+	"CREATE TABLE console_sessions ("
+	" id TEXT PRIMARY KEY,"
+	" secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
+	" token_id TEXT NOT NULL REFERENCES api_tokens(id) ON DELETE CASCADE,"
+	" created_at INTEGER NOT NULL,"
+	" last_seen INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE INDEX console_sessions_expires ON console_sessions(expires_at);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
