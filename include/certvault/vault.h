@@ -399,6 +399,7 @@ struct cv_actor {
 	char id[CV_API_TOKEN_ID_LEN + 1];
 	char name[65];
 	enum cv_role role;
+	int64_t expires_at;        /* when the token stops working; 0: never */
 };
 
 /* One request's audit record in the making. The HTTP layer says who, what and on what; the

@@ -10,6 +10,8 @@ typedef int (*cv_handler_fn)(struct cv_app *app, const struct cv_request *req,
 
 int h_health(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	     struct cv_errmsg *err);
+int h_me(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	 struct cv_errmsg *err);
 int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err);
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

@@ -27,6 +27,7 @@ struct cv_route {
 
 static const struct cv_route routes[] = {
 	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL },
+	{ "GET", "/v1/me", CV_R_READ, 0, h_me, NULL },
 	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
 	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import" },
 	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL },
