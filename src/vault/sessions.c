@@ -188,6 +188,7 @@ int cv_vault_session_authenticate(struct cv_vault *v, const char *cookie, int64_
 	memcpy(ret_actor->id, t.id, sizeof(ret_actor->id));
 	memcpy(ret_actor->name, t.name, sizeof(ret_actor->name));
 	ret_actor->role = t.role;
+	ret_actor->expires_at = t.expires_at;
 	fill_view(&s, cookie, idle, ret_view);
 	return 0;
 }
