@@ -80,11 +80,21 @@ static int need_session(const struct cv_request *req, struct cv_errmsg *err)
 int h_session_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	int r = need_session(req, err);
+	static const char *const allowed[] = { NULL };
+	json_t *body;
+	int r = req_query_check(req, allowed, 0, err);
 
 	if (r < 0)
 		return r;
-	return res_json(res, 200, session_json(app, &req->actor, &req->session));
+	/* Public: no session (none, ended, or an API token instead) is an answer, not a 401. */
+	if (!req->has_session)
+		return res_json(res, 200, json_pack("{s:b}", "signed_in", 0));
+	body = session_json(app, &req->actor, &req->session);
+	if (body != NULL && json_object_set_new(body, "signed_in", json_true()) < 0) {
+		json_decref(body);
+		body = NULL;
+	}
+	return res_json(res, 200, body);
 }
 
 int h_session_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

@@ -75,7 +75,7 @@ static const struct cv_route routes[] = {
 	{ "GET", "/console/", CV_R_PUBLIC, 0, h_console_index, NULL },
 	{ "GET", "/console/{}", CV_R_PUBLIC, 0, h_console_asset, NULL },
 	{ "POST", "/v1/session", CV_R_PUBLIC, 4 * 1024, h_session_create, "session.sign_in" },
-	{ "GET", "/v1/session", CV_R_READ, 0, h_session_get, NULL },
+	{ "GET", "/v1/session", CV_R_PUBLIC, 0, h_session_get, NULL },
 	{ "DELETE", "/v1/session", CV_R_READ, 0, h_session_delete, "session.sign_out" },
 };
 
@@ -326,11 +326,21 @@ static int authorize(struct cv_app *app, const struct cv_route *route, struct cv
 
 	memset(&req->actor, 0, sizeof(req->actor));
 	req->has_session = 0;
-	if (route->access == CV_R_PUBLIC)
-		return 0;
 	name = req_session_cookie_name(req);
 	cookie = bearer == NULL && req->cookie != NULL ?
 		 cookie_of(req->cookie, name, buf, sizeof(buf)) : NULL;
+	if (route->access == CV_R_PUBLIC) {
+		/* GET /v1/session answers "not signed in" rather than 401, so the console's first
+		 * look costs no failed request; no other public route reads the cookie. */
+		if (route->handler == h_session_get && cookie != NULL &&
+		    cv_vault_session_authenticate(&app->vault, cookie, req->now,
+						  app->cfg->session_idle_timeout, &req->actor,
+						  &req->session, err) == 0)
+			req->has_session = 1;
+		OPENSSL_cleanse(buf, sizeof(buf));
+		err->text[0] = '\0';
+		return 0;
+	}
 	if (bearer != NULL) {
 		r = cv_vault_authenticate(&app->vault, bearer, req->now, &req->actor, err);
 		if (r < 0)
