@@ -90,6 +90,16 @@ struct cv_cert_record {
 	int64_t updated_at;
 	int64_t version;           /* 1 at import, one more at each renew or replace */
 	int64_t current_since;     /* when this version became current */
+	/* Read by get only (details); written by import and supersede. The access token names
+	 * of who made the certificate and who last changed it ("" when not recorded), and the
+	 * last revocation check of its current version: status as cv_revocation_status_name
+	 * ("" when never recorded), source, detail, when. */
+	char created_by[65];
+	char updated_by[65];
+	char revocation_status[16];
+	char revocation_source[320];
+	char revocation_detail[256];
+	int64_t revocation_checked_at;
 	/* Filled by get and list: the services using it, in name order (domains by get
 	 * only), and how many distinct domains those services have. */
 	size_t n_used_by;
@@ -380,6 +390,13 @@ int cv_store_jwk_remove(struct cv_store *store, const char *kid,
  * cert_id when it is not 0. Returns 0 (*ret_recs the caller's), CV_ERR_DB. */
 int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_record **ret_recs,
 		      size_t *ret_n);
+
+/* At most limit (1..1000) JWKs in kid order after the kid after (NULL: from the first),
+ * whatever their state: those linked to the certificate cert_id, or every JWK (cert_id 0),
+ * linked or not. *ret_n < limit: the last page. 0 (*ret_recs the caller's),
+ * CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
+int cv_store_jwk_page(struct cv_store *store, int64_t cert_id, const char *after,
+		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n);
 
 /* CRLs in the truststore: one per CA entry that issued it. */
 struct cv_crl_record {

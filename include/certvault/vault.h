@@ -90,6 +90,31 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
 			 struct cv_errmsg *err);
 
+/* What an import would find, without doing it (POST /v1/certificates/preview). */
+struct cv_preview_problem {
+	int code;                 /* the error the import would answer */
+	char message[256];
+};
+#define CV_PREVIEW_PROBLEMS_MAX 16
+struct cv_cert_preview {
+	struct cv_x509_info *info;  /* NULL when no certificate could be read */
+	struct cv_x509_info **chain;
+	size_t chain_length;
+	int has_key;                /* a private key was read */
+	int rev_checked;            /* rev holds the revocation check's answer */
+	struct cv_revocation rev;
+	size_t n_problems;          /* every problem, in the import's order (at most the max) */
+	struct cv_preview_problem problems[CV_PREVIEW_PROBLEMS_MAX];
+};
+/* Runs every check of cv_vault_cert_import on req (the name, the material, each x509
+ * check, the revocation check) whatever the others found, and stores nothing and touches
+ * no token object. Returns 0 and *ret_preview (the caller's; problems listed in it), or
+ * CV_ERR_DB, CV_ERR_NOMEM, CV_ERR_INTERNAL when the preview itself could not be made. */
+int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			  struct cv_cert_preview **ret_preview, struct cv_errmsg *err);
+/* Accepts NULL. */
+void cv_vault_cert_preview_free(struct cv_cert_preview *preview);
+
 /* Everything the details view shows. */
 struct cv_cert_view {
 	struct cv_cert_record *rec;
@@ -98,6 +123,11 @@ struct cv_cert_view {
 	int64_t expires_in_days;
 	size_t chain_length;      /* intermediates stored with the certificate */
 	char key_uri[512];
+	struct cv_x509_info **chain; /* each of them, in the stored order */
+	size_t n_jwks;            /* the JWKs linked to it, any state, in kid order */
+	struct cv_jwk_record *jwks;
+	size_t n_active_jwks;     /* of those, the active ones (a delete must choose for them) */
+	int served;               /* HTTPS serves it (server.tls_certificate): no delete */
 };
 void cv_vault_cert_view_free(struct cv_cert_view *view);
 

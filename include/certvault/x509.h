@@ -63,6 +63,14 @@ struct cv_x509_policy {
 int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 			 const struct cv_x509_policy *policy, struct cv_errmsg *err);
 
+/* The same checks as cv_x509_check_import, every one run whatever the others found (key
+ * NULL: those needing the key are left out; chain may be NULL): problem is called with the
+ * error and its message for each that fails, in that order. Returns how many failed, or
+ * CV_ERR_INTERNAL. For a preview, which must name every problem, not the first. */
+int cv_x509_check_import_all(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+			     const struct cv_x509_policy *policy,
+			     void (*problem)(void *arg, int code, const char *message), void *arg);
+
 /* Key kinds certvault holds. */
 enum cv_key_kind {
 	CV_KEY_RSA = 1,
@@ -107,6 +115,10 @@ void cv_x509_info_free(struct cv_x509_info *info);
 /* The certificate's SHA-256 fingerprint as cv_x509_info has it, for a certificate that may
  * still fail the checks. Returns 0 or CV_ERR_INTERNAL. */
 int cv_x509_sha256_fingerprint(X509 *cert, char ret[96]);
+/* The signature algorithm as a person reads it ("SHA-256 with RSA", "ECDSA with SHA-384")
+ * from cv_x509_info's OpenSSL long name; the name itself when it is not one certvault
+ * knows. Static. */
+const char *cv_x509_signature_algorithm_readable(const char *name);
 /* A deep copy of info into a new one. Returns 0 or CV_ERR_NOMEM. */
 int cv_x509_info_dup(const struct cv_x509_info *info, struct cv_x509_info **ret_info);
 

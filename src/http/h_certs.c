@@ -10,19 +10,6 @@
 #define PASSWORD_MAX 1024
 #define QUERY_MAX 256
 
-static const char *key_type_name(enum cv_key_kind kind)
-{
-	switch (kind) {
-	case CV_KEY_RSA:
-		return "RSA";
-	case CV_KEY_EC:
-		return "EC";
-	case CV_KEY_ED25519:
-		return "OKP";
-	}
-	return "unknown";
-}
-
 /* The services using a certificate: service and environment, and their domains when asked. */
 static json_t *used_by_json(const struct cv_cert_record *rec, int with_domains)
 {
@@ -73,37 +60,117 @@ static json_t *view_extend(json_t *o, const struct cv_cert_record *rec, const ch
 	return o;
 }
 
-/* The details view of DESIGN.md. */
-static json_t *view_json(const struct cv_cert_view *v, const char *etag)
+static json_t *jwk_state_json(const struct cv_jwk_record *j)
+{
+	return json_string(j->state == CV_JWK_ACTIVE ? "active" : "superseded");
+}
+
+/* The JWKs linked to the certificate: what a renew, replace or delete dialog names. */
+static json_t *linked_jwks_json(const struct cv_cert_view *v)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < v->n_jwks; i++)
+		if (json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:o, s:I}", "kid",
+						       v->jwks[i].kid, "alg", v->jwks[i].alg,
+						       "use", v->jwks[i].use, "state",
+						       jwk_state_json(&v->jwks[i]), "made_from_version",
+						       (json_int_t)v->jwks[i].cert_version)) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+/* The intermediates stored with the certificate, each with the shared certificate view. */
+static json_t *chain_json(const struct cv_cert_view *v, int64_t now, int64_t soon_seconds)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < v->chain_length; i++)
+		if (json_array_append_new(a, cert_info_status_json(v->chain[i], now,
+								   soon_seconds)) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+/* The last revocation check kept with the current version; null when none was kept. */
+static json_t *stored_revocation_json(const struct cv_cert_record *rec)
+{
+	if (rec->revocation_status[0] == '\0')
+		return json_null();
+	return json_pack("{s:s, s:o, s:s, s:o}", "status", rec->revocation_status, "source",
+			 string_or_null(rec->revocation_source[0] != '\0' ? rec->revocation_source
+									    : NULL),
+			 "detail", rec->revocation_detail, "checked_at",
+			 time_json(rec->revocation_checked_at));
+}
+
+/* What a delete needs and whether it can be done now, so the dialog is drawn before the
+ * first attempt: the word to type (the name when JWKs are linked, as the delete itself
+ * asks), and what stands in its way. */
+static json_t *delete_json(const struct cv_cert_view *v)
 {
 	const struct cv_cert_record *rec = v->rec;
-	const struct cv_x509_info *info = v->info;
+	json_t *services = json_array();
+	size_t i;
+
+	for (i = 0; services != NULL && i < rec->n_used_by; i++)
+		if (json_array_append_new(services, json_string(rec->used_by[i].service)) < 0) {
+			json_decref(services);
+			services = NULL;
+		}
+	return json_pack("{s:b, s:s, s:b, s:o, s:b}", "allowed",
+			 rec->n_used_by == 0 && !v->served, "confirmation",
+			 v->n_active_jwks > 0 ? rec->name : "delete", "jwk_action_required",
+			 v->n_active_jwks > 0, "blocked_by_services", services,
+			 "served_over_https", v->served != 0);
+}
+
+/* The details view of DESIGN.md: the certificate's own fields (the view every certificate
+ * shares), then what the vault knows about it. */
+static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t now,
+			 int64_t soon_seconds)
+{
+	const struct cv_cert_record *rec = v->rec;
 	char key_id[2 * CV_TOKEN_ID_LEN + 1];
+	json_t *o = cert_info_json(v->info), *extra;
+	const char *key;
+	json_t *value;
 
 	cv_hex_encode(rec->key_id, sizeof(rec->key_id), key_id);
-	return view_extend(json_pack(
-		"{s:s, s:s, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
-		" s:{s:s, s:i, s:o, s:s},"
-		" s:o, s:o, s:I, s:s, s:{s:s, s:s},"
-		" s:I, s:{s:s, s:s, s:s},"
-		" s:o, s:o}",
-		"name", rec->name, "description", rec->description, "common_name",
-		info->common_name, "domains", strings_json(info->domains, info->n_domains),
-		"ip_addresses", strings_json(info->ips, info->n_ips), "subject", info->subject,
-		"issuer", info->issuer, "serial_number", info->serial, "signature_algorithm",
-		info->signature_algorithm,
-		"public_key", "type", key_type_name(info->key_kind), "bits", info->key_bits,
-		"curve", string_or_null(info->key_curve[0] != '\0' ? info->key_curve : NULL),
-		"description",
-		info->key_description,
-		"valid_from", time_json(info->not_before), "valid_to", time_json(info->not_after),
-		"expires_in_days", (json_int_t)v->expires_in_days, "status",
-		cv_status_name(v->status), "fingerprints", "sha256", info->sha256_fingerprint,
-		"sha1", info->sha1_fingerprint,
-		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri",
-		v->key_uri, "id", key_id, "label", rec->name,
-		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at)),
-		rec, etag);
+	extra = json_pack(
+		"{s:s, s:s, s:I, s:s, s:I, s:{s:s, s:s, s:s}, s:o, s:o, s:o, s:o, s:o, s:o, s:I,"
+		" s:o, s:s, s:b, s:b, s:o}",
+		"name", rec->name, "description", rec->description, "expires_in_days",
+		(json_int_t)v->expires_in_days, "status", cv_status_name(v->status),
+		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri", v->key_uri, "id",
+		key_id, "label", rec->name, "created_at", time_json(rec->created_at),
+		"updated_at", time_json(rec->updated_at), "created_by",
+		string_or_null(rec->created_by[0] != '\0' ? rec->created_by : NULL), "updated_by",
+		string_or_null(rec->updated_by[0] != '\0' ? rec->updated_by : NULL), "revocation",
+		stored_revocation_json(rec), "jwks", linked_jwks_json(v), "jwk_count",
+		(json_int_t)v->n_jwks, "chain", chain_json(v, now, soon_seconds),
+		"delete_confirmation", v->n_active_jwks > 0 ? rec->name : "delete", "in_use",
+		rec->n_used_by > 0, "delete_allowed", rec->n_used_by == 0 && !v->served, "delete",
+		delete_json(v));
+	if (o == NULL || extra == NULL) {
+		json_decref(o);
+		json_decref(extra);
+		return NULL;
+	}
+	json_object_foreach(extra, key, value)
+		if (json_object_set(o, key, value) < 0) {
+			json_decref(o);
+			json_decref(extra);
+			return NULL;
+		}
+	json_decref(extra);
+	return view_extend(o, rec, etag);
 }
 
 /* Answers with the details view of a certificate and its ETag; *ret_view, when asked for,
@@ -119,7 +186,7 @@ static int view_response(struct cv_app *app, const char *name, int64_t now, int 
 	if (r < 0)
 		return r;
 	etag_of(view->rec->version, view->rec->sha256_fingerprint, res->etag, sizeof(res->etag));
-	r = res_json(res, status, view_json(view, res->etag));
+	r = res_json(res, status, view_json(view, res->etag, now, app->vault.soon_seconds));
 	if (r == 0 && ret_view != NULL) {
 		*ret_view = view;
 		view = NULL;
@@ -200,7 +267,10 @@ static int add_revocation(const struct cv_revocation *rev, struct cv_response *r
 	o = json_pack("{s:s, s:o, s:s}", "status", cv_revocation_status_name(rev->status),
 		      "source", string_or_null(rev->source[0] != '\0' ? rev->source : NULL),
 		      "detail", rev->detail);
-	if (o == NULL || json_object_set_new(res->json, "revocation", o) < 0)
+	/* The details read back after the change hold this same check with its time. */
+	if (o != NULL && json_is_object(json_object_get(res->json, "revocation")))
+		json_decref(o);
+	else if (o == NULL || json_object_set_new(res->json, "revocation", o) < 0)
 		return CV_ERR_NOMEM;
 	if (rev->status != CV_REV_UNKNOWN)
 		return 0;
@@ -262,6 +332,93 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 		r = add_chain_trust(app, rec->name, req->now, res, err);
 out:
 	cv_store_cert_free(rec);
+	json_decref(body); /* wiped on free: it held the key and the password */
+	return r;
+}
+
+/* The problems of a preview, each as the import would have answered it. */
+static json_t *problems_json(const struct cv_preview_problem *problems, size_t n)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < n; i++)
+		if (json_array_append_new(a, json_pack("{s:s, s:i, s:s}", "code",
+						       cv_http_error_code(problems[i].code),
+						       "status",
+						       cv_http_error_status(problems[i].code),
+						       "message", problems[i].message)) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+static json_t *preview_json(const struct cv_import_request *in, const struct cv_cert_preview *p,
+			    int64_t now, int64_t soon_seconds)
+{
+	json_t *cert = json_null(), *chain, *rev = json_null();
+	size_t i;
+
+	if (p->info != NULL) {
+		cert = cert_info_status_json(p->info, now, soon_seconds);
+		chain = json_array();
+		for (i = 0; chain != NULL && i < p->chain_length; i++)
+			if (json_array_append_new(chain, cert_info_status_json(p->chain[i], now,
+									      soon_seconds)) < 0) {
+				json_decref(chain);
+				chain = NULL;
+			}
+		if (cert == NULL || chain == NULL ||
+		    json_object_set_new(cert, "name", json_string(in->name)) < 0 ||
+		    json_object_set_new(cert, "description",
+					json_string(in->description != NULL ? in->description : "")) <
+			    0 ||
+		    json_object_set_new(cert, "has_private_key", json_boolean(p->has_key)) < 0 ||
+		    json_object_set_new(cert, "chain_length", json_integer((json_int_t)p->chain_length)) <
+			    0 ||
+		    json_object_set_new(cert, "chain", chain) < 0) {
+			json_decref(cert);
+			return NULL;
+		}
+	}
+	if (p->rev_checked)
+		rev = json_pack("{s:s, s:o, s:s}", "status", cv_revocation_status_name(p->rev.status),
+				"source",
+				string_or_null(p->rev.source[0] != '\0' ? p->rev.source : NULL),
+				"detail", p->rev.detail);
+	return json_pack("{s:b, s:b, s:o, s:o, s:o}", "ok", p->n_problems == 0, "stored", 0,
+			 "problems", problems_json(p->problems, p->n_problems), "certificate", cert,
+			 "revocation", rev);
+}
+
+int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { "name", "description", "certificate",
+					       "private_key", "password", "chain", "encoding",
+					       "pkcs12", "check_chain", NULL };
+	struct cv_import_request in = { 0 };
+	struct cv_cert_preview *p = NULL;
+	json_t *body = NULL;
+	int r, form, check = 0;
+
+	r = req_body_object(req, allowed, &body, &form, err);
+	if (r < 0)
+		goto out;
+	/* A malformed request is refused as the import refuses it; what it says is judged. */
+	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
+	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX * 4,
+				    &in.description, NULL, err)) < 0 ||
+	    (r = material_members(body, form, &in, err)) < 0 ||
+	    (r = check_chain_member(body, &check, err)) < 0)
+		goto out;
+	r = cv_vault_cert_preview(&app->vault, &in, req->now, &p, err);
+	if (r < 0)
+		goto out;
+	r = res_json(res, 200, preview_json(&in, p, req->now, app->vault.soon_seconds));
+out:
+	cv_vault_cert_preview_free(p);
 	json_decref(body); /* wiped on free: it held the key and the password */
 	return r;
 }

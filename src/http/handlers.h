@@ -14,6 +14,8 @@ int h_me(struct cv_app *app, const struct cv_request *req, struct cv_response *r
 	 struct cv_errmsg *err);
 int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err);
+int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err);
 int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
@@ -130,6 +132,14 @@ int res_json(struct cv_response *res, int status, json_t *body);
 json_t *time_json(int64_t t);
 json_t *strings_json(char *const *v, size_t n);
 json_t *string_or_null(const char *s);
+/* The view of a certificate's own fields every answer showing one shares (certview.c):
+ * common_name, domains, ip_addresses, subject, issuer, serial_number, signature_algorithm
+ * and its readable signature_algorithm_name, public_key {type, bits, curve, description},
+ * valid_from, valid_to, fingerprints {sha256, sha1}, is_ca; with status and
+ * expires_in_days at now in the second. NULL only when out of memory. */
+json_t *cert_info_json(const struct cv_x509_info *info);
+json_t *cert_info_status_json(const struct cv_x509_info *info, int64_t now,
+			      int64_t soon_seconds);
 /* The pagination arguments of a list: limit (default 50, 1 to 1000) and cursor (a name). */
 int req_page_args(const struct cv_request *req, int64_t *ret_limit, const char **ret_cursor,
 		  struct cv_errmsg *err);

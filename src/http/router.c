@@ -31,6 +31,8 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
 	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import" },
 	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL },
+	/* A preview changes nothing, so it writes no audit record; it may what an import may. */
+	{ "POST", "/v1/certificates/preview", CV_R_WRITE, CFG_BODY, h_cert_preview, NULL },
 	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL },
 	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit" },
 	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE, 0, h_cert_delete, "certificate.delete" },

@@ -14,7 +14,9 @@
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
 	"updated_at, version, current_since"
-#define COLS_FULL COLS_LIST ", cert_der, chain_pem"
+#define COLS_FULL                                                                        \
+	COLS_LIST ", cert_der, chain_pem, created_by, updated_by, revocation_status, "     \
+		  "revocation_source, revocation_detail, revocation_checked_at"
 
 #define LIST_LIMIT_MAX 1000
 
@@ -112,8 +114,22 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
 		r = store_dup_text(stmt, 18, &rec->chain_pem);
+		if (r == 0)
+			r = store_copy_text(stmt, 19, rec->created_by, sizeof(rec->created_by));
+		if (r == 0)
+			r = store_copy_text(stmt, 20, rec->updated_by, sizeof(rec->updated_by));
+		if (r == 0)
+			r = store_copy_text(stmt, 21, rec->revocation_status,
+					    sizeof(rec->revocation_status));
+		if (r == 0)
+			r = store_copy_text(stmt, 22, rec->revocation_source,
+					    sizeof(rec->revocation_source));
+		if (r == 0)
+			r = store_copy_text(stmt, 23, rec->revocation_detail,
+					    sizeof(rec->revocation_detail));
 		if (r < 0)
 			goto out;
+		rec->revocation_checked_at = sqlite3_column_int64(stmt, 24);
 	}
 	*ret_rec = rec;
 	rec = NULL;
@@ -410,9 +426,11 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 	static const char sql[] =
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
-		" not_before, not_after, key_id, created_at, updated_at, version, current_since)"
+		" not_before, not_after, key_id, created_at, updated_at, version, current_since,"
+		" created_by, updated_by, revocation_status, revocation_source, revocation_detail,"
+		" revocation_checked_at)"
 		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
-		" ?14)";
+		" ?14, ?16, ?16, ?17, ?18, ?19, ?20)";
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
@@ -463,6 +481,16 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 		rc = sqlite3_bind_int64(stmt, 14, rec->created_at);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 15, rec->updated_at);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 16, rec->created_by);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 17, rec->revocation_status);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 18, rec->revocation_source);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 19, rec->revocation_detail);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 20, rec->revocation_checked_at);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -635,7 +663,8 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 	if (r < 0)
 		goto out;
 	rc = sqlite3_prepare_v2(db,
-				"UPDATE certificates SET description = ?1, updated_at = ?2"
+				"UPDATE certificates SET description = ?1, updated_at = ?2,"
+				" updated_by = coalesce(?4, updated_by)"
 				" WHERE name = ?3 AND state = 1",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)
@@ -644,6 +673,9 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 		rc = sqlite3_bind_int64(stmt, 2, now);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, name);
+	/* Who changed it is who the audit record names (no record: left as it was). */
+	if (rc == SQLITE_OK && audit != NULL)
+		rc = store_bind_text(stmt, 4, audit->actor_name);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {

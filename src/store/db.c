@@ -200,7 +200,22 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX crls_issuer ON crls(issuer);",
-	/* 5 -> 6: console sessions (issue 12). The secret the browser holds in its cookie is
+	/* certificates: who made and who last changed each (the access token's name as the
+	 * audit record has it: '' for rows older than this step), and the last revocation
+	 * check's answer with its time (status '' = never recorded). The list sorts by
+	 * valid_to and updated_at with keyset paging: (state, key, name) indexes walk a page
+	 * in order without sorting, name being the unique tiebreak the cursor carries. */
+	"ALTER TABLE certificates ADD COLUMN created_by TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_status TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_source TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_detail TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_checked_at INTEGER NOT NULL DEFAULT 0;"
+	"CREATE INDEX certificates_state_not_after_name"
+	" ON certificates(state, not_after, name, not_before);"
+	"CREATE INDEX certificates_state_updated_name"
+	" ON certificates(state, updated_at, name);",
+	/* 6 -> 7: console sessions (issue 12). The secret the browser holds in its cookie is
 	 * never stored, only its SHA-256; a session acts as the API token it was opened with,
 	 * and goes with it. */
 	"CREATE TABLE console_sessions ("

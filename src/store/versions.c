@@ -207,6 +207,16 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 			rc = sqlite3_bind_int64(stmt, i, next->not_before);
 		else if (strcmp(p, ":not_after") == 0)
 			rc = sqlite3_bind_int64(stmt, i, next->not_after);
+		else if (strcmp(p, ":updated_by") == 0)
+			rc = store_bind_text(stmt, i, next->updated_by);
+		else if (strcmp(p, ":rev_status") == 0)
+			rc = store_bind_text(stmt, i, next->revocation_status);
+		else if (strcmp(p, ":rev_source") == 0)
+			rc = store_bind_text(stmt, i, next->revocation_source);
+		else if (strcmp(p, ":rev_detail") == 0)
+			rc = store_bind_text(stmt, i, next->revocation_detail);
+		else if (strcmp(p, ":rev_at") == 0)
+			rc = sqlite3_bind_int64(stmt, i, next->revocation_checked_at);
 		else if (strcmp(p, ":key_id") == 0)
 			rc = sqlite3_bind_blob(stmt, i, next->key_id, (int)sizeof(next->key_id),
 					       SQLITE_STATIC);
@@ -293,7 +303,10 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 		" subject = :subject, issuer = :issuer, serial = :serial,"
 		" sha256_fingerprint = :fp, key_description = :key_desc, primary_domain = :primary,"
 		" not_before = :not_before, not_after = :not_after, key_id = :key_id,"
-		" version = version + 1, current_since = :now, updated_at = :now WHERE id = :id",
+		" version = version + 1, current_since = :now, updated_at = :now,"
+		" updated_by = :updated_by, revocation_status = :rev_status,"
+		" revocation_source = :rev_source, revocation_detail = :rev_detail,"
+		" revocation_checked_at = :rev_at WHERE id = :id",
 		"DELETE FROM certificate_domains WHERE cert_id = :id",
 		"DELETE FROM key_journal WHERE key_id = :key_id",
 	};

@@ -1,4 +1,5 @@
 /* Certificate use cases: import, details, edit, delete, export. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -216,6 +217,20 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 	r = record_from_cert(req, cert, chain, info, now, &rec);
 	if (r < 0)
 		goto out;
+	/* The details keep who did it and what the check found, with the row it made. */
+	if (audit != NULL) {
+		snprintf(rec->created_by, sizeof(rec->created_by), "%s", audit->entry.actor_name);
+		snprintf(rec->updated_by, sizeof(rec->updated_by), "%s", audit->entry.actor_name);
+	}
+	if (ret_rev != NULL) {
+		snprintf(rec->revocation_status, sizeof(rec->revocation_status), "%s",
+			 cv_revocation_status_name(ret_rev->status));
+		snprintf(rec->revocation_source, sizeof(rec->revocation_source), "%s",
+			 ret_rev->source);
+		snprintf(rec->revocation_detail, sizeof(rec->revocation_detail), "%s",
+			 ret_rev->detail);
+		rec->revocation_checked_at = now;
+	}
 	*ret_rec = rec;
 	*ret_key = key;
 	rec = NULL;
@@ -333,8 +348,15 @@ int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **r
 
 void cv_vault_cert_view_free(struct cv_cert_view *view)
 {
+	size_t i;
+
 	if (view == NULL)
 		return;
+
+	for (i = 0; view->chain != NULL && i < view->chain_length; i++)
+		cv_x509_info_free(view->chain[i]);
+	free(view->chain);
+	cv_store_jwks_free(view->jwks, view->n_jwks);
 	cv_store_cert_free(view->rec);
 	cv_x509_info_free(view->info);
 	free(view);
@@ -345,11 +367,153 @@ uint64_t cv_vault_certs_generation(struct cv_vault *v)
 	return cv_store_certs_generation(v->store);
 }
 
+/* The details of each intermediate stored with a certificate, into view->chain (as many as
+ * view->chain_length, which is set to what was read). The vault wrote the text, so a
+ * failure is the database's content gone wrong. */
+/* The details of each certificate of chain into a new *ret_infos (*ret_n of them, each
+ * freed with cv_x509_info_free, the array with free). */
+static int infos_of(STACK_OF(X509) *chain, struct cv_x509_info ***ret_infos, size_t *ret_n)
+{
+	size_t i, n = chain != NULL ? (size_t)sk_X509_num(chain) : 0;
+	int r;
+
+	*ret_n = 0;
+	*ret_infos = calloc(n > 0 ? n : 1, sizeof(**ret_infos));
+	if (*ret_infos == NULL)
+		return CV_ERR_NOMEM;
+	for (i = 0; i < n; i++) {
+		r = cv_x509_info_new(sk_X509_value(chain, (int)i), &(*ret_infos)[i]);
+		if (r < 0)
+			return r;
+		*ret_n = i + 1;
+	}
+	return 0;
+}
+
+static int chain_infos(const char *pem, struct cv_cert_view *view, struct cv_errmsg *err)
+{
+	STACK_OF(X509) *chain = NULL;
+	int r;
+
+	view->chain_length = 0;
+	if (pem == NULL || pem[0] == '\0')
+		return 0;
+	r = cv_x509_chain_parse(pem, strlen(pem), CV_ENC_PEM, &chain, err);
+	if (r < 0)
+		return cv_errmsg_set(err, CV_ERR_DB, "the stored chain cannot be read");
+	r = infos_of(chain, &view->chain, &view->chain_length);
+	if (r < 0)
+		cv_errmsg_set(err, r == CV_ERR_NOMEM ? r : CV_ERR_DB,
+			      "the stored chain cannot be read");
+	sk_X509_pop_free(chain, X509_free);
+	return r;
+}
+
+void cv_vault_cert_preview_free(struct cv_cert_preview *p)
+{
+	size_t i;
+
+	if (p == NULL)
+		return;
+	for (i = 0; p->chain != NULL && i < p->chain_length; i++)
+		cv_x509_info_free(p->chain[i]);
+	free(p->chain);
+	cv_x509_info_free(p->info);
+	free(p);
+}
+
+static void preview_problem(void *arg, int code, const char *message)
+{
+	struct cv_cert_preview *p = arg;
+	struct cv_preview_problem *pp;
+
+	if (p->n_problems == CV_PREVIEW_PROBLEMS_MAX)
+		return;
+	pp = &p->problems[p->n_problems++];
+	pp->code = code;
+	snprintf(pp->message, sizeof(pp->message), "%s", message != NULL ? message : "");
+}
+
+int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			  struct cv_cert_preview **ret_preview, struct cv_errmsg *err)
+{
+	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures };
+	struct cv_cert_preview *p;
+	struct cv_cert_record *existing = NULL;
+	struct cv_errmsg why = { "" };
+	STACK_OF(X509) *chain = NULL;
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return CV_ERR_NOMEM;
+	/* The name, as the import judges it; a name in use is a problem like any other. */
+	if (vault_check_name(req->name, &why) < 0)
+		preview_problem(p, CV_ERR_INVALID_NAME, why.text);
+	else if (strcmp(req->name, "summary") == 0)
+		preview_problem(p, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
+	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX)
+		preview_problem(p, CV_ERR_BAD_REQUEST, "description is too long");
+	/* What parses is shown even when the rest does not (a key with a wrong password
+	 * still lets the certificate be seen). */
+	r = parse_material(req, &cert, &key, &chain, &why);
+	if (r < 0)
+		preview_problem(p, r, why.text);
+	p->has_key = key != NULL;
+	if (cert != NULL) {
+		r = cv_x509_info_new(cert, &p->info);
+		if (r == 0)
+			r = infos_of(chain, &p->chain, &p->chain_length);
+		if (r == CV_ERR_NOMEM)
+			goto out;
+		if (r < 0)
+			preview_problem(p, CV_ERR_BAD_ENCODING, "the certificate's fields cannot be read");
+		else if (cv_x509_check_import_all(cert, key, chain, &policy, preview_problem, p) < 0) {
+			r = CV_ERR_INTERNAL;
+			goto out;
+		}
+		if (p->info != NULL) {
+			r = vault_revocation_check(v, cert, p->info->issuer, chain, now, &p->rev,
+						   &why);
+			if (r == CV_ERR_REVOKED || r == CV_ERR_REVOCATION_UNKNOWN)
+				preview_problem(p, r, why.text);
+			else if (r < 0) {
+				r = cv_errmsg_set(err, r, "%s", why.text);
+				goto out;
+			}
+			p->rev_checked = 1;
+		}
+	}
+	/* Last, as the import finds it: when its row would be written. */
+	if (vault_check_name(req->name, &why) == 0) {
+		r = cv_store_cert_get(v->store, req->name, &existing);
+		if (r == 0)
+			preview_problem(p, CV_ERR_NAME_TAKEN, "a certificate of that name exists");
+		else if (r != CV_ERR_NOT_FOUND) {
+			r = cv_errmsg_set(err, r, "the database could not be read");
+			goto out;
+		}
+	}
+	*ret_preview = p;
+	p = NULL;
+	r = 0;
+out:
+	cv_store_cert_free(existing);
+	cv_vault_cert_preview_free(p);
+	sk_X509_pop_free(chain, X509_free);
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	return r;
+}
+
 int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 		      struct cv_cert_view **ret_view, struct cv_errmsg *err)
 {
 	struct cv_cert_view *view;
 	X509 *cert = NULL;
+	size_t i;
 	int r;
 
 	view = calloc(1, sizeof(*view));
@@ -371,6 +535,18 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 	/* The vault wrote the chain (chain_to_pem): its blocks need not be decoded to be
 	 * counted. */
 	view->chain_length = cv_x509_pem_cert_count(view->rec->chain_pem);
+	r = chain_infos(view->rec->chain_pem, view, err);
+	if (r < 0)
+		goto out;
+	r = cv_store_jwk_page(v->store, view->rec->id, NULL, 1000, &view->jwks, &view->n_jwks);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the database could not be read");
+		goto out;
+	}
+	for (i = 0; i < view->n_jwks; i++)
+		if (view->jwks[i].state == CV_JWK_ACTIVE)
+			view->n_active_jwks++;
+	view->served = v->served != NULL && strcmp(v->served, view->rec->name) == 0;
 	view->status = cv_status_at((time_t)view->rec->not_before, (time_t)view->rec->not_after,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);
