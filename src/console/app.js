@@ -1,5 +1,5 @@
 /* certvault console: one page over the public API, no build step, no library.
- * Every piece of text from the server is put in the page with textContent (never innerHTML),
+ * Every piece of text from the server is put in the page with textContent (never parsed as HTML),
  * so a name or description holding HTML is shown as text. The API token typed at sign-in is
  * sent once to POST /v1/session and never kept: the session is an HttpOnly cookie the page
  * cannot read; changes carry the session's CSRF token in X-CSRF-Token. */
@@ -132,6 +132,12 @@
     document.title = title + ' · certvault';
     main.focus({ preventScroll: true });
   }
+  /* Whether this certvaultd serves a route to this role (GET /v1/me lists them): the console
+   * offers what the server has, and asks nothing it would refuse. */
+  function hasRoute(method, path) {
+    const list = state.me?.allowed;
+    return Array.isArray(list) && list.some((r) => r.method === method && r.path === path);
+  }
   function can(what) {
     const me = state.me || {};
     if (what === 'write') return me.can_write ?? (me.role === 'admin' || me.role === 'operator');
@@ -193,7 +199,9 @@
   function dialog(title, body, opts = {}) {
     const dlg = h('dialog', { class: 'dlg' + (opts.wide ? ' wide' : ''), 'aria-labelledby': 'dlg-title' },
       h('h2', { id: 'dlg-title', text: title }), body);
-    document.getElementById('dialog-host').replaceChildren(dlg);
+    // Appended, not replacing: a choice or a confirmation opens over the dialog that asked
+    // for it, which keeps what was typed in it.
+    document.getElementById('dialog-host').append(dlg);
     dlg.addEventListener('close', () => { dlg.remove(); opts.onclose?.(); });
     dlg.showModal();
     const first = dlg.querySelector('input:not([type=hidden]):not([readonly]), textarea, select, button.primary');
@@ -282,7 +290,13 @@
   const routes = [
     [/^\/$/, overview],
     [/^\/certificates$/, certificates],
-    [/^\/import$/, (p, q) => { certificates(p, q); importDialog(); }],
+    [/^\/import$/, (p, q) => {
+      // The dialog opens over the list, which is then the address (closing it goes nowhere).
+      history.replaceState(null, '', '#/certificates');
+      markNav();
+      certificates(p, q);
+      importDialog();
+    }],
     [/^\/certificates\/([^/]+)$/, details],
     [/^\/services$/, services],
     [/^\/jwks$/, jwks],
@@ -296,6 +310,9 @@
     const hash = location.hash.replace(/^#/, '') || '/';
     const [path, qs] = hash.split('?');
     const q = new URLSearchParams(qs || '');
+    state.seq = (state.seq || 0) + 1; // a screen still loading for an older address draws nothing
+    // A new address is a new screen: a dialog of the old one goes with it.
+    for (const d of document.querySelectorAll('#dialog-host dialog')) { d.close(); d.remove(); }
     markNav();
     for (const [re, fn] of routes) {
       const m = path.match(re);
@@ -312,19 +329,15 @@
 
   /* ---------- 1. overview ---------- */
   async function overview() {
+    const seq = state.seq;
     loading('Overview');
     const [sum, health] = await Promise.all([api('GET', '/v1/certificates/summary'),
       api('GET', '/v1/health').catch((e) => ({ error: e }))]);
-    let soon;
-    try {
-      soon = (await api('GET', '/v1/certificates' + query({ sort: 'valid_to', order: 'asc', limit: 5 }))).items;
-    } catch (e) {
-      if (e.status !== 400) throw e;
-      // Without sort in the list: what expired and what expires soon, nearest first.
-      const [a, b] = await Promise.all([api('GET', '/v1/certificates?status=expired&limit=5'),
-        api('GET', '/v1/certificates?status=expires_soon&limit=5')]);
-      soon = a.items.concat(b.items).sort((x, y) => x.expires_in_days - y.expires_in_days).slice(0, 5);
-    }
+    // What expired and what expires soon, nearest first.
+    const [a, b] = await Promise.all([api('GET', '/v1/certificates?status=expired&limit=5'),
+      api('GET', '/v1/certificates?status=expires_soon&limit=5')]);
+    const soon = a.items.concat(b.items).sort((x, y) => x.expires_in_days - y.expires_in_days).slice(0, 5);
+    if (seq !== state.seq) return;
     const cards = [['In use', sum.in_use, 'in_use=true'], ['Not in use', sum.not_in_use, 'in_use=false'],
       ['Expired', sum.expired, 'status=expired'], ['Expiring soon', sum.expires_soon, 'status=expires_soon'],
       ['Upcoming', sum.upcoming, 'status=upcoming'], ['Total', sum.total, '']];
@@ -374,7 +387,8 @@
       can('write') ? button('Import certificate', () => importDialog(), 'primary') : null);
     const body = h('div', {}, h('p', { class: 'loading', text: 'Loading…' }));
     page('Certificates', head, filters, body);
-    const list = await api('GET', '/v1/certificates' + query({ ...filter, limit: 50, cursor }));
+    const limit = Math.min(Math.max(parseInt(q.get('limit') || '50', 10) || 50, 1), 1000);
+    const list = await api('GET', '/v1/certificates' + query({ ...filter, limit, cursor }));
     const rows = list.items.map((c) => h('tr', {},
       h('td', {}, link(certHref(c.name), c.name)),
       h('td', { class: 'domains', text: (c.domains || [c.domain]).filter(Boolean).join(', ') || '—' }),
@@ -467,7 +481,7 @@
     return { json: body };
   }
   /* Shows an API refusal next to the field it concerns; the form keeps what was typed. */
-  function showRefusal(form, e) {
+  function showRefusal(form, e, keep) {
     const isFile = form.querySelector('input[name=source]:checked')?.value === 'file';
     const known = REFUSALS[e.code];
     let fieldName = known ? known[0] : null;
@@ -478,6 +492,10 @@
     }
     if (fieldName && isFile && ['certificate', 'private_key', 'chain'].includes(fieldName)) fieldName += '_file';
     const text = known ? `${known[1]} ${msg}` : explain(e);
+    if (fieldName) {
+      const box = form.querySelector(`.field[data-field="${fieldName}"] .field-error`);
+      if (keep && box && !box.hidden) { box.textContent += ' ' + text; return; }
+    }
     if (!fieldName || !setFieldError(form, fieldName, text)) formError(form, text);
     form.querySelector('[aria-invalid=true]')?.focus();
   }
@@ -485,8 +503,26 @@
     const name = h('input', { name: 'name', required: true, autocomplete: 'off', maxlength: 64, pattern: '[A-Za-z0-9\\-]{1,64}' });
     const form = h('form', { novalidate: true }, field('Name', name, 'Letters, digits and hyphens, up to 64.'),
       field('Description', h('input', { name: 'description', maxlength: 1024 })));
-    form.append(...sourceFields(form), actions(h('button', { type: 'submit', class: 'primary', text: 'Import' }),
+    const verdict = h('div', { class: 'preview', 'aria-live': 'polite' });
+    form.append(...sourceFields(form), verdict, actions(h('button', { type: 'submit', class: 'primary', text: 'Import' }),
+      hasRoute('POST', '/v1/certificates/preview') ? button('Check first', () => check()) : null,
       button('Cancel', () => dlg.close())));
+    // Every check of an import, run by the server without storing anything: each problem is
+    // shown at its field, and what would be stored is shown when there is none.
+    async function check() {
+      clearErrors(form);
+      verdict.replaceChildren();
+      const b = sourceBody(form, { name: name.value, description: form.elements.description.value || undefined });
+      if (b.missing) { setFieldError(form, b.missing, 'A certificate is needed.'); return; }
+      try {
+        const r = await api('POST', '/v1/certificates/preview', b);
+        for (const p of r.problems || []) showRefusal(form, new ApiError(p.status, p.code, p.message), true);
+        const c = r.certificate;
+        verdict.replaceChildren(r.ok ? h('p', { class: 'notice ok-note', text: 'Every check passed: nothing is stored until you import.' })
+          : h('p', { class: 'form-error', text: `${(r.problems || []).length} problem(s) found: see the fields above.` }),
+        c ? h('p', { class: 'hint', text: `${(c.domains || []).join(', ') || c.subject || 'no domain'} · ${c.public_key?.description || ''} · valid to ${c.valid_to}` }) : null);
+      } catch (e) { showRefusal(form, e); }
+    }
     name.addEventListener('input', () => {
       clearErrors(form);
       if (name.value && !validName(name.value)) setFieldError(form, 'name', REFUSALS.invalid_name[1]);
@@ -506,9 +542,7 @@
         location.hash = certHref(c.name);
       } catch (e) { showRefusal(form, e); } finally { go.disabled = false; }
     });
-    const dlg = dialog('Import a certificate', form, {
-      wide: true, onclose: () => { if (location.hash.startsWith('#/import')) location.hash = '#/certificates'; },
-    });
+    const dlg = dialog('Import a certificate', form, { wide: true });
   }
   function validName(s) { return NAME_RE.test(s) && s !== 'summary'; }
 
@@ -578,10 +612,12 @@
 
   /* ---------- 4. details ---------- */
   async function details([name]) {
+    const seq = state.seq;
     loading(name);
     const enc = encodeURIComponent(name);
     const [d, versions] = await Promise.all([api('GET', '/v1/certificates/' + enc),
       api('GET', `/v1/certificates/${enc}/versions`).catch(() => null)]);
+    if (seq !== state.seq) return;
     const used = d.used_by || [];
     const key = d.key || {};
     const prot = key.attributes || key;
@@ -655,7 +691,7 @@
     const enc = encodeURIComponent(name);
     const d = await api('GET', '/v1/certificates/' + enc);
     const used = d.used_by || [];
-    if (used.length || d.delete_confirmation?.allowed === false) {
+    if (used.length || d.delete_allowed === false) {
       const dlg = dialog(`${name} cannot be deleted`, h('div', {},
         h('p', { text: 'A certificate in use cannot be deleted. These services use it: unbind it from them (or bind them to another certificate) first.' }),
         h('ul', {}, used.map((u) => h('li', {}, link('#/services?environment=' + encodeURIComponent(u.environment), u.service), ` (${u.environment})`))),
@@ -795,12 +831,14 @@
 
   /* ---------- 8. JWKs ---------- */
   async function jwks() {
+    const seq = state.seq;
     loading('JWKs');
     // The public JWKS document names the active JWKs; each one's link and state come from
     // GET /v1/jwks/{kid}.
     const doc = await api('GET', '/v1/jwks');
     const keys = (typeof doc === 'string' ? JSON.parse(doc) : doc).keys || [];
     const items = await Promise.all(keys.map((k) => api('GET', '/v1/jwks/' + encodeURIComponent(k.kid)).catch(() => ({ kid: k.kid, jwk: k }))));
+    if (seq !== state.seq) return;
     const rows = items.map((j) => {
       const jwk = j.jwk || j;
       const cert = j.certificate || j.link?.certificate || null;
@@ -844,8 +882,10 @@
 
   /* ---------- 9. truststore ---------- */
   async function truststore() {
+    const seq = state.seq;
     loading('Truststore');
     const [list, crls] = await Promise.all([api('GET', '/v1/truststore'), api('GET', '/v1/truststore/crls')]);
+    if (seq !== state.seq) return;
     const rows = list.items.map((t) => h('tr', {},
       h('td', {}, button(t.alias, () => trustDetails(t.alias), 'link')), h('td', { text: t.subject || '—' }), h('td', { text: t.issuer || '—' }),
       h('td', {}, when(t.valid_to)), h('td', {}, badge(t.status)),
@@ -899,10 +939,11 @@
       h('option', { value: 'all', text: 'every CA presented' }), [0, 1, 2, 3].map((i) => h('option', { value: String(i), text: `position ${i}${i === 0 ? " (the server's own)" : ''}` }))));
     const preview = h('div', { class: 'preview', 'aria-live': 'polite' });
     const previewBtn = button('Preview', () => doPreview());
+    const canPreview = hasRoute('POST', '/v1/truststore/preview');
     const show = () => {
       const m = form.querySelector('input[name=source]:checked').value;
       paste.hidden = m !== 'paste'; file.hidden = m !== 'file'; url.hidden = m !== 'url'; keep.hidden = m !== 'url';
-      previewBtn.hidden = m !== 'url';
+      previewBtn.hidden = m !== 'url' || !canPreview;
     };
     mode.addEventListener('change', show);
     async function body() {
@@ -933,8 +974,7 @@
           h('td', { text: t.alias || '—' }), h('td', { text: t.subject || '—' }), h('td', { text: t.issuer || '—' }), h('td', {}, when(t.valid_to)))), 'Preview'));
       } catch (e) {
         preview.replaceChildren();
-        if (e.status === 404 || e.status === 405) preview.replaceChildren(h('p', { class: 'notice', text: 'This certvaultd cannot preview a fetch: Add saves what the server presents, and you can delete it after.' }));
-        else if (!setFieldError(form, fieldOf(e), (REFUSALS[e.code]?.[1] || '') + ' ' + e.message)) formError(form, explain(e));
+        if (!setFieldError(form, fieldOf(e), (REFUSALS[e.code]?.[1] || '') + ' ' + e.message)) formError(form, explain(e));
       }
     }
     const form = h('form', { novalidate: true, onsubmit: async (ev) => {
@@ -1056,8 +1096,10 @@
   /* ---------- 12. API tokens ---------- */
   async function tokens() {
     if (!can('admin')) { page('API tokens', h('p', { class: 'error', text: 'Only an admin manages API tokens.' })); return; }
+    const seq = state.seq;
     loading('API tokens');
     const list = await api('GET', '/v1/tokens');
+    if (seq !== state.seq) return;
     const rows = list.items.map((t) => h('tr', { class: t.state === 'active' ? '' : 'muted' },
       h('td', { text: t.name }), h('td', {}, h('code', { text: t.id })), h('td', { text: t.role }), h('td', { text: t.state }),
       h('td', {}, when(t.created_at)), h('td', {}, t.expires_at ? when(t.expires_at) : 'never'),
