@@ -54,6 +54,10 @@
     }
     return el;
   }
+  /* Replaces el's content with kids, leaving out the absent ones (null would become text). */
+  function put(el, ...kids) {
+    el.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+  }
   let uid = 0;
   function field(label, input, hint) {
     input.id = input.id || 'f' + (++uid);
@@ -124,7 +128,9 @@
     return h('div', { class: 'table-wrap' },
       h('table', {},
         caption ? h('caption', { class: 'sr-only', text: caption }) : null,
-        h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col', text: x })))),
+        // A header starting with "~" names a column a narrow window leaves out (its cells
+        // are class "opt" too).
+        h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col', text: x.replace(/^~/, ''), class: x.startsWith('~') ? 'opt' : null })))),
         h('tbody', {}, rows)));
   }
   function page(title, ...kids) {
@@ -393,18 +399,18 @@
       h('td', {}, link(certHref(c.name), c.name)),
       h('td', { class: 'domains', text: (c.domains || [c.domain]).filter(Boolean).join(', ') || '—' }),
       h('td', { text: (c.used_by || []).map((u) => `${u.service} (${u.environment})`).join(', ') || '—' }),
-      h('td', { class: 'num', text: String(c.custom_domains ?? 0) }),
-      h('td', {}, when(c.updated_at)),
+      h('td', { class: 'num opt', text: String(c.custom_domains ?? 0) }),
+      h('td', { class: 'opt' }, when(c.updated_at)),
       h('td', {}, badge(c.status)),
       h('td', { class: 'num', text: days(c.expires_in_days) }),
-      h('td', { text: c.key_type || '—' }),
+      h('td', { class: 'opt', text: c.key_type || '—' }),
       h('td', {}, rowMenu(c))));
     const nav = h('nav', { class: 'pager', 'aria-label': 'Pages' },
       cursor ? button('← First page', () => { state.cursors = []; setQ({ cursor: '' }); }) : null,
       list.next_cursor ? button('Next page →', () => { state.cursors.push(cursor); setQ({ cursor: list.next_cursor }); }) : null,
       typeof list.total === 'number' ? h('span', { class: 'total', text: `${list.total} in all` }) : null);
-    body.replaceChildren(rows.length ? table(['Name', 'Domains', 'Used by', 'Custom domains', 'Updated',
-      'Status', 'Expires in', 'Key', 'Actions'], rows, 'Certificates') :
+    put(body, rows.length ? table(['Name', 'Domains', 'Used by', '~Custom domains', '~Updated',
+      'Status', 'Expires in', '~Key', 'Actions'], rows, 'Certificates') :
       empty(filter.q || filter.status || filter.in_use ? 'No certificate matches these filters.' :
         'No certificates yet.' + (can('write') ? ' Import the first one.' : '')), nav);
   }
@@ -511,14 +517,14 @@
     // shown at its field, and what would be stored is shown when there is none.
     async function check() {
       clearErrors(form);
-      verdict.replaceChildren();
+      put(verdict);
       const b = sourceBody(form, { name: name.value, description: form.elements.description.value || undefined });
       if (b.missing) { setFieldError(form, b.missing, 'A certificate is needed.'); return; }
       try {
         const r = await api('POST', '/v1/certificates/preview', b);
         for (const p of r.problems || []) showRefusal(form, new ApiError(p.status, p.code, p.message), true);
         const c = r.certificate;
-        verdict.replaceChildren(r.ok ? h('p', { class: 'notice ok-note', text: 'Every check passed: nothing is stored until you import.' })
+        put(verdict, r.ok ? h('p', { class: 'notice ok-note', text: 'Every check passed: nothing is stored until you import.' })
           : h('p', { class: 'form-error', text: `${(r.problems || []).length} problem(s) found: see the fields above.` }),
         c ? h('p', { class: 'hint', text: `${(c.domains || []).join(', ') || c.subject || 'no domain'} · ${c.public_key?.description || ''} · valid to ${c.valid_to}` }) : null);
       } catch (e) { showRefusal(form, e); }
@@ -743,7 +749,7 @@
         button('Edit', () => serviceDialog(s), 'small'), button('Bind', () => bindDialog(s), 'small'),
         s.certificate ? button('Unbind', () => unbind(s), 'small') : null,
         button('Delete', () => deleteService(s), 'small danger')] : null)));
-    body.replaceChildren(rows.length ? table(['Service', 'Environment', 'Domains', 'Certificate', ''], rows, 'Services')
+    put(body, rows.length ? table(['Service', 'Environment', 'Domains', 'Certificate', ''], rows, 'Services')
       : empty(env ? `No service in ${env}.` : 'No services yet.'),
     list.next_cursor ? h('nav', { class: 'pager' }, link('#/services' + query({ environment: env, cursor: list.next_cursor }), 'Next page →')) : null);
   }
@@ -808,7 +814,7 @@
       box.replaceChildren(...s.domains.map((d) => h('li', { class: missing.includes(d) ? 'bad' : 'ok', text: `${d}: ${missing.includes(d) ? 'not covered' : 'covered'}` })));
       form.querySelector('.field[data-field=certificate]').append(box);
     }
-    list.replaceChildren(cands.length ? table(['', 'Certificate', 'Covers', 'Status', 'Expires in'], cands.map((c) => {
+    put(list, cands.length ? table(['', 'Certificate', 'Covers', 'Status', 'Expires in'], cands.map((c) => {
       const all = c.domains.size === s.domains.length;
       const missing = s.domains.filter((d) => !c.domains.has(d));
       return h('tr', { class: all ? '' : 'partial' },
@@ -966,14 +972,14 @@
     async function doPreview() {
       clearErrors(form);
       const b = await body();
-      preview.replaceChildren(h('p', { class: 'loading', text: 'Fetching the chain…' }));
+      put(preview, h('p', { class: 'loading', text: 'Fetching the chain…' }));
       try {
         const r = await api('POST', '/v1/truststore/preview', { json: b });
         const items = r.items || r.chain || [];
-        preview.replaceChildren(h('h3', { text: 'Would be added' }), table(['Alias', 'Subject', 'Issuer', 'Valid to'], items.map((t) => h('tr', {},
+        put(preview, h('h3', { text: 'Would be added' }), table(['Alias', 'Subject', 'Issuer', 'Valid to'], items.map((t) => h('tr', {},
           h('td', { text: t.alias || '—' }), h('td', { text: t.subject || '—' }), h('td', { text: t.issuer || '—' }), h('td', {}, when(t.valid_to)))), 'Preview'));
       } catch (e) {
-        preview.replaceChildren();
+        put(preview);
         if (!setFieldError(form, fieldOf(e), (REFUSALS[e.code]?.[1] || '') + ' ' + e.message)) formError(form, explain(e));
       }
     }
@@ -1066,13 +1072,13 @@
     const verdict = h('div', { class: 'verdict', 'aria-live': 'polite' });
     const body = h('div', {}, h('p', { class: 'loading', text: 'Loading…' }));
     page('Audit trail', h('div', { class: 'head-actions' }, button('Verify the chain', async () => {
-      verdict.replaceChildren(h('p', { class: 'loading', text: 'Walking the chain…' }));
+      put(verdict, h('p', { class: 'loading', text: 'Walking the chain…' }));
       try {
         const v = await api('GET', '/v1/audit/verify');
-        verdict.replaceChildren(h('p', { class: v.intact ? 'ok' : 'bad', text: v.intact ? `Intact: ${v.records} records.`
+        put(verdict, h('p', { class: v.intact ? 'ok' : 'bad', text: v.intact ? `Intact: ${v.records} records.`
           : `Broken at record ${v.first_bad}: ${v.reason || ''}` }), h('p', {}, 'Head hash: ', h('code', { class: 'wrap', text: v.head || '—' }),
           ' ', copyButton(v.head || '')));
-      } catch (e) { verdict.replaceChildren(h('p', { class: 'error', text: explain(e) })); }
+      } catch (e) { put(verdict, h('p', { class: 'error', text: explain(e) })); }
     }, 'primary')), verdict, filters, body);
     const list = await api('GET', '/v1/audit' + query({ ...f, limit: 50 }));
     const rows = list.items.map((r) => h('tr', { class: r.outcome === 'done' ? '' : 'refused' },
@@ -1080,7 +1086,7 @@
       h('td', { text: r.action }), h('td', { text: r.target || '—' }), h('td', { text: r.outcome + (r.error ? ` (${r.error})` : '') }),
       h('td', {}, h('code', { text: r.request_id || '' }))));
     const next = { ...Object.fromEntries(Object.entries(f).filter(([k]) => k !== 'cursor')), cursor: list.next_cursor };
-    body.replaceChildren(rows.length ? table(['#', 'When', 'Actor', 'Action', 'Target', 'Outcome', 'Request'], rows, 'Audit records') : empty('No record matches.'),
+    put(body, rows.length ? table(['#', 'When', 'Actor', 'Action', 'Target', 'Outcome', 'Request'], rows, 'Audit records') : empty('No record matches.'),
       h('nav', { class: 'pager' }, f.cursor ? link('#/audit' + query({ ...next, cursor: '' }), '← First page') : null, ' ',
         list.next_cursor && rows.length === 50 ? link('#/audit' + query(next), 'Next page →') : null));
   }
