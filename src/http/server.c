@@ -327,13 +327,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 							   MHD_HTTP_HEADER_AUTHORIZATION);
 	x->req.cookie = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE);
 	x->req.csrf_token = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-CSRF-Token");
-	{
-		const union MHD_ConnectionInfo *ci =
-			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
-
-		x->req.tls = ci != NULL && srv->tls_daemon != NULL &&
-			     ci->daemon == srv->tls_daemon;
-	}
+	/* Only a connection of the HTTPS daemon has a GnuTLS session (the daemon a connection
+	 * names is its pool thread's, not the one started). */
+	x->req.tls = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
 	x->req.body = x->body;
 	x->req.body_len = x->len;
 	x->req.now = (int64_t)time(NULL);

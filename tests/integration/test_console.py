@@ -208,6 +208,51 @@ class ConsoleTest(VaultTestCase):
         self.assertEqual(st, 401)
 
 
+class HttpsSessionTest(VaultTestCase):
+    """Over the HTTPS listener the cookie is Secure and __Host- prefixed."""
+
+    def test_cookie_over_https(self):
+        import re
+        import ssl
+        m = Material(self.tmp, "console-tls", cn="localhost", san="localhost")
+        st, _, body = self.vault.import_cert("console-tls", m)
+        self.assertEqual(st, 201, body)
+        self.vault.stop()
+        self.vault.start({"CERTVAULT_SERVER_TLS_CERTIFICATE": "console-tls",
+                          "CERTVAULT_SERVER_TLS_PORT": "0"})
+        port = int(re.search(r"listening on https://127\.0\.0\.1:(\d+)",
+                             self.vault.log()).group(1))
+        ctx = ssl.create_default_context(cafile=m.cert_path)
+
+        def https(method, path, body=None, headers=None):
+            conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=60)
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            conn.close()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+        st, h, data = https("POST", "/v1/session", json.dumps({"token": self.vault.admin_token}),
+                            {"Content-Type": "application/json"})
+        self.assertEqual(st, 201, data)
+        cookie = h["set-cookie"]
+        self.assertRegex(cookie, r"^__Host-cv_session=cvs_[0-9a-f]{16}_[A-Za-z0-9_-]{43}; "
+                                 r"Path=/; Max-Age=\d+; HttpOnly; SameSite=Strict; Secure$")
+        value = cookie.split(";")[0]
+        st, _, _ = https("GET", "/v1/certificates", headers={"Cookie": value})
+        self.assertEqual(st, 200)
+        st, h, _ = https("GET", "/console/")
+        self.assertIn("frame-ancestors 'none'", h["content-security-policy"])
+        # Plain HTTP reads only its own cookie name: a browser never sends the __Host- one
+        # there, and a request that does is not signed in by it.
+        conn = http.client.HTTPConnection("127.0.0.1", self.vault.port, timeout=60)
+        conn.request("GET", "/v1/certificates", headers={"Cookie": value})
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        self.assertEqual(r.status, 401)
+
+
 class BrowserTest(VaultTestCase):
     """Every screen and flow in headless Chromium, as each role."""
 
