@@ -79,7 +79,10 @@ struct cv_response {
 	struct cv_producer stream;        /* produce NULL: none */
 	const char *content_type;         /* static; for raw and stream */
 	char disposition[128];            /* Content-Disposition, "" for none */
-	char etag[64];                    /* ETag, quoted; "" for none */
+	char etag[64];                    /* ETag, quoted; "" for none. A GET's 200 gets one made
+					     from its bytes (after this one, when set) unless
+					     etag_final */
+	int etag_final;                   /* the handler's ETag is the whole tag: no 304 made */
 	const char *cache_control;        /* static; NULL: "no-store" */
 	int challenge;                    /* a 401: send WWW-Authenticate: Bearer */
 	int console;                      /* a console page or asset: its CSP and framing rules */

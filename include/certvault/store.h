@@ -167,10 +167,27 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 				    int (*fn)(const struct cv_cert_record *rec, void *arg),
 				    void *arg);
 
+/* The orders of the list; each ends on the name, unique, which makes a keyset cursor. */
+enum cv_cert_sort {
+	CV_SORT_NAME = 0,
+	CV_SORT_VALID_TO,        /* not_after (expires_in sorts the same way) */
+	CV_SORT_UPDATED_AT,
+	CV_SORT_STATUS,          /* expired, expires soon, valid (all by not_after), upcoming */
+};
+
 /* A list query. Strings are borrowed. */
 struct cv_cert_filter {
 	int has_status;
 	enum cv_status status;   /* judged at now with soon_seconds */
+	unsigned status_mask;    /* several statuses: bit (1 << status) each; 0: has_status */
+	enum cv_cert_sort sort;
+	int desc;                /* descending order */
+	/* The keyset cursor beyond after (the name): the sort key of the last row seen
+	 * (not_after or updated_at) and for CV_SORT_STATUS its rank (1: upcoming). */
+	int64_t after_key;
+	int64_t after_rank;
+	const char *environment; /* used by a service of this environment; NULL: any */
+	const char *service;     /* used by this service; NULL: any */
 	int64_t now;
 	int64_t soon_seconds;
 	const char *q;           /* substring of the name or of any domain, case-insensitive; NULL: any */
@@ -193,6 +210,9 @@ void cv_store_cert_page_free(struct cv_cert_page *page);
 /* Returns 0 and a page, or CV_ERR_DB. */
 int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page);
+/* How many active rows the filter matches, the cursor aside. 0 or CV_ERR_DB. */
+int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter *filter,
+			     int64_t *ret_total);
 
 struct cv_cert_counts {
 	int64_t total;
@@ -237,6 +257,12 @@ struct cv_cert_version {
  * or CV_ERR_DB. */
 int cv_store_cert_versions(struct cv_store *store, int64_t id,
 			   struct cv_cert_version **ret_versions, size_t *ret_n);
+
+/* The certificate (DER) and chain (PEM) of a superseded version of the certificate cert_id
+ * (the current one is the certificate's row). Returns 0 (both the caller's),
+ * CV_ERR_NOT_FOUND (no such superseded version) or CV_ERR_DB. */
+int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int64_t version,
+				   unsigned char **ret_der, size_t *ret_len, char **ret_chain_pem);
 
 /* A renewal or a replace: next becomes the current version of the certificate. */
 struct cv_supersede {
@@ -465,6 +491,13 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
  * caller's), CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
 int cv_store_trust_page(struct cv_store *store, const char *after, unsigned limit,
 			struct cv_trust_record **ret_recs, size_t *ret_n);
+/* At most limit (1..1001) entries in alias order after the alias after (NULL: from the
+ * first) whose alias, subject, issuer, serial or SHA-256 fingerprint holds q (any case;
+ * NULL: all), and *ret_total how many match q in all. 0 (*ret_recs the caller's),
+ * CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
+int cv_store_trust_search(struct cv_store *store, const char *q, const char *after,
+			  unsigned limit, struct cv_trust_record **ret_recs, size_t *ret_n,
+			  int64_t *ret_total);
 /* Removes one entry, with audit. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_trust_remove(struct cv_store *store, const char *alias,
 			  const struct cv_audit_entry *audit);

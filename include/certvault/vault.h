@@ -227,11 +227,23 @@ int cv_vault_export_format_parse(const char *s, enum cv_export_format *ret);
 int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_format format,
 			 unsigned char **ret_body, size_t *ret_len,
 			 const char **ret_content_type, struct cv_errmsg *err);
+/* The same for version (0: the current one) of the certificate: a superseded version's
+ * certificate, chain, public key or JWK as it was. Also CV_ERR_NOT_FOUND naming the
+ * versions there are when it has no such version. */
+int cv_vault_cert_export_version(struct cv_vault *v, const char *name, int64_t version,
+				 enum cv_export_format format, unsigned char **ret_body,
+				 size_t *ret_len, const char **ret_content_type,
+				 struct cv_errmsg *err);
 
 /* One page of the list; filter->soon_seconds is set from the vault. Returns 0 or
  * CV_ERR_DB. */
 int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page, struct cv_errmsg *err);
+
+/* How many certificates the list's filter matches (its cursor and limit aside). Returns 0
+ * or CV_ERR_DB. */
+int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
+			     int64_t *ret_total, struct cv_errmsg *err);
 
 /* Counts by status at now. Returns 0 or CV_ERR_DB. */
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
@@ -389,6 +401,15 @@ int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct 
  * CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_record **ret_recs,
 		       size_t *ret_n, struct cv_errmsg *err);
+/* A page of entries (see cv_store_trust_search): limit entries at most, *ret_more when there
+ * are others after them. 0, CV_ERR_BAD_REQUEST, CV_ERR_DB. */
+int cv_vault_trust_list(struct cv_vault *v, const char *q, const char *after, unsigned limit,
+			struct cv_trust_record **ret_recs, size_t *ret_n, int *ret_more,
+			int64_t *ret_total, struct cv_errmsg *err);
+/* The details of a certificate's DER as the views show them (*ret_info the caller's), from
+ * the vault's cache when it has them. 0, CV_ERR_BAD_ENCODING, CV_ERR_NOMEM. */
+int cv_vault_cert_info(struct cv_vault *v, const unsigned char *der, size_t len,
+		       struct cv_x509_info **ret_info);
 /* Removes an entry. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_trust_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
 			  struct cv_errmsg *err);

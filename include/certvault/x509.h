@@ -274,6 +274,10 @@ struct cv_revocation {
 	time_t revoked_at; /* with REVOKED */
 };
 
+/* The RFC 5280 name of a CRLReason code ("keyCompromise"); "none given" for -1, "unknown"
+ * for a code RFC 5280 does not name. Static. */
+const char *cv_x509_crl_reason_name(int reason);
+
 /* Limits on what a CRL or an OCSP answer may hold. */
 #define CV_X509_CRL_MAX (1024 * 1024)
 

@@ -503,7 +503,7 @@ int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_re
 int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "format", NULL };
+	static const char *const allowed[] = { "format", "version", NULL };
 	static const char *const suffix[] = {
 		[CV_EXPORT_PEM] = ".pem",
 		[CV_EXPORT_DER] = ".der",
@@ -512,21 +512,30 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 		[CV_EXPORT_JWK] = ".jwk.json",
 	};
 	enum cv_export_format format;
+	const char *s;
+	int64_t version = 0;
+	char v[32] = "";
 	int r;
 
-	r = req_query_check(req, allowed, 16, err);
+	r = req_query_check(req, allowed, 20, err);
 	if (r < 0)
 		return r;
 	if (cv_vault_export_format_parse(req_query(req, "format"), &format) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "format must be pem, der, chain, public-key or jwk");
-	r = cv_vault_cert_export(&app->vault, req->params[0], format, &res->raw, &res->raw_len,
-				 &res->content_type, err);
+	if ((s = req_query(req, "version")) != NULL) {
+		if (cv_parse_int64(s, 1, INT64_MAX, &version) < 0)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "version must be a positive integer");
+		snprintf(v, sizeof(v), "-v%lld", (long long)version);
+	}
+	r = cv_vault_cert_export_version(&app->vault, req->params[0], version, format, &res->raw,
+					 &res->raw_len, &res->content_type, err);
 	if (r < 0)
 		return r;
 	res->status = 200;
-	snprintf(res->disposition, sizeof(res->disposition), "attachment; filename=\"%s%s\"",
-		 req->params[0], suffix[format]);
+	snprintf(res->disposition, sizeof(res->disposition), "attachment; filename=\"%s%s%s\"",
+		 req->params[0], v, suffix[format]);
 	return 0;
 }
 
@@ -542,6 +551,7 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		json_t *value;
 	} members[] = {
 		{ "name", json_string(rec->name) },
+		{ "description", json_string(rec->description) },
 		{ "domain", json_string(rec->primary_domain) },
 		{ "domains", strings_json(rec->domains, rec->n_domains) },
 		{ "used_by", used_by_json(rec, 0) },
@@ -568,30 +578,143 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 	return o;
 }
 
+/* The sorts a list takes, by their query names, and the letter their cursor starts with. */
+static const struct {
+	const char *name;
+	enum cv_cert_sort sort;
+	char letter;
+} list_sorts[] = {
+	{ "name", CV_SORT_NAME, 'n' },         { "valid_to", CV_SORT_VALID_TO, 'v' },
+	{ "expires_in", CV_SORT_VALID_TO, 'v' }, { "updated_at", CV_SORT_UPDATED_AT, 'u' },
+	{ "status", CV_SORT_STATUS, 's' },
+};
+
+/* "valid,expires_soon": each a status, none twice. */
+static int status_list_parse(const char *s, unsigned *ret_mask)
+{
+	char one[32];
+	enum cv_status st;
+	size_t len;
+
+	*ret_mask = 0;
+	for (;;) {
+		len = strcspn(s, ",");
+		if (len == 0 || len >= sizeof(one))
+			return CV_ERR_BAD_REQUEST;
+		memcpy(one, s, len);
+		one[len] = '\0';
+		if (cv_status_parse(one, &st) < 0 || (*ret_mask & (1u << st)) != 0)
+			return CV_ERR_BAD_REQUEST;
+		*ret_mask |= 1u << st;
+		if (s[len] == '\0')
+			return 0;
+		s += len + 1;
+	}
+}
+
+/* A cursor of this API: for the name order ascending, the last name (as before sorts
+ * existed); else "<sort letter><a|d>_<rank>_<key>_<name>", so that a cursor of one order is
+ * not taken for another's. */
+static int cursor_parse(const char *s, char letter, int desc, struct cv_cert_filter *f,
+			char *name, size_t name_len)
+{
+	const char *p, *q;
+	int64_t rank, key;
+	char num[24];
+	size_t len;
+
+	if (letter == 'n' && !desc) {
+		if (!cv_name_valid(s))
+			return CV_ERR_BAD_REQUEST;
+		f->after = s;
+		return 0;
+	}
+	if (s[0] != letter || s[1] != (desc ? 'd' : 'a') || s[2] != '_')
+		return CV_ERR_BAD_REQUEST;
+	p = s + 3;
+	q = strchr(p, '_');
+	if (q == NULL || (len = (size_t)(q - p)) == 0 || len >= sizeof(num))
+		return CV_ERR_BAD_REQUEST;
+	memcpy(num, p, len);
+	num[len] = '\0';
+	if (cv_parse_int64(num, 0, 1, &rank) < 0)
+		return CV_ERR_BAD_REQUEST;
+	p = q + 1;
+	q = strchr(p, '_');
+	if (q == NULL || (len = (size_t)(q - p)) == 0 || len >= sizeof(num))
+		return CV_ERR_BAD_REQUEST;
+	memcpy(num, p, len);
+	num[len] = '\0';
+	if (cv_parse_int64(num, INT64_MIN, INT64_MAX, &key) < 0 || !cv_name_valid(q + 1) ||
+	    strlen(q + 1) >= name_len)
+		return CV_ERR_BAD_REQUEST;
+	snprintf(name, name_len, "%s", q + 1);
+	f->after = name;
+	f->after_key = key;
+	f->after_rank = rank;
+	return 0;
+}
+
+/* The cursor after rec in the filter's order (NULL for the plain name order). */
+static json_t *cursor_json(const struct cv_cert_record *rec, char letter,
+			   const struct cv_cert_filter *f)
+{
+	char buf[160];
+	int64_t key = f->sort == CV_SORT_UPDATED_AT ? rec->updated_at : rec->not_after;
+
+	if (letter == 'n' && !f->desc)
+		return json_string(rec->name);
+	snprintf(buf, sizeof(buf), "%c%c_%d_%lld_%s", letter, f->desc ? 'd' : 'a',
+		 f->sort == CV_SORT_STATUS && rec->not_before > f->now ? 1 : 0,
+		 (long long)(letter == 'n' ? 0 : key), rec->name);
+	return json_string(buf);
+}
+
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
 	static const char *const allowed[] = { "status", "q", "in_use", "domain", "limit",
-					       "cursor", NULL };
+					       "cursor", "sort", "order", "environment",
+					       "service", NULL };
 	struct cv_cert_filter filter = { 0 };
 	struct cv_cert_page *page = NULL;
 	char domain[CV_DNS_NAME_MAX + 1], wildcard[CV_DNS_NAME_MAX + 3];
+	char after[CV_NAME_MAX + 1];
 	const char *s;
 	json_t *items = NULL;
-	int64_t limit;
+	int64_t limit = 50, total;
+	char letter = 'n';
 	size_t i;
 	int r;
 
 	r = req_query_check(req, allowed, QUERY_MAX, err);
 	if (r < 0)
 		goto out;
-	if ((s = req_query(req, "status")) != NULL) {
-		if (cv_status_parse(s, &filter.status) < 0) {
-			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					  "status must be valid, expires_soon, expired or upcoming");
+	if ((s = req_query(req, "status")) != NULL &&
+	    status_list_parse(s, &filter.status_mask) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				  "status must be valid, expires_soon, expired or upcoming, or several "
+				  "of them separated by commas");
+		goto out;
+	}
+	if ((s = req_query(req, "sort")) != NULL) {
+		for (i = 0; i < sizeof(list_sorts) / sizeof(list_sorts[0]); i++)
+			if (strcmp(s, list_sorts[i].name) == 0)
+				break;
+		if (i == sizeof(list_sorts) / sizeof(list_sorts[0])) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "sort must be name, valid_to, "
+					  "updated_at, status or expires_in");
 			goto out;
 		}
-		filter.has_status = 1;
+		filter.sort = list_sorts[i].sort;
+		letter = list_sorts[i].letter;
+	}
+	if ((s = req_query(req, "order")) != NULL) {
+		if (strcmp(s, "asc") != 0 && strcmp(s, "desc") != 0) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "order must be asc or desc");
+			goto out;
+		}
+		filter.desc = strcmp(s, "desc") == 0;
 	}
 	filter.in_use = -1;
 	if ((s = req_query(req, "in_use")) != NULL) {
@@ -612,15 +735,38 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		if (cv_x509_domain_wildcard(domain, wildcard, sizeof(wildcard)) == 0)
 			filter.domain_wildcard = wildcard;
 	}
-	r = req_page_args(req, &limit, &filter.after, err);
-	if (r < 0)
+	if ((s = req_query(req, "environment")) != NULL) {
+		if (!cv_name_valid(s)) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "environment must be a name");
+			goto out;
+		}
+		filter.environment = s;
+	}
+	if ((s = req_query(req, "service")) != NULL) {
+		if (!cv_name_valid(s)) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "service must be a name");
+			goto out;
+		}
+		filter.service = s;
+	}
+	if ((s = req_query(req, "limit")) != NULL && cv_parse_int64(s, 1, 1000, &limit) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "limit must be from 1 to 1000");
 		goto out;
+	}
+	if ((s = req_query(req, "cursor")) != NULL &&
+	    cursor_parse(s, letter, filter.desc, &filter, after, sizeof(after)) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "cursor must be a next_cursor this API "
+				  "returned for the same sort and order");
+		goto out;
+	}
 	filter.q = req_query(req, "q");
 	if (filter.q != NULL && filter.q[0] == '\0')
 		filter.q = NULL;
 	filter.now = req->now;
 	filter.limit = (unsigned)limit;
 	r = cv_vault_cert_list(&app->vault, &filter, &page, err);
+	if (r == 0)
+		r = cv_vault_cert_list_total(&app->vault, &filter, &total, err);
 	if (r < 0)
 		goto out;
 	items = json_array();
@@ -636,11 +782,11 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		}
 	}
 	r = res_json(res, 200,
-		     json_pack("{s:o, s:o, s:I}", "items", items, "next_cursor",
-			       string_or_null(page->has_more && page->n > 0
-						      ? page->items[page->n - 1]->name
-						      : NULL),
-			       "limit", (json_int_t)limit));
+		     json_pack("{s:o, s:o, s:I, s:I}", "items", items, "next_cursor",
+			       page->has_more && page->n > 0
+				       ? cursor_json(page->items[page->n - 1], letter, &filter)
+				       : json_null(),
+			       "limit", (json_int_t)limit, "total", (json_int_t)total));
 	items = NULL;
 out:
 	json_decref(items);
@@ -689,6 +835,9 @@ static int version_ref(const struct cv_request *req, json_t *body, struct cv_ver
 					     "If-Match must be one ETag this API returned");
 		memcpy(tag, req->if_match + 1, len - 2);
 		tag[len - 2] = '\0';
+		/* The details' ETag header is the version tag, a dot and a hash of the rest
+		 * of the view: the version is what If-Match pins. */
+		tag[strcspn(tag, ".")] = '\0';
 		if (cv_vault_version_ref_parse(tag, ref) < 0)
 			return cv_errmsg_set(err, CV_ERR_PRECONDITION,
 					     "If-Match names no version of %s", req->params[0]);

@@ -87,26 +87,6 @@ int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_res
 	return r;
 }
 
-/* 1 when an If-None-Match list holds etag (or "*"); weak tags compare weakly (RFC 9110). */
-static int none_match_hits(const char *header, const char *etag)
-{
-	const char *p = header;
-	size_t len = strlen(etag);
-
-	while (*p != '\0') {
-		p += strspn(p, " \t,");
-		if (*p == '*')
-			return 1;
-		if (strncmp(p, "W/", 2) == 0)
-			p += 2;
-		if (strncmp(p, etag, len) == 0 && (p[len] == '\0' || p[len] == ',' ||
-						    p[len] == ' ' || p[len] == '\t'))
-			return 1;
-		p += strcspn(p, ",");
-	}
-	return 0;
-}
-
 int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		    struct cv_errmsg *err)
 {
@@ -123,7 +103,8 @@ int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_
 		return r;
 	snprintf(res->etag, sizeof(res->etag), "\"%.32s\"", tag);
 	res->cache_control = JWKS_CACHE_CONTROL;
-	if (req->if_none_match != NULL && none_match_hits(req->if_none_match, res->etag)) {
+	res->etag_final = 1; /* the document's own validator, which the cache keeps */
+	if (req->if_none_match != NULL && http_none_match_hits(req->if_none_match, res->etag)) {
 		res->status = 304;
 		free(text);
 		return 0;

@@ -10,29 +10,38 @@
 #define URL_MAX 300
 #define FETCH_TIMEOUT_MS 10000
 
-static json_t *trust_json(const struct cv_trust_record *t, int64_t now, int64_t soon_seconds)
+/* An entry: the view every certificate has (cert_info_status_json), its alias and where it
+ * came from; sha256_fingerprint and key_description as the first version of this view
+ * named them. */
+static json_t *trust_json(struct cv_app *app, const struct cv_trust_record *t, int64_t now)
 {
-	enum cv_status status = cv_status_at((time_t)t->not_before, (time_t)t->not_after,
-					     (time_t)now, soon_seconds);
+	struct cv_x509_info *info = NULL;
+	json_t *o;
 
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:I, s:s, s:o}", "alias",
-			 t->alias, "subject", t->subject, "issuer", t->issuer, "serial_number",
-			 t->serial, "sha256_fingerprint", t->sha256_fingerprint,
-			 "key_description", t->key_description, "valid_from",
-			 time_json(t->not_before), "valid_to", time_json(t->not_after), "status",
-			 cv_status_name(status), "expires_in_days",
-			 (json_int_t)cv_expires_in_days((time_t)t->not_after, (time_t)now),
-			 "source", t->source, "created_at", time_json(t->created_at));
+	if (cv_vault_cert_info(&app->vault, t->cert_der, t->cert_der_len, &info) < 0)
+		return NULL;
+	o = cert_info_status_json(info, now, app->vault.soon_seconds);
+	cv_x509_info_free(info);
+	if (o != NULL &&
+	    (json_object_set_new(o, "alias", json_string(t->alias)) < 0 ||
+	     json_object_set_new(o, "sha256_fingerprint", json_string(t->sha256_fingerprint)) < 0 ||
+	     json_object_set_new(o, "key_description", json_string(t->key_description)) < 0 ||
+	     json_object_set_new(o, "source", json_string(t->source)) < 0 ||
+	     json_object_set_new(o, "created_at", time_json(t->created_at)) < 0)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 }
 
-static json_t *trust_list_json(const struct cv_trust_record *recs, size_t n, int64_t now,
-			       int64_t soon_seconds)
+static json_t *trust_list_json(struct cv_app *app, const struct cv_trust_record *recs, size_t n,
+			       int64_t now)
 {
 	json_t *a = json_array();
 	size_t i;
 
 	for (i = 0; a != NULL && i < n; i++) {
-		if (json_array_append_new(a, trust_json(&recs[i], now, soon_seconds)) < 0) {
+		if (json_array_append_new(a, trust_json(app, &recs[i], now)) < 0) {
 			json_decref(a);
 			return NULL;
 		}
@@ -52,19 +61,28 @@ int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	size_t n_added = 0, i, n;
 	const char *encoding;
 	json_t *body = NULL, *list, *item, *items = NULL;
-	int r;
+	int r, form;
 
-	r = req_json_object(req, allowed, &body, err);
+	r = req_body_object(req, allowed, &body, &form, err);
 	if (r < 0)
 		goto out;
+	/* An uploaded file's bytes may be DER (NULs and all); its form is recognised. */
 	if ((r = json_string_member(body, "alias", 0, CV_NAME_MAX * 4, &in.alias, NULL, err)) < 0 ||
-	    (r = json_string_member(body, "certificate", 0, PEM_MAX, &in.certificate,
-				    &in.certificate_len, err)) < 0 ||
+	    (r = (form ? json_bytes_member : json_string_member)(body, "certificate", 0, PEM_MAX,
+								 &in.certificate,
+								 &in.certificate_len, err)) < 0 ||
 	    (r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "url", 0, URL_MAX, &in.url, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "keep", 0, 16, &in.keep, NULL, err)) < 0)
 		goto out;
-	if (cv_x509_encoding_parse(encoding, &in.encoding) < 0) {
+	if (form && encoding != NULL) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"encoding\" is for JSON bodies: an "
+				  "uploaded file's form is recognised");
+		goto out;
+	}
+	if (form)
+		in.encoding = CV_ENC_FILE;
+	else if (cv_x509_encoding_parse(encoding, &in.encoding) < 0) {
 		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				  "\"encoding\" must be pem, base64 or base64pem");
 		goto out;
@@ -117,8 +135,7 @@ int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		r = cv_vault_trust_get(&app->vault, added[i], &one, &n, err);
 		if (r < 0)
 			goto out;
-		if (json_array_append_new(items, trust_json(one, req->now,
-							    app->vault.soon_seconds)) < 0) {
+		if (json_array_append_new(items, trust_json(app, one, req->now)) < 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
 		}
@@ -137,18 +154,29 @@ out:
 int h_trust_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
+	static const char *const allowed[] = { "q", "limit", "cursor", NULL };
 	struct cv_trust_record *recs = NULL;
+	const char *cursor, *q;
+	int64_t limit, total = 0;
 	size_t n = 0;
-	int r;
+	int r, more = 0;
 
-	r = req_query_check(req, allowed, 0, err);
+	r = req_query_check(req, allowed, 256, err);
 	if (r == 0)
-		r = cv_vault_trust_get(&app->vault, NULL, &recs, &n, err);
+		r = req_page_args(req, &limit, &cursor, err);
+	if (r < 0)
+		return r;
+	q = req_query(req, "q");
+	if (q != NULL && q[0] == '\0')
+		q = NULL;
+	r = cv_vault_trust_list(&app->vault, q, cursor, (unsigned)limit, &recs, &n, &more, &total,
+				err);
 	if (r == 0)
 		r = res_json(res, 200,
-			     json_pack("{s:o}", "items",
-				       trust_list_json(recs, n, req->now, app->vault.soon_seconds)));
+			     json_pack("{s:o, s:o, s:I, s:I}", "items",
+				       trust_list_json(app, recs, n, req->now), "next_cursor",
+				       more && n > 0 ? json_string(recs[n - 1].alias) : json_null(),
+				       "limit", (json_int_t)limit, "total", (json_int_t)total));
 	cv_store_trust_free(recs, n);
 	return r;
 }
@@ -165,7 +193,7 @@ int h_trust_get(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	if (r == 0)
 		r = cv_vault_trust_get(&app->vault, req->params[0], &recs, &n, err);
 	if (r == 0)
-		r = res_json(res, 200, trust_json(&recs[0], req->now, app->vault.soon_seconds));
+		r = res_json(res, 200, trust_json(app, &recs[0], req->now));
 	cv_store_trust_free(recs, n);
 	return r;
 }

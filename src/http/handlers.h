@@ -124,6 +124,13 @@ int req_query_check(const struct cv_request *req, const char *const *allowed, si
 /* The value of a query argument, NULL when absent. */
 const char *req_query(const struct cv_request *req, const char *key);
 
+/* 1 when an If-None-Match header lists etag (or "*"); weak tags compare weakly. */
+int http_none_match_hits(const char *header, const char *etag);
+/* For a GET answered 200 without etag_final: sets res->etag from the body's bytes (after
+ * the handler's tag, when it set one) and, when If-None-Match names it, res->status 304
+ * and returns 1 (send no body). Else 0. */
+int http_conditional(const struct cv_request *req, struct cv_response *res,
+		     const void *body, size_t len);
 /* Sets res to a JSON body with status; steals body. Returns 0 or CV_ERR_NOMEM. */
 int res_json(struct cv_response *res, int status, json_t *body);
 

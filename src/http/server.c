@@ -16,6 +16,7 @@
 #include <openssl/rand.h>
 
 #include "certvault/http.h"
+#include "handlers.h"
 #include "tls.h"
 
 struct cv_server {
@@ -210,12 +211,16 @@ static size_t dump_json(const json_t *json, char **ret_text)
 	return need;
 }
 
-static struct MHD_Response *make_response(struct cv_response *res, const char *request_id)
+static struct MHD_Response *make_response(const struct cv_request *req, struct cv_response *res,
+					  const char *request_id)
 {
 	struct MHD_Response *resp;
 	char *text;
 	size_t len;
 
+	if (res->stream.produce == NULL && res->raw != NULL &&
+	    http_conditional(req, res, res->raw, res->raw_len))
+		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	if (res->stream.produce != NULL || res->raw != NULL) {
 		resp = res->stream.produce != NULL ? make_streamed(res, request_id) :
 		       MHD_create_response_from_buffer(res->raw_len, res->raw,
@@ -232,6 +237,10 @@ static struct MHD_Response *make_response(struct cv_response *res, const char *r
 	len = dump_json(res->json, &text);
 	if (len == 0)
 		return NULL;
+	if (http_conditional(req, res, text, len)) {
+		json_free_callback(text);
+		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	}
 	resp = MHD_create_response_from_buffer_with_free_callback(len, text, json_free_callback);
 	if (resp == NULL) {
 		json_free_callback(text);
@@ -346,7 +355,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		cv_http_dispatch(srv->app, &x->req, x->too_large, &res);
 	}
 
-	resp = make_response(&res, x->req.request_id);
+	resp = make_response(&x->req, &res, x->req.request_id);
 	if (resp == NULL) {
 		cv_response_release(&res);
 		return MHD_NO;

@@ -229,29 +229,13 @@ static struct cv_cert_record *find_by_id(const struct by_id *ix, size_t n, int64
 	return hit != NULL ? hit->rec : NULL;
 }
 
-static int str_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* How many distinct strings v holds; sorts v. */
-static size_t count_distinct(char **v, size_t n)
-{
-	size_t i, d = 0;
-
-	qsort(v, n, sizeof(*v), str_cmp);
-	for (i = 0; i < n; i++)
-		if (i == 0 || strcmp(v[i - 1], v[i]) != 0)
-			d++;
-	return d;
-}
-
-/* Gives a certificate the number of distinct domains its services have, from the domains
+/* Gives a certificate its custom_domains: each (service, domain) pair using it, as the
+ * cloud platform counts them (a domain two services share counts twice), from the domains
  * gathered for it (which it empties). */
 static void settle_custom_domains(struct cv_cert_record *rec, char ***all, size_t *n_all)
 {
 	if (rec != NULL)
-		rec->custom_domains = count_distinct(*all, *n_all);
+		rec->custom_domains = *n_all;
 	store_strings_free(*all, *n_all);
 	*all = NULL;
 	*n_all = 0;
@@ -828,12 +812,13 @@ static const char *const status_where[] = {
 	[CV_STATUS_UPCOMING] = " AND not_before > :now",
 };
 
-/* Substring search on the name or any domain. The domain subquery is not correlated, so
- * SQLite runs it once into a temporary index: 30 ms for a page that has to scan 100,000
- * rows, against 360 ms for an EXISTS per row. */
+/* Substring search on the name, the description, the serial, the issuer or any domain. The
+ * domain subquery is not correlated, so SQLite runs it once into a temporary index: 30 ms
+ * for a page that has to scan 100,000 rows, against 360 ms for an EXISTS per row. */
 static const char q_where[] =
-	" AND (name LIKE :q ESCAPE '\\' OR id IN (SELECT cert_id FROM certificate_domains"
-	" WHERE domain LIKE :q ESCAPE '\\'))";
+	" AND (name LIKE :q ESCAPE '\\' OR description LIKE :q ESCAPE '\\'"
+	" OR serial LIKE :q ESCAPE '\\' OR issuer LIKE :q ESCAPE '\\'"
+	" OR id IN (SELECT cert_id FROM certificate_domains WHERE domain LIKE :q ESCAPE '\\'))";
 
 /* In use: a service names the certificate. Not correlated, so SQLite reads services_cert
  * once into a temporary index rather than once per row walked. */
@@ -846,9 +831,16 @@ static const char not_in_use_where[] =
 static const char domain_where[] =
 	" AND id IN (SELECT cert_id FROM certificate_domains"
 	" WHERE domain IN (:domain, :wildcard))";
+/* Used in an environment (services_environment) or by one service (its unique name). The
+ * environment is compared ignoring case, as names are. */
+static const char environment_where[] =
+	" AND id IN (SELECT cert_id FROM services WHERE environment = :env COLLATE NOCASE"
+	" AND cert_id IS NOT NULL)";
+static const char service_where[] =
+	" AND id IN (SELECT cert_id FROM services WHERE name = :svc AND cert_id IS NOT NULL)";
 
 /* %q% for LIKE with '\' as the escape, so that % and _ in q match themselves. */
-static char *like_pattern(const char *q)
+char *store_like_pattern(const char *q)
 {
 	size_t len = strlen(q), i, j = 0;
 	char *p;
@@ -881,41 +873,164 @@ static int bind_named_text(sqlite3_stmt *stmt, const char *name, const char *s)
 	return idx == 0 ? SQLITE_OK : sqlite3_bind_text(stmt, idx, s, -1, SQLITE_STATIC);
 }
 
+/* The statuses asked for: one, several (ORed ranges), or none. */
+static int status_mask_of(const struct cv_cert_filter *filter, unsigned *ret)
+{
+	unsigned all = (1u << (sizeof(status_where) / sizeof(status_where[0]))) - 1;
+
+	*ret = filter->status_mask;
+	if (*ret == 0 && filter->has_status) {
+		if ((unsigned)filter->status >= sizeof(status_where) / sizeof(status_where[0]))
+			return CV_ERR_BAD_REQUEST;
+		*ret = 1u << filter->status;
+	}
+	if ((*ret & ~all) != 0)
+		return CV_ERR_BAD_REQUEST;
+	if (*ret == all)
+		*ret = 0; /* every status: no condition */
+	return 0;
+}
+
+/* The WHERE conditions of a filter after "state = 1" (the cursor aside) into buf. */
+static int where_of(const struct cv_cert_filter *filter, char *buf, size_t len)
+{
+	unsigned mask, i, first = 1;
+	size_t used;
+	int r, n;
+
+	r = status_mask_of(filter, &mask);
+	if (r < 0)
+		return r;
+	buf[0] = '\0';
+	if (mask != 0 && (mask & (mask - 1)) == 0) {
+		for (i = 0; (mask & (1u << i)) == 0; i++)
+			;
+		n = snprintf(buf, len, "%s", status_where[i]);
+	} else if (mask != 0) {
+		/* Several statuses: each range (less its leading " AND") ORed. */
+		n = snprintf(buf, len, " AND (");
+		for (i = 0; n >= 0 && (size_t)n < len &&
+			    i < sizeof(status_where) / sizeof(status_where[0]); i++) {
+			if ((mask & (1u << i)) == 0)
+				continue;
+			used = (size_t)n;
+			n += snprintf(buf + used, len - used, "%s(%s)", first ? "" : " OR ",
+				      status_where[i] + 5);
+			first = 0;
+		}
+		if (n >= 0 && (size_t)n < len)
+			n += snprintf(buf + n, len - (size_t)n, ")");
+	} else {
+		n = 0;
+	}
+	if (n < 0 || (size_t)n >= len)
+		return CV_ERR_INTERNAL;
+	used = (size_t)n;
+	n = snprintf(buf + used, len - used, "%s%s%s%s%s",
+		     filter->q != NULL ? q_where : "",
+		     filter->in_use == 1 ? in_use_where :
+		     filter->in_use == 0 ? not_in_use_where : "",
+		     filter->domain != NULL ? domain_where : "",
+		     filter->environment != NULL ? environment_where : "",
+		     filter->service != NULL ? service_where : "");
+	if (n < 0 || (size_t)n >= len - used)
+		return CV_ERR_INTERNAL;
+	return 0;
+}
+
+/* Binds every value a statement of where_of (and the cursor) may name. */
+static int bind_filter(sqlite3_stmt *stmt, const struct cv_cert_filter *filter,
+		       const char *pattern)
+{
+	int rc;
+
+	rc = bind_named_text(stmt, ":after", filter->after);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":akey", filter->after_key);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":arank", filter->after_rank);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":now", filter->now);
+	if (rc == SQLITE_OK)
+		rc = bind_threshold(stmt, filter->now, filter->soon_seconds);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":q", pattern);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":domain", filter->domain);
+	/* No wildcard can cover the domain: match it alone. */
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":wildcard",
+				     filter->domain_wildcard != NULL ? filter->domain_wildcard
+								     : filter->domain);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":env", filter->environment);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":svc", filter->service);
+	/* One row more than asked tells whether a next page exists. */
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":limit", (int64_t)filter->limit + 1);
+	return rc;
+}
+
+/* The order and the keyset condition of each sort, ascending and descending. Each sort has
+ * an index of (state, key, name) that a page walks in order and stops after limit + 1
+ * matches; the status sort is the upcoming flag then not_after, which no index holds (its
+ * rank depends on now), so SQLite sorts the rows that match. */
+static const struct {
+	const char *index;
+	const char *order[2];
+	const char *after[2];
+} sorts[] = {
+	[CV_SORT_NAME] = { "INDEXED BY certificates_state_name",
+			   { "name", "name DESC" },
+			   { " AND name > :after", " AND name < :after" } },
+	[CV_SORT_VALID_TO] = { "INDEXED BY certificates_state_not_after_name",
+			       { "not_after, name", "not_after DESC, name DESC" },
+			       { " AND (not_after, name) > (:akey, :after)",
+				 " AND (not_after, name) < (:akey, :after)" } },
+	[CV_SORT_UPDATED_AT] = { "INDEXED BY certificates_state_updated_name",
+				 { "updated_at, name", "updated_at DESC, name DESC" },
+				 { " AND (updated_at, name) > (:akey, :after)",
+				   " AND (updated_at, name) < (:akey, :after)" } },
+	[CV_SORT_STATUS] = { "",
+			     { "(not_before > :now), not_after, name",
+			       "(not_before > :now) DESC, not_after DESC, name DESC" },
+			     { " AND ((not_before > :now), not_after, name) > (:arank, :akey, :after)",
+			       " AND ((not_before > :now), not_after, name) < (:arank, :akey, :after)" } },
+};
+
 int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page)
 {
 	/* The SQL is put together from the constant fragments only; every value is bound.
-	 * INDEXED BY keeps the walk in name order whatever the filter: left to itself the
-	 * planner takes the not_after range for "expired" and sorts half the table (150 ms
-	 * at 100,000 rows), where walking names stops after limit + 1 matches and costs at
-	 * worst one pass over the index, judged without reading the table. A domain names
-	 * few certificates: NOT INDEXED makes SQLite look them up by rowid from
-	 * certificate_domains_domain and sort those (0.05 ms at 100,000 rows), where the walk
-	 * would take 16 ms. */
-	char sql[1024];
+	 * INDEXED BY keeps the walk in the sort's order whatever the filter: left to itself
+	 * the planner takes the not_after range for "expired" and sorts half the table (150 ms
+	 * at 100,000 rows), where walking the index stops after limit + 1 matches and costs
+	 * at worst one pass over the index. A domain names few certificates: NOT INDEXED makes
+	 * SQLite look them up by rowid from certificate_domains_domain and sort those
+	 * (0.05 ms at 100,000 rows), where the walk would take 16 ms. */
+	char sql[2048], where[1024];
 	struct cv_cert_page *page = NULL;
 	struct store_conn *conn;
 	sqlite3_stmt *stmt;
 	char *pattern = NULL;
-	int n, rc, r;
+	int n, rc, r, d = filter->desc != 0;
 
 	if (filter->limit < 1 || filter->limit > LIST_LIMIT_MAX ||
-	    (filter->has_status && ((unsigned)filter->status >=
-				    sizeof(status_where) / sizeof(status_where[0]))))
+	    (unsigned)filter->sort >= sizeof(sorts) / sizeof(sorts[0]))
 		return CV_ERR_BAD_REQUEST;
+	r = where_of(filter, where, sizeof(where));
+	if (r < 0)
+		return r;
 	n = snprintf(sql, sizeof(sql),
-		 "SELECT " COLS_LIST " FROM certificates %s"
-		 " WHERE state = 1%s%s%s%s%s"
-		 " ORDER BY name LIMIT :limit",
-		 filter->domain != NULL ? "NOT INDEXED" : "INDEXED BY certificates_state_name",
-		 filter->after != NULL ? " AND name > :after" : "",
-		 filter->has_status ? status_where[filter->status] : "",
-		 filter->q != NULL ? q_where : "",
-		 filter->in_use == 1 ? in_use_where : filter->in_use == 0 ? not_in_use_where : "",
-		 filter->domain != NULL ? domain_where : "");
+		 "SELECT " COLS_LIST " FROM certificates %s WHERE state = 1%s%s ORDER BY %s"
+		 " LIMIT :limit",
+		 filter->domain != NULL ? "NOT INDEXED" : sorts[filter->sort].index,
+		 filter->after != NULL ? sorts[filter->sort].after[d] : "", where,
+		 sorts[filter->sort].order[d]);
 	if (n < 0 || (size_t)n >= sizeof(sql))
 		return CV_ERR_INTERNAL;
-	if (filter->q != NULL && (pattern = like_pattern(filter->q)) == NULL)
+	if (filter->q != NULL && (pattern = store_like_pattern(filter->q)) == NULL)
 		return CV_ERR_NOMEM;
 	page = calloc(1, sizeof(*page));
 	if (page != NULL)
@@ -935,23 +1050,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 	r = store_prepare(conn, sql, &stmt);
 	if (r < 0)
 		goto out;
-	rc = bind_named_text(stmt, ":after", filter->after);
-	if (rc == SQLITE_OK)
-		rc = bind_named_int64(stmt, ":now", filter->now);
-	if (rc == SQLITE_OK)
-		rc = bind_threshold(stmt, filter->now, filter->soon_seconds);
-	if (rc == SQLITE_OK)
-		rc = bind_named_text(stmt, ":q", pattern);
-	if (rc == SQLITE_OK)
-		rc = bind_named_text(stmt, ":domain", filter->domain);
-	/* No wildcard can cover the domain: match it alone. */
-	if (rc == SQLITE_OK)
-		rc = bind_named_text(stmt, ":wildcard",
-				     filter->domain_wildcard != NULL ? filter->domain_wildcard
-								     : filter->domain);
-	/* One row more than asked tells whether a next page exists. */
-	if (rc == SQLITE_OK)
-		rc = bind_named_int64(stmt, ":limit", (int64_t)filter->limit + 1);
+	rc = bind_filter(stmt, filter, pattern);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -980,6 +1079,45 @@ out:
 		page = NULL;
 	}
 	cv_store_cert_page_free(page);
+	return r;
+}
+
+int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter *filter,
+			     int64_t *ret_total)
+{
+	/* The same conditions, counted on the index whose columns judge the status (no table
+	 * read unless q, a domain or a service asks for it). */
+	char sql[1536], where[1024];
+	struct store_conn *conn;
+	sqlite3_stmt *stmt;
+	char *pattern = NULL;
+	int n, rc, r;
+
+	r = where_of(filter, where, sizeof(where));
+	if (r < 0)
+		return r;
+	n = snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificates WHERE state = 1%s",
+		     where);
+	if (n < 0 || (size_t)n >= sizeof(sql))
+		return CV_ERR_INTERNAL;
+	if (filter->q != NULL && (pattern = store_like_pattern(filter->q)) == NULL)
+		return CV_ERR_NOMEM;
+	conn = store_borrow(store);
+	r = store_prepare(conn, sql, &stmt);
+	if (r < 0)
+		goto out;
+	rc = bind_filter(stmt, filter, pattern);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	*ret_total = sqlite3_column_int64(stmt, 0);
+	r = 0;
+out:
+	store_return(store, conn);
+	free(pattern);
 	return r;
 }
 

@@ -93,6 +93,9 @@ int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
 /* Room for element n of the array arr (cap elements of size bytes): arr itself while it has
  * room, else arr grown (doubled, at least 8 elements), *cap updated; NULL when out of memory
  * (arr is then untouched). */
+/* %q% for LIKE ... ESCAPE '\', so that %, _ and \ in q match themselves (malloc'd; NULL
+ * when out of memory). */
+char *store_like_pattern(const char *q);
 void *store_grow(void *arr, size_t *cap, size_t n, size_t size);
 
 /* Reads the text column 0 of every row stmt gives with ?1 = id into a new array (*ret NULL

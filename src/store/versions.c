@@ -558,3 +558,57 @@ out:
 	free(journal);
 	return r;
 }
+
+int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int64_t version,
+				   unsigned char **ret_der, size_t *ret_len, char **ret_chain_pem)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	unsigned char *der = NULL;
+	char *chain = NULL;
+	const void *blob;
+	int rc, r, n;
+
+	rc = sqlite3_prepare_v2(conn->db,
+				"SELECT cert_der, chain_pem FROM certificate_versions"
+				" WHERE cert_id = ?1 AND version = ?2",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, cert_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, version);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r < 0)
+		goto out;
+	blob = sqlite3_column_blob(stmt, 0);
+	n = sqlite3_column_bytes(stmt, 0);
+	if (blob == NULL || n <= 0) {
+		r = CV_ERR_DB;
+		goto out;
+	}
+	der = malloc((size_t)n);
+	if (der == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	memcpy(der, blob, (size_t)n);
+	r = store_dup_text(stmt, 1, &chain);
+	if (r < 0)
+		goto out;
+	*ret_der = der;
+	*ret_len = (size_t)n;
+	*ret_chain_pem = chain;
+	der = NULL;
+	chain = NULL;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, conn);
+	free(der);
+	free(chain);
+	return r;
+}

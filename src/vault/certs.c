@@ -730,6 +730,15 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 			 unsigned char **ret_body, size_t *ret_len,
 			 const char **ret_content_type, struct cv_errmsg *err)
 {
+	return cv_vault_cert_export_version(v, name, 0, format, ret_body, ret_len,
+					    ret_content_type, err);
+}
+
+int cv_vault_cert_export_version(struct cv_vault *v, const char *name, int64_t version,
+				 enum cv_export_format format, unsigned char **ret_body,
+				 size_t *ret_len, const char **ret_content_type,
+				 struct cv_errmsg *err)
+{
 	struct cv_cert_record *rec = NULL;
 	json_t *jwk = NULL;
 	X509 *cert = NULL;
@@ -740,6 +749,31 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 	r = vault_lookup(v, name, &rec, err);
 	if (r < 0)
 		goto out;
+	/* An older version: its own certificate and chain in place of the current ones;
+	 * everything below reads only those. */
+	if (version != 0 && version != rec->version) {
+		unsigned char *der = NULL;
+		char *chain = NULL;
+
+		r = version > 0 && version < rec->version
+			    ? cv_store_cert_version_material(v->store, rec->id, version, &der,
+							     &len, &chain)
+			    : CV_ERR_NOT_FOUND;
+		if (r == CV_ERR_NOT_FOUND) {
+			cv_errmsg_set(err, r, "%s has versions 1 to %lld", name,
+				      (long long)rec->version);
+			goto out;
+		}
+		if (r < 0) {
+			cv_errmsg_set(err, r, "the database could not be read");
+			goto out;
+		}
+		free(rec->cert_der);
+		free(rec->chain_pem);
+		rec->cert_der = der;
+		rec->cert_der_len = len;
+		rec->chain_pem = chain;
+	}
 	if (format == CV_EXPORT_DER) {
 		*ret_body = rec->cert_der;
 		*ret_len = rec->cert_der_len;
@@ -871,6 +905,56 @@ int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
 	r = cv_store_cert_list(v->store, filter, ret_page);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
+			     int64_t *ret_total, struct cv_errmsg *err)
+{
+	struct vault_totals_cache *c = v->caches != NULL ? &v->caches->totals : NULL;
+	char key[sizeof(c->slots[0].key)];
+	uint64_t gen;
+	unsigned i;
+	int n, r;
+
+	filter->soon_seconds = v->soon_seconds;
+	/* Everything the count depends on but the clock and the data, which the slot keeps
+	 * beside it; the generation is read before the count, so a change committed during it
+	 * only makes the slot older than it could be. */
+	n = snprintf(key, sizeof(key), "%u|%d|%d|%d|%s|%s|%s|%s|%s", filter->status_mask,
+		     filter->has_status, (int)filter->status, filter->in_use,
+		     filter->q != NULL ? filter->q : "\x01",
+		     filter->domain != NULL ? filter->domain : "\x01",
+		     filter->domain_wildcard != NULL ? filter->domain_wildcard : "\x01",
+		     filter->environment != NULL ? filter->environment : "\x01",
+		     filter->service != NULL ? filter->service : "\x01");
+	if (n < 0 || (size_t)n >= sizeof(key))
+		c = NULL; /* too long to keep: counted every time */
+	gen = cv_store_certs_generation(v->store);
+	if (c != NULL) {
+		pthread_mutex_lock(&c->lock);
+		for (i = 0; i < VAULT_TOTALS; i++)
+			if (c->slots[i].valid && c->slots[i].gen == gen &&
+			    c->slots[i].now == filter->now && strcmp(c->slots[i].key, key) == 0) {
+				*ret_total = c->slots[i].total;
+				pthread_mutex_unlock(&c->lock);
+				return 0;
+			}
+		pthread_mutex_unlock(&c->lock);
+	}
+	r = cv_store_cert_list_total(v->store, filter, ret_total);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	if (c != NULL) {
+		pthread_mutex_lock(&c->lock);
+		i = c->next++ % VAULT_TOTALS;
+		c->slots[i].valid = 1;
+		c->slots[i].gen = gen;
+		c->slots[i].now = filter->now;
+		c->slots[i].total = *ret_total;
+		memcpy(c->slots[i].key, key, (size_t)n + 1);
+		pthread_mutex_unlock(&c->lock);
+	}
 	return 0;
 }
 

@@ -21,7 +21,24 @@ struct vault_jwks_cache {
 	char tag[65];
 };
 
+/* The list's totals by filter, valid while the store's certificate generation and the
+ * second (statuses move with the clock) are what they were: a poller paging through, or
+ * many asking for the same first page, count once a second, not once a request. */
+#define VAULT_TOTALS 16
+struct vault_totals_cache {
+	pthread_mutex_t lock;
+	unsigned next;
+	struct {
+		int valid;
+		uint64_t gen;
+		int64_t now;
+		int64_t total;
+		char key[1400];
+	} slots[VAULT_TOTALS];
+};
+
 struct vault_caches {
+	struct vault_totals_cache totals;
 	struct cv_x509_info_cache *info;
 	struct vault_jwks_cache jwks;
 };

@@ -251,6 +251,39 @@ int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_re
 	return 0;
 }
 
+int cv_vault_trust_list(struct cv_vault *v, const char *q, const char *after, unsigned limit,
+			struct cv_trust_record **ret_recs, size_t *ret_n, int *ret_more,
+			int64_t *ret_total, struct cv_errmsg *err)
+{
+	int r;
+
+	/* One more than asked says whether a next page exists. */
+	r = cv_store_trust_search(v->store, q, after, limit + 1, ret_recs, ret_n, ret_total);
+	if (r == CV_ERR_BAD_REQUEST)
+		return cv_errmsg_set(err, r, "limit must be from 1 to 1000");
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	*ret_more = *ret_n > limit;
+	for (; *ret_n > limit; (*ret_n)--)
+		free((*ret_recs)[*ret_n - 1].cert_der);
+	return 0;
+}
+
+int cv_vault_cert_info(struct cv_vault *v, const unsigned char *der, size_t len,
+		       struct cv_x509_info **ret_info)
+{
+	X509 *cert = NULL;
+	int r;
+
+	if (v->caches != NULL)
+		return cv_x509_info_cached(v->caches->info, der, len, ret_info);
+	r = cv_x509_cert_from_der(der, len, &cert);
+	if (r == 0)
+		r = cv_x509_info_new(cert, ret_info);
+	X509_free(cert);
+	return r;
+}
+
 int cv_vault_trust_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
 			  struct cv_errmsg *err)
 {
