@@ -299,6 +299,7 @@
     [/^\/import$/, (p, q) => {
       // The dialog opens over the list, which is then the address (closing it goes nowhere).
       history.replaceState(null, '', '#/certificates');
+      state.routed = location.hash;
       markNav();
       certificates(p, q);
       importDialog();
@@ -313,6 +314,7 @@
   ];
   function route() {
     if (!state.me) return;
+    state.routed = location.hash;
     const hash = location.hash.replace(/^#/, '') || '/';
     const [path, qs] = hash.split('?');
     const q = new URLSearchParams(qs || '');
@@ -339,10 +341,8 @@
     loading('Overview');
     const [sum, health] = await Promise.all([api('GET', '/v1/certificates/summary'),
       api('GET', '/v1/health').catch((e) => ({ error: e }))]);
-    // What expired and what expires soon, nearest first.
-    const [a, b] = await Promise.all([api('GET', '/v1/certificates?status=expired&limit=5'),
-      api('GET', '/v1/certificates?status=expires_soon&limit=5')]);
-    const soon = a.items.concat(b.items).sort((x, y) => x.expires_in_days - y.expires_in_days).slice(0, 5);
+    // The five that end first (those that ended included), by the list's own sort.
+    const soon = (await api('GET', '/v1/certificates' + query({ sort: 'valid_to', order: 'asc', limit: 5 }))).items;
     if (seq !== state.seq) return;
     const cards = [['In use', sum.in_use, 'in_use=true'], ['Not in use', sum.not_in_use, 'in_use=false'],
       ['Expired', sum.expired, 'status=expired'], ['Expiring soon', sum.expires_soon, 'status=expires_soon'],
@@ -353,11 +353,11 @@
       h('ul', { class: 'cards' }, cards.map(([label, n, qs]) => h('li', {},
         h('a', { href: '#/certificates' + (qs ? '?' + qs : ''), class: 'card' },
           h('span', { class: 'n', text: String(n ?? 0) }), h('span', { text: label }))))),
-      h('section', {}, h('h2', { text: 'Expiring soonest' }),
+      h('section', {}, h('h2', { text: 'Ending soonest' }),
         soon.length ? table(['Name', 'Status', 'Expires in', 'Valid to'], soon.map((c) => h('tr', {},
           h('td', {}, link(certHref(c.name), c.name)), h('td', {}, badge(c.status)),
-          h('td', { text: days(c.expires_in_days) }), h('td', {}, when(c.valid_to)))), 'Expiring soonest')
-          : empty('Nothing has expired and nothing expires soon.')),
+          h('td', { text: days(c.expires_in_days) }), h('td', {}, when(c.valid_to)))), 'Ending soonest')
+          : empty('No certificates yet.')),
       h('section', { class: 'state' }, h('h2', { text: 'Token and database' }),
         h('dl', { class: 'kv' },
           h('dt', { text: 'Token' }), h('dd', { text: `${tok.label || '—'} (serial ${tok.serial || '—'}, ${tok.manufacturer || ''} ${tok.model || ''})` }),
@@ -368,7 +368,10 @@
 
   /* ---------- 2. certificates ---------- */
   async function certificates(params, q) {
-    const filter = { status: q.get('status') || '', q: q.get('q') || '', in_use: q.get('in_use') || '' };
+    const filter = { status: q.get('status') || '', q: q.get('q') || '', in_use: q.get('in_use') || '',
+      sort: q.get('sort') || '', order: q.get('order') || '' };
+    const SORTS = [['', 'Name (A-Z)'], ['valid_to:asc', 'Ending first'], ['valid_to:desc', 'Ending last'],
+      ['updated_at:desc', 'Recently updated'], ['status:asc', 'Status (expired first)']];
     const cursor = q.get('cursor') || '';
     const setQ = (changes) => {
       const n = new URLSearchParams(q);
@@ -381,14 +384,16 @@
     const inUse = h('select', { name: 'in_use' }, h('option', { value: '', text: 'In use or not' }),
       h('option', { value: 'true', text: 'In use', selected: filter.in_use === 'true' }),
       h('option', { value: 'false', text: 'Not in use', selected: filter.in_use === 'false' }));
+    const current = filter.sort ? `${filter.sort}:${filter.order || 'asc'}` : '';
+    const sort = h('select', { name: 'sort' }, SORTS.map(([v, t]) => h('option', { value: v, text: t, selected: v === current })));
     const filters = h('form', { class: 'filters', role: 'search', onsubmit: (ev) => {
       ev.preventDefault();
       state.cursors = [];
-      setQ({ q: search.value.trim(), status: status.value, in_use: inUse.value, cursor: '' });
-    } }, field('Search', search), field('Status', status), field('Usage', inUse),
+      const [by, order] = sort.value ? sort.value.split(':') : ['', ''];
+      setQ({ q: search.value.trim(), status: status.value, in_use: inUse.value, sort: by, order, cursor: '' });
+    } }, field('Search', search), field('Status', status), field('Usage', inUse), field('Sort', sort),
     h('button', { type: 'submit', text: 'Filter' }));
-    status.addEventListener('change', () => filters.requestSubmit());
-    inUse.addEventListener('change', () => filters.requestSubmit());
+    for (const sel of [status, inUse, sort]) sel.addEventListener('change', () => filters.requestSubmit());
     const head = h('div', { class: 'head-actions' },
       can('write') ? button('Import certificate', () => importDialog(), 'primary') : null);
     const body = h('div', {}, h('p', { class: 'loading', text: 'Loading…' }));
@@ -407,12 +412,16 @@
       h('td', {}, rowMenu(c))));
     const nav = h('nav', { class: 'pager', 'aria-label': 'Pages' },
       cursor ? button('← First page', () => { state.cursors = []; setQ({ cursor: '' }); }) : null,
-      list.next_cursor ? button('Next page →', () => { state.cursors.push(cursor); setQ({ cursor: list.next_cursor }); }) : null,
-      typeof list.total === 'number' ? h('span', { class: 'total', text: `${list.total} in all` }) : null);
+      list.next_cursor ? button('Next page →', () => { state.cursors.push(cursor); setQ({ cursor: list.next_cursor }); }) : null);
     put(body, rows.length ? table(['Name', 'Domains', 'Used by', '~Custom domains', '~Updated',
       'Status', 'Expires in', '~Key', 'Actions'], rows, 'Certificates') :
       empty(filter.q || filter.status || filter.in_use ? 'No certificate matches these filters.' :
         'No certificates yet.' + (can('write') ? ' Import the first one.' : '')), nav);
+    if (list.items.length && typeof list.total === 'number') {
+      const n = list.total;
+      const filtered = filter.q || filter.status || filter.in_use;
+      body.prepend(h('p', { class: 'muted', text: filtered ? `${n} certificate${n === 1 ? ' matches' : 's match'}` : `${n} certificate${n === 1 ? '' : 's'}` }));
+    }
   }
   function rowMenu(c) {
     const inUse = (c.used_by || []).length > 0;
@@ -887,11 +896,23 @@
   }
 
   /* ---------- 9. truststore ---------- */
-  async function truststore() {
+  async function truststore(params, q) {
     const seq = state.seq;
+    const search = q.get('q') || '';
+    const cursor = q.get('cursor') || '';
     loading('Truststore');
-    const [list, crls] = await Promise.all([api('GET', '/v1/truststore'), api('GET', '/v1/truststore/crls')]);
+    const [list, crls] = await Promise.all([api('GET', '/v1/truststore' + query({ q: search, cursor })),
+      api('GET', '/v1/truststore/crls')]);
     if (seq !== state.seq) return;
+    const searchInput = h('input', { type: 'search', name: 'q', value: search, placeholder: 'alias, subject, issuer, serial' });
+    const filters = h('form', { class: 'filters', role: 'search', onsubmit: (ev) => {
+      ev.preventDefault();
+      location.hash = '#/truststore' + query({ q: searchInput.value.trim() });
+    } }, field('Search', searchInput), h('button', { type: 'submit', text: 'Search' }));
+    const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' },
+      cursor ? link('#/truststore' + query({ q: search }), '← First page') : null,
+      list.next_cursor ? link('#/truststore' + query({ q: search, cursor: list.next_cursor }), 'Next page →') : null,
+      typeof list.total === 'number' ? h('span', { class: 'total', text: `${list.total} in all` }) : null);
     const rows = list.items.map((t) => h('tr', {},
       h('td', {}, button(t.alias, () => trustDetails(t.alias), 'link')), h('td', { text: t.subject || '—' }), h('td', { text: t.issuer || '—' }),
       h('td', {}, when(t.valid_to)), h('td', {}, badge(t.status)),
@@ -902,8 +923,9 @@
     page('Truststore', h('div', { class: 'head-actions' },
       can('write') ? [button('Add CA certificates', () => trustDialog(), 'primary'), button('Add a CRL', () => crlDialog())] : null,
       h('a', { class: 'button', href: '/v1/truststore/export?format=pem', download: 'truststore.pem', text: 'Export PEM' }),
-      button('Export PKCS#12', () => p12Dialog())),
-    rows.length ? table(['Alias', 'Subject', 'Issuer', 'Valid to', 'Status', ''], rows, 'Truststore') : empty('No trusted CA yet.'),
+      button('Export PKCS#12', () => p12Dialog())), filters,
+    rows.length ? table(['Alias', 'Subject', 'Issuer', 'Valid to', 'Status', ''], rows, 'Truststore') : empty(search ? 'No trusted CA matches.' : 'No trusted CA yet.'),
+    pager,
     h('section', {}, h('h2', { text: 'CRLs' }), crlRows.length ? table(['CA', 'Issuer', 'This update', 'Next update', 'Revoked', 'State', ''], crlRows, 'CRLs') : empty('No CRLs.')));
   }
   async function trustDetails(alias) {
@@ -1151,7 +1173,9 @@
     location.hash = '#/';
     signIn('Signed out.');
   });
-  window.addEventListener('hashchange', route);
+  // Two quick changes of address queue two events that both see the last address: it is
+  // drawn once.
+  window.addEventListener('hashchange', () => { if (location.hash !== state.routed) route(); });
   // Close an open actions menu when another is opened or on a click elsewhere.
   document.addEventListener('click', (ev) => {
     for (const d of document.querySelectorAll('details.menu[open]')) if (!d.contains(ev.target)) d.open = false;

@@ -257,6 +257,13 @@ try {
       await page.waitForFunction((u) => location.href !== u, url);
     }
     eq(JSON.stringify(seen), JSON.stringify(list.map((c) => c.name)), 'paging walks every row once, in order');
+    // Sorted by the server: the order the API gives.
+    const byEnd = (await api('GET', '/v1/certificates?sort=valid_to&order=desc')).body.items.map((c) => c.name);
+    await go(page, '#/certificates');
+    await page.getByLabel('Sort').selectOption('valid_to:desc');
+    await page.waitForURL(/sort=valid_to&order=desc/);
+    await page.waitForFunction((n) => document.querySelectorAll('main tbody tr').length === n && !document.querySelector('main .loading'), byEnd.length);
+    eq(JSON.stringify(await page.locator('main tbody tr td:first-child').allTextContents()), JSON.stringify(byEnd), 'sorted as the API sorts');
     await go(page, '#/certificates');
     await page.locator('main table').waitFor();
     const row = page.locator('main tr', { hasText: 'ok-pem' });

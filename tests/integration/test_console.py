@@ -344,7 +344,8 @@ class BrowserTest(VaultTestCase):
             self.assertEqual(st, 201, body)
             tokens[role] = body["token"]
         shots = os.path.join(BUILD, "console-screenshots")
-        os.makedirs(shots, exist_ok=True)
+        shutil.rmtree(shots, ignore_errors=True)
+        os.makedirs(shots)
         mat = lambda m: {"cert": m.cert, "key": m.key}
         config = {
             "base": "http://127.0.0.1:%d" % self.vault.port,
