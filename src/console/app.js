@@ -84,10 +84,16 @@
     for (const i of form.querySelectorAll('[aria-invalid]')) i.removeAttribute('aria-invalid');
   }
   function formError(form, text) {
-    let e = form.querySelector('.form-error');
-    if (!e) { e = h('p', { class: 'form-error', role: 'alert' }); form.prepend(e); }
+    let e = form.querySelector(':scope > .form-error');
+    if (!e) {
+      // Beside the buttons, where the eye is after pressing one.
+      e = h('p', { class: 'form-error', role: 'alert' });
+      const act = form.querySelector(':scope > .actions');
+      if (act) act.before(e); else form.prepend(e);
+    }
     e.textContent = text;
     e.hidden = false;
+    e.scrollIntoView({ block: 'nearest' });
   }
   function toast(text) {
     const t = document.getElementById('toast');

@@ -592,6 +592,7 @@ try {
     pw.expected.push(503);
     await submit(p);
     await p.locator('#banner', { hasText: 'writes' }).waitFor();
+    await dlg(p).locator('.form-error', { hasText: 'writes are paused' }).waitFor();
     await shot(p, '13-token-unavailable', false);
     renameSync(cfg.token_dir + '.away', cfg.token_dir);
     eq((await api('GET', '/v1/certificates/bundle')).body.version, 1, 'nothing changed');
