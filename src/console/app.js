@@ -105,9 +105,11 @@
   function when(iso) {
     if (!iso) return h('span', { text: '—' });
     const d = new Date(iso);
-    const local = new Intl.DateTimeFormat(undefined, {
+    // One formatter for the page: making one costs more than formatting a whole list.
+    when.fmt = when.fmt || new Intl.DateTimeFormat(undefined, {
       year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', timeZoneName: 'short',
-    }).format(d);
+    });
+    const local = when.fmt.format(d);
     return h('time', { datetime: iso, title: d.toISOString().replace('.000Z', 'Z') + ' (UTC)', text: local });
   }
   function badge(status) {
@@ -269,15 +271,14 @@
     document.title = 'Sign in · certvault';
     input.focus();
   }
+  /* The session names the role, which is enough to draw the screen at once; GET /v1/me,
+   * asked meanwhile, adds the routes this certvaultd serves (for what dialogs offer). */
   async function loadMe(session) {
     state.me = { name: session.name, role: session.role, id: session.id };
-    try {
-      const me = await api('GET', '/v1/me');
-      state.me = Object.assign(state.me, me);
-    } catch (e) {
-      if (e.status === 401) throw e; // GET /v1/me may not exist in an older certvaultd: the role says enough
-    }
     drawNav();
+    api('GET', '/v1/me').then((me) => {
+      if (state.me && state.me.id === me.id) { Object.assign(state.me, me); drawNav(); }
+    }).catch(() => { /* an older certvaultd without /v1/me: the role says enough */ });
   }
   function drawNav() {
     const items = [['#/', 'Overview'], ['#/certificates', 'Certificates'], ['#/services', 'Services'],
