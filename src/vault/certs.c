@@ -262,6 +262,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	EVP_PKEY *key = NULL;
 	int r, pending = 0;
 
+	memset(&rev, 0, sizeof(rev));
 	vault_audit_target(audit, req->name);
 	r = vault_check_name(req->name, err);
 	if (r < 0)
@@ -317,14 +318,15 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	pending = 0;
 	cv_fault_point("import.after_activate");
 	rec->state = CV_CERT_ACTIVE;
-	if (ret_rev != NULL)
-		*ret_rev = rev;
 	*ret_rec = rec;
 	rec = NULL;
 	r = 0;
 out:
 	if (pending)
 		cv_store_cert_remove(v->store, rec->id);
+	/* Refused or not: what the check found (and why a fetch failed) is the log's. */
+	if (ret_rev != NULL)
+		*ret_rev = rev;
 	cv_store_cert_free(rec);
 	EVP_PKEY_free(key);
 	return r;

@@ -256,6 +256,9 @@ class HttpsSessionTest(VaultTestCase):
 class BrowserTest(VaultTestCase):
     """Every screen and flow in headless Chromium, as each role."""
 
+    # The truststore's fetch from the local openssl s_server: loopback must be allowed.
+    settings = {"CERTVAULT_TRUSTSTORE_ALLOW_NETWORKS": "127.0.0.0/8"}
+
     def serve_tls(self, leaf, inter):
         for _ in range(5):
             port = free_port()
