@@ -43,7 +43,8 @@ enum cv_err {
 	CV_ERR_REVOKED = -35,          /* the certificate is revoked (a CRL or OCSP said so) */
 	CV_ERR_REVOCATION_UNKNOWN = -36,/* a revocation source exists but could not tell */
 	CV_ERR_UNKNOWN_ISSUER = -37,   /* a CRL no truststore CA issued */
-	CV_ERR__LAST = -38
+	CV_ERR_RATE_LIMITED = -38,     /* a source refused too often: come back later */
+	CV_ERR__LAST = -39
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

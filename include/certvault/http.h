@@ -48,6 +48,7 @@ struct cv_request {
 	const char *body;                 /* NUL-terminated; NULL when there is none */
 	size_t body_len;
 	int64_t now;                      /* the request's clock, seconds since the epoch */
+	int64_t now_ms;                   /* the same in milliseconds; 0: only now is known */
 	const char *authorization;        /* the Authorization header, NULL when absent */
 	const char *cookie;               /* the Cookie header, NULL when absent */
 	const char *csrf_token;           /* the X-CSRF-Token header, NULL when absent */
@@ -55,6 +56,7 @@ struct cv_request {
 	int has_session;                  /* authenticated by a console session cookie */
 	struct cv_session_view session;   /* that session, when has_session */
 	char request_id[33];              /* names the request in the log and the audit trail */
+	char source[48];                  /* the client's address, "" when unknown */
 	struct cv_actor actor;            /* who: filled by dispatch from the bearer token */
 	struct cv_audit *audit;           /* a change's audit record in the making; NULL for reads */
 };
@@ -85,6 +87,7 @@ struct cv_response {
 	int etag_final;                   /* the handler's ETag is the whole tag: no 304 made */
 	const char *cache_control;        /* static; NULL: "no-store" */
 	int challenge;                    /* a 401: send WWW-Authenticate: Bearer */
+	int64_t retry_after;              /* a 429: seconds for Retry-After; 0: none */
 	int console;                      /* a console page or asset: its CSP and framing rules */
 	const char *location;             /* static; a redirect's Location, NULL for none */
 	char set_cookie[200];             /* Set-Cookie (a session's secret: wiped), "" for none */

@@ -373,6 +373,23 @@ static int authorize(struct cv_app *app, const struct cv_route *route, struct cv
 			     cv_role_name(req->actor.role), req->method, route->pattern);
 }
 
+/* r, or CV_ERR_RATE_LIMITED in its place when r is an unauthorized request from an address
+ * past the rate of such refusals. */
+static int throttle_refusal(struct cv_app *app, const struct cv_request *req,
+			    struct cv_response *res, int r, struct cv_errmsg *err)
+{
+	int64_t wait = 0;
+
+	if (r != CV_ERR_UNAUTHORIZED ||
+	    cv_vault_refusal_throttle(&app->vault, req->source,
+				      req->now_ms != 0 ? req->now_ms : req->now * 1000,
+				      &wait) != CV_ERR_RATE_LIMITED)
+		return r;
+	res->retry_after = wait;
+	return cv_errmsg_set(err, CV_ERR_RATE_LIMITED, "too many refused requests from this "
+			     "address: retry after %lld s", (long long)wait);
+}
+
 void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_large,
 		      struct cv_response *res)
 {
@@ -399,8 +416,12 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 		cv_audit_begin(&audit, &req->actor, m.route->action,
 			       req->params[0] != NULL ? req->params[0] : "", req->request_id,
 			       req->now);
+		cv_audit_source(&audit, req->source);
 		req->audit = &audit;
 	}
+	/* Refusals without a valid token are counted per address: past the rate, 429 (and no
+	 * record of its own, only a count) until the address slows down. */
+	r = throttle_refusal(app, req, res, r, &err);
 	if (r < 0)
 		goto out;
 	if (body_too_large) {
@@ -418,9 +439,15 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 		goto out;
 	}
 	r = m.route->handler(app, req, res, &err);
+	/* A refused console sign-in is one too. */
+	r = throttle_refusal(app, req, res, r, &err);
 out:
-	if (r < 0)
+	if (r < 0) {
+		int64_t wait = res->retry_after;
+
 		res_error(res, r, err.text);
+		res->retry_after = wait;
+	}
 	if (r == CV_ERR_UNAUTHORIZED)
 		res->challenge = 1;
 	if (req->audit != NULL) {

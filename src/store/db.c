@@ -200,6 +200,15 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX crls_issuer ON crls(issuer);",
+	/* 5 -> 6: the audit chain keyed with the token's HMAC key (keyed 0: a plain SHA-256
+	 * link, from before); the client's address; a repeat's count and first and last
+	 * attempt; a checkpoint's facts. */
+	"ALTER TABLE audit_log ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE audit_log ADD COLUMN first_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
 	/* certificates: who made and who last changed each (the access token's name as the
 	 * audit record has it: '' for rows older than this step), and the last revocation
 	 * check's answer with its time (status '' = never recorded). The list sorts by
@@ -215,7 +224,7 @@ static const char *const migrations[] = {
 	" ON certificates(state, not_after, name, not_before);"
 	"CREATE INDEX certificates_state_updated_name"
 	" ON certificates(state, updated_at, name);",
-	/* 6 -> 7: console sessions (issue 12). The secret the browser holds in its cookie is
+	/* 7 -> 8: console sessions (issue 12). The secret the browser holds in its cookie is
 	 * never stored, only its SHA-256; a session acts as the API token it was opened with,
 	 * and goes with it. */
 	"CREATE TABLE console_sessions ("
@@ -564,6 +573,8 @@ void cv_store_free(struct cv_store *store)
 	free(store);
 }
 
+_Thread_local struct store_conn *store_current_conn;
+
 struct store_conn *store_borrow(struct cv_store *store)
 {
 	struct store_conn *conn;
@@ -574,6 +585,7 @@ struct store_conn *store_borrow(struct cv_store *store)
 	conn = store->idle[--store->n_idle];
 	pthread_mutex_unlock(&store->lock);
 	conn->borrows++;
+	store_current_conn = conn;
 	return conn;
 }
 
@@ -600,6 +612,8 @@ void store_return(struct cv_store *store, struct store_conn *conn)
 	 * checkpointed past it) while the connection sits idle; and the bindings may point
 	 * at the caller's memory. */
 	reset_used(conn, 1);
+	if (store_current_conn == conn)
+		store_current_conn = NULL;
 	if (conn->jwks_changed) {
 		conn->jwks_changed = 0;
 		atomic_fetch_add(&store->jwks_generation, 1);
