@@ -169,7 +169,10 @@ class ConsoleTest(VaultTestCase):
         self.assertEqual(st, 401)
         self.assertIn("revoked", json.loads(resp)["error"]["message"])
         # Refused sign-ins: 401 and nothing set.
-        for bad in ("nope", op["token"][:-1] + "A", au["token"]):
+        # (Repeats from one address within audit.repeat_interval are counted into the first
+        # record: the one naming the token id it claimed comes first.)
+        for bad in (op["token"][:-1] + ("B" if op["token"][-1] == "A" else "A"), "nope",
+                    au["token"]):
             st, hdrs, _ = self.raw("POST", "/v1/session", json.dumps({"token": bad}),
                                    {"Content-Type": "application/json"})
             self.assertEqual(st, 401)
