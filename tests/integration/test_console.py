@@ -223,6 +223,11 @@ class HttpsSessionTest(VaultTestCase):
         self.vault.stop()
         self.vault.start({"CERTVAULT_SERVER_TLS_CERTIFICATE": "console-tls",
                           "CERTVAULT_SERVER_TLS_PORT": "0"})
+        # The HTTPS line may follow the plain one the harness waits for.
+        import time
+        deadline = time.time() + 30
+        while not re.search(r"listening on https://", self.vault.log()) and time.time() < deadline:
+            time.sleep(0.05)
         port = int(re.search(r"listening on https://127\.0\.0\.1:(\d+)",
                              self.vault.log()).group(1))
         ctx = ssl.create_default_context(cafile=m.cert_path)
