@@ -27,6 +27,10 @@ struct cv_config {
 	char *token_pin_file;      /* token.pin_file: file whose first line is the user PIN */
 	char *token_so_pin_file;   /* token.so_pin_file: the SO PIN, for --init-token only */
 	int64_t token_sessions;    /* token.sessions: PKCS#11 sessions kept open */
+	char *token_sync_dir;      /* token.sync_dir: "auto", "none" or the module's storage
+				      directory, made durable after each key create or destroy */
+	int token_destroy_orphan_keys; /* token.destroy_orphan_keys: destroy, at start, key
+					  objects with certvault's marker that no row names */
 	int64_t expires_soon_days; /* policy.expires_soon_days */
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
 	int destroy_superseded_keys; /* policy.destroy_superseded_keys */

@@ -63,6 +63,14 @@ static const struct setting settings[] = {
 	  "file holding the SO PIN, read only by --init-token; CERTVAULT_TOKEN_SO_PIN overrides it" },
 	{ "token", "sessions", K_INT, OFF(token_sessions), "8", 1, 256,
 	  "PKCS#11 sessions kept open" },
+	{ "token", "sync_dir", K_STR, OFF(token_sync_dir), "auto", 0, 0,
+	  "the module's storage directory, made durable after every key create or destroy and"
+	  " before the database commit that depends on it; auto: SoftHSM's directories.tokendir"
+	  " (SOFTHSM2_CONF, else /etc/softhsm/softhsm2.conf) for SoftHSM, nothing for any other"
+	  " module; none: nothing (a hardware or network module)" },
+	{ "token", "destroy_orphan_keys", K_BOOL, OFF(token_destroy_orphan_keys), "false", 0, 0,
+	  "at start, destroy key objects that carry certvault's id marker but that no row"
+	  " names (else they are only reported); objects other tools made are never touched" },
 	{ "policy", "expires_soon_days", K_INT, OFF(expires_soon_days), "30", 0, 3650,
 	  "a certificate this close to its end is \"expires_soon\"" },
 	{ "policy", "allow_weak_signatures", K_BOOL, OFF(allow_weak_signatures), "false", 0, 0,
