@@ -58,6 +58,8 @@ struct cv_config {
 	int64_t audit_anonymous_per_minute; /* audit.anonymous_refusals_per_minute */
 	int64_t audit_anonymous_burst; /* audit.anonymous_refusal_burst */
 	int64_t audit_retention_days; /* audit.retention_days: --audit-archive's age */
+	int64_t session_idle_timeout; /* console.session_idle_timeout, seconds without a request */
+	int64_t session_lifetime;  /* console.session_lifetime, seconds at most */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

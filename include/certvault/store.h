@@ -723,4 +723,29 @@ int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t no
 /* How many tokens were ever made (revoked ones too). 0 or CV_ERR_DB. */
 int cv_store_api_token_count(struct cv_store *store, int64_t *ret);
 
+/* Console sessions: a browser's sign-in with an API token. Only the SHA-256 of the cookie's
+ * secret is kept. */
+#define CV_SESSION_ID_LEN 16       /* hex digits of the public id */
+struct cv_session {
+	char id[CV_SESSION_ID_LEN + 1];
+	uint8_t secret_hash[32];
+	char token_id[CV_API_TOKEN_ID_LEN + 1]; /* the API token it acts as */
+	int64_t created_at;
+	int64_t last_seen;         /* the last request, to a resolution the vault chooses */
+	int64_t expires_at;        /* the absolute end */
+};
+/* Adds a session with audit (may be NULL) in one transaction, first removing sessions that
+ * ended: expires_at <= now or last_seen < idle_cutoff. 0, CV_ERR_NAME_TAKEN (the id exists),
+ * CV_ERR_DB. */
+int cv_store_session_insert(struct cv_store *store, const struct cv_session *s, int64_t now,
+			    int64_t idle_cutoff, const struct cv_audit_entry *audit);
+/* One session by id. 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_session_get(struct cv_store *store, const char *id, struct cv_session *ret);
+/* Moves last_seen forward to now. 0 (also when the session is gone), CV_ERR_DB. */
+int cv_store_session_touch(struct cv_store *store, const char *id, int64_t now);
+/* Removes a session, with audit (may be NULL) in the same transaction. 0, CV_ERR_NOT_FOUND,
+ * CV_ERR_DB. */
+int cv_store_session_delete(struct cv_store *store, const char *id,
+			    const struct cv_audit_entry *audit);
+
 #endif

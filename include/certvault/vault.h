@@ -679,6 +679,40 @@ int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
 int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 			     int *ret_created, struct cv_errmsg *err);
 
+/* Console sessions (issue 12). The browser holds a cookie "cvs_<id>_<secret>" (same shape
+ * and strength as an API token); only the secret's SHA-256 is stored. A session acts as the
+ * API token it was opened with (its name, id and role) and ends with it. Its CSRF token is
+ * derived from the cookie, so it is never stored and a database read cannot forge it. */
+#define CV_SESSION_COOKIE_LEN 64
+#define CV_SESSION_CSRF_LEN 43
+struct cv_session_view {
+	char id[CV_SESSION_ID_LEN + 1];
+	char csrf[CV_SESSION_CSRF_LEN + 1];
+	int64_t expires_at;        /* the absolute end */
+	int64_t idle_expires_at;   /* the end if no request comes before it */
+};
+/* Signs in with an API token: checks it as cv_vault_authenticate does, makes a session that
+ * ends lifetime seconds from now (or idle seconds after its last request), and writes audit
+ * (may be NULL) with the token as actor in the same transaction. ret_cookie
+ * (CV_SESSION_COOKIE_LEN + 1 bytes) is the cookie's value: the caller wipes it. 0,
+ * CV_ERR_UNAUTHORIZED, CV_ERR_DB, CV_ERR_INTERNAL. */
+int cv_vault_session_create(struct cv_vault *v, struct cv_audit *audit, const char *api_token,
+			    int64_t now, int64_t idle, int64_t lifetime, char *ret_cookie,
+			    struct cv_actor *ret_actor, struct cv_session_view *ret_view,
+			    struct cv_errmsg *err);
+/* Who a session cookie is: its token's actor and the session's view. A session past its end,
+ * idle too long, or whose token was revoked or expired is refused. 0, CV_ERR_UNAUTHORIZED,
+ * CV_ERR_DB. */
+int cv_vault_session_authenticate(struct cv_vault *v, const char *cookie, int64_t now,
+				  int64_t idle, struct cv_actor *ret_actor,
+				  struct cv_session_view *ret_view, struct cv_errmsg *err);
+/* Whether csrf is the session's CSRF token (constant time): 1 or 0. */
+int cv_vault_session_csrf_ok(const struct cv_session_view *view, const char *csrf);
+/* Signs out: removes the session, with audit in the same transaction. 0, CV_ERR_NOT_FOUND,
+ * CV_ERR_DB. */
+int cv_vault_session_end(struct cv_vault *v, struct cv_audit *audit, const char *id,
+			 struct cv_errmsg *err);
+
 /* The key of key_id in the token, for what serves with it (the HTTPS listener): whether it
  * is there, and a signature made inside the token (see cv_token_sign). */
 int cv_vault_key_exists(struct cv_vault *v, const uint8_t *key_id, size_t id_len);

@@ -141,6 +141,10 @@ static const struct setting settings[] = {
 	{ "audit", "retention_days", K_INT, OFF(audit_retention_days), "0", 0, 36500,
 	  "certvaultd --audit-archive FILE moves records older than this to FILE; 0: only with"
 	  " --older-than-days" },
+	{ "console", "session_idle_timeout", K_INT, OFF(session_idle_timeout), "1800", 60, 86400,
+	  "seconds a console session lasts without a request (kept to within a minute)" },
+	{ "console", "session_lifetime", K_INT, OFF(session_lifetime), "43200", 300, 2592000,
+	  "seconds a console session lasts at most, however busy" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -93,6 +93,20 @@ int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_respon
 	      struct cv_errmsg *err);
 int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err);
+int h_console_redirect(struct cv_app *app, const struct cv_request *req,
+		       struct cv_response *res, struct cv_errmsg *err);
+int h_console_index(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
+int h_console_asset(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
+int h_session_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
+int h_session_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+int h_session_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
+/* The name of the session cookie on req's listener. */
+const char *req_session_cookie_name(const struct cv_request *req);
 
 /* h_certs.c: answers with the details view of a certificate and its ETag; *ret_view, when
  * asked for, is the caller's. */

@@ -429,6 +429,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 							   MHD_HTTP_HEADER_IF_NONE_MATCH);
 	x->req.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 							   MHD_HTTP_HEADER_AUTHORIZATION);
+	x->req.cookie = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE);
+	x->req.csrf_token = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-CSRF-Token");
+	/* Only a connection of the HTTPS daemon has a GnuTLS session (the daemon a connection
+	 * names is its pool thread's, not the one started). */
+	x->req.tls = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
 	x->req.body = x->body;
 	x->req.body_len = x->len;
 	x->req.now = (int64_t)time(NULL);
@@ -482,6 +487,15 @@ answer:
 	MHD_add_response_header(resp, "Cache-Control",
 				x->res.cache_control != NULL ? x->res.cache_control : "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+	if (x->res.console) {
+		MHD_add_response_header(resp, "Content-Security-Policy", CV_CONSOLE_CSP);
+		MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+	}
+	if (x->res.location != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, x->res.location);
+	if (x->res.set_cookie[0] != '\0')
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, x->res.set_cookie);
 	ret = MHD_queue_response(conn, (unsigned)x->res.status, resp);
 	MHD_destroy_response(resp);
 	if (ret == MHD_YES) {

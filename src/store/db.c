@@ -260,9 +260,21 @@ static const char *const migrations[] = {
 	" ON certificates(state, not_after, name, not_before);"
 	"CREATE INDEX certificates_state_updated_name"
 	" ON certificates(state, updated_at, name);",
+	/* 8 -> 9: console sessions (issue 12). The secret the browser holds in its cookie is
+	 * never stored, only its SHA-256; a session acts as the API token it was opened with,
+	 * and goes with it. */
+	"CREATE TABLE console_sessions ("
+	" id TEXT PRIMARY KEY,"
+	" secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
+	" token_id TEXT NOT NULL REFERENCES api_tokens(id) ON DELETE CASCADE,"
+	" created_at INTEGER NOT NULL,"
+	" last_seen INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE INDEX console_sessions_expires ON console_sessions(expires_at);",
 	/* The names step stays the last one: test_input replays it on a database rolled back one
 	 * step, as an older release left it. New steps go before it (and renumber it). */
-	/* 8 -> 9: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
+	/* 9 -> 10: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
 	 * reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two

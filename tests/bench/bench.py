@@ -723,8 +723,34 @@ def measure_list(bins, token, rows_db, n_rows, sz, table):
             "%.0f MiB" % rss, "%.0f MiB SoftHSM logged in, %s objects listed" % (
                 base, "{:,}".format(foot["objects"])),
             "+%.0f MiB" % (rss - base), "<= +64 MiB", verdict(rss <= base + 64))
+        measure_console(d, n_rows, table)
     finally:
         d.stop()
+
+
+def measure_console(d, n_rows, table):
+    """The console (issue 12) in headless chromium against the list at n_rows: what its first
+    load transfers, and navigation to 50 rows drawn (tests/browser/bench.mjs)."""
+    say("console: first load and the list drawn with 50 rows, in chromium")
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = os.path.join(here, "..", "browser", "bench.mjs")
+    # The token goes through the environment: it stays off command lines.
+    r = last_json(run(["node", script, d.url("")],
+                      env=dict(os.environ, CV_BENCH_TOKEN=d.auth[len("Bearer "):])))
+    table.add("console first load: %d files, %s bytes raw (gzip-compressed)" % (
+        r["first_load_files"], "{:,}".format(r["first_load_bytes"])),
+        "%.1f KB" % (r["first_load_gzip_bytes"] / 1000.0), "", "", "<= 150 KB",
+        verdict(r["first_load_gzip_bytes"] <= 150000))
+    table.add("console: navigation to the list drawn with 50 rows at %s rows (best warm; "
+              "first load %.0f ms, warm median %.0f ms)" % (
+                  "{:,}".format(n_rows), r["list_ms_first"], r["list_ms_warm_median"]),
+              "%.0f ms" % r["list_ms_warm"], "", "", "<= 300 ms",
+              verdict(r["list_ms_warm"] <= 300))
+    table.add("console: list requests for a next page and a search (limit of each)",
+              "%d (%s)" % (r["list_requests_for_next_and_search"],
+                          ", ".join(r["list_limits"])), "", "", "1 page each",
+              verdict(r["list_requests_for_next_and_search"] == 2 and
+                      all(x == "50" for x in r["list_limits"])))
 
 
 def report(bins, table, sz, started, added):

@@ -787,6 +787,13 @@ static const struct {
 	{ "GET", "/v1/audit/verify", CV_R_AUDIT },
 	{ "GET", "/v1/inventory", CV_R_AUDIT },
 	{ "GET", "/metrics", CV_R_METRICS },
+	{ "GET", "/", CV_R_PUBLIC },
+	{ "GET", "/console", CV_R_PUBLIC },
+	{ "GET", "/console/", CV_R_PUBLIC },
+	{ "GET", "/console/{}", CV_R_PUBLIC },
+	{ "POST", "/v1/session", CV_R_PUBLIC },
+	{ "GET", "/v1/session", CV_R_PUBLIC },
+	{ "DELETE", "/v1/session", CV_R_READ },
 };
 
 static int cv_str_ends_with(const char *s, const char *tail)

@@ -241,7 +241,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 9);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 10);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -285,7 +285,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 9);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 10);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -1145,7 +1145,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 9);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 10);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1188,7 +1188,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 9);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 10);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
