@@ -90,6 +90,8 @@ struct cv_response {
 	int64_t retry_after;              /* a 429 or a 503 busy: seconds for Retry-After; 0:
 					     none */
 	int console;                      /* a console page or asset: its CSP and framing rules */
+	int64_t wait_seconds;             /* a long poll: hold an answer that would be 304 up to
+					     this long (the server decides how long at most) */
 	const char *location;             /* static; a redirect's Location, NULL for none */
 	char set_cookie[200];             /* Set-Cookie (a session's secret: wiped), "" for none */
 	int route;                        /* set by dispatch: the route's index in the table + 1;

@@ -125,6 +125,7 @@ static const struct route_query {
 	{ h_service_list, "environment certificate limit cursor", QUERY_MAX },
 	{ h_trust_export, "format password", CV_X509_TRUSTSTORE_PASSWORD_MAX },
 	{ h_audit_list, "from until actor action target limit cursor", 200 },
+	{ h_service_get, "wait", 3 },
 	{ h_inventory, "format", 16 },
 };
 
