@@ -99,6 +99,13 @@ struct cv_cert_record {
 	 * order. */
 	size_t n_kids;
 	char **kids;
+	/* 0: a key pair (the key in the token under key_id); 1: a public certificate, with no
+	 * key object (key_id names none). */
+	int is_public;
+	/* The environments it is for, as the environments spell them, in name order (none:
+	 * any). Filled by get; given to insert. */
+	size_t n_environments;
+	char **environments;
 };
 
 /* Why a write was refused, for the message: the service whose domains a certificate does
@@ -107,14 +114,18 @@ struct cv_conflict {
 	char service[65];
 	char detail[160];          /* a comma-separated list, cut with "..." when too long */
 	int64_t version;
+	int64_t when;              /* CV_ERR_NOT_YET_VALID: the certificate's start */
 };
 
 /* Frees a record; accepts NULL. */
 void cv_store_cert_free(struct cv_cert_record *rec);
 
-/* Inserts rec as a 'pending' row (rec->state is ignored), with its domains. Sets rec->id.
- * Returns 0, CV_ERR_NAME_TAKEN (any row of that name, whatever its state) or CV_ERR_DB. */
-int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec);
+/* Inserts rec as a 'pending' row (rec->state is ignored), with its domains and its
+ * environments (each must exist, else CV_ERR_UNKNOWN_ENVIRONMENT with its name in
+ * conflict->detail; conflict may be NULL). Sets rec->id. Returns 0, CV_ERR_NAME_TAKEN (any
+ * row of that name, whatever its state), CV_ERR_UNKNOWN_ENVIRONMENT or CV_ERR_DB. */
+int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec,
+				 struct cv_conflict *conflict);
 /* Makes a pending row active (an import's commit: audit records it), or a deleting row active
  * again (the undo of a delete whose key the token would not destroy). Returns 0,
  * CV_ERR_NOT_FOUND or CV_ERR_DB. */
@@ -146,6 +157,24 @@ int cv_store_cert_remove(struct cv_store *store, int64_t id);
 int cv_store_cert_set_description(struct cv_store *store, const char *name,
 				  const char *description, int64_t now,
 				  const struct cv_audit_entry *audit);
+
+/* An edit of an active certificate's metadata: each member set is changed, the others
+ * kept. Strings borrowed. */
+struct cv_cert_edit {
+	const char *description;   /* NULL: kept */
+	int set_environments;      /* environments replaced by these (n 0: any) */
+	size_t n_environments;
+	char *const *environments;
+};
+/* Applies edit to the active row name and bumps updated_at to now, with audit, in one
+ * transaction: every environment must exist (CV_ERR_UNKNOWN_ENVIRONMENT, conflict->detail
+ * its name), and every service using the certificate must stay in one of them
+ * (CV_ERR_ENVIRONMENT_NOT_ALLOWED, conflict->service and ->detail its environment).
+ * *ret_old (NULL: not wanted) gets the row as it was before (its description and
+ * environments), the caller's. Returns 0, those, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv_cert_edit *edit,
+		       int64_t now, struct cv_conflict *conflict,
+		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit);
 
 /* Reads the active row with this name, every field filled. Returns 0, CV_ERR_NOT_FOUND or
  * CV_ERR_DB; *ret_rec is the caller's. */
@@ -303,9 +332,11 @@ struct cv_service_record {
 void cv_store_service_free(struct cv_service_record *svc);
 
 /* Creates the service svc->name, or changes its environment, description and domains
- * (svc's other fields are ignored). A service in use keeps its certificate, which must cover
- * the new domains (CV_ERR_DOMAIN_NOT_COVERED, conflict filled). *ret_created says which.
- * With audit. Returns 0, CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+ * (svc's other fields are ignored). The environment must exist, matched ignoring case and
+ * stored as it spells itself (CV_ERR_UNKNOWN_ENVIRONMENT). A service in use keeps its
+ * certificate, which must cover the new domains (CV_ERR_DOMAIN_NOT_COVERED, conflict
+ * filled) and be for the new environment (CV_ERR_ENVIRONMENT_NOT_ALLOWED). *ret_created says
+ * which. With audit. Returns 0, those errors or CV_ERR_DB. */
 int cv_store_service_put(struct cv_store *store, const struct cv_service_record *svc,
 			 int64_t now, int *ret_created, struct cv_conflict *conflict,
 			 const struct cv_audit_entry *audit);
@@ -316,9 +347,13 @@ int cv_store_service_get(struct cv_store *store, const char *name,
  * CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_store_service_remove(struct cv_store *store, const char *name,
 			    const struct cv_audit_entry *audit);
-/* The service starts using the active certificate cert_name, whose domains must cover the
- * service's, with audit. Returns 0, CV_ERR_NOT_FOUND (conflict->detail says "service" or
- * "certificate"), CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+/* The service starts using the active certificate cert_name, with audit. The certificate
+ * must have a key (CV_ERR_NO_PRIVATE_KEY), be valid at now (CV_ERR_NOT_YET_VALID,
+ * conflict->when its start), be for the service's environment
+ * (CV_ERR_ENVIRONMENT_NOT_ALLOWED, conflict->detail the environment) and cover the
+ * service's domains (CV_ERR_DOMAIN_NOT_COVERED). Returns 0,
+ * CV_ERR_NOT_FOUND (conflict->detail says "service" or "certificate"), those errors or
+ * CV_ERR_DB. */
 int cv_store_service_bind(struct cv_store *store, const char *name, const char *cert_name,
 			  int64_t now, struct cv_conflict *conflict,
 			  const struct cv_audit_entry *audit);
@@ -328,7 +363,7 @@ int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t no
 			    struct cv_conflict *conflict, const struct cv_audit_entry *audit);
 
 struct cv_service_filter {
-	const char *environment;   /* NULL: any */
+	const char *environment;   /* NULL: any; matched ignoring case */
 	const char *certificate;   /* services using this certificate; NULL: any */
 	const char *after;         /* keyset cursor */
 	unsigned limit;            /* 1..1000 */
@@ -342,6 +377,42 @@ void cv_store_service_page_free(struct cv_service_page *page);
 /* One page of services in name order. Returns 0, CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
 int cv_store_service_list(struct cv_store *store, const struct cv_service_filter *filter,
 			  struct cv_service_page **ret_page);
+
+/* Environments: where services run (production, "Acceptance EU"). A service belongs to
+ * one; a certificate may name those it is for. Names follow the name rule and are unique
+ * ignoring case, keeping the case they were created with. */
+struct cv_environment_record {
+	int64_t id;
+	char name[65];
+	char *display_name;
+	char *description;
+	int64_t n_services;        /* services in it */
+	int64_t n_certificates;    /* certificates naming it */
+	int64_t created_at;
+	int64_t updated_at;
+};
+void cv_store_environment_free(struct cv_environment_record *rec);
+/* Frees an array of n records (their members, then the array). */
+void cv_store_environments_free(struct cv_environment_record *recs, size_t n);
+/* Creates the environment name (any case of an existing name changes that one), or
+ * changes its display name and description, with audit. *ret_created says which;
+ * ret_name (NULL: not wanted) gets its name as stored. 0 or CV_ERR_DB. */
+int cv_store_environment_put(struct cv_store *store, const char *name,
+			     const char *display_name, const char *description, int64_t now,
+			     int *ret_created, char ret_name[65],
+			     const struct cv_audit_entry *audit);
+/* Reads one environment, its name matched ignoring case. 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_environment_get(struct cv_store *store, const char *name,
+			     struct cv_environment_record **ret_rec);
+/* At most limit (1..1000) environments in name order (ignoring case) after the name after
+ * (NULL: from the first). 0 (*ret_recs the caller's), CV_ERR_BAD_REQUEST, CV_ERR_DB. */
+int cv_store_environment_list(struct cv_store *store, const char *after, unsigned limit,
+			      struct cv_environment_record **ret_recs, size_t *ret_n);
+/* Removes an environment nothing uses, with audit: CV_ERR_IN_USE when services are in it
+ * (conflict->detail "services: a, b") or certificates name it ("certificates: x"). 0,
+ * CV_ERR_IN_USE, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_environment_remove(struct cv_store *store, const char *name,
+				struct cv_conflict *conflict, const struct cv_audit_entry *audit);
 
 /* JWKs. */
 enum cv_jwk_state {

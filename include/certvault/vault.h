@@ -56,6 +56,9 @@ void cv_vault_caches_release(struct cv_vault *v);
 struct cv_import_request {
 	const char *name;
 	const char *description;   /* NULL: "" */
+	/* The environments the certificate is for (import only; none: any). */
+	size_t n_environments;
+	const char *const *environments;
 	const char *certificate;
 	size_t certificate_len;
 	const char *private_key;   /* NULL: none (only with pkcs12 or bundle) */
@@ -68,13 +71,19 @@ struct cv_import_request {
 	size_t pkcs12_len;
 	enum cv_encoding pkcs12_encoding;
 	int bundle;
+	int allow_upcoming;        /* take a certificate whose start is still ahead */
 };
 
 /* Limits on metadata a client sets. */
 #define CV_DESCRIPTION_MAX 1024
+#define CV_DISPLAY_NAME_MAX 100     /* characters of an environment's display name */
+#define CV_CERT_ENVIRONMENTS_MAX 64 /* environments a certificate names */
 
 /* Validates and imports: every x509 check and the revocation check (below), then a pending
- * row, the key in the token, the row made active with audit (its target the name). Returns 0
+ * row, the key in the token, the row made active with audit (its target the name). Without
+ * a private key it imports a public certificate: the row only, no key object (a partner's
+ * certificate, an mTLS peer, a signer whose JWK verifies tokens). With req->allow_upcoming a
+ * certificate whose start is ahead is taken (status upcoming). Returns 0
  * and the stored record with what the revocation check found in *ret_rev (NULL: not
  * wanted), or an error with err saying why; on failure nothing is left in the store or the
  * token.
@@ -170,6 +179,42 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const char *name,
 			   const char *description, int64_t now, struct cv_errmsg *err);
 
+/* An edit of a certificate's metadata as the client sent it (strings borrowed). */
+struct cv_cert_edit_request {
+	const char *description;   /* NULL: kept */
+	int set_environments;
+	size_t n_environments;
+	const char *const *environments;
+};
+/* Edits a certificate's metadata (see cv_store_cert_edit): description at most
+ * CV_DESCRIPTION_MAX bytes, environments by the name rule, existing, at most
+ * CV_CERT_ENVIRONMENTS_MAX, and still holding every service using it. audit's target is
+ * the name. Returns 0, CV_ERR_INVALID_NAME,
+ * CV_ERR_BAD_REQUEST, CV_ERR_NOT_FOUND, CV_ERR_UNKNOWN_ENVIRONMENT,
+ * CV_ERR_ENVIRONMENT_NOT_ALLOWED or CV_ERR_DB. */
+int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *name,
+		       const struct cv_cert_edit_request *req, int64_t now, struct cv_errmsg *err);
+
+/* Environments (see struct cv_environment_record). */
+/* Creates or changes an environment: name by the name rule, display_name (NULL: the name)
+ * 1 to CV_DISPLAY_NAME_MAX characters without control characters (spaces allowed),
+ * description at most CV_DESCRIPTION_MAX bytes. 0 (*ret_created; ret_name the name as
+ * stored), CV_ERR_INVALID_NAME, CV_ERR_BAD_REQUEST, CV_ERR_DB. */
+int cv_vault_environment_put(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			     const char *display_name, const char *description, int64_t now,
+			     int *ret_created, char ret_name[65], struct cv_errmsg *err);
+/* 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_vault_environment_get(struct cv_vault *v, const char *name,
+			     struct cv_environment_record **ret_rec, struct cv_errmsg *err);
+/* A page in name order (see cv_store_environment_list). 0, CV_ERR_DB. */
+int cv_vault_environment_list(struct cv_vault *v, const char *after, unsigned limit,
+			      struct cv_environment_record **ret_recs, size_t *ret_n,
+			      struct cv_errmsg *err);
+/* Deletes an environment no service is in and no certificate names (else CV_ERR_IN_USE
+ * naming them). 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_IN_USE, CV_ERR_DB. */
+int cv_vault_environment_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
+				struct cv_errmsg *err);
+
 /* Deletes a certificate: needs confirm == "delete" or its name (else CV_ERR_CONFIRM_REQUIRED,
  * nothing changes) and no service using it (else CV_ERR_IN_USE naming them). With JWKs linked
  * to it, jwk->action must be DELETE or DISCONNECT (else CV_ERR_JWK_CHOICE_REQUIRED naming
@@ -214,6 +259,7 @@ int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *
 struct cv_inventory;
 struct cv_inventory_item {
 	int trusted_ca;              /* a truststore entry: no key, services, JWKs or domains */
+	int is_public;               /* a public certificate: no key (key_uri "") */
 	const char *name;            /* the certificate's name, the entry's alias */
 	const char *description;     /* "" for a truststore entry */
 	const char *subject;

@@ -51,6 +51,7 @@ int cv_x509_key_parse(const char *text, size_t len, enum cv_encoding enc, const 
 struct cv_x509_policy {
 	time_t now;
 	int allow_weak_signatures; /* accept MD5/SHA-1 signed certificates */
+	int allow_upcoming;        /* accept one whose start is after now ("upcoming") */
 };
 
 /* Checks a certificate and private key for import, in this order, each with its own error:
@@ -59,7 +60,8 @@ struct cv_x509_policy {
  * -> CV_ERR_EXPIRED; more than CV_X509_MAX_SANS subject alternative names -> CV_ERR_LIMIT;
  * weak signature -> CV_ERR_WEAK_SIGNATURE; the private key belongs to the
  * certificate -> CV_ERR_KEY_MISMATCH; every chain entry is a CA certificate ->
- * CV_ERR_BAD_CHAIN. chain may be NULL. Returns 0 when all pass. */
+ * CV_ERR_BAD_CHAIN. chain may be NULL; key NULL checks a public certificate (no key: the
+ * key's own checks are left out). Returns 0 when all pass. */
 int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 			 const struct cv_x509_policy *policy, struct cv_errmsg *err);
 

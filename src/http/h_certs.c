@@ -47,6 +47,12 @@ static json_t *used_by_json(const struct cv_cert_record *rec, int with_domains)
 	return a;
 }
 
+/* "key_pair" (its key is in the token) or "public" (a certificate alone). */
+static const char *cert_kind(const struct cv_cert_record *rec)
+{
+	return rec->is_public ? "public" : "key_pair";
+}
+
 /* The quoted ETag of a version, as the header and the views give it. */
 static void etag_of(int64_t version, const char *sha256_fingerprint, char *buf, size_t len)
 {
@@ -79,9 +85,10 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 	const struct cv_cert_record *rec = v->rec;
 	const struct cv_x509_info *info = v->info;
 	char key_id[2 * CV_TOKEN_ID_LEN + 1];
+	json_t *o;
 
 	cv_hex_encode(rec->key_id, sizeof(rec->key_id), key_id);
-	return view_extend(json_pack(
+	o = json_pack(
 		"{s:s, s:s, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
 		" s:{s:s, s:i, s:o, s:s},"
 		" s:o, s:o, s:I, s:s, s:{s:s, s:s},"
@@ -102,8 +109,17 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 		"sha1", info->sha1_fingerprint,
 		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri",
 		v->key_uri, "id", key_id, "label", rec->name,
-		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at)),
-		rec, etag);
+		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at));
+	/* A public certificate has no key object: no key to show. */
+	if (o != NULL && (json_object_set_new(o, "kind", json_string(cert_kind(rec))) < 0 ||
+			  json_object_set_new(o, "environments",
+					      strings_json(rec->environments,
+							   rec->n_environments)) < 0 ||
+			  (rec->is_public && json_object_set_new(o, "key", json_null()) < 0))) {
+		json_decref(o);
+		o = NULL;
+	}
+	return view_extend(o, rec, etag);
 }
 
 /* Answers with the details view of a certificate and its ETag; *ret_view, when asked for,
@@ -153,8 +169,8 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 		return r;
 	if (in->certificate == NULL && in->pkcs12 == NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				     "\"certificate\" (with \"private_key\") or \"pkcs12\" is "
-				     "required");
+				     "\"certificate\" (with \"private_key\", or alone for a public "
+				     "certificate) or \"pkcs12\" is required");
 	if (form) {
 		if (encoding != NULL)
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"encoding\" is for JSON "
@@ -168,26 +184,30 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"pkcs12\" is always base64: \"encoding\" is not taken");
 	in->pkcs12_encoding = CV_ENC_BASE64;
-	if (in->certificate != NULL && in->private_key == NULL)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required");
+	/* A certificate without "private_key" is a public certificate. */
 	if (cv_x509_encoding_parse(encoding, &in->encoding) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"encoding\" must be pem, base64 or base64pem");
 	return 0;
 }
 
-/* The optional "check_chain" member: a boolean. */
-static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
+/* An optional boolean member (absent: false). */
+static int bool_member(json_t *body, const char *key, int *ret, struct cv_errmsg *err)
 {
-	json_t *v = json_object_get(body, "check_chain");
+	json_t *v = json_object_get(body, key);
 
 	*ret = 0;
 	if (v == NULL || json_is_null(v))
 		return 0;
 	if (!json_is_boolean(v))
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"check_chain\" must be true or false");
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" must be true or false", key);
 	*ret = json_is_true(v);
 	return 0;
+}
+
+static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
+{
+	return bool_member(body, "check_chain", ret, err);
 }
 
 /* Adds what the revocation check found to an import, renew or replace answer, with a
@@ -234,12 +254,14 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 {
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
-					       "pkcs12", "check_chain", NULL };
+					       "pkcs12", "check_chain", "environments",
+					       "allow_upcoming", NULL };
+	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
 	struct cv_revocation rev;
 	json_t *body = NULL;
-	int r, form, check = 0;
+	int r, form, check = 0, present;
 
 	r = req_body_object(req, allowed, &body, &form, err);
 	if (r < 0)
@@ -250,8 +272,14 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	    (r = material_members(body, form, &in, err)) < 0)
 		goto out;
 	r = check_chain_member(body, &check, err);
+	if (r == 0)
+		r = bool_member(body, "allow_upcoming", &in.allow_upcoming, err);
+	if (r == 0)
+		r = json_names_member(body, "environments", CV_CERT_ENVIRONMENTS_MAX, environments,
+				      &in.n_environments, &present, err);
 	if (r < 0)
 		goto out;
+	in.environments = environments;
 	r = cv_vault_cert_import(&app->vault, req->audit, &in, req->now, &rec, &rev, err);
 	if (r < 0)
 		goto out;
@@ -281,10 +309,11 @@ int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_respo
 int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "description", NULL };
+	static const char *const allowed[] = { "description", "environments", NULL };
 	static const char *const content[] = { "name", "certificate", "private_key", "chain",
 					       "password", "encoding", NULL };
-	const char *description;
+	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
+	struct cv_cert_edit_request edit = { 0 };
 	json_t *body = NULL;
 	size_t i;
 	int r;
@@ -303,17 +332,22 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 	}
 	if (r < 0)
 		goto out;
-	/* An empty description clears it; leaving it out is a mistake worth saying. */
-	r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &description, NULL,
-			       err);
+	/* An empty description clears it; a body that changes nothing is a mistake worth
+	 * saying. */
+	r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &edit.description,
+			       NULL, err);
+	if (r == 0)
+		r = json_names_member(body, "environments", CV_CERT_ENVIRONMENTS_MAX, environments,
+				      &edit.n_environments, &edit.set_environments, err);
 	if (r < 0)
 		goto out;
-	if (description == NULL) {
-		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"description\" is required");
+	edit.environments = environments;
+	if (edit.description == NULL && !edit.set_environments) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				  "nothing to change: give \"description\" or \"environments\"");
 		goto out;
 	}
-	r = cv_vault_cert_describe(&app->vault, req->audit, req->params[0], description, req->now,
-				   err);
+	r = cv_vault_cert_edit(&app->vault, req->audit, req->params[0], &edit, req->now, err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, req->params[0], req->now, 200, res, NULL, err);
@@ -395,6 +429,7 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		  json_integer((json_int_t)cv_expires_in_days((time_t)rec->not_after, (time_t)now)) },
 		{ "valid_to", time_json(rec->not_after) },
 		{ "key_type", json_string(rec->key_description) },
+		{ "kind", json_string(cert_kind(rec)) },
 		{ "version", json_integer((json_int_t)rec->version) },
 	};
 	json_t *o = json_object();
@@ -553,7 +588,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 {
 	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
 					       "encoding", "pkcs12", "version", "jwk_action",
-					       "confirm", "check_chain", NULL };
+					       "confirm", "check_chain", "allow_upcoming", NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	struct cv_import_request in = { 0 };
 	const char *action;
@@ -576,6 +611,8 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		r = json_string_member(body, "confirm", 0, CV_NAME_MAX * 4, &jwk.confirm, NULL, err);
 	if (r == 0)
 		r = check_chain_member(body, &check, err);
+	if (r == 0)
+		r = bool_member(body, "allow_upcoming", &in.allow_upcoming, err);
 	if (r < 0)
 		goto out;
 	if (cv_vault_jwk_action_parse(action, &jwk.action) < 0 ||

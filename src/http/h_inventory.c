@@ -15,7 +15,7 @@
 /* The columns of the CSV and the members of each JSON item, in this order. Each row is
  * made once as JSON and written in either format from it, so the two always agree. */
 static const char *const columns[] = {
-	"type", "name", "description", "subject", "issuer", "serial", "sha256_fingerprint",
+	"type", "kind", "name", "description", "subject", "issuer", "serial", "sha256_fingerprint",
 	"key_type", "key_bits", "not_before", "not_after", "status", "version", "domains",
 	"services", "environments", "jwks", "key_pkcs11_uri", "key_present", "key_sensitive",
 	"key_extractable", "key_always_sensitive", "key_never_extractable", NULL,
@@ -89,9 +89,11 @@ static json_t *key_flag(const struct cv_inventory_item *it, int value)
 
 static json_t *item_json(const struct cv_inventory_item *it)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:o, s:o,"
-			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:o,"
+			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 			 "type", it->trusted_ca ? "truststore" : "certificate",
+			 /* A truststore entry is a certificate alone too. */
+			 "kind", it->trusted_ca || it->is_public ? "public" : "key_pair",
 			 "name", it->name,
 			 "description", it->description,
 			 "subject", it->subject,
@@ -108,7 +110,8 @@ static json_t *item_json(const struct cv_inventory_item *it)
 			 "services", services_json(it->used_by, it->n_used_by),
 			 "environments", distinct_environments(it->used_by, it->n_used_by),
 			 "jwks", strings_json(it->kids, it->n_kids),
-			 "key_pkcs11_uri", it->trusted_ca ? json_null() : json_string(it->key_uri),
+			 "key_pkcs11_uri", it->trusted_ca || it->is_public ? json_null()
+								   : json_string(it->key_uri),
 			 "key_present", it->trusted_ca ? json_null() : json_boolean(it->key.present),
 			 "key_sensitive", key_flag(it, it->key.sensitive),
 			 "key_extractable", key_flag(it, it->key.extractable),

@@ -13,7 +13,7 @@
 #define COLS_LIST                                                                        \
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at, version, current_since"
+	"updated_at, version, current_since, has_key"
 #define COLS_FULL COLS_LIST ", cert_der, chain_pem"
 
 #define LIST_LIMIT_MAX 1000
@@ -33,6 +33,7 @@ void cv_store_cert_free(struct cv_cert_record *rec)
 		return;
 	store_strings_free(rec->domains, rec->n_domains);
 	store_strings_free(rec->kids, rec->n_kids);
+	store_strings_free(rec->environments, rec->n_environments);
 	usage_free(rec->used_by, rec->n_used_by);
 	free(rec->description);
 	free(rec->cert_der);
@@ -95,9 +96,10 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	rec->updated_at = sqlite3_column_int64(stmt, 14);
 	rec->version = sqlite3_column_int64(stmt, 15);
 	rec->current_since = sqlite3_column_int64(stmt, 16);
+	rec->is_public = sqlite3_column_int(stmt, 17) == 0;
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 17);
-		n = sqlite3_column_bytes(stmt, 17);
+		blob = sqlite3_column_blob(stmt, 18);
+		n = sqlite3_column_bytes(stmt, 18);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -111,7 +113,7 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		if (n > 0)
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
-		r = store_dup_text(stmt, 18, &rec->chain_pem);
+		r = store_dup_text(stmt, 19, &rec->chain_pem);
 		if (r < 0)
 			goto out;
 	}
@@ -405,14 +407,16 @@ static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *
 				    id, rec->domains, rec->n_domains);
 }
 
-int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec)
+int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec,
+				 struct cv_conflict *conflict)
 {
 	static const char sql[] =
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
-		" not_before, not_after, key_id, created_at, updated_at, version, current_since)"
+		" not_before, not_after, key_id, created_at, updated_at, version, current_since,"
+		" has_key)"
 		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
-		" ?14)";
+		" ?14, ?16)";
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
@@ -463,6 +467,8 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 		rc = sqlite3_bind_int64(stmt, 14, rec->created_at);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 15, rec->updated_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 16, !rec->is_public);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -473,6 +479,9 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 	}
 	id = sqlite3_last_insert_rowid(db);
 	r = insert_domains(db, id, rec);
+	if (r == 0)
+		r = store_cert_environments_set_on(db, id, rec->environments, rec->n_environments,
+						   conflict);
 	if (r < 0)
 		goto out;
 	r = 0;
@@ -660,6 +669,99 @@ out:
 	return r;
 }
 
+/* The services using the certificate id must all be in one of the environments it is for
+ * now (any when it names none). */
+static int check_users_allowed(sqlite3 *db, int64_t id, struct cv_conflict *c)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"SELECT name, environment FROM services WHERE cert_id = ?1"
+				" ORDER BY name",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = 0;
+	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *service, *environment;
+
+		r = store_column_text(stmt, 0, &service);
+		if (r == 0)
+			r = store_column_text(stmt, 1, &environment);
+		if (r == 0)
+			r = store_cert_allows_environment_on(db, id, environment);
+		if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED && c != NULL) {
+			snprintf(c->service, sizeof(c->service), "%s", service);
+			snprintf(c->detail, sizeof(c->detail), "%s", environment);
+		}
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = store_err(rc);
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv_cert_edit *edit,
+		       int64_t now, struct cv_conflict *conflict,
+		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
+	struct cv_cert_record *old = NULL;
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db,
+				"SELECT " COLS_LIST " FROM certificates WHERE name = ?1 AND state = 1",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, name);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r == 0)
+		r = read_row(stmt, 0, &old);
+	if (r == 0)
+		r = store_cert_environments_on(db, old->id, &old->environments,
+					       &old->n_environments);
+	if (r < 0)
+		goto out;
+	if (edit->description != NULL)
+		r = store_run(db, "UPDATE certificates SET description = ?1 WHERE id = ?2", "ti",
+			      edit->description, old->id);
+	if (r == 0 && edit->set_environments)
+		r = store_cert_environments_set_on(db, old->id, edit->environments,
+						   edit->n_environments, conflict);
+	if (r == 0 && edit->set_environments)
+		r = check_users_allowed(db, old->id, conflict);
+	if (r == 0)
+		r = store_run(db, "UPDATE certificates SET updated_at = ?1 WHERE id = ?2", "ii", now,
+			      old->id);
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
+out:
+	sqlite3_finalize(stmt);
+	r = store_finish(db, r);
+	store_return(store, conn);
+	if (r == 0 && ret_old != NULL) {
+		*ret_old = old;
+		old = NULL;
+	}
+	cv_store_cert_free(old);
+	return r;
+}
+
 int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_record **ret_rec)
 {
 	struct store_conn *conn = store_borrow(store);
@@ -687,6 +789,9 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 		r = read_row(stmt, 1, &rec);
 	if (r == 0)
 		r = load_extras(conn, &rec, 1, 1, 0);
+	if (r == 0)
+		r = store_cert_environments_on(conn->db, rec->id, &rec->environments,
+					       &rec->n_environments);
 out:
 	r = store_read_end(conn, r);
 	store_return(store, conn);

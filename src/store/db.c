@@ -200,6 +200,39 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX crls_issuer ON crls(issuer);",
+	/* 5 -> 6: issue 17's model. Environments are rows of their own, unique ignoring case
+	 * (names are ASCII, so NOCASE is exact), keeping the case they were created with.
+	 * Services keep the environment's name, as the environment spells it: the store
+	 * checks it exists under the write lock and the delete of one in use is refused, so
+	 * no foreign key is needed (and SQLite cannot add one to services). The environments
+	 * services named before this version become rows (one per name ignoring case, the
+	 * first spelling), and those services take its spelling.
+	 * A certificate may name the environments it is for (none: any); such an environment
+	 * cannot be deleted (RESTRICT, and the store says which first).
+	 * has_key 0 is a public certificate: its key_id is a random id no token object ever
+	 * had (so the schema's uniqueness holds), and none is created, destroyed or
+	 * journaled for it. */
+	"CREATE TABLE environments ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL UNIQUE COLLATE NOCASE,"
+	" display_name TEXT NOT NULL,"
+	" description TEXT NOT NULL DEFAULT '',"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL"
+	") STRICT;"
+	"INSERT INTO environments (name, display_name, created_at, updated_at)"
+	" SELECT min(environment), min(environment), min(created_at), min(created_at)"
+	" FROM services GROUP BY lower(environment) ORDER BY min(id);"
+	"UPDATE services SET environment = (SELECT e.name FROM environments e"
+	" WHERE e.name = services.environment);"
+	"CREATE TABLE certificate_environments ("
+	" cert_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+	" env_id INTEGER NOT NULL REFERENCES environments(id) ON DELETE RESTRICT,"
+	" PRIMARY KEY (cert_id, env_id)"
+	") STRICT, WITHOUT ROWID;"
+	"CREATE INDEX certificate_environments_env ON certificate_environments(env_id);"
+	"ALTER TABLE certificates ADD COLUMN has_key INTEGER NOT NULL DEFAULT 1"
+	" CHECK (has_key IN (0, 1));",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -119,6 +119,19 @@ int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_r
  * nothing). 0 or CV_ERR_DB: the caller then rolls its change back with it. */
 int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry);
 
+/* Environments on a connection the caller holds (inside its transaction). resolve: the
+ * environment named (ignoring case) as it spells itself and its id (either NULL: not
+ * wanted), or CV_ERR_UNKNOWN_ENVIRONMENT. environments_set: the certificate is for exactly
+ * names (CV_ERR_UNKNOWN_ENVIRONMENT with the name in c->detail). environments_on: the names
+ * a certificate is for. allows_environment: 0 when the certificate names no environment or
+ * names environment, else CV_ERR_ENVIRONMENT_NOT_ALLOWED. */
+int store_environment_resolve_on(sqlite3 *db, const char *name, char ret_name[65],
+				 int64_t *ret_id);
+int store_cert_environments_set_on(sqlite3 *db, int64_t cert_id, char *const *names, size_t n,
+				   struct cv_conflict *c);
+int store_cert_environments_on(sqlite3 *db, int64_t cert_id, char ***ret, size_t *ret_n);
+int store_cert_allows_environment_on(sqlite3 *db, int64_t cert_id, const char *environment);
+
 /* The domains of a certificate and of a service, in order (?1 = its id). */
 #define STORE_CERT_DOMAINS_SQL \
 	"SELECT domain FROM certificate_domains WHERE cert_id = ? ORDER BY position"

@@ -41,10 +41,10 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	char **domains = NULL, service[65];
 	size_t n_domains = 0;
 	const char *fp;
-	int rc, r;
+	int rc, r, in_use;
 
 	rc = sqlite3_prepare_v2(db,
-				"SELECT version, sha256_fingerprint FROM certificates"
+				"SELECT version, sha256_fingerprint, has_key FROM certificates"
 				" WHERE id = ?1 AND state = 1",
 				-1, &cur, NULL);
 	if (rc == SQLITE_OK)
@@ -76,17 +76,30 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 		r = CV_ERR_ALREADY_RENEWED;
 		goto out;
 	}
-	if (req->kind == CV_END_RENEWED) {
-		/* Only a certificate in use is renewed. */
-		rc = sqlite3_step(users);
-		if (rc == SQLITE_DONE) {
-			r = CV_ERR_NOT_IN_USE;
-			goto out;
-		}
-		if (rc != SQLITE_ROW || (rc = sqlite3_reset(users)) != SQLITE_OK) {
-			r = store_err(rc);
-			goto out;
-		}
+	/* Whether a service uses it. */
+	rc = sqlite3_step(users);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	in_use = rc == SQLITE_ROW;
+	rc = sqlite3_reset(users);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	/* Only a certificate in use is renewed; a public one, which no service can use, is
+	 * renewed for those who hold it (its JWKs, a partner's copy). */
+	if (req->kind == CV_END_RENEWED && !in_use && sqlite3_column_int(cur, 2) != 0) {
+		r = CV_ERR_NOT_IN_USE;
+		goto out;
+	}
+	/* The services would serve it at once: not before its start. */
+	if (in_use && next->not_before > req->now) {
+		if (c != NULL)
+			c->when = next->not_before;
+		r = CV_ERR_NOT_YET_VALID;
+		goto out;
 	}
 	r = store_column_text(cur, 1, &fp);
 	if (r < 0)
@@ -184,8 +197,10 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 		else if (strcmp(p, ":ended") == 0)
 			rc = sqlite3_bind_int64(stmt, i, (int64_t)req->kind);
 		else if (strcmp(p, ":key_state") == 0)
-			rc = sqlite3_bind_int64(stmt, i, req->destroy_old_key ? CV_KEY_DESTROYING
-									      : CV_KEY_IN_TOKEN);
+			/* A public certificate's version never had a key in the token. */
+			rc = sqlite3_bind_int64(stmt, i, next->is_public ? CV_KEY_DESTROYED
+						: req->destroy_old_key ? CV_KEY_DESTROYING
+								       : CV_KEY_IN_TOKEN);
 		else if (strcmp(p, ":cert_der") == 0)
 			rc = sqlite3_bind_blob64(stmt, i, next->cert_der, next->cert_der_len,
 						 SQLITE_STATIC);

@@ -61,9 +61,8 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 	if (*ret_key != NULL && req->private_key != NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
 				     "private key already: send no other");
-	if (*ret_key == NULL && req->private_key == NULL)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required");
-	if (*ret_key == NULL) {
+	/* No key at all: a public certificate. */
+	if (*ret_key == NULL && req->private_key != NULL) {
 		r = cv_x509_key_parse(req->private_key, req->private_key_len, req->encoding,
 				      req->password, ret_key, err);
 		if (r < 0)
@@ -118,7 +117,7 @@ out:
 }
 
 /* Fills a new record from the parsed certificate. */
-static int record_from_cert(const struct cv_import_request *req, X509 *cert,
+static int record_from_cert(const struct cv_import_request *req, X509 *cert, EVP_PKEY *key,
 			    STACK_OF(X509) *chain, const struct cv_x509_info *info, int64_t now,
 			    struct cv_cert_record **ret_rec)
 {
@@ -167,6 +166,22 @@ static int record_from_cert(const struct cv_import_request *req, X509 *cert,
 	}
 	rec->not_before = info->not_before;
 	rec->not_after = info->not_after;
+	rec->is_public = key == NULL;
+	if (req->n_environments > 0) {
+		rec->environments = calloc(req->n_environments, sizeof(*rec->environments));
+		if (rec->environments == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		for (i = 0; i < req->n_environments; i++) {
+			rec->environments[i] = strdup(req->environments[i]);
+			if (rec->environments[i] == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			rec->n_environments++;
+		}
+	}
 	rec->created_at = now;
 	rec->updated_at = now;
 	if (RAND_bytes(rec->key_id, sizeof(rec->key_id)) != 1) {
@@ -186,7 +201,8 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
 			 struct cv_revocation *ret_rev, struct cv_errmsg *err)
 {
-	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures };
+	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures,
+					 req->allow_upcoming };
 	struct cv_x509_info *info = NULL;
 	struct cv_cert_record *rec = NULL;
 	STACK_OF(X509) *chain = NULL;
@@ -213,7 +229,7 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_revocation_check(v, cert, info->issuer, chain, now, ret_rev, err);
 	if (r < 0)
 		goto out;
-	r = record_from_cert(req, cert, chain, info, now, &rec);
+	r = record_from_cert(req, cert, key, chain, info, now, &rec);
 	if (r < 0)
 		goto out;
 	*ret_rec = rec;
@@ -243,6 +259,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_errmsg *err)
 {
 	struct cv_revocation rev;
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_cert_record *rec = NULL;
 	EVP_PKEY *key = NULL;
 	int r, pending = 0;
@@ -262,19 +279,27 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 				  "description is longer than %d bytes", CV_DESCRIPTION_MAX);
 		goto out;
 	}
+	r = vault_check_environments(req->environments, req->n_environments, err);
+	if (r < 0)
+		goto out;
 	r = vault_material_check(v, audit, req, now, &rec, &key, &rev, err);
 	if (r < 0)
 		goto out;
 
-	/* A token already gone refuses the import before the database sees it. */
-	r = cv_token_check(v->token, err);
+	/* A token already gone refuses the import before the database sees it; a public
+	 * certificate does not need it. */
+	r = key != NULL ? cv_token_check(v->token, err) : 0;
 	if (r < 0)
 		goto out;
 	/* The pending row names the key before it exists, so a crash between the two steps
 	 * leaves something the reconciler can find and undo. */
-	r = cv_store_cert_insert_pending(v->store, rec);
+	r = cv_store_cert_insert_pending(v->store, rec, &conflict);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
+		goto out;
+	}
+	if (r == CV_ERR_UNKNOWN_ENVIRONMENT) {
+		cv_errmsg_set(err, r, "no environment named %s", conflict.detail);
 		goto out;
 	}
 	if (r < 0) {
@@ -283,7 +308,9 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	}
 	pending = 1;
 	cv_fault_point("import.after_pending_row");
-	r = cv_token_key_create(v->token, key, rec->name, rec->key_id, sizeof(rec->key_id), err);
+	r = key != NULL ? cv_token_key_create(v->token, key, rec->name, rec->key_id,
+					      sizeof(rec->key_id), err)
+			: 0;
 	if (r < 0)
 		goto out;
 	/* The import's commit: the record goes with it. */
@@ -294,7 +321,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 
 		/* A key the token would not destroy keeps its pending row: the next start
 		 * destroys both. */
-		if (vault_key_destroy(v, rec->key_id, &ignored) < 0)
+		if (key != NULL && vault_key_destroy(v, rec->key_id, &ignored) < 0)
 			pending = 0;
 		cv_errmsg_set(err, r, "the database refused the certificate");
 		goto out;
@@ -374,8 +401,10 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 	view->status = cv_status_at((time_t)view->rec->not_before, (time_t)view->rec->not_after,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);
-	r = cv_token_key_uri(v->token, view->rec->key_id, sizeof(view->rec->key_id),
-			     view->rec->name, view->key_uri, sizeof(view->key_uri));
+	r = !view->rec->is_public ? cv_token_key_uri(v->token, view->rec->key_id,
+						  sizeof(view->rec->key_id), view->rec->name,
+						  view->key_uri, sizeof(view->key_uri))
+			       : 0;
 	if (r < 0)
 		goto out;
 	*ret_view = view;
@@ -408,6 +437,44 @@ int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const cha
 	return 0;
 }
 
+int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *name,
+		       const struct cv_cert_edit_request *req, int64_t now, struct cv_errmsg *err)
+{
+	struct cv_conflict conflict = { "", "", 0, 0 };
+	struct cv_cert_edit edit = { 0 };
+	int r;
+
+	r = vault_check_name(name, err);
+	if (r < 0)
+		return r;
+	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "description is longer than %d bytes", CV_DESCRIPTION_MAX);
+	if (req->set_environments) {
+		r = vault_check_environments(req->environments, req->n_environments, err);
+		if (r < 0)
+			return r;
+	}
+	edit.description = req->description;
+	edit.set_environments = req->set_environments;
+	edit.n_environments = req->n_environments;
+	edit.environments = (char *const *)req->environments;
+	r = cv_store_cert_edit(v->store, name, &edit, now, &conflict, NULL,
+			       vault_audit_done(audit));
+	vault_audit_written(audit, r);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "no certificate named %s", name);
+	if (r == CV_ERR_UNKNOWN_ENVIRONMENT)
+		return cv_errmsg_set(err, r, "no environment named %s", conflict.detail);
+	if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED)
+		return cv_errmsg_set(err, r, "service %s uses %s in environment %s, which the new "
+				     "environments leave out: unbind it or keep %s",
+				     conflict.service, name, conflict.detail, conflict.detail);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database refused the change");
+	return 0;
+}
+
 /* Destroys the keys of the superseded versions that are still in the token, recording each,
  * then the current one's. The current key goes last, so that on a failure the row put back
  * has its key and says truly which older keys are gone. */
@@ -435,7 +502,8 @@ static int destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec
 			goto out;
 		}
 	}
-	r = vault_key_destroy(v, rec->key_id, err);
+	/* A public certificate's key id names no object. */
+	r = !rec->is_public ? vault_key_destroy(v, rec->key_id, err) : 0;
 out:
 	free(versions);
 	return r;
@@ -445,7 +513,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 			 const struct cv_jwk_choice *jwk, struct cv_errmsg *err)
 {
 	struct cv_cert_record *rec = NULL;
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_jwk_record *linked = NULL;
 	const char *confirm = jwk->confirm;
 	size_t n_linked = 0;
@@ -487,8 +555,8 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 		goto out;
 	}
 	/* The mark below already changes the row and the JWKs: a token already gone refuses
-	 * the delete before it. */
-	r = cv_token_check(v->token, err);
+	 * the delete before it (a public certificate has no key to destroy). */
+	r = !rec->is_public ? cv_token_check(v->token, err) : 0;
 	if (r < 0)
 		goto out;
 	/* Mark first: a crash after a key is gone leaves a row the reconciler finishes. The

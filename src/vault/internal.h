@@ -36,6 +36,10 @@ void vault_audit_written(struct cv_audit *a, int r);
 /* Sets a's target when the URL did not name it (a create): a may be NULL. */
 void vault_audit_target(struct cv_audit *a, const char *target);
 
+/* The environments a certificate names, as a client sent them: each by the name rule, at
+ * most CV_CERT_ENVIRONMENTS_MAX, none twice (ignoring case). 0 or CV_ERR_BAD_REQUEST. */
+int vault_check_environments(const char *const *names, size_t n, struct cv_errmsg *err);
+
 /* Reads the active certificate of this name, with the messages every use case gives. */
 int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,
 		 struct cv_errmsg *err);

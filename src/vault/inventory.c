@@ -80,15 +80,22 @@ static int cert_item(struct cv_inventory *inv, const struct cv_cert_record *rec,
 	it->domains = rec->domains;
 	it->n_used_by = rec->n_used_by;
 	it->used_by = rec->used_by;
-	r = cv_token_key_uri(inv->v->token, rec->key_id, sizeof(rec->key_id), rec->name,
-			     inv->key_uri, sizeof(inv->key_uri));
-	if (r < 0)
-		return cv_errmsg_set(err, r, "the key URI of %s does not fit", rec->name);
-	it->key_uri = inv->key_uri;
+	it->is_public = rec->is_public;
+	it->key_uri = "";
+	if (!rec->is_public) {
+		r = cv_token_key_uri(inv->v->token, rec->key_id, sizeof(rec->key_id), rec->name,
+				     inv->key_uri, sizeof(inv->key_uri));
+		if (r < 0)
+			return cv_errmsg_set(err, r, "the key URI of %s does not fit", rec->name);
+		it->key_uri = inv->key_uri;
+	}
 	if (!(inv->what & CV_INVENTORY_DETAILS))
 		return 0;
 	it->n_kids = rec->n_kids;
 	it->kids = rec->kids;
+	/* A public certificate has no key to ask the token about. */
+	if (rec->is_public)
+		return 0;
 	/* What the token says now, not what the import asked for. A key gone from the token
 	 * (destroyed by another tool) is reported absent; a token that cannot answer stops
 	 * the walk rather than have it report keys absent that are not. */

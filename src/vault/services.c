@@ -34,7 +34,7 @@ int cv_vault_service_put(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_errmsg *err)
 {
 	struct cv_service_record svc = { 0 };
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	size_t i, j;
 	int r;
 
@@ -85,6 +85,12 @@ int cv_vault_service_put(struct cv_vault *v, struct cv_audit *audit,
 	vault_audit_written(audit, r);
 	if (r == CV_ERR_DOMAIN_NOT_COVERED)
 		not_covered(r, &conflict, NULL, err);
+	else if (r == CV_ERR_UNKNOWN_ENVIRONMENT)
+		cv_errmsg_set(err, r, "no environment named %s: create it first with PUT "
+			      "/v1/environments/%s", req->environment, req->environment);
+	else if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED)
+		cv_errmsg_set(err, r, "the certificate service %s uses is not for environment %s:"
+			      " bind one that is first", conflict.service, conflict.detail);
 	else if (r < 0)
 		cv_errmsg_set(err, r, "the database refused the service");
 out:
@@ -144,7 +150,7 @@ int cv_vault_service_delete(struct cv_vault *v, struct cv_audit *audit, const ch
 int cv_vault_service_bind(struct cv_vault *v, struct cv_audit *audit, const char *name,
 			  const char *certificate, int64_t now, struct cv_errmsg *err)
 {
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_cert_record *rec = NULL;
 	int r;
 
@@ -162,6 +168,20 @@ int cv_vault_service_bind(struct cv_vault *v, struct cv_audit *audit, const char
 	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
 		return missing(r, &conflict, name, certificate, err);
+	if (r == CV_ERR_NO_PRIVATE_KEY)
+		return cv_errmsg_set(err, r, "certificate %s is a public certificate (no private "
+				     "key): a service cannot serve with it", certificate);
+	if (r == CV_ERR_NOT_YET_VALID) {
+		char when[CV_TIME_BUFLEN] = "";
+
+		(void)cv_time_rfc3339(conflict.when, when, sizeof(when));
+		return cv_errmsg_set(err, r, "certificate %s is not valid before %s: it can be "
+				     "bound from then on", certificate, when);
+	}
+	if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED)
+		return cv_errmsg_set(err, r, "certificate %s is not for environment %s (service "
+				     "%s): add the environment to the certificate's environments "
+				     "first", certificate, conflict.detail, conflict.service);
 	if (r == CV_ERR_DOMAIN_NOT_COVERED)
 		return not_covered(r, &conflict, certificate, err);
 	if (r < 0)
@@ -172,7 +192,7 @@ int cv_vault_service_bind(struct cv_vault *v, struct cv_audit *audit, const char
 int cv_vault_service_unbind(struct cv_vault *v, struct cv_audit *audit, const char *name,
 			    int64_t now, struct cv_errmsg *err)
 {
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	int r;
 
 	r = vault_check_name(name, err);

@@ -121,6 +121,13 @@ static int supersede_refused(int r, const struct cv_supersede *sup, const char *
 				     name, c->detail);
 	case CV_ERR_NAME_TAKEN:
 		return cv_errmsg_set(err, r, "the new key is already a JWK of its own");
+	case CV_ERR_NOT_YET_VALID: {
+		char when[CV_TIME_BUFLEN] = "";
+
+		(void)cv_time_rfc3339(c->when, when, sizeof(when));
+		return cv_errmsg_set(err, r, "the new certificate is not valid before %s and services"
+				     " use %s: it can take over from then on", when, name);
+	}
 	case CV_ERR_DOMAIN_NOT_COVERED:
 		return cv_errmsg_set(err, r,
 				     "the new certificate does not cover %s, which service %s uses",
@@ -235,7 +242,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	struct jwk_plan plan = { 0 };
 	struct cv_cert_record *cur = NULL, *next = NULL;
 	struct cv_import_request material = *req;
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_supersede sup = { 0 };
 	struct cv_errmsg ignored;
 	EVP_PKEY *key = NULL;
@@ -248,7 +255,6 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	sup.kind = kind;
 	sup.id = cur->id;
 	sup.now = now;
-	sup.destroy_old_key = v->destroy_superseded_keys;
 	r = resolve_ref(v, cur, ref, &sup.version, err);
 	if (r < 0)
 		goto out;
@@ -256,6 +262,20 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_material_check(v, audit, &material, now, &next, &key, &rev, err);
 	if (r < 0)
 		goto out;
+	/* An entry keeps its kind: a key pair is followed by a key pair, a public certificate
+	 * by a public certificate. */
+	if (!cur->is_public && key == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required: %s holds"
+				  " a key pair", cur->name);
+		goto out;
+	}
+	if (cur->is_public && key != NULL) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "%s is a public certificate: send the "
+				  "certificate alone (a key pair is imported under a name of its "
+				  "own)", cur->name);
+		goto out;
+	}
+	sup.destroy_old_key = !cur->is_public && v->destroy_superseded_keys;
 	sup.next = next;
 	r = jwk_plan_make(v, cur, next, jwk, &plan, err);
 	if (r < 0)
@@ -271,23 +291,27 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		supersede_refused(r, &sup, cur->name, &conflict, err);
 		goto out;
 	}
-	r = cv_token_check(v->token, err);
-	if (r < 0)
-		goto out;
-	/* The journal names the key before it exists: a crash before the commit leaves a key
-	 * the reconciler finds and destroys. */
-	r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);
-	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the new version");
-		goto out;
+	/* A public certificate has no key: nothing to journal or create, and no token
+	 * needed. */
+	if (key != NULL) {
+		r = cv_token_check(v->token, err);
+		if (r < 0)
+			goto out;
+		/* The journal names the key before it exists: a crash before the commit
+		 * leaves a key the reconciler finds and destroys. */
+		r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);
+		if (r < 0) {
+			cv_errmsg_set(err, r, "the database refused the new version");
+			goto out;
+		}
+		journaled = 1;
+		cv_fault_point("supersede.after_journal");
+		r = cv_token_key_create(v->token, key, cur->name, next->key_id,
+					sizeof(next->key_id), err);
+		if (r < 0)
+			goto out;
+		created = 1;
 	}
-	journaled = 1;
-	cv_fault_point("supersede.after_journal");
-	r = cv_token_key_create(v->token, key, cur->name, next->key_id, sizeof(next->key_id),
-				err);
-	if (r < 0)
-		goto out;
-	created = 1;
 	sup.audit = vault_audit_done(audit);
 	r = cv_store_cert_supersede(v->store, &sup, &conflict);
 	vault_audit_written(audit, r);
@@ -355,7 +379,8 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 		vv->expires_in_days = cv_expires_in_days((time_t)versions[i].not_after,
 							 (time_t)now);
 		cv_vault_version_tag(versions[i].version, versions[i].sha256_fingerprint, vv->tag);
-		if (versions[i].key_state == CV_KEY_IN_TOKEN) {
+		/* A public certificate's versions never had a key in the token. */
+		if (versions[i].key_state == CV_KEY_IN_TOKEN && !cur->is_public) {
 			r = cv_token_key_uri(v->token, versions[i].key_id, CV_TOKEN_ID_LEN,
 					     cur->name, vv->key_uri, sizeof(vv->key_uri));
 			if (r < 0)

@@ -216,8 +216,9 @@ class RefusalTest(VaultTestCase):
         self.assertError(v.request("POST", "/v1/certificates", raw=b'{"name":"x"}',
                                    headers={"Content-Type": "text/plain"}),
                          415, "unsupported_media_type")
+        # (A certificate without "private_key" is a public certificate: test_environments.)
         self.assertError(v.request("POST", "/v1/certificates",
-                                   {"name": "x", "certificate": m.cert}), 400, "bad_request")
+                                   {"name": "x", "private_key": m.key}), 400, "bad_request")
         self.assertError(v.request("POST", "/v1/certificates",
                                    {"name": "x", "certificate": m.cert, "private_key": m.key,
                                     "colour": "red"}), 400, "bad_request")

@@ -124,7 +124,7 @@ class InventoryTest(VaultTestCase):
         subject = self.trusted["subject"]
         self.assertIn(",", subject)
         self.assertIn(('"' + subject.replace('"', '""') + '"').encode(), raw)
-        self.assertTrue(raw.startswith(b"type,name,description,subject,issuer,serial,"))
+        self.assertTrue(raw.startswith(b"type,kind,name,description,subject,issuer,serial,"))
 
     def test_every_column_of_a_certificate(self):
         items = self.json_items()

@@ -151,6 +151,9 @@ class ServicesTest(ServiceHelpers, VaultTestCase):
 
     def test_list_filters_and_paging(self):
         _, cert = self.imported("lst-cert", san="*.lst.example.com")
+        for env in ("lst-prod", "lst-stage"):
+            st, _, body = self.vault.request("PUT", "/v1/environments/" + env, {})
+            self.assertEqual(st, 201, body)
         for name, env in (("lst-c", "lst-prod"), ("lst-a", "lst-prod"), ("lst-b", "lst-stage"),
                           ("lst-d", "lst-prod")):
             self.create_service(name, ["%s.lst.example.com" % name], environment=env)
@@ -169,6 +172,9 @@ class ServicesTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(names, ["lst-d"])
         names, _ = self.list_all("/v1/services?environment=lst-nowhere")
         self.assertEqual(names, [])
+        # Environments are matched ignoring case.
+        names, _ = self.list_all("/v1/services?environment=LST-Prod")
+        self.assertEqual(names, ["lst-a", "lst-c", "lst-d"])
         # The whole list is ordered by name and holds every service of the filter.
         names, _ = self.list_all("/v1/services?limit=1000")
         self.assertEqual(names, sorted(names))

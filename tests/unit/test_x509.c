@@ -199,7 +199,7 @@ static int parse_chain(const char *text, enum cv_encoding enc, STACK_OF(X509) **
 static int check(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain, time_t now, int weak_ok,
 		 struct cv_errmsg *err)
 {
-	struct cv_x509_policy policy = { now, weak_ok };
+	struct cv_x509_policy policy = { now, weak_ok, 0 };
 
 	memset(err, 0, sizeof(*err));
 	return cv_x509_check_import(cert, key, chain, &policy, err);
@@ -1463,7 +1463,7 @@ struct worker {
 static void *work(void *arg)
 {
 	struct worker *w = arg;
-	struct cv_x509_policy policy = { NOW, 0 };
+	struct cv_x509_policy policy = { NOW, 0, 0 };
 	struct cv_x509_info *info;
 	struct cv_errmsg err;
 	EVP_PKEY *pk;

@@ -1,0 +1,207 @@
+"""Integration tests of issue 17's model against a real certvaultd, a fresh SoftHSM token and a
+fresh SQLite file: environments as rows of their own (services in one, certificates for some),
+public certificates (no key object), upcoming certificates (allow_upcoming), and the edit of a
+certificate's environments."""
+
+import time
+import unittest
+
+from harness import VaultTestCase
+from test_services import ServiceHelpers
+
+
+class EnvironmentsTest(ServiceHelpers, VaultTestCase):
+
+    def put_env(self, name, **body):
+        return self.vault.request("PUT", "/v1/environments/" + name, body)
+
+    def test_crud_and_case(self):
+        st, _, body = self.put_env("Acc-EU", display_name="Acceptance EU",
+                                   description="the EU acceptance stage")
+        self.assertEqual(st, 201, body)
+        self.assertEqual((body["name"], body["display_name"], body["services"],
+                          body["certificates"]), ("Acc-EU", "Acceptance EU", 0, 0))
+        # Unique ignoring case: another case changes the same one, which keeps its name.
+        st, _, body = self.put_env("acc-eu", display_name="Acceptance  (EU) \u00e9")
+        self.assertEqual(st, 200, body)
+        self.assertEqual((body["name"], body["display_name"]),
+                         ("Acc-EU", "Acceptance  (EU) \u00e9"))
+        st, _, body = self.vault.request("GET", "/v1/environments/ACC-EU")
+        self.assertEqual((st, body["name"], body["description"]),
+                         (200, "Acc-EU", ""), body)
+        # The display name defaults to the name.
+        st, _, body = self.put_env("env-plain")
+        self.assertEqual((st, body["display_name"]), (201, "env-plain"), body)
+        st, _, body = self.vault.request("GET", "/v1/environments?limit=1000")
+        self.assertEqual(st, 200, body)
+        names = [e["name"] for e in body["items"]]
+        self.assertIn("Acc-EU", names)
+        self.assertEqual(names, sorted(names, key=str.lower))
+        # Refusals.
+        self.assertError(self.put_env("bad_name"), 400, "invalid_name")
+        self.assertError(self.put_env("x", display_name=""), 400, "bad_request")
+        self.assertError(self.put_env("x", display_name="   "), 400, "bad_request")
+        self.assertError(self.put_env("x", display_name="a\nb"), 400, "bad_request")
+        self.assertError(self.put_env("x", display_name="x" * 101), 400, "bad_request")
+        self.assertError(self.put_env("x", colour="red"), 400, "bad_request")
+        self.assertError(self.vault.request("GET", "/v1/environments/x"), 404, "not_found")
+        self.assertError(self.vault.request("DELETE", "/v1/environments/x"), 404, "not_found")
+        st, _, body = self.vault.request("DELETE", "/v1/environments/env-plain")
+        self.assertEqual((st, body["deleted"]), (200, True), body)
+        # An auditor reads, and may not change them.
+        st, _, body = self.vault.request("POST", "/v1/tokens",
+                                         {"name": "env-auditor", "role": "auditor"})
+        self.assertEqual(st, 201, body)
+        aud = body["token"]
+        st, _, _ = self.vault.request("GET", "/v1/environments", token=aud)
+        self.assertEqual(st, 200)
+        self.assertError(self.vault.request("PUT", "/v1/environments/aud", {}, token=aud),
+                         403, "forbidden")
+
+    def test_services_and_certificates_in_environments(self):
+        self.assertEqual(self.put_env("Prod-EU")[0], 201)
+        self.assertEqual(self.put_env("qa-eu")[0], 201)
+        # A service belongs to an existing environment, spelt its way.
+        self.assertError(self.put_service("env-web", ["ew.example.com"], environment="nope"),
+                         422, "unknown_environment")
+        self.assertError(self.vault.request("GET", "/v1/services/env-web"), 404, "not_found")
+        body = self.create_service("env-web", ["ew.example.com"], environment="prod-eu")
+        self.assertEqual(body["environment"], "Prod-EU")
+        self.create_service("env-qa", ["ew.example.com"], environment="qa-eu")
+        # A certificate for Prod-EU only; an unknown environment refuses the import.
+        m = self.material("envc", san="ew.example.com")
+        before = self.vault.count_token_objects()
+        st, _, body = self.vault.import_cert("envc", m, environments=["nope"])
+        self.assertEqual((st, body["error"]["code"]), (422, "unknown_environment"), body)
+        self.assertEqual(self.vault.count_token_objects(), before)
+        self.assertError(self.vault.request("GET", "/v1/certificates/envc"), 404, "not_found")
+        self.assertError(self.vault.import_cert("envc", m, environments=["a", "A"]),
+                         400, "bad_request")
+        self.assertError(self.vault.import_cert("envc", m, environments="Prod-EU"),
+                         400, "bad_request")
+        st, _, body = self.vault.import_cert("envc", m, environments=["PROD-eu"])
+        self.assertEqual(st, 201, body)
+        self.assertEqual((body["environments"], body["kind"]), (["Prod-EU"], "key_pair"))
+        self.bound("env-web", "envc")
+        msg = self.assertError(self.bind("env-qa", "envc"), 422, "environment_not_allowed")
+        self.assertIn("qa-eu", msg)
+        self.assertIsNone(self.get_service("env-qa")["certificate"])
+        # The service cannot move to an environment its certificate is not for.
+        self.assertError(self.put_service("env-web", ["ew.example.com"], environment="qa-eu"),
+                         422, "environment_not_allowed")
+        self.assertEqual(self.get_service("env-web")["environment"], "Prod-EU")
+        # Edit: the certificate's environments, kept while a service needs one.
+        st, _, body = self.vault.request("PATCH", "/v1/certificates/envc",
+                                         {"environments": ["qa-eu"]})
+        self.assertEqual((st, body["error"]["code"]), (422, "environment_not_allowed"), body)
+        st, _, body = self.vault.request("PATCH", "/v1/certificates/envc",
+                                         {"environments": ["Prod-EU", "qa-eu"]})
+        self.assertEqual((st, body["environments"]), (200, ["Prod-EU", "qa-eu"]), body)
+        self.bound("env-qa", "envc")
+        self.assertError(self.vault.request("PATCH", "/v1/certificates/envc", {}),
+                         400, "bad_request")
+        self.assertError(self.vault.request("PATCH", "/v1/certificates/envc",
+                                            {"environments": ["nope"]}),
+                         422, "unknown_environment")
+        # Empty: for any environment.
+        st, _, body = self.vault.request("PATCH", "/v1/certificates/envc", {"environments": []})
+        self.assertEqual((st, body["environments"]), (200, []), body)
+        # An environment in use is not deleted: by services, then by a certificate.
+        msg = self.assertError(self.vault.request("DELETE", "/v1/environments/qa-eu"),
+                               409, "in_use")
+        self.assertIn("env-qa", msg)
+        self.assertEqual(self.vault.request("DELETE", "/v1/services/env-qa")[0], 200)
+        st, _, body = self.vault.request("PATCH", "/v1/certificates/envc",
+                                         {"environments": ["qa-eu", "Prod-EU"]})
+        self.assertEqual(st, 200, body)
+        msg = self.assertError(self.vault.request("DELETE", "/v1/environments/qa-eu"),
+                               409, "in_use")
+        self.assertIn("envc", msg)
+        self.assertEqual(self.vault.request("GET", "/v1/environments/qa-eu")[2]
+                         ["certificates"], 1)
+        # The audit trail has the environment's changes.
+        st, _, body = self.vault.request("GET", "/v1/audit?action=environment.put&limit=1000")
+        self.assertIn("Prod-EU", [r["target"] for r in body["items"]])
+
+    def test_public_certificate(self):
+        self.create_service("pub-web", ["pub.example.com"])
+        m = self.material("pubc", san="pub.example.com")
+        before = self.vault.count_token_objects()
+        st, _, body = self.vault.request("POST", "/v1/certificates",
+                                         {"name": "pubc", "certificate": m.cert})
+        self.assertEqual(st, 201, body)
+        self.assertEqual((body["kind"], body["key"]), ("public", None))
+        # No key object in the token, before or after anything below.
+        self.assertEqual(self.vault.count_token_objects(), before)
+        st, _, page = self.vault.request("GET", "/v1/certificates?q=pubc")
+        self.assertEqual([(i["name"], i["kind"]) for i in page["items"]], [("pubc", "public")])
+        # Exported, and turned into a JWK.
+        st, _, pem = self.vault.request("GET", "/v1/certificates/pubc/export?format=pem")
+        self.assertEqual((st, pem.decode()), (200, m.cert))
+        st, _, jwk = self.vault.request("POST", "/v1/jwks", {"certificate": "pubc"})
+        self.assertEqual(st, 201, jwk)
+        # Not bound: a service needs the key.
+        msg = self.assertError(self.bind("pub-web", "pubc"), 422, "no_private_key")
+        self.assertIn("public", msg)
+        # Renewed and replaced with another public certificate; never with a key.
+        m2 = self.material("pubc2", san="pub.example.com")
+        self.assertError(self.supersede("pubc", m2, "replace"), 400, "bad_request")
+        st, _, body = self.vault.request("POST", "/v1/certificates/pubc/renew",
+                                         {"certificate": m2.cert, "jwk_action": "update",
+                                          "confirm": "pubc"})
+        self.assertEqual((st, body.get("version"), body.get("kind")), (200, 2, "public"), body)
+        versions = self.versions("pubc")["versions"]
+        self.assertEqual([v["key"]["in_token"] for v in versions], [False, False])
+        self.assertEqual(self.vault.count_token_objects(), before)
+        # A key pair's renewal still needs its key.
+        km = self.material("kp", san="pub.example.com")
+        self.assertEqual(self.vault.import_cert("kp", km)[0], 201)
+        self.assertError(self.vault.request("POST", "/v1/certificates/kp/replace",
+                                            {"certificate": m2.cert}),
+                         400, "bad_request")
+        # The inventory says which kind each is, and a public one has no key to read.
+        st, _, inv = self.vault.request("GET", "/v1/inventory?format=json")
+        self.assertEqual(st, 200)
+        if isinstance(inv, bytes):
+            inv = __import__("json").loads(inv)
+        items = {i["name"]: i for i in inv["items"] if i["type"] == "certificate"}
+        self.assertEqual((items["pubc"]["kind"], items["pubc"]["key_pkcs11_uri"],
+                          items["pubc"]["key_present"]), ("public", None, False))
+        self.assertEqual((items["kp"]["kind"], items["kp"]["key_present"]), ("key_pair", True))
+        # Deleted without the token's help.
+        st, _, body = self.vault.request(
+            "DELETE", "/v1/certificates/pubc?confirm=pubc&jwk_action=delete")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.vault.count_token_objects(), before + 1)  # kp's only
+
+    def test_upcoming(self):
+        self.create_service("up-web", ["up.example.com"])
+        future = self.material("upc", san="up.example.com", not_before=3 * 86400,
+                               not_after=90 * 86400)
+        st, _, body = self.vault.import_cert("upc", future)
+        self.assertEqual((st, body["error"]["code"]), (422, "not_yet_valid"), body)
+        self.assertIn("allow_upcoming", body["error"]["message"])
+        st, _, body = self.vault.import_cert("upc", future, allow_upcoming=True)
+        self.assertEqual((st, body["status"]), (201, "upcoming"), body)
+        # Not bound until it starts, and the answer says when.
+        msg = self.assertError(self.bind("up-web", "upc"), 422, "not_yet_valid")
+        self.assertIn(body["valid_from"], msg)
+        # Nor does it take over from a certificate in use.
+        self.imported("up-cur", san="up.example.com")
+        self.bound("up-web", "up-cur")
+        snap = self.snapshot("up-cur")
+        st, _, body = self.supersede("up-cur", future, "renew", allow_upcoming=True)
+        self.assertEqual((st, body["error"]["code"]), (422, "not_yet_valid"), body)
+        self.assertUnchanged("up-cur", snap, ["up-web"])
+        st, _, body = self.supersede("up-cur", future, "replace", allow_upcoming=True)
+        self.assertEqual((st, body["error"]["code"]), (422, "not_yet_valid"), body)
+        # A certificate no service uses may be replaced by an upcoming one.
+        self.imported("up-idle", san="up.example.com")
+        st, _, body = self.supersede("up-idle", future, "replace", allow_upcoming=True)
+        self.assertEqual((st, body["status"], body["version"]), (200, "upcoming", 2), body)
+        st, _, body = self.vault.request("GET", "/v1/certificates?status=upcoming")
+        self.assertLessEqual({"upc", "up-idle"}, {i["name"] for i in body["items"]})
+
+
+if __name__ == "__main__":
+    unittest.main()
