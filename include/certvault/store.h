@@ -106,6 +106,12 @@ struct cv_cert_record {
 	 * any). Filled by get; given to insert. */
 	size_t n_environments;
 	char **environments;
+	/* The CKA_LABEL its key was made with: the name it had then (a rename keeps it). */
+	char key_label[65];
+	/* Its tags as "key=value" (a key holds no '='), in key order. Filled by get and list;
+	 * given to insert. */
+	size_t n_tags;
+	char **tags;
 };
 
 /* Why a write was refused, for the message: the service whose domains a certificate does
@@ -161,7 +167,11 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 /* An edit of an active certificate's metadata: each member set is changed, the others
  * kept. Strings borrowed. */
 struct cv_cert_edit {
+	const char *name;          /* NULL: kept; else the new name, which must be free */
 	const char *description;   /* NULL: kept */
+	int set_tags;              /* tags replaced by these ("key=value"; n 0: none) */
+	size_t n_tags;
+	char *const *tags;
 	int set_environments;      /* environments replaced by these (n 0: any) */
 	size_t n_environments;
 	char *const *environments;
@@ -169,9 +179,11 @@ struct cv_cert_edit {
 /* Applies edit to the active row name and bumps updated_at to now, with audit, in one
  * transaction: every environment must exist (CV_ERR_UNKNOWN_ENVIRONMENT, conflict->detail
  * its name), and every service using the certificate must stay in one of them
- * (CV_ERR_ENVIRONMENT_NOT_ALLOWED, conflict->service and ->detail its environment).
- * *ret_old (NULL: not wanted) gets the row as it was before (its description and
- * environments), the caller's. Returns 0, those, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+ * (CV_ERR_ENVIRONMENT_NOT_ALLOWED, conflict->service and ->detail its environment); a new
+ * name must be free (CV_ERR_NAME_TAKEN, whatever the other row's state); the JWKs linked to
+ * it take the new name. *ret_old (NULL: not wanted) gets the row as it was before (its name,
+ * description, environments and tags), the caller's. Returns 0, those, CV_ERR_NOT_FOUND or
+ * CV_ERR_DB. */
 int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv_cert_edit *edit,
 		       int64_t now, struct cv_conflict *conflict,
 		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit);
@@ -196,6 +208,8 @@ struct cv_cert_filter {
 	int in_use;              /* -1: any; 1: used by a service; 0: used by none */
 	const char *domain;      /* canonical DNS name: certificates naming it, or */
 	const char *domain_wildcard; /* this wildcard of it (NULL: none); domain NULL: any */
+	const char *tag_key;     /* certificates with this tag; NULL: any */
+	const char *tag_value;   /* and this value; NULL: any value */
 	const char *after;       /* keyset cursor: names strictly after this one; NULL: from the start */
 	unsigned limit;          /* 1..1000 */
 	int with_jwks;           /* also load each record's kids */
@@ -246,6 +260,7 @@ struct cv_cert_version {
 	int64_t not_before;
 	int64_t not_after;
 	uint8_t key_id[CV_TOKEN_ID_LEN];
+	char key_label[65];        /* the CKA_LABEL its key was made with */
 	enum cv_key_state key_state;
 	int64_t current_from;
 	int64_t current_until;     /* 0 for the current version */

@@ -56,9 +56,11 @@ void cv_vault_caches_release(struct cv_vault *v);
 struct cv_import_request {
 	const char *name;
 	const char *description;   /* NULL: "" */
-	/* The environments the certificate is for (import only; none: any). */
+	/* The environments the certificate is for and its tags (import only; none: any). */
 	size_t n_environments;
 	const char *const *environments;
+	size_t n_tags;
+	const struct cv_tag *tags;
 	const char *certificate;
 	size_t certificate_len;
 	const char *private_key;   /* NULL: none (only with pkcs12 or bundle) */
@@ -179,21 +181,40 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const char *name,
 			   const char *description, int64_t now, struct cv_errmsg *err);
 
+/* A tag: a key/value label on a certificate (team, owner, ticket). The key is 1 to
+ * CV_TAG_KEY_MAX letters, digits, '.', '_' or '-'; the value at most CV_TAG_VALUE_MAX bytes of
+ * text without control characters. */
+#define CV_TAGS_MAX 32
+#define CV_TAG_KEY_MAX 64
+#define CV_TAG_VALUE_MAX 256
+struct cv_tag {
+	const char *key;
+	const char *value;
+};
+
 /* An edit of a certificate's metadata as the client sent it (strings borrowed). */
 struct cv_cert_edit_request {
+	const char *name;          /* NULL: kept; else the new name */
 	const char *description;   /* NULL: kept */
+	int set_tags;              /* tags replaced by these */
+	size_t n_tags;
+	const struct cv_tag *tags;
 	int set_environments;
 	size_t n_environments;
 	const char *const *environments;
 };
-/* Edits a certificate's metadata (see cv_store_cert_edit): description at most
- * CV_DESCRIPTION_MAX bytes, environments by the name rule, existing, at most
- * CV_CERT_ENVIRONMENTS_MAX, and still holding every service using it. audit's target is
- * the name. Returns 0, CV_ERR_INVALID_NAME,
+/* Edits a certificate's metadata (see cv_store_cert_edit): a new name by the name rule, not
+ * taken, and not while the name is referenced in a setting (server.tls_certificate:
+ * CV_ERR_IN_USE); description at most CV_DESCRIPTION_MAX bytes; environments by the name
+ * rule, existing, at most CV_CERT_ENVIRONMENTS_MAX, and still holding every service using
+ * it; tags (see struct cv_tag), at most CV_TAGS_MAX, no key twice. audit's target is the
+ * old name. *ret_name (NULL: not wanted) gets the name it has after. Returns 0,
+ * CV_ERR_INVALID_NAME, CV_ERR_NAME_TAKEN, CV_ERR_IN_USE,
  * CV_ERR_BAD_REQUEST, CV_ERR_NOT_FOUND, CV_ERR_UNKNOWN_ENVIRONMENT,
  * CV_ERR_ENVIRONMENT_NOT_ALLOWED or CV_ERR_DB. */
 int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *name,
-		       const struct cv_cert_edit_request *req, int64_t now, struct cv_errmsg *err);
+		       const struct cv_cert_edit_request *req, int64_t now, char ret_name[65],
+		       struct cv_errmsg *err);
 
 /* Environments (see struct cv_environment_record). */
 /* Creates or changes an environment: name by the name rule, display_name (NULL: the name)
@@ -276,6 +297,8 @@ struct cv_inventory_item {
 	char *const *domains;
 	size_t n_used_by;            /* the services using it, in name order */
 	const struct cv_cert_usage *used_by;
+	size_t n_tags;               /* its tags, "key=value" */
+	char *const *tags;
 	size_t n_kids;               /* the JWKs linked to it */
 	char *const *kids;
 	const char *key_uri;         /* RFC 7512; "" for a truststore entry */

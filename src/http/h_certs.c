@@ -53,6 +53,28 @@ static const char *cert_kind(const struct cv_cert_record *rec)
 	return rec->is_public ? "public" : "key_pair";
 }
 
+/* A JSON view of tags stored as "key=value". */
+static json_t *tags_json(char *const *tags, size_t n)
+{
+	json_t *o = json_object();
+	const char *eq;
+	char key[CV_TAG_KEY_MAX + 1];
+	size_t i;
+
+	for (i = 0; o != NULL && i < n; i++) {
+		eq = strchr(tags[i], '=');
+		if (eq == NULL || (size_t)(eq - tags[i]) > CV_TAG_KEY_MAX)
+			continue;
+		memcpy(key, tags[i], (size_t)(eq - tags[i]));
+		key[eq - tags[i]] = '\0';
+		if (json_object_set_new(o, key, json_string(eq + 1)) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
+	}
+	return o;
+}
+
 /* The quoted ETag of a version, as the header and the views give it. */
 static void etag_of(int64_t version, const char *sha256_fingerprint, char *buf, size_t len)
 {
@@ -108,13 +130,14 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 		cv_status_name(v->status), "fingerprints", "sha256", info->sha256_fingerprint,
 		"sha1", info->sha1_fingerprint,
 		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri",
-		v->key_uri, "id", key_id, "label", rec->name,
+		v->key_uri, "id", key_id, "label", rec->key_label,
 		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at));
 	/* A public certificate has no key object: no key to show. */
 	if (o != NULL && (json_object_set_new(o, "kind", json_string(cert_kind(rec))) < 0 ||
 			  json_object_set_new(o, "environments",
 					      strings_json(rec->environments,
 							   rec->n_environments)) < 0 ||
+			  json_object_set_new(o, "tags", tags_json(rec->tags, rec->n_tags)) < 0 ||
 			  (rec->is_public && json_object_set_new(o, "key", json_null()) < 0))) {
 		json_decref(o);
 		o = NULL;
@@ -191,6 +214,37 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 	return 0;
 }
 
+/* The optional "tags" member: an object of string values, pointers into body in tags (room
+ * for CV_TAGS_MAX); the use case checks keys and values. */
+static int tags_member(json_t *body, struct cv_tag *tags, size_t *ret_n, int *ret_present,
+		       struct cv_errmsg *err)
+{
+	json_t *o = json_object_get(body, "tags"), *value;
+	const char *key;
+	size_t n = 0;
+
+	*ret_n = 0;
+	*ret_present = o != NULL && !json_is_null(o);
+	if (!*ret_present)
+		return 0;
+	if (!json_is_object(o) || json_object_size(o) > CV_TAGS_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"tags\" must be an object of at most"
+				     " %d key: \"value\" members", CV_TAGS_MAX);
+	json_object_foreach(o, key, value) {
+		if (!json_is_string(value) ||
+		    strlen(json_string_value(value)) != json_string_length(value) ||
+		    strlen(key) > CV_TAG_KEY_MAX)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "\"tags\": each value is a string; keys are at most %d"
+					     " bytes", CV_TAG_KEY_MAX);
+		tags[n].key = key;
+		tags[n].value = json_string_value(value);
+		n++;
+	}
+	*ret_n = n;
+	return 0;
+}
+
 /* An optional boolean member (absent: false). */
 static int bool_member(json_t *body, const char *key, int *ret, struct cv_errmsg *err)
 {
@@ -255,8 +309,9 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
 					       "pkcs12", "check_chain", "environments",
-					       "allow_upcoming", NULL };
+					       "allow_upcoming", "tags", NULL };
 	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
+	struct cv_tag tags[CV_TAGS_MAX];
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
 	struct cv_revocation rev;
@@ -277,9 +332,12 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	if (r == 0)
 		r = json_names_member(body, "environments", CV_CERT_ENVIRONMENTS_MAX, environments,
 				      &in.n_environments, &present, err);
+	if (r == 0)
+		r = tags_member(body, tags, &in.n_tags, &present, err);
 	if (r < 0)
 		goto out;
 	in.environments = environments;
+	in.tags = tags;
 	r = cv_vault_cert_import(&app->vault, req->audit, &in, req->now, &rec, &rev, err);
 	if (r < 0)
 		goto out;
@@ -309,10 +367,13 @@ int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_respo
 int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "description", "environments", NULL };
-	static const char *const content[] = { "name", "certificate", "private_key", "chain",
+	static const char *const allowed[] = { "name", "description", "environments", "tags",
+					       NULL };
+	static const char *const content[] = { "certificate", "private_key", "chain",
 					       "password", "encoding", NULL };
 	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
+	struct cv_tag tags[CV_TAGS_MAX];
+	char name[65];
 	struct cv_cert_edit_request edit = { 0 };
 	json_t *body = NULL;
 	size_t i;
@@ -327,7 +388,7 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 		if (strcmp(err->text, unknown) == 0)
 			r = cv_errmsg_set(err, r,
 					  "\"%s\" is not metadata: the certificate and key change"
-					  " through /renew or /replace, and the name never does",
+					  " through /renew or /replace",
 					  content[i]);
 	}
 	if (r < 0)
@@ -337,20 +398,27 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 	r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &edit.description,
 			       NULL, err);
 	if (r == 0)
+		r = json_string_member(body, "name", 0, CV_NAME_MAX * 4, &edit.name, NULL, err);
+	if (r == 0)
 		r = json_names_member(body, "environments", CV_CERT_ENVIRONMENTS_MAX, environments,
 				      &edit.n_environments, &edit.set_environments, err);
+	if (r == 0)
+		r = tags_member(body, tags, &edit.n_tags, &edit.set_tags, err);
 	if (r < 0)
 		goto out;
 	edit.environments = environments;
-	if (edit.description == NULL && !edit.set_environments) {
-		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				  "nothing to change: give \"description\" or \"environments\"");
+	edit.tags = tags;
+	if (edit.description == NULL && edit.name == NULL && !edit.set_environments &&
+	    !edit.set_tags) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "nothing to change: give \"name\", "
+				  "\"description\", \"environments\" or \"tags\"");
 		goto out;
 	}
-	r = cv_vault_cert_edit(&app->vault, req->audit, req->params[0], &edit, req->now, err);
+	r = cv_vault_cert_edit(&app->vault, req->audit, req->params[0], &edit, req->now, name,
+			       err);
 	if (r < 0)
 		goto out;
-	r = view_response(app, req->params[0], req->now, 200, res, NULL, err);
+	r = view_response(app, name, req->now, 200, res, NULL, err);
 out:
 	json_decref(body);
 	return r;
@@ -430,6 +498,7 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		{ "valid_to", time_json(rec->not_after) },
 		{ "key_type", json_string(rec->key_description) },
 		{ "kind", json_string(cert_kind(rec)) },
+		{ "tags", tags_json(rec->tags, rec->n_tags) },
 		{ "version", json_integer((json_int_t)rec->version) },
 	};
 	json_t *o = json_object();
@@ -449,8 +518,9 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "status", "q", "in_use", "domain", "limit",
+	static const char *const allowed[] = { "status", "q", "in_use", "domain", "tag", "limit",
 					       "cursor", NULL };
+	char tag_key[CV_TAG_KEY_MAX + 1];
 	struct cv_cert_filter filter = { 0 };
 	struct cv_cert_page *page = NULL;
 	char domain[CV_DNS_NAME_MAX + 1], wildcard[CV_DNS_NAME_MAX + 3];
@@ -489,6 +559,19 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		filter.domain = domain;
 		if (cv_x509_domain_wildcard(domain, wildcard, sizeof(wildcard)) == 0)
 			filter.domain_wildcard = wildcard;
+	}
+	/* tag=key:value, or tag=key for any value. */
+	if ((s = req_query(req, "tag")) != NULL) {
+		size_t klen = strcspn(s, ":");
+
+		if (klen == 0 || klen > CV_TAG_KEY_MAX) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "tag must be key:value or key");
+			goto out;
+		}
+		memcpy(tag_key, s, klen);
+		tag_key[klen] = '\0';
+		filter.tag_key = tag_key;
+		filter.tag_value = s[klen] == ':' ? s + klen + 1 : NULL;
 	}
 	r = req_page_args(req, &limit, &filter.after, err);
 	if (r < 0)

@@ -13,7 +13,7 @@
 #define COLS_LIST                                                                        \
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at, version, current_since, has_key"
+	"updated_at, version, current_since, has_key, key_label"
 #define COLS_FULL COLS_LIST ", cert_der, chain_pem"
 
 #define LIST_LIMIT_MAX 1000
@@ -34,6 +34,7 @@ void cv_store_cert_free(struct cv_cert_record *rec)
 	store_strings_free(rec->domains, rec->n_domains);
 	store_strings_free(rec->kids, rec->n_kids);
 	store_strings_free(rec->environments, rec->n_environments);
+	store_strings_free(rec->tags, rec->n_tags);
 	usage_free(rec->used_by, rec->n_used_by);
 	free(rec->description);
 	free(rec->cert_der);
@@ -97,9 +98,15 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	rec->version = sqlite3_column_int64(stmt, 15);
 	rec->current_since = sqlite3_column_int64(stmt, 16);
 	rec->is_public = sqlite3_column_int(stmt, 17) == 0;
+	r = store_copy_text(stmt, 18, rec->key_label, sizeof(rec->key_label));
+	if (r < 0)
+		goto out;
+	/* Rows from before key_label: their keys carry the name (never renamed). */
+	if (rec->key_label[0] == '\0')
+		memcpy(rec->key_label, rec->name, sizeof(rec->key_label));
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 18);
-		n = sqlite3_column_bytes(stmt, 18);
+		blob = sqlite3_column_blob(stmt, 19);
+		n = sqlite3_column_bytes(stmt, 19);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -113,7 +120,7 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		if (n > 0)
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
-		r = store_dup_text(stmt, 19, &rec->chain_pem);
+		r = store_dup_text(stmt, 20, &rec->chain_pem);
 		if (r < 0)
 			goto out;
 	}
@@ -243,8 +250,13 @@ static void settle_custom_domains(struct cv_cert_record *rec, char ***all, size_
 	*n_all = 0;
 }
 
+/* The tags of the page's certificates as "key=value", in key order. */
+static const char page_tags_sql[] =
+	"SELECT cert_id, key || '=' || value FROM certificate_tags WHERE cert_id" PAGE_IDS
+	" ORDER BY cert_id, key";
+
 /* What page_strings fills. */
-enum page_list { PAGE_DOMAINS, PAGE_KIDS };
+enum page_list { PAGE_DOMAINS, PAGE_KIDS, PAGE_TAGS };
 
 /* Runs sql (?1 = the page's ids, a JSON array) and appends column 1 of each row to the
  * domains or kids of the record column 0 names. */
@@ -269,6 +281,8 @@ static int page_strings(struct store_conn *conn, const char *sql, const char *id
 		r = store_column_text(stmt, 1, &text);
 		if (r == 0 && list == PAGE_KIDS)
 			r = push_string(&rec->kids, &rec->n_kids, text);
+		else if (r == 0 && list == PAGE_TAGS)
+			r = push_string(&rec->tags, &rec->n_tags, text);
 		else if (r == 0)
 			r = push_string(&rec->domains, &rec->n_domains, text);
 		if (r < 0)
@@ -315,6 +329,8 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	qsort(ix, n, sizeof(*ix), by_id_cmp);
 
 	r = page_strings(conn, page_domains_sql, ids, used, ix, n, PAGE_DOMAINS);
+	if (r == 0)
+		r = page_strings(conn, page_tags_sql, ids, used, ix, n, PAGE_TAGS);
 	if (r < 0)
 		goto out;
 
@@ -407,6 +423,61 @@ static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *
 				    id, rec->domains, rec->n_domains);
 }
 
+/* A certificate's tags as "key=value", in key order. */
+static int tags_on(sqlite3 *db, int64_t id, char ***ret, size_t *ret_n)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"SELECT key || '=' || value FROM certificate_tags WHERE cert_id = ?"
+				" ORDER BY key",
+				-1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return store_err(rc);
+	r = store_load_strings(stmt, id, ret, ret_n);
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+/* 1 when a row other than id has this name, whatever its state; 0 when not; or an error. */
+static int name_exists_other(sqlite3 *db, const char *name, int64_t id)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?1 AND id != ?2", -1,
+				&stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, name);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : store_err(rc);
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+/* The certificate's tags become exactly tags ("key=value"). */
+static int set_tags(sqlite3 *db, int64_t id, char *const *tags, size_t n)
+{
+	size_t i;
+	int r;
+
+	r = store_run(db, "DELETE FROM certificate_tags WHERE cert_id = ?1", "i", id);
+	for (i = 0; r == 0 && i < n; i++)
+		r = store_run(db,
+			      "INSERT INTO certificate_tags (cert_id, key, value) VALUES (?1,"
+			      " substr(?2, 1, instr(?2, '=') - 1), substr(?2, instr(?2, '=') + 1))",
+			      "it", id, tags[i]);
+	return r;
+}
+
 int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec,
 				 struct cv_conflict *conflict)
 {
@@ -414,9 +485,9 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
 		" not_before, not_after, key_id, created_at, updated_at, version, current_since,"
-		" has_key)"
+		" has_key, key_label)"
 		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
-		" ?14, ?16)";
+		" ?14, ?16, ?1)";
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
@@ -482,6 +553,8 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 	if (r == 0)
 		r = store_cert_environments_set_on(db, id, rec->environments, rec->n_environments,
 						   conflict);
+	if (r == 0)
+		r = set_tags(db, id, rec->tags, rec->n_tags);
 	if (r < 0)
 		goto out;
 	r = 0;
@@ -491,6 +564,7 @@ out:
 	store_return(store, conn);
 	if (r == 0) {
 		rec->id = id;
+		memcpy(rec->key_label, rec->name, sizeof(rec->key_label));
 		rec->state = CV_CERT_PENDING;
 		rec->version = 1;
 		rec->current_since = rec->created_at;
@@ -737,9 +811,31 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 					       &old->n_environments);
 	if (r < 0)
 		goto out;
+	r = tags_on(db, old->id, &old->tags, &old->n_tags);
+	if (r < 0)
+		goto out;
+	if (edit->name != NULL && strcmp(edit->name, old->name) != 0) {
+		/* Another case of its own name is a rename too; any other row's name is taken. */
+		r = name_exists_other(db, edit->name, old->id);
+		if (r == 1)
+			r = CV_ERR_NAME_TAKEN;
+		/* The key keeps its label (key_label); linked JWKs follow the name. */
+		if (r == 0)
+			r = store_run(db,
+				      "UPDATE certificates SET key_label = CASE WHEN key_label = ''"
+				      " THEN name ELSE key_label END, name = ?1 WHERE id = ?2",
+				      "ti", edit->name, old->id);
+		if (r == 0)
+			r = store_run(db, "UPDATE jwks SET cert_name = ?1 WHERE cert_id = ?2", "ti",
+				      edit->name, old->id);
+		if (r < 0)
+			goto out;
+	}
 	if (edit->description != NULL)
 		r = store_run(db, "UPDATE certificates SET description = ?1 WHERE id = ?2", "ti",
 			      edit->description, old->id);
+	if (r == 0 && edit->set_tags)
+		r = set_tags(db, old->id, edit->tags, edit->n_tags);
 	if (r == 0 && edit->set_environments)
 		r = store_cert_environments_set_on(db, old->id, edit->environments,
 						   edit->n_environments, conflict);
@@ -920,6 +1016,14 @@ static const char domain_where[] =
 	" AND id IN (SELECT cert_id FROM certificate_domains"
 	" WHERE domain IN (:domain, :wildcard))";
 
+/* A tag: certificates with the key, and the value when one is given, looked up once in
+ * certificate_tags_key_value. */
+static const char tag_where[] =
+	" AND id IN (SELECT cert_id FROM certificate_tags WHERE key = :tag_key)";
+static const char tag_value_where[] =
+	" AND id IN (SELECT cert_id FROM certificate_tags WHERE key = :tag_key"
+	" AND value = :tag_value)";
+
 /* %q% for LIKE with '\' as the escape, so that % and _ in q match themselves. */
 static char *like_pattern(const char *q)
 {
@@ -978,14 +1082,16 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 		return CV_ERR_BAD_REQUEST;
 	n = snprintf(sql, sizeof(sql),
 		 "SELECT " COLS_LIST " FROM certificates %s"
-		 " WHERE state = 1%s%s%s%s%s"
+		 " WHERE state = 1%s%s%s%s%s%s"
 		 " ORDER BY name LIMIT :limit",
 		 filter->domain != NULL ? "NOT INDEXED" : "INDEXED BY certificates_state_name",
 		 filter->after != NULL ? " AND name > :after" : "",
 		 filter->has_status ? status_where[filter->status] : "",
 		 filter->q != NULL ? q_where : "",
 		 filter->in_use == 1 ? in_use_where : filter->in_use == 0 ? not_in_use_where : "",
-		 filter->domain != NULL ? domain_where : "");
+		 filter->domain != NULL ? domain_where : "",
+		 filter->tag_key == NULL ? "" : filter->tag_value != NULL ? tag_value_where
+									: tag_where);
 	if (n < 0 || (size_t)n >= sizeof(sql))
 		return CV_ERR_INTERNAL;
 	if (filter->q != NULL && (pattern = like_pattern(filter->q)) == NULL)
@@ -1017,6 +1123,10 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 		rc = bind_named_text(stmt, ":q", pattern);
 	if (rc == SQLITE_OK)
 		rc = bind_named_text(stmt, ":domain", filter->domain);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":tag_key", filter->tag_key);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":tag_value", filter->tag_value);
 	/* No wildcard can cover the domain: match it alone. */
 	if (rc == SQLITE_OK)
 		rc = bind_named_text(stmt, ":wildcard",

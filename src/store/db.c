@@ -232,7 +232,20 @@ static const char *const migrations[] = {
 	") STRICT, WITHOUT ROWID;"
 	"CREATE INDEX certificate_environments_env ON certificate_environments(env_id);"
 	"ALTER TABLE certificates ADD COLUMN has_key INTEGER NOT NULL DEFAULT 1"
-	" CHECK (has_key IN (0, 1));",
+	" CHECK (has_key IN (0, 1));"
+	/* A certificate can be renamed; its keys keep the CKA_LABEL they were made with (key
+	 * objects are not modified after creation), which the key's URI must name: key_label
+	 * is that label, '' for the rows from before (never renamed: the label is the name). */
+	"ALTER TABLE certificates ADD COLUMN key_label TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificate_versions ADD COLUMN key_label TEXT NOT NULL DEFAULT '';"
+	/* Tags: key/value labels (team, owner, ticket); the list filters on (key, value). */
+	"CREATE TABLE certificate_tags ("
+	" cert_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+	" key TEXT NOT NULL,"
+	" value TEXT NOT NULL,"
+	" PRIMARY KEY (cert_id, key)"
+	") STRICT, WITHOUT ROWID;"
+	"CREATE INDEX certificate_tags_key_value ON certificate_tags(key, value);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -222,6 +222,8 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 			rc = sqlite3_bind_int64(stmt, i, next->not_before);
 		else if (strcmp(p, ":not_after") == 0)
 			rc = sqlite3_bind_int64(stmt, i, next->not_after);
+		else if (strcmp(p, ":key_label") == 0)
+			rc = store_bind_text(stmt, i, next->key_label);
 		else if (strcmp(p, ":key_id") == 0)
 			rc = sqlite3_bind_blob(stmt, i, next->key_id, (int)sizeof(next->key_id),
 					       SQLITE_STATIC);
@@ -300,14 +302,17 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 	static const char *const steps[] = {
 		"INSERT INTO certificate_versions (cert_id, version, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, not_before,"
-		" not_after, key_id, key_state, current_from, current_until, ended_by)"
+		" not_after, key_id, key_state, current_from, current_until, ended_by, key_label)"
 		" SELECT id, version, cert_der, chain_pem, subject, issuer, serial,"
 		" sha256_fingerprint, key_description, not_before, not_after, key_id,"
-		" :key_state, current_since, :now, :ended FROM certificates WHERE id = :id",
+		" :key_state, current_since, :now, :ended,"
+		" CASE WHEN key_label = '' THEN name ELSE key_label END"
+		" FROM certificates WHERE id = :id",
 		"UPDATE certificates SET cert_der = :cert_der, chain_pem = :chain_pem,"
 		" subject = :subject, issuer = :issuer, serial = :serial,"
 		" sha256_fingerprint = :fp, key_description = :key_desc, primary_domain = :primary,"
 		" not_before = :not_before, not_after = :not_after, key_id = :key_id,"
+		" key_label = :key_label,"
 		" version = version + 1, current_since = :now, updated_at = :now WHERE id = :id",
 		"DELETE FROM certificate_domains WHERE cert_id = :id",
 		"DELETE FROM key_journal WHERE key_id = :key_id",
@@ -370,7 +375,7 @@ static int read_version(sqlite3_stmt *stmt, struct cv_cert_version *v)
 	v->current_from = sqlite3_column_int64(stmt, 10);
 	v->current_until = sqlite3_column_int64(stmt, 11);
 	v->ended_by = (enum cv_version_end)sqlite3_column_int64(stmt, 12);
-	return 0;
+	return store_copy_text(stmt, 13, v->key_label, sizeof(v->key_label));
 }
 
 int cv_store_cert_versions(struct cv_store *store, int64_t id,
@@ -378,11 +383,14 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 {
 	static const char sql[] =
 		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
-		" not_before, not_after, key_id, 0, current_since, 0, 0"
+		" not_before, not_after, key_id, 0, current_since, 0, 0,"
+		" CASE WHEN key_label = '' THEN name ELSE key_label END"
 		" FROM certificates WHERE id = ?1"
 		" UNION ALL "
 		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
-		" not_before, not_after, key_id, key_state, current_from, current_until, ended_by"
+		" not_before, not_after, key_id, key_state, current_from, current_until, ended_by,"
+		" CASE WHEN key_label = '' THEN (SELECT name FROM certificates WHERE id = ?1)"
+		" ELSE key_label END"
 		" FROM certificate_versions WHERE cert_id = ?1"
 		" ORDER BY 1 DESC";
 	struct store_conn *conn = store_borrow(store);

@@ -1,6 +1,7 @@
 /* Certificate use cases: import, details, edit, delete, export. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -9,6 +10,81 @@
 #include "certvault/fault.h"
 #include "certvault/util.h"
 #include "internal.h"
+
+/* Text shown as it is: no control characters (C0, DEL, C1). */
+static int text_printable(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+			return 0;
+	return 1;
+}
+
+static void strings_free(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; v != NULL && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int vault_tags_make(const struct cv_tag *tags, size_t n, char ***ret, struct cv_errmsg *err)
+{
+	char **out = NULL;
+	size_t i, j, klen, vlen;
+	int r;
+
+	*ret = NULL;
+	if (n > CV_TAGS_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a certificate has at most %d tags",
+				     CV_TAGS_MAX);
+	if (n == 0)
+		return 0;
+	out = calloc(n, sizeof(*out));
+	if (out == NULL)
+		return CV_ERR_NOMEM;
+	for (i = 0; i < n; i++) {
+		klen = strlen(tags[i].key);
+		vlen = strlen(tags[i].value);
+		if (klen == 0 || klen > CV_TAG_KEY_MAX ||
+		    strspn(tags[i].key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					"0123456789._-") != klen) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					  "tag %zu: a key is 1 to %d letters, digits, '.', '_' or '-'",
+					  i + 1, CV_TAG_KEY_MAX);
+			goto out;
+		}
+		if (vlen > CV_TAG_VALUE_MAX || !text_printable(tags[i].value)) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					  "tag %s: a value is at most %d bytes of text without control"
+					  " characters", tags[i].key, CV_TAG_VALUE_MAX);
+			goto out;
+		}
+		for (j = 0; j < i; j++)
+			if (strcmp(tags[i].key, tags[j].key) == 0) {
+				r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "tag %s is given twice",
+						  tags[i].key);
+				goto out;
+			}
+		out[i] = malloc(klen + vlen + 2);
+		if (out[i] == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		memcpy(out[i], tags[i].key, klen);
+		out[i][klen] = '=';
+		memcpy(out[i] + klen + 1, tags[i].value, vlen + 1);
+	}
+	*ret = out;
+	out = NULL;
+	r = 0;
+out:
+	strings_free(out, n);
+	return r;
+}
 
 int vault_check_name(const char *name, struct cv_errmsg *err)
 {
@@ -167,6 +243,11 @@ static int record_from_cert(const struct cv_import_request *req, X509 *cert, EVP
 	rec->not_before = info->not_before;
 	rec->not_after = info->not_after;
 	rec->is_public = key == NULL;
+	snprintf(rec->key_label, sizeof(rec->key_label), "%s", req->name);
+	r = vault_tags_make(req->tags, req->n_tags, &rec->tags, NULL);
+	if (r < 0)
+		goto out;
+	rec->n_tags = req->n_tags;
 	if (req->n_environments > 0) {
 		rec->environments = calloc(req->n_environments, sizeof(*rec->environments));
 		if (rec->environments == NULL) {
@@ -262,6 +343,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_cert_record *rec = NULL;
 	EVP_PKEY *key = NULL;
+	char **tags = NULL;
 	int r, pending = 0;
 
 	vault_audit_target(audit, req->name);
@@ -280,6 +362,8 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	r = vault_check_environments(req->environments, req->n_environments, err);
+	if (r == 0)
+		r = vault_tags_make(req->tags, req->n_tags, &tags, err); /* checked here, kept by rec */
 	if (r < 0)
 		goto out;
 	r = vault_material_check(v, audit, req, now, &rec, &key, &rev, err);
@@ -339,6 +423,7 @@ out:
 		cv_store_cert_remove(v->store, rec->id);
 	cv_store_cert_free(rec);
 	EVP_PKEY_free(key);
+	strings_free(tags, req->n_tags);
 	return r;
 }
 
@@ -402,7 +487,7 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);
 	r = !view->rec->is_public ? cv_token_key_uri(v->token, view->rec->key_id,
-						  sizeof(view->rec->key_id), view->rec->name,
+						  sizeof(view->rec->key_id), view->rec->key_label,
 						  view->key_uri, sizeof(view->key_uri))
 			       : 0;
 	if (r < 0)
@@ -437,16 +522,39 @@ int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const cha
 	return 0;
 }
 
+/* Whether a setting names the certificate (ignoring case, as names are compared): a rename
+ * would leave the setting naming nothing. */
+static int named_in_settings(const struct cv_vault *v, const char *name)
+{
+	return v->served != NULL && strcasecmp(v->served, name) == 0;
+}
+
 int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *name,
-		       const struct cv_cert_edit_request *req, int64_t now, struct cv_errmsg *err)
+		       const struct cv_cert_edit_request *req, int64_t now, char ret_name[65],
+		       struct cv_errmsg *err)
 {
 	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_cert_edit edit = { 0 };
+	struct cv_cert_record *old = NULL;
+	char **tags = NULL;
 	int r;
 
 	r = vault_check_name(name, err);
 	if (r < 0)
 		return r;
+	if (req->name != NULL) {
+		r = vault_check_name(req->name, err);
+		if (r == 0 && strcmp(req->name, "summary") == 0)
+			r = cv_errmsg_set(err, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
+		if (r < 0)
+			return r;
+		/* server.tls_certificate names the certificate the HTTPS listener serves. */
+		if (strcmp(req->name, name) != 0 &&
+		    (named_in_settings(v, name) || named_in_settings(v, req->name)))
+			return cv_errmsg_set(err, CV_ERR_IN_USE,
+					     "server.tls_certificate names %s: change the setting "
+					     "before renaming", v->served);
+	}
 	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "description is longer than %d bytes", CV_DESCRIPTION_MAX);
@@ -455,15 +563,30 @@ int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *n
 		if (r < 0)
 			return r;
 	}
+	if (req->set_tags) {
+		r = vault_tags_make(req->tags, req->n_tags, &tags, err);
+		if (r < 0)
+			return r;
+	}
+	edit.name = req->name;
 	edit.description = req->description;
 	edit.set_environments = req->set_environments;
 	edit.n_environments = req->n_environments;
 	edit.environments = (char *const *)req->environments;
-	r = cv_store_cert_edit(v->store, name, &edit, now, &conflict, NULL,
+	edit.set_tags = req->set_tags;
+	edit.n_tags = req->n_tags;
+	edit.tags = tags;
+	r = cv_store_cert_edit(v->store, name, &edit, now, &conflict, &old,
 			       vault_audit_done(audit));
 	vault_audit_written(audit, r);
+	strings_free(tags, req->n_tags);
+	if (r == 0 && ret_name != NULL)
+		snprintf(ret_name, 65, "%s", req->name != NULL ? req->name : old->name);
+	cv_store_cert_free(old);
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no certificate named %s", name);
+	if (r == CV_ERR_NAME_TAKEN)
+		return cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
 	if (r == CV_ERR_UNKNOWN_ENVIRONMENT)
 		return cv_errmsg_set(err, r, "no environment named %s", conflict.detail);
 	if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED)

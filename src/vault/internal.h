@@ -40,6 +40,10 @@ void vault_audit_target(struct cv_audit *a, const char *target);
  * most CV_CERT_ENVIRONMENTS_MAX, none twice (ignoring case). 0 or CV_ERR_BAD_REQUEST. */
 int vault_check_environments(const char *const *names, size_t n, struct cv_errmsg *err);
 
+/* Tags as a client sent them (see struct cv_tag) into "key=value" strings (*ret the
+ * caller's, each and the array free()d). 0, CV_ERR_BAD_REQUEST or CV_ERR_NOMEM. */
+int vault_tags_make(const struct cv_tag *tags, size_t n, char ***ret, struct cv_errmsg *err);
+
 /* Reads the active certificate of this name, with the messages every use case gives. */
 int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,
 		 struct cv_errmsg *err);

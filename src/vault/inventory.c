@@ -80,10 +80,12 @@ static int cert_item(struct cv_inventory *inv, const struct cv_cert_record *rec,
 	it->domains = rec->domains;
 	it->n_used_by = rec->n_used_by;
 	it->used_by = rec->used_by;
+	it->n_tags = rec->n_tags;
+	it->tags = rec->tags;
 	it->is_public = rec->is_public;
 	it->key_uri = "";
 	if (!rec->is_public) {
-		r = cv_token_key_uri(inv->v->token, rec->key_id, sizeof(rec->key_id), rec->name,
+		r = cv_token_key_uri(inv->v->token, rec->key_id, sizeof(rec->key_id), rec->key_label,
 				     inv->key_uri, sizeof(inv->key_uri));
 		if (r < 0)
 			return cv_errmsg_set(err, r, "the key URI of %s does not fit", rec->name);

@@ -276,6 +276,8 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	sup.destroy_old_key = !cur->is_public && v->destroy_superseded_keys;
+	/* The new key is made under the name the certificate has now. */
+	snprintf(next->key_label, sizeof(next->key_label), "%s", cur->name);
 	sup.next = next;
 	r = jwk_plan_make(v, cur, next, jwk, &plan, err);
 	if (r < 0)
@@ -382,7 +384,8 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 		/* A public certificate's versions never had a key in the token. */
 		if (versions[i].key_state == CV_KEY_IN_TOKEN && !cur->is_public) {
 			r = cv_token_key_uri(v->token, versions[i].key_id, CV_TOKEN_ID_LEN,
-					     cur->name, vv->key_uri, sizeof(vv->key_uri));
+					     versions[i].key_label, vv->key_uri,
+					     sizeof(vv->key_uri));
 			if (r < 0)
 				goto out;
 		}

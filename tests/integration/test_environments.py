@@ -203,5 +203,101 @@ class EnvironmentsTest(ServiceHelpers, VaultTestCase):
         self.assertLessEqual({"upc", "up-idle"}, {i["name"] for i in body["items"]})
 
 
+class EditTest(ServiceHelpers, VaultTestCase):
+
+    def patch(self, name, body):
+        return self.vault.request("PATCH", "/v1/certificates/" + name, body)
+
+    def test_rename(self):
+        self.create_service("rn-web", ["rn.example.com"])
+        self.imported("rn-old", san="rn.example.com")
+        self.bound("rn-web", "rn-old")
+        st, _, jwk = self.vault.request("POST", "/v1/jwks", {"certificate": "rn-old"})
+        self.assertEqual(st, 201, jwk)
+        before = self.details("rn-old")
+        st, _, body = self.patch("rn-old", {"name": "rn-new", "description": "renamed"})
+        self.assertEqual(st, 200, body)
+        self.assertEqual((body["name"], body["description"]), ("rn-new", "renamed"))
+        # The key keeps the label it was made with, and its URI names it.
+        self.assertEqual(body["key"]["label"], "rn-old")
+        self.assertEqual(body["key"]["pkcs11_uri"], before["key"]["pkcs11_uri"])
+        self.assertIn("object=rn-old", body["key"]["pkcs11_uri"])
+        self.assertError(self.vault.request("GET", "/v1/certificates/rn-old"), 404,
+                         "not_found")
+        self.assertEqual(self.get_service("rn-web")["certificate"]["name"], "rn-new")
+        st, _, got = self.vault.request("GET", "/v1/jwks/" + jwk["kid"])
+        self.assertEqual(got["certificate"], "rn-new", got)
+        # A renewal after the rename makes its key under the new name; the old version's
+        # key keeps its own.
+        m2 = self.material("rn-2", san="rn.example.com")
+        st, _, body = self.supersede("rn-new", m2, "renew", jwk_action="update",
+                                     confirm="rn-new")
+        self.assertEqual(st, 200, body)
+        self.assertIn("object=rn-new", body["key"]["pkcs11_uri"])
+        uris = [v["key"]["pkcs11_uri"] for v in self.versions("rn-new")["versions"]]
+        self.assertIn("object=rn-new", uris[0])
+        self.assertIn("object=rn-old", uris[1])
+        # The rename is in the audit trail under the old name.
+        st, _, trail = self.vault.request("GET", "/v1/audit?action=certificate.edit&target=rn-old")
+        self.assertEqual(len(trail["items"]), 1, trail)
+        # Refusals change nothing.
+        self.imported("rn-other", san="rn.example.com")
+        self.assertError(self.patch("rn-new", {"name": "rn-other"}), 409, "name_taken")
+        self.assertError(self.patch("rn-new", {"name": "bad_name"}), 400, "invalid_name")
+        self.assertError(self.patch("rn-new", {"name": "summary"}), 400, "invalid_name")
+        self.assertEqual(self.details("rn-new")["version"], 2)
+
+    def test_tags(self):
+        self.imported("tg-a", san="tg.example.com")
+        self.imported("tg-b", san="tg.example.com")
+        st, _, body = self.patch("tg-a", {"tags": {"team": "payments", "ticket": "OPS-1 2"}})
+        self.assertEqual((st, body["tags"]), (200, {"team": "payments", "ticket": "OPS-1 2"}),
+                         body)
+        self.assertEqual(self.patch("tg-b", {"tags": {"team": "search"}})[0], 200)
+        st, _, page = self.vault.request("GET", "/v1/certificates?tag=team:payments")
+        self.assertEqual([i["name"] for i in page["items"]], ["tg-a"])
+        self.assertEqual(page["items"][0]["tags"]["team"], "payments")
+        st, _, page = self.vault.request("GET", "/v1/certificates?tag=team")
+        self.assertEqual([i["name"] for i in page["items"]], ["tg-a", "tg-b"])
+        st, _, page = self.vault.request("GET", "/v1/certificates?tag=team:nobody")
+        self.assertEqual(page["items"], [])
+        self.assertError(self.vault.request("GET", "/v1/certificates?tag=:x"), 400,
+                         "bad_request")
+        # Carried in the inventory.
+        st, _, inv = self.vault.request("GET", "/v1/inventory?format=json")
+        if isinstance(inv, bytes):
+            inv = __import__("json").loads(inv)
+        tags = {i["name"]: i["tags"] for i in inv["items"]}
+        self.assertEqual(tags["tg-a"], {"team": "payments", "ticket": "OPS-1 2"})
+        # Given at import too; replaced whole by an edit; {} clears them.
+        m = self.material("tg-c", san="tg.example.com")
+        st, _, body = self.vault.import_cert("tg-c", m, tags={"owner": "ana"})
+        self.assertEqual((st, body["tags"]), (201, {"owner": "ana"}), body)
+        self.assertEqual(self.patch("tg-c", {"tags": {}})[2]["tags"], {})
+        # Refusals.
+        for bad in ({"a b": "x"}, {"k": 7}, {"k": "a\nb"}, {"k": "x" * 257},
+                    {"k%d" % i: "v" for i in range(33)}, ["team"]):
+            self.assertError(self.patch("tg-a", {"tags": bad}), 400, "bad_request")
+        self.assertEqual(self.details("tg-a")["tags"]["team"], "payments")
+
+
+class RenameServedTest(ServiceHelpers, VaultTestCase):
+    """A certificate a setting names (server.tls_certificate) keeps its name."""
+
+    def test_rename_refused_while_served(self):
+        m = self.material("api", cn="localhost", san="localhost")
+        self.assertEqual(self.vault.import_cert("api", m)[0], 201)
+        self.vault.stop()
+        self.vault.start({"CERTVAULT_SERVER_TLS_CERTIFICATE": "api",
+                          "CERTVAULT_SERVER_TLS_PORT": "0"})
+        msg = self.assertError(self.vault.request("PATCH", "/v1/certificates/api",
+                                                  {"name": "api2"}), 409, "in_use")
+        self.assertIn("server.tls_certificate", msg)
+        # Other edits are fine.
+        st, _, body = self.vault.request("PATCH", "/v1/certificates/api",
+                                         {"description": "served"})
+        self.assertEqual((st, body["name"]), (200, "api"), body)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -89,6 +89,9 @@ class InventoryTest(VaultTestCase):
             return "false"
         if isinstance(value, list):
             value = " ".join(value)
+        if isinstance(value, dict):  # tags: compact JSON, keys sorted
+            value = __import__("json").dumps(value, sort_keys=True, separators=(",", ":"),
+                                             ensure_ascii=False)
         value = str(value)
         # A cell a spreadsheet would run as a formula starts with a single quote.
         return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
