@@ -176,8 +176,13 @@ struct cv_cert_edit {
 	size_t n_environments;
 	char *const *environments;
 };
-/* Applies edit to the active row name and bumps updated_at to now, with audit, in one
- * transaction: every environment must exist (CV_ERR_UNKNOWN_ENVIRONMENT, conflict->detail
+/* Fills entry->changes from the row as it was before an edit and the edit, under the
+ * edit's lock (so the old values are the ones replaced). */
+typedef void cv_store_edit_describe_fn(const struct cv_cert_record *old,
+				       const struct cv_cert_edit *edit,
+				       struct cv_audit_entry *entry, void *arg);
+/* Applies edit to the active row name and bumps updated_at to now, with audit (its changes
+ * filled by describe, when not NULL), in one transaction: every environment must exist (CV_ERR_UNKNOWN_ENVIRONMENT, conflict->detail
  * its name), and every service using the certificate must stay in one of them
  * (CV_ERR_ENVIRONMENT_NOT_ALLOWED, conflict->service and ->detail its environment); a new
  * name must be free (CV_ERR_NAME_TAKEN, whatever the other row's state); the JWKs linked to
@@ -186,7 +191,8 @@ struct cv_cert_edit {
  * CV_ERR_DB. */
 int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv_cert_edit *edit,
 		       int64_t now, struct cv_conflict *conflict,
-		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit);
+		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit,
+		       cv_store_edit_describe_fn *describe, void *describe_arg);
 
 /* Reads the active row with this name, every field filled. Returns 0, CV_ERR_NOT_FOUND or
  * CV_ERR_DB; *ret_rec is the caller's. */
@@ -567,6 +573,7 @@ struct cv_audit_entry {
 	char error[40];            /* the API's error code, "" when ok */
 	char request_id[33];
 	char fingerprints[400];    /* SHA-256 fingerprints involved, space-separated */
+	char changes[2048];        /* what changed: a JSON object as text; "" says nothing */
 };
 #define CV_AUDIT_HASH_LEN 32
 struct cv_audit_record {

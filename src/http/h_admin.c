@@ -113,6 +113,22 @@ int h_token_revoke(struct cv_app *app, const struct cv_request *req, struct cv_r
 	return 0;
 }
 
+/* What a record says changed: its JSON object, or null when it says nothing (or, written by
+ * hand behind certvault's back, is not an object: the page still renders). */
+static json_t *changes_json(const char *text)
+{
+	json_t *o;
+
+	if (text[0] == '\0')
+		return json_null();
+	o = json_loads(text, 0, NULL);
+	if (o == NULL || !json_is_object(o)) {
+		json_decref(o);
+		return json_null();
+	}
+	return o;
+}
+
 static json_t *audit_json(const struct cv_audit_record *rec)
 {
 	char prev[2 * CV_AUDIT_HASH_LEN + 1], hash[2 * CV_AUDIT_HASH_LEN + 1];
@@ -132,14 +148,15 @@ static json_t *audit_json(const struct cv_audit_record *rec)
 	}
 	cv_hex_encode(rec->prev_hash, CV_AUDIT_HASH_LEN, prev);
 	cv_hex_encode(rec->hash, CV_AUDIT_HASH_LEN, hash);
-	return json_pack("{s:I, s:o, s:{s:o, s:s}, s:s, s:s, s:s, s:o, s:s, s:o, s:s, s:s}", "seq",
+	return json_pack("{s:I, s:o, s:{s:o, s:s}, s:s, s:s, s:s, s:o, s:s, s:o, s:s, s:s, s:o}",
+			 "seq",
 			 (json_int_t)rec->seq, "at", time_json(e->at), "actor", "id",
 			 e->actor_id[0] != '\0' ? json_string(e->actor_id) : json_null(), "name",
 			 e->actor_name, "action", e->action, "target", e->target, "outcome",
 			 e->ok ? "done" : "refused", "error",
 			 e->error[0] != '\0' ? json_string(e->error) : json_null(), "request_id",
 			 e->request_id, "fingerprints", fps != NULL ? fps : json_null(),
-			 "prev_hash", prev, "hash", hash);
+			 "prev_hash", prev, "hash", hash, "changes", changes_json(e->changes));
 }
 
 /* A time query argument: RFC 3339, or absent (0). */

@@ -10,7 +10,7 @@
 
 #define AUDIT_COLS                                                                        \
 	"seq, at, actor_id, actor_name, action, target, ok, error, request_id,"           \
-	" fingerprints, prev_hash, hash"
+	" fingerprints, prev_hash, hash, changes"
 
 /* Feeds one length-prefixed field into the digest: fields can never run into each other. */
 static void hash_field(EVP_MD_CTX *ctx, const void *data, size_t len)
@@ -59,6 +59,12 @@ void cv_store_audit_hash(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT
 	hash_text(ctx, e->error);
 	hash_text(ctx, e->request_id);
 	hash_text(ctx, e->fingerprints);
+	/* Only when there is something: a record without changes hashes as records did
+	 * before they could have them, so older chains still verify. */
+	if (e->changes[0] != '\0') {
+		hash_text(ctx, "changes");
+		hash_text(ctx, e->changes);
+	}
 	if (EVP_DigestFinal_ex(ctx, ret, &len) != 1 || len != CV_AUDIT_HASH_LEN)
 		memset(ret, 0, CV_AUDIT_HASH_LEN);
 	EVP_MD_CTX_free(ctx);
@@ -96,7 +102,7 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 	}
 	cv_store_audit_hash(&rec, rec.hash);
 	rc = sqlite3_prepare_v2(db, "INSERT INTO audit_log (" AUDIT_COLS ") VALUES (?1, ?2, ?3,"
-				" ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", -1, &ins, NULL);
+				" ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)", -1, &ins, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(ins, 1, rec.seq);
 	if (rc == SQLITE_OK)
@@ -121,6 +127,8 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 		rc = sqlite3_bind_blob(ins, 11, rec.prev_hash, CV_AUDIT_HASH_LEN, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_blob(ins, 12, rec.hash, CV_AUDIT_HASH_LEN, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(ins, 13, rec.e.changes);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(ins)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	r = rc == SQLITE_OK ? 0 : store_err(rc);
@@ -163,6 +171,8 @@ static int read_record(sqlite3_stmt *stmt, struct cv_audit_record *rec)
 		r = store_copy_text(stmt, 8, rec->e.request_id, sizeof(rec->e.request_id));
 	if (r == 0)
 		r = store_copy_text(stmt, 9, rec->e.fingerprints, sizeof(rec->e.fingerprints));
+	if (r == 0)
+		r = store_copy_text(stmt, 12, rec->e.changes, sizeof(rec->e.changes));
 	if (r < 0)
 		return r;
 	rec->e.ok = sqlite3_column_int(stmt, 6);

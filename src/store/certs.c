@@ -783,9 +783,11 @@ out:
 
 int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv_cert_edit *edit,
 		       int64_t now, struct cv_conflict *conflict,
-		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit)
+		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit,
+		       cv_store_edit_describe_fn *describe, void *describe_arg)
 {
 	struct store_conn *conn = store_borrow(store);
+	struct cv_audit_entry *described = NULL;
 	sqlite3 *db = conn->db;
 	struct cv_cert_record *old = NULL;
 	sqlite3_stmt *stmt = NULL;
@@ -844,9 +846,20 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 	if (r == 0)
 		r = store_run(db, "UPDATE certificates SET updated_at = ?1 WHERE id = ?2", "ii", now,
 			      old->id);
+	if (r == 0 && audit != NULL && describe != NULL) {
+		described = malloc(sizeof(*described));
+		if (described == NULL)
+			r = CV_ERR_NOMEM;
+		if (r == 0) {
+			*described = *audit;
+			describe(old, edit, described, describe_arg);
+			audit = described;
+		}
+	}
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
 out:
+	free(described);
 	sqlite3_finalize(stmt);
 	r = store_finish(db, r);
 	store_return(store, conn);

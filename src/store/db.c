@@ -245,7 +245,10 @@ static const char *const migrations[] = {
 	" value TEXT NOT NULL,"
 	" PRIMARY KEY (cert_id, key)"
 	") STRICT, WITHOUT ROWID;"
-	"CREATE INDEX certificate_tags_key_value ON certificate_tags(key, value);",
+	"CREATE INDEX certificate_tags_key_value ON certificate_tags(key, value);"
+	/* What a change changed (old and new values, the choices made), as JSON text; ''
+	 * for records that say nothing more, which hash as they did before the column. */
+	"ALTER TABLE audit_log ADD COLUMN changes TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -31,6 +31,19 @@ static void strings_free(char **v, size_t n)
 	free(v);
 }
 
+static json_t *strings_array(char *const *v, size_t n)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < n; i++)
+		if (json_array_append_new(a, json_string(v[i])) < 0) {
+			json_decref(a);
+			a = NULL;
+		}
+	return a;
+}
+
 int vault_tags_make(const struct cv_tag *tags, size_t n, char ***ret, struct cv_errmsg *err)
 {
 	char **out = NULL;
@@ -369,6 +382,10 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_material_check(v, audit, req, now, &rec, &key, &rev, err);
 	if (r < 0)
 		goto out;
+	vault_audit_changes(audit, json_pack("{s:s, s:o, s:o}", "kind",
+					     rec->is_public ? "public" : "key_pair", "environments",
+					     strings_array(rec->environments, rec->n_environments),
+					     "tags", strings_array(rec->tags, rec->n_tags)));
 
 	/* A token already gone refuses the import before the database sees it; a public
 	 * certificate does not need it. */
@@ -522,6 +539,50 @@ int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const cha
 	return 0;
 }
 
+/* Two lists of strings hold the same strings in the same order. */
+static int strings_equal(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	size_t i;
+
+	if (na != nb)
+		return 0;
+	for (i = 0; i < na; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return 0;
+	return 1;
+}
+
+/* The record of an edit says each member that changed, old and new (cv_store_edit_describe_fn). */
+static void describe_edit(const struct cv_cert_record *old, const struct cv_cert_edit *edit,
+			  struct cv_audit_entry *entry, void *arg)
+{
+	json_t *changes = json_object();
+
+	(void)arg;
+	if (changes == NULL)
+		return;
+	if (edit->name != NULL && strcmp(edit->name, old->name) != 0)
+		json_object_set_new(changes, "name",
+				    vault_audit_change(json_string(old->name),
+						       json_string(edit->name)));
+	if (edit->description != NULL && strcmp(edit->description, old->description) != 0)
+		json_object_set_new(changes, "description",
+				    vault_audit_change(vault_audit_text(old->description),
+						       vault_audit_text(edit->description)));
+	/* The environments and tags as the client named them against those stored. */
+	if (edit->set_environments)
+		json_object_set_new(changes, "environments",
+				    vault_audit_change(strings_array(old->environments,
+								     old->n_environments),
+						       strings_array(edit->environments,
+								     edit->n_environments)));
+	if (edit->set_tags && !strings_equal(old->tags, old->n_tags, edit->tags, edit->n_tags))
+		json_object_set_new(changes, "tags",
+				    vault_audit_change(strings_array(old->tags, old->n_tags),
+						       strings_array(edit->tags, edit->n_tags)));
+	vault_audit_entry_changes(entry, changes);
+}
+
 /* Whether a setting names the certificate (ignoring case, as names are compared): a rename
  * would leave the setting naming nothing. */
 static int named_in_settings(const struct cv_vault *v, const char *name)
@@ -577,7 +638,7 @@ int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *n
 	edit.n_tags = req->n_tags;
 	edit.tags = tags;
 	r = cv_store_cert_edit(v->store, name, &edit, now, &conflict, &old,
-			       vault_audit_done(audit));
+			       vault_audit_done(audit), describe_edit, NULL);
 	vault_audit_written(audit, r);
 	strings_free(tags, req->n_tags);
 	if (r == 0 && ret_name != NULL)
@@ -652,6 +713,11 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, rec->sha256_fingerprint);
+	if (jwk->action != CV_JWK_ACTION_NONE)
+		vault_audit_changes(audit, json_pack("{s:s}", "jwk_action",
+						     jwk->action == CV_JWK_ACTION_DELETE
+							     ? "delete"
+							     : "disconnect"));
 	/* Its key signs every HTTPS handshake: gone, the listener could not serve. */
 	if (v->served != NULL && strcmp(v->served, name) == 0) {
 		r = cv_errmsg_set(err, CV_ERR_IN_USE, "%s is the certificate the HTTPS listener "

@@ -51,6 +51,27 @@ int cv_vault_environment_put(struct cv_vault *v, struct cv_audit *audit, const c
 	if (strlen(description) > CV_DESCRIPTION_MAX)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "description is longer than %d bytes",
 				     CV_DESCRIPTION_MAX);
+	/* For the record only: the values replaced, as read just before. */
+	if (audit != NULL) {
+		struct cv_environment_record *old = NULL;
+		json_t *c = json_object();
+
+		(void)cv_store_environment_get(v->store, name, &old);
+		if (c != NULL && (old == NULL || strcmp(old->display_name, display_name) != 0))
+			json_object_set_new(c, "display_name",
+					    vault_audit_change(old != NULL
+								       ? json_string(old->display_name)
+								       : NULL,
+							       json_string(display_name)));
+		if (c != NULL && (old == NULL || strcmp(old->description, description) != 0))
+			json_object_set_new(c, "description",
+					    vault_audit_change(old != NULL
+								       ? vault_audit_text(old->description)
+								       : NULL,
+							       vault_audit_text(description)));
+		vault_audit_changes(audit, c);
+		cv_store_environment_free(old);
+	}
 	r = cv_store_environment_put(v->store, name, display_name, description, now, ret_created,
 				     ret_name, vault_audit_done(audit));
 	vault_audit_written(audit, r);

@@ -33,6 +33,17 @@ int vault_check_name(const char *name, struct cv_errmsg *err);
 const struct cv_audit_entry *vault_audit_done(struct cv_audit *a);
 /* After the store call that carried vault_audit_done(a): r 0 means the record was written. */
 void vault_audit_written(struct cv_audit *a, int r);
+/* Sets what the record says changed (entry->changes) from changes, a JSON object it steals
+ * (NULL: nothing). A text too long for the record says {"truncated": true} instead. */
+void vault_audit_entry_changes(struct cv_audit_entry *entry, json_t *changes);
+/* The same on a request's record; a may be NULL. */
+void vault_audit_changes(struct cv_audit *a, json_t *changes);
+/* {"old": old, "new": new} (both stolen), or NULL when out of memory. */
+json_t *vault_audit_change(json_t *old, json_t *new);
+/* A text as the record keeps it: the first 150 bytes, cut on a character boundary and
+ * marked with "..." when cut (the record holds what changed, not whole descriptions). */
+json_t *vault_audit_text(const char *s);
+
 /* Sets a's target when the URL did not name it (a create): a may be NULL. */
 void vault_audit_target(struct cv_audit *a, const char *target);
 

@@ -283,6 +283,13 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	if (r < 0)
 		goto out;
 	sup.jwk_action = jwk->action;
+	/* The record says which version this replaces and what the JWKs' owner chose. */
+	vault_audit_changes(audit, json_pack("{s:{s:I, s:I}, s:s?}", "version", "old",
+					     (json_int_t)sup.version, "new",
+					     (json_int_t)sup.version + 1, "jwk_action",
+					     jwk->action == CV_JWK_ACTION_UPDATE ? "update"
+					     : jwk->action == CV_JWK_ACTION_DISCONNECT ? "disconnect"
+										: NULL));
 	sup.n_linked = plan.n;
 	sup.linked = plan.kids;
 	sup.new_kids = plan.new_kids;

@@ -10,6 +10,14 @@ from harness import VaultTestCase
 from test_services import ServiceHelpers
 
 
+def changes_of(vault, action, target):
+    """The changes of the records of action on target, oldest first."""
+    st, _, body = vault.request("GET", "/v1/audit?limit=1000&action=%s&target=%s"
+                                % (action, target))
+    assert st == 200, body
+    return [r["changes"] for r in body["items"]]
+
+
 class EnvironmentsTest(ServiceHelpers, VaultTestCase):
 
     def put_env(self, name, **body):
@@ -119,9 +127,25 @@ class EnvironmentsTest(ServiceHelpers, VaultTestCase):
         self.assertIn("envc", msg)
         self.assertEqual(self.vault.request("GET", "/v1/environments/qa-eu")[2]
                          ["certificates"], 1)
-        # The audit trail has the environment's changes.
-        st, _, body = self.vault.request("GET", "/v1/audit?action=environment.put&limit=1000")
-        self.assertIn("Prod-EU", [r["target"] for r in body["items"]])
+        # The audit trail says what changed: environments, bind targets, service moves.
+        self.assertEqual(changes_of(self.vault, "environment.put", "Prod-EU"),
+                         [{"display_name": {"old": None, "new": "Prod-EU"},
+                           "description": {"old": None, "new": ""}}])
+        puts = changes_of(self.vault, "service.put", "env-web")
+        self.assertEqual(puts[1], {"environment": {"old": None, "new": "prod-eu"},
+                                   "domains": {"old": None, "new": ["ew.example.com"]}})
+        # A refused attempt says what it would have changed.
+        self.assertEqual(puts[2], {"environment": {"old": "Prod-EU", "new": "qa-eu"}})
+        binds = changes_of(self.vault, "service.bind", "env-qa")
+        self.assertEqual(binds[-1], {"certificate": {"old": None,
+                                                     "new": {"name": "envc", "version": 1}}})
+        edits = changes_of(self.vault, "certificate.edit", "envc")
+        self.assertIn({"environments": {"old": ["Prod-EU"], "new": ["Prod-EU", "qa-eu"]}},
+                      edits)
+        self.assertEqual(changes_of(self.vault, "certificate.import", "envc")[-1],
+                         {"kind": "key_pair", "environments": ["PROD-eu"], "tags": []})
+        st, _, v = self.vault.request("GET", "/v1/audit/verify")
+        self.assertTrue(v["intact"], v)
 
     def test_public_certificate(self):
         self.create_service("pub-web", ["pub.example.com"])
@@ -237,9 +261,17 @@ class EditTest(ServiceHelpers, VaultTestCase):
         uris = [v["key"]["pkcs11_uri"] for v in self.versions("rn-new")["versions"]]
         self.assertIn("object=rn-new", uris[0])
         self.assertIn("object=rn-old", uris[1])
-        # The rename is in the audit trail under the old name.
-        st, _, trail = self.vault.request("GET", "/v1/audit?action=certificate.edit&target=rn-old")
-        self.assertEqual(len(trail["items"]), 1, trail)
+        # The rename is in the audit trail under the old name, old and new; the renewal
+        # says which version it replaced and the JWK choice.
+        self.assertEqual(changes_of(self.vault, "certificate.edit", "rn-old"),
+                         [{"name": {"old": "rn-old", "new": "rn-new"},
+                           "description": {"old": "", "new": "renamed"}}])
+        self.assertEqual(changes_of(self.vault, "certificate.renew", "rn-new"),
+                         [{"version": {"old": 1, "new": 2}, "jwk_action": "update"}])
+        long_text = "\u00e9" * 200
+        self.assertEqual(self.patch("rn-new", {"description": long_text})[0], 200)
+        cut = changes_of(self.vault, "certificate.edit", "rn-new")[-1]["description"]["new"]
+        self.assertEqual(cut, "\u00e9" * 75 + "...")
         # Refusals change nothing.
         self.imported("rn-other", san="rn.example.com")
         self.assertError(self.patch("rn-new", {"name": "rn-other"}), 409, "name_taken")

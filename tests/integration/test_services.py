@@ -629,9 +629,8 @@ class RenewTest(ServiceHelpers, VaultTestCase):
         self.assertError(self.supersede("rf-cert", other, certificate="garbage"),
                          400, "bad_encoding")
         self.assertUnchanged("rf-cert", snap, ("rf-web", "rf-api"))
-        # Editing the description cannot touch what belongs to the certificate.
-        for member in ({"certificate": other.cert}, {"private_key": other.key},
-                       {"name": "renamed"}):
+        # Editing the metadata cannot touch what belongs to the certificate.
+        for member in ({"certificate": other.cert}, {"private_key": other.key}):
             with self.subTest(patch=list(member)):
                 self.assertError(self.vault.request("PATCH", "/v1/certificates/rf-cert",
                                                     member), 400, "bad_request")

@@ -2937,6 +2937,9 @@ static void test_migrate_environments_from_v5(void **state)
 	/* Back to schema 5 as it was: free text, no environment rows. */
 	raw_exec(path, "DROP TABLE certificate_environments; DROP TABLE environments;"
 		       " ALTER TABLE certificates DROP COLUMN has_key;"
+		       " ALTER TABLE certificates DROP COLUMN key_label;"
+		       " ALTER TABLE certificate_versions DROP COLUMN key_label;"
+		       " DROP TABLE certificate_tags; ALTER TABLE audit_log DROP COLUMN changes;"
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
@@ -3015,15 +3018,15 @@ static void test_environments(void **state)
 	edit.set_environments = 1;
 	edit.n_environments = 1;
 	edit.environments = (char *const[]){ "ACC-eu" };
-	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL), 0);
+	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL, NULL, NULL), 0);
 	assert_int_equal(cv_store_service_bind(store, "envsvc", "envcert", NOW, &c, NULL), 0);
 	edit.environments = only_prod;
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL),
+	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL, NULL, NULL),
 			 CV_ERR_ENVIRONMENT_NOT_ALLOWED);
 	assert_string_equal(c.service, "envsvc");
 	edit.environments = nowhere;
-	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL),
+	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL, NULL, NULL),
 			 CV_ERR_UNKNOWN_ENVIRONMENT);
 	assert_string_equal(c.detail, "nowhere");
 	/* Nor can the service move to an environment the certificate is not for. */
