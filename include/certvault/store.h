@@ -291,8 +291,8 @@ struct cv_supersede {
 	 * when the kid is the same, else as a new active JWK, the old one superseded. */
 	enum cv_jwk_action jwk_action;
 	size_t n_linked;
-	char (*linked)[44];
-	char (*new_kids)[44];
+	char (*linked)[65];
+	char (*new_kids)[65];
 	char *const *new_jwks;
 	const struct cv_audit_entry *audit; /* written by cv_store_cert_supersede; NULL: none */
 };
@@ -441,7 +441,7 @@ enum cv_jwk_state {
 	CV_JWK_SUPERSEDED = 2,     /* replaced by superseded_by when its certificate was renewed */
 };
 struct cv_jwk_record {
-	char kid[44];
+	char kid[65];             /* CV_JWK_KID_MAX characters at most */
 	int64_t cert_id;           /* the certificate it is linked to; 0 when not linked */
 	char cert_name[65];        /* the certificate it was made from (kept when unlinked) */
 	int64_t cert_version;      /* and that certificate's version */
@@ -449,7 +449,7 @@ struct cv_jwk_record {
 	char alg[16];
 	char *jwk;                 /* the public JWK as JSON text, owned */
 	enum cv_jwk_state state;
-	char superseded_by[44];    /* "" unless superseded */
+	char superseded_by[65];    /* "" unless superseded */
 	int64_t created_at;
 	int64_t updated_at;
 };

@@ -15,7 +15,7 @@ int vault_jwk_choice_required(const char *name, const struct cv_jwk_record *link
 	char kids[160] = "";
 	size_t i, used = 0;
 
-	for (i = 0; i < n && used + CV_JWK_KID_LEN + 8 < sizeof(kids); i++)
+	for (i = 0; i < n && used + strlen(linked[i].kid) + 8 < sizeof(kids); i++)
 		used += (size_t)snprintf(kids + used, sizeof(kids) - used, "%s%s",
 					 i > 0 ? ", " : "", linked[i].kid);
 	if (i < n)
@@ -47,16 +47,32 @@ out:
 	return r;
 }
 
-/* A kid as this vault makes them: 43 base64url characters. */
+/* A kid as this vault makes them: 43 base64url characters (an RFC 7638 thumbprint),
+ * optionally followed by ".<alg>.<use>" (see cv_jwk_from_pkey). */
 static int check_kid(const char *kid, struct cv_errmsg *err)
 {
-	if (strlen(kid) != CV_JWK_KID_LEN ||
-	    strspn(kid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") !=
-		    CV_JWK_KID_LEN)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				     "a kid is %d base64url characters (an RFC 7638 thumbprint)",
-				     CV_JWK_KID_LEN);
+	static const char b64url[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	const char *rest = kid + CV_JWK_KID_LEN, *dot;
+
+	if (strlen(kid) < CV_JWK_KID_LEN || strlen(kid) > CV_JWK_KID_MAX ||
+	    strspn(kid, b64url) != CV_JWK_KID_LEN)
+		goto bad;
+	if (*rest == '\0')
+		return 0;
+	/* ".ALG.use": an alg of letters, digits, '-' and '+', then sig or enc. */
+	dot = strchr(rest + 1, '.');
+	if (rest[0] != '.' || dot == NULL || dot == rest + 1 ||
+	    strspn(rest + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+") !=
+		    (size_t)(dot - rest - 1) ||
+	    (strcmp(dot + 1, "sig") != 0 && strcmp(dot + 1, "enc") != 0))
+		goto bad;
 	return 0;
+bad:
+	return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+			     "a kid is %d base64url characters (an RFC 7638 thumbprint), for a "
+			     "key's other JWKs followed by .<alg>.<use>",
+			     CV_JWK_KID_LEN);
 }
 
 int cv_vault_jwk_create(struct cv_vault *v, struct cv_audit *audit, const char *certificate,

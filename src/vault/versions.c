@@ -162,8 +162,8 @@ int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret)
 struct jwk_plan {
 	struct cv_jwk_record *linked;
 	size_t n;
-	char (*kids)[44];
-	char (*new_kids)[44];
+	char (*kids)[65];
+	char (*new_kids)[65];
 	char **new_jwks;
 };
 

@@ -313,6 +313,62 @@ class EditTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(self.details("tg-a")["tags"]["team"], "payments")
 
 
+class SeveralJwksTest(ServiceHelpers, VaultTestCase):
+    """One key published several ways: each (alg, use) a JWK of its own."""
+
+    def jwks_doc(self):
+        st, _, body = self.vault.request("GET", "/v1/jwks", token=None)
+        self.assertEqual(st, 200)
+        return {k["kid"]: k for k in __import__("json").loads(body)["keys"]}
+
+    def test_rs256_ps256_and_enc_of_one_key(self):
+        self.create_service("mj-web", ["mj.example.com"])
+        self.imported("mj", san="mj.example.com", key="rsa2048")
+        self.bound("mj-web", "mj")
+        made = {}
+        for alg, use in (("RS256", "sig"), ("PS256", "sig"), ("RSA-OAEP-256", "enc")):
+            st, _, body = self.vault.request("POST", "/v1/jwks", {"certificate": "mj",
+                                                                 "alg": alg, "use": use})
+            self.assertEqual(st, 201, body)
+            made[(alg, use)] = body["kid"]
+        tp = made[("RS256", "sig")]
+        self.assertEqual(len(tp), 43)
+        self.assertEqual(made[("PS256", "sig")], tp + ".PS256.sig")
+        self.assertEqual(made[("RSA-OAEP-256", "enc")], tp + ".RSA-OAEP-256.enc")
+        doc = self.jwks_doc()
+        for (alg, use), kid in made.items():
+            self.assertEqual((doc[kid]["alg"], doc[kid]["use"]), (alg, use))
+            self.assertEqual(doc[kid]["n"], doc[tp]["n"])  # one key
+        # The same (alg, use) twice is the same JWK.
+        st, _, body = self.vault.request("POST", "/v1/jwks", {"certificate": "mj",
+                                                             "alg": "PS256"})
+        self.assertEqual((st, body["error"]["code"]), (409, "name_taken"), body)
+        st, _, one = self.vault.request("GET", "/v1/jwks/" + tp + ".PS256.sig")
+        self.assertEqual((st, one["jwk"]["alg"], one["certificate"]), (200, "PS256", "mj"), one)
+        self.assertError(self.vault.request("GET", "/v1/jwks/" + tp + ".PS256.xyz"), 400,
+                         "bad_request")
+        # A renewal with jwk_action=update moves all three to the new key, each keeping its
+        # alg and use.
+        m2 = self.material("mj2", san="mj.example.com", key="rsa2048")
+        st, _, body = self.supersede("mj", m2, "renew", jwk_action="update", confirm="mj")
+        self.assertEqual(st, 200, body)
+        st, _, page = self.vault.request("GET", "/v1/certificates?q=mj&limit=10")
+        doc = self.jwks_doc()
+        new_tp = [k for k in doc if len(k) == 43 and k != tp]
+        self.assertEqual(len(new_tp), 1, list(doc))
+        for suffix in (".PS256.sig", ".RSA-OAEP-256.enc"):
+            st, _, got = self.vault.request("GET", "/v1/jwks/" + new_tp[0] + suffix)
+            self.assertEqual((st, got["state"]), (200, "active"), got)
+            st, _, old = self.vault.request("GET", "/v1/jwks/" + tp + suffix)
+            self.assertEqual((old["state"], old["superseded_by"]),
+                             ("superseded", new_tp[0] + suffix), old)
+        # One of them deleted alone.
+        st, _, body = self.vault.request("DELETE", "/v1/jwks/" + new_tp[0] + ".PS256.sig")
+        self.assertEqual(st, 200, body)
+        self.assertNotIn(new_tp[0] + ".PS256.sig", self.jwks_doc())
+        self.assertIn(new_tp[0], self.jwks_doc())
+
+
 class RenameServedTest(ServiceHelpers, VaultTestCase):
     """A certificate a setting names (server.tls_certificate) keeps its name."""
 
