@@ -30,6 +30,7 @@ struct cv_config {
 	int64_t expires_soon_days; /* policy.expires_soon_days */
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
 	int destroy_superseded_keys; /* policy.destroy_superseded_keys */
+	int64_t jwks_superseded_retention; /* jwks.superseded_retention: seconds */
 	char *admin_token_file;    /* auth.admin_token_file: where the first admin token goes;
 				      "" means admin.token beside the database */
 	int metrics_public;        /* auth.metrics_public: GET /metrics without a token */

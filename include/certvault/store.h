@@ -278,6 +278,14 @@ struct cv_cert_version {
 int cv_store_cert_versions(struct cv_store *store, int64_t id,
 			   struct cv_cert_version **ret_versions, size_t *ret_n);
 
+/* What a renewal's update did with a linked JWK's successor. */
+enum cv_jwk_outcome {
+	CV_JWK_SAME = 0,           /* the same kid: updated in place */
+	CV_JWK_MADE,               /* a new JWK */
+	CV_JWK_REACTIVATED,        /* this certificate's superseded JWK, active again */
+	CV_JWK_ADOPTED,            /* an active JWK of the same key, linked here now */
+};
+
 /* A renewal or a replace: next becomes the current version of the certificate. */
 struct cv_supersede {
 	enum cv_version_end kind;  /* CV_END_RENEWED or CV_END_REPLACED */
@@ -294,6 +302,13 @@ struct cv_supersede {
 	char (*linked)[65];
 	char (*new_kids)[65];
 	char *const *new_jwks;
+	/* Filled by the commit (NULL: not wanted): what became of each new kid. A new kid that
+	 * is already a JWK is taken over instead of made: one of this certificate that a
+	 * renewal superseded is made active again (a rollback to an earlier key), an active
+	 * one of the same key linked elsewhere or to nothing is linked here (a key published
+	 * ahead, from the upcoming certificate that is now this one's). Another state is
+	 * CV_ERR_NAME_TAKEN. */
+	enum cv_jwk_outcome *outcomes;
 	const struct cv_audit_entry *audit; /* written by cv_store_cert_supersede; NULL: none */
 };
 /* The checks of a supersede, in a read transaction, in this order: the certificate is active
@@ -450,6 +465,7 @@ struct cv_jwk_record {
 	char *jwk;                 /* the public JWK as JSON text, owned */
 	enum cv_jwk_state state;
 	char superseded_by[65];    /* "" unless superseded */
+	int64_t superseded_at;     /* when it was superseded; 0 unless superseded */
 	int64_t created_at;
 	int64_t updated_at;
 };
@@ -468,10 +484,17 @@ int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_reco
 /* Removes one JWK, with audit. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_jwk_remove(struct cv_store *store, const char *kid,
 			const struct cv_audit_entry *audit);
-/* The active JWKs, oldest first (the JWKS document), or those linked to the certificate
- * cert_id when it is not 0. Returns 0 (*ret_recs the caller's), CV_ERR_DB. */
+/* The active JWKs, oldest first, or those linked to the certificate cert_id when it is not
+ * 0. Returns 0 (*ret_recs the caller's), CV_ERR_DB. */
 int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_record **ret_recs,
 		      size_t *ret_n);
+/* The JWKs of the public JWKS document at now: the active ones, and the superseded ones
+ * superseded after now - retention (they stay published while tokens signed with them may
+ * still be in flight), oldest first. *ret_next_change gets the first time after now at
+ * which one of them leaves (INT64_MAX: none). 0 or CV_ERR_DB. */
+int cv_store_jwk_published(struct cv_store *store, int64_t now, int64_t retention,
+			   struct cv_jwk_record **ret_recs, size_t *ret_n,
+			   int64_t *ret_next_change);
 
 /* CRLs in the truststore: one per CA entry that issued it. */
 struct cv_crl_record {

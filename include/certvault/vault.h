@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "certvault/error.h"
 #include "certvault/store.h"
 #include "certvault/token.h"
@@ -32,6 +34,7 @@ struct cv_vault {
 	int64_t soon_seconds;     /* "expires soon" threshold */
 	int allow_weak_signatures;
 	int destroy_superseded_keys; /* destroy a version's key once superseded */
+	int64_t jwks_retention;   /* seconds a superseded JWK stays in the public JWKS */
 	struct vault_caches *caches; /* owned; NULL: every use case works uncached */
 	const char *served;       /* the certificate HTTPS serves (server.tls_certificate); NULL:
 				     none. It cannot be deleted while served. */
@@ -153,11 +156,16 @@ struct cv_jwk_choice {
 	enum cv_jwk_action action; /* NONE when the caller said nothing */
 	const char *confirm;       /* UPDATE (and, for a delete, any choice) needs the name */
 };
+/* What became of the linked JWKs: *ret_jwks (NULL: not wanted; else a new object, the
+ * caller's) holds the kids "made", "reactivated" (a JWK this certificate had before, active
+ * again: a rollback to an earlier key), "adopted" (an active JWK of the new key published
+ * ahead, now linked here), "updated" (the same key: in place), "superseded" (the old kids,
+ * kept in the public JWKS for jwks.superseded_retention) and "disconnected". */
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-			    struct cv_errmsg *err);
+			    json_t **ret_jwks, struct cv_errmsg *err);
 /* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
  * CV_ERR_BAD_REQUEST. */
 int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);
@@ -397,9 +405,11 @@ int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record *
 		     struct cv_errmsg *err);
 int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *kid,
 			struct cv_errmsg *err);
-/* The public JWKS document of the active JWKs as compact JSON text (malloc'd) and a strong
- * validator of it (a hash of the text, unquoted). 0, CV_ERR_DB, CV_ERR_NOMEM. */
-int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
+/* The public JWKS document at now as compact JSON text (malloc'd) and a strong validator of
+ * it (a hash of the text, unquoted): the active JWKs, and those superseded less than
+ * v->jwks_retention seconds ago (nothing in the document tells them apart). 0, CV_ERR_DB,
+ * CV_ERR_NOMEM. */
+int cv_vault_jwks_document(struct cv_vault *v, int64_t now, char **ret_text, size_t *ret_len,
 			   char ret_tag[65], struct cv_errmsg *err);
 
 /* The truststore: CA certificates trusted under an alias. */

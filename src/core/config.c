@@ -68,6 +68,10 @@ static const struct setting settings[] = {
 	{ "policy", "destroy_superseded_keys", K_BOOL, OFF(destroy_superseded_keys), "false", 0, 0,
 	  "destroy a version's key in the token as soon as a renewal or replace supersedes it"
 	  " (else kept until the certificate is deleted)" },
+	{ "jwks", "superseded_retention", K_INT, OFF(jwks_superseded_retention), "86400", 0,
+	  31536000,
+	  "seconds a JWK superseded by a renewal stays in the public JWKS (tokens it signed may"
+	  " still be in flight); 0: it leaves at once" },
 	{ "auth", "admin_token_file", K_STR, OFF(admin_token_file), "", 0, 0,
 	  "where the first start writes the first admin API token (mode 0600); empty: admin.token"
 	  " in the database's directory" },

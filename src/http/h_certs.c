@@ -679,7 +679,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	struct cv_version_ref ref;
 	struct cv_cert_view *view = NULL;
 	struct cv_revocation rev;
-	json_t *body = NULL;
+	json_t *body = NULL, *jwks = NULL;
 	int64_t previous;
 	int r;
 
@@ -706,7 +706,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	}
 	in.name = req->params[0];
 	r = cv_vault_cert_supersede(&app->vault, req->audit, kind, &in, &ref, &jwk, req->now,
-				    &previous, &rev, err);
+				    &previous, &rev, &jwks, err);
 	if (r < 0)
 		goto out;
 	r = view_response(app, req->params[0], req->now, 200, res, &view, err);
@@ -714,13 +714,16 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		r = add_revocation(&rev, res);
 	if (r < 0)
 		goto out;
-	/* Every service the new version reached, as the view read it after the commit. */
+	/* Every service the new version reached, as the view read it after the commit; what
+	 * became of the JWKs. */
 	if (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
+	    json_object_set(res->json, "jwks", jwks != NULL ? jwks : json_null()) < 0 ||
 	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0)
 		r = CV_ERR_NOMEM;
 	if (r == 0 && check)
 		r = add_chain_trust(app, req->params[0], req->now, res, err);
 out:
+	json_decref(jwks);
 	cv_vault_cert_view_free(view);
 	json_decref(body); /* wiped on free: it held the key and the password */
 	return r;

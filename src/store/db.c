@@ -248,7 +248,11 @@ static const char *const migrations[] = {
 	"CREATE INDEX certificate_tags_key_value ON certificate_tags(key, value);"
 	/* What a change changed (old and new values, the choices made), as JSON text; ''
 	 * for records that say nothing more, which hash as they did before the column. */
-	"ALTER TABLE audit_log ADD COLUMN changes TEXT NOT NULL DEFAULT '';",
+	"ALTER TABLE audit_log ADD COLUMN changes TEXT NOT NULL DEFAULT '';"
+	/* When a JWK was superseded: it stays in the public JWKS for a retention period from
+	 * then. Those superseded before this version count from their last change. */
+	"ALTER TABLE jwks ADD COLUMN superseded_at INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE jwks SET superseded_at = updated_at WHERE state = 2;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -238,12 +238,77 @@ out:
 	return r;
 }
 
+/* Takes over the JWK new_kid that exists already, for linked JWK i: one this certificate had
+ * and a renewal superseded is made active again (a rollback to an earlier key); an active
+ * one linked elsewhere or to nothing (a key published ahead) is linked here. The kid holds
+ * the key's thumbprint, alg and use, so it is the same key published the same way.
+ * *ret_outcome says which; CV_JWK_MADE when there is no such JWK to take over. */
+static int jwk_take_over(sqlite3 *db, const struct cv_supersede *req, size_t i,
+			 enum cv_jwk_outcome *ret_outcome)
+{
+	int r;
+
+	*ret_outcome = CV_JWK_MADE;
+	r = store_run(db,
+		      "UPDATE jwks SET state = 1, superseded_by = NULL, superseded_at = 0,"
+		      " jwk = ?1, cert_version = ?2, updated_at = ?3"
+		      " WHERE kid = ?4 AND cert_id = ?5 AND state = 2",
+		      "tiiti", req->new_jwks[i], req->version + 1, req->now, req->new_kids[i],
+		      req->id);
+	if (r == 0 && sqlite3_changes(db) == 1) {
+		*ret_outcome = CV_JWK_REACTIVATED;
+		return 0;
+	}
+	if (r == 0)
+		r = store_run(db,
+			      "UPDATE jwks SET cert_id = ?1, cert_name = (SELECT name FROM"
+			      " certificates WHERE id = ?1), jwk = ?2, cert_version = ?3,"
+			      " updated_at = ?4 WHERE kid = ?5 AND state = 1 AND cert_id IS NOT ?1",
+			      "itiit", req->id, req->new_jwks[i], req->version + 1, req->now,
+			      req->new_kids[i]);
+	if (r == 0 && sqlite3_changes(db) == 1)
+		*ret_outcome = CV_JWK_ADOPTED;
+	return r;
+}
+
+/* A new active JWK new_kids[i], linked like linked[i] (its use and alg). */
+static int jwk_make(sqlite3 *db, const struct cv_supersede *req, size_t i)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
+				" alg, jwk, state, created_at, updated_at)"
+				" SELECT ?1, cert_id, cert_name, ?2, use, alg, ?3, 1, ?4, ?4"
+				" FROM jwks WHERE kid = ?5",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, req->new_kids[i]);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, req->version + 1);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 3, req->new_jwks[i]);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 4, req->now);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 5, req->linked[i]);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	/* The new key's kid is already a JWK that cannot be taken over (superseded, of
+	 * another certificate). */
+	r = rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT_PRIMARYKEY ? CV_ERR_NAME_TAKEN
+								 : store_err(rc);
+	sqlite3_finalize(stmt);
+	return r;
+}
+
 /* Carries out the caller's choice for the linked JWKs (already checked to be req->linked). */
 static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
 {
-	sqlite3_stmt *stmt = NULL;
+	enum cv_jwk_outcome outcome;
 	size_t i;
-	int rc, r = 0;
+	int r = 0;
 
 	if (req->n_linked == 0)
 		return 0;
@@ -253,6 +318,7 @@ static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
 				 " WHERE cert_id = ?2 AND state = 1",
 				 "ii", req->now, req->id);
 	for (i = 0; r == 0 && i < req->n_linked; i++) {
+		outcome = CV_JWK_SAME;
 		if (strcmp(req->new_kids[i], req->linked[i]) == 0) {
 			/* The same key: the JWK stays, with the new certificate in x5c. */
 			r = store_run(db,
@@ -260,36 +326,19 @@ static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
 				      " WHERE kid = ?4",
 				      "tiit", req->new_jwks[i], req->version + 1, req->now,
 				      req->linked[i]);
-			continue;
+		} else {
+			r = jwk_take_over(db, req, i, &outcome);
+			if (r == 0 && outcome == CV_JWK_MADE)
+				r = jwk_make(db, req, i);
+			/* The old one stays published for the retention period. */
+			if (r == 0)
+				r = store_run(db,
+					      "UPDATE jwks SET state = 2, superseded_by = ?1,"
+					      " updated_at = ?2, superseded_at = ?2 WHERE kid = ?3",
+					      "tit", req->new_kids[i], req->now, req->linked[i]);
 		}
-		rc = sqlite3_prepare_v2(db,
-					"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
-					" alg, jwk, state, created_at, updated_at)"
-					" SELECT ?1, cert_id, cert_name, ?2, use, alg, ?3, 1, ?4, ?4"
-					" FROM jwks WHERE kid = ?5",
-					-1, &stmt, NULL);
-		if (rc == SQLITE_OK)
-			rc = store_bind_text(stmt, 1, req->new_kids[i]);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 2, req->version + 1);
-		if (rc == SQLITE_OK)
-			rc = store_bind_text(stmt, 3, req->new_jwks[i]);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 4, req->now);
-		if (rc == SQLITE_OK)
-			rc = store_bind_text(stmt, 5, req->linked[i]);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_step(stmt);
-		/* The new key's kid is already a JWK (of another certificate). */
-		r = rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT_PRIMARYKEY ? CV_ERR_NAME_TAKEN
-									 : store_err(rc);
-		sqlite3_finalize(stmt);
-		stmt = NULL;
-		if (r == 0)
-			r = store_run(db,
-				      "UPDATE jwks SET state = 2, superseded_by = ?1, updated_at = ?2"
-				      " WHERE kid = ?3",
-				      "tit", req->new_kids[i], req->now, req->linked[i]);
+		if (req->outcomes != NULL)
+			req->outcomes[i] = outcome;
 	}
 	return r;
 }

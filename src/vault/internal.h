@@ -16,6 +16,7 @@ struct vault_jwks_cache {
 	pthread_mutex_t lock;
 	int valid;
 	uint64_t gen;
+	int64_t until;             /* valid before this time only: a superseded JWK leaves then */
 	char *text;
 	size_t len;
 	char tag[65];

@@ -187,8 +187,8 @@ int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *
 }
 
 /* The document as the store's JWKs make it now. */
-static int jwks_build(struct cv_vault *v, char **ret_text, size_t *ret_len, char ret_tag[65],
-		      struct cv_errmsg *err)
+static int jwks_build(struct cv_vault *v, int64_t now, char **ret_text, size_t *ret_len,
+		      char ret_tag[65], int64_t *ret_until, struct cv_errmsg *err)
 {
 	struct cv_jwk_record *recs = NULL;
 	unsigned char digest[32];
@@ -197,7 +197,7 @@ static int jwks_build(struct cv_vault *v, char **ret_text, size_t *ret_len, char
 	size_t n = 0, i;
 	int r;
 
-	r = cv_store_jwk_list(v->store, 0, &recs, &n);
+	r = cv_store_jwk_published(v->store, now, v->jwks_retention, &recs, &n, ret_until);
 	if (r < 0) {
 		cv_errmsg_set(err, r, "the database could not be read");
 		goto out;
@@ -248,25 +248,27 @@ static char *memdup_text(const char *text, size_t len)
 	return copy;
 }
 
-int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
+int cv_vault_jwks_document(struct cv_vault *v, int64_t now, char **ret_text, size_t *ret_len,
 			   char ret_tag[65], struct cv_errmsg *err)
 {
 	struct vault_jwks_cache *c;
 	char *text = NULL, *kept;
 	char tag[65] = "";
+	int64_t until;
 	uint64_t gen;
 	size_t len;
 	int r;
 
 	if (v->caches == NULL)
-		return jwks_build(v, ret_text, ret_len, ret_tag, err);
+		return jwks_build(v, now, ret_text, ret_len, ret_tag, &until, err);
 	c = &v->caches->jwks;
 	/* Read before the JWKs are: the store moves it only after a change is committed, so a
 	 * document built after reading gen holds every change made before gen was reached,
 	 * and a write that returned has moved it past any document built before the write. */
 	gen = cv_store_jwks_generation(v->store);
 	pthread_mutex_lock(&c->lock);
-	if (c->valid && c->gen == gen) {
+	/* Time changes it too: a superseded JWK leaves when its retention ends. */
+	if (c->valid && c->gen == gen && now < c->until) {
 		text = memdup_text(c->text, c->len);
 		len = c->len;
 		memcpy(ret_tag, c->tag, sizeof(c->tag));
@@ -278,7 +280,7 @@ int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
 		return 0;
 	}
 
-	r = jwks_build(v, &text, &len, tag, err);
+	r = jwks_build(v, now, &text, &len, tag, &until, err);
 	if (r < 0)
 		return r;
 	/* Kept unless a newer one is there already (a copy: the caller frees its own). */
@@ -289,6 +291,7 @@ int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
 		c->text = kept;
 		c->len = len;
 		c->gen = gen;
+		c->until = until;
 		memcpy(c->tag, tag, sizeof(tag));
 		c->valid = 1;
 		kept = NULL;

@@ -232,12 +232,57 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 	return 0;
 }
 
+/* The answer's account of the linked JWKs (see cv_vault_cert_supersede). */
+static json_t *jwk_outcomes_json(const struct jwk_plan *p, enum cv_jwk_action action,
+				 const enum cv_jwk_outcome *outcomes)
+{
+	static const char *const lists[] = { "made", "reactivated", "adopted", "updated",
+					      "superseded", "disconnected" };
+	json_t *o = json_object(), *a;
+	const char *which;
+	size_t i;
+
+	for (i = 0; o != NULL && i < sizeof(lists) / sizeof(lists[0]); i++)
+		if (json_object_set_new(o, lists[i], json_array()) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
+	for (i = 0; o != NULL && i < p->n; i++) {
+		if (action == CV_JWK_ACTION_DISCONNECT) {
+			json_array_append_new(json_object_get(o, "disconnected"),
+					      json_string(p->kids[i]));
+			continue;
+		}
+		switch (outcomes[i]) {
+		case CV_JWK_SAME:
+			which = "updated";
+			break;
+		case CV_JWK_REACTIVATED:
+			which = "reactivated";
+			break;
+		case CV_JWK_ADOPTED:
+			which = "adopted";
+			break;
+		default:
+			which = "made";
+		}
+		a = json_object_get(o, which);
+		json_array_append_new(a, json_string(outcomes[i] == CV_JWK_SAME ? p->kids[i]
+										 : p->new_kids[i]));
+		if (outcomes[i] != CV_JWK_SAME)
+			json_array_append_new(json_object_get(o, "superseded"),
+					      json_string(p->kids[i]));
+	}
+	return o;
+}
+
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-			    struct cv_errmsg *err)
+			    json_t **ret_jwks, struct cv_errmsg *err)
 {
+	enum cv_jwk_outcome *outcomes = NULL;
 	struct cv_revocation rev;
 	struct jwk_plan plan = { 0 };
 	struct cv_cert_record *cur = NULL, *next = NULL;
@@ -294,6 +339,14 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	sup.linked = plan.kids;
 	sup.new_kids = plan.new_kids;
 	sup.new_jwks = plan.new_jwks;
+	if (plan.n > 0) {
+		outcomes = calloc(plan.n, sizeof(*outcomes));
+		if (outcomes == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		sup.outcomes = outcomes;
+	}
 	/* Every check before the token does any work; the commit repeats them. */
 	r = cv_store_cert_supersede_check(v->store, &sup, &conflict);
 	if (r < 0) {
@@ -336,6 +389,8 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	}
 	/* A failure above leaves the old key 'destroying': the next start destroys it. */
 	*ret_previous = sup.version;
+	if (ret_jwks != NULL)
+		*ret_jwks = jwk_outcomes_json(&plan, jwk->action, outcomes);
 	if (ret_rev != NULL)
 		*ret_rev = rev;
 	r = 0;
@@ -345,6 +400,7 @@ out:
 	if (journaled)
 		(void)cv_store_key_journal_remove(v->store, next->key_id);
 	jwk_plan_release(&plan);
+	free(outcomes);
 	cv_store_cert_free(cur);
 	cv_store_cert_free(next);
 	EVP_PKEY_free(key);

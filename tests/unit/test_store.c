@@ -2539,6 +2539,46 @@ static void test_jwks_generation(void **state)
 	cv_store_jwks_free(recs, n);
 }
 
+/* The public JWKS: the active JWKs and those superseded within the retention, judged at the
+ * now given; the document says when the next one leaves. */
+static void test_jwks_published_retention(void **state)
+{
+	static const char *const d[] = { "ret.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_jwk_record a, b, *recs = NULL;
+	size_t n = 0;
+	int64_t id, next = 0;
+
+	id = add(store, "ret", NOW - DAY, NOW + 365 * DAY, d);
+	a = make_jwk("kid-old", id, "ret");
+	b = make_jwk("kid-new", id, "ret");
+	assert_int_equal(cv_store_jwk_insert(store, &a, NULL), 0);
+	assert_int_equal(cv_store_jwk_insert(store, &b, NULL), 0);
+	raw_exec(path, "UPDATE jwks SET state = 2, superseded_by = 'kid-new', superseded_at = "
+		       "1700000100 WHERE kid = 'kid-old'");
+	/* Within the day after: both, and the old one leaves at 1700000100 + 86400. */
+	assert_int_equal(cv_store_jwk_published(store, NOW + 200, DAY, &recs, &n, &next), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(next, 1700000100 + DAY);
+	cv_store_jwks_free(recs, n);
+	assert_int_equal(cv_store_jwk_published(store, 1700000100 + DAY - 1, DAY, &recs, &n,
+						&next),
+			 0);
+	assert_int_equal(n, 2);
+	cv_store_jwks_free(recs, n);
+	/* From then on: the active one alone, and nothing else leaves. */
+	assert_int_equal(cv_store_jwk_published(store, 1700000100 + DAY, DAY, &recs, &n, &next),
+			 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(recs[0].kid, "kid-new");
+	assert_int_equal(next, INT64_MAX);
+	cv_store_jwks_free(recs, n);
+	/* Retention 0: it left at once. */
+	assert_int_equal(cv_store_jwk_published(store, 1700000100, 0, &recs, &n, &next), 0);
+	assert_int_equal(n, 1);
+	cv_store_jwks_free(recs, n);
+}
+
 /* The audit record goes with its change: each write that commits a client's change appends
  * the record in the change's own transaction, so when the record cannot be written the
  * change does not happen. A trigger on audit_log, made behind the store's back, plays the
@@ -2940,6 +2980,7 @@ static void test_migrate_environments_from_v5(void **state)
 		       " ALTER TABLE certificates DROP COLUMN key_label;"
 		       " ALTER TABLE certificate_versions DROP COLUMN key_label;"
 		       " DROP TABLE certificate_tags; ALTER TABLE audit_log DROP COLUMN changes;"
+		       " ALTER TABLE jwks DROP COLUMN superseded_at;"
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
@@ -3090,6 +3131,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v5, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_environments, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_jwks_published_retention, test_setup,
+						test_teardown),
 		cmocka_unit_test_setup_teardown(test_service_put_get_remove, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_service_list, test_setup, test_teardown),
