@@ -77,6 +77,13 @@ struct cv_import_request {
 	enum cv_encoding pkcs12_encoding;
 	int bundle;
 	int allow_upcoming;        /* take a certificate whose start is still ahead */
+	/* Or received from a live endpoint: url (https://host[:port], ldaps://host[:port]) as
+	 * the truststore's fetch reads it; the entry at position (0: the server's own) of the
+	 * chain it presents becomes a public certificate, with the entries after it as its
+	 * chain. certificate, private_key, pkcs12 and chain are then NULL. */
+	const char *url;
+	int64_t position;
+	int timeout_ms;            /* with url */
 };
 
 /* Limits on metadata a client sets. */

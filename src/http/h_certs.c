@@ -8,6 +8,8 @@
 /* Largest certificate, chain or key text a client may paste (the body limit also holds). */
 #define PEM_MAX (256 * 1024)
 #define PASSWORD_MAX 1024
+#define URL_MAX 300                 /* as the truststore's */
+#define FETCH_TIMEOUT_MS 10000      /* a url fetch, as the truststore's */
 #define QUERY_MAX 256
 
 static const char *key_type_name(enum cv_key_kind kind)
@@ -245,6 +247,46 @@ static int tags_member(json_t *body, struct cv_tag *tags, size_t *ret_n, int *re
 	return 0;
 }
 
+/* The "url" source of an import (with its "position"): certvaultd connects where the caller
+ * says, so, as for the truststore, only an admin may aim it. */
+static int url_member(const struct cv_request *req, json_t *body, struct cv_import_request *in,
+		      struct cv_errmsg *err)
+{
+	json_t *position = json_object_get(body, "position");
+	int r;
+
+	r = json_string_member(body, "url", 0, URL_MAX, &in->url, NULL, err);
+	if (r < 0)
+		return r;
+	if (in->url == NULL) {
+		if (position != NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"position\" goes with \"url\"");
+		return 0;
+	}
+	static const char *const material[] = { "certificate", "private_key", "password",
+						"chain", "pkcs12", "encoding", NULL };
+	size_t i;
+
+	for (i = 0; material[i] != NULL; i++)
+		if (json_object_get(body, material[i]) != NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"url\" comes without \"%s\":"
+					     " the certificate and its chain are what the server"
+					     " presents", material[i]);
+	if (req->actor.role != CV_ROLE_ADMIN)
+		return cv_errmsg_set(err, CV_ERR_FORBIDDEN, "fetching from a URL is for the admin "
+				     "role");
+	if (position != NULL && !json_is_null(position) &&
+	    (!json_is_integer(position) || json_integer_value(position) < 0 ||
+	     json_integer_value(position) > CV_X509_MAX_CHAIN))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"position\" is 0 (the server's own"
+				     " certificate) to %d", CV_X509_MAX_CHAIN);
+	in->position = position != NULL && json_is_integer(position)
+			       ? json_integer_value(position)
+			       : 0;
+	in->timeout_ms = FETCH_TIMEOUT_MS;
+	return 0;
+}
+
 /* An optional boolean member (absent: false). */
 static int bool_member(json_t *body, const char *key, int *ret, struct cv_errmsg *err)
 {
@@ -309,7 +351,7 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
 					       "pkcs12", "check_chain", "environments",
-					       "allow_upcoming", "tags", NULL };
+					       "allow_upcoming", "tags", "url", "position", NULL };
 	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
 	struct cv_tag tags[CV_TAGS_MAX];
 	struct cv_import_request in = { 0 };
@@ -324,7 +366,8 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &in.description,
 				    NULL, err)) < 0 ||
-	    (r = material_members(body, form, &in, err)) < 0)
+	    (r = url_member(req, body, &in, err)) < 0 ||
+	    (in.url == NULL && (r = material_members(body, form, &in, err)) < 0))
 		goto out;
 	r = check_chain_member(body, &check, err);
 	if (r == 0)

@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 
 #include "certvault/fault.h"
+#include "certvault/net.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -121,6 +122,66 @@ static int chain_append(STACK_OF(X509) *chain, STACK_OF(X509) *more, struct cv_e
 	return 0;
 }
 
+/* The certificate at req->position of the chain the endpoint at req->url presents, and the
+ * entries after it as its chain (see cv_import_request). The fetch is the truststore's: one
+ * entry point, one address policy. */
+static int material_from_url(const struct cv_import_request *req, X509 **ret_cert,
+			     STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
+{
+	STACK_OF(X509) *all = NULL, *chain = NULL;
+	X509 *cert = NULL;
+	int n, i, r;
+
+	if (req->certificate != NULL || req->private_key != NULL || req->pkcs12 != NULL ||
+	    req->chain != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"url\" comes alone: the "
+				     "certificate and its chain are what the server presents");
+	r = cv_net_fetch_chain(req->url, req->timeout_ms, &all, err);
+	if (r < 0)
+		return r;
+	n = sk_X509_num(all);
+	if (req->position < 0 || req->position >= n) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the server presented %d certificate%s:"
+				  " \"position\" is 0 to %d", n, n == 1 ? "" : "s", n - 1);
+		goto out;
+	}
+	chain = sk_X509_new_null();
+	if (chain == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = (int)req->position + 1; i < n && i <= (int)req->position + CV_X509_MAX_CHAIN;
+	     i++) {
+		X509 *c = sk_X509_value(all, i);
+
+		if (X509_up_ref(c) != 1) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		if (sk_X509_push(chain, c) <= 0) {
+			X509_free(c);
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+	}
+	cert = sk_X509_value(all, (int)req->position);
+	if (X509_up_ref(cert) != 1) {
+		cert = NULL;
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	*ret_cert = cert;
+	*ret_chain = chain;
+	cert = NULL;
+	chain = NULL;
+	r = 0;
+out:
+	X509_free(cert);
+	sk_X509_pop_free(chain, X509_free);
+	sk_X509_pop_free(all, X509_free);
+	return r;
+}
+
 /* Parses everything the client sent, whichever way it came (see cv_import_request).
  * *ret_chain is always set (possibly empty) on success. */
 static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
@@ -129,6 +190,8 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 	STACK_OF(X509) *more = NULL;
 	int r;
 
+	if (req->url != NULL)
+		return material_from_url(req, ret_cert, ret_chain, err);
 	if (req->pkcs12 != NULL) {
 		if (req->certificate != NULL || req->private_key != NULL || req->chain != NULL)
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a PKCS#12 file comes alone: "
@@ -356,6 +419,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_cert_record *rec = NULL;
 	EVP_PKEY *key = NULL;
+	json_t *changes;
 	char **tags = NULL;
 	int r, pending = 0;
 
@@ -382,10 +446,12 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_material_check(v, audit, req, now, &rec, &key, &rev, err);
 	if (r < 0)
 		goto out;
-	vault_audit_changes(audit, json_pack("{s:s, s:o, s:o}", "kind",
-					     rec->is_public ? "public" : "key_pair", "environments",
-					     strings_array(rec->environments, rec->n_environments),
-					     "tags", strings_array(rec->tags, rec->n_tags)));
+	changes = json_pack("{s:s, s:o, s:o}", "kind", rec->is_public ? "public" : "key_pair",
+			    "environments", strings_array(rec->environments, rec->n_environments),
+			    "tags", strings_array(rec->tags, rec->n_tags));
+	if (changes != NULL && req->url != NULL)
+		json_object_set_new(changes, "source", json_string(req->url));
+	vault_audit_changes(audit, changes);
 
 	/* A token already gone refuses the import before the database sees it; a public
 	 * certificate does not need it. */

@@ -6,8 +6,9 @@ certificate's environments."""
 import time
 import unittest
 
-from harness import VaultTestCase
+from harness import Material, VaultTestCase
 from test_services import ServiceHelpers
+from test_truststore import FetchTest, free_port
 
 
 def changes_of(vault, action, target):
@@ -457,6 +458,69 @@ class RotationTest(ServiceHelpers, VaultTestCase):
         # And forward again.
         st, _, body = self.supersede("rb", m2, "replace", jwk_action="update", confirm="rb")
         self.assertEqual((st, body["jwks"]["reactivated"]), (200, [k2]), body)
+
+
+class ReceiveFromUrlTest(VaultTestCase):
+    """Source "receive via HTTPS/LDAPS connection": the chosen entry of the chain a live
+    endpoint presents (openssl s_server on 127.0.0.1) becomes a public certificate."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = Material(cls.tmp, "u-root", key="p256", cn="Url Root CA", ca=True,
+                            not_after=3650 * 86400)
+        cls.inter = Material(cls.tmp, "u-inter", key="p256", cn="Url Intermediate CA",
+                             ca=True, issuer=cls.root, not_after=1825 * 86400)
+        cls.leaf = Material(cls.tmp, "u-leaf", key="p256", cn="localhost", san="localhost",
+                            issuer=cls.inter)
+
+    serve = FetchTest.serve
+
+    def test_receive_each_position_and_refusals(self):
+        port = self.serve()
+        before = self.vault.count_token_objects()
+        for scheme, name, position, subject, chain in (
+                ("https", "u-leaf", None, "CN=localhost", 1),
+                ("ldaps", "u-leaf2", 0, "CN=localhost", 1),
+                ("https", "u-inter", 1, "CN=Url Intermediate CA", 0)):
+            body = {"name": name, "url": "%s://127.0.0.1:%d" % (scheme, port)}
+            if position is not None:
+                body["position"] = position
+            st, _, got = self.vault.request("POST", "/v1/certificates", body)
+            self.assertEqual(st, 201, got)
+            self.assertEqual((got["kind"], got["subject"], got["chain_length"], got["key"]),
+                             ("public", subject, chain, None))
+        st, _, pem = self.vault.request("GET", "/v1/certificates/u-leaf/export?format=chain")
+        self.assertEqual(pem.decode(), self.leaf.cert + self.inter.cert)
+        self.assertEqual(self.vault.count_token_objects(), before)
+        url = "https://127.0.0.1:%d" % port
+        msg = self.assertError(self.vault.request("POST", "/v1/certificates",
+                                                  {"name": "u-x", "url": url, "position": 2}),
+                               400, "bad_request")
+        self.assertIn("0 to 1", msg)
+        self.assertError(self.vault.request("POST", "/v1/certificates",
+                                            {"name": "u-x", "url": url,
+                                             "private_key": self.leaf.key}),
+                         400, "bad_request")
+        self.assertError(self.vault.request("POST", "/v1/certificates",
+                                            {"name": "u-x", "certificate": self.leaf.cert,
+                                             "position": 0}),
+                         400, "bad_request")
+        self.assertError(self.vault.request("POST", "/v1/certificates",
+                                            {"name": "u-x", "url": "ftp://127.0.0.1"}),
+                         400, "bad_request")
+        closed = free_port()
+        self.assertError(self.vault.request("POST", "/v1/certificates",
+                                            {"name": "u-x",
+                                             "url": "https://127.0.0.1:%d" % closed}),
+                         502, "endpoint_unreachable")
+        # Only an admin aims certvaultd at an address.
+        st, _, tok = self.vault.request("POST", "/v1/tokens", {"name": "u-op",
+                                                               "role": "operator"})
+        self.assertError(self.vault.request("POST", "/v1/certificates",
+                                            {"name": "u-x", "url": url}, token=tok["token"]),
+                         403, "forbidden")
+        self.assertError(self.vault.request("GET", "/v1/certificates/u-x"), 404, "not_found")
 
 
 class RenameServedTest(ServiceHelpers, VaultTestCase):
