@@ -356,8 +356,9 @@ class ExportEditDeleteTest(VaultTestCase):
         self.assertGreater(body["updated_at"], created)
         self.assertError(self.vault.request("PATCH", "/v1/certificates/edit",
                                             {"description": "x" * 1025}), 400, "bad_request")
+        # (A rename is an edit too: test_model.)
         self.assertError(self.vault.request("PATCH", "/v1/certificates/edit",
-                                            {"name": "renamed"}), 400, "bad_request")
+                                            {"name": "re named"}), 400, "invalid_name")
         self.assertError(self.vault.request("PATCH", "/v1/certificates/nope",
                                             {"description": "x"}), 404, "not_found")
         st, _, body = self.vault.request("GET", "/v1/certificates/edit")
