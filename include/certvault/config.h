@@ -37,6 +37,10 @@ struct cv_config {
 	int revocation_online;     /* revocation.online: ask OCSP responders and CRL URLs */
 	int64_t revocation_timeout_ms; /* revocation.timeout_ms: each online fetch */
 	char *revocation_unknown;  /* revocation.unknown: "refuse" or "warn" */
+	char *revocation_allow_networks; /* revocation.allow_networks: CIDR list (net policy) */
+	char *revocation_allow_ports;    /* revocation.allow_ports: ports beyond 80, 443 */
+	char *truststore_allow_networks; /* truststore.allow_networks: CIDR list */
+	char *truststore_allow_ports;    /* truststore.allow_ports: ports beyond 443, 636 */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or
@@ -49,8 +53,9 @@ void cv_config_release(struct cv_config *cfg);
 /* Writes every setting — section.key, its environment variable, default and meaning — to f. */
 void cv_config_describe(FILE *f);
 
-/* Reads the user PIN: the environment variable CERTVAULT_TOKEN_PIN if set, else the first
- * line of token.pin_file, which must not be readable by group or others. Returns 0 and a
+/* Reads the user PIN: the environment variable CERTVAULT_TOKEN_PIN if set (which is then
+ * overwritten in place and unset: cv_secret_env_take), else the first line of
+ * token.pin_file, which must not be readable by group or others. Returns 0 and a
  * buffer the caller releases with OPENSSL_clear_free(pin, len + 1), or CV_ERR_CONFIG. */
 int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
 		       struct cv_errmsg *err);

@@ -111,6 +111,7 @@ struct cv_route_info {
 	const char *pattern;
 	enum cv_access access;
 	const char *action;
+	size_t max_body; /* 0: the route reads no body */
 };
 int cv_http_route_at(size_t i, struct cv_route_info *ret);
 

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "certvault/error.h"
+#include "certvault/net.h"
 #include "certvault/store.h"
 #include "certvault/token.h"
 #include "certvault/x509.h"
@@ -26,6 +27,8 @@ struct cv_revocation_policy {
 	int timeout_ms;           /* each online fetch; 0: 5000 */
 	int unknown_warn;         /* a source that could not tell: 1 accept with a warning,
 				     0 refuse (CV_ERR_REVOCATION_UNKNOWN) */
+	struct cv_net_policy net; /* where online fetches may connect (the URLs come from
+				     uploaded certificates); zeroed: public addresses, 80/443 */
 };
 
 struct cv_vault {
@@ -39,6 +42,7 @@ struct cv_vault {
 	const char *served;       /* the certificate HTTPS serves (server.tls_certificate); NULL:
 				     none. It cannot be deleted while served. */
 	struct cv_revocation_policy revocation;
+	struct cv_net_policy truststore_net; /* where a truststore url fetch may connect */
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the
@@ -95,17 +99,20 @@ struct cv_import_request {
  * row, the key in the token, the row made active with audit (its target the name). Without
  * a private key it imports a public certificate: the row only, no key object (a partner's
  * certificate, an mTLS peer, a signer whose JWK verifies tokens). With req->allow_upcoming a
- * certificate whose start is ahead is taken (status upcoming). Returns 0
- * and the stored record with what the revocation check found in *ret_rev (NULL: not
- * wanted), or an error with err saying why; on failure nothing is left in the store or the
- * token.
+ * certificate whose start is ahead is taken (status upcoming). Returns 0 and the stored
+ * record, or an error with err saying why; on failure nothing is left in the store or the
+ * token. Either way *ret_rev (NULL: not wanted) is what the revocation check found (zeroed
+ * when it did not run); its log_detail, for the log only, says why fetches failed, which
+ * detail and err tell the client only generically.
  *
  * The revocation check of the leaf: the truststore's CRL from the leaf's issuer (a CA entry
  * that issued the leaf); then, with v->revocation.online, the leaf's OCSP responder and its
  * CRL distribution point over HTTP. The first good or revoked answer decides: revoked is
  * CV_ERR_REVOKED. When sources exist and none could tell (a stale CRL, a responder down, a
  * bad signature), CV_ERR_REVOCATION_UNKNOWN, or with v->revocation.unknown_warn acceptance
- * with status CV_REV_UNKNOWN. No source at all: CV_REV_NOT_CHECKED, accepted. */
+ * with status CV_REV_UNKNOWN. No source at all: CV_REV_NOT_CHECKED, accepted. Online
+ * fetches connect only where v->revocation.net allows (after resolution, on every redirect),
+ * and only for a leaf whose issuer is in its chain or the truststore. */
 int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 const struct cv_import_request *req, int64_t now,
 			 struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
@@ -156,9 +163,10 @@ int cv_vault_version_ref_parse(const char *tag, struct cv_version_ref *ret_ref);
  * created in the token under a journal row, then one transaction makes it the current version
  * of every service using it. Of racing supersedes of one version exactly one succeeds; the
  * others get CV_ERR_ALREADY_RENEWED and leave no key behind. *ret_previous is the version
- * superseded; *ret_rev (NULL: not wanted) what the revocation check of cv_vault_cert_import
- * found. audit names the current version's fingerprint and the new one's. On failure
- * nothing changes. */
+ * superseded; *ret_rev (NULL: not wanted), whatever the outcome, what the revocation check
+ * of cv_vault_cert_import found (zeroed when it did not run). audit names the current version's fingerprint and the new one's. The certificate
+ * the HTTPS listener serves (v->served) is renewed or replaced only by an admin (audit's
+ * role; CV_ERR_FORBIDDEN otherwise, before any check or key). On failure nothing changes. */
 struct cv_jwk_choice {
 	enum cv_jwk_action action; /* NONE when the caller said nothing */
 	const char *confirm;       /* UPDATE (and, for a delete, any choice) needs the name */
@@ -494,6 +502,8 @@ struct cv_actor {
 struct cv_audit {
 	struct cv_audit_entry entry;
 	int written;
+	enum cv_role role;        /* the actor's role, for use cases whose rule depends on the
+				     target (the certificate HTTPS serves); 0: no token */
 };
 void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *action,
 		    const char *target, const char *request_id, int64_t now);

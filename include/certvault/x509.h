@@ -259,7 +259,9 @@ const char *cv_revocation_status_name(enum cv_revocation_status s);
 struct cv_revocation {
 	enum cv_revocation_status status;
 	char source[320];  /* "crl:<issuer>", "ocsp:<url>", "crl:<url>"; "" when none */
-	char detail[256];  /* why, for a person */
+	char detail[256];  /* why, for a person: what the client is shown */
+	char log_detail[512]; /* why a fetch failed, in full (address, port, error): for
+				 certvaultd's log only, never for the client, whose URL it is */
 	int reason;        /* with REVOKED: the CRLReason code, -1 when none was given */
 	time_t revoked_at; /* with REVOKED */
 };

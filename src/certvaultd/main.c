@@ -12,6 +12,7 @@
 #include "certvault/config.h"
 #include "certvault/fault.h"
 #include "certvault/http.h"
+#include "certvault/secret.h"
 #include "certvault/store.h"
 #include "certvault/token.h"
 #include "certvault/vault.h"
@@ -112,6 +113,20 @@ static int fault_point_known(const char *name)
 	return 0;
 }
 
+/* One outbound address policy from its two settings, the error naming the setting. */
+static int net_policy(const char *networks, const char *ports, const char *section,
+		      struct cv_net_policy *ret, struct cv_errmsg *err)
+{
+	struct cv_errmsg why = { "" };
+
+	if (cv_net_policy_parse(networks, NULL, ret, &why) < 0)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s.allow_networks: %s", section,
+				     why.text);
+	if (cv_net_policy_parse(networks, ports, ret, &why) < 0)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s.allow_ports: %s", section, why.text);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -167,6 +182,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	/* Before any secret is read: no core file, no same-user ptrace or /proc/PID/mem of a
+	 * process holding the PIN and the token module's keys. */
+	if (cv_secret_process_protect(&err) < 0) {
+		fprintf(stderr, "certvaultd: %s\n", err.text);
+		return 1;
+	}
 	/* Block the stop signals before any thread starts, so only sigwait sees them. */
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGINT);
@@ -183,6 +204,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	app.cfg = &cfg;
+	/* A setting that cannot be read stops the start before the token is touched. */
+	if (net_policy(cfg.revocation_allow_networks, cfg.revocation_allow_ports, "revocation",
+		       &app.vault.revocation.net, &err) < 0 ||
+	    net_policy(cfg.truststore_allow_networks, cfg.truststore_allow_ports, "truststore",
+		       &app.vault.truststore_net, &err) < 0) {
+		r = CV_ERR_CONFIG;
+		goto out;
+	}
 	if (getenv("CERTVAULT_FAULT") != NULL) {
 		if (!fault_point_known(getenv("CERTVAULT_FAULT"))) {
 			fprintf(stderr, "certvaultd: CERTVAULT_FAULT names no fault point of this "

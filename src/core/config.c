@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "certvault/config.h"
+#include "certvault/secret.h"
 #include "certvault/util.h"
 
 enum kind { K_STR, K_INT, K_BOOL };
@@ -85,6 +87,20 @@ static const struct setting settings[] = {
 	{ "revocation", "unknown", K_STR, OFF(revocation_unknown), "refuse", 0, 0,
 	  "when a revocation source exists but cannot tell (stale CRL, responder down, bad"
 	  " signature): refuse (422 revocation_unknown) or warn (accept, saying so)" },
+	{ "revocation", "allow_networks", K_STR, OFF(revocation_allow_networks), "", 0, 0,
+	  "networks (CIDR, comma-separated) online revocation fetches may reach, on any port,"
+	  " besides public addresses: loopback, private, link-local and other special"
+	  " addresses are refused unless named here" },
+	{ "revocation", "allow_ports", K_STR, OFF(revocation_allow_ports), "", 0, 0,
+	  "ports (comma-separated) online revocation fetches may use on public addresses"
+	  " besides 80 and 443" },
+	{ "truststore", "allow_networks", K_STR, OFF(truststore_allow_networks), "", 0, 0,
+	  "networks (CIDR, comma-separated) a truststore url fetch (or a certificate's url"
+	  " import) may reach, on any port, besides public addresses: internal hosts must be"
+	  " named here" },
+	{ "truststore", "allow_ports", K_STR, OFF(truststore_allow_ports), "", 0, 0,
+	  "ports (comma-separated) a truststore url fetch may use on public addresses besides"
+	  " 443 and 636" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -283,18 +299,17 @@ static int read_first_line(int fd, char **ret_pin, size_t *ret_len)
 static int secret_read(const char *env_var, const char *file, const char *setting,
 		       char **ret_secret, size_t *ret_len, struct cv_errmsg *err)
 {
-	const char *env = getenv(env_var);
 	struct stat st;
 	char *secret = NULL;
 	size_t len = 0;
 	int fd = -1, r;
 
-	if (env != NULL && env[0] != '\0') {
-		len = strlen(env);
-		secret = OPENSSL_malloc(len + 1);
-		if (secret == NULL)
-			return CV_ERR_NOMEM;
-		memcpy(secret, env, len + 1);
+	/* Taken out of the environment as it is read: /proc/PID/environ would show it to
+	 * anyone who may read the process's files for as long as it runs. */
+	secret = cv_secret_env_take(env_var, &len);
+	if (secret == NULL && len == SIZE_MAX)
+		return CV_ERR_NOMEM;
+	if (secret != NULL) {
 		r = 0;
 		goto out;
 	}

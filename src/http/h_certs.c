@@ -1,6 +1,7 @@
 /* Handlers for /v1/certificates: JSON in, a use case, JSON out. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "certvault/util.h"
 #include "handlers.h"
@@ -306,6 +307,35 @@ static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
 	return bool_member(body, "check_chain", ret, err);
 }
 
+/* Why online revocation fetches failed, which the client is told only generically: one
+ * line of the log, bytes outside printable ASCII escaped. */
+static void log_revocation(const struct cv_request *req, const struct cv_revocation *rev)
+{
+	char line[sizeof(rev->log_detail) * 4 + 96];
+	size_t n, i;
+	ssize_t w;
+	int head;
+
+	if (rev->log_detail[0] == '\0')
+		return;
+	head = snprintf(line, sizeof(line), "certvaultd: %s: revocation fetch: ",
+			req->request_id);
+	if (head < 0 || (size_t)head >= sizeof(line))
+		return;
+	n = (size_t)head;
+	for (i = 0; rev->log_detail[i] != '\0' && n + 6 < sizeof(line); i++) {
+		unsigned char c = (unsigned char)rev->log_detail[i];
+
+		if (c < 0x20 || c >= 0x7f || c == '\\')
+			n += (size_t)snprintf(line + n, sizeof(line) - n, "\\x%02x", c);
+		else
+			line[n++] = (char)c;
+	}
+	line[n++] = '\n';
+	w = write(STDERR_FILENO, line, n);
+	(void)w;
+}
+
 /* Adds what the revocation check found to an import, renew or replace answer, with a
  * warning when it could not tell and the policy let the certificate in. */
 static int add_revocation(const struct cv_revocation *rev, struct cv_response *res)
@@ -382,6 +412,7 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	in.environments = environments;
 	in.tags = tags;
 	r = cv_vault_cert_import(&app->vault, req->audit, &in, req->now, &rec, &rev, err);
+	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
 	r = view_response(app, rec->name, req->now, 201, res, NULL, err);
@@ -750,6 +781,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	in.name = req->params[0];
 	r = cv_vault_cert_supersede(&app->vault, req->audit, kind, &in, &ref, &jwk, req->now,
 				    &previous, &rev, &jwks, err);
+	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
 	r = view_response(app, req->params[0], req->now, 200, res, &view, err);

@@ -8,6 +8,10 @@
 typedef int (*cv_handler_fn)(struct cv_app *app, const struct cv_request *req,
 			     struct cv_response *res, struct cv_errmsg *err);
 
+/* The OpenAPI description (src/http/openapi.c), built once; *ret is a new reference. */
+int cv_http_openapi_document(json_t **ret);
+int h_openapi(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	      struct cv_errmsg *err);
 int h_health(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	     struct cv_errmsg *err);
 int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

@@ -72,6 +72,7 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL },
 	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
 	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
+	{ "GET", "/v1/openapi.json", CV_R_PUBLIC, 0, h_openapi, NULL },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -115,6 +116,7 @@ int cv_http_route_at(size_t i, struct cv_route_info *ret)
 	ret->pattern = routes[i].pattern;
 	ret->access = routes[i].access;
 	ret->action = routes[i].action;
+	ret->max_body = routes[i].max_body;
 	return 0;
 }
 

@@ -4,6 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "certvault/net.h"
@@ -65,10 +67,44 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-int cv_net_http_fetch(const char *url, const char *content_type, const unsigned char *body,
-		      size_t body_len, int timeout_ms, size_t max_len, unsigned char **ret_data,
-		      size_t *ret_len, struct cv_errmsg *err)
+/* The policy as libcurl's socket callback sees it, and the first refusal it made. */
+struct gate {
+	const struct cv_net_policy *policy;
+	int refused;
+	struct cv_errmsg why;
+};
+
+static const int http_ports[] = { 80, 443, 0 };
+
+/* libcurl calls this for every connection it is about to make (each address of a name, each
+ * redirect), with the address resolved: the one place where what is reached is known. A
+ * refusal creates no socket, so nothing is sent anywhere. */
+static curl_socket_t gate_open(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
 {
+	struct gate *g = arg;
+	struct cv_errmsg why = { "" };
+	int fd;
+
+	if (purpose != CURLSOCKTYPE_IPCXN ||
+	    cv_net_policy_check(g->policy, http_ports, &address->addr, &why) < 0) {
+		if (!g->refused) {
+			g->refused = 1;
+			g->why = why;
+			if (purpose != CURLSOCKTYPE_IPCXN)
+				cv_errmsg_set(&g->why, CV_ERR_FORBIDDEN, "not a plain connection");
+		}
+		return CURL_SOCKET_BAD;
+	}
+	fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+	return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
+int cv_net_http_fetch(const struct cv_net_policy *policy, const char *url,
+		      const char *content_type, const unsigned char *body, size_t body_len,
+		      int timeout_ms, size_t max_len, unsigned char **ret_data, size_t *ret_len,
+		      struct cv_errmsg *err)
+{
+	struct gate gate = { policy, 0, { "" } };
 	struct sink sink = { NULL, 0, max_len, 0 };
 	struct curl_slist *headers = NULL;
 	char errbuf[CURL_ERROR_SIZE] = "", header[128];
@@ -110,6 +146,8 @@ int cv_net_http_fetch(const char *url, const char *content_type, const unsigned 
 	    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
 	    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink) != CURLE_OK ||
 	    curl_easy_setopt(curl, CURLOPT_USERAGENT, "certvaultd") != CURLE_OK ||
+	    curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, gate_open) != CURLE_OK ||
+	    curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &gate) != CURLE_OK ||
 	    (body != NULL &&
 	     (curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body) != CURLE_OK ||
 	      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len) !=
@@ -119,6 +157,11 @@ int cv_net_http_fetch(const char *url, const char *content_type, const unsigned 
 		goto out;
 	}
 	rc = curl_easy_perform(curl);
+	if (gate.refused && rc != CURLE_OK) {
+		r = cv_errmsg_set(err, CV_ERR_FORBIDDEN, "%.200s: not connecting: %s", url,
+				  gate.why.text);
+		goto out;
+	}
 	if (sink.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
 		r = cv_errmsg_set(err, CV_ERR_UNREACHABLE, "%.200s: the answer is larger than %zu "
 				  "bytes", url, max_len);

@@ -420,18 +420,26 @@ out:
 	return r;
 }
 
-/* A socket connected to the first of ep's addresses that answers. */
-static int connect_endpoint(const struct endpoint *ep, int *ret_fd, struct cv_errmsg *err)
+static const int tls_ports[] = { 443, 636, 0 };
+
+/* A socket connected to the first of ep's addresses that policy allows and that answers. */
+static int connect_endpoint(const struct cv_net_policy *policy, const struct endpoint *ep,
+			    int *ret_fd, struct cv_errmsg *err)
 {
+	struct cv_errmsg refusal = { "" };
 	struct addrinfo *res = NULL;
 	const struct addrinfo *ai;
-	int r, last_error = ENOTCONN;
+	int r, last_error = ENOTCONN, tried = 0;
 	char why[128];
 
 	r = resolve(ep, &res, err);
 	if (r < 0)
 		return r;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		/* Checked on what the name resolved to: the name itself proves nothing. */
+		if (cv_net_policy_check(policy, tls_ports, ai->ai_addr, &refusal) < 0)
+			continue;
+		tried = 1;
 		r = connect_address(ai, ep, ret_fd);
 		if (r == 0)
 			goto out;
@@ -441,8 +449,12 @@ static int connect_endpoint(const struct endpoint *ep, int *ret_fd, struct cv_er
 		}
 		last_error = r;
 	}
-	r = cv_errmsg_set(err, FETCH_FAILED, "cannot connect to %s: %s", ep->shown,
-			  errno_text(last_error, why, sizeof(why)));
+	if (!tried)
+		r = cv_errmsg_set(err, CV_ERR_FORBIDDEN, "not connecting to %s: %s", ep->shown,
+				  refusal.text);
+	else
+		r = cv_errmsg_set(err, FETCH_FAILED, "cannot connect to %s: %s", ep->shown,
+				  errno_text(last_error, why, sizeof(why)));
 out:
 	freeaddrinfo(res);
 	return r;
@@ -586,8 +598,8 @@ static int endpoint_init(struct endpoint *ep, const char *url, int timeout_ms,
 	return 0;
 }
 
-int cv_net_fetch_chain(const char *url, int timeout_ms, STACK_OF(X509) **ret_chain,
-		       struct cv_errmsg *err)
+int cv_net_fetch_chain(const struct cv_net_policy *policy, const char *url, int timeout_ms,
+		       STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
 {
 	struct sigpipe_hold hold;
 	struct endpoint ep;
@@ -601,7 +613,7 @@ int cv_net_fetch_chain(const char *url, int timeout_ms, STACK_OF(X509) **ret_cha
 	sigpipe_block(&hold);
 	ERR_clear_error();
 
-	r = connect_endpoint(&ep, &fd, err);
+	r = connect_endpoint(policy, &ep, &fd, err);
 	if (r < 0)
 		goto out;
 

@@ -15,7 +15,7 @@
 #include "internal.h"
 
 /* The largest template, RSA's private key, has 20 attributes. */
-#define TEMPLATE_MAX 24
+#define TEMPLATE_MAX 32
 #define TEMPLATE_BUFS 12
 
 /* The two object templates for one key, and the buffers they point into. Every buffer is
@@ -347,19 +347,26 @@ static int template_build(struct key_template *t, const EVP_PKEY *key, const cha
 	add(t->priv, &t->n_priv, CKA_EXTRACTABLE, &t->no, sizeof(t->no));
 	add(t->priv, &t->n_priv, CKA_SIGN, &t->yes, sizeof(t->yes));
 	/* Said outright, because SoftHSM defaults decrypt and unwrap to true even on EC keys:
-	 * the key signs, and an RSA key also decrypts (TLS RSA key exchange), nothing more. */
-	add(t->priv, &t->n_priv, CKA_DECRYPT, t->type == CKK_RSA ? &t->yes : &t->no,
-	    sizeof(t->yes));
+	 * the key signs, nothing more. No decrypt even for RSA: certvault's TLS has no RSA key
+	 * exchange, so C_Decrypt would only be a raw RSA decryption oracle for whoever holds the
+	 * PIN; no sign-recover (raw RSA with the message recoverable from the signature). Not
+	 * modifiable, not copyable: nobody can later turn these back on in this object or in a
+	 * copy of it (SoftHSM 2.6.1 takes both at C_CreateObject). */
+	add(t->priv, &t->n_priv, CKA_DECRYPT, &t->no, sizeof(t->no));
+	add(t->priv, &t->n_priv, CKA_SIGN_RECOVER, &t->no, sizeof(t->no));
 	add(t->priv, &t->n_priv, CKA_UNWRAP, &t->no, sizeof(t->no));
 	add(t->priv, &t->n_priv, CKA_DERIVE, &t->no, sizeof(t->no));
+	add(t->priv, &t->n_priv, CKA_MODIFIABLE, &t->no, sizeof(t->no));
+	add(t->priv, &t->n_priv, CKA_COPYABLE, &t->no, sizeof(t->no));
 	add(t->priv, &t->n_priv, CKA_ID, id, id_len);
 	add(t->pub, &t->n_pub, CKA_CLASS, &t->pub_class, sizeof(t->pub_class));
 	add(t->pub, &t->n_pub, CKA_KEY_TYPE, &t->type, sizeof(t->type));
 	add(t->pub, &t->n_pub, CKA_TOKEN, &t->yes, sizeof(t->yes));
 	add(t->pub, &t->n_pub, CKA_PRIVATE, &t->no, sizeof(t->no));
 	add(t->pub, &t->n_pub, CKA_VERIFY, &t->yes, sizeof(t->yes));
-	add(t->pub, &t->n_pub, CKA_ENCRYPT, t->type == CKK_RSA ? &t->yes : &t->no,
-	    sizeof(t->yes));
+	/* What nothing may decrypt, nothing needs to encrypt to. */
+	add(t->pub, &t->n_pub, CKA_ENCRYPT, &t->no, sizeof(t->no));
+	add(t->pub, &t->n_pub, CKA_VERIFY_RECOVER, &t->no, sizeof(t->no));
 	add(t->pub, &t->n_pub, CKA_WRAP, &t->no, sizeof(t->no));
 	add(t->pub, &t->n_pub, CKA_DERIVE, &t->no, sizeof(t->no));
 	add(t->pub, &t->n_pub, CKA_ID, id, id_len);

@@ -6,6 +6,7 @@
 
 #include <openssl/crypto.h>
 
+#include "certvault/secret.h"
 #include "internal.h"
 
 /* A module may be opened by several cv_tokens in one process (tests do; certvaultd does not),
@@ -478,7 +479,9 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 		goto out;
 	}
 	token->pin_len = strlen(cfg->pin);
-	token->pin = OPENSSL_malloc(token->pin_len + 1);
+	/* Kept for as long as the process runs (a token that comes back is logged in again):
+	 * locked pages left out of any core dump. */
+	token->pin = cv_secret_alloc(token->pin_len + 1);
 	if (token->pin == NULL) {
 		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
 		goto out;
@@ -535,7 +538,7 @@ out:
 		if (state_ready)
 			token_state_release(token);
 		module_put(token->module);
-		OPENSSL_clear_free(token->pin, token->pin_len + 1);
+		cv_secret_free(token->pin, token->pin_len + 1);
 		free(token);
 	}
 	return r;
@@ -560,7 +563,7 @@ void cv_token_free(struct cv_token *token)
 	token_keymap_release(&token->map);
 	token_state_release(token);
 	module_put(token->module);
-	OPENSSL_clear_free(token->pin, token->pin_len + 1);
+	cv_secret_free(token->pin, token->pin_len + 1);
 	free(token);
 }
 

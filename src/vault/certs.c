@@ -125,8 +125,8 @@ static int chain_append(STACK_OF(X509) *chain, STACK_OF(X509) *more, struct cv_e
 /* The certificate at req->position of the chain the endpoint at req->url presents, and the
  * entries after it as its chain (see cv_import_request). The fetch is the truststore's: one
  * entry point, one address policy. */
-static int material_from_url(const struct cv_import_request *req, X509 **ret_cert,
-			     STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
+static int material_from_url(struct cv_vault *v, const struct cv_import_request *req,
+			     X509 **ret_cert, STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
 {
 	STACK_OF(X509) *all = NULL, *chain = NULL;
 	X509 *cert = NULL;
@@ -136,7 +136,7 @@ static int material_from_url(const struct cv_import_request *req, X509 **ret_cer
 	    req->chain != NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"url\" comes alone: the "
 				     "certificate and its chain are what the server presents");
-	r = cv_net_fetch_chain(req->url, req->timeout_ms, &all, err);
+	r = cv_net_fetch_chain(&v->truststore_net, req->url, req->timeout_ms, &all, err);
 	if (r < 0)
 		return r;
 	n = sk_X509_num(all);
@@ -184,14 +184,15 @@ out:
 
 /* Parses everything the client sent, whichever way it came (see cv_import_request).
  * *ret_chain is always set (possibly empty) on success. */
-static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
-			  EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
+static int parse_material(struct cv_vault *v, const struct cv_import_request *req,
+			  X509 **ret_cert, EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain,
+			  struct cv_errmsg *err)
 {
 	STACK_OF(X509) *more = NULL;
 	int r;
 
 	if (req->url != NULL)
-		return material_from_url(req, ret_cert, ret_chain, err);
+		return material_from_url(v, req, ret_cert, ret_chain, err);
 	if (req->pkcs12 != NULL) {
 		if (req->certificate != NULL || req->private_key != NULL || req->chain != NULL)
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a PKCS#12 file comes alone: "
@@ -368,7 +369,7 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 	char fp[96];
 	int r;
 
-	r = parse_material(req, &cert, &key, &chain, err);
+	r = parse_material(v, req, &cert, &key, &chain, err);
 	/* The certificate may parse and its key or chain not: the refusal still names it. */
 	if (cert != NULL && cv_x509_sha256_fingerprint(cert, fp) == 0)
 		cv_audit_fingerprint(audit, fp);
@@ -423,6 +424,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	char **tags = NULL;
 	int r, pending = 0;
 
+	memset(&rev, 0, sizeof(rev));
 	vault_audit_target(audit, req->name);
 	r = vault_check_name(req->name, err);
 	if (r < 0)
@@ -496,14 +498,15 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	pending = 0;
 	cv_fault_point("import.after_activate");
 	rec->state = CV_CERT_ACTIVE;
-	if (ret_rev != NULL)
-		*ret_rev = rev;
 	*ret_rec = rec;
 	rec = NULL;
 	r = 0;
 out:
 	if (pending)
 		cv_store_cert_remove(v->store, rec->id);
+	/* Refused or not: what the check found (and why a fetch failed) is the log's. */
+	if (ret_rev != NULL)
+		*ret_rev = rev;
 	cv_store_cert_free(rec);
 	EVP_PKEY_free(key);
 	strings_free(tags, req->n_tags);

@@ -185,6 +185,17 @@ static int timeout_of(const struct cv_vault *v)
 	return v->revocation.timeout_ms > 0 ? v->revocation.timeout_ms : DEFAULT_TIMEOUT_MS;
 }
 
+/* A fetch that failed: the client learns only that it failed, since the URL is the
+ * uploader's and the reason (refused, reset, timed out, an HTTP status) would map the
+ * network behind certvaultd for them; the reason goes to the log. */
+static void fetch_failed(const char *what, const char *source, const struct cv_errmsg *why,
+			 struct cv_revocation *ret)
+{
+	snprintf(ret->detail, sizeof(ret->detail), "%s could not be fetched (the reason is in "
+		 "certvaultd's log)", what);
+	snprintf(ret->log_detail, sizeof(ret->log_detail), "%.120s: %s", source, why->text);
+}
+
 /* Asks the OCSP responder at url about cert. */
 static void ocsp_ask(struct cv_vault *v, X509 *cert, X509 *issuer, const char *url,
 		     int64_t now, struct cv_revocation *ret)
@@ -204,10 +215,10 @@ static void ocsp_ask(struct cv_vault *v, X509 *cert, X509 *issuer, const char *u
 		snprintf(ret->detail, sizeof(ret->detail), "the OCSP request could not be made");
 		goto out;
 	}
-	r = cv_net_http_fetch(url, "application/ocsp-request", req, req_len, timeout_of(v),
-			      CV_X509_CRL_MAX, &answer, &answer_len, &why);
+	r = cv_net_http_fetch(&v->revocation.net, url, "application/ocsp-request", req, req_len,
+			      timeout_of(v), CV_X509_CRL_MAX, &answer, &answer_len, &why);
 	if (r < 0) {
-		snprintf(ret->detail, sizeof(ret->detail), "%s", why.text);
+		fetch_failed("the OCSP answer", source, &why, ret);
 		goto out;
 	}
 	cv_x509_ocsp_judge(answer, answer_len, cert, issuer, (time_t)now, REVOCATION_SKEW,
@@ -232,10 +243,13 @@ static void crl_download(struct cv_vault *v, X509 *cert, X509 *issuer, const cha
 	ret->status = CV_REV_UNKNOWN;
 	snprintf(source, sizeof(source), "crl:%s", url);
 	snprintf(ret->source, sizeof(ret->source), "%s", source);
-	r = cv_net_http_fetch(url, NULL, NULL, 0, timeout_of(v), CV_X509_CRL_MAX, &answer,
-			      &answer_len, &why);
-	if (r == 0)
-		r = cv_x509_crl_parse((const char *)answer, answer_len, CV_ENC_FILE, &crl, &why);
+	r = cv_net_http_fetch(&v->revocation.net, url, NULL, NULL, 0, timeout_of(v),
+			      CV_X509_CRL_MAX, &answer, &answer_len, &why);
+	if (r < 0) {
+		fetch_failed("the CRL", source, &why, ret);
+		goto out;
+	}
+	r = cv_x509_crl_parse((const char *)answer, answer_len, CV_ENC_FILE, &crl, &why);
 	if (r < 0) {
 		snprintf(ret->detail, sizeof(ret->detail), "%s", why.text);
 		goto out;
@@ -251,9 +265,15 @@ out:
 	free(answer);
 }
 
-/* Keeps the first answer that could not tell. */
-static void keep_unknown(struct cv_revocation *kept, const struct cv_revocation *r)
+/* Keeps the first answer that could not tell; the log hears of every failed fetch. */
+static void keep_unknown(struct cv_revocation *kept, const struct cv_revocation *r,
+			 char *log, size_t log_len)
 {
+	size_t used = strlen(log);
+
+	if (r->log_detail[0] != '\0' && used + 3 < log_len)
+		snprintf(log + used, log_len - used, "%s%.*s", used > 0 ? "; " : "",
+			 (int)(log_len - used - 3), r->log_detail);
 	if (kept->status == CV_REV_NOT_CHECKED)
 		*kept = *r;
 }
@@ -265,7 +285,7 @@ int vault_revocation_check(struct cv_vault *v, X509 *cert, const char *issuer_na
 	struct cv_revocation found, unknown;
 	STACK_OF(X509) *trusted = NULL;
 	X509 *issuer = NULL;
-	char url[CV_NET_URL_MAX + 1];
+	char url[CV_NET_URL_MAX + 1], fetch_log[sizeof(found.log_detail)] = "";
 	int r, has_ocsp, has_crl;
 
 	memset(&unknown, 0, sizeof(unknown));
@@ -276,7 +296,7 @@ int vault_revocation_check(struct cv_vault *v, X509 *cert, const char *issuer_na
 	if (r == 1 && found.status != CV_REV_UNKNOWN)
 		goto decided;
 	if (r == 1)
-		keep_unknown(&unknown, &found);
+		keep_unknown(&unknown, &found, fetch_log, sizeof(fetch_log));
 	has_ocsp = v->revocation.online && cv_x509_ocsp_url(cert, url, sizeof(url));
 	has_crl = v->revocation.online && cv_x509_crl_url(cert, url, sizeof(url));
 	if (has_ocsp || has_crl) {
@@ -292,7 +312,7 @@ int vault_revocation_check(struct cv_vault *v, X509 *cert, const char *issuer_na
 			snprintf(found.detail, sizeof(found.detail),
 				 "the issuer's certificate is neither in the chain nor in the "
 				 "truststore: its answer cannot be verified");
-			keep_unknown(&unknown, &found);
+			keep_unknown(&unknown, &found, fetch_log, sizeof(fetch_log));
 			has_ocsp = has_crl = 0;
 		}
 	}
@@ -300,13 +320,13 @@ int vault_revocation_check(struct cv_vault *v, X509 *cert, const char *issuer_na
 		ocsp_ask(v, cert, issuer, url, now, &found);
 		if (found.status != CV_REV_UNKNOWN)
 			goto decided;
-		keep_unknown(&unknown, &found);
+		keep_unknown(&unknown, &found, fetch_log, sizeof(fetch_log));
 	}
 	if (has_crl && cv_x509_crl_url(cert, url, sizeof(url))) {
 		crl_download(v, cert, issuer, url, now, &found);
 		if (found.status != CV_REV_UNKNOWN)
 			goto decided;
-		keep_unknown(&unknown, &found);
+		keep_unknown(&unknown, &found, fetch_log, sizeof(fetch_log));
 	}
 	if (unknown.status == CV_REV_UNKNOWN) {
 		found = unknown;
@@ -328,8 +348,10 @@ decided:
 				  "revocation could not be checked: %.100s: %.120s (set "
 				  "revocation.unknown = warn to accept)",
 				  found.source, found.detail);
-	if (ret != NULL)
+	if (ret != NULL) {
 		*ret = found;
+		snprintf(ret->log_detail, sizeof(ret->log_detail), "%s", fetch_log);
+	}
 out:
 	sk_X509_pop_free(trusted, X509_free);
 	return r;

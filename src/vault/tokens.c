@@ -31,6 +31,7 @@ void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *
 	if (who != NULL && who->role != 0) {
 		copy_field(a->entry.actor_id, sizeof(a->entry.actor_id), who->id);
 		copy_field(a->entry.actor_name, sizeof(a->entry.actor_name), who->name);
+		a->role = who->role;
 	} else {
 		copy_field(a->entry.actor_name, sizeof(a->entry.actor_name), "anonymous");
 	}

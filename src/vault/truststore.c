@@ -60,8 +60,8 @@ static int choose(const struct cv_trust_add *req, STACK_OF(X509) *chain, int *ke
 }
 
 /* The certificates a request adds, in order: parsed, or fetched and chosen. */
-static int certificates_of(const struct cv_trust_add *req, STACK_OF(X509) **ret,
-			   struct cv_errmsg *err)
+static int certificates_of(const struct cv_vault *v, const struct cv_trust_add *req,
+			   STACK_OF(X509) **ret, struct cv_errmsg *err)
 {
 	STACK_OF(X509) *all = NULL, *kept = NULL;
 	int idx[CV_X509_MAX_CHAIN + 1], n = 0, i, r;
@@ -76,7 +76,15 @@ static int certificates_of(const struct cv_trust_add *req, STACK_OF(X509) **ret,
 		}
 		return r;
 	}
-	r = cv_net_fetch_chain(req->url, req->timeout_ms, &all, err);
+	r = cv_net_fetch_chain(&v->truststore_net, req->url, req->timeout_ms, &all, err);
+	/* Admin only, so the reason is shown whole; internal hosts are the operator's to name. */
+	if (r == CV_ERR_FORBIDDEN) {
+		struct cv_errmsg why = *err;
+
+		return cv_errmsg_set(err, CV_ERR_UNREACHABLE, "%s (truststore.allow_networks and "
+				     "truststore.allow_ports name what else may be reached)",
+				     why.text);
+	}
 	if (r < 0)
 		return r;
 	if (sk_X509_num(all) > CV_X509_MAX_CHAIN + 1) {
@@ -189,7 +197,7 @@ int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct 
 		if (r < 0)
 			goto out;
 	}
-	r = certificates_of(req, &certs, err);
+	r = certificates_of(v, req, &certs, err);
 	if (r < 0)
 		goto out;
 	n = sk_X509_num(certs);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 
@@ -293,10 +294,21 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	EVP_PKEY *key = NULL;
 	int r, journaled = 0, created = 0;
 
+	memset(&rev, 0, sizeof(rev));
 	r = vault_lookup(v, req->name, &cur, err);
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, cur->sha256_fingerprint);
+	/* Whoever renews or replaces the served certificate chooses the key every HTTPS client
+	 * then trusts: an operator with a key of their own could stand in for certvault itself.
+	 * Decided here, where both the target and the role are known; no actor known: refused. */
+	if (v->served != NULL && strcasecmp(v->served, cur->name) == 0 &&
+	    (audit == NULL || audit->role != CV_ROLE_ADMIN)) {
+		r = cv_errmsg_set(err, CV_ERR_FORBIDDEN, "%s is the certificate the HTTPS listener "
+				  "serves (server.tls_certificate): only an admin may %s it",
+				  cur->name, kind == CV_END_RENEWED ? "renew" : "replace");
+		goto out;
+	}
 	sup.kind = kind;
 	sup.id = cur->id;
 	sup.now = now;
@@ -391,14 +403,15 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	*ret_previous = sup.version;
 	if (ret_jwks != NULL)
 		*ret_jwks = jwk_outcomes_json(&plan, jwk->action, outcomes);
-	if (ret_rev != NULL)
-		*ret_rev = rev;
 	r = 0;
 out:
 	if (created && vault_key_destroy(v, next->key_id, &ignored) < 0)
 		journaled = 0; /* the key is still there: the journal row keeps naming it */
 	if (journaled)
 		(void)cv_store_key_journal_remove(v->store, next->key_id);
+	/* Refused or not: what the check found (and why a fetch failed) is the log's. */
+	if (ret_rev != NULL)
+		*ret_rev = rev;
 	jwk_plan_release(&plan);
 	free(outcomes);
 	cv_store_cert_free(cur);

@@ -64,7 +64,35 @@ class InteropTest(VaultTestCase):
                 self.assertIn("sensitive", access)
                 self.assertNotIn("extractable,", access.replace("never extractable", ""))
                 self.assertNotIn("always sensitive", access)
-                self.assertIn("Usage:", block)
+                # Issue 16 item 9: the key signs and does nothing else (no decrypt, no
+                # sign-recover, no unwrap or derive), and cannot be modified to.
+                # (CKA_COPYABLE false is read back by test_token: neither tool shows it.)
+                usage = re.search(r"Usage:\s*(.*)", block).group(1).strip()
+                self.assertEqual(usage, "sign", block)
+                self.assertNotIn("modifiable", access, block)
+                pub = self.object_block(out, "Public Key Object", body["key"]["id"])
+                self.assertEqual(re.search(r"Usage:\s*(.*)", pub).group(1).strip(), "verify",
+                                 pub)
+
+    def test_rsa_key_is_no_decryption_oracle(self):
+        """Issue 16 item 9: with the PIN, pkcs11-tool cannot decrypt with an RSA key."""
+        if "rsa2048" not in self.keys:
+            self.skipTest("no RSA key in this class's token")
+        m, body = self.keys["rsa2048"]
+        secret = os.path.join(self.tmp, "oracle.txt")
+        with open(secret, "wb") as f:
+            f.write(b"premaster secret")
+        enc = os.path.join(self.tmp, "oracle.enc")
+        run(["openssl", "pkeyutl", "-encrypt", "-certin", "-inkey", m.cert_path,
+             "-pkeyopt", "rsa_padding_mode:pkcs1", "-in", secret, "-out", enc])
+        out = os.path.join(self.tmp, "oracle.out")
+        p = run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+                 "--login", "--pin", "env:CV_TEST_PIN", "--decrypt", "-m", "RSA-PKCS",
+                 "--id", body["key"]["id"], "--input-file", enc, "--output-file", out],
+                env=self.tool_env(CV_TEST_PIN=self.vault.pin), check=False)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn(b"CKR_KEY_FUNCTION_NOT_PERMITTED", p.stdout + p.stderr)
+        self.assertFalse(os.path.exists(out) and b"premaster" in open(out, "rb").read())
 
     @staticmethod
     def object_block(listing, kind, key_id):
@@ -84,6 +112,10 @@ class InteropTest(VaultTestCase):
                 out = p.stdout.decode()
                 self.assertIn("CKA_SENSITIVE", out)
                 self.assertNotIn("CKA_EXTRACTABLE", out)
+                # p11tool names the usage flags a key has: none but signing.
+                flags = re.search(r"Flags:(.*)", out).group(1)
+                self.assertNotIn("CKA_WRAP/UNWRAP", flags, out)
+                self.assertNotIn("CKA_DECRYPT", flags, out)
                 self.assertIn("Label: io-" + key, out)
                 # Reading the key's value out of the token fails.
                 p = run(["p11tool", "--provider", SOFTHSM_MODULE, "--login", "--export",

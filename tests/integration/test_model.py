@@ -148,6 +148,15 @@ class EnvironmentsTest(ServiceHelpers, VaultTestCase):
         st, _, v = self.vault.request("GET", "/v1/audit/verify")
         self.assertTrue(v["intact"], v)
 
+    def test_url_source_passes_the_address_policy(self):
+        # This certvaultd allows no internal network: loopback is refused before any
+        # connection, naming the setting that would allow it.
+        msg = self.assertError(self.vault.request("POST", "/v1/certificates",
+                                                  {"name": "u-lo", "url": "https://127.0.0.1"}),
+                               502, "endpoint_unreachable")
+        self.assertIn("truststore.allow_networks", msg)
+        self.assertError(self.vault.request("GET", "/v1/certificates/u-lo"), 404, "not_found")
+
     def test_public_certificate(self):
         self.create_service("pub-web", ["pub.example.com"])
         m = self.material("pubc", san="pub.example.com")
@@ -462,7 +471,10 @@ class RotationTest(ServiceHelpers, VaultTestCase):
 
 class ReceiveFromUrlTest(VaultTestCase):
     """Source "receive via HTTPS/LDAPS connection": the chosen entry of the chain a live
-    endpoint presents (openssl s_server on 127.0.0.1) becomes a public certificate."""
+    endpoint presents (openssl s_server on 127.0.0.1) becomes a public certificate. The fetch
+    is the truststore's, with its address policy: loopback must be allowed."""
+
+    settings = FetchTest.settings
 
     @classmethod
     def setUpClass(cls):

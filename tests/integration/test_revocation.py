@@ -321,8 +321,10 @@ class OnlineTest(VaultTestCase):
     def setUpClass(cls):
         cls.ocsp_port = free_port()
         cls.http_port = free_port()
+        # The responders are on loopback, which only a named network lets a fetch reach.
         cls.settings = {"CERTVAULT_REVOCATION_ONLINE": "true",
-                        "CERTVAULT_REVOCATION_TIMEOUT_MS": "2000"}
+                        "CERTVAULT_REVOCATION_TIMEOUT_MS": "2000",
+                        "CERTVAULT_REVOCATION_ALLOW_NETWORKS": "127.0.0.0/8"}
         super().setUpClass()
         cls.ca = Ca(os.path.join(cls.tmp, "ca"), "Online", cls.ocsp_port, cls.http_port)
         ca = cls.ca
@@ -406,14 +408,92 @@ class OnlineTest(VaultTestCase):
         self.ocsp.kill()
         self.ocsp.wait()
         started = time.time()
-        msg = self.assertError(self.imp("ocsponly", self.ocsp_only), 422, "revocation_unknown")
+        resp = self.imp("ocsponly", self.ocsp_only)
+        msg = self.assertError(resp, 422, "revocation_unknown")
         self.assertIn("ocsp:http://127.0.0.1:%d/" % self.ocsp_port, msg)
         self.assertLess(time.time() - started, 10)
+        # The client is told it could not be fetched, not how (refused, reset, timed out):
+        # that would tell open ports from closed. The log says how.
+        self.assertIn("could not be fetched", msg)
+        self.assertNotIn("refused", msg.lower())
+        self.assertIn("%s: revocation fetch: ocsp:http://127.0.0.1:%d/: "
+                      % (resp[1]["x-request-id"], self.ocsp_port), self.vault.log())
         # With a CRL distribution point too, the CRL answers.
         st, _, body = self.imp("ongood2", self.good2)
         self.assertEqual(st, 201, body)
         self.assertEqual(body["revocation"]["source"],
                          "crl:http://127.0.0.1:%d/inter.crl" % self.http_port)
+
+
+class AddressPolicyTest(VaultTestCase):
+    """Issue 16 item 7: an uploaded certificate names an OCSP responder and a CRL on
+    loopback. With online checks on and no network allowed, certvaultd makes no connection
+    there (a listener on 127.0.0.1 sees nothing), the client learns only that the check
+    could not be done, and the log says why."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.listener = socket.socket()
+        cls.listener.bind(("127.0.0.1", 0))
+        cls.listener.listen(8)
+        port = cls.listener.getsockname()[1]
+        cls.settings = {"CERTVAULT_REVOCATION_ONLINE": "true",
+                        "CERTVAULT_REVOCATION_TIMEOUT_MS": "2000"}
+        super().setUpClass()
+        cls.ca = Ca(os.path.join(cls.tmp, "ca"), "Probe", port, port)
+        cls.port = port
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.listener.close()
+        super().tearDownClass()
+
+    def assertNoConnection(self):
+        self.listener.settimeout(0.3)
+        with self.assertRaises(socket.timeout):
+            conn, _ = self.listener.accept()
+            conn.close()
+
+    def test_loopback_urls_refused_without_a_connection(self):
+        leaf = self.ca.leaf("probe", "online")
+        st, headers, body = self.vault.request("POST", "/v1/certificates",
+                                               leaf.body(name="probe"))
+        msg = self.assertError((st, headers, body), 422, "revocation_unknown")
+        self.assertIn("could not be fetched", msg)
+        for word in ("loopback", "127.0.0.1 is", "refused", "allow_networks"):
+            self.assertNotIn(word, msg)
+        self.assertNoConnection()
+        log = self.vault.log()
+        self.assertIn("%s: revocation fetch: ocsp:http://127.0.0.1:%d/" %
+                      (headers["x-request-id"], self.port), log)
+        self.assertIn("127.0.0.1 is a loopback address", log)
+        self.assertIn("crl:http://127.0.0.1:%d/inter.crl" % self.port, log)
+        self.assertEqual(self.vault.request("GET", "/v1/certificates/probe")[0], 404)
+
+    def test_bad_allow_settings_stop_the_start(self):
+        from harness import CERTVAULTD
+        for var, value, said in (
+                ("CERTVAULT_REVOCATION_ALLOW_NETWORKS", "10.1.2.3/8",
+                 "revocation.allow_networks: \"10.1.2.3/8\" has bits set past its prefix"),
+                ("CERTVAULT_TRUSTSTORE_ALLOW_NETWORKS", "intranet",
+                 "truststore.allow_networks: \"intranet\" is not an IPv4 or IPv6 address"),
+                ("CERTVAULT_REVOCATION_ALLOW_PORTS", "8080-8090",
+                 "revocation.allow_ports: \"8080-8090\" is not a port")):
+            with self.subTest(var=var):
+                p = run([CERTVAULTD], env=self.vault.env({var: value}), check=False)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn(said, p.stderr.decode())
+
+    def test_no_fetch_without_the_issuer(self):
+        """Without the issuer in the chain or the truststore nothing could verify the
+        answer: nothing is fetched at all."""
+        leaf = self.ca.leaf("orphan", "online")
+        body = leaf.body(name="orphan")
+        del body["chain"]
+        msg = self.assertError(self.vault.request("POST", "/v1/certificates", body),
+                               422, "revocation_unknown")
+        self.assertIn("neither in the chain nor in the truststore", msg)
+        self.assertNoConnection()
 
 
 if __name__ == "__main__":

@@ -253,6 +253,60 @@ class TlsTest(unittest.TestCase):
         st, _, body = self.vault.request("DELETE", "/v1/certificates/web-served?confirm=delete")
         self.assertEqual((st, body["deleted"]), (200, True), body)
 
+    def test_served_certificate_changes_only_by_admin(self):
+        """Issue 16 item 8: renew or replace of the certificate the listener serves decides
+        which key every HTTPS client trusts, so an operator is refused (403, saying why)
+        with nothing changed, while an operator may still replace any other certificate
+        and an admin the served one."""
+        self.stop_cleanly()
+        self.vault.start()
+        m = self.leaf("web-op", "p256")
+        st, _, body = self.vault.import_cert("web-op", m, chain=self.inter.cert)
+        self.assertEqual(st, 201, body)
+        st, _, svc = self.vault.request("PUT", "/v1/services/svc-web-op", {
+            "environment": "production", "domains": ["localhost"]})
+        self.assertIn(st, (200, 201), svc)
+        st, _, svc = self.vault.request("PUT", "/v1/services/svc-web-op/certificate",
+                                        {"certificate": "web-op"})
+        self.assertEqual(st, 200, svc)
+        st, _, tok = self.vault.request("POST", "/v1/tokens",
+                                        {"name": "deploy-op", "role": "operator"})
+        self.assertEqual(st, 201, tok)
+        operator = tok["token"]
+        self.start_https("web-op")
+        keys_before = self.vault.count_token_objects()
+        for verb in ("renew", "replace"):
+            with self.subTest(verb=verb):
+                new = self.leaf("web-op-" + verb, "p256")
+                st, _, body = self.vault.request(
+                    "POST", "/v1/certificates/web-op/" + verb,
+                    {"certificate": new.cert, "private_key": new.key,
+                     "chain": self.inter.cert}, token=operator)
+                self.assertEqual((st, body["error"]["code"]), (403, "forbidden"), body)
+                self.assertIn("server.tls_certificate", body["error"]["message"])
+                self.assertIn("only an admin", body["error"]["message"])
+        self.assertEqual(self.vault.count_token_objects(), keys_before)
+        self.assertEqual(self.served()[0], fingerprint(m.cert_der()))
+        st, _, audit = self.vault.request("GET", "/v1/audit?action=certificate.replace"
+                                          "&target=web-op")
+        self.assertEqual(st, 200, audit)
+        self.assertIn("forbidden", [i.get("error") for i in audit["items"]], audit)
+        # The rule is the served certificate's, not the route's.
+        other = self.leaf("web-other", "p256")
+        st, _, body = self.vault.import_cert("web-other", other, chain=self.inter.cert)
+        self.assertEqual(st, 201, body)
+        other2 = self.leaf("web-other-2", "p256")
+        st, _, body = self.vault.request("POST", "/v1/certificates/web-other/replace", {
+            "certificate": other2.cert, "private_key": other2.key, "chain": self.inter.cert},
+            token=operator)
+        self.assertEqual(st, 200, body)
+        # An admin may.
+        new = self.leaf("web-op-admin", "p256")
+        st, _, body = self.vault.request("POST", "/v1/certificates/web-op/replace", {
+            "certificate": new.cert, "private_key": new.key, "chain": self.inter.cert})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.served()[0], fingerprint(new.cert_der()))
+
     def test_unknown_certificate_refuses_to_start(self):
         self.stop_cleanly()
         p = subprocess.run([CERTVAULTD], env=self.vault.env({

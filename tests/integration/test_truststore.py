@@ -122,6 +122,25 @@ class TruststoreTest(VaultTestCase):
                 self.assertError(self.add(**body), status, code)
         self.assertEqual(self.vault.request("GET", "/v1/truststore")[2], before)
 
+    def test_url_fetch_refuses_internal_hosts(self):
+        """Issue 16 item 7: by default a url fetch reaches public addresses only; loopback,
+        by address or by a name resolving to it, is refused with no connection made (a
+        listener there sees nothing), and the admin is told which setting allows it."""
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            port = listener.getsockname()[1]
+            for url in ("https://127.0.0.1:%d" % port, "ldaps://localhost:%d" % port):
+                with self.subTest(url=url):
+                    msg = self.assertError(self.add(alias="ts-internal", url=url), 502,
+                                           "endpoint_unreachable")
+                    self.assertIn("is a loopback address", msg)
+                    self.assertIn("truststore.allow_networks", msg)
+            listener.settimeout(0.3)
+            with self.assertRaises(socket.timeout):
+                listener.accept()
+        self.assertEqual(self.vault.request("GET", "/v1/truststore/ts-internal")[0], 404)
+
     def test_export_pem_in_alias_order(self):
         self.add(alias="ts-exp-b", certificate=self.root.cert)
         self.add(alias="ts-exp-a", certificate=self.inter.cert)
@@ -302,7 +321,10 @@ class Pkcs12ExportTest(VaultTestCase):
 
 
 class FetchTest(VaultTestCase):
-    """Learning a chain from a live endpoint: openssl s_server presents leaf + intermediate."""
+    """Learning a chain from a live endpoint: openssl s_server presents leaf + intermediate.
+    It listens on loopback, which truststore.allow_networks must name."""
+
+    settings = {"CERTVAULT_TRUSTSTORE_ALLOW_NETWORKS": "127.0.0.0/8, ::1"}
 
     @classmethod
     def setUpClass(cls):

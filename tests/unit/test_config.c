@@ -147,7 +147,7 @@ static void test_pin_sources(void **state)
 	struct cv_errmsg err;
 	char *pin = NULL;
 	size_t len = 0;
-	const char *path;
+	const char *path, *env;
 
 	(void)state;
 	clear_env();
@@ -175,9 +175,13 @@ static void test_pin_sources(void **state)
 
 	/* The environment wins over the file. */
 	setenv("CERTVAULT_TOKEN_PIN", "from-env", 1);
+	env = getenv("CERTVAULT_TOKEN_PIN");
 	assert_int_equal(cv_config_pin_read(&cfg, &pin, &len, &err), 0);
 	assert_string_equal(pin, "from-env");
 	OPENSSL_clear_free(pin, len + 1);
+	/* Taken out of the environment, and its bytes overwritten where they were. */
+	assert_null(getenv("CERTVAULT_TOKEN_PIN"));
+	assert_int_equal(memcmp(env, "\0\0\0\0\0\0\0\0", 8), 0);
 	assert_int_equal(cv_config_so_pin_read(&cfg, &pin, &len, &err), CV_ERR_CONFIG);
 	setenv("CERTVAULT_TOKEN_SO_PIN", "so-secret", 1);
 	assert_int_equal(cv_config_so_pin_read(&cfg, &pin, &len, &err), 0);

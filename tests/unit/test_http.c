@@ -738,6 +738,7 @@ static const struct {
 	{ "POST", "/v1/jwks", CV_R_WRITE },
 	{ "GET", "/v1/jwks", CV_R_PUBLIC },
 	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC },
+	{ "GET", "/v1/openapi.json", CV_R_PUBLIC },
 	{ "GET", "/v1/jwks/{}", CV_R_READ },
 	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE },
 	{ "GET", "/v1/environments", CV_R_READ },

@@ -40,6 +40,10 @@
 
 static char dir[] = "/tmp/cv-test-net-XXXXXX";
 
+/* What the fetch tests run under: their servers are on loopback, which only a policy that
+ * names it lets a fetch reach. */
+static struct cv_net_policy loopback;
+
 /* root -> intermediate -> leaf, which s_server presents with the intermediate; and a second
  * leaf it switches to when the client names "localhost" in SNI. */
 static X509 *root_cert, *inter_cert, *leaf_cert, *sni_cert;
@@ -253,6 +257,10 @@ static int start_server(struct s_server *s, const char *accept_at, const char *c
 static int setup(void **state)
 {
 	(void)state;
+	struct cv_errmsg err = { "" };
+
+	if (cv_net_policy_parse("127.0.0.0/8, ::1", NULL, &loopback, &err) < 0)
+		return -1;
 	if (mkdtemp(dir) == NULL || make_certificates() < 0)
 		return -1;
 	return start_server(&server4, "127.0.0.1:0", "inter.pem", "s_server.log");
@@ -450,14 +458,14 @@ static void test_fetch_refuses_bad_arguments(void **state)
 	char url[64];
 
 	(void)state;
-	assert_int_equal(cv_net_fetch_chain("http://127.0.0.1:1", 1000, &chain, &err),
+	assert_int_equal(cv_net_fetch_chain(&loopback, "http://127.0.0.1:1", 1000, &chain, &err),
 			 CV_ERR_BAD_REQUEST);
 	assert_null(chain);
-	assert_int_equal(cv_net_fetch_chain("https://127.0.0.1:1/x", 1000, &chain, &err),
+	assert_int_equal(cv_net_fetch_chain(&loopback, "https://127.0.0.1:1/x", 1000, &chain, &err),
 			 CV_ERR_BAD_REQUEST);
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d", server4.port);
-	assert_int_equal(cv_net_fetch_chain(url, 0, &chain, &err), CV_ERR_BAD_REQUEST);
-	assert_int_equal(cv_net_fetch_chain(url, -5, &chain, &err), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_net_fetch_chain(&loopback, url, 0, &chain, &err), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_net_fetch_chain(&loopback, url, -5, &chain, &err), CV_ERR_BAD_REQUEST);
 	assert_null(chain);
 }
 
@@ -488,7 +496,7 @@ static void fetch_ok(const char *url, X509 *const *expect, int n)
 	struct cv_errmsg err = { { 0 } };
 	int r;
 
-	r = cv_net_fetch_chain(url, 5000, &chain, &err);
+	r = cv_net_fetch_chain(&loopback, url, 5000, &chain, &err);
 	if (r != 0)
 		fail_msg("%s: %d %s", url, r, err.text);
 	assert_chain(chain, expect, n);
@@ -612,7 +620,7 @@ static void test_fetch_limits_chain_length(void **state)
 	if (start_server(&server, "127.0.0.1:0", "chain17.pem", "s_server_long.log") < 0)
 		fail_msg("s_server did not start; see %s", server.log);
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d", server.port);
-	r = cv_net_fetch_chain(url, 5000, &chain, &err);
+	r = cv_net_fetch_chain(&loopback, url, 5000, &chain, &err);
 	stop_server(&server);
 	assert_int_equal(r, CV_ERR_BAD_ENCODING);
 	assert_null(chain);
@@ -650,7 +658,7 @@ static int64_t fetch_fails(const char *url, int timeout_ms, const char *word1,
 	int64_t start = monotonic_ms();
 	int r;
 
-	r = cv_net_fetch_chain(url, timeout_ms, &chain, &err);
+	r = cv_net_fetch_chain(&loopback, url, timeout_ms, &chain, &err);
 	if (r != CV_ERR_UNREACHABLE)
 		fail_msg("%s: returned %d (%s), not CV_ERR_UNREACHABLE", url, r, err.text);
 	assert_null(chain);
@@ -883,26 +891,262 @@ static void test_http_fetch_refused_and_silent(void **state)
 	int fd, port;
 
 	(void)state;
-	assert_int_equal(cv_net_http_fetch("ftp://x/", NULL, NULL, 0, 1000, 10, &data, &len, &err),
+	assert_int_equal(cv_net_http_fetch(&loopback, "ftp://x/", NULL, NULL, 0, 1000, 10, &data, &len, &err),
 			 CV_ERR_BAD_REQUEST);
 	fd = local_socket(-1, &port);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
-	assert_int_equal(cv_net_http_fetch(url, NULL, NULL, 0, 0, 10, &data, &len, &err),
+	assert_int_equal(cv_net_http_fetch(&loopback, url, NULL, NULL, 0, 0, 10, &data, &len, &err),
 			 CV_ERR_BAD_REQUEST);
-	assert_int_equal(cv_net_http_fetch(url, NULL, NULL, 0, 2000, 10, &data, &len, &err),
+	assert_int_equal(cv_net_http_fetch(&loopback, url, NULL, NULL, 0, 2000, 10, &data, &len, &err),
 			 CV_ERR_UNREACHABLE);
 	assert_non_null(strstr(err.text, url));
 	close(fd);
 	/* Accepted by the kernel, never answered: the time runs out. */
 	fd = local_socket(8, &port);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/ocsp", port);
-	assert_int_equal(cv_net_http_fetch(url, "application/ocsp-request",
+	assert_int_equal(cv_net_http_fetch(&loopback, url, "application/ocsp-request",
 					   (const unsigned char *)"x", 1, 300, 10, &data, &len,
 					   &err),
 			 CV_ERR_UNREACHABLE);
 	assert_non_null(strstr(err.text, "timed out after 300 ms"));
 	assert_null(data);
 	close(fd);
+}
+
+
+/* ---- the address policy (issue 16 item 7) ---- */
+
+static enum cv_net_class class_of(const char *text)
+{
+	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6 };
+	struct sockaddr_in in = { .sin_family = AF_INET };
+
+	if (inet_pton(AF_INET, text, &in.sin_addr) == 1)
+		return cv_net_addr_classify((struct sockaddr *)&in);
+	if (inet_pton(AF_INET6, text, &in6.sin6_addr) != 1)
+		fail_msg("%s is no address", text);
+	return cv_net_addr_classify((struct sockaddr *)&in6);
+}
+
+static void test_address_classes(void **state)
+{
+	static const struct {
+		const char *addr;
+		enum cv_net_class cls;
+	} table[] = {
+		{ "8.8.8.8", CV_NET_PUBLIC }, { "1.1.1.1", CV_NET_PUBLIC },
+		{ "0.0.0.0", CV_NET_UNSPECIFIED }, { "0.1.2.3", CV_NET_UNSPECIFIED },
+		{ "127.0.0.1", CV_NET_LOOPBACK }, { "127.255.255.254", CV_NET_LOOPBACK },
+		{ "10.0.0.1", CV_NET_PRIVATE }, { "172.16.0.1", CV_NET_PRIVATE },
+		{ "172.31.255.255", CV_NET_PRIVATE }, { "172.32.0.1", CV_NET_PUBLIC },
+		{ "172.15.255.255", CV_NET_PUBLIC }, { "192.168.1.1", CV_NET_PRIVATE },
+		{ "100.64.0.1", CV_NET_SHARED }, { "100.127.255.255", CV_NET_SHARED },
+		{ "100.128.0.1", CV_NET_PUBLIC }, { "169.254.169.254", CV_NET_LINK_LOCAL },
+		{ "224.0.0.1", CV_NET_MULTICAST }, { "239.255.255.250", CV_NET_MULTICAST },
+		{ "255.255.255.255", CV_NET_RESERVED }, { "240.0.0.1", CV_NET_RESERVED },
+		{ "192.0.2.1", CV_NET_RESERVED }, { "198.18.0.1", CV_NET_RESERVED },
+		{ "198.51.100.7", CV_NET_RESERVED }, { "203.0.113.9", CV_NET_RESERVED },
+		{ "192.0.0.8", CV_NET_RESERVED },
+		{ "2606:4700::1111", CV_NET_PUBLIC }, { "2001:4860:4860::8888", CV_NET_PUBLIC },
+		{ "::", CV_NET_UNSPECIFIED }, { "::1", CV_NET_LOOPBACK },
+		{ "fe80::1", CV_NET_LINK_LOCAL }, { "febf::1", CV_NET_LINK_LOCAL },
+		{ "fc00::1", CV_NET_UNIQUE_LOCAL }, { "fd12:3456::1", CV_NET_UNIQUE_LOCAL },
+		{ "ff02::1", CV_NET_MULTICAST }, { "fec0::1", CV_NET_PRIVATE },
+		{ "2001:db8::1", CV_NET_RESERVED }, { "2001::1", CV_NET_RESERVED },
+		{ "100::1", CV_NET_RESERVED }, { "::7f00:1", CV_NET_RESERVED },
+		{ "4000::1", CV_NET_RESERVED }, { "64:ff9b:1::1", CV_NET_RESERVED },
+		/* IPv6 forms that reach an IPv4 address are that address. */
+		{ "::ffff:127.0.0.1", CV_NET_LOOPBACK }, { "::ffff:10.1.2.3", CV_NET_PRIVATE },
+		{ "::ffff:169.254.169.254", CV_NET_LINK_LOCAL }, { "::ffff:8.8.8.8", CV_NET_PUBLIC },
+		{ "64:ff9b::127.0.0.1", CV_NET_LOOPBACK }, { "64:ff9b::8.8.8.8", CV_NET_PUBLIC },
+		{ "2002:7f00:1::", CV_NET_LOOPBACK }, { "2002:c0a8:101::1", CV_NET_PRIVATE },
+		{ "2002:808:808::1", CV_NET_PUBLIC },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (class_of(table[i].addr) != table[i].cls)
+			fail_msg("%s is %s, not %s", table[i].addr,
+				 cv_net_class_name(class_of(table[i].addr)),
+				 cv_net_class_name(table[i].cls));
+}
+
+static int check_at(const struct cv_net_policy *p, const char *text, int port,
+		    struct cv_errmsg *err)
+{
+	static const int ports[] = { 80, 443, 0 };
+	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6 };
+	struct sockaddr_in in = { .sin_family = AF_INET };
+
+	in.sin_port = in6.sin6_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, text, &in.sin_addr) == 1)
+		return cv_net_policy_check(p, ports, (struct sockaddr *)&in, err);
+	assert_int_equal(inet_pton(AF_INET6, text, &in6.sin6_addr), 1);
+	return cv_net_policy_check(p, ports, (struct sockaddr *)&in6, err);
+}
+
+static void test_policy(void **state)
+{
+	static const char *const bad_networks[] = { "10.0.0.0/33", "10.1.2.3/8", "example.com",
+						    "::1/129", "10.0.0.0/x", "10.0.0.0/", NULL };
+	static const char *const bad_ports[] = { "0", "65536", "http", "80-90", NULL };
+	struct cv_errmsg err = { "" };
+	struct cv_net_policy p;
+	size_t i;
+
+	(void)state;
+	/* Zeroed: public addresses on 80 and 443 only. */
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(check_at(&p, "8.8.8.8", 443, &err), 0);
+	assert_int_equal(check_at(&p, "2606:4700::1111", 80, &err), 0);
+	assert_int_equal(check_at(&p, "8.8.8.8", 22, &err), CV_ERR_FORBIDDEN);
+	assert_non_null(strstr(err.text, "port 22"));
+	assert_int_equal(check_at(&p, "127.0.0.1", 80, &err), CV_ERR_FORBIDDEN);
+	assert_non_null(strstr(err.text, "127.0.0.1 is a loopback address"));
+	assert_int_equal(check_at(&p, "::ffff:127.0.0.1", 80, &err), CV_ERR_FORBIDDEN);
+	assert_int_equal(check_at(&p, "169.254.169.254", 80, &err), CV_ERR_FORBIDDEN);
+	assert_non_null(strstr(err.text, "link-local"));
+	assert_int_equal(check_at(&p, "fd00::1", 443, &err), CV_ERR_FORBIDDEN);
+	/* No policy and no default ports: 0.0.0.0:0 is neither. */
+	assert_int_equal(check_at(NULL, "0.0.0.0", 0, &err), CV_ERR_FORBIDDEN);
+	assert_non_null(strstr(err.text, "unspecified"));
+
+	/* Named networks, whole; extra ports on public addresses. */
+	assert_int_equal(cv_net_policy_parse("127.0.0.0/8, 10.20.0.0/16 fd00::/8", "8080,8443",
+					     &p, &err), 0);
+	assert_int_equal(p.n_networks, 3);
+	assert_int_equal(check_at(&p, "127.0.0.1", 39999, &err), 0);
+	assert_int_equal(check_at(&p, "::ffff:127.0.0.1", 39999, &err), 0);
+	assert_int_equal(check_at(&p, "10.20.3.4", 5432, &err), 0);
+	assert_int_equal(check_at(&p, "10.21.0.1", 80, &err), CV_ERR_FORBIDDEN);
+	assert_int_equal(check_at(&p, "fd00::5", 636, &err), 0);
+	assert_int_equal(check_at(&p, "::1", 80, &err), CV_ERR_FORBIDDEN);
+	assert_int_equal(check_at(&p, "8.8.8.8", 8443, &err), 0);
+	assert_int_equal(check_at(&p, "8.8.8.8", 8444, &err), CV_ERR_FORBIDDEN);
+	assert_int_equal(cv_net_policy_parse("", "", &p, &err), 0);
+	assert_int_equal(p.n_networks + p.n_ports, 0);
+
+	for (i = 0; bad_networks[i] != NULL; i++)
+		if (cv_net_policy_parse(bad_networks[i], NULL, &p, &err) != CV_ERR_CONFIG)
+			fail_msg("network %s was taken", bad_networks[i]);
+	assert_int_equal(cv_net_policy_parse("10.1.2.3/8", NULL, &p, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "past its prefix"));
+	for (i = 0; bad_ports[i] != NULL; i++)
+		if (cv_net_policy_parse(NULL, bad_ports[i], &p, &err) != CV_ERR_CONFIG)
+			fail_msg("port %s was taken", bad_ports[i]);
+}
+
+/* A listener on loopback that must see nothing: a fetch the policy refuses makes no
+ * connection at all, not one it closes at once. */
+static void assert_no_connection(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	assert_int_equal(poll(&pfd, 1, 200), 0);
+}
+
+static void test_policy_refuses_before_connecting(void **state)
+{
+	struct cv_net_policy strict, other;
+	struct cv_errmsg err = { "" };
+	STACK_OF(X509) *chain = NULL;
+	unsigned char *data = NULL;
+	size_t len = 0;
+	char url[96];
+	int fd, port;
+
+	(void)state;
+	memset(&strict, 0, sizeof(strict));
+	/* A policy naming other networks refuses loopback all the same. */
+	assert_int_equal(cv_net_policy_parse("10.0.0.0/8", NULL, &other, &err), 0);
+	fd = local_socket(8, &port);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/ocsp", port);
+	assert_int_equal(cv_net_http_fetch(&strict, url, "application/ocsp-request",
+					   (const unsigned char *)"x", 1, 2000, 10, &data, &len,
+					   &err), CV_ERR_FORBIDDEN);
+	assert_non_null(strstr(err.text, "127.0.0.1 is a loopback address"));
+	assert_int_equal(cv_net_http_fetch(&other, url, NULL, NULL, 0, 2000, 10, &data, &len,
+					   &err), CV_ERR_FORBIDDEN);
+	/* A name resolves first: localhost is refused for what it resolves to. */
+	snprintf(url, sizeof(url), "http://localhost:%d/crl", port);
+	assert_int_equal(cv_net_http_fetch(&strict, url, NULL, NULL, 0, 2000, 10, &data, &len,
+					   &err), CV_ERR_FORBIDDEN);
+	assert_null(data);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d", port);
+	assert_int_equal(cv_net_fetch_chain(&strict, url, 2000, &chain, &err), CV_ERR_FORBIDDEN);
+	assert_non_null(strstr(err.text, "loopback"));
+	snprintf(url, sizeof(url), "ldaps://localhost:%d", port);
+	assert_int_equal(cv_net_fetch_chain(&strict, url, 2000, &chain, &err), CV_ERR_FORBIDDEN);
+	assert_null(chain);
+	assert_no_connection(fd);
+	close(fd);
+}
+
+/* An allowed server that redirects to a refused one: the redirect's connection is refused
+ * too, and the refused listener sees nothing. */
+struct redirector {
+	int listen_fd;
+	int target_port;
+};
+
+static void *redirect_once(void *arg)
+{
+	const struct redirector *rd = arg;
+	struct pollfd pfd = { .fd = rd->listen_fd, .events = POLLIN };
+	char buf[4096], reply[256];
+	int fd, n;
+
+	if (poll(&pfd, 1, 10000) <= 0)
+		return NULL;
+	fd = accept(rd->listen_fd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	pfd.fd = fd;
+	if (poll(&pfd, 1, 10000) > 0 && read(fd, buf, sizeof(buf)) > 0) {
+		n = snprintf(reply, sizeof(reply), "HTTP/1.1 302 Found\r\nLocation: "
+			     "http://127.0.0.2:%d/next\r\nContent-Length: 0\r\n"
+			     "Connection: close\r\n\r\n", rd->target_port);
+		if (write(fd, reply, (size_t)n) != n)
+			n = 0;
+	}
+	close(fd);
+	return NULL;
+}
+
+static void test_policy_applies_to_redirects(void **state)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct cv_errmsg err = { "" };
+	struct cv_net_policy only_first;
+	struct redirector rd;
+	unsigned char *data = NULL;
+	socklen_t sl = sizeof(sa);
+	pthread_t thread;
+	size_t len = 0;
+	char url[96];
+	int target, port;
+
+	(void)state;
+	/* The target listens on 127.0.0.2, which the policy does not name. */
+	target = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(target >= 0);
+	inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
+	assert_int_equal(bind(target, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(target, 8), 0);
+	assert_int_equal(getsockname(target, (struct sockaddr *)&sa, &sl), 0);
+	rd.target_port = ntohs(sa.sin_port);
+	rd.listen_fd = local_socket(8, &port);
+	assert_int_equal(cv_net_policy_parse("127.0.0.1", NULL, &only_first, &err), 0);
+	assert_int_equal(pthread_create(&thread, NULL, redirect_once, &rd), 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/crl", port);
+	assert_int_equal(cv_net_http_fetch(&only_first, url, NULL, NULL, 0, 5000, 100, &data,
+					   &len, &err), CV_ERR_FORBIDDEN);
+	assert_non_null(strstr(err.text, "127.0.0.2 is a loopback address"));
+	pthread_join(thread, NULL);
+	assert_no_connection(target);
+	close(target);
+	close(rd.listen_fd);
 }
 
 int main(void)
@@ -925,6 +1169,10 @@ int main(void)
 		cmocka_unit_test(test_fetch_handshake_fails_on_hang_up),
 		cmocka_unit_test(test_fetch_name_does_not_resolve),
 		cmocka_unit_test(test_fetch_times_out_resolving),
+		cmocka_unit_test(test_address_classes),
+		cmocka_unit_test(test_policy),
+		cmocka_unit_test(test_policy_refuses_before_connecting),
+		cmocka_unit_test(test_policy_applies_to_redirects),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

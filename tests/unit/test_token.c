@@ -296,22 +296,33 @@ static void sign_and_verify(struct raw *raw, CK_OBJECT_HANDLE h, EVP_PKEY *key)
 	free(der);
 }
 
-/* The key signs (and an RSA key decrypts); SoftHSM's defaults would allow more. */
+/* The key signs and does nothing else, and cannot be changed or copied into a key that
+ * would (issue 16 item 9); SoftHSM's defaults would allow more. */
 static void check_usage(struct raw *raw, CK_OBJECT_HANDLE h, int is_rsa)
 {
-	CK_BBOOL sign = CK_FALSE, decrypt = CK_TRUE, unwrap = CK_TRUE, derive = CK_TRUE;
+	CK_BBOOL v[7] = { CK_FALSE, CK_TRUE, CK_TRUE, CK_TRUE, CK_TRUE, CK_TRUE, CK_TRUE };
 	CK_ATTRIBUTE tmpl[] = {
-		{ CKA_SIGN, &sign, sizeof(sign) },
-		{ CKA_DECRYPT, &decrypt, sizeof(decrypt) },
-		{ CKA_UNWRAP, &unwrap, sizeof(unwrap) },
-		{ CKA_DERIVE, &derive, sizeof(derive) },
+		{ CKA_SIGN, &v[0], sizeof(v[0]) },
+		{ CKA_DECRYPT, &v[1], sizeof(v[1]) },
+		{ CKA_UNWRAP, &v[2], sizeof(v[2]) },
+		{ CKA_DERIVE, &v[3], sizeof(v[3]) },
+		{ CKA_SIGN_RECOVER, &v[4], sizeof(v[4]) },
+		{ CKA_MODIFIABLE, &v[5], sizeof(v[5]) },
+		{ CKA_COPYABLE, &v[6], sizeof(v[6]) },
 	};
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE decrypt_on[] = { { CKA_DECRYPT, &yes, sizeof(yes) } };
+	CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+	size_t i;
 
-	assert_int_equal(raw->f->C_GetAttributeValue(raw->s, h, tmpl, 4), CKR_OK);
-	assert_int_equal(sign, CK_TRUE);
-	assert_int_equal(decrypt, is_rsa ? CK_TRUE : CK_FALSE);
-	assert_int_equal(unwrap, CK_FALSE);
-	assert_int_equal(derive, CK_FALSE);
+	(void)is_rsa;
+	assert_int_equal(raw->f->C_GetAttributeValue(raw->s, h, tmpl, 7), CKR_OK);
+	assert_int_equal(v[0], CK_TRUE);
+	for (i = 1; i < 7; i++)
+		assert_int_equal(v[i], CK_FALSE);
+	/* And the token holds to it: no turning decrypt back on, no copy that has it. */
+	assert_int_not_equal(raw->f->C_SetAttributeValue(raw->s, h, decrypt_on, 1), CKR_OK);
+	assert_int_not_equal(raw->f->C_CopyObject(raw->s, h, decrypt_on, 1, &copy), CKR_OK);
 }
 
 static void test_create_each_type(void **state)
@@ -613,9 +624,21 @@ static void test_destroy_checks_gone(void **state)
 	struct cv_token *token;
 	uint8_t id[CV_TOKEN_ID_LEN];
 	EVP_PKEY *key = key_new("p256");
-	CK_OBJECT_HANDLE priv, copy;
+	static const unsigned char p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03,
+					      0x01, 0x07 };
+	CK_MECHANISM gen = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+	CK_OBJECT_HANDLE pub2, priv2;
 	CK_BBOOL yes = CK_TRUE;
-	CK_ATTRIBUTE on_token[] = { { CKA_TOKEN, &yes, sizeof(yes) } };
+	CK_ATTRIBUTE pub_tmpl[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_EC_PARAMS, (void *)p256, sizeof(p256) },
+		{ CKA_ID, id, sizeof(id) },
+	};
+	CK_ATTRIBUTE priv_tmpl[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_ID, id, sizeof(id) },
+	};
 	struct raw raw;
 
 	(void)state;
@@ -623,8 +646,10 @@ static void test_destroy_checks_gone(void **state)
 	raw_open(&raw, LABEL);
 	random_id(id, sizeof(id));
 	assert_int_equal(cv_token_key_create(token, key, "twice", id, sizeof(id), &err), 0);
-	assert_int_equal(raw_find(&raw, CKO_PRIVATE_KEY, id, sizeof(id), &priv), 1);
-	assert_int_equal(raw.f->C_CopyObject(raw.s, priv, on_token, 1, &copy), CKR_OK);
+	assert_int_equal(raw_find(&raw, CKO_PRIVATE_KEY, id, sizeof(id), NULL), 1);
+	/* certvault's keys are not copyable: a second pair is generated under the same id. */
+	assert_int_equal(raw.f->C_GenerateKeyPair(raw.s, &gen, pub_tmpl, 3, priv_tmpl, 3, &pub2,
+						  &priv2), CKR_OK);
 	assert_int_equal(raw_find(&raw, CKO_PRIVATE_KEY, id, sizeof(id), NULL), 2);
 	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
 	assert_int_equal(raw_find(&raw, -1, id, sizeof(id), NULL), 0);
