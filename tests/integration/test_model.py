@@ -150,11 +150,11 @@ class EnvironmentsTest(ServiceHelpers, VaultTestCase):
 
     def test_url_source_passes_the_address_policy(self):
         # This certvaultd allows no internal network: loopback is refused before any
-        # connection, naming the setting that would allow it.
+        # connection, saying why.
         msg = self.assertError(self.vault.request("POST", "/v1/certificates",
                                                   {"name": "u-lo", "url": "https://127.0.0.1"}),
-                               502, "endpoint_unreachable")
-        self.assertIn("truststore.allow_networks", msg)
+                               403, "forbidden")
+        self.assertIn("loopback", msg)
         self.assertError(self.vault.request("GET", "/v1/certificates/u-lo"), 404, "not_found")
 
     def test_public_certificate(self):
