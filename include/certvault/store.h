@@ -182,8 +182,8 @@ typedef void cv_store_edit_describe_fn(const struct cv_cert_record *old,
 				       const struct cv_cert_edit *edit,
 				       struct cv_audit_entry *entry, void *arg);
 /* Applies edit to the active row name and bumps updated_at to now, with audit (its changes
- * filled by describe, when not NULL), in one transaction: every environment must exist (CV_ERR_UNKNOWN_ENVIRONMENT, conflict->detail
- * its name), and every service using the certificate must stay in one of them
+ * filled by describe, when not NULL), in one transaction: every environment must exist
+ * (CV_ERR_UNKNOWN_ENVIRONMENT, conflict->detail its name), and every service using the certificate must stay in one of them
  * (CV_ERR_ENVIRONMENT_NOT_ALLOWED, conflict->service and ->detail its environment); a new
  * name must be free (CV_ERR_NAME_TAKEN, whatever the other row's state); the JWKs linked to
  * it take the new name. *ret_old (NULL: not wanted) gets the row as it was before (its name,
