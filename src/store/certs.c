@@ -821,7 +821,13 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 		r = name_exists_other(db, edit->name, old->id);
 		if (r == 1)
 			r = CV_ERR_NAME_TAKEN;
-		/* The key keeps its label (key_label); linked JWKs follow the name. */
+		/* The keys keep their labels (key_label; '' from before it meant the name, which
+		 * is now spelt out for the row and its versions); linked JWKs follow the name. */
+		if (r == 0)
+			r = store_run(db,
+				      "UPDATE certificate_versions SET key_label = ?1"
+				      " WHERE cert_id = ?2 AND key_label = ''",
+				      "ti", old->name, old->id);
 		if (r == 0)
 			r = store_run(db,
 				      "UPDATE certificates SET key_label = CASE WHEN key_label = ''"

@@ -2539,6 +2539,49 @@ static void test_jwks_generation(void **state)
 	cv_store_jwks_free(recs, n);
 }
 
+/* A rename keeps the labels the keys were made with: the current key's, and a superseded
+ * version's from before key_label was kept (''), which meant the name it had then. */
+static void test_rename_keeps_key_labels(void **state)
+{
+	static const char *const d[] = { "rn.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_edit edit = { 0 };
+	struct cv_cert_version *versions = NULL;
+	struct cv_cert_record *rec;
+	struct cv_conflict c;
+	size_t n = 0;
+	int64_t id;
+
+	id = add(store, "before", NOW - DAY, NOW + 365 * DAY, d);
+	raw_exec(path, "INSERT INTO certificate_versions (cert_id, version, cert_der, chain_pem,"
+		       " subject, issuer, serial, sha256_fingerprint, key_description, not_before,"
+		       " not_after, key_id, key_state, current_from, current_until, ended_by)"
+		       " SELECT id, 0, cert_der, '', subject, issuer, serial, 'OLD', key_description,"
+		       " not_before, not_after, X'0102030405060708090A0B0C0D0E0F10', 0, 1, 2, 1"
+		       " FROM certificates WHERE name = 'before'");
+	raw_exec(path, "UPDATE certificates SET key_label = '' WHERE name = 'before'");
+	edit.name = "after";
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_cert_edit(store, "before", &edit, NOW, &c, NULL, NULL, NULL,
+					    NULL),
+			 0);
+	rec = get_cert(store, "after");
+	assert_string_equal(rec->key_label, "before");
+	cv_store_cert_free(rec);
+	assert_int_equal(cv_store_cert_versions(store, id, &versions, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(versions[0].key_label, "before");
+	assert_string_equal(versions[1].key_label, "before");
+	free(versions);
+	/* A name in use, in any state, is refused and changes nothing. */
+	add(store, "taken", NOW - DAY, NOW + 365 * DAY, d);
+	edit.name = "taken";
+	assert_int_equal(cv_store_cert_edit(store, "after", &edit, NOW, &c, NULL, NULL, NULL, NULL),
+			 CV_ERR_NAME_TAKEN);
+	rec = get_cert(store, "after");
+	cv_store_cert_free(rec);
+}
+
 /* The public JWKS: the active JWKs and those superseded within the retention, judged at the
  * now given; the document says when the next one leaves. */
 static void test_jwks_published_retention(void **state)
@@ -3132,6 +3175,8 @@ int main(void)
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_environments, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_published_retention, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_rename_keeps_key_labels, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_service_put_get_remove, test_setup,
 						test_teardown),
