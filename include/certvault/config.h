@@ -41,6 +41,11 @@ struct cv_config {
 	char *revocation_allow_ports;    /* revocation.allow_ports: ports beyond 80, 443 */
 	char *truststore_allow_networks; /* truststore.allow_networks: CIDR list */
 	char *truststore_allow_ports;    /* truststore.allow_ports: ports beyond 443, 636 */
+	char *audit_key_label;     /* audit.key_label: the HMAC key's CKA_LABEL */
+	int64_t audit_repeat_interval; /* audit.repeat_interval, seconds */
+	int64_t audit_anonymous_per_minute; /* audit.anonymous_refusals_per_minute */
+	int64_t audit_anonymous_burst; /* audit.anonymous_refusal_burst */
+	int64_t audit_retention_days; /* audit.retention_days: --audit-archive's age */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

@@ -43,10 +43,11 @@ enum cv_err {
 	CV_ERR_REVOKED = -35,          /* the certificate is revoked (a CRL or OCSP said so) */
 	CV_ERR_REVOCATION_UNKNOWN = -36,/* a revocation source exists but could not tell */
 	CV_ERR_UNKNOWN_ISSUER = -37,   /* a CRL no truststore CA issued */
-	CV_ERR_UNKNOWN_ENVIRONMENT = -38,/* a service or certificate names no existing environment */
-	CV_ERR_ENVIRONMENT_NOT_ALLOWED = -39,/* the certificate is not for the service's environment */
-	CV_ERR_NO_PRIVATE_KEY = -40,   /* a public certificate (no key) where a key is needed */
-	CV_ERR__LAST = -41
+	CV_ERR_RATE_LIMITED = -38,     /* a source refused too often: come back later */
+	CV_ERR_UNKNOWN_ENVIRONMENT = -39,/* a service or certificate names no existing environment */
+	CV_ERR_ENVIRONMENT_NOT_ALLOWED = -40,/* the certificate is not for the service's environment */
+	CV_ERR_NO_PRIVATE_KEY = -41,   /* a public certificate (no key) where a key is needed */
+	CV_ERR__LAST = -42
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

@@ -48,8 +48,10 @@ struct cv_request {
 	const char *body;                 /* NUL-terminated; NULL when there is none */
 	size_t body_len;
 	int64_t now;                      /* the request's clock, seconds since the epoch */
+	int64_t now_ms;                   /* the same in milliseconds; 0: only now is known */
 	const char *authorization;        /* the Authorization header, NULL when absent */
 	char request_id[33];              /* names the request in the log and the audit trail */
+	char source[48];                  /* the client's address, "" when unknown */
 	struct cv_actor actor;            /* who: filled by dispatch from the bearer token */
 	struct cv_audit *audit;           /* a change's audit record in the making; NULL for reads */
 };
@@ -77,6 +79,7 @@ struct cv_response {
 	char etag[64];                    /* ETag, quoted; "" for none */
 	const char *cache_control;        /* static; NULL: "no-store" */
 	int challenge;                    /* a 401: send WWW-Authenticate: Bearer */
+	int64_t retry_after;              /* a 429: seconds for Retry-After; 0: none */
 	int route;                        /* set by dispatch: the route's index in the table + 1;
 					     0 when no route matched */
 };

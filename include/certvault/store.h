@@ -596,18 +596,41 @@ struct cv_audit_entry {
 	char error[40];            /* the API's error code, "" when ok */
 	char request_id[33];
 	char fingerprints[400];    /* SHA-256 fingerprints involved, space-separated */
+	char source[48];           /* the client's address; "" for certvaultd itself */
+	int64_t count;             /* attempts the record stands for: 1, or a repeat's count */
+	int64_t first_at, last_at; /* a repeat: its first and last attempt; else 0 */
+	char detail[400];          /* a checkpoint's facts, "key=value" words; else "" */
 	char changes[2048];        /* what changed: a JSON object as text; "" says nothing */
 };
 #define CV_AUDIT_HASH_LEN 32
 struct cv_audit_record {
 	int64_t seq;               /* 1, 2, 3, ... */
 	struct cv_audit_entry e;
+	int keyed;                 /* hash is the token's HMAC; 0: a plain SHA-256 (before the
+				      chain was keyed) */
 	uint8_t prev_hash[CV_AUDIT_HASH_LEN]; /* zeros for the first record */
 	uint8_t hash[CV_AUDIT_HASH_LEN];
 };
 
-/* Appends entry as the next record of the chain, in its own transaction. 0 or CV_ERR_DB. */
+/* The audit chain's key: mac computes the HMAC of a record's 32-byte digest with the token's
+ * key (0, or a cv_err such as CV_ERR_TOKEN_UNAVAILABLE). From the call on, every record
+ * appended is keyed, and verify checks keyed records with mac. keyed_from is the first seq
+ * the key covers, as the token says (0: unknown): verify refuses unkeyed records from there
+ * on. Call once, before the store is shared. Without a key the store appends plain SHA-256
+ * links, but only while the chain has no keyed record (else CV_ERR_TOKEN_UNAVAILABLE), and
+ * only the fields the plain format covers (source, count, first_at, last_at and detail are
+ * left empty). */
+typedef int (*cv_store_mac_fn)(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
+			       uint8_t ret_mac[CV_AUDIT_HASH_LEN]);
+void cv_store_audit_key(struct cv_store *store, cv_store_mac_fn mac, void *arg,
+			int64_t keyed_from);
+
+/* Appends entry as the next record of the chain, in its own transaction. 0, CV_ERR_DB, or
+ * the key's error (the token is unavailable: nothing is written). */
 int cv_store_audit_append(struct cv_store *store, const struct cv_audit_entry *entry);
+
+/* The newest record's seq (0: none) and whether any record is keyed. 0 or CV_ERR_DB. */
+int cv_store_audit_last(struct cv_store *store, int64_t *ret_seq, int *ret_keyed);
 
 /* A page of records, oldest first, seq > after, filtered: zero/empty fields match all. */
 struct cv_audit_filter {
@@ -629,13 +652,39 @@ struct cv_audit_verdict {
 	char reason[160];          /* why it breaks there */
 	uint8_t head[CV_AUDIT_HASH_LEN]; /* the last record's hash: anchor it elsewhere to also
 					    catch records cut off the end */
+	int64_t first_seq;         /* the oldest record kept (0: none) */
+	int64_t archived_through;  /* records up to this seq were archived (0: none) */
+	int64_t keyed_from;        /* the first keyed record (0: none) */
+	int64_t unkeyed;           /* records with a plain SHA-256 link (from before the key) */
 };
 /* Recomputes every record's hash in seq order: a record whose content was changed, one
  * missing (a gap in seq, or a prev_hash that is not the hash before it) or one added out of
- * turn is the first break. 0 (with the verdict) or CV_ERR_DB. */
+ * turn is the first break; so is an unkeyed record after a keyed one or from the token's
+ * keyed_from on, and a first record that no archive checkpoint accounts for. Keyed records
+ * are checked with the key's mac. 0 (with the verdict), CV_ERR_DB, or the key's error (the
+ * token is unavailable: nothing is claimed). */
 int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret);
-/* The record's hash: SHA-256 over prev_hash and every field, each length-prefixed. */
+/* The hash rec should carry after prev_hash: the key's HMAC of its digest when rec->keyed
+ * (CV_ERR_TOKEN_UNAVAILABLE without a key), else the plain SHA-256 of records from before the
+ * key. 0 or the key's error. */
+int cv_store_audit_seal(struct cv_store *store, const struct cv_audit_record *rec,
+			uint8_t ret[CV_AUDIT_HASH_LEN]);
+/* The unkeyed records' hash: SHA-256 over prev_hash and every field, each length-prefixed. */
 void cv_store_audit_hash(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT_HASH_LEN]);
+
+/* Calls fn for every record with seq <= through, oldest first, in one read transaction;
+ * stops at fn's first non-zero value and returns it. 0, fn's value or CV_ERR_DB. */
+int cv_store_audit_walk(struct cv_store *store, int64_t through,
+			int (*fn)(const struct cv_audit_record *rec, void *arg), void *arg);
+/* The newest seq with at < before (0: none). 0 or CV_ERR_DB. */
+int cv_store_audit_seq_before(struct cv_store *store, int64_t before, int64_t *ret_seq);
+/* Removes the records first..through once archived, in one transaction with checkpoint (the
+ * record saying so): only when first is still the oldest record and through still carries
+ * head (else CV_ERR_PRECONDITION: the chain changed since it was read, nothing is removed).
+ * 0, CV_ERR_PRECONDITION, CV_ERR_DB or the key's error. */
+int cv_store_audit_archive_commit(struct cv_store *store, int64_t first, int64_t through,
+				  const uint8_t head[CV_AUDIT_HASH_LEN],
+				  const struct cv_audit_entry *checkpoint);
 
 /* Adds a token, and audit (may be NULL) in the same transaction. 0, CV_ERR_NAME_TAKEN (an
  * unrevoked token has the name), CV_ERR_DB. */

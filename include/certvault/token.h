@@ -120,6 +120,40 @@ int cv_token_sign(struct cv_token *token, const uint8_t *id, size_t id_len,
 		  const struct cv_token_sign_params *params, const unsigned char *data,
 		  size_t data_len, unsigned char *sig, size_t *sig_len, struct cv_errmsg *err);
 
+/* A secret key kept in the token for MACs (CKO_SECRET_KEY, CKK_GENERIC_SECRET, 32 bytes),
+ * found by its CKA_LABEL: the audit chain's HMAC key. It is made sensitive, not extractable,
+ * not modifiable and not copyable, for signing and verifying only: nobody reads it out, a
+ * PIN holder included. Its handle is found again by label after the token reconnects. */
+struct cv_token_secret;
+#define CV_TOKEN_MAC_LEN 32        /* HMAC-SHA256 */
+#define CV_TOKEN_SECRET_ID_MAX 64  /* the longest CKA_ID a secret key keeps for its caller */
+/* Finds the one secret key labelled label. Returns 0 and *ret_secret (free with
+ * cv_token_secret_free), CV_ERR_NOT_FOUND when there is none, CV_ERR_TOKEN when several
+ * carry the label, or CV_ERR_TOKEN_UNAVAILABLE. */
+int cv_token_secret_find(struct cv_token *token, const char *label,
+			 struct cv_token_secret **ret_secret, struct cv_errmsg *err);
+/* Generates the secret key labelled label in the token (C_GenerateKey,
+ * CKM_GENERIC_SECRET_KEY_GEN) with CKA_ID = id, which the caller reads back later with
+ * cv_token_secret_id (the key cannot be modified, so neither can the id). Returns 0 and
+ * *ret_secret, CV_ERR_NAME_TAKEN when a key with that label exists, or the token's error. */
+int cv_token_secret_generate(struct cv_token *token, const char *label, const uint8_t *id,
+			     size_t id_len, struct cv_token_secret **ret_secret,
+			     struct cv_errmsg *err);
+/* Copies the key's CKA_ID into buf; returns its length (0: none). */
+size_t cv_token_secret_id(const struct cv_token_secret *secret,
+			  uint8_t buf[CV_TOKEN_SECRET_ID_MAX]);
+/* HMAC-SHA256 of data made in the token (CKM_SHA256_HMAC). Returns 0, CV_ERR_NOT_FOUND (the
+ * key is gone from the token), CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE; mac is zeros on
+ * failure. */
+int cv_token_secret_hmac(struct cv_token_secret *secret, const void *data, size_t len,
+			 uint8_t mac[CV_TOKEN_MAC_LEN], struct cv_errmsg *err);
+/* Reads the key's attributes back from the token (present, sensitive, extractable, ...).
+ * Returns 0, CV_ERR_NOT_FOUND, CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE. */
+int cv_token_secret_attrs_get(struct cv_token_secret *secret,
+			      struct cv_token_key_attrs *ret_attrs, struct cv_errmsg *err);
+/* Accepts NULL. The key stays in the token. */
+void cv_token_secret_free(struct cv_token_secret *secret);
+
 /* The state health reports. */
 struct cv_token_health {
 	int reachable;          /* C_GetTokenInfo answered */

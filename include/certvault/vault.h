@@ -43,6 +43,9 @@ struct cv_vault {
 				     none. It cannot be deleted while served. */
 	struct cv_revocation_policy revocation;
 	struct cv_net_policy truststore_net; /* where a truststore url fetch may connect */
+	struct vault_audit *audit; /* owned (cv_vault_audit_init): the audit chain's key in the
+				      token and the refusals' counts; NULL: records are unkeyed
+				      and every refusal is written */
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the
@@ -510,8 +513,13 @@ void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *
 /* Adds a SHA-256 fingerprint (once; those past the record's room are left out). a may be
  * NULL: nothing. */
 void cv_audit_fingerprint(struct cv_audit *a, const char *fingerprint);
-/* Writes a's record as refused with the API's error code, unless the change wrote it. 0 or
- * CV_ERR_DB. */
+/* The client's address, for the record (and for counting its refusals). */
+void cv_audit_source(struct cv_audit *a, const char *source);
+/* Records a as refused with the API's error code, unless the change wrote it. The first
+ * refusal of a source, actor, action and error is written at once; its repeats within
+ * audit.repeat_interval are counted and written as one record with the count when the
+ * interval ends (or the trail is read, or certvaultd stops). 0, CV_ERR_DB or the audit key's
+ * error. */
 int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *error_code);
 
 /* "admin", "operator", "auditor". */
@@ -566,5 +574,65 @@ int cv_vault_audit_list(struct cv_vault *v, const struct cv_audit_filter *filter
 			struct cv_audit_record **ret_recs, size_t *ret_n, struct cv_errmsg *err);
 int cv_vault_audit_verify(struct cv_vault *v, struct cv_audit_verdict *ret,
 			  struct cv_errmsg *err);
+
+/* The audit chain's settings. */
+struct cv_audit_settings {
+	const char *key_label;          /* the HMAC key's CKA_LABEL */
+	int create_key;                 /* generate the key when the token has none */
+	int64_t repeat_interval;        /* seconds one refusal's repeats are counted (0: each
+					   refusal is its own record) */
+	int64_t anonymous_per_minute;   /* refusals without a valid token a source may have a
+					   minute (0: no limit) ... */
+	int64_t anonymous_burst;        /* ... and at once, before it is answered 429 */
+};
+struct cv_audit_key_report {
+	int created;                    /* the key was generated now */
+	int64_t keyed_from;             /* the first record the key covers (0: unknown) */
+	int64_t checkpoint;             /* the seq of the checkpoint that starts the keyed part of
+					   a chain begun without a key (0: none written) */
+};
+/* Finds the audit key in the token by label (or generates it, its CKA_ID naming the next
+ * seq, when create_key and the token has none), keys the store's chain with it, and writes
+ * the "audit.keyed" checkpoint when the chain so far is unkeyed. Call once at start, before
+ * anything appends. 0, CV_ERR_CONFIG (a keyed chain and no key), the token's or the
+ * database's error. */
+int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *settings,
+			int64_t now, struct cv_audit_key_report *ret, struct cv_errmsg *err);
+/* Writes the counts not written yet, then forgets the key (the key stays in the token). */
+void cv_vault_audit_release(struct cv_vault *v, int64_t now);
+/* Writes the counts of refusals whose interval is over (all of them when all is set). 0 or
+ * the first write's error. */
+int cv_vault_audit_flush(struct cv_vault *v, int64_t now, int all);
+/* Counts one refusal of a request without a valid token from source against the rate limit
+ * (a token bucket per address, per /64 for IPv6): 0, or CV_ERR_RATE_LIMITED with the seconds
+ * to wait in *ret_retry_after. */
+int cv_vault_refusal_throttle(struct cv_vault *v, const char *source, int64_t now_ms,
+			      int64_t *ret_retry_after);
+/* The audit key's attributes as the token reports them. */
+int cv_vault_audit_key_attrs(struct cv_vault *v, struct cv_token_key_attrs *ret,
+			     struct cv_errmsg *err);
+
+/* What an archive holds (and, for a check, what was found). */
+struct cv_audit_archive_report {
+	int64_t first, through, records;      /* records == 0: nothing was archived */
+	char head[2 * CV_AUDIT_HASH_LEN + 1]; /* the hash of its last record */
+	char sha256[2 * CV_AUDIT_HASH_LEN + 1]; /* of the whole file */
+	int64_t first_bad;                    /* a check: 0 when every record holds */
+	char reason[160];
+};
+/* Moves every record older than before into a new file at path (JSON lines, each record as
+ * stored, then a line describing the whole), made durable before the records are removed;
+ * the removal and a keyed "audit.archive" checkpoint naming the range, its head hash and the
+ * file's SHA-256 are one transaction, so the live chain still verifies. Nothing older:
+ * records 0 and no file. 0, CV_ERR_CONFIG (the file), CV_ERR_PRECONDITION (the trail changed
+ * meanwhile: nothing removed, no file), the database's or the token's error. */
+int cv_vault_audit_archive(struct cv_vault *v, const char *path, int64_t before, int64_t now,
+			   struct cv_audit_archive_report *ret, struct cv_errmsg *err);
+/* Checks an archive file on its own: every record's hash (keyed ones with the token's key)
+ * and link, and the last line's description. 0 with first_bad 0 when it holds, or first_bad
+ * and reason; CV_ERR_CONFIG (unreadable), CV_ERR_BAD_ENCODING (not an archive), or the
+ * token's error. */
+int cv_vault_audit_archive_verify(struct cv_vault *v, const char *path,
+				  struct cv_audit_archive_report *ret, struct cv_errmsg *err);
 
 #endif

@@ -15,6 +15,7 @@
 #include "certvault/secret.h"
 #include "certvault/store.h"
 #include "certvault/token.h"
+#include "certvault/util.h"
 #include "certvault/vault.h"
 
 static void usage(FILE *f)
@@ -32,6 +33,15 @@ static void usage(FILE *f)
 		   "                      calls it; then exit\n"
 		   "      --fault-points  the crash tests' fault points of this build (none\n"
 		   "                      unless built with CV_FAULT_INJECTION); then exit\n"
+		   "      --audit-archive FILE\n"
+		   "                      move audit records older than audit.retention_days\n"
+		   "                      (or --older-than-days) to FILE, a new file, leaving a\n"
+		   "                      checkpoint record; then exit\n"
+		   "      --older-than-days N  the age for --audit-archive (0: all but this\n"
+		   "                      second's)\n"
+		   "      --audit-verify-archive FILE\n"
+		   "                      check an archive's records with the token's audit key;\n"
+		   "                      then exit (0: it holds, 1: it does not)\n"
 		   "  -h, --help          this text\n"
 		   "  -V, --version       the version\n"
 		   "\n"
@@ -78,6 +88,60 @@ static int admin_token_once(struct cv_app *app, struct cv_errmsg *err)
 		fprintf(stderr, "certvaultd: the first admin API token is in %s (mode 0600): "
 			"send it as Authorization: Bearer <token>\n", path);
 	return r;
+}
+
+/* The audit chain's settings from the configuration. */
+static void audit_settings(const struct cv_config *cfg, int create_key,
+			   struct cv_audit_settings *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->key_label = cfg->audit_key_label;
+	ret->create_key = create_key;
+	ret->repeat_interval = cfg->audit_repeat_interval;
+	ret->anonymous_per_minute = cfg->audit_anonymous_per_minute;
+	ret->anonymous_burst = cfg->audit_anonymous_burst;
+}
+
+/* --audit-archive and --audit-verify-archive, once the token and the store are open.
+ * Returns the exit status. */
+static int audit_archive_command(struct cv_app *app, const char *archive, const char *check,
+				 int64_t older_than_days, struct cv_errmsg *err)
+{
+	struct cv_audit_archive_report rep;
+	int64_t now = (int64_t)time(NULL), days;
+	int r;
+
+	if (check != NULL) {
+		r = cv_vault_audit_archive_verify(&app->vault, check, &rep, err);
+		if (r < 0)
+			return r;
+		if (rep.first_bad != 0) {
+			fprintf(stdout, "%s: NOT intact: %s (first bad record %lld)\nsha256 %s\n",
+				check, rep.reason, (long long)rep.first_bad, rep.sha256);
+			return 1;
+		}
+		fprintf(stdout, "%s: intact: records %lld-%lld (%lld), head %s\nsha256 %s\n",
+			check, (long long)rep.first, (long long)rep.through,
+			(long long)rep.records, rep.head, rep.sha256);
+		return 0;
+	}
+	days = older_than_days >= 0 ? older_than_days : app->cfg->audit_retention_days;
+	if (older_than_days < 0 && days == 0) {
+		cv_errmsg_set(err, CV_ERR_CONFIG, "--audit-archive needs audit.retention_days or "
+			      "--older-than-days");
+		return CV_ERR_CONFIG;
+	}
+	r = cv_vault_audit_archive(&app->vault, archive, now - days * 86400, now, &rep, err);
+	if (r < 0)
+		return r;
+	if (rep.records == 0)
+		fprintf(stdout, "no audit record is older than %lld day(s): nothing archived\n",
+			(long long)days);
+	else
+		fprintf(stdout, "archived records %lld-%lld (%lld) to %s: head %s, sha256 %s\n",
+			(long long)rep.first, (long long)rep.through, (long long)rep.records,
+			archive, rep.head, rep.sha256);
+	return 0;
 }
 
 /* --routes: who may call what, as the route table says. */
@@ -136,6 +200,9 @@ int main(int argc, char **argv)
 		{ "init-token", no_argument, NULL, 'I' },
 		{ "routes", no_argument, NULL, 'R' },
 		{ "fault-points", no_argument, NULL, 'F' },
+		{ "audit-archive", required_argument, NULL, 'A' },
+		{ "audit-verify-archive", required_argument, NULL, 'Y' },
+		{ "older-than-days", required_argument, NULL, 'O' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = getenv("CERTVAULT_CONFIG");
@@ -149,6 +216,10 @@ int main(int argc, char **argv)
 	char *pin = NULL;
 	size_t pin_len = 0;
 	sigset_t signals;
+	struct cv_audit_settings audit_cfg;
+	struct cv_audit_key_report keyrep;
+	const char *archive = NULL, *check_archive = NULL;
+	int64_t older_than_days = -1;
 	int opt, sig, r, status = 1, init_token = 0;
 
 	while ((opt = getopt_long(argc, argv, "c:hV", options, NULL)) != -1) {
@@ -168,6 +239,18 @@ int main(int argc, char **argv)
 		case 'F':
 			print_fault_points(stdout);
 			return 0;
+		case 'A':
+			archive = optarg;
+			break;
+		case 'Y':
+			check_archive = optarg;
+			break;
+		case 'O':
+			if (cv_parse_int64(optarg, 0, 36500, &older_than_days) < 0) {
+				fprintf(stderr, "certvaultd: --older-than-days takes 0 to 36500\n");
+				return 2;
+			}
+			break;
 		case 'V':
 			printf("certvaultd 0.1.0%s\n", cv_fault_compiled_in() ?
 			       " (test build: fault points compiled in)" : "");
@@ -255,6 +338,25 @@ int main(int argc, char **argv)
 	r = cv_vault_caches_init(&app.vault);
 	if (r < 0)
 		goto out;
+	/* Before anything appends to the audit chain: every record from here on is keyed. The
+	 * archive commands use the key and never make it. */
+	audit_settings(&cfg, archive == NULL && check_archive == NULL, &audit_cfg);
+	r = cv_vault_audit_init(&app.vault, &audit_cfg, (int64_t)time(NULL), &keyrep, &err);
+	if (r < 0)
+		goto out;
+	if (keyrep.created)
+		fprintf(stderr, "certvaultd: made the audit key \"%s\" in the token (HMAC-SHA256, "
+			"sensitive, not extractable)\n", cfg.audit_key_label);
+	if (keyrep.checkpoint > 0)
+		fprintf(stderr, "certvaultd: the audit chain is keyed from record %lld on; records "
+			"before it keep their plain SHA-256 links\n", (long long)keyrep.checkpoint);
+	if (archive != NULL || check_archive != NULL) {
+		r = audit_archive_command(&app, archive, check_archive, older_than_days, &err);
+		if (r < 0)
+			goto out;
+		status = r;
+		goto out;
+	}
 	r = cv_vault_reconcile(&app.vault, &report, &err);
 	if (r < 0)
 		goto out;
@@ -293,6 +395,8 @@ out:
 		fprintf(stderr, "certvaultd: %s\n", err.text[0] ? err.text : cv_strerror(r));
 	OPENSSL_clear_free(pin, pin_len + 1);
 	cv_server_stop(server);
+	/* The counts of refusals not written yet, now that no request runs. */
+	cv_vault_audit_release(&app.vault, (int64_t)time(NULL));
 	cv_http_stats_free(app.stats);
 	cv_vault_caches_release(&app.vault);
 	cv_store_free(app.store);

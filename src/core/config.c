@@ -101,6 +101,21 @@ static const struct setting settings[] = {
 	{ "truststore", "allow_ports", K_STR, OFF(truststore_allow_ports), "", 0, 0,
 	  "ports (comma-separated) a truststore url fetch may use on public addresses besides"
 	  " 443 and 636" },
+	{ "audit", "key_label", K_STR, OFF(audit_key_label), "certvault-audit-hmac", 0, 0,
+	  "CKA_LABEL of the token's secret key that keys the audit chain (HMAC-SHA256);"
+	  " generated on the first start" },
+	{ "audit", "repeat_interval", K_INT, OFF(audit_repeat_interval), "60", 0, 86400,
+	  "seconds in which repeats of a refusal (same address, actor, action and error) are"
+	  " counted into one record; 0: a record for each" },
+	{ "audit", "anonymous_refusals_per_minute", K_INT, OFF(audit_anonymous_per_minute), "60",
+	  0, 1000000, "refusals without a valid API token one address (IPv6: one /64) may"
+	  " have a minute before it is answered 429 with Retry-After; 0: no limit" },
+	{ "audit", "anonymous_refusal_burst", K_INT, OFF(audit_anonymous_burst), "30", 1, 1000000,
+	  "refusals without a valid API token one address may have at once, before"
+	  " audit.anonymous_refusals_per_minute applies" },
+	{ "audit", "retention_days", K_INT, OFF(audit_retention_days), "0", 0, 36500,
+	  "certvaultd --audit-archive FILE moves records older than this to FILE; 0: only with"
+	  " --older-than-days" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -133,7 +133,7 @@ static json_t *audit_json(const struct cv_audit_record *rec)
 {
 	char prev[2 * CV_AUDIT_HASH_LEN + 1], hash[2 * CV_AUDIT_HASH_LEN + 1];
 	const struct cv_audit_entry *e = &rec->e;
-	json_t *fps = json_array();
+	json_t *fps = json_array(), *out;
 	const char *p = e->fingerprints;
 	size_t n;
 
@@ -148,15 +148,30 @@ static json_t *audit_json(const struct cv_audit_record *rec)
 	}
 	cv_hex_encode(rec->prev_hash, CV_AUDIT_HASH_LEN, prev);
 	cv_hex_encode(rec->hash, CV_AUDIT_HASH_LEN, hash);
-	return json_pack("{s:I, s:o, s:{s:o, s:s}, s:s, s:s, s:s, s:o, s:s, s:o, s:s, s:s, s:o}",
-			 "seq",
-			 (json_int_t)rec->seq, "at", time_json(e->at), "actor", "id",
-			 e->actor_id[0] != '\0' ? json_string(e->actor_id) : json_null(), "name",
-			 e->actor_name, "action", e->action, "target", e->target, "outcome",
-			 e->ok ? "done" : "refused", "error",
-			 e->error[0] != '\0' ? json_string(e->error) : json_null(), "request_id",
-			 e->request_id, "fingerprints", fps != NULL ? fps : json_null(),
-			 "prev_hash", prev, "hash", hash, "changes", changes_json(e->changes));
+	out = json_pack("{s:I, s:o, s:{s:o, s:s}, s:s, s:s, s:s, s:o, s:s, s:o, s:s, s:s, s:o,"
+			" s:o, s:I, s:b}", "seq",
+			(json_int_t)rec->seq, "at", time_json(e->at), "actor", "id",
+			e->actor_id[0] != '\0' ? json_string(e->actor_id) : json_null(), "name",
+			e->actor_name, "action", e->action, "target", e->target, "outcome",
+			e->ok ? "done" : "refused", "error",
+			e->error[0] != '\0' ? json_string(e->error) : json_null(), "request_id",
+			e->request_id, "fingerprints", fps != NULL ? fps : json_null(),
+			"prev_hash", prev, "hash", hash, "changes", changes_json(e->changes), "source",
+			e->source[0] != '\0' ? json_string(e->source) : json_null(), "count",
+			(json_int_t)(e->count > 0 ? e->count : 1), "keyed", rec->keyed);
+	/* A count of repeats says when they began and ended; a checkpoint says what it marks. */
+	if (out != NULL && e->first_at != 0 &&
+	    (json_object_set_new(out, "first_at", time_json(e->first_at)) < 0 ||
+	     json_object_set_new(out, "last_at", time_json(e->last_at)) < 0)) {
+		json_decref(out);
+		return NULL;
+	}
+	if (out != NULL && e->detail[0] != '\0' &&
+	    json_object_set_new(out, "detail", json_string(e->detail)) < 0) {
+		json_decref(out);
+		return NULL;
+	}
+	return out;
 }
 
 /* A time query argument: RFC 3339, or absent (0). */
@@ -229,6 +244,7 @@ int h_audit_verify(struct cv_app *app, const struct cv_request *req, struct cv_r
 	static const char *const allowed[] = { NULL };
 	struct cv_audit_verdict v;
 	char head[2 * CV_AUDIT_HASH_LEN + 1];
+	json_t *out;
 	int r;
 
 	r = req_query_check(req, allowed, 0, err);
@@ -237,10 +253,25 @@ int h_audit_verify(struct cv_app *app, const struct cv_request *req, struct cv_r
 	if (r < 0)
 		return r;
 	cv_hex_encode(v.head, CV_AUDIT_HASH_LEN, head);
+	/* What the walk proves: records from keyed_from on carry the token's HMAC (rewriting
+	 * them needs the token), those before it (unkeyed) only a plain SHA-256 chain, and
+	 * records up to archived_through left for an archive through a keyed checkpoint. */
+	out = json_pack("{s:b, s:I, s:o, s:o, s:I, s:o}", "intact", v.first_bad == 0, "records",
+			(json_int_t)v.records, "first_seq",
+			v.first_seq != 0 ? json_integer(v.first_seq) : json_null(), "keyed_from",
+			v.keyed_from != 0 ? json_integer(v.keyed_from) : json_null(), "unkeyed",
+			(json_int_t)v.unkeyed, "archived_through",
+			v.archived_through > 0 ? json_integer(v.archived_through) : json_null());
+	if (out == NULL)
+		return CV_ERR_NOMEM;
 	if (v.first_bad == 0)
-		return res_json(res, 200, json_pack("{s:b, s:I, s:s}", "intact", 1, "records",
-						    (json_int_t)v.records, "head", head));
-	return res_json(res, 200, json_pack("{s:b, s:I, s:I, s:s}", "intact", 0, "records",
-					    (json_int_t)v.records, "first_bad",
-					    (json_int_t)v.first_bad, "reason", v.reason));
+		r = json_object_set_new(out, "head", json_string(head));
+	else
+		r = json_object_set_new(out, "first_bad", json_integer(v.first_bad)) |
+		    json_object_set_new(out, "reason", json_string(v.reason));
+	if (r < 0) {
+		json_decref(out);
+		return CV_ERR_NOMEM;
+	}
+	return res_json(res, 200, out);
 }

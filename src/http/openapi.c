@@ -136,9 +136,14 @@ static json_t *operation(const struct cv_route_info *ri, json_t *documented, jso
 		add_error(responses, always[i]);
 	if (ri->access != CV_R_PUBLIC) {
 		add_error(responses, "unauthorized");
+		/* An address past the rate of refusals without a valid token gets 429 instead. */
+		add_error(responses, "rate_limited");
 		if (ri->access != CV_R_METRICS)
 			add_error(responses, "forbidden");
 	}
+	/* Every change's audit record is keyed in the token: without it, nothing changes. */
+	if (ri->action != NULL)
+		add_error(responses, "token_unavailable");
 	if (ri->max_body > 0) {
 		add_error(responses, "body_too_large");
 		add_error(responses, "unsupported_media_type");

@@ -327,7 +327,21 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 		cv_audit_begin(&audit, &req->actor, m.route->action,
 			       req->params[0] != NULL ? req->params[0] : "", req->request_id,
 			       req->now);
+		cv_audit_source(&audit, req->source);
 		req->audit = &audit;
+	}
+	/* Refusals without a valid token are counted per address: past the rate, 429 (and no
+	 * record of its own, only a count) until the address slows down. */
+	if (r == CV_ERR_UNAUTHORIZED) {
+		int64_t wait = 0;
+
+		if (cv_vault_refusal_throttle(&app->vault, req->source,
+					      req->now_ms != 0 ? req->now_ms : req->now * 1000,
+					      &wait) == CV_ERR_RATE_LIMITED) {
+			r = cv_errmsg_set(&err, CV_ERR_RATE_LIMITED, "too many refused requests "
+					  "from this address: retry after %lld s", (long long)wait);
+			res->retry_after = wait;
+		}
 	}
 	if (r < 0)
 		goto out;
@@ -347,8 +361,12 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 	}
 	r = m.route->handler(app, req, res, &err);
 out:
-	if (r < 0)
+	if (r < 0) {
+		int64_t wait = res->retry_after;
+
 		res_error(res, r, err.text);
+		res->retry_after = wait;
+	}
 	if (r == CV_ERR_UNAUTHORIZED)
 		res->challenge = 1;
 	if (req->audit != NULL) {

@@ -281,6 +281,35 @@ static void log_request(const struct cv_request *req, const struct cv_response *
 	(void)w;
 }
 
+/* Wall-clock milliseconds, for rates. */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The peer's address as text ("" when unknown): the audit trail's source and what the rate
+ * of refusals is counted by. */
+static void client_address(struct MHD_Connection *conn, char *buf, size_t size)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = info != NULL ? info->client_addr : NULL;
+	char text[INET6_ADDRSTRLEN] = "";
+
+	buf[0] = '\0';
+	if (sa == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text, sizeof(text));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text,
+			  sizeof(text));
+	snprintf(buf, size, "%s", text);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version,
 				  const char *upload_data, size_t *upload_data_size,
@@ -328,6 +357,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	x->req.body = x->body;
 	x->req.body_len = x->len;
 	x->req.now = (int64_t)time(NULL);
+	x->req.now_ms = now_ms();
+	client_address(conn, x->req.source, sizeof(x->req.source));
 	snprintf(x->req.request_id, sizeof(x->req.request_id), "%08x-%llu",
 		 (unsigned)srv->instance,
 		 (unsigned long long)atomic_fetch_add(&srv->next_request, 1));
@@ -352,6 +383,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 					"Bearer realm=\"certvault\"");
 	if (res.etag[0] != '\0')
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, res.etag);
+	if (res.retry_after > 0) {
+		char wait[24];
+
+		snprintf(wait, sizeof(wait), "%lld", (long long)res.retry_after);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, wait);
+	}
 	MHD_add_response_header(resp, "Cache-Control",
 				res.cache_control != NULL ? res.cache_control : "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");

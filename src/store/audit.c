@@ -1,16 +1,20 @@
 /* store: the audit trail, a hash chain of records. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "certvault/util.h"
 #include "internal.h"
 
 #define AUDIT_COLS                                                                        \
 	"seq, at, actor_id, actor_name, action, target, ok, error, request_id,"           \
-	" fingerprints, prev_hash, hash, changes"
+	" fingerprints, prev_hash, hash, keyed, source, count, first_at, last_at, detail,"  \
+	" changes"
 
 /* Feeds one length-prefixed field into the digest: fields can never run into each other. */
 static void hash_field(EVP_MD_CTX *ctx, const void *data, size_t len)
@@ -35,19 +39,11 @@ static void hash_int(EVP_MD_CTX *ctx, int64_t v)
 	hash_text(ctx, buf);
 }
 
-void cv_store_audit_hash(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT_HASH_LEN])
+/* The fields both formats cover, in their order. */
+static void hash_common(EVP_MD_CTX *ctx, const struct cv_audit_record *rec)
 {
 	const struct cv_audit_entry *e = &rec->e;
-	unsigned int len = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 
-	memset(ret, 0, CV_AUDIT_HASH_LEN);
-	/* Without a context there is no hash: an all-zero hash never verifies. */
-	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		EVP_MD_CTX_free(ctx);
-		return;
-	}
-	hash_text(ctx, "certvault-audit-1");
 	hash_field(ctx, rec->prev_hash, CV_AUDIT_HASH_LEN);
 	hash_int(ctx, rec->seq);
 	hash_int(ctx, e->at);
@@ -65,23 +61,102 @@ void cv_store_audit_hash(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT
 		hash_text(ctx, "changes");
 		hash_text(ctx, e->changes);
 	}
-	if (EVP_DigestFinal_ex(ctx, ret, &len) != 1 || len != CV_AUDIT_HASH_LEN)
+}
+
+static int digest_done(EVP_MD_CTX *ctx, uint8_t ret[CV_AUDIT_HASH_LEN])
+{
+	unsigned int len = 0;
+	int ok = EVP_DigestFinal_ex(ctx, ret, &len) == 1 && len == CV_AUDIT_HASH_LEN;
+
+	if (!ok)
 		memset(ret, 0, CV_AUDIT_HASH_LEN);
 	EVP_MD_CTX_free(ctx);
+	return ok ? 0 : CV_ERR_INTERNAL;
+}
+
+void cv_store_audit_hash(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT_HASH_LEN])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	memset(ret, 0, CV_AUDIT_HASH_LEN);
+	/* Without a context there is no hash: an all-zero hash never verifies. */
+	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(ctx);
+		return;
+	}
+	hash_text(ctx, "certvault-audit-1");
+	hash_common(ctx, rec);
+	(void)digest_done(ctx, ret);
+}
+
+/* A keyed record's digest, which the token's key MACs: the unkeyed fields and every field
+ * added with the key, under a new format name so neither format's input is the other's. */
+static int keyed_digest(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT_HASH_LEN])
+{
+	const struct cv_audit_entry *e = &rec->e;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	memset(ret, 0, CV_AUDIT_HASH_LEN);
+	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(ctx);
+		return CV_ERR_INTERNAL;
+	}
+	hash_text(ctx, "certvault-audit-2-hmac-sha256");
+	hash_common(ctx, rec);
+	hash_text(ctx, e->source);
+	hash_int(ctx, e->count);
+	hash_int(ctx, e->first_at);
+	hash_int(ctx, e->last_at);
+	hash_text(ctx, e->detail);
+	return digest_done(ctx, ret);
+}
+
+void cv_store_audit_key(struct cv_store *store, cv_store_mac_fn mac, void *arg,
+			int64_t keyed_from)
+{
+	store->audit_mac = mac;
+	store->audit_mac_arg = arg;
+	store->audit_keyed_from = keyed_from;
+}
+
+int cv_store_audit_seal(struct cv_store *store, const struct cv_audit_record *rec,
+			uint8_t ret[CV_AUDIT_HASH_LEN])
+{
+	uint8_t digest[CV_AUDIT_HASH_LEN];
+	int r;
+
+	memset(ret, 0, CV_AUDIT_HASH_LEN);
+	if (!rec->keyed) {
+		cv_store_audit_hash(rec, ret);
+		return 0;
+	}
+	if (store == NULL || store->audit_mac == NULL)
+		return CV_ERR_TOKEN_UNAVAILABLE;
+	r = keyed_digest(rec, digest);
+	if (r == 0)
+		r = store->audit_mac(store->audit_mac_arg, digest, ret);
+	if (r < 0)
+		memset(ret, 0, CV_AUDIT_HASH_LEN);
+	return r;
 }
 
 int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 {
+	struct cv_store *store = store_current_conn != NULL && store_current_conn->db == db ?
+				 store_current_conn->store : NULL;
 	struct cv_audit_record rec;
 	sqlite3_stmt *last = NULL, *ins = NULL;
+	int last_keyed = 0;
 	int rc, r;
 
 	if (entry == NULL)
 		return 0;
 	memset(&rec, 0, sizeof(rec));
 	rec.e = *entry;
-	rc = sqlite3_prepare_v2(db, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-				-1, &last, NULL);
+	if (rec.e.count < 1)
+		rec.e.count = 1;
+	rc = sqlite3_prepare_v2(db, "SELECT seq, hash, keyed FROM audit_log ORDER BY seq DESC"
+				" LIMIT 1", -1, &last, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -94,15 +169,34 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 		}
 		rec.seq = sqlite3_column_int64(last, 0) + 1;
 		memcpy(rec.prev_hash, sqlite3_column_blob(last, 1), CV_AUDIT_HASH_LEN);
+		last_keyed = sqlite3_column_int(last, 2) != 0;
 	} else if (rc == SQLITE_DONE) {
 		rec.seq = 1;
 	} else {
 		r = store_err(rc);
 		goto out;
 	}
-	cv_store_audit_hash(&rec, rec.hash);
+	/* Once keyed, always keyed: a plain link after a keyed one would be a record anyone
+	 * who can write the file could have made. Without the key, nothing is written. */
+	rec.keyed = store != NULL && store->audit_mac != NULL;
+	if (!rec.keyed && last_keyed) {
+		r = CV_ERR_TOKEN_UNAVAILABLE;
+		goto out;
+	}
+	/* A plain record holds only what the plain format covers: a field no hash covers
+	 * would be one anyone could change. */
+	if (!rec.keyed) {
+		rec.e.source[0] = '\0';
+		rec.e.count = 1;
+		rec.e.first_at = rec.e.last_at = 0;
+		rec.e.detail[0] = '\0';
+	}
+	r = cv_store_audit_seal(store, &rec, rec.hash);
+	if (r < 0)
+		goto out;
 	rc = sqlite3_prepare_v2(db, "INSERT INTO audit_log (" AUDIT_COLS ") VALUES (?1, ?2, ?3,"
-				" ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)", -1, &ins, NULL);
+				" ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
+				" ?18, ?19)", -1, &ins, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(ins, 1, rec.seq);
 	if (rc == SQLITE_OK)
@@ -128,7 +222,19 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_blob(ins, 12, rec.hash, CV_AUDIT_HASH_LEN, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
-		rc = store_bind_text(ins, 13, rec.e.changes);
+		rc = sqlite3_bind_int(ins, 13, rec.keyed);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(ins, 14, rec.e.source);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(ins, 15, rec.e.count);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(ins, 16, rec.e.first_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(ins, 17, rec.e.last_at);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(ins, 18, rec.e.detail);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(ins, 19, rec.e.changes);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(ins)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	r = rc == SQLITE_OK ? 0 : store_err(rc);
@@ -147,6 +253,26 @@ int cv_store_audit_append(struct cv_store *store, const struct cv_audit_entry *e
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r == 0)
 		r = store_finish(db, store_audit_append_on(db, entry));
+	store_return(store, conn);
+	return r;
+}
+
+int cv_store_audit_last(struct cv_store *store, int64_t *ret_seq, int *ret_keyed)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int r;
+
+	*ret_seq = 0;
+	*ret_keyed = 0;
+	r = store_prepare(conn, "SELECT coalesce(max(seq), 0), EXISTS (SELECT 1 FROM audit_log"
+			  " WHERE keyed != 0) FROM audit_log", &stmt);
+	if (r == 0)
+		r = store_step_one(stmt);
+	if (r == 0) {
+		*ret_seq = sqlite3_column_int64(stmt, 0);
+		*ret_keyed = sqlite3_column_int(stmt, 1) != 0;
+	}
 	store_return(store, conn);
 	return r;
 }
@@ -172,10 +298,18 @@ static int read_record(sqlite3_stmt *stmt, struct cv_audit_record *rec)
 	if (r == 0)
 		r = store_copy_text(stmt, 9, rec->e.fingerprints, sizeof(rec->e.fingerprints));
 	if (r == 0)
-		r = store_copy_text(stmt, 12, rec->e.changes, sizeof(rec->e.changes));
+		r = store_copy_text(stmt, 13, rec->e.source, sizeof(rec->e.source));
+	if (r == 0)
+		r = store_copy_text(stmt, 17, rec->e.detail, sizeof(rec->e.detail));
+	if (r == 0)
+		r = store_copy_text(stmt, 18, rec->e.changes, sizeof(rec->e.changes));
 	if (r < 0)
 		return r;
 	rec->e.ok = sqlite3_column_int(stmt, 6);
+	rec->keyed = sqlite3_column_int(stmt, 12);
+	rec->e.count = sqlite3_column_int64(stmt, 14);
+	rec->e.first_at = sqlite3_column_int64(stmt, 15);
+	rec->e.last_at = sqlite3_column_int64(stmt, 16);
 	if (sqlite3_column_bytes(stmt, 10) != CV_AUDIT_HASH_LEN ||
 	    sqlite3_column_bytes(stmt, 11) != CV_AUDIT_HASH_LEN)
 		return CV_ERR_DB;
@@ -251,14 +385,114 @@ out:
 	return r;
 }
 
+/* A checkpoint's "key=value" word: the value's text after "key=", up to the next space. */
+static const char *detail_word(const char *detail, const char *key, size_t *ret_len)
+{
+	size_t klen = strlen(key);
+	const char *p = detail;
+
+	while (*p != '\0') {
+		size_t n = strcspn(p, " ");
+
+		if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+			*ret_len = n - klen - 1;
+			return p + klen + 1;
+		}
+		p += n;
+		p += *p == ' ';
+	}
+	*ret_len = 0;
+	return NULL;
+}
+
+/* The newest archive checkpoint's facts: the last seq archived and its hash. 0 (through 0
+ * when there is none), CV_ERR_DB. A checkpoint whose words do not parse is reported by the
+ * walk, not here: through -1. */
+static int last_archive(sqlite3 *db, int64_t *ret_through, uint8_t ret_head[CV_AUDIT_HASH_LEN])
+{
+	sqlite3_stmt *stmt = NULL;
+	const char *detail, *w;
+	size_t n;
+	int rc, r;
+
+	*ret_through = 0;
+	rc = sqlite3_prepare_v2(db, "SELECT detail FROM audit_log WHERE action = 'audit.archive'"
+				" ORDER BY seq DESC LIMIT 1", -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_DONE) {
+		r = 0;
+		goto out;
+	}
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = 0;
+	*ret_through = -1;
+	detail = (const char *)sqlite3_column_text(stmt, 0);
+	if (detail == NULL)
+		goto out;
+	w = detail_word(detail, "through", &n);
+	if (w == NULL || n == 0 || n > 18 || strspn(w, "0123456789") < n)
+		goto out;
+	{
+		char num[20];
+
+		memcpy(num, w, n);
+		num[n] = '\0';
+		if (cv_parse_int64(num, 1, INT64_MAX, ret_through) < 0) {
+			*ret_through = -1;
+			goto out;
+		}
+	}
+	w = detail_word(detail, "head", &n);
+	if (w == NULL || n != 2 * CV_AUDIT_HASH_LEN) {
+		*ret_through = -1;
+	} else {
+		char hex[2 * CV_AUDIT_HASH_LEN + 1];
+
+		memcpy(hex, w, n);
+		hex[n] = '\0';
+		if (cv_hex_decode(hex, ret_head, CV_AUDIT_HASH_LEN) < 0)
+			*ret_through = -1;
+	}
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+/* Sets the verdict's break. */
+static void broken(struct cv_audit_verdict *v, int64_t seq, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void broken(struct cv_audit_verdict *v, int64_t seq, const char *fmt, ...)
+{
+	va_list ap;
+
+	v->first_bad = seq;
+	va_start(ap, fmt);
+	vsnprintf(v->reason, sizeof(v->reason), fmt, ap);
+	va_end(ap);
+}
+
+static int legacy_shape(const struct cv_audit_entry *e)
+{
+	return e->source[0] == '\0' && e->count == 1 && e->first_at == 0 && e->last_at == 0 &&
+	       e->detail[0] == '\0';
+}
+
 int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	struct cv_audit_record rec;
-	uint8_t prev[CV_AUDIT_HASH_LEN] = { 0 }, want[CV_AUDIT_HASH_LEN];
+	uint8_t prev[CV_AUDIT_HASH_LEN] = { 0 }, want[CV_AUDIT_HASH_LEN],
+		archived_head[CV_AUDIT_HASH_LEN] = { 0 };
 	sqlite3_stmt *stmt = NULL;
-	int64_t expect = 1;
+	int64_t expect = 1, through = 0;
 	int rc, r;
 
 	memset(ret, 0, sizeof(*ret));
@@ -266,49 +500,81 @@ int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 	r = store_exec(db, "BEGIN");
 	if (r < 0)
 		goto out;
+	r = last_archive(db, &through, archived_head);
+	if (r < 0)
+		goto end;
 	rc = sqlite3_prepare_v2(db, "SELECT " AUDIT_COLS " FROM audit_log ORDER BY seq", -1,
 				&stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto end;
 	}
+	/* Records archived away leave the chain starting after the newest checkpoint's range,
+	 * linked to its head; that checkpoint is itself a record of the chain, checked below. */
+	if (through > 0) {
+		ret->archived_through = through;
+		expect = through + 1;
+		memcpy(prev, archived_head, CV_AUDIT_HASH_LEN);
+	}
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		int64_t seq = sqlite3_column_int64(stmt, 0);
 
 		ret->records++;
 		if (read_record(stmt, &rec) < 0) {
-			ret->first_bad = seq;
-			snprintf(ret->reason, sizeof(ret->reason),
-				 "record %lld does not have the shape of a record", (long long)seq);
+			broken(ret, seq, "record %lld does not have the shape of a record",
+			       (long long)seq);
 			break;
 		}
+		if (ret->first_seq == 0)
+			ret->first_seq = rec.seq;
 		if (rec.seq > expect) {
-			ret->first_bad = expect;
-			snprintf(ret->reason, sizeof(ret->reason),
-				 "record %lld is missing (the next one is %lld)", (long long)expect,
-				 (long long)rec.seq);
+			broken(ret, expect, "record %lld is missing (the next one is %lld)",
+			       (long long)expect, (long long)rec.seq);
 			break;
 		}
 		if (rec.seq < expect) {
-			ret->first_bad = rec.seq;
-			snprintf(ret->reason, sizeof(ret->reason),
-				 "record %lld is numbered out of turn", (long long)rec.seq);
+			broken(ret, rec.seq, through > 0 && rec.seq <= through ?
+			       "record %lld was archived, yet is still here" :
+			       "record %lld is numbered out of turn", (long long)rec.seq);
+			break;
+		}
+		if (through < 0 && strcmp(rec.e.action, "audit.archive") == 0) {
+			broken(ret, rec.seq, "record %lld is an archive checkpoint that names no "
+			       "range", (long long)rec.seq);
 			break;
 		}
 		if (memcmp(rec.prev_hash, prev, CV_AUDIT_HASH_LEN) != 0) {
-			ret->first_bad = rec.seq;
-			snprintf(ret->reason, sizeof(ret->reason),
-				 "record %lld does not chain to the record before it",
-				 (long long)rec.seq);
+			broken(ret, rec.seq, through > 0 && rec.seq == through + 1 ?
+			       "record %lld does not chain to the archived records' head" :
+			       "record %lld does not chain to the record before it",
+			       (long long)rec.seq);
 			break;
 		}
-		cv_store_audit_hash(&rec, want);
-		if (memcmp(want, rec.hash, CV_AUDIT_HASH_LEN) != 0) {
-			ret->first_bad = rec.seq;
-			snprintf(ret->reason, sizeof(ret->reason),
-				 "record %lld was changed after it was written", (long long)rec.seq);
+		/* Keyed from the token's start on, and keyed for good once keyed: a plain link
+		 * there is a record forged or downgraded without the key. */
+		if (!rec.keyed && (ret->keyed_from > 0 || (store->audit_keyed_from > 0 &&
+							    rec.seq >= store->audit_keyed_from))) {
+			broken(ret, rec.seq, "record %lld is not keyed with the token's audit key",
+			       (long long)rec.seq);
 			break;
 		}
+		if (!rec.keyed && !legacy_shape(&rec.e)) {
+			broken(ret, rec.seq, "record %lld was changed after it was written",
+			       (long long)rec.seq);
+			break;
+		}
+		r = cv_store_audit_seal(store, &rec, want);
+		if (r < 0)
+			goto end;
+		if (CRYPTO_memcmp(want, rec.hash, CV_AUDIT_HASH_LEN) != 0) {
+			broken(ret, rec.seq, "record %lld was changed after it was written",
+			       (long long)rec.seq);
+			break;
+		}
+		if (rec.keyed && ret->keyed_from == 0)
+			ret->keyed_from = rec.seq;
+		if (!rec.keyed)
+			ret->unkeyed++;
 		memcpy(prev, rec.hash, CV_AUDIT_HASH_LEN);
 		expect++;
 	}
@@ -316,12 +582,117 @@ int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 		r = store_err(rc);
 		goto end;
 	}
+	if (ret->first_bad == 0 && through < 0)
+		broken(ret, ret->first_seq > 0 ? ret->first_seq : 1,
+		       "the newest archive checkpoint names no range");
 	memcpy(ret->head, prev, CV_AUDIT_HASH_LEN);
 	r = 0;
 end:
 	sqlite3_finalize(stmt);
 	stmt = NULL;
 	store_finish(db, -1); /* a read: always rolled back */
+out:
+	store_return(store, conn);
+	return r;
+}
+
+int cv_store_audit_walk(struct cv_store *store, int64_t through,
+			int (*fn)(const struct cv_audit_record *rec, void *arg), void *arg)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
+	struct cv_audit_record rec;
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	r = store_exec(db, "BEGIN");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db, "SELECT " AUDIT_COLS " FROM audit_log WHERE seq <= ?1"
+				" ORDER BY seq", -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, through);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto end;
+	}
+	r = 0;
+	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		r = read_record(stmt, &rec);
+		if (r == 0)
+			r = fn(&rec, arg);
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = store_err(rc);
+end:
+	sqlite3_finalize(stmt);
+	store_finish(db, -1);
+out:
+	store_return(store, conn);
+	return r;
+}
+
+int cv_store_audit_seq_before(struct cv_store *store, int64_t before, int64_t *ret_seq)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	int r;
+
+	*ret_seq = 0;
+	/* The newest record older than before, by seq: records are appended in time order
+	 * (one clock), so everything up to it is older too, bar a clock stepped back. */
+	r = store_prepare(conn, "SELECT coalesce(max(seq), 0) FROM audit_log WHERE at < ?1",
+			  &stmt);
+	if (r == 0)
+		r = sqlite3_bind_int64(stmt, 1, before) == SQLITE_OK ? 0 : CV_ERR_DB;
+	if (r == 0)
+		r = store_step_one(stmt);
+	if (r == 0)
+		*ret_seq = sqlite3_column_int64(stmt, 0);
+	store_return(store, conn);
+	return r;
+}
+
+int cv_store_audit_archive_commit(struct cv_store *store, int64_t first, int64_t through,
+				  const uint8_t head[CV_AUDIT_HASH_LEN],
+				  const struct cv_audit_entry *checkpoint)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	/* What was archived must be what is removed: the same oldest record, the same head. */
+	rc = sqlite3_prepare_v2(db, "SELECT (SELECT min(seq) FROM audit_log) = ?1 AND"
+				" (SELECT hash FROM audit_log WHERE seq = ?2) = ?3", -1, &stmt,
+				NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, first);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, through);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(stmt, 3, head, CV_AUDIT_HASH_LEN, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto end;
+	}
+	if (sqlite3_column_int(stmt, 0) != 1) {
+		r = CV_ERR_PRECONDITION;
+		goto end;
+	}
+	/* The checkpoint first: it takes the next seq and links to the newest record, which
+	 * may be among those removed. */
+	r = store_audit_append_on(db, checkpoint);
+	if (r == 0)
+		r = store_run(db, "DELETE FROM audit_log WHERE seq <= ?1", "i", through);
+end:
+	sqlite3_finalize(stmt);
+	r = store_finish(db, r);
 out:
 	store_return(store, conn);
 	return r;

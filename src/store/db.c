@@ -200,7 +200,16 @@ static const char *const migrations[] = {
 	" created_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX crls_issuer ON crls(issuer);",
-	/* 5 -> 6: issue 17's model. Environments are rows of their own, unique ignoring case
+	/* 5 -> 6: the audit chain keyed with the token's HMAC key (keyed 0: a plain SHA-256
+	 * link, from before); the client's address; a repeat's count and first and last
+	 * attempt; a checkpoint's facts. */
+	"ALTER TABLE audit_log ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE audit_log ADD COLUMN first_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
+	/* 6 -> 7: issue 17's model. Environments are rows of their own, unique ignoring case
 	 * (names are ASCII, so NOCASE is exact), keeping the case they were created with.
 	 * Services keep the environment's name, as the environment spells it: the store
 	 * checks it exists under the write lock and the delete of one in use is refused, so
@@ -590,6 +599,8 @@ void cv_store_free(struct cv_store *store)
 	free(store);
 }
 
+_Thread_local struct store_conn *store_current_conn;
+
 struct store_conn *store_borrow(struct cv_store *store)
 {
 	struct store_conn *conn;
@@ -600,6 +611,7 @@ struct store_conn *store_borrow(struct cv_store *store)
 	conn = store->idle[--store->n_idle];
 	pthread_mutex_unlock(&store->lock);
 	conn->borrows++;
+	store_current_conn = conn;
 	return conn;
 }
 
@@ -626,6 +638,8 @@ void store_return(struct cv_store *store, struct store_conn *conn)
 	 * checkpointed past it) while the connection sits idle; and the bindings may point
 	 * at the caller's memory. */
 	reset_used(conn, 1);
+	if (store_current_conn == conn)
+		store_current_conn = NULL;
 	if (conn->jwks_changed) {
 		conn->jwks_changed = 0;
 		atomic_fetch_add(&store->jwks_generation, 1);

@@ -48,7 +48,15 @@ struct cv_store {
 	atomic_uint_fast64_t jwks_generation;
 	/* The same for rows of certificates (a current version written, a row removed). */
 	atomic_uint_fast64_t certs_generation;
+	/* The audit chain's key (cv_store_audit_key): set before the store is shared. */
+	cv_store_mac_fn audit_mac;
+	void *audit_mac_arg;
+	int64_t audit_keyed_from;
 };
+
+/* The connection this thread borrowed (NULL: none): a caller never holds two at once, so
+ * code handed only a sqlite3 * (store_audit_append_on) finds its store through it. */
+extern _Thread_local struct store_conn *store_current_conn;
 
 /* Waits for an idle connection and hands it out; store_return gives it back, resetting the
  * cached statements it used. A caller never holds two at once, so the pool cannot deadlock

@@ -472,7 +472,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the certificate");
+		vault_write_errmsg(err, r, "the database refused the certificate");
 		goto out;
 	}
 	pending = 1;
@@ -492,7 +492,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		 * destroys both. */
 		if (key != NULL && vault_key_destroy(v, rec->key_id, &ignored) < 0)
 			pending = 0;
-		cv_errmsg_set(err, r, "the database refused the certificate");
+		vault_write_errmsg(err, r, "the database refused the certificate");
 		goto out;
 	}
 	pending = 0;
@@ -604,7 +604,7 @@ int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const cha
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no certificate named %s", name);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the change");
+		return vault_write_errmsg(err, r, "the database refused the change");
 	return 0;
 }
 
@@ -724,7 +724,7 @@ int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *n
 				     "environments leave out: unbind it or keep %s",
 				     conflict.service, name, conflict.detail, conflict.detail);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the change");
+		return vault_write_errmsg(err, r, "the database refused the change");
 	return 0;
 }
 
@@ -751,7 +751,7 @@ static int destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec
 		cv_fault_point("delete.after_version_key");
 		r = cv_store_version_key_destroyed(v->store, versions[i].key_id);
 		if (r < 0) {
-			cv_errmsg_set(err, r, "the database refused the deletion");
+			vault_write_errmsg(err, r, "the database refused the deletion");
 			goto out;
 		}
 	}
@@ -835,7 +835,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 		goto out;
 	}
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the deletion");
+		vault_write_errmsg(err, r, "the database refused the deletion");
 		goto out;
 	}
 	cv_fault_point("delete.after_mark");
@@ -852,7 +852,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	r = cv_store_cert_remove(v->store, rec->id);
 	if (r < 0) {
 		/* The keys are gone; the deleting mark lets the next start finish the job. */
-		cv_errmsg_set(err, r, "the database refused the deletion");
+		vault_write_errmsg(err, r, "the database refused the deletion");
 		goto out;
 	}
 	r = 0;

@@ -76,7 +76,7 @@ int cv_vault_environment_put(struct cv_vault *v, struct cv_audit *audit, const c
 				     ret_name, vault_audit_done(audit));
 	vault_audit_written(audit, r);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the environment");
+		return vault_write_errmsg(err, r, "the database refused the environment");
 	return 0;
 }
 
@@ -125,7 +125,7 @@ int cv_vault_environment_delete(struct cv_vault *v, struct cv_audit *audit, cons
 		return cv_errmsg_set(err, r, "environment %s is in use (%s): move or delete those"
 				     " first", name, conflict.detail);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the deletion");
+		return vault_write_errmsg(err, r, "the database refused the deletion");
 	return 0;
 }
 

@@ -27,6 +27,10 @@ struct vault_caches {
 	struct vault_jwks_cache jwks;
 };
 
+/* The message of a write the store refused (r < 0): what, unless the token made it fail,
+ * since every change's audit record is keyed in the token. Returns r. */
+int vault_write_errmsg(struct cv_errmsg *err, int r, const char *what);
+
 /* The name rule, with the one message every use case gives for it. */
 int vault_check_name(const char *name, struct cv_errmsg *err);
 

@@ -122,7 +122,7 @@ int cv_vault_jwk_create(struct cv_vault *v, struct cv_audit *audit, const char *
 		goto out;
 	}
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the JWK");
+		vault_write_errmsg(err, r, "the database refused the JWK");
 		goto out;
 	}
 	*ret_rec = rec;
@@ -182,7 +182,7 @@ int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no JWK with kid %s", kid);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the deletion");
+		return vault_write_errmsg(err, r, "the database refused the deletion");
 	return 0;
 }
 

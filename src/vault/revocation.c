@@ -96,7 +96,7 @@ int cv_vault_crl_add(struct cv_vault *v, struct cv_audit *audit, const char *tex
 		goto out;
 	}
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the CRL");
+		vault_write_errmsg(err, r, "the database refused the CRL");
 		goto out;
 	}
 	snprintf(ret_alias, 65, "%s", issuer->alias);
@@ -131,7 +131,7 @@ int cv_vault_crl_delete(struct cv_vault *v, struct cv_audit *audit, const char *
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "the truststore holds no CRL from %s", alias);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the deletion");
+		return vault_write_errmsg(err, r, "the database refused the deletion");
 	return 0;
 }
 

@@ -154,7 +154,7 @@ int cv_vault_service_put(struct cv_vault *v, struct cv_audit *audit,
 		cv_errmsg_set(err, r, "the certificate service %s uses is not for environment %s:"
 			      " bind one that is first", conflict.service, conflict.detail);
 	else if (r < 0)
-		cv_errmsg_set(err, r, "the database refused the service");
+		vault_write_errmsg(err, r, "the database refused the service");
 out:
 	for (i = 0; i < svc.n_domains; i++)
 		free(svc.domains[i]);
@@ -212,7 +212,7 @@ int cv_vault_service_delete(struct cv_vault *v, struct cv_audit *audit, const ch
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no service named %s", name);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the deletion");
+		return vault_write_errmsg(err, r, "the database refused the deletion");
 	return 0;
 }
 
@@ -259,7 +259,7 @@ int cv_vault_service_bind(struct cv_vault *v, struct cv_audit *audit, const char
 	if (r == CV_ERR_DOMAIN_NOT_COVERED)
 		return not_covered(r, &conflict, certificate, err);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the binding");
+		return vault_write_errmsg(err, r, "the database refused the binding");
 	return 0;
 }
 
@@ -278,7 +278,7 @@ int cv_vault_service_unbind(struct cv_vault *v, struct cv_audit *audit, const ch
 	if (r == CV_ERR_NOT_FOUND)
 		return missing(r, &conflict, name, NULL, err);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the change");
+		return vault_write_errmsg(err, r, "the database refused the change");
 	return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -129,16 +130,6 @@ void vault_audit_target(struct cv_audit *a, const char *target)
 		copy_field(a->entry.target, sizeof(a->entry.target), target);
 }
 
-int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *error_code)
-{
-	if (a == NULL || a->written)
-		return 0;
-	a->entry.ok = 0;
-	copy_field(a->entry.error, sizeof(a->entry.error), error_code);
-	a->written = 1;
-	return cv_store_audit_append(v->store, &a->entry);
-}
-
 static const char *const role_names[] = {
 	[CV_ROLE_ADMIN] = "admin",
 	[CV_ROLE_OPERATOR] = "operator",
@@ -234,7 +225,7 @@ int cv_vault_token_create(struct cv_vault *v, struct cv_audit *audit, const char
 		if (r == CV_ERR_NAME_TAKEN)
 			return cv_errmsg_set(err, r, "a token named %s exists: revoke it first",
 					     name);
-		return cv_errmsg_set(err, r, "the database could not be written");
+		return vault_write_errmsg(err, r, "the database could not be written");
 	}
 	*ret_token = t;
 	return 0;
@@ -272,7 +263,7 @@ int cv_vault_token_revoke(struct cv_vault *v, struct cv_audit *audit, const char
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no token %s, or it is revoked already", id);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database could not be written");
+		return vault_write_errmsg(err, r, "the database could not be written");
 	return 0;
 }
 
@@ -385,7 +376,7 @@ int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 	r = cv_store_api_token_insert(v->store, &t, vault_audit_done(&audit));
 	if (r < 0) {
 		unlink(path);
-		return cv_errmsg_set(err, r, "the database could not be written");
+		return vault_write_errmsg(err, r, "the database could not be written");
 	}
 	*ret_created = 1;
 	return 0;
@@ -394,7 +385,13 @@ int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 int cv_vault_audit_list(struct cv_vault *v, const struct cv_audit_filter *filter,
 			struct cv_audit_record **ret_recs, size_t *ret_n, struct cv_errmsg *err)
 {
-	int r = cv_store_audit_list(v->store, filter, ret_recs, ret_n);
+	int r;
+
+	/* Counts not written yet are written first: a reader sees every attempt counted. A
+	 * count that cannot be written (the token is unavailable) does not keep the trail from
+	 * being read. */
+	(void)cv_vault_audit_flush(v, (int64_t)time(NULL), 1);
+	r = cv_store_audit_list(v->store, filter, ret_recs, ret_n);
 
 	if (r == CV_ERR_BAD_REQUEST)
 		return cv_errmsg_set(err, r, "limit must be from 1 to 1000");
@@ -406,8 +403,15 @@ int cv_vault_audit_list(struct cv_vault *v, const struct cv_audit_filter *filter
 int cv_vault_audit_verify(struct cv_vault *v, struct cv_audit_verdict *ret,
 			  struct cv_errmsg *err)
 {
-	int r = cv_store_audit_verify(v->store, ret);
+	int r;
 
+	(void)cv_vault_audit_flush(v, (int64_t)time(NULL), 1);
+	r = cv_store_audit_verify(v->store, ret);
+	/* Keyed records are checked only with the token's key: without it nothing is claimed. */
+	if (r == CV_ERR_TOKEN_UNAVAILABLE || r == CV_ERR_TOKEN)
+		return cv_errmsg_set(err, r,
+				     "the audit chain is keyed with the token's audit key, which "
+				     "cannot be used now: nothing can be verified until it can");
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the database could not be read");
 	return 0;

@@ -231,7 +231,7 @@ int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct 
 		goto out;
 	}
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the entries");
+		vault_write_errmsg(err, r, "the database refused the entries");
 		goto out;
 	}
 	*ret_aliases = aliases;
@@ -278,7 +278,7 @@ int cv_vault_trust_delete(struct cv_vault *v, struct cv_audit *audit, const char
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, r, "no truststore entry named %s", alias);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "the database refused the deletion");
+		return vault_write_errmsg(err, r, "the database refused the deletion");
 	return 0;
 }
 

@@ -134,7 +134,7 @@ static int supersede_refused(int r, const struct cv_supersede *sup, const char *
 				     "the new certificate does not cover %s, which service %s uses",
 				     c->detail, c->service);
 	default:
-		return cv_errmsg_set(err, r, "the database refused the new version");
+		return vault_write_errmsg(err, r, "the database refused the new version");
 	}
 }
 
@@ -375,7 +375,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		 * leaves a key the reconciler finds and destroys. */
 		r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);
 		if (r < 0) {
-			cv_errmsg_set(err, r, "the database refused the new version");
+			vault_write_errmsg(err, r, "the database refused the new version");
 			goto out;
 		}
 		journaled = 1;

@@ -6,13 +6,17 @@ certvaultd's back, which verify then names."""
 
 import base64
 import calendar
+import hashlib
+import http.client
+import json
 import os
 import sqlite3
+import subprocess
 import time
 import unittest
 import urllib.parse
 
-from harness import VaultTestCase, run
+from harness import CERTVAULTD, SOFTHSM_MODULE, VaultTestCase, run
 
 
 def openssl_fingerprint(material):
@@ -294,7 +298,9 @@ class AuditTamperTest(AuditCase):
         total = len(recs)
         self.assertGreaterEqual(total, 6)
         self.assertEqual(self.verify(), {"intact": True, "records": total,
-                                         "head": recs[-1]["hash"]})
+                                         "head": recs[-1]["hash"], "first_seq": 1,
+                                         "keyed_from": 1, "unkeyed": 0,
+                                         "archived_through": None})
         # Who may verify.
         self.assertEqual(self.verify(token=auditor)["intact"], True)
         st, _, body = self.vault.request("GET", "/v1/audit/verify", token=operator)
@@ -324,6 +330,359 @@ class AuditTamperTest(AuditCase):
                     {"environment": "production", "domains": ["late.example.com"]})
         v = self.verify()
         self.assertEqual((v["intact"], v["first_bad"]), (False, m), v)
+
+
+
+def v1_hash(rec, prev):
+    """The unkeyed chain's SHA-256 of a row (seq, at, actor_id, actor_name, action, target,
+    ok, error, request_id, fingerprints), as anyone who can read the code can compute it."""
+    h = hashlib.sha256()
+
+    def field(b):
+        h.update(len(b).to_bytes(4, "big") + b)
+    field(b"certvault-audit-1")
+    field(prev)
+    for v in rec:
+        field(str(v).encode() if isinstance(v, int) else v.encode())
+    return h.digest()
+
+
+V1_COLS = "seq, at, actor_id, actor_name, action, target, ok, error, request_id, fingerprints"
+
+
+class AuditKeyTest(AuditCase):
+    """The chain is keyed with an HMAC key in the token: rewriting a record and recomputing
+    every plain SHA-256 link after it is caught, and the key cannot be read out."""
+
+    def raw(self, sql, args=()):
+        db = sqlite3.connect(self.vault.db, timeout=30)
+        try:
+            rows = db.execute(sql, args).fetchall()
+            db.commit()
+            return rows
+        finally:
+            db.close()
+
+    def rehash_from(self, n, keyed=None):
+        """Recomputes the plain SHA-256 of every record from n on, in order, each linked to
+        the one before: what someone who can write the file but not use the token can do."""
+        [(prev,)] = self.raw("SELECT hash FROM audit_log WHERE seq = ?", (n - 1,))
+        for row in self.raw("SELECT " + V1_COLS + " FROM audit_log WHERE seq >= ? ORDER BY seq",
+                            (n,)):
+            h = v1_hash(row, prev)
+            self.raw("UPDATE audit_log SET prev_hash = ?, hash = ?" +
+                     (", keyed = %d" % keyed if keyed is not None else "") +
+                     " WHERE seq = ?", (prev, h, row[0]))
+            prev = h
+
+    def test_a_rewritten_and_rehashed_record_is_named(self):
+        for i in range(5):
+            self.change("PUT", "/v1/services/ak-%d" % i,
+                        {"environment": "production", "domains": ["ak%d.example.com" % i]})
+        recs = self.records_after(0)
+        v = self.verify()
+        self.assertEqual((v["intact"], v["keyed_from"], v["unkeyed"]), (True, 1, 0), v)
+        self.assertTrue(all(r["keyed"] for r in recs), recs)
+        n = recs[3]["seq"]
+        saved = self.raw("SELECT seq, target, prev_hash, hash, keyed FROM audit_log"
+                         " WHERE seq >= ?", (n,))
+
+        # The attack of issue 16: the target rewritten, every link after it recomputed.
+        self.raw("UPDATE audit_log SET target = 'someone-else' WHERE seq = ?", (n,))
+        self.rehash_from(n)
+        v = self.verify()
+        self.assertEqual((v["intact"], v["first_bad"]), (False, n), v)
+        self.assertIn("record %d" % n, v["reason"])
+        # The same with the records marked as from before the key: a downgrade.
+        self.rehash_from(n, keyed=0)
+        v = self.verify()
+        self.assertEqual((v["intact"], v["first_bad"]), (False, n), v)
+        self.assertIn("not keyed", v["reason"])
+        # Put back as they were: intact again, and new records chain on.
+        for seq, target, prev, h, keyed in saved:
+            self.raw("UPDATE audit_log SET target = ?, prev_hash = ?, hash = ?, keyed = ?"
+                     " WHERE seq = ?", (target, prev, h, keyed, seq))
+        self.change("PUT", "/v1/services/ak-late",
+                    {"environment": "production", "domains": ["aklate.example.com"]})
+        self.assertEqual(self.verify()["intact"], True)
+
+    def test_the_key_is_sensitive_and_never_leaves_the_token(self):
+        env = dict(self.vault.env(), CV_TEST_PIN=self.vault.pin)
+        base = ["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+                "--login", "--pin", "env:CV_TEST_PIN"]
+        out = run(base + ["--list-objects", "--type", "secrkey"], env=env).stdout.decode()
+        self.assertEqual(out.count("Secret Key Object"), 1, out)
+        self.assertIn("label:      certvault-audit-hmac", out)
+        access = [line for line in out.splitlines() if "Access:" in line]
+        self.assertEqual(len(access), 1, out)
+        self.assertIn("sensitive", access[0])
+        self.assertIn("never extractable", access[0])
+        self.assertNotIn(" extractable,", access[0].replace("never extractable", ""))
+        usage = [line for line in out.splitlines() if "Usage:" in line]
+        for use in ("encrypt", "decrypt", "wrap", "derive"):
+            self.assertNotIn(use, usage[0])
+        # Reading its value is refused by the token.
+        p = run(base + ["--read-object", "--type", "secrkey", "--label",
+                        "certvault-audit-hmac"], env=env, check=False)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        # A restart finds the same key by its label: the chain still verifies, nothing new.
+        self.vault.stop()
+        self.vault.start()
+        self.assertNotIn("made the audit key", self.vault.log())
+        self.assertEqual(self.verify()["intact"], True)
+        self.assertIn("made the audit key", self.vault.whole_log())
+
+
+class AuditUpgradeTest(AuditCase):
+    """A database whose chain was written before the key: the keyed chain starts at a
+    checkpoint, and verify says where."""
+
+    def test_unkeyed_chain_is_continued_from_a_checkpoint(self):
+        for i in range(3):
+            self.change("PUT", "/v1/services/au-up-%d" % i,
+                        {"environment": "production", "domains": ["up%d.example.com" % i]})
+        self.vault.stop()
+        env = dict(self.vault.env(), CV_TEST_PIN=self.vault.pin)
+        run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+             "--login", "--pin", "env:CV_TEST_PIN", "--delete-object", "--type", "secrkey",
+             "--label", "certvault-audit-hmac"], env=env)
+        # A keyed chain whose key is gone: no start, and no new key made in its place.
+        p = subprocess.run([CERTVAULTD], env=self.vault.env(), capture_output=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"restore the token", p.stderr)
+        out = run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+                   "--login", "--pin", "env:CV_TEST_PIN", "--list-objects", "--type",
+                   "secrkey"], env=env).stdout.decode()
+        self.assertNotIn("Secret Key Object", out)
+
+        # Back to what an older certvaultd left: plain links, no key in the token.
+        db = sqlite3.connect(self.vault.db)
+        prev = bytes(32)
+        rows = db.execute("SELECT " + V1_COLS + " FROM audit_log ORDER BY seq").fetchall()
+        for row in rows:
+            h = v1_hash(row, prev)
+            db.execute("UPDATE audit_log SET prev_hash = ?, hash = ?, keyed = 0, source = ''"
+                       " WHERE seq = ?", (prev, h, row[0]))
+            prev = h
+        db.commit()
+        db.close()
+        last = len(rows)
+
+        self.vault.start()
+        self.assertIn("keyed from record %d on" % (last + 1), self.vault.log())
+        v = self.verify()
+        self.assertEqual((v["intact"], v["keyed_from"], v["unkeyed"]), (True, last + 1, last), v)
+        cp = self.records_after(last)[0]
+        self.assertEqual((cp["action"], cp["keyed"], cp["detail"]),
+                         ("audit.keyed", True, "unkeyed_through=%d" % last), cp)
+        self.change("PUT", "/v1/services/au-up-late",
+                    {"environment": "production", "domains": ["uplate.example.com"]})
+        self.assertEqual(self.verify()["intact"], True)
+        # A keyed record made to look older than the key: the token says where keys begin.
+        [(n,)] = self.raw_one("SELECT max(seq) FROM audit_log")
+        db = sqlite3.connect(self.vault.db)
+        db.execute("UPDATE audit_log SET keyed = 0, source = '' WHERE seq >= ?", (last + 1,))
+        db.commit()
+        db.close()
+        v = self.verify()
+        self.assertEqual((v["intact"], v["first_bad"]), (False, last + 1), v)
+
+    def raw_one(self, sql):
+        db = sqlite3.connect(self.vault.db)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+
+
+class AuditFloodTest(AuditCase):
+    """A flood of refused requests from one address: a bounded number of records whose
+    counts add up to every attempt, and 429 with Retry-After past the documented rate."""
+
+    settings = {"CERTVAULT_AUDIT_REPEAT_INTERVAL": "2",
+                "CERTVAULT_AUDIT_ANONYMOUS_REFUSALS_PER_MINUTE": "600",
+                "CERTVAULT_AUDIT_ANONYMOUS_REFUSAL_BURST": "20"}
+
+    def test_flood_collapses_and_is_rate_limited(self):
+        seq0 = self.last_seq()
+        attempts, statuses, waits = 300, [], []
+        start = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.vault.port, timeout=30)
+        for i in range(attempts):
+            conn.request("DELETE", "/v1/certificates/flood-%d?confirm=delete" % i)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            statuses.append(resp.status)
+            if resp.status == 429:
+                self.assertEqual(body["error"]["code"], "rate_limited", body)
+                waits.append(resp.getheader("Retry-After"))
+            else:
+                self.assertEqual(body["error"]["code"], "unauthorized", body)
+        conn.close()
+        elapsed = time.monotonic() - start
+        n401 = statuses.count(401)
+        # The burst, plus what 10 a second refilled meanwhile; the rest waited.
+        self.assertGreaterEqual(n401, 20)
+        self.assertLessEqual(n401, 20 + int(10 * elapsed) + 1, (n401, elapsed))
+        self.assertEqual(n401 + statuses.count(429), attempts)
+        self.assertTrue(waits and all(w is not None and 1 <= int(w) <= 60 for w in waits),
+                        waits[:5])
+        # The same address with a valid token is not held up, nor is health.
+        st, _, _ = self.vault.request("GET", "/v1/certificates")
+        self.assertEqual(st, 200)
+        st, _, _ = self.vault.request("GET", "/v1/health", token=None)
+        self.assertEqual(st, 200)
+
+        # Reading the trail writes what was only counted: every attempt is in a count.
+        recs = [r for r in self.records_after(seq0) if r["action"] == "certificate.delete"]
+        self.assertEqual(sum(r["count"] for r in recs), attempts, recs)
+        # One record when an interval opens and one with the count of its repeats, for each
+        # error, in every interval the flood touched.
+        intervals = int(elapsed / 2) + 2
+        self.assertLessEqual(len(recs), 2 * 2 * intervals, recs)
+        for r in recs:
+            self.assertEqual((r["outcome"], r["actor"]["name"], r["source"]),
+                             ("refused", "anonymous", "127.0.0.1"), r)
+            if r["count"] > 1:
+                self.assertLessEqual(epoch(r["first_at"]), epoch(r["last_at"]), r)
+        self.assertEqual({r["error"] for r in recs}, {"unauthorized", "rate_limited"})
+        self.assertEqual(self.verify()["intact"], True)
+
+        # After the interval, a new refusal opens a new record at once.
+        time.sleep(2.1)
+        st, _, _ = self.vault.request("DELETE", "/v1/certificates/flood-late?confirm=delete",
+                                      token=None)
+        self.assertIn(st, (401, 429))
+        late = self.records_after(recs[-1]["seq"])
+        self.assertTrue(any(r["target"] == "flood-late" and r["count"] == 1 for r in late),
+                        late)
+
+
+class AuditStopTest(AuditCase):
+    """Counts not written yet are written when certvaultd stops."""
+
+    settings = {"CERTVAULT_AUDIT_REPEAT_INTERVAL": "3600"}
+
+    def test_counts_are_written_at_stop(self):
+        seq0 = self.last_seq()
+        for i in range(3):
+            st, _, _ = self.vault.request("DELETE", "/v1/services/stop-%d" % i, token=None)
+            self.assertEqual(st, 401)
+        self.vault.stop()
+        self.vault.start()
+        recs = [r for r in self.records_after(seq0) if r["action"] == "service.delete"]
+        self.assertEqual([(r["count"], r["target"]) for r in recs],
+                         [(1, "stop-0"), (2, "stop-2")], recs)
+        self.assertEqual(self.verify()["intact"], True)
+
+
+class AuditManySourcesTest(AuditCase):
+    """Refusals from more addresses than certvaultd counts apart: the rest share one count,
+    so the records stay bounded however many addresses a flood comes from."""
+
+    settings = {"CERTVAULT_AUDIT_ANONYMOUS_REFUSALS_PER_MINUTE": "0"}
+    SLOTS = 256  # src/vault/audit.c REFUSAL_SLOTS
+
+    def test_many_sources_share_a_count(self):
+        seq0 = self.last_seq()
+        sources = ["127.1.%d.%d" % (i // 200, i % 200 + 1) for i in range(400)]
+        attempts = 0
+        for src in sources:
+            conn = http.client.HTTPConnection("127.0.0.1", self.vault.port, timeout=30,
+                                              source_address=(src, 0))
+            for _ in range(2):
+                conn.request("DELETE", "/v1/jwks/many-%d" % attempts)
+                resp = conn.getresponse()
+                resp.read()
+                self.assertEqual(resp.status, 401)
+                attempts += 1
+            conn.close()
+        recs = [r for r in self.records_after(seq0) if r["action"] == "jwk.delete"]
+        self.assertEqual(sum(r["count"] for r in recs), attempts)
+        # At most an opening and a count per slot, and the slot that gave way to the shared
+        # count: well under one record per attempt.
+        self.assertLessEqual(len(recs), 2 * (self.SLOTS + 1), len(recs))
+        self.assertEqual({r["source"] for r in recs[:self.SLOTS]}, set(sources[:self.SLOTS]))
+        self.assertEqual(self.verify()["intact"], True)
+
+
+class AuditArchiveTest(AuditCase):
+    """Records archived to a file: the file verifies on its own, the live chain still
+    verifies through the checkpoint, and tampering with either is named."""
+
+    def archive(self, path, *extra, check=True):
+        return run([CERTVAULTD, "--audit-archive", path, "--older-than-days", "0"] +
+                   list(extra), env=self.vault.env(), check=check)
+
+    def check_archive(self, path, check=True):
+        return run([CERTVAULTD, "--audit-verify-archive", path], env=self.vault.env(),
+                   check=check)
+
+    def test_archive_verifies_alone_and_the_live_chain_still_does(self):
+        for i in range(4):
+            self.change("PUT", "/v1/services/arc-%d" % i,
+                        {"environment": "production", "domains": ["arc%d.example.com" % i]})
+        before = self.records_after(0)
+        time.sleep(1.1)  # everything above is now older than this second
+        path = os.path.join(self.vault.dir, "audit-1.jsonl")
+        out = self.archive(path).stdout.decode()
+        through = before[-1]["seq"]
+        self.assertIn("archived records 1-%d (%d)" % (through, through), out)
+        with open(path, "rb") as f:
+            data = f.read()
+        self.assertEqual(len(data.splitlines()), through + 1)
+        # Never over an existing file.
+        p = self.archive(path, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"exists", p.stderr)
+
+        out = self.check_archive(path).stdout.decode()
+        self.assertIn("intact: records 1-%d" % through, out)
+        self.assertIn(hashlib.sha256(data).hexdigest(), out)
+        # The live chain: the checkpoint names the range, its head and the file's digest.
+        live = self.records_after(0)
+        self.assertEqual(live[0]["seq"], through + 1, live)
+        cp = live[-1]
+        self.assertEqual((cp["action"], cp["target"], cp["actor"]["name"], cp["keyed"]),
+                         ("audit.archive", "1-%d" % through, "certvaultd", True), cp)
+        self.assertIn("head=" + before[-1]["hash"], cp["detail"])
+        self.assertIn("file_sha256=" + hashlib.sha256(data).hexdigest(), cp["detail"])
+        v = self.verify()
+        self.assertEqual((v["intact"], v["archived_through"], v["first_seq"]),
+                         (True, through, through + 1), v)
+
+        # A second archive takes the checkpoint too; the chain still verifies.
+        self.change("PUT", "/v1/services/arc-late",
+                    {"environment": "production", "domains": ["arclate.example.com"]})
+        time.sleep(1.1)
+        path2 = os.path.join(self.vault.dir, "audit-2.jsonl")
+        self.archive(path2)
+        self.assertIn("intact", self.check_archive(path2).stdout.decode())
+        v = self.verify()
+        self.assertEqual(v["intact"], True, v)
+        self.assertGreater(v["archived_through"], through)
+
+        # An archived record edited in the file is named.
+        lines = data.decode().splitlines(keepends=True)
+        rec = json.loads(lines[1])
+        rec["target"] = "someone-else"
+        lines[1] = json.dumps(rec) + "\n"
+        with open(path, "w") as f:
+            f.write("".join(lines))
+        p = self.check_archive(path, check=False)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(b"record 2 was changed", p.stdout)
+        # A live record removed after the checkpoint: the chain says which.
+        for name in ("arc-x", "arc-y"):
+            self.change("PUT", "/v1/services/" + name,
+                        {"environment": "production", "domains": [name + ".example.com"]})
+        first = self.records_after(0)[1]["seq"]
+        db = sqlite3.connect(self.vault.db)
+        db.execute("DELETE FROM audit_log WHERE seq = ?", (first,))
+        db.commit()
+        db.close()
+        v = self.verify()
+        self.assertEqual((v["intact"], v["first_bad"]), (False, first), v)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,9 @@ class TestSyncWithNginx(VaultTestCase):
                         OPENSSL_CONF=self.openssl_conf,
                         CERTVAULT_URL="http://127.0.0.1:%d" % self.vault.port,
                         CERTVAULT_TOKEN=self.vault.admin_token)
+        # The command line and agent never load the engine: only nginx (and the reload command,
+        # which parses nginx's configuration) gets OPENSSL_CONF.
+        self.cli_env = {k: v for k, v in self.env.items() if k != "OPENSSL_CONF"}
         self.agent = None
         self.nginx_started = False
 
@@ -100,12 +103,13 @@ class TestSyncWithNginx(VaultTestCase):
                            env=self.env, capture_output=True, timeout=30)
 
     def reload_cmd(self):
-        return "%s -p %s -c %s -s reload" % (NGINX, self.ngx, self.conf)
+        return "OPENSSL_CONF=%s %s -p %s -c %s -s reload" % (self.openssl_conf, NGINX, self.ngx,
+                                                            self.conf)
 
     def sync(self, *args, check=True):
         p = subprocess.run([CLI, "sync", "--service", "site", "--dir", self.dir,
                             "--format", "nginx", "--pin-source", self.pin_source] + list(args),
-                           env=self.env, capture_output=True, timeout=60)
+                           env=self.cli_env, capture_output=True, timeout=60)
         if check:
             self.assertEqual(p.returncode, 0, p.stderr.decode())
         return p
@@ -115,7 +119,7 @@ class TestSyncWithNginx(VaultTestCase):
         self.agent = subprocess.Popen(
             [CLI, "sync", "--service", "site", "--dir", self.dir, "--format", "nginx",
              "--pin-source", self.pin_source, "--interval", "1s", "--exec", exec_cmd],
-            env=self.env, stdout=self.agent_log, stderr=self.agent_log)
+            env=self.cli_env, stdout=self.agent_log, stderr=self.agent_log)
 
     def stop_agent(self):
         if self.agent is not None:
@@ -200,7 +204,7 @@ class TestSyncWithNginx(VaultTestCase):
         self.vault.stop()
         time.sleep(1.5)
         self.vault.start()
-        self.env["CERTVAULT_TOKEN"] = self.vault.admin_token
+        self.cli_env["CERTVAULT_TOKEN"] = self.vault.admin_token
         self.assertIsNone(self.agent.poll(), self.agent_output())
         v3 = self.renew("web", 2)
         self.wait_served(v3, 15)
@@ -227,12 +231,12 @@ class TestSyncWithNginx(VaultTestCase):
         for args in ([], ["--service", "site"], ["--service", "site", "--dir", "relative"],
                      ["--service", "site", "--dir", self.dir, "--format", "apache"],
                      ["--service", "site", "--dir", self.dir, "--interval", "0s"]):
-            p = subprocess.run([CLI, "sync"] + args, env=self.env, capture_output=True,
+            p = subprocess.run([CLI, "sync"] + args, env=self.cli_env, capture_output=True,
                                timeout=30)
             self.assertEqual(p.returncode, 2, (args, p.stderr))
         # An unknown service: --once exits 3 after saying what the API said.
         p = subprocess.run([CLI, "sync", "--service", "nope", "--dir", self.dir, "--once"],
-                           env=self.env, capture_output=True, timeout=30)
+                           env=self.cli_env, capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 3, p.stderr)
         self.assertIn("404", p.stderr.decode())
 

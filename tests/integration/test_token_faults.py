@@ -73,6 +73,18 @@ class TokenAway(VaultTestCase):
             self.assertEqual(st, 200, pem)
             # The inventory reports what the token says now: it cannot say, so 503.
             self.assertError(v.request("GET", "/v1/inventory"), 503, "token_unavailable")
+            # Every change's audit record is keyed in the token: a change that needs no key
+            # is refused too, rather than made without its record.
+            msg = self.assertError(v.request("PUT", "/v1/services/during", {
+                "environment": "production", "domains": ["during.example"]}),
+                503, "token_unavailable")
+            self.assertIn("audit record", msg)
+            self.assertEqual(v.request("GET", "/v1/services/during")[0], 404)
+            # The trail reads from the database; verify cannot check keyed records: 503.
+            st, _, body = v.request("GET", "/v1/audit?limit=1000")
+            self.assertEqual(st, 200, body)
+            seen = len(body["items"])
+            self.assertError(v.request("GET", "/v1/audit/verify"), 503, "token_unavailable")
         finally:
             os.rename(away, v.token_dir)
 
@@ -82,6 +94,12 @@ class TokenAway(VaultTestCase):
         self.assertEqual(body["token"]["state"], "ok", body)
         self.assertTrue(body["token"]["logged_in"], body)
         self.assertEqual(self.metric("certvault_token_up"), "1")
+
+        # Refusals during the outage could not be keyed: they are in the log, not the trail,
+        # and the chain verifies as it was.
+        self.assertIn("could not be written", v.log())
+        st, _, body = v.request("GET", "/v1/audit/verify")
+        self.assertEqual((st, body["intact"], body["records"]), (200, True, seen), body)
 
         after = self.material("after", key="p256")
         st, _, body = v.import_cert("after", after)

@@ -29,7 +29,7 @@ class TruststoreTest(VaultTestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.root = Material(cls.tmp, "ts-root", key="p256", cn="Test Root CA", ca=True,
-                            not_after=3650 * 86400)
+                            not_after=3650 * 86400 + 3600)
         cls.inter = Material(cls.tmp, "ts-inter", key="p256", cn="Test Intermediate CA",
                              ca=True, issuer=cls.root, not_after=1825 * 86400)
         cls.leaf = Material(cls.tmp, "ts-leaf", key="p256", cn="localhost", san="localhost",
@@ -196,7 +196,7 @@ class Pkcs12ExportTest(VaultTestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.root = Material(cls.tmp, "p-root", key="p256", cn="P12 Root CA", ca=True,
-                            not_after=3650 * 86400)
+                            not_after=3650 * 86400 + 3600)
         cls.inter = Material(cls.tmp, "p-inter", key="rsa2048", cn="P12 Intermediate CA",
                              ca=True, issuer=cls.root, not_after=1825 * 86400)
 
@@ -330,7 +330,7 @@ class FetchTest(VaultTestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.root = Material(cls.tmp, "f-root", key="p256", cn="Fetch Root CA", ca=True,
-                            not_after=3650 * 86400)
+                            not_after=3650 * 86400 + 3600)
         cls.inter = Material(cls.tmp, "f-inter", key="p256", cn="Fetch Intermediate CA",
                              ca=True, issuer=cls.root, not_after=1825 * 86400)
         cls.leaf = Material(cls.tmp, "f-leaf", key="p256", cn="localhost", san="localhost",

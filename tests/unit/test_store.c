@@ -21,6 +21,9 @@
 #include <sqlite3.h>
 
 #include "certvault/store.h"
+#include "certvault/token.h"
+#include "certvault/util.h"
+#include "softhsm.h"
 
 #define DAY 86400
 #define SOON (30 * DAY)
@@ -248,7 +251,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 6);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -292,7 +295,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 6);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -1164,7 +1167,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 6);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1211,7 +1214,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 6);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -3003,7 +3006,7 @@ static void test_audit_other_changes(void **state)
 /* A database from before environments were rows: its services named free-text
  * environments, two of them differing only in case. The migration makes one environment per
  * name ignoring case (the first spelling) and moves the services to its spelling. */
-static void test_migrate_environments_from_v5(void **state)
+static void test_migrate_environments_from_v6(void **state)
 {
 	static const char *const d[] = { "m.example.com", NULL };
 	struct cv_store *store = *state;
@@ -3017,7 +3020,7 @@ static void test_migrate_environments_from_v5(void **state)
 	assert_int_equal(put_svc(store, "three", "staging", d, NOW), 1);
 	cv_store_free(store);
 	*state = NULL;
-	/* Back to schema 5 as it was: free text, no environment rows. */
+	/* Back to schema 6 as it was: free text, no environment rows. */
 	raw_exec(path, "DROP TABLE certificate_environments; DROP TABLE environments;"
 		       " ALTER TABLE certificates DROP COLUMN has_key;"
 		       " ALTER TABLE certificates DROP COLUMN key_label;"
@@ -3027,10 +3030,10 @@ static void test_migrate_environments_from_v5(void **state)
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
-		       " PRAGMA user_version = 5;");
+		       " PRAGMA user_version = 6;");
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 6);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
@@ -3144,6 +3147,112 @@ static void test_environments(void **state)
 	cv_store_cert_free(soon);
 }
 
+/* The store's chain keyed with a real HMAC key in a real SoftHSM token. */
+static int token_mac(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
+		     uint8_t ret_mac[CV_AUDIT_HASH_LEN])
+{
+	return cv_token_secret_hmac(arg, digest, CV_AUDIT_HASH_LEN, ret_mac, NULL);
+}
+
+static void append_n(struct cv_store *store, int n, const char *prefix)
+{
+	struct cv_audit_entry e;
+	char target[32];
+	int i;
+
+	for (i = 0; i < n; i++) {
+		snprintf(target, sizeof(target), "%s-%d", prefix, i);
+		e = audit_entry("service.put", target, "");
+		snprintf(e.source, sizeof(e.source), "192.0.2.7");
+		assert_int_equal(cv_store_audit_append(store, &e), 0);
+	}
+}
+
+/* A chain begun unkeyed, then keyed: verify says where the key starts, a record without the
+ * key after that is refused, and an archive's removal goes through only when what was
+ * archived is still what would be removed. */
+static void test_audit_keyed_and_archived(void **state)
+{
+	char tdir[] = "/tmp/cv-store-token-XXXXXX";
+	struct cv_token_config tcfg = { NULL, "audit", "5678", 2 };
+	struct cv_token *token = NULL;
+	struct cv_token_secret *key = NULL;
+	struct cv_store *store = *state, *other = NULL;
+	struct cv_errmsg err = { "" };
+	struct cv_audit_verdict v;
+	struct cv_audit_entry e, cp;
+	struct cv_audit_filter f;
+	struct cv_audit_record *recs = NULL;
+	uint8_t head[CV_AUDIT_HASH_LEN], wrong[CV_AUDIT_HASH_LEN];
+	size_t n = 0;
+	char hex[2 * CV_AUDIT_HASH_LEN + 1];
+
+	assert_non_null(mkdtemp(tdir));
+	assert_int_equal(ts_softhsm_new(tdir, "audit", "1234", "5678"), 0);
+	tcfg.module_path = ts_softhsm_module();
+	assert_int_equal(cv_token_open(&tcfg, &token, &err), 0);
+	assert_int_equal(cv_token_secret_generate(token, "audit-hmac", (const uint8_t *)"x", 1,
+						  &key, &err), 0);
+
+	/* Three plain records, as a certvault before the key wrote them: source and the other
+	 * fields the plain format does not cover are not kept. */
+	append_n(store, 3, "plain");
+	cv_store_audit_key(store, token_mac, key, 4);
+	append_n(store, 3, "keyed");
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 0);
+	assert_int_equal(v.records, 6);
+	assert_int_equal(v.keyed_from, 4);
+	assert_int_equal(v.unkeyed, 3);
+	memset(&f, 0, sizeof(f));
+	f.limit = 10;
+	assert_int_equal(cv_store_audit_list(store, &f, &recs, &n), 0);
+	assert_int_equal(n, 6);
+	assert_string_equal(recs[0].e.source, "");
+	assert_int_equal(recs[0].keyed, 0);
+	assert_string_equal(recs[3].e.source, "192.0.2.7");
+	assert_int_equal(recs[3].keyed, 1);
+	memcpy(head, recs[3].hash, sizeof(head));
+	free(recs);
+
+	/* Another handle on the file without the key: it may not add a plain link. */
+	assert_int_equal(cv_store_open(path, &other, &err), 0);
+	e = audit_entry("service.put", "nokey", "");
+	assert_int_equal(cv_store_audit_append(other, &e), CV_ERR_TOKEN_UNAVAILABLE);
+	assert_int_equal(cv_store_audit_verify(other, &v), CV_ERR_TOKEN_UNAVAILABLE);
+	cv_store_free(other);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM audit_log"), 6);
+
+	/* Archive 1..4: refused when the oldest record or the head is not what was read. */
+	cv_hex_encode(head, CV_AUDIT_HASH_LEN, hex);
+	cp = audit_entry("audit.archive", "1-4", "");
+	snprintf(cp.detail, sizeof(cp.detail), "first=1 through=4 records=4 head=%s", hex);
+	memcpy(wrong, head, sizeof(wrong));
+	wrong[0] ^= 1;
+	assert_int_equal(cv_store_audit_archive_commit(store, 1, 4, wrong, &cp),
+			 CV_ERR_PRECONDITION);
+	assert_int_equal(cv_store_audit_archive_commit(store, 2, 4, head, &cp),
+			 CV_ERR_PRECONDITION);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM audit_log"), 6);
+	assert_int_equal(cv_store_audit_archive_commit(store, 1, 4, head, &cp), 0);
+	assert_int_equal(raw_int(path, "SELECT min(seq) FROM audit_log"), 5);
+	assert_int_equal(raw_int(path, "SELECT max(seq) FROM audit_log"), 7);
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 0);
+	assert_int_equal(v.archived_through, 4);
+	assert_int_equal(v.first_seq, 5);
+	assert_int_equal(v.records, 3);
+	/* Record 5 removed too: the chain no longer starts where the checkpoint says. */
+	raw_exec(path, "DELETE FROM audit_log WHERE seq = 5");
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 5);
+
+	cv_store_audit_key(store, NULL, NULL, 0);
+	cv_token_secret_free(key);
+	cv_token_free(token);
+	assert_int_equal(ts_softhsm_remove(tdir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3171,7 +3280,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads_through_pool, test_setup,
 						test_teardown),
 		cmocka_unit_test_teardown(test_migrate_from_v1, test_teardown),
-		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v5, test_setup,
+		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v6, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_environments, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_published_retention, test_setup,
@@ -3205,6 +3314,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_statement_cache_many_texts, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_generation, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_keyed_and_archived, test_setup,
+						test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_import_activate, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_supersede, test_setup, test_teardown),

@@ -1199,6 +1199,113 @@ static void test_token_away_concurrent(void **state)
 	EVP_PKEY_free(key);
 }
 
+/* Secret keys labelled label, as the test sees them; the first handle in *ret_first. */
+static CK_ULONG raw_find_secret(struct raw *raw, const char *label, CK_OBJECT_HANDLE *ret_first)
+{
+	CK_OBJECT_CLASS c = CKO_SECRET_KEY;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &c, sizeof(c) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+	};
+	CK_OBJECT_HANDLE found[8];
+	CK_ULONG n = 0;
+
+	assert_int_equal(raw->f->C_FindObjectsInit(raw->s, tmpl, 2), CKR_OK);
+	assert_int_equal(raw->f->C_FindObjects(raw->s, found, 8, &n), CKR_OK);
+	assert_int_equal(raw->f->C_FindObjectsFinal(raw->s), CKR_OK);
+	if (ret_first != NULL && n > 0)
+		*ret_first = found[0];
+	return n;
+}
+
+/* The audit chain's HMAC key: generated once with its id, found by label, never read out or
+ * edited, MACs that follow the data, and found again after sessions die and after the token
+ * goes away and comes back. */
+static void test_secret_key(void **state)
+{
+	static const char label[] = "test-audit-hmac", id[] = "certvault-audit-from=7";
+	struct cv_token_secret *s = NULL, *s2 = NULL;
+	struct cv_token_key_attrs a;
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	uint8_t mac[CV_TOKEN_MAC_LEN], mac2[CV_TOKEN_MAC_LEN], got_id[CV_TOKEN_SECRET_ID_MAX];
+	unsigned char value[64];
+	CK_ATTRIBUTE read_value = { CKA_VALUE, value, sizeof(value) };
+	CK_ATTRIBUTE relabel = { CKA_LABEL, (void *)"renamed", 7 };
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE, extra = CK_INVALID_HANDLE;
+	CK_MECHANISM gen = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
+	CK_ULONG len = 32;
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_LABEL, (void *)label, sizeof(label) - 1 },
+		{ CKA_VALUE_LEN, &len, sizeof(len) },
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+	};
+	struct raw raw;
+
+	(void)state;
+	token = open_token();
+	assert_int_equal(cv_token_secret_find(token, label, &s, &err), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_token_secret_generate(token, label, (const uint8_t *)id,
+						  strlen(id), &s, &err), 0);
+	assert_int_equal(cv_token_secret_generate(token, label, (const uint8_t *)id,
+						  strlen(id), &s2, &err), CV_ERR_NAME_TAKEN);
+	assert_int_equal(cv_token_secret_find(token, label, &s2, &err), 0);
+	assert_int_equal(cv_token_secret_id(s2, got_id), strlen(id));
+	assert_memory_equal(got_id, id, strlen(id));
+
+	assert_int_equal(cv_token_secret_hmac(s, "abc", 3, mac, &err), 0);
+	assert_int_equal(cv_token_secret_hmac(s2, "abc", 3, mac2, &err), 0);
+	assert_memory_equal(mac, mac2, sizeof(mac));
+	assert_int_equal(cv_token_secret_hmac(s, "abd", 3, mac2, &err), 0);
+	assert_memory_not_equal(mac, mac2, sizeof(mac));
+
+	assert_int_equal(cv_token_secret_attrs_get(s, &a, &err), 0);
+	assert_int_equal(a.sensitive, 1);
+	assert_int_equal(a.extractable, 0);
+	assert_int_equal(a.always_sensitive, 1);
+	assert_int_equal(a.never_extractable, 1);
+	assert_int_equal(a.is_private, 1);
+	assert_int_equal(a.on_token, 1);
+
+	/* Nobody logged in reads or edits it. */
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw_find_secret(&raw, label, &h), 1);
+	assert_int_equal(raw.f->C_GetAttributeValue(raw.s, h, &read_value, 1),
+			 CKR_ATTRIBUTE_SENSITIVE);
+	assert_int_not_equal(raw.f->C_SetAttributeValue(raw.s, h, &relabel, 1), CKR_OK);
+	/* Every session dies: the next MAC logs in again and finds the key by its label. */
+	assert_int_equal(raw.f->C_CloseAllSessions(raw.slot), CKR_OK);
+	dlclose(raw.dl);
+	assert_int_equal(cv_token_secret_hmac(s, "abc", 3, mac2, &err), 0);
+	assert_memory_equal(mac, mac2, sizeof(mac));
+
+	/* The token away: unavailable; back: the same key, the same MAC. */
+	tokens_move(1);
+	assert_int_equal(cv_token_secret_hmac(s, "abc", 3, mac2, &err), CV_ERR_TOKEN_UNAVAILABLE);
+	assert_null(strstr(err.text, USER_PIN));
+	tokens_move(0);
+	wait_back(token);
+	assert_int_equal(cv_token_secret_hmac(s, "abc", 3, mac2, &err), 0);
+	assert_memory_equal(mac, mac2, sizeof(mac));
+
+	/* A second key with the label: which one MACs would be a guess, so neither does. */
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw.f->C_GenerateKey(raw.s, &gen, tmpl, 3, &extra), CKR_OK);
+	cv_token_secret_free(s2);
+	s2 = NULL;
+	assert_int_equal(cv_token_secret_find(token, label, &s2, &err), CV_ERR_TOKEN);
+	assert_non_null(strstr(err.text, "several"));
+	assert_int_equal(raw.f->C_DestroyObject(raw.s, extra), CKR_OK);
+	assert_int_equal(raw_find_secret(&raw, label, &h), 1);
+	assert_int_equal(raw.f->C_DestroyObject(raw.s, h), CKR_OK);
+	raw_close(&raw);
+	/* Destroyed behind its back: the MAC fails, it is not made up. */
+	assert_int_equal(cv_token_secret_hmac(s, "abc", 3, mac2, &err), CV_ERR_NOT_FOUND);
+	cv_token_secret_free(s);
+	cv_token_free(token);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1220,6 +1327,7 @@ int main(void)
 		cmocka_unit_test(test_rv_kind),
 		cmocka_unit_test(test_token_away_and_back),
 		cmocka_unit_test(test_token_away_concurrent),
+		cmocka_unit_test(test_secret_key),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

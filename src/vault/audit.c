@@ -1,0 +1,839 @@
+/* The audit trail's use cases around the chain: its key in the token, refusals collapsed
+ * into counts, anonymous refusals rate-limited, and archiving old records to a file with a
+ * checkpoint that keeps the chain verifiable.
+ *
+ * Refusals cost an fsync'd record each; an anonymous client could make a thousand a second.
+ * So the first refusal of a source, actor, action and error opens an interval and is written
+ * at once; the repeats within the interval are only counted, in memory, and written as one
+ * record (count, first and last attempt) when the interval is over, when someone reads the
+ * trail, or at shutdown. No record is ever rewritten: a count updated in place would be a
+ * field the chain cannot protect. A crash loses at most the counts of open intervals, never
+ * a first refusal. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "certvault/util.h"
+#include "internal.h"
+
+/* Distinct (source, actor, action, error) counted at once; past that, repeats of any source
+ * share one count per action and error (source "*"), so records stay bounded whatever the
+ * number of addresses. */
+#define REFUSAL_SLOTS 256
+/* Sources the rate limit remembers; the least recently refused is forgotten first. */
+#define LIMIT_SLOTS 1024
+/* What the key's CKA_ID says: the first record it covers. */
+#define KEY_ID_PREFIX "certvault-audit-from="
+
+struct refusal_slot {
+	int used;
+	char key[64 + CV_API_TOKEN_ID_LEN + 48 + 40 + 64 + 5];
+	int64_t opened_at;        /* the interval's start: its first refusal was written */
+	int64_t repeats;          /* counted since, not written yet */
+	int64_t first_at, last_at;
+	struct cv_audit_entry last; /* the newest repeat, for the record of the count */
+};
+
+struct limit_slot {
+	char source[64];          /* "" free */
+	double tokens;
+	int64_t at_ms;            /* when tokens was last brought up to date */
+};
+
+struct vault_audit {
+	struct cv_token_secret *key;
+	struct cv_audit_settings cfg;
+	char label[65];
+	pthread_mutex_t lock;     /* guards slots; held while a count is written */
+	struct refusal_slot slots[REFUSAL_SLOTS];
+	pthread_mutex_t limit_lock;
+	struct limit_slot limits[LIMIT_SLOTS];
+};
+
+static int key_mac(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
+		   uint8_t ret_mac[CV_AUDIT_HASH_LEN])
+{
+	struct vault_audit *va = arg;
+	int r = cv_token_secret_hmac(va->key, digest, CV_AUDIT_HASH_LEN, ret_mac, NULL);
+
+	/* The key gone from a token that answers is the token's failure, not a missing
+	 * resource of the request's. */
+	return r == CV_ERR_NOT_FOUND ? CV_ERR_TOKEN : r;
+}
+
+/* The seq the key's CKA_ID names, 0 when it names none. */
+static int64_t key_from(const struct cv_token_secret *key)
+{
+	uint8_t id[CV_TOKEN_SECRET_ID_MAX];
+	size_t len = cv_token_secret_id(key, id), plen = strlen(KEY_ID_PREFIX);
+	char num[24];
+	int64_t v;
+
+	if (len <= plen || len - plen >= sizeof(num) || memcmp(id, KEY_ID_PREFIX, plen) != 0)
+		return 0;
+	memcpy(num, id + plen, len - plen);
+	num[len - plen] = '\0';
+	return cv_parse_int64(num, 1, INT64_MAX, &v) == 0 ? v : 0;
+}
+
+int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, int64_t now,
+			struct cv_audit_key_report *ret, struct cv_errmsg *err)
+{
+	struct vault_audit *va;
+	struct cv_audit a;
+	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN };
+	int64_t last = 0;
+	int keyed = 0, r;
+	char id[64];
+
+	memset(ret, 0, sizeof(*ret));
+	va = calloc(1, sizeof(*va));
+	if (va == NULL)
+		return cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+	if (pthread_mutex_init(&va->lock, NULL) != 0) {
+		free(va);
+		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot make a lock");
+	}
+	if (pthread_mutex_init(&va->limit_lock, NULL) != 0) {
+		pthread_mutex_destroy(&va->lock);
+		free(va);
+		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot make a lock");
+	}
+	va->cfg = *s;
+	snprintf(va->label, sizeof(va->label), "%s", s->key_label);
+	va->cfg.key_label = va->label;
+	r = cv_store_audit_last(v->store, &last, &keyed);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the database could not be read");
+		goto out;
+	}
+	r = cv_token_secret_find(v->token, va->label, &va->key, err);
+	/* A keyed chain without its key is never given a new one: records keyed with a new
+	 * key would verify while the old ones could not, hiding what was lost. */
+	if (r == CV_ERR_NOT_FOUND && keyed) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "the audit chain is keyed, but the token "
+				  "holds no secret key labelled \"%s\" (audit.key_label): restore "
+				  "the token, or its key, from its backup", va->label);
+		goto out;
+	}
+	if (r == CV_ERR_NOT_FOUND && s->create_key) {
+		/* The key covers every record from the next one on; the token keeps that number
+		 * where the database cannot change it. */
+		snprintf(id, sizeof(id), KEY_ID_PREFIX "%lld", (long long)(last + 1));
+		r = cv_token_secret_generate(v->token, va->label, (const uint8_t *)id, strlen(id),
+					     &va->key, err);
+		ret->created = r == 0;
+	} else if (r == CV_ERR_NOT_FOUND) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "the token holds no secret key labelled "
+				  "\"%s\" (audit.key_label): start certvaultd once to make it", va->label);
+	}
+	if (r < 0)
+		goto out;
+	ret->keyed_from = key_from(va->key);
+	cv_store_audit_key(v->store, key_mac, va, ret->keyed_from);
+	v->audit = va;
+	/* A chain begun before the key: its keyed part starts with a record saying so, the
+	 * head of the unkeyed part being its prev_hash. */
+	if (last > 0 && !keyed) {
+		cv_audit_begin(&a, &self, "audit.keyed", va->label, "", now);
+		snprintf(a.entry.detail, sizeof(a.entry.detail), "unkeyed_through=%lld",
+			 (long long)last);
+		r = cv_store_audit_append(v->store, vault_audit_done(&a));
+		if (r < 0) {
+			cv_errmsg_set(err, r, "the audit chain's checkpoint could not be written");
+			goto out;
+		}
+		ret->checkpoint = last + 1;
+	}
+	return 0;
+out:
+	if (v->audit == va) {
+		v->audit = NULL;
+		cv_store_audit_key(v->store, NULL, NULL, 0);
+	}
+	cv_token_secret_free(va->key);
+	pthread_mutex_destroy(&va->limit_lock);
+	pthread_mutex_destroy(&va->lock);
+	free(va);
+	return r;
+}
+
+void cv_vault_audit_release(struct cv_vault *v, int64_t now)
+{
+	struct vault_audit *va = v->audit;
+
+	if (va == NULL)
+		return;
+	(void)cv_vault_audit_flush(v, now, 1);
+	cv_store_audit_key(v->store, NULL, NULL, 0);
+	v->audit = NULL;
+	cv_token_secret_free(va->key);
+	pthread_mutex_destroy(&va->limit_lock);
+	pthread_mutex_destroy(&va->lock);
+	free(va);
+}
+
+int vault_write_errmsg(struct cv_errmsg *err, int r, const char *what)
+{
+	if (r == CV_ERR_TOKEN_UNAVAILABLE)
+		return cv_errmsg_set(err, r, "the token is unavailable: the audit record of this "
+				     "change is keyed in the token, so nothing was changed");
+	if (r == CV_ERR_TOKEN)
+		return cv_errmsg_set(err, r, "the token refused the audit key: the audit record of "
+				     "this change cannot be keyed, so nothing was changed");
+	return cv_errmsg_set(err, r, "%s", what);
+}
+
+int cv_vault_audit_key_attrs(struct cv_vault *v, struct cv_token_key_attrs *ret,
+			     struct cv_errmsg *err)
+{
+	if (v->audit == NULL)
+		return cv_errmsg_set(err, CV_ERR_NOT_FOUND, "the audit chain has no key");
+	return cv_token_secret_attrs_get(v->audit->key, ret, err);
+}
+
+void cv_audit_source(struct cv_audit *a, const char *source)
+{
+	if (a != NULL)
+		snprintf(a->entry.source, sizeof(a->entry.source), "%s", source != NULL ? source : "");
+}
+
+/* What counts as one source: an IPv4 address, or an IPv6 /64 (one subscriber's share, which
+ * a single client can spread its requests over). */
+static void source_key(const char *source, char *buf, size_t size)
+{
+	struct in6_addr a6;
+	char text[INET6_ADDRSTRLEN];
+
+	if (strchr(source, ':') != NULL && inet_pton(AF_INET6, source, &a6) == 1) {
+		memset(a6.s6_addr + 8, 0, 8);
+		if (inet_ntop(AF_INET6, &a6, text, sizeof(text)) != NULL) {
+			snprintf(buf, size, "%s/64", text);
+			return;
+		}
+	}
+	snprintf(buf, size, "%s", source);
+}
+
+/* The record of a slot's repeats. Caller holds va->lock. */
+static int slot_write(struct cv_vault *v, struct refusal_slot *s, int64_t now)
+{
+	struct cv_audit_entry e;
+	int r;
+
+	if (s->repeats == 0)
+		return 0;
+	e = s->last;
+	e.at = now;
+	e.count = s->repeats;
+	e.first_at = s->first_at;
+	e.last_at = s->last_at;
+	r = cv_store_audit_append(v->store, &e);
+	/* Written or not, the count restarts: a count that cannot be written now (the token is
+	 * unavailable) is not kept growing for ever. */
+	s->repeats = 0;
+	return r;
+}
+
+int cv_vault_audit_flush(struct cv_vault *v, int64_t now, int all)
+{
+	struct vault_audit *va = v->audit;
+	int r = 0, w;
+	size_t i;
+
+	if (va == NULL)
+		return 0;
+	pthread_mutex_lock(&va->lock);
+	for (i = 0; i < REFUSAL_SLOTS; i++) {
+		struct refusal_slot *s = &va->slots[i];
+
+		if (!s->used)
+			continue;
+		if (all || now >= s->opened_at + va->cfg.repeat_interval) {
+			w = slot_write(v, s, now);
+			if (w < 0 && r == 0)
+				r = w;
+		}
+		if (now >= s->opened_at + va->cfg.repeat_interval)
+			s->used = 0;
+	}
+	pthread_mutex_unlock(&va->lock);
+	return r;
+}
+
+/* Finds the slot of key, or takes a free one (opening it at now). NULL when every slot is
+ * in an open interval. Caller holds va->lock. */
+static struct refusal_slot *slot_for(struct vault_audit *va, const char *key, int64_t now,
+				     int *ret_opened)
+{
+	struct refusal_slot *free_slot = NULL;
+	size_t i;
+
+	*ret_opened = 0;
+	for (i = 0; i < REFUSAL_SLOTS; i++) {
+		struct refusal_slot *s = &va->slots[i];
+
+		if (s->used && strcmp(s->key, key) == 0)
+			return s;
+		if (!s->used && free_slot == NULL)
+			free_slot = s;
+	}
+	if (free_slot != NULL) {
+		memset(free_slot, 0, sizeof(*free_slot));
+		free_slot->used = 1;
+		snprintf(free_slot->key, sizeof(free_slot->key), "%s", key);
+		free_slot->opened_at = now;
+		*ret_opened = 1;
+	}
+	return free_slot;
+}
+
+int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *error_code)
+{
+	struct vault_audit *va = v->audit;
+	struct refusal_slot *s;
+	char src[64], key[sizeof(s->key)];
+	int opened, r = 0, w;
+
+	if (a == NULL || a->written)
+		return 0;
+	a->entry.ok = 0;
+	snprintf(a->entry.error, sizeof(a->entry.error), "%s", error_code);
+	a->written = 1;
+	if (va == NULL || va->cfg.repeat_interval <= 0)
+		return cv_store_audit_append(v->store, &a->entry);
+	/* Intervals that ended are written first, so the trail stays in time order. */
+	r = cv_vault_audit_flush(v, a->entry.at, 0);
+	source_key(a->entry.source, src, sizeof(src));
+	/* Anonymous repeats are one count whatever they aim at (a flood varies its targets);
+	 * a token's holder, who answers for every record, keeps one count per target. */
+	snprintf(key, sizeof(key), "%s|%s|%s|%s|%.*s", src, a->entry.actor_id, a->entry.action,
+		 a->entry.error, a->entry.actor_id[0] != '\0' ? 64 : 0, a->entry.target);
+	pthread_mutex_lock(&va->lock);
+	s = slot_for(va, key, a->entry.at, &opened);
+	if (s == NULL) {
+		/* Every slot busy: one count per action and error for all the other sources. */
+		snprintf(key, sizeof(key), "*|*|%s|%s", a->entry.action, a->entry.error);
+		for (size_t i = 0; s == NULL && i < REFUSAL_SLOTS; i++)
+			if (va->slots[i].used && strcmp(va->slots[i].key, key) == 0)
+				s = &va->slots[i];
+		if (s == NULL) {
+			/* Not even that: the oldest slot gives way, its count written first. */
+			struct refusal_slot *oldest = &va->slots[0];
+
+			for (size_t i = 1; i < REFUSAL_SLOTS; i++)
+				if (va->slots[i].opened_at < oldest->opened_at)
+					oldest = &va->slots[i];
+			w = slot_write(v, oldest, a->entry.at);
+			if (w < 0 && r == 0)
+				r = w;
+			memset(oldest, 0, sizeof(*oldest));
+			oldest->used = 1;
+			snprintf(oldest->key, sizeof(oldest->key), "%s", key);
+			oldest->opened_at = a->entry.at;
+			s = oldest;
+			opened = 1;
+		}
+	}
+	if (opened) {
+		w = cv_store_audit_append(v->store, &a->entry);
+		if (w < 0 && r == 0)
+			r = w;
+	} else {
+		if (s->repeats == 0)
+			s->first_at = a->entry.at;
+		s->repeats++;
+		s->last_at = a->entry.at;
+		s->last = a->entry;
+	}
+	pthread_mutex_unlock(&va->lock);
+	return r;
+}
+
+int cv_vault_refusal_throttle(struct cv_vault *v, const char *source, int64_t now_ms,
+			      int64_t *ret_retry_after)
+{
+	struct vault_audit *va = v->audit;
+	struct limit_slot *s = NULL, *oldest = NULL;
+	double rate, wait;
+	char key[64];
+	size_t i;
+	int r = 0;
+
+	*ret_retry_after = 0;
+	if (va == NULL || va->cfg.anonymous_per_minute <= 0)
+		return 0;
+	source_key(source != NULL ? source : "", key, sizeof(key));
+	rate = (double)va->cfg.anonymous_per_minute / 60.0; /* tokens a second */
+	pthread_mutex_lock(&va->limit_lock);
+	for (i = 0; i < LIMIT_SLOTS; i++) {
+		struct limit_slot *l = &va->limits[i];
+
+		if (l->source[0] != '\0' && strcmp(l->source, key) == 0) {
+			s = l;
+			break;
+		}
+		if (oldest == NULL || l->source[0] == '\0' ||
+		    (oldest->source[0] != '\0' && l->at_ms < oldest->at_ms))
+			oldest = l;
+	}
+	if (s == NULL) {
+		s = oldest;
+		snprintf(s->source, sizeof(s->source), "%s", key);
+		s->tokens = (double)va->cfg.anonymous_burst;
+		s->at_ms = now_ms;
+	}
+	if (now_ms > s->at_ms) {
+		s->tokens += rate * (double)(now_ms - s->at_ms) / 1000.0;
+		if (s->tokens > (double)va->cfg.anonymous_burst)
+			s->tokens = (double)va->cfg.anonymous_burst;
+		s->at_ms = now_ms;
+	}
+	if (s->tokens >= 1.0) {
+		s->tokens -= 1.0;
+	} else {
+		/* Seconds until the next refusal is taken, rounded up. */
+		wait = (1.0 - s->tokens) / rate;
+		*ret_retry_after = (int64_t)wait;
+		if ((double)*ret_retry_after < wait || *ret_retry_after < 1)
+			(*ret_retry_after)++;
+		r = CV_ERR_RATE_LIMITED;
+	}
+	pthread_mutex_unlock(&va->limit_lock);
+	return r;
+}
+
+/* Archive files: JSON lines, one record each in its stored form (so the chain can be
+ * recomputed from the file alone), then one line describing the whole. */
+#define ARCHIVE_FORMAT "certvault-audit-archive/1"
+
+/* A stored text as JSON: the string itself, or {"hex": ...} for bytes that are not UTF-8
+ * (records from before text was made UTF-8 on the way in). */
+static json_t *text_json(const char *s)
+{
+	json_t *j = json_string(s);
+	char *hex;
+
+	if (j != NULL)
+		return j;
+	hex = malloc(2 * strlen(s) + 1);
+	if (hex == NULL)
+		return NULL;
+	cv_hex_encode((const uint8_t *)s, strlen(s), hex);
+	j = json_pack("{s:s}", "hex", hex);
+	free(hex);
+	return j;
+}
+
+static int text_from_json(const json_t *j, char *buf, size_t size)
+{
+	const char *hex;
+	size_t n;
+
+	if (json_is_string(j)) {
+		n = json_string_length(j);
+		if (n >= size || memchr(json_string_value(j), '\0', n) != NULL)
+			return CV_ERR_BAD_ENCODING;
+		memcpy(buf, json_string_value(j), n + 1);
+		return 0;
+	}
+	hex = json_string_value(json_object_get(j, "hex"));
+	if (hex == NULL || strlen(hex) % 2 != 0 || strlen(hex) / 2 >= size)
+		return CV_ERR_BAD_ENCODING;
+	n = strlen(hex) / 2;
+	if (cv_hex_decode(hex, (uint8_t *)buf, n) < 0 || memchr(buf, '\0', n) != NULL)
+		return CV_ERR_BAD_ENCODING;
+	buf[n] = '\0';
+	return 0;
+}
+
+static json_t *record_json(const struct cv_audit_record *rec)
+{
+	const struct cv_audit_entry *e = &rec->e;
+	char prev[2 * CV_AUDIT_HASH_LEN + 1], hash[2 * CV_AUDIT_HASH_LEN + 1];
+
+	cv_hex_encode(rec->prev_hash, CV_AUDIT_HASH_LEN, prev);
+	cv_hex_encode(rec->hash, CV_AUDIT_HASH_LEN, hash);
+	return json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:I, s:I, s:I,"
+			 " s:o, s:b, s:s, s:s}",
+			 "seq", (json_int_t)rec->seq, "at", (json_int_t)e->at,
+			 "actor_id", text_json(e->actor_id), "actor_name", text_json(e->actor_name),
+			 "action", text_json(e->action), "target", text_json(e->target),
+			 "ok", e->ok, "error", text_json(e->error),
+			 "request_id", text_json(e->request_id),
+			 "fingerprints", text_json(e->fingerprints), "source", text_json(e->source),
+			 "count", (json_int_t)e->count, "first_at", (json_int_t)e->first_at,
+			 "last_at", (json_int_t)e->last_at, "detail", text_json(e->detail),
+			 "keyed", rec->keyed, "prev_hash", prev, "hash", hash);
+}
+
+static int record_from_json(const json_t *j, struct cv_audit_record *rec)
+{
+	struct cv_audit_entry *e = &rec->e;
+	const char *prev, *hash;
+	int r;
+
+	memset(rec, 0, sizeof(*rec));
+	if (!json_is_integer(json_object_get(j, "seq")) ||
+	    !json_is_integer(json_object_get(j, "at")) ||
+	    !json_is_integer(json_object_get(j, "ok")) ||
+	    !json_is_integer(json_object_get(j, "count")) ||
+	    !json_is_integer(json_object_get(j, "first_at")) ||
+	    !json_is_integer(json_object_get(j, "last_at")) ||
+	    !json_is_boolean(json_object_get(j, "keyed")))
+		return CV_ERR_BAD_ENCODING;
+	rec->seq = json_integer_value(json_object_get(j, "seq"));
+	e->at = json_integer_value(json_object_get(j, "at"));
+	e->ok = (int)json_integer_value(json_object_get(j, "ok"));
+	e->count = json_integer_value(json_object_get(j, "count"));
+	e->first_at = json_integer_value(json_object_get(j, "first_at"));
+	e->last_at = json_integer_value(json_object_get(j, "last_at"));
+	rec->keyed = json_is_true(json_object_get(j, "keyed"));
+	r = text_from_json(json_object_get(j, "actor_id"), e->actor_id, sizeof(e->actor_id));
+	if (r == 0)
+		r = text_from_json(json_object_get(j, "actor_name"), e->actor_name,
+				   sizeof(e->actor_name));
+	if (r == 0)
+		r = text_from_json(json_object_get(j, "action"), e->action, sizeof(e->action));
+	if (r == 0)
+		r = text_from_json(json_object_get(j, "target"), e->target, sizeof(e->target));
+	if (r == 0)
+		r = text_from_json(json_object_get(j, "error"), e->error, sizeof(e->error));
+	if (r == 0)
+		r = text_from_json(json_object_get(j, "request_id"), e->request_id,
+				   sizeof(e->request_id));
+	if (r == 0)
+		r = text_from_json(json_object_get(j, "fingerprints"), e->fingerprints,
+				   sizeof(e->fingerprints));
+	if (r == 0)
+		r = text_from_json(json_object_get(j, "source"), e->source, sizeof(e->source));
+	if (r == 0)
+		r = text_from_json(json_object_get(j, "detail"), e->detail, sizeof(e->detail));
+	if (r < 0)
+		return r;
+	prev = json_string_value(json_object_get(j, "prev_hash"));
+	hash = json_string_value(json_object_get(j, "hash"));
+	if (prev == NULL || hash == NULL ||
+	    cv_hex_decode(prev, rec->prev_hash, CV_AUDIT_HASH_LEN) < 0 ||
+	    cv_hex_decode(hash, rec->hash, CV_AUDIT_HASH_LEN) < 0)
+		return CV_ERR_BAD_ENCODING;
+	return 0;
+}
+
+struct archive_out {
+	int fd;
+	EVP_MD_CTX *sha;
+	struct cv_audit_archive_report *rep;
+	uint8_t first_prev[CV_AUDIT_HASH_LEN];
+	uint8_t head[CV_AUDIT_HASH_LEN];
+};
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return CV_ERR_CONFIG;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* One JSON value and a newline, into the file and its digest. */
+static int archive_line(struct archive_out *o, json_t *j)
+{
+	char *text = NULL;
+	int r;
+
+	if (j == NULL)
+		return CV_ERR_NOMEM;
+	r = cv_json_text(j, JSON_COMPACT | JSON_SORT_KEYS, &text);
+	json_decref(j);
+	if (r < 0)
+		return r;
+	r = write_all(o->fd, text, strlen(text));
+	if (r == 0)
+		r = write_all(o->fd, "\n", 1);
+	if (r == 0 && (EVP_DigestUpdate(o->sha, text, strlen(text)) != 1 ||
+		       EVP_DigestUpdate(o->sha, "\n", 1) != 1))
+		r = CV_ERR_INTERNAL;
+	free(text);
+	return r;
+}
+
+static int archive_record(const struct cv_audit_record *rec, void *arg)
+{
+	struct archive_out *o = arg;
+
+	if (o->rep->records == 0) {
+		o->rep->first = rec->seq;
+		memcpy(o->first_prev, rec->prev_hash, CV_AUDIT_HASH_LEN);
+	}
+	o->rep->records++;
+	o->rep->through = rec->seq;
+	memcpy(o->head, rec->hash, CV_AUDIT_HASH_LEN);
+	return archive_line(o, record_json(rec));
+}
+
+static json_t *trailer_json(const struct cv_audit_archive_report *rep,
+			    const uint8_t first_prev[CV_AUDIT_HASH_LEN], int64_t created_at)
+{
+	char prev[2 * CV_AUDIT_HASH_LEN + 1];
+
+	cv_hex_encode(first_prev, CV_AUDIT_HASH_LEN, prev);
+	return json_pack("{s:{s:s, s:I, s:I, s:I, s:s, s:s, s:I}}", "archive", "format",
+			 ARCHIVE_FORMAT, "first", (json_int_t)rep->first, "through",
+			 (json_int_t)rep->through, "records", (json_int_t)rep->records,
+			 "prev_hash", prev, "head", rep->head, "created_at",
+			 (json_int_t)created_at);
+}
+
+/* Makes the file's content durable, and its name: the records are removed next. */
+static int sync_file_and_dir(int fd, const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	int dfd, r = 0;
+
+	if (fsync(fd) < 0)
+		return CV_ERR_CONFIG;
+	snprintf(dir, sizeof(dir), "%.*s", slash != NULL ? (int)(slash - path) + 1 : 1,
+		 slash != NULL ? path : ".");
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return CV_ERR_CONFIG;
+	if (fsync(dfd) < 0)
+		r = CV_ERR_CONFIG;
+	close(dfd);
+	return r;
+}
+
+int cv_vault_audit_archive(struct cv_vault *v, const char *path, int64_t before, int64_t now,
+			   struct cv_audit_archive_report *ret, struct cv_errmsg *err)
+{
+	struct archive_out o;
+	struct cv_audit a;
+	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN };
+	uint8_t sha[CV_AUDIT_HASH_LEN];
+	unsigned int sha_len = 0;
+	int64_t through = 0;
+	int r, made = 0;
+
+	memset(ret, 0, sizeof(*ret));
+	memset(&o, 0, sizeof(o));
+	o.fd = -1;
+	o.rep = ret;
+	if (v->audit == NULL)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "the audit chain has no key");
+	r = cv_store_audit_seq_before(v->store, before, &through);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	/* An existing file may be an earlier archive: refused whether or not there is anything
+	 * to archive now (and O_EXCL below closes the race). */
+	if (access(path, F_OK) == 0)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot create %s: it exists", path);
+	if (through == 0)
+		return 0; /* nothing that old */
+	o.sha = EVP_MD_CTX_new();
+	if (o.sha == NULL || EVP_DigestInit_ex(o.sha, EVP_sha256(), NULL) != 1) {
+		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	/* Never over an existing file: it may be an earlier archive. */
+	o.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (o.fd < 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot create %s: %s", path,
+				  errno == EEXIST ? "it exists" : strerror(errno));
+		goto out;
+	}
+	made = 1;
+	r = cv_store_audit_walk(v->store, through, archive_record, &o);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "%s could not be written", path);
+		goto out;
+	}
+	cv_hex_encode(o.head, CV_AUDIT_HASH_LEN, ret->head);
+	r = archive_line(&o, trailer_json(ret, o.first_prev, now));
+	if (r == 0 && (EVP_DigestFinal_ex(o.sha, sha, &sha_len) != 1 ||
+		       sha_len != CV_AUDIT_HASH_LEN))
+		r = CV_ERR_INTERNAL;
+	if (r == 0)
+		r = sync_file_and_dir(o.fd, path);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "%s could not be written", path);
+		goto out;
+	}
+	cv_hex_encode(sha, CV_AUDIT_HASH_LEN, ret->sha256);
+	/* The checkpoint: what left the database, the hash that links the rest to it (a keyed
+	 * record's HMAC, so it cannot be made up) and the file's digest. It is a keyed record
+	 * itself. */
+	cv_audit_begin(&a, &self, "audit.archive", "", "", now);
+	snprintf(a.entry.target, sizeof(a.entry.target), "%lld-%lld", (long long)ret->first,
+		 (long long)ret->through);
+	snprintf(a.entry.detail, sizeof(a.entry.detail),
+		 "first=%lld through=%lld records=%lld head=%s file_sha256=%s",
+		 (long long)ret->first, (long long)ret->through, (long long)ret->records,
+		 ret->head, ret->sha256);
+	{
+		uint8_t head[CV_AUDIT_HASH_LEN];
+
+		memcpy(head, o.head, sizeof(head));
+		r = cv_store_audit_archive_commit(v->store, ret->first, ret->through, head,
+						  vault_audit_done(&a));
+	}
+	if (r == CV_ERR_PRECONDITION) {
+		cv_errmsg_set(err, r, "the audit trail changed while it was archived: nothing "
+			      "was removed");
+		goto out;
+	}
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the archived records could not be removed");
+		goto out;
+	}
+	made = 0; /* kept: it holds the only copy now */
+out:
+	if (o.fd >= 0)
+		close(o.fd);
+	if (made)
+		unlink(path);
+	EVP_MD_CTX_free(o.sha);
+	if (r < 0)
+		memset(ret, 0, sizeof(*ret));
+	return r;
+}
+
+int cv_vault_audit_archive_verify(struct cv_vault *v, const char *path,
+				  struct cv_audit_archive_report *ret, struct cv_errmsg *err)
+{
+	FILE *f = NULL;
+	EVP_MD_CTX *sha = NULL;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	json_t *j = NULL, *t;
+	json_error_t jerr;
+	struct cv_audit_record rec;
+	uint8_t prev[CV_AUDIT_HASH_LEN] = { 0 }, want[CV_AUDIT_HASH_LEN],
+		digest[CV_AUDIT_HASH_LEN], first_prev[CV_AUDIT_HASH_LEN];
+	unsigned int dlen = 0;
+	int r = 0, trailer = 0, lineno = 0;
+
+	memset(ret, 0, sizeof(*ret));
+	f = fopen(path, "re");
+	if (f == NULL)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot read %s: %s", path,
+				     strerror(errno));
+	sha = EVP_MD_CTX_new();
+	if (sha == NULL || EVP_DigestInit_ex(sha, EVP_sha256(), NULL) != 1) {
+		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	while ((n = getline(&line, &cap, f)) > 0) {
+		lineno++;
+		EVP_DigestUpdate(sha, line, (size_t)n);
+		if (trailer) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "line %d: after the archive's "
+					  "last line", lineno);
+			goto out;
+		}
+		json_decref(j);
+		j = json_loadb(line, (size_t)n, 0, &jerr);
+		if (j == NULL) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "line %d: not JSON", lineno);
+			goto out;
+		}
+		if ((t = json_object_get(j, "archive")) != NULL) {
+			const char *fmt = json_string_value(json_object_get(t, "format"));
+			const char *head = json_string_value(json_object_get(t, "head"));
+			const char *fp = json_string_value(json_object_get(t, "prev_hash"));
+			char hex[2 * CV_AUDIT_HASH_LEN + 1];
+
+			trailer = 1;
+			cv_hex_encode(prev, CV_AUDIT_HASH_LEN, hex);
+			if (fmt == NULL || strcmp(fmt, ARCHIVE_FORMAT) != 0 ||
+			    json_integer_value(json_object_get(t, "first")) != ret->first ||
+			    json_integer_value(json_object_get(t, "through")) != ret->through ||
+			    json_integer_value(json_object_get(t, "records")) != ret->records ||
+			    head == NULL || strcmp(head, hex) != 0 || fp == NULL ||
+			    cv_hex_decode(fp, want, CV_AUDIT_HASH_LEN) < 0 ||
+			    (ret->records > 0 && memcmp(want, first_prev, CV_AUDIT_HASH_LEN) != 0)) {
+				ret->first_bad = ret->through + 1;
+				snprintf(ret->reason, sizeof(ret->reason), "the archive's last line "
+					 "does not describe its records");
+				goto done;
+			}
+			continue;
+		}
+		r = record_from_json(j, &rec);
+		if (r < 0) {
+			r = cv_errmsg_set(err, r, "line %d: not an audit record", lineno);
+			goto out;
+		}
+		if (ret->records == 0) {
+			ret->first = rec.seq;
+			memcpy(first_prev, rec.prev_hash, CV_AUDIT_HASH_LEN);
+			/* The first record links to what came before the archive (zeros for the
+			 * chain's start): that link is checked against the previous archive's
+			 * head, or the checkpoint, by whoever holds both. */
+			memcpy(prev, rec.prev_hash, CV_AUDIT_HASH_LEN);
+		} else if (rec.seq != ret->through + 1) {
+			ret->first_bad = ret->through + 1;
+			snprintf(ret->reason, sizeof(ret->reason), "record %lld is missing",
+				 (long long)ret->through + 1);
+			goto done;
+		}
+		ret->records++;
+		ret->through = rec.seq;
+		if (memcmp(rec.prev_hash, prev, CV_AUDIT_HASH_LEN) != 0) {
+			ret->first_bad = rec.seq;
+			snprintf(ret->reason, sizeof(ret->reason), "record %lld does not chain to "
+				 "the record before it", (long long)rec.seq);
+			goto done;
+		}
+		r = cv_store_audit_seal(v->store, &rec, want);
+		if (r < 0) {
+			cv_errmsg_set(err, r, "record %lld cannot be checked without the token's "
+				      "audit key", (long long)rec.seq);
+			goto out;
+		}
+		if (CRYPTO_memcmp(want, rec.hash, CV_AUDIT_HASH_LEN) != 0) {
+			ret->first_bad = rec.seq;
+			snprintf(ret->reason, sizeof(ret->reason), "record %lld was changed after "
+				 "it was written", (long long)rec.seq);
+			goto done;
+		}
+		memcpy(prev, rec.hash, CV_AUDIT_HASH_LEN);
+	}
+	if (!trailer) {
+		ret->first_bad = ret->through + 1;
+		snprintf(ret->reason, sizeof(ret->reason), "the archive ends without its last "
+			 "line: it was cut short");
+	}
+done:
+	cv_hex_encode(prev, CV_AUDIT_HASH_LEN, ret->head);
+	/* The digest of the whole file, as the checkpoint names it. */
+	while (ret->first_bad != 0 && (n = getline(&line, &cap, f)) > 0)
+		EVP_DigestUpdate(sha, line, (size_t)n);
+	if (EVP_DigestFinal_ex(sha, digest, &dlen) == 1 && dlen == CV_AUDIT_HASH_LEN)
+		cv_hex_encode(digest, CV_AUDIT_HASH_LEN, ret->sha256);
+	r = 0;
+out:
+	json_decref(j);
+	free(line);
+	EVP_MD_CTX_free(sha);
+	fclose(f);
+	return r;
+}

@@ -1,0 +1,177 @@
+/* Unit tests of the vault's audit use cases (src/vault/audit.c) on a real SoftHSM token and a
+ * real SQLite file: the audit key made once and found again, refusals counted per address
+ * (an IPv6 /64 as one), and the rate of refusals without a token. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "certvault/store.h"
+#include "certvault/token.h"
+#include "certvault/vault.h"
+#include "softhsm.h"
+
+#define LABEL "vault-test"
+#define SO_PIN "1234"
+#define USER_PIN "5678"
+#define NOW 1800000000
+
+static char dir[] = "/tmp/cv-vault-XXXXXX";
+
+struct fixture {
+	struct cv_token *token;
+	struct cv_store *store;
+	struct cv_vault v;
+};
+
+static int group_setup(void **state)
+{
+	(void)state;
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	return ts_softhsm_new(dir, LABEL, SO_PIN, USER_PIN);
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	return ts_softhsm_remove(dir);
+}
+
+static const struct cv_audit_settings settings = {
+	"vault-test-hmac", 1, 60, 60, 3,
+};
+
+static void open_all(struct fixture *fx, const char *db, struct cv_audit_key_report *rep)
+{
+	struct cv_token_config tcfg = { ts_softhsm_module(), LABEL, USER_PIN, 2 };
+	struct cv_errmsg err = { "" };
+	char path[256];
+
+	memset(fx, 0, sizeof(*fx));
+	snprintf(path, sizeof(path), "%s/%s", dir, db);
+	assert_int_equal(cv_token_open(&tcfg, &fx->token, &err), 0);
+	assert_int_equal(cv_store_open(path, &fx->store, &err), 0);
+	fx->v.store = fx->store;
+	fx->v.token = fx->token;
+	if (cv_vault_audit_init(&fx->v, &settings, NOW, rep, &err) != 0)
+		fail_msg("cv_vault_audit_init: %s", err.text);
+}
+
+static void close_all(struct fixture *fx)
+{
+	cv_vault_audit_release(&fx->v, NOW);
+	cv_store_free(fx->store);
+	cv_token_free(fx->token);
+}
+
+static void refuse(struct cv_vault *v, const char *source, const char *target, int64_t at)
+{
+	struct cv_audit a;
+
+	cv_audit_begin(&a, NULL, "certificate.delete", target, "req", at);
+	cv_audit_source(&a, source);
+	assert_int_equal(cv_vault_audit_refused(v, &a, "unauthorized"), 0);
+}
+
+static size_t records(struct cv_store *store, struct cv_audit_record **ret)
+{
+	struct cv_audit_filter f;
+	size_t n = 0;
+
+	memset(&f, 0, sizeof(f));
+	f.limit = 1000;
+	assert_int_equal(cv_store_audit_list(store, &f, ret, &n), 0);
+	return n;
+}
+
+/* The key is made on the first start, naming the first record it covers, and found on the
+ * next; refusals of one address (an IPv6 /64) are one record and a count. */
+static void test_key_and_counts(void **state)
+{
+	struct cv_audit_key_report rep;
+	struct cv_audit_verdict verdict;
+	struct cv_audit_record *recs = NULL;
+	struct fixture fx;
+	size_t n;
+
+	(void)state;
+	open_all(&fx, "counts.db", &rep);
+	assert_int_equal(rep.created, 1);
+	assert_int_equal(rep.keyed_from, 1);
+	assert_int_equal(rep.checkpoint, 0);
+
+	refuse(&fx.v, "2001:db8:1:2::5", "a", NOW);
+	refuse(&fx.v, "2001:db8:1:2:ffff::9", "b", NOW + 1);   /* the same /64 */
+	refuse(&fx.v, "2001:db8:1:2::5", "c", NOW + 2);
+	refuse(&fx.v, "2001:db8:1:3::5", "d", NOW + 3);        /* another /64 */
+	n = records(fx.store, &recs);
+	assert_int_equal(n, 2);                                 /* the two openings */
+	assert_string_equal(recs[0].e.target, "a");
+	assert_string_equal(recs[1].e.target, "d");
+	free(recs);
+	/* The interval over: the count of the repeats, first and last attempt. */
+	assert_int_equal(cv_vault_audit_flush(&fx.v, NOW + 61, 0), 0);
+	n = records(fx.store, &recs);
+	assert_int_equal(n, 3);
+	assert_int_equal(recs[2].e.count, 2);
+	assert_int_equal(recs[2].e.first_at, NOW + 1);
+	assert_int_equal(recs[2].e.last_at, NOW + 2);
+	assert_string_equal(recs[2].e.source, "2001:db8:1:2::5");
+	assert_int_equal(recs[2].keyed, 1);
+	free(recs);
+	assert_int_equal(cv_store_audit_verify(fx.store, &verdict), 0);
+	assert_int_equal(verdict.first_bad, 0);
+	close_all(&fx);
+
+	/* The next start finds the key: nothing made, the chain still verifies. */
+	open_all(&fx, "counts.db", &rep);
+	assert_int_equal(rep.created, 0);
+	assert_int_equal(rep.keyed_from, 1);
+	assert_int_equal(cv_store_audit_verify(fx.store, &verdict), 0);
+	assert_int_equal(verdict.first_bad, 0);
+	assert_int_equal(verdict.keyed_from, 1);
+	close_all(&fx);
+}
+
+/* A token bucket per address: the burst, then one a second at 60 a minute, with the wait
+ * said; an IPv6 /64 is one address, another /64 or an IPv4 address its own. */
+static void test_throttle(void **state)
+{
+	struct cv_audit_key_report rep;
+	struct fixture fx;
+	int64_t wait = 0, t = (int64_t)NOW * 1000;
+	int i;
+
+	(void)state;
+	open_all(&fx, "throttle.db", &rep);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(cv_vault_refusal_throttle(&fx.v, "2001:db8::1", t, &wait), 0);
+	assert_int_equal(cv_vault_refusal_throttle(&fx.v, "2001:db8::1", t, &wait),
+			 CV_ERR_RATE_LIMITED);
+	assert_int_equal(wait, 1);
+	assert_int_equal(cv_vault_refusal_throttle(&fx.v, "2001:db8::ffff:2", t, &wait),
+			 CV_ERR_RATE_LIMITED);
+	assert_int_equal(cv_vault_refusal_throttle(&fx.v, "2001:db8:0:1::1", t, &wait), 0);
+	assert_int_equal(cv_vault_refusal_throttle(&fx.v, "192.0.2.1", t, &wait), 0);
+	/* A second later, one more; not two. */
+	assert_int_equal(cv_vault_refusal_throttle(&fx.v, "2001:db8::1", t + 1000, &wait), 0);
+	assert_int_equal(cv_vault_refusal_throttle(&fx.v, "2001:db8::1", t + 1000, &wait),
+			 CV_ERR_RATE_LIMITED);
+	close_all(&fx);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_key_and_counts),
+		cmocka_unit_test(test_throttle),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
