@@ -17,6 +17,13 @@ struct cv_config {
 	int64_t max_connections_per_ip;
 	int64_t connection_timeout;/* server.connection_timeout, seconds of idleness */
 	int64_t max_body;          /* server.max_body, bytes of a request body */
+	int64_t header_timeout;    /* server.header_timeout: seconds for a request's headers */
+	int64_t body_timeout;      /* server.body_timeout: seconds for its body, after them */
+	int64_t max_pending;       /* server.max_pending: connections still waiting for their
+				      request, at most */
+	int64_t max_pending_per_ip;/* server.max_pending_per_ip: the same from one address */
+	int64_t slow_threads;      /* server.slow_threads: threads for slow requests */
+	int64_t slow_queue;        /* server.slow_queue: slow requests waiting, at most */
 	char *tls_certificate;     /* server.tls_certificate: the vault's certificate HTTPS serves;
 				      "" means no HTTPS listener */
 	char *tls_listen;          /* server.tls_listen: "" means server.listen */
@@ -27,6 +34,10 @@ struct cv_config {
 	char *token_pin_file;      /* token.pin_file: file whose first line is the user PIN */
 	char *token_so_pin_file;   /* token.so_pin_file: the SO PIN, for --init-token only */
 	int64_t token_sessions;    /* token.sessions: PKCS#11 sessions kept open */
+	char *token_sync_dir;      /* token.sync_dir: "auto", "none" or the module's storage
+				      directory, made durable after each key create or destroy */
+	int token_destroy_orphan_keys; /* token.destroy_orphan_keys: destroy, at start, key
+					  objects with certvault's marker that no row names */
 	int64_t expires_soon_days; /* policy.expires_soon_days */
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
 	int destroy_superseded_keys; /* policy.destroy_superseded_keys */

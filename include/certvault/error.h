@@ -44,10 +44,11 @@ enum cv_err {
 	CV_ERR_REVOCATION_UNKNOWN = -36,/* a revocation source exists but could not tell */
 	CV_ERR_UNKNOWN_ISSUER = -37,   /* a CRL no truststore CA issued */
 	CV_ERR_RATE_LIMITED = -38,     /* a source refused too often: come back later */
-	CV_ERR_UNKNOWN_ENVIRONMENT = -39,/* a service or certificate names no existing environment */
-	CV_ERR_ENVIRONMENT_NOT_ALLOWED = -40,/* the certificate is not for the service's environment */
-	CV_ERR_NO_PRIVATE_KEY = -41,   /* a public certificate (no key) where a key is needed */
-	CV_ERR__LAST = -42
+	CV_ERR_BUSY = -39,             /* the slow-request queue is full, or certvaultd is stopping */
+	CV_ERR_UNKNOWN_ENVIRONMENT = -40,/* a service or certificate names no existing environment */
+	CV_ERR_ENVIRONMENT_NOT_ALLOWED = -41,/* the certificate is not for the service's environment */
+	CV_ERR_NO_PRIVATE_KEY = -42,   /* a public certificate (no key) where a key is needed */
+	CV_ERR__LAST = -43
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

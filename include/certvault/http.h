@@ -79,7 +79,8 @@ struct cv_response {
 	char etag[64];                    /* ETag, quoted; "" for none */
 	const char *cache_control;        /* static; NULL: "no-store" */
 	int challenge;                    /* a 401: send WWW-Authenticate: Bearer */
-	int64_t retry_after;              /* a 429: seconds for Retry-After; 0: none */
+	int64_t retry_after;              /* a 429 or a 503 busy: seconds for Retry-After; 0:
+					     none */
 	int route;                        /* set by dispatch: the route's index in the table + 1;
 					     0 when no route matched */
 };
@@ -91,6 +92,28 @@ void cv_response_release(struct cv_response *res);
  * body_too_large tells it the server already cut the body off at the route's limit. */
 void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_large,
 		      struct cv_response *res);
+
+/* cv_http_dispatch in two halves, for a server that runs the handlers of slow routes (key
+ * derivation, network fetches) on threads of their own, so that they never hold up the
+ * threads that read and answer connections. The caller owns d for the request's life;
+ * req->params and req->audit point into it. */
+#define CV_HTTP_PARAMS_BUFLEN 512
+struct cv_route;
+struct cv_dispatch {
+	const struct cv_route *route;     /* NULL: no route matched */
+	struct cv_audit audit;            /* a change's record in the making */
+	char params[CV_HTTP_PARAMS_BUFLEN]; /* the {} segments req->params point at */
+};
+/* Matches, authorizes and checks the request (so no refused request is ever queued). For a
+ * slow route that passes, returns 1 before running the handler: call cv_http_dispatch_end,
+ * from any thread. Else does everything cv_http_dispatch does and returns 0. */
+int cv_http_dispatch_begin(struct cv_app *app, struct cv_request *req, int body_too_large,
+			   struct cv_dispatch *d, struct cv_response *res);
+/* Runs the handler of a request cv_http_dispatch_begin left at 1, or, when refuse is a
+ * negative cv_err (CV_ERR_BUSY: no room to run it), refuses it with that error and message
+ * instead; either way records the audit trail as cv_http_dispatch does and fills res. */
+void cv_http_dispatch_end(struct cv_app *app, struct cv_request *req, struct cv_dispatch *d,
+			  int refuse, const char *message, struct cv_response *res);
 
 /* Who may call a route. Every route names one: 0 is no rule, which a test refuses. */
 enum cv_access {
@@ -115,6 +138,7 @@ struct cv_route_info {
 	enum cv_access access;
 	const char *action;
 	size_t max_body; /* 0: the route reads no body */
+	int slow;            /* runs on the slow-request threads */
 };
 int cv_http_route_at(size_t i, struct cv_route_info *ret);
 

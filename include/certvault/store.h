@@ -342,6 +342,12 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 				    void *arg);
 /* Records that a superseded version's key is gone from the token. */
 int cv_store_version_key_destroyed(struct cv_store *store, const uint8_t *key_id);
+/* Every key id a row still needs in the token (a certificate's, a version's whose key is not
+ * destroyed, the journal's), sorted by memcmp order without repeats, into a new array the
+ * caller frees (NULL when none). For the start-up search of key objects no row names. Returns
+ * 0, CV_ERR_NOMEM or CV_ERR_DB. */
+int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN_ID_LEN],
+			    size_t *ret_n);
 
 /* Services. */
 #define CV_SERVICE_MAX_DOMAINS 100

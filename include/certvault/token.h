@@ -32,6 +32,11 @@ struct cv_token_config {
 	const char *token_label;  /* the token is found by its label */
 	const char *pin;          /* borrowed; the caller cleanses its copy after cv_token_open */
 	unsigned pool_size;       /* sessions kept open; 0 means 8 */
+	/* Where the module keeps its objects, made durable after every key create or destroy
+	 * (token.sync_dir): NULL, "" or "auto" finds SoftHSM's directories.tokendir (from
+	 * SOFTHSM2_CONF, else /etc/softhsm/softhsm2.conf) when the module is SoftHSM and means
+	 * nothing for any other module; "none" means nothing; else that directory. */
+	const char *sync_dir;
 };
 
 /* Opens the module, finds the token by label, logs in as the user and lists the private
@@ -47,19 +52,38 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 int cv_token_init(const char *module_path, const char *label, const char *so_pin,
 		  const char *user_pin, int *ret_created, struct cv_errmsg *err);
 
+/* What a key create or destroy does to make the token's storage durable before it returns,
+ * in words for the start-up line ("fsync of the changed files under DIR (...)", "syncfs
+ * under DIR (...)", "none: ..."). */
+const char *cv_token_sync_describe(const struct cv_token *token);
+
+/* The first bytes of the CKA_ID of every key object certvault creates: its marker. A foreign
+ * object with a random 16-byte id carries it by chance once in 2^48; objects other tools make
+ * with short or readable ids never do. */
+#define CV_TOKEN_ID_MARKER "\x63\x76\x6b\x01\xa7\x5e" /* "cvk", 1, then two fixed bytes */
+#define CV_TOKEN_ID_MARKER_LEN 6
+/* Fills id with a new key id: the marker, then CV_TOKEN_ID_LEN - CV_TOKEN_ID_MARKER_LEN
+ * random bytes (80 bits). Returns 0 or CV_ERR_INTERNAL (no randomness). */
+int cv_token_key_id_new(uint8_t id[CV_TOKEN_ID_LEN]);
+/* Whether an id has certvault's form: CV_TOKEN_ID_LEN bytes starting with the marker. */
+int cv_token_key_id_marked(const uint8_t *id, size_t id_len);
+
 /* Logs out, closes every session, finalizes the module. Accepts NULL. */
 void cv_token_free(struct cv_token *token);
 
 /* Creates a private key object holding key (RSA 2048-4096, EC P-256/384/521, Ed25519) with
  * CKA_ID = id and CKA_LABEL = label, sensitive and not extractable, and a matching public
  * key object with the same CKA_ID and label (so tools that pair keys by id find it). Returns
- * 0, CV_ERR_UNSUPPORTED_KEY, CV_ERR_NAME_TAKEN (an object with this id exists),
- * CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE; on failure nothing is left in the token. */
+ * once both are durable (see cv_token_sync_describe): 0, CV_ERR_UNSUPPORTED_KEY,
+ * CV_ERR_NAME_TAKEN (an object with this id exists), CV_ERR_TOKEN or
+ * CV_ERR_TOKEN_UNAVAILABLE; on failure nothing is left in the token. */
 int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label,
 			const uint8_t *id, size_t id_len, struct cv_errmsg *err);
 
-/* Destroys the private and public key objects with this id. Returns 0, CV_ERR_NOT_FOUND
- * (no private key with this id), CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE. */
+/* Destroys the private and public key objects with this id, and returns once that is durable
+ * (see cv_token_sync_describe). Returns 0, CV_ERR_NOT_FOUND (no private key with this id),
+ * CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE. CV_ERR_TOKEN may come after the objects are gone
+ * (their removal could not be made durable): cv_token_key_exists then says 0. */
 int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_len,
 			 struct cv_errmsg *err);
 
@@ -205,5 +229,14 @@ void cv_token_stats_get(struct cv_token *token, struct cv_token_stats *ret);
  * what was created since). Stops and returns fn's value if it is non-zero. */
 int cv_token_key_foreach(struct cv_token *token,
 			 int (*fn)(const uint8_t *id, size_t id_len, void *arg), void *arg);
+
+/* Calls fn for each id in the map that carries certvault's marker (cv_token_key_id_marked)
+ * with has_private saying whether a private key object carries it (else only a public one
+ * does). Only private and public key objects are ever listed: secret keys and data objects
+ * never reach fn. Stops and returns fn's value if it is non-zero. */
+int cv_token_marked_foreach(struct cv_token *token,
+			    int (*fn)(const uint8_t *id, size_t id_len, int has_private,
+				      void *arg),
+			    void *arg);
 
 #endif

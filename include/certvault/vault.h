@@ -373,6 +373,29 @@ struct cv_reconcile_report {
 int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_report,
 		       struct cv_errmsg *err);
 
+/* Key objects in the token that carry certvault's marker (cv_token_key_id_marked) but that no
+ * row needs: left behind by a crash or power cut the reconciler could not see, or by a copy
+ * of the token restored beside an older database. Objects without the marker (made by other
+ * tools) and objects of any class but private and public key are never looked at. */
+#define CV_ORPHANS_LISTED 16
+struct cv_orphan_report {
+	unsigned found;            /* marked key ids no row needs */
+	unsigned destroyed;        /* ...of them destroyed (token.destroy_orphan_keys) */
+	unsigned failed;           /* ...of them the token would not destroy */
+	unsigned listed;           /* entries filled in keys (the first CV_ORPHANS_LISTED) */
+	struct {
+		char id_hex[2 * CV_TOKEN_ID_LEN + 1];
+		int has_private;   /* 0: only a public key object carries the id */
+		int destroyed;
+	} keys[CV_ORPHANS_LISTED];
+	char first_error[256];     /* why the first failed destroy failed */
+};
+/* Finds them, after cv_vault_reconcile at start and before serving; destroys each when
+ * destroy is non-zero (each destroy durable before the next). Returns 0 (destroys that fail
+ * are counted, not fatal), or CV_ERR_DB / CV_ERR_NOMEM when the rows cannot be read. */
+int cv_vault_orphans(struct cv_vault *v, int destroy, struct cv_orphan_report *ret_report,
+		     struct cv_errmsg *err);
+
 /* Services. A request as the client sent it; strings borrowed, domains as given. */
 struct cv_service_request {
 	const char *name;

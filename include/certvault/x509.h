@@ -43,9 +43,28 @@ int cv_x509_chain_parse(const char *text, size_t len, enum cv_encoding enc,
 /* Parses a private key: PKCS#1 RSA, SEC1 EC, PKCS#8 (plain or encrypted with password) in
  * PEM or DER (per enc). password may be NULL. Errors: CV_ERR_BAD_ENCODING,
  * CV_ERR_BAD_PASSWORD (encrypted and no or wrong password). The message never contains key
- * bytes or the password. *ret_key is the caller's. */
+ * bytes or the password. An encrypted PKCS#8 key whose key derivation costs more than
+ * CV_X509_MAX_KDF_COST is CV_ERR_LIMIT, refused before any of it runs. *ret_key is the
+ * caller's. */
 int cv_x509_key_parse(const char *text, size_t len, enum cv_encoding enc, const char *password,
 		      EVP_PKEY **ret_key, struct cv_errmsg *err);
+
+/* The most key-derivation work one upload may ask for, in rounds of its hash or mix
+ * function: 3,000,000 PBKDF2-HMAC-SHA256 iterations take 1.5 to 2 seconds of one core.
+ * OWASP advises 600,000 for PBKDF2-HMAC-SHA256; common tools use 2,048 to 10,000. One
+ * encrypted key (PKCS#8) may cost this much, one PKCS#12 file this much in all. */
+#define CV_X509_MAX_KDF_COST 3000000L
+
+/* The work that decrypting with the password-based algorithm alg (PBES2 with PBKDF2 or
+ * scrypt, PKCS#12's own PBE, PBES1) asks for, read from its parameters without deriving
+ * anything: PBKDF2 iterations times the hash blocks of the derived key, scrypt's N * r * p,
+ * PKCS#12's iterations times the blocks of key and IV. what names the thing in messages
+ * ("the encrypted key"). Returns 0 and *ret_cost (0 when alg has no parameters to read:
+ * OpenSSL refuses such an algorithm itself); CV_ERR_LIMIT over CV_X509_MAX_KDF_COST or
+ * scrypt asking for more than 32 MiB; CV_ERR_BAD_ENCODING for parameters that cannot be
+ * read or another key derivation. */
+int cv_x509_kdf_cost(const X509_ALGOR *alg, const char *what, long *ret_cost,
+		     struct cv_errmsg *err);
 
 /* What the checks are judged against. */
 struct cv_x509_policy {
@@ -203,9 +222,10 @@ int cv_x509_domain_wildcard(const char *domain, char *ret, size_t ret_len);
  * provider, loaded for that parse only (this reads the provider module from disk).
  * Errors: not PKCS#12, cut off, bytes after it, no private key, more than one private key
  * (key bags and shrouded key bags, at any depth), no certificate, more than
- * CV_X509_MAX_CHAIN + 1 certificates, more than 3,000,000 password-hashing iterations in all,
- * a key derivation other than PBKDF2 or PKCS#12's own, an algorithm that cannot be decrypted
- * -> CV_ERR_BAD_ENCODING; the MAC fails (wrong password, or none given for a protected file)
+ * CV_X509_MAX_CHAIN + 1 certificates, a key derivation other than PBKDF2, scrypt or
+ * PKCS#12's own, an algorithm that cannot be decrypted -> CV_ERR_BAD_ENCODING; key
+ * derivations that cost more than CV_X509_MAX_KDF_COST in all (cv_x509_kdf_cost, retries
+ * included), refused before they run -> CV_ERR_LIMIT; the MAC fails (wrong password, or none given for a protected file)
  * -> CV_ERR_BAD_PASSWORD; no certificate matches the key -> CV_ERR_KEY_MISMATCH. Messages
  * never hold the password or key bytes. */
 int cv_x509_pkcs12_parse(const unsigned char *der, size_t len, const char *password,

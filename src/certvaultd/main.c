@@ -90,6 +90,31 @@ static int admin_token_once(struct cv_app *app, struct cv_errmsg *err)
 	return r;
 }
 
+/* After the reconciler: key objects with certvault's marker that no row names, said one per
+ * line (the first few) and destroyed only when token.destroy_orphan_keys says so. */
+static int orphans_report(struct cv_app *app, struct cv_errmsg *err)
+{
+	struct cv_orphan_report rep;
+	unsigned i;
+	int r;
+
+	r = cv_vault_orphans(&app->vault, app->cfg->token_destroy_orphan_keys, &rep, err);
+	if (r < 0 || rep.found == 0)
+		return r;
+	for (i = 0; i < rep.listed; i++)
+		fprintf(stderr, "certvaultd: orphan key: %s key object with certvault's id %s and"
+			" no row naming it: %s\n",
+			rep.keys[i].has_private ? "a private (and public)" : "a public",
+			rep.keys[i].id_hex,
+			rep.keys[i].destroyed ? "destroyed" :
+			app->cfg->token_destroy_orphan_keys ? "NOT destroyed (the token refused)" :
+			"left in the token (token.destroy_orphan_keys = true destroys it)");
+	fprintf(stderr, "certvaultd: %u orphan key(s) in the token (%u listed above), %u destroyed,"
+		" %u could not be destroyed%s%s\n", rep.found, rep.listed, rep.destroyed,
+		rep.failed, rep.failed > 0 ? ": " : "", rep.first_error);
+	return 0;
+}
+
 /* The audit chain's settings from the configuration. */
 static void audit_settings(const struct cv_config *cfg, int create_key,
 			   struct cv_audit_settings *ret)
@@ -317,6 +342,7 @@ int main(int argc, char **argv)
 	tcfg.token_label = cfg.token_label;
 	tcfg.pin = pin;
 	tcfg.pool_size = (unsigned)cfg.token_sessions;
+	tcfg.sync_dir = cfg.token_sync_dir;
 	r = cv_token_open(&tcfg, &app.token, &err);
 	OPENSSL_clear_free(pin, pin_len + 1);
 	pin = NULL;
@@ -368,6 +394,9 @@ int main(int argc, char **argv)
 			"destroyed\n",
 			report.imports_undone, report.deletes_finished, report.versions_undone,
 			report.keys_destroyed);
+	r = orphans_report(&app, &err);
+	if (r < 0)
+		goto out;
 	r = admin_token_once(&app, &err);
 	if (r < 0)
 		goto out;
@@ -377,6 +406,9 @@ int main(int argc, char **argv)
 	r = cv_server_start(&app, &server, &err);
 	if (r < 0)
 		goto out;
+	/* Said once the start succeeded: a refused start says one line, why. */
+	fprintf(stderr, "certvaultd: token writes made durable before each commit that depends"
+		" on them: %s\n", cv_token_sync_describe(app.token));
 	tls_listen = cfg.tls_listen[0] != '\0' ? cfg.tls_listen : cfg.listen;
 	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s, token \"%s\")\n",
 		strchr(cfg.listen, ':') ? "[" : "", cfg.listen, strchr(cfg.listen, ':') ? "]" : "",

@@ -44,6 +44,23 @@ static const struct setting settings[] = {
 	  "seconds an idle or slow connection is kept" },
 	{ "server", "max_body", K_INT, OFF(max_body), "262144", 1024, 16777216,
 	  "largest request body in bytes (larger: 413)" },
+	{ "server", "header_timeout", K_INT, OFF(header_timeout), "10", 1, 3600,
+	  "seconds a connection has to send a request's headers, from its opening or the end"
+	  " of its previous answer, however slowly the bytes come; then it is closed" },
+	{ "server", "body_timeout", K_INT, OFF(body_timeout), "60", 1, 86400,
+	  "seconds a request has to send its body once its headers are in; then its"
+	  " connection is closed" },
+	{ "server", "max_pending", K_INT, OFF(max_pending), "256", 1, 65536,
+	  "connections whose request is not in yet (headers, body, or an idle keep-alive) at"
+	  " most; one more closes the one that has waited longest" },
+	{ "server", "max_pending_per_ip", K_INT, OFF(max_pending_per_ip), "16", 1, 65536,
+	  "the same from one address (behind a proxy: raise to server.max_pending)" },
+	{ "server", "slow_threads", K_INT, OFF(slow_threads), "4", 1, 256,
+	  "threads that run slow requests (import, renew, replace, truststore add and export,"
+	  " audit verify: key derivation, PKCS#12, network fetches) apart from the HTTP"
+	  " threads" },
+	{ "server", "slow_queue", K_INT, OFF(slow_queue), "64", 0, 65536,
+	  "slow requests waiting for one of those threads at most; more: 503 busy" },
 	{ "server", "tls_certificate", K_STR, OFF(tls_certificate), "", 0, 0,
 	  "name of a certificate in the vault to serve HTTPS with (its key signs in the token;"
 	  " a renewal is served from the next handshake on); empty: no HTTPS listener" },
@@ -63,6 +80,14 @@ static const struct setting settings[] = {
 	  "file holding the SO PIN, read only by --init-token; CERTVAULT_TOKEN_SO_PIN overrides it" },
 	{ "token", "sessions", K_INT, OFF(token_sessions), "8", 1, 256,
 	  "PKCS#11 sessions kept open" },
+	{ "token", "sync_dir", K_STR, OFF(token_sync_dir), "auto", 0, 0,
+	  "the module's storage directory, made durable after every key create or destroy and"
+	  " before the database commit that depends on it; auto: SoftHSM's directories.tokendir"
+	  " (SOFTHSM2_CONF, else /etc/softhsm/softhsm2.conf) for SoftHSM, nothing for any other"
+	  " module; none: nothing (a hardware or network module)" },
+	{ "token", "destroy_orphan_keys", K_BOOL, OFF(token_destroy_orphan_keys), "false", 0, 0,
+	  "at start, destroy key objects that carry certvault's id marker but that no row"
+	  " names (else they are only reported); objects other tools made are never touched" },
 	{ "policy", "expires_soon_days", K_INT, OFF(expires_soon_days), "30", 0, 3650,
 	  "a certificate this close to its end is \"expires_soon\"" },
 	{ "policy", "allow_weak_signatures", K_BOOL, OFF(allow_weak_signatures), "false", 0, 0,

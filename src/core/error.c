@@ -44,6 +44,7 @@ static const char *const names[] = {
 	[-CV_ERR_REVOCATION_UNKNOWN] = "revocation status unknown",
 	[-CV_ERR_UNKNOWN_ISSUER] = "issuer not in the truststore",
 	[-CV_ERR_RATE_LIMITED] = "too many refused requests from this address",
+	[-CV_ERR_BUSY] = "busy: try again shortly",
 	[-CV_ERR_UNKNOWN_ENVIRONMENT] = "no such environment",
 	[-CV_ERR_ENVIRONMENT_NOT_ALLOWED] = "the certificate is not for that environment",
 	[-CV_ERR_NO_PRIVATE_KEY] = "the certificate has no private key",

@@ -46,6 +46,7 @@ static const struct mapping table[] = {
 	[-CV_ERR_REVOCATION_UNKNOWN] = { 422, "revocation_unknown" },
 	[-CV_ERR_UNKNOWN_ISSUER] = { 422, "unknown_issuer" },
 	[-CV_ERR_RATE_LIMITED] = { 429, "rate_limited" },
+	[-CV_ERR_BUSY] = { 503, "busy" },
 	[-CV_ERR_UNKNOWN_ENVIRONMENT] = { 422, "unknown_environment" },
 	[-CV_ERR_ENVIRONMENT_NOT_ALLOWED] = { 422, "environment_not_allowed" },
 	[-CV_ERR_NO_PRIVATE_KEY] = { 422, "no_private_key" },

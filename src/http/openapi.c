@@ -148,6 +148,9 @@ static json_t *operation(const struct cv_route_info *ri, json_t *documented, jso
 		add_error(responses, "body_too_large");
 		add_error(responses, "unsupported_media_type");
 	}
+	/* A slow route waits for a slow-request thread, or is told there is no room. */
+	if (ri->slow)
+		add_error(responses, "busy");
 	for (size_t i = 0; i < json_array_size(errors); i++)
 		if (add_error(responses, json_string_value(json_array_get(errors, i))) < 0) {
 			json_decref(op);

@@ -19,14 +19,24 @@ struct cv_route {
 	size_t max_body;       /* 0: no body; SIZE_MAX: the configured server.max_body */
 	cv_handler_fn handler;
 	const char *action;    /* what the audit trail calls a change; NULL for a read */
+	int slow;              /* SLOW: its handler may take seconds (key derivation, PKCS#12,
+				  network fetches, a walk of the whole audit trail), so the
+				  server runs it on its slow-request threads, never on the
+				  threads that read and answer every connection */
 };
 
 #define CFG_BODY SIZE_MAX
+#define SLOW 1
 
+/* A route gives only the members that matter to it: the trailing ones (slow) are zero
+ * unless named, and the compiler is told that this is meant. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct cv_route routes[] = {
 	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL },
 	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
-	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import" },
+	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import",
+	  SLOW },
 	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL },
 	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL },
 	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit" },
@@ -34,9 +44,9 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/certificates/{}/export", CV_R_READ, 0, h_cert_export, NULL },
 	{ "GET", "/v1/certificates/{}/versions", CV_R_READ, 0, h_cert_versions, NULL },
 	{ "POST", "/v1/certificates/{}/renew", CV_R_WRITE, CFG_BODY, h_cert_renew,
-	  "certificate.renew" },
+	  "certificate.renew", SLOW },
 	{ "POST", "/v1/certificates/{}/replace", CV_R_WRITE, CFG_BODY, h_cert_replace,
-	  "certificate.replace" },
+	  "certificate.replace", SLOW },
 	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL },
 	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL },
 	{ "PUT", "/v1/services/{}", CV_R_WRITE, 64 * 1024, h_service_put, "service.put" },
@@ -56,9 +66,9 @@ static const struct cv_route routes[] = {
 	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL },
 	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL },
 	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete" },
-	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add" },
+	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add", SLOW },
 	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL },
-	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL },
+	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL, SLOW },
 	{ "POST", "/v1/truststore/crls", CV_R_WRITE, CFG_BODY, h_crl_add, "truststore.crl_add" },
 	{ "GET", "/v1/truststore/crls", CV_R_READ, 0, h_crl_list, NULL },
 	{ "DELETE", "/v1/truststore/crls/{}", CV_R_WRITE, 0, h_crl_delete,
@@ -69,11 +79,12 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/tokens", CV_R_ADMIN, 0, h_token_list, NULL },
 	{ "DELETE", "/v1/tokens/{}", CV_R_ADMIN, 0, h_token_revoke, "token.revoke" },
 	{ "GET", "/v1/audit", CV_R_AUDIT, 0, h_audit_list, NULL },
-	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL },
+	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL, SLOW },
 	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
 	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
 	{ "GET", "/v1/openapi.json", CV_R_PUBLIC, 0, h_openapi, NULL },
 };
+#pragma GCC diagnostic pop
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -117,6 +128,7 @@ int cv_http_route_at(size_t i, struct cv_route_info *ret)
 	ret->access = routes[i].access;
 	ret->action = routes[i].action;
 	ret->max_body = routes[i].max_body;
+	ret->slow = routes[i].slow;
 	return 0;
 }
 
@@ -150,45 +162,42 @@ static int match(const char *pattern, const char *path, char *buf, size_t buflen
 	return *p == '\0' && *s == '\0';
 }
 
-/* Param storage lives with the dispatch call; routes have short segments. */
-struct matched {
-	const struct cv_route *route;
-	int path_known;    /* some route has this path, maybe with another method */
-	char buf[512];
-};
-
-static void find_route(const char *method, const char *path, struct matched *m,
-		       const char **params)
+/* The route for method and path, its {} segments copied into buf (params point at them);
+ * NULL when none matches, with *ret_path_known telling whether some route has this path
+ * with another method. */
+static const struct cv_route *find_route(const char *method, const char *path, char *buf,
+					 size_t buflen, const char **params, int *ret_path_known)
 {
 	size_t i;
 
-	m->route = NULL;
-	m->path_known = 0;
+	*ret_path_known = 0;
 	for (i = 0; i < N_ROUTES; i++) {
 		const char *tmp[CV_HTTP_MAX_PARAMS] = { 0 };
 
-		if (!match(routes[i].pattern, path, m->buf, sizeof(m->buf), tmp))
+		if (!match(routes[i].pattern, path, buf, buflen, tmp))
 			continue;
-		m->path_known = 1;
+		*ret_path_known = 1;
 		if (strcmp(routes[i].method, method) == 0) {
-			m->route = &routes[i];
 			memcpy(params, tmp, sizeof(tmp));
-			return;
+			return &routes[i];
 		}
 	}
+	return NULL;
 }
 
 size_t cv_http_body_limit(const struct cv_app *app, const char *method, const char *path)
 {
 	const char *params[CV_HTTP_MAX_PARAMS];
-	struct matched m;
+	const struct cv_route *route;
+	char buf[CV_HTTP_PARAMS_BUFLEN];
+	int known;
 
-	find_route(method, path, &m, params);
-	if (m.route == NULL)
+	route = find_route(method, path, buf, sizeof(buf), params, &known);
+	if (route == NULL)
 		return 0;
-	if (m.route->max_body == CFG_BODY)
+	if (route->max_body == CFG_BODY)
 		return (size_t)app->cfg->max_body;
-	return m.route->max_body;
+	return route->max_body;
 }
 
 void cv_response_release(struct cv_response *res)
@@ -301,19 +310,55 @@ static int authorize(struct cv_app *app, const struct cv_route *route, struct cv
 			     cv_role_name(req->actor.role), req->method, route->pattern);
 }
 
-void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_large,
-		      struct cv_response *res)
+/* The end of every request: the error answer, the audit record of a change or of a refused
+ * attempt at one, the route for the counters. */
+static void dispatch_finish(struct cv_app *app, struct cv_request *req, struct cv_dispatch *d,
+			    int r, const char *message, struct cv_response *res)
+{
+	if (r < 0) {
+		int64_t wait = res->retry_after; /* a rate limit's, set before the error */
+
+		res_error(res, r, message);
+		res->retry_after = wait;
+	}
+	if (r == CV_ERR_UNAUTHORIZED)
+		res->challenge = 1;
+	if (r == CV_ERR_BUSY)
+		res->retry_after = 1;
+	if (req->audit != NULL) {
+		int ar = 0;
+
+		if (r < 0) {
+			ar = cv_vault_audit_refused(&app->vault, req->audit, cv_http_error_code(r));
+		} else if (!req->audit->written) {
+			/* A use case must write its record in its change's transaction: one that
+			 * did not is a bug (the integration tests fail on this line in the log).
+			 * Recorded late rather than never. */
+			fprintf(stderr, "certvaultd: %s: BUG: audit record of %s written after the "
+				"change, not with it\n", req->request_id, d->route->action);
+			ar = cv_vault_audit_late(&app->vault, req->audit);
+		}
+		if (ar < 0)
+			fprintf(stderr, "certvaultd: %s: the audit record of %s %s could not be "
+				"written\n", req->request_id, r < 0 ? "a refused" : "a done",
+				d->route->action);
+	}
+	req->audit = NULL; /* it pointed into d */
+	res->route = d->route != NULL ? (int)(d->route - routes) + 1 : 0;
+}
+
+int cv_http_dispatch_begin(struct cv_app *app, struct cv_request *req, int body_too_large,
+			   struct cv_dispatch *d, struct cv_response *res)
 {
 	struct cv_errmsg err = { "" };
-	struct cv_audit audit;
-	struct matched m;
-	int r;
+	int r, path_known;
 
 	memset(res, 0, sizeof(*res));
 	req->audit = NULL;
-	find_route(req->method, req->path, &m, req->params);
-	if (m.route == NULL) {
-		if (m.path_known)
+	d->route = find_route(req->method, req->path, d->params, sizeof(d->params), req->params,
+			      &path_known);
+	if (d->route == NULL) {
+		if (path_known)
 			r = cv_errmsg_set(&err, CV_ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s",
 					  req->method, req->path);
 		else
@@ -321,14 +366,14 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 					  req->path);
 		goto out;
 	}
-	r = authorize(app, m.route, req, &err);
+	r = authorize(app, d->route, req, &err);
 	/* Every change, and every refused attempt at one, is recorded. */
-	if (m.route->action != NULL) {
-		cv_audit_begin(&audit, &req->actor, m.route->action,
+	if (d->route->action != NULL) {
+		cv_audit_begin(&d->audit, &req->actor, d->route->action,
 			       req->params[0] != NULL ? req->params[0] : "", req->request_id,
 			       req->now);
-		cv_audit_source(&audit, req->source);
-		req->audit = &audit;
+		cv_audit_source(&d->audit, req->source);
+		req->audit = &d->audit;
 	}
 	/* Refusals without a valid token are counted per address: past the rate, 429 (and no
 	 * record of its own, only a count) until the address slows down. */
@@ -359,36 +404,36 @@ void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_l
 				  CV_HTTP_MAX_QUERY);
 		goto out;
 	}
-	r = m.route->handler(app, req, res, &err);
+	/* Who may ask has been settled here, so an anonymous flood never waits in the slow
+	 * queue; the handler is the caller's to run through cv_http_dispatch_end. */
+	if (d->route->slow)
+		return 1;
+	r = d->route->handler(app, req, res, &err);
 out:
-	if (r < 0) {
-		int64_t wait = res->retry_after;
+	dispatch_finish(app, req, d, r, err.text, res);
+	return 0;
+}
 
-		res_error(res, r, err.text);
-		res->retry_after = wait;
-	}
-	if (r == CV_ERR_UNAUTHORIZED)
-		res->challenge = 1;
-	if (req->audit != NULL) {
-		int ar = 0;
+void cv_http_dispatch_end(struct cv_app *app, struct cv_request *req, struct cv_dispatch *d,
+			  int refuse, const char *message, struct cv_response *res)
+{
+	struct cv_errmsg err = { "" };
+	int r;
 
-		if (r < 0) {
-			ar = cv_vault_audit_refused(&app->vault, req->audit, cv_http_error_code(r));
-		} else if (!req->audit->written) {
-			/* A use case must write its record in its change's transaction: one that
-			 * did not is a bug (the integration tests fail on this line in the log).
-			 * Recorded late rather than never. */
-			fprintf(stderr, "certvaultd: %s: BUG: audit record of %s written after the "
-				"change, not with it\n", req->request_id, m.route->action);
-			ar = cv_vault_audit_late(&app->vault, req->audit);
-		}
-		if (ar < 0)
-			fprintf(stderr, "certvaultd: %s: the audit record of %s %s could not be "
-				"written\n", req->request_id, r < 0 ? "a refused" : "a done",
-				m.route->action);
-	}
-	req->audit = NULL; /* it pointed at this frame */
-	res->route = m.route != NULL ? (int)(m.route - routes) + 1 : 0;
+	if (refuse < 0)
+		r = cv_errmsg_set(&err, refuse, "%s", message != NULL ? message : "");
+	else
+		r = d->route->handler(app, req, res, &err);
+	dispatch_finish(app, req, d, r, err.text, res);
+}
+
+void cv_http_dispatch(struct cv_app *app, struct cv_request *req, int body_too_large,
+		      struct cv_response *res)
+{
+	struct cv_dispatch d;
+
+	if (cv_http_dispatch_begin(app, req, body_too_large, &d, res) == 1)
+		cv_http_dispatch_end(app, req, &d, 0, NULL, res);
 }
 
 /* Whether the request's media type (parameters aside) is type. */

@@ -1,9 +1,12 @@
 /* The libmicrohttpd server around cv_http_dispatch: an epoll thread pool, limits on
- * connections and memory, bodies read up to their route's limit, one log line per request;
- * plain HTTP, and HTTPS beside it when server.tls_certificate names a certificate. */
+ * connections and memory, deadlines for requests to arrive (guard.c), bodies read up to
+ * their route's limit, slow routes run on their own threads (workers.c) while their
+ * connection is suspended, one log line per request; plain HTTP, and HTTPS beside it when
+ * server.tls_certificate names a certificate. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +19,9 @@
 #include <openssl/rand.h>
 
 #include "certvault/http.h"
+#include "guard.h"
 #include "tls.h"
+#include "workers.h"
 
 struct cv_server {
 	struct MHD_Daemon *daemon;       /* plain HTTP */
@@ -24,18 +29,32 @@ struct cv_server {
 	struct tls_listener *tls;        /* what HTTPS serves; NULL without it */
 	int tls_active;                  /* tls is the process's registered listener */
 	struct cv_app *app;
+	struct conn_guard *guard;        /* deadlines and pending limits, both listeners */
+	struct http_workers *workers;    /* the slow routes' threads */
 	atomic_uint_fast64_t next_request;
 	uint32_t instance;   /* random, so request ids differ across restarts */
 };
 
+enum stage {
+	READING,     /* headers and body coming in */
+	QUEUED,      /* suspended: its handler is the slow-request threads' */
+	HANDLED,     /* res is the answer */
+};
+
 /* Per connection-request state, from the first access-handler call to completion. */
 struct exchange {
+	struct http_job job;  /* a slow route's handler, for the workers */
+	struct cv_server *srv;
+	struct MHD_Connection *conn;
+	enum stage stage;
 	char *body;          /* wiped on free: it can hold a private key */
 	size_t len, cap, limit;
 	int too_large;
 	int bad_framing;
 	struct timespec start;
 	struct cv_request req;
+	struct cv_dispatch dispatch;
+	struct cv_response res;
 	int answered;        /* a response was queued: count it when the request completes */
 	int route;
 	int status;
@@ -45,8 +64,35 @@ static void exchange_free(struct exchange *x)
 {
 	if (x == NULL)
 		return;
+	cv_response_release(&x->res);
 	OPENSSL_clear_free(x->body, x->cap);
 	free(x);
+}
+
+static struct exchange *exchange_of(struct http_job *job)
+{
+	return (struct exchange *)((char *)job - offsetof(struct exchange, job));
+}
+
+/* On a slow-request thread: the handler, then the connection goes back to libmicrohttpd,
+ * which calls on_request once more to send the answer. */
+static void slow_run(struct http_job *job)
+{
+	struct exchange *x = exchange_of(job);
+
+	cv_http_dispatch_end(x->srv->app, &x->req, &x->dispatch, 0, NULL, &x->res);
+	x->stage = HANDLED;
+	MHD_resume_connection(x->conn);
+}
+
+static void slow_cancel(struct http_job *job)
+{
+	struct exchange *x = exchange_of(job);
+
+	cv_http_dispatch_end(x->srv->app, &x->req, &x->dispatch, CV_ERR_BUSY,
+			     "certvaultd is stopping: try again shortly", &x->res);
+	x->stage = HANDLED;
+	MHD_resume_connection(x->conn);
 }
 
 static int body_append(struct exchange *x, const char *data, size_t size)
@@ -317,7 +363,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
 	struct cv_server *srv = cls;
 	struct exchange *x = *con_cls;
-	struct cv_response res;
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
@@ -326,6 +371,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		x = calloc(1, sizeof(*x));
 		if (x == NULL)
 			return MHD_NO;
+		conn_guard_headers_in(srv->guard, conn);
+		x->srv = srv;
+		x->conn = conn;
+		x->job.run = slow_run;
+		x->job.cancel = slow_cancel;
 		clock_gettime(CLOCK_MONOTONIC, &x->start);
 		x->limit = cv_http_body_limit(srv->app, method, url);
 		/* Both framings at once is how requests are smuggled past proxies. */
@@ -343,7 +393,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (x->stage == QUEUED)
+		return MHD_YES; /* not called while suspended; here for safety's sake */
+	if (x->stage == HANDLED)
+		goto answer;
 
+	conn_guard_request_in(srv->guard, conn);
 	x->req.method = method;
 	x->req.path = url;
 	x->req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -363,44 +418,59 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		 (unsigned)srv->instance,
 		 (unsigned long long)atomic_fetch_add(&srv->next_request, 1));
 	MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, collect_query, &x->req);
+	x->stage = HANDLED;
 	if (x->bad_framing) {
-		memset(&res, 0, sizeof(res));
-		res.status = 400;
-		res.json = json_pack("{s:{s:s,s:s}}", "error", "code", "bad_request", "message",
-				     "Content-Length and Transfer-Encoding together are refused");
-	} else {
-		cv_http_dispatch(srv->app, &x->req, x->too_large, &res);
+		x->res.status = 400;
+		x->res.json = json_pack("{s:{s:s,s:s}}", "error", "code", "bad_request", "message",
+					"Content-Length and Transfer-Encoding together are refused");
+	} else if (cv_http_dispatch_begin(srv->app, &x->req, x->too_large, &x->dispatch,
+					  &x->res) == 1) {
+		/* A slow route, allowed and checked: its handler runs on a slow-request
+		 * thread while this one goes on with other connections. The place is held
+		 * before the connection is suspended, so that the answer can never come
+		 * before the suspension it ends. */
+		if (http_workers_reserve(srv->workers) == 0) {
+			x->stage = QUEUED;
+			MHD_suspend_connection(conn);
+			http_workers_submit(srv->workers, &x->job);
+			return MHD_YES;
+		}
+		cv_http_dispatch_end(srv->app, &x->req, &x->dispatch, CV_ERR_BUSY,
+				     "every slow-request thread is busy and the queue is full "
+				     "(server.slow_threads, server.slow_queue): try again shortly",
+				     &x->res);
 	}
 
-	resp = make_response(&res, x->req.request_id);
+answer:
+	resp = make_response(&x->res, x->req.request_id);
 	if (resp == NULL) {
-		cv_response_release(&res);
+		cv_response_release(&x->res);
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "X-Request-Id", x->req.request_id);
-	if (res.challenge)
+	if (x->res.challenge)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
 					"Bearer realm=\"certvault\"");
-	if (res.etag[0] != '\0')
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, res.etag);
-	if (res.retry_after > 0) {
+	if (x->res.etag[0] != '\0')
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, x->res.etag);
+	if (x->res.retry_after > 0) {
 		char wait[24];
 
-		snprintf(wait, sizeof(wait), "%lld", (long long)res.retry_after);
+		snprintf(wait, sizeof(wait), "%lld", (long long)x->res.retry_after);
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, wait);
 	}
 	MHD_add_response_header(resp, "Cache-Control",
-				res.cache_control != NULL ? res.cache_control : "no-store");
+				x->res.cache_control != NULL ? x->res.cache_control : "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-	ret = MHD_queue_response(conn, (unsigned)res.status, resp);
+	ret = MHD_queue_response(conn, (unsigned)x->res.status, resp);
 	MHD_destroy_response(resp);
 	if (ret == MHD_YES) {
 		x->answered = 1;
-		x->route = res.route;
-		x->status = res.status;
+		x->route = x->res.route;
+		x->status = x->res.status;
 	}
-	log_request(&x->req, &res, elapsed_ms(&x->start));
-	cv_response_release(&res);
+	log_request(&x->req, &x->res, elapsed_ms(&x->start));
+	cv_response_release(&x->res);
 	return ret;
 }
 
@@ -410,8 +480,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct cv_server *srv = cls;
 	struct exchange *x = *con_cls;
 
-	(void)conn;
 	(void)code;
+	/* The connection waits for its next request from now on, under its deadline. */
+	conn_guard_answered(srv->guard, conn);
 	/* Counted here, so a streamed body's time is its whole time. */
 	if (x != NULL && x->answered)
 		cv_http_stats_observe(srv->app->stats, x->route, x->status,
@@ -430,7 +501,8 @@ static int daemon_start(struct cv_server *srv, const char *setting, const char *
 	struct sockaddr_storage ss;
 	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+			 MHD_ALLOW_SUSPEND_RESUME;
 
 	memset(&ss, 0, sizeof(ss));
 	if (inet_pton(AF_INET, listen, &in4->sin_addr) == 1) {
@@ -451,7 +523,7 @@ static int daemon_start(struct cv_server *srv, const char *setting, const char *
 	MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,            \
 	MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout,                     \
 	MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,   \
-	on_completed, srv
+	on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, conn_guard_notify, srv->guard
 	if (tls)
 		*ret_daemon = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, on_request, srv,
 					       COMMON_OPTIONS, MHD_OPTION_HTTPS_CERT_CALLBACK2,
@@ -470,6 +542,12 @@ static int daemon_start(struct cv_server *srv, const char *setting, const char *
 int cv_server_start(struct cv_app *app, struct cv_server **ret_server, struct cv_errmsg *err)
 {
 	const struct cv_config *cfg = app->cfg;
+	struct conn_guard_limits limits = {
+		.header_ms = cfg->header_timeout * 1000,
+		.body_ms = cfg->body_timeout * 1000,
+		.max_pending = (size_t)cfg->max_pending,
+		.max_pending_per_ip = (size_t)cfg->max_pending_per_ip,
+	};
 	struct cv_server *srv;
 	int r;
 
@@ -477,6 +555,13 @@ int cv_server_start(struct cv_app *app, struct cv_server **ret_server, struct cv
 	if (srv == NULL)
 		return CV_ERR_NOMEM;
 	srv->app = app;
+	r = conn_guard_new(&limits, app->stats, &srv->guard);
+	if (r < 0)
+		goto out;
+	r = http_workers_new((unsigned)cfg->slow_threads, (size_t)cfg->slow_queue, app->stats,
+			     &srv->workers);
+	if (r < 0)
+		goto out;
 	if (RAND_bytes((unsigned char *)&srv->instance, sizeof(srv->instance)) != 1)
 		srv->instance = (uint32_t)time(NULL);
 	if (cfg->tls_certificate != NULL && cfg->tls_certificate[0] != '\0') {
@@ -533,6 +618,9 @@ void cv_server_stop(struct cv_server *server)
 {
 	if (server == NULL)
 		return;
+	/* The slow-request threads first: libmicrohttpd may not stop with a connection
+	 * suspended, and each of theirs is resumed when its handler ends or is cancelled. */
+	http_workers_stop(server->workers);
 	/* Stopping the HTTPS daemon ends its sessions, and with them every reference to the
 	 * identities they were served; only then can the listener go. */
 	if (server->tls_daemon != NULL)
@@ -542,5 +630,7 @@ void cv_server_stop(struct cv_server *server)
 	if (server->tls_active)
 		tls_listener_deactivate(server->tls);
 	tls_listener_free(server->tls);
+	http_workers_free(server->workers);
+	conn_guard_free(server->guard);
 	free(server);
 }

@@ -27,7 +27,36 @@ struct route_stats {
 struct cv_http_stats {
 	size_t n;                  /* the routes and, at 0, requests no route matched */
 	struct route_stats *routes;
+	atomic_uint_fast64_t slow_running, slow_queued, slow_refused;
+	atomic_uint_fast64_t closed[HTTP_CLOSED_N];
 };
+
+/* The reason label of each way a connection is closed before its request is in. */
+static const char *const closed_reasons[HTTP_CLOSED_N] = {
+	[HTTP_CLOSED_DEADLINE] = "request_deadline",
+	[HTTP_CLOSED_PENDING_LIMIT] = "pending_limit",
+};
+
+void http_stats_slow_set(struct cv_http_stats *stats, size_t running, size_t queued)
+{
+	if (stats == NULL)
+		return;
+	atomic_store_explicit(&stats->slow_running, running, memory_order_relaxed);
+	atomic_store_explicit(&stats->slow_queued, queued, memory_order_relaxed);
+}
+
+void http_stats_slow_refused(struct cv_http_stats *stats)
+{
+	if (stats != NULL)
+		atomic_fetch_add_explicit(&stats->slow_refused, 1, memory_order_relaxed);
+}
+
+void http_stats_connections_closed(struct cv_http_stats *stats, enum http_closed reason,
+				   uint64_t n)
+{
+	if (stats != NULL && reason < HTTP_CLOSED_N)
+		atomic_fetch_add_explicit(&stats->closed[reason], n, memory_order_relaxed);
+}
 
 int cv_http_stats_new(struct cv_http_stats **ret_stats)
 {
@@ -146,5 +175,31 @@ int http_stats_render(const struct cv_http_stats *stats, struct text *out)
 		r |= route_label(out, i);
 		r |= text_printf(out, "} %llu\n", (unsigned long long)count);
 	}
+	if (stats == NULL)
+		return r != 0 ? CV_ERR_NOMEM : 0;
+	r |= text_printf(out, "# HELP certvault_http_slow_requests_running Slow requests (key "
+			      "derivation, PKCS#12, network fetches) running on their own "
+			      "threads.\n# TYPE certvault_http_slow_requests_running gauge\n"
+			      "certvault_http_slow_requests_running %llu\n",
+			 (unsigned long long)atomic_load(&stats->slow_running));
+	r |= text_printf(out, "# HELP certvault_http_slow_requests_queued Slow requests waiting "
+			      "for one of those threads.\n"
+			      "# TYPE certvault_http_slow_requests_queued gauge\n"
+			      "certvault_http_slow_requests_queued %llu\n",
+			 (unsigned long long)atomic_load(&stats->slow_queued));
+	r |= text_printf(out, "# HELP certvault_http_slow_requests_refused_total Slow requests "
+			      "answered 503 busy: the queue was full.\n"
+			      "# TYPE certvault_http_slow_requests_refused_total counter\n"
+			      "certvault_http_slow_requests_refused_total %llu\n",
+			 (unsigned long long)atomic_load(&stats->slow_refused));
+	r |= text_puts(out, "# HELP certvault_http_connections_closed_total Connections closed "
+			    "before their request was in: past server.header_timeout or "
+			    "body_timeout, or the longest waiting beyond server.max_pending or "
+			    "max_pending_per_ip.\n"
+			    "# TYPE certvault_http_connections_closed_total counter\n");
+	for (i = 0; i < HTTP_CLOSED_N; i++)
+		r |= text_printf(out, "certvault_http_connections_closed_total{reason=\"%s\"} "
+				 "%llu\n", closed_reasons[i],
+				 (unsigned long long)atomic_load(&stats->closed[i]));
 	return r != 0 ? CV_ERR_NOMEM : 0;
 }

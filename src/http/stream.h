@@ -4,6 +4,7 @@
 #define CV_HTTP_STREAM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "certvault/error.h"
 #include "certvault/http.h"
@@ -42,5 +43,18 @@ int http_stream_respond(struct cv_response *res, int status, const char *content
 /* For the metrics handler (stats.c): appends the request counters and latency histograms in
  * the text exposition format. Returns 0 or CV_ERR_NOMEM. */
 int http_stats_render(const struct cv_http_stats *stats, struct text *out);
+
+/* For the server: how many slow requests run and wait (workers.c), one refused for want of
+ * room, and connections closed before their request was in (guard.c), by reason. Each
+ * accepts a NULL stats. */
+void http_stats_slow_set(struct cv_http_stats *stats, size_t running, size_t queued);
+void http_stats_slow_refused(struct cv_http_stats *stats);
+enum http_closed {
+	HTTP_CLOSED_DEADLINE,          /* past server.header_timeout or body_timeout */
+	HTTP_CLOSED_PENDING_LIMIT,     /* the longest waiting beyond max_pending(_per_ip) */
+	HTTP_CLOSED_N
+};
+void http_stats_connections_closed(struct cv_http_stats *stats, enum http_closed reason,
+				   uint64_t n);
 
 #endif

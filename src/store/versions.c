@@ -617,3 +617,53 @@ out:
 	free(journal);
 	return r;
 }
+
+int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN_ID_LEN],
+			    size_t *ret_n)
+{
+	/* UNION sorts and drops repeats; SQLite orders blobs by memcmp. A row without a key (a
+	 * certificate kept without one) needs none. A version whose key is
+	 * recorded destroyed needs none: its object, if there, came back (a power cut before
+	 * the destroy reached the disk, on a build that did not sync) or was never destroyed. */
+	static const char sql[] =
+		"SELECT key_id FROM certificates WHERE key_id IS NOT NULL"
+		" UNION SELECT key_id FROM certificate_versions"
+		"  WHERE key_state <> 2 AND key_id IS NOT NULL"
+		" UNION SELECT key_id FROM key_journal ORDER BY 1";
+	struct store_conn *conn = store_borrow(store);
+	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
+	sqlite3_stmt *stmt = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r;
+
+	r = store_prepare(conn, sql, &stmt);
+	if (r < 0)
+		goto out;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		/* The schema holds every key_id to 16 bytes. */
+		if (sqlite3_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN) {
+			r = CV_ERR_DB;
+			goto out;
+		}
+		grown = store_grow(ids, &cap, n, sizeof(*ids));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		ids = grown;
+		memcpy(ids[n], sqlite3_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	*ret_ids = ids;
+	*ret_n = n;
+	ids = NULL;
+	r = 0;
+out:
+	store_return(store, conn);
+	free(ids);
+	return r;
+}

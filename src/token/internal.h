@@ -96,6 +96,10 @@ struct cv_token {
 	char serial[17];
 	struct pool pool;
 	struct keymap map;
+	/* Makes the token's storage durable (durable.c); NULL: nothing to do, the module's
+	 * answer is durable. sync_describe says which, for the start-up line. */
+	struct durable *durable;
+	char sync_describe[640];
 	/* Counted where the calls are made; relaxed: they order nothing. */
 	atomic_uint_fast64_t calls[CV_TOKEN_OP_COUNT];
 	atomic_uint_fast64_t errors[CV_TOKEN_OP_COUNT];
@@ -185,6 +189,17 @@ struct keymap_entry *token_keymap_find_locked(struct keymap *map, const uint8_t 
 int token_keymap_reserve_locked(struct keymap *map, const uint8_t *id, size_t id_len);
 /* Removes the entry for id if present. Caller holds the lock. */
 void token_keymap_remove_locked(struct keymap *map, const uint8_t *id, size_t id_len);
+
+/* durable.c */
+/* Sets up token->durable for sync_dir (NULL, "" or "auto": SoftHSM's directories.tokendir
+ * when module_path is SoftHSM, else nothing; "none": nothing; else that directory). Returns
+ * 0 or CV_ERR_CONFIG (err says what to set) or CV_ERR_NOMEM. */
+int token_durable_init(struct cv_token *token, const char *sync_dir, const char *module_path,
+		       struct cv_errmsg *err);
+void token_durable_release(struct cv_token *token);
+/* Returns once every change made to the token's storage before the call is on disk: 0, or
+ * CV_ERR_TOKEN (err names the call and the errno). Takes no token lock. */
+int token_durable_sync(struct cv_token *token, struct cv_errmsg *err);
 
 /* keys.c */
 /* Lists the token's key objects on session (one C_FindObjects loop) and makes the map match:

@@ -626,8 +626,22 @@ int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label
 	if (r < 0)
 		(void)token_run(token, destroy_objects, &op, &ignored);
 	pthread_mutex_unlock(&token->map.writes);
-	if (r < 0)
+	/* The caller commits a row naming this key next: the key reaches the disk first, or a
+	 * power cut keeps the row and loses the key. Outside the writes lock, so one sync can
+	 * cover several threads' creates. A key that cannot be made durable is not kept. */
+	if (r == 0) {
+		r = token_durable_sync(token, err);
+		if (r < 0) {
+			pthread_mutex_lock(&token->map.writes);
+			(void)token_run(token, destroy_objects, &op, &ignored);
+			pthread_mutex_unlock(&token->map.writes);
+		}
+	}
+	if (r < 0) {
+		/* Nor may a half-made object that was cleaned up come back. */
+		(void)token_durable_sync(token, &ignored);
 		goto out;
+	}
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
 	e->pending = 0;
@@ -676,6 +690,10 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 	else if (e != NULL)
 		e->pending = 0;
 	pthread_mutex_unlock(&token->map.lock);
+	/* The caller removes the row (or marks the key destroyed) next: the removal reaches
+	 * the disk first, or a power cut brings the key back with no row naming it. */
+	if (r == 0)
+		r = token_durable_sync(token, err);
 out:
 	return r;
 }

@@ -526,6 +526,12 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 			      "; check token.pin_file or CERTVAULT_TOKEN_PIN" : "");
 		goto out;
 	}
+	/* A storage directory that cannot be found is a configuration error: a token whose keys
+	 * might not survive a power cut is not served. Asked after the token answered, so that
+	 * a token that is not there at all says so first. */
+	r = token_durable_init(token, cfg->sync_dir, cfg->module_path, err);
+	if (r < 0)
+		goto out;
 	*ret_token = token;
 	token = NULL;
 	r = 0;
@@ -537,6 +543,7 @@ out:
 			token_keymap_release(&token->map);
 		if (state_ready)
 			token_state_release(token);
+		token_durable_release(token);
 		module_put(token->module);
 		cv_secret_free(token->pin, token->pin_len + 1);
 		free(token);
@@ -562,6 +569,7 @@ void cv_token_free(struct cv_token *token)
 	token_pool_release(token);
 	token_keymap_release(&token->map);
 	token_state_release(token);
+	token_durable_release(token);
 	module_put(token->module);
 	cv_secret_free(token->pin, token->pin_len + 1);
 	free(token);

@@ -230,6 +230,11 @@ int cv_token_secret_generate(struct cv_token *token, const char *label, const ui
 	r = token_run(token, generate, &op, err);
 	if (r < 0)
 		goto out;
+	/* Audit records keyed by it are committed next: it reaches the disk first (issue 21),
+	 * or a power cut leaves a chain nobody can verify. */
+	r = token_durable_sync(token, err);
+	if (r < 0)
+		goto out;
 	/* Found again by label, as every later start will: this also proves it is the only one. */
 	r = lookup(s, &h, err);
 out:

@@ -4,7 +4,6 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "certvault/fault.h"
@@ -342,10 +341,10 @@ static int record_from_cert(const struct cv_import_request *req, X509 *cert, EVP
 	}
 	rec->created_at = now;
 	rec->updated_at = now;
-	if (RAND_bytes(rec->key_id, sizeof(rec->key_id)) != 1) {
-		r = CV_ERR_INTERNAL;
+	/* The id carries certvault's marker, so that a key left behind is known as its own. */
+	r = cv_token_key_id_new(rec->key_id);
+	if (r < 0)
 		goto out;
-	}
 	*ret_rec = rec;
 	rec = NULL;
 	r = 0;
@@ -840,12 +839,17 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	}
 	cv_fault_point("delete.after_mark");
 	r = destroy_all_keys(v, rec, err);
-	if (r < 0) {
+	if (r < 0 && cv_token_key_exists(v->token, rec->key_id, sizeof(rec->key_id))) {
 		/* The current key is still there: the certificate stays, and the trail says so
 		 * after the record of the mark (the caller writes the refusal). */
 		cv_store_cert_activate(v->store, rec->id, NULL);
 		if (audit != NULL)
 			audit->written = 0;
+		goto out;
+	}
+	if (r < 0) {
+		/* The key is gone but its removal could not be made durable: the row keeps its
+		 * deleting mark (and the delete its record), and the next start finishes it. */
 		goto out;
 	}
 	cv_fault_point("delete.before_remove");

@@ -433,10 +433,18 @@ static int pkcs8_decrypt(const X509_SIG *sig, const char *password, EVP_PKEY **r
 			 struct cv_errmsg *err)
 {
 	PKCS8_PRIV_KEY_INFO *p8 = NULL;
+	const X509_ALGOR *alg = NULL;
 	EVP_PKEY *pk = NULL;
 	size_t plen;
+	long cost;
 	int r;
 
+	/* The key names its own iteration count or scrypt parameters: judged before a
+	 * password is even looked at, so a costly key is refused the same fast way. */
+	X509_SIG_get0(sig, &alg, NULL);
+	r = cv_x509_kdf_cost(alg, "the encrypted key", &cost, err);
+	if (r < 0)
+		goto out;
 	if (password_missing(password)) {
 		r = cv_errmsg_set(err, CV_ERR_BAD_PASSWORD, "the key is encrypted: a password is "
 				  "needed");

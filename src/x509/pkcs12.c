@@ -24,12 +24,10 @@
 #include "certvault/x509.h"
 
 /* What one file may make certvault do: at most this many safe bags, safe contents nested
- * this deep, and password-hashing iterations in all (the MAC, each encrypted safe, the key,
- * retries included). Common tools spend 2048 to 10000 on each; OWASP's advice for
- * PBKDF2-SHA256 is 600000. Without a budget an upload could ask for 2^31 iterations. */
+ * this deep, and CV_X509_MAX_KDF_COST of key derivation in all (the MAC, each encrypted
+ * safe, the key, retries included), the same rule as for an encrypted PKCS#8 key. */
 #define P12_MAX_BAGS 64
 #define P12_MAX_DEPTH 4
-#define P12_MAX_ITERATIONS 3000000L
 
 /* The truststore export: Java 17's own default iterations for PKCS#12, 128-bit salts. */
 #define TRUSTSTORE_ITERATIONS 10000
@@ -43,7 +41,7 @@ struct p12_parse {
 	const char *pass;           /* the password the MAC verified (NULL: none at all) */
 	int passlen;
 	int mac_verified;
-	long budget;                /* iterations left */
+	long budget;                /* key-derivation rounds left (cv_x509_kdf_cost) */
 	OSSL_LIB_CTX *legacy;       /* made on the first decryption that fails */
 	OSSL_PROVIDER *legacy_default, *legacy_legacy;
 	int legacy_unavailable;
@@ -86,62 +84,15 @@ static OSSL_LIB_CTX *legacy_ctx(struct p12_parse *p)
 	return p->legacy;
 }
 
-/* The iteration count of a password-based encryption (PKCS#12 PBE and PBES1: PBEParameter;
- * PBES2 with PBKDF2): 0 when there is none to read (OpenSSL then refuses the algorithm),
- * LONG_MAX when it is out of range, -1 for PBES2 with another key derivation: scrypt's cost
- * grows with its parallelism beyond what its memory bound limits, and no PKCS#12 writer
- * in use chooses it. */
-static long pbe_iterations(const X509_ALGOR *alg)
+/* Spends cost of the file's budget, or refuses before the work is done. */
+static int charge(struct p12_parse *p, long cost, struct cv_errmsg *err)
 {
-	PBE2PARAM *pbe2 = NULL;
-	PBKDF2PARAM *kdf = NULL;
-	PBEPARAM *pbe = NULL;
-	long iter = 0;
-
-	if (alg == NULL || alg->parameter == NULL)
-		return 0;
-	if (OBJ_obj2nid(alg->algorithm) == NID_pbes2) {
-		pbe2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
-		if (pbe2 == NULL || pbe2->keyfunc == NULL)
-			goto out;
-		if (OBJ_obj2nid(pbe2->keyfunc->algorithm) != NID_id_pbkdf2) {
-			iter = -1;
-			goto out;
-		}
-		kdf = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM),
-						pbe2->keyfunc->parameter);
-		if (kdf != NULL && (iter = ASN1_INTEGER_get(kdf->iter)) < 0)
-			iter = LONG_MAX;
-	} else {
-		pbe = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBEPARAM), alg->parameter);
-		if (pbe != NULL && (iter = ASN1_INTEGER_get(pbe->iter)) < 0)
-			iter = LONG_MAX;
-	}
-out:
-	PBEPARAM_free(pbe);
-	PBKDF2PARAM_free(kdf);
-	PBE2PARAM_free(pbe2);
-	return iter;
-}
-
-/* What one decryption with alg costs, or a refusal of its key derivation. */
-static int pbe_cost(const X509_ALGOR *alg, long *ret_iter, struct cv_errmsg *err)
-{
-	*ret_iter = pbe_iterations(alg);
-	if (*ret_iter < 0)
-		return cv_errmsg_set(err, CV_ERR_BAD_ENCODING,
-				     "the PKCS#12 file derives keys from its password with "
-				     "neither PBKDF2 nor PKCS#12's own function");
-	return 0;
-}
-
-static int charge(struct p12_parse *p, long iter, struct cv_errmsg *err)
-{
-	if (iter > p->budget)
-		return cv_errmsg_set(err, CV_ERR_BAD_ENCODING,
-				     "the PKCS#12 file asks for more than %ld password-hashing "
-				     "iterations in all: export it with fewer", P12_MAX_ITERATIONS);
-	p->budget -= iter;
+	if (cost > p->budget)
+		return cv_errmsg_set(err, CV_ERR_LIMIT,
+				     "the PKCS#12 file asks for more than %ld rounds of password "
+				     "hashing in all (as many PBKDF2-HMAC-SHA256 iterations): export "
+				     "it with fewer iterations", CV_X509_MAX_KDF_COST);
+	p->budget -= cost;
 	return 0;
 }
 
@@ -170,7 +121,7 @@ static int decrypt_safe(struct p12_parse *p, const PKCS7 *p7,
 	const PKCS7_ENC_CONTENT *enc;
 	STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
 	OSSL_LIB_CTX *ctx = NULL;
-	long iter;
+	long cost;
 	int attempt, r;
 
 	if (p7->d.encrypted == NULL || p7->d.encrypted->enc_data == NULL ||
@@ -178,13 +129,14 @@ static int decrypt_safe(struct p12_parse *p, const PKCS7 *p7,
 		return cv_errmsg_set(err, CV_ERR_BAD_ENCODING,
 				     "the PKCS#12 file holds an encrypted safe without content");
 	enc = p7->d.encrypted->enc_data;
-	r = pbe_cost(enc->algorithm, &iter, err);
+	r = cv_x509_kdf_cost(enc->algorithm, "the PKCS#12 file's encrypted certificates", &cost,
+			     err);
 	if (r < 0)
 		return r;
 	for (attempt = 0; attempt < 2 && bags == NULL; attempt++) {
 		if (attempt == 1 && (ctx = legacy_ctx(p)) == NULL)
 			break;
-		r = charge(p, iter, err);
+		r = charge(p, cost, err);
 		if (r < 0)
 			return r;
 		bags = PKCS12_item_decrypt_d2i_ex(enc->algorithm, ASN1_ITEM_rptr(PKCS12_SAFEBAGS),
@@ -385,7 +337,7 @@ static int key_decode(struct p12_parse *p, EVP_PKEY **ret_key, struct cv_errmsg 
 	const X509_ALGOR *alg = NULL;
 	OSSL_LIB_CTX *ctx = NULL;
 	EVP_PKEY *pk = NULL;
-	long iter;
+	long cost;
 	int attempt, r;
 
 	if (p->key != NULL) {
@@ -394,13 +346,13 @@ static int key_decode(struct p12_parse *p, EVP_PKEY **ret_key, struct cv_errmsg 
 		goto done;
 	}
 	X509_SIG_get0(p->shrouded, &alg, NULL);
-	r = pbe_cost(alg, &iter, err);
+	r = cv_x509_kdf_cost(alg, "the PKCS#12 file's private key", &cost, err);
 	if (r < 0)
 		goto out;
 	for (attempt = 0; attempt < 2 && p8 == NULL; attempt++) {
 		if (attempt == 1 && (ctx = legacy_ctx(p)) == NULL)
 			break;
-		r = charge(p, iter, err);
+		r = charge(p, cost, err);
 		if (r < 0)
 			goto out;
 		p8 = PKCS8_decrypt_ex(p->shrouded, p->pass, p->passlen, ctx, NULL);
@@ -437,7 +389,7 @@ int cv_x509_pkcs12_parse(const unsigned char *der, size_t len, const char *passw
 	PKCS12 *p12 = NULL;
 	int i, r;
 
-	p.budget = P12_MAX_ITERATIONS;
+	p.budget = CV_X509_MAX_KDF_COST;
 	if (der == NULL || len == 0) {
 		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "the PKCS#12 file is empty");
 		goto out;

@@ -142,8 +142,9 @@ class Token:
 class Daemon:
     """One certvaultd on a token and a database, its log in a file."""
 
-    def __init__(self, token, db=None, log=None):
+    def __init__(self, token, db=None, log=None, extra_env=None):
         self.token = token
+        self.extra_env = extra_env
         self.db = db or token.db
         self.log_path = log or os.path.join(token.path, "certvaultd.log")
         self.proc = None
@@ -152,7 +153,8 @@ class Daemon:
     def start(self):
         self.logf = open(self.log_path, "ab")
         offset = self.logf.tell()
-        self.proc = subprocess.Popen([self.token.bins.certvaultd], env=self.token.env(self.db),
+        self.proc = subprocess.Popen([self.token.bins.certvaultd],
+                                     env=self.token.env(self.db, self.extra_env),
                                      stdout=subprocess.DEVNULL, stderr=self.logf)
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -531,6 +533,49 @@ def measure_import(bins, run_dir, sz, table):
                          table, target=False)
     finally:
         d.stop()
+    measure_import_sync(bins, run_dir, sz, table)
+
+
+def measure_import_sync(bins, run_dir, sz, table):
+    """What making the token's files durable before each commit costs (issue 21): the same
+    imports on two certvaultds of this build, on two fresh tokens growing alike, one with
+    its default token.sync_dir (SoftHSM's token directory, fsynced after each key create)
+    and one with token.sync_dir = none, in alternating pairs; the median pair's ratio."""
+    sync_tok = Token(bins, os.path.join(run_dir, "import-sync"), "bench-sync").init()
+    nosync_tok = Token(bins, os.path.join(run_dir, "import-nosync"), "bench-nosync").init()
+    daemons = {"sync": Daemon(sync_tok).start(),
+               "nosync": Daemon(nosync_tok, extra_env={"CERTVAULT_TOKEN_SYNC_DIR": "none"})
+               .start()}
+    try:
+        for side, d in daemons.items():
+            d.import_keys("p256", 5, "warm" + side[0], pool=5)
+        for threads in (IMPORT_THREADS, 1):
+            n = sz["import_n"]["p256"]
+            rates = {"sync": [], "nosync": []}
+            ratios = []
+            for rnd in range(sz["import_rounds"]):
+                order = ("sync", "nosync") if rnd % 2 == 0 else ("nosync", "sync")
+                pair = {}
+                for side in order:
+                    pair[side] = daemons[side].import_keys(
+                        "p256", n, "%s%d%d" % (side[0], threads, rnd),
+                        threads=threads)["rate"]
+                    rates[side].append(pair[side])
+                ratios.append(pair["sync"] / pair["nosync"])
+                say("import P-256 on %d connection(s), pair %d/%d, %d keys each: %.0f/s with "
+                    "the token sync, %.0f/s without, %.2f" % (
+                        threads, rnd + 1, sz["import_rounds"], n, pair["sync"],
+                        pair["nosync"], ratios[-1]))
+            r = median(ratios)
+            table.add("context: import P-256 with the token sync vs without (%d connection%s;"
+                      " pairs %.2f-%.2f)" % (threads, "s" if threads > 1 else "",
+                                             min(ratios), max(ratios)),
+                      fmt_rate(median(rates["sync"])),
+                      "%s with token.sync_dir = none" % fmt_rate(median(rates["nosync"])),
+                      "%.2f" % r, "", "")
+    finally:
+        for d in daemons.values():
+            d.stop()
 
 
 def measure_scaling(sets, sz, table):
@@ -663,6 +708,53 @@ def measure_list(bins, token, rows_db, n_rows, sz, table):
         d.stop()
 
 
+def report(bins, table, sz, started, added):
+    """Prints the table with what was measured how, and keeps it in last-run.txt. added: the
+    rows inserted for the list, None when only the imports ran."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    rev = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty"],
+                         capture_output=True)
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    out = ["certvault benchmark (issue 7): %s, commit %s, %d cores (%s), took %.0f s" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), rev.stdout.decode().strip() or "?",
+        os.cpu_count(), cpu, time.time() - started)]
+    out.append("command: scripts/bench %s" % " ".join(sys.argv[3:]))
+    if added is None:
+        out.append("sizes: imports only (%s)" % " ".join(sys.argv[3:]))
+    else:
+        out.append("sizes: %d, %s and %s certificates with keys (P-256, imported through the "
+                   "API), %s rows for the list (%s of them inserted straight into SQLite with "
+                   "random key ids and no key in the token: the list never reads the token)" % (
+                       sz["small"], "{:,}".format(sz["mid"]), "{:,}".format(sz["large"]),
+                       "{:,}".format(sz["rows"]), "{:,}".format(added)))
+    out.append("wrk -t%d -c%d -d%ds --latency; each pair back to back, %d rounds, best of each "
+               "side; import: %d alternating pairs of %s certificates (RSA-2048/P-256) on %d "
+               "connections against raw C_CreateObject on %d threads (and fewer on 1 against "
+               "1), both on fresh tokens "
+               "growing alike, keys reused from a pool of %d, median rates and median pair "
+               "ratio; certvaultd with its defaults (4 HTTP threads), its log to a file; every "
+               "request carries an admin token; every import writes its audit record in its "
+               "own transaction" % (
+                   WRK_THREADS, WRK_CONNECTIONS, sz["wrk_seconds"], sz["rounds"],
+                   sz["import_rounds"],
+                   "/".join(str(sz["import_n"][k]) for k in ("rsa2048", "p256")),
+                   IMPORT_THREADS, IMPORT_THREADS, KEY_POOL))
+    out.append("")
+    out.append(table.render())
+    out += ["note: " + n for n in table.notes]
+    text = "\n".join(out) + "\n"
+    print()
+    print(text, end="")
+    with open(os.path.join(bins.root, "last-run.txt"), "w") as f:
+        f.write(text)
+    say("this table is also in %s" % os.path.join(bins.root, "last-run.txt"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", required=True, help="the bench build tree (build-bench)")
@@ -670,6 +762,11 @@ def main():
     ap.add_argument("--rebuild", action="store_true", help="make the cached data sets again")
     ap.add_argument("--keys", type=int, help="the large key count (default 10000)")
     ap.add_argument("--rows", type=int, help="the row count of the list (default 100000)")
+    ap.add_argument("--sync-only", action="store_true",
+                    help="only the imports with the token sync against without it (issue 21)")
+    ap.add_argument("--import-only", action="store_true",
+                    help="only the imports: against raw C_CreateObject, and with the token"
+                         " sync against without it")
     args = ap.parse_args()
 
     sz = dict(SIZES["quick" if args.quick else "full"])
@@ -698,6 +795,14 @@ def main():
 
     started = time.time()
     table = Table()
+    if args.sync_only:
+        measure_import_sync(bins, run_dir, sz, table)
+        report(bins, table, sz, started, None)
+        return 0
+    if args.import_only:
+        measure_import(bins, run_dir, sz, table)
+        report(bins, table, sz, started, None)
+        return 0
     large = keys_dataset(bins, data_dir, sz["large"], args.rebuild)
     mid = keys_dataset(bins, data_dir, sz["mid"], args.rebuild)
 
@@ -740,45 +845,7 @@ def main():
     measure_startup(bins, large, sz["large"], sz, table, rows_db, sz["rows"])
     measure_list(bins, large, rows_db, sz["rows"], sz, table)
 
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    rev = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty"],
-                         capture_output=True)
-    cpu = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    out = ["certvault benchmark (issue 7): %s, commit %s, %d cores (%s), took %.0f s" % (
-        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), rev.stdout.decode().strip() or "?",
-        os.cpu_count(), cpu, time.time() - started)]
-    out.append("command: scripts/bench %s" % " ".join(sys.argv[3:]))
-    out.append("sizes: %d, %s and %s certificates with keys (P-256, imported through the "
-               "API), %s rows for the list (%s of them inserted straight into SQLite with "
-               "random key ids and no key in the token: the list never reads the token)" % (
-                   sz["small"], "{:,}".format(sz["mid"]), "{:,}".format(sz["large"]),
-                   "{:,}".format(sz["rows"]), "{:,}".format(added)))
-    out.append("wrk -t%d -c%d -d%ds --latency; each pair back to back, %d rounds, best of each "
-               "side; import: %d alternating pairs of %s certificates (RSA-2048/P-256) on %d "
-               "connections against raw C_CreateObject on %d threads (and fewer on 1 against "
-               "1), both on fresh tokens "
-               "growing alike, keys reused from a pool of %d, median rates and median pair "
-               "ratio; certvaultd with its defaults (4 HTTP threads), its log to a file; every "
-               "request carries an admin token; every import writes its audit record in its "
-               "own transaction" % (
-                   WRK_THREADS, WRK_CONNECTIONS, sz["wrk_seconds"], sz["rounds"],
-                   sz["import_rounds"],
-                   "/".join(str(sz["import_n"][k]) for k in ("rsa2048", "p256")),
-                   IMPORT_THREADS, IMPORT_THREADS, KEY_POOL))
-    out.append("")
-    out.append(table.render())
-    out += ["note: " + n for n in table.notes]
-    text = "\n".join(out) + "\n"
-    print()
-    print(text, end="")
-    with open(os.path.join(bins.root, "last-run.txt"), "w") as f:
-        f.write(text)
-    say("this table is also in %s" % os.path.join(bins.root, "last-run.txt"))
+    report(bins, table, sz, started, added)
     return 0
 
 

@@ -142,10 +142,11 @@ class Certvaultd:
         env = self.env({"CERTVAULT_TOKEN_SO_PIN": self.so_pin})
         run([CERTVAULTD, "--init-token"], env=env)
 
-    def start(self, extra_env=None):
+    def start(self, extra_env=None, prefix=None):
+        """prefix: a command certvaultd runs under (strace ...)."""
         self.logf = open(self.log_path, "ab")
         self.log_offset = self.logf.tell()
-        self.proc = subprocess.Popen([CERTVAULTD], env=self.env(extra_env),
+        self.proc = subprocess.Popen(list(prefix or []) + [CERTVAULTD], env=self.env(extra_env),
                                      stdout=subprocess.DEVNULL, stderr=self.logf)
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -788,6 +788,71 @@ static void test_every_route_has_its_rule(void **state)
 	assert_int_equal(n, sizeof(expected_routes) / sizeof(expected_routes[0]));
 }
 
+/* The routes whose handler may take seconds, and only they, run apart from the HTTP
+ * threads; the dispatch settles who may call one before handing it over, and a request it
+ * cannot take is answered 503 busy with Retry-After. */
+static void test_slow_routes(void **state)
+{
+	static const char *const slow[] = {
+		"POST /v1/certificates", "POST /v1/certificates/{}/renew",
+		"POST /v1/certificates/{}/replace", "POST /v1/truststore",
+		"GET /v1/truststore/export", "GET /v1/audit/verify",
+	};
+	struct cv_route_info info;
+	struct cv_dispatch d;
+	struct cv_request req;
+	struct cv_response res;
+	char name[128];
+	size_t i, j, n = 0;
+
+	(void)state;
+	for (i = 0; cv_http_route_at(i, &info) == 0; i++) {
+		snprintf(name, sizeof(name), "%s %s", info.method, info.pattern);
+		for (j = 0; j < sizeof(slow) / sizeof(slow[0]) && strcmp(slow[j], name) != 0; j++)
+			;
+		if ((j < sizeof(slow) / sizeof(slow[0])) != (info.slow != 0))
+			fail_msg("%s: slow is %d", name, info.slow);
+		n += info.slow != 0;
+	}
+	assert_int_equal(n, sizeof(slow) / sizeof(slow[0]));
+
+	/* Allowed and checked: handed over before the handler. */
+	request(&req, "POST", "/v1/certificates", "{\"name\":\"x\"}");
+	assert_int_equal(cv_http_dispatch_begin(&app, &req, 0, &d, &res), 1);
+	assert_int_equal(res.status, 0);
+	assert_non_null(req.audit);
+	cv_http_dispatch_end(&app, &req, &d, CV_ERR_BUSY, "no room", &res);
+	assert_int_equal(res.status, 503);
+	assert_string_equal(error_code(&res), "busy");
+	assert_string_equal(error_message(&res), "no room");
+	assert_int_equal(res.retry_after, 1);
+	assert_true(res.route > 0);
+	assert_null(req.audit);
+	cv_response_release(&res);
+	/* Run as it would be on a worker: the handler's own answer. */
+	request(&req, "POST", "/v1/certificates", "{\"name\":\"x\"}");
+	assert_int_equal(cv_http_dispatch_begin(&app, &req, 0, &d, &res), 1);
+	cv_http_dispatch_end(&app, &req, &d, 0, NULL, &res);
+	assert_int_equal(res.status, 400);
+	assert_int_equal(res.retry_after, 0);
+	cv_response_release(&res);
+	/* Refused before: never handed over. */
+	request(&req, "POST", "/v1/certificates", "{\"name\":\"x\"}");
+	req.authorization = auditor_auth;
+	assert_int_equal(cv_http_dispatch_begin(&app, &req, 0, &d, &res), 0);
+	assert_int_equal(res.status, 403);
+	cv_response_release(&res);
+	request(&req, "POST", "/v1/certificates", "{\"name\":\"x\"}");
+	assert_int_equal(cv_http_dispatch_begin(&app, &req, 1, &d, &res), 0);
+	assert_int_equal(res.status, 413);
+	cv_response_release(&res);
+	/* A route that is not slow is answered at once. */
+	request(&req, "GET", "/v1/certificates", NULL);
+	assert_int_equal(cv_http_dispatch_begin(&app, &req, 0, &d, &res), 0);
+	assert_int_equal(res.status, 200);
+	cv_response_release(&res);
+}
+
 /* The route's pattern with each {} as "x": a path the route matches. */
 static void concrete(const char *pattern, char *buf, size_t len)
 {
@@ -1163,6 +1228,7 @@ int main(void)
 		cmocka_unit_test(test_prom_label_values),
 		cmocka_unit_test(test_request_histogram),
 		cmocka_unit_test(test_streamed_bodies),
+		cmocka_unit_test(test_slow_routes),
 	};
 	char dir[] = "/tmp/cv-http-XXXXXX", path[64], secret[CV_API_TOKEN_LEN + 1];
 	char *const auths[] = { admin_auth, operator_auth, auditor_auth };

@@ -2336,6 +2336,57 @@ static void test_key_journal_and_unsettled_keys(void **state)
 	cv_store_cert_free(v3);
 }
 
+/* The ids a row still needs, for the start-up search of orphan keys: sorted, no repeats, a
+ * version's key only until it is recorded destroyed, the journal's too. */
+static void assert_needed(struct cv_store *store, const uint8_t *const *want, size_t n_want)
+{
+	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL;
+	size_t n = 99, i, j;
+
+	assert_int_equal(cv_store_key_ids_needed(store, &ids, &n), 0);
+	assert_int_equal(n, n_want);
+	for (i = 0; i + 1 < n; i++)
+		assert_true(memcmp(ids[i], ids[i + 1], CV_TOKEN_ID_LEN) < 0);
+	for (j = 0; j < n_want; j++) {
+		for (i = 0; i < n && memcmp(ids[i], want[j], CV_TOKEN_ID_LEN) != 0; i++)
+			;
+		assert_true(i < n);
+	}
+	free(ids);
+}
+
+static void test_key_ids_needed(void **state)
+{
+	static const char *const d[] = { "*.needed.example", NULL };
+	static const uint8_t journal[CV_TOKEN_ID_LEN] = "journal-key-0001";
+	struct cv_store *store = *state;
+	struct cv_cert_record *v1 = make_rec("needed", NOW - DAY, NOW + DAY, d);
+	struct cv_cert_record *v2 = make_next("needed-v2", d);
+	struct cv_cert_record *v3 = make_next("needed-v3", d);
+	struct cv_supersede req;
+	int64_t id;
+
+	assert_needed(store, NULL, 0);
+	id = add_rec(store, v1);
+	assert_needed(store, (const uint8_t *const[]){ v1->key_id }, 1);
+	assert_int_equal(cv_store_key_journal_add(store, journal, id, NOW), 0);
+	assert_needed(store, (const uint8_t *const[]){ v1->key_id, journal }, 2);
+	/* Superseded and kept, then superseded and being destroyed: both still needed. */
+	req = supersede_req(CV_END_REPLACED, id, 1, v2, NOW + 10);
+	superseded(store, &req);
+	req = supersede_req(CV_END_REPLACED, id, 2, v3, NOW + 20);
+	req.destroy_old_key = 1;
+	superseded(store, &req);
+	assert_needed(store, (const uint8_t *const[]){ v1->key_id, v2->key_id, v3->key_id,
+						       journal }, 4);
+	/* Recorded destroyed: a key object with that id would be an orphan. */
+	assert_int_equal(cv_store_version_key_destroyed(store, v2->key_id), 0);
+	assert_needed(store, (const uint8_t *const[]){ v1->key_id, v3->key_id, journal }, 3);
+	cv_store_cert_free(v1);
+	cv_store_cert_free(v2);
+	cv_store_cert_free(v3);
+}
+
 struct racer {
 	struct cv_store *store;
 	pthread_barrier_t *start;
@@ -3174,7 +3225,7 @@ static void append_n(struct cv_store *store, int n, const char *prefix)
 static void test_audit_keyed_and_archived(void **state)
 {
 	char tdir[] = "/tmp/cv-store-token-XXXXXX";
-	struct cv_token_config tcfg = { NULL, "audit", "5678", 2 };
+	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL };
 	struct cv_token *token = NULL;
 	struct cv_token_secret *key = NULL;
 	struct cv_store *store = *state, *other = NULL;
@@ -3308,6 +3359,7 @@ int main(void)
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_supersede_same_certificate_history, test_setup,
 						test_teardown),
+		cmocka_unit_test_setup_teardown(test_key_ids_needed, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_key_journal_and_unsettled_keys, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_supersede_race, test_setup, test_teardown),

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -60,7 +61,7 @@ static EVP_PKEY *key_new(const char *type)
 
 static struct cv_token *open_label(const char *label, unsigned pool_size)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size };
+	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 	int r;
@@ -197,7 +198,7 @@ static void test_open(void **state)
 
 static void test_open_wrong_pin(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2 };
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -213,7 +214,7 @@ static void test_open_wrong_pin(void **state)
 
 static void test_open_unknown_label(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2 };
+	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -225,7 +226,7 @@ static void test_open_unknown_label(void **state)
 
 static void test_open_missing_module(void **state)
 {
-	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2 };
+	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -1199,6 +1200,137 @@ static void test_token_away_concurrent(void **state)
 	EVP_PKEY_free(key);
 }
 
+/* token.sync_dir: what each value does, and the refusals at open (issue 21). */
+static struct cv_token *open_sync(const char *sync_dir, int expect, struct cv_errmsg *err)
+{
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, sync_dir };
+	struct cv_token *token = NULL;
+
+	assert_int_equal(cv_token_open(&cfg, &token, err), expect);
+	if (expect != 0)
+		assert_null(token);
+	return token;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_true(fputs(text, f) >= 0);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void test_sync_dir(void **state)
+{
+	char tokens[256], deep[256], conf[512], saved[512], expect[600];
+	struct cv_errmsg err = { "" };
+	struct cv_token *keep, *token;
+	uint8_t id[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new("p256");
+	const char *env;
+
+	(void)state;
+	snprintf(tokens, sizeof(tokens), "%s/tokens", dir);
+	/* Kept open so that the module stays initialised while SOFTHSM2_CONF changes below:
+	 * only certvault's own reading of it then sees the change. */
+	keep = open_token();
+	/* Default: SoftHSM's tokendir, from SOFTHSM2_CONF, file by file. */
+	token = open_sync(NULL, 0, &err);
+	snprintf(expect, sizeof(expect), "fsync of the changed files under %s (directories."
+		 "tokendir of ", tokens);
+	assert_non_null(strstr(cv_token_sync_describe(token), expect));
+	assert_int_equal(cv_token_key_id_new(id), 0);
+	assert_int_equal(cv_token_key_create(token, key, "synced", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	cv_token_free(token);
+	token = open_sync("none", 0, &err);
+	assert_non_null(strstr(cv_token_sync_describe(token), "none (token.sync_dir = none)"));
+	cv_token_free(token);
+	/* A directory with a third level is not SoftHSM's layout: every sync is a syncfs. */
+	snprintf(deep, sizeof(deep), "%s/deep", dir);
+	assert_int_equal(mkdir(deep, 0700), 0);
+	snprintf(conf, sizeof(conf), "%s/a", deep);
+	assert_int_equal(mkdir(conf, 0700), 0);
+	snprintf(conf, sizeof(conf), "%s/a/b", deep);
+	assert_int_equal(mkdir(conf, 0700), 0);
+	token = open_sync(deep, 0, &err);
+	snprintf(expect, sizeof(expect), "syncfs under %s (token.sync_dir)", deep);
+	assert_string_equal(cv_token_sync_describe(token), expect);
+	assert_int_equal(cv_token_key_id_new(id), 0);
+	assert_int_equal(cv_token_key_create(token, key, "syncfs", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	cv_token_free(token);
+	/* Refusals: each names the setting and what to do. */
+	snprintf(conf, sizeof(conf), "%s/nowhere", dir);
+	open_sync(conf, CV_ERR_CONFIG, &err);
+	assert_non_null(strstr(err.text, "token.sync_dir"));
+	assert_non_null(strstr(err.text, "is not a directory"));
+	env = getenv("SOFTHSM2_CONF");
+	assert_non_null(env);
+	snprintf(saved, sizeof(saved), "%s", env);
+	snprintf(conf, sizeof(conf), "%s/missing.conf", dir);
+	assert_int_equal(setenv("SOFTHSM2_CONF", conf, 1), 0);
+	open_sync("auto", CV_ERR_CONFIG, &err);
+	assert_non_null(strstr(err.text, "cannot be read"));
+	assert_non_null(strstr(err.text, conf));
+	snprintf(conf, sizeof(conf), "%s/empty.conf", dir);
+	write_file(conf, "# no tokendir\nlog.level = ERROR\n");
+	assert_int_equal(setenv("SOFTHSM2_CONF", conf, 1), 0);
+	open_sync("", CV_ERR_CONFIG, &err);
+	assert_non_null(strstr(err.text, "names no directories.tokendir"));
+	/* SoftHSM's own syntax: spaces around '=', a tokendir that is not there. */
+	write_file(conf, "  directories.tokendir   =   /nonexistent/tokens  \n");
+	open_sync(NULL, CV_ERR_CONFIG, &err);
+	assert_non_null(strstr(err.text, "/nonexistent/tokens (directories.tokendir of"));
+	assert_int_equal(setenv("SOFTHSM2_CONF", saved, 1), 0);
+	cv_token_free(keep);
+	EVP_PKEY_free(key);
+}
+
+/* The marker: every id certvault makes carries it, random ids and other lengths do not, and
+ * the marked listing sees only marked private and public key objects. */
+static int count_marked(const uint8_t *id, size_t id_len, int has_private, void *arg)
+{
+	int *counts = arg;
+
+	assert_true(cv_token_key_id_marked(id, id_len));
+	counts[has_private ? 0 : 1]++;
+	return 0;
+}
+
+static void test_key_id_marker(void **state)
+{
+	uint8_t a[CV_TOKEN_ID_LEN], b[CV_TOKEN_ID_LEN], other[CV_TOKEN_ID_LEN];
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	EVP_PKEY *key = key_new("p256");
+	int counts[2] = { 0, 0 };
+
+	(void)state;
+	assert_int_equal(cv_token_key_id_new(a), 0);
+	assert_int_equal(cv_token_key_id_new(b), 0);
+	assert_memory_equal(a, CV_TOKEN_ID_MARKER, CV_TOKEN_ID_MARKER_LEN);
+	assert_memory_not_equal(a, b, sizeof(a));
+	assert_true(cv_token_key_id_marked(a, sizeof(a)));
+	assert_false(cv_token_key_id_marked(a, sizeof(a) - 1));
+	random_id(other, sizeof(other));
+	other[0] = 0x00; /* never the marker's first byte */
+	assert_false(cv_token_key_id_marked(other, sizeof(other)));
+	token = open_token();
+	assert_int_equal(cv_token_marked_foreach(token, count_marked, counts), 0);
+	assert_int_equal(counts[0], 0);
+	assert_int_equal(cv_token_key_create(token, key, "marked", a, sizeof(a), &err), 0);
+	assert_int_equal(cv_token_key_create(token, key, "other", other, sizeof(other), &err), 0);
+	assert_int_equal(cv_token_marked_foreach(token, count_marked, counts), 0);
+	assert_int_equal(counts[0], 1);
+	assert_int_equal(counts[1], 0);
+	assert_int_equal(cv_token_key_destroy(token, a, sizeof(a), &err), 0);
+	assert_int_equal(cv_token_key_destroy(token, other, sizeof(other), &err), 0);
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
 /* Secret keys labelled label, as the test sees them; the first handle in *ret_first. */
 static CK_ULONG raw_find_secret(struct raw *raw, const char *label, CK_OBJECT_HANDLE *ret_first)
 {
@@ -1313,6 +1445,8 @@ int main(void)
 		cmocka_unit_test(test_open_wrong_pin),
 		cmocka_unit_test(test_open_unknown_label),
 		cmocka_unit_test(test_open_missing_module),
+		cmocka_unit_test(test_sync_dir),
+		cmocka_unit_test(test_key_id_marker),
 		cmocka_unit_test(test_create_each_type),
 		cmocka_unit_test(test_duplicate_id),
 		cmocka_unit_test(test_unsupported),

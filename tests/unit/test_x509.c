@@ -1,5 +1,6 @@
 /* Unit tests for the x509 module: every encoding of certificates, chains and keys; the import
  * checks (key types, dates, weak signatures, key match, chain); the details; status and days. */
+#include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <openssl/core_names.h>
@@ -549,6 +551,163 @@ static void test_key_parse_text_around(void **state)
 	free(cert);
 	free(sec1);
 	X509_free(x);
+}
+
+/* Rewrites the scrypt parameters of a PBES2 algorithm in place: N, r and p as a file may
+ * name them, beyond what PKCS5_pbe2_set_scrypt agrees to make. */
+static void scrypt_params_set(X509_ALGOR *alg, uint64_t n, uint64_t r, uint64_t p)
+{
+	PBE2PARAM *pbe2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
+	SCRYPT_PARAMS *sp;
+
+	assert_non_null(pbe2);
+	sp = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS), pbe2->keyfunc->parameter);
+	assert_non_null(sp);
+	assert_int_equal(ASN1_INTEGER_set_uint64(sp->costParameter, n), 1);
+	assert_int_equal(ASN1_INTEGER_set_uint64(sp->blockSize, r), 1);
+	assert_int_equal(ASN1_INTEGER_set_uint64(sp->parallelizationParameter, p), 1);
+	ASN1_TYPE_free(pbe2->keyfunc->parameter);
+	pbe2->keyfunc->parameter = NULL;
+	assert_non_null(ASN1_TYPE_pack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS), sp,
+						&pbe2->keyfunc->parameter));
+	ASN1_TYPE_free(alg->parameter);
+	alg->parameter = NULL;
+	assert_non_null(ASN1_TYPE_pack_sequence(ASN1_ITEM_rptr(PBE2PARAM), pbe2, &alg->parameter));
+	SCRYPT_PARAMS_free(sp);
+	PBE2PARAM_free(pbe2);
+}
+
+/* An encrypted PKCS#8 key (PEM) under alg whose ciphertext is 48 bytes of nothing: enough
+ * for a parser that judges the parameters first, undecryptable by one that does not. */
+static char *pkcs8_enc_pem(X509_ALGOR *alg)
+{
+	static const unsigned char junk[48] = { 1, 2, 3 };
+	X509_SIG *sig = X509_SIG_new();
+	X509_ALGOR *a;
+	ASN1_OCTET_STRING *digest;
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data, *pem;
+	long n;
+
+	assert_non_null(sig);
+	assert_non_null(bio);
+	X509_SIG_getm(sig, &a, &digest);
+	assert_int_equal(X509_ALGOR_set0(a, OBJ_dup(alg->algorithm), V_ASN1_SEQUENCE,
+					 ASN1_STRING_dup(alg->parameter->value.sequence)), 1);
+	assert_int_equal(ASN1_OCTET_STRING_set(digest, junk, sizeof(junk)), 1);
+	assert_int_equal(PEM_write_bio_PKCS8(bio, sig), 1);
+	n = BIO_get_mem_data(bio, &data);
+	pem = strndup(data, (size_t)n);
+	assert_non_null(pem);
+	BIO_free(bio);
+	X509_SIG_free(sig);
+	return pem;
+}
+
+static void assert_kdf_cost(X509_ALGOR *alg, int code, long cost, const char *message)
+{
+	struct cv_errmsg err = { "" };
+	long got = -1;
+
+	assert_non_null(alg);
+	assert_int_equal(cv_x509_kdf_cost(alg, "the key", &got, &err), code);
+	if (code == 0)
+		assert_int_equal(got, cost);
+	else
+		assert_non_null(strstr(err.text, message));
+	X509_ALGOR_free(alg);
+}
+
+/* The cost of a key derivation is read from its parameters: PBKDF2's iterations times its
+ * blocks, scrypt's N * r * p and memory, PKCS#12's iterations times key and IV blocks; a key
+ * over the limit is refused before any of it runs, whatever the password. */
+static void test_kdf_cost(void **state)
+{
+	struct cv_errmsg err;
+	X509_ALGOR *alg;
+	EVP_PKEY *pk;
+	char *pem;
+	struct timespec t0, t1;
+
+	(void)state;
+	/* PBKDF2-HMAC-SHA256 into an AES-256 key: one block an iteration. */
+	assert_kdf_cost(PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), 3000000, NULL, 0, NULL,
+					  NID_hmacWithSHA256), 0, 3000000, NULL);
+	assert_kdf_cost(PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), 3000001, NULL, 0, NULL,
+					  NID_hmacWithSHA256), CV_ERR_LIMIT, 0,
+			"PBKDF2 at a cost of 3000001 rounds; certvault takes at most 3000000");
+	/* HMAC-SHA1 gives 20 bytes a block: an AES-256 key takes two runs, AES-128 one. */
+	assert_kdf_cost(PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), 1500000, NULL, 0, NULL,
+					  NID_hmacWithSHA1), 0, 3000000, NULL);
+	assert_kdf_cost(PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), 1600000, NULL, 0, NULL,
+					  NID_hmacWithSHA1), CV_ERR_LIMIT, 0, "3200000 rounds");
+	assert_kdf_cost(PKCS5_pbe2_set_iv(EVP_aes_128_cbc(), 2048, NULL, 0, NULL,
+					  NID_hmacWithSHA1), 0, 2048, NULL);
+	/* The largest count ASN.1 can carry saturates instead of wrapping. */
+	assert_kdf_cost(PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), INT_MAX, NULL, 0, NULL,
+					  NID_hmacWithSHA512), CV_ERR_LIMIT, 0, "2147483647 rounds");
+	/* scrypt: OpenSSL's interactive default, a parallelism over the limit, memory. */
+	assert_kdf_cost(PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 16384, 8, 1), 0,
+			131072, NULL);
+	alg = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 16384, 8, 1);
+	assert_non_null(alg);
+	scrypt_params_set(alg, 16384, 8, 1000);
+	assert_kdf_cost(alg, CV_ERR_LIMIT, 0, "scrypt at a cost of 131072000 rounds");
+	alg = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 16384, 8, 1);
+	assert_non_null(alg);
+	scrypt_params_set(alg, (uint64_t)1 << 20, 8, 1);
+	assert_kdf_cost(alg, CV_ERR_LIMIT, 0, "more than 32 MiB");
+	alg = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 16384, 8, 1);
+	assert_non_null(alg);
+	scrypt_params_set(alg, UINT64_MAX, UINT64_MAX, UINT64_MAX);
+	assert_kdf_cost(alg, CV_ERR_LIMIT, 0, "MiB");
+	/* PKCS#12's own: 3DES takes two SHA-1 blocks of key and one of IV. */
+	assert_kdf_cost(PKCS5_pbe_set(NID_pbe_WithSHA1And3_Key_TripleDES_CBC, 2048, NULL, 0), 0,
+			3 * 2048, NULL);
+	assert_kdf_cost(PKCS5_pbe_set(NID_pbe_WithSHA1And3_Key_TripleDES_CBC, 1000001, NULL, 0),
+			CV_ERR_LIMIT, 0, "PKCS#12 key derivation");
+
+	/* An encrypted key naming 2^31 - 1 iterations (eleven minutes of one core) is refused
+	 * at once, with a password, a wrong one or none; the clock would tell otherwise. */
+	alg = PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), INT_MAX, NULL, 0, NULL, NID_hmacWithSHA256);
+	assert_non_null(alg);
+	pem = pkcs8_enc_pem(alg);
+	X509_ALGOR_free(alg);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(parse_key(pem, CV_ENC_PEM, "any password", &pk, &err), CV_ERR_LIMIT);
+	assert_null(pk);
+	assert_non_null(strstr(err.text, "the encrypted key derives its key with PBKDF2"));
+	assert_int_equal(parse_key(pem, CV_ENC_PEM, NULL, &pk, &err), CV_ERR_LIMIT);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true(t1.tv_sec - t0.tv_sec < 30);
+	free(pem);
+	/* A key under scrypt within the limit reads as any other. */
+	{
+		BIO *bio = BIO_new(BIO_s_mem());
+		char *data = NULL;
+		long n;
+
+		assert_non_null(bio);
+		alg = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 1024, 8, 1);
+		assert_non_null(alg);
+		{
+			PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(keys[K_P256]);
+			X509_SIG *sig = PKCS8_set0_pbe("scrypt pw", -1, p8, alg);
+
+			assert_non_null(sig);
+			assert_int_equal(PEM_write_bio_PKCS8(bio, sig), 1);
+			X509_SIG_free(sig);
+			PKCS8_PRIV_KEY_INFO_free(p8);
+		}
+		n = BIO_get_mem_data(bio, &data);
+		pem = strndup(data, (size_t)n);
+		BIO_free(bio);
+		assert_key_parses(pem, CV_ENC_PEM, "scrypt pw", keys[K_P256]);
+		assert_int_equal(parse_key(pem, CV_ENC_PEM, "wrong", &pk, &err),
+				 CV_ERR_BAD_PASSWORD);
+		free(pem);
+	}
+	assert_int_equal(ERR_peek_error(), 0);
 }
 
 static void test_key_parse_passwords(void **state)
@@ -1988,17 +2147,21 @@ static void test_pkcs12_refusals(void **state)
 	assert_non_null(p12);
 	assert_int_equal(PKCS12_setup_mac(p12, 4000000, NULL, 0, EVP_sha256()), 1);
 	der = p12_der(p12, &len);
-	assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "iterations");
+	assert_p12_refused(der, len, P12_PASS, CV_ERR_LIMIT, "rounds of password hashing");
 	OPENSSL_free(der);
 
-	/* A key whose encryption key comes from scrypt, whose cost grows with its parallelism
-	 * beyond what its memory bound limits. */
-	{
+	/* A key whose encryption key comes from scrypt: read within the budget, refused
+	 * beyond it (its cost grows with its parallelism, which its memory bound does not
+	 * limit). */
+	for (i = 0; i < 2; i++) {
 		STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
 		STACK_OF(PKCS7) *safes = NULL;
 		PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(keys[K_RSA2048]);
 		X509_ALGOR *alg = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 1024, 8,
 							  1);
+
+		if (i == 1)
+			scrypt_params_set(alg, 1024, 8, 4096);
 		X509_SIG *sig;
 		PKCS12_SAFEBAG *bag;
 
@@ -2015,7 +2178,12 @@ static void test_pkcs12_refusals(void **state)
 		assert_non_null(p12);
 		assert_int_equal(PKCS12_set_mac(p12, P12_PASS, -1, NULL, 0, 2048, EVP_sha256()), 1);
 		der = p12_der(p12, &len);
-		assert_p12_refused(der, len, P12_PASS, CV_ERR_BAD_ENCODING, "neither PBKDF2");
+		if (i == 0)
+			assert_p12_gives(der, len, P12_PASS, pki.leaf, keys[K_RSA2048], NULL, 0);
+		else
+			assert_p12_refused(der, len, P12_PASS, CV_ERR_LIMIT,
+					   "private key derives its key with scrypt at a cost of "
+					   "33554432 rounds");
 		OPENSSL_free(der);
 		sk_PKCS7_pop_free(safes, PKCS7_free);
 		sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
@@ -2799,6 +2967,7 @@ int main(void)
 		cmocka_unit_test(test_pkcs12_refusals),
 		cmocka_unit_test(test_pkcs12_legacy_algorithms),
 		cmocka_unit_test(test_truststore_pkcs12),
+		cmocka_unit_test(test_kdf_cost),
 		cmocka_unit_test(test_bundle_parse),
 		cmocka_unit_test(test_crl_parse_verify_judge),
 		cmocka_unit_test(test_revocation_urls_and_ocsp_request),
