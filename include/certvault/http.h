@@ -139,6 +139,7 @@ struct cv_route_info {
 	const char *action;
 	size_t max_body; /* 0: the route reads no body */
 	int slow;            /* runs on the slow-request threads */
+	const char *query;   /* the query arguments it takes, space-separated; NULL: none */
 };
 int cv_http_route_at(size_t i, struct cv_route_info *ret);
 

@@ -73,12 +73,19 @@ struct cv_x509_policy {
 	int allow_upcoming;        /* accept one whose start is after now ("upcoming") */
 };
 
+/* Checks that chain links to leaf: every entry issued the leaf or another entry (names,
+ * key identifiers and a verified signature), and puts the entries in issuing order (the
+ * leaf's issuer first). Returns 0, or CV_ERR_BAD_CHAIN naming the first entry (1-based, as
+ * given) that is not on the leaf's path, or CV_ERR_NOMEM. An empty chain is fine. */
+int cv_x509_chain_link(X509 *leaf, STACK_OF(X509) *chain, struct cv_errmsg *err);
+
 /* Checks a certificate and private key for import, in this order, each with its own error:
  * supported key (RSA 2048-4096, EC P-256/P-384/P-521 named curves, Ed25519) ->
  * CV_ERR_UNSUPPORTED_KEY; not before its start -> CV_ERR_NOT_YET_VALID; not after its end
  * -> CV_ERR_EXPIRED; more than CV_X509_MAX_SANS subject alternative names -> CV_ERR_LIMIT;
  * weak signature -> CV_ERR_WEAK_SIGNATURE; the private key belongs to the
- * certificate -> CV_ERR_KEY_MISMATCH; every chain entry is a CA certificate ->
+ * certificate -> CV_ERR_KEY_MISMATCH; every chain entry is a CA certificate and the chain
+ * links to the certificate (cv_x509_chain_link, which puts it in issuing order) ->
  * CV_ERR_BAD_CHAIN. chain may be NULL; key NULL checks a public certificate (no key: the
  * key's own checks are left out). Returns 0 when all pass. */
 int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,

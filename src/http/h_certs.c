@@ -114,12 +114,12 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag)
 
 	cv_hex_encode(rec->key_id, sizeof(rec->key_id), key_id);
 	o = json_pack(
-		"{s:s, s:s, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
+		"{s:s, s:o, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
 		" s:{s:s, s:i, s:o, s:s},"
 		" s:o, s:o, s:I, s:s, s:{s:s, s:s},"
 		" s:I, s:{s:s, s:s, s:s},"
 		" s:o, s:o}",
-		"name", rec->name, "description", rec->description, "common_name",
+		"name", rec->name, "description", cv_text_json(rec->description), "common_name",
 		info->common_name, "domains", strings_json(info->domains, info->n_domains),
 		"ip_addresses", strings_json(info->ips, info->n_ips), "subject", info->subject,
 		"issuer", info->issuer, "serial_number", info->serial, "signature_algorithm",
@@ -170,6 +170,52 @@ static int view_response(struct cv_app *app, const char *name, int64_t now, int 
 	return r;
 }
 
+/* "chain" as an array of PEM certificates (what a JSON client holds) becomes the one PEM
+ * bundle the rest reads, in place in body; each entry must be one certificate, so that a
+ * refusal's "chain entry N" is the array's Nth. A string is left as it is. */
+static int chain_array_join(json_t *body, struct cv_errmsg *err)
+{
+	json_t *chain = json_object_get(body, "chain"), *v, *joined;
+	const char *pem;
+	char *all = NULL;
+	size_t i, len, used = 0, total = 0;
+	int r;
+
+	if (!json_is_array(chain))
+		return 0;
+	if (json_array_size(chain) > CV_X509_MAX_CHAIN)
+		return cv_errmsg_set(err, CV_ERR_BAD_CHAIN, "the chain holds more than %d "
+				     "certificates", CV_X509_MAX_CHAIN);
+	json_array_foreach(chain, i, v) {
+		if (!json_is_string(v))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"chain\" entry %zu must be a "
+					     "string (one PEM certificate)", i + 1);
+		pem = json_string_value(v);
+		len = json_string_length(v);
+		/* Counting blocks is enough here: the parser reads each one later. */
+		if (len > PEM_MAX || strlen(pem) != len || cv_x509_pem_cert_count(pem) != 1)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"chain\" entry %zu must be "
+					     "one PEM certificate", i + 1);
+		total += len + 1;
+	}
+	if (total > PEM_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"chain\" is longer than %d bytes",
+				     PEM_MAX);
+	all = malloc(total + 1);
+	if (all == NULL)
+		return CV_ERR_NOMEM;
+	json_array_foreach(chain, i, v) {
+		len = json_string_length(v);
+		memcpy(all + used, json_string_value(v), len);
+		used += len;
+		all[used++] = '\n';
+	}
+	joined = json_stringn(all, used);
+	r = joined != NULL && json_object_set_new(body, "chain", joined) == 0 ? 0 : CV_ERR_NOMEM;
+	free(all);
+	return r;
+}
+
 /* Reads the material of an import, renew or replace into in (strings borrowed from body):
  * certificate, private_key and chain in encoding, or a base64 pkcs12; from a form, uploaded
  * files whose form is recognised (see cv_import_request). */
@@ -178,16 +224,25 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 {
 	/* A file's bytes may hold NULs (DER); text never does. */
 	int (*file_member)(json_t *, const char *, int, size_t, const char **, size_t *,
-			   struct cv_errmsg *) = form ? json_bytes_member : json_string_member;
+			   struct cv_errmsg *) = form ? json_bytes_member : json_material_member;
 	const char *encoding;
 	int r;
 
+	if (json_is_array(json_object_get(body, "chain"))) {
+		if (json_string_member(body, "encoding", 0, 16, &encoding, NULL, err) < 0 ||
+		    (encoding != NULL && strcmp(encoding, "pem") != 0))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"chain\" as an array takes "
+					     "PEM certificates: \"encoding\" must be pem");
+		r = chain_array_join(body, err);
+		if (r < 0)
+			return r;
+	}
 	if ((r = file_member(body, "certificate", 0, PEM_MAX, &in->certificate,
 			     &in->certificate_len, err)) < 0 ||
 	    (r = file_member(body, "private_key", 0, PEM_MAX, &in->private_key,
 			     &in->private_key_len, err)) < 0 ||
-	    (r = json_string_member(body, "password", 0, PASSWORD_MAX, &in->password, NULL,
-				    err)) < 0 ||
+	    (r = json_material_member(body, "password", 0, PASSWORD_MAX, &in->password, NULL,
+				      err)) < 0 ||
 	    (r = file_member(body, "chain", 0, PEM_MAX, &in->chain, &in->chain_len, err)) < 0 ||
 	    (r = file_member(body, "pkcs12", 0, PEM_MAX, &in->pkcs12, &in->pkcs12_len,
 			     err)) < 0 ||
@@ -429,12 +484,6 @@ out:
 int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	       struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
-	int r;
-
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	return view_response(app, req->params[0], req->now, 200, res, NULL, err);
 }
 
@@ -501,13 +550,9 @@ out:
 int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "confirm", "jwk_action", NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	int r;
 
-	r = req_query_check(req, allowed, 64, err);
-	if (r < 0)
-		return r;
 	if (cv_vault_jwk_action_parse(req_query(req, "jwk_action"), &jwk.action) < 0 ||
 	    jwk.action == CV_JWK_ACTION_UPDATE)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
@@ -522,7 +567,6 @@ int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_re
 int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "format", NULL };
 	static const char *const suffix[] = {
 		[CV_EXPORT_PEM] = ".pem",
 		[CV_EXPORT_DER] = ".der",
@@ -533,9 +577,6 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 	enum cv_export_format format;
 	int r;
 
-	r = req_query_check(req, allowed, 16, err);
-	if (r < 0)
-		return r;
 	if (cv_vault_export_format_parse(req_query(req, "format"), &format) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "format must be pem, der, chain, public-key or jwk");
@@ -560,8 +601,8 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		const char *key;
 		json_t *value;
 	} members[] = {
-		{ "name", json_string(rec->name) },
-		{ "domain", json_string(rec->primary_domain) },
+		{ "name", cv_text_json(rec->name) },
+		{ "domain", cv_text_json(rec->primary_domain) },
 		{ "domains", strings_json(rec->domains, rec->n_domains) },
 		{ "used_by", used_by_json(rec, 0) },
 		{ "custom_domains", json_integer((json_int_t)rec->custom_domains) },
@@ -592,8 +633,6 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "status", "q", "in_use", "domain", "tag", "limit",
-					       "cursor", NULL };
 	char tag_key[CV_TAG_KEY_MAX + 1];
 	struct cv_cert_filter filter = { 0 };
 	struct cv_cert_page *page = NULL;
@@ -604,9 +643,6 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	size_t i;
 	int r;
 
-	r = req_query_check(req, allowed, QUERY_MAX, err);
-	if (r < 0)
-		goto out;
 	if ((s = req_query(req, "status")) != NULL) {
 		if (cv_status_parse(s, &filter.status) < 0) {
 			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
@@ -686,13 +722,9 @@ out:
 int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct cv_cert_counts c;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	r = cv_vault_cert_count(&app->vault, req->now, &c, err);
 	if (r < 0)
 		return r;
@@ -844,15 +876,11 @@ static json_t *version_json(const struct cv_version_view *vv)
 int h_cert_versions(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		    struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct cv_version_view *views = NULL;
 	json_t *items = NULL;
 	size_t n = 0, i;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	r = cv_vault_cert_versions(&app->vault, req->params[0], req->now, &views, &n, err);
 	if (r < 0)
 		return r;

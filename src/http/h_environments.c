@@ -57,12 +57,6 @@ static int environment_response(struct cv_app *app, const char *name, int status
 int h_environment_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		      struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
-	int r;
-
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	return environment_response(app, req->params[0], 200, res, err);
 }
 
@@ -75,9 +69,7 @@ int h_environment_put(struct cv_app *app, const struct cv_request *req, struct c
 	json_t *body = NULL;
 	int r, created = 0;
 
-	r = req_query_check(req, (const char *const[]){ NULL }, 0, err);
-	if (r == 0)
-		r = req_json_object(req, allowed, &body, err);
+	r = req_json_object(req, allowed, &body, err);
 	if (r == 0)
 		r = json_string_member(body, "display_name", 0, CV_DISPLAY_NAME_MAX * 4,
 				       &display_name, NULL, err);
@@ -96,12 +88,9 @@ int h_environment_put(struct cv_app *app, const struct cv_request *req, struct c
 int h_environment_delete(struct cv_app *app, const struct cv_request *req,
 			 struct cv_response *res, struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_environment_delete(&app->vault, req->audit, req->params[0], err);
+	r = cv_vault_environment_delete(&app->vault, req->audit, req->params[0], err);
 	if (r < 0)
 		return r;
 	return res_json(res, 200, json_pack("{s:s, s:b}", "name", req->params[0], "deleted", 1));
@@ -110,7 +99,6 @@ int h_environment_delete(struct cv_app *app, const struct cv_request *req,
 int h_environment_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		       struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "limit", "cursor", NULL };
 	struct cv_environment_record *recs = NULL;
 	const char *after;
 	json_t *items = NULL;
@@ -118,9 +106,7 @@ int h_environment_list(struct cv_app *app, const struct cv_request *req, struct 
 	size_t n = 0, i;
 	int r;
 
-	r = req_query_check(req, allowed, 256, err);
-	if (r == 0)
-		r = req_page_args(req, &limit, &after, err);
+	r = req_page_args(req, &limit, &after, err);
 	if (r == 0)
 		r = cv_vault_environment_list(&app->vault, after, (unsigned)limit, &recs, &n, err);
 	if (r < 0)

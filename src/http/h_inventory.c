@@ -109,13 +109,13 @@ static json_t *inventory_tags_json(char *const *tags, size_t n)
 
 static json_t *item_json(const struct cv_inventory_item *it)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:o,"
+	return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:o,"
 			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 			 "type", it->trusted_ca ? "truststore" : "certificate",
 			 /* A truststore entry is a certificate alone too. */
 			 "kind", it->trusted_ca || it->is_public ? "public" : "key_pair",
 			 "name", it->name,
-			 "description", it->description,
+			 "description", cv_text_json(it->description),
 			 "subject", it->subject,
 			 "issuer", it->issuer,
 			 "serial", it->serial,
@@ -264,7 +264,6 @@ static int inventory_more(void *state, struct text *out, int *ret_done, struct c
 int h_inventory(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "format", NULL };
 	struct inventory_stream *s = NULL;
 	const char *format;
 	char stamp[32];
@@ -272,9 +271,6 @@ int h_inventory(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	time_t now = (time_t)req->now;
 	int r;
 
-	r = req_query_check(req, allowed, 16, err);
-	if (r < 0)
-		return r;
 	format = req_query(req, "format");
 	if (format != NULL && strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "format must be json or csv");

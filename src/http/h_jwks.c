@@ -60,13 +60,10 @@ int h_jwk_create(struct cv_app *app, const struct cv_request *req, struct cv_res
 int h_jwk_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	      struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct cv_jwk_record *rec = NULL;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_jwk_get(&app->vault, req->params[0], &rec, err);
+	r = cv_vault_jwk_get(&app->vault, req->params[0], &rec, err);
 	if (r == 0)
 		r = res_json(res, 200, jwk_view_json(rec));
 	cv_store_jwk_free(rec);
@@ -76,12 +73,9 @@ int h_jwk_get(struct cv_app *app, const struct cv_request *req, struct cv_respon
 int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_jwk_delete(&app->vault, req->audit, req->params[0], err);
+	r = cv_vault_jwk_delete(&app->vault, req->audit, req->params[0], err);
 	if (r == 0)
 		r = res_json(res, 200,
 			     json_pack("{s:s, s:b}", "kid", req->params[0], "deleted", 1));
@@ -111,15 +105,12 @@ static int none_match_hits(const char *header, const char *etag)
 int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		    struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	char tag[65];
 	char *text = NULL;
 	size_t len;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_jwks_document(&app->vault, req->now, &text, &len, tag, err);
+	r = cv_vault_jwks_document(&app->vault, req->now, &text, &len, tag, err);
 	if (r < 0)
 		return r;
 	snprintf(res->etag, sizeof(res->etag), "\"%.32s\"", tag);

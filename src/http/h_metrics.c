@@ -166,14 +166,10 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	      struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct metrics_stream *s = NULL;
 	struct cv_cert_counts counts;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	r = cv_vault_cert_count(&app->vault, req->now, &counts, err);
 	if (r < 0)
 		return r;

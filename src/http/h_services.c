@@ -31,8 +31,8 @@ static json_t *service_cert_json(const struct cv_service_record *svc, int64_t no
 static json_t *service_json(const struct cv_service_record *svc, int64_t now,
 			    int64_t soon_seconds)
 {
-	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o}", "name", svc->name,
-			 "environment", svc->environment, "description", svc->description,
+	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "name", svc->name,
+			 "environment", svc->environment, "description", cv_text_json(svc->description),
 			 "domains", strings_json(svc->domains, svc->n_domains), "certificate",
 			 service_cert_json(svc, now, soon_seconds), "bound_at",
 			 svc->cert_name[0] != '\0' ? time_json(svc->bound_at) : json_null(),
@@ -57,12 +57,6 @@ static int service_response(struct cv_app *app, const char *name, int64_t now, i
 int h_service_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
-	int r;
-
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	return service_response(app, req->params[0], req->now, 200, res, err);
 }
 
@@ -120,12 +114,8 @@ out:
 int h_service_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r < 0)
-		return r;
 	r = cv_vault_service_delete(&app->vault, req->audit, req->params[0], err);
 	if (r < 0)
 		return r;
@@ -156,12 +146,9 @@ int h_service_bind(struct cv_app *app, const struct cv_request *req, struct cv_r
 int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_service_unbind(&app->vault, req->audit, req->params[0], req->now, err);
+	r = cv_vault_service_unbind(&app->vault, req->audit, req->params[0], req->now, err);
 	if (r == 0)
 		r = service_response(app, req->params[0], req->now, 200, res, err);
 	return r;
@@ -170,8 +157,6 @@ int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv
 int h_service_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "environment", "certificate", "limit", "cursor",
-					       NULL };
 	struct cv_service_filter filter = { 0 };
 	struct cv_service_page *page = NULL;
 	json_t *items = NULL;
@@ -179,9 +164,7 @@ int h_service_list(struct cv_app *app, const struct cv_request *req, struct cv_r
 	size_t i;
 	int r;
 
-	r = req_query_check(req, allowed, 256, err);
-	if (r == 0)
-		r = req_page_args(req, &limit, &filter.after, err);
+	r = req_page_args(req, &limit, &filter.after, err);
 	if (r < 0)
 		goto out;
 	filter.environment = req_query(req, "environment");

@@ -15,14 +15,14 @@ static json_t *trust_json(const struct cv_trust_record *t, int64_t now, int64_t 
 	enum cv_status status = cv_status_at((time_t)t->not_before, (time_t)t->not_after,
 					     (time_t)now, soon_seconds);
 
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:I, s:s, s:o}", "alias",
-			 t->alias, "subject", t->subject, "issuer", t->issuer, "serial_number",
+	return json_pack("{s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:I, s:o, s:o}", "alias",
+			 cv_text_json(t->alias), "subject", t->subject, "issuer", t->issuer, "serial_number",
 			 t->serial, "sha256_fingerprint", t->sha256_fingerprint,
 			 "key_description", t->key_description, "valid_from",
 			 time_json(t->not_before), "valid_to", time_json(t->not_after), "status",
 			 cv_status_name(status), "expires_in_days",
 			 (json_int_t)cv_expires_in_days((time_t)t->not_after, (time_t)now),
-			 "source", t->source, "created_at", time_json(t->created_at));
+			 "source", cv_text_json(t->source), "created_at", time_json(t->created_at));
 }
 
 static json_t *trust_list_json(const struct cv_trust_record *recs, size_t n, int64_t now,
@@ -58,8 +58,8 @@ int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	if (r < 0)
 		goto out;
 	if ((r = json_string_member(body, "alias", 0, CV_NAME_MAX * 4, &in.alias, NULL, err)) < 0 ||
-	    (r = json_string_member(body, "certificate", 0, PEM_MAX, &in.certificate,
-				    &in.certificate_len, err)) < 0 ||
+	    (r = json_material_member(body, "certificate", 0, PEM_MAX, &in.certificate,
+				      &in.certificate_len, err)) < 0 ||
 	    (r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "url", 0, URL_MAX, &in.url, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "keep", 0, 16, &in.keep, NULL, err)) < 0)
@@ -137,14 +137,11 @@ out:
 int h_trust_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct cv_trust_record *recs = NULL;
 	size_t n = 0;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_trust_get(&app->vault, NULL, &recs, &n, err);
+	r = cv_vault_trust_get(&app->vault, NULL, &recs, &n, err);
 	if (r == 0)
 		r = res_json(res, 200,
 			     json_pack("{s:o}", "items",
@@ -156,14 +153,11 @@ int h_trust_list(struct cv_app *app, const struct cv_request *req, struct cv_res
 int h_trust_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct cv_trust_record *recs = NULL;
 	size_t n = 0;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_trust_get(&app->vault, req->params[0], &recs, &n, err);
+	r = cv_vault_trust_get(&app->vault, req->params[0], &recs, &n, err);
 	if (r == 0)
 		r = res_json(res, 200, trust_json(&recs[0], req->now, app->vault.soon_seconds));
 	cv_store_trust_free(recs, n);
@@ -173,12 +167,9 @@ int h_trust_get(struct cv_app *app, const struct cv_request *req, struct cv_resp
 int h_trust_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_trust_delete(&app->vault, req->audit, req->params[0], err);
+	r = cv_vault_trust_delete(&app->vault, req->audit, req->params[0], err);
 	if (r == 0)
 		r = res_json(res, 200,
 			     json_pack("{s:s, s:b}", "alias", req->params[0], "deleted", 1));
@@ -193,16 +184,12 @@ int h_trust_delete(struct cv_app *app, const struct cv_request *req, struct cv_r
 int h_trust_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "format", "password", NULL };
 	const char *format, *password;
 	unsigned char *der = NULL;
 	char *text = NULL;
 	size_t len;
 	int r;
 
-	r = req_query_check(req, allowed, CV_X509_TRUSTSTORE_PASSWORD_MAX, err);
-	if (r < 0)
-		return r;
 	format = req_query(req, "format");
 	password = req_query(req, "password");
 	if (format == NULL || strcmp(format, "pem") == 0) {
@@ -269,7 +256,7 @@ int h_crl_add(struct cv_app *app, const struct cv_request *req, struct cv_respon
 
 	r = req_json_object(req, allowed, &body, err);
 	if (r == 0)
-		r = json_string_member(body, "crl", 1, 2 * CV_X509_CRL_MAX, &text, &len, err);
+		r = json_material_member(body, "crl", 1, 2 * CV_X509_CRL_MAX, &text, &len, err);
 	if (r == 0)
 		r = json_string_member(body, "encoding", 0, 16, &encoding, NULL, err);
 	if (r < 0)
@@ -301,15 +288,12 @@ out:
 int h_crl_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	       struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	struct cv_crl_record *recs = NULL;
 	json_t *items;
 	size_t n = 0, i;
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_crl_list(&app->vault, &recs, &n, err);
+	r = cv_vault_crl_list(&app->vault, &recs, &n, err);
 	if (r < 0)
 		return r;
 	items = json_array();
@@ -328,12 +312,9 @@ int h_crl_list(struct cv_app *app, const struct cv_request *req, struct cv_respo
 int h_crl_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { NULL };
 	int r;
 
-	r = req_query_check(req, allowed, 0, err);
-	if (r == 0)
-		r = cv_vault_crl_delete(&app->vault, req->audit, req->params[0], err);
+	r = cv_vault_crl_delete(&app->vault, req->audit, req->params[0], err);
 	if (r == 0)
 		r = res_json(res, 200,
 			     json_pack("{s:s, s:b}", "alias", req->params[0], "deleted", 1));

@@ -4,6 +4,7 @@
 #define CV_HTTP_HANDLERS_H
 
 #include "certvault/http.h"
+#include "certvault/text.h"
 
 typedef int (*cv_handler_fn)(struct cv_app *app, const struct cv_request *req,
 			     struct cv_response *res, struct cv_errmsg *err);
@@ -110,25 +111,29 @@ int req_json_object(const struct cv_request *req, const char *const *allowed, js
  * become the boolean and the integer a JSON body would hold. *ret_form says which it was. */
 int req_body_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
 		    int *ret_form, struct cv_errmsg *err);
-/* A string member of at most max bytes: 0 and *ret (borrowed from obj, or NULL when absent and
- * not required), or CV_ERR_BAD_REQUEST naming the member. */
+/* A text member of at most max bytes: 0 and *ret (borrowed from obj, or NULL when absent and
+ * not required), or CV_ERR_BAD_REQUEST naming the member. Text is UTF-8 without control
+ * characters other than tab, CR and LF, whether it came as a JSON string or as a form's field
+ * or file part: the one check every stored text field passes. */
 int json_string_member(json_t *obj, const char *key, int required, size_t max,
 		       const char **ret, size_t *ret_len, struct cv_errmsg *err);
+/* As json_string_member for what a parser reads and nothing stores as text (PEM or base64
+ * certificates, keys and CRLs, passwords): no NUL, otherwise as sent. */
+int json_material_member(json_t *obj, const char *key, int required, size_t max,
+			 const char **ret, size_t *ret_len, struct cv_errmsg *err);
 /* As json_string_member, and NUL bytes are content (an uploaded file's bytes). */
 int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
 		      const char **ret, size_t *ret_len, struct cv_errmsg *err);
-/* Checks the query holds only the allowed keys (NULL-terminated), each at most once and at
- * most max_len bytes. */
-int req_query_check(const struct cv_request *req, const char *const *allowed, size_t max_len,
-		    struct cv_errmsg *err);
-/* The value of a query argument, NULL when absent. */
+/* The value of a query argument, NULL when absent. The dispatch has checked the query
+ * against the route table's list (known arguments, once each, UTF-8, not too long). */
 const char *req_query(const struct cv_request *req, const char *key);
 
 /* Sets res to a JSON body with status; steals body. Returns 0 or CV_ERR_NOMEM. */
 int res_json(struct cv_response *res, int status, json_t *body);
 
 /* JSON for the views handlers share: an RFC 3339 time (null when it cannot be shown), an
- * array of strings, a string or null. NULL only when out of memory. */
+ * array of strings, a string or null; strings that are not UTF-8 (a stored value from
+ * before text was checked) are shown escaped (cv_text_json). NULL only when out of memory. */
 json_t *time_json(int64_t t);
 json_t *strings_json(char *const *v, size_t n);
 json_t *string_or_null(const char *s);

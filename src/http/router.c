@@ -5,12 +5,15 @@
 #include <string.h>
 #include <strings.h>
 
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "handlers.h"
 #include "multipart.h"
 
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX 1000
+/* Longest value of a list's search and filter arguments. */
+#define QUERY_MAX 256
 
 struct cv_route {
 	const char *method;
@@ -86,7 +89,37 @@ static const struct cv_route routes[] = {
 };
 #pragma GCC diagnostic pop
 
+/* The query arguments a route takes, by its handler, space-separated, and the longest value of
+ * any; a route not listed takes none. The dispatch refuses every other argument whatever the
+ * method (query_check): a POST that ignored one it does not know (?dry_run=true) would do for
+ * real what the client meant to try. */
+static const struct route_query {
+	cv_handler_fn handler;
+	const char *args;
+	size_t max;
+} route_queries[] = {
+	{ h_cert_list, "status q in_use domain tag limit cursor", QUERY_MAX },
+	{ h_cert_delete, "confirm jwk_action", 64 },
+	{ h_cert_export, "format", 16 },
+	{ h_service_list, "environment certificate limit cursor", QUERY_MAX },
+	{ h_environment_list, "limit cursor", QUERY_MAX },
+	{ h_trust_export, "format password", CV_X509_TRUSTSTORE_PASSWORD_MAX },
+	{ h_audit_list, "from until actor action target limit cursor", 200 },
+	{ h_inventory, "format", 16 },
+};
+
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* The query arguments of the route whose handler this is, NULL when it takes none. */
+static const struct route_query *route_query_of(cv_handler_fn handler)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(route_queries) / sizeof(route_queries[0]); i++)
+		if (route_queries[i].handler == handler)
+			return &route_queries[i];
+	return NULL;
+}
 
 int cv_http_role_may(enum cv_access access, enum cv_role role, int metrics_public)
 {
@@ -129,6 +162,8 @@ int cv_http_route_at(size_t i, struct cv_route_info *ret)
 	ret->action = routes[i].action;
 	ret->max_body = routes[i].max_body;
 	ret->slow = routes[i].slow;
+	ret->query = route_query_of(routes[i].handler) != NULL ?
+			     route_query_of(routes[i].handler)->args : NULL;
 	return 0;
 }
 
@@ -234,7 +269,7 @@ json_t *strings_json(char *const *v, size_t n)
 	size_t i;
 
 	for (i = 0; a != NULL && i < n; i++)
-		if (json_array_append_new(a, json_string(v[i])) < 0) {
+		if (json_array_append_new(a, cv_text_json(v[i])) < 0) {
 			json_decref(a);
 			return NULL;
 		}
@@ -243,7 +278,7 @@ json_t *strings_json(char *const *v, size_t n)
 
 json_t *string_or_null(const char *s)
 {
-	return s != NULL ? json_string(s) : json_null();
+	return cv_text_json(s);
 }
 
 int req_page_args(const struct cv_request *req, int64_t *ret_limit, const char **ret_cursor,
@@ -265,13 +300,79 @@ int req_page_args(const struct cv_request *req, int64_t *ret_limit, const char *
 
 static void res_error(struct cv_response *res, int r, const char *message)
 {
+	/* A message may quote what a client sent (a name, a path): escaped where it is not
+	 * text, so the error itself can always be shown. */
+	char shown[4 * sizeof(((struct cv_errmsg *)0)->text)];
 	json_t *body;
 
 	cv_response_release(res);
+	if (message == NULL || message[0] == '\0')
+		message = cv_strerror(r);
+	cv_text_safe(message, strlen(message), 0, shown, sizeof(shown));
 	body = json_pack("{s:{s:s,s:s}}", "error", "code", cv_http_error_code(r), "message",
-			 message != NULL && message[0] != '\0' ? message : cv_strerror(r));
+			 shown);
 	res->status = cv_http_error_status(r);
 	res->json = body; /* NULL only when out of memory: the server sends a bare status */
+}
+
+/* Whether word is one of the space-separated words of list. */
+static int word_in(const char *list, const char *word)
+{
+	size_t n = strlen(word), k;
+
+	while (*list != '\0') {
+		k = strcspn(list, " ");
+		if (k == n && strncmp(list, word, n) == 0)
+			return 1;
+		list += k;
+		list += *list == ' ';
+	}
+	return 0;
+}
+
+/* The query as the route takes it (route_queries): only its arguments, each once, at most
+ * its longest value, keys and values UTF-8 text. */
+static int query_check(const struct cv_route *route, const struct cv_request *req,
+		       struct cv_errmsg *err)
+{
+	const struct route_query *q = route_query_of(route->handler);
+	char shown[80];
+	size_t i, j;
+
+	for (i = 0; i < req->n_query; i++) {
+		const char *key = req->query[i].key, *value = req->query[i].value;
+
+		cv_text_escape(key, strlen(key), CV_TEXT_LOG, shown, sizeof(shown));
+		if (q == NULL || !word_in(q->args, key))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown query argument %s%s",
+					     shown, q == NULL ? ": this route takes none" : "");
+		for (j = 0; j < i; j++)
+			if (strcmp(req->query[j].key, key) == 0)
+				return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+						     "query argument %s given twice", shown);
+		if (value == NULL)
+			continue;
+		if (strlen(value) > q->max)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "query argument %s is longer than %zu bytes", shown,
+					     q->max);
+		if (!cv_text_clean(value, strlen(value), 0))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "query argument %s is not "
+					     "UTF-8 text without control characters", shown);
+	}
+	return 0;
+}
+
+/* Path segments name things: UTF-8 text, nothing else reaches a handler. */
+static int params_check(const struct cv_request *req, struct cv_errmsg *err)
+{
+	size_t i;
+
+	for (i = 0; i < CV_HTTP_MAX_PARAMS && req->params[i] != NULL; i++)
+		if (!cv_text_clean(req->params[i], strlen(req->params[i]), 0))
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a path segment is not UTF-8 "
+					     "text without control characters");
+	return 0;
 }
 
 /* The bearer token of an Authorization header, or NULL. */
@@ -404,8 +505,15 @@ int cv_http_dispatch_begin(struct cv_app *app, struct cv_request *req, int body_
 				  CV_HTTP_MAX_QUERY);
 		goto out;
 	}
-	/* Who may ask has been settled here, so an anonymous flood never waits in the slow
-	 * queue; the handler is the caller's to run through cv_http_dispatch_end. */
+	r = query_check(d->route, req, &err);
+	if (r < 0)
+		goto out;
+	r = params_check(req, &err);
+	if (r < 0)
+		goto out;
+	/* Who may ask, and with what, has been settled here, so an anonymous flood or a bad
+	 * argument never waits in the slow queue; the handler is the caller's to run through
+	 * cv_http_dispatch_end. */
 	if (d->route->slow)
 		return 1;
 	r = d->route->handler(app, req, res, &err);
@@ -616,8 +724,14 @@ int req_body_object(const struct cv_request *req, const char *const *allowed, js
 	return req_json_object(req, allowed, ret, err);
 }
 
-static int string_member(json_t *obj, const char *key, int required, size_t max, int bytes,
-			 const char **ret, size_t *ret_len, struct cv_errmsg *err)
+/* How a member is read: text (UTF-8 without control characters but tab and line breaks),
+ * material for a parser (certificates, keys, CRLs, passwords: no NUL, else as sent), or bytes
+ * (an uploaded file, NULs included). */
+enum member_kind { MEMBER_TEXT, MEMBER_MATERIAL, MEMBER_BYTES };
+
+static int string_member(json_t *obj, const char *key, int required, size_t max,
+			 enum member_kind kind, const char **ret, size_t *ret_len,
+			 struct cv_errmsg *err)
 {
 	json_t *v = json_object_get(obj, key);
 	size_t len;
@@ -636,9 +750,14 @@ static int string_member(json_t *obj, const char *key, int required, size_t max,
 	if (len > max)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is longer than %zu bytes",
 				     key, max);
-	if (!bytes && strlen(json_string_value(v)) != len)
+	if (kind != MEMBER_BYTES && strlen(json_string_value(v)) != len)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" contains a NUL character",
 				     key);
+	/* Text is checked here whatever carried it: a JSON string is UTF-8 already, a form's
+	 * file part is bytes as they came (it may be DER) until a handler asks for text. */
+	if (kind == MEMBER_TEXT && !cv_text_clean(json_string_value(v), len, CV_TEXT_KEEP_NEWLINES))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is not UTF-8 text (or "
+				     "holds control characters)", key);
 	if (required && len == 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is empty", key);
 	*ret = json_string_value(v);
@@ -650,39 +769,19 @@ static int string_member(json_t *obj, const char *key, int required, size_t max,
 int json_string_member(json_t *obj, const char *key, int required, size_t max,
 		       const char **ret, size_t *ret_len, struct cv_errmsg *err)
 {
-	return string_member(obj, key, required, max, 0, ret, ret_len, err);
+	return string_member(obj, key, required, max, MEMBER_TEXT, ret, ret_len, err);
+}
+
+int json_material_member(json_t *obj, const char *key, int required, size_t max,
+			 const char **ret, size_t *ret_len, struct cv_errmsg *err)
+{
+	return string_member(obj, key, required, max, MEMBER_MATERIAL, ret, ret_len, err);
 }
 
 int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
 		      const char **ret, size_t *ret_len, struct cv_errmsg *err)
 {
-	return string_member(obj, key, required, max, 1, ret, ret_len, err);
-}
-
-int req_query_check(const struct cv_request *req, const char *const *allowed, size_t max_len,
-		    struct cv_errmsg *err)
-{
-	size_t i, j, k;
-
-	for (i = 0; i < req->n_query; i++) {
-		const char *key = req->query[i].key;
-
-		for (k = 0; allowed[k] != NULL; k++)
-			if (strcmp(allowed[k], key) == 0)
-				break;
-		if (allowed[k] == NULL)
-			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown query argument %.64s",
-					     key);
-		for (j = 0; j < i; j++)
-			if (strcmp(req->query[j].key, key) == 0)
-				return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-						     "query argument %s given twice", key);
-		if (req->query[i].value != NULL && strlen(req->query[i].value) > max_len)
-			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					     "query argument %s is longer than %zu bytes", key,
-					     max_len);
-	}
-	return 0;
+	return string_member(obj, key, required, max, MEMBER_BYTES, ret, ret_len, err);
 }
 
 const char *req_query(const struct cv_request *req, const char *key)

@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "certvault/text.h"
 #include "certvault/http.h"
 #include "guard.h"
 #include "tls.h"
@@ -172,7 +173,8 @@ static ssize_t streamed_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct streamed *st = cls;
 	struct cv_errmsg err = { "" };
-	char line[512];
+	char line[512], why[400];
+	const char *text;
 	ssize_t n;
 	int len;
 
@@ -184,8 +186,10 @@ static ssize_t streamed_read(void *cls, uint64_t pos, char *buf, size_t max)
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	/* The status is long gone: cutting the connection is how the client learns. The
 	 * request's line was logged when it was answered; this says why it ended early. */
+	text = err.text[0] != '\0' ? err.text : cv_strerror((int)n);
+	cv_text_escape(text, strlen(text), CV_TEXT_ASCII, why, sizeof(why));
 	len = snprintf(line, sizeof(line), "certvaultd: %s body cut short: %s\n", st->request_id,
-		       err.text[0] != '\0' ? err.text : cv_strerror((int)n));
+		       why);
 	if (len > 0) {
 		ssize_t w = write(STDERR_FILENO, line,
 				  (size_t)len < sizeof(line) ? (size_t)len : sizeof(line) - 1);
@@ -308,15 +312,22 @@ static const char *error_code_of(const struct cv_response *res)
  * ends with its newline. A failed write loses the line, nothing else. */
 static void log_request(const struct cv_request *req, const struct cv_response *res, double ms)
 {
-	char line[1024];
+	char line[1024], method[40], path[600], code[80], actor[280];
+	const char *actor_name = req->actor.name[0] != '\0' ? req->actor.name : "-";
 	ssize_t w;
 	int n;
 
-	/* The path only: a query string may hold a password (the truststore export). */
+	/* Every field a client can shape is escaped (controls, non-ASCII, spaces): a %0A in
+	 * the decoded path cannot start a forged line, nor a space a forged field. The path
+	 * only: a query string may hold a password (the truststore export). */
+	cv_text_escape(req->method, strlen(req->method), CV_TEXT_LOG, method, sizeof(method));
+	cv_text_escape(req->path, strlen(req->path), CV_TEXT_LOG, path, sizeof(path));
+	cv_text_escape(error_code_of(res), strlen(error_code_of(res)), CV_TEXT_LOG, code,
+		       sizeof(code));
+	cv_text_escape(actor_name, strlen(actor_name), CV_TEXT_LOG, actor, sizeof(actor));
 	n = snprintf(line, sizeof(line), "certvaultd: %s %s %s %d %s %s %.1fms\n",
-		     req->request_id, req->method, req->path, res->status,
-		     res->status >= 400 ? error_code_of(res) : "-",
-		     req->actor.name[0] != '\0' ? req->actor.name : "-", ms);
+		     req->request_id, method, path, res->status,
+		     res->status >= 400 ? code : "-", actor, ms);
 	if (n < 0)
 		return;
 	if ((size_t)n >= sizeof(line)) {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "certvault/text.h"
 #include "stream.h"
 
 void text_release(struct text *t)
@@ -94,6 +95,14 @@ nomem:
 int text_prom_label_value(struct text *t, const char *s)
 {
 	size_t len0 = t->len, run;
+	char shown[1024];
+
+	/* The exposition is UTF-8: a stored value that is not is shown escaped (cut at a
+	 * character when long; a label is a name or a DN). */
+	if (!cv_text_utf8_valid(s, strlen(s))) {
+		cv_text_escape(s, strlen(s), 0, shown, sizeof(shown));
+		s = shown;
+	}
 
 	while (*s != '\0') {
 		run = strcspn(s, "\\\"\n");

@@ -13,6 +13,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 
+#include "certvault/text.h"
 #include "tls.h"
 
 /* Intermediates served after the leaf, at most. */
@@ -49,18 +50,17 @@ static _Atomic(struct tls_listener *) active;
 static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void log_line(const char *fmt, ...)
 {
-	char line[512];
+	char text[512], line[512];
 	va_list ap;
 	ssize_t w;
-	int n;
+	size_t n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	if (vsnprintf(text, sizeof(text), fmt, ap) < 0)
+		text[0] = '\0';
 	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(line) - 2)
-		n = (int)sizeof(line) - 2;
+	/* Names and errors in it may come from a certificate: one line, ASCII. */
+	n = cv_text_escape(text, strlen(text), CV_TEXT_ASCII, line, sizeof(line) - 1);
 	line[n++] = '\n';
 	w = write(STDERR_FILENO, line, (size_t)n);
 	(void)w;

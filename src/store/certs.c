@@ -395,7 +395,7 @@ static int name_exists(sqlite3 *db, const char *name)
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?", -1, &stmt,
+	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ? COLLATE NOCASE", -1, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -446,7 +446,9 @@ static int name_exists_other(sqlite3 *db, const char *name, int64_t id)
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?1 AND id != ?2", -1,
+	/* Names are one ignoring case (certificates_name_nocase). */
+	rc = sqlite3_prepare_v2(db,
+				"SELECT 1 FROM certificates WHERE name = ?1 COLLATE NOCASE AND id != ?2", -1,
 				&stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -719,7 +721,7 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 		goto out;
 	rc = sqlite3_prepare_v2(db,
 				"UPDATE certificates SET description = ?1, updated_at = ?2"
-				" WHERE name = ?3 AND state = 1",
+				" WHERE name = ?3 COLLATE NOCASE AND state = 1",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, description);
@@ -797,7 +799,8 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 	if (r < 0)
 		goto out;
 	rc = sqlite3_prepare_v2(db,
-				"SELECT " COLS_LIST " FROM certificates WHERE name = ?1 AND state = 1",
+				"SELECT " COLS_LIST " FROM certificates WHERE name = ?1 COLLATE NOCASE"
+				" AND state = 1",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -890,7 +893,8 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 	if (r < 0)
 		goto out;
 	r = store_prepare(conn,
-			  "SELECT " COLS_FULL " FROM certificates WHERE name = ?1 AND state = 1",
+			  "SELECT " COLS_FULL " FROM certificates WHERE name = ?1 COLLATE NOCASE"
+			  " AND state = 1",
 			  &stmt);
 	if (r < 0)
 		goto out;

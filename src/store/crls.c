@@ -229,7 +229,7 @@ int cv_store_crl_remove(struct cv_store *store, const char *alias,
 	if (r == 0)
 		r = store_run(db,
 			      "DELETE FROM crls WHERE trust_id ="
-			      " (SELECT id FROM truststore WHERE alias = ?1)",
+			      " (SELECT id FROM truststore WHERE alias = ?1 COLLATE NOCASE)",
 			      "t", alias);
 	if (r == 0 && sqlite3_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;

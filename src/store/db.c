@@ -209,7 +209,38 @@ static const char *const migrations[] = {
 	"ALTER TABLE audit_log ADD COLUMN first_at INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE audit_log ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
-	/* 6 -> 7: issue 17's model. Environments are rows of their own, unique ignoring case
+	/* 6 -> 7: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
+	 * reader, so certificate names, live API token names and truststore aliases are unique
+	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
+	 * same way; the case given is kept for display. A database that already holds two
+	 * such names fails this step, and migrate() names them (name_clashes).
+	 * And a CN that names no host is no domain (item 14): an older release listed the CN of
+	 * a certificate without SAN DNS names as its domain whatever it was ("token signer
+	 * 2026"). Stored domains with a character no host name has are dropped (none of them
+	 * could cover a service's domain, which is always letters, digits, hyphens and dots),
+	 * and the list's domain follows.
+	 * And DNs print as UTF-8 (item 12): the rows whose stored DN text holds a \XX escape are
+	 * listed in dn_refresh for store_dn_refresh, which rewrites them from their DER (SQL
+	 * cannot) at the first open and drops the list. */
+	"CREATE UNIQUE INDEX certificates_name_nocase ON certificates(name COLLATE NOCASE);"
+	"CREATE UNIQUE INDEX api_tokens_name_nocase ON api_tokens(name COLLATE NOCASE)"
+	" WHERE revoked_at = 0;"
+	"DROP INDEX api_tokens_name;"
+	"CREATE UNIQUE INDEX truststore_alias_nocase ON truststore(alias COLLATE NOCASE);"
+	"DELETE FROM certificate_domains WHERE domain GLOB '*[^a-z0-9._*-]*';"
+	"UPDATE certificates SET primary_domain = coalesce((SELECT domain FROM"
+	" certificate_domains d WHERE d.cert_id = certificates.id ORDER BY position LIMIT 1), '')"
+	" WHERE primary_domain GLOB '*[^a-z0-9._*-]*';"
+	"CREATE TABLE dn_refresh (tbl INTEGER NOT NULL, id INTEGER NOT NULL,"
+	" PRIMARY KEY (tbl, id)) STRICT, WITHOUT ROWID;"
+	"INSERT INTO dn_refresh SELECT 1, id FROM certificates"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 2, id FROM certificate_versions"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 3, id FROM truststore"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 4, id FROM crls WHERE issuer GLOB '*\\[0-9A-F][0-9A-F]*';",
+	/* 7 -> 8: issue 17's model. Environments are rows of their own, unique ignoring case
 	 * (names are ASCII, so NOCASE is exact), keeping the case they were created with.
 	 * Services keep the environment's name, as the environment spells it: the store
 	 * checks it exists under the write lock and the delete of one in use is refused, so
@@ -392,11 +423,42 @@ static int configure(sqlite3 *db, const char *path, struct cv_errmsg *err)
 	return 0;
 }
 
+/* When a migration failed: the names that differ only in case, which the step making names
+ * unique ignoring case cannot take, as "certificate www / WWW; ..." into buf ("" for none).
+ * The operator has to choose which one keeps its name, so certvault does not. */
+static void name_clashes(sqlite3 *db, char *buf, size_t size)
+{
+	static const char sql[] =
+		"SELECT 'certificate', group_concat(name, ' / ') FROM certificates"
+		" GROUP BY name COLLATE NOCASE HAVING count(*) > 1"
+		" UNION ALL SELECT 'API token', group_concat(name, ' / ') FROM api_tokens"
+		" WHERE revoked_at = 0 GROUP BY name COLLATE NOCASE HAVING count(*) > 1"
+		" UNION ALL SELECT 'truststore alias', group_concat(alias, ' / ') FROM truststore"
+		" GROUP BY alias COLLATE NOCASE HAVING count(*) > 1";
+	sqlite3_stmt *stmt = NULL;
+	size_t used = 0;
+	int n;
+
+	buf[0] = '\0';
+	if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+		goto out;
+	while (sqlite3_step(stmt) == SQLITE_ROW && used + 1 < size) {
+		n = snprintf(buf + used, size - used, "%s%s %s", used > 0 ? "; " : "",
+			     (const char *)sqlite3_column_text(stmt, 0),
+			     (const char *)sqlite3_column_text(stmt, 1));
+		if (n < 0)
+			break;
+		used += (size_t)n < size - used ? (size_t)n : size - used - 1;
+	}
+out:
+	sqlite3_finalize(stmt);
+}
+
 /* Brings the schema to SCHEMA_VERSION, one step per transaction with its version bump, so
  * that a crash mid-way leaves the database at a version that exists. */
 static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 {
-	char bump[64];
+	char bump[64], clashes[160];
 	int64_t version;
 	int r;
 
@@ -434,7 +496,14 @@ static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 		if (r < 0) {
 			cv_errmsg_set(err, r, "database %s: migration to schema version %d failed: %s",
 				      path, (int)version + 1, sqlite3_errmsg(db));
-			return store_finish(db, r);
+			r = store_finish(db, r);
+			name_clashes(db, clashes, sizeof(clashes));
+			if (clashes[0] != '\0')
+				cv_errmsg_set(err, r, "database %s: names must be unique ignoring case "
+					      "and these are not: %s. Delete (or re-import under "
+					      "another name) all but one of each with the certvault "
+					      "that made them, then start this one", path, clashes);
+			return r;
 		}
 		r = store_finish(db, 0);
 		if (r < 0)
@@ -553,6 +622,12 @@ int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errms
 	r = migrate(store->conns[0].db, path, err);
 	if (r < 0)
 		goto out;
+	r = store_dn_refresh(store->conns[0].db);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "database %s: rewriting stored distinguished names failed: %s",
+			      path, sqlite3_errmsg(store->conns[0].db));
+		goto out;
+	}
 	for (; store->n_open < STORE_POOL_SIZE; store->n_open++) {
 		r = open_conn(path, &store->conns[store->n_open], err);
 		if (r < 0)

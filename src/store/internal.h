@@ -126,6 +126,10 @@ int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_r
 /* Appends an audit record inside the caller's write transaction (entry may be NULL: then
  * nothing). 0 or CV_ERR_DB: the caller then rolls its change back with it. */
 int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry);
+/* Rewrites, from their DER, the distinguished names of the rows listed in the table
+ * dn_refresh (an older release escaped UTF-8), then drops it; nothing when it is absent.
+ * One transaction. 0 or CV_ERR_DB. */
+int store_dn_refresh(sqlite3 *db);
 
 /* Environments on a connection the caller holds (inside its transaction). resolve: the
  * environment named (ignoring case) as it spells itself and its id (either NULL: not

@@ -309,16 +309,16 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 	if (r < 0)
 		goto out;
 	/* Only an active certificate: not one being imported or deleted. */
-	r = lookup_id(db, "SELECT id FROM certificates WHERE name = ?1 AND state = 1", cert_name,
-		      &cert_id, NULL);
+	r = lookup_id(db, "SELECT id FROM certificates WHERE name = ?1 COLLATE NOCASE"
+		      " AND state = 1", cert_name, &cert_id, NULL);
 	if (r == CV_ERR_NOT_FOUND)
 		not_found(conflict, "certificate");
 	if (r == 0)
-		r = lookup_id(db, "SELECT has_key FROM certificates WHERE name = ?1 AND state = 1",
-			      cert_name, &has_key, NULL);
+		r = lookup_id(db, "SELECT has_key FROM certificates WHERE name = ?1 COLLATE NOCASE"
+			      " AND state = 1", cert_name, &has_key, NULL);
 	if (r == 0)
-		r = lookup_id(db, "SELECT not_before FROM certificates WHERE name = ?1 AND state = 1",
-			      cert_name, &not_before, NULL);
+		r = lookup_id(db, "SELECT not_before FROM certificates WHERE name = ?1 COLLATE NOCASE"
+			      " AND state = 1", cert_name, &not_before, NULL);
 	if (r < 0)
 		goto out;
 	/* A service serves TLS with the key: a certificate without one cannot serve. */
@@ -416,8 +416,8 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 			     ? " AND s.environment = (SELECT name FROM environments WHERE name = ?)"
 			     : "",
 		     filter->certificate != NULL
-			     ? " AND s.cert_id = (SELECT id FROM certificates WHERE name = ?"
-			       " AND state = 1)"
+			     ? " AND s.cert_id = (SELECT id FROM certificates"
+			       " WHERE name = ? COLLATE NOCASE AND state = 1)"
 			     : "",
 		     filter->after != NULL ? " AND s.name > ?" : "");
 	if (n < 0 || (size_t)n >= sizeof(sql))

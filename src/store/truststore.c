@@ -203,7 +203,8 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
 	int rc, r;
 
 	rc = sqlite3_prepare_v2(db,
-				alias != NULL ? "SELECT " TRUST_COLS " FROM truststore WHERE alias = ?1"
+				alias != NULL ? "SELECT " TRUST_COLS " FROM truststore"
+						" WHERE alias = ?1 COLLATE NOCASE"
 					      : "SELECT " TRUST_COLS " FROM truststore ORDER BY alias",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK && alias != NULL)
@@ -270,7 +271,7 @@ int cv_store_trust_remove(struct cv_store *store, const char *alias,
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r == 0)
-		r = store_run(db, "DELETE FROM truststore WHERE alias = ?1", "t", alias);
+		r = store_run(db, "DELETE FROM truststore WHERE alias = ?1 COLLATE NOCASE", "t", alias);
 	if (r == 0 && sqlite3_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)

@@ -8,6 +8,7 @@
 
 #include "certvault/fault.h"
 #include "certvault/net.h"
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -315,6 +316,9 @@ static int record_from_cert(const struct cv_import_request *req, X509 *cert, EVP
 			}
 			rec->n_domains++;
 		}
+	} else if (info->n_ips > 0) {
+		/* No DNS name: the certificate is for an address, and the list shows it. */
+		snprintf(rec->primary_domain, sizeof(rec->primary_domain), "%s", info->ips[0]);
 	}
 	rec->not_before = info->not_before;
 	rec->not_after = info->not_after;
@@ -430,7 +434,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	/* GET /v1/certificates/summary is the counts: a certificate of that name could never
 	 * be read back. */
-	if (strcmp(req->name, "summary") == 0) {
+	if (cv_text_name_equal(req->name, "summary")) {
 		r = cv_errmsg_set(err, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
 		goto out;
 	}
@@ -771,7 +775,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	size_t n_linked = 0;
 	int r, by_name;
 
-	by_name = confirm != NULL && strcmp(confirm, name) == 0;
+	by_name = confirm != NULL && cv_text_name_equal(confirm, name);
 	if (confirm == NULL || (strcmp(confirm, "delete") != 0 && !by_name)) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIRM_REQUIRED,
 				  "deleting needs the confirmation keyword: confirm=delete");
@@ -786,8 +790,9 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 						     jwk->action == CV_JWK_ACTION_DELETE
 							     ? "delete"
 							     : "disconnect"));
-	/* Its key signs every HTTPS handshake: gone, the listener could not serve. */
-	if (v->served != NULL && strcmp(v->served, name) == 0) {
+	/* Its key signs every HTTPS handshake: gone, the listener could not serve. Names are
+	 * one ignoring case: "WWW" is the served "www". */
+	if (v->served != NULL && cv_text_name_equal(v->served, name)) {
 		r = cv_errmsg_set(err, CV_ERR_IN_USE, "%s is the certificate the HTTPS listener "
 				  "serves (server.tls_certificate): renew or replace it instead",
 				  name);

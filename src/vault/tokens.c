@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -19,9 +20,13 @@
 #define SECRET_BYTES 32
 #define SECRET_CHARS 43            /* base64url of 32 bytes, no padding */
 
+/* Audit fields come from outside (a refused request's path segment is whatever bytes the
+ * client sent): kept as valid UTF-8, escaped where they are not, cut on a character. */
 static void copy_field(char *dst, size_t size, const char *src)
 {
-	snprintf(dst, size, "%s", src != NULL ? src : "");
+	if (src == NULL)
+		src = "";
+	cv_text_safe(src, strlen(src), 0, dst, size);
 }
 
 void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *action,

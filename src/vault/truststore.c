@@ -7,6 +7,7 @@
 #include <openssl/x509v3.h>
 
 #include "certvault/net.h"
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -16,7 +17,7 @@ static int check_alias(const char *alias, struct cv_errmsg *err)
 		return cv_errmsg_set(err, CV_ERR_INVALID_NAME,
 				     "an alias is 1 to %d letters, digits or hyphens", CV_NAME_MAX);
 	/* GET /v1/truststore/export is the export, /v1/truststore/crls the CRLs. */
-	if (strcmp(alias, "export") == 0 || strcmp(alias, "crls") == 0)
+	if (cv_text_name_equal(alias, "export") || cv_text_name_equal(alias, "crls"))
 		return cv_errmsg_set(err, CV_ERR_INVALID_NAME, "the alias \"%s\" is reserved",
 				     alias);
 	return 0;

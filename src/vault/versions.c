@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 
 #include "certvault/fault.h"
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -200,7 +201,7 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 		return vault_jwk_choice_required(cur->name, p->linked, p->n, "update or disconnect",
 						 err);
 	if (choice->action == CV_JWK_ACTION_UPDATE &&
-	    (choice->confirm == NULL || strcmp(choice->confirm, cur->name) != 0))
+	    (choice->confirm == NULL || !cv_text_name_equal(choice->confirm, cur->name)))
 		return cv_errmsg_set(err, CV_ERR_CONFIRM_REQUIRED,
 				     "updating the JWKs linked to %s needs confirm=%s", cur->name,
 				     cur->name);

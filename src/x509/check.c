@@ -122,6 +122,79 @@ static int chain_all_ca(STACK_OF(X509) *chain, struct cv_errmsg *err)
 	return 0;
 }
 
+/* Whether parent issued child: names and key identifiers match (X509_check_issued) and
+ * parent's key verifies child's signature. */
+static int issued_by(X509 *child, X509 *parent)
+{
+	EVP_PKEY *pk = X509_get0_pubkey(parent);
+
+	return X509_check_issued(parent, child) == X509_V_OK && pk != NULL &&
+	       X509_verify(child, pk) == 1;
+}
+
+int cv_x509_chain_link(X509 *leaf, STACK_OF(X509) *chain, struct cv_errmsg *err)
+{
+	char subject[160], issuer[160];
+	STACK_OF(X509) *path = NULL;
+	int used[CV_X509_MAX_CHAIN] = { 0 };
+	int n = chain != NULL ? sk_X509_num(chain) : 0, i, r;
+	X509 *cur = leaf;
+
+	if (n == 0)
+		return 0;
+	if (n > CV_X509_MAX_CHAIN)
+		return cv_errmsg_set(err, CV_ERR_BAD_CHAIN, "the chain holds more than %d "
+				     "certificates", CV_X509_MAX_CHAIN);
+	path = sk_X509_new_reserve(NULL, n);
+	if (path == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	/* Walk up from the leaf: each step takes the entry that issued the certificate below
+	 * it, in whatever order the client listed them; a self-issued entry is the top. */
+	while (X509_check_issued(cur, cur) != X509_V_OK || cur == leaf) {
+		for (i = 0; i < n; i++)
+			if (!used[i] && issued_by(cur, sk_X509_value(chain, i)))
+				break;
+		if (i == n)
+			break;
+		used[i] = 1;
+		cur = sk_X509_value(chain, i);
+		if (sk_X509_push(path, cur) <= 0) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if (used[i])
+			continue;
+		if (x509_name_text(X509_get_subject_name(sk_X509_value(chain, i)), subject,
+				   sizeof(subject)) < 0)
+			subject[0] = '\0';
+		if (sk_X509_num(path) == 0) {
+			if (x509_name_text(X509_get_issuer_name(leaf), issuer, sizeof(issuer)) < 0)
+				issuer[0] = '\0';
+			r = cv_errmsg_set(err, CV_ERR_BAD_CHAIN, "chain entry %d (%s) did not issue "
+					  "the certificate, and no other entry did: the "
+					  "certificate's issuer is %s", i + 1, subject, issuer);
+		} else {
+			r = cv_errmsg_set(err, CV_ERR_BAD_CHAIN, "chain entry %d (%s) issued neither "
+					  "the certificate nor another entry of its chain", i + 1,
+					  subject);
+		}
+		goto out;
+	}
+	/* Every entry is on the path: keep them in issuing order (leaf's issuer first), the
+	 * order a TLS server sends and the chain export serves. */
+	for (i = 0; i < n; i++)
+		(void)sk_X509_set(chain, i, sk_X509_value(path, i));
+	r = 0;
+out:
+	sk_X509_free(path); /* the certificates are chain's */
+	ERR_clear_error();
+	return r;
+}
+
 /* Every name of the certificate is known to certvault (coverage, inventory): more SAN
  * entries than it keeps are refused rather than cut off. */
 static int names_within_limit(X509 *cert, struct cv_errmsg *err)
@@ -177,6 +250,9 @@ int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 		goto out;
 	}
 	r = chain_all_ca(chain, err);
+	if (r < 0)
+		goto out;
+	r = cv_x509_chain_link(cert, chain, err);
 out:
 	ERR_clear_error();
 	return r;

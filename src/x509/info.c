@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "certvault/text.h"
 #include "certvault/util.h"
 #include "certvault/x509.h"
 #include "internal.h"
@@ -62,7 +63,12 @@ int x509_name_text(const X509_NAME *name, char *buf, size_t buflen)
 		r = CV_ERR_NOMEM;
 		goto out;
 	}
-	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) {
+	/* RFC 4514 lets a DN string hold UTF-8 as it is ("Főtanúsítvány", not
+	 * "F\C5\91tan..."): every string is converted to UTF-8 and only what RFC 4514 requires
+	 * is escaped (",+\"\\<>;", a leading '#' or space, a trailing space) plus control
+	 * characters. A name whose strings do not convert to well-formed UTF-8 (a broken
+	 * UTF8String) is printed with every byte outside ASCII escaped, as before. */
+	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) < 0) {
 		r = CV_ERR_BAD_ENCODING;
 		goto out;
 	}
@@ -71,13 +77,20 @@ int x509_name_text(const X509_NAME *name, char *buf, size_t buflen)
 		r = CV_ERR_INTERNAL;
 		goto out;
 	}
-	len = (size_t)n;
-	if (len >= buflen) {
-		/* RFC 2253 escaping leaves only ASCII, but stay on a character boundary anyway */
-		len = buflen - 1;
-		while (len > 0 && ((unsigned char)data[len] & 0xc0) == 0x80)
-			len--;
+	if (!cv_text_utf8_valid(data, (size_t)n)) {
+		if (BIO_reset(bio) != 1 ||
+		    X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) {
+			r = CV_ERR_BAD_ENCODING;
+			goto out;
+		}
+		n = BIO_get_mem_data(bio, &data);
+		if (n < 0) {
+			r = CV_ERR_INTERNAL;
+			goto out;
+		}
 	}
+	/* A DN longer than buf is cut before a character, never inside one. */
+	len = cv_text_cut(data, (size_t)n, buflen - 1);
 	if (len > 0)
 		memcpy(buf, data, len);
 	buf[len] = '\0';
@@ -266,14 +279,30 @@ static int alt_names(X509 *cert, struct cv_x509_info *info)
 			info->n_ips++;
 		}
 	}
+	/* The CN stands in for the SAN's DNS names only when it is a host's name: a DNS name
+	 * (RFC 6125's fallback; a wildcard too), or an IP address, listed as one. "Token
+	 * Signer 2026" names no host and is no domain. */
 	if (info->n_domains == 0 && info->common_name[0] != '\0') {
-		info->domains[0] = strdup(info->common_name);
-		if (info->domains[0] == NULL) {
+		char dns[CV_DNS_NAME_MAX + 1];
+		unsigned char addr[16];
+		struct cv_errmsg ignored;
+		char **slot = NULL;
+
+		if (inet_pton(AF_INET, info->common_name, addr) == 1 ||
+		    inet_pton(AF_INET6, info->common_name, addr) == 1) {
+			if (info->n_ips == 0)
+				slot = &info->ips[info->n_ips++];
+			if (slot != NULL)
+				*slot = strdup(info->common_name);
+		} else if (cv_x509_domain_normalize(info->common_name, dns, sizeof(dns),
+						    &ignored) == 0) {
+			slot = &info->domains[info->n_domains++];
+			*slot = strdup(dns);
+		}
+		if (slot != NULL && *slot == NULL) {
 			r = CV_ERR_NOMEM;
 			goto out;
 		}
-		lower_ascii(info->domains[0]);
-		info->n_domains = 1;
 	}
 	r = 0;
 out:

@@ -205,6 +205,41 @@ static void test_query_checks(void **state)
 	assert_int_equal(res.status, 400);
 	assert_non_null(strstr(error_message(&res), "format must be"));
 	cv_response_release(&res);
+
+	/* Issue 16 item 16: every method, before any handler runs (an import with a body
+	 * that would pass, and a write with no body at all). */
+	request(&req, "POST", "/v1/certificates", "{\"name\": \"x\"}");
+	req.n_query = 1;
+	req.query[0].key = "dry_run";
+	req.query[0].value = "true";
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_string_equal(error_message(&res),
+			    "unknown query argument dry_run: this route takes none");
+	cv_response_release(&res);
+	request(&req, "PATCH", "/v1/certificates/www", "{\"description\": \"d\"}");
+	req.n_query = 1;
+	req.query[0].key = "force\n";
+	req.query[0].value = NULL;
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_string_equal(error_message(&res),
+			    "unknown query argument force\\x0A: this route takes none");
+	cv_response_release(&res);
+	/* A value that is not text, and a path segment that is not. */
+	request(&req, "GET", "/v1/certificates", NULL);
+	req.n_query = 1;
+	req.query[0].key = "q";
+	req.query[0].value = "\xff";
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_non_null(strstr(error_message(&res), "not UTF-8"));
+	cv_response_release(&res);
+	request(&req, "GET", "/v1/certificates/a\xc3", NULL);
+	cv_http_dispatch(&app, &req, 0, &res);
+	assert_int_equal(res.status, 400);
+	assert_non_null(strstr(error_message(&res), "path segment"));
+	cv_response_release(&res);
 }
 
 /* Refusals of the services and renewal routes that come before any use case runs. */
@@ -853,6 +888,55 @@ static void test_slow_routes(void **state)
 	cv_response_release(&res);
 }
 
+/* The query arguments the dispatch takes for each route are the ones the API description
+ * documents (src/http/openapi.json), no more, no fewer: the refusal of every other one
+ * (issue 16 item 16) must not refuse what the description promises. */
+static void test_route_queries_documented(void **state)
+{
+	struct cv_route_info info;
+	json_error_t jerr;
+	json_t *doc, *ops, *params, *p;
+	char path[1024], key[160];
+	const char *dir = getenv("CV_SOURCE_DIR"), *w;
+	size_t i, j, n, documented;
+
+	(void)state;
+	assert_non_null(dir);
+	snprintf(path, sizeof(path), "%s/src/http/openapi.json", dir);
+	doc = json_load_file(path, 0, &jerr);
+	assert_non_null(doc);
+	ops = json_object_get(doc, "x-operations");
+	assert_non_null(ops);
+	for (i = 0; cv_http_route_at(i, &info) == 0; i++) {
+		snprintf(key, sizeof(key), "%s %s", info.method, info.pattern);
+		params = json_object_get(json_object_get(ops, key), "parameters");
+		documented = 0;
+		json_array_foreach(params, j, p) {
+			const char *name = json_string_value(json_object_get(p, "name"));
+			const char *in = json_string_value(json_object_get(p, "in"));
+			size_t len;
+
+			if (name == NULL || in == NULL || strcmp(in, "query") != 0)
+				continue;
+			len = strlen(name);
+			documented++;
+			for (w = info.query; w != NULL && *w != '\0'; w += n + (w[n] == ' ')) {
+				n = strcspn(w, " ");
+				if (n == len && strncmp(w, name, n) == 0)
+					break;
+			}
+			if (w == NULL || *w == '\0')
+				fail_msg("%s documents ?%s, which the dispatch refuses", key, name);
+		}
+		for (n = 0, w = info.query; w != NULL && *w != '\0'; n++)
+			w += strcspn(w, " ") + (w[strcspn(w, " ")] == ' ');
+		if (n != documented)
+			fail_msg("%s takes %zu query arguments, its description %zu", key, n,
+				 documented);
+	}
+	json_decref(doc);
+}
+
 /* The route's pattern with each {} as "x": a path the route matches. */
 static void concrete(const char *pattern, char *buf, size_t len)
 {
@@ -1221,6 +1305,7 @@ int main(void)
 		cmocka_unit_test(test_multipart_limits),
 		cmocka_unit_test(test_multipart_refusals),
 		cmocka_unit_test(test_every_route_has_its_rule),
+		cmocka_unit_test(test_route_queries_documented),
 		cmocka_unit_test(test_route_table_refusals),
 		cmocka_unit_test(test_token_rules),
 		cmocka_unit_test(test_time_parse),

@@ -251,7 +251,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -295,7 +295,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -1167,7 +1167,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1214,7 +1214,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -3057,7 +3057,7 @@ static void test_audit_other_changes(void **state)
 /* A database from before environments were rows: its services named free-text
  * environments, two of them differing only in case. The migration makes one environment per
  * name ignoring case (the first spelling) and moves the services to its spelling. */
-static void test_migrate_environments_from_v6(void **state)
+static void test_migrate_environments_from_v7(void **state)
 {
 	static const char *const d[] = { "m.example.com", NULL };
 	struct cv_store *store = *state;
@@ -3071,7 +3071,7 @@ static void test_migrate_environments_from_v6(void **state)
 	assert_int_equal(put_svc(store, "three", "staging", d, NOW), 1);
 	cv_store_free(store);
 	*state = NULL;
-	/* Back to schema 6 as it was: free text, no environment rows. */
+	/* Back to schema 7 as it was: free text, no environment rows. */
 	raw_exec(path, "DROP TABLE certificate_environments; DROP TABLE environments;"
 		       " ALTER TABLE certificates DROP COLUMN has_key;"
 		       " ALTER TABLE certificates DROP COLUMN key_label;"
@@ -3081,10 +3081,10 @@ static void test_migrate_environments_from_v6(void **state)
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
-		       " PRAGMA user_version = 6;");
+		       " PRAGMA user_version = 7;");
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 7);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
@@ -3331,7 +3331,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads_through_pool, test_setup,
 						test_teardown),
 		cmocka_unit_test_teardown(test_migrate_from_v1, test_teardown),
-		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v6, test_setup,
+		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v7, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_environments, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_published_retention, test_setup,

@@ -1,4 +1,5 @@
-/* Unit tests for the small helpers of src/core/util.c: names, RFC 3339 times, hex, integers. */
+/* Unit tests for the small helpers of src/core/util.c (names, RFC 3339 times, hex, integers)
+ * and src/core/text.c (outside text made safe). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <cmocka.h>
 
 #include "certvault/error.h"
+#include "certvault/text.h"
 #include "certvault/util.h"
 
 static void test_name_lengths(void **state)
@@ -165,10 +167,123 @@ static void test_parse_int64(void **state)
 	assert_int_equal(v, INT64_MIN);
 }
 
+/* src/core/text.c: what outside text becomes before it is stored, shown or logged. */
+static void test_text_utf8(void **state)
+{
+	(void)state;
+	assert_int_equal(cv_text_utf8_valid("", 0), 1);
+	assert_int_equal(cv_text_utf8_valid("F\xc5\x91tan\xc3\xba", 8), 1);
+	assert_int_equal(cv_text_utf8_valid("\xf0\x9f\x94\x91", 4), 1);       /* U+1F511 */
+	assert_int_equal(cv_text_utf8_valid("\xff", 1), 0);
+	assert_int_equal(cv_text_utf8_valid("\xc0\xaf", 2), 0);               /* overlong '/' */
+	assert_int_equal(cv_text_utf8_valid("\xed\xa0\x80", 3), 0);           /* a surrogate */
+	assert_int_equal(cv_text_utf8_valid("\xf4\x90\x80\x80", 4), 0);       /* > U+10FFFF */
+	assert_int_equal(cv_text_utf8_valid("\xc3", 1), 0);                   /* cut short */
+	assert_int_equal(cv_text_utf8_valid("a\0b", 3), 0);
+	assert_int_equal(cv_text_clean("a\nb", 3, 0), 0);
+	assert_int_equal(cv_text_clean("a\nb", 3, CV_TEXT_KEEP_NEWLINES), 1);
+	assert_int_equal(cv_text_clean("a\x1b[2Jb", 6, CV_TEXT_KEEP_NEWLINES), 0);
+	assert_int_equal(cv_text_clean("a\x7f", 2, 0), 0);
+}
+
+static void test_text_escape(void **state)
+{
+	char out[64];
+
+	(void)state;
+	/* clean text is kept as it is, backslashes too */
+	assert_int_equal(cv_text_safe("F\xc5\x91 a\\b", 7, 0, out, sizeof(out)), 7);
+	assert_string_equal(out, "F\xc5\x91 a\\b");
+	/* anything else is escaped, and then the backslash too, so it reads back exactly */
+	cv_text_safe("a\xff\\b\n", 5, 0, out, sizeof(out));
+	assert_string_equal(out, "a\\xFF\\\\b\\x0A");
+	/* a log field: one line of printable ASCII without spaces */
+	cv_text_escape("/v1/x\nGET /forged 200", 21, CV_TEXT_LOG, out, sizeof(out));
+	assert_string_equal(out, "/v1/x\\x0AGET\\x20/forged\\x20200");
+	cv_text_escape("F\xc5\x91", 3, CV_TEXT_LOG, out, sizeof(out));
+	assert_string_equal(out, "F\\xC5\\x91");
+	cv_text_escape("a b\xc5\x91", 5, CV_TEXT_ASCII, out, sizeof(out));
+	assert_string_equal(out, "a b\\xC5\\x91");
+	/* cut before a character or an escape that does not fit, never inside */
+	assert_int_equal(cv_text_safe("ab\xc5\x91", 4, 0, out, 4), 2);
+	assert_string_equal(out, "ab");
+	assert_int_equal(cv_text_escape("a\xff", 2, 0, out, 5), 1);
+	assert_string_equal(out, "a");
+	assert_int_equal(cv_text_cut("\xc5\x91\xc5\x91", 4, 3), 2);
+	assert_int_equal(cv_text_cut("abc", 3, 3), 3);
+}
+
+static void test_text_json(void **state)
+{
+	json_t *j;
+
+	(void)state;
+	j = cv_text_json("\xff\xfe" "ok");
+	assert_non_null(j);
+	assert_string_equal(json_string_value(j), "\\xFF\\xFEok");
+	json_decref(j);
+	j = cv_text_json("F\xc5\x91");
+	assert_string_equal(json_string_value(j), "F\xc5\x91");
+	json_decref(j);
+	j = cv_text_json(NULL);
+	assert_true(json_is_null(j));
+}
+
+/* Whatever the bytes and the room, what comes out is what the contract says: the escaped
+ * form is UTF-8 without control characters (printable ASCII without spaces for a log),
+ * fits, and a cut never splits a character. Random inputs from a fixed seed. */
+static void test_text_random_bytes(void **state)
+{
+	static const unsigned char pool[] = { 'a', ' ', '\\', '\n', 0x1b, 0x7f, 0xc3, 0xa9,
+					      0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x94, 0x91, 0xff,
+					      0xc0, 0xed, 0xa0, 0x80, 0xf4, 0x90 };
+	unsigned seed = 12345;
+	char in[40], out[64];
+	size_t len, room, n, cut, i;
+	int round;
+
+	(void)state;
+	for (round = 0; round < 20000; round++) {
+		seed = seed * 1103515245u + 12345u;
+		len = (seed >> 16) % sizeof(in);
+		for (i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			in[i] = (char)pool[(seed >> 16) % sizeof(pool)];
+		}
+		room = 1 + (seed >> 8) % sizeof(out);
+		n = cv_text_safe(in, len, 0, out, room);
+		assert_true(n < room);
+		assert_int_equal(strlen(out), n);
+		assert_int_equal(cv_text_clean(out, n, 0), 1);
+		n = cv_text_escape(in, len, CV_TEXT_LOG, out, room);
+		for (i = 0; i < n; i++)
+			assert_true(out[i] > 0x20 && out[i] < 0x7f);
+		cut = cv_text_cut(in, len, room);
+		assert_true(cut <= len && cut <= room);
+		if (cv_text_utf8_valid(in, len))
+			assert_int_equal(cv_text_utf8_valid(in, cut), 1);
+	}
+}
+
+static void test_text_names(void **state)
+{
+	(void)state;
+	assert_int_equal(cv_text_name_equal("WWW", "www"), 1);
+	assert_int_equal(cv_text_name_equal("www-1", "WWW-1"), 1);
+	assert_int_equal(cv_text_name_equal("www", "www1"), 0);
+	assert_int_equal(cv_text_name_equal("\xc3\x89", "\xc3\xa9"), 0); /* ASCII only, as NOCASE */
+	assert_int_equal(cv_text_name_equal("", ""), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_name_lengths),
+		cmocka_unit_test(test_text_utf8),
+		cmocka_unit_test(test_text_escape),
+		cmocka_unit_test(test_text_json),
+		cmocka_unit_test(test_text_names),
+		cmocka_unit_test(test_text_random_bytes),
 		cmocka_unit_test(test_name_characters),
 		cmocka_unit_test(test_rfc3339),
 		cmocka_unit_test(test_rfc3339_agrees_with_gmtime),

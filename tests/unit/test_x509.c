@@ -1053,6 +1053,97 @@ static void test_chain_entries_must_be_ca(void **state)
 	X509_free(other);
 }
 
+/* Issue 16 item 18: a chain must link to the leaf. Entries in any order are put in issuing
+ * order; an unrelated CA, or a root that did not issue the leaf, is refused by position. */
+static void test_chain_must_link(void **state)
+{
+	X509 *root = make_cert_full(keys[K_P384], "Link Root", NULL, NOW - DAY, NOW + 900 * DAY,
+				    NULL, 1, NULL, NULL);
+	X509 *mid = make_cert_full(keys[K_RSA2048], "Link Intermediate", NULL, NOW - DAY,
+				   NOW + 800 * DAY, NULL, 1, root, keys[K_P384]);
+	X509 *leaf = make_cert_full(keys[K_P256], NULL, "leaf.example.com", NOW - DAY,
+				    NOW + DAY, NULL, 0, mid, keys[K_RSA2048]);
+	X509 *stranger = make_cert_full(keys[K_P521], "Stranger CA", NULL, NOW - DAY,
+					NOW + 900 * DAY, NULL, 1, NULL, NULL);
+	/* Same name as the intermediate, another key: names alone do not link. */
+	X509 *lookalike = make_cert_full(keys[K_RSA3072], "Link Intermediate", NULL, NOW - DAY,
+					 NOW + 800 * DAY, NULL, 1, root, keys[K_P384]);
+	STACK_OF(X509) *chain = sk_X509_new_null();
+	struct cv_errmsg err;
+
+	(void)state;
+	/* root first, intermediate second: accepted, and reordered */
+	assert_true(sk_X509_push(chain, root) > 0);
+	assert_true(sk_X509_push(chain, mid) > 0);
+	assert_int_equal(check(leaf, keys[K_P256], chain, NOW, 0, &err), 0);
+	assert_ptr_equal(sk_X509_value(chain, 0), mid);
+	assert_ptr_equal(sk_X509_value(chain, 1), root);
+	/* an unrelated CA after a good path: named by its position */
+	assert_true(sk_X509_push(chain, stranger) > 0);
+	assert_int_equal(check(leaf, keys[K_P256], chain, NOW, 0, &err), CV_ERR_BAD_CHAIN);
+	assert_string_equal(err.text, "chain entry 3 (CN=Stranger CA) issued neither the "
+				      "certificate nor another entry of its chain");
+	/* root only: the leaf's issuer is missing */
+	while (sk_X509_num(chain) > 0)
+		(void)sk_X509_pop(chain);
+	assert_true(sk_X509_push(chain, root) > 0);
+	assert_int_equal(check(leaf, keys[K_P256], chain, NOW, 0, &err), CV_ERR_BAD_CHAIN);
+	assert_string_equal(err.text, "chain entry 1 (CN=Link Root) did not issue the "
+				      "certificate, and no other entry did: the certificate's "
+				      "issuer is CN=Link Intermediate");
+	/* a look-alike intermediate (same subject, other key) does not verify */
+	(void)sk_X509_pop(chain);
+	assert_true(sk_X509_push(chain, lookalike) > 0);
+	assert_int_equal(check(leaf, keys[K_P256], chain, NOW, 0, &err), CV_ERR_BAD_CHAIN);
+	sk_X509_free(chain);
+	X509_free(root);
+	X509_free(mid);
+	X509_free(leaf);
+	X509_free(stranger);
+	X509_free(lookalike);
+}
+
+/* Issue 16 items 12 and 14: a DN prints as UTF-8 with RFC 4514's escapes only; a CN counts
+ * as a domain only when it is a DNS name, and as an address when it is one. */
+static void test_info_names_and_cn(void **state)
+{
+	struct cv_x509_info *info = NULL;
+	X509 *x;
+
+	(void)state;
+	x = make_cert(keys[K_P256], "F\xc5\x91tan\xc3\xbas\xc3\xadtv\xc3\xa1ny, \"A\"+B", NULL,
+		      NOW - DAY, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_string_equal(info->subject,
+			    "CN=F\xc5\x91tan\xc3\xbas\xc3\xadtv\xc3\xa1ny\\, \\\"A\\\"\\+B");
+	assert_string_equal(info->issuer, info->subject);
+	assert_int_equal(info->n_domains, 0);
+	cv_x509_info_free(info);
+	X509_free(x);
+
+	x = make_cert(keys[K_P256], "Token Signer 2026", NULL, NOW - DAY, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->n_domains, 0);
+	assert_int_equal(info->n_ips, 0);
+	cv_x509_info_free(info);
+	X509_free(x);
+
+	x = make_cert(keys[K_P256], "Legacy.Example.COM", NULL, NOW - DAY, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->n_domains, 1);
+	assert_string_equal(info->domains[0], "legacy.example.com");
+	cv_x509_info_free(info);
+	X509_free(x);
+
+	x = make_cert(keys[K_P256], "192.0.2.10", NULL, NOW - DAY, NOW + DAY);
+	assert_int_equal(cv_x509_info_new(x, &info), 0);
+	assert_int_equal(info->n_domains, 0);
+	assert_int_equal(info->n_ips, 1);
+	assert_string_equal(info->ips[0], "192.0.2.10");
+	cv_x509_info_free(info);
+	X509_free(x);
+}
+
 /* ---- status ---- */
 
 static void test_status_boundaries(void **state)
@@ -1181,9 +1272,8 @@ static void test_info_fields(void **state)
 	assert_string_equal(info->subject, info->issuer);
 	assert_string_equal(info->key_description, "ECDSA P-384");
 	assert_string_equal(info->signature_algorithm, "ecdsa-with-SHA256");
-	/* a CN but no SAN: the CN stands in */
-	assert_int_equal(info->n_domains, 1);
-	assert_string_equal(info->domains[0], "test ca");
+	/* a CN but no SAN: "Test CA" is no DNS name, so the certificate has no domain */
+	assert_int_equal(info->n_domains, 0);
 	assert_int_equal(info->n_ips, 0);
 	cv_x509_info_free(info);
 	X509_free(ca);
@@ -2934,6 +3024,8 @@ int main(void)
 		cmocka_unit_test(test_cert_parse_every_encoding),
 		cmocka_unit_test(test_cert_parse_refusals),
 		cmocka_unit_test(test_chain_parse),
+		cmocka_unit_test(test_chain_must_link),
+		cmocka_unit_test(test_info_names_and_cn),
 		cmocka_unit_test(test_key_parse_every_format),
 		cmocka_unit_test(test_key_parse_text_around),
 		cmocka_unit_test(test_key_parse_passwords),
