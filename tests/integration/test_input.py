@@ -350,7 +350,7 @@ class CaseMigrationTest(unittest.TestCase):
             # Back to the schema before the step, with a second "DEPLOY" as an older
             # certvault could have made.
             with sqlite3.connect(vault.db) as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
+                version = undo_later_steps(db)
                 db.execute("DROP INDEX api_tokens_name_nocase")
                 db.execute("DROP INDEX certificates_name_nocase")
                 db.execute("DROP INDEX truststore_alias_nocase")
@@ -386,7 +386,7 @@ class CaseMigrationTest(unittest.TestCase):
             self.assertEqual(vault.stop(), 0)
             # What an older release stored: the CN, lower-cased, as the domain.
             with sqlite3.connect(vault.db) as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
+                version = undo_later_steps(db)
                 db.execute("DROP INDEX api_tokens_name_nocase")
                 db.execute("DROP INDEX certificates_name_nocase")
                 db.execute("DROP INDEX truststore_alias_nocase")
@@ -409,6 +409,25 @@ class CaseMigrationTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def undo_later_steps(db):
+    """Undoes the schema steps after the names step (8, issue 17's model: environments,
+    public certificates, key labels, tags, audit changes, JWK retention), so that the names
+    step is the last again; returns the version it leaves, the names step's."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version >= 8:
+        for sql in ("DROP TABLE certificate_environments", "DROP TABLE environments",
+                    "DROP TABLE certificate_tags",
+                    "ALTER TABLE certificates DROP COLUMN has_key",
+                    "ALTER TABLE certificates DROP COLUMN key_label",
+                    "ALTER TABLE certificate_versions DROP COLUMN key_label",
+                    "ALTER TABLE audit_log DROP COLUMN changes",
+                    "ALTER TABLE jwks DROP COLUMN superseded_at",
+                    "PRAGMA user_version = 7"):
+            db.execute(sql)
+        version = 7
+    return version
+
+
 def escaped_dn(text):
     """A DN as an older release stored it: every byte outside ASCII as \\XX."""
     return "".join("\\%02X" % b if b >= 0x80 else chr(b) for b in text.encode())
@@ -417,7 +436,7 @@ def escaped_dn(text):
 def downgrade(db_path):
     """Back to the schema before the step this branch added (its indexes gone)."""
     with sqlite3.connect(db_path) as db:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        version = undo_later_steps(db)
         db.execute("DROP INDEX api_tokens_name_nocase")
         db.execute("DROP INDEX certificates_name_nocase")
         db.execute("DROP INDEX truststore_alias_nocase")
