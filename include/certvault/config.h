@@ -42,6 +42,8 @@ struct cv_config {
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
 	int destroy_superseded_keys; /* policy.destroy_superseded_keys */
 	int64_t jwks_superseded_retention; /* jwks.superseded_retention: seconds */
+	int64_t pending_expiry_seconds; /* policy.pending_expiry_seconds */
+	int64_t pending_sweep_seconds;  /* policy.pending_sweep_seconds */
 	char *admin_token_file;    /* auth.admin_token_file: where the first admin token goes;
 				      "" means admin.token beside the database */
 	int metrics_public;        /* auth.metrics_public: GET /metrics without a token */
@@ -57,6 +59,8 @@ struct cv_config {
 	int64_t audit_anonymous_per_minute; /* audit.anonymous_refusals_per_minute */
 	int64_t audit_anonymous_burst; /* audit.anonymous_refusal_burst */
 	int64_t audit_retention_days; /* audit.retention_days: --audit-archive's age */
+	int64_t session_idle_timeout; /* console.session_idle_timeout, seconds without a request */
+	int64_t session_lifetime;  /* console.session_lifetime, seconds at most */
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

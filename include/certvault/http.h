@@ -50,6 +50,11 @@ struct cv_request {
 	int64_t now;                      /* the request's clock, seconds since the epoch */
 	int64_t now_ms;                   /* the same in milliseconds; 0: only now is known */
 	const char *authorization;        /* the Authorization header, NULL when absent */
+	const char *cookie;               /* the Cookie header, NULL when absent */
+	const char *csrf_token;           /* the X-CSRF-Token header, NULL when absent */
+	int tls;                          /* it came over the HTTPS listener */
+	int has_session;                  /* authenticated by a console session cookie */
+	struct cv_session_view session;   /* that session, when has_session */
 	char request_id[33];              /* names the request in the log and the audit trail */
 	char source[48];                  /* the client's address, "" when unknown */
 	struct cv_actor actor;            /* who: filled by dispatch from the bearer token */
@@ -76,11 +81,19 @@ struct cv_response {
 	struct cv_producer stream;        /* produce NULL: none */
 	const char *content_type;         /* static; for raw and stream */
 	char disposition[128];            /* Content-Disposition, "" for none */
-	char etag[64];                    /* ETag, quoted; "" for none */
+	char etag[64];                    /* ETag, quoted; "" for none. A GET's 200 gets one made
+					     from its bytes (after this one, when set) unless
+					     etag_final */
+	int etag_final;                   /* the handler's ETag is the whole tag: no 304 made */
 	const char *cache_control;        /* static; NULL: "no-store" */
 	int challenge;                    /* a 401: send WWW-Authenticate: Bearer */
 	int64_t retry_after;              /* a 429 or a 503 busy: seconds for Retry-After; 0:
 					     none */
+	int console;                      /* a console page or asset: its CSP and framing rules */
+	int64_t wait_seconds;             /* a long poll: hold an answer that would be 304 up to
+					     this long (the server decides how long at most) */
+	const char *location;             /* static; a redirect's Location, NULL for none */
+	char set_cookie[200];             /* Set-Cookie (a session's secret: wiped), "" for none */
 	int route;                        /* set by dispatch: the route's index in the table + 1;
 					     0 when no route matched */
 };
@@ -124,6 +137,13 @@ enum cv_access {
 	CV_R_AUDIT,        /* admin, auditor */
 	CV_R_ADMIN,        /* admin */
 };
+/* The console's Content-Security-Policy: its own origin only, no inline script or style, no
+ * eval, never framed. */
+#define CV_CONSOLE_CSP                                                                      \
+	"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "   \
+	"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "         \
+	"form-action 'self'; frame-ancestors 'none'"
+
 /* Whether role may call a route with access (role 0: no token). */
 int cv_http_role_may(enum cv_access access, enum cv_role role, int metrics_public);
 /* "public", "metrics", "read", "write", "audit", "admin". */

@@ -58,6 +58,20 @@ enum cv_cert_state {
 	CV_CERT_DELETING,
 };
 
+/* A key's CKA_LABEL: "<name>.v<version>" (names hold no '.', so no two certificates' keys
+ * share one); keys made before labels had versions carry the bare name. */
+#define CV_KEY_LABEL_MAX 96
+void cv_key_label(const char *name, int64_t version, char buf[CV_KEY_LABEL_MAX + 1]);
+
+/* How a certificate's key reached the token. */
+enum cv_key_origin {
+	CV_KEY_ORIGIN_IMPORTED = 0,  /* parsed from what a client sent, then created in it */
+	CV_KEY_ORIGIN_GENERATED = 1, /* born in it (C_GenerateKeyPair) */
+	CV_KEY_ORIGIN_UNWRAPPED = 2, /* unwrapped in it (C_UnwrapKey) */
+};
+/* "imported", "generated", "unwrapped". */
+const char *cv_key_origin_name(enum cv_key_origin origin);
+
 /* A service using a certificate, as the certificate's views show it. */
 struct cv_cert_usage {
 	char service[65];
@@ -89,7 +103,21 @@ struct cv_cert_record {
 	int64_t created_at;
 	int64_t updated_at;
 	int64_t version;           /* 1 at import, one more at each renew or replace */
+	enum cv_key_origin key_origin;
+	/* The CKA_LABEL its key really has (see cv_key_label; the bare name for keys from
+	 * before labels per version): made under the name it had then, a rename keeps it. */
+	char key_label[CV_KEY_LABEL_MAX + 1];
 	int64_t current_since;     /* when this version became current */
+	/* Read by get only (details); written by import and supersede. The access token names
+	 * of who made the certificate and who last changed it ("" when not recorded), and the
+	 * last revocation check of its current version: status as cv_revocation_status_name
+	 * ("" when never recorded), source, detail, when. */
+	char created_by[65];
+	char updated_by[65];
+	char revocation_status[16];
+	char revocation_source[320];
+	char revocation_detail[256];
+	int64_t revocation_checked_at;
 	/* Filled by get and list: the services using it, in name order (domains by get
 	 * only), and how many distinct domains those services have. */
 	size_t n_used_by;
@@ -106,8 +134,6 @@ struct cv_cert_record {
 	 * any). Filled by get; given to insert. */
 	size_t n_environments;
 	char **environments;
-	/* The CKA_LABEL its key was made with: the name it had then (a rename keeps it). */
-	char key_label[65];
 	/* Its tags as "key=value" (a key holds no '='), in key order. Filled by get and list;
 	 * given to insert. */
 	size_t n_tags;
@@ -118,7 +144,7 @@ struct cv_cert_record {
  * not cover and those domains, the services using a certificate, or a version number. */
 struct cv_conflict {
 	char service[65];
-	char detail[160];          /* a comma-separated list, cut with "..." when too long */
+	char detail[480];          /* a comma-separated list, cut with "..." when too long */
 	int64_t version;
 	int64_t when;              /* CV_ERR_NOT_YET_VALID: the certificate's start */
 };
@@ -204,10 +230,27 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 				    int (*fn)(const struct cv_cert_record *rec, void *arg),
 				    void *arg);
 
+/* The orders of the list; each ends on the name, unique, which makes a keyset cursor. */
+enum cv_cert_sort {
+	CV_SORT_NAME = 0,
+	CV_SORT_VALID_TO,        /* not_after (expires_in sorts the same way) */
+	CV_SORT_UPDATED_AT,
+	CV_SORT_STATUS,          /* expired, expires soon, valid (all by not_after), upcoming */
+};
+
 /* A list query. Strings are borrowed. */
 struct cv_cert_filter {
 	int has_status;
 	enum cv_status status;   /* judged at now with soon_seconds */
+	unsigned status_mask;    /* several statuses: bit (1 << status) each; 0: has_status */
+	enum cv_cert_sort sort;
+	int desc;                /* descending order */
+	/* The keyset cursor beyond after (the name): the sort key of the last row seen
+	 * (not_after or updated_at) and for CV_SORT_STATUS its rank (1: upcoming). */
+	int64_t after_key;
+	int64_t after_rank;
+	const char *environment; /* used by a service of this environment; NULL: any */
+	const char *service;     /* used by this service; NULL: any */
 	int64_t now;
 	int64_t soon_seconds;
 	const char *q;           /* substring of the name or of any domain, case-insensitive; NULL: any */
@@ -232,6 +275,9 @@ void cv_store_cert_page_free(struct cv_cert_page *page);
 /* Returns 0 and a page, or CV_ERR_DB. */
 int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page);
+/* How many active rows the filter matches, the cursor aside. 0 or CV_ERR_DB. */
+int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter *filter,
+			     int64_t *ret_total);
 
 struct cv_cert_counts {
 	int64_t total;
@@ -266,7 +312,9 @@ struct cv_cert_version {
 	int64_t not_before;
 	int64_t not_after;
 	uint8_t key_id[CV_TOKEN_ID_LEN];
-	char key_label[65];        /* the CKA_LABEL its key was made with */
+	char key_label[CV_KEY_LABEL_MAX + 1]; /* the CKA_LABEL its key really has ("" for a key
+					       * from before labels per version: the
+					       * certificate's name, never renamed since) */
 	enum cv_key_state key_state;
 	int64_t current_from;
 	int64_t current_until;     /* 0 for the current version */
@@ -279,12 +327,17 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 			   struct cv_cert_version **ret_versions, size_t *ret_n);
 
 /* What a renewal's update did with a linked JWK's successor. */
-enum cv_jwk_outcome {
+enum cv_jwk_fate {
 	CV_JWK_SAME = 0,           /* the same kid: updated in place */
 	CV_JWK_MADE,               /* a new JWK */
 	CV_JWK_REACTIVATED,        /* this certificate's superseded JWK, active again */
 	CV_JWK_ADOPTED,            /* an active JWK of the same key, linked here now */
 };
+/* The certificate (DER) and chain (PEM) of a superseded version of the certificate cert_id
+ * (the current one is the certificate's row). Returns 0 (both the caller's),
+ * CV_ERR_NOT_FOUND (no such superseded version) or CV_ERR_DB. */
+int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int64_t version,
+				   unsigned char **ret_der, size_t *ret_len, char **ret_chain_pem);
 
 /* A renewal or a replace: next becomes the current version of the certificate. */
 struct cv_supersede {
@@ -308,7 +361,7 @@ struct cv_supersede {
 	 * one of the same key linked elsewhere or to nothing is linked here (a key published
 	 * ahead, from the upcoming certificate that is now this one's). Another state is
 	 * CV_ERR_NAME_TAKEN. */
-	enum cv_jwk_outcome *outcomes;
+	enum cv_jwk_fate *outcomes;
 	const struct cv_audit_entry *audit; /* written by cv_store_cert_supersede; NULL: none */
 };
 /* The checks of a supersede, in a read transaction, in this order: the certificate is active
@@ -328,6 +381,70 @@ int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supers
  * errors. */
 int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *req,
 			    struct cv_conflict *conflict);
+
+/* Pending certificates: a key pair generated in the token and the CSR signed with it,
+ * waiting for the certificate a CA issues; for a new certificate (cert_id 0, its name held
+ * against imports and other pending ones) or for the next version of one (cert_id). */
+enum cv_pending_state {
+	CV_PENDING_CREATING = 0,   /* the row names the key before it exists; no CSR yet */
+	CV_PENDING_READY = 1,      /* the CSR is there */
+	CV_PENDING_CANCELLING = 2, /* its key is being destroyed */
+};
+struct cv_pending_record {
+	int64_t id;
+	char name[65];
+	int64_t cert_id;           /* 0: a new certificate */
+	char *description;
+	enum cv_pending_state state;
+	uint8_t key_id[CV_TOKEN_ID_LEN];
+	char key_type[16];         /* "p256", "rsa2048", ... */
+	char key_label[CV_KEY_LABEL_MAX + 1];
+	char subject[512];
+	unsigned char *csr_der;    /* NULL while creating, and in lists */
+	size_t csr_der_len;
+	char created_by[65];
+	int64_t created_at;
+	int64_t expires_at;
+};
+void cv_store_pending_free(struct cv_pending_record *rec);
+void cv_store_pending_array_free(struct cv_pending_record *recs, size_t n);
+/* Inserts rec in state CREATING (its csr ignored); sets rec->id. A new certificate's name
+ * must be free (no certificate, no pending one: CV_ERR_NAME_TAKEN); a renewal's certificate
+ * must be active (CV_ERR_NOT_FOUND) with no renewal pending yet (CV_ERR_NAME_TAKEN).
+ * Returns 0, those, or CV_ERR_DB. */
+int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *rec);
+/* Stores the CSR of a CREATING row and makes it READY, with audit. Returns 0,
+ * CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_pending_ready(struct cv_store *store, int64_t id, const unsigned char *csr_der,
+			   size_t csr_der_len, const struct cv_audit_entry *audit);
+/* The READY row named name, CSR loaded. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_pending_get(struct cv_store *store, const char *name,
+			 struct cv_pending_record **ret_rec);
+/* Every READY row in name order (no CSRs), into a new array. 0 or CV_ERR_DB. */
+int cv_store_pending_list(struct cv_store *store, struct cv_pending_record **ret_recs,
+			  size_t *ret_n);
+/* The active certificates' keys by origin (indexed by enum cv_key_origin). 0 or CV_ERR_DB. */
+int cv_store_key_origin_counts(struct cv_store *store, int64_t ret_counts[3]);
+/* How many rows are READY. */
+int cv_store_pending_count(struct cv_store *store, int64_t *ret_n);
+/* Marks a READY row CANCELLING (the point of no return of a cancel: audit records it).
+ * Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_pending_mark_cancelling(struct cv_store *store, int64_t id,
+				     const struct cv_audit_entry *audit);
+/* Removes the row whatever its state (its key is gone). 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_pending_remove(struct cv_store *store, int64_t id);
+/* Calls fn for every row that is not READY, and for every READY row that expired at now,
+ * in id order (the start-up reconciler and the expiry sweep). Stops and returns fn's value
+ * when non-zero. */
+int cv_store_pending_foreach_unsettled(struct cv_store *store, int64_t now,
+				       int (*fn)(const struct cv_pending_record *rec,
+						 void *arg),
+				       void *arg);
+/* The merge of a new certificate: in one transaction, the READY row pending_id goes and rec
+ * (its key the row's) becomes an active certificate with its domains, with audit. Sets
+ * rec->id. Returns 0, CV_ERR_NOT_FOUND (no such READY row) or CV_ERR_DB. */
+int cv_store_pending_merge_new(struct cv_store *store, int64_t pending_id,
+			       struct cv_cert_record *rec, const struct cv_audit_entry *audit);
 
 /* The key journal: a key about to be created for a new version, named before it exists. */
 int cv_store_key_journal_add(struct cv_store *store, const uint8_t *key_id, int64_t cert_id,
@@ -502,6 +619,13 @@ int cv_store_jwk_published(struct cv_store *store, int64_t now, int64_t retentio
 			   struct cv_jwk_record **ret_recs, size_t *ret_n,
 			   int64_t *ret_next_change);
 
+/* At most limit (1..1000) JWKs in kid order after the kid after (NULL: from the first),
+ * whatever their state: those linked to the certificate cert_id, or every JWK (cert_id 0),
+ * linked or not. *ret_n < limit: the last page. 0 (*ret_recs the caller's),
+ * CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
+int cv_store_jwk_page(struct cv_store *store, int64_t cert_id, const char *after,
+		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n);
+
 /* CRLs in the truststore: one per CA entry that issued it. */
 struct cv_crl_record {
 	int64_t id;
@@ -569,6 +693,13 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
  * caller's), CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
 int cv_store_trust_page(struct cv_store *store, const char *after, unsigned limit,
 			struct cv_trust_record **ret_recs, size_t *ret_n);
+/* At most limit (1..1001) entries in alias order after the alias after (NULL: from the
+ * first) whose alias, subject, issuer, serial or SHA-256 fingerprint holds q (any case;
+ * NULL: all), and *ret_total how many match q in all. 0 (*ret_recs the caller's),
+ * CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
+int cv_store_trust_search(struct cv_store *store, const char *q, const char *after,
+			  unsigned limit, struct cv_trust_record **ret_recs, size_t *ret_n,
+			  int64_t *ret_total);
 /* Removes one entry, with audit. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_trust_remove(struct cv_store *store, const char *alias,
 			  const struct cv_audit_entry *audit);
@@ -707,5 +838,30 @@ int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t no
 			      const struct cv_audit_entry *audit);
 /* How many tokens were ever made (revoked ones too). 0 or CV_ERR_DB. */
 int cv_store_api_token_count(struct cv_store *store, int64_t *ret);
+
+/* Console sessions: a browser's sign-in with an API token. Only the SHA-256 of the cookie's
+ * secret is kept. */
+#define CV_SESSION_ID_LEN 16       /* hex digits of the public id */
+struct cv_session {
+	char id[CV_SESSION_ID_LEN + 1];
+	uint8_t secret_hash[32];
+	char token_id[CV_API_TOKEN_ID_LEN + 1]; /* the API token it acts as */
+	int64_t created_at;
+	int64_t last_seen;         /* the last request, to a resolution the vault chooses */
+	int64_t expires_at;        /* the absolute end */
+};
+/* Adds a session with audit (may be NULL) in one transaction, first removing sessions that
+ * ended: expires_at <= now or last_seen < idle_cutoff. 0, CV_ERR_NAME_TAKEN (the id exists),
+ * CV_ERR_DB. */
+int cv_store_session_insert(struct cv_store *store, const struct cv_session *s, int64_t now,
+			    int64_t idle_cutoff, const struct cv_audit_entry *audit);
+/* One session by id. 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_session_get(struct cv_store *store, const char *id, struct cv_session *ret);
+/* Moves last_seen forward to now. 0 (also when the session is gone), CV_ERR_DB. */
+int cv_store_session_touch(struct cv_store *store, const char *id, int64_t now);
+/* Removes a session, with audit (may be NULL) in the same transaction. 0, CV_ERR_NOT_FOUND,
+ * CV_ERR_DB. */
+int cv_store_session_delete(struct cv_store *store, const char *id,
+			    const struct cv_audit_entry *audit);
 
 #endif

@@ -80,6 +80,57 @@ void cv_token_free(struct cv_token *token);
 int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label,
 			const uint8_t *id, size_t id_len, struct cv_errmsg *err);
 
+/* The key types a key pair can be generated for in the token. */
+enum cv_token_key_type {
+	CV_TOKEN_KEY_RSA2048 = 1,
+	CV_TOKEN_KEY_RSA3072,
+	CV_TOKEN_KEY_RSA4096,
+	CV_TOKEN_KEY_P256,
+	CV_TOKEN_KEY_P384,
+	CV_TOKEN_KEY_P521,
+	CV_TOKEN_KEY_ED25519,
+};
+/* "rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521", "ed25519" to the type; 0 and
+ * *ret_type set, or CV_ERR_UNSUPPORTED_KEY. */
+int cv_token_key_type_parse(const char *name, enum cv_token_key_type *ret_type);
+const char *cv_token_key_type_name(enum cv_token_key_type type);
+
+/* Generates a key pair of this type inside the token (C_GenerateKeyPair) under CKA_ID = id
+ * and CKA_LABEL = label, with the attribute policy of cv_token_key_create: the private key
+ * token, private, sensitive, never extractable, sign-only, unmodifiable and uncopyable, so
+ * the token itself reports it always sensitive and never extractable. The private key never
+ * leaves the token; *ret_public (the caller's) is its public half, read back from the public
+ * object. Returns once both objects are durable: 0, CV_ERR_UNSUPPORTED_KEY,
+ * CV_ERR_NAME_TAKEN (an object with this id exists), CV_ERR_TOKEN or
+ * CV_ERR_TOKEN_UNAVAILABLE; on failure nothing is left in the token. */
+int cv_token_key_generate(struct cv_token *token, enum cv_token_key_type type,
+			  const char *label, const uint8_t *id, size_t id_len,
+			  EVP_PKEY **ret_public, struct cv_errmsg *err);
+
+/* The wrapping key for bring-your-own-key imports: an RSA-3072 key pair generated in the
+ * token on first use, its private half unwrap-only, sensitive and never extractable. Returns
+ * 0 and its public half in *ret_public (the caller's), or the token's error. */
+int cv_token_wrapping_key(struct cv_token *token, EVP_PKEY **ret_public,
+			  struct cv_errmsg *err);
+/* Unwraps a client's private key into the token without it ever being in this process:
+ * C_UnwrapKey with CKM_RSA_PKCS_OAEP (SHA-256, MGF1-SHA-256) and the wrapping key turns
+ * encrypted_aes_key into an AES-256 session key, C_UnwrapKey with CKM_AES_KEY_WRAP_PAD (RFC
+ * 5649) and that key turns wrapped_key (PKCS#8) into a private key object of the type of
+ * public_key, under CKA_ID = id and CKA_LABEL = label with the policy of cv_token_key_create;
+ * the AES key is destroyed at once; a public key object is made from public_key. Does not
+ * check that the two halves match (sign something and see). Returns once durable: 0,
+ * CV_ERR_UNWRAP_FAILED (err says which step the token refused and its CKR_),
+ * CV_ERR_UNSUPPORTED_KEY, CV_ERR_NAME_TAKEN, CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE; on
+ * failure nothing is left in the token. */
+/* oaep_sha1: the AES key was encrypted with RSA-OAEP SHA-1 (MGF1-SHA-1) instead of SHA-256:
+ * SoftHSM 2.6.1 unwraps with SHA-1 only (its OAEP parameter check refuses any other hash
+ * with CKR_ARGUMENTS_BAD). */
+int cv_token_key_unwrap(struct cv_token *token, int oaep_sha1,
+			const unsigned char *encrypted_aes_key,
+			size_t encrypted_aes_key_len, const unsigned char *wrapped_key,
+			size_t wrapped_key_len, EVP_PKEY *public_key, const char *label,
+			const uint8_t *id, size_t id_len, struct cv_errmsg *err);
+
 /* Destroys the private and public key objects with this id, and returns once that is durable
  * (see cv_token_sync_describe). Returns 0, CV_ERR_NOT_FOUND (no private key with this id),
  * CV_ERR_TOKEN or CV_ERR_TOKEN_UNAVAILABLE. CV_ERR_TOKEN may come after the objects are gone
@@ -209,10 +260,11 @@ enum cv_token_op {
 	CV_TOKEN_OP_CREATE_OBJECT,    /* C_CreateObject */
 	CV_TOKEN_OP_DESTROY_OBJECT,   /* C_DestroyObject */
 	CV_TOKEN_OP_TOKEN_INFO,       /* C_GetTokenInfo */
+	CV_TOKEN_OP_GENERATE_KEY_PAIR, /* C_GenerateKeyPair */
 	CV_TOKEN_OP_COUNT
 };
 /* "open_session", "login", "find", "get_attributes", "create_object", "destroy_object",
- * "token_info"; "unknown" past the end. */
+ * "token_info", "generate_key_pair"; "unknown" past the end. */
 const char *cv_token_op_name(enum cv_token_op op);
 
 /* How many calls of each kind this token made since it was opened, and how many of them

@@ -46,6 +46,8 @@ struct cv_vault {
 	struct vault_audit *audit; /* owned (cv_vault_audit_init): the audit chain's key in the
 				      token and the refusals' counts; NULL: records are unkeyed
 				      and every refusal is written */
+	int64_t pending_seconds;  /* a pending certificate's life (policy.pending_expiry_days);
+				     0: 30 days */
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the
@@ -91,6 +93,19 @@ struct cv_import_request {
 	const char *url;
 	int64_t position;
 	int timeout_ms;            /* with url */
+	/* A merge: the key is in the token already and this is its public half. No private key
+	 * (nor PKCS#12 file) is taken, and the certificate must match it (CV_ERR_KEY_MISMATCH). */
+	EVP_PKEY *token_key;
+	const uint8_t *token_key_id; /* with token_key: its CKA_ID (CV_TOKEN_ID_LEN bytes) */
+	const char *token_key_label; /* ... and its CKA_LABEL */
+	/* A wrapped import (bring your own key): the key arrives wrapped for the token's
+	 * wrapping key and is unwrapped inside it; no private_key or pkcs12 then. */
+	const char *wrapped_kid;
+	int wrapped_oaep_sha1;     /* the AES key encrypted with RSA-OAEP SHA-1, not SHA-256 */
+	const unsigned char *encrypted_aes_key;
+	size_t encrypted_aes_key_len;
+	const unsigned char *wrapped_private_key;
+	size_t wrapped_private_key_len;
 };
 
 /* Limits on metadata a client sets. */
@@ -121,6 +136,108 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_cert_record **ret_rec, struct cv_revocation *ret_rev,
 			 struct cv_errmsg *err);
 
+struct cv_version_ref;          /* below, with renew and replace */
+struct cv_jwk_choice;
+
+/* Keys born in the token (issue 13). A certificate whose key is generated in the token:
+ * key_type is "rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521" or "ed25519"; x509 is
+ * what the CSR (or the self-signed certificate) says. Strings borrowed. */
+struct cv_generate_request {
+	const char *name;
+	const char *description;   /* NULL: "" */
+	const char *key_type;
+	struct cv_x509_request x509;
+	int self_signed;           /* sign a certificate in the token and make it current */
+	int renew;                 /* the next version of the certificate name (its CSR waits
+				      while the current version serves on) */
+	int days;                  /* self_signed: its validity, 1..3650 */
+};
+/* What a generate made: a pending certificate and its CSR (PEM), or with self_signed the
+ * certificate's record (pending NULL). The caller frees them all. */
+struct cv_generate_result {
+	struct cv_pending_record *pending;
+	char *csr_pem;
+	struct cv_cert_record *rec;
+};
+void cv_generate_result_release(struct cv_generate_result *res);
+
+/* Makes a key pair of req->key_type in the token, and a CSR signed with it in the token
+ * (a pending certificate, audited as certificate.generate) or a self-signed certificate
+ * that becomes current at once. The name is checked and held first, and the pending row
+ * names the key before C_GenerateKeyPair, so a crash leaves something the reconciler
+ * undoes. Returns 0, CV_ERR_INVALID_NAME, CV_ERR_NAME_TAKEN, CV_ERR_BAD_REQUEST,
+ * CV_ERR_UNSUPPORTED_KEY, CV_ERR_TOKEN, CV_ERR_TOKEN_UNAVAILABLE or CV_ERR_DB; on failure
+ * nothing is left in the token or the store. */
+int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
+			   const struct cv_generate_request *req, int64_t now,
+			   struct cv_generate_result *ret, struct cv_errmsg *err);
+/* The pending certificate named name with its CSR. Returns 0, CV_ERR_NOT_FOUND (no
+ * certificate of that name), CV_ERR_NOT_PENDING (a certificate with no key waiting) or
+ * CV_ERR_DB. */
+int cv_vault_pending_get(struct cv_vault *v, const char *name,
+			 struct cv_pending_record **ret_rec, char **ret_csr_pem,
+			 struct cv_errmsg *err);
+/* Every pending certificate, name order. */
+int cv_vault_pending_list(struct cv_vault *v, struct cv_pending_record **ret_recs,
+			  size_t *ret_n, struct cv_errmsg *err);
+int cv_vault_pending_count(struct cv_vault *v, int64_t *ret_n, struct cv_errmsg *err);
+/* Merges the certificate a CA issued for the pending key of name: req's certificate (and
+ * chain; no private key) passes every import check against the pending key's public half
+ * (CV_ERR_KEY_MISMATCH for another key's certificate), then becomes the certificate's
+ * current version in one transaction with its audit record (certificate.merge).
+ * CV_ERR_NOT_PENDING when name has no key waiting. */
+/* A renewal's merge is a renewal (cv_vault_cert_supersede with CV_END_RENEWED: in use only,
+ * the version ref and JWK choice, one winner, every service switched in its transaction):
+ * ref, jwk and *ret_previous (the version it superseded; 0 for a new certificate) are for
+ * it. */
+int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
+			   const struct cv_import_request *req, const struct cv_version_ref *ref,
+			   const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+			   struct cv_revocation *ret_rev, struct cv_errmsg *err);
+/* Cancels the pending certificate of name: marked (audited), its key destroyed, its row
+ * removed. Returns 0, CV_ERR_NOT_FOUND, CV_ERR_NOT_PENDING, CV_ERR_TOKEN... */
+int cv_vault_pending_cancel(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			    struct cv_errmsg *err);
+/* The active certificates' keys by origin (indexed by enum cv_key_origin). */
+int cv_vault_key_origin_counts(struct cv_vault *v, int64_t ret_counts[3],
+			       struct cv_errmsg *err);
+/* The wrapping key of wrapped imports (made in the token on first use): its public half as
+ * PEM (*ret_pem the caller's) and its kid (the RFC 7638 thumbprint of its JWK). */
+int cv_vault_wrapping_key(struct cv_vault *v, char **ret_pem, char ret_kid[64],
+			  struct cv_errmsg *err);
+/* The RFC 7512 URI of the key key_id labelled label (see cv_token_key_uri). */
+int cv_vault_key_uri(struct cv_vault *v, const uint8_t *key_id, const char *label, char *buf,
+		     size_t buflen);
+/* The expiry sweep: destroys every pending certificate older than v->pending_seconds, each
+ * with an audit record (certificate.pending_expired, actor certvaultd). *ret_n counts them.
+ * Returns 0 or the first failure. */
+int cv_vault_pending_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
+			   struct cv_errmsg *err);
+/* What an import would find, without doing it (POST /v1/certificates/preview). */
+struct cv_preview_problem {
+	int code;                 /* the error the import would answer */
+	char message[256];
+};
+#define CV_PREVIEW_PROBLEMS_MAX 16
+struct cv_cert_preview {
+	struct cv_x509_info *info;  /* NULL when no certificate could be read */
+	struct cv_x509_info **chain;
+	size_t chain_length;
+	int has_key;                /* a private key was read */
+	int rev_checked;            /* rev holds the revocation check's answer */
+	struct cv_revocation rev;
+	size_t n_problems;          /* every problem, in the import's order (at most the max) */
+	struct cv_preview_problem problems[CV_PREVIEW_PROBLEMS_MAX];
+};
+/* Runs every check of cv_vault_cert_import on req (the name, the material, each x509
+ * check, the revocation check) whatever the others found, and stores nothing and touches
+ * no token object. Returns 0 and *ret_preview (the caller's; problems listed in it), or
+ * CV_ERR_DB, CV_ERR_NOMEM, CV_ERR_INTERNAL when the preview itself could not be made. */
+int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			  struct cv_cert_preview **ret_preview, struct cv_errmsg *err);
+/* Accepts NULL. */
+void cv_vault_cert_preview_free(struct cv_cert_preview *preview);
+
 /* Everything the details view shows. */
 struct cv_cert_view {
 	struct cv_cert_record *rec;
@@ -129,6 +246,11 @@ struct cv_cert_view {
 	int64_t expires_in_days;
 	size_t chain_length;      /* intermediates stored with the certificate */
 	char key_uri[512];
+	struct cv_x509_info **chain; /* each of them, in the stored order */
+	size_t n_jwks;            /* the JWKs linked to it, any state, in kid order */
+	struct cv_jwk_record *jwks;
+	size_t n_active_jwks;     /* of those, the active ones (a delete must choose for them) */
+	int served;               /* HTTPS serves it (server.tls_certificate): no delete */
 };
 void cv_vault_cert_view_free(struct cv_cert_view *view);
 
@@ -184,6 +306,25 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
 			    json_t **ret_jwks, struct cv_errmsg *err);
+/* What a renew or replace did to the JWKs linked to the certificate: with UPDATE,
+ * old_kids[i] became new_kids[i] (the same kid: updated in place; another: the old one is
+ * superseded); with DISCONNECT, old_kids lost their link. n 0: none were linked. */
+struct cv_jwk_outcome {
+	enum cv_jwk_action action;
+	size_t n;
+	char (*old_kids)[44];
+	char (*new_kids)[44];     /* with UPDATE only */
+};
+/* Frees what an outcome holds and zeroes it. */
+void cv_jwk_outcome_release(struct cv_jwk_outcome *o);
+/* cv_vault_cert_supersede, also saying what became of the linked JWKs in *ret_jwks as an
+ * outcome (the caller releases it; NULL: not wanted), besides *ret_json. */
+int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
+				   enum cv_version_end kind, const struct cv_import_request *req,
+				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
+				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
+				   json_t **ret_json, struct cv_jwk_outcome *ret_jwks,
+				   struct cv_errmsg *err);
 /* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
  * CV_ERR_BAD_REQUEST. */
 int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);
@@ -289,11 +430,23 @@ int cv_vault_export_format_parse(const char *s, enum cv_export_format *ret);
 int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_format format,
 			 unsigned char **ret_body, size_t *ret_len,
 			 const char **ret_content_type, struct cv_errmsg *err);
+/* The same for version (0: the current one) of the certificate: a superseded version's
+ * certificate, chain, public key or JWK as it was. Also CV_ERR_NOT_FOUND naming the
+ * versions there are when it has no such version. */
+int cv_vault_cert_export_version(struct cv_vault *v, const char *name, int64_t version,
+				 enum cv_export_format format, unsigned char **ret_body,
+				 size_t *ret_len, const char **ret_content_type,
+				 struct cv_errmsg *err);
 
 /* One page of the list; filter->soon_seconds is set from the vault. Returns 0 or
  * CV_ERR_DB. */
 int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page, struct cv_errmsg *err);
+
+/* How many certificates the list's filter matches (its cursor and limit aside). Returns 0
+ * or CV_ERR_DB. */
+int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
+			     int64_t *ret_total, struct cv_errmsg *err);
 
 /* Counts by status at now. Returns 0 or CV_ERR_DB. */
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
@@ -328,6 +481,8 @@ struct cv_inventory_item {
 	size_t n_kids;               /* the JWKs linked to it */
 	char *const *kids;
 	const char *key_uri;         /* RFC 7512; "" for a truststore entry */
+	const char *key_origin;      /* "generated", "imported", "unwrapped"; NULL for a
+					truststore entry */
 	/* Read from the token when the item is: present 0 (and the rest 0) when the token holds
 	 * no private key with the certificate's CKA_ID. */
 	struct cv_token_key_attrs key;
@@ -368,6 +523,7 @@ struct cv_reconcile_report {
 	unsigned deletes_finished; /* deleting rows whose keys were destroyed and row removed */
 	unsigned versions_undone;  /* keys made for a renew or replace that never committed */
 	unsigned keys_destroyed;   /* superseded keys whose destruction was interrupted */
+	unsigned generates_undone; /* generated keys whose CSR or cancel never completed */
 };
 /* Finishes or undoes every write a crash interrupted. Run once at start, before serving. */
 int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_report,
@@ -446,6 +602,14 @@ int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record *
 		     struct cv_errmsg *err);
 int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *kid,
 			struct cv_errmsg *err);
+/* The management listing: at most limit (1..999) JWKs in kid order after the kid after
+ * (NULL: from the first), every state, linked or not; only those linked to certificate
+ * when it is not NULL. *ret_more says a next page exists. 0 (*ret_recs the caller's, free
+ * with cv_store_jwks_free), CV_ERR_BAD_REQUEST (a kid that is not one), CV_ERR_NOT_FOUND
+ * (no such certificate), CV_ERR_DB. */
+int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *after,
+		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n,
+		      int *ret_more, struct cv_errmsg *err);
 /* The public JWKS document at now as compact JSON text (malloc'd) and a strong validator of
  * it (a hash of the text, unquoted): the active JWKs, and those superseded less than
  * v->jwks_retention seconds ago (nothing in the document tells them apart). 0, CV_ERR_DB,
@@ -475,10 +639,34 @@ struct cv_trust_add {
 int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct cv_trust_add *req,
 		       int64_t now, char (**ret_aliases)[65], size_t *ret_n,
 		       struct cv_errmsg *err);
+/* What cv_vault_trust_add would find, without adding (POST /v1/truststore/preview): the
+ * entries it would make (aliases[i], infos[i]; n of them) and every problem. */
+struct cv_trust_preview {
+	size_t n;
+	char (*aliases)[65];
+	struct cv_x509_info **infos;
+	size_t n_problems;
+	struct cv_preview_problem problems[CV_PREVIEW_PROBLEMS_MAX];
+};
+/* Runs every check of cv_vault_trust_add on req (a url is fetched, as the add would) and
+ * stores nothing. 0 and *ret_preview (the caller's), or CV_ERR_DB, CV_ERR_NOMEM. */
+int cv_vault_trust_preview(struct cv_vault *v, const struct cv_trust_add *req, int64_t now,
+			   struct cv_trust_preview **ret_preview, struct cv_errmsg *err);
+/* Accepts NULL. */
+void cv_vault_trust_preview_free(struct cv_trust_preview *p);
 /* One entry (alias) or all in alias order (alias NULL). 0, CV_ERR_INVALID_NAME,
  * CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_record **ret_recs,
 		       size_t *ret_n, struct cv_errmsg *err);
+/* A page of entries (see cv_store_trust_search): limit entries at most, *ret_more when there
+ * are others after them. 0, CV_ERR_BAD_REQUEST, CV_ERR_DB. */
+int cv_vault_trust_list(struct cv_vault *v, const char *q, const char *after, unsigned limit,
+			struct cv_trust_record **ret_recs, size_t *ret_n, int *ret_more,
+			int64_t *ret_total, struct cv_errmsg *err);
+/* The details of a certificate's DER as the views show them (*ret_info the caller's), from
+ * the vault's cache when it has them. 0, CV_ERR_BAD_ENCODING, CV_ERR_NOMEM. */
+int cv_vault_cert_info(struct cv_vault *v, const unsigned char *der, size_t len,
+		       struct cv_x509_info **ret_info);
 /* Removes an entry. 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_vault_trust_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
 			  struct cv_errmsg *err);
@@ -519,6 +707,7 @@ struct cv_actor {
 	char id[CV_API_TOKEN_ID_LEN + 1];
 	char name[65];
 	enum cv_role role;
+	int64_t expires_at;        /* when the token stops working; 0: never */
 };
 
 /* One request's audit record in the making. The HTTP layer says who, what and on what; the
@@ -576,6 +765,40 @@ int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
  * CV_ERR_CONFIG (the file cannot be written), CV_ERR_DB. */
 int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 			     int *ret_created, struct cv_errmsg *err);
+
+/* Console sessions (issue 12). The browser holds a cookie "cvs_<id>_<secret>" (same shape
+ * and strength as an API token); only the secret's SHA-256 is stored. A session acts as the
+ * API token it was opened with (its name, id and role) and ends with it. Its CSRF token is
+ * derived from the cookie, so it is never stored and a database read cannot forge it. */
+#define CV_SESSION_COOKIE_LEN 64
+#define CV_SESSION_CSRF_LEN 43
+struct cv_session_view {
+	char id[CV_SESSION_ID_LEN + 1];
+	char csrf[CV_SESSION_CSRF_LEN + 1];
+	int64_t expires_at;        /* the absolute end */
+	int64_t idle_expires_at;   /* the end if no request comes before it */
+};
+/* Signs in with an API token: checks it as cv_vault_authenticate does, makes a session that
+ * ends lifetime seconds from now (or idle seconds after its last request), and writes audit
+ * (may be NULL) with the token as actor in the same transaction. ret_cookie
+ * (CV_SESSION_COOKIE_LEN + 1 bytes) is the cookie's value: the caller wipes it. 0,
+ * CV_ERR_UNAUTHORIZED, CV_ERR_DB, CV_ERR_INTERNAL. */
+int cv_vault_session_create(struct cv_vault *v, struct cv_audit *audit, const char *api_token,
+			    int64_t now, int64_t idle, int64_t lifetime, char *ret_cookie,
+			    struct cv_actor *ret_actor, struct cv_session_view *ret_view,
+			    struct cv_errmsg *err);
+/* Who a session cookie is: its token's actor and the session's view. A session past its end,
+ * idle too long, or whose token was revoked or expired is refused. 0, CV_ERR_UNAUTHORIZED,
+ * CV_ERR_DB. */
+int cv_vault_session_authenticate(struct cv_vault *v, const char *cookie, int64_t now,
+				  int64_t idle, struct cv_actor *ret_actor,
+				  struct cv_session_view *ret_view, struct cv_errmsg *err);
+/* Whether csrf is the session's CSRF token (constant time): 1 or 0. */
+int cv_vault_session_csrf_ok(const struct cv_session_view *view, const char *csrf);
+/* Signs out: removes the session, with audit in the same transaction. 0, CV_ERR_NOT_FOUND,
+ * CV_ERR_DB. */
+int cv_vault_session_end(struct cv_vault *v, struct cv_audit *audit, const char *id,
+			 struct cv_errmsg *err);
 
 /* The key of key_id in the token, for what serves with it (the HTTPS listener): whether it
  * is there, and a signature made inside the token (see cv_token_sign). */

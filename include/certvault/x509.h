@@ -91,6 +91,14 @@ int cv_x509_chain_link(X509 *leaf, STACK_OF(X509) *chain, struct cv_errmsg *err)
 int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 			 const struct cv_x509_policy *policy, struct cv_errmsg *err);
 
+/* The same checks as cv_x509_check_import, every one run whatever the others found (key
+ * NULL: those needing the key are left out; chain may be NULL): problem is called with the
+ * error and its message for each that fails, in that order. Returns how many failed, or
+ * CV_ERR_INTERNAL. For a preview, which must name every problem, not the first. */
+int cv_x509_check_import_all(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+			     const struct cv_x509_policy *policy,
+			     void (*problem)(void *arg, int code, const char *message), void *arg);
+
 /* Key kinds certvault holds. */
 enum cv_key_kind {
 	CV_KEY_RSA = 1,
@@ -135,6 +143,10 @@ void cv_x509_info_free(struct cv_x509_info *info);
 /* The certificate's SHA-256 fingerprint as cv_x509_info has it, for a certificate that may
  * still fail the checks. Returns 0 or CV_ERR_INTERNAL. */
 int cv_x509_sha256_fingerprint(X509 *cert, char ret[96]);
+/* The signature algorithm as a person reads it ("SHA-256 with RSA", "ECDSA with SHA-384")
+ * from cv_x509_info's OpenSSL long name; the name itself when it is not one certvault
+ * knows. Static. */
+const char *cv_x509_signature_algorithm_readable(const char *name);
 /* A deep copy of info into a new one. Returns 0 or CV_ERR_NOMEM. */
 int cv_x509_info_dup(const struct cv_x509_info *info, struct cv_x509_info **ret_info);
 
@@ -293,6 +305,10 @@ struct cv_revocation {
 	time_t revoked_at; /* with REVOKED */
 };
 
+/* The RFC 5280 name of a CRLReason code ("keyCompromise"); "none given" for -1, "unknown"
+ * for a code RFC 5280 does not name. Static. */
+const char *cv_x509_crl_reason_name(int reason);
+
 /* Limits on what a CRL or an OCSP answer may hold. */
 #define CV_X509_CRL_MAX (1024 * 1024)
 
@@ -358,5 +374,65 @@ int cv_x509_ocsp_request(X509 *cert, X509 *issuer, int nonce, unsigned char **re
 void cv_x509_ocsp_judge(const unsigned char *der, size_t len, X509 *cert, X509 *issuer,
 			time_t now, long skew, long max_age, const char *source,
 			struct cv_revocation *ret);
+
+/* Certificate requests and self-signed certificates for keys that live in the token. x509
+ * builds the to-be-signed part and takes the signature the token made over it: the private
+ * key never reaches this module. */
+struct cv_x509_request {
+	const char *subject;          /* "CN=www.example.com,O=Example": short names (CN, O, OU,
+					 L, ST, C, emailAddress, ...), ',' escaped as "\," */
+	const char *const *dns_names; /* subjectAltName dNSName entries */
+	size_t n_dns_names;
+	const char *const *ip_addresses; /* subjectAltName iPAddress entries (IPv4 or IPv6) */
+	size_t n_ip_addresses;
+	const char *const *key_usage; /* OpenSSL names: digitalSignature, keyEncipherment, ...;
+					 n_key_usage 0: digitalSignature (and keyEncipherment for
+					 RSA), as a TLS server needs */
+	size_t n_key_usage;
+	const char *const *extended_key_usage; /* serverAuth, clientAuth, ...; none: serverAuth */
+	size_t n_extended_key_usage;
+};
+
+/* How the token must sign for a key: the data cv_x509_tbs_digest gives it is, for RSA a DER
+ * DigestInfo of SHA-256 (CKM_RSA_PKCS), for ECDSA a hash (SHA-256, -384, -512 by curve;
+ * CKM_ECDSA, signature r || s), for Ed25519 the message itself (CKM_EDDSA). */
+enum cv_x509_sig_scheme {
+	CV_X509_SIG_RSA_PKCS1 = 1,
+	CV_X509_SIG_ECDSA,
+	CV_X509_SIG_EDDSA,
+};
+
+/* Checks req's subject, names and usages as cv_x509_csr_new would, before any key exists.
+ * Returns 0 or CV_ERR_BAD_REQUEST (err says which member). */
+int cv_x509_request_check(const struct cv_x509_request *req, struct cv_errmsg *err);
+
+/* Builds an unsigned PKCS#10 request for pub with req's subject, SANs and key usages.
+ * Returns 0 and *ret_req (the caller's), CV_ERR_BAD_REQUEST (a subject, name, address or
+ * usage that cannot be used: err says which), CV_ERR_UNSUPPORTED_KEY or CV_ERR_NOMEM. */
+int cv_x509_csr_new(EVP_PKEY *pub, const struct cv_x509_request *req, X509_REQ **ret_req,
+		    struct cv_errmsg *err);
+/* Builds an unsigned self-signed certificate for pub (issuer = subject, a random 16-byte
+ * serial, valid from now - 60 s for days days, CA:FALSE, subject key id). Same errors. */
+int cv_x509_selfsigned_new(EVP_PKEY *pub, const struct cv_x509_request *req, time_t now,
+			   int days, X509 **ret_cert, struct cv_errmsg *err);
+
+/* The to-be-signed DER of req (or of cert: exactly one is non-NULL) with the signature
+ * algorithm of pub's scheme set, and what the token must sign over it (see
+ * cv_x509_sig_scheme) into *ret_data (the caller's, free()). Returns 0, CV_ERR_UNSUPPORTED_KEY
+ * or CV_ERR_NOMEM. */
+int cv_x509_tbs_digest(X509_REQ *req, X509 *cert, EVP_PKEY *pub,
+		       enum cv_x509_sig_scheme *ret_scheme, unsigned char **ret_data,
+		       size_t *ret_len);
+/* Puts the token's signature (r || s for ECDSA) on req, or on cert (then *ret_cert is the
+ * signed certificate, parsed again from its DER, and cert is left as it was), and checks it
+ * with pub. Returns 0, CV_ERR_TOKEN (the signature does not verify) or CV_ERR_NOMEM. */
+int cv_x509_signature_set(X509_REQ *req, X509 *cert, EVP_PKEY *pub, const unsigned char *sig,
+			  size_t sig_len, X509 **ret_cert);
+
+/* The request as PEM ("-----BEGIN CERTIFICATE REQUEST-----") or DER, malloc'd. */
+int cv_x509_csr_pem(X509_REQ *req, char **ret_pem, size_t *ret_len);
+int cv_x509_csr_der(X509_REQ *req, unsigned char **ret_der, size_t *ret_len);
+/* Parses a stored request's DER. Returns 0 or CV_ERR_BAD_ENCODING. */
+int cv_x509_csr_from_der(const unsigned char *der, size_t len, X509_REQ **ret_req);
 
 #endif

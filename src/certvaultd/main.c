@@ -1,4 +1,5 @@
 /* certvaultd: parse the configuration, open the token and the store, serve, wait. */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -88,6 +89,22 @@ static int admin_token_once(struct cv_app *app, struct cv_errmsg *err)
 		fprintf(stderr, "certvaultd: the first admin API token is in %s (mode 0600): "
 			"send it as Authorization: Bearer <token>\n", path);
 	return r;
+}
+
+/* Destroys the pending certificates that expired, one log line when it did or failed. */
+static void pending_sweep(struct cv_app *app)
+{
+	struct cv_errmsg err = { "" };
+	unsigned n = 0;
+	int r;
+
+	r = cv_vault_pending_sweep(&app->vault, (int64_t)time(NULL), &n, &err);
+	if (n > 0)
+		fprintf(stderr, "certvaultd: %u expired pending certificate(s) destroyed with their "
+			"keys\n", n);
+	if (r < 0)
+		fprintf(stderr, "certvaultd: pending certificates' sweep: %s\n",
+			err.text[0] ? err.text : cv_strerror(r));
 }
 
 /* After the reconciler: key objects with certvault's marker that no row names, said one per
@@ -357,6 +374,7 @@ int main(int argc, char **argv)
 	app.vault.allow_weak_signatures = cfg.allow_weak_signatures;
 	app.vault.destroy_superseded_keys = cfg.destroy_superseded_keys;
 	app.vault.jwks_retention = cfg.jwks_superseded_retention;
+	app.vault.pending_seconds = cfg.pending_expiry_seconds;
 	app.vault.served = cfg.tls_certificate[0] != '\0' ? cfg.tls_certificate : NULL;
 	app.vault.revocation.online = cfg.revocation_online;
 	app.vault.revocation.timeout_ms = (int)cfg.revocation_timeout_ms;
@@ -386,6 +404,10 @@ int main(int argc, char **argv)
 	r = cv_vault_reconcile(&app.vault, &report, &err);
 	if (r < 0)
 		goto out;
+	if (report.generates_undone > 0)
+		fprintf(stderr, "certvaultd: recovered from an interrupted run: %u generated "
+			"key(s) whose CSR or cancel never completed destroyed\n",
+			report.generates_undone);
 	if (report.imports_undone > 0 || report.deletes_finished > 0 ||
 	    report.versions_undone > 0 || report.keys_destroyed > 0)
 		fprintf(stderr,
@@ -419,8 +441,20 @@ int main(int argc, char **argv)
 			strchr(tls_listen, ':') ? "[" : "", tls_listen,
 			strchr(tls_listen, ':') ? "]" : "", cv_server_tls_port(server),
 			cfg.tls_certificate);
-	if (sigwait(&signals, &sig) == 0)
-		fprintf(stderr, "certvaultd: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	/* The main thread waits for a stop signal and, between, sweeps expired pending
+	 * certificates: the only background work, too small for a thread of its own. */
+	for (;;) {
+		struct timespec every = { (time_t)cfg.pending_sweep_seconds, 0 };
+
+		sig = sigtimedwait(&signals, NULL, &every);
+		if (sig == SIGINT || sig == SIGTERM) {
+			fprintf(stderr, "certvaultd: %s, stopping\n",
+				sig == SIGINT ? "SIGINT" : "SIGTERM");
+			break;
+		}
+		if (sig < 0 && errno == EAGAIN)
+			pending_sweep(&app);
+	}
 	status = 0;
 out:
 	if (r < 0)

@@ -99,6 +99,11 @@ static const struct setting settings[] = {
 	  31536000,
 	  "seconds a JWK superseded by a renewal stays in the public JWKS (tokens it signed may"
 	  " still be in flight); 0: it leaves at once" },
+	{ "policy", "pending_expiry_seconds", K_INT, OFF(pending_expiry_seconds), "2592000", 1,
+	  315360000, "a pending certificate (a key generated in the token, its CSR waiting for"
+	  " the certificate) older than this is destroyed with its key, audited (30 days)" },
+	{ "policy", "pending_sweep_seconds", K_INT, OFF(pending_sweep_seconds), "300", 1, 86400,
+	  "how often the background sweep looks for expired pending certificates" },
 	{ "auth", "admin_token_file", K_STR, OFF(admin_token_file), "", 0, 0,
 	  "where the first start writes the first admin API token (mode 0600); empty: admin.token"
 	  " in the database's directory" },
@@ -141,6 +146,10 @@ static const struct setting settings[] = {
 	{ "audit", "retention_days", K_INT, OFF(audit_retention_days), "0", 0, 36500,
 	  "certvaultd --audit-archive FILE moves records older than this to FILE; 0: only with"
 	  " --older-than-days" },
+	{ "console", "session_idle_timeout", K_INT, OFF(session_idle_timeout), "1800", 60, 86400,
+	  "seconds a console session lasts without a request (kept to within a minute)" },
+	{ "console", "session_lifetime", K_INT, OFF(session_lifetime), "43200", 300, 2592000,
+	  "seconds a console session lasts at most, however busy" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -30,9 +30,9 @@ static const struct cv_fault_info points[] = {
 	  "before COMMIT" },
 	{ "supersede.after_commit", "renew replace",
 	  "the new version is current; the superseded key is still in the token" },
-	{ "token.destroy.after_public_key", "renew replace delete",
+	{ "token.destroy.after_public_key", "renew replace delete cancel",
 	  "C_DestroyObject removed the public key object, not yet the private one" },
-	{ "token.destroy.after_private_key", "renew replace delete",
+	{ "token.destroy.after_private_key", "renew replace delete cancel",
 	  "both key objects destroyed, not yet checked gone" },
 	{ "supersede.after_old_key_destroyed", "renew replace",
 	  "the superseded key is gone from the token, its version still says 'destroying'" },
@@ -45,6 +45,23 @@ static const struct cv_fault_info points[] = {
 	  "a superseded version's key is gone, its version not yet recorded so" },
 	{ "delete.before_remove", "delete",
 	  "every key of the certificate is gone; its row is still there" },
+	{ "generate.after_pending_row", "generate selfsigned",
+	  "the pending row naming the key id is committed; no key pair yet" },
+	{ "token.generate.after_key_pair", "generate selfsigned",
+	  "C_GenerateKeyPair made both objects; the map and the database do not use them yet" },
+	{ "generate.in_ready", "generate",
+	  "inside the transaction that stores the CSR with its audit record, before COMMIT" },
+	{ "merge.in_commit", "selfsigned merge",
+	  "inside the transaction that turns the pending row into a certificate with its audit "
+	  "record, before COMMIT" },
+	{ "generate.after_commit", "generate selfsigned",
+	  "the CSR (or the self-signed certificate) and its audit record are committed; no "
+	  "response yet" },
+	{ "merge.after_commit", "merge",
+	  "the merged certificate and its audit record are committed; no response yet" },
+	{ "cancel.after_mark", "cancel",
+	  "the pending row is marked cancelling with its audit record; its key is still in the "
+	  "token" },
 };
 
 #define N_POINTS (sizeof(points) / sizeof(points[0]))

@@ -13,19 +13,6 @@
 #define FETCH_TIMEOUT_MS 10000      /* a url fetch, as the truststore's */
 #define QUERY_MAX 256
 
-static const char *key_type_name(enum cv_key_kind kind)
-{
-	switch (kind) {
-	case CV_KEY_RSA:
-		return "RSA";
-	case CV_KEY_EC:
-		return "EC";
-	case CV_KEY_ED25519:
-		return "OKP";
-	}
-	return "unknown";
-}
-
 /* The services using a certificate: service and environment, and their domains when asked. */
 static json_t *used_by_json(const struct cv_cert_record *rec, int with_domains)
 {
@@ -104,53 +91,132 @@ static json_t *view_extend(json_t *o, const struct cv_cert_record *rec, const ch
 	return o;
 }
 
-/* The details view of DESIGN.md. */
-static json_t *view_json(const struct cv_cert_view *v, const char *etag)
+static json_t *jwk_state_json(const struct cv_jwk_record *j)
+{
+	return json_string(j->state == CV_JWK_ACTIVE ? "active" : "superseded");
+}
+
+/* The JWKs linked to the certificate: what a renew, replace or delete dialog names. */
+static json_t *linked_jwks_json(const struct cv_cert_view *v)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < v->n_jwks; i++)
+		if (json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:o, s:I}", "kid",
+						       v->jwks[i].kid, "alg", v->jwks[i].alg,
+						       "use", v->jwks[i].use, "state",
+						       jwk_state_json(&v->jwks[i]), "made_from_version",
+						       (json_int_t)v->jwks[i].cert_version)) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+/* The intermediates stored with the certificate, each with the shared certificate view. */
+static json_t *chain_json(const struct cv_cert_view *v, int64_t now, int64_t soon_seconds)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < v->chain_length; i++)
+		if (json_array_append_new(a, cert_info_status_json(v->chain[i], now,
+								   soon_seconds)) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+/* The last revocation check kept with the current version; null when none was kept. */
+static json_t *stored_revocation_json(const struct cv_cert_record *rec)
+{
+	if (rec->revocation_status[0] == '\0')
+		return json_null();
+	return json_pack("{s:s, s:o, s:s, s:o}", "status", rec->revocation_status, "source",
+			 string_or_null(rec->revocation_source[0] != '\0' ? rec->revocation_source
+									    : NULL),
+			 "detail", rec->revocation_detail, "checked_at",
+			 time_json(rec->revocation_checked_at));
+}
+
+/* What a delete needs and whether it can be done now, so the dialog is drawn before the
+ * first attempt: the word to type (the name when JWKs are linked, as the delete itself
+ * asks), and what stands in its way. */
+static json_t *delete_json(const struct cv_cert_view *v)
 {
 	const struct cv_cert_record *rec = v->rec;
-	const struct cv_x509_info *info = v->info;
+	json_t *services = json_array();
+	size_t i;
+
+	for (i = 0; services != NULL && i < rec->n_used_by; i++)
+		if (json_array_append_new(services, json_string(rec->used_by[i].service)) < 0) {
+			json_decref(services);
+			services = NULL;
+		}
+	return json_pack("{s:b, s:s, s:b, s:o, s:b}", "allowed",
+			 rec->n_used_by == 0 && !v->served, "confirmation",
+			 v->n_active_jwks > 0 ? rec->name : "delete", "jwk_action_required",
+			 v->n_active_jwks > 0, "blocked_by_services", services,
+			 "served_over_https", v->served != 0);
+}
+
+/* The details view of DESIGN.md: the certificate's own fields (the view every certificate
+ * shares), then what the vault knows about it. */
+static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t now,
+			 int64_t soon_seconds)
+{
+	const struct cv_cert_record *rec = v->rec;
 	char key_id[2 * CV_TOKEN_ID_LEN + 1];
-	json_t *o;
+	json_t *o = cert_info_json(v->info), *extra;
+	const char *key;
+	json_t *value;
 
 	cv_hex_encode(rec->key_id, sizeof(rec->key_id), key_id);
-	o = json_pack(
-		"{s:s, s:o, s:s, s:o, s:o, s:s, s:s, s:s, s:s,"
-		" s:{s:s, s:i, s:o, s:s},"
-		" s:o, s:o, s:I, s:s, s:{s:s, s:s},"
-		" s:I, s:{s:s, s:s, s:s},"
-		" s:o, s:o}",
-		"name", rec->name, "description", cv_text_json(rec->description), "common_name",
-		info->common_name, "domains", strings_json(info->domains, info->n_domains),
-		"ip_addresses", strings_json(info->ips, info->n_ips), "subject", info->subject,
-		"issuer", info->issuer, "serial_number", info->serial, "signature_algorithm",
-		info->signature_algorithm,
-		"public_key", "type", key_type_name(info->key_kind), "bits", info->key_bits,
-		"curve", string_or_null(info->key_curve[0] != '\0' ? info->key_curve : NULL),
-		"description",
-		info->key_description,
-		"valid_from", time_json(info->not_before), "valid_to", time_json(info->not_after),
-		"expires_in_days", (json_int_t)v->expires_in_days, "status",
-		cv_status_name(v->status), "fingerprints", "sha256", info->sha256_fingerprint,
-		"sha1", info->sha1_fingerprint,
-		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri",
-		v->key_uri, "id", key_id, "label", rec->key_label,
-		"created_at", time_json(rec->created_at), "updated_at", time_json(rec->updated_at));
-	/* A public certificate has no key object: no key to show. */
-	if (o != NULL && (json_object_set_new(o, "kind", json_string(cert_kind(rec))) < 0 ||
-			  json_object_set_new(o, "environments",
-					      strings_json(rec->environments,
-							   rec->n_environments)) < 0 ||
-			  json_object_set_new(o, "tags", tags_json(rec->tags, rec->n_tags)) < 0 ||
-			  (rec->is_public && json_object_set_new(o, "key", json_null()) < 0))) {
+	extra = json_pack(
+		"{s:s, s:o, s:I, s:s, s:I, s:{s:s, s:s, s:s, s:s}, s:o, s:o, s:o, s:o, s:o, s:o, s:I,"
+		" s:o, s:s, s:b, s:b, s:o}",
+		"name", rec->name, "description", cv_text_json(rec->description), "expires_in_days",
+		(json_int_t)v->expires_in_days, "status", cv_status_name(v->status),
+		"chain_length", (json_int_t)v->chain_length, "key", "pkcs11_uri", v->key_uri, "id",
+		key_id, "label", rec->key_label, "origin", cv_key_origin_name(rec->key_origin),
+		"created_at", time_json(rec->created_at),
+		"updated_at", time_json(rec->updated_at), "created_by",
+		string_or_null(rec->created_by[0] != '\0' ? rec->created_by : NULL), "updated_by",
+		string_or_null(rec->updated_by[0] != '\0' ? rec->updated_by : NULL), "revocation",
+		stored_revocation_json(rec), "jwks", linked_jwks_json(v), "jwk_count",
+		(json_int_t)v->n_jwks, "chain", chain_json(v, now, soon_seconds),
+		"delete_confirmation", v->n_active_jwks > 0 ? rec->name : "delete", "in_use",
+		rec->n_used_by > 0, "delete_allowed", rec->n_used_by == 0 && !v->served, "delete",
+		delete_json(v));
+	if (o == NULL || extra == NULL) {
 		json_decref(o);
-		o = NULL;
+		json_decref(extra);
+		return NULL;
+	}
+	json_object_foreach(extra, key, value)
+		if (json_object_set(o, key, value) < 0) {
+			json_decref(o);
+			json_decref(extra);
+			return NULL;
+		}
+	json_decref(extra);
+	/* A public certificate has no key object: no key to show. */
+	if (json_object_set_new(o, "kind", json_string(cert_kind(rec))) < 0 ||
+	    json_object_set_new(o, "environments",
+				strings_json(rec->environments, rec->n_environments)) < 0 ||
+	    json_object_set_new(o, "tags", tags_json(rec->tags, rec->n_tags)) < 0 ||
+	    (rec->is_public && json_object_set_new(o, "key", json_null()) < 0)) {
+		json_decref(o);
+		return NULL;
 	}
 	return view_extend(o, rec, etag);
 }
 
 /* Answers with the details view of a certificate and its ETag; *ret_view, when asked for,
  * is the caller's. */
-static int view_response(struct cv_app *app, const char *name, int64_t now, int status,
+int cert_view_response(struct cv_app *app, const char *name, int64_t now, int status,
 			 struct cv_response *res, struct cv_cert_view **ret_view,
 			 struct cv_errmsg *err)
 {
@@ -161,7 +227,7 @@ static int view_response(struct cv_app *app, const char *name, int64_t now, int 
 	if (r < 0)
 		return r;
 	etag_of(view->rec->version, view->rec->sha256_fingerprint, res->etag, sizeof(res->etag));
-	r = res_json(res, status, view_json(view, res->etag));
+	r = res_json(res, status, view_json(view, res->etag, now, app->vault.soon_seconds));
 	if (r == 0 && ret_view != NULL) {
 		*ret_view = view;
 		view = NULL;
@@ -320,7 +386,8 @@ static int url_member(const struct cv_request *req, json_t *body, struct cv_impo
 		return 0;
 	}
 	static const char *const material[] = { "certificate", "private_key", "password",
-						"chain", "pkcs12", "encoding", NULL };
+						"chain", "pkcs12", "encoding", "wrapped_key",
+						NULL };
 	size_t i;
 
 	for (i = 0; material[i] != NULL; i++)
@@ -357,14 +424,15 @@ static int bool_member(json_t *body, const char *key, int *ret, struct cv_errmsg
 	return 0;
 }
 
-static int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
+/* The optional "check_chain" member: a boolean. */
+int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
 {
 	return bool_member(body, "check_chain", ret, err);
 }
 
 /* Why online revocation fetches failed, which the client is told only generically: one
  * line of the log, bytes outside printable ASCII escaped. */
-static void log_revocation(const struct cv_request *req, const struct cv_revocation *rev)
+void log_revocation(const struct cv_request *req, const struct cv_revocation *rev)
 {
 	char line[sizeof(rev->log_detail) * 4 + 96];
 	size_t n, i;
@@ -393,7 +461,7 @@ static void log_revocation(const struct cv_request *req, const struct cv_revocat
 
 /* Adds what the revocation check found to an import, renew or replace answer, with a
  * warning when it could not tell and the policy let the certificate in. */
-static int add_revocation(const struct cv_revocation *rev, struct cv_response *res)
+int add_revocation(const struct cv_revocation *rev, struct cv_response *res)
 {
 	json_t *o, *warnings;
 	char text[700];
@@ -401,7 +469,10 @@ static int add_revocation(const struct cv_revocation *rev, struct cv_response *r
 	o = json_pack("{s:s, s:o, s:s}", "status", cv_revocation_status_name(rev->status),
 		      "source", string_or_null(rev->source[0] != '\0' ? rev->source : NULL),
 		      "detail", rev->detail);
-	if (o == NULL || json_object_set_new(res->json, "revocation", o) < 0)
+	/* The details read back after the change hold this same check with its time. */
+	if (o != NULL && json_is_object(json_object_get(res->json, "revocation")))
+		json_decref(o);
+	else if (o == NULL || json_object_set_new(res->json, "revocation", o) < 0)
 		return CV_ERR_NOMEM;
 	if (rev->status != CV_REV_UNKNOWN)
 		return 0;
@@ -436,9 +507,11 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
 					       "pkcs12", "check_chain", "environments",
-					       "allow_upcoming", "tags", "url", "position", NULL };
+					       "allow_upcoming", "tags", "url", "position", "generate",
+					       "wrapped_key", NULL };
 	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
 	struct cv_tag tags[CV_TAGS_MAX];
+	unsigned char *wrapped[2] = { NULL, NULL };
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
 	struct cv_revocation rev;
@@ -448,10 +521,16 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	r = req_body_object(req, allowed, &body, &form, err);
 	if (r < 0)
 		goto out;
+	/* A key generated in the token instead of one sent (issue 13). */
+	if (json_object_get(body, "generate") != NULL) {
+		r = cert_generate(app, req, body, form, res, err);
+		goto out;
+	}
 	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &in.description,
 				    NULL, err)) < 0 ||
 	    (r = url_member(req, body, &in, err)) < 0 ||
+	    (r = wrapped_key_member(body, &in, wrapped, err)) < 0 ||
 	    (in.url == NULL && (r = material_members(body, form, &in, err)) < 0))
 		goto out;
 	r = check_chain_member(body, &check, err);
@@ -470,13 +549,102 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
-	r = view_response(app, rec->name, req->now, 201, res, NULL, err);
+	r = cert_view_response(app, rec->name, req->now, 201, res, NULL, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
 	if (r == 0 && check)
 		r = add_chain_trust(app, rec->name, req->now, res, err);
 out:
+	free(wrapped[0]);
+	free(wrapped[1]);
 	cv_store_cert_free(rec);
+	json_decref(body); /* wiped on free: it held the key and the password */
+	return r;
+}
+
+/* The problems of a preview, each as the import would have answered it. */
+static json_t *problems_json(const struct cv_preview_problem *problems, size_t n)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < n; i++)
+		if (json_array_append_new(a, json_pack("{s:s, s:i, s:s}", "code",
+						       cv_http_error_code(problems[i].code),
+						       "status",
+						       cv_http_error_status(problems[i].code),
+						       "message", problems[i].message)) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+static json_t *preview_json(const struct cv_import_request *in, const struct cv_cert_preview *p,
+			    int64_t now, int64_t soon_seconds)
+{
+	json_t *cert = json_null(), *chain, *rev = json_null();
+	size_t i;
+
+	if (p->info != NULL) {
+		cert = cert_info_status_json(p->info, now, soon_seconds);
+		chain = json_array();
+		for (i = 0; chain != NULL && i < p->chain_length; i++)
+			if (json_array_append_new(chain, cert_info_status_json(p->chain[i], now,
+									      soon_seconds)) < 0) {
+				json_decref(chain);
+				chain = NULL;
+			}
+		if (cert == NULL || chain == NULL ||
+		    json_object_set_new(cert, "name", json_string(in->name)) < 0 ||
+		    json_object_set_new(cert, "description",
+					json_string(in->description != NULL ? in->description : "")) <
+			    0 ||
+		    json_object_set_new(cert, "has_private_key", json_boolean(p->has_key)) < 0 ||
+		    json_object_set_new(cert, "chain_length", json_integer((json_int_t)p->chain_length)) <
+			    0 ||
+		    json_object_set_new(cert, "chain", chain) < 0) {
+			json_decref(cert);
+			return NULL;
+		}
+	}
+	if (p->rev_checked)
+		rev = json_pack("{s:s, s:o, s:s}", "status", cv_revocation_status_name(p->rev.status),
+				"source",
+				string_or_null(p->rev.source[0] != '\0' ? p->rev.source : NULL),
+				"detail", p->rev.detail);
+	return json_pack("{s:b, s:b, s:o, s:o, s:o}", "ok", p->n_problems == 0, "stored", 0,
+			 "problems", problems_json(p->problems, p->n_problems), "certificate", cert,
+			 "revocation", rev);
+}
+
+int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err)
+{
+	static const char *const allowed[] = { "name", "description", "certificate",
+					       "private_key", "password", "chain", "encoding",
+					       "pkcs12", "check_chain", NULL };
+	struct cv_import_request in = { 0 };
+	struct cv_cert_preview *p = NULL;
+	json_t *body = NULL;
+	int r, form, check = 0;
+
+	r = req_body_object(req, allowed, &body, &form, err);
+	if (r < 0)
+		goto out;
+	/* A malformed request is refused as the import refuses it; what it says is judged. */
+	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
+	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX * 4,
+				    &in.description, NULL, err)) < 0 ||
+	    (r = material_members(body, form, &in, err)) < 0 ||
+	    (r = check_chain_member(body, &check, err)) < 0)
+		goto out;
+	r = cv_vault_cert_preview(&app->vault, &in, req->now, &p, err);
+	if (r < 0)
+		goto out;
+	r = res_json(res, 200, preview_json(&in, p, req->now, app->vault.soon_seconds));
+out:
+	cv_vault_cert_preview_free(p);
 	json_decref(body); /* wiped on free: it held the key and the password */
 	return r;
 }
@@ -484,7 +652,13 @@ out:
 int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	       struct cv_errmsg *err)
 {
-	return view_response(app, req->params[0], req->now, 200, res, NULL, err);
+	int r;
+
+	r = cert_view_response(app, req->params[0], req->now, 200, res, NULL, err);
+	/* A pending certificate has no certificate yet: its own view. */
+	if (r == CV_ERR_NOT_FOUND)
+		r = pending_view_response(app, req->params[0], 0, res, err);
+	return r;
 }
 
 int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
@@ -541,7 +715,7 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 			       err);
 	if (r < 0)
 		goto out;
-	r = view_response(app, name, req->now, 200, res, NULL, err);
+	r = cert_view_response(app, name, req->now, 200, res, NULL, err);
 out:
 	json_decref(body);
 	return r;
@@ -575,18 +749,27 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 		[CV_EXPORT_JWK] = ".jwk.json",
 	};
 	enum cv_export_format format;
+	const char *s;
+	int64_t version = 0;
+	char v[32] = "";
 	int r;
 
 	if (cv_vault_export_format_parse(req_query(req, "format"), &format) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "format must be pem, der, chain, public-key or jwk");
-	r = cv_vault_cert_export(&app->vault, req->params[0], format, &res->raw, &res->raw_len,
-				 &res->content_type, err);
+	if ((s = req_query(req, "version")) != NULL) {
+		if (cv_parse_int64(s, 1, INT64_MAX, &version) < 0)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "version must be a positive integer");
+		snprintf(v, sizeof(v), "-v%lld", (long long)version);
+	}
+	r = cv_vault_cert_export_version(&app->vault, req->params[0], version, format, &res->raw,
+					 &res->raw_len, &res->content_type, err);
 	if (r < 0)
 		return r;
 	res->status = 200;
-	snprintf(res->disposition, sizeof(res->disposition), "attachment; filename=\"%s%s\"",
-		 req->params[0], suffix[format]);
+	snprintf(res->disposition, sizeof(res->disposition), "attachment; filename=\"%s%s%s\"",
+		 req->params[0], v, suffix[format]);
 	return 0;
 }
 
@@ -602,6 +785,7 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		json_t *value;
 	} members[] = {
 		{ "name", cv_text_json(rec->name) },
+		{ "description", cv_text_json(rec->description) },
 		{ "domain", cv_text_json(rec->primary_domain) },
 		{ "domains", strings_json(rec->domains, rec->n_domains) },
 		{ "used_by", used_by_json(rec, 0) },
@@ -630,6 +814,98 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 	return o;
 }
 
+/* The sorts a list takes, by their query names, and the letter their cursor starts with. */
+static const struct {
+	const char *name;
+	enum cv_cert_sort sort;
+	char letter;
+} list_sorts[] = {
+	{ "name", CV_SORT_NAME, 'n' },         { "valid_to", CV_SORT_VALID_TO, 'v' },
+	{ "expires_in", CV_SORT_VALID_TO, 'v' }, { "updated_at", CV_SORT_UPDATED_AT, 'u' },
+	{ "status", CV_SORT_STATUS, 's' },
+};
+
+/* "valid,expires_soon": each a status, none twice. */
+static int status_list_parse(const char *s, unsigned *ret_mask)
+{
+	char one[32];
+	enum cv_status st;
+	size_t len;
+
+	*ret_mask = 0;
+	for (;;) {
+		len = strcspn(s, ",");
+		if (len == 0 || len >= sizeof(one))
+			return CV_ERR_BAD_REQUEST;
+		memcpy(one, s, len);
+		one[len] = '\0';
+		if (cv_status_parse(one, &st) < 0 || (*ret_mask & (1u << st)) != 0)
+			return CV_ERR_BAD_REQUEST;
+		*ret_mask |= 1u << st;
+		if (s[len] == '\0')
+			return 0;
+		s += len + 1;
+	}
+}
+
+/* A cursor of this API: for the name order ascending, the last name (as before sorts
+ * existed); else "<sort letter><a|d>_<rank>_<key>_<name>", so that a cursor of one order is
+ * not taken for another's. */
+static int cursor_parse(const char *s, char letter, int desc, struct cv_cert_filter *f,
+			char *name, size_t name_len)
+{
+	const char *p, *q;
+	int64_t rank, key;
+	char num[24];
+	size_t len;
+
+	if (letter == 'n' && !desc) {
+		if (!cv_name_valid(s))
+			return CV_ERR_BAD_REQUEST;
+		f->after = s;
+		return 0;
+	}
+	if (s[0] != letter || s[1] != (desc ? 'd' : 'a') || s[2] != '_')
+		return CV_ERR_BAD_REQUEST;
+	p = s + 3;
+	q = strchr(p, '_');
+	if (q == NULL || (len = (size_t)(q - p)) == 0 || len >= sizeof(num))
+		return CV_ERR_BAD_REQUEST;
+	memcpy(num, p, len);
+	num[len] = '\0';
+	if (cv_parse_int64(num, 0, 1, &rank) < 0)
+		return CV_ERR_BAD_REQUEST;
+	p = q + 1;
+	q = strchr(p, '_');
+	if (q == NULL || (len = (size_t)(q - p)) == 0 || len >= sizeof(num))
+		return CV_ERR_BAD_REQUEST;
+	memcpy(num, p, len);
+	num[len] = '\0';
+	if (cv_parse_int64(num, INT64_MIN, INT64_MAX, &key) < 0 || !cv_name_valid(q + 1) ||
+	    strlen(q + 1) >= name_len)
+		return CV_ERR_BAD_REQUEST;
+	snprintf(name, name_len, "%s", q + 1);
+	f->after = name;
+	f->after_key = key;
+	f->after_rank = rank;
+	return 0;
+}
+
+/* The cursor after rec in the filter's order (NULL for the plain name order). */
+static json_t *cursor_json(const struct cv_cert_record *rec, char letter,
+			   const struct cv_cert_filter *f)
+{
+	char buf[160];
+	int64_t key = f->sort == CV_SORT_UPDATED_AT ? rec->updated_at : rec->not_after;
+
+	if (letter == 'n' && !f->desc)
+		return json_string(rec->name);
+	snprintf(buf, sizeof(buf), "%c%c_%d_%lld_%s", letter, f->desc ? 'd' : 'a',
+		 f->sort == CV_SORT_STATUS && rec->not_before > f->now ? 1 : 0,
+		 (long long)(letter == 'n' ? 0 : key), rec->name);
+	return json_string(buf);
+}
+
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
@@ -637,19 +913,42 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	struct cv_cert_filter filter = { 0 };
 	struct cv_cert_page *page = NULL;
 	char domain[CV_DNS_NAME_MAX + 1], wildcard[CV_DNS_NAME_MAX + 3];
+	char after[CV_NAME_MAX + 1];
 	const char *s;
 	json_t *items = NULL;
-	int64_t limit;
+	int64_t limit = 50, total;
+	char letter = 'n';
 	size_t i;
 	int r;
 
-	if ((s = req_query(req, "status")) != NULL) {
-		if (cv_status_parse(s, &filter.status) < 0) {
-			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					  "status must be valid, expires_soon, expired or upcoming");
+	if ((s = req_query(req, "status")) != NULL && strcmp(s, "pending") == 0) {
+		r = pending_list_response(app, req, res, err);
+		goto out;
+	}
+	if (s != NULL && status_list_parse(s, &filter.status_mask) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				  "status must be valid, expires_soon, expired or upcoming, or several "
+				  "of them separated by commas; or pending alone");
+		goto out;
+	}
+	if ((s = req_query(req, "sort")) != NULL) {
+		for (i = 0; i < sizeof(list_sorts) / sizeof(list_sorts[0]); i++)
+			if (strcmp(s, list_sorts[i].name) == 0)
+				break;
+		if (i == sizeof(list_sorts) / sizeof(list_sorts[0])) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "sort must be name, valid_to, "
+					  "updated_at, status or expires_in");
 			goto out;
 		}
-		filter.has_status = 1;
+		filter.sort = list_sorts[i].sort;
+		letter = list_sorts[i].letter;
+	}
+	if ((s = req_query(req, "order")) != NULL) {
+		if (strcmp(s, "asc") != 0 && strcmp(s, "desc") != 0) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "order must be asc or desc");
+			goto out;
+		}
+		filter.desc = strcmp(s, "desc") == 0;
 	}
 	filter.in_use = -1;
 	if ((s = req_query(req, "in_use")) != NULL) {
@@ -683,15 +982,38 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		filter.tag_key = tag_key;
 		filter.tag_value = s[klen] == ':' ? s + klen + 1 : NULL;
 	}
-	r = req_page_args(req, &limit, &filter.after, err);
-	if (r < 0)
+	if ((s = req_query(req, "environment")) != NULL) {
+		if (!cv_name_valid(s)) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "environment must be a name");
+			goto out;
+		}
+		filter.environment = s;
+	}
+	if ((s = req_query(req, "service")) != NULL) {
+		if (!cv_name_valid(s)) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "service must be a name");
+			goto out;
+		}
+		filter.service = s;
+	}
+	if ((s = req_query(req, "limit")) != NULL && cv_parse_int64(s, 1, 1000, &limit) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "limit must be from 1 to 1000");
 		goto out;
+	}
+	if ((s = req_query(req, "cursor")) != NULL &&
+	    cursor_parse(s, letter, filter.desc, &filter, after, sizeof(after)) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "cursor must be a next_cursor this API "
+				  "returned for the same sort and order");
+		goto out;
+	}
 	filter.q = req_query(req, "q");
 	if (filter.q != NULL && filter.q[0] == '\0')
 		filter.q = NULL;
 	filter.now = req->now;
 	filter.limit = (unsigned)limit;
 	r = cv_vault_cert_list(&app->vault, &filter, &page, err);
+	if (r == 0)
+		r = cv_vault_cert_list_total(&app->vault, &filter, &total, err);
 	if (r < 0)
 		goto out;
 	items = json_array();
@@ -707,11 +1029,11 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		}
 	}
 	r = res_json(res, 200,
-		     json_pack("{s:o, s:o, s:I}", "items", items, "next_cursor",
-			       string_or_null(page->has_more && page->n > 0
-						      ? page->items[page->n - 1]->name
-						      : NULL),
-			       "limit", (json_int_t)limit));
+		     json_pack("{s:o, s:o, s:I, s:I}", "items", items, "next_cursor",
+			       page->has_more && page->n > 0
+				       ? cursor_json(page->items[page->n - 1], letter, &filter)
+				       : json_null(),
+			       "limit", (json_int_t)limit, "total", (json_int_t)total));
 	items = NULL;
 out:
 	json_decref(items);
@@ -723,13 +1045,17 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 		   struct cv_errmsg *err)
 {
 	struct cv_cert_counts c;
+	int64_t pending = 0;
 	int r;
 
 	r = cv_vault_cert_count(&app->vault, req->now, &c, err);
+	if (r == 0)
+		r = cv_vault_pending_count(&app->vault, &pending, err);
 	if (r < 0)
 		return r;
 	return res_json(res, 200,
-			json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "total",
+			json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "pending",
+				  (json_int_t)pending, "total",
 				  (json_int_t)c.total, "in_use", (json_int_t)c.in_use, "not_in_use",
 				  (json_int_t)(c.total - c.in_use), "valid", (json_int_t)c.valid,
 				  "expires_soon",
@@ -739,7 +1065,7 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 
 /* The version a renew or replace names: "version" in the body, or If-Match (a quoted tag
  * from an ETag); both must then agree. */
-static int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
+int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
 		       struct cv_errmsg *err)
 {
 	json_t *version = json_object_get(body, "version");
@@ -756,6 +1082,9 @@ static int version_ref(const struct cv_request *req, json_t *body, struct cv_ver
 					     "If-Match must be one ETag this API returned");
 		memcpy(tag, req->if_match + 1, len - 2);
 		tag[len - 2] = '\0';
+		/* The details' ETag header is the version tag, a dot and a hash of the rest
+		 * of the view: the version is what If-Match pins. */
+		tag[strcspn(tag, ".")] = '\0';
 		if (cv_vault_version_ref_parse(tag, ref) < 0)
 			return cv_errmsg_set(err, CV_ERR_PRECONDITION,
 					     "If-Match names no version of %s", req->params[0]);
@@ -772,13 +1101,50 @@ static int version_ref(const struct cv_request *req, json_t *body, struct cv_ver
 	return 0;
 }
 
+/* What a renew or replace did to the linked JWKs: the action taken, the kids made for the
+ * new key, the ones they superseded (still published until deleted), those updated in
+ * place (the same key, so the same kid) and those disconnected. */
+static json_t *jwk_outcome_json(const struct cv_jwk_outcome *o)
+{
+	static const char *const actions[] = { [CV_JWK_ACTION_NONE] = "none",
+					       [CV_JWK_ACTION_UPDATE] = "update",
+					       [CV_JWK_ACTION_DISCONNECT] = "disconnect",
+					       [CV_JWK_ACTION_DELETE] = "delete" };
+	json_t *made = json_array(), *superseded = json_array(), *in_place = json_array(),
+	       *disconnected = json_array();
+	size_t i;
+	int bad = made == NULL || superseded == NULL || in_place == NULL || disconnected == NULL;
+
+	for (i = 0; !bad && i < o->n; i++) {
+		if (o->action == CV_JWK_ACTION_DISCONNECT)
+			bad = json_array_append_new(disconnected, json_string(o->old_kids[i])) < 0;
+		else if (strcmp(o->old_kids[i], o->new_kids[i]) == 0)
+			bad = json_array_append_new(in_place, json_string(o->old_kids[i])) < 0;
+		else
+			bad = json_array_append_new(made, json_string(o->new_kids[i])) < 0 ||
+			      json_array_append_new(superseded, json_string(o->old_kids[i])) < 0;
+	}
+	if (bad) {
+		json_decref(made);
+		json_decref(superseded);
+		json_decref(in_place);
+		json_decref(disconnected);
+		return NULL;
+	}
+	return json_pack("{s:s, s:o, s:o, s:o, s:o}", "action", actions[o->action], "new_kids",
+			 made, "superseded_kids", superseded, "updated_in_place", in_place,
+			 "disconnected_kids", disconnected);
+}
+
 static int supersede(struct cv_app *app, enum cv_version_end kind,
 		     const struct cv_request *req, struct cv_response *res, struct cv_errmsg *err)
 {
 	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
 					       "encoding", "pkcs12", "version", "jwk_action",
-					       "confirm", "check_chain", "allow_upcoming", NULL };
+					       "confirm", "check_chain", "allow_upcoming", "generate",
+					       NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
+	struct cv_jwk_outcome outcome = { 0 };
 	struct cv_import_request in = { 0 };
 	const char *action;
 	int form, check = 0;
@@ -790,6 +1156,11 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	int r;
 
 	r = req_body_object(req, allowed, &body, &form, err);
+	/* A renewal whose key is generated in the token: a CSR now, the merge later. */
+	if (r == 0 && kind == CV_END_RENEWED && json_object_get(body, "generate") != NULL) {
+		r = cert_renew_generate(app, req, body, form, res, err);
+		goto out;
+	}
 	if (r == 0)
 		r = material_members(body, form, &in, err);
 	if (r == 0)
@@ -811,12 +1182,12 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		goto out;
 	}
 	in.name = req->params[0];
-	r = cv_vault_cert_supersede(&app->vault, req->audit, kind, &in, &ref, &jwk, req->now,
-				    &previous, &rev, &jwks, err);
+	r = cv_vault_cert_supersede_report(&app->vault, req->audit, kind, &in, &ref, &jwk,
+					   req->now, &previous, &rev, &jwks, &outcome, err);
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
-	r = view_response(app, req->params[0], req->now, 200, res, &view, err);
+	r = cert_view_response(app, req->params[0], req->now, 200, res, &view, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
 	if (r < 0)
@@ -824,13 +1195,15 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	/* Every service the new version reached, as the view read it after the commit; what
 	 * became of the JWKs. */
 	if (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
-	    json_object_set(res->json, "jwks", jwks != NULL ? jwks : json_null()) < 0 ||
-	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0)
+	    json_object_set(res->json, "jwk_outcome", jwks != NULL ? jwks : json_null()) < 0 ||
+	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0 ||
+	    json_object_set_new(res->json, "jwk_changes", jwk_outcome_json(&outcome)) < 0)
 		r = CV_ERR_NOMEM;
 	if (r == 0 && check)
 		r = add_chain_trust(app, req->params[0], req->now, res, err);
 out:
 	json_decref(jwks);
+	cv_jwk_outcome_release(&outcome);
 	cv_vault_cert_view_free(view);
 	json_decref(body); /* wiped on free: it held the key and the password */
 	return r;

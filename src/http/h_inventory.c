@@ -17,7 +17,8 @@
 static const char *const columns[] = {
 	"type", "kind", "name", "description", "subject", "issuer", "serial", "sha256_fingerprint",
 	"key_type", "key_bits", "not_before", "not_after", "status", "version", "domains",
-	"services", "environments", "tags", "jwks", "key_pkcs11_uri", "key_present", "key_sensitive",
+	"services", "environments", "tags", "jwks", "key_pkcs11_uri", "key_origin", "key_present",
+	"key_sensitive",
 	"key_extractable", "key_always_sensitive", "key_never_extractable", NULL,
 };
 
@@ -110,7 +111,7 @@ static json_t *inventory_tags_json(char *const *tags, size_t n)
 static json_t *item_json(const struct cv_inventory_item *it)
 {
 	return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:o,"
-			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 			 "type", it->trusted_ca ? "truststore" : "certificate",
 			 /* A truststore entry is a certificate alone too. */
 			 "kind", it->trusted_ca || it->is_public ? "public" : "key_pair",
@@ -133,6 +134,7 @@ static json_t *item_json(const struct cv_inventory_item *it)
 			 "jwks", strings_json(it->kids, it->n_kids),
 			 "key_pkcs11_uri", it->trusted_ca || it->is_public ? json_null()
 								   : json_string(it->key_uri),
+			 "key_origin", string_or_null(it->key_origin),
 			 "key_present", it->trusted_ca ? json_null() : json_boolean(it->key.present),
 			 "key_sensitive", key_flag(it, it->key.sensitive),
 			 "key_extractable", key_flag(it, it->key.extractable),

@@ -30,6 +30,66 @@ static json_t *jwk_view_json(const struct cv_jwk_record *rec)
 			 time_json(rec->updated_at));
 }
 
+/* A JWK as the management listing shows it: its state among active (linked, published),
+ * superseded (replaced by superseded_by when its certificate was renewed) and disconnected
+ * (its certificate let it go: no link, published as it was), whether the public document
+ * has it, the link, and what it was made from. */
+static json_t *jwk_managed_json(const struct cv_jwk_record *rec)
+{
+	json_t *jwk = json_loads(rec->jwk, JSON_REJECT_DUPLICATES, NULL), *o;
+	const char *state = rec->cert_id == 0 ? "disconnected" :
+			    rec->state == CV_JWK_ACTIVE ? "active" : "superseded";
+
+	if (jwk == NULL)
+		return NULL;
+	o = json_pack("{s:s, s:s, s:s, s:O?, s:s, s:b, s:o, s:{s:s, s:I}, s:o, s:o, s:o}", "kid",
+		      rec->kid, "alg", rec->alg, "use", rec->use, "kty",
+		      json_object_get(jwk, "kty"), "state", state, "published",
+		      rec->state == CV_JWK_ACTIVE, "link",
+		      rec->cert_id != 0 ? json_pack("{s:s}", "certificate", rec->cert_name)
+					: json_null(),
+		      "made_from", "certificate", rec->cert_name, "version",
+		      (json_int_t)rec->cert_version, "superseded_by",
+		      string_or_null(rec->superseded_by[0] != '\0' ? rec->superseded_by : NULL),
+		      "created_at", time_json(rec->created_at), "updated_at",
+		      time_json(rec->updated_at));
+	json_decref(jwk);
+	return o;
+}
+
+int h_jwk_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err)
+{
+	struct cv_jwk_record *recs = NULL;
+	const char *s, *certificate;
+	json_t *items = NULL;
+	int64_t limit = 50;
+	size_t n = 0, i;
+	int r, more = 0;
+
+	if ((s = req_query(req, "limit")) != NULL && cv_parse_int64(s, 1, 999, &limit) < 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "limit must be from 1 to 999");
+	certificate = req_query(req, "certificate");
+	r = cv_vault_jwk_list(&app->vault, certificate, req_query(req, "cursor"), (unsigned)limit,
+			      &recs, &n, &more, err);
+	if (r < 0)
+		return r;
+	items = json_array();
+	for (i = 0; items != NULL && i < n; i++)
+		if (json_array_append_new(items, jwk_managed_json(&recs[i])) < 0) {
+			json_decref(items);
+			items = NULL;
+		}
+	r = items == NULL ? CV_ERR_NOMEM
+			  : res_json(res, 200,
+				     json_pack("{s:o, s:o, s:I}", "items", items, "next_cursor",
+					       more && n > 0 ? json_string(recs[n - 1].kid)
+							     : json_null(),
+					       "limit", (json_int_t)limit));
+	cv_store_jwks_free(recs, n);
+	return r;
+}
+
 int h_jwk_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
@@ -82,26 +142,6 @@ int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_res
 	return r;
 }
 
-/* 1 when an If-None-Match list holds etag (or "*"); weak tags compare weakly (RFC 9110). */
-static int none_match_hits(const char *header, const char *etag)
-{
-	const char *p = header;
-	size_t len = strlen(etag);
-
-	while (*p != '\0') {
-		p += strspn(p, " \t,");
-		if (*p == '*')
-			return 1;
-		if (strncmp(p, "W/", 2) == 0)
-			p += 2;
-		if (strncmp(p, etag, len) == 0 && (p[len] == '\0' || p[len] == ',' ||
-						    p[len] == ' ' || p[len] == '\t'))
-			return 1;
-		p += strcspn(p, ",");
-	}
-	return 0;
-}
-
 int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		    struct cv_errmsg *err)
 {
@@ -115,7 +155,8 @@ int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_
 		return r;
 	snprintf(res->etag, sizeof(res->etag), "\"%.32s\"", tag);
 	res->cache_control = JWKS_CACHE_CONTROL;
-	if (req->if_none_match != NULL && none_match_hits(req->if_none_match, res->etag)) {
+	res->etag_final = 1; /* the document's own validator, which the cache keeps */
+	if (req->if_none_match != NULL && http_none_match_hits(req->if_none_match, res->etag)) {
 		res->status = 304;
 		free(text);
 		return 0;

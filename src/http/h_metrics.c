@@ -120,7 +120,7 @@ static int metrics_more(void *state, struct text *out, int *ret_done, struct cv_
 }
 
 static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
-		       struct text *out)
+		       const int64_t origins[3], int64_t pending, struct text *out)
 {
 	static const char *const statuses[] = { "valid", "expires_soon", "expired", "upcoming" };
 	const int64_t by_status[] = { counts->valid, counts->expires_soon, counts->expired,
@@ -138,6 +138,16 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 	r |= text_printf(out, "# HELP certvault_certificates_in_use Certificates a service "
 			      "uses.\n# TYPE certvault_certificates_in_use gauge\n"
 			      "certvault_certificates_in_use %lld\n", (long long)counts->in_use);
+	/* Where the keys came from: generated in the token, imported, unwrapped in it. */
+	r |= text_puts(out, "# HELP certvault_keys Current certificates' keys by how they "
+			    "reached the token.\n# TYPE certvault_keys gauge\n");
+	for (i = 0; i < 3; i++)
+		r |= text_printf(out, "certvault_keys{origin=\"%s\"} %lld\n",
+				 cv_key_origin_name((enum cv_key_origin)i), (long long)origins[i]);
+	r |= text_printf(out, "# HELP certvault_certificates_pending Keys generated in the token "
+			      "waiting for their certificate.\n"
+			      "# TYPE certvault_certificates_pending gauge\n"
+			      "certvault_certificates_pending %lld\n", (long long)pending);
 	r |= http_stats_render(app->stats, out);
 	if (app->vault.token != NULL) {
 		cv_vault_token_stats(&app->vault, &ts);
@@ -168,9 +178,14 @@ int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_respon
 {
 	struct metrics_stream *s = NULL;
 	struct cv_cert_counts counts;
+	int64_t origins[3], pending = 0;
 	int r;
 
 	r = cv_vault_cert_count(&app->vault, req->now, &counts, err);
+	if (r == 0)
+		r = cv_vault_key_origin_counts(&app->vault, origins, err);
+	if (r == 0)
+		r = cv_vault_pending_count(&app->vault, &pending, err);
 	if (r < 0)
 		return r;
 	s = calloc(1, sizeof(*s));
@@ -178,7 +193,7 @@ int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_respon
 		return CV_ERR_NOMEM;
 	s->vault = &app->vault;
 	s->now = req->now;
-	r = head_render(app, &counts, &s->head);
+	r = head_render(app, &counts, origins, pending, &s->head);
 	if (r < 0) {
 		metrics_stream_free(s);
 		return r;

@@ -57,7 +57,18 @@ static int service_response(struct cv_app *app, const char *name, int64_t now, i
 int h_service_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err)
 {
-	return service_response(app, req->params[0], req->now, 200, res, err);
+	const char *wait = req_query(req, "wait");
+	int64_t seconds = 0;
+	int r;
+
+	/* ?wait=N with If-None-Match: the server holds the answer while it would be 304, for up
+	 * to N seconds (a deploy agent's long poll); the handler only says how long. */
+	if (wait != NULL && cv_parse_int64(wait, 1, 300, &seconds) < 0)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "wait must be 1 to 300 seconds");
+	r = service_response(app, req->params[0], req->now, 200, res, err);
+	if (r == 0 && req->if_none_match != NULL)
+		res->wait_seconds = seconds;
+	return r;
 }
 
 int h_service_put(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

@@ -15,8 +15,12 @@ int h_openapi(struct cv_app *app, const struct cv_request *req, struct cv_respon
 	      struct cv_errmsg *err);
 int h_health(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	     struct cv_errmsg *err);
+int h_me(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	 struct cv_errmsg *err);
 int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err);
+int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err);
 int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
@@ -47,6 +51,8 @@ int h_service_bind(struct cv_app *app, const struct cv_request *req, struct cv_r
 		   struct cv_errmsg *err);
 int h_jwk_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err);
+int h_jwk_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err);
 int h_jwk_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	      struct cv_errmsg *err);
 int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
@@ -55,6 +61,8 @@ int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_
 		    struct cv_errmsg *err);
 int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err);
+int h_trust_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
 int h_trust_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err);
 int h_trust_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
@@ -99,6 +107,56 @@ int h_environment_delete(struct cv_app *app, const struct cv_request *req,
  * *ret_present (absent or null: 0), or CV_ERR_BAD_REQUEST naming the member. */
 int json_names_member(json_t *obj, const char *key, size_t max, const char **ret, size_t *ret_n,
 		      int *ret_present, struct cv_errmsg *err);
+int h_console_redirect(struct cv_app *app, const struct cv_request *req,
+		       struct cv_response *res, struct cv_errmsg *err);
+int h_console_index(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
+int h_console_asset(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
+int h_session_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
+int h_session_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+int h_session_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
+/* The name of the session cookie on req's listener. */
+const char *req_session_cookie_name(const struct cv_request *req);
+
+/* h_certs.c: answers with the details view of a certificate and its ETag; *ret_view, when
+ * asked for, is the caller's. */
+int cert_view_response(struct cv_app *app, const char *name, int64_t now, int status,
+		       struct cv_response *res, struct cv_cert_view **ret_view,
+		       struct cv_errmsg *err);
+/* h_certs.c: an import's revocation outcome, to the log (why fetches failed) and to the
+ * answer; the optional "check_chain" member. */
+void log_revocation(const struct cv_request *req, const struct cv_revocation *rev);
+int add_revocation(const struct cv_revocation *rev, struct cv_response *res);
+int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err);
+/* h_generate.c: POST /v1/certificates with "generate"; the view of a pending certificate
+ * (with its CSR when with_csr); GET /v1/certificates?status=pending. */
+int cert_generate(struct cv_app *app, const struct cv_request *req, json_t *body, int form,
+		  struct cv_response *res, struct cv_errmsg *err);
+int cert_renew_generate(struct cv_app *app, const struct cv_request *req, json_t *body,
+			int form, struct cv_response *res, struct cv_errmsg *err);
+/* h_certs.c: the version a renew or replace (or a renewal's merge) names. */
+int version_ref(const struct cv_request *req, json_t *body, struct cv_version_ref *ref,
+		struct cv_errmsg *err);
+int pending_view_response(struct cv_app *app, const char *name, int with_csr,
+			  struct cv_response *res, struct cv_errmsg *err);
+int pending_list_response(struct cv_app *app, const struct cv_request *req,
+			  struct cv_response *res, struct cv_errmsg *err);
+int h_cert_csr(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err);
+int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		 struct cv_errmsg *err);
+int h_wrapping_key(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+/* The "wrapped_key" member of an import into in (decoded buffers the caller frees with
+ * free(): *ret_bufs[0..1]). */
+int wrapped_key_member(json_t *body, struct cv_import_request *in, unsigned char *ret_bufs[2],
+		       struct cv_errmsg *err);
+int h_pending_cancel(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     struct cv_errmsg *err);
 
 /* Parses the body as one JSON object whose members are all among allowed (NULL-terminated).
  * Refuses a missing or non-JSON content type (CV_ERR_UNSUPPORTED_MEDIA), bad JSON, duplicate
@@ -128,6 +186,13 @@ int json_bytes_member(json_t *obj, const char *key, int required, size_t max,
  * against the route table's list (known arguments, once each, UTF-8, not too long). */
 const char *req_query(const struct cv_request *req, const char *key);
 
+/* 1 when an If-None-Match header lists etag (or "*"); weak tags compare weakly. */
+int http_none_match_hits(const char *header, const char *etag);
+/* For a GET answered 200 without etag_final: sets res->etag from the body's bytes (after
+ * the handler's tag, when it set one) and, when If-None-Match names it, res->status 304
+ * and returns 1 (send no body). Else 0. */
+int http_conditional(const struct cv_request *req, struct cv_response *res,
+		     const void *body, size_t len);
 /* Sets res to a JSON body with status; steals body. Returns 0 or CV_ERR_NOMEM. */
 int res_json(struct cv_response *res, int status, json_t *body);
 
@@ -137,6 +202,14 @@ int res_json(struct cv_response *res, int status, json_t *body);
 json_t *time_json(int64_t t);
 json_t *strings_json(char *const *v, size_t n);
 json_t *string_or_null(const char *s);
+/* The view of a certificate's own fields every answer showing one shares (certview.c):
+ * common_name, domains, ip_addresses, subject, issuer, serial_number, signature_algorithm
+ * and its readable signature_algorithm_name, public_key {type, bits, curve, description},
+ * valid_from, valid_to, fingerprints {sha256, sha1}, is_ca; with status and
+ * expires_in_days at now in the second. NULL only when out of memory. */
+json_t *cert_info_json(const struct cv_x509_info *info);
+json_t *cert_info_status_json(const struct cv_x509_info *info, int64_t now,
+			      int64_t soon_seconds);
 /* The pagination arguments of a list: limit (default 50, 1 to 1000) and cursor (a name). */
 int req_page_args(const struct cv_request *req, int64_t *ret_limit, const char **ret_cursor,
 		  struct cv_errmsg *err);

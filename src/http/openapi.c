@@ -158,6 +158,13 @@ static json_t *operation(const struct cv_route_info *ri, json_t *documented, jso
 		}
 	describe_errors(responses);
 	json_object_del(op, "errors");
+	/* Every GET answered 200 carries an ETag of its bytes and answers If-None-Match
+	 * naming it with 304 (conditional.c). */
+	if (strcmp(ri->method, "GET") == 0 && json_object_get(responses, "200") != NULL &&
+	    json_object_get(responses, "304") == NULL)
+		json_object_set_new(responses, "304",
+				    json_pack("{s:s}", "description",
+					      "not modified: If-None-Match named the answer's ETag"));
 
 	/* Path parameters first, then the documented query parameters. */
 	all_params = json_deep_copy(params);

@@ -6,6 +6,8 @@
 #include <strings.h>
 
 #include "certvault/text.h"
+#include <openssl/crypto.h>
+
 #include "certvault/util.h"
 #include "handlers.h"
 #include "multipart.h"
@@ -37,10 +39,14 @@ struct cv_route {
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct cv_route routes[] = {
 	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL },
+	{ "GET", "/v1/me", CV_R_READ, 0, h_me, NULL },
 	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
 	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import",
 	  SLOW },
 	{ "GET", "/v1/certificates/summary", CV_R_READ, 0, h_cert_summary, NULL },
+	/* A preview changes nothing, so it writes no audit record; it may what an import may,
+	 * and does its slow work (key derivation, revocation fetches) on the slow threads. */
+	{ "POST", "/v1/certificates/preview", CV_R_WRITE, CFG_BODY, h_cert_preview, NULL, SLOW },
 	{ "GET", "/v1/certificates/{}", CV_R_READ, 0, h_cert_get, NULL },
 	{ "PATCH", "/v1/certificates/{}", CV_R_WRITE, 16 * 1024, h_cert_patch, "certificate.edit" },
 	{ "DELETE", "/v1/certificates/{}", CV_R_WRITE, 0, h_cert_delete, "certificate.delete" },
@@ -50,6 +56,12 @@ static const struct cv_route routes[] = {
 	  "certificate.renew", SLOW },
 	{ "POST", "/v1/certificates/{}/replace", CV_R_WRITE, CFG_BODY, h_cert_replace,
 	  "certificate.replace", SLOW },
+	{ "GET", "/v1/certificates/{}/csr", CV_R_READ, 0, h_cert_csr, NULL },
+	{ "POST", "/v1/certificates/{}/certificate", CV_R_WRITE, CFG_BODY, h_cert_merge,
+	  "certificate.merge", SLOW },
+	{ "DELETE", "/v1/certificates/{}/pending", CV_R_WRITE, 0, h_pending_cancel,
+	  "certificate.pending_cancel" },
+	{ "GET", "/v1/wrapping-key", CV_R_READ, 0, h_wrapping_key, NULL },
 	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL },
 	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL },
 	{ "PUT", "/v1/services/{}", CV_R_WRITE, 64 * 1024, h_service_put, "service.put" },
@@ -67,9 +79,13 @@ static const struct cv_route routes[] = {
 	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create" },
 	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL },
 	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL },
+	/* The management listing, before {}: "all" is never a kid (43 base64url characters). */
+	{ "GET", "/v1/jwks/all", CV_R_READ, 0, h_jwk_list, NULL },
 	{ "GET", "/v1/jwks/{}", CV_R_READ, 0, h_jwk_get, NULL },
 	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE, 0, h_jwk_delete, "jwk.delete" },
 	{ "POST", "/v1/truststore", CV_R_WRITE, CFG_BODY, h_trust_add, "truststore.add", SLOW },
+	/* A preview does the add's slow work (a url fetched): on the slow threads too. */
+	{ "POST", "/v1/truststore/preview", CV_R_WRITE, CFG_BODY, h_trust_preview, NULL, SLOW },
 	{ "GET", "/v1/truststore", CV_R_READ, 0, h_trust_list, NULL },
 	{ "GET", "/v1/truststore/export", CV_R_READ, 0, h_trust_export, NULL, SLOW },
 	{ "POST", "/v1/truststore/crls", CV_R_WRITE, CFG_BODY, h_crl_add, "truststore.crl_add" },
@@ -86,6 +102,14 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
 	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
 	{ "GET", "/v1/openapi.json", CV_R_PUBLIC, 0, h_openapi, NULL },
+	/* The web console (issue 12): its files, and the session a browser signs in to. */
+	{ "GET", "/", CV_R_PUBLIC, 0, h_console_redirect, NULL },
+	{ "GET", "/console", CV_R_PUBLIC, 0, h_console_redirect, NULL },
+	{ "GET", "/console/", CV_R_PUBLIC, 0, h_console_index, NULL },
+	{ "GET", "/console/{}", CV_R_PUBLIC, 0, h_console_asset, NULL },
+	{ "POST", "/v1/session", CV_R_PUBLIC, 4 * 1024, h_session_create, "session.sign_in" },
+	{ "GET", "/v1/session", CV_R_PUBLIC, 0, h_session_get, NULL },
+	{ "DELETE", "/v1/session", CV_R_READ, 0, h_session_delete, "session.sign_out" },
 };
 #pragma GCC diagnostic pop
 
@@ -98,13 +122,17 @@ static const struct route_query {
 	const char *args;
 	size_t max;
 } route_queries[] = {
-	{ h_cert_list, "status q in_use domain tag limit cursor", QUERY_MAX },
+	{ h_cert_list, "status q in_use domain tag limit cursor sort order environment service",
+	  QUERY_MAX },
 	{ h_cert_delete, "confirm jwk_action", 64 },
-	{ h_cert_export, "format", 16 },
+	{ h_cert_export, "format version", 20 },
+	{ h_jwk_list, "certificate limit cursor", 128 },
+	{ h_trust_list, "q limit cursor", 256 },
 	{ h_service_list, "environment certificate limit cursor", QUERY_MAX },
 	{ h_environment_list, "limit cursor", QUERY_MAX },
 	{ h_trust_export, "format password", CV_X509_TRUSTSTORE_PASSWORD_MAX },
 	{ h_audit_list, "from until actor action target limit cursor", 200 },
+	{ h_service_get, "wait", 3 },
 	{ h_inventory, "format", 16 },
 };
 
@@ -237,6 +265,7 @@ size_t cv_http_body_limit(const struct cv_app *app, const char *method, const ch
 
 void cv_response_release(struct cv_response *res)
 {
+	OPENSSL_cleanse(res->set_cookie, sizeof(res->set_cookie));
 	json_decref(res->json);
 	free(res->raw);
 	if (res->stream.free != NULL)
@@ -386,29 +415,110 @@ static const char *bearer_of(const char *authorization)
 	return authorization;
 }
 
-/* Who asks, and whether they may: 0, CV_ERR_UNAUTHORIZED or CV_ERR_FORBIDDEN. */
+/* The value of the cookie called name in a Cookie header, copied into buf; NULL when it is
+ * absent or longer than buf holds. */
+static const char *cookie_of(const char *header, const char *name, char *buf, size_t len)
+{
+	size_t name_len = strlen(name), n;
+	const char *p = header;
+
+	while (p != NULL && *p != '\0') {
+		while (*p == ' ' || *p == ';')
+			p++;
+		n = strcspn(p, ";");
+		if (n > name_len && strncmp(p, name, name_len) == 0 && p[name_len] == '=') {
+			n -= name_len + 1;
+			while (n > 0 && p[name_len + 1 + n - 1] == ' ')
+				n--;
+			if (n + 1 > len)
+				return NULL;
+			memcpy(buf, p + name_len + 1, n);
+			buf[n] = '\0';
+			return buf;
+		}
+		p += n;
+	}
+	return NULL;
+}
+
+const char *req_session_cookie_name(const struct cv_request *req)
+{
+	/* On HTTPS the __Host- prefix makes the browser refuse the cookie unless it is Secure,
+	 * Path=/ and set by this very host. */
+	return req->tls ? "__Host-cv_session" : "cv_session";
+}
+
+/* Who asks, and whether they may: 0, CV_ERR_UNAUTHORIZED or CV_ERR_FORBIDDEN. An API token
+ * (Authorization: Bearer) or else a console session cookie, the same roles for both; a
+ * change through a session also needs its CSRF token in X-CSRF-Token, which a form or a
+ * script of another site cannot send. */
 static int authorize(struct cv_app *app, const struct cv_route *route, struct cv_request *req,
 		     struct cv_errmsg *err)
 {
-	const char *bearer = bearer_of(req->authorization);
+	const char *bearer = bearer_of(req->authorization), *name, *cookie;
+	char buf[CV_SESSION_COOKIE_LEN + 2];
 	int r;
 
 	memset(&req->actor, 0, sizeof(req->actor));
-	if (route->access == CV_R_PUBLIC)
+	req->has_session = 0;
+	name = req_session_cookie_name(req);
+	cookie = bearer == NULL && req->cookie != NULL ?
+		 cookie_of(req->cookie, name, buf, sizeof(buf)) : NULL;
+	if (route->access == CV_R_PUBLIC) {
+		/* GET /v1/session answers "not signed in" rather than 401, so the console's first
+		 * look costs no failed request; no other public route reads the cookie. */
+		if (route->handler == h_session_get && cookie != NULL &&
+		    cv_vault_session_authenticate(&app->vault, cookie, req->now,
+						  app->cfg->session_idle_timeout, &req->actor,
+						  &req->session, err) == 0)
+			req->has_session = 1;
+		OPENSSL_cleanse(buf, sizeof(buf));
+		err->text[0] = '\0';
 		return 0;
+	}
 	if (bearer != NULL) {
 		r = cv_vault_authenticate(&app->vault, bearer, req->now, &req->actor, err);
 		if (r < 0)
 			return r;
+	} else if (cookie != NULL) {
+		r = cv_vault_session_authenticate(&app->vault, cookie, req->now,
+						  app->cfg->session_idle_timeout, &req->actor,
+						  &req->session, err);
+		OPENSSL_cleanse(buf, sizeof(buf));
+		if (r < 0)
+			return r;
+		req->has_session = 1;
+		if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0 &&
+		    !cv_vault_session_csrf_ok(&req->session, req->csrf_token))
+			return cv_errmsg_set(err, CV_ERR_FORBIDDEN, "a change through a console "
+					     "session needs the session's X-CSRF-Token header");
 	}
 	if (cv_http_role_may(route->access, req->actor.role, app->cfg->metrics_public))
 		return 0;
 	if (req->actor.role == 0)
 		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, "%s", req->authorization == NULL ?
-				     "an API token is needed: Authorization: Bearer <token>" :
+				     "an API token is needed: Authorization: Bearer <token>, "
+				     "or a console session" :
 				     "the Authorization header must be Bearer <token>");
 	return cv_errmsg_set(err, CV_ERR_FORBIDDEN, "the %s role may not %s %s",
 			     cv_role_name(req->actor.role), req->method, route->pattern);
+}
+
+/* r, or CV_ERR_RATE_LIMITED in its place when r is an unauthorized request from an address
+ * past the rate of such refusals. */
+static int throttle_refusal(struct cv_app *app, const struct cv_request *req,
+			    struct cv_response *res, int r, struct cv_errmsg *err)
+{
+	int64_t wait = 0;
+
+	if (r != CV_ERR_UNAUTHORIZED ||
+	    cv_vault_refusal_throttle(&app->vault, req->source,
+				      req->now_ms != 0 ? req->now_ms : req->now * 1000,
+				      &wait) != CV_ERR_RATE_LIMITED)
+		return r;
+	res->retry_after = wait;
+	return cv_errmsg_set(err, CV_ERR_RATE_LIMITED, "too many refused requests from this "
+			     "address: retry after %lld s", (long long)wait);
 }
 
 /* The end of every request: the error answer, the audit record of a change or of a refused
@@ -478,17 +588,7 @@ int cv_http_dispatch_begin(struct cv_app *app, struct cv_request *req, int body_
 	}
 	/* Refusals without a valid token are counted per address: past the rate, 429 (and no
 	 * record of its own, only a count) until the address slows down. */
-	if (r == CV_ERR_UNAUTHORIZED) {
-		int64_t wait = 0;
-
-		if (cv_vault_refusal_throttle(&app->vault, req->source,
-					      req->now_ms != 0 ? req->now_ms : req->now * 1000,
-					      &wait) == CV_ERR_RATE_LIMITED) {
-			r = cv_errmsg_set(&err, CV_ERR_RATE_LIMITED, "too many refused requests "
-					  "from this address: retry after %lld s", (long long)wait);
-			res->retry_after = wait;
-		}
-	}
+	r = throttle_refusal(app, req, res, r, &err);
 	if (r < 0)
 		goto out;
 	if (body_too_large) {
@@ -517,6 +617,8 @@ int cv_http_dispatch_begin(struct cv_app *app, struct cv_request *req, int body_
 	if (d->route->slow)
 		return 1;
 	r = d->route->handler(app, req, res, &err);
+	/* A refused console sign-in is one too. */
+	r = throttle_refusal(app, req, res, r, &err);
 out:
 	dispatch_finish(app, req, d, r, err.text, res);
 	return 0;

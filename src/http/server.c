@@ -5,6 +5,7 @@
  * server.tls_certificate names a certificate. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "certvault/text.h"
 #include "certvault/http.h"
 #include "guard.h"
+#include "handlers.h"
 #include "tls.h"
 #include "workers.h"
 
@@ -32,6 +34,7 @@ struct cv_server {
 	struct cv_app *app;
 	struct conn_guard *guard;        /* deadlines and pending limits, both listeners */
 	struct http_workers *workers;    /* the slow routes' threads */
+	struct waiters *waiters;         /* long polls held until their answer changes */
 	atomic_uint_fast64_t next_request;
 	uint32_t instance;   /* random, so request ids differ across restarts */
 };
@@ -39,6 +42,7 @@ struct cv_server {
 enum stage {
 	READING,     /* headers and body coming in */
 	QUEUED,      /* suspended: its handler is the slow-request threads' */
+	WAITING,     /* suspended: a long poll whose answer has not changed yet */
 	HANDLED,     /* res is the answer */
 };
 
@@ -59,6 +63,12 @@ struct exchange {
 	int answered;        /* a response was queued: count it when the request completes */
 	int route;
 	int status;
+	/* A long poll (?wait=N): held while its answer would be 304, looked at again when the
+	 * certificates' generation moves, every second, and at its deadline. */
+	struct exchange *next_waiter;
+	int64_t wait_until_ms, wait_looked_ms;
+	uint64_t wait_generation;
+	int waited;          /* its wait is over: the next answer goes out whatever it is */
 };
 
 static void exchange_free(struct exchange *x)
@@ -260,12 +270,16 @@ static size_t dump_json(const json_t *json, char **ret_text)
 	return need;
 }
 
-static struct MHD_Response *make_response(struct cv_response *res, const char *request_id)
+static struct MHD_Response *make_response(const struct cv_request *req, struct cv_response *res,
+					  const char *request_id)
 {
 	struct MHD_Response *resp;
 	char *text;
 	size_t len;
 
+	if (res->stream.produce == NULL && res->raw != NULL &&
+	    http_conditional(req, res, res->raw, res->raw_len))
+		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	if (res->stream.produce != NULL || res->raw != NULL) {
 		resp = res->stream.produce != NULL ? make_streamed(res, request_id) :
 		       MHD_create_response_from_buffer(res->raw_len, res->raw,
@@ -282,6 +296,10 @@ static struct MHD_Response *make_response(struct cv_response *res, const char *r
 	len = dump_json(res->json, &text);
 	if (len == 0)
 		return NULL;
+	if (http_conditional(req, res, text, len)) {
+		json_free_callback(text);
+		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	}
 	resp = MHD_create_response_from_buffer_with_free_callback(len, text, json_free_callback);
 	if (resp == NULL) {
 		json_free_callback(text);
@@ -367,6 +385,180 @@ static void client_address(struct MHD_Connection *conn, char *buf, size_t size)
 	snprintf(buf, size, "%s", text);
 }
 
+/* Long polls: connections suspended while the answer they would get is the 304 they already
+ * have. One thread looks at them ten times a second; an answer is made again when the
+ * certificates' generation moved (a renewal, a bind), every second whatever happened (a change
+ * the generation does not count), and at the deadline, then the connection is resumed to send
+ * it. A connection is held at most server.connection_timeout less five seconds. */
+#define WAITERS_MAX 1024
+#define WAIT_LOOK_MS 100
+
+struct waiters {
+	pthread_mutex_t lock;
+	pthread_t thread;
+	int started, stopping;
+	struct exchange *head;
+	size_t n;
+	struct cv_app *app;
+	int64_t max_ms;
+};
+
+/* 1 when x's answer would be a 304 (its If-None-Match names the answer's ETag). */
+static int not_modified(struct exchange *x)
+{
+	char etag[sizeof(x->res.etag)];
+	int status = x->res.status, hit = 0;
+	char *text = NULL;
+	size_t len;
+
+	if (x->req.if_none_match == NULL || x->res.json == NULL || x->res.status != 200)
+		return 0;
+	memcpy(etag, x->res.etag, sizeof(etag));
+	len = dump_json(x->res.json, &text);
+	if (len > 0) {
+		hit = http_conditional(&x->req, &x->res, text, len);
+		json_free_callback(text);
+	}
+	memcpy(x->res.etag, etag, sizeof(etag));
+	x->res.status = status;
+	return hit;
+}
+
+/* Holds x (its answer dropped: it is made again when looked at). Returns 0, or -1 when the
+ * wait is not taken (no room, stopping): x is then answered now. */
+static int waiter_park(struct waiters *w, struct exchange *x, int64_t now_ms)
+{
+	int64_t ms = x->res.wait_seconds * 1000;
+
+	if (w == NULL || w->max_ms <= 0)
+		return -1;
+	if (ms > w->max_ms)
+		ms = w->max_ms;
+	pthread_mutex_lock(&w->lock);
+	if (w->stopping || w->n >= WAITERS_MAX) {
+		pthread_mutex_unlock(&w->lock);
+		return -1;
+	}
+	x->wait_until_ms = now_ms + ms;
+	x->wait_looked_ms = now_ms;
+	x->wait_generation = cv_vault_certs_generation(&w->app->vault);
+	cv_response_release(&x->res);
+	memset(&x->res, 0, sizeof(x->res));
+	x->stage = WAITING;
+	MHD_suspend_connection(x->conn);
+	x->next_waiter = w->head;
+	w->head = x;
+	w->n++;
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+/* On the waiters' thread: x's answer made again; 1 when it is to be sent (changed, or the
+ * wait is over), 0 when it is still the 304 x has. */
+static int waiter_look(struct waiters *w, struct exchange *x, int64_t now_ms, int last)
+{
+	cv_response_release(&x->res);
+	memset(&x->res, 0, sizeof(x->res));
+	x->req.now = (int64_t)time(NULL);
+	x->req.now_ms = now_ms;
+	cv_http_dispatch(w->app, &x->req, 0, &x->res);
+	if (last || x->res.wait_seconds <= 0 || !not_modified(x)) {
+		x->waited = 1;
+		x->stage = HANDLED;
+		return 1;
+	}
+	return 0;
+}
+
+static void *waiters_run(void *arg)
+{
+	struct waiters *w = arg;
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = WAIT_LOOK_MS * 1000000L };
+
+	for (;;) {
+		struct exchange **pp, *x, *resume = NULL;
+		uint64_t gen;
+		int64_t now;
+		int stopping;
+
+		nanosleep(&ts, NULL);
+		gen = cv_vault_certs_generation(&w->app->vault);
+		now = now_ms();
+		pthread_mutex_lock(&w->lock);
+		stopping = w->stopping;
+		for (pp = &w->head; (x = *pp) != NULL;) {
+			int last = stopping || now >= x->wait_until_ms;
+
+			if (!last && gen == x->wait_generation && now - x->wait_looked_ms < 1000) {
+				pp = &x->next_waiter;
+				continue;
+			}
+			x->wait_generation = gen;
+			x->wait_looked_ms = now;
+			if (waiter_look(w, x, now, last)) {
+				*pp = x->next_waiter;
+				w->n--;
+				x->next_waiter = resume;
+				resume = x;
+			} else {
+				pp = &x->next_waiter;
+			}
+		}
+		pthread_mutex_unlock(&w->lock);
+		/* Resumed outside the lock: libmicrohttpd calls on_request for each. */
+		while ((x = resume) != NULL) {
+			resume = x->next_waiter;
+			MHD_resume_connection(x->conn);
+		}
+		if (stopping)
+			return NULL;
+	}
+}
+
+static int waiters_new(struct cv_app *app, struct waiters **ret)
+{
+	struct waiters *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return CV_ERR_NOMEM;
+	w->app = app;
+	w->max_ms = (app->cfg->connection_timeout - 5) * 1000;
+	if (pthread_mutex_init(&w->lock, NULL) != 0) {
+		free(w);
+		return CV_ERR_INTERNAL;
+	}
+	if (pthread_create(&w->thread, NULL, waiters_run, w) != 0) {
+		pthread_mutex_destroy(&w->lock);
+		free(w);
+		return CV_ERR_INTERNAL;
+	}
+	w->started = 1;
+	*ret = w;
+	return 0;
+}
+
+/* Answers every held connection and ends the thread: libmicrohttpd may not stop with a
+ * connection suspended. */
+static void waiters_stop(struct waiters *w)
+{
+	if (w == NULL || !w->started)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stopping = 1;
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	w->started = 0;
+}
+
+static void waiters_free(struct waiters *w)
+{
+	if (w == NULL)
+		return;
+	waiters_stop(w);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version,
 				  const char *upload_data, size_t *upload_data_size,
@@ -404,7 +596,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	if (x->stage == QUEUED)
+	if (x->stage == QUEUED || x->stage == WAITING)
 		return MHD_YES; /* not called while suspended; here for safety's sake */
 	if (x->stage == HANDLED)
 		goto answer;
@@ -420,6 +612,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 							   MHD_HTTP_HEADER_IF_NONE_MATCH);
 	x->req.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 							   MHD_HTTP_HEADER_AUTHORIZATION);
+	x->req.cookie = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE);
+	x->req.csrf_token = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-CSRF-Token");
+	/* Only a connection of the HTTPS daemon has a GnuTLS session (the daemon a connection
+	 * names is its pool thread's, not the one started). */
+	x->req.tls = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
 	x->req.body = x->body;
 	x->req.body_len = x->len;
 	x->req.now = (int64_t)time(NULL);
@@ -452,8 +649,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 				     &x->res);
 	}
 
+	/* A long poll whose answer has not changed: held until it does (or its time is up). */
+	if (x->res.wait_seconds > 0 && !x->waited && not_modified(x) &&
+	    waiter_park(srv->waiters, x, x->req.now_ms) == 0)
+		return MHD_YES;
+
 answer:
-	resp = make_response(&x->res, x->req.request_id);
+	resp = make_response(&x->req, &x->res, x->req.request_id);
 	if (resp == NULL) {
 		cv_response_release(&x->res);
 		return MHD_NO;
@@ -473,6 +675,15 @@ answer:
 	MHD_add_response_header(resp, "Cache-Control",
 				x->res.cache_control != NULL ? x->res.cache_control : "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+	if (x->res.console) {
+		MHD_add_response_header(resp, "Content-Security-Policy", CV_CONSOLE_CSP);
+		MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+	}
+	if (x->res.location != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, x->res.location);
+	if (x->res.set_cookie[0] != '\0')
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, x->res.set_cookie);
 	ret = MHD_queue_response(conn, (unsigned)x->res.status, resp);
 	MHD_destroy_response(resp);
 	if (ret == MHD_YES) {
@@ -573,6 +784,9 @@ int cv_server_start(struct cv_app *app, struct cv_server **ret_server, struct cv
 			     &srv->workers);
 	if (r < 0)
 		goto out;
+	r = waiters_new(app, &srv->waiters);
+	if (r < 0)
+		goto out;
 	if (RAND_bytes((unsigned char *)&srv->instance, sizeof(srv->instance)) != 1)
 		srv->instance = (uint32_t)time(NULL);
 	if (cfg->tls_certificate != NULL && cfg->tls_certificate[0] != '\0') {
@@ -632,6 +846,7 @@ void cv_server_stop(struct cv_server *server)
 	/* The slow-request threads first: libmicrohttpd may not stop with a connection
 	 * suspended, and each of theirs is resumed when its handler ends or is cancelled. */
 	http_workers_stop(server->workers);
+	waiters_stop(server->waiters);
 	/* Stopping the HTTPS daemon ends its sessions, and with them every reference to the
 	 * identities they were served; only then can the listener go. */
 	if (server->tls_daemon != NULL)
@@ -642,6 +857,7 @@ void cv_server_stop(struct cv_server *server)
 		tls_listener_deactivate(server->tls);
 	tls_listener_free(server->tls);
 	http_workers_free(server->workers);
+	waiters_free(server->waiters);
 	conn_guard_free(server->guard);
 	free(server);
 }

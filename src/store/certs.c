@@ -13,8 +13,11 @@
 #define COLS_LIST                                                                        \
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at, version, current_since, has_key, key_label"
-#define COLS_FULL COLS_LIST ", cert_der, chain_pem"
+	"updated_at, version, current_since, key_origin,"                                 \
+	" coalesce(nullif(key_label, ''), name), has_key"
+#define COLS_FULL                                                                        \
+	COLS_LIST ", cert_der, chain_pem, created_by, updated_by, revocation_status, "     \
+		  "revocation_source, revocation_detail, revocation_checked_at"
 
 #define LIST_LIMIT_MAX 1000
 
@@ -97,16 +100,15 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	rec->updated_at = sqlite3_column_int64(stmt, 14);
 	rec->version = sqlite3_column_int64(stmt, 15);
 	rec->current_since = sqlite3_column_int64(stmt, 16);
-	rec->is_public = sqlite3_column_int(stmt, 17) == 0;
+	/* The label the key really has: key_label, or the name for rows from before it. */
+	rec->key_origin = (enum cv_key_origin)sqlite3_column_int64(stmt, 17);
 	r = store_copy_text(stmt, 18, rec->key_label, sizeof(rec->key_label));
 	if (r < 0)
 		goto out;
-	/* Rows from before key_label: their keys carry the name (never renamed). */
-	if (rec->key_label[0] == '\0')
-		memcpy(rec->key_label, rec->name, sizeof(rec->key_label));
+	rec->is_public = sqlite3_column_int(stmt, 19) == 0;
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 19);
-		n = sqlite3_column_bytes(stmt, 19);
+		blob = sqlite3_column_blob(stmt, 20);
+		n = sqlite3_column_bytes(stmt, 20);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -120,9 +122,23 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		if (n > 0)
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
-		r = store_dup_text(stmt, 20, &rec->chain_pem);
+		r = store_dup_text(stmt, 21, &rec->chain_pem);
+		if (r == 0)
+			r = store_copy_text(stmt, 22, rec->created_by, sizeof(rec->created_by));
+		if (r == 0)
+			r = store_copy_text(stmt, 23, rec->updated_by, sizeof(rec->updated_by));
+		if (r == 0)
+			r = store_copy_text(stmt, 24, rec->revocation_status,
+					    sizeof(rec->revocation_status));
+		if (r == 0)
+			r = store_copy_text(stmt, 25, rec->revocation_source,
+					    sizeof(rec->revocation_source));
+		if (r == 0)
+			r = store_copy_text(stmt, 26, rec->revocation_detail,
+					    sizeof(rec->revocation_detail));
 		if (r < 0)
 			goto out;
+		rec->revocation_checked_at = sqlite3_column_int64(stmt, 27);
 	}
 	*ret_rec = rec;
 	rec = NULL;
@@ -222,29 +238,13 @@ static struct cv_cert_record *find_by_id(const struct by_id *ix, size_t n, int64
 	return hit != NULL ? hit->rec : NULL;
 }
 
-static int str_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* How many distinct strings v holds; sorts v. */
-static size_t count_distinct(char **v, size_t n)
-{
-	size_t i, d = 0;
-
-	qsort(v, n, sizeof(*v), str_cmp);
-	for (i = 0; i < n; i++)
-		if (i == 0 || strcmp(v[i - 1], v[i]) != 0)
-			d++;
-	return d;
-}
-
-/* Gives a certificate the number of distinct domains its services have, from the domains
+/* Gives a certificate its custom_domains: each (service, domain) pair using it, as the
+ * cloud platform counts them (a domain two services share counts twice), from the domains
  * gathered for it (which it empties). */
 static void settle_custom_domains(struct cv_cert_record *rec, char ***all, size_t *n_all)
 {
 	if (rec != NULL)
-		rec->custom_domains = count_distinct(*all, *n_all);
+		rec->custom_domains = *n_all;
 	store_strings_free(*all, *n_all);
 	*all = NULL;
 	*n_all = 0;
@@ -390,12 +390,16 @@ out:
 }
 
 /* 1 when a row of this name exists, whatever its state; 0 when not; or an error. */
-static int name_exists(sqlite3 *db, const char *name)
+int store_name_exists(sqlite3 *db, const char *name)
 {
 	sqlite3_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ? COLLATE NOCASE", -1, &stmt,
+	/* A pending certificate's name is taken too: its merge makes the certificate. Names are
+	 * one ignoring case. */
+	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?1 COLLATE NOCASE"
+				" UNION ALL SELECT 1 FROM pending_certificates"
+				" WHERE name = ?1 COLLATE NOCASE", -1, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -480,32 +484,21 @@ static int set_tags(sqlite3 *db, int64_t id, char *const *tags, size_t n)
 	return r;
 }
 
-int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec,
-				 struct cv_conflict *conflict)
+int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
+			 int64_t *ret_id, struct cv_conflict *conflict)
 {
 	static const char sql[] =
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
 		" not_before, not_after, key_id, created_at, updated_at, version, current_since,"
-		" has_key, key_label)"
-		" VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
-		" ?14, ?16, ?1)";
-	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+		" key_origin, key_label, created_by, updated_by, revocation_status,"
+		" revocation_source, revocation_detail, revocation_checked_at, has_key)"
+		" VALUES (?1, ?2, ?16, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
+		" ?14, ?17, nullif(?18, ''), ?19, ?19, ?20, ?21, ?22, ?23, ?24)";
 	sqlite3_stmt *stmt = NULL;
-	int64_t id = 0;
+	int64_t id;
 	int rc, r;
 
-	/* IMMEDIATE takes the write lock now, so the name check below still holds at the
-	 * INSERT, and the row never exists without its domains. */
-	r = store_exec(db, "BEGIN IMMEDIATE");
-	if (r < 0)
-		goto out;
-	r = name_exists(db, rec->name);
-	if (r == 1)
-		r = CV_ERR_NAME_TAKEN;
-	if (r < 0)
-		goto out;
 	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, rec->name);
@@ -541,7 +534,23 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 15, rec->updated_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(stmt, 16, !rec->is_public);
+		rc = sqlite3_bind_int(stmt, 16, state);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 17, (int)rec->key_origin);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 18, rec->key_label);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 19, rec->created_by);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 20, rec->revocation_status);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 21, rec->revocation_source);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 22, rec->revocation_detail);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 23, rec->revocation_checked_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 24, !rec->is_public);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -559,14 +568,40 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 		r = set_tags(db, id, rec->tags, rec->n_tags);
 	if (r < 0)
 		goto out;
+	*ret_id = id;
 	r = 0;
 out:
 	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec,
+				 struct cv_conflict *conflict)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
+	int64_t id = 0;
+	int r;
+
+	/* IMMEDIATE takes the write lock now, so the name check below still holds at the
+	 * INSERT, and the row never exists without its domains. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	r = store_name_exists(db, rec->name);
+	if (r == 1)
+		r = CV_ERR_NAME_TAKEN;
+	if (r < 0)
+		goto out;
+	r = store_cert_insert_on(db, rec, CV_CERT_PENDING, &id, conflict);
+out:
 	r = store_finish(db, r);
 	store_return(store, conn);
 	if (r == 0) {
 		rec->id = id;
-		memcpy(rec->key_label, rec->name, sizeof(rec->key_label));
+		/* As read back: a key labelled with the bare name is "". */
+		if (rec->key_label[0] == '\0')
+			memcpy(rec->key_label, rec->name, sizeof(rec->key_label));
 		rec->state = CV_CERT_PENDING;
 		rec->version = 1;
 		rec->current_since = rec->created_at;
@@ -720,7 +755,8 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 	if (r < 0)
 		goto out;
 	rc = sqlite3_prepare_v2(db,
-				"UPDATE certificates SET description = ?1, updated_at = ?2"
+				"UPDATE certificates SET description = ?1, updated_at = ?2,"
+				" updated_by = coalesce(?4, updated_by)"
 				" WHERE name = ?3 COLLATE NOCASE AND state = 1",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)
@@ -729,6 +765,9 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 		rc = sqlite3_bind_int64(stmt, 2, now);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, name);
+	/* Who changed it is who the audit record names (no record: left as it was). */
+	if (rc == SQLITE_OK && audit != NULL)
+		rc = store_bind_text(stmt, 4, audit->actor_name);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -824,17 +863,17 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 		r = name_exists_other(db, edit->name, old->id);
 		if (r == 1)
 			r = CV_ERR_NAME_TAKEN;
-		/* The keys keep their labels (key_label; '' from before it meant the name, which
+		/* The keys keep their labels (key_label; NULL or '' from before meant the name, which
 		 * is now spelt out for the row and its versions); linked JWKs follow the name. */
 		if (r == 0)
 			r = store_run(db,
 				      "UPDATE certificate_versions SET key_label = ?1"
-				      " WHERE cert_id = ?2 AND key_label = ''",
+				      " WHERE cert_id = ?2 AND coalesce(key_label, '') = ''",
 				      "ti", old->name, old->id);
 		if (r == 0)
 			r = store_run(db,
-				      "UPDATE certificates SET key_label = CASE WHEN key_label = ''"
-				      " THEN name ELSE key_label END, name = ?1 WHERE id = ?2",
+				      "UPDATE certificates SET key_label ="
+				      " coalesce(nullif(key_label, ''), name), name = ?1 WHERE id = ?2",
 				      "ti", edit->name, old->id);
 		if (r == 0)
 			r = store_run(db, "UPDATE jwks SET cert_name = ?1 WHERE cert_id = ?2", "ti",
@@ -852,9 +891,12 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 						   edit->n_environments, conflict);
 	if (r == 0 && edit->set_environments)
 		r = check_users_allowed(db, old->id, conflict);
+	/* Who changed it is who the audit record names (no record: left as it was). */
 	if (r == 0)
-		r = store_run(db, "UPDATE certificates SET updated_at = ?1 WHERE id = ?2", "ii", now,
-			      old->id);
+		r = store_run(db,
+			      "UPDATE certificates SET updated_at = ?1,"
+			      " updated_by = coalesce(nullif(?3, ''), updated_by) WHERE id = ?2",
+			      "iit", now, old->id, audit != NULL ? audit->actor_name : "");
 	if (r == 0 && audit != NULL && describe != NULL) {
 		described = malloc(sizeof(*described));
 		if (described == NULL)
@@ -1012,20 +1054,23 @@ static int bind_threshold(sqlite3_stmt *stmt, int64_t now, int64_t soon_seconds)
  * :thr = now + soon_seconds: not_after - now < soon  <=>  not_after < thr. Upcoming wins over
  * expired, as in cv_status_at, for a row whose dates are the wrong way round. */
 static const char *const status_where[] = {
-	[CV_STATUS_VALID] =
-		" AND not_before <= :now AND not_after >= :now AND not_after >= :thr",
+	/* One lower bound, not two: SQLite ranges an index on one of two and filters by the
+	 * other, which for the list sorted by not_after walked every row expiring soon first
+	 * (10,000 of 100,000 in the bench) to reach the first valid one. */
+	[CV_STATUS_VALID] = " AND not_before <= :now AND not_after >= max(:now, :thr)",
 	[CV_STATUS_EXPIRES_SOON] =
 		" AND not_before <= :now AND not_after >= :now AND not_after < :thr",
 	[CV_STATUS_EXPIRED] = " AND not_before <= :now AND not_after < :now",
 	[CV_STATUS_UPCOMING] = " AND not_before > :now",
 };
 
-/* Substring search on the name or any domain. The domain subquery is not correlated, so
- * SQLite runs it once into a temporary index: 30 ms for a page that has to scan 100,000
- * rows, against 360 ms for an EXISTS per row. */
+/* Substring search on the name, the description, the serial, the issuer or any domain. The
+ * domain subquery is not correlated, so SQLite runs it once into a temporary index: 30 ms
+ * for a page that has to scan 100,000 rows, against 360 ms for an EXISTS per row. */
 static const char q_where[] =
-	" AND (name LIKE :q ESCAPE '\\' OR id IN (SELECT cert_id FROM certificate_domains"
-	" WHERE domain LIKE :q ESCAPE '\\'))";
+	" AND (name LIKE :q ESCAPE '\\' OR description LIKE :q ESCAPE '\\'"
+	" OR serial LIKE :q ESCAPE '\\' OR issuer LIKE :q ESCAPE '\\'"
+	" OR id IN (SELECT cert_id FROM certificate_domains WHERE domain LIKE :q ESCAPE '\\'))";
 
 /* In use: a service names the certificate. Not correlated, so SQLite reads services_cert
  * once into a temporary index rather than once per row walked. */
@@ -1038,6 +1083,13 @@ static const char not_in_use_where[] =
 static const char domain_where[] =
 	" AND id IN (SELECT cert_id FROM certificate_domains"
 	" WHERE domain IN (:domain, :wildcard))";
+/* Used in an environment (services_environment) or by one service (its unique name). The
+ * environment is compared ignoring case, as names are. */
+static const char environment_where[] =
+	" AND id IN (SELECT cert_id FROM services WHERE environment = :env COLLATE NOCASE"
+	" AND cert_id IS NOT NULL)";
+static const char service_where[] =
+	" AND id IN (SELECT cert_id FROM services WHERE name = :svc AND cert_id IS NOT NULL)";
 
 /* A tag: certificates with the key, and the value when one is given, looked up once in
  * certificate_tags_key_value. */
@@ -1048,7 +1100,7 @@ static const char tag_value_where[] =
 	" AND value = :tag_value)";
 
 /* %q% for LIKE with '\' as the escape, so that % and _ in q match themselves. */
-static char *like_pattern(const char *q)
+char *store_like_pattern(const char *q)
 {
 	size_t len = strlen(q), i, j = 0;
 	char *p;
@@ -1081,43 +1133,171 @@ static int bind_named_text(sqlite3_stmt *stmt, const char *name, const char *s)
 	return idx == 0 ? SQLITE_OK : sqlite3_bind_text(stmt, idx, s, -1, SQLITE_STATIC);
 }
 
+/* The statuses asked for: one, several (ORed ranges), or none. */
+static int status_mask_of(const struct cv_cert_filter *filter, unsigned *ret)
+{
+	unsigned all = (1u << (sizeof(status_where) / sizeof(status_where[0]))) - 1;
+
+	*ret = filter->status_mask;
+	if (*ret == 0 && filter->has_status) {
+		if ((unsigned)filter->status >= sizeof(status_where) / sizeof(status_where[0]))
+			return CV_ERR_BAD_REQUEST;
+		*ret = 1u << filter->status;
+	}
+	if ((*ret & ~all) != 0)
+		return CV_ERR_BAD_REQUEST;
+	if (*ret == all)
+		*ret = 0; /* every status: no condition */
+	return 0;
+}
+
+/* The WHERE conditions of a filter after "state = 1" (the cursor aside) into buf. */
+static int where_of(const struct cv_cert_filter *filter, char *buf, size_t len)
+{
+	unsigned mask, i, first = 1;
+	size_t used;
+	int r, n;
+
+	r = status_mask_of(filter, &mask);
+	if (r < 0)
+		return r;
+	buf[0] = '\0';
+	if (mask != 0 && (mask & (mask - 1)) == 0) {
+		for (i = 0; (mask & (1u << i)) == 0; i++)
+			;
+		n = snprintf(buf, len, "%s", status_where[i]);
+	} else if (mask != 0) {
+		/* Several statuses: each range (less its leading " AND") ORed. */
+		n = snprintf(buf, len, " AND (");
+		for (i = 0; n >= 0 && (size_t)n < len &&
+			    i < sizeof(status_where) / sizeof(status_where[0]); i++) {
+			if ((mask & (1u << i)) == 0)
+				continue;
+			used = (size_t)n;
+			n += snprintf(buf + used, len - used, "%s(%s)", first ? "" : " OR ",
+				      status_where[i] + 5);
+			first = 0;
+		}
+		if (n >= 0 && (size_t)n < len)
+			n += snprintf(buf + n, len - (size_t)n, ")");
+	} else {
+		n = 0;
+	}
+	if (n < 0 || (size_t)n >= len)
+		return CV_ERR_INTERNAL;
+	used = (size_t)n;
+	n = snprintf(buf + used, len - used, "%s%s%s%s%s%s",
+		     filter->q != NULL ? q_where : "",
+		     filter->in_use == 1 ? in_use_where :
+		     filter->in_use == 0 ? not_in_use_where : "",
+		     filter->domain != NULL ? domain_where : "",
+		     filter->environment != NULL ? environment_where : "",
+		     filter->service != NULL ? service_where : "",
+		     filter->tag_key == NULL ? "" :
+		     filter->tag_value != NULL ? tag_value_where :
+						 tag_where);
+	if (n < 0 || (size_t)n >= len - used)
+		return CV_ERR_INTERNAL;
+	return 0;
+}
+
+/* Binds every value a statement of where_of (and the cursor) may name. */
+static int bind_filter(sqlite3_stmt *stmt, const struct cv_cert_filter *filter,
+		       const char *pattern)
+{
+	int rc;
+
+	rc = bind_named_text(stmt, ":after", filter->after);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":akey", filter->after_key);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":arank", filter->after_rank);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":now", filter->now);
+	if (rc == SQLITE_OK)
+		rc = bind_threshold(stmt, filter->now, filter->soon_seconds);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":q", pattern);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":domain", filter->domain);
+	/* No wildcard can cover the domain: match it alone. */
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":wildcard",
+				     filter->domain_wildcard != NULL ? filter->domain_wildcard
+								     : filter->domain);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":env", filter->environment);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":svc", filter->service);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":tag_key", filter->tag_key);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":tag_value", filter->tag_value);
+	/* One row more than asked tells whether a next page exists. */
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":limit", (int64_t)filter->limit + 1);
+	return rc;
+}
+
+/* The order and the keyset condition of each sort, ascending and descending. Each sort has
+ * an index of (state, key, name) that a page walks in order and stops after limit + 1
+ * matches; the status sort is the upcoming flag then not_after, which no index holds (its
+ * rank depends on now), so SQLite sorts the rows that match. */
+static const struct {
+	const char *index;
+	const char *order[2];
+	const char *after[2];
+} sorts[] = {
+	[CV_SORT_NAME] = { "INDEXED BY certificates_state_name",
+			   { "name", "name DESC" },
+			   { " AND name > :after", " AND name < :after" } },
+	[CV_SORT_VALID_TO] = { "INDEXED BY certificates_state_not_after_name",
+			       { "not_after, name", "not_after DESC, name DESC" },
+			       { " AND (not_after, name) > (:akey, :after)",
+				 " AND (not_after, name) < (:akey, :after)" } },
+	[CV_SORT_UPDATED_AT] = { "INDEXED BY certificates_state_updated_name",
+				 { "updated_at, name", "updated_at DESC, name DESC" },
+				 { " AND (updated_at, name) > (:akey, :after)",
+				   " AND (updated_at, name) < (:akey, :after)" } },
+	[CV_SORT_STATUS] = { "",
+			     { "(not_before > :now), not_after, name",
+			       "(not_before > :now) DESC, not_after DESC, name DESC" },
+			     { " AND ((not_before > :now), not_after, name) > (:arank, :akey, :after)",
+			       " AND ((not_before > :now), not_after, name) < (:arank, :akey, :after)" } },
+};
+
 int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filter,
 		       struct cv_cert_page **ret_page)
 {
 	/* The SQL is put together from the constant fragments only; every value is bound.
-	 * INDEXED BY keeps the walk in name order whatever the filter: left to itself the
-	 * planner takes the not_after range for "expired" and sorts half the table (150 ms
-	 * at 100,000 rows), where walking names stops after limit + 1 matches and costs at
-	 * worst one pass over the index, judged without reading the table. A domain names
-	 * few certificates: NOT INDEXED makes SQLite look them up by rowid from
-	 * certificate_domains_domain and sort those (0.05 ms at 100,000 rows), where the walk
-	 * would take 16 ms. */
-	char sql[1024];
+	 * INDEXED BY keeps the walk in the sort's order whatever the filter: left to itself
+	 * the planner takes the not_after range for "expired" and sorts half the table (150 ms
+	 * at 100,000 rows), where walking the index stops after limit + 1 matches and costs
+	 * at worst one pass over the index. A domain names few certificates: NOT INDEXED makes
+	 * SQLite look them up by rowid from certificate_domains_domain and sort those
+	 * (0.05 ms at 100,000 rows), where the walk would take 16 ms. */
+	char sql[2048], where[1024];
 	struct cv_cert_page *page = NULL;
 	struct store_conn *conn;
 	sqlite3_stmt *stmt;
 	char *pattern = NULL;
-	int n, rc, r;
+	int n, rc, r, d = filter->desc != 0;
 
 	if (filter->limit < 1 || filter->limit > LIST_LIMIT_MAX ||
-	    (filter->has_status && ((unsigned)filter->status >=
-				    sizeof(status_where) / sizeof(status_where[0]))))
+	    (unsigned)filter->sort >= sizeof(sorts) / sizeof(sorts[0]))
 		return CV_ERR_BAD_REQUEST;
+	r = where_of(filter, where, sizeof(where));
+	if (r < 0)
+		return r;
 	n = snprintf(sql, sizeof(sql),
-		 "SELECT " COLS_LIST " FROM certificates %s"
-		 " WHERE state = 1%s%s%s%s%s%s"
-		 " ORDER BY name LIMIT :limit",
-		 filter->domain != NULL ? "NOT INDEXED" : "INDEXED BY certificates_state_name",
-		 filter->after != NULL ? " AND name > :after" : "",
-		 filter->has_status ? status_where[filter->status] : "",
-		 filter->q != NULL ? q_where : "",
-		 filter->in_use == 1 ? in_use_where : filter->in_use == 0 ? not_in_use_where : "",
-		 filter->domain != NULL ? domain_where : "",
-		 filter->tag_key == NULL ? "" : filter->tag_value != NULL ? tag_value_where
-									: tag_where);
+		 "SELECT " COLS_LIST " FROM certificates %s WHERE state = 1%s%s ORDER BY %s"
+		 " LIMIT :limit",
+		 filter->domain != NULL ? "NOT INDEXED" : sorts[filter->sort].index,
+		 filter->after != NULL ? sorts[filter->sort].after[d] : "", where,
+		 sorts[filter->sort].order[d]);
 	if (n < 0 || (size_t)n >= sizeof(sql))
 		return CV_ERR_INTERNAL;
-	if (filter->q != NULL && (pattern = like_pattern(filter->q)) == NULL)
+	if (filter->q != NULL && (pattern = store_like_pattern(filter->q)) == NULL)
 		return CV_ERR_NOMEM;
 	page = calloc(1, sizeof(*page));
 	if (page != NULL)
@@ -1137,27 +1317,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 	r = store_prepare(conn, sql, &stmt);
 	if (r < 0)
 		goto out;
-	rc = bind_named_text(stmt, ":after", filter->after);
-	if (rc == SQLITE_OK)
-		rc = bind_named_int64(stmt, ":now", filter->now);
-	if (rc == SQLITE_OK)
-		rc = bind_threshold(stmt, filter->now, filter->soon_seconds);
-	if (rc == SQLITE_OK)
-		rc = bind_named_text(stmt, ":q", pattern);
-	if (rc == SQLITE_OK)
-		rc = bind_named_text(stmt, ":domain", filter->domain);
-	if (rc == SQLITE_OK)
-		rc = bind_named_text(stmt, ":tag_key", filter->tag_key);
-	if (rc == SQLITE_OK)
-		rc = bind_named_text(stmt, ":tag_value", filter->tag_value);
-	/* No wildcard can cover the domain: match it alone. */
-	if (rc == SQLITE_OK)
-		rc = bind_named_text(stmt, ":wildcard",
-				     filter->domain_wildcard != NULL ? filter->domain_wildcard
-								     : filter->domain);
-	/* One row more than asked tells whether a next page exists. */
-	if (rc == SQLITE_OK)
-		rc = bind_named_int64(stmt, ":limit", (int64_t)filter->limit + 1);
+	rc = bind_filter(stmt, filter, pattern);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -1186,6 +1346,45 @@ out:
 		page = NULL;
 	}
 	cv_store_cert_page_free(page);
+	return r;
+}
+
+int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter *filter,
+			     int64_t *ret_total)
+{
+	/* The same conditions, counted on the index whose columns judge the status (no table
+	 * read unless q, a domain or a service asks for it). */
+	char sql[1536], where[1024];
+	struct store_conn *conn;
+	sqlite3_stmt *stmt;
+	char *pattern = NULL;
+	int n, rc, r;
+
+	r = where_of(filter, where, sizeof(where));
+	if (r < 0)
+		return r;
+	n = snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificates WHERE state = 1%s",
+		     where);
+	if (n < 0 || (size_t)n >= sizeof(sql))
+		return CV_ERR_INTERNAL;
+	if (filter->q != NULL && (pattern = store_like_pattern(filter->q)) == NULL)
+		return CV_ERR_NOMEM;
+	conn = store_borrow(store);
+	r = store_prepare(conn, sql, &stmt);
+	if (r < 0)
+		goto out;
+	rc = bind_filter(stmt, filter, pattern);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	*ret_total = sqlite3_column_int64(stmt, 0);
+	r = 0;
+out:
+	store_return(store, conn);
+	free(pattern);
 	return r;
 }
 

@@ -209,38 +209,70 @@ static const char *const migrations[] = {
 	"ALTER TABLE audit_log ADD COLUMN first_at INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE audit_log ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE audit_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
-	/* 6 -> 7: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
-	 * reader, so certificate names, live API token names and truststore aliases are unique
-	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
-	 * same way; the case given is kept for display. A database that already holds two
-	 * such names fails this step, and migrate() names them (name_clashes).
-	 * And a CN that names no host is no domain (item 14): an older release listed the CN of
-	 * a certificate without SAN DNS names as its domain whatever it was ("token signer
-	 * 2026"). Stored domains with a character no host name has are dropped (none of them
-	 * could cover a service's domain, which is always letters, digits, hyphens and dots),
-	 * and the list's domain follows.
-	 * And DNs print as UTF-8 (item 12): the rows whose stored DN text holds a \XX escape are
-	 * listed in dn_refresh for store_dn_refresh, which rewrites them from their DER (SQL
-	 * cannot) at the first open and drops the list. */
-	"CREATE UNIQUE INDEX certificates_name_nocase ON certificates(name COLLATE NOCASE);"
-	"CREATE UNIQUE INDEX api_tokens_name_nocase ON api_tokens(name COLLATE NOCASE)"
-	" WHERE revoked_at = 0;"
-	"DROP INDEX api_tokens_name;"
-	"CREATE UNIQUE INDEX truststore_alias_nocase ON truststore(alias COLLATE NOCASE);"
-	"DELETE FROM certificate_domains WHERE domain GLOB '*[^a-z0-9._*-]*';"
-	"UPDATE certificates SET primary_domain = coalesce((SELECT domain FROM"
-	" certificate_domains d WHERE d.cert_id = certificates.id ORDER BY position LIMIT 1), '')"
-	" WHERE primary_domain GLOB '*[^a-z0-9._*-]*';"
-	"CREATE TABLE dn_refresh (tbl INTEGER NOT NULL, id INTEGER NOT NULL,"
-	" PRIMARY KEY (tbl, id)) STRICT, WITHOUT ROWID;"
-	"INSERT INTO dn_refresh SELECT 1, id FROM certificates"
-	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
-	"INSERT INTO dn_refresh SELECT 2, id FROM certificate_versions"
-	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
-	"INSERT INTO dn_refresh SELECT 3, id FROM truststore"
-	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
-	"INSERT INTO dn_refresh SELECT 4, id FROM crls WHERE issuer GLOB '*\\[0-9A-F][0-9A-F]*';",
-	/* 7 -> 8: issue 17's model. Environments are rows of their own, unique ignoring case
+	/* 6 -> 7: keys generated in the token, and where each key came from.
+	 * A pending certificate is a key pair the token made and the CSR signed with it, waiting
+	 * for the certificate a CA issues: for a new certificate (cert_id NULL, its name held
+	 * against imports) or for the next version of one (cert_id, at most one at a time).
+	 * state 0: the row names the key before C_GenerateKeyPair, no CSR yet; 1: ready (the
+	 * CSR is there); 2: being cancelled (its key is being destroyed). The reconciler
+	 * destroys the key of a row left in state 0 or 2 and removes the row. key_origin says
+	 * how a key reached the token: 0 imported, 1 generated in it, 2 unwrapped in it. */
+	"CREATE TABLE pending_certificates ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL,"
+	" cert_id INTEGER,"
+	" description TEXT NOT NULL DEFAULT '',"
+	" state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),"
+	" key_id BLOB NOT NULL UNIQUE CHECK (length(key_id) = 16),"
+	" key_type TEXT NOT NULL,"
+	" subject TEXT NOT NULL,"
+	" csr_der BLOB,"
+	" created_by TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE UNIQUE INDEX pending_certificates_name ON pending_certificates(name COLLATE NOCASE);"
+	"CREATE UNIQUE INDEX pending_certificates_cert ON pending_certificates(cert_id)"
+	" WHERE cert_id IS NOT NULL;"
+	"CREATE INDEX pending_certificates_expiry ON pending_certificates(expires_at);"
+	"ALTER TABLE certificates ADD COLUMN key_origin INTEGER NOT NULL DEFAULT 0"
+	" CHECK (key_origin IN (0, 1, 2));"
+	"ALTER TABLE certificate_versions ADD COLUMN key_origin INTEGER NOT NULL DEFAULT 0"
+	" CHECK (key_origin IN (0, 1, 2));"
+	/* Each key's CKA_LABEL: "<name>.v<version>" since this version, so that a hand-written
+	 * pkcs11:object= cannot match two versions' keys; NULL for keys made before, whose label
+	 * is the certificate's name. */
+	"ALTER TABLE certificates ADD COLUMN key_label TEXT;"
+	"ALTER TABLE certificate_versions ADD COLUMN key_label TEXT;"
+	"ALTER TABLE pending_certificates ADD COLUMN key_label TEXT NOT NULL DEFAULT '';",
+	/* 7 -> 8: certificates: who made and who last changed each (the access token's name
+	 * as the audit record has it: '' for rows older than this step), and the last
+	 * revocation check's answer with its time (status '' = never recorded). The list sorts by
+	 * valid_to and updated_at with keyset paging: (state, key, name) indexes walk a page
+	 * in order without sorting, name being the unique tiebreak the cursor carries. */
+	"ALTER TABLE certificates ADD COLUMN created_by TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_status TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_source TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_detail TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN revocation_checked_at INTEGER NOT NULL DEFAULT 0;"
+	"CREATE INDEX certificates_state_not_after_name"
+	" ON certificates(state, not_after, name, not_before);"
+	"CREATE INDEX certificates_state_updated_name"
+	" ON certificates(state, updated_at, name);",
+	/* 8 -> 9: console sessions (issue 12). The secret the browser holds in its cookie is
+	 * never stored, only its SHA-256; a session acts as the API token it was opened with,
+	 * and goes with it. */
+	"CREATE TABLE console_sessions ("
+	" id TEXT PRIMARY KEY,"
+	" secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
+	" token_id TEXT NOT NULL REFERENCES api_tokens(id) ON DELETE CASCADE,"
+	" created_at INTEGER NOT NULL,"
+	" last_seen INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL"
+	") STRICT;"
+	"CREATE INDEX console_sessions_expires ON console_sessions(expires_at);",
+	/* 9 -> 10: issue 17's model. Environments are rows of their own, unique ignoring case
 	 * (names are ASCII, so NOCASE is exact), keeping the case they were created with.
 	 * Services keep the environment's name, as the environment spells it: the store
 	 * checks it exists under the write lock and the delete of one in use is refused, so
@@ -275,9 +307,8 @@ static const char *const migrations[] = {
 	" CHECK (has_key IN (0, 1));"
 	/* A certificate can be renamed; its keys keep the CKA_LABEL they were made with (key
 	 * objects are not modified after creation), which the key's URI must name: key_label
-	 * is that label, '' for the rows from before (never renamed: the label is the name). */
-	"ALTER TABLE certificates ADD COLUMN key_label TEXT NOT NULL DEFAULT '';"
-	"ALTER TABLE certificate_versions ADD COLUMN key_label TEXT NOT NULL DEFAULT '';"
+	 * (added by step 6 -> 7) is that label; NULL (or '') for keys made before it, whose label
+	 * is the certificate's name (a rename stores it first). */
 	/* Tags: key/value labels (team, owner, ticket); the list filters on (key, value). */
 	"CREATE TABLE certificate_tags ("
 	" cert_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
@@ -293,6 +324,39 @@ static const char *const migrations[] = {
 	 * then. Those superseded before this version count from their last change. */
 	"ALTER TABLE jwks ADD COLUMN superseded_at INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE jwks SET superseded_at = updated_at WHERE state = 2;",
+	/* The names step stays the last one: test_input replays it on a database rolled back one
+	 * step, as an older release left it. New steps go before it (and renumber it). */
+	/* 10 -> 11: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
+	 * to a reader, so certificate names, live API token names and truststore aliases are unique
+	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
+	 * same way; the case given is kept for display. A database that already holds two
+	 * such names fails this step, and migrate() names them (name_clashes).
+	 * And a CN that names no host is no domain (item 14): an older release listed the CN of
+	 * a certificate without SAN DNS names as its domain whatever it was ("token signer
+	 * 2026"). Stored domains with a character no host name has are dropped (none of them
+	 * could cover a service's domain, which is always letters, digits, hyphens and dots),
+	 * and the list's domain follows.
+	 * And DNs print as UTF-8 (item 12): the rows whose stored DN text holds a \XX escape are
+	 * listed in dn_refresh for store_dn_refresh, which rewrites them from their DER (SQL
+	 * cannot) at the first open and drops the list. */
+	"CREATE UNIQUE INDEX certificates_name_nocase ON certificates(name COLLATE NOCASE);"
+	"CREATE UNIQUE INDEX api_tokens_name_nocase ON api_tokens(name COLLATE NOCASE)"
+	" WHERE revoked_at = 0;"
+	"DROP INDEX api_tokens_name;"
+	"CREATE UNIQUE INDEX truststore_alias_nocase ON truststore(alias COLLATE NOCASE);"
+	"DELETE FROM certificate_domains WHERE domain GLOB '*[^a-z0-9._*-]*';"
+	"UPDATE certificates SET primary_domain = coalesce((SELECT domain FROM"
+	" certificate_domains d WHERE d.cert_id = certificates.id ORDER BY position LIMIT 1), '')"
+	" WHERE primary_domain GLOB '*[^a-z0-9._*-]*';"
+	"CREATE TABLE dn_refresh (tbl INTEGER NOT NULL, id INTEGER NOT NULL,"
+	" PRIMARY KEY (tbl, id)) STRICT, WITHOUT ROWID;"
+	"INSERT INTO dn_refresh SELECT 1, id FROM certificates"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 2, id FROM certificate_versions"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 3, id FROM truststore"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 4, id FROM crls WHERE issuer GLOB '*\\[0-9A-F][0-9A-F]*';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -101,6 +101,9 @@ int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
 /* Room for element n of the array arr (cap elements of size bytes): arr itself while it has
  * room, else arr grown (doubled, at least 8 elements), *cap updated; NULL when out of memory
  * (arr is then untouched). */
+/* %q% for LIKE ... ESCAPE '\', so that %, _ and \ in q match themselves (malloc'd; NULL
+ * when out of memory). */
+char *store_like_pattern(const char *q);
 void *store_grow(void *arr, size_t *cap, size_t n, size_t size);
 
 /* Reads the text column 0 of every row stmt gives with ?1 = id into a new array (*ret NULL
@@ -110,7 +113,9 @@ void store_strings_free(char **v, size_t n);
 /* Runs sql (?1 = id, ?2 = position, ?3 = the string) once for each of v, in order. */
 int store_insert_strings(sqlite3 *db, const char *sql, int64_t id, char *const *v, size_t n);
 
-/* Adds an item to c->detail's comma-separated list, ending it with "..." when full. */
+/* Adds an item to c->detail's list, after sep (", " for store_conflict_append), ending it
+ * with "..." when full. */
+void store_conflict_append_sep(struct cv_conflict *c, const char *item, const char *sep);
 void store_conflict_append(struct cv_conflict *c, const char *item);
 /* 0 when names cover every one of domains; else CV_ERR_DOMAIN_NOT_COVERED with the service
  * and the domains left uncovered in c. */
@@ -143,6 +148,13 @@ int store_cert_environments_set_on(sqlite3 *db, int64_t cert_id, char *const *na
 				   struct cv_conflict *c);
 int store_cert_environments_on(sqlite3 *db, int64_t cert_id, char ***ret, size_t *ret_n);
 int store_cert_allows_environment_on(sqlite3 *db, int64_t cert_id, const char *environment);
+/* certs.c: 1 when a certificate or a pending certificate holds the name, 0 when none does,
+ * or CV_ERR_DB. */
+int store_name_exists(sqlite3 *db, const char *name);
+/* Inserts rec as a row in state with its domains, environments and tags, on the caller's
+ * transaction; *ret_id its id. 0, CV_ERR_UNKNOWN_ENVIRONMENT (in conflict) or CV_ERR_DB. */
+int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
+			 int64_t *ret_id, struct cv_conflict *conflict);
 
 /* The domains of a certificate and of a service, in order (?1 = its id). */
 #define STORE_CERT_DOMAINS_SQL \

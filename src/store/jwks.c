@@ -311,3 +311,60 @@ int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_rec
 	store_return(store, conn);
 	return r;
 }
+
+int cv_store_jwk_page(struct cv_store *store, int64_t cert_id, const char *after,
+		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n)
+{
+	struct store_conn *conn = store_borrow(store);
+	struct cv_jwk_record *recs = NULL, *grown;
+	sqlite3_stmt *stmt = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r;
+
+	if (limit < 1 || limit > 1000) {
+		r = CV_ERR_BAD_REQUEST;
+		goto out;
+	}
+	/* kid is the primary key: the page is one range of it, by cert_id's index when one
+	 * certificate's are asked for. */
+	rc = sqlite3_prepare_v2(conn->db,
+				"SELECT " JWK_COLS " FROM jwks WHERE (?1 = 0 OR cert_id = ?1)"
+				" AND kid > ?2 ORDER BY kid LIMIT ?3",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, cert_id);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 2, after != NULL ? after : "");
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 3, limit);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		grown = store_grow(recs, &cap, n, sizeof(*recs));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		recs = grown;
+		r = read_jwk(stmt, &recs[n]);
+		if (r < 0)
+			goto out;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	*ret_recs = recs;
+	*ret_n = n;
+	recs = NULL;
+	n = 0;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, conn);
+	cv_store_jwks_free(recs, n);
+	return r;
+}

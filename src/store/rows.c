@@ -137,7 +137,7 @@ out:
 	return r;
 }
 
-void store_conflict_append(struct cv_conflict *c, const char *item)
+void store_conflict_append_sep(struct cv_conflict *c, const char *item, const char *sep)
 {
 	static const char more[] = ", ...";
 	size_t len, add;
@@ -148,12 +148,17 @@ void store_conflict_append(struct cv_conflict *c, const char *item)
 	/* Once cut, the list stays cut. */
 	if (len >= strlen(more) && strcmp(c->detail + len - strlen(more), more) == 0)
 		return;
-	add = (len > 0 ? 2 : 0) + strlen(item);
+	add = (len > 0 ? strlen(sep) : 0) + strlen(item);
 	if (len + add + strlen(more) >= sizeof(c->detail)) {
 		snprintf(c->detail + len, sizeof(c->detail) - len, "%s", len > 0 ? more : "...");
 		return;
 	}
-	snprintf(c->detail + len, sizeof(c->detail) - len, "%s%s", len > 0 ? ", " : "", item);
+	snprintf(c->detail + len, sizeof(c->detail) - len, "%s%s", len > 0 ? sep : "", item);
+}
+
+void store_conflict_append(struct cv_conflict *c, const char *item)
+{
+	store_conflict_append_sep(c, item, ", ");
 }
 
 int store_check_covered(char *const *names, size_t n_names, char *const *domains,

@@ -280,3 +280,83 @@ int cv_store_trust_remove(struct cv_store *store, const char *alias,
 	store_return(store, conn);
 	return r;
 }
+
+/* Substring search over what a person knows a CA by; '\' escapes LIKE's wildcards. */
+#define TRUST_Q_WHERE                                                                    \
+	" AND (:q IS NULL OR alias LIKE :q ESCAPE '\\' OR subject LIKE :q ESCAPE '\\'"     \
+	" OR issuer LIKE :q ESCAPE '\\' OR serial LIKE :q ESCAPE '\\'"                      \
+	" OR sha256_fingerprint LIKE :q ESCAPE '\\')"
+
+/* Binds :q to pattern, or NULL: no search. */
+static int bind_q(sqlite3_stmt *stmt, const char *pattern)
+{
+	int idx = sqlite3_bind_parameter_index(stmt, ":q");
+
+	return pattern != NULL ? store_bind_text(stmt, idx, pattern) : sqlite3_bind_null(stmt, idx);
+}
+
+int cv_store_trust_search(struct cv_store *store, const char *q, const char *after,
+			  unsigned limit, struct cv_trust_record **ret_recs, size_t *ret_n,
+			  int64_t *ret_total)
+{
+	char *pattern = NULL;
+	static const char page_sql[] = "SELECT " TRUST_COLS " FROM truststore"
+				       " WHERE alias > :after" TRUST_Q_WHERE
+				       " ORDER BY alias LIMIT :limit";
+	static const char count_sql[] = "SELECT count(*) FROM truststore WHERE 1" TRUST_Q_WHERE;
+	struct store_conn *conn;
+	sqlite3_stmt *stmt;
+	int rc, r;
+
+	*ret_recs = NULL;
+	*ret_n = 0;
+	if (limit < 1 || limit > 1001)
+		return CV_ERR_BAD_REQUEST;
+	if (q != NULL && (pattern = store_like_pattern(q)) == NULL)
+		return CV_ERR_NOMEM;
+	conn = store_borrow(store);
+	/* The page and its total from one snapshot. */
+	r = store_read_begin(conn);
+	if (r < 0)
+		goto out;
+	r = store_prepare(conn, page_sql, &stmt);
+	if (r < 0)
+		goto out;
+	/* Every alias is greater than "": the first page. */
+	rc = store_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":after"),
+			     after != NULL ? after : "");
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":limit"),
+					(sqlite3_int64)limit);
+	if (rc == SQLITE_OK)
+		rc = bind_q(stmt, pattern);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = read_all(stmt, ret_recs, ret_n);
+	if (r < 0)
+		goto out;
+	r = store_prepare(conn, count_sql, &stmt);
+	if (r < 0)
+		goto out;
+	rc = bind_q(stmt, pattern);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	*ret_total = sqlite3_column_int64(stmt, 0);
+	r = 0;
+out:
+	r = store_read_end(conn, r);
+	store_return(store, conn);
+	free(pattern);
+	if (r < 0 && *ret_recs != NULL) {
+		cv_store_trust_free(*ret_recs, *ret_n);
+		*ret_recs = NULL;
+		*ret_n = 0;
+	}
+	return r;
+}

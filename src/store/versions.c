@@ -36,6 +36,7 @@ out:
 /* Every check of a supersede, on db inside the caller's transaction. */
 static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct cv_conflict *c)
 {
+	int uncovered = 0;
 	const struct cv_cert_record *next = req->next;
 	sqlite3_stmt *cur = NULL, *users = NULL, *older = NULL, *doms = NULL;
 	char **domains = NULL, service[65];
@@ -128,23 +129,43 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 			goto out;
 		}
 	}
-	/* Every service using it must stay covered. */
+	/* Every service using it must stay covered: every one that would not be is named,
+	 * each with its domains ("a.example.com, b.example.com (web); c.example.com (api)"),
+	 * c->service the first. */
 	while ((rc = sqlite3_step(users)) == SQLITE_ROW) {
+		struct cv_conflict one = { "", "", 0, 0 };
+
 		r = store_copy_text(users, 1, service, sizeof(service));
 		if (r == 0)
 			r = store_load_strings(doms, sqlite3_column_int64(users, 0), &domains,
 					       &n_domains);
 		if (r == 0)
 			r = store_check_covered(next->domains, next->n_domains, domains, n_domains,
-						service, c);
+						service, &one);
 		store_strings_free(domains, n_domains);
 		domains = NULL;
 		n_domains = 0;
+		if (r == CV_ERR_DOMAIN_NOT_COVERED) {
+			char item[sizeof(one.detail) + sizeof(service) + 8];
+
+			if (!uncovered && c != NULL) {
+				snprintf(c->service, sizeof(c->service), "%s", service);
+				c->detail[0] = '\0';
+			}
+			uncovered = 1;
+			snprintf(item, sizeof(item), "%s (%s)", one.detail, service);
+			store_conflict_append_sep(c, item, "; ");
+			continue;
+		}
 		if (r < 0)
 			goto out;
 	}
 	if (rc != SQLITE_DONE) {
 		r = store_err(rc);
+		goto out;
+	}
+	if (uncovered) {
+		r = CV_ERR_DOMAIN_NOT_COVERED;
 		goto out;
 	}
 	/* Last: the choice for the JWKs is asked once nothing else stands in the way. */
@@ -222,11 +243,23 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 			rc = sqlite3_bind_int64(stmt, i, next->not_before);
 		else if (strcmp(p, ":not_after") == 0)
 			rc = sqlite3_bind_int64(stmt, i, next->not_after);
-		else if (strcmp(p, ":key_label") == 0)
-			rc = store_bind_text(stmt, i, next->key_label);
+		else if (strcmp(p, ":updated_by") == 0)
+			rc = store_bind_text(stmt, i, next->updated_by);
+		else if (strcmp(p, ":rev_status") == 0)
+			rc = store_bind_text(stmt, i, next->revocation_status);
+		else if (strcmp(p, ":rev_source") == 0)
+			rc = store_bind_text(stmt, i, next->revocation_source);
+		else if (strcmp(p, ":rev_detail") == 0)
+			rc = store_bind_text(stmt, i, next->revocation_detail);
+		else if (strcmp(p, ":rev_at") == 0)
+			rc = sqlite3_bind_int64(stmt, i, next->revocation_checked_at);
 		else if (strcmp(p, ":key_id") == 0)
 			rc = sqlite3_bind_blob(stmt, i, next->key_id, (int)sizeof(next->key_id),
 					       SQLITE_STATIC);
+		else if (strcmp(p, ":key_origin") == 0)
+			rc = sqlite3_bind_int64(stmt, i, (int64_t)next->key_origin);
+		else if (strcmp(p, ":key_label") == 0)
+			rc = store_bind_text(stmt, i, next->key_label);
 		else
 			rc = SQLITE_MISUSE; /* a statement below names a value not bound here */
 	}
@@ -244,7 +277,7 @@ out:
  * the key's thumbprint, alg and use, so it is the same key published the same way.
  * *ret_outcome says which; CV_JWK_MADE when there is no such JWK to take over. */
 static int jwk_take_over(sqlite3 *db, const struct cv_supersede *req, size_t i,
-			 enum cv_jwk_outcome *ret_outcome)
+			 enum cv_jwk_fate *ret_outcome)
 {
 	int r;
 
@@ -306,7 +339,7 @@ static int jwk_make(sqlite3 *db, const struct cv_supersede *req, size_t i)
 /* Carries out the caller's choice for the linked JWKs (already checked to be req->linked). */
 static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
 {
-	enum cv_jwk_outcome outcome;
+	enum cv_jwk_fate outcome;
 	size_t i;
 	int r = 0;
 
@@ -351,20 +384,26 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 	static const char *const steps[] = {
 		"INSERT INTO certificate_versions (cert_id, version, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, not_before,"
-		" not_after, key_id, key_state, current_from, current_until, ended_by, key_label)"
+		" not_after, key_id, key_state, current_from, current_until, ended_by, key_origin,"
+		" key_label)"
 		" SELECT id, version, cert_der, chain_pem, subject, issuer, serial,"
 		" sha256_fingerprint, key_description, not_before, not_after, key_id,"
-		" :key_state, current_since, :now, :ended,"
-		" CASE WHEN key_label = '' THEN name ELSE key_label END"
+		" :key_state, current_since, :now, :ended, key_origin,"
+		" coalesce(nullif(key_label, ''), name)"
 		" FROM certificates WHERE id = :id",
 		"UPDATE certificates SET cert_der = :cert_der, chain_pem = :chain_pem,"
 		" subject = :subject, issuer = :issuer, serial = :serial,"
 		" sha256_fingerprint = :fp, key_description = :key_desc, primary_domain = :primary,"
 		" not_before = :not_before, not_after = :not_after, key_id = :key_id,"
-		" key_label = :key_label,"
-		" version = version + 1, current_since = :now, updated_at = :now WHERE id = :id",
+		" version = version + 1, current_since = :now, updated_at = :now,"
+		" key_origin = :key_origin, key_label = nullif(:key_label, ''),"
+		" updated_by = :updated_by, revocation_status = :rev_status,"
+		" revocation_source = :rev_source, revocation_detail = :rev_detail,"
+		" revocation_checked_at = :rev_at WHERE id = :id",
 		"DELETE FROM certificate_domains WHERE cert_id = :id",
 		"DELETE FROM key_journal WHERE key_id = :key_id",
+		/* A renewal by generate: its key waited in a pending row, which the merge ends. */
+		"DELETE FROM pending_certificates WHERE key_id = :key_id",
 	};
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
@@ -433,13 +472,12 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 	static const char sql[] =
 		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
 		" not_before, not_after, key_id, 0, current_since, 0, 0,"
-		" CASE WHEN key_label = '' THEN name ELSE key_label END"
+		" coalesce(nullif(key_label, ''), name)"
 		" FROM certificates WHERE id = ?1"
 		" UNION ALL "
 		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
 		" not_before, not_after, key_id, key_state, current_from, current_until, ended_by,"
-		" CASE WHEN key_label = '' THEN (SELECT name FROM certificates WHERE id = ?1)"
-		" ELSE key_label END"
+		" coalesce(nullif(key_label, ''), (SELECT name FROM certificates WHERE id = ?1))"
 		" FROM certificate_versions WHERE cert_id = ?1"
 		" ORDER BY 1 DESC";
 	struct store_conn *conn = store_borrow(store);
@@ -618,6 +656,60 @@ out:
 	return r;
 }
 
+int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int64_t version,
+				   unsigned char **ret_der, size_t *ret_len, char **ret_chain_pem)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3_stmt *stmt = NULL;
+	unsigned char *der = NULL;
+	char *chain = NULL;
+	const void *blob;
+	int rc, r, n;
+
+	rc = sqlite3_prepare_v2(conn->db,
+				"SELECT cert_der, chain_pem FROM certificate_versions"
+				" WHERE cert_id = ?1 AND version = ?2",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, cert_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, version);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r < 0)
+		goto out;
+	blob = sqlite3_column_blob(stmt, 0);
+	n = sqlite3_column_bytes(stmt, 0);
+	if (blob == NULL || n <= 0) {
+		r = CV_ERR_DB;
+		goto out;
+	}
+	der = malloc((size_t)n);
+	if (der == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	memcpy(der, blob, (size_t)n);
+	r = store_dup_text(stmt, 1, &chain);
+	if (r < 0)
+		goto out;
+	*ret_der = der;
+	*ret_len = (size_t)n;
+	*ret_chain_pem = chain;
+	der = NULL;
+	chain = NULL;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, conn);
+	free(der);
+	free(chain);
+	return r;
+}
+
 int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN_ID_LEN],
 			    size_t *ret_n)
 {
@@ -629,7 +721,8 @@ int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN
 		"SELECT key_id FROM certificates WHERE key_id IS NOT NULL"
 		" UNION SELECT key_id FROM certificate_versions"
 		"  WHERE key_state <> 2 AND key_id IS NOT NULL"
-		" UNION SELECT key_id FROM key_journal ORDER BY 1";
+		" UNION SELECT key_id FROM key_journal"
+		" UNION SELECT key_id FROM pending_certificates ORDER BY 1";
 	struct store_conn *conn = store_borrow(store);
 	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
 	sqlite3_stmt *stmt = NULL;

@@ -739,6 +739,7 @@ const char *cv_token_op_name(enum cv_token_op op)
 		[CV_TOKEN_OP_CREATE_OBJECT] = "create_object",
 		[CV_TOKEN_OP_DESTROY_OBJECT] = "destroy_object",
 		[CV_TOKEN_OP_TOKEN_INFO] = "token_info",
+		[CV_TOKEN_OP_GENERATE_KEY_PAIR] = "generate_key_pair",
 	};
 
 	if ((unsigned)op >= CV_TOKEN_OP_COUNT)

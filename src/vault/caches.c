@@ -22,6 +22,13 @@ int cv_vault_caches_init(struct cv_vault *v)
 		free(c);
 		return CV_ERR_NOMEM;
 	}
+	if (pthread_mutex_init(&c->totals.lock, NULL) != 0) {
+		pthread_mutex_destroy(&c->jwks.lock);
+	pthread_mutex_destroy(&c->totals.lock);
+		cv_x509_info_cache_free(c->info);
+		free(c);
+		return CV_ERR_NOMEM;
+	}
 	v->caches = c;
 	return 0;
 }

@@ -1,4 +1,5 @@
 /* Certificate use cases: import, details, edit, delete, export. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -191,6 +192,12 @@ static int parse_material(struct cv_vault *v, const struct cv_import_request *re
 	STACK_OF(X509) *more = NULL;
 	int r;
 
+	if (req->wrapped_private_key != NULL && (req->pkcs12 != NULL || req->private_key != NULL))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a wrapped key comes alone: send no "
+				     "\"private_key\" or \"pkcs12\" with \"wrapped_key\"");
+	if (req->token_key != NULL && (req->pkcs12 != NULL || req->private_key != NULL))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the key is in the token already: "
+				     "send the certificate (and its chain) only");
 	if (req->url != NULL)
 		return material_from_url(v, req, ret_cert, ret_chain, err);
 	if (req->pkcs12 != NULL) {
@@ -211,6 +218,25 @@ static int parse_material(struct cv_vault *v, const struct cv_import_request *re
 				       ret_cert, err);
 	if (r < 0)
 		return r;
+	if (*ret_key != NULL && req->token_key != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
+				     "private key: the key is in the token already");
+	if (*ret_key != NULL && req->wrapped_private_key != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
+				     "private key: send it wrapped or not at all");
+	if (req->token_key != NULL) {
+		if (!EVP_PKEY_up_ref(req->token_key))
+			return CV_ERR_INTERNAL;
+		*ret_key = req->token_key;
+	}
+	/* A wrapped key is never decoded here: the checks see the certificate's own public
+	 * key, and the token proves the unwrapped key matches it (vault_key_unwrap). */
+	if (req->wrapped_private_key != NULL) {
+		*ret_key = X509_get_pubkey(*ret_cert);
+		if (*ret_key == NULL)
+			return cv_errmsg_set(err, CV_ERR_UNSUPPORTED_KEY, "the certificate's public "
+					     "key cannot be read");
+	}
 	if (*ret_key != NULL && req->private_key != NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
 				     "private key already: send no other");
@@ -393,6 +419,20 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 	r = record_from_cert(req, cert, key, chain, info, now, &rec);
 	if (r < 0)
 		goto out;
+	/* The details keep who did it and what the check found, with the row it made. */
+	if (audit != NULL) {
+		snprintf(rec->created_by, sizeof(rec->created_by), "%s", audit->entry.actor_name);
+		snprintf(rec->updated_by, sizeof(rec->updated_by), "%s", audit->entry.actor_name);
+	}
+	if (ret_rev != NULL) {
+		snprintf(rec->revocation_status, sizeof(rec->revocation_status), "%s",
+			 cv_revocation_status_name(ret_rev->status));
+		snprintf(rec->revocation_source, sizeof(rec->revocation_source), "%s",
+			 ret_rev->source);
+		snprintf(rec->revocation_detail, sizeof(rec->revocation_detail), "%s",
+			 ret_rev->detail);
+		rec->revocation_checked_at = now;
+	}
 	*ret_rec = rec;
 	*ret_key = key;
 	rec = NULL;
@@ -465,6 +505,9 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	/* The pending row names the key before it exists, so a crash between the two steps
 	 * leaves something the reconciler can find and undo. */
+	cv_key_label(rec->name, 1, rec->key_label);
+	if (req->wrapped_private_key != NULL)
+		rec->key_origin = CV_KEY_ORIGIN_UNWRAPPED;
 	r = cv_store_cert_insert_pending(v->store, rec, &conflict);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
@@ -480,9 +523,14 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	}
 	pending = 1;
 	cv_fault_point("import.after_pending_row");
-	r = key != NULL ? cv_token_key_create(v->token, key, rec->name, rec->key_id,
-					      sizeof(rec->key_id), err)
-			: 0;
+	/* A public certificate has no key: none is created. */
+	if (key == NULL)
+		r = 0;
+	else if (req->wrapped_private_key != NULL)
+		r = vault_key_unwrap(v, req, key, rec, err);
+	else
+		r = cv_token_key_create(v->token, key, rec->key_label, rec->key_id,
+					sizeof(rec->key_id), err);
 	if (r < 0)
 		goto out;
 	/* The import's commit: the record goes with it. */
@@ -534,8 +582,15 @@ int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **r
 
 void cv_vault_cert_view_free(struct cv_cert_view *view)
 {
+	size_t i;
+
 	if (view == NULL)
 		return;
+
+	for (i = 0; view->chain != NULL && i < view->chain_length; i++)
+		cv_x509_info_free(view->chain[i]);
+	free(view->chain);
+	cv_store_jwks_free(view->jwks, view->n_jwks);
 	cv_store_cert_free(view->rec);
 	cv_x509_info_free(view->info);
 	free(view);
@@ -546,11 +601,154 @@ uint64_t cv_vault_certs_generation(struct cv_vault *v)
 	return cv_store_certs_generation(v->store);
 }
 
+/* The details of each intermediate stored with a certificate, into view->chain (as many as
+ * view->chain_length, which is set to what was read). The vault wrote the text, so a
+ * failure is the database's content gone wrong. */
+/* The details of each certificate of chain into a new *ret_infos (*ret_n of them, each
+ * freed with cv_x509_info_free, the array with free). */
+static int infos_of(STACK_OF(X509) *chain, struct cv_x509_info ***ret_infos, size_t *ret_n)
+{
+	size_t i, n = chain != NULL ? (size_t)sk_X509_num(chain) : 0;
+	int r;
+
+	*ret_n = 0;
+	*ret_infos = calloc(n > 0 ? n : 1, sizeof(**ret_infos));
+	if (*ret_infos == NULL)
+		return CV_ERR_NOMEM;
+	for (i = 0; i < n; i++) {
+		r = cv_x509_info_new(sk_X509_value(chain, (int)i), &(*ret_infos)[i]);
+		if (r < 0)
+			return r;
+		*ret_n = i + 1;
+	}
+	return 0;
+}
+
+static int chain_infos(const char *pem, struct cv_cert_view *view, struct cv_errmsg *err)
+{
+	STACK_OF(X509) *chain = NULL;
+	int r;
+
+	view->chain_length = 0;
+	if (pem == NULL || pem[0] == '\0')
+		return 0;
+	r = cv_x509_chain_parse(pem, strlen(pem), CV_ENC_PEM, &chain, err);
+	if (r < 0)
+		return cv_errmsg_set(err, CV_ERR_DB, "the stored chain cannot be read");
+	r = infos_of(chain, &view->chain, &view->chain_length);
+	if (r < 0)
+		cv_errmsg_set(err, r == CV_ERR_NOMEM ? r : CV_ERR_DB,
+			      "the stored chain cannot be read");
+	sk_X509_pop_free(chain, X509_free);
+	return r;
+}
+
+void cv_vault_cert_preview_free(struct cv_cert_preview *p)
+{
+	size_t i;
+
+	if (p == NULL)
+		return;
+	for (i = 0; p->chain != NULL && i < p->chain_length; i++)
+		cv_x509_info_free(p->chain[i]);
+	free(p->chain);
+	cv_x509_info_free(p->info);
+	free(p);
+}
+
+static void preview_problem(void *arg, int code, const char *message)
+{
+	struct cv_cert_preview *p = arg;
+	struct cv_preview_problem *pp;
+
+	if (p->n_problems == CV_PREVIEW_PROBLEMS_MAX)
+		return;
+	pp = &p->problems[p->n_problems++];
+	pp->code = code;
+	snprintf(pp->message, sizeof(pp->message), "%s", message != NULL ? message : "");
+}
+
+int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
+			  struct cv_cert_preview **ret_preview, struct cv_errmsg *err)
+{
+	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures,
+					  req->allow_upcoming };
+	struct cv_cert_preview *p;
+	struct cv_cert_record *existing = NULL;
+	struct cv_errmsg why = { "" };
+	STACK_OF(X509) *chain = NULL;
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return CV_ERR_NOMEM;
+	/* The name, as the import judges it; a name in use is a problem like any other. */
+	if (vault_check_name(req->name, &why) < 0)
+		preview_problem(p, CV_ERR_INVALID_NAME, why.text);
+	else if (strcmp(req->name, "summary") == 0)
+		preview_problem(p, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
+	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX)
+		preview_problem(p, CV_ERR_BAD_REQUEST, "description is too long");
+	/* What parses is shown even when the rest does not (a key with a wrong password
+	 * still lets the certificate be seen). */
+	r = parse_material(v, req, &cert, &key, &chain, &why);
+	if (r < 0)
+		preview_problem(p, r, why.text);
+	p->has_key = key != NULL;
+	if (cert != NULL) {
+		r = cv_x509_info_new(cert, &p->info);
+		if (r == 0)
+			r = infos_of(chain, &p->chain, &p->chain_length);
+		if (r == CV_ERR_NOMEM)
+			goto out;
+		if (r < 0)
+			preview_problem(p, CV_ERR_BAD_ENCODING, "the certificate's fields cannot be read");
+		else if (cv_x509_check_import_all(cert, key, chain, &policy, preview_problem, p) < 0) {
+			r = CV_ERR_INTERNAL;
+			goto out;
+		}
+		if (p->info != NULL) {
+			r = vault_revocation_check(v, cert, p->info->issuer, chain, now, &p->rev,
+						   &why);
+			if (r == CV_ERR_REVOKED || r == CV_ERR_REVOCATION_UNKNOWN)
+				preview_problem(p, r, why.text);
+			else if (r < 0) {
+				r = cv_errmsg_set(err, r, "%s", why.text);
+				goto out;
+			}
+			p->rev_checked = 1;
+		}
+	}
+	/* Last, as the import finds it: when its row would be written. */
+	if (vault_check_name(req->name, &why) == 0) {
+		r = cv_store_cert_get(v->store, req->name, &existing);
+		if (r == 0)
+			preview_problem(p, CV_ERR_NAME_TAKEN, "a certificate of that name exists");
+		else if (r != CV_ERR_NOT_FOUND) {
+			r = cv_errmsg_set(err, r, "the database could not be read");
+			goto out;
+		}
+	}
+	*ret_preview = p;
+	p = NULL;
+	r = 0;
+out:
+	cv_store_cert_free(existing);
+	cv_vault_cert_preview_free(p);
+	sk_X509_pop_free(chain, X509_free);
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	return r;
+}
+
 int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 		      struct cv_cert_view **ret_view, struct cv_errmsg *err)
 {
 	struct cv_cert_view *view;
 	X509 *cert = NULL;
+	size_t i;
 	int r;
 
 	view = calloc(1, sizeof(*view));
@@ -572,6 +770,18 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 	/* The vault wrote the chain (chain_to_pem): its blocks need not be decoded to be
 	 * counted. */
 	view->chain_length = cv_x509_pem_cert_count(view->rec->chain_pem);
+	r = chain_infos(view->rec->chain_pem, view, err);
+	if (r < 0)
+		goto out;
+	r = cv_store_jwk_page(v->store, view->rec->id, NULL, 1000, &view->jwks, &view->n_jwks);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the database could not be read");
+		goto out;
+	}
+	for (i = 0; i < view->n_jwks; i++)
+		if (view->jwks[i].state == CV_JWK_ACTIVE)
+			view->n_active_jwks++;
+	view->served = v->served != NULL && strcmp(v->served, view->rec->name) == 0;
 	view->status = cv_status_at((time_t)view->rec->not_before, (time_t)view->rec->not_after,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);
@@ -771,6 +981,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	struct cv_cert_record *rec = NULL;
 	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_jwk_record *linked = NULL;
+	struct cv_pending_record *pending = NULL;
 	const char *confirm = jwk->confirm;
 	size_t n_linked = 0;
 	int r, by_name;
@@ -785,6 +996,14 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 	if (r < 0)
 		goto out;
 	cv_audit_fingerprint(audit, rec->sha256_fingerprint);
+	/* A renewal by generate waits with a key of its own: cancelled first, by choice. */
+	if (cv_store_pending_get(v->store, name, &pending) == 0) {
+		cv_store_pending_free(pending);
+		r = cv_errmsg_set(err, CV_ERR_IN_USE, "a renewal of %s waits for its certificate: "
+				  "cancel it first (DELETE /v1/certificates/%s/pending)", name,
+				  name);
+		goto out;
+	}
 	if (jwk->action != CV_JWK_ACTION_NONE)
 		vault_audit_changes(audit, json_pack("{s:s}", "jwk_action",
 						     jwk->action == CV_JWK_ACTION_DELETE
@@ -889,6 +1108,15 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 			 unsigned char **ret_body, size_t *ret_len,
 			 const char **ret_content_type, struct cv_errmsg *err)
 {
+	return cv_vault_cert_export_version(v, name, 0, format, ret_body, ret_len,
+					    ret_content_type, err);
+}
+
+int cv_vault_cert_export_version(struct cv_vault *v, const char *name, int64_t version,
+				 enum cv_export_format format, unsigned char **ret_body,
+				 size_t *ret_len, const char **ret_content_type,
+				 struct cv_errmsg *err)
+{
 	struct cv_cert_record *rec = NULL;
 	json_t *jwk = NULL;
 	X509 *cert = NULL;
@@ -899,6 +1127,31 @@ int cv_vault_cert_export(struct cv_vault *v, const char *name, enum cv_export_fo
 	r = vault_lookup(v, name, &rec, err);
 	if (r < 0)
 		goto out;
+	/* An older version: its own certificate and chain in place of the current ones;
+	 * everything below reads only those. */
+	if (version != 0 && version != rec->version) {
+		unsigned char *der = NULL;
+		char *chain = NULL;
+
+		r = version > 0 && version < rec->version
+			    ? cv_store_cert_version_material(v->store, rec->id, version, &der,
+							     &len, &chain)
+			    : CV_ERR_NOT_FOUND;
+		if (r == CV_ERR_NOT_FOUND) {
+			cv_errmsg_set(err, r, "%s has versions 1 to %lld", name,
+				      (long long)rec->version);
+			goto out;
+		}
+		if (r < 0) {
+			cv_errmsg_set(err, r, "the database could not be read");
+			goto out;
+		}
+		free(rec->cert_der);
+		free(rec->chain_pem);
+		rec->cert_der = der;
+		rec->cert_der_len = len;
+		rec->chain_pem = chain;
+	}
 	if (format == CV_EXPORT_DER) {
 		*ret_body = rec->cert_der;
 		*ret_len = rec->cert_der_len;
@@ -1008,6 +1261,7 @@ int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_repor
 		       struct cv_errmsg *err)
 {
 	struct reconcile rc = { v, ret_report, err };
+	unsigned expired;
 	int r;
 
 	memset(ret_report, 0, sizeof(*ret_report));
@@ -1018,6 +1272,10 @@ int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_repor
 	r = cv_store_cert_foreach_unsettled(v->store, reconcile_cert, &rc);
 	if (r == 0)
 		r = cv_store_keys_unsettled_foreach(v->store, reconcile_key, &rc);
+	/* Expired pending certificates are left to the first sweep: the reconciler has no
+	 * clock of its own (0 sees none expired). */
+	if (r == 0)
+		r = vault_pending_reconcile(v, 0, &ret_report->generates_undone, &expired, err);
 	return r;
 }
 
@@ -1030,6 +1288,56 @@ int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
 	r = cv_store_cert_list(v->store, filter, ret_page);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
+			     int64_t *ret_total, struct cv_errmsg *err)
+{
+	struct vault_totals_cache *c = v->caches != NULL ? &v->caches->totals : NULL;
+	char key[sizeof(c->slots[0].key)];
+	uint64_t gen;
+	unsigned i;
+	int n, r;
+
+	filter->soon_seconds = v->soon_seconds;
+	/* Everything the count depends on but the clock and the data, which the slot keeps
+	 * beside it; the generation is read before the count, so a change committed during it
+	 * only makes the slot older than it could be. */
+	n = snprintf(key, sizeof(key), "%u|%d|%d|%d|%s|%s|%s|%s|%s", filter->status_mask,
+		     filter->has_status, (int)filter->status, filter->in_use,
+		     filter->q != NULL ? filter->q : "\x01",
+		     filter->domain != NULL ? filter->domain : "\x01",
+		     filter->domain_wildcard != NULL ? filter->domain_wildcard : "\x01",
+		     filter->environment != NULL ? filter->environment : "\x01",
+		     filter->service != NULL ? filter->service : "\x01");
+	if (n < 0 || (size_t)n >= sizeof(key))
+		c = NULL; /* too long to keep: counted every time */
+	gen = cv_store_certs_generation(v->store);
+	if (c != NULL) {
+		pthread_mutex_lock(&c->lock);
+		for (i = 0; i < VAULT_TOTALS; i++)
+			if (c->slots[i].valid && c->slots[i].gen == gen &&
+			    c->slots[i].now == filter->now && strcmp(c->slots[i].key, key) == 0) {
+				*ret_total = c->slots[i].total;
+				pthread_mutex_unlock(&c->lock);
+				return 0;
+			}
+		pthread_mutex_unlock(&c->lock);
+	}
+	r = cv_store_cert_list_total(v->store, filter, ret_total);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	if (c != NULL) {
+		pthread_mutex_lock(&c->lock);
+		i = c->next++ % VAULT_TOTALS;
+		c->slots[i].valid = 1;
+		c->slots[i].gen = gen;
+		c->slots[i].now = filter->now;
+		c->slots[i].total = *ret_total;
+		memcpy(c->slots[i].key, key, (size_t)n + 1);
+		pthread_mutex_unlock(&c->lock);
+	}
 	return 0;
 }
 

@@ -22,7 +22,24 @@ struct vault_jwks_cache {
 	char tag[65];
 };
 
+/* The list's totals by filter, valid while the store's certificate generation and the
+ * second (statuses move with the clock) are what they were: a poller paging through, or
+ * many asking for the same first page, count once a second, not once a request. */
+#define VAULT_TOTALS 16
+struct vault_totals_cache {
+	pthread_mutex_t lock;
+	unsigned next;
+	struct {
+		int valid;
+		uint64_t gen;
+		int64_t now;
+		int64_t total;
+		char key[1400];
+	} slots[VAULT_TOTALS];
+};
+
 struct vault_caches {
+	struct vault_totals_cache totals;
 	struct cv_x509_info_cache *info;
 	struct vault_jwks_cache jwks;
 };
@@ -95,5 +112,18 @@ int vault_jwk_choice_required(const char *name, const struct cv_jwk_record *link
 /* The JWK of a stored certificate (x5c with its chain), alg and use NULL for the defaults. */
 int vault_cert_jwk(const struct cv_cert_record *rec, const char *alg, const char *use,
 		   json_t **ret_jwk, struct cv_errmsg *err);
+
+/* The key of a wrapped import into the token under rec's id and label: req's kid must name
+ * the wrapping key (else CV_ERR_UNWRAP_FAILED), the token unwraps, and a signature made with
+ * the new key must verify with cert_key (else CV_ERR_KEY_MISMATCH, the key destroyed).
+ * Sets rec->key_origin. On failure nothing is left in the token. */
+int vault_key_unwrap(struct cv_vault *v, const struct cv_import_request *req,
+		     EVP_PKEY *cert_key, struct cv_cert_record *rec, struct cv_errmsg *err);
+
+/* The start-up part of the pending certificates' reconciliation (generate.c): rows left
+ * creating or cancelling lose their key and go (*ret_undone), expired ones are swept
+ * (*ret_expired). */
+int vault_pending_reconcile(struct cv_vault *v, int64_t now, unsigned *ret_undone,
+			    unsigned *ret_expired, struct cv_errmsg *err);
 
 #endif

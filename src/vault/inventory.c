@@ -91,6 +91,7 @@ static int cert_item(struct cv_inventory *inv, const struct cv_cert_record *rec,
 			return cv_errmsg_set(err, r, "the key URI of %s does not fit", rec->name);
 		it->key_uri = inv->key_uri;
 	}
+	it->key_origin = rec->is_public ? NULL : cv_key_origin_name(rec->key_origin);
 	if (!(inv->what & CV_INVENTORY_DETAILS))
 		return 0;
 	it->n_kids = rec->n_kids;

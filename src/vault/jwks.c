@@ -134,6 +134,39 @@ out:
 	return r;
 }
 
+int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *after,
+		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n,
+		      int *ret_more, struct cv_errmsg *err)
+{
+	struct cv_cert_record *rec = NULL;
+	int64_t cert_id = 0;
+	int r;
+
+	*ret_recs = NULL;
+	*ret_n = 0;
+	if (after != NULL && (r = check_kid(after, err)) < 0)
+		return r;
+	if (certificate != NULL) {
+		r = vault_lookup(v, certificate, &rec, err);
+		if (r < 0)
+			return r;
+		cert_id = rec->id;
+		cv_store_cert_free(rec);
+	}
+	/* One more than asked says whether a next page exists. */
+	r = cv_store_jwk_page(v->store, cert_id, after, limit + 1, ret_recs, ret_n);
+	if (r == CV_ERR_BAD_REQUEST)
+		return cv_errmsg_set(err, r, "limit must be from 1 to 999");
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	*ret_more = *ret_n > limit;
+	if (*ret_more) {
+		free((*ret_recs)[limit].jwk); /* the one record past the page; the array stays */
+		*ret_n = limit;
+	}
+	return 0;
+}
+
 int cv_vault_jwk_get(struct cv_vault *v, const char *kid, struct cv_jwk_record **ret_rec,
 		     struct cv_errmsg *err)
 {

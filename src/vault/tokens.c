@@ -310,6 +310,7 @@ int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
 	memcpy(ret->id, t.id, sizeof(ret->id));
 	memcpy(ret->name, t.name, sizeof(ret->name));
 	ret->role = t.role;
+	ret->expires_at = t.expires_at;
 	return 0;
 }
 
@@ -350,7 +351,7 @@ static int write_private_file(const char *path, const char *text, struct cv_errm
 int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 			     int *ret_created, struct cv_errmsg *err)
 {
-	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN };
+	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN, 0 };
 	char secret[CV_API_TOKEN_LEN + 2];
 	struct cv_api_token t;
 	struct cv_audit audit;

@@ -260,6 +260,39 @@ int cv_vault_trust_get(struct cv_vault *v, const char *alias, struct cv_trust_re
 	return 0;
 }
 
+int cv_vault_trust_list(struct cv_vault *v, const char *q, const char *after, unsigned limit,
+			struct cv_trust_record **ret_recs, size_t *ret_n, int *ret_more,
+			int64_t *ret_total, struct cv_errmsg *err)
+{
+	int r;
+
+	/* One more than asked says whether a next page exists. */
+	r = cv_store_trust_search(v->store, q, after, limit + 1, ret_recs, ret_n, ret_total);
+	if (r == CV_ERR_BAD_REQUEST)
+		return cv_errmsg_set(err, r, "limit must be from 1 to 1000");
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	*ret_more = *ret_n > limit;
+	for (; *ret_n > limit; (*ret_n)--)
+		free((*ret_recs)[*ret_n - 1].cert_der);
+	return 0;
+}
+
+int cv_vault_cert_info(struct cv_vault *v, const unsigned char *der, size_t len,
+		       struct cv_x509_info **ret_info)
+{
+	X509 *cert = NULL;
+	int r;
+
+	if (v->caches != NULL)
+		return cv_x509_info_cached(v->caches->info, der, len, ret_info);
+	r = cv_x509_cert_from_der(der, len, &cert);
+	if (r == 0)
+		r = cv_x509_info_new(cert, ret_info);
+	X509_free(cert);
+	return r;
+}
+
 int cv_vault_trust_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
 			  struct cv_errmsg *err)
 {
@@ -438,5 +471,161 @@ int cv_vault_cert_chain_trusted(struct cv_vault *v, const char *name, int64_t no
 	sk_X509_pop_free(trusted, X509_free);
 	X509_free(cert);
 	cv_store_cert_free(rec);
+	return r;
+}
+
+void cv_vault_trust_preview_free(struct cv_trust_preview *p)
+{
+	size_t i;
+
+	if (p == NULL)
+		return;
+	for (i = 0; p->infos != NULL && i < p->n; i++)
+		cv_x509_info_free(p->infos[i]);
+	free(p->infos);
+	free(p->aliases);
+	free(p);
+}
+
+static void trust_problem(struct cv_trust_preview *p, int code, const char *message)
+{
+	struct cv_preview_problem *pp;
+
+	if (p->n_problems == CV_PREVIEW_PROBLEMS_MAX)
+		return;
+	pp = &p->problems[p->n_problems++];
+	pp->code = code;
+	snprintf(pp->message, sizeof(pp->message), "%s", message);
+}
+
+/* The checks of trust_record and of the insert on entry i, each on its own. */
+static int trust_entry_checks(struct cv_vault *v, struct cv_trust_preview *p, size_t i,
+			      int64_t now)
+{
+	const struct cv_x509_info *info = p->infos[i];
+	struct cv_trust_record *found = NULL;
+	struct cv_errmsg why = { "" };
+	size_t n_found = 0;
+	int64_t total = 0;
+	int r;
+
+	if (check_alias(p->aliases[i], &why) < 0)
+		trust_problem(p, CV_ERR_INVALID_NAME, why.text);
+	if (!info->is_ca) {
+		cv_errmsg_set(&why, CV_ERR_NOT_CA, "entry %zu (%.200s) is not a CA certificate: a "
+			      "truststore holds CAs", i + 1, info->subject);
+		trust_problem(p, CV_ERR_NOT_CA, why.text);
+	}
+	if ((int64_t)info->not_before > now) {
+		cv_errmsg_set(&why, CV_ERR_NOT_YET_VALID, "entry %zu (%.200s) is not valid yet",
+			      i + 1, info->subject);
+		trust_problem(p, CV_ERR_NOT_YET_VALID, why.text);
+	}
+	if ((int64_t)info->not_after < now) {
+		cv_errmsg_set(&why, CV_ERR_EXPIRED, "entry %zu (%.200s) has expired", i + 1,
+			      info->subject);
+		trust_problem(p, CV_ERR_EXPIRED, why.text);
+	}
+	/* The insert's two refusals, as it would find them. */
+	if (cv_name_valid(p->aliases[i])) {
+		r = cv_store_trust_get(v->store, p->aliases[i], &found, &n_found);
+		cv_store_trust_free(found, n_found);
+		found = NULL;
+		if (r == 0) {
+			cv_errmsg_set(&why, CV_ERR_NAME_TAKEN, "the alias %s is taken", p->aliases[i]);
+			trust_problem(p, CV_ERR_NAME_TAKEN, why.text);
+		} else if (r != CV_ERR_NOT_FOUND) {
+			return r;
+		}
+	}
+	r = cv_store_trust_search(v->store, info->sha256_fingerprint, NULL, 1, &found, &n_found,
+				  &total);
+	if (r < 0)
+		return r;
+	if (n_found > 0 && strcmp(found[0].sha256_fingerprint, info->sha256_fingerprint) == 0) {
+		cv_errmsg_set(&why, CV_ERR_SAME_CERTIFICATE, "entry %zu is already trusted as %s",
+			      i + 1, found[0].alias);
+		trust_problem(p, CV_ERR_SAME_CERTIFICATE, why.text);
+	}
+	cv_store_trust_free(found, n_found);
+	return 0;
+}
+
+int cv_vault_trust_preview(struct cv_vault *v, const struct cv_trust_add *req, int64_t now,
+			   struct cv_trust_preview **ret_preview, struct cv_errmsg *err)
+{
+	struct cv_trust_preview *p;
+	struct cv_errmsg why = { "" };
+	STACK_OF(X509) *certs = NULL;
+	size_t i, n;
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return CV_ERR_NOMEM;
+	if (req->n_aliases == 0 && check_alias(req->alias != NULL ? req->alias : "", &why) < 0)
+		trust_problem(p, CV_ERR_INVALID_NAME, why.text);
+	/* What cannot be read or fetched leaves nothing more to judge. */
+	r = certificates_of(v, req, &certs, &why);
+	if (r == CV_ERR_NOMEM)
+		goto out;
+	if (r < 0) {
+		trust_problem(p, r, why.text);
+		goto done;
+	}
+	n = (size_t)sk_X509_num(certs);
+	if (req->n_aliases > 0 && req->n_aliases != n) {
+		cv_errmsg_set(&why, CV_ERR_BAD_REQUEST,
+			      "%zu aliases for %zu certificates: give one for each", req->n_aliases,
+			      n);
+		trust_problem(p, CV_ERR_BAD_REQUEST, why.text);
+	}
+	p->aliases = calloc(n > 0 ? n : 1, sizeof(*p->aliases));
+	p->infos = calloc(n > 0 ? n : 1, sizeof(*p->infos));
+	if (p->aliases == NULL || p->infos == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		/* The alias each entry would get, as trust_record names it. */
+		if (req->n_aliases > 0)
+			snprintf(p->aliases[i], sizeof(p->aliases[i]), "%s",
+				 i < req->n_aliases ? req->aliases[i] : "");
+		else if (n == 1)
+			snprintf(p->aliases[i], sizeof(p->aliases[i]), "%s",
+				 req->alias != NULL ? req->alias : "");
+		else {
+			/* alias-N may not fit: then the check names it too long, as the add
+			 * would. */
+			char longer[96];
+
+			snprintf(longer, sizeof(longer), "%.64s-%zu",
+				 req->alias != NULL ? req->alias : "", i + 1);
+			snprintf(p->aliases[i], sizeof(p->aliases[i]), "%.64s", longer);
+			if (strlen(longer) >= sizeof(p->aliases[i]))
+				trust_problem(p, CV_ERR_INVALID_NAME, "an alias-N is longer than 64 "
+					      "characters");
+		}
+		r = cv_x509_info_new(sk_X509_value(certs, (int)i), &p->infos[i]);
+		if (r < 0) {
+			cv_errmsg_set(&why, r, "entry %zu: the certificate's fields cannot be read",
+				      i + 1);
+			trust_problem(p, r, why.text);
+			break;
+		}
+		p->n = i + 1;
+		r = trust_entry_checks(v, p, i, now);
+		if (r < 0) {
+			cv_errmsg_set(err, r, "the database could not be read");
+			goto out;
+		}
+	}
+done:
+	*ret_preview = p;
+	p = NULL;
+	r = 0;
+out:
+	cv_vault_trust_preview_free(p);
+	sk_X509_pop_free(certs, X509_free);
 	return r;
 }

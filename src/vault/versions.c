@@ -132,8 +132,8 @@ static int supersede_refused(int r, const struct cv_supersede *sup, const char *
 	}
 	case CV_ERR_DOMAIN_NOT_COVERED:
 		return cv_errmsg_set(err, r,
-				     "the new certificate does not cover %s, which service %s uses",
-				     c->detail, c->service);
+				     "the new certificate does not cover every domain of the "
+				     "services using it: %s", c->detail);
 	default:
 		return vault_write_errmsg(err, r, "the database refused the new version");
 	}
@@ -236,7 +236,7 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 
 /* The answer's account of the linked JWKs (see cv_vault_cert_supersede). */
 static json_t *jwk_outcomes_json(const struct jwk_plan *p, enum cv_jwk_action action,
-				 const enum cv_jwk_outcome *outcomes)
+				 const enum cv_jwk_fate *outcomes)
 {
 	static const char *const lists[] = { "made", "reactivated", "adopted", "updated",
 					      "superseded", "disconnected" };
@@ -278,13 +278,72 @@ static json_t *jwk_outcomes_json(const struct jwk_plan *p, enum cv_jwk_action ac
 	return o;
 }
 
+void cv_jwk_outcome_release(struct cv_jwk_outcome *o)
+{
+	free(o->old_kids);
+	free(o->new_kids);
+	memset(o, 0, sizeof(*o));
+}
+
+/* The outcome of a plan that was carried out: copies of its kids. */
+static int jwk_outcome_of(const struct jwk_plan *plan, enum cv_jwk_action action,
+			  struct cv_jwk_outcome *o)
+{
+	size_t n = plan->n > 0 ? plan->n : 1;
+
+	memset(o, 0, sizeof(*o));
+	o->action = plan->n > 0 ? action : CV_JWK_ACTION_NONE;
+	o->old_kids = calloc(n, sizeof(*o->old_kids));
+	o->new_kids = calloc(n, sizeof(*o->new_kids));
+	if (o->old_kids == NULL || o->new_kids == NULL) {
+		cv_jwk_outcome_release(o);
+		return CV_ERR_NOMEM;
+	}
+	o->n = plan->n;
+	if (plan->n > 0) {
+		memcpy(o->old_kids, plan->kids, plan->n * sizeof(*o->old_kids));
+		if (action == CV_JWK_ACTION_UPDATE)
+			memcpy(o->new_kids, plan->new_kids, plan->n * sizeof(*o->new_kids));
+	}
+	return 0;
+}
+
+static int supersede(struct cv_vault *v, struct cv_audit *audit, enum cv_version_end kind,
+		     const struct cv_import_request *req, const struct cv_version_ref *ref,
+		     const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+		     struct cv_revocation *ret_rev, json_t **ret_json, struct cv_jwk_outcome *ret_out,
+		     struct cv_errmsg *err);
+
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
 			    json_t **ret_jwks, struct cv_errmsg *err)
 {
-	enum cv_jwk_outcome *outcomes = NULL;
+	return supersede(v, audit, kind, req, ref, jwk, now, ret_previous, ret_rev, ret_jwks, NULL,
+			 err);
+}
+
+int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
+				   enum cv_version_end kind, const struct cv_import_request *req,
+				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
+				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
+				   json_t **ret_json, struct cv_jwk_outcome *ret_jwks,
+				   struct cv_errmsg *err)
+{
+	return supersede(v, audit, kind, req, ref, jwk, now, ret_previous, ret_rev, ret_json,
+			 ret_jwks, err);
+}
+
+/* cv_vault_cert_supersede: the linked JWKs' account as JSON in *ret_json and as an outcome
+ * in *ret_out (either NULL: not wanted). */
+static int supersede(struct cv_vault *v, struct cv_audit *audit, enum cv_version_end kind,
+		     const struct cv_import_request *req, const struct cv_version_ref *ref,
+		     const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+		     struct cv_revocation *ret_rev, json_t **ret_json, struct cv_jwk_outcome *ret_out,
+		     struct cv_errmsg *err)
+{
+	enum cv_jwk_fate *outcomes = NULL;
 	struct cv_revocation rev;
 	struct jwk_plan plan = { 0 };
 	struct cv_cert_record *cur = NULL, *next = NULL;
@@ -334,8 +393,15 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	}
 	sup.destroy_old_key = !cur->is_public && v->destroy_superseded_keys;
-	/* The new key is made under the name the certificate has now. */
-	snprintf(next->key_label, sizeof(next->key_label), "%s", cur->name);
+	/* The version's own label, so that no hand-written URI matches two versions' keys. */
+	cv_key_label(cur->name, cur->version + 1, next->key_label);
+	if (req->token_key != NULL) {
+		/* The merge of a renewal by generate: the key waits in the token already, under
+		 * the label it was generated with. */
+		memcpy(next->key_id, req->token_key_id, sizeof(next->key_id));
+		snprintf(next->key_label, sizeof(next->key_label), "%s", req->token_key_label);
+		next->key_origin = CV_KEY_ORIGIN_GENERATED;
+	}
 	sup.next = next;
 	r = jwk_plan_make(v, cur, next, jwk, &plan, err);
 	if (r < 0)
@@ -372,6 +438,15 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		r = cv_token_check(v->token, err);
 		if (r < 0)
 			goto out;
+	}
+	if (req->token_key != NULL) {
+		/* Its pending row names it until the commit ends the row. */
+		if (!cv_token_key_exists(v->token, next->key_id, sizeof(next->key_id))) {
+			r = cv_errmsg_set(err, CV_ERR_TOKEN, "the generated key of %s is not in "
+					  "the token", cur->name);
+			goto out;
+		}
+	} else if (key != NULL) {
 		/* The journal names the key before it exists: a crash before the commit
 		 * leaves a key the reconciler finds and destroys. */
 		r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);
@@ -381,7 +456,7 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 		}
 		journaled = 1;
 		cv_fault_point("supersede.after_journal");
-		r = cv_token_key_create(v->token, key, cur->name, next->key_id,
+		r = cv_token_key_create(v->token, key, next->key_label, next->key_id,
 					sizeof(next->key_id), err);
 		if (r < 0)
 			goto out;
@@ -402,8 +477,11 @@ int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 	}
 	/* A failure above leaves the old key 'destroying': the next start destroys it. */
 	*ret_previous = sup.version;
-	if (ret_jwks != NULL)
-		*ret_jwks = jwk_outcomes_json(&plan, jwk->action, outcomes);
+	if (ret_json != NULL)
+		*ret_json = jwk_outcomes_json(&plan, jwk->action, outcomes);
+	/* The change is made: an outcome that cannot be told (no memory) says none. */
+	if (ret_out != NULL && jwk_outcome_of(&plan, jwk->action, ret_out) < 0)
+		memset(ret_out, 0, sizeof(*ret_out));
 	r = 0;
 out:
 	if (created && vault_key_destroy(v, next->key_id, &ignored) < 0)
@@ -461,8 +539,9 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 		/* A public certificate's versions never had a key in the token. */
 		if (versions[i].key_state == CV_KEY_IN_TOKEN && !cur->is_public) {
 			r = cv_token_key_uri(v->token, versions[i].key_id, CV_TOKEN_ID_LEN,
-					     versions[i].key_label, vv->key_uri,
-					     sizeof(vv->key_uri));
+					     versions[i].key_label[0] != '\0' ?
+					     versions[i].key_label : cur->name,
+					     vv->key_uri, sizeof(vv->key_uri));
 			if (r < 0)
 				goto out;
 		}

@@ -257,3 +257,44 @@ out:
 	ERR_clear_error();
 	return r;
 }
+
+int cv_x509_check_import_all(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
+			     const struct cv_x509_policy *policy,
+			     void (*problem)(void *arg, int code, const char *message), void *arg)
+{
+	struct cv_errmsg err = { "" };
+	const EVP_PKEY *cert_key;
+	int n = 0;
+
+	if (cert == NULL || policy == NULL || problem == NULL)
+		return CV_ERR_INTERNAL;
+	/* Each check on its own, so that one problem does not hide the next: the same checks,
+	 * in the same order, as cv_x509_check_import. */
+#define CHECK(call)                                                                      \
+	do {                                                                             \
+		int r_ = (call);                                                         \
+		if (r_ < 0) {                                                            \
+			problem(arg, r_, err.text);                                      \
+			n++;                                                             \
+		}                                                                        \
+	} while (0)
+	cert_key = X509_get0_pubkey(cert);
+	if (cert_key == NULL)
+		CHECK(cv_errmsg_set(&err, CV_ERR_UNSUPPORTED_KEY,
+				    "the certificate's public key cannot be read"));
+	if (key != NULL)
+		CHECK(key_supported(key, "", &err));
+	if (cert_key != NULL)
+		CHECK(key_supported(cert_key, "the certificate's public key: ", &err));
+	CHECK(validity(cert, policy->now, policy->allow_upcoming, &err));
+	CHECK(names_within_limit(cert, &err));
+	if (!policy->allow_weak_signatures)
+		CHECK(signature_strong(cert, &err));
+	if (key != NULL && cert_key != NULL && EVP_PKEY_eq(cert_key, key) != 1)
+		CHECK(cv_errmsg_set(&err, CV_ERR_KEY_MISMATCH,
+				    "private key does not match the certificate"));
+	CHECK(chain_all_ca(chain, &err));
+#undef CHECK
+	ERR_clear_error();
+	return n;
+}

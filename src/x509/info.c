@@ -613,3 +613,35 @@ int cv_x509_pubkey_pem(X509 *cert, char **ret_pem, size_t *ret_len)
 {
 	return write_pem(cert, 1, ret_pem, ret_len);
 }
+
+const char *cv_x509_signature_algorithm_readable(const char *name)
+{
+	/* OpenSSL's long names of the algorithms a certificate is seen signed with, as a
+	 * person reads them in a browser's certificate viewer. */
+	static const struct {
+		const char *ln, *readable;
+	} names[] = {
+		{ "md5WithRSAEncryption", "MD5 with RSA" },
+		{ "sha1WithRSAEncryption", "SHA-1 with RSA" },
+		{ "sha224WithRSAEncryption", "SHA-224 with RSA" },
+		{ "sha256WithRSAEncryption", "SHA-256 with RSA" },
+		{ "sha384WithRSAEncryption", "SHA-384 with RSA" },
+		{ "sha512WithRSAEncryption", "SHA-512 with RSA" },
+		{ "rsassaPss", "RSA-PSS" },
+		{ "ecdsa-with-SHA1", "ECDSA with SHA-1" },
+		{ "ecdsa-with-SHA224", "ECDSA with SHA-224" },
+		{ "ecdsa-with-SHA256", "ECDSA with SHA-256" },
+		{ "ecdsa-with-SHA384", "ECDSA with SHA-384" },
+		{ "ecdsa-with-SHA512", "ECDSA with SHA-512" },
+		{ "ED25519", "Ed25519" },
+		{ "ED448", "Ed448" },
+		{ "dsaWithSHA1", "DSA with SHA-1" },
+		{ "dsa_with_SHA256", "DSA with SHA-256" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(names[i].ln, name) == 0)
+			return names[i].readable;
+	return name;
+}

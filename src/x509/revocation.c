@@ -188,8 +188,8 @@ void cv_x509_crl_judge(X509 *cert, X509_CRL *crl, time_t now, long skew, const c
 	    rev != NULL) {
 		if (x509_time_epoch(X509_REVOKED_get0_revocationDate(rev), &at) < 0)
 			at = 0;
-		verdict(ret, CV_REV_REVOKED, source, "revoked on %s (reason %d)",
-			utc_text(at, when), revoked_reason(rev));
+		verdict(ret, CV_REV_REVOKED, source, "revoked on %s (reason %s)",
+			utc_text(at, when), cv_x509_crl_reason_name(revoked_reason(rev)));
 		ret->reason = revoked_reason(rev);
 		ret->revoked_at = at;
 		return;
@@ -413,8 +413,8 @@ void cv_x509_ocsp_judge(const unsigned char *der, size_t len, X509 *cert, X509 *
 	case V_OCSP_CERTSTATUS_REVOKED:
 		if (revtime == NULL || x509_time_epoch(revtime, &t_rev) < 0)
 			t_rev = 0;
-		verdict(ret, CV_REV_REVOKED, source, "revoked on %s (reason %d)",
-			utc_text(t_rev, when), reason);
+		verdict(ret, CV_REV_REVOKED, source, "revoked on %s (reason %s)",
+			utc_text(t_rev, when), cv_x509_crl_reason_name(reason));
 		ret->reason = reason;
 		ret->revoked_at = t_rev;
 		break;
@@ -428,4 +428,21 @@ out:
 	sk_X509_free(extra);
 	OCSP_BASICRESP_free(bs);
 	OCSP_RESPONSE_free(resp);
+}
+
+const char *cv_x509_crl_reason_name(int reason)
+{
+	/* RFC 5280 5.3.1's names; 7 is not used. */
+	static const char *const names[] = {
+		"unspecified",	    "keyCompromise",	  "cACompromise",
+		"affiliationChanged", "superseded",	   "cessationOfOperation",
+		"certificateHold",    NULL,		   "removeFromCRL",
+		"privilegeWithdrawn", "aACompromise",
+	};
+
+	if (reason < 0)
+		return "none given";
+	if ((size_t)reason >= sizeof(names) / sizeof(names[0]) || names[reason] == NULL)
+		return "unknown";
+	return names[reason];
 }

@@ -26,6 +26,7 @@ import unittest
 import urllib.parse
 
 from harness import CERTVAULTD, SOFTHSM_MODULE, Material, VaultTestCase, run
+from test_generate import LocalCA
 
 DOMAIN = "crash.example.com"
 DESTROY_OLD = {"CERTVAULT_POLICY_DESTROY_SUPERSEDED_KEYS": "true"}
@@ -93,13 +94,18 @@ class CrashCase(VaultTestCase):
         then still there), and a destroyed version's key is gone. Returns the rows' names."""
         self.assertEqual(self.db_rows("SELECT name, state FROM certificates WHERE state != 1"),
                          [])
+        # A pending certificate (a generated key waiting for its certificate) is settled
+        # only when ready; it holds its key like a certificate.
+        self.assertEqual(self.db_rows("SELECT name, state FROM pending_certificates"
+                                      " WHERE state != 1"), [])
         self.assertEqual(self.db_rows("SELECT hex(key_id) FROM key_journal"), [])
         self.assertEqual(self.db_rows("SELECT version FROM certificate_versions"
                                       " WHERE key_state = 1"), [])
         held = collections.Counter(
             k.lower() for (k,) in self.db_rows(
                 "SELECT hex(key_id) FROM certificates UNION ALL"
-                " SELECT hex(key_id) FROM certificate_versions WHERE key_state = 0"))
+                " SELECT hex(key_id) FROM certificate_versions WHERE key_state = 0 UNION ALL"
+                " SELECT hex(key_id) FROM pending_certificates"))
         gone = {k.lower() for (k,) in self.db_rows(
             "SELECT hex(key_id) FROM certificate_versions WHERE key_state = 2")}
         objects = token_key_objects(self.vault)
@@ -150,6 +156,7 @@ class FaultPointTest(CrashCase):
                           "builds are); the Debug builds run them")
         self.materials = [self.material("fp-%d" % i, san=DOMAIN) for i in range(2)]
         self.n = 0
+        self.ca = LocalCA(self.tmp, "ca-%s" % self._testMethodName)
 
     def restart(self, extra_env):
         self.assertEqual(self.vault.stop(), 0, self.vault.log())
@@ -163,6 +170,19 @@ class FaultPointTest(CrashCase):
             body = {"name": "ci", "certificate": old.cert, "private_key": old.key}
             return "ci", ("POST", "/v1/certificates", body), None
         name = "c%s-%d" % (path[:3], self.n)
+        gen = {"key": "p256", "subject": "CN=" + DOMAIN, "dns_names": [DOMAIN]}
+        if path in ("generate", "selfsigned"):
+            if path == "selfsigned":
+                gen.update(self_signed=True, days=90)
+            return name, ("POST", "/v1/certificates", {"name": name, "generate": gen}), None
+        if path in ("merge", "cancel"):
+            st, _, body = self.vault.request("POST", "/v1/certificates",
+                                             {"name": name, "generate": gen})
+            self.assertEqual(st, 201, body)
+            if path == "cancel":
+                return name, ("DELETE", "/v1/certificates/%s/pending" % name, None), None
+            return name, ("POST", "/v1/certificates/%s/certificate" % name,
+                          {"certificate": self.ca.issue(body["csr"])}), None
         st, _, body = self.vault.import_cert(name, old)
         self.assertEqual(st, 201, body)
         fp = body["fingerprints"]["sha256"]
@@ -201,6 +221,33 @@ class FaultPointTest(CrashCase):
     def check_path(self, path, name, fp_before, seq):
         """The change is whole or absent, and the audit trail says which."""
         st, _, cert = self.vault.request("GET", "/v1/certificates/" + name)
+        action = "certificate." + path
+        if path in ("generate", "selfsigned", "merge", "cancel"):
+            self.assertIn(st, (200, 404), cert)
+            pending = st == 200 and cert.get("status") == "pending"
+            if path == "generate":
+                done = pending
+                self.assertIn(st, (200, 404), cert)
+                self.assertTrue(st == 404 or pending, cert)
+            elif path == "selfsigned":
+                done = st == 200
+                self.assertFalse(pending, cert)
+                action = "certificate.generate"
+            elif path == "merge":
+                self.assertEqual(st, 200, cert)
+                done = not pending
+            else:
+                done = st == 404
+                self.assertTrue(done or pending, cert)
+                action = "certificate.pending_cancel"
+            if done and path in ("selfsigned", "merge"):
+                self.assertEqual(cert["key"]["origin"], "generated", cert)
+                self.assertTrue(cert["key"]["pkcs11_uri"], cert)
+            records = [r for r in self.audit_after(seq)
+                       if r["action"] == action and r["target"] == name]
+            self.assertEqual(len(records), 1 if done else 0, records)
+            self.assertAuditIntact()
+            return done
         if path == "import":
             done = st == 200
             self.assertIn(st, (200, 404), cert)
@@ -237,7 +284,8 @@ class FaultPointTest(CrashCase):
     def test_every_fault_point_of_every_write_path(self):
         outcomes = collections.defaultdict(set)
         walked = 0
-        for path in ("import", "renew", "replace", "delete"):
+        for path in ("import", "renew", "replace", "delete", "generate", "selfsigned", "merge",
+                     "cancel"):
             env = KEEP_OLD if path == "delete" else DESTROY_OLD
             self.restart(env)
             for point, paths in self.points:
@@ -256,9 +304,12 @@ class FaultPointTest(CrashCase):
                         st, _, body = self.vault.request(
                             "DELETE", "/v1/certificates/ci?confirm=delete")
                         self.assertEqual(st, 200, body)
-        # Every path was cut both before its commit (undone) and after (finished).
-        for path in ("import", "renew", "replace", "delete"):
+        # Every path was cut both before its commit (undone) and after (finished). A
+        # cancel's first write is its point of no return: it is always finished.
+        for path in ("import", "renew", "replace", "delete", "generate", "selfsigned",
+                     "merge"):
             self.assertEqual(outcomes[path], {False, True}, (path, outcomes[path]))
+        self.assertEqual(outcomes["cancel"], {True})
         self.assertGreaterEqual(walked, sum(len(p) for _, p in self.points))
         self.assertIn("recovered from an interrupted run", self.vault.whole_log())
 

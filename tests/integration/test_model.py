@@ -253,7 +253,7 @@ class EditTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(st, 200, body)
         self.assertEqual((body["name"], body["description"]), ("rn-new", "renamed"))
         # The key keeps the label it was made with, and its URI names it.
-        self.assertEqual(body["key"]["label"], "rn-old")
+        self.assertEqual(body["key"]["label"], "rn-old.v1")
         self.assertEqual(body["key"]["pkcs11_uri"], before["key"]["pkcs11_uri"])
         self.assertIn("object=rn-old", body["key"]["pkcs11_uri"])
         self.assertError(self.vault.request("GET", "/v1/certificates/rn-old"), 404,
@@ -406,8 +406,8 @@ class RotationTest(ServiceHelpers, VaultTestCase):
         start = time.monotonic()
         st, _, body = self.supersede("ro", m2, "replace", jwk_action="update", confirm="ro")
         self.assertEqual(st, 200, body)
-        k2 = body["jwks"]["made"][0]
-        self.assertEqual(body["jwks"]["superseded"], [k1["kid"]])
+        k2 = body["jwk_outcome"]["made"][0]
+        self.assertEqual(body["jwk_outcome"]["superseded"], [k1["kid"]])
         doc = self.published()
         # Only judged when this read surely came within the retention (a loaded machine
         # may take long; the leaving below holds whatever the delay).
@@ -441,7 +441,7 @@ class RotationTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(st, 201, k2)
         st, _, body = self.supersede("pa", nxt, "replace", jwk_action="update", confirm="pa")
         self.assertEqual(st, 200, body)
-        self.assertEqual(body["jwks"]["adopted"], [k2["kid"]])
+        self.assertEqual(body["jwk_outcome"]["adopted"], [k2["kid"]])
         self.assertEqual(self.jwk(k2["kid"])["certificate"], "pa")
         self.assertEqual(self.jwk(k1["kid"])["superseded_by"], k2["kid"])
 
@@ -453,20 +453,20 @@ class RotationTest(ServiceHelpers, VaultTestCase):
         m2 = self.material("rb2", san="rb.example.com")
         st, _, body = self.supersede("rb", m2, "replace", jwk_action="update", confirm="rb")
         self.assertEqual(st, 200, body)
-        k2 = body["jwks"]["made"][0]
+        k2 = body["jwk_outcome"]["made"][0]
         st, _, body = self.supersede("rb", m1, "replace", jwk_action="update", confirm="rb")
         self.assertEqual(st, 200, body)
         self.assertEqual(body["version"], 3)
-        self.assertEqual(body["jwks"]["reactivated"], [k1["kid"]])
-        self.assertEqual(body["jwks"]["superseded"], [k2])
-        self.assertEqual(body["jwks"]["made"], [])
+        self.assertEqual(body["jwk_outcome"]["reactivated"], [k1["kid"]])
+        self.assertEqual(body["jwk_outcome"]["superseded"], [k2])
+        self.assertEqual(body["jwk_outcome"]["made"], [])
         got = self.jwk(k1["kid"])
         self.assertEqual((got["state"], got["superseded_by"]), ("active", None), got)
         self.assertEqual(self.jwk(k2)["state"], "superseded")
         self.assertIn(k1["kid"], self.published())
         # And forward again.
         st, _, body = self.supersede("rb", m2, "replace", jwk_action="update", confirm="rb")
-        self.assertEqual((st, body["jwks"]["reactivated"]), (200, [k2]), body)
+        self.assertEqual((st, body["jwk_outcome"]["reactivated"]), (200, [k2]), body)
 
 
 class ReceiveFromUrlTest(VaultTestCase):

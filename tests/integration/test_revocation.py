@@ -225,12 +225,16 @@ class OfflineTest(VaultTestCase):
         msg = self.assertError(self.vault.request("POST", "/v1/certificates",
                                                   self.bad.body(name="bad")), 422, "revoked")
         self.assertIn("crl:CN=Offline Issuing CA", msg)
-        self.assertIn("reason 1", msg)  # keyCompromise
+        self.assertIn("reason keyCompromise", msg)  # RFC 5280 names, not codes
         st, _, body = self.vault.request("POST", "/v1/certificates", self.good.body(name="good"))
         self.assertEqual(st, 201, body)
         self.assertEqual(body["revocation"], {"status": "good",
                                               "source": "crl:CN=Offline Issuing CA",
-                                              "detail": body["revocation"]["detail"]})
+                                              "detail": body["revocation"]["detail"],
+                                              "checked_at": body["revocation"]["checked_at"]})
+        # The details keep the check that let it in, with its time.
+        st, _, details = self.vault.request("GET", "/v1/certificates/good")
+        self.assertEqual(details["revocation"], body["revocation"])
         self.assertNotIn("warnings", body)
         # Replace and renew check the new certificate too.
         self.assertError(self.vault.request("POST", "/v1/certificates/good/replace",

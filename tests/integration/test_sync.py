@@ -118,7 +118,7 @@ class TestSyncWithNginx(VaultTestCase):
         self.agent_log = open(os.path.join(self.tmp, "agent.log"), "ab")
         self.agent = subprocess.Popen(
             [CLI, "sync", "--service", "site", "--dir", self.dir, "--format", "nginx",
-             "--pin-source", self.pin_source, "--interval", "1s", "--exec", exec_cmd],
+             "--pin-source", self.pin_source, "--exec", exec_cmd],
             env=self.cli_env, stdout=self.agent_log, stderr=self.agent_log)
 
     def stop_agent(self):
@@ -196,6 +196,8 @@ class TestSyncWithNginx(VaultTestCase):
         renewed_at = time.time()
         v2 = self.renew("web", 1)
         served_at = self.wait_served(v2, 10)
+        # The agent long-polls the service (its --interval is the default 30 s): the renewal
+        # reaches nginx in about a second, not an interval.
         self.assertLess(served_at - renewed_at, 5.0, self.agent_output())
         self.assertTrue(os.path.exists(os.path.join(self.dir, "site.crt.prev")))
         self.assertEqual(file_fingerprint(os.path.join(self.dir, "site.crt.prev")), v1)
@@ -226,6 +228,43 @@ class TestSyncWithNginx(VaultTestCase):
         p = self.sync("--once", "--exec", self.reload_cmd())
         self.assertIn("reloaded", p.stderr.decode())
         self.wait_served(v4, 10)
+
+    def test_long_poll(self):
+        """GET /v1/services/{name}?wait=N with If-None-Match: held while unchanged, answered
+        304 when the wait is over, 200 at once when the service's certificate changes."""
+        import threading
+        m = self.material("lp", san="lp.example.com")
+        self.assertEqual(self.vault.import_cert("lp", m)[0], 201)
+        self.assertEqual(self.vault.request("PUT", "/v1/services/lp-site", {
+            "environment": "production", "domains": ["lp.example.com"]})[0], 201)
+        self.assertEqual(self.vault.request("PUT", "/v1/services/lp-site/certificate",
+                                            {"certificate": "lp"})[0], 200)
+        st, h, _ = self.vault.request("GET", "/v1/services/lp-site")
+        etag = h["etag"]
+        started = time.time()
+        st, _, _ = self.vault.request("GET", "/v1/services/lp-site?wait=2",
+                                      headers={"If-None-Match": etag})
+        self.assertEqual(st, 304)
+        self.assertGreaterEqual(time.time() - started, 1.9)
+        # Without If-None-Match (or with another tag) the answer is at once.
+        started = time.time()
+        st, _, _ = self.vault.request("GET", "/v1/services/lp-site?wait=20")
+        self.assertEqual(st, 200)
+        self.assertLess(time.time() - started, 5)
+        st, _, body = self.vault.request("GET", "/v1/services/lp-site?wait=0",
+                                         headers={"If-None-Match": etag})
+        self.assertEqual(st, 400, body)
+        # A renewal while a poll waits: answered 200 with the new version long before its end.
+        m2 = self.material("lp2", san="lp.example.com")
+        threading.Timer(1.0, lambda: self.vault.request(
+            "POST", "/v1/certificates/lp/renew",
+            {"certificate": m2.cert, "private_key": m2.key})).start()
+        started = time.time()
+        st, _, body = self.vault.request("GET", "/v1/services/lp-site?wait=20",
+                                         headers={"If-None-Match": etag})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["certificate"]["version"], 2)
+        self.assertLess(time.time() - started, 10)
 
     def test_usage(self):
         for args in ([], ["--service", "site"], ["--service", "site", "--dir", "relative"],

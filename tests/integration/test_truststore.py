@@ -49,6 +49,15 @@ class TruststoreTest(VaultTestCase):
         fp = run(["openssl", "x509", "-in", self.root.cert_path, "-noout", "-fingerprint",
                   "-sha256"]).stdout.decode().strip().split("=", 1)[1]
         self.assertEqual(item["sha256_fingerprint"], fp)
+        # Issue 16 item 13: an entry has the view every certificate has.
+        self.assertEqual(item["fingerprints"]["sha256"], fp)
+        self.assertRegex(item["fingerprints"]["sha1"], r"^([0-9A-F]{2}:){19}[0-9A-F]{2}$")
+        self.assertEqual(item["public_key"]["type"], "EC")
+        self.assertEqual(item["public_key"]["bits"], 256)
+        self.assertEqual(item["public_key"]["curve"], "P-256")
+        self.assertEqual(item["signature_algorithm"], "ecdsa-with-SHA256")
+        self.assertEqual(item["signature_algorithm_name"], "ECDSA with SHA-256")
+        self.assertTrue(item["is_ca"])
         st, _, again = self.vault.request("GET", "/v1/truststore/ts-one")
         self.assertEqual((st, again), (200, item))
         st, _, listed = self.vault.request("GET", "/v1/truststore")
@@ -279,7 +288,9 @@ class Pkcs12ExportTest(VaultTestCase):
             self.assertNotIn(form, log)
 
     def test_empty_truststore_is_a_valid_empty_file(self):
-        self.assertEqual(self.vault.request("GET", "/v1/truststore")[2], {"items": []})
+        listed = self.vault.request("GET", "/v1/truststore")[2]
+        self.assertEqual((listed["items"], listed["total"], listed["next_cursor"]),
+                         ([], 0, None))
         st, _, data = self.export(format="pkcs12", password="changeit")
         self.assertEqual(st, 200, data)
         text = self.keytool_list(self.save(data, "empty.p12"), "changeit").stdout.decode()

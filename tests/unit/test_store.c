@@ -251,7 +251,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -295,7 +295,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -751,7 +751,8 @@ static void test_search(void **state)
 	assert_false(page->has_more);
 	cv_store_cert_page_free(page);
 	f.has_status = 0;
-	f.q = "example";
+	/* Not "example": the issuer (CN=Example CA) is searched too and names every row. */
+	f.q = ".example";
 	assert_int_equal(cv_store_cert_list(store, &f, &page), 0);
 	assert_string_equal(page->items[0]->name, "Billing-API");
 	assert_true(page->has_more);
@@ -1167,7 +1168,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1214,7 +1215,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -1638,8 +1639,8 @@ static void test_usage_in_get_list_counts(void **state)
 	assert_string_equal(rec->used_by[1].service, "zeta");
 	assert_string_equal(rec->used_by[1].environment, "production");
 	assert_strings(rec->used_by[1].domains, rec->used_by[1].n_domains, zeta_d);
-	/* a.example.com is in both: three distinct. */
-	assert_int_equal(rec->custom_domains, 3);
+	/* Each (service, domain) pair: a.example.com is in both and counts twice. */
+	assert_int_equal(rec->custom_domains, 4);
 	cv_store_cert_free(rec);
 	rec = get_cert(store, "exact");
 	assert_int_equal(rec->n_used_by, 1);
@@ -1661,7 +1662,7 @@ static void test_usage_in_get_list_counts(void **state)
 	assert_int_equal(page->items[3]->used_by[0].n_domains, 0);
 	assert_null(page->items[3]->used_by[0].domains);
 	assert_string_equal(page->items[3]->used_by[1].service, "zeta");
-	assert_int_equal(page->items[3]->custom_domains, 3);
+	assert_int_equal(page->items[3]->custom_domains, 4);
 	assert_string_equal(page->items[1]->name, "exact");
 	assert_int_equal(page->items[1]->n_used_by, 1);
 	assert_int_equal(page->items[2]->n_used_by, 0);
@@ -1886,20 +1887,20 @@ static void test_supersede_refusals(void **state)
 		snprintf(next->sha256_fingerprint, sizeof(next->sha256_fingerprint),
 			 "AB:CD:EF:web-next");
 
-		/* Coverage of every service using it: the first in name order that is not
-		 * covered, with every domain it misses. */
+		/* Coverage of every service using it: every one not covered, in name order,
+		 * each with every domain it misses; the first named as the service. */
 		next->domains[1][0] = 'x'; /* "x.web.example.com": back and front lose one */
 		req = supersede_req(kinds[k], id, 1, next, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "b.web.example.com");
+		assert_string_equal(c.detail, "b.web.example.com (back); a.web.example.com (front)");
 		next->domains[1][0] = '*';
 	}
 	assert_int_equal(rows_with_key("key_journal", next->key_id), 1);
 	cv_store_cert_free(next);
 	next = NULL;
 
-	/* Front covered and back not; then neither, the first in name order reported. */
+	/* Front covered and back not; then neither: both reported, in name order. */
 	for (k = 0; k < 2; k++) {
 		struct cv_cert_record *part = make_next("part", part_d);
 		struct cv_cert_record *none = make_next("none", none_d);
@@ -1907,11 +1908,13 @@ static void test_supersede_refusals(void **state)
 		req = supersede_req(kinds[k], id, 1, part, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "b.web.example.com");
+		assert_string_equal(c.detail, "b.web.example.com (back)");
 		req = supersede_req(kinds[k], id, 1, none, NOW + 10);
 		c = refused(store, &req, CV_ERR_DOMAIN_NOT_COVERED);
 		assert_string_equal(c.service, "back");
-		assert_string_equal(c.detail, "web.example.com, b.web.example.com");
+		assert_int_equal(strncmp(c.detail, "web.example.com, b.web.example.com (back); ", 43),
+				 0);
+		assert_non_null(strstr(c.detail, " (front)"));
 		cv_store_cert_free(part);
 		cv_store_cert_free(none);
 	}
@@ -3057,7 +3060,7 @@ static void test_audit_other_changes(void **state)
 /* A database from before environments were rows: its services named free-text
  * environments, two of them differing only in case. The migration makes one environment per
  * name ignoring case (the first spelling) and moves the services to its spelling. */
-static void test_migrate_environments_from_v7(void **state)
+static void test_migrate_environments_from_v9(void **state)
 {
 	static const char *const d[] = { "m.example.com", NULL };
 	struct cv_store *store = *state;
@@ -3071,20 +3074,23 @@ static void test_migrate_environments_from_v7(void **state)
 	assert_int_equal(put_svc(store, "three", "staging", d, NOW), 1);
 	cv_store_free(store);
 	*state = NULL;
-	/* Back to schema 7 as it was: free text, no environment rows. */
-	raw_exec(path, "DROP TABLE certificate_environments; DROP TABLE environments;"
+	/* Back to schema 9 as it was: free text, no environment rows (the names step after it
+	 * undone too, so that it runs again as the last). */
+	raw_exec(path, "DROP INDEX api_tokens_name_nocase; DROP INDEX certificates_name_nocase;"
+		       " DROP INDEX truststore_alias_nocase;"
+		       " CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name)"
+		       " WHERE revoked_at = 0;"
+		       " DROP TABLE certificate_environments; DROP TABLE environments;"
 		       " ALTER TABLE certificates DROP COLUMN has_key;"
-		       " ALTER TABLE certificates DROP COLUMN key_label;"
-		       " ALTER TABLE certificate_versions DROP COLUMN key_label;"
 		       " DROP TABLE certificate_tags; ALTER TABLE audit_log DROP COLUMN changes;"
 		       " ALTER TABLE jwks DROP COLUMN superseded_at;"
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
-		       " PRAGMA user_version = 7;");
+		       " PRAGMA user_version = 9;");
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 8);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
@@ -3331,7 +3337,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads_through_pool, test_setup,
 						test_teardown),
 		cmocka_unit_test_teardown(test_migrate_from_v1, test_teardown),
-		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v7, test_setup,
+		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v9, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_environments, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_published_retention, test_setup,

@@ -2969,7 +2969,7 @@ static void test_ocsp_judge(void **state)
 	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, NULL), CV_REV_GOOD);
 	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_REVOKED, NOW - 60,
 			NOW + DAY, &len);
-	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "reason 1"), CV_REV_REVOKED);
+	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "reason keyCompromise"), CV_REV_REVOKED);
 	der = make_ocsp(leaf, ca, ca, keys[K_P256], V_OCSP_CERTSTATUS_UNKNOWN, NOW - 60,
 			NOW + DAY, &len);
 	assert_int_equal(judge_ocsp(der, len, leaf, ca, NOW, "does not know"), CV_REV_UNKNOWN);

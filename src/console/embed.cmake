@@ -1,0 +1,58 @@
+# Writes the console's files (src/console: HTML, CSS, JavaScript, SVG) into one C file of
+# byte arrays, so certvaultd serves them from its own binary. Every file but index.html is
+# named by its content (name.<12 hex of SHA-256>.ext) and index.html's references to it are
+# rewritten to that name: a browser may keep an asset for a year, and a new build is a new
+# name. Run as: cmake -DCONSOLE_DIR=... -DOUT=... -P embed.cmake
+file(GLOB files RELATIVE ${CONSOLE_DIR} ${CONSOLE_DIR}/*.html ${CONSOLE_DIR}/*.css
+     ${CONSOLE_DIR}/*.js ${CONSOLE_DIR}/*.svg)
+list(SORT files)
+file(READ ${CONSOLE_DIR}/index.html index)
+set(table "")
+set(arrays "")
+set(i 0)
+
+
+foreach(f ${files})
+  if(f STREQUAL "index.html")
+    continue()
+  endif()
+  file(SHA256 ${CONSOLE_DIR}/${f} h)
+  string(SUBSTRING ${h} 0 12 h)
+  string(REGEX REPLACE "^(.*)\\.([a-z]+)$" "\\1.${h}.\\2" hashed ${f})
+  string(REPLACE "\"${f}\"" "\"${hashed}\"" index "${index}")
+  list(APPEND served "${hashed}|${f}")
+endforeach()
+
+file(WRITE ${OUT}.index.html "${index}")
+list(APPEND served "index.html|${OUT}.index.html")
+
+set(body "/* Generated from src/console by src/console/embed.cmake: do not edit. */\n#include \"console.h\"\n\n")
+set(entries "")
+foreach(pair ${served})
+  string(REPLACE "|" ";" parts ${pair})
+  list(GET parts 0 name)
+  list(GET parts 1 src)
+  if(NOT IS_ABSOLUTE ${src})
+    set(src ${CONSOLE_DIR}/${src})
+  endif()
+  file(READ ${src} hex HEX)
+  string(LENGTH "${hex}" hexlen)
+  math(EXPR len "${hexlen} / 2")
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(REGEX REPLACE "(0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,)" "\\1\n" hex "${hex}")
+  string(APPEND body "static const unsigned char a${i}[] = {\n${hex}0x00};\n")
+  if(name MATCHES "\\.html$")
+    set(type "text/html; charset=utf-8")
+  elseif(name MATCHES "\\.css$")
+    set(type "text/css; charset=utf-8")
+  elseif(name MATCHES "\\.js$")
+    set(type "text/javascript; charset=utf-8")
+  else()
+    set(type "image/svg+xml")
+  endif()
+  string(APPEND entries "\t{ \"${name}\", a${i}, ${len}, \"${type}\" },\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND body "\nconst struct console_file console_files[] = {\n${entries}};\nconst size_t console_n_files = ${i};\n")
+file(WRITE ${OUT}.tmp "${body}")
+file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)

@@ -1,0 +1,62 @@
+/* Conditional GETs: every 200 answer to a GET that the handler did not tag itself gets a
+ * strong ETag made from its bytes, and an If-None-Match naming it is answered 304 with no
+ * body, so that a poller of a list, a details view, a service or an export pays a header
+ * for "nothing changed". */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "handlers.h"
+
+int http_none_match_hits(const char *header, const char *etag)
+{
+	const char *p = header;
+	size_t len = strlen(etag);
+
+	while (*p != '\0') {
+		p += strspn(p, " \t,");
+		if (*p == '*')
+			return 1;
+		if (strncmp(p, "W/", 2) == 0)
+			p += 2;
+		if (strncmp(p, etag, len) == 0 && (p[len] == '\0' || p[len] == ',' ||
+						    p[len] == ' ' || p[len] == '\t'))
+			return 1;
+		p += strcspn(p, ",");
+	}
+	return 0;
+}
+
+int http_conditional(const struct cv_request *req, struct cv_response *res,
+		     const void *body, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	char tag[33], prefix[sizeof(res->etag)];
+	unsigned int md_len = 0, i;
+	size_t plen;
+
+	if (strcmp(req->method, "GET") != 0 || res->status != 200 || res->etag_final)
+		return 0;
+	if (EVP_Digest(body, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len < 16)
+		return 0; /* no tag: the answer goes out whole, which is always correct */
+	for (i = 0; i < 16; i++) {
+		tag[2 * i] = hex[md[i] >> 4];
+		tag[2 * i + 1] = hex[md[i] & 15];
+	}
+	tag[32] = '\0';
+	/* A handler's tag (a details view's version) stays in front, so If-Match still finds
+	 * the version in it; the hash after it moves with anything else in the view. */
+	plen = strlen(res->etag);
+	if (plen >= 2 && res->etag[0] == '"' && res->etag[plen - 1] == '"') {
+		snprintf(prefix, sizeof(prefix), "%.*s", (int)(plen - 2), res->etag + 1);
+		snprintf(res->etag, sizeof(res->etag), "\"%.44s.%.16s\"", prefix, tag);
+	} else {
+		snprintf(res->etag, sizeof(res->etag), "\"%s\"", tag);
+	}
+	if (req->if_none_match == NULL || !http_none_match_hits(req->if_none_match, res->etag))
+		return 0;
+	res->status = 304;
+	return 1;
+}

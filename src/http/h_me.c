@@ -1,0 +1,67 @@
+/* GET /v1/me: who the caller is and what the route table lets them do, so that a client (the
+ * console) draws only the buttons that will work instead of learning from 403s. */
+#include <string.h>
+
+#include "handlers.h"
+
+/* Every route the caller's role may call, as the route table says: method, pattern ("{}" is
+ * one path segment) and the audit action of a change (null for a read); and the change
+ * actions alone, each once, in table order. */
+static int allowed_json(const struct cv_app *app, enum cv_role role, json_t **ret_routes,
+			json_t **ret_actions)
+{
+	json_t *routes = json_array(), *actions = json_array(), *item;
+	struct cv_route_info ri;
+	size_t i, j;
+	int r = CV_ERR_NOMEM;
+
+	if (routes == NULL || actions == NULL)
+		goto out;
+	for (i = 0; cv_http_route_at(i, &ri) == 0; i++) {
+		/* Public routes need no token; listing them here would only add noise. */
+		if (ri.access == CV_R_PUBLIC ||
+		    !cv_http_role_may(ri.access, role, app->cfg->metrics_public))
+			continue;
+		item = json_pack("{s:s, s:s, s:o}", "method", ri.method, "path", ri.pattern,
+				 "action", ri.action != NULL ? json_string(ri.action) : json_null());
+		if (json_array_append_new(routes, item) < 0)
+			goto out;
+		if (ri.action == NULL)
+			continue;
+		for (j = 0; j < json_array_size(actions); j++)
+			if (strcmp(json_string_value(json_array_get(actions, j)), ri.action) == 0)
+				break;
+		if (j == json_array_size(actions) &&
+		    json_array_append_new(actions, json_string(ri.action)) < 0)
+			goto out;
+	}
+	*ret_routes = routes;
+	*ret_actions = actions;
+	routes = actions = NULL;
+	r = 0;
+out:
+	json_decref(routes);
+	json_decref(actions);
+	return r;
+}
+
+int h_me(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	 struct cv_errmsg *err)
+{
+	const struct cv_actor *who = &req->actor;
+	json_t *routes = NULL, *actions = NULL;
+	int r;
+
+	(void)err;
+	r = allowed_json(app, who->role, &routes, &actions);
+	if (r < 0)
+		return r;
+	return res_json(res, 200,
+			json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:b, s:b, s:b}", "name", who->name,
+				  "id", who->id, "role", cv_role_name(who->role), "expires_at",
+				  who->expires_at != 0 ? time_json(who->expires_at) : json_null(),
+				  "allowed", routes, "actions", actions,
+				  "can_write", cv_http_role_may(CV_R_WRITE, who->role, 0),
+				  "can_audit", cv_http_role_may(CV_R_AUDIT, who->role, 0),
+				  "can_admin", cv_http_role_may(CV_R_ADMIN, who->role, 0)));
+}
