@@ -41,6 +41,7 @@ struct cv_config {
 	int64_t expires_soon_days; /* policy.expires_soon_days */
 	int allow_weak_signatures; /* policy.allow_weak_signatures */
 	int destroy_superseded_keys; /* policy.destroy_superseded_keys */
+	int64_t jwks_superseded_retention; /* jwks.superseded_retention: seconds */
 	int64_t pending_expiry_seconds; /* policy.pending_expiry_seconds */
 	int64_t pending_sweep_seconds;  /* policy.pending_sweep_seconds */
 	char *admin_token_file;    /* auth.admin_token_file: where the first admin token goes;

@@ -47,7 +47,10 @@ enum cv_err {
 	CV_ERR_BUSY = -39,             /* the slow-request queue is full, or certvaultd is stopping */
 	CV_ERR_NOT_PENDING = -40,      /* a merge or a CSR asked of a certificate with no key waiting */
 	CV_ERR_UNWRAP_FAILED = -41,    /* a wrapped key the token could not unwrap */
-	CV_ERR__LAST = -42
+	CV_ERR_UNKNOWN_ENVIRONMENT = -42,/* a service or certificate names no existing environment */
+	CV_ERR_ENVIRONMENT_NOT_ALLOWED = -43,/* the certificate is not for the service's environment */
+	CV_ERR_NO_PRIVATE_KEY = -44,   /* a public certificate (no key) where a key is needed */
+	CV_ERR__LAST = -45
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

@@ -12,6 +12,8 @@
 
 /* An RFC 7638 SHA-256 thumbprint in base64url without padding is 43 characters. */
 #define CV_JWK_KID_LEN 43
+/* The longest kid made: a thumbprint, '.', the longest alg (14) , '.', a use (3). */
+#define CV_JWK_KID_MAX 64
 
 /* What a key may be published for, and with which algorithm (RFC 7518 sections 3 and 4):
  *
@@ -34,8 +36,13 @@
 int cv_jwk_alg_default(const EVP_PKEY *pkey, const char *use, const char **ret_alg,
 		       struct cv_errmsg *err);
 
-/* A new public JWK of pkey (only its public half is read): kty, kid (the RFC 7638 thumbprint),
- * use, alg and the key's public members: RSA n and e (unsigned big-endian, no leading zero);
+/* A new public JWK of pkey (only its public half is read): kty, kid, use, alg and the key's
+ * public members. kid is the RFC 7638 thumbprint for the key's default JWK (use "sig" with
+ * its default alg); for another alg or use of the same key it is the thumbprint, ".", the
+ * alg, ".", the use ("<thumbprint>.PS256.sig", "<thumbprint>.RSA-OAEP-256.enc"), so that a
+ * key published several ways has a distinct kid for each (RFC 7517 section 4.5) and a
+ * verifier that picks a key by kid is never led to another algorithm. At most
+ * CV_JWK_KID_MAX characters. The members: RSA n and e (unsigned big-endian, no leading zero);
  * EC crv, x and y (each coordinate left-padded to the curve's length: 32, 48 or 66 bytes);
  * Ed25519 kty "OKP", crv "Ed25519", x (RFC 8037); all base64url without padding. alg and use
  * may be NULL for their defaults. On success *ret_jwk is a new reference, the caller's.

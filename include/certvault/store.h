@@ -104,7 +104,9 @@ struct cv_cert_record {
 	int64_t updated_at;
 	int64_t version;           /* 1 at import, one more at each renew or replace */
 	enum cv_key_origin key_origin;
-	char key_label[CV_KEY_LABEL_MAX + 1]; /* the key's CKA_LABEL (see cv_key_label) */
+	/* The CKA_LABEL its key really has (see cv_key_label; the bare name for keys from
+	 * before labels per version): made under the name it had then, a rename keeps it. */
+	char key_label[CV_KEY_LABEL_MAX + 1];
 	int64_t current_since;     /* when this version became current */
 	/* Read by get only (details); written by import and supersede. The access token names
 	 * of who made the certificate and who last changed it ("" when not recorded), and the
@@ -125,6 +127,17 @@ struct cv_cert_record {
 	 * order. */
 	size_t n_kids;
 	char **kids;
+	/* 0: a key pair (the key in the token under key_id); 1: a public certificate, with no
+	 * key object (key_id names none). */
+	int is_public;
+	/* The environments it is for, as the environments spell them, in name order (none:
+	 * any). Filled by get; given to insert. */
+	size_t n_environments;
+	char **environments;
+	/* Its tags as "key=value" (a key holds no '='), in key order. Filled by get and list;
+	 * given to insert. */
+	size_t n_tags;
+	char **tags;
 };
 
 /* Why a write was refused, for the message: the service whose domains a certificate does
@@ -133,14 +146,18 @@ struct cv_conflict {
 	char service[65];
 	char detail[480];          /* a comma-separated list, cut with "..." when too long */
 	int64_t version;
+	int64_t when;              /* CV_ERR_NOT_YET_VALID: the certificate's start */
 };
 
 /* Frees a record; accepts NULL. */
 void cv_store_cert_free(struct cv_cert_record *rec);
 
-/* Inserts rec as a 'pending' row (rec->state is ignored), with its domains. Sets rec->id.
- * Returns 0, CV_ERR_NAME_TAKEN (any row of that name, whatever its state) or CV_ERR_DB. */
-int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec);
+/* Inserts rec as a 'pending' row (rec->state is ignored), with its domains and its
+ * environments (each must exist, else CV_ERR_UNKNOWN_ENVIRONMENT with its name in
+ * conflict->detail; conflict may be NULL). Sets rec->id. Returns 0, CV_ERR_NAME_TAKEN (any
+ * row of that name, whatever its state), CV_ERR_UNKNOWN_ENVIRONMENT or CV_ERR_DB. */
+int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec,
+				 struct cv_conflict *conflict);
 /* Makes a pending row active (an import's commit: audit records it), or a deleting row active
  * again (the undo of a delete whose key the token would not destroy). Returns 0,
  * CV_ERR_NOT_FOUND or CV_ERR_DB. */
@@ -172,6 +189,36 @@ int cv_store_cert_remove(struct cv_store *store, int64_t id);
 int cv_store_cert_set_description(struct cv_store *store, const char *name,
 				  const char *description, int64_t now,
 				  const struct cv_audit_entry *audit);
+
+/* An edit of an active certificate's metadata: each member set is changed, the others
+ * kept. Strings borrowed. */
+struct cv_cert_edit {
+	const char *name;          /* NULL: kept; else the new name, which must be free */
+	const char *description;   /* NULL: kept */
+	int set_tags;              /* tags replaced by these ("key=value"; n 0: none) */
+	size_t n_tags;
+	char *const *tags;
+	int set_environments;      /* environments replaced by these (n 0: any) */
+	size_t n_environments;
+	char *const *environments;
+};
+/* Fills entry->changes from the row as it was before an edit and the edit, under the
+ * edit's lock (so the old values are the ones replaced). */
+typedef void cv_store_edit_describe_fn(const struct cv_cert_record *old,
+				       const struct cv_cert_edit *edit,
+				       struct cv_audit_entry *entry, void *arg);
+/* Applies edit to the active row name and bumps updated_at to now, with audit (its changes
+ * filled by describe, when not NULL), in one transaction: every environment must exist
+ * (CV_ERR_UNKNOWN_ENVIRONMENT, conflict->detail its name), and every service using the certificate must stay in one of them
+ * (CV_ERR_ENVIRONMENT_NOT_ALLOWED, conflict->service and ->detail its environment); a new
+ * name must be free (CV_ERR_NAME_TAKEN, whatever the other row's state); the JWKs linked to
+ * it take the new name. *ret_old (NULL: not wanted) gets the row as it was before (its name,
+ * description, environments and tags), the caller's. Returns 0, those, CV_ERR_NOT_FOUND or
+ * CV_ERR_DB. */
+int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv_cert_edit *edit,
+		       int64_t now, struct cv_conflict *conflict,
+		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit,
+		       cv_store_edit_describe_fn *describe, void *describe_arg);
 
 /* Reads the active row with this name, every field filled. Returns 0, CV_ERR_NOT_FOUND or
  * CV_ERR_DB; *ret_rec is the caller's. */
@@ -210,6 +257,8 @@ struct cv_cert_filter {
 	int in_use;              /* -1: any; 1: used by a service; 0: used by none */
 	const char *domain;      /* canonical DNS name: certificates naming it, or */
 	const char *domain_wildcard; /* this wildcard of it (NULL: none); domain NULL: any */
+	const char *tag_key;     /* certificates with this tag; NULL: any */
+	const char *tag_value;   /* and this value; NULL: any value */
 	const char *after;       /* keyset cursor: names strictly after this one; NULL: from the start */
 	unsigned limit;          /* 1..1000 */
 	int with_jwks;           /* also load each record's kids */
@@ -263,7 +312,9 @@ struct cv_cert_version {
 	int64_t not_before;
 	int64_t not_after;
 	uint8_t key_id[CV_TOKEN_ID_LEN];
-	char key_label[CV_KEY_LABEL_MAX + 1]; /* "" for a key labelled with the bare name */
+	char key_label[CV_KEY_LABEL_MAX + 1]; /* the CKA_LABEL its key really has ("" for a key
+					       * from before labels per version: the
+					       * certificate's name, never renamed since) */
 	enum cv_key_state key_state;
 	int64_t current_from;
 	int64_t current_until;     /* 0 for the current version */
@@ -275,6 +326,13 @@ struct cv_cert_version {
 int cv_store_cert_versions(struct cv_store *store, int64_t id,
 			   struct cv_cert_version **ret_versions, size_t *ret_n);
 
+/* What a renewal's update did with a linked JWK's successor. */
+enum cv_jwk_fate {
+	CV_JWK_SAME = 0,           /* the same kid: updated in place */
+	CV_JWK_MADE,               /* a new JWK */
+	CV_JWK_REACTIVATED,        /* this certificate's superseded JWK, active again */
+	CV_JWK_ADOPTED,            /* an active JWK of the same key, linked here now */
+};
 /* The certificate (DER) and chain (PEM) of a superseded version of the certificate cert_id
  * (the current one is the certificate's row). Returns 0 (both the caller's),
  * CV_ERR_NOT_FOUND (no such superseded version) or CV_ERR_DB. */
@@ -294,9 +352,16 @@ struct cv_supersede {
 	 * when the kid is the same, else as a new active JWK, the old one superseded. */
 	enum cv_jwk_action jwk_action;
 	size_t n_linked;
-	char (*linked)[44];
-	char (*new_kids)[44];
+	char (*linked)[65];
+	char (*new_kids)[65];
 	char *const *new_jwks;
+	/* Filled by the commit (NULL: not wanted): what became of each new kid. A new kid that
+	 * is already a JWK is taken over instead of made: one of this certificate that a
+	 * renewal superseded is made active again (a rollback to an earlier key), an active
+	 * one of the same key linked elsewhere or to nothing is linked here (a key published
+	 * ahead, from the upcoming certificate that is now this one's). Another state is
+	 * CV_ERR_NAME_TAKEN. */
+	enum cv_jwk_fate *outcomes;
 	const struct cv_audit_entry *audit; /* written by cv_store_cert_supersede; NULL: none */
 };
 /* The checks of a supersede, in a read transaction, in this order: the certificate is active
@@ -426,9 +491,11 @@ struct cv_service_record {
 void cv_store_service_free(struct cv_service_record *svc);
 
 /* Creates the service svc->name, or changes its environment, description and domains
- * (svc's other fields are ignored). A service in use keeps its certificate, which must cover
- * the new domains (CV_ERR_DOMAIN_NOT_COVERED, conflict filled). *ret_created says which.
- * With audit. Returns 0, CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+ * (svc's other fields are ignored). The environment must exist, matched ignoring case and
+ * stored as it spells itself (CV_ERR_UNKNOWN_ENVIRONMENT). A service in use keeps its
+ * certificate, which must cover the new domains (CV_ERR_DOMAIN_NOT_COVERED, conflict
+ * filled) and be for the new environment (CV_ERR_ENVIRONMENT_NOT_ALLOWED). *ret_created says
+ * which. With audit. Returns 0, those errors or CV_ERR_DB. */
 int cv_store_service_put(struct cv_store *store, const struct cv_service_record *svc,
 			 int64_t now, int *ret_created, struct cv_conflict *conflict,
 			 const struct cv_audit_entry *audit);
@@ -439,9 +506,13 @@ int cv_store_service_get(struct cv_store *store, const char *name,
  * CV_ERR_NOT_FOUND, CV_ERR_DB. */
 int cv_store_service_remove(struct cv_store *store, const char *name,
 			    const struct cv_audit_entry *audit);
-/* The service starts using the active certificate cert_name, whose domains must cover the
- * service's, with audit. Returns 0, CV_ERR_NOT_FOUND (conflict->detail says "service" or
- * "certificate"), CV_ERR_DOMAIN_NOT_COVERED or CV_ERR_DB. */
+/* The service starts using the active certificate cert_name, with audit. The certificate
+ * must have a key (CV_ERR_NO_PRIVATE_KEY), be valid at now (CV_ERR_NOT_YET_VALID,
+ * conflict->when its start), be for the service's environment
+ * (CV_ERR_ENVIRONMENT_NOT_ALLOWED, conflict->detail the environment) and cover the
+ * service's domains (CV_ERR_DOMAIN_NOT_COVERED). Returns 0,
+ * CV_ERR_NOT_FOUND (conflict->detail says "service" or "certificate"), those errors or
+ * CV_ERR_DB. */
 int cv_store_service_bind(struct cv_store *store, const char *name, const char *cert_name,
 			  int64_t now, struct cv_conflict *conflict,
 			  const struct cv_audit_entry *audit);
@@ -451,7 +522,7 @@ int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t no
 			    struct cv_conflict *conflict, const struct cv_audit_entry *audit);
 
 struct cv_service_filter {
-	const char *environment;   /* NULL: any */
+	const char *environment;   /* NULL: any; matched ignoring case */
 	const char *certificate;   /* services using this certificate; NULL: any */
 	const char *after;         /* keyset cursor */
 	unsigned limit;            /* 1..1000 */
@@ -466,13 +537,49 @@ void cv_store_service_page_free(struct cv_service_page *page);
 int cv_store_service_list(struct cv_store *store, const struct cv_service_filter *filter,
 			  struct cv_service_page **ret_page);
 
+/* Environments: where services run (production, "Acceptance EU"). A service belongs to
+ * one; a certificate may name those it is for. Names follow the name rule and are unique
+ * ignoring case, keeping the case they were created with. */
+struct cv_environment_record {
+	int64_t id;
+	char name[65];
+	char *display_name;
+	char *description;
+	int64_t n_services;        /* services in it */
+	int64_t n_certificates;    /* certificates naming it */
+	int64_t created_at;
+	int64_t updated_at;
+};
+void cv_store_environment_free(struct cv_environment_record *rec);
+/* Frees an array of n records (their members, then the array). */
+void cv_store_environments_free(struct cv_environment_record *recs, size_t n);
+/* Creates the environment name (any case of an existing name changes that one), or
+ * changes its display name and description, with audit. *ret_created says which;
+ * ret_name (NULL: not wanted) gets its name as stored. 0 or CV_ERR_DB. */
+int cv_store_environment_put(struct cv_store *store, const char *name,
+			     const char *display_name, const char *description, int64_t now,
+			     int *ret_created, char ret_name[65],
+			     const struct cv_audit_entry *audit);
+/* Reads one environment, its name matched ignoring case. 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_environment_get(struct cv_store *store, const char *name,
+			     struct cv_environment_record **ret_rec);
+/* At most limit (1..1000) environments in name order (ignoring case) after the name after
+ * (NULL: from the first). 0 (*ret_recs the caller's), CV_ERR_BAD_REQUEST, CV_ERR_DB. */
+int cv_store_environment_list(struct cv_store *store, const char *after, unsigned limit,
+			      struct cv_environment_record **ret_recs, size_t *ret_n);
+/* Removes an environment nothing uses, with audit: CV_ERR_IN_USE when services are in it
+ * (conflict->detail "services: a, b") or certificates name it ("certificates: x"). 0,
+ * CV_ERR_IN_USE, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_environment_remove(struct cv_store *store, const char *name,
+				struct cv_conflict *conflict, const struct cv_audit_entry *audit);
+
 /* JWKs. */
 enum cv_jwk_state {
 	CV_JWK_ACTIVE = 1,         /* in the public JWKS */
 	CV_JWK_SUPERSEDED = 2,     /* replaced by superseded_by when its certificate was renewed */
 };
 struct cv_jwk_record {
-	char kid[44];
+	char kid[65];             /* CV_JWK_KID_MAX characters at most */
 	int64_t cert_id;           /* the certificate it is linked to; 0 when not linked */
 	char cert_name[65];        /* the certificate it was made from (kept when unlinked) */
 	int64_t cert_version;      /* and that certificate's version */
@@ -480,7 +587,8 @@ struct cv_jwk_record {
 	char alg[16];
 	char *jwk;                 /* the public JWK as JSON text, owned */
 	enum cv_jwk_state state;
-	char superseded_by[44];    /* "" unless superseded */
+	char superseded_by[65];    /* "" unless superseded */
+	int64_t superseded_at;     /* when it was superseded; 0 unless superseded */
 	int64_t created_at;
 	int64_t updated_at;
 };
@@ -499,10 +607,17 @@ int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_reco
 /* Removes one JWK, with audit. 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_jwk_remove(struct cv_store *store, const char *kid,
 			const struct cv_audit_entry *audit);
-/* The active JWKs, oldest first (the JWKS document), or those linked to the certificate
- * cert_id when it is not 0. Returns 0 (*ret_recs the caller's), CV_ERR_DB. */
+/* The active JWKs, oldest first, or those linked to the certificate cert_id when it is not
+ * 0. Returns 0 (*ret_recs the caller's), CV_ERR_DB. */
 int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_record **ret_recs,
 		      size_t *ret_n);
+/* The JWKs of the public JWKS document at now: the active ones, and the superseded ones
+ * superseded after now - retention (they stay published while tokens signed with them may
+ * still be in flight), oldest first. *ret_next_change gets the first time after now at
+ * which one of them leaves (INT64_MAX: none). 0 or CV_ERR_DB. */
+int cv_store_jwk_published(struct cv_store *store, int64_t now, int64_t retention,
+			   struct cv_jwk_record **ret_recs, size_t *ret_n,
+			   int64_t *ret_next_change);
 
 /* At most limit (1..1000) JWKs in kid order after the kid after (NULL: from the first),
  * whatever their state: those linked to the certificate cert_id, or every JWK (cert_id 0),
@@ -622,6 +737,7 @@ struct cv_audit_entry {
 	int64_t count;             /* attempts the record stands for: 1, or a repeat's count */
 	int64_t first_at, last_at; /* a repeat: its first and last attempt; else 0 */
 	char detail[400];          /* a checkpoint's facts, "key=value" words; else "" */
+	char changes[2048];        /* what changed: a JSON object as text; "" says nothing */
 };
 #define CV_AUDIT_HASH_LEN 32
 struct cv_audit_record {

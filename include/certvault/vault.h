@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "certvault/error.h"
 #include "certvault/net.h"
 #include "certvault/store.h"
@@ -35,6 +37,7 @@ struct cv_vault {
 	int64_t soon_seconds;     /* "expires soon" threshold */
 	int allow_weak_signatures;
 	int destroy_superseded_keys; /* destroy a version's key once superseded */
+	int64_t jwks_retention;   /* seconds a superseded JWK stays in the public JWKS */
 	struct vault_caches *caches; /* owned; NULL: every use case works uncached */
 	const char *served;       /* the certificate HTTPS serves (server.tls_certificate); NULL:
 				     none. It cannot be deleted while served. */
@@ -65,6 +68,11 @@ void cv_vault_caches_release(struct cv_vault *v);
 struct cv_import_request {
 	const char *name;
 	const char *description;   /* NULL: "" */
+	/* The environments the certificate is for and its tags (import only; none: any). */
+	size_t n_environments;
+	const char *const *environments;
+	size_t n_tags;
+	const struct cv_tag *tags;
 	const char *certificate;
 	size_t certificate_len;
 	const char *private_key;   /* NULL: none (only with pkcs12 or bundle) */
@@ -77,6 +85,14 @@ struct cv_import_request {
 	size_t pkcs12_len;
 	enum cv_encoding pkcs12_encoding;
 	int bundle;
+	int allow_upcoming;        /* take a certificate whose start is still ahead */
+	/* Or received from a live endpoint: url (https://host[:port], ldaps://host[:port]) as
+	 * the truststore's fetch reads it; the entry at position (0: the server's own) of the
+	 * chain it presents becomes a public certificate, with the entries after it as its
+	 * chain. certificate, private_key, pkcs12 and chain are then NULL. */
+	const char *url;
+	int64_t position;
+	int timeout_ms;            /* with url */
 	/* A merge: the key is in the token already and this is its public half. No private key
 	 * (nor PKCS#12 file) is taken, and the certificate must match it (CV_ERR_KEY_MISMATCH). */
 	EVP_PKEY *token_key;
@@ -94,13 +110,18 @@ struct cv_import_request {
 
 /* Limits on metadata a client sets. */
 #define CV_DESCRIPTION_MAX 1024
+#define CV_DISPLAY_NAME_MAX 100     /* characters of an environment's display name */
+#define CV_CERT_ENVIRONMENTS_MAX 64 /* environments a certificate names */
 
 /* Validates and imports: every x509 check and the revocation check (below), then a pending
- * row, the key in the token, the row made active with audit (its target the name). Returns 0
- * and the stored record, or an error with err saying why; on failure nothing is left in the
- * store or the token. Either way *ret_rev (NULL: not wanted) is what the revocation check
- * found (zeroed when it did not run); its log_detail, for the log only, says why fetches
- * failed, which detail and err tell the client only generically.
+ * row, the key in the token, the row made active with audit (its target the name). Without
+ * a private key it imports a public certificate: the row only, no key object (a partner's
+ * certificate, an mTLS peer, a signer whose JWK verifies tokens). With req->allow_upcoming a
+ * certificate whose start is ahead is taken (status upcoming). Returns 0 and the stored
+ * record, or an error with err saying why; on failure nothing is left in the store or the
+ * token. Either way *ret_rev (NULL: not wanted) is what the revocation check found (zeroed
+ * when it did not run); its log_detail, for the log only, says why fetches failed, which
+ * detail and err tell the client only generically.
  *
  * The revocation check of the leaf: the truststore's CRL from the leaf's issuer (a CA entry
  * that issued the leaf); then, with v->revocation.online, the leaf's OCSP responder and its
@@ -275,11 +296,16 @@ struct cv_jwk_choice {
 	enum cv_jwk_action action; /* NONE when the caller said nothing */
 	const char *confirm;       /* UPDATE (and, for a delete, any choice) needs the name */
 };
+/* What became of the linked JWKs: *ret_jwks (NULL: not wanted; else a new object, the
+ * caller's) holds the kids "made", "reactivated" (a JWK this certificate had before, active
+ * again: a rollback to an earlier key), "adopted" (an active JWK of the new key published
+ * ahead, now linked here), "updated" (the same key: in place), "superseded" (the old kids,
+ * kept in the public JWKS for jwks.superseded_retention) and "disconnected". */
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-			    struct cv_errmsg *err);
+			    json_t **ret_jwks, struct cv_errmsg *err);
 /* What a renew or replace did to the JWKs linked to the certificate: with UPDATE,
  * old_kids[i] became new_kids[i] (the same kid: updated in place; another: the old one is
  * superseded); with DISCONNECT, old_kids lost their link. n 0: none were linked. */
@@ -291,13 +317,14 @@ struct cv_jwk_outcome {
 };
 /* Frees what an outcome holds and zeroes it. */
 void cv_jwk_outcome_release(struct cv_jwk_outcome *o);
-/* cv_vault_cert_supersede, also saying what became of the linked JWKs in *ret_jwks (the
- * caller releases it; NULL: not wanted). */
+/* cv_vault_cert_supersede, also saying what became of the linked JWKs in *ret_jwks as an
+ * outcome (the caller releases it; NULL: not wanted), besides *ret_json. */
 int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
 				   enum cv_version_end kind, const struct cv_import_request *req,
 				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-				   struct cv_jwk_outcome *ret_jwks, struct cv_errmsg *err);
+				   json_t **ret_json, struct cv_jwk_outcome *ret_jwks,
+				   struct cv_errmsg *err);
 /* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
  * CV_ERR_BAD_REQUEST. */
 int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);
@@ -320,6 +347,61 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
  * CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const char *name,
 			   const char *description, int64_t now, struct cv_errmsg *err);
+
+/* A tag: a key/value label on a certificate (team, owner, ticket). The key is 1 to
+ * CV_TAG_KEY_MAX letters, digits, '.', '_' or '-'; the value at most CV_TAG_VALUE_MAX bytes of
+ * text without control characters. */
+#define CV_TAGS_MAX 32
+#define CV_TAG_KEY_MAX 64
+#define CV_TAG_VALUE_MAX 256
+struct cv_tag {
+	const char *key;
+	const char *value;
+};
+
+/* An edit of a certificate's metadata as the client sent it (strings borrowed). */
+struct cv_cert_edit_request {
+	const char *name;          /* NULL: kept; else the new name */
+	const char *description;   /* NULL: kept */
+	int set_tags;              /* tags replaced by these */
+	size_t n_tags;
+	const struct cv_tag *tags;
+	int set_environments;
+	size_t n_environments;
+	const char *const *environments;
+};
+/* Edits a certificate's metadata (see cv_store_cert_edit): a new name by the name rule, not
+ * taken, and not while the name is referenced in a setting (server.tls_certificate:
+ * CV_ERR_IN_USE); description at most CV_DESCRIPTION_MAX bytes; environments by the name
+ * rule, existing, at most CV_CERT_ENVIRONMENTS_MAX, and still holding every service using
+ * it; tags (see struct cv_tag), at most CV_TAGS_MAX, no key twice. audit's target is the
+ * old name. *ret_name (NULL: not wanted) gets the name it has after. Returns 0,
+ * CV_ERR_INVALID_NAME, CV_ERR_NAME_TAKEN, CV_ERR_IN_USE,
+ * CV_ERR_BAD_REQUEST, CV_ERR_NOT_FOUND, CV_ERR_UNKNOWN_ENVIRONMENT,
+ * CV_ERR_ENVIRONMENT_NOT_ALLOWED or CV_ERR_DB. */
+int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *name,
+		       const struct cv_cert_edit_request *req, int64_t now, char ret_name[65],
+		       struct cv_errmsg *err);
+
+/* Environments (see struct cv_environment_record). */
+/* Creates or changes an environment: name by the name rule, display_name (NULL: the name)
+ * 1 to CV_DISPLAY_NAME_MAX characters without control characters (spaces allowed),
+ * description at most CV_DESCRIPTION_MAX bytes. 0 (*ret_created; ret_name the name as
+ * stored), CV_ERR_INVALID_NAME, CV_ERR_BAD_REQUEST, CV_ERR_DB. */
+int cv_vault_environment_put(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			     const char *display_name, const char *description, int64_t now,
+			     int *ret_created, char ret_name[65], struct cv_errmsg *err);
+/* 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_vault_environment_get(struct cv_vault *v, const char *name,
+			     struct cv_environment_record **ret_rec, struct cv_errmsg *err);
+/* A page in name order (see cv_store_environment_list). 0, CV_ERR_DB. */
+int cv_vault_environment_list(struct cv_vault *v, const char *after, unsigned limit,
+			      struct cv_environment_record **ret_recs, size_t *ret_n,
+			      struct cv_errmsg *err);
+/* Deletes an environment no service is in and no certificate names (else CV_ERR_IN_USE
+ * naming them). 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_IN_USE, CV_ERR_DB. */
+int cv_vault_environment_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
+				struct cv_errmsg *err);
 
 /* Deletes a certificate: needs confirm == "delete" or its name (else CV_ERR_CONFIRM_REQUIRED,
  * nothing changes) and no service using it (else CV_ERR_IN_USE naming them). With JWKs linked
@@ -377,6 +459,7 @@ int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *
 struct cv_inventory;
 struct cv_inventory_item {
 	int trusted_ca;              /* a truststore entry: no key, services, JWKs or domains */
+	int is_public;               /* a public certificate: no key (key_uri "") */
 	const char *name;            /* the certificate's name, the entry's alias */
 	const char *description;     /* "" for a truststore entry */
 	const char *subject;
@@ -393,6 +476,8 @@ struct cv_inventory_item {
 	char *const *domains;
 	size_t n_used_by;            /* the services using it, in name order */
 	const struct cv_cert_usage *used_by;
+	size_t n_tags;               /* its tags, "key=value" */
+	char *const *tags;
 	size_t n_kids;               /* the JWKs linked to it */
 	char *const *kids;
 	const char *key_uri;         /* RFC 7512; "" for a truststore entry */
@@ -525,9 +610,11 @@ int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *
 int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *after,
 		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n,
 		      int *ret_more, struct cv_errmsg *err);
-/* The public JWKS document of the active JWKs as compact JSON text (malloc'd) and a strong
- * validator of it (a hash of the text, unquoted). 0, CV_ERR_DB, CV_ERR_NOMEM. */
-int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
+/* The public JWKS document at now as compact JSON text (malloc'd) and a strong validator of
+ * it (a hash of the text, unquoted): the active JWKs, and those superseded less than
+ * v->jwks_retention seconds ago (nothing in the document tells them apart). 0, CV_ERR_DB,
+ * CV_ERR_NOMEM. */
+int cv_vault_jwks_document(struct cv_vault *v, int64_t now, char **ret_text, size_t *ret_len,
 			   char ret_tag[65], struct cv_errmsg *err);
 
 /* The truststore: CA certificates trusted under an alias. */

@@ -70,6 +70,7 @@ int cv_x509_kdf_cost(const X509_ALGOR *alg, const char *what, long *ret_cost,
 struct cv_x509_policy {
 	time_t now;
 	int allow_weak_signatures; /* accept MD5/SHA-1 signed certificates */
+	int allow_upcoming;        /* accept one whose start is after now ("upcoming") */
 };
 
 /* Checks that chain links to leaf: every entry issued the leaf or another entry (names,
@@ -85,7 +86,8 @@ int cv_x509_chain_link(X509 *leaf, STACK_OF(X509) *chain, struct cv_errmsg *err)
  * weak signature -> CV_ERR_WEAK_SIGNATURE; the private key belongs to the
  * certificate -> CV_ERR_KEY_MISMATCH; every chain entry is a CA certificate and the chain
  * links to the certificate (cv_x509_chain_link, which puts it in issuing order) ->
- * CV_ERR_BAD_CHAIN. chain may be NULL. Returns 0 when all pass. */
+ * CV_ERR_BAD_CHAIN. chain may be NULL; key NULL checks a public certificate (no key: the
+ * key's own checks are left out). Returns 0 when all pass. */
 int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 			 const struct cv_x509_policy *policy, struct cv_errmsg *err);
 

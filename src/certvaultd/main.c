@@ -373,6 +373,7 @@ int main(int argc, char **argv)
 	app.vault.soon_seconds = cfg.expires_soon_days * 86400;
 	app.vault.allow_weak_signatures = cfg.allow_weak_signatures;
 	app.vault.destroy_superseded_keys = cfg.destroy_superseded_keys;
+	app.vault.jwks_retention = cfg.jwks_superseded_retention;
 	app.vault.pending_seconds = cfg.pending_expiry_seconds;
 	app.vault.served = cfg.tls_certificate[0] != '\0' ? cfg.tls_certificate : NULL;
 	app.vault.revocation.online = cfg.revocation_online;

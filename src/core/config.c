@@ -95,6 +95,10 @@ static const struct setting settings[] = {
 	{ "policy", "destroy_superseded_keys", K_BOOL, OFF(destroy_superseded_keys), "false", 0, 0,
 	  "destroy a version's key in the token as soon as a renewal or replace supersedes it"
 	  " (else kept until the certificate is deleted)" },
+	{ "jwks", "superseded_retention", K_INT, OFF(jwks_superseded_retention), "86400", 0,
+	  31536000,
+	  "seconds a JWK superseded by a renewal stays in the public JWKS (tokens it signed may"
+	  " still be in flight); 0: it leaves at once" },
 	{ "policy", "pending_expiry_seconds", K_INT, OFF(pending_expiry_seconds), "2592000", 1,
 	  315360000, "a pending certificate (a key generated in the token, its CSR waiting for"
 	  " the certificate) older than this is destroyed with its key, audited (30 days)" },
@@ -121,8 +125,9 @@ static const struct setting settings[] = {
 	  "ports (comma-separated) online revocation fetches may use on public addresses"
 	  " besides 80 and 443" },
 	{ "truststore", "allow_networks", K_STR, OFF(truststore_allow_networks), "", 0, 0,
-	  "networks (CIDR, comma-separated) a truststore url fetch may reach, on any port,"
-	  " besides public addresses: internal hosts must be named here" },
+	  "networks (CIDR, comma-separated) a truststore url fetch (or a certificate's url"
+	  " import) may reach, on any port, besides public addresses: internal hosts must be"
+	  " named here" },
 	{ "truststore", "allow_ports", K_STR, OFF(truststore_allow_ports), "", 0, 0,
 	  "ports (comma-separated) a truststore url fetch may use on public addresses besides"
 	  " 443 and 636" },

@@ -47,6 +47,9 @@ static const char *const names[] = {
 	[-CV_ERR_BUSY] = "busy: try again shortly",
 	[-CV_ERR_NOT_PENDING] = "no generated key waits for a certificate",
 	[-CV_ERR_UNWRAP_FAILED] = "the wrapped key could not be unwrapped",
+	[-CV_ERR_UNKNOWN_ENVIRONMENT] = "no such environment",
+	[-CV_ERR_ENVIRONMENT_NOT_ALLOWED] = "the certificate is not for that environment",
+	[-CV_ERR_NO_PRIVATE_KEY] = "the certificate has no private key",
 };
 
 const char *cv_strerror(int err)

@@ -49,6 +49,9 @@ static const struct mapping table[] = {
 	[-CV_ERR_BUSY] = { 503, "busy" },
 	[-CV_ERR_NOT_PENDING] = { 409, "not_pending" },
 	[-CV_ERR_UNWRAP_FAILED] = { 422, "unwrap_failed" },
+	[-CV_ERR_UNKNOWN_ENVIRONMENT] = { 422, "unknown_environment" },
+	[-CV_ERR_ENVIRONMENT_NOT_ALLOWED] = { 422, "environment_not_allowed" },
+	[-CV_ERR_NO_PRIVATE_KEY] = { 422, "no_private_key" },
 };
 
 static const struct mapping *lookup(int err)

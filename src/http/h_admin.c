@@ -107,6 +107,22 @@ int h_token_revoke(struct cv_app *app, const struct cv_request *req, struct cv_r
 	return 0;
 }
 
+/* What a record says changed: its JSON object, or null when it says nothing (or, written by
+ * hand behind certvault's back, is not an object: the page still renders). */
+static json_t *changes_json(const char *text)
+{
+	json_t *o;
+
+	if (text[0] == '\0')
+		return json_null();
+	o = json_loads(text, 0, NULL);
+	if (o == NULL || !json_is_object(o)) {
+		json_decref(o);
+		return json_null();
+	}
+	return o;
+}
+
 static json_t *audit_json(const struct cv_audit_record *rec)
 {
 	char prev[2 * CV_AUDIT_HASH_LEN + 1], hash[2 * CV_AUDIT_HASH_LEN + 1];
@@ -133,14 +149,14 @@ static json_t *audit_json(const struct cv_audit_record *rec)
 	 * targets were made safe (or edited behind certvaultd's back) still shows, and the
 	 * page with it. */
 	out = json_pack("{s:I, s:o, s:{s:o, s:o}, s:o, s:o, s:s, s:o, s:o, s:o, s:s, s:s, s:o,"
-			" s:I, s:b}", "seq",
+			" s:o, s:I, s:b}", "seq",
 			(json_int_t)rec->seq, "at", time_json(e->at), "actor", "id",
 			e->actor_id[0] != '\0' ? cv_text_json(e->actor_id) : json_null(), "name",
 			cv_text_json(e->actor_name), "action", cv_text_json(e->action), "target",
 			cv_text_json(e->target), "outcome", e->ok ? "done" : "refused", "error",
 			e->error[0] != '\0' ? cv_text_json(e->error) : json_null(), "request_id",
 			cv_text_json(e->request_id), "fingerprints", fps != NULL ? fps : json_null(),
-			"prev_hash", prev, "hash", hash, "source",
+			"prev_hash", prev, "hash", hash, "changes", changes_json(e->changes), "source",
 			e->source[0] != '\0' ? cv_text_json(e->source) : json_null(), "count",
 			(json_int_t)(e->count > 0 ? e->count : 1), "keyed", rec->keyed);
 	/* A count of repeats says when they began and ended; a checkpoint says what it marks. */

@@ -9,6 +9,8 @@
 /* Largest certificate, chain or key text a client may paste (the body limit also holds). */
 #define PEM_MAX (256 * 1024)
 #define PASSWORD_MAX 1024
+#define URL_MAX 300                 /* as the truststore's */
+#define FETCH_TIMEOUT_MS 10000      /* a url fetch, as the truststore's */
 #define QUERY_MAX 256
 
 /* The services using a certificate: service and environment, and their domains when asked. */
@@ -33,6 +35,34 @@ static json_t *used_by_json(const struct cv_cert_record *rec, int with_domains)
 		}
 	}
 	return a;
+}
+
+/* "key_pair" (its key is in the token) or "public" (a certificate alone). */
+static const char *cert_kind(const struct cv_cert_record *rec)
+{
+	return rec->is_public ? "public" : "key_pair";
+}
+
+/* A JSON view of tags stored as "key=value". */
+static json_t *tags_json(char *const *tags, size_t n)
+{
+	json_t *o = json_object();
+	const char *eq;
+	char key[CV_TAG_KEY_MAX + 1];
+	size_t i;
+
+	for (i = 0; o != NULL && i < n; i++) {
+		eq = strchr(tags[i], '=');
+		if (eq == NULL || (size_t)(eq - tags[i]) > CV_TAG_KEY_MAX)
+			continue;
+		memcpy(key, tags[i], (size_t)(eq - tags[i]));
+		key[eq - tags[i]] = '\0';
+		if (json_object_set_new(o, key, json_string(eq + 1)) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
+	}
+	return o;
 }
 
 /* The quoted ETag of a version, as the header and the views give it. */
@@ -172,6 +202,15 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t
 			return NULL;
 		}
 	json_decref(extra);
+	/* A public certificate has no key object: no key to show. */
+	if (json_object_set_new(o, "kind", json_string(cert_kind(rec))) < 0 ||
+	    json_object_set_new(o, "environments",
+				strings_json(rec->environments, rec->n_environments)) < 0 ||
+	    json_object_set_new(o, "tags", tags_json(rec->tags, rec->n_tags)) < 0 ||
+	    (rec->is_public && json_object_set_new(o, "key", json_null()) < 0)) {
+		json_decref(o);
+		return NULL;
+	}
 	return view_extend(o, rec, etag);
 }
 
@@ -277,8 +316,8 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 		return r;
 	if (in->certificate == NULL && in->pkcs12 == NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				     "\"certificate\" (with \"private_key\") or \"pkcs12\" is "
-				     "required");
+				     "\"certificate\" (with \"private_key\", or alone for a public "
+				     "certificate) or \"pkcs12\" is required");
 	if (form) {
 		if (encoding != NULL)
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"encoding\" is for JSON "
@@ -292,27 +331,103 @@ static int material_members(json_t *body, int form, struct cv_import_request *in
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"pkcs12\" is always base64: \"encoding\" is not taken");
 	in->pkcs12_encoding = CV_ENC_BASE64;
-	if (in->certificate != NULL && in->private_key == NULL && in->wrapped_private_key == NULL)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required (or "
-				     "\"wrapped_key\")");
+	/* A certificate without "private_key" is a public certificate. */
 	if (cv_x509_encoding_parse(encoding, &in->encoding) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "\"encoding\" must be pem, base64 or base64pem");
 	return 0;
 }
 
-/* The optional "check_chain" member: a boolean. */
-int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
+/* The optional "tags" member: an object of string values, pointers into body in tags (room
+ * for CV_TAGS_MAX); the use case checks keys and values. */
+static int tags_member(json_t *body, struct cv_tag *tags, size_t *ret_n, int *ret_present,
+		       struct cv_errmsg *err)
 {
-	json_t *v = json_object_get(body, "check_chain");
+	json_t *o = json_object_get(body, "tags"), *value;
+	const char *key;
+	size_t n = 0;
+
+	*ret_n = 0;
+	*ret_present = o != NULL && !json_is_null(o);
+	if (!*ret_present)
+		return 0;
+	if (!json_is_object(o) || json_object_size(o) > CV_TAGS_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"tags\" must be an object of at most"
+				     " %d key: \"value\" members", CV_TAGS_MAX);
+	json_object_foreach(o, key, value) {
+		if (!json_is_string(value) ||
+		    strlen(json_string_value(value)) != json_string_length(value) ||
+		    strlen(key) > CV_TAG_KEY_MAX)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "\"tags\": each value is a string; keys are at most %d"
+					     " bytes", CV_TAG_KEY_MAX);
+		tags[n].key = key;
+		tags[n].value = json_string_value(value);
+		n++;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+/* The "url" source of an import (with its "position"): certvaultd connects where the caller
+ * says, so, as for the truststore, only an admin may aim it. */
+static int url_member(const struct cv_request *req, json_t *body, struct cv_import_request *in,
+		      struct cv_errmsg *err)
+{
+	json_t *position = json_object_get(body, "position");
+	int r;
+
+	r = json_string_member(body, "url", 0, URL_MAX, &in->url, NULL, err);
+	if (r < 0)
+		return r;
+	if (in->url == NULL) {
+		if (position != NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"position\" goes with \"url\"");
+		return 0;
+	}
+	static const char *const material[] = { "certificate", "private_key", "password",
+						"chain", "pkcs12", "encoding", "wrapped_key",
+						NULL };
+	size_t i;
+
+	for (i = 0; material[i] != NULL; i++)
+		if (json_object_get(body, material[i]) != NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"url\" comes without \"%s\":"
+					     " the certificate and its chain are what the server"
+					     " presents", material[i]);
+	if (req->actor.role != CV_ROLE_ADMIN)
+		return cv_errmsg_set(err, CV_ERR_FORBIDDEN, "fetching from a URL is for the admin "
+				     "role");
+	if (position != NULL && !json_is_null(position) &&
+	    (!json_is_integer(position) || json_integer_value(position) < 0 ||
+	     json_integer_value(position) > CV_X509_MAX_CHAIN))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"position\" is 0 (the server's own"
+				     " certificate) to %d", CV_X509_MAX_CHAIN);
+	in->position = position != NULL && json_is_integer(position)
+			       ? json_integer_value(position)
+			       : 0;
+	in->timeout_ms = FETCH_TIMEOUT_MS;
+	return 0;
+}
+
+/* An optional boolean member (absent: false). */
+static int bool_member(json_t *body, const char *key, int *ret, struct cv_errmsg *err)
+{
+	json_t *v = json_object_get(body, key);
 
 	*ret = 0;
 	if (v == NULL || json_is_null(v))
 		return 0;
 	if (!json_is_boolean(v))
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"check_chain\" must be true or false");
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" must be true or false", key);
 	*ret = json_is_true(v);
 	return 0;
+}
+
+/* The optional "check_chain" member: a boolean. */
+int check_chain_member(json_t *body, int *ret, struct cv_errmsg *err)
+{
+	return bool_member(body, "check_chain", ret, err);
 }
 
 /* Why online revocation fetches failed, which the client is told only generically: one
@@ -391,14 +506,17 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 {
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
-					       "pkcs12", "check_chain", "generate", "wrapped_key",
-					       NULL };
+					       "pkcs12", "check_chain", "environments",
+					       "allow_upcoming", "tags", "url", "position", "generate",
+					       "wrapped_key", NULL };
+	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
+	struct cv_tag tags[CV_TAGS_MAX];
 	unsigned char *wrapped[2] = { NULL, NULL };
 	struct cv_import_request in = { 0 };
 	struct cv_cert_record *rec = NULL;
 	struct cv_revocation rev;
 	json_t *body = NULL;
-	int r, form, check = 0;
+	int r, form, check = 0, present;
 
 	r = req_body_object(req, allowed, &body, &form, err);
 	if (r < 0)
@@ -411,12 +529,22 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	if ((r = json_string_member(body, "name", 1, CV_NAME_MAX * 4, &in.name, NULL, err)) < 0 ||
 	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &in.description,
 				    NULL, err)) < 0 ||
+	    (r = url_member(req, body, &in, err)) < 0 ||
 	    (r = wrapped_key_member(body, &in, wrapped, err)) < 0 ||
-	    (r = material_members(body, form, &in, err)) < 0)
+	    (in.url == NULL && (r = material_members(body, form, &in, err)) < 0))
 		goto out;
 	r = check_chain_member(body, &check, err);
+	if (r == 0)
+		r = bool_member(body, "allow_upcoming", &in.allow_upcoming, err);
+	if (r == 0)
+		r = json_names_member(body, "environments", CV_CERT_ENVIRONMENTS_MAX, environments,
+				      &in.n_environments, &present, err);
+	if (r == 0)
+		r = tags_member(body, tags, &in.n_tags, &present, err);
 	if (r < 0)
 		goto out;
+	in.environments = environments;
+	in.tags = tags;
 	r = cv_vault_cert_import(&app->vault, req->audit, &in, req->now, &rec, &rev, err);
 	log_revocation(req, &rev);
 	if (r < 0)
@@ -536,10 +664,14 @@ int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_respo
 int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "description", NULL };
-	static const char *const content[] = { "name", "certificate", "private_key", "chain",
+	static const char *const allowed[] = { "name", "description", "environments", "tags",
+					       NULL };
+	static const char *const content[] = { "certificate", "private_key", "chain",
 					       "password", "encoding", NULL };
-	const char *description;
+	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
+	struct cv_tag tags[CV_TAGS_MAX];
+	char name[65];
+	struct cv_cert_edit_request edit = { 0 };
 	json_t *body = NULL;
 	size_t i;
 	int r;
@@ -553,25 +685,37 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 		if (strcmp(err->text, unknown) == 0)
 			r = cv_errmsg_set(err, r,
 					  "\"%s\" is not metadata: the certificate and key change"
-					  " through /renew or /replace, and the name never does",
+					  " through /renew or /replace",
 					  content[i]);
 	}
 	if (r < 0)
 		goto out;
-	/* An empty description clears it; leaving it out is a mistake worth saying. */
-	r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &description, NULL,
+	/* An empty description clears it; a body that changes nothing is a mistake worth
+	 * saying. */
+	r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX, &edit.description,
+			       NULL, err);
+	if (r == 0)
+		r = json_string_member(body, "name", 0, CV_NAME_MAX * 4, &edit.name, NULL, err);
+	if (r == 0)
+		r = json_names_member(body, "environments", CV_CERT_ENVIRONMENTS_MAX, environments,
+				      &edit.n_environments, &edit.set_environments, err);
+	if (r == 0)
+		r = tags_member(body, tags, &edit.n_tags, &edit.set_tags, err);
+	if (r < 0)
+		goto out;
+	edit.environments = environments;
+	edit.tags = tags;
+	if (edit.description == NULL && edit.name == NULL && !edit.set_environments &&
+	    !edit.set_tags) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "nothing to change: give \"name\", "
+				  "\"description\", \"environments\" or \"tags\"");
+		goto out;
+	}
+	r = cv_vault_cert_edit(&app->vault, req->audit, req->params[0], &edit, req->now, name,
 			       err);
 	if (r < 0)
 		goto out;
-	if (description == NULL) {
-		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"description\" is required");
-		goto out;
-	}
-	r = cv_vault_cert_describe(&app->vault, req->audit, req->params[0], description, req->now,
-				   err);
-	if (r < 0)
-		goto out;
-	r = cert_view_response(app, req->params[0], req->now, 200, res, NULL, err);
+	r = cert_view_response(app, name, req->now, 200, res, NULL, err);
 out:
 	json_decref(body);
 	return r;
@@ -652,6 +796,8 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		  json_integer((json_int_t)cv_expires_in_days((time_t)rec->not_after, (time_t)now)) },
 		{ "valid_to", time_json(rec->not_after) },
 		{ "key_type", json_string(rec->key_description) },
+		{ "kind", json_string(cert_kind(rec)) },
+		{ "tags", tags_json(rec->tags, rec->n_tags) },
 		{ "version", json_integer((json_int_t)rec->version) },
 	};
 	json_t *o = json_object();
@@ -763,6 +909,7 @@ static json_t *cursor_json(const struct cv_cert_record *rec, char letter,
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
+	char tag_key[CV_TAG_KEY_MAX + 1];
 	struct cv_cert_filter filter = { 0 };
 	struct cv_cert_page *page = NULL;
 	char domain[CV_DNS_NAME_MAX + 1], wildcard[CV_DNS_NAME_MAX + 3];
@@ -821,6 +968,19 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		filter.domain = domain;
 		if (cv_x509_domain_wildcard(domain, wildcard, sizeof(wildcard)) == 0)
 			filter.domain_wildcard = wildcard;
+	}
+	/* tag=key:value, or tag=key for any value. */
+	if ((s = req_query(req, "tag")) != NULL) {
+		size_t klen = strcspn(s, ":");
+
+		if (klen == 0 || klen > CV_TAG_KEY_MAX) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "tag must be key:value or key");
+			goto out;
+		}
+		memcpy(tag_key, s, klen);
+		tag_key[klen] = '\0';
+		filter.tag_key = tag_key;
+		filter.tag_value = s[klen] == ':' ? s + klen + 1 : NULL;
 	}
 	if ((s = req_query(req, "environment")) != NULL) {
 		if (!cv_name_valid(s)) {
@@ -981,7 +1141,8 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 {
 	static const char *const allowed[] = { "certificate", "private_key", "password", "chain",
 					       "encoding", "pkcs12", "version", "jwk_action",
-					       "confirm", "check_chain", "generate", NULL };
+					       "confirm", "check_chain", "allow_upcoming", "generate",
+					       NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
 	struct cv_jwk_outcome outcome = { 0 };
 	struct cv_import_request in = { 0 };
@@ -990,7 +1151,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	struct cv_version_ref ref;
 	struct cv_cert_view *view = NULL;
 	struct cv_revocation rev;
-	json_t *body = NULL;
+	json_t *body = NULL, *jwks = NULL;
 	int64_t previous;
 	int r;
 
@@ -1010,6 +1171,8 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		r = json_string_member(body, "confirm", 0, CV_NAME_MAX * 4, &jwk.confirm, NULL, err);
 	if (r == 0)
 		r = check_chain_member(body, &check, err);
+	if (r == 0)
+		r = bool_member(body, "allow_upcoming", &in.allow_upcoming, err);
 	if (r < 0)
 		goto out;
 	if (cv_vault_jwk_action_parse(action, &jwk.action) < 0 ||
@@ -1020,7 +1183,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	}
 	in.name = req->params[0];
 	r = cv_vault_cert_supersede_report(&app->vault, req->audit, kind, &in, &ref, &jwk,
-					   req->now, &previous, &rev, &outcome, err);
+					   req->now, &previous, &rev, &jwks, &outcome, err);
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
@@ -1029,14 +1192,17 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		r = add_revocation(&rev, res);
 	if (r < 0)
 		goto out;
-	/* Every service the new version reached, as the view read it after the commit. */
+	/* Every service the new version reached, as the view read it after the commit; what
+	 * became of the JWKs. */
 	if (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
+	    json_object_set(res->json, "jwk_outcome", jwks != NULL ? jwks : json_null()) < 0 ||
 	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0 ||
 	    json_object_set_new(res->json, "jwk_changes", jwk_outcome_json(&outcome)) < 0)
 		r = CV_ERR_NOMEM;
 	if (r == 0 && check)
 		r = add_chain_trust(app, req->params[0], req->now, res, err);
 out:
+	json_decref(jwks);
 	cv_jwk_outcome_release(&outcome);
 	cv_vault_cert_view_free(view);
 	json_decref(body); /* wiped on free: it held the key and the password */

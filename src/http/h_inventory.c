@@ -15,9 +15,9 @@
 /* The columns of the CSV and the members of each JSON item, in this order. Each row is
  * made once as JSON and written in either format from it, so the two always agree. */
 static const char *const columns[] = {
-	"type", "name", "description", "subject", "issuer", "serial", "sha256_fingerprint",
+	"type", "kind", "name", "description", "subject", "issuer", "serial", "sha256_fingerprint",
 	"key_type", "key_bits", "not_before", "not_after", "status", "version", "domains",
-	"services", "environments", "jwks", "key_pkcs11_uri", "key_origin", "key_present",
+	"services", "environments", "tags", "jwks", "key_pkcs11_uri", "key_origin", "key_present",
 	"key_sensitive",
 	"key_extractable", "key_always_sensitive", "key_never_extractable", NULL,
 };
@@ -88,11 +88,33 @@ static json_t *key_flag(const struct cv_inventory_item *it, int value)
 	return json_boolean(value);
 }
 
+/* Tags stored as "key=value", as an object. */
+static json_t *inventory_tags_json(char *const *tags, size_t n)
+{
+	json_t *o = json_object();
+	size_t i, klen;
+	char *key;
+
+	for (i = 0; o != NULL && i < n; i++) {
+		klen = strcspn(tags[i], "=");
+		key = strndup(tags[i], klen);
+		if (key == NULL || tags[i][klen] != '=' ||
+		    json_object_set_new(o, key, json_string(tags[i] + klen + 1)) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
+		free(key);
+	}
+	return o;
+}
+
 static json_t *item_json(const struct cv_inventory_item *it)
 {
-	return json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:o, s:o,"
-			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+	return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:o,"
+			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 			 "type", it->trusted_ca ? "truststore" : "certificate",
+			 /* A truststore entry is a certificate alone too. */
+			 "kind", it->trusted_ca || it->is_public ? "public" : "key_pair",
 			 "name", it->name,
 			 "description", cv_text_json(it->description),
 			 "subject", it->subject,
@@ -108,8 +130,10 @@ static json_t *item_json(const struct cv_inventory_item *it)
 			 "domains", strings_json(it->domains, it->n_domains),
 			 "services", services_json(it->used_by, it->n_used_by),
 			 "environments", distinct_environments(it->used_by, it->n_used_by),
+			 "tags", inventory_tags_json(it->tags, it->n_tags),
 			 "jwks", strings_json(it->kids, it->n_kids),
-			 "key_pkcs11_uri", it->trusted_ca ? json_null() : json_string(it->key_uri),
+			 "key_pkcs11_uri", it->trusted_ca || it->is_public ? json_null()
+								   : json_string(it->key_uri),
 			 "key_origin", string_or_null(it->key_origin),
 			 "key_present", it->trusted_ca ? json_null() : json_boolean(it->key.present),
 			 "key_sensitive", key_flag(it, it->key.sensitive),
@@ -121,6 +145,11 @@ static json_t *item_json(const struct cv_inventory_item *it)
 /* One CSV field from a JSON value: text as it is, numbers in decimal, true and false,
  * nothing for null, and the strings of an array separated by spaces (names, domains and
  * kids hold none). */
+static int dump_to_text(const char *buf, size_t size, void *data)
+{
+	return text_append(data, buf, size) < 0 ? -1 : 0;
+}
+
 static int csv_value(struct text *out, const json_t *v)
 {
 	struct text joined = { 0 };
@@ -151,15 +180,20 @@ static int csv_value(struct text *out, const json_t *v)
 			r = text_csv_field(out, joined.buf);
 		text_release(&joined);
 		return r;
+	case JSON_OBJECT:
+		/* Tags: one cell of compact JSON, keys sorted, so that any value reads back. */
+		if (text_puts(&joined, "") < 0 ||
+		    json_dump_callback(v, dump_to_text, &joined, JSON_COMPACT | JSON_SORT_KEYS) < 0)
+			r = CV_ERR_NOMEM;
+		if (r == 0)
+			r = text_csv_field(out, joined.buf);
+		text_release(&joined);
+		return r;
 	default:
 		return 0;
 	}
 }
 
-static int dump_to_text(const char *buf, size_t size, void *data)
-{
-	return text_append(data, buf, size) < 0 ? -1 : 0;
-}
 
 static int write_header(struct inventory_stream *s, struct text *out)
 {

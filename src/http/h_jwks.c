@@ -8,8 +8,9 @@
 #include "handlers.h"
 
 /* How long a client or a cache may reuse the JWKS document before asking again. A renewal
- * that updates a JWK keeps the old one in the document until it is deleted, so a verifier
- * with a copy this old still finds the key. */
+ * that updates a JWK keeps the old one in the document for jwks.superseded_retention (24 h
+ * by default), and the new one is in it from the renewal on, so a verifier with a copy this
+ * old still finds the key a token names. */
 #define JWKS_CACHE_CONTROL "public, max-age=300"
 
 static json_t *jwk_view_json(const struct cv_jwk_record *rec)
@@ -149,7 +150,7 @@ int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_
 	size_t len;
 	int r;
 
-	r = cv_vault_jwks_document(&app->vault, &text, &len, tag, err);
+	r = cv_vault_jwks_document(&app->vault, req->now, &text, &len, tag, err);
 	if (r < 0)
 		return r;
 	snprintf(res->etag, sizeof(res->etag), "\"%.32s\"", tag);

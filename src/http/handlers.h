@@ -93,6 +93,20 @@ int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_respon
 	      struct cv_errmsg *err);
 int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     struct cv_errmsg *err);
+int h_environment_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		       struct cv_errmsg *err);
+int h_environment_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		      struct cv_errmsg *err);
+int h_environment_put(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		      struct cv_errmsg *err);
+int h_environment_delete(struct cv_app *app, const struct cv_request *req,
+			 struct cv_response *res, struct cv_errmsg *err);
+
+/* An array member of at most max names (strings of at most CV_NAME_MAX bytes, no NUL; the
+ * name rule is the use case's), pointers into obj in ret (room for max): 0 with *ret_n and
+ * *ret_present (absent or null: 0), or CV_ERR_BAD_REQUEST naming the member. */
+int json_names_member(json_t *obj, const char *key, size_t max, const char **ret, size_t *ret_n,
+		      int *ret_present, struct cv_errmsg *err);
 int h_console_redirect(struct cv_app *app, const struct cv_request *req,
 		       struct cv_response *res, struct cv_errmsg *err);
 int h_console_index(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

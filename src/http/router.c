@@ -70,6 +70,12 @@ static const struct cv_route routes[] = {
 	  "service.bind" },
 	{ "DELETE", "/v1/services/{}/certificate", CV_R_WRITE, 0, h_service_unbind,
 	  "service.unbind" },
+	{ "GET", "/v1/environments", CV_R_READ, 0, h_environment_list, NULL },
+	{ "GET", "/v1/environments/{}", CV_R_READ, 0, h_environment_get, NULL },
+	{ "PUT", "/v1/environments/{}", CV_R_WRITE, 8 * 1024, h_environment_put,
+	  "environment.put" },
+	{ "DELETE", "/v1/environments/{}", CV_R_WRITE, 0, h_environment_delete,
+	  "environment.delete" },
 	{ "POST", "/v1/jwks", CV_R_WRITE, 4 * 1024, h_jwk_create, "jwk.create" },
 	{ "GET", "/v1/jwks", CV_R_PUBLIC, 0, h_jwks_document, NULL },
 	{ "GET", "/.well-known/jwks.json", CV_R_PUBLIC, 0, h_jwks_document, NULL },
@@ -116,13 +122,14 @@ static const struct route_query {
 	const char *args;
 	size_t max;
 } route_queries[] = {
-	{ h_cert_list, "status q in_use domain limit cursor sort order environment service",
+	{ h_cert_list, "status q in_use domain tag limit cursor sort order environment service",
 	  QUERY_MAX },
 	{ h_cert_delete, "confirm jwk_action", 64 },
 	{ h_cert_export, "format version", 20 },
 	{ h_jwk_list, "certificate limit cursor", 128 },
 	{ h_trust_list, "q limit cursor", 256 },
 	{ h_service_list, "environment certificate limit cursor", QUERY_MAX },
+	{ h_environment_list, "limit cursor", QUERY_MAX },
 	{ h_trust_export, "format password", CV_X509_TRUSTSTORE_PASSWORD_MAX },
 	{ h_audit_list, "from until actor action target limit cursor", 200 },
 	{ h_service_get, "wait", 3 },
@@ -695,22 +702,48 @@ int req_json_object(const struct cv_request *req, const char *const *allowed, js
 	return 0;
 }
 
+/* A form field of comma-separated names ("production,staging"; empty: none) as the array
+ * a JSON body would hold. */
+static int form_names(const struct http_part *part, json_t **ret, struct cv_errmsg *err)
+{
+	json_t *a = json_array(), *item;
+	size_t start = 0, i;
+
+	if (a == NULL)
+		return CV_ERR_NOMEM;
+	for (i = 0; part->len > 0 && i <= part->len; i++) {
+		if (i < part->len && part->data[i] != ',')
+			continue;
+		item = json_stringn(part->data + start, i - start);
+		if (item == NULL || json_array_append_new(a, item) < 0) {
+			json_decref(a);
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					     "the field \"%s\" is not UTF-8 text", part->name);
+		}
+		start = i + 1;
+	}
+	*ret = a;
+	return 0;
+}
+
 /* One form field as the member a JSON body would hold. */
 static int form_value(const struct http_part *part, json_t **ret, struct cv_errmsg *err)
 {
 	char digits[19];
 	size_t i;
 
-	if (strcmp(part->name, "check_chain") == 0) {
+	if (strcmp(part->name, "check_chain") == 0 || strcmp(part->name, "allow_upcoming") == 0) {
 		if (part->len == 4 && memcmp(part->data, "true", 4) == 0)
 			*ret = json_true();
 		else if (part->len == 5 && memcmp(part->data, "false", 5) == 0)
 			*ret = json_false();
 		else
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					     "\"check_chain\" must be true or false");
+					     "\"%s\" must be true or false", part->name);
 		return 0;
 	}
+	if (strcmp(part->name, "environments") == 0)
+		return form_names(part, ret, err);
 	if (strcmp(part->name, "version") == 0) {
 		for (i = 0; i < part->len && i < sizeof(digits) - 1; i++)
 			if (part->data[i] < '0' || part->data[i] > '9')

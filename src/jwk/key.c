@@ -315,7 +315,9 @@ int cv_jwk_from_pkey(const EVP_PKEY *pkey, const char *alg, const char *use, jso
 	const struct curve *curve;
 	enum family family = F_RSA;
 	json_t *key = NULL, *jwk = NULL;
-	char kid[CV_JWK_KID_LEN + 1];
+	const struct alg_rule *default_rule;
+	char kid[CV_JWK_KID_MAX + 1];
+	size_t len;
 	int r;
 
 	if (pkey == NULL) {
@@ -345,6 +347,15 @@ int cv_jwk_from_pkey(const EVP_PKEY *pkey, const char *alg, const char *use, jso
 	r = cv_jwk_thumbprint(key, kid, err);
 	if (r < 0)
 		goto out;
+	/* Every family signs: its first "sig" rule is the default JWK, whose kid is the
+	 * thumbprint alone. */
+	r = check_alg(NULL, family, "sig", &default_rule, err);
+	if (r < 0)
+		goto out;
+	if (rule != default_rule) {
+		len = strlen(kid);
+		snprintf(kid + len, sizeof(kid) - len, ".%s.%s", rule->alg, use);
+	}
 	/* kty first, then what names the key and its purpose, then the key itself. */
 	jwk = json_pack("{s:O, s:s, s:s, s:s}", "kty", json_object_get(key, "kty"), "kid", kid,
 			"use", use, "alg", rule->alg);

@@ -13,7 +13,8 @@
 
 #define AUDIT_COLS                                                                        \
 	"seq, at, actor_id, actor_name, action, target, ok, error, request_id,"           \
-	" fingerprints, prev_hash, hash, keyed, source, count, first_at, last_at, detail"
+	" fingerprints, prev_hash, hash, keyed, source, count, first_at, last_at, detail,"  \
+	" changes"
 
 /* Feeds one length-prefixed field into the digest: fields can never run into each other. */
 static void hash_field(EVP_MD_CTX *ctx, const void *data, size_t len)
@@ -54,6 +55,12 @@ static void hash_common(EVP_MD_CTX *ctx, const struct cv_audit_record *rec)
 	hash_text(ctx, e->error);
 	hash_text(ctx, e->request_id);
 	hash_text(ctx, e->fingerprints);
+	/* Only when there is something: a record without changes hashes as records did
+	 * before they could have them, so older chains still verify. */
+	if (e->changes[0] != '\0') {
+		hash_text(ctx, "changes");
+		hash_text(ctx, e->changes);
+	}
 }
 
 static int digest_done(EVP_MD_CTX *ctx, uint8_t ret[CV_AUDIT_HASH_LEN])
@@ -189,7 +196,7 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 		goto out;
 	rc = sqlite3_prepare_v2(db, "INSERT INTO audit_log (" AUDIT_COLS ") VALUES (?1, ?2, ?3,"
 				" ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-				" ?18)", -1, &ins, NULL);
+				" ?18, ?19)", -1, &ins, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(ins, 1, rec.seq);
 	if (rc == SQLITE_OK)
@@ -226,6 +233,8 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 		rc = sqlite3_bind_int64(ins, 17, rec.e.last_at);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 18, rec.e.detail);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(ins, 19, rec.e.changes);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(ins)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	r = rc == SQLITE_OK ? 0 : store_err(rc);
@@ -292,6 +301,8 @@ static int read_record(sqlite3_stmt *stmt, struct cv_audit_record *rec)
 		r = store_copy_text(stmt, 13, rec->e.source, sizeof(rec->e.source));
 	if (r == 0)
 		r = store_copy_text(stmt, 17, rec->e.detail, sizeof(rec->e.detail));
+	if (r == 0)
+		r = store_copy_text(stmt, 18, rec->e.changes, sizeof(rec->e.changes));
 	if (r < 0)
 		return r;
 	rec->e.ok = sqlite3_column_int(stmt, 6);

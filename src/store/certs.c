@@ -13,7 +13,8 @@
 #define COLS_LIST                                                                        \
 	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
 	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at, version, current_since, key_origin, coalesce(key_label, name)"
+	"updated_at, version, current_since, key_origin,"                                 \
+	" coalesce(nullif(key_label, ''), name), has_key"
 #define COLS_FULL                                                                        \
 	COLS_LIST ", cert_der, chain_pem, created_by, updated_by, revocation_status, "     \
 		  "revocation_source, revocation_detail, revocation_checked_at"
@@ -35,6 +36,8 @@ void cv_store_cert_free(struct cv_cert_record *rec)
 		return;
 	store_strings_free(rec->domains, rec->n_domains);
 	store_strings_free(rec->kids, rec->n_kids);
+	store_strings_free(rec->environments, rec->n_environments);
+	store_strings_free(rec->tags, rec->n_tags);
 	usage_free(rec->used_by, rec->n_used_by);
 	free(rec->description);
 	free(rec->cert_der);
@@ -97,13 +100,15 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 	rec->updated_at = sqlite3_column_int64(stmt, 14);
 	rec->version = sqlite3_column_int64(stmt, 15);
 	rec->current_since = sqlite3_column_int64(stmt, 16);
+	/* The label the key really has: key_label, or the name for rows from before it. */
 	rec->key_origin = (enum cv_key_origin)sqlite3_column_int64(stmt, 17);
 	r = store_copy_text(stmt, 18, rec->key_label, sizeof(rec->key_label));
 	if (r < 0)
 		goto out;
+	rec->is_public = sqlite3_column_int(stmt, 19) == 0;
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 19);
-		n = sqlite3_column_bytes(stmt, 19);
+		blob = sqlite3_column_blob(stmt, 20);
+		n = sqlite3_column_bytes(stmt, 20);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -117,23 +122,23 @@ static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_re
 		if (n > 0)
 			memcpy(rec->cert_der, blob, (size_t)n);
 		rec->cert_der_len = (size_t)n;
-		r = store_dup_text(stmt, 20, &rec->chain_pem);
+		r = store_dup_text(stmt, 21, &rec->chain_pem);
 		if (r == 0)
-			r = store_copy_text(stmt, 21, rec->created_by, sizeof(rec->created_by));
+			r = store_copy_text(stmt, 22, rec->created_by, sizeof(rec->created_by));
 		if (r == 0)
-			r = store_copy_text(stmt, 22, rec->updated_by, sizeof(rec->updated_by));
+			r = store_copy_text(stmt, 23, rec->updated_by, sizeof(rec->updated_by));
 		if (r == 0)
-			r = store_copy_text(stmt, 23, rec->revocation_status,
+			r = store_copy_text(stmt, 24, rec->revocation_status,
 					    sizeof(rec->revocation_status));
 		if (r == 0)
-			r = store_copy_text(stmt, 24, rec->revocation_source,
+			r = store_copy_text(stmt, 25, rec->revocation_source,
 					    sizeof(rec->revocation_source));
 		if (r == 0)
-			r = store_copy_text(stmt, 25, rec->revocation_detail,
+			r = store_copy_text(stmt, 26, rec->revocation_detail,
 					    sizeof(rec->revocation_detail));
 		if (r < 0)
 			goto out;
-		rec->revocation_checked_at = sqlite3_column_int64(stmt, 26);
+		rec->revocation_checked_at = sqlite3_column_int64(stmt, 27);
 	}
 	*ret_rec = rec;
 	rec = NULL;
@@ -245,8 +250,13 @@ static void settle_custom_domains(struct cv_cert_record *rec, char ***all, size_
 	*n_all = 0;
 }
 
+/* The tags of the page's certificates as "key=value", in key order. */
+static const char page_tags_sql[] =
+	"SELECT cert_id, key || '=' || value FROM certificate_tags WHERE cert_id" PAGE_IDS
+	" ORDER BY cert_id, key";
+
 /* What page_strings fills. */
-enum page_list { PAGE_DOMAINS, PAGE_KIDS };
+enum page_list { PAGE_DOMAINS, PAGE_KIDS, PAGE_TAGS };
 
 /* Runs sql (?1 = the page's ids, a JSON array) and appends column 1 of each row to the
  * domains or kids of the record column 0 names. */
@@ -271,6 +281,8 @@ static int page_strings(struct store_conn *conn, const char *sql, const char *id
 		r = store_column_text(stmt, 1, &text);
 		if (r == 0 && list == PAGE_KIDS)
 			r = push_string(&rec->kids, &rec->n_kids, text);
+		else if (r == 0 && list == PAGE_TAGS)
+			r = push_string(&rec->tags, &rec->n_tags, text);
 		else if (r == 0)
 			r = push_string(&rec->domains, &rec->n_domains, text);
 		if (r < 0)
@@ -317,6 +329,8 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	qsort(ix, n, sizeof(*ix), by_id_cmp);
 
 	r = page_strings(conn, page_domains_sql, ids, used, ix, n, PAGE_DOMAINS);
+	if (r == 0)
+		r = page_strings(conn, page_tags_sql, ids, used, ix, n, PAGE_TAGS);
 	if (r < 0)
 		goto out;
 
@@ -413,17 +427,74 @@ static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *
 				    id, rec->domains, rec->n_domains);
 }
 
+/* A certificate's tags as "key=value", in key order. */
+static int tags_on(sqlite3 *db, int64_t id, char ***ret, size_t *ret_n)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"SELECT key || '=' || value FROM certificate_tags WHERE cert_id = ?"
+				" ORDER BY key",
+				-1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return store_err(rc);
+	r = store_load_strings(stmt, id, ret, ret_n);
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+/* 1 when a row other than id has this name, whatever its state; 0 when not; or an error. */
+static int name_exists_other(sqlite3 *db, const char *name, int64_t id)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	/* Names are one ignoring case (certificates_name_nocase). */
+	rc = sqlite3_prepare_v2(db,
+				"SELECT 1 FROM certificates WHERE name = ?1 COLLATE NOCASE AND id != ?2", -1,
+				&stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, name);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : store_err(rc);
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+/* The certificate's tags become exactly tags ("key=value"). */
+static int set_tags(sqlite3 *db, int64_t id, char *const *tags, size_t n)
+{
+	size_t i;
+	int r;
+
+	r = store_run(db, "DELETE FROM certificate_tags WHERE cert_id = ?1", "i", id);
+	for (i = 0; r == 0 && i < n; i++)
+		r = store_run(db,
+			      "INSERT INTO certificate_tags (cert_id, key, value) VALUES (?1,"
+			      " substr(?2, 1, instr(?2, '=') - 1), substr(?2, instr(?2, '=') + 1))",
+			      "it", id, tags[i]);
+	return r;
+}
+
 int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
-			 int64_t *ret_id)
+			 int64_t *ret_id, struct cv_conflict *conflict)
 {
 	static const char sql[] =
 		"INSERT INTO certificates (name, description, state, cert_der, chain_pem,"
 		" subject, issuer, serial, sha256_fingerprint, key_description, primary_domain,"
 		" not_before, not_after, key_id, created_at, updated_at, version, current_since,"
 		" key_origin, key_label, created_by, updated_by, revocation_status,"
-		" revocation_source, revocation_detail, revocation_checked_at)"
+		" revocation_source, revocation_detail, revocation_checked_at, has_key)"
 		" VALUES (?1, ?2, ?16, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
-		" ?14, ?17, nullif(?18, ''), ?19, ?19, ?20, ?21, ?22, ?23)";
+		" ?14, ?17, nullif(?18, ''), ?19, ?19, ?20, ?21, ?22, ?23, ?24)";
 	sqlite3_stmt *stmt = NULL;
 	int64_t id;
 	int rc, r;
@@ -478,6 +549,8 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 		rc = store_bind_text(stmt, 22, rec->revocation_detail);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 23, rec->revocation_checked_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 24, !rec->is_public);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -488,6 +561,11 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 	}
 	id = sqlite3_last_insert_rowid(db);
 	r = insert_domains(db, id, rec);
+	if (r == 0)
+		r = store_cert_environments_set_on(db, id, rec->environments, rec->n_environments,
+						   conflict);
+	if (r == 0)
+		r = set_tags(db, id, rec->tags, rec->n_tags);
 	if (r < 0)
 		goto out;
 	*ret_id = id;
@@ -497,7 +575,8 @@ out:
 	return r;
 }
 
-int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec)
+int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *rec,
+				 struct cv_conflict *conflict)
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
@@ -514,12 +593,15 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 		r = CV_ERR_NAME_TAKEN;
 	if (r < 0)
 		goto out;
-	r = store_cert_insert_on(db, rec, CV_CERT_PENDING, &id);
+	r = store_cert_insert_on(db, rec, CV_CERT_PENDING, &id, conflict);
 out:
 	r = store_finish(db, r);
 	store_return(store, conn);
 	if (r == 0) {
 		rec->id = id;
+		/* As read back: a key labelled with the bare name is "". */
+		if (rec->key_label[0] == '\0')
+			memcpy(rec->key_label, rec->name, sizeof(rec->key_label));
 		rec->state = CV_CERT_PENDING;
 		rec->version = 1;
 		rec->current_since = rec->created_at;
@@ -702,6 +784,144 @@ out:
 	return r;
 }
 
+/* The services using the certificate id must all be in one of the environments it is for
+ * now (any when it names none). */
+static int check_users_allowed(sqlite3 *db, int64_t id, struct cv_conflict *c)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"SELECT name, environment FROM services WHERE cert_id = ?1"
+				" ORDER BY name",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = 0;
+	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *service, *environment;
+
+		r = store_column_text(stmt, 0, &service);
+		if (r == 0)
+			r = store_column_text(stmt, 1, &environment);
+		if (r == 0)
+			r = store_cert_allows_environment_on(db, id, environment);
+		if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED && c != NULL) {
+			snprintf(c->service, sizeof(c->service), "%s", service);
+			snprintf(c->detail, sizeof(c->detail), "%s", environment);
+		}
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = store_err(rc);
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
+int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv_cert_edit *edit,
+		       int64_t now, struct cv_conflict *conflict,
+		       struct cv_cert_record **ret_old, const struct cv_audit_entry *audit,
+		       cv_store_edit_describe_fn *describe, void *describe_arg)
+{
+	struct store_conn *conn = store_borrow(store);
+	struct cv_audit_entry *described = NULL;
+	sqlite3 *db = conn->db;
+	struct cv_cert_record *old = NULL;
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	rc = sqlite3_prepare_v2(db,
+				"SELECT " COLS_LIST " FROM certificates WHERE name = ?1 COLLATE NOCASE"
+				" AND state = 1",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, name);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r == 0)
+		r = read_row(stmt, 0, &old);
+	if (r == 0)
+		r = store_cert_environments_on(db, old->id, &old->environments,
+					       &old->n_environments);
+	if (r < 0)
+		goto out;
+	r = tags_on(db, old->id, &old->tags, &old->n_tags);
+	if (r < 0)
+		goto out;
+	if (edit->name != NULL && strcmp(edit->name, old->name) != 0) {
+		/* Another case of its own name is a rename too; any other row's name is taken. */
+		r = name_exists_other(db, edit->name, old->id);
+		if (r == 1)
+			r = CV_ERR_NAME_TAKEN;
+		/* The keys keep their labels (key_label; NULL or '' from before meant the name, which
+		 * is now spelt out for the row and its versions); linked JWKs follow the name. */
+		if (r == 0)
+			r = store_run(db,
+				      "UPDATE certificate_versions SET key_label = ?1"
+				      " WHERE cert_id = ?2 AND coalesce(key_label, '') = ''",
+				      "ti", old->name, old->id);
+		if (r == 0)
+			r = store_run(db,
+				      "UPDATE certificates SET key_label ="
+				      " coalesce(nullif(key_label, ''), name), name = ?1 WHERE id = ?2",
+				      "ti", edit->name, old->id);
+		if (r == 0)
+			r = store_run(db, "UPDATE jwks SET cert_name = ?1 WHERE cert_id = ?2", "ti",
+				      edit->name, old->id);
+		if (r < 0)
+			goto out;
+	}
+	if (edit->description != NULL)
+		r = store_run(db, "UPDATE certificates SET description = ?1 WHERE id = ?2", "ti",
+			      edit->description, old->id);
+	if (r == 0 && edit->set_tags)
+		r = set_tags(db, old->id, edit->tags, edit->n_tags);
+	if (r == 0 && edit->set_environments)
+		r = store_cert_environments_set_on(db, old->id, edit->environments,
+						   edit->n_environments, conflict);
+	if (r == 0 && edit->set_environments)
+		r = check_users_allowed(db, old->id, conflict);
+	/* Who changed it is who the audit record names (no record: left as it was). */
+	if (r == 0)
+		r = store_run(db,
+			      "UPDATE certificates SET updated_at = ?1,"
+			      " updated_by = coalesce(nullif(?3, ''), updated_by) WHERE id = ?2",
+			      "iit", now, old->id, audit != NULL ? audit->actor_name : "");
+	if (r == 0 && audit != NULL && describe != NULL) {
+		described = malloc(sizeof(*described));
+		if (described == NULL)
+			r = CV_ERR_NOMEM;
+		if (r == 0) {
+			*described = *audit;
+			describe(old, edit, described, describe_arg);
+			audit = described;
+		}
+	}
+	if (r == 0)
+		r = store_audit_append_on(db, audit);
+out:
+	free(described);
+	sqlite3_finalize(stmt);
+	r = store_finish(db, r);
+	store_return(store, conn);
+	if (r == 0 && ret_old != NULL) {
+		*ret_old = old;
+		old = NULL;
+	}
+	cv_store_cert_free(old);
+	return r;
+}
+
 int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_record **ret_rec)
 {
 	struct store_conn *conn = store_borrow(store);
@@ -730,6 +950,9 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 		r = read_row(stmt, 1, &rec);
 	if (r == 0)
 		r = load_extras(conn, &rec, 1, 1, 0);
+	if (r == 0)
+		r = store_cert_environments_on(conn->db, rec->id, &rec->environments,
+					       &rec->n_environments);
 out:
 	r = store_read_end(conn, r);
 	store_return(store, conn);
@@ -868,6 +1091,14 @@ static const char environment_where[] =
 static const char service_where[] =
 	" AND id IN (SELECT cert_id FROM services WHERE name = :svc AND cert_id IS NOT NULL)";
 
+/* A tag: certificates with the key, and the value when one is given, looked up once in
+ * certificate_tags_key_value. */
+static const char tag_where[] =
+	" AND id IN (SELECT cert_id FROM certificate_tags WHERE key = :tag_key)";
+static const char tag_value_where[] =
+	" AND id IN (SELECT cert_id FROM certificate_tags WHERE key = :tag_key"
+	" AND value = :tag_value)";
+
 /* %q% for LIKE with '\' as the escape, so that % and _ in q match themselves. */
 char *store_like_pattern(const char *q)
 {
@@ -955,13 +1186,16 @@ static int where_of(const struct cv_cert_filter *filter, char *buf, size_t len)
 	if (n < 0 || (size_t)n >= len)
 		return CV_ERR_INTERNAL;
 	used = (size_t)n;
-	n = snprintf(buf + used, len - used, "%s%s%s%s%s",
+	n = snprintf(buf + used, len - used, "%s%s%s%s%s%s",
 		     filter->q != NULL ? q_where : "",
 		     filter->in_use == 1 ? in_use_where :
 		     filter->in_use == 0 ? not_in_use_where : "",
 		     filter->domain != NULL ? domain_where : "",
 		     filter->environment != NULL ? environment_where : "",
-		     filter->service != NULL ? service_where : "");
+		     filter->service != NULL ? service_where : "",
+		     filter->tag_key == NULL ? "" :
+		     filter->tag_value != NULL ? tag_value_where :
+						 tag_where);
 	if (n < 0 || (size_t)n >= len - used)
 		return CV_ERR_INTERNAL;
 	return 0;
@@ -995,6 +1229,10 @@ static int bind_filter(sqlite3_stmt *stmt, const struct cv_cert_filter *filter,
 		rc = bind_named_text(stmt, ":env", filter->environment);
 	if (rc == SQLITE_OK)
 		rc = bind_named_text(stmt, ":svc", filter->service);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":tag_key", filter->tag_key);
+	if (rc == SQLITE_OK)
+		rc = bind_named_text(stmt, ":tag_value", filter->tag_value);
 	/* One row more than asked tells whether a next page exists. */
 	if (rc == SQLITE_OK)
 		rc = bind_named_int64(stmt, ":limit", (int64_t)filter->limit + 1);

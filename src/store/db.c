@@ -272,10 +272,62 @@ static const char *const migrations[] = {
 	" expires_at INTEGER NOT NULL"
 	") STRICT;"
 	"CREATE INDEX console_sessions_expires ON console_sessions(expires_at);",
+	/* 9 -> 10: issue 17's model. Environments are rows of their own, unique ignoring case
+	 * (names are ASCII, so NOCASE is exact), keeping the case they were created with.
+	 * Services keep the environment's name, as the environment spells it: the store
+	 * checks it exists under the write lock and the delete of one in use is refused, so
+	 * no foreign key is needed (and SQLite cannot add one to services). The environments
+	 * services named before this version become rows (one per name ignoring case, the
+	 * first spelling), and those services take its spelling.
+	 * A certificate may name the environments it is for (none: any); such an environment
+	 * cannot be deleted (RESTRICT, and the store says which first).
+	 * has_key 0 is a public certificate: its key_id is a random id no token object ever
+	 * had (so the schema's uniqueness holds), and none is created, destroyed or
+	 * journaled for it. */
+	"CREATE TABLE environments ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL UNIQUE COLLATE NOCASE,"
+	" display_name TEXT NOT NULL,"
+	" description TEXT NOT NULL DEFAULT '',"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL"
+	") STRICT;"
+	"INSERT INTO environments (name, display_name, created_at, updated_at)"
+	" SELECT min(environment), min(environment), min(created_at), min(created_at)"
+	" FROM services GROUP BY lower(environment) ORDER BY min(id);"
+	"UPDATE services SET environment = (SELECT e.name FROM environments e"
+	" WHERE e.name = services.environment);"
+	"CREATE TABLE certificate_environments ("
+	" cert_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+	" env_id INTEGER NOT NULL REFERENCES environments(id) ON DELETE RESTRICT,"
+	" PRIMARY KEY (cert_id, env_id)"
+	") STRICT, WITHOUT ROWID;"
+	"CREATE INDEX certificate_environments_env ON certificate_environments(env_id);"
+	"ALTER TABLE certificates ADD COLUMN has_key INTEGER NOT NULL DEFAULT 1"
+	" CHECK (has_key IN (0, 1));"
+	/* A certificate can be renamed; its keys keep the CKA_LABEL they were made with (key
+	 * objects are not modified after creation), which the key's URI must name: key_label
+	 * (added by step 6 -> 7) is that label; NULL (or '') for keys made before it, whose label
+	 * is the certificate's name (a rename stores it first). */
+	/* Tags: key/value labels (team, owner, ticket); the list filters on (key, value). */
+	"CREATE TABLE certificate_tags ("
+	" cert_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+	" key TEXT NOT NULL,"
+	" value TEXT NOT NULL,"
+	" PRIMARY KEY (cert_id, key)"
+	") STRICT, WITHOUT ROWID;"
+	"CREATE INDEX certificate_tags_key_value ON certificate_tags(key, value);"
+	/* What a change changed (old and new values, the choices made), as JSON text; ''
+	 * for records that say nothing more, which hash as they did before the column. */
+	"ALTER TABLE audit_log ADD COLUMN changes TEXT NOT NULL DEFAULT '';"
+	/* When a JWK was superseded: it stays in the public JWKS for a retention period from
+	 * then. Those superseded before this version count from their last change. */
+	"ALTER TABLE jwks ADD COLUMN superseded_at INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE jwks SET superseded_at = updated_at WHERE state = 2;",
 	/* The names step stays the last one: test_input replays it on a database rolled back one
 	 * step, as an older release left it. New steps go before it (and renumber it). */
-	/* 9 -> 10: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name to a
-	 * reader, so certificate names, live API token names and truststore aliases are unique
+	/* 10 -> 11: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
+	 * to a reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two
 	 * such names fails this step, and migrate() names them (name_clashes).

@@ -136,13 +136,25 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry);
  * One transaction. 0 or CV_ERR_DB. */
 int store_dn_refresh(sqlite3 *db);
 
+/* Environments on a connection the caller holds (inside its transaction). resolve: the
+ * environment named (ignoring case) as it spells itself and its id (either NULL: not
+ * wanted), or CV_ERR_UNKNOWN_ENVIRONMENT. environments_set: the certificate is for exactly
+ * names (CV_ERR_UNKNOWN_ENVIRONMENT with the name in c->detail). environments_on: the names
+ * a certificate is for. allows_environment: 0 when the certificate names no environment or
+ * names environment, else CV_ERR_ENVIRONMENT_NOT_ALLOWED. */
+int store_environment_resolve_on(sqlite3 *db, const char *name, char ret_name[65],
+				 int64_t *ret_id);
+int store_cert_environments_set_on(sqlite3 *db, int64_t cert_id, char *const *names, size_t n,
+				   struct cv_conflict *c);
+int store_cert_environments_on(sqlite3 *db, int64_t cert_id, char ***ret, size_t *ret_n);
+int store_cert_allows_environment_on(sqlite3 *db, int64_t cert_id, const char *environment);
 /* certs.c: 1 when a certificate or a pending certificate holds the name, 0 when none does,
  * or CV_ERR_DB. */
 int store_name_exists(sqlite3 *db, const char *name);
-/* Inserts rec as a row in state with its domains, on the caller's transaction; *ret_id its
- * id. 0 or CV_ERR_DB. */
+/* Inserts rec as a row in state with its domains, environments and tags, on the caller's
+ * transaction; *ret_id its id. 0, CV_ERR_UNKNOWN_ENVIRONMENT (in conflict) or CV_ERR_DB. */
 int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
-			 int64_t *ret_id);
+			 int64_t *ret_id, struct cv_conflict *conflict);
 
 /* The domains of a certificate and of a service, in order (?1 = its id). */
 #define STORE_CERT_DOMAINS_SQL \

@@ -9,7 +9,7 @@
 
 #define JWK_COLS                                                                         \
 	"kid, coalesce(cert_id, 0), cert_name, cert_version, use, alg, jwk, state,"     \
-	" coalesce(superseded_by, ''), created_at, updated_at"
+	" coalesce(superseded_by, ''), created_at, updated_at, superseded_at"
 
 static void jwk_release(struct cv_jwk_record *rec)
 {
@@ -57,6 +57,7 @@ static int read_jwk(sqlite3_stmt *stmt, struct cv_jwk_record *rec)
 	rec->state = (enum cv_jwk_state)sqlite3_column_int64(stmt, 7);
 	rec->created_at = sqlite3_column_int64(stmt, 9);
 	rec->updated_at = sqlite3_column_int64(stmt, 10);
+	rec->superseded_at = sqlite3_column_int64(stmt, 11);
 	return 0;
 }
 
@@ -234,6 +235,67 @@ int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_r
 	r = 0;
 out:
 	sqlite3_finalize(stmt);
+	cv_store_jwks_free(recs, n);
+	return r;
+}
+
+int cv_store_jwk_published(struct cv_store *store, int64_t now, int64_t retention,
+			   struct cv_jwk_record **ret_recs, size_t *ret_n,
+			   int64_t *ret_next_change)
+{
+	struct store_conn *conn = store_borrow(store);
+	struct cv_jwk_record *recs = NULL, *grown;
+	sqlite3_stmt *stmt = NULL;
+	size_t n = 0, cap = 0, i;
+	int64_t since, next = INT64_MAX, leaves;
+	int rc, r;
+
+	/* Superseded at or after since are still published. */
+	if (__builtin_sub_overflow(now, retention, &since))
+		since = INT64_MIN;
+	rc = sqlite3_prepare_v2(conn->db,
+				"SELECT " JWK_COLS " FROM jwks WHERE state = 1"
+				" OR (state = 2 AND superseded_at > ?1) ORDER BY created_at, kid",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, since);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		grown = store_grow(recs, &cap, n, sizeof(*recs));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		recs = grown;
+		r = read_jwk(stmt, &recs[n]);
+		if (r < 0)
+			goto out;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_err(rc);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (recs[i].state != CV_JWK_SUPERSEDED)
+			continue;
+		if (__builtin_add_overflow(recs[i].superseded_at, retention, &leaves))
+			leaves = INT64_MAX;
+		if (leaves < next)
+			next = leaves;
+	}
+	*ret_recs = recs;
+	*ret_n = n;
+	*ret_next_change = next;
+	recs = NULL;
+	n = 0;
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, conn);
 	cv_store_jwks_free(recs, n);
 	return r;
 }

@@ -390,7 +390,7 @@ int cv_store_pending_merge_new(struct cv_store *store, int64_t pending_id,
 		r = CV_ERR_NOT_FOUND;
 		goto out;
 	}
-	r = store_cert_insert_on(db, rec, CV_CERT_ACTIVE, &id);
+	r = store_cert_insert_on(db, rec, CV_CERT_ACTIVE, &id, NULL);
 	if (r < 0)
 		goto out;
 	r = store_audit_append_on(db, audit);

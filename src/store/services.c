@@ -109,6 +109,27 @@ out:
 	return r;
 }
 
+/* One text column of the single row sql gives for the integer ?1. */
+static int lookup_text(sqlite3 *db, const char *sql, int64_t id, char *ret, size_t size)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 1, id);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r == 0)
+		r = store_copy_text(stmt, 0, ret, size);
+out:
+	sqlite3_finalize(stmt);
+	return r;
+}
+
 /* Reads the domains of a certificate or of a service by id. */
 static int domains_of(sqlite3 *db, const char *sql, int64_t id, char ***ret, size_t *ret_n)
 {
@@ -145,9 +166,17 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
 	int64_t id = 0, cert_id = 0;
+	char environment[65];
 	int r, unbound = 1, created = 0;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	/* The environment as it spells itself, so that services of one environment share one
+	 * spelling. */
+	r = store_environment_resolve_on(db, svc->environment, environment, NULL);
+	if (r == CV_ERR_UNKNOWN_ENVIRONMENT && conflict != NULL)
+		snprintf(conflict->detail, sizeof(conflict->detail), "%s", svc->environment);
 	if (r < 0)
 		goto out;
 	r = lookup_id(db, "SELECT id FROM services WHERE name = ?1", svc->name, &id, NULL);
@@ -156,7 +185,7 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 		r = store_run(db,
 			"INSERT INTO services (name, environment, description, created_at,"
 			" updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-			"ttti", svc->name, svc->environment, svc->description, now);
+			"ttti", svc->name, environment, svc->description, now);
 		id = sqlite3_last_insert_rowid(db);
 		if (r < 0)
 			goto out;
@@ -169,11 +198,21 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 		if (r == 0 && !unbound)
 			r = check_cert_covers(db, cert_id, svc->domains, svc->n_domains,
 					      svc->name, conflict);
+		/* And the certificate must be for the new environment. */
+		if (r == 0 && !unbound) {
+			r = store_cert_allows_environment_on(db, cert_id, environment);
+			if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED && conflict != NULL) {
+				snprintf(conflict->service, sizeof(conflict->service), "%s",
+					 svc->name);
+				snprintf(conflict->detail, sizeof(conflict->detail), "%s",
+					 environment);
+			}
+		}
 		if (r == 0)
 			r = store_run(db,
 				"UPDATE services SET environment = ?1, description = ?2,"
 				" updated_at = ?3 WHERE id = ?4",
-				"ttii", svc->environment, svc->description, now, id);
+				"ttii", environment, svc->description, now, id);
 		if (r == 0)
 			r = store_run(db, "DELETE FROM service_domains WHERE service_id = ?1", "i", id);
 		if (r < 0)
@@ -256,8 +295,8 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 {
 	struct store_conn *conn = store_borrow(store);
 	sqlite3 *db = conn->db;
-	int64_t service_id = 0, cert_id = 0;
-	char **domains = NULL;
+	int64_t service_id = 0, cert_id = 0, has_key = 0, not_before = 0;
+	char **domains = NULL, environment[65];
 	size_t n = 0;
 	int r;
 
@@ -274,9 +313,36 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 		      " AND state = 1", cert_name, &cert_id, NULL);
 	if (r == CV_ERR_NOT_FOUND)
 		not_found(conflict, "certificate");
+	if (r == 0)
+		r = lookup_id(db, "SELECT has_key FROM certificates WHERE name = ?1 COLLATE NOCASE"
+			      " AND state = 1", cert_name, &has_key, NULL);
+	if (r == 0)
+		r = lookup_id(db, "SELECT not_before FROM certificates WHERE name = ?1 COLLATE NOCASE"
+			      " AND state = 1", cert_name, &not_before, NULL);
 	if (r < 0)
 		goto out;
-	r = domains_of(db, STORE_SERVICE_DOMAINS_SQL, service_id, &domains, &n);
+	/* A service serves TLS with the key: a certificate without one cannot serve. */
+	if (!has_key) {
+		r = CV_ERR_NO_PRIVATE_KEY;
+		goto out;
+	}
+	/* Upcoming: a client would refuse it until its start. */
+	if (not_before > now) {
+		if (conflict != NULL)
+			conflict->when = not_before;
+		r = CV_ERR_NOT_YET_VALID;
+		goto out;
+	}
+	r = lookup_text(db, "SELECT environment FROM services WHERE id = ?1", service_id,
+			environment, sizeof(environment));
+	if (r == 0)
+		r = store_cert_allows_environment_on(db, cert_id, environment);
+	if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED && conflict != NULL) {
+		snprintf(conflict->service, sizeof(conflict->service), "%s", name);
+		snprintf(conflict->detail, sizeof(conflict->detail), "%s", environment);
+	}
+	if (r == 0)
+		r = domains_of(db, STORE_SERVICE_DOMAINS_SQL, service_id, &domains, &n);
 	if (r == 0)
 		r = check_cert_covers(db, cert_id, domains, n, name, conflict);
 	/* Binding again to the same certificate changes nothing. */
@@ -332,7 +398,7 @@ out:
 int cv_store_service_list(struct cv_store *store, const struct cv_service_filter *filter,
 			  struct cv_service_page **ret_page)
 {
-	char sql[640];
+	char sql[768];
 	struct cv_service_page *page = NULL;
 	sqlite3_stmt *stmt = NULL, *doms = NULL;
 	struct store_conn *conn = NULL;
@@ -343,7 +409,12 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 		return CV_ERR_BAD_REQUEST;
 	/* Put together from constant fragments; every value is bound, in this order. */
 	n = snprintf(sql, sizeof(sql), SERVICE_SELECT " WHERE 1%s%s%s ORDER BY s.name LIMIT ?",
-		     filter->environment != NULL ? " AND s.environment = ?" : "",
+		     /* Services hold the environment's own spelling: the name given is matched
+		      * ignoring case against the environments, and services_environment finds
+		      * the services of the one found. */
+		     filter->environment != NULL
+			     ? " AND s.environment = (SELECT name FROM environments WHERE name = ?)"
+			     : "",
 		     filter->certificate != NULL
 			     ? " AND s.cert_id = (SELECT id FROM certificates"
 			       " WHERE name = ? COLLATE NOCASE AND state = 1)"

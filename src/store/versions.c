@@ -42,10 +42,10 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	char **domains = NULL, service[65];
 	size_t n_domains = 0;
 	const char *fp;
-	int rc, r;
+	int rc, r, in_use;
 
 	rc = sqlite3_prepare_v2(db,
-				"SELECT version, sha256_fingerprint FROM certificates"
+				"SELECT version, sha256_fingerprint, has_key FROM certificates"
 				" WHERE id = ?1 AND state = 1",
 				-1, &cur, NULL);
 	if (rc == SQLITE_OK)
@@ -77,17 +77,30 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 		r = CV_ERR_ALREADY_RENEWED;
 		goto out;
 	}
-	if (req->kind == CV_END_RENEWED) {
-		/* Only a certificate in use is renewed. */
-		rc = sqlite3_step(users);
-		if (rc == SQLITE_DONE) {
-			r = CV_ERR_NOT_IN_USE;
-			goto out;
-		}
-		if (rc != SQLITE_ROW || (rc = sqlite3_reset(users)) != SQLITE_OK) {
-			r = store_err(rc);
-			goto out;
-		}
+	/* Whether a service uses it. */
+	rc = sqlite3_step(users);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	in_use = rc == SQLITE_ROW;
+	rc = sqlite3_reset(users);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	/* Only a certificate in use is renewed; a public one, which no service can use, is
+	 * renewed for those who hold it (its JWKs, a partner's copy). */
+	if (req->kind == CV_END_RENEWED && !in_use && sqlite3_column_int(cur, 2) != 0) {
+		r = CV_ERR_NOT_IN_USE;
+		goto out;
+	}
+	/* The services would serve it at once: not before its start. */
+	if (in_use && next->not_before > req->now) {
+		if (c != NULL)
+			c->when = next->not_before;
+		r = CV_ERR_NOT_YET_VALID;
+		goto out;
 	}
 	r = store_column_text(cur, 1, &fp);
 	if (r < 0)
@@ -120,7 +133,7 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	 * each with its domains ("a.example.com, b.example.com (web); c.example.com (api)"),
 	 * c->service the first. */
 	while ((rc = sqlite3_step(users)) == SQLITE_ROW) {
-		struct cv_conflict one = { "", "", 0 };
+		struct cv_conflict one = { "", "", 0, 0 };
 
 		r = store_copy_text(users, 1, service, sizeof(service));
 		if (r == 0)
@@ -205,8 +218,10 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 		else if (strcmp(p, ":ended") == 0)
 			rc = sqlite3_bind_int64(stmt, i, (int64_t)req->kind);
 		else if (strcmp(p, ":key_state") == 0)
-			rc = sqlite3_bind_int64(stmt, i, req->destroy_old_key ? CV_KEY_DESTROYING
-									      : CV_KEY_IN_TOKEN);
+			/* A public certificate's version never had a key in the token. */
+			rc = sqlite3_bind_int64(stmt, i, next->is_public ? CV_KEY_DESTROYED
+						: req->destroy_old_key ? CV_KEY_DESTROYING
+								       : CV_KEY_IN_TOKEN);
 		else if (strcmp(p, ":cert_der") == 0)
 			rc = sqlite3_bind_blob64(stmt, i, next->cert_der, next->cert_der_len,
 						 SQLITE_STATIC);
@@ -256,12 +271,77 @@ out:
 	return r;
 }
 
+/* Takes over the JWK new_kid that exists already, for linked JWK i: one this certificate had
+ * and a renewal superseded is made active again (a rollback to an earlier key); an active
+ * one linked elsewhere or to nothing (a key published ahead) is linked here. The kid holds
+ * the key's thumbprint, alg and use, so it is the same key published the same way.
+ * *ret_outcome says which; CV_JWK_MADE when there is no such JWK to take over. */
+static int jwk_take_over(sqlite3 *db, const struct cv_supersede *req, size_t i,
+			 enum cv_jwk_fate *ret_outcome)
+{
+	int r;
+
+	*ret_outcome = CV_JWK_MADE;
+	r = store_run(db,
+		      "UPDATE jwks SET state = 1, superseded_by = NULL, superseded_at = 0,"
+		      " jwk = ?1, cert_version = ?2, updated_at = ?3"
+		      " WHERE kid = ?4 AND cert_id = ?5 AND state = 2",
+		      "tiiti", req->new_jwks[i], req->version + 1, req->now, req->new_kids[i],
+		      req->id);
+	if (r == 0 && sqlite3_changes(db) == 1) {
+		*ret_outcome = CV_JWK_REACTIVATED;
+		return 0;
+	}
+	if (r == 0)
+		r = store_run(db,
+			      "UPDATE jwks SET cert_id = ?1, cert_name = (SELECT name FROM"
+			      " certificates WHERE id = ?1), jwk = ?2, cert_version = ?3,"
+			      " updated_at = ?4 WHERE kid = ?5 AND state = 1 AND cert_id IS NOT ?1",
+			      "itiit", req->id, req->new_jwks[i], req->version + 1, req->now,
+			      req->new_kids[i]);
+	if (r == 0 && sqlite3_changes(db) == 1)
+		*ret_outcome = CV_JWK_ADOPTED;
+	return r;
+}
+
+/* A new active JWK new_kids[i], linked like linked[i] (its use and alg). */
+static int jwk_make(sqlite3 *db, const struct cv_supersede *req, size_t i)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db,
+				"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
+				" alg, jwk, state, created_at, updated_at)"
+				" SELECT ?1, cert_id, cert_name, ?2, use, alg, ?3, 1, ?4, ?4"
+				" FROM jwks WHERE kid = ?5",
+				-1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, req->new_kids[i]);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, req->version + 1);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 3, req->new_jwks[i]);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 4, req->now);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 5, req->linked[i]);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	/* The new key's kid is already a JWK that cannot be taken over (superseded, of
+	 * another certificate). */
+	r = rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT_PRIMARYKEY ? CV_ERR_NAME_TAKEN
+								 : store_err(rc);
+	sqlite3_finalize(stmt);
+	return r;
+}
+
 /* Carries out the caller's choice for the linked JWKs (already checked to be req->linked). */
 static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
 {
-	sqlite3_stmt *stmt = NULL;
+	enum cv_jwk_fate outcome;
 	size_t i;
-	int rc, r = 0;
+	int r = 0;
 
 	if (req->n_linked == 0)
 		return 0;
@@ -271,6 +351,7 @@ static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
 				 " WHERE cert_id = ?2 AND state = 1",
 				 "ii", req->now, req->id);
 	for (i = 0; r == 0 && i < req->n_linked; i++) {
+		outcome = CV_JWK_SAME;
 		if (strcmp(req->new_kids[i], req->linked[i]) == 0) {
 			/* The same key: the JWK stays, with the new certificate in x5c. */
 			r = store_run(db,
@@ -278,36 +359,19 @@ static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
 				      " WHERE kid = ?4",
 				      "tiit", req->new_jwks[i], req->version + 1, req->now,
 				      req->linked[i]);
-			continue;
+		} else {
+			r = jwk_take_over(db, req, i, &outcome);
+			if (r == 0 && outcome == CV_JWK_MADE)
+				r = jwk_make(db, req, i);
+			/* The old one stays published for the retention period. */
+			if (r == 0)
+				r = store_run(db,
+					      "UPDATE jwks SET state = 2, superseded_by = ?1,"
+					      " updated_at = ?2, superseded_at = ?2 WHERE kid = ?3",
+					      "tit", req->new_kids[i], req->now, req->linked[i]);
 		}
-		rc = sqlite3_prepare_v2(db,
-					"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
-					" alg, jwk, state, created_at, updated_at)"
-					" SELECT ?1, cert_id, cert_name, ?2, use, alg, ?3, 1, ?4, ?4"
-					" FROM jwks WHERE kid = ?5",
-					-1, &stmt, NULL);
-		if (rc == SQLITE_OK)
-			rc = store_bind_text(stmt, 1, req->new_kids[i]);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 2, req->version + 1);
-		if (rc == SQLITE_OK)
-			rc = store_bind_text(stmt, 3, req->new_jwks[i]);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 4, req->now);
-		if (rc == SQLITE_OK)
-			rc = store_bind_text(stmt, 5, req->linked[i]);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_step(stmt);
-		/* The new key's kid is already a JWK (of another certificate). */
-		r = rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT_PRIMARYKEY ? CV_ERR_NAME_TAKEN
-									 : store_err(rc);
-		sqlite3_finalize(stmt);
-		stmt = NULL;
-		if (r == 0)
-			r = store_run(db,
-				      "UPDATE jwks SET state = 2, superseded_by = ?1, updated_at = ?2"
-				      " WHERE kid = ?3",
-				      "tit", req->new_kids[i], req->now, req->linked[i]);
+		if (req->outcomes != NULL)
+			req->outcomes[i] = outcome;
 	}
 	return r;
 }
@@ -324,8 +388,9 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 		" key_label)"
 		" SELECT id, version, cert_der, chain_pem, subject, issuer, serial,"
 		" sha256_fingerprint, key_description, not_before, not_after, key_id,"
-		" :key_state, current_since, :now, :ended, key_origin, key_label FROM certificates"
-		" WHERE id = :id",
+		" :key_state, current_since, :now, :ended, key_origin,"
+		" coalesce(nullif(key_label, ''), name)"
+		" FROM certificates WHERE id = :id",
 		"UPDATE certificates SET cert_der = :cert_der, chain_pem = :chain_pem,"
 		" subject = :subject, issuer = :issuer, serial = :serial,"
 		" sha256_fingerprint = :fp, key_description = :key_desc, primary_domain = :primary,"
@@ -406,12 +471,13 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 {
 	static const char sql[] =
 		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
-		" not_before, not_after, key_id, 0, current_since, 0, 0, coalesce(key_label, '')"
+		" not_before, not_after, key_id, 0, current_since, 0, 0,"
+		" coalesce(nullif(key_label, ''), name)"
 		" FROM certificates WHERE id = ?1"
 		" UNION ALL "
 		"SELECT version, subject, issuer, serial, sha256_fingerprint, key_description,"
 		" not_before, not_after, key_id, key_state, current_from, current_until, ended_by,"
-		" coalesce(key_label, '')"
+		" coalesce(nullif(key_label, ''), (SELECT name FROM certificates WHERE id = ?1))"
 		" FROM certificate_versions WHERE cert_id = ?1"
 		" ORDER BY 1 DESC";
 	struct store_conn *conn = store_borrow(store);

@@ -464,7 +464,7 @@ static json_t *record_json(const struct cv_audit_record *rec)
 	cv_hex_encode(rec->prev_hash, CV_AUDIT_HASH_LEN, prev);
 	cv_hex_encode(rec->hash, CV_AUDIT_HASH_LEN, hash);
 	return json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:I, s:I, s:I,"
-			 " s:o, s:b, s:s, s:s}",
+			 " s:o, s:o, s:b, s:s, s:s}",
 			 "seq", (json_int_t)rec->seq, "at", (json_int_t)e->at,
 			 "actor_id", text_json(e->actor_id), "actor_name", text_json(e->actor_name),
 			 "action", text_json(e->action), "target", text_json(e->target),
@@ -473,6 +473,7 @@ static json_t *record_json(const struct cv_audit_record *rec)
 			 "fingerprints", text_json(e->fingerprints), "source", text_json(e->source),
 			 "count", (json_int_t)e->count, "first_at", (json_int_t)e->first_at,
 			 "last_at", (json_int_t)e->last_at, "detail", text_json(e->detail),
+			 "changes", text_json(e->changes),
 			 "keyed", rec->keyed, "prev_hash", prev, "hash", hash);
 }
 
@@ -518,6 +519,9 @@ static int record_from_json(const json_t *j, struct cv_audit_record *rec)
 		r = text_from_json(json_object_get(j, "source"), e->source, sizeof(e->source));
 	if (r == 0)
 		r = text_from_json(json_object_get(j, "detail"), e->detail, sizeof(e->detail));
+	/* Archives written before records said what changed have no "changes": none. */
+	if (r == 0 && json_object_get(j, "changes") != NULL)
+		r = text_from_json(json_object_get(j, "changes"), e->changes, sizeof(e->changes));
 	if (r < 0)
 		return r;
 	prev = json_string_value(json_object_get(j, "prev_hash"));

@@ -2,14 +2,104 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
 
 #include "certvault/fault.h"
+#include "certvault/net.h"
 #include "certvault/text.h"
 #include "certvault/util.h"
 #include "internal.h"
+
+/* Text shown as it is: no control characters (C0, DEL, C1). */
+static int text_printable(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+			return 0;
+	return 1;
+}
+
+static void strings_free(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; v != NULL && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static json_t *strings_array(char *const *v, size_t n)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < n; i++)
+		if (json_array_append_new(a, json_string(v[i])) < 0) {
+			json_decref(a);
+			a = NULL;
+		}
+	return a;
+}
+
+int vault_tags_make(const struct cv_tag *tags, size_t n, char ***ret, struct cv_errmsg *err)
+{
+	char **out = NULL;
+	size_t i, j, klen, vlen;
+	int r;
+
+	*ret = NULL;
+	if (n > CV_TAGS_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a certificate has at most %d tags",
+				     CV_TAGS_MAX);
+	if (n == 0)
+		return 0;
+	out = calloc(n, sizeof(*out));
+	if (out == NULL)
+		return CV_ERR_NOMEM;
+	for (i = 0; i < n; i++) {
+		klen = strlen(tags[i].key);
+		vlen = strlen(tags[i].value);
+		if (klen == 0 || klen > CV_TAG_KEY_MAX ||
+		    strspn(tags[i].key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					"0123456789._-") != klen) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					  "tag %zu: a key is 1 to %d letters, digits, '.', '_' or '-'",
+					  i + 1, CV_TAG_KEY_MAX);
+			goto out;
+		}
+		if (vlen > CV_TAG_VALUE_MAX || !text_printable(tags[i].value)) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+					  "tag %s: a value is at most %d bytes of text without control"
+					  " characters", tags[i].key, CV_TAG_VALUE_MAX);
+			goto out;
+		}
+		for (j = 0; j < i; j++)
+			if (strcmp(tags[i].key, tags[j].key) == 0) {
+				r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "tag %s is given twice",
+						  tags[i].key);
+				goto out;
+			}
+		out[i] = malloc(klen + vlen + 2);
+		if (out[i] == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		memcpy(out[i], tags[i].key, klen);
+		out[i][klen] = '=';
+		memcpy(out[i] + klen + 1, tags[i].value, vlen + 1);
+	}
+	*ret = out;
+	out = NULL;
+	r = 0;
+out:
+	strings_free(out, n);
+	return r;
+}
 
 int vault_check_name(const char *name, struct cv_errmsg *err)
 {
@@ -33,10 +123,71 @@ static int chain_append(STACK_OF(X509) *chain, STACK_OF(X509) *more, struct cv_e
 	return 0;
 }
 
+/* The certificate at req->position of the chain the endpoint at req->url presents, and the
+ * entries after it as its chain (see cv_import_request). The fetch is the truststore's: one
+ * entry point, one address policy. */
+static int material_from_url(struct cv_vault *v, const struct cv_import_request *req,
+			     X509 **ret_cert, STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
+{
+	STACK_OF(X509) *all = NULL, *chain = NULL;
+	X509 *cert = NULL;
+	int n, i, r;
+
+	if (req->certificate != NULL || req->private_key != NULL || req->pkcs12 != NULL ||
+	    req->chain != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"url\" comes alone: the "
+				     "certificate and its chain are what the server presents");
+	r = cv_net_fetch_chain(&v->truststore_net, req->url, req->timeout_ms, &all, err);
+	if (r < 0)
+		return r;
+	n = sk_X509_num(all);
+	if (req->position < 0 || req->position >= n) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the server presented %d certificate%s:"
+				  " \"position\" is 0 to %d", n, n == 1 ? "" : "s", n - 1);
+		goto out;
+	}
+	chain = sk_X509_new_null();
+	if (chain == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = (int)req->position + 1; i < n && i <= (int)req->position + CV_X509_MAX_CHAIN;
+	     i++) {
+		X509 *c = sk_X509_value(all, i);
+
+		if (X509_up_ref(c) != 1) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		if (sk_X509_push(chain, c) <= 0) {
+			X509_free(c);
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+	}
+	cert = sk_X509_value(all, (int)req->position);
+	if (X509_up_ref(cert) != 1) {
+		cert = NULL;
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	*ret_cert = cert;
+	*ret_chain = chain;
+	cert = NULL;
+	chain = NULL;
+	r = 0;
+out:
+	X509_free(cert);
+	sk_X509_pop_free(chain, X509_free);
+	sk_X509_pop_free(all, X509_free);
+	return r;
+}
+
 /* Parses everything the client sent, whichever way it came (see cv_import_request).
  * *ret_chain is always set (possibly empty) on success. */
-static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
-			  EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain, struct cv_errmsg *err)
+static int parse_material(struct cv_vault *v, const struct cv_import_request *req,
+			  X509 **ret_cert, EVP_PKEY **ret_key, STACK_OF(X509) **ret_chain,
+			  struct cv_errmsg *err)
 {
 	STACK_OF(X509) *more = NULL;
 	int r;
@@ -47,6 +198,8 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 	if (req->token_key != NULL && (req->pkcs12 != NULL || req->private_key != NULL))
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the key is in the token already: "
 				     "send the certificate (and its chain) only");
+	if (req->url != NULL)
+		return material_from_url(v, req, ret_cert, ret_chain, err);
 	if (req->pkcs12 != NULL) {
 		if (req->certificate != NULL || req->private_key != NULL || req->chain != NULL)
 			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "a PKCS#12 file comes alone: "
@@ -87,9 +240,8 @@ static int parse_material(const struct cv_import_request *req, X509 **ret_cert,
 	if (*ret_key != NULL && req->private_key != NULL)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the certificate file holds a "
 				     "private key already: send no other");
-	if (*ret_key == NULL && req->private_key == NULL)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required");
-	if (*ret_key == NULL) {
+	/* No key at all: a public certificate. */
+	if (*ret_key == NULL && req->private_key != NULL) {
 		r = cv_x509_key_parse(req->private_key, req->private_key_len, req->encoding,
 				      req->password, ret_key, err);
 		if (r < 0)
@@ -144,7 +296,7 @@ out:
 }
 
 /* Fills a new record from the parsed certificate. */
-static int record_from_cert(const struct cv_import_request *req, X509 *cert,
+static int record_from_cert(const struct cv_import_request *req, X509 *cert, EVP_PKEY *key,
 			    STACK_OF(X509) *chain, const struct cv_x509_info *info, int64_t now,
 			    struct cv_cert_record **ret_rec)
 {
@@ -196,6 +348,27 @@ static int record_from_cert(const struct cv_import_request *req, X509 *cert,
 	}
 	rec->not_before = info->not_before;
 	rec->not_after = info->not_after;
+	rec->is_public = key == NULL;
+	snprintf(rec->key_label, sizeof(rec->key_label), "%s", req->name);
+	r = vault_tags_make(req->tags, req->n_tags, &rec->tags, NULL);
+	if (r < 0)
+		goto out;
+	rec->n_tags = req->n_tags;
+	if (req->n_environments > 0) {
+		rec->environments = calloc(req->n_environments, sizeof(*rec->environments));
+		if (rec->environments == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		for (i = 0; i < req->n_environments; i++) {
+			rec->environments[i] = strdup(req->environments[i]);
+			if (rec->environments[i] == NULL) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			rec->n_environments++;
+		}
+	}
 	rec->created_at = now;
 	rec->updated_at = now;
 	/* The id carries certvault's marker, so that a key left behind is known as its own. */
@@ -215,7 +388,8 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
 			 struct cv_revocation *ret_rev, struct cv_errmsg *err)
 {
-	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures };
+	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures,
+					 req->allow_upcoming };
 	struct cv_x509_info *info = NULL;
 	struct cv_cert_record *rec = NULL;
 	STACK_OF(X509) *chain = NULL;
@@ -224,7 +398,7 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 	char fp[96];
 	int r;
 
-	r = parse_material(req, &cert, &key, &chain, err);
+	r = parse_material(v, req, &cert, &key, &chain, err);
 	/* The certificate may parse and its key or chain not: the refusal still names it. */
 	if (cert != NULL && cv_x509_sha256_fingerprint(cert, fp) == 0)
 		cv_audit_fingerprint(audit, fp);
@@ -242,7 +416,7 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_revocation_check(v, cert, info->issuer, chain, now, ret_rev, err);
 	if (r < 0)
 		goto out;
-	r = record_from_cert(req, cert, chain, info, now, &rec);
+	r = record_from_cert(req, cert, key, chain, info, now, &rec);
 	if (r < 0)
 		goto out;
 	/* The details keep who did it and what the check found, with the row it made. */
@@ -286,8 +460,11 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_errmsg *err)
 {
 	struct cv_revocation rev;
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_cert_record *rec = NULL;
 	EVP_PKEY *key = NULL;
+	json_t *changes;
+	char **tags = NULL;
 	int r, pending = 0;
 
 	memset(&rev, 0, sizeof(rev));
@@ -306,12 +483,24 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 				  "description is longer than %d bytes", CV_DESCRIPTION_MAX);
 		goto out;
 	}
+	r = vault_check_environments(req->environments, req->n_environments, err);
+	if (r == 0)
+		r = vault_tags_make(req->tags, req->n_tags, &tags, err); /* checked here, kept by rec */
+	if (r < 0)
+		goto out;
 	r = vault_material_check(v, audit, req, now, &rec, &key, &rev, err);
 	if (r < 0)
 		goto out;
+	changes = json_pack("{s:s, s:o, s:o}", "kind", rec->is_public ? "public" : "key_pair",
+			    "environments", strings_array(rec->environments, rec->n_environments),
+			    "tags", strings_array(rec->tags, rec->n_tags));
+	if (changes != NULL && req->url != NULL)
+		json_object_set_new(changes, "source", json_string(req->url));
+	vault_audit_changes(audit, changes);
 
-	/* A token already gone refuses the import before the database sees it. */
-	r = cv_token_check(v->token, err);
+	/* A token already gone refuses the import before the database sees it; a public
+	 * certificate does not need it. */
+	r = key != NULL ? cv_token_check(v->token, err) : 0;
 	if (r < 0)
 		goto out;
 	/* The pending row names the key before it exists, so a crash between the two steps
@@ -319,9 +508,13 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	cv_key_label(rec->name, 1, rec->key_label);
 	if (req->wrapped_private_key != NULL)
 		rec->key_origin = CV_KEY_ORIGIN_UNWRAPPED;
-	r = cv_store_cert_insert_pending(v->store, rec);
+	r = cv_store_cert_insert_pending(v->store, rec, &conflict);
 	if (r == CV_ERR_NAME_TAKEN) {
 		cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
+		goto out;
+	}
+	if (r == CV_ERR_UNKNOWN_ENVIRONMENT) {
+		cv_errmsg_set(err, r, "no environment named %s", conflict.detail);
 		goto out;
 	}
 	if (r < 0) {
@@ -330,7 +523,10 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 	}
 	pending = 1;
 	cv_fault_point("import.after_pending_row");
-	if (req->wrapped_private_key != NULL)
+	/* A public certificate has no key: none is created. */
+	if (key == NULL)
+		r = 0;
+	else if (req->wrapped_private_key != NULL)
 		r = vault_key_unwrap(v, req, key, rec, err);
 	else
 		r = cv_token_key_create(v->token, key, rec->key_label, rec->key_id,
@@ -345,7 +541,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 
 		/* A key the token would not destroy keeps its pending row: the next start
 		 * destroys both. */
-		if (vault_key_destroy(v, rec->key_id, &ignored) < 0)
+		if (key != NULL && vault_key_destroy(v, rec->key_id, &ignored) < 0)
 			pending = 0;
 		vault_write_errmsg(err, r, "the database refused the certificate");
 		goto out;
@@ -364,6 +560,7 @@ out:
 		*ret_rev = rev;
 	cv_store_cert_free(rec);
 	EVP_PKEY_free(key);
+	strings_free(tags, req->n_tags);
 	return r;
 }
 
@@ -474,7 +671,8 @@ static void preview_problem(void *arg, int code, const char *message)
 int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
 			  struct cv_cert_preview **ret_preview, struct cv_errmsg *err)
 {
-	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures };
+	struct cv_x509_policy policy = { (time_t)now, v->allow_weak_signatures,
+					  req->allow_upcoming };
 	struct cv_cert_preview *p;
 	struct cv_cert_record *existing = NULL;
 	struct cv_errmsg why = { "" };
@@ -495,7 +693,7 @@ int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *re
 		preview_problem(p, CV_ERR_BAD_REQUEST, "description is too long");
 	/* What parses is shown even when the rest does not (a key with a wrong password
 	 * still lets the certificate be seen). */
-	r = parse_material(req, &cert, &key, &chain, &why);
+	r = parse_material(v, req, &cert, &key, &chain, &why);
 	if (r < 0)
 		preview_problem(p, r, why.text);
 	p->has_key = key != NULL;
@@ -587,8 +785,10 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
 	view->status = cv_status_at((time_t)view->rec->not_before, (time_t)view->rec->not_after,
 				    (time_t)now, v->soon_seconds);
 	view->expires_in_days = cv_expires_in_days((time_t)view->rec->not_after, (time_t)now);
-	r = cv_token_key_uri(v->token, view->rec->key_id, sizeof(view->rec->key_id),
-			     view->rec->key_label, view->key_uri, sizeof(view->key_uri));
+	r = !view->rec->is_public ? cv_token_key_uri(v->token, view->rec->key_id,
+						  sizeof(view->rec->key_id), view->rec->key_label,
+						  view->key_uri, sizeof(view->key_uri))
+			       : 0;
 	if (r < 0)
 		goto out;
 	*ret_view = view;
@@ -621,6 +821,126 @@ int cv_vault_cert_describe(struct cv_vault *v, struct cv_audit *audit, const cha
 	return 0;
 }
 
+/* Two lists of strings hold the same strings in the same order. */
+static int strings_equal(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	size_t i;
+
+	if (na != nb)
+		return 0;
+	for (i = 0; i < na; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return 0;
+	return 1;
+}
+
+/* The record of an edit says each member that changed, old and new (cv_store_edit_describe_fn). */
+static void describe_edit(const struct cv_cert_record *old, const struct cv_cert_edit *edit,
+			  struct cv_audit_entry *entry, void *arg)
+{
+	json_t *changes = json_object();
+
+	(void)arg;
+	if (changes == NULL)
+		return;
+	if (edit->name != NULL && strcmp(edit->name, old->name) != 0)
+		json_object_set_new(changes, "name",
+				    vault_audit_change(json_string(old->name),
+						       json_string(edit->name)));
+	if (edit->description != NULL && strcmp(edit->description, old->description) != 0)
+		json_object_set_new(changes, "description",
+				    vault_audit_change(vault_audit_text(old->description),
+						       vault_audit_text(edit->description)));
+	/* The environments and tags as the client named them against those stored. */
+	if (edit->set_environments)
+		json_object_set_new(changes, "environments",
+				    vault_audit_change(strings_array(old->environments,
+								     old->n_environments),
+						       strings_array(edit->environments,
+								     edit->n_environments)));
+	if (edit->set_tags && !strings_equal(old->tags, old->n_tags, edit->tags, edit->n_tags))
+		json_object_set_new(changes, "tags",
+				    vault_audit_change(strings_array(old->tags, old->n_tags),
+						       strings_array(edit->tags, edit->n_tags)));
+	vault_audit_entry_changes(entry, changes);
+}
+
+/* Whether a setting names the certificate (ignoring case, as names are compared): a rename
+ * would leave the setting naming nothing. */
+static int named_in_settings(const struct cv_vault *v, const char *name)
+{
+	return v->served != NULL && strcasecmp(v->served, name) == 0;
+}
+
+int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *name,
+		       const struct cv_cert_edit_request *req, int64_t now, char ret_name[65],
+		       struct cv_errmsg *err)
+{
+	struct cv_conflict conflict = { "", "", 0, 0 };
+	struct cv_cert_edit edit = { 0 };
+	struct cv_cert_record *old = NULL;
+	char **tags = NULL;
+	int r;
+
+	r = vault_check_name(name, err);
+	if (r < 0)
+		return r;
+	if (req->name != NULL) {
+		r = vault_check_name(req->name, err);
+		if (r == 0 && strcmp(req->name, "summary") == 0)
+			r = cv_errmsg_set(err, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
+		if (r < 0)
+			return r;
+		/* server.tls_certificate names the certificate the HTTPS listener serves. */
+		if (strcmp(req->name, name) != 0 &&
+		    (named_in_settings(v, name) || named_in_settings(v, req->name)))
+			return cv_errmsg_set(err, CV_ERR_IN_USE,
+					     "server.tls_certificate names %s: change the setting "
+					     "before renaming", v->served);
+	}
+	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+				     "description is longer than %d bytes", CV_DESCRIPTION_MAX);
+	if (req->set_environments) {
+		r = vault_check_environments(req->environments, req->n_environments, err);
+		if (r < 0)
+			return r;
+	}
+	if (req->set_tags) {
+		r = vault_tags_make(req->tags, req->n_tags, &tags, err);
+		if (r < 0)
+			return r;
+	}
+	edit.name = req->name;
+	edit.description = req->description;
+	edit.set_environments = req->set_environments;
+	edit.n_environments = req->n_environments;
+	edit.environments = (char *const *)req->environments;
+	edit.set_tags = req->set_tags;
+	edit.n_tags = req->n_tags;
+	edit.tags = tags;
+	r = cv_store_cert_edit(v->store, name, &edit, now, &conflict, &old,
+			       vault_audit_done(audit), describe_edit, NULL);
+	vault_audit_written(audit, r);
+	strings_free(tags, req->n_tags);
+	if (r == 0 && ret_name != NULL)
+		snprintf(ret_name, 65, "%s", req->name != NULL ? req->name : old->name);
+	cv_store_cert_free(old);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "no certificate named %s", name);
+	if (r == CV_ERR_NAME_TAKEN)
+		return cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
+	if (r == CV_ERR_UNKNOWN_ENVIRONMENT)
+		return cv_errmsg_set(err, r, "no environment named %s", conflict.detail);
+	if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED)
+		return cv_errmsg_set(err, r, "service %s uses %s in environment %s, which the new "
+				     "environments leave out: unbind it or keep %s",
+				     conflict.service, name, conflict.detail, conflict.detail);
+	if (r < 0)
+		return vault_write_errmsg(err, r, "the database refused the change");
+	return 0;
+}
+
 /* Destroys the keys of the superseded versions that are still in the token, recording each,
  * then the current one's. The current key goes last, so that on a failure the row put back
  * has its key and says truly which older keys are gone. */
@@ -648,7 +968,8 @@ static int destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec
 			goto out;
 		}
 	}
-	r = vault_key_destroy(v, rec->key_id, err);
+	/* A public certificate's key id names no object. */
+	r = !rec->is_public ? vault_key_destroy(v, rec->key_id, err) : 0;
 out:
 	free(versions);
 	return r;
@@ -658,7 +979,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 			 const struct cv_jwk_choice *jwk, struct cv_errmsg *err)
 {
 	struct cv_cert_record *rec = NULL;
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_jwk_record *linked = NULL;
 	struct cv_pending_record *pending = NULL;
 	const char *confirm = jwk->confirm;
@@ -683,6 +1004,11 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 				  name);
 		goto out;
 	}
+	if (jwk->action != CV_JWK_ACTION_NONE)
+		vault_audit_changes(audit, json_pack("{s:s}", "jwk_action",
+						     jwk->action == CV_JWK_ACTION_DELETE
+							     ? "delete"
+							     : "disconnect"));
 	/* Its key signs every HTTPS handshake: gone, the listener could not serve. Names are
 	 * one ignoring case: "WWW" is the served "www". */
 	if (v->served != NULL && cv_text_name_equal(v->served, name)) {
@@ -710,8 +1036,8 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 		goto out;
 	}
 	/* The mark below already changes the row and the JWKs: a token already gone refuses
-	 * the delete before it. */
-	r = cv_token_check(v->token, err);
+	 * the delete before it (a public certificate has no key to destroy). */
+	r = !rec->is_public ? cv_token_check(v->token, err) : 0;
 	if (r < 0)
 		goto out;
 	/* Mark first: a crash after a key is gone leaves a row the reconciler finishes. The

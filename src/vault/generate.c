@@ -439,7 +439,7 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 		/* The next version's certificate: a renewal like any other, whose commit also
 		 * ends the pending row. */
 		r = cv_vault_cert_supersede(v, audit, CV_END_RENEWED, &in, ref, jwk, now,
-					    ret_previous, &rev, err);
+					    ret_previous, &rev, NULL, err);
 		goto out;
 	}
 	in.description = p->description;

@@ -16,6 +16,7 @@ struct vault_jwks_cache {
 	pthread_mutex_t lock;
 	int valid;
 	uint64_t gen;
+	int64_t until;             /* valid before this time only: a superseded JWK leaves then */
 	char *text;
 	size_t len;
 	char tag[65];
@@ -54,8 +55,27 @@ int vault_check_name(const char *name, struct cv_errmsg *err);
 const struct cv_audit_entry *vault_audit_done(struct cv_audit *a);
 /* After the store call that carried vault_audit_done(a): r 0 means the record was written. */
 void vault_audit_written(struct cv_audit *a, int r);
+/* Sets what the record says changed (entry->changes) from changes, a JSON object it steals
+ * (NULL: nothing). A text too long for the record says {"truncated": true} instead. */
+void vault_audit_entry_changes(struct cv_audit_entry *entry, json_t *changes);
+/* The same on a request's record; a may be NULL. */
+void vault_audit_changes(struct cv_audit *a, json_t *changes);
+/* {"old": old, "new": new} (both stolen), or NULL when out of memory. */
+json_t *vault_audit_change(json_t *old, json_t *new);
+/* A text as the record keeps it: the first 150 bytes, cut on a character boundary and
+ * marked with "..." when cut (the record holds what changed, not whole descriptions). */
+json_t *vault_audit_text(const char *s);
+
 /* Sets a's target when the URL did not name it (a create): a may be NULL. */
 void vault_audit_target(struct cv_audit *a, const char *target);
+
+/* The environments a certificate names, as a client sent them: each by the name rule, at
+ * most CV_CERT_ENVIRONMENTS_MAX, none twice (ignoring case). 0 or CV_ERR_BAD_REQUEST. */
+int vault_check_environments(const char *const *names, size_t n, struct cv_errmsg *err);
+
+/* Tags as a client sent them (see struct cv_tag) into "key=value" strings (*ret the
+ * caller's, each and the array free()d). 0, CV_ERR_BAD_REQUEST or CV_ERR_NOMEM. */
+int vault_tags_make(const struct cv_tag *tags, size_t n, char ***ret, struct cv_errmsg *err);
 
 /* Reads the active certificate of this name, with the messages every use case gives. */
 int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,

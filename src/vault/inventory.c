@@ -80,16 +80,25 @@ static int cert_item(struct cv_inventory *inv, const struct cv_cert_record *rec,
 	it->domains = rec->domains;
 	it->n_used_by = rec->n_used_by;
 	it->used_by = rec->used_by;
-	r = cv_token_key_uri(inv->v->token, rec->key_id, sizeof(rec->key_id), rec->key_label,
-			     inv->key_uri, sizeof(inv->key_uri));
-	if (r < 0)
-		return cv_errmsg_set(err, r, "the key URI of %s does not fit", rec->name);
-	it->key_uri = inv->key_uri;
-	it->key_origin = cv_key_origin_name(rec->key_origin);
+	it->n_tags = rec->n_tags;
+	it->tags = rec->tags;
+	it->is_public = rec->is_public;
+	it->key_uri = "";
+	if (!rec->is_public) {
+		r = cv_token_key_uri(inv->v->token, rec->key_id, sizeof(rec->key_id), rec->key_label,
+				     inv->key_uri, sizeof(inv->key_uri));
+		if (r < 0)
+			return cv_errmsg_set(err, r, "the key URI of %s does not fit", rec->name);
+		it->key_uri = inv->key_uri;
+	}
+	it->key_origin = rec->is_public ? NULL : cv_key_origin_name(rec->key_origin);
 	if (!(inv->what & CV_INVENTORY_DETAILS))
 		return 0;
 	it->n_kids = rec->n_kids;
 	it->kids = rec->kids;
+	/* A public certificate has no key to ask the token about. */
+	if (rec->is_public)
+		return 0;
 	/* What the token says now, not what the import asked for. A key gone from the token
 	 * (destroyed by another tool) is reported absent; a token that cannot answer stops
 	 * the walk rather than have it report keys absent that are not. */

@@ -15,7 +15,7 @@ int vault_jwk_choice_required(const char *name, const struct cv_jwk_record *link
 	char kids[160] = "";
 	size_t i, used = 0;
 
-	for (i = 0; i < n && used + CV_JWK_KID_LEN + 8 < sizeof(kids); i++)
+	for (i = 0; i < n && used + strlen(linked[i].kid) + 8 < sizeof(kids); i++)
 		used += (size_t)snprintf(kids + used, sizeof(kids) - used, "%s%s",
 					 i > 0 ? ", " : "", linked[i].kid);
 	if (i < n)
@@ -47,16 +47,32 @@ out:
 	return r;
 }
 
-/* A kid as this vault makes them: 43 base64url characters. */
+/* A kid as this vault makes them: 43 base64url characters (an RFC 7638 thumbprint),
+ * optionally followed by ".<alg>.<use>" (see cv_jwk_from_pkey). */
 static int check_kid(const char *kid, struct cv_errmsg *err)
 {
-	if (strlen(kid) != CV_JWK_KID_LEN ||
-	    strspn(kid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") !=
-		    CV_JWK_KID_LEN)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-				     "a kid is %d base64url characters (an RFC 7638 thumbprint)",
-				     CV_JWK_KID_LEN);
+	static const char b64url[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	const char *rest = kid + CV_JWK_KID_LEN, *dot;
+
+	if (strlen(kid) < CV_JWK_KID_LEN || strlen(kid) > CV_JWK_KID_MAX ||
+	    strspn(kid, b64url) != CV_JWK_KID_LEN)
+		goto bad;
+	if (*rest == '\0')
+		return 0;
+	/* ".ALG.use": an alg of letters, digits, '-' and '+', then sig or enc. */
+	dot = strchr(rest + 1, '.');
+	if (rest[0] != '.' || dot == NULL || dot == rest + 1 ||
+	    strspn(rest + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+") !=
+		    (size_t)(dot - rest - 1) ||
+	    (strcmp(dot + 1, "sig") != 0 && strcmp(dot + 1, "enc") != 0))
+		goto bad;
 	return 0;
+bad:
+	return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
+			     "a kid is %d base64url characters (an RFC 7638 thumbprint), for a "
+			     "key's other JWKs followed by .<alg>.<use>",
+			     CV_JWK_KID_LEN);
 }
 
 int cv_vault_jwk_create(struct cv_vault *v, struct cv_audit *audit, const char *certificate,
@@ -204,8 +220,8 @@ int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *
 }
 
 /* The document as the store's JWKs make it now. */
-static int jwks_build(struct cv_vault *v, char **ret_text, size_t *ret_len, char ret_tag[65],
-		      struct cv_errmsg *err)
+static int jwks_build(struct cv_vault *v, int64_t now, char **ret_text, size_t *ret_len,
+		      char ret_tag[65], int64_t *ret_until, struct cv_errmsg *err)
 {
 	struct cv_jwk_record *recs = NULL;
 	unsigned char digest[32];
@@ -214,7 +230,7 @@ static int jwks_build(struct cv_vault *v, char **ret_text, size_t *ret_len, char
 	size_t n = 0, i;
 	int r;
 
-	r = cv_store_jwk_list(v->store, 0, &recs, &n);
+	r = cv_store_jwk_published(v->store, now, v->jwks_retention, &recs, &n, ret_until);
 	if (r < 0) {
 		cv_errmsg_set(err, r, "the database could not be read");
 		goto out;
@@ -265,25 +281,27 @@ static char *memdup_text(const char *text, size_t len)
 	return copy;
 }
 
-int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
+int cv_vault_jwks_document(struct cv_vault *v, int64_t now, char **ret_text, size_t *ret_len,
 			   char ret_tag[65], struct cv_errmsg *err)
 {
 	struct vault_jwks_cache *c;
 	char *text = NULL, *kept;
 	char tag[65] = "";
+	int64_t until;
 	uint64_t gen;
 	size_t len;
 	int r;
 
 	if (v->caches == NULL)
-		return jwks_build(v, ret_text, ret_len, ret_tag, err);
+		return jwks_build(v, now, ret_text, ret_len, ret_tag, &until, err);
 	c = &v->caches->jwks;
 	/* Read before the JWKs are: the store moves it only after a change is committed, so a
 	 * document built after reading gen holds every change made before gen was reached,
 	 * and a write that returned has moved it past any document built before the write. */
 	gen = cv_store_jwks_generation(v->store);
 	pthread_mutex_lock(&c->lock);
-	if (c->valid && c->gen == gen) {
+	/* Time changes it too: a superseded JWK leaves when its retention ends. */
+	if (c->valid && c->gen == gen && now < c->until) {
 		text = memdup_text(c->text, c->len);
 		len = c->len;
 		memcpy(ret_tag, c->tag, sizeof(c->tag));
@@ -295,7 +313,7 @@ int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
 		return 0;
 	}
 
-	r = jwks_build(v, &text, &len, tag, err);
+	r = jwks_build(v, now, &text, &len, tag, &until, err);
 	if (r < 0)
 		return r;
 	/* Kept unless a newer one is there already (a copy: the caller frees its own). */
@@ -306,6 +324,7 @@ int cv_vault_jwks_document(struct cv_vault *v, char **ret_text, size_t *ret_len,
 		c->text = kept;
 		c->len = len;
 		c->gen = gen;
+		c->until = until;
 		memcpy(c->tag, tag, sizeof(tag));
 		c->valid = 1;
 		kept = NULL;

@@ -21,7 +21,7 @@
 int cv_vault_crl_add(struct cv_vault *v, struct cv_audit *audit, const char *text, size_t len,
 		     enum cv_encoding enc, int64_t now, char ret_alias[65], struct cv_errmsg *err)
 {
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_x509_crl_info info;
 	struct cv_trust_record *trust = NULL;
 	struct cv_crl_record rec;

@@ -66,6 +66,54 @@ void cv_audit_fingerprint(struct cv_audit *a, const char *fp)
 	memcpy(list + used, fp, n + 1);
 }
 
+void vault_audit_entry_changes(struct cv_audit_entry *entry, json_t *changes)
+{
+	size_t n;
+
+	if (changes == NULL || json_object_size(changes) == 0) {
+		json_decref(changes);
+		return;
+	}
+	n = json_dumpb(changes, entry->changes, sizeof(entry->changes) - 1,
+		       JSON_COMPACT | JSON_SORT_KEYS);
+	if (n == 0 || n >= sizeof(entry->changes))
+		snprintf(entry->changes, sizeof(entry->changes), "{\"truncated\":true}");
+	else
+		entry->changes[n] = '\0';
+	json_decref(changes);
+}
+
+void vault_audit_changes(struct cv_audit *a, json_t *changes)
+{
+	if (a == NULL) {
+		json_decref(changes);
+		return;
+	}
+	vault_audit_entry_changes(&a->entry, changes);
+}
+
+json_t *vault_audit_change(json_t *old, json_t *new)
+{
+	return json_pack("{s:o?, s:o?}", "old", old != NULL ? old : json_null(), "new",
+			 new != NULL ? new : json_null());
+}
+
+json_t *vault_audit_text(const char *s)
+{
+	char cut[160];
+	size_t n = strlen(s);
+
+	if (n <= 150)
+		return json_string(s);
+	n = 150;
+	/* Back to the start of a character: continuation bytes are 10xxxxxx. */
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	memcpy(cut, s, n);
+	memcpy(cut + n, "...", 4);
+	return json_string(cut);
+}
+
 const struct cv_audit_entry *vault_audit_done(struct cv_audit *a)
 {
 	if (a == NULL)

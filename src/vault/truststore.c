@@ -185,7 +185,7 @@ int cv_vault_trust_add(struct cv_vault *v, struct cv_audit *audit, const struct 
 		       int64_t now, char (**ret_aliases)[65], size_t *ret_n,
 		       struct cv_errmsg *err)
 {
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_trust_record *recs = NULL;
 	STACK_OF(X509) *certs = NULL;
 	char (*aliases)[65] = NULL;

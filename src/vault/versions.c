@@ -123,6 +123,13 @@ static int supersede_refused(int r, const struct cv_supersede *sup, const char *
 				     name, c->detail);
 	case CV_ERR_NAME_TAKEN:
 		return cv_errmsg_set(err, r, "the new key is already a JWK of its own");
+	case CV_ERR_NOT_YET_VALID: {
+		char when[CV_TIME_BUFLEN] = "";
+
+		(void)cv_time_rfc3339(c->when, when, sizeof(when));
+		return cv_errmsg_set(err, r, "the new certificate is not valid before %s and services"
+				     " use %s: it can take over from then on", when, name);
+	}
 	case CV_ERR_DOMAIN_NOT_COVERED:
 		return cv_errmsg_set(err, r,
 				     "the new certificate does not cover every domain of the "
@@ -157,8 +164,8 @@ int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret)
 struct jwk_plan {
 	struct cv_jwk_record *linked;
 	size_t n;
-	char (*kids)[44];
-	char (*new_kids)[44];
+	char (*kids)[65];
+	char (*new_kids)[65];
 	char **new_jwks;
 };
 
@@ -227,6 +234,50 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 	return 0;
 }
 
+/* The answer's account of the linked JWKs (see cv_vault_cert_supersede). */
+static json_t *jwk_outcomes_json(const struct jwk_plan *p, enum cv_jwk_action action,
+				 const enum cv_jwk_fate *outcomes)
+{
+	static const char *const lists[] = { "made", "reactivated", "adopted", "updated",
+					      "superseded", "disconnected" };
+	json_t *o = json_object(), *a;
+	const char *which;
+	size_t i;
+
+	for (i = 0; o != NULL && i < sizeof(lists) / sizeof(lists[0]); i++)
+		if (json_object_set_new(o, lists[i], json_array()) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
+	for (i = 0; o != NULL && i < p->n; i++) {
+		if (action == CV_JWK_ACTION_DISCONNECT) {
+			json_array_append_new(json_object_get(o, "disconnected"),
+					      json_string(p->kids[i]));
+			continue;
+		}
+		switch (outcomes[i]) {
+		case CV_JWK_SAME:
+			which = "updated";
+			break;
+		case CV_JWK_REACTIVATED:
+			which = "reactivated";
+			break;
+		case CV_JWK_ADOPTED:
+			which = "adopted";
+			break;
+		default:
+			which = "made";
+		}
+		a = json_object_get(o, which);
+		json_array_append_new(a, json_string(outcomes[i] == CV_JWK_SAME ? p->kids[i]
+										 : p->new_kids[i]));
+		if (outcomes[i] != CV_JWK_SAME)
+			json_array_append_new(json_object_get(o, "superseded"),
+					      json_string(p->kids[i]));
+	}
+	return o;
+}
+
 void cv_jwk_outcome_release(struct cv_jwk_outcome *o)
 {
 	free(o->old_kids);
@@ -257,27 +308,47 @@ static int jwk_outcome_of(const struct jwk_plan *plan, enum cv_jwk_action action
 	return 0;
 }
 
+static int supersede(struct cv_vault *v, struct cv_audit *audit, enum cv_version_end kind,
+		     const struct cv_import_request *req, const struct cv_version_ref *ref,
+		     const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+		     struct cv_revocation *ret_rev, json_t **ret_json, struct cv_jwk_outcome *ret_out,
+		     struct cv_errmsg *err);
+
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-			    struct cv_errmsg *err)
+			    json_t **ret_jwks, struct cv_errmsg *err)
 {
-	return cv_vault_cert_supersede_report(v, audit, kind, req, ref, jwk, now, ret_previous,
-					      ret_rev, NULL, err);
+	return supersede(v, audit, kind, req, ref, jwk, now, ret_previous, ret_rev, ret_jwks, NULL,
+			 err);
 }
 
 int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
 				   enum cv_version_end kind, const struct cv_import_request *req,
 				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-				   struct cv_jwk_outcome *ret_jwks, struct cv_errmsg *err)
+				   json_t **ret_json, struct cv_jwk_outcome *ret_jwks,
+				   struct cv_errmsg *err)
 {
+	return supersede(v, audit, kind, req, ref, jwk, now, ret_previous, ret_rev, ret_json,
+			 ret_jwks, err);
+}
+
+/* cv_vault_cert_supersede: the linked JWKs' account as JSON in *ret_json and as an outcome
+ * in *ret_out (either NULL: not wanted). */
+static int supersede(struct cv_vault *v, struct cv_audit *audit, enum cv_version_end kind,
+		     const struct cv_import_request *req, const struct cv_version_ref *ref,
+		     const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
+		     struct cv_revocation *ret_rev, json_t **ret_json, struct cv_jwk_outcome *ret_out,
+		     struct cv_errmsg *err)
+{
+	enum cv_jwk_fate *outcomes = NULL;
 	struct cv_revocation rev;
 	struct jwk_plan plan = { 0 };
 	struct cv_cert_record *cur = NULL, *next = NULL;
 	struct cv_import_request material = *req;
-	struct cv_conflict conflict = { "", "", 0 };
+	struct cv_conflict conflict = { "", "", 0, 0 };
 	struct cv_supersede sup = { 0 };
 	struct cv_errmsg ignored;
 	EVP_PKEY *key = NULL;
@@ -301,7 +372,6 @@ int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
 	sup.kind = kind;
 	sup.id = cur->id;
 	sup.now = now;
-	sup.destroy_old_key = v->destroy_superseded_keys;
 	r = resolve_ref(v, cur, ref, &sup.version, err);
 	if (r < 0)
 		goto out;
@@ -309,6 +379,20 @@ int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
 	r = vault_material_check(v, audit, &material, now, &next, &key, &rev, err);
 	if (r < 0)
 		goto out;
+	/* An entry keeps its kind: a key pair is followed by a key pair, a public certificate
+	 * by a public certificate. */
+	if (!cur->is_public && key == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"private_key\" is required: %s holds"
+				  " a key pair", cur->name);
+		goto out;
+	}
+	if (cur->is_public && key != NULL) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "%s is a public certificate: send the "
+				  "certificate alone (a key pair is imported under a name of its "
+				  "own)", cur->name);
+		goto out;
+	}
+	sup.destroy_old_key = !cur->is_public && v->destroy_superseded_keys;
 	/* The version's own label, so that no hand-written URI matches two versions' keys. */
 	cv_key_label(cur->name, cur->version + 1, next->key_label);
 	if (req->token_key != NULL) {
@@ -323,19 +407,38 @@ int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
 	if (r < 0)
 		goto out;
 	sup.jwk_action = jwk->action;
+	/* The record says which version this replaces and what the JWKs' owner chose. */
+	vault_audit_changes(audit, json_pack("{s:{s:I, s:I}, s:s?}", "version", "old",
+					     (json_int_t)sup.version, "new",
+					     (json_int_t)sup.version + 1, "jwk_action",
+					     jwk->action == CV_JWK_ACTION_UPDATE ? "update"
+					     : jwk->action == CV_JWK_ACTION_DISCONNECT ? "disconnect"
+										: NULL));
 	sup.n_linked = plan.n;
 	sup.linked = plan.kids;
 	sup.new_kids = plan.new_kids;
 	sup.new_jwks = plan.new_jwks;
+	if (plan.n > 0) {
+		outcomes = calloc(plan.n, sizeof(*outcomes));
+		if (outcomes == NULL) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+		sup.outcomes = outcomes;
+	}
 	/* Every check before the token does any work; the commit repeats them. */
 	r = cv_store_cert_supersede_check(v->store, &sup, &conflict);
 	if (r < 0) {
 		supersede_refused(r, &sup, cur->name, &conflict, err);
 		goto out;
 	}
-	r = cv_token_check(v->token, err);
-	if (r < 0)
-		goto out;
+	/* A public certificate has no key: nothing to journal or create, and no token
+	 * needed. */
+	if (key != NULL) {
+		r = cv_token_check(v->token, err);
+		if (r < 0)
+			goto out;
+	}
 	if (req->token_key != NULL) {
 		/* Its pending row names it until the commit ends the row. */
 		if (!cv_token_key_exists(v->token, next->key_id, sizeof(next->key_id))) {
@@ -343,23 +446,22 @@ int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
 					  "the token", cur->name);
 			goto out;
 		}
-		goto commit;
+	} else if (key != NULL) {
+		/* The journal names the key before it exists: a crash before the commit
+		 * leaves a key the reconciler finds and destroys. */
+		r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);
+		if (r < 0) {
+			vault_write_errmsg(err, r, "the database refused the new version");
+			goto out;
+		}
+		journaled = 1;
+		cv_fault_point("supersede.after_journal");
+		r = cv_token_key_create(v->token, key, next->key_label, next->key_id,
+					sizeof(next->key_id), err);
+		if (r < 0)
+			goto out;
+		created = 1;
 	}
-	/* The journal names the key before it exists: a crash before the commit leaves a key
-	 * the reconciler finds and destroys. */
-	r = cv_store_key_journal_add(v->store, next->key_id, cur->id, now);
-	if (r < 0) {
-		vault_write_errmsg(err, r, "the database refused the new version");
-		goto out;
-	}
-	journaled = 1;
-	cv_fault_point("supersede.after_journal");
-	r = cv_token_key_create(v->token, key, next->key_label, next->key_id, sizeof(next->key_id),
-				err);
-	if (r < 0)
-		goto out;
-	created = 1;
-commit:
 	sup.audit = vault_audit_done(audit);
 	r = cv_store_cert_supersede(v->store, &sup, &conflict);
 	vault_audit_written(audit, r);
@@ -375,9 +477,11 @@ commit:
 	}
 	/* A failure above leaves the old key 'destroying': the next start destroys it. */
 	*ret_previous = sup.version;
+	if (ret_json != NULL)
+		*ret_json = jwk_outcomes_json(&plan, jwk->action, outcomes);
 	/* The change is made: an outcome that cannot be told (no memory) says none. */
-	if (ret_jwks != NULL && jwk_outcome_of(&plan, jwk->action, ret_jwks) < 0)
-		memset(ret_jwks, 0, sizeof(*ret_jwks));
+	if (ret_out != NULL && jwk_outcome_of(&plan, jwk->action, ret_out) < 0)
+		memset(ret_out, 0, sizeof(*ret_out));
 	r = 0;
 out:
 	if (created && vault_key_destroy(v, next->key_id, &ignored) < 0)
@@ -388,6 +492,7 @@ out:
 	if (ret_rev != NULL)
 		*ret_rev = rev;
 	jwk_plan_release(&plan);
+	free(outcomes);
 	cv_store_cert_free(cur);
 	cv_store_cert_free(next);
 	EVP_PKEY_free(key);
@@ -431,7 +536,8 @@ int cv_vault_cert_versions(struct cv_vault *v, const char *name, int64_t now,
 		vv->expires_in_days = cv_expires_in_days((time_t)versions[i].not_after,
 							 (time_t)now);
 		cv_vault_version_tag(versions[i].version, versions[i].sha256_fingerprint, vv->tag);
-		if (versions[i].key_state == CV_KEY_IN_TOKEN) {
+		/* A public certificate's versions never had a key in the token. */
+		if (versions[i].key_state == CV_KEY_IN_TOKEN && !cur->is_public) {
 			r = cv_token_key_uri(v->token, versions[i].key_id, CV_TOKEN_ID_LEN,
 					     versions[i].key_label[0] != '\0' ?
 					     versions[i].key_label : cur->name,

@@ -55,7 +55,7 @@ static int key_supported(const EVP_PKEY *pk, const char *whose, struct cv_errmsg
 								 : "this kind of");
 }
 
-static int validity(X509 *cert, time_t now, struct cv_errmsg *err)
+static int validity(X509 *cert, time_t now, int allow_upcoming, struct cv_errmsg *err)
 {
 	char when[CV_TIME_BUFLEN];
 	time_t not_before, not_after;
@@ -67,11 +67,12 @@ static int validity(X509 *cert, time_t now, struct cv_errmsg *err)
 	r = x509_time_epoch(X509_get0_notAfter(cert), &not_after);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the certificate's notAfter date cannot be read");
-	if (now < not_before) {
+	if (now < not_before && !allow_upcoming) {
 		if (cv_time_rfc3339(not_before, when, sizeof(when)) < 0)
 			snprintf(when, sizeof(when), "@%lld", (long long)not_before);
 		return cv_errmsg_set(err, CV_ERR_NOT_YET_VALID,
-				     "certificate is not valid before %s", when);
+				     "certificate is not valid before %s (allow_upcoming: true "
+				     "takes it as upcoming)", when);
 	}
 	if (now > not_after) {
 		if (cv_time_rfc3339(not_after, when, sizeof(when)) < 0)
@@ -216,7 +217,7 @@ int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 	const EVP_PKEY *cert_key;
 	int r;
 
-	if (cert == NULL || key == NULL || policy == NULL) {
+	if (cert == NULL || policy == NULL) {
 		r = CV_ERR_INTERNAL;
 		goto out;
 	}
@@ -226,13 +227,13 @@ int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 				  "the certificate's public key cannot be read");
 		goto out;
 	}
-	r = key_supported(key, "", err);
+	r = key != NULL ? key_supported(key, "", err) : 0;
 	if (r < 0)
 		goto out;
 	r = key_supported(cert_key, "the certificate's public key: ", err);
 	if (r < 0)
 		goto out;
-	r = validity(cert, policy->now, err);
+	r = validity(cert, policy->now, policy->allow_upcoming, err);
 	if (r < 0)
 		goto out;
 	r = names_within_limit(cert, err);
@@ -243,7 +244,7 @@ int cv_x509_check_import(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 		if (r < 0)
 			goto out;
 	}
-	if (EVP_PKEY_eq(cert_key, key) != 1) {
+	if (key != NULL && EVP_PKEY_eq(cert_key, key) != 1) {
 		r = cv_errmsg_set(err, CV_ERR_KEY_MISMATCH,
 				  "private key does not match the certificate");
 		goto out;
@@ -285,7 +286,7 @@ int cv_x509_check_import_all(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain,
 		CHECK(key_supported(key, "", &err));
 	if (cert_key != NULL)
 		CHECK(key_supported(cert_key, "the certificate's public key: ", &err));
-	CHECK(validity(cert, policy->now, &err));
+	CHECK(validity(cert, policy->now, policy->allow_upcoming, &err));
 	CHECK(names_within_limit(cert, &err));
 	if (!policy->allow_weak_signatures)
 		CHECK(signature_strong(cert, &err));

@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const enum cv_encoding encs[] = { CV_ENC_PEM, CV_ENC_BASE64, CV_ENC_BASE64PEM,
 						 CV_ENC_FILE };
-	struct cv_x509_policy policy = { 1767225600, 0 };
+	struct cv_x509_policy policy = { 1767225600, 0, 0 };
 	struct cv_x509_info *info = NULL;
 	STACK_OF(X509) *chain = NULL;
 	struct cv_errmsg err;

@@ -159,9 +159,23 @@ class Certvaultd:
                 # The first start wrote the first admin token; later starts keep it.
                 with open(self.admin_token_file) as f:
                     self.admin_token = f.read().strip()
+                self.make_environments()
                 return self
             time.sleep(0.02)
         raise AssertionError("certvaultd did not start:\n" + self.log())
+
+    # Services belong to an existing environment: the suites' services use these, made once
+    # on the first start (test_environments makes and checks its own).
+    ENVIRONMENTS = ("production", "staging", "test")
+
+    def make_environments(self):
+        if getattr(self, "environments_made", False):
+            return
+        for name in self.ENVIRONMENTS:
+            st, _, body = self.request("PUT", "/v1/environments/" + name, {})
+            if st not in (200, 201):
+                raise AssertionError("PUT /v1/environments/%s: %s %s" % (name, st, body))
+        self.environments_made = True
 
     def log(self):
         with open(self.log_path, "rb") as f:

@@ -220,8 +220,9 @@ class RefusalTest(VaultTestCase):
         self.assertError(v.request("POST", "/v1/certificates", raw=b'{"name":"x"}',
                                    headers={"Content-Type": "text/plain"}),
                          415, "unsupported_media_type")
+        # (A certificate without "private_key" is a public certificate: test_environments.)
         self.assertError(v.request("POST", "/v1/certificates",
-                                   {"name": "x", "certificate": m.cert}), 400, "bad_request")
+                                   {"name": "x", "private_key": m.key}), 400, "bad_request")
         self.assertError(v.request("POST", "/v1/certificates",
                                    {"name": "x", "certificate": m.cert, "private_key": m.key,
                                     "colour": "red"}), 400, "bad_request")
@@ -359,8 +360,9 @@ class ExportEditDeleteTest(VaultTestCase):
         self.assertGreater(body["updated_at"], created)
         self.assertError(self.vault.request("PATCH", "/v1/certificates/edit",
                                             {"description": "x" * 1025}), 400, "bad_request")
+        # (A rename is an edit too: test_model.)
         self.assertError(self.vault.request("PATCH", "/v1/certificates/edit",
-                                            {"name": "renamed"}), 400, "bad_request")
+                                            {"name": "re named"}), 400, "invalid_name")
         self.assertError(self.vault.request("PATCH", "/v1/certificates/nope",
                                             {"description": "x"}), 404, "not_found")
         st, _, body = self.vault.request("GET", "/v1/certificates/edit")

@@ -461,8 +461,9 @@ class AuditUpgradeTest(AuditCase):
         rows = db.execute("SELECT " + V1_COLS + " FROM audit_log ORDER BY seq").fetchall()
         for row in rows:
             h = v1_hash(row, prev)
-            db.execute("UPDATE audit_log SET prev_hash = ?, hash = ?, keyed = 0, source = ''"
-                       " WHERE seq = ?", (prev, h, row[0]))
+            # (An older certvaultd wrote no changes either.)
+            db.execute("UPDATE audit_log SET prev_hash = ?, hash = ?, keyed = 0, source = '',"
+                       " changes = '' WHERE seq = ?", (prev, h, row[0]))
             prev = h
         db.commit()
         db.close()

@@ -278,8 +278,11 @@ class TestCommands(CliTestCase):
         self.assertEqual(rc, 2, err)  # no terminal to confirm at
         self.ok("replace", "jw", "--cert", m2.cert_path, "--key", m2.key_path,
                 "--jwk", "update", "--confirm", "jw", "-q")
+        # The superseded kid stays published for jwks.superseded_retention (24 h), beside
+        # the new one.
         kids = self.ok("jwks", "ls", "-q").split()
-        self.assertNotIn(kid, kids)
+        self.assertIn(kid, kids)
+        self.assertEqual(len(kids), 2, kids)
         # rm with linked JWKs: delete them too, confirmed by the name.
         rc, _, err = self.cli("rm", "jw", "--yes")
         self.assertEqual(rc, 1, err)
@@ -309,7 +312,7 @@ class TestCommands(CliTestCase):
         inv = os.path.join(self.tmp, "inv.csv")
         self.ok("inventory", "--format", "csv", "-o", inv)
         with open(inv) as f:
-            self.assertTrue(f.readline().startswith("type,name,"))
+            self.assertTrue(f.readline().startswith("type,kind,name,"))
         json.loads(self.ok("inventory"))
         # Tokens: create (shown once, -q prints only it), use it, list, revoke.
         secret = self.ok("tokens", "create", "cli-aud", "--role", "auditor", "-q").strip()

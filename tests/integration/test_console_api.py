@@ -15,6 +15,12 @@ from urllib.parse import quote
 from harness import VaultTestCase
 
 
+def put_environment(vault, name):
+    """Services name an existing environment (issue 17): made when missing."""
+    st, _, body = vault.request("PUT", "/v1/environments/" + name, {})
+    assert st in (200, 201), (st, body)
+
+
 class MeTest(VaultTestCase):
 
     def token(self, name, role, days=None):
@@ -131,6 +137,7 @@ class DetailsTest(VaultTestCase):
         self.assertEqual(d["delete_confirmation"], "dleaf")
         self.assertTrue(d["delete"]["jwk_action_required"])
         # A service using it: the delete is not allowed now, and says who blocks it.
+        put_environment(self.vault, "prod")
         st, _, _ = self.vault.request("PUT", "/v1/services/dsvc", {
             "environment": "prod", "domains": ["d.example.com"]})
         self.assertEqual(st, 201)
@@ -371,6 +378,7 @@ class ListTest(VaultTestCase):
         st, _, _ = self.vault.import_cert("l-api", m)
         self.assertEqual(st, 201)
         for svc, env in (("l-svc1", "Acceptance"), ("l-svc2", "production")):
+            put_environment(self.vault, env)
             st, _, _ = self.vault.request("PUT", "/v1/services/" + svc, {
                 "environment": env, "domains": ["l.example.com"]})
             self.assertEqual(st, 201)
@@ -455,6 +463,7 @@ class VersionsAndEtagTest(VaultTestCase):
         m = self.material("c-1", san="c.example.com")
         st, _, _ = self.vault.import_cert("cond", m)
         self.assertEqual(st, 201)
+        put_environment(self.vault, "prod")
         st, _, _ = self.vault.request("PUT", "/v1/services/csvc", {
             "environment": "prod", "domains": ["c.example.com"]})
         self.assertEqual(st, 201)
@@ -572,6 +581,7 @@ class JwkOutcomeTest(VaultTestCase):
         st, _, _ = self.vault.import_cert("ocert", m1)
         self.assertEqual(st, 201)
         for svc, dom in (("o-a", "a.o.example"), ("o-b", "b.o.example")):
+            put_environment(self.vault, "prod")
             st, _, _ = self.vault.request("PUT", "/v1/services/" + svc, {
                 "environment": "prod", "domains": [dom]})
             self.assertEqual(st, 201)

@@ -194,8 +194,9 @@ class SourcesTest(VaultTestCase):
         self.assertRefused(up({"certificate": ("a.pem", (leaf.cert + leaf.key).encode()),
                                "private_key": ("key.pem", leaf.key.encode())}),
                            400, "bad_request")
-        # No key anywhere.
-        self.assertRefused(up({"certificate": ("a.pem", leaf.cert.encode())}),
+        # A key without its certificate. (A certificate without a key is a public
+        # certificate: test_model.)
+        self.assertRefused(up({"private_key": ("key.pem", leaf.key.encode())}),
                            400, "bad_request")
         # Two keys in one file.
         self.assertRefused(up({"certificate": ("a.pem", (leaf.cert + leaf.key +

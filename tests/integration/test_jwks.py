@@ -11,6 +11,9 @@ KID = r"^[A-Za-z0-9_-]{43}$"
 
 
 class JwkTest(VaultTestCase):
+    # A superseded JWK leaves the public JWKS at once here (the retention of rotation is
+    # test_model's RotationTest).
+    settings = {"CERTVAULT_JWKS_SUPERSEDED_RETENTION": "0"}
 
     def imported(self, name, key="p256", san=None):
         m = self.material(name, key=key, san=san or name + ".example.com")

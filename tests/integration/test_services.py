@@ -153,6 +153,9 @@ class ServicesTest(ServiceHelpers, VaultTestCase):
 
     def test_list_filters_and_paging(self):
         _, cert = self.imported("lst-cert", san="*.lst.example.com")
+        for env in ("lst-prod", "lst-stage"):
+            st, _, body = self.vault.request("PUT", "/v1/environments/" + env, {})
+            self.assertEqual(st, 201, body)
         for name, env in (("lst-c", "lst-prod"), ("lst-a", "lst-prod"), ("lst-b", "lst-stage"),
                           ("lst-d", "lst-prod")):
             self.create_service(name, ["%s.lst.example.com" % name], environment=env)
@@ -171,6 +174,9 @@ class ServicesTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(names, ["lst-d"])
         names, _ = self.list_all("/v1/services?environment=lst-nowhere")
         self.assertEqual(names, [])
+        # Environments are matched ignoring case.
+        names, _ = self.list_all("/v1/services?environment=LST-Prod")
+        self.assertEqual(names, ["lst-a", "lst-c", "lst-d"])
         # The whole list is ordered by name and holds every service of the filter.
         names, _ = self.list_all("/v1/services?limit=1000")
         self.assertEqual(names, sorted(names))
@@ -626,9 +632,8 @@ class RenewTest(ServiceHelpers, VaultTestCase):
         self.assertError(self.supersede("rf-cert", other, certificate="garbage"),
                          400, "bad_encoding")
         self.assertUnchanged("rf-cert", snap, ("rf-web", "rf-api"))
-        # Editing the description cannot touch what belongs to the certificate.
-        for member in ({"certificate": other.cert}, {"private_key": other.key},
-                       {"name": "renamed"}):
+        # Editing the metadata cannot touch what belongs to the certificate.
+        for member in ({"certificate": other.cert}, {"private_key": other.key}):
             with self.subTest(patch=list(member)):
                 self.assertError(self.vault.request("PATCH", "/v1/certificates/rf-cert",
                                                     member), 400, "bad_request")

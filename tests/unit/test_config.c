@@ -57,6 +57,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.port, 8420);
 	assert_int_equal(cfg.expires_soon_days, 30);
 	assert_int_equal(cfg.allow_weak_signatures, 0);
+	assert_int_equal(cfg.jwks_superseded_retention, 86400); /* 24 h */
 	assert_string_equal(cfg.token_module, "/usr/lib/softhsm/libsofthsm2.so");
 	assert_int_equal(cfg.max_body, 262144);
 	assert_int_equal(cfg.revocation_online, 0);

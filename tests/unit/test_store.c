@@ -71,11 +71,21 @@ static int test_setup(void **state)
 	struct cv_errmsg err = { "" };
 	struct cv_store *store = NULL;
 
+	static const char *const environments[] = { "production", "staging", "prod", "test" };
+	size_t i;
+	int created;
+
 	snprintf(path, sizeof(path), "%s/db%u.sqlite", dir, ++db_counter);
 	if (cv_store_open(path, &store, &err) != 0) {
 		fprintf(stderr, "open: %s\n", err.text);
 		return -1;
 	}
+	/* Services belong to an existing environment: these are the ones the tests' services
+	 * use. */
+	for (i = 0; i < sizeof(environments) / sizeof(environments[0]); i++)
+		if (cv_store_environment_put(store, environments[i], environments[i], "", NOW,
+					     &created, NULL, NULL) != 0)
+			return -1;
 	*state = store;
 	return 0;
 }
@@ -134,7 +144,7 @@ static int64_t add(struct cv_store *store, const char *name, int64_t nb, int64_t
 	struct cv_cert_record *rec = make_rec(name, nb, na, domains);
 	int64_t id;
 
-	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, rec, NULL), 0);
 	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
 	id = rec->id;
 	cv_store_cert_free(rec);
@@ -241,7 +251,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 10);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -285,7 +295,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 10);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -344,7 +354,7 @@ static void test_lifecycle(void **state)
 	char seen[256] = "";
 	char sql[128];
 
-	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, rec, NULL), 0);
 	assert_true(rec->id > 0);
 	/* Pending: invisible, but holds its name. */
 	assert_int_equal(cv_store_cert_get(store, "life", &got), CV_ERR_NOT_FOUND);
@@ -355,7 +365,7 @@ static void test_lifecycle(void **state)
 	page = NULL;
 	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &c), 0);
 	assert_int_equal(c.total, 0);
-	assert_int_equal(cv_store_cert_insert_pending(store, dup), CV_ERR_NAME_TAKEN);
+	assert_int_equal(cv_store_cert_insert_pending(store, dup, NULL), CV_ERR_NAME_TAKEN);
 	assert_int_equal(cv_store_cert_set_description(store, "life", "x", NOW, NULL), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_cert_mark_deleting(store, rec->id, CV_JWK_ACTION_NONE, NULL, NULL), CV_ERR_NOT_FOUND);
 
@@ -381,7 +391,7 @@ static void test_lifecycle(void **state)
 	assert_int_equal(cv_store_cert_get(store, "life", &got), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_store_cert_count(store, NOW, SOON, &c), 0);
 	assert_int_equal(c.total, 0);
-	assert_int_equal(cv_store_cert_insert_pending(store, dup), CV_ERR_NAME_TAKEN);
+	assert_int_equal(cv_store_cert_insert_pending(store, dup, NULL), CV_ERR_NAME_TAKEN);
 
 	/* The vault's undo of a delete the token refused brings the row back whole. */
 	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
@@ -400,7 +410,7 @@ static void test_lifecycle(void **state)
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM certificates"), 0);
 	assert_int_equal(cv_store_cert_foreach_unsettled(store, collect_unsettled, seen), 0);
 	assert_string_equal(seen, "");
-	assert_int_equal(cv_store_cert_insert_pending(store, dup), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, dup, NULL), 0);
 	/* Ids are never reused: the vault holds them across calls. */
 	assert_true(dup->id > rec->id);
 	cv_store_cert_free(rec);
@@ -414,8 +424,8 @@ static void test_key_id_unique_is_not_name_taken(void **state)
 	struct cv_cert_record *b = make_rec("kb", NOW - DAY, NOW + DAY, NULL);
 
 	memcpy(b->key_id, a->key_id, sizeof(a->key_id));
-	assert_int_equal(cv_store_cert_insert_pending(store, a), 0);
-	assert_int_equal(cv_store_cert_insert_pending(store, b), CV_ERR_DB);
+	assert_int_equal(cv_store_cert_insert_pending(store, a, NULL), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, b, NULL), CV_ERR_DB);
 	/* The failed insert left nothing behind. */
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM certificates"), 1);
 	cv_store_cert_free(a);
@@ -448,8 +458,8 @@ static void test_foreach_unsettled(void **state)
 	add(store, "a-active", NOW - DAY, NOW + DAY, NULL);
 	del = add(store, "d-deleting", NOW - DAY, NOW + DAY, NULL);
 	assert_int_equal(cv_store_cert_mark_deleting(store, del, CV_JWK_ACTION_NONE, NULL, NULL), 0);
-	assert_int_equal(cv_store_cert_insert_pending(store, p), 0);
-	assert_int_equal(cv_store_cert_insert_pending(store, p2), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, p, NULL), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, p2, NULL), 0);
 	assert_int_equal(cv_store_cert_foreach_unsettled(store, collect_unsettled, seen), 0);
 	assert_string_equal(seen, "d-deleting:d p-one:p p-two:p ");
 	assert_int_equal(cv_store_cert_foreach_unsettled(store, stop_at_second, &calls), 42);
@@ -791,7 +801,7 @@ static void *insert_many(void *arg)
 		k = w->index * 1000 + i;
 		memcpy(rec->key_id, &k, sizeof(k));
 		memcpy(rec->key_id + 8, "thread!!", 8);
-		if (cv_store_cert_insert_pending(w->store, rec) != 0 ||
+		if (cv_store_cert_insert_pending(w->store, rec, NULL) != 0 ||
 		    cv_store_cert_activate(w->store, rec->id, NULL) != 0)
 			w->failures++;
 		got = NULL;
@@ -957,7 +967,7 @@ static struct cv_cert_record *get_cert(struct cv_store *store, const char *name)
 /* Inserts and activates rec, which the caller keeps. */
 static int64_t add_rec(struct cv_store *store, struct cv_cert_record *rec)
 {
-	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, rec, NULL), 0);
 	assert_int_equal(cv_store_cert_activate(store, rec->id, NULL), 0);
 	return rec->id;
 }
@@ -966,7 +976,8 @@ static int64_t add_rec(struct cv_store *store, struct cv_cert_record *rec)
  * that tag names. */
 static struct cv_cert_record *make_next(const char *tag, const char *const *domains)
 {
-	struct cv_cert_record *next = make_rec(tag, NOW + DAY, NOW + 400 * DAY, domains);
+	/* Valid from NOW: a version that services take over must have started. */
+	struct cv_cert_record *next = make_rec(tag, NOW, NOW + 400 * DAY, domains);
 	char chain[128];
 	size_t i;
 
@@ -1106,8 +1117,20 @@ static const char schema_v1[] =
 	"CREATE INDEX certificates_state_not_after"
 	" ON certificates(state, not_after, not_before);";
 
+static int rec_is_public(struct cv_store *store, const char *name)
+{
+	struct cv_cert_record *rec = NULL;
+	int r;
+
+	assert_int_equal(cv_store_cert_get(store, name, &rec), 0);
+	r = rec->is_public;
+	cv_store_cert_free(rec);
+	return r;
+}
+
 static void test_migrate_from_v1(void **state)
 {
+	int created;
 	static const char *const doms[] = { "old.example.com", "*.old.example.com", NULL };
 	static const char *const sdoms[] = { "www.old.example.com", NULL };
 	static const uint8_t key[CV_TOKEN_ID_LEN] = { 0x00, 0x11, 0x22, 0x33, 0x44, 0x55,
@@ -1145,7 +1168,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 10);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1177,6 +1200,10 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(versions[0].current_from, 1650000000);
 	assert_int_equal(versions[0].ended_by, CV_END_NONE);
 	free(versions);
+	assert_int_equal(rec_is_public(store, "old"), 0); /* rows from before are key pairs */
+	assert_int_equal(cv_store_environment_put(store, "production", "production", "", NOW,
+						  &created, NULL, NULL),
+			 0);
 	assert_int_equal(put_svc(store, "legacy", "production", sdoms, NOW), 1);
 	bind_svc(store, "legacy", "old", NOW);
 	svc = get_svc(store, "legacy");
@@ -1188,7 +1215,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 10);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -1322,8 +1349,11 @@ static void test_service_list(void **state)
 	f.after = "svc-c";
 	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-d ");
 	assert_false(more);
+	/* Environments are matched ignoring case. */
 	f.after = NULL;
 	f.environment = "PROD";
+	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "svc-a svc-c ");
+	f.environment = "nowhere";
 	assert_string_equal(svc_names(store, &f, buf, sizeof(buf), &more), "");
 
 	/* Certificate, alone and with environment. */
@@ -1379,7 +1409,7 @@ static void test_bind_unbind(void **state)
 	add(store, "alt", NOW - DAY, NOW + DAY, cd2);
 	gone = add(store, "gone", NOW - DAY, NOW + DAY, cd);
 	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL, NULL), 0);
-	assert_int_equal(cv_store_cert_insert_pending(store, pending), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, pending, NULL), 0);
 	assert_int_equal(put_svc(store, "web", "production", sd, NOW), 1);
 	assert_int_equal(put_svc(store, "odd", "production", bad, NOW), 1);
 
@@ -1813,7 +1843,7 @@ static void test_supersede_refusals(void **state)
 	lone = add(store, "lone", NOW - DAY, NOW + DAY, lone_d);
 	gone = add(store, "gone", NOW - DAY, NOW + DAY, cd);
 	assert_int_equal(cv_store_cert_mark_deleting(store, gone, CV_JWK_ACTION_NONE, NULL, NULL), 0);
-	assert_int_equal(cv_store_cert_insert_pending(store, pending), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, pending, NULL), 0);
 	assert_int_equal(put_svc(store, "front", "production", front_d, NOW), 1);
 	assert_int_equal(put_svc(store, "back", "production", back_d, NOW), 1);
 	bind_svc(store, "front", "web", NOW);
@@ -2566,6 +2596,89 @@ static void test_jwks_generation(void **state)
 	cv_store_jwks_free(recs, n);
 }
 
+/* A rename keeps the labels the keys were made with: the current key's, and a superseded
+ * version's from before key_label was kept (''), which meant the name it had then. */
+static void test_rename_keeps_key_labels(void **state)
+{
+	static const char *const d[] = { "rn.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_edit edit = { 0 };
+	struct cv_cert_version *versions = NULL;
+	struct cv_cert_record *rec;
+	struct cv_conflict c;
+	size_t n = 0;
+	int64_t id;
+
+	id = add(store, "before", NOW - DAY, NOW + 365 * DAY, d);
+	raw_exec(path, "INSERT INTO certificate_versions (cert_id, version, cert_der, chain_pem,"
+		       " subject, issuer, serial, sha256_fingerprint, key_description, not_before,"
+		       " not_after, key_id, key_state, current_from, current_until, ended_by)"
+		       " SELECT id, 0, cert_der, '', subject, issuer, serial, 'OLD', key_description,"
+		       " not_before, not_after, X'0102030405060708090A0B0C0D0E0F10', 0, 1, 2, 1"
+		       " FROM certificates WHERE name = 'before'");
+	raw_exec(path, "UPDATE certificates SET key_label = '' WHERE name = 'before'");
+	edit.name = "after";
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_cert_edit(store, "before", &edit, NOW, &c, NULL, NULL, NULL,
+					    NULL),
+			 0);
+	rec = get_cert(store, "after");
+	assert_string_equal(rec->key_label, "before");
+	cv_store_cert_free(rec);
+	assert_int_equal(cv_store_cert_versions(store, id, &versions, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(versions[0].key_label, "before");
+	assert_string_equal(versions[1].key_label, "before");
+	free(versions);
+	/* A name in use, in any state, is refused and changes nothing. */
+	add(store, "taken", NOW - DAY, NOW + 365 * DAY, d);
+	edit.name = "taken";
+	assert_int_equal(cv_store_cert_edit(store, "after", &edit, NOW, &c, NULL, NULL, NULL, NULL),
+			 CV_ERR_NAME_TAKEN);
+	rec = get_cert(store, "after");
+	cv_store_cert_free(rec);
+}
+
+/* The public JWKS: the active JWKs and those superseded within the retention, judged at the
+ * now given; the document says when the next one leaves. */
+static void test_jwks_published_retention(void **state)
+{
+	static const char *const d[] = { "ret.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_jwk_record a, b, *recs = NULL;
+	size_t n = 0;
+	int64_t id, next = 0;
+
+	id = add(store, "ret", NOW - DAY, NOW + 365 * DAY, d);
+	a = make_jwk("kid-old", id, "ret");
+	b = make_jwk("kid-new", id, "ret");
+	assert_int_equal(cv_store_jwk_insert(store, &a, NULL), 0);
+	assert_int_equal(cv_store_jwk_insert(store, &b, NULL), 0);
+	raw_exec(path, "UPDATE jwks SET state = 2, superseded_by = 'kid-new', superseded_at = "
+		       "1700000100 WHERE kid = 'kid-old'");
+	/* Within the day after: both, and the old one leaves at 1700000100 + 86400. */
+	assert_int_equal(cv_store_jwk_published(store, NOW + 200, DAY, &recs, &n, &next), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(next, 1700000100 + DAY);
+	cv_store_jwks_free(recs, n);
+	assert_int_equal(cv_store_jwk_published(store, 1700000100 + DAY - 1, DAY, &recs, &n,
+						&next),
+			 0);
+	assert_int_equal(n, 2);
+	cv_store_jwks_free(recs, n);
+	/* From then on: the active one alone, and nothing else leaves. */
+	assert_int_equal(cv_store_jwk_published(store, 1700000100 + DAY, DAY, &recs, &n, &next),
+			 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(recs[0].kid, "kid-new");
+	assert_int_equal(next, INT64_MAX);
+	cv_store_jwks_free(recs, n);
+	/* Retention 0: it left at once. */
+	assert_int_equal(cv_store_jwk_published(store, 1700000100, 0, &recs, &n, &next), 0);
+	assert_int_equal(n, 1);
+	cv_store_jwks_free(recs, n);
+}
+
 /* The audit record goes with its change: each write that commits a client's change appends
  * the record in the change's own transaction, so when the record cannot be written the
  * change does not happen. A trigger on audit_log, made behind the store's back, plays the
@@ -2687,7 +2800,7 @@ static void test_audit_import_activate(void **state)
 	struct cv_cert_record *rec = make_rec("imp", NOW - DAY, NOW + 90 * DAY, d), *got = NULL;
 	struct cv_audit_entry e;
 
-	assert_int_equal(cv_store_cert_insert_pending(store, rec), 0);
+	assert_int_equal(cv_store_cert_insert_pending(store, rec, NULL), 0);
 	/* The pending row is no commit point: nothing recorded yet. */
 	assert_trail(store, 0, NULL);
 	e = audit_entry("certificate.import", "imp", rec->sha256_fingerprint);
@@ -2944,6 +3057,153 @@ static void test_audit_other_changes(void **state)
 	}
 }
 
+/* A database from before environments were rows: its services named free-text
+ * environments, two of them differing only in case. The migration makes one environment per
+ * name ignoring case (the first spelling) and moves the services to its spelling. */
+static void test_migrate_environments_from_v9(void **state)
+{
+	static const char *const d[] = { "m.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_environment_record *recs = NULL, *e = NULL;
+	struct cv_service_record *svc;
+	struct cv_errmsg err = { "" };
+	size_t n = 0;
+
+	assert_int_equal(put_svc(store, "one", "production", d, NOW), 1);
+	assert_int_equal(put_svc(store, "two", "staging", d, NOW), 1);
+	assert_int_equal(put_svc(store, "three", "staging", d, NOW), 1);
+	cv_store_free(store);
+	*state = NULL;
+	/* Back to schema 9 as it was: free text, no environment rows (the names step after it
+	 * undone too, so that it runs again as the last). */
+	raw_exec(path, "DROP INDEX api_tokens_name_nocase; DROP INDEX certificates_name_nocase;"
+		       " DROP INDEX truststore_alias_nocase;"
+		       " CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name)"
+		       " WHERE revoked_at = 0;"
+		       " DROP TABLE certificate_environments; DROP TABLE environments;"
+		       " ALTER TABLE certificates DROP COLUMN has_key;"
+		       " DROP TABLE certificate_tags; ALTER TABLE audit_log DROP COLUMN changes;"
+		       " ALTER TABLE jwks DROP COLUMN superseded_at;"
+		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
+		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
+		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
+		       " PRAGMA user_version = 9;");
+	assert_int_equal(cv_store_open(path, &store, &err), 0);
+	*state = store;
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
+	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(recs[0].name, "Prod-EU");
+	assert_string_equal(recs[0].display_name, "Prod-EU");
+	assert_int_equal(recs[0].n_services, 2);
+	assert_string_equal(recs[1].name, "qa");
+	assert_int_equal(recs[1].n_services, 1);
+	cv_store_environments_free(recs, n);
+	svc = get_svc(store, "two");
+	assert_string_equal(svc->environment, "Prod-EU");
+	cv_store_service_free(svc);
+	assert_int_equal(cv_store_environment_get(store, "PROD-eu", &e), 0);
+	assert_string_equal(e->name, "Prod-EU");
+	cv_store_environment_free(e);
+}
+
+static void test_environments(void **state)
+{
+	static const char *const d[] = { "env.example.com", NULL };
+	static char *const only_prod[] = { "PRODUCTION" };
+	static char *const nowhere[] = { "nowhere" };
+	struct cv_store *store = *state;
+	struct cv_cert_record *rec = make_rec("envcert", NOW - DAY, NOW + 90 * DAY, d);
+	struct cv_cert_record *pub = make_rec("pubcert", NOW - DAY, NOW + 90 * DAY, d);
+	struct cv_cert_record *soon = make_rec("soon", NOW + DAY, NOW + 90 * DAY, d);
+	struct cv_service_record *svc;
+	struct cv_environment_record *e = NULL;
+	struct cv_cert_edit edit = { 0 };
+	struct cv_conflict c;
+	char name[65];
+	int created = -1;
+
+	/* Names are unique ignoring case and keep the case they were made with. */
+	assert_int_equal(cv_store_environment_put(store, "Acc-EU", "Acceptance EU", "eu", NOW,
+						  &created, name, NULL),
+			 0);
+	assert_int_equal(created, 1);
+	assert_int_equal(cv_store_environment_put(store, "acc-eu", "Acceptance (EU)", "", NOW + 1,
+						  &created, name, NULL),
+			 0);
+	assert_int_equal(created, 0);
+	assert_string_equal(name, "Acc-EU");
+	assert_int_equal(cv_store_environment_get(store, "ACC-EU", &e), 0);
+	assert_string_equal(e->display_name, "Acceptance (EU)");
+	assert_int_equal(e->updated_at, NOW + 1);
+	cv_store_environment_free(e);
+
+	/* A service in an unknown environment is refused; a known one is spelt its way. */
+	svc = make_svc("envsvc", "nowhere", "", d);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_put(store, svc, NOW, &created, &c, NULL),
+			 CV_ERR_UNKNOWN_ENVIRONMENT);
+	snprintf(svc->environment, sizeof(svc->environment), "acc-eu");
+	assert_int_equal(cv_store_service_put(store, svc, NOW, &created, &c, NULL), 0);
+	cv_store_service_free(svc);
+	svc = get_svc(store, "envsvc");
+	assert_string_equal(svc->environment, "Acc-EU");
+	cv_store_service_free(svc);
+
+	/* A certificate for production only cannot serve in Acc-EU. */
+	rec->n_environments = 1;
+	rec->environments = calloc(1, sizeof(char *));
+	rec->environments[0] = strdup("production");
+	add_rec(store, rec);
+	assert_int_equal(cv_store_service_bind(store, "envsvc", "envcert", NOW, &c, NULL),
+			 CV_ERR_ENVIRONMENT_NOT_ALLOWED);
+	assert_string_equal(c.detail, "Acc-EU");
+	/* Allowed once the certificate names it (any case); then it cannot leave it. */
+	edit.set_environments = 1;
+	edit.n_environments = 1;
+	edit.environments = (char *const[]){ "ACC-eu" };
+	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL, NULL, NULL), 0);
+	assert_int_equal(cv_store_service_bind(store, "envsvc", "envcert", NOW, &c, NULL), 0);
+	edit.environments = only_prod;
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL, NULL, NULL),
+			 CV_ERR_ENVIRONMENT_NOT_ALLOWED);
+	assert_string_equal(c.service, "envsvc");
+	edit.environments = nowhere;
+	assert_int_equal(cv_store_cert_edit(store, "envcert", &edit, NOW, &c, NULL, NULL, NULL, NULL),
+			 CV_ERR_UNKNOWN_ENVIRONMENT);
+	assert_string_equal(c.detail, "nowhere");
+	/* Nor can the service move to an environment the certificate is not for. */
+	svc = make_svc("envsvc", "staging", "", d);
+	assert_int_equal(cv_store_service_put(store, svc, NOW, &created, &c, NULL),
+			 CV_ERR_ENVIRONMENT_NOT_ALLOWED);
+	cv_store_service_free(svc);
+
+	/* In use: by the service and by the certificate naming it. */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_environment_remove(store, "acc-eu", &c, NULL), CV_ERR_IN_USE);
+	assert_string_equal(c.detail, "services envsvc; certificates envcert");
+	assert_int_equal(cv_store_environment_remove(store, "test", &c, NULL), 0);
+	assert_int_equal(cv_store_environment_remove(store, "test", &c, NULL), CV_ERR_NOT_FOUND);
+
+	/* A public certificate and an upcoming one cannot be bound. */
+	pub->is_public = 1;
+	add_rec(store, pub);
+	assert_int_equal(cv_store_service_bind(store, "envsvc", "pubcert", NOW, &c, NULL),
+			 CV_ERR_NO_PRIVATE_KEY);
+	add_rec(store, soon);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(cv_store_service_bind(store, "envsvc", "soon", NOW, &c, NULL),
+			 CV_ERR_NOT_YET_VALID);
+	assert_int_equal(c.when, NOW + DAY);
+	assert_int_equal(cv_store_service_bind(store, "envsvc", "soon", NOW + DAY, &c, NULL), 0);
+	assert_int_equal(rec_is_public(store, "pubcert"), 1);
+	assert_int_equal(rec_is_public(store, "soon"), 0);
+	cv_store_cert_free(rec);
+	cv_store_cert_free(pub);
+	cv_store_cert_free(soon);
+}
+
 /* The store's chain keyed with a real HMAC key in a real SoftHSM token. */
 static int token_mac(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
 		     uint8_t ret_mac[CV_AUDIT_HASH_LEN])
@@ -3077,6 +3337,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads_through_pool, test_setup,
 						test_teardown),
 		cmocka_unit_test_teardown(test_migrate_from_v1, test_teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v9, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_environments, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_jwks_published_retention, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_rename_keeps_key_labels, test_setup,
+						test_teardown),
 		cmocka_unit_test_setup_teardown(test_service_put_get_remove, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_service_list, test_setup, test_teardown),

@@ -201,7 +201,7 @@ static int parse_chain(const char *text, enum cv_encoding enc, STACK_OF(X509) **
 static int check(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain, time_t now, int weak_ok,
 		 struct cv_errmsg *err)
 {
-	struct cv_x509_policy policy = { now, weak_ok };
+	struct cv_x509_policy policy = { now, weak_ok, 0 };
 
 	memset(err, 0, sizeof(*err));
 	return cv_x509_check_import(cert, key, chain, &policy, err);
@@ -1014,7 +1014,8 @@ static void test_dates_checked_to_the_second(void **state)
 
 	(void)state;
 	assert_int_equal(check(x, keys[K_P256], NULL, nb - 1, 0, &err), CV_ERR_NOT_YET_VALID);
-	assert_string_equal(err.text, "certificate is not valid before 2025-12-22T00:00:00Z");
+	assert_string_equal(err.text, "certificate is not valid before 2025-12-22T00:00:00Z "
+				      "(allow_upcoming: true takes it as upcoming)");
 	assert_int_equal(check(x, keys[K_P256], NULL, nb, 0, &err), 0);
 	assert_int_equal(check(x, keys[K_P256], NULL, na, 0, &err), 0);
 	assert_int_equal(check(x, keys[K_P256], NULL, na + 1, 0, &err), CV_ERR_EXPIRED);
@@ -1481,7 +1482,8 @@ static void test_dates_after_2050(void **state)
 	assert_int_equal(info->not_after, na);
 	cv_x509_info_free(info);
 	assert_int_equal(check(x, keys[K_P256], NULL, nb - 1, 0, &err), CV_ERR_NOT_YET_VALID);
-	assert_string_equal(err.text, "certificate is not valid before 2050-01-01T00:00:00Z");
+	assert_string_equal(err.text, "certificate is not valid before 2050-01-01T00:00:00Z "
+				      "(allow_upcoming: true takes it as upcoming)");
 	assert_int_equal(check(x, keys[K_P256], NULL, nb, 0, &err), 0);
 	assert_int_equal(check(x, keys[K_P256], NULL, na, 0, &err), 0);
 	assert_int_equal(check(x, keys[K_P256], NULL, na + 1, 0, &err), CV_ERR_EXPIRED);
@@ -1712,7 +1714,7 @@ struct worker {
 static void *work(void *arg)
 {
 	struct worker *w = arg;
-	struct cv_x509_policy policy = { NOW, 0 };
+	struct cv_x509_policy policy = { NOW, 0, 0 };
 	struct cv_x509_info *info;
 	struct cv_errmsg err;
 	EVP_PKEY *pk;
