@@ -27,7 +27,7 @@ enum opt_id {
 	O_CERT, O_KEY, O_CHAIN, O_P12, O_PASSWORD_FILE, O_DESCRIPTION, O_JWK, O_CONFIRM,
 	O_VERSION, O_FORMAT, O_OUTPUT, O_ENVIRONMENT, O_CERTIFICATE, O_USE, O_ALG, O_ROLE,
 	O_EXPIRES, O_FILE, O_FROM_URL, O_KEEP, O_FROM, O_UNTIL, O_ACTOR, O_ACTION, O_TARGET,
-	O_RENAME, O_TAG, O_CHECK_CHAIN,
+	O_RENAME, O_TAG, O_CHECK_CHAIN, O_DISPLAY_NAME,
 	O_COUNT
 };
 
@@ -83,6 +83,7 @@ static const struct option long_options[] = {
 	{ "rename", required_argument, NULL, OPT_VAL(O_RENAME) },
 	{ "tag", required_argument, NULL, OPT_VAL(O_TAG) },
 	{ "check-chain", no_argument, NULL, OPT_VAL(O_CHECK_CHAIN) },
+	{ "display-name", required_argument, NULL, OPT_VAL(O_DISPLAY_NAME) },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -1011,6 +1012,58 @@ static int cmd_services_unbind(struct ctx *c, int argc, char **argv)
 	return change(c, "DELETE", path, NULL, NULL);
 }
 
+static const struct column environment_cols[] = {
+	{ "NAME", "name", K_TEXT },
+	{ "DISPLAY NAME", "display_name", K_TEXT },
+	{ "SERVICES", "services", K_INT },
+	{ "DESCRIPTION", "description", K_TEXT },
+};
+
+static int cmd_environments_ls(struct ctx *c, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return list_pages(c, "/v1/environments", environment_cols,
+			  sizeof(environment_cols) / sizeof(environment_cols[0]), -1, 0);
+}
+
+static int cmd_environments_show(struct ctx *c, int argc, char **argv)
+{
+	char path[PATH_MAX_LEN];
+
+	(void)argc;
+	make_path(path, sizeof(path), "/v1/environments/", argv[0], NULL);
+	return get_and_show(c, path);
+}
+
+static int cmd_environments_put(struct ctx *c, int argc, char **argv)
+{
+	char path[PATH_MAX_LEN];
+	json_t *body = json_object();
+	int r;
+
+	(void)argc;
+	if (body == NULL)
+		return CV_CLI_UNAVAILABLE;
+	if (has(c, O_DISPLAY_NAME))
+		json_object_set_new(body, "display_name", json_string(opt(c, O_DISPLAY_NAME)));
+	if (has(c, O_DESCRIPTION))
+		json_object_set_new(body, "description", json_string(opt(c, O_DESCRIPTION)));
+	make_path(path, sizeof(path), "/v1/environments/", argv[0], NULL);
+	r = change(c, "PUT", path, body, NULL);
+	json_decref(body);
+	return r;
+}
+
+static int cmd_environments_rm(struct ctx *c, int argc, char **argv)
+{
+	char path[PATH_MAX_LEN];
+
+	(void)argc;
+	make_path(path, sizeof(path), "/v1/environments/", argv[0], NULL);
+	return change(c, "DELETE", path, NULL, NULL);
+}
+
 static const struct column jwk_cols[] = {
 	{ "KID", "kid", K_TEXT }, { "KTY", "kty", K_TEXT }, { "ALG", "alg", K_TEXT },
 	{ "USE", "use", K_TEXT }, { "CRV", "crv", K_TEXT },
@@ -1339,6 +1392,16 @@ static const struct command commands[] = {
 	  "the service uses the certificate (it must cover every domain)" },
 	{ "services", "unbind", cmd_services_unbind, 1, 1, 0, "services unbind NAME",
 	  "the service uses no certificate" },
+	{ "environments", "ls", cmd_environments_ls, 0, 0, 0, "environments ls",
+	  "environments (a service belongs to one)" },
+	{ "environments", "show", cmd_environments_show, 1, 1, 0, "environments show NAME",
+	  "one environment" },
+	{ "environments", "put", cmd_environments_put, 1, 1,
+	  BIT(O_DISPLAY_NAME) | BIT(O_DESCRIPTION),
+	  "environments put NAME [--display-name TEXT] [--description TEXT]",
+	  "create or change an environment" },
+	{ "environments", "rm", cmd_environments_rm, 1, 1, 0, "environments rm NAME",
+	  "delete an environment no service uses" },
 	{ "jwks", "ls", cmd_jwks_ls, 0, 0, 0, "jwks ls", "the public JWKS" },
 	{ "jwks", "create", cmd_jwks_create, 1, 1, BIT(O_USE) | BIT(O_ALG),
 	  "jwks create CERTIFICATE [--use sig|enc] [--alg ALG]", "a JWK from a certificate" },

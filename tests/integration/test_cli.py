@@ -112,7 +112,8 @@ class TestCommands(CliTestCase):
         # --help exits 0 and names every command.
         out = self.ok("--help")
         for word in ("ls", "show", "import", "renew", "replace", "edit", "rm", "export",
-                     "versions", "summary", "services", "jwks", "trust", "audit", "inventory",
+                     "versions", "summary", "services", "environments", "jwks", "trust",
+                     "audit", "inventory",
                      "tokens", "health", "sync"):
             self.assertRegex(out, r"(?m)^  %s\b" % word)
         self.assertIn("usage: certvault import", self.ok("import", "--help"))
@@ -216,6 +217,25 @@ class TestCommands(CliTestCase):
         self.assertEqual(rc, 1)
         self.ok("services", "rm", "ex-site", "-q")
         self.assertNotIn("ex-site", self.ok("services", "ls", "-q").split())
+
+    def test_environments(self):
+        self.ok("environments", "put", "acc-eu", "--display-name", "Acceptance EU",
+                "--description", "the EU acceptance cluster", "-q")
+        out = self.ok("environments", "ls")
+        self.assertIn("DISPLAY NAME", out.splitlines()[0])
+        self.assertIn("Acceptance EU", out)
+        env = json.loads(self.ok("environments", "show", "acc-eu", "--json"))
+        self.assertEqual(env["display_name"], "Acceptance EU")
+        self.ok("services", "put", "eu-site", "--environment", "acc-eu", "--domain",
+                "eu.example.com", "-q")
+        rc, _, err = self.cli("services", "put", "nowhere", "--environment", "no-such-env",
+                              "--domain", "n.example.com")
+        self.assertEqual(rc, 1, err)
+        rc, _, err = self.cli("environments", "rm", "acc-eu")
+        self.assertEqual(rc, 1, err)  # a service belongs to it
+        self.ok("services", "rm", "eu-site", "-q")
+        self.ok("environments", "rm", "acc-eu", "-q")
+        self.assertNotIn("acc-eu", self.ok("environments", "ls", "-q").split())
 
     def test_rm_asks_for_the_word_delete(self):
         self.imported("ask-me")
