@@ -6,6 +6,7 @@ import datetime
 import re
 import shutil
 import tempfile
+import time
 import unittest
 
 from harness import Certvaultd, Material, VaultTestCase
@@ -189,8 +190,17 @@ class MetricsTest(VaultTestCase):
         for _ in range(3):
             self.assertEqual(self.vault.request("GET", "/v1/certificates/m-valid")[0], 200)
         self.assertEqual(self.vault.request("GET", "/v1/certificates/nope")[0], 404)
-        _, after = self.scrape()
         name = "certvault_http_requests_total"
+        # A request is counted when libmicrohttpd reports it complete, which can come just
+        # after the client has read its answer: the scrape waits for the last one (2 s at most).
+        deadline = time.time() + 2
+        while True:
+            _, after = self.scrape()
+            if (self.value(after, name, route=route, code="404") >
+                    self.value(before, name, route=route, code="404") or
+                    time.time() > deadline):
+                break
+            time.sleep(0.05)
         self.assertEqual(self.value(after, name, route=route, code="200") -
                          self.value(before, name, route=route, code="200"), 3)
         self.assertEqual(self.value(after, name, route=route, code="404") -
