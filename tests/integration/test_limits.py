@@ -87,11 +87,26 @@ class LimitsTest(VaultTestCase):
         self.alive()
 
     def test_connections_per_address(self):
-        held = [self.connect() for _ in range(PER_IP)]
-        # One request on each: all are served.
-        for s in held:
-            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-            self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200"))
+        # One request on each of PER_IP connections: all are served. The earlier tests'
+        # connections are closed on the client's side, but a loaded server may not have seen
+        # every close yet: then one of these is the address's fifth, and the set is tried
+        # again (three times at most) rather than counted as a refusal.
+        for attempt in range(3):
+            held = [self.connect() for _ in range(PER_IP)]
+            answers = []
+            for s in held:
+                s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    answers.append(s.recv(65536))
+                except ConnectionResetError:
+                    answers.append(b"")
+            if all(a.startswith(b"HTTP/1.1 200") for a in answers) or attempt == 2:
+                break
+            for s in held:
+                s.close()
+            time.sleep(0.5)
+        for a in answers:
+            self.assertTrue(a.startswith(b"HTTP/1.1 200"), answers)
         # One more from the same address is closed without an answer.
         extra = self.connect()
         extra.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
