@@ -619,22 +619,22 @@ int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label
 	}
 	reserved = 1;
 	op.t = &t;
-	pthread_mutex_lock(&token->map.writes);
+	token_writes_lock(token);
 	r = token_run(token, create_objects, &op, err);
 	/* Nothing half-made stays behind: a private key without its public twin would also
 	 * hold the id against a second try. */
 	if (r < 0)
 		(void)token_run(token, destroy_objects, &op, &ignored);
-	pthread_mutex_unlock(&token->map.writes);
+	token_writes_unlock(token);
 	/* The caller commits a row naming this key next: the key reaches the disk first, or a
 	 * power cut keeps the row and loses the key. Outside the writes lock, so one sync can
 	 * cover several threads' creates. A key that cannot be made durable is not kept. */
 	if (r == 0) {
 		r = token_durable_sync(token, err);
 		if (r < 0) {
-			pthread_mutex_lock(&token->map.writes);
+			token_writes_lock(token);
 			(void)token_run(token, destroy_objects, &op, &ignored);
-			pthread_mutex_unlock(&token->map.writes);
+			token_writes_unlock(token);
 		}
 	}
 	if (r < 0) {
@@ -679,9 +679,9 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 	}
 	e->pending = 1;
 	pthread_mutex_unlock(&token->map.lock);
-	pthread_mutex_lock(&token->map.writes);
+	token_writes_lock(token);
 	r = token_run(token, destroy_objects, &op, err);
-	pthread_mutex_unlock(&token->map.writes);
+	token_writes_unlock(token);
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
 	/* On failure the entry keeps whatever survived, so a later destroy can finish. */
