@@ -1,4 +1,6 @@
 /* store: opening the database, its connection pool and its schema migrations. */
+/* pthread_setname_np */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -773,6 +775,9 @@ static void *checkpointer_main(void *arg)
 	uint64_t target;
 	int rc, frames_log = 0, frames_done = 0;
 
+	/* Named for ps and for test_durability, which tells its WAL syncs (a checkpoint's, no
+	 * commit's) from those of commits. */
+	(void)pthread_setname_np(pthread_self(), "cv-checkpoint");
 	pthread_mutex_lock(&store->sync_lock);
 	while (!store->ckpt_stopping) {
 		if (store->checkpointed >= store->committed) {
