@@ -26,6 +26,16 @@ struct keymap_entry {
 	int pending;
 };
 
+/* A secret key object the last listing saw, for finding one by label without searching the
+ * token again (cv_token_secret_find at start: the audit chain's key). */
+#define TOKEN_SECRET_LABEL_MAX 64
+struct listed_secret {
+	CK_OBJECT_HANDLE handle;
+	char label[TOKEN_SECRET_LABEL_MAX + 1];
+	uint8_t id[TOKEN_ID_MAX];
+	size_t id_len;
+};
+
 /* Open addressing with linear probing; capacity is a power of two, at most half full.
  * Handles are only good within one login: when the token drops every session (a reset, a
  * removal) SoftHSM, like most modules, forgets them. Each listing bumps epoch, so that a call
@@ -42,6 +52,12 @@ struct keymap {
 	size_t capacity;
 	size_t used;
 	unsigned long epoch;   /* listings done; 0: never listed */
+	/* The token's secret keys as the listing of epoch secrets_epoch saw them (few: the audit
+	 * key). 0: not usable (a secret key was made since, or one could not be read whole):
+	 * ask the token. */
+	struct listed_secret *secrets;
+	size_t n_secrets;
+	unsigned long secrets_epoch;
 };
 
 struct pool {
