@@ -300,6 +300,7 @@ int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_res
 					       "check_chain", "version", "jwk_action", "confirm",
 					       NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
+	struct cv_jwk_outcome outcome = { 0 };
 	struct cv_version_ref ref;
 	const char *action = NULL;
 	int64_t previous = 0;
@@ -347,17 +348,20 @@ int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_res
 		goto out;
 	}
 	r = cv_vault_pending_merge(&app->vault, req->audit, &in, &ref, &jwk, req->now, &previous,
-				   &rev, err);
+				   &rev, &outcome, err);
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
 	r = cert_view_response(app, in.name, req->now, 200, res, NULL, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
+	/* A renewal's merge is a renewal: it says what became of the JWKs as renew does. */
 	if (r == 0 && previous > 0 &&
-	    json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0)
+	    (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
+	     json_object_set_new(res->json, "jwk_changes", jwk_changes_json(&outcome)) < 0))
 		r = CV_ERR_NOMEM;
 out:
+	cv_jwk_outcome_release(&outcome);
 	json_decref(body);
 	return r;
 }

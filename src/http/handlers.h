@@ -202,6 +202,10 @@ int res_json(struct cv_response *res, int status, json_t *body);
 json_t *time_json(int64_t t);
 json_t *strings_json(char *const *v, size_t n);
 json_t *string_or_null(const char *s);
+/* A renew's, replace's (a rollback's) or renewal merge's jwk_changes: {action, jwks: [{kid,
+ * alg, use, change (kept, superseded, created, reactivated, adopted, disconnected), state
+ * after it, superseded_by, replaces, published_until}]}. NULL only when out of memory. */
+json_t *jwk_changes_json(const struct cv_jwk_outcome *o);
 /* The view of a certificate's own fields every answer showing one shares (certview.c):
  * common_name, domains, ip_addresses, subject, issuer, serial_number, signature_algorithm
  * and its readable signature_algorithm_name, public_key {type, bits, curve, description},
