@@ -580,6 +580,20 @@ static json_t *problems_json(const struct cv_preview_problem *problems, size_t n
 	return a;
 }
 
+/* The tags of a request, as the details show stored ones. */
+static json_t *tags_request_json(const struct cv_tag *tags, size_t n)
+{
+	json_t *o = json_object();
+	size_t i;
+
+	for (i = 0; o != NULL && i < n; i++)
+		if (json_object_set_new(o, tags[i].key, json_string(tags[i].value)) < 0) {
+			json_decref(o);
+			return NULL;
+		}
+	return o;
+}
+
 static json_t *preview_json(const struct cv_import_request *in, const struct cv_cert_preview *p,
 			    int64_t now, int64_t soon_seconds)
 {
@@ -601,6 +615,10 @@ static json_t *preview_json(const struct cv_import_request *in, const struct cv_
 					json_string(in->description != NULL ? in->description : "")) <
 			    0 ||
 		    json_object_set_new(cert, "has_private_key", json_boolean(p->has_key)) < 0 ||
+		    json_object_set_new(cert, "environments",
+					strings_json((char *const *)in->environments,
+						     in->n_environments)) < 0 ||
+		    json_object_set_new(cert, "tags", tags_request_json(in->tags, in->n_tags)) < 0 ||
 		    json_object_set_new(cert, "chain_length", json_integer((json_int_t)p->chain_length)) <
 			    0 ||
 		    json_object_set_new(cert, "chain", chain) < 0) {
@@ -621,13 +639,18 @@ static json_t *preview_json(const struct cv_import_request *in, const struct cv_
 int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
+	/* The import's members but its other sources (url, generate, wrapped_key), which the
+	 * truststore preview and the generate itself cover. */
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
-					       "pkcs12", "check_chain", NULL };
+					       "pkcs12", "check_chain", "environments",
+					       "allow_upcoming", "tags", NULL };
+	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
+	struct cv_tag tags[CV_TAGS_MAX];
 	struct cv_import_request in = { 0 };
 	struct cv_cert_preview *p = NULL;
 	json_t *body = NULL;
-	int r, form, check = 0;
+	int r, form, check = 0, present;
 
 	r = req_body_object(req, allowed, &body, &form, err);
 	if (r < 0)
@@ -637,8 +660,14 @@ int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_r
 	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX * 4,
 				    &in.description, NULL, err)) < 0 ||
 	    (r = material_members(body, form, &in, err)) < 0 ||
-	    (r = check_chain_member(body, &check, err)) < 0)
+	    (r = check_chain_member(body, &check, err)) < 0 ||
+	    (r = bool_member(body, "allow_upcoming", &in.allow_upcoming, err)) < 0 ||
+	    (r = json_names_member(body, "environments", CV_CERT_ENVIRONMENTS_MAX, environments,
+				   &in.n_environments, &present, err)) < 0 ||
+	    (r = tags_member(body, tags, &in.n_tags, &present, err)) < 0)
 		goto out;
+	in.environments = environments;
+	in.tags = tags;
 	r = cv_vault_cert_preview(&app->vault, &in, req->now, &p, err);
 	if (r < 0)
 		goto out;

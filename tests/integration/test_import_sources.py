@@ -397,6 +397,44 @@ class FormFieldsTest(VaultTestCase):
         self.assertIn("not UTF-8", msg)
         self.assertError(self.vault.request("GET", "/v1/certificates/ff-b"), 404, "not_found")
 
+    def test_preview_fields(self):
+        """The preview takes the import's environments, tags and allow_upcoming, from JSON
+        or a form, and judges them as the import would: every problem named, nothing
+        stored."""
+        up = self.material("ff-pv", san="ff-pv.example.com", not_before=86400,
+                           not_after=90 * 86400)
+        before = self.vault.count_token_objects()
+        body = {"name": "ff-pv", "certificate": up.cert, "private_key": up.key,
+                "environments": ["production", "nowhere"], "tags": {"bad key": "x"}}
+        fields = {"name": "ff-pv", "certificate": ("pv.pem", up.cert.encode()),
+                  "private_key": up.key, "environments": "production, nowhere",
+                  "tags.bad key": "x"}
+        answers = [self.vault.request("POST", "/v1/certificates/preview", body),
+                   self.upload("/v1/certificates/preview", fields)]
+        for st, _, p in answers:
+            self.assertEqual(st, 200, p)
+            self.assertEqual([(x["code"], x["status"]) for x in p["problems"]],
+                             [("unknown_environment", 422), ("bad_request", 400),
+                              ("not_yet_valid", 422)], p)
+            self.assertIn("nowhere", p["problems"][0]["message"])
+        self.assertEqual(answers[0][2]["problems"], answers[1][2]["problems"])
+        # Allowed to be upcoming, in existing environments, with good tags: no problem,
+        # and the answer shows what would be stored.
+        body.update(environments=["production"], tags={"team": "ops"}, allow_upcoming=True)
+        fields = dict(fields, environments="production", allow_upcoming="true")
+        del fields["tags.bad key"]
+        fields["tags.team"] = "ops"
+        for st, _, p in (self.vault.request("POST", "/v1/certificates/preview", body),
+                         self.upload("/v1/certificates/preview", fields)):
+            self.assertEqual((st, p["ok"], p["problems"]), (200, True, []), p)
+            c = p["certificate"]
+            self.assertEqual((c["status"], c["environments"], c["tags"]),
+                             ("upcoming", ["production"], {"team": "ops"}))
+        self.assertError(self.upload("/v1/certificates/preview",
+                                     dict(fields, allow_upcoming="soon")), 400, "bad_request")
+        self.assertEqual(self.vault.count_token_objects(), before)
+        self.assertError(self.vault.request("GET", "/v1/certificates/ff-pv"), 404, "not_found")
+
     def test_url_and_position(self):
         port = self.serve()
         url = "https://127.0.0.1:%d" % port
