@@ -530,6 +530,17 @@ class FormFieldsTest(VaultTestCase):
             "jwk_action": "disconnect", "confirm": "ff-r"})
         self.assertEqual(st, 200, got)
         self.assertEqual([j["change"] for j in got["jwk_changes"]["jwks"]], ["disconnected"])
+        # A renewal by generate from a form: generate.<member> fields, as for a new one.
+        st, _, got = self.upload("/v1/certificates/ff-r/renew", {
+            "generate.key": "p256", "generate.subject": "CN=ff-r.example.com",
+            "generate.dns_names": "ff-r.example.com"})
+        self.assertEqual((st, got.get("status"), got.get("renewal")), (201, "pending", True),
+                         got)
+        self.assertError(self.upload("/v1/certificates/ff-r/renew", {
+            "generate.key": "p256", "generate.subject": "CN=x", "version": "3"}),
+            400, "bad_request")
+        st, _, got = self.vault.request("DELETE", "/v1/certificates/ff-r/pending")
+        self.assertEqual(st, 200, got)
 
     def test_truststore_fields(self):
         port = self.serve()
