@@ -637,12 +637,28 @@ static void on_update(void *arg, int op, const char *db_name, const char *table,
  * is acknowledged after its row and its key are. */
 
 /* Tests only (CV_FAULT_INJECTION builds): while the file CERTVAULT_FAULT_WAL_SYNC names
- * exists, the WAL's sync fails as a failing disk would make it. */
+ * exists, the WAL's sync fails as a failing disk would make it; CERTVAULT_FAULT_WAL_SYNC_DELAY_MS
+ * (1 to 10000) makes every sync that long, as a slow disk would, so that a test can count on
+ * commits arriving while one runs. */
 static int wal_sync_fault(void)
 {
 #ifdef CV_FAULT_INJECTION
 	const char *flag = getenv("CERTVAULT_FAULT_WAL_SYNC");
+	const char *delay = getenv("CERTVAULT_FAULT_WAL_SYNC_DELAY_MS");
+	struct timespec ts;
+	char *end;
+	long ms;
 
+	if (delay != NULL && delay[0] != '\0') {
+		errno = 0;
+		ms = strtol(delay, &end, 10);
+		if (errno == 0 && *end == '\0' && ms > 0 && ms <= 10000) {
+			ts.tv_sec = ms / 1000;
+			ts.tv_nsec = (ms % 1000) * 1000000L;
+			while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+				;
+		}
+	}
 	return flag != NULL && flag[0] != '\0' && access(flag, F_OK) == 0;
 #else
 	return 0;
