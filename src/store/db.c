@@ -791,9 +791,6 @@ static void *checkpointer_main(void *arg)
 	uint64_t target;
 	int rc, frames_log = 0, frames_done = 0;
 
-	/* Named for ps and for test_durability, which tells its WAL syncs (a checkpoint's, no
-	 * commit's) from those of commits. */
-	(void)pthread_setname_np(pthread_self(), "cv-checkpoint");
 	pthread_mutex_lock(&store->sync_lock);
 	while (!store->ckpt_stopping) {
 		if (store->checkpointed >= store->committed) {
@@ -852,6 +849,10 @@ static int checkpointer_start(struct cv_store *store, const char *path, struct c
 	if (pthread_create(&store->ckpt_thread, NULL, checkpointer_main, store) != 0)
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot start the checkpoint thread");
 	store->ckpt_started = 1;
+	/* Named for ps and for test_durability, which tells its WAL syncs (a checkpoint's, no
+	 * commit's) from those of commits; here, so that the name is there before the store is
+	 * used. */
+	(void)pthread_setname_np(store->ckpt_thread, "cv-checkpoint");
 	return 0;
 }
 

@@ -128,9 +128,12 @@ class SyncOrder(unittest.TestCase):
         """The thread id of certvaultd's checkpointer (named cv-checkpoint)."""
         pid = self.traced_pid()
         for tid in os.listdir("/proc/%d/task" % pid):
-            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
-                if f.read().strip() == "cv-checkpoint":
-                    return tid
+            try:
+                with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                    if f.read().strip() == "cv-checkpoint":
+                        return tid
+            except FileNotFoundError:
+                continue  # a thread that ended meanwhile
         self.fail("certvaultd has no thread named cv-checkpoint")
 
     def stop_traced(self):
