@@ -465,10 +465,15 @@ int cv_vault_deleted_purge(struct cv_vault *v, struct cv_audit *audit, const cha
 int cv_vault_deleted_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
 			   struct cv_errmsg *err);
 
+/* What a background sweep did, for the daemon to log: n purged, r its outcome (0 or the
+ * first failure, why saying which and why). Called on the purger's thread. */
+typedef void cv_vault_purge_report_fn(unsigned n, int r, const char *why);
 /* Starts the thread that runs cv_vault_deleted_sweep every every_seconds (and once at
- * start), logging one line when it purged or failed; cv_vault_purger_stop stops and joins it
- * (accepts a vault without one). 0 or CV_ERR_NOMEM / CV_ERR_INTERNAL. */
-int cv_vault_purger_start(struct cv_vault *v, int64_t every_seconds, struct cv_errmsg *err);
+ * start), calling report (may be NULL) when a sweep purged something or failed;
+ * cv_vault_purger_stop stops and joins it (accepts a vault without one). 0 or CV_ERR_NOMEM /
+ * CV_ERR_INTERNAL. */
+int cv_vault_purger_start(struct cv_vault *v, int64_t every_seconds,
+			  cv_vault_purge_report_fn *report, struct cv_errmsg *err);
 void cv_vault_purger_stop(struct cv_vault *v);
 
 /* Export formats of public material. */

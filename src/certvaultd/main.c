@@ -107,6 +107,16 @@ static void pending_sweep(struct cv_app *app)
 			err.text[0] ? err.text : cv_strerror(r));
 }
 
+/* The background purge of deleted certificates (issue 18): one line when it did or failed. */
+static void purge_report(unsigned n, int r, const char *why)
+{
+	if (n > 0)
+		fprintf(stderr, "certvaultd: %u deleted certificate(s) purged with their keys, their "
+			"retention over\n", n);
+	if (r < 0)
+		fprintf(stderr, "certvaultd: background purge of deleted certificates: %s\n", why);
+}
+
 /* After the reconciler: key objects with certvault's marker that no row names, said one per
  * line (the first few) and destroyed only when token.destroy_orphan_keys says so. */
 static int orphans_report(struct cv_app *app, struct cv_errmsg *err)
@@ -432,7 +442,7 @@ int main(int argc, char **argv)
 	if (r < 0)
 		goto out;
 	/* Deleted certificates whose retention ended are purged in the background (issue 18). */
-	r = cv_vault_purger_start(&app.vault, cfg.purge_sweep_seconds, &err);
+	r = cv_vault_purger_start(&app.vault, cfg.purge_sweep_seconds, purge_report, &err);
 	if (r < 0)
 		goto out;
 	/* Said once the start succeeded: a refused start says one line, why. */

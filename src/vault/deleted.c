@@ -23,6 +23,7 @@ struct vault_purger {
 	pthread_cond_t wake;
 	int stop;
 	int64_t every;
+	cv_vault_purge_report_fn *report;
 };
 
 int64_t vault_retention(const struct cv_vault *v)
@@ -307,13 +308,9 @@ static void *purger_main(void *arg)
 		pthread_mutex_unlock(&p->lock);
 		n = 0;
 		r = cv_vault_deleted_sweep(v, (int64_t)time(NULL), &n, &err);
-		/* The layer that runs the work logs it (there is no request here). */
-		if (n > 0)
-			fprintf(stderr, "certvaultd: %u deleted certificate(s) purged with their keys,"
-				" their retention over\n", n);
-		if (r < 0)
-			fprintf(stderr, "certvaultd: background purge of deleted certificates: %s\n",
-				err.text[0] ? err.text : cv_strerror(r));
+		/* The daemon logs what happened: modules do not log. */
+		if ((n > 0 || r < 0) && p->report != NULL)
+			p->report(n, r, err.text[0] ? err.text : cv_strerror(r));
 		pthread_mutex_lock(&p->lock);
 		if (p->stop)
 			break;
@@ -326,7 +323,8 @@ static void *purger_main(void *arg)
 	return NULL;
 }
 
-int cv_vault_purger_start(struct cv_vault *v, int64_t every_seconds, struct cv_errmsg *err)
+int cv_vault_purger_start(struct cv_vault *v, int64_t every_seconds,
+			  cv_vault_purge_report_fn *report, struct cv_errmsg *err)
 {
 	struct vault_purger *p;
 
@@ -334,6 +332,7 @@ int cv_vault_purger_start(struct cv_vault *v, int64_t every_seconds, struct cv_e
 	if (p == NULL)
 		return cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
 	p->every = every_seconds > 0 ? every_seconds : 300;
+	p->report = report;
 	if (pthread_mutex_init(&p->lock, NULL) != 0) {
 		free(p);
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot start the background purge");
