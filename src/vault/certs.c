@@ -928,8 +928,10 @@ int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *n
 	if (r == 0 && ret_name != NULL)
 		snprintf(ret_name, 65, "%s", req->name != NULL ? req->name : old->name);
 	cv_store_cert_free(old);
-	if (r == CV_ERR_NOT_FOUND)
-		return cv_errmsg_set(err, r, "no certificate named %s", name);
+	if (r == CV_ERR_NOT_FOUND) {
+		cv_errmsg_set(err, r, "no certificate named %s", name);
+		return cv_vault_deleted_hint(v, name, err);
+	}
 	if (r == CV_ERR_NAME_TAKEN)
 		return vault_name_taken(v, req->name, err);
 	if (r == CV_ERR_UNKNOWN_ENVIRONMENT)

@@ -118,6 +118,9 @@ class SoftDeleteTest(DeletedCase):
         self.assertIn("deleted", msg)
         self.assertError(self.vault.request("GET", "/v1/certificates/%s/export?format=pem"
                                             % name), 404, "not_found")
+        msg = self.assertError(self.vault.request("PATCH", "/v1/certificates/" + name,
+                                                  {"description": "x"}), 404, "not_found")
+        self.assertIn("deleted", msg)
         self.assertNotIn(kid, self.jwks_kids())
         st, _, inv = self.vault.request("GET", "/v1/inventory?format=json")
         self.assertEqual(st, 200, inv)
@@ -226,6 +229,23 @@ class SoftDeleteTest(DeletedCase):
                                             "&purge=true"), 400, "bad_request")
         st, _, body = self.vault.request("GET", "/v1/certificates/sd-live")
         self.assertEqual(st, 200, body)
+
+    def test_environment_named_by_a_deleted_certificate_stays(self):
+        st, _, body = self.vault.request("PUT", "/v1/environments/sd-env", {})
+        self.assertIn(st, (200, 201), body)
+        st, _, body = self.vault.import_cert("sd-envcert", self.material("sd-envcert",
+                                                                         san=DOMAIN),
+                                             environments=["sd-env"])
+        self.assertEqual(st, 201, body)
+        st, _, body = self.vault.request("DELETE", "/v1/certificates/sd-envcert?confirm=delete")
+        self.assertEqual(st, 200, body)
+        # Its recover would need the environment: it is kept, and the refusal says why.
+        msg = self.assertError(self.vault.request("DELETE", "/v1/environments/sd-env"), 409,
+                               "in_use")
+        self.assertIn("sd-envcert (deleted)", msg)
+        st, _, rec = self.vault.request("POST",
+                                        "/v1/deleted-certificates/sd-envcert/recover")
+        self.assertEqual((st, rec["environments"]), (200, ["sd-env"]), rec)
 
     def test_paging_walks_every_deleted_certificate_once(self):
         names = ["sd-page-%d" % i for i in range(5)]
