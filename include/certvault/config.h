@@ -38,6 +38,7 @@ struct cv_config {
 	int64_t token_sessions;    /* token.sessions: PKCS#11 sessions kept open */
 	char *token_sync_dir;      /* token.sync_dir: "auto", "none" or the module's storage
 				      directory, made durable after each key create or destroy */
+	char *token_serialize_creates; /* token.serialize_creates: "auto", "on" or "off" */
 	int token_destroy_orphan_keys; /* token.destroy_orphan_keys: destroy, at start, key
 					  objects with certvault's marker that no row names */
 	int64_t expires_soon_days; /* policy.expires_soon_days */

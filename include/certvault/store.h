@@ -52,6 +52,16 @@ uint64_t cv_store_certs_generation(struct cv_store *store);
 /* Runs a trivial query; 0 when the database answers, else CV_ERR_DB. */
 int cv_store_ping(struct cv_store *store);
 
+/* What the group commit and the checkpointer did since the store was opened: commits made,
+ * fdatasyncs of the WAL that made them durable (fewer than commits when several shared one),
+ * complete checkpoints (the whole WAL copied back into the database). */
+struct cv_store_sync_stats {
+	uint64_t commits;
+	uint64_t wal_syncs;
+	uint64_t checkpoints;
+};
+void cv_store_sync_stats(struct cv_store *store, struct cv_store_sync_stats *ret);
+
 enum cv_cert_state {
 	CV_CERT_PENDING = 0,
 	CV_CERT_ACTIVE,

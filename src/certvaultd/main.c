@@ -370,6 +370,7 @@ int main(int argc, char **argv)
 	tcfg.pin = pin;
 	tcfg.pool_size = (unsigned)cfg.token_sessions;
 	tcfg.sync_dir = cfg.token_sync_dir;
+	tcfg.serialize_creates = cfg.token_serialize_creates;
 	r = cv_token_open(&tcfg, &app.token, &err);
 	OPENSSL_clear_free(pin, pin_len + 1);
 	pin = NULL;
@@ -448,6 +449,8 @@ int main(int argc, char **argv)
 	/* Said once the start succeeded: a refused start says one line, why. */
 	fprintf(stderr, "certvaultd: token writes made durable before each commit that depends"
 		" on them: %s\n", cv_token_sync_describe(app.token));
+	fprintf(stderr, "certvaultd: keys made and destroyed in the token %s\n",
+		cv_token_serialize_describe(app.token));
 	tls_listen = cfg.tls_listen[0] != '\0' ? cfg.tls_listen : cfg.listen;
 	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s, token \"%s\")\n",
 		strchr(cfg.listen, ':') ? "[" : "", cfg.listen, strchr(cfg.listen, ':') ? "]" : "",

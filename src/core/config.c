@@ -89,6 +89,10 @@ static const struct setting settings[] = {
 	  " before the database commit that depends on it; auto: SoftHSM's directories.tokendir"
 	  " (SOFTHSM2_CONF, else /etc/softhsm/softhsm2.conf) for SoftHSM, nothing for any other"
 	  " module; none: nothing (a hardware or network module)" },
+	{ "token", "serialize_creates", K_STR, OFF(token_serialize_creates), "auto", 0, 0,
+	  "make and destroy keys one at a time: on, off, or auto (on for SoftHSM before 2.7,"
+	  " whose file store fails creates that race other creates, destroys or searches;"
+	  " off for any other module)" },
 	{ "token", "destroy_orphan_keys", K_BOOL, OFF(token_destroy_orphan_keys), "false", 0, 0,
 	  "at start, destroy key objects that carry certvault's id marker but that no row"
 	  " names (else they are only reported); objects other tools made are never touched" },
@@ -319,6 +323,13 @@ int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg
 		r = set_value(&settings[i], ret_cfg, v, name, err);
 		if (r < 0)
 			goto out;
+	}
+	if (strcmp(ret_cfg->token_serialize_creates, "auto") != 0 &&
+	    strcmp(ret_cfg->token_serialize_creates, "on") != 0 &&
+	    strcmp(ret_cfg->token_serialize_creates, "off") != 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG,
+				  "token.serialize_creates must be auto, on or off");
+		goto out;
 	}
 	if (strcmp(ret_cfg->revocation_unknown, "refuse") != 0 &&
 	    strcmp(ret_cfg->revocation_unknown, "warn") != 0) {

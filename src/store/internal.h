@@ -33,6 +33,8 @@ struct store_conn {
 	uint64_t borrows;          /* how many times it was handed out, the current one included */
 	int jwks_changed;          /* set by the update hook when a jwks row changed */
 	int certs_changed;         /* ... and when a certificates row did */
+	uint64_t commit_seq;       /* the number of its last commit not yet known durable; 0:
+				      none (store_return waits for it, see wal_sync_wait) */
 	struct cv_store *store;
 };
 
@@ -52,6 +54,30 @@ struct cv_store {
 	cv_store_mac_fn audit_mac;
 	void *audit_mac_arg;
 	int64_t audit_keyed_from;
+	/* Group commit (db.c, wal_sync_wait). Connections commit with synchronous=NORMAL, so a
+	 * COMMIT writes its WAL frames and releases the write lock without an fsync; the
+	 * connection is given back only once an fdatasync of the WAL that began after the
+	 * commit has returned. Commits are numbered in the WAL hook; one thread at a time
+	 * syncs, for every commit numbered before it began, so commits that land while a sync
+	 * runs share the next one. Guarded by sync_lock. */
+	pthread_mutex_t sync_lock;
+	pthread_cond_t synced_cond;   /* synced moved, or the syncing thread gave up its turn */
+	uint64_t committed;           /* commits made (the last number handed out) */
+	uint64_t synced;              /* every commit numbered up to this is on disk */
+	int syncing;                  /* a thread is in the WAL's fdatasync */
+	atomic_uint_fast64_t wal_syncs; /* fdatasyncs of the WAL made for commits */
+	/* The checkpointer (db.c): a thread with its own connection that copies the WAL back
+	 * into the database once writes pause (or the WAL grows past a bound), so that readers
+	 * after a burst of writes read the database file instead of looking every page up in a
+	 * long WAL. Woken through ckpt_cond under sync_lock. */
+	pthread_cond_t ckpt_cond;
+	sqlite3 *ckpt_db;
+	pthread_t ckpt_thread;
+	int ckpt_started;
+	int ckpt_stopping;
+	int wal_frames;               /* frames in the WAL after the last commit (the WAL hook) */
+	uint64_t checkpointed;        /* every commit numbered up to this is in the database file */
+	atomic_uint_fast64_t checkpoints; /* complete checkpoints made */
 };
 
 /* The connection this thread borrowed (NULL: none): a caller never holds two at once, so
