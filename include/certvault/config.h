@@ -70,6 +70,7 @@ struct cv_config {
 	int64_t notify_timeout_ms;
 	int64_t notify_lease_seconds;
 	char *notify_password_dir; /* password_dir: where SMTP password files are */
+	char *notify_node;         /* node: this node's name in the lease ("": the host name) */
 	char *notify_allow_networks;
 	char *notify_allow_ports;
 };

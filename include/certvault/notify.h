@@ -89,6 +89,7 @@ struct cv_notify_settings {
 	int64_t lease_seconds;
 	int timeout_ms;              /* one attempt */
 	const char *password_dir;
+	char node[65];               /* this node in the lease */
 	struct cv_net_policy net;    /* where webhooks and SMTP servers may be reached */
 };
 struct cv_notifier;

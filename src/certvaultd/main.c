@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -252,6 +253,10 @@ static int notify_settings(const struct cv_config *cfg, struct cv_notify_setting
 	ret->lease_seconds = cfg->notify_lease_seconds;
 	ret->timeout_ms = (int)cfg->notify_timeout_ms;
 	ret->password_dir = cfg->notify_password_dir;
+	if (cfg->notify_node[0] != '\0')
+		snprintf(ret->node, sizeof(ret->node), "%s", cfg->notify_node);
+	else if (gethostname(ret->node, sizeof(ret->node) - 1) < 0)
+		snprintf(ret->node, sizeof(ret->node), "certvaultd");
 	return net_policy(cfg->notify_allow_networks, cfg->notify_allow_ports, "notifications",
 			  &ret->net, err);
 }

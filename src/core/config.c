@@ -170,6 +170,10 @@ static const struct setting settings[] = {
 	  "/etc/certvault/notify", 0, 0,
 	  "the directory whose files (mode 0600) hold email channels' SMTP passwords; a"
 	  " channel names a file in it, never a path elsewhere" },
+	{ "notifications", "node", K_STR, OFF(notify_node), "", 0, 0,
+	  "this node's name in the database's sending lease (one node sends); empty: the host"
+	  " name. Nodes sharing a database need names of their own; a restart under the same"
+	  " name takes its lease back at once" },
 	{ "notifications", "allow_networks", K_STR, OFF(notify_allow_networks), "", 0, 0,
 	  "networks (CIDR, comma-separated) webhooks and SMTP servers may be reached on, on any"
 	  " port, besides public addresses: internal receivers must be named here" },

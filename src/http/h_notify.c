@@ -259,7 +259,8 @@ static json_t *delivery_json(struct cv_app *app, const struct cv_notify_delivery
 		      time_json(d->created_at), "next_attempt_at",
 		      d->state == CV_DELIVERY_PENDING ? time_json(d->next_attempt_at) : json_null(),
 		      "delivered_at", d->delivered_at ? time_json(d->delivered_at) : json_null(),
-		      "last_error", string_or_null(d->last_error), "attempts",
+		      "last_error", d->last_error[0] ? cv_text_json(d->last_error) : json_null(),
+		      "attempts",
 		      attempts != NULL ? attempts : json_array());
 	if (o != NULL) {
 		json_t *payload = json_loads(d->payload, 0, NULL);

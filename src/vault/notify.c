@@ -210,6 +210,18 @@ out:
 	return r;
 }
 
+/* Frees what json_dumps made, with jansson's own allocator (certvaultd's wipes). */
+static void dump_free(char *text)
+{
+	json_malloc_t m;
+	json_free_t f;
+
+	if (text == NULL)
+		return;
+	json_get_alloc_funcs(&m, &f);
+	f(text);
+}
+
 /* A JSON array of strings as text (into buf), or CV_ERR_BAD_REQUEST when it does not fit. */
 static int strings_json(const char *const *v, size_t n, char *buf, size_t len)
 {
@@ -229,7 +241,7 @@ static int strings_json(const char *const *v, size_t n, char *buf, size_t len)
 		r = CV_ERR_BAD_REQUEST;
 	else
 		memcpy(buf, text, strlen(text) + 1);
-	free(text);
+	dump_free(text);
 	return r;
 }
 
@@ -585,7 +597,7 @@ int cv_vault_notify_attempts(struct cv_vault *v, int64_t outbox_id,
 struct cv_notifier {
 	struct cv_vault *v;          /* borrowed */
 	struct cv_notify_settings s;
-	char node[40];               /* this process in the lease */
+	char node[65];               /* this node in the lease */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
@@ -811,7 +823,7 @@ static void deliver(struct cv_notifier *nf, const struct cv_notify_delivery *d, 
 		cv_store_notify_attempt_end(nf->v->store, d->id, n, now, "failed",
 					    err.text[0] ? err.text : cv_strerror(r), state, next);
 	}
-	free(body);
+	dump_free(body);
 	json_decref(payload);
 }
 
@@ -837,7 +849,7 @@ static void token_watch(struct cv_notifier *nf, int64_t now)
 	text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
 	snprintf(detail, sizeof(detail), "%s", text != NULL && strlen(text) < sizeof(detail) ?
 		 text : "");
-	free(text);
+	dump_free(text);
 	json_decref(o);
 	cv_store_notify_event(nf->v->store, up ? "token.available" : "token.unavailable", dedup,
 			      detail, now, &added);
@@ -910,19 +922,13 @@ int cv_notifier_start(struct cv_vault *v, const struct cv_notify_settings *s,
 		      struct cv_notifier **ret, struct cv_errmsg *err)
 {
 	struct cv_notifier *nf = calloc(1, sizeof(*nf));
-	uint8_t id[8];
 
 	if (nf == NULL)
 		return CV_ERR_NOMEM;
 	nf->v = v;
 	nf->s = *s;
 	nf->token_up = -1;
-	if (RAND_bytes(id, sizeof(id)) != 1) {
-		free(nf);
-		return cv_errmsg_set(err, CV_ERR_INTERNAL, "no random bytes");
-	}
-	memcpy(nf->node, "node-", 5);
-	cv_hex_encode(id, sizeof(id), nf->node + 5);
+	snprintf(nf->node, sizeof(nf->node), "%s", s->node[0] ? s->node : "certvaultd");
 	pthread_mutex_init(&nf->lock, NULL);
 	pthread_cond_init(&nf->wake, NULL);
 	if (pthread_create(&nf->thread, NULL, notifier_main, nf) != 0) {
