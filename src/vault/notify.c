@@ -605,7 +605,102 @@ struct cv_notifier {
 	int held;                    /* the lease, as of the last tick */
 	int64_t next_scan;
 	int token_up;                /* -1: not looked at yet */
+	char token_label[33];        /* as the token said when it was last there */
+	/* Webhook secrets already unsealed, by channel: kept (in memory of a process that
+	 * cannot be dumped or traced) so that "token.unavailable" can still be signed while
+	 * the token is away. Touched by the notifier thread only; wiped at stop. */
+	struct secret_entry {
+		char id[24];
+		unsigned char sealed[256];
+		size_t sealed_len;
+		char *secret;        /* OPENSSL_clear_free(secret, len + 1) */
+		size_t len;
+	} *secrets;
+	size_t n_secrets;
 };
+
+/* The secret of webhook channel ch: from the cache when its sealed form is the one cached,
+ * else unsealed in the token and cached. *ret is borrowed from the cache. */
+static int channel_secret(struct cv_notifier *nf, const struct cv_notify_channel *ch,
+			  const char **ret, size_t *ret_len, struct cv_errmsg *err)
+{
+	struct secret_entry *e = NULL, *grown;
+	char *secret = NULL;
+	size_t i, len = 0;
+	int r;
+
+	for (i = 0; i < nf->n_secrets; i++)
+		if (strcmp(nf->secrets[i].id, ch->id) == 0)
+			e = &nf->secrets[i];
+	if (e != NULL && e->sealed_len == ch->sealed_len &&
+	    CRYPTO_memcmp(e->sealed, ch->sealed, ch->sealed_len) == 0) {
+		*ret = e->secret;
+		*ret_len = e->len;
+		return 0;
+	}
+	r = unseal(nf->v, ch, &secret, &len, err);
+	if (r < 0)
+		return r;
+	if (e == NULL) {
+		grown = realloc(nf->secrets, (nf->n_secrets + 1) * sizeof(*grown));
+		if (grown == NULL) {
+			OPENSSL_clear_free(secret, len + 1);
+			return CV_ERR_NOMEM;
+		}
+		nf->secrets = grown;
+		e = &nf->secrets[nf->n_secrets++];
+		memset(e, 0, sizeof(*e));
+	}
+	OPENSSL_clear_free(e->secret, e->secret != NULL ? e->len + 1 : 0);
+	snprintf(e->id, sizeof(e->id), "%s", ch->id);
+	memcpy(e->sealed, ch->sealed, ch->sealed_len);
+	e->sealed_len = ch->sealed_len;
+	e->secret = secret;
+	e->len = len;
+	*ret = secret;
+	*ret_len = len;
+	return 0;
+}
+
+/* While the token is there, every webhook channel's secret is made ready for when it is
+ * not. */
+static void secrets_warm(struct cv_notifier *nf)
+{
+	struct cv_notify_channel *all = NULL;
+	struct cv_errmsg err = { "" };
+	const char *secret;
+	size_t n = 0, i, j, len;
+
+	if (cv_store_notify_channel_list(nf->v->store, &all, &n) < 0)
+		return;
+	/* A deleted channel's secret goes from memory too. */
+	for (i = 0; i < nf->n_secrets;) {
+		for (j = 0; j < n; j++)
+			if (strcmp(all[j].id, nf->secrets[i].id) == 0)
+				break;
+		if (j < n) {
+			i++;
+			continue;
+		}
+		OPENSSL_clear_free(nf->secrets[i].secret, nf->secrets[i].len + 1);
+		nf->secrets[i] = nf->secrets[--nf->n_secrets];
+	}
+	for (i = 0; i < n; i++)
+		if (all[i].sealed_len > 0)
+			(void)channel_secret(nf, &all[i], &secret, &len, &err);
+	free(all);
+}
+
+static void secrets_wipe(struct cv_notifier *nf)
+{
+	size_t i;
+
+	for (i = 0; i < nf->n_secrets; i++)
+		OPENSSL_clear_free(nf->secrets[i].secret, nf->secrets[i].len + 1);
+	free(nf->secrets);
+	nf->secrets = NULL;
+	nf->n_secrets = 0;
+}
 
 /* The webhook's HMAC key: a Standard Webhooks secret ("whsec_" and base64) is its decoded
  * bytes, any other secret its bytes as given. */
@@ -661,17 +756,16 @@ static int send_webhook(struct cv_notifier *nf, const struct cv_notify_channel *
 {
 	char h_id[64], h_ts[64], h_sig[128], h_event[80], ts[24], sig[64];
 	const char *headers[5] = { h_id, h_ts, h_sig, h_event, NULL };
-	char *secret = NULL;
+	const char *secret = NULL;
 	size_t secret_len = 0;
 	long status = 0;
 	int r;
 
 	snprintf(ts, sizeof(ts), "%lld", (long long)now);
-	r = unseal(nf->v, ch, &secret, &secret_len, err);
+	r = channel_secret(nf, ch, &secret, &secret_len, err);
 	if (r < 0)
 		return r;
 	r = webhook_sign(secret, secret_len, d->delivery_id, ts, body, sig);
-	OPENSSL_clear_free(secret, secret_len + 1);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the signature could not be made");
 	snprintf(h_id, sizeof(h_id), "webhook-id: %s", d->delivery_id);
@@ -838,6 +932,8 @@ static void token_watch(struct cv_notifier *nf, int64_t now)
 	int up;
 
 	up = cv_token_health_get(nf->v->token, &h) == 0 && h.logged_in;
+	if (up)
+		snprintf(nf->token_label, sizeof(nf->token_label), "%s", h.label);
 	if (nf->token_up < 0 || up == nf->token_up) {
 		nf->token_up = up;
 		return;
@@ -845,7 +941,7 @@ static void token_watch(struct cv_notifier *nf, int64_t now)
 	nf->token_up = up;
 	snprintf(dedup, sizeof(dedup), "token:%s:%s:%lld", up ? "available" : "unavailable",
 		 nf->node, (long long)now);
-	o = json_pack("{s:s, s:s}", "token", h.label, "error", up ? "" : h.error);
+	o = json_pack("{s:s, s:s?}", "token", nf->token_label, "error", up ? NULL : h.error);
 	text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
 	snprintf(detail, sizeof(detail), "%s", text != NULL && strlen(text) < sizeof(detail) ?
 		 text : "");
@@ -877,6 +973,8 @@ static void tick(struct cv_notifier *nf)
 		nf->next_scan = now;
 	}
 	if (now >= nf->next_scan) {
+		if (nf->token_up != 0)
+			secrets_warm(nf);
 		if (cv_store_notify_scan(nf->v->store, nf->s.thresholds, now, &added) < 0)
 			fprintf(stderr, "certvaultd: notifications: the expiry scan could not "
 				"write to the database\n");
@@ -956,6 +1054,7 @@ void cv_notifier_stop(struct cv_notifier *nf)
 	if (nf->held)
 		cv_store_lease(nf->v->store, "notifications", nf->node, (int64_t)time(NULL), -1,
 			       &held);
+	secrets_wipe(nf);
 	pthread_cond_destroy(&nf->wake);
 	pthread_mutex_destroy(&nf->lock);
 	free(nf);

@@ -514,6 +514,49 @@ class Retries(VaultTestCase):
         self.assertIsNone(d["last_error"])
 
 
+class TokenEvents(VaultTestCase):
+    """The token going away and coming back is told, signed, while it is away: the webhook's
+    secret was made ready while the token was there."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.receiver = Receiver()
+        cls.settings = dict(SETTINGS)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.receiver.close()
+        super().tearDownClass()
+
+    def test_token_away_and_back(self):
+        v, rx = self.vault, self.receiver
+        st, _, hook = v.request("POST", "/v1/notifications/channels",
+                                {"name": "tok", "kind": "webhook", "url": rx.url,
+                                 "events": ["token.unavailable", "token.available"]})
+        self.assertEqual(st, 201, hook)
+        time.sleep(1.5)  # a scan or two: the secret is ready
+        away = v.token_dir + ".away"
+        os.rename(v.token_dir, away)
+        try:
+            wait_for(lambda: [m for m in rx.messages() if m["event"] == "token.unavailable"],
+                     20, "token.unavailable")
+        finally:
+            os.rename(away, v.token_dir)
+        wait_for(lambda: [m for m in rx.messages() if m["event"] == "token.available"], 20,
+                 "token.available")
+        time.sleep(1.5)
+        events = [m["event"] for m in rx.messages()]
+        self.assertEqual(events, ["token.unavailable", "token.available"])
+        with rx.lock:
+            for _, hdrs, body in rx.requests:
+                self.assertTrue(verify(hook["secret"], hdrs, body))
+        down, back = rx.messages()
+        self.assertEqual(down["detail"]["token"], v.label)
+        self.assertTrue(down["detail"]["error"])
+        self.assertEqual(back["detail"], {"token": v.label, "error": None})
+
+
 class Restarts(unittest.TestCase):
     """A SIGKILL while a delivery is being sent: after the restart it goes again with the
     same delivery id, which the receiver accepts once. Thresholds crossed while certvaultd
