@@ -911,6 +911,15 @@ int cv_store_cert_notify_set(struct cv_store *store, const char *name, const cha
  * threshold, channel) however often it runs. *ret_added: messages added. 0, CV_ERR_DB. */
 int cv_store_notify_scan(struct cv_store *store, const char *default_thresholds, int64_t now,
 			 int64_t *ret_added);
+/* The active certificates a truststore CRL could speak of (one from their issuer's name is
+ * held), while a channel takes certificate.revoked and none was told of their version yet.
+ * *ret the caller's (free()). 0, CV_ERR_DB. */
+int cv_store_notify_crl_candidates(struct cv_store *store, char (**ret)[65], size_t *ret_n);
+/* A message about the active certificate name's current version to every channel taking
+ * event, once per dedup_key; detail: a JSON object as text, or "". */
+int cv_store_notify_cert_event(struct cv_store *store, const char *name, const char *event,
+			       const char *dedup_key, const char *detail, int64_t now,
+			       int64_t *ret_added);
 /* A message about something other than a certificate (token.unavailable...) to every
  * channel taking event, once per dedup_key. detail: a JSON object as text, or "". */
 int cv_store_notify_event(struct cv_store *store, const char *event, const char *dedup_key,

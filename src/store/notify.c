@@ -367,6 +367,73 @@ int cv_store_notify_scan(struct cv_store *store, const char *default_thresholds,
 	return r;
 }
 
+int cv_store_notify_crl_candidates(struct cv_store *store, char (**ret)[65], size_t *ret_n)
+{
+	struct store_conn *conn = store_borrow(store);
+	char (*all)[65] = NULL, (*grown)[65];
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *stmt;
+	int rc = SQLITE_DONE, r;
+
+	r = store_prepare(conn, "SELECT c.name FROM certificates c WHERE c.state = 1"
+			  " AND EXISTS (SELECT 1 FROM crls WHERE crls.issuer = c.issuer)"
+			  " AND EXISTS (SELECT 1 FROM notification_channels ch WHERE "
+			  SUBSCRIBED_SQL("'certificate.revoked'") ")"
+			  " AND NOT EXISTS (SELECT 1 FROM notification_outbox o WHERE o.dedup_key ="
+			  " 'revoked:' || c.id || ':' || c.version) ORDER BY c.name", &stmt);
+	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		grown = store_grow(all, &cap, n, sizeof(*all));
+		if (grown == NULL) {
+			r = CV_ERR_NOMEM;
+			break;
+		}
+		all = grown;
+		r = store_copy_text(stmt, 0, all[n], sizeof(all[n]));
+		if (r == 0)
+			n++;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = store_err(rc);
+	store_return(store, conn);
+	if (r < 0) {
+		free(all);
+		return r;
+	}
+	*ret = all;
+	*ret_n = n;
+	return 0;
+}
+
+int cv_store_notify_cert_event(struct cv_store *store, const char *name, const char *event,
+			       const char *dedup_key, const char *detail, int64_t now,
+			       int64_t *ret_added)
+{
+	static const char sql[] =
+		"INSERT OR IGNORE INTO notification_outbox (" OUTBOX_COLS ")"
+		" SELECT " DELIVERY_ID_SQL ", ch.id, ?3, ?2, c.name, c.version, -1,"
+		" json_object('event', ?2, 'occurred_at', " RFC3339_SQL("?4") ","
+		" 'certificate', " CERT_JSON_SQL("?4") ", 'detail', json(CASE WHEN ?5 = ''"
+		" THEN '{}' ELSE ?5 END), 'contacts', json(coalesce(n.contacts, '[]'))), ?4, ?4"
+		" FROM certificates c JOIN notification_channels ch ON " SUBSCRIBED_SQL("?2")
+		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
+		" WHERE c.name = ?1 AND c.state = 1";
+	struct store_conn *conn = store_borrow(store);
+	sqlite3_stmt *stmt;
+	int r;
+
+	r = store_prepare(conn, sql, &stmt);
+	if (r == 0 && (store_bind_text(stmt, 1, name) != SQLITE_OK ||
+		       store_bind_text(stmt, 2, event) != SQLITE_OK ||
+		       store_bind_text(stmt, 3, dedup_key) != SQLITE_OK ||
+		       sqlite3_bind_int64(stmt, 4, now) != SQLITE_OK ||
+		       store_bind_text(stmt, 5, detail) != SQLITE_OK))
+		r = CV_ERR_DB;
+	if (r == 0)
+		r = run_insert(conn, stmt, ret_added);
+	store_return(store, conn);
+	return r;
+}
+
 int cv_store_notify_event(struct cv_store *store, const char *event, const char *dedup_key,
 			  const char *detail, int64_t now, int64_t *ret_added)
 {

@@ -28,7 +28,8 @@
 const char *const cv_notify_events[] = {
 	"certificate.imported", "certificate.renewed",  "certificate.replaced",
 	"certificate.deleted",  "certificate.expiring", "certificate.expired",
-	"token.unavailable",    "token.available",      NULL,
+	"certificate.revoked",  "token.unavailable",    "token.available",
+	NULL,
 };
 
 #define SEAL_NONCE 12
@@ -951,6 +952,55 @@ static void token_watch(struct cv_notifier *nf, int64_t now)
 			      detail, now, &added);
 }
 
+/* A current version that a truststore CRL now lists as revoked is told, once per version:
+ * the CRLs are checked offline, so a scan costs no network and only certificates whose
+ * issuer has a CRL are read. */
+static void revocation_watch(struct cv_notifier *nf, int64_t now)
+{
+	char (*names)[65] = NULL, detail[512], dedup[96];
+	struct cv_cert_record *rec = NULL;
+	struct cv_errmsg err = { "" };
+	struct cv_revocation rev;
+	X509 *cert = NULL;
+	json_t *o;
+	char *text;
+	size_t n = 0, i;
+	int64_t added;
+
+	if (cv_store_notify_crl_candidates(nf->v->store, &names, &n) < 0)
+		return;
+	for (i = 0; i < n; i++) {
+		if (cv_store_cert_get(nf->v->store, names[i], &rec) < 0)
+			continue;
+		if (cv_x509_cert_from_der(rec->cert_der, rec->cert_der_len, &cert) == 0 &&
+		    vault_revocation_offline(nf->v, cert, rec->issuer, now, &rev, &err) == 1 &&
+		    rev.status == CV_REV_REVOKED) {
+			struct tm tm;
+			char when[32] = "";
+
+			if (gmtime_r(&rev.revoked_at, &tm) != NULL)
+				strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			o = json_pack("{s:s, s:s, s:s, s:s}", "source", rev.source, "reason",
+				      cv_x509_crl_reason_name(rev.reason), "detail", rev.detail,
+				      "revoked_at", when);
+			text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+			snprintf(detail, sizeof(detail), "%s",
+				 text != NULL && strlen(text) < sizeof(detail) ? text : "");
+			dump_free(text);
+			json_decref(o);
+			snprintf(dedup, sizeof(dedup), "revoked:%lld:%lld", (long long)rec->id,
+				 (long long)rec->version);
+			cv_store_notify_cert_event(nf->v->store, rec->name, "certificate.revoked",
+						   dedup, detail, now, &added);
+		}
+		X509_free(cert);
+		cert = NULL;
+		cv_store_cert_free(rec);
+		rec = NULL;
+	}
+	free(names);
+}
+
 static void tick(struct cv_notifier *nf)
 {
 	struct cv_notify_delivery *due = NULL;
@@ -978,6 +1028,7 @@ static void tick(struct cv_notifier *nf)
 		if (cv_store_notify_scan(nf->v->store, nf->s.thresholds, now, &added) < 0)
 			fprintf(stderr, "certvaultd: notifications: the expiry scan could not "
 				"write to the database\n");
+		revocation_watch(nf, now);
 		nf->next_scan = now + nf->s.scan_seconds;
 	}
 	token_watch(nf, now);

@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from harness import Certvaultd, Material, VaultTestCase
+from test_revocation import Ca
 
 # aiosmtpd 1.4 warns about its own internals at each login.
 warnings.filterwarnings("ignore", message="Session.login_data")
@@ -183,7 +184,7 @@ class Channels(VaultTestCase):
         secret = ch["secret"]
         self.assertRegex(secret, r"^whsec_[A-Za-z0-9+/]{43}=$")
         self.assertTrue(ch["has_secret"])
-        self.assertEqual(len(ch["events"]), 8)
+        self.assertEqual(len(ch["events"]), 9)
         st, _, got = v.request("GET", "/v1/notifications/channels/" + ch["id"])
         self.assertEqual(st, 200, got)
         self.assertNotIn("secret", got)
@@ -555,6 +556,49 @@ class TokenEvents(VaultTestCase):
         self.assertEqual(down["detail"]["token"], v.label)
         self.assertTrue(down["detail"]["error"])
         self.assertEqual(back["detail"], {"token": v.label, "error": None})
+
+
+class Revocations(VaultTestCase):
+    """A current certificate that a CRL added to the truststore lists as revoked is told of
+    once (the scan checks the truststore's CRLs, offline)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.receiver = Receiver()
+        cls.settings = dict(SETTINGS)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.receiver.close()
+        super().tearDownClass()
+
+    def test_revocation_found(self):
+        v, rx = self.vault, self.receiver
+        ca = Ca(os.path.join(self.tmp, "ca"), "Notify")
+        kept, lost = ca.leaf("kept"), ca.leaf("lost")
+        st, _, body = v.request("POST", "/v1/truststore", {"alias": "notify-inter",
+                                                           "certificate": ca.inter})
+        self.assertEqual(st, 201, body)
+        for leaf in (kept, lost):
+            st, _, body = v.request("POST", "/v1/certificates", leaf.body(name=leaf.name))
+            self.assertEqual(st, 201, body)
+        st, _, hook = v.request("POST", "/v1/notifications/channels",
+                                {"name": "rev", "kind": "webhook", "url": rx.url,
+                                 "events": ["certificate.revoked"]})
+        self.assertEqual(st, 201, hook)
+        ca.revoke(lost)
+        st, _, body = v.request("POST", "/v1/truststore/crls", {"crl": ca.crl()})
+        self.assertEqual(st, 201, body)
+        wait_for(rx.messages, 20, "certificate.revoked")
+        time.sleep(2.5)
+        [m] = rx.messages()
+        self.assertEqual(m["event"], "certificate.revoked")
+        self.assertEqual(m["certificate"]["name"], "lost")
+        self.assertEqual(m["detail"]["reason"], "keyCompromise")
+        self.assertEqual(m["detail"]["source"], "crl:CN=Notify Issuing CA")
+        with rx.lock:
+            self.assertEqual(len(rx.requests), 1)
 
 
 class Restarts(unittest.TestCase):
