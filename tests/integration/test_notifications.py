@@ -558,6 +558,43 @@ class TokenEvents(VaultTestCase):
         self.assertEqual(back["detail"], {"token": v.label, "error": None})
 
 
+class Policy(VaultTestCase):
+    """Without notifications.allow_networks a webhook on loopback is never connected to (the
+    address policy, as for fetches): each attempt fails saying why, and after
+    notifications.max_attempts the delivery is given up."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.receiver = Receiver()
+        cls.settings = {"CERTVAULT_NOTIFICATIONS_RETRY_BASE_SECONDS": "1",
+                        "CERTVAULT_NOTIFICATIONS_MAX_ATTEMPTS": "2"}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.receiver.close()
+        super().tearDownClass()
+
+    def test_loopback_refused_then_given_up(self):
+        v, rx = self.vault, self.receiver
+        st, _, hook = v.request("POST", "/v1/notifications/channels",
+                                {"name": "inside", "kind": "webhook", "url": rx.url,
+                                 "events": ["certificate.imported"]})
+        self.assertEqual(st, 201, hook)
+        self.assertEqual(v.import_cert("p", self.material("p", san="p.example"))[0], 201)
+
+        def failed():
+            st, _, log = v.request("GET", "/v1/notifications/deliveries?state=failed")
+            return log["items"]
+        [d] = wait_for(failed, 20, "the delivery to be given up")
+        self.assertEqual(d["attempt_count"], 2)
+        self.assertEqual([a["outcome"] for a in d["attempts"]], ["failed", "failed"])
+        self.assertIn("loopback", d["attempts"][0]["detail"])
+        self.assertIn("loopback", d["last_error"])
+        self.assertIsNone(d["next_attempt_at"])
+        self.assertEqual(rx.requests, [])
+
+
 class Revocations(VaultTestCase):
     """A current certificate that a CRL added to the truststore lists as revoked is told of
     once (the scan checks the truststore's CRLs, offline)."""

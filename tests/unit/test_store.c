@@ -3472,6 +3472,18 @@ static void test_notify_attempts(void **state)
 	assert_int_equal(cv_store_notify_due(store, NOW + 999, 10, &due, &n), 0);
 	assert_int_equal(n, 0);
 	free(due);
+	/* A channel deleted while a delivery waits: it ends failed, and the log keeps it. */
+	assert_int_equal(cv_store_notify_event(store, "token.unavailable", "token:x:3", "",
+					       NOW, &added), 0);
+	assert_int_equal(added, 1);
+	assert_int_equal(cv_store_notify_channel_delete(store, "ch_t", NULL), 0);
+	assert_int_equal(cv_store_notify_channel_delete(store, "ch_t", NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_notify_due(store, NOW + 999, 10, &due, &n), 0);
+	assert_int_equal(n, 0);
+	free(due);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE state = 2"
+				       " AND last_error = 'the channel was deleted'"), 1);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox"), 2);
 }
 
 int main(void)
