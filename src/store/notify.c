@@ -63,6 +63,7 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id";
 	char dedup[48];
 	const char *event = NULL;
+	struct store_conn *conn = NULL;
 	sqlite3_stmt *stmt = NULL;
 	size_t i;
 	int rc;
@@ -75,7 +76,13 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 	if (event == NULL)
 		return 0;
 	snprintf(dedup, sizeof(dedup), "audit:%lld", (long long)seq);
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	/* Every import comes here: on a pooled connection the statement stays prepared. */
+	if (store_current_conn != NULL && store_current_conn->db == db) {
+		conn = store_current_conn;
+		rc = store_prepare(conn, sql, &stmt) == 0 ? SQLITE_OK : SQLITE_ERROR;
+	} else {
+		rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	}
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, dedup);
 	if (rc == SQLITE_OK)
@@ -90,7 +97,8 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 		rc = sqlite3_bind_int(stmt, 6, strcmp(entry->action, "certificate.merge") == 0);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(stmt);
-	sqlite3_finalize(stmt);
+	if (conn == NULL)
+		sqlite3_finalize(stmt);
 	return rc == SQLITE_DONE ? 0 : store_err(rc);
 }
 

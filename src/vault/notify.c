@@ -815,13 +815,14 @@ static void mail_subject(const struct cv_notify_delivery *d, json_t *payload, ch
 }
 
 static int send_email(struct cv_notifier *nf, const struct cv_notify_channel *ch,
-		      const struct cv_notify_delivery *d, json_t *payload, const char *body,
-		      int64_t now, struct cv_errmsg *err)
+		      const struct cv_notify_delivery *d, json_t *payload, int64_t now,
+		      struct cv_errmsg *err)
 {
 	const char *rcpt[CV_NOTIFY_RECIPIENTS_MAX + CV_NOTIFY_CONTACTS_MAX];
 	size_t n_rcpt = 0, i, off = 0, cap;
 	json_t *to = json_loads(ch->mail_to, 0, NULL);
-	char subject[200], date[64], *msg = NULL, *password = NULL;
+	char subject[200], date[64], *msg = NULL, *password = NULL, *pretty = NULL;
+	size_t lines;
 	time_t t = (time_t)now;
 	struct tm tm;
 	int r;
@@ -832,9 +833,18 @@ static int send_email(struct cv_notifier *nf, const struct cv_notify_channel *ch
 	add_recipients(json_object_get(payload, "contacts"), rcpt, &n_rcpt,
 		       sizeof(rcpt) / sizeof(rcpt[0]));
 	mail_subject(d, payload, subject, sizeof(subject));
+	/* The body as indented JSON, one member a line with CRLF ends: SMTP lines stay far
+	 * below RFC 5322's 998 characters, which one compact line could pass. */
+	pretty = json_dumps(payload, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (pretty == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0, lines = 0; pretty[i] != '\0'; i++)
+		lines += pretty[i] == '\n';
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	cap = strlen(body) + 4096;
+	cap = strlen(pretty) + lines + 4096;
 	msg = malloc(cap);
 	if (msg == NULL) {
 		r = CV_ERR_NOMEM;
@@ -851,9 +861,20 @@ static int send_email(struct cv_notifier *nf, const struct cv_notify_channel *ch
 					"X-Certvault-Delivery-Id: %s\r\nX-Certvault-Event: %s\r\n"
 					"MIME-Version: 1.0\r\n"
 					"Content-Type: text/plain; charset=utf-8\r\n"
-					"Content-Transfer-Encoding: 8bit\r\n\r\n%s\r\n\r\n%s\r\n",
+					"Content-Transfer-Encoding: 8bit\r\n\r\n%s\r\n\r\n",
 					subject, date, d->delivery_id, d->delivery_id, d->event,
-					subject + strlen("[certvault] "), body);
+					subject + strlen("[certvault] "));
+	for (i = 0; pretty[i] != '\0' && off + 3 < cap; i++) {
+		if (pretty[i] == '\n')
+			msg[off++] = '\r';
+		msg[off++] = pretty[i];
+	}
+	if (off + 3 < cap) {
+		memcpy(msg + off, "\r\n", 3);
+		off += 2;
+	} else {
+		off = cap;
+	}
 	if (off >= cap) {
 		r = cv_errmsg_set(err, CV_ERR_INTERNAL, "the message is too long");
 		goto out;
@@ -867,6 +888,7 @@ static int send_email(struct cv_notifier *nf, const struct cv_notify_channel *ch
 			     n_rcpt, msg, off, nf->s.timeout_ms, err);
 out:
 	OPENSSL_clear_free(password, password != NULL ? 257 : 0);
+	dump_free(pretty);
 	free(msg);
 	json_decref(to);
 	return r;
@@ -900,7 +922,7 @@ static void deliver(struct cv_notifier *nf, const struct cv_notify_delivery *d, 
 	} else if (strcmp(ch.kind, "webhook") == 0) {
 		r = send_webhook(nf, &ch, d, body, now, &err);
 	} else {
-		r = send_email(nf, &ch, d, payload, body, now, &err);
+		r = send_email(nf, &ch, d, payload, now, &err);
 	}
 	now = (int64_t)time(NULL);
 	if (r == 0) {

@@ -422,6 +422,9 @@ class Deliveries(VaultTestCase):
         self.assertIn(("certvault", "smtp-pass-123"), sink.logins)
         for [(rcpt, text)] in mails.values():
             self.assertIn("ops@example.com", rcpt)
+            self.assertLess(max(len(line) for line in text.split("\r\n")), 998)
+            body = text.split("\r\n\r\n", 2)[2]
+            self.assertRegex(json.loads(body)["id"], r"^dlv_[0-9a-f]{32}$")
             if "day expires in 1" in text:
                 self.assertIn("owner@example.com", rcpt)
         # The log: every delivery delivered at its first attempt; filters.
