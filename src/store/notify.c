@@ -37,36 +37,43 @@
 static const struct {
 	const char *action;
 	const char *event;
+	int version;   /* the event is a new current version (else: once per audit record) */
 } change_events[] = {
-	{ "certificate.import", "certificate.imported" },
-	{ "certificate.merge", "certificate.imported" },
-	{ "certificate.renew", "certificate.renewed" },
-	{ "certificate.replace", "certificate.replaced" },
-	{ "certificate.delete", "certificate.deleted" },
+	{ "certificate.import", "certificate.imported", 1 },
+	{ "certificate.generate", "certificate.imported", 1 }, /* self-signed: current at once */
+	{ "certificate.merge", "certificate.imported", 1 },
+	{ "certificate.renew", "certificate.renewed", 1 },
+	{ "certificate.replace", "certificate.replaced", 1 },
+	{ "certificate.delete", "certificate.deleted", 0 },
 };
 
 int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64_t seq)
 {
 	static const char sql[] =
 		"INSERT OR IGNORE INTO notification_outbox (" OUTBOX_COLS ")"
-		" SELECT " DELIVERY_ID_SQL ", ch.id, ?1, ev.event, coalesce(c.name, ?3),"
+		" SELECT " DELIVERY_ID_SQL ", ch.id, CASE WHEN ?7 = 1 THEN 'version:' || c.id || ':'"
+		" || c.version ELSE ?1 END, ev.event, coalesce(c.name, ?3),"
 		" coalesce(c.version, 0), -1,"
 		" json_object('event', ev.event, 'occurred_at', " RFC3339_SQL("?4") ","
 		" 'actor', ?5, 'certificate', CASE WHEN c.id IS NULL THEN json_object('name', ?3)"
 		" ELSE " CERT_JSON_SQL("?4") " END, 'contacts', json(coalesce(n.contacts, '[]'))),"
 		" ?4, ?4"
 		" FROM (SELECT CASE WHEN ?2 = 'certificate.imported' AND coalesce((SELECT version"
-		" FROM certificates WHERE name = ?3 COLLATE NOCASE), 1) > 1 AND ?6 = 1 THEN 'certificate.renewed'"
-		" ELSE ?2 END AS event) ev"
+		" FROM certificates WHERE name = ?3 COLLATE NOCASE), 1) > 1 AND ?6 = 1"
+		" THEN 'certificate.renewed' ELSE ?2 END AS event) ev"
 		" JOIN notification_channels ch ON " SUBSCRIBED_SQL("ev.event")
 		" LEFT JOIN certificates c ON c.name = ?3 COLLATE NOCASE"
-		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id";
+		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
+		/* A change that makes a version current tells of it once, and only when it did:
+		 * a generated key's CSR (pending, for a new certificate or a renewal) is no new
+		 * version yet; its merge is. */
+		" WHERE ?7 = 0 OR (c.state = 1 AND c.current_since = ?4)";
 	char dedup[48];
 	const char *event = NULL;
 	struct store_conn *conn = NULL;
 	sqlite3_stmt *stmt = NULL;
 	size_t i;
-	int rc;
+	int rc, version = 0;
 
 	if (entry == NULL || !entry->ok)
 		return 0;
@@ -75,6 +82,9 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 			event = change_events[i].event;
 	if (event == NULL)
 		return 0;
+	for (i = 0; i < sizeof(change_events) / sizeof(change_events[0]); i++)
+		if (strcmp(entry->action, change_events[i].action) == 0)
+			version = change_events[i].version;
 	snprintf(dedup, sizeof(dedup), "audit:%lld", (long long)seq);
 	/* Every import comes here: on a pooled connection the statement stays prepared. */
 	if (store_current_conn != NULL && store_current_conn->db == db) {
@@ -95,6 +105,8 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 		rc = store_bind_text(stmt, 5, entry->actor_name);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int(stmt, 6, strcmp(entry->action, "certificate.merge") == 0);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 7, version);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(stmt);
 	if (conn == NULL)

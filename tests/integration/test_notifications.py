@@ -19,8 +19,8 @@ import sqlite3
 import tempfile
 import threading
 import time
+import logging
 import unittest
-import warnings
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
@@ -28,8 +28,8 @@ from aiosmtpd.smtp import AuthResult
 from harness import Certvaultd, Material, VaultTestCase
 from test_revocation import Ca
 
-# aiosmtpd 1.4 warns about its own internals at each login.
-warnings.filterwarnings("ignore", message="Session.login_data")
+# aiosmtpd 1.4 logs a warning about its own internals at each login.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 SECRET = "a-shared-secret-of-32-bytes-long"
 
@@ -473,6 +473,31 @@ class Deliveries(VaultTestCase):
         self.assertEqual(sorted(new), sorted([("certificate.renewed", "far", 2),
                                               ("certificate.replaced", "far", 3),
                                               ("certificate.deleted", "soon", 1)]))
+
+
+    def test_generated_keys(self):
+        """A self-signed certificate born in the token is an import; a renewal's CSR is no
+        new version (nothing told), nor is its cancel."""
+        v, rx = self.vault, self.receiver
+
+        def gen():
+            return [(m["event"], m["certificate"]["version"]) for m in rx.messages()
+                    if m["certificate"]["name"] == "gen"]
+        spec = {"key": "p256", "subject": "CN=gen.example.com", "dns_names": ["gen.example.com"]}
+        st, _, body = v.request("POST", "/v1/certificates",
+                                {"name": "gen", "generate": dict(spec, self_signed=True,
+                                                                 days=90)})
+        self.assertEqual(st, 201, body)
+        wait_for(gen, 20, "the generated certificate's message")
+        st, _, _ = v.request("PUT", "/v1/services/gensvc", {"environment": "production",
+                                                            "domains": ["gen.example.com"]})
+        self.assertEqual(v.request("PUT", "/v1/services/gensvc/certificate",
+                                   {"certificate": "gen"})[0], 200)
+        st, _, body = v.request("POST", "/v1/certificates/gen/renew", {"generate": spec})
+        self.assertEqual(st, 201, body)
+        self.assertEqual(v.request("DELETE", "/v1/certificates/gen/pending")[0], 200)
+        time.sleep(2.5)
+        self.assertEqual(gen(), [("certificate.imported", 1)])
 
 
 class Retries(VaultTestCase):
