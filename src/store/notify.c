@@ -65,9 +65,11 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 		" LEFT JOIN certificates c ON c.name = ?3 COLLATE NOCASE"
 		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
 		/* A change that makes a version current tells of it once, and only when it did:
-		 * a generated key's CSR (pending, for a new certificate or a renewal) is no new
-		 * version yet; its merge is. */
-		" WHERE ?7 = 0 OR (c.state = 1 AND c.current_since = ?4)";
+		 * a generated key's CSR (pending, for a new certificate: no row yet; or for a
+		 * renewal, which leaves a pending row naming the certificate) is no new version;
+		 * its merge, which removes the pending row, is. */
+		" WHERE ?7 = 0 OR (c.state = 1 AND NOT EXISTS (SELECT 1 FROM pending_certificates p"
+		" WHERE p.cert_id = c.id))";
 	char dedup[48];
 	const char *event = NULL;
 	struct store_conn *conn = NULL;
