@@ -91,6 +91,7 @@ struct cv_notify_settings {
 	const char *password_dir;
 	char node[65];               /* this node in the lease */
 	struct cv_net_policy net;    /* where webhooks and SMTP servers may be reached */
+	void (*log)(const char *line); /* certvaultd's log (a line without its end); NULL: none */
 };
 struct cv_notifier;
 /* Starts the notifier thread: it takes the lease, marks attempts a previous run left

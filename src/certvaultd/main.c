@@ -235,6 +235,12 @@ static int net_policy(const char *networks, const char *ports, const char *secti
 	return 0;
 }
 
+/* The notifier's lines in the log. */
+static void notify_log(const char *line)
+{
+	fprintf(stderr, "certvaultd: %s\n", line);
+}
+
 /* The notifier's settings from the configuration, checked before anything starts. */
 static int notify_settings(const struct cv_config *cfg, struct cv_notify_settings *ret,
 			   struct cv_errmsg *err)
@@ -253,6 +259,7 @@ static int notify_settings(const struct cv_config *cfg, struct cv_notify_setting
 	ret->lease_seconds = cfg->notify_lease_seconds;
 	ret->timeout_ms = (int)cfg->notify_timeout_ms;
 	ret->password_dir = cfg->notify_password_dir;
+	ret->log = notify_log;
 	if (cfg->notify_node[0] != '\0')
 		snprintf(ret->node, sizeof(ret->node), "%s", cfg->notify_node);
 	else if (gethostname(ret->node, sizeof(ret->node) - 1) < 0)

@@ -7,6 +7,7 @@
  * nonce, ciphertext and tag; someone with the database file alone learns nothing, and the
  * secret is unsealed only in the notifier, for one signature, then wiped. */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -408,6 +409,14 @@ int cv_vault_notify_channel_create(struct cv_vault *v, struct cv_audit *audit,
 				 req->password_file);
 		}
 	}
+	/* Before the token is asked to seal anything (its key is made on first use): a taken
+	 * name changes nothing anywhere. The insert's unique key still decides a race. */
+	r = cv_store_notify_channel_get(v->store, req->name, ret);
+	if (r == 0)
+		return cv_errmsg_set(err, CV_ERR_NAME_TAKEN, "a channel named %s exists",
+				     req->name);
+	if (r != CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "the database could not be read");
 	if (RAND_bytes(idb, sizeof(idb)) != 1)
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "no random bytes");
 	memcpy(ch.id, "ch_", 3);
@@ -703,6 +712,21 @@ static void secrets_wipe(struct cv_notifier *nf)
 	nf->n_secrets = 0;
 }
 
+/* Tells certvaultd's log, when it gave the notifier one. */
+__attribute__((format(printf, 2, 3))) static void say(struct cv_notifier *nf, const char *fmt,
+						      ...)
+{
+	char line[512];
+	va_list ap;
+
+	if (nf->s.log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	nf->s.log(line);
+}
+
 /* The webhook's HMAC key: a Standard Webhooks secret ("whsec_" and base64) is its decoded
  * bytes, any other secret its bytes as given. */
 static int webhook_sign(const char *secret, size_t secret_len, const char *id, const char *ts,
@@ -937,6 +961,10 @@ static void deliver(struct cv_notifier *nf, const struct cv_notify_delivery *d, 
 			wait = nf->s.retry_max_seconds;
 		state = n >= nf->s.max_attempts ? CV_DELIVERY_FAILED : CV_DELIVERY_PENDING;
 		next = now + wait;
+		say(nf, "notifications: %s to channel %s, attempt %lld failed%s: %s",
+		    d->delivery_id, ch.name[0] ? ch.name : d->channel_id, (long long)n,
+		    state == CV_DELIVERY_FAILED ? ", given up" : "",
+		    err.text[0] ? err.text : cv_strerror(r));
 		cv_store_notify_attempt_end(nf->v->store, d->id, n, now, "failed",
 					    err.text[0] ? err.text : cv_strerror(r), state, next);
 	}
@@ -1039,8 +1067,8 @@ static void tick(struct cv_notifier *nf)
 		/* Newly the sender: what a sender before left half-done is due again now. */
 		cv_store_notify_interrupted(nf->v->store, now, &n_int);
 		if (n_int > 0)
-			fprintf(stderr, "certvaultd: notifications: %lld attempt(s) interrupted by a "
-				"stop are sent again with their delivery ids\n", (long long)n_int);
+			say(nf, "notifications: %lld attempt(s) interrupted by a stop are sent again"
+			    " with their delivery ids", (long long)n_int);
 		nf->held = 1;
 		nf->next_scan = now;
 	}
@@ -1048,8 +1076,7 @@ static void tick(struct cv_notifier *nf)
 		if (nf->token_up != 0)
 			secrets_warm(nf);
 		if (cv_store_notify_scan(nf->v->store, nf->s.thresholds, now, &added) < 0)
-			fprintf(stderr, "certvaultd: notifications: the expiry scan could not "
-				"write to the database\n");
+			say(nf, "notifications: the expiry scan could not write to the database");
 		revocation_watch(nf, now);
 		nf->next_scan = now + nf->s.scan_seconds;
 	}
