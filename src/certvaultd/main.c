@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -260,10 +259,8 @@ static int notify_settings(const struct cv_config *cfg, struct cv_notify_setting
 	ret->timeout_ms = (int)cfg->notify_timeout_ms;
 	ret->password_dir = cfg->notify_password_dir;
 	ret->log = notify_log;
-	if (cfg->notify_node[0] != '\0')
-		snprintf(ret->node, sizeof(ret->node), "%s", cfg->notify_node);
-	else if (gethostname(ret->node, sizeof(ret->node) - 1) < 0)
-		snprintf(ret->node, sizeof(ret->node), "certvaultd");
+	/* The lease names the node as health does (server.node_name, the host name by default). */
+	snprintf(ret->node, sizeof(ret->node), "%s", cfg->node_name);
 	return net_policy(cfg->notify_allow_networks, cfg->notify_allow_ports, "notifications",
 			  &ret->net, err);
 }
