@@ -69,6 +69,17 @@ struct cv_config {
 					   builds only */
 	int64_t session_idle_timeout; /* console.session_idle_timeout, seconds without a request */
 	int64_t session_lifetime;  /* console.session_lifetime, seconds at most */
+	/* Notifications (issue 18 part 1): [notifications] */
+	char *notify_thresholds;   /* thresholds: days before expiry, "30,14,7,1,0" */
+	int64_t notify_scan_seconds;   /* scan_seconds: the expiry scan's interval */
+	int64_t notify_retry_base_seconds;
+	int64_t notify_retry_max_seconds;
+	int64_t notify_max_attempts;
+	int64_t notify_timeout_ms;
+	int64_t notify_lease_seconds;
+	char *notify_password_dir; /* password_dir: where SMTP password files are */
+	char *notify_allow_networks;
+	char *notify_allow_ports;
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

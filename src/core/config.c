@@ -169,6 +169,32 @@ static const struct setting settings[] = {
 	  "seconds a console session lasts without a request (kept to within a minute)" },
 	{ "console", "session_lifetime", K_INT, OFF(session_lifetime), "43200", 300, 2592000,
 	  "seconds a console session lasts at most, however busy" },
+	{ "notifications", "thresholds", K_STR, OFF(notify_thresholds), "30,14,7,1,0", 0, 0,
+	  "days before a certificate's end at which channels are told (0: it has expired);"
+	  " a certificate's own thresholds replace these" },
+	{ "notifications", "scan_seconds", K_INT, OFF(notify_scan_seconds), "300", 1, 86400,
+	  "how often the expiry scan looks for thresholds crossed (also at every start)" },
+	{ "notifications", "retry_base_seconds", K_INT, OFF(notify_retry_base_seconds), "30", 1,
+	  86400, "the wait before a failed delivery's first retry, doubled at each retry" },
+	{ "notifications", "retry_max_seconds", K_INT, OFF(notify_retry_max_seconds), "3600", 1,
+	  604800, "the longest wait between two attempts of a delivery" },
+	{ "notifications", "max_attempts", K_INT, OFF(notify_max_attempts), "12", 1, 1000,
+	  "attempts of a delivery before it is given up (state failed)" },
+	{ "notifications", "timeout_ms", K_INT, OFF(notify_timeout_ms), "10000", 100, 120000,
+	  "milliseconds one delivery attempt (webhook POST, SMTP exchange) may take" },
+	{ "notifications", "lease_seconds", K_INT, OFF(notify_lease_seconds), "30", 2, 3600,
+	  "how long the node that sends holds its lease in the database without renewing it"
+	  " (another node takes over after it)" },
+	{ "notifications", "password_dir", K_STR, OFF(notify_password_dir),
+	  "/etc/certvault/notify", 0, 0,
+	  "the directory whose files (mode 0600) hold email channels' SMTP passwords; a"
+	  " channel names a file in it, never a path elsewhere" },
+	{ "notifications", "allow_networks", K_STR, OFF(notify_allow_networks), "", 0, 0,
+	  "networks (CIDR, comma-separated) webhooks and SMTP servers may be reached on, on any"
+	  " port, besides public addresses: internal receivers must be named here" },
+	{ "notifications", "allow_ports", K_STR, OFF(notify_allow_ports), "", 0, 0,
+	  "ports (comma-separated) webhooks and SMTP servers may use on public addresses besides"
+	  " 80, 443 (webhooks) and 25, 465, 587 (SMTP)" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -342,9 +342,69 @@ static const char *const migrations[] = {
 	"ALTER TABLE certificates ADD COLUMN deleted_by TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE certificates ADD COLUMN deleted_jwks TEXT NOT NULL DEFAULT '';"
 	"CREATE INDEX certificates_held_purge ON certificates(purge_after) WHERE held = 1;",
+	/* 11 -> 12: notifications (issue 18 part 1). Channels are where messages go; a webhook's
+	 * HMAC secret is kept sealed (AES-256-GCM under a key derived in the token), never in
+	 * clear. The outbox is written in the transaction of the change it tells of (next to
+	 * its audit record) or by the expiry scan; UNIQUE (channel_id, dedup_key) makes it one
+	 * message per (certificate version, threshold, channel) and per change, whoever writes
+	 * it and however often. A delivery keeps its id across retries and restarts: the
+	 * receiver's idempotency key. Rows outlive their channel (the log stays readable), so
+	 * no foreign key ties them to it. The lease names the one node that scans and sends. */
+	"CREATE TABLE notification_channels ("
+	" id TEXT PRIMARY KEY,"
+	" name TEXT NOT NULL UNIQUE COLLATE NOCASE,"
+	" kind TEXT NOT NULL CHECK (kind IN ('webhook', 'email')),"
+	" url TEXT NOT NULL,"
+	" mail_from TEXT NOT NULL DEFAULT '',"
+	" mail_to TEXT NOT NULL DEFAULT '[]',"
+	" username TEXT NOT NULL DEFAULT '',"
+	" password_file TEXT NOT NULL DEFAULT '',"
+	" secret_sealed BLOB,"
+	" events TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL,"
+	" created_by TEXT NOT NULL DEFAULT ''"
+	") STRICT;"
+	"CREATE TABLE certificate_notifications ("
+	" cert_id INTEGER PRIMARY KEY REFERENCES certificates(id) ON DELETE CASCADE,"
+	" thresholds TEXT NOT NULL DEFAULT '',"
+	" contacts TEXT NOT NULL DEFAULT '[]'"
+	") STRICT;"
+	"CREATE TABLE notification_outbox ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" delivery_id TEXT NOT NULL UNIQUE,"
+	" channel_id TEXT NOT NULL,"
+	" dedup_key TEXT NOT NULL,"
+	" event TEXT NOT NULL,"
+	" certificate TEXT NOT NULL DEFAULT '',"
+	" cert_version INTEGER NOT NULL DEFAULT 0,"
+	" threshold INTEGER NOT NULL DEFAULT -1,"
+	" payload TEXT NOT NULL,"
+	" state INTEGER NOT NULL DEFAULT 0 CHECK (state IN (0, 1, 2)),"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" next_attempt_at INTEGER NOT NULL,"
+	" created_at INTEGER NOT NULL,"
+	" delivered_at INTEGER NOT NULL DEFAULT 0,"
+	" last_error TEXT NOT NULL DEFAULT '',"
+	" UNIQUE (channel_id, dedup_key)"
+	") STRICT;"
+	"CREATE INDEX notification_outbox_due ON notification_outbox(state, next_attempt_at);"
+	"CREATE TABLE notification_attempts ("
+	" outbox_id INTEGER NOT NULL REFERENCES notification_outbox(id) ON DELETE CASCADE,"
+	" n INTEGER NOT NULL,"
+	" started_at INTEGER NOT NULL,"
+	" finished_at INTEGER NOT NULL DEFAULT 0,"
+	" outcome TEXT NOT NULL,"
+	" detail TEXT NOT NULL DEFAULT '',"
+	" PRIMARY KEY (outbox_id, n)"
+	") STRICT, WITHOUT ROWID;"
+	"CREATE TABLE leases ("
+	" name TEXT PRIMARY KEY,"
+	" holder TEXT NOT NULL,"
+	" expires_at INTEGER NOT NULL"
+	") STRICT;",
 	/* The names step stays the last one: test_input replays it on a database rolled back one
 	 * step, as an older release left it. New steps go before it (and renumber it). */
-	/* 11 -> 12: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
+	/* 12 -> 13: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
 	 * to a reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two

@@ -157,6 +157,10 @@ int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_r
 /* Appends an audit record inside the caller's write transaction (entry may be NULL: then
  * nothing). 0 or CV_ERR_DB: the caller then rolls its change back with it. */
 int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry);
+/* notify.c: the outbox rows of the change entry records (record seq), when it is one that
+ * channels are told of (an import, renew, replace, delete done); on the caller's transaction.
+ * 0 or CV_ERR_DB. */
+int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64_t seq);
 /* Rewrites, from their DER, the distinguished names of the rows listed in the table
  * dn_refresh (an older release escaped UTF-8), then drops it; nothing when it is absent.
  * One transaction. 0 or CV_ERR_DB. */
