@@ -44,7 +44,7 @@ static int group_teardown(void **state)
 }
 
 static const struct cv_audit_settings settings = {
-	"vault-test-hmac", 1, 60, 60, 3,
+	"vault-test-hmac", 1, 60, 60, 3, 60,
 };
 
 static void open_all(struct fixture *fx, const char *db, struct cv_audit_key_report *rep)
