@@ -57,6 +57,23 @@ void cv_vault_sign_counts(void (*fn)(const char *alg, int outcome, uint64_t n, v
 	}
 }
 
+/* The certificate's row alone, with vault_lookup's messages: a signature needs neither its
+ * services nor its domains. */
+static int lookup_row(struct cv_vault *v, const char *name, struct cv_cert_record **ret_rec,
+		      struct cv_errmsg *err)
+{
+	int r = vault_check_name(name, err);
+
+	if (r < 0)
+		return r;
+	r = cv_store_cert_get_row(v->store, name, ret_rec);
+	if (r == CV_ERR_NOT_FOUND)
+		return cv_errmsg_set(err, r, "no certificate named %s", name);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
 /* The key that signs: one version of a certificate. */
 struct signer {
 	uint8_t key_id[CV_TOKEN_ID_LEN];
@@ -70,6 +87,42 @@ static void signer_release(struct signer *s)
 {
 	EVP_PKEY_free(s->pub);
 	memset(s, 0, sizeof(*s));
+}
+
+/* The public key of the certificate with this fingerprint from the vault's cache (a new
+ * reference), or NULL. */
+static EVP_PKEY *pubkey_cached(struct cv_vault *v, const char *fingerprint)
+{
+	struct vault_pubkey_cache *c = v->caches != NULL ? &v->caches->pubkeys : NULL;
+	EVP_PKEY *pkey = NULL;
+	size_t i;
+
+	if (c == NULL || fingerprint[0] == '\0')
+		return NULL;
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < VAULT_PUBKEYS; i++)
+		if (c->slots[i].pkey != NULL && strcmp(c->slots[i].fingerprint, fingerprint) == 0) {
+			if (EVP_PKEY_up_ref(c->slots[i].pkey) == 1)
+				pkey = c->slots[i].pkey;
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
+	return pkey;
+}
+
+static void pubkey_keep(struct cv_vault *v, const char *fingerprint, EVP_PKEY *pkey)
+{
+	struct vault_pubkey_cache *c = v->caches != NULL ? &v->caches->pubkeys : NULL;
+	size_t i;
+
+	if (c == NULL || fingerprint[0] == '\0' || EVP_PKEY_up_ref(pkey) != 1)
+		return;
+	pthread_mutex_lock(&c->lock);
+	i = c->next++ % VAULT_PUBKEYS;
+	EVP_PKEY_free(c->slots[i].pkey);
+	snprintf(c->slots[i].fingerprint, sizeof(c->slots[i].fingerprint), "%s", fingerprint);
+	c->slots[i].pkey = pkey;
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* The key of version (0: the current one) of rec, checked usable at now. */
@@ -149,15 +202,20 @@ static int signer_of(struct cv_vault *v, const struct cv_cert_record *rec, int64
 				  rec->name);
 		goto out;
 	}
-	r = cv_x509_cert_from_der(use_der, use_len, &cert);
-	if (r < 0) {
-		cv_errmsg_set(err, r, "the stored certificate cannot be read");
-		goto out;
-	}
-	ret->pub = X509_get_pubkey(cert);
+	ret->pub = pubkey_cached(v, ret->fingerprint);
 	if (ret->pub == NULL) {
-		r = cv_errmsg_set(err, CV_ERR_UNSUPPORTED_KEY, "the certificate's key cannot be read");
-		goto out;
+		r = cv_x509_cert_from_der(use_der, use_len, &cert);
+		if (r < 0) {
+			cv_errmsg_set(err, r, "the stored certificate cannot be read");
+			goto out;
+		}
+		ret->pub = X509_get_pubkey(cert);
+		if (ret->pub == NULL) {
+			r = cv_errmsg_set(err, CV_ERR_UNSUPPORTED_KEY, "the certificate's key cannot "
+					  "be read");
+			goto out;
+		}
+		pubkey_keep(v, ret->fingerprint, ret->pub);
 	}
 	r = 0;
 out:
@@ -310,7 +368,7 @@ int cv_vault_cert_sign(struct cv_vault *v, struct cv_audit *audit, const char *n
 				  "send its digest", CV_SIGN_MESSAGE_MAX);
 		goto out;
 	}
-	r = vault_lookup(v, name, &rec, err);
+	r = lookup_row(v, name, &rec, err);
 	if (r < 0)
 		goto out;
 	vault_audit_target(audit, rec->name);
@@ -429,7 +487,7 @@ int cv_vault_jwk_sign(struct cv_vault *v, struct cv_audit *audit, const char *ki
 				  jrec->superseded_by);
 		goto out;
 	}
-	r = vault_lookup(v, jrec->cert_name, &rec, err);
+	r = lookup_row(v, jrec->cert_name, &rec, err);
 	if (r < 0)
 		goto out;
 	r = signer_of(v, rec, jrec->cert_version, now, &s, err);
