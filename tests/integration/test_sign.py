@@ -211,6 +211,28 @@ class SignTest(VaultTestCase):
         self.assertError(self.sign("sg-gone", {"algorithm": "ES256", "digest": d32}), 404,
                          "not_found")
 
+    def test_keys_generated_in_the_token_sign(self):
+        # Keys born in the token (issue 13) are sign-only too: CKA_SIGN true, and it works.
+        for key, alg in (("p384", "ES384"), ("ed25519", "EdDSA")):
+            name = "sg-gen-" + key
+            st, _, body = self.vault.request("POST", "/v1/certificates", {
+                "name": name, "generate": {"key": key, "subject": "CN=%s.example.com" % name,
+                                           "dns_names": [name + ".example.com"],
+                                           "self_signed": True, "days": 30}})
+            self.assertEqual(st, 201, body)
+            st, _, pem = self.vault.request("GET", "/v1/certificates/%s/export?format="
+                                            "public-key" % name)
+            self.assertEqual(st, 200)
+            pub = self.write(name + ".pub", pem)
+            msg = b"born in the token"
+            body = {"algorithm": alg, "message": b64(msg)}
+            st, _, out = self.sign(name, body)
+            self.assertEqual(st, 200, out)
+            sig = base64.b64decode(out["signature"])
+            if alg.startswith("ES"):
+                sig = rs_to_der(sig)
+            self.assertTrue(self.openssl_verifies(pub, alg, msg, sig), key)
+
     def test_a_superseded_version_signs_when_named(self):
         m1 = self.material("sg-ver1", san="sg-ver.example.com")
         m2 = self.material("sg-ver2", key="rsa2048", san="sg-ver.example.com")
