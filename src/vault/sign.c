@@ -139,8 +139,9 @@ static int signer_of(struct cv_vault *v, const struct cv_cert_record *rec, int64
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
-	/* Soft delete (issue 18 part 2): a certificate in the deleted state cannot sign. The
-	 * state check goes here, next to this one: anything but active is as gone. */
+	/* Soft delete (issue 18 part 2): a deleted certificate keeps its key in the token but
+	 * cannot sign. cv_store_cert_get_row reads active rows only, so a deleted one (state 2,
+	 * held) is already "no certificate named"; this check keeps any other state out too. */
 	if (rec->state != CV_CERT_ACTIVE)
 		return cv_errmsg_set(err, CV_ERR_NOT_FOUND, "no certificate named %s", rec->name);
 	if (rec->is_public)

@@ -46,7 +46,9 @@ class SignTest(VaultTestCase):
     # at its first C_SignInit: as in test_generate, this certvaultd records full stacks
     # under ASan so that tests/lsan.supp's suppression by module name sees whose leak it is.
     settings = {"ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
-                                                       "fast_unwind_on_malloc=0"]))}
+                                                       "fast_unwind_on_malloc=0"])),
+                # A delete is a soft delete here, as it is by default (issue 18 part 2).
+                "CERTVAULT_LIFECYCLE_DELETED_RETENTION_DAYS": "30"}
 
     def cert(self, key):
         """A certificate with a key of this type, imported once; its files."""
@@ -205,14 +207,30 @@ class SignTest(VaultTestCase):
         self.assertEqual(st, 201, body)
         self.assertError(self.sign("sg-soon", {"algorithm": "ES256", "digest": d32}), 422,
                          "not_yet_valid")
-        # A deleted certificate's key cannot sign.
+        # A deleted certificate's key cannot sign: soft-deleted (issue 18 part 2), its key
+        # still in the token, it signs again only once recovered.
         m = self.material("sg-gone", san="sg-gone.example.com")
         st, _, body = self.vault.import_cert("sg-gone", m)
         self.assertEqual(st, 201, body)
         st, _, out = self.sign("sg-gone", {"algorithm": "ES256", "digest": d32})
         self.assertEqual(st, 200, out)
+        keys = self.vault.count_token_objects()
         st, _, body = self.vault.request("DELETE", "/v1/certificates/sg-gone?confirm=delete")
         self.assertEqual(st, 200, body)
+        self.assertEqual(self.vault.count_token_objects(), keys)
+        self.assertError(self.sign("sg-gone", {"algorithm": "ES256", "digest": d32}), 404,
+                         "not_found")
+        st, _, body = self.vault.request("POST", "/v1/deleted-certificates/sg-gone/recover")
+        self.assertEqual(st, 200, body)
+        st, _, out = self.sign("sg-gone", {"algorithm": "ES256", "digest": d32})
+        self.assertEqual(st, 200, out)
+        # Deleted and purged: the key is gone from the token, and nothing signs.
+        st, _, body = self.vault.request("DELETE", "/v1/certificates/sg-gone?confirm=delete")
+        self.assertEqual(st, 200, body)
+        st, _, body = self.vault.request("DELETE",
+                                         "/v1/deleted-certificates/sg-gone?confirm=purge")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.vault.count_token_objects(), keys - 1)
         self.assertError(self.sign("sg-gone", {"algorithm": "ES256", "digest": d32}), 404,
                          "not_found")
 
