@@ -51,7 +51,10 @@ enum cv_err {
 	CV_ERR_ENVIRONMENT_NOT_ALLOWED = -43,/* the certificate is not for the service's environment */
 	CV_ERR_NO_PRIVATE_KEY = -44,   /* a public certificate (no key) where a key is needed */
 	CV_ERR_PURGE_PROTECTED = -45,  /* a purge before the retention ends, with purge protection on */
-	CV_ERR__LAST = -46
+	CV_ERR_ALGORITHM_MISMATCH = -46,/* a signing algorithm the key cannot sign with (RS256 on EC) */
+	CV_ERR_DIGEST_LENGTH = -47,    /* a digest whose length is not its algorithm's hash's */
+	CV_ERR_NOT_ACTIVE = -48,       /* a superseded or disconnected JWK asked to sign */
+	CV_ERR__LAST = -49
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

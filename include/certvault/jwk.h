@@ -80,4 +80,24 @@ int cv_jwk_is_public(const json_t *jwk);
  * On success *ret_doc is a new reference, the caller's. */
 int cv_jwks_document(const json_t *jwks, json_t **ret_doc, struct cv_errmsg *err);
 
+/* Compact JWS (RFC 7515 7.1) signed for a client (src/jwk/jws.c). The longest payload taken,
+ * as base64url text. */
+#define CV_JWS_PAYLOAD_MAX (1024 * 1024)
+/* The JWS Signing Input, BASE64URL(UTF8(protected header)) "." payload, into *ret_input
+ * (malloc'd, NUL-terminated, the caller's). The protected header is alg, then kid, then
+ * the members of header (an object, or NULL for none) as the client gave them. The vault sets
+ * alg and kid: header naming either with another value is refused, and so are the members
+ * that would name another key or change what is signed: jwk, jku, x5u and x5c; x5t and
+ * x5t#S256 unless equal to jwk's own; b64 and crit (only the default encoding, no critical
+ * extensions). payload must be base64url without padding (RFC 7515 2), at most
+ * CV_JWS_PAYLOAD_MAX characters. Returns 0, CV_ERR_BAD_REQUEST (err says which member and
+ * why) or CV_ERR_NOMEM. */
+int cv_jws_signing_input(const json_t *header, const char *alg, const char *kid,
+			 const json_t *jwk, const char *payload, size_t payload_len,
+			 char **ret_input, size_t *ret_len, struct cv_errmsg *err);
+/* The compact serialization: input "." BASE64URL(sig), into *ret_jws (malloc'd, the
+ * caller's). Returns 0 or CV_ERR_NOMEM. */
+int cv_jws_compact(const char *input, size_t input_len, const unsigned char *sig,
+		   size_t sig_len, char **ret_jws, size_t *ret_len);
+
 #endif

@@ -239,6 +239,10 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 /* Reads the active row with this name, every field filled. Returns 0, CV_ERR_NOT_FOUND or
  * CV_ERR_DB; *ret_rec is the caller's. */
 int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_record **ret_rec);
+/* The same row without what other tables hold (its domains, services, environments, tags):
+ * for a use of the certificate's key that needs only the row (a signature). */
+int cv_store_cert_get_row(struct cv_store *store, const char *name,
+			  struct cv_cert_record **ret_rec);
 
 /* Calls fn for every row that is not active (pending or deleting) and not held as deleted
  * (soft delete, below), for the start-up reconciler. Stops and returns fn's value when non-zero. */

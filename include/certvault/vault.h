@@ -683,6 +683,60 @@ int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *a
 int cv_vault_jwks_document(struct cv_vault *v, int64_t now, char **ret_text, size_t *ret_len,
 			   char ret_tag[65], struct cv_errmsg *err);
 
+/* Signatures for clients (src/vault/sign.c): a key used without its PIN, the signature made
+ * in the token. */
+enum cv_sign_format {
+	CV_SIGN_FORMAT_DEFAULT = 0,  /* DER for the ecdsa-* names, else the raw form */
+	CV_SIGN_FORMAT_RAW,          /* ECDSA as r || s (JOSE); RSA and Ed25519 have only it */
+	CV_SIGN_FORMAT_DER,          /* ECDSA as a DER ECDSA-Sig-Value (openssl, X.509) */
+};
+struct cv_sign_request {
+	const char *algorithm;       /* a name cv_x509_sign_alg_find takes */
+	const unsigned char *digest; /* the hash the client made ... */
+	size_t digest_len;
+	const unsigned char *message;/* ... or the message (hashed here; Ed25519 signs it) */
+	size_t message_len;
+	int64_t version;             /* whose key: 0 the current version's */
+	enum cv_sign_format format;
+};
+#define CV_SIGN_MESSAGE_MAX (512 * 1024)
+struct cv_sign_result {
+	const struct cv_sign_alg *alg;
+	int64_t version;             /* the version whose key signed */
+	enum cv_sign_format format;  /* RAW or DER, as made */
+	unsigned char signature[CV_TOKEN_SIG_MAX + 16];
+	size_t len;
+	char key_uri[512];           /* the key's PKCS#11 URI */
+};
+/* Signs req's digest (or message) with the key of the certificate name (its version
+ * req->version, default the current one) inside the token, and records it (audit's target
+ * the name, detail the algorithm and version; see cv_vault_audit_use: no signature is given
+ * out unrecorded). The certificate must be valid now (CV_ERR_EXPIRED, CV_ERR_NOT_YET_VALID),
+ * have a key (CV_ERR_NO_PRIVATE_KEY), the algorithm fit the key (CV_ERR_ALGORITHM_MISMATCH),
+ * the digest the algorithm's hash (CV_ERR_DIGEST_LENGTH). RSA signatures are verified before
+ * they leave (a faulty RSA-CRT signature would give the key away). Returns 0 and *ret, or
+ * those errors, CV_ERR_BAD_REQUEST, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND (no such
+ * certificate or version, or its key is gone from the token), CV_ERR_TOKEN,
+ * CV_ERR_TOKEN_UNAVAILABLE, CV_ERR_DB; every outcome is counted (cv_vault_sign_counts). */
+int cv_vault_cert_sign(struct cv_vault *v, struct cv_audit *audit, const char *name,
+		       const struct cv_sign_request *req, int64_t now, struct cv_sign_result *ret,
+		       struct cv_errmsg *err);
+/* A compact JWS over payload (base64url) with the key of the JWK kid: its protected header
+ * as cv_jws_signing_input makes it (alg the JWK's, kid set), signed in the token with the key
+ * of the certificate version the JWK was made from, which must be the JWK's key. The JWK must
+ * be for signing (CV_ERR_ALGORITHM_MISMATCH) and active and linked (CV_ERR_NOT_ACTIVE), its
+ * certificate valid now; recorded as cv_vault_cert_sign records (target the kid). Returns 0
+ * with *ret_jws (malloc'd, the caller's), *ret_alg, *ret_cert (the certificate's name,
+ * 65 bytes) and *ret_version, or the errors of cv_vault_cert_sign. */
+int cv_vault_jwk_sign(struct cv_vault *v, struct cv_audit *audit, const char *kid,
+		      const json_t *header, const char *payload, size_t payload_len, int64_t now,
+		      char **ret_jws, size_t *ret_len, const struct cv_sign_alg **ret_alg,
+		      char ret_cert[65], int64_t *ret_version, struct cv_errmsg *err);
+/* Calls fn for every (algorithm, outcome) counted since the start with its count: alg is an
+ * algorithm's name or "unknown", outcome 0 for a signature made or the error refused. */
+void cv_vault_sign_counts(void (*fn)(const char *alg, int outcome, uint64_t n, void *arg),
+			  void *arg);
+
 /* The truststore: CA certificates trusted under an alias. */
 struct cv_trust_add {
 	const char *alias;         /* one entry: its alias; a bundle of n: alias-1 .. alias-n */
@@ -799,6 +853,13 @@ void cv_audit_source(struct cv_audit *a, const char *source);
  * interval ends (or the trail is read, or certvaultd stops). 0, CV_ERR_DB or the audit key's
  * error. */
 int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *error_code);
+/* Records a as a done use of a key (a signature), which changes nothing and may come a
+ * thousand times a second: the first use of an actor, action, target and detail (the
+ * algorithm) is written at once, its repeats within audit.sign_interval are counted as
+ * refusals are and written as one record with the count. 0 when the first record is written
+ * or the use counted; CV_ERR_DB or the audit key's error when the first record could not be
+ * written (the caller then refuses: no use goes unrecorded). */
+int cv_vault_audit_use(struct cv_vault *v, struct cv_audit *a);
 
 /* "admin", "operator", "auditor". */
 const char *cv_role_name(enum cv_role role);
@@ -898,6 +959,9 @@ struct cv_audit_settings {
 	int64_t anonymous_per_minute;   /* refusals without a valid token a source may have a
 					   minute (0: no limit) ... */
 	int64_t anonymous_burst;        /* ... and at once, before it is answered 429 */
+	int64_t use_interval;           /* seconds the signatures of one token, key and algorithm
+					   are counted after the first (0: each is its own
+					   record) */
 };
 struct cv_audit_key_report {
 	int created;                    /* the key was generated now */

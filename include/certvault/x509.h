@@ -435,4 +435,55 @@ int cv_x509_csr_der(X509_REQ *req, unsigned char **ret_der, size_t *ret_len);
 /* Parses a stored request's DER. Returns 0 or CV_ERR_BAD_ENCODING. */
 int cv_x509_csr_from_der(const unsigned char *der, size_t len, X509_REQ **ret_req);
 
+/* Signatures made for clients (POST .../sign; src/x509/sigalg.c): the algorithms taken, by
+ * their JOSE names (RFC 7518 3.1, RFC 8037) and by the names of the raw mechanisms. */
+enum cv_sign_scheme {
+	CV_SIGN_RSA_PKCS1 = 1,     /* RSASSA-PKCS1-v1_5: the token signs a DER DigestInfo */
+	CV_SIGN_RSA_PSS,           /* RSASSA-PSS, MGF1 with the same hash, salt as long as it */
+	CV_SIGN_ECDSA,             /* the token signs the hash; r || s comes out */
+	CV_SIGN_EDDSA,             /* Ed25519 over the message itself (no digest) */
+};
+struct cv_sign_alg {
+	const char *name;          /* "RS256", "rsa-pss-sha384", "ES256", "EdDSA"... */
+	enum cv_sign_scheme scheme;
+	int md_nid;                /* NID_sha256, NID_sha384, NID_sha512; NID_undef for EdDSA */
+	size_t digest_len;         /* the hash's length; 0 for EdDSA */
+	int curve_nid;             /* the only curve it takes (JOSE's ES256 is P-256...); 0: any */
+	int jose;                  /* a JOSE alg name, usable in a JWS header */
+	int der_default;           /* an ECDSA signature is answered as DER unless asked raw
+				      (the raw mechanisms: what openssl and X.509 read); the JOSE
+				      names answer r || s (RFC 7518 3.4) */
+};
+/* The algorithms in a fixed order (metrics label them by it): i from 0 up; NULL past the
+ * last. */
+const struct cv_sign_alg *cv_x509_sign_alg_at(size_t i);
+/* The algorithm called name (exact case). Returns 0 and *ret, or CV_ERR_BAD_REQUEST (err
+ * names every algorithm there is). */
+int cv_x509_sign_alg_find(const char *name, const struct cv_sign_alg **ret,
+			  struct cv_errmsg *err);
+/* Whether the public key pub can make alg's signatures: RSA for RS and PS and the rsa-*
+ * names, EC for ES (on its own curve) and ecdsa-*, Ed25519 for EdDSA. Returns 0, or
+ * CV_ERR_ALGORITHM_MISMATCH saying what the key is and which algorithms it takes. */
+int cv_x509_sign_alg_fits(const struct cv_sign_alg *alg, EVP_PKEY *pub,
+			  struct cv_errmsg *err);
+/* The algorithms pub takes, space separated, into buf. */
+void cv_x509_sign_algs_for(EVP_PKEY *pub, char *buf, size_t size);
+/* What the token signs for alg over a digest (the client hashed): the DigestInfo of the
+ * digest for RSASSA-PKCS1-v1_5, the digest itself for PSS and ECDSA, into out (room for
+ * *out_len bytes; 19 + 64 always suffice; *out_len is then its length). Returns 0,
+ * CV_ERR_DIGEST_LENGTH (not the hash's length: err says both) or CV_ERR_BAD_REQUEST (EdDSA
+ * signs a message, never a digest). */
+#define CV_SIGN_INPUT_MAX (19 + 64)
+int cv_x509_sign_input(const struct cv_sign_alg *alg, const unsigned char *digest, size_t len,
+		       unsigned char *out, size_t *out_len, struct cv_errmsg *err);
+/* The digest of message with alg's hash into out (64 bytes always suffice); *out_len its
+ * length. Returns 0, CV_ERR_BAD_REQUEST for EdDSA or CV_ERR_NOMEM. */
+int cv_x509_sign_digest(const struct cv_sign_alg *alg, const unsigned char *message, size_t len,
+			unsigned char out[64], size_t *out_len);
+/* An ECDSA signature r || s (each half as long) as the DER ECDSA-Sig-Value of RFC 3279
+ * (what openssl and X.509 write): *ret_der is the caller's (OPENSSL_free). Returns 0,
+ * CV_ERR_BAD_ENCODING (an odd length) or CV_ERR_NOMEM. */
+int cv_x509_ecdsa_der(const unsigned char *rs, size_t len, unsigned char **ret_der,
+		      size_t *ret_len);
+
 #endif

@@ -145,6 +145,9 @@ static const struct setting settings[] = {
 	{ "audit", "repeat_interval", K_INT, OFF(audit_repeat_interval), "60", 0, 86400,
 	  "seconds in which repeats of a refusal (same address, actor, action and error) are"
 	  " counted into one record; 0: a record for each" },
+	{ "audit", "sign_interval", K_INT, OFF(audit_sign_interval), "60", 0, 86400,
+	  "seconds in which the signatures one API token makes with one key and algorithm are"
+	  " counted into one record after the first; 0: a record for each signature" },
 	{ "audit", "anonymous_refusals_per_minute", K_INT, OFF(audit_anonymous_per_minute), "60",
 	  0, 1000000, "refusals without a valid API token one address (IPv6: one /64) may"
 	  " have a minute before it is answered 429 with Retry-After; 0: no limit" },

@@ -51,6 +51,9 @@ static const char *const names[] = {
 	[-CV_ERR_UNKNOWN_ENVIRONMENT] = "no such environment",
 	[-CV_ERR_ENVIRONMENT_NOT_ALLOWED] = "the certificate is not for that environment",
 	[-CV_ERR_NO_PRIVATE_KEY] = "the certificate has no private key",
+	[-CV_ERR_ALGORITHM_MISMATCH] = "the key cannot sign with this algorithm",
+	[-CV_ERR_DIGEST_LENGTH] = "the digest is not as long as the algorithm's hash",
+	[-CV_ERR_NOT_ACTIVE] = "the JWK is not active",
 };
 
 const char *cv_strerror(int err)

@@ -53,6 +53,9 @@ static const struct mapping table[] = {
 	[-CV_ERR_UNKNOWN_ENVIRONMENT] = { 422, "unknown_environment" },
 	[-CV_ERR_ENVIRONMENT_NOT_ALLOWED] = { 422, "environment_not_allowed" },
 	[-CV_ERR_NO_PRIVATE_KEY] = { 422, "no_private_key" },
+	[-CV_ERR_ALGORITHM_MISMATCH] = { 422, "algorithm_mismatch" },
+	[-CV_ERR_DIGEST_LENGTH] = { 422, "digest_length_mismatch" },
+	[-CV_ERR_NOT_ACTIVE] = { 409, "not_active" },
 };
 
 static const struct mapping *lookup(int err)

@@ -119,6 +119,20 @@ static int metrics_more(void *state, struct text *out, int *ret_done, struct cv_
 					      : 0;
 }
 
+struct sign_render {
+	struct text *out;
+	int r;
+};
+
+static void sign_count_render(const char *alg, int outcome, uint64_t n, void *arg)
+{
+	struct sign_render *sr = arg;
+
+	sr->r |= text_printf(sr->out, "certvault_signatures_total{algorithm=\"%s\",outcome=\"%s\"} "
+			     "%llu\n", alg, outcome == 0 ? "ok" : cv_http_error_code(outcome),
+			     (unsigned long long)n);
+}
+
 static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 		       const int64_t origins[3], int64_t pending, struct text *out)
 {
@@ -165,6 +179,17 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 			      "certvault_db_checkpoints_total %llu\n",
 			 (unsigned long long)ss.commits, (unsigned long long)ss.wal_syncs,
 			 (unsigned long long)ss.checkpoints);
+	{
+		/* Signatures made for clients (issue 18 part 4): only the pairs seen so far. */
+		struct sign_render sr = { out, 0 };
+
+		r |= text_puts(out, "# HELP certvault_signatures_total Signatures asked of "
+				    "POST .../sign, by algorithm and outcome (ok, or the error "
+				    "code of the refusal).\n"
+				    "# TYPE certvault_signatures_total counter\n");
+		cv_vault_sign_counts(sign_count_render, &sr);
+		r |= sr.r;
+	}
 	if (app->vault.token != NULL) {
 		cv_vault_token_stats(&app->vault, &ts);
 		r |= text_puts(out, "# HELP certvault_token_operations_total PKCS#11 calls made, "

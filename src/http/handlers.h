@@ -64,6 +64,10 @@ int h_jwk_get(struct cv_app *app, const struct cv_request *req, struct cv_respon
 	      struct cv_errmsg *err);
 int h_jwk_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err);
+int h_cert_sign(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		struct cv_errmsg *err);
+int h_jwk_sign(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	       struct cv_errmsg *err);
 int h_jwks_document(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		    struct cv_errmsg *err);
 int h_trust_add(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

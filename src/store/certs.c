@@ -969,6 +969,38 @@ out:
 	return r;
 }
 
+int cv_store_cert_get_row(struct cv_store *store, const char *name,
+			  struct cv_cert_record **ret_rec)
+{
+	struct store_conn *conn = store_borrow(store);
+	struct cv_cert_record *rec = NULL;
+	sqlite3_stmt *stmt;
+	int rc, r;
+
+	r = store_prepare(conn,
+			  "SELECT " COLS_FULL " FROM certificates WHERE name = ?1 COLLATE NOCASE"
+			  " AND state = 1",
+			  &stmt);
+	if (r < 0)
+		goto out;
+	rc = store_bind_text(stmt, 1, name);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_step_one(stmt);
+	if (r == 0)
+		r = store_cert_read_row(stmt, 1, &rec);
+out:
+	store_return(store, conn);
+	if (r == 0) {
+		*ret_rec = rec;
+		rec = NULL;
+	}
+	cv_store_cert_free(rec);
+	return r;
+}
+
 int cv_store_cert_foreach_unsettled(struct cv_store *store,
 				    int (*fn)(const struct cv_cert_record *rec, void *arg),
 				    void *arg)

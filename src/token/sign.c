@@ -47,6 +47,19 @@ static void sign_finish_discard(struct cv_token *token, CK_SESSION_HANDLE sessio
 	OPENSSL_clear_free(scratch, needed > 0 ? needed : 1);
 }
 
+/* A C_Sign refused before it began (CKR_ARGUMENTS_BAD from SoftHSM) may leave the operation
+ * active; a well-formed call ends it either way (made, or refused and so terminated), and
+ * answers CKR_OPERATION_NOT_INITIALIZED when nothing was active. The session goes back to
+ * the pool clean: a next C_SignInit on it would fail with CKR_OPERATION_ACTIVE. */
+static void sign_end_failed(struct cv_token *token, CK_SESSION_HANDLE session)
+{
+	unsigned char one = 0, scratch[CV_TOKEN_SIG_MAX];
+	CK_ULONG len = sizeof(scratch);
+
+	(void)token->f->C_Sign(session, &one, 1, scratch, &len);
+	OPENSSL_cleanse(scratch, sizeof(scratch));
+}
+
 static CK_RV sign_once(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
 		       const char **ret_call)
 {
@@ -69,6 +82,8 @@ static CK_RV sign_once(struct cv_token *token, CK_SESSION_HANDLE session, void *
 			      &len);
 	if (rv == CKR_BUFFER_TOO_SMALL)
 		sign_finish_discard(token, session, op, len);
+	else if (rv != CKR_OK)
+		sign_end_failed(token, session);
 	if (rv == CKR_OK)
 		op->sig_len = len;
 out:
@@ -104,7 +119,8 @@ int cv_token_sign(struct cv_token *token, const uint8_t *id, size_t id_len,
 	memset(&pss, 0, sizeof(pss));
 	op.id = id;
 	op.id_len = id_len;
-	op.data = data;
+	/* An empty message (Ed25519 signs one) is still a buffer: never NULL to the module. */
+	op.data = data != NULL ? data : (const unsigned char *)"";
 	op.data_len = data_len;
 	op.sig = sig;
 	op.sig_len = (CK_ULONG)*sig_len;

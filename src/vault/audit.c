@@ -8,7 +8,13 @@
  * record (count, first and last attempt) when the interval is over, when someone reads the
  * trail, or at shutdown. No record is ever rewritten: a count updated in place would be a
  * field the chain cannot protect. A crash loses at most the counts of open intervals, never
- * a first refusal. */
+ * a first refusal.
+ *
+ * Uses of a key (signatures made for a client) are counted the same way in a table of their
+ * own, one slot per actor, action, key and algorithm: the first of an interval is written
+ * before the signature is handed out, its repeats are counted, so a client signing a thousand
+ * times a second costs one record per interval, and a refusal flood never pushes signatures
+ * out of their slots (nor the reverse). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +35,9 @@
  * share one count per action and error (source "*"), so records stay bounded whatever the
  * number of addresses. */
 #define REFUSAL_SLOTS 256
+/* Distinct (actor, action, key, algorithm) whose uses are counted at once; past that the
+ * oldest interval is closed early (its count written) to make room. */
+#define USE_SLOTS 256
 /* Sources the rate limit remembers; the least recently refused is forgotten first. */
 #define LIMIT_SLOTS 1024
 /* What the key's CKA_ID says: the first record it covers. */
@@ -55,6 +64,7 @@ struct vault_audit {
 	char label[65];
 	pthread_mutex_t lock;     /* guards slots; held while a count is written */
 	struct refusal_slot slots[REFUSAL_SLOTS];
+	struct refusal_slot uses[USE_SLOTS]; /* also guarded by lock */
 	pthread_mutex_t limit_lock;
 	struct limit_slot limits[LIMIT_SLOTS];
 };
@@ -244,43 +254,55 @@ static int slot_write(struct cv_vault *v, struct refusal_slot *s, int64_t now)
 	return r;
 }
 
-int cv_vault_audit_flush(struct cv_vault *v, int64_t now, int all)
+/* Writes the counts of the table's intervals that ended (all: of every interval) and frees
+ * the slots of those that ended. Caller holds va->lock. */
+static int table_flush(struct cv_vault *v, struct refusal_slot *slots, size_t n,
+		       int64_t interval, int64_t now, int all)
 {
-	struct vault_audit *va = v->audit;
 	int r = 0, w;
 	size_t i;
 
-	if (va == NULL)
-		return 0;
-	pthread_mutex_lock(&va->lock);
-	for (i = 0; i < REFUSAL_SLOTS; i++) {
-		struct refusal_slot *s = &va->slots[i];
+	for (i = 0; i < n; i++) {
+		struct refusal_slot *s = &slots[i];
 
 		if (!s->used)
 			continue;
-		if (all || now >= s->opened_at + va->cfg.repeat_interval) {
+		if (all || now >= s->opened_at + interval) {
 			w = slot_write(v, s, now);
 			if (w < 0 && r == 0)
 				r = w;
 		}
-		if (now >= s->opened_at + va->cfg.repeat_interval)
+		if (now >= s->opened_at + interval)
 			s->used = 0;
 	}
-	pthread_mutex_unlock(&va->lock);
 	return r;
 }
 
-/* Finds the slot of key, or takes a free one (opening it at now). NULL when every slot is
- * in an open interval. Caller holds va->lock. */
-static struct refusal_slot *slot_for(struct vault_audit *va, const char *key, int64_t now,
-				     int *ret_opened)
+int cv_vault_audit_flush(struct cv_vault *v, int64_t now, int all)
+{
+	struct vault_audit *va = v->audit;
+	int r, w;
+
+	if (va == NULL)
+		return 0;
+	pthread_mutex_lock(&va->lock);
+	r = table_flush(v, va->slots, REFUSAL_SLOTS, va->cfg.repeat_interval, now, all);
+	w = table_flush(v, va->uses, USE_SLOTS, va->cfg.use_interval, now, all);
+	pthread_mutex_unlock(&va->lock);
+	return r < 0 ? r : w;
+}
+
+/* Finds the slot of key in the table, or takes a free one (opening it at now). NULL when
+ * every slot is in an open interval. Caller holds va->lock. */
+static struct refusal_slot *slot_for(struct refusal_slot *slots, size_t n, const char *key,
+				     int64_t now, int *ret_opened)
 {
 	struct refusal_slot *free_slot = NULL;
 	size_t i;
 
 	*ret_opened = 0;
-	for (i = 0; i < REFUSAL_SLOTS; i++) {
-		struct refusal_slot *s = &va->slots[i];
+	for (i = 0; i < n; i++) {
+		struct refusal_slot *s = &slots[i];
 
 		if (s->used && strcmp(s->key, key) == 0)
 			return s;
@@ -319,7 +341,7 @@ int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *e
 	snprintf(key, sizeof(key), "%s|%s|%s|%s|%.*s", src, a->entry.actor_id, a->entry.action,
 		 a->entry.error, a->entry.actor_id[0] != '\0' ? 64 : 0, a->entry.target);
 	pthread_mutex_lock(&va->lock);
-	s = slot_for(va, key, a->entry.at, &opened);
+	s = slot_for(va->slots, REFUSAL_SLOTS, key, a->entry.at, &opened);
 	if (s == NULL) {
 		/* Every slot busy: one count per action and error for all the other sources. */
 		snprintf(key, sizeof(key), "*|*|%s|%s", a->entry.action, a->entry.error);
@@ -356,6 +378,66 @@ int cv_vault_audit_refused(struct cv_vault *v, struct cv_audit *a, const char *e
 		s->last = a->entry;
 	}
 	pthread_mutex_unlock(&va->lock);
+	return r;
+}
+
+int cv_vault_audit_use(struct cv_vault *v, struct cv_audit *a)
+{
+	struct vault_audit *va = v->audit;
+	struct refusal_slot *s;
+	char key[sizeof(s->key)];
+	int opened, r;
+	size_t i;
+
+	if (a == NULL || a->written)
+		return 0;
+	a->entry.ok = 1;
+	a->entry.error[0] = '\0';
+	if (va == NULL || va->cfg.use_interval <= 0) {
+		r = cv_store_audit_append(v->store, &a->entry);
+		a->written = r == 0;
+		return r;
+	}
+	/* Intervals that ended are written first, so the trail stays in time order; a count
+	 * that cannot be written now does not stop this use (its own record decides). */
+	(void)cv_vault_audit_flush(v, a->entry.at, 0);
+	/* The token's holder answers for every signature: one count per actor, action, key and
+	 * algorithm (the detail names it). */
+	snprintf(key, sizeof(key), "%s|%s|%.64s|%.60s", a->entry.actor_id, a->entry.action,
+		 a->entry.target, a->entry.detail);
+	pthread_mutex_lock(&va->lock);
+	s = slot_for(va->uses, USE_SLOTS, key, a->entry.at, &opened);
+	if (s == NULL) {
+		/* Every slot in an open interval: the oldest closes early, its count written. */
+		struct refusal_slot *oldest = &va->uses[0];
+
+		for (i = 1; i < USE_SLOTS; i++)
+			if (va->uses[i].opened_at < oldest->opened_at)
+				oldest = &va->uses[i];
+		(void)slot_write(v, oldest, a->entry.at);
+		memset(oldest, 0, sizeof(*oldest));
+		oldest->used = 1;
+		snprintf(oldest->key, sizeof(oldest->key), "%s", key);
+		oldest->opened_at = a->entry.at;
+		s = oldest;
+		opened = 1;
+	}
+	if (opened) {
+		r = cv_store_audit_append(v->store, &a->entry);
+		/* Not written: no interval is open, so the next use tries to write its own first
+		 * record rather than being only counted. */
+		if (r < 0)
+			s->used = 0;
+	} else {
+		if (s->repeats == 0)
+			s->first_at = a->entry.at;
+		s->repeats++;
+		s->last_at = a->entry.at;
+		s->last = a->entry;
+		r = 0;
+	}
+	pthread_mutex_unlock(&va->lock);
+	a->written = r == 0;
 	return r;
 }
 

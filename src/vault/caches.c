@@ -29,6 +29,13 @@ int cv_vault_caches_init(struct cv_vault *v)
 		free(c);
 		return CV_ERR_NOMEM;
 	}
+	if (pthread_mutex_init(&c->pubkeys.lock, NULL) != 0) {
+		pthread_mutex_destroy(&c->jwks.lock);
+		pthread_mutex_destroy(&c->totals.lock);
+		cv_x509_info_cache_free(c->info);
+		free(c);
+		return CV_ERR_NOMEM;
+	}
 	v->caches = c;
 	return 0;
 }
@@ -41,6 +48,9 @@ void cv_vault_caches_release(struct cv_vault *v)
 		return;
 	v->caches = NULL;
 	cv_x509_info_cache_free(c->info);
+	for (size_t i = 0; i < VAULT_PUBKEYS; i++)
+		EVP_PKEY_free(c->pubkeys.slots[i].pkey);
+	pthread_mutex_destroy(&c->pubkeys.lock);
 	pthread_mutex_destroy(&c->jwks.lock);
 	free(c->jwks.text);
 	free(c);

@@ -38,7 +38,21 @@ struct vault_totals_cache {
 	} slots[VAULT_TOTALS];
 };
 
+/* The public keys of the certificates that sign for clients (sign.c), by the certificate's
+ * SHA-256 fingerprint: content-addressed, so never stale. Parsing a certificate is most of
+ * a signature's cost outside the token (OpenSSL 3 decodes its key through the providers). */
+#define VAULT_PUBKEYS 64
+struct vault_pubkey_cache {
+	pthread_mutex_t lock;
+	unsigned next;
+	struct {
+		char fingerprint[96];
+		EVP_PKEY *pkey;
+	} slots[VAULT_PUBKEYS];
+};
+
 struct vault_caches {
+	struct vault_pubkey_cache pubkeys;
 	struct vault_totals_cache totals;
 	struct cv_x509_info_cache *info;
 	struct vault_jwks_cache jwks;

@@ -4,6 +4,7 @@
  *   cv-bench-token create --label L --pin-file F --key rsa2048|p256 --count N [--threads T]
  *                         [--serialize]
  *   cv-bench-token sign   --label L --pin-file F --key rsa2048|p256 [--threads T] [--seconds S]
+ *                         [--key-label K]
  *   cv-bench-token startup   --label L --pin-file F
  *   cv-bench-token footprint --label L --pin-file F
  *
@@ -12,7 +13,9 @@
  *   --serialize, one process-wide mutex is held around each key's two creates, as certvault
  *   holds its own when the module needs creates serialised (token.serialize_creates).
  * sign: C_SignInit + C_Sign (CKM_SHA256_RSA_PKCS, CKM_ECDSA on a SHA-256 digest) on T threads
- *   for S seconds.
+ *   for S seconds. With --key-label: with the private key object of that CKA_LABEL already
+ *   in the token (a key certvaultd made), and the token work certvaultd asks for a signature
+ *   over a SHA-256 digest: CKM_RSA_PKCS over its DigestInfo, CKM_ECDSA over it.
  * startup: C_Initialize, C_OpenSession, C_Login, one C_FindObjects listing of every object;
  *   prints "ready" as soon as the listing is done (the driver times the process to that line,
  *   as it times certvaultd to "listening"), then the time of reading CKA_CLASS and CKA_ID of
@@ -39,6 +42,7 @@ struct opts {
 	const char *pin_file;
 	const char *key;
 	const char *prefix;
+	const char *key_label;
 	long count;
 	long threads;
 	long pool;
@@ -53,7 +57,7 @@ static int bad_args(const char *what)
 	fprintf(stderr, "cv-bench-token: %s\n"
 		"usage: cv-bench-token create|sign|startup|footprint --label L --pin-file F\n"
 		"       [--key rsa2048|p256] [--count N] [--threads T] [--pool K] [--seconds S]\n"
-		"       [--prefix LABEL]\n", what);
+		"       [--prefix LABEL] [--key-label K]\n", what);
 	return 2;
 }
 
@@ -86,6 +90,8 @@ struct shared {
 	/* sign */
 	CK_OBJECT_HANDLE key;
 	CK_MECHANISM_TYPE mech;
+	const unsigned char *data;
+	CK_ULONG data_len;
 	double deadline;
 	atomic_int failed;
 };
@@ -158,8 +164,11 @@ static void *sign_worker(void *arg)
 			sig_len = sizeof(sig);
 			rv = p11.f->C_SignInit(session, &mech, sh->key);
 			if (rv == CKR_OK)
-				rv = p11.f->C_Sign(session, (CK_BYTE_PTR)digest, sizeof(digest),
-						   sig, &sig_len);
+				rv = sh->data != NULL ?
+					p11.f->C_Sign(session, (CK_BYTE_PTR)sh->data, sh->data_len,
+						      sig, &sig_len) :
+					p11.f->C_Sign(session, (CK_BYTE_PTR)digest, sizeof(digest),
+						      sig, &sig_len);
 			if (rv != CKR_OK) {
 				fprintf(stderr, "C_Sign: %s\n", bp11_rv_name(rv));
 				sh->failed = 1;
@@ -274,6 +283,73 @@ static int cmd_create(const struct opts *o)
 	return r < 0 ? 1 : 0;
 }
 
+/* The private key object labelled label (certvaultd's "<name>.v<version>") and its type. */
+static int find_key(CK_SESSION_HANDLE session, const char *label, CK_OBJECT_HANDLE *ret,
+		    CK_KEY_TYPE *ret_type)
+{
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE find[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+	};
+	CK_ATTRIBUTE type = { CKA_KEY_TYPE, ret_type, sizeof(*ret_type) };
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	rv = p11.f->C_FindObjectsInit(session, find, 2);
+	if (rv == CKR_OK)
+		rv = p11.f->C_FindObjects(session, ret, 1, &n);
+	(void)p11.f->C_FindObjectsFinal(session);
+	if (rv == CKR_OK && n == 1)
+		rv = p11.f->C_GetAttributeValue(session, *ret, &type, 1);
+	if (rv != CKR_OK || n != 1) {
+		fprintf(stderr, "no private key labelled %s (%s)\n", label, bp11_rv_name(rv));
+		return -1;
+	}
+	return 0;
+}
+
+/* Signs with a key certvaultd made, as certvaultd does for POST .../sign with a SHA-256
+ * digest (RS256, ES256). */
+static int cmd_sign_existing(const struct opts *o)
+{
+	/* DigestInfo for SHA-256 and a digest: what CKM_RSA_PKCS signs for RS256. */
+	static const unsigned char digest_info[51] = {
+		0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
+		0x02, 0x01, 0x05, 0x00, 0x04, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+	};
+	struct shared sh;
+	CK_SESSION_HANDLE login;
+	CK_KEY_TYPE type = 0;
+	long done = 0;
+	double seconds = 0;
+	int r;
+
+	memset(&sh, 0, sizeof(sh));
+	if (bp11_open(&p11, module_path(), o->label) < 0 ||
+	    bp11_session(&p11, o->pin_file, &login) < 0 ||
+	    find_key(login, o->key_label, &sh.key, &type) < 0)
+		return 1;
+	if (type == CKK_RSA) {
+		sh.mech = CKM_RSA_PKCS;
+		sh.data = digest_info;
+		sh.data_len = sizeof(digest_info);
+	} else {
+		sh.mech = CKM_ECDSA;
+		sh.data = digest_info + 19;
+		sh.data_len = 32;
+	}
+	sh.threads = o->threads;
+	sh.deadline = bp11_now() + o->seconds;
+	r = run_threads(&sh, sign_worker, &done, &seconds);
+	printf("{\"op\":\"sign\",\"key\":\"%s\",\"key_label\":\"%s\",\"threads\":%ld,"
+	       "\"count\":%ld,\"seconds\":%.4f,\"rate\":%.2f}\n", o->key, o->key_label,
+	       o->threads, done, seconds, seconds > 0 ? (double)done / seconds : 0.0);
+	(void)p11.f->C_CloseSession(login);
+	bp11_close(&p11);
+	return r < 0 ? 1 : 0;
+}
+
 static int cmd_sign(const struct opts *o)
 {
 	struct bp11_template t;
@@ -287,6 +363,8 @@ static int cmd_sign(const struct opts *o)
 	CK_RV rv;
 	int r;
 
+	if (o->key_label != NULL)
+		return cmd_sign_existing(o);
 	memset(&sh, 0, sizeof(sh));
 	key = tc_key_new(o->key);
 	if (key == NULL || RAND_bytes(id, sizeof(id)) != 1 ||
@@ -418,9 +496,10 @@ int main(int argc, char **argv)
 		{ "seconds", required_argument, NULL, 's' },
 		{ "prefix", required_argument, NULL, 'x' },
 		{ "serialize", no_argument, NULL, 'S' },
+		{ "key-label", required_argument, NULL, 'K' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { NULL, NULL, "p256", "raw", 100, 1, 16, 2.0, 0 };
+	struct opts o = { NULL, NULL, "p256", "raw", NULL, 100, 1, 16, 2.0, 0 };
 	const char *cmd;
 	long v;
 	int opt;
@@ -436,6 +515,7 @@ int main(int argc, char **argv)
 		case 'k': o.key = optarg; break;
 		case 'x': o.prefix = optarg; break;
 		case 'S': o.serialize = 1; break;
+		case 'K': o.key_label = optarg; break;
 		case 'n':
 			if (parse_long(optarg, 1, 10000000, &o.count) < 0)
 				return bad_args("--count: 1 to 10000000");

@@ -767,6 +767,8 @@ static const struct {
 	{ "POST", "/v1/certificates/{}/renew", CV_R_WRITE },
 	{ "POST", "/v1/certificates/{}/replace", CV_R_WRITE },
 	{ "GET", "/v1/certificates/{}/csr", CV_R_READ },
+	/* Signing uses a key: who runs the keys may (operator, admin); an auditor may not. */
+	{ "POST", "/v1/certificates/{}/sign", CV_R_WRITE },
 	{ "POST", "/v1/certificates/{}/certificate", CV_R_WRITE },
 	{ "DELETE", "/v1/certificates/{}/pending", CV_R_WRITE },
 	{ "GET", "/v1/wrapping-key", CV_R_READ },
@@ -786,6 +788,7 @@ static const struct {
 	{ "GET", "/v1/openapi.json", CV_R_PUBLIC },
 	{ "GET", "/v1/jwks/{}", CV_R_READ },
 	{ "DELETE", "/v1/jwks/{}", CV_R_WRITE },
+	{ "POST", "/v1/jwks/{}/sign", CV_R_WRITE },
 	{ "GET", "/v1/environments", CV_R_READ },
 	{ "GET", "/v1/environments/{}", CV_R_READ },
 	{ "PUT", "/v1/environments/{}", CV_R_WRITE },

@@ -836,6 +836,68 @@ static void test_threads(void **state)
 	}
 }
 
+/* A JWS's signing input (issue 18 part 4): the vault's alg and kid first, the client's
+ * members after, what would name another key or change the encoding refused. */
+static void test_jws_signing_input(void **state)
+{
+	json_t *jwk = json_pack("{s:s, s:s}", "kty", "EC", "x5t#S256", "abc");
+	json_t *header = json_pack("{s:s, s:s}", "typ", "JWT", "x5t#S256", "abc"), *bad;
+	struct cv_errmsg err;
+	char *input = NULL, *jws = NULL;
+	size_t len = 0, jws_len = 0, i;
+	static const char *const refused[] = {
+		"{\"alg\":\"none\"}", "{\"kid\":\"other\"}", "{\"jwk\":{}}", "{\"jku\":\"https://x\"}",
+		"{\"x5u\":\"https://x\"}", "{\"x5c\":[]}", "{\"b64\":false}", "{\"crit\":[\"b64\"]}",
+		"{\"x5t#S256\":\"abd\"}", "{\"x5t\":\"abc\"}",
+	};
+	const unsigned char sig[3] = { 0xfb, 0xff, 0x00 };
+
+	(void)state;
+	assert_int_equal(cv_jws_signing_input(header, "ES256", "k1", jwk, "e30", 3, &input, &len,
+					      &err), 0);
+	/* {"alg":"ES256","kid":"k1","typ":"JWT","x5t#S256":"abc"} */
+	assert_string_equal(input, "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIiwieDV0I1My"
+				   "NTYiOiJhYmMifQ.e30");
+	assert_int_equal(len, strlen(input));
+	assert_int_equal(cv_jws_compact(input, len, sig, sizeof(sig), &jws, &jws_len), 0);
+	assert_int_equal(jws_len, len + 1 + 4);
+	assert_string_equal(jws + len, ".-_8A");
+	free(jws);
+	free(input);
+	input = NULL;
+	/* No header, an empty payload; alg and kid repeated with the vault's values. */
+	assert_int_equal(cv_jws_signing_input(NULL, "RS256", "k", jwk, "", 0, &input, &len, &err),
+			 0);
+	assert_string_equal(input, "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.");
+	free(input);
+	input = NULL;
+	bad = json_pack("{s:s, s:s}", "alg", "RS256", "kid", "k");
+	assert_int_equal(cv_jws_signing_input(bad, "RS256", "k", jwk, "", 0, &input, &len, &err), 0);
+	free(input);
+	input = NULL;
+	json_decref(bad);
+	for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		bad = json_loads(refused[i], 0, NULL);
+		assert_non_null(bad);
+		if (cv_jws_signing_input(bad, "ES256", "k1", jwk, "e30", 3, &input, &len, &err) !=
+		    CV_ERR_BAD_REQUEST)
+			fail_msg("header %s was taken", refused[i]);
+		assert_null(input);
+		json_decref(bad);
+	}
+	/* The payload: base64url without padding, nothing else. */
+	assert_int_equal(cv_jws_signing_input(NULL, "ES256", "k1", jwk, "e30=", 4, &input, &len,
+					      &err), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_jws_signing_input(NULL, "ES256", "k1", jwk, "e3+0", 4, &input, &len,
+					      &err), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_jws_signing_input(NULL, "ES256", "k1", jwk, "e", 1, &input, &len,
+					      &err), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_jws_signing_input(NULL, "ES256", "k1", jwk, "e3\0", 3, &input, &len,
+					      &err), CV_ERR_BAD_REQUEST);
+	json_decref(header);
+	json_decref(jwk);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -852,6 +914,7 @@ int main(void)
 		cmocka_unit_test(test_is_public),
 		cmocka_unit_test(test_jwks_document),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_jws_signing_input),
 	};
 
 	return cmocka_run_group_tests(tests, setup_keys, teardown_keys);

@@ -44,7 +44,7 @@ static int group_teardown(void **state)
 }
 
 static const struct cv_audit_settings settings = {
-	"vault-test-hmac", 1, 60, 60, 3,
+	"vault-test-hmac", 1, 60, 60, 3, 60,
 };
 
 static void open_all(struct fixture *fx, const char *db, struct cv_audit_key_report *rep)
@@ -166,11 +166,62 @@ static void test_throttle(void **state)
 	close_all(&fx);
 }
 
+/* Signatures (uses of a key) are counted like refusals, in their own table: one record per
+ * actor, action, key and algorithm at once, the repeats as one counted record when the
+ * interval ends; a refusal flood beside them changes nothing of that. */
+static void test_uses_counted(void **state)
+{
+	struct cv_actor who = { "0123456789abcdef", "signer", CV_ROLE_OPERATOR, 0 };
+	struct cv_audit_key_report rep;
+	struct cv_audit_record *recs = NULL;
+	struct cv_audit_verdict verdict;
+	struct fixture fx;
+	struct cv_audit a;
+	size_t n;
+	int i;
+
+	(void)state;
+	open_all(&fx, "uses.db", &rep);
+	for (i = 0; i < 5; i++) {
+		cv_audit_begin(&a, &who, "certificate.sign", "www", "req", NOW + i);
+		snprintf(a.entry.detail, sizeof(a.entry.detail), "algorithm=%s version=1",
+			 i == 4 ? "PS256" : "RS256");
+		assert_int_equal(cv_vault_audit_use(&fx.v, &a), 0);
+		assert_int_equal(a.written, 1);
+		refuse(&fx.v, "192.0.2.7", "x", NOW + i);
+	}
+	n = records(fx.store, &recs);
+	assert_int_equal(n, 3); /* RS256's first, the refusal's first, PS256's first */
+	assert_int_equal(recs[0].e.ok, 1);
+	assert_string_equal(recs[0].e.detail, "algorithm=RS256 version=1");
+	assert_int_equal(recs[1].e.ok, 0);
+	assert_string_equal(recs[2].e.detail, "algorithm=PS256 version=1");
+	free(recs);
+	assert_int_equal(cv_vault_audit_flush(&fx.v, NOW + 61, 0), 0);
+	n = records(fx.store, &recs);
+	assert_int_equal(n, 5); /* and the two counts: RS256's 3 repeats, the refusal's 4 */
+	for (i = 3; i < 5; i++) {
+		if (recs[i].e.ok) {
+			assert_int_equal(recs[i].e.count, 3);
+			assert_int_equal(recs[i].e.first_at, NOW + 1);
+			assert_int_equal(recs[i].e.last_at, NOW + 3);
+			assert_string_equal(recs[i].e.actor_name, "signer");
+		} else {
+			assert_int_equal(recs[i].e.count, 4);
+		}
+	}
+	free(recs);
+	assert_int_equal(cv_store_audit_verify(fx.store, &verdict), 0);
+	assert_int_equal(verdict.first_bad, 0);
+	close_all(&fx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_key_and_counts),
 		cmocka_unit_test(test_throttle),
+		cmocka_unit_test(test_uses_counted),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -17,7 +17,9 @@
 #include <openssl/ocsp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/ecdsa.h>
 #include <openssl/pkcs12.h>
+#include <openssl/rsa.h>
 #include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -3017,6 +3019,118 @@ static void test_ocsp_judge(void **state)
 	X509_free(stranger);
 }
 
+/* The signing algorithms (issue 18 part 4): which key takes which, the data the token
+ * signs, and ECDSA's two encodings, each checked by OpenSSL's own verification. */
+static void test_sign_algorithms(void **state)
+{
+	static const struct {
+		const char *alg;
+		int fits[5];      /* RSA-2048, P-256, P-384, P-521, Ed25519 */
+	} table[] = {
+		{ "RS256", { 1, 0, 0, 0, 0 } },        { "PS512", { 1, 0, 0, 0, 0 } },
+		{ "rsa-pss-sha384", { 1, 0, 0, 0, 0 } }, { "ES256", { 0, 1, 0, 0, 0 } },
+		{ "ES384", { 0, 0, 1, 0, 0 } },        { "ES512", { 0, 0, 0, 1, 0 } },
+		{ "ecdsa-sha256", { 0, 1, 1, 1, 0 } }, { "ecdsa-sha512", { 0, 1, 1, 1, 0 } },
+		{ "EdDSA", { 0, 0, 0, 0, 1 } },        { "ed25519", { 0, 0, 0, 0, 1 } },
+	};
+	const int kinds[5] = { K_RSA2048, K_P256, K_P384, K_P521, K_ED25519 };
+	const struct cv_sign_alg *alg;
+	struct cv_errmsg err;
+	unsigned char digest[64], input[CV_SIGN_INPUT_MAX], sig[600], *der = NULL;
+	const unsigned char *p;
+	size_t i, k, len, sig_len, der_len = 0, digest_len;
+	char takes[200];
+	EVP_PKEY_CTX *ctx;
+	ECDSA_SIG *es;
+
+	(void)state;
+	for (i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+		assert_int_equal(cv_x509_sign_alg_find(table[i].alg, &alg, &err), 0);
+		for (k = 0; k < 5; k++)
+			if ((cv_x509_sign_alg_fits(alg, keys[kinds[k]], &err) == 0) !=
+			    table[i].fits[k])
+				fail_msg("%s on key %zu: %s", table[i].alg, k, err.text);
+	}
+	assert_int_equal(cv_x509_sign_alg_find("HS256", &alg, &err), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_x509_sign_alg_find("rs256", &alg, &err), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_x509_sign_alg_find(NULL, &alg, &err), CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_x509_sign_alg_find("ES256", &alg, &err), 0);
+	assert_int_equal(cv_x509_sign_alg_fits(alg, keys[K_P384], &err),
+			 CV_ERR_ALGORITHM_MISMATCH);
+	assert_non_null(strstr(err.text, "P-384"));
+	assert_non_null(strstr(err.text, "ES384"));
+	cv_x509_sign_algs_for(keys[K_ED25519], takes, sizeof(takes));
+	assert_string_equal(takes, "EdDSA ed25519");
+
+	/* RSASSA-PKCS1-v1_5: the DigestInfo signed raw verifies as a signature over the hash. */
+	for (i = 0; i < 3; i++) {
+		static const char *const names[] = { "RS256", "RS384", "RS512" };
+
+		assert_int_equal(cv_x509_sign_alg_find(names[i], &alg, &err), 0);
+		RAND_bytes(digest, (int)alg->digest_len);
+		len = sizeof(input);
+		assert_int_equal(cv_x509_sign_input(alg, digest, alg->digest_len - 1, input, &len,
+						    &err), CV_ERR_DIGEST_LENGTH);
+		assert_int_equal(cv_x509_sign_input(alg, digest, alg->digest_len, input, &len,
+						    &err), 0);
+		assert_int_equal(len, 19 + alg->digest_len);
+		ctx = EVP_PKEY_CTX_new(keys[K_RSA2048], NULL);
+		sig_len = sizeof(sig);
+		assert_int_equal(EVP_PKEY_sign_init(ctx), 1);
+		assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING), 1);
+		assert_int_equal(EVP_PKEY_sign(ctx, sig, &sig_len, input, len), 1);
+		EVP_PKEY_CTX_free(ctx);
+		ctx = EVP_PKEY_CTX_new(keys[K_RSA2048], NULL);
+		assert_int_equal(EVP_PKEY_verify_init(ctx), 1);
+		assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING), 1);
+		assert_int_equal(EVP_PKEY_CTX_set_signature_md(ctx,
+							       EVP_get_digestbynid(alg->md_nid)), 1);
+		assert_int_equal(EVP_PKEY_verify(ctx, sig, sig_len, digest, alg->digest_len), 1);
+		EVP_PKEY_CTX_free(ctx);
+	}
+	/* PSS and ECDSA sign the hash itself; EdDSA takes no digest. */
+	assert_int_equal(cv_x509_sign_alg_find("PS384", &alg, &err), 0);
+	len = sizeof(input);
+	assert_int_equal(cv_x509_sign_input(alg, digest, 48, input, &len, &err), 0);
+	assert_int_equal(len, 48);
+	assert_int_equal(cv_x509_sign_alg_find("EdDSA", &alg, &err), 0);
+	assert_int_equal(cv_x509_sign_input(alg, digest, 32, input, &len, &err),
+			 CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_x509_sign_digest(alg, digest, 1, digest, &digest_len),
+			 CV_ERR_BAD_REQUEST);
+	assert_int_equal(cv_x509_sign_alg_find("ecdsa-sha384", &alg, &err), 0);
+	assert_int_equal(cv_x509_sign_digest(alg, (const unsigned char *)"abc", 3, digest,
+					     &digest_len), 0);
+	assert_int_equal(digest_len, 48);
+
+	/* ECDSA: r || s back to DER is the DER OpenSSL made, and verifies. */
+	for (k = 1; k < 4; k++) {
+		unsigned char rs[132];
+		const BIGNUM *r, *s;
+		size_t half = k == 1 ? 32 : k == 2 ? 48 : 66;
+
+		ctx = EVP_PKEY_CTX_new(keys[kinds[k]], NULL);
+		sig_len = sizeof(sig);
+		assert_int_equal(EVP_PKEY_sign_init(ctx), 1);
+		assert_int_equal(EVP_PKEY_sign(ctx, sig, &sig_len, digest, 48), 1);
+		EVP_PKEY_CTX_free(ctx);
+		p = sig;
+		es = d2i_ECDSA_SIG(NULL, &p, (long)sig_len);
+		assert_non_null(es);
+		ECDSA_SIG_get0(es, &r, &s);
+		assert_int_equal(BN_bn2binpad(r, rs, (int)half), (int)half);
+		assert_int_equal(BN_bn2binpad(s, rs + half, (int)half), (int)half);
+		ECDSA_SIG_free(es);
+		assert_int_equal(cv_x509_ecdsa_der(rs, 2 * half, &der, &der_len), 0);
+		assert_int_equal(der_len, sig_len);
+		assert_memory_equal(der, sig, sig_len);
+		OPENSSL_free(der);
+		der = NULL;
+		assert_int_equal(cv_x509_ecdsa_der(rs, 2 * half - 1, &der, &der_len),
+				 CV_ERR_BAD_ENCODING);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3064,6 +3178,7 @@ int main(void)
 		cmocka_unit_test(test_crl_parse_verify_judge),
 		cmocka_unit_test(test_revocation_urls_and_ocsp_request),
 		cmocka_unit_test(test_ocsp_judge),
+		cmocka_unit_test(test_sign_algorithms),
 	};
 
 	return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
