@@ -204,9 +204,6 @@ static int audit_archive_command(struct cv_app *app, const char *archive, const 
 #ifndef CV_PACKAGE_DB_PATH
 #define CV_PACKAGE_DB_PATH "/var/lib/certvault/certvault.db"
 #endif
-#ifndef CV_VERSION
-#define CV_VERSION "0.1.0"
-#endif
 
 /* --backup FILE: the copy is made beside FILE and FILE appears only once it is whole and
  * durable; an existing FILE is never overwritten. Returns the exit status. */
@@ -494,7 +491,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'V':
-			printf("certvaultd 0.1.0%s\n", cv_fault_compiled_in() ?
+			printf("certvaultd %s%s\n", CV_VERSION, cv_fault_compiled_in() ?
 			       " (test build: fault points compiled in)" : "");
 			return 0;
 		default:
