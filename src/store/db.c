@@ -324,8 +324,10 @@ static const char *const migrations[] = {
 	 * then. Those superseded before this version count from their last change. */
 	"ALTER TABLE jwks ADD COLUMN superseded_at INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE jwks SET superseded_at = updated_at WHERE state = 2;",
-	/* The names step stays the last one: test_input replays it on a database rolled back one
-	 * step, as an older release left it. New steps go before it (and renumber it). */
+	/* New steps are appended after this one. (While steps 7-10 were merged it sat last
+	 * and was renumbered each time: see dev_build_schema. test_input now replays it on the
+	 * frozen schema-10 database of tests/upgrade/, and test_upgrade opens every frozen
+	 * schema with the current build.) */
 	/* 10 -> 11: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
 	 * to a reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
@@ -518,6 +520,22 @@ out:
 	sqlite3_finalize(stmt);
 }
 
+/* Whether the database is one that development builds of 2026-12-06 wrote: the names step
+ * (now 10 -> 11) was then numbered 7, 8, 9 or 10, so such a database says a version below 11
+ * yet holds that step's index and lacks steps this build would skip. Migrating it would
+ * apply the wrong steps: it is refused instead. 1 yes, 0 no, or CV_ERR_DB. */
+static int dev_build_schema(sqlite3 *db, int64_t version)
+{
+	int64_t n = 0;
+	int r;
+
+	if (version < 7 || version > 10)
+		return 0;
+	r = query_one(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND"
+		      " name = 'certificates_name_nocase'", &n, NULL, 0);
+	return r < 0 ? r : n > 0;
+}
+
 /* Brings the schema to SCHEMA_VERSION, one step per transaction with its version bump, so
  * that a crash mid-way leaves the database at a version that exists. */
 static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
@@ -551,6 +569,19 @@ static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 		}
 		if (version == SCHEMA_VERSION)
 			break;
+		r = dev_build_schema(db, version);
+		if (r != 0) {
+			if (r > 0)
+				r = cv_errmsg_set(err, CV_ERR_DB,
+						  "database %s has schema version %lld as a development "
+						  "build numbered it (the names step among steps 7-10): "
+						  "this certvault cannot tell which steps it lacks and "
+						  "changes nothing; back it up and move its data with "
+						  "the build that made it", path, (long long)version);
+			else
+				cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+			return store_finish(db, r);
+		}
 		r = exec_script(db, migrations[version]);
 		if (r == 0) {
 			/* PRAGMA takes no parameters; the value is our own integer. */

@@ -119,6 +119,21 @@ class FrozenSchemaTest(unittest.TestCase):
                       "newer certvault" % (current + 1, current), str(ctx.exception))
         self.assertEqual(dump(vault.db), before)
 
+    def test_development_build_schema_refused_and_left_alone(self):
+        """From 3de079a to 82ea025 the names step was numbered 7 to 10: a database one of
+        those builds wrote says 7-10 but holds that step. Refused, never half-migrated."""
+        vault, _ = frozen.load(self.tmp, 7)
+        with sqlite3.connect(vault.db) as db:
+            db.execute("CREATE UNIQUE INDEX certificates_name_nocase"
+                       " ON certificates(name COLLATE NOCASE)")
+        before = dump(vault.db)
+        with self.assertRaises(AssertionError) as ctx:
+            vault.start()
+        vault.logf.close()
+        self.assertIn("has schema version 7 as a development build numbered it",
+                      str(ctx.exception))
+        self.assertEqual(dump(vault.db), before)
+
 
 if __name__ == "__main__":
     unittest.main()
