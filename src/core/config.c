@@ -318,6 +318,24 @@ void cv_config_describe(FILE *f)
 		"the SO PIN itself, instead of token.so_pin_file (--init-token only)");
 }
 
+/* Writes text as comment lines of at most 88 columns: inih reads at most 200 bytes of a
+ * line and takes the rest for a line of its own. */
+static void comment_wrapped(FILE *f, const char *text)
+{
+	const char *p = text, *end, *brk;
+
+	while (*p != '\0') {
+		end = p + strlen(p);
+		if (end - p > 86) {
+			for (brk = p + 86; brk > p && *brk != ' '; brk--)
+				;
+			end = brk > p ? brk : p + 86;
+		}
+		fprintf(f, "# %.*s\n", (int)(end - p), p);
+		p = *end == ' ' ? end + 1 : end;
+	}
+}
+
 void cv_config_sample(FILE *f, const char *db_path)
 {
 	const char *sections[N_SETTINGS];
@@ -342,8 +360,9 @@ void cv_config_sample(FILE *f, const char *db_path)
 			if (strcmp(settings[i].section, sections[j]) != 0)
 				continue;
 			env_name(&settings[i], name, sizeof(name));
-			fprintf(f, "\n# %s\n# (%s)\n# %s = %s\n", settings[i].help, name,
-				settings[i].key, settings[i].def);
+			fputc('\n', f);
+			comment_wrapped(f, settings[i].help);
+			fprintf(f, "# (%s)\n# %s = %s\n", name, settings[i].key, settings[i].def);
 			/* The one a package sets: the database in the service's state directory. */
 			if (db_path != NULL && strcmp(settings[i].section, "database") == 0 &&
 			    strcmp(settings[i].key, "path") == 0)
