@@ -911,9 +911,10 @@ struct cv_backup_summary {
  * token nor the PIN. 0, CV_ERR_DB (the database), CV_ERR_CONFIG (a file) or CV_ERR_NOMEM. */
 int cv_vault_backup_write(const struct cv_backup_params *p, int out_fd,
 			  struct cv_backup_summary *ret, struct cv_errmsg *err);
-/* Appends a's record (a backup taken through the API) in its own transaction. 0 or the
- * store's or the audit key's error. */
-int cv_vault_backup_audit(struct cv_vault *v, struct cv_audit *a);
+/* Appends a's record (a backup taken through the API, what sum says it holds) in its own
+ * transaction. 0 or the store's or the audit key's error. */
+int cv_vault_backup_audit(struct cv_vault *v, struct cv_audit *a,
+			  const struct cv_backup_summary *sum);
 #define CV_BACKUP_MISSING_LISTED 20
 struct cv_backup_verdict {
 	int intact;                 /* the manifest, the database and its audit chain agree */

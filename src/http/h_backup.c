@@ -70,7 +70,7 @@ int h_backup(struct cv_app *app, const struct cv_request *req, struct cv_respons
 	if (r < 0)
 		goto out;
 	/* The record says a copy of everything left: written before a byte of it goes. */
-	r = cv_vault_backup_audit(&app->vault, req->audit);
+	r = cv_vault_backup_audit(&app->vault, req->audit, &sum);
 	if (r < 0) {
 		cv_errmsg_set(err, r, "the backup's audit record could not be written");
 		goto out;

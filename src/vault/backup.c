@@ -237,12 +237,18 @@ out:
 	return r;
 }
 
-int cv_vault_backup_audit(struct cv_vault *v, struct cv_audit *a)
+int cv_vault_backup_audit(struct cv_vault *v, struct cv_audit *a,
+			  const struct cv_backup_summary *sum)
 {
 	int r;
 
 	if (a == NULL)
 		return 0;
+	/* What left: enough to match the record with the file the admin keeps. */
+	vault_audit_changes(a, json_pack("{s:I, s:I, s:I, s:s?}", "schema_version",
+					 (json_int_t)sum->schema_version, "bytes",
+					 (json_int_t)sum->db_bytes, "keys", (json_int_t)sum->keys,
+					 "audit_head", sum->head[0] ? sum->head : NULL));
 	r = cv_store_audit_append(v->store, vault_audit_done(a));
 	vault_audit_written(a, r);
 	return r;
