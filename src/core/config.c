@@ -75,9 +75,11 @@ static const struct setting settings[] = {
 	{ "token", "label", K_STR, OFF(token_label), "certvault", 0, 0,
 	  "label of the token that holds the keys" },
 	{ "token", "pin_file", K_STR, OFF(token_pin_file), "", 0, 0,
-	  "file holding the user PIN (mode 0600); CERTVAULT_TOKEN_PIN overrides it" },
+	  "file holding the user PIN (mode 0600); CERTVAULT_TOKEN_PIN overrides it; empty:"
+	  " $CREDENTIALS_DIRECTORY/token-pin (systemd's LoadCredential=) when there is one" },
 	{ "token", "so_pin_file", K_STR, OFF(token_so_pin_file), "", 0, 0,
-	  "file holding the SO PIN, read only by --init-token; CERTVAULT_TOKEN_SO_PIN overrides it" },
+	  "file holding the SO PIN, read only by --init-token; CERTVAULT_TOKEN_SO_PIN overrides it;"
+	  " empty: $CREDENTIALS_DIRECTORY/token-so-pin when there is one" },
 	{ "token", "sessions", K_INT, OFF(token_sessions), "8", 1, 256,
 	  "PKCS#11 sessions kept open" },
 	{ "token", "sync_dir", K_STR, OFF(token_sync_dir), "auto", 0, 0,
