@@ -88,6 +88,7 @@ class BackupTest(unittest.TestCase):
             cls.during = len(todo)
         for t in threads:
             t.join()
+        assert cls.api_status == 200, (cls.api_status, cls.api_body, cls.vault.log()[-3000:])
         cls.api_file = os.path.join(cls.tmp, "api-backup.tar")
         with open(cls.api_file, "wb") as f:
             f.write(cls.api_body)
