@@ -39,11 +39,16 @@ class BackupTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="cv-it-backup-")
         cls.vault = Certvaultd(cls.tmp).start()
-        cls.mats = [Material(cls.tmp, "b%02d" % i) for i in range(36)]
-        for i in range(4):
-            st, _, body = cls.vault.import_cert("b%02d" % i, cls.mats[i])
-            assert st == 201, body
-        cls.storm()
+        try:
+            cls.mats = [Material(cls.tmp, "b%02d" % i) for i in range(36)]
+            for i in range(4):
+                st, _, body = cls.vault.import_cert("b%02d" % i, cls.mats[i])
+                assert st == 201, body
+            cls.storm()
+        except BaseException:
+            # tearDownClass does not run after a failed setUpClass.
+            cls.tearDownClass()
+            raise
 
     @classmethod
     def tearDownClass(cls):
