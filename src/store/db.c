@@ -359,6 +359,20 @@ static const char *const migrations[] = {
 	"INSERT INTO dn_refresh SELECT 3, id FROM truststore"
 	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
 	"INSERT INTO dn_refresh SELECT 4, id FROM crls WHERE issuer GLOB '*\\[0-9A-F][0-9A-F]*';",
+	/* 11 -> 12: soft delete (issue 18 part 2). A deleted certificate keeps its row in state 2
+	 * (deleting: hidden from every read of active rows, its name still taken by the unique
+	 * index) with held 1, which tells the reconciler to leave it alone: a held row is not an
+	 * interrupted delete but one waiting for its retention to end (purge_after) or for a
+	 * recover. A purge clears held in the transaction that records it, so from then on the
+	 * row is an ordinary interrupted delete the next start finishes. deleted_jwks is the JSON
+	 * array of the JWKs the delete took off the certificate (deleted, or disconnected: each
+	 * with its row as it was), for the recover to put back where it still can. */
+	"ALTER TABLE certificates ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held IN (0, 1));"
+	"ALTER TABLE certificates ADD COLUMN deleted_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE certificates ADD COLUMN purge_after INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE certificates ADD COLUMN deleted_by TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN deleted_jwks TEXT NOT NULL DEFAULT '';"
+	"CREATE INDEX certificates_held_purge ON certificates(purge_after) WHERE held = 1;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
