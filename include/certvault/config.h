@@ -92,6 +92,10 @@ void cv_config_release(struct cv_config *cfg);
 
 /* Writes every setting — section.key, its environment variable, default and meaning — to f. */
 void cv_config_describe(FILE *f);
+/* Writes a sample INI file: every setting commented out with its help, its environment
+ * variable and its default, grouped by section; db_path (may be NULL) is set uncommented as
+ * database.path (a package's state directory). */
+void cv_config_sample(FILE *f, const char *db_path);
 
 /* Reads the user PIN: the environment variable CERTVAULT_TOKEN_PIN if set (which is then
  * overwritten in place and unset: cv_secret_env_take), else the first line of

@@ -1066,5 +1066,38 @@ int cv_store_notify_attempt_end(struct cv_store *store, int64_t outbox_id, int64
 /* Attempts still "sending" (their sender died) become "interrupted"; their deliveries are
  * due again at once, with the same delivery id. *ret_n: how many. */
 int cv_store_notify_interrupted(struct cv_store *store, int64_t now, int64_t *ret_n);
+/* Backups (src/store/backup.c). A key a row needs in the token, and which row: "current"
+ * (a certificate's current version), "version" (a superseded version whose key is kept),
+ * "pending" (a key generated for a CSR) or "journal" (a key being created). */
+struct cv_store_key_ref {
+	uint8_t id[CV_TOKEN_ID_LEN];
+	char name[65];                /* the certificate's ("" for a journal row without one) */
+	int64_t version;              /* 0 when the row has none */
+	char row[8];
+};
+typedef int (*cv_store_key_fn)(const struct cv_store_key_ref *ref, void *arg);
+/* Calls fn for every key a row needs, in id order, in one read transaction; stops at fn's
+ * first non-zero value and returns it. 0, fn's value or CV_ERR_DB. */
+int cv_store_keys_foreach(struct cv_store *store, cv_store_key_fn fn, void *arg);
+/* Copies the database file at path into dest (an empty file, or none) with SQLite's online
+ * backup API, while other processes and connections write it: one read transaction, so the
+ * copy holds every change committed before it began and nothing half-done. The copy is in
+ * rollback-journal mode (one file) and made durable. 0 or CV_ERR_DB with err. */
+int cv_store_backup_copy(const char *path, const char *dest, struct cv_errmsg *err);
+/* What a database file holds, read without changing it (no migration). */
+struct cv_store_backup_facts {
+	int64_t schema_version;
+	int64_t audit_records;
+	int64_t audit_last_seq;
+	int has_audit_head;
+	uint8_t audit_head[CV_AUDIT_HASH_LEN];
+	size_t n_keys;
+	struct cv_store_key_ref *keys;    /* in id order */
+};
+/* 0 (release with cv_store_backup_facts_release) or CV_ERR_DB with err (unreadable, or not
+ * of this schema). */
+int cv_store_backup_facts(const char *path, struct cv_store_backup_facts *ret,
+			  struct cv_errmsg *err);
+void cv_store_backup_facts_release(struct cv_store_backup_facts *f);
 
 #endif

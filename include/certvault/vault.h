@@ -56,6 +56,11 @@ struct cv_vault {
 	int64_t test_retention_seconds;
 	int purge_protection;
 	struct vault_purger *purger; /* owned (cv_vault_purger_start); NULL: not running */
+	/* What the start-up check of the database against the token found (set before v is
+	 * shared; health reports it): keys rows need that the token lacks, and key objects with
+	 * certvault's marker that no row names. */
+	unsigned keys_missing_at_start;
+	unsigned orphan_keys_at_start;
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the
@@ -1012,5 +1017,70 @@ int cv_vault_audit_archive(struct cv_vault *v, const char *path, int64_t before,
  * token's error. */
 int cv_vault_audit_archive_verify(struct cv_vault *v, const char *path,
 				  struct cv_audit_archive_report *ret, struct cv_errmsg *err);
+
+/* Backups (src/vault/backup.c). A backup is a POSIX tar of two members: manifest.json (what
+ * the copy holds: time, schema version, the audit chain's head, every key id it needs) and
+ * certvault.db (a consistent copy of the database, one file). */
+#define CV_BACKUP_FORMAT "certvault-backup"
+struct cv_backup_params {
+	const char *db_path;        /* the live database */
+	const char *tmp_dir;        /* a private directory for the copy while it is made */
+	const char *version;        /* certvault's, for the manifest */
+	const char *token_label;
+	const char *audit_key_label;
+	int64_t now;
+};
+struct cv_backup_summary {
+	int64_t schema_version;
+	int64_t audit_records;
+	size_t keys;
+	uint64_t db_bytes;
+	char head[2 * CV_AUDIT_HASH_LEN + 1]; /* "" when the trail is empty */
+};
+/* Writes a backup of p->db_path to out_fd (a file, or the HTTP layer's temporary file): the
+ * database copied with SQLite's online backup API while certvaultd may be writing it (every
+ * change committed before the copy began is in it), then its manifest. Needs neither the
+ * token nor the PIN. 0, CV_ERR_DB (the database), CV_ERR_CONFIG (a file) or CV_ERR_NOMEM. */
+int cv_vault_backup_write(const struct cv_backup_params *p, int out_fd,
+			  struct cv_backup_summary *ret, struct cv_errmsg *err);
+/* Appends a's record (a backup taken through the API, what sum says it holds) in its own
+ * transaction. 0 or the store's or the audit key's error. */
+int cv_vault_backup_audit(struct cv_vault *v, struct cv_audit *a,
+			  const struct cv_backup_summary *sum);
+#define CV_BACKUP_MISSING_LISTED 20
+struct cv_backup_verdict {
+	int intact;                 /* the manifest, the database and its audit chain agree */
+	char reason[200];           /* the first thing that did not, when !intact */
+	int64_t schema_version;
+	char created_at[32];
+	char head[2 * CV_AUDIT_HASH_LEN + 1];
+	int64_t audit_records;      /* records the walk checked */
+	int64_t audit_first_bad;
+	size_t keys;                /* keys the copy needs */
+	size_t keys_missing;        /* ...that this token lacks */
+	char missing[CV_BACKUP_MISSING_LISTED][96]; /* "name vN (row)" of the first ones */
+};
+/* Checks a backup file: its manifest against the database it carries (SHA-256, schema
+ * version, audit head, key ids), the copy's audit chain with the token's key labelled
+ * audit_key_label, and which of its keys v's token lacks. The copy is made in tmp_dir and
+ * removed. 0 with the verdict, or CV_ERR_CONFIG (unreadable), CV_ERR_BAD_ENCODING (not a
+ * backup), the database's or the token's error. */
+int cv_vault_backup_verify(struct cv_vault *v, const char *file, const char *tmp_dir,
+			   const char *audit_key_label, struct cv_backup_verdict *ret,
+			   struct cv_errmsg *err);
+
+/* What the check of the database against the token found: the keys rows need to serve (a
+ * certificate's current version's, a kept version's) and those the token lacks (a database
+ * restored onto a token that lost keys, or keys destroyed behind certvault's back). */
+struct cv_key_check {
+	unsigned needed;
+	unsigned missing;
+	unsigned missing_current;   /* ...of them a current version's: its certificate cannot sign */
+};
+/* Calls fn (may be NULL) for each missing key; stops at fn's first non-zero value. 0, fn's
+ * value or CV_ERR_DB. No token call: the token's map of keys is consulted. */
+int cv_vault_keys_check(struct cv_vault *v,
+			int (*fn)(const struct cv_store_key_ref *ref, void *arg), void *arg,
+			struct cv_key_check *ret, struct cv_errmsg *err);
 
 #endif

@@ -1,12 +1,16 @@
 /* certvaultd: parse the configuration, open the token and the store, serve, wait. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -14,6 +18,7 @@
 #include "certvault/fault.h"
 #include "certvault/http.h"
 #include "certvault/notify.h"
+#include "certvault/sdnotify.h"
 #include "certvault/secret.h"
 #include "certvault/store.h"
 #include "certvault/token.h"
@@ -44,6 +49,15 @@ static void usage(FILE *f)
 		   "      --audit-verify-archive FILE\n"
 		   "                      check an archive's records with the token's audit key;\n"
 		   "                      then exit (0: it holds, 1: it does not)\n"
+		   "      --backup FILE   write a backup of the database (a consistent copy taken\n"
+		   "                      while certvaultd runs, and its manifest) to FILE, a new\n"
+		   "                      file; needs no token; then exit\n"
+		   "      --verify-backup FILE\n"
+		   "                      check a backup: manifest, database, audit chain (with the\n"
+		   "                      token's audit key) and which of its keys the token lacks;\n"
+		   "                      then exit (0: intact and every key there, 1: not)\n"
+		   "      --sample-config print a configuration file with every setting commented\n"
+		   "                      out with its default; then exit\n"
 		   "  -h, --help          this text\n"
 		   "  -V, --version       the version\n"
 		   "\n"
@@ -129,6 +143,7 @@ static int orphans_report(struct cv_app *app, struct cv_errmsg *err)
 	r = cv_vault_orphans(&app->vault, app->cfg->token_destroy_orphan_keys, &rep, err);
 	if (r < 0 || rep.found == 0)
 		return r;
+	app->vault.orphan_keys_at_start = rep.found - rep.destroyed;
 	for (i = 0; i < rep.listed; i++)
 		fprintf(stderr, "certvaultd: orphan key: %s key object with certvault's id %s and"
 			" no row naming it: %s\n",
@@ -196,6 +211,175 @@ static int audit_archive_command(struct cv_app *app, const char *archive, const 
 			(long long)rep.first, (long long)rep.through, (long long)rep.records,
 			archive, rep.head, rep.sha256);
 	return 0;
+}
+
+#ifndef CV_PACKAGE_DB_PATH
+#define CV_PACKAGE_DB_PATH "/var/lib/certvault/certvault.db"
+#endif
+
+/* --backup FILE: the copy is made beside FILE and FILE appears only once it is whole and
+ * durable; an existing FILE is never overwritten. Returns the exit status. */
+static int backup_command(const struct cv_config *cfg, const char *file, struct cv_errmsg *err)
+{
+	struct cv_backup_params p = { 0 };
+	struct cv_backup_summary sum;
+	char dirbuf[4096], tmp[4200];
+	const char *dir;
+	int fd = -1, r;
+
+	snprintf(dirbuf, sizeof(dirbuf), "%s", file);
+	dir = dirname(dirbuf);
+	if (access(file, F_OK) == 0) {
+		cv_errmsg_set(err, CV_ERR_CONFIG, "--backup %s: the file exists (a backup is "
+			      "never written over one)", file);
+		return CV_ERR_CONFIG;
+	}
+	snprintf(tmp, sizeof(tmp), "%s/.certvault-backup-tar-XXXXXX", dir);
+	fd = mkstemp(tmp);
+	if (fd < 0) {
+		cv_errmsg_set(err, CV_ERR_CONFIG, "--backup: cannot make a file in %s: %s", dir,
+			      strerror(errno));
+		return CV_ERR_CONFIG;
+	}
+	(void)fchmod(fd, 0600);
+	p.db_path = cfg->db_path;
+	p.tmp_dir = dir;
+	p.version = CV_VERSION;
+	p.token_label = cfg->token_label;
+	p.audit_key_label = cfg->audit_key_label;
+	p.now = (int64_t)time(NULL);
+	r = cv_vault_backup_write(&p, fd, &sum, err);
+	if (r == 0 && fsync(fd) != 0)
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "--backup %s: %s", file, strerror(errno));
+	if (close(fd) != 0 && r == 0)
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "--backup %s: %s", file, strerror(errno));
+	/* link() refuses an existing name: a backup that appeared meanwhile is kept. */
+	if (r == 0 && link(tmp, file) != 0)
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "--backup %s: %s", file, strerror(errno));
+	unlink(tmp);
+	if (r == 0) {
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0) {
+			(void)fsync(fd);
+			close(fd);
+		}
+		fprintf(stdout, "backup %s: schema %lld, %llu bytes of database, %lld audit "
+			"record(s), head %s, %zu key(s) the token must hold\n", file,
+			(long long)sum.schema_version, (unsigned long long)sum.db_bytes,
+			(long long)sum.audit_records, sum.head[0] ? sum.head : "(none)", sum.keys);
+	}
+	return r;
+}
+
+/* --verify-backup FILE, once the token is open. Returns the exit status, or an error. */
+static int verify_backup_command(struct cv_app *app, const char *file, struct cv_errmsg *err)
+{
+	struct cv_backup_verdict vd;
+	const char *tmp = getenv("TMPDIR");
+	size_t i;
+	int r;
+
+	r = cv_vault_backup_verify(&app->vault, file, tmp != NULL && tmp[0] == '/' ? tmp : "/tmp",
+				   app->cfg->audit_key_label, &vd, err);
+	if (r < 0)
+		return r;
+	if (!vd.intact) {
+		fprintf(stdout, "%s: NOT intact: %s\n", file, vd.reason);
+		return 1;
+	}
+	fprintf(stdout, "%s: intact: made %s, schema %lld, audit chain of %lld record(s) "
+		"verified, head %s\n", file, vd.created_at, (long long)vd.schema_version,
+		(long long)vd.audit_records, vd.head[0] ? vd.head : "(none)");
+	if (vd.keys_missing == 0) {
+		fprintf(stdout, "%s: the token holds all %zu key(s) it needs\n", file, vd.keys);
+		return 0;
+	}
+	fprintf(stdout, "%s: the token lacks %zu of its %zu key(s):\n", file, vd.keys_missing,
+		vd.keys);
+	for (i = 0; i < vd.keys_missing && i < CV_BACKUP_MISSING_LISTED; i++)
+		fprintf(stdout, "  %s\n", vd.missing[i]);
+	return 1;
+}
+
+/* After the reconciler: every key a row needs is looked up in the token's map; the
+ * certificates that lost theirs (a database restored onto a token without them) are said
+ * here and marked key_missing in the API, instead of failing at first use. */
+static int say_missing(const struct cv_store_key_ref *ref, void *arg)
+{
+	unsigned *listed = arg;
+	char hex[2 * CV_TOKEN_ID_LEN + 1];
+
+	if ((*listed)++ >= CV_ORPHANS_LISTED)
+		return 0;
+	cv_hex_encode(ref->id, CV_TOKEN_ID_LEN, hex);
+	fprintf(stderr, "certvaultd: key missing: certificate %s version %lld (%s) needs the key"
+		" with id %s, which is not in the token\n", ref->name, (long long)ref->version,
+		ref->row, hex);
+	return 0;
+}
+
+static int keys_check(struct cv_app *app, struct cv_errmsg *err)
+{
+	struct cv_key_check kc;
+	unsigned listed = 0;
+	int r;
+
+	r = cv_vault_keys_check(&app->vault, say_missing, &listed, &kc, err);
+	if (r < 0)
+		return r;
+	app->vault.keys_missing_at_start = kc.missing;
+	if (kc.missing > 0)
+		fprintf(stderr, "certvaultd: %u of the %u key(s) the database needs are not in the "
+			"token (%u of them a current version's): restore the token's backup that "
+			"holds them; GET /v1/health/keys names them\n", kc.missing, kc.needed,
+			kc.missing_current);
+	return 0;
+}
+
+/* SIGHUP: the settings read at each use are taken from the file again; the others are
+ * said to need a restart. A file that does not load changes nothing. */
+static void reload(struct cv_app *app, const char *config_path, int64_t *sweep_seconds)
+{
+	struct cv_errmsg err = { "" };
+	struct cv_config fresh;
+	struct timespec ts;
+	char state[96];
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+	(void)cv_sd_notify(state);
+	if (cv_config_load(config_path, &fresh, &err) < 0) {
+		fprintf(stderr, "certvaultd: SIGHUP: the configuration was not reloaded, nothing "
+			"changed: %s\n", err.text);
+		goto out;
+	}
+	/* Each is one aligned word that requests read as a whole: a request sees the old value
+	 * or the new one. */
+	__atomic_store_n(&app->vault.soon_seconds, fresh.expires_soon_days * 86400,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&app->vault.allow_weak_signatures, fresh.allow_weak_signatures,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&app->vault.destroy_superseded_keys, fresh.destroy_superseded_keys,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&app->vault.jwks_retention, fresh.jwks_superseded_retention,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&app->vault.pending_seconds, fresh.pending_expiry_seconds,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&app->vault.revocation.online, fresh.revocation_online,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&app->vault.revocation.timeout_ms, (int)fresh.revocation_timeout_ms,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&app->vault.revocation.unknown_warn,
+			 strcmp(fresh.revocation_unknown, "warn") == 0, __ATOMIC_RELAXED);
+	*sweep_seconds = fresh.pending_sweep_seconds;
+	fprintf(stderr, "certvaultd: SIGHUP: reloaded %s: policy.*, jwks.superseded_retention "
+		"and revocation.online, timeout_ms and unknown now apply; every other setting "
+		"needs a restart\n", config_path != NULL ? config_path : "(no file: defaults and "
+		"environment)");
+	cv_config_release(&fresh);
+out:
+	(void)cv_sd_notify("READY=1\nSTATUS=serving");
 }
 
 /* --routes: who may call what, as the route table says. */
@@ -288,6 +472,9 @@ int main(int argc, char **argv)
 		{ "audit-archive", required_argument, NULL, 'A' },
 		{ "audit-verify-archive", required_argument, NULL, 'Y' },
 		{ "older-than-days", required_argument, NULL, 'O' },
+		{ "backup", required_argument, NULL, 'B' },
+		{ "verify-backup", required_argument, NULL, 'W' },
+		{ "sample-config", no_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = getenv("CERTVAULT_CONFIG");
@@ -305,7 +492,8 @@ int main(int argc, char **argv)
 	struct cv_audit_key_report keyrep;
 	struct cv_notify_settings notify_cfg;
 	struct cv_notifier *notifier = NULL;
-	const char *archive = NULL, *check_archive = NULL;
+	const char *archive = NULL, *check_archive = NULL, *backup = NULL, *check_backup = NULL;
+	int64_t sweep_seconds;
 	int64_t older_than_days = -1;
 	int opt, sig, r, status = 1, init_token = 0;
 
@@ -329,6 +517,15 @@ int main(int argc, char **argv)
 		case 'A':
 			archive = optarg;
 			break;
+		case 'B':
+			backup = optarg;
+			break;
+		case 'W':
+			check_backup = optarg;
+			break;
+		case 'S':
+			cv_config_sample(stdout, CV_PACKAGE_DB_PATH);
+			return 0;
 		case 'Y':
 			check_archive = optarg;
 			break;
@@ -339,7 +536,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'V':
-			printf("certvaultd 0.1.0%s\n", cv_fault_compiled_in() ?
+			printf("certvaultd %s%s\n", CV_VERSION, cv_fault_compiled_in() ?
 			       " (test build: fault points compiled in)" : "");
 			return 0;
 		default:
@@ -362,6 +559,7 @@ int main(int argc, char **argv)
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	cv_http_json_harden();
@@ -395,6 +593,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "certvaultd: test build: the process kills itself at fault point "
 			"%s\n", getenv("CERTVAULT_FAULT"));
 	}
+	if (backup != NULL) {
+		r = backup_command(&cfg, backup, &err);
+		status = r < 0;
+		goto out;
+	}
 	r = cv_config_pin_read(&cfg, &pin, &pin_len, &err);
 	if (r < 0)
 		goto out;
@@ -414,6 +617,15 @@ int main(int argc, char **argv)
 	pin = NULL;
 	if (r < 0)
 		goto out;
+	if (check_backup != NULL) {
+		/* The live database is not opened: on a machine being restored it may not exist. */
+		app.vault.token = app.token;
+		r = verify_backup_command(&app, check_backup, &err);
+		if (r < 0)
+			goto out;
+		status = r;
+		goto out;
+	}
 	r = cv_store_open(cfg.db_path, &app.store, &err);
 	if (r < 0)
 		goto out;
@@ -471,6 +683,9 @@ int main(int argc, char **argv)
 	r = orphans_report(&app, &err);
 	if (r < 0)
 		goto out;
+	r = keys_check(&app, &err);
+	if (r < 0)
+		goto out;
 	r = admin_token_once(&app, &err);
 	if (r < 0)
 		goto out;
@@ -505,14 +720,22 @@ int main(int argc, char **argv)
 			cfg.tls_certificate);
 	/* The main thread waits for a stop signal and, between, sweeps expired pending
 	 * certificates: the only background work, too small for a thread of its own. */
+	(void)cv_sd_notify("READY=1\nSTATUS=serving");
+	sweep_seconds = cfg.pending_sweep_seconds;
 	for (;;) {
-		struct timespec every = { (time_t)cfg.pending_sweep_seconds, 0 };
+		struct timespec every = { (time_t)sweep_seconds, 0 };
 
 		sig = sigtimedwait(&signals, NULL, &every);
 		if (sig == SIGINT || sig == SIGTERM) {
 			fprintf(stderr, "certvaultd: %s, stopping\n",
 				sig == SIGINT ? "SIGINT" : "SIGTERM");
+			(void)cv_sd_notify("STOPPING=1");
 			break;
+		}
+		if (sig == SIGHUP) {
+			reload(&app, config_path != NULL && config_path[0] != '\0' ? config_path :
+			       NULL, &sweep_seconds);
+			continue;
 		}
 		if (sig < 0 && errno == EAGAIN)
 			pending_sweep(&app);

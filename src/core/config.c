@@ -79,9 +79,11 @@ static const struct setting settings[] = {
 	{ "token", "label", K_STR, OFF(token_label), "certvault", 0, 0,
 	  "label of the token that holds the keys" },
 	{ "token", "pin_file", K_STR, OFF(token_pin_file), "", 0, 0,
-	  "file holding the user PIN (mode 0600); CERTVAULT_TOKEN_PIN overrides it" },
+	  "file holding the user PIN (mode 0600); CERTVAULT_TOKEN_PIN overrides it; empty:"
+	  " $CREDENTIALS_DIRECTORY/token-pin (systemd's LoadCredential=) when there is one" },
 	{ "token", "so_pin_file", K_STR, OFF(token_so_pin_file), "", 0, 0,
-	  "file holding the SO PIN, read only by --init-token; CERTVAULT_TOKEN_SO_PIN overrides it" },
+	  "file holding the SO PIN, read only by --init-token; CERTVAULT_TOKEN_SO_PIN overrides it;"
+	  " empty: $CREDENTIALS_DIRECTORY/token-so-pin when there is one" },
 	{ "token", "sessions", K_INT, OFF(token_sessions), "8", 1, 256,
 	  "PKCS#11 sessions kept open" },
 	{ "token", "sync_dir", K_STR, OFF(token_sync_dir), "auto", 0, 0,
@@ -410,6 +412,59 @@ void cv_config_describe(FILE *f)
 		"the SO PIN itself, instead of token.so_pin_file (--init-token only)");
 }
 
+/* Writes text as comment lines of at most 88 columns: inih reads at most 200 bytes of a
+ * line and takes the rest for a line of its own. */
+static void comment_wrapped(FILE *f, const char *text)
+{
+	const char *p = text, *end, *brk;
+
+	while (*p != '\0') {
+		end = p + strlen(p);
+		if (end - p > 86) {
+			for (brk = p + 86; brk > p && *brk != ' '; brk--)
+				;
+			end = brk > p ? brk : p + 86;
+		}
+		fprintf(f, "# %.*s\n", (int)(end - p), p);
+		p = *end == ' ' ? end + 1 : end;
+	}
+}
+
+void cv_config_sample(FILE *f, const char *db_path)
+{
+	const char *sections[N_SETTINGS];
+	char name[96];
+	size_t n = 0, i, j;
+
+	fprintf(f, "# certvault: certvaultd's configuration (certvaultd -c FILE, or CERTVAULT_CONFIG).\n"
+		   "# Written by certvaultd --sample-config: every setting, commented out with its\n"
+		   "# default; the environment variable named beside it overrides this file.\n"
+		   "# The token's user PIN is never here: token.pin_file, CERTVAULT_TOKEN_PIN, or\n"
+		   "# systemd's credential \"token-pin\" ($CREDENTIALS_DIRECTORY/token-pin).\n");
+	/* In order of each section's first setting. */
+	for (i = 0; i < N_SETTINGS; i++) {
+		for (j = 0; j < n && strcmp(sections[j], settings[i].section) != 0; j++)
+			;
+		if (j == n)
+			sections[n++] = settings[i].section;
+	}
+	for (j = 0; j < n; j++) {
+		fprintf(f, "\n[%s]\n", sections[j]);
+		for (i = 0; i < N_SETTINGS; i++) {
+			if (strcmp(settings[i].section, sections[j]) != 0)
+				continue;
+			env_name(&settings[i], name, sizeof(name));
+			fputc('\n', f);
+			comment_wrapped(f, settings[i].help);
+			fprintf(f, "# (%s)\n# %s = %s\n", name, settings[i].key, settings[i].def);
+			/* The one a package sets: the database in the service's state directory. */
+			if (db_path != NULL && strcmp(settings[i].section, "database") == 0 &&
+			    strcmp(settings[i].key, "path") == 0)
+				fprintf(f, "path = %s\n", db_path);
+		}
+	}
+}
+
 /* Reads at most max bytes of the first line of fd into a fresh buffer. */
 static int read_first_line(int fd, char **ret_pin, size_t *ret_len)
 {
@@ -438,8 +493,10 @@ static int read_first_line(int fd, char **ret_pin, size_t *ret_len)
 
 /* A secret from the environment variable env when set, else from the first line of file. */
 static int secret_read(const char *env_var, const char *file, const char *setting,
-		       char **ret_secret, size_t *ret_len, struct cv_errmsg *err)
+		       const char *credential, char **ret_secret, size_t *ret_len,
+		       struct cv_errmsg *err)
 {
+	char cred_path[4096];
 	struct stat st;
 	char *secret = NULL;
 	size_t len = 0;
@@ -454,10 +511,22 @@ static int secret_read(const char *env_var, const char *file, const char *settin
 		r = 0;
 		goto out;
 	}
+	/* systemd's LoadCredential= puts it in a directory only the service may read, mode
+	 * 0400, never in the environment: used when no file is named. */
+	if ((file == NULL || file[0] == '\0') && getenv("CREDENTIALS_DIRECTORY") != NULL &&
+	    getenv("CREDENTIALS_DIRECTORY")[0] == '/') {
+		snprintf(cred_path, sizeof(cred_path), "%s/%s", getenv("CREDENTIALS_DIRECTORY"),
+			 credential);
+		if (access(cred_path, F_OK) == 0) {
+			file = cred_path;
+			setting = credential;
+		}
+	}
 	if (file == NULL || file[0] == '\0') {
-		r = cv_errmsg_set(err, CV_ERR_CONFIG, "no %s: set %s or %s",
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "no %s: set %s or %s, or give systemd's "
+				  "credential %s",
 				  strcmp(setting, "token.pin_file") == 0 ? "token PIN" : "SO PIN",
-				  setting, env_var);
+				  setting, env_var, credential);
 		goto out;
 	}
 	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -498,13 +567,13 @@ out:
 int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
 		       struct cv_errmsg *err)
 {
-	return secret_read("CERTVAULT_TOKEN_PIN", cfg->token_pin_file, "token.pin_file", ret_pin,
-			   ret_len, err);
+	return secret_read("CERTVAULT_TOKEN_PIN", cfg->token_pin_file, "token.pin_file", "token-pin",
+			   ret_pin, ret_len, err);
 }
 
 int cv_config_so_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
 			  struct cv_errmsg *err)
 {
 	return secret_read("CERTVAULT_TOKEN_SO_PIN", cfg->token_so_pin_file,
-			   "token.so_pin_file", ret_pin, ret_len, err);
+			   "token.so_pin_file", "token-so-pin", ret_pin, ret_len, err);
 }

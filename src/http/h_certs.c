@@ -162,10 +162,17 @@ static json_t *delete_json(const struct cv_cert_view *v)
 			 "served_over_https", v->served != 0);
 }
 
+/* A key pair whose key the token lacks (a database restored onto a token without it, or a
+ * key destroyed behind certvault's back): shown as such rather than failing at first use. */
+static int cert_key_missing(struct cv_app *app, const struct cv_cert_record *rec)
+{
+	return !rec->is_public && !cv_vault_key_exists(&app->vault, rec->key_id, CV_TOKEN_ID_LEN);
+}
+
 /* The details view of DESIGN.md: the certificate's own fields (the view every certificate
  * shares), then what the vault knows about it. */
 static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t now,
-			 int64_t soon_seconds)
+			 int64_t soon_seconds, int key_missing)
 {
 	const struct cv_cert_record *rec = v->rec;
 	char key_id[2 * CV_TOKEN_ID_LEN + 1];
@@ -204,6 +211,7 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t
 	json_decref(extra);
 	/* A public certificate has no key object: no key to show. */
 	if (json_object_set_new(o, "kind", json_string(cert_kind(rec))) < 0 ||
+	    json_object_set_new(o, "key_missing", json_boolean(key_missing)) < 0 ||
 	    json_object_set_new(o, "environments",
 				strings_json(rec->environments, rec->n_environments)) < 0 ||
 	    json_object_set_new(o, "tags", tags_json(rec->tags, rec->n_tags)) < 0 ||
@@ -227,7 +235,8 @@ int cert_view_response(struct cv_app *app, const char *name, int64_t now, int st
 	if (r < 0)
 		return r;
 	etag_of(view->rec->version, view->rec->sha256_fingerprint, res->etag, sizeof(res->etag));
-	r = res_json(res, status, view_json(view, res->etag, now, app->vault.soon_seconds));
+	r = res_json(res, status, view_json(view, res->etag, now, app->vault.soon_seconds,
+					    cert_key_missing(app, view->rec)));
 	if (r == 0 && ret_view != NULL) {
 		*ret_view = view;
 		view = NULL;
@@ -814,7 +823,7 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 /* One row of the list. Built member by member rather than with json_pack: the list is the
  * hottest path (50 rows a page), and json_pack parses its format string for every row. */
 static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
-			      int64_t soon_seconds)
+			      int64_t soon_seconds, int key_missing)
 {
 	enum cv_status status = cv_status_at((time_t)rec->not_before, (time_t)rec->not_after,
 					     (time_t)now, soon_seconds);
@@ -837,6 +846,7 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		{ "kind", json_string(cert_kind(rec)) },
 		{ "tags", tags_json(rec->tags, rec->n_tags) },
 		{ "version", json_integer((json_int_t)rec->version) },
+		{ "key_missing", json_boolean(key_missing) },
 	};
 	json_t *o = json_object();
 	size_t i;
@@ -1061,7 +1071,9 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	}
 	for (i = 0; i < page->n; i++) {
 		if (json_array_append_new(items, list_item_json(page->items[i], req->now,
-							       app->vault.soon_seconds)) < 0) {
+							       app->vault.soon_seconds,
+							       cert_key_missing(app, page->items[i])))
+		    < 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
 		}

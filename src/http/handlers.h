@@ -15,6 +15,10 @@ int h_openapi(struct cv_app *app, const struct cv_request *req, struct cv_respon
 	      struct cv_errmsg *err);
 int h_health(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	     struct cv_errmsg *err);
+int h_health_keys(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		  struct cv_errmsg *err);
+int h_backup(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+	     struct cv_errmsg *err);
 int h_me(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	 struct cv_errmsg *err);
 int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

@@ -39,6 +39,8 @@ struct cv_route {
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct cv_route routes[] = {
 	{ "GET", "/v1/health", CV_R_PUBLIC, 0, h_health, NULL },
+	{ "GET", "/v1/health/keys", CV_R_READ, 0, h_health_keys, NULL },
+	{ "POST", "/v1/backup", CV_R_ADMIN, 0, h_backup, "backup.create", SLOW },
 	{ "GET", "/v1/me", CV_R_READ, 0, h_me, NULL },
 	{ "GET", "/v1/certificates", CV_R_READ, 0, h_cert_list, NULL },
 	{ "POST", "/v1/certificates", CV_R_WRITE, CFG_BODY, h_cert_import, "certificate.import",

@@ -328,7 +328,42 @@ static const char *const migrations[] = {
 	 * then. Those superseded before this version count from their last change. */
 	"ALTER TABLE jwks ADD COLUMN superseded_at INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE jwks SET superseded_at = updated_at WHERE state = 2;",
-	/* 10 -> 11: soft delete (issue 18 part 2). A deleted certificate keeps its row in state 2
+	/* New steps are appended after this one. (While steps 7-10 were merged it sat last
+	 * and was renumbered each time: see dev_build_schema. test_input now replays it on the
+	 * frozen schema-10 database of tests/upgrade/, and test_upgrade opens every frozen
+	 * schema with the current build.) */
+	/* 10 -> 11: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
+	 * to a reader, so certificate names, live API token names and truststore aliases are unique
+	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
+	 * same way; the case given is kept for display. A database that already holds two
+	 * such names fails this step, and migrate() names them (name_clashes).
+	 * And a CN that names no host is no domain (item 14): an older release listed the CN of
+	 * a certificate without SAN DNS names as its domain whatever it was ("token signer
+	 * 2026"). Stored domains with a character no host name has are dropped (none of them
+	 * could cover a service's domain, which is always letters, digits, hyphens and dots),
+	 * and the list's domain follows.
+	 * And DNs print as UTF-8 (item 12): the rows whose stored DN text holds a \XX escape are
+	 * listed in dn_refresh for store_dn_refresh, which rewrites them from their DER (SQL
+	 * cannot) at the first open and drops the list. */
+	"CREATE UNIQUE INDEX certificates_name_nocase ON certificates(name COLLATE NOCASE);"
+	"CREATE UNIQUE INDEX api_tokens_name_nocase ON api_tokens(name COLLATE NOCASE)"
+	" WHERE revoked_at = 0;"
+	"DROP INDEX api_tokens_name;"
+	"CREATE UNIQUE INDEX truststore_alias_nocase ON truststore(alias COLLATE NOCASE);"
+	"DELETE FROM certificate_domains WHERE domain GLOB '*[^a-z0-9._*-]*';"
+	"UPDATE certificates SET primary_domain = coalesce((SELECT domain FROM"
+	" certificate_domains d WHERE d.cert_id = certificates.id ORDER BY position LIMIT 1), '')"
+	" WHERE primary_domain GLOB '*[^a-z0-9._*-]*';"
+	"CREATE TABLE dn_refresh (tbl INTEGER NOT NULL, id INTEGER NOT NULL,"
+	" PRIMARY KEY (tbl, id)) STRICT, WITHOUT ROWID;"
+	"INSERT INTO dn_refresh SELECT 1, id FROM certificates"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 2, id FROM certificate_versions"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 3, id FROM truststore"
+	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
+	"INSERT INTO dn_refresh SELECT 4, id FROM crls WHERE issuer GLOB '*\\[0-9A-F][0-9A-F]*';",
+	/* 11 -> 12: soft delete (issue 18 part 2). A deleted certificate keeps its row in state 2
 	 * (deleting: hidden from every read of active rows, its name still taken by the unique
 	 * index) with held 1, which tells the reconciler to leave it alone: a held row is not an
 	 * interrupted delete but one waiting for its retention to end (purge_after) or for a
@@ -341,8 +376,7 @@ static const char *const migrations[] = {
 	"ALTER TABLE certificates ADD COLUMN purge_after INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE certificates ADD COLUMN deleted_by TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE certificates ADD COLUMN deleted_jwks TEXT NOT NULL DEFAULT '';"
-	"CREATE INDEX certificates_held_purge ON certificates(purge_after) WHERE held = 1;",
-	/* 11 -> 12: notifications (issue 18 part 1). Channels are where messages go; a webhook's
+	"CREATE INDEX certificates_held_purge ON certificates(purge_after) WHERE held = 1;",	/* 12 -> 13: notifications (issue 18 part 1). Channels are where messages go; a webhook's
 	 * HMAC secret is kept sealed (AES-256-GCM under a key derived in the token), never in
 	 * clear. The outbox is written in the transaction of the change it tells of (next to
 	 * its audit record) or by the expiry scan; UNIQUE (channel_id, dedup_key) makes it one
@@ -402,39 +436,6 @@ static const char *const migrations[] = {
 	" holder TEXT NOT NULL,"
 	" expires_at INTEGER NOT NULL"
 	") STRICT;",
-	/* The names step stays the last one: test_input replays it on a database rolled back one
-	 * step, as an older release left it. New steps go before it (and renumber it). */
-	/* 12 -> 13: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
-	 * to a reader, so certificate names, live API token names and truststore aliases are unique
-	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
-	 * same way; the case given is kept for display. A database that already holds two
-	 * such names fails this step, and migrate() names them (name_clashes).
-	 * And a CN that names no host is no domain (item 14): an older release listed the CN of
-	 * a certificate without SAN DNS names as its domain whatever it was ("token signer
-	 * 2026"). Stored domains with a character no host name has are dropped (none of them
-	 * could cover a service's domain, which is always letters, digits, hyphens and dots),
-	 * and the list's domain follows.
-	 * And DNs print as UTF-8 (item 12): the rows whose stored DN text holds a \XX escape are
-	 * listed in dn_refresh for store_dn_refresh, which rewrites them from their DER (SQL
-	 * cannot) at the first open and drops the list. */
-	"CREATE UNIQUE INDEX certificates_name_nocase ON certificates(name COLLATE NOCASE);"
-	"CREATE UNIQUE INDEX api_tokens_name_nocase ON api_tokens(name COLLATE NOCASE)"
-	" WHERE revoked_at = 0;"
-	"DROP INDEX api_tokens_name;"
-	"CREATE UNIQUE INDEX truststore_alias_nocase ON truststore(alias COLLATE NOCASE);"
-	"DELETE FROM certificate_domains WHERE domain GLOB '*[^a-z0-9._*-]*';"
-	"UPDATE certificates SET primary_domain = coalesce((SELECT domain FROM"
-	" certificate_domains d WHERE d.cert_id = certificates.id ORDER BY position LIMIT 1), '')"
-	" WHERE primary_domain GLOB '*[^a-z0-9._*-]*';"
-	"CREATE TABLE dn_refresh (tbl INTEGER NOT NULL, id INTEGER NOT NULL,"
-	" PRIMARY KEY (tbl, id)) STRICT, WITHOUT ROWID;"
-	"INSERT INTO dn_refresh SELECT 1, id FROM certificates"
-	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
-	"INSERT INTO dn_refresh SELECT 2, id FROM certificate_versions"
-	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
-	"INSERT INTO dn_refresh SELECT 3, id FROM truststore"
-	" WHERE subject GLOB '*\\[0-9A-F][0-9A-F]*' OR issuer GLOB '*\\[0-9A-F][0-9A-F]*';"
-	"INSERT INTO dn_refresh SELECT 4, id FROM crls WHERE issuer GLOB '*\\[0-9A-F][0-9A-F]*';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -604,6 +605,22 @@ out:
 	sqlite3_finalize(stmt);
 }
 
+/* Whether the database is one that development builds of 2026-12-06 wrote: the names step
+ * (now 10 -> 11) was then numbered 7, 8, 9 or 10, so such a database says a version below 11
+ * yet holds that step's index and lacks steps this build would skip. Migrating it would
+ * apply the wrong steps: it is refused instead. 1 yes, 0 no, or CV_ERR_DB. */
+static int dev_build_schema(sqlite3 *db, int64_t version)
+{
+	int64_t n = 0;
+	int r;
+
+	if (version < 7 || version > 10)
+		return 0;
+	r = query_one(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND"
+		      " name = 'certificates_name_nocase'", &n, NULL, 0);
+	return r < 0 ? r : n > 0;
+}
+
 /* Brings the schema to SCHEMA_VERSION, one step per transaction with its version bump, so
  * that a crash mid-way leaves the database at a version that exists. */
 static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
@@ -637,6 +654,19 @@ static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 		}
 		if (version == SCHEMA_VERSION)
 			break;
+		r = dev_build_schema(db, version);
+		if (r != 0) {
+			if (r > 0)
+				r = cv_errmsg_set(err, CV_ERR_DB,
+						  "database %s has schema version %lld as a development "
+						  "build numbered it (the names step among steps 7-10): "
+						  "this certvault cannot tell which steps it lacks and "
+						  "changes nothing; back it up and move its data with "
+						  "the build that made it", path, (long long)version);
+			else
+				cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+			return store_finish(db, r);
+		}
 		r = exec_script(db, migrations[version]);
 		if (r == 0) {
 			/* PRAGMA takes no parameters; the value is our own integer. */

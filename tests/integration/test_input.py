@@ -9,6 +9,7 @@ import os
 import sqlite3
 import unittest
 
+import frozen
 from harness import Certvaultd, Material, VaultTestCase, run
 from test_import_sources import form
 
@@ -335,40 +336,32 @@ class InputTest(VaultTestCase):
 
 class CaseMigrationTest(unittest.TestCase):
     """A database that already holds names differing only in case: the migration that makes
-    names unique ignoring case stops, names them, and changes nothing."""
+    names unique ignoring case stops, names them, and changes nothing. The database is the
+    frozen one schema 10 left (tests/upgrade/), the schema before that step."""
 
     def test_duplicates_named_and_nothing_changed(self):
         import shutil
         import tempfile
         tmp = tempfile.mkdtemp(prefix="cv-it-case-")
         try:
-            vault = Certvaultd(tmp).start()
-            st, _, body = vault.request("POST", "/v1/tokens", {"name": "deploy",
-                                                               "role": "operator"})
-            self.assertEqual(st, 201, body)
-            self.assertEqual(vault.stop(), 0)
-            # Back to the schema before the step, with a second "DEPLOY" as an older
-            # certvault could have made.
+            vault, m = frozen.load(tmp, NAMES_STEP - 1)
+            self.assertTrue(m["done"]["access token"])
+            # A second "DEPLOY", as a release before the step could have made.
             with sqlite3.connect(vault.db) as db:
-                version = undo_later_steps(db)
-                db.execute("DROP INDEX api_tokens_name_nocase")
-                db.execute("DROP INDEX certificates_name_nocase")
-                db.execute("DROP INDEX truststore_alias_nocase")
-                db.execute("CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name)"
-                           " WHERE revoked_at = 0")
                 db.execute("INSERT INTO api_tokens SELECT 'cvt-dup', 'DEPLOY', role,"
                            " secret_hash, created_at, expires_at, revoked_at FROM api_tokens"
                            " WHERE name = 'deploy'")
-                db.execute("PRAGMA user_version = %d" % (version - 1))
+                tokens = db.execute("SELECT count(*) FROM api_tokens").fetchone()[0]
             with self.assertRaises(AssertionError) as ctx:
                 vault.start()
             vault.logf.close()
             self.assertRegex(str(ctx.exception), r"API token (deploy / DEPLOY|DEPLOY / deploy)")
             self.assertIn("unique ignoring case", str(ctx.exception))
             with sqlite3.connect(vault.db) as db:
-                self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], version - 1)
+                self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0],
+                                 NAMES_STEP - 1)
                 self.assertEqual(db.execute("SELECT count(*) FROM api_tokens").fetchone()[0],
-                                 3)
+                                 tokens)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -377,44 +370,32 @@ class CaseMigrationTest(unittest.TestCase):
         import tempfile
         tmp = tempfile.mkdtemp(prefix="cv-it-cn-")
         try:
-            vault = Certvaultd(tmp).start()
-            signer = Material(tmp, "signer", cn="Token Signer 2026")
-            site = Material(tmp, "site", cn="site.example.com", san="site.example.com")
-            for name, m in (("signer", signer), ("site", site)):
-                st, _, body = vault.import_cert(name, m)
-                self.assertEqual(st, 201, body)
-            self.assertEqual(vault.stop(), 0)
-            # What an older release stored: the CN, lower-cased, as the domain.
+            vault, _ = frozen.load(tmp, NAMES_STEP - 1)
+            # What an older release stored for a CN that names no host: the CN, lower-cased,
+            # as a domain (and as the list's domain).
             with sqlite3.connect(vault.db) as db:
-                version = undo_later_steps(db)
-                db.execute("DROP INDEX api_tokens_name_nocase")
-                db.execute("DROP INDEX certificates_name_nocase")
-                db.execute("DROP INDEX truststore_alias_nocase")
-                db.execute("CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name)"
-                           " WHERE revoked_at = 0")
                 db.execute("UPDATE certificates SET primary_domain = 'token signer 2026'"
-                           " WHERE name = 'signer'")
+                           " WHERE name = 'api'")
+                db.execute("UPDATE certificate_domains SET position = 1 WHERE cert_id ="
+                           " (SELECT id FROM certificates WHERE name = 'api')")
                 db.execute("INSERT INTO certificate_domains SELECT id, 0, 'token signer 2026'"
-                           " FROM certificates WHERE name = 'signer'")
-                db.execute("PRAGMA user_version = %d" % (version - 1))
+                           " FROM certificates WHERE name = 'api'")
             vault.start()
             st, _, page = vault.request("GET", "/v1/certificates")
             rows = {i["name"]: i for i in page["items"]}
-            self.assertEqual(rows["signer"]["domain"], "")
-            self.assertEqual(rows["signer"]["domains"], [])
-            self.assertEqual(rows["site"]["domain"], "site.example.com")
-            self.assertEqual(rows["site"]["domains"], ["site.example.com"])
+            self.assertEqual(rows["api"]["domain"], "api.example.com")
+            self.assertEqual(rows["api"]["domains"], ["api.example.com"])
+            self.assertEqual(rows["web"]["domain"], "www.example.com")
+            self.assertEqual(rows["web"]["domains"], ["www.example.com"])
             self.assertEqual(vault.stop(), 0)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def undo_later_steps(db):
-    """Undoes the schema steps after the names step, so that the names step is the last
-    again; returns the version it leaves, the names step's. The names step stays the last
-    one (issue 17's model, 9 -> 10, runs before it), so there is none to undo today: new
-    steps go before it."""
-    return db.execute("PRAGMA user_version").fetchone()[0]
+# The schema step that made names unique ignoring case, rewrote DNs and dropped CN domains
+# (10 -> 11): the frozen database of the schema before it (tests/upgrade/) is what a release
+# before it left, so the step's upgrade is tested on that, whatever steps come after it.
+NAMES_STEP = 11
 
 
 def escaped_dn(text):
@@ -422,22 +403,28 @@ def escaped_dn(text):
     return "".join("\\%02X" % b if b >= 0x80 else chr(b) for b in text.encode())
 
 
-def downgrade(db_path):
-    """Back to the schema before the step this branch added (its indexes gone)."""
-    with sqlite3.connect(db_path) as db:
-        version = undo_later_steps(db)
-        db.execute("DROP INDEX api_tokens_name_nocase")
-        db.execute("DROP INDEX certificates_name_nocase")
-        db.execute("DROP INDEX truststore_alias_nocase")
-        db.execute("CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name)"
-                   " WHERE revoked_at = 0")
-        db.execute("PRAGMA user_version = %d" % (version - 1))
+def copy_rows(src, dst, table, skip=(), values=None):
+    """Copies src's rows of table into dst (the columns both have, but skip), each with
+    values(row dict) applied; returns the new rowids by the old ones."""
+    cols = [c[1] for c in dst.execute("PRAGMA table_info(%s)" % table)
+            if c[1] not in skip and c[1] != "id"]
+    ids = {}
+    for row in src.execute("SELECT id, %s FROM %s" % (", ".join(cols), table)).fetchall():
+        r = dict(zip(cols, row[1:]))
+        if values:
+            r = values(r)
+        cur = dst.execute("INSERT INTO %s (%s) VALUES (%s)" % (
+            table, ", ".join(cols), ", ".join("?" * len(cols))), [r[c] for c in cols])
+        ids[row[0]] = cur.lastrowid
+    return ids
 
 
 class DnUpgradeTest(unittest.TestCase):
     """DNs an older release stored escaped are rewritten at the upgrade: they are labels and
     lookup keys (a CRL is found by its issuer's text), so a CA with a non-ASCII name keeps its
-    CRL working: a revoked certificate is still refused."""
+    CRL working: a revoked certificate is still refused. The frozen schema-10 database gets a
+    CA with a non-ASCII name and its CRL as such a release stored them (rows made by this
+    build in a scratch vault, their DNs escaped)."""
 
     def test_escaped_dns_rewritten_and_crl_still_found(self):
         import shutil
@@ -454,40 +441,45 @@ class DnUpgradeTest(unittest.TestCase):
             good, bad = ca.leaf("good"), ca.leaf("bad")
             ca.revoke(bad)
             crl = ca.crl()
-            vault = Certvaultd(tmp).start()
+            scratch = Certvaultd(os.path.join(tmp, "scratch")).start()
             for alias, pem in (("u-root", ca.root), ("u-inter", ca.inter)):
-                st, _, body = vault.request("POST", "/v1/truststore",
-                                            {"alias": alias, "certificate": pem})
+                st, _, body = scratch.request("POST", "/v1/truststore",
+                                              {"alias": alias, "certificate": pem})
                 self.assertEqual(st, 201, body)
-            st, _, body = vault.request("POST", "/v1/truststore/crls", {"crl": crl})
+            st, _, body = scratch.request("POST", "/v1/truststore/crls", {"crl": crl})
             self.assertEqual(st, 201, body)
             issuer = "CN=F\u0151 Issuing CA"
             self.assertEqual(body["issuer"], issuer)
-            st, _, body = vault.request("POST", "/v1/certificates", good.body(name="good"))
-            self.assertEqual(st, 201, body)
-            self.assertEqual(body["revocation"]["source"], "crl:" + issuer)
-            self.assertEqual(vault.stop(), 0)
-            downgrade(vault.db)
-            with sqlite3.connect(vault.db) as db:
-                for table, cols in (("certificates", ("subject", "issuer")),
-                                    ("truststore", ("subject", "issuer")),
-                                    ("crls", ("issuer",))):
-                    for col in cols:
-                        for rowid, text in db.execute("SELECT id, %s FROM %s" % (col, table)):
-                            db.execute("UPDATE %s SET %s = ? WHERE id = ?" % (table, col),
-                                       (escaped_dn(text), rowid))
+            self.assertEqual(scratch.stop(), 0)
+            os.makedirs(os.path.join(tmp, "frozen"))
+            vault, _ = frozen.load(os.path.join(tmp, "frozen"), NAMES_STEP - 1)
+
+            def escape(*cols):
+                return lambda r: dict(r, **{c: escaped_dn(r[c]) for c in cols})
+
+            with sqlite3.connect(scratch.db) as src, sqlite3.connect(vault.db) as db:
+                ids = copy_rows(src, db, "truststore", values=escape("subject", "issuer"))
+                copy_rows(src, db, "crls", values=lambda r: dict(
+                    escape("issuer")(r), trust_id=ids[r["trust_id"]]))
                 self.assertEqual(db.execute("SELECT issuer FROM crls").fetchone()[0],
                                  "CN=F\\C5\\91 Issuing CA")
+                # A certificate's DN too: rewritten from its DER, not from the text.
+                web_subject = db.execute("SELECT subject FROM certificates WHERE name = 'web'"
+                                         ).fetchone()[0]
+                db.execute("UPDATE certificates SET subject = 'CN=\\C5\\91' WHERE name = 'web'")
             vault.start()
             st, _, crls = vault.request("GET", "/v1/truststore/crls")
             self.assertEqual([c["issuer"] for c in crls["items"]], [issuer])
             st, _, trust = vault.request("GET", "/v1/truststore/u-inter")
             self.assertEqual(trust["subject"], issuer)
+            st, _, web = vault.request("GET", "/v1/certificates/web")
+            self.assertEqual(web["subject"], web_subject)
+            st, _, body = vault.request("POST", "/v1/certificates", good.body(name="good"))
+            self.assertEqual(st, 201, body)
+            self.assertEqual(body["revocation"]["source"], "crl:" + issuer)
             st, _, inv = vault.request("GET", "/v1/inventory?format=json")
             item = [i for i in inv["items"] if i["name"] == "good"][0]
             self.assertEqual(item["issuer"], issuer)
-            st, _, metrics = vault.request("GET", "/metrics")
-            self.assertIn(('issuer="%s"' % issuer).encode(), metrics)
             st, _, body = vault.request("POST", "/v1/certificates", bad.body(name="bad"))
             self.assertEqual(st, 422, body)
             self.assertEqual(body["error"]["code"], "revoked")

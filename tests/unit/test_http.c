@@ -754,6 +754,8 @@ static const struct {
 	enum cv_access access;
 } expected_routes[] = {
 	{ "GET", "/v1/health", CV_R_PUBLIC },
+	{ "GET", "/v1/health/keys", CV_R_READ },
+	{ "POST", "/v1/backup", CV_R_ADMIN },
 	{ "GET", "/v1/me", CV_R_READ },
 	{ "GET", "/v1/certificates", CV_R_READ },
 	{ "POST", "/v1/certificates/preview", CV_R_WRITE },
@@ -871,6 +873,7 @@ static void test_slow_routes(void **state)
 		"POST /v1/truststore",
 		"GET /v1/truststore/export", "GET /v1/audit/verify",
 		"POST /v1/certificates/preview", "POST /v1/truststore/preview",
+		"POST /v1/backup",
 	};
 	struct cv_route_info info;
 	struct cv_dispatch d;
