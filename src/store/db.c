@@ -376,7 +376,8 @@ static const char *const migrations[] = {
 	"ALTER TABLE certificates ADD COLUMN purge_after INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE certificates ADD COLUMN deleted_by TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE certificates ADD COLUMN deleted_jwks TEXT NOT NULL DEFAULT '';"
-	"CREATE INDEX certificates_held_purge ON certificates(purge_after) WHERE held = 1;",	/* 12 -> 13: notifications (issue 18 part 1). Channels are where messages go; a webhook's
+	"CREATE INDEX certificates_held_purge ON certificates(purge_after) WHERE held = 1;",
+	/* 12 -> 13: notifications (issue 18 part 1). Channels are where messages go; a webhook's
 	 * HMAC secret is kept sealed (AES-256-GCM under a key derived in the token), never in
 	 * clear. The outbox is written in the transaction of the change it tells of (next to
 	 * its audit record) or by the expiry scan; UNIQUE (channel_id, dedup_key) makes it one
