@@ -324,9 +324,16 @@ static const char *const migrations[] = {
 	 * then. Those superseded before this version count from their last change. */
 	"ALTER TABLE jwks ADD COLUMN superseded_at INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE jwks SET superseded_at = updated_at WHERE state = 2;",
+	/* 10 -> 11: least privilege for API clients (issue 18 part 3). scope: the token's scope
+	 * as the canonical JSON text certvault wrote ('' : none, the role alone decides).
+	 * last_used_at / last_used_from: when and from where the token was last used, written at
+	 * most once a minute per token so that reads never queue on the write lock for it. */
+	"ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE api_tokens ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE api_tokens ADD COLUMN last_used_from TEXT NOT NULL DEFAULT '';",
 	/* The names step stays the last one: test_input replays it on a database rolled back one
 	 * step, as an older release left it. New steps go before it (and renumber it). */
-	/* 10 -> 11: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
+	/* 11 -> 12: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
 	 * to a reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two

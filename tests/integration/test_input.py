@@ -356,7 +356,8 @@ class CaseMigrationTest(unittest.TestCase):
                 db.execute("DROP INDEX truststore_alias_nocase")
                 db.execute("CREATE UNIQUE INDEX api_tokens_name ON api_tokens(name)"
                            " WHERE revoked_at = 0")
-                db.execute("INSERT INTO api_tokens SELECT 'cvt-dup', 'DEPLOY', role,"
+                db.execute("INSERT INTO api_tokens (id, name, role, secret_hash, created_at,"
+                           " expires_at, revoked_at) SELECT 'cvt-dup', 'DEPLOY', role,"
                            " secret_hash, created_at, expires_at, revoked_at FROM api_tokens"
                            " WHERE name = 'deploy'")
                 db.execute("PRAGMA user_version = %d" % (version - 1))
