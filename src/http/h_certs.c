@@ -1011,6 +1011,7 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		filter.q = NULL;
 	filter.now = req->now;
 	filter.limit = (unsigned)limit;
+	filter.scope = cv_scope_list_objects(&req->actor.scope);
 	r = cv_vault_cert_list(&app->vault, &filter, &page, err);
 	if (r == 0)
 		r = cv_vault_cert_list_total(&app->vault, &filter, &total, err);
@@ -1048,7 +1049,8 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 	int64_t pending = 0;
 	int r;
 
-	r = cv_vault_cert_count(&app->vault, req->now, &c, err);
+	r = cv_vault_cert_count_scoped(&app->vault, req->now,
+				       cv_scope_list_objects(&req->actor.scope), &c, err);
 	if (r == 0)
 		r = cv_vault_pending_count(&app->vault, &pending, err);
 	if (r < 0)

@@ -279,13 +279,22 @@ int pending_list_response(struct cv_app *app, const struct cv_request *req,
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
+		int inside = 1;
+
+		/* A scoped token sees the pending certificates its scope lets in (few: each
+		 * judged as its details would be). */
+		r = cv_vault_scope_cert(&app->vault, &req->actor.scope, recs[i].name, &inside, err);
+		if (r < 0)
+			goto out;
+		if (!inside)
+			continue;
 		if (json_array_append_new(items, pending_json(app, &recs[i], NULL)) < 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
 		}
 	}
 	r = res_json(res, 200, json_pack("{s:o, s:n, s:I}", "items", items, "next_cursor",
-					 "limit", (json_int_t)n));
+					 "limit", (json_int_t)json_array_size(items)));
 	items = NULL;
 out:
 	json_decref(items);
