@@ -27,8 +27,11 @@ static int allowed_json(const struct cv_app *app, enum cv_role role,
 		if (scope->scoped && (ri.scope_action == CV_SCOPE_UNSET ||
 				      !cv_scope_allows(scope, ri.scope_action)))
 			continue;
-		item = json_pack("{s:s, s:s, s:o}", "method", ri.method, "path", ri.pattern,
-				 "action", ri.action != NULL ? json_string(ri.action) : json_null());
+		item = json_pack("{s:s, s:s, s:o, s:o}", "method", ri.method, "path", ri.pattern,
+				 "action", ri.action != NULL ? json_string(ri.action) : json_null(),
+				 "scope_action",
+				 cv_scope_action_name(ri.scope_action)[0] != '\0' ?
+				 json_string(cv_scope_action_name(ri.scope_action)) : json_null());
 		if (json_array_append_new(routes, item) < 0)
 			goto out;
 		if (ri.action == NULL)

@@ -794,7 +794,8 @@ static int scope_check(struct cv_app *app, const struct cv_route *route,
 			r = out_of_scope(err, "the certificate", json_string_value(v));
 			break;
 		}
-		r = scope_body_environments(scope, body, 1, err);
+		/* A preview stores nothing (and takes no environments): its name is enough. */
+		r = scope_body_environments(scope, body, route->handler != h_cert_preview, err);
 		break;
 	case OBJ_CERT_EDIT:
 		r = scope_cert(app, scope, req->params[0], err);
