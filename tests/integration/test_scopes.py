@@ -263,6 +263,22 @@ class ScopeTest(VaultTestCase):
         self.assertEqual(page["total"], len(names))
         st, _, summary = self.call(deploy, "GET", "/v1/certificates/summary")
         self.assertEqual(summary["total"], len(names), summary)
+        # A pending new certificate has no environments yet: not listed for this scope.
+        gen = {"key": "p256", "subject": "CN=p.example.com", "dns_names": ["p.example.com"]}
+        st, _, body = self.vault.request("POST", "/v1/certificates",
+                                         {"name": "shop-pending", "generate": gen,
+                                          "environments": ["production"]})
+        self.assertEqual(st, 201, body)
+        st, _, pend = self.call(deploy, "GET", "/v1/certificates?status=pending")
+        self.assertNotIn("shop-pending", [p["name"] for p in pend["items"]])
+        st, _, summary = self.call(deploy, "GET", "/v1/certificates/summary")
+        self.assertEqual(summary["pending"], 0, summary)
+        contact = self.token(role="operator", actions=["read"], certificates=["shop-*"])
+        st, _, pend = self.call(contact, "GET", "/v1/certificates?status=pending")
+        self.assertEqual([p["name"] for p in pend["items"]], ["shop-pending"])
+        st, _, summary = self.call(contact, "GET", "/v1/certificates/summary")
+        self.assertEqual(summary["pending"], 1, summary)
+        self.vault.request("DELETE", "/v1/certificates/shop-pending/pending")
         self.assertLess(summary["total"], len(self.all_certs()))
         # Services and environments of production only.
         st, _, svcs = self.call(deploy, "GET", "/v1/services?limit=1000")
