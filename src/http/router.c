@@ -636,7 +636,10 @@ static int scope_body(const struct cv_request *req, json_t **ret, struct cv_errm
 	int r = 0;
 
 	*ret = NULL;
-	if (req->body == NULL || req->body_len == 0) {
+	/* A body of another type names nothing here: the handler refuses it (415) unread. */
+	if (req->body == NULL || req->body_len == 0 ||
+	    (!media_type_is(req, "multipart/form-data") &&
+	     !media_type_is(req, "application/json"))) {
 		*ret = json_object();
 		return *ret != NULL ? 0 : CV_ERR_NOMEM;
 	}
