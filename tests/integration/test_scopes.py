@@ -462,3 +462,25 @@ class ScopeTest(VaultTestCase):
     def token_row(self, tid):
         st, _, tokens = self.vault.request("GET", "/v1/tokens")
         return [t for t in tokens["items"] if t["id"] == tid][0]
+
+    def test_form_upload_judged_as_json(self):
+        """A multipart import names its certificate and environments in form fields: the
+        scope reads them as it reads a JSON body."""
+        from test_import_sources import form
+        tok = self.token(role="operator", actions=["import", "read"], **OBJECTS)
+        m = self.material("form-up", san="in.example.com")
+        for name, envs, ok in (("out-form", "production", False),
+                               ("in-form", "staging", False),
+                               ("in-form", "production,staging", False),
+                               ("in-form", "production", True)):
+            ctype, body = form({"name": name, "environments": envs,
+                                "certificate": ("c.pem", m.cert.encode()),
+                                "private_key": ("k.pem", m.key.encode())})
+            resp = self.vault.request("POST", "/v1/certificates", raw=body, token=tok,
+                                      headers={"Content-Type": ctype})
+            if ok:
+                self.assertEqual(resp[0], 201, resp[2])
+            else:
+                self.assertOutside(resp)
+        st, _, page = self.call(tok, "GET", "/v1/certificates?limit=1000")
+        self.assertIn("in-form", {i["name"] for i in page["items"]})
