@@ -167,27 +167,25 @@ static int cert_id_in_environments(struct store_conn *conn, int64_t id,
 				   const struct cv_scope_objects *scope, int *ret_inside)
 {
 	char where[2048], sql[2304];
-	sqlite3_stmt *stmt = NULL;
+	sqlite3_stmt *stmt;
 	int r, rc;
 
 	r = store_scope_cert_where(scope, where, sizeof(where));
 	if (r < 0)
 		return r;
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM certificates WHERE id = :id%s", where);
-	rc = sqlite3_prepare_v2(conn->db, sql, -1, &stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":id"), id);
+	/* Every request of a scoped token asks this: the statement stays prepared. */
+	r = store_prepare(conn, sql, &stmt);
+	if (r < 0)
+		return r;
+	rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":id"), id);
 	if (rc == SQLITE_OK)
 		rc = store_scope_bind(stmt, scope);
-	if (rc != SQLITE_OK) {
-		r = store_err(rc);
-		goto out;
-	}
+	if (rc != SQLITE_OK)
+		return store_err(rc);
 	r = store_step_one(stmt);
 	if (r == 0)
 		*ret_inside = sqlite3_column_int64(stmt, 0) > 0;
-out:
-	sqlite3_finalize(stmt);
 	return r;
 }
 
@@ -195,9 +193,9 @@ int cv_store_cert_in_scope(struct cv_store *store, const char *name,
 			   const struct cv_scope_objects *scope, int *ret_inside)
 {
 	struct store_conn *conn;
-	sqlite3_stmt *stmt = NULL;
+	sqlite3_stmt *stmt;
 	int64_t id;
-	int r, rc;
+	int r;
 
 	*ret_inside = 0;
 	if (!names_match((const char (*)[65])scope->certificates, scope->n_certificates, name))
@@ -207,21 +205,16 @@ int cv_store_cert_in_scope(struct cv_store *store, const char *name,
 		return 0;
 	}
 	conn = store_borrow(store);
-	rc = sqlite3_prepare_v2(conn->db, "SELECT id FROM certificates WHERE name = ?1"
-				" COLLATE NOCASE", -1, &stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = store_bind_text(stmt, 1, name);
-	if (rc != SQLITE_OK) {
-		r = store_err(rc);
-		goto out;
+	r = store_prepare(conn, "SELECT id FROM certificates WHERE name = ?1 COLLATE NOCASE",
+			  &stmt);
+	if (r == 0 && store_bind_text(stmt, 1, name) != SQLITE_OK)
+		r = CV_ERR_DB;
+	if (r == 0)
+		r = store_step_one(stmt);
+	if (r == 0) {
+		id = sqlite3_column_int64(stmt, 0);
+		r = cert_id_in_environments(conn, id, scope, ret_inside);
 	}
-	r = store_step_one(stmt);
-	if (r < 0)
-		goto out;
-	id = sqlite3_column_int64(stmt, 0);
-	r = cert_id_in_environments(conn, id, scope, ret_inside);
-out:
-	sqlite3_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }

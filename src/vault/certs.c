@@ -1311,8 +1311,17 @@ int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
 		     filter->domain_wildcard != NULL ? filter->domain_wildcard : "\x01",
 		     filter->environment != NULL ? filter->environment : "\x01",
 		     filter->service != NULL ? filter->service : "\x01");
-	if (n < 0 || (size_t)n >= sizeof(key) || filter->scope != NULL)
-		c = NULL; /* too long to keep, or a scoped token's: counted every time */
+	/* A scoped token's count is kept under its scope's certificate patterns and
+	 * environments too (the two things the count's scope conditions read). */
+	for (i = 0; filter->scope != NULL && n >= 0 && (size_t)n < sizeof(key) &&
+		    i < filter->scope->n_certificates + filter->scope->n_environments; i++)
+		n += snprintf(key + n, sizeof(key) - (size_t)n, "|%c%s",
+			      i < filter->scope->n_certificates ? 'c' : 'e',
+			      i < filter->scope->n_certificates ?
+				      filter->scope->certificates[i] :
+				      filter->scope->environments[i - filter->scope->n_certificates]);
+	if (n < 0 || (size_t)n >= sizeof(key))
+		c = NULL; /* too long to keep: counted every time */
 	gen = cv_store_certs_generation(v->store);
 	if (c != NULL) {
 		pthread_mutex_lock(&c->lock);
