@@ -603,7 +603,8 @@
       try {
         const r = await api('POST', `/v1/certificates/${encodeURIComponent(name)}/${kind}`, b);
         dlg.close();
-        toast(`${name} is now version ${r.version}` + ((r.applied_to || []).length ? `, used by ${r.applied_to.map((u) => u.service).join(', ')}.` : '.'));
+        const jc = ((r.jwk_changes || {}).jwks || []).map((j) => `${j.kid.slice(0, 12)}… ${j.change}`);
+        toast(`${name} is now version ${r.version}` + ((r.applied_to || []).length ? `, used by ${r.applied_to.map((u) => u.service).join(', ')}.` : '.') + (jc.length ? ` JWKs: ${jc.join(', ')}.` : ''));
         route();
       } catch (e) {
         if (e.code === 'jwk_choice_required' && !choice) {

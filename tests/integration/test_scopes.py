@@ -484,3 +484,14 @@ class ScopeTest(VaultTestCase):
                 self.assertOutside(resp)
         st, _, page = self.call(tok, "GET", "/v1/certificates?limit=1000")
         self.assertIn("in-form", {i["name"] for i in page["items"]})
+        # A key born in the token asked for in "generate.<member>" fields needs generate.
+        ctype, body = form({"name": "in-form-gen", "environments": "production",
+                            "generate.key": "p256", "generate.subject": "CN=in.example.com",
+                            "generate.dns_names": "in.example.com"})
+        msg = self.assertOutside(self.vault.request("POST", "/v1/certificates", raw=body,
+                                                    token=tok, headers={"Content-Type": ctype}))
+        self.assertIn('"generate"', msg)
+        gen = self.token(role="operator", actions=["generate"], **OBJECTS)
+        st, _, made = self.vault.request("POST", "/v1/certificates", raw=body, token=gen,
+                                         headers={"Content-Type": ctype})
+        self.assertEqual(st, 201, made)
