@@ -797,6 +797,15 @@ static int scope_check(struct cv_app *app, const struct cv_route *route,
 			r = out_of_scope(err, "the certificate", json_string_value(v));
 			break;
 		}
+		/* A new certificate generated in the token takes its environments by PATCH after
+		 * the merge: until then it is in no environment, so out of this scope's reach. */
+		if (action == CV_SCOPE_GENERATE && scope->objects.n_environments > 0) {
+			r = cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "this token's scope holds "
+					  "environments, and a new certificate generated in the "
+					  "token has none until it is merged and edited: it would be "
+					  "outside the scope (renewing by generate is not)");
+			break;
+		}
 		/* A preview stores nothing (and takes no environments): its name is enough. */
 		r = scope_body_environments(scope, body, route->handler != h_cert_preview, err);
 		break;

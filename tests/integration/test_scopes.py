@@ -136,15 +136,17 @@ class ScopeTest(VaultTestCase):
                         ("POST", "/v1/certificates",
                          {"name": "in-imp%d" % k, "certificate": m["in-a"].cert,
                           "private_key": m["in-a"].key})]),
-            "generate": ([("POST", "/v1/certificates",
-                           {"name": "in-gen%d" % k, "generate": gen,
-                            "environments": ["production"]}, (201,)),
-                          ("POST", "/v1/certificates/in-gen%d/certificate" % k,
-                           {"certificate": "x"}, (400, 422))],
-                         [("POST", "/v1/certificates",
-                           {"name": "out-gen%d" % k, "generate": gen,
-                            "environments": ["production"]}),
-                          ("POST", "/v1/certificates/out-a/certificate", {"certificate": "x"})]),
+            # A new certificate generated in the token has no environments until it is
+            # merged and edited: a scope with environments cannot make one (renewing by
+            # generate can), see test_form_upload_judged_as_json for one without.
+            "generate": ([("POST", "/v1/certificates/in-a/certificate", {"certificate": "x"},
+                           (400, 409, 422))],
+                         [("POST", "/v1/certificates", {"name": "in-gen%d" % k,
+                                                        "generate": gen}),
+                          ("POST", "/v1/certificates", {"name": "out-gen%d" % k,
+                                                        "generate": gen}),
+                          ("POST", "/v1/certificates/out-a/certificate", {"certificate": "x"}),
+                          ("POST", "/v1/certificates/in-b/certificate", {"certificate": "x"})]),
             "edit": ([("PATCH", "/v1/certificates/in-a", {"description": "edited"}, (200,))],
                      [("PATCH", "/v1/certificates/in-b", {"description": "edited"}),
                       ("PATCH", "/v1/certificates/out-a", {"description": "edited"}),
@@ -266,8 +268,7 @@ class ScopeTest(VaultTestCase):
         # A pending new certificate has no environments yet: not listed for this scope.
         gen = {"key": "p256", "subject": "CN=p.example.com", "dns_names": ["p.example.com"]}
         st, _, body = self.vault.request("POST", "/v1/certificates",
-                                         {"name": "shop-pending", "generate": gen,
-                                          "environments": ["production"]})
+                                         {"name": "shop-pending", "generate": gen})
         self.assertEqual(st, 201, body)
         st, _, pend = self.call(deploy, "GET", "/v1/certificates?status=pending")
         self.assertNotIn("shop-pending", [p["name"] for p in pend["items"]])
@@ -484,14 +485,19 @@ class ScopeTest(VaultTestCase):
                 self.assertOutside(resp)
         st, _, page = self.call(tok, "GET", "/v1/certificates?limit=1000")
         self.assertIn("in-form", {i["name"] for i in page["items"]})
-        # A key born in the token asked for in "generate.<member>" fields needs generate.
-        ctype, body = form({"name": "in-form-gen", "environments": "production",
-                            "generate.key": "p256", "generate.subject": "CN=in.example.com",
+        # A key born in the token asked for in "generate.<member>" fields needs generate
+        # (and a scope without environments: the new certificate has none yet).
+        ctype, body = form({"name": "in-form-gen", "generate.key": "p256",
+                            "generate.subject": "CN=in.example.com",
                             "generate.dns_names": "in.example.com"})
         msg = self.assertOutside(self.vault.request("POST", "/v1/certificates", raw=body,
                                                     token=tok, headers={"Content-Type": ctype}))
         self.assertIn('"generate"', msg)
         gen = self.token(role="operator", actions=["generate"], **OBJECTS)
+        msg = self.assertOutside(self.vault.request("POST", "/v1/certificates", raw=body,
+                                                    token=gen, headers={"Content-Type": ctype}))
+        self.assertIn("environments", msg)
+        gen = self.token(role="operator", actions=["generate"], certificates=["in-*"])
         st, _, made = self.vault.request("POST", "/v1/certificates", raw=body, token=gen,
                                          headers={"Content-Type": ctype})
         self.assertEqual(st, 201, made)
