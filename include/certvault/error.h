@@ -50,8 +50,9 @@ enum cv_err {
 	CV_ERR_UNKNOWN_ENVIRONMENT = -42,/* a service or certificate names no existing environment */
 	CV_ERR_ENVIRONMENT_NOT_ALLOWED = -43,/* the certificate is not for the service's environment */
 	CV_ERR_NO_PRIVATE_KEY = -44,   /* a public certificate (no key) where a key is needed */
-	CV_ERR_OUT_OF_SCOPE = -45,     /* a scoped API token's scope leaves out the action or object */
-	CV_ERR__LAST = -46
+	CV_ERR_PURGE_PROTECTED = -45,  /* a purge before the retention ends, with purge protection on */
+	CV_ERR_OUT_OF_SCOPE = -46,     /* a scoped API token's scope leaves out the action or object */
+	CV_ERR__LAST = -47
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

@@ -61,6 +61,13 @@ static const struct cv_route routes[] = {
 	  "certificate.merge", SLOW },
 	{ "DELETE", "/v1/certificates/{}/pending", CV_R_WRITE, 0, h_pending_cancel,
 	  "certificate.pending_cancel" },
+	/* Deleted certificates (issue 18 part 2): recover is a lifecycle write; a purge
+	 * destroys keys for good, so only an admin may. */
+	{ "GET", "/v1/deleted-certificates", CV_R_READ, 0, h_deleted_list, NULL },
+	{ "POST", "/v1/deleted-certificates/{}/recover", CV_R_WRITE, 0, h_deleted_recover,
+	  "certificate.recover" },
+	{ "DELETE", "/v1/deleted-certificates/{}", CV_R_ADMIN, 0, h_deleted_purge,
+	  "certificate.purge" },
 	{ "GET", "/v1/wrapping-key", CV_R_READ, 0, h_wrapping_key, NULL },
 	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL },
 	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL },
@@ -125,6 +132,8 @@ static const struct route_query {
 	{ h_cert_list, "status q in_use domain tag limit cursor sort order environment service",
 	  QUERY_MAX },
 	{ h_cert_delete, "confirm jwk_action", 64 },
+	{ h_deleted_list, "limit cursor", 64 },
+	{ h_deleted_purge, "confirm", 16 },
 	{ h_cert_export, "format version", 20 },
 	{ h_jwk_list, "certificate limit cursor", 128 },
 	{ h_trust_list, "q limit cursor", 256 },
@@ -151,6 +160,8 @@ enum scope_object {
 	OBJ_ENVIRONMENT,    /* the environment the path names */
 	OBJ_JWK,            /* the JWK the path names, by its certificate */
 	OBJ_JWK_NEW,        /* the body's certificate */
+	OBJ_WHOLE_LIST,     /* a list the store does not cut to a scope (yet): only a scope
+			       without certificate or environment limits reads it */
 };
 static const struct route_scope {
 	cv_handler_fn handler;
@@ -216,6 +227,10 @@ static const struct route_scope {
 	{ h_audit_verify, CV_SCOPE_AUDIT, OBJ_NONE },
 	{ h_metrics, CV_SCOPE_METRICS, OBJ_NONE },
 	{ h_inventory, CV_SCOPE_READ, OBJ_LIST },
+	/* Soft delete (issue 18 part 2): a deleted certificate is found by its name. */
+	{ h_deleted_list, CV_SCOPE_READ, OBJ_WHOLE_LIST },
+	{ h_deleted_recover, CV_SCOPE_DELETE, OBJ_CERT },
+	{ h_deleted_purge, CV_SCOPE_DELETE, OBJ_CERT },
 };
 
 static const struct route_scope *route_scope_of(cv_handler_fn handler)
@@ -241,6 +256,7 @@ static const char *scope_object_name(enum scope_object o)
 		[OBJ_ENVIRONMENT] = "environment",
 		[OBJ_JWK] = "jwk",
 		[OBJ_JWK_NEW] = "new jwk",
+		[OBJ_WHOLE_LIST] = "whole list",
 	};
 
 	return names[o];
@@ -787,6 +803,12 @@ static int scope_check(struct cv_app *app, const struct cv_route *route,
 	switch (rs->object) {
 	case OBJ_NONE:
 	case OBJ_LIST:
+		break;
+	case OBJ_WHOLE_LIST:
+		if (scope->objects.n_certificates > 0 || scope->objects.n_environments > 0)
+			r = cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "%s is not cut to a scope: "
+					  "only a token whose scope limits no certificate or "
+					  "environment may read it", route->pattern);
 		break;
 	case OBJ_CERT:
 		r = scope_cert(app, scope, req->params[0], err);

@@ -770,6 +770,9 @@ static const struct {
 	{ "POST", "/v1/certificates/{}/certificate", CV_R_WRITE },
 	{ "DELETE", "/v1/certificates/{}/pending", CV_R_WRITE },
 	{ "GET", "/v1/wrapping-key", CV_R_READ },
+	{ "GET", "/v1/deleted-certificates", CV_R_READ },
+	{ "POST", "/v1/deleted-certificates/{}/recover", CV_R_WRITE },
+	{ "DELETE", "/v1/deleted-certificates/{}", CV_R_ADMIN },
 	{ "GET", "/v1/services", CV_R_READ },
 	{ "GET", "/v1/services/{}", CV_R_READ },
 	{ "PUT", "/v1/services/{}", CV_R_WRITE },
@@ -910,6 +913,9 @@ static const struct {
 	{ "POST /v1/session", "", "none" },
 	{ "GET /v1/session", "", "none" },
 	{ "DELETE /v1/session", "", "none" },
+	{ "GET /v1/deleted-certificates", "read", "whole list" },
+	{ "POST /v1/deleted-certificates/{}/recover", "delete", "certificate" },
+	{ "DELETE /v1/deleted-certificates/{}", "delete", "certificate" },
 };
 
 static void test_every_route_has_a_scope_action(void **state)
