@@ -50,6 +50,7 @@ struct cv_config {
 	char *admin_token_file;    /* auth.admin_token_file: where the first admin token goes;
 				      "" means admin.token beside the database */
 	int metrics_public;        /* auth.metrics_public: GET /metrics without a token */
+	int64_t token_unused_days; /* auth.token_unused_days: flag tokens unused this long */
 	int revocation_online;     /* revocation.online: ask OCSP responders and CRL URLs */
 	int64_t revocation_timeout_ms; /* revocation.timeout_ms: each online fetch */
 	char *revocation_unknown;  /* revocation.unknown: "refuse" or "warn" */

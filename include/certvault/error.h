@@ -54,7 +54,8 @@ enum cv_err {
 	CV_ERR_ALGORITHM_MISMATCH = -46,/* a signing algorithm the key cannot sign with (RS256 on EC) */
 	CV_ERR_DIGEST_LENGTH = -47,    /* a digest whose length is not its algorithm's hash's */
 	CV_ERR_NOT_ACTIVE = -48,       /* a superseded or disconnected JWK asked to sign */
-	CV_ERR__LAST = -49
+	CV_ERR_OUT_OF_SCOPE = -49,     /* a scoped API token's scope leaves out the action or object */
+	CV_ERR__LAST = -50
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

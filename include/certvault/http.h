@@ -160,6 +160,10 @@ struct cv_route_info {
 	size_t max_body; /* 0: the route reads no body */
 	int slow;            /* runs on the slow-request threads */
 	const char *query;   /* the query arguments it takes, space-separated; NULL: none */
+	enum cv_scope_action scope_action; /* what it does, for scoped tokens; CV_SCOPE_UNSET:
+					      the route table gives it none (closed to them) */
+	const char *scope_object; /* how the dispatch finds what it touches ("certificate",
+				     "list", "none", ...); NULL with CV_SCOPE_UNSET */
 };
 int cv_http_route_at(size_t i, struct cv_route_info *ret);
 

@@ -250,6 +250,34 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 				    int (*fn)(const struct cv_cert_record *rec, void *arg),
 				    void *arg);
 
+/* The objects a scoped API token may touch (issue 18 part 3), as the lists and the checks
+ * filter on them. Each dimension with no entries does not restrict. Certificate and service
+ * patterns are lower-case globs (* and ? over the name characters), matched ignoring case;
+ * environments are names, matched ignoring case. A certificate is inside the environments
+ * when it names one of them (its environments) or a service of one of them uses it; a
+ * service when its environment is one of them. */
+#define CV_SCOPE_MAX 16
+struct cv_scope_objects {
+	size_t n_certificates;
+	char certificates[CV_SCOPE_MAX][65];
+	size_t n_services;
+	char services[CV_SCOPE_MAX][65];
+	size_t n_environments;
+	char environments[CV_SCOPE_MAX][65];
+};
+/* Whether the certificate name (any state) is inside scope: 0 and *ret_inside 1 or 0;
+ * CV_ERR_NOT_FOUND when the name patterns let it in but the environments must be judged and
+ * no certificate has that name; CV_ERR_DB. */
+int cv_store_cert_in_scope(struct cv_store *store, const char *name,
+			   const struct cv_scope_objects *scope, int *ret_inside);
+/* The environment of the service name. 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_service_environment(struct cv_store *store, const char *name, char ret_env[65]);
+/* Whether the JWK kid is linked to a certificate inside scope (an unlinked JWK belongs to no
+ * certificate: inside only a scope that restricts no certificate). 0 and *ret_inside;
+ * CV_ERR_NOT_FOUND (no such kid), CV_ERR_DB. */
+int cv_store_jwk_in_scope(struct cv_store *store, const char *kid,
+			  const struct cv_scope_objects *scope, int *ret_inside);
+
 /* Soft delete (issue 18 part 2). A deleted certificate keeps its row, its versions, tags,
  * domains and keys, hidden from every read of active certificates, its name taken, until it
  * is recovered or purged. */
@@ -341,6 +369,7 @@ struct cv_cert_filter {
 	const char *after;       /* keyset cursor: names strictly after this one; NULL: from the start */
 	unsigned limit;          /* 1..1000 */
 	int with_jwks;           /* also load each record's kids */
+	const struct cv_scope_objects *scope; /* only certificates inside it; NULL: all */
 };
 
 /* One page of active rows ordered by name (cert_der and chain_pem NULL). */
@@ -369,6 +398,10 @@ struct cv_cert_counts {
 /* Counts active rows by status at now. */
 int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_seconds,
 			struct cv_cert_counts *ret_counts);
+/* The same over the certificates inside scope only (in_use: those of them a service uses). */
+int cv_store_cert_count_scoped(struct cv_store *store, int64_t now, int64_t soon_seconds,
+			       const struct cv_scope_objects *scope,
+			       struct cv_cert_counts *ret_counts);
 
 /* Versions. */
 enum cv_version_end {
@@ -605,6 +638,7 @@ struct cv_service_filter {
 	const char *certificate;   /* services using this certificate; NULL: any */
 	const char *after;         /* keyset cursor */
 	unsigned limit;            /* 1..1000 */
+	const struct cv_scope_objects *scope; /* only services inside it; NULL: all */
 };
 struct cv_service_page {
 	size_t n;
@@ -646,6 +680,10 @@ int cv_store_environment_get(struct cv_store *store, const char *name,
  * (NULL: from the first). 0 (*ret_recs the caller's), CV_ERR_BAD_REQUEST, CV_ERR_DB. */
 int cv_store_environment_list(struct cv_store *store, const char *after, unsigned limit,
 			      struct cv_environment_record **ret_recs, size_t *ret_n);
+/* The same, only the environments inside scope (NULL: all). */
+int cv_store_environment_list_scoped(struct cv_store *store, const char *after,
+				     unsigned limit, const struct cv_scope_objects *scope,
+				     struct cv_environment_record **ret_recs, size_t *ret_n);
 /* Removes an environment nothing uses, with audit: CV_ERR_IN_USE when services are in it
  * (conflict->detail "services: a, b") or certificates name it ("certificates: x"). 0,
  * CV_ERR_IN_USE, CV_ERR_NOT_FOUND, CV_ERR_DB. */
@@ -704,6 +742,10 @@ int cv_store_jwk_published(struct cv_store *store, int64_t now, int64_t retentio
  * CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB. */
 int cv_store_jwk_page(struct cv_store *store, int64_t cert_id, const char *after,
 		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n);
+/* The same, only the JWKs linked to a certificate inside scope (NULL: all). */
+int cv_store_jwk_page_scoped(struct cv_store *store, int64_t cert_id, const char *after,
+			     unsigned limit, const struct cv_scope_objects *scope,
+			     struct cv_jwk_record **ret_recs, size_t *ret_n);
 
 /* CRLs in the truststore: one per CA entry that issued it. */
 struct cv_crl_record {
@@ -790,6 +832,7 @@ enum cv_role {
 	CV_ROLE_AUDITOR = 3,
 };
 #define CV_API_TOKEN_ID_LEN 16     /* hex digits of the public id */
+#define CV_API_TOKEN_SCOPE_MAX 4096
 struct cv_api_token {
 	char id[CV_API_TOKEN_ID_LEN + 1];
 	char name[65];
@@ -798,6 +841,9 @@ struct cv_api_token {
 	int64_t created_at;
 	int64_t expires_at;        /* 0: never */
 	int64_t revoked_at;        /* 0: not revoked */
+	char scope[CV_API_TOKEN_SCOPE_MAX]; /* the scope as JSON text the vault wrote; "": none */
+	int64_t last_used_at;      /* 0: never used (to the minute: see cv_store_api_token_seen) */
+	char last_used_from[48];   /* the address it was last used from, "" when unknown */
 };
 
 /* One audit record as the caller gives it; the store numbers and chains it. Holds names,
@@ -915,6 +961,11 @@ int cv_store_api_token_list(struct cv_store *store, struct cv_api_token **ret_to
  * CV_ERR_NOT_FOUND (unknown or already revoked), CV_ERR_DB. */
 int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t now,
 			      const struct cv_audit_entry *audit);
+/* Records that the token id was used at now from source, unless a use at or after
+ * now - interval is recorded already: at most one write per token and interval, however
+ * many requests come. 0 (written or not needed) or CV_ERR_DB. */
+int cv_store_api_token_seen(struct cv_store *store, const char *id, int64_t now,
+			    const char *source, int64_t interval);
 /* How many tokens were ever made (revoked ones too). 0 or CV_ERR_DB. */
 int cv_store_api_token_count(struct cv_store *store, int64_t *ret);
 

@@ -14,6 +14,13 @@
 /* 1 when name is [A-Za-z0-9-]{1,64}, else 0. */
 int cv_name_valid(const char *name);
 
+/* 1 when pattern is a name glob: 1 to 64 of the name characters, '*' (any run of them) and
+ * '?' (any one), else 0. */
+int cv_glob_valid(const char *pattern);
+/* 1 when name matches the name glob pattern, ASCII letters compared ignoring case (as
+ * SQLite's lower(name) GLOB lower(pattern) does for these characters), else 0. */
+int cv_glob_match(const char *pattern, const char *name);
+
 /* Writes t as RFC 3339 UTC ("2026-11-22T20:30:00Z", explicit zero offset) into buf, which must
  * hold at least CV_TIME_BUFLEN bytes. Returns 0, or CV_ERR_INTERNAL when t cannot be shown. */
 #define CV_TIME_BUFLEN 32

@@ -415,6 +415,11 @@ int cv_vault_environment_get(struct cv_vault *v, const char *name,
 int cv_vault_environment_list(struct cv_vault *v, const char *after, unsigned limit,
 			      struct cv_environment_record **ret_recs, size_t *ret_n,
 			      struct cv_errmsg *err);
+/* The same, only the environments inside scope (NULL: all). */
+int cv_vault_environment_list_scoped(struct cv_vault *v, const char *after, unsigned limit,
+				     const struct cv_scope_objects *scope,
+				     struct cv_environment_record **ret_recs, size_t *ret_n,
+				     struct cv_errmsg *err);
 /* Deletes an environment no service is in and no certificate names (else CV_ERR_IN_USE
  * naming them). 0, CV_ERR_INVALID_NAME, CV_ERR_NOT_FOUND, CV_ERR_IN_USE, CV_ERR_DB. */
 int cv_vault_environment_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
@@ -522,6 +527,10 @@ int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
 /* Counts by status at now. Returns 0 or CV_ERR_DB. */
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
 			struct cv_errmsg *err);
+/* The same over the certificates inside scope (NULL: all). */
+int cv_vault_cert_count_scoped(struct cv_vault *v, int64_t now,
+			       const struct cv_scope_objects *scope,
+			       struct cv_cert_counts *ret_counts, struct cv_errmsg *err);
 
 /* The inventory: every certificate (its current version), then every truststore entry,
  * walked in name order a page at a time, so that what it holds is one page whatever the
@@ -578,6 +587,9 @@ int cv_vault_inventory_next(struct cv_inventory *inv, const struct cv_inventory_
 			    struct cv_errmsg *err);
 /* Accepts NULL. */
 void cv_vault_inventory_free(struct cv_inventory *inv);
+/* Limits the walk to the certificates inside scope (NULL: all; the truststore, public CAs,
+ * stays whole). Call before the first cv_vault_inventory_next; scope must outlive inv. */
+void cv_vault_inventory_scope(struct cv_inventory *inv, const struct cv_scope_objects *scope);
 
 struct cv_vault_health {
 	int database_ok;
@@ -681,6 +693,11 @@ int cv_vault_jwk_delete(struct cv_vault *v, struct cv_audit *audit, const char *
 int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *after,
 		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n,
 		      int *ret_more, struct cv_errmsg *err);
+/* The same, only the JWKs of certificates inside scope (NULL: all). */
+int cv_vault_jwk_list_scoped(struct cv_vault *v, const char *certificate, const char *after,
+			     unsigned limit, const struct cv_scope_objects *scope,
+			     struct cv_jwk_record **ret_recs, size_t *ret_n, int *ret_more,
+			     struct cv_errmsg *err);
 /* The public JWKS document at now as compact JSON text (malloc'd) and a strong validator of
  * it (a hash of the text, unquoted): the active JWKs, and those superseded less than
  * v->jwks_retention seconds ago (nothing in the document tells them apart). 0, CV_ERR_DB,
@@ -827,12 +844,63 @@ int cv_vault_crl_list(struct cv_vault *v, struct cv_crl_record **ret_recs, size_
 int cv_vault_crl_delete(struct cv_vault *v, struct cv_audit *audit, const char *alias,
 			struct cv_errmsg *err);
 
+/* Scoped API tokens (issue 18 part 3): least privilege for API clients. Every route names
+ * the action it does (the route table); a token's scope may name the actions it may do and
+ * the objects it may touch (struct cv_scope_objects). A scoped token can do only what both
+ * its role and its scope allow; an unscoped one what its role allows. */
+enum cv_scope_action {
+	CV_SCOPE_UNSET = 0,        /* a route that names none: the route table test fails */
+	CV_SCOPE_ANY,              /* nothing to scope: public routes, /v1/me, signing out */
+	CV_SCOPE_READ,             /* details, lists, versions, JWKs, truststore, inventory */
+	CV_SCOPE_EXPORT,           /* a certificate's PEM, DER, chain, public key, JWK */
+	CV_SCOPE_IMPORT,           /* a new certificate (or a preview of one) */
+	CV_SCOPE_GENERATE,         /* a key born in the token; its CSR's merge */
+	CV_SCOPE_EDIT,             /* description, environments, tags, rename */
+	CV_SCOPE_RENEW,
+	CV_SCOPE_REPLACE,
+	CV_SCOPE_DELETE,           /* certificates, pending keys, services, environments, JWKs */
+	CV_SCOPE_BIND,             /* a certificate to a service, or unbind */
+	CV_SCOPE_SIGN,             /* a signature made with a certificate's key */
+	CV_SCOPE_JWK,              /* a JWK made from a certificate */
+	CV_SCOPE_SERVICE,          /* create or change a service */
+	CV_SCOPE_ENVIRONMENT,      /* create or change an environment */
+	CV_SCOPE_TRUSTSTORE,       /* add or remove trusted CAs and CRLs (the whole truststore) */
+	CV_SCOPE_AUDIT,            /* the whole audit trail and its verification */
+	CV_SCOPE_METRICS,          /* the whole of /metrics */
+	CV_SCOPE_ADMIN,            /* certvault-wide settings (notification channels...) */
+	CV_SCOPE_TOKENS,           /* API tokens: never in a scope (a scoped token could mint a
+				      wider one) */
+	CV_SCOPE__COUNT
+};
+/* The name of an action ("read", "bind"), "" for CV_SCOPE_UNSET and CV_SCOPE_ANY. */
+const char *cv_scope_action_name(enum cv_scope_action action);
+/* The action called s. 0 or CV_ERR_BAD_REQUEST. */
+int cv_scope_action_parse(const char *s, enum cv_scope_action *ret);
+
+struct cv_scope {
+	int scoped;                /* 0: none, the role alone decides */
+	uint32_t actions;          /* bit (1 << action) of each action it may do */
+	struct cv_scope_objects objects;
+};
+/* Whether scope lets action be done (always, when it is not scoped). */
+int cv_scope_allows(const struct cv_scope *scope, enum cv_scope_action action);
+/* Reads a scope as the API takes it: {"actions": [...], "certificates": [globs],
+ * "services": [globs], "environments": [names]}, actions required and not empty, each
+ * list of at most CV_SCOPE_MAX distinct entries; JSON null: no scope. Checks the form only
+ * (cv_vault_token_create_scoped checks that the environments exist). 0 or
+ * CV_ERR_BAD_REQUEST with err saying what is wrong. */
+int cv_scope_from_json(const json_t *json, struct cv_scope *ret, struct cv_errmsg *err);
+/* The scope as the API shows it; JSON null when not scoped. NULL: out of memory. */
+json_t *cv_scope_json(const struct cv_scope *scope);
+
 /* Who asks: the API token a request came with (role 0 and empty names: nobody). */
 struct cv_actor {
 	char id[CV_API_TOKEN_ID_LEN + 1];
 	char name[65];
 	enum cv_role role;
 	int64_t expires_at;        /* when the token stops working; 0: never */
+	int64_t last_used_at;      /* as recorded before this request (cv_vault_token_seen) */
+	struct cv_scope scope;     /* its scope (scope.scoped 0: none) */
 };
 
 /* One request's audit record in the making. The HTTP layer says who, what and on what; the
@@ -880,6 +948,38 @@ int cv_role_parse(const char *s, enum cv_role *ret);
 int cv_vault_token_create(struct cv_vault *v, struct cv_audit *audit, const char *name,
 			  enum cv_role role, int64_t expires_at, int64_t now,
 			  struct cv_api_token *ret_token, char *ret_secret, struct cv_errmsg *err);
+/* The same with a scope (NULL or not scoped: none). The scope's environments must exist
+ * (CV_ERR_UNKNOWN_ENVIRONMENT naming the first that does not); they are kept as the
+ * environments spell them. */
+int cv_vault_token_create_scoped(struct cv_vault *v, struct cv_audit *audit, const char *name,
+				 enum cv_role role, const struct cv_scope *scope,
+				 int64_t expires_at, int64_t now, struct cv_api_token *ret_token,
+				 char *ret_secret, struct cv_errmsg *err);
+/* The scope a token row holds into *ret (not scoped when it holds none). 0, or CV_ERR_DB
+ * when the stored text is not a scope certvault wrote. */
+int cv_vault_token_scope(const struct cv_api_token *t, struct cv_scope *ret);
+/* Records that actor's token was used at now from source, at most once a minute per token
+ * (from actor->last_used_at, as authentication read it): a failure to record is not the
+ * request's, and is only returned. 0 or CV_ERR_DB. */
+int cv_vault_token_seen(struct cv_vault *v, const struct cv_actor *actor, const char *source,
+			int64_t now);
+/* Whether scope lets in the certificate name, the service name (its environment looked up
+ * once) or the JWK kid (its certificate's): 0 with *ret_inside 1 or 0, CV_ERR_DB. An object
+ * that does not exist is inside when its name alone could be: the use case answers that it
+ * does not exist. */
+int cv_vault_scope_cert(struct cv_vault *v, const struct cv_scope *scope, const char *name,
+			int *ret_inside, struct cv_errmsg *err);
+int cv_vault_scope_service(struct cv_vault *v, const struct cv_scope *scope, const char *name,
+			   int *ret_inside, struct cv_errmsg *err);
+int cv_vault_scope_jwk(struct cv_vault *v, const struct cv_scope *scope, const char *kid,
+		       int *ret_inside, struct cv_errmsg *err);
+/* Whether scope's environments let in the environment name (1 or 0; 1 when it names none),
+ * and its certificate and service patterns the name (1 or 0). */
+int cv_scope_environment_in(const struct cv_scope *scope, const char *name);
+int cv_scope_cert_name_in(const struct cv_scope *scope, const char *name);
+int cv_scope_service_name_in(const struct cv_scope *scope, const char *name);
+/* The objects a scoped list shows: NULL when scope is not scoped (everything). */
+const struct cv_scope_objects *cv_scope_list_objects(const struct cv_scope *scope);
 /* Every token, newest first, never a secret. 0 (*ret the caller's, free()), CV_ERR_DB. */
 int cv_vault_token_list(struct cv_vault *v, struct cv_api_token **ret, size_t *ret_n,
 			struct cv_errmsg *err);

@@ -27,7 +27,7 @@ enum opt_id {
 	O_CERT, O_KEY, O_CHAIN, O_P12, O_PASSWORD_FILE, O_DESCRIPTION, O_JWK, O_CONFIRM,
 	O_VERSION, O_FORMAT, O_OUTPUT, O_ENVIRONMENT, O_CERTIFICATE, O_USE, O_ALG, O_ROLE,
 	O_EXPIRES, O_FILE, O_FROM_URL, O_KEEP, O_FROM, O_UNTIL, O_ACTOR, O_ACTION, O_TARGET,
-	O_RENAME, O_TAG, O_CHECK_CHAIN, O_DISPLAY_NAME,
+	O_RENAME, O_TAG, O_CHECK_CHAIN, O_DISPLAY_NAME, O_SCOPE,
 	O_COUNT
 };
 
@@ -84,6 +84,7 @@ static const struct option long_options[] = {
 	{ "tag", required_argument, NULL, OPT_VAL(O_TAG) },
 	{ "check-chain", no_argument, NULL, OPT_VAL(O_CHECK_CHAIN) },
 	{ "display-name", required_argument, NULL, OPT_VAL(O_DISPLAY_NAME) },
+	{ "scope", required_argument, NULL, OPT_VAL(O_SCOPE) },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -94,6 +95,9 @@ struct opts {
 	size_t n_domains;
 	const char *tags[MAX_TAGS];
 	size_t n_tags;
+	const char *scopes[4];     /* --scope KEY=V1,V2: actions, certificates, services,
+				      environments */
+	size_t n_scopes;
 };
 
 struct ctx {
@@ -221,7 +225,7 @@ static void print_raw(const struct cv_cli_response *res)
 		fputc('\n', stdout);
 }
 
-enum col_kind { K_TEXT, K_TIME, K_LIST, K_USED_BY, K_DAYS, K_INT, K_BOOL };
+enum col_kind { K_TEXT, K_TIME, K_LIST, K_USED_BY, K_DAYS, K_INT, K_BOOL, K_SCOPE };
 
 struct column {
 	const char *header;
@@ -273,6 +277,31 @@ static char *cell_text(const json_t *item, const struct column *col)
 		return strdup(buf);
 	case K_BOOL:
 		return strdup(json_is_true(v) ? "yes" : "no");
+	case K_SCOPE: {
+		/* "read,bind certificates=shop-* environments=production"; "" when unscoped. */
+		static const char *const keys[] = { "actions", "certificates", "services",
+						    "environments", NULL };
+
+		if (!json_is_object(v))
+			return NULL;
+		buf[0] = '\0';
+		for (i = 0; keys[i] != NULL; i++) {
+			const json_t *a = json_object_get(v, keys[i]);
+			size_t k;
+
+			if (!json_is_array(a))
+				continue;
+			len = strlen(buf);
+			snprintf(buf + len, sizeof(buf) - len, "%s%s%s", len > 0 ? " " : "",
+				 i > 0 ? keys[i] : "", i > 0 ? "=" : "");
+			json_array_foreach(a, k, e) {
+				len = strlen(buf);
+				snprintf(buf + len, sizeof(buf) - len, "%s%s", k > 0 ? "," : "",
+					 json_is_string(e) ? json_string_value(e) : "?");
+			}
+		}
+		return strdup(buf);
+	}
 	case K_LIST:
 	case K_USED_BY:
 		json_array_foreach(v, i, e) {
@@ -1344,7 +1373,48 @@ static const struct column token_cols[] = {
 	{ "ID", "id", K_TEXT },           { "NAME", "name", K_TEXT },
 	{ "ROLE", "role", K_TEXT },       { "STATE", "state", K_TEXT },
 	{ "CREATED", "created_at", K_TIME }, { "EXPIRES", "expires_at", K_TIME },
+	{ "LAST USED", "last_used_at", K_TIME }, { "FROM", "last_used_from", K_TEXT },
+	{ "UNUSED", "unused", K_BOOL },      { "SCOPE", "scope", K_SCOPE },
 };
+
+/* --scope KEY=V1,V2 (repeatable, one per key) as the API's scope object: the server judges
+ * the values (names, globs, actions) and says what is wrong with them. */
+static int scope_of_options(const struct ctx *c, json_t **ret)
+{
+	static const char *const keys[] = { "actions", "certificates", "services",
+					    "environments", NULL };
+	json_t *scope = json_object(), *list;
+	size_t i, k, len;
+	const char *p, *eq;
+
+	*ret = NULL;
+	if (scope == NULL)
+		return CV_CLI_UNAVAILABLE;
+	for (i = 0; i < c->o.n_scopes; i++) {
+		eq = strchr(c->o.scopes[i], '=');
+		for (k = 0; eq != NULL && keys[k] != NULL; k++)
+			if (strlen(keys[k]) == (size_t)(eq - c->o.scopes[i]) &&
+			    strncmp(keys[k], c->o.scopes[i], strlen(keys[k])) == 0)
+				break;
+		if (eq == NULL || keys[k] == NULL || json_object_get(scope, keys[k]) != NULL) {
+			json_decref(scope);
+			return usage_error("--scope %s: KEY=V1,V2 with KEY one of actions, "
+					   "certificates, services, environments, each once",
+					   c->o.scopes[i]);
+		}
+		list = json_array();
+		for (p = eq + 1; list != NULL && *p != '\0'; p += len + (p[len] == ',')) {
+			len = strcspn(p, ",");
+			json_array_append_new(list, json_stringn(p, len));
+		}
+		if (list == NULL || json_object_set_new(scope, keys[k], list) < 0) {
+			json_decref(scope);
+			return CV_CLI_UNAVAILABLE;
+		}
+	}
+	*ret = scope;
+	return CV_CLI_OK;
+}
 
 static int cmd_tokens_ls(struct ctx *c, int argc, char **argv)
 {
@@ -1373,6 +1443,16 @@ static int cmd_tokens_create(struct ctx *c, int argc, char **argv)
 			return usage_error("--expires-in-days %s: 1 to 3650", opt(c, O_EXPIRES));
 		}
 		json_object_set_new(body, "expires_in_days", json_integer((json_int_t)days));
+	}
+	if (c->o.n_scopes > 0) {
+		json_t *scope;
+
+		r = scope_of_options(c, &scope);
+		if (r != CV_CLI_OK) {
+			json_decref(body);
+			return r;
+		}
+		json_object_set_new(body, "scope", scope);
 	}
 	r = call(c, "POST", "/v1/tokens", body, NULL, NULL, &res);
 	if (r == CV_CLI_OK) {
@@ -1493,8 +1573,10 @@ static const struct command commands[] = {
 	{ NULL, "inventory", cmd_inventory, 0, 0, BIT(O_FORMAT) | BIT(O_OUTPUT),
 	  "inventory [--format json|csv] [-o FILE]", "the compliance inventory" },
 	{ "tokens", "ls", cmd_tokens_ls, 0, 0, 0, "tokens ls", "API access tokens" },
-	{ "tokens", "create", cmd_tokens_create, 1, 1, BIT(O_ROLE) | BIT(O_EXPIRES),
-	  "tokens create NAME --role admin|operator|auditor [--expires-in-days N]",
+	{ "tokens", "create", cmd_tokens_create, 1, 1, BIT(O_ROLE) | BIT(O_EXPIRES) | BIT(O_SCOPE),
+	  "tokens create NAME --role admin|operator|auditor [--expires-in-days N] "
+	  "[--scope actions=read,bind] [--scope certificates=GLOB,..] [--scope services=GLOB,..] "
+	  "[--scope environments=NAME,..]",
 	  "a new access token (shown once; -q prints only the token)" },
 	{ "tokens", "revoke", cmd_tokens_revoke, 1, 1, 0, "tokens revoke ID", "revoke a token" },
 	{ NULL, "health", cmd_health, 0, 0, 0, "health", "database and token state" },
@@ -1640,6 +1722,14 @@ int cv_cli_main(int argc, char **argv)
 					goto out;
 				}
 				c.o.domains[c.o.n_domains++] = optarg;
+			}
+			if (ch == O_SCOPE) {
+				if (c.o.n_scopes == 4) {
+					r = usage_error("%s", "at most 4 --scope (actions, "
+							"certificates, services, environments)");
+					goto out;
+				}
+				c.o.scopes[c.o.n_scopes++] = optarg;
 			}
 			if (ch == O_TAG) {
 				if (c.o.n_tags == MAX_TAGS) {

@@ -1149,20 +1149,37 @@
     const rows = list.items.map((t) => h('tr', { class: t.state === 'active' ? '' : 'muted' },
       h('td', { text: t.name }), h('td', {}, h('code', { text: t.id })), h('td', { text: t.role }), h('td', { text: t.state }),
       h('td', {}, when(t.created_at)), h('td', {}, t.expires_at ? when(t.expires_at) : 'never'),
+      h('td', {}, t.last_used_at ? when(t.last_used_at) : 'never', t.last_used_from ? ' from ' + t.last_used_from : '', t.unused ? h('span', { class: 'warning', text: ' unused' }) : null),
+      h('td', { text: scopeText(t.scope) }),
       h('td', {}, t.state === 'active' ? button('Revoke', () => revoke(t), 'small danger') : null)));
     page('API tokens', h('div', { class: 'head-actions' }, button('New token', () => tokenDialog(), 'primary')),
-      rows.length ? table(['Name', 'Id', 'Role', 'State', 'Created', 'Expires', ''], rows, 'API tokens') : empty('No tokens.'));
+      rows.length ? table(['Name', 'Id', 'Role', 'State', 'Created', 'Expires', 'Last used', 'Scope', ''], rows, 'API tokens') : empty('No tokens.'));
+  }
+  /* A scope (issue 18 part 3) in one line: "read, bind · certificates shop-* · environments production". */
+  function scopeText(s) {
+    if (!s) return 'none (the role decides)';
+    return [s.actions.join(', ')].concat(['certificates', 'services', 'environments'].filter((k) => s[k]).map((k) => k + ' ' + s[k].join(', '))).join(' · ');
   }
   function tokenDialog() {
     const name = h('input', { name: 'name', required: true, autocomplete: 'off' });
     const role = h('select', { name: 'role' }, ['operator', 'auditor', 'admin'].map((r) => h('option', { value: r, text: r })));
     const exp = h('input', { name: 'expires_in_days', type: 'number', min: 1, max: 3650, placeholder: 'never' });
+    const scope = h('input', { name: 'scope', autocomplete: 'off', spellcheck: 'false', placeholder: 'actions=read,bind environments=production certificates=shop-*' });
     const form = h('form', { novalidate: true, onsubmit: async (ev) => {
       ev.preventDefault();
       clearErrors(form);
       if (!validName(name.value)) { setFieldError(form, 'name', REFUSALS.invalid_name[1]); return; }
       const body = { name: name.value, role: role.value };
       if (exp.value) body.expires_in_days = Number(exp.value);
+      /* KEY=V1,V2 words, as the command line's --scope; certvault judges the values. */
+      if (scope.value.trim()) {
+        body.scope = {};
+        for (const w of scope.value.trim().split(/\s+/)) {
+          const [k, v] = w.split('=');
+          if (!['actions', 'certificates', 'services', 'environments'].includes(k) || !v) { setFieldError(form, 'scope', 'Each word is KEY=V1,V2 with KEY one of actions, certificates, services, environments.'); return; }
+          body.scope[k] = v.split(',');
+        }
+      }
       try {
         const t = await api('POST', '/v1/tokens', { json: body });
         const secret = h('input', { readonly: true, value: t.token, class: 'secret', 'aria-label': 'The new token' });
@@ -1171,10 +1188,11 @@
           actions(button('Done', () => dlg.close(), 'primary')));
         secret.select();
       } catch (e) {
-        const f = e.code === 'name_taken' || e.code === 'invalid_name' ? 'name' : /expires/.test(e.message) ? 'expires_in_days' : 'role';
+        const f = e.code === 'name_taken' || e.code === 'invalid_name' ? 'name' : /expires/.test(e.message) ? 'expires_in_days' : /scope|environment/.test(e.message) ? 'scope' : 'role';
         setFieldError(form, f, explain(e));
       }
     } }, field('Name', name), field('Role', role), field('Expires in days (empty: never)', exp),
+    field('Scope (leave empty for none)', scope, 'Least privilege: actions=read,bind and, to limit what it touches, certificates=GLOB,… services=GLOB,… environments=NAME,…'),
     actions(h('button', { type: 'submit', class: 'primary', text: 'Create' }), button('Cancel', () => dlg.close())));
     const dlg = dialog('New API token', form, { onclose: () => route() });
   }

@@ -119,6 +119,8 @@ static const struct setting settings[] = {
 	  " in the database's directory" },
 	{ "auth", "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0,
 	  "serve GET /metrics without a token" },
+	{ "auth", "token_unused_days", K_INT, OFF(token_unused_days), "90", 0, 3650,
+	  "GET /v1/tokens flags an active token not used for this many days (0: never)" },
 	{ "revocation", "online", K_BOOL, OFF(revocation_online), "false", 0, 0,
 	  "at import, renew and replace also ask the certificate's OCSP responder and CRL"
 	  " distribution point over HTTP (the truststore's CRLs are always used)" },

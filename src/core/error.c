@@ -39,6 +39,7 @@ static const char *const names[] = {
 	[-CV_ERR_NOT_CA] = "not a CA certificate",
 	[-CV_ERR_UNAUTHORIZED] = "no valid API token",
 	[-CV_ERR_FORBIDDEN] = "the token's role may not do this",
+	[-CV_ERR_OUT_OF_SCOPE] = "outside the token's scope",
 	[-CV_ERR_LIMIT] = "over a limit",
 	[-CV_ERR_REVOKED] = "revoked",
 	[-CV_ERR_REVOCATION_UNKNOWN] = "revocation status unknown",

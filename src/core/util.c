@@ -25,6 +25,54 @@ int cv_name_valid(const char *name)
 	return n > 0;
 }
 
+int cv_glob_valid(const char *pattern)
+{
+	size_t n;
+
+	if (pattern == NULL)
+		return 0;
+	for (n = 0; pattern[n] != '\0'; n++) {
+		char c = pattern[n];
+
+		if (n >= CV_NAME_MAX)
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-' || c == '*' || c == '?'))
+			return 0;
+	}
+	return n > 0;
+}
+
+static char fold(char c)
+{
+	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+int cv_glob_match(const char *pattern, const char *name)
+{
+	/* The classic backtracking walk: on a mismatch after a '*', that star takes one more
+	 * character. Linear in practice, quadratic at worst on 64-character inputs. */
+	const char *star = NULL, *resume = NULL;
+
+	while (*name != '\0') {
+		if (*pattern == '*') {
+			star = pattern++;
+			resume = name;
+		} else if (*pattern != '\0' && (*pattern == '?' || fold(*pattern) == fold(*name))) {
+			pattern++;
+			name++;
+		} else if (star != NULL) {
+			pattern = star + 1;
+			name = ++resume;
+		} else {
+			return 0;
+		}
+	}
+	while (*pattern == '*')
+		pattern++;
+	return *pattern == '\0';
+}
+
 /* y-m-d of the proleptic Gregorian calendar for days since 1970-01-01 (H. Hinnant's
  * civil_from_days). */
 static void civil_from_days(int64_t z, int64_t *ret_y, unsigned *ret_m, unsigned *ret_d)

@@ -41,6 +41,7 @@ static const struct mapping table[] = {
 	[-CV_ERR_NOT_CA] = { 422, "not_a_ca" },
 	[-CV_ERR_UNAUTHORIZED] = { 401, "unauthorized" },
 	[-CV_ERR_FORBIDDEN] = { 403, "forbidden" },
+	[-CV_ERR_OUT_OF_SCOPE] = { 403, "out_of_scope" },
 	[-CV_ERR_LIMIT] = { 422, "limit_exceeded" },
 	[-CV_ERR_REVOKED] = { 422, "revoked" },
 	[-CV_ERR_REVOCATION_UNKNOWN] = { 422, "revocation_unknown" },

@@ -10,25 +10,57 @@
 
 #define TOKEN_DAYS_MAX 3650
 
-static json_t *token_json(const struct cv_api_token *t, int64_t now)
+/* A token as the API shows it: never its secret. unused: an active token that nobody has
+ * used (or that was made and never used) for unused_days (0: never flagged). */
+static json_t *token_json(const struct cv_api_token *t, int64_t now, int64_t unused_days)
 {
 	const char *state = t->revoked_at != 0                         ? "revoked" :
 			    t->expires_at != 0 && t->expires_at <= now ? "expired" :
 									 "active";
+	int64_t since = t->last_used_at != 0 ? t->last_used_at : t->created_at;
+	struct cv_scope scope;
+	json_t *scope_json;
 
-	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "id", t->id, "name", t->name,
-			 "role", cv_role_name(t->role), "state", state, "created_at",
-			 time_json(t->created_at), "expires_at",
+	/* A row whose scope cannot be read is shown as such: that token is refused anyway. */
+	scope_json = cv_vault_token_scope(t, &scope) == 0 ? cv_scope_json(&scope)
+							   : json_string("unreadable");
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "id", t->id,
+			 "name", t->name, "role", cv_role_name(t->role), "state", state,
+			 "created_at", time_json(t->created_at), "expires_at",
 			 t->expires_at != 0 ? time_json(t->expires_at) : json_null(), "revoked_at",
-			 t->revoked_at != 0 ? time_json(t->revoked_at) : json_null());
+			 t->revoked_at != 0 ? time_json(t->revoked_at) : json_null(), "scope",
+			 scope_json, "last_used_at",
+			 t->last_used_at != 0 ? time_json(t->last_used_at) : json_null(),
+			 "last_used_from",
+			 t->last_used_from[0] != '\0' ? cv_text_json(t->last_used_from) : json_null(),
+			 "unused", strcmp(state, "active") == 0 && unused_days > 0 &&
+					   now - since >= unused_days * 86400);
+}
+
+/* Whether role may do action somewhere (a route the role may call names it): a scope only
+ * narrows its role, so an action the role can never do is refused rather than kept as a
+ * promise nothing keeps. */
+static int role_may_action(const struct cv_app *app, enum cv_role role,
+			   enum cv_scope_action action)
+{
+	struct cv_route_info ri;
+	size_t i;
+
+	for (i = 0; cv_http_route_at(i, &ri) == 0; i++)
+		if (ri.scope_action == action &&
+		    cv_http_role_may(ri.access, role, app->cfg->metrics_public))
+			return 1;
+	return 0;
 }
 
 int h_token_create(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
-	static const char *const allowed[] = { "name", "role", "expires_in_days", NULL };
+	static const char *const allowed[] = { "name", "role", "expires_in_days", "scope", NULL };
 	char secret[CV_API_TOKEN_LEN + 1];
 	struct cv_api_token t;
+	struct cv_scope scope;
+	int a;
 	const char *name, *role_text;
 	enum cv_role role;
 	json_t *body = NULL, *days, *out;
@@ -57,12 +89,24 @@ int h_token_create(struct cv_app *app, const struct cv_request *req, struct cv_r
 		}
 		expires_at = req->now + json_integer_value(days) * 86400;
 	}
-	r = cv_vault_token_create(&app->vault, req->audit, name, role, expires_at, req->now, &t,
-				  secret, err);
+	r = cv_scope_from_json(json_object_get(body, "scope"), &scope, err);
+	if (r < 0)
+		goto out;
+	for (a = CV_SCOPE_READ; scope.scoped && a < CV_SCOPE__COUNT; a++)
+		if (cv_scope_allows(&scope, (enum cv_scope_action)a) &&
+		    !role_may_action(app, role, (enum cv_scope_action)a)) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the %s role cannot \"%s\": a "
+					  "scope only narrows what the role may do",
+					  cv_role_name(role),
+					  cv_scope_action_name((enum cv_scope_action)a));
+			goto out;
+		}
+	r = cv_vault_token_create_scoped(&app->vault, req->audit, name, role, &scope,
+					 expires_at, req->now, &t, secret, err);
 	if (r < 0)
 		goto out;
 	/* The secret is shown this once. jansson wipes what it frees (cv_http_json_harden). */
-	out = token_json(&t, req->now);
+	out = token_json(&t, req->now, 0);
 	if (out != NULL && json_object_set_new(out, "token", json_string(secret)) < 0) {
 		json_decref(out);
 		out = NULL;
@@ -87,7 +131,8 @@ int h_token_list(struct cv_app *app, const struct cv_request *req, struct cv_res
 		return r;
 	items = json_array();
 	for (i = 0; items != NULL && i < n; i++)
-		if (json_array_append_new(items, token_json(&all[i], req->now)) < 0) {
+		if (json_array_append_new(items, token_json(&all[i], req->now,
+							      app->cfg->token_unused_days)) < 0) {
 			json_decref(items);
 			items = NULL;
 		}

@@ -1059,6 +1059,7 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		filter.q = NULL;
 	filter.now = req->now;
 	filter.limit = (unsigned)limit;
+	filter.scope = cv_scope_list_objects(&req->actor.scope);
 	r = cv_vault_cert_list(&app->vault, &filter, &page, err);
 	if (r == 0)
 		r = cv_vault_cert_list_total(&app->vault, &filter, &total, err);
@@ -1091,6 +1092,25 @@ out:
 	return r;
 }
 
+/* The pending certificates a scoped token's list shows (few: each judged as its details
+ * would be, as status=pending lists them). */
+static int pending_count_scoped(struct cv_app *app, const struct cv_request *req,
+				int64_t *ret_n, struct cv_errmsg *err)
+{
+	struct cv_pending_record *recs = NULL;
+	size_t n = 0, i;
+	int r, inside = 0;
+
+	*ret_n = 0;
+	r = cv_vault_pending_list(&app->vault, &recs, &n, err);
+	for (i = 0; r == 0 && i < n; i++) {
+		r = pending_in_scope(app, req, &recs[i], &inside, err);
+		*ret_n += r == 0 && inside;
+	}
+	cv_store_pending_array_free(recs, n);
+	return r;
+}
+
 int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
@@ -1098,9 +1118,12 @@ int h_cert_summary(struct cv_app *app, const struct cv_request *req, struct cv_r
 	int64_t pending = 0;
 	int r;
 
-	r = cv_vault_cert_count(&app->vault, req->now, &c, err);
-	if (r == 0)
+	r = cv_vault_cert_count_scoped(&app->vault, req->now,
+				       cv_scope_list_objects(&req->actor.scope), &c, err);
+	if (r == 0 && !req->actor.scope.scoped)
 		r = cv_vault_pending_count(&app->vault, &pending, err);
+	if (r == 0 && req->actor.scope.scoped)
+		r = pending_count_scoped(app, req, &pending, err);
 	if (r < 0)
 		return r;
 	return res_json(res, 200,

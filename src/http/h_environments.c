@@ -108,7 +108,9 @@ int h_environment_list(struct cv_app *app, const struct cv_request *req, struct 
 
 	r = req_page_args(req, &limit, &after, err);
 	if (r == 0)
-		r = cv_vault_environment_list(&app->vault, after, (unsigned)limit, &recs, &n, err);
+		r = cv_vault_environment_list_scoped(&app->vault, after, (unsigned)limit,
+						     cv_scope_list_objects(&req->actor.scope),
+						     &recs, &n, err);
 	if (r < 0)
 		return r;
 	items = json_array();

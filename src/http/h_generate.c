@@ -260,6 +260,21 @@ int h_cert_csr(struct cv_app *app, const struct cv_request *req, struct cv_respo
 	return pending_view_response(app, req->params[0], 1, res, err);
 }
 
+int pending_in_scope(struct cv_app *app, const struct cv_request *req,
+		     const struct cv_pending_record *rec, int *ret_inside, struct cv_errmsg *err)
+{
+	const struct cv_scope *scope = &req->actor.scope;
+
+	*ret_inside = 1;
+	if (!scope->scoped)
+		return 0;
+	if (rec->cert_id == 0 && scope->objects.n_environments > 0) {
+		*ret_inside = 0;
+		return 0;
+	}
+	return cv_vault_scope_cert(&app->vault, scope, rec->name, ret_inside, err);
+}
+
 int pending_list_response(struct cv_app *app, const struct cv_request *req,
 			  struct cv_response *res, struct cv_errmsg *err)
 {
@@ -285,13 +300,22 @@ int pending_list_response(struct cv_app *app, const struct cv_request *req,
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
+		int inside = 1;
+
+		/* A scoped token sees the pending certificates its scope lets in (few: each
+		 * judged as its details would be). */
+		r = pending_in_scope(app, req, &recs[i], &inside, err);
+		if (r < 0)
+			goto out;
+		if (!inside)
+			continue;
 		if (json_array_append_new(items, pending_json(app, &recs[i], NULL)) < 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
 		}
 	}
 	r = res_json(res, 200, json_pack("{s:o, s:n, s:I}", "items", items, "next_cursor",
-					 "limit", (json_int_t)n));
+					 "limit", (json_int_t)json_array_size(items)));
 	items = NULL;
 out:
 	json_decref(items);

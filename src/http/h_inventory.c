@@ -34,6 +34,7 @@ struct inventory_stream {
 	int begun;                 /* the header went out */
 	int64_t count;
 	char generated_at[CV_TIME_BUFLEN];
+	struct cv_scope_objects scope; /* a scoped token's: the walk outlives the request */
 };
 
 static void inventory_stream_free(void *state)
@@ -291,6 +292,10 @@ int h_inventory(struct cv_app *app, const struct cv_request *req, struct cv_resp
 				   CV_INVENTORY_DETAILS, INVENTORY_PAGE, &s->inv, err);
 	if (r < 0)
 		goto out;
+	if (req->actor.scope.scoped) {
+		s->scope = req->actor.scope.objects;
+		cv_vault_inventory_scope(s->inv, &s->scope);
+	}
 	/* The first page is read before answering, so that a database or token that cannot
 	 * answer gets its own status rather than a cut connection. */
 	r = cv_vault_inventory_next(s->inv, &s->item, err);

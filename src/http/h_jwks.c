@@ -70,8 +70,9 @@ int h_jwk_list(struct cv_app *app, const struct cv_request *req, struct cv_respo
 	if ((s = req_query(req, "limit")) != NULL && cv_parse_int64(s, 1, 999, &limit) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "limit must be from 1 to 999");
 	certificate = req_query(req, "certificate");
-	r = cv_vault_jwk_list(&app->vault, certificate, req_query(req, "cursor"), (unsigned)limit,
-			      &recs, &n, &more, err);
+	r = cv_vault_jwk_list_scoped(&app->vault, certificate, req_query(req, "cursor"),
+				     (unsigned)limit, cv_scope_list_objects(&req->actor.scope),
+				     &recs, &n, &more, err);
 	if (r < 0)
 		return r;
 	items = json_array();

@@ -7,8 +7,8 @@
 /* Every route the caller's role may call, as the route table says: method, pattern ("{}" is
  * one path segment) and the audit action of a change (null for a read); and the change
  * actions alone, each once, in table order. */
-static int allowed_json(const struct cv_app *app, enum cv_role role, json_t **ret_routes,
-			json_t **ret_actions)
+static int allowed_json(const struct cv_app *app, enum cv_role role,
+			const struct cv_scope *scope, json_t **ret_routes, json_t **ret_actions)
 {
 	json_t *routes = json_array(), *actions = json_array(), *item;
 	struct cv_route_info ri;
@@ -22,8 +22,16 @@ static int allowed_json(const struct cv_app *app, enum cv_role role, json_t **re
 		if (ri.access == CV_R_PUBLIC ||
 		    !cv_http_role_may(ri.access, role, app->cfg->metrics_public))
 			continue;
-		item = json_pack("{s:s, s:s, s:o}", "method", ri.method, "path", ri.pattern,
-				 "action", ri.action != NULL ? json_string(ri.action) : json_null());
+		/* A scoped token: only the routes whose action its scope holds (what it
+		 * touches is judged per object, so a button may still meet a 403). */
+		if (scope->scoped && (ri.scope_action == CV_SCOPE_UNSET ||
+				      !cv_scope_allows(scope, ri.scope_action)))
+			continue;
+		item = json_pack("{s:s, s:s, s:o, s:o}", "method", ri.method, "path", ri.pattern,
+				 "action", ri.action != NULL ? json_string(ri.action) : json_null(),
+				 "scope_action",
+				 cv_scope_action_name(ri.scope_action)[0] != '\0' ?
+				 json_string(cv_scope_action_name(ri.scope_action)) : json_null());
 		if (json_array_append_new(routes, item) < 0)
 			goto out;
 		if (ri.action == NULL)
@@ -53,15 +61,21 @@ int h_me(struct cv_app *app, const struct cv_request *req, struct cv_response *r
 	int r;
 
 	(void)err;
-	r = allowed_json(app, who->role, &routes, &actions);
+	r = allowed_json(app, who->role, &who->scope, &routes, &actions);
 	if (r < 0)
 		return r;
+	/* can_*: what the console draws its buttons from, narrowed by a scope: a scoped
+	 * token never manages tokens, and audits only with "audit". */
 	return res_json(res, 200,
-			json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:b, s:b, s:b}", "name", who->name,
-				  "id", who->id, "role", cv_role_name(who->role), "expires_at",
+			json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:b, s:b, s:b, s:o}", "name",
+				  who->name, "id", who->id, "role", cv_role_name(who->role),
+				  "expires_at",
 				  who->expires_at != 0 ? time_json(who->expires_at) : json_null(),
 				  "allowed", routes, "actions", actions,
 				  "can_write", cv_http_role_may(CV_R_WRITE, who->role, 0),
-				  "can_audit", cv_http_role_may(CV_R_AUDIT, who->role, 0),
-				  "can_admin", cv_http_role_may(CV_R_ADMIN, who->role, 0)));
+				  "can_audit", cv_http_role_may(CV_R_AUDIT, who->role, 0) &&
+						       cv_scope_allows(&who->scope, CV_SCOPE_AUDIT),
+				  "can_admin", cv_http_role_may(CV_R_ADMIN, who->role, 0) &&
+						       !who->scope.scoped,
+				  "scope", cv_scope_json(&who->scope)));
 }

@@ -181,6 +181,7 @@ int h_service_list(struct cv_app *app, const struct cv_request *req, struct cv_r
 	filter.environment = req_query(req, "environment");
 	filter.certificate = req_query(req, "certificate");
 	filter.limit = (unsigned)limit;
+	filter.scope = cv_scope_list_objects(&req->actor.scope);
 	r = cv_vault_service_list(&app->vault, &filter, &page, err);
 	if (r < 0)
 		goto out;

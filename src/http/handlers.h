@@ -174,6 +174,11 @@ int version_ref(const struct cv_request *req, json_t *body, struct cv_version_re
 		struct cv_errmsg *err);
 int pending_view_response(struct cv_app *app, const char *name, int with_csr,
 			  struct cv_response *res, struct cv_errmsg *err);
+/* Whether a scoped request's lists show the pending certificate rec: as its details would
+ * be judged, except that a new certificate (no row yet, so no environments) is shown only
+ * when the scope has no environment limit. 0 and *ret_inside, or the database's error. */
+int pending_in_scope(struct cv_app *app, const struct cv_request *req,
+		     const struct cv_pending_record *rec, int *ret_inside, struct cv_errmsg *err);
 int pending_list_response(struct cv_app *app, const struct cv_request *req,
 			  struct cv_response *res, struct cv_errmsg *err);
 int h_cert_csr(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

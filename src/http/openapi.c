@@ -141,6 +141,9 @@ static json_t *operation(const struct cv_route_info *ri, json_t *documented, jso
 		if (ri->access != CV_R_METRICS)
 			add_error(responses, "forbidden");
 	}
+	/* A scoped token is refused what its scope leaves out (issue 18 part 3). */
+	if (ri->access != CV_R_PUBLIC && ri->scope_action != CV_SCOPE_ANY)
+		add_error(responses, "out_of_scope");
 	/* Every change's audit record is keyed in the token: without it, nothing changes. */
 	if (ri->action != NULL)
 		add_error(responses, "token_unavailable");
@@ -183,6 +186,9 @@ static json_t *operation(const struct cv_route_info *ri, json_t *documented, jso
 	json_object_set_new(op, "x-certvault-access", json_string(cv_http_access_name(ri->access)));
 	if (ri->action != NULL)
 		json_object_set_new(op, "x-certvault-audit-action", json_string(ri->action));
+	if (cv_scope_action_name(ri->scope_action)[0] != '\0')
+		json_object_set_new(op, "x-certvault-scope-action",
+				    json_string(cv_scope_action_name(ri->scope_action)));
 	return op;
 }
 

@@ -169,6 +169,139 @@ static const struct route_query {
 	{ h_notify_deliveries, "channel certificate event state limit cursor", 128 },
 };
 
+/* What each route does for a scoped API token (issue 18 part 3), by its handler: the action
+ * its scope must hold, and how the dispatch finds the object it touches to hold it against
+ * the scope (scope_check, the one place it is checked). A route not listed here is closed to
+ * scoped tokens, and test_http fails until it is given a line. */
+enum scope_object {
+	OBJ_NONE = 0,       /* nothing the scope names: the action alone decides */
+	OBJ_LIST,           /* a list: the store shows only what the scope lets in */
+	OBJ_CERT,           /* the certificate the path names */
+	OBJ_CERT_NEW,       /* a new certificate: the body's name and environments */
+	OBJ_CERT_EDIT,      /* the path's certificate; the body's new name and environments */
+	OBJ_SERVICE,        /* the path's service (its environment); the body's environment */
+	OBJ_SERVICE_BIND,   /* the path's service and the body's certificate */
+	OBJ_ENVIRONMENT,    /* the environment the path names */
+	OBJ_JWK,            /* the JWK the path names, by its certificate */
+	OBJ_JWK_NEW,        /* the body's certificate */
+	OBJ_WHOLE_LIST,     /* a list the store does not cut to a scope (yet): only a scope
+			       without certificate or environment limits reads it */
+};
+static const struct route_scope {
+	cv_handler_fn handler;
+	enum cv_scope_action action;
+	enum scope_object object;
+} route_scopes[] = {
+	{ h_health, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_me, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_openapi, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_jwks_document, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_console_redirect, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_console_index, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_console_asset, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_session_create, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_session_get, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_session_delete, CV_SCOPE_ANY, OBJ_NONE },
+	{ h_cert_list, CV_SCOPE_READ, OBJ_LIST },
+	{ h_cert_summary, CV_SCOPE_READ, OBJ_LIST },
+	/* A body with "generate" asks for a key born in the token: generate, not import. */
+	{ h_cert_import, CV_SCOPE_IMPORT, OBJ_CERT_NEW },
+	{ h_cert_preview, CV_SCOPE_IMPORT, OBJ_CERT_NEW },
+	{ h_cert_get, CV_SCOPE_READ, OBJ_CERT },
+	{ h_cert_patch, CV_SCOPE_EDIT, OBJ_CERT_EDIT },
+	{ h_cert_delete, CV_SCOPE_DELETE, OBJ_CERT },
+	{ h_cert_export, CV_SCOPE_EXPORT, OBJ_CERT },
+	{ h_cert_versions, CV_SCOPE_READ, OBJ_CERT },
+	/* ... and a renewal with "generate" needs generate as well. */
+	{ h_cert_renew, CV_SCOPE_RENEW, OBJ_CERT },
+	{ h_cert_replace, CV_SCOPE_REPLACE, OBJ_CERT },
+	{ h_cert_csr, CV_SCOPE_READ, OBJ_CERT },
+	{ h_cert_merge, CV_SCOPE_GENERATE, OBJ_CERT },
+	{ h_pending_cancel, CV_SCOPE_DELETE, OBJ_CERT },
+	{ h_wrapping_key, CV_SCOPE_READ, OBJ_NONE },
+	{ h_service_list, CV_SCOPE_READ, OBJ_LIST },
+	{ h_service_get, CV_SCOPE_READ, OBJ_SERVICE },
+	{ h_service_put, CV_SCOPE_SERVICE, OBJ_SERVICE },
+	{ h_service_delete, CV_SCOPE_DELETE, OBJ_SERVICE },
+	{ h_service_bind, CV_SCOPE_BIND, OBJ_SERVICE_BIND },
+	{ h_service_unbind, CV_SCOPE_BIND, OBJ_SERVICE },
+	{ h_environment_list, CV_SCOPE_READ, OBJ_LIST },
+	{ h_environment_get, CV_SCOPE_READ, OBJ_ENVIRONMENT },
+	{ h_environment_put, CV_SCOPE_ENVIRONMENT, OBJ_ENVIRONMENT },
+	{ h_environment_delete, CV_SCOPE_DELETE, OBJ_ENVIRONMENT },
+	{ h_jwk_create, CV_SCOPE_JWK, OBJ_JWK_NEW },
+	{ h_jwk_list, CV_SCOPE_READ, OBJ_LIST },
+	{ h_jwk_get, CV_SCOPE_READ, OBJ_JWK },
+	{ h_jwk_delete, CV_SCOPE_DELETE, OBJ_JWK },
+	/* The truststore holds public CAs for everyone: read whole, changed whole. */
+	{ h_trust_add, CV_SCOPE_TRUSTSTORE, OBJ_NONE },
+	{ h_trust_preview, CV_SCOPE_TRUSTSTORE, OBJ_NONE },
+	{ h_trust_list, CV_SCOPE_READ, OBJ_NONE },
+	{ h_trust_get, CV_SCOPE_READ, OBJ_NONE },
+	{ h_trust_export, CV_SCOPE_READ, OBJ_NONE },
+	{ h_trust_delete, CV_SCOPE_TRUSTSTORE, OBJ_NONE },
+	{ h_crl_add, CV_SCOPE_TRUSTSTORE, OBJ_NONE },
+	{ h_crl_list, CV_SCOPE_READ, OBJ_NONE },
+	{ h_crl_delete, CV_SCOPE_TRUSTSTORE, OBJ_NONE },
+	{ h_token_create, CV_SCOPE_TOKENS, OBJ_NONE },
+	{ h_token_list, CV_SCOPE_TOKENS, OBJ_NONE },
+	{ h_token_revoke, CV_SCOPE_TOKENS, OBJ_NONE },
+	/* The audit trail and the metrics cannot be cut to a scope: whole, or not at all. */
+	{ h_audit_list, CV_SCOPE_AUDIT, OBJ_NONE },
+	{ h_audit_verify, CV_SCOPE_AUDIT, OBJ_NONE },
+	{ h_metrics, CV_SCOPE_METRICS, OBJ_NONE },
+	{ h_inventory, CV_SCOPE_READ, OBJ_LIST },
+	/* Soft delete (issue 18 part 2): a deleted certificate is found by its name. */
+	{ h_deleted_list, CV_SCOPE_READ, OBJ_WHOLE_LIST },
+	{ h_deleted_recover, CV_SCOPE_DELETE, OBJ_CERT },
+	{ h_deleted_purge, CV_SCOPE_DELETE, OBJ_CERT },
+	/* Signatures (issue 18 part 4) with the certificate's key, or the JWK's certificate's. */
+	{ h_cert_sign, CV_SCOPE_SIGN, OBJ_CERT },
+	{ h_jwk_sign, CV_SCOPE_SIGN, OBJ_JWK },
+	/* Notifications (issue 18 part 1): channels are certvault-wide; the delivery log names
+	 * every certificate, so only a scope without limits reads it. */
+	{ h_notify_channel_create, CV_SCOPE_ADMIN, OBJ_NONE },
+	{ h_notify_channel_list, CV_SCOPE_ADMIN, OBJ_NONE },
+	{ h_notify_channel_get, CV_SCOPE_ADMIN, OBJ_NONE },
+	{ h_notify_channel_delete, CV_SCOPE_ADMIN, OBJ_NONE },
+	{ h_notify_deliveries, CV_SCOPE_AUDIT, OBJ_WHOLE_LIST },
+	{ h_cert_notify_get, CV_SCOPE_READ, OBJ_CERT },
+	{ h_cert_notify_put, CV_SCOPE_EDIT, OBJ_CERT },
+	/* Issue 20: a backup is the whole database, and the keys' report names every
+	 * certificate: only a scope without limits. */
+	{ h_backup, CV_SCOPE_ADMIN, OBJ_WHOLE_LIST },
+	{ h_health_keys, CV_SCOPE_READ, OBJ_WHOLE_LIST },
+};
+
+static const struct route_scope *route_scope_of(cv_handler_fn handler)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(route_scopes) / sizeof(route_scopes[0]); i++)
+		if (route_scopes[i].handler == handler)
+			return &route_scopes[i];
+	return NULL;
+}
+
+static const char *scope_object_name(enum scope_object o)
+{
+	static const char *const names[] = {
+		[OBJ_NONE] = "none",
+		[OBJ_LIST] = "list",
+		[OBJ_CERT] = "certificate",
+		[OBJ_CERT_NEW] = "new certificate",
+		[OBJ_CERT_EDIT] = "certificate edit",
+		[OBJ_SERVICE] = "service",
+		[OBJ_SERVICE_BIND] = "service and certificate",
+		[OBJ_ENVIRONMENT] = "environment",
+		[OBJ_JWK] = "jwk",
+		[OBJ_JWK_NEW] = "new jwk",
+		[OBJ_WHOLE_LIST] = "whole list",
+	};
+
+	return names[o];
+}
+
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
 /* The query arguments of the route whose handler this is, NULL when it takes none. */
@@ -225,6 +358,11 @@ int cv_http_route_at(size_t i, struct cv_route_info *ret)
 	ret->slow = routes[i].slow;
 	ret->query = route_query_of(routes[i].handler) != NULL ?
 			     route_query_of(routes[i].handler)->args : NULL;
+	ret->scope_action = route_scope_of(routes[i].handler) != NULL ?
+				    route_scope_of(routes[i].handler)->action : CV_SCOPE_UNSET;
+	ret->scope_object = route_scope_of(routes[i].handler) != NULL ?
+				    scope_object_name(route_scope_of(routes[i].handler)->object) :
+				    NULL;
 	return 0;
 }
 
@@ -537,6 +675,243 @@ static int authorize(struct cv_app *app, const struct cv_route *route, struct cv
 			     cv_role_name(req->actor.role), req->method, route->pattern);
 }
 
+static int media_type_is(const struct cv_request *req, const char *type);
+static int form_value(const struct http_part *part, json_t **ret, struct cv_errmsg *err);
+
+/* The request body as the scope check reads it: the JSON object, or the form's fields it
+ * needs as the handlers read them (form_value: environments split on commas), and
+ * "generate" when any "generate.<member>" field is there; an empty object when there is no
+ * body. A body that cannot be read is refused here as the handler would refuse it. */
+static int scope_body(const struct cv_request *req, json_t **ret, struct cv_errmsg *err)
+{
+	static const char *const wanted[] = { "name", "environments", "environment", "certificate",
+					      "generate", NULL };
+	struct http_part *parts = NULL;
+	json_error_t jerr;
+	json_t *obj = NULL, *value;
+	size_t n = 0, i;
+	int r = 0;
+
+	*ret = NULL;
+	/* A body of another type names nothing here: the handler refuses it (415) unread. */
+	if (req->body == NULL || req->body_len == 0 ||
+	    (!media_type_is(req, "multipart/form-data") &&
+	     !media_type_is(req, "application/json"))) {
+		*ret = json_object();
+		return *ret != NULL ? 0 : CV_ERR_NOMEM;
+	}
+	if (!media_type_is(req, "multipart/form-data")) {
+		obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+		if (obj == NULL || !json_is_object(obj)) {
+			json_decref(obj);
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the body must be a JSON "
+					     "object");
+		}
+		*ret = obj;
+		return 0;
+	}
+	r = http_multipart_parse(req->content_type, req->body, req->body_len, &parts, &n, err);
+	if (r < 0)
+		return r;
+	obj = json_object();
+	if (obj == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		size_t k;
+
+		if (strncmp(parts[i].name, "generate.", 9) == 0) {
+			/* A key born in the token, whatever its members say. */
+			if (json_object_set_new(obj, "generate", json_true()) < 0) {
+				r = CV_ERR_NOMEM;
+				goto out;
+			}
+			continue;
+		}
+		for (k = 0; wanted[k] != NULL && strcmp(wanted[k], parts[i].name) != 0; k++)
+			;
+		if (wanted[k] == NULL)
+			continue;
+		r = form_value(&parts[i], &value, err);
+		if (r < 0)
+			goto out;
+		if (json_object_set_new(obj, parts[i].name, value) < 0) {
+			r = CV_ERR_NOMEM;
+			goto out;
+		}
+	}
+	*ret = obj;
+	obj = NULL;
+out:
+	json_decref(obj);
+	free(parts);
+	return r;
+}
+
+/* The message of a refusal by the scope. */
+static int out_of_scope(struct cv_errmsg *err, const char *what, const char *name)
+{
+	char shown[80];
+
+	cv_text_safe(name, strlen(name), 0, shown, sizeof(shown));
+	return cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "%s %s is outside this token's scope",
+			     what, shown);
+}
+
+/* A body's environments for a certificate a scoped token makes or edits: present (when
+ * required), not empty ("any environment" would take it out of the scope) and each one of
+ * the scope's. */
+static int scope_body_environments(const struct cv_scope *scope, json_t *body, int required,
+				   struct cv_errmsg *err)
+{
+	json_t *envs = json_object_get(body, "environments"), *item;
+	size_t i;
+
+	if (scope->objects.n_environments == 0 || (!required && envs == NULL))
+		return 0;
+	if (!json_is_array(envs) || json_array_size(envs) == 0)
+		return cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "this token's scope holds "
+				     "environments: a certificate it makes or edits must name "
+				     "its \"environments\", each one of the scope's");
+	json_array_foreach(envs, i, item)
+		if (!json_is_string(item) ||
+		    !cv_scope_environment_in(scope, json_string_value(item)))
+			return out_of_scope(err, "the environment",
+					    json_is_string(item) ? json_string_value(item) : "?");
+	return 0;
+}
+
+/* A certificate named by the path or the body: its name against the scope's patterns, its
+ * environments against the scope's (one lookup). */
+static int scope_cert(struct cv_app *app, const struct cv_scope *scope, const char *name,
+		      struct cv_errmsg *err)
+{
+	int inside = 0, r;
+
+	r = cv_vault_scope_cert(&app->vault, scope, name, &inside, err);
+	if (r < 0)
+		return r;
+	return inside ? 0 : out_of_scope(err, "the certificate", name);
+}
+
+/* Whether the scoped actor of req may call route on what it touches: 0, or
+ * CV_ERR_OUT_OF_SCOPE saying what the scope leaves out (or the body's or the database's
+ * error). The one place a scope is checked: every route names its action and its object in
+ * route_scopes, and no handler checks it again (the lists pass the scope to the store). */
+static int scope_check(struct cv_app *app, const struct cv_route *route,
+		       const struct cv_request *req, struct cv_errmsg *err)
+{
+	const struct cv_scope *scope = &req->actor.scope;
+	const struct route_scope *rs;
+	enum cv_scope_action action;
+	json_t *body = NULL, *v;
+	const char *name;
+	int r = 0, inside = 0;
+
+	if (!scope->scoped)
+		return 0;
+	rs = route_scope_of(route->handler);
+	if (rs == NULL || rs->action == CV_SCOPE_UNSET)
+		return cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "%s %s is not open to scoped "
+				     "tokens", req->method, route->pattern);
+	if (rs->action == CV_SCOPE_ANY)
+		return 0;
+	action = rs->action;
+	if (rs->object == OBJ_CERT_NEW || rs->object == OBJ_CERT_EDIT ||
+	    rs->object == OBJ_SERVICE || rs->object == OBJ_SERVICE_BIND ||
+	    rs->object == OBJ_JWK_NEW || route->handler == h_cert_renew) {
+		r = scope_body(req, &body, err);
+		if (r < 0)
+			return r;
+	}
+	v = body != NULL ? json_object_get(body, "generate") : NULL;
+	if (v != NULL && !json_is_null(v)) {
+		if (route->handler == h_cert_import)
+			action = CV_SCOPE_GENERATE;
+		else if (!cv_scope_allows(scope, CV_SCOPE_GENERATE)) {
+			r = cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "this token's scope does not "
+					  "allow \"generate\"");
+			goto out;
+		}
+	}
+	if (!cv_scope_allows(scope, action)) {
+		r = cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "this token's scope does not allow "
+				  "\"%s\"", cv_scope_action_name(action));
+		goto out;
+	}
+	switch (rs->object) {
+	case OBJ_NONE:
+	case OBJ_LIST:
+		break;
+	case OBJ_WHOLE_LIST:
+		if (scope->objects.n_certificates > 0 || scope->objects.n_environments > 0)
+			r = cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "%s is not cut to a scope: "
+					  "only a token whose scope limits no certificate or "
+					  "environment may read it", route->pattern);
+		break;
+	case OBJ_CERT:
+		r = scope_cert(app, scope, req->params[0], err);
+		break;
+	case OBJ_CERT_NEW:
+		v = json_object_get(body, "name");
+		if (json_is_string(v) && !cv_scope_cert_name_in(scope, json_string_value(v))) {
+			r = out_of_scope(err, "the certificate", json_string_value(v));
+			break;
+		}
+		/* A new certificate generated in the token takes its environments by PATCH after
+		 * the merge: until then it is in no environment, so out of this scope's reach. */
+		if (action == CV_SCOPE_GENERATE && scope->objects.n_environments > 0) {
+			r = cv_errmsg_set(err, CV_ERR_OUT_OF_SCOPE, "this token's scope holds "
+					  "environments, and a new certificate generated in the "
+					  "token has none until it is merged and edited: it would be "
+					  "outside the scope (renewing by generate is not)");
+			break;
+		}
+		/* A preview stores nothing (and takes no environments): its name is enough. */
+		r = scope_body_environments(scope, body, route->handler != h_cert_preview, err);
+		break;
+	case OBJ_CERT_EDIT:
+		r = scope_cert(app, scope, req->params[0], err);
+		v = json_object_get(body, "name");
+		if (r == 0 && json_is_string(v) && !cv_scope_cert_name_in(scope, json_string_value(v)))
+			r = out_of_scope(err, "the certificate", json_string_value(v));
+		if (r == 0)
+			r = scope_body_environments(scope, body, 0, err);
+		break;
+	case OBJ_SERVICE:
+	case OBJ_SERVICE_BIND:
+		r = cv_vault_scope_service(&app->vault, scope, req->params[0], &inside, err);
+		if (r == 0 && !inside)
+			r = out_of_scope(err, "the service", req->params[0]);
+		v = json_object_get(body, "environment");
+		if (r == 0 && json_is_string(v) &&
+		    !cv_scope_environment_in(scope, json_string_value(v)))
+			r = out_of_scope(err, "the environment", json_string_value(v));
+		v = json_object_get(body, "certificate");
+		if (r == 0 && rs->object == OBJ_SERVICE_BIND && json_is_string(v))
+			r = scope_cert(app, scope, json_string_value(v), err);
+		break;
+	case OBJ_ENVIRONMENT:
+		if (!cv_scope_environment_in(scope, req->params[0]))
+			r = out_of_scope(err, "the environment", req->params[0]);
+		break;
+	case OBJ_JWK:
+		r = cv_vault_scope_jwk(&app->vault, scope, req->params[0], &inside, err);
+		if (r == 0 && !inside)
+			r = out_of_scope(err, "the JWK", req->params[0]);
+		break;
+	case OBJ_JWK_NEW:
+		name = json_string_value(json_object_get(body, "certificate"));
+		if (name != NULL)
+			r = scope_cert(app, scope, name, err);
+		break;
+	}
+out:
+	json_decref(body);
+	return r;
+}
+
 /* r, or CV_ERR_RATE_LIMITED in its place when r is an unauthorized request from an address
  * past the rate of such refusals. */
 static int throttle_refusal(struct cv_app *app, const struct cv_request *req,
@@ -611,6 +986,10 @@ int cv_http_dispatch_begin(struct cv_app *app, struct cv_request *req, int body_
 		goto out;
 	}
 	r = authorize(app, d->route, req, &err);
+	/* When and from where each token was last used: at most a write a minute per token,
+	 * whose failure is not the request's. */
+	if (r == 0 && req->actor.role != 0)
+		(void)cv_vault_token_seen(&app->vault, &req->actor, req->source, req->now);
 	/* Every change, and every refused attempt at one, is recorded. */
 	if (d->route->action != NULL) {
 		cv_audit_begin(&d->audit, &req->actor, d->route->action,
@@ -642,6 +1021,9 @@ int cv_http_dispatch_begin(struct cv_app *app, struct cv_request *req, int body_
 	if (r < 0)
 		goto out;
 	r = params_check(req, &err);
+	if (r < 0)
+		goto out;
+	r = scope_check(app, d->route, req, &err);
 	if (r < 0)
 		goto out;
 	/* Who may ask, and with what, has been settled here, so an anonymous flood or a bad

@@ -1193,10 +1193,13 @@ static int status_mask_of(const struct cv_cert_filter *filter, unsigned *ret)
 static int where_of(const struct cv_cert_filter *filter, char *buf, size_t len)
 {
 	unsigned mask, i, first = 1;
+	char scope[2048];
 	size_t used;
 	int r, n;
 
 	r = status_mask_of(filter, &mask);
+	if (r == 0)
+		r = store_scope_cert_where(filter->scope, scope, sizeof(scope));
 	if (r < 0)
 		return r;
 	buf[0] = '\0';
@@ -1224,7 +1227,7 @@ static int where_of(const struct cv_cert_filter *filter, char *buf, size_t len)
 	if (n < 0 || (size_t)n >= len)
 		return CV_ERR_INTERNAL;
 	used = (size_t)n;
-	n = snprintf(buf + used, len - used, "%s%s%s%s%s%s",
+	n = snprintf(buf + used, len - used, "%s%s%s%s%s%s%s", scope,
 		     filter->q != NULL ? q_where : "",
 		     filter->in_use == 1 ? in_use_where :
 		     filter->in_use == 0 ? not_in_use_where : "",
@@ -1246,6 +1249,8 @@ static int bind_filter(sqlite3_stmt *stmt, const struct cv_cert_filter *filter,
 	int rc;
 
 	rc = bind_named_text(stmt, ":after", filter->after);
+	if (rc == SQLITE_OK)
+		rc = store_scope_bind(stmt, filter->scope);
 	if (rc == SQLITE_OK)
 		rc = bind_named_int64(stmt, ":akey", filter->after_key);
 	if (rc == SQLITE_OK)
@@ -1314,7 +1319,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 	 * at worst one pass over the index. A domain names few certificates: NOT INDEXED makes
 	 * SQLite look them up by rowid from certificate_domains_domain and sort those
 	 * (0.05 ms at 100,000 rows), where the walk would take 16 ms. */
-	char sql[2048], where[1024];
+	char sql[6144], where[4096];
 	struct cv_cert_page *page = NULL;
 	struct store_conn *conn;
 	sqlite3_stmt *stmt;
@@ -1392,7 +1397,7 @@ int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter
 {
 	/* The same conditions, counted on the index whose columns judge the status (no table
 	 * read unless q, a domain or a service asks for it). */
-	char sql[1536], where[1024];
+	char sql[6144], where[4096];
 	struct store_conn *conn;
 	sqlite3_stmt *stmt;
 	char *pattern = NULL;
@@ -1454,6 +1459,59 @@ int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_second
 		rc = bind_named_int64(stmt, ":now", now);
 	if (rc == SQLITE_OK)
 		rc = bind_threshold(stmt, now, soon_seconds);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	ret_counts->total = sqlite3_column_int64(stmt, 0);
+	ret_counts->valid = sqlite3_column_int64(stmt, 1);
+	ret_counts->expires_soon = sqlite3_column_int64(stmt, 2);
+	ret_counts->expired = sqlite3_column_int64(stmt, 3);
+	ret_counts->upcoming = sqlite3_column_int64(stmt, 4);
+	ret_counts->in_use = sqlite3_column_int64(stmt, 5);
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	store_return(store, conn);
+	return r;
+}
+
+int cv_store_cert_count_scoped(struct cv_store *store, int64_t now, int64_t soon_seconds,
+			       const struct cv_scope_objects *scope,
+			       struct cv_cert_counts *ret_counts)
+{
+	/* The summary's counts over the certificates the scope lets in: the same ranges, the
+	 * scope's conditions added (a scoped summary is a smaller, rarer query). */
+	char sql[3072], where[2048];
+	struct store_conn *conn;
+	sqlite3_stmt *stmt = NULL;
+	int n, rc, r;
+
+	r = store_scope_cert_where(scope, where, sizeof(where));
+	if (r < 0)
+		return r;
+	n = snprintf(sql, sizeof(sql), "SELECT count(*),"
+		     " count(*) FILTER (WHERE not_before <= :now AND not_after >= :now"
+		     " AND not_after >= :thr),"
+		     " count(*) FILTER (WHERE not_before <= :now AND not_after >= :now"
+		     " AND not_after < :thr),"
+		     " count(*) FILTER (WHERE not_before <= :now AND not_after < :now),"
+		     " count(*) FILTER (WHERE not_before > :now),"
+		     " count(*) FILTER (WHERE id IN (SELECT cert_id FROM services"
+		     " WHERE cert_id IS NOT NULL))"
+		     " FROM certificates WHERE state = 1%s", where);
+	if (n < 0 || (size_t)n >= sizeof(sql))
+		return CV_ERR_INTERNAL;
+	conn = store_borrow(store);
+	rc = sqlite3_prepare_v2(conn->db, sql, -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = bind_named_int64(stmt, ":now", now);
+	if (rc == SQLITE_OK)
+		rc = bind_threshold(stmt, now, soon_seconds);
+	if (rc == SQLITE_OK)
+		rc = store_scope_bind(stmt, scope);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {

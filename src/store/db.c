@@ -437,6 +437,13 @@ static const char *const migrations[] = {
 	" holder TEXT NOT NULL,"
 	" expires_at INTEGER NOT NULL"
 	") STRICT;",
+	/* 13 -> 14: least privilege for API clients (issue 18 part 3). scope: the token's scope
+	 * as the canonical JSON text certvault wrote ('' : none, the role alone decides).
+	 * last_used_at / last_used_from: when and from where the token was last used, written at
+	 * most once a minute per token so that reads never queue on the write lock for it. */
+	"ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE api_tokens ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE api_tokens ADD COLUMN last_used_from TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

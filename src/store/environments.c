@@ -230,27 +230,42 @@ out:
 int cv_store_environment_list(struct cv_store *store, const char *after, unsigned limit,
 			      struct cv_environment_record **ret_recs, size_t *ret_n)
 {
+	return cv_store_environment_list_scoped(store, after, limit, NULL, ret_recs, ret_n);
+}
+
+int cv_store_environment_list_scoped(struct cv_store *store, const char *after,
+				     unsigned limit, const struct cv_scope_objects *scope,
+				     struct cv_environment_record **ret_recs, size_t *ret_n)
+{
 	struct store_conn *conn;
 	struct cv_environment_record *recs = NULL;
 	sqlite3_stmt *stmt = NULL;
+	char sql[1536], where[1024];
 	size_t n = 0;
 	int rc, r;
 
 	if (limit < 1 || limit > LIST_LIMIT_MAX)
 		return CV_ERR_BAD_REQUEST;
+	r = store_scope_environment_where(scope, "e.name", where, sizeof(where));
+	if (r < 0)
+		return r;
+	/* The UNIQUE index on name is NOCASE: the walk is in that order, keyset by it (every
+	 * name is after ""). */
+	if (snprintf(sql, sizeof(sql), ENV_SELECT " WHERE e.name > :after%s ORDER BY e.name"
+		     " LIMIT :limit", where) >= (int)sizeof(sql))
+		return CV_ERR_INTERNAL;
 	recs = calloc(limit, sizeof(*recs));
 	if (recs == NULL)
 		return CV_ERR_NOMEM;
 	conn = store_borrow(store);
-	/* The UNIQUE index on name is NOCASE: the walk is in that order, keyset by it. */
-	rc = sqlite3_prepare_v2(conn->db,
-				after != NULL ? ENV_SELECT " WHERE e.name > ?1 ORDER BY e.name LIMIT ?2"
-					      : ENV_SELECT " ORDER BY e.name LIMIT ?2",
-				-1, &stmt, NULL);
-	if (rc == SQLITE_OK && after != NULL)
-		rc = store_bind_text(stmt, 1, after);
+	rc = sqlite3_prepare_v2(conn->db, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, limit);
+		rc = store_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":after"),
+				     after != NULL ? after : "");
+	if (rc == SQLITE_OK)
+		rc = store_scope_bind(stmt, scope);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":limit"), limit);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;

@@ -101,6 +101,17 @@ int store_prepare(struct store_conn *conn, const char *sql, sqlite3_stmt **ret_s
 int store_read_begin(struct store_conn *conn);
 int store_read_end(struct store_conn *conn, int r);
 
+/* A scope's conditions (scope.c), each " AND ..." (or "" when scope is NULL or does not
+ * restrict that kind) into buf, naming :scN, :ssN and :seN: on the columns name and id of
+ * certificates; on <alias>name and <alias>environment of services; on an environment name
+ * column. store_scope_bind binds those a statement names. 0 or CV_ERR_INTERNAL (no room). */
+int store_scope_cert_where(const struct cv_scope_objects *scope, char *buf, size_t len);
+int store_scope_service_where(const struct cv_scope_objects *scope, const char *alias,
+			      char *buf, size_t len);
+int store_scope_environment_where(const struct cv_scope_objects *scope, const char *column,
+				  char *buf, size_t len);
+int store_scope_bind(sqlite3_stmt *stmt, const struct cv_scope_objects *scope);
+
 /* Converts a SQLite result code at the border: every failure is CV_ERR_DB. */
 int store_err(int rc);
 

@@ -315,9 +315,17 @@ int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_rec
 int cv_store_jwk_page(struct cv_store *store, int64_t cert_id, const char *after,
 		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n)
 {
+	return cv_store_jwk_page_scoped(store, cert_id, after, limit, NULL, ret_recs, ret_n);
+}
+
+int cv_store_jwk_page_scoped(struct cv_store *store, int64_t cert_id, const char *after,
+			     unsigned limit, const struct cv_scope_objects *scope,
+			     struct cv_jwk_record **ret_recs, size_t *ret_n)
+{
 	struct store_conn *conn = store_borrow(store);
 	struct cv_jwk_record *recs = NULL, *grown;
 	sqlite3_stmt *stmt = NULL;
+	char sql[3072], where[2048];
 	size_t n = 0, cap = 0;
 	int rc, r;
 
@@ -325,18 +333,29 @@ int cv_store_jwk_page(struct cv_store *store, int64_t cert_id, const char *after
 		r = CV_ERR_BAD_REQUEST;
 		goto out;
 	}
+	r = store_scope_cert_where(scope, where, sizeof(where));
+	if (r < 0)
+		goto out;
 	/* kid is the primary key: the page is one range of it, by cert_id's index when one
-	 * certificate's are asked for. */
-	rc = sqlite3_prepare_v2(conn->db,
-				"SELECT " JWK_COLS " FROM jwks WHERE (?1 = 0 OR cert_id = ?1)"
-				" AND kid > ?2 ORDER BY kid LIMIT ?3",
-				-1, &stmt, NULL);
+	 * certificate's are asked for. A scope that restricts certificates shows the JWKs of
+	 * those inside it only; an unlinked JWK belongs to none of them. */
+	if (snprintf(sql, sizeof(sql), "SELECT " JWK_COLS " FROM jwks WHERE (:cert = 0 OR"
+		     " cert_id = :cert) AND kid > :after%s%s%s ORDER BY kid LIMIT :limit",
+		     where[0] != '\0' ? " AND cert_id IN (SELECT id FROM certificates WHERE 1" : "",
+		     where, where[0] != '\0' ? ")" : "") >= (int)sizeof(sql)) {
+		r = CV_ERR_INTERNAL;
+		goto out;
+	}
+	rc = sqlite3_prepare_v2(conn->db, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, cert_id);
+		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":cert"), cert_id);
 	if (rc == SQLITE_OK)
-		rc = store_bind_text(stmt, 2, after != NULL ? after : "");
+		rc = store_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":after"),
+				     after != NULL ? after : "");
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 3, limit);
+		rc = store_scope_bind(stmt, scope);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":limit"), limit);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;

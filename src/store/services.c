@@ -398,7 +398,7 @@ out:
 int cv_store_service_list(struct cv_store *store, const struct cv_service_filter *filter,
 			  struct cv_service_page **ret_page)
 {
-	char sql[768];
+	char sql[3072], scope[2048];
 	struct cv_service_page *page = NULL;
 	sqlite3_stmt *stmt = NULL, *doms = NULL;
 	struct store_conn *conn = NULL;
@@ -407,8 +407,12 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 
 	if (filter->limit < 1 || filter->limit > LIST_LIMIT_MAX)
 		return CV_ERR_BAD_REQUEST;
-	/* Put together from constant fragments; every value is bound, in this order. */
-	n = snprintf(sql, sizeof(sql), SERVICE_SELECT " WHERE 1%s%s%s ORDER BY s.name LIMIT ?",
+	r = store_scope_service_where(filter->scope, "s.", scope, sizeof(scope));
+	if (r < 0)
+		return r;
+	/* Put together from constant fragments; every value is bound, in this order (a
+	 * scope's by name, and the limit last). */
+	n = snprintf(sql, sizeof(sql), SERVICE_SELECT " WHERE 1%s%s%s%s ORDER BY s.name LIMIT ?",
 		     /* Services hold the environment's own spelling: the name given is matched
 		      * ignoring case against the environments, and services_environment finds
 		      * the services of the one found. */
@@ -419,7 +423,7 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 			     ? " AND s.cert_id = (SELECT id FROM certificates"
 			       " WHERE name = ? COLLATE NOCASE AND state = 1)"
 			     : "",
-		     filter->after != NULL ? " AND s.name > ?" : "");
+		     filter->after != NULL ? " AND s.name > ?" : "", scope);
 	if (n < 0 || (size_t)n >= sizeof(sql))
 		return CV_ERR_INTERNAL;
 	page = calloc(1, sizeof(*page));
@@ -442,7 +446,11 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 	if (rc == SQLITE_OK && filter->after != NULL)
 		rc = store_bind_text(stmt, ++idx, filter->after);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, ++idx, (int64_t)filter->limit + 1);
+		rc = store_scope_bind(stmt, filter->scope);
+	/* The limit is the last parameter: the scope's named ones came before it. */
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_count(stmt),
+					(int64_t)filter->limit + 1);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(db, STORE_SERVICE_DOMAINS_SQL, -1, &doms, NULL);
 	if (rc != SQLITE_OK) {

@@ -6,7 +6,8 @@
 
 #include "internal.h"
 
-#define TOKEN_COLS "id, name, role, secret_hash, created_at, expires_at, revoked_at"
+#define TOKEN_COLS "id, name, role, secret_hash, created_at, expires_at, revoked_at, scope," \
+		   " last_used_at, last_used_from"
 
 static int read_token(sqlite3_stmt *stmt, struct cv_api_token *t)
 {
@@ -27,7 +28,11 @@ static int read_token(sqlite3_stmt *stmt, struct cv_api_token *t)
 	t->created_at = sqlite3_column_int64(stmt, 4);
 	t->expires_at = sqlite3_column_int64(stmt, 5);
 	t->revoked_at = sqlite3_column_int64(stmt, 6);
-	return 0;
+	r = store_copy_text(stmt, 7, t->scope, sizeof(t->scope));
+	if (r < 0)
+		return r;
+	t->last_used_at = sqlite3_column_int64(stmt, 8);
+	return store_copy_text(stmt, 9, t->last_used_from, sizeof(t->last_used_from));
 }
 
 int cv_store_api_token_insert(struct cv_store *store, const struct cv_api_token *t,
@@ -42,7 +47,7 @@ int cv_store_api_token_insert(struct cv_store *store, const struct cv_api_token 
 	if (r < 0)
 		goto out;
 	rc = sqlite3_prepare_v2(db, "INSERT INTO api_tokens (" TOKEN_COLS ") VALUES (?1, ?2, ?3,"
-				" ?4, ?5, ?6, 0)", -1, &stmt, NULL);
+				" ?4, ?5, ?6, 0, ?7, 0, '')", -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, t->id);
 	if (rc == SQLITE_OK)
@@ -56,6 +61,8 @@ int cv_store_api_token_insert(struct cv_store *store, const struct cv_api_token 
 		rc = sqlite3_bind_int64(stmt, 5, t->created_at);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 6, t->expires_at);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 7, t->scope);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(stmt);
 	if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
@@ -149,6 +156,21 @@ int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t no
 		r = store_audit_append_on(db, audit);
 	r = store_finish(db, r);
 out:
+	store_return(store, conn);
+	return r;
+}
+
+int cv_store_api_token_seen(struct cv_store *store, const char *id, int64_t now,
+			    const char *source, int64_t interval)
+{
+	struct store_conn *conn = store_borrow(store);
+	int r;
+
+	/* One statement, its own transaction: the condition makes concurrent requests of one
+	 * token write once per interval whichever of them comes first. */
+	r = store_run(conn->db, "UPDATE api_tokens SET last_used_at = ?1, last_used_from = ?2"
+		      " WHERE id = ?3 AND last_used_at <= ?4", "itti", now,
+		      source != NULL ? source : "", id, now - interval);
 	store_return(store, conn);
 	return r;
 }

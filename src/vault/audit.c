@@ -100,7 +100,7 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 {
 	struct vault_audit *va;
 	struct cv_audit a;
-	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN, 0 };
+	struct cv_actor self = { .name = "certvaultd", .role = CV_ROLE_ADMIN };
 	int64_t last = 0;
 	int keyed = 0, r;
 	char id[64];
@@ -712,7 +712,7 @@ int cv_vault_audit_archive(struct cv_vault *v, const char *path, int64_t before,
 {
 	struct archive_out o;
 	struct cv_audit a;
-	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN, 0 };
+	struct cv_actor self = { .name = "certvaultd", .role = CV_ROLE_ADMIN };
 	uint8_t sha[CV_AUDIT_HASH_LEN];
 	unsigned int sha_len = 0;
 	int64_t through = 0;

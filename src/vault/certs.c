@@ -1366,6 +1366,15 @@ int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
 		     filter->domain_wildcard != NULL ? filter->domain_wildcard : "\x01",
 		     filter->environment != NULL ? filter->environment : "\x01",
 		     filter->service != NULL ? filter->service : "\x01");
+	/* A scoped token's count is kept under its scope's certificate patterns and
+	 * environments too (the two things the count's scope conditions read). */
+	for (i = 0; filter->scope != NULL && n >= 0 && (size_t)n < sizeof(key) &&
+		    i < filter->scope->n_certificates + filter->scope->n_environments; i++)
+		n += snprintf(key + n, sizeof(key) - (size_t)n, "|%c%s",
+			      i < filter->scope->n_certificates ? 'c' : 'e',
+			      i < filter->scope->n_certificates ?
+				      filter->scope->certificates[i] :
+				      filter->scope->environments[i - filter->scope->n_certificates]);
 	if (n < 0 || (size_t)n >= sizeof(key))
 		c = NULL; /* too long to keep: counted every time */
 	gen = cv_store_certs_generation(v->store);
@@ -1402,6 +1411,20 @@ int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *
 	int r;
 
 	r = cv_store_cert_count(v->store, now, v->soon_seconds, ret_counts);
+	if (r < 0)
+		return cv_errmsg_set(err, r, "the database could not be read");
+	return 0;
+}
+
+int cv_vault_cert_count_scoped(struct cv_vault *v, int64_t now,
+			       const struct cv_scope_objects *scope,
+			       struct cv_cert_counts *ret_counts, struct cv_errmsg *err)
+{
+	int r;
+
+	if (scope == NULL)
+		return cv_vault_cert_count(v, now, ret_counts, err);
+	r = cv_store_cert_count_scoped(v->store, now, v->soon_seconds, scope, ret_counts);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the database could not be read");
 	return 0;

@@ -256,7 +256,7 @@ out:
 int cv_vault_deleted_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
 			   struct cv_errmsg *err)
 {
-	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN, 0 };
+	struct cv_actor self = { .name = "certvaultd", .role = CV_ROLE_ADMIN };
 	struct cv_cert_record *rec;
 	struct cv_audit audit;
 	char **names = NULL;

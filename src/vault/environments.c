@@ -100,9 +100,17 @@ int cv_vault_environment_list(struct cv_vault *v, const char *after, unsigned li
 			      struct cv_environment_record **ret_recs, size_t *ret_n,
 			      struct cv_errmsg *err)
 {
+	return cv_vault_environment_list_scoped(v, after, limit, NULL, ret_recs, ret_n, err);
+}
+
+int cv_vault_environment_list_scoped(struct cv_vault *v, const char *after, unsigned limit,
+				     const struct cv_scope_objects *scope,
+				     struct cv_environment_record **ret_recs, size_t *ret_n,
+				     struct cv_errmsg *err)
+{
 	int r;
 
-	r = cv_store_environment_list(v->store, after, limit, ret_recs, ret_n);
+	r = cv_store_environment_list_scoped(v->store, after, limit, scope, ret_recs, ret_n);
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the database could not be read");
 	return 0;

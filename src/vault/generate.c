@@ -532,7 +532,7 @@ struct sweep {
 static int sweep_one(const struct cv_pending_record *p, void *arg)
 {
 	struct sweep *s = arg;
-	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN, 0 };
+	struct cv_actor self = { .name = "certvaultd", .role = CV_ROLE_ADMIN };
 	struct cv_audit audit;
 	char request_id[1] = "";
 	int r;

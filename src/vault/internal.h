@@ -61,6 +61,10 @@ struct vault_caches {
 /* The message of a write the store refused (r < 0): what, unless the token made it fail,
  * since every change's audit record is keyed in the token. Returns r. */
 int vault_write_errmsg(struct cv_errmsg *err, int r, const char *what);
+/* The actor an API token row is (its scope read back). 0, or CV_ERR_DB (err set) when its
+ * scope cannot be read: the token is refused rather than used without its limits. */
+int vault_actor_of_token(const struct cv_api_token *t, struct cv_actor *ret,
+			 struct cv_errmsg *err);
 
 /* The name rule, with the one message every use case gives for it. */
 int vault_check_name(const char *name, struct cv_errmsg *err);

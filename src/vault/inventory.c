@@ -25,7 +25,13 @@ struct cv_inventory {
 	size_t i;                  /* the next row of the page */
 	struct cv_inventory_item item;
 	char key_uri[512];
+	const struct cv_scope_objects *scope; /* borrowed; NULL: every certificate */
 };
+
+void cv_vault_inventory_scope(struct cv_inventory *inv, const struct cv_scope_objects *scope)
+{
+	inv->scope = scope;
+}
 
 int cv_vault_inventory_new(struct cv_vault *v, int64_t now, unsigned what, unsigned page_size,
 			   struct cv_inventory **ret_inv, struct cv_errmsg *err)
@@ -156,6 +162,7 @@ static int next_page(struct cv_inventory *inv, struct cv_errmsg *err)
 		filter.after = inv->started ? inv->after : NULL;
 		filter.limit = inv->page_size;
 		filter.with_jwks = (inv->what & CV_INVENTORY_DETAILS) != 0;
+		filter.scope = inv->scope;
 		r = cv_vault_cert_list(inv->v, &filter, &inv->certs, err);
 		if (r < 0)
 			return r;

@@ -138,6 +138,15 @@ int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *a
 		      unsigned limit, struct cv_jwk_record **ret_recs, size_t *ret_n,
 		      int *ret_more, struct cv_errmsg *err)
 {
+	return cv_vault_jwk_list_scoped(v, certificate, after, limit, NULL, ret_recs, ret_n,
+					ret_more, err);
+}
+
+int cv_vault_jwk_list_scoped(struct cv_vault *v, const char *certificate, const char *after,
+			     unsigned limit, const struct cv_scope_objects *scope,
+			     struct cv_jwk_record **ret_recs, size_t *ret_n, int *ret_more,
+			     struct cv_errmsg *err)
+{
 	struct cv_cert_record *rec = NULL;
 	int64_t cert_id = 0;
 	int r;
@@ -154,7 +163,7 @@ int cv_vault_jwk_list(struct cv_vault *v, const char *certificate, const char *a
 		cv_store_cert_free(rec);
 	}
 	/* One more than asked says whether a next page exists. */
-	r = cv_store_jwk_page(v->store, cert_id, after, limit + 1, ret_recs, ret_n);
+	r = cv_store_jwk_page_scoped(v->store, cert_id, after, limit + 1, scope, ret_recs, ret_n);
 	if (r == CV_ERR_BAD_REQUEST)
 		return cv_errmsg_set(err, r, "limit must be from 1 to 999");
 	if (r < 0)

@@ -185,10 +185,9 @@ int cv_vault_session_authenticate(struct cv_vault *v, const char *cookie, int64_
 			return cv_errmsg_set(err, r, "the database could not be written");
 		s.last_seen = now;
 	}
-	memcpy(ret_actor->id, t.id, sizeof(ret_actor->id));
-	memcpy(ret_actor->name, t.name, sizeof(ret_actor->name));
-	ret_actor->role = t.role;
-	ret_actor->expires_at = t.expires_at;
+	r = vault_actor_of_token(&t, ret_actor, err);
+	if (r < 0)
+		return r;
 	fill_view(&s, cookie, idle, ret_view);
 	return 0;
 }

@@ -203,6 +203,59 @@ int cv_vault_token_create(struct cv_vault *v, struct cv_audit *audit, const char
 			  enum cv_role role, int64_t expires_at, int64_t now,
 			  struct cv_api_token *ret_token, char *ret_secret, struct cv_errmsg *err)
 {
+	return cv_vault_token_create_scoped(v, audit, name, role, NULL, expires_at, now,
+					    ret_token, ret_secret, err);
+}
+
+/* The scope's text as stored, its environments spelled as they are (each must exist). */
+static int scope_text(struct cv_vault *v, const struct cv_scope *scope, char *out, size_t len,
+		      struct cv_errmsg *err)
+{
+	struct cv_environment_record *env = NULL;
+	struct cv_scope canon;
+	char *text = NULL;
+	json_t *json;
+	size_t i;
+	int r;
+
+	out[0] = '\0';
+	if (!scope->scoped)
+		return 0;
+	canon = *scope;
+	for (i = 0; i < canon.objects.n_environments; i++) {
+		r = cv_store_environment_get(v->store, canon.objects.environments[i], &env);
+		if (r == CV_ERR_NOT_FOUND)
+			return cv_errmsg_set(err, CV_ERR_UNKNOWN_ENVIRONMENT, "the scope names the "
+					     "environment %s, which does not exist",
+					     canon.objects.environments[i]);
+		if (r < 0)
+			return cv_errmsg_set(err, r, "the database could not be read");
+		snprintf(canon.objects.environments[i], sizeof(canon.objects.environments[i]), "%s",
+			 env->name);
+		cv_store_environment_free(env);
+		env = NULL;
+	}
+	json = cv_scope_json(&canon);
+	if (json == NULL)
+		return CV_ERR_NOMEM;
+	r = cv_json_text(json, JSON_COMPACT, &text);
+	json_decref(json);
+	if (r < 0)
+		return r;
+	if (strlen(text) >= len) {
+		free(text);
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the scope is too long");
+	}
+	memcpy(out, text, strlen(text) + 1);
+	free(text);
+	return 0;
+}
+
+int cv_vault_token_create_scoped(struct cv_vault *v, struct cv_audit *audit, const char *name,
+				 enum cv_role role, const struct cv_scope *scope,
+				 int64_t expires_at, int64_t now, struct cv_api_token *ret_token,
+				 char *ret_secret, struct cv_errmsg *err)
+{
 	struct cv_api_token t;
 	int r;
 
@@ -215,6 +268,15 @@ int cv_vault_token_create(struct cv_vault *v, struct cv_audit *audit, const char
 				     "role must be admin, operator or auditor");
 	if (expires_at != 0 && expires_at <= now)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the expiry must be in the future");
+	if (scope != NULL) {
+		r = scope_text(v, scope, t.scope, sizeof(t.scope), err);
+		if (r < 0)
+			return r;
+	}
+	/* What the token may do is part of what was done: the record says it. */
+	if (t.scope[0] != '\0' && audit != NULL)
+		vault_audit_changes(audit, json_pack("{s:o}", "scope",
+						     json_loads(t.scope, 0, NULL)));
 	copy_field(t.name, sizeof(t.name), name);
 	t.role = role;
 	t.created_at = now;
@@ -307,10 +369,21 @@ int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
 		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, "the API token was revoked");
 	if (t.expires_at != 0 && t.expires_at <= now)
 		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, "the API token has expired");
-	memcpy(ret->id, t.id, sizeof(ret->id));
-	memcpy(ret->name, t.name, sizeof(ret->name));
-	ret->role = t.role;
-	ret->expires_at = t.expires_at;
+	return vault_actor_of_token(&t, ret, err);
+}
+
+int vault_actor_of_token(const struct cv_api_token *t, struct cv_actor *ret,
+			 struct cv_errmsg *err)
+{
+	memset(ret, 0, sizeof(*ret));
+	/* A scope that cannot be read refuses the token rather than drop its limits. */
+	if (cv_vault_token_scope(t, &ret->scope) < 0)
+		return cv_errmsg_set(err, CV_ERR_DB, "the API token's scope could not be read");
+	memcpy(ret->id, t->id, sizeof(ret->id));
+	memcpy(ret->name, t->name, sizeof(ret->name));
+	ret->role = t->role;
+	ret->expires_at = t->expires_at;
+	ret->last_used_at = t->last_used_at;
 	return 0;
 }
 
@@ -351,7 +424,7 @@ static int write_private_file(const char *path, const char *text, struct cv_errm
 int cv_vault_token_bootstrap(struct cv_vault *v, const char *path, int64_t now,
 			     int *ret_created, struct cv_errmsg *err)
 {
-	struct cv_actor self = { "", "certvaultd", CV_ROLE_ADMIN, 0 };
+	struct cv_actor self = { .name = "certvaultd", .role = CV_ROLE_ADMIN };
 	char secret[CV_API_TOKEN_LEN + 2];
 	struct cv_api_token t;
 	struct cv_audit audit;

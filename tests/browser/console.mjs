@@ -491,6 +491,7 @@ try {
     await page.getByRole('button', { name: 'New token' }).click();
     await dlg(page).getByLabel('Name').fill('deploy');
     await dlg(page).getByLabel('Role').selectOption('operator');
+    await dlg(page).getByLabel('Scope').fill('actions=read,bind environments=production');
     await submit(page);
     const secret = dlg(page).getByLabel('The new token');
     await secret.waitFor();
@@ -501,6 +502,7 @@ try {
     await shot(page, '12-token-created', false);
     eq((await api('GET', '/v1/certificates', undefined, made)).status, 200, 'the new token works');
     await dlg(page).getByRole('button', { name: 'Done' }).click();
+    await page.locator('main tr', { hasText: 'deploy' }).getByText('read, bind · environments production').waitFor();
     await page.locator('main tr', { hasText: 'deploy' }).getByRole('button', { name: 'Revoke' }).click();
     await typeConfirm(page, 'deploy');
     await page.locator('main tr', { hasText: 'deploy' }).getByText('revoked').waitFor();

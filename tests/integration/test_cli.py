@@ -364,6 +364,25 @@ class TestCommands(CliTestCase):
         self.ok("tokens", "revoke", tid, "-q")
         rc, _, _ = self.cli("summary", env=env, token=None)
         self.assertEqual(rc, 1)
+        # A scoped token (issue 18 part 3): --scope KEY=V1,V2, shown in the list; a refusal
+        # of a bad scope is the API's (exit 1), a malformed option a usage error (exit 2).
+        made = json.loads(self.ok("tokens", "create", "cli-deploy", "--role", "operator",
+                                  "--scope", "actions=read,bind",
+                                  "--scope", "environments=production",
+                                  "--scope", "certificates=www-*", "--json"))
+        self.assertEqual(made["scope"], {"actions": ["read", "bind"],
+                                         "environments": ["production"],
+                                         "certificates": ["www-*"]})
+        listed = self.ok("tokens", "ls")
+        self.assertIn("read,bind certificates=www-* environments=production", listed)
+        rc, _, err = self.cli("tokens", "create", "cli-bad", "--role", "operator",
+                              "--scope", "actions=read,fly")
+        self.assertEqual(rc, 1)
+        self.assertIn("not an action", err)
+        rc, _, err = self.cli("tokens", "create", "cli-bad", "--role", "operator",
+                              "--scope", "colour=red")
+        self.assertEqual(rc, 2)
+        self.assertIn("--scope colour=red", err)
         # Health needs no token.
         self.assertIn("ok", self.ok("health", token=None))
 

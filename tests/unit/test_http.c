@@ -862,6 +862,160 @@ static void test_every_route_has_its_rule(void **state)
 	assert_int_equal(n, sizeof(expected_routes) / sizeof(expected_routes[0]));
 }
 
+/* Every route names what it does for a scoped token (issue 18 part 3) and how the dispatch
+ * finds what it touches: a route added without a line here fails this test until someone
+ * decides its action (a route with none is closed to scoped tokens). */
+static const struct {
+	const char *route, *action, *object;
+} expected_scopes[] = {
+	{ "GET /v1/health", "", "none" },
+	{ "GET /v1/me", "", "none" },
+	{ "GET /v1/certificates", "read", "list" },
+	{ "POST /v1/certificates", "import", "new certificate" },
+	{ "GET /v1/certificates/summary", "read", "list" },
+	{ "POST /v1/certificates/preview", "import", "new certificate" },
+	{ "GET /v1/certificates/{}", "read", "certificate" },
+	{ "PATCH /v1/certificates/{}", "edit", "certificate edit" },
+	{ "DELETE /v1/certificates/{}", "delete", "certificate" },
+	{ "GET /v1/certificates/{}/export", "export", "certificate" },
+	{ "GET /v1/certificates/{}/versions", "read", "certificate" },
+	{ "POST /v1/certificates/{}/renew", "renew", "certificate" },
+	{ "POST /v1/certificates/{}/replace", "replace", "certificate" },
+	{ "GET /v1/certificates/{}/csr", "read", "certificate" },
+	{ "POST /v1/certificates/{}/certificate", "generate", "certificate" },
+	{ "DELETE /v1/certificates/{}/pending", "delete", "certificate" },
+	{ "GET /v1/wrapping-key", "read", "none" },
+	{ "GET /v1/services", "read", "list" },
+	{ "GET /v1/services/{}", "read", "service" },
+	{ "PUT /v1/services/{}", "service", "service" },
+	{ "DELETE /v1/services/{}", "delete", "service" },
+	{ "PUT /v1/services/{}/certificate", "bind", "service and certificate" },
+	{ "DELETE /v1/services/{}/certificate", "bind", "service" },
+	{ "GET /v1/environments", "read", "list" },
+	{ "GET /v1/environments/{}", "read", "environment" },
+	{ "PUT /v1/environments/{}", "environment", "environment" },
+	{ "DELETE /v1/environments/{}", "delete", "environment" },
+	{ "POST /v1/jwks", "jwk", "new jwk" },
+	{ "GET /v1/jwks", "", "none" },
+	{ "GET /.well-known/jwks.json", "", "none" },
+	{ "GET /v1/jwks/all", "read", "list" },
+	{ "GET /v1/jwks/{}", "read", "jwk" },
+	{ "DELETE /v1/jwks/{}", "delete", "jwk" },
+	{ "POST /v1/truststore", "truststore", "none" },
+	{ "POST /v1/truststore/preview", "truststore", "none" },
+	{ "GET /v1/truststore", "read", "none" },
+	{ "GET /v1/truststore/export", "read", "none" },
+	{ "POST /v1/truststore/crls", "truststore", "none" },
+	{ "GET /v1/truststore/crls", "read", "none" },
+	{ "DELETE /v1/truststore/crls/{}", "truststore", "none" },
+	{ "GET /v1/truststore/{}", "read", "none" },
+	{ "DELETE /v1/truststore/{}", "truststore", "none" },
+	{ "POST /v1/tokens", "tokens", "none" },
+	{ "GET /v1/tokens", "tokens", "none" },
+	{ "DELETE /v1/tokens/{}", "tokens", "none" },
+	{ "GET /v1/audit", "audit", "none" },
+	{ "GET /v1/audit/verify", "audit", "none" },
+	{ "GET /v1/inventory", "read", "list" },
+	{ "GET /metrics", "metrics", "none" },
+	{ "GET /v1/openapi.json", "", "none" },
+	{ "GET /", "", "none" },
+	{ "GET /console", "", "none" },
+	{ "GET /console/", "", "none" },
+	{ "GET /console/{}", "", "none" },
+	{ "POST /v1/session", "", "none" },
+	{ "GET /v1/session", "", "none" },
+	{ "DELETE /v1/session", "", "none" },
+	{ "GET /v1/deleted-certificates", "read", "whole list" },
+	{ "POST /v1/deleted-certificates/{}/recover", "delete", "certificate" },
+	{ "DELETE /v1/deleted-certificates/{}", "delete", "certificate" },
+	{ "POST /v1/certificates/{}/sign", "sign", "certificate" },
+	{ "POST /v1/jwks/{}/sign", "sign", "jwk" },
+	{ "POST /v1/notifications/channels", "admin", "none" },
+	{ "GET /v1/notifications/channels", "admin", "none" },
+	{ "GET /v1/notifications/channels/{}", "admin", "none" },
+	{ "DELETE /v1/notifications/channels/{}", "admin", "none" },
+	{ "GET /v1/notifications/deliveries", "audit", "whole list" },
+	{ "GET /v1/certificates/{}/notifications", "read", "certificate" },
+	{ "PUT /v1/certificates/{}/notifications", "edit", "certificate" },
+	{ "POST /v1/backup", "admin", "whole list" },
+	{ "GET /v1/health/keys", "read", "whole list" },
+};
+
+static void test_every_route_has_a_scope_action(void **state)
+{
+	struct cv_route_info info;
+	char route[160];
+	size_t i, j, n = 0;
+
+	(void)state;
+	for (i = 0; cv_http_route_at(i, &info) == 0; i++, n++) {
+		snprintf(route, sizeof(route), "%s %s", info.method, info.pattern);
+		if (info.scope_action == CV_SCOPE_UNSET || info.scope_object == NULL)
+			fail_msg("%s has no scope action in route_scopes (src/http/router.c): "
+				 "decide what it does for a scoped token", route);
+		for (j = 0; j < sizeof(expected_scopes) / sizeof(expected_scopes[0]); j++)
+			if (strcmp(expected_scopes[j].route, route) == 0)
+				break;
+		if (j == sizeof(expected_scopes) / sizeof(expected_scopes[0]))
+			fail_msg("%s has no line in expected_scopes: decide its scope action", route);
+		if (strcmp(cv_scope_action_name(info.scope_action), expected_scopes[j].action) != 0 ||
+		    strcmp(info.scope_object, expected_scopes[j].object) != 0)
+			fail_msg("%s is %s on %s, the test expects %s on %s", route,
+				 cv_scope_action_name(info.scope_action), info.scope_object,
+				 expected_scopes[j].action, expected_scopes[j].object);
+		/* Only what needs no token, or only says who the caller is, is open to every
+		 * scope; a change always names an action. */
+		if (info.scope_action == CV_SCOPE_ANY && info.access != CV_R_PUBLIC &&
+		    strcmp(route, "GET /v1/me") != 0 && strcmp(route, "DELETE /v1/session") != 0)
+			fail_msg("%s needs a token but no scope action", route);
+	}
+	assert_int_equal(n, sizeof(expected_scopes) / sizeof(expected_scopes[0]));
+}
+
+/* Name globs as scopes use them: '*' and '?', ASCII case ignored, the whole name. */
+static void test_scope_globs_and_form(void **state)
+{
+	struct cv_errmsg err;
+	struct cv_scope scope;
+	json_t *j;
+
+	(void)state;
+	assert_true(cv_glob_match("shop-*", "shop-web"));
+	assert_true(cv_glob_match("shop-*", "SHOP-"));
+	assert_true(cv_glob_match("*-web", "a-b-web"));
+	assert_true(cv_glob_match("s?op*b", "shop-web"));
+	assert_true(cv_glob_match("*", "x"));
+	assert_false(cv_glob_match("shop-*", "shop"));
+	assert_false(cv_glob_match("shop", "shop-web"));
+	assert_false(cv_glob_match("*-web", "web"));
+	assert_false(cv_glob_match("a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+	assert_true(cv_glob_valid("a-*?"));
+	assert_false(cv_glob_valid(""));
+	assert_false(cv_glob_valid("a/b"));
+	assert_false(cv_glob_valid("[a]"));
+
+	j = json_pack("{s:[s,s], s:[s]}", "actions", "bind", "read", "certificates", "Shop-*");
+	assert_int_equal(cv_scope_from_json(j, &scope, &err), 0);
+	json_decref(j);
+	assert_true(scope.scoped);
+	assert_true(cv_scope_allows(&scope, CV_SCOPE_READ));
+	assert_true(cv_scope_allows(&scope, CV_SCOPE_BIND));
+	assert_false(cv_scope_allows(&scope, CV_SCOPE_DELETE));
+	assert_true(cv_scope_allows(&scope, CV_SCOPE_ANY));
+	assert_false(cv_scope_allows(&scope, CV_SCOPE_UNSET));
+	assert_string_equal(scope.objects.certificates[0], "shop-*");
+	assert_true(cv_scope_cert_name_in(&scope, "shop-web"));
+	assert_false(cv_scope_cert_name_in(&scope, "billing"));
+	assert_true(cv_scope_service_name_in(&scope, "anything"));
+	assert_true(cv_scope_environment_in(&scope, "anywhere"));
+	j = json_pack("{s:[s]}", "actions", "tokens");
+	assert_int_equal(cv_scope_from_json(j, &scope, &err), CV_ERR_BAD_REQUEST);
+	json_decref(j);
+	assert_int_equal(cv_scope_from_json(json_null(), &scope, &err), 0);
+	assert_false(scope.scoped);
+	assert_true(cv_scope_allows(&scope, CV_SCOPE_DELETE));
+}
+
 /* The routes whose handler may take seconds, and only they, run apart from the HTTP
  * threads; the dispatch settles who may call one before handing it over, and a request it
  * cannot take is answered 503 busy with Retry-After. */
@@ -1347,6 +1501,8 @@ int main(void)
 		cmocka_unit_test(test_multipart_limits),
 		cmocka_unit_test(test_multipart_refusals),
 		cmocka_unit_test(test_every_route_has_its_rule),
+		cmocka_unit_test(test_every_route_has_a_scope_action),
+		cmocka_unit_test(test_scope_globs_and_form),
 		cmocka_unit_test(test_route_queries_documented),
 		cmocka_unit_test(test_route_table_refusals),
 		cmocka_unit_test(test_token_rules),

@@ -251,7 +251,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 14);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -295,7 +295,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 14);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -1243,7 +1243,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 14);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1290,7 +1290,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 14);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -3168,13 +3168,16 @@ static void test_migrate_environments_from_v9(void **state)
 		       " DROP TABLE notification_attempts; DROP TABLE notification_outbox;"
 		       " DROP TABLE certificate_notifications; DROP TABLE notification_channels;"
 		       " DROP TABLE leases;"
+		       " ALTER TABLE api_tokens DROP COLUMN scope;"
+		       " ALTER TABLE api_tokens DROP COLUMN last_used_at;"
+		       " ALTER TABLE api_tokens DROP COLUMN last_used_from;"
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
 		       " PRAGMA user_version = 9;");
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 14);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");

@@ -171,7 +171,7 @@ static void test_throttle(void **state)
  * interval ends; a refusal flood beside them changes nothing of that. */
 static void test_uses_counted(void **state)
 {
-	struct cv_actor who = { "0123456789abcdef", "signer", CV_ROLE_OPERATOR, 0 };
+	struct cv_actor who = { .id = "0123456789abcdef", .name = "signer", .role = CV_ROLE_OPERATOR };
 	struct cv_audit_key_report rep;
 	struct cv_audit_record *recs = NULL;
 	struct cv_audit_verdict verdict;
