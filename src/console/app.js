@@ -153,7 +153,9 @@
   function page(title, ...kids) {
     main.replaceChildren(h('h1', { text: title }), ...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
     document.title = title + ' · certvault';
-    main.focus({ preventScroll: true });
+    // Focus moves to the new screen (a screen reader reads it) after a navigation, once; not
+    // on the first load, where it would only force a layout before the first rows.
+    if (state.focusOnDraw) { state.focusOnDraw = false; main.focus({ preventScroll: true }); }
   }
   /* Whether this certvaultd serves a route to this role (GET /v1/me lists them): the console
    * offers what the server has, and asks nothing it would refuse. */
@@ -181,7 +183,8 @@
     if (method !== 'GET' && state.csrf) headers['X-CSRF-Token'] = state.csrf;
     let resp;
     try {
-      resp = await fetch(path, { method, headers, body, credentials: 'same-origin', cache: 'no-store' });
+      const early = method === 'GET' ? takePrefetched(path) : null;
+      resp = (early && await early) || await fetch(path, { method, headers, body, credentials: 'same-origin', cache: 'no-store' });
     } catch (e) {
       throw new ApiError(0, 'network', 'certvaultd could not be reached.');
     }
@@ -200,6 +203,25 @@
       signIn('Your session has ended. Sign in again.');
     }
     throw new ApiError(resp.status, err.code, err.message);
+  }
+  /* The first screen's data is asked for at once, beside GET /v1/session rather than after
+   * it: the cookie goes with it either way, and when there is no session its answer is
+   * dropped. That takes a round trip and the page's first layout off the time to the first
+   * rows. A prefetched answer serves one api() call for the same path. */
+  const prefetched = new Map();
+  function prefetch(path) {
+    prefetched.set(path, fetch(path, { credentials: 'same-origin', cache: 'no-store' }).catch(() => null));
+  }
+  function takePrefetched(path) {
+    const p = prefetched.get(path);
+    prefetched.delete(path);
+    return p || null;
+  }
+  /* The data path the screen at this address asks for first, when it is worth asking early. */
+  function firstDataPath() {
+    const [path, qs] = (location.hash.replace(/^#/, '') || '/').split('?');
+    if (path === '/certificates') return certListPath(new URLSearchParams(qs || ''));
+    return null;
   }
   function explain(e) {
     if (e.status === 403) return `Your role (${state.me?.role || 'none'}) may not do this: ${e.message}`;
@@ -336,6 +358,9 @@
     const [path, qs] = hash.split('?');
     const q = new URLSearchParams(qs || '');
     state.seq = (state.seq || 0) + 1; // a screen still loading for an older address draws nothing
+    // A prefetched answer is for the first screen only: a later one asks afresh.
+    if (state.seq > 1) prefetched.clear();
+    state.focusOnDraw = state.seq > 1;
     // A new address is a new screen: a dialog of the old one goes with it.
     for (const d of document.querySelectorAll('#dialog-host dialog')) { d.close(); d.remove(); }
     markNav();
@@ -384,9 +409,17 @@
   }
 
   /* ---------- 2. certificates ---------- */
-  async function certificates(params, q) {
-    const filter = { status: q.get('status') || '', q: q.get('q') || '', in_use: q.get('in_use') || '',
+  function certFilter(q) {
+    return { status: q.get('status') || '', q: q.get('q') || '', in_use: q.get('in_use') || '',
       tag: q.get('tag') || '', sort: q.get('sort') || '', order: q.get('order') || '' };
+  }
+  function certListPath(q) {
+    const limit = Math.min(Math.max(parseInt(q.get('limit') || '50', 10) || 50, 1), 1000);
+    return '/v1/certificates' + query({ ...certFilter(q), limit, cursor: q.get('cursor') || '' });
+  }
+  async function certificates(params, q) {
+    const seq = state.seq;
+    const filter = certFilter(q);
     const SORTS = [['', 'Name (A-Z)'], ['valid_to:asc', 'Ending first'], ['valid_to:desc', 'Ending last'],
       ['updated_at:desc', 'Recently updated'], ['status:asc', 'Status (expired first)']];
     const cursor = q.get('cursor') || '';
@@ -415,9 +448,16 @@
     const head = h('div', { class: 'head-actions' },
       can('write') ? button('Import certificate', () => importDialog(), 'primary') : null);
     const body = h('div', {}, h('p', { class: 'loading', text: 'Loading…' }));
+    // The first screen's list was asked for beside the session: drawn once when it is here,
+    // which spares a layout and a paint of the empty screen before the rows.
+    const path = certListPath(q);
+    const early = prefetched.has(path);
+    let list = early ? await api('GET', path) : null;
+    if (seq !== state.seq) return;
     page('Certificates', head, filters, body);
-    const limit = Math.min(Math.max(parseInt(q.get('limit') || '50', 10) || 50, 1), 1000);
-    const list = await api('GET', '/v1/certificates' + query({ ...filter, limit, cursor }));
+    if (!early) list = await api('GET', path);
+    if (seq !== state.seq) return;
+    performance.mark?.('cv:list-data');
     const rows = list.items.map((c) => h('tr', {},
       h('td', { class: 'name' }, link(certHref(c.name), c.name), tagList(c.tags)),
       h('td', { class: 'domains', text: (c.domains || [c.domain]).filter(Boolean).join(', ') || '—' }),
@@ -426,8 +466,8 @@
       h('td', { class: 'opt' }, when(c.updated_at)),
       h('td', {}, badge(c.status)),
       h('td', { class: 'num', text: days(c.expires_in_days) }),
-      h('td', { class: 'opt' }, c.key_type || '—', isPublic(c) ? h('span', { class: 'hint block', text: 'public: no key' }) : null),
-      h('td', {}, rowMenu(c))));
+      h('td', { class: 'opt key' }, c.key_type || '—', isPublic(c) ? h('span', { class: 'hint block', text: 'public: no key' }) : null),
+      h('td', {}, rowMenuButton(c))));
     const nav = h('nav', { class: 'pager', 'aria-label': 'Pages' },
       cursor ? button('← First page', () => { state.cursors = []; setQ({ cursor: '' }); }) : null,
       list.next_cursor ? button('Next page →', () => { state.cursors.push(cursor); setQ({ cursor: list.next_cursor }); }) : null);
@@ -440,6 +480,7 @@
       const filtered = filter.q || filter.status || filter.in_use || filter.tag;
       body.prepend(h('p', { class: 'muted', text: filtered ? `${n} certificate${n === 1 ? ' matches' : 's match'}` : `${n} certificate${n === 1 ? '' : 's'}` }));
     }
+    performance.mark?.('cv:list-drawn');
   }
   function rowMenu(c) {
     const inUse = (c.used_by || []).length > 0;
@@ -459,8 +500,16 @@
       items.push(button('Create JWK', () => jwkDialog(c.name)));
       items.push(button('Delete', () => deleteFlow(c.name), 'danger'));
     }
-    return h('details', { class: 'menu' }, h('summary', { text: 'Actions', 'aria-label': 'Actions for ' + c.name }),
-      h('ul', {}, items.map((x) => h('li', {}, x))));
+    return h('ul', {}, items.map((x) => h('li', {}, x)));
+  }
+  /* A row's actions menu is built when it is first opened: fifty rows of ten items each
+   * would be most of the list's elements, and most menus are never opened. The summary's
+   * click (mouse, Enter or Space) comes before the menu opens. */
+  function rowMenuButton(c) {
+    const d = h('details', { class: 'menu' });
+    d.append(h('summary', { text: 'Actions', 'aria-label': 'Actions for ' + c.name,
+      onclick: () => { if (!d.querySelector('ul')) d.append(rowMenu(c)); } }));
+    return d;
   }
 
   /* ---------- 3. import (and 5. renew / replace) ---------- */
@@ -1448,8 +1497,11 @@
   });
   (async () => {
     try {
+      const first = firstDataPath();
+      if (first) prefetch(first);
       const s = await api('GET', '/v1/session', { signin: true });
-      if (!s.signed_in) { signIn(''); return; }
+      performance.mark?.('cv:session');
+      if (!s.signed_in) { prefetched.clear(); signIn(''); return; }
       state.csrf = s.csrf_token;
       await loadMe(s);
       route();

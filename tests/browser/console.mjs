@@ -249,7 +249,7 @@ try {
     for (;;) {
       await page.locator('main table').waitFor();
       await page.waitForFunction(() => !document.querySelector('main .loading'));
-      seen.push(...await page.locator('main tbody tr td:first-child').allTextContents());
+      seen.push(...await page.locator('main tbody tr td:first-child > a').allTextContents());
       const next = page.getByRole('button', { name: 'Next page →' });
       if (!(await next.count())) break;
       const url = page.url();
@@ -263,7 +263,7 @@ try {
     await page.getByLabel('Sort').selectOption('valid_to:desc');
     await page.waitForURL(/sort=valid_to&order=desc/);
     await page.waitForFunction((n) => document.querySelectorAll('main tbody tr').length === n && !document.querySelector('main .loading'), byEnd.length);
-    eq(JSON.stringify(await page.locator('main tbody tr td:first-child').allTextContents()), JSON.stringify(byEnd), 'sorted as the API sorts');
+    eq(JSON.stringify(await page.locator('main tbody tr td:first-child > a').allTextContents()), JSON.stringify(byEnd), 'sorted as the API sorts');
     await go(page, '#/certificates');
     await page.locator('main table').waitFor();
     const row = page.locator('main tr', { hasText: 'ok-pem' });
