@@ -1155,7 +1155,7 @@
         h('td', { class: 'num', text: made.version ? 'v' + made.version : '—' }),
         h('td', {}, h('span', { class: 'badge jwk-' + j.state, text: JWK_STATES[j.state] || j.state }),
           j.superseded_by ? h('span', { class: 'hint block', text: 'by ' + j.superseded_by.slice(0, 12) + '…', title: j.superseded_by }) : null),
-        h('td', {}, published),
+        h('td', { class: 'published' }, published),
         h('td', { class: 'opt' }, when(j.created_at)),
         h('td', { class: 'row-actions' }, button('View', () => jwkView(j.kid), 'small'),
           can('write') ? button('Delete', () => deleteJwk(j), 'small danger') : null));
