@@ -599,7 +599,8 @@ class JwkOutcomeTest(VaultTestCase):
         self.assertIn("a.o.example (o-a)", msg)
         self.assertIn("b.o.example (o-b)", msg)
         # Renewed with the JWK updated: the new kid, the superseded one, every service.
-        m2 = self.material("o-2", san="a.o.example,b.o.example")
+        # An RSA key after the P-256 one: the new JWK cannot keep ES256.
+        m2 = self.material("o-2", san="a.o.example,b.o.example", key="rsa2048")
         st, _, body = self.vault.request("POST", "/v1/certificates/ocert/renew", {
             "certificate": m2.cert, "private_key": m2.key, "jwk_action": "update",
             "confirm": "ocert"})
@@ -657,6 +658,10 @@ class JwkOutcomeTest(VaultTestCase):
         self.assertEqual((by_kid[k2]["state"], by_kid[k2]["link"], by_kid[k2]["published"]),
                          ("disconnected", None, True))
         self.assertEqual(by_kid[k2]["made_from"], {"certificate": "ocert", "version": 2})
+        # Listed with the alg it is published with (RS256 for the RSA key), not the ES256
+        # of the JWK it followed.
+        self.assertEqual((by_kid[k2]["alg"], by_kid[k2]["kty"], by_kid[j1["kid"]]["alg"]),
+                         ("RS256", "RSA", "ES256"))
         self.assertEqual(by_kid[j1["kid"]]["made_from"], {"certificate": "ocert",
                                                           "version": 1})
         # Distinct from the public document, which has no state, link or origin.
