@@ -223,6 +223,8 @@
     if (path === '/certificates') return certListPath(new URLSearchParams(qs || ''));
     return null;
   }
+  /* A server message after a sentence of the console's: a sentence of its own. */
+  function sentence(m) { return m ? m[0].toUpperCase() + m.slice(1) + (/[.!?)]$/.test(m) ? '' : '.') : ''; }
   function explain(e) {
     if (e.status === 403) return `Your role (${state.me?.role || 'none'}) may not do this: ${e.message}`;
     if (e.code === 'token_unavailable') return 'The key token is unavailable: writes are paused. ' + e.message;
@@ -603,7 +605,7 @@
     const isUrl = form.querySelector('input[name=source]:checked')?.value === 'url';
     if (fieldName && isFile && ['certificate', 'private_key', 'chain'].includes(fieldName)) fieldName += '_file';
     if (isUrl && (['certificate', 'chain'].includes(fieldName) || /url|position/i.test(msg))) fieldName = /position/i.test(msg) ? 'position' : 'url';
-    let text = known ? `${known[1]} ${msg}` : explain(e);
+    let text = known ? `${known[1]} ${sentence(msg)}` : explain(e);
     if (e.code === 'not_yet_valid' && form.elements.allow_upcoming && !form.elements.allow_upcoming.checked)
       text += ' To store it now as Upcoming, tick "Accept a certificate whose start date is still ahead".';
     if (fieldName) {
@@ -869,7 +871,7 @@
       } catch (e) {
         const f = e.code === 'invalid_name' || e.code === 'name_taken' ? 'name' : REFUSALS[e.code]?.[0] === 'environments' ? 'environments'
           : /tag/i.test(e.message) ? 'tags' : /environment/i.test(e.message) ? 'environments' : /description/i.test(e.message) ? 'description' : null;
-        if (!f || !setFieldError(form, f, (e.code === 'name_taken' ? REFUSALS.name_taken[1] + ' ' : '') + explain(e))) formError(form, explain(e));
+        if (!f || !setFieldError(form, f, e.code === 'name_taken' ? `${REFUSALS.name_taken[1]} ${sentence(e.message)}` : explain(e))) formError(form, explain(e));
       }
     } }, field('Name', newName, 'Changing it renames the certificate: its history, JWKs and services follow.'),
     field('Description', desc), field('Tags', tags, 'One per line: key=value (letters, digits, . _ - in keys).'), envBox,
