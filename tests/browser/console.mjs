@@ -493,6 +493,16 @@ try {
     await page.locator('dl.details dt:text-is("Status") + dd', { hasText: 'Upcoming' }).waitFor();
     await page.locator('dl.details dt:text-is("Starts in")').waitFor();
     eq((await api('GET', '/v1/certificates/soon')).body.status, 'upcoming', 'stored as upcoming');
+    // From a server (an admin's import): the certificate it presents, as a public one.
+    await go(page, '#/import');
+    await dlg(page).getByLabel('Name', { exact: true }).fill('from-server');
+    await dlg(page).locator('input[name=source][value=url]').check();
+    await dlg(page).getByLabel('URL').fill(cfg.tls_url);
+    await submit(page);
+    await page.waitForURL(/#\/certificates\/from-server$/);
+    await page.locator('dl.details dt:text-is("Kind") + dd', { hasText: 'Public certificate' }).waitFor();
+    const fs = (await api('GET', '/v1/certificates/from-server')).body;
+    eq(JSON.stringify([fs.kind, fs.domains, fs.chain_length]), JSON.stringify(['public', ['localhost'], 1]), 'the server\'s own certificate, its chain after it');
   });
 
   await step('a stale renew is explained', w, async () => {
@@ -642,7 +652,7 @@ try {
 
   await step('a narrow window: nothing wider than the screen', w, async () => {
     await page.setViewportSize({ width: 390, height: 800 });
-    for (const [hash, name] of [['#/', '01-overview-narrow'], ['#/certificates/bundle', '04-details-narrow'], ['#/certificates', '02-certificates-narrow']]) {
+    for (const [hash, name] of [['#/', '01-overview-narrow'], ['#/certificates/bundle', '04-details-narrow'], ['#/certificates', '02-certificates-narrow'], ['#/jwks', '08-jwks-narrow']]) {
       await go(page, hash);
       await page.locator('main h1').waitFor();
       await page.locator('main .loading').waitFor({ state: 'detached' }).catch(() => {});
