@@ -717,10 +717,16 @@
     }
     const dlg = dialog(kind === 'renew' ? `Import to renew ${name}` : `Replace ${name}`, form, { wide: true });
   }
-  /* What a renew or replace did to the JWKs, from the answer. Read defensively: the answer's
-   * JWK field is being folded into one (jwk_outcome, with jwk_changes before it). */
+  /* What a renew or replace did to the JWKs, from the answer. Read defensively while the
+   * answer's JWK fields are being folded into one: jwk_changes {action, jwks: [{kid, change}]}
+   * (one entry per JWK touched), or the earlier jwk_outcome lists and jwk_changes kid lists. */
   function jwkOutcomeText(r) {
-    const o = r.jwk_outcome || r.jwk || {};
+    const per = r.jwk_changes?.jwks;
+    if (Array.isArray(per)) {
+      const jc = per.map((j) => `${String(j.kid).slice(0, 12)}… ${j.change}`);
+      return jc.length ? ` JWKs: ${jc.join(', ')}.` : '';
+    }
+    const o = r.jwk_outcome || {};
     const ch = r.jwk_changes || {};
     const n = (a) => (Array.isArray(a) ? a.length : 0);
     const made = n(o.made) || n(ch.new_kids);
