@@ -28,6 +28,8 @@ struct cv_config {
 				      "" means no HTTPS listener */
 	char *tls_listen;          /* server.tls_listen: "" means server.listen */
 	int64_t tls_port;          /* server.tls_port */
+	char *node_name;           /* server.node_name: this process's name in health (and, with
+				    * several nodes, in what they share); "" at load: the host name */
 	char *db_path;             /* database.path */
 	char *token_module;        /* token.module: the PKCS#11 module to dlopen */
 	char *token_label;         /* token.label */

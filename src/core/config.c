@@ -68,6 +68,9 @@ static const struct setting settings[] = {
 	  "address of the HTTPS listener (IPv4 or IPv6); empty: server.listen" },
 	{ "server", "tls_port", K_INT, OFF(tls_port), "8443", 0, 65535,
 	  "TCP port of the HTTPS listener (0: any free port, printed at start)" },
+	{ "server", "node_name", K_STR, OFF(node_name), "", 0, 0,
+	  "this certvaultd's name in GET /v1/health (1-63 letters, digits, '.', '_', '-');"
+	  " empty: the host name" },
 	{ "database", "path", K_STR, OFF(db_path), "certvault.db", 0, 0,
 	  "SQLite database file, created on first start" },
 	{ "token", "module", K_STR, OFF(token_module), "/usr/lib/softhsm/libsofthsm2.so", 0, 0,
@@ -234,6 +237,36 @@ static int on_ini(void *user, const char *section, const char *key, const char *
 	return l->r == 0;
 }
 
+/* server.node_name, or the host name when it is empty: a short name made of characters that
+ * are safe in a log line, a JSON string and a metrics label as they are. */
+static int node_name_resolve(struct cv_config *cfg, struct cv_errmsg *err)
+{
+	char host[256];
+	const char *from = "server.node_name";
+	size_t i, len;
+
+	if (cfg->node_name[0] == '\0') {
+		if (gethostname(host, sizeof(host)) < 0)
+			return cv_errmsg_set(err, CV_ERR_CONFIG, "server.node_name is empty and the "
+					     "host name cannot be read: %s", strerror(errno));
+		host[sizeof(host) - 1] = '\0';
+		free(cfg->node_name);
+		cfg->node_name = strdup(host);
+		if (cfg->node_name == NULL)
+			return CV_ERR_NOMEM;
+		from = "the host name (server.node_name is empty)";
+	}
+	len = strlen(cfg->node_name);
+	for (i = 0; i < len; i++)
+		if (!isalnum((unsigned char)cfg->node_name[i]) && cfg->node_name[i] != '.' &&
+		    cfg->node_name[i] != '_' && cfg->node_name[i] != '-')
+			break;
+	if (len == 0 || len > 63 || i < len)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s must be 1-63 letters, digits, '.', "
+				     "'_' or '-'", from);
+	return 0;
+}
+
 int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg *err)
 {
 	struct loader l = { ret_cfg, err, path, 0 };
@@ -280,7 +313,7 @@ int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg
 		r = cv_errmsg_set(err, CV_ERR_CONFIG, "revocation.unknown must be refuse or warn");
 		goto out;
 	}
-	r = 0;
+	r = node_name_resolve(ret_cfg, err);
 out:
 	if (r < 0)
 		cv_config_release(ret_cfg);

@@ -1,4 +1,5 @@
-/* GET /v1/health: is the database answering, is the token reachable. */
+/* GET /v1/health: is the database answering, is the token reachable; which node answers and
+ * on what store. */
 #include "handlers.h"
 
 int h_health(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
@@ -13,8 +14,9 @@ int h_health(struct cv_app *app, const struct cv_request *req, struct cv_respons
 	/* token.state "unavailable" while the token is gone (error says what failed); metadata
 	 * reads keep working meanwhile, writes that need the token answer 503. */
 	return res_json(res, ok ? 200 : 503,
-			json_pack("{s:s, s:{s:b}, s:{s:s, s:b, s:b, s:s, s:s, s:s, s:s, s:I, s:s*}}",
-				  "status", ok ? "ok" : "degraded", "database", "ok",
+			json_pack("{s:s, s:s, s:s, s:{s:b}, s:{s:s, s:b, s:b, s:s, s:s, s:s, s:s, s:I, s:s*}}",
+				  "status", ok ? "ok" : "degraded", "node", app->cfg->node_name,
+				  "store", "sqlite", "database", "ok",
 				  h.database_ok, "token", "state",
 				  h.token.reachable ? "ok" : "unavailable", "reachable",
 				  h.token.reachable, "logged_in", h.token.logged_in, "label",

@@ -2,10 +2,12 @@
 slice, against a real certvaultd, a fresh SoftHSM token and a fresh SQLite file."""
 
 import re
+import socket
+import subprocess
 import time
 import unittest
 
-from harness import VaultTestCase, b64, run
+from harness import CERTVAULTD, VaultTestCase, b64, run
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)$")
 
@@ -400,6 +402,25 @@ class HealthAndRestartTest(VaultTestCase):
         self.assertTrue(body["token"]["logged_in"])
         self.assertEqual(body["token"]["label"], "cv-test")
         self.assertEqual(body["token"]["manufacturer"], "SoftHSM project")
+        # Which node answers, on which store (issue 15): the host name unless named.
+        self.assertEqual(body["store"], "sqlite")
+        self.assertEqual(body["node"], socket.gethostname())
+
+    def test_node_name(self):
+        self.assertEqual(self.vault.stop(), 0)
+        try:
+            for bad in ("two words", "x" * 64, "n\u00e9"):
+                p = subprocess.run([CERTVAULTD], env=self.vault.env(
+                    {"CERTVAULT_SERVER_NODE_NAME": bad}), capture_output=True, timeout=60)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn(b"server.node_name must be 1-63 letters, digits", p.stderr)
+            self.vault.start({"CERTVAULT_SERVER_NODE_NAME": "vault-a.eu_1"})
+            st, _, body = self.vault.request("GET", "/v1/health")
+            self.assertEqual((st, body["node"]), (200, "vault-a.eu_1"))
+        finally:
+            if self.vault.proc is not None:
+                self.vault.stop()
+            self.vault.start()
 
     def test_restart_keeps_everything(self):
         m = self.material("keep", key="ed25519", san="keep.example.com")

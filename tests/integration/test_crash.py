@@ -402,7 +402,15 @@ class StormTest(CrashCase):
                 time.sleep(rng.uniform(0.4, 1.5))
                 self.kill()
                 self.vault.start()
-            time.sleep(0.5)
+            # On a loaded machine the kills can come faster than any import and delete is
+            # acknowledged: the storm then goes on, unkilled, until one of each was (or 30 s).
+            deadline = time.time() + 30
+            while True:
+                time.sleep(0.5)
+                with lock:
+                    done = bool(acked_imports and acked_deletes)
+                if done or time.time() > deadline:
+                    break
         finally:
             stop.set()
             for t in threads:

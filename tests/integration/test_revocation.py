@@ -323,14 +323,25 @@ class OnlineTest(VaultTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.ocsp_port = free_port()
-        cls.http_port = free_port()
         # The responders are on loopback, which only a named network lets a fetch reach.
         cls.settings = {"CERTVAULT_REVOCATION_ONLINE": "true",
                         "CERTVAULT_REVOCATION_TIMEOUT_MS": "2000",
                         "CERTVAULT_REVOCATION_ALLOW_NETWORKS": "127.0.0.0/8"}
         super().setUpClass()
-        cls.ca = Ca(os.path.join(cls.tmp, "ca"), "Online", cls.ocsp_port, cls.http_port)
+        cls.procs = []
+        # The responders' ports are written into the certificates, so a port another process
+        # took between free_port() and the responder's bind means a new CA on new ports.
+        for attempt in range(5):
+            if cls._start_responders(attempt):
+                return
+        raise AssertionError("openssl ocsp / http.server did not start on 5 pairs of ports")
+
+    @classmethod
+    def _start_responders(cls, attempt):
+        cls.ocsp_port = free_port()
+        cls.http_port = free_port()
+        cls.ca = Ca(os.path.join(cls.tmp, "ca%d" % attempt), "Online", cls.ocsp_port,
+                    cls.http_port)
         ca = cls.ca
         cls.good = ca.leaf("ongood", "online")
         cls.bad = ca.leaf("onbad", "online")
@@ -343,10 +354,9 @@ class OnlineTest(VaultTestCase):
         ca.revoke(cls.cdp_bad)
         ca.crl()
         ca.leaf("responder", "responder")
-        cls.procs = []
         # openssl ocsp serves one connection at a time and never gives up on one that sends
         # nothing: it is not probed, its log says when it listens.
-        ocsp_log = os.path.join(cls.tmp, "ocsp.log")
+        ocsp_log = os.path.join(cls.tmp, "ocsp%d.log" % attempt)
         with open(ocsp_log, "wb") as log:
             cls.ocsp = subprocess.Popen(
                 ["openssl", "ocsp", "-index", ca.path("index.txt"), "-port",
@@ -360,10 +370,20 @@ class OnlineTest(VaultTestCase):
         cls.procs.append(cls.http)
         deadline = time.time() + 10
         while b"waiting for OCSP client connections" not in read_bytes(ocsp_log):
-            if cls.ocsp.poll() is not None or time.time() > deadline:
+            if cls.ocsp.poll() is not None:
+                cls.http.kill()
+                return False
+            if time.time() > deadline:
                 raise AssertionError("openssl ocsp did not start")
             time.sleep(0.05)
-        wait_listening(cls.http_port, cls.http, "http.server")
+        try:
+            wait_listening(cls.http_port, cls.http, "http.server")
+        except AssertionError:
+            if cls.http.poll() is None:
+                raise
+            cls.ocsp.kill()
+            return False
+        return True
 
     @classmethod
     def tearDownClass(cls):

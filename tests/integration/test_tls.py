@@ -73,8 +73,15 @@ class TlsTest(unittest.TestCase):
         self.stop_cleanly()
         self.vault.start({"CERTVAULT_SERVER_TLS_CERTIFICATE": name,
                           "CERTVAULT_SERVER_TLS_PORT": "0"})
-        m = re.search(r"listening on https://127\.0\.0\.1:(\d+) serving certificate \"%s\""
-                      % re.escape(name), self.vault.log())
+        # The harness returns once the HTTP listener's line is logged; the HTTPS line may
+        # come just after it.
+        pattern = (r"listening on https://127\.0\.0\.1:(\d+) serving certificate \"%s\""
+                   % re.escape(name))
+        deadline = time.time() + 10
+        m = re.search(pattern, self.vault.log())
+        while m is None and time.time() < deadline and self.vault.proc.poll() is None:
+            time.sleep(0.05)
+            m = re.search(pattern, self.vault.log())
         self.assertIsNotNone(m, self.vault.log())
         self.https_port = int(m.group(1))
 
