@@ -1081,7 +1081,7 @@
         button('Delete', () => deleteEnvironment(e), 'small danger')] : null)));
     page('Environments', h('div', { class: 'head-actions' },
       can('write') ? button('New environment', () => environmentDialog(null, () => route()), 'primary') : null),
-    h('p', { class: 'hint', text: 'Every service runs in one environment; a certificate may be limited to some. An environment in use cannot be deleted.' }),
+    h('p', { class: 'hint lead', text: 'Every service runs in one environment; a certificate may be limited to some. An environment in use cannot be deleted.' }),
     rows.length ? table(['Name', 'Display name', 'Description', 'Services', 'Certificates limited to it', '~Updated', ''], rows, 'Environments')
       : empty('No environments yet.' + (can('write') ? ' Create one: services need it.' : '')),
     h('nav', { class: 'pager', 'aria-label': 'Pages' }, cursor ? link('#/environments', '← First page') : null,
@@ -1173,7 +1173,7 @@
       list.next_cursor ? link('#/jwks' + query({ certificate: cert, cursor: list.next_cursor }), 'Next page →') : null);
     page('JWKs', h('div', { class: 'head-actions' }, can('write') ? button('Create JWK', () => jwkDialog(cert), 'primary') : null,
       h('a', { class: 'button', href: '/.well-known/jwks.json', target: '_blank', rel: 'noopener', text: 'Public JWKS document' })),
-    h('p', { class: 'hint', text: 'Active JWKs are in the public JWKS document. A renewal with a new key supersedes the old JWK: it stays published until its retention ends, so tokens it signed keep verifying. A disconnected JWK stays published, linked to no certificate.' }),
+    h('p', { class: 'hint lead', text: 'Active JWKs are in the public JWKS document. A renewal with a new key supersedes the old JWK: it stays published until its retention ends, so tokens it signed keep verifying. A disconnected JWK stays published, linked to no certificate.' }),
     filters,
     rows.length ? table(['kid', 'alg', 'use', '~kty', 'Certificate', 'Made from', 'State', 'Published', '~Created', ''], rows, 'JWKs')
       : empty(cert ? `No JWK is linked to ${cert}.` : 'No JWKs yet. Create one from a certificate.'), pager);
