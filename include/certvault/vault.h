@@ -188,12 +188,15 @@ int cv_vault_pending_count(struct cv_vault *v, int64_t *ret_n, struct cv_errmsg 
  * CV_ERR_NOT_PENDING when name has no key waiting. */
 /* A renewal's merge is a renewal (cv_vault_cert_supersede with CV_END_RENEWED: in use only,
  * the version ref and JWK choice, one winner, every service switched in its transaction):
- * ref, jwk and *ret_previous (the version it superseded; 0 for a new certificate) are for
- * it. */
+ * ref, jwk, *ret_previous (the version it superseded; 0 for a new certificate) and
+ * *ret_jwks (NULL: not wanted; what became of the linked JWKs, the caller releases it;
+ * zeroed for a new certificate) are for it. */
+struct cv_jwk_outcome;
 int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 			   const struct cv_import_request *req, const struct cv_version_ref *ref,
 			   const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
-			   struct cv_revocation *ret_rev, struct cv_errmsg *err);
+			   struct cv_revocation *ret_rev, struct cv_jwk_outcome *ret_jwks,
+			   struct cv_errmsg *err);
 /* Cancels the pending certificate of name: marked (audited), its key destroyed, its row
  * removed. Returns 0, CV_ERR_NOT_FOUND, CV_ERR_NOT_PENDING, CV_ERR_TOKEN... */
 int cv_vault_pending_cancel(struct cv_vault *v, struct cv_audit *audit, const char *name,
@@ -296,35 +299,36 @@ struct cv_jwk_choice {
 	enum cv_jwk_action action; /* NONE when the caller said nothing */
 	const char *confirm;       /* UPDATE (and, for a delete, any choice) needs the name */
 };
-/* What became of the linked JWKs: *ret_jwks (NULL: not wanted; else a new object, the
- * caller's) holds the kids "made", "reactivated" (a JWK this certificate had before, active
- * again: a rollback to an earlier key), "adopted" (an active JWK of the new key published
- * ahead, now linked here), "updated" (the same key: in place), "superseded" (the old kids,
- * kept in the public JWKS for jwks.superseded_retention) and "disconnected". */
+/* What a renew, a replace (a rollback is a replace with an earlier version's material) or
+ * the merge of a renewal did to the JWKs linked to the certificate, one change per linked
+ * JWK: with DISCONNECT, kid lost its link (published as it was); with UPDATE, new_kid
+ * followed kid: the same kid when the key is the same (kept, the new certificate in its
+ * x5c), else kid was superseded (in the public JWKS until superseded_until) and new_kid
+ * became active as fate says (made, reactivated: one this certificate had before, or
+ * adopted: one published ahead). n 0: none were linked (action NONE). */
+struct cv_jwk_change {
+	char kid[65];
+	char new_kid[65];         /* UPDATE only */
+	char alg[16];
+	char new_alg[16];         /* UPDATE only: new_kid's (another when the key's type changed) */
+	char use[8];
+	enum cv_jwk_fate fate;    /* UPDATE only */
+};
+struct cv_jwk_outcome {
+	enum cv_jwk_action action;
+	size_t n;
+	struct cv_jwk_change *changes;
+	int64_t superseded_until; /* the change's time plus jwks.superseded_retention */
+};
+/* Frees what an outcome holds and zeroes it. */
+void cv_jwk_outcome_release(struct cv_jwk_outcome *o);
+/* *ret_jwks (NULL: not wanted) says what became of the linked JWKs; the caller releases it
+ * (zeroed on failure, and when the change was made but could not be told: no memory). */
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-			    json_t **ret_jwks, struct cv_errmsg *err);
-/* What a renew or replace did to the JWKs linked to the certificate: with UPDATE,
- * old_kids[i] became new_kids[i] (the same kid: updated in place; another: the old one is
- * superseded); with DISCONNECT, old_kids lost their link. n 0: none were linked. */
-struct cv_jwk_outcome {
-	enum cv_jwk_action action;
-	size_t n;
-	char (*old_kids)[44];
-	char (*new_kids)[44];     /* with UPDATE only */
-};
-/* Frees what an outcome holds and zeroes it. */
-void cv_jwk_outcome_release(struct cv_jwk_outcome *o);
-/* cv_vault_cert_supersede, also saying what became of the linked JWKs in *ret_jwks as an
- * outcome (the caller releases it; NULL: not wanted), besides *ret_json. */
-int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
-				   enum cv_version_end kind, const struct cv_import_request *req,
-				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
-				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-				   json_t **ret_json, struct cv_jwk_outcome *ret_jwks,
-				   struct cv_errmsg *err);
+			    struct cv_jwk_outcome *ret_jwks, struct cv_errmsg *err);
 /* Parses a jwk_action: "update", "disconnect", "delete" (NULL: NONE). 0 or
  * CV_ERR_BAD_REQUEST. */
 int cv_vault_jwk_action_parse(const char *s, enum cv_jwk_action *ret);

@@ -716,6 +716,19 @@ static int cmd_import(struct ctx *c, int argc, char **argv)
 	r = add_text_part(mime, "name", argv[0]);
 	if (r == CV_CLI_OK && has(c, O_DESCRIPTION))
 		r = add_text_part(mime, "description", opt(c, O_DESCRIPTION));
+	/* Each --tag KEY=VALUE as the form's tags.KEY field; the server checks key and value. */
+	for (size_t i = 0; r == CV_CLI_OK && i < c->o.n_tags; i++) {
+		const char *eq = strchr(c->o.tags[i], '=');
+		char field[128];
+
+		if (eq == NULL || eq == c->o.tags[i] ||
+		    (size_t)(eq - c->o.tags[i]) >= sizeof(field) - 5) {
+			r = usage_error("--tag %s: KEY=VALUE", c->o.tags[i]);
+			break;
+		}
+		snprintf(field, sizeof(field), "tags.%.*s", (int)(eq - c->o.tags[i]), c->o.tags[i]);
+		r = add_text_part(mime, field, eq + 1);
+	}
 	if (r == CV_CLI_OK)
 		r = material_form(c, mime);
 	if (r == CV_CLI_OK)
@@ -1356,9 +1369,9 @@ static const struct command commands[] = {
 	  "list certificates (every page unless --limit)" },
 	{ NULL, "show", cmd_show, 1, 1, 0, "show NAME", "a certificate's details" },
 	{ NULL, "summary", cmd_summary, 0, 0, 0, "summary", "counts by status and use" },
-	{ NULL, "import", cmd_import, 1, 1, SOURCE_OPTS | BIT(O_DESCRIPTION),
+	{ NULL, "import", cmd_import, 1, 1, SOURCE_OPTS | BIT(O_DESCRIPTION) | BIT(O_TAG),
 	  "import NAME --cert FILE [--key FILE] [--chain FILE] | --p12 FILE "
-	  "[--password-file FILE] [--description TEXT] [--check-chain]",
+	  "[--password-file FILE] [--description TEXT] [--tag KEY=VALUE]... [--check-chain]",
 	  "import a certificate and its private key into the token" },
 	{ NULL, "renew", cmd_renew, 1, 1, RENEW_OPTS,
 	  "renew NAME --cert FILE --key FILE | --p12 FILE [--version N] "

@@ -717,27 +717,11 @@
     }
     const dlg = dialog(kind === 'renew' ? `Import to renew ${name}` : `Replace ${name}`, form, { wide: true });
   }
-  /* What a renew or replace did to the JWKs, from the answer. Read defensively while the
-   * answer's JWK fields are being folded into one: jwk_changes {action, jwks: [{kid, change}]}
-   * (one entry per JWK touched), or the earlier jwk_outcome lists and jwk_changes kid lists. */
+  /* What a renew or replace did to the JWKs, from the answer's jwk_changes (one entry per
+   * JWK touched, with its change). */
   function jwkOutcomeText(r) {
-    const per = r.jwk_changes?.jwks;
-    if (Array.isArray(per)) {
-      const jc = per.map((j) => `${String(j.kid).slice(0, 12)}… ${j.change}`);
-      return jc.length ? ` JWKs: ${jc.join(', ')}.` : '';
-    }
-    const o = r.jwk_outcome || {};
-    const ch = r.jwk_changes || {};
-    const n = (a) => (Array.isArray(a) ? a.length : 0);
-    const made = n(o.made) || n(ch.new_kids);
-    const superseded = n(o.superseded) || n(ch.superseded_kids);
-    const disconnected = n(o.disconnected) || n(ch.disconnected_kids);
-    const parts = [];
-    if (made) parts.push(`${made} new JWK${made === 1 ? '' : 's'}`);
-    if (superseded) parts.push(`${superseded} superseded (published until its retention ends)`);
-    if (n(o.reactivated)) parts.push(`${n(o.reactivated)} reactivated`);
-    if (disconnected) parts.push(`${disconnected} disconnected`);
-    return parts.length ? ' JWKs: ' + parts.join(', ') + '.' : '';
+    const jc = (r.jwk_changes?.jwks || []).map((j) => `${String(j.kid).slice(0, 12)}… ${j.change}`);
+    return jc.length ? ` JWKs: ${jc.join(', ')}.` : '';
   }
   /* The JWK connection dialog, then the name confirmation. Resolves to the jwk_action or null. */
   async function jwkChoice(name, n, verb) {

@@ -580,6 +580,20 @@ static json_t *problems_json(const struct cv_preview_problem *problems, size_t n
 	return a;
 }
 
+/* The tags of a request, as the details show stored ones. */
+static json_t *tags_request_json(const struct cv_tag *tags, size_t n)
+{
+	json_t *o = json_object();
+	size_t i;
+
+	for (i = 0; o != NULL && i < n; i++)
+		if (json_object_set_new(o, tags[i].key, json_string(tags[i].value)) < 0) {
+			json_decref(o);
+			return NULL;
+		}
+	return o;
+}
+
 static json_t *preview_json(const struct cv_import_request *in, const struct cv_cert_preview *p,
 			    int64_t now, int64_t soon_seconds)
 {
@@ -601,6 +615,10 @@ static json_t *preview_json(const struct cv_import_request *in, const struct cv_
 					json_string(in->description != NULL ? in->description : "")) <
 			    0 ||
 		    json_object_set_new(cert, "has_private_key", json_boolean(p->has_key)) < 0 ||
+		    json_object_set_new(cert, "environments",
+					strings_json((char *const *)in->environments,
+						     in->n_environments)) < 0 ||
+		    json_object_set_new(cert, "tags", tags_request_json(in->tags, in->n_tags)) < 0 ||
 		    json_object_set_new(cert, "chain_length", json_integer((json_int_t)p->chain_length)) <
 			    0 ||
 		    json_object_set_new(cert, "chain", chain) < 0) {
@@ -621,13 +639,18 @@ static json_t *preview_json(const struct cv_import_request *in, const struct cv_
 int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		   struct cv_errmsg *err)
 {
+	/* The import's members but its other sources (url, generate, wrapped_key), which the
+	 * truststore preview and the generate itself cover. */
 	static const char *const allowed[] = { "name", "description", "certificate",
 					       "private_key", "password", "chain", "encoding",
-					       "pkcs12", "check_chain", NULL };
+					       "pkcs12", "check_chain", "environments",
+					       "allow_upcoming", "tags", NULL };
+	const char *environments[CV_CERT_ENVIRONMENTS_MAX];
+	struct cv_tag tags[CV_TAGS_MAX];
 	struct cv_import_request in = { 0 };
 	struct cv_cert_preview *p = NULL;
 	json_t *body = NULL;
-	int r, form, check = 0;
+	int r, form, check = 0, present;
 
 	r = req_body_object(req, allowed, &body, &form, err);
 	if (r < 0)
@@ -637,8 +660,14 @@ int h_cert_preview(struct cv_app *app, const struct cv_request *req, struct cv_r
 	    (r = json_string_member(body, "description", 0, CV_DESCRIPTION_MAX * 4,
 				    &in.description, NULL, err)) < 0 ||
 	    (r = material_members(body, form, &in, err)) < 0 ||
-	    (r = check_chain_member(body, &check, err)) < 0)
+	    (r = check_chain_member(body, &check, err)) < 0 ||
+	    (r = bool_member(body, "allow_upcoming", &in.allow_upcoming, err)) < 0 ||
+	    (r = json_names_member(body, "environments", CV_CERT_ENVIRONMENTS_MAX, environments,
+				   &in.n_environments, &present, err)) < 0 ||
+	    (r = tags_member(body, tags, &in.n_tags, &present, err)) < 0)
 		goto out;
+	in.environments = environments;
+	in.tags = tags;
 	r = cv_vault_cert_preview(&app->vault, &in, req->now, &p, err);
 	if (r < 0)
 		goto out;
@@ -1101,39 +1130,56 @@ int version_ref(const struct cv_request *req, json_t *body, struct cv_version_re
 	return 0;
 }
 
-/* What a renew or replace did to the linked JWKs: the action taken, the kids made for the
- * new key, the ones they superseded (still published until deleted), those updated in
- * place (the same key, so the same kid) and those disconnected. */
-static json_t *jwk_outcome_json(const struct cv_jwk_outcome *o)
+/* One entry of jwk_changes: a JWK, what happened to it and the state it is left in. */
+static json_t *jwk_change_json(const char *kid, const char *alg, const char *use,
+			       const char *change, const char *state, const char *superseded_by,
+			       const char *replaces, int64_t published_until)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "kid", kid, "alg", alg,
+			 "use", use, "change", change, "state", state, "superseded_by",
+			 string_or_null(superseded_by), "replaces", string_or_null(replaces),
+			 "published_until",
+			 published_until != 0 ? time_json(published_until) : json_null());
+}
+
+json_t *jwk_changes_json(const struct cv_jwk_outcome *o)
 {
 	static const char *const actions[] = { [CV_JWK_ACTION_NONE] = "none",
 					       [CV_JWK_ACTION_UPDATE] = "update",
 					       [CV_JWK_ACTION_DISCONNECT] = "disconnect",
 					       [CV_JWK_ACTION_DELETE] = "delete" };
-	json_t *made = json_array(), *superseded = json_array(), *in_place = json_array(),
-	       *disconnected = json_array();
+	static const char *const made[] = { [CV_JWK_SAME] = "kept", [CV_JWK_MADE] = "created",
+					    [CV_JWK_REACTIVATED] = "reactivated",
+					    [CV_JWK_ADOPTED] = "adopted" };
+	json_t *list = json_array();
 	size_t i;
-	int bad = made == NULL || superseded == NULL || in_place == NULL || disconnected == NULL;
+	int bad = list == NULL;
 
 	for (i = 0; !bad && i < o->n; i++) {
+		const struct cv_jwk_change *c = &o->changes[i];
+
 		if (o->action == CV_JWK_ACTION_DISCONNECT)
-			bad = json_array_append_new(disconnected, json_string(o->old_kids[i])) < 0;
-		else if (strcmp(o->old_kids[i], o->new_kids[i]) == 0)
-			bad = json_array_append_new(in_place, json_string(o->old_kids[i])) < 0;
+			bad = json_array_append_new(list, jwk_change_json(
+				c->kid, c->alg, c->use, "disconnected", "disconnected", NULL, NULL,
+				0)) < 0;
+		else if (strcmp(c->kid, c->new_kid) == 0)
+			bad = json_array_append_new(list, jwk_change_json(
+				c->kid, c->alg, c->use, "kept", "active", NULL, NULL, 0)) < 0;
 		else
-			bad = json_array_append_new(made, json_string(o->new_kids[i])) < 0 ||
-			      json_array_append_new(superseded, json_string(o->old_kids[i])) < 0;
+			/* Re-keyed: the old kid stays published for the retention, the new
+			 * one is active from now on. */
+			bad = json_array_append_new(list, jwk_change_json(
+				c->kid, c->alg, c->use, "superseded", "superseded", c->new_kid,
+				NULL, o->superseded_until)) < 0 ||
+			      json_array_append_new(list, jwk_change_json(
+				c->new_kid, c->new_alg, c->use, made[c->fate], "active", NULL, c->kid,
+				0)) < 0;
 	}
 	if (bad) {
-		json_decref(made);
-		json_decref(superseded);
-		json_decref(in_place);
-		json_decref(disconnected);
+		json_decref(list);
 		return NULL;
 	}
-	return json_pack("{s:s, s:o, s:o, s:o, s:o}", "action", actions[o->action], "new_kids",
-			 made, "superseded_kids", superseded, "updated_in_place", in_place,
-			 "disconnected_kids", disconnected);
+	return json_pack("{s:s, s:o}", "action", actions[o->action], "jwks", list);
 }
 
 static int supersede(struct cv_app *app, enum cv_version_end kind,
@@ -1151,7 +1197,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	struct cv_version_ref ref;
 	struct cv_cert_view *view = NULL;
 	struct cv_revocation rev;
-	json_t *body = NULL, *jwks = NULL;
+	json_t *body = NULL;
 	int64_t previous;
 	int r;
 
@@ -1182,8 +1228,8 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 		goto out;
 	}
 	in.name = req->params[0];
-	r = cv_vault_cert_supersede_report(&app->vault, req->audit, kind, &in, &ref, &jwk,
-					   req->now, &previous, &rev, &jwks, &outcome, err);
+	r = cv_vault_cert_supersede(&app->vault, req->audit, kind, &in, &ref, &jwk, req->now,
+				    &previous, &rev, &outcome, err);
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
@@ -1195,14 +1241,12 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	/* Every service the new version reached, as the view read it after the commit; what
 	 * became of the JWKs. */
 	if (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
-	    json_object_set(res->json, "jwk_outcome", jwks != NULL ? jwks : json_null()) < 0 ||
 	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0 ||
-	    json_object_set_new(res->json, "jwk_changes", jwk_outcome_json(&outcome)) < 0)
+	    json_object_set_new(res->json, "jwk_changes", jwk_changes_json(&outcome)) < 0)
 		r = CV_ERR_NOMEM;
 	if (r == 0 && check)
 		r = add_chain_trust(app, req->params[0], req->now, res, err);
 out:
-	json_decref(jwks);
 	cv_jwk_outcome_release(&outcome);
 	cv_vault_cert_view_free(view);
 	json_decref(body); /* wiped on free: it held the key and the password */

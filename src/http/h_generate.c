@@ -78,7 +78,7 @@ static int generate_members_read(json_t *body, struct generate_members *m,
 
 	if (!json_is_object(g))
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"generate\" must be an object "
-				     "(a JSON body)");
+				     "(in a form: generate.<member> fields)");
 	json_object_foreach(g, key, v) {
 		for (i = 0; allowed[i] != NULL && strcmp(allowed[i], key) != 0; i++)
 			;
@@ -172,21 +172,30 @@ int cert_generate(struct cv_app *app, const struct cv_request *req, json_t *body
 {
 	static const char *const material[] = { "certificate", "private_key", "password",
 						"chain", "encoding", "pkcs12", "check_chain",
-						NULL };
+						"url", "position", "wrapped_key",
+						"allow_upcoming", NULL };
+	/* Kept by the certificate, which a pending key does not have yet: refused rather
+	 * than dropped. */
+	static const char *const later[] = { "tags", "environments", NULL };
 	struct generate_members m;
 	struct cv_generate_result out = { NULL, NULL, NULL };
 	size_t i;
 	int r;
 
 	memset(&m, 0, sizeof(m));
-	if (form) {
-		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"generate\" is for JSON bodies");
-		goto out;
-	}
+	(void)form; /* a form sends "generate" as generate.<member> fields: the same members */
 	for (i = 0; material[i] != NULL; i++) {
 		if (json_object_get(body, material[i]) != NULL) {
 			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"generate\" makes the key in "
 					  "the token: \"%s\" is not taken with it", material[i]);
+			goto out;
+		}
+	}
+	for (i = 0; later[i] != NULL; i++) {
+		if (json_object_get(body, later[i]) != NULL) {
+			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is not taken with "
+					  "\"generate\": set it with PATCH once the certificate "
+					  "is merged", later[i]);
 			goto out;
 		}
 	}
@@ -221,10 +230,7 @@ int cert_renew_generate(struct cv_app *app, const struct cv_request *req, json_t
 	int r;
 
 	memset(&m, 0, sizeof(m));
-	if (form) {
-		r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"generate\" is for JSON bodies");
-		goto out;
-	}
+	(void)form; /* a form sends "generate" as generate.<member> fields: the same members */
 	/* The version and the JWK choice are the merge's, when the renewal happens. */
 	for (i = 0; others[i] != NULL; i++) {
 		if (json_object_get(body, others[i]) != NULL) {
@@ -300,6 +306,7 @@ int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_res
 					       "check_chain", "version", "jwk_action", "confirm",
 					       NULL };
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
+	struct cv_jwk_outcome outcome = { 0 };
 	struct cv_version_ref ref;
 	const char *action = NULL;
 	int64_t previous = 0;
@@ -347,17 +354,20 @@ int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_res
 		goto out;
 	}
 	r = cv_vault_pending_merge(&app->vault, req->audit, &in, &ref, &jwk, req->now, &previous,
-				   &rev, err);
+				   &rev, &outcome, err);
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
 	r = cert_view_response(app, in.name, req->now, 200, res, NULL, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
+	/* A renewal's merge is a renewal: it says what became of the JWKs as renew does. */
 	if (r == 0 && previous > 0 &&
-	    json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0)
+	    (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
+	     json_object_set_new(res->json, "jwk_changes", jwk_changes_json(&outcome)) < 0))
 		r = CV_ERR_NOMEM;
 out:
+	cv_jwk_outcome_release(&outcome);
 	json_decref(body);
 	return r;
 }

@@ -164,9 +164,12 @@ int h_pending_cancel(struct cv_app *app, const struct cv_request *req, struct cv
 int req_json_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
 		    struct cv_errmsg *err);
 /* As req_json_object, and also takes a multipart/form-data body (a browser's file upload):
- * each field becomes a member of the same name, a string (a file's bytes as they are, other
- * fields UTF-8), except "check_chain" ("true" or "false") and "version" (digits), which
- * become the boolean and the integer a JSON body would hold. *ret_form says which it was. */
+ * each field becomes the member a JSON body would hold: a file's bytes as they are; text
+ * as UTF-8 without NUL (core/text.c); booleans ("true", "false"), integers (digits) and
+ * arrays (comma-separated) by the field's name; "object.member" fields as members of the
+ * object member ("tags", "generate", "wrapped_key"). A value that does not read as its kind
+ * stays a string for the handler to refuse as it refuses it in JSON. *ret_form says which
+ * it was. */
 int req_body_object(const struct cv_request *req, const char *const *allowed, json_t **ret,
 		    int *ret_form, struct cv_errmsg *err);
 /* A text member of at most max bytes: 0 and *ret (borrowed from obj, or NULL when absent and
@@ -202,6 +205,10 @@ int res_json(struct cv_response *res, int status, json_t *body);
 json_t *time_json(int64_t t);
 json_t *strings_json(char *const *v, size_t n);
 json_t *string_or_null(const char *s);
+/* A renew's, replace's (a rollback's) or renewal merge's jwk_changes: {action, jwks: [{kid,
+ * alg, use, change (kept, superseded, created, reactivated, adopted, disconnected), state
+ * after it, superseded_by, replaces, published_until}]}. NULL only when out of memory. */
+json_t *jwk_changes_json(const struct cv_jwk_outcome *o);
 /* The view of a certificate's own fields every answer showing one shares (certview.c):
  * common_name, domains, ip_addresses, subject, issuer, serial_number, signature_algorithm
  * and its readable signature_algorithm_name, public_key {type, bits, curve, description},

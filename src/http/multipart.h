@@ -7,8 +7,10 @@
 
 #include "certvault/error.h"
 
-/* Limits on what a client can send. */
-#define HTTP_MULTIPART_MAX_PARTS 16
+/* Limits on what a client can send. 48 parts: an import's files and fields with its 32
+ * tags, each a field of its own (tags.<key>); a part costs its struct, the data stays in
+ * the body. */
+#define HTTP_MULTIPART_MAX_PARTS 48
 #define HTTP_MULTIPART_MAX_HEADER 4096     /* one part's header block, its blank line included */
 #define HTTP_PART_NAME_MAX 100
 #define HTTP_PART_FILENAME_MAX 255

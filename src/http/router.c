@@ -702,23 +702,84 @@ int req_json_object(const struct cv_request *req, const char *const *allowed, js
 	return 0;
 }
 
-/* A form field of comma-separated names ("production,staging"; empty: none) as the array
- * a JSON body would hold. */
-static int form_names(const struct http_part *part, json_t **ret, struct cv_errmsg *err)
+/* How a form field becomes the member a JSON body would hold (see req_body_object). A value
+ * that does not read as its kind stays a string, so that the handler refuses it with the
+ * words it has for the same mistake in JSON. */
+enum form_kind { FORM_TEXT, FORM_BOOL, FORM_INT, FORM_LIST };
+
+static const struct {
+	const char *name;
+	enum form_kind kind;
+} form_kinds[] = {
+	{ "check_chain", FORM_BOOL },
+	{ "allow_upcoming", FORM_BOOL },
+	{ "generate.self_signed", FORM_BOOL },
+	{ "version", FORM_INT },
+	{ "position", FORM_INT },
+	{ "generate.days", FORM_INT },
+	{ "environments", FORM_LIST },
+	{ "aliases", FORM_LIST },
+	{ "generate.dns_names", FORM_LIST },
+	{ "generate.ip_addresses", FORM_LIST },
+	{ "generate.key_usage", FORM_LIST },
+	{ "generate.extended_key_usage", FORM_LIST },
+};
+
+/* The members that are objects in JSON: a form sends each of their members as a field of
+ * its own, "tags.team", "generate.key", "wrapped_key.kid". */
+static const char *const form_objects[] = { "tags", "generate", "wrapped_key", NULL };
+
+static enum form_kind form_kind_of(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(form_kinds) / sizeof(form_kinds[0]); i++)
+		if (strcmp(form_kinds[i].name, name) == 0)
+			return form_kinds[i].kind;
+	return FORM_TEXT;
+}
+
+/* Text from a form field as a JSON string, through the one check every text from outside
+ * passes (core/text.c): a NUL or bytes that are not UTF-8 are refused with the words a
+ * handler has for them in a JSON body. */
+static int form_text(const char *field, const char *s, size_t len, json_t **ret,
+		     struct cv_errmsg *err)
+{
+	*ret = NULL;
+	if (memchr(s, '\0', len) != NULL)
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" contains a NUL character",
+				     field);
+	if (!cv_text_utf8_valid(s, len))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is not UTF-8 text (or holds "
+				     "control characters)", field);
+	*ret = json_stringn(s, len);
+	return *ret != NULL ? 0 : CV_ERR_NOMEM;
+}
+
+/* A field of comma-separated items ("production, staging"; empty: none) as the array a
+ * JSON body would hold; spaces around an item are not part of it. */
+static int form_list(const struct http_part *part, json_t **ret, struct cv_errmsg *err)
 {
 	json_t *a = json_array(), *item;
-	size_t start = 0, i;
+	size_t start = 0, end, i;
+	int r;
 
 	if (a == NULL)
 		return CV_ERR_NOMEM;
 	for (i = 0; part->len > 0 && i <= part->len; i++) {
 		if (i < part->len && part->data[i] != ',')
 			continue;
-		item = json_stringn(part->data + start, i - start);
-		if (item == NULL || json_array_append_new(a, item) < 0) {
+		end = i;
+		while (start < end && (part->data[start] == ' ' || part->data[start] == '\t'))
+			start++;
+		while (end > start && (part->data[end - 1] == ' ' || part->data[end - 1] == '\t'))
+			end--;
+		r = form_text(part->name, part->data + start, end - start, &item, err);
+		if (r == 0 && json_array_append_new(a, item) < 0)
+			r = CV_ERR_NOMEM;
+		if (r < 0) {
 			json_decref(a);
-			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					     "the field \"%s\" is not UTF-8 text", part->name);
+			return r;
 		}
 		start = i + 1;
 	}
@@ -732,39 +793,92 @@ static int form_value(const struct http_part *part, json_t **ret, struct cv_errm
 	char digits[19];
 	size_t i;
 
-	if (strcmp(part->name, "check_chain") == 0 || strcmp(part->name, "allow_upcoming") == 0) {
-		if (part->len == 4 && memcmp(part->data, "true", 4) == 0)
-			*ret = json_true();
-		else if (part->len == 5 && memcmp(part->data, "false", 5) == 0)
-			*ret = json_false();
-		else
-			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					     "\"%s\" must be true or false", part->name);
-		return 0;
+	if (part->has_filename) {
+		/* A file: its bytes as they are (DER and PKCS#12 are binary); the handler that
+		 * reads it as text checks it then. */
+		*ret = json_stringn_nocheck(part->data, part->len);
+		return *ret != NULL ? 0 : CV_ERR_NOMEM;
 	}
-	if (strcmp(part->name, "environments") == 0)
-		return form_names(part, ret, err);
-	if (strcmp(part->name, "version") == 0) {
+	switch (form_kind_of(part->name)) {
+	case FORM_BOOL:
+		if (part->len == 4 && memcmp(part->data, "true", 4) == 0) {
+			*ret = json_true();
+			return 0;
+		}
+		if (part->len == 5 && memcmp(part->data, "false", 5) == 0) {
+			*ret = json_false();
+			return 0;
+		}
+		break;
+	case FORM_INT:
 		for (i = 0; i < part->len && i < sizeof(digits) - 1; i++)
 			if (part->data[i] < '0' || part->data[i] > '9')
 				break;
 		if (part->len == 0 || i != part->len)
-			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
-					     "\"version\" must be a positive integer");
+			break;
 		memcpy(digits, part->data, part->len);
 		digits[part->len] = '\0';
 		*ret = json_integer(strtoll(digits, NULL, 10));
 		return *ret != NULL ? 0 : CV_ERR_NOMEM;
+	case FORM_LIST:
+		return form_list(part, ret, err);
+	case FORM_TEXT:
+		break;
 	}
-	if (part->has_filename) {
-		/* A file: its bytes as they are (DER and PKCS#12 are binary). */
-		*ret = json_stringn_nocheck(part->data, part->len);
-		return *ret != NULL ? 0 : CV_ERR_NOMEM;
+	return form_text(part->name, part->data, part->len, ret, err);
+}
+
+/* Whether name is among allowed (NULL-terminated). */
+static int form_allowed(const char *const *allowed, const char *name)
+{
+	size_t j;
+
+	for (j = 0; allowed[j] != NULL; j++)
+		if (strcmp(allowed[j], name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Where the field named name goes in obj: *ret_into (obj, or the object member its
+ * "object." prefix names, made on first use) under *ret_key. */
+static int form_place(json_t *obj, const char *const *allowed, const char *name,
+		      json_t **ret_into, const char **ret_key, struct cv_errmsg *err)
+{
+	const char *dot = strchr(name, '.');
+	char head[HTTP_PART_NAME_MAX + 1];
+	json_t *into;
+	size_t i;
+	int shown = strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") ==
+		    strlen(name) && strlen(name) <= 64;
+
+	*ret_into = obj;
+	*ret_key = name;
+	snprintf(head, sizeof(head), "%.*s", dot != NULL ? (int)(dot - name) : (int)strlen(name),
+		 name);
+	if (!form_allowed(allowed, head))
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown field %s%s%s",
+				     shown ? "\"" : "", shown ? name : "in the form",
+				     shown ? "\"" : "");
+	for (i = 0; form_objects[i] != NULL && strcmp(form_objects[i], head) != 0; i++)
+		;
+	if (form_objects[i] == NULL) {
+		if (dot != NULL)
+			return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown field %s%s%s",
+					     shown ? "\"" : "", shown ? name : "in the form",
+					     shown ? "\"" : "");
+		return 0;
 	}
-	*ret = json_stringn(part->data, part->len);
-	if (*ret == NULL)
-		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "the field \"%s\" is not UTF-8 text",
-				     part->name);
+	if (dot == NULL || dot[1] == '\0')
+		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "\"%s\" is an object: a form sends "
+				     "each of its members as a field \"%s.<member>\"", head, head);
+	into = json_object_get(obj, head);
+	if (into == NULL) {
+		into = json_object();
+		if (into == NULL || json_object_set_new(obj, head, into) < 0)
+			return CV_ERR_NOMEM;
+	}
+	*ret_into = into;
+	*ret_key = dot + 1;
 	return 0;
 }
 
@@ -772,8 +886,9 @@ static int req_form_object(const struct cv_request *req, const char *const *allo
 			   json_t **ret, struct cv_errmsg *err)
 {
 	struct http_part *parts = NULL;
-	json_t *obj = NULL, *value = NULL;
-	size_t n = 0, i, j;
+	json_t *obj = NULL, *value = NULL, *into;
+	const char *key;
+	size_t n = 0, i;
 	int r;
 
 	if (req->body == NULL || req->body_len == 0)
@@ -787,23 +902,13 @@ static int req_form_object(const struct cv_request *req, const char *const *allo
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		for (j = 0; allowed[j] != NULL; j++)
-			if (strcmp(allowed[j], parts[i].name) == 0)
-				break;
-		if (allowed[j] == NULL) {
-			int shown = strspn(parts[i].name, "abcdefghijklmnopqrstuvwxyz"
-							  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
-				    strlen(parts[i].name) && strlen(parts[i].name) <= 64;
-
-			r = cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "unknown field %s%s%s",
-					  shown ? "\"" : "", shown ? parts[i].name : "in the form",
-					  shown ? "\"" : "");
+		r = form_place(obj, allowed, parts[i].name, &into, &key, err);
+		if (r < 0)
 			goto out;
-		}
 		r = form_value(&parts[i], &value, err);
 		if (r < 0)
 			goto out;
-		if (json_object_set_new(obj, parts[i].name, value) < 0) {
+		if (json_object_set_new(into, key, value) < 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
 		}

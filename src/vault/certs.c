@@ -668,6 +668,37 @@ static void preview_problem(void *arg, int code, const char *message)
 	snprintf(pp->message, sizeof(pp->message), "%s", message != NULL ? message : "");
 }
 
+/* The preview's problems with req's environments: each well formed and existing (the import
+ * finds an unknown one when its row is written). Returns 0, or CV_ERR_DB in err. */
+static int preview_environments(struct cv_vault *v, const struct cv_import_request *req,
+				struct cv_cert_preview *p, struct cv_errmsg *err)
+{
+	struct cv_environment_record *env = NULL;
+	struct cv_errmsg why = { "" };
+	char text[128];
+	size_t i;
+	int r;
+
+	r = vault_check_environments(req->environments, req->n_environments, &why);
+	if (r < 0) {
+		preview_problem(p, r, why.text);
+		return 0;
+	}
+	for (i = 0; i < req->n_environments; i++) {
+		r = cv_store_environment_get(v->store, req->environments[i], &env);
+		cv_store_environment_free(env);
+		env = NULL;
+		if (r == CV_ERR_NOT_FOUND) {
+			snprintf(text, sizeof(text), "no environment named %s",
+				 req->environments[i]);
+			preview_problem(p, CV_ERR_UNKNOWN_ENVIRONMENT, text);
+		} else if (r < 0) {
+			return cv_errmsg_set(err, r, "the database could not be read");
+		}
+	}
+	return 0;
+}
+
 int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *req, int64_t now,
 			  struct cv_cert_preview **ret_preview, struct cv_errmsg *err)
 {
@@ -676,6 +707,7 @@ int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *re
 	struct cv_cert_preview *p;
 	struct cv_cert_record *existing = NULL;
 	struct cv_errmsg why = { "" };
+	char **tags = NULL;
 	STACK_OF(X509) *chain = NULL;
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
@@ -691,6 +723,16 @@ int cv_vault_cert_preview(struct cv_vault *v, const struct cv_import_request *re
 		preview_problem(p, CV_ERR_INVALID_NAME, "the name \"summary\" is reserved");
 	if (req->description != NULL && strlen(req->description) > CV_DESCRIPTION_MAX)
 		preview_problem(p, CV_ERR_BAD_REQUEST, "description is too long");
+	/* The environments and tags as the import judges them, each environment looked up. */
+	r = preview_environments(v, req, p, err);
+	if (r < 0)
+		goto out;
+	r = vault_tags_make(req->tags, req->n_tags, &tags, &why);
+	if (r == CV_ERR_NOMEM)
+		goto out;
+	if (r < 0)
+		preview_problem(p, r, why.text);
+	strings_free(tags, req->n_tags);
 	/* What parses is shown even when the rest does not (a key with a wrong password
 	 * still lets the certificate be seen). */
 	r = parse_material(v, req, &cert, &key, &chain, &why);

@@ -407,7 +407,8 @@ int cv_vault_pending_count(struct cv_vault *v, int64_t *ret_n, struct cv_errmsg 
 int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 			   const struct cv_import_request *req, const struct cv_version_ref *ref,
 			   const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
-			   struct cv_revocation *ret_rev, struct cv_errmsg *err)
+			   struct cv_revocation *ret_rev, struct cv_jwk_outcome *ret_jwks,
+			   struct cv_errmsg *err)
 {
 	struct cv_import_request in = *req;
 	struct cv_pending_record *p = NULL;
@@ -419,6 +420,8 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 
 	memset(&rev, 0, sizeof(rev));
 	*ret_previous = 0;
+	if (ret_jwks != NULL)
+		memset(ret_jwks, 0, sizeof(*ret_jwks));
 	r = pending_lookup(v, req->name, &p, err);
 	if (r < 0)
 		goto out;
@@ -439,7 +442,7 @@ int cv_vault_pending_merge(struct cv_vault *v, struct cv_audit *audit,
 		/* The next version's certificate: a renewal like any other, whose commit also
 		 * ends the pending row. */
 		r = cv_vault_cert_supersede(v, audit, CV_END_RENEWED, &in, ref, jwk, now,
-					    ret_previous, &rev, NULL, err);
+					    ret_previous, &rev, ret_jwks, err);
 		goto out;
 	}
 	in.description = p->description;

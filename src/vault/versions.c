@@ -166,6 +166,7 @@ struct jwk_plan {
 	size_t n;
 	char (*kids)[65];
 	char (*new_kids)[65];
+	char (*new_algs)[16];     /* a successor's alg: the old one's, unless the key differs */
 	char **new_jwks;
 };
 
@@ -176,6 +177,7 @@ static void jwk_plan_release(struct jwk_plan *p)
 	for (i = 0; p->new_jwks != NULL && i < p->n; i++)
 		free(p->new_jwks[i]);
 	free(p->new_jwks);
+	free(p->new_algs);
 	free(p->new_kids);
 	free(p->kids);
 	cv_store_jwks_free(p->linked, p->n);
@@ -208,7 +210,8 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 	p->kids = calloc(p->n, sizeof(*p->kids));
 	p->new_kids = calloc(p->n, sizeof(*p->new_kids));
 	p->new_jwks = calloc(p->n, sizeof(*p->new_jwks));
-	if (p->kids == NULL || p->new_kids == NULL || p->new_jwks == NULL)
+	p->new_algs = calloc(p->n, sizeof(*p->new_algs));
+	if (p->kids == NULL || p->new_kids == NULL || p->new_jwks == NULL || p->new_algs == NULL)
 		return CV_ERR_NOMEM;
 	for (i = 0; i < p->n; i++) {
 		snprintf(p->kids[i], sizeof(p->kids[i]), "%s", p->linked[i].kid);
@@ -225,6 +228,8 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 		}
 		snprintf(p->new_kids[i], sizeof(p->new_kids[i]), "%s",
 			 json_string_value(json_object_get(jwk, "kid")));
+		snprintf(p->new_algs[i], sizeof(p->new_algs[i]), "%s",
+			 json_string_value(json_object_get(jwk, "alg")));
 		r = cv_json_text(jwk, JSON_COMPACT, &p->new_jwks[i]);
 		json_decref(jwk);
 		jwk = NULL;
@@ -234,76 +239,40 @@ static int jwk_plan_make(struct cv_vault *v, const struct cv_cert_record *cur,
 	return 0;
 }
 
-/* The answer's account of the linked JWKs (see cv_vault_cert_supersede). */
-static json_t *jwk_outcomes_json(const struct jwk_plan *p, enum cv_jwk_action action,
-				 const enum cv_jwk_fate *outcomes)
-{
-	static const char *const lists[] = { "made", "reactivated", "adopted", "updated",
-					      "superseded", "disconnected" };
-	json_t *o = json_object(), *a;
-	const char *which;
-	size_t i;
-
-	for (i = 0; o != NULL && i < sizeof(lists) / sizeof(lists[0]); i++)
-		if (json_object_set_new(o, lists[i], json_array()) < 0) {
-			json_decref(o);
-			o = NULL;
-		}
-	for (i = 0; o != NULL && i < p->n; i++) {
-		if (action == CV_JWK_ACTION_DISCONNECT) {
-			json_array_append_new(json_object_get(o, "disconnected"),
-					      json_string(p->kids[i]));
-			continue;
-		}
-		switch (outcomes[i]) {
-		case CV_JWK_SAME:
-			which = "updated";
-			break;
-		case CV_JWK_REACTIVATED:
-			which = "reactivated";
-			break;
-		case CV_JWK_ADOPTED:
-			which = "adopted";
-			break;
-		default:
-			which = "made";
-		}
-		a = json_object_get(o, which);
-		json_array_append_new(a, json_string(outcomes[i] == CV_JWK_SAME ? p->kids[i]
-										 : p->new_kids[i]));
-		if (outcomes[i] != CV_JWK_SAME)
-			json_array_append_new(json_object_get(o, "superseded"),
-					      json_string(p->kids[i]));
-	}
-	return o;
-}
-
 void cv_jwk_outcome_release(struct cv_jwk_outcome *o)
 {
-	free(o->old_kids);
-	free(o->new_kids);
+	free(o->changes);
 	memset(o, 0, sizeof(*o));
 }
 
-/* The outcome of a plan that was carried out: copies of its kids. */
+/* The outcome of a plan that was carried out (outcomes: each new kid's fate, NULL when
+ * none were linked). */
 static int jwk_outcome_of(const struct jwk_plan *plan, enum cv_jwk_action action,
+			  const enum cv_jwk_fate *outcomes, int64_t superseded_until,
 			  struct cv_jwk_outcome *o)
 {
-	size_t n = plan->n > 0 ? plan->n : 1;
+	size_t i;
 
 	memset(o, 0, sizeof(*o));
 	o->action = plan->n > 0 ? action : CV_JWK_ACTION_NONE;
-	o->old_kids = calloc(n, sizeof(*o->old_kids));
-	o->new_kids = calloc(n, sizeof(*o->new_kids));
-	if (o->old_kids == NULL || o->new_kids == NULL) {
-		cv_jwk_outcome_release(o);
+	o->superseded_until = superseded_until;
+	if (plan->n == 0)
+		return 0;
+	o->changes = calloc(plan->n, sizeof(*o->changes));
+	if (o->changes == NULL)
 		return CV_ERR_NOMEM;
-	}
 	o->n = plan->n;
-	if (plan->n > 0) {
-		memcpy(o->old_kids, plan->kids, plan->n * sizeof(*o->old_kids));
-		if (action == CV_JWK_ACTION_UPDATE)
-			memcpy(o->new_kids, plan->new_kids, plan->n * sizeof(*o->new_kids));
+	for (i = 0; i < plan->n; i++) {
+		struct cv_jwk_change *c = &o->changes[i];
+
+		snprintf(c->kid, sizeof(c->kid), "%s", plan->kids[i]);
+		snprintf(c->alg, sizeof(c->alg), "%s", plan->linked[i].alg);
+		snprintf(c->use, sizeof(c->use), "%s", plan->linked[i].use);
+		if (action != CV_JWK_ACTION_UPDATE)
+			continue;
+		snprintf(c->new_kid, sizeof(c->new_kid), "%s", plan->new_kids[i]);
+		snprintf(c->new_alg, sizeof(c->new_alg), "%s", plan->new_algs[i]);
+		c->fate = outcomes != NULL ? outcomes[i] : CV_JWK_MADE;
 	}
 	return 0;
 }
@@ -311,36 +280,25 @@ static int jwk_outcome_of(const struct jwk_plan *plan, enum cv_jwk_action action
 static int supersede(struct cv_vault *v, struct cv_audit *audit, enum cv_version_end kind,
 		     const struct cv_import_request *req, const struct cv_version_ref *ref,
 		     const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
-		     struct cv_revocation *ret_rev, json_t **ret_json, struct cv_jwk_outcome *ret_out,
+		     struct cv_revocation *ret_rev, struct cv_jwk_outcome *ret_out,
 		     struct cv_errmsg *err);
 
 int cv_vault_cert_supersede(struct cv_vault *v, struct cv_audit *audit,
 			    enum cv_version_end kind, const struct cv_import_request *req,
 			    const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
 			    int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-			    json_t **ret_jwks, struct cv_errmsg *err)
+			    struct cv_jwk_outcome *ret_jwks, struct cv_errmsg *err)
 {
-	return supersede(v, audit, kind, req, ref, jwk, now, ret_previous, ret_rev, ret_jwks, NULL,
-			 err);
+	if (ret_jwks != NULL)
+		memset(ret_jwks, 0, sizeof(*ret_jwks));
+	return supersede(v, audit, kind, req, ref, jwk, now, ret_previous, ret_rev, ret_jwks, err);
 }
 
-int cv_vault_cert_supersede_report(struct cv_vault *v, struct cv_audit *audit,
-				   enum cv_version_end kind, const struct cv_import_request *req,
-				   const struct cv_version_ref *ref, const struct cv_jwk_choice *jwk,
-				   int64_t now, int64_t *ret_previous, struct cv_revocation *ret_rev,
-				   json_t **ret_json, struct cv_jwk_outcome *ret_jwks,
-				   struct cv_errmsg *err)
-{
-	return supersede(v, audit, kind, req, ref, jwk, now, ret_previous, ret_rev, ret_json,
-			 ret_jwks, err);
-}
-
-/* cv_vault_cert_supersede: the linked JWKs' account as JSON in *ret_json and as an outcome
- * in *ret_out (either NULL: not wanted). */
+/* cv_vault_cert_supersede: the linked JWKs' account in *ret_out (NULL: not wanted). */
 static int supersede(struct cv_vault *v, struct cv_audit *audit, enum cv_version_end kind,
 		     const struct cv_import_request *req, const struct cv_version_ref *ref,
 		     const struct cv_jwk_choice *jwk, int64_t now, int64_t *ret_previous,
-		     struct cv_revocation *ret_rev, json_t **ret_json, struct cv_jwk_outcome *ret_out,
+		     struct cv_revocation *ret_rev, struct cv_jwk_outcome *ret_out,
 		     struct cv_errmsg *err)
 {
 	enum cv_jwk_fate *outcomes = NULL;
@@ -477,11 +435,13 @@ static int supersede(struct cv_vault *v, struct cv_audit *audit, enum cv_version
 	}
 	/* A failure above leaves the old key 'destroying': the next start destroys it. */
 	*ret_previous = sup.version;
-	if (ret_json != NULL)
-		*ret_json = jwk_outcomes_json(&plan, jwk->action, outcomes);
-	/* The change is made: an outcome that cannot be told (no memory) says none. */
-	if (ret_out != NULL && jwk_outcome_of(&plan, jwk->action, ret_out) < 0)
-		memset(ret_out, 0, sizeof(*ret_out));
+	/* The change is made: an outcome that cannot be told (no memory) says none. A
+	 * superseded JWK leaves the public JWKS a retention after now (the commit's time). */
+	if (ret_out != NULL &&
+	    jwk_outcome_of(&plan, jwk->action, outcomes,
+			   now > INT64_MAX - v->jwks_retention ? INT64_MAX : now + v->jwks_retention,
+			   ret_out) < 0)
+		cv_jwk_outcome_release(ret_out);
 	r = 0;
 out:
 	if (created && vault_key_destroy(v, next->key_id, &ignored) < 0)

@@ -45,9 +45,11 @@ SOFTHSM_MODULE = os.environ.get("CV_SOFTHSM_MODULE", "/usr/lib/softhsm/libsofths
 
 SIZES = {
     "full": dict(import_n={"rsa2048": 60, "p256": 100}, import_rounds=8, rounds=3,
+                 generate_n={"p256": 40, "rsa2048": 12}, generate_rounds=5,
                  small=10, mid=1000, large=10000,
                  rows=100000, wrk_seconds=5, sign_seconds=2, sign_runs=2, sql_seconds=2),
     "quick": dict(import_n={"rsa2048": 20, "p256": 40}, import_rounds=2, rounds=2,
+                  generate_n={"p256": 20, "rsa2048": 6}, generate_rounds=2,
                   small=10, mid=100, large=300,
                   rows=5000, wrk_seconds=1, sign_seconds=1, sign_runs=1, sql_seconds=1),
 }
@@ -578,6 +580,52 @@ def measure_import_sync(bins, run_dir, sz, table):
             d.stop()
 
 
+def measure_generate(bins, run_dir, sz, table):
+    """Keys generated in the token through the API (issue 13: POST /v1/certificates with
+    "generate", answered 201 with the CSR signed in the token) against raw
+    C_GenerateKeyPair with certvault's templates, one client against one thread, each side
+    on a fresh token of its own growing alike. tests/bench/cv-bench-generate's pair mode
+    does one of each in turn in one process: this machine's load moves by 2x within
+    seconds, and op-by-op alternation lets both sides see the same load. A round's ratio is
+    API rate over raw rate (each its operations' own time); the median round is given."""
+    cv_tok = Token(bins, os.path.join(run_dir, "generate-cv"), "bench-gen").init()
+    raw_tok = Token(bins, os.path.join(run_dir, "generate-raw"), "bench-genraw").init()
+    d = Daemon(cv_tok).start()
+
+    def pair(key, n, prefix):
+        return last_json(run([bins.generate, "pair", "--port", str(d.port), "--token-file",
+                              d.token_file, "--label", raw_tok.label, "--pin-file",
+                              raw_tok.pin_file, "--key", key, "--count", str(n), "--prefix",
+                              prefix], env=raw_tok.env()))
+    try:
+        for key in ("p256", "rsa2048"):
+            pair(key, 2, "warm-" + key)
+        for key, label in (("p256", "P-256"), ("rsa2048", "RSA-2048")):
+            n = sz["generate_n"][key]
+            api, raw, ratios, med_api, med_raw = [], [], [], [], []
+            for rnd in range(sz["generate_rounds"]):
+                res = pair(key, n, "g%d-%s" % (rnd, key))
+                api.append(res["api"]["rate"])
+                raw.append(res["raw"]["rate"])
+                med_api.append(res["api"]["median_ms"])
+                med_raw.append(res["raw"]["median_ms"])
+                ratios.append(api[-1] / raw[-1])
+                say("generate %s, round %d/%d, %d keys each side, one at a time in turn: "
+                    "%.1f/s through the API, %.1f/s raw, %.2f" % (
+                        label, rnd + 1, sz["generate_rounds"], n, api[-1], raw[-1],
+                        ratios[-1]))
+            r = median(ratios)
+            table.add("generate %s through the API, key + CSR signed in the token (1 "
+                      "connection; rounds %.2f-%.2f; median op %.1f vs %.1f ms)" % (
+                          label, min(ratios), max(ratios), median(med_api),
+                          median(med_raw)),
+                      fmt_rate(median(api)),
+                      "%s C_GenerateKeyPair, 1 thread" % fmt_rate(median(raw)),
+                      "%.2f" % r, ">= 0.80", ratio_ok(r, ">=", 0.8))
+    finally:
+        d.stop()
+
+
 def measure_scaling(sets, sz, table):
     """Details and export of one certificate at each larger size against the same at the
     smallest. sets: [(number of keys, daemon, certificate name)], smallest first."""
@@ -777,7 +825,7 @@ def report(bins, table, sz, started, added):
         os.cpu_count(), cpu, time.time() - started)]
     out.append("command: scripts/bench %s" % " ".join(sys.argv[3:]))
     if added is None:
-        out.append("sizes: imports only (%s)" % " ".join(sys.argv[3:]))
+        out.append("sizes: only part of the suite (%s)" % " ".join(sys.argv[3:]))
     else:
         out.append("sizes: %d, %s and %s certificates with keys (P-256, imported through the "
                    "API), %s rows for the list (%s of them inserted straight into SQLite with "
@@ -818,6 +866,9 @@ def main():
                     help="only the imports with the token sync against without it (issue 21)")
     ap.add_argument("--console-only", action="store_true",
                     help="only the console (issue 12) against the list at --rows rows")
+    ap.add_argument("--generate-only", action="store_true",
+                    help="only generate through the API against raw C_GenerateKeyPair"
+                         " (issue 13)")
     ap.add_argument("--import-only", action="store_true",
                     help="only the imports: against raw C_CreateObject, and with the token"
                          " sync against without it")
@@ -840,6 +891,7 @@ def main():
     bins.token = os.path.join(bench, "cv-bench-token")
     bins.client = os.path.join(bench, "cv-bench-client")
     bins.sql = os.path.join(bench, "cv-bench-sql")
+    bins.generate = os.path.join(bench, "cv-bench-generate")
     data_dir = os.path.join(bins.root, "data")
     run_dir = os.path.join(bins.root, "run")
     if os.path.exists(run_dir):
@@ -857,6 +909,10 @@ def main():
         measure_import(bins, run_dir, sz, table)
         report(bins, table, sz, started, None)
         return 0
+    if args.generate_only:
+        measure_generate(bins, run_dir, sz, table)
+        report(bins, table, sz, started, None)
+        return 0
     large = keys_dataset(bins, data_dir, sz["large"], args.rebuild)
     if args.console_only:
         rows_db = os.path.join(run_dir, "rows.db")
@@ -872,6 +928,7 @@ def main():
 
     measure_sign(bins, run_dir, sz, table)
     measure_import(bins, run_dir, sz, table)
+    measure_generate(bins, run_dir, sz, table)
 
     small = Token(bins, os.path.join(run_dir, "keys-%d" % sz["small"]), "bench-small").init()
     daemons = []

@@ -348,6 +348,7 @@ try {
     await page.getByRole('button', { name: 'Update related JWKs' }).click();
     await shot(page, '05-confirm-name', false);
     await typeConfirm(page, 'shop');
+    await page.getByText(/now version 2.* JWKs: .* superseded, .* created\./).waitFor();
     await page.locator('dl.details dt:text-is("Version") + dd', { hasText: '2' }).waitFor();
     const d2 = (await api('GET', '/v1/certificates/shop')).body;
     eq(d2.version, 2, 'renewed');

@@ -54,10 +54,17 @@ class TestCommands(CliTestCase):
     def test_import_show_ls_json_and_quiet(self):
         m = self.material("cli-a", san="a.example.com")
         out = self.ok("import", "cli-a", "--cert", m.cert_path, "--key", m.key_path,
-                      "--description", "first one", "--json")
+                      "--description", "first one", "--tag", "team=payments",
+                      "--tag", "ticket=OPS-7, a=b", "--json")
         body = json.loads(out)
         self.assertEqual(body["name"], "cli-a")
         self.assertEqual(body["description"], "first one")
+        # Tags go as the form's tags.KEY fields (issue 17).
+        self.assertEqual(body["tags"], {"team": "payments", "ticket": "OPS-7, a=b"})
+        rc, _, err = self.cli("import", "cli-t", "--cert", m.cert_path, "--key", m.key_path,
+                              "--tag", "novalue")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("KEY=VALUE", err)
         # The table: headers, the row, the local time with its zone.
         out = self.ok("ls")
         lines = out.splitlines()

@@ -606,9 +606,10 @@ class JwkOutcomeTest(VaultTestCase):
             "confirm": "ocert"})
         self.assertEqual(st, 200, body)
         ch = body["jwk_changes"]
-        self.assertEqual((ch["action"], ch["superseded_kids"], ch["disconnected_kids"]),
-                         ("update", [j1["kid"]], []))
-        [k2] = ch["new_kids"]
+        self.assertEqual(ch["action"], "update")
+        self.assertEqual([(j["kid"], j["change"]) for j in ch["jwks"]][0],
+                         (j1["kid"], "superseded"))
+        [k2] = [j["kid"] for j in ch["jwks"] if j["change"] == "created"]
         self.assertNotEqual(k2, j1["kid"])
         self.assertEqual(sorted(a["service"] for a in body["applied_to"]), ["o-a", "o-b"])
         # Replaced with the JWKs disconnected.
@@ -618,16 +619,15 @@ class JwkOutcomeTest(VaultTestCase):
             "confirm": "ocert"})
         self.assertEqual(st, 200, body)
         self.assertEqual(body["jwk_changes"]["action"], "disconnect")
-        self.assertEqual(body["jwk_changes"]["disconnected_kids"], [k2])
-        self.assertEqual(body["jwk_changes"]["new_kids"], [])
+        self.assertEqual([(j["kid"], j["change"], j["state"])
+                          for j in body["jwk_changes"]["jwks"]],
+                         [(k2, "disconnected", "disconnected")])
         # Without linked JWKs: nothing to say.
         m4 = self.material("o-4", san="a.o.example,b.o.example")
         st, _, body = self.vault.request("POST", "/v1/certificates/ocert/replace", {
             "certificate": m4.cert, "private_key": m4.key})
         self.assertEqual(st, 200, body)
-        self.assertEqual(body["jwk_changes"], {"action": "none", "new_kids": [],
-                                               "superseded_kids": [], "updated_in_place": [],
-                                               "disconnected_kids": []})
+        self.assertEqual(body["jwk_changes"], {"action": "none", "jwks": []})
         # The management listing: every JWK with its state, link and origin.
         other = self.material("o-other", key="rsa2048", san="x.o.example")
         st, _, _ = self.vault.import_cert("oother", other)

@@ -44,8 +44,10 @@ class LocalCA:
                     % self.dir)
         self.n = 0
 
-    def issue(self, csr_pem, days=30, startdate=None, enddate=None):
-        """The certificate (PEM) for csr_pem."""
+    def issue(self, csr_pem, days=90, startdate=None, enddate=None):
+        """The certificate (PEM) for csr_pem. 90 days by default: one of 30 would read as
+        expiring soon (policy.expires_soon_days) once a second has passed since it was
+        issued, which a slow (sanitizer) build sees between issue and merge."""
         self.n += 1
         csr = os.path.join(self.dir, "req-%d.csr" % self.n)
         out = os.path.join(self.dir, "cert-%d.crt" % self.n)
@@ -230,6 +232,8 @@ class GenerateTest(GenerateCase):
             st, _, body = self.vault.request("PUT", "/v1/services/%s/certificate" % svc,
                                              {"certificate": "gen-ren"})
             self.assertEqual(st, 200, body)
+        st, _, jwk1 = self.vault.request("POST", "/v1/jwks", {"certificate": "gen-ren"})
+        self.assertEqual(st, 201, jwk1)
         gen = {"key": "p384", "subject": "CN=ren.gen.example.com",
                "dns_names": ["ren.gen.example.com"]}
         st, _, pending = self.vault.request("POST", "/v1/certificates/gen-ren/renew",
@@ -247,11 +251,15 @@ class GenerateTest(GenerateCase):
         self.assertError(self.vault.request("POST", "/v1/certificates/gen-ren/renew", {
             "generate": gen, "version": 1}), 400, "bad_request")
         cert = self.ca.issue(pending["csr"])
+        # The merge is the renewal: it needs the JWK choice like any renew.
+        self.assertError(self.vault.request("POST", "/v1/certificates/gen-ren/certificate",
+                                            {"certificate": cert}), 409, "jwk_choice_required")
         results = []
 
         def merge():
             results.append(self.vault.request("POST", "/v1/certificates/gen-ren/certificate",
-                                              {"certificate": cert}))
+                                              {"certificate": cert, "jwk_action": "update",
+                                               "confirm": "gen-ren"}))
         threads = [threading.Thread(target=merge) for _ in range(2)]
         for t in threads:
             t.start()
@@ -261,8 +269,17 @@ class GenerateTest(GenerateCase):
         self.assertEqual(statuses, [200, 409], results)
         won = [r[2] for r in results if r[0] == 200][0]
         lost = [r[2] for r in results if r[0] == 409][0]
-        self.assertIn(lost["error"]["code"], ("not_pending", "already_renewed"), lost)
+        # The loser finds the pending row gone, the version it renews already superseded,
+        # or (when it read the row before the winner's commit) its certificate already the
+        # current version: each a 409 that names what happened, and nothing of it stays.
+        self.assertIn(lost["error"]["code"], ("not_pending", "already_renewed",
+                                              "same_certificate"), lost)
         self.assertEqual((won["version"], won["previous_version"]), (2, 1))
+        # It says what became of the JWK as renew does: the P-256 one superseded, its
+        # successor made for the P-384 key (ES384).
+        self.assertEqual([(j["kid"], j["change"], j["alg"]) for j in won["jwk_changes"]["jwks"]],
+                         [(jwk1["kid"], "superseded", "ES256"),
+                          (won["jwk_changes"]["jwks"][0]["superseded_by"], "created", "ES384")])
         self.assertEqual(won["key"]["id"], pending["key"]["id"])
         self.assertEqual(won["key"]["origin"], "generated")
         # Each version's key has a label of its own: no pkcs11:object= matches both.

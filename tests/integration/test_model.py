@@ -3,6 +3,9 @@ fresh SQLite file: environments as rows of their own (services in one, certifica
 public certificates (no key object), upcoming certificates (allow_upcoming), and the edit of a
 certificate's environments."""
 
+import calendar
+import os
+import subprocess
 import time
 import unittest
 
@@ -323,6 +326,16 @@ class EditTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(self.details("tg-a")["tags"]["team"], "payments")
 
 
+def jwk_changes(body, change):
+    """The entries of a renew's, replace's or merge's jwk_changes whose change is change."""
+    return [j for j in body["jwk_changes"]["jwks"] if j["change"] == change]
+
+
+def iso_seconds(text):
+    """Seconds since the epoch of an RFC 3339 UTC time as the API writes it."""
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+
+
 class SeveralJwksTest(ServiceHelpers, VaultTestCase):
     """One key published several ways: each (alg, use) a JWK of its own."""
 
@@ -362,6 +375,18 @@ class SeveralJwksTest(ServiceHelpers, VaultTestCase):
         m2 = self.material("mj2", san="mj.example.com", key="rsa2048")
         st, _, body = self.supersede("mj", m2, "renew", jwk_action="update", confirm="mj")
         self.assertEqual(st, 200, body)
+        # The answer tells each of the three apart: superseded with its alg and use, and
+        # its successor created with the same.
+        self.assertEqual(body["jwk_changes"]["action"], "update")
+        gone = {j["kid"]: j for j in jwk_changes(body, "superseded")}
+        made_now = {j["replaces"]: j for j in jwk_changes(body, "created")}
+        self.assertEqual(sorted(gone), sorted(made.values()), body["jwk_changes"])
+        for (alg, use), kid in made.items():
+            self.assertEqual((gone[kid]["alg"], gone[kid]["use"], gone[kid]["state"]),
+                             (alg, use, "superseded"))
+            succ = made_now[kid]
+            self.assertEqual((succ["alg"], succ["use"], succ["state"], succ["kid"]),
+                             (alg, use, "active", gone[kid]["superseded_by"]))
         st, _, page = self.vault.request("GET", "/v1/certificates?q=mj&limit=10")
         doc = self.jwks_doc()
         new_tp = [k for k in doc if len(k) == 43 and k != tp]
@@ -406,8 +431,18 @@ class RotationTest(ServiceHelpers, VaultTestCase):
         start = time.monotonic()
         st, _, body = self.supersede("ro", m2, "replace", jwk_action="update", confirm="ro")
         self.assertEqual(st, 200, body)
-        k2 = body["jwk_outcome"]["made"][0]
-        self.assertEqual(body["jwk_outcome"]["superseded"], [k1["kid"]])
+        [old] = jwk_changes(body, "superseded")
+        [new] = jwk_changes(body, "created")
+        k2 = new["kid"]
+        self.assertEqual((old["kid"], old["superseded_by"], new["replaces"]),
+                         (k1["kid"], k2, k1["kid"]))
+        self.assertEqual(len(body["jwk_changes"]["jwks"]), 2, body["jwk_changes"])
+        # Said in the answer: when the superseded kid leaves the public JWKS (the
+        # renewal's time plus the retention; a loaded machine may take a while).
+        until = iso_seconds(old["published_until"])
+        self.assertLessEqual(abs(until - (time.time() + RETENTION)),
+                             time.monotonic() - start + 2, old)
+        self.assertIsNone(new["published_until"])
         doc = self.published()
         # Only judged when this read surely came within the retention (a loaded machine
         # may take long; the leaving below holds whatever the delay).
@@ -449,9 +484,37 @@ class RotationTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(st, 201, k2)
         st, _, body = self.supersede("pa", nxt, "replace", jwk_action="update", confirm="pa")
         self.assertEqual(st, 200, body)
-        self.assertEqual(body["jwk_outcome"]["adopted"], [k2["kid"]])
+        [adopted] = jwk_changes(body, "adopted")
+        self.assertEqual((adopted["kid"], adopted["replaces"], adopted["state"]),
+                         (k2["kid"], k1["kid"], "active"))
+        self.assertEqual([j["kid"] for j in jwk_changes(body, "superseded")], [k1["kid"]])
         self.assertEqual(self.jwk(k2["kid"])["certificate"], "pa")
         self.assertEqual(self.jwk(k1["kid"])["superseded_by"], k2["kid"])
+
+    def test_same_key_keeps_its_jwk(self):
+        """A new certificate for the same key: the JWK is kept (the same kid, active, its x5c
+        the new certificate), nothing superseded."""
+        m1, _ = self.imported("sk", san="sk.example.com")
+        st, _, k1 = self.vault.request("POST", "/v1/jwks", {"certificate": "sk"})
+        self.assertEqual(st, 201, k1)
+        path = os.path.join(self.tmp, "sk-same.crt")
+        subprocess.run(["openssl", "req", "-new", "-x509", "-key", m1.key_path, "-days", "30",
+                        "-subj", "/CN=sk.example.com", "-addext",
+                        "subjectAltName=DNS:sk.example.com", "-out", path], check=True,
+                       capture_output=True)
+        with open(path) as f:
+            cert = f.read()
+        st, _, body = self.vault.request("POST", "/v1/certificates/sk/replace", {
+            "certificate": cert, "private_key": m1.key, "jwk_action": "update",
+            "confirm": "sk"})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["jwk_changes"], {"action": "update", "jwks": [{
+            "kid": k1["kid"], "alg": "ES256", "use": "sig", "change": "kept",
+            "state": "active", "superseded_by": None, "replaces": None,
+            "published_until": None}]})
+        got = self.jwk(k1["kid"])
+        self.assertEqual(got["state"], "active")
+        self.assertNotEqual(got["jwk"]["x5c"], k1["jwk"]["x5c"])
 
     def test_rollback_reactivates_the_superseded_jwk(self):
         """Issue 16 item 17: replace with the previous version's certificate and
@@ -461,20 +524,24 @@ class RotationTest(ServiceHelpers, VaultTestCase):
         m2 = self.material("rb2", san="rb.example.com")
         st, _, body = self.supersede("rb", m2, "replace", jwk_action="update", confirm="rb")
         self.assertEqual(st, 200, body)
-        k2 = body["jwk_outcome"]["made"][0]
+        [k2] = [j["kid"] for j in jwk_changes(body, "created")]
         st, _, body = self.supersede("rb", m1, "replace", jwk_action="update", confirm="rb")
         self.assertEqual(st, 200, body)
         self.assertEqual(body["version"], 3)
-        self.assertEqual(body["jwk_outcome"]["reactivated"], [k1["kid"]])
-        self.assertEqual(body["jwk_outcome"]["superseded"], [k2])
-        self.assertEqual(body["jwk_outcome"]["made"], [])
+        # The rollback says it in the same field as any renew or replace.
+        self.assertEqual([(j["kid"], j["replaces"]) for j in jwk_changes(body, "reactivated")],
+                         [(k1["kid"], k2)])
+        self.assertEqual([(j["kid"], j["superseded_by"])
+                          for j in jwk_changes(body, "superseded")], [(k2, k1["kid"])])
+        self.assertEqual(jwk_changes(body, "created"), [])
         got = self.jwk(k1["kid"])
         self.assertEqual((got["state"], got["superseded_by"]), ("active", None), got)
         self.assertEqual(self.jwk(k2)["state"], "superseded")
         self.assertIn(k1["kid"], self.published())
         # And forward again.
         st, _, body = self.supersede("rb", m2, "replace", jwk_action="update", confirm="rb")
-        self.assertEqual((st, body["jwk_outcome"]["reactivated"]), (200, [k2]), body)
+        self.assertEqual(st, 200, body)
+        self.assertEqual([j["kid"] for j in jwk_changes(body, "reactivated")], [k2], body)
 
 
 class ReceiveFromUrlTest(VaultTestCase):

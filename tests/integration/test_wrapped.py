@@ -131,6 +131,34 @@ class WrappedImportTest(VaultTestCase):
         st, _, body = self.import_wrapped("wr-bad", m, enc, wrapped)
         self.assertEqual(st, 201, body)
 
+    def test_as_an_upload(self):
+        """Issue 17: the certificate as a file, the wrapped key as wrapped_key.<member>
+        fields; refused alike when wrong, with nothing left in the token."""
+        from test_import_sources import form
+        m = self.material("wr-form", key="p256", san="form.example.com")
+        enc, wrapped, _ = self.wrap("wr-form", m.key_path)
+        fields = {"name": "wr-form", "certificate": ("c.pem", m.cert.encode()),
+                  "wrapped_key.kid": self.kid, "wrapped_key.encrypted_aes_key": enc,
+                  "wrapped_key.wrapped_private_key": wrapped,
+                  "wrapped_key.oaep_hash": self.oaep}
+
+        def upload(f):
+            ctype, raw = form(f)
+            return self.vault.request("POST", "/v1/certificates", raw=raw,
+                                      headers={"Content-Type": ctype})
+        before = self.vault.count_token_objects()
+        self.assertError(upload(dict(fields, **{"wrapped_key.kid": "x" * 43})), 422,
+                         "unwrap_failed")
+        self.assertError(upload(dict(fields, **{"wrapped_key.oaep_hash": "md5"})), 400,
+                         "bad_request")
+        self.assertError(upload(dict(fields, **{"wrapped_key.colour": "red"})), 400,
+                         "bad_request")
+        self.assertEqual(self.vault.count_token_objects(), before)
+        st, _, body = upload(fields)
+        self.assertEqual(st, 201, body)
+        self.assertEqual(body["key"]["origin"], "unwrapped")
+        self.assertEqual(self.vault.count_token_objects(), before + 1)
+
     def test_sha256_oaep_is_refused_clearly(self):
         m = self.material("wr-256", key="p256", san="w256.example.com")
         self.oaep = "sha256"
