@@ -61,6 +61,11 @@ struct cv_config {
 	int64_t audit_anonymous_per_minute; /* audit.anonymous_refusals_per_minute */
 	int64_t audit_anonymous_burst; /* audit.anonymous_refusal_burst */
 	int64_t audit_retention_days; /* audit.retention_days: --audit-archive's age */
+	int64_t deleted_retention_days; /* lifecycle.deleted_retention_days: 0 deletes at once */
+	int purge_protection;      /* lifecycle.purge_protection: no purge before retention ends */
+	int64_t purge_sweep_seconds; /* lifecycle.purge_sweep_seconds */
+	int64_t test_retention_seconds; /* lifecycle.test_retention_seconds: fault-injection
+					   builds only */
 	int64_t session_idle_timeout; /* console.session_idle_timeout, seconds without a request */
 	int64_t session_lifetime;  /* console.session_lifetime, seconds at most */
 };

@@ -50,7 +50,8 @@ enum cv_err {
 	CV_ERR_UNKNOWN_ENVIRONMENT = -42,/* a service or certificate names no existing environment */
 	CV_ERR_ENVIRONMENT_NOT_ALLOWED = -43,/* the certificate is not for the service's environment */
 	CV_ERR_NO_PRIVATE_KEY = -44,   /* a public certificate (no key) where a key is needed */
-	CV_ERR__LAST = -45
+	CV_ERR_PURGE_PROTECTED = -45,  /* a purge before the retention ends, with purge protection on */
+	CV_ERR__LAST = -46
 };
 
 /* A human message that goes with an error: safe to show a client, never holds a secret. */

@@ -138,6 +138,12 @@ struct cv_cert_record {
 	 * given to insert. */
 	size_t n_tags;
 	char **tags;
+	/* A deleted certificate (read by the deleted-certificate reads only; else 0 and ""):
+	 * when it was deleted, when its retention ends, and the access token name that deleted
+	 * it. The JWKs the delete took off it are in kids then. */
+	int64_t deleted_at;
+	int64_t purge_after;
+	char deleted_by[65];
 };
 
 /* Why a write was refused, for the message: the service whose domains a certificate does
@@ -224,11 +230,70 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
  * CV_ERR_DB; *ret_rec is the caller's. */
 int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_record **ret_rec);
 
-/* Calls fn for every row that is not active (pending or deleting), for the start-up
- * reconciler. Stops and returns fn's value when non-zero. */
+/* Calls fn for every row that is not active (pending or deleting) and not held as deleted
+ * (soft delete, below), for the start-up reconciler. Stops and returns fn's value when non-zero. */
 int cv_store_cert_foreach_unsettled(struct cv_store *store,
 				    int (*fn)(const struct cv_cert_record *rec, void *arg),
 				    void *arg);
+
+/* Soft delete (issue 18 part 2). A deleted certificate keeps its row, its versions, tags,
+ * domains and keys, hidden from every read of active certificates, its name taken, until it
+ * is recovered or purged. */
+
+/* Deletes the active row id softly, with the checks of cv_store_cert_mark_deleting (services
+ * using it: CV_ERR_IN_USE; linked JWKs and no choice: CV_ERR_JWK_CHOICE_REQUIRED; names in
+ * conflict->detail): in one transaction with audit, the row becomes deleted at now until
+ * purge_after, by audit's actor, and the JWKs linked to it (active or superseded) are deleted
+ * (jwk_action DELETE) or disconnected (else), each kept as it was for a recover. Returns 0,
+ * those errors, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_cert_delete_soft(struct cv_store *store, int64_t id, enum cv_jwk_action jwk_action,
+			      int64_t now, int64_t purge_after, struct cv_conflict *conflict,
+			      const struct cv_audit_entry *audit);
+
+/* Reads the deleted certificate name (ignoring case), every field filled, and the kids of
+ * the JWKs its delete took off it in kids. Returns 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_deleted_get(struct cv_store *store, const char *name,
+			 struct cv_cert_record **ret_rec);
+
+/* A page of deleted certificates in name order after the name after ("" or NULL: from the
+ * first), limit (1-1000) at most, with their deletion fields and tags. Returns 0,
+ * CV_ERR_BAD_REQUEST (limit) or CV_ERR_DB; the page is the caller's
+ * (cv_store_cert_page_free). */
+struct cv_cert_page;
+int cv_store_deleted_list(struct cv_store *store, const char *after, unsigned limit,
+			  struct cv_cert_page **ret_page);
+
+/* The names of the deleted certificates whose retention ended at or before now, at most max,
+ * in purge_after order, into a new array (*ret NULL when none). Returns 0 or CV_ERR_DB. */
+int cv_store_deleted_due(struct cv_store *store, int64_t now, size_t max, char ***ret,
+			 size_t *ret_n);
+
+/* What a recover did with one JWK its delete had taken off the certificate. */
+struct cv_jwk_relink {
+	char kid[65];
+	int relinked;              /* 1: linked to the certificate again */
+	const char *reason;        /* when not: why (static text) */
+};
+/* Fills entry->changes from what the recover did, under its lock. */
+typedef void cv_store_recover_describe_fn(const struct cv_jwk_relink *jwks, size_t n,
+					  struct cv_audit_entry *entry, void *arg);
+/* Recovers the deleted row id, in one transaction with audit (its changes filled by describe
+ * when not NULL): the row is active again as it was, and each JWK its delete took off it is
+ * put back where it still can be (a deleted one whose kid no other row took, a disconnected
+ * one still unlinked). *ret_jwks (n *ret_n) says what became of each, the caller's (free()).
+ * Returns 0, CV_ERR_NOT_FOUND (no such deleted row) or CV_ERR_DB. */
+int cv_store_cert_recover(struct cv_store *store, int64_t id, struct cv_jwk_relink **ret_jwks,
+			  size_t *ret_n, const struct cv_audit_entry *audit,
+			  cv_store_recover_describe_fn *describe, void *describe_arg);
+
+/* The purge's point of no return: the deleted row id stops being held, with audit, and is
+ * from then on a delete the next start finishes (cv_store_cert_foreach_unsettled) if the
+ * purge does not. Returns 0, CV_ERR_NOT_FOUND (not a deleted row) or CV_ERR_DB. */
+int cv_store_cert_purge_mark(struct cv_store *store, int64_t id,
+			     const struct cv_audit_entry *audit);
+/* Holds the row again: the undo of a purge whose key the token would not destroy. Returns
+ * 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
+int cv_store_cert_purge_unmark(struct cv_store *store, int64_t id);
 
 /* The orders of the list; each ends on the name, unique, which makes a keyset cursor. */
 enum cv_cert_sort {

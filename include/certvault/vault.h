@@ -48,6 +48,14 @@ struct cv_vault {
 				      and every refusal is written */
 	int64_t pending_seconds;  /* a pending certificate's life (policy.pending_expiry_days);
 				     0: 30 days */
+	/* Soft delete (issue 18 part 2): how long a deleted certificate is kept before it is
+	 * purged (days; 0: a delete destroys at once), or in seconds for tests (builds with
+	 * fault injection only; 0: the days count); no purge before that ends when
+	 * purge_protection is set. */
+	int64_t deleted_retention_days;
+	int64_t test_retention_seconds;
+	int purge_protection;
+	struct vault_purger *purger; /* owned (cv_vault_purger_start); NULL: not running */
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the
@@ -414,9 +422,63 @@ int cv_vault_environment_delete(struct cv_vault *v, struct cv_audit *audit, cons
  * the key of every version, removes the row and its versions. A token failure puts the row
  * back (the superseded keys already destroyed are recorded as such) and returns the token's
  * error. The mark writes audit as done; when the row is put back, audit->written is cleared
- * again so that the caller records the refusal too. */
+ * again so that the caller records the refusal too. With a retention (v->deleted_retention_days
+ * or the test seconds), the same checks, then the certificate is deleted softly instead
+ * (cv_vault_deleted_*, below): nothing is destroyed, and *ret_purge_after (may be NULL) says
+ * until when it can be recovered; 0 there: deleted at once. */
 int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
-			 const struct cv_jwk_choice *jwk, struct cv_errmsg *err);
+			 const struct cv_jwk_choice *jwk, int64_t *ret_purge_after,
+			 struct cv_errmsg *err);
+
+/* Deleted certificates (issue 18 part 2). */
+
+/* When name is a deleted certificate, sets err to a 404 message saying so and where to find
+ * it. Returns CV_ERR_NOT_FOUND either way (err untouched when it is not deleted). */
+int cv_vault_deleted_hint(struct cv_vault *v, const char *name, struct cv_errmsg *err);
+
+/* A page of deleted certificates in name order after the name cursor ("" or NULL: the first),
+ * limit (1-1000) at most: each with deleted_at, purge_after, deleted_by, its tags and the kids
+ * of the JWKs its delete took off it. 0, CV_ERR_BAD_REQUEST or CV_ERR_DB; the page is the
+ * caller's (cv_store_cert_page_free). */
+int cv_vault_deleted_list(struct cv_vault *v, const char *cursor, unsigned limit,
+			  struct cv_cert_page **ret_page, struct cv_errmsg *err);
+
+/* Recovers the deleted certificate name, with audit: active again exactly as it was
+ * (versions, tags, environments, keys), the JWKs its delete took off it linked again where
+ * they still can be. *ret_jwks (n *ret_n, free()) says what became of each; *ret_name the
+ * name as stored. 0, CV_ERR_NOT_FOUND (no deleted certificate of that name), the token's
+ * error (the record is keyed there) or CV_ERR_DB. */
+int cv_vault_deleted_recover(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			     char ret_name[65], struct cv_jwk_relink **ret_jwks, size_t *ret_n,
+			     struct cv_errmsg *err);
+
+/* Purges the deleted certificate name now: confirm must be "purge" (else
+ * CV_ERR_CONFIRM_REQUIRED); with v->purge_protection, refused before its retention ends
+ * (CV_ERR_PURGE_PROTECTED, saying when). The purge is recorded (audit) before any key is
+ * destroyed; then every version's key is destroyed and the row removed, ordered as the
+ * delete at once is, so a crash leaves a delete the next start finishes. A token that refuses
+ * the current key's destroy puts the certificate back among the deleted (audit->written
+ * cleared, so the caller records the refusal). 0, those errors, CV_ERR_NOT_FOUND, the
+ * token's error or CV_ERR_DB. */
+int cv_vault_deleted_purge(struct cv_vault *v, struct cv_audit *audit, const char *name,
+			   const char *confirm, int64_t now, struct cv_errmsg *err);
+
+/* The background purge: purges each deleted certificate whose retention ended by now, audited
+ * as certvaultd (certificate.purge). *ret_n: how many. 0 or the first failure (the others
+ * are tried at the next sweep). */
+int cv_vault_deleted_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
+			   struct cv_errmsg *err);
+
+/* What a background sweep did, for the daemon to log: n purged, r its outcome (0 or the
+ * first failure, why saying which and why). Called on the purger's thread. */
+typedef void cv_vault_purge_report_fn(unsigned n, int r, const char *why);
+/* Starts the thread that runs cv_vault_deleted_sweep every every_seconds (and once at
+ * start), calling report (may be NULL) when a sweep purged something or failed;
+ * cv_vault_purger_stop stops and joins it (accepts a vault without one). 0 or CV_ERR_NOMEM /
+ * CV_ERR_INTERNAL. */
+int cv_vault_purger_start(struct cv_vault *v, int64_t every_seconds,
+			  cv_vault_purge_report_fn *report, struct cv_errmsg *err);
+void cv_vault_purger_stop(struct cv_vault *v);
 
 /* Export formats of public material. */
 enum cv_export_format {

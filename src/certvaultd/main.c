@@ -107,6 +107,16 @@ static void pending_sweep(struct cv_app *app)
 			err.text[0] ? err.text : cv_strerror(r));
 }
 
+/* The background purge of deleted certificates (issue 18): one line when it did or failed. */
+static void purge_report(unsigned n, int r, const char *why)
+{
+	if (n > 0)
+		fprintf(stderr, "certvaultd: %u deleted certificate(s) purged with their keys, their "
+			"retention over\n", n);
+	if (r < 0)
+		fprintf(stderr, "certvaultd: background purge of deleted certificates: %s\n", why);
+}
+
 /* After the reconciler: key objects with certvault's marker that no row names, said one per
  * line (the first few) and destroyed only when token.destroy_orphan_keys says so. */
 static int orphans_report(struct cv_app *app, struct cv_errmsg *err)
@@ -375,6 +385,9 @@ int main(int argc, char **argv)
 	app.vault.destroy_superseded_keys = cfg.destroy_superseded_keys;
 	app.vault.jwks_retention = cfg.jwks_superseded_retention;
 	app.vault.pending_seconds = cfg.pending_expiry_seconds;
+	app.vault.deleted_retention_days = cfg.deleted_retention_days;
+	app.vault.test_retention_seconds = cfg.test_retention_seconds;
+	app.vault.purge_protection = cfg.purge_protection;
 	app.vault.served = cfg.tls_certificate[0] != '\0' ? cfg.tls_certificate : NULL;
 	app.vault.revocation.online = cfg.revocation_online;
 	app.vault.revocation.timeout_ms = (int)cfg.revocation_timeout_ms;
@@ -428,6 +441,10 @@ int main(int argc, char **argv)
 	r = cv_server_start(&app, &server, &err);
 	if (r < 0)
 		goto out;
+	/* Deleted certificates whose retention ended are purged in the background (issue 18). */
+	r = cv_vault_purger_start(&app.vault, cfg.purge_sweep_seconds, purge_report, &err);
+	if (r < 0)
+		goto out;
 	/* Said once the start succeeded: a refused start says one line, why. */
 	fprintf(stderr, "certvaultd: token writes made durable before each commit that depends"
 		" on them: %s\n", cv_token_sync_describe(app.token));
@@ -460,6 +477,7 @@ out:
 	if (r < 0)
 		fprintf(stderr, "certvaultd: %s\n", err.text[0] ? err.text : cv_strerror(r));
 	OPENSSL_clear_free(pin, pin_len + 1);
+	cv_vault_purger_stop(&app.vault);
 	cv_server_stop(server);
 	/* The counts of refusals not written yet, now that no request runs. */
 	cv_vault_audit_release(&app.vault, (int64_t)time(NULL));

@@ -854,7 +854,8 @@ static int cmd_rm(struct ctx *c, int argc, char **argv)
 	if (!has(c, O_YES)) {
 		char question[256];
 		snprintf(question, sizeof(question),
-			 "Delete certificate %.64s, every version, and destroy its keys in the token?",
+			 "Delete certificate %.64s (recoverable until the retention ends, then its "
+			 "keys are destroyed)?",
 			 argv[0]);
 		if (!isatty(STDIN_FILENO) || !ask_word(question, "delete")) {
 			fprintf(stderr, "certvault: not deleted: type delete at the prompt, or give "
@@ -890,6 +891,51 @@ static int cmd_rm(struct ctx *c, int argc, char **argv)
 out:
 	json_decref(confirm);
 	return r;
+}
+
+static const struct column deleted_cols[] = {
+	{ "NAME", "name", K_TEXT },           { "DOMAIN", "domain", K_TEXT },
+	{ "VERSION", "version", K_INT },      { "DELETED", "deleted_at", K_TIME },
+	{ "BY", "deleted_by", K_TEXT },       { "PURGED FROM", "purge_after", K_TIME },
+};
+
+static int cmd_deleted_ls(struct ctx *c, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return list_pages(c, "/v1/deleted-certificates", deleted_cols,
+			  sizeof(deleted_cols) / sizeof(deleted_cols[0]), -1, 0);
+}
+
+static int cmd_deleted_recover(struct ctx *c, int argc, char **argv)
+{
+	char path[PATH_MAX_LEN];
+
+	(void)argc;
+	make_path(path, sizeof(path), "/v1/deleted-certificates/", argv[0], "/recover");
+	return change(c, "POST", path, NULL, NULL);
+}
+
+static int cmd_deleted_purge(struct ctx *c, int argc, char **argv)
+{
+	char path[PATH_MAX_LEN];
+
+	(void)argc;
+	/* A purge cannot be undone: the word is typed, or --yes says it was meant. */
+	if (!has(c, O_YES)) {
+		char question[256];
+		snprintf(question, sizeof(question),
+			 "Purge deleted certificate %.64s: destroy every version's key in the token"
+			 " for good?", argv[0]);
+		if (!isatty(STDIN_FILENO) || !ask_word(question, "purge")) {
+			fprintf(stderr, "certvault: not purged: type purge at the prompt, or give "
+					"--yes\n");
+			return CV_CLI_USAGE;
+		}
+	}
+	make_path(path, sizeof(path), "/v1/deleted-certificates/", argv[0], NULL);
+	add_query(path, sizeof(path), "confirm", "purge");
+	return change(c, "DELETE", path, NULL, NULL);
 }
 
 static int cmd_export(struct ctx *c, int argc, char **argv)
@@ -1386,11 +1432,18 @@ static const struct command commands[] = {
 	  "change a certificate's metadata" },
 	{ NULL, "rm", cmd_rm, 1, 1, BIT(O_YES) | BIT(O_JWK) | BIT(O_CONFIRM),
 	  "rm NAME [--yes] [--jwk delete|disconnect [--confirm NAME]]",
-	  "delete a certificate and destroy its keys (asks for the word delete)" },
+	  "delete a certificate (kept for the retention, then purged with its keys; asks for"
+	  " the word delete)" },
 	{ NULL, "export", cmd_export, 1, 1, BIT(O_FORMAT) | BIT(O_OUTPUT) | BIT(O_VERSION),
 	  "export NAME [--format pem|der|chain|public-key|jwk] [--version N] [-o FILE]",
 	  "public material of a certificate" },
 	{ NULL, "versions", cmd_versions, 1, 1, 0, "versions NAME", "a certificate's versions" },
+	{ "deleted", "ls", cmd_deleted_ls, 0, 0, 0, "deleted ls",
+	  "deleted certificates: when, by whom, when they are purged" },
+	{ "deleted", "recover", cmd_deleted_recover, 1, 1, 0, "deleted recover NAME",
+	  "bring a deleted certificate back as it was" },
+	{ "deleted", "purge", cmd_deleted_purge, 1, 1, BIT(O_YES), "deleted purge NAME [--yes]",
+	  "destroy a deleted certificate's keys now (admin; asks for the word purge)" },
 	{ "services", "ls", cmd_services_ls, 0, 0,
 	  BIT(O_ENVIRONMENT) | BIT(O_CERTIFICATE) | BIT(O_LIMIT),
 	  "services ls [--environment ENV] [--certificate NAME]", "list services" },

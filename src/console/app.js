@@ -316,6 +316,8 @@
   function drawNav() {
     const items = [['#/', 'Overview'], ['#/certificates', 'Certificates'], ['#/services', 'Services'],
       ['#/environments', 'Environments'], ['#/jwks', 'JWKs'], ['#/truststore', 'Truststore']];
+    // Screens of their own files (deleted.js), registered through window.cvConsole.
+    for (const s of screens) if (!s.can || can(s.can)) items.push([s.href, s.nav]);
     if (can('audit')) items.push(['#/audit', 'Audit'], ['#/inventory', 'Inventory']);
     if (can('admin')) items.push(['#/tokens', 'API tokens']);
     document.getElementById('nav').replaceChildren(h('ul', {}, items.map(([href, text]) => h('li', {}, link(href, text)))));
@@ -353,6 +355,14 @@
     [/^\/inventory$/, inventory],
     [/^\/tokens$/, tokens],
   ];
+  /* Screens kept in files of their own register here (after app.js, in the order
+   * index.html loads them): a route and, with nav, a menu entry. */
+  const screens = [];
+  function register(screen) {
+    routes.push([screen.re, screen.fn]);
+    if (screen.nav) screens.push(screen);
+    if (state.me) { drawNav(); route(); }
+  }
   function route() {
     if (!state.me) return;
     state.routed = location.hash;
@@ -884,12 +894,12 @@
     const jwks = await linkedJwks(d);
     let choice = null;
     if (jwks && jwks.length) choice = await jwkChoice(name, jwks.length, 'delete');
-    else if (!(await confirmTyped(`Delete ${name}`, `This deletes ${name}, every version, and destroys its keys in the token. It cannot be undone.`, 'delete', 'Delete'))) return;
+    else if (!(await confirmTyped(`Delete ${name}`, `This deletes ${name}. While the vault keeps deleted certificates (lifecycle.deleted_retention_days), it can be recovered from Deleted until it is purged; otherwise every version and its keys are destroyed at once.`, 'delete', 'Delete'))) return;
     if (jwks && jwks.length && !choice) return;
     const go = async (ch) => {
       const qs = ch ? query({ jwk_action: ch, confirm: name }) : '?confirm=delete';
-      await api('DELETE', `/v1/certificates/${enc}${qs}`);
-      toast(`Deleted ${name}.`);
+      const r = await api('DELETE', `/v1/certificates/${enc}${qs}`);
+      toast(r && r.recoverable ? `Deleted ${name}: it can be recovered from Deleted until it is purged.` : `Deleted ${name}.`);
       location.hash = '#/certificates';
       route();
     };
@@ -1471,6 +1481,11 @@
     if (!(await confirmTyped(`Revoke ${t.name}`, `Every request with ${t.name}, and every console session opened with it, stops working at once.`, t.name, 'Revoke'))) return;
     try { await api('DELETE', '/v1/tokens/' + encodeURIComponent(t.id)); toast('Revoked.'); route(); } catch (e) { errorDialog('Not revoked', e); }
   }
+
+  window.cvConsole = Object.freeze({
+    register, h, put, api, page, loading, link, certHref, button, actions, dialog, table, empty,
+    when, toast, errorDialog, confirmTyped, can, hasRoute, query, explain, route,
+  });
 
   /* ---------- start ---------- */
   document.getElementById('signout').addEventListener('click', async () => {

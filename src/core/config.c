@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "certvault/config.h"
+#include "certvault/fault.h"
 #include "certvault/secret.h"
 #include "certvault/util.h"
 
@@ -149,6 +150,17 @@ static const struct setting settings[] = {
 	{ "audit", "retention_days", K_INT, OFF(audit_retention_days), "0", 0, 36500,
 	  "certvaultd --audit-archive FILE moves records older than this to FILE; 0: only with"
 	  " --older-than-days" },
+	{ "lifecycle", "deleted_retention_days", K_INT, OFF(deleted_retention_days), "30", 0, 3650,
+	  "days a deleted certificate is kept (hidden, its name reserved, its keys in the token"
+	  " but unusable) before it is purged; recoverable until then; 0: a delete destroys at"
+	  " once" },
+	{ "lifecycle", "purge_protection", K_BOOL, OFF(purge_protection), "false", 0, 0,
+	  "refuse to purge a deleted certificate before its retention ends, even for an admin" },
+	{ "lifecycle", "purge_sweep_seconds", K_INT, OFF(purge_sweep_seconds), "300", 1, 86400,
+	  "how often the background purge looks for deleted certificates past their retention" },
+	{ "lifecycle", "test_retention_seconds", K_INT, OFF(test_retention_seconds), "0", 0, 86400,
+	  "tests only: a retention in seconds instead of deleted_retention_days; refused unless"
+	  " certvaultd was built with CV_FAULT_INJECTION" },
 	{ "console", "session_idle_timeout", K_INT, OFF(session_idle_timeout), "1800", 60, 86400,
 	  "seconds a console session lasts without a request (kept to within a minute)" },
 	{ "console", "session_lifetime", K_INT, OFF(session_lifetime), "43200", 300, 2592000,
@@ -311,6 +323,13 @@ int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg
 	if (strcmp(ret_cfg->revocation_unknown, "refuse") != 0 &&
 	    strcmp(ret_cfg->revocation_unknown, "warn") != 0) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIG, "revocation.unknown must be refuse or warn");
+		goto out;
+	}
+	/* A retention of seconds would let a slip destroy keys before anyone noticed: only the
+	 * builds the crash tests use (never a release) take it. */
+	if (ret_cfg->test_retention_seconds > 0 && !cv_fault_compiled_in()) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "lifecycle.test_retention_seconds is for tests:"
+				  " this certvaultd was built without CV_FAULT_INJECTION");
 		goto out;
 	}
 	r = node_name_resolve(ret_cfg, err);

@@ -46,6 +46,7 @@ static const char *const names[] = {
 	[-CV_ERR_RATE_LIMITED] = "too many refused requests from this address",
 	[-CV_ERR_BUSY] = "busy: try again shortly",
 	[-CV_ERR_NOT_PENDING] = "no generated key waits for a certificate",
+	[-CV_ERR_PURGE_PROTECTED] = "purge protection: the retention has not ended",
 	[-CV_ERR_UNWRAP_FAILED] = "the wrapped key could not be unwrapped",
 	[-CV_ERR_UNKNOWN_ENVIRONMENT] = "no such environment",
 	[-CV_ERR_ENVIRONMENT_NOT_ALLOWED] = "the certificate is not for that environment",

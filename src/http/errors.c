@@ -48,6 +48,7 @@ static const struct mapping table[] = {
 	[-CV_ERR_RATE_LIMITED] = { 429, "rate_limited" },
 	[-CV_ERR_BUSY] = { 503, "busy" },
 	[-CV_ERR_NOT_PENDING] = { 409, "not_pending" },
+	[-CV_ERR_PURGE_PROTECTED] = { 409, "purge_protected" },
 	[-CV_ERR_UNWRAP_FAILED] = { 422, "unwrap_failed" },
 	[-CV_ERR_UNKNOWN_ENVIRONMENT] = { 422, "unknown_environment" },
 	[-CV_ERR_ENVIRONMENT_NOT_ALLOWED] = { 422, "environment_not_allowed" },

@@ -44,7 +44,7 @@ static const char *cert_kind(const struct cv_cert_record *rec)
 }
 
 /* A JSON view of tags stored as "key=value". */
-static json_t *tags_json(char *const *tags, size_t n)
+json_t *tags_json(char *const *tags, size_t n)
 {
 	json_t *o = json_object();
 	const char *eq;
@@ -687,6 +687,9 @@ int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_respo
 	/* A pending certificate has no certificate yet: its own view. */
 	if (r == CV_ERR_NOT_FOUND)
 		r = pending_view_response(app, req->params[0], 0, res, err);
+	/* A deleted one is not here, and the message says where it is. */
+	if (r == CV_ERR_NOT_FOUND)
+		cv_vault_deleted_hint(&app->vault, req->params[0], err);
 	return r;
 }
 
@@ -754,6 +757,7 @@ int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_re
 		  struct cv_errmsg *err)
 {
 	struct cv_jwk_choice jwk = { CV_JWK_ACTION_NONE, NULL };
+	int64_t purge_after = 0;
 	int r;
 
 	if (cv_vault_jwk_action_parse(req_query(req, "jwk_action"), &jwk.action) < 0 ||
@@ -761,10 +765,15 @@ int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_re
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST,
 				     "jwk_action must be delete or disconnect");
 	jwk.confirm = req_query(req, "confirm");
-	r = cv_vault_cert_delete(&app->vault, req->audit, req->params[0], &jwk, err);
+	r = cv_vault_cert_delete(&app->vault, req->audit, req->params[0], &jwk, &purge_after, err);
 	if (r < 0)
 		return r;
-	return res_json(res, 200, json_pack("{s:s, s:b}", "name", req->params[0], "deleted", 1));
+	/* With a retention the certificate can be recovered until purge_after; without, it is
+	 * gone with its keys. */
+	return res_json(res, 200,
+			json_pack("{s:s, s:b, s:b, s:o}", "name", req->params[0], "deleted", 1,
+				  "recoverable", purge_after > 0, "purge_after",
+				  purge_after > 0 ? time_json(purge_after) : json_null()));
 }
 
 int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,

@@ -29,6 +29,13 @@ int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_respo
 	       struct cv_errmsg *err);
 int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		 struct cv_errmsg *err);
+/* h_deleted.c: deleted certificates (issue 18 part 2). */
+int h_deleted_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		   struct cv_errmsg *err);
+int h_deleted_recover(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		      struct cv_errmsg *err);
+int h_deleted_purge(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		    struct cv_errmsg *err);
 int h_cert_delete(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		  struct cv_errmsg *err);
 int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
@@ -203,6 +210,8 @@ int res_json(struct cv_response *res, int status, json_t *body);
  * array of strings, a string or null; strings that are not UTF-8 (a stored value from
  * before text was checked) are shown escaped (cv_text_json). NULL only when out of memory. */
 json_t *time_json(int64_t t);
+/* Tags stored as "key=value" as the object {"key": "value", ...} (h_certs.c). */
+json_t *tags_json(char *const *tags, size_t n);
 json_t *strings_json(char *const *v, size_t n);
 json_t *string_or_null(const char *s);
 /* A renew's, replace's (a rollback's) or renewal merge's jwk_changes: {action, jwks: [{kid,

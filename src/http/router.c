@@ -61,6 +61,13 @@ static const struct cv_route routes[] = {
 	  "certificate.merge", SLOW },
 	{ "DELETE", "/v1/certificates/{}/pending", CV_R_WRITE, 0, h_pending_cancel,
 	  "certificate.pending_cancel" },
+	/* Deleted certificates (issue 18 part 2): recover is a lifecycle write; a purge
+	 * destroys keys for good, so only an admin may. */
+	{ "GET", "/v1/deleted-certificates", CV_R_READ, 0, h_deleted_list, NULL },
+	{ "POST", "/v1/deleted-certificates/{}/recover", CV_R_WRITE, 0, h_deleted_recover,
+	  "certificate.recover" },
+	{ "DELETE", "/v1/deleted-certificates/{}", CV_R_ADMIN, 0, h_deleted_purge,
+	  "certificate.purge" },
 	{ "GET", "/v1/wrapping-key", CV_R_READ, 0, h_wrapping_key, NULL },
 	{ "GET", "/v1/services", CV_R_READ, 0, h_service_list, NULL },
 	{ "GET", "/v1/services/{}", CV_R_READ, 0, h_service_get, NULL },
@@ -125,6 +132,8 @@ static const struct route_query {
 	{ h_cert_list, "status q in_use domain tag limit cursor sort order environment service",
 	  QUERY_MAX },
 	{ h_cert_delete, "confirm jwk_action", 64 },
+	{ h_deleted_list, "limit cursor", 64 },
+	{ h_deleted_purge, "confirm", 16 },
 	{ h_cert_export, "format version", 20 },
 	{ h_jwk_list, "certificate limit cursor", 128 },
 	{ h_trust_list, "q limit cursor", 256 },

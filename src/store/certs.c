@@ -8,16 +8,8 @@
 #include "certvault/fault.h"
 #include "internal.h"
 
-/* The columns a record is read from, in the order read_row expects; list results leave out
- * the last two, which are the large ones. */
-#define COLS_LIST                                                                        \
-	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
-	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
-	"updated_at, version, current_since, key_origin,"                                 \
-	" coalesce(nullif(key_label, ''), name), has_key"
-#define COLS_FULL                                                                        \
-	COLS_LIST ", cert_der, chain_pem, created_by, updated_by, revocation_status, "     \
-		  "revocation_source, revocation_detail, revocation_checked_at"
+#define COLS_LIST STORE_CERT_COLS_LIST
+#define COLS_FULL STORE_CERT_COLS_FULL
 
 #define LIST_LIMIT_MAX 1000
 
@@ -58,7 +50,7 @@ void cv_store_cert_page_free(struct cv_cert_page *page)
 }
 
 /* Reads the current row (COLS_LIST, then COLS_FULL's two more when full) into a new record. */
-static int read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_rec)
+int store_cert_read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_rec)
 {
 	struct cv_cert_record *rec;
 	const void *blob;
@@ -653,24 +645,16 @@ int cv_store_cert_activate(struct cv_store *store, int64_t id,
 	return r;
 }
 
-int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
-				enum cv_jwk_action jwk_action, struct cv_conflict *conflict,
-				const struct cv_audit_entry *audit)
+int store_delete_checks_on(sqlite3 *db, int64_t id, enum cv_jwk_action jwk_action,
+			   struct cv_conflict *conflict)
 {
 	struct cv_jwk_record *jwks = NULL;
 	size_t n_jwks = 0;
-	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
 	sqlite3_stmt *stmt = NULL;
 	char **users = NULL;
 	size_t n = 0, i;
 	int rc, r;
 
-	/* IMMEDIATE: no service can start using it between the check and the mark, and once
-	 * marked, binding refuses it. */
-	r = store_exec(db, "BEGIN IMMEDIATE");
-	if (r < 0)
-		goto out;
 	rc = sqlite3_prepare_v2(db, "SELECT name FROM services WHERE cert_id = ? ORDER BY name",
 				-1, &stmt, NULL);
 	if (rc != SQLITE_OK) {
@@ -700,6 +684,30 @@ int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
 		r = CV_ERR_JWK_CHOICE_REQUIRED;
 		goto out;
 	}
+	r = 0;
+out:
+	sqlite3_finalize(stmt);
+	cv_store_jwks_free(jwks, n_jwks);
+	store_strings_free(users, n);
+	return r;
+}
+
+int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
+				enum cv_jwk_action jwk_action, struct cv_conflict *conflict,
+				const struct cv_audit_entry *audit)
+{
+	struct store_conn *conn = store_borrow(store);
+	sqlite3 *db = conn->db;
+	int r;
+
+	/* IMMEDIATE: no service can start using it between the check and the mark, and once
+	 * marked, binding refuses it. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	r = store_delete_checks_on(db, id, jwk_action, conflict);
+	if (r < 0)
+		goto out;
 	r = change_on(db,
 		      jwk_action == CV_JWK_ACTION_DELETE
 			      ? "UPDATE certificates SET state = 2, jwks_on_delete = 1"
@@ -712,9 +720,6 @@ int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
 	if (r == 0)
 		cv_fault_point("delete.in_mark");
 out:
-	sqlite3_finalize(stmt);
-	cv_store_jwks_free(jwks, n_jwks);
-	store_strings_free(users, n);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -849,7 +854,7 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 	}
 	r = store_step_one(stmt);
 	if (r == 0)
-		r = read_row(stmt, 0, &old);
+		r = store_cert_read_row(stmt, 0, &old);
 	if (r == 0)
 		r = store_cert_environments_on(db, old->id, &old->environments,
 					       &old->n_environments);
@@ -947,7 +952,7 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 	}
 	r = store_step_one(stmt);
 	if (r == 0)
-		r = read_row(stmt, 1, &rec);
+		r = store_cert_read_row(stmt, 1, &rec);
 	if (r == 0)
 		r = load_extras(conn, &rec, 1, 1, 0);
 	if (r == 0)
@@ -981,7 +986,8 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 	if (r < 0)
 		goto out;
 	rc = sqlite3_prepare_v2(db,
-				"SELECT " COLS_FULL " FROM certificates WHERE state != 1 ORDER BY id",
+				"SELECT " COLS_FULL " FROM certificates WHERE state != 1 AND held = 0"
+				" ORDER BY id",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(db, DOMAINS_SQL, -1, &doms, NULL);
@@ -996,7 +1002,7 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 			goto out;
 		}
 		recs = grown;
-		r = read_row(stmt, 1, &recs[n]);
+		r = store_cert_read_row(stmt, 1, &recs[n]);
 		if (r < 0)
 			goto out;
 		n++;
@@ -1327,7 +1333,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 			page->has_more = 1;
 			continue;
 		}
-		r = read_row(stmt, 0, &page->items[page->n]);
+		r = store_cert_read_row(stmt, 0, &page->items[page->n]);
 		if (r < 0)
 			goto out;
 		page->n++;

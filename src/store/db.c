@@ -324,9 +324,23 @@ static const char *const migrations[] = {
 	 * then. Those superseded before this version count from their last change. */
 	"ALTER TABLE jwks ADD COLUMN superseded_at INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE jwks SET superseded_at = updated_at WHERE state = 2;",
+	/* 10 -> 11: soft delete (issue 18 part 2). A deleted certificate keeps its row in state 2
+	 * (deleting: hidden from every read of active rows, its name still taken by the unique
+	 * index) with held 1, which tells the reconciler to leave it alone: a held row is not an
+	 * interrupted delete but one waiting for its retention to end (purge_after) or for a
+	 * recover. A purge clears held in the transaction that records it, so from then on the
+	 * row is an ordinary interrupted delete the next start finishes. deleted_jwks is the JSON
+	 * array of the JWKs the delete took off the certificate (deleted, or disconnected: each
+	 * with its row as it was), for the recover to put back where it still can. */
+	"ALTER TABLE certificates ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held IN (0, 1));"
+	"ALTER TABLE certificates ADD COLUMN deleted_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE certificates ADD COLUMN purge_after INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE certificates ADD COLUMN deleted_by TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE certificates ADD COLUMN deleted_jwks TEXT NOT NULL DEFAULT '';"
+	"CREATE INDEX certificates_held_purge ON certificates(purge_after) WHERE held = 1;",
 	/* The names step stays the last one: test_input replays it on a database rolled back one
 	 * step, as an older release left it. New steps go before it (and renumber it). */
-	/* 10 -> 11: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
+	/* 11 -> 12: names unique ignoring case (issue 16 item 15): "WWW" beside "www" is one name
 	 * to a reader, so certificate names, live API token names and truststore aliases are unique
 	 * under COLLATE NOCASE (ASCII letters folded, as cv_text_name_equal), and looked up the
 	 * same way; the case given is kept for display. A database that already holds two

@@ -330,7 +330,9 @@ int cv_store_environment_remove(struct cv_store *store, const char *name,
 		       id, "services", conflict, &used);
 	if (r == 0)
 		r = list_users(db,
-			       "SELECT c.name FROM certificate_environments ce JOIN certificates c"
+			       /* A deleted certificate (issue 18) holds it too, until purged. */
+			       "SELECT c.name || CASE WHEN c.held = 1 THEN ' (deleted)' ELSE '' END"
+			       " FROM certificate_environments ce JOIN certificates c"
 			       " ON c.id = ce.cert_id WHERE ce.env_id = ?1 ORDER BY c.name LIMIT 10",
 			       id, "certificates", conflict, &used);
 	if (r == 0 && used)

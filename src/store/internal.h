@@ -162,4 +162,25 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 #define STORE_SERVICE_DOMAINS_SQL \
 	"SELECT domain FROM service_domains WHERE service_id = ? ORDER BY position"
 
+
+/* The columns a certificate record is read from, in the order store_cert_read_row expects;
+ * list results leave out the FULL ones, which include the large ones. */
+#define STORE_CERT_COLS_LIST                                                             \
+	"id, name, description, state, subject, issuer, serial, sha256_fingerprint, "   \
+	"key_description, primary_domain, not_before, not_after, key_id, created_at, "  \
+	"updated_at, version, current_since, key_origin,"                                 \
+	" coalesce(nullif(key_label, ''), name), has_key"
+#define STORE_CERT_COLS_FULL                                                             \
+	STORE_CERT_COLS_LIST ", cert_der, chain_pem, created_by, updated_by, "              \
+			     "revocation_status, revocation_source, revocation_detail, "     \
+			     "revocation_checked_at"
+/* Reads the current row (STORE_CERT_COLS_LIST, then the FULL ones when full) into a new
+ * record. 0, CV_ERR_NOMEM or CV_ERR_DB. */
+int store_cert_read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_rec);
+/* The refusals a delete (soft or not) checks under its write lock: services using id
+ * (CV_ERR_IN_USE), linked active JWKs without a choice (CV_ERR_JWK_CHOICE_REQUIRED); their
+ * names in conflict->detail. 0 when neither. */
+int store_delete_checks_on(sqlite3 *db, int64_t id, enum cv_jwk_action jwk_action,
+			   struct cv_conflict *conflict);
+
 #endif

@@ -510,7 +510,7 @@ int cv_vault_cert_import(struct cv_vault *v, struct cv_audit *audit,
 		rec->key_origin = CV_KEY_ORIGIN_UNWRAPPED;
 	r = cv_store_cert_insert_pending(v->store, rec, &conflict);
 	if (r == CV_ERR_NAME_TAKEN) {
-		cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
+		vault_name_taken(v, req->name, err);
 		goto out;
 	}
 	if (r == CV_ERR_UNKNOWN_ENVIRONMENT) {
@@ -573,8 +573,10 @@ int vault_lookup(struct cv_vault *v, const char *name, struct cv_cert_record **r
 	if (r < 0)
 		return r;
 	r = cv_store_cert_get(v->store, name, ret_rec);
-	if (r == CV_ERR_NOT_FOUND)
-		return cv_errmsg_set(err, r, "no certificate named %s", name);
+	if (r == CV_ERR_NOT_FOUND) {
+		cv_errmsg_set(err, r, "no certificate named %s", name);
+		return cv_vault_deleted_hint(v, name, err);
+	}
 	if (r < 0)
 		return cv_errmsg_set(err, r, "the database could not be read");
 	return 0;
@@ -968,10 +970,12 @@ int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *n
 	if (r == 0 && ret_name != NULL)
 		snprintf(ret_name, 65, "%s", req->name != NULL ? req->name : old->name);
 	cv_store_cert_free(old);
-	if (r == CV_ERR_NOT_FOUND)
-		return cv_errmsg_set(err, r, "no certificate named %s", name);
+	if (r == CV_ERR_NOT_FOUND) {
+		cv_errmsg_set(err, r, "no certificate named %s", name);
+		return cv_vault_deleted_hint(v, name, err);
+	}
 	if (r == CV_ERR_NAME_TAKEN)
-		return cv_errmsg_set(err, r, "a certificate named %s already exists", req->name);
+		return vault_name_taken(v, req->name, err);
 	if (r == CV_ERR_UNKNOWN_ENVIRONMENT)
 		return cv_errmsg_set(err, r, "no environment named %s", conflict.detail);
 	if (r == CV_ERR_ENVIRONMENT_NOT_ALLOWED)
@@ -986,8 +990,8 @@ int cv_vault_cert_edit(struct cv_vault *v, struct cv_audit *audit, const char *n
 /* Destroys the keys of the superseded versions that are still in the token, recording each,
  * then the current one's. The current key goes last, so that on a failure the row put back
  * has its key and says truly which older keys are gone. */
-static int destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec,
-			    struct cv_errmsg *err)
+int vault_destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec,
+			   struct cv_errmsg *err)
 {
 	struct cv_cert_version *versions = NULL;
 	size_t n = 0, i;
@@ -1018,7 +1022,8 @@ out:
 }
 
 int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char *name,
-			 const struct cv_jwk_choice *jwk, struct cv_errmsg *err)
+			 const struct cv_jwk_choice *jwk, int64_t *ret_purge_after,
+			 struct cv_errmsg *err)
 {
 	struct cv_cert_record *rec = NULL;
 	struct cv_conflict conflict = { "", "", 0, 0 };
@@ -1077,6 +1082,14 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 				  name, name);
 		goto out;
 	}
+	/* With a retention, the certificate is only put aside, its keys untouched: a slip can
+	 * be undone until the retention ends (issue 18). */
+	if (ret_purge_after != NULL)
+		*ret_purge_after = 0;
+	if (vault_retention(v) > 0) {
+		r = vault_delete_soft(v, audit, rec, jwk, ret_purge_after, err);
+		goto out;
+	}
 	/* The mark below already changes the row and the JWKs: a token already gone refuses
 	 * the delete before it (a public certificate has no key to destroy). */
 	r = !rec->is_public ? cv_token_check(v->token, err) : 0;
@@ -1104,7 +1117,7 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 		goto out;
 	}
 	cv_fault_point("delete.after_mark");
-	r = destroy_all_keys(v, rec, err);
+	r = vault_destroy_all_keys(v, rec, err);
 	if (r < 0 && cv_token_key_exists(v->token, rec->key_id, sizeof(rec->key_id))) {
 		/* The current key is still there: the certificate stays, and the trail says so
 		 * after the record of the mark (the caller writes the refusal). */
@@ -1265,7 +1278,7 @@ static int reconcile_cert(const struct cv_cert_record *rec, void *arg)
 	int r;
 
 	/* A pending import has one key; an interrupted delete may have several. */
-	r = destroy_all_keys(rc->v, rec, rc->err);
+	r = vault_destroy_all_keys(rc->v, rec, rc->err);
 	if (r < 0)
 		return r;
 	/* No record: the import was refused, or the delete recorded when it was marked. */

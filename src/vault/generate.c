@@ -254,9 +254,12 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 		goto out;
 	/* The row names the key before it exists. */
 	r = cv_store_pending_insert(v->store, p);
+	if (r == CV_ERR_NAME_TAKEN && cur == NULL) {
+		vault_name_taken(v, req->name, err);
+		goto out;
+	}
 	if (r == CV_ERR_NAME_TAKEN) {
-		cv_errmsg_set(err, r, cur != NULL ? "a renewal of %s is pending already: merge or "
-			      "cancel it first" : "a certificate named %s already exists",
+		cv_errmsg_set(err, r, "a renewal of %s is pending already: merge or cancel it first",
 			      req->name);
 		goto out;
 	}

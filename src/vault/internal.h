@@ -126,4 +126,21 @@ int vault_key_unwrap(struct cv_vault *v, const struct cv_import_request *req,
 int vault_pending_reconcile(struct cv_vault *v, int64_t now, unsigned *ret_undone,
 			    unsigned *ret_expired, struct cv_errmsg *err);
 
+
+/* Destroys the keys of every version of rec still in the token, recording each superseded
+ * one's, then the current one's (the delete's and the purge's work). 0 or the token's or the
+ * store's error. */
+int vault_destroy_all_keys(struct cv_vault *v, const struct cv_cert_record *rec,
+			   struct cv_errmsg *err);
+/* Seconds a deleted certificate is kept (lifecycle settings); 0: a delete destroys at once. */
+int64_t vault_retention(const struct cv_vault *v);
+/* The delete with a retention, once cv_vault_cert_delete's checks passed: rec is put aside
+ * with audit. *ret_purge_after (may be NULL) is when its retention ends. */
+int vault_delete_soft(struct cv_vault *v, struct cv_audit *audit, const struct cv_cert_record *rec,
+		      const struct cv_jwk_choice *jwk, int64_t *ret_purge_after,
+		      struct cv_errmsg *err);
+/* The message of an import, rename or generate refused because name is taken: when a deleted
+ * certificate holds it, says so and how to free it. Returns CV_ERR_NAME_TAKEN. */
+int vault_name_taken(struct cv_vault *v, const char *name, struct cv_errmsg *err);
+
 #endif

@@ -8,9 +8,19 @@
 #include "internal.h"
 
 /* The messages of a NOT_FOUND from the store, which says what was missing. */
-static int missing(int r, const struct cv_conflict *c, const char *service,
+static int missing(struct cv_vault *v, int r, const struct cv_conflict *c, const char *service,
 		   const char *certificate, struct cv_errmsg *err)
 {
+	struct cv_cert_record *deleted = NULL;
+
+	/* A deleted certificate cannot be bound: the message says how to have it back. */
+	if (strcmp(c->detail, "certificate") == 0 && certificate != NULL &&
+	    cv_store_deleted_get(v->store, certificate, &deleted) == 0) {
+		cv_errmsg_set(err, r, "certificate %s is deleted: recover it first (POST "
+			      "/v1/deleted-certificates/%s/recover)", deleted->name, deleted->name);
+		cv_store_cert_free(deleted);
+		return r;
+	}
 	if (strcmp(c->detail, "certificate") == 0 && certificate != NULL)
 		return cv_errmsg_set(err, r, "no certificate named %s", certificate);
 	if (strcmp(c->detail, "certificate") == 0)
@@ -241,7 +251,7 @@ int cv_vault_service_bind(struct cv_vault *v, struct cv_audit *audit, const char
 				  vault_audit_done(audit));
 	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
-		return missing(r, &conflict, name, certificate, err);
+		return missing(v, r, &conflict, name, certificate, err);
 	if (r == CV_ERR_NO_PRIVATE_KEY)
 		return cv_errmsg_set(err, r, "certificate %s is a public certificate (no private "
 				     "key): a service cannot serve with it", certificate);
@@ -276,7 +286,7 @@ int cv_vault_service_unbind(struct cv_vault *v, struct cv_audit *audit, const ch
 	r = cv_store_service_unbind(v->store, name, now, &conflict, vault_audit_done(audit));
 	vault_audit_written(audit, r);
 	if (r == CV_ERR_NOT_FOUND)
-		return missing(r, &conflict, name, NULL, err);
+		return missing(v, r, &conflict, name, NULL, err);
 	if (r < 0)
 		return vault_write_errmsg(err, r, "the database refused the change");
 	return 0;

@@ -547,6 +547,25 @@ try {
     eq((await api('GET', '/v1/certificates/other-b64')).status, 404, 'deleted with its JWKs');
   });
 
+  await step('deleted (issue 18): listed with who and when, recover brings one back, purge after the word', w, async () => {
+    await go(page, '#/deleted');
+    const row = (name) => page.locator('tbody tr').filter({ has: page.getByRole('cell', { name, exact: true }) });
+    await row('der').waitFor();
+    await row('other-b64').waitFor();
+    assert(/admin/.test(await row('der').textContent()), 'who deleted it');
+    await shot(page, '06-deleted');
+    await row('der').getByRole('button', { name: 'Recover' }).click();
+    await page.waitForURL(/#\/certificates\/der$/);
+    eq((await api('GET', '/v1/certificates/der')).status, 200, 'recovered');
+    await go(page, '#/deleted');
+    await row('other-b64').getByRole('button', { name: 'Purge' }).click();
+    const purge = dlg(page).locator('button[type=submit]');
+    assert(await purge.isDisabled(), 'disabled until the word is typed');
+    await typeConfirm(page, 'purge');
+    await page.getByText('No deleted certificate.').waitFor();
+    eq((await api('GET', '/v1/deleted-certificates')).body.items.length, 0, 'purged');
+  });
+
   await step('truststore: by URL from openssl s_server, by paste, a bundle file; exports', w, async () => {
     await go(page, '#/truststore');
     await page.getByRole('button', { name: 'Add CA certificates' }).click();

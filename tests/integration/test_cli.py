@@ -119,7 +119,8 @@ class TestCommands(CliTestCase):
         # --help exits 0 and names every command.
         out = self.ok("--help")
         for word in ("ls", "show", "import", "renew", "replace", "edit", "rm", "export",
-                     "versions", "summary", "services", "environments", "jwks", "trust",
+                     "versions", "summary", "deleted", "services", "environments", "jwks",
+                     "trust",
                      "audit", "inventory",
                      "tokens", "health", "sync"):
             self.assertRegex(out, r"(?m)^  %s\b" % word)
@@ -285,6 +286,13 @@ class TestCommands(CliTestCase):
         os.close(fd)
         return os.waitstatus_to_exitcode(status)
 
+    def test_deleted_ls_recover_purge(self):
+        # This class's certvaultd deletes at once (the harness's retention 0): the recover
+        # and purge commands are TestDeleted's; here they find nothing.
+        rc, _, err = self.cli("deleted", "recover", "none-such")
+        self.assertEqual(rc, 1, err)
+        self.assertIn("not_found", err)
+
     def test_jwks_with_renew_choice(self):
         self.imported("jw", key="rsa2048", san="jw.example.com")
         out = json.loads(self.ok("jwks", "create", "jw", "--use", "sig", "--alg", "RS256",
@@ -358,6 +366,36 @@ class TestCommands(CliTestCase):
         self.assertEqual(rc, 1)
         # Health needs no token.
         self.assertIn("ok", self.ok("health", token=None))
+
+
+class TestDeleted(CliTestCase):
+    """certvault deleted ls|recover|purge against a certvaultd that keeps deleted
+    certificates (issue 18)."""
+
+    settings = {"CERTVAULT_LIFECYCLE_DELETED_RETENTION_DAYS": "30"}
+
+    def test_deleted_ls_recover_purge(self):
+        self.imported("del-a", san="a.example.com")
+        self.imported("del-b", san="b.example.com")
+        self.ok("rm", "del-a", "--yes", "-q")
+        self.ok("rm", "del-b", "--yes", "-q")
+        out = self.ok("deleted", "ls")
+        self.assertIn("PURGED FROM", out.splitlines()[0])
+        self.assertEqual(self.ok("deleted", "ls", "-q").split(), ["del-a", "del-b"])
+        rows = json.loads(self.ok("deleted", "ls", "--json"))
+        self.assertEqual(rows["items"][0]["deleted_by"], "admin", rows)
+        self.ok("deleted", "recover", "del-a", "-q")
+        self.assertEqual(self.vault.request("GET", "/v1/certificates/del-a")[0], 200)
+        # A purge asks for the word; without a terminal or --yes nothing happens.
+        keys = self.vault.count_token_objects()
+        rc, _, err = self.cli("deleted", "purge", "del-b")
+        self.assertEqual(rc, 2, err)
+        self.assertEqual(self.vault.count_token_objects(), keys)
+        self.ok("deleted", "purge", "del-b", "--yes", "-q")
+        self.assertEqual(self.vault.count_token_objects(), keys - 1)
+        self.assertEqual(self.ok("deleted", "ls", "-q").split(), [])
+        rc, _, err = self.cli("deleted", "purge", "del-b", "--yes")
+        self.assertEqual(rc, 1, err)
 
 
 if __name__ == "__main__":

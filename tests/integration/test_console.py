@@ -74,7 +74,7 @@ class ConsoleTest(VaultTestCase):
         self.assertNotRegex(text, r"<script>|<style|style=|\son[a-z]+=")
         self.assertNotRegex(text, r"(src|href)=\"(https?:)?//")
         assets = re.findall(r"(?:src|href)=\"([a-z]+\.[0-9a-f]{12}\.[a-z]+)\"", text)
-        self.assertEqual(len(assets), 3, text)
+        self.assertEqual(len(assets), 4, text)  # icon, style, app.js, deleted.js
         for a in assets:
             st, hdrs, body = self.raw("GET", "/console/" + a)
             h = {k.lower(): v for k, v in hdrs}
@@ -267,7 +267,9 @@ class BrowserTest(VaultTestCase):
     """Every screen and flow in headless Chromium, as each role."""
 
     # The truststore's fetch from the local openssl s_server: loopback must be allowed.
-    settings = {"CERTVAULT_TRUSTSTORE_ALLOW_NETWORKS": "127.0.0.0/8"}
+    # Deleted certificates are kept (issue 18): the Deleted screen has something to show.
+    settings = {"CERTVAULT_TRUSTSTORE_ALLOW_NETWORKS": "127.0.0.0/8",
+                "CERTVAULT_LIFECYCLE_DELETED_RETENTION_DAYS": "30"}
 
     def serve_tls(self, leaf, inter):
         for _ in range(5):

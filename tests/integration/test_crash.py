@@ -6,6 +6,7 @@ row, no row without its key, an audit record for the change exactly when the cha
 and no acknowledged change lost. Key objects certvault did not make are never touched.
 
 - FaultPointTest kills certvaultd at every fault point of every write path that reaches it
+  (the purge of a deleted certificate, issue 18, among them)
   (certvaultd --fault-points lists them; a build without CV_FAULT_INJECTION has none, and the
   test then says it skips them), starts it again and checks from outside.
 - StormTest: 16 clients import and delete while certvaultd is SIGKILLed at random moments and
@@ -31,6 +32,8 @@ from test_generate import LocalCA
 DOMAIN = "crash.example.com"
 DESTROY_OLD = {"CERTVAULT_POLICY_DESTROY_SUPERSEDED_KEYS": "true"}
 KEEP_OLD = {"CERTVAULT_POLICY_DESTROY_SUPERSEDED_KEYS": "false"}
+# A purge (issue 18) needs a certificate deleted with a retention, both keys kept.
+RETAIN = dict(KEEP_OLD, CERTVAULT_LIFECYCLE_DELETED_RETENTION_DAYS="30")
 
 
 def fault_points():
@@ -92,8 +95,9 @@ class CrashCase(VaultTestCase):
         """No write half-done: nothing unsettled is left, every key a row holds is whole in the
         token, every key object in the token is held by exactly one row (or is foreign, and
         then still there), and a destroyed version's key is gone. Returns the rows' names."""
-        self.assertEqual(self.db_rows("SELECT name, state FROM certificates WHERE state != 1"),
-                         [])
+        # A deleted certificate held for its retention (issue 18) is settled: its keys stay.
+        self.assertEqual(self.db_rows("SELECT name, state FROM certificates WHERE state != 1"
+                                      " AND held = 0"), [])
         # A pending certificate (a generated key waiting for its certificate) is settled
         # only when ready; it holds its key like a certificate.
         self.assertEqual(self.db_rows("SELECT name, state FROM pending_certificates"
@@ -201,8 +205,15 @@ class FaultPointTest(CrashCase):
                                          {"certificate": new.cert, "private_key": new.key})
         self.assertEqual(st, 200, body)
         st, _, body = self.vault.request("GET", "/v1/certificates/" + name)
-        return name, ("DELETE", "/v1/certificates/%s?confirm=delete" % name, None), \
-            body["fingerprints"]["sha256"]
+        fp = body["fingerprints"]["sha256"]
+        if path == "purge":
+            # Deleted with a retention first: the purge destroys both keys.
+            st, _, deleted = self.vault.request("DELETE", "/v1/certificates/%s?confirm=delete"
+                                                % name)
+            self.assertEqual((st, deleted["recoverable"]), (200, True), deleted)
+            return name, ("DELETE", "/v1/deleted-certificates/%s?confirm=purge" % name,
+                          None), fp
+        return name, ("DELETE", "/v1/certificates/%s?confirm=delete" % name, None), fp
 
     def crash_at(self, point, request, env):
         """Starts certvaultd set to die at point, sends request, sees it die there."""
@@ -251,6 +262,16 @@ class FaultPointTest(CrashCase):
         if path == "import":
             done = st == 200
             self.assertIn(st, (200, 404), cert)
+        elif path == "purge":
+            # Gone from the deleted list (and its keys, assertConsistent checks) or still
+            # there whole, recoverable.
+            self.assertEqual(st, 404, cert)
+            st, _, deleted = self.vault.request("GET", "/v1/deleted-certificates?limit=1000")
+            self.assertEqual(st, 200, deleted)
+            item = [i for i in deleted["items"] if i["name"] == name]
+            done = not item
+            if not done:
+                self.assertEqual(item[0]["version"], 2, item)
         elif path == "delete":
             done = st == 404
             if not done:
@@ -271,7 +292,7 @@ class FaultPointTest(CrashCase):
             else:
                 self.assertEqual(cert["fingerprints"]["sha256"], fp_before)
                 self.assertEqual(len(versions["versions"]), 1, versions)
-        if path != "delete" and done:
+        if path not in ("delete", "purge") and done:
             self.assertTrue(cert["key"]["pkcs11_uri"], cert)
         records = [r for r in self.audit_after(seq)
                    if r["action"] == "certificate." + path and r["target"] == name]
@@ -285,8 +306,9 @@ class FaultPointTest(CrashCase):
         outcomes = collections.defaultdict(set)
         walked = 0
         for path in ("import", "renew", "replace", "delete", "generate", "selfsigned", "merge",
-                     "cancel"):
-            env = KEEP_OLD if path == "delete" else DESTROY_OLD
+                     "cancel", "purge"):
+            env = (KEEP_OLD if path == "delete" else RETAIN if path == "purge" else
+                   DESTROY_OLD)
             self.restart(env)
             for point, paths in self.points:
                 if path not in paths:
@@ -307,7 +329,7 @@ class FaultPointTest(CrashCase):
         # Every path was cut both before its commit (undone) and after (finished). A
         # cancel's first write is its point of no return: it is always finished.
         for path in ("import", "renew", "replace", "delete", "generate", "selfsigned",
-                     "merge"):
+                     "merge", "purge"):
             self.assertEqual(outcomes[path], {False, True}, (path, outcomes[path]))
         self.assertEqual(outcomes["cancel"], {True})
         self.assertGreaterEqual(walked, sum(len(p) for _, p in self.points))

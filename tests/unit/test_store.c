@@ -251,7 +251,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -295,7 +295,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -414,6 +414,81 @@ static void test_lifecycle(void **state)
 	/* Ids are never reused: the vault holds them across calls. */
 	assert_true(dup->id > rec->id);
 	cv_store_cert_free(rec);
+	cv_store_cert_free(dup);
+}
+
+/* Soft delete (issue 18): a held row is hidden and not the reconciler's, its name stays
+ * taken, the recover brings it back; the purge's mark hands it to the reconciler. */
+static void test_soft_delete_recover_purge(void **state)
+{
+	static const char *const doms[] = { "soft.test", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *dup = make_rec("Soft", NOW - DAY, NOW + DAY, doms);
+	struct cv_cert_record *got = NULL;
+	struct cv_cert_page *page = NULL;
+	struct cv_jwk_relink *relink = NULL;
+	char **due = NULL;
+	char seen[256] = "";
+	size_t n = 0, i;
+	int64_t id, other;
+
+	id = add(store, "soft", NOW - DAY, NOW + DAY, doms);
+	other = add(store, "other", NOW - DAY, NOW + DAY, doms);
+	assert_int_equal(cv_store_cert_delete_soft(store, id, CV_JWK_ACTION_NONE, NOW, NOW + 30,
+						   NULL, NULL), 0);
+	/* A second delete finds no active row. */
+	assert_int_equal(cv_store_cert_delete_soft(store, id, CV_JWK_ACTION_NONE, NOW, NOW + 30,
+						   NULL, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_get(store, "soft", &got), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_insert_pending(store, dup, NULL), CV_ERR_NAME_TAKEN);
+	assert_int_equal(cv_store_cert_foreach_unsettled(store, collect_unsettled, seen), 0);
+	assert_string_equal(seen, "");
+	assert_int_equal(cv_store_deleted_get(store, "SOFT", &got), 0);
+	assert_string_equal(got->name, "soft");
+	assert_int_equal(got->deleted_at, NOW);
+	assert_int_equal(got->purge_after, NOW + 30);
+	assert_int_equal(got->n_domains, 1);
+	cv_store_cert_free(got);
+	got = NULL;
+	assert_int_equal(cv_store_deleted_get(store, "other", &got), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_deleted_list(store, NULL, 10, &page), 0);
+	assert_int_equal(page->n, 1);
+	assert_false(page->has_more);
+	cv_store_cert_page_free(page);
+	/* Due only once its retention ended. */
+	assert_int_equal(cv_store_deleted_due(store, NOW + 29, 10, &due, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(cv_store_deleted_due(store, NOW + 30, 10, &due, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(due[0], "soft");
+	for (i = 0; i < n; i++)
+		free(due[i]);
+	free(due);
+
+	/* Recover: active again, nothing held. */
+	assert_int_equal(cv_store_cert_recover(store, id, &relink, &n, NULL, NULL, NULL), 0);
+	assert_int_equal(n, 0);
+	free(relink);
+	assert_int_equal(cv_store_cert_recover(store, id, &relink, &n, NULL, NULL, NULL),
+			 CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_get(store, "soft", &got), 0);
+	assert_int_equal(got->id, id);
+	cv_store_cert_free(got);
+
+	/* Purge: the mark ends the hold, so the reconciler finishes it; the unmark undoes it. */
+	assert_int_equal(cv_store_cert_delete_soft(store, id, CV_JWK_ACTION_NONE, NOW, NOW + 30,
+						   NULL, NULL), 0);
+	assert_int_equal(cv_store_cert_purge_mark(store, other, NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_cert_purge_mark(store, id, NULL), 0);
+	assert_int_equal(cv_store_cert_foreach_unsettled(store, collect_unsettled, seen), 0);
+	assert_string_equal(seen, "soft:d ");
+	assert_int_equal(cv_store_cert_purge_unmark(store, id), 0);
+	assert_int_equal(cv_store_deleted_get(store, "soft", &got), 0);
+	cv_store_cert_free(got);
+	assert_int_equal(cv_store_cert_purge_mark(store, id, NULL), 0);
+	assert_int_equal(cv_store_cert_remove(store, id), 0);
+	/* The name is free again. */
+	assert_int_equal(cv_store_cert_insert_pending(store, dup, NULL), 0);
 	cv_store_cert_free(dup);
 }
 
@@ -1168,7 +1243,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1215,7 +1290,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -3084,13 +3159,19 @@ static void test_migrate_environments_from_v9(void **state)
 		       " ALTER TABLE certificates DROP COLUMN has_key;"
 		       " DROP TABLE certificate_tags; ALTER TABLE audit_log DROP COLUMN changes;"
 		       " ALTER TABLE jwks DROP COLUMN superseded_at;"
+		       " DROP INDEX certificates_held_purge;"
+		       " ALTER TABLE certificates DROP COLUMN held;"
+		       " ALTER TABLE certificates DROP COLUMN deleted_at;"
+		       " ALTER TABLE certificates DROP COLUMN purge_after;"
+		       " ALTER TABLE certificates DROP COLUMN deleted_by;"
+		       " ALTER TABLE certificates DROP COLUMN deleted_jwks;"
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
 		       " PRAGMA user_version = 9;");
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 11);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
@@ -3325,6 +3406,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_key_id_unique_is_not_name_taken, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_foreach_unsettled, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_soft_delete_recover_purge, test_setup,
+						test_teardown),
 		cmocka_unit_test_setup_teardown(test_set_description, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_list_keyset_paging, test_setup,
 						test_teardown),
