@@ -1158,7 +1158,6 @@
         h('td', {}, h('span', { class: 'badge jwk-' + j.state, text: JWK_STATES[j.state] || j.state }),
           j.superseded_by ? h('span', { class: 'hint block', text: 'by ' + j.superseded_by.slice(0, 12) + '…', title: j.superseded_by }) : null),
         h('td', { class: 'published' }, published),
-        h('td', { class: 'opt' }, when(j.created_at)),
         h('td', { class: 'row-actions' }, button('View', () => jwkView(j.kid), 'small'),
           can('write') ? button('Delete', () => deleteJwk(j), 'small danger') : null));
     });
@@ -1169,15 +1168,17 @@
       h('a', { class: 'button', href: '/.well-known/jwks.json', target: '_blank', rel: 'noopener', text: 'Public JWKS document' })),
     h('p', { class: 'hint lead', text: 'Active JWKs are in the public JWKS document. A renewal with a new key supersedes the old JWK: it stays published until its retention ends, so tokens it signed keep verifying. A disconnected JWK stays published, linked to no certificate.' }),
     filters,
-    rows.length ? table(['kid', 'alg', 'use', '~kty', 'Certificate', 'Made from', 'State', 'Published', '~Created', ''], rows, 'JWKs')
+    rows.length ? table(['kid', 'alg', 'use', '~kty', 'Certificate', 'Made from', 'State', 'Published', ''], rows, 'JWKs')
       : empty(cert ? `No JWK is linked to ${cert}.` : 'No JWKs yet. Create one from a certificate.'), pager);
   }
   async function jwkView(kid) {
     const j = await api('GET', '/v1/jwks/' + encodeURIComponent(kid));
+    const made = j.made_from || {};
     const text = JSON.stringify(j.jwk, null, 2);
     const area = h('textarea', { readonly: true, rows: 12, spellcheck: 'false', 'aria-label': 'Public JWK' });
     area.value = text;
     const dlg = dialog('JWK ' + kid.slice(0, 16) + '…', h('div', {},
+      h('p', { class: 'hint', text: `Made from ${made.certificate || '—'} version ${made.version ?? '—'}; created ` }, when(j.created_at), '.'),
       h('p', { class: 'hint', text: 'The public members only: the private key stays in the token.' }),
       area, actions(copyButton(text, 'Copy JSON'), button('Close', () => dlg.close(), 'primary'))), { wide: true });
   }
