@@ -38,6 +38,7 @@ struct cv_config {
 	int64_t token_sessions;    /* token.sessions: PKCS#11 sessions kept open */
 	char *token_sync_dir;      /* token.sync_dir: "auto", "none" or the module's storage
 				      directory, made durable after each key create or destroy */
+	char *token_serialize_creates; /* token.serialize_creates: "auto", "on" or "off" */
 	int token_destroy_orphan_keys; /* token.destroy_orphan_keys: destroy, at start, key
 					  objects with certvault's marker that no row names */
 	int64_t expires_soon_days; /* policy.expires_soon_days */
@@ -68,6 +69,17 @@ struct cv_config {
 					   builds only */
 	int64_t session_idle_timeout; /* console.session_idle_timeout, seconds without a request */
 	int64_t session_lifetime;  /* console.session_lifetime, seconds at most */
+	/* Notifications (issue 18 part 1): [notifications] */
+	char *notify_thresholds;   /* thresholds: days before expiry, "30,14,7,1,0" */
+	int64_t notify_scan_seconds;   /* scan_seconds: the expiry scan's interval */
+	int64_t notify_retry_base_seconds;
+	int64_t notify_retry_max_seconds;
+	int64_t notify_max_attempts;
+	int64_t notify_timeout_ms;
+	int64_t notify_lease_seconds;
+	char *notify_password_dir; /* password_dir: where SMTP password files are */
+	char *notify_allow_networks;
+	char *notify_allow_ports;
 };
 
 /* Loads defaults, then the file at path (NULL: none), then the environment. Returns 0, or

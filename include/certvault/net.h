@@ -128,4 +128,33 @@ int cv_net_http_fetch(const struct cv_net_policy *policy, const char *url,
 		      size_t body_len, int timeout_ms, size_t max_len, unsigned char **ret_data,
 		      size_t *ret_len, struct cv_errmsg *err);
 
+/* Notification deliveries (src/net/deliver.c, libcurl): a webhook POST and an SMTP message.
+ * Every connection, as for fetches, is made only where policy allows (default ports: 80 and
+ * 443 for a webhook; 25, 465 and 587 for SMTP); a webhook's redirect is not followed (the
+ * receiver was named, not wherever it points), no proxy from the environment is used, and
+ * the whole exchange ends within timeout_ms (> 0). */
+
+/* Checks a webhook URL: "http://" or "https://" and a host, at most max bytes of printable
+ * ASCII, no user information. Returns 0 or CV_ERR_BAD_REQUEST saying why. No I/O. */
+int cv_net_webhook_url_check(const char *url, size_t max, struct cv_errmsg *err);
+/* Checks an SMTP URL: "smtp://" or "smtps://" and a host (and port), nothing after it but an
+ * optional "/" and a HELO name. 0 or CV_ERR_BAD_REQUEST. No I/O. */
+int cv_net_smtp_url_check(const char *url, size_t max, struct cv_errmsg *err);
+/* POSTs body (application/json) with the extra headers (NULL-terminated "Name: value"
+ * lines). Returns 0 when the receiver answered 2xx, else CV_ERR_FORBIDDEN (an address the
+ * policy refuses), CV_ERR_UNREACHABLE (no connection, timeout, TLS failure, another status:
+ * the message says which, naming the URL's host only, never its path or query, which may
+ * hold a secret), CV_ERR_NOMEM or CV_ERR_INTERNAL. *ret_status: the HTTP status (0: none). */
+int cv_net_webhook_post(const struct cv_net_policy *policy, const char *url,
+			const char *const *headers, const char *body, size_t body_len,
+			int timeout_ms, long *ret_status, struct cv_errmsg *err);
+/* Sends message (a whole RFC 5322 message, CRLF line ends) from mail_from to the n_rcpt
+ * addresses rcpt through the SMTP server of url (smtps://: TLS from the first byte; smtp://:
+ * STARTTLS when the server offers it), logging in as username with password when username is
+ * not empty. Returns 0 or the errors of cv_net_webhook_post. */
+int cv_net_smtp_send(const struct cv_net_policy *policy, const char *url, const char *username,
+		     const char *password, const char *mail_from, const char *const *rcpt,
+		     size_t n_rcpt, const char *message, size_t message_len, int timeout_ms,
+		     struct cv_errmsg *err);
+
 #endif

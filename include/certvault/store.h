@@ -52,6 +52,16 @@ uint64_t cv_store_certs_generation(struct cv_store *store);
 /* Runs a trivial query; 0 when the database answers, else CV_ERR_DB. */
 int cv_store_ping(struct cv_store *store);
 
+/* What the group commit and the checkpointer did since the store was opened: commits made,
+ * fdatasyncs of the WAL that made them durable (fewer than commits when several shared one),
+ * complete checkpoints (the whole WAL copied back into the database). */
+struct cv_store_sync_stats {
+	uint64_t commits;
+	uint64_t wal_syncs;
+	uint64_t checkpoints;
+};
+void cv_store_sync_stats(struct cv_store *store, struct cv_store_sync_stats *ret);
+
 enum cv_cert_state {
 	CV_CERT_PENDING = 0,
 	CV_CERT_ACTIVE,
@@ -928,5 +938,129 @@ int cv_store_session_touch(struct cv_store *store, const char *id, int64_t now);
  * CV_ERR_DB. */
 int cv_store_session_delete(struct cv_store *store, const char *id,
 			    const struct cv_audit_entry *audit);
+
+/* Notifications (issue 18 part 1): channels, per-certificate rules, the outbox and its
+ * delivery log, and the lease that names the one node that scans and sends. Lists (mail_to,
+ * events, thresholds, contacts) are kept as JSON arrays, text the vault built. */
+#define CV_NOTIFY_URL_MAX 1024
+struct cv_notify_channel {
+	char id[24];               /* "ch_" and 16 hex digits */
+	char name[65];
+	char kind[8];              /* "webhook", "email" */
+	char url[CV_NOTIFY_URL_MAX + 1];
+	char mail_from[256];       /* email */
+	char mail_to[4096];        /* email: a JSON array of addresses */
+	char username[256];        /* email: SMTP login, "" for none */
+	char password_file[1024];  /* email: where the SMTP password is read at each send */
+	unsigned char sealed[256]; /* webhook: the HMAC secret, sealed (never the secret) */
+	size_t sealed_len;         /* 0: none */
+	char events[1024];         /* a JSON array of event names it is sent */
+	int64_t created_at;
+	char created_by[65];
+};
+/* Adds a channel, with audit. 0, CV_ERR_NAME_TAKEN, CV_ERR_DB. */
+int cv_store_notify_channel_insert(struct cv_store *store, const struct cv_notify_channel *ch,
+				   const struct cv_audit_entry *audit);
+/* One channel by id or name (any case). 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_notify_channel_get(struct cv_store *store, const char *id_or_name,
+				struct cv_notify_channel *ret);
+/* Every channel, name order (*ret the caller's, free()). 0, CV_ERR_DB. */
+int cv_store_notify_channel_list(struct cv_store *store, struct cv_notify_channel **ret,
+				 size_t *ret_n);
+/* Removes a channel (by id) with audit; its deliveries still waiting end as failed ("the
+ * channel was deleted"), and the log keeps them. 0, CV_ERR_NOT_FOUND, CV_ERR_DB. */
+int cv_store_notify_channel_delete(struct cv_store *store, const char *id,
+				   const struct cv_audit_entry *audit);
+/* A certificate's notification rules: its thresholds (JSON array; "" for the default) and
+ * contacts (JSON array). 0, CV_ERR_NOT_FOUND (no active certificate of that name), CV_ERR_DB.
+ * ret_name (65 bytes) gets the name as the certificate spells it. */
+int cv_store_cert_notify_get(struct cv_store *store, const char *name, char ret_name[65],
+			     char *thresholds, size_t thresholds_len, char *contacts,
+			     size_t contacts_len);
+int cv_store_cert_notify_set(struct cv_store *store, const char *name, const char *thresholds,
+			     const char *contacts, const struct cv_audit_entry *audit);
+/* The expiry scan: for each active certificate whose end is near, the smallest of its
+ * thresholds (days; its own, else default_thresholds, a JSON array) already crossed
+ * (not_after - now <= days * 86400) gets one message per channel taking its event
+ * (certificate.expired for 0, else certificate.expiring), once per (certificate version,
+ * threshold, channel) however often it runs. *ret_added: messages added. 0, CV_ERR_DB. */
+int cv_store_notify_scan(struct cv_store *store, const char *default_thresholds, int64_t now,
+			 int64_t *ret_added);
+/* The active certificates a truststore CRL could speak of (one from their issuer's name is
+ * held), while a channel takes certificate.revoked and none was told of their version yet.
+ * *ret the caller's (free()). 0, CV_ERR_DB. */
+int cv_store_notify_crl_candidates(struct cv_store *store, char (**ret)[65], size_t *ret_n);
+/* A message about the active certificate name's current version to every channel taking
+ * event, once per dedup_key; detail: a JSON object as text, or "". */
+int cv_store_notify_cert_event(struct cv_store *store, const char *name, const char *event,
+			       const char *dedup_key, const char *detail, int64_t now,
+			       int64_t *ret_added);
+/* A message about something other than a certificate (token.unavailable...) to every
+ * channel taking event, once per dedup_key. detail: a JSON object as text, or "". */
+int cv_store_notify_event(struct cv_store *store, const char *event, const char *dedup_key,
+			  const char *detail, int64_t now, int64_t *ret_added);
+/* Takes or keeps the lease name for holder until now + ttl when it is free, expired or
+ * already holder's. *ret_held: 1 when holder has it now. 0, CV_ERR_DB. */
+int cv_store_lease(struct cv_store *store, const char *name, const char *holder, int64_t now,
+		   int64_t ttl, int *ret_held);
+/* One delivery (an outbox row). */
+enum cv_delivery_state {
+	CV_DELIVERY_PENDING = 0,
+	CV_DELIVERY_DELIVERED = 1,
+	CV_DELIVERY_FAILED = 2,
+};
+struct cv_notify_delivery {
+	int64_t id;                /* the row, for paging */
+	char delivery_id[40];      /* "dlv_" and 32 hex digits: the receiver's idempotency key */
+	char channel_id[24];
+	char channel_name[65];     /* "" once the channel was deleted */
+	char event[40];
+	char certificate[256];     /* "" for none */
+	int64_t cert_version;
+	int64_t threshold;         /* days; -1 for an event */
+	char *payload;             /* JSON object as text (malloc'd) */
+	enum cv_delivery_state state;
+	int64_t attempts;
+	int64_t next_attempt_at;
+	int64_t created_at;
+	int64_t delivered_at;
+	char last_error[256];
+};
+void cv_notify_deliveries_free(struct cv_notify_delivery *d, size_t n);
+struct cv_notify_filter {
+	const char *channel;       /* id or name; NULL: any */
+	const char *certificate;
+	const char *event;
+	int state;                 /* -1: any */
+	int64_t before;            /* id < before (paging, newest first); 0: from the newest */
+	int64_t limit;
+};
+int cv_store_notify_deliveries(struct cv_store *store, const struct cv_notify_filter *f,
+			       struct cv_notify_delivery **ret, size_t *ret_n);
+/* The deliveries due (pending, next_attempt_at <= now), oldest first, at most limit. */
+int cv_store_notify_due(struct cv_store *store, int64_t now, int64_t limit,
+			struct cv_notify_delivery **ret, size_t *ret_n);
+/* One attempt of a delivery. */
+struct cv_notify_attempt {
+	int64_t n;
+	int64_t started_at, finished_at;
+	char outcome[16];          /* sending, delivered, failed, interrupted */
+	char detail[256];
+};
+int cv_store_notify_attempts(struct cv_store *store, int64_t outbox_id,
+			     struct cv_notify_attempt **ret, size_t *ret_n);
+/* Records that an attempt of a pending delivery starts (outcome "sending"), before anything
+ * is sent: a crash then leaves it to be found. *ret_n its number. CV_ERR_NOT_FOUND when the
+ * delivery is no longer pending. */
+int cv_store_notify_attempt_begin(struct cv_store *store, int64_t outbox_id, int64_t now,
+				  int64_t *ret_n);
+/* Records how attempt n ended and what follows: state DELIVERED, PENDING (again at
+ * next_attempt_at) or FAILED (no more attempts). */
+int cv_store_notify_attempt_end(struct cv_store *store, int64_t outbox_id, int64_t n,
+				int64_t now, const char *outcome, const char *detail,
+				enum cv_delivery_state state, int64_t next_attempt_at);
+/* Attempts still "sending" (their sender died) become "interrupted"; their deliveries are
+ * due again at once, with the same delivery id. *ret_n: how many. */
+int cv_store_notify_interrupted(struct cv_store *store, int64_t now, int64_t *ret_n);
 
 #endif

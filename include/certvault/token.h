@@ -37,6 +37,10 @@ struct cv_token_config {
 	 * SOFTHSM2_CONF, else /etc/softhsm/softhsm2.conf) when the module is SoftHSM and means
 	 * nothing for any other module; "none" means nothing; else that directory. */
 	const char *sync_dir;
+	/* Whether key creates and destroys run one at a time (token.serialize_creates): "on",
+	 * "off", or NULL, "" or "auto": on for SoftHSM before 2.7 (C_GetInfo's manufacturer and
+	 * library version), off for any other module. */
+	const char *serialize_creates;
 };
 
 /* Opens the module, finds the token by label, logs in as the user and lists the private
@@ -56,6 +60,9 @@ int cv_token_init(const char *module_path, const char *label, const char *so_pin
  * in words for the start-up line ("fsync of the changed files under DIR (...)", "syncfs
  * under DIR (...)", "none: ..."). */
 const char *cv_token_sync_describe(const struct cv_token *token);
+/* Whether key creates and destroys run one at a time, and why, in words for the start-up
+ * line ("one at a time: ...", "concurrently: ..."). */
+const char *cv_token_serialize_describe(const struct cv_token *token);
 
 /* The first bytes of the CKA_ID of every key object certvault creates: its marker. A foreign
  * object with a random 16-byte id carries it by chance once in 2^48; objects other tools make

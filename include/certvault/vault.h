@@ -876,6 +876,8 @@ int cv_vault_key_sign(struct cv_vault *v, const uint8_t *key_id, size_t id_len,
 
 /* A snapshot of the token's operation counters (metrics). */
 void cv_vault_token_stats(struct cv_vault *v, struct cv_token_stats *ret);
+/* The database's commits, WAL syncs and checkpoints so far (metrics). */
+void cv_vault_store_sync_stats(struct cv_vault *v, struct cv_store_sync_stats *ret);
 
 /* Appends a record of a change whose use case did not write it with the change (a bug the
  * HTTP layer reports): late, in its own transaction. 0 or CV_ERR_DB. */

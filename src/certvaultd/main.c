@@ -13,6 +13,7 @@
 #include "certvault/config.h"
 #include "certvault/fault.h"
 #include "certvault/http.h"
+#include "certvault/notify.h"
 #include "certvault/secret.h"
 #include "certvault/store.h"
 #include "certvault/token.h"
@@ -243,6 +244,37 @@ static int net_policy(const char *networks, const char *ports, const char *secti
 	return 0;
 }
 
+/* The notifier's lines in the log. */
+static void notify_log(const char *line)
+{
+	fprintf(stderr, "certvaultd: %s\n", line);
+}
+
+/* The notifier's settings from the configuration, checked before anything starts. */
+static int notify_settings(const struct cv_config *cfg, struct cv_notify_settings *ret,
+			   struct cv_errmsg *err)
+{
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = cv_notify_thresholds_parse(cfg->notify_thresholds, ret->thresholds,
+				       sizeof(ret->thresholds), err);
+	if (r < 0)
+		return r;
+	ret->scan_seconds = cfg->notify_scan_seconds;
+	ret->retry_base_seconds = cfg->notify_retry_base_seconds;
+	ret->retry_max_seconds = cfg->notify_retry_max_seconds;
+	ret->max_attempts = cfg->notify_max_attempts;
+	ret->lease_seconds = cfg->notify_lease_seconds;
+	ret->timeout_ms = (int)cfg->notify_timeout_ms;
+	ret->password_dir = cfg->notify_password_dir;
+	ret->log = notify_log;
+	/* The lease names the node as health does (server.node_name, the host name by default). */
+	snprintf(ret->node, sizeof(ret->node), "%s", cfg->node_name);
+	return net_policy(cfg->notify_allow_networks, cfg->notify_allow_ports, "notifications",
+			  &ret->net, err);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -270,6 +302,8 @@ int main(int argc, char **argv)
 	sigset_t signals;
 	struct cv_audit_settings audit_cfg;
 	struct cv_audit_key_report keyrep;
+	struct cv_notify_settings notify_cfg;
+	struct cv_notifier *notifier = NULL;
 	const char *archive = NULL, *check_archive = NULL;
 	int64_t older_than_days = -1;
 	int opt, sig, r, status = 1, init_token = 0;
@@ -347,6 +381,9 @@ int main(int argc, char **argv)
 		r = CV_ERR_CONFIG;
 		goto out;
 	}
+	r = notify_settings(&cfg, &notify_cfg, &err);
+	if (r < 0)
+		goto out;
 	if (getenv("CERTVAULT_FAULT") != NULL) {
 		if (!fault_point_known(getenv("CERTVAULT_FAULT"))) {
 			fprintf(stderr, "certvaultd: CERTVAULT_FAULT names no fault point of this "
@@ -370,6 +407,7 @@ int main(int argc, char **argv)
 	tcfg.pin = pin;
 	tcfg.pool_size = (unsigned)cfg.token_sessions;
 	tcfg.sync_dir = cfg.token_sync_dir;
+	tcfg.serialize_creates = cfg.token_serialize_creates;
 	r = cv_token_open(&tcfg, &app.token, &err);
 	OPENSSL_clear_free(pin, pin_len + 1);
 	pin = NULL;
@@ -445,9 +483,15 @@ int main(int argc, char **argv)
 	r = cv_vault_purger_start(&app.vault, cfg.purge_sweep_seconds, purge_report, &err);
 	if (r < 0)
 		goto out;
+	/* Expiry scans and deliveries on a thread of their own, never the HTTP threads. */
+	r = cv_notifier_start(&app.vault, &notify_cfg, &notifier, &err);
+	if (r < 0)
+		goto out;
 	/* Said once the start succeeded: a refused start says one line, why. */
 	fprintf(stderr, "certvaultd: token writes made durable before each commit that depends"
 		" on them: %s\n", cv_token_sync_describe(app.token));
+	fprintf(stderr, "certvaultd: keys made and destroyed in the token %s\n",
+		cv_token_serialize_describe(app.token));
 	tls_listen = cfg.tls_listen[0] != '\0' ? cfg.tls_listen : cfg.listen;
 	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s, token \"%s\")\n",
 		strchr(cfg.listen, ':') ? "[" : "", cfg.listen, strchr(cfg.listen, ':') ? "]" : "",
@@ -479,6 +523,7 @@ out:
 	OPENSSL_clear_free(pin, pin_len + 1);
 	cv_vault_purger_stop(&app.vault);
 	cv_server_stop(server);
+	cv_notifier_stop(notifier);
 	/* The counts of refusals not written yet, now that no request runs. */
 	cv_vault_audit_release(&app.vault, (int64_t)time(NULL));
 	cv_http_stats_free(app.stats);

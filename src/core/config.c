@@ -89,6 +89,10 @@ static const struct setting settings[] = {
 	  " before the database commit that depends on it; auto: SoftHSM's directories.tokendir"
 	  " (SOFTHSM2_CONF, else /etc/softhsm/softhsm2.conf) for SoftHSM, nothing for any other"
 	  " module; none: nothing (a hardware or network module)" },
+	{ "token", "serialize_creates", K_STR, OFF(token_serialize_creates), "auto", 0, 0,
+	  "make and destroy keys one at a time: on, off, or auto (on for SoftHSM before 2.7,"
+	  " whose file store fails creates that race other creates, destroys or searches;"
+	  " off for any other module)" },
 	{ "token", "destroy_orphan_keys", K_BOOL, OFF(token_destroy_orphan_keys), "false", 0, 0,
 	  "at start, destroy key objects that carry certvault's id marker but that no row"
 	  " names (else they are only reported); objects other tools made are never touched" },
@@ -165,6 +169,32 @@ static const struct setting settings[] = {
 	  "seconds a console session lasts without a request (kept to within a minute)" },
 	{ "console", "session_lifetime", K_INT, OFF(session_lifetime), "43200", 300, 2592000,
 	  "seconds a console session lasts at most, however busy" },
+	{ "notifications", "thresholds", K_STR, OFF(notify_thresholds), "30,14,7,1,0", 0, 0,
+	  "days before a certificate's end at which channels are told (0: it has expired);"
+	  " a certificate's own thresholds replace these" },
+	{ "notifications", "scan_seconds", K_INT, OFF(notify_scan_seconds), "300", 1, 86400,
+	  "how often the expiry scan looks for thresholds crossed (also at every start)" },
+	{ "notifications", "retry_base_seconds", K_INT, OFF(notify_retry_base_seconds), "30", 1,
+	  86400, "the wait before a failed delivery's first retry, doubled at each retry" },
+	{ "notifications", "retry_max_seconds", K_INT, OFF(notify_retry_max_seconds), "3600", 1,
+	  604800, "the longest wait between two attempts of a delivery" },
+	{ "notifications", "max_attempts", K_INT, OFF(notify_max_attempts), "12", 1, 1000,
+	  "attempts of a delivery before it is given up (state failed)" },
+	{ "notifications", "timeout_ms", K_INT, OFF(notify_timeout_ms), "10000", 100, 120000,
+	  "milliseconds one delivery attempt (webhook POST, SMTP exchange) may take" },
+	{ "notifications", "lease_seconds", K_INT, OFF(notify_lease_seconds), "30", 2, 3600,
+	  "how long the node that sends holds its lease in the database without renewing it"
+	  " (another node takes over after it)" },
+	{ "notifications", "password_dir", K_STR, OFF(notify_password_dir),
+	  "/etc/certvault/notify", 0, 0,
+	  "the directory whose files (mode 0600) hold email channels' SMTP passwords; a"
+	  " channel names a file in it, never a path elsewhere" },
+	{ "notifications", "allow_networks", K_STR, OFF(notify_allow_networks), "", 0, 0,
+	  "networks (CIDR, comma-separated) webhooks and SMTP servers may be reached on, on any"
+	  " port, besides public addresses: internal receivers must be named here" },
+	{ "notifications", "allow_ports", K_STR, OFF(notify_allow_ports), "", 0, 0,
+	  "ports (comma-separated) webhooks and SMTP servers may use on public addresses besides"
+	  " 80, 443 (webhooks) and 25, 465, 587 (SMTP)" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -319,6 +349,13 @@ int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg
 		r = set_value(&settings[i], ret_cfg, v, name, err);
 		if (r < 0)
 			goto out;
+	}
+	if (strcmp(ret_cfg->token_serialize_creates, "auto") != 0 &&
+	    strcmp(ret_cfg->token_serialize_creates, "on") != 0 &&
+	    strcmp(ret_cfg->token_serialize_creates, "off") != 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG,
+				  "token.serialize_creates must be auto, on or off");
+		goto out;
 	}
 	if (strcmp(ret_cfg->revocation_unknown, "refuse") != 0 &&
 	    strcmp(ret_cfg->revocation_unknown, "warn") != 0) {

@@ -126,6 +126,7 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 	const int64_t by_status[] = { counts->valid, counts->expires_soon, counts->expired,
 				      counts->upcoming };
 	struct cv_vault_health health;
+	struct cv_store_sync_stats ss;
 	struct cv_token_stats ts;
 	size_t i;
 	int r = 0;
@@ -149,6 +150,21 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 			      "# TYPE certvault_certificates_pending gauge\n"
 			      "certvault_certificates_pending %lld\n", (long long)pending);
 	r |= http_stats_render(app->stats, out);
+	/* Group commit: syncs fewer than commits when concurrent writes shared them. */
+	cv_vault_store_sync_stats(&app->vault, &ss);
+	r |= text_printf(out, "# HELP certvault_db_commits_total Database transactions "
+			      "committed.\n# TYPE certvault_db_commits_total counter\n"
+			      "certvault_db_commits_total %llu\n"
+			      "# HELP certvault_db_wal_syncs_total fdatasyncs of the database's WAL "
+			      "that made commits durable (several commits may share one).\n"
+			      "# TYPE certvault_db_wal_syncs_total counter\n"
+			      "certvault_db_wal_syncs_total %llu\n"
+			      "# HELP certvault_db_checkpoints_total Complete checkpoints (the whole "
+			      "WAL copied back into the database).\n"
+			      "# TYPE certvault_db_checkpoints_total counter\n"
+			      "certvault_db_checkpoints_total %llu\n",
+			 (unsigned long long)ss.commits, (unsigned long long)ss.wal_syncs,
+			 (unsigned long long)ss.checkpoints);
 	if (app->vault.token != NULL) {
 		cv_vault_token_stats(&app->vault, &ts);
 		r |= text_puts(out, "# HELP certvault_token_operations_total PKCS#11 calls made, "

@@ -109,6 +109,22 @@ int h_environment_put(struct cv_app *app, const struct cv_request *req, struct c
 int h_environment_delete(struct cv_app *app, const struct cv_request *req,
 			 struct cv_response *res, struct cv_errmsg *err);
 
+/* h_notify.c: notifications (issue 18 part 1). */
+int h_notify_channel_create(struct cv_app *app, const struct cv_request *req,
+			    struct cv_response *res, struct cv_errmsg *err);
+int h_notify_channel_list(struct cv_app *app, const struct cv_request *req,
+			  struct cv_response *res, struct cv_errmsg *err);
+int h_notify_channel_get(struct cv_app *app, const struct cv_request *req,
+			 struct cv_response *res, struct cv_errmsg *err);
+int h_notify_channel_delete(struct cv_app *app, const struct cv_request *req,
+			    struct cv_response *res, struct cv_errmsg *err);
+int h_notify_deliveries(struct cv_app *app, const struct cv_request *req,
+			struct cv_response *res, struct cv_errmsg *err);
+int h_cert_notify_get(struct cv_app *app, const struct cv_request *req,
+		      struct cv_response *res, struct cv_errmsg *err);
+int h_cert_notify_put(struct cv_app *app, const struct cv_request *req,
+		      struct cv_response *res, struct cv_errmsg *err);
+
 /* An array member of at most max names (strings of at most CV_NAME_MAX bytes, no NUL; the
  * name rule is the use case's), pointers into obj in ret (room for max): 0 with *ret_n and
  * *ret_present (absent or null: 0), or CV_ERR_BAD_REQUEST naming the member. */

@@ -108,6 +108,18 @@ static const struct cv_route routes[] = {
 	{ "GET", "/v1/audit/verify", CV_R_AUDIT, 0, h_audit_verify, NULL, SLOW },
 	{ "GET", "/v1/inventory", CV_R_AUDIT, 0, h_inventory, NULL },
 	{ "GET", "/metrics", CV_R_METRICS, 0, h_metrics, NULL },
+	/* Notifications (issue 18 part 1): channels are admin only (a webhook's secret, where
+	 * messages go); the log is for who may read the audit trail. */
+	{ "POST", "/v1/notifications/channels", CV_R_ADMIN, 16 * 1024, h_notify_channel_create,
+	  "notification.channel_create" },
+	{ "GET", "/v1/notifications/channels", CV_R_ADMIN, 0, h_notify_channel_list, NULL },
+	{ "GET", "/v1/notifications/channels/{}", CV_R_ADMIN, 0, h_notify_channel_get, NULL },
+	{ "DELETE", "/v1/notifications/channels/{}", CV_R_ADMIN, 0, h_notify_channel_delete,
+	  "notification.channel_delete" },
+	{ "GET", "/v1/notifications/deliveries", CV_R_AUDIT, 0, h_notify_deliveries, NULL },
+	{ "GET", "/v1/certificates/{}/notifications", CV_R_READ, 0, h_cert_notify_get, NULL },
+	{ "PUT", "/v1/certificates/{}/notifications", CV_R_WRITE, 8 * 1024, h_cert_notify_put,
+	  "certificate.notifications" },
 	{ "GET", "/v1/openapi.json", CV_R_PUBLIC, 0, h_openapi, NULL },
 	/* The web console (issue 12): its files, and the session a browser signs in to. */
 	{ "GET", "/", CV_R_PUBLIC, 0, h_console_redirect, NULL },
@@ -143,6 +155,7 @@ static const struct route_query {
 	{ h_audit_list, "from until actor action target limit cursor", 200 },
 	{ h_service_get, "wait", 3 },
 	{ h_inventory, "format", 16 },
+	{ h_notify_deliveries, "channel certificate event state limit cursor", 128 },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))

@@ -238,6 +238,9 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 	if (rc == SQLITE_OK && (rc = sqlite3_step(ins)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	r = rc == SQLITE_OK ? 0 : store_err(rc);
+	/* The change's notifications, in its transaction: they commit with it or not at all. */
+	if (r == 0)
+		r = store_notify_audit_on(db, &rec.e, rec.seq);
 out:
 	sqlite3_finalize(last);
 	sqlite3_finalize(ins);

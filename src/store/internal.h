@@ -33,6 +33,8 @@ struct store_conn {
 	uint64_t borrows;          /* how many times it was handed out, the current one included */
 	int jwks_changed;          /* set by the update hook when a jwks row changed */
 	int certs_changed;         /* ... and when a certificates row did */
+	uint64_t commit_seq;       /* the number of its last commit not yet known durable; 0:
+				      none (store_return waits for it, see wal_sync_wait) */
 	struct cv_store *store;
 };
 
@@ -52,6 +54,30 @@ struct cv_store {
 	cv_store_mac_fn audit_mac;
 	void *audit_mac_arg;
 	int64_t audit_keyed_from;
+	/* Group commit (db.c, wal_sync_wait). Connections commit with synchronous=NORMAL, so a
+	 * COMMIT writes its WAL frames and releases the write lock without an fsync; the
+	 * connection is given back only once an fdatasync of the WAL that began after the
+	 * commit has returned. Commits are numbered in the WAL hook; one thread at a time
+	 * syncs, for every commit numbered before it began, so commits that land while a sync
+	 * runs share the next one. Guarded by sync_lock. */
+	pthread_mutex_t sync_lock;
+	pthread_cond_t synced_cond;   /* synced moved, or the syncing thread gave up its turn */
+	uint64_t committed;           /* commits made (the last number handed out) */
+	uint64_t synced;              /* every commit numbered up to this is on disk */
+	int syncing;                  /* a thread is in the WAL's fdatasync */
+	atomic_uint_fast64_t wal_syncs; /* fdatasyncs of the WAL made for commits */
+	/* The checkpointer (db.c): a thread with its own connection that copies the WAL back
+	 * into the database once writes pause (or the WAL grows past a bound), so that readers
+	 * after a burst of writes read the database file instead of looking every page up in a
+	 * long WAL. Woken through ckpt_cond under sync_lock. */
+	pthread_cond_t ckpt_cond;
+	sqlite3 *ckpt_db;
+	pthread_t ckpt_thread;
+	int ckpt_started;
+	int ckpt_stopping;
+	int wal_frames;               /* frames in the WAL after the last commit (the WAL hook) */
+	uint64_t checkpointed;        /* every commit numbered up to this is in the database file */
+	atomic_uint_fast64_t checkpoints; /* complete checkpoints made */
 };
 
 /* The connection this thread borrowed (NULL: none): a caller never holds two at once, so
@@ -131,6 +157,10 @@ int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_r
 /* Appends an audit record inside the caller's write transaction (entry may be NULL: then
  * nothing). 0 or CV_ERR_DB: the caller then rolls its change back with it. */
 int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry);
+/* notify.c: the outbox rows of the change entry records (record seq), when it is one that
+ * channels are told of (an import, renew, replace, delete done); on the caller's transaction.
+ * 0 or CV_ERR_DB. */
+int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64_t seq);
 /* Rewrites, from their DER, the distinguished names of the rows listed in the table
  * dn_refresh (an older release escaped UTF-8), then drops it; nothing when it is absent.
  * One transaction. 0 or CV_ERR_DB. */

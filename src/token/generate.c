@@ -373,9 +373,9 @@ static int key_generate(struct cv_token *token, enum cv_token_key_type type, int
 	}
 	reserved = 1;
 	/* Key creation is serialised (SoftHSM's file store, see struct keymap). */
-	pthread_mutex_lock(&token->map.writes);
+	token_writes_lock(token);
 	r = token_run(token, generate_once, &op, err);
-	pthread_mutex_unlock(&token->map.writes);
+	token_writes_unlock(token);
 	if (r == 0) {
 		r = public_key_build(&op, &key);
 		if (r < 0)
@@ -387,9 +387,9 @@ static int key_generate(struct cv_token *token, enum cv_token_key_type type, int
 		r = token_durable_sync(token, err);
 	if (r < 0) {
 		if (op.priv != CK_INVALID_HANDLE || op.pub != CK_INVALID_HANDLE) {
-			pthread_mutex_lock(&token->map.writes);
+			token_writes_lock(token);
 			(void)token_run(token, destroy_pair, &op, &ignored);
-			pthread_mutex_unlock(&token->map.writes);
+			token_writes_unlock(token);
 		}
 		(void)token_durable_sync(token, &ignored);
 		goto out;
@@ -767,11 +767,11 @@ int cv_token_key_unwrap(struct cv_token *token, int oaep_sha1,
 		goto out;
 	}
 	reserved = 1;
-	pthread_mutex_lock(&token->map.writes);
+	token_writes_lock(token);
 	r = token_run(token, unwrap_once, &op, &why);
 	if (r < 0 && (op.priv != CK_INVALID_HANDLE || op.pub != CK_INVALID_HANDLE))
 		(void)token_run(token, destroy_pair_unwrap, &op, &ignored);
-	pthread_mutex_unlock(&token->map.writes);
+	token_writes_unlock(token);
 	if (r < 0 && op.refused) {
 		/* What the client sent: a wrong AES key, a corrupt wrap, another key type. */
 		r = cv_errmsg_set(err, CV_ERR_UNWRAP_FAILED, "the token could not unwrap %s: %s",
@@ -784,9 +784,9 @@ int cv_token_key_unwrap(struct cv_token *token, int oaep_sha1,
 	}
 	r = token_durable_sync(token, err);
 	if (r < 0) {
-		pthread_mutex_lock(&token->map.writes);
+		token_writes_lock(token);
 		(void)token_run(token, destroy_pair_unwrap, &op, &ignored);
-		pthread_mutex_unlock(&token->map.writes);
+		token_writes_unlock(token);
 		(void)token_durable_sync(token, &ignored);
 		goto out;
 	}

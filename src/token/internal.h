@@ -26,6 +26,16 @@ struct keymap_entry {
 	int pending;
 };
 
+/* A secret key object the last listing saw, for finding one by label without searching the
+ * token again (cv_token_secret_find at start: the audit chain's key). */
+#define TOKEN_SECRET_LABEL_MAX 64
+struct listed_secret {
+	CK_OBJECT_HANDLE handle;
+	char label[TOKEN_SECRET_LABEL_MAX + 1];
+	uint8_t id[TOKEN_ID_MAX];
+	size_t id_len;
+};
+
 /* Open addressing with linear probing; capacity is a power of two, at most half full.
  * Handles are only good within one login: when the token drops every session (a reset, a
  * removal) SoftHSM, like most modules, forgets them. Each listing bumps epoch, so that a call
@@ -37,11 +47,17 @@ struct keymap {
 	 * with CKR_GENERAL_ERROR or CKR_TEMPLATE_INCONSISTENT (softhsm/SoftHSMv2#573; seen here
 	 * with 16 clients importing at once). Keys are made and destroyed seldom; signing and
 	 * reading attributes are not held up. */
-	pthread_mutex_t writes;
+	pthread_mutex_t writes;  /* taken only when token->serialize_creates is set */
 	struct keymap_entry *slots;
 	size_t capacity;
 	size_t used;
 	unsigned long epoch;   /* listings done; 0: never listed */
+	/* The token's secret keys as the listing of epoch secrets_epoch saw them (few: the audit
+	 * key). 0: not usable (a secret key was made since, or one could not be read whole):
+	 * ask the token. */
+	struct listed_secret *secrets;
+	size_t n_secrets;
+	unsigned long secrets_epoch;
 };
 
 struct pool {
@@ -100,10 +116,28 @@ struct cv_token {
 	 * answer is durable. sync_describe says which, for the start-up line. */
 	struct durable *durable;
 	char sync_describe[640];
+	/* Whether creates and destroys take map.writes (token.serialize_creates), and why. Set
+	 * at open, read-only after. */
+	int serialize_creates;
+	char serialize_describe[200];
 	/* Counted where the calls are made; relaxed: they order nothing. */
 	atomic_uint_fast64_t calls[CV_TOKEN_OP_COUNT];
 	atomic_uint_fast64_t errors[CV_TOKEN_OP_COUNT];
 };
+
+/* Around C_CreateObject, C_GenerateKeyPair, C_UnwrapKey and C_DestroyObject of keys: one at
+ * a time when the module needs it (see struct keymap), else nothing. */
+static inline void token_writes_lock(struct cv_token *token)
+{
+	if (token->serialize_creates)
+		pthread_mutex_lock(&token->map.writes);
+}
+
+static inline void token_writes_unlock(struct cv_token *token)
+{
+	if (token->serialize_creates)
+		pthread_mutex_unlock(&token->map.writes);
+}
 
 /* Counts one call of op, and a failure when failed. */
 static inline void token_count(struct cv_token *token, enum cv_token_op op, int failed)

@@ -60,6 +60,10 @@ void token_keymap_release(struct keymap *map)
 	pthread_mutex_destroy(&map->lock);
 	free(map->slots);
 	map->slots = NULL;
+	free(map->secrets);
+	map->secrets = NULL;
+	map->n_secrets = 0;
+	map->secrets_epoch = 0;
 	map->capacity = 0;
 	map->used = 0;
 }

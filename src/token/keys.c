@@ -619,22 +619,22 @@ int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label
 	}
 	reserved = 1;
 	op.t = &t;
-	pthread_mutex_lock(&token->map.writes);
+	token_writes_lock(token);
 	r = token_run(token, create_objects, &op, err);
 	/* Nothing half-made stays behind: a private key without its public twin would also
 	 * hold the id against a second try. */
 	if (r < 0)
 		(void)token_run(token, destroy_objects, &op, &ignored);
-	pthread_mutex_unlock(&token->map.writes);
+	token_writes_unlock(token);
 	/* The caller commits a row naming this key next: the key reaches the disk first, or a
 	 * power cut keeps the row and loses the key. Outside the writes lock, so one sync can
 	 * cover several threads' creates. A key that cannot be made durable is not kept. */
 	if (r == 0) {
 		r = token_durable_sync(token, err);
 		if (r < 0) {
-			pthread_mutex_lock(&token->map.writes);
+			token_writes_lock(token);
 			(void)token_run(token, destroy_objects, &op, &ignored);
-			pthread_mutex_unlock(&token->map.writes);
+			token_writes_unlock(token);
 		}
 	}
 	if (r < 0) {
@@ -679,9 +679,9 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 	}
 	e->pending = 1;
 	pthread_mutex_unlock(&token->map.lock);
-	pthread_mutex_lock(&token->map.writes);
+	token_writes_lock(token);
 	r = token_run(token, destroy_objects, &op, err);
-	pthread_mutex_unlock(&token->map.writes);
+	token_writes_unlock(token);
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
 	/* On failure the entry keeps whatever survived, so a later destroy can finish. */
@@ -862,11 +862,68 @@ out:
 	return rv;
 }
 
+/* The secret keys a listing saw. complete: 0 when one could not be read whole, so that a
+ * search by label must ask the token. */
+struct secrets_seen {
+	struct listed_secret *v;
+	size_t n, cap;
+	int complete;
+};
+
+/* Room for one more in seen: the array (grown when full), or NULL when out of memory. */
+static struct listed_secret *secrets_grow(struct secrets_seen *seen)
+{
+	struct listed_secret *grown;
+	size_t cap;
+
+	if (seen->n < seen->cap)
+		return seen->v;
+	cap = seen->cap > 0 ? 2 * seen->cap : 4;
+	grown = realloc(seen->v, cap * sizeof(*grown));
+	if (grown == NULL)
+		return NULL;
+	seen->v = grown;
+	seen->cap = cap;
+	return grown;
+}
+
+/* Keeps a secret key object's handle, id and label. */
+static CK_RV secret_seen(struct cv_token *token, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE h,
+			 const uint8_t *id, size_t id_len, struct secrets_seen *seen)
+{
+	struct listed_secret *s, *grown;
+	CK_ATTRIBUTE label;
+	CK_RV rv;
+
+	grown = secrets_grow(seen);
+	if (grown == NULL)
+		return CKR_HOST_MEMORY;
+	s = &seen->v[seen->n];
+	memset(s, 0, sizeof(*s));
+	label.type = CKA_LABEL;
+	label.pValue = s->label;
+	label.ulValueLen = TOKEN_SECRET_LABEL_MAX;
+	rv = token->f->C_GetAttributeValue(session, h, &label, 1);
+	token_count(token, CV_TOKEN_OP_GET_ATTRIBUTES, 0);
+	if (rv != CKR_OK || label.ulValueLen > TOKEN_SECRET_LABEL_MAX) {
+		/* No label: no search by label finds it. Anything else: not known whole. */
+		if (rv != CKR_ATTRIBUTE_TYPE_INVALID)
+			seen->complete = 0;
+		return CKR_OK;
+	}
+	s->label[label.ulValueLen] = '\0';
+	s->handle = h;
+	memcpy(s->id, id, id_len);
+	s->id_len = id_len;
+	seen->n++;
+	return CKR_OK;
+}
+
 /* Class and id of every key object among handles, asked after the search is over: some
- * modules refuse other calls on a session in the middle of one. */
+ * modules refuse other calls on a session in the middle of one. Secret keys go to seen. */
 static CK_RV read_listed(struct cv_token *token, CK_SESSION_HANDLE session,
 			 const CK_OBJECT_HANDLE *handles, CK_ULONG n, struct listed *ret_listed,
-			 size_t *ret_n, const char **ret_call)
+			 size_t *ret_n, struct secrets_seen *seen, const char **ret_call)
 {
 	CK_ULONG i;
 	size_t kept = 0;
@@ -881,6 +938,21 @@ static CK_RV read_listed(struct cv_token *token, CK_SESSION_HANDLE session,
 		};
 
 		rv = token->f->C_GetAttributeValue(session, handles[i], tmpl, 2);
+		/* A secret key (the audit key): its class was read whatever its id said. */
+		if ((rv == CKR_OK || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
+		     rv == CKR_BUFFER_TOO_SMALL) && tmpl[0].ulValueLen == sizeof(l->cls) &&
+		    l->cls == CKO_SECRET_KEY) {
+			token_count(token, CV_TOKEN_OP_GET_ATTRIBUTES, 0);
+			if (rv == CKR_BUFFER_TOO_SMALL) {
+				seen->complete = 0;
+				continue;
+			}
+			rv = secret_seen(token, session, handles[i], l->id,
+					 rv == CKR_OK ? tmpl[1].ulValueLen : 0, seen);
+			if (rv != CKR_OK)
+				return rv;
+			continue;
+		}
 		/* Ids longer than TOKEN_ID_MAX come back as BUFFER_TOO_SMALL, objects without
 		 * one as TYPE_INVALID, objects deleted since the search as HANDLE_INVALID: none
 		 * is a key certvault can name, so skip it. */
@@ -936,6 +1008,7 @@ static CK_RV map_replace_locked(struct keymap *map, const struct listed *listed,
 CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 			const char **ret_call)
 {
+	struct secrets_seen seen = { NULL, 0, 0, 1 };
 	CK_OBJECT_HANDLE *handles = NULL;
 	struct listed *listed = NULL;
 	CK_TOKEN_INFO info;
@@ -951,7 +1024,7 @@ CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 		rv = CKR_HOST_MEMORY;
 		goto out;
 	}
-	rv = read_listed(token, session, handles, n_handles, listed, &n, ret_call);
+	rv = read_listed(token, session, handles, n_handles, listed, &n, &seen, ret_call);
 	if (rv != CKR_OK)
 		goto out;
 	/* SoftHSM, its directory gone, still lists: nothing. Believed, that would empty the map
@@ -965,8 +1038,16 @@ CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 	}
 	pthread_mutex_lock(&token->map.lock);
 	rv = map_replace_locked(&token->map, listed, n);
+	if (rv == CKR_OK) {
+		free(token->map.secrets);
+		token->map.secrets = seen.v;
+		token->map.n_secrets = seen.n;
+		token->map.secrets_epoch = seen.complete ? token->map.epoch : 0;
+		seen.v = NULL;
+	}
 	pthread_mutex_unlock(&token->map.lock);
 out:
+	free(seen.v);
 	free(handles);
 	free(listed);
 	return rv;

@@ -452,6 +452,63 @@ out:
 	return r;
 }
 
+/* Decides whether key creates and destroys run one at a time (token.serialize_creates).
+ * SoftHSM's file store before 2.7 fails a create that races another session's create,
+ * destroy or search with CKR_GENERAL_ERROR or CKR_TEMPLATE_INCONSISTENT, and can leave an
+ * object behind that nobody tracks (softhsm/SoftHSMv2#573, fixed after 2.6.1); a module that
+ * handles concurrent creates gains nothing from the lock and loses the overlap of several
+ * imports. auto asks the module itself (C_GetInfo), not its file name, so that a renamed or
+ * proxied SoftHSM is recognised by what it says it is. */
+static int serialize_decide(struct cv_token *token, const char *setting, struct cv_errmsg *err)
+{
+	char manufacturer[33], description[33];
+	CK_INFO info;
+	CK_RV rv;
+
+	if (setting != NULL && strcmp(setting, "on") == 0) {
+		token->serialize_creates = 1;
+		snprintf(token->serialize_describe, sizeof(token->serialize_describe),
+			 "one at a time (token.serialize_creates = on)");
+		return 0;
+	}
+	if (setting != NULL && strcmp(setting, "off") == 0) {
+		token->serialize_creates = 0;
+		snprintf(token->serialize_describe, sizeof(token->serialize_describe),
+			 "concurrently (token.serialize_creates = off)");
+		return 0;
+	}
+	if (setting != NULL && setting[0] != '\0' && strcmp(setting, "auto") != 0)
+		return cv_errmsg_set(err, CV_ERR_CONFIG,
+				     "token.serialize_creates must be auto, on or off");
+	rv = token->f->C_GetInfo(&info);
+	if (rv != CKR_OK) {
+		/* Unknown: the safe side. */
+		token->serialize_creates = 1;
+		snprintf(token->serialize_describe, sizeof(token->serialize_describe),
+			 "one at a time (token.serialize_creates = auto; C_GetInfo answered %s)",
+			 token_ckr_name(rv));
+		return 0;
+	}
+	token_trim(info.manufacturerID, sizeof(info.manufacturerID), manufacturer);
+	token_trim(info.libraryDescription, sizeof(info.libraryDescription), description);
+	token->serialize_creates = strncmp(manufacturer, "SoftHSM", 7) == 0 &&
+				   (info.libraryVersion.major < 2 ||
+				    (info.libraryVersion.major == 2 &&
+				     info.libraryVersion.minor < 7));
+	snprintf(token->serialize_describe, sizeof(token->serialize_describe),
+		 "%s (token.serialize_creates = auto; the module is %.32s %u.%u%s)",
+		 token->serialize_creates ? "one at a time" : "concurrently", manufacturer,
+		 (unsigned)info.libraryVersion.major, (unsigned)info.libraryVersion.minor,
+		 token->serialize_creates ? ", whose file store fails creates that race" : "");
+	(void)description;
+	return 0;
+}
+
+const char *cv_token_serialize_describe(const struct cv_token *token)
+{
+	return token->serialize_describe;
+}
+
 int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token,
 		  struct cv_errmsg *err)
 {
@@ -510,6 +567,9 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 		goto out;
 	token->f = token->module->f;
 	r = slot_find(token, cfg->token_label, cfg->module_path, err);
+	if (r < 0)
+		goto out;
+	r = serialize_decide(token, cfg->serialize_creates, err);
 	if (r < 0)
 		goto out;
 	/* The first session logs in; a wrong PIN shows here rather than on the first request. */

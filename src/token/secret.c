@@ -31,6 +31,39 @@ struct find_op {
 	CK_ULONG id_len;
 };
 
+/* What the last listing of the token saw of secret keys labelled op->label, when it is
+ * current and nothing made a secret key since: at 10,000 keys a search costs as much as the
+ * listing itself (SoftHSM looks at every object), and start-up would pay it twice. Only the
+ * first find after a listing is answered so (the one at start, or after the token came
+ * back); every later one asks the token, so that a second key with the label that another
+ * tool made meanwhile is seen and refused. Returns 1 with op filled, or 0: ask the token. */
+static int find_listed(struct cv_token *token, struct find_op *op)
+{
+	const struct keymap *map = &token->map;
+	size_t i;
+	int found = 0;
+
+	pthread_mutex_lock(&token->map.lock);
+	if (map->secrets_epoch == 0 || map->secrets_epoch != map->epoch)
+		goto out;
+	found = 1;
+	token->map.secrets_epoch = 0;
+	for (i = 0; i < map->n_secrets && op->n < 2; i++) {
+		if (strcmp(map->secrets[i].label, op->label) != 0)
+			continue;
+		op->found[op->n] = map->secrets[i].handle;
+		if (op->n == 0) {
+			op->id_len = map->secrets[i].id_len <= sizeof(op->id) ?
+				     map->secrets[i].id_len : 0;
+			memcpy(op->id, map->secrets[i].id, op->id_len);
+		}
+		op->n++;
+	}
+out:
+	pthread_mutex_unlock(&token->map.lock);
+	return found;
+}
+
 /* Searches the token for secret keys labelled op->label: at most two are asked for, enough
  * to tell one from several. Reads the first one's CKA_ID. */
 static CK_RV find_by_label(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
@@ -47,6 +80,8 @@ static CK_RV find_by_label(struct cv_token *token, CK_SESSION_HANDLE session, vo
 
 	op->n = 0;
 	op->id_len = 0;
+	if (find_listed(token, op))
+		return CKR_OK;
 	*ret_call = "C_FindObjectsInit";
 	rv = token->f->C_FindObjectsInit(session, tmpl, 2);
 	if (rv == CKR_OK) {
@@ -227,6 +262,10 @@ int cv_token_secret_generate(struct cv_token *token, const char *label, const ui
 	}
 	if (r != CV_ERR_NOT_FOUND)
 		goto out;
+	/* The listing's secret keys no longer say everything: later finds ask the token. */
+	pthread_mutex_lock(&token->map.lock);
+	token->map.secrets_epoch = 0;
+	pthread_mutex_unlock(&token->map.lock);
 	r = token_run(token, generate, &op, err);
 	if (r < 0)
 		goto out;

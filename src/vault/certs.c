@@ -1413,6 +1413,11 @@ void cv_vault_token_stats(struct cv_vault *v, struct cv_token_stats *ret)
 	cv_token_stats_get(v->token, ret);
 }
 
+void cv_vault_store_sync_stats(struct cv_vault *v, struct cv_store_sync_stats *ret)
+{
+	cv_store_sync_stats(v->store, ret);
+}
+
 int cv_vault_key_exists(struct cv_vault *v, const uint8_t *key_id, size_t id_len)
 {
 	return cv_token_key_exists(v->token, key_id, id_len);

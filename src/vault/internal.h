@@ -90,6 +90,10 @@ int vault_material_check(struct cv_vault *v, struct cv_audit *audit,
 			 struct cv_cert_record **ret_rec, EVP_PKEY **ret_key,
 			 struct cv_revocation *ret_rev, struct cv_errmsg *err);
 
+/* The truststore's CRL from cert's issuer alone (no network): 1 with *ret its verdict, 0
+ * when none is held, or CV_ERR_DB. For the notifier's periodic check. */
+int vault_revocation_offline(struct cv_vault *v, X509 *cert, const char *issuer, int64_t now,
+			     struct cv_revocation *ret, struct cv_errmsg *err);
 /* The revocation check of cv_vault_cert_import for cert (issued by the CA named issuer, with
  * chain as the client sent it): 0 with *ret filled (GOOD, NOT_CHECKED, or UNKNOWN under the
  * warn policy), or CV_ERR_REVOKED / CV_ERR_REVOCATION_UNKNOWN with err naming the source and

@@ -180,6 +180,13 @@ out:
 	return r;
 }
 
+int vault_revocation_offline(struct cv_vault *v, X509 *cert, const char *issuer, int64_t now,
+			     struct cv_revocation *ret, struct cv_errmsg *err)
+{
+	memset(ret, 0, sizeof(*ret));
+	return offline_check(v, cert, issuer, now, ret, err);
+}
+
 static int timeout_of(const struct cv_vault *v)
 {
 	return v->revocation.timeout_ms > 0 ? v->revocation.timeout_ms : DEFAULT_TIMEOUT_MS;

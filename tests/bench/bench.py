@@ -47,15 +47,18 @@ SIZES = {
     "full": dict(import_n={"rsa2048": 60, "p256": 100}, import_rounds=8, rounds=3,
                  generate_n={"p256": 40, "rsa2048": 12}, generate_rounds=5,
                  small=10, mid=1000, large=10000,
-                 rows=100000, wrk_seconds=5, sign_seconds=2, sign_runs=2, sql_seconds=2),
+                 rows=100000, wrk_seconds=5, sign_seconds=2, sign_runs=2, sql_seconds=2,
+                 lw_sizes=(1000, 100000), lw_imports=1000, idle=60),
     "quick": dict(import_n={"rsa2048": 20, "p256": 40}, import_rounds=2, rounds=2,
                   generate_n={"p256": 20, "rsa2048": 6}, generate_rounds=2,
                   small=10, mid=100, large=300,
-                  rows=5000, wrk_seconds=1, sign_seconds=1, sign_runs=1, sql_seconds=1),
+                  rows=5000, wrk_seconds=1, sign_seconds=1, sign_runs=1, sql_seconds=1,
+                  lw_sizes=(1000, 5000), lw_imports=300, idle=10),
 }
 WRK_THREADS = 2
 WRK_CONNECTIONS = 32
 IMPORT_THREADS = 2
+IMPORT_CONNECTIONS = (1, 2, 8)
 KEY_POOL = 16
 
 
@@ -207,6 +210,12 @@ class Daemon:
         conn.close()
         return resp.status, payload
 
+    def cpu_seconds(self):
+        """User + system CPU time certvaultd has used so far."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def memory_kib(self):
         out = {}
         with open("/proc/%d/status" % self.proc.pid) as f:
@@ -317,12 +326,23 @@ def wrk(url, seconds, script=None):
         cmd += ["-s", script]
     out = run(cmd + [url], timeout=seconds + 60)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = parse_duration_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = parse_duration_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if bad or "Socket errors" in out:
         raise RuntimeError("wrk saw errors on %s:\n%s" % (url, out))
-    return {"rps": rps, "p50": p50, "p99": p99}
+    return {"rps": rps, "p50": p50, "p99": p99, "requests": requests}
+
+
+def wrk_cpu(daemon, path, seconds):
+    """wrk on daemon's path, with the CPU time certvaultd spent per request (ms): on a
+    machine whose cores others are using, throughput moves with their load, the CPU a
+    request costs much less."""
+    before = daemon.cpu_seconds()
+    r = wrk(daemon.url(path), seconds, daemon.wrk_script)
+    r["cpu_ms"] = (daemon.cpu_seconds() - before) * 1e3 / max(1, r["requests"])
+    return r
 
 
 def best_rate(runs, key="rate"):
@@ -483,7 +503,11 @@ def median(values):
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
-def import_pairs(d, raw_tok, key, label, threads, rounds, sz, table, target):
+def import_pairs(d, raw_tok, key, label, threads, rounds, sz, table, serialize):
+    """Alternating pairs of n imports over HTTP on threads connections and n raw key creates
+    on as many threads, the raw side serialised as certvaultd serialises its creates (one
+    mutex around each key's two C_CreateObject calls) when serialize. Adds the row; returns
+    the median rates (api, raw)."""
     n = sz["import_n"][key]
     api, raw, ratios = [], [], []
     for rnd in range(rounds):
@@ -495,7 +519,8 @@ def import_pairs(d, raw_tok, key, label, threads, rounds, sz, table, target):
             else:
                 pair[side] = raw_tok.raw("create", "--key", key, "--count", str(n),
                                          "--threads", str(threads), "--pool", str(KEY_POOL),
-                                         "--prefix", prefix)["rate"]
+                                         "--prefix", prefix,
+                                         *(["--serialize"] if serialize else []))["rate"]
         api.append(pair["api"])
         raw.append(pair["raw"])
         ratios.append(pair["api"] / pair["raw"])
@@ -503,39 +528,63 @@ def import_pairs(d, raw_tok, key, label, threads, rounds, sz, table, target):
             "%.0f/s raw, %.2f" % (label, threads, rnd + 1, rounds, n, pair["api"],
                                   pair["raw"], ratios[-1]))
     r = median(ratios)
-    table.add("%simport %s, cert + key over HTTP (%d connection%s; pairs %.2f-%.2f)" % (
-        "" if target else "context: ", label, threads, "s" if threads > 1 else "",
-        min(ratios), max(ratios)),
-        fmt_rate(median(api)), "%s C_CreateObject priv+pub, %d thread%s" % (
-            fmt_rate(median(raw)), threads, "s" if threads > 1 else ""),
-        "%.2f" % r, ">= 0.80" if target else "", ratio_ok(r, ">=", 0.8) if target else "")
+    plural = "s" if threads > 1 else ""
+    table.add("import %s, cert + key over HTTP (%d connection%s; pairs %.2f-%.2f)" % (
+        label, threads, plural, min(ratios), max(ratios)),
+        fmt_rate(median(api)), "%s C_CreateObject priv+pub, %d thread%s%s" % (
+            fmt_rate(median(raw)), threads, plural,
+            " serialised" if serialize and threads > 1 else ""),
+        "%.2f" % r, ">= 0.80", ratio_ok(r, ">=", 0.8))
+    return median(api), median(raw)
 
 
-def measure_import(bins, run_dir, sz, table):
-    """Imports over HTTP against raw C_CreateObject pairs, in short alternating batches on two
-    fresh tokens that grow alike: the disk under SoftHSM drifts by 2x from one minute to the
-    next here, so each ratio is taken within a pair and the median pair is reported."""
+def token_serialises(d):
+    """Whether certvaultd said at start that it makes keys one at a time."""
+    with open(d.log_path, errors="replace") as f:
+        lines = [l for l in f if "keys made and destroyed in the token" in l]
+    if not lines:
+        raise RuntimeError("certvaultd did not say how it makes keys (see %s)" % d.log_path)
+    return "one at a time" in lines[-1]
+
+
+def measure_import(bins, run_dir, sz, table, with_sync=True):
+    """Imports over HTTP against raw C_CreateObject pairs on 1, 2 and 8 connections (raw: as
+    many threads), in short alternating batches on two fresh tokens that grow alike: the
+    disk under SoftHSM drifts by 2x from one minute to the next here, so each ratio is taken
+    within a pair and the median pair is reported. Then whether more connections import
+    faster than one."""
     cv_tok = Token(bins, os.path.join(run_dir, "import-cv"), "bench-import").init()
     raw_tok = Token(bins, os.path.join(run_dir, "import-raw"), "bench-raw").init()
     d = Daemon(cv_tok).start()
     try:
+        serialize = token_serialises(d)
+        table.notes.append(
+            "import: certvaultd makes keys %s (its start-up line), so the raw side %s" % (
+                "one at a time" if serialize else "concurrently",
+                "holds one mutex around each key's two C_CreateObject calls on 2 and 8 "
+                "threads, as certvaultd does" if serialize else "is not serialised either"))
         # The first requests of a fresh process are slower (page faults, lazy loading).
         for key in ("rsa2048", "p256"):
             d.import_keys(key, 5, "warm" + key[:1], pool=5)
             raw_tok.raw("create", "--key", key, "--count", "5", "--pool", "5", "--prefix",
                         "warm" + key[:1])
         for key, label in (("rsa2048", "RSA-2048"), ("p256", "P-256")):
-            import_pairs(d, raw_tok, key, label, IMPORT_THREADS, sz["import_rounds"], sz,
-                         table, target=True)
-        # One connection against one thread: certvault's own cost per import, apart from
-        # libmicrohttpd's thread pool, which serves the connections one worker accepted one
-        # after another: two imports that land on one worker queue behind each other.
-        for key, label in (("rsa2048", "RSA-2048"), ("p256", "P-256")):
-            import_pairs(d, raw_tok, key, label, 1, max(2, sz["import_rounds"] // 2), sz,
-                         table, target=False)
+            rates = {}
+            for conns in IMPORT_CONNECTIONS:
+                rates[conns] = import_pairs(d, raw_tok, key, label, conns,
+                                            sz["import_rounds"], sz, table, serialize)
+            one_api, one_raw = rates[1]
+            for conns in IMPORT_CONNECTIONS[1:]:
+                api, raw = rates[conns]
+                table.add("import %s on %d connections vs on 1 (median rates)" % (
+                    label, conns), fmt_rate(api), "%s on 1 (raw: %.2fx on %d threads%s)" % (
+                        fmt_rate(one_api), raw / one_raw, conns,
+                        " serialised" if serialize else ""),
+                    "%.2f" % (api / one_api), "> 1.00", verdict(round(api / one_api, 2) > 1))
     finally:
         d.stop()
-    measure_import_sync(bins, run_dir, sz, table)
+    if with_sync:
+        measure_import_sync(bins, run_dir, sz, table)
 
 
 def measure_import_sync(bins, run_dir, sz, table):
@@ -776,6 +825,98 @@ def measure_list(bins, token, rows_db, n_rows, sz, table):
         d.stop()
 
 
+def wal_frames(db):
+    """Frames in the database's WAL file (its size over SQLite's 4,096-byte page + 24-byte
+    frame header; the file keeps its length after a checkpoint until a writer starts it
+    over) and whether every one is in the database file: PRAGMA wal_checkpoint(PASSIVE) on
+    a connection of our own would change what is measured, so SQLite's shared-memory index
+    is read instead (mxFrame, and nBackfill of the checkpoint info after both headers)."""
+    size = os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0
+    frames = max(0, (size - 32) // (4096 + 24))
+    backfilled = None
+    try:
+        with open(db + "-shm", "rb") as f:
+            head = f.read(136)
+        mx = int.from_bytes(head[16:20], sys.byteorder)
+        nbackfill = int.from_bytes(head[96:100], sys.byteorder)
+        backfilled = (mx, nbackfill)
+    except OSError:
+        pass
+    return frames, backfilled
+
+
+def measure_list_after_writes(bins, run_dir, sz, table):
+    """Issue 19: the list (50 rows, with and without a status filter) at each of
+    sz["lw_sizes"] certificates, measured right after sz["lw_imports"] imports through the
+    API (on two connections) and again after sz["idle"] seconds with nothing happening: the
+    two within 10%, each >= 5,000 req/s. The rows beyond the imports go straight into SQLite
+    first (fill_rows), then certvaultd starts on the result and the imports come last, as
+    the burst of writes that reads must not pay for."""
+    paths = (("list limit=50", "/v1/certificates?limit=50"),
+             ("list status=valid limit=50", "/v1/certificates?status=valid&limit=50"))
+    for total in sz["lw_sizes"]:
+        n_imports = min(sz["lw_imports"], total)
+        tok = Token(bins, os.path.join(run_dir, "lw-%d" % total), "bench-lw").init()
+        seed = Daemon(tok).start()
+        try:
+            seed.import_keys("p256", 1, "seed", pool=1)
+        finally:
+            seed.stop()
+        rows_db = os.path.join(tok.path, "rows.db")
+        fill_rows(tok.db, rows_db, total - n_imports)
+        # wrk's 32 keep-alive connections come from one address; on a loaded machine more
+        # than server.max_pending_per_ip (16) of them wait between requests at once, and
+        # certvaultd closes the longest-waiting ones as it would a slowloris.
+        d = Daemon(tok, db=rows_db, log=os.path.join(tok.path, "certvaultd-rows.log"),
+                   extra_env={"CERTVAULT_SERVER_MAX_PENDING_PER_IP": "64"}).start()
+        try:
+            say("list after writes at %d certificates: %d imports first" % (total, n_imports))
+            d.import_keys("p256", n_imports, "lw", pool=KEY_POOL)
+            states = {}
+            for state in ("after", "idle"):
+                if state == "idle":
+                    say("list after writes at %d certificates: %d s with nothing happening" % (
+                        total, sz["idle"]))
+                    time.sleep(sz["idle"])
+                frames, shm = wal_frames(rows_db)
+                runs = {}
+                for rnd in range(sz["rounds"]):
+                    for what, path in paths:
+                        runs.setdefault(what, []).append(
+                            wrk_cpu(d, path, sz["wrk_seconds"]))
+                states[state] = (runs, frames, shm)
+            for what, path in paths:
+                after = best_rate(states["after"][0][what], "rps")
+                idle = best_rate(states["idle"][0][what], "rps")
+                cpu_after = min(r["cpu_ms"] for r in states["after"][0][what])
+                cpu_idle = min(r["cpu_ms"] for r in states["idle"][0][what])
+                ratio = after / idle
+                ok = abs(round(ratio, 2) - 1) <= 0.10
+                table.add("%s at %s certificates right after %s imports vs after %d s idle "
+                          "(wrk req/s)" % (what, "{:,}".format(total),
+                                           "{:,}".format(n_imports), sz["idle"]),
+                          fmt_rate(after), fmt_rate(idle) + " after the idle wait",
+                          "%.2f" % ratio, "0.90-1.10", verdict(ok))
+                ok = abs(round(cpu_after / cpu_idle, 2) - 1) <= 0.10
+                table.add("%s at %s certificates: certvaultd CPU per request, right after "
+                          "the imports vs after the idle wait" % (what, "{:,}".format(total)),
+                          "%.3f ms" % cpu_after, "%.3f ms after the idle wait" % cpu_idle,
+                          "%.2f (time)" % (cpu_after / cpu_idle), "0.90-1.10", verdict(ok))
+                table.add("%s at %s certificates, the slower of the two" % (
+                    what, "{:,}".format(total)), fmt_rate(min(after, idle)), "", "",
+                    ">= 5,000 req/s", verdict(min(after, idle) >= 5000))
+            for state in ("after", "idle"):
+                _, frames, shm = states[state]
+                table.notes.append(
+                    "list at %s certificates, %s: the WAL file held %d frames; SQLite's index"
+                    " said %s" % ("{:,}".format(total),
+                                  "right after the imports" if state == "after" else
+                                  "after the idle wait", frames,
+                                  "mxFrame %d, backfilled %d" % shm if shm else "nothing"))
+        finally:
+            d.stop()
+
+
 def measure_console(d, n_rows, table):
     """The console (issue 12) in headless chromium against the list at n_rows: what its first
     load transfers, and navigation to 50 rows drawn (tests/browser/bench.mjs)."""
@@ -833,17 +974,16 @@ def report(bins, table, sz, started, added):
                        sz["small"], "{:,}".format(sz["mid"]), "{:,}".format(sz["large"]),
                        "{:,}".format(sz["rows"]), "{:,}".format(added)))
     out.append("wrk -t%d -c%d -d%ds --latency; each pair back to back, %d rounds, best of each "
-               "side; import: %d alternating pairs of %s certificates (RSA-2048/P-256) on %d "
-               "connections against raw C_CreateObject on %d threads (and fewer on 1 against "
-               "1), both on fresh tokens "
-               "growing alike, keys reused from a pool of %d, median rates and median pair "
-               "ratio; certvaultd with its defaults (4 HTTP threads), its log to a file; every "
-               "request carries an admin token; every import writes its audit record in its "
-               "own transaction" % (
+               "side; import: %d alternating pairs of %s certificates (RSA-2048/P-256) on %s "
+               "connections against raw C_CreateObject on as many threads, both on fresh "
+               "tokens growing alike, keys reused from a pool of %d, median rates and median "
+               "pair ratio; certvaultd with its defaults (4 HTTP threads, 4 slow-request "
+               "threads), its log to a file; every request carries an admin token; an import "
+               "commits its pending row, then its activation with its audit record" % (
                    WRK_THREADS, WRK_CONNECTIONS, sz["wrk_seconds"], sz["rounds"],
                    sz["import_rounds"],
                    "/".join(str(sz["import_n"][k]) for k in ("rsa2048", "p256")),
-                   IMPORT_THREADS, IMPORT_THREADS, KEY_POOL))
+                   "/".join(str(c) for c in IMPORT_CONNECTIONS), KEY_POOL))
     out.append("")
     out.append(table.render())
     out += ["note: " + n for n in table.notes]
@@ -870,8 +1010,19 @@ def main():
                     help="only generate through the API against raw C_GenerateKeyPair"
                          " (issue 13)")
     ap.add_argument("--import-only", action="store_true",
-                    help="only the imports: against raw C_CreateObject, and with the token"
-                         " sync against without it")
+                    help="only the imports: against raw C_CreateObject on 1, 2 and 8"
+                         " connections, and with the token sync against without it")
+    ap.add_argument("--import-conns-only", action="store_true",
+                    help="only the imports against raw C_CreateObject on 1, 2 and 8"
+                         " connections (issue 19)")
+    ap.add_argument("--list-after-writes-only", action="store_true",
+                    help="only the list right after 1,000 imports and after an idle wait"
+                         " (issue 19)")
+    ap.add_argument("--startup-only", action="store_true",
+                    help="only the start-up at 1,000 and 10,000 keys (--keys N: at N)")
+    ap.add_argument("--idle", type=int,
+                    help="seconds of the idle wait of the list after writes (default 60;"
+                         " 10 with --quick)")
     args = ap.parse_args()
 
     sz = dict(SIZES["quick" if args.quick else "full"])
@@ -880,6 +1031,8 @@ def main():
         sz["mid"] = min(sz["mid"], args.keys)
     if args.rows:
         sz["rows"] = args.rows
+    if args.idle is not None:
+        sz["idle"] = args.idle
     sz["rows"] = max(sz["rows"], sz["large"])
 
     class Bins:
@@ -905,8 +1058,19 @@ def main():
         measure_import_sync(bins, run_dir, sz, table)
         report(bins, table, sz, started, None)
         return 0
-    if args.import_only:
-        measure_import(bins, run_dir, sz, table)
+    if args.import_only or args.import_conns_only:
+        measure_import(bins, run_dir, sz, table, with_sync=args.import_only)
+        report(bins, table, sz, started, None)
+        return 0
+    if args.list_after_writes_only:
+        measure_list_after_writes(bins, run_dir, sz, table)
+        report(bins, table, sz, started, None)
+        return 0
+    if args.startup_only:
+        large = keys_dataset(bins, data_dir, sz["large"], args.rebuild)
+        mid = keys_dataset(bins, data_dir, sz["mid"], args.rebuild)
+        measure_startup(bins, mid, sz["mid"], sz, table, target=False)
+        measure_startup(bins, large, sz["large"], sz, table)
         report(bins, table, sz, started, None)
         return 0
     if args.generate_only:
@@ -965,6 +1129,7 @@ def main():
     measure_startup(bins, mid, sz["mid"], sz, table, target=False)
     measure_startup(bins, large, sz["large"], sz, table, rows_db, sz["rows"])
     measure_list(bins, large, rows_db, sz["rows"], sz, table)
+    measure_list_after_writes(bins, run_dir, sz, table)
 
     report(bins, table, sz, started, added)
     return 0

@@ -2,12 +2,15 @@
  * scripts/bench to set certvault's figures against.
  *
  *   cv-bench-token create --label L --pin-file F --key rsa2048|p256 --count N [--threads T]
+ *                         [--serialize]
  *   cv-bench-token sign   --label L --pin-file F --key rsa2048|p256 [--threads T] [--seconds S]
  *   cv-bench-token startup   --label L --pin-file F
  *   cv-bench-token footprint --label L --pin-file F
  *
  * create: C_CreateObject of N keys (a private and a public object each, with the templates
- *   certvault uses) on T threads, one session each; keys made beforehand, not timed.
+ *   certvault uses) on T threads, one session each; keys made beforehand, not timed. With
+ *   --serialize, one process-wide mutex is held around each key's two creates, as certvault
+ *   holds its own when the module needs creates serialised (token.serialize_creates).
  * sign: C_SignInit + C_Sign (CKM_SHA256_RSA_PKCS, CKM_ECDSA on a SHA-256 digest) on T threads
  *   for S seconds.
  * startup: C_Initialize, C_OpenSession, C_Login, one C_FindObjects listing of every object;
@@ -40,6 +43,7 @@ struct opts {
 	long threads;
 	long pool;
 	double seconds;
+	int serialize;
 };
 
 static struct bp11 p11;
@@ -78,6 +82,7 @@ struct shared {
 	struct bp11_template *templates;
 	long count;
 	long threads;
+	int serialize;             /* create: one key's two creates at a time */
 	/* sign */
 	CK_OBJECT_HANDLE key;
 	CK_MECHANISM_TYPE mech;
@@ -91,6 +96,8 @@ struct worker {
 	long done;
 	pthread_t thread;
 };
+
+static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *create_worker(void *arg)
 {
@@ -109,9 +116,13 @@ static void *create_worker(void *arg)
 	for (i = w->index; i < sh->count; i += sh->threads) {
 		struct bp11_template *t = &sh->templates[i];
 
+		if (sh->serialize)
+			pthread_mutex_lock(&create_lock);
 		rv = p11.f->C_CreateObject(session, t->priv, t->n_priv, &made);
 		if (rv == CKR_OK)
 			rv = p11.f->C_CreateObject(session, t->pub, t->n_pub, &made);
+		if (sh->serialize)
+			pthread_mutex_unlock(&create_lock);
 		if (rv != CKR_OK) {
 			fprintf(stderr, "C_CreateObject: %s\n", bp11_rv_name(rv));
 			sh->failed = 1;
@@ -247,6 +258,7 @@ static int cmd_create(const struct opts *o)
 		return 1;
 	sh.count = o->count;
 	sh.threads = o->threads;
+	sh.serialize = o->serialize;
 	r = run_threads(&sh, create_worker, &done, &seconds);
 	printf("{\"op\":\"create\",\"key\":\"%s\",\"threads\":%ld,\"count\":%ld,"
 	       "\"seconds\":%.4f,\"rate\":%.2f}\n",
@@ -405,9 +417,10 @@ int main(int argc, char **argv)
 		{ "pool", required_argument, NULL, 'P' },
 		{ "seconds", required_argument, NULL, 's' },
 		{ "prefix", required_argument, NULL, 'x' },
+		{ "serialize", no_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { NULL, NULL, "p256", "raw", 100, 1, 16, 2.0 };
+	struct opts o = { NULL, NULL, "p256", "raw", 100, 1, 16, 2.0, 0 };
 	const char *cmd;
 	long v;
 	int opt;
@@ -422,6 +435,7 @@ int main(int argc, char **argv)
 		case 'p': o.pin_file = optarg; break;
 		case 'k': o.key = optarg; break;
 		case 'x': o.prefix = optarg; break;
+		case 'S': o.serialize = 1; break;
 		case 'n':
 			if (parse_long(optarg, 1, 10000000, &o.count) < 0)
 				return bad_args("--count: 1 to 10000000");

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "certvault/config.h"
+#include "certvault/notify.h"
 
 static char dir[] = "/tmp/cv-config-XXXXXX";
 
@@ -207,6 +208,28 @@ static void test_describe_lists_every_setting(void **state)
 	assert_non_null(strstr(buf, "CERTVAULT_TOKEN_PIN "));
 }
 
+/* notifications.thresholds: days, 0-3650, at most 16, none twice; checked before start. */
+static void test_notify_thresholds(void **state)
+{
+	static const char *const bad[] = { "", " , ", "abc", "-1", "3651", "7,7", "1.5",
+					   "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", NULL };
+	struct cv_errmsg err = { "" };
+	char out[128];
+	size_t i;
+
+	(void)state;
+	assert_int_equal(cv_notify_thresholds_parse("30,14,7,1,0", out, sizeof(out), &err), 0);
+	assert_string_equal(out, "[30,14,7,1,0]");
+	assert_int_equal(cv_notify_thresholds_parse(" 60 3,0 ", out, sizeof(out), &err), 0);
+	assert_string_equal(out, "[60,3,0]");
+	for (i = 0; bad[i] != NULL; i++) {
+		err.text[0] = '\0';
+		assert_int_equal(cv_notify_thresholds_parse(bad[i], out, sizeof(out), &err),
+				 CV_ERR_CONFIG);
+		assert_non_null(strstr(err.text, "notifications.thresholds"));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -215,6 +238,7 @@ int main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_pin_sources),
 		cmocka_unit_test(test_describe_lists_every_setting),
+		cmocka_unit_test(test_notify_thresholds),
 	};
 	int failed;
 

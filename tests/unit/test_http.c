@@ -813,6 +813,13 @@ static const struct {
 	{ "POST", "/v1/session", CV_R_PUBLIC },
 	{ "GET", "/v1/session", CV_R_PUBLIC },
 	{ "DELETE", "/v1/session", CV_R_READ },
+	{ "POST", "/v1/notifications/channels", CV_R_ADMIN },
+	{ "GET", "/v1/notifications/channels", CV_R_ADMIN },
+	{ "GET", "/v1/notifications/channels/{}", CV_R_ADMIN },
+	{ "DELETE", "/v1/notifications/channels/{}", CV_R_ADMIN },
+	{ "GET", "/v1/notifications/deliveries", CV_R_AUDIT },
+	{ "GET", "/v1/certificates/{}/notifications", CV_R_READ },
+	{ "PUT", "/v1/certificates/{}/notifications", CV_R_WRITE },
 };
 
 static int cv_str_ends_with(const char *s, const char *tail)

@@ -251,7 +251,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificates', 'certificate_domains')"),
 			 2);
@@ -295,7 +295,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -1243,7 +1243,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1290,7 +1290,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -3165,13 +3165,16 @@ static void test_migrate_environments_from_v9(void **state)
 		       " ALTER TABLE certificates DROP COLUMN purge_after;"
 		       " ALTER TABLE certificates DROP COLUMN deleted_by;"
 		       " ALTER TABLE certificates DROP COLUMN deleted_jwks;"
+		       " DROP TABLE notification_attempts; DROP TABLE notification_outbox;"
+		       " DROP TABLE certificate_notifications; DROP TABLE notification_channels;"
+		       " DROP TABLE leases;"
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
 		       " PRAGMA user_version = 9;");
 	assert_int_equal(cv_store_open(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 12);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 13);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
@@ -3312,7 +3315,7 @@ static void append_n(struct cv_store *store, int n, const char *prefix)
 static void test_audit_keyed_and_archived(void **state)
 {
 	char tdir[] = "/tmp/cv-store-token-XXXXXX";
-	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL };
+	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL, NULL };
 	struct cv_token *token = NULL;
 	struct cv_token_secret *key = NULL;
 	struct cv_store *store = *state, *other = NULL;
@@ -3391,6 +3394,179 @@ static void test_audit_keyed_and_archived(void **state)
 	assert_int_equal(ts_softhsm_remove(tdir), 0);
 }
 
+/* Notifications (issue 18 part 1). */
+
+static void add_channel(struct cv_store *store, const char *id, const char *events)
+{
+	struct cv_notify_channel ch;
+
+	memset(&ch, 0, sizeof(ch));
+	snprintf(ch.id, sizeof(ch.id), "%s", id);
+	snprintf(ch.name, sizeof(ch.name), "n-%s", id);
+	snprintf(ch.kind, sizeof(ch.kind), "webhook");
+	snprintf(ch.url, sizeof(ch.url), "https://hooks.example.com/x");
+	snprintf(ch.events, sizeof(ch.events), "%s", events);
+	ch.created_at = NOW;
+	assert_int_equal(cv_store_notify_channel_insert(store, &ch, NULL), 0);
+}
+
+/* The outbox row of a change is written in its transaction: an import tells the channels that
+ * take the event, and a failing outbox write undoes the import. */
+static void test_notify_outbox_goes_with_change(void **state)
+{
+	static const char *const d[] = { "out.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_cert_record *rec = make_rec("out", NOW - DAY, NOW + 90 * DAY, d);
+	struct cv_audit_entry e = audit_entry("certificate.import", "out", "");
+
+	add_channel(store, "ch_all", "[\"certificate.imported\",\"certificate.deleted\"]");
+	add_channel(store, "ch_exp", "[\"certificate.expiring\"]");
+	assert_int_equal(cv_store_cert_insert_pending(store, rec, NULL), 0);
+	raw_exec(path, "CREATE TRIGGER outbox_fail BEFORE INSERT ON notification_outbox"
+		       " BEGIN SELECT RAISE(ABORT, 'no room'); END");
+	assert_int_equal(cv_store_cert_activate(store, rec->id, &e), CV_ERR_DB);
+	assert_int_equal(raw_int(path, "SELECT state FROM certificates WHERE name = 'out'"),
+			 CV_CERT_PENDING);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM audit_log"), 0);
+	raw_exec(path, "DROP TRIGGER outbox_fail");
+	assert_int_equal(cv_store_cert_activate(store, rec->id, &e), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox"), 1);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE channel_id ="
+				       " 'ch_all' AND event = 'certificate.imported' AND"
+				       " certificate = 'out' AND cert_version = 1 AND"
+				       " json_extract(payload, '$.actor') = 'tester'"), 1);
+	/* A refused attempt tells nobody. */
+	e = audit_entry("certificate.delete", "out", "");
+	e.ok = 0;
+	assert_int_equal(cv_store_audit_append(store, &e), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox"), 1);
+	cv_store_cert_free(rec);
+}
+
+static int64_t scan(struct cv_store *store, int64_t now)
+{
+	int64_t added = -1;
+
+	assert_int_equal(cv_store_notify_scan(store, "[30,14,7,1,0]", now, &added), 0);
+	return added;
+}
+
+/* The smallest threshold crossed, once per (version, threshold, channel) however often the
+ * scan runs; a certificate's own thresholds replace the default. */
+static void test_notify_scan_once_per_threshold(void **state)
+{
+	static const char *const d[] = { "s.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_audit_entry e = audit_entry("certificate.notifications", "own", "");
+
+	add_channel(store, "ch_a", "[\"certificate.expiring\",\"certificate.expired\"]");
+	add_channel(store, "ch_b", "[\"certificate.expired\"]");
+	add(store, "edge", NOW - DAY, NOW + DAY + 10, d);     /* 7 now, 1 in 10 s */
+	add(store, "gone", NOW - 2 * DAY, NOW - 5, d);        /* expired */
+	add(store, "own", NOW - DAY, NOW + 10 * DAY, d);      /* 14, or its own 20 */
+	add(store, "far", NOW - DAY, NOW + 90 * DAY, d);      /* nothing */
+	assert_int_equal(cv_store_cert_notify_set(store, "OWN", "[20]", "[\"o@example.com\"]", &e),
+			 0);
+	assert_int_equal(scan(store, NOW), 4); /* edge 7, gone 0 twice, own 20 */
+	assert_int_equal(scan(store, NOW), 0);
+	assert_int_equal(scan(store, NOW + 5), 0);
+	assert_int_equal(scan(store, NOW + 11), 1); /* edge 1 */
+	assert_int_equal(scan(store, NOW + 11), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " certificate = 'own' AND threshold = 20 AND"
+				       " json_extract(payload, '$.contacts[0]') = 'o@example.com'"), 1);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " certificate = 'gone' AND event = 'certificate.expired'"), 2);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " certificate = 'far'"), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " certificate = 'edge'"), 2);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " certificate = 'edge' AND threshold IN (7, 1) AND"
+				       " event = 'certificate.expiring'"), 2);
+}
+
+static void test_notify_lease(void **state)
+{
+	struct cv_store *store = *state;
+	int held = -1;
+
+	assert_int_equal(cv_store_lease(store, "notifications", "a", NOW, 30, &held), 0);
+	assert_int_equal(held, 1);
+	assert_int_equal(cv_store_lease(store, "notifications", "b", NOW + 10, 30, &held), 0);
+	assert_int_equal(held, 0);
+	assert_int_equal(cv_store_lease(store, "notifications", "a", NOW + 20, 30, &held), 0);
+	assert_int_equal(held, 1); /* renewed until NOW + 50 */
+	assert_int_equal(cv_store_lease(store, "notifications", "b", NOW + 45, 30, &held), 0);
+	assert_int_equal(held, 0);
+	assert_int_equal(cv_store_lease(store, "notifications", "b", NOW + 50, 30, &held), 0);
+	assert_int_equal(held, 1);
+	assert_int_equal(cv_store_lease(store, "notifications", "a", NOW + 51, 30, &held), 0);
+	assert_int_equal(held, 0);
+}
+
+/* An event once per key; an attempt left "sending" is found interrupted and due again with
+ * the same delivery id. */
+static void test_notify_attempts(void **state)
+{
+	struct cv_store *store = *state;
+	struct cv_notify_delivery *due = NULL;
+	struct cv_notify_attempt *att = NULL;
+	char id[40];
+	size_t n = 0;
+	int64_t added = 0, k = 0;
+
+	add_channel(store, "ch_t", "[\"token.unavailable\"]");
+	assert_int_equal(cv_store_notify_event(store, "token.unavailable", "token:x:1", "",
+					       NOW, &added), 0);
+	assert_int_equal(added, 1);
+	assert_int_equal(cv_store_notify_event(store, "token.unavailable", "token:x:1", "",
+					       NOW, &added), 0);
+	assert_int_equal(added, 0);
+	assert_int_equal(cv_store_notify_event(store, "token.available", "token:x:2", "", NOW,
+					       &added), 0);
+	assert_int_equal(added, 0); /* no channel takes it */
+	assert_int_equal(cv_store_notify_due(store, NOW, 10, &due, &n), 0);
+	assert_int_equal(n, 1);
+	snprintf(id, sizeof(id), "%s", due[0].delivery_id);
+	assert_int_equal(cv_store_notify_attempt_begin(store, due[0].id, NOW, &k), 0);
+	assert_int_equal(k, 1);
+	/* the process dies here; the next sender finds it */
+	assert_int_equal(cv_store_notify_interrupted(store, NOW + 60, &added), 0);
+	assert_int_equal(added, 1);
+	cv_notify_deliveries_free(due, n);
+	assert_int_equal(cv_store_notify_due(store, NOW + 60, 10, &due, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(due[0].delivery_id, id);
+	assert_int_equal(cv_store_notify_attempt_begin(store, due[0].id, NOW + 60, &k), 0);
+	assert_int_equal(k, 2);
+	assert_int_equal(cv_store_notify_attempt_end(store, due[0].id, k, NOW + 61, "delivered",
+						     "", CV_DELIVERY_DELIVERED, NOW + 61), 0);
+	assert_int_equal(cv_store_notify_attempts(store, due[0].id, &att, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(att[0].outcome, "interrupted");
+	assert_string_equal(att[1].outcome, "delivered");
+	free(att);
+	assert_int_equal(cv_store_notify_attempt_begin(store, due[0].id, NOW + 62, &k),
+			 CV_ERR_NOT_FOUND);
+	cv_notify_deliveries_free(due, 1);
+	assert_int_equal(cv_store_notify_due(store, NOW + 999, 10, &due, &n), 0);
+	assert_int_equal(n, 0);
+	free(due);
+	/* A channel deleted while a delivery waits: it ends failed, and the log keeps it. */
+	assert_int_equal(cv_store_notify_event(store, "token.unavailable", "token:x:3", "",
+					       NOW, &added), 0);
+	assert_int_equal(added, 1);
+	assert_int_equal(cv_store_notify_channel_delete(store, "ch_t", NULL), 0);
+	assert_int_equal(cv_store_notify_channel_delete(store, "ch_t", NULL), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_store_notify_due(store, NOW + 999, 10, &due, &n), 0);
+	assert_int_equal(n, 0);
+	free(due);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE state = 2"
+				       " AND last_error = 'the channel was deleted'"), 1);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox"), 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3420,6 +3596,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads_through_pool, test_setup,
 						test_teardown),
 		cmocka_unit_test_teardown(test_migrate_from_v1, test_teardown),
+		cmocka_unit_test_setup_teardown(test_notify_outbox_goes_with_change, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_notify_scan_once_per_threshold, test_setup,
+						test_teardown),
+		cmocka_unit_test_setup_teardown(test_notify_lease, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_notify_attempts, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v9, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_environments, test_setup, test_teardown),

@@ -72,7 +72,7 @@ static EVP_PKEY *key_new(const char *type)
 
 static struct cv_token *open_label(const char *label, unsigned pool_size)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size, NULL };
+	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size, NULL, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 	int r;
@@ -209,7 +209,7 @@ static void test_open(void **state)
 
 static void test_open_wrong_pin(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2, NULL };
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2, NULL, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -225,7 +225,7 @@ static void test_open_wrong_pin(void **state)
 
 static void test_open_unknown_label(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2, NULL };
+	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2, NULL, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -237,7 +237,7 @@ static void test_open_unknown_label(void **state)
 
 static void test_open_missing_module(void **state)
 {
-	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2, NULL };
+	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2, NULL, NULL };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -986,6 +986,46 @@ static void test_concurrent(void **state)
 	cv_token_free(token);
 }
 
+/* token.serialize_creates: auto asks the module (SoftHSM 2.6 here: one at a time), on and off
+ * are taken as said, anything else is refused; and off still makes and destroys keys. */
+static void test_serialize_setting(void **state)
+{
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, NULL, NULL };
+	struct cv_errmsg err = { "" };
+	struct cv_token *token = NULL;
+	uint8_t id[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new("p256");
+
+	(void)state;
+	token = open_token();
+	assert_non_null(strstr(cv_token_serialize_describe(token), "one at a time"));
+	assert_non_null(strstr(cv_token_serialize_describe(token), "the module is SoftHSM 2.6"));
+	cv_token_free(token);
+	cfg.serialize_creates = "off";
+	token = NULL;
+	assert_int_equal(cv_token_open(&cfg, &token, &err), 0);
+	assert_string_equal(cv_token_serialize_describe(token),
+			    "concurrently (token.serialize_creates = off)");
+	random_id(id, sizeof(id));
+	assert_int_equal(cv_token_key_create(token, key, "unserialised", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_exists(token, id, sizeof(id)), 1);
+	assert_int_equal(cv_token_key_destroy(token, id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_exists(token, id, sizeof(id)), 0);
+	cv_token_free(token);
+	cfg.serialize_creates = "on";
+	token = NULL;
+	assert_int_equal(cv_token_open(&cfg, &token, &err), 0);
+	assert_string_equal(cv_token_serialize_describe(token),
+			    "one at a time (token.serialize_creates = on)");
+	cv_token_free(token);
+	cfg.serialize_creates = "sometimes";
+	token = NULL;
+	assert_int_equal(cv_token_open(&cfg, &token, &err), CV_ERR_CONFIG);
+	assert_null(token);
+	assert_non_null(strstr(err.text, "token.serialize_creates must be auto, on or off"));
+	EVP_PKEY_free(key);
+}
+
 /* Which answers mean "the session or the token may be gone" (and so a probe and maybe a
  * reconnect), and which are the token's word on the request. */
 static void test_rv_kind(void **state)
@@ -1214,7 +1254,7 @@ static void test_token_away_concurrent(void **state)
 /* token.sync_dir: what each value does, and the refusals at open (issue 21). */
 static struct cv_token *open_sync(const char *sync_dir, int expect, struct cv_errmsg *err)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, sync_dir };
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, sync_dir, NULL };
 	struct cv_token *token = NULL;
 
 	assert_int_equal(cv_token_open(&cfg, &token, err), expect);
@@ -1614,6 +1654,7 @@ int main(void)
 		cmocka_unit_test(test_operation_counters),
 		cmocka_unit_test(test_destroy_checks_gone),
 		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_serialize_setting),
 		cmocka_unit_test(test_rv_kind),
 		cmocka_unit_test(test_token_away_and_back),
 		cmocka_unit_test(test_token_away_concurrent),
