@@ -30,6 +30,8 @@
     not_a_ca: ['certificate', 'This is not a CA certificate.'],
     unknown_issuer: ['crl', 'No CA of the truststore issued this CRL.'],
     endpoint_unreachable: ['url', 'The endpoint could not be reached, or spoke no TLS.'],
+    unknown_environment: ['environments', 'No environment has that name.'],
+    environment_not_allowed: ['environments', 'A service using it is in an environment this would leave out.'],
     too_large: ['certificate', 'This is larger than the server takes.'],
   };
 
@@ -116,6 +118,13 @@
     return h('span', { class: 'badge ' + (status || ''), text: STATUS[status] || status || '—' });
   }
   function link(href, text) { return h('a', { href, text }); }
+  function tagList(tags) {
+    const entries = Object.entries(tags || {});
+    if (!entries.length) return null;
+    return h('ul', { class: 'tags', 'aria-label': 'Tags' }, entries.map(([k, v]) =>
+      h('li', {}, h('a', { class: 'tag', href: '#/certificates' + query({ tag: `${k}:${v}` }), title: 'Certificates tagged ' + `${k}: ${v}`, text: v === '' ? k : `${k}: ${v}` }))));
+  }
+  function isPublic(c) { return c.kind === 'public'; }
   function certHref(name) { return '#/certificates/' + encodeURIComponent(name); }
   function button(text, onclick, cls) {
     return h('button', { type: 'button', class: cls || '', onclick, text });
@@ -142,9 +151,11 @@
         h('tbody', {}, rows)));
   }
   function page(title, ...kids) {
-    main.replaceChildren(h('h1', { text: title }), ...kids);
+    main.replaceChildren(h('h1', { text: title }), ...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
     document.title = title + ' · certvault';
-    main.focus({ preventScroll: true });
+    // Focus moves to the new screen (a screen reader reads it) after a navigation, once; not
+    // on the first load, where it would only force a layout before the first rows.
+    if (state.focusOnDraw) { state.focusOnDraw = false; main.focus({ preventScroll: true }); }
   }
   /* Whether this certvaultd serves a route to this role (GET /v1/me lists them): the console
    * offers what the server has, and asks nothing it would refuse. */
@@ -172,7 +183,8 @@
     if (method !== 'GET' && state.csrf) headers['X-CSRF-Token'] = state.csrf;
     let resp;
     try {
-      resp = await fetch(path, { method, headers, body, credentials: 'same-origin', cache: 'no-store' });
+      const early = method === 'GET' ? takePrefetched(path) : null;
+      resp = (early && await early) || await fetch(path, { method, headers, body, credentials: 'same-origin', cache: 'no-store' });
     } catch (e) {
       throw new ApiError(0, 'network', 'certvaultd could not be reached.');
     }
@@ -192,6 +204,27 @@
     }
     throw new ApiError(resp.status, err.code, err.message);
   }
+  /* The first screen's data is asked for at once, beside GET /v1/session rather than after
+   * it: the cookie goes with it either way, and when there is no session its answer is
+   * dropped. That takes a round trip and the page's first layout off the time to the first
+   * rows. A prefetched answer serves one api() call for the same path. */
+  const prefetched = new Map();
+  function prefetch(path) {
+    prefetched.set(path, fetch(path, { credentials: 'same-origin', cache: 'no-store' }).catch(() => null));
+  }
+  function takePrefetched(path) {
+    const p = prefetched.get(path);
+    prefetched.delete(path);
+    return p || null;
+  }
+  /* The data path the screen at this address asks for first, when it is worth asking early. */
+  function firstDataPath() {
+    const [path, qs] = (location.hash.replace(/^#/, '') || '/').split('?');
+    if (path === '/certificates') return certListPath(new URLSearchParams(qs || ''));
+    return null;
+  }
+  /* A server message after a sentence of the console's: a sentence of its own. */
+  function sentence(m) { return m ? m[0].toUpperCase() + m.slice(1) + (/[.!?)]$/.test(m) ? '' : '.') : ''; }
   function explain(e) {
     if (e.status === 403) return `Your role (${state.me?.role || 'none'}) may not do this: ${e.message}`;
     if (e.code === 'token_unavailable') return 'The key token is unavailable: writes are paused. ' + e.message;
@@ -282,7 +315,7 @@
   }
   function drawNav() {
     const items = [['#/', 'Overview'], ['#/certificates', 'Certificates'], ['#/services', 'Services'],
-      ['#/jwks', 'JWKs'], ['#/truststore', 'Truststore']];
+      ['#/environments', 'Environments'], ['#/jwks', 'JWKs'], ['#/truststore', 'Truststore']];
     // Screens of their own files (deleted.js), registered through window.cvConsole.
     for (const s of screens) if (!s.can || can(s.can)) items.push([s.href, s.nav]);
     if (can('audit')) items.push(['#/audit', 'Audit'], ['#/inventory', 'Inventory']);
@@ -315,6 +348,7 @@
     }],
     [/^\/certificates\/([^/]+)$/, details],
     [/^\/services$/, services],
+    [/^\/environments$/, environments],
     [/^\/jwks$/, jwks],
     [/^\/truststore$/, truststore],
     [/^\/audit$/, audit],
@@ -336,6 +370,9 @@
     const [path, qs] = hash.split('?');
     const q = new URLSearchParams(qs || '');
     state.seq = (state.seq || 0) + 1; // a screen still loading for an older address draws nothing
+    // A prefetched answer is for the first screen only: a later one asks afresh.
+    if (state.seq > 1) prefetched.clear();
+    state.focusOnDraw = state.seq > 1;
     // A new address is a new screen: a dialog of the old one goes with it.
     for (const d of document.querySelectorAll('#dialog-host dialog')) { d.close(); d.remove(); }
     markNav();
@@ -384,9 +421,17 @@
   }
 
   /* ---------- 2. certificates ---------- */
+  function certFilter(q) {
+    return { status: q.get('status') || '', q: q.get('q') || '', in_use: q.get('in_use') || '',
+      tag: q.get('tag') || '', sort: q.get('sort') || '', order: q.get('order') || '' };
+  }
+  function certListPath(q) {
+    const limit = Math.min(Math.max(parseInt(q.get('limit') || '50', 10) || 50, 1), 1000);
+    return '/v1/certificates' + query({ ...certFilter(q), limit, cursor: q.get('cursor') || '' });
+  }
   async function certificates(params, q) {
-    const filter = { status: q.get('status') || '', q: q.get('q') || '', in_use: q.get('in_use') || '',
-      sort: q.get('sort') || '', order: q.get('order') || '' };
+    const seq = state.seq;
+    const filter = certFilter(q);
     const SORTS = [['', 'Name (A-Z)'], ['valid_to:asc', 'Ending first'], ['valid_to:desc', 'Ending last'],
       ['updated_at:desc', 'Recently updated'], ['status:asc', 'Status (expired first)']];
     const cursor = q.get('cursor') || '';
@@ -396,6 +441,7 @@
       location.hash = '#/certificates' + (n.toString() ? '?' + n : '');
     };
     const search = h('input', { type: 'search', name: 'q', value: filter.q, placeholder: 'name or domain' });
+    const tag = h('input', { type: 'search', name: 'tag', value: filter.tag, placeholder: 'team:payments', size: 14 });
     const status = h('select', { name: 'status' }, h('option', { value: '', text: 'Any status' }),
       Object.entries(STATUS).map(([v, t]) => h('option', { value: v, text: t, selected: v === filter.status })));
     const inUse = h('select', { name: 'in_use' }, h('option', { value: '', text: 'In use or not' }),
@@ -407,46 +453,56 @@
       ev.preventDefault();
       state.cursors = [];
       const [by, order] = sort.value ? sort.value.split(':') : ['', ''];
-      setQ({ q: search.value.trim(), status: status.value, in_use: inUse.value, sort: by, order, cursor: '' });
-    } }, field('Search', search), field('Status', status), field('Usage', inUse), field('Sort', sort),
+      setQ({ q: search.value.trim(), status: status.value, in_use: inUse.value, tag: tag.value.trim(), sort: by, order, cursor: '' });
+    } }, field('Search', search), field('Status', status), field('Usage', inUse), field('Tag', tag), field('Sort', sort),
     h('button', { type: 'submit', text: 'Filter' }));
     for (const sel of [status, inUse, sort]) sel.addEventListener('change', () => filters.requestSubmit());
     const head = h('div', { class: 'head-actions' },
       can('write') ? button('Import certificate', () => importDialog(), 'primary') : null);
     const body = h('div', {}, h('p', { class: 'loading', text: 'Loading…' }));
+    // The first screen's list was asked for beside the session: drawn once when it is here,
+    // which spares a layout and a paint of the empty screen before the rows.
+    const path = certListPath(q);
+    const early = prefetched.has(path);
+    let list = early ? await api('GET', path) : null;
+    if (seq !== state.seq) return;
     page('Certificates', head, filters, body);
-    const limit = Math.min(Math.max(parseInt(q.get('limit') || '50', 10) || 50, 1), 1000);
-    const list = await api('GET', '/v1/certificates' + query({ ...filter, limit, cursor }));
+    if (!early) list = await api('GET', path);
+    if (seq !== state.seq) return;
+    performance.mark?.('cv:list-data');
     const rows = list.items.map((c) => h('tr', {},
-      h('td', {}, link(certHref(c.name), c.name)),
+      h('td', { class: 'name' }, link(certHref(c.name), c.name), tagList(c.tags)),
       h('td', { class: 'domains', text: (c.domains || [c.domain]).filter(Boolean).join(', ') || '—' }),
       h('td', { text: (c.used_by || []).map((u) => `${u.service} (${u.environment})`).join(', ') || '—' }),
       h('td', { class: 'num opt', text: String(c.custom_domains ?? 0) }),
       h('td', { class: 'opt' }, when(c.updated_at)),
       h('td', {}, badge(c.status)),
       h('td', { class: 'num', text: days(c.expires_in_days) }),
-      h('td', { class: 'opt', text: c.key_type || '—' }),
-      h('td', {}, rowMenu(c))));
+      h('td', { class: 'opt key' }, c.key_type || '—', isPublic(c) ? h('span', { class: 'hint block', text: 'public: no key' }) : null),
+      h('td', {}, rowMenuButton(c))));
     const nav = h('nav', { class: 'pager', 'aria-label': 'Pages' },
       cursor ? button('← First page', () => { state.cursors = []; setQ({ cursor: '' }); }) : null,
       list.next_cursor ? button('Next page →', () => { state.cursors.push(cursor); setQ({ cursor: list.next_cursor }); }) : null);
     put(body, rows.length ? table(['Name', 'Domains', 'Used by', '~Custom domains', '~Updated',
       'Status', 'Expires in', '~Key', 'Actions'], rows, 'Certificates') :
-      empty(filter.q || filter.status || filter.in_use ? 'No certificate matches these filters.' :
+      empty(filter.q || filter.status || filter.in_use || filter.tag ? 'No certificate matches these filters.' :
         'No certificates yet.' + (can('write') ? ' Import the first one.' : '')), nav);
     if (list.items.length && typeof list.total === 'number') {
       const n = list.total;
-      const filtered = filter.q || filter.status || filter.in_use;
+      const filtered = filter.q || filter.status || filter.in_use || filter.tag;
       body.prepend(h('p', { class: 'muted', text: filtered ? `${n} certificate${n === 1 ? ' matches' : 's match'}` : `${n} certificate${n === 1 ? '' : 's'}` }));
     }
+    performance.mark?.('cv:list-drawn');
   }
   function rowMenu(c) {
     const inUse = (c.used_by || []).length > 0;
+    const pub = isPublic(c);
     const items = [link(certHref(c.name), 'Details')];
     const exp = (fmt, text) => h('a', { href: `/v1/certificates/${encodeURIComponent(c.name)}/export?format=${fmt}`, download: '', text });
     if (can('write')) {
       items.push(button('Edit', () => editDialog(c.name)));
-      items.push(inUse ? button('Import to renew', () => renewDialog(c.name, 'renew'))
+      // A public certificate is renewed in use or not (it can serve no service anyway).
+      items.push(inUse || pub ? button('Import to renew', () => renewDialog(c.name, 'renew'))
         : h('span', { class: 'disabled', title: 'Renewal is for a certificate in use: replace it instead', text: 'Import to renew (not in use: use Replace)' }));
       items.push(button('Replace', () => renewDialog(c.name, 'replace')));
     }
@@ -456,55 +512,89 @@
       items.push(button('Create JWK', () => jwkDialog(c.name)));
       items.push(button('Delete', () => deleteFlow(c.name), 'danger'));
     }
-    return h('details', { class: 'menu' }, h('summary', { text: 'Actions', 'aria-label': 'Actions for ' + c.name }),
-      h('ul', {}, items.map((x) => h('li', {}, x))));
+    return h('ul', {}, items.map((x) => h('li', {}, x)));
+  }
+  /* A row's actions menu is built when it is first opened: fifty rows of ten items each
+   * would be most of the list's elements, and most menus are never opened. The summary's
+   * click (mouse, Enter or Space) comes before the menu opens. */
+  function rowMenuButton(c) {
+    const d = h('details', { class: 'menu' });
+    d.append(h('summary', { text: 'Actions', 'aria-label': 'Actions for ' + c.name,
+      onclick: () => { if (!d.querySelector('ul')) d.append(rowMenu(c)); } }));
+    return d;
   }
 
   /* ---------- 3. import (and 5. renew / replace) ---------- */
-  function sourceFields(form) {
+  /* The certificate sources of an import, renew or replace. opts.url: offer "from a server"
+   * (an import by an admin); opts.publicOnly: a public certificate's renewal, which takes no
+   * private key (an entry keeps its kind). */
+  function sourceFields(form, opts = {}) {
+    const modes = [['paste', ' Paste'], ['file', ' Upload files']];
+    if (opts.url) modes.push(['url', ' From a server (https/ldaps)']);
     const mode = h('fieldset', { class: 'source' }, h('legend', { text: 'Source' }),
-      ['paste', 'file'].map((v) => h('label', { class: 'inline' },
-        h('input', { type: 'radio', name: 'source', value: v, checked: v === 'paste' }), v === 'paste' ? ' Paste' : ' Upload files')));
+      modes.map(([v, t]) => h('label', { class: 'inline' },
+        h('input', { type: 'radio', name: 'source', value: v, checked: v === 'paste' }), t)));
+    const keyHint = opts.publicOnly ? null : 'Goes into the token as a sensitive, non-extractable key; never stored in the database. Leave it empty for a public certificate (no key: it can be exported and make JWKs, not serve a service).';
     const paste = h('div', { class: 'paste' },
       field('Encoding', h('select', { name: 'encoding' }, h('option', { value: 'pem', text: 'PEM' }),
         h('option', { value: 'base64', text: 'BASE64 (DER)' }), h('option', { value: 'base64pem', text: 'BASE64PEM' }))),
       field('Certificate', h('textarea', { name: 'certificate', rows: 6, spellcheck: 'false', placeholder: '-----BEGIN CERTIFICATE-----' })),
-      field('Private key', h('textarea', { name: 'private_key', rows: 5, spellcheck: 'false', placeholder: '-----BEGIN PRIVATE KEY-----' }),
-        'Goes into the token as a sensitive, non-extractable key; never stored in the database.'),
+      opts.publicOnly ? null : field('Private key', h('textarea', { name: 'private_key', rows: 5, spellcheck: 'false', placeholder: '-----BEGIN PRIVATE KEY-----' }), keyHint),
       field('Chain (optional)', h('textarea', { name: 'chain', rows: 4, spellcheck: 'false' })));
     const file = h('div', { class: 'file', hidden: true },
       field('Certificate file', h('input', { type: 'file', name: 'certificate_file', accept: '.pem,.crt,.cer,.der,.p12,.pfx' }),
-        'A PEM bundle (certificate, chain and key in any order), a DER certificate, or PKCS#12.'),
-      field('Private key file (if not in the file above)', h('input', { type: 'file', name: 'private_key_file', accept: '.pem,.key,.der' })),
+        opts.publicOnly ? 'A PEM or DER certificate (and its chain).' : 'A PEM bundle (certificate, chain and key in any order), a DER certificate, or PKCS#12.'),
+      opts.publicOnly ? null : field('Private key file (if not in the file above)', h('input', { type: 'file', name: 'private_key_file', accept: '.pem,.key,.der' })),
       field('Chain file (optional)', h('input', { type: 'file', name: 'chain_file', accept: '.pem,.crt' })));
+    const url = h('div', { class: 'url', hidden: true },
+      field('URL', h('input', { name: 'url', type: 'url', placeholder: 'https://host:443 or ldaps://host:636', autocomplete: 'off' }),
+        'certvaultd connects and keeps the certificate the server presents as a public certificate (no key), with the entries after it as its chain.'),
+      field('Position in the chain', h('input', { name: 'position', type: 'number', min: 0, max: 9, value: 0 }), "0: the server's own certificate; 1: its issuer…"));
     const pw = field('Password (PKCS#12 or encrypted key)', h('input', { type: 'password', name: 'password', autocomplete: 'off' }));
     const check = h('div', { class: 'field' }, h('label', { class: 'inline' },
       h('input', { type: 'checkbox', name: 'check_chain' }), ' Check the chain against the truststore'));
+    const upcoming = h('div', { class: 'field', 'data-field': 'allow_upcoming' }, h('label', { class: 'inline' },
+      h('input', { type: 'checkbox', name: 'allow_upcoming' }), ' Accept a certificate whose start date is still ahead (it is listed as Upcoming until then)'));
     mode.addEventListener('change', () => {
-      const isFile = form.querySelector('input[name=source]:checked').value === 'file';
-      paste.hidden = isFile;
-      file.hidden = !isFile;
+      const m = form.querySelector('input[name=source]:checked').value;
+      paste.hidden = m !== 'paste';
+      file.hidden = m !== 'file';
+      url.hidden = m !== 'url';
+      pw.hidden = m === 'url' || !!opts.publicOnly;
+      check.hidden = m === 'url';
     });
-    return [mode, paste, file, pw, check];
+    if (opts.publicOnly) pw.hidden = true;
+    return [mode, paste, file, url, pw, check, upcoming];
   }
-  /* The request body from a form with sourceFields: JSON for pasted text, multipart for files. */
+  /* The request body from a form with sourceFields: JSON for pasted text and a URL, multipart
+   * for files. */
   function sourceBody(form, extra) {
     const f = form.elements;
-    const isFile = form.querySelector('input[name=source]:checked').value === 'file';
-    if (isFile) {
+    const m = form.querySelector('input[name=source]:checked').value;
+    const upcoming = f.allow_upcoming?.checked;
+    if (m === 'file') {
       const fd = new FormData();
       for (const [k, v] of Object.entries(extra)) if (v !== undefined && v !== '') fd.append(k, String(v));
       const files = [['certificate', f.certificate_file], ['private_key', f.private_key_file], ['chain', f.chain_file]];
-      for (const [k, input] of files) if (input.files[0]) fd.append(k, input.files[0], input.files[0].name);
+      for (const [k, input] of files) if (input?.files[0]) fd.append(k, input.files[0], input.files[0].name);
       if (f.password.value) fd.append('password', f.password.value);
       if (f.check_chain.checked) fd.append('check_chain', 'true');
+      if (upcoming) fd.append('allow_upcoming', 'true');
       if (!f.certificate_file.files[0]) return { missing: 'certificate_file' };
       return { form: fd };
     }
     const body = Object.assign({}, extra);
+    if (upcoming) body.allow_upcoming = true;
+    if (m === 'url') {
+      body.url = f.url.value.trim();
+      if (!body.url) return { missing: 'url' };
+      body.position = Number(f.position.value || 0);
+      for (const k of Object.keys(body)) if (body[k] === undefined || body[k] === '') delete body[k];
+      return { json: body };
+    }
     body.certificate = f.certificate.value;
     if (!body.certificate.trim()) return { missing: 'certificate' };
-    if (f.private_key.value.trim()) body.private_key = f.private_key.value;
+    if (f.private_key?.value.trim()) body.private_key = f.private_key.value;
     if (f.chain.value.trim()) body.chain = f.chain.value;
     if (f.password.value) body.password = f.password.value;
     if (f.encoding.value !== 'pem') body.encoding = f.encoding.value;
@@ -522,8 +612,12 @@
       if (/chain/i.test(msg)) fieldName = 'chain';
       else if (/key/i.test(msg) && !/pkcs ?#?12/i.test(msg)) fieldName = 'private_key';
     }
+    const isUrl = form.querySelector('input[name=source]:checked')?.value === 'url';
     if (fieldName && isFile && ['certificate', 'private_key', 'chain'].includes(fieldName)) fieldName += '_file';
-    const text = known ? `${known[1]} ${msg}` : explain(e);
+    if (isUrl && (['certificate', 'chain'].includes(fieldName) || /url|position/i.test(msg))) fieldName = /position/i.test(msg) ? 'position' : 'url';
+    let text = known ? `${known[1]} ${sentence(msg)}` : explain(e);
+    if (e.code === 'not_yet_valid' && form.elements.allow_upcoming && !form.elements.allow_upcoming.checked)
+      text += ' To store it now as Upcoming, tick "Accept a certificate whose start date is still ahead".';
     if (fieldName) {
       const box = form.querySelector(`.field[data-field="${fieldName}"] .field-error`);
       if (keep && box && !box.hidden) { box.textContent += ' ' + text; return; }
@@ -536,7 +630,7 @@
     const form = h('form', { novalidate: true }, field('Name', name, 'Letters, digits and hyphens, up to 64.'),
       field('Description', h('input', { name: 'description', maxlength: 1024 })));
     const verdict = h('div', { class: 'preview', 'aria-live': 'polite' });
-    form.append(...sourceFields(form), verdict, actions(h('button', { type: 'submit', class: 'primary', text: 'Import' }),
+    form.append(...sourceFields(form, { url: can('admin') }), verdict, actions(h('button', { type: 'submit', class: 'primary', text: 'Import' }),
       hasRoute('POST', '/v1/certificates/preview') ? button('Check first', () => check()) : null,
       button('Cancel', () => dlg.close())));
     // Every check of an import, run by the server without storing anything: each problem is
@@ -545,7 +639,7 @@
       clearErrors(form);
       put(verdict);
       const b = sourceBody(form, { name: name.value, description: form.elements.description.value || undefined });
-      if (b.missing) { setFieldError(form, b.missing, 'A certificate is needed.'); return; }
+      if (b.missing) { setFieldError(form, b.missing, b.missing === 'url' ? 'A URL is needed.' : 'A certificate is needed.'); return; }
       try {
         const r = await api('POST', '/v1/certificates/preview', b);
         for (const p of r.problems || []) showRefusal(form, new ApiError(p.status, p.code, p.message), true);
@@ -564,7 +658,7 @@
       clearErrors(form);
       if (!validName(name.value)) { setFieldError(form, 'name', REFUSALS.invalid_name[1]); name.focus(); return; }
       const b = sourceBody(form, { name: name.value, description: form.elements.description.value || undefined });
-      if (b.missing) { setFieldError(form, b.missing, 'A certificate is needed.'); return; }
+      if (b.missing) { setFieldError(form, b.missing, b.missing === 'url' ? 'A URL is needed.' : 'A certificate is needed.'); return; }
       const go = form.querySelector('button[type=submit]');
       go.disabled = true;
       try {
@@ -589,10 +683,12 @@
   }
   async function renewDialog(name, kind) {
     const d = await api('GET', '/v1/certificates/' + encodeURIComponent(name));
+    const pub = isPublic(d);
     const form = h('form', { novalidate: true },
-      h('p', { text: kind === 'renew' ? `A new certificate and key for ${name} (version ${d.version}); every service using it switches at once.`
-        : `New content for ${name} (version ${d.version}), in use or not.` }));
-    form.append(...sourceFields(form), actions(h('button', { type: 'submit', class: 'primary', text: kind === 'renew' ? 'Renew' : 'Replace' }),
+      h('p', { text: pub ? `A new public certificate for ${name} (version ${d.version}): it holds no key, so none is asked.`
+        : kind === 'renew' ? `A new certificate and key for ${name} (version ${d.version}); every service using it switches at once.`
+          : `New content for ${name} (version ${d.version}), in use or not.` }));
+    form.append(...sourceFields(form, { publicOnly: pub }), actions(h('button', { type: 'submit', class: 'primary', text: kind === 'renew' ? 'Renew' : 'Replace' }),
       button('Cancel', () => dlg.close())));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
@@ -609,12 +705,12 @@
       const extra = { version: d.version };
       if (choice) { extra.jwk_action = choice; extra.confirm = name; }
       const b = sourceBody(form, extra);
-      if (b.missing) { setFieldError(form, b.missing, 'A certificate is needed.'); return; }
+      if (b.missing) { setFieldError(form, b.missing, b.missing === 'url' ? 'A URL is needed.' : 'A certificate is needed.'); return; }
       try {
         const r = await api('POST', `/v1/certificates/${encodeURIComponent(name)}/${kind}`, b);
         dlg.close();
-        const jc = ((r.jwk_changes || {}).jwks || []).map((j) => `${j.kid.slice(0, 12)}… ${j.change}`);
-        toast(`${name} is now version ${r.version}` + ((r.applied_to || []).length ? `, used by ${r.applied_to.map((u) => u.service).join(', ')}.` : '.') + (jc.length ? ` JWKs: ${jc.join(', ')}.` : ''));
+        toast(`${name} is now version ${r.version}` + ((r.applied_to || []).length ? `, used by ${r.applied_to.map((u) => u.service).join(', ')}.` : '.')
+          + jwkOutcomeText(r));
         route();
       } catch (e) {
         if (e.code === 'jwk_choice_required' && !choice) {
@@ -630,6 +726,12 @@
       }
     }
     const dlg = dialog(kind === 'renew' ? `Import to renew ${name}` : `Replace ${name}`, form, { wide: true });
+  }
+  /* What a renew or replace did to the JWKs, from the answer's jwk_changes (one entry per
+   * JWK touched, with its change). */
+  function jwkOutcomeText(r) {
+    const jc = (r.jwk_changes?.jwks || []).map((j) => `${String(j.kid).slice(0, 12)}… ${j.change}`);
+    return jc.length ? ` JWKs: ${jc.join(', ')}.` : '';
   }
   /* The JWK connection dialog, then the name confirmation. Resolves to the jwk_action or null. */
   async function jwkChoice(name, n, verb) {
@@ -659,9 +761,10 @@
       : 'sensitive, not extractable (as certvault created it; the inventory reads it back from the token)';
     const kv = (label, value) => [h('dt', { text: label }), h('dd', {}, value)];
     const jwks = Array.isArray(d.jwks) ? d.jwks : null;
+    const pub = isPublic(d);
     const head = h('div', { class: 'head-actions' },
       can('write') ? [button('Edit', () => editDialog(name)),
-        used.length ? button('Import to renew', () => renewDialog(name, 'renew'))
+        used.length || pub ? button('Import to renew', () => renewDialog(name, 'renew'))
           : h('span', { class: 'disabled', text: 'Renew: only while in use' }),
         button('Replace', () => renewDialog(name, 'replace')), button('Create JWK', () => jwkDialog(name)),
         button('Delete', () => deleteFlow(name), 'danger')] : null,
@@ -670,12 +773,17 @@
     page(name, h('p', { class: 'crumbs' }, link('#/certificates', '← Certificates')), head,
       h('dl', { class: 'kv details' },
         kv('Name', d.name), kv('Description', d.description || '—'), kv('Status', badge(d.status)),
+        kv('Kind', pub ? 'Public certificate: certvault holds no private key for it (it can be exported and make JWKs; it cannot serve a service)'
+          : 'Key pair: the private key is in the token'),
+        kv('Tags', tagList(d.tags) || '—'),
+        kv('Environments', (d.environments || []).length ? d.environments.join(', ') : 'any'),
         kv('Domain names', (d.domains || []).length ? h('ul', { class: 'plain' }, d.domains.map((x) => h('li', { text: x }))) : '—'),
         (d.ip_addresses || []).length ? kv('IP addresses', d.ip_addresses.join(', ')) : null,
         kv('Subject', d.subject || '—'), kv('Issuer', d.issuer || '—'),
         kv('Public key', d.public_key?.description || '—'),
         kv('Valid from', when(d.valid_from)), kv('Valid to', when(d.valid_to)),
         kv('Expires in', days(d.expires_in_days)),
+        d.status === 'upcoming' ? kv('Starts in', days(Math.ceil((Date.parse(d.valid_from) - Date.now()) / 86400000)) + ' (listed as Upcoming until then; a service cannot use it before)') : null,
         used.length ? kv('Used by', h('ul', { class: 'plain' }, used.map((u) => h('li', {},
           link('#/services?environment=' + encodeURIComponent(u.environment), u.service), ` (${u.environment}) `,
           (u.domains || []).join(', '))))) : null,
@@ -683,13 +791,18 @@
         kv('Signature algorithm', d.signature_algorithm_name || d.signature_algorithm),
         kv('SHA-256 fingerprint', h('code', { class: 'wrap', text: d.fingerprints?.sha256 })),
         kv('SHA-1 fingerprint', h('code', { class: 'wrap', text: d.fingerprints?.sha1 })),
-        kv('Key (PKCS#11 URI)', h('span', { class: 'copyable' }, h('input', { readonly: true, value: key.pkcs11_uri || '', 'aria-label': 'PKCS#11 URI' }), copyButton(key.pkcs11_uri || ''))),
-        kv('Key protection', protection),
+        pub ? kv('Key', 'none (a public certificate)') : null,
+        pub ? null : kv('Key (PKCS#11 URI)', h('span', { class: 'copyable' }, h('input', { readonly: true, value: key.pkcs11_uri || '', 'aria-label': 'PKCS#11 URI' }), copyButton(key.pkcs11_uri || ''))),
+        pub ? null : kv('Key protection', protection),
+        pub || !key.origin ? null : kv('Key origin', { generated: 'generated in the token', imported: 'imported', unwrapped: 'unwrapped in the token (bring your own key)' }[key.origin] || key.origin),
         kv('Version', String(d.version)), kv('Updated at', when(d.updated_at)),
         d.created_by ? kv('Created by', d.created_by) : null, d.updated_by ? kv('Updated by', d.updated_by) : null),
       h('section', {}, h('h2', { text: 'Linked JWKs' }),
-        jwks ? (jwks.length ? table(['kid', 'alg', 'use', 'state'], jwks.map((j) => h('tr', {},
-          h('td', {}, h('code', { text: j.kid })), h('td', { text: j.alg }), h('td', { text: j.use }), h('td', { text: j.state || 'active' }))), 'Linked JWKs')
+        jwks ? (jwks.length ? [table(['kid', 'alg', 'use', 'Made from', 'State'], jwks.map((j) => h('tr', { class: j.state === 'active' ? '' : 'muted-row' },
+          h('td', {}, h('code', { class: 'wrap', text: j.kid })), h('td', { text: j.alg }), h('td', { text: j.use }),
+          h('td', { text: j.made_from_version ? 'version ' + j.made_from_version : '—' }),
+          h('td', {}, h('span', { class: 'badge jwk-' + (j.state || 'active'), text: JWK_STATES[j.state || 'active'] || j.state })))), 'Linked JWKs'),
+          h('p', {}, link('#/jwks?certificate=' + encodeURIComponent(name), 'These JWKs on the JWKs screen'), ' (published until when, superseded by which).')]
           : empty('No JWK is linked to this certificate.')) : h('p', {}, 'See ', link('#/jwks', 'JWKs'), ' for the JWKs made from it.')),
       h('section', {}, h('h2', { text: 'Chain' }),
         Array.isArray(d.chain) && d.chain.length ? table(['Subject', 'Issuer', 'Valid to'], d.chain.map((c) => h('tr', {},
@@ -699,24 +812,71 @@
         versions ? table(['Version', 'Serial', 'Valid to', 'Current from', 'Until', 'Ended by', 'Key in token'],
           versions.versions.map((v) => h('tr', {}, h('td', { text: String(v.version) + (v.current ? ' (current)' : '') }),
             h('td', {}, h('code', { text: v.serial_number })), h('td', {}, when(v.valid_to)), h('td', {}, when(v.current_from)),
-            h('td', {}, when(v.current_until)), h('td', { text: v.ended_by || '—' }), h('td', { text: v.key?.in_token ? 'yes' : 'no' }))), 'Versions')
+            h('td', {}, when(v.current_until)), h('td', { text: v.ended_by || '—' }), h('td', { text: pub ? '— (public)' : v.key?.in_token ? 'yes' : 'no' }))), 'Versions')
           : empty('The version history could not be read.')));
   }
+  /* Tags as the edit form shows them: one "key=value" a line. */
+  function tagsText(tags) { return Object.entries(tags || {}).map(([k, v]) => `${k}=${v}`).join('\n'); }
+  function parseTags(text) {
+    const out = {};
+    const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+    for (const [i, line] of lines.entries()) {
+      const eq = line.indexOf('=');
+      const k = (eq < 0 ? line : line.slice(0, eq)).trim();
+      const v = eq < 0 ? '' : line.slice(eq + 1).trim();
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(k)) return { error: `Line ${i + 1}: a key has 1 to 64 letters, digits, dots, underscores or hyphens.` };
+      if (k in out) return { error: `Line ${i + 1}: the key ${k} is there twice.` };
+      if (new TextEncoder().encode(v).length > 256) return { error: `Line ${i + 1}: a value is 256 bytes at most.` };
+      out[k] = v;
+    }
+    if (Object.keys(out).length > 32) return { error: '32 tags at most.' };
+    return { tags: out };
+  }
+  /* Name (a rename), description, tags and the environments it may serve; only what changed
+   * is sent. */
   async function editDialog(name) {
-    const d = await api('GET', '/v1/certificates/' + encodeURIComponent(name));
+    const [d, envs] = await Promise.all([api('GET', '/v1/certificates/' + encodeURIComponent(name)), allEnvironments().catch(() => null)]);
+    const newName = h('input', { name: 'name', value: d.name, required: true, autocomplete: 'off', maxlength: 64 });
     const desc = h('textarea', { name: 'description', rows: 3, maxlength: 1024 });
     desc.value = d.description || '';
-    const form = h('form', { onsubmit: async (ev) => {
+    const tags = h('textarea', { name: 'tags', rows: 3, spellcheck: 'false', placeholder: 'team=payments' });
+    tags.value = tagsText(d.tags);
+    const current = new Set((d.environments || []).map((e) => e.toLowerCase()));
+    const envBox = h('fieldset', { class: 'field source', 'data-field': 'environments' }, h('legend', { text: 'Environments it may serve (none ticked: any)' }),
+      envs ? envs.map((e) => h('label', { class: 'inline' }, h('input', { type: 'checkbox', name: 'env', value: e.name, checked: current.has(e.name.toLowerCase()) }), ' ' + envLabel(e)))
+        : h('p', { class: 'hint', text: 'The environments could not be read: they are left as they are.' }),
+      h('p', { class: 'field-error', hidden: true, role: 'alert' }));
+    const form = h('form', { novalidate: true, onsubmit: async (ev) => {
       ev.preventDefault();
       clearErrors(form);
+      const body = {};
+      if (newName.value !== d.name) {
+        if (!validName(newName.value)) { setFieldError(form, 'name', REFUSALS.invalid_name[1]); return; }
+        body.name = newName.value;
+      }
+      if (desc.value !== (d.description || '')) body.description = desc.value;
+      const t = parseTags(tags.value);
+      if (t.error) { setFieldError(form, 'tags', t.error); return; }
+      if (JSON.stringify(t.tags) !== JSON.stringify(d.tags || {})) body.tags = t.tags;
+      if (envs) {
+        const picked = [...form.querySelectorAll('input[name=env]:checked')].map((i) => i.value);
+        if (picked.map((x) => x.toLowerCase()).sort().join(',') !== [...current].sort().join(',')) body.environments = picked;
+      }
+      if (!Object.keys(body).length) { dlg.close(); return; }
       try {
-        await api('PATCH', '/v1/certificates/' + encodeURIComponent(name), { json: { description: desc.value } });
+        const r = await api('PATCH', '/v1/certificates/' + encodeURIComponent(name), { json: body });
         dlg.close();
-        toast('Saved.');
-        route();
-      } catch (e) { setFieldError(form, 'description', explain(e)); }
-    } }, field('Description', desc), actions(h('button', { type: 'submit', class: 'primary', text: 'Save' }), button('Cancel', () => dlg.close())));
-    const dlg = dialog(`Edit ${name}`, form);
+        toast(body.name ? `Renamed ${name} to ${r.name}.` : 'Saved.');
+        if (body.name && location.hash.startsWith(certHref(name))) location.hash = certHref(r.name); else route();
+      } catch (e) {
+        const f = e.code === 'invalid_name' || e.code === 'name_taken' ? 'name' : REFUSALS[e.code]?.[0] === 'environments' ? 'environments'
+          : /tag/i.test(e.message) ? 'tags' : /environment/i.test(e.message) ? 'environments' : /description/i.test(e.message) ? 'description' : null;
+        if (!f || !setFieldError(form, f, e.code === 'name_taken' ? `${REFUSALS.name_taken[1]} ${sentence(e.message)}` : explain(e))) formError(form, explain(e));
+      }
+    } }, field('Name', newName, 'Changing it renames the certificate: its history, JWKs and services follow.'),
+    field('Description', desc), field('Tags', tags, 'One per line: key=value (letters, digits, . _ - in keys).'), envBox,
+    actions(h('button', { type: 'submit', class: 'primary', text: 'Save' }), button('Cancel', () => dlg.close())));
+    const dlg = dialog(`Edit ${name}`, form, { wide: true });
   }
 
   /* ---------- 6. delete ---------- */
@@ -757,17 +917,33 @@
   }
 
   /* ---------- 7. services ---------- */
+  /* Every environment, for the pickers (a handful in practice: pages of 1000 until done). */
+  async function allEnvironments() {
+    const out = [];
+    let cursor = '';
+    do {
+      const r = await api('GET', '/v1/environments' + query({ limit: 1000, cursor }));
+      out.push(...r.items);
+      cursor = r.next_cursor || '';
+    } while (cursor);
+    return out;
+  }
+  function envLabel(e) { return e.display_name && e.display_name !== e.name ? `${e.display_name} (${e.name})` : e.name; }
   async function services(params, q) {
+    const seq = state.seq;
     const env = q.get('environment') || '';
     const cursor = q.get('cursor') || '';
-    const envInput = h('input', { name: 'environment', value: env, placeholder: 'e.g. production' });
+    loading('Services');
+    const [list, envs] = await Promise.all([api('GET', '/v1/services' + query({ environment: env, cursor, limit: 50 })),
+      allEnvironments().catch(() => [])]);
+    if (seq !== state.seq) return;
+    const envSelect = h('select', { name: 'environment' }, h('option', { value: '', text: 'Every environment' }),
+      envs.map((e) => h('option', { value: e.name, text: envLabel(e), selected: e.name.toLowerCase() === env.toLowerCase() })));
+    envSelect.addEventListener('change', () => { location.hash = '#/services' + query({ environment: envSelect.value }); });
     const filters = h('form', { class: 'filters', onsubmit: (ev) => {
       ev.preventDefault();
-      location.hash = '#/services' + query({ environment: envInput.value.trim() });
-    } }, field('Environment', envInput), h('button', { type: 'submit', text: 'Filter' }));
-    const body = h('div', {}, h('p', { class: 'loading', text: 'Loading…' }));
-    page('Services', h('div', { class: 'head-actions' }, can('write') ? button('New service', () => serviceDialog(null), 'primary') : null), filters, body);
-    const list = await api('GET', '/v1/services' + query({ environment: env, cursor, limit: 50 }));
+      location.hash = '#/services' + query({ environment: envSelect.value });
+    } }, field('Environment', envSelect), h('button', { type: 'submit', text: 'Filter' }));
     const rows = list.items.map((s) => h('tr', {},
       h('td', { text: s.name }), h('td', {}, link('#/services?environment=' + encodeURIComponent(s.environment), s.environment)),
       h('td', { class: 'domains', text: s.domains.join(', ') }),
@@ -776,20 +952,35 @@
         button('Edit', () => serviceDialog(s), 'small'), button('Bind', () => bindDialog(s), 'small'),
         s.certificate ? button('Unbind', () => unbind(s), 'small') : null,
         button('Delete', () => deleteService(s), 'small danger')] : null)));
-    put(body, rows.length ? table(['Service', 'Environment', 'Domains', 'Certificate', ''], rows, 'Services')
+    page('Services', h('div', { class: 'head-actions' }, can('write') ? button('New service', () => serviceDialog(null), 'primary') : null,
+      link('#/environments', 'Environments')), filters,
+    rows.length ? table(['Service', 'Environment', 'Domains', 'Certificate', ''], rows, 'Services')
       : empty(env ? `No service in ${env}.` : 'No services yet.'),
     list.next_cursor ? h('nav', { class: 'pager' }, link('#/services' + query({ environment: env, cursor: list.next_cursor }), 'Next page →')) : null);
   }
-  function serviceDialog(s) {
+  /* A service names an existing environment: the form picks one, and offers to create one
+   * (over the form, which keeps what was typed) when none fits. */
+  async function serviceDialog(s) {
     const name = h('input', { name: 'name', required: true, value: s?.name || '', readonly: !!s, autocomplete: 'off' });
-    const env = h('input', { name: 'environment', required: true, value: s?.environment || '' });
+    const env = h('select', { name: 'environment', required: true });
     const desc = h('input', { name: 'description', value: s?.description || '' });
     const doms = h('textarea', { name: 'domains', rows: 4, spellcheck: 'false' });
     doms.value = (s?.domains || []).join('\n');
+    const none = h('p', { class: 'notice', hidden: true, text: 'No environment exists yet: a service belongs to one. Create the first one.' });
+    const newEnv = button('New environment…', () => environmentDialog(null, (e) => fill(e.name)), 'small');
+    async function fill(pick) {
+      const envs = await allEnvironments();
+      const want = (pick || env.value || s?.environment || '').toLowerCase();
+      put(env, h('option', { value: '', text: envs.length ? 'Choose an environment' : 'none yet', disabled: true, selected: !want }),
+        envs.map((e) => h('option', { value: e.name, text: envLabel(e), selected: e.name.toLowerCase() === want })));
+      none.hidden = envs.length > 0;
+      if (pick) env.focus();
+    }
     const form = h('form', { novalidate: true, onsubmit: async (ev) => {
       ev.preventDefault();
       clearErrors(form);
       if (!validName(name.value)) { setFieldError(form, 'name', REFUSALS.invalid_name[1]); return; }
+      if (!env.value) { setFieldError(form, 'environment', 'Choose the environment this service runs in (or create one).'); return; }
       const domains = doms.value.split(/[\s,]+/).filter(Boolean);
       try {
         await api('PUT', '/v1/services/' + encodeURIComponent(name.value), { json: { environment: env.value, domains, description: desc.value } });
@@ -797,13 +988,16 @@
         toast('Saved ' + name.value + '.');
         route();
       } catch (e) {
-        const f = /environment/i.test(e.message) ? 'environment' : /domain/i.test(e.message) || e.code === 'domain_not_covered' ? 'domains' : e.code === 'invalid_name' ? 'name' : null;
+        const f = e.code === 'unknown_environment' || /environment/i.test(e.message) ? 'environment'
+          : /domain/i.test(e.message) || e.code === 'domain_not_covered' ? 'domains' : e.code === 'invalid_name' ? 'name' : null;
         if (!f || !setFieldError(form, f, explain(e))) formError(form, explain(e));
       }
-    } }, field('Name', name), field('Environment', env), field('Description', desc),
+    } }, field('Name', name), none, h('div', { class: 'with-button' }, field('Environment', env), can('write') ? newEnv : null),
+    field('Description', desc),
     field('Domains', doms, 'One per line. The certificate it uses must cover every one.'),
     actions(h('button', { type: 'submit', class: 'primary', text: 'Save' }), button('Cancel', () => dlg.close())));
     const dlg = dialog(s ? `Edit ${s.name}` : 'New service', form);
+    try { await fill(''); } catch (e) { setFieldError(form, 'environment', 'The environments could not be read: ' + explain(e)); }
   }
   async function bindDialog(s) {
     const list = h('div', {}, h('p', { class: 'loading', text: 'Finding certificates that cover every domain…' }));
@@ -833,7 +1027,7 @@
       if (!covers.has(c.name)) covers.set(c.name, { cert: c, domains: new Set() });
       covers.get(c.name).domains.add(d);
     }
-    const cands = [...covers.values()].sort((a, b) => b.domains.size - a.domains.size || a.cert.name.localeCompare(b.cert.name));
+    const cands = [...covers.values()].sort((a, b) => isPublic(a.cert) - isPublic(b.cert) || b.domains.size - a.domains.size || a.cert.name.localeCompare(b.cert.name));
     function markCoverage(name) {
       const c = covers.get(name);
       const missing = s.domains.filter((d) => !c || !c.domains.has(d));
@@ -844,11 +1038,13 @@
     put(list, cands.length ? table(['', 'Certificate', 'Covers', 'Status', 'Expires in'], cands.map((c) => {
       const all = c.domains.size === s.domains.length;
       const missing = s.domains.filter((d) => !c.domains.has(d));
-      return h('tr', { class: all ? '' : 'partial' },
-        h('td', {}, h('input', { type: 'radio', name: 'pick', value: c.cert.name, 'aria-label': 'Pick ' + c.cert.name,
+      // A public certificate has no key to serve with: shown, not offered.
+      const pub = isPublic(c.cert);
+      return h('tr', { class: all && !pub ? '' : 'partial' },
+        h('td', {}, h('input', { type: 'radio', name: 'pick', value: c.cert.name, 'aria-label': 'Pick ' + c.cert.name, disabled: pub,
           onchange: () => { pick.value = c.cert.name; } })),
         h('td', { text: c.cert.name }),
-        h('td', { text: all ? 'every domain' : `not ${missing.join(', ')}` }),
+        h('td', { text: pub ? 'public certificate: no key to serve with' : all ? 'every domain' : `not ${missing.join(', ')}` }),
         h('td', {}, badge(c.cert.status)), h('td', { text: days(c.cert.expires_in_days) }));
     }), 'Candidates') : empty('No certificate covers any of these domains.'));
   }
@@ -862,28 +1058,129 @@
     try { await api('DELETE', '/v1/services/' + encodeURIComponent(s.name)); toast('Deleted.'); route(); } catch (e) { errorDialog('Not deleted', e); }
   }
 
-  /* ---------- 8. JWKs ---------- */
-  async function jwks() {
+  /* ---------- 7b. environments ---------- */
+  async function environments(params, q) {
     const seq = state.seq;
-    loading('JWKs');
-    // The public JWKS document names the active JWKs; each one's link and state come from
-    // GET /v1/jwks/{kid}.
-    const doc = await api('GET', '/v1/jwks');
-    const keys = (typeof doc === 'string' ? JSON.parse(doc) : doc).keys || [];
-    const items = await Promise.all(keys.map((k) => api('GET', '/v1/jwks/' + encodeURIComponent(k.kid)).catch(() => ({ kid: k.kid, jwk: k }))));
+    const cursor = q.get('cursor') || '';
+    loading('Environments');
+    const list = await api('GET', '/v1/environments' + query({ cursor, limit: 50 }));
     if (seq !== state.seq) return;
-    const rows = items.map((j) => {
-      const jwk = j.jwk || j;
-      const cert = j.certificate || j.link?.certificate || null;
-      return h('tr', {}, h('td', {}, h('code', { class: 'wrap', text: jwk.kid || j.kid })), h('td', { text: jwk.alg || j.alg || '—' }),
-        h('td', { text: jwk.use || j.use || '—' }),
-        h('td', {}, cert ? link(certHref(typeof cert === 'string' ? cert : cert.name), typeof cert === 'string' ? cert : cert.name) : '—'),
-        h('td', { text: j.state || 'active' }),
-        h('td', {}, can('write') ? button('Delete', () => deleteJwk(jwk.kid || j.kid), 'small danger') : null));
+    const rows = list.items.map((e) => h('tr', { 'data-env': e.name },
+      h('td', {}, h('strong', { text: e.name })), h('td', { text: e.display_name || e.name }),
+      h('td', { text: e.description || '—' }),
+      h('td', { class: 'num' }, e.services ? link('#/services?environment=' + encodeURIComponent(e.name), String(e.services)) : '0'),
+      h('td', { class: 'num', text: String(e.certificates ?? 0) }),
+      h('td', { class: 'opt' }, when(e.updated_at)),
+      h('td', { class: 'row-actions' }, can('write') ? [button('Edit', () => environmentDialog(e, () => route()), 'small'),
+        button('Delete', () => deleteEnvironment(e), 'small danger')] : null)));
+    page('Environments', h('div', { class: 'head-actions' },
+      can('write') ? button('New environment', () => environmentDialog(null, () => route()), 'primary') : null),
+    h('p', { class: 'hint lead', text: 'Every service runs in one environment; a certificate may be limited to some. An environment in use cannot be deleted.' }),
+    rows.length ? table(['Name', 'Display name', 'Description', 'Services', 'Certificates limited to it', '~Updated', ''], rows, 'Environments')
+      : empty('No environments yet.' + (can('write') ? ' Create one: services need it.' : '')),
+    h('nav', { class: 'pager', 'aria-label': 'Pages' }, cursor ? link('#/environments', '← First page') : null,
+      list.next_cursor ? link('#/environments' + query({ cursor: list.next_cursor }), 'Next page →') : null));
+  }
+  /* Creates (e null) or edits an environment; done(environment) after it is saved. */
+  function environmentDialog(e, done) {
+    const name = h('input', { name: 'name', required: true, value: e?.name || '', readonly: !!e, autocomplete: 'off', maxlength: 64 });
+    const display = h('input', { name: 'display_name', value: e?.display_name || '', maxlength: 100, placeholder: 'e.g. Production (EU)' });
+    const desc = h('input', { name: 'description', value: e?.description || '', maxlength: 1024 });
+    const form = h('form', { novalidate: true, onsubmit: async (ev) => {
+      ev.preventDefault();
+      clearErrors(form);
+      if (!validName(name.value)) { setFieldError(form, 'name', REFUSALS.invalid_name[1]); return; }
+      const body = { description: desc.value };
+      if (display.value.trim()) body.display_name = display.value.trim();
+      try {
+        const r = await api('PUT', '/v1/environments/' + encodeURIComponent(name.value), { json: body });
+        dlg.close();
+        toast((e ? 'Saved ' : 'Created ') + r.name + '.');
+        done?.(r);
+      } catch (err) {
+        const f = err.code === 'invalid_name' && !/display|description/i.test(err.message) ? 'name'
+          : /display/i.test(err.message) ? 'display_name' : /description/i.test(err.message) ? 'description' : null;
+        if (!f || !setFieldError(form, f, explain(err))) formError(form, explain(err));
+      }
+    } }, field('Name', name, e ? 'The name cannot change.' : 'Letters, digits and hyphens; unique ignoring case.'),
+    field('Display name (optional)', display), field('Description', desc),
+    actions(h('button', { type: 'submit', class: 'primary', text: e ? 'Save' : 'Create' }), button('Cancel', () => dlg.close())));
+    const dlg = dialog(e ? `Edit environment ${e.name}` : 'New environment', form);
+  }
+  async function deleteEnvironment(e) {
+    if (!(await confirmTyped(`Delete environment ${e.name}`, `The environment ${e.name} is removed.`, 'delete', 'Delete'))) return;
+    try {
+      await api('DELETE', '/v1/environments/' + encodeURIComponent(e.name));
+      toast('Deleted.');
+      route();
+    } catch (err) {
+      if (err.code === 'in_use') {
+        const dlg = dialog(`${e.name} cannot be deleted`, h('div', {},
+          h('p', { class: 'error', text: err.message }),
+          h('p', { text: 'Move those services to another environment (Edit on the Services screen) or delete them, and take the environment off the certificates limited to it, first.' }),
+          actions(e.services ? link('#/services?environment=' + encodeURIComponent(e.name), 'Its services') : null,
+            button('Close', () => dlg.close(), 'primary'))));
+        return;
+      }
+      errorDialog('Not deleted', err);
+    }
+  }
+
+  /* ---------- 8. JWKs ---------- */
+  const JWK_STATES = { active: 'Active', superseded: 'Superseded', disconnected: 'Disconnected' };
+  /* Every JWK from the management listing (GET /v1/jwks/all): active, superseded by a
+   * renewal (still published until its retention ends) and disconnected, with the
+   * certificate each belongs to and the version it was made from. */
+  async function jwks(params, q) {
+    const seq = state.seq;
+    const cert = q.get('certificate') || '';
+    const cursor = q.get('cursor') || '';
+    loading('JWKs');
+    const list = await api('GET', '/v1/jwks/all' + query({ certificate: cert, cursor, limit: 50 }));
+    if (seq !== state.seq) return;
+    const certInput = h('input', { name: 'certificate', value: cert, placeholder: 'certificate name', autocomplete: 'off' });
+    const filters = h('form', { class: 'filters', role: 'search', onsubmit: (ev) => {
+      ev.preventDefault();
+      location.hash = '#/jwks' + query({ certificate: certInput.value.trim() });
+    } }, field('Certificate', certInput), h('button', { type: 'submit', text: 'Filter' }),
+    cert ? link('#/jwks', 'Every JWK') : null);
+    const rows = list.items.map((j) => {
+      const owner = j.link?.certificate;
+      const made = j.made_from || {};
+      const published = j.published
+        ? (j.state === 'superseded' && j.published_until ? h('span', {}, 'until ', when(j.published_until)) : 'yes')
+        : h('span', { class: 'muted', text: 'no' });
+      return h('tr', { class: j.state === 'active' ? '' : 'muted-row', 'data-kid': j.kid },
+        h('td', { class: 'kid' }, h('code', { class: 'wrap', text: j.kid })),
+        h('td', { text: j.alg || '—' }), h('td', { text: j.use || '—' }), h('td', { class: 'opt', text: j.kty || '—' }),
+        h('td', {}, owner ? link(certHref(owner), owner) : h('span', { class: 'muted', text: `none (was ${made.certificate || '—'})` })),
+        h('td', { class: 'num', text: made.version ? 'v' + made.version : '—' }),
+        h('td', {}, h('span', { class: 'badge jwk-' + j.state, text: JWK_STATES[j.state] || j.state }),
+          j.superseded_by ? h('span', { class: 'hint block', text: 'by ' + j.superseded_by.slice(0, 12) + '…', title: j.superseded_by }) : null),
+        h('td', { class: 'published' }, published),
+        h('td', { class: 'row-actions' }, button('View', () => jwkView(j.kid), 'small'),
+          can('write') ? button('Delete', () => deleteJwk(j), 'small danger') : null));
     });
-    page('JWKs', h('div', { class: 'head-actions' }, can('write') ? button('Create JWK', () => jwkDialog(''), 'primary') : null,
+    const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' },
+      cursor ? link('#/jwks' + query({ certificate: cert }), '← First page') : null,
+      list.next_cursor ? link('#/jwks' + query({ certificate: cert, cursor: list.next_cursor }), 'Next page →') : null);
+    page('JWKs', h('div', { class: 'head-actions' }, can('write') ? button('Create JWK', () => jwkDialog(cert), 'primary') : null,
       h('a', { class: 'button', href: '/.well-known/jwks.json', target: '_blank', rel: 'noopener', text: 'Public JWKS document' })),
-    rows.length ? table(['kid', 'alg', 'use', 'Certificate', 'State', ''], rows, 'JWKs') : empty('No JWKs yet. Create one from a certificate.'));
+    h('p', { class: 'hint lead', text: 'Active JWKs are in the public JWKS document. A renewal with a new key supersedes the old JWK: it stays published until its retention ends, so tokens it signed keep verifying. A disconnected JWK stays published, linked to no certificate.' }),
+    filters,
+    rows.length ? table(['kid', 'alg', 'use', '~kty', 'Certificate', 'Made from', 'State', 'Published', ''], rows, 'JWKs')
+      : empty(cert ? `No JWK is linked to ${cert}.` : 'No JWKs yet. Create one from a certificate.'), pager);
+  }
+  async function jwkView(kid) {
+    const j = await api('GET', '/v1/jwks/' + encodeURIComponent(kid));
+    const made = j.made_from || {};
+    const text = JSON.stringify(j.jwk, null, 2);
+    const area = h('textarea', { readonly: true, rows: 12, spellcheck: 'false', 'aria-label': 'Public JWK' });
+    area.value = text;
+    const dlg = dialog('JWK ' + kid.slice(0, 16) + '…', h('div', {},
+      h('p', { class: 'hint', text: `Made from ${made.certificate || '—'} version ${made.version ?? '—'}; created ` }, when(j.created_at), '.'),
+      h('p', { class: 'hint', text: 'The public members only: the private key stays in the token.' }),
+      area, actions(copyButton(text, 'Copy JSON'), button('Close', () => dlg.close(), 'primary'))), { wide: true });
   }
   function jwkDialog(certificate) {
     const cert = h('input', { name: 'certificate', value: certificate, required: true, autocomplete: 'off' });
@@ -908,9 +1205,12 @@
     actions(h('button', { type: 'submit', class: 'primary', text: 'Create' }), button('Cancel', () => dlg.close())));
     const dlg = dialog('Create a JWK', form);
   }
-  async function deleteJwk(kid) {
-    if (!(await confirmTyped('Delete JWK', `The JWK ${kid} leaves the JWKS document: tokens it signed stop verifying.`, 'delete', 'Delete'))) return;
-    try { await api('DELETE', '/v1/jwks/' + encodeURIComponent(kid)); toast('Deleted.'); route(); } catch (e) { errorDialog('Not deleted', e); }
+  async function deleteJwk(j) {
+    const what = j.state === 'active' || j.published
+      ? `The JWK ${j.kid} leaves the public JWKS document at once: tokens it signed stop verifying.`
+      : `The JWK ${j.kid} is removed (it is no longer in the public JWKS document).`;
+    if (!(await confirmTyped('Delete JWK', what, 'delete', 'Delete'))) return;
+    try { await api('DELETE', '/v1/jwks/' + encodeURIComponent(j.kid)); toast('Deleted.'); route(); } catch (e) { errorDialog('Not deleted', e); }
   }
 
   /* ---------- 9. truststore ---------- */
@@ -1223,8 +1523,11 @@
   });
   (async () => {
     try {
+      const first = firstDataPath();
+      if (first) prefetch(first);
       const s = await api('GET', '/v1/session', { signin: true });
-      if (!s.signed_in) { signIn(''); return; }
+      performance.mark?.('cv:session');
+      if (!s.signed_in) { prefetched.clear(); signIn(''); return; }
       state.csrf = s.csrf_token;
       await loadMe(s);
       route();

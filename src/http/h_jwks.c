@@ -33,19 +33,28 @@ static json_t *jwk_view_json(const struct cv_jwk_record *rec)
 /* A JWK as the management listing shows it: its state among active (linked, published),
  * superseded (replaced by superseded_by when its certificate was renewed) and disconnected
  * (its certificate let it go: no link, published as it was), whether the public document
- * has it, the link, and what it was made from. */
-static json_t *jwk_managed_json(const struct cv_jwk_record *rec)
+ * has it now, the link, and what it was made from. A superseded JWK stays in the document
+ * for jwks.superseded_retention after superseded_at: published_until says when it leaves
+ * (the same rule as cv_store_jwk_published), so an admin sees how long verifiers keep it. */
+static json_t *jwk_managed_json(const struct cv_jwk_record *rec, int64_t now, int64_t retention)
 {
 	json_t *jwk = json_loads(rec->jwk, JSON_REJECT_DUPLICATES, NULL), *o;
 	const char *state = rec->cert_id == 0 ? "disconnected" :
 			    rec->state == CV_JWK_ACTIVE ? "active" : "superseded";
+	int superseded = rec->state == CV_JWK_SUPERSEDED;
+	int64_t until = 0;
 
 	if (jwk == NULL)
 		return NULL;
-	o = json_pack("{s:s, s:s, s:s, s:O?, s:s, s:b, s:o, s:{s:s, s:I}, s:o, s:o, s:o}", "kid",
-		      rec->kid, "alg", rec->alg, "use", rec->use, "kty",
+	if (superseded && __builtin_add_overflow(rec->superseded_at, retention, &until))
+		until = INT64_MAX;
+	o = json_pack("{s:s, s:s, s:s, s:O?, s:s, s:b, s:o, s:o, s:o, s:{s:s, s:I}, s:o, s:o, s:o}",
+		      "kid", rec->kid, "alg", rec->alg, "use", rec->use, "kty",
 		      json_object_get(jwk, "kty"), "state", state, "published",
-		      rec->state == CV_JWK_ACTIVE, "link",
+		      rec->state == CV_JWK_ACTIVE || (superseded && until > now),
+		      "superseded_at", superseded ? time_json(rec->superseded_at) : json_null(),
+		      "published_until",
+		      superseded && until != INT64_MAX ? time_json(until) : json_null(), "link",
 		      rec->cert_id != 0 ? json_pack("{s:s}", "certificate", rec->cert_name)
 					: json_null(),
 		      "made_from", "certificate", rec->cert_name, "version",
@@ -77,7 +86,8 @@ int h_jwk_list(struct cv_app *app, const struct cv_request *req, struct cv_respo
 		return r;
 	items = json_array();
 	for (i = 0; items != NULL && i < n; i++)
-		if (json_array_append_new(items, jwk_managed_json(&recs[i])) < 0) {
+		if (json_array_append_new(items, jwk_managed_json(&recs[i], req->now,
+								   app->vault.jwks_retention)) < 0) {
 			json_decref(items);
 			items = NULL;
 		}

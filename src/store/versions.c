@@ -304,7 +304,9 @@ static int jwk_take_over(sqlite3 *db, const struct cv_supersede *req, size_t i,
 	return r;
 }
 
-/* A new active JWK new_kids[i], linked like linked[i] (its use and alg). */
+/* A new active JWK new_kids[i], linked like linked[i] (its use). Its alg is the new JWK's
+ * own: the old one's when it still fits the new key, else the new key's default (an RSA
+ * key renewed with an EC key goes from RS256 to ES256), and the listing must say which. */
 static int jwk_make(sqlite3 *db, const struct cv_supersede *req, size_t i)
 {
 	sqlite3_stmt *stmt = NULL;
@@ -313,7 +315,8 @@ static int jwk_make(sqlite3 *db, const struct cv_supersede *req, size_t i)
 	rc = sqlite3_prepare_v2(db,
 				"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
 				" alg, jwk, state, created_at, updated_at)"
-				" SELECT ?1, cert_id, cert_name, ?2, use, alg, ?3, 1, ?4, ?4"
+				" SELECT ?1, cert_id, cert_name, ?2, use,"
+				" coalesce(json_extract(?3, '$.alg'), alg), ?3, 1, ?4, ?4"
 				" FROM jwks WHERE kid = ?5",
 				-1, &stmt, NULL);
 	if (rc == SQLITE_OK)

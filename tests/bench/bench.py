@@ -1000,11 +1000,18 @@ def measure_console(d, n_rows, table):
         r["first_load_files"], "{:,}".format(r["first_load_bytes"])),
         "%.1f KB" % (r["first_load_gzip_bytes"] / 1000.0), "", "", "<= 150 KB",
         verdict(r["first_load_gzip_bytes"] <= 150000))
-    table.add("console: navigation to the list drawn with 50 rows at %s rows (best warm; "
+    table.add("console: navigation to 50 rows painted at %s rows, in the page (best warm; "
               "first load %.0f ms, warm median %.0f ms)" % (
                   "{:,}".format(n_rows), r["list_ms_first"], r["list_ms_warm_median"]),
               "%.0f ms" % r["list_ms_warm"], "", "", "<= 300 ms",
               verdict(r["list_ms_warm"] <= 300))
+    table.add("context: the same read by the driver after the paint (best warm; median "
+              "%.0f ms); the console's marks %s" % (
+                  r["list_ms_warm_median_evaluate"],
+                  ", ".join("%s %d" % (k.replace("cv:", ""), v)
+                            for k, v in sorted(r.get("marks", {}).items(),
+                                               key=lambda kv: kv[1]))),
+              "%.0f ms" % r["list_ms_warm_evaluate"], "", "", "", "")
     table.add("console: list requests for a next page and a search (limit of each)",
               "%d (%s)" % (r["list_requests_for_next_and_search"],
                           ", ".join(r["list_limits"])), "", "", "1 page each",
@@ -1067,6 +1074,8 @@ def main():
     ap.add_argument("--rows", type=int, help="the row count of the list (default 100000)")
     ap.add_argument("--sync-only", action="store_true",
                     help="only the imports with the token sync against without it (issue 21)")
+    ap.add_argument("--console-only", action="store_true",
+                    help="only the console (issue 12) against the list at --rows rows")
     ap.add_argument("--generate-only", action="store_true",
                     help="only generate through the API against raw C_GenerateKeyPair"
                          " (issue 13)")
@@ -1145,6 +1154,16 @@ def main():
         report(bins, table, sz, started, None)
         return 0
     large = keys_dataset(bins, data_dir, sz["large"], args.rebuild)
+    if args.console_only:
+        rows_db = os.path.join(run_dir, "rows.db")
+        added = fill_rows(large.db, rows_db, sz["rows"])
+        d = Daemon(large, db=rows_db, log=os.path.join(run_dir, "certvaultd-rows.log")).start()
+        try:
+            measure_console(d, sz["rows"], table)
+        finally:
+            d.stop()
+        report(bins, table, sz, started, added)
+        return 0
     mid = keys_dataset(bins, data_dir, sz["mid"], args.rebuild)
 
     measure_sign(bins, run_dir, sz, table)

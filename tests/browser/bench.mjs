@@ -28,17 +28,34 @@ try {
   });
   const lists = [];
   page.on('request', (q) => { if (new URL(q.url()).pathname === '/v1/certificates') lists.push(q.url()); });
-  const rows50 = () => document.querySelectorAll('main table tbody tr').length === 50;
+  // Looked at in every frame (polling 'raf': before the frame's layout and paint): the
+  // first frame with the 50 rows in the page paints them, and a task queued from its
+  // animation-frame callback runs after that paint. Its performance.now() is the time to
+  // the rows on screen, measured in the page. (A round trip to node after it, as the first
+  // version of this bench measured, adds the driver's latency: kept as *_evaluate.)
+  const painted = () => {
+    if (window.__cvPainted) return window.__cvPainted;
+    if (!window.__cvSeen && document.querySelectorAll('main table tbody tr').length === 50) {
+      window.__cvSeen = true;
+      setTimeout(() => { window.__cvPainted = performance.now(); }, 0);
+    }
+    return false;
+  };
   const ms = [];
+  const msEval = [];
   // The first load (nothing cached), then warm loads: navigation start to 50 rows drawn.
   // Each load is a new document (a reload for the warm ones), so performance.now() counts
   // from its navigation's start.
   for (let i = 0; i < 6; i++) {
     if (i === 0) await page.goto(base + '/console/#/certificates');
     else await page.reload();
-    await page.waitForFunction(rows50, null, { polling: 'raf', timeout: 30000 });
-    ms.push(await page.evaluate(() => performance.now()));
+    ms.push(await (await page.waitForFunction(painted, null, { polling: 'raf', timeout: 30000 })).jsonValue());
+    msEval.push(await page.evaluate(() => performance.now()));
     if (i === 5) {
+      // Where the time went (the console's own marks): its session answer, the list's data
+      // in hand, the rows built; and first paint.
+      out.marks = await page.evaluate(() => Object.fromEntries([...performance.getEntriesByType('mark'), ...performance.getEntriesByType('paint')]
+        .map((m) => [m.name, Math.round(m.startTime)])));
       out.breakdown = await page.evaluate(() => performance.getEntriesByType('resource').map((e) => [new URL(e.name).pathname, Math.round(e.startTime), Math.round(e.duration)]));
     }
     if (i === 0) {
@@ -51,13 +68,18 @@ try {
   out.list_ms_first = ms[0];
   out.list_ms_warm = Math.min(...ms.slice(1));
   out.list_ms_warm_median = ms.slice(1).sort((a, b) => a - b)[2];
+  out.list_ms_first_evaluate = msEval[0];
+  out.list_ms_warm_evaluate = Math.min(...msEval.slice(1));
+  out.list_ms_warm_median_evaluate = msEval.slice(1).sort((a, b) => a - b)[2];
+  // The API requests made before the rows of the last warm load were on screen.
+  out.requests_before_rows = out.breakdown.filter(([p, start]) => p.startsWith('/v1/') && start < ms[5]).map(([p]) => p);
   // One request a page, a next page and a search, never more than the page.
   lists.length = 0;
   await page.getByRole('button', { name: 'Next page →' }).click();
   await page.waitForFunction(() => location.hash.includes('cursor='));
   await page.waitForFunction(() => document.querySelector('main table') && !document.querySelector('main .loading'));
   // Search for the first row's name less its last character: a prefix many names share.
-  const term = (await page.locator('main tbody tr td:first-child').first().textContent()).slice(0, -1);
+  const term = (await page.locator('main tbody tr td:first-child > a').first().textContent()).slice(0, -1);
   await page.getByLabel('Search').fill(term);
   await page.getByRole('button', { name: 'Filter' }).click();
   await page.waitForFunction((t) => location.hash.includes('q=' + encodeURIComponent(t)), term);

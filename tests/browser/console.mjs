@@ -249,7 +249,7 @@ try {
     for (;;) {
       await page.locator('main table').waitFor();
       await page.waitForFunction(() => !document.querySelector('main .loading'));
-      seen.push(...await page.locator('main tbody tr td:first-child').allTextContents());
+      seen.push(...await page.locator('main tbody tr td:first-child > a').allTextContents());
       const next = page.getByRole('button', { name: 'Next page →' });
       if (!(await next.count())) break;
       const url = page.url();
@@ -263,7 +263,7 @@ try {
     await page.getByLabel('Sort').selectOption('valid_to:desc');
     await page.waitForURL(/sort=valid_to&order=desc/);
     await page.waitForFunction((n) => document.querySelectorAll('main tbody tr').length === n && !document.querySelector('main .loading'), byEnd.length);
-    eq(JSON.stringify(await page.locator('main tbody tr td:first-child').allTextContents()), JSON.stringify(byEnd), 'sorted as the API sorts');
+    eq(JSON.stringify(await page.locator('main tbody tr td:first-child > a').allTextContents()), JSON.stringify(byEnd), 'sorted as the API sorts');
     await go(page, '#/certificates');
     await page.locator('main table').waitFor();
     const row = page.locator('main tr', { hasText: 'ok-pem' });
@@ -303,7 +303,8 @@ try {
     await page.getByRole('button', { name: 'New service' }).click();
     const d = dlg(page);
     await d.getByLabel('Name').fill('storefront');
-    await d.getByLabel('Environment').fill('production');
+    // Services name an existing environment: picked from those there are.
+    await d.getByLabel('Environment').selectOption('production');
     await d.getByLabel('Domains').fill('www.shop.example\nshop.example');
     await submit(page);
     await page.locator('main tr', { hasText: 'storefront' }).waitFor();
@@ -352,6 +353,157 @@ try {
     const d2 = (await api('GET', '/v1/certificates/shop')).body;
     eq(d2.version, 2, 'renewed');
     eq((await api('GET', '/v1/services/storefront')).body.certificate.version, 2, 'the service uses it');
+  });
+
+  await step('JWKs screen: the superseded JWK of a renewal with a new key, beside the new one', w, async () => {
+    const all = (await api('GET', '/v1/jwks/all?certificate=shop')).body.items;
+    const old = all.find((j) => j.state === 'superseded');
+    const cur = all.find((j) => j.state === 'active');
+    assert(old && cur, 'the API has both: ' + JSON.stringify(all));
+    await go(page, '#/jwks');
+    const oldRow = page.locator(`main tr[data-kid="${old.kid}"]`);
+    await oldRow.waitFor();
+    assert(/Superseded/.test(await oldRow.textContent()), 'the old JWK is shown superseded');
+    assert(/v1/.test(await oldRow.textContent()) && /v2/.test(await page.locator(`main tr[data-kid="${cur.kid}"]`).textContent()), 'made from v1 and v2');
+    eq(await oldRow.locator('td.published time').getAttribute('datetime'), old.published_until, 'published until its retention ends');
+    eq(await oldRow.getByRole('link', { name: 'shop' }).count(), 1, 'its certificate');
+    await shot(page, '08-jwks-superseded');
+    await oldRow.getByRole('button', { name: 'View' }).click();
+    assert(JSON.parse(await dlg(page).getByLabel('Public JWK').inputValue()).kid === old.kid, 'the public JWK');
+    await page.keyboard.press('Escape');
+    // Several JWKs in the certificate's details, each with the version it was made from.
+    await go(page, '#/certificates/shop');
+    const linked = page.locator('section', { hasText: 'Linked JWKs' }).locator('tbody tr');
+    await linked.first().waitFor();
+    eq(await linked.count(), 2, 'both JWKs in the details');
+    assert(/version 1/.test(await linked.filter({ hasText: old.kid }).textContent()), 'made from version 1');
+  });
+
+  await step('environments: create, create from the service form, edit, a refused delete, delete', w, async () => {
+    await go(page, '#/environments');
+    await page.locator('main tr[data-env=production]').waitFor();
+    await page.getByRole('button', { name: 'New environment' }).click();
+    let d = dlg(page);
+    await d.getByLabel('Name', { exact: true }).fill('eu west');
+    await submit(page);
+    assert(/letters, digits or hyphens/.test(await fieldError(page, 'name')), 'the name is checked before sending');
+    await d.getByLabel('Name', { exact: true }).fill('eu-west');
+    await d.getByLabel('Display name (optional)').fill('EU West');
+    await d.getByLabel('Description').fill('Frankfurt');
+    await submit(page);
+    await page.locator('main tr[data-env=eu-west]', { hasText: 'EU West' }).waitFor();
+    eq((await api('GET', '/v1/environments/eu-west')).body.display_name, 'EU West', 'created');
+    await page.locator('main tr[data-env=eu-west]').getByRole('button', { name: 'Edit' }).click();
+    await dlg(page).getByLabel('Description').fill('Frankfurt and Paris');
+    await submit(page);
+    await page.locator('main tr[data-env=eu-west]', { hasText: 'Frankfurt and Paris' }).waitFor();
+    eq((await api('GET', '/v1/environments/eu-west')).body.description, 'Frankfurt and Paris', 'edited');
+    await shot(page, '14-environments');
+    // In use: the API's refusal, naming the service, and nothing deleted.
+    expect(w, 409);
+    await page.locator('main tr[data-env=production]').getByRole('button', { name: 'Delete' }).click();
+    await typeConfirm(page, 'delete');
+    await dlg(page).getByText('storefront').waitFor();
+    assert(/cannot be deleted/.test(await dlg(page).locator('h2').textContent()), 'the refusal is explained');
+    await shot(page, '14-environment-in-use', false);
+    await page.keyboard.press('Escape');
+    eq((await api('GET', '/v1/environments/production')).status, 200, 'not deleted');
+    await page.locator('main tr[data-env=eu-west]').getByRole('button', { name: 'Delete' }).click();
+    await typeConfirm(page, 'delete');
+    await page.locator('main tr[data-env=eu-west]').waitFor({ state: 'detached' });
+    eq((await api('GET', '/v1/environments/eu-west')).status, 404, 'deleted');
+    // The service form offers the environments there are, and makes a new one over itself.
+    await go(page, '#/services');
+    await page.getByRole('button', { name: 'New service' }).click();
+    d = dlg(page);
+    await d.getByLabel('Name', { exact: true }).fill('edge-proxy');
+    await d.getByRole('button', { name: 'New environment…' }).click();
+    await dlg(page).getByLabel('Name', { exact: true }).fill('edge');
+    await submit(page);
+    await page.waitForFunction(() => document.querySelector('dialog[open] select[name=environment]')?.value === 'edge');
+    eq(await dlg(page).getByLabel('Name', { exact: true }).inputValue(), 'edge-proxy', 'the service form kept what was typed');
+    await shot(page, '07-service-environment', false);
+    await dlg(page).getByLabel('Domains').fill('edge.shop.example');
+    await submit(page);
+    await page.locator('main tr', { hasText: 'edge-proxy' }).waitFor();
+    eq((await api('GET', '/v1/services/edge-proxy')).body.environment, 'edge', 'the service is in the new environment');
+  });
+
+  await step('edit: tags (checked as typed, filtered in the list) and a rename', w, async () => {
+    await go(page, '#/certificates/www-b64pem');
+    await page.getByRole('button', { name: 'Edit' }).click();
+    let d = dlg(page);
+    await d.getByLabel('Tags').fill('bad key!=x');
+    await submit(page);
+    assert(/letters, digits/.test(await fieldError(page, 'tags')), 'a bad tag key is named before sending');
+    await d.getByLabel('Tags').fill('team=payments\nowner=alice');
+    expect(w, 409);
+    await d.getByLabel('Name', { exact: true }).fill('bundle');
+    await submit(page);
+    assert(/taken/i.test(await fieldError(page, 'name')), 'a taken name is refused at the name');
+    eq((await api('GET', '/v1/certificates/www-b64pem')).body.tags.team, undefined, 'nothing changed');
+    await d.getByLabel('Name', { exact: true }).fill('www-renamed');
+    await shot(page, '15-edit-tags-rename', false);
+    await submit(page);
+    await page.waitForURL(/#\/certificates\/www-renamed$/);
+    await page.locator('dl.details dt:text-is("Tags") + dd a.tag', { hasText: 'team: payments' }).waitFor();
+    const r = (await api('GET', '/v1/certificates/www-renamed')).body;
+    eq(JSON.stringify(r.tags), JSON.stringify({ owner: 'alice', team: 'payments' }), 'tags stored');
+    eq((await api('GET', '/v1/certificates/www-b64pem')).status, 404, 'the old name is gone');
+    // A tag is a link to the list filtered by it.
+    await page.locator('dl.details a.tag', { hasText: 'team: payments' }).click();
+    await page.waitForURL(/tag=team%3Apayments/);
+    await page.waitForFunction(() => document.querySelectorAll('main tbody tr').length === 1 && !document.querySelector('main .loading'));
+    eq(await page.locator('main tbody tr td:first-child > a').textContent(), 'www-renamed', 'the list filtered by the tag');
+    eq(await page.getByLabel('Tag', { exact: true }).inputValue(), 'team:payments', 'the filter shows it');
+  });
+
+  await step('a public certificate (no key) and an upcoming one', w, async () => {
+    await importPaste(page, 'partner', { cert: m.pub.cert });
+    await submit(page);
+    await page.waitForURL(/#\/certificates\/partner$/);
+    await page.locator('dl.details dt:text-is("Kind") + dd', { hasText: 'Public certificate' }).waitFor();
+    eq(await page.getByLabel('PKCS#11 URI').count(), 0, 'no key URI');
+    eq(await page.locator('dl.details dt:text-is("Key protection")').count(), 0, 'no key protection');
+    assert(/none/.test(await page.locator('dl.details dt:text-is("Key") + dd').textContent()), 'no key, said so');
+    await shot(page, '16-public-certificate');
+    // Its renewal asks for no key.
+    await page.getByRole('button', { name: 'Import to renew' }).click();
+    eq(await dlg(page).getByLabel('Private key', { exact: true }).count(), 0, 'no private key field');
+    await page.keyboard.press('Escape');
+    eq((await api('GET', '/v1/certificates/partner')).body.kind, 'public', 'stored as public');
+    await go(page, '#/certificates?q=partner');
+    await page.locator('main tr', { hasText: 'partner' }).getByText('public: no key').waitFor();
+    // It cannot serve a service: binding it is refused, and said why.
+    await go(page, '#/services');
+    await page.locator('main tr', { hasText: 'edge-proxy' }).getByRole('button', { name: 'Bind' }).click();
+    await dlg(page).getByLabel('Certificate', { exact: true }).fill('partner');
+    expect(w, 422);
+    await submit(page);
+    assert(/key/i.test(await fieldError(page, 'certificate')), 'no private key, at the certificate');
+    await page.keyboard.press('Escape');
+    eq((await api('GET', '/v1/services/edge-proxy')).body.certificate, null, 'not bound');
+    // Not yet valid: refused, then accepted as Upcoming when asked for.
+    expect(w, 422);
+    await importPaste(page, 'soon', m.future);
+    await submit(page);
+    assert(/start date is still ahead/.test(await fieldError(page, 'certificate')), 'the refusal names the way to take it');
+    await dlg(page).getByLabel(/Accept a certificate whose start date/).check();
+    await submit(page);
+    await page.waitForURL(/#\/certificates\/soon$/);
+    await page.locator('dl.details dt:text-is("Status") + dd', { hasText: 'Upcoming' }).waitFor();
+    await page.locator('dl.details dt:text-is("Starts in")').waitFor();
+    eq((await api('GET', '/v1/certificates/soon')).body.status, 'upcoming', 'stored as upcoming');
+    // From a server (an admin's import): the certificate it presents, as a public one.
+    await go(page, '#/import');
+    await dlg(page).getByLabel('Name', { exact: true }).fill('from-server');
+    await dlg(page).locator('input[name=source][value=url]').check();
+    await dlg(page).getByLabel('URL').fill(cfg.tls_url);
+    await submit(page);
+    await page.waitForURL(/#\/certificates\/from-server$/);
+    await page.locator('dl.details dt:text-is("Kind") + dd', { hasText: 'Public certificate' }).waitFor();
+    const fs = (await api('GET', '/v1/certificates/from-server')).body;
+    eq(JSON.stringify([fs.kind, fs.domains, fs.chain_length]), JSON.stringify(['public', ['localhost'], 1]), 'the server\'s own certificate, its chain after it');
   });
 
   await step('a stale renew is explained', w, async () => {
@@ -522,7 +674,7 @@ try {
 
   await step('a narrow window: nothing wider than the screen', w, async () => {
     await page.setViewportSize({ width: 390, height: 800 });
-    for (const [hash, name] of [['#/', '01-overview-narrow'], ['#/certificates/bundle', '04-details-narrow'], ['#/certificates', '02-certificates-narrow']]) {
+    for (const [hash, name] of [['#/', '01-overview-narrow'], ['#/certificates/bundle', '04-details-narrow'], ['#/certificates', '02-certificates-narrow'], ['#/jwks', '08-jwks-narrow']]) {
       await go(page, hash);
       await page.locator('main h1').waitFor();
       await page.locator('main .loading').waitFor({ state: 'detached' }).catch(() => {});
@@ -561,8 +713,8 @@ try {
       const nav = await p.locator('#nav').textContent();
       eq(/Audit/.test(nav), role === 'auditor', 'audit page offered');
       eq(/API tokens/.test(nav), false, 'no admin pages');
-      const changeWords = /^(Import certificate|Edit|Import to renew|Replace|Create JWK|Delete|New service|Bind|Unbind|Add CA certificates|Add a CRL|New token|Revoke)$/;
-      for (const hash of ['#/', '#/certificates', '#/certificates/bundle', '#/services', '#/jwks', '#/truststore', ...(role === 'auditor' ? ['#/audit', '#/inventory'] : [])]) {
+      const changeWords = /^(Import certificate|Edit|Import to renew|Replace|Create JWK|Delete|New service|Bind|Unbind|Add CA certificates|Add a CRL|New token|Revoke|New environment|New environment…)$/;
+      for (const hash of ['#/', '#/certificates', '#/certificates/bundle', '#/services', '#/environments', '#/jwks', '#/truststore', ...(role === 'auditor' ? ['#/audit', '#/inventory'] : [])]) {
         await go(p, hash);
         await p.locator('main h1').waitFor();
         await p.locator('main .loading').waitFor({ state: 'detached' }).catch(() => {});

@@ -97,7 +97,9 @@ class ConsoleTest(VaultTestCase):
         self.assertNotIn("Secure", cookie)  # plain HTTP here; HTTPS adds it (and __Host-)
         self.assertEqual((s["name"], s["role"]), ("c-op", "operator"))
         value = cookie.split(";")[0]
-        secret = value.split("_")[-1]
+        # cv_session=cvs_<id>_<secret>: the secret is base64url, "_" included.
+        secret = value.split("_", 3)[3]
+        self.assertEqual(len(secret), 43)
         # The secret is stored only as a hash; the token was not stored either.
         for f in ("certvault.db", "certvault.db-wal"):
             with open(os.path.join(self.tmp, f), "rb") as fh:
@@ -326,6 +328,7 @@ class BrowserTest(VaultTestCase):
         www2 = mk("b-www2", san="www.shop.example,shop.example")
         www3 = mk("b-www3", san="www.shop.example,shop.example")
         www4 = mk("b-www4", san="www.shop.example,shop.example")
+        pub = mk("b-pub", san="partner.example")
         expired = mk("b-expired", san="old.example", not_before=-90 * 86400, not_after=-86400)
         future = mk("b-future", san="new.example", not_before=86400 * 10)
         weak = mk("b-weak", san="weak.example", md="sha1", key="rsa2048")
@@ -370,7 +373,7 @@ class BrowserTest(VaultTestCase):
             "evil": "http://127.0.0.1:%d/" % self.serve_evil(),
             "token_dir": self.vault.token_dir,
             "m": {k: mat(v) for k, v in (("ok", ok), ("www", www), ("www2", www2),
-                                          ("www3", www3), ("www4", www4), ("b64a", b64a),
+                                          ("www3", www3), ("www4", www4), ("pub", pub), ("b64a", b64a),
                                           ("b64b", b64b),
                                           ("expired", expired), ("future", future),
                                           ("weak", weak), ("small", small),

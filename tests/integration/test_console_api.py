@@ -3,6 +3,7 @@ issue 16 item 13): who am I, the details a dialog draws from, preview before sav
 keyset lists with totals, any version's export, ETag/304, readable names; against a real
 certvaultd with a real SoftHSM token and SQLite file."""
 
+import datetime
 import json
 import random
 import socket
@@ -598,7 +599,8 @@ class JwkOutcomeTest(VaultTestCase):
         self.assertIn("a.o.example (o-a)", msg)
         self.assertIn("b.o.example (o-b)", msg)
         # Renewed with the JWK updated: the new kid, the superseded one, every service.
-        m2 = self.material("o-2", san="a.o.example,b.o.example")
+        # An RSA key after the P-256 one: the new JWK cannot keep ES256.
+        m2 = self.material("o-2", san="a.o.example,b.o.example", key="rsa2048")
         st, _, body = self.vault.request("POST", "/v1/certificates/ocert/renew", {
             "certificate": m2.cert, "private_key": m2.key, "jwk_action": "update",
             "confirm": "ocert"})
@@ -640,14 +642,26 @@ class JwkOutcomeTest(VaultTestCase):
         self.assertEqual(by_kid[j3["kid"]]["link"], {"certificate": "oother"})
         self.assertEqual((by_kid[j3["kid"]]["alg"], by_kid[j3["kid"]]["kty"]), ("PS256", "RSA"))
         self.assertTrue(by_kid[j3["kid"]]["published"])
-        # j1 was superseded by k2 (and stays linked, out of the public document); k2 was
-        # disconnected by the replace (published, no link).
-        self.assertEqual((by_kid[j1["kid"]]["state"], by_kid[j1["kid"]]["superseded_by"],
-                          by_kid[j1["kid"]]["link"], by_kid[j1["kid"]]["published"]),
-                         ("superseded", k2, {"certificate": "ocert"}, False))
+        # j1 was superseded by k2 (and stays linked, in the public document for the default
+        # retention of 24 h, which the listing names); k2 was disconnected by the replace
+        # (published, no link).
+        old = by_kid[j1["kid"]]
+        self.assertEqual((old["state"], old["superseded_by"], old["link"], old["published"]),
+                         ("superseded", k2, {"certificate": "ocert"}, True))
+        self.assertIn(j1["kid"], [k["kid"] for k in json.loads(
+            self.vault.request("GET", "/v1/jwks")[2])["keys"]])
+        at = lambda s: datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ")
+        self.assertEqual(at(old["published_until"]) - at(old["superseded_at"]),
+                         datetime.timedelta(seconds=86400))
+        self.assertEqual((by_kid[k2]["superseded_at"], by_kid[k2]["published_until"]),
+                         (None, None))
         self.assertEqual((by_kid[k2]["state"], by_kid[k2]["link"], by_kid[k2]["published"]),
                          ("disconnected", None, True))
         self.assertEqual(by_kid[k2]["made_from"], {"certificate": "ocert", "version": 2})
+        # Listed with the alg it is published with (RS256 for the RSA key), not the ES256
+        # of the JWK it followed.
+        self.assertEqual((by_kid[k2]["alg"], by_kid[k2]["kty"], by_kid[j1["kid"]]["alg"]),
+                         ("RS256", "RSA", "ES256"))
         self.assertEqual(by_kid[j1["kid"]]["made_from"], {"certificate": "ocert",
                                                           "version": 1})
         # Distinct from the public document, which has no state, link or origin.

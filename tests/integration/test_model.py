@@ -451,10 +451,18 @@ class RotationTest(ServiceHelpers, VaultTestCase):
         self.assertIn(k2, doc)
         # Marked superseded only in the management view; the public JWK is as it was.
         self.assertEqual(self.jwk(k1["kid"])["state"], "superseded")
+        listed = lambda: {k["kid"]: k for k in self.vault.request(
+            "GET", "/v1/jwks/all?certificate=ro")[2]["items"]}[k1["kid"]]
+        # The management listing says when it leaves, and whether it is still there.
+        old = listed()
+        self.assertIsNotNone(old["published_until"], old)
+        if time.monotonic() - start < RETENTION - 2:
+            self.assertTrue(old["published"], old)
         time.sleep(max(0.0, RETENTION + 1 - (time.monotonic() - start)))
         doc = self.published()
         self.assertNotIn(k1["kid"], doc)
         self.assertIn(k2, doc)
+        self.assertFalse(listed()["published"])
 
     def test_published_ahead_then_adopted(self):
         # The next key, as an upcoming certificate of its own: its JWK is published now.
