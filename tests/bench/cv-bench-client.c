@@ -29,6 +29,7 @@
 
 #include <jansson.h>
 
+#include "http1.h"
 #include "testcert.h"
 
 struct opts {
@@ -72,102 +73,6 @@ static int parse_long(const char *s, long min, long max, long *ret)
 	return 0;
 }
 
-static int connect_to(long port)
-{
-	struct sockaddr_in sa;
-	int fd, one = 1;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		close(fd);
-		return -1;
-	}
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return fd;
-}
-
-static int write_all(int fd, const char *p, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* One response on fd: its status, and whether the server keeps the connection. The body is
- * read and dropped, except that an error body goes to stderr once. Returns 0 or -1. */
-static int read_response(int fd, int *ret_status, int *ret_keep)
-{
-	char buf[65536], *end, *line;
-	size_t have = 0, head, body_len = 0, body_have;
-	ssize_t n;
-	int status;
-
-	for (;;) {
-		if (have == sizeof(buf) - 1)
-			return -1;
-		n = recv(fd, buf + have, sizeof(buf) - 1 - have, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		have += (size_t)n;
-		buf[have] = '\0';
-		end = strstr(buf, "\r\n\r\n");
-		if (end != NULL)
-			break;
-	}
-	head = (size_t)(end - buf) + 4;
-	if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-		return -1;
-	*ret_keep = 1;
-	for (line = strstr(buf, "\r\n"); line != NULL && line < end; line = strstr(line, "\r\n")) {
-		line += 2;
-		if (strncasecmp(line, "Content-Length:", 15) == 0)
-			body_len = (size_t)strtoul(line + 15, NULL, 10);
-		else if (strncasecmp(line, "Connection:", 11) == 0) {
-			const char *close_at = strstr(line, "close");
-
-			if (close_at != NULL && close_at < strstr(line, "\r\n"))
-				*ret_keep = 0;
-		}
-	}
-	body_have = have - head;
-	if (status != 201) {
-		static atomic_int told;
-
-		if (atomic_fetch_add(&told, 1) == 0)
-			fprintf(stderr, "cv-bench-client: HTTP %d: %.*s\n", status,
-				(int)(body_have < 400 ? body_have : 400), buf + head);
-	}
-	while (body_have < body_len) {
-		size_t want = body_len - body_have;
-
-		n = recv(fd, buf, want < sizeof(buf) ? want : sizeof(buf), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		body_have += (size_t)n;
-	}
-	*ret_status = status;
-	return 0;
-}
-
 static void *worker(void *arg)
 {
 	struct job *job = arg;
@@ -176,7 +81,7 @@ static void *worker(void *arg)
 	int fd, status, keep, len;
 	long i;
 
-	fd = connect_to(o->port);
+	fd = bench_http_connect(o->port);
 	if (fd < 0) {
 		perror("cv-bench-client: connect");
 		atomic_store(&job->failed, 1);
@@ -193,9 +98,10 @@ static void *worker(void *arg)
 			       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
 			       o->port, o->auth, body_len);
 		if (fd < 0)
-			fd = connect_to(o->port);
-		if (fd < 0 || write_all(fd, head, (size_t)len) < 0 ||
-		    write_all(fd, body, body_len) < 0 || read_response(fd, &status, &keep) < 0) {
+			fd = bench_http_connect(o->port);
+		if (fd < 0 || bench_http_write_all(fd, head, (size_t)len) < 0 ||
+		    bench_http_write_all(fd, body, body_len) < 0 ||
+		    bench_http_read_response(fd, "cv-bench-client", 201, &status, &keep) < 0) {
 			fprintf(stderr, "cv-bench-client: the connection failed\n");
 			atomic_store(&job->failed, 1);
 			break;
@@ -281,24 +187,6 @@ static int bad_args(const char *what)
 	return 2;
 }
 
-/* The Authorization header line for the token in path. */
-static int read_token(const char *path, char *buf, size_t len)
-{
-	char token[100];
-	FILE *f = fopen(path, "r");
-	size_t n;
-
-	if (f == NULL)
-		return -1;
-	n = fread(token, 1, sizeof(token) - 1, f);
-	fclose(f);
-	token[n] = '\0';
-	token[strcspn(token, "\r\n")] = '\0';
-	if (token[0] == '\0')
-		return -1;
-	return snprintf(buf, len, "Authorization: Bearer %s\r\n", token) < (int)len ? 0 : -1;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -330,7 +218,7 @@ int main(int argc, char **argv)
 		case 'x': o.prefix = optarg; break;
 		case 'g': o.progress = 1; break;
 		case 'T':
-			if (read_token(optarg, o.auth, sizeof(o.auth)) < 0)
+			if (bench_http_auth_header(optarg, o.auth, sizeof(o.auth)) < 0)
 				return bad_args("--token-file: a file holding one API token");
 			break;
 		case 'n':

@@ -33,6 +33,7 @@
 
 #include <openssl/rand.h>
 
+#include "http1.h"
 #include "p11.h"
 
 #define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -239,111 +240,6 @@ static int cmd_raw(const struct opts *o)
 
 /* --- api ----------------------------------------------------------------------------------- */
 
-static int connect_to(long port)
-{
-	struct sockaddr_in sa;
-	int fd, one = 1;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		close(fd);
-		return -1;
-	}
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return fd;
-}
-
-static int write_all(int fd, const char *p, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* One response: its status (the body read; an error's shown on stderr), whether the server
- * keeps the connection. Returns 0 or -1. */
-static int read_response(int fd, int *ret_status, int *ret_keep)
-{
-	char buf[32768], *end, *line;
-	size_t have = 0, head, body_len = 0, body_have;
-	ssize_t n;
-
-	for (;;) {
-		if (have == sizeof(buf) - 1)
-			return -1;
-		n = recv(fd, buf + have, sizeof(buf) - 1 - have, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		have += (size_t)n;
-		buf[have] = '\0';
-		end = strstr(buf, "\r\n\r\n");
-		if (end != NULL)
-			break;
-	}
-	head = (size_t)(end - buf) + 4;
-	if (sscanf(buf, "HTTP/1.%*d %d", ret_status) != 1)
-		return -1;
-	*ret_keep = 1;
-	for (line = strstr(buf, "\r\n"); line != NULL && line < end; line = strstr(line, "\r\n")) {
-		line += 2;
-		if (strncasecmp(line, "Content-Length:", 15) == 0)
-			body_len = (size_t)strtoul(line + 15, NULL, 10);
-		else if (strncasecmp(line, "Connection:", 11) == 0 &&
-			 strncasecmp(line + 11 + strspn(line + 11, " "), "close", 5) == 0)
-			*ret_keep = 0;
-	}
-	body_have = have - head;
-	if (*ret_status != 201)
-		fprintf(stderr, "cv-bench-generate: HTTP %d: %.*s\n", *ret_status,
-			(int)(body_have < 400 ? body_have : 400), buf + head);
-	while (body_have < body_len) {
-		size_t want = body_len - body_have;
-
-		n = recv(fd, buf, want < sizeof(buf) ? want : sizeof(buf), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		body_have += (size_t)n;
-	}
-	return 0;
-}
-
-/* The Authorization header line for the token in path. */
-static int read_token(const char *path, char *buf, size_t len)
-{
-	char token[100];
-	FILE *f = fopen(path, "r");
-	size_t n;
-
-	if (f == NULL)
-		return -1;
-	n = fread(token, 1, sizeof(token) - 1, f);
-	fclose(f);
-	token[n] = '\0';
-	token[strcspn(token, "\r\n")] = '\0';
-	if (token[0] == '\0')
-		return -1;
-	return snprintf(buf, len, "Authorization: Bearer %s\r\n", token) < (int)len ? 0 : -1;
-}
-
 struct api_side {
 	char auth[160];
 	int fd;
@@ -352,7 +248,7 @@ struct api_side {
 static int api_open(struct api_side *api, const struct opts *o)
 {
 	api->fd = -1;
-	if (read_token(o->token_file, api->auth, sizeof(api->auth)) < 0) {
+	if (bench_http_auth_header(o->token_file, api->auth, sizeof(api->auth)) < 0) {
 		fprintf(stderr, "cv-bench-generate: cannot read %s\n", o->token_file);
 		return -1;
 	}
@@ -384,10 +280,10 @@ static int api_one(struct api_side *api, const struct opts *o, long i, double *r
 			o->port, api->auth, blen);
 	t = bp11_now();
 	if (api->fd < 0)
-		api->fd = connect_to(o->port);
-	if (api->fd < 0 || write_all(api->fd, head, (size_t)hlen) < 0 ||
-	    write_all(api->fd, body, (size_t)blen) < 0 ||
-	    read_response(api->fd, &status, &keep) < 0) {
+		api->fd = bench_http_connect(o->port);
+	if (api->fd < 0 || bench_http_write_all(api->fd, head, (size_t)hlen) < 0 ||
+	    bench_http_write_all(api->fd, body, (size_t)blen) < 0 ||
+	    bench_http_read_response(api->fd, "cv-bench-generate", 201, &status, &keep) < 0) {
 		fprintf(stderr, "cv-bench-generate: the connection failed\n");
 		return -1;
 	}
