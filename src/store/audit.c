@@ -140,12 +140,12 @@ int cv_store_audit_seal(struct cv_store *store, const struct cv_audit_record *re
 	return r;
 }
 
-int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
+int store_audit_append_on(cvdb *db, const struct cv_audit_entry *entry)
 {
 	struct cv_store *store = store_current_conn != NULL && store_current_conn->db == db ?
 				 store_current_conn->store : NULL;
 	struct cv_audit_record rec;
-	sqlite3_stmt *last = NULL, *ins = NULL;
+	cvdb_stmt *last = NULL, *ins = NULL;
 	int last_keyed = 0;
 	int rc, r;
 
@@ -155,21 +155,21 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 	rec.e = *entry;
 	if (rec.e.count < 1)
 		rec.e.count = 1;
-	rc = sqlite3_prepare_v2(db, "SELECT seq, hash, keyed FROM audit_log ORDER BY seq DESC"
-				" LIMIT 1", -1, &last, NULL);
+	rc = cvdb_prepare(db, "SELECT seq, hash, keyed FROM audit_log ORDER BY seq DESC"
+				" LIMIT 1", 0, &last, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(last);
+	rc = cvdb_step(last);
 	if (rc == SQLITE_ROW) {
-		if (sqlite3_column_bytes(last, 1) != CV_AUDIT_HASH_LEN) {
+		if (cvdb_column_bytes(last, 1) != CV_AUDIT_HASH_LEN) {
 			r = CV_ERR_DB;
 			goto out;
 		}
-		rec.seq = sqlite3_column_int64(last, 0) + 1;
-		memcpy(rec.prev_hash, sqlite3_column_blob(last, 1), CV_AUDIT_HASH_LEN);
-		last_keyed = sqlite3_column_int(last, 2) != 0;
+		rec.seq = cvdb_column_int64(last, 0) + 1;
+		memcpy(rec.prev_hash, cvdb_column_blob(last, 1), CV_AUDIT_HASH_LEN);
+		last_keyed = cvdb_column_int(last, 2) != 0;
 	} else if (rc == SQLITE_DONE) {
 		rec.seq = 1;
 	} else {
@@ -194,13 +194,13 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 	r = cv_store_audit_seal(store, &rec, rec.hash);
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, "INSERT INTO audit_log (" AUDIT_COLS ") VALUES (?1, ?2, ?3,"
+	rc = cvdb_prepare(db, "INSERT INTO audit_log (" AUDIT_COLS ") VALUES (?1, ?2, ?3,"
 				" ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-				" ?18, ?19)", -1, &ins, NULL);
+				" ?18, ?19)", 0, &ins, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(ins, 1, rec.seq);
+		rc = cvdb_bind_int64(ins, 1, rec.seq);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(ins, 2, rec.e.at);
+		rc = cvdb_bind_int64(ins, 2, rec.e.at);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 3, rec.e.actor_id);
 	if (rc == SQLITE_OK)
@@ -210,7 +210,7 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 6, rec.e.target);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(ins, 7, rec.e.ok);
+		rc = cvdb_bind_int(ins, 7, rec.e.ok);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 8, rec.e.error);
 	if (rc == SQLITE_OK)
@@ -218,39 +218,39 @@ int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry)
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 10, rec.e.fingerprints);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(ins, 11, rec.prev_hash, CV_AUDIT_HASH_LEN, SQLITE_STATIC);
+		rc = cvdb_bind_blob(ins, 11, rec.prev_hash, CV_AUDIT_HASH_LEN);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(ins, 12, rec.hash, CV_AUDIT_HASH_LEN, SQLITE_STATIC);
+		rc = cvdb_bind_blob(ins, 12, rec.hash, CV_AUDIT_HASH_LEN);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(ins, 13, rec.keyed);
+		rc = cvdb_bind_int(ins, 13, rec.keyed);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 14, rec.e.source);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(ins, 15, rec.e.count);
+		rc = cvdb_bind_int64(ins, 15, rec.e.count);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(ins, 16, rec.e.first_at);
+		rc = cvdb_bind_int64(ins, 16, rec.e.first_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(ins, 17, rec.e.last_at);
+		rc = cvdb_bind_int64(ins, 17, rec.e.last_at);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 18, rec.e.detail);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 19, rec.e.changes);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(ins)) == SQLITE_DONE)
+	if (rc == SQLITE_OK && (rc = cvdb_step(ins)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	r = rc == SQLITE_OK ? 0 : store_err(rc);
 	/* The change's notifications, in its transaction: they commit with it or not at all. */
 	if (r == 0)
 		r = store_notify_audit_on(db, &rec.e, rec.seq);
 out:
-	sqlite3_finalize(last);
-	sqlite3_finalize(ins);
+	cvdb_finalize(last);
+	cvdb_finalize(ins);
 	return r;
 }
 
 int cv_store_audit_append(struct cv_store *store, const struct cv_audit_entry *entry)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -263,7 +263,7 @@ int cv_store_audit_append(struct cv_store *store, const struct cv_audit_entry *e
 int cv_store_audit_last(struct cv_store *store, int64_t *ret_seq, int *ret_keyed)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int r;
 
 	*ret_seq = 0;
@@ -273,20 +273,20 @@ int cv_store_audit_last(struct cv_store *store, int64_t *ret_seq, int *ret_keyed
 	if (r == 0)
 		r = store_step_one(stmt);
 	if (r == 0) {
-		*ret_seq = sqlite3_column_int64(stmt, 0);
-		*ret_keyed = sqlite3_column_int(stmt, 1) != 0;
+		*ret_seq = cvdb_column_int64(stmt, 0);
+		*ret_keyed = cvdb_column_int(stmt, 1) != 0;
 	}
 	store_return(store, conn);
 	return r;
 }
 
-static int read_record(sqlite3_stmt *stmt, struct cv_audit_record *rec)
+static int read_record(cvdb_stmt *stmt, struct cv_audit_record *rec)
 {
 	int r;
 
 	memset(rec, 0, sizeof(*rec));
-	rec->seq = sqlite3_column_int64(stmt, 0);
-	rec->e.at = sqlite3_column_int64(stmt, 1);
+	rec->seq = cvdb_column_int64(stmt, 0);
+	rec->e.at = cvdb_column_int64(stmt, 1);
 	r = store_copy_text(stmt, 2, rec->e.actor_id, sizeof(rec->e.actor_id));
 	if (r == 0)
 		r = store_copy_text(stmt, 3, rec->e.actor_name, sizeof(rec->e.actor_name));
@@ -308,16 +308,16 @@ static int read_record(sqlite3_stmt *stmt, struct cv_audit_record *rec)
 		r = store_copy_text(stmt, 18, rec->e.changes, sizeof(rec->e.changes));
 	if (r < 0)
 		return r;
-	rec->e.ok = sqlite3_column_int(stmt, 6);
-	rec->keyed = sqlite3_column_int(stmt, 12);
-	rec->e.count = sqlite3_column_int64(stmt, 14);
-	rec->e.first_at = sqlite3_column_int64(stmt, 15);
-	rec->e.last_at = sqlite3_column_int64(stmt, 16);
-	if (sqlite3_column_bytes(stmt, 10) != CV_AUDIT_HASH_LEN ||
-	    sqlite3_column_bytes(stmt, 11) != CV_AUDIT_HASH_LEN)
+	rec->e.ok = cvdb_column_int(stmt, 6);
+	rec->keyed = cvdb_column_int(stmt, 12);
+	rec->e.count = cvdb_column_int64(stmt, 14);
+	rec->e.first_at = cvdb_column_int64(stmt, 15);
+	rec->e.last_at = cvdb_column_int64(stmt, 16);
+	if (cvdb_column_bytes(stmt, 10) != CV_AUDIT_HASH_LEN ||
+	    cvdb_column_bytes(stmt, 11) != CV_AUDIT_HASH_LEN)
 		return CV_ERR_DB;
-	memcpy(rec->prev_hash, sqlite3_column_blob(stmt, 10), CV_AUDIT_HASH_LEN);
-	memcpy(rec->hash, sqlite3_column_blob(stmt, 11), CV_AUDIT_HASH_LEN);
+	memcpy(rec->prev_hash, cvdb_column_blob(stmt, 10), CV_AUDIT_HASH_LEN);
+	memcpy(rec->hash, cvdb_column_blob(stmt, 11), CV_AUDIT_HASH_LEN);
 	return 0;
 }
 
@@ -325,9 +325,9 @@ int cv_store_audit_list(struct cv_store *store, const struct cv_audit_filter *f,
 			struct cv_audit_record **ret_recs, size_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_audit_record *recs = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t n = 0;
 	int rc, r;
 
@@ -342,19 +342,18 @@ int cv_store_audit_list(struct cv_store *store, const struct cv_audit_filter *f,
 	}
 	/* Records that failed to read as text (e.g. a tampered type) are a database error:
 	 * verify names the record. */
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT " AUDIT_COLS " FROM audit_log WHERE seq > ?1"
 				" AND (?2 = 0 OR at >= ?2) AND (?3 = 0 OR at < ?3)"
 				" AND (?4 = '' OR actor_name = ?4 OR actor_id = ?4)"
 				" AND (?5 = '' OR action = ?5) AND (?6 = '' OR target = ?6)"
-				" ORDER BY seq LIMIT ?7",
-				-1, &stmt, NULL);
+				" ORDER BY seq LIMIT ?7", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, f->after);
+		rc = cvdb_bind_int64(stmt, 1, f->after);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, f->from);
+		rc = cvdb_bind_int64(stmt, 2, f->from);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 3, f->until);
+		rc = cvdb_bind_int64(stmt, 3, f->until);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 4, f->actor);
 	if (rc == SQLITE_OK)
@@ -362,12 +361,12 @@ int cv_store_audit_list(struct cv_store *store, const struct cv_audit_filter *f,
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 6, f->target);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 7, f->limit);
+		rc = cvdb_bind_int64(stmt, 7, f->limit);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		r = read_record(stmt, &recs[n]);
 		if (r < 0)
 			goto out;
@@ -383,7 +382,7 @@ int cv_store_audit_list(struct cv_store *store, const struct cv_audit_filter *f,
 	r = 0;
 out:
 	free(recs);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }
@@ -411,21 +410,21 @@ static const char *detail_word(const char *detail, const char *key, size_t *ret_
 /* The newest archive checkpoint's facts: the last seq archived and its hash. 0 (through 0
  * when there is none), CV_ERR_DB. A checkpoint whose words do not parse is reported by the
  * walk, not here: through -1. */
-static int last_archive(sqlite3 *db, int64_t *ret_through, uint8_t ret_head[CV_AUDIT_HASH_LEN])
+static int last_archive(cvdb *db, int64_t *ret_through, uint8_t ret_head[CV_AUDIT_HASH_LEN])
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	const char *detail, *w;
 	size_t n;
 	int rc, r;
 
 	*ret_through = 0;
-	rc = sqlite3_prepare_v2(db, "SELECT detail FROM audit_log WHERE action = 'audit.archive'"
-				" ORDER BY seq DESC LIMIT 1", -1, &stmt, NULL);
+	rc = cvdb_prepare(db, "SELECT detail FROM audit_log WHERE action = 'audit.archive'"
+				" ORDER BY seq DESC LIMIT 1", 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(stmt);
+	rc = cvdb_step(stmt);
 	if (rc == SQLITE_DONE) {
 		r = 0;
 		goto out;
@@ -436,7 +435,7 @@ static int last_archive(sqlite3 *db, int64_t *ret_through, uint8_t ret_head[CV_A
 	}
 	r = 0;
 	*ret_through = -1;
-	detail = (const char *)sqlite3_column_text(stmt, 0);
+	detail = (const char *)cvdb_column_text(stmt, 0);
 	if (detail == NULL)
 		goto out;
 	w = detail_word(detail, "through", &n);
@@ -464,7 +463,7 @@ static int last_archive(sqlite3 *db, int64_t *ret_through, uint8_t ret_head[CV_A
 			*ret_through = -1;
 	}
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -490,11 +489,11 @@ static int legacy_shape(const struct cv_audit_entry *e)
 int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_audit_record rec;
 	uint8_t prev[CV_AUDIT_HASH_LEN] = { 0 }, want[CV_AUDIT_HASH_LEN],
 		archived_head[CV_AUDIT_HASH_LEN] = { 0 };
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int64_t expect = 1, through = 0;
 	int rc, r;
 
@@ -506,7 +505,7 @@ int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 	r = last_archive(db, &through, archived_head);
 	if (r < 0)
 		goto end;
-	rc = sqlite3_prepare_v2(db, "SELECT " AUDIT_COLS " FROM audit_log ORDER BY seq", -1,
+	rc = cvdb_prepare(db, "SELECT " AUDIT_COLS " FROM audit_log ORDER BY seq", 0,
 				&stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
@@ -519,8 +518,8 @@ int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 		expect = through + 1;
 		memcpy(prev, archived_head, CV_AUDIT_HASH_LEN);
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		int64_t seq = sqlite3_column_int64(stmt, 0);
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
+		int64_t seq = cvdb_column_int64(stmt, 0);
 
 		ret->records++;
 		if (read_record(stmt, &rec) < 0) {
@@ -591,7 +590,7 @@ int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 	memcpy(ret->head, prev, CV_AUDIT_HASH_LEN);
 	r = 0;
 end:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	stmt = NULL;
 	store_finish(db, -1); /* a read: always rolled back */
 out:
@@ -603,24 +602,24 @@ int cv_store_audit_walk(struct cv_store *store, int64_t through,
 			int (*fn)(const struct cv_audit_record *rec, void *arg), void *arg)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_audit_record rec;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, "SELECT " AUDIT_COLS " FROM audit_log WHERE seq <= ?1"
-				" ORDER BY seq", -1, &stmt, NULL);
+	rc = cvdb_prepare(db, "SELECT " AUDIT_COLS " FROM audit_log WHERE seq <= ?1"
+				" ORDER BY seq", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, through);
+		rc = cvdb_bind_int64(stmt, 1, through);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto end;
 	}
 	r = 0;
-	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while (r == 0 && (rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		r = read_record(stmt, &rec);
 		if (r == 0)
 			r = fn(&rec, arg);
@@ -628,7 +627,7 @@ int cv_store_audit_walk(struct cv_store *store, int64_t through,
 	if (r == 0 && rc != SQLITE_DONE)
 		r = store_err(rc);
 end:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_finish(db, -1);
 out:
 	store_return(store, conn);
@@ -638,7 +637,7 @@ out:
 int cv_store_audit_seq_before(struct cv_store *store, int64_t before, int64_t *ret_seq)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int r;
 
 	*ret_seq = 0;
@@ -647,11 +646,11 @@ int cv_store_audit_seq_before(struct cv_store *store, int64_t before, int64_t *r
 	r = store_prepare(conn, "SELECT coalesce(max(seq), 0) FROM audit_log WHERE at < ?1",
 			  &stmt);
 	if (r == 0)
-		r = sqlite3_bind_int64(stmt, 1, before) == SQLITE_OK ? 0 : CV_ERR_DB;
+		r = cvdb_bind_int64(stmt, 1, before) == SQLITE_OK ? 0 : CV_ERR_DB;
 	if (r == 0)
 		r = store_step_one(stmt);
 	if (r == 0)
-		*ret_seq = sqlite3_column_int64(stmt, 0);
+		*ret_seq = cvdb_column_int64(stmt, 0);
 	store_return(store, conn);
 	return r;
 }
@@ -661,30 +660,30 @@ int cv_store_audit_archive_commit(struct cv_store *store, int64_t first, int64_t
 				  const struct cv_audit_entry *checkpoint)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
 	/* What was archived must be what is removed: the same oldest record, the same head. */
-	rc = sqlite3_prepare_v2(db, "SELECT (SELECT min(seq) FROM audit_log) = ?1 AND"
-				" (SELECT hash FROM audit_log WHERE seq = ?2) = ?3", -1, &stmt,
+	rc = cvdb_prepare(db, "SELECT (SELECT min(seq) FROM audit_log) = ?1 AND"
+				" (SELECT hash FROM audit_log WHERE seq = ?2) = ?3", 0, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, first);
+		rc = cvdb_bind_int64(stmt, 1, first);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, through);
+		rc = cvdb_bind_int64(stmt, 2, through);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(stmt, 3, head, CV_AUDIT_HASH_LEN, SQLITE_STATIC);
+		rc = cvdb_bind_blob(stmt, 3, head, CV_AUDIT_HASH_LEN);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (rc != SQLITE_ROW) {
 		r = store_err(rc);
 		goto end;
 	}
-	if (sqlite3_column_int(stmt, 0) != 1) {
+	if (cvdb_column_int(stmt, 0) != 1) {
 		r = CV_ERR_PRECONDITION;
 		goto end;
 	}
@@ -694,7 +693,7 @@ int cv_store_audit_archive_commit(struct cv_store *store, int64_t first, int64_t
 	if (r == 0)
 		r = store_run(db, "DELETE FROM audit_log WHERE seq <= ?1", "i", through);
 end:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 out:
 	store_return(store, conn);

@@ -29,22 +29,22 @@ static const char keys_sql[] =
 	"  LEFT JOIN certificates c ON c.id = j.cert_id"
 	" ORDER BY 1";
 
-static int keys_walk(sqlite3 *db, sqlite3_stmt *stmt, cv_store_key_fn fn, void *arg)
+static int keys_walk(cvdb *db, cvdb_stmt *stmt, cv_store_key_fn fn, void *arg)
 {
 	struct cv_store_key_ref ref;
 	const unsigned char *name;
 	int rc, r = 0;
 
 	(void)db;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (sqlite3_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN)
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
+		if (cvdb_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN)
 			return CV_ERR_DB;
 		memset(&ref, 0, sizeof(ref));
-		memcpy(ref.id, sqlite3_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
-		name = sqlite3_column_text(stmt, 1);
+		memcpy(ref.id, cvdb_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
+		name = cvdb_column_text(stmt, 1);
 		snprintf(ref.name, sizeof(ref.name), "%s", name != NULL ? (const char *)name : "");
-		ref.version = sqlite3_column_int64(stmt, 2);
-		snprintf(ref.row, sizeof(ref.row), "%s", (const char *)sqlite3_column_text(stmt, 3));
+		ref.version = cvdb_column_int64(stmt, 2);
+		snprintf(ref.row, sizeof(ref.row), "%s", (const char *)cvdb_column_text(stmt, 3));
 		r = fn(&ref, arg);
 		if (r != 0)
 			return r;
@@ -55,7 +55,7 @@ static int keys_walk(sqlite3 *db, sqlite3_stmt *stmt, cv_store_key_fn fn, void *
 int cv_store_keys_foreach(struct cv_store *store, cv_store_key_fn fn, void *arg)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int r;
 
 	r = store_read_begin(conn);
@@ -70,18 +70,18 @@ out:
 	return r;
 }
 
-static int open_file(const char *path, int flags, sqlite3 **ret, struct cv_errmsg *err)
+static int open_file(const char *path, int flags, cvdb **ret, struct cv_errmsg *err)
 {
-	sqlite3 *db = NULL;
+	cvdb *db = NULL;
 	int rc;
 
-	rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	rc = cvdb_open_sqlite(path, flags | SQLITE_OPEN_NOMUTEX, &db);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_busy_timeout(db, BACKUP_BUSY_MS);
+		rc = sqlite3_busy_timeout(cvdb_sqlite(db), BACKUP_BUSY_MS);
 	if (rc != SQLITE_OK) {
 		cv_errmsg_set(err, CV_ERR_DB, "database %s: %s", path,
-			      db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-		sqlite3_close_v2(db);
+			      db != NULL ? cvdb_errmsg(db) : cvdb_errstr(rc));
+		cvdb_close(db);
 		return CV_ERR_DB;
 	}
 	*ret = db;
@@ -90,7 +90,7 @@ static int open_file(const char *path, int flags, sqlite3 **ret, struct cv_errms
 
 int cv_store_backup_copy(const char *path, const char *dest, struct cv_errmsg *err)
 {
-	sqlite3 *src = NULL, *dst = NULL;
+	cvdb *src = NULL, *dst = NULL;
 	sqlite3_backup *b = NULL;
 	char *mode = NULL;
 	int rc, r, fd = -1;
@@ -103,9 +103,9 @@ int cv_store_backup_copy(const char *path, const char *dest, struct cv_errmsg *e
 	r = open_file(dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &dst, err);
 	if (r < 0)
 		goto out;
-	b = sqlite3_backup_init(dst, "main", src, "main");
+	b = sqlite3_backup_init(cvdb_sqlite(dst), "main", cvdb_sqlite(src), "main");
 	if (b == NULL) {
-		r = cv_errmsg_set(err, CV_ERR_DB, "backup of %s: %s", path, sqlite3_errmsg(dst));
+		r = cv_errmsg_set(err, CV_ERR_DB, "backup of %s: %s", path, cvdb_errmsg(dst));
 		goto out;
 	}
 	/* One step copies every page under one read transaction of the source: the copy is the
@@ -117,26 +117,26 @@ int cv_store_backup_copy(const char *path, const char *dest, struct cv_errmsg *e
 		rc = sqlite3_backup_step(b, -1);
 	}
 	if (rc != SQLITE_DONE) {
-		r = cv_errmsg_set(err, CV_ERR_DB, "backup of %s: %s", path, sqlite3_errstr(rc));
+		r = cv_errmsg_set(err, CV_ERR_DB, "backup of %s: %s", path, cvdb_errstr(rc));
 		goto out;
 	}
 	rc = sqlite3_backup_finish(b);
 	b = NULL;
 	if (rc != SQLITE_OK) {
-		r = cv_errmsg_set(err, CV_ERR_DB, "backup of %s: %s", path, sqlite3_errmsg(dst));
+		r = cv_errmsg_set(err, CV_ERR_DB, "backup of %s: %s", path, cvdb_errmsg(dst));
 		goto out;
 	}
 	/* The copy is one self-contained file: no WAL beside it to lose on the way. */
-	rc = sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", NULL, NULL, &mode);
+	rc = sqlite3_exec(cvdb_sqlite(dst), "PRAGMA journal_mode=DELETE", NULL, NULL, &mode);
 	if (rc != SQLITE_OK) {
 		r = cv_errmsg_set(err, CV_ERR_DB, "backup copy %s: %s", dest,
-				  mode != NULL ? mode : sqlite3_errstr(rc));
+				  mode != NULL ? mode : cvdb_errstr(rc));
 		goto out;
 	}
-	rc = sqlite3_close(dst);
+	rc = cvdb_close(dst);
 	dst = NULL;
 	if (rc != SQLITE_OK) {
-		r = cv_errmsg_set(err, CV_ERR_DB, "backup copy %s: %s", dest, sqlite3_errstr(rc));
+		r = cv_errmsg_set(err, CV_ERR_DB, "backup copy %s: %s", dest, cvdb_errstr(rc));
 		goto out;
 	}
 	fd = open(dest, O_RDONLY | O_CLOEXEC);
@@ -151,8 +151,8 @@ out:
 	sqlite3_free(mode);
 	if (b != NULL)
 		sqlite3_backup_finish(b);
-	sqlite3_close_v2(dst);
-	sqlite3_close_v2(src);
+	cvdb_close(dst);
+	cvdb_close(src);
 	return r;
 }
 
@@ -178,43 +178,43 @@ int cv_store_backup_facts(const char *path, struct cv_store_backup_facts *ret,
 			  struct cv_errmsg *err)
 {
 	struct facts_keys k = { ret, 0 };
-	sqlite3 *db = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	memset(ret, 0, sizeof(*ret));
 	r = open_file(path, SQLITE_OPEN_READONLY, &db, err);
 	if (r < 0)
 		return r;
-	rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+	rc = cvdb_exec(db, "BEGIN");
 	if (rc != SQLITE_OK)
 		goto fail;
-	rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL);
-	if (rc != SQLITE_OK || (rc = sqlite3_step(stmt)) != SQLITE_ROW)
+	rc = cvdb_prepare(db, "PRAGMA user_version", 0, &stmt, NULL);
+	if (rc != SQLITE_OK || (rc = cvdb_step(stmt)) != SQLITE_ROW)
 		goto fail;
-	ret->schema_version = sqlite3_column_int64(stmt, 0);
-	sqlite3_finalize(stmt);
+	ret->schema_version = cvdb_column_int64(stmt, 0);
+	cvdb_finalize(stmt);
 	stmt = NULL;
-	rc = sqlite3_prepare_v2(db, "SELECT count(*), max(seq),"
+	rc = cvdb_prepare(db, "SELECT count(*), max(seq),"
 				" (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1)"
-				" FROM audit_log", -1, &stmt, NULL);
-	if (rc != SQLITE_OK || (rc = sqlite3_step(stmt)) != SQLITE_ROW)
+				" FROM audit_log", 0, &stmt, NULL);
+	if (rc != SQLITE_OK || (rc = cvdb_step(stmt)) != SQLITE_ROW)
 		goto fail;
-	ret->audit_records = sqlite3_column_int64(stmt, 0);
-	ret->audit_last_seq = sqlite3_column_int64(stmt, 1);
-	if (sqlite3_column_bytes(stmt, 2) == CV_AUDIT_HASH_LEN) {
-		memcpy(ret->audit_head, sqlite3_column_blob(stmt, 2), CV_AUDIT_HASH_LEN);
+	ret->audit_records = cvdb_column_int64(stmt, 0);
+	ret->audit_last_seq = cvdb_column_int64(stmt, 1);
+	if (cvdb_column_bytes(stmt, 2) == CV_AUDIT_HASH_LEN) {
+		memcpy(ret->audit_head, cvdb_column_blob(stmt, 2), CV_AUDIT_HASH_LEN);
 		ret->has_audit_head = 1;
 	}
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	stmt = NULL;
-	rc = sqlite3_prepare_v2(db, keys_sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, keys_sql, 0, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
 	r = keys_walk(db, stmt, facts_key, &k);
 	if (r < 0) {
 		cv_errmsg_set(err, r, "database %s: its keys could not be read: %s", path,
-			      sqlite3_errmsg(db));
+			      cvdb_errmsg(db));
 		goto out;
 	}
 	r = 0;
@@ -222,10 +222,10 @@ int cv_store_backup_facts(const char *path, struct cv_store_backup_facts *ret,
 fail:
 	/* A database of another schema (older, or not certvault's) lacks a table or column. */
 	r = cv_errmsg_set(err, CV_ERR_DB, "database %s: %s", path,
-			  rc == SQLITE_ROW || rc == SQLITE_DONE ? "no answer" : sqlite3_errmsg(db));
+			  rc == SQLITE_ROW || rc == SQLITE_DONE ? "no answer" : cvdb_errmsg(db));
 out:
-	sqlite3_finalize(stmt);
-	sqlite3_close_v2(db);
+	cvdb_finalize(stmt);
+	cvdb_close(db);
 	if (r < 0)
 		cv_store_backup_facts_release(ret);
 	return r;

@@ -50,7 +50,7 @@ void cv_store_cert_page_free(struct cv_cert_page *page)
 }
 
 /* Reads the current row (COLS_LIST, then COLS_FULL's two more when full) into a new record. */
-int store_cert_read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_rec)
+int store_cert_read_row(cvdb_stmt *stmt, int full, struct cv_cert_record **ret_rec)
 {
 	struct cv_cert_record *rec;
 	const void *blob;
@@ -60,7 +60,7 @@ int store_cert_read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **re
 	rec = calloc(1, sizeof(*rec));
 	if (rec == NULL)
 		return CV_ERR_NOMEM;
-	rec->id = sqlite3_column_int64(stmt, 0);
+	rec->id = cvdb_column_int64(stmt, 0);
 	r = store_copy_text(stmt, 1, rec->name, sizeof(rec->name));
 	if (r == 0)
 		r = store_dup_text(stmt, 2, &rec->description);
@@ -78,29 +78,29 @@ int store_cert_read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **re
 		r = store_copy_text(stmt, 9, rec->primary_domain, sizeof(rec->primary_domain));
 	if (r < 0)
 		goto out;
-	state = sqlite3_column_int64(stmt, 3);
+	state = cvdb_column_int64(stmt, 3);
 	rec->state = (enum cv_cert_state)state;
-	rec->not_before = sqlite3_column_int64(stmt, 10);
-	rec->not_after = sqlite3_column_int64(stmt, 11);
-	blob = sqlite3_column_blob(stmt, 12);
-	if (blob == NULL || sqlite3_column_bytes(stmt, 12) != (int)sizeof(rec->key_id)) {
+	rec->not_before = cvdb_column_int64(stmt, 10);
+	rec->not_after = cvdb_column_int64(stmt, 11);
+	blob = cvdb_column_blob(stmt, 12);
+	if (blob == NULL || cvdb_column_bytes(stmt, 12) != (int)sizeof(rec->key_id)) {
 		r = CV_ERR_DB;
 		goto out;
 	}
 	memcpy(rec->key_id, blob, sizeof(rec->key_id));
-	rec->created_at = sqlite3_column_int64(stmt, 13);
-	rec->updated_at = sqlite3_column_int64(stmt, 14);
-	rec->version = sqlite3_column_int64(stmt, 15);
-	rec->current_since = sqlite3_column_int64(stmt, 16);
+	rec->created_at = cvdb_column_int64(stmt, 13);
+	rec->updated_at = cvdb_column_int64(stmt, 14);
+	rec->version = cvdb_column_int64(stmt, 15);
+	rec->current_since = cvdb_column_int64(stmt, 16);
 	/* The label the key really has: key_label, or the name for rows from before it. */
-	rec->key_origin = (enum cv_key_origin)sqlite3_column_int64(stmt, 17);
+	rec->key_origin = (enum cv_key_origin)cvdb_column_int64(stmt, 17);
 	r = store_copy_text(stmt, 18, rec->key_label, sizeof(rec->key_label));
 	if (r < 0)
 		goto out;
-	rec->is_public = sqlite3_column_int(stmt, 19) == 0;
+	rec->is_public = cvdb_column_int(stmt, 19) == 0;
 	if (full) {
-		blob = sqlite3_column_blob(stmt, 20);
-		n = sqlite3_column_bytes(stmt, 20);
+		blob = cvdb_column_blob(stmt, 20);
+		n = cvdb_column_bytes(stmt, 20);
 		if (blob == NULL && n > 0) {
 			r = CV_ERR_NOMEM;
 			goto out;
@@ -130,7 +130,7 @@ int store_cert_read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **re
 					    sizeof(rec->revocation_detail));
 		if (r < 0)
 			goto out;
-		rec->revocation_checked_at = sqlite3_column_int64(stmt, 27);
+		rec->revocation_checked_at = cvdb_column_int64(stmt, 27);
 	}
 	*ret_rec = rec;
 	rec = NULL;
@@ -142,7 +142,7 @@ out:
 
 #define DOMAINS_SQL STORE_CERT_DOMAINS_SQL
 /* Fills rec's domains, in order, with a statement prepared from DOMAINS_SQL. */
-static int load_domains(sqlite3_stmt *stmt, struct cv_cert_record *rec)
+static int load_domains(cvdb_stmt *stmt, struct cv_cert_record *rec)
 {
 	return store_load_strings(stmt, rec->id, &rec->domains, &rec->n_domains);
 }
@@ -256,18 +256,18 @@ static int page_strings(struct store_conn *conn, const char *sql, const char *id
 			size_t ids_len, const struct by_id *ix, size_t n, enum page_list list)
 {
 	struct cv_cert_record *rec;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	const char *text;
 	int rc, r;
 
 	r = store_prepare(conn, sql, &stmt);
 	if (r < 0)
 		return r;
-	rc = sqlite3_bind_text(stmt, 1, ids, (int)ids_len, SQLITE_STATIC);
+	rc = cvdb_bind_text(stmt, 1, ids, (int)ids_len);
 	if (rc != SQLITE_OK)
 		return store_err(rc);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		rec = find_by_id(ix, n, sqlite3_column_int64(stmt, 0));
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
+		rec = find_by_id(ix, n, cvdb_column_int64(stmt, 0));
 		if (rec == NULL)
 			continue;
 		r = store_column_text(stmt, 1, &text);
@@ -292,7 +292,7 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	struct cv_cert_record *rec, *cur = NULL;
 	struct cv_cert_usage *item = NULL;
 	struct by_id *ix = NULL;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	char *ids = NULL, **all = NULL;
 	size_t i, used = 0, n_all = 0, ids_size;
 	int64_t service = 0;
@@ -329,13 +329,13 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	r = store_prepare(conn, page_usage_sql, &stmt);
 	if (r < 0)
 		goto out;
-	rc = sqlite3_bind_text(stmt, 1, ids, (int)used, SQLITE_STATIC);
+	rc = cvdb_bind_text(stmt, 1, ids, (int)used);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		rec = find_by_id(ix, n, sqlite3_column_int64(stmt, 0));
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
+		rec = find_by_id(ix, n, cvdb_column_int64(stmt, 0));
 		if (rec == NULL)
 			continue;
 		if (rec != cur) {
@@ -343,8 +343,8 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 			cur = rec;
 			item = NULL;
 		}
-		if (item == NULL || sqlite3_column_int64(stmt, 1) != service) {
-			service = sqlite3_column_int64(stmt, 1);
+		if (item == NULL || cvdb_column_int64(stmt, 1) != service) {
+			service = cvdb_column_int64(stmt, 1);
 			r = push_usage(rec, &item);
 			if (r == 0)
 				r = store_copy_text(stmt, 2, item->service, sizeof(item->service));
@@ -354,7 +354,7 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 			if (r < 0)
 				goto out;
 		}
-		if (sqlite3_column_type(stmt, 4) == SQLITE_NULL)
+		if (cvdb_column_type(stmt, 4) == SQLITE_NULL)
 			continue;
 		r = store_column_text(stmt, 4, &text);
 		if (r == 0)
@@ -382,16 +382,16 @@ out:
 }
 
 /* 1 when a row of this name exists, whatever its state; 0 when not; or an error. */
-int store_name_exists(sqlite3 *db, const char *name)
+int store_name_exists(cvdb *db, const char *name)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	/* A pending certificate's name is taken too: its merge makes the certificate. Names are
 	 * one ignoring case. */
-	rc = sqlite3_prepare_v2(db, "SELECT 1 FROM certificates WHERE name = ?1 COLLATE NOCASE"
+	rc = cvdb_prepare(db, "SELECT 1 FROM certificates WHERE name = ?1 COLLATE NOCASE"
 				" UNION ALL SELECT 1 FROM pending_certificates"
-				" WHERE name = ?1 COLLATE NOCASE", -1, &stmt,
+				" WHERE name = ?1 COLLATE NOCASE", 0, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -399,7 +399,7 @@ int store_name_exists(sqlite3 *db, const char *name)
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(stmt);
+	rc = cvdb_step(stmt);
 	if (rc == SQLITE_ROW)
 		r = 1;
 	else if (rc == SQLITE_DONE)
@@ -407,11 +407,11 @@ int store_name_exists(sqlite3 *db, const char *name)
 	else
 		r = store_err(rc);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
-static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *rec)
+static int insert_domains(cvdb *db, int64_t id, const struct cv_cert_record *rec)
 {
 	return store_insert_strings(db,
 				    "INSERT INTO certificate_domains (cert_id, position, domain)"
@@ -420,49 +420,48 @@ static int insert_domains(sqlite3 *db, int64_t id, const struct cv_cert_record *
 }
 
 /* A certificate's tags as "key=value", in key order. */
-static int tags_on(sqlite3 *db, int64_t id, char ***ret, size_t *ret_n)
+static int tags_on(cvdb *db, int64_t id, char ***ret, size_t *ret_n)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT key || '=' || value FROM certificate_tags WHERE cert_id = ?"
-				" ORDER BY key",
-				-1, &stmt, NULL);
+				" ORDER BY key", 0, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		return store_err(rc);
 	r = store_load_strings(stmt, id, ret, ret_n);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
 /* 1 when a row other than id has this name, whatever its state; 0 when not; or an error. */
-static int name_exists_other(sqlite3 *db, const char *name, int64_t id)
+static int name_exists_other(cvdb *db, const char *name, int64_t id)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	/* Names are one ignoring case (certificates_name_nocase). */
-	rc = sqlite3_prepare_v2(db,
-				"SELECT 1 FROM certificates WHERE name = ?1 COLLATE NOCASE AND id != ?2", -1,
+	rc = cvdb_prepare(db,
+				"SELECT 1 FROM certificates WHERE name = ?1 COLLATE NOCASE AND id != ?2", 0,
 				&stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, id);
+		rc = cvdb_bind_int64(stmt, 2, id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(stmt);
+	rc = cvdb_step(stmt);
 	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : store_err(rc);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
 /* The certificate's tags become exactly tags ("key=value"). */
-static int set_tags(sqlite3 *db, int64_t id, char *const *tags, size_t n)
+static int set_tags(cvdb *db, int64_t id, char *const *tags, size_t n)
 {
 	size_t i;
 	int r;
@@ -476,7 +475,7 @@ static int set_tags(sqlite3 *db, int64_t id, char *const *tags, size_t n)
 	return r;
 }
 
-int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
+int store_cert_insert_on(cvdb *db, const struct cv_cert_record *rec, int state,
 			 int64_t *ret_id, struct cv_conflict *conflict)
 {
 	static const char sql[] =
@@ -487,19 +486,18 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 		" revocation_source, revocation_detail, revocation_checked_at, has_key)"
 		" VALUES (?1, ?2, ?16, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1,"
 		" ?14, ?17, nullif(?18, ''), ?19, ?19, ?20, ?21, ?22, ?23, ?24)";
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int64_t id;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, rec->name);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 2, rec->description);
 	if (rc == SQLITE_OK)
 		/* A NULL pointer would bind SQL NULL, which the schema refuses: no certificate. */
-		rc = sqlite3_bind_blob64(stmt, 3, rec->cert_der, rec->cert_der_len,
-					 SQLITE_STATIC);
+		rc = cvdb_bind_blob(stmt, 3, rec->cert_der, rec->cert_der_len);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 4, rec->chain_pem);
 	if (rc == SQLITE_OK)
@@ -515,20 +513,19 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 10, rec->primary_domain);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 11, rec->not_before);
+		rc = cvdb_bind_int64(stmt, 11, rec->not_before);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 12, rec->not_after);
+		rc = cvdb_bind_int64(stmt, 12, rec->not_after);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(stmt, 13, rec->key_id, (int)sizeof(rec->key_id),
-				       SQLITE_STATIC);
+		rc = cvdb_bind_blob(stmt, 13, rec->key_id, (int)sizeof(rec->key_id));
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 14, rec->created_at);
+		rc = cvdb_bind_int64(stmt, 14, rec->created_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 15, rec->updated_at);
+		rc = cvdb_bind_int64(stmt, 15, rec->updated_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(stmt, 16, state);
+		rc = cvdb_bind_int(stmt, 16, state);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(stmt, 17, (int)rec->key_origin);
+		rc = cvdb_bind_int(stmt, 17, (int)rec->key_origin);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 18, rec->key_label);
 	if (rc == SQLITE_OK)
@@ -540,10 +537,10 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 22, rec->revocation_detail);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 23, rec->revocation_checked_at);
+		rc = cvdb_bind_int64(stmt, 23, rec->revocation_checked_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(stmt, 24, !rec->is_public);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = cvdb_bind_int(stmt, 24, !rec->is_public);
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
 		/* The name was checked under the write lock, so a UNIQUE failure here is the
@@ -551,7 +548,7 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 		r = store_err(rc);
 		goto out;
 	}
-	id = sqlite3_last_insert_rowid(db);
+	id = cvdb_last_insert_rowid(db);
 	r = insert_domains(db, id, rec);
 	if (r == 0)
 		r = store_cert_environments_set_on(db, id, rec->environments, rec->n_environments,
@@ -563,7 +560,7 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 	*ret_id = id;
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -571,7 +568,7 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 				 struct cv_conflict *conflict)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int64_t id = 0;
 	int r;
 
@@ -603,23 +600,23 @@ out:
 
 /* Runs one UPDATE or DELETE keyed by ?1 = id on db; CV_ERR_NOT_FOUND when it touched no
  * row. */
-static int change_on(sqlite3 *db, const char *sql, int64_t id)
+static int change_on(cvdb *db, const char *sql, int64_t id)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, id);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = cvdb_bind_int64(stmt, 1, id);
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+	r = cvdb_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -627,7 +624,7 @@ int cv_store_cert_activate(struct cv_store *store, int64_t id,
 			   const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -645,18 +642,17 @@ int cv_store_cert_activate(struct cv_store *store, int64_t id,
 	return r;
 }
 
-int store_delete_checks_on(sqlite3 *db, int64_t id, enum cv_jwk_action jwk_action,
+int store_delete_checks_on(cvdb *db, int64_t id, enum cv_jwk_action jwk_action,
 			   struct cv_conflict *conflict)
 {
 	struct cv_jwk_record *jwks = NULL;
 	size_t n_jwks = 0;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	char **users = NULL;
 	size_t n = 0, i;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT name FROM services WHERE cert_id = ? ORDER BY name",
-				-1, &stmt, NULL);
+	rc = cvdb_prepare(db, "SELECT name FROM services WHERE cert_id = ? ORDER BY name", 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -686,7 +682,7 @@ int store_delete_checks_on(sqlite3 *db, int64_t id, enum cv_jwk_action jwk_actio
 	}
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	cv_store_jwks_free(jwks, n_jwks);
 	store_strings_free(users, n);
 	return r;
@@ -697,7 +693,7 @@ int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
 				const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	/* IMMEDIATE: no service can start using it between the check and the mark, and once
@@ -728,7 +724,7 @@ out:
 int cv_store_cert_remove(struct cv_store *store, int64_t id)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	/* The domains and versions go with the row (ON DELETE CASCADE; foreign keys are on for
@@ -752,38 +748,37 @@ int cv_store_cert_set_description(struct cv_store *store, const char *name,
 				  const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"UPDATE certificates SET description = ?1, updated_at = ?2,"
 				" updated_by = coalesce(?4, updated_by)"
-				" WHERE name = ?3 COLLATE NOCASE AND state = 1",
-				-1, &stmt, NULL);
+				" WHERE name = ?3 COLLATE NOCASE AND state = 1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, description);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, now);
+		rc = cvdb_bind_int64(stmt, 2, now);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, name);
 	/* Who changed it is who the audit record names (no record: left as it was). */
 	if (rc == SQLITE_OK && audit != NULL)
 		rc = store_bind_text(stmt, 4, audit->actor_name);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+	r = cvdb_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -791,23 +786,22 @@ out:
 
 /* The services using the certificate id must all be in one of the environments it is for
  * now (any when it names none). */
-static int check_users_allowed(sqlite3 *db, int64_t id, struct cv_conflict *c)
+static int check_users_allowed(cvdb *db, int64_t id, struct cv_conflict *c)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT name, environment FROM services WHERE cert_id = ?1"
-				" ORDER BY name",
-				-1, &stmt, NULL);
+				" ORDER BY name", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, id);
+		rc = cvdb_bind_int64(stmt, 1, id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
 	r = 0;
-	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while (r == 0 && (rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		const char *service, *environment;
 
 		r = store_column_text(stmt, 0, &service);
@@ -823,7 +817,7 @@ static int check_users_allowed(sqlite3 *db, int64_t id, struct cv_conflict *c)
 	if (r == 0 && rc != SQLITE_DONE)
 		r = store_err(rc);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -834,18 +828,17 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 {
 	struct store_conn *conn = store_borrow(store);
 	struct cv_audit_entry *described = NULL;
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_cert_record *old = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT " COLS_LIST " FROM certificates WHERE name = ?1 COLLATE NOCASE"
-				" AND state = 1",
-				-1, &stmt, NULL);
+				" AND state = 1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
 	if (rc != SQLITE_OK) {
@@ -916,7 +909,7 @@ int cv_store_cert_edit(struct cv_store *store, const char *name, const struct cv
 		r = store_audit_append_on(db, audit);
 out:
 	free(described);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	if (r == 0 && ret_old != NULL) {
@@ -931,7 +924,7 @@ int cv_store_cert_get(struct cv_store *store, const char *name, struct cv_cert_r
 {
 	struct store_conn *conn = store_borrow(store);
 	struct cv_cert_record *rec = NULL;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc, r;
 
 	/* One read transaction, so the domains and the services belong to the row as it was
@@ -974,7 +967,7 @@ int cv_store_cert_get_row(struct cv_store *store, const char *name,
 {
 	struct store_conn *conn = store_borrow(store);
 	struct cv_cert_record *rec = NULL;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc, r;
 
 	r = store_prepare(conn,
@@ -1006,8 +999,8 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 				    void *arg)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL, *doms = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL, *doms = NULL;
 	struct cv_cert_record **recs = NULL, **grown;
 	size_t n = 0, cap = 0, i;
 	int rc, r, held = 1;
@@ -1017,17 +1010,16 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 	r = store_exec(db, "BEGIN");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT " COLS_FULL " FROM certificates WHERE state != 1 AND held = 0"
-				" ORDER BY id",
-				-1, &stmt, NULL);
+				" ORDER BY id", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, DOMAINS_SQL, -1, &doms, NULL);
+		rc = cvdb_prepare(db, DOMAINS_SQL, 0, &doms, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(recs, &cap, n, sizeof(*recs));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -1046,8 +1038,8 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 		r = store_err(rc);
 		goto out;
 	}
-	sqlite3_finalize(stmt);
-	sqlite3_finalize(doms);
+	cvdb_finalize(stmt);
+	cvdb_finalize(doms);
 	stmt = doms = NULL;
 	r = store_finish(db, 0);
 	store_return(store, conn);
@@ -1062,8 +1054,8 @@ int cv_store_cert_foreach_unsettled(struct cv_store *store,
 	r = 0;
 out:
 	if (held) {
-		sqlite3_finalize(stmt);
-		sqlite3_finalize(doms);
+		cvdb_finalize(stmt);
+		cvdb_finalize(doms);
 		r = store_finish(db, r);
 		store_return(store, conn);
 	}
@@ -1076,16 +1068,16 @@ out:
 /* Binds :thr = now + soon_seconds, if the statement has it. Past the int64 range it is bound
  * as a real just outside that range, which SQLite compares exactly with integers, so the
  * ranges still agree with cv_status_at's (which cannot overflow) at the extremes. */
-static int bind_threshold(sqlite3_stmt *stmt, int64_t now, int64_t soon_seconds)
+static int bind_threshold(cvdb_stmt *stmt, int64_t now, int64_t soon_seconds)
 {
-	int idx = sqlite3_bind_parameter_index(stmt, ":thr");
+	int idx = cvdb_bind_parameter_index(stmt, ":thr");
 	int64_t thr;
 
 	if (idx == 0)
 		return SQLITE_OK;
 	if (!__builtin_add_overflow(now, soon_seconds, &thr))
-		return sqlite3_bind_int64(stmt, idx, thr);
-	return sqlite3_bind_double(stmt, idx, soon_seconds > 0 ? 0x1p63 : -0x1p64);
+		return cvdb_bind_int64(stmt, idx, thr);
+	return cvdb_bind_double(stmt, idx, soon_seconds > 0 ? 0x1p63 : -0x1p64);
 }
 
 /* Each status of cv_status_at as ranges on the indexed columns, with :now and
@@ -1157,18 +1149,18 @@ char *store_like_pattern(const char *q)
 	return p;
 }
 
-static int bind_named_int64(sqlite3_stmt *stmt, const char *name, int64_t v)
+static int bind_named_int64(cvdb_stmt *stmt, const char *name, int64_t v)
 {
-	int idx = sqlite3_bind_parameter_index(stmt, name);
+	int idx = cvdb_bind_parameter_index(stmt, name);
 
-	return idx == 0 ? SQLITE_OK : sqlite3_bind_int64(stmt, idx, v);
+	return idx == 0 ? SQLITE_OK : cvdb_bind_int64(stmt, idx, v);
 }
 
-static int bind_named_text(sqlite3_stmt *stmt, const char *name, const char *s)
+static int bind_named_text(cvdb_stmt *stmt, const char *name, const char *s)
 {
-	int idx = sqlite3_bind_parameter_index(stmt, name);
+	int idx = cvdb_bind_parameter_index(stmt, name);
 
-	return idx == 0 ? SQLITE_OK : sqlite3_bind_text(stmt, idx, s, -1, SQLITE_STATIC);
+	return idx == 0 ? SQLITE_OK : cvdb_bind_text(stmt, idx, s, -1);
 }
 
 /* The statuses asked for: one, several (ORed ranges), or none. */
@@ -1243,7 +1235,7 @@ static int where_of(const struct cv_cert_filter *filter, char *buf, size_t len)
 }
 
 /* Binds every value a statement of where_of (and the cursor) may name. */
-static int bind_filter(sqlite3_stmt *stmt, const struct cv_cert_filter *filter,
+static int bind_filter(cvdb_stmt *stmt, const struct cv_cert_filter *filter,
 		       const char *pattern)
 {
 	int rc;
@@ -1322,7 +1314,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 	char sql[6144], where[4096];
 	struct cv_cert_page *page = NULL;
 	struct store_conn *conn;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	char *pattern = NULL;
 	int n, rc, r, d = filter->desc != 0;
 
@@ -1365,7 +1357,7 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		if (page->n == filter->limit) {
 			page->has_more = 1;
 			continue;
@@ -1399,7 +1391,7 @@ int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter
 	 * read unless q, a domain or a service asks for it). */
 	char sql[6144], where[4096];
 	struct store_conn *conn;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	char *pattern = NULL;
 	int n, rc, r;
 
@@ -1418,12 +1410,12 @@ int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter
 		goto out;
 	rc = bind_filter(stmt, filter, pattern);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (rc != SQLITE_ROW) {
 		r = store_err(rc);
 		goto out;
 	}
-	*ret_total = sqlite3_column_int64(stmt, 0);
+	*ret_total = cvdb_column_int64(stmt, 0);
 	r = 0;
 out:
 	store_return(store, conn);
@@ -1450,30 +1442,30 @@ int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_second
 		" (SELECT count(DISTINCT cert_id) FROM services WHERE cert_id IS NOT NULL)"
 		" FROM certificates WHERE state = 1";
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = bind_named_int64(stmt, ":now", now);
 	if (rc == SQLITE_OK)
 		rc = bind_threshold(stmt, now, soon_seconds);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_ROW)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	ret_counts->total = sqlite3_column_int64(stmt, 0);
-	ret_counts->valid = sqlite3_column_int64(stmt, 1);
-	ret_counts->expires_soon = sqlite3_column_int64(stmt, 2);
-	ret_counts->expired = sqlite3_column_int64(stmt, 3);
-	ret_counts->upcoming = sqlite3_column_int64(stmt, 4);
-	ret_counts->in_use = sqlite3_column_int64(stmt, 5);
+	ret_counts->total = cvdb_column_int64(stmt, 0);
+	ret_counts->valid = cvdb_column_int64(stmt, 1);
+	ret_counts->expires_soon = cvdb_column_int64(stmt, 2);
+	ret_counts->expired = cvdb_column_int64(stmt, 3);
+	ret_counts->upcoming = cvdb_column_int64(stmt, 4);
+	ret_counts->in_use = cvdb_column_int64(stmt, 5);
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }
@@ -1486,7 +1478,7 @@ int cv_store_cert_count_scoped(struct cv_store *store, int64_t now, int64_t soon
 	 * scope's conditions added (a scoped summary is a smaller, rarer query). */
 	char sql[3072], where[2048];
 	struct store_conn *conn;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int n, rc, r;
 
 	r = store_scope_cert_where(scope, where, sizeof(where));
@@ -1505,28 +1497,28 @@ int cv_store_cert_count_scoped(struct cv_store *store, int64_t now, int64_t soon
 	if (n < 0 || (size_t)n >= sizeof(sql))
 		return CV_ERR_INTERNAL;
 	conn = store_borrow(store);
-	rc = sqlite3_prepare_v2(conn->db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(conn->db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = bind_named_int64(stmt, ":now", now);
 	if (rc == SQLITE_OK)
 		rc = bind_threshold(stmt, now, soon_seconds);
 	if (rc == SQLITE_OK)
 		rc = store_scope_bind(stmt, scope);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_ROW)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	ret_counts->total = sqlite3_column_int64(stmt, 0);
-	ret_counts->valid = sqlite3_column_int64(stmt, 1);
-	ret_counts->expires_soon = sqlite3_column_int64(stmt, 2);
-	ret_counts->expired = sqlite3_column_int64(stmt, 3);
-	ret_counts->upcoming = sqlite3_column_int64(stmt, 4);
-	ret_counts->in_use = sqlite3_column_int64(stmt, 5);
+	ret_counts->total = cvdb_column_int64(stmt, 0);
+	ret_counts->valid = cvdb_column_int64(stmt, 1);
+	ret_counts->expires_soon = cvdb_column_int64(stmt, 2);
+	ret_counts->expired = cvdb_column_int64(stmt, 3);
+	ret_counts->upcoming = cvdb_column_int64(stmt, 4);
+	ret_counts->in_use = cvdb_column_int64(stmt, 5);
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }

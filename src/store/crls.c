@@ -23,10 +23,10 @@ void cv_store_crls_free(struct cv_crl_record *recs, size_t n)
 	free(recs);
 }
 
-static int blob_dup(sqlite3_stmt *stmt, int col, unsigned char **ret, size_t *ret_len)
+static int blob_dup(cvdb_stmt *stmt, int col, unsigned char **ret, size_t *ret_len)
 {
-	const void *blob = sqlite3_column_blob(stmt, col);
-	int n = sqlite3_column_bytes(stmt, col);
+	const void *blob = cvdb_column_blob(stmt, col);
+	int n = cvdb_column_bytes(stmt, col);
 
 	if (blob == NULL || n <= 0)
 		return CV_ERR_DB;
@@ -39,13 +39,13 @@ static int blob_dup(sqlite3_stmt *stmt, int col, unsigned char **ret, size_t *re
 }
 
 /* One row of CRL_COLS, then (with_der) the CRL's DER and its CA's. */
-static int read_crl(sqlite3_stmt *stmt, int with_der, struct cv_crl_record *rec)
+static int read_crl(cvdb_stmt *stmt, int with_der, struct cv_crl_record *rec)
 {
 	int r;
 
 	memset(rec, 0, sizeof(*rec));
-	rec->id = sqlite3_column_int64(stmt, 0);
-	rec->trust_id = sqlite3_column_int64(stmt, 1);
+	rec->id = cvdb_column_int64(stmt, 0);
+	rec->trust_id = cvdb_column_int64(stmt, 1);
 	r = store_copy_text(stmt, 2, rec->alias, sizeof(rec->alias));
 	if (r == 0)
 		r = store_copy_text(stmt, 3, rec->issuer, sizeof(rec->issuer));
@@ -55,10 +55,10 @@ static int read_crl(sqlite3_stmt *stmt, int with_der, struct cv_crl_record *rec)
 		r = store_copy_text(stmt, 8, rec->sha256, sizeof(rec->sha256));
 	if (r < 0)
 		return r;
-	rec->this_update = sqlite3_column_int64(stmt, 4);
-	rec->next_update = sqlite3_column_int64(stmt, 5);
-	rec->n_revoked = sqlite3_column_int64(stmt, 7);
-	rec->created_at = sqlite3_column_int64(stmt, 9);
+	rec->this_update = cvdb_column_int64(stmt, 4);
+	rec->next_update = cvdb_column_int64(stmt, 5);
+	rec->n_revoked = cvdb_column_int64(stmt, 7);
+	rec->created_at = cvdb_column_int64(stmt, 9);
 	if (!with_der)
 		return 0;
 	r = blob_dup(stmt, 10, &rec->crl_der, &rec->crl_der_len);
@@ -67,14 +67,14 @@ static int read_crl(sqlite3_stmt *stmt, int with_der, struct cv_crl_record *rec)
 	return r;
 }
 
-static int read_all(sqlite3_stmt *stmt, int with_der, struct cv_crl_record **ret_recs,
+static int read_all(cvdb_stmt *stmt, int with_der, struct cv_crl_record **ret_recs,
 		    size_t *ret_n)
 {
 	struct cv_crl_record *recs = NULL, *grown;
 	size_t n = 0, cap = 0;
 	int rc, r;
 
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(recs, &cap, n, sizeof(*recs));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -104,8 +104,8 @@ int cv_store_crl_put(struct cv_store *store, const struct cv_crl_record *rec,
 		     struct cv_conflict *conflict, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int64_t held;
 	int rc, r;
 
@@ -113,17 +113,17 @@ int cv_store_crl_put(struct cv_store *store, const struct cv_crl_record *rec,
 	if (r < 0)
 		goto out;
 	/* Judged inside the transaction: two CRLs added at once keep the newer. */
-	rc = sqlite3_prepare_v2(db, "SELECT this_update FROM crls WHERE trust_id = ?1", -1, &stmt,
+	rc = cvdb_prepare(db, "SELECT this_update FROM crls WHERE trust_id = ?1", 0, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, rec->trust_id);
+		rc = cvdb_bind_int64(stmt, 1, rec->trust_id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
 	r = store_step_one(stmt);
 	if (r == 0) {
-		held = sqlite3_column_int64(stmt, 0);
+		held = cvdb_column_int64(stmt, 0);
 		if (held >= rec->this_update) {
 			if (conflict != NULL)
 				snprintf(conflict->detail, sizeof(conflict->detail), "%" PRId64, held);
@@ -133,36 +133,35 @@ int cv_store_crl_put(struct cv_store *store, const struct cv_crl_record *rec,
 	} else if (r != CV_ERR_NOT_FOUND) {
 		goto out;
 	}
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	stmt = NULL;
 	r = store_run(db, "DELETE FROM crls WHERE trust_id = ?1", "i", rec->trust_id);
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"INSERT INTO crls (trust_id, crl_der, issuer, this_update,"
 				" next_update, number, revoked_count, sha256, created_at)"
-				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-				-1, &stmt, NULL);
+				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, rec->trust_id);
+		rc = cvdb_bind_int64(stmt, 1, rec->trust_id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob64(stmt, 2, rec->crl_der, rec->crl_der_len, SQLITE_STATIC);
+		rc = cvdb_bind_blob(stmt, 2, rec->crl_der, rec->crl_der_len);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, rec->issuer);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 4, rec->this_update);
+		rc = cvdb_bind_int64(stmt, 4, rec->this_update);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 5, rec->next_update);
+		rc = cvdb_bind_int64(stmt, 5, rec->next_update);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 6, rec->number);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 7, rec->n_revoked);
+		rc = cvdb_bind_int64(stmt, 7, rec->n_revoked);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 8, rec->sha256);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 9, rec->created_at);
+		rc = cvdb_bind_int64(stmt, 9, rec->created_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
 		r = CV_ERR_NOT_FOUND;
 		goto out;
@@ -173,7 +172,7 @@ int cv_store_crl_put(struct cv_store *store, const struct cv_crl_record *rec,
 	}
 	r = store_audit_append_on(db, audit);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -184,10 +183,10 @@ static int query(struct cv_store *store, const char *sql, const char *text, int 
 		 struct cv_crl_record **ret_recs, size_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(conn->db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(conn->db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK && text != NULL)
 		rc = store_bind_text(stmt, 1, text);
 	if (rc != SQLITE_OK) {
@@ -196,7 +195,7 @@ static int query(struct cv_store *store, const char *sql, const char *text, int 
 	}
 	r = read_all(stmt, with_der, ret_recs, ret_n);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }
@@ -222,7 +221,7 @@ int cv_store_crl_remove(struct cv_store *store, const char *alias,
 			const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -231,7 +230,7 @@ int cv_store_crl_remove(struct cv_store *store, const char *alias,
 			      "DELETE FROM crls WHERE trust_id ="
 			      " (SELECT id FROM truststore WHERE alias = ?1 COLLATE NOCASE)",
 			      "t", alias);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);

@@ -462,27 +462,27 @@ int store_err(int rc)
 }
 
 /* Runs every statement of sql in turn; none may take parameters. */
-static int exec_script(sqlite3 *db, const char *sql)
+static int exec_script(cvdb *db, const char *sql)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	const char *tail = sql;
 	int rc, r;
 
 	while (*tail != '\0') {
-		rc = sqlite3_prepare_v2(db, tail, -1, &stmt, &tail);
+		rc = cvdb_prepare(db, tail, 0, &stmt, &tail);
 		if (rc != SQLITE_OK) {
 			r = store_err(rc);
 			goto out;
 		}
 		if (stmt == NULL) /* only whitespace or a comment was left */
 			break;
-		while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		while ((rc = cvdb_step(stmt)) == SQLITE_ROW)
 			;
 		if (rc != SQLITE_DONE) {
 			r = store_err(rc);
 			goto out;
 		}
-		rc = sqlite3_finalize(stmt);
+		rc = cvdb_finalize(stmt);
 		stmt = NULL;
 		if (rc != SQLITE_OK) {
 			r = store_err(rc);
@@ -491,76 +491,76 @@ static int exec_script(sqlite3 *db, const char *sql)
 	}
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
-int store_exec(sqlite3 *db, const char *sql)
+int store_exec(cvdb *db, const char *sql)
 {
 	return exec_script(db, sql);
 }
 
-int store_finish(sqlite3 *db, int r)
+int store_finish(cvdb *db, int r)
 {
 	if (r == 0)
 		return store_exec(db, "COMMIT");
 	/* ROLLBACK can only fail when there is no transaction left to undo (SQLite already
 	 * rolled back on a fatal error): nothing more to do either way. */
-	if (sqlite3_get_autocommit(db) == 0)
+	if (cvdb_get_autocommit(db) == 0)
 		(void)store_exec(db, "ROLLBACK");
 	return r;
 }
 
 /* Reads the one value a query returns: an integer into *ret_int, or text into ret_text. */
-static int query_one(sqlite3 *db, const char *sql, int64_t *ret_int, char *ret_text,
+static int query_one(cvdb *db, const char *sql, int64_t *ret_int, char *ret_text,
 		     size_t text_len)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	const unsigned char *text;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	rc = sqlite3_step(stmt);
+	rc = cvdb_step(stmt);
 	if (rc != SQLITE_ROW) {
 		r = store_err(rc);
 		goto out;
 	}
 	if (ret_int != NULL)
-		*ret_int = sqlite3_column_int64(stmt, 0);
+		*ret_int = cvdb_column_int64(stmt, 0);
 	if (ret_text != NULL) {
-		text = sqlite3_column_text(stmt, 0);
+		text = cvdb_column_text(stmt, 0);
 		snprintf(ret_text, text_len, "%s", text != NULL ? (const char *)text : "");
 	}
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
 /* Settings that belong to each connection rather than to the file. */
-static int configure(sqlite3 *db, const char *path, struct cv_errmsg *err)
+static int configure(cvdb *db, const char *path, struct cv_errmsg *err)
 {
 	char mode[16];
 	int64_t fk = 0;
 	int rc, r;
 
-	rc = sqlite3_extended_result_codes(db, 1);
+	rc = sqlite3_extended_result_codes(cvdb_sqlite(db), 1);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+		rc = sqlite3_busy_timeout(cvdb_sqlite(db), BUSY_TIMEOUT_MS);
 	if (rc != SQLITE_OK)
 		return cv_errmsg_set(err, store_err(rc), "database %s: %s", path,
-				     sqlite3_errmsg(db));
+				     cvdb_errmsg(db));
 	/* WAL lets readers on the other pooled connections go on while one connection writes.
 	 * SQLite answers with the mode it ended up in, which is not WAL on a filesystem that
 	 * cannot share memory, for one. */
 	r = query_one(db, "PRAGMA journal_mode=WAL", NULL, mode, sizeof(mode));
 	if (r < 0)
 		return cv_errmsg_set(err, r, "database %s: cannot set WAL mode: %s", path,
-				     sqlite3_errmsg(db));
+				     cvdb_errmsg(db));
 	if (strcmp(mode, "wal") != 0)
 		return cv_errmsg_set(err, CV_ERR_DB,
 				     "database %s: journal mode is %s, WAL is required", path, mode);
@@ -574,7 +574,7 @@ static int configure(sqlite3 *db, const char *path, struct cv_errmsg *err)
 	if (r == 0)
 		r = query_one(db, "PRAGMA foreign_keys", &fk, NULL, 0);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+		return cv_errmsg_set(err, r, "database %s: %s", path, cvdb_errmsg(db));
 	/* Deleting a certificate relies on the cascade to its domains. */
 	if (fk != 1)
 		return cv_errmsg_set(err, CV_ERR_DB,
@@ -585,7 +585,7 @@ static int configure(sqlite3 *db, const char *path, struct cv_errmsg *err)
 /* When a migration failed: the names that differ only in case, which the step making names
  * unique ignoring case cannot take, as "certificate www / WWW; ..." into buf ("" for none).
  * The operator has to choose which one keeps its name, so certvault does not. */
-static void name_clashes(sqlite3 *db, char *buf, size_t size)
+static void name_clashes(cvdb *db, char *buf, size_t size)
 {
 	static const char sql[] =
 		"SELECT 'certificate', group_concat(name, ' / ') FROM certificates"
@@ -594,30 +594,30 @@ static void name_clashes(sqlite3 *db, char *buf, size_t size)
 		" WHERE revoked_at = 0 GROUP BY name COLLATE NOCASE HAVING count(*) > 1"
 		" UNION ALL SELECT 'truststore alias', group_concat(alias, ' / ') FROM truststore"
 		" GROUP BY alias COLLATE NOCASE HAVING count(*) > 1";
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t used = 0;
 	int n;
 
 	buf[0] = '\0';
-	if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+	if (cvdb_prepare(db, sql, 0, &stmt, NULL) != SQLITE_OK)
 		goto out;
-	while (sqlite3_step(stmt) == SQLITE_ROW && used + 1 < size) {
+	while (cvdb_step(stmt) == SQLITE_ROW && used + 1 < size) {
 		n = snprintf(buf + used, size - used, "%s%s %s", used > 0 ? "; " : "",
-			     (const char *)sqlite3_column_text(stmt, 0),
-			     (const char *)sqlite3_column_text(stmt, 1));
+			     (const char *)cvdb_column_text(stmt, 0),
+			     (const char *)cvdb_column_text(stmt, 1));
 		if (n < 0)
 			break;
 		used += (size_t)n < size - used ? (size_t)n : size - used - 1;
 	}
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 }
 
 /* Whether the database is one that development builds of 2026-12-06 wrote: the names step
  * (now 10 -> 11) was then numbered 7, 8, 9 or 10, so such a database says a version below 11
  * yet holds that step's index and lacks steps this build would skip. Migrating it would
  * apply the wrong steps: it is refused instead. 1 yes, 0 no, or CV_ERR_DB. */
-static int dev_build_schema(sqlite3 *db, int64_t version)
+static int dev_build_schema(cvdb *db, int64_t version)
 {
 	int64_t n = 0;
 	int r;
@@ -631,7 +631,7 @@ static int dev_build_schema(sqlite3 *db, int64_t version)
 
 /* Brings the schema to SCHEMA_VERSION, one step per transaction with its version bump, so
  * that a crash mid-way leaves the database at a version that exists. */
-static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
+static int migrate(cvdb *db, const char *path, struct cv_errmsg *err)
 {
 	char bump[64], clashes[160];
 	int64_t version;
@@ -640,11 +640,11 @@ static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 	for (;;) {
 		r = store_exec(db, "BEGIN IMMEDIATE");
 		if (r < 0)
-			return cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+			return cv_errmsg_set(err, r, "database %s: %s", path, cvdb_errmsg(db));
 		/* Read under the write lock: another process may have migrated meanwhile. */
 		r = query_one(db, "PRAGMA user_version", &version, NULL, 0);
 		if (r < 0) {
-			cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+			cv_errmsg_set(err, r, "database %s: %s", path, cvdb_errmsg(db));
 			return store_finish(db, r);
 		}
 		if (version > SCHEMA_VERSION) {
@@ -672,7 +672,7 @@ static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 						  "changes nothing; back it up and move its data with "
 						  "the build that made it", path, (long long)version);
 			else
-				cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+				cv_errmsg_set(err, r, "database %s: %s", path, cvdb_errmsg(db));
 			return store_finish(db, r);
 		}
 		r = exec_script(db, migrations[version]);
@@ -683,7 +683,7 @@ static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 		}
 		if (r < 0) {
 			cv_errmsg_set(err, r, "database %s: migration to schema version %d failed: %s",
-				      path, (int)version + 1, sqlite3_errmsg(db));
+				      path, (int)version + 1, cvdb_errmsg(db));
 			r = store_finish(db, r);
 			name_clashes(db, clashes, sizeof(clashes));
 			if (clashes[0] != '\0')
@@ -695,11 +695,11 @@ static int migrate(sqlite3 *db, const char *path, struct cv_errmsg *err)
 		}
 		r = store_finish(db, 0);
 		if (r < 0)
-			return cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+			return cv_errmsg_set(err, r, "database %s: %s", path, cvdb_errmsg(db));
 	}
 	r = store_finish(db, 0);
 	if (r < 0)
-		return cv_errmsg_set(err, r, "database %s: %s", path, sqlite3_errmsg(db));
+		return cv_errmsg_set(err, r, "database %s: %s", path, cvdb_errmsg(db));
 	return 0;
 }
 
@@ -779,7 +779,7 @@ static int wal_sync_fault(void)
 
 /* fdatasync of the WAL through db's own handle on it (SQLite's VFS, so that its first sync
  * after creating the file also syncs the directory). Returns a SQLite result code. */
-static int wal_file_sync(sqlite3 *db)
+static int wal_file_sync(cvdb *db)
 {
 	sqlite3_file *f = NULL;
 	int rc;
@@ -787,7 +787,7 @@ static int wal_file_sync(sqlite3 *db)
 	if (wal_sync_fault())
 		return SQLITE_IOERR_FSYNC;
 	/* In WAL mode the journal pointer is the WAL file. */
-	rc = sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f);
+	rc = sqlite3_file_control(cvdb_sqlite(db), "main", SQLITE_FCNTL_JOURNAL_POINTER, &f);
 	if (rc != SQLITE_OK)
 		return rc;
 	if (f == NULL || f->pMethods == NULL)
@@ -805,11 +805,11 @@ static int wal_file_sync(sqlite3 *db)
  * nobody is left to return an error to. */
 static void wal_sync_failed(struct store_conn *conn, int rc)
 {
-	const char *path = sqlite3_db_filename(conn->db, "main");
+	const char *path = sqlite3_db_filename(cvdb_sqlite(conn->db), "main");
 
 	fprintf(stderr, "certvaultd: database %s: the fdatasync of its WAL failed (%s): stopping"
 		" without answering the writes in flight; the next start recovers as after a"
-		" crash\n", path != NULL ? path : "?", sqlite3_errstr(rc));
+		" crash\n", path != NULL ? path : "?", cvdb_errstr(rc));
 	fflush(stderr);
 	_exit(EXIT_FAILURE);
 }
@@ -957,7 +957,7 @@ static int checkpointer_start(struct cv_store *store, const char *path, struct c
 	if (rc != SQLITE_OK)
 		return cv_errmsg_set(err, store_err(rc), "database %s: %s", path,
 				     store->ckpt_db != NULL ? sqlite3_errmsg(store->ckpt_db) :
-				     sqlite3_errstr(rc));
+				     cvdb_errstr(rc));
 	if (pthread_create(&store->ckpt_thread, NULL, checkpointer_main, store) != 0)
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot start the checkpoint thread");
 	store->ckpt_started = 1;
@@ -993,27 +993,26 @@ void cv_store_sync_stats(struct cv_store *store, struct cv_store_sync_stats *ret
 
 static int open_conn(const char *path, struct store_conn *conn, struct cv_errmsg *err)
 {
-	sqlite3 *db = NULL;
+	cvdb *db = NULL;
 	int rc, r;
 
-	rc = sqlite3_open_v2(path, &db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-			     NULL);
+	rc = cvdb_open_sqlite(path,
+			      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, &db);
 	if (rc != SQLITE_OK) {
 		r = cv_errmsg_set(err, store_err(rc), "database %s: %s", path,
-				  db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+				  db != NULL ? cvdb_errmsg(db) : cvdb_errstr(rc));
 		goto out;
 	}
 	r = configure(db, path, err);
 	if (r < 0)
 		goto out;
-	sqlite3_update_hook(db, on_update, conn);
-	sqlite3_wal_hook(db, on_wal_commit, conn);
+	sqlite3_update_hook(cvdb_sqlite(db), on_update, conn);
+	sqlite3_wal_hook(cvdb_sqlite(db), on_wal_commit, conn);
 	conn->db = db;
 	db = NULL;
 	r = 0;
 out:
-	sqlite3_close_v2(db);
+	cvdb_close(db);
 	return r;
 }
 
@@ -1100,7 +1099,7 @@ int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errms
 	r = store_dn_refresh(store->conns[0].db);
 	if (r < 0) {
 		cv_errmsg_set(err, r, "database %s: rewriting stored distinguished names failed: %s",
-			      path, sqlite3_errmsg(store->conns[0].db));
+			      path, cvdb_errmsg(store->conns[0].db));
 		goto out;
 	}
 	/* What migrating wrote is on disk before anything runs on it. */
@@ -1128,10 +1127,10 @@ static void conn_close(struct store_conn *conn)
 	unsigned i;
 
 	for (i = 0; i < STORE_STMT_CACHE; i++) {
-		sqlite3_finalize(conn->stmts[i].stmt);
+		cvdb_finalize(conn->stmts[i].stmt);
 		conn->stmts[i].stmt = NULL;
 	}
-	sqlite3_close_v2(conn->db);
+	cvdb_close(conn->db);
 	conn->db = NULL;
 }
 
@@ -1181,9 +1180,9 @@ static void reset_used(struct store_conn *conn, int clear)
 		c = &conn->stmts[i];
 		if (c->stmt == NULL || c->last_borrow != conn->borrows)
 			continue;
-		(void)sqlite3_reset(c->stmt);
+		(void)cvdb_reset(c->stmt);
 		if (clear)
-			(void)sqlite3_clear_bindings(c->stmt);
+			(void)cvdb_clear_bindings(c->stmt);
 	}
 }
 
@@ -1220,11 +1219,11 @@ static uint64_t sql_hash(const char *sql)
 	return h;
 }
 
-int store_prepare(struct store_conn *conn, const char *sql, sqlite3_stmt **ret_stmt)
+int store_prepare(struct store_conn *conn, const char *sql, cvdb_stmt **ret_stmt)
 {
 	struct store_cached_stmt *c, *victim = NULL;
 	uint64_t h = sql_hash(sql);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	unsigned i;
 	int rc;
 
@@ -1235,9 +1234,9 @@ int store_prepare(struct store_conn *conn, const char *sql, sqlite3_stmt **ret_s
 				victim = c;
 			continue;
 		}
-		if (c->hash == h && strcmp(sqlite3_sql(c->stmt), sql) == 0) {
-			(void)sqlite3_reset(c->stmt);
-			(void)sqlite3_clear_bindings(c->stmt);
+		if (c->hash == h && strcmp(cvdb_sql(c->stmt), sql) == 0) {
+			(void)cvdb_reset(c->stmt);
+			(void)cvdb_clear_bindings(c->stmt);
 			c->last_borrow = conn->borrows;
 			*ret_stmt = c->stmt;
 			return 0;
@@ -1250,12 +1249,12 @@ int store_prepare(struct store_conn *conn, const char *sql, sqlite3_stmt **ret_s
 	}
 	if (victim == NULL)
 		return CV_ERR_INTERNAL; /* one borrow asked for more statements than are kept */
-	rc = sqlite3_prepare_v3(conn->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+	rc = cvdb_prepare(conn->db, sql, 1, &stmt, NULL);
 	if (rc != SQLITE_OK) {
-		sqlite3_finalize(stmt);
+		cvdb_finalize(stmt);
 		return store_err(rc);
 	}
-	sqlite3_finalize(victim->stmt);
+	cvdb_finalize(victim->stmt);
 	victim->stmt = stmt;
 	victim->hash = h;
 	victim->last_borrow = conn->borrows;
@@ -1266,14 +1265,14 @@ int store_prepare(struct store_conn *conn, const char *sql, sqlite3_stmt **ret_s
 /* Runs a cached statement without parameters or rows. */
 static int exec_cached(struct store_conn *conn, const char *sql)
 {
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc, r;
 
 	r = store_prepare(conn, sql, &stmt);
 	if (r < 0)
 		return r;
-	rc = sqlite3_step(stmt);
-	(void)sqlite3_reset(stmt);
+	rc = cvdb_step(stmt);
+	(void)cvdb_reset(stmt);
 	return rc == SQLITE_DONE ? 0 : store_err(rc);
 }
 
@@ -1286,7 +1285,7 @@ int store_read_end(struct store_conn *conn, int r)
 {
 	int r2;
 
-	if (sqlite3_get_autocommit(conn->db) != 0)
+	if (cvdb_get_autocommit(conn->db) != 0)
 		return r; /* SQLite already ended it (a fatal error), or it never began */
 	/* Statements still on a row would hold the snapshot past the end. A read transaction
 	 * changed nothing: COMMIT and ROLLBACK both just end it. */
@@ -1308,7 +1307,7 @@ uint64_t cv_store_certs_generation(struct cv_store *store)
 int cv_store_ping(struct cv_store *store)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int64_t one = 0;
 	int r;
 

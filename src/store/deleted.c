@@ -27,7 +27,7 @@ int cv_store_cert_delete_soft(struct cv_store *store, int64_t id, enum cv_jwk_ac
 			      const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	/* IMMEDIATE: no service can start using it between the check and the change, and once
@@ -61,7 +61,7 @@ int cv_store_cert_delete_soft(struct cv_store *store, int64_t id, enum cv_jwk_ac
 			      " deleted_at = ?2, purge_after = ?3, deleted_by = ?4"
 			      " WHERE id = ?1 AND state = 1",
 			      "iiit", id, now, purge_after, audit != NULL ? audit->actor_name : "");
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
@@ -72,16 +72,16 @@ out:
 }
 
 /* Reads the deletion fields (columns from col on) into rec. */
-static int read_deletion(sqlite3_stmt *stmt, int col, struct cv_cert_record *rec)
+static int read_deletion(cvdb_stmt *stmt, int col, struct cv_cert_record *rec)
 {
-	rec->deleted_at = sqlite3_column_int64(stmt, col);
-	rec->purge_after = sqlite3_column_int64(stmt, col + 1);
+	rec->deleted_at = cvdb_column_int64(stmt, col);
+	rec->purge_after = cvdb_column_int64(stmt, col + 1);
 	return store_copy_text(stmt, col + 2, rec->deleted_by, sizeof(rec->deleted_by));
 }
 
 /* Fills rec's domains, tags and the kids its delete took off it; with stmts prepared from
  * the three SQL texts, reset after each use. */
-static int load_deleted_extras(sqlite3_stmt *doms, sqlite3_stmt *tags, sqlite3_stmt *kids,
+static int load_deleted_extras(cvdb_stmt *doms, cvdb_stmt *tags, cvdb_stmt *kids,
 			       struct cv_cert_record *rec)
 {
 	int r;
@@ -94,16 +94,16 @@ static int load_deleted_extras(sqlite3_stmt *doms, sqlite3_stmt *tags, sqlite3_s
 	return r;
 }
 
-static int prepare_extras(sqlite3 *db, sqlite3_stmt **doms, sqlite3_stmt **tags,
-			  sqlite3_stmt **kids)
+static int prepare_extras(cvdb *db, cvdb_stmt **doms, cvdb_stmt **tags,
+			  cvdb_stmt **kids)
 {
 	int rc;
 
-	rc = sqlite3_prepare_v2(db, STORE_CERT_DOMAINS_SQL, -1, doms, NULL);
+	rc = cvdb_prepare(db, STORE_CERT_DOMAINS_SQL, 0, doms, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, TAGS_SQL, -1, tags, NULL);
+		rc = cvdb_prepare(db, TAGS_SQL, 0, tags, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, KIDS_SQL, -1, kids, NULL);
+		rc = cvdb_prepare(db, KIDS_SQL, 0, kids, NULL);
 	return rc == SQLITE_OK ? 0 : store_err(rc);
 }
 
@@ -112,16 +112,15 @@ int cv_store_deleted_get(struct cv_store *store, const char *name,
 {
 	struct store_conn *conn = store_borrow(store);
 	struct cv_cert_record *rec = NULL;
-	sqlite3_stmt *stmt = NULL, *doms = NULL, *tags = NULL, *kids = NULL;
+	cvdb_stmt *stmt = NULL, *doms = NULL, *tags = NULL, *kids = NULL;
 	int rc, r;
 
 	r = store_read_begin(conn);
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(conn->db,
+	rc = cvdb_prepare(conn->db,
 				"SELECT " DELETED_COLS " FROM certificates WHERE name = ?1"
-				" COLLATE NOCASE AND state = 2 AND held = 1",
-				-1, &stmt, NULL);
+				" COLLATE NOCASE AND state = 2 AND held = 1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
 	if (rc != SQLITE_OK) {
@@ -141,10 +140,10 @@ int cv_store_deleted_get(struct cv_store *store, const char *name,
 		r = store_cert_environments_on(conn->db, rec->id, &rec->environments,
 					       &rec->n_environments);
 out:
-	sqlite3_finalize(stmt);
-	sqlite3_finalize(doms);
-	sqlite3_finalize(tags);
-	sqlite3_finalize(kids);
+	cvdb_finalize(stmt);
+	cvdb_finalize(doms);
+	cvdb_finalize(tags);
+	cvdb_finalize(kids);
 	r = store_read_end(conn, r);
 	store_return(store, conn);
 	if (r == 0) {
@@ -161,7 +160,7 @@ int cv_store_deleted_list(struct cv_store *store, const char *after, unsigned li
 	struct store_conn *conn;
 	struct cv_cert_page *page;
 	struct cv_cert_record **grown;
-	sqlite3_stmt *stmt = NULL, *doms = NULL, *tags = NULL, *kids = NULL;
+	cvdb_stmt *stmt = NULL, *doms = NULL, *tags = NULL, *kids = NULL;
 	size_t cap = 0;
 	int rc, r;
 
@@ -176,20 +175,19 @@ int cv_store_deleted_list(struct cv_store *store, const char *after, unsigned li
 		goto out;
 	/* Keyset paging on the name (unique): a page costs the same at any depth. One row more
 	 * than asked says whether a next page exists. */
-	rc = sqlite3_prepare_v2(conn->db,
+	rc = cvdb_prepare(conn->db,
 				"SELECT " DELETED_LIST_COLS " FROM certificates"
-				" WHERE state = 2 AND held = 1 AND name > ?1 ORDER BY name LIMIT ?2",
-				-1, &stmt, NULL);
+				" WHERE state = 2 AND held = 1 AND name > ?1 ORDER BY name LIMIT ?2", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, after != NULL ? after : "");
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, (int64_t)limit + 1);
+		rc = cvdb_bind_int64(stmt, 2, (int64_t)limit + 1);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
 	r = prepare_extras(conn->db, &doms, &tags, &kids);
-	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while (r == 0 && (rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		if (page->n == limit) {
 			page->has_more = 1;
 			break;
@@ -211,10 +209,10 @@ int cv_store_deleted_list(struct cv_store *store, const char *after, unsigned li
 	if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
 		r = store_err(rc);
 out:
-	sqlite3_finalize(stmt);
-	sqlite3_finalize(doms);
-	sqlite3_finalize(tags);
-	sqlite3_finalize(kids);
+	cvdb_finalize(stmt);
+	cvdb_finalize(doms);
+	cvdb_finalize(tags);
+	cvdb_finalize(kids);
 	r = store_read_end(conn, r);
 	store_return(store, conn);
 	if (r < 0) {
@@ -229,41 +227,39 @@ int cv_store_deleted_due(struct cv_store *store, int64_t now, size_t max, char *
 			 size_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	/* certificates_held_purge: the due rows are one range of the partial index. ?1 is
 	 * bound by store_load_strings, the id it reads for: here the clock. */
-	rc = sqlite3_prepare_v2(conn->db,
+	rc = cvdb_prepare(conn->db,
 				"SELECT name FROM certificates WHERE held = 1 AND purge_after <= ?1"
-				" ORDER BY purge_after, id LIMIT ?2",
-				-1, &stmt, NULL);
+				" ORDER BY purge_after, id LIMIT ?2", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, (int64_t)max);
+		rc = cvdb_bind_int64(stmt, 2, (int64_t)max);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
 	r = store_load_strings(stmt, now, ret, ret_n);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }
 
 /* Puts back one JWK the delete took off certificate id, as kept in j (its JSON object):
  * *ret_relink says what became of it. */
-static int relink_one(sqlite3 *db, int64_t id, const char *j, struct cv_jwk_relink *ret_relink)
+static int relink_one(cvdb *db, int64_t id, const char *j, struct cv_jwk_relink *ret_relink)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	const char *action;
 	int rc, r;
 
 	/* The kid and the action first: the JSON is ours, but a row edited by hand must not
 	 * overflow the record. */
-	rc = sqlite3_prepare_v2(db, "SELECT json_extract(?1, '$.kid'),"
-				" json_extract(?1, '$.action')",
-				-1, &stmt, NULL);
+	rc = cvdb_prepare(db, "SELECT json_extract(?1, '$.kid'),"
+				" json_extract(?1, '$.action')", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, j);
 	if (rc != SQLITE_OK) {
@@ -271,14 +267,14 @@ static int relink_one(sqlite3 *db, int64_t id, const char *j, struct cv_jwk_reli
 		goto out;
 	}
 	r = store_step_one(stmt);
-	if (r == 0 && (sqlite3_column_type(stmt, 0) != SQLITE_TEXT ||
-		       sqlite3_column_type(stmt, 1) != SQLITE_TEXT))
+	if (r == 0 && (cvdb_column_type(stmt, 0) != SQLITE_TEXT ||
+		       cvdb_column_type(stmt, 1) != SQLITE_TEXT))
 		r = CV_ERR_DB;
 	if (r == 0)
 		r = store_copy_text(stmt, 0, ret_relink->kid, sizeof(ret_relink->kid));
 	if (r < 0)
 		goto out;
-	action = (const char *)sqlite3_column_text(stmt, 1);
+	action = (const char *)cvdb_column_text(stmt, 1);
 	ret_relink->relinked = 0;
 	if (strcmp(action, "delete") == 0) {
 		/* Deleted with the certificate: back as it was, unless its kid (the key's
@@ -295,7 +291,7 @@ static int relink_one(sqlite3 *db, int64_t id, const char *j, struct cv_jwk_reli
 			      " json_extract(?2, '$.superseded_at'),"
 			      " json_extract(?2, '$.created_at'), json_extract(?2, '$.updated_at')",
 			      "it", id, j);
-		if (r == 0 && sqlite3_changes(db) == 1)
+		if (r == 0 && cvdb_changes(db) == 1)
 			ret_relink->relinked = 1;
 		else if (r == 0)
 			ret_relink->reason = "a JWK with this kid was made again meanwhile (from "
@@ -305,14 +301,14 @@ static int relink_one(sqlite3 *db, int64_t id, const char *j, struct cv_jwk_reli
 		 * unlinked. */
 		r = store_run(db, "UPDATE jwks SET cert_id = ?1 WHERE kid = ?2 AND cert_id IS NULL",
 			      "it", id, ret_relink->kid);
-		if (r == 0 && sqlite3_changes(db) == 1)
+		if (r == 0 && cvdb_changes(db) == 1)
 			ret_relink->relinked = 1;
 		else if (r == 0)
 			ret_relink->reason = "it was deleted or linked to another certificate "
 					     "meanwhile";
 	}
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -321,22 +317,21 @@ int cv_store_cert_recover(struct cv_store *store, int64_t id, struct cv_jwk_reli
 			  cv_store_recover_describe_fn *describe, void *describe_arg)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_audit_entry *described = NULL;
 	struct cv_jwk_relink *jwks = NULL, *grown;
 	char **kept = NULL;
 	size_t n_kept = 0, n = 0, cap = 0, i;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT j.value FROM certificates c,"
 				" json_each(nullif(c.deleted_jwks, '')) j"
-				" WHERE c.id = ?1 AND c.state = 2 AND c.held = 1",
-				-1, &stmt, NULL);
+				" WHERE c.id = ?1 AND c.state = 2 AND c.held = 1", 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -349,7 +344,7 @@ int cv_store_cert_recover(struct cv_store *store, int64_t id, struct cv_jwk_reli
 		      " deleted_by = '', deleted_jwks = '', jwks_on_delete = 0"
 		      " WHERE id = ?1 AND state = 2 AND held = 1",
 		      "i", id);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	for (i = 0; r == 0 && i < n_kept; i++) {
 		grown = store_grow(jwks, &cap, n, sizeof(*jwks));
@@ -377,7 +372,7 @@ int cv_store_cert_recover(struct cv_store *store, int64_t id, struct cv_jwk_reli
 		r = store_audit_append_on(db, audit);
 out:
 	free(described);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_strings_free(kept, n_kept);
 	r = store_finish(db, r);
 	store_return(store, conn);
@@ -394,14 +389,14 @@ int cv_store_cert_purge_mark(struct cv_store *store, int64_t id,
 			     const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r == 0)
 		r = store_run(db, "UPDATE certificates SET held = 0 WHERE id = ?1 AND state = 2"
 			      " AND held = 1", "i", id);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
@@ -415,12 +410,12 @@ int cv_store_cert_purge_mark(struct cv_store *store, int64_t id,
 int cv_store_cert_purge_unmark(struct cv_store *store, int64_t id)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_run(db, "UPDATE certificates SET held = 1 WHERE id = ?1 AND state = 2"
 		      " AND held = 0", "i", id);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	store_return(store, conn);
 	return r;

@@ -50,7 +50,7 @@ out:
 	return r;
 }
 
-int store_dn_refresh(sqlite3 *db)
+int store_dn_refresh(cvdb *db)
 {
 	static const char *const select[] = {
 		[DN_CERTIFICATES] = "SELECT cert_der FROM certificates WHERE id = ?1",
@@ -65,7 +65,7 @@ int store_dn_refresh(sqlite3 *db)
 		[DN_TRUSTSTORE] = "UPDATE truststore SET subject = ?1, issuer = ?2 WHERE id = ?3",
 	};
 	char subject[512], issuer[512];
-	sqlite3_stmt *list = NULL, *read = NULL;
+	cvdb_stmt *list = NULL, *read = NULL;
 	int64_t pending = 0;
 	int rc, r, tbl;
 
@@ -73,43 +73,43 @@ int store_dn_refresh(sqlite3 *db)
 	if (r < 0)
 		return r;
 	/* Another process may have done it meanwhile: the list is read under the lock. */
-	rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
-				" AND name = 'dn_refresh'", -1, &list, NULL);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(list)) == SQLITE_ROW)
-		pending = sqlite3_column_int64(list, 0);
+	rc = cvdb_prepare(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+				" AND name = 'dn_refresh'", 0, &list, NULL);
+	if (rc == SQLITE_OK && (rc = cvdb_step(list)) == SQLITE_ROW)
+		pending = cvdb_column_int64(list, 0);
 	if (rc != SQLITE_ROW) {
 		r = store_err(rc);
 		goto out;
 	}
-	sqlite3_finalize(list);
+	cvdb_finalize(list);
 	list = NULL;
 	if (pending == 0) {
 		r = 0;
 		goto out;
 	}
-	rc = sqlite3_prepare_v2(db, "SELECT tbl, id FROM dn_refresh", -1, &list, NULL);
+	rc = cvdb_prepare(db, "SELECT tbl, id FROM dn_refresh", 0, &list, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(list)) == SQLITE_ROW) {
-		int64_t id = sqlite3_column_int64(list, 1);
+	while ((rc = cvdb_step(list)) == SQLITE_ROW) {
+		int64_t id = cvdb_column_int64(list, 1);
 
-		tbl = sqlite3_column_int(list, 0);
+		tbl = cvdb_column_int(list, 0);
 		if (tbl < DN_CERTIFICATES || tbl > DN_CRLS)
 			continue;
-		rc = sqlite3_prepare_v2(db, select[tbl], -1, &read, NULL);
+		rc = cvdb_prepare(db, select[tbl], 0, &read, NULL);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(read, 1, id);
+			rc = cvdb_bind_int64(read, 1, id);
 		if (rc != SQLITE_OK) {
 			r = store_err(rc);
 			goto out;
 		}
-		rc = sqlite3_step(read);
+		rc = cvdb_step(read);
 		subject[0] = issuer[0] = '\0';
 		if (rc == SQLITE_ROW &&
-		    dn_of(tbl, (const char *)sqlite3_column_blob(read, 0),
-			  sqlite3_column_bytes(read, 0), subject,
+		    dn_of(tbl, (const char *)cvdb_column_blob(read, 0),
+			  cvdb_column_bytes(read, 0), subject,
 			  sizeof(subject), issuer, sizeof(issuer)) == 0) {
 			if (tbl == DN_CRLS)
 				r = store_run(db, "UPDATE crls SET issuer = ?1 WHERE id = ?2", "ti",
@@ -122,18 +122,18 @@ int store_dn_refresh(sqlite3 *db)
 			r = store_err(rc);
 			goto out;
 		}
-		sqlite3_finalize(read);
+		cvdb_finalize(read);
 		read = NULL;
 	}
 	if (rc != SQLITE_DONE) {
 		r = store_err(rc);
 		goto out;
 	}
-	sqlite3_finalize(list);
+	cvdb_finalize(list);
 	list = NULL;
 	r = store_exec(db, "DROP TABLE dn_refresh");
 out:
-	sqlite3_finalize(read);
-	sqlite3_finalize(list);
+	cvdb_finalize(read);
+	cvdb_finalize(list);
 	return store_finish(db, r);
 }

@@ -37,31 +37,31 @@ void cv_store_environments_free(struct cv_environment_record *recs, size_t n)
 	free(recs);
 }
 
-static int read_environment(sqlite3_stmt *stmt, struct cv_environment_record *rec)
+static int read_environment(cvdb_stmt *stmt, struct cv_environment_record *rec)
 {
 	int r;
 
 	memset(rec, 0, sizeof(*rec));
-	rec->id = sqlite3_column_int64(stmt, 0);
+	rec->id = cvdb_column_int64(stmt, 0);
 	r = store_copy_text(stmt, 1, rec->name, sizeof(rec->name));
 	if (r == 0)
 		r = store_dup_text(stmt, 2, &rec->display_name);
 	if (r == 0)
 		r = store_dup_text(stmt, 3, &rec->description);
-	rec->created_at = sqlite3_column_int64(stmt, 4);
-	rec->updated_at = sqlite3_column_int64(stmt, 5);
-	rec->n_services = sqlite3_column_int64(stmt, 6);
-	rec->n_certificates = sqlite3_column_int64(stmt, 7);
+	rec->created_at = cvdb_column_int64(stmt, 4);
+	rec->updated_at = cvdb_column_int64(stmt, 5);
+	rec->n_services = cvdb_column_int64(stmt, 6);
+	rec->n_certificates = cvdb_column_int64(stmt, 7);
 	return r;
 }
 
-int store_environment_resolve_on(sqlite3 *db, const char *name, char ret_name[65],
+int store_environment_resolve_on(cvdb *db, const char *name, char ret_name[65],
 				 int64_t *ret_id)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT id, name FROM environments WHERE name = ?1", -1,
+	rc = cvdb_prepare(db, "SELECT id, name FROM environments WHERE name = ?1", 0,
 				&stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -75,14 +75,14 @@ int store_environment_resolve_on(sqlite3 *db, const char *name, char ret_name[65
 	if (r < 0)
 		goto out;
 	if (ret_id != NULL)
-		*ret_id = sqlite3_column_int64(stmt, 0);
+		*ret_id = cvdb_column_int64(stmt, 0);
 	r = ret_name != NULL ? store_copy_text(stmt, 1, ret_name, 65) : 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
-int store_cert_environments_set_on(sqlite3 *db, int64_t cert_id, char *const *names, size_t n,
+int store_cert_environments_set_on(cvdb *db, int64_t cert_id, char *const *names, size_t n,
 				   struct cv_conflict *c)
 {
 	size_t i;
@@ -105,36 +105,34 @@ int store_cert_environments_set_on(sqlite3 *db, int64_t cert_id, char *const *na
 	return r;
 }
 
-int store_cert_environments_on(sqlite3 *db, int64_t cert_id, char ***ret, size_t *ret_n)
+int store_cert_environments_on(cvdb *db, int64_t cert_id, char ***ret, size_t *ret_n)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT e.name FROM certificate_environments ce"
 				" JOIN environments e ON e.id = ce.env_id WHERE ce.cert_id = ?1"
-				" ORDER BY e.name",
-				-1, &stmt, NULL);
+				" ORDER BY e.name", 0, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		return store_err(rc);
 	r = store_load_strings(stmt, cert_id, ret, ret_n);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
-int store_cert_allows_environment_on(sqlite3 *db, int64_t cert_id, const char *environment)
+int store_cert_allows_environment_on(cvdb *db, int64_t cert_id, const char *environment)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	/* e.name is NOCASE: the service's environment matches ignoring case. */
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT count(*), count(*) FILTER (WHERE e.name = ?2)"
 				" FROM certificate_environments ce JOIN environments e"
-				" ON e.id = ce.env_id WHERE ce.cert_id = ?1",
-				-1, &stmt, NULL);
+				" ON e.id = ce.env_id WHERE ce.cert_id = ?1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, cert_id);
+		rc = cvdb_bind_int64(stmt, 1, cert_id);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 2, environment);
 	if (rc != SQLITE_OK) {
@@ -145,11 +143,11 @@ int store_cert_allows_environment_on(sqlite3 *db, int64_t cert_id, const char *e
 	if (r < 0)
 		goto out;
 	/* None named: the certificate is for any environment. */
-	r = sqlite3_column_int64(stmt, 0) == 0 || sqlite3_column_int64(stmt, 1) > 0
+	r = cvdb_column_int64(stmt, 0) == 0 || cvdb_column_int64(stmt, 1) > 0
 		    ? 0
 		    : CV_ERR_ENVIRONMENT_NOT_ALLOWED;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -159,7 +157,7 @@ int cv_store_environment_put(struct cv_store *store, const char *name,
 			     const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	char stored[65];
 	int r, created = 0;
 
@@ -198,7 +196,7 @@ int cv_store_environment_get(struct cv_store *store, const char *name,
 {
 	struct store_conn *conn = store_borrow(store);
 	struct cv_environment_record *rec = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	rec = calloc(1, sizeof(*rec));
@@ -206,7 +204,7 @@ int cv_store_environment_get(struct cv_store *store, const char *name,
 		r = CV_ERR_NOMEM;
 		goto out;
 	}
-	rc = sqlite3_prepare_v2(conn->db, ENV_SELECT " WHERE e.name = ?1", -1, &stmt, NULL);
+	rc = cvdb_prepare(conn->db, ENV_SELECT " WHERE e.name = ?1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
 	if (rc != SQLITE_OK) {
@@ -221,7 +219,7 @@ int cv_store_environment_get(struct cv_store *store, const char *name,
 		rec = NULL;
 	}
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	cv_store_environment_free(rec);
 	return r;
@@ -239,7 +237,7 @@ int cv_store_environment_list_scoped(struct cv_store *store, const char *after,
 {
 	struct store_conn *conn;
 	struct cv_environment_record *recs = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	char sql[1536], where[1024];
 	size_t n = 0;
 	int rc, r;
@@ -258,19 +256,19 @@ int cv_store_environment_list_scoped(struct cv_store *store, const char *after,
 	if (recs == NULL)
 		return CV_ERR_NOMEM;
 	conn = store_borrow(store);
-	rc = sqlite3_prepare_v2(conn->db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(conn->db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = store_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":after"),
+		rc = store_bind_text(stmt, cvdb_bind_parameter_index(stmt, ":after"),
 				     after != NULL ? after : "");
 	if (rc == SQLITE_OK)
 		rc = store_scope_bind(stmt, scope);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":limit"), limit);
+		rc = cvdb_bind_int64(stmt, cvdb_bind_parameter_index(stmt, ":limit"), limit);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		r = read_environment(stmt, &recs[n]);
 		n++;
 		if (r < 0)
@@ -278,7 +276,7 @@ int cv_store_environment_list_scoped(struct cv_store *store, const char *after,
 	}
 	r = rc == SQLITE_DONE ? 0 : store_err(rc);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	if (r == 0) {
 		*ret_recs = recs;
@@ -290,19 +288,19 @@ out:
 }
 
 /* Names the first few users of an environment into c->detail, after a label. */
-static int list_users(sqlite3 *db, const char *sql, int64_t id, const char *label,
+static int list_users(cvdb *db, const char *sql, int64_t id, const char *label,
 		      struct cv_conflict *c, int *ret_any)
 {
 	char **names = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t n = 0, i;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		return store_err(rc);
 	r = store_load_strings(stmt, id, &names, &n);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	if (r < 0)
 		return r;
 	if (n > 0 && c != NULL) {
@@ -323,7 +321,7 @@ int cv_store_environment_remove(struct cv_store *store, const char *name,
 				struct cv_conflict *conflict, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int64_t id = 0;
 	int r, used = 0;
 

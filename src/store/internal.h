@@ -6,7 +6,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
+#include "sqldb.h"
 
 #include "certvault/store.h"
 
@@ -19,7 +19,7 @@
 #define STORE_STMT_CACHE 32
 
 struct store_cached_stmt {
-	sqlite3_stmt *stmt;        /* NULL: a free slot */
+	cvdb_stmt *stmt;        /* NULL: a free slot */
 	uint64_t hash;             /* of its SQL text */
 	uint64_t last_borrow;      /* the borrow of its connection that last used it */
 };
@@ -28,7 +28,7 @@ struct store_cached_stmt {
  * of a small read (parsing and planning the SQL), and a statement is bound to the
  * connection that prepared it, so each connection keeps its own. */
 struct store_conn {
-	sqlite3 *db;
+	cvdb *db;
 	struct store_cached_stmt stmts[STORE_STMT_CACHE];
 	uint64_t borrows;          /* how many times it was handed out, the current one included */
 	int jwks_changed;          /* set by the update hook when a jwks row changed */
@@ -71,7 +71,7 @@ struct cv_store {
 	 * after a burst of writes read the database file instead of looking every page up in a
 	 * long WAL. Woken through ckpt_cond under sync_lock. */
 	pthread_cond_t ckpt_cond;
-	sqlite3 *ckpt_db;
+	sqlite3 *ckpt_db;            /* SQLite only */
 	pthread_t ckpt_thread;
 	int ckpt_started;
 	int ckpt_stopping;
@@ -81,7 +81,7 @@ struct cv_store {
 };
 
 /* The connection this thread borrowed (NULL: none): a caller never holds two at once, so
- * code handed only a sqlite3 * (store_audit_append_on) finds its store through it. */
+ * code handed only a cvdb * (store_audit_append_on) finds its store through it. */
 extern _Thread_local struct store_conn *store_current_conn;
 
 /* Waits for an idle connection and hands it out; store_return gives it back, resetting the
@@ -94,7 +94,7 @@ void store_return(struct cv_store *store, struct store_conn *conn);
  * must not finalize it. It is handed out reset with no bindings, and is the caller's until it
  * asks for the same SQL again or returns the connection. Bound text and blobs may be
  * SQLITE_STATIC: the bindings are cleared on return. 0 or CV_ERR_DB. */
-int store_prepare(struct store_conn *conn, const char *sql, sqlite3_stmt **ret_stmt);
+int store_prepare(struct store_conn *conn, const char *sql, cvdb_stmt **ret_stmt);
 
 /* A read transaction with cached BEGIN and COMMIT: one snapshot for several statements.
  * store_read_end ends it whatever r is and returns r (or COMMIT's failure). */
@@ -110,30 +110,30 @@ int store_scope_service_where(const struct cv_scope_objects *scope, const char *
 			      char *buf, size_t len);
 int store_scope_environment_where(const struct cv_scope_objects *scope, const char *column,
 				  char *buf, size_t len);
-int store_scope_bind(sqlite3_stmt *stmt, const struct cv_scope_objects *scope);
+int store_scope_bind(cvdb_stmt *stmt, const struct cv_scope_objects *scope);
 
 /* Converts a SQLite result code at the border: every failure is CV_ERR_DB. */
 int store_err(int rc);
 
 /* Runs a statement without parameters or rows (BEGIN, COMMIT, ROLLBACK). 0 or CV_ERR_DB. */
-int store_exec(sqlite3 *db, const char *sql);
+int store_exec(cvdb *db, const char *sql);
 
 /* Ends a transaction: COMMIT when r is 0 (returning COMMIT's outcome), else ROLLBACK
  * (returning r unchanged). */
-int store_finish(sqlite3 *db, int r);
+int store_finish(cvdb *db, int r);
 
 /* Column readers for NOT NULL columns: a pointer into the row, a copy into a fixed field
  * (CV_ERR_DB when it does not fit), a malloc'd copy. */
-int store_column_text(sqlite3_stmt *stmt, int col, const char **ret);
-int store_copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size);
-int store_dup_text(sqlite3_stmt *stmt, int col, char **ret);
+int store_column_text(cvdb_stmt *stmt, int col, const char **ret);
+int store_copy_text(cvdb_stmt *stmt, int col, char *dst, size_t size);
+int store_dup_text(cvdb_stmt *stmt, int col, char **ret);
 /* Steps a query that gives one row: 0 on the row, CV_ERR_NOT_FOUND when none, or CV_ERR_DB. */
-int store_step_one(sqlite3_stmt *stmt);
+int store_step_one(cvdb_stmt *stmt);
 /* Runs one statement without rows, ?1..?n bound in order to the int64_t ('i') and text
  * ('t') arguments kinds names. 0 or CV_ERR_DB. */
-int store_run(sqlite3 *db, const char *sql, const char *kinds, ...);
+int store_run(cvdb *db, const char *sql, const char *kinds, ...);
 /* Binds s (NULL as ""), borrowed until the statement is reset. */
-int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
+int store_bind_text(cvdb_stmt *stmt, int idx, const char *s);
 
 /* Room for element n of the array arr (cap elements of size bytes): arr itself while it has
  * room, else arr grown (doubled, at least 8 elements), *cap updated; NULL when out of memory
@@ -145,10 +145,10 @@ void *store_grow(void *arr, size_t *cap, size_t n, size_t size);
 
 /* Reads the text column 0 of every row stmt gives with ?1 = id into a new array (*ret NULL
  * when none); resets stmt for the next id. */
-int store_load_strings(sqlite3_stmt *stmt, int64_t id, char ***ret, size_t *ret_n);
+int store_load_strings(cvdb_stmt *stmt, int64_t id, char ***ret, size_t *ret_n);
 void store_strings_free(char **v, size_t n);
 /* Runs sql (?1 = id, ?2 = position, ?3 = the string) once for each of v, in order. */
-int store_insert_strings(sqlite3 *db, const char *sql, int64_t id, char *const *v, size_t n);
+int store_insert_strings(cvdb *db, const char *sql, int64_t id, char *const *v, size_t n);
 
 /* Adds an item to c->detail's list, after sep (", " for store_conflict_append), ending it
  * with "..." when full. */
@@ -161,21 +161,21 @@ int store_check_covered(char *const *names, size_t n_names, char *const *domains
 
 /* JWK rows on a connection the caller holds (inside its transaction): the insert of
  * cv_store_jwk_insert without its checks, and the list of cv_store_jwk_list. */
-int store_jwk_insert_on(sqlite3 *db, const struct cv_jwk_record *rec);
-int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_recs,
+int store_jwk_insert_on(cvdb *db, const struct cv_jwk_record *rec);
+int store_jwk_list_on(cvdb *db, int64_t cert_id, struct cv_jwk_record **ret_recs,
 		      size_t *ret_n);
 
 /* Appends an audit record inside the caller's write transaction (entry may be NULL: then
  * nothing). 0 or CV_ERR_DB: the caller then rolls its change back with it. */
-int store_audit_append_on(sqlite3 *db, const struct cv_audit_entry *entry);
+int store_audit_append_on(cvdb *db, const struct cv_audit_entry *entry);
 /* notify.c: the outbox rows of the change entry records (record seq), when it is one that
  * channels are told of (an import, renew, replace, delete done); on the caller's transaction.
  * 0 or CV_ERR_DB. */
-int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64_t seq);
+int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t seq);
 /* Rewrites, from their DER, the distinguished names of the rows listed in the table
  * dn_refresh (an older release escaped UTF-8), then drops it; nothing when it is absent.
  * One transaction. 0 or CV_ERR_DB. */
-int store_dn_refresh(sqlite3 *db);
+int store_dn_refresh(cvdb *db);
 
 /* Environments on a connection the caller holds (inside its transaction). resolve: the
  * environment named (ignoring case) as it spells itself and its id (either NULL: not
@@ -183,18 +183,18 @@ int store_dn_refresh(sqlite3 *db);
  * names (CV_ERR_UNKNOWN_ENVIRONMENT with the name in c->detail). environments_on: the names
  * a certificate is for. allows_environment: 0 when the certificate names no environment or
  * names environment, else CV_ERR_ENVIRONMENT_NOT_ALLOWED. */
-int store_environment_resolve_on(sqlite3 *db, const char *name, char ret_name[65],
+int store_environment_resolve_on(cvdb *db, const char *name, char ret_name[65],
 				 int64_t *ret_id);
-int store_cert_environments_set_on(sqlite3 *db, int64_t cert_id, char *const *names, size_t n,
+int store_cert_environments_set_on(cvdb *db, int64_t cert_id, char *const *names, size_t n,
 				   struct cv_conflict *c);
-int store_cert_environments_on(sqlite3 *db, int64_t cert_id, char ***ret, size_t *ret_n);
-int store_cert_allows_environment_on(sqlite3 *db, int64_t cert_id, const char *environment);
+int store_cert_environments_on(cvdb *db, int64_t cert_id, char ***ret, size_t *ret_n);
+int store_cert_allows_environment_on(cvdb *db, int64_t cert_id, const char *environment);
 /* certs.c: 1 when a certificate or a pending certificate holds the name, 0 when none does,
  * or CV_ERR_DB. */
-int store_name_exists(sqlite3 *db, const char *name);
+int store_name_exists(cvdb *db, const char *name);
 /* Inserts rec as a row in state with its domains, environments and tags, on the caller's
  * transaction; *ret_id its id. 0, CV_ERR_UNKNOWN_ENVIRONMENT (in conflict) or CV_ERR_DB. */
-int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int state,
+int store_cert_insert_on(cvdb *db, const struct cv_cert_record *rec, int state,
 			 int64_t *ret_id, struct cv_conflict *conflict);
 
 /* The domains of a certificate and of a service, in order (?1 = its id). */
@@ -217,11 +217,11 @@ int store_cert_insert_on(sqlite3 *db, const struct cv_cert_record *rec, int stat
 			     "revocation_checked_at"
 /* Reads the current row (STORE_CERT_COLS_LIST, then the FULL ones when full) into a new
  * record. 0, CV_ERR_NOMEM or CV_ERR_DB. */
-int store_cert_read_row(sqlite3_stmt *stmt, int full, struct cv_cert_record **ret_rec);
+int store_cert_read_row(cvdb_stmt *stmt, int full, struct cv_cert_record **ret_rec);
 /* The refusals a delete (soft or not) checks under its write lock: services using id
  * (CV_ERR_IN_USE), linked active JWKs without a choice (CV_ERR_JWK_CHOICE_REQUIRED); their
  * names in conflict->detail. 0 when neither. */
-int store_delete_checks_on(sqlite3 *db, int64_t id, enum cv_jwk_action jwk_action,
+int store_delete_checks_on(cvdb *db, int64_t id, enum cv_jwk_action jwk_action,
 			   struct cv_conflict *conflict);
 
 #endif

@@ -34,7 +34,7 @@ void cv_store_jwks_free(struct cv_jwk_record *recs, size_t n)
 	free(recs);
 }
 
-static int read_jwk(sqlite3_stmt *stmt, struct cv_jwk_record *rec)
+static int read_jwk(cvdb_stmt *stmt, struct cv_jwk_record *rec)
 {
 	int r;
 
@@ -52,33 +52,32 @@ static int read_jwk(sqlite3_stmt *stmt, struct cv_jwk_record *rec)
 		r = store_dup_text(stmt, 6, &rec->jwk);
 	if (r < 0)
 		return r;
-	rec->cert_id = sqlite3_column_int64(stmt, 1);
-	rec->cert_version = sqlite3_column_int64(stmt, 3);
-	rec->state = (enum cv_jwk_state)sqlite3_column_int64(stmt, 7);
-	rec->created_at = sqlite3_column_int64(stmt, 9);
-	rec->updated_at = sqlite3_column_int64(stmt, 10);
-	rec->superseded_at = sqlite3_column_int64(stmt, 11);
+	rec->cert_id = cvdb_column_int64(stmt, 1);
+	rec->cert_version = cvdb_column_int64(stmt, 3);
+	rec->state = (enum cv_jwk_state)cvdb_column_int64(stmt, 7);
+	rec->created_at = cvdb_column_int64(stmt, 9);
+	rec->updated_at = cvdb_column_int64(stmt, 10);
+	rec->superseded_at = cvdb_column_int64(stmt, 11);
 	return 0;
 }
 
-int store_jwk_insert_on(sqlite3 *db, const struct cv_jwk_record *rec)
+int store_jwk_insert_on(cvdb *db, const struct cv_jwk_record *rec)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use, alg,"
 				" jwk, state, created_at, updated_at)"
-				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
-				-1, &stmt, NULL);
+				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, rec->kid);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, rec->cert_id);
+		rc = cvdb_bind_int64(stmt, 2, rec->cert_id);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, rec->cert_name);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 4, rec->cert_version);
+		rc = cvdb_bind_int64(stmt, 4, rec->cert_version);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 5, rec->use);
 	if (rc == SQLITE_OK)
@@ -86,16 +85,16 @@ int store_jwk_insert_on(sqlite3 *db, const struct cv_jwk_record *rec)
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 7, rec->jwk);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 8, rec->created_at);
+		rc = cvdb_bind_int64(stmt, 8, rec->created_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (rc == SQLITE_DONE)
 		r = 0;
 	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
 		r = CV_ERR_NAME_TAKEN;
 	else
 		r = store_err(rc);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -103,8 +102,8 @@ int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec,
 			const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	/* IMMEDIATE: the certificate is still at the version the JWK was made from when the
@@ -112,10 +111,9 @@ int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec,
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, "SELECT version FROM certificates WHERE id = ?1 AND state = 1",
-				-1, &stmt, NULL);
+	rc = cvdb_prepare(db, "SELECT version FROM certificates WHERE id = ?1 AND state = 1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, rec->cert_id);
+		rc = cvdb_bind_int64(stmt, 1, rec->cert_id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -123,7 +121,7 @@ int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec,
 	r = store_step_one(stmt);
 	if (r < 0)
 		goto out;
-	if (sqlite3_column_int64(stmt, 0) != rec->cert_version) {
+	if (cvdb_column_int64(stmt, 0) != rec->cert_version) {
 		r = CV_ERR_ALREADY_RENEWED;
 		goto out;
 	}
@@ -131,7 +129,7 @@ int cv_store_jwk_insert(struct cv_store *store, const struct cv_jwk_record *rec,
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -140,12 +138,12 @@ out:
 int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_record **ret_rec)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_jwk_record *rec = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT " JWK_COLS " FROM jwks WHERE kid = ?1", -1, &stmt,
+	rc = cvdb_prepare(db, "SELECT " JWK_COLS " FROM jwks WHERE kid = ?1", 0, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, kid);
@@ -168,7 +166,7 @@ int cv_store_jwk_get(struct cv_store *store, const char *kid, struct cv_jwk_reco
 	rec = NULL;
 out:
 	cv_store_jwk_free(rec);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }
@@ -177,13 +175,13 @@ int cv_store_jwk_remove(struct cv_store *store, const char *kid,
 			const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r == 0)
 		r = store_run(db, "DELETE FROM jwks WHERE kid = ?1", "t", kid);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
@@ -192,27 +190,26 @@ int cv_store_jwk_remove(struct cv_store *store, const char *kid,
 	return r;
 }
 
-int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_recs,
+int store_jwk_list_on(cvdb *db, int64_t cert_id, struct cv_jwk_record **ret_recs,
 		      size_t *ret_n)
 {
 	struct cv_jwk_record *recs = NULL, *grown;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t n = 0, cap = 0;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				cert_id != 0 ? "SELECT " JWK_COLS " FROM jwks"
 					       " WHERE cert_id = ?1 AND state = 1 ORDER BY kid"
 					     : "SELECT " JWK_COLS " FROM jwks WHERE state = 1"
-					       " ORDER BY created_at, kid",
-				-1, &stmt, NULL);
+					       " ORDER BY created_at, kid", 0, &stmt, NULL);
 	if (rc == SQLITE_OK && cert_id != 0)
-		rc = sqlite3_bind_int64(stmt, 1, cert_id);
+		rc = cvdb_bind_int64(stmt, 1, cert_id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(recs, &cap, n, sizeof(*recs));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -234,7 +231,7 @@ int store_jwk_list_on(sqlite3 *db, int64_t cert_id, struct cv_jwk_record **ret_r
 	n = 0;
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	cv_store_jwks_free(recs, n);
 	return r;
 }
@@ -245,7 +242,7 @@ int cv_store_jwk_published(struct cv_store *store, int64_t now, int64_t retentio
 {
 	struct store_conn *conn = store_borrow(store);
 	struct cv_jwk_record *recs = NULL, *grown;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t n = 0, cap = 0, i;
 	int64_t since, next = INT64_MAX, leaves;
 	int rc, r;
@@ -253,17 +250,16 @@ int cv_store_jwk_published(struct cv_store *store, int64_t now, int64_t retentio
 	/* Superseded at or after since are still published. */
 	if (__builtin_sub_overflow(now, retention, &since))
 		since = INT64_MIN;
-	rc = sqlite3_prepare_v2(conn->db,
+	rc = cvdb_prepare(conn->db,
 				"SELECT " JWK_COLS " FROM jwks WHERE state = 1"
-				" OR (state = 2 AND superseded_at > ?1) ORDER BY created_at, kid",
-				-1, &stmt, NULL);
+				" OR (state = 2 AND superseded_at > ?1) ORDER BY created_at, kid", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, since);
+		rc = cvdb_bind_int64(stmt, 1, since);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(recs, &cap, n, sizeof(*recs));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -294,7 +290,7 @@ int cv_store_jwk_published(struct cv_store *store, int64_t now, int64_t retentio
 	n = 0;
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	cv_store_jwks_free(recs, n);
 	return r;
@@ -304,7 +300,7 @@ int cv_store_jwk_list(struct cv_store *store, int64_t cert_id, struct cv_jwk_rec
 		      size_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_jwk_list_on(db, cert_id, ret_recs, ret_n);
@@ -324,7 +320,7 @@ int cv_store_jwk_page_scoped(struct cv_store *store, int64_t cert_id, const char
 {
 	struct store_conn *conn = store_borrow(store);
 	struct cv_jwk_record *recs = NULL, *grown;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	char sql[3072], where[2048];
 	size_t n = 0, cap = 0;
 	int rc, r;
@@ -346,21 +342,21 @@ int cv_store_jwk_page_scoped(struct cv_store *store, int64_t cert_id, const char
 		r = CV_ERR_INTERNAL;
 		goto out;
 	}
-	rc = sqlite3_prepare_v2(conn->db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(conn->db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":cert"), cert_id);
+		rc = cvdb_bind_int64(stmt, cvdb_bind_parameter_index(stmt, ":cert"), cert_id);
 	if (rc == SQLITE_OK)
-		rc = store_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":after"),
+		rc = store_bind_text(stmt, cvdb_bind_parameter_index(stmt, ":after"),
 				     after != NULL ? after : "");
 	if (rc == SQLITE_OK)
 		rc = store_scope_bind(stmt, scope);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":limit"), limit);
+		rc = cvdb_bind_int64(stmt, cvdb_bind_parameter_index(stmt, ":limit"), limit);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(recs, &cap, n, sizeof(*recs));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -382,7 +378,7 @@ int cv_store_jwk_page_scoped(struct cv_store *store, int64_t cert_id, const char
 	n = 0;
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	cv_store_jwks_free(recs, n);
 	return r;

@@ -47,7 +47,7 @@ static const struct {
 	{ "certificate.delete", "certificate.deleted", 0 },
 };
 
-int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64_t seq)
+int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t seq)
 {
 	static const char sql[] =
 		"INSERT OR IGNORE INTO notification_outbox (" OUTBOX_COLS ")"
@@ -73,7 +73,7 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 	char dedup[48];
 	const char *event = NULL;
 	struct store_conn *conn = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t i;
 	int rc, version = 0;
 
@@ -93,7 +93,7 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 		conn = store_current_conn;
 		rc = store_prepare(conn, sql, &stmt) == 0 ? SQLITE_OK : SQLITE_ERROR;
 	} else {
-		rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+		rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	}
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, dedup);
@@ -102,21 +102,21 @@ int store_notify_audit_on(sqlite3 *db, const struct cv_audit_entry *entry, int64
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, entry->target);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 4, entry->at);
+		rc = cvdb_bind_int64(stmt, 4, entry->at);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 5, entry->actor_name);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(stmt, 6, strcmp(entry->action, "certificate.merge") == 0);
+		rc = cvdb_bind_int(stmt, 6, strcmp(entry->action, "certificate.merge") == 0);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(stmt, 7, version);
+		rc = cvdb_bind_int(stmt, 7, version);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (conn == NULL)
-		sqlite3_finalize(stmt);
+		cvdb_finalize(stmt);
 	return rc == SQLITE_DONE ? 0 : store_err(rc);
 }
 
-static int read_channel(sqlite3_stmt *stmt, struct cv_notify_channel *ch)
+static int read_channel(cvdb_stmt *stmt, struct cv_notify_channel *ch)
 {
 	int r;
 
@@ -142,13 +142,13 @@ static int read_channel(sqlite3_stmt *stmt, struct cv_notify_channel *ch)
 		r = store_copy_text(stmt, 11, ch->created_by, sizeof(ch->created_by));
 	if (r < 0)
 		return r;
-	if (sqlite3_column_type(stmt, 8) == SQLITE_BLOB) {
-		if ((size_t)sqlite3_column_bytes(stmt, 8) > sizeof(ch->sealed))
+	if (cvdb_column_type(stmt, 8) == SQLITE_BLOB) {
+		if ((size_t)cvdb_column_bytes(stmt, 8) > sizeof(ch->sealed))
 			return CV_ERR_DB;
-		ch->sealed_len = (size_t)sqlite3_column_bytes(stmt, 8);
-		memcpy(ch->sealed, sqlite3_column_blob(stmt, 8), ch->sealed_len);
+		ch->sealed_len = (size_t)cvdb_column_bytes(stmt, 8);
+		memcpy(ch->sealed, cvdb_column_blob(stmt, 8), ch->sealed_len);
 	}
-	ch->created_at = sqlite3_column_int64(stmt, 10);
+	ch->created_at = cvdb_column_int64(stmt, 10);
 	return 0;
 }
 
@@ -156,15 +156,15 @@ int cv_store_notify_channel_insert(struct cv_store *store, const struct cv_notif
 				   const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, "INSERT INTO notification_channels (" CHANNEL_COLS ") VALUES"
-				" (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", -1, &stmt,
+	rc = cvdb_prepare(db, "INSERT INTO notification_channels (" CHANNEL_COLS ") VALUES"
+				" (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", 0, &stmt,
 				NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, ch->id);
@@ -183,24 +183,24 @@ int cv_store_notify_channel_insert(struct cv_store *store, const struct cv_notif
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 8, ch->password_file);
 	if (rc == SQLITE_OK)
-		rc = ch->sealed_len > 0 ? sqlite3_bind_blob(stmt, 9, ch->sealed,
-							    (int)ch->sealed_len, SQLITE_STATIC) :
-					  sqlite3_bind_null(stmt, 9);
+		rc = ch->sealed_len > 0 ? cvdb_bind_blob(stmt, 9, ch->sealed,
+							    (int)ch->sealed_len) :
+					  cvdb_bind_null(stmt, 9);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 10, ch->events);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 11, ch->created_at);
+		rc = cvdb_bind_int64(stmt, 11, ch->created_at);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 12, ch->created_by);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
 		r = CV_ERR_NAME_TAKEN;
 	else if (rc != SQLITE_DONE)
 		r = store_err(rc);
 	else
 		r = store_audit_append_on(db, audit);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 out:
 	store_return(store, conn);
@@ -211,7 +211,7 @@ int cv_store_notify_channel_get(struct cv_store *store, const char *id_or_name,
 				struct cv_notify_channel *ret)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	r = store_prepare(conn, "SELECT " CHANNEL_COLS " FROM notification_channels WHERE id = ?1"
@@ -232,12 +232,12 @@ int cv_store_notify_channel_list(struct cv_store *store, struct cv_notify_channe
 	struct store_conn *conn = store_borrow(store);
 	struct cv_notify_channel *all = NULL, *grown;
 	size_t n = 0, cap = 0;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc, r;
 
 	r = store_prepare(conn, "SELECT " CHANNEL_COLS " FROM notification_channels"
 			  " ORDER BY name", &stmt);
-	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while (r == 0 && (rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(all, &cap, n, sizeof(*all));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -264,7 +264,7 @@ int cv_store_notify_channel_delete(struct cv_store *store, const char *id,
 				   const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -274,7 +274,7 @@ int cv_store_notify_channel_delete(struct cv_store *store, const char *id,
 		      " was deleted' WHERE channel_id = ?1 AND state = 0", "t", id);
 	if (r == 0)
 		r = store_run(db, "DELETE FROM notification_channels WHERE id = ?1", "t", id);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
@@ -289,7 +289,7 @@ int cv_store_cert_notify_get(struct cv_store *store, const char *name, char ret_
 			     size_t contacts_len)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	r = store_prepare(conn, "SELECT c.name, coalesce(n.thresholds, ''),"
@@ -314,7 +314,7 @@ int cv_store_cert_notify_set(struct cv_store *store, const char *name, const cha
 			     const char *contacts, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -324,7 +324,7 @@ int cv_store_cert_notify_set(struct cv_store *store, const char *name, const cha
 		      " SELECT id, ?2, ?3 FROM certificates WHERE name = ?1 COLLATE NOCASE AND state = 1"
 		      " ON CONFLICT (cert_id) DO UPDATE SET thresholds = excluded.thresholds,"
 		      " contacts = excluded.contacts", "ttt", name, thresholds, contacts);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
@@ -335,19 +335,19 @@ out:
 }
 
 /* Adds the rows stmt inserts in its own transaction; *ret_added how many. */
-static int run_insert(struct store_conn *conn, sqlite3_stmt *stmt, int64_t *ret_added)
+static int run_insert(struct store_conn *conn, cvdb_stmt *stmt, int64_t *ret_added)
 {
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int rc, r;
 
 	*ret_added = 0;
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		return r;
-	rc = sqlite3_step(stmt);
+	rc = cvdb_step(stmt);
 	r = rc == SQLITE_DONE ? 0 : store_err(rc);
 	if (r == 0)
-		*ret_added = sqlite3_changes(db);
+		*ret_added = cvdb_changes(db);
 	return store_finish(db, r);
 }
 
@@ -376,11 +376,11 @@ int cv_store_notify_scan(struct cv_store *store, const char *default_thresholds,
 		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
 		" JOIN notification_channels ch ON " SUBSCRIBED_SQL("t.event");
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	r = store_prepare(conn, sql, &stmt);
-	if (r == 0 && (sqlite3_bind_int64(stmt, 1, now) != SQLITE_OK ||
+	if (r == 0 && (cvdb_bind_int64(stmt, 1, now) != SQLITE_OK ||
 		       store_bind_text(stmt, 2, default_thresholds) != SQLITE_OK))
 		r = CV_ERR_DB;
 	if (r == 0)
@@ -394,7 +394,7 @@ int cv_store_notify_crl_candidates(struct cv_store *store, char (**ret)[65], siz
 	struct store_conn *conn = store_borrow(store);
 	char (*all)[65] = NULL, (*grown)[65];
 	size_t n = 0, cap = 0;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc = SQLITE_DONE, r;
 
 	r = store_prepare(conn, "SELECT c.name FROM certificates c WHERE c.state = 1"
@@ -403,7 +403,7 @@ int cv_store_notify_crl_candidates(struct cv_store *store, char (**ret)[65], siz
 			  SUBSCRIBED_SQL("'certificate.revoked'") ")"
 			  " AND NOT EXISTS (SELECT 1 FROM notification_outbox o WHERE o.dedup_key ="
 			  " 'revoked:' || c.id || ':' || c.version) ORDER BY c.name", &stmt);
-	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while (r == 0 && (rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(all, &cap, n, sizeof(*all));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -440,14 +440,14 @@ int cv_store_notify_cert_event(struct cv_store *store, const char *name, const c
 		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
 		" WHERE c.name = ?1 AND c.state = 1";
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	r = store_prepare(conn, sql, &stmt);
 	if (r == 0 && (store_bind_text(stmt, 1, name) != SQLITE_OK ||
 		       store_bind_text(stmt, 2, event) != SQLITE_OK ||
 		       store_bind_text(stmt, 3, dedup_key) != SQLITE_OK ||
-		       sqlite3_bind_int64(stmt, 4, now) != SQLITE_OK ||
+		       cvdb_bind_int64(stmt, 4, now) != SQLITE_OK ||
 		       store_bind_text(stmt, 5, detail) != SQLITE_OK))
 		r = CV_ERR_DB;
 	if (r == 0)
@@ -466,13 +466,13 @@ int cv_store_notify_event(struct cv_store *store, const char *event, const char 
 		" 'detail', json(CASE WHEN ?4 = '' THEN '{}' ELSE ?4 END)), ?3, ?3"
 		" FROM notification_channels ch WHERE " SUBSCRIBED_SQL("?1");
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	r = store_prepare(conn, sql, &stmt);
 	if (r == 0 && (store_bind_text(stmt, 1, event) != SQLITE_OK ||
 		       store_bind_text(stmt, 2, dedup_key) != SQLITE_OK ||
-		       sqlite3_bind_int64(stmt, 3, now) != SQLITE_OK ||
+		       cvdb_bind_int64(stmt, 3, now) != SQLITE_OK ||
 		       store_bind_text(stmt, 4, detail) != SQLITE_OK))
 		r = CV_ERR_DB;
 	if (r == 0)
@@ -485,8 +485,8 @@ int cv_store_lease(struct cv_store *store, const char *name, const char *holder,
 		   int64_t ttl, int *ret_held)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	*ret_held = 0;
@@ -498,19 +498,19 @@ int cv_store_lease(struct cv_store *store, const char *name, const char *holder,
 		      " expires_at = excluded.expires_at WHERE leases.holder = excluded.holder"
 		      " OR leases.expires_at <= ?3", "ttii", name, holder, now, ttl);
 	if (r == 0) {
-		rc = sqlite3_prepare_v2(db, "SELECT holder = ?2 FROM leases WHERE name = ?1", -1,
+		rc = cvdb_prepare(db, "SELECT holder = ?2 FROM leases WHERE name = ?1", 0,
 					&stmt, NULL);
 		if (rc == SQLITE_OK)
 			rc = store_bind_text(stmt, 1, name);
 		if (rc == SQLITE_OK)
 			rc = store_bind_text(stmt, 2, holder);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_step(stmt);
+			rc = cvdb_step(stmt);
 		if (rc == SQLITE_ROW)
-			*ret_held = sqlite3_column_int(stmt, 0) != 0;
+			*ret_held = cvdb_column_int(stmt, 0) != 0;
 		else
 			r = store_err(rc);
-		sqlite3_finalize(stmt);
+		cvdb_finalize(stmt);
 	}
 	r = store_finish(db, r);
 out:
@@ -532,12 +532,12 @@ void cv_notify_deliveries_free(struct cv_notify_delivery *d, size_t n)
 	" o.cert_version, o.threshold, o.payload, o.state, o.attempts, o.next_attempt_at,"  \
 	" o.created_at, o.delivered_at, o.last_error"
 
-static int read_delivery(sqlite3_stmt *stmt, struct cv_notify_delivery *d)
+static int read_delivery(cvdb_stmt *stmt, struct cv_notify_delivery *d)
 {
 	int r;
 
 	memset(d, 0, sizeof(*d));
-	d->id = sqlite3_column_int64(stmt, 0);
+	d->id = cvdb_column_int64(stmt, 0);
 	r = store_copy_text(stmt, 1, d->delivery_id, sizeof(d->delivery_id));
 	if (r == 0)
 		r = store_copy_text(stmt, 2, d->channel_id, sizeof(d->channel_id));
@@ -553,24 +553,24 @@ static int read_delivery(sqlite3_stmt *stmt, struct cv_notify_delivery *d)
 		r = store_dup_text(stmt, 8, &d->payload);
 	if (r < 0)
 		return r;
-	d->cert_version = sqlite3_column_int64(stmt, 6);
-	d->threshold = sqlite3_column_int64(stmt, 7);
-	d->state = (enum cv_delivery_state)sqlite3_column_int(stmt, 9);
-	d->attempts = sqlite3_column_int64(stmt, 10);
-	d->next_attempt_at = sqlite3_column_int64(stmt, 11);
-	d->created_at = sqlite3_column_int64(stmt, 12);
-	d->delivered_at = sqlite3_column_int64(stmt, 13);
+	d->cert_version = cvdb_column_int64(stmt, 6);
+	d->threshold = cvdb_column_int64(stmt, 7);
+	d->state = (enum cv_delivery_state)cvdb_column_int(stmt, 9);
+	d->attempts = cvdb_column_int64(stmt, 10);
+	d->next_attempt_at = cvdb_column_int64(stmt, 11);
+	d->created_at = cvdb_column_int64(stmt, 12);
+	d->delivered_at = cvdb_column_int64(stmt, 13);
 	return 0;
 }
 
 /* The rows stmt gives, as deliveries. */
-static int read_deliveries(sqlite3_stmt *stmt, struct cv_notify_delivery **ret, size_t *ret_n)
+static int read_deliveries(cvdb_stmt *stmt, struct cv_notify_delivery **ret, size_t *ret_n)
 {
 	struct cv_notify_delivery *all = NULL, *grown;
 	size_t n = 0, cap = 0;
 	int rc, r = 0;
 
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(all, &cap, n, sizeof(*all));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -597,7 +597,7 @@ int cv_store_notify_deliveries(struct cv_store *store, const struct cv_notify_fi
 			       struct cv_notify_delivery **ret, size_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	r = store_prepare(conn, "SELECT " DELIVERY_COLS " FROM notification_outbox o"
@@ -609,9 +609,9 @@ int cv_store_notify_deliveries(struct cv_store *store, const struct cv_notify_fi
 	if (r == 0 && (store_bind_text(stmt, 1, f->channel) != SQLITE_OK ||
 		       store_bind_text(stmt, 2, f->certificate) != SQLITE_OK ||
 		       store_bind_text(stmt, 3, f->event) != SQLITE_OK ||
-		       sqlite3_bind_int(stmt, 4, f->state) != SQLITE_OK ||
-		       sqlite3_bind_int64(stmt, 5, f->before) != SQLITE_OK ||
-		       sqlite3_bind_int64(stmt, 6, f->limit) != SQLITE_OK))
+		       cvdb_bind_int(stmt, 4, f->state) != SQLITE_OK ||
+		       cvdb_bind_int64(stmt, 5, f->before) != SQLITE_OK ||
+		       cvdb_bind_int64(stmt, 6, f->limit) != SQLITE_OK))
 		r = CV_ERR_DB;
 	if (r == 0)
 		r = read_deliveries(stmt, ret, ret_n);
@@ -623,15 +623,15 @@ int cv_store_notify_due(struct cv_store *store, int64_t now, int64_t limit,
 			struct cv_notify_delivery **ret, size_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	r = store_prepare(conn, "SELECT " DELIVERY_COLS " FROM notification_outbox o"
 			  " LEFT JOIN notification_channels ch ON ch.id = o.channel_id"
 			  " WHERE o.state = 0 AND o.next_attempt_at <= ?1"
 			  " ORDER BY o.next_attempt_at, o.id LIMIT ?2", &stmt);
-	if (r == 0 && (sqlite3_bind_int64(stmt, 1, now) != SQLITE_OK ||
-		       sqlite3_bind_int64(stmt, 2, limit) != SQLITE_OK))
+	if (r == 0 && (cvdb_bind_int64(stmt, 1, now) != SQLITE_OK ||
+		       cvdb_bind_int64(stmt, 2, limit) != SQLITE_OK))
 		r = CV_ERR_DB;
 	if (r == 0)
 		r = read_deliveries(stmt, ret, ret_n);
@@ -645,14 +645,14 @@ int cv_store_notify_attempts(struct cv_store *store, int64_t outbox_id,
 	struct store_conn *conn = store_borrow(store);
 	struct cv_notify_attempt *all = NULL, *grown;
 	size_t n = 0, cap = 0;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc = SQLITE_DONE, r;
 
 	r = store_prepare(conn, "SELECT n, started_at, finished_at, outcome, detail"
 			  " FROM notification_attempts WHERE outbox_id = ?1 ORDER BY n", &stmt);
-	if (r == 0 && sqlite3_bind_int64(stmt, 1, outbox_id) != SQLITE_OK)
+	if (r == 0 && cvdb_bind_int64(stmt, 1, outbox_id) != SQLITE_OK)
 		r = CV_ERR_DB;
-	while (r == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while (r == 0 && (rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(all, &cap, n, sizeof(*all));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -660,9 +660,9 @@ int cv_store_notify_attempts(struct cv_store *store, int64_t outbox_id,
 		}
 		all = grown;
 		memset(&all[n], 0, sizeof(all[n]));
-		all[n].n = sqlite3_column_int64(stmt, 0);
-		all[n].started_at = sqlite3_column_int64(stmt, 1);
-		all[n].finished_at = sqlite3_column_int64(stmt, 2);
+		all[n].n = cvdb_column_int64(stmt, 0);
+		all[n].started_at = cvdb_column_int64(stmt, 1);
+		all[n].finished_at = cvdb_column_int64(stmt, 2);
 		r = store_copy_text(stmt, 3, all[n].outcome, sizeof(all[n].outcome));
 		if (r == 0)
 			r = store_copy_text(stmt, 4, all[n].detail, sizeof(all[n].detail));
@@ -685,8 +685,8 @@ int cv_store_notify_attempt_begin(struct cv_store *store, int64_t outbox_id, int
 				  int64_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -694,20 +694,19 @@ int cv_store_notify_attempt_begin(struct cv_store *store, int64_t outbox_id, int
 		goto out;
 	r = store_run(db, "UPDATE notification_outbox SET attempts = attempts + 1"
 		      " WHERE id = ?1 AND state = 0", "i", outbox_id);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0) {
-		rc = sqlite3_prepare_v2(db, "SELECT attempts FROM notification_outbox WHERE id = ?1",
-					-1, &stmt, NULL);
+		rc = cvdb_prepare(db, "SELECT attempts FROM notification_outbox WHERE id = ?1", 0, &stmt, NULL);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 1, outbox_id);
+			rc = cvdb_bind_int64(stmt, 1, outbox_id);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_step(stmt);
+			rc = cvdb_step(stmt);
 		if (rc == SQLITE_ROW)
-			*ret_n = sqlite3_column_int64(stmt, 0);
+			*ret_n = cvdb_column_int64(stmt, 0);
 		else
 			r = store_err(rc);
-		sqlite3_finalize(stmt);
+		cvdb_finalize(stmt);
 	}
 	if (r == 0)
 		r = store_run(db, "INSERT INTO notification_attempts (outbox_id, n, started_at,"
@@ -724,7 +723,7 @@ int cv_store_notify_attempt_end(struct cv_store *store, int64_t outbox_id, int64
 				enum cv_delivery_state state, int64_t next_attempt_at)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -747,7 +746,7 @@ out:
 int cv_store_notify_interrupted(struct cv_store *store, int64_t now, int64_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	*ret_n = 0;
@@ -763,7 +762,7 @@ int cv_store_notify_interrupted(struct cv_store *store, int64_t now, int64_t *re
 			      " sent again with the same delivery id' WHERE outcome = 'sending'",
 			      "i", now);
 	if (r == 0)
-		*ret_n = sqlite3_changes(db);
+		*ret_n = cvdb_changes(db);
 	r = store_finish(db, r);
 out:
 	store_return(store, conn);

@@ -54,18 +54,18 @@ void cv_store_pending_array_free(struct cv_pending_record *recs, size_t n)
 }
 
 /* Reads PENDING_COLS (and the CSR from column 11 when with_csr) into rec. */
-static int pending_read(sqlite3_stmt *stmt, int with_csr, struct cv_pending_record *rec)
+static int pending_read(cvdb_stmt *stmt, int with_csr, struct cv_pending_record *rec)
 {
 	const void *blob;
 	int n, r;
 
 	memset(rec, 0, sizeof(*rec));
-	rec->id = sqlite3_column_int64(stmt, 0);
+	rec->id = cvdb_column_int64(stmt, 0);
 	r = store_copy_text(stmt, 1, rec->name, sizeof(rec->name));
-	rec->cert_id = sqlite3_column_int64(stmt, 2);
+	rec->cert_id = cvdb_column_int64(stmt, 2);
 	if (r == 0)
 		r = store_dup_text(stmt, 3, &rec->description);
-	rec->state = (enum cv_pending_state)sqlite3_column_int64(stmt, 4);
+	rec->state = (enum cv_pending_state)cvdb_column_int64(stmt, 4);
 	if (r == 0)
 		r = store_copy_text(stmt, 6, rec->key_type, sizeof(rec->key_type));
 	if (r == 0)
@@ -74,20 +74,20 @@ static int pending_read(sqlite3_stmt *stmt, int with_csr, struct cv_pending_reco
 		r = store_copy_text(stmt, 8, rec->created_by, sizeof(rec->created_by));
 	if (r < 0)
 		goto out;
-	blob = sqlite3_column_blob(stmt, 5);
-	if (blob == NULL || sqlite3_column_bytes(stmt, 5) != (int)sizeof(rec->key_id)) {
+	blob = cvdb_column_blob(stmt, 5);
+	if (blob == NULL || cvdb_column_bytes(stmt, 5) != (int)sizeof(rec->key_id)) {
 		r = CV_ERR_DB;
 		goto out;
 	}
 	memcpy(rec->key_id, blob, sizeof(rec->key_id));
-	rec->created_at = sqlite3_column_int64(stmt, 9);
-	rec->expires_at = sqlite3_column_int64(stmt, 10);
+	rec->created_at = cvdb_column_int64(stmt, 9);
+	rec->expires_at = cvdb_column_int64(stmt, 10);
 	r = store_copy_text(stmt, 11, rec->key_label, sizeof(rec->key_label));
 	if (r < 0)
 		goto out;
 	if (with_csr) {
-		blob = sqlite3_column_blob(stmt, 12);
-		n = sqlite3_column_bytes(stmt, 12);
+		blob = cvdb_column_blob(stmt, 12);
+		n = cvdb_column_bytes(stmt, 12);
 		if (blob == NULL || n <= 0) {
 			r = CV_ERR_DB;
 			goto out;
@@ -114,8 +114,8 @@ int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *re
 		" key_type, subject, created_by, created_at, expires_at, key_label)"
 		" VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	/* The write lock first, so the checks still hold at the INSERT. */
@@ -127,36 +127,35 @@ int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *re
 		if (r == 1)
 			r = CV_ERR_NAME_TAKEN;
 	} else {
-		rc = sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM certificates WHERE"
+		rc = cvdb_prepare(db, "SELECT (SELECT count(*) FROM certificates WHERE"
 					" id = ?1 AND state = 1), (SELECT count(*) FROM"
-					" pending_certificates WHERE cert_id = ?1)", -1, &stmt,
+					" pending_certificates WHERE cert_id = ?1)", 0, &stmt,
 					NULL);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 1, rec->cert_id);
+			rc = cvdb_bind_int64(stmt, 1, rec->cert_id);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_step(stmt);
+			rc = cvdb_step(stmt);
 		if (rc != SQLITE_ROW)
 			r = store_err(rc);
-		else if (sqlite3_column_int64(stmt, 0) == 0)
+		else if (cvdb_column_int64(stmt, 0) == 0)
 			r = CV_ERR_NOT_FOUND;
-		else if (sqlite3_column_int64(stmt, 1) > 0)
+		else if (cvdb_column_int64(stmt, 1) > 0)
 			r = CV_ERR_NAME_TAKEN;
-		sqlite3_finalize(stmt);
+		cvdb_finalize(stmt);
 		stmt = NULL;
 	}
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, rec->name);
 	if (rc == SQLITE_OK)
-		rc = rec->cert_id != 0 ? sqlite3_bind_int64(stmt, 2, rec->cert_id) :
-			sqlite3_bind_null(stmt, 2);
+		rc = rec->cert_id != 0 ? cvdb_bind_int64(stmt, 2, rec->cert_id) :
+			cvdb_bind_null(stmt, 2);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, rec->description);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(stmt, 4, rec->key_id, (int)sizeof(rec->key_id),
-				       SQLITE_STATIC);
+		rc = cvdb_bind_blob(stmt, 4, rec->key_id, (int)sizeof(rec->key_id));
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 5, rec->key_type);
 	if (rc == SQLITE_OK)
@@ -164,22 +163,22 @@ int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *re
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 7, rec->created_by);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 8, rec->created_at);
+		rc = cvdb_bind_int64(stmt, 8, rec->created_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 9, rec->expires_at);
+		rc = cvdb_bind_int64(stmt, 9, rec->expires_at);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 10, rec->key_label);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	rec->id = sqlite3_last_insert_rowid(db);
+	rec->id = cvdb_last_insert_rowid(db);
 	rec->state = CV_PENDING_CREATING;
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -192,25 +191,25 @@ static int pending_change(struct cv_store *store, const char *sql, int64_t id,
 			  const struct cv_audit_entry *audit, const char *fault)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, id);
+		rc = cvdb_bind_int64(stmt, 1, id);
 	if (rc == SQLITE_OK && blob != NULL)
-		rc = sqlite3_bind_blob64(stmt, 2, blob, blob_len, SQLITE_STATIC);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = cvdb_bind_blob(stmt, 2, blob, blob_len);
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	if (sqlite3_changes(db) == 0) {
+	if (cvdb_changes(db) == 0) {
 		r = CV_ERR_NOT_FOUND;
 		goto out;
 	}
@@ -218,7 +217,7 @@ static int pending_change(struct cv_store *store, const char *sql, int64_t id,
 	if (r == 0 && fault != NULL)
 		cv_fault_point(fault);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -252,7 +251,7 @@ int cv_store_pending_get(struct cv_store *store, const char *name,
 {
 	struct store_conn *conn = store_borrow(store);
 	struct cv_pending_record *rec = NULL;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc, r;
 
 	r = store_prepare(conn, "SELECT " PENDING_COLS ", csr_der FROM pending_certificates"
@@ -290,18 +289,18 @@ static int pending_rows(struct cv_store *store, const char *sql, int64_t now,
 	struct store_conn *conn = store_borrow(store);
 	struct cv_pending_record *recs = NULL, *grown;
 	size_t n = 0, cap = 0;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc, r;
 
 	r = store_prepare(conn, sql, &stmt);
 	if (r < 0)
 		goto out;
-	rc = sqlite3_bind_int64(stmt, 1, now);
+	rc = cvdb_bind_int64(stmt, 1, now);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(recs, &cap, n, sizeof(*recs));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -338,7 +337,7 @@ int cv_store_pending_list(struct cv_store *store, struct cv_pending_record **ret
 int cv_store_pending_count(struct cv_store *store, int64_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	r = store_prepare(conn, "SELECT count(*) FROM pending_certificates WHERE state = 1",
@@ -346,7 +345,7 @@ int cv_store_pending_count(struct cv_store *store, int64_t *ret_n)
 	if (r == 0)
 		r = store_step_one(stmt);
 	if (r == 0)
-		*ret_n = sqlite3_column_int64(stmt, 0);
+		*ret_n = cvdb_column_int64(stmt, 0);
 	store_return(store, conn);
 	return r;
 }
@@ -373,7 +372,7 @@ int cv_store_pending_merge_new(struct cv_store *store, int64_t pending_id,
 			       struct cv_cert_record *rec, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int64_t id = 0;
 	int r;
 
@@ -386,7 +385,7 @@ int cv_store_pending_merge_new(struct cv_store *store, int64_t pending_id,
 		      " AND cert_id IS NULL", "i", pending_id);
 	if (r < 0)
 		goto out;
-	if (sqlite3_changes(db) == 0) {
+	if (cvdb_changes(db) == 0) {
 		r = CV_ERR_NOT_FOUND;
 		goto out;
 	}
@@ -412,7 +411,7 @@ out:
 int cv_store_key_origin_counts(struct cv_store *store, int64_t ret_counts[3])
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int64_t origin;
 	int rc, r;
 
@@ -421,10 +420,10 @@ int cv_store_key_origin_counts(struct cv_store *store, int64_t ret_counts[3])
 			  " GROUP BY key_origin", &stmt);
 	if (r < 0)
 		goto out;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		origin = sqlite3_column_int64(stmt, 0);
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
+		origin = cvdb_column_int64(stmt, 0);
 		if (origin >= 0 && origin <= 2)
-			ret_counts[origin] = sqlite3_column_int64(stmt, 1);
+			ret_counts[origin] = cvdb_column_int64(stmt, 1);
 	}
 	r = rc == SQLITE_DONE ? 0 : store_err(rc);
 out:

@@ -7,18 +7,18 @@
 #include "internal.h"
 
 /* A NOT NULL text column; NULL back from SQLite then means it ran out of memory. */
-int store_column_text(sqlite3_stmt *stmt, int col, const char **ret)
+int store_column_text(cvdb_stmt *stmt, int col, const char **ret)
 {
-	const unsigned char *s = sqlite3_column_text(stmt, col);
+	const unsigned char *s = cvdb_column_text(stmt, col);
 
 	if (s == NULL)
-		return sqlite3_column_type(stmt, col) == SQLITE_NULL ? CV_ERR_DB : CV_ERR_NOMEM;
+		return cvdb_column_type(stmt, col) == SQLITE_NULL ? CV_ERR_DB : CV_ERR_NOMEM;
 	*ret = (const char *)s;
 	return 0;
 }
 
 /* Into a fixed field of the record; a value that does not fit was not written by us. */
-int store_copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size)
+int store_copy_text(cvdb_stmt *stmt, int col, char *dst, size_t size)
 {
 	const char *s;
 	int r;
@@ -26,13 +26,13 @@ int store_copy_text(sqlite3_stmt *stmt, int col, char *dst, size_t size)
 	r = store_column_text(stmt, col, &s);
 	if (r < 0)
 		return r;
-	if ((size_t)sqlite3_column_bytes(stmt, col) >= size)
+	if ((size_t)cvdb_column_bytes(stmt, col) >= size)
 		return CV_ERR_DB;
-	memcpy(dst, s, (size_t)sqlite3_column_bytes(stmt, col) + 1);
+	memcpy(dst, s, (size_t)cvdb_column_bytes(stmt, col) + 1);
 	return 0;
 }
 
-int store_dup_text(sqlite3_stmt *stmt, int col, char **ret)
+int store_dup_text(cvdb_stmt *stmt, int col, char **ret)
 {
 	const char *s;
 	int r;
@@ -44,18 +44,18 @@ int store_dup_text(sqlite3_stmt *stmt, int col, char **ret)
 	return *ret == NULL ? CV_ERR_NOMEM : 0;
 }
 
-int store_step_one(sqlite3_stmt *stmt)
+int store_step_one(cvdb_stmt *stmt)
 {
-	int rc = sqlite3_step(stmt);
+	int rc = cvdb_step(stmt);
 
 	if (rc == SQLITE_ROW)
 		return 0;
 	return rc == SQLITE_DONE ? CV_ERR_NOT_FOUND : store_err(rc);
 }
 
-int store_bind_text(sqlite3_stmt *stmt, int idx, const char *s)
+int store_bind_text(cvdb_stmt *stmt, int idx, const char *s)
 {
-	return sqlite3_bind_text(stmt, idx, s != NULL ? s : "", -1, SQLITE_STATIC);
+	return cvdb_bind_text(stmt, idx, s != NULL ? s : "", -1);
 }
 
 
@@ -68,18 +68,18 @@ void store_strings_free(char **v, size_t n)
 	free(v);
 }
 
-int store_load_strings(sqlite3_stmt *stmt, int64_t id, char ***ret, size_t *ret_n)
+int store_load_strings(cvdb_stmt *stmt, int64_t id, char ***ret, size_t *ret_n)
 {
 	char **v = NULL, **grown;
 	size_t n = 0, cap = 0;
 	int rc, r;
 
-	rc = sqlite3_bind_int64(stmt, 1, id);
+	rc = cvdb_bind_int64(stmt, 1, id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(v, &cap, n, sizeof(*v));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -102,30 +102,30 @@ int store_load_strings(sqlite3_stmt *stmt, int64_t id, char ***ret, size_t *ret_
 	r = 0;
 out:
 	/* reset repeats the last step's error, already handled above. */
-	(void)sqlite3_reset(stmt);
+	(void)cvdb_reset(stmt);
 	store_strings_free(v, n);
 	return r;
 }
 
-int store_insert_strings(sqlite3 *db, const char *sql, int64_t id, char *const *v, size_t n)
+int store_insert_strings(cvdb *db, const char *sql, int64_t id, char *const *v, size_t n)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t i;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		rc = sqlite3_bind_int64(stmt, 1, id);
+		rc = cvdb_bind_int64(stmt, 1, id);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 2, (sqlite3_int64)i);
+			rc = cvdb_bind_int64(stmt, 2, (int64_t)i);
 		if (rc == SQLITE_OK)
 			rc = store_bind_text(stmt, 3, v[i]);
-		if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
-			rc = sqlite3_reset(stmt);
+		if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
+			rc = cvdb_reset(stmt);
 		if (rc != SQLITE_OK) {
 			r = store_err(rc);
 			goto out;
@@ -133,7 +133,7 @@ int store_insert_strings(sqlite3 *db, const char *sql, int64_t id, char *const *
 	}
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -182,24 +182,24 @@ int store_check_covered(char *const *names, size_t n_names, char *const *domains
 
 /* Runs sql with ?1..?n bound to the integers and texts given in order by kinds ('i' or
  * 't'). */
-int store_run(sqlite3 *db, const char *sql, const char *kinds, ...)
+int store_run(cvdb *db, const char *sql, const char *kinds, ...)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	va_list ap;
 	int rc, i;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	va_start(ap, kinds);
 	for (i = 0; rc == SQLITE_OK && kinds[i] != '\0'; i++) {
 		if (kinds[i] == 'i')
-			rc = sqlite3_bind_int64(stmt, i + 1, va_arg(ap, int64_t));
+			rc = cvdb_bind_int64(stmt, i + 1, va_arg(ap, int64_t));
 		else
 			rc = store_bind_text(stmt, i + 1, va_arg(ap, const char *));
 	}
 	va_end(ap);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return rc == SQLITE_OK ? 0 : store_err(rc);
 }
 

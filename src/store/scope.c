@@ -123,17 +123,17 @@ int store_scope_environment_where(const struct cv_scope_objects *scope, const ch
 	return r;
 }
 
-static int bind_named(sqlite3_stmt *stmt, const char *prefix, size_t i, const char *value)
+static int bind_named(cvdb_stmt *stmt, const char *prefix, size_t i, const char *value)
 {
 	char name[40];
 	int idx;
 
 	snprintf(name, sizeof(name), ":%s%zu", prefix, i);
-	idx = sqlite3_bind_parameter_index(stmt, name);
-	return idx == 0 ? SQLITE_OK : sqlite3_bind_text(stmt, idx, value, -1, SQLITE_STATIC);
+	idx = cvdb_bind_parameter_index(stmt, name);
+	return idx == 0 ? SQLITE_OK : cvdb_bind_text(stmt, idx, value, -1);
 }
 
-int store_scope_bind(sqlite3_stmt *stmt, const struct cv_scope_objects *scope)
+int store_scope_bind(cvdb_stmt *stmt, const struct cv_scope_objects *scope)
 {
 	size_t i;
 	int rc = SQLITE_OK;
@@ -167,7 +167,7 @@ static int cert_id_in_environments(struct store_conn *conn, int64_t id,
 				   const struct cv_scope_objects *scope, int *ret_inside)
 {
 	char where[2048], sql[2304];
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r, rc;
 
 	r = store_scope_cert_where(scope, where, sizeof(where));
@@ -178,14 +178,14 @@ static int cert_id_in_environments(struct store_conn *conn, int64_t id,
 	r = store_prepare(conn, sql, &stmt);
 	if (r < 0)
 		return r;
-	rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":id"), id);
+	rc = cvdb_bind_int64(stmt, cvdb_bind_parameter_index(stmt, ":id"), id);
 	if (rc == SQLITE_OK)
 		rc = store_scope_bind(stmt, scope);
 	if (rc != SQLITE_OK)
 		return store_err(rc);
 	r = store_step_one(stmt);
 	if (r == 0)
-		*ret_inside = sqlite3_column_int64(stmt, 0) > 0;
+		*ret_inside = cvdb_column_int64(stmt, 0) > 0;
 	return r;
 }
 
@@ -193,7 +193,7 @@ int cv_store_cert_in_scope(struct cv_store *store, const char *name,
 			   const struct cv_scope_objects *scope, int *ret_inside)
 {
 	struct store_conn *conn;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int64_t id;
 	int r;
 
@@ -212,7 +212,7 @@ int cv_store_cert_in_scope(struct cv_store *store, const char *name,
 	if (r == 0)
 		r = store_step_one(stmt);
 	if (r == 0) {
-		id = sqlite3_column_int64(stmt, 0);
+		id = cvdb_column_int64(stmt, 0);
 		r = cert_id_in_environments(conn, id, scope, ret_inside);
 	}
 	store_return(store, conn);
@@ -222,10 +222,10 @@ int cv_store_cert_in_scope(struct cv_store *store, const char *name,
 int cv_store_service_environment(struct cv_store *store, const char *name, char ret_env[65])
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int r, rc;
 
-	rc = sqlite3_prepare_v2(conn->db, "SELECT environment FROM services WHERE name = ?1", -1,
+	rc = cvdb_prepare(conn->db, "SELECT environment FROM services WHERE name = ?1", 0,
 				&stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
@@ -237,7 +237,7 @@ int cv_store_service_environment(struct cv_store *store, const char *name, char 
 	if (r == 0)
 		r = store_copy_text(stmt, 0, ret_env, 65);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }
@@ -246,13 +246,13 @@ int cv_store_jwk_in_scope(struct cv_store *store, const char *kid,
 			  const struct cv_scope_objects *scope, int *ret_inside)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	const char *name = NULL;
 	int r, rc;
 
 	*ret_inside = 0;
-	rc = sqlite3_prepare_v2(conn->db, "SELECT c.id, c.name FROM jwks j LEFT JOIN certificates c"
-				" ON c.id = j.cert_id WHERE j.kid = ?1", -1, &stmt, NULL);
+	rc = cvdb_prepare(conn->db, "SELECT c.id, c.name FROM jwks j LEFT JOIN certificates c"
+				" ON c.id = j.cert_id WHERE j.kid = ?1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, kid);
 	if (rc != SQLITE_OK) {
@@ -262,7 +262,7 @@ int cv_store_jwk_in_scope(struct cv_store *store, const char *kid,
 	r = store_step_one(stmt);
 	if (r < 0)
 		goto out;
-	if (sqlite3_column_type(stmt, 0) == SQLITE_NULL) {
+	if (cvdb_column_type(stmt, 0) == SQLITE_NULL) {
 		*ret_inside = scope->n_certificates == 0 && scope->n_environments == 0;
 		goto out;
 	}
@@ -274,9 +274,9 @@ int cv_store_jwk_in_scope(struct cv_store *store, const char *kid,
 		*ret_inside = 1;
 		goto out;
 	}
-	r = cert_id_in_environments(conn, sqlite3_column_int64(stmt, 0), scope, ret_inside);
+	r = cert_id_in_environments(conn, cvdb_column_int64(stmt, 0), scope, ret_inside);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }

@@ -38,7 +38,7 @@ void cv_store_service_page_free(struct cv_service_page *page)
 
 /* Reads the current row of a SERVICE_SELECT and the service's domains (doms prepared from
  * STORE_SERVICE_DOMAINS_SQL). */
-static int read_service(sqlite3_stmt *stmt, sqlite3_stmt *doms,
+static int read_service(cvdb_stmt *stmt, cvdb_stmt *doms,
 			struct cv_service_record **ret_svc)
 {
 	struct cv_service_record *svc;
@@ -47,7 +47,7 @@ static int read_service(sqlite3_stmt *stmt, sqlite3_stmt *doms,
 	svc = calloc(1, sizeof(*svc));
 	if (svc == NULL)
 		return CV_ERR_NOMEM;
-	svc->id = sqlite3_column_int64(stmt, 0);
+	svc->id = cvdb_column_int64(stmt, 0);
 	r = store_copy_text(stmt, 1, svc->name, sizeof(svc->name));
 	if (r == 0)
 		r = store_copy_text(stmt, 2, svc->environment, sizeof(svc->environment));
@@ -55,11 +55,11 @@ static int read_service(sqlite3_stmt *stmt, sqlite3_stmt *doms,
 		r = store_dup_text(stmt, 3, &svc->description);
 	if (r < 0)
 		goto out;
-	svc->created_at = sqlite3_column_int64(stmt, 4);
-	svc->updated_at = sqlite3_column_int64(stmt, 5);
+	svc->created_at = cvdb_column_int64(stmt, 4);
+	svc->updated_at = cvdb_column_int64(stmt, 5);
 	/* The certificate's columns are NULL for a service that uses none. */
-	if (sqlite3_column_type(stmt, 7) != SQLITE_NULL) {
-		svc->bound_at = sqlite3_column_int64(stmt, 6);
+	if (cvdb_column_type(stmt, 7) != SQLITE_NULL) {
+		svc->bound_at = cvdb_column_int64(stmt, 6);
 		r = store_copy_text(stmt, 7, svc->cert_name, sizeof(svc->cert_name));
 		if (r == 0)
 			r = store_copy_text(stmt, 9, svc->cert_serial, sizeof(svc->cert_serial));
@@ -68,9 +68,9 @@ static int read_service(sqlite3_stmt *stmt, sqlite3_stmt *doms,
 					    sizeof(svc->cert_sha256_fingerprint));
 		if (r < 0)
 			goto out;
-		svc->cert_version = sqlite3_column_int64(stmt, 8);
-		svc->cert_not_before = sqlite3_column_int64(stmt, 11);
-		svc->cert_not_after = sqlite3_column_int64(stmt, 12);
+		svc->cert_version = cvdb_column_int64(stmt, 8);
+		svc->cert_not_before = cvdb_column_int64(stmt, 11);
+		svc->cert_not_after = cvdb_column_int64(stmt, 12);
 	}
 	r = store_load_strings(doms, svc->id, &svc->domains, &svc->n_domains);
 	if (r < 0)
@@ -85,12 +85,12 @@ out:
 
 /* One integer column of the single row sql gives for the text ?1 (and ?2 when it has it);
  * CV_ERR_NOT_FOUND when no row. A NULL value reads as 0 with *ret_null set. */
-static int lookup_id(sqlite3 *db, const char *sql, const char *a, int64_t *ret, int *ret_null)
+static int lookup_id(cvdb *db, const char *sql, const char *a, int64_t *ret, int *ret_null)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, a);
 	if (rc != SQLITE_OK) {
@@ -101,23 +101,23 @@ static int lookup_id(sqlite3 *db, const char *sql, const char *a, int64_t *ret, 
 	if (r < 0)
 		goto out;
 	if (ret_null != NULL)
-		*ret_null = sqlite3_column_type(stmt, 0) == SQLITE_NULL;
-	*ret = sqlite3_column_int64(stmt, 0);
+		*ret_null = cvdb_column_type(stmt, 0) == SQLITE_NULL;
+	*ret = cvdb_column_int64(stmt, 0);
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
 /* One text column of the single row sql gives for the integer ?1. */
-static int lookup_text(sqlite3 *db, const char *sql, int64_t id, char *ret, size_t size)
+static int lookup_text(cvdb *db, const char *sql, int64_t id, char *ret, size_t size)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, id);
+		rc = cvdb_bind_int64(stmt, 1, id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -126,26 +126,26 @@ static int lookup_text(sqlite3 *db, const char *sql, int64_t id, char *ret, size
 	if (r == 0)
 		r = store_copy_text(stmt, 0, ret, size);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
 /* Reads the domains of a certificate or of a service by id. */
-static int domains_of(sqlite3 *db, const char *sql, int64_t id, char ***ret, size_t *ret_n)
+static int domains_of(cvdb *db, const char *sql, int64_t id, char ***ret, size_t *ret_n)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		return store_err(rc);
 	r = store_load_strings(stmt, id, ret, ret_n);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
 /* 0 when the certificate cert_id covers every one of domains (of the service named). */
-static int check_cert_covers(sqlite3 *db, int64_t cert_id, char *const *domains,
+static int check_cert_covers(cvdb *db, int64_t cert_id, char *const *domains,
 			     size_t n_domains, const char *service, struct cv_conflict *c)
 {
 	char **names = NULL;
@@ -164,7 +164,7 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 			 const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int64_t id = 0, cert_id = 0;
 	char environment[65];
 	int r, unbound = 1, created = 0;
@@ -186,7 +186,7 @@ int cv_store_service_put(struct cv_store *store, const struct cv_service_record 
 			"INSERT INTO services (name, environment, description, created_at,"
 			" updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
 			"ttti", svc->name, environment, svc->description, now);
-		id = sqlite3_last_insert_rowid(db);
+		id = cvdb_last_insert_rowid(db);
 		if (r < 0)
 			goto out;
 	} else {
@@ -236,18 +236,18 @@ int cv_store_service_get(struct cv_store *store, const char *name,
 			 struct cv_service_record **ret_svc)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL, *doms = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL, *doms = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, SERVICE_SELECT " WHERE s.name = ?1", -1, &stmt, NULL);
+	rc = cvdb_prepare(db, SERVICE_SELECT " WHERE s.name = ?1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, name);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, STORE_SERVICE_DOMAINS_SQL, -1, &doms, NULL);
+		rc = cvdb_prepare(db, STORE_SERVICE_DOMAINS_SQL, 0, &doms, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -256,8 +256,8 @@ int cv_store_service_get(struct cv_store *store, const char *name,
 	if (r == 0)
 		r = read_service(stmt, doms, ret_svc);
 out:
-	sqlite3_finalize(stmt);
-	sqlite3_finalize(doms);
+	cvdb_finalize(stmt);
+	cvdb_finalize(doms);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -267,14 +267,14 @@ int cv_store_service_remove(struct cv_store *store, const char *name,
 			     const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	/* The domains go by the cascade. */
 	if (r == 0)
 		r = store_run(db, "DELETE FROM services WHERE name = ?1", "t", name);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
@@ -294,7 +294,7 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 			  const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int64_t service_id = 0, cert_id = 0, has_key = 0, not_before = 0;
 	char **domains = NULL, environment[65];
 	size_t n = 0;
@@ -365,7 +365,7 @@ int cv_store_service_unbind(struct cv_store *store, const char *name, int64_t no
 			    struct cv_conflict *conflict, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int64_t cert_id = 0;
 	int r, unbound = 1;
 
@@ -400,9 +400,9 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 {
 	char sql[3072], scope[2048];
 	struct cv_service_page *page = NULL;
-	sqlite3_stmt *stmt = NULL, *doms = NULL;
+	cvdb_stmt *stmt = NULL, *doms = NULL;
 	struct store_conn *conn = NULL;
-	sqlite3 *db = NULL;
+	cvdb *db = NULL;
 	int n, rc, r, idx = 0;
 
 	if (filter->limit < 1 || filter->limit > LIST_LIMIT_MAX)
@@ -438,7 +438,7 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 	r = store_exec(db, "BEGIN");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK && filter->environment != NULL)
 		rc = store_bind_text(stmt, ++idx, filter->environment);
 	if (rc == SQLITE_OK && filter->certificate != NULL)
@@ -449,15 +449,15 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 		rc = store_scope_bind(stmt, filter->scope);
 	/* The limit is the last parameter: the scope's named ones came before it. */
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_count(stmt),
+		rc = cvdb_bind_int64(stmt, cvdb_bind_parameter_count(stmt),
 					(int64_t)filter->limit + 1);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, STORE_SERVICE_DOMAINS_SQL, -1, &doms, NULL);
+		rc = cvdb_prepare(db, STORE_SERVICE_DOMAINS_SQL, 0, &doms, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		if (page->n == filter->limit) {
 			page->has_more = 1;
 			continue;
@@ -469,8 +469,8 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 	}
 	r = rc == SQLITE_DONE ? 0 : store_err(rc);
 out:
-	sqlite3_finalize(stmt);
-	sqlite3_finalize(doms);
+	cvdb_finalize(stmt);
+	cvdb_finalize(doms);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	if (r == 0) {

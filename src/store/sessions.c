@@ -11,8 +11,8 @@ int cv_store_session_insert(struct cv_store *store, const struct cv_session *s, 
 			    int64_t idle_cutoff, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -24,30 +24,29 @@ int cv_store_session_insert(struct cv_store *store, const struct cv_session *s, 
 		      "ii", now, idle_cutoff);
 	if (r < 0)
 		goto finish;
-	rc = sqlite3_prepare_v2(db, "INSERT INTO console_sessions (" SESSION_COLS ") VALUES (?1,"
-				" ?2, ?3, ?4, ?5, ?6)", -1, &stmt, NULL);
+	rc = cvdb_prepare(db, "INSERT INTO console_sessions (" SESSION_COLS ") VALUES (?1,"
+				" ?2, ?3, ?4, ?5, ?6)", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, s->id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(stmt, 2, s->secret_hash, sizeof(s->secret_hash),
-				       SQLITE_STATIC);
+		rc = cvdb_bind_blob(stmt, 2, s->secret_hash, sizeof(s->secret_hash));
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, s->token_id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 4, s->created_at);
+		rc = cvdb_bind_int64(stmt, 4, s->created_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 5, s->last_seen);
+		rc = cvdb_bind_int64(stmt, 5, s->last_seen);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 6, s->expires_at);
+		rc = cvdb_bind_int64(stmt, 6, s->expires_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
 		r = CV_ERR_NAME_TAKEN;
 	else if (rc != SQLITE_DONE)
 		r = store_err(rc);
 	else
 		r = store_audit_append_on(db, audit);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 finish:
 	r = store_finish(db, r);
 out:
@@ -58,7 +57,7 @@ out:
 int cv_store_session_get(struct cv_store *store, const char *id, struct cv_session *ret)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
@@ -71,16 +70,16 @@ int cv_store_session_get(struct cv_store *store, const char *id, struct cv_sessi
 		r = store_step_one(stmt);
 	if (r == 0)
 		r = store_copy_text(stmt, 0, ret->id, sizeof(ret->id));
-	if (r == 0 && sqlite3_column_bytes(stmt, 1) != (int)sizeof(ret->secret_hash))
+	if (r == 0 && cvdb_column_bytes(stmt, 1) != (int)sizeof(ret->secret_hash))
 		r = CV_ERR_DB;
 	if (r == 0) {
-		memcpy(ret->secret_hash, sqlite3_column_blob(stmt, 1), sizeof(ret->secret_hash));
+		memcpy(ret->secret_hash, cvdb_column_blob(stmt, 1), sizeof(ret->secret_hash));
 		r = store_copy_text(stmt, 2, ret->token_id, sizeof(ret->token_id));
 	}
 	if (r == 0) {
-		ret->created_at = sqlite3_column_int64(stmt, 3);
-		ret->last_seen = sqlite3_column_int64(stmt, 4);
-		ret->expires_at = sqlite3_column_int64(stmt, 5);
+		ret->created_at = cvdb_column_int64(stmt, 3);
+		ret->last_seen = cvdb_column_int64(stmt, 4);
+		ret->expires_at = cvdb_column_int64(stmt, 5);
 	}
 	store_return(store, conn);
 	return r;
@@ -101,14 +100,14 @@ int cv_store_session_delete(struct cv_store *store, const char *id,
 			    const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
 	r = store_run(db, "DELETE FROM console_sessions WHERE id = ?1", "t", id);
-	if (r == 0 && sqlite3_changes(db) != 1)
+	if (r == 0 && cvdb_changes(db) != 1)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);

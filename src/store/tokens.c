@@ -9,7 +9,7 @@
 #define TOKEN_COLS "id, name, role, secret_hash, created_at, expires_at, revoked_at, scope," \
 		   " last_used_at, last_used_from"
 
-static int read_token(sqlite3_stmt *stmt, struct cv_api_token *t)
+static int read_token(cvdb_stmt *stmt, struct cv_api_token *t)
 {
 	int r, role;
 
@@ -19,19 +19,19 @@ static int read_token(sqlite3_stmt *stmt, struct cv_api_token *t)
 		r = store_copy_text(stmt, 1, t->name, sizeof(t->name));
 	if (r < 0)
 		return r;
-	role = sqlite3_column_int(stmt, 2);
+	role = cvdb_column_int(stmt, 2);
 	if (role < CV_ROLE_ADMIN || role > CV_ROLE_AUDITOR ||
-	    sqlite3_column_bytes(stmt, 3) != (int)sizeof(t->secret_hash))
+	    cvdb_column_bytes(stmt, 3) != (int)sizeof(t->secret_hash))
 		return CV_ERR_DB;
 	t->role = (enum cv_role)role;
-	memcpy(t->secret_hash, sqlite3_column_blob(stmt, 3), sizeof(t->secret_hash));
-	t->created_at = sqlite3_column_int64(stmt, 4);
-	t->expires_at = sqlite3_column_int64(stmt, 5);
-	t->revoked_at = sqlite3_column_int64(stmt, 6);
+	memcpy(t->secret_hash, cvdb_column_blob(stmt, 3), sizeof(t->secret_hash));
+	t->created_at = cvdb_column_int64(stmt, 4);
+	t->expires_at = cvdb_column_int64(stmt, 5);
+	t->revoked_at = cvdb_column_int64(stmt, 6);
 	r = store_copy_text(stmt, 7, t->scope, sizeof(t->scope));
 	if (r < 0)
 		return r;
-	t->last_used_at = sqlite3_column_int64(stmt, 8);
+	t->last_used_at = cvdb_column_int64(stmt, 8);
 	return store_copy_text(stmt, 9, t->last_used_from, sizeof(t->last_used_from));
 }
 
@@ -39,39 +39,38 @@ int cv_store_api_token_insert(struct cv_store *store, const struct cv_api_token 
 			      const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, "INSERT INTO api_tokens (" TOKEN_COLS ") VALUES (?1, ?2, ?3,"
-				" ?4, ?5, ?6, 0, ?7, 0, '')", -1, &stmt, NULL);
+	rc = cvdb_prepare(db, "INSERT INTO api_tokens (" TOKEN_COLS ") VALUES (?1, ?2, ?3,"
+				" ?4, ?5, ?6, 0, ?7, 0, '')", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, t->id);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 2, t->name);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(stmt, 3, (int)t->role);
+		rc = cvdb_bind_int(stmt, 3, (int)t->role);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(stmt, 4, t->secret_hash, sizeof(t->secret_hash),
-				       SQLITE_STATIC);
+		rc = cvdb_bind_blob(stmt, 4, t->secret_hash, sizeof(t->secret_hash));
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 5, t->created_at);
+		rc = cvdb_bind_int64(stmt, 5, t->created_at);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 6, t->expires_at);
+		rc = cvdb_bind_int64(stmt, 6, t->expires_at);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 7, t->scope);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
 		r = CV_ERR_NAME_TAKEN;
 	else if (rc != SQLITE_DONE)
 		r = store_err(rc);
 	else
 		r = store_audit_append_on(db, audit);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 out:
 	store_return(store, conn);
@@ -81,7 +80,7 @@ out:
 int cv_store_api_token_get(struct cv_store *store, const char *id, struct cv_api_token *ret)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int r;
 
 	/* Every request with a token comes here: the statement stays prepared. */
@@ -100,19 +99,19 @@ int cv_store_api_token_list(struct cv_store *store, struct cv_api_token **ret_to
 			    size_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_api_token *all = NULL, *grown;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t n = 0, cap = 0;
 	int rc, r = 0;
 
-	rc = sqlite3_prepare_v2(db, "SELECT " TOKEN_COLS " FROM api_tokens"
-				" ORDER BY created_at DESC, id", -1, &stmt, NULL);
+	rc = cvdb_prepare(db, "SELECT " TOKEN_COLS " FROM api_tokens"
+				" ORDER BY created_at DESC, id", 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(all, &cap, n, sizeof(*all));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -133,7 +132,7 @@ int cv_store_api_token_list(struct cv_store *store, struct cv_api_token **ret_to
 	all = NULL;
 out:
 	free(all);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }
@@ -142,7 +141,7 @@ int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t no
 			      const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
@@ -150,7 +149,7 @@ int cv_store_api_token_revoke(struct cv_store *store, const char *id, int64_t no
 		goto out;
 	r = store_run(db, "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at = 0",
 		      "it", now, id);
-	if (r == 0 && sqlite3_changes(db) != 1)
+	if (r == 0 && cvdb_changes(db) != 1)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
@@ -178,20 +177,20 @@ int cv_store_api_token_seen(struct cv_store *store, const char *id, int64_t now,
 int cv_store_api_token_count(struct cv_store *store, int64_t *ret)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM api_tokens", -1, &stmt, NULL);
+	rc = cvdb_prepare(db, "SELECT count(*) FROM api_tokens", 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
 	r = store_step_one(stmt);
 	if (r == 0)
-		*ret = sqlite3_column_int64(stmt, 0);
+		*ret = cvdb_column_int64(stmt, 0);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }

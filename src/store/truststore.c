@@ -20,13 +20,13 @@ void cv_store_trust_free(struct cv_trust_record *recs, size_t n)
 	free(recs);
 }
 
-static int read_trust(sqlite3_stmt *stmt, struct cv_trust_record *rec)
+static int read_trust(cvdb_stmt *stmt, struct cv_trust_record *rec)
 {
 	const void *blob;
 	int n, r;
 
 	memset(rec, 0, sizeof(*rec));
-	rec->id = sqlite3_column_int64(stmt, 0);
+	rec->id = cvdb_column_int64(stmt, 0);
 	r = store_copy_text(stmt, 1, rec->alias, sizeof(rec->alias));
 	if (r == 0)
 		r = store_copy_text(stmt, 3, rec->subject, sizeof(rec->subject));
@@ -43,8 +43,8 @@ static int read_trust(sqlite3_stmt *stmt, struct cv_trust_record *rec)
 		r = store_copy_text(stmt, 10, rec->source, sizeof(rec->source));
 	if (r < 0)
 		return r;
-	blob = sqlite3_column_blob(stmt, 2);
-	n = sqlite3_column_bytes(stmt, 2);
+	blob = cvdb_column_blob(stmt, 2);
+	n = cvdb_column_bytes(stmt, 2);
 	if (blob == NULL || n <= 0)
 		return CV_ERR_DB;
 	rec->cert_der = malloc((size_t)n);
@@ -52,20 +52,19 @@ static int read_trust(sqlite3_stmt *stmt, struct cv_trust_record *rec)
 		return CV_ERR_NOMEM;
 	memcpy(rec->cert_der, blob, (size_t)n);
 	rec->cert_der_len = (size_t)n;
-	rec->not_before = sqlite3_column_int64(stmt, 8);
-	rec->not_after = sqlite3_column_int64(stmt, 9);
-	rec->created_at = sqlite3_column_int64(stmt, 11);
+	rec->not_before = cvdb_column_int64(stmt, 8);
+	rec->not_after = cvdb_column_int64(stmt, 9);
+	rec->created_at = cvdb_column_int64(stmt, 11);
 	return 0;
 }
 
 /* The alias that already holds this fingerprint, into c->detail: 1 when there is one. */
-static int trusted_as(sqlite3 *db, const char *fingerprint, struct cv_conflict *c)
+static int trusted_as(cvdb *db, const char *fingerprint, struct cv_conflict *c)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, "SELECT alias FROM truststore WHERE sha256_fingerprint = ?1",
-				-1, &stmt, NULL);
+	rc = cvdb_prepare(db, "SELECT alias FROM truststore WHERE sha256_fingerprint = ?1", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, fingerprint);
 	if (rc != SQLITE_OK) {
@@ -82,7 +81,7 @@ static int trusted_as(sqlite3 *db, const char *fingerprint, struct cv_conflict *
 	if (r == 0)
 		r = 1;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -90,20 +89,19 @@ int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *
 			  struct cv_conflict *conflict, const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	size_t i;
 	int rc, r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"INSERT INTO truststore (alias, cert_der, subject, issuer, serial,"
 				" sha256_fingerprint, key_description, not_before, not_after,"
 				" source, created_at)"
-				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-				-1, &stmt, NULL);
+				" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -118,7 +116,7 @@ int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *
 			goto out;
 		rc = store_bind_text(stmt, 1, t->alias);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_blob64(stmt, 2, t->cert_der, t->cert_der_len, SQLITE_STATIC);
+			rc = cvdb_bind_blob(stmt, 2, t->cert_der, t->cert_der_len);
 		if (rc == SQLITE_OK)
 			rc = store_bind_text(stmt, 3, t->subject);
 		if (rc == SQLITE_OK)
@@ -130,29 +128,29 @@ int cv_store_trust_insert(struct cv_store *store, const struct cv_trust_record *
 		if (rc == SQLITE_OK)
 			rc = store_bind_text(stmt, 7, t->key_description);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 8, t->not_before);
+			rc = cvdb_bind_int64(stmt, 8, t->not_before);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 9, t->not_after);
+			rc = cvdb_bind_int64(stmt, 9, t->not_after);
 		if (rc == SQLITE_OK)
 			rc = store_bind_text(stmt, 10, t->source);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(stmt, 11, t->created_at);
+			rc = cvdb_bind_int64(stmt, 11, t->created_at);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_step(stmt);
+			rc = cvdb_step(stmt);
 		if (rc == SQLITE_CONSTRAINT_UNIQUE) {
 			if (conflict != NULL)
 				snprintf(conflict->detail, sizeof(conflict->detail), "%s", t->alias);
 			r = CV_ERR_NAME_TAKEN;
 			goto out;
 		}
-		if (rc != SQLITE_DONE || (rc = sqlite3_reset(stmt)) != SQLITE_OK) {
+		if (rc != SQLITE_DONE || (rc = cvdb_reset(stmt)) != SQLITE_OK) {
 			r = store_err(rc);
 			goto out;
 		}
 	}
 	r = store_audit_append_on(db, audit);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
@@ -160,13 +158,13 @@ out:
 
 /* Reads every row stmt gives. 0 (*ret_recs the caller's, NULL when none), CV_ERR_NOMEM or
  * CV_ERR_DB. */
-static int read_all(sqlite3_stmt *stmt, struct cv_trust_record **ret_recs, size_t *ret_n)
+static int read_all(cvdb_stmt *stmt, struct cv_trust_record **ret_recs, size_t *ret_n)
 {
 	struct cv_trust_record *recs = NULL, *grown;
 	size_t n = 0, cap = 0;
 	int rc, r;
 
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(recs, &cap, n, sizeof(*recs));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -196,17 +194,16 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
 		       struct cv_trust_record **ret_recs, size_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_trust_record *recs = NULL;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t n = 0;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				alias != NULL ? "SELECT " TRUST_COLS " FROM truststore"
 						" WHERE alias = ?1 COLLATE NOCASE"
-					      : "SELECT " TRUST_COLS " FROM truststore ORDER BY alias",
-				-1, &stmt, NULL);
+					      : "SELECT " TRUST_COLS " FROM truststore ORDER BY alias", 0, &stmt, NULL);
 	if (rc == SQLITE_OK && alias != NULL)
 		rc = store_bind_text(stmt, 1, alias);
 	if (rc != SQLITE_OK) {
@@ -226,7 +223,7 @@ int cv_store_trust_get(struct cv_store *store, const char *alias,
 	n = 0;
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	cv_store_trust_free(recs, n);
 	return r;
@@ -239,7 +236,7 @@ int cv_store_trust_page(struct cv_store *store, const char *after, unsigned limi
 	static const char sql[] = "SELECT " TRUST_COLS " FROM truststore"
 				  " WHERE alias > ?1 ORDER BY alias LIMIT ?2";
 	struct store_conn *conn;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc, r;
 
 	if (limit < 1 || limit > 1000)
@@ -251,7 +248,7 @@ int cv_store_trust_page(struct cv_store *store, const char *after, unsigned limi
 	/* Every alias is greater than "": the first page. */
 	rc = store_bind_text(stmt, 1, after != NULL ? after : "");
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, (sqlite3_int64)limit);
+		rc = cvdb_bind_int64(stmt, 2, (int64_t)limit);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -266,13 +263,13 @@ int cv_store_trust_remove(struct cv_store *store, const char *alias,
 			  const struct cv_audit_entry *audit)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r == 0)
 		r = store_run(db, "DELETE FROM truststore WHERE alias = ?1 COLLATE NOCASE", "t", alias);
-	if (r == 0 && sqlite3_changes(db) == 0)
+	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
@@ -288,11 +285,11 @@ int cv_store_trust_remove(struct cv_store *store, const char *alias,
 	" OR sha256_fingerprint LIKE :q ESCAPE '\\')"
 
 /* Binds :q to pattern, or NULL: no search. */
-static int bind_q(sqlite3_stmt *stmt, const char *pattern)
+static int bind_q(cvdb_stmt *stmt, const char *pattern)
 {
-	int idx = sqlite3_bind_parameter_index(stmt, ":q");
+	int idx = cvdb_bind_parameter_index(stmt, ":q");
 
-	return pattern != NULL ? store_bind_text(stmt, idx, pattern) : sqlite3_bind_null(stmt, idx);
+	return pattern != NULL ? store_bind_text(stmt, idx, pattern) : cvdb_bind_null(stmt, idx);
 }
 
 int cv_store_trust_search(struct cv_store *store, const char *q, const char *after,
@@ -305,7 +302,7 @@ int cv_store_trust_search(struct cv_store *store, const char *q, const char *aft
 				       " ORDER BY alias LIMIT :limit";
 	static const char count_sql[] = "SELECT count(*) FROM truststore WHERE 1" TRUST_Q_WHERE;
 	struct store_conn *conn;
-	sqlite3_stmt *stmt;
+	cvdb_stmt *stmt;
 	int rc, r;
 
 	*ret_recs = NULL;
@@ -323,11 +320,11 @@ int cv_store_trust_search(struct cv_store *store, const char *q, const char *aft
 	if (r < 0)
 		goto out;
 	/* Every alias is greater than "": the first page. */
-	rc = store_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":after"),
+	rc = store_bind_text(stmt, cvdb_bind_parameter_index(stmt, ":after"),
 			     after != NULL ? after : "");
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, sqlite3_bind_parameter_index(stmt, ":limit"),
-					(sqlite3_int64)limit);
+		rc = cvdb_bind_int64(stmt, cvdb_bind_parameter_index(stmt, ":limit"),
+					(int64_t)limit);
 	if (rc == SQLITE_OK)
 		rc = bind_q(stmt, pattern);
 	if (rc != SQLITE_OK) {
@@ -342,12 +339,12 @@ int cv_store_trust_search(struct cv_store *store, const char *q, const char *aft
 		goto out;
 	rc = bind_q(stmt, pattern);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	if (rc != SQLITE_ROW) {
 		r = store_err(rc);
 		goto out;
 	}
-	*ret_total = sqlite3_column_int64(stmt, 0);
+	*ret_total = cvdb_column_int64(stmt, 0);
 	r = 0;
 out:
 	r = store_read_end(conn, r);

@@ -9,7 +9,7 @@
 
 /* The JWKs linked to the certificate must be the ones the caller chose for, in kid order;
  * when there are any, a choice must have been made. */
-static int jwk_checks(sqlite3 *db, const struct cv_supersede *req, struct cv_conflict *c)
+static int jwk_checks(cvdb *db, const struct cv_supersede *req, struct cv_conflict *c)
 {
 	struct cv_jwk_record *linked = NULL;
 	size_t n = 0, i;
@@ -34,36 +34,33 @@ out:
 }
 
 /* Every check of a supersede, on db inside the caller's transaction. */
-static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct cv_conflict *c)
+static int supersede_checks(cvdb *db, const struct cv_supersede *req, struct cv_conflict *c)
 {
 	int uncovered = 0;
 	const struct cv_cert_record *next = req->next;
-	sqlite3_stmt *cur = NULL, *users = NULL, *older = NULL, *doms = NULL;
+	cvdb_stmt *cur = NULL, *users = NULL, *older = NULL, *doms = NULL;
 	char **domains = NULL, service[65];
 	size_t n_domains = 0;
 	const char *fp;
 	int rc, r, in_use;
 
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"SELECT version, sha256_fingerprint, has_key FROM certificates"
-				" WHERE id = ?1 AND state = 1",
-				-1, &cur, NULL);
+				" WHERE id = ?1 AND state = 1", 0, &cur, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(cur, 1, req->id);
+		rc = cvdb_bind_int64(cur, 1, req->id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db,
+		rc = cvdb_prepare(db,
 					"SELECT id, name FROM services WHERE cert_id = ?1"
-					" ORDER BY name",
-					-1, &users, NULL);
+					" ORDER BY name", 0, &users, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(users, 1, req->id);
+		rc = cvdb_bind_int64(users, 1, req->id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db,
+		rc = cvdb_prepare(db,
 					"SELECT max(version) FROM certificate_versions"
-					" WHERE cert_id = ?1 AND sha256_fingerprint = ?2",
-					-1, &older, NULL);
+					" WHERE cert_id = ?1 AND sha256_fingerprint = ?2", 0, &older, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, STORE_SERVICE_DOMAINS_SQL, -1, &doms, NULL);
+		rc = cvdb_prepare(db, STORE_SERVICE_DOMAINS_SQL, 0, &doms, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -71,27 +68,27 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	r = store_step_one(cur);
 	if (r < 0)
 		goto out;
-	if (sqlite3_column_int64(cur, 0) != req->version) {
+	if (cvdb_column_int64(cur, 0) != req->version) {
 		if (c != NULL)
-			c->version = sqlite3_column_int64(cur, 0);
+			c->version = cvdb_column_int64(cur, 0);
 		r = CV_ERR_ALREADY_RENEWED;
 		goto out;
 	}
 	/* Whether a service uses it. */
-	rc = sqlite3_step(users);
+	rc = cvdb_step(users);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		r = store_err(rc);
 		goto out;
 	}
 	in_use = rc == SQLITE_ROW;
-	rc = sqlite3_reset(users);
+	rc = cvdb_reset(users);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
 	/* Only a certificate in use is renewed; a public one, which no service can use, is
 	 * renewed for those who hold it (its JWKs, a partner's copy). */
-	if (req->kind == CV_END_RENEWED && !in_use && sqlite3_column_int(cur, 2) != 0) {
+	if (req->kind == CV_END_RENEWED && !in_use && cvdb_column_int(cur, 2) != 0) {
 		r = CV_ERR_NOT_IN_USE;
 		goto out;
 	}
@@ -113,18 +110,18 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	}
 	if (req->kind == CV_END_RENEWED) {
 		/* Going back to an earlier certificate is not a renewal. */
-		rc = sqlite3_bind_int64(older, 1, req->id);
+		rc = cvdb_bind_int64(older, 1, req->id);
 		if (rc == SQLITE_OK)
 			rc = store_bind_text(older, 2, next->sha256_fingerprint);
-		if (rc == SQLITE_OK && (rc = sqlite3_step(older)) == SQLITE_ROW)
+		if (rc == SQLITE_OK && (rc = cvdb_step(older)) == SQLITE_ROW)
 			rc = SQLITE_OK;
 		if (rc != SQLITE_OK) {
 			r = store_err(rc);
 			goto out;
 		}
-		if (sqlite3_column_type(older, 0) != SQLITE_NULL) {
+		if (cvdb_column_type(older, 0) != SQLITE_NULL) {
 			if (c != NULL)
-				c->version = sqlite3_column_int64(older, 0);
+				c->version = cvdb_column_int64(older, 0);
 			r = CV_ERR_SAME_CERTIFICATE;
 			goto out;
 		}
@@ -132,12 +129,12 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	/* Every service using it must stay covered: every one that would not be is named,
 	 * each with its domains ("a.example.com, b.example.com (web); c.example.com (api)"),
 	 * c->service the first. */
-	while ((rc = sqlite3_step(users)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(users)) == SQLITE_ROW) {
 		struct cv_conflict one = { "", "", 0, 0 };
 
 		r = store_copy_text(users, 1, service, sizeof(service));
 		if (r == 0)
-			r = store_load_strings(doms, sqlite3_column_int64(users, 0), &domains,
+			r = store_load_strings(doms, cvdb_column_int64(users, 0), &domains,
 					       &n_domains);
 		if (r == 0)
 			r = store_check_covered(next->domains, next->n_domains, domains, n_domains,
@@ -171,10 +168,10 @@ static int supersede_checks(sqlite3 *db, const struct cv_supersede *req, struct 
 	/* Last: the choice for the JWKs is asked once nothing else stands in the way. */
 	r = jwk_checks(db, req, c);
 out:
-	sqlite3_finalize(cur);
-	sqlite3_finalize(users);
-	sqlite3_finalize(older);
-	sqlite3_finalize(doms);
+	cvdb_finalize(cur);
+	cvdb_finalize(users);
+	cvdb_finalize(older);
+	cvdb_finalize(doms);
 	return r;
 }
 
@@ -182,7 +179,7 @@ int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supers
 				  struct cv_conflict *conflict)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	int r;
 
 	r = store_exec(db, "BEGIN");
@@ -194,37 +191,36 @@ int cv_store_cert_supersede_check(struct cv_store *store, const struct cv_supers
 }
 
 /* Runs sql with the supersede's values bound by name (those the statement has). */
-static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *req)
+static int run_bound(cvdb *db, const char *sql, const struct cv_supersede *req)
 {
 	const struct cv_cert_record *next = req->next;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r, i, n;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	n = sqlite3_bind_parameter_count(stmt);
+	n = cvdb_bind_parameter_count(stmt);
 	for (i = 1; rc == SQLITE_OK && i <= n; i++) {
-		const char *p = sqlite3_bind_parameter_name(stmt, i);
+		const char *p = cvdb_bind_parameter_name(stmt, i);
 
 		if (p == NULL)
 			rc = SQLITE_MISUSE;
 		else if (strcmp(p, ":id") == 0)
-			rc = sqlite3_bind_int64(stmt, i, req->id);
+			rc = cvdb_bind_int64(stmt, i, req->id);
 		else if (strcmp(p, ":now") == 0)
-			rc = sqlite3_bind_int64(stmt, i, req->now);
+			rc = cvdb_bind_int64(stmt, i, req->now);
 		else if (strcmp(p, ":ended") == 0)
-			rc = sqlite3_bind_int64(stmt, i, (int64_t)req->kind);
+			rc = cvdb_bind_int64(stmt, i, (int64_t)req->kind);
 		else if (strcmp(p, ":key_state") == 0)
 			/* A public certificate's version never had a key in the token. */
-			rc = sqlite3_bind_int64(stmt, i, next->is_public ? CV_KEY_DESTROYED
+			rc = cvdb_bind_int64(stmt, i, next->is_public ? CV_KEY_DESTROYED
 						: req->destroy_old_key ? CV_KEY_DESTROYING
 								       : CV_KEY_IN_TOKEN);
 		else if (strcmp(p, ":cert_der") == 0)
-			rc = sqlite3_bind_blob64(stmt, i, next->cert_der, next->cert_der_len,
-						 SQLITE_STATIC);
+			rc = cvdb_bind_blob(stmt, i, next->cert_der, next->cert_der_len);
 		else if (strcmp(p, ":chain_pem") == 0)
 			rc = store_bind_text(stmt, i, next->chain_pem);
 		else if (strcmp(p, ":subject") == 0)
@@ -240,9 +236,9 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 		else if (strcmp(p, ":primary") == 0)
 			rc = store_bind_text(stmt, i, next->primary_domain);
 		else if (strcmp(p, ":not_before") == 0)
-			rc = sqlite3_bind_int64(stmt, i, next->not_before);
+			rc = cvdb_bind_int64(stmt, i, next->not_before);
 		else if (strcmp(p, ":not_after") == 0)
-			rc = sqlite3_bind_int64(stmt, i, next->not_after);
+			rc = cvdb_bind_int64(stmt, i, next->not_after);
 		else if (strcmp(p, ":updated_by") == 0)
 			rc = store_bind_text(stmt, i, next->updated_by);
 		else if (strcmp(p, ":rev_status") == 0)
@@ -252,22 +248,21 @@ static int run_bound(sqlite3 *db, const char *sql, const struct cv_supersede *re
 		else if (strcmp(p, ":rev_detail") == 0)
 			rc = store_bind_text(stmt, i, next->revocation_detail);
 		else if (strcmp(p, ":rev_at") == 0)
-			rc = sqlite3_bind_int64(stmt, i, next->revocation_checked_at);
+			rc = cvdb_bind_int64(stmt, i, next->revocation_checked_at);
 		else if (strcmp(p, ":key_id") == 0)
-			rc = sqlite3_bind_blob(stmt, i, next->key_id, (int)sizeof(next->key_id),
-					       SQLITE_STATIC);
+			rc = cvdb_bind_blob(stmt, i, next->key_id, (int)sizeof(next->key_id));
 		else if (strcmp(p, ":key_origin") == 0)
-			rc = sqlite3_bind_int64(stmt, i, (int64_t)next->key_origin);
+			rc = cvdb_bind_int64(stmt, i, (int64_t)next->key_origin);
 		else if (strcmp(p, ":key_label") == 0)
 			rc = store_bind_text(stmt, i, next->key_label);
 		else
 			rc = SQLITE_MISUSE; /* a statement below names a value not bound here */
 	}
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	r = rc == SQLITE_OK ? 0 : store_err(rc);
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
@@ -276,7 +271,7 @@ out:
  * one linked elsewhere or to nothing (a key published ahead) is linked here. The kid holds
  * the key's thumbprint, alg and use, so it is the same key published the same way.
  * *ret_outcome says which; CV_JWK_MADE when there is no such JWK to take over. */
-static int jwk_take_over(sqlite3 *db, const struct cv_supersede *req, size_t i,
+static int jwk_take_over(cvdb *db, const struct cv_supersede *req, size_t i,
 			 enum cv_jwk_fate *ret_outcome)
 {
 	int r;
@@ -288,7 +283,7 @@ static int jwk_take_over(sqlite3 *db, const struct cv_supersede *req, size_t i,
 		      " WHERE kid = ?4 AND cert_id = ?5 AND state = 2",
 		      "tiiti", req->new_jwks[i], req->version + 1, req->now, req->new_kids[i],
 		      req->id);
-	if (r == 0 && sqlite3_changes(db) == 1) {
+	if (r == 0 && cvdb_changes(db) == 1) {
 		*ret_outcome = CV_JWK_REACTIVATED;
 		return 0;
 	}
@@ -299,7 +294,7 @@ static int jwk_take_over(sqlite3 *db, const struct cv_supersede *req, size_t i,
 			      " updated_at = ?4 WHERE kid = ?5 AND state = 1 AND cert_id IS NOT ?1",
 			      "itiit", req->id, req->new_jwks[i], req->version + 1, req->now,
 			      req->new_kids[i]);
-	if (r == 0 && sqlite3_changes(db) == 1)
+	if (r == 0 && cvdb_changes(db) == 1)
 		*ret_outcome = CV_JWK_ADOPTED;
 	return r;
 }
@@ -307,40 +302,39 @@ static int jwk_take_over(sqlite3 *db, const struct cv_supersede *req, size_t i,
 /* A new active JWK new_kids[i], linked like linked[i] (its use). Its alg is the new JWK's
  * own: the old one's when it still fits the new key, else the new key's default (an RSA
  * key renewed with an EC key goes from RS256 to ES256), and the listing must say which. */
-static int jwk_make(sqlite3 *db, const struct cv_supersede *req, size_t i)
+static int jwk_make(cvdb *db, const struct cv_supersede *req, size_t i)
 {
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db,
+	rc = cvdb_prepare(db,
 				"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
 				" alg, jwk, state, created_at, updated_at)"
 				" SELECT ?1, cert_id, cert_name, ?2, use,"
 				" coalesce(json_extract(?3, '$.alg'), alg), ?3, 1, ?4, ?4"
-				" FROM jwks WHERE kid = ?5",
-				-1, &stmt, NULL);
+				" FROM jwks WHERE kid = ?5", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, req->new_kids[i]);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, req->version + 1);
+		rc = cvdb_bind_int64(stmt, 2, req->version + 1);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 3, req->new_jwks[i]);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 4, req->now);
+		rc = cvdb_bind_int64(stmt, 4, req->now);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 5, req->linked[i]);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
+		rc = cvdb_step(stmt);
 	/* The new key's kid is already a JWK that cannot be taken over (superseded, of
 	 * another certificate). */
 	r = rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT_PRIMARYKEY ? CV_ERR_NAME_TAKEN
 								 : store_err(rc);
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	return r;
 }
 
 /* Carries out the caller's choice for the linked JWKs (already checked to be req->linked). */
-static int jwk_apply(sqlite3 *db, const struct cv_supersede *req)
+static int jwk_apply(cvdb *db, const struct cv_supersede *req)
 {
 	enum cv_jwk_fate outcome;
 	size_t i;
@@ -409,7 +403,7 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 		"DELETE FROM pending_certificates WHERE key_id = :key_id",
 	};
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	size_t i;
 	int r;
 
@@ -438,13 +432,13 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 
 /* The columns a version is read from: certificates for the current one, certificate_versions
  * for the others, each selecting them in this order. */
-static int read_version(sqlite3_stmt *stmt, struct cv_cert_version *v)
+static int read_version(cvdb_stmt *stmt, struct cv_cert_version *v)
 {
 	const void *blob;
 	int r;
 
 	memset(v, 0, sizeof(*v));
-	v->version = sqlite3_column_int64(stmt, 0);
+	v->version = cvdb_column_int64(stmt, 0);
 	r = store_copy_text(stmt, 1, v->subject, sizeof(v->subject));
 	if (r == 0)
 		r = store_copy_text(stmt, 2, v->issuer, sizeof(v->issuer));
@@ -456,16 +450,16 @@ static int read_version(sqlite3_stmt *stmt, struct cv_cert_version *v)
 		r = store_copy_text(stmt, 5, v->key_description, sizeof(v->key_description));
 	if (r < 0)
 		return r;
-	v->not_before = sqlite3_column_int64(stmt, 6);
-	v->not_after = sqlite3_column_int64(stmt, 7);
-	blob = sqlite3_column_blob(stmt, 8);
-	if (blob == NULL || sqlite3_column_bytes(stmt, 8) != (int)sizeof(v->key_id))
+	v->not_before = cvdb_column_int64(stmt, 6);
+	v->not_after = cvdb_column_int64(stmt, 7);
+	blob = cvdb_column_blob(stmt, 8);
+	if (blob == NULL || cvdb_column_bytes(stmt, 8) != (int)sizeof(v->key_id))
 		return CV_ERR_DB;
 	memcpy(v->key_id, blob, sizeof(v->key_id));
-	v->key_state = (enum cv_key_state)sqlite3_column_int64(stmt, 9);
-	v->current_from = sqlite3_column_int64(stmt, 10);
-	v->current_until = sqlite3_column_int64(stmt, 11);
-	v->ended_by = (enum cv_version_end)sqlite3_column_int64(stmt, 12);
+	v->key_state = (enum cv_key_state)cvdb_column_int64(stmt, 9);
+	v->current_from = cvdb_column_int64(stmt, 10);
+	v->current_until = cvdb_column_int64(stmt, 11);
+	v->ended_by = (enum cv_version_end)cvdb_column_int64(stmt, 12);
 	return store_copy_text(stmt, 13, v->key_label, sizeof(v->key_label));
 }
 
@@ -484,21 +478,21 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 		" FROM certificate_versions WHERE cert_id = ?1"
 		" ORDER BY 1 DESC";
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
+	cvdb *db = conn->db;
 	struct cv_cert_version *v = NULL, *grown;
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t n = 0, cap = 0;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, id);
+		rc = cvdb_bind_int64(stmt, 1, id);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
 	/* One statement is one read snapshot: the current row and the history agree. */
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(v, &cap, n, sizeof(*v));
 		if (grown == NULL) {
 			r = CV_ERR_NOMEM;
@@ -524,7 +518,7 @@ int cv_store_cert_versions(struct cv_store *store, int64_t id,
 	v = NULL;
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	free(v);
 	return r;
@@ -535,27 +529,27 @@ static int key_statement(struct cv_store *store, const char *sql, const uint8_t 
 			 int64_t a, int64_t b)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	int rc, r, n;
 
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(stmt, 1, key_id, CV_TOKEN_ID_LEN, SQLITE_STATIC);
-	n = rc == SQLITE_OK ? sqlite3_bind_parameter_count(stmt) : 0;
+		rc = cvdb_bind_blob(stmt, 1, key_id, CV_TOKEN_ID_LEN);
+	n = rc == SQLITE_OK ? cvdb_bind_parameter_count(stmt) : 0;
 	if (rc == SQLITE_OK && n >= 2)
-		rc = sqlite3_bind_int64(stmt, 2, a);
+		rc = cvdb_bind_int64(stmt, 2, a);
 	if (rc == SQLITE_OK && n >= 3)
-		rc = sqlite3_bind_int64(stmt, 3, b);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+		rc = cvdb_bind_int64(stmt, 3, b);
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	r = sqlite3_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
+	r = cvdb_changes(db) == 0 ? CV_ERR_NOT_FOUND : 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	return r;
 }
@@ -595,8 +589,8 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 		" UNION ALL "
 		"SELECT key_id, 0 FROM certificate_versions WHERE key_state = 1";
 	struct store_conn *conn = store_borrow(store);
-	sqlite3 *db = conn->db;
-	sqlite3_stmt *stmt = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
 	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
 	int *journal = NULL, *grown_j;
 	size_t n = 0, cap = 0, i;
@@ -607,13 +601,13 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 		r = store_exec(db, forget_used);
 	if (r < 0)
 		goto out;
-	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (sqlite3_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
+		if (cvdb_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN) {
 			r = CV_ERR_DB;
 			goto out;
 		}
@@ -632,15 +626,15 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 			}
 			journal = grown_j;
 		}
-		memcpy(ids[n], sqlite3_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
-		journal[n] = sqlite3_column_int(stmt, 1);
+		memcpy(ids[n], cvdb_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
+		journal[n] = cvdb_column_int(stmt, 1);
 		n++;
 	}
 	if (rc != SQLITE_DONE) {
 		r = store_err(rc);
 		goto out;
 	}
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	stmt = NULL;
 	/* Give the connection back before fn: it writes through the pool. */
 	r = store_finish(db, 0);
@@ -650,7 +644,7 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 		r = fn(ids[i], journal[i], arg);
 out:
 	if (held) {
-		sqlite3_finalize(stmt);
+		cvdb_finalize(stmt);
 		r = store_finish(db, r);
 		store_return(store, conn);
 	}
@@ -663,20 +657,19 @@ int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int6
 				   unsigned char **ret_der, size_t *ret_len, char **ret_chain_pem)
 {
 	struct store_conn *conn = store_borrow(store);
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	unsigned char *der = NULL;
 	char *chain = NULL;
 	const void *blob;
 	int rc, r, n;
 
-	rc = sqlite3_prepare_v2(conn->db,
+	rc = cvdb_prepare(conn->db,
 				"SELECT cert_der, chain_pem FROM certificate_versions"
-				" WHERE cert_id = ?1 AND version = ?2",
-				-1, &stmt, NULL);
+				" WHERE cert_id = ?1 AND version = ?2", 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 1, cert_id);
+		rc = cvdb_bind_int64(stmt, 1, cert_id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(stmt, 2, version);
+		rc = cvdb_bind_int64(stmt, 2, version);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
@@ -684,8 +677,8 @@ int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int6
 	r = store_step_one(stmt);
 	if (r < 0)
 		goto out;
-	blob = sqlite3_column_blob(stmt, 0);
-	n = sqlite3_column_bytes(stmt, 0);
+	blob = cvdb_column_blob(stmt, 0);
+	n = cvdb_column_bytes(stmt, 0);
 	if (blob == NULL || n <= 0) {
 		r = CV_ERR_DB;
 		goto out;
@@ -706,7 +699,7 @@ int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int6
 	chain = NULL;
 	r = 0;
 out:
-	sqlite3_finalize(stmt);
+	cvdb_finalize(stmt);
 	store_return(store, conn);
 	free(der);
 	free(chain);
@@ -728,16 +721,16 @@ int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN
 		" UNION SELECT key_id FROM pending_certificates ORDER BY 1";
 	struct store_conn *conn = store_borrow(store);
 	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
-	sqlite3_stmt *stmt = NULL;
+	cvdb_stmt *stmt = NULL;
 	size_t n = 0, cap = 0;
 	int rc, r;
 
 	r = store_prepare(conn, sql, &stmt);
 	if (r < 0)
 		goto out;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		/* The schema holds every key_id to 16 bytes. */
-		if (sqlite3_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN) {
+		if (cvdb_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN) {
 			r = CV_ERR_DB;
 			goto out;
 		}
@@ -747,7 +740,7 @@ int cv_store_key_ids_needed(struct cv_store *store, uint8_t (**ret_ids)[CV_TOKEN
 			goto out;
 		}
 		ids = grown;
-		memcpy(ids[n], sqlite3_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
+		memcpy(ids[n], cvdb_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
 		n++;
 	}
 	if (rc != SQLITE_DONE) {
