@@ -524,7 +524,7 @@ struct sweep {
 	struct cv_vault *v;
 	int64_t now;
 	unsigned n;
-	int startup;        /* also finish rows left creating or cancelling */
+	int startup;        /* the reconciler: rows left creating or cancelling, claimed */
 	unsigned undone;
 	struct cv_errmsg *err;
 };
@@ -538,8 +538,8 @@ static int sweep_one(const struct cv_pending_record *p, void *arg)
 	int r;
 
 	if (p->state != CV_PENDING_READY) {
-		/* A row left creating or cancelling by a crash: only the start-up run touches
-		 * it, while no request can be working on it. */
+		/* A row left creating or cancelling by a crash: only the reconciler touches it,
+		 * once it claimed it (its own at start, or a silent node's). */
 		if (!s->startup)
 			return 0;
 		r = pending_undo(s->v, p, s->err);
@@ -566,20 +566,21 @@ int cv_vault_pending_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
 	struct sweep s = { v, now, 0, 0, 0, err };
 	int r;
 
-	r = cv_store_pending_foreach_unsettled(v->store, now, sweep_one, &s);
+	r = cv_store_pending_foreach_expired(v->store, now, sweep_one, &s);
 	*ret_n = s.n;
 	return r;
 }
 
-int vault_pending_reconcile(struct cv_vault *v, int64_t now, unsigned *ret_undone,
-			    unsigned *ret_expired, struct cv_errmsg *err)
+int vault_pending_reconcile(struct cv_vault *v, int64_t now, int mine, unsigned *ret_undone,
+			    struct cv_errmsg *err)
 {
 	struct sweep s = { v, now, 0, 1, 0, err };
 	int r;
 
-	r = cv_store_pending_foreach_unsettled(v->store, now, sweep_one, &s);
+	/* Only rows being created or cancelled, each claimed first: this node's own (at
+	 * start), or those of a node silent past its lease. */
+	r = cv_store_pending_foreach_claimed(v->store, now, mine, sweep_one, &s);
 	*ret_undone = s.undone;
-	*ret_expired = s.n;
 	return r;
 }
 
