@@ -314,8 +314,12 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 	r = cv_store_pending_ready(v->store, p->id, p->csr_der, p->csr_der_len,
 				   vault_audit_done(audit));
 	vault_audit_written(audit, r);
+	/* The row was being created by this node: gone from that state, another node's
+	 * reconciler took it over (this node silent past its lease) and destroys the key. */
+	if (r == CV_ERR_NOT_FOUND)
+		r = CV_ERR_BUSY;
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the certificate");
+		vault_write_errmsg(err, r, "the database refused the certificate");
 		goto out;
 	}
 	row = key = 0;
