@@ -590,10 +590,6 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 	return destroy_verify(token, session, op, ret_call);
 }
 
-/* Several nodes share one token: a key another node made is not in this process's map, and
- * one another node destroyed leaves a handle here that the token no longer knows. A miss, or
- * a handle the token answered CKR_OBJECT_HANDLE_INVALID for, is settled by one search by
- * CKA_ID and class, whose answer replaces the entry. */
 static time_t monotonic_seconds(void)
 {
 	struct timespec ts;
@@ -602,6 +598,10 @@ static time_t monotonic_seconds(void)
 	return ts.tv_sec;
 }
 
+/* Several nodes share one token: a key another node made is not in this process's map, and
+ * one another node destroyed leaves a handle here that the token no longer knows. A miss, or
+ * a handle the token answered CKR_OBJECT_HANDLE_INVALID for, is settled by one search by
+ * CKA_ID and class, whose answer replaces the entry. */
 struct lookup_op {
 	const uint8_t *id;
 	size_t id_len;
@@ -784,8 +784,6 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 	enum map_says says;
 	int r;
 
-	/* Marking the entry pending keeps a second destroy or a create of the same id out
-	 * while the token works. */
 	/* A key another node made is destroyed here too: a miss asks the token, whatever an
 	 * earlier search found (a destroy must not leave a key behind on a belief). */
 	says = map_private(token, id, id_len);
@@ -794,6 +792,8 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 		if (r < 0)
 			goto out;
 	}
+	/* Marking the entry pending keeps a second destroy or a create of the same id out
+	 * while the token works. */
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
 	/* A public object alone under the id (its private twin destroyed by a run that then
