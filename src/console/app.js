@@ -947,7 +947,8 @@
     const rows = list.items.map((s) => h('tr', {},
       h('td', { text: s.name }), h('td', {}, link('#/services?environment=' + encodeURIComponent(s.environment), s.environment)),
       h('td', { class: 'domains', text: s.domains.join(', ') }),
-      h('td', {}, s.certificate ? [link(certHref(s.certificate.name), s.certificate.name), ' ', badge(s.certificate.status)] : h('span', { class: 'muted', text: 'none' })),
+      h('td', {}, s.certificate?.out_of_scope ? h('span', { class: 'muted', text: 'one outside your scope' })
+        : s.certificate ? [link(certHref(s.certificate.name), s.certificate.name), ' ', badge(s.certificate.status)] : h('span', { class: 'muted', text: 'none' })),
       h('td', { class: 'row-actions' }, can('write') ? [
         button('Edit', () => serviceDialog(s), 'small'), button('Bind', () => bindDialog(s), 'small'),
         s.certificate ? button('Unbind', () => unbind(s), 'small') : null,
@@ -1049,7 +1050,7 @@
     }), 'Candidates') : empty('No certificate covers any of these domains.'));
   }
   async function unbind(s) {
-    const ok = await choose(`Unbind ${s.name}`, `${s.name} stops using ${s.certificate.name}.`, [['Unbind', true, 'primary']]);
+    const ok = await choose(`Unbind ${s.name}`, `${s.name} stops using ${s.certificate.name || 'its certificate'}.`, [['Unbind', true, 'primary']]);
     if (!ok) return;
     try { await api('DELETE', `/v1/services/${encodeURIComponent(s.name)}/certificate`); toast('Unbound.'); route(); } catch (e) { errorDialog('Not unbound', e); }
   }
