@@ -45,6 +45,10 @@ static const struct {
 	{ "certificate.renew", "certificate.renewed", 1 },
 	{ "certificate.replace", "certificate.replaced", 1 },
 	{ "certificate.delete", "certificate.deleted", 0 },
+	/* Soft delete (issue 18 part 2): back in use, or gone for good (by a request or the
+	 * background purge, whose actor is certvaultd). */
+	{ "certificate.recover", "certificate.recovered", 0 },
+	{ "certificate.purge", "certificate.purged", 0 },
 };
 
 int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t seq)
@@ -114,6 +118,21 @@ int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t 
 	if (conn == NULL)
 		cvdb_finalize(stmt);
 	return rc == SQLITE_DONE ? 0 : store_err(rc);
+}
+
+int store_notify_purge_cancel_on(cvdb *db, int64_t cert_id)
+{
+	/* The purge's record (and its message) is committed before the keys are destroyed; a
+	 * key the token kept undoes the purge, so a message not yet sent would tell of what
+	 * did not happen. One already sent cannot be called back: the audit trail's refusal
+	 * after the purge's record says what happened. */
+	return store_run(db,
+			 "UPDATE notification_outbox SET state = 2, last_error = 'not sent: the"
+			 " purge was undone (a key could not be destroyed)'"
+			 " WHERE state = 0 AND attempts = 0 AND event = 'certificate.purged'"
+			 " AND certificate = (SELECT name FROM certificates WHERE id = ?1)"
+			 " COLLATE NOCASE",
+			 "i", cert_id);
 }
 
 static int read_channel(cvdb_stmt *stmt, struct cv_notify_channel *ch)

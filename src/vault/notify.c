@@ -30,6 +30,7 @@ const char *const cv_notify_events[] = {
 	"certificate.imported", "certificate.renewed",  "certificate.replaced",
 	"certificate.deleted",  "certificate.expiring", "certificate.expired",
 	"certificate.revoked",  "token.unavailable",    "token.available",
+	"certificate.recovered", "certificate.purged",
 	NULL,
 };
 

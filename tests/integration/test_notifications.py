@@ -184,7 +184,7 @@ class Channels(VaultTestCase):
         secret = ch["secret"]
         self.assertRegex(secret, r"^whsec_[A-Za-z0-9+/]{43}=$")
         self.assertTrue(ch["has_secret"])
-        self.assertEqual(len(ch["events"]), 9)
+        self.assertEqual(len(ch["events"]), 11)
         st, _, got = v.request("GET", "/v1/notifications/channels/" + ch["id"])
         self.assertEqual(st, 200, got)
         self.assertNotIn("secret", got)
@@ -340,7 +340,9 @@ class Deliveries(VaultTestCase):
         fd = os.open(os.path.join(cls.pwdir, "smtp.pw"), os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, b"smtp-pass-123\n")
         os.close(fd)
-        cls.settings = dict(SETTINGS, CERTVAULT_NOTIFICATIONS_PASSWORD_DIR=cls.pwdir)
+        # Deletes are soft (issue 18 part 2), so that a recover and a purge tell too.
+        cls.settings = dict(SETTINGS, CERTVAULT_NOTIFICATIONS_PASSWORD_DIR=cls.pwdir,
+                            CERTVAULT_LIFECYCLE_DELETED_RETENTION_DAYS="30")
         cls.receiver = Receiver()
         cls.sink = Sink()
         super().setUpClass()
@@ -446,8 +448,8 @@ class Deliveries(VaultTestCase):
         self.assertFalse({d["delivery_id"] for d in page["items"]} &
                          {d["delivery_id"] for d in page2["items"]})
 
-        # Renew, replace and delete are events too; a renewal is a new version, whose
-        # thresholds count afresh.
+        # Renew, replace, delete, recover and purge are events too; a renewal is a new
+        # version, whose thresholds count afresh.
         n_before = len(rx.messages())
         st, _, _ = v.request("PUT", "/v1/services/web", {"environment": "production",
                                                          "domains": ["far.example.com"]})
@@ -462,17 +464,26 @@ class Deliveries(VaultTestCase):
         st, _, out = v.request("POST", "/v1/certificates/far/replace",
                                {"certificate": far3.cert, "private_key": far3.key})
         self.assertIn(st, (200, 201), out)
-        st, _, out = v.request("DELETE", "/v1/certificates/soon?confirm=delete")
-        self.assertEqual(st, 200, out)
+        for method, path in (("DELETE", "/v1/certificates/soon?confirm=delete"),
+                             ("POST", "/v1/deleted-certificates/soon/recover"),
+                             ("DELETE", "/v1/certificates/soon?confirm=delete"),
+                             ("DELETE", "/v1/deleted-certificates/soon?confirm=purge")):
+            st, _, out = v.request(method, path)
+            self.assertEqual(st, 200, (path, out))
         # A refused change tells nobody.
         self.assertEqual(v.request("DELETE", "/v1/certificates/far?confirm=delete")[0], 409)
-        wait_for(lambda: len(rx.messages()) >= n_before + 3, 20, "the change messages")
+        self.assertEqual(v.request("DELETE", "/v1/deleted-certificates/soon?confirm=purge")[0],
+                         404)
+        wait_for(lambda: len(rx.messages()) >= n_before + 6, 20, "the change messages")
         time.sleep(1.5)
-        new = [(m["event"], m["certificate"]["name"], m["certificate"].get("version"))
-               for m in rx.messages()[n_before:]]
-        self.assertEqual(sorted(new), sorted([("certificate.renewed", "far", 2),
-                                              ("certificate.replaced", "far", 3),
-                                              ("certificate.deleted", "soon", 1)]))
+        new = [(m["event"], m["certificate"]["name"], m["certificate"].get("version"),
+                m.get("actor")) for m in rx.messages()[n_before:]]
+        self.assertEqual(sorted(new), sorted([("certificate.renewed", "far", 2, "admin"),
+                                              ("certificate.replaced", "far", 3, "admin"),
+                                              ("certificate.deleted", "soon", 1, "admin"),
+                                              ("certificate.recovered", "soon", 1, "admin"),
+                                              ("certificate.deleted", "soon", 1, "admin"),
+                                              ("certificate.purged", "soon", 1, "admin")]))
 
 
     def test_generated_keys(self):
