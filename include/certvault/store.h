@@ -1117,6 +1117,13 @@ int cv_store_notify_attempt_end(struct cv_store *store, int64_t outbox_id, int64
 /* Attempts still "sending" (their sender died) become "interrupted"; their deliveries are
  * due again at once, with the same delivery id. *ret_n: how many. */
 int cv_store_notify_interrupted(struct cv_store *store, int64_t now, int64_t *ret_n);
+/* Prunes the log of deliveries: removes, with their attempts, at most limit delivered or
+ * failed deliveries that ended before cutoff (no attempt finished since), but never one the
+ * scan would write again if it were gone (an expiry or revocation message about a version
+ * still in the database: its row is what makes it once). *ret_n: how many went. 0 or
+ * CV_ERR_DB. */
+int cv_store_notify_prune(struct cv_store *store, int64_t cutoff, int64_t limit,
+			  int64_t *ret_n);
 /* Backups (src/store/backup.c). A key a row needs in the token, and which row: "current"
  * (a certificate's current version), "version" (a superseded version whose key is kept),
  * "pending" (a key generated for a CSR) or "journal" (a key being created). */

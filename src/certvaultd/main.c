@@ -451,6 +451,7 @@ static int notify_settings(const struct cv_config *cfg, struct cv_notify_setting
 	ret->retry_max_seconds = cfg->notify_retry_max_seconds;
 	ret->max_attempts = cfg->notify_max_attempts;
 	ret->lease_seconds = cfg->notify_lease_seconds;
+	ret->delivery_log_days = cfg->notify_delivery_log_days;
 	ret->timeout_ms = (int)cfg->notify_timeout_ms;
 	ret->password_dir = cfg->notify_password_dir;
 	ret->log = notify_log;

@@ -762,6 +762,36 @@ out:
 	return r;
 }
 
+int cv_store_notify_prune(struct cv_store *store, int64_t cutoff, int64_t limit,
+			  int64_t *ret_n)
+{
+	/* A batch at a time: the write lock is held for a bounded delete, never for a whole
+	 * log's worth. The attempts go by their foreign key (ON DELETE CASCADE). */
+	static const char sql[] =
+		"DELETE FROM notification_outbox WHERE id IN (SELECT o.id FROM notification_outbox o"
+		" WHERE o.state IN (1, 2) AND o.created_at < ?1"
+		" AND (CASE WHEN o.state = 1 THEN o.delivered_at ELSE o.next_attempt_at END) < ?1"
+		" AND NOT EXISTS (SELECT 1 FROM notification_attempts a WHERE a.outbox_id = o.id"
+		" AND (a.finished_at >= ?1 OR a.started_at >= ?1))"
+		" AND NOT ((o.dedup_key LIKE 'expiry:%' OR o.dedup_key LIKE 'revoked:%')"
+		" AND EXISTS (SELECT 1 FROM certificates c WHERE c.name = o.certificate"
+		" COLLATE NOCASE AND c.version = o.cert_version))"
+		" ORDER BY o.id LIMIT ?2)";
+	struct store_conn *conn = store_borrow(store);
+	cvdb_stmt *stmt;
+	int r;
+
+	*ret_n = 0;
+	r = store_prepare(conn, sql, &stmt);
+	if (r == 0 && (cvdb_bind_int64(stmt, 1, cutoff) != SQLITE_OK ||
+		       cvdb_bind_int64(stmt, 2, limit) != SQLITE_OK))
+		r = CV_ERR_DB;
+	if (r == 0)
+		r = run_insert(conn, stmt, ret_n);
+	store_return(store, conn);
+	return r;
+}
+
 int cv_store_notify_interrupted(struct cv_store *store, int64_t now, int64_t *ret_n)
 {
 	struct store_conn *conn = store_borrow(store);

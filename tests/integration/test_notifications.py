@@ -554,6 +554,61 @@ class Retries(VaultTestCase):
         self.assertIsNone(d["last_error"])
 
 
+class Pruning(VaultTestCase):
+    """The log of deliveries keeps notifications.delivery_log_days (1 here): older delivered
+    deliveries go with their attempts, but not an expiry message about a version still
+    there (its row is what keeps the scan from sending it again), nor a recent one."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.receiver = Receiver()
+        cls.settings = dict(SETTINGS, CERTVAULT_NOTIFICATIONS_DELIVERY_LOG_DAYS="1")
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.receiver.close()
+        super().tearDownClass()
+
+    def test_old_deliveries_leave_the_log(self):
+        v, rx = self.vault, self.receiver
+        st, _, hook = v.request("POST", "/v1/notifications/channels",
+                                {"name": "hook", "kind": "webhook", "url": rx.url,
+                                 "secret": SECRET})
+        self.assertEqual(st, 201, hook)
+        week = self.material("week", san="week.example.com", not_after=5 * 86400)
+        self.assertEqual(v.import_cert("week", week)[0], 201)
+        self.assertEqual(v.import_cert("gone", self.material("gone", san="g.example"))[0], 201)
+        self.assertEqual(v.request("DELETE", "/v1/certificates/gone?confirm=delete")[0], 200)
+        wait_for(lambda: len(rx.messages()) >= 4, 30, "the four messages")
+
+        def log():
+            st, _, page = v.request("GET", "/v1/notifications/deliveries?limit=100")
+            self.assertEqual(st, 200, page)
+            return sorted((d["event"], d["certificate"]) for d in page["items"])
+        wait_for(lambda: len(log()) == 4, 20, "four deliveries in the log")
+        # Two days ago, every one of them.
+        old = int(time.time()) - 2 * 86400
+        with sqlite3.connect(v.db, timeout=30) as db:
+            db.execute("UPDATE notification_outbox SET created_at = ?, delivered_at = ?,"
+                       " next_attempt_at = ?", (old, old, old))
+            db.execute("UPDATE notification_attempts SET started_at = ?, finished_at = ?",
+                       (old, old))
+        self.assertEqual(v.import_cert("new", self.material("new", san="n.example"))[0], 201)
+        wait_for(lambda: ("certificate.imported", "new") in log() and len(log()) == 2, 20,
+                 "the old deliveries pruned")
+        self.assertEqual(log(), [("certificate.expiring", "week"),
+                                 ("certificate.imported", "new")])
+        with sqlite3.connect(v.db, timeout=30) as db:
+            orphans = db.execute("SELECT count(*) FROM notification_attempts WHERE outbox_id"
+                                 " NOT IN (SELECT id FROM notification_outbox)").fetchone()[0]
+        self.assertEqual(orphans, 0)
+        # Scans go on: nothing pruned is sent again.
+        time.sleep(2.5)
+        self.assertEqual(len(rx.messages()), 5)
+        self.assertIn("removed from the log", v.log())
+
+
 class TokenEvents(VaultTestCase):
     """The token going away and coming back is told, signed, while it is away: the webhook's
     secret was made ready while the token was there."""
