@@ -1147,6 +1147,20 @@ int cv_vault_backup_write(const struct cv_backup_params *p, int out_fd,
  * transaction. 0 or the store's or the audit key's error. */
 int cv_vault_backup_audit(struct cv_vault *v, struct cv_audit *a,
 			  const struct cv_backup_summary *sum);
+/* The temporary files of a backup (the database's copy, the tar of --backup and of POST
+ * /v1/backup) and of a restore start with these, in the directory they are made in. */
+#define CV_BACKUP_TEMP_PREFIX ".certvault-backup-"
+#define CV_RESTORE_TEMP_PREFIX ".certvault-restore-"
+/* Locks a temporary file made with those prefixes (fd open on it) as being written: the
+ * lock lasts while fd is open. 0, or -1 with errno. */
+int cv_backup_temp_lock(int fd);
+typedef void cv_vault_leftover_fn(const char *name, uint64_t bytes, void *arg);
+/* Removes from dir the temporary files a backup or restore cut short left (a crash, a
+ * kill): regular files of this user named with the prefixes above that no running backup
+ * or restore holds locked. fn (may be NULL) is told each one removed. Returns how many, or
+ * CV_ERR_CONFIG when dir cannot be read. */
+int cv_vault_backup_leftovers(const char *dir, cv_vault_leftover_fn *fn, void *arg,
+			      struct cv_errmsg *err);
 #define CV_BACKUP_MISSING_LISTED 20
 struct cv_backup_verdict {
 	int intact;                 /* the manifest, the database and its audit chain agree */

@@ -21,6 +21,7 @@
 #include "certvault/sdnotify.h"
 #include "certvault/secret.h"
 #include "certvault/store.h"
+#include "certvault/text.h"
 #include "certvault/token.h"
 #include "certvault/util.h"
 #include "certvault/vault.h"
@@ -242,6 +243,8 @@ static int backup_command(const struct cv_config *cfg, const char *file, struct 
 		return CV_ERR_CONFIG;
 	}
 	(void)fchmod(fd, 0600);
+	/* Held until the file is renamed: a certvaultd starting meanwhile leaves it alone. */
+	(void)cv_backup_temp_lock(fd);
 	p.db_path = cfg->db_path;
 	p.tmp_dir = dir;
 	p.version = CV_VERSION;
@@ -269,6 +272,30 @@ static int backup_command(const struct cv_config *cfg, const char *file, struct 
 			(long long)sum.audit_records, sum.head[0] ? sum.head : "(none)", sum.keys);
 	}
 	return r;
+}
+
+static void leftover_said(const char *name, uint64_t bytes, void *arg)
+{
+	char shown[160];
+
+	cv_text_safe(name, strlen(name), 0, shown, sizeof(shown));
+	fprintf(stderr, "certvaultd: removed %s/%s (%llu bytes), left by a backup or restore that "
+		"was cut short\n", (const char *)arg, shown, (unsigned long long)bytes);
+}
+
+/* A crash or kill during a backup (POST /v1/backup's copy of the database beside it, a
+ * --backup into this directory) leaves its temporary files: a whole copy of the database
+ * that nothing would ever remove. At each start, before serving, they go. */
+static void backup_leftovers(const char *db_path)
+{
+	struct cv_errmsg err = { "" };
+	char dirbuf[4096];
+	const char *dir;
+
+	snprintf(dirbuf, sizeof(dirbuf), "%s", db_path);
+	dir = dirname(dirbuf);
+	if (cv_vault_backup_leftovers(dir, leftover_said, (void *)dir, &err) < 0)
+		fprintf(stderr, "certvaultd: leftovers of backups not looked for: %s\n", err.text);
 }
 
 /* --verify-backup FILE, once the token is open. Returns the exit status, or an error. */
@@ -630,6 +657,7 @@ int main(int argc, char **argv)
 	r = cv_store_open(cfg.db_path, &app.store, &err);
 	if (r < 0)
 		goto out;
+	backup_leftovers(cfg.db_path);
 	app.vault.store = app.store;
 	app.vault.token = app.token;
 	app.vault.soon_seconds = cfg.expires_soon_days * 86400;

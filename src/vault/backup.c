@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,17 +153,66 @@ static json_t *manifest_make(const struct cv_backup_params *p,
 	return m;
 }
 
-/* A private file name beside dir's other files: dir/.certvault-backup-XXXXXX. */
+/* A private file name beside dir's other files: dir/.certvault-backup-XXXXXX, locked
+ * (flock) for as long as the returned descriptor is open, so that the start-up's sweep of
+ * leftovers (cv_vault_backup_leftovers) never takes a copy being written for one. */
 static int temp_file(const char *dir, char *path, size_t size)
 {
 	int fd;
 
-	if ((size_t)snprintf(path, size, "%s/.certvault-backup-XXXXXX", dir) >= size)
+	if ((size_t)snprintf(path, size, "%s/" CV_BACKUP_TEMP_PREFIX "XXXXXX", dir) >= size)
 		return -1;
 	fd = mkstemp(path);
 	if (fd >= 0)
 		(void)fchmod(fd, 0600);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		unlink(path);
+		close(fd);
+		return -1;
+	}
 	return fd;
+}
+
+int cv_backup_temp_lock(int fd)
+{
+	return flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : -1;
+}
+
+int cv_vault_backup_leftovers(const char *dir, cv_vault_leftover_fn *fn, void *arg,
+			      struct cv_errmsg *err)
+{
+	struct stat st, fst;
+	struct dirent *e;
+	DIR *d;
+	int dfd, fd, n = 0;
+
+	d = opendir(dir);
+	if (d == NULL)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot read the directory %s: %s", dir,
+				     strerror(errno));
+	dfd = dirfd(d);
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, CV_BACKUP_TEMP_PREFIX, strlen(CV_BACKUP_TEMP_PREFIX)) != 0 &&
+		    strncmp(e->d_name, CV_RESTORE_TEMP_PREFIX, strlen(CV_RESTORE_TEMP_PREFIX)) != 0)
+			continue;
+		/* Only a regular file of this user (never a link to follow elsewhere), and only
+		 * one nobody is writing: a backup or a restore running now holds its lock. */
+		if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+		    st.st_uid != geteuid())
+			continue;
+		fd = openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &fst) == 0 && fst.st_ino == st.st_ino && fst.st_dev == st.st_dev &&
+		    flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dfd, e->d_name, 0) == 0) {
+			n++;
+			if (fn != NULL)
+				fn(e->d_name, (uint64_t)fst.st_size, arg);
+		}
+		close(fd);
+	}
+	closedir(d);
+	return n;
 }
 
 int cv_vault_backup_write(const struct cv_backup_params *p, int out_fd,
@@ -174,19 +225,18 @@ int cv_vault_backup_write(const struct cv_backup_params *p, int out_fd,
 	json_t *manifest = NULL;
 	uint64_t size = 0, copied = 0;
 	ssize_t n;
-	int fd = -1, r;
+	int fd = -1, lock_fd, r;
 
 	memset(ret, 0, sizeof(*ret));
 	copy[0] = '\0';
-	fd = temp_file(p->tmp_dir, copy, sizeof(copy));
-	if (fd < 0) {
+	/* Kept open (its lock held) until the copy is gone: SQLite writes it by its name. */
+	lock_fd = temp_file(p->tmp_dir, copy, sizeof(copy));
+	if (lock_fd < 0) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIG, "backup: cannot make a file in %s: %s",
 				  p->tmp_dir, strerror(errno));
 		copy[0] = '\0';
 		goto out;
 	}
-	close(fd);
-	fd = -1;
 	r = cv_store_backup_copy(p->db_path, copy, err);
 	if (r < 0)
 		goto out;
@@ -231,6 +281,8 @@ out:
 		close(fd);
 	if (copy[0] != '\0')
 		unlink(copy);
+	if (lock_fd >= 0)
+		close(lock_fd);
 	free(text);
 	json_decref(manifest);
 	cv_store_backup_facts_release(&f);

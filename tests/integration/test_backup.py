@@ -194,6 +194,46 @@ class BackupTest(unittest.TestCase):
         self.assertIn("not a certvault backup", p.stderr.decode())
 
 
+    def test_leftovers_of_a_backup_cut_short_go_at_start(self):
+        """A crash during POST /v1/backup leaves its copy of the database beside it: the next
+        start removes it (and says so), but not a backup's file still being written (held
+        locked), a link, or anything else."""
+        import fcntl
+        d = os.path.dirname(self.vault.db)
+        left = [os.path.join(d, n) for n in (".certvault-backup-Ab12Cd",
+                                             ".certvault-backup-tar-Zz9yX8")]
+        for path in left:
+            with open(path, "wb") as f:
+                f.write(read(self.vault.db)[:4096])
+        busy = os.path.join(d, ".certvault-backup-Bus7yy")
+        other = os.path.join(d, "notes.txt")
+        link = os.path.join(d, ".certvault-backup-L1nk00")
+        for path in (busy, other):
+            with open(path, "wb") as f:
+                f.write(b"x")
+        os.symlink(other, link)
+        held = open(busy, "rb")
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            self.assertEqual(self.vault.stop(), 0)
+            self.vault.start()
+            log = self.vault.log()
+            for path in left:
+                self.assertFalse(os.path.exists(path), path)
+                self.assertIn("removed %s (4096 bytes), left by a backup or restore that was"
+                              " cut short" % path, log)
+            for path in (busy, other, link):
+                self.assertTrue(os.path.lexists(path), path)
+                self.assertNotIn(os.path.basename(path), log)
+            st, _, body = self.vault.request("GET", "/v1/health", token=None)
+            self.assertEqual(st, 200, body)
+        finally:
+            held.close()
+            for path in (busy, other, link):
+                if os.path.lexists(path):
+                    os.remove(path)
+
+
 class RestoreTest(unittest.TestCase):
     """A backup restored as the README says (stop, the database and its -wal and -shm
     replaced by the backup's certvault.db, start) onto the token it was taken from, which
