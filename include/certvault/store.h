@@ -1142,6 +1142,12 @@ int cv_store_keys_foreach(struct cv_store *store, cv_store_key_fn fn, void *arg)
  * copy holds every change committed before it began and nothing half-done. The copy is in
  * rollback-journal mode (one file) and made durable. 0 or CV_ERR_DB with err. */
 int cv_store_backup_copy(const char *path, const char *dest, struct cv_errmsg *err);
+/* Before a restore replaces the database file at path: makes it one file that no other
+ * connection uses, its WAL checkpointed into it and WAL mode left (SQLite refuses that while
+ * another connection, a running certvaultd's, has it open), so that no -wal of the old
+ * database is left for the new file to inherit. Returns 0, CV_ERR_IN_USE (another process
+ * has it open) or CV_ERR_DB (not a database, unreadable), with err. */
+int cv_store_db_quiesce(const char *path, struct cv_errmsg *err);
 /* What a database file holds, read without changing it (no migration). */
 struct cv_store_backup_facts {
 	int64_t schema_version;

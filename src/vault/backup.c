@@ -461,6 +461,7 @@ int cv_vault_backup_verify(struct cv_vault *v, const char *file, const char *tmp
 		goto out;
 	}
 	msha = json_string_value(json_object_get(json_object_get(m, "database"), "sha256"));
+	snprintf(ret->db_sha256, sizeof(ret->db_sha256), "%s", msha != NULL ? msha : "");
 	if (msha == NULL || strcmp(msha, sha) != 0)
 		verdict_bad(ret, "the database's SHA-256 is not the manifest's", "");
 	ret->schema_version = json_integer_value(json_object_get(m, "schema_version"));
@@ -549,6 +550,170 @@ out:
 	free(text);
 	json_decref(m);
 	cv_store_backup_facts_release(&f);
+	return r;
+}
+
+/* --- restore ------------------------------------------------------------------------- */
+
+/* Copies the backup's database member into the open file out, made durable. */
+static int restore_extract(const char *file, int out, struct cv_errmsg *err)
+{
+	unsigned char buf[65536];
+	char name[101];
+	uint64_t size, left;
+	off_t skip;
+	int fd, r = 0;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot read %s: %s", file, strerror(errno));
+	if (tar_next(fd, name, &size) != 1 || strcmp(name, MANIFEST_NAME) != 0 ||
+	    size > MANIFEST_MAX) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s: not a certvault backup", file);
+		goto out;
+	}
+	skip = (off_t)((size + TAR_BLOCK - 1) / TAR_BLOCK * TAR_BLOCK);
+	if (lseek(fd, skip, SEEK_CUR) < 0 || tar_next(fd, name, &size) != 1 ||
+	    strcmp(name, DB_NAME) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s: no %s after the manifest", file,
+				  DB_NAME);
+		goto out;
+	}
+	for (left = size; left > 0 && r == 0;) {
+		size_t chunk = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+
+		if (read_full(fd, buf, chunk) < 0)
+			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s: the database is cut short",
+					  file);
+		else if (write_all(out, buf, chunk) < 0)
+			r = cv_errmsg_set(err, CV_ERR_CONFIG, "writing the database: %s",
+					  strerror(errno));
+		left -= chunk;
+	}
+	if (r == 0 && fsync(out) != 0)
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "writing the database: %s", strerror(errno));
+out:
+	close(fd);
+	return r;
+}
+
+int cv_vault_backup_restore(struct cv_vault *v, const struct cv_restore_params *p,
+			    struct cv_backup_verdict *ret, struct cv_errmsg *err)
+{
+	static const char *const sides[] = { "-wal", "-shm", "-journal" };
+	char dirbuf[4096], tmp[4200], side[4200], sha[2 * CV_AUDIT_HASH_LEN + 1];
+	const char *dir, *slash;
+	struct stat st;
+	uint64_t size = 0;
+	size_t i;
+	int out = -1, dfd, exists, r;
+
+	memset(ret, 0, sizeof(*ret));
+	tmp[0] = '\0';
+	if (strstr(p->db_path, "://") != NULL)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "--restore writes an SQLite file: a "
+				     "PostgreSQL database is restored with pg_restore");
+	if (strlen(p->db_path) >= sizeof(dirbuf) - 64)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "--database: the path is too long");
+	exists = lstat(p->db_path, &st) == 0;
+	if (exists && !S_ISREG(st.st_mode))
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s is not a regular file: nothing is "
+				     "restored over it", p->db_path);
+	if (exists && !p->overwrite)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s exists: nothing is restored over a "
+				     "database unless --overwrite says so (stop certvaultd first)",
+				     p->db_path);
+	/* A -wal or -shm without its database would be applied to the restored one. */
+	for (i = 0; !exists && i < sizeof(sides) / sizeof(sides[0]); i++) {
+		snprintf(side, sizeof(side), "%s%s", p->db_path, sides[i]);
+		if (lstat(side, &st) == 0 && !p->overwrite)
+			return cv_errmsg_set(err, CV_ERR_CONFIG, "%s is there without its database: "
+					     "SQLite would apply it to the restored one; remove it, "
+					     "or say --overwrite", side);
+	}
+	slash = strrchr(p->db_path, '/');
+	if (slash == NULL) {
+		snprintf(dirbuf, sizeof(dirbuf), ".");
+	} else {
+		snprintf(dirbuf, sizeof(dirbuf), "%.*s", (int)(slash - p->db_path), p->db_path);
+		if (dirbuf[0] == '\0')
+			snprintf(dirbuf, sizeof(dirbuf), "/");
+	}
+	dir = dirbuf;
+	/* Beside its place, so that the rename is atomic; locked, so that a certvaultd
+	 * starting meanwhile does not take it for a leftover. */
+	snprintf(tmp, sizeof(tmp), "%s/" CV_RESTORE_TEMP_PREFIX "XXXXXX", dir);
+	out = mkstemp(tmp);
+	if (out < 0) {
+		tmp[0] = '\0';
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot make a file in %s: %s", dir,
+				  strerror(errno));
+		goto out;
+	}
+	if (fchmod(out, 0600) != 0 || flock(out, LOCK_EX | LOCK_NB) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	r = restore_extract(p->backup, out, err);
+	if (r < 0)
+		goto out;
+	if (file_digest(tmp, sha, &size) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot read %s", tmp);
+		goto out;
+	}
+	/* The check of --verify-backup, on the backup; the bytes put in place are the ones it
+	 * verified when their SHA-256 is the manifest's, which the check held them to. */
+	r = cv_vault_backup_verify(v, p->backup, dir, p->audit_key_label, ret, err);
+	if (r < 0)
+		goto out;
+	if (!ret->intact) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s is not intact: %s; nothing is "
+				  "restored", p->backup, ret->reason);
+		goto out;
+	}
+	if (strcmp(sha, ret->db_sha256) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s changed while it was read; nothing "
+				  "is restored", p->backup);
+		goto out;
+	}
+	if (ret->keys_missing > 0 && !p->allow_missing_keys) {
+		r = cv_errmsg_set(err, CV_ERR_TOKEN, "the token lacks %zu of the %zu key(s) the "
+				  "backup needs (the first: %s): restore the token's backup that "
+				  "holds them, or say --allow-missing-keys (those certificates are "
+				  "then marked key_missing); nothing is restored",
+				  ret->keys_missing, ret->keys, ret->missing[0]);
+		goto out;
+	}
+	if (exists) {
+		r = cv_store_db_quiesce(p->db_path, err);
+		if (r < 0)
+			goto out;
+	}
+	for (i = 0; i < sizeof(sides) / sizeof(sides[0]); i++) {
+		snprintf(side, sizeof(side), "%s%s", p->db_path, sides[i]);
+		if (unlink(side) != 0 && errno != ENOENT) {
+			r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot remove %s: %s", side,
+					  strerror(errno));
+			goto out;
+		}
+	}
+	if (rename(tmp, p->db_path) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot put the database in place at %s: %s",
+				  p->db_path, strerror(errno));
+		goto out;
+	}
+	tmp[0] = '\0';
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	r = 0;
+out:
+	if (tmp[0] != '\0')
+		unlink(tmp);
+	if (out >= 0)
+		close(out);
 	return r;
 }
 
