@@ -1036,8 +1036,10 @@ static FILE *sign_input(struct ctx *c)
 	return f;
 }
 
-/* Reads the whole input, at most max bytes (more is a usage error naming the limit). */
-static int sign_read_all(struct ctx *c, size_t max, unsigned char **ret, size_t *ret_len)
+/* Reads the whole input, at most max bytes (more is a usage error naming the limit, and
+ * hint). */
+static int sign_read_all(struct ctx *c, size_t max, const char *hint, unsigned char **ret,
+			 size_t *ret_len)
 {
 	unsigned char *buf = malloc(max + 1);
 	size_t len = 0, n;
@@ -1058,8 +1060,8 @@ static int sign_read_all(struct ctx *c, size_t max, unsigned char **ret, size_t 
 	if (ferror(f))
 		r = usage_error("%s", "the input could not be read");
 	else if (len > max)
-		r = usage_error("the input is longer than the %zu bytes this signature takes "
-				"(hash it and use --prehashed, where the algorithm allows)", max);
+		r = usage_error("the input is longer than the %zu bytes it may have here%s", max,
+				hint);
 	if (f != stdin)
 		fclose(f);
 	if (r != CV_CLI_OK) {
@@ -1166,7 +1168,7 @@ static int sign_jws(struct ctx *c)
 		}
 	}
 	/* The API takes 1 MiB of base64url: 768 KiB of payload. */
-	r = sign_read_all(c, 768 * 1024, &in, &len);
+	r = sign_read_all(c, 768 * 1024, " (a JWS payload)", &in, &len);
 	if (r == CV_CLI_OK && (payload = sign_base64(in, len, 1)) == NULL)
 		r = CV_CLI_UNAVAILABLE;
 	if (r == CV_CLI_OK) {
@@ -1235,12 +1237,13 @@ static int cmd_sign(struct ctx *c, int argc, char **argv)
 		if (has(c, O_PREHASHED))
 			r = usage_error("%s", "EdDSA signs the message itself: no --prehashed");
 		else
-			r = sign_read_all(c, 512 * 1024, &in, &len);
+			r = sign_read_all(c, 512 * 1024, " (EdDSA signs the message itself)", &in,
+					  &len);
 		if (r == CV_CLI_OK && ((b64 = sign_base64(in, len, 0)) == NULL ||
 				       json_object_set_new(body, "message", json_string(b64)) < 0))
 			r = CV_CLI_UNAVAILABLE;
 	} else if (has(c, O_PREHASHED)) {
-		r = sign_read_all(c, EVP_MAX_MD_SIZE, &in, &len);
+		r = sign_read_all(c, EVP_MAX_MD_SIZE, " (--prehashed: the hash alone)", &in, &len);
 		if (r == CV_CLI_OK && len != alg->digest_len)
 			r = usage_error("%s wants a %zu-byte hash; the input has %zu bytes",
 					alg->name, alg->digest_len, len);
