@@ -1088,6 +1088,9 @@ def main():
                          " (issue 19)")
     ap.add_argument("--startup-only", action="store_true",
                     help="only the start-up at 1,000 and 10,000 keys (--keys N: at N)")
+    ap.add_argument("--reads-only", action="store_true",
+                    help="everything but the signatures, imports and generation: details,"
+                         " exports, JWKS, list, start-up and list after writes")
     ap.add_argument("--idle", type=int,
                     help="seconds of the idle wait of the list after writes (default 60;"
                          " 10 with --quick)")
@@ -1162,10 +1165,11 @@ def main():
         return 0
     mid = keys_dataset(bins, data_dir, sz["mid"], args.rebuild)
 
-    measure_sign(bins, run_dir, sz, table)
-    measure_sign_api(bins, run_dir, sz, table)
-    measure_import(bins, run_dir, sz, table)
-    measure_generate(bins, run_dir, sz, table)
+    if not args.reads_only:
+        measure_sign(bins, run_dir, sz, table)
+        measure_sign_api(bins, run_dir, sz, table)
+        measure_import(bins, run_dir, sz, table)
+        measure_generate(bins, run_dir, sz, table)
 
     small = Token(bins, os.path.join(run_dir, "keys-%d" % sz["small"]), "bench-small").init()
     daemons = []
