@@ -644,6 +644,21 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 		}
 		return 0;
 	}
+	/* SQLite's index hints after a table name: hints only, PostgreSQL plans for itself */
+	if (is_word(k, "NOT") && j < t->n && is_word(&t->v[j], "INDEXED")) {
+		k->repl = "";
+		t->v[j].repl = "";
+		return 0;
+	}
+	if (is_word(k, "INDEXED") && k->repl == NULL) {
+		m = j < t->n ? next_sig(t, j) : t->n;
+		if (j >= t->n || !is_word(&t->v[j], "BY") || m >= t->n)
+			return fail(err, err_len, "INDEXED without BY <index>");
+		k->repl = "";
+		t->v[j].repl = "";
+		t->v[m].repl = "";
+		return 0;
+	}
 	if (is_word(k, "LIKE"))
 		return like(t, i, err, err_len);
 	if (is_word(k, "GLOB") || is_word(k, "REGEXP") || is_word(k, "MATCH"))

@@ -18,6 +18,7 @@
  *   a IS b, a IS NOT b             -> a IS NOT DISTINCT FROM b, a IS DISTINCT FROM b
  *                                     (IS NULL, IS TRUE, IS DISTINCT FROM ... are kept)
  *   ==                             -> =
+ *   INDEXED BY i, NOT INDEXED      -> dropped (SQLite's index hints; PostgreSQL plans alone)
  *   ifnull(                        -> coalesce(
  *   X'00ff'                        -> '\x00ff'::bytea
  *   BEGIN IMMEDIATE / EXCLUSIVE    -> BEGIN ISOLATION LEVEL READ COMMITTED, then

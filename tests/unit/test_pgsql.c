@@ -146,6 +146,9 @@ static void test_rewrites(void **state)
 			    "SELECT coalesce(a, 0), max(a), min(DISTINCT b) FROM t WHERE a = 1");
 	assert_string_equal(pg("SELECT X'00fF', x'' FROM t"),
 			    "SELECT '\\x00fF'::bytea, '\\x'::bytea FROM t");
+	assert_string_equal(pg("SELECT a FROM t INDEXED BY t_a WHERE a NOT IN (SELECT b FROM u"
+			       " NOT INDEXED)"),
+			    "SELECT a FROM t    WHERE a NOT IN (SELECT b FROM u  )");
 	refused("SELECT X'0g'", "non-hex");
 	refused("SELECT X'012'", "odd");
 }
