@@ -543,13 +543,7 @@ static int statement_head(struct toks *t, size_t first, struct sqldb_pg_sql *out
 			return 1;
 		}
 		if (is_word(m, "IMMEDIATE") || is_word(m, "EXCLUSIVE")) {
-			char lock[96];
-
-			snprintf(lock, sizeof(lock),
-				 "BEGIN ISOLATION LEVEL READ COMMITTED;"
-				 " SELECT pg_advisory_xact_lock(%lld)",
-				 (long long)SQLDB_PG_WRITER_LOCK);
-			sb_str(b, lock);
+			sb_str(b, SQLDB_PG_BEGIN_WRITE_SQL);
 			out->kind = SQLDB_PG_BEGIN_WRITE;
 			return 1;
 		}
@@ -590,6 +584,14 @@ static int statement_head(struct toks *t, size_t first, struct sqldb_pg_sql *out
 			    "both engines (INSERT ... ON CONFLICT DO UPDATE there)",
 			    m < t->n && t->v[m].n < 16 ? (int)t->v[m].n : 0,
 			    m < t->n ? t->v[m].s : "");
+	}
+	if (is_word(k, "INSERT") || is_word(k, "UPDATE") || is_word(k, "DELETE"))
+		out->writes = 1;
+	if (is_word(k, "WITH")) {
+		for (i = j; i < t->n; i++)
+			if (is_word(&t->v[i], "INSERT") || is_word(&t->v[i], "UPDATE") ||
+			    is_word(&t->v[i], "DELETE"))
+				out->writes = 1;
 	}
 	if (is_word(k, "CREATE")) {
 		for (i = j; i < t->n && i < first + 16; i = next_sig(t, i)) {

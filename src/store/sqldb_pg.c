@@ -657,8 +657,55 @@ static int run_transaction_control(struct sqldb_pg_stmt *ps, struct sqldb_pg_con
 	}
 }
 
-/* Sends the statement with its bindings; on success ps->res holds its answer. */
+static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c);
+
+/* Ends the implicit transaction of an autocommit write: COMMIT after success, ROLLBACK
+ * after failure (keeping the failure's message). */
+static int end_implicit(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c, int rc)
+{
+	char *keep;
+
+	if (rc == SQLITE_OK) {
+		rc = run_simple(c, "COMMIT");
+		if (rc != SQLITE_OK)
+			drop_result(ps);
+		return rc;
+	}
+	if (c->broken || PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		return rc;
+	keep = c->errmsg;
+	c->errmsg = NULL;
+	(void)run_simple(c, "ROLLBACK");
+	free(c->errmsg);
+	c->errmsg = keep;
+	return rc;
+}
+
+/* Sends the statement with its bindings; on success ps->res holds its answer.
+ *
+ * SQLite's autocommit write takes the file's write lock like BEGIN IMMEDIATE does, so every
+ * write waits for the writer in progress; here an INSERT, UPDATE or DELETE outside a
+ * transaction becomes a transaction of its own under the same advisory lock (two more round
+ * trips), so that it cannot slip between another writer's check and its change. */
 static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
+{
+	int rc;
+
+	rc = ensure_connected(c);
+	if (rc != SQLITE_OK)
+		return rc;
+	clear_errmsg(c);
+	if (ps->t.kind != SQLDB_PG_OTHER)
+		return run_transaction_control(ps, c);
+	if (!ps->t.writes || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+		return execute_one(ps, c);
+	rc = run_simple(c, SQLDB_PG_BEGIN_WRITE_SQL);
+	if (rc == SQLITE_OK)
+		rc = execute_one(ps, c);
+	return end_implicit(ps, c, rc);
+}
+
+static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 {
 	const char *values[ps->t.n_params > 0 ? ps->t.n_params : 1];
 	int lengths[ps->t.n_params > 0 ? ps->t.n_params : 1];
@@ -669,12 +716,6 @@ static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 	ExecStatusType st;
 	const char *verb;
 
-	rc = ensure_connected(c);
-	if (rc != SQLITE_OK)
-		return rc;
-	clear_errmsg(c);
-	if (ps->t.kind != SQLDB_PG_OTHER)
-		return run_transaction_control(ps, c);
 	for (i = 0; i < n; i++) {
 		const struct param *p = &ps->params[i];
 

@@ -453,6 +453,20 @@ static void *second_writer(void *arg)
 	return NULL;
 }
 
+/* A write outside any transaction: SQLite takes the write lock for it too. */
+static void *autocommit_writer(void *arg)
+{
+	struct writer *w = arg;
+	int rc;
+
+	rc = cvdb_exec(w->db, "UPDATE t SET n = (SELECT count(*) FROM t)");
+	pthread_mutex_lock(&w->lock);
+	w->rc = rc;
+	w->done = 1;
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
 static void test_one_writer_at_a_time(void **state)
 {
 	cvdb *db = open_fresh();
@@ -482,6 +496,36 @@ static void test_one_writer_at_a_time(void **state)
 	exec_ok(w.db, "INSERT INTO t (name) VALUES ('third')");
 	exec_ok(w.db, "COMMIT");
 	assert_int_equal(count_rows(db, ""), 3);
+	pthread_mutex_destroy(&w.lock);
+	cvdb_close(w.db);
+	cvdb_close(db);
+}
+
+static void test_autocommit_write_waits_for_writer(void **state)
+{
+	cvdb *db = open_fresh();
+	struct writer w = { .db = open_db(), .rc = -1 };
+	struct timespec pause = { 0, 300 * 1000 * 1000 };
+	pthread_t thread;
+	int done;
+
+	(void)state;
+	pthread_mutex_init(&w.lock, NULL);
+	exec_ok(db, "INSERT INTO t (name) VALUES ('a')");
+	exec_ok(db, "BEGIN IMMEDIATE");
+	exec_ok(db, "INSERT INTO t (name) VALUES ('b')");
+	assert_int_equal(pthread_create(&thread, NULL, autocommit_writer, &w), 0);
+	nanosleep(&pause, NULL);
+	pthread_mutex_lock(&w.lock);
+	done = w.done;
+	pthread_mutex_unlock(&w.lock);
+	assert_int_equal(done, 0);
+	exec_ok(db, "COMMIT");
+	assert_int_equal(pthread_join(thread, NULL), 0);
+	assert_int_equal(w.rc, SQLITE_OK);
+	/* it ran after the commit, and saw it */
+	assert_int_equal(count_rows(db, "WHERE n = 2"), 2);
+	assert_int_equal(cvdb_get_autocommit(w.db), 1);
 	pthread_mutex_destroy(&w.lock);
 	cvdb_close(w.db);
 	cvdb_close(db);
@@ -655,6 +699,7 @@ static int teardown_pg(void **state)
 	cmocka_unit_test(test_reset_rebind_restep),              \
 	cmocka_unit_test(test_transactions_and_autocommit),      \
 	cmocka_unit_test(test_one_writer_at_a_time),             \
+	cmocka_unit_test(test_autocommit_write_waits_for_writer), \
 	cmocka_unit_test(test_written_twice_and_refused)
 
 int main(void)
