@@ -138,12 +138,15 @@ static void ignore_notice(void *arg, const char *message)
 /* What each connection needs, after connecting and after every reconnect. */
 static int session_setup(struct sqldb_pg_conn *c)
 {
-	char sql[64];
+	char sql[128];
 	PGresult *res;
 	int ok;
 
 	PQsetNoticeProcessor(c->conn, ignore_notice, NULL);
-	snprintf(sql, sizeof(sql), "SET lock_timeout = %d", LOCK_TIMEOUT_MS);
+	/* standard strings: the translation's '\x..' bytea literals and LIKE's ESCAPE '\'
+	 * mean what they say whatever the server's configuration */
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d; SET standard_conforming_strings = on",
+		 LOCK_TIMEOUT_MS);
 	res = PQexec(c->conn, sql);
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	if (!ok)
@@ -164,10 +167,14 @@ static void set_where(struct sqldb_pg_conn *c)
 
 int cvdb_open_pg(const char *conninfo, cvdb **ret)
 {
+	/* Later keywords override earlier ones, the connection string's included (it is
+	 * expanded where "dbname" stands): a connect timeout it may change (libpq's default
+	 * waits for ever on a server that does not answer), UTF-8 it may not (the store's
+	 * text is UTF-8). */
 	static const char *const keys[] = {
-		"dbname", "client_encoding", "fallback_application_name", NULL,
+		"connect_timeout", "dbname", "client_encoding", "fallback_application_name", NULL,
 	};
-	const char *values[] = { conninfo, "UTF8", "certvaultd", NULL };
+	const char *values[] = { "10", conninfo, "UTF8", "certvaultd", NULL };
 	PQconninfoOption *opts, *o;
 	struct sqldb_pg_conn *c;
 	char *parse_err = NULL;
