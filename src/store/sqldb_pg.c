@@ -67,6 +67,7 @@ struct sqldb_pg_conn {
 	unsigned next_name;     /* server-side statement names on this connection */
 	unsigned epoch;         /* bumped at each reconnect: server-side statements are gone */
 	int broken;             /* the connection was lost: PQreset at the next use */
+	int read_tx;            /* the open transaction is a read snapshot (BEGIN) */
 };
 
 struct sqldb_pg_stmt {
@@ -631,6 +632,7 @@ static int run_transaction_control(struct sqldb_pg_stmt *ps, struct sqldb_pg_con
 			return SQLITE_ERROR;
 		}
 		rc = run_simple(c, ps->t.sql);
+		c->read_tx = rc == SQLITE_OK && ps->t.kind == SQLDB_PG_BEGIN_READ;
 		/* the writer lock not taken (lock_timeout): no transaction left open */
 		if (rc != SQLITE_OK && !c->broken &&
 		    PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
@@ -704,6 +706,16 @@ static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 	clear_errmsg(c);
 	if (ps->t.kind != SQLDB_PG_OTHER)
 		return run_transaction_control(ps, c);
+	if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		c->read_tx = 0;
+	if (ps->t.writes && c->read_tx) {
+		/* SQLite would take the write lock here, or answer SQLITE_BUSY_SNAPSHOT when
+		 * another writer committed since the snapshot; PostgreSQL's snapshot cannot tell,
+		 * so the store writes only in BEGIN IMMEDIATE transactions, and this says so. */
+		set_errmsg(c, "a write inside a read transaction (BEGIN): writes take the writer "
+			      "lock with BEGIN IMMEDIATE");
+		return SQLITE_ERROR;
+	}
 	if (!ps->t.writes || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
 		return execute_one(ps, c);
 	rc = run_simple(c, SQLDB_PG_BEGIN_WRITE_SQL);

@@ -576,6 +576,25 @@ static void test_pg_commit_after_failure(void **state)
 	cvdb_close(db);
 }
 
+/* PostgreSQL only: a write in a read transaction (BEGIN) is refused before it is sent (the
+ * snapshot cannot tell whether another writer committed since, which SQLite answers with
+ * SQLITE_BUSY_SNAPSHOT); the transaction goes on, and writes under BEGIN IMMEDIATE. */
+static void test_pg_write_in_read_transaction(void **state)
+{
+	cvdb *db = open_fresh();
+
+	(void)state;
+	exec_ok(db, "BEGIN");
+	assert_int_equal(count_rows(db, ""), 0);
+	assert_int_equal(cvdb_exec(db, "INSERT INTO t (name) VALUES ('a')"), SQLITE_ERROR);
+	assert_non_null(strstr(cvdb_errmsg(db), "BEGIN IMMEDIATE"));
+	assert_int_equal(count_rows(db, ""), 0);
+	exec_ok(db, "COMMIT");
+	exec_ok(db, "BEGIN IMMEDIATE; INSERT INTO t (name) VALUES ('a'); COMMIT");
+	assert_int_equal(count_rows(db, ""), 1);
+	cvdb_close(db);
+}
+
 /* PostgreSQL only: a connection the server dropped answers SQLITE_IOERR once, then the
  * handle reconnects by itself, its kept statements prepared again. */
 static void test_pg_lost_connection(void **state)
@@ -708,6 +727,7 @@ int main(void)
 	const struct CMUnitTest pg[] = {
 		BATTERY,
 		cmocka_unit_test(test_pg_commit_after_failure),
+		cmocka_unit_test(test_pg_write_in_read_transaction),
 		cmocka_unit_test(test_pg_lost_connection),
 		cmocka_unit_test(test_pg_password_never_in_messages),
 	};
