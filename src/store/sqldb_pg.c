@@ -68,6 +68,9 @@ struct sqldb_pg_conn {
 	unsigned epoch;         /* bumped at each reconnect: server-side statements are gone */
 	int broken;             /* the connection was lost: PQreset at the next use */
 	int read_tx;            /* the open transaction is a read snapshot (BEGIN) */
+	int tx_open;            /* a transaction was open when the last statement was sent */
+	int lost_tx;            /* the connection was lost inside a transaction the caller
+				   has not ended yet (see execute) */
 };
 
 struct sqldb_pg_stmt {
@@ -283,6 +286,8 @@ static int fail_result(struct sqldb_pg_conn *c, const PGresult *res)
 	    strncmp(state, "08", 2) == 0 || sqlstate_is(state, "57P01") ||
 	    sqlstate_is(state, "57P02") || sqlstate_is(state, "57P03")) {
 		c->broken = 1;
+		if (c->tx_open)
+			c->lost_tx = 1;
 		set_errmsg(c, "PostgreSQL %s: connection lost: %s", c->where,
 			   msg != NULL ? msg : PQerrorMessage(c->conn));
 		return SQLITE_IOERR;
@@ -700,10 +705,27 @@ static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 {
 	int rc;
 
+	/* A transaction the connection was lost in is gone (the server rolled it back), but
+	 * its caller has not ended it: until it does, nothing else runs, or statements meant
+	 * for that transaction would commit one by one on the new connection. */
+	if (c->lost_tx) {
+		if (ps->t.kind == SQLDB_PG_ROLLBACK) {
+			c->lost_tx = 0;
+			clear_errmsg(c);
+			return SQLITE_OK;
+		}
+		if (ps->t.kind == SQLDB_PG_COMMIT)
+			c->lost_tx = 0;
+		set_errmsg(c, "PostgreSQL %s: the connection was lost inside a transaction, "
+			      "which was rolled back%s", c->where,
+			   ps->t.kind == SQLDB_PG_COMMIT ? "" : "; end it with ROLLBACK");
+		return SQLITE_IOERR;
+	}
 	rc = ensure_connected(c);
 	if (rc != SQLITE_OK)
 		return rc;
 	clear_errmsg(c);
+	c->tx_open = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
 	if (ps->t.kind != SQLDB_PG_OTHER)
 		return run_transaction_control(ps, c);
 	if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
@@ -1100,6 +1122,8 @@ int sqldb_pg_get_autocommit(cvdb *db)
 {
 	struct sqldb_pg_conn *c = db->pg;
 
+	if (c->lost_tx)
+		return 0; /* still to be ended by its caller */
 	switch (PQtransactionStatus(c->conn)) {
 	case PQTRANS_INTRANS:
 	case PQTRANS_INERROR:

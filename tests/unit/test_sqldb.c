@@ -631,8 +631,39 @@ static void test_pg_lost_connection(void **state)
 	}
 	assert_int_equal(cvdb_step(s), SQLITE_ROW);
 	assert_true(cvdb_column_int64(s, 0) != pid);
-	cvdb_finalize(s);
+	pid = cvdb_column_int64(s, 0);
+	cvdb_reset(s);
 	assert_int_equal(count_rows(db, ""), 0);
+
+	/* lost inside a transaction: the statements after it must not commit one by one on
+	 * the new connection; the transaction stays open for its caller to end, then nothing
+	 * of it is left */
+	exec_ok(db, "BEGIN IMMEDIATE");
+	exec_ok(db, "INSERT INTO t (name) VALUES ('in-tx')");
+	kill = prep(admin, "SELECT pg_terminate_backend(CAST(?1 AS integer))", 0);
+	assert_int_equal(cvdb_bind_int64(kill, 1, pid), SQLITE_OK);
+	assert_int_equal(cvdb_step(kill), SQLITE_ROW);
+	cvdb_finalize(kill);
+	{
+		int i, rc = SQLITE_OK;
+		char sql[64];
+
+		for (i = 0; i < 50; i++) {
+			snprintf(sql, sizeof(sql), "INSERT INTO t (name) VALUES ('n%d')", i);
+			if ((rc = cvdb_exec(db, sql)) != SQLITE_OK)
+				break;
+			usleep(20 * 1000);
+		}
+		assert_int_equal(rc, SQLITE_IOERR);
+	}
+	assert_int_equal(cvdb_get_autocommit(db), 0);
+	assert_int_equal(cvdb_exec(db, "INSERT INTO t (name) VALUES ('after')"), SQLITE_IOERR);
+	assert_non_null(strstr(cvdb_errmsg(db), "ROLLBACK"));
+	exec_ok(db, "ROLLBACK");
+	assert_int_equal(cvdb_get_autocommit(db), 1);
+	assert_int_equal(count_rows(db, ""), 0);
+	assert_int_equal(count_rows(admin, ""), 0);
+	cvdb_finalize(s);
 	cvdb_close(admin);
 	cvdb_close(db);
 }
