@@ -525,9 +525,16 @@ int sqldb_pg_bind_double(cvdb_stmt *stmt, int idx, double v)
 		/* SQLite stores a NaN as NULL */
 		return SQLITE_OK;
 	}
+	/* Sent as numeric, exactly: SQLite compares an integer with a real exactly, PostgreSQL
+	 * compares bigint with double precision in double precision (INT64_MAX >= 2^63 would
+	 * be true), but bigint with numeric exactly. An integral value is written with all its
+	 * digits; another with 17 significant ones, which keeps every comparison with an
+	 * integer as it is (an integer between the two would be a closer double). */
 	p->type = P_FLOAT;
 	if (isinf(v))
 		snprintf(p->num, sizeof(p->num), "%s", v > 0 ? "Infinity" : "-Infinity");
+	else if (v == trunc(v) && fabs(v) < 1e25)
+		snprintf(p->num, sizeof(p->num), "%.0f", v);
 	else
 		snprintf(p->num, sizeof(p->num), "%.17g", v);
 	return SQLITE_OK;
@@ -610,7 +617,7 @@ static Oid param_oid(const struct param *p)
 	case P_INT:
 		return OID_INT8;
 	case P_FLOAT:
-		return OID_FLOAT8;
+		return OID_NUMERIC;
 	case P_BLOB:
 		return OID_BYTEA;
 	default:

@@ -194,6 +194,21 @@ static void test_integers_text_blobs_nulls(void **state)
 	}
 	cvdb_finalize(sel);
 
+	/* an integer against a real: exactly, on both (2^63 is above INT64_MAX) */
+	sel = prep(db, "SELECT count(*) FROM t WHERE n >= ?1", 0);
+	assert_int_equal(cvdb_bind_double(sel, 1, 0x1p63), SQLITE_OK);
+	assert_int_equal(cvdb_step(sel), SQLITE_ROW);
+	assert_int_equal(cvdb_column_int64(sel, 0), 0);
+	cvdb_reset(sel);
+	assert_int_equal(cvdb_bind_double(sel, 1, 9.2233720368547748e18), SQLITE_OK);
+	assert_int_equal(cvdb_step(sel), SQLITE_ROW);
+	assert_int_equal(cvdb_column_int64(sel, 0), 1); /* INT64_MAX only */
+	cvdb_reset(sel);
+	assert_int_equal(cvdb_bind_double(sel, 1, -0.5), SQLITE_OK);
+	assert_int_equal(cvdb_step(sel), SQLITE_ROW);
+	assert_int_equal(cvdb_column_int64(sel, 0), 3); /* 0, 1, INT64_MAX */
+	cvdb_finalize(sel);
+
 	sel = prep(db, "SELECT x, s, b, n FROM t WHERE name = ?1", 0);
 	assert_int_equal(cvdb_bind_text(sel, 1, "UTF8", -1), SQLITE_OK); /* NOCASE */
 	assert_int_equal(cvdb_step(sel), SQLITE_ROW);
