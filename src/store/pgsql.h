@@ -19,6 +19,8 @@
  *                                     (IS NULL, IS TRUE, IS DISTINCT FROM ... are kept)
  *   ==                             -> =
  *   INDEXED BY i, NOT INDEXED      -> dropped (SQLite's index hints; PostgreSQL plans alone)
+ *   CAST(x AS INTEGER | INT)       -> CAST(x AS BIGINT) (SQLite's integers are 64-bit); AS
+ *                                     REAL -> DOUBLE PRECISION, AS BLOB -> BYTEA
  *   ifnull(                        -> coalesce(
  *   X'00ff'                        -> '\x00ff'::bytea
  *   BEGIN IMMEDIATE / EXCLUSIVE    -> BEGIN ISOLATION LEVEL READ COMMITTED, then

@@ -591,6 +591,39 @@ static void test_pg_commit_after_failure(void **state)
 	cvdb_close(db);
 }
 
+/* PostgreSQL only: a script written for PostgreSQL (a function body in dollar quotes, a
+ * trigger) runs through cvdb_exec as written; a write with RETURNING outside a transaction
+ * hands out its rows after its own transaction committed. */
+static void test_pg_native_script(void **state)
+{
+	cvdb *db = open_fresh();
+	cvdb_stmt *s;
+
+	(void)state;
+	exec_ok(db, "CREATE TABLE gen (one BIGINT PRIMARY KEY, n BIGINT NOT NULL);"
+		    "INSERT INTO gen VALUES (1, 0);"
+		    "CREATE FUNCTION gen_bump() RETURNS trigger LANGUAGE plpgsql AS $$"
+		    " BEGIN UPDATE gen SET n = n + 1; RETURN NULL; END; $$;"
+		    "CREATE TRIGGER t_gen AFTER INSERT OR UPDATE OR DELETE ON t"
+		    " FOR EACH STATEMENT EXECUTE FUNCTION gen_bump();");
+	s = prep(db, "INSERT INTO t (name) VALUES (?1), (?2) RETURNING id", 0);
+	assert_int_equal(cvdb_bind_text(s, 1, "a", -1), SQLITE_OK);
+	assert_int_equal(cvdb_bind_text(s, 2, "b", -1), SQLITE_OK);
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	assert_true(cvdb_column_int64(s, 0) > 0);
+	assert_int_equal(cvdb_get_autocommit(db), 1);
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	assert_int_equal(cvdb_step(s), SQLITE_DONE);
+	assert_int_equal(cvdb_changes(db), 2);
+	cvdb_finalize(s);
+	s = prep(db, "SELECT n FROM gen", 0);
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	assert_int_equal(cvdb_column_int64(s, 0), 1);
+	cvdb_finalize(s);
+	exec_ok(db, "DROP TABLE gen; DROP TRIGGER t_gen ON t; DROP FUNCTION gen_bump()");
+	cvdb_close(db);
+}
+
 /* PostgreSQL only: a write in a read transaction (BEGIN) is refused before it is sent (the
  * snapshot cannot tell whether another writer committed since, which SQLite answers with
  * SQLITE_BUSY_SNAPSHOT); the transaction goes on, and writes under BEGIN IMMEDIATE. */
@@ -623,7 +656,7 @@ static void test_pg_lost_connection(void **state)
 	assert_int_equal(cvdb_step(s), SQLITE_ROW);
 	pid = cvdb_column_int64(s, 0);
 	cvdb_reset(s);
-	kill = prep(admin, "SELECT pg_terminate_backend(CAST(?1 AS integer))", 0);
+	kill = prep(admin, "SELECT pg_terminate_backend(?1::int4)", 0);
 	assert_int_equal(cvdb_bind_int64(kill, 1, pid), SQLITE_OK);
 	assert_int_equal(cvdb_step(kill), SQLITE_ROW);
 	assert_int_equal(cvdb_column_int64(kill, 0), 1);
@@ -655,7 +688,7 @@ static void test_pg_lost_connection(void **state)
 	 * of it is left */
 	exec_ok(db, "BEGIN IMMEDIATE");
 	exec_ok(db, "INSERT INTO t (name) VALUES ('in-tx')");
-	kill = prep(admin, "SELECT pg_terminate_backend(CAST(?1 AS integer))", 0);
+	kill = prep(admin, "SELECT pg_terminate_backend(?1::int4)", 0);
 	assert_int_equal(cvdb_bind_int64(kill, 1, pid), SQLITE_OK);
 	assert_int_equal(cvdb_step(kill), SQLITE_ROW);
 	cvdb_finalize(kill);
@@ -718,7 +751,7 @@ static void test_pg_password_never_in_messages(void **state)
 	s = prep(db, "SELECT CAST(?1 AS integer)", 0);
 	assert_int_equal(cvdb_bind_text(s, 1, pw, -1), SQLITE_OK);
 	assert_int_equal(cvdb_step(s), SQLITE_ERROR);
-	assert_non_null(strstr(cvdb_errmsg(db), "integer"));
+	assert_non_null(strstr(cvdb_errmsg(db), "invalid input syntax"));
 	assert_null(strstr(cvdb_errmsg(db), "S3cret"));
 	cvdb_finalize(s);
 	cvdb_close(db);
@@ -773,6 +806,7 @@ int main(void)
 	const struct CMUnitTest pg[] = {
 		BATTERY,
 		cmocka_unit_test(test_pg_commit_after_failure),
+		cmocka_unit_test(test_pg_native_script),
 		cmocka_unit_test(test_pg_write_in_read_transaction),
 		cmocka_unit_test(test_pg_lost_connection),
 		cmocka_unit_test(test_pg_password_never_in_messages),
