@@ -69,6 +69,7 @@ struct sqldb_pg_conn {
 	int broken;             /* the connection was lost: PQreset at the next use */
 	int read_tx;            /* the open transaction is a read snapshot (BEGIN) */
 	int tx_open;            /* a transaction was open when the last statement was sent */
+	int lost_prepared;      /* the server answered that a kept statement does not exist */
 	int lost_tx;            /* the connection was lost inside a transaction the caller
 				   has not ended yet (see execute) */
 };
@@ -314,6 +315,12 @@ static int fail_result(struct sqldb_pg_conn *c, const PGresult *res)
 	if (sqlstate_is(state, "40001") || sqlstate_is(state, "40P01") ||
 	    sqlstate_is(state, "55P03"))
 		return SQLITE_BUSY;
+	if (sqlstate_is(state, "26000")) {
+		/* a kept statement the server no longer has (a pooler's DISCARD ALL, say):
+		 * prepared again on its next run */
+		c->lost_prepared = 1;
+		return SQLITE_ERROR;
+	}
 	if (sqlstate_is(state, "57014"))
 		return SQLITE_INTERRUPT;
 	if (sqlstate_is(state, "53100"))
@@ -826,7 +833,10 @@ static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 			res = NULL;
 			return SQLITE_OK;
 		}
+		c->lost_prepared = 0;
 		rc = fail_result(c, res);
+		if (c->lost_prepared)
+			ps->name[0] = '\0';
 		PQclear(res);
 		return rc;
 	}
