@@ -521,6 +521,14 @@ int sqldb_pg_bind_int64(cvdb_stmt *stmt, int idx, int64_t v)
 	return SQLITE_OK;
 }
 
+/* Without libm: every double of magnitude 2^52 or more is an integer. */
+static int is_integral(double v)
+{
+	if (v >= 0x1p52 || v <= -0x1p52)
+		return 1;
+	return v == (double)(int64_t)v;
+}
+
 int sqldb_pg_bind_double(cvdb_stmt *stmt, int idx, double v)
 {
 	struct param *p;
@@ -540,7 +548,7 @@ int sqldb_pg_bind_double(cvdb_stmt *stmt, int idx, double v)
 	p->type = P_FLOAT;
 	if (isinf(v))
 		snprintf(p->num, sizeof(p->num), "%s", v > 0 ? "Infinity" : "-Infinity");
-	else if (v == trunc(v) && fabs(v) < 1e25)
+	else if (is_integral(v) && v < 1e25 && v > -1e25)
 		snprintf(p->num, sizeof(p->num), "%.0f", v);
 	else
 		snprintf(p->num, sizeof(p->num), "%.17g", v);
@@ -739,7 +747,10 @@ static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 	if (rc != SQLITE_OK)
 		return rc;
 	clear_errmsg(c);
-	c->tx_open = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+	/* COMMIT and ROLLBACK end the transaction whatever happens to them: a connection lost
+	 * in either leaves nothing for the caller to end */
+	c->tx_open = PQtransactionStatus(c->conn) != PQTRANS_IDLE &&
+		     ps->t.kind != SQLDB_PG_COMMIT && ps->t.kind != SQLDB_PG_ROLLBACK;
 	if (ps->t.kind != SQLDB_PG_OTHER)
 		return run_transaction_control(ps, c);
 	if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)

@@ -751,6 +751,31 @@ static void test_pg_lost_connection(void **state)
 	assert_int_equal(cvdb_get_autocommit(db), 1);
 	assert_int_equal(count_rows(db, ""), 0);
 	assert_int_equal(count_rows(admin, ""), 0);
+
+	/* lost before its COMMIT: the COMMIT fails, and ends the transaction all the same (the
+	 * connection is not left waiting for a ROLLBACK nobody will send) */
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	pid = cvdb_column_int64(s, 0);
+	cvdb_reset(s);
+	exec_ok(db, "BEGIN IMMEDIATE");
+	exec_ok(db, "INSERT INTO t (name) VALUES ('in-tx')");
+	kill = prep(admin, "SELECT pg_terminate_backend(?1::int4)", 0);
+	assert_int_equal(cvdb_bind_int64(kill, 1, pid), SQLITE_OK);
+	assert_int_equal(cvdb_step(kill), SQLITE_ROW);
+	cvdb_finalize(kill);
+	kill = prep(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = ?1::int4", 0);
+	for (;;) { /* until the backend is gone; no bound on how long that takes */
+		assert_int_equal(cvdb_bind_int64(kill, 1, pid), SQLITE_OK);
+		assert_int_equal(cvdb_step(kill), SQLITE_ROW);
+		if (cvdb_column_int64(kill, 0) == 0)
+			break;
+		cvdb_reset(kill);
+		usleep(10 * 1000);
+	}
+	cvdb_finalize(kill);
+	assert_int_equal(cvdb_exec(db, "COMMIT"), SQLITE_IOERR);
+	assert_int_equal(cvdb_get_autocommit(db), 1);
+	assert_int_equal(count_rows(db, ""), 0);
 	cvdb_finalize(s);
 	cvdb_close(admin);
 	cvdb_close(db);
