@@ -706,7 +706,7 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 }
 
 /* Writes the tokens with their replacements. */
-static void emit(const struct toks *t, struct sbuf *b, int on_conflict)
+static void emit(const struct toks *t, size_t first, struct sbuf *b, int on_conflict)
 {
 	size_t i, returning = t->n;
 	int depth = 0;
@@ -725,14 +725,17 @@ static void emit(const struct toks *t, struct sbuf *b, int on_conflict)
 			}
 		}
 	}
-	for (i = 0; i < t->n; i++) {
+	for (i = first; i < t->n; i++) {
 		const struct tok *k = &t->v[i];
 
 		if (k->type == T_SEMI)
 			break;
 		if (on_conflict && i == returning)
 			sb_str(b, "ON CONFLICT DO NOTHING ");
-		if (k->type == T_PARAM) {
+		if (k->type == T_COMMENT) {
+			/* dropped: a trailing "--" comment would swallow ON CONFLICT */
+			sb_str(b, " ");
+		} else if (k->type == T_PARAM) {
 			snprintf(num, sizeof(num), "$%d", k->param);
 			sb_str(b, num);
 		} else if (k->repl != NULL) {
@@ -760,12 +763,10 @@ static void emit(const struct toks *t, struct sbuf *b, int on_conflict)
 		if (k->after != NULL)
 			sb_str(b, k->after);
 	}
-	if (on_conflict && returning == t->n) {
-		/* after the last significant token, before trailing blanks and comments */
-		while (b->len > 0 && isspace((unsigned char)b->p[b->len - 1]))
-			b->p[--b->len] = '\0';
+	while (b->len > 0 && isspace((unsigned char)b->p[b->len - 1]))
+		b->p[--b->len] = '\0';
+	if (on_conflict && returning == t->n)
 		sb_str(b, " ON CONFLICT DO NOTHING");
-	}
 }
 
 int sqldb_pg_translate(const char *sql, struct sqldb_pg_sql *ret, char *err, size_t err_len)
@@ -806,7 +807,7 @@ int sqldb_pg_translate(const char *sql, struct sqldb_pg_sql *ret, char *err, siz
 				goto out;
 		if (number_params(&t, ret, err, err_len) < 0)
 			goto out;
-		emit(&t, &b, on_conflict);
+		emit(&t, first, &b, on_conflict);
 	}
 	if (b.oom) {
 		fail(err, err_len, "out of memory");

@@ -15,7 +15,6 @@
  * server's message in cvdb_errmsg. The connection string may hold a password: it is never
  * put in a message (messages name host, port and database), and any message is scrubbed of
  * the password before it is kept. */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -339,8 +338,6 @@ int sqldb_pg_prepare(cvdb *db, const char *sql, int persistent, cvdb_stmt **ret,
 	struct sqldb_pg_stmt *ps = NULL;
 	cvdb_stmt *stmt = NULL;
 	char err[256];
-	const char *start;
-	size_t n;
 
 	*ret = NULL;
 	if (tail != NULL)
@@ -363,14 +360,9 @@ int sqldb_pg_prepare(cvdb *db, const char *sql, int persistent, cvdb_stmt **ret,
 	    ((ps->params = calloc((size_t)ps->t.n_params, sizeof(*ps->params))) == NULL ||
 	     (ps->types = calloc((size_t)ps->t.n_params, sizeof(*ps->types))) == NULL))
 		goto oom;
-	/* the statement as written: from its first non-blank byte, without the ';' */
-	start = sql;
-	while (isspace((unsigned char)*start))
-		start++;
-	n = ps->t.consumed - (size_t)(start - sql);
-	while (n > 0 && (isspace((unsigned char)start[n - 1]) || start[n - 1] == ';'))
-		n--;
-	if ((ps->written = strndup(start, n)) == NULL)
+	/* the statement as written, as sqlite3_sql gives it: from where the text began up to
+	 * its ';' */
+	if ((ps->written = strndup(sql, ps->t.consumed)) == NULL)
 		goto oom;
 	ps->persistent = persistent;
 	ps->row = -1;
