@@ -117,13 +117,24 @@ static struct guarded *longest_waiting(struct conn_guard *g, const unsigned char
 	return oldest;
 }
 
+/* A connection of the newcomer's own address is closed to make room only once it has waited
+ * this long. A client with a pool of keep-alive connections (a load balancer, wrk -c32, a
+ * proxy in front) opens them in one burst and is between two requests on many of them at
+ * any moment; without the grace, its own 17th connection closed its first before that one
+ * had sent anything, whose reopening closed the next, and so on for ever. A slowloris
+ * connection holds its place at most this long past the limit. The limit on all addresses
+ * has no grace: it is what keeps the server's connections from filling up. */
+#define PER_IP_GRACE_MS 500
+
 /* Caller holds the lock: a newcomer from addr makes room for itself. */
 static void make_room(struct conn_guard *g, const unsigned char *addr)
 {
+	int64_t now = now_ms();
 	struct guarded *victim;
 	size_t n;
 
-	while ((victim = longest_waiting(g, addr, &n)) != NULL && n > g->lim.max_pending_per_ip) {
+	while ((victim = longest_waiting(g, addr, &n)) != NULL && n > g->lim.max_pending_per_ip &&
+	       now - victim->since_ms >= PER_IP_GRACE_MS) {
 		close_entry(g, victim);
 		g->evicted++;
 		http_stats_connections_closed(g->stats, HTTP_CLOSED_PENDING_LIMIT, 1);

@@ -8,8 +8,9 @@
  * body within server.body_timeout, however slowly bytes arrive; a reaper thread closes the
  * late ones. At most server.max_pending_per_ip connections from one address, and
  * server.max_pending in all, may be pending: a new connection beyond either closes the one
- * of that address (or of all) that has waited longest, so a newcomer always gets its turn
- * and a slow client cannot hold more than its share.
+ * of that address (waiting for at least half a second: guard.c) or of all that has waited
+ * longest, so a newcomer always gets its turn and a slow client cannot hold more than its
+ * share.
  *
  * libmicrohttpd 0.9.75 cannot close a connection from outside: the guard shuts its socket
  * down (shutdown(2)), libmicrohttpd reads the end and drops it. The guard learns of every

@@ -543,13 +543,7 @@ static int statement_head(struct toks *t, size_t first, struct sqldb_pg_sql *out
 			return 1;
 		}
 		if (is_word(m, "IMMEDIATE") || is_word(m, "EXCLUSIVE")) {
-			char lock[96];
-
-			snprintf(lock, sizeof(lock),
-				 "BEGIN ISOLATION LEVEL READ COMMITTED;"
-				 " SELECT pg_advisory_xact_lock(%lld)",
-				 (long long)SQLDB_PG_WRITER_LOCK);
-			sb_str(b, lock);
+			sb_str(b, SQLDB_PG_BEGIN_WRITE_SQL);
 			out->kind = SQLDB_PG_BEGIN_WRITE;
 			return 1;
 		}
@@ -590,6 +584,14 @@ static int statement_head(struct toks *t, size_t first, struct sqldb_pg_sql *out
 			    "both engines (INSERT ... ON CONFLICT DO UPDATE there)",
 			    m < t->n && t->v[m].n < 16 ? (int)t->v[m].n : 0,
 			    m < t->n ? t->v[m].s : "");
+	}
+	if (is_word(k, "INSERT") || is_word(k, "UPDATE") || is_word(k, "DELETE"))
+		out->writes = 1;
+	if (is_word(k, "WITH")) {
+		for (i = j; i < t->n; i++)
+			if (is_word(&t->v[i], "INSERT") || is_word(&t->v[i], "UPDATE") ||
+			    is_word(&t->v[i], "DELETE"))
+				out->writes = 1;
 	}
 	if (is_word(k, "CREATE")) {
 		for (i = j; i < t->n && i < first + 16; i = next_sig(t, i)) {
@@ -644,6 +646,21 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 		}
 		return 0;
 	}
+	/* SQLite's index hints after a table name: hints only, PostgreSQL plans for itself */
+	if (is_word(k, "NOT") && j < t->n && is_word(&t->v[j], "INDEXED")) {
+		k->repl = "";
+		t->v[j].repl = "";
+		return 0;
+	}
+	if (is_word(k, "INDEXED") && k->repl == NULL) {
+		m = j < t->n ? next_sig(t, j) : t->n;
+		if (j >= t->n || !is_word(&t->v[j], "BY") || m >= t->n)
+			return fail(err, err_len, "INDEXED without BY <index>");
+		k->repl = "";
+		t->v[j].repl = "";
+		t->v[m].repl = "";
+		return 0;
+	}
 	if (is_word(k, "LIKE"))
 		return like(t, i, err, err_len);
 	if (is_word(k, "GLOB") || is_word(k, "REGEXP") || is_word(k, "MATCH"))
@@ -684,6 +701,29 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 			if (is_word(k, refused_calls[x].name))
 				return refuse_call(refused_calls[x].name, refused_calls[x].hint,
 						   err, err_len);
+		if (is_word(k, "CAST")) {
+			/* SQLite's INTEGER and REAL are 64-bit, PostgreSQL's 32; BLOB is bytea */
+			int depth = 0;
+			size_t as = 0;
+
+			for (x = j; x < t->n; x++) {
+				if (is_punct(&t->v[x], "("))
+					depth++;
+				else if (is_punct(&t->v[x], ")") && --depth == 0)
+					break;
+				else if (depth == 1 && is_word(&t->v[x], "AS"))
+					as = x;
+			}
+			if (as > 0 && (x = next_sig(t, as)) < t->n) {
+				if (is_word(&t->v[x], "INTEGER") || is_word(&t->v[x], "INT"))
+					t->v[x].repl = "BIGINT";
+				else if (is_word(&t->v[x], "REAL"))
+					t->v[x].repl = "DOUBLE PRECISION";
+				else if (is_word(&t->v[x], "BLOB"))
+					t->v[x].repl = "BYTEA";
+			}
+			return 0;
+		}
 		if (is_word(k, "ifnull")) {
 			k->repl = "coalesce";
 			return 0;

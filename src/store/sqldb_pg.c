@@ -67,6 +67,10 @@ struct sqldb_pg_conn {
 	unsigned next_name;     /* server-side statement names on this connection */
 	unsigned epoch;         /* bumped at each reconnect: server-side statements are gone */
 	int broken;             /* the connection was lost: PQreset at the next use */
+	int read_tx;            /* the open transaction is a read snapshot (BEGIN) */
+	int tx_open;            /* a transaction was open when the last statement was sent */
+	int lost_tx;            /* the connection was lost inside a transaction the caller
+				   has not ended yet (see execute) */
 };
 
 struct sqldb_pg_stmt {
@@ -138,12 +142,15 @@ static void ignore_notice(void *arg, const char *message)
 /* What each connection needs, after connecting and after every reconnect. */
 static int session_setup(struct sqldb_pg_conn *c)
 {
-	char sql[64];
+	char sql[128];
 	PGresult *res;
 	int ok;
 
 	PQsetNoticeProcessor(c->conn, ignore_notice, NULL);
-	snprintf(sql, sizeof(sql), "SET lock_timeout = %d", LOCK_TIMEOUT_MS);
+	/* standard strings: the translation's '\x..' bytea literals and LIKE's ESCAPE '\'
+	 * mean what they say whatever the server's configuration */
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d; SET standard_conforming_strings = on",
+		 LOCK_TIMEOUT_MS);
 	res = PQexec(c->conn, sql);
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	if (!ok)
@@ -164,10 +171,14 @@ static void set_where(struct sqldb_pg_conn *c)
 
 int cvdb_open_pg(const char *conninfo, cvdb **ret)
 {
+	/* Later keywords override earlier ones, the connection string's included (it is
+	 * expanded where "dbname" stands): a connect timeout it may change (libpq's default
+	 * waits for ever on a server that does not answer), UTF-8 it may not (the store's
+	 * text is UTF-8). */
 	static const char *const keys[] = {
-		"dbname", "client_encoding", "fallback_application_name", NULL,
+		"connect_timeout", "dbname", "client_encoding", "fallback_application_name", NULL,
 	};
-	const char *values[] = { conninfo, "UTF8", "certvaultd", NULL };
+	const char *values[] = { "10", conninfo, "UTF8", "certvaultd", NULL };
 	PQconninfoOption *opts, *o;
 	struct sqldb_pg_conn *c;
 	char *parse_err = NULL;
@@ -275,6 +286,8 @@ static int fail_result(struct sqldb_pg_conn *c, const PGresult *res)
 	    strncmp(state, "08", 2) == 0 || sqlstate_is(state, "57P01") ||
 	    sqlstate_is(state, "57P02") || sqlstate_is(state, "57P03")) {
 		c->broken = 1;
+		if (c->tx_open)
+			c->lost_tx = 1;
 		set_errmsg(c, "PostgreSQL %s: connection lost: %s", c->where,
 			   msg != NULL ? msg : PQerrorMessage(c->conn));
 		return SQLITE_IOERR;
@@ -512,9 +525,16 @@ int sqldb_pg_bind_double(cvdb_stmt *stmt, int idx, double v)
 		/* SQLite stores a NaN as NULL */
 		return SQLITE_OK;
 	}
+	/* Sent as numeric, exactly: SQLite compares an integer with a real exactly, PostgreSQL
+	 * compares bigint with double precision in double precision (INT64_MAX >= 2^63 would
+	 * be true), but bigint with numeric exactly. An integral value is written with all its
+	 * digits; another with 17 significant ones, which keeps every comparison with an
+	 * integer as it is (an integer between the two would be a closer double). */
 	p->type = P_FLOAT;
 	if (isinf(v))
 		snprintf(p->num, sizeof(p->num), "%s", v > 0 ? "Infinity" : "-Infinity");
+	else if (v == trunc(v) && fabs(v) < 1e25)
+		snprintf(p->num, sizeof(p->num), "%.0f", v);
 	else
 		snprintf(p->num, sizeof(p->num), "%.17g", v);
 	return SQLITE_OK;
@@ -597,7 +617,7 @@ static Oid param_oid(const struct param *p)
 	case P_INT:
 		return OID_INT8;
 	case P_FLOAT:
-		return OID_FLOAT8;
+		return OID_NUMERIC;
 	case P_BLOB:
 		return OID_BYTEA;
 	default:
@@ -624,6 +644,7 @@ static int run_transaction_control(struct sqldb_pg_stmt *ps, struct sqldb_pg_con
 			return SQLITE_ERROR;
 		}
 		rc = run_simple(c, ps->t.sql);
+		c->read_tx = rc == SQLITE_OK && ps->t.kind == SQLDB_PG_BEGIN_READ;
 		/* the writer lock not taken (lock_timeout): no transaction left open */
 		if (rc != SQLITE_OK && !c->broken &&
 		    PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
@@ -657,8 +678,82 @@ static int run_transaction_control(struct sqldb_pg_stmt *ps, struct sqldb_pg_con
 	}
 }
 
-/* Sends the statement with its bindings; on success ps->res holds its answer. */
+static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c);
+
+/* Ends the implicit transaction of an autocommit write: COMMIT after success, ROLLBACK
+ * after failure (keeping the failure's message). */
+static int end_implicit(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c, int rc)
+{
+	char *keep;
+
+	if (rc == SQLITE_OK) {
+		rc = run_simple(c, "COMMIT");
+		if (rc != SQLITE_OK)
+			drop_result(ps);
+		return rc;
+	}
+	if (c->broken || PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		return rc;
+	keep = c->errmsg;
+	c->errmsg = NULL;
+	(void)run_simple(c, "ROLLBACK");
+	free(c->errmsg);
+	c->errmsg = keep;
+	return rc;
+}
+
+/* Sends the statement with its bindings; on success ps->res holds its answer.
+ *
+ * SQLite's autocommit write takes the file's write lock like BEGIN IMMEDIATE does, so every
+ * write waits for the writer in progress; here an INSERT, UPDATE or DELETE outside a
+ * transaction becomes a transaction of its own under the same advisory lock (two more round
+ * trips), so that it cannot slip between another writer's check and its change. */
 static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
+{
+	int rc;
+
+	/* A transaction the connection was lost in is gone (the server rolled it back), but
+	 * its caller has not ended it: until it does, nothing else runs, or statements meant
+	 * for that transaction would commit one by one on the new connection. */
+	if (c->lost_tx) {
+		if (ps->t.kind == SQLDB_PG_ROLLBACK) {
+			c->lost_tx = 0;
+			clear_errmsg(c);
+			return SQLITE_OK;
+		}
+		if (ps->t.kind == SQLDB_PG_COMMIT)
+			c->lost_tx = 0;
+		set_errmsg(c, "PostgreSQL %s: the connection was lost inside a transaction, "
+			      "which was rolled back%s", c->where,
+			   ps->t.kind == SQLDB_PG_COMMIT ? "" : "; end it with ROLLBACK");
+		return SQLITE_IOERR;
+	}
+	rc = ensure_connected(c);
+	if (rc != SQLITE_OK)
+		return rc;
+	clear_errmsg(c);
+	c->tx_open = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+	if (ps->t.kind != SQLDB_PG_OTHER)
+		return run_transaction_control(ps, c);
+	if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		c->read_tx = 0;
+	if (ps->t.writes && c->read_tx) {
+		/* SQLite would take the write lock here, or answer SQLITE_BUSY_SNAPSHOT when
+		 * another writer committed since the snapshot; PostgreSQL's snapshot cannot tell,
+		 * so the store writes only in BEGIN IMMEDIATE transactions, and this says so. */
+		set_errmsg(c, "a write inside a read transaction (BEGIN): writes take the writer "
+			      "lock with BEGIN IMMEDIATE");
+		return SQLITE_ERROR;
+	}
+	if (!ps->t.writes || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+		return execute_one(ps, c);
+	rc = run_simple(c, SQLDB_PG_BEGIN_WRITE_SQL);
+	if (rc == SQLITE_OK)
+		rc = execute_one(ps, c);
+	return end_implicit(ps, c, rc);
+}
+
+static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 {
 	const char *values[ps->t.n_params > 0 ? ps->t.n_params : 1];
 	int lengths[ps->t.n_params > 0 ? ps->t.n_params : 1];
@@ -669,12 +764,6 @@ static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 	ExecStatusType st;
 	const char *verb;
 
-	rc = ensure_connected(c);
-	if (rc != SQLITE_OK)
-		return rc;
-	clear_errmsg(c);
-	if (ps->t.kind != SQLDB_PG_OTHER)
-		return run_transaction_control(ps, c);
 	for (i = 0; i < n; i++) {
 		const struct param *p = &ps->params[i];
 
@@ -1040,6 +1129,8 @@ int sqldb_pg_get_autocommit(cvdb *db)
 {
 	struct sqldb_pg_conn *c = db->pg;
 
+	if (c->lost_tx)
+		return 0; /* still to be ended by its caller */
 	switch (PQtransactionStatus(c->conn)) {
 	case PQTRANS_INTRANS:
 	case PQTRANS_INERROR:

@@ -311,6 +311,36 @@ class SlowlorisTest(VaultTestCase):
         self.assertLess(time.monotonic() - start, HEADER_TIMEOUT + 4)
 
 
+class ConnectionPoolTest(VaultTestCase):
+    """A client with a pool of keep-alive connections (a load balancer, a proxy, wrk -c32)
+    opens them in one burst from one address, more than server.max_pending_per_ip (16 by
+    default): none of them is taken for a slow client and closed."""
+
+    def test_a_burst_of_keep_alive_connections_is_kept(self):
+        st, _, text = self.vault.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        closed = r'certvault_http_connections_closed_total\{reason="pending_limit"\} (\d+)'
+        before = int(re.search(closed, text.decode()).group(1))
+        socks = [socket.create_connection(("127.0.0.1", self.vault.port), timeout=10)
+                 for _ in range(32)]
+        try:
+            for _ in range(3):
+                for s in socks:
+                    s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                for s in socks:
+                    data = b""
+                    while b"}" not in data:
+                        chunk = s.recv(65536)
+                        self.assertTrue(chunk, "a pooled connection was closed")
+                        data += chunk
+                    self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
+        finally:
+            for s in socks:
+                s.close()
+        st, _, text = self.vault.request("GET", "/metrics")
+        self.assertEqual(int(re.search(closed, text.decode()).group(1)), before)
+
+
 # The highest key-derivation cost certvault takes (CV_X509_MAX_KDF_COST): PBKDF2-HMAC-SHA256
 # into an AES-256 key, one block an iteration. Under AddressSanitizer every iteration's
 # allocations in OpenSSL go through the sanitizer's allocator, ten times the time: that build

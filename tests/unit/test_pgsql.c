@@ -146,6 +146,13 @@ static void test_rewrites(void **state)
 			    "SELECT coalesce(a, 0), max(a), min(DISTINCT b) FROM t WHERE a = 1");
 	assert_string_equal(pg("SELECT X'00fF', x'' FROM t"),
 			    "SELECT '\\x00fF'::bytea, '\\x'::bytea FROM t");
+	assert_string_equal(pg("SELECT a FROM t INDEXED BY t_a WHERE a NOT IN (SELECT b FROM u"
+			       " NOT INDEXED)"),
+			    "SELECT a FROM t    WHERE a NOT IN (SELECT b FROM u  )");
+	assert_string_equal(pg("SELECT CAST(?1 AS INTEGER), cast(x AS real), CAST(f(a, b) AS BLOB),"
+			       " CAST(y AS TEXT), z::int FROM t"),
+			    "SELECT CAST($1 AS BIGINT), cast(x AS DOUBLE PRECISION),"
+			    " CAST(f(a, b) AS BYTEA), CAST(y AS TEXT), z::int FROM t");
 	refused("SELECT X'0g'", "non-hex");
 	refused("SELECT X'012'", "odd");
 }
@@ -162,6 +169,7 @@ static void test_transactions(void **state)
 		 "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(%lld)",
 		 (long long)SQLDB_PG_WRITER_LOCK);
 	assert_string_equal(t.sql, want);
+	assert_string_equal(t.sql, SQLDB_PG_BEGIN_WRITE_SQL);
 	sqldb_pg_sql_release(&t);
 	assert_int_equal(sqldb_pg_translate("begin exclusive transaction;", &t, err, 256), 0);
 	assert_int_equal(t.kind, SQLDB_PG_BEGIN_WRITE);
@@ -187,6 +195,32 @@ static void test_transactions(void **state)
 	/* PostgreSQL's own BEGIN goes through as written */
 	assert_string_equal(pg("BEGIN ISOLATION LEVEL SERIALIZABLE"),
 			    "BEGIN ISOLATION LEVEL SERIALIZABLE");
+}
+
+static void test_writes_marked(void **state)
+{
+	static const struct {
+		const char *sql;
+		int writes;
+	} cases[] = {
+		{ "INSERT INTO t VALUES (1)", 1 },
+		{ "update t SET a = 1", 1 },
+		{ "DELETE FROM t", 1 },
+		{ "WITH x AS (SELECT 1) DELETE FROM t WHERE a IN (SELECT * FROM x)", 1 },
+		{ "WITH x AS (SELECT 1) SELECT * FROM x", 0 },
+		{ "SELECT 'INSERT'", 0 },
+		{ "CREATE TABLE u (a BIGINT)", 0 },
+	};
+	struct sqldb_pg_sql t;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(sqldb_pg_translate(cases[i].sql, &t, err, sizeof(err)), 0);
+		if (t.writes != cases[i].writes)
+			fail_msg("%s: writes %d", cases[i].sql, t.writes);
+		sqldb_pg_sql_release(&t);
+	}
 }
 
 static void test_statements_and_tails(void **state)
@@ -252,6 +286,7 @@ int main(void)
 		cmocka_unit_test(test_literals_comments_casts_untouched),
 		cmocka_unit_test(test_rewrites),
 		cmocka_unit_test(test_transactions),
+		cmocka_unit_test(test_writes_marked),
 		cmocka_unit_test(test_statements_and_tails),
 		cmocka_unit_test(test_refused_constructs),
 	};
