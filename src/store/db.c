@@ -1086,7 +1086,8 @@ static int migrate_pg(cvdb *db, const char *target, struct cv_errmsg *err)
 	if (r < 0)
 		return cv_errmsg_set(err, r, "database %s: %s", target, cvdb_errmsg(db));
 	for (;;) {
-		r = store_exec(db, "BEGIN");
+		/* A write transaction (the writer lock too: no node writes rows meanwhile). */
+		r = store_exec(db, "BEGIN IMMEDIATE");
 		if (r < 0) {
 			cv_errmsg_set(err, r, "database %s: %s", target, cvdb_errmsg(db));
 			goto out;
