@@ -116,7 +116,7 @@ class Certvaultd:
         self.db = os.path.join(workdir, "certvault.db")
         # CV_TEST_STORE=postgresql: a fresh schema on the process's private PostgreSQL instead
         # (pgstore.py); self.db then names no file.
-        self.db_url = pgstore.server().new_schema() if pgstore.enabled() else None
+        self.db_url = pgstore.new_schema() if pgstore.enabled() else None
         self.admin_token_file = os.path.join(workdir, "admin.token")
         self.admin_token = None
         self.label = "cv-test"

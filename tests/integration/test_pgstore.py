@@ -22,7 +22,7 @@ class PgStoreTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="cv-pgs-")
         cls.pg = pgstore.server()
-        url = cls.pg.new_schema()
+        url = pgstore.new_schema()
         os.makedirs(os.path.join(cls.tmp, "a"))
         cls.a = Certvaultd(os.path.join(cls.tmp, "a"))
         cls.a.db_url = url
@@ -61,7 +61,7 @@ class PgStoreTest(unittest.TestCase):
             if node:
                 self.assertEqual(body["node"], node)
         # The start line names host (the socket's directory) and database, never the user.
-        self.assertIn("database postgresql %s/postgres" % self.pg.dir, self.a.log())
+        self.assertIn("database postgresql %s/certvault" % self.pg.dir, self.a.log())
         self.assertNotIn("user=postgres", self.a.log())
 
     def jwks(self, vault, etag=None):
