@@ -663,11 +663,13 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 	}
 	if (is_word(k, "LIKE"))
 		return like(t, i, err, err_len);
-	if (is_word(k, "GLOB") || is_word(k, "REGEXP") || is_word(k, "MATCH"))
+	/* (not MATCH: SQLite's is full-text search, which the store does not use, and
+	 * PostgreSQL's DDL says MATCH FULL) */
+	if (is_word(k, "GLOB") || is_word(k, "REGEXP"))
 		return fail(err, err_len,
 			    "SQLite's %s has no PostgreSQL translation (there: LIKE with escaping, "
 			    "or ~); write the query for both engines (cvdb_pick)",
-			    is_word(k, "GLOB") ? "GLOB" : is_word(k, "REGEXP") ? "REGEXP" : "MATCH");
+			    is_word(k, "GLOB") ? "GLOB" : "REGEXP");
 	if (is_word(k, "rowid") || is_word(k, "_rowid_"))
 		return fail(err, err_len,
 			    "SQLite's rowid has no PostgreSQL translation; name the id column");

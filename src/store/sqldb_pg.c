@@ -69,6 +69,7 @@ struct sqldb_pg_conn {
 	int broken;             /* the connection was lost: PQreset at the next use */
 	int read_tx;            /* the open transaction is a read snapshot (BEGIN) */
 	int tx_open;            /* a transaction was open when the last statement was sent */
+	int lost_prepared;      /* the server answered that a kept statement does not exist */
 	int lost_tx;            /* the connection was lost inside a transaction the caller
 				   has not ended yet (see execute) */
 };
@@ -314,6 +315,12 @@ static int fail_result(struct sqldb_pg_conn *c, const PGresult *res)
 	if (sqlstate_is(state, "40001") || sqlstate_is(state, "40P01") ||
 	    sqlstate_is(state, "55P03"))
 		return SQLITE_BUSY;
+	if (sqlstate_is(state, "26000")) {
+		/* a kept statement the server no longer has (a pooler's DISCARD ALL, say):
+		 * prepared again on its next run */
+		c->lost_prepared = 1;
+		return SQLITE_ERROR;
+	}
 	if (sqlstate_is(state, "57014"))
 		return SQLITE_INTERRUPT;
 	if (sqlstate_is(state, "53100"))
@@ -514,6 +521,14 @@ int sqldb_pg_bind_int64(cvdb_stmt *stmt, int idx, int64_t v)
 	return SQLITE_OK;
 }
 
+/* Without libm: every double of magnitude 2^52 or more is an integer. */
+static int is_integral(double v)
+{
+	if (v >= 0x1p52 || v <= -0x1p52)
+		return 1;
+	return v == (double)(int64_t)v;
+}
+
 int sqldb_pg_bind_double(cvdb_stmt *stmt, int idx, double v)
 {
 	struct param *p;
@@ -533,7 +548,7 @@ int sqldb_pg_bind_double(cvdb_stmt *stmt, int idx, double v)
 	p->type = P_FLOAT;
 	if (isinf(v))
 		snprintf(p->num, sizeof(p->num), "%s", v > 0 ? "Infinity" : "-Infinity");
-	else if (v == trunc(v) && fabs(v) < 1e25)
+	else if (is_integral(v) && v < 1e25 && v > -1e25)
 		snprintf(p->num, sizeof(p->num), "%.0f", v);
 	else
 		snprintf(p->num, sizeof(p->num), "%.17g", v);
@@ -732,7 +747,10 @@ static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 	if (rc != SQLITE_OK)
 		return rc;
 	clear_errmsg(c);
-	c->tx_open = PQtransactionStatus(c->conn) != PQTRANS_IDLE;
+	/* COMMIT and ROLLBACK end the transaction whatever happens to them: a connection lost
+	 * in either leaves nothing for the caller to end */
+	c->tx_open = PQtransactionStatus(c->conn) != PQTRANS_IDLE &&
+		     ps->t.kind != SQLDB_PG_COMMIT && ps->t.kind != SQLDB_PG_ROLLBACK;
 	if (ps->t.kind != SQLDB_PG_OTHER)
 		return run_transaction_control(ps, c);
 	if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
@@ -826,7 +844,10 @@ static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 			res = NULL;
 			return SQLITE_OK;
 		}
+		c->lost_prepared = 0;
 		rc = fail_result(c, res);
+		if (c->lost_prepared)
+			ps->name[0] = '\0';
 		PQclear(res);
 		return rc;
 	}

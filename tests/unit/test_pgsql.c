@@ -246,6 +246,11 @@ static void test_statements_and_tails(void **state)
 	sqldb_pg_sql_release(&t);
 	assert_int_equal(sqldb_pg_translate("", &t, err, sizeof(err)), 0);
 	assert_null(t.sql);
+	/* PostgreSQL's own DDL passes */
+	assert_string_equal(pg("CREATE TABLE c (p BIGINT REFERENCES p (id) MATCH FULL"
+			       " ON DELETE CASCADE)"),
+			    "CREATE TABLE c (p BIGINT REFERENCES p (id) MATCH FULL"
+			    " ON DELETE CASCADE)");
 	/* a PostgreSQL function body keeps its semicolons */
 	assert_string_equal(pg("CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN x; y; END $$"
 			       " LANGUAGE plpgsql; SELECT 2"),

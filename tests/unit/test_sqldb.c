@@ -621,6 +621,46 @@ static void test_pg_native_script(void **state)
 	assert_int_equal(cvdb_column_int64(s, 0), 1);
 	cvdb_finalize(s);
 	exec_ok(db, "DROP TABLE gen; DROP TRIGGER t_gen ON t; DROP FUNCTION gen_bump()");
+	/* a kept statement the server forgot (as a pooler's DISCARD ALL would): one error,
+	 * then prepared again */
+	s = prep(db, "SELECT count(*) FROM t", 1);
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	cvdb_reset(s);
+	exec_ok(db, "DEALLOCATE ALL");
+	assert_int_equal(cvdb_step(s), SQLITE_ERROR);
+	assert_non_null(strstr(cvdb_errmsg(db), "does not exist"));
+	cvdb_reset(s);
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	assert_int_equal(cvdb_column_int64(s, 0), 2);
+	cvdb_finalize(s);
+	cvdb_close(db);
+}
+
+/* PostgreSQL only: the writer lock not had in time, and a serialization failure, are
+ * SQLITE_BUSY, leaving no transaction open. */
+static void test_pg_busy(void **state)
+{
+	cvdb *db = open_fresh(), *other = open_db();
+
+	(void)state;
+	exec_ok(db, "INSERT INTO t (name, n) VALUES ('a', 1)");
+	exec_ok(db, "BEGIN IMMEDIATE");
+	exec_ok(other, "SET lock_timeout = 100");
+	assert_int_equal(cvdb_exec(other, "BEGIN IMMEDIATE"), SQLITE_BUSY);
+	assert_non_null(strstr(cvdb_errmsg(other), "lock timeout"));
+	assert_int_equal(cvdb_get_autocommit(other), 1);
+	assert_int_equal(cvdb_exec(other, "UPDATE t SET n = 2"), SQLITE_BUSY);
+	assert_int_equal(cvdb_get_autocommit(other), 1);
+	exec_ok(db, "COMMIT");
+	/* a snapshot of PostgreSQL's own (passed through as written), then a row changed
+	 * under it */
+	exec_ok(other, "BEGIN ISOLATION LEVEL REPEATABLE READ");
+	assert_int_equal(count_rows(other, "WHERE n = 1"), 1);
+	exec_ok(db, "UPDATE t SET n = 3");
+	assert_int_equal(cvdb_exec(other, "UPDATE t SET n = 4"), SQLITE_BUSY);
+	exec_ok(other, "ROLLBACK");
+	assert_int_equal(count_rows(db, "WHERE n = 3"), 1);
+	cvdb_close(other);
 	cvdb_close(db);
 }
 
@@ -711,6 +751,31 @@ static void test_pg_lost_connection(void **state)
 	assert_int_equal(cvdb_get_autocommit(db), 1);
 	assert_int_equal(count_rows(db, ""), 0);
 	assert_int_equal(count_rows(admin, ""), 0);
+
+	/* lost before its COMMIT: the COMMIT fails, and ends the transaction all the same (the
+	 * connection is not left waiting for a ROLLBACK nobody will send) */
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	pid = cvdb_column_int64(s, 0);
+	cvdb_reset(s);
+	exec_ok(db, "BEGIN IMMEDIATE");
+	exec_ok(db, "INSERT INTO t (name) VALUES ('in-tx')");
+	kill = prep(admin, "SELECT pg_terminate_backend(?1::int4)", 0);
+	assert_int_equal(cvdb_bind_int64(kill, 1, pid), SQLITE_OK);
+	assert_int_equal(cvdb_step(kill), SQLITE_ROW);
+	cvdb_finalize(kill);
+	kill = prep(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = ?1::int4", 0);
+	for (;;) { /* until the backend is gone; no bound on how long that takes */
+		assert_int_equal(cvdb_bind_int64(kill, 1, pid), SQLITE_OK);
+		assert_int_equal(cvdb_step(kill), SQLITE_ROW);
+		if (cvdb_column_int64(kill, 0) == 0)
+			break;
+		cvdb_reset(kill);
+		usleep(10 * 1000);
+	}
+	cvdb_finalize(kill);
+	assert_int_equal(cvdb_exec(db, "COMMIT"), SQLITE_IOERR);
+	assert_int_equal(cvdb_get_autocommit(db), 1);
+	assert_int_equal(count_rows(db, ""), 0);
 	cvdb_finalize(s);
 	cvdb_close(admin);
 	cvdb_close(db);
@@ -807,6 +872,7 @@ int main(void)
 		BATTERY,
 		cmocka_unit_test(test_pg_commit_after_failure),
 		cmocka_unit_test(test_pg_native_script),
+		cmocka_unit_test(test_pg_busy),
 		cmocka_unit_test(test_pg_write_in_read_transaction),
 		cmocka_unit_test(test_pg_lost_connection),
 		cmocka_unit_test(test_pg_password_never_in_messages),
