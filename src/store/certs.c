@@ -151,8 +151,11 @@ static int load_domains(cvdb_stmt *stmt, struct cv_cert_record *rec)
  * size. SQLite reads the ids into a sorted temporary index and seeks each, so the rows come
  * in cert_id order. */
 #define PAGE_IDS " IN (SELECT value FROM json_each(?1))"
-/* PostgreSQL: the same JSON array, its elements as text made ids. */
-#define PAGE_IDS_PG " IN (SELECT value::bigint FROM json_array_elements_text(?1::json))"
+/* PostgreSQL: the same text made an array literal ("[1,2]" -> "{1,2}"). "= ANY(array)" is
+ * planned as one index probe per id; the IN (SELECT ... json_array_elements_text) form read
+ * the whole of certificate_domains for every page (EXPLAIN ANALYZE at 5,000 rows: 5.9 ms
+ * against 0.13 ms). */
+#define PAGE_IDS_PG " = ANY(translate(?1, '[]', '{}')::bigint[])"
 
 /* The domains of the page's certificates, each certificate's in order: one range read of
  * the primary key per certificate. */
