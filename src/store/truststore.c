@@ -280,7 +280,8 @@ int cv_store_trust_remove(struct cv_store *store, const char *alias,
 
 /* Substring search over what a person knows a CA by; '\' escapes LIKE's wildcards. */
 #define TRUST_Q_WHERE                                                                    \
-	" AND (:q IS NULL OR alias LIKE :q ESCAPE '\\' OR subject LIKE :q ESCAPE '\\'"     \
+	" AND (CAST(:q AS TEXT) IS NULL OR alias LIKE :q ESCAPE '\\'"                      \
+	" OR subject LIKE :q ESCAPE '\\'"                                                   \
 	" OR issuer LIKE :q ESCAPE '\\' OR serial LIKE :q ESCAPE '\\'"                      \
 	" OR sha256_fingerprint LIKE :q ESCAPE '\\')"
 
@@ -300,7 +301,7 @@ int cv_store_trust_search(struct cv_store *store, const char *q, const char *aft
 	static const char page_sql[] = "SELECT " TRUST_COLS " FROM truststore"
 				       " WHERE alias > :after" TRUST_Q_WHERE
 				       " ORDER BY alias LIMIT :limit";
-	static const char count_sql[] = "SELECT count(*) FROM truststore WHERE 1" TRUST_Q_WHERE;
+	static const char count_sql[] = "SELECT count(*) FROM truststore WHERE 1 = 1" TRUST_Q_WHERE;
 	struct store_conn *conn;
 	cvdb_stmt *stmt;
 	int rc, r;
