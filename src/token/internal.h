@@ -24,7 +24,17 @@ struct keymap_entry {
 	CK_OBJECT_HANDLE priv;  /* CK_INVALID_HANDLE: only a public key carries this id */
 	CK_OBJECT_HANDLE pub;   /* CK_INVALID_HANDLE: none */
 	int pending;
+	/* Both handles invalid and not pending: a search (token_key_lookup) found nothing
+	 * under the id; until this CLOCK_MONOTONIC second nobody asks the token again. */
+	time_t absent_until;
 };
+
+/* How long a search that found no key under an id is believed (see struct keymap_entry): a
+ * search costs a scan of the token (SoftHSM 2.6: ~90 ms at 1,000 objects), and a reader who
+ * keeps asking for a certificate whose key is missing must not keep the token busy. Keys are
+ * named in a row before they are made, and read through rows made after, so a key made
+ * under an id a search just missed is not a flow certvault has. */
+#define TOKEN_ABSENT_SECONDS 30
 
 /* A secret key object the last listing saw, for finding one by label without searching the
  * token again (cv_token_secret_find at start: the audit chain's key). */
@@ -223,6 +233,21 @@ struct keymap_entry *token_keymap_find_locked(struct keymap *map, const uint8_t 
 int token_keymap_reserve_locked(struct keymap *map, const uint8_t *id, size_t id_len);
 /* Removes the entry for id if present. Caller holds the lock. */
 void token_keymap_remove_locked(struct keymap *map, const uint8_t *id, size_t id_len);
+
+/* Asks the token for the key objects carrying id (one search by CKA_ID and class) and makes
+ * the map say what it found: an entry added on a miss (a key another node made), its handles
+ * replaced when stale, dropped when nothing carries the id any more (a key another node
+ * destroyed). An entry a create or destroy of this process holds is left alone. Takes
+ * map.writes when creates are serialised: call it holding no token lock. Returns 1 when a
+ * private key carries the id, 0 when none does, or a cv_err. */
+int token_key_lookup(struct cv_token *token, const uint8_t *id, size_t id_len,
+		     struct cv_errmsg *err);
+
+/* Whether rv says a handle from the map no longer names an object. */
+static inline int token_rv_handle_stale(CK_RV rv)
+{
+	return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID;
+}
 
 /* durable.c */
 /* Sets up token->durable for sync_dir (NULL, "" or "auto": SoftHSM's directories.tokendir

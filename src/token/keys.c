@@ -590,6 +590,124 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 	return destroy_verify(token, session, op, ret_call);
 }
 
+static time_t monotonic_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* Several nodes share one token: a key another node made is not in this process's map, and
+ * one another node destroyed leaves a handle here that the token no longer knows. A miss, or
+ * a handle the token answered CKR_OBJECT_HANDLE_INVALID for, is settled by one search by
+ * CKA_ID and class, whose answer replaces the entry. */
+struct lookup_op {
+	const uint8_t *id;
+	size_t id_len;
+	int found;  /* out: a private key object carries the id */
+};
+
+static CK_RV lookup_objects(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
+			    const char **ret_call)
+{
+	struct lookup_op *op = arg;
+	struct key_op kop = { op->id, op->id_len, NULL, NULL, CKR_OK };
+	CK_OBJECT_HANDLE priv[SURVIVORS_MAX], pub[SURVIVORS_MAX];
+	CK_ULONG n_priv = 0, n_pub = 0;
+	struct keymap_entry *e;
+	unsigned long epoch;
+	CK_RV rv;
+
+	pthread_mutex_lock(&token->map.lock);
+	epoch = token->map.epoch;
+	pthread_mutex_unlock(&token->map.lock);
+	rv = find_key_objects(token, session, &kop, CKO_PRIVATE_KEY, priv, &n_priv, ret_call);
+	if (rv == CKR_OK)
+		rv = find_key_objects(token, session, &kop, CKO_PUBLIC_KEY, pub, &n_pub, ret_call);
+	if (rv != CKR_OK)
+		return rv;
+	pthread_mutex_lock(&token->map.lock);
+	e = token_keymap_find_locked(&token->map, op->id, op->id_len);
+	if (token->map.epoch != epoch || (e != NULL && e->pending)) {
+		/* A listing after a new login saw the token later than this search did, or a
+		 * create or destroy of this process holds the id: their word stands. */
+		op->found = e != NULL && !e->pending && e->priv != CK_INVALID_HANDLE;
+	} else if (n_priv == 0 && n_pub == 0) {
+		/* Forgotten, and marked absent for a while (TOKEN_ABSENT_SECONDS). */
+		if (e == NULL && token_keymap_reserve_locked(&token->map, op->id, op->id_len) == 0)
+			e = token_keymap_find_locked(&token->map, op->id, op->id_len);
+		if (e != NULL) {
+			e->pending = 0;
+			e->priv = CK_INVALID_HANDLE;
+			e->pub = CK_INVALID_HANDLE;
+			e->absent_until = monotonic_seconds() + TOKEN_ABSENT_SECONDS;
+		}
+		op->found = 0;
+	} else {
+		if (e != NULL) {
+			e->priv = CK_INVALID_HANDLE;
+			e->pub = CK_INVALID_HANDLE;
+		}
+		/* The first listed wins, as in a listing. */
+		if (n_priv > 0)
+			rv = token_keymap_put_locked(&token->map, op->id, op->id_len,
+						     CKO_PRIVATE_KEY, priv[0]) < 0 ?
+			     CKR_HOST_MEMORY : CKR_OK;
+		if (rv == CKR_OK && n_pub > 0)
+			rv = token_keymap_put_locked(&token->map, op->id, op->id_len,
+						     CKO_PUBLIC_KEY, pub[0]) < 0 ?
+			     CKR_HOST_MEMORY : CKR_OK;
+		op->found = rv == CKR_OK && n_priv > 0;
+	}
+	pthread_mutex_unlock(&token->map.lock);
+	return rv;
+}
+
+int token_key_lookup(struct cv_token *token, const uint8_t *id, size_t id_len,
+		     struct cv_errmsg *err)
+{
+	struct lookup_op op = { id, id_len, 0 };
+	int r;
+
+	if (id_len == 0 || id_len > TOKEN_ID_MAX)
+		return 0;
+	/* A search races creates and destroys as they do each other (see struct keymap). */
+	token_writes_lock(token);
+	r = token_run(token, lookup_objects, &op, err);
+	token_writes_unlock(token);
+	return r < 0 ? r : op.found;
+}
+
+/* What the map says of id's private key. */
+enum map_says {
+	MAP_UNKNOWN = 0,  /* no entry, or an absence mark past its time: ask the token */
+	MAP_PRESENT,
+	MAP_ABSENT,       /* a search found nothing TOKEN_ABSENT_SECONDS ago at most */
+	MAP_HELD,         /* a create or destroy of this process holds the id: absent */
+};
+
+static enum map_says map_private(struct cv_token *token, const uint8_t *id, size_t id_len)
+{
+	const struct keymap_entry *e;
+	enum map_says says;
+
+	pthread_mutex_lock(&token->map.lock);
+	e = token_keymap_find_locked(&token->map, id, id_len);
+	if (e == NULL)
+		says = MAP_UNKNOWN;
+	else if (e->pending)
+		says = MAP_HELD;
+	else if (e->priv != CK_INVALID_HANDLE)
+		says = MAP_PRESENT;
+	else if (e->pub == CK_INVALID_HANDLE && e->absent_until > monotonic_seconds())
+		says = MAP_ABSENT;
+	else
+		says = MAP_UNKNOWN;
+	pthread_mutex_unlock(&token->map.lock);
+	return says;
+}
+
 int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label,
 			const uint8_t *id, size_t id_len, struct cv_errmsg *err)
 {
@@ -663,8 +781,17 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 {
 	struct key_op op = { id, id_len, NULL, NULL, CKR_OK };
 	struct keymap_entry *e;
+	enum map_says says;
 	int r;
 
+	/* A key another node made is destroyed here too: a miss asks the token, whatever an
+	 * earlier search found (a destroy must not leave a key behind on a belief). */
+	says = map_private(token, id, id_len);
+	if (says == MAP_UNKNOWN || says == MAP_ABSENT) {
+		r = token_key_lookup(token, id, id_len, err);
+		if (r < 0)
+			goto out;
+	}
 	/* Marking the entry pending keeps a second destroy or a create of the same id out
 	 * while the token works. */
 	pthread_mutex_lock(&token->map.lock);
@@ -700,14 +827,18 @@ out:
 
 int cv_token_key_exists(struct cv_token *token, const uint8_t *id, size_t id_len)
 {
-	const struct keymap_entry *e;
-	int exists;
+	struct cv_errmsg ignored;
 
-	pthread_mutex_lock(&token->map.lock);
-	e = token_keymap_find_locked(&token->map, id, id_len);
-	exists = e != NULL && !e->pending && e->priv != CK_INVALID_HANDLE;
-	pthread_mutex_unlock(&token->map.lock);
-	return exists;
+	switch (map_private(token, id, id_len)) {
+	case MAP_PRESENT:
+		return 1;
+	case MAP_ABSENT:
+	case MAP_HELD:
+		return 0;
+	case MAP_UNKNOWN:
+		break;
+	}
+	return token_key_lookup(token, id, id_len, &ignored) == 1;
 }
 
 static CK_RV attrs_read(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
@@ -769,9 +900,18 @@ int cv_token_key_attrs_get(struct cv_token *token, const uint8_t *id, size_t id_
 		goto out;
 	}
 	r = token_run(token, attrs_read, &op, err);
-	if (r < 0 && r != CV_ERR_TOKEN_UNAVAILABLE &&
-	    (op.rv == CKR_OBJECT_HANDLE_INVALID || op.rv == CKR_KEY_HANDLE_INVALID))
-		r = cv_errmsg_set(err, CV_ERR_NOT_FOUND, "no key with this id in the token");
+	/* A handle the token no longer knows (another node destroyed the key, or made it
+	 * anew): one fresh search, then one more try if the key is there. */
+	if (r < 0 && r != CV_ERR_TOKEN_UNAVAILABLE && token_rv_handle_stale(op.rv)) {
+		r = token_key_lookup(token, id, id_len, err);
+		if (r == 1)
+			r = token_run(token, attrs_read, &op, err);
+		else if (r == 0)
+			r = CV_ERR_NOT_FOUND;
+		if (r == CV_ERR_NOT_FOUND ||
+		    (r < 0 && r != CV_ERR_TOKEN_UNAVAILABLE && token_rv_handle_stale(op.rv)))
+			r = cv_errmsg_set(err, CV_ERR_NOT_FOUND, "no key with this id in the token");
+	}
 out:
 	if (r < 0)
 		memset(ret_attrs, 0, sizeof(*ret_attrs));

@@ -230,7 +230,7 @@ class SlowlorisTest(VaultTestCase):
     def closed_metric(self, reason):
         st, _, text = self.vault.request("GET", "/metrics")
         self.assertEqual(st, 200)
-        m = re.search(r'certvault_http_connections_closed_total\{reason="%s"\} (\d+)' % reason,
+        m = re.search(r'certvault_http_connections_closed_total\{node="[^"]+",reason="%s"\} (\d+)' % reason,
                       text.decode())
         self.assertIsNotNone(m, text[-2000:])
         return int(m.group(1))
@@ -319,7 +319,7 @@ class ConnectionPoolTest(VaultTestCase):
     def test_a_burst_of_keep_alive_connections_is_kept(self):
         st, _, text = self.vault.request("GET", "/metrics")
         self.assertEqual(st, 200)
-        closed = r'certvault_http_connections_closed_total\{reason="pending_limit"\} (\d+)'
+        closed = r'certvault_http_connections_closed_total\{node="[^"]+",reason="pending_limit"\} (\d+)'
         before = int(re.search(closed, text.decode()).group(1))
         socks = [socket.create_connection(("127.0.0.1", self.vault.port), timeout=10)
                  for _ in range(32)]
@@ -353,7 +353,7 @@ SLOW_QUEUE = 6
 
 
 def metric(text, name):
-    m = re.search(r"^%s (\d+)$" % name, text, re.M)
+    m = re.search(r'^%s\{node="[^"]+"\} (\d+)$' % name, text, re.M)
     return int(m.group(1)) if m else None
 
 
