@@ -31,6 +31,9 @@ struct cv_config {
 	char *node_name;           /* server.node_name: this process's name in health (and, with
 				    * several nodes, in what they share); "" at load: the host name */
 	char *db_path;             /* database.path */
+	int db_path_set;           /* database.path came from the file or the environment */
+	char *db_url;              /* database.url: PostgreSQL's conninfo ("": SQLite) */
+	char *db_password_file;    /* database.password_file: PostgreSQL's password */
 	char *token_module;        /* token.module: the PKCS#11 module to dlopen */
 	char *token_label;         /* token.label */
 	char *token_pin_file;      /* token.pin_file: file whose first line is the user PIN */
@@ -104,6 +107,12 @@ void cv_config_sample(FILE *f, const char *db_path);
  * buffer the caller releases with OPENSSL_clear_free(pin, len + 1), or CV_ERR_CONFIG. */
 int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,
 		       struct cv_errmsg *err);
+
+/* Reads PostgreSQL's password from database.password_file (the same checks as the PIN's
+ * file) when database.url and that file are set; else *ret_password is NULL (libpq's own
+ * means). Release with OPENSSL_clear_free(password, len + 1). 0 or CV_ERR_CONFIG. */
+int cv_config_db_password_read(const struct cv_config *cfg, char **ret_password,
+			       size_t *ret_len, struct cv_errmsg *err);
 
 /* Reads the SO PIN the same way: CERTVAULT_TOKEN_SO_PIN, else token.so_pin_file. */
 int cv_config_so_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,

@@ -29,8 +29,26 @@ struct cv_store;
 struct cv_audit_entry;         /* below, with the audit trail */
 
 /* Opens (creating if needed) the database at path and migrates it to the current schema.
- * Returns 0 or CV_ERR_DB with a message naming the file and SQLite's reason. */
+ * Returns 0 or CV_ERR_DB with a message naming the file and SQLite's reason. A path that
+ * begins with postgresql:// or postgres:// is a PostgreSQL URI: cv_store_open_pg with no
+ * password. */
 int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errmsg *err);
+/* Opens the PostgreSQL database conninfo names (a libpq URI or key=value string without a
+ * password; password: NULL for libpq's own means such as PGPASSFILE, else the one to send,
+ * copied and wiped once every connection is open), creating the schema in an empty database
+ * or migrating it; several nodes may open one database at once (migrating is serialised
+ * by an advisory lock). Messages name host, port and database only, never the password.
+ * Returns 0 or CV_ERR_DB. */
+int cv_store_open_pg(const char *conninfo, const char *password, struct cv_store **ret_store,
+		     struct cv_errmsg *err);
+/* "sqlite" or "postgresql". */
+const char *cv_store_kind(const struct cv_store *store);
+/* What the store is, for logs and health: the SQLite file, or PostgreSQL's
+ * "host:port/dbname" (never a user or a password). */
+const char *cv_store_target(const struct cv_store *store);
+/* Writes what conninfo names ("host:port/dbname", the parts libpq would take by default
+ * left as libpq's defaults say: "(default)") into buf, never its user or password. */
+void cv_store_pg_describe(const char *conninfo, char *buf, size_t size);
 /* Closes every connection. Accepts NULL. */
 void cv_store_free(struct cv_store *store);
 
@@ -40,7 +58,9 @@ void cv_store_free(struct cv_store *store);
 void cv_store_process_init(void);
 
 /* A number that moves after every change to the JWKs that a call on this store commits,
- * before that call returns (changes made by other processes are not seen). What is read of
+ * before that call returns (on SQLite, changes made by other processes are not seen; on
+ * PostgreSQL the number is kept in the database, bumped by a trigger in every writer's
+ * transaction, and read by each call: every node's commits are seen at once). What is read of
  * the JWKs after reading the number is at least as new as the number, so a copy of them
  * made then stays current for as long as the number does not move. */
 uint64_t cv_store_jwks_generation(struct cv_store *store);

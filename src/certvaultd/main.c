@@ -271,6 +271,36 @@ static int backup_command(const struct cv_config *cfg, const char *file, struct 
 	return r;
 }
 
+/* The store [database] names: SQLite at path, or PostgreSQL at url with the password from
+ * database.password_file (wiped once the connections are open) or libpq's own means. */
+static int store_open(const struct cv_config *cfg, struct cv_store **ret, struct cv_errmsg *err)
+{
+	char *password = NULL;
+	size_t len = 0;
+	int r;
+
+	if (cfg->db_url[0] == '\0')
+		return cv_store_open(cfg->db_path, ret, err);
+	r = cv_config_db_password_read(cfg, &password, &len, err);
+	if (r < 0)
+		return r;
+	r = cv_store_open_pg(cfg->db_url, password, ret, err);
+	OPENSSL_clear_free(password, len + 1);
+	return r;
+}
+
+/* The file backup and its check are SQLite's (one self-contained database file); a
+ * PostgreSQL database is backed up with its own tools. 0, or CV_ERR_CONFIG saying so. */
+static int backup_sqlite_only(const struct cv_config *cfg, const char *what, struct cv_errmsg *err)
+{
+	if (cfg->db_url[0] == '\0')
+		return 0;
+	return cv_errmsg_set(err, CV_ERR_CONFIG, "%s is for SQLite (database.path): this "
+			     "certvaultd uses PostgreSQL (database.url), which is backed up with "
+			     "pg_dump (and restored with pg_restore); back the token up as usual",
+			     what);
+}
+
 /* --verify-backup FILE, once the token is open. Returns the exit status, or an error. */
 static int verify_backup_command(struct cv_app *app, const char *file, struct cv_errmsg *err)
 {
@@ -278,6 +308,10 @@ static int verify_backup_command(struct cv_app *app, const char *file, struct cv
 	const char *tmp = getenv("TMPDIR");
 	size_t i;
 	int r;
+
+	r = backup_sqlite_only(app->cfg, "--verify-backup", err);
+	if (r < 0)
+		return r;
 
 	r = cv_vault_backup_verify(&app->vault, file, tmp != NULL && tmp[0] == '/' ? tmp : "/tmp",
 				   app->cfg->audit_key_label, &vd, err);
@@ -594,7 +628,9 @@ int main(int argc, char **argv)
 			"%s\n", getenv("CERTVAULT_FAULT"));
 	}
 	if (backup != NULL) {
-		r = backup_command(&cfg, backup, &err);
+		r = backup_sqlite_only(&cfg, "--backup", &err);
+		if (r == 0)
+			r = backup_command(&cfg, backup, &err);
 		status = r < 0;
 		goto out;
 	}
@@ -626,7 +662,7 @@ int main(int argc, char **argv)
 		status = r;
 		goto out;
 	}
-	r = cv_store_open(cfg.db_path, &app.store, &err);
+	r = store_open(&cfg, &app.store, &err);
 	if (r < 0)
 		goto out;
 	app.vault.store = app.store;
@@ -709,9 +745,11 @@ int main(int argc, char **argv)
 	fprintf(stderr, "certvaultd: keys made and destroyed in the token %s\n",
 		cv_token_serialize_describe(app.token));
 	tls_listen = cfg.tls_listen[0] != '\0' ? cfg.tls_listen : cfg.listen;
-	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s, token \"%s\")\n",
+	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s %s, token"
+		" \"%s\")\n",
 		strchr(cfg.listen, ':') ? "[" : "", cfg.listen, strchr(cfg.listen, ':') ? "]" : "",
-		cv_server_port(server), cfg.db_path, cfg.token_label);
+		cv_server_port(server), cv_store_kind(app.store), cv_store_target(app.store),
+		cfg.token_label);
 	if (cv_server_tls_port(server) >= 0)
 		fprintf(stderr, "certvaultd: listening on https://%s%s%s:%d serving certificate "
 			"\"%s\" (its key stays in the token)\n",

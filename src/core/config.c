@@ -74,6 +74,14 @@ static const struct setting settings[] = {
 	  " empty: the host name" },
 	{ "database", "path", K_STR, OFF(db_path), "certvault.db", 0, 0,
 	  "SQLite database file, created on first start" },
+	{ "database", "url", K_STR, OFF(db_url), "", 0, 0,
+	  "PostgreSQL instead of SQLite, for several nodes sharing one database: a libpq"
+	  " connection URI (postgresql://user@host:port/dbname?sslmode=verify-full) or"
+	  " key=value string, without a password (database.password_file, or libpq's own"
+	  " PGPASSFILE); empty: SQLite at database.path. Both set: refused at start" },
+	{ "database", "password_file", K_STR, OFF(db_password_file), "", 0, 0,
+	  "file whose first line is the PostgreSQL password (mode 0600, read once at start);"
+	  " empty: libpq's own means (PGPASSFILE, ~/.pgpass, a client certificate)" },
 	{ "token", "module", K_STR, OFF(token_module), "/usr/lib/softhsm/libsofthsm2.so", 0, 0,
 	  "PKCS#11 module" },
 	{ "token", "label", K_STR, OFF(token_label), "certvault", 0, 0,
@@ -283,6 +291,8 @@ static int on_ini(void *user, const char *section, const char *key, const char *
 		return 0;
 	}
 	l->r = set_value(s, l->cfg, value, l->origin, l->err);
+	if (s->offset == OFF(db_path))
+		l->cfg->db_path_set = 1;
 	return l->r == 0;
 }
 
@@ -313,6 +323,76 @@ static int node_name_resolve(struct cv_config *cfg, struct cv_errmsg *err)
 	if (len == 0 || len > 63 || i < len)
 		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s must be 1-63 letters, digits, '.', "
 				     "'_' or '-'", from);
+	return 0;
+}
+
+/* A password in database.url would sit in a file that is read by more than the service, and
+ * in every copy of the setting: it must come from database.password_file or libpq's own
+ * means. The URI's user:password@ and the key=value or query "password" are refused. */
+static int url_has_password(const char *url)
+{
+	const char *p, *at, *end;
+	size_t n;
+
+	if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
+		p = strstr(url, "://") + 3;
+		end = p + strcspn(p, "/?");
+		at = memchr(p, '@', (size_t)(end - p));
+		if (at != NULL && memchr(p, ':', (size_t)(at - p)) != NULL)
+			return 1;
+		p = strchr(url, '?');
+		while (p != NULL) {
+			p++;
+			if (strncmp(p, "password=", 9) == 0)
+				return 1;
+			p = strchr(p, '&');
+		}
+		return 0;
+	}
+	/* key = value pairs, separated by white space; a value may be quoted. */
+	for (p = url; *p != '\0';) {
+		while (isspace((unsigned char)*p))
+			p++;
+		n = strcspn(p, "= \t\n");
+		if (n == 8 && strncmp(p, "password", 8) == 0)
+			return 1;
+		p += n;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p != '=')
+			break;
+		p++;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p == '\'') {
+			for (p++; *p != '\0' && *p != '\''; p++)
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+			if (*p == '\'')
+				p++;
+		} else {
+			while (*p != '\0' && !isspace((unsigned char)*p))
+				p++;
+		}
+	}
+	return 0;
+}
+
+/* [database]: SQLite at path, or PostgreSQL at url, never both; no password in the url. */
+static int database_check(const struct cv_config *cfg, struct cv_errmsg *err)
+{
+	if (cfg->db_url[0] == '\0') {
+		if (cfg->db_password_file[0] != '\0')
+			return cv_errmsg_set(err, CV_ERR_CONFIG, "database.password_file is for "
+					     "PostgreSQL (database.url), which is not set");
+		return 0;
+	}
+	if (cfg->db_path_set)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "database.path (SQLite) and database.url "
+				     "(PostgreSQL) are both set: set one");
+	if (url_has_password(cfg->db_url))
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "database.url holds a password: put it in "
+				     "database.password_file (mode 0600) or libpq's PGPASSFILE");
 	return 0;
 }
 
@@ -356,6 +436,8 @@ int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg
 		r = set_value(&settings[i], ret_cfg, v, name, err);
 		if (r < 0)
 			goto out;
+		if (settings[i].offset == OFF(db_path))
+			ret_cfg->db_path_set = 1;
 	}
 	if (strcmp(ret_cfg->token_serialize_creates, "auto") != 0 &&
 	    strcmp(ret_cfg->token_serialize_creates, "on") != 0 &&
@@ -376,6 +458,9 @@ int cv_config_load(const char *path, struct cv_config *ret_cfg, struct cv_errmsg
 				  " this certvaultd was built without CV_FAULT_INJECTION");
 		goto out;
 	}
+	r = database_check(ret_cfg, err);
+	if (r < 0)
+		goto out;
 	r = node_name_resolve(ret_cfg, err);
 out:
 	if (r < 0)
@@ -506,7 +591,8 @@ static int secret_read(const char *env_var, const char *file, const char *settin
 
 	/* Taken out of the environment as it is read: /proc/PID/environ would show it to
 	 * anyone who may read the process's files for as long as it runs. */
-	secret = cv_secret_env_take(env_var, &len);
+	if (env_var != NULL)
+		secret = cv_secret_env_take(env_var, &len);
 	if (secret == NULL && len == SIZE_MAX)
 		return CV_ERR_NOMEM;
 	if (secret != NULL) {
@@ -571,6 +657,17 @@ int cv_config_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_
 {
 	return secret_read("CERTVAULT_TOKEN_PIN", cfg->token_pin_file, "token.pin_file", "token-pin",
 			   ret_pin, ret_len, err);
+}
+
+int cv_config_db_password_read(const struct cv_config *cfg, char **ret_password,
+			       size_t *ret_len, struct cv_errmsg *err)
+{
+	*ret_password = NULL;
+	*ret_len = 0;
+	if (cfg->db_url[0] == '\0' || cfg->db_password_file[0] == '\0')
+		return 0;
+	return secret_read(NULL, cfg->db_password_file, "database.password_file",
+			   "database-password", ret_password, ret_len, err);
 }
 
 int cv_config_so_pin_read(const struct cv_config *cfg, char **ret_pin, size_t *ret_len,

@@ -50,6 +50,11 @@ int h_backup(struct cv_app *app, const struct cv_request *req, struct cv_respons
 	const char *dir;
 	int fd = -1, r;
 
+	/* A file backup is SQLite's; a PostgreSQL database has its own tools. */
+	if (app->cfg->db_url[0] != '\0')
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "backup: the database is PostgreSQL "
+				     "(database.url): back it up with pg_dump; POST /v1/backup copies "
+				     "an SQLite database only");
 	/* Made in the database's directory (the service's own, private, and with room for a
 	 * copy of the database), unlinked at once: nothing is left behind, whatever happens. */
 	snprintf(dirbuf, sizeof(dirbuf), "%s", app->cfg->db_path);

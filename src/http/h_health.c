@@ -22,7 +22,8 @@ int h_health(struct cv_app *app, const struct cv_request *req, struct cv_respons
 			json_pack("{s:s, s:s, s:s, s:{s:b}, s:{s:s, s:b, s:b, s:s, s:s, s:s, s:s, s:I,"
 				  " s:s*}, s:{s:I, s:I}}",
 				  "status", ok ? "ok" : "degraded", "node", app->cfg->node_name,
-				  "store", "sqlite", "database", "ok",
+				  "store", app->store != NULL ? cv_store_kind(app->store) : "sqlite",
+				  "database", "ok",
 				  h.database_ok, "token", "state",
 				  h.token.reachable ? "ok" : "unavailable", "reachable",
 				  h.token.reachable, "logged_in", h.token.logged_in, "label",

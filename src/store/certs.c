@@ -151,27 +151,35 @@ static int load_domains(cvdb_stmt *stmt, struct cv_cert_record *rec)
  * size. SQLite reads the ids into a sorted temporary index and seeks each, so the rows come
  * in cert_id order. */
 #define PAGE_IDS " IN (SELECT value FROM json_each(?1))"
+/* PostgreSQL: the same JSON array, its elements as text made ids. */
+#define PAGE_IDS_PG " IN (SELECT value::bigint FROM json_array_elements_text(?1::json))"
 
 /* The domains of the page's certificates, each certificate's in order: one range read of
  * the primary key per certificate. */
-static const char page_domains_sql[] =
-	"SELECT cert_id, domain FROM certificate_domains WHERE cert_id" PAGE_IDS
-	" ORDER BY cert_id, position";
+#define PAGE_DOMAINS_SQL(ids) \
+	"SELECT cert_id, domain FROM certificate_domains WHERE cert_id" ids \
+	" ORDER BY cert_id, position"
+static const char page_domains_sql[] = PAGE_DOMAINS_SQL(PAGE_IDS);
+static const char page_domains_sql_pg[] = PAGE_DOMAINS_SQL(PAGE_IDS_PG);
 
 /* The services using the page's certificates, in name order, each with its domains in
  * order (a service without domains gives one row with a NULL domain): services_cert gives
  * the (cert_id, name) order, and SQLite sorts only each service's few domains. Their
  * distinct count is taken in C, where count(DISTINCT) per certificate built a temporary
  * b-tree for each. */
-static const char page_usage_sql[] =
-	"SELECT s.cert_id, s.id, s.name, s.environment, d.domain FROM services s"
-	" LEFT JOIN service_domains d ON d.service_id = s.id"
-	" WHERE s.cert_id" PAGE_IDS " ORDER BY s.cert_id, s.name, d.position";
+#define PAGE_USAGE_SQL(ids) \
+	"SELECT s.cert_id, s.id, s.name, s.environment, d.domain FROM services s" \
+	" LEFT JOIN service_domains d ON d.service_id = s.id" \
+	" WHERE s.cert_id" ids " ORDER BY s.cert_id, s.name, d.position"
+static const char page_usage_sql[] = PAGE_USAGE_SQL(PAGE_IDS);
+static const char page_usage_sql_pg[] = PAGE_USAGE_SQL(PAGE_IDS_PG);
 
 /* The kids of the JWKs linked to the page's certificates (active and superseded alike),
  * through jwks_cert. */
-static const char page_jwks_sql[] =
-	"SELECT cert_id, kid FROM jwks WHERE cert_id" PAGE_IDS " ORDER BY cert_id, kid";
+#define PAGE_JWKS_SQL(ids) \
+	"SELECT cert_id, kid FROM jwks WHERE cert_id" ids " ORDER BY cert_id, kid"
+static const char page_jwks_sql[] = PAGE_JWKS_SQL(PAGE_IDS);
+static const char page_jwks_sql_pg[] = PAGE_JWKS_SQL(PAGE_IDS_PG);
 
 /* Appends a copy of s to the array v of n strings, whose capacity n implies (4, then
  * doubling), so that records need no capacity field. */
@@ -243,9 +251,11 @@ static void settle_custom_domains(struct cv_cert_record *rec, char ***all, size_
 }
 
 /* The tags of the page's certificates as "key=value", in key order. */
-static const char page_tags_sql[] =
-	"SELECT cert_id, key || '=' || value FROM certificate_tags WHERE cert_id" PAGE_IDS
-	" ORDER BY cert_id, key";
+#define PAGE_TAGS_SQL(ids) \
+	"SELECT cert_id, key || '=' || value FROM certificate_tags WHERE cert_id" ids \
+	" ORDER BY cert_id, key"
+static const char page_tags_sql[] = PAGE_TAGS_SQL(PAGE_IDS);
+static const char page_tags_sql_pg[] = PAGE_TAGS_SQL(PAGE_IDS_PG);
 
 /* What page_strings fills. */
 enum page_list { PAGE_DOMAINS, PAGE_KIDS, PAGE_TAGS };
@@ -320,13 +330,15 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	ids[used] = '\0';
 	qsort(ix, n, sizeof(*ix), by_id_cmp);
 
-	r = page_strings(conn, page_domains_sql, ids, used, ix, n, PAGE_DOMAINS);
+	r = page_strings(conn, cvdb_pick(conn->db, page_domains_sql, page_domains_sql_pg), ids,
+			 used, ix, n, PAGE_DOMAINS);
 	if (r == 0)
-		r = page_strings(conn, page_tags_sql, ids, used, ix, n, PAGE_TAGS);
+		r = page_strings(conn, cvdb_pick(conn->db, page_tags_sql, page_tags_sql_pg), ids,
+				 used, ix, n, PAGE_TAGS);
 	if (r < 0)
 		goto out;
 
-	r = store_prepare(conn, page_usage_sql, &stmt);
+	r = store_prepare(conn, cvdb_pick(conn->db, page_usage_sql, page_usage_sql_pg), &stmt);
 	if (r < 0)
 		goto out;
 	rc = cvdb_bind_text(stmt, 1, ids, (int)used);
@@ -373,7 +385,8 @@ static int load_extras(struct store_conn *conn, struct cv_cert_record **recs, si
 	if (!with_jwks)
 		goto out;
 
-	r = page_strings(conn, page_jwks_sql, ids, used, ix, n, PAGE_KIDS);
+	r = page_strings(conn, cvdb_pick(conn->db, page_jwks_sql, page_jwks_sql_pg), ids, used,
+			 ix, n, PAGE_KIDS);
 out:
 	store_strings_free(all, n_all);
 	free(ix);
@@ -468,9 +481,11 @@ static int set_tags(cvdb *db, int64_t id, char *const *tags, size_t n)
 
 	r = store_run(db, "DELETE FROM certificate_tags WHERE cert_id = ?1", "i", id);
 	for (i = 0; r == 0 && i < n; i++)
-		r = store_run(db,
+		r = store_run(db, cvdb_pick(db,
 			      "INSERT INTO certificate_tags (cert_id, key, value) VALUES (?1,"
 			      " substr(?2, 1, instr(?2, '=') - 1), substr(?2, instr(?2, '=') + 1))",
+			      "INSERT INTO certificate_tags (cert_id, key, value) VALUES (?1,"
+			      " split_part(?2::text, '=', 1), substr(?2::text, strpos(?2::text, '=') + 1))"),
 			      "it", id, tags[i]);
 	return r;
 }
@@ -1084,10 +1099,11 @@ static int bind_threshold(cvdb_stmt *stmt, int64_t now, int64_t soon_seconds)
  * :thr = now + soon_seconds: not_after - now < soon  <=>  not_after < thr. Upcoming wins over
  * expired, as in cv_status_at, for a row whose dates are the wrong way round. */
 static const char *const status_where[] = {
-	/* One lower bound, not two: SQLite ranges an index on one of two and filters by the
-	 * other, which for the list sorted by not_after walked every row expiring soon first
+	/* One lower bound, not two (a CASE, not SQLite's scalar max, which PostgreSQL lacks):
+	 * SQLite ranges an index on one of two and filters by the other, which for the list sorted by not_after walked every row expiring soon first
 	 * (10,000 of 100,000 in the bench) to reach the first valid one. */
-	[CV_STATUS_VALID] = " AND not_before <= :now AND not_after >= max(:now, :thr)",
+	[CV_STATUS_VALID] = " AND not_before <= :now AND not_after >="
+			    " CASE WHEN :now > :thr THEN :now ELSE :thr END",
 	[CV_STATUS_EXPIRES_SOON] =
 		" AND not_before <= :now AND not_after >= :now AND not_after < :thr",
 	[CV_STATUS_EXPIRED] = " AND not_before <= :now AND not_after < :now",

@@ -19,6 +19,9 @@
 #define KIDS_SQL                                                                         \
 	"SELECT json_extract(j.value, '$.kid') FROM certificates c,"                       \
 	" json_each(nullif(c.deleted_jwks, '')) j WHERE c.id = ?1"
+#define KIDS_SQL_PG                                                                      \
+	"SELECT j.value->>'kid' FROM certificates c,"                                      \
+	" json_array_elements(nullif(c.deleted_jwks, '')::json) j WHERE c.id = ?1"
 #define TAGS_SQL                                                                         \
 	"SELECT key || '=' || value FROM certificate_tags WHERE cert_id = ?1 ORDER BY key"
 
@@ -41,13 +44,20 @@ int cv_store_cert_delete_soft(struct cv_store *store, int64_t id, enum cv_jwk_ac
 	/* Every JWK linked to it, active or superseded, as it is now: the recover puts each
 	 * back. The delete's choice decides what happens to them meanwhile, as a delete at once
 	 * would have done: gone (out of the public JWKS), or kept unlinked. */
-	r = store_run(db,
+	r = store_run(db, cvdb_pick(db,
 		      "UPDATE certificates SET deleted_jwks = (SELECT json_group_array("
 		      "json_object('kid', kid, 'action', ?2, 'cert_version', cert_version,"
 		      " 'cert_name', cert_name, 'use', use, 'alg', alg, 'jwk', jwk, 'state', state,"
 		      " 'superseded_by', superseded_by, 'superseded_at', superseded_at,"
 		      " 'created_at', created_at, 'updated_at', updated_at))"
 		      " FROM jwks WHERE cert_id = ?1) WHERE id = ?1 AND state = 1",
+		      /* json_agg of no rows is NULL where json_group_array gives []. */
+		      "UPDATE certificates SET deleted_jwks = coalesce((SELECT json_agg("
+		      "json_build_object('kid', kid, 'action', ?2::text, 'cert_version', cert_version,"
+		      " 'cert_name', cert_name, 'use', use, 'alg', alg, 'jwk', jwk, 'state', state,"
+		      " 'superseded_by', superseded_by, 'superseded_at', superseded_at,"
+		      " 'created_at', created_at, 'updated_at', updated_at))"
+		      " FROM jwks WHERE cert_id = ?1)::text, '[]') WHERE id = ?1 AND state = 1"),
 		      "it", id, jwk_action == CV_JWK_ACTION_DELETE ? "delete" : "disconnect");
 	if (r == 0)
 		r = store_run(db,
@@ -103,7 +113,7 @@ static int prepare_extras(cvdb *db, cvdb_stmt **doms, cvdb_stmt **tags,
 	if (rc == SQLITE_OK)
 		rc = cvdb_prepare(db, TAGS_SQL, 0, tags, NULL);
 	if (rc == SQLITE_OK)
-		rc = cvdb_prepare(db, KIDS_SQL, 0, kids, NULL);
+		rc = cvdb_prepare(db, cvdb_pick(db, KIDS_SQL, KIDS_SQL_PG), 0, kids, NULL);
 	return rc == SQLITE_OK ? 0 : store_err(rc);
 }
 
@@ -258,8 +268,9 @@ static int relink_one(cvdb *db, int64_t id, const char *j, struct cv_jwk_relink 
 
 	/* The kid and the action first: the JSON is ours, but a row edited by hand must not
 	 * overflow the record. */
-	rc = cvdb_prepare(db, "SELECT json_extract(?1, '$.kid'),"
-				" json_extract(?1, '$.action')", 0, &stmt, NULL);
+	rc = cvdb_prepare(db, cvdb_pick(db, "SELECT json_extract(?1, '$.kid'),"
+					    " json_extract(?1, '$.action')",
+				"SELECT ?1::json->>'kid', ?1::json->>'action'"), 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, j);
 	if (rc != SQLITE_OK) {
@@ -280,7 +291,7 @@ static int relink_one(cvdb *db, int64_t id, const char *j, struct cv_jwk_relink 
 		/* Deleted with the certificate: back as it was, unless its kid (the key's
 		 * thumbprint) was made again meanwhile, from another certificate with the same
 		 * key. A superseded_by that names a JWK gone since is dropped. */
-		r = store_run(db,
+		r = store_run(db, cvdb_pick(db,
 			      "INSERT OR IGNORE INTO jwks (kid, cert_id, cert_version, cert_name,"
 			      " use, alg, jwk, state, superseded_by, superseded_at, created_at,"
 			      " updated_at) SELECT json_extract(?2, '$.kid'), ?1,"
@@ -290,6 +301,13 @@ static int relink_one(cvdb *db, int64_t id, const char *j, struct cv_jwk_relink 
 			      " json_extract(?2, '$.superseded_by'),"
 			      " json_extract(?2, '$.superseded_at'),"
 			      " json_extract(?2, '$.created_at'), json_extract(?2, '$.updated_at')",
+			      "INSERT OR IGNORE INTO jwks (kid, cert_id, cert_version, cert_name,"
+			      " use, alg, jwk, state, superseded_by, superseded_at, created_at,"
+			      " updated_at) SELECT j->>'kid', ?1, (j->>'cert_version')::bigint,"
+			      " j->>'cert_name', j->>'use', j->>'alg', j->>'jwk',"
+			      " (j->>'state')::bigint, j->>'superseded_by',"
+			      " (j->>'superseded_at')::bigint, (j->>'created_at')::bigint,"
+			      " (j->>'updated_at')::bigint FROM (SELECT ?2::json AS j) x"),
 			      "it", id, j);
 		if (r == 0 && cvdb_changes(db) == 1)
 			ret_relink->relinked = 1;
@@ -328,10 +346,13 @@ int cv_store_cert_recover(struct cv_store *store, int64_t id, struct cv_jwk_reli
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = cvdb_prepare(db,
+	rc = cvdb_prepare(db, cvdb_pick(db,
 				"SELECT j.value FROM certificates c,"
 				" json_each(nullif(c.deleted_jwks, '')) j"
-				" WHERE c.id = ?1 AND c.state = 2 AND c.held = 1", 0, &stmt, NULL);
+				" WHERE c.id = ?1 AND c.state = 2 AND c.held = 1",
+				"SELECT j.value::text FROM certificates c,"
+				" json_array_elements(nullif(c.deleted_jwks, '')::json) j"
+				" WHERE c.id = ?1 AND c.state = 2 AND c.held = 1"), 0, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;

@@ -39,6 +39,13 @@ struct store_conn {
 };
 
 struct cv_store {
+	enum cvdb_kind kind;
+	/* The SQLite file, or PostgreSQL's host:port/dbname (cv_store_target): what messages
+	 * name, never a password. */
+	char target[320];
+	/* PostgreSQL: what the generations read when the database did not answer, with the top
+	 * bit set, so that no cache takes a failed read for "nothing changed". */
+	atomic_uint_fast64_t generation_failures;
 	pthread_mutex_t lock;
 	pthread_cond_t returned;
 	struct store_conn conns[STORE_POOL_SIZE];

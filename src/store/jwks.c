@@ -337,7 +337,7 @@ int cv_store_jwk_page_scoped(struct cv_store *store, int64_t cert_id, const char
 	 * those inside it only; an unlinked JWK belongs to none of them. */
 	if (snprintf(sql, sizeof(sql), "SELECT " JWK_COLS " FROM jwks WHERE (:cert = 0 OR"
 		     " cert_id = :cert) AND kid > :after%s%s%s ORDER BY kid LIMIT :limit",
-		     where[0] != '\0' ? " AND cert_id IN (SELECT id FROM certificates WHERE 1" : "",
+		     where[0] != '\0' ? " AND cert_id IN (SELECT id FROM certificates WHERE 1 = 1" : "",
 		     where, where[0] != '\0' ? ")" : "") >= (int)sizeof(sql)) {
 		r = CV_ERR_INTERNAL;
 		goto out;

@@ -24,6 +24,20 @@
 	RFC3339_SQL("c.not_after") ", 'expires_in_days', (c.not_after - " now ") / 86400)"
 #define SUBSCRIBED_SQL(event) \
 	"EXISTS (SELECT 1 FROM json_each(ch.events) e WHERE e.value = " event ")"
+/* PostgreSQL's forms (issue 15): json_build_object for json_object, json_array_elements_text
+ * for json_each, to_char in UTC for strftime, gen_random_uuid (122 random bits) for
+ * randomblob; parameters whose type nothing else tells are cast. */
+#define DELIVERY_ID_SQL_PG "'dlv_' || replace(gen_random_uuid()::text, '-', '')"
+#define RFC3339_SQL_PG(x) \
+	"to_char(to_timestamp((" x ")::bigint) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define CERT_JSON_SQL_PG(now)                                                                 \
+	"json_build_object('name', c.name, 'version', c.version, 'subject', c.subject,"       \
+	" 'issuer', c.issuer, 'serial', c.serial, 'sha256_fingerprint', c.sha256_fingerprint," \
+	" 'not_before', " RFC3339_SQL_PG("c.not_before") ", 'not_after', "                    \
+	RFC3339_SQL_PG("c.not_after") ", 'expires_in_days', (c.not_after - " now ") / 86400)"
+#define SUBSCRIBED_SQL_PG(event) \
+	"EXISTS (SELECT 1 FROM json_array_elements_text(ch.events::json) e" \
+	" WHERE e.value = " event ")"
 #define OUTBOX_COLS \
 	"delivery_id, channel_id, dedup_key, event, certificate, cert_version, threshold," \
 	" payload, next_attempt_at, created_at"
@@ -70,6 +84,24 @@ int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t 
 		 * its merge, which removes the pending row, is. */
 		" WHERE ?7 = 0 OR (c.state = 1 AND NOT EXISTS (SELECT 1 FROM pending_certificates p"
 		" WHERE p.cert_id = c.id))";
+	static const char sql_pg[] =
+		"INSERT OR IGNORE INTO notification_outbox (" OUTBOX_COLS ")"
+		" SELECT " DELIVERY_ID_SQL_PG ", ch.id, CASE WHEN ?7 = 1 THEN 'version:' || c.id"
+		" || ':' || c.version ELSE ?1::text END, ev.event, coalesce(c.name, ?3::text),"
+		" coalesce(c.version, 0), -1,"
+		" json_build_object('event', ev.event, 'occurred_at', " RFC3339_SQL_PG("?4") ","
+		" 'actor', ?5::text, 'certificate', CASE WHEN c.id IS NULL THEN"
+		" json_build_object('name', ?3::text) ELSE " CERT_JSON_SQL_PG("?4") " END,"
+		" 'contacts', coalesce(n.contacts, '[]')::json)::text, ?4, ?4"
+		" FROM (SELECT CASE WHEN ?2::text = 'certificate.imported' AND coalesce((SELECT"
+		" version FROM certificates WHERE name = ?3::text COLLATE NOCASE), 1) > 1"
+		" AND ?6 = 1 THEN 'certificate.renewed' ELSE ?2::text END AS event) ev"
+		" JOIN notification_channels ch ON " SUBSCRIBED_SQL_PG("ev.event")
+		" LEFT JOIN certificates c ON c.name = ?3::text COLLATE NOCASE"
+		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
+		" WHERE ?7 = 0 OR (c.state = 1 AND NOT EXISTS (SELECT 1 FROM pending_certificates p"
+		" WHERE p.cert_id = c.id))";
+	const char *sql_of;
 	char dedup[48];
 	const char *event = NULL;
 	struct store_conn *conn = NULL;
@@ -89,11 +121,12 @@ int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t 
 			version = change_events[i].version;
 	snprintf(dedup, sizeof(dedup), "audit:%lld", (long long)seq);
 	/* Every import comes here: on a pooled connection the statement stays prepared. */
+	sql_of = cvdb_pick(db, sql, sql_pg);
 	if (store_current_conn != NULL && store_current_conn->db == db) {
 		conn = store_current_conn;
-		rc = store_prepare(conn, sql, &stmt) == 0 ? SQLITE_OK : SQLITE_ERROR;
+		rc = store_prepare(conn, sql_of, &stmt) == 0 ? SQLITE_OK : SQLITE_ERROR;
 	} else {
-		rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
+		rc = cvdb_prepare(db, sql_of, 0, &stmt, NULL);
 	}
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, dedup);
@@ -375,11 +408,32 @@ int cv_store_notify_scan(struct cv_store *store, const char *default_thresholds,
 		" JOIN certificates c ON c.id = t.id"
 		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
 		" JOIN notification_channels ch ON " SUBSCRIBED_SQL("t.event");
+	static const char sql_pg[] =
+		"INSERT OR IGNORE INTO notification_outbox (" OUTBOX_COLS ")"
+		" SELECT " DELIVERY_ID_SQL_PG ", ch.id,"
+		" 'expiry:' || c.id || ':' || c.version || ':' || t.th, t.event, c.name, c.version,"
+		" t.th, json_build_object('event', t.event, 'occurred_at', " RFC3339_SQL_PG("?1") ","
+		" 'threshold_days', t.th, 'certificate', " CERT_JSON_SQL_PG("?1") ","
+		" 'contacts', coalesce(n.contacts, '[]')::json)::text, ?1, ?1"
+		" FROM (SELECT id, th, CASE WHEN th = 0 THEN 'certificate.expired'"
+		" ELSE 'certificate.expiring' END AS event FROM (SELECT c.id AS id, (SELECT"
+		" min(j.value::bigint) FROM json_array_elements_text((CASE WHEN"
+		" coalesce(n.thresholds, '') = '' THEN ?2::text ELSE n.thresholds END)::json) j"
+		" WHERE c.not_after - ?1::bigint <= j.value::bigint * 86400) AS th"
+		" FROM certificates c LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
+		" WHERE c.state = 1 AND c.not_after <= ?1::bigint + 86400 * GREATEST((SELECT"
+		" coalesce(max(value::bigint), 0) FROM json_array_elements_text(?2::json)),"
+		" (SELECT coalesce(max(j.value::bigint), 0) FROM certificate_notifications n2,"
+		" json_array_elements_text((CASE WHEN n2.thresholds = '' THEN '[]'"
+		" ELSE n2.thresholds END)::json) j))) x WHERE th IS NOT NULL) t"
+		" JOIN certificates c ON c.id = t.id"
+		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
+		" JOIN notification_channels ch ON " SUBSCRIBED_SQL_PG("t.event");
 	struct store_conn *conn = store_borrow(store);
 	cvdb_stmt *stmt;
 	int r;
 
-	r = store_prepare(conn, sql, &stmt);
+	r = store_prepare(conn, cvdb_pick(conn->db, sql, sql_pg), &stmt);
 	if (r == 0 && (cvdb_bind_int64(stmt, 1, now) != SQLITE_OK ||
 		       store_bind_text(stmt, 2, default_thresholds) != SQLITE_OK))
 		r = CV_ERR_DB;
@@ -397,12 +451,19 @@ int cv_store_notify_crl_candidates(struct cv_store *store, char (**ret)[65], siz
 	cvdb_stmt *stmt;
 	int rc = SQLITE_DONE, r;
 
-	r = store_prepare(conn, "SELECT c.name FROM certificates c WHERE c.state = 1"
+	r = store_prepare(conn, cvdb_pick(conn->db,
+			  "SELECT c.name FROM certificates c WHERE c.state = 1"
 			  " AND EXISTS (SELECT 1 FROM crls WHERE crls.issuer = c.issuer)"
 			  " AND EXISTS (SELECT 1 FROM notification_channels ch WHERE "
 			  SUBSCRIBED_SQL("'certificate.revoked'") ")"
 			  " AND NOT EXISTS (SELECT 1 FROM notification_outbox o WHERE o.dedup_key ="
-			  " 'revoked:' || c.id || ':' || c.version) ORDER BY c.name", &stmt);
+			  " 'revoked:' || c.id || ':' || c.version) ORDER BY c.name",
+			  "SELECT c.name FROM certificates c WHERE c.state = 1"
+			  " AND EXISTS (SELECT 1 FROM crls WHERE crls.issuer = c.issuer)"
+			  " AND EXISTS (SELECT 1 FROM notification_channels ch WHERE "
+			  SUBSCRIBED_SQL_PG("'certificate.revoked'") ")"
+			  " AND NOT EXISTS (SELECT 1 FROM notification_outbox o WHERE o.dedup_key ="
+			  " 'revoked:' || c.id || ':' || c.version) ORDER BY c.name"), &stmt);
 	while (r == 0 && (rc = cvdb_step(stmt)) == SQLITE_ROW) {
 		grown = store_grow(all, &cap, n, sizeof(*all));
 		if (grown == NULL) {
@@ -439,11 +500,21 @@ int cv_store_notify_cert_event(struct cv_store *store, const char *name, const c
 		" FROM certificates c JOIN notification_channels ch ON " SUBSCRIBED_SQL("?2")
 		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
 		" WHERE c.name = ?1 AND c.state = 1";
+	static const char sql_pg[] =
+		"INSERT OR IGNORE INTO notification_outbox (" OUTBOX_COLS ")"
+		" SELECT " DELIVERY_ID_SQL_PG ", ch.id, ?3::text, ?2::text, c.name, c.version, -1,"
+		" json_build_object('event', ?2::text, 'occurred_at', " RFC3339_SQL_PG("?4") ","
+		" 'certificate', " CERT_JSON_SQL_PG("?4") ", 'detail', (CASE WHEN ?5::text = ''"
+		" THEN '{}' ELSE ?5::text END)::json, 'contacts', coalesce(n.contacts, '[]')::json)"
+		"::text, ?4, ?4"
+		" FROM certificates c JOIN notification_channels ch ON " SUBSCRIBED_SQL_PG("?2::text")
+		" LEFT JOIN certificate_notifications n ON n.cert_id = c.id"
+		" WHERE c.name = ?1::text AND c.state = 1";
 	struct store_conn *conn = store_borrow(store);
 	cvdb_stmt *stmt;
 	int r;
 
-	r = store_prepare(conn, sql, &stmt);
+	r = store_prepare(conn, cvdb_pick(conn->db, sql, sql_pg), &stmt);
 	if (r == 0 && (store_bind_text(stmt, 1, name) != SQLITE_OK ||
 		       store_bind_text(stmt, 2, event) != SQLITE_OK ||
 		       store_bind_text(stmt, 3, dedup_key) != SQLITE_OK ||
@@ -465,11 +536,18 @@ int cv_store_notify_event(struct cv_store *store, const char *event, const char 
 		" json_object('event', ?1, 'occurred_at', " RFC3339_SQL("?3") ","
 		" 'detail', json(CASE WHEN ?4 = '' THEN '{}' ELSE ?4 END)), ?3, ?3"
 		" FROM notification_channels ch WHERE " SUBSCRIBED_SQL("?1");
+	static const char sql_pg[] =
+		"INSERT OR IGNORE INTO notification_outbox (" OUTBOX_COLS ")"
+		" SELECT " DELIVERY_ID_SQL_PG ", ch.id, ?2::text, ?1::text, '', 0, -1,"
+		" json_build_object('event', ?1::text, 'occurred_at', " RFC3339_SQL_PG("?3") ","
+		" 'detail', (CASE WHEN ?4::text = '' THEN '{}' ELSE ?4::text END)::json)::text,"
+		" ?3, ?3"
+		" FROM notification_channels ch WHERE " SUBSCRIBED_SQL_PG("?1::text");
 	struct store_conn *conn = store_borrow(store);
 	cvdb_stmt *stmt;
 	int r;
 
-	r = store_prepare(conn, sql, &stmt);
+	r = store_prepare(conn, cvdb_pick(conn->db, sql, sql_pg), &stmt);
 	if (r == 0 && (store_bind_text(stmt, 1, event) != SQLITE_OK ||
 		       store_bind_text(stmt, 2, dedup_key) != SQLITE_OK ||
 		       cvdb_bind_int64(stmt, 3, now) != SQLITE_OK ||
@@ -493,12 +571,14 @@ int cv_store_lease(struct cv_store *store, const char *name, const char *holder,
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	r = store_run(db, "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3 + ?4)"
+	r = store_run(db, "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2,"
+		      " CAST(?3 AS BIGINT) + ?4)"
 		      " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
 		      " expires_at = excluded.expires_at WHERE leases.holder = excluded.holder"
 		      " OR leases.expires_at <= ?3", "ttii", name, holder, now, ttl);
 	if (r == 0) {
-		rc = cvdb_prepare(db, "SELECT holder = ?2 FROM leases WHERE name = ?1", 0,
+		rc = cvdb_prepare(db, "SELECT CASE WHEN holder = ?2 THEN 1 ELSE 0 END FROM leases"
+					" WHERE name = ?1", 0,
 					&stmt, NULL);
 		if (rc == SQLITE_OK)
 			rc = store_bind_text(stmt, 1, name);

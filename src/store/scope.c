@@ -19,11 +19,14 @@ static int append(char *buf, size_t len, size_t *used, const char *text)
 	return 0;
 }
 
-/* " AND (<column> GLOB :<p>0 OR <column> GLOB :<p>1 ...)" for n patterns. */
+/* " AND (<column> LIKE <:p0 as LIKE> OR ...)" for n patterns. A pattern is letters, digits,
+ * hyphens, * and ?, lower-cased (vault/scope.c), matched against the lower-cased name: so
+ * '*' -> '%' and '?' -> '_' make a LIKE pattern that means what the glob means, on SQLite
+ * and on PostgreSQL alike (which has no GLOB); no character of it needs escaping. */
 static int globs_where(const char *column, const char *prefix, size_t n, char *buf,
 		       size_t len, size_t *used)
 {
-	char one[96];
+	char one[160];
 	size_t i;
 	int r = 0;
 
@@ -31,8 +34,8 @@ static int globs_where(const char *column, const char *prefix, size_t n, char *b
 		return 0;
 	r = append(buf, len, used, " AND (");
 	for (i = 0; r == 0 && i < n; i++) {
-		snprintf(one, sizeof(one), "%s%s GLOB :%s%zu", i > 0 ? " OR " : "", column, prefix,
-			 i);
+		snprintf(one, sizeof(one), "%s%s LIKE replace(replace(:%s%zu, '*', '%%'), '?', '_')",
+			 i > 0 ? " OR " : "", column, prefix, i);
 		r = append(buf, len, used, one);
 	}
 	return r == 0 ? append(buf, len, used, ")") : r;

@@ -348,8 +348,8 @@ int cv_store_service_bind(struct cv_store *store, const char *name, const char *
 	/* Binding again to the same certificate changes nothing. */
 	if (r == 0)
 		r = store_run(db,
-			"UPDATE services SET bound_at = CASE WHEN cert_id IS ?1 THEN bound_at"
-			" ELSE ?2 END, updated_at = CASE WHEN cert_id IS ?1 THEN updated_at"
+			"UPDATE services SET bound_at = CASE WHEN cert_id IS NOT DISTINCT FROM ?1 THEN bound_at"
+			" ELSE ?2 END, updated_at = CASE WHEN cert_id IS NOT DISTINCT FROM ?1 THEN updated_at"
 			" ELSE ?2 END, cert_id = ?1 WHERE id = ?3",
 			"iii", cert_id, now, service_id);
 	if (r == 0)
@@ -412,7 +412,7 @@ int cv_store_service_list(struct cv_store *store, const struct cv_service_filter
 		return r;
 	/* Put together from constant fragments; every value is bound, in this order (a
 	 * scope's by name, and the limit last). */
-	n = snprintf(sql, sizeof(sql), SERVICE_SELECT " WHERE 1%s%s%s%s ORDER BY s.name LIMIT ?",
+	n = snprintf(sql, sizeof(sql), SERVICE_SELECT " WHERE 1 = 1%s%s%s%s ORDER BY s.name LIMIT ?",
 		     /* Services hold the environment's own spelling: the name given is matched
 		      * ignoring case against the environments, and services_environment finds
 		      * the services of the one found. */

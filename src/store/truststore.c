@@ -300,7 +300,7 @@ int cv_store_trust_search(struct cv_store *store, const char *q, const char *aft
 	static const char page_sql[] = "SELECT " TRUST_COLS " FROM truststore"
 				       " WHERE alias > :after" TRUST_Q_WHERE
 				       " ORDER BY alias LIMIT :limit";
-	static const char count_sql[] = "SELECT count(*) FROM truststore WHERE 1" TRUST_Q_WHERE;
+	static const char count_sql[] = "SELECT count(*) FROM truststore WHERE 1 = 1" TRUST_Q_WHERE;
 	struct store_conn *conn;
 	cvdb_stmt *stmt;
 	int rc, r;

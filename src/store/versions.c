@@ -291,7 +291,7 @@ static int jwk_take_over(cvdb *db, const struct cv_supersede *req, size_t i,
 		r = store_run(db,
 			      "UPDATE jwks SET cert_id = ?1, cert_name = (SELECT name FROM"
 			      " certificates WHERE id = ?1), jwk = ?2, cert_version = ?3,"
-			      " updated_at = ?4 WHERE kid = ?5 AND state = 1 AND cert_id IS NOT ?1",
+			      " updated_at = ?4 WHERE kid = ?5 AND state = 1 AND cert_id IS DISTINCT FROM ?1",
 			      "itiit", req->id, req->new_jwks[i], req->version + 1, req->now,
 			      req->new_kids[i]);
 	if (r == 0 && cvdb_changes(db) == 1)
@@ -307,12 +307,17 @@ static int jwk_make(cvdb *db, const struct cv_supersede *req, size_t i)
 	cvdb_stmt *stmt = NULL;
 	int rc, r;
 
-	rc = cvdb_prepare(db,
+	rc = cvdb_prepare(db, cvdb_pick(db,
 				"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
 				" alg, jwk, state, created_at, updated_at)"
 				" SELECT ?1, cert_id, cert_name, ?2, use,"
 				" coalesce(json_extract(?3, '$.alg'), alg), ?3, 1, ?4, ?4"
-				" FROM jwks WHERE kid = ?5", 0, &stmt, NULL);
+				" FROM jwks WHERE kid = ?5",
+				"INSERT INTO jwks (kid, cert_id, cert_name, cert_version, use,"
+				" alg, jwk, state, created_at, updated_at)"
+				" SELECT ?1, cert_id, cert_name, ?2, use,"
+				" coalesce(?3::json->>'alg', alg), ?3, 1, ?4, ?4"
+				" FROM jwks WHERE kid = ?5"), 0, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 1, req->new_kids[i]);
 	if (rc == SQLITE_OK)
