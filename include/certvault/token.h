@@ -1,8 +1,11 @@
 /* token: the only code that speaks PKCS#11.
  *
  * Loads the module with dlopen, logs in once per process, keeps a pool of sessions shared by
- * the HTTP threads, and a CKA_ID -> object handle map filled by one listing at open, so no
- * request calls C_FindObjects. Private keys are created as CKA_TOKEN, CKA_PRIVATE,
+ * the HTTP threads, and a CKA_ID -> object handle map filled by one listing at open, so a
+ * request calls C_FindObjects only for a key this process has not seen: one another node
+ * made (a miss searches the token once and remembers the handle), or one whose handle the
+ * token no longer knows because another node destroyed it (one fresh search, then the key
+ * is forgotten, or found again). Private keys are created as CKA_TOKEN, CKA_PRIVATE,
  * CKA_SENSITIVE true and CKA_EXTRACTABLE false. All functions are thread-safe.
  *
  * Token faults: a call that finds the token gone (its sessions dead, C_GetTokenInfo failing)
@@ -145,7 +148,9 @@ int cv_token_key_unwrap(struct cv_token *token, int oaep_sha1,
 int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_len,
 			 struct cv_errmsg *err);
 
-/* Whether a private key with this id is in the map: 1 yes, 0 no. No token call. */
+/* Whether a private key with this id is in the token: 1 yes, 0 no (or the token could not
+ * tell). Answered from the map; a miss asks the token once (one search by CKA_ID and class)
+ * and remembers what it found, so a key another node made is found. */
 int cv_token_key_exists(struct cv_token *token, const uint8_t *id, size_t id_len);
 
 /* Attributes read back from the token for one private key. */

@@ -224,6 +224,21 @@ int token_keymap_reserve_locked(struct keymap *map, const uint8_t *id, size_t id
 /* Removes the entry for id if present. Caller holds the lock. */
 void token_keymap_remove_locked(struct keymap *map, const uint8_t *id, size_t id_len);
 
+/* Asks the token for the key objects carrying id (one search by CKA_ID and class) and makes
+ * the map say what it found: an entry added on a miss (a key another node made), its handles
+ * replaced when stale, dropped when nothing carries the id any more (a key another node
+ * destroyed). An entry a create or destroy of this process holds is left alone. Takes
+ * map.writes when creates are serialised: call it holding no token lock. Returns 1 when a
+ * private key carries the id, 0 when none does, or a cv_err. */
+int token_key_lookup(struct cv_token *token, const uint8_t *id, size_t id_len,
+		     struct cv_errmsg *err);
+
+/* Whether rv says a handle from the map no longer names an object. */
+static inline int token_rv_handle_stale(CK_RV rv)
+{
+	return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID;
+}
+
 /* durable.c */
 /* Sets up token->durable for sync_dir (NULL, "" or "auto": SoftHSM's directories.tokendir
  * when module_path is SoftHSM, else nothing; "none": nothing; else that directory). Returns

@@ -590,6 +590,94 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 	return destroy_verify(token, session, op, ret_call);
 }
 
+/* Several nodes share one token: a key another node made is not in this process's map, and
+ * one another node destroyed leaves a handle here that the token no longer knows. A miss, or
+ * a handle the token answered CKR_OBJECT_HANDLE_INVALID for, is settled by one search by
+ * CKA_ID and class, whose answer replaces the entry. */
+struct lookup_op {
+	const uint8_t *id;
+	size_t id_len;
+	int found;  /* out: a private key object carries the id */
+};
+
+static CK_RV lookup_objects(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
+			    const char **ret_call)
+{
+	struct lookup_op *op = arg;
+	struct key_op kop = { op->id, op->id_len, NULL, NULL, CKR_OK };
+	CK_OBJECT_HANDLE priv[SURVIVORS_MAX], pub[SURVIVORS_MAX];
+	CK_ULONG n_priv = 0, n_pub = 0;
+	struct keymap_entry *e;
+	unsigned long epoch;
+	CK_RV rv;
+
+	pthread_mutex_lock(&token->map.lock);
+	epoch = token->map.epoch;
+	pthread_mutex_unlock(&token->map.lock);
+	rv = find_key_objects(token, session, &kop, CKO_PRIVATE_KEY, priv, &n_priv, ret_call);
+	if (rv == CKR_OK)
+		rv = find_key_objects(token, session, &kop, CKO_PUBLIC_KEY, pub, &n_pub, ret_call);
+	if (rv != CKR_OK)
+		return rv;
+	pthread_mutex_lock(&token->map.lock);
+	e = token_keymap_find_locked(&token->map, op->id, op->id_len);
+	if (token->map.epoch != epoch || (e != NULL && e->pending)) {
+		/* A listing after a new login saw the token later than this search did, or a
+		 * create or destroy of this process holds the id: their word stands. */
+		op->found = e != NULL && !e->pending && e->priv != CK_INVALID_HANDLE;
+	} else if (n_priv == 0 && n_pub == 0) {
+		if (e != NULL)
+			token_keymap_remove_locked(&token->map, op->id, op->id_len);
+		op->found = 0;
+	} else {
+		if (e != NULL) {
+			e->priv = CK_INVALID_HANDLE;
+			e->pub = CK_INVALID_HANDLE;
+		}
+		/* The first listed wins, as in a listing. */
+		if (n_priv > 0)
+			rv = token_keymap_put_locked(&token->map, op->id, op->id_len,
+						     CKO_PRIVATE_KEY, priv[0]) < 0 ?
+			     CKR_HOST_MEMORY : CKR_OK;
+		if (rv == CKR_OK && n_pub > 0)
+			rv = token_keymap_put_locked(&token->map, op->id, op->id_len,
+						     CKO_PUBLIC_KEY, pub[0]) < 0 ?
+			     CKR_HOST_MEMORY : CKR_OK;
+		op->found = rv == CKR_OK && n_priv > 0;
+	}
+	pthread_mutex_unlock(&token->map.lock);
+	return rv;
+}
+
+int token_key_lookup(struct cv_token *token, const uint8_t *id, size_t id_len,
+		     struct cv_errmsg *err)
+{
+	struct lookup_op op = { id, id_len, 0 };
+	int r;
+
+	if (id_len == 0 || id_len > TOKEN_ID_MAX)
+		return 0;
+	/* A search races creates and destroys as they do each other (see struct keymap). */
+	token_writes_lock(token);
+	r = token_run(token, lookup_objects, &op, err);
+	token_writes_unlock(token);
+	return r < 0 ? r : op.found;
+}
+
+/* Whether the map names a usable private key for id: 1, 0 absent, -1 held by a create or
+ * destroy of this process (absent, and no search either). */
+static int map_has_private(struct cv_token *token, const uint8_t *id, size_t id_len)
+{
+	const struct keymap_entry *e;
+	int has;
+
+	pthread_mutex_lock(&token->map.lock);
+	e = token_keymap_find_locked(&token->map, id, id_len);
+	has = e == NULL ? 0 : e->pending ? -1 : e->priv != CK_INVALID_HANDLE;
+	pthread_mutex_unlock(&token->map.lock);
+	return has;
+}
+
 int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label,
 			const uint8_t *id, size_t id_len, struct cv_errmsg *err)
 {
@@ -667,6 +755,12 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 
 	/* Marking the entry pending keeps a second destroy or a create of the same id out
 	 * while the token works. */
+	/* A key another node made is destroyed here too: a miss asks the token once. */
+	if (map_has_private(token, id, id_len) == 0) {
+		r = token_key_lookup(token, id, id_len, err);
+		if (r < 0)
+			goto out;
+	}
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
 	/* A public object alone under the id (its private twin destroyed by a run that then
@@ -700,14 +794,12 @@ out:
 
 int cv_token_key_exists(struct cv_token *token, const uint8_t *id, size_t id_len)
 {
-	const struct keymap_entry *e;
-	int exists;
+	struct cv_errmsg ignored;
+	int has = map_has_private(token, id, id_len);
 
-	pthread_mutex_lock(&token->map.lock);
-	e = token_keymap_find_locked(&token->map, id, id_len);
-	exists = e != NULL && !e->pending && e->priv != CK_INVALID_HANDLE;
-	pthread_mutex_unlock(&token->map.lock);
-	return exists;
+	if (has != 0)
+		return has > 0;
+	return token_key_lookup(token, id, id_len, &ignored) == 1;
 }
 
 static CK_RV attrs_read(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
@@ -769,9 +861,18 @@ int cv_token_key_attrs_get(struct cv_token *token, const uint8_t *id, size_t id_
 		goto out;
 	}
 	r = token_run(token, attrs_read, &op, err);
-	if (r < 0 && r != CV_ERR_TOKEN_UNAVAILABLE &&
-	    (op.rv == CKR_OBJECT_HANDLE_INVALID || op.rv == CKR_KEY_HANDLE_INVALID))
-		r = cv_errmsg_set(err, CV_ERR_NOT_FOUND, "no key with this id in the token");
+	/* A handle the token no longer knows (another node destroyed the key, or made it
+	 * anew): one fresh search, then one more try if the key is there. */
+	if (r < 0 && r != CV_ERR_TOKEN_UNAVAILABLE && token_rv_handle_stale(op.rv)) {
+		r = token_key_lookup(token, id, id_len, err);
+		if (r == 1)
+			r = token_run(token, attrs_read, &op, err);
+		else if (r == 0)
+			r = CV_ERR_NOT_FOUND;
+		if (r == CV_ERR_NOT_FOUND ||
+		    (r < 0 && r != CV_ERR_TOKEN_UNAVAILABLE && token_rv_handle_stale(op.rv)))
+			r = cv_errmsg_set(err, CV_ERR_NOT_FOUND, "no key with this id in the token");
+	}
 out:
 	if (r < 0)
 		memset(ret_attrs, 0, sizeof(*ret_attrs));

@@ -152,6 +152,19 @@ int cv_token_sign(struct cv_token *token, const uint8_t *id, size_t id_len,
 		goto out;
 	}
 	r = token_run(token, sign_once, &op, err);
+	/* A handle the token no longer knows (another node destroyed the key): one fresh
+	 * search, then one more try if the key is there, else 'no key'. */
+	if (r < 0 && r != CV_ERR_TOKEN_UNAVAILABLE && token_rv_handle_stale(op.rv)) {
+		r = token_key_lookup(token, id, id_len, err);
+		if (r == 1) {
+			op.sig_len = (CK_ULONG)*sig_len;
+			r = token_run(token, sign_once, &op, err);
+		} else if (r == 0) {
+			r = CV_ERR_TOKEN;  /* op.rv still says the handle was stale: not found */
+		} else {
+			goto out;          /* the search itself failed: that is the answer */
+		}
+	}
 	if (r == 0) {
 		*sig_len = (size_t)op.sig_len;
 		goto out;

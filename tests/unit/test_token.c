@@ -953,6 +953,111 @@ static void test_operation_counters(void **state)
 	EVP_PKEY_free(key);
 }
 
+/* ECDSA P-256 over a SHA-256 digest with the key with id, through token. */
+static int sign_p256(struct cv_token *token, const uint8_t *id, const unsigned char digest[32],
+		     unsigned char sig[CV_TOKEN_SIG_MAX], size_t *ret_len)
+{
+	const struct cv_token_sign_params ecdsa = { CV_TOKEN_SIGN_ECDSA, 0, 0 };
+	struct cv_errmsg err = { "" };
+
+	*ret_len = CV_TOKEN_SIG_MAX;
+	return cv_token_sign(token, id, CV_TOKEN_ID_LEN, &ecdsa, digest, 32, sig, ret_len, &err);
+}
+
+/* Two nodes sharing one token, each with its own cv_token (its own sessions, login and
+ * map), as two certvaultd processes behind one p11-kit server would: a key made through one
+ * is found by the other with one search, then remembered; a key destroyed through one is
+ * forgotten by the other at its next use, which answers 'no key'; a key made anew under
+ * the same id is found again. */
+static void test_two_nodes_share_keys(void **state)
+{
+	const struct cv_token_sign_params ecdsa = { CV_TOKEN_SIGN_ECDSA, 0, 0 };
+	unsigned char digest[32], sig[CV_TOKEN_SIG_MAX];
+	struct cv_token_stats before, after;
+	struct cv_token_key_attrs a;
+	struct cv_token_health h;
+	struct cv_errmsg err = { "" };
+	struct cv_token *node_a, *node_b;
+	uint8_t id[CV_TOKEN_ID_LEN], id2[CV_TOKEN_ID_LEN], id3[CV_TOKEN_ID_LEN];
+	EVP_PKEY *key = key_new("p256"), *key2 = key_new("p256");
+	size_t sig_len, keys_before;
+	struct raw raw;
+
+	(void)state;
+	assert_int_equal(RAND_bytes(digest, sizeof(digest)), 1);
+	node_a = open_token();
+	node_b = open_token();
+	random_id(id, sizeof(id));
+	random_id(id2, sizeof(id2));
+	random_id(id3, sizeof(id3));
+	assert_int_equal(cv_token_health_get(node_b, &h), 0);
+	keys_before = h.keys;
+
+	/* Made through A: B's map never listed it; its first look searches, once. */
+	assert_int_equal(cv_token_key_create(node_a, key, "from-a", id, sizeof(id), &err), 0);
+	cv_token_stats_get(node_b, &before);
+	assert_int_equal(cv_token_key_exists(node_b, id, sizeof(id)), 1);
+	assert_int_equal(cv_token_key_exists(node_b, id, sizeof(id)), 1);
+	assert_int_equal(sign_p256(node_b, id, digest, sig, &sig_len), 0);
+	assert_true(verify_prehashed(key, &ecdsa, digest, sig, sig_len));
+	assert_int_equal(cv_token_key_attrs_get(node_b, id, sizeof(id), &a, &err), 0);
+	assert_int_equal(a.sensitive, 1);
+	assert_int_equal(a.extractable, 0);
+	cv_token_stats_get(node_b, &after);
+	/* one search for the private object, one for the public: remembered after that */
+	assert_int_equal(after.calls[CV_TOKEN_OP_FIND] - before.calls[CV_TOKEN_OP_FIND], 2);
+	assert_int_equal(cv_token_health_get(node_b, &h), 0);
+	assert_int_equal(h.keys, keys_before + 1);
+
+	/* Destroyed through A: B's handle is stale; its next use searches once more, finds
+	 * nothing, forgets the key and says 'no key'. */
+	assert_int_equal(cv_token_key_destroy(node_a, id, sizeof(id), &err), 0);
+	assert_int_equal(sign_p256(node_b, id, digest, sig, &sig_len), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_token_health_get(node_b, &h), 0);
+	assert_int_equal(h.keys, keys_before);
+	assert_int_equal(cv_token_key_exists(node_b, id, sizeof(id)), 0);
+	assert_int_equal(cv_token_key_attrs_get(node_b, id, sizeof(id), &a, &err),
+			 CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_token_key_destroy(node_b, id, sizeof(id), &err), CV_ERR_NOT_FOUND);
+
+	/* The attributes path forgets a destroyed key the same way. */
+	assert_int_equal(cv_token_key_create(node_a, key, "again", id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_attrs_get(node_b, id, sizeof(id), &a, &err), 0);
+	assert_int_equal(cv_token_key_destroy(node_a, id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_key_attrs_get(node_b, id, sizeof(id), &a, &err),
+			 CV_ERR_NOT_FOUND);
+	assert_int_equal(a.present, 0);
+
+	/* Made anew under the same id with another key while B held the old handle: B signs
+	 * with the new key. */
+	assert_int_equal(cv_token_key_create(node_a, key, "first", id2, sizeof(id2), &err), 0);
+	assert_int_equal(sign_p256(node_b, id2, digest, sig, &sig_len), 0);
+	assert_int_equal(cv_token_key_destroy(node_a, id2, sizeof(id2), &err), 0);
+	assert_int_equal(cv_token_key_create(node_a, key2, "second", id2, sizeof(id2), &err), 0);
+	assert_int_equal(sign_p256(node_b, id2, digest, sig, &sig_len), 0);
+	assert_true(verify_prehashed(key2, &ecdsa, digest, sig, sig_len));
+	assert_false(verify_prehashed(key, &ecdsa, digest, sig, sig_len));
+
+	assert_int_equal(cv_token_key_destroy(node_a, id2, sizeof(id2), &err), 0);
+
+	/* Made through B, destroyed through A (whose map never saw it): both objects go. B's
+	 * map holds the key until its next use asks the token. */
+	assert_int_equal(cv_token_key_create(node_b, key, "from-b", id3, sizeof(id3), &err), 0);
+	assert_int_equal(cv_token_key_destroy(node_a, id3, sizeof(id3), &err), 0);
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw_find(&raw, -1, id3, sizeof(id3), NULL), 0);
+	assert_int_equal(raw_find(&raw, -1, id2, sizeof(id2), NULL), 0);
+	assert_int_equal(raw_find(&raw, -1, id, sizeof(id), NULL), 0);
+	raw_close(&raw);
+	assert_int_equal(cv_token_key_exists(node_b, id3, sizeof(id3)), 1); /* held, not asked */
+	assert_int_equal(sign_p256(node_b, id3, digest, sig, &sig_len), CV_ERR_NOT_FOUND);
+	assert_int_equal(cv_token_key_exists(node_b, id3, sizeof(id3)), 0);
+	cv_token_free(node_b);
+	cv_token_free(node_a);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(key2);
+}
+
 static void test_concurrent(void **state)
 {
 	struct worker workers[THREADS];
@@ -1653,6 +1758,7 @@ int main(void)
 		cmocka_unit_test(test_sessions_recover),
 		cmocka_unit_test(test_operation_counters),
 		cmocka_unit_test(test_destroy_checks_gone),
+		cmocka_unit_test(test_two_nodes_share_keys),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_serialize_setting),
 		cmocka_unit_test(test_rv_kind),
