@@ -543,13 +543,7 @@ static int statement_head(struct toks *t, size_t first, struct sqldb_pg_sql *out
 			return 1;
 		}
 		if (is_word(m, "IMMEDIATE") || is_word(m, "EXCLUSIVE")) {
-			char lock[96];
-
-			snprintf(lock, sizeof(lock),
-				 "BEGIN ISOLATION LEVEL READ COMMITTED;"
-				 " SELECT pg_advisory_xact_lock(%lld)",
-				 (long long)SQLDB_PG_WRITER_LOCK);
-			sb_str(b, lock);
+			sb_str(b, SQLDB_PG_BEGIN_WRITE_SQL);
 			out->kind = SQLDB_PG_BEGIN_WRITE;
 			return 1;
 		}
@@ -590,6 +584,14 @@ static int statement_head(struct toks *t, size_t first, struct sqldb_pg_sql *out
 			    "both engines (INSERT ... ON CONFLICT DO UPDATE there)",
 			    m < t->n && t->v[m].n < 16 ? (int)t->v[m].n : 0,
 			    m < t->n ? t->v[m].s : "");
+	}
+	if (is_word(k, "INSERT") || is_word(k, "UPDATE") || is_word(k, "DELETE"))
+		out->writes = 1;
+	if (is_word(k, "WITH")) {
+		for (i = j; i < t->n; i++)
+			if (is_word(&t->v[i], "INSERT") || is_word(&t->v[i], "UPDATE") ||
+			    is_word(&t->v[i], "DELETE"))
+				out->writes = 1;
 	}
 	if (is_word(k, "CREATE")) {
 		for (i = j; i < t->n && i < first + 16; i = next_sig(t, i)) {
@@ -642,6 +644,21 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 		} else if (is_word(&t->v[j], "RTRIM")) {
 			return fail(err, err_len, "COLLATE RTRIM has no PostgreSQL translation");
 		}
+		return 0;
+	}
+	/* SQLite's index hints after a table name: hints only, PostgreSQL plans for itself */
+	if (is_word(k, "NOT") && j < t->n && is_word(&t->v[j], "INDEXED")) {
+		k->repl = "";
+		t->v[j].repl = "";
+		return 0;
+	}
+	if (is_word(k, "INDEXED") && k->repl == NULL) {
+		m = j < t->n ? next_sig(t, j) : t->n;
+		if (j >= t->n || !is_word(&t->v[j], "BY") || m >= t->n)
+			return fail(err, err_len, "INDEXED without BY <index>");
+		k->repl = "";
+		t->v[j].repl = "";
+		t->v[m].repl = "";
 		return 0;
 	}
 	if (is_word(k, "LIKE"))
@@ -706,7 +723,7 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 }
 
 /* Writes the tokens with their replacements. */
-static void emit(const struct toks *t, struct sbuf *b, int on_conflict)
+static void emit(const struct toks *t, size_t first, struct sbuf *b, int on_conflict)
 {
 	size_t i, returning = t->n;
 	int depth = 0;
@@ -725,14 +742,17 @@ static void emit(const struct toks *t, struct sbuf *b, int on_conflict)
 			}
 		}
 	}
-	for (i = 0; i < t->n; i++) {
+	for (i = first; i < t->n; i++) {
 		const struct tok *k = &t->v[i];
 
 		if (k->type == T_SEMI)
 			break;
 		if (on_conflict && i == returning)
 			sb_str(b, "ON CONFLICT DO NOTHING ");
-		if (k->type == T_PARAM) {
+		if (k->type == T_COMMENT) {
+			/* dropped: a trailing "--" comment would swallow ON CONFLICT */
+			sb_str(b, " ");
+		} else if (k->type == T_PARAM) {
 			snprintf(num, sizeof(num), "$%d", k->param);
 			sb_str(b, num);
 		} else if (k->repl != NULL) {
@@ -760,12 +780,10 @@ static void emit(const struct toks *t, struct sbuf *b, int on_conflict)
 		if (k->after != NULL)
 			sb_str(b, k->after);
 	}
-	if (on_conflict && returning == t->n) {
-		/* after the last significant token, before trailing blanks and comments */
-		while (b->len > 0 && isspace((unsigned char)b->p[b->len - 1]))
-			b->p[--b->len] = '\0';
+	while (b->len > 0 && isspace((unsigned char)b->p[b->len - 1]))
+		b->p[--b->len] = '\0';
+	if (on_conflict && returning == t->n)
 		sb_str(b, " ON CONFLICT DO NOTHING");
-	}
 }
 
 int sqldb_pg_translate(const char *sql, struct sqldb_pg_sql *ret, char *err, size_t err_len)
@@ -806,7 +824,7 @@ int sqldb_pg_translate(const char *sql, struct sqldb_pg_sql *ret, char *err, siz
 				goto out;
 		if (number_params(&t, ret, err, err_len) < 0)
 			goto out;
-		emit(&t, &b, on_conflict);
+		emit(&t, first, &b, on_conflict);
 	}
 	if (b.oom) {
 		fail(err, err_len, "out of memory");

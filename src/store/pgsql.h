@@ -18,6 +18,7 @@
  *   a IS b, a IS NOT b             -> a IS NOT DISTINCT FROM b, a IS DISTINCT FROM b
  *                                     (IS NULL, IS TRUE, IS DISTINCT FROM ... are kept)
  *   ==                             -> =
+ *   INDEXED BY i, NOT INDEXED      -> dropped (SQLite's index hints; PostgreSQL plans alone)
  *   ifnull(                        -> coalesce(
  *   X'00ff'                        -> '\x00ff'::bytea
  *   BEGIN IMMEDIATE / EXCLUSIVE    -> BEGIN ISOLATION LEVEL READ COMMITTED, then
@@ -51,6 +52,11 @@
  * certvaultd sharing a database must use the same key; it is the bytes "certvlt1". */
 #define SQLDB_PG_WRITER_LOCK INT64_C(0x63657274766c7431)
 
+/* What BEGIN IMMEDIATE becomes: a READ COMMITTED transaction, then the writer lock (the
+ * statement that waits for it). Two statements: sent as one simple query. */
+#define SQLDB_PG_BEGIN_WRITE_SQL \
+	"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(7162256626931233841)"
+
 /* SQLite's highest parameter number (SQLITE_MAX_VARIABLE_NUMBER's default). */
 #define SQLDB_PG_MAX_PARAMS 32766
 
@@ -71,6 +77,9 @@ struct sqldb_pg_sql {
 	int n_params;           /* the highest parameter number used */
 	char **names;           /* [n_params]: names[i] is parameter i+1's name with its prefix
 				   (":name", "?3"), or NULL, as sqlite3_bind_parameter_name */
+	int writes;             /* INSERT, UPDATE, DELETE (or WITH ... one of them): outside a
+				   transaction, run as its own write transaction under the writer
+				   lock, as SQLite's autocommit write takes the file's write lock */
 	unsigned char *used;    /* [n_params]: 1 where the text refers to the parameter (?3
 				   alone leaves 1 and 2 unused: PostgreSQL must be told their
 				   type, it cannot infer one) */

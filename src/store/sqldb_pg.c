@@ -15,7 +15,6 @@
  * server's message in cvdb_errmsg. The connection string may hold a password: it is never
  * put in a message (messages name host, port and database), and any message is scrubbed of
  * the password before it is kept. */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -68,6 +67,7 @@ struct sqldb_pg_conn {
 	unsigned next_name;     /* server-side statement names on this connection */
 	unsigned epoch;         /* bumped at each reconnect: server-side statements are gone */
 	int broken;             /* the connection was lost: PQreset at the next use */
+	int read_tx;            /* the open transaction is a read snapshot (BEGIN) */
 };
 
 struct sqldb_pg_stmt {
@@ -139,12 +139,15 @@ static void ignore_notice(void *arg, const char *message)
 /* What each connection needs, after connecting and after every reconnect. */
 static int session_setup(struct sqldb_pg_conn *c)
 {
-	char sql[64];
+	char sql[128];
 	PGresult *res;
 	int ok;
 
 	PQsetNoticeProcessor(c->conn, ignore_notice, NULL);
-	snprintf(sql, sizeof(sql), "SET lock_timeout = %d", LOCK_TIMEOUT_MS);
+	/* standard strings: the translation's '\x..' bytea literals and LIKE's ESCAPE '\'
+	 * mean what they say whatever the server's configuration */
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d; SET standard_conforming_strings = on",
+		 LOCK_TIMEOUT_MS);
 	res = PQexec(c->conn, sql);
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	if (!ok)
@@ -165,10 +168,14 @@ static void set_where(struct sqldb_pg_conn *c)
 
 int cvdb_open_pg(const char *conninfo, cvdb **ret)
 {
+	/* Later keywords override earlier ones, the connection string's included (it is
+	 * expanded where "dbname" stands): a connect timeout it may change (libpq's default
+	 * waits for ever on a server that does not answer), UTF-8 it may not (the store's
+	 * text is UTF-8). */
 	static const char *const keys[] = {
-		"dbname", "client_encoding", "fallback_application_name", NULL,
+		"connect_timeout", "dbname", "client_encoding", "fallback_application_name", NULL,
 	};
-	const char *values[] = { conninfo, "UTF8", "certvaultd", NULL };
+	const char *values[] = { "10", conninfo, "UTF8", "certvaultd", NULL };
 	PQconninfoOption *opts, *o;
 	struct sqldb_pg_conn *c;
 	char *parse_err = NULL;
@@ -339,8 +346,6 @@ int sqldb_pg_prepare(cvdb *db, const char *sql, int persistent, cvdb_stmt **ret,
 	struct sqldb_pg_stmt *ps = NULL;
 	cvdb_stmt *stmt = NULL;
 	char err[256];
-	const char *start;
-	size_t n;
 
 	*ret = NULL;
 	if (tail != NULL)
@@ -363,14 +368,9 @@ int sqldb_pg_prepare(cvdb *db, const char *sql, int persistent, cvdb_stmt **ret,
 	    ((ps->params = calloc((size_t)ps->t.n_params, sizeof(*ps->params))) == NULL ||
 	     (ps->types = calloc((size_t)ps->t.n_params, sizeof(*ps->types))) == NULL))
 		goto oom;
-	/* the statement as written: from its first non-blank byte, without the ';' */
-	start = sql;
-	while (isspace((unsigned char)*start))
-		start++;
-	n = ps->t.consumed - (size_t)(start - sql);
-	while (n > 0 && (isspace((unsigned char)start[n - 1]) || start[n - 1] == ';'))
-		n--;
-	if ((ps->written = strndup(start, n)) == NULL)
+	/* the statement as written, as sqlite3_sql gives it: from where the text began up to
+	 * its ';' */
+	if ((ps->written = strndup(sql, ps->t.consumed)) == NULL)
 		goto oom;
 	ps->persistent = persistent;
 	ps->row = -1;
@@ -632,6 +632,7 @@ static int run_transaction_control(struct sqldb_pg_stmt *ps, struct sqldb_pg_con
 			return SQLITE_ERROR;
 		}
 		rc = run_simple(c, ps->t.sql);
+		c->read_tx = rc == SQLITE_OK && ps->t.kind == SQLDB_PG_BEGIN_READ;
 		/* the writer lock not taken (lock_timeout): no transaction left open */
 		if (rc != SQLITE_OK && !c->broken &&
 		    PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
@@ -665,8 +666,65 @@ static int run_transaction_control(struct sqldb_pg_stmt *ps, struct sqldb_pg_con
 	}
 }
 
-/* Sends the statement with its bindings; on success ps->res holds its answer. */
+static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c);
+
+/* Ends the implicit transaction of an autocommit write: COMMIT after success, ROLLBACK
+ * after failure (keeping the failure's message). */
+static int end_implicit(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c, int rc)
+{
+	char *keep;
+
+	if (rc == SQLITE_OK) {
+		rc = run_simple(c, "COMMIT");
+		if (rc != SQLITE_OK)
+			drop_result(ps);
+		return rc;
+	}
+	if (c->broken || PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		return rc;
+	keep = c->errmsg;
+	c->errmsg = NULL;
+	(void)run_simple(c, "ROLLBACK");
+	free(c->errmsg);
+	c->errmsg = keep;
+	return rc;
+}
+
+/* Sends the statement with its bindings; on success ps->res holds its answer.
+ *
+ * SQLite's autocommit write takes the file's write lock like BEGIN IMMEDIATE does, so every
+ * write waits for the writer in progress; here an INSERT, UPDATE or DELETE outside a
+ * transaction becomes a transaction of its own under the same advisory lock (two more round
+ * trips), so that it cannot slip between another writer's check and its change. */
 static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
+{
+	int rc;
+
+	rc = ensure_connected(c);
+	if (rc != SQLITE_OK)
+		return rc;
+	clear_errmsg(c);
+	if (ps->t.kind != SQLDB_PG_OTHER)
+		return run_transaction_control(ps, c);
+	if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		c->read_tx = 0;
+	if (ps->t.writes && c->read_tx) {
+		/* SQLite would take the write lock here, or answer SQLITE_BUSY_SNAPSHOT when
+		 * another writer committed since the snapshot; PostgreSQL's snapshot cannot tell,
+		 * so the store writes only in BEGIN IMMEDIATE transactions, and this says so. */
+		set_errmsg(c, "a write inside a read transaction (BEGIN): writes take the writer "
+			      "lock with BEGIN IMMEDIATE");
+		return SQLITE_ERROR;
+	}
+	if (!ps->t.writes || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+		return execute_one(ps, c);
+	rc = run_simple(c, SQLDB_PG_BEGIN_WRITE_SQL);
+	if (rc == SQLITE_OK)
+		rc = execute_one(ps, c);
+	return end_implicit(ps, c, rc);
+}
+
+static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 {
 	const char *values[ps->t.n_params > 0 ? ps->t.n_params : 1];
 	int lengths[ps->t.n_params > 0 ? ps->t.n_params : 1];
@@ -677,12 +735,6 @@ static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 	ExecStatusType st;
 	const char *verb;
 
-	rc = ensure_connected(c);
-	if (rc != SQLITE_OK)
-		return rc;
-	clear_errmsg(c);
-	if (ps->t.kind != SQLDB_PG_OTHER)
-		return run_transaction_control(ps, c);
 	for (i = 0; i < n; i++) {
 		const struct param *p = &ps->params[i];
 

@@ -242,6 +242,114 @@ class Certvaultd:
         return self.token_objects().count(kind)
 
 
+class PgServer:
+    """A private PostgreSQL server (issue 15), as tests/support/pgserver.c makes one for the C
+    tests: Debian's newest /usr/lib/postgresql/<version>/bin (CV_PG_BINDIR overrides) initdb's
+    a cluster in a fresh directory under /tmp and pg_ctl starts it on a Unix socket in that
+    directory only (no TCP), as nobody when the tests run as root (PostgreSQL refuses root; CI
+    runs as root). fsync, full-page writes and synchronous commit are off: the cluster is
+    thrown away, so a power cut loses nothing a test needs, and starting stays quick (about a
+    second). Use it as a context manager, or start() and stop():
+
+        with PgServer() as pg:
+            settings = {"CERTVAULT_DATABASE_URL": pg.url("certvault")}
+    """
+
+    def __init__(self):
+        self.dir = None
+        self.running = False
+        self.bindir = os.environ.get("CV_PG_BINDIR") or self._newest_bindir()
+        self.user = self.group = None
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("nobody")
+            self.user, self.group = pw.pw_uid, pw.pw_gid
+
+    @staticmethod
+    def _newest_bindir():
+        root = "/usr/lib/postgresql"
+        versions = [v for v in (os.listdir(root) if os.path.isdir(root) else [])
+                    if v.isdigit() and os.access(os.path.join(root, v, "bin", "initdb"),
+                                                 os.X_OK)]
+        if not versions:
+            raise AssertionError("no initdb under /usr/lib/postgresql/*/bin "
+                                 "(scripts/deps installs Debian's postgresql)")
+        return os.path.join(root, max(versions, key=int), "bin")
+
+    def _run(self, prog, *args):
+        kw = {}
+        if self.user is not None:
+            kw = {"user": self.user, "group": self.group, "extra_groups": []}
+        p = subprocess.run([os.path.join(self.bindir, prog)] + list(args),
+                           capture_output=True, timeout=120, **kw)
+        if p.returncode != 0:
+            raise AssertionError("%s failed (%d):\n%s%s" % (
+                prog, p.returncode, p.stdout.decode(errors="replace"),
+                p.stderr.decode(errors="replace")))
+        return p
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="cv-pg-", dir="/tmp")
+        try:
+            if self.user is not None:
+                os.chown(self.dir, self.user, self.group)
+            data = os.path.join(self.dir, "data")
+            self._run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                      "--no-locale", "--no-sync")
+            self._run("pg_ctl", "-D", data, "-l", os.path.join(self.dir, "server.log"),
+                      "-w", "-s", "-o",
+                      "-k %s -c listen_addresses= -c fsync=off -c full_page_writes=off"
+                      " -c synchronous_commit=off -c shared_buffers=16MB"
+                      " -c max_connections=60" % self.dir, "start")
+            self.running = True
+            self.createdb("certvault")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def conninfo(self, dbname="certvault"):
+        """libpq's key=value connection string of a database of this server."""
+        return "host=%s user=postgres dbname=%s" % (self.dir, dbname)
+
+    def url(self, dbname="certvault"):
+        """The same as a postgresql:// URL (the socket directory in ?host=)."""
+        return "postgresql://postgres@/%s?host=%s" % (dbname, self.dir)
+
+    def createdb(self, name):
+        """Creates an empty database (name: [a-z0-9_]); returns its conninfo."""
+        if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
+            raise ValueError("bad database name")
+        self._run("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.dir, "-U",
+                  "postgres", "-d", "postgres", "-c", "CREATE DATABASE %s" % name)
+        return self.conninfo(name)
+
+    def psql(self, sql, dbname="certvault"):
+        """Runs sql through psql; returns its output (unaligned, tuples only)."""
+        return self._run("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h",
+                         self.dir, "-U", "postgres", "-d", dbname,
+                         "-c", sql).stdout.decode()
+
+    def stop(self):
+        """Stops the server at once (-m immediate) and removes its directory."""
+        if self.dir is None:
+            return
+        if self.running:
+            try:
+                self._run("pg_ctl", "-D", os.path.join(self.dir, "data"), "-m", "immediate",
+                          "-s", "stop")
+            finally:
+                self.running = False
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 class VaultTestCase(unittest.TestCase):
     """Starts one certvaultd per test class; self.vault and self.tmp are ready in each test."""
 
