@@ -1343,6 +1343,8 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 	n = snprintf(sql, sizeof(sql),
 		 "SELECT " COLS_LIST " FROM certificates %s WHERE state = 1%s%s ORDER BY %s"
 		 " LIMIT :limit",
+		 /* SQLite's hints: PostgreSQL has none (its planner picks the index). */
+		 store->kind == CVDB_PG ? "" :
 		 filter->domain != NULL ? "NOT INDEXED" : sorts[filter->sort].index,
 		 filter->after != NULL ? sorts[filter->sort].after[d] : "", where,
 		 sorts[filter->sort].order[d]);

@@ -1666,7 +1666,7 @@ static void describe_put(char *dst, size_t size, const char *s, size_t n)
 /* The value of key in a key=value conninfo (or a URI's query), as a pointer and length. */
 static const char *conninfo_value(const char *s, const char *key, char sep, size_t *ret_len)
 {
-	size_t klen = strlen(key), n;
+	size_t klen = strlen(key), n, vlen;
 	const char *p = s, *v;
 
 	while (*p != '\0') {
@@ -1693,10 +1693,12 @@ static const char *conninfo_value(const char *s, const char *key, char sep, size
 			p = *e != '\0' ? e + 1 : e;
 			continue;
 		}
-		*ret_len = strcspn(v, sep == '&' ? "&" : " \t\n");
-		if (n == klen && strncmp(p, key, klen) == 0)
+		vlen = strcspn(v, sep == '&' ? "&" : " \t\n");
+		if (n == klen && strncmp(p, key, klen) == 0) {
+			*ret_len = vlen;
 			return v;
-		p = v + *ret_len;
+		}
+		p = v + vlen;
 	}
 	return NULL;
 }

@@ -34,7 +34,7 @@ static int globs_where(const char *column, const char *prefix, size_t n, char *b
 		return 0;
 	r = append(buf, len, used, " AND (");
 	for (i = 0; r == 0 && i < n; i++) {
-		snprintf(one, sizeof(one), "%s%s LIKE replace(replace(:%s%zu, '*', '%%'), '?', '_')",
+		snprintf(one, sizeof(one), "%s%s LIKE replace(replace(:%s%zu, '*', '%%'), '?', '_') ESCAPE '\\'",
 			 i > 0 ? " OR " : "", column, prefix, i);
 		r = append(buf, len, used, one);
 	}
