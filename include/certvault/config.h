@@ -30,6 +30,7 @@ struct cv_config {
 	int64_t tls_port;          /* server.tls_port */
 	char *node_name;           /* server.node_name: this process's name in health (and, with
 				    * several nodes, in what they share); "" at load: the host name */
+	int64_t node_lease_seconds; /* server.node_lease_seconds: a node silent this long is gone */
 	char *db_path;             /* database.path */
 	int db_path_set;           /* database.path came from the file or the environment */
 	char *db_url;              /* database.url: PostgreSQL's conninfo ("": SQLite) */

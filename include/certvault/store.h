@@ -72,6 +72,28 @@ uint64_t cv_store_certs_generation(struct cv_store *store);
 /* Runs a trivial query; 0 when the database answers, else CV_ERR_DB. */
 int cv_store_ping(struct cv_store *store);
 
+/* Several nodes on one database (issue 15). Every write in flight that a crash could leave
+ * half-done (a pending import, a delete, a generated key being created or cancelled, a key
+ * being made for a new version) carries its node's name (owner_node) until it is settled;
+ * each node keeps a heartbeat in the nodes table. A node's reconciler takes over ("claims":
+ * owner_node set to it, committed before it acts) only rows of its own or of a node whose
+ * heartbeat is older than the lease; a write of this node whose row another node claimed
+ * cannot commit any more (CV_ERR_BUSY). */
+/* Names this process's node (server.node_name, at most 63 bytes) and the lease
+ * (server.node_lease_seconds, >= 1). Call once after cv_store_open, before the store is
+ * shared. Unset: '' and no lease, which a single process (a tool, a test) may keep. Returns 0
+ * or CV_ERR_CONFIG. */
+int cv_store_node_set(struct cv_store *store, const char *node, int64_t lease_seconds);
+/* Writes this node's row in nodes: started_at = heartbeat_at = now (a restarted node takes
+ * its row over). Call before the reconciler. 0, CV_ERR_CONFIG (no node set) or CV_ERR_DB. */
+int cv_store_node_register(struct cv_store *store, int64_t now);
+/* Moves this node's heartbeat to now. 0; CV_ERR_NAME_TAKEN when another process registered
+ * under this node's name since (two nodes must not share a name); CV_ERR_DB. */
+int cv_store_node_heartbeat(struct cv_store *store, int64_t now);
+/* At a clean stop, once nothing is in flight: heartbeat 0, so the node's rows (none) are
+ * anyone's at once. 0, CV_ERR_NAME_TAKEN or CV_ERR_DB. */
+int cv_store_node_stopped(struct cv_store *store);
+
 /* What the group commit and the checkpointer did since the store was opened: commits made,
  * fdatasyncs of the WAL that made them durable (fewer than commits when several shared one),
  * complete checkpoints (the whole WAL copied back into the database). */
@@ -265,8 +287,15 @@ int cv_store_cert_get_row(struct cv_store *store, const char *name,
 			  struct cv_cert_record **ret_rec);
 
 /* Calls fn for every row that is not active (pending or deleting) and not held as deleted
- * (soft delete, below), for the start-up reconciler. Stops and returns fn's value when non-zero. */
+ * (soft delete, below) whose owner_node is this node, '', or a node whose heartbeat is older
+ * than the lease (cv_store_node_set), each claimed for this node first: for the start-up
+ * reconciler, while none of this node's writes is in flight. Stops and returns fn's value
+ * when non-zero. */
 int cv_store_cert_foreach_unsettled(struct cv_store *store,
+				    int (*fn)(const struct cv_cert_record *rec, void *arg),
+				    void *arg);
+/* The same, at now, for rows of other nodes only (a running node's own are in flight). */
+int cv_store_cert_foreach_abandoned(struct cv_store *store, int64_t now,
 				    int (*fn)(const struct cv_cert_record *rec, void *arg),
 				    void *arg);
 
@@ -495,6 +524,10 @@ struct cv_supersede {
 	 * CV_ERR_NAME_TAKEN. */
 	enum cv_jwk_fate *outcomes;
 	const struct cv_audit_entry *audit; /* written by cv_store_cert_supersede; NULL: none */
+	/* next's key was named in the key journal by this node: the commit refuses
+	 * (CV_ERR_BUSY) when the journal row is no longer this node's (another node's
+	 * reconciler took it over and destroys the key). */
+	int journaled;
 };
 /* The checks of a supersede, in a read transaction, in this order: the certificate is active
  * (CV_ERR_NOT_FOUND); req->version is current (CV_ERR_ALREADY_RENEWED); a renewal needs a
@@ -565,13 +598,18 @@ int cv_store_pending_mark_cancelling(struct cv_store *store, int64_t id,
 				     const struct cv_audit_entry *audit);
 /* Removes the row whatever its state (its key is gone). 0, CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_pending_remove(struct cv_store *store, int64_t id);
-/* Calls fn for every row that is not READY, and for every READY row that expired at now,
- * in id order (the start-up reconciler and the expiry sweep). Stops and returns fn's value
- * when non-zero. */
-int cv_store_pending_foreach_unsettled(struct cv_store *store, int64_t now,
-				       int (*fn)(const struct cv_pending_record *rec,
-						 void *arg),
-				       void *arg);
+/* Calls fn for every READY row that expired at now, in id order (the expiry sweep). Stops
+ * and returns fn's value when non-zero. */
+int cv_store_pending_foreach_expired(struct cv_store *store, int64_t now,
+				     int (*fn)(const struct cv_pending_record *rec, void *arg),
+				     void *arg);
+/* Calls fn for every row that is not READY (being created or cancelled) whose owner_node is
+ * '' or a node whose heartbeat is older than the lease at now, or this node when mine (at
+ * start, while none of its writes is in flight), in id order, each claimed for this node
+ * first (the reconciler). Stops and returns fn's value when non-zero. */
+int cv_store_pending_foreach_claimed(struct cv_store *store, int64_t now, int mine,
+				     int (*fn)(const struct cv_pending_record *rec, void *arg),
+				     void *arg);
 /* The merge of a new certificate: in one transaction, the READY row pending_id goes and rec
  * (its key the row's) becomes an active certificate with its domains, with audit. Sets
  * rec->id. Returns 0, CV_ERR_NOT_FOUND (no such READY row) or CV_ERR_DB. */
@@ -584,9 +622,16 @@ int cv_store_key_journal_add(struct cv_store *store, const uint8_t *key_id, int6
 /* Removes a journal row; 0 or CV_ERR_NOT_FOUND or CV_ERR_DB. */
 int cv_store_key_journal_remove(struct cv_store *store, const uint8_t *key_id);
 /* Calls fn for every key the journal names that no certificate or version holds (keys a
- * crash left behind), then for every superseded version whose key is 'destroying'
- * (in_journal 0). Stops and returns fn's value when non-zero. */
+ * crash left behind) whose owner_node is this node, '' or a node whose heartbeat is older
+ * than the lease, each claimed for this node first, then for every superseded version whose
+ * key is 'destroying' (in_journal 0): for the start-up reconciler. Stops and returns fn's
+ * value when non-zero. */
 int cv_store_keys_unsettled_foreach(struct cv_store *store,
+				    int (*fn)(const uint8_t *key_id, int in_journal, void *arg),
+				    void *arg);
+/* The journal keys only, at now, of other nodes whose heartbeat is older than the lease (or
+ * ''), each claimed for this node first: for a running node's reconciler. */
+int cv_store_keys_abandoned_foreach(struct cv_store *store, int64_t now,
 				    int (*fn)(const uint8_t *key_id, int in_journal, void *arg),
 				    void *arg);
 /* Records that a superseded version's key is gone from the token. */

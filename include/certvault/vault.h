@@ -56,6 +56,7 @@ struct cv_vault {
 	int64_t test_retention_seconds;
 	int purge_protection;
 	struct vault_purger *purger; /* owned (cv_vault_purger_start); NULL: not running */
+	struct vault_node_keeper *node_keeper; /* owned (cv_vault_node_start); NULL: none */
 	/* What the start-up check of the database against the token found (set before v is
 	 * shared; health reports it): keys rows need that the token lacks, and key objects with
 	 * certvault's marker that no row names. */
@@ -608,9 +609,28 @@ struct cv_reconcile_report {
 	unsigned keys_destroyed;   /* superseded keys whose destruction was interrupted */
 	unsigned generates_undone; /* generated keys whose CSR or cancel never completed */
 };
-/* Finishes or undoes every write a crash interrupted. Run once at start, before serving. */
+/* Finishes or undoes every write a crash interrupted. Run once at start, before serving,
+ * after cv_store_node_register: it takes this node's own rows and those of nodes whose
+ * heartbeat is older than the lease, never a live node's write in flight. */
 int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_report,
 		       struct cv_errmsg *err);
+/* The same while serving, at now, for other nodes' rows only (nodes silent past their
+ * lease: crashed and not back), each claimed first. */
+int cv_vault_reconcile_abandoned(struct cv_vault *v, int64_t now,
+				 struct cv_reconcile_report *ret_report, struct cv_errmsg *err);
+
+/* What the node keeper did that the daemon logs, one line (no prefix, no newline). Called
+ * on the keeper's thread. */
+typedef void cv_vault_node_report_fn(const char *line);
+/* Starts the node keeper (nodes.c): a thread that moves this node's heartbeat in the
+ * database every lease_seconds / 3 (at least every second), off the HTTP threads, and
+ * every lease_seconds runs cv_vault_reconcile_abandoned, so that what a crashed node left
+ * in flight is undone without waiting for a restart. The node must be registered
+ * (cv_store_node_register). cv_vault_node_stop stops and joins it, then marks the node
+ * stopped (cv_store_node_stopped); it accepts a vault without one. 0 or CV_ERR_INTERNAL. */
+int cv_vault_node_start(struct cv_vault *v, int64_t lease_seconds,
+			cv_vault_node_report_fn *report, struct cv_errmsg *err);
+void cv_vault_node_stop(struct cv_vault *v);
 
 /* Key objects in the token that carry certvault's marker (cv_token_key_id_marked) but that no
  * row needs: left behind by a crash or power cut the reconciler could not see, or by a copy

@@ -132,6 +132,11 @@ static void purge_report(unsigned n, int r, const char *why)
 		fprintf(stderr, "certvaultd: background purge of deleted certificates: %s\n", why);
 }
 
+static void node_report(const char *line)
+{
+	fprintf(stderr, "certvaultd: %s\n", line);
+}
+
 /* After the reconciler: key objects with certvault's marker that no row names, said one per
  * line (the first few) and destroyed only when token.destroy_orphan_keys says so. */
 static int orphans_report(struct cv_app *app, struct cv_errmsg *err)
@@ -701,6 +706,19 @@ int main(int argc, char **argv)
 		status = r;
 		goto out;
 	}
+	/* Several nodes (issue 15): this node's heartbeat is in the database before its
+	 * reconciler looks at what other nodes have in flight, and is kept from then on. */
+	r = cv_store_node_set(app.store, cfg.node_name, cfg.node_lease_seconds);
+	if (r == 0)
+		r = cv_store_node_register(app.store, (int64_t)time(NULL));
+	if (r < 0) {
+		cv_errmsg_set(&err, r, "cannot register node \"%s\" in the database",
+			      cfg.node_name);
+		goto out;
+	}
+	r = cv_vault_node_start(&app.vault, cfg.node_lease_seconds, node_report, &err);
+	if (r < 0)
+		goto out;
 	r = cv_vault_reconcile(&app.vault, &report, &err);
 	if (r < 0)
 		goto out;
@@ -786,6 +804,8 @@ out:
 	cv_vault_purger_stop(&app.vault);
 	cv_server_stop(server);
 	cv_notifier_stop(notifier);
+	/* Last of the writers: its final write says this node left nothing in flight. */
+	cv_vault_node_stop(&app.vault);
 	/* The counts of refusals not written yet, now that no request runs. */
 	cv_vault_audit_release(&app.vault, (int64_t)time(NULL));
 	cv_http_stats_free(app.stats);

@@ -72,6 +72,11 @@ static const struct setting settings[] = {
 	{ "server", "node_name", K_STR, OFF(node_name), "", 0, 0,
 	  "this certvaultd's name in GET /v1/health (1-63 letters, digits, '.', '_', '-');"
 	  " empty: the host name" },
+	{ "server", "node_lease_seconds", K_INT, OFF(node_lease_seconds), "30", 3, 3600,
+	  "a node whose heartbeat in the database (written every lease / 3 seconds) is older"
+	  " than this is taken for gone: another node then undoes the writes it left in flight"
+	  " (its pending imports, deletes, renewals, generated keys); a live node's are never"
+	  " touched" },
 	{ "database", "path", K_STR, OFF(db_path), "certvault.db", 0, 0,
 	  "SQLite database file, created on first start" },
 	{ "database", "url", K_STR, OFF(db_url), "", 0, 0,

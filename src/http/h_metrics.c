@@ -1,7 +1,8 @@
 /* GET /metrics: the Prometheus text exposition format 0.0.4. The counts, request and token
  * counters come first; the series of each certificate follow, streamed a page at a time,
  * one walk of the store for each metric family (the format wants a family's samples
- * together). */
+ * together). Every sample carries node="server.node_name" first among its labels: several
+ * nodes scraped into one Prometheus keep their series apart (issue 15). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,7 @@ static const struct {
 
 struct metrics_stream {
 	struct cv_vault *vault;
+	const char *node;          /* server.node_name, the node label's value */
 	int64_t now;
 	struct text head;          /* the counters, taken when the request came */
 	int head_sent;
@@ -63,11 +65,16 @@ static int family_header(struct text *out, enum family f)
 			   families[f].help, families[f].name);
 }
 
-static int sample(struct text *out, enum family f, const struct cv_inventory_item *it)
+static int sample(struct text *out, enum family f, const char *node,
+		  const struct cv_inventory_item *it)
 {
 	int r;
 
-	r = text_printf(out, "%s{%s=\"", families[f].name, it->trusted_ca ? "alias" : "name");
+	r = text_printf(out, "%s{node=\"", families[f].name);
+	if (r == 0)
+		r = text_prom_label_value(out, node);
+	if (r == 0)
+		r = text_printf(out, "\",%s=\"", it->trusted_ca ? "alias" : "name");
 	if (r == 0)
 		r = text_prom_label_value(out, it->name);
 	if (r == 0)
@@ -115,8 +122,53 @@ static int metrics_more(void *state, struct text *out, int *ret_done, struct cv_
 		s->family++;
 		return 0;
 	}
-	return sample(out, s->family, it) < 0 ? cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory")
-					      : 0;
+	return sample(out, s->family, s->node, it) < 0 ?
+	       cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory") : 0;
+}
+
+/* Copies the exposition in (len bytes, whole lines) to out with node="node" as the first
+ * label of every sample: a line "name{labels} value" becomes "name{node=\"..\",labels} value"
+ * and "name value" becomes "name{node=\"..\"} value"; comments are copied as they are. One
+ * place for the label, so no series of the head can miss it. */
+static int with_node(struct text *out, const char *in, size_t len, const char *node)
+{
+	const char *line = in, *end = in + len, *eol, *rest;
+	size_t name_len;
+	int r = 0, more;
+
+	while (r == 0 && line < end) {
+		eol = memchr(line, '\n', (size_t)(end - line));
+		eol = eol != NULL ? eol + 1 : end;
+		if (*line == '#' || *line == '\n') {
+			r = text_append(out, line, (size_t)(eol - line));
+			line = eol;
+			continue;
+		}
+		name_len = strcspn(line, "{ \n");
+		if (line + name_len >= eol)
+			return CV_ERR_INTERNAL; /* a sample line without its value */
+		/* rest: the other labels and their closing brace, or the value. */
+		rest = line + name_len;
+		more = 0;
+		if (*rest == '{') {
+			rest++;
+			if (*rest == '}')
+				rest++;
+			else
+				more = 1;
+		}
+		r = text_append(out, line, name_len);
+		if (r == 0)
+			r = text_puts(out, "{node=\"");
+		if (r == 0)
+			r = text_prom_label_value(out, node);
+		if (r == 0)
+			r = text_puts(out, more ? "\"," : "\"}");
+		if (r == 0)
+			r = text_append(out, rest, (size_t)(eol - rest));
+		line = eol;
+	}
+	return r;
 }
 
 struct sign_render {
@@ -218,6 +270,7 @@ int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_respon
 	      struct cv_errmsg *err)
 {
 	struct metrics_stream *s = NULL;
+	struct text head = { NULL, 0, 0 };
 	struct cv_cert_counts counts;
 	int64_t origins[3], pending = 0;
 	int r;
@@ -233,8 +286,12 @@ int h_metrics(struct cv_app *app, const struct cv_request *req, struct cv_respon
 	if (s == NULL)
 		return CV_ERR_NOMEM;
 	s->vault = &app->vault;
+	s->node = app->cfg->node_name;
 	s->now = req->now;
-	r = head_render(app, &counts, origins, pending, &s->head);
+	r = head_render(app, &counts, origins, pending, &head);
+	if (r == 0)
+		r = with_node(&s->head, head.buf, head.len, s->node);
+	text_release(&head);
 	if (r < 0) {
 		metrics_stream_free(s);
 		return r;

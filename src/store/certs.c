@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -598,6 +599,10 @@ int cv_store_cert_insert_pending(struct cv_store *store, struct cv_cert_record *
 	if (r < 0)
 		goto out;
 	r = store_cert_insert_on(db, rec, CV_CERT_PENDING, &id, conflict);
+	/* The import in flight is this node's until its commit (cv_store_cert_activate). */
+	if (r == 0)
+		r = store_run(db, "UPDATE certificates SET owner_node = ?2 WHERE id = ?1", "it", id,
+			      store_node(store));
 out:
 	r = store_finish(db, r);
 	store_return(store, conn);
@@ -635,6 +640,27 @@ out:
 	return r;
 }
 
+/* Why a change of row id's state that needed this node's ownership touched nothing:
+ * CV_ERR_BUSY when another node owns the row now (its reconciler took it over), else
+ * CV_ERR_NOT_FOUND (no such row in that state) or CV_ERR_DB. */
+static int claimed_elsewhere(cvdb *db, int64_t id, const char *node)
+{
+	cvdb_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = cvdb_prepare(db, "SELECT count(*) FROM certificates WHERE id = ?1 AND"
+			  " state IN (0, 2) AND owner_node <> ?2", 0, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int64(stmt, 1, id);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 2, node);
+	r = rc == SQLITE_OK ? store_step_one(stmt) : store_err(rc);
+	if (r == 0)
+		r = cvdb_column_int64(stmt, 0) > 0 ? CV_ERR_BUSY : CV_ERR_NOT_FOUND;
+	cvdb_finalize(stmt);
+	return r;
+}
+
 int cv_store_cert_activate(struct cv_store *store, int64_t id,
 			   const struct cv_audit_entry *audit)
 {
@@ -645,9 +671,14 @@ int cv_store_cert_activate(struct cv_store *store, int64_t id,
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	/* A deleting row may come back too: the vault does that when the token refused to
 	 * destroy the key, and the certificate is then whole again. */
+	/* Only this node's: a row another node's reconciler claimed (this node silent past
+	 * its lease) is being undone there, and must not come back here. */
 	if (r == 0)
-		r = change_on(db, "UPDATE certificates SET state = 1 WHERE id = ?1"
-			      " AND state IN (0, 2)", id);
+		r = store_run(db, "UPDATE certificates SET state = 1 WHERE id = ?1"
+			      " AND state IN (0, 2) AND owner_node = ?2", "it", id,
+			      store_node(store));
+	if (r == 0 && cvdb_changes(db) == 0)
+		r = claimed_elsewhere(db, id, store_node(store));
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
 	if (r == 0)
@@ -726,6 +757,10 @@ int cv_store_cert_mark_deleting(struct cv_store *store, int64_t id,
 			      : "UPDATE certificates SET state = 2, jwks_on_delete = 0"
 				" WHERE id = ?1 AND state = 1",
 		      id);
+	/* The delete in flight is this node's until it removes the row. */
+	if (r == 0)
+		r = store_run(db, "UPDATE certificates SET owner_node = ?2 WHERE id = ?1", "it", id,
+			      store_node(store));
 	if (r == 0)
 		r = store_audit_append_on(db, audit);
 	if (r == 0)
@@ -1009,49 +1044,74 @@ out:
 	return r;
 }
 
-int cv_store_cert_foreach_unsettled(struct cv_store *store,
-				    int (*fn)(const struct cv_cert_record *rec, void *arg),
-				    void *arg)
+/* The unsettled rows this node may take over (its own too when mine), claimed (owner_node
+ * set to this node) in the transaction that reads them, then fn on each. */
+static int cert_claim_foreach(struct cv_store *store, int64_t now, int mine,
+			      int (*fn)(const struct cv_cert_record *rec, void *arg), void *arg)
 {
+	static const char claim[] =
+		"UPDATE certificates SET owner_node = ?1 WHERE state != 1 AND held = 0 AND "
+		STORE_CLAIMABLE("certificates.owner_node", "?1", "?2", "?3") " RETURNING id";
 	struct store_conn *conn = store_borrow(store);
 	cvdb *db = conn->db;
 	cvdb_stmt *stmt = NULL, *doms = NULL;
-	struct cv_cert_record **recs = NULL, **grown;
-	size_t n = 0, cap = 0, i;
+	struct cv_cert_record **recs = NULL;
+	int64_t *ids = NULL;
+	size_t n = 0, n_ids = 0, i;
 	int rc, r, held = 1;
 
-	/* Read them all first and give the connection back before calling fn: fn removes
-	 * rows through the pool, and there are only ever a few unsettled rows. */
-	r = store_exec(db, "BEGIN");
+	/* Claimed and read first, the connection given back before fn: fn removes rows
+	 * through the pool, and there are only ever a few unsettled rows. The claim commits
+	 * before fn acts, so a node whose write it was (silent past its lease, then back)
+	 * finds its row no longer its own and cannot commit over what fn undoes. */
+	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r < 0)
 		goto out;
-	rc = cvdb_prepare(db,
-				"SELECT " COLS_FULL " FROM certificates WHERE state != 1 AND held = 0"
-				" ORDER BY id", 0, &stmt, NULL);
+	rc = cvdb_prepare(db, claim, 0, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, store_node(store));
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int64(stmt, 2, store_node_stale_before(store, now));
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int(stmt, 3, mine != 0);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_claimed_ids(stmt, &ids, &n_ids);
+	cvdb_finalize(stmt);
+	stmt = NULL;
+	if (r < 0)
+		goto out;
+	recs = calloc(n_ids > 0 ? n_ids : 1, sizeof(*recs));
+	if (recs == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	rc = cvdb_prepare(db, "SELECT " COLS_FULL " FROM certificates WHERE id = ?1", 0, &stmt,
+			  NULL);
 	if (rc == SQLITE_OK)
 		rc = cvdb_prepare(db, DOMAINS_SQL, 0, &doms, NULL);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
-		grown = store_grow(recs, &cap, n, sizeof(*recs));
-		if (grown == NULL) {
-			r = CV_ERR_NOMEM;
+	for (i = 0; i < n_ids; i++) {
+		rc = cvdb_bind_int64(stmt, 1, ids[i]);
+		if (rc != SQLITE_OK) {
+			r = store_err(rc);
 			goto out;
 		}
-		recs = grown;
-		r = store_cert_read_row(stmt, 1, &recs[n]);
+		r = store_step_one(stmt);
+		if (r == 0)
+			r = store_cert_read_row(stmt, 1, &recs[n]);
 		if (r < 0)
 			goto out;
 		n++;
+		cvdb_reset(stmt);
 		r = load_domains(doms, recs[n - 1]);
 		if (r < 0)
 			goto out;
-	}
-	if (rc != SQLITE_DONE) {
-		r = store_err(rc);
-		goto out;
 	}
 	cvdb_finalize(stmt);
 	cvdb_finalize(doms);
@@ -1077,7 +1137,22 @@ out:
 	for (i = 0; i < n; i++)
 		cv_store_cert_free(recs[i]);
 	free(recs);
+	free(ids);
 	return r;
+}
+
+int cv_store_cert_foreach_unsettled(struct cv_store *store,
+				    int (*fn)(const struct cv_cert_record *rec, void *arg),
+				    void *arg)
+{
+	return cert_claim_foreach(store, (int64_t)time(NULL), 1, fn, arg);
+}
+
+int cv_store_cert_foreach_abandoned(struct cv_store *store, int64_t now,
+				    int (*fn)(const struct cv_cert_record *rec, void *arg),
+				    void *arg)
+{
+	return cert_claim_foreach(store, now, 0, fn, arg);
 }
 
 /* Binds :thr = now + soon_seconds, if the statement has it. Past the int64 range it is bound

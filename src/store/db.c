@@ -766,6 +766,30 @@ struct schema_step {
 	const char *pg;
 };
 static const struct schema_step steps[] = {
+	/* 14 -> 15: several nodes on one database (issue 15). owner_node names the node
+	 * (server.node_name) whose write is in flight on a row that is not settled: a pending
+	 * import or an interrupted delete (certificates, state 0 or 2 and not held), a generated
+	 * key being created or cancelled (pending_certificates), a key being made for a new
+	 * version (key_journal); '' on rows an earlier release left. nodes holds each node's
+	 * heartbeat, written every few seconds: a node's start-up reconciler takes over (claims,
+	 * then undoes or finishes) only rows of its own or of a node whose heartbeat is older
+	 * than server.node_lease_seconds, never a live node's write in flight. */
+	{ "ALTER TABLE certificates ADD COLUMN owner_node TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE pending_certificates ADD COLUMN owner_node TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE key_journal ADD COLUMN owner_node TEXT NOT NULL DEFAULT '';"
+	  "CREATE TABLE nodes ("
+	  " name TEXT PRIMARY KEY,"
+	  " started_at INTEGER NOT NULL,"
+	  " heartbeat_at INTEGER NOT NULL"
+	  ") STRICT;",
+	  "ALTER TABLE certificates ADD COLUMN owner_node TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE pending_certificates ADD COLUMN owner_node TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE key_journal ADD COLUMN owner_node TEXT NOT NULL DEFAULT '';"
+	  "CREATE TABLE nodes ("
+	  " name TEXT PRIMARY KEY,"
+	  " started_at BIGINT NOT NULL,"
+	  " heartbeat_at BIGINT NOT NULL"
+	  ");" },
 	{ NULL, NULL },
 };
 #define N_STEPS ((int)(sizeof(steps) / sizeof(steps[0])) - 1)

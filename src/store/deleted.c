@@ -415,8 +415,9 @@ int cv_store_cert_purge_mark(struct cv_store *store, int64_t id,
 
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r == 0)
-		r = store_run(db, "UPDATE certificates SET held = 0 WHERE id = ?1 AND state = 2"
-			      " AND held = 1", "i", id);
+		/* From here the purge is a delete in flight, this node's (owner_node). */
+		r = store_run(db, "UPDATE certificates SET held = 0, owner_node = ?2 WHERE id = ?1"
+			      " AND state = 2 AND held = 1", "it", id, store_node(store));
 	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
 	if (r == 0)

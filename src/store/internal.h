@@ -61,6 +61,13 @@ struct cv_store {
 	cv_store_mac_fn audit_mac;
 	void *audit_mac_arg;
 	int64_t audit_keyed_from;
+	/* Several nodes (nodes.c, cv_store_node_set): this process's node name, written as the
+	 * owner of its writes in flight ('' until set), the lease after which a silent node's
+	 * rows are anyone's, and its nodes row's started_at (0: not registered). Set before the
+	 * store is shared. */
+	char node[64];
+	int64_t node_lease;
+	int64_t node_started_at;
 	/* Group commit (db.c, wal_sync_wait). Connections commit with synchronous=NORMAL, so a
 	 * COMMIT writes its WAL frames and releases the write lock without an fsync; the
 	 * connection is given back only once an fdatasync of the WAL that began after the
@@ -203,6 +210,21 @@ int store_name_exists(cvdb *db, const char *name);
  * transaction; *ret_id its id. 0, CV_ERR_UNKNOWN_ENVIRONMENT (in conflict) or CV_ERR_DB. */
 int store_cert_insert_on(cvdb *db, const struct cv_cert_record *rec, int state,
 			 int64_t *ret_id, struct cv_conflict *conflict);
+
+/* nodes.c: the condition that the owner_node column of a row (alias.owner_node) lets this
+ * node take it over, as SQL text naming ?me (this node), ?stale (heartbeats at or before it
+ * are gone) and ?mine (1: this node's own rows too, at start; 0: only others'). */
+#define STORE_CLAIMABLE(col, me, stale, mine)                                             \
+	"((" col " = " me " AND " mine " = 1) OR (" col " <> " me " AND (" col " = '' OR"   \
+	" NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.name = " col " AND nodes.heartbeat_at"  \
+	" > " stale "))))"
+/* The heartbeats at or before this instant are gone (now minus the lease). */
+int64_t store_node_stale_before(const struct cv_store *store, int64_t now);
+/* This node's name ('' when none was set). */
+const char *store_node(const struct cv_store *store);
+/* Steps an UPDATE ... RETURNING id (the rows a claim took) to its end; the ids, in increasing
+ * order, into a new array (NULL when none). 0, CV_ERR_NOMEM or CV_ERR_DB. */
+int store_claimed_ids(cvdb_stmt *stmt, int64_t **ret_ids, size_t *ret_n);
 
 /* The domains of a certificate and of a service, in order (?1 = its id). */
 #define STORE_CERT_DOMAINS_SQL \

@@ -111,8 +111,8 @@ int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *re
 {
 	static const char sql[] =
 		"INSERT INTO pending_certificates (name, cert_id, description, state, key_id,"
-		" key_type, subject, created_by, created_at, expires_at, key_label)"
-		" VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+		" key_type, subject, created_by, created_at, expires_at, key_label, owner_node)"
+		" VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 	struct store_conn *conn = store_borrow(store);
 	cvdb *db = conn->db;
 	cvdb_stmt *stmt = NULL;
@@ -168,6 +168,9 @@ int cv_store_pending_insert(struct cv_store *store, struct cv_pending_record *re
 		rc = cvdb_bind_int64(stmt, 9, rec->expires_at);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(stmt, 10, rec->key_label);
+	/* Being created is this node's write in flight until the row is ready. */
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 11, store_node(store));
 	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -185,7 +188,7 @@ out:
 }
 
 /* Runs one UPDATE or DELETE of the row id (?1) with audit in a transaction; CV_ERR_NOT_FOUND
- * when it touched no row. */
+ * when it touched no row. ?2 is blob when there is one, ?3 this node's name. */
 static int pending_change(struct cv_store *store, const char *sql, int64_t id,
 			  const unsigned char *blob, size_t blob_len,
 			  const struct cv_audit_entry *audit, const char *fault)
@@ -203,6 +206,8 @@ static int pending_change(struct cv_store *store, const char *sql, int64_t id,
 		rc = cvdb_bind_int64(stmt, 1, id);
 	if (rc == SQLITE_OK && blob != NULL)
 		rc = cvdb_bind_blob(stmt, 2, blob, blob_len);
+	if (rc == SQLITE_OK && cvdb_bind_parameter_index(stmt, "?3") > 0)
+		rc = store_bind_text(stmt, 3, store_node(store));
 	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	if (rc != SQLITE_OK) {
@@ -228,15 +233,17 @@ int cv_store_pending_ready(struct cv_store *store, int64_t id, const unsigned ch
 {
 	if (csr_der == NULL || csr_der_len == 0)
 		return CV_ERR_INTERNAL;
+	/* Only while the row is still this node's: another node's reconciler that took it
+	 * over (this node silent past its lease) is destroying its key. */
 	return pending_change(store, "UPDATE pending_certificates SET state = 1, csr_der = ?2"
-			      " WHERE id = ?1 AND state = 0", id, csr_der, csr_der_len, audit,
-			      "generate.in_ready");
+			      " WHERE id = ?1 AND state = 0 AND owner_node = ?3", id, csr_der,
+			      csr_der_len, audit, "generate.in_ready");
 }
 
 int cv_store_pending_mark_cancelling(struct cv_store *store, int64_t id,
 				     const struct cv_audit_entry *audit)
 {
-	return pending_change(store, "UPDATE pending_certificates SET state = 2"
+	return pending_change(store, "UPDATE pending_certificates SET state = 2, owner_node = ?3"
 			      " WHERE id = ?1 AND state = 1", id, NULL, 0, audit, NULL);
 }
 
@@ -350,21 +357,97 @@ int cv_store_pending_count(struct cv_store *store, int64_t *ret_n)
 	return r;
 }
 
-int cv_store_pending_foreach_unsettled(struct cv_store *store, int64_t now,
-				       int (*fn)(const struct cv_pending_record *rec,
-						 void *arg),
-				       void *arg)
+int cv_store_pending_foreach_expired(struct cv_store *store, int64_t now,
+				     int (*fn)(const struct cv_pending_record *rec, void *arg),
+				     void *arg)
 {
 	struct cv_pending_record *recs = NULL;
 	size_t n = 0, i;
 	int r;
 
-	/* Read first, called after: fn changes the table. */
+	/* Read first, called after: fn changes the table. A ready row is no node's write in
+	 * flight: its cancel (cv_store_pending_mark_cancelling, state 1 -> 2) is the claim. */
 	r = pending_rows(store, "SELECT " PENDING_COLS " FROM pending_certificates"
-			 " WHERE state != 1 OR expires_at <= ?1 ORDER BY id", now, &recs, &n);
+			 " WHERE state = 1 AND expires_at <= ?1 ORDER BY id", now, &recs, &n);
 	for (i = 0; r == 0 && i < n; i++)
 		r = fn(&recs[i], arg);
 	cv_store_pending_array_free(recs, n);
+	return r;
+}
+
+int cv_store_pending_foreach_claimed(struct cv_store *store, int64_t now, int mine,
+				     int (*fn)(const struct cv_pending_record *rec, void *arg),
+				     void *arg)
+{
+	static const char claim[] =
+		"UPDATE pending_certificates SET owner_node = ?1 WHERE state != 1 AND "
+		STORE_CLAIMABLE("pending_certificates.owner_node", "?1", "?2", "?3")
+		" RETURNING id";
+	struct store_conn *conn = store_borrow(store);
+	struct cv_pending_record *recs = NULL;
+	cvdb *db = conn->db;
+	cvdb_stmt *stmt = NULL;
+	int64_t *ids = NULL;
+	size_t n = 0, n_ids = 0, i;
+	int rc, r, held = 1;
+
+	/* Claimed and read in one write transaction, committed before fn acts: the node whose
+	 * write it was finds the row no longer its own (cv_store_pending_ready). */
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r < 0)
+		goto out;
+	rc = cvdb_prepare(db, claim, 0, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, store_node(store));
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int64(stmt, 2, store_node_stale_before(store, now));
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int(stmt, 3, mine != 0);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	r = store_claimed_ids(stmt, &ids, &n_ids);
+	cvdb_finalize(stmt);
+	stmt = NULL;
+	if (r < 0)
+		goto out;
+	recs = calloc(n_ids > 0 ? n_ids : 1, sizeof(*recs));
+	if (recs == NULL) {
+		r = CV_ERR_NOMEM;
+		goto out;
+	}
+	rc = cvdb_prepare(db, "SELECT " PENDING_COLS " FROM pending_certificates WHERE id = ?1",
+			  0, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = store_err(rc);
+		goto out;
+	}
+	for (i = 0; i < n_ids; i++) {
+		rc = cvdb_bind_int64(stmt, 1, ids[i]);
+		r = rc == SQLITE_OK ? store_step_one(stmt) : store_err(rc);
+		if (r == 0)
+			r = pending_read(stmt, 0, &recs[n]);
+		if (r < 0)
+			goto out;
+		n++;
+		cvdb_reset(stmt);
+	}
+	cvdb_finalize(stmt);
+	stmt = NULL;
+	r = store_finish(db, 0);
+	store_return(store, conn);
+	held = 0;
+	for (i = 0; r == 0 && i < n; i++)
+		r = fn(&recs[i], arg);
+out:
+	if (held) {
+		cvdb_finalize(stmt);
+		r = store_finish(db, r);
+		store_return(store, conn);
+	}
+	cv_store_pending_array_free(recs, n);
+	free(ids);
 	return r;
 }
 
@@ -381,8 +464,11 @@ int cv_store_pending_merge_new(struct cv_store *store, int64_t pending_id,
 		goto out;
 	/* The row goes first: its name is then free for the certificate it becomes. */
 	/* Ready (a merge) or still creating (a self-signed certificate, made at once). */
-	r = store_run(db, "DELETE FROM pending_certificates WHERE id = ?1 AND state IN (0, 1)"
-		      " AND cert_id IS NULL", "i", pending_id);
+	/* A row still being created is this node's own (a self-signed certificate), unless
+	 * another node's reconciler took it over. */
+	r = store_run(db, "DELETE FROM pending_certificates WHERE id = ?1 AND (state = 1 OR"
+		      " (state = 0 AND owner_node = ?2)) AND cert_id IS NULL", "it", pending_id,
+		      store_node(store));
 	if (r < 0)
 		goto out;
 	if (cvdb_changes(db) == 0) {

@@ -1,6 +1,7 @@
 /* store: versions of a certificate, renewals and replaces, and the key journal. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -378,6 +379,27 @@ static int jwk_apply(cvdb *db, const struct cv_supersede *req)
 	return r;
 }
 
+/* Whether the journal row of key_id is still this node's: CV_ERR_BUSY when another node's
+ * reconciler took it over (this node silent past its lease; it destroys the key), so the key
+ * cannot become a version's. */
+static int journal_still_mine(struct cv_store *store, cvdb *db, const uint8_t *key_id)
+{
+	cvdb_stmt *stmt = NULL;
+	int rc, r;
+
+	rc = cvdb_prepare(db, "SELECT count(*) FROM key_journal WHERE key_id = ?1 AND"
+			  " owner_node = ?2", 0, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_blob(stmt, 1, key_id, CV_TOKEN_ID_LEN);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 2, store_node(store));
+	r = rc == SQLITE_OK ? store_step_one(stmt) : store_err(rc);
+	if (r == 0 && cvdb_column_int64(stmt, 0) == 0)
+		r = CV_ERR_BUSY;
+	cvdb_finalize(stmt);
+	return r;
+}
+
 int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *req,
 			    struct cv_conflict *conflict)
 {
@@ -417,6 +439,8 @@ int cv_store_cert_supersede(struct cv_store *store, const struct cv_supersede *r
 	r = store_exec(db, "BEGIN IMMEDIATE");
 	if (r == 0)
 		r = supersede_checks(db, req, conflict);
+	if (r == 0 && req->journaled)
+		r = journal_still_mine(store, db, req->next->key_id);
 	for (i = 0; r == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
 		r = run_bound(db, steps[i], req);
 	if (r == 0)
@@ -562,9 +586,26 @@ out:
 int cv_store_key_journal_add(struct cv_store *store, const uint8_t *key_id, int64_t cert_id,
 			     int64_t now)
 {
-	return key_statement(store,
-			     "INSERT INTO key_journal (key_id, cert_id, created_at) VALUES (?1, ?2, ?3)",
-			     key_id, cert_id, now);
+	struct store_conn *conn = store_borrow(store);
+	cvdb_stmt *stmt = NULL;
+	int rc;
+
+	/* The key being made is this node's write in flight until the commit takes the row. */
+	rc = cvdb_prepare(conn->db, "INSERT INTO key_journal (key_id, cert_id, created_at,"
+			  " owner_node) VALUES (?1, ?2, ?3, ?4)", 0, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_blob(stmt, 1, key_id, CV_TOKEN_ID_LEN);
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int64(stmt, 2, cert_id);
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int64(stmt, 3, now);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 4, store_node(store));
+	if (rc == SQLITE_OK && (rc = cvdb_step(stmt)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	cvdb_finalize(stmt);
+	store_return(store, conn);
+	return rc == SQLITE_OK ? 0 : store_err(rc);
 }
 
 int cv_store_key_journal_remove(struct cv_store *store, const uint8_t *key_id)
@@ -579,9 +620,40 @@ int cv_store_version_key_destroyed(struct cv_store *store, const uint8_t *key_id
 			     key_id, 0, 0);
 }
 
-int cv_store_keys_unsettled_foreach(struct cv_store *store,
-				    int (*fn)(const uint8_t *key_id, int in_journal, void *arg),
-				    void *arg)
+/* Appends the key id in column 0 of every row stmt gives to ids (journal[i] = in_journal). */
+static int keys_collect(cvdb_stmt *stmt, int in_journal, uint8_t (**ids)[CV_TOKEN_ID_LEN],
+			int **journal, size_t *n, size_t *cap)
+{
+	uint8_t (*grown)[CV_TOKEN_ID_LEN];
+	int *grown_j, rc;
+
+	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
+		if (cvdb_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN)
+			return CV_ERR_DB;
+		if (*n == *cap) {
+			*cap = *cap == 0 ? 8 : 2 * *cap;
+			grown = realloc(*ids, *cap * sizeof(*grown));
+			if (grown == NULL)
+				return CV_ERR_NOMEM;
+			*ids = grown;
+			grown_j = realloc(*journal, *cap * sizeof(*grown_j));
+			if (grown_j == NULL)
+				return CV_ERR_NOMEM;
+			*journal = grown_j;
+		}
+		memcpy((*ids)[*n], cvdb_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
+		(*journal)[*n] = in_journal;
+		(*n)++;
+	}
+	return rc == SQLITE_DONE ? 0 : store_err(rc);
+}
+
+/* The journal keys this node may take over (its own too when mine), claimed in the
+ * transaction that reads them and committed before fn acts; when mine (at start), the
+ * superseded keys being destroyed too. */
+static int keys_claim_foreach(struct cv_store *store, int64_t now, int mine,
+			      int (*fn)(const uint8_t *key_id, int in_journal, void *arg),
+			      void *arg)
 {
 	/* A journal row whose key a certificate or version holds was made current; the
 	 * transaction that did so removes the row, so this finds none unless the database
@@ -589,15 +661,18 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 	static const char forget_used[] =
 		"DELETE FROM key_journal WHERE key_id IN (SELECT key_id FROM certificates"
 		" UNION ALL SELECT key_id FROM certificate_versions)";
-	static const char sql[] =
-		"SELECT key_id, 1 FROM key_journal"
-		" UNION ALL "
-		"SELECT key_id, 0 FROM certificate_versions WHERE key_state = 1";
+	static const char claim[] =
+		"UPDATE key_journal SET owner_node = ?1 WHERE "
+		STORE_CLAIMABLE("key_journal.owner_node", "?1", "?2", "?3") " RETURNING key_id";
+	/* Finishing a destroy twice does no harm (a key already gone is destroyed), so these
+	 * carry no owner; only a start takes them, when nothing of its own is in flight. */
+	static const char destroying[] =
+		"SELECT key_id FROM certificate_versions WHERE key_state = 1";
 	struct store_conn *conn = store_borrow(store);
 	cvdb *db = conn->db;
 	cvdb_stmt *stmt = NULL;
-	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL, (*grown)[CV_TOKEN_ID_LEN];
-	int *journal = NULL, *grown_j;
+	uint8_t (*ids)[CV_TOKEN_ID_LEN] = NULL;
+	int *journal = NULL;
 	size_t n = 0, cap = 0, i;
 	int rc, r, held = 1;
 
@@ -606,41 +681,29 @@ int cv_store_keys_unsettled_foreach(struct cv_store *store,
 		r = store_exec(db, forget_used);
 	if (r < 0)
 		goto out;
-	rc = cvdb_prepare(db, sql, 0, &stmt, NULL);
+	rc = cvdb_prepare(db, claim, 0, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = store_bind_text(stmt, 1, store_node(store));
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int64(stmt, 2, store_node_stale_before(store, now));
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int(stmt, 3, mine != 0);
 	if (rc != SQLITE_OK) {
 		r = store_err(rc);
 		goto out;
 	}
-	while ((rc = cvdb_step(stmt)) == SQLITE_ROW) {
-		if (cvdb_column_bytes(stmt, 0) != CV_TOKEN_ID_LEN) {
-			r = CV_ERR_DB;
-			goto out;
-		}
-		if (n == cap) {
-			cap = cap == 0 ? 8 : 2 * cap;
-			grown = realloc(ids, cap * sizeof(*grown));
-			if (grown == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			ids = grown;
-			grown_j = realloc(journal, cap * sizeof(*grown_j));
-			if (grown_j == NULL) {
-				r = CV_ERR_NOMEM;
-				goto out;
-			}
-			journal = grown_j;
-		}
-		memcpy(ids[n], cvdb_column_blob(stmt, 0), CV_TOKEN_ID_LEN);
-		journal[n] = cvdb_column_int(stmt, 1);
-		n++;
-	}
-	if (rc != SQLITE_DONE) {
-		r = store_err(rc);
-		goto out;
-	}
+	r = keys_collect(stmt, 1, &ids, &journal, &n, &cap);
 	cvdb_finalize(stmt);
 	stmt = NULL;
+	if (r == 0 && mine) {
+		rc = cvdb_prepare(db, destroying, 0, &stmt, NULL);
+		r = rc == SQLITE_OK ? keys_collect(stmt, 0, &ids, &journal, &n, &cap) :
+		    store_err(rc);
+		cvdb_finalize(stmt);
+		stmt = NULL;
+	}
+	if (r < 0)
+		goto out;
 	/* Give the connection back before fn: it writes through the pool. */
 	r = store_finish(db, 0);
 	store_return(store, conn);
@@ -656,6 +719,20 @@ out:
 	free(ids);
 	free(journal);
 	return r;
+}
+
+int cv_store_keys_unsettled_foreach(struct cv_store *store,
+				    int (*fn)(const uint8_t *key_id, int in_journal, void *arg),
+				    void *arg)
+{
+	return keys_claim_foreach(store, (int64_t)time(NULL), 1, fn, arg);
+}
+
+int cv_store_keys_abandoned_foreach(struct cv_store *store, int64_t now,
+				    int (*fn)(const uint8_t *key_id, int in_journal, void *arg),
+				    void *arg)
+{
+	return keys_claim_foreach(store, now, 0, fn, arg);
 }
 
 int cv_store_cert_version_material(struct cv_store *store, int64_t cert_id, int64_t version,

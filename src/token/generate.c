@@ -460,9 +460,20 @@ int cv_token_wrapping_key(struct cv_token *token, EVP_PKEY **ret_public, struct 
 	pthread_mutex_lock(&token->map.lock);
 	exists = token_keymap_find_locked(&token->map, wrapping_id, WRAPPING_ID_LEN) != NULL;
 	pthread_mutex_unlock(&token->map.lock);
+	/* Another node sharing the token may have made it since this one listed the token:
+	 * asked once, or every node would make a wrapping key of its own and a key wrapped for
+	 * one could not be unwrapped by the others. */
+	if (!exists) {
+		r = token_key_lookup(token, wrapping_id, WRAPPING_ID_LEN, err);
+		if (r < 0)
+			return cv_errmsg_set(err, r, "the wrapping key cannot be looked for in the "
+					     "token");
+		exists = r == 1;
+	}
 	if (!exists) {
 		/* Made once, on first use. Two first uses at once: one makes it, the other's
-		 * reservation fails and it reads what the first made. */
+		 * reservation fails and it reads what the first made. (Two nodes' first uses at
+		 * the same instant can still make two: PKCS#11 has no unique ids.) */
 		r = generate_wrapping(token, err);
 		if (r < 0 && r != CV_ERR_NAME_TAKEN)
 			return r;

@@ -200,6 +200,9 @@ int vault_write_errmsg(struct cv_errmsg *err, int r, const char *what)
 	if (r == CV_ERR_TOKEN)
 		return cv_errmsg_set(err, r, "the token refused the audit key: the audit record of "
 				     "this change cannot be keyed, so nothing was changed");
+	if (r == CV_ERR_BUSY)
+		return cv_errmsg_set(err, r, "this node's heartbeat lapsed and another node took "
+				     "over the change to undo it; nothing was changed: try again");
 	return cv_errmsg_set(err, r, "%s", what);
 }
 

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include <openssl/crypto.h>
@@ -1316,21 +1317,39 @@ int cv_vault_reconcile(struct cv_vault *v, struct cv_reconcile_report *ret_repor
 		       struct cv_errmsg *err)
 {
 	struct reconcile rc = { v, ret_report, err };
-	unsigned expired;
 	int r;
 
 	memset(ret_report, 0, sizeof(*ret_report));
 	/* Neither a pending import nor an interrupted delete was ever acknowledged as done
 	 * the way it stands, so undoing the one and finishing the other loses nothing; the
 	 * same holds for a new version's key whose transaction never committed, and for a
-	 * superseded key being destroyed. */
+	 * superseded key being destroyed. With several nodes, only this node's own rows (its
+	 * crash: none of its writes is in flight yet) and those of nodes silent past their
+	 * lease are taken, each claimed first; a live node's write in flight is left alone.
+	 * Expired pending certificates are left to the first sweep. */
 	r = cv_store_cert_foreach_unsettled(v->store, reconcile_cert, &rc);
 	if (r == 0)
 		r = cv_store_keys_unsettled_foreach(v->store, reconcile_key, &rc);
-	/* Expired pending certificates are left to the first sweep: the reconciler has no
-	 * clock of its own (0 sees none expired). */
 	if (r == 0)
-		r = vault_pending_reconcile(v, 0, &ret_report->generates_undone, &expired, err);
+		r = vault_pending_reconcile(v, (int64_t)time(NULL), 1,
+					    &ret_report->generates_undone, err);
+	return r;
+}
+
+int cv_vault_reconcile_abandoned(struct cv_vault *v, int64_t now,
+				 struct cv_reconcile_report *ret_report, struct cv_errmsg *err)
+{
+	struct reconcile rc = { v, ret_report, err };
+	int r;
+
+	memset(ret_report, 0, sizeof(*ret_report));
+	/* While this node runs its own rows are its writes in flight: only other nodes'
+	 * (silent past their lease) are taken. */
+	r = cv_store_cert_foreach_abandoned(v->store, now, reconcile_cert, &rc);
+	if (r == 0)
+		r = cv_store_keys_abandoned_foreach(v->store, now, reconcile_key, &rc);
+	if (r == 0)
+		r = vault_pending_reconcile(v, now, 0, &ret_report->generates_undone, err);
 	return r;
 }
 

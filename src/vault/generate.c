@@ -314,8 +314,12 @@ int cv_vault_cert_generate(struct cv_vault *v, struct cv_audit *audit,
 	r = cv_store_pending_ready(v->store, p->id, p->csr_der, p->csr_der_len,
 				   vault_audit_done(audit));
 	vault_audit_written(audit, r);
+	/* The row was being created by this node: gone from that state, another node's
+	 * reconciler took it over (this node silent past its lease) and destroys the key. */
+	if (r == CV_ERR_NOT_FOUND)
+		r = CV_ERR_BUSY;
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the database refused the certificate");
+		vault_write_errmsg(err, r, "the database refused the certificate");
 		goto out;
 	}
 	row = key = 0;
@@ -524,7 +528,7 @@ struct sweep {
 	struct cv_vault *v;
 	int64_t now;
 	unsigned n;
-	int startup;        /* also finish rows left creating or cancelling */
+	int startup;        /* the reconciler: rows left creating or cancelling, claimed */
 	unsigned undone;
 	struct cv_errmsg *err;
 };
@@ -538,8 +542,8 @@ static int sweep_one(const struct cv_pending_record *p, void *arg)
 	int r;
 
 	if (p->state != CV_PENDING_READY) {
-		/* A row left creating or cancelling by a crash: only the start-up run touches
-		 * it, while no request can be working on it. */
+		/* A row left creating or cancelling by a crash: only the reconciler touches it,
+		 * once it claimed it (its own at start, or a silent node's). */
 		if (!s->startup)
 			return 0;
 		r = pending_undo(s->v, p, s->err);
@@ -566,20 +570,21 @@ int cv_vault_pending_sweep(struct cv_vault *v, int64_t now, unsigned *ret_n,
 	struct sweep s = { v, now, 0, 0, 0, err };
 	int r;
 
-	r = cv_store_pending_foreach_unsettled(v->store, now, sweep_one, &s);
+	r = cv_store_pending_foreach_expired(v->store, now, sweep_one, &s);
 	*ret_n = s.n;
 	return r;
 }
 
-int vault_pending_reconcile(struct cv_vault *v, int64_t now, unsigned *ret_undone,
-			    unsigned *ret_expired, struct cv_errmsg *err)
+int vault_pending_reconcile(struct cv_vault *v, int64_t now, int mine, unsigned *ret_undone,
+			    struct cv_errmsg *err)
 {
 	struct sweep s = { v, now, 0, 1, 0, err };
 	int r;
 
-	r = cv_store_pending_foreach_unsettled(v->store, now, sweep_one, &s);
+	/* Only rows being created or cancelled, each claimed first: this node's own (at
+	 * start), or those of a node silent past its lease. */
+	r = cv_store_pending_foreach_claimed(v->store, now, mine, sweep_one, &s);
 	*ret_undone = s.undone;
-	*ret_expired = s.n;
 	return r;
 }
 

@@ -142,11 +142,12 @@ int vault_cert_jwk(const struct cv_cert_record *rec, const char *alg, const char
 int vault_key_unwrap(struct cv_vault *v, const struct cv_import_request *req,
 		     EVP_PKEY *cert_key, struct cv_cert_record *rec, struct cv_errmsg *err);
 
-/* The start-up part of the pending certificates' reconciliation (generate.c): rows left
- * creating or cancelling lose their key and go (*ret_undone), expired ones are swept
- * (*ret_expired). */
-int vault_pending_reconcile(struct cv_vault *v, int64_t now, unsigned *ret_undone,
-			    unsigned *ret_expired, struct cv_errmsg *err);
+/* The reconciler's part of the pending certificates (generate.c): rows left creating or
+ * cancelling (their key destroyed, the row removed), claimed first: this node's own too when
+ * mine (at start, while none of its writes is in flight), else only those of nodes whose
+ * heartbeat is older than the lease at now. */
+int vault_pending_reconcile(struct cv_vault *v, int64_t now, int mine, unsigned *ret_undone,
+			    struct cv_errmsg *err);
 
 
 /* Destroys the keys of every version of rec still in the token, recording each superseded

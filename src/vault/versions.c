@@ -413,6 +413,7 @@ static int supersede(struct cv_vault *v, struct cv_audit *audit, enum cv_version
 			goto out;
 		}
 		journaled = 1;
+		sup.journaled = 1;
 		cv_fault_point("supersede.after_journal");
 		r = cv_token_key_create(v->token, key, next->key_label, next->key_id,
 					sizeof(next->key_id), err);

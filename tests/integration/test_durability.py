@@ -363,7 +363,7 @@ class GroupCommit(unittest.TestCase):
         self.assertEqual(st, 200)
         text = body.decode() if isinstance(body, bytes) else body
         return {m.group(1): int(m.group(2)) for m in
-                re.finditer(r"^(certvault_db_\w+_total) (\d+)$", text, re.M)}
+                re.finditer(r'^(certvault_db_\w+_total)\{node="[^"]+"\} (\d+)$', text, re.M)}
 
     def test_concurrent_imports_share_wal_syncs(self):
         # Whether a commit lands while another's sync runs depends on the disk and the load;

@@ -205,18 +205,18 @@ class GenerateTest(GenerateCase):
         self.assertEqual(by_name["gen-imp"]["key_origin"], "imported")
         st, _, metrics = self.vault.request("GET", "/metrics")
         text = metrics.decode()
-        generated = int(re.search(r'^certvault_keys\{origin="generated"\} (\d+)$', text,
+        generated = int(re.search(r'^certvault_keys\{node="[^"]+",origin="generated"\} (\d+)$', text,
                                   re.M).group(1))
-        imported = int(re.search(r'^certvault_keys\{origin="imported"\} (\d+)$', text,
+        imported = int(re.search(r'^certvault_keys\{node="[^"]+",origin="imported"\} (\d+)$', text,
                                  re.M).group(1))
-        pending = int(re.search(r"^certvault_certificates_pending (\d+)$", text,
+        pending = int(re.search(r'^certvault_certificates_pending\{node="[^"]+"\} (\d+)$', text,
                                 re.M).group(1))
         self.assertGreaterEqual(generated, 1)
         self.assertGreaterEqual(imported, 1)
         self.assertGreaterEqual(pending, 1)
         self.vault.request("DELETE", "/v1/certificates/gen-prov-pending/pending")
         st, _, metrics = self.vault.request("GET", "/metrics")
-        self.assertEqual(int(re.search(r"^certvault_certificates_pending (\d+)$",
+        self.assertEqual(int(re.search(r'^certvault_certificates_pending\{node="[^"]+"\} (\d+)$',
                                        metrics.decode(), re.M).group(1)), pending - 1)
 
     def test_renew_with_a_generated_key(self):

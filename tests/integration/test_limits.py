@@ -230,7 +230,7 @@ class SlowlorisTest(VaultTestCase):
     def closed_metric(self, reason):
         st, _, text = self.vault.request("GET", "/metrics")
         self.assertEqual(st, 200)
-        m = re.search(r'certvault_http_connections_closed_total\{reason="%s"\} (\d+)' % reason,
+        m = re.search(r'certvault_http_connections_closed_total\{node="[^"]+",reason="%s"\} (\d+)' % reason,
                       text.decode())
         self.assertIsNotNone(m, text[-2000:])
         return int(m.group(1))
@@ -353,7 +353,7 @@ SLOW_QUEUE = 6
 
 
 def metric(text, name):
-    m = re.search(r"^%s (\d+)$" % name, text, re.M)
+    m = re.search(r'^%s\{node="[^"]+"\} (\d+)$' % name, text, re.M)
     return int(m.group(1)) if m else None
 
 

@@ -152,6 +152,20 @@ class MetricsTest(VaultTestCase):
                              ("certvault_token_errors_total", "counter")):
             self.assertEqual(types.get(family), kind, family)
 
+    def test_every_sample_names_the_node(self):
+        # Several nodes scraped into one Prometheus keep their series apart (issue 15): the
+        # node label, first, is the name GET /v1/health gives.
+        st, _, health = self.vault.request("GET", "/v1/health", token=None)
+        self.assertEqual(st, 200)
+        text = self.vault.request("GET", "/metrics")[2].decode()
+        _, samples = parse(text)
+        self.assertGreater(len(samples), 20)
+        for name, labels, _ in samples:
+            self.assertEqual(labels.get("node"), health["node"], name)
+        for line in text.splitlines():
+            if not line.startswith("#"):
+                self.assertRegex(line, r'^\w+\{node="')
+
     def test_certificate_dates_are_the_certificates(self):
         _, samples = self.scrape()
         st, _, page = self.vault.request("GET", "/v1/certificates?limit=1000")

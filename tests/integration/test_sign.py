@@ -397,10 +397,10 @@ class SignTest(VaultTestCase):
         self.assertEqual((st, verdict["intact"]), (200, True), verdict)
         st, _, text = self.vault.request("GET", "/metrics")
         text = text.decode()
-        m = re.search(r'certvault_signatures_total\{algorithm="ES384",outcome="ok"\} (\d+)', text)
+        m = re.search(r'certvault_signatures_total\{node="[^"]+",algorithm="ES384",outcome="ok"\} (\d+)', text)
         self.assertTrue(m and int(m.group(1)) >= 5, text[-3000:])
-        self.assertIn('certvault_signatures_total{algorithm="ES384",'
-                      'outcome="digest_length_mismatch"}', text)
+        self.assertRegex(text, r'certvault_signatures_total\{node="[^"]+",algorithm="ES384",'
+                         r'outcome="digest_length_mismatch"\}')
 
 
 if __name__ == "__main__":

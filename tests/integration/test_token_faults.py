@@ -28,7 +28,7 @@ class TokenAway(VaultTestCase):
         st, _, text = self.vault.request("GET", "/metrics")
         self.assertEqual(st, 200)
         for line in text.decode().splitlines():
-            if line.startswith(name + " "):
+            if line.startswith(name + "{node="):  # every sample names the node
                 return line.split()[1]
         self.fail("no %s in /metrics" % name)
 

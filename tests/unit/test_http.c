@@ -1403,6 +1403,7 @@ static char *drain(struct cv_response *res, size_t max)
 
 static void test_streamed_bodies(void **state)
 {
+	char line[256];
 	struct cv_request req;
 	struct cv_response res;
 	json_error_t jerr;
@@ -1415,7 +1416,14 @@ static void test_streamed_bodies(void **state)
 	assert_int_equal(res.status, 200);
 	assert_string_equal(res.content_type, "text/plain; version=0.0.4; charset=utf-8");
 	body = drain(&res, 7);
-	assert_non_null(strstr(body, "certvault_certificates{status=\"valid\"} 0\n"));
+	/* Every sample names the node first (issue 15). */
+	snprintf(line, sizeof(line), "\ncertvault_certificates{node=\"%s\",status=\"valid\"} 0\n",
+		 cfg.node_name);
+	assert_non_null(strstr(body, line));
+	snprintf(line, sizeof(line), "\ncertvault_certificates_pending{node=\"%s\"} 0\n",
+		 cfg.node_name);
+	assert_non_null(strstr(body, line));
+	assert_null(strstr(body, "\ncertvault_certificates_pending 0"));
 	assert_non_null(strstr(body, "# TYPE certvault_certificate_expiration_timestamp_seconds "
 				     "gauge\n"));
 	assert_int_equal(body[strlen(body) - 1], '\n');

@@ -329,7 +329,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 14);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 15);
 	assert_int_equal(raw_int(path, PICK("SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 					    " AND name IN ('certificates', 'certificate_domains')",
 					    "SELECT count(*) FROM pg_tables WHERE schemaname ="
@@ -384,7 +384,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 14);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 15);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -490,7 +490,7 @@ static void test_open_pg_two_nodes_at_once(void **state)
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 	for (i = 0; i < 2; i++)
 		assert_int_equal(o[i].r, 0);
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 14);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 15);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM schema_version"), 1);
 	/* One store's write moves the other's generation (the number is the database's). */
 	{
@@ -717,6 +717,118 @@ static void test_foreach_unsettled(void **state)
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM certificates"), 1);
 	cv_store_cert_free(p);
 	cv_store_cert_free(p2);
+}
+
+static int collect_pending(const struct cv_pending_record *rec, void *arg)
+{
+	char *seen = arg;
+
+	strcat(seen, rec->name);
+	strcat(seen, " ");
+	return 0;
+}
+
+static int count_key_cb(const uint8_t *key_id, int in_journal, void *arg)
+{
+	(void)key_id;
+	(*(int *)arg) += in_journal ? 1 : 100;
+	return 0;
+}
+
+/* Several nodes on one database (issue 15), two handles on one file standing for two nodes:
+ * a reconciler takes its own unsettled rows and those of a node silent past its lease, never
+ * a live node's; it claims each first, and the node whose write it was cannot commit it any
+ * more. */
+static void test_nodes_claim(void **state)
+{
+	struct cv_store *a = *state, *b = NULL;
+	struct cv_cert_record *pa = make_rec("from-a", NOW - DAY, NOW + DAY, NULL);
+	struct cv_cert_record *pb = make_rec("from-b", NOW - DAY, NOW + DAY, NULL);
+	struct cv_pending_record gen;
+	struct cv_errmsg err = { "" };
+	int64_t t = (int64_t)time(NULL);
+	unsigned char csr[4] = { 0x30, 0x02, 0x05, 0x00 };
+	uint8_t journal_key[CV_TOKEN_ID_LEN];
+	char seen[256] = "";
+	int keys = 0;
+
+	memset(&gen, 0, sizeof(gen));
+	snprintf(gen.name, sizeof(gen.name), "gen-a");
+	snprintf(gen.key_type, sizeof(gen.key_type), "p256");
+	snprintf(gen.key_label, sizeof(gen.key_label), "gen-a.v1");
+	snprintf(gen.subject, sizeof(gen.subject), "CN=gen-a");
+	memset(gen.key_id, 0x6a, sizeof(gen.key_id));
+	gen.created_at = t;
+	gen.expires_at = t + DAY;
+	memset(journal_key, 0x4b, sizeof(journal_key));
+	assert_int_equal(cv_store_open(path, &b, &err), 0);
+	assert_int_equal(cv_store_node_set(a, "node-a", 30), 0);
+	assert_int_equal(cv_store_node_set(b, "node-b", 30), 0);
+	assert_int_equal(cv_store_node_set(b, "", 0), CV_ERR_CONFIG);
+	assert_int_equal(cv_store_node_register(a, t), 0);
+	assert_int_equal(cv_store_node_register(b, t), 0);
+	assert_int_equal(cv_store_cert_insert_pending(a, pa, NULL), 0);
+	assert_int_equal(cv_store_cert_insert_pending(b, pb, NULL), 0);
+	assert_int_equal(cv_store_pending_insert(a, &gen), 0);
+	assert_int_equal(cv_store_key_journal_add(a, journal_key, pa->id, t), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM certificates WHERE owner_node ="
+				 " 'node-a' AND name = 'from-a'"), 1);
+
+	/* B starts again while A is alive: B takes only its own row. */
+	assert_int_equal(cv_store_cert_foreach_unsettled(b, collect_unsettled, seen), 0);
+	assert_string_equal(seen, "from-b:p ");
+	seen[0] = '\0';
+	assert_int_equal(cv_store_pending_foreach_claimed(b, t, 1, collect_pending, seen), 0);
+	assert_string_equal(seen, "");
+	assert_int_equal(cv_store_keys_unsettled_foreach(b, count_key_cb, &keys), 0);
+	assert_int_equal(keys, 0);
+	/* Running, B never takes its own rows (its writes in flight), nor a live A's. */
+	assert_int_equal(cv_store_cert_foreach_abandoned(b, t, collect_unsettled, seen), 0);
+	assert_string_equal(seen, "");
+	/* Nor may B commit A's import. */
+	assert_int_equal(cv_store_cert_activate(b, pa->id, NULL), CV_ERR_BUSY);
+
+	/* A falls silent past its lease: B takes its rows over, each claimed. */
+	assert_int_equal(cv_store_node_heartbeat(a, t - 31), 0);
+	assert_int_equal(cv_store_cert_foreach_abandoned(b, t, collect_unsettled, seen), 0);
+	assert_string_equal(seen, "from-a:p ");
+	seen[0] = '\0';
+	assert_int_equal(cv_store_pending_foreach_claimed(b, t, 0, collect_pending, seen), 0);
+	assert_string_equal(seen, "gen-a ");
+	assert_int_equal(cv_store_keys_abandoned_foreach(b, t, count_key_cb, &keys), 0);
+	assert_int_equal(keys, 1);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM certificates WHERE owner_node ="
+				 " 'node-b'"), 2);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM key_journal WHERE owner_node ="
+				 " 'node-b'"), 1);
+	/* Taken once: a second look finds nothing more. */
+	seen[0] = '\0';
+	assert_int_equal(cv_store_cert_foreach_abandoned(b, t, collect_unsettled, seen), 0);
+	assert_string_equal(seen, "");
+
+	/* A comes back: what B took over is no longer A's to commit. */
+	assert_int_equal(cv_store_node_heartbeat(a, t), 0);
+	assert_int_equal(cv_store_cert_activate(a, pa->id, NULL), CV_ERR_BUSY);
+	assert_int_equal(cv_store_pending_ready(a, gen.id, csr, sizeof(csr), NULL),
+			 CV_ERR_NOT_FOUND);
+	assert_int_equal(raw_int(path, "SELECT state FROM certificates WHERE name = 'from-a'"),
+			 CV_CERT_PENDING);
+	/* B's own import commits. */
+	assert_int_equal(cv_store_cert_activate(b, pb->id, NULL), 0);
+
+	/* A second process under A's name: A's next heartbeat says so. */
+	assert_int_equal(cv_store_node_set(b, "node-a", 30), 0);
+	assert_int_equal(cv_store_node_register(b, t + 1), 0);
+	assert_int_equal(cv_store_node_heartbeat(a, t + 2), CV_ERR_NAME_TAKEN);
+	/* A clean stop leaves the row with no heartbeat: anyone's at once. */
+	assert_int_equal(cv_store_node_stopped(b), 0);
+	assert_int_equal(raw_int(path, "SELECT heartbeat_at FROM nodes WHERE name = 'node-a'"),
+			 0);
+	cv_store_free(b);
+	free(gen.description);
+	free(gen.csr_der);
+	cv_store_cert_free(pa);
+	cv_store_cert_free(pb);
 }
 
 static void test_set_description(void **state)
@@ -1430,7 +1542,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 14);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 15);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1477,7 +1589,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 14);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 15);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -3367,13 +3479,16 @@ static void test_migrate_environments_from_v9(void **state)
 		       " ALTER TABLE api_tokens DROP COLUMN scope;"
 		       " ALTER TABLE api_tokens DROP COLUMN last_used_at;"
 		       " ALTER TABLE api_tokens DROP COLUMN last_used_from;"
+		       " ALTER TABLE certificates DROP COLUMN owner_node;"
+		       " ALTER TABLE pending_certificates DROP COLUMN owner_node;"
+		       " ALTER TABLE key_journal DROP COLUMN owner_node; DROP TABLE nodes;"
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
 		       " PRAGMA user_version = 9;");
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 14);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 15);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
@@ -3791,6 +3906,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_key_id_unique_is_not_name_taken, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_foreach_unsettled, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_nodes_claim, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_soft_delete_recover_purge, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_set_description, test_setup, test_teardown),

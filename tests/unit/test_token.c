@@ -979,7 +979,7 @@ static void test_two_nodes_share_keys(void **state)
 	struct cv_errmsg err = { "" };
 	struct cv_token *node_a, *node_b;
 	uint8_t id[CV_TOKEN_ID_LEN], id2[CV_TOKEN_ID_LEN], id3[CV_TOKEN_ID_LEN];
-	EVP_PKEY *key = key_new("p256"), *key2 = key_new("p256");
+	EVP_PKEY *key = key_new("p256"), *key2 = key_new("p256"), *wrap_a = NULL, *wrap_b = NULL;
 	size_t sig_len, keys_before;
 	struct raw raw;
 
@@ -1052,6 +1052,14 @@ static void test_two_nodes_share_keys(void **state)
 	assert_int_equal(cv_token_key_exists(node_b, id3, sizeof(id3)), 1); /* held, not asked */
 	assert_int_equal(sign_p256(node_b, id3, digest, sig, &sig_len), CV_ERR_NOT_FOUND);
 	assert_int_equal(cv_token_key_exists(node_b, id3, sizeof(id3)), 0);
+
+	/* The wrapping key A made on first use is B's too: a key wrapped for the one that A
+	 * hands out unwraps on B. */
+	assert_int_equal(cv_token_wrapping_key(node_a, &wrap_a, &err), 0);
+	assert_int_equal(cv_token_wrapping_key(node_b, &wrap_b, &err), 0);
+	assert_int_equal(EVP_PKEY_eq(wrap_a, wrap_b), 1);
+	EVP_PKEY_free(wrap_a);
+	EVP_PKEY_free(wrap_b);
 	cv_token_free(node_b);
 	cv_token_free(node_a);
 	EVP_PKEY_free(key);
