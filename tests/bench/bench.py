@@ -1007,12 +1007,13 @@ P11_KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
 NODE_IMPORT_CONNECTIONS = 2
 
 
-def private_postgresql(path):
-    """A private PostgreSQL server (the integration tests' harness class), started."""
+def private_postgresql():
+    """A private PostgreSQL server (the integration tests' harness.PgServer: a cluster under
+    /tmp on a Unix socket, fsync off, run as nobody when we are root), started."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                     "integration"))
-    from test_two_nodes import PostgreSQL
-    return PostgreSQL(path).start()
+    from harness import PgServer
+    return PgServer().start()
 
 
 def psql(url, script):
@@ -1111,7 +1112,7 @@ def measure_nodes_list(bins, run_dir, pg, sz, table):
     n_rows = sz["rows"]
     lite = Token(bins, os.path.join(run_dir, "nodes-list-sqlite"), "bench-nl-lite").init()
     pgt = Token(bins, os.path.join(run_dir, "nodes-list-pg"), "bench-nl-pg").init()
-    url = pg.database("list")
+    url = pg.createdb("list")
     seeds = (Daemon(lite), Daemon(pgt, db=os.path.join(pgt.path, "pg"), url=url))
     for d in seeds:
         d.start()
@@ -1194,7 +1195,7 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
     both nodes at once (summed) against wrk on one."""
     tok = Token(bins, os.path.join(run_dir, "nodes-token"), "bench-nodes").init()
     server = TokenServer(tok).start()
-    url = pg.database("nodes")
+    url = pg.createdb("nodes")
     shared = os.path.join(tok.path, "pg")
     a = Daemon(tok, db=shared, url=url, extra_env=server.env("a"),
                log=os.path.join(tok.path, "node-a.log"))
@@ -1276,7 +1277,7 @@ def wrk_pair(daemons, path, seconds):
 
 def measure_nodes(bins, run_dir, sz, table):
     """Issue 15: PostgreSQL against SQLite for the list, and two nodes against one."""
-    pg = private_postgresql(os.path.join(run_dir, "postgresql"))
+    pg = private_postgresql()
     try:
         measure_nodes_list(bins, run_dir, pg, sz, table)
         measure_nodes_token(bins, run_dir, pg, sz, table)
