@@ -187,6 +187,10 @@ const char *cv_http_error_code(int err);
 /* Makes jansson wipe every block it frees: request bodies carry private keys and passwords,
  * and jansson copies them into its strings. Call once, before any thread uses jansson. */
 void cv_http_json_harden(void);
+/* json as compact text, byte for byte what json_dumpb(json, ..., JSON_COMPACT) writes, in a
+ * block from jansson's allocator (release it with jansson's free). Returns the length; 0 when
+ * out of memory or nested deeper than any answer is. */
+size_t cv_http_json_dump(const json_t *json, char **ret_text);
 
 struct cv_server;
 /* Starts listening on cfg->listen:cfg->port with an epoll thread pool, and when

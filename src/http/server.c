@@ -237,39 +237,6 @@ static struct MHD_Response *make_streamed(struct cv_response *res, const char *r
 	return resp;
 }
 
-/* json as compact text in memory from jansson's (wiping) allocator, released with
- * json_free_callback: one pass into a buffer of the size the last answer needed, a second
- * only when that was too small. json_dumps would grow its buffer by doubling from 16 bytes,
- * a realloc (and a wipe) at each step. Returns the length, 0 when out of memory. */
-static size_t dump_json(const json_t *json, char **ret_text)
-{
-	static _Thread_local size_t guess = 4096;
-	json_malloc_t m;
-	json_free_t f;
-	size_t need;
-	char *buf;
-
-	json_get_alloc_funcs(&m, &f);
-	buf = m(guess);
-	if (buf == NULL)
-		return 0;
-	need = json_dumpb(json, buf, guess, JSON_COMPACT);
-	if (need == 0 || need > guess) {
-		f(buf);
-		if (need == 0)
-			return 0;
-		guess = need + need / 4;
-		buf = m(guess);
-		if (buf == NULL || json_dumpb(json, buf, guess, JSON_COMPACT) != need) {
-			if (buf != NULL)
-				f(buf);
-			return 0;
-		}
-	}
-	*ret_text = buf;
-	return need;
-}
-
 static struct MHD_Response *make_response(const struct cv_request *req, struct cv_response *res,
 					  const char *request_id)
 {
@@ -293,7 +260,7 @@ static struct MHD_Response *make_response(const struct cv_request *req, struct c
 	}
 	if (res->json == NULL)
 		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	len = dump_json(res->json, &text);
+	len = cv_http_json_dump(res->json, &text);
 	if (len == 0)
 		return NULL;
 	if (http_conditional(req, res, text, len)) {
@@ -414,7 +381,7 @@ static int not_modified(struct exchange *x)
 	if (x->req.if_none_match == NULL || x->res.json == NULL || x->res.status != 200)
 		return 0;
 	memcpy(etag, x->res.etag, sizeof(etag));
-	len = dump_json(x->res.json, &text);
+	len = cv_http_json_dump(x->res.json, &text);
 	if (len > 0) {
 		hit = http_conditional(&x->req, &x->res, text, len);
 		json_free_callback(text);

@@ -663,11 +663,13 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 	}
 	if (is_word(k, "LIKE"))
 		return like(t, i, err, err_len);
-	if (is_word(k, "GLOB") || is_word(k, "REGEXP") || is_word(k, "MATCH"))
+	/* (not MATCH: SQLite's is full-text search, which the store does not use, and
+	 * PostgreSQL's DDL says MATCH FULL) */
+	if (is_word(k, "GLOB") || is_word(k, "REGEXP"))
 		return fail(err, err_len,
 			    "SQLite's %s has no PostgreSQL translation (there: LIKE with escaping, "
 			    "or ~); write the query for both engines (cvdb_pick)",
-			    is_word(k, "GLOB") ? "GLOB" : is_word(k, "REGEXP") ? "REGEXP" : "MATCH");
+			    is_word(k, "GLOB") ? "GLOB" : "REGEXP");
 	if (is_word(k, "rowid") || is_word(k, "_rowid_"))
 		return fail(err, err_len,
 			    "SQLite's rowid has no PostgreSQL translation; name the id column");
@@ -701,6 +703,29 @@ static int body_token(struct toks *t, size_t i, int *ret_blobs, char *err, size_
 			if (is_word(k, refused_calls[x].name))
 				return refuse_call(refused_calls[x].name, refused_calls[x].hint,
 						   err, err_len);
+		if (is_word(k, "CAST")) {
+			/* SQLite's INTEGER and REAL are 64-bit, PostgreSQL's 32; BLOB is bytea */
+			int depth = 0;
+			size_t as = 0;
+
+			for (x = j; x < t->n; x++) {
+				if (is_punct(&t->v[x], "("))
+					depth++;
+				else if (is_punct(&t->v[x], ")") && --depth == 0)
+					break;
+				else if (depth == 1 && is_word(&t->v[x], "AS"))
+					as = x;
+			}
+			if (as > 0 && (x = next_sig(t, as)) < t->n) {
+				if (is_word(&t->v[x], "INTEGER") || is_word(&t->v[x], "INT"))
+					t->v[x].repl = "BIGINT";
+				else if (is_word(&t->v[x], "REAL"))
+					t->v[x].repl = "DOUBLE PRECISION";
+				else if (is_word(&t->v[x], "BLOB"))
+					t->v[x].repl = "BYTEA";
+			}
+			return 0;
+		}
 		if (is_word(k, "ifnull")) {
 			k->repl = "coalesce";
 			return 0;

@@ -19,6 +19,8 @@
  *                                     (IS NULL, IS TRUE, IS DISTINCT FROM ... are kept)
  *   ==                             -> =
  *   INDEXED BY i, NOT INDEXED      -> dropped (SQLite's index hints; PostgreSQL plans alone)
+ *   CAST(x AS INTEGER | INT)       -> CAST(x AS BIGINT) (SQLite's integers are 64-bit); AS
+ *                                     REAL -> DOUBLE PRECISION, AS BLOB -> BYTEA
  *   ifnull(                        -> coalesce(
  *   X'00ff'                        -> '\x00ff'::bytea
  *   BEGIN IMMEDIATE / EXCLUSIVE    -> BEGIN ISOLATION LEVEL READ COMMITTED, then
@@ -33,7 +35,7 @@
  * What it cannot carry faithfully is refused with an error naming the construct, so that a
  * query nobody wrote twice (cvdb_pick) fails loudly in the tests instead of quietly
  * answering differently: json_each, json_extract, json_object, json_group_array and SQLite's
- * other json_* functions, GLOB, REGEXP, MATCH, strftime, unixepoch, datetime, julianday,
+ * other json_* functions, GLOB, REGEXP, strftime, unixepoch, datetime, julianday,
  * PRAGMA, scalar max()/min() with two or more arguments, rowid/_rowid_, INSERT OR
  * REPLACE (and OR ABORT/FAIL/ROLLBACK), REPLACE INTO, group_concat, iif, printf, instr, a
  * SQLite CREATE TRIGGER with a BEGIN ... END body, and a LIKE whose pattern is an expression

@@ -13,7 +13,16 @@
  * BEGIN IMMEDIATE takes the database's write lock (an advisory transaction lock, so writers
  * are serialised across nodes as SQLite serialises them in one file). A query the
  * translation cannot carry (json_each, GLOB, scalar max/min, strftime) is written twice and
- * chosen with cvdb_pick. Not in a header outside src/store. */
+ * chosen with cvdb_pick. Not in a header outside src/store.
+ *
+ * Where PostgreSQL cannot behave as SQLite does, it refuses instead of differing quietly
+ * (sqldb_pg.c): a statement that fails inside a transaction ends that transaction, so the
+ * COMMIT after it is an error (SQLite would commit the statements that succeeded); a write
+ * inside a read transaction (BEGIN) is refused (SQLite takes the write lock then, or answers
+ * SQLITE_BUSY_SNAPSHOT): writes go in BEGIN IMMEDIATE or stand alone, where INSERT, UPDATE
+ * and DELETE run as their own transaction under the writer lock, as SQLite's autocommit
+ * write takes the file's write lock; a connection lost inside a transaction answers
+ * SQLITE_IOERR until the transaction is ended (ROLLBACK), and reconnects after. */
 #ifndef CERTVAULT_STORE_SQLDB_H
 #define CERTVAULT_STORE_SQLDB_H
 

@@ -68,6 +68,10 @@ struct sqldb_pg_conn {
 	unsigned epoch;         /* bumped at each reconnect: server-side statements are gone */
 	int broken;             /* the connection was lost: PQreset at the next use */
 	int read_tx;            /* the open transaction is a read snapshot (BEGIN) */
+	int tx_open;            /* a transaction was open when the last statement was sent */
+	int lost_prepared;      /* the server answered that a kept statement does not exist */
+	int lost_tx;            /* the connection was lost inside a transaction the caller
+				   has not ended yet (see execute) */
 };
 
 struct sqldb_pg_stmt {
@@ -283,6 +287,8 @@ static int fail_result(struct sqldb_pg_conn *c, const PGresult *res)
 	    strncmp(state, "08", 2) == 0 || sqlstate_is(state, "57P01") ||
 	    sqlstate_is(state, "57P02") || sqlstate_is(state, "57P03")) {
 		c->broken = 1;
+		if (c->tx_open)
+			c->lost_tx = 1;
 		set_errmsg(c, "PostgreSQL %s: connection lost: %s", c->where,
 			   msg != NULL ? msg : PQerrorMessage(c->conn));
 		return SQLITE_IOERR;
@@ -309,6 +315,12 @@ static int fail_result(struct sqldb_pg_conn *c, const PGresult *res)
 	if (sqlstate_is(state, "40001") || sqlstate_is(state, "40P01") ||
 	    sqlstate_is(state, "55P03"))
 		return SQLITE_BUSY;
+	if (sqlstate_is(state, "26000")) {
+		/* a kept statement the server no longer has (a pooler's DISCARD ALL, say):
+		 * prepared again on its next run */
+		c->lost_prepared = 1;
+		return SQLITE_ERROR;
+	}
 	if (sqlstate_is(state, "57014"))
 		return SQLITE_INTERRUPT;
 	if (sqlstate_is(state, "53100"))
@@ -509,6 +521,14 @@ int sqldb_pg_bind_int64(cvdb_stmt *stmt, int idx, int64_t v)
 	return SQLITE_OK;
 }
 
+/* Without libm: every double of magnitude 2^52 or more is an integer. */
+static int is_integral(double v)
+{
+	if (v >= 0x1p52 || v <= -0x1p52)
+		return 1;
+	return v == (double)(int64_t)v;
+}
+
 int sqldb_pg_bind_double(cvdb_stmt *stmt, int idx, double v)
 {
 	struct param *p;
@@ -520,9 +540,16 @@ int sqldb_pg_bind_double(cvdb_stmt *stmt, int idx, double v)
 		/* SQLite stores a NaN as NULL */
 		return SQLITE_OK;
 	}
+	/* Sent as numeric, exactly: SQLite compares an integer with a real exactly, PostgreSQL
+	 * compares bigint with double precision in double precision (INT64_MAX >= 2^63 would
+	 * be true), but bigint with numeric exactly. An integral value is written with all its
+	 * digits; another with 17 significant ones, which keeps every comparison with an
+	 * integer as it is (an integer between the two would be a closer double). */
 	p->type = P_FLOAT;
 	if (isinf(v))
 		snprintf(p->num, sizeof(p->num), "%s", v > 0 ? "Infinity" : "-Infinity");
+	else if (is_integral(v) && v < 1e25 && v > -1e25)
+		snprintf(p->num, sizeof(p->num), "%.0f", v);
 	else
 		snprintf(p->num, sizeof(p->num), "%.17g", v);
 	return SQLITE_OK;
@@ -605,7 +632,7 @@ static Oid param_oid(const struct param *p)
 	case P_INT:
 		return OID_INT8;
 	case P_FLOAT:
-		return OID_FLOAT8;
+		return OID_NUMERIC;
 	case P_BLOB:
 		return OID_BYTEA;
 	default:
@@ -700,10 +727,30 @@ static int execute(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 {
 	int rc;
 
+	/* A transaction the connection was lost in is gone (the server rolled it back), but
+	 * its caller has not ended it: until it does, nothing else runs, or statements meant
+	 * for that transaction would commit one by one on the new connection. */
+	if (c->lost_tx) {
+		if (ps->t.kind == SQLDB_PG_ROLLBACK) {
+			c->lost_tx = 0;
+			clear_errmsg(c);
+			return SQLITE_OK;
+		}
+		if (ps->t.kind == SQLDB_PG_COMMIT)
+			c->lost_tx = 0;
+		set_errmsg(c, "PostgreSQL %s: the connection was lost inside a transaction, "
+			      "which was rolled back%s", c->where,
+			   ps->t.kind == SQLDB_PG_COMMIT ? "" : "; end it with ROLLBACK");
+		return SQLITE_IOERR;
+	}
 	rc = ensure_connected(c);
 	if (rc != SQLITE_OK)
 		return rc;
 	clear_errmsg(c);
+	/* COMMIT and ROLLBACK end the transaction whatever happens to them: a connection lost
+	 * in either leaves nothing for the caller to end */
+	c->tx_open = PQtransactionStatus(c->conn) != PQTRANS_IDLE &&
+		     ps->t.kind != SQLDB_PG_COMMIT && ps->t.kind != SQLDB_PG_ROLLBACK;
 	if (ps->t.kind != SQLDB_PG_OTHER)
 		return run_transaction_control(ps, c);
 	if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
@@ -797,7 +844,10 @@ static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 			res = NULL;
 			return SQLITE_OK;
 		}
+		c->lost_prepared = 0;
 		rc = fail_result(c, res);
+		if (c->lost_prepared)
+			ps->name[0] = '\0';
 		PQclear(res);
 		return rc;
 	}
@@ -1100,6 +1150,8 @@ int sqldb_pg_get_autocommit(cvdb *db)
 {
 	struct sqldb_pg_conn *c = db->pg;
 
+	if (c->lost_tx)
+		return 0; /* still to be ended by its caller */
 	switch (PQtransactionStatus(c->conn)) {
 	case PQTRANS_INTRANS:
 	case PQTRANS_INERROR:

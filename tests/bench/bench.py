@@ -1416,6 +1416,9 @@ def main():
                     help="only several nodes (issue 15): the list at --rows rows on"
                          " PostgreSQL vs SQLite, imports and details reads through two nodes"
                          " sharing one token vs one")
+    ap.add_argument("--reads-only", action="store_true",
+                    help="everything but the signatures, imports and generation: details,"
+                         " exports, JWKS, list, start-up and list after writes")
     ap.add_argument("--idle", type=int,
                     help="seconds of the idle wait of the list after writes (default 60;"
                          " 10 with --quick)")
@@ -1494,10 +1497,11 @@ def main():
         return 0
     mid = keys_dataset(bins, data_dir, sz["mid"], args.rebuild)
 
-    measure_sign(bins, run_dir, sz, table)
-    measure_sign_api(bins, run_dir, sz, table)
-    measure_import(bins, run_dir, sz, table)
-    measure_generate(bins, run_dir, sz, table)
+    if not args.reads_only:
+        measure_sign(bins, run_dir, sz, table)
+        measure_sign_api(bins, run_dir, sz, table)
+        measure_import(bins, run_dir, sz, table)
+        measure_generate(bins, run_dir, sz, table)
 
     small = Token(bins, os.path.join(run_dir, "keys-%d" % sz["small"]), "bench-small").init()
     daemons = []

@@ -1495,6 +1495,56 @@ static void test_time_parse(void **state)
 	assert_int_equal(cv_time_parse("1969-12-31T23:59:59Z", &t), CV_ERR_BAD_REQUEST);
 }
 
+/* The compact writer gives json_dumpb's bytes for every kind of value, escapes included, and
+ * keeps an object's members in the order they were set. */
+static void check_dump_equal(json_t *v)
+{
+	char *mine = NULL, *theirs;
+	json_malloc_t m;
+	json_free_t f;
+	size_t n;
+
+	json_get_alloc_funcs(&m, &f);
+	assert_non_null(v);
+	theirs = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	assert_non_null(theirs);
+	n = cv_http_json_dump(v, &mine);
+	assert_int_equal(n, strlen(theirs));
+	assert_memory_equal(mine, theirs, n);
+	f(mine);
+	f(theirs);
+	json_decref(v);
+}
+
+static void test_json_dump(void **state)
+{
+	json_t *big = json_array(), *deep = json_array(), *cur = deep;
+	char *text = NULL;
+	int i;
+
+	(void)state;
+	check_dump_equal(json_pack("{s:s, s:i, s:I, s:b, s:b, s:n, s:f, s:[], s:{}}", "z", "a",
+				   "y", -1, "x", (json_int_t)INT64_MIN, "w", 1, "v", 0, "u",
+				   "t", 0.1, "s", "r"));
+	check_dump_equal(json_pack("{s:s}", "q\"\\\b\f\n\r\t\x01\x1f/\x7f", "caf\xc3\xa9 \xe2\x80\xa8 \xf0\x9f\x94\x91"));
+	check_dump_equal(json_pack("[s, s#, i, f, f]", "", "a\0b", 3, (size_t)0, 1e300, -2.5));
+	check_dump_equal(json_string("text alone"));
+	check_dump_equal(json_integer(INT64_MAX));
+	/* Bigger than the first block: the buffer grows. */
+	for (i = 0; i < 5000; i++)
+		json_array_append_new(big, json_pack("{s:i, s:s}", "n", i, "s", "some text"));
+	check_dump_equal(big);
+	/* Deeper than any answer: refused, not written. */
+	for (i = 0; i < 40; i++) {
+		json_t *next = json_array();
+
+		json_array_append_new(cur, next);
+		cur = next;
+	}
+	assert_int_equal(cv_http_json_dump(deep, &text), 0);
+	json_decref(deep);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1520,6 +1570,7 @@ int main(void)
 		cmocka_unit_test(test_request_histogram),
 		cmocka_unit_test(test_streamed_bodies),
 		cmocka_unit_test(test_slow_routes),
+		cmocka_unit_test(test_json_dump),
 	};
 	char dir[] = "/tmp/cv-http-XXXXXX", path[64], secret[CV_API_TOKEN_LEN + 1];
 	char *const auths[] = { admin_auth, operator_auth, auditor_auth };

@@ -149,6 +149,10 @@ static void test_rewrites(void **state)
 	assert_string_equal(pg("SELECT a FROM t INDEXED BY t_a WHERE a NOT IN (SELECT b FROM u"
 			       " NOT INDEXED)"),
 			    "SELECT a FROM t    WHERE a NOT IN (SELECT b FROM u  )");
+	assert_string_equal(pg("SELECT CAST(?1 AS INTEGER), cast(x AS real), CAST(f(a, b) AS BLOB),"
+			       " CAST(y AS TEXT), z::int FROM t"),
+			    "SELECT CAST($1 AS BIGINT), cast(x AS DOUBLE PRECISION),"
+			    " CAST(f(a, b) AS BYTEA), CAST(y AS TEXT), z::int FROM t");
 	refused("SELECT X'0g'", "non-hex");
 	refused("SELECT X'012'", "odd");
 }
@@ -242,6 +246,11 @@ static void test_statements_and_tails(void **state)
 	sqldb_pg_sql_release(&t);
 	assert_int_equal(sqldb_pg_translate("", &t, err, sizeof(err)), 0);
 	assert_null(t.sql);
+	/* PostgreSQL's own DDL passes */
+	assert_string_equal(pg("CREATE TABLE c (p BIGINT REFERENCES p (id) MATCH FULL"
+			       " ON DELETE CASCADE)"),
+			    "CREATE TABLE c (p BIGINT REFERENCES p (id) MATCH FULL"
+			    " ON DELETE CASCADE)");
 	/* a PostgreSQL function body keeps its semicolons */
 	assert_string_equal(pg("CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN x; y; END $$"
 			       " LANGUAGE plpgsql; SELECT 2"),
