@@ -1110,7 +1110,8 @@ static int migrate_pg(cvdb *db, const char *target, struct cv_errmsg *err)
 	if (r < 0)
 		return cv_errmsg_set(err, r, "database %s: %s", target, cvdb_errmsg(db));
 	for (;;) {
-		r = store_exec(db, "BEGIN");
+		/* A write transaction (the writer lock too: no node writes rows meanwhile). */
+		r = store_exec(db, "BEGIN IMMEDIATE");
 		if (r < 0) {
 			cv_errmsg_set(err, r, "database %s: %s", target, cvdb_errmsg(db));
 			goto out;
@@ -1677,14 +1678,39 @@ static int pg_conninfo_with(const char *conninfo, const char *password, char **r
 	return 0;
 }
 
-/* Keeps the printable ASCII of n bytes of s (a user-supplied name, shown in logs). */
-static void describe_put(char *dst, size_t size, const char *s, size_t n)
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Keeps the printable ASCII of n bytes of s (a user-supplied name, shown in logs), decoding
+ * a URI's %XX escapes when uri. */
+static void describe_put_as(char *dst, size_t size, const char *s, size_t n, int uri)
 {
 	size_t i, j = strlen(dst);
+	char c;
 
-	for (i = 0; i < n && s[i] != '\0' && j + 1 < size; i++)
-		dst[j++] = (s[i] > ' ' && s[i] < 0x7f && s[i] != '\'' && s[i] != '"') ? s[i] : '?';
+	for (i = 0; i < n && s[i] != '\0' && j + 1 < size; i++) {
+		c = s[i];
+		if (uri && c == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 &&
+		    hex_digit(s[i + 2]) >= 0) {
+			c = (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
+			i += 2;
+		}
+		dst[j++] = (c > ' ' && c < 0x7f && c != '\'' && c != '"') ? c : '?';
+	}
 	dst[j] = '\0';
+}
+
+static void describe_put(char *dst, size_t size, const char *s, size_t n)
+{
+	describe_put_as(dst, size, s, n, 0);
 }
 
 /* The value of key in a key=value conninfo (or a URI's query), as a pointer and length. */
@@ -1731,6 +1757,7 @@ void cv_store_pg_describe(const char *conninfo, char *buf, size_t size)
 {
 	const char *host = NULL, *port = NULL, *db = NULL, *p, *q, *at, *end;
 	size_t host_len = 0, port_len = 0, db_len = 0;
+	int uri;
 
 	buf[0] = '\0';
 	if (is_pg_uri(conninfo)) {
@@ -1763,17 +1790,18 @@ void cv_store_pg_describe(const char *conninfo, char *buf, size_t size)
 		port = conninfo_value(conninfo, "port", ' ', &port_len);
 		db = conninfo_value(conninfo, "dbname", ' ', &db_len);
 	}
+	uri = is_pg_uri(conninfo);
 	if (host != NULL && host_len > 0)
-		describe_put(buf, size, host, host_len);
+		describe_put_as(buf, size, host, host_len, uri);
 	else
 		describe_put(buf, size, "(default host)", 14);
 	if (port != NULL && port_len > 0) {
 		describe_put(buf, size, ":", 1);
-		describe_put(buf, size, port, port_len);
+		describe_put_as(buf, size, port, port_len, uri);
 	}
 	describe_put(buf, size, "/", 1);
 	if (db != NULL && db_len > 0)
-		describe_put(buf, size, db, db_len);
+		describe_put_as(buf, size, db, db_len, uri);
 	else
 		describe_put(buf, size, "(default database)", 18);
 }

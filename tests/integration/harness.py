@@ -12,10 +12,13 @@ import re
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
 import unittest
+
+import pgstore
 
 BUILD = os.environ.get("CV_BINARY_DIR") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build")
@@ -111,6 +114,9 @@ class Certvaultd:
         os.write(fd, (self.pin + "\n").encode())
         os.close(fd)
         self.db = os.path.join(workdir, "certvault.db")
+        # CV_TEST_STORE=postgresql: a fresh schema on the process's private PostgreSQL instead
+        # (pgstore.py); self.db then names no file.
+        self.db_url = pgstore.new_schema() if pgstore.enabled() else None
         self.admin_token_file = os.path.join(workdir, "admin.token")
         self.admin_token = None
         self.label = "cv-test"
@@ -136,10 +142,26 @@ class Certvaultd:
             "CERTVAULT_LIFECYCLE_DELETED_RETENTION_DAYS": "0",
         })
         e.pop("CERTVAULT_TOKEN_PIN", None)
+        if self.db_url:
+            del e["CERTVAULT_DATABASE_PATH"]
+            e["CERTVAULT_DATABASE_URL"] = self.db_url
         e.update(self.settings)
         if extra:
             e.update(extra)
         return e
+
+    def sql(self, sql, args=()):
+        """Runs one statement of SQL (SQLite's dialect, ? parameters) on this certvaultd's
+        database behind its back, whichever the engine; returns the rows."""
+        if self.db_url:
+            return pgstore.run_sql(self.db_url, sql, args)
+        db = sqlite3.connect(self.db, timeout=30)
+        try:
+            rows = db.execute(sql, args).fetchall()
+            db.commit()
+            return rows
+        finally:
+            db.close()
 
     def init_token(self):
         env = self.env({"CERTVAULT_TOKEN_SO_PIN": self.so_pin})

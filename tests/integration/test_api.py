@@ -7,6 +7,7 @@ import subprocess
 import time
 import unittest
 
+import pgstore
 from harness import CERTVAULTD, VaultTestCase, b64, run
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)$")
@@ -403,7 +404,7 @@ class HealthAndRestartTest(VaultTestCase):
         self.assertEqual(body["token"]["label"], "cv-test")
         self.assertEqual(body["token"]["manufacturer"], "SoftHSM project")
         # Which node answers, on which store (issue 15): the host name unless named.
-        self.assertEqual(body["store"], "sqlite")
+        self.assertEqual(body["store"], "postgresql" if pgstore.enabled() else "sqlite")
         self.assertEqual(body["node"], socket.gethostname())
 
     def test_node_name(self):

@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import json
 import os
-import sqlite3
 import subprocess
 import time
 import unittest
@@ -208,6 +207,10 @@ class AuditTrailTest(AuditCase):
             "the token's secret part": secret[21:].encode(),
         }
         data = b""
+        if self.vault.db_url:
+            # PostgreSQL: everything the database holds, as pg_dump writes it (bytea as hex).
+            data = run(["pg_dump", "-d", self.vault.db_url, "--data-only"]).stdout
+            needles.update({k + " (hex)": v.hex().encode() for k, v in needles.items()})
         for suffix in ("", "-wal"):
             if os.path.exists(self.vault.db + suffix):
                 with open(self.vault.db + suffix, "rb") as f:
@@ -279,14 +282,7 @@ class AuditTamperTest(AuditCase):
     leaves is broken for good."""
 
     def raw(self, sql, args=()):
-        db = sqlite3.connect(self.vault.db, timeout=30)
-        try:
-            cur = db.execute(sql, args)
-            rows = cur.fetchall()
-            db.commit()
-            return rows
-        finally:
-            db.close()
+        return self.vault.sql(sql, args)
 
     def test_edit_restore_and_delete_are_caught(self):
         for i in range(4):
@@ -355,13 +351,7 @@ class AuditKeyTest(AuditCase):
     every plain SHA-256 link after it is caught, and the key cannot be read out."""
 
     def raw(self, sql, args=()):
-        db = sqlite3.connect(self.vault.db, timeout=30)
-        try:
-            rows = db.execute(sql, args).fetchall()
-            db.commit()
-            return rows
-        finally:
-            db.close()
+        return self.vault.sql(sql, args)
 
     def rehash_from(self, n, keyed=None):
         """Recomputes the plain SHA-256 of every record from n on, in order, each linked to
@@ -456,17 +446,14 @@ class AuditUpgradeTest(AuditCase):
         self.assertNotIn("Secret Key Object", out)
 
         # Back to what an older certvaultd left: plain links, no key in the token.
-        db = sqlite3.connect(self.vault.db)
         prev = bytes(32)
-        rows = db.execute("SELECT " + V1_COLS + " FROM audit_log ORDER BY seq").fetchall()
+        rows = self.vault.sql("SELECT " + V1_COLS + " FROM audit_log ORDER BY seq")
         for row in rows:
             h = v1_hash(row, prev)
             # (An older certvaultd wrote no changes either.)
-            db.execute("UPDATE audit_log SET prev_hash = ?, hash = ?, keyed = 0, source = '',"
-                       " changes = '' WHERE seq = ?", (prev, h, row[0]))
+            self.vault.sql("UPDATE audit_log SET prev_hash = ?, hash = ?, keyed = 0, source = '',"
+                           " changes = '' WHERE seq = ?", (prev, h, row[0]))
             prev = h
-        db.commit()
-        db.close()
         last = len(rows)
 
         self.vault.start()
@@ -481,19 +468,12 @@ class AuditUpgradeTest(AuditCase):
         self.assertEqual(self.verify()["intact"], True)
         # A keyed record made to look older than the key: the token says where keys begin.
         [(n,)] = self.raw_one("SELECT max(seq) FROM audit_log")
-        db = sqlite3.connect(self.vault.db)
-        db.execute("UPDATE audit_log SET keyed = 0, source = '' WHERE seq >= ?", (last + 1,))
-        db.commit()
-        db.close()
+        self.vault.sql("UPDATE audit_log SET keyed = 0, source = '' WHERE seq >= ?", (last + 1,))
         v = self.verify()
         self.assertEqual((v["intact"], v["first_bad"]), (False, last + 1), v)
 
     def raw_one(self, sql):
-        db = sqlite3.connect(self.vault.db)
-        try:
-            return db.execute(sql).fetchall()
-        finally:
-            db.close()
+        return self.vault.sql(sql)
 
 
 class AuditFloodTest(AuditCase):
@@ -678,10 +658,7 @@ class AuditArchiveTest(AuditCase):
             self.change("PUT", "/v1/services/" + name,
                         {"environment": "production", "domains": [name + ".example.com"]})
         first = self.records_after(0)[1]["seq"]
-        db = sqlite3.connect(self.vault.db)
-        db.execute("DELETE FROM audit_log WHERE seq = ?", (first,))
-        db.commit()
-        db.close()
+        self.vault.sql("DELETE FROM audit_log WHERE seq = ?", (first,))
         v = self.verify()
         self.assertEqual((v["intact"], v["first_bad"]), (False, first), v)
 

@@ -20,7 +20,6 @@ import os
 import random
 import secrets
 import signal
-import sqlite3
 import threading
 import time
 import unittest
@@ -85,11 +84,7 @@ class CrashCase(VaultTestCase):
         self.vault.logf.close()
 
     def db_rows(self, sql, args=()):
-        db = sqlite3.connect("file:%s?mode=ro" % self.vault.db, uri=True, timeout=30)
-        try:
-            return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
+        return self.vault.sql(sql, args)
 
     def assertConsistent(self):
         """No write half-done: nothing unsettled is left, every key a row holds is whole in the

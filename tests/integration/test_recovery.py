@@ -3,7 +3,6 @@ finished or undone by the reconciler of the next start, and keys certvault did n
 never touched. The crash is staged by writing the database as the interrupted run would have
 left it, with certvaultd stopped, and putting the key in the token with pkcs11-tool."""
 
-import sqlite3
 import unittest
 
 from harness import SOFTHSM_MODULE, VaultTestCase, run
@@ -20,13 +19,8 @@ class RecoveryTest(VaultTestCase):
     def restart_with(self, *statements):
         """Stops certvaultd, runs the SQL on its database, starts it; returns the new log."""
         self.assertEqual(self.vault.stop(), 0)
-        db = sqlite3.connect(self.vault.db)
-        try:
-            for sql, args in statements:
-                db.execute(sql, args)
-            db.commit()
-        finally:
-            db.close()
+        for sql, args in statements:
+            self.vault.sql(sql, args)
         self.vault.start()
         return self.vault.log()
 
@@ -69,9 +63,7 @@ class RecoveryTest(VaultTestCase):
         st, _, body = self.vault.request("POST", "/v1/certificates/rc-journal/renew",
                                          {"certificate": new.cert, "private_key": new.key})
         self.assertEqual(st, 200, body)
-        db = sqlite3.connect(self.vault.db)
-        self.assertEqual(db.execute("SELECT count(*) FROM key_journal").fetchone()[0], 0)
-        db.close()
+        self.assertEqual(self.vault.sql("SELECT count(*) FROM key_journal"), [(0,)])
 
     def test_superseded_key_being_destroyed_is_finished(self):
         self.bound_certificate("rc-destroy", "destroy.example.com")

@@ -230,12 +230,90 @@ static void test_notify_thresholds(void **state)
 	}
 }
 
+/* [database] (issue 15): SQLite at path by default, PostgreSQL at url; both is refused, so
+ * is a password in the url; the password file is read with the PIN file's checks. */
+static void test_database_settings(void **state)
+{
+	static const char *const with_password[] = {
+		"postgresql://cv:hunter2@db.example/certvault",
+		"postgres://db.example/certvault?sslmode=require&password=hunter2",
+		"host=db.example dbname=certvault password=hunter2",
+		"host=db.example password = 'hunter2' dbname=certvault",
+	};
+	struct cv_config cfg;
+	struct cv_errmsg err;
+	const char *path;
+	char *pw = NULL;
+	size_t len = 0, i;
+
+	(void)state;
+	clear_env();
+	assert_int_equal(cv_config_load(NULL, &cfg, &err), 0);
+	assert_string_equal(cfg.db_path, "certvault.db");
+	assert_string_equal(cfg.db_url, "");
+	assert_int_equal(cv_config_db_password_read(&cfg, &pw, &len, &err), 0);
+	assert_null(pw);
+	cv_config_release(&cfg);
+
+	path = write_file("pg.ini", "[database]\nurl = postgresql://cv@db.example:5433/certvault"
+			  "?sslmode=verify-full\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), 0);
+	assert_string_equal(cfg.db_url, "postgresql://cv@db.example:5433/certvault?sslmode=verify-full");
+	cv_config_release(&cfg);
+
+	path = write_file("both.ini", "[database]\npath = /var/lib/certvault/certvault.db\n"
+			  "url = postgresql://db.example/certvault\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "both set"));
+	/* The environment's path counts as set too. */
+	path = write_file("url.ini", "[database]\nurl = postgresql://db.example/certvault\n", 0600);
+	setenv("CERTVAULT_DATABASE_PATH", "/tmp/x.db", 1);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "both set"));
+	unsetenv("CERTVAULT_DATABASE_PATH");
+
+	for (i = 0; i < sizeof(with_password) / sizeof(with_password[0]); i++) {
+		setenv("CERTVAULT_DATABASE_URL", with_password[i], 1);
+		assert_int_equal(cv_config_load(NULL, &cfg, &err), CV_ERR_CONFIG);
+		assert_non_null(strstr(err.text, "database.password_file"));
+		assert_null(strstr(err.text, "hunter2"));
+	}
+	/* A user without a password, and "password" as part of another word, are fine. */
+	setenv("CERTVAULT_DATABASE_URL", "host=db.example user=passwordless dbname=x", 1);
+	assert_int_equal(cv_config_load(NULL, &cfg, &err), 0);
+	cv_config_release(&cfg);
+	unsetenv("CERTVAULT_DATABASE_URL");
+
+	path = write_file("pwonly.ini", "[database]\npassword_file = /tmp/nothing\n", 0600);
+	assert_int_equal(cv_config_load(path, &cfg, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "not set"));
+
+	/* The password file: first line, owner-only, never in a message. */
+	setenv("CERTVAULT_DATABASE_URL", "postgresql://cv@db.example/certvault", 1);
+	setenv("CERTVAULT_DATABASE_PASSWORD_FILE", write_file("dbpw", "s3cret-db\nmore\n", 0600), 1);
+	assert_int_equal(cv_config_load(NULL, &cfg, &err), 0);
+	assert_int_equal(cv_config_db_password_read(&cfg, &pw, &len, &err), 0);
+	assert_int_equal(len, 9);
+	assert_string_equal(pw, "s3cret-db");
+	OPENSSL_clear_free(pw, len + 1);
+	cv_config_release(&cfg);
+	setenv("CERTVAULT_DATABASE_PASSWORD_FILE", write_file("dbpw2", "s3cret-db\n", 0644), 1);
+	assert_int_equal(cv_config_load(NULL, &cfg, &err), 0);
+	assert_int_equal(cv_config_db_password_read(&cfg, &pw, &len, &err), CV_ERR_CONFIG);
+	assert_non_null(strstr(err.text, "readable by others"));
+	assert_null(strstr(err.text, "s3cret"));
+	cv_config_release(&cfg);
+	unsetenv("CERTVAULT_DATABASE_PASSWORD_FILE");
+	unsetenv("CERTVAULT_DATABASE_URL");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_file_then_environment),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_database_settings),
 		cmocka_unit_test(test_pin_sources),
 		cmocka_unit_test(test_describe_lists_every_setting),
 		cmocka_unit_test(test_notify_thresholds),
