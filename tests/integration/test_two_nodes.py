@@ -89,7 +89,8 @@ class Node(Certvaultd):
         else:
             self.__dict__.update({k: v for k, v in first.__dict__.items()
                                   if k in ("token_dir", "softhsm_conf", "pin", "so_pin",
-                                           "pin_file", "db", "admin_token_file", "label")})
+                                           "pin_file", "db", "db_url", "admin_token_file",
+                                           "label")})
             self.dir = workdir
             os.makedirs(workdir, exist_ok=True)
             self.admin_token = None
