@@ -761,7 +761,7 @@ static void test_nodes_claim(void **state)
 	gen.created_at = t;
 	gen.expires_at = t + DAY;
 	memset(journal_key, 0x4b, sizeof(journal_key));
-	assert_int_equal(cv_store_open(path, &b, &err), 0);
+	assert_int_equal(open_store(path, &b, &err), 0);
 	assert_int_equal(cv_store_node_set(a, "node-a", 30), 0);
 	assert_int_equal(cv_store_node_set(b, "node-b", 30), 0);
 	assert_int_equal(cv_store_node_set(b, "", 0), CV_ERR_CONFIG);
