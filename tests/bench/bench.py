@@ -1237,6 +1237,12 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
                     rnd + 1, sz["node_import_rounds"], 2 * n, pair["two"], pair["one"],
                     ratios[-1]))
         r = median(ratios)
+        table.notes.append(
+            "nodes: imports: %d alternating pairs of %d P-256 certificates each side, one node"
+            " on %d connections against two nodes on %d each at once, both nodes on one"
+            " PostgreSQL database and one SoftHSM token behind p11-kit server (one process per"
+            " node's connection), keys reused from a pool of %d; the median pair ratio" % (
+                sz["node_import_rounds"], 2 * n, 2 * conns, conns, KEY_POOL))
         table.add("import P-256 through two nodes sharing one token (p11-kit server) vs one "
                   "node, %d connections in all (pairs %.2f-%.2f)" % (
                       2 * conns, min(ratios), max(ratios)),
