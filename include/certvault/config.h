@@ -83,6 +83,7 @@ struct cv_config {
 	int64_t notify_max_attempts;
 	int64_t notify_timeout_ms;
 	int64_t notify_lease_seconds;
+	int64_t notify_delivery_log_days; /* delivery_log_days: 0 keeps the log for ever */
 	char *notify_password_dir; /* password_dir: where SMTP password files are */
 	char *notify_allow_networks;
 	char *notify_allow_ports;

@@ -87,6 +87,7 @@ struct cv_notify_settings {
 	int64_t retry_max_seconds;
 	int64_t max_attempts;
 	int64_t lease_seconds;
+	int64_t delivery_log_days;   /* a delivery that ended stays this long; 0: for ever */
 	int timeout_ms;              /* one attempt */
 	const char *password_dir;
 	char node[65];               /* this node in the lease */

@@ -1182,6 +1182,13 @@ int cv_store_notify_attempt_end(struct cv_store *store, int64_t outbox_id, int64
 /* Attempts still "sending" (their sender died) become "interrupted"; their deliveries are
  * due again at once, with the same delivery id. *ret_n: how many. */
 int cv_store_notify_interrupted(struct cv_store *store, int64_t now, int64_t *ret_n);
+/* Prunes the log of deliveries: removes, with their attempts, at most limit delivered or
+ * failed deliveries that ended before cutoff (no attempt finished since), but never one the
+ * scan would write again if it were gone (an expiry or revocation message about a version
+ * still in the database: its row is what makes it once). *ret_n: how many went. 0 or
+ * CV_ERR_DB. */
+int cv_store_notify_prune(struct cv_store *store, int64_t cutoff, int64_t limit,
+			  int64_t *ret_n);
 /* Backups (src/store/backup.c). A key a row needs in the token, and which row: "current"
  * (a certificate's current version), "version" (a superseded version whose key is kept),
  * "pending" (a key generated for a CSR) or "journal" (a key being created). */
@@ -1200,6 +1207,12 @@ int cv_store_keys_foreach(struct cv_store *store, cv_store_key_fn fn, void *arg)
  * copy holds every change committed before it began and nothing half-done. The copy is in
  * rollback-journal mode (one file) and made durable. 0 or CV_ERR_DB with err. */
 int cv_store_backup_copy(const char *path, const char *dest, struct cv_errmsg *err);
+/* Before a restore replaces the database file at path: makes it one file that no other
+ * connection uses, its WAL checkpointed into it and WAL mode left (SQLite refuses that while
+ * another connection, a running certvaultd's, has it open), so that no -wal of the old
+ * database is left for the new file to inherit. Returns 0, CV_ERR_IN_USE (another process
+ * has it open) or CV_ERR_DB (not a database, unreadable), with err. */
+int cv_store_db_quiesce(const char *path, struct cv_errmsg *err);
 /* What a database file holds, read without changing it (no migration). */
 struct cv_store_backup_facts {
 	int64_t schema_version;

@@ -1167,6 +1167,20 @@ int cv_vault_backup_write(const struct cv_backup_params *p, int out_fd,
  * transaction. 0 or the store's or the audit key's error. */
 int cv_vault_backup_audit(struct cv_vault *v, struct cv_audit *a,
 			  const struct cv_backup_summary *sum);
+/* The temporary files of a backup (the database's copy, the tar of --backup and of POST
+ * /v1/backup) and of a restore start with these, in the directory they are made in. */
+#define CV_BACKUP_TEMP_PREFIX ".certvault-backup-"
+#define CV_RESTORE_TEMP_PREFIX ".certvault-restore-"
+/* Locks a temporary file made with those prefixes (fd open on it) as being written: the
+ * lock lasts while fd is open. 0, or -1 with errno. */
+int cv_backup_temp_lock(int fd);
+typedef void cv_vault_leftover_fn(const char *name, uint64_t bytes, void *arg);
+/* Removes from dir the temporary files a backup or restore cut short left (a crash, a
+ * kill): regular files of this user named with the prefixes above that no running backup
+ * or restore holds locked. fn (may be NULL) is told each one removed. Returns how many, or
+ * CV_ERR_CONFIG when dir cannot be read. */
+int cv_vault_backup_leftovers(const char *dir, cv_vault_leftover_fn *fn, void *arg,
+			      struct cv_errmsg *err);
 #define CV_BACKUP_MISSING_LISTED 20
 struct cv_backup_verdict {
 	int intact;                 /* the manifest, the database and its audit chain agree */
@@ -1178,6 +1192,7 @@ struct cv_backup_verdict {
 	int64_t audit_first_bad;
 	size_t keys;                /* keys the copy needs */
 	size_t keys_missing;        /* ...that this token lacks */
+	char db_sha256[2 * CV_AUDIT_HASH_LEN + 1]; /* the manifest's, of the database it holds */
 	char missing[CV_BACKUP_MISSING_LISTED][96]; /* "name vN (row)" of the first ones */
 };
 /* Checks a backup file: its manifest against the database it carries (SHA-256, schema
@@ -1188,6 +1203,28 @@ struct cv_backup_verdict {
 int cv_vault_backup_verify(struct cv_vault *v, const char *file, const char *tmp_dir,
 			   const char *audit_key_label, struct cv_backup_verdict *ret,
 			   struct cv_errmsg *err);
+
+/* certvaultd --restore: a backup's database put in place of (or where there is no) database
+ * file. SQLite only. */
+struct cv_restore_params {
+	const char *backup;         /* the backup file (a tar from --backup or POST /v1/backup) */
+	const char *db_path;        /* where the database goes */
+	int overwrite;              /* an existing database there may be replaced */
+	int allow_missing_keys;     /* restore although the token lacks keys the copy needs */
+	const char *audit_key_label;
+};
+/* Restores p->backup's database at p->db_path: checks the backup as cv_vault_backup_verify
+ * does (refused unless intact, and unless every key it needs is in v's token or
+ * p->allow_missing_keys), writes its database beside p->db_path (a locked temporary file,
+ * made durable, the very bytes the check verified), and renames it into place, so that the
+ * path holds the old database or the whole new one and nothing between. An existing database
+ * is refused unless p->overwrite, and while another process has it open; its WAL is folded
+ * into it first, so none is left to apply to the new file. *ret: the backup's verdict.
+ * Returns 0, or CV_ERR_CONFIG (refused, or a file error), CV_ERR_IN_USE, CV_ERR_BAD_ENCODING
+ * (not a backup, not intact), CV_ERR_TOKEN (keys missing), the store's or token's error;
+ * err says why. Nothing is changed unless it returns 0. */
+int cv_vault_backup_restore(struct cv_vault *v, const struct cv_restore_params *p,
+			    struct cv_backup_verdict *ret, struct cv_errmsg *err);
 
 /* What the check of the database against the token found: the keys rows need to serve (a
  * certificate's current version's, a kept version's) and those the token lacks (a database

@@ -21,6 +21,7 @@
 #include "certvault/sdnotify.h"
 #include "certvault/secret.h"
 #include "certvault/store.h"
+#include "certvault/text.h"
 #include "certvault/token.h"
 #include "certvault/util.h"
 #include "certvault/vault.h"
@@ -56,6 +57,13 @@ static void usage(FILE *f)
 		   "                      check a backup: manifest, database, audit chain (with the\n"
 		   "                      token's audit key) and which of its keys the token lacks;\n"
 		   "                      then exit (0: intact and every key there, 1: not)\n"
+		   "      --restore FILE --database PATH [--overwrite] [--allow-missing-keys]\n"
+		   "                      put a backup's database at PATH (SQLite), certvaultd\n"
+		   "                      stopped: checked first as --verify-backup checks it\n"
+		   "                      (refused unless intact and every key is in the token, or\n"
+		   "                      --allow-missing-keys), written beside PATH and renamed\n"
+		   "                      into place; an existing database only with --overwrite;\n"
+		   "                      then exit (0: restored, 1: nothing changed)\n"
 		   "      --sample-config print a configuration file with every setting commented\n"
 		   "                      out with its default; then exit\n"
 		   "  -h, --help          this text\n"
@@ -247,6 +255,8 @@ static int backup_command(const struct cv_config *cfg, const char *file, struct 
 		return CV_ERR_CONFIG;
 	}
 	(void)fchmod(fd, 0600);
+	/* Held until the file is renamed: a certvaultd starting meanwhile leaves it alone. */
+	(void)cv_backup_temp_lock(fd);
 	p.db_path = cfg->db_path;
 	p.tmp_dir = dir;
 	p.version = CV_VERSION;
@@ -304,6 +314,57 @@ static int backup_sqlite_only(const struct cv_config *cfg, const char *what, str
 			     "certvaultd uses PostgreSQL (database.url), which is backed up with "
 			     "pg_dump (and restored with pg_restore); back the token up as usual",
 			     what);
+}
+
+static void leftover_said(const char *name, uint64_t bytes, void *arg)
+{
+	char shown[160];
+
+	cv_text_safe(name, strlen(name), 0, shown, sizeof(shown));
+	fprintf(stderr, "certvaultd: removed %s/%s (%llu bytes), left by a backup or restore that "
+		"was cut short\n", (const char *)arg, shown, (unsigned long long)bytes);
+}
+
+/* A crash or kill during a backup (POST /v1/backup's copy of the database beside it, a
+ * --backup into this directory) leaves its temporary files: a whole copy of the database
+ * that nothing would ever remove. At each start, before serving, they go. */
+static void backup_leftovers(const char *db_path)
+{
+	struct cv_errmsg err = { "" };
+	char dirbuf[4096];
+	const char *dir;
+
+	snprintf(dirbuf, sizeof(dirbuf), "%s", db_path);
+	dir = dirname(dirbuf);
+	if (cv_vault_backup_leftovers(dir, leftover_said, (void *)dir, &err) < 0)
+		fprintf(stderr, "certvaultd: leftovers of backups not looked for: %s\n", err.text);
+}
+
+/* --restore BACKUP --database PATH, once the token is open: says what it put in place, or why
+ * nothing. Returns 0 or the error (said by the caller). */
+static int restore_command(struct cv_app *app, const struct cv_restore_params *p,
+			   struct cv_errmsg *err)
+{
+	struct cv_backup_verdict vd;
+	size_t i;
+	int r;
+
+	r = cv_vault_backup_restore(&app->vault, p, &vd, err);
+	for (i = 0; r == CV_ERR_TOKEN && i < vd.keys_missing && i < CV_BACKUP_MISSING_LISTED; i++)
+		fprintf(stderr, "certvaultd: --restore: the token lacks the key of %s\n",
+			vd.missing[i]);
+	if (r < 0)
+		return r;
+	fprintf(stdout, "restored %s into %s: made %s, schema %lld, audit chain of %lld "
+		"record(s) verified, head %s\n", p->backup, p->db_path, vd.created_at,
+		(long long)vd.schema_version, (long long)vd.audit_records,
+		vd.head[0] ? vd.head : "(none)");
+	if (vd.keys_missing == 0)
+		fprintf(stdout, "the token holds all %zu key(s) it needs\n", vd.keys);
+	else
+		fprintf(stdout, "the token lacks %zu of its %zu key(s) (--allow-missing-keys): "
+			"their certificates start marked key_missing\n", vd.keys_missing, vd.keys);
+	return 0;
 }
 
 /* --verify-backup FILE, once the token is open. Returns the exit status, or an error. */
@@ -490,6 +551,7 @@ static int notify_settings(const struct cv_config *cfg, struct cv_notify_setting
 	ret->retry_max_seconds = cfg->notify_retry_max_seconds;
 	ret->max_attempts = cfg->notify_max_attempts;
 	ret->lease_seconds = cfg->notify_lease_seconds;
+	ret->delivery_log_days = cfg->notify_delivery_log_days;
 	ret->timeout_ms = (int)cfg->notify_timeout_ms;
 	ret->password_dir = cfg->notify_password_dir;
 	ret->log = notify_log;
@@ -514,6 +576,10 @@ int main(int argc, char **argv)
 		{ "backup", required_argument, NULL, 'B' },
 		{ "verify-backup", required_argument, NULL, 'W' },
 		{ "sample-config", no_argument, NULL, 'S' },
+		{ "restore", required_argument, NULL, 'T' },
+		{ "database", required_argument, NULL, 'D' },
+		{ "overwrite", no_argument, NULL, 'o' },
+		{ "allow-missing-keys", no_argument, NULL, 'M' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = getenv("CERTVAULT_CONFIG");
@@ -532,6 +598,7 @@ int main(int argc, char **argv)
 	struct cv_notify_settings notify_cfg;
 	struct cv_notifier *notifier = NULL;
 	const char *archive = NULL, *check_archive = NULL, *backup = NULL, *check_backup = NULL;
+	struct cv_restore_params restore = { 0 };
 	int64_t sweep_seconds;
 	int64_t older_than_days = -1;
 	int opt, sig, r, status = 1, init_token = 0;
@@ -562,6 +629,18 @@ int main(int argc, char **argv)
 		case 'W':
 			check_backup = optarg;
 			break;
+		case 'T':
+			restore.backup = optarg;
+			break;
+		case 'D':
+			restore.db_path = optarg;
+			break;
+		case 'o':
+			restore.overwrite = 1;
+			break;
+		case 'M':
+			restore.allow_missing_keys = 1;
+			break;
 		case 'S':
 			cv_config_sample(stdout, CV_PACKAGE_DB_PATH);
 			return 0;
@@ -585,6 +664,13 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc) {
 		usage(stderr);
+		return 2;
+	}
+	/* The restore's own options mean nothing without it, and it nothing without a path. */
+	if ((restore.backup != NULL) != (restore.db_path != NULL) ||
+	    ((restore.overwrite || restore.allow_missing_keys) && restore.backup == NULL)) {
+		fprintf(stderr, "certvaultd: --restore BACKUP --database PATH go together "
+			"(--overwrite and --allow-missing-keys only with them)\n");
 		return 2;
 	}
 
@@ -658,6 +744,17 @@ int main(int argc, char **argv)
 	pin = NULL;
 	if (r < 0)
 		goto out;
+	if (restore.backup != NULL) {
+		/* The live database is not opened: it is what gets replaced. */
+		r = backup_sqlite_only(&cfg, "--restore", &err);
+		if (r < 0)
+			goto out;
+		app.vault.token = app.token;
+		restore.audit_key_label = cfg.audit_key_label;
+		r = restore_command(&app, &restore, &err);
+		status = r < 0;
+		goto out;
+	}
 	if (check_backup != NULL) {
 		/* The live database is not opened: on a machine being restored it may not exist. */
 		app.vault.token = app.token;
@@ -670,6 +767,10 @@ int main(int argc, char **argv)
 	r = store_open(&cfg, &app.store, &err);
 	if (r < 0)
 		goto out;
+	/* Backups and their leftovers are SQLite's files: with database.url, database.path
+	 * names nothing of ours. */
+	if (cfg.db_url[0] == '\0')
+		backup_leftovers(cfg.db_path);
 	app.vault.store = app.store;
 	app.vault.token = app.token;
 	app.vault.soon_seconds = cfg.expires_soon_days * 86400;

@@ -13,6 +13,7 @@
 
 #include "certvault/cli.h"
 #include "certvault/util.h"
+#include "certvault/x509.h"
 
 #define PATH_MAX_LEN 4096
 #define ERR_LEN 512
@@ -28,6 +29,7 @@ enum opt_id {
 	O_VERSION, O_FORMAT, O_OUTPUT, O_ENVIRONMENT, O_CERTIFICATE, O_USE, O_ALG, O_ROLE,
 	O_EXPIRES, O_FILE, O_FROM_URL, O_KEEP, O_FROM, O_UNTIL, O_ACTOR, O_ACTION, O_TARGET,
 	O_RENAME, O_TAG, O_CHECK_CHAIN, O_DISPLAY_NAME, O_SCOPE,
+	O_KID, O_PREHASHED, O_BINARY, O_HEADER,
 	O_COUNT
 };
 
@@ -85,6 +87,10 @@ static const struct option long_options[] = {
 	{ "check-chain", no_argument, NULL, OPT_VAL(O_CHECK_CHAIN) },
 	{ "display-name", required_argument, NULL, OPT_VAL(O_DISPLAY_NAME) },
 	{ "scope", required_argument, NULL, OPT_VAL(O_SCOPE) },
+	{ "kid", required_argument, NULL, OPT_VAL(O_KID) },
+	{ "prehashed", no_argument, NULL, OPT_VAL(O_PREHASHED) },
+	{ "binary", no_argument, NULL, OPT_VAL(O_BINARY) },
+	{ "header", required_argument, NULL, OPT_VAL(O_HEADER) },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -984,6 +990,314 @@ static int cmd_export(struct ctx *c, int argc, char **argv)
 	return r;
 }
 
+/* --- sign --- */
+
+#define SIGN_MANUAL                                                                            \
+	"Signs FILE (standard input without --file, or with --file -) with a key certvault\n"  \
+	"holds in its token, through the API (POST /v1/certificates/NAME/sign and\n"          \
+	"POST /v1/jwks/KID/sign). The key and its PIN never reach this machine.\n"            \
+	"\n"                                                                                   \
+	"With a certificate's key (sign NAME):\n"                                             \
+	"  --alg ALG      RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA, or\n"   \
+	"                 rsa-pkcs1v15-sha256 rsa-pss-sha256 ecdsa-sha256 (and -sha384,\n"    \
+	"                 -sha512) and ed25519; it must fit the key (ES256: P-256 only)\n"    \
+	"  --prehashed    FILE is already the hash (as openssl dgst -binary makes it);\n"     \
+	"                 without it the input is hashed here and only the hash is sent\n"    \
+	"                 (EdDSA signs the message itself: at most 512 KiB)\n"               \
+	"  --version N    the key of version N while it is still in the token\n"              \
+	"  --format F     ECDSA only: raw (r||s, JOSE's) or der (what openssl reads)\n"       \
+	"  --binary       the signature's bytes; without it, one line of base64\n"            \
+	"\n"                                                                                   \
+	"With a JWK's key (sign --kid KID): FILE is the payload of a compact JWS (at most\n"  \
+	"768 KiB); --header '{\"typ\":\"JWT\"}' adds protected header members (alg and kid\n" \
+	"are the JWK's). Prints the JWS.\n"                                                    \
+	"\n"                                                                                   \
+	"-o FILE writes the output to FILE (atomically) instead of standard output; --json\n"  \
+	"prints the API's answer. Needs an operator or admin token (a scoped token: the\n"    \
+	"sign action on that certificate). Every signature is in the audit trail.\n"          \
+	"\n"                                                                                   \
+	"Example:\n"                                                                           \
+	"  certvault sign www --alg ecdsa-sha256 --file release.tar --binary -o release.sig\n"\
+	"  certvault export www --format public-key -o pub.pem\n"                             \
+	"  openssl dgst -sha256 -verify pub.pem -signature release.sig release.tar\n"         \
+	"  (ecdsa-sha* answer DER, which openssl reads; ES* answer r||s, JOSE's form)\n"
+
+/* The input to sign: FILE, or standard input ("-" or no --file). */
+static FILE *sign_input(struct ctx *c)
+{
+	const char *path = opt(c, O_FILE);
+	FILE *f;
+
+	if (path == NULL || strcmp(path, "-") == 0)
+		return stdin;
+	f = fopen(path, "rb");
+	if (f == NULL)
+		usage_error("cannot read %s", path);
+	return f;
+}
+
+/* Reads the whole input, at most max bytes (more is a usage error naming the limit, and
+ * hint). */
+static int sign_read_all(struct ctx *c, size_t max, const char *hint, unsigned char **ret,
+			 size_t *ret_len)
+{
+	unsigned char *buf = malloc(max + 1);
+	size_t len = 0, n;
+	FILE *f;
+	int r = CV_CLI_OK;
+
+	*ret = NULL;
+	*ret_len = 0;
+	if (buf == NULL)
+		return CV_CLI_UNAVAILABLE;
+	f = sign_input(c);
+	if (f == NULL) {
+		free(buf);
+		return CV_CLI_USAGE;
+	}
+	while (len <= max && (n = fread(buf + len, 1, max + 1 - len, f)) > 0)
+		len += n;
+	if (ferror(f))
+		r = usage_error("%s", "the input could not be read");
+	else if (len > max)
+		r = usage_error("the input is longer than the %zu bytes it may have here%s", max,
+				hint);
+	if (f != stdin)
+		fclose(f);
+	if (r != CV_CLI_OK) {
+		free(buf);
+		return r;
+	}
+	*ret = buf;
+	*ret_len = len;
+	return CV_CLI_OK;
+}
+
+/* The hash of the whole input with md, streamed (no size limit). */
+static int sign_hash_input(struct ctx *c, const EVP_MD *md, unsigned char *out,
+			   unsigned int *out_len)
+{
+	unsigned char buf[65536];
+	EVP_MD_CTX *mc = EVP_MD_CTX_new();
+	size_t n;
+	FILE *f;
+	int ok;
+
+	if (mc == NULL)
+		return CV_CLI_UNAVAILABLE;
+	f = sign_input(c);
+	if (f == NULL) {
+		EVP_MD_CTX_free(mc);
+		return CV_CLI_USAGE;
+	}
+	ok = EVP_DigestInit_ex(mc, md, NULL) == 1;
+	while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+		ok = EVP_DigestUpdate(mc, buf, n) == 1;
+	ok = ok && !ferror(f) && EVP_DigestFinal_ex(mc, out, out_len) == 1;
+	if (f != stdin)
+		fclose(f);
+	EVP_MD_CTX_free(mc);
+	return ok ? CV_CLI_OK : usage_error("%s", "the input could not be read");
+}
+
+/* Standard base64 of len bytes, malloc'd; url: base64url without padding (JWS). */
+static char *sign_base64(const unsigned char *p, size_t len, int url)
+{
+	char *out = malloc((len + 2) / 3 * 4 + 1);
+	size_t n, i;
+
+	if (out == NULL)
+		return NULL;
+	n = (size_t)EVP_EncodeBlock((unsigned char *)out, p, (int)len);
+	if (url) {
+		while (n > 0 && out[n - 1] == '=')
+			n--;
+		out[n] = '\0';
+		for (i = 0; i < n; i++)
+			out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+	}
+	return out;
+}
+
+/* Writes text (and a line end) or bytes to -o FILE or standard output. */
+static int sign_write(struct ctx *c, const void *data, size_t len, int line)
+{
+	char *joined = NULL;
+	int r = CV_CLI_OK;
+
+	if (line) {
+		if ((joined = malloc(len + 1)) == NULL)
+			return CV_CLI_UNAVAILABLE;
+		memcpy(joined, data, len);
+		joined[len++] = '\n';
+		data = joined;
+	}
+	if (has(c, O_OUTPUT)) {
+		if (cv_cli_write_atomic(opt(c, O_OUTPUT), data, len, 0644, c->err,
+					sizeof(c->err)) < 0) {
+			fprintf(stderr, "certvault: %s\n", c->err);
+			r = CV_CLI_USAGE;
+		}
+	} else if (fwrite(data, 1, len, stdout) != len) {
+		r = CV_CLI_USAGE;
+	}
+	free(joined);
+	return r;
+}
+
+static int sign_jws(struct ctx *c)
+{
+	struct cv_cli_response res = { 0 };
+	char path[PATH_MAX_LEN], *payload = NULL;
+	unsigned char *in = NULL;
+	json_t *body = NULL, *header = NULL;
+	const char *jws;
+	size_t len = 0;
+	int r;
+
+	if (has(c, O_ALG) || has(c, O_PREHASHED) || has(c, O_VERSION) || has(c, O_FORMAT) ||
+	    has(c, O_BINARY))
+		return usage_error("%s", "a JWK signs with its own alg and key: --kid takes "
+				   "--file, --header and -o");
+	if (has(c, O_HEADER)) {
+		header = json_loads(opt(c, O_HEADER), JSON_REJECT_DUPLICATES, NULL);
+		if (!json_is_object(header)) {
+			json_decref(header);
+			return usage_error("%s", "--header must be a JSON object, such as "
+					   "'{\"typ\":\"JWT\"}'");
+		}
+	}
+	/* The API takes 1 MiB of base64url: 768 KiB of payload. */
+	r = sign_read_all(c, 768 * 1024, " (a JWS payload)", &in, &len);
+	if (r == CV_CLI_OK && (payload = sign_base64(in, len, 1)) == NULL)
+		r = CV_CLI_UNAVAILABLE;
+	if (r == CV_CLI_OK) {
+		body = json_pack("{s:s}", "payload", payload);
+		if (body == NULL || (header != NULL &&
+				     json_object_set(body, "header", header) < 0))
+			r = CV_CLI_UNAVAILABLE;
+	}
+	if (r == CV_CLI_OK)
+		r = make_path(path, sizeof(path), "/v1/jwks/", opt(c, O_KID), "/sign") < 0 ?
+			    usage_error("%s", "the kid is too long") : CV_CLI_OK;
+	if (r == CV_CLI_OK)
+		r = call(c, "POST", path, body, NULL, NULL, &res);
+	if (r == CV_CLI_OK) {
+		jws = json_string_value(json_object_get(res.json, "jws"));
+		if (has(c, O_JSON))
+			print_raw(&res);
+		else if (jws == NULL)
+			r = usage_error("%s", "the server's answer carries no jws");
+		else
+			r = sign_write(c, jws, strlen(jws), 1);
+	}
+	cv_cli_response_release(&res);
+	json_decref(body);
+	json_decref(header);
+	free(payload);
+	free(in);
+	return r;
+}
+
+static int cmd_sign(struct ctx *c, int argc, char **argv)
+{
+	struct cv_cli_response res = { 0 };
+	const struct cv_sign_alg *alg = NULL;
+	struct cv_errmsg why;
+	char path[PATH_MAX_LEN], *b64 = NULL;
+	unsigned char digest[EVP_MAX_MD_SIZE], *in = NULL, *sig = NULL;
+	unsigned int digest_len = 0;
+	const char *text;
+	json_t *body = NULL;
+	int64_t version = 0;
+	size_t len = 0;
+	int r, n;
+
+	if (has(c, O_KID))
+		return argc == 0 ? sign_jws(c)
+				 : usage_error("%s", "sign NAME or sign --kid KID, not both");
+	if (argc != 1)
+		return usage_error("%s", "sign NAME --alg ALG, or sign --kid KID");
+	if (has(c, O_HEADER))
+		return usage_error("%s", "--header goes with --kid (a JWS)");
+	if (!has(c, O_ALG))
+		return usage_error("%s", "sign NAME needs --alg (RS256, PS256, ES256, EdDSA, ...)");
+	if (cv_x509_sign_alg_find(opt(c, O_ALG), &alg, &why) < 0)
+		return usage_error("--alg: %s", why.text);
+	if (has(c, O_VERSION) && cv_parse_int64(opt(c, O_VERSION), 1, INT32_MAX, &version) < 0)
+		return usage_error("%s", "--version takes a version number");
+	if (has(c, O_FORMAT) && strcmp(opt(c, O_FORMAT), "raw") != 0 &&
+	    strcmp(opt(c, O_FORMAT), "der") != 0)
+		return usage_error("%s", "--format takes raw or der (ECDSA only)");
+	body = json_pack("{s:s}", "algorithm", alg->name);
+	if (body == NULL)
+		return CV_CLI_UNAVAILABLE;
+	if (alg->scheme == CV_SIGN_EDDSA) {
+		/* Ed25519 signs the message itself: it goes whole. */
+		if (has(c, O_PREHASHED))
+			r = usage_error("%s", "EdDSA signs the message itself: no --prehashed");
+		else
+			r = sign_read_all(c, 512 * 1024, " (EdDSA signs the message itself)", &in,
+					  &len);
+		if (r == CV_CLI_OK && ((b64 = sign_base64(in, len, 0)) == NULL ||
+				       json_object_set_new(body, "message", json_string(b64)) < 0))
+			r = CV_CLI_UNAVAILABLE;
+	} else if (has(c, O_PREHASHED)) {
+		r = sign_read_all(c, EVP_MAX_MD_SIZE, " (--prehashed: the hash alone)", &in, &len);
+		if (r == CV_CLI_OK && len != alg->digest_len)
+			r = usage_error("%s wants a %zu-byte hash; the input has %zu bytes",
+					alg->name, alg->digest_len, len);
+		if (r == CV_CLI_OK && ((b64 = sign_base64(in, len, 0)) == NULL ||
+				       json_object_set_new(body, "digest", json_string(b64)) < 0))
+			r = CV_CLI_UNAVAILABLE;
+	} else {
+		/* Hashed here: only the hash travels, whatever the input's size. */
+		r = sign_hash_input(c, EVP_get_digestbynid(alg->md_nid), digest, &digest_len);
+		if (r == CV_CLI_OK && ((b64 = sign_base64(digest, digest_len, 0)) == NULL ||
+				       json_object_set_new(body, "digest", json_string(b64)) < 0))
+			r = CV_CLI_UNAVAILABLE;
+	}
+	if (r == CV_CLI_OK && version > 0 &&
+	    json_object_set_new(body, "version", json_integer(version)) < 0)
+		r = CV_CLI_UNAVAILABLE;
+	if (r == CV_CLI_OK && has(c, O_FORMAT) &&
+	    json_object_set_new(body, "format", json_string(opt(c, O_FORMAT))) < 0)
+		r = CV_CLI_UNAVAILABLE;
+	if (r == CV_CLI_OK)
+		r = make_path(path, sizeof(path), "/v1/certificates/", argv[0], "/sign") < 0 ?
+			    usage_error("%s", "the name is too long") : CV_CLI_OK;
+	if (r == CV_CLI_OK)
+		r = call(c, "POST", path, body, NULL, NULL, &res);
+	if (r == CV_CLI_OK) {
+		text = json_string_value(json_object_get(res.json, "signature"));
+		if (has(c, O_JSON)) {
+			print_raw(&res);
+		} else if (text == NULL) {
+			r = usage_error("%s", "the server's answer carries no signature");
+		} else if (!has(c, O_BINARY)) {
+			r = sign_write(c, text, strlen(text), 1);
+		} else if ((sig = malloc(strlen(text) / 4 * 3 + 3)) == NULL) {
+			r = CV_CLI_UNAVAILABLE;
+		} else {
+			len = strlen(text);
+			n = EVP_DecodeBlock(sig, (const unsigned char *)text, (int)len);
+			/* EVP_DecodeBlock counts the padding's zero bytes: take them off. */
+			while (n > 0 && len > 0 && text[len - 1] == '=') {
+				n--;
+				len--;
+			}
+			r = n < 0 ? usage_error("%s", "the server's signature is not base64")
+				  : sign_write(c, sig, (size_t)n, 0);
+		}
+	}
+	cv_cli_response_release(&res);
+	json_decref(body);
+	free(b64);
+	free(in);
+	free(sig);
+	return r;
+}
+
 static const struct column version_cols[] = {
 	{ "VERSION", "version", K_INT },        { "CURRENT", "current", K_BOOL },
 	{ "SERIAL", "serial_number", K_TEXT },  { "STATUS", "status", K_TEXT },
@@ -1518,6 +1832,12 @@ static const struct command commands[] = {
 	  "export NAME [--format pem|der|chain|public-key|jwk] [--version N] [-o FILE]",
 	  "public material of a certificate" },
 	{ NULL, "versions", cmd_versions, 1, 1, 0, "versions NAME", "a certificate's versions" },
+	{ NULL, "sign", cmd_sign, 0, 1,
+	  BIT(O_ALG) | BIT(O_KID) | BIT(O_FILE) | BIT(O_PREHASHED) | BIT(O_VERSION) |
+		  BIT(O_FORMAT) | BIT(O_BINARY) | BIT(O_HEADER) | BIT(O_OUTPUT),
+	  "sign NAME --alg ALG [--file FILE] [--prehashed] [--version N] [--format raw|der] "
+	  "[--binary] [-o FILE] | sign --kid KID [--file FILE] [--header JSON] [-o FILE]",
+	  "sign with a certificate's key or a JWK's, in the token (the key never leaves it)" },
 	{ "deleted", "ls", cmd_deleted_ls, 0, 0, 0, "deleted ls",
 	  "deleted certificates: when, by whom, when they are purged" },
 	{ "deleted", "recover", cmd_deleted_recover, 1, 1, 0, "deleted recover NAME",
@@ -1587,6 +1907,15 @@ static const struct command commands[] = {
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+/* What `certvault COMMAND --help` prints after the usage line, for the commands that need
+ * more than a line (the manual page of each). */
+static const struct {
+	cmd_fn fn;
+	const char *text;
+} manuals[] = {
+	{ cmd_sign, SIGN_MANUAL },
+};
 
 static void print_help(FILE *out)
 {
@@ -1746,6 +2075,9 @@ int cv_cli_main(int argc, char **argv)
 	}
 	if (has(&c, O_HELP)) {
 		printf("usage: certvault %s\n  %s\n", cmd->usage, cmd->help);
+		for (i = 0; i < (int)(sizeof(manuals) / sizeof(manuals[0])); i++)
+			if (manuals[i].fn == cmd->fn)
+				printf("\n%s", manuals[i].text);
 		r = CV_CLI_OK;
 		goto out;
 	}

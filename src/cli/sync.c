@@ -192,6 +192,13 @@ static int apply(struct agent *a, const json_t *service)
 	size_t n;
 	int r = -1;
 
+	if (name == NULL && json_is_true(json_object_get(cert, "out_of_scope"))) {
+		/* Bound, but to a certificate this token's scope does not reach: worth a retry
+		 * (a scope is not changed in place, but the binding may be) and a clear line. */
+		snprintf(a->err, sizeof(a->err), "%s", "the service uses a certificate outside this "
+			 "token's scope");
+		return -1;
+	}
 	if (name == NULL)
 		return 1;
 	snprintf(path, sizeof(path), "/v1/certificates/");

@@ -574,7 +574,12 @@
     const upcoming = f.allow_upcoming?.checked;
     if (m === 'file') {
       const fd = new FormData();
-      for (const [k, v] of Object.entries(extra)) if (v !== undefined && v !== '') fd.append(k, String(v));
+      for (const [k, v] of Object.entries(extra)) {
+        if (v === undefined || v === '') continue;
+        // An object member (tags) as "tags.KEY" fields, which the API reads as the JSON.
+        if (typeof v === 'object') for (const [sk, sv] of Object.entries(v)) fd.append(`${k}.${sk}`, String(sv));
+        else fd.append(k, String(v));
+      }
       const files = [['certificate', f.certificate_file], ['private_key', f.private_key_file], ['chain', f.chain_file]];
       for (const [k, input] of files) if (input?.files[0]) fd.append(k, input.files[0], input.files[0].name);
       if (f.password.value) fd.append('password', f.password.value);
@@ -608,6 +613,7 @@
     const known = REFUSALS[e.code];
     let fieldName = known ? known[0] : null;
     const msg = e.message || '';
+    if (!fieldName && e.code === 'bad_request' && /\btags?\b/i.test(msg) && form.elements.tags) fieldName = 'tags';
     if (e.code === 'bad_encoding' || e.code === 'bad_password') {
       if (/chain/i.test(msg)) fieldName = 'chain';
       else if (/key/i.test(msg) && !/pkcs ?#?12/i.test(msg)) fieldName = 'private_key';
@@ -627,8 +633,18 @@
   }
   function importDialog() {
     const name = h('input', { name: 'name', required: true, autocomplete: 'off', maxlength: 64, pattern: '[A-Za-z0-9\\-]{1,64}' });
+    const tags = h('textarea', { name: 'tags', rows: 2, spellcheck: 'false', placeholder: 'team=payments' });
     const form = h('form', { novalidate: true }, field('Name', name, 'Letters, digits and hyphens, up to 64.'),
-      field('Description', h('input', { name: 'description', maxlength: 1024 })));
+      field('Description', h('input', { name: 'description', maxlength: 1024 })),
+      field('Tags', tags, 'One per line: key=value (letters, digits, . _ - in keys).'));
+    // What every import (and its check) sends besides the source, as Edit sends it; null
+    // when the tags do not read (said at their field).
+    function extra() {
+      const t = parseTags(tags.value);
+      if (t.error) { setFieldError(form, 'tags', t.error); tags.focus(); return null; }
+      return { name: name.value, description: form.elements.description.value || undefined,
+        tags: Object.keys(t.tags).length ? t.tags : undefined };
+    }
     const verdict = h('div', { class: 'preview', 'aria-live': 'polite' });
     form.append(...sourceFields(form, { url: can('admin') }), verdict, actions(h('button', { type: 'submit', class: 'primary', text: 'Import' }),
       hasRoute('POST', '/v1/certificates/preview') ? button('Check first', () => check()) : null,
@@ -638,7 +654,9 @@
     async function check() {
       clearErrors(form);
       put(verdict);
-      const b = sourceBody(form, { name: name.value, description: form.elements.description.value || undefined });
+      const x = extra();
+      if (!x) return;
+      const b = sourceBody(form, x);
       if (b.missing) { setFieldError(form, b.missing, b.missing === 'url' ? 'A URL is needed.' : 'A certificate is needed.'); return; }
       try {
         const r = await api('POST', '/v1/certificates/preview', b);
@@ -657,7 +675,9 @@
       ev.preventDefault();
       clearErrors(form);
       if (!validName(name.value)) { setFieldError(form, 'name', REFUSALS.invalid_name[1]); name.focus(); return; }
-      const b = sourceBody(form, { name: name.value, description: form.elements.description.value || undefined });
+      const x = extra();
+      if (!x) return;
+      const b = sourceBody(form, x);
       if (b.missing) { setFieldError(form, b.missing, b.missing === 'url' ? 'A URL is needed.' : 'A certificate is needed.'); return; }
       const go = form.querySelector('button[type=submit]');
       go.disabled = true;
@@ -947,7 +967,8 @@
     const rows = list.items.map((s) => h('tr', {},
       h('td', { text: s.name }), h('td', {}, link('#/services?environment=' + encodeURIComponent(s.environment), s.environment)),
       h('td', { class: 'domains', text: s.domains.join(', ') }),
-      h('td', {}, s.certificate ? [link(certHref(s.certificate.name), s.certificate.name), ' ', badge(s.certificate.status)] : h('span', { class: 'muted', text: 'none' })),
+      h('td', {}, s.certificate?.out_of_scope ? h('span', { class: 'muted', text: 'one outside your scope' })
+        : s.certificate ? [link(certHref(s.certificate.name), s.certificate.name), ' ', badge(s.certificate.status)] : h('span', { class: 'muted', text: 'none' })),
       h('td', { class: 'row-actions' }, can('write') ? [
         button('Edit', () => serviceDialog(s), 'small'), button('Bind', () => bindDialog(s), 'small'),
         s.certificate ? button('Unbind', () => unbind(s), 'small') : null,
@@ -1049,7 +1070,7 @@
     }), 'Candidates') : empty('No certificate covers any of these domains.'));
   }
   async function unbind(s) {
-    const ok = await choose(`Unbind ${s.name}`, `${s.name} stops using ${s.certificate.name}.`, [['Unbind', true, 'primary']]);
+    const ok = await choose(`Unbind ${s.name}`, `${s.name} stops using ${s.certificate.name || 'its certificate'}.`, [['Unbind', true, 'primary']]);
     if (!ok) return;
     try { await api('DELETE', `/v1/services/${encodeURIComponent(s.name)}/certificate`); toast('Unbound.'); route(); } catch (e) { errorDialog('Not unbound', e); }
   }

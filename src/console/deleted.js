@@ -29,7 +29,7 @@
     page('Deleted certificates',
       h('p', { text: 'A deleted certificate is hidden and its name stays reserved; its keys stay in the token, unusable, until the background purge destroys them when its retention ends. Recover brings it back as it was, with its versions, tags and JWKs.' }),
       list.items.length
-        ? table(['Name', '~Domain', '~Version', 'Deleted', '~By', 'Purged from', ''], rows, 'Deleted certificates')
+        ? table(['Name', '~Domain', '~Version', 'Deleted', '~By', 'Purge after', ''], rows, 'Deleted certificates')
         : empty('No deleted certificate.'),
       pager);
   }

@@ -202,6 +202,9 @@ static const struct setting settings[] = {
 	  "attempts of a delivery before it is given up (state failed)" },
 	{ "notifications", "timeout_ms", K_INT, OFF(notify_timeout_ms), "10000", 100, 120000,
 	  "milliseconds one delivery attempt (webhook POST, SMTP exchange) may take" },
+	{ "notifications", "delivery_log_days", K_INT, OFF(notify_delivery_log_days), "90", 0,
+	  36500, "days a delivered or failed delivery stays in the log of deliveries (its"
+	  " attempts with it), removed by the scan after that; 0: kept for ever" },
 	{ "notifications", "lease_seconds", K_INT, OFF(notify_lease_seconds), "30", 2, 3600,
 	  "how long the node that sends holds its lease in the database without renewing it"
 	  " (another node takes over after it)" },

@@ -64,6 +64,8 @@ int h_backup(struct cv_app *app, const struct cv_request *req, struct cv_respons
 	if (fd < 0)
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "backup: cannot make a file in the "
 				     "database's directory: %s", strerror(errno));
+	/* Locked before its name goes, so the start-up's sweep of leftovers never takes it. */
+	(void)cv_backup_temp_lock(fd);
 	unlink(tmp);
 	p.db_path = app->cfg->db_path;
 	p.tmp_dir = dir;

@@ -6,8 +6,9 @@
 #include "certvault/util.h"
 #include "handlers.h"
 
-/* The certificate a service uses, as the service's view shows it. */
-static json_t *service_cert_json(const struct cv_service_record *svc, int64_t now,
+/* The certificate a service uses, as the service's view shows it; hidden: the caller's
+ * scope does not reach it, so it learns that the service uses one, never which. */
+static json_t *service_cert_json(const struct cv_service_record *svc, int hidden, int64_t now,
 				 int64_t soon_seconds)
 {
 	char tag[CV_VERSION_TAG_LEN], etag[CV_VERSION_TAG_LEN + 2];
@@ -15,6 +16,8 @@ static json_t *service_cert_json(const struct cv_service_record *svc, int64_t no
 
 	if (svc->cert_name[0] == '\0')
 		return json_null();
+	if (hidden)
+		return json_pack("{s:b}", "out_of_scope", 1);
 	status = cv_status_at((time_t)svc->cert_not_before, (time_t)svc->cert_not_after,
 			      (time_t)now, soon_seconds);
 	cv_vault_version_tag(svc->cert_version, svc->cert_sha256_fingerprint, tag);
@@ -28,28 +31,51 @@ static json_t *service_cert_json(const struct cv_service_record *svc, int64_t no
 			 "etag", etag);
 }
 
-static json_t *service_json(const struct cv_service_record *svc, int64_t now,
+static json_t *service_json(const struct cv_service_record *svc, int hidden, int64_t now,
 			    int64_t soon_seconds)
 {
 	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "name", svc->name,
 			 "environment", svc->environment, "description", cv_text_json(svc->description),
 			 "domains", strings_json(svc->domains, svc->n_domains), "certificate",
-			 service_cert_json(svc, now, soon_seconds), "bound_at",
+			 service_cert_json(svc, hidden, now, soon_seconds), "bound_at",
 			 svc->cert_name[0] != '\0' ? time_json(svc->bound_at) : json_null(),
 			 "created_at", time_json(svc->created_at), "updated_at",
 			 time_json(svc->updated_at));
 }
 
-static int service_response(struct cv_app *app, const char *name, int64_t now, int status,
+/* Whether the certificate svc uses is outside the scope of req's token (*ret_hidden 1): the
+ * dispatch let the service in, which says nothing of the certificate a service in the scope
+ * may use (bound by someone else). Judged as the dispatch judges a certificate the path
+ * names. */
+static int service_cert_hidden(struct cv_app *app, const struct cv_request *req,
+			       const struct cv_service_record *svc, int *ret_hidden,
+			       struct cv_errmsg *err)
+{
+	int inside = 1, r;
+
+	*ret_hidden = 0;
+	if (!req->actor.scope.scoped || svc->cert_name[0] == '\0')
+		return 0;
+	r = cv_vault_scope_cert(&app->vault, &req->actor.scope, svc->cert_name, &inside, err);
+	if (r < 0)
+		return r;
+	*ret_hidden = !inside;
+	return 0;
+}
+
+static int service_response(struct cv_app *app, const struct cv_request *req, int status,
 			    struct cv_response *res, struct cv_errmsg *err)
 {
 	struct cv_service_record *svc = NULL;
-	int r;
+	int r, hidden = 0;
 
-	r = cv_vault_service_get(&app->vault, name, &svc, err);
+	r = cv_vault_service_get(&app->vault, req->params[0], &svc, err);
 	if (r < 0)
 		return r;
-	r = res_json(res, status, service_json(svc, now, app->vault.soon_seconds));
+	r = service_cert_hidden(app, req, svc, &hidden, err);
+	if (r == 0)
+		r = res_json(res, status,
+			     service_json(svc, hidden, req->now, app->vault.soon_seconds));
 	cv_store_service_free(svc);
 	return r;
 }
@@ -65,7 +91,7 @@ int h_service_get(struct cv_app *app, const struct cv_request *req, struct cv_re
 	 * to N seconds (a deploy agent's long poll); the handler only says how long. */
 	if (wait != NULL && cv_parse_int64(wait, 1, 300, &seconds) < 0)
 		return cv_errmsg_set(err, CV_ERR_BAD_REQUEST, "wait must be 1 to 300 seconds");
-	r = service_response(app, req->params[0], req->now, 200, res, err);
+	r = service_response(app, req, 200, res, err);
 	if (r == 0 && req->if_none_match != NULL)
 		res->wait_seconds = seconds;
 	return r;
@@ -116,7 +142,7 @@ int h_service_put(struct cv_app *app, const struct cv_request *req, struct cv_re
 	r = cv_vault_service_put(&app->vault, req->audit, &in, req->now, &created, err);
 	if (r < 0)
 		goto out;
-	r = service_response(app, req->params[0], req->now, created ? 201 : 200, res, err);
+	r = service_response(app, req, created ? 201 : 200, res, err);
 out:
 	json_decref(body);
 	return r;
@@ -149,7 +175,7 @@ int h_service_bind(struct cv_app *app, const struct cv_request *req, struct cv_r
 		r = cv_vault_service_bind(&app->vault, req->audit, req->params[0], certificate,
 					  req->now, err);
 	if (r == 0)
-		r = service_response(app, req->params[0], req->now, 200, res, err);
+		r = service_response(app, req, 200, res, err);
 	json_decref(body);
 	return r;
 }
@@ -161,7 +187,7 @@ int h_service_unbind(struct cv_app *app, const struct cv_request *req, struct cv
 
 	r = cv_vault_service_unbind(&app->vault, req->audit, req->params[0], req->now, err);
 	if (r == 0)
-		r = service_response(app, req->params[0], req->now, 200, res, err);
+		r = service_response(app, req, 200, res, err);
 	return r;
 }
 
@@ -173,7 +199,7 @@ int h_service_list(struct cv_app *app, const struct cv_request *req, struct cv_r
 	json_t *items = NULL;
 	int64_t limit;
 	size_t i;
-	int r;
+	int r, hidden;
 
 	r = req_page_args(req, &limit, &filter.after, err);
 	if (r < 0)
@@ -187,7 +213,12 @@ int h_service_list(struct cv_app *app, const struct cv_request *req, struct cv_r
 		goto out;
 	items = json_array();
 	for (i = 0; items != NULL && i < page->n; i++) {
-		if (json_array_append_new(items, service_json(page->items[i], req->now,
+		r = service_cert_hidden(app, req, page->items[i], &hidden, err);
+		if (r < 0) {
+			json_decref(items);
+			goto out;
+		}
+		if (json_array_append_new(items, service_json(page->items[i], hidden, req->now,
 							      app->vault.soon_seconds)) < 0) {
 			json_decref(items);
 			items = NULL;

@@ -842,7 +842,20 @@ static int scope_check(struct cv_app *app, const struct cv_route *route,
 	}
 	switch (rs->object) {
 	case OBJ_NONE:
+		break;
 	case OBJ_LIST:
+		/* A filter by an object the scope leaves out would tell how it is used (which
+		 * services use a certificate the token cannot see): refused as its path would
+		 * be. */
+		name = route->handler == h_service_list ? req_query(req, "certificate") : NULL;
+		if (name != NULL)
+			r = scope_cert(app, scope, name, err);
+		name = route->handler == h_cert_list ? req_query(req, "service") : NULL;
+		if (r == 0 && name != NULL) {
+			r = cv_vault_scope_service(&app->vault, scope, name, &inside, err);
+			if (r == 0 && !inside)
+				r = out_of_scope(err, "the service", name);
+		}
 		break;
 	case OBJ_WHOLE_LIST:
 		if (scope->objects.n_certificates > 0 || scope->objects.n_environments > 0)

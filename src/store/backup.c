@@ -156,6 +156,47 @@ out:
 	return r;
 }
 
+/* The journal mode a PRAGMA journal_mode answered. */
+static int mode_row(void *arg, int n, char **values, char **names)
+{
+	(void)names;
+	if (n > 0 && values[0] != NULL)
+		snprintf(arg, 16, "%s", values[0]);
+	return 0;
+}
+
+int cv_store_db_quiesce(const char *path, struct cv_errmsg *err)
+{
+	cvdb *db = NULL;
+	char *msg = NULL, mode[16] = "";
+	int rc, r;
+
+	r = open_file(path, SQLITE_OPEN_READWRITE, &db, err);
+	if (r < 0)
+		return r;
+	/* Not waiting: a connection that holds it open now is a running certvaultd. */
+	(void)sqlite3_busy_timeout(cvdb_sqlite(db), 0);
+	rc = sqlite3_exec(cvdb_sqlite(db), "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, &msg);
+	sqlite3_free(msg);
+	msg = NULL;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(cvdb_sqlite(db), "PRAGMA journal_mode=DELETE", mode_row, mode,
+				  &msg);
+	/* SQLite answers the mode it kept when it could not change it. */
+	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED ||
+	    (rc == SQLITE_OK && strcmp(mode, "delete") != 0))
+		r = cv_errmsg_set(err, CV_ERR_IN_USE, "database %s is open in another process (a "
+				  "certvaultd running on it?): stop it first", path);
+	else if (rc != SQLITE_OK)
+		r = cv_errmsg_set(err, CV_ERR_DB, "database %s: %s", path,
+				  msg != NULL ? msg : cvdb_errstr(rc));
+	sqlite3_free(msg);
+	rc = cvdb_close(db);
+	if (r == 0 && rc != SQLITE_OK)
+		r = cv_errmsg_set(err, CV_ERR_DB, "database %s: %s", path, cvdb_errstr(rc));
+	return r;
+}
+
 struct facts_keys {
 	struct cv_store_backup_facts *f;
 	size_t cap;

@@ -435,10 +435,15 @@ int cv_store_cert_purge_unmark(struct cv_store *store, int64_t id)
 	cvdb *db = conn->db;
 	int r;
 
-	r = store_run(db, "UPDATE certificates SET held = 1 WHERE id = ?1 AND state = 2"
-		      " AND held = 0", "i", id);
+	r = store_exec(db, "BEGIN IMMEDIATE");
+	if (r == 0)
+		r = store_run(db, "UPDATE certificates SET held = 1 WHERE id = ?1 AND state = 2"
+			      " AND held = 0", "i", id);
 	if (r == 0 && cvdb_changes(db) == 0)
 		r = CV_ERR_NOT_FOUND;
+	if (r == 0)
+		r = store_notify_purge_cancel_on(db, id);
+	r = store_finish(db, r);
 	store_return(store, conn);
 	return r;
 }

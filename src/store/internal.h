@@ -186,6 +186,9 @@ int store_audit_append_on(cvdb *db, const struct cv_audit_entry *entry);
  * channels are told of (an import, renew, replace, delete done); on the caller's transaction.
  * 0 or CV_ERR_DB. */
 int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t seq);
+/* Marks the unsent messages of a purge of cert_id failed ("the purge was undone"), on db in
+ * the caller's transaction. Returns 0 or CV_ERR_DB. */
+int store_notify_purge_cancel_on(cvdb *db, int64_t cert_id);
 /* Rewrites, from their DER, the distinguished names of the rows listed in the table
  * dn_refresh (an older release escaped UTF-8), then drops it; nothing when it is absent.
  * One transaction. 0 or CV_ERR_DB. */

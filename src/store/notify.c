@@ -59,6 +59,10 @@ static const struct {
 	{ "certificate.renew", "certificate.renewed", 1 },
 	{ "certificate.replace", "certificate.replaced", 1 },
 	{ "certificate.delete", "certificate.deleted", 0 },
+	/* Soft delete (issue 18 part 2): back in use, or gone for good (by a request or the
+	 * background purge, whose actor is certvaultd). */
+	{ "certificate.recover", "certificate.recovered", 0 },
+	{ "certificate.purge", "certificate.purged", 0 },
 };
 
 int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t seq)
@@ -147,6 +151,21 @@ int store_notify_audit_on(cvdb *db, const struct cv_audit_entry *entry, int64_t 
 	if (conn == NULL)
 		cvdb_finalize(stmt);
 	return rc == SQLITE_DONE ? 0 : store_err(rc);
+}
+
+int store_notify_purge_cancel_on(cvdb *db, int64_t cert_id)
+{
+	/* The purge's record (and its message) is committed before the keys are destroyed; a
+	 * key the token kept undoes the purge, so a message not yet sent would tell of what
+	 * did not happen. One already sent cannot be called back: the audit trail's refusal
+	 * after the purge's record says what happened. */
+	return store_run(db,
+			 "UPDATE notification_outbox SET state = 2, last_error = 'not sent: the"
+			 " purge was undone (a key could not be destroyed)'"
+			 " WHERE state = 0 AND attempts = 0 AND event = 'certificate.purged'"
+			 " AND certificate = (SELECT name FROM certificates WHERE id = ?1)"
+			 " COLLATE NOCASE",
+			 "i", cert_id);
 }
 
 static int read_channel(cvdb_stmt *stmt, struct cv_notify_channel *ch)
@@ -819,6 +838,36 @@ int cv_store_notify_attempt_end(struct cv_store *store, int64_t outbox_id, int64
 			      "iiiit", outbox_id, (int64_t)state, next_attempt_at, now, detail);
 	r = store_finish(db, r);
 out:
+	store_return(store, conn);
+	return r;
+}
+
+int cv_store_notify_prune(struct cv_store *store, int64_t cutoff, int64_t limit,
+			  int64_t *ret_n)
+{
+	/* A batch at a time: the write lock is held for a bounded delete, never for a whole
+	 * log's worth. The attempts go by their foreign key (ON DELETE CASCADE). */
+	static const char sql[] =
+		"DELETE FROM notification_outbox WHERE id IN (SELECT o.id FROM notification_outbox o"
+		" WHERE o.state IN (1, 2) AND o.created_at < ?1"
+		" AND (CASE WHEN o.state = 1 THEN o.delivered_at ELSE o.next_attempt_at END) < ?1"
+		" AND NOT EXISTS (SELECT 1 FROM notification_attempts a WHERE a.outbox_id = o.id"
+		" AND (a.finished_at >= ?1 OR a.started_at >= ?1))"
+		" AND NOT ((o.dedup_key LIKE 'expiry:%' OR o.dedup_key LIKE 'revoked:%')"
+		" AND EXISTS (SELECT 1 FROM certificates c WHERE c.name = o.certificate"
+		" COLLATE NOCASE AND c.version = o.cert_version))"
+		" ORDER BY o.id LIMIT ?2)";
+	struct store_conn *conn = store_borrow(store);
+	cvdb_stmt *stmt;
+	int r;
+
+	*ret_n = 0;
+	r = store_prepare(conn, sql, &stmt);
+	if (r == 0 && (cvdb_bind_int64(stmt, 1, cutoff) != SQLITE_OK ||
+		       cvdb_bind_int64(stmt, 2, limit) != SQLITE_OK))
+		r = CV_ERR_DB;
+	if (r == 0)
+		r = run_insert(conn, stmt, ret_n);
 	store_return(store, conn);
 	return r;
 }

@@ -503,11 +503,28 @@ named:
 			goto free_oom;
 		k->param = x;
 	}
-	if (nvar > 0 && (out->used = calloc((size_t)nvar, 1)) == NULL)
+	if (nvar > 0 && ((out->used = calloc((size_t)nvar, 1)) == NULL ||
+			 (out->null_test_only = calloc((size_t)nvar, 1)) == NULL))
 		goto free_oom;
-	for (i = 0; i < t->n; i++)
-		if (t->v[i].type == T_PARAM)
-			out->used[t->v[i].param - 1] = 1;
+	for (j = 0; j < nvar; j++)
+		out->null_test_only[j] = 1;
+	for (i = 0; i < t->n; i++) {
+		size_t a, b;
+
+		if (t->v[i].type != T_PARAM)
+			continue;
+		out->used[t->v[i].param - 1] = 1;
+		/* followed by IS [NOT] NULL (as written: IS NOT is not rewritten before NULL) */
+		a = next_sig(t, i);
+		b = a < t->n && is_word(&t->v[a], "IS") ? next_sig(t, a) : t->n;
+		if (b < t->n && is_word(&t->v[b], "NOT"))
+			b = next_sig(t, b);
+		if (!(b < t->n && is_word(&t->v[b], "NULL")))
+			out->null_test_only[t->v[i].param - 1] = 0;
+	}
+	for (j = 0; j < nvar; j++)
+		if (!out->used[j])
+			out->null_test_only[j] = 0;
 	out->n_params = nvar;
 	out->names = names;
 	return 0;
@@ -877,6 +894,7 @@ void sqldb_pg_sql_release(struct sqldb_pg_sql *t)
 		free(t->names[i]);
 	free(t->names);
 	free(t->used);
+	free(t->null_test_only);
 	free(t->sql);
 	memset(t, 0, sizeof(*t));
 }

@@ -41,6 +41,9 @@
  * SQLite CREATE TRIGGER with a BEGIN ... END body, and a LIKE whose pattern is an expression
  * without an ESCAPE clause.
  *
+ * A parameter used only as "? IS [NOT] NULL" gives PostgreSQL no type to infer: such
+ * parameters are flagged (null_test_only) and a text or NULL value is sent as text.
+ *
  * In text written for PostgreSQL (cvdb_pick's second query): ::casts, $$ bodies and E''
  * strings pass untouched; jsonb's ? operators cannot be used (? is a parameter): use
  * jsonb_exists() and friends. */
@@ -82,6 +85,9 @@ struct sqldb_pg_sql {
 	int writes;             /* INSERT, UPDATE, DELETE (or WITH ... one of them): outside a
 				   transaction, run as its own write transaction under the writer
 				   lock, as SQLite's autocommit write takes the file's write lock */
+	unsigned char *null_test_only; /* [n_params]: 1 where every use of the parameter is
+				   "? IS [NOT] NULL", which gives PostgreSQL no type to infer: a
+				   text or NULL value is then sent as text */
 	unsigned char *used;    /* [n_params]: 1 where the text refers to the parameter (?3
 				   alone leaves 1 and 2 unused: PostgreSQL must be told their
 				   type, it cannot infer one) */

@@ -794,6 +794,9 @@ static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 			continue;
 		}
 		types[i] = param_oid(p);
+		/* only ever tested for NULL: nothing to infer a type from, text will do */
+		if (types[i] == 0 && ps->t.null_test_only[i])
+			types[i] = OID_TEXT;
 		formats[i] = p->type == P_BLOB;
 		lengths[i] = p->type == P_BLOB ? (int)p->blob_len : 0;
 		values[i] = p->type == P_INT || p->type == P_FLOAT ? p->num

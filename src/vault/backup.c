@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,17 +153,66 @@ static json_t *manifest_make(const struct cv_backup_params *p,
 	return m;
 }
 
-/* A private file name beside dir's other files: dir/.certvault-backup-XXXXXX. */
+/* A private file name beside dir's other files: dir/.certvault-backup-XXXXXX, locked
+ * (flock) for as long as the returned descriptor is open, so that the start-up's sweep of
+ * leftovers (cv_vault_backup_leftovers) never takes a copy being written for one. */
 static int temp_file(const char *dir, char *path, size_t size)
 {
 	int fd;
 
-	if ((size_t)snprintf(path, size, "%s/.certvault-backup-XXXXXX", dir) >= size)
+	if ((size_t)snprintf(path, size, "%s/" CV_BACKUP_TEMP_PREFIX "XXXXXX", dir) >= size)
 		return -1;
 	fd = mkstemp(path);
 	if (fd >= 0)
 		(void)fchmod(fd, 0600);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		unlink(path);
+		close(fd);
+		return -1;
+	}
 	return fd;
+}
+
+int cv_backup_temp_lock(int fd)
+{
+	return flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : -1;
+}
+
+int cv_vault_backup_leftovers(const char *dir, cv_vault_leftover_fn *fn, void *arg,
+			      struct cv_errmsg *err)
+{
+	struct stat st, fst;
+	struct dirent *e;
+	DIR *d;
+	int dfd, fd, n = 0;
+
+	d = opendir(dir);
+	if (d == NULL)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot read the directory %s: %s", dir,
+				     strerror(errno));
+	dfd = dirfd(d);
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, CV_BACKUP_TEMP_PREFIX, strlen(CV_BACKUP_TEMP_PREFIX)) != 0 &&
+		    strncmp(e->d_name, CV_RESTORE_TEMP_PREFIX, strlen(CV_RESTORE_TEMP_PREFIX)) != 0)
+			continue;
+		/* Only a regular file of this user (never a link to follow elsewhere), and only
+		 * one nobody is writing: a backup or a restore running now holds its lock. */
+		if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+		    st.st_uid != geteuid())
+			continue;
+		fd = openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &fst) == 0 && fst.st_ino == st.st_ino && fst.st_dev == st.st_dev &&
+		    flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dfd, e->d_name, 0) == 0) {
+			n++;
+			if (fn != NULL)
+				fn(e->d_name, (uint64_t)fst.st_size, arg);
+		}
+		close(fd);
+	}
+	closedir(d);
+	return n;
 }
 
 int cv_vault_backup_write(const struct cv_backup_params *p, int out_fd,
@@ -174,19 +225,18 @@ int cv_vault_backup_write(const struct cv_backup_params *p, int out_fd,
 	json_t *manifest = NULL;
 	uint64_t size = 0, copied = 0;
 	ssize_t n;
-	int fd = -1, r;
+	int fd = -1, lock_fd, r;
 
 	memset(ret, 0, sizeof(*ret));
 	copy[0] = '\0';
-	fd = temp_file(p->tmp_dir, copy, sizeof(copy));
-	if (fd < 0) {
+	/* Kept open (its lock held) until the copy is gone: SQLite writes it by its name. */
+	lock_fd = temp_file(p->tmp_dir, copy, sizeof(copy));
+	if (lock_fd < 0) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIG, "backup: cannot make a file in %s: %s",
 				  p->tmp_dir, strerror(errno));
 		copy[0] = '\0';
 		goto out;
 	}
-	close(fd);
-	fd = -1;
 	r = cv_store_backup_copy(p->db_path, copy, err);
 	if (r < 0)
 		goto out;
@@ -231,6 +281,8 @@ out:
 		close(fd);
 	if (copy[0] != '\0')
 		unlink(copy);
+	if (lock_fd >= 0)
+		close(lock_fd);
 	free(text);
 	json_decref(manifest);
 	cv_store_backup_facts_release(&f);
@@ -409,6 +461,7 @@ int cv_vault_backup_verify(struct cv_vault *v, const char *file, const char *tmp
 		goto out;
 	}
 	msha = json_string_value(json_object_get(json_object_get(m, "database"), "sha256"));
+	snprintf(ret->db_sha256, sizeof(ret->db_sha256), "%s", msha != NULL ? msha : "");
 	if (msha == NULL || strcmp(msha, sha) != 0)
 		verdict_bad(ret, "the database's SHA-256 is not the manifest's", "");
 	ret->schema_version = json_integer_value(json_object_get(m, "schema_version"));
@@ -497,6 +550,170 @@ out:
 	free(text);
 	json_decref(m);
 	cv_store_backup_facts_release(&f);
+	return r;
+}
+
+/* --- restore ------------------------------------------------------------------------- */
+
+/* Copies the backup's database member into the open file out, made durable. */
+static int restore_extract(const char *file, int out, struct cv_errmsg *err)
+{
+	unsigned char buf[65536];
+	char name[101];
+	uint64_t size, left;
+	off_t skip;
+	int fd, r = 0;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "cannot read %s: %s", file, strerror(errno));
+	if (tar_next(fd, name, &size) != 1 || strcmp(name, MANIFEST_NAME) != 0 ||
+	    size > MANIFEST_MAX) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s: not a certvault backup", file);
+		goto out;
+	}
+	skip = (off_t)((size + TAR_BLOCK - 1) / TAR_BLOCK * TAR_BLOCK);
+	if (lseek(fd, skip, SEEK_CUR) < 0 || tar_next(fd, name, &size) != 1 ||
+	    strcmp(name, DB_NAME) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s: no %s after the manifest", file,
+				  DB_NAME);
+		goto out;
+	}
+	for (left = size; left > 0 && r == 0;) {
+		size_t chunk = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+
+		if (read_full(fd, buf, chunk) < 0)
+			r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s: the database is cut short",
+					  file);
+		else if (write_all(out, buf, chunk) < 0)
+			r = cv_errmsg_set(err, CV_ERR_CONFIG, "writing the database: %s",
+					  strerror(errno));
+		left -= chunk;
+	}
+	if (r == 0 && fsync(out) != 0)
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "writing the database: %s", strerror(errno));
+out:
+	close(fd);
+	return r;
+}
+
+int cv_vault_backup_restore(struct cv_vault *v, const struct cv_restore_params *p,
+			    struct cv_backup_verdict *ret, struct cv_errmsg *err)
+{
+	static const char *const sides[] = { "-wal", "-shm", "-journal" };
+	char dirbuf[4096], tmp[4200], side[4200], sha[2 * CV_AUDIT_HASH_LEN + 1];
+	const char *dir, *slash;
+	struct stat st;
+	uint64_t size = 0;
+	size_t i;
+	int out = -1, dfd, exists, r;
+
+	memset(ret, 0, sizeof(*ret));
+	tmp[0] = '\0';
+	if (strstr(p->db_path, "://") != NULL)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "--restore writes an SQLite file: a "
+				     "PostgreSQL database is restored with pg_restore");
+	if (strlen(p->db_path) >= sizeof(dirbuf) - 64)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "--database: the path is too long");
+	exists = lstat(p->db_path, &st) == 0;
+	if (exists && !S_ISREG(st.st_mode))
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s is not a regular file: nothing is "
+				     "restored over it", p->db_path);
+	if (exists && !p->overwrite)
+		return cv_errmsg_set(err, CV_ERR_CONFIG, "%s exists: nothing is restored over a "
+				     "database unless --overwrite says so (stop certvaultd first)",
+				     p->db_path);
+	/* A -wal or -shm without its database would be applied to the restored one. */
+	for (i = 0; !exists && i < sizeof(sides) / sizeof(sides[0]); i++) {
+		snprintf(side, sizeof(side), "%s%s", p->db_path, sides[i]);
+		if (lstat(side, &st) == 0 && !p->overwrite)
+			return cv_errmsg_set(err, CV_ERR_CONFIG, "%s is there without its database: "
+					     "SQLite would apply it to the restored one; remove it, "
+					     "or say --overwrite", side);
+	}
+	slash = strrchr(p->db_path, '/');
+	if (slash == NULL) {
+		snprintf(dirbuf, sizeof(dirbuf), ".");
+	} else {
+		snprintf(dirbuf, sizeof(dirbuf), "%.*s", (int)(slash - p->db_path), p->db_path);
+		if (dirbuf[0] == '\0')
+			snprintf(dirbuf, sizeof(dirbuf), "/");
+	}
+	dir = dirbuf;
+	/* Beside its place, so that the rename is atomic; locked, so that a certvaultd
+	 * starting meanwhile does not take it for a leftover. */
+	snprintf(tmp, sizeof(tmp), "%s/" CV_RESTORE_TEMP_PREFIX "XXXXXX", dir);
+	out = mkstemp(tmp);
+	if (out < 0) {
+		tmp[0] = '\0';
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot make a file in %s: %s", dir,
+				  strerror(errno));
+		goto out;
+	}
+	if (fchmod(out, 0600) != 0 || flock(out, LOCK_EX | LOCK_NB) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	r = restore_extract(p->backup, out, err);
+	if (r < 0)
+		goto out;
+	if (file_digest(tmp, sha, &size) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot read %s", tmp);
+		goto out;
+	}
+	/* The check of --verify-backup, on the backup; the bytes put in place are the ones it
+	 * verified when their SHA-256 is the manifest's, which the check held them to. */
+	r = cv_vault_backup_verify(v, p->backup, dir, p->audit_key_label, ret, err);
+	if (r < 0)
+		goto out;
+	if (!ret->intact) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s is not intact: %s; nothing is "
+				  "restored", p->backup, ret->reason);
+		goto out;
+	}
+	if (strcmp(sha, ret->db_sha256) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_BAD_ENCODING, "%s changed while it was read; nothing "
+				  "is restored", p->backup);
+		goto out;
+	}
+	if (ret->keys_missing > 0 && !p->allow_missing_keys) {
+		r = cv_errmsg_set(err, CV_ERR_TOKEN, "the token lacks %zu of the %zu key(s) the "
+				  "backup needs (the first: %s): restore the token's backup that "
+				  "holds them, or say --allow-missing-keys (those certificates are "
+				  "then marked key_missing); nothing is restored",
+				  ret->keys_missing, ret->keys, ret->missing[0]);
+		goto out;
+	}
+	if (exists) {
+		r = cv_store_db_quiesce(p->db_path, err);
+		if (r < 0)
+			goto out;
+	}
+	for (i = 0; i < sizeof(sides) / sizeof(sides[0]); i++) {
+		snprintf(side, sizeof(side), "%s%s", p->db_path, sides[i]);
+		if (unlink(side) != 0 && errno != ENOENT) {
+			r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot remove %s: %s", side,
+					  strerror(errno));
+			goto out;
+		}
+	}
+	if (rename(tmp, p->db_path) != 0) {
+		r = cv_errmsg_set(err, CV_ERR_CONFIG, "cannot put the database in place at %s: %s",
+				  p->db_path, strerror(errno));
+		goto out;
+	}
+	tmp[0] = '\0';
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	r = 0;
+out:
+	if (tmp[0] != '\0')
+		unlink(tmp);
+	if (out >= 0)
+		close(out);
 	return r;
 }
 

@@ -30,6 +30,7 @@ const char *const cv_notify_events[] = {
 	"certificate.imported", "certificate.renewed",  "certificate.replaced",
 	"certificate.deleted",  "certificate.expiring", "certificate.expired",
 	"certificate.revoked",  "token.unavailable",    "token.available",
+	"certificate.recovered", "certificate.purged",
 	NULL,
 };
 
@@ -1005,6 +1006,34 @@ static void token_watch(struct cv_notifier *nf, int64_t now)
 /* A current version that a truststore CRL now lists as revoked is told, once per version:
  * the CRLs are checked offline, so a scan costs no network and only certificates whose
  * issuer has a CRL are read. */
+/* The log of deliveries is kept notifications.delivery_log_days: without pruning, every
+ * message ever sent would stay (a row and its attempts), and the log would grow for ever. */
+static void log_prune(struct cv_notifier *nf, int64_t now)
+{
+	int64_t n = 0, total = 0;
+	int r, rounds;
+
+	if (nf->s.delivery_log_days <= 0)
+		return;
+	/* Batches of 500 (each its own short transaction), and at most 20 per scan: a log
+	 * that grew long before catches up over a few scans, never holding the writer. */
+	for (rounds = 0; rounds < 20; rounds++) {
+		r = cv_store_notify_prune(nf->v->store, now - nf->s.delivery_log_days * 86400, 500,
+					  &n);
+		if (r < 0) {
+			say(nf, "notifications: the log of deliveries could not be pruned: %s",
+			    cv_strerror(r));
+			break;
+		}
+		total += n;
+		if (n < 500)
+			break;
+	}
+	if (total > 0)
+		say(nf, "notifications: %lld delivery(ies) older than %lld day(s) removed from the"
+		    " log", (long long)total, (long long)nf->s.delivery_log_days);
+}
+
 static void revocation_watch(struct cv_notifier *nf, int64_t now)
 {
 	char (*names)[65] = NULL, detail[512], dedup[96];
@@ -1078,6 +1107,7 @@ static void tick(struct cv_notifier *nf)
 		if (cv_store_notify_scan(nf->v->store, nf->s.thresholds, now, &added) < 0)
 			say(nf, "notifications: the expiry scan could not write to the database");
 		revocation_watch(nf, now);
+		log_prune(nf, now);
 		nf->next_scan = now + nf->s.scan_seconds;
 	}
 	token_watch(nf, now);

@@ -4,6 +4,7 @@ directory, certvaultd started on 127.0.0.1 (any free port), and a small HTTP cli
 Only the standard library and tools nobody here wrote (openssl, pkcs11-tool, p11tool) are used,
 plus cv-testcert (tests/tools) to make certificates with exact dates and key types."""
 
+import atexit
 import base64
 import http.client
 import json
@@ -324,6 +325,8 @@ class PgServer:
                       " -c synchronous_commit=off -c shared_buffers=16MB"
                       " -c max_connections=60" % self.dir, "start")
             self.running = True
+            # a suite that dies before its teardown leaves no cluster behind
+            atexit.register(self.stop)
             self.createdb("certvault")
         except BaseException:
             self.stop()

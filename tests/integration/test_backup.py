@@ -194,6 +194,46 @@ class BackupTest(unittest.TestCase):
         self.assertIn("not a certvault backup", p.stderr.decode())
 
 
+    def test_leftovers_of_a_backup_cut_short_go_at_start(self):
+        """A crash during POST /v1/backup leaves its copy of the database beside it: the next
+        start removes it (and says so), but not a backup's file still being written (held
+        locked), a link, or anything else."""
+        import fcntl
+        d = os.path.dirname(self.vault.db)
+        left = [os.path.join(d, n) for n in (".certvault-backup-Ab12Cd",
+                                             ".certvault-backup-tar-Zz9yX8")]
+        for path in left:
+            with open(path, "wb") as f:
+                f.write(read(self.vault.db)[:4096])
+        busy = os.path.join(d, ".certvault-backup-Bus7yy")
+        other = os.path.join(d, "notes.txt")
+        link = os.path.join(d, ".certvault-backup-L1nk00")
+        for path in (busy, other):
+            with open(path, "wb") as f:
+                f.write(b"x")
+        os.symlink(other, link)
+        held = open(busy, "rb")
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            self.assertEqual(self.vault.stop(), 0)
+            self.vault.start()
+            log = self.vault.log()
+            for path in left:
+                self.assertFalse(os.path.exists(path), path)
+                self.assertIn("removed %s (4096 bytes), left by a backup or restore that was"
+                              " cut short" % path, log)
+            for path in (busy, other, link):
+                self.assertTrue(os.path.lexists(path), path)
+                self.assertNotIn(os.path.basename(path), log)
+            st, _, body = self.vault.request("GET", "/v1/health", token=None)
+            self.assertEqual(st, 200, body)
+        finally:
+            held.close()
+            for path in (busy, other, link):
+                if os.path.lexists(path):
+                    os.remove(path)
+
+
 class RestoreTest(unittest.TestCase):
     """A backup restored as the README says (stop, the database and its -wal and -shm
     replaced by the backup's certvault.db, start) onto the token it was taken from, which
@@ -270,6 +310,97 @@ class RestoreTest(unittest.TestCase):
         fd = os.open(vault.db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, data)
         os.close(fd)
+
+
+class RestoreCommandTest(unittest.TestCase):
+    """certvaultd --restore BACKUP --database PATH: refuses an existing database without
+    --overwrite, one a running certvaultd has open, a backup that is not intact, and one
+    whose keys the token lacks unless told; puts the backup's database in place whole (a
+    new path, and over the old database), and certvaultd starts on it."""
+
+    def test_restore_command(self):
+        tmp = tempfile.mkdtemp(prefix="cv-it-restorecmd-")
+        try:
+            vault = Certvaultd(tmp).start()
+            mats = {n: Material(tmp, n) for n in ("rc-a", "rc-b")}
+            st, _, body = vault.import_cert("rc-a", mats["rc-a"])
+            self.assertEqual(st, 201, body)
+            a_id = body["key"]["id"]
+            backup = os.path.join(tmp, "backup.tar")
+            run([CERTVAULTD, "--backup", backup], env=vault.env())
+            st, _, body = vault.import_cert("rc-b", mats["rc-b"])
+            self.assertEqual(st, 201, body)
+
+            def restore(*args, db=vault.db, src=backup):
+                return run([CERTVAULTD, "--restore", src, "--database", db] + list(args),
+                           env=vault.env(), check=False)
+
+            def refused(p, words):
+                self.assertEqual(p.returncode, 1, p.stdout.decode() + p.stderr.decode())
+                self.assertIn(words, p.stderr.decode())
+                self.assertEqual(p.stdout, b"")
+
+            def leftovers():
+                return [f for f in os.listdir(tmp) if f.startswith(".certvault-")]
+            # Running: refused, and the live database is untouched.
+            refused(restore("--overwrite"), "open in another process")
+            self.assertEqual(vault.stop(), 0)
+            live = read(vault.db)
+            refused(restore(), "exists: nothing is restored over a database unless "
+                               "--overwrite")
+            # Not intact: refused, nothing changed, nothing left behind.
+            names, manifest, data = members(backup)
+            bad = os.path.join(tmp, "bad.tar")
+            with tarfile.open(bad, "w", format=tarfile.USTAR_FORMAT) as tar:
+                for name, blob in (("manifest.json", json.dumps(manifest).encode()),
+                                   ("certvault.db", data[:-1] + bytes([data[-1] ^ 1]))):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(blob)
+                    tar.addfile(info, io.BytesIO(blob))
+            refused(restore("--overwrite", src=bad), "is not intact: the database's SHA-256")
+            self.assertEqual(read(vault.db), live)
+            self.assertEqual(leftovers(), [])
+            # Usage: the options go together; PostgreSQL is pg_restore's.
+            for args in (["--restore", backup], ["--database", vault.db],
+                         ["--overwrite", "--verify-backup", backup]):
+                p = run([CERTVAULTD] + args, env=vault.env(), check=False)
+                self.assertEqual(p.returncode, 2, args)
+            refused(restore(db="postgresql://cv@db/cv"), "pg_restore")
+            # A new path: the backup's very database, mode 0600.
+            fresh = os.path.join(tmp, "fresh.db")
+            p = restore(db=fresh)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            self.assertRegex(p.stdout.decode(), r"restored .* into .*fresh\.db: made .*, "
+                             r"schema \d+, audit chain of \d+ record\(s\) verified")
+            self.assertEqual(read(fresh), data)
+            self.assertEqual(os.stat(fresh).st_mode & 0o777, 0o600)
+            # Over the live database (its WAL folded in first, none left for the new one);
+            # certvaultd starts on it: rc-b, imported after the backup, is gone, its key
+            # reported, the chain intact.
+            p = restore("--overwrite")
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            self.assertFalse(os.path.exists(vault.db + "-wal"))
+            self.assertEqual(leftovers(), [])
+            vault.start()
+            st, _, page = vault.request("GET", "/v1/certificates")
+            self.assertEqual([i["name"] for i in page["items"]], ["rc-a"])
+            st, _, verdict = vault.request("GET", "/v1/audit/verify")
+            self.assertTrue(verdict["intact"], verdict)
+            self.assertEqual(vault.stop(), 0)
+            # A key the backup needs gone from the token: refused, unless told.
+            run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", vault.label,
+                 "--login", "--pin", "env:CV_TEST_PIN", "--delete-object", "--type",
+                 "privkey", "--id", a_id], env=dict(vault.env(), CV_TEST_PIN=vault.pin))
+            before = read(vault.db)
+            refused(restore("--overwrite"), "the token lacks 1 of the 1 key(s)")
+            self.assertIn("lacks the key of rc-a v1 (current)", restore("--overwrite")
+                          .stderr.decode())
+            self.assertEqual(read(vault.db), before)
+            p = restore("--overwrite", "--allow-missing-keys")
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            self.assertIn("lacks 1 of its 1 key(s)", p.stdout.decode())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

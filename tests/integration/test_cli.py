@@ -3,6 +3,7 @@ fresh SoftHSM token and SQLite file: every command, the table and --json outputs
 exit code, where the token comes from (environment, file, config file with its mode checked),
 passwords from files, and the confirmations."""
 
+import base64
 import json
 import os
 import pty
@@ -323,6 +324,95 @@ class TestCommands(CliTestCase):
         self.assertEqual(rc, 1, err)
         self.ok("rm", "jw", "--yes", "--jwk", "delete", "--confirm", "jw", "-q")
         self.assertEqual(self.ok("jwks", "ls", "-q").split(), [])
+
+    def test_sign_with_a_certificate_and_a_jwk(self):
+        """certvault sign: a file (bigger than the API takes as a message: hashed here),
+        standard input and a hash made by openssl, each verified by openssl with the
+        exported public key; a JWS verified by jose against the public JWKS; every refusal
+        with its exit code; the manual in --help; completion."""
+        self.imported("sg", san="sg.example.com")
+        pub = os.path.join(self.tmp, "sg.pub")
+        self.ok("export", "sg", "--format", "public-key", "-o", pub)
+        big = os.path.join(self.tmp, "big.bin")
+        with open(big, "wb") as f:
+            f.write(os.urandom(1024 * 1024 + 7))
+        sig = os.path.join(self.tmp, "big.sig")
+
+        def verified(message_file, sig_file):
+            p = run(["openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig_file,
+                     message_file], check=False)
+            return p.returncode == 0 and b"Verified OK" in p.stdout
+        self.ok("sign", "sg", "--alg", "ecdsa-sha256", "--file", big, "--binary", "-o", sig)
+        self.assertTrue(verified(big, sig))
+        # Standard input, base64 out (one line).
+        msg = self.write("msg.txt", "hello, vault")
+        rc, out, err = self.cli("sign", "sg", "--alg", "ecdsa-sha256", input=b"hello, vault")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.count("\n"), 1)
+        with open(sig, "wb") as f:
+            f.write(base64.b64decode(out.strip()))
+        self.assertTrue(verified(msg, sig))
+        # A hash made elsewhere; ES256 answers r || s (64 bytes), der on request.
+        digest = os.path.join(self.tmp, "msg.sha256")
+        run(["openssl", "dgst", "-sha256", "-binary", "-out", digest, msg])
+        self.ok("sign", "sg", "--alg", "ES256", "--prehashed", "--file", digest, "--format",
+                "der", "--binary", "-o", sig)
+        self.assertTrue(verified(msg, sig))
+        body = json.loads(self.ok("sign", "sg", "--alg", "ES256", "--file", msg, "--json"))
+        self.assertEqual(len(base64.b64decode(body["signature"])), 64)
+        self.assertEqual(body["certificate"], "sg")
+        # A JWS with the JWK's key, checked by jose against the public JWKS.
+        kid = json.loads(self.ok("jwks", "create", "sg", "--use", "sig", "--alg", "ES256",
+                                 "--json"))["kid"]
+        rc, jws, err = self.cli("sign", "--kid", kid, "--header", '{"typ":"JWT"}',
+                                input=b'{"sub":"svc"}')
+        self.assertEqual(rc, 0, err)
+        head = json.loads(base64.urlsafe_b64decode(jws.split(".")[0] + "=="))
+        self.assertEqual(head, {"alg": "ES256", "kid": kid, "typ": "JWT"})
+        token, jwks = self.write("t.jws", jws.strip()), os.path.join(self.tmp, "jwks.json")
+        doc = self.vault.request("GET", "/.well-known/jwks.json", token=None)[2]
+        with open(jwks, "wb") as f:
+            f.write(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+        p = run(["jose", "jws", "ver", "-i", token, "-k", jwks, "-O", "-"])
+        self.assertEqual(p.stdout, b'{"sub":"svc"}')
+        # Refusals: usage (2) before anything is sent, the API's (1) with its code.
+        for args, words in (
+                (("sign", "sg"), "needs --alg"),
+                (("sign", "sg", "--alg", "ES999"), "must be one of"),
+                (("sign", "sg", "--alg", "ES256", "--prehashed", "--file", msg), "32-byte hash"),
+                (("sign", "sg", "--alg", "EdDSA", "--prehashed", "--file", digest),
+                 "no --prehashed"),
+                (("sign", "sg", "--alg", "ES256", "--file", "/nonexistent"), "cannot read"),
+                (("sign", "sg", "--alg", "ES256", "--format", "pem"), "raw or der"),
+                (("sign", "sg", "--kid", kid), "not both"),
+                (("sign", "--kid", kid, "--alg", "ES256"), "its own alg"),
+                (("sign", "--kid", kid, "--header", "[1]"), "JSON object"),
+                (("sign",), "sign NAME --alg ALG, or sign --kid KID")):
+            with self.subTest(args=args):
+                rc, _, err = self.cli(*args, input=b"x")
+                self.assertEqual(rc, 2, err)
+                self.assertIn(words, err)
+        for args, code in ((("sign", "sg", "--alg", "RS256"), "algorithm_mismatch"),
+                           (("sign", "nope", "--alg", "ES256"), "not_found"),
+                           (("sign", "--kid", "x" * 43), "not_found")):
+            with self.subTest(args=args):
+                rc, _, err = self.cli(*args, input=b"x")
+                self.assertEqual(rc, 1, err)
+                self.assertIn(code, err)
+        self.assertIn("--prehashed", self.ok("sign", "--help"))
+        # Completion offers the command, its options and its algorithms.
+        comp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src",
+                            "cli", "certvault.bash-completion")
+        script = ('_init_completion() { cur=${COMP_WORDS[COMP_CWORD]}; '
+                  'prev=${COMP_WORDS[COMP_CWORD-1]}; words=("${COMP_WORDS[@]}"); '
+                  'cword=$COMP_CWORD; }; _filedir() { :; }; source "$1"; '
+                  'for line in "certvault si" "certvault sign sg --pre" '
+                  '"certvault sign sg --alg ecdsa-sha3"; do COMP_WORDS=($line); '
+                  'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _certvault; echo "${COMPREPLY[*]}"; '
+                  'done')
+        p = run(["bash", "-c", script, "bash", os.path.abspath(comp)])
+        self.assertEqual(p.stdout.decode().split("\n")[:3],
+                         ["sign", "--prehashed", "ecdsa-sha384"])
 
     def test_trust_audit_inventory_tokens_health(self):
         ca = self.material("cli-ca", ca=True, cn="CLI Test CA")

@@ -184,7 +184,7 @@ class Channels(VaultTestCase):
         secret = ch["secret"]
         self.assertRegex(secret, r"^whsec_[A-Za-z0-9+/]{43}=$")
         self.assertTrue(ch["has_secret"])
-        self.assertEqual(len(ch["events"]), 9)
+        self.assertEqual(len(ch["events"]), 11)
         st, _, got = v.request("GET", "/v1/notifications/channels/" + ch["id"])
         self.assertEqual(st, 200, got)
         self.assertNotIn("secret", got)
@@ -340,7 +340,9 @@ class Deliveries(VaultTestCase):
         fd = os.open(os.path.join(cls.pwdir, "smtp.pw"), os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, b"smtp-pass-123\n")
         os.close(fd)
-        cls.settings = dict(SETTINGS, CERTVAULT_NOTIFICATIONS_PASSWORD_DIR=cls.pwdir)
+        # Deletes are soft (issue 18 part 2), so that a recover and a purge tell too.
+        cls.settings = dict(SETTINGS, CERTVAULT_NOTIFICATIONS_PASSWORD_DIR=cls.pwdir,
+                            CERTVAULT_LIFECYCLE_DELETED_RETENTION_DAYS="30")
         cls.receiver = Receiver()
         cls.sink = Sink()
         super().setUpClass()
@@ -446,8 +448,8 @@ class Deliveries(VaultTestCase):
         self.assertFalse({d["delivery_id"] for d in page["items"]} &
                          {d["delivery_id"] for d in page2["items"]})
 
-        # Renew, replace and delete are events too; a renewal is a new version, whose
-        # thresholds count afresh.
+        # Renew, replace, delete, recover and purge are events too; a renewal is a new
+        # version, whose thresholds count afresh.
         n_before = len(rx.messages())
         st, _, _ = v.request("PUT", "/v1/services/web", {"environment": "production",
                                                          "domains": ["far.example.com"]})
@@ -462,17 +464,26 @@ class Deliveries(VaultTestCase):
         st, _, out = v.request("POST", "/v1/certificates/far/replace",
                                {"certificate": far3.cert, "private_key": far3.key})
         self.assertIn(st, (200, 201), out)
-        st, _, out = v.request("DELETE", "/v1/certificates/soon?confirm=delete")
-        self.assertEqual(st, 200, out)
+        for method, path in (("DELETE", "/v1/certificates/soon?confirm=delete"),
+                             ("POST", "/v1/deleted-certificates/soon/recover"),
+                             ("DELETE", "/v1/certificates/soon?confirm=delete"),
+                             ("DELETE", "/v1/deleted-certificates/soon?confirm=purge")):
+            st, _, out = v.request(method, path)
+            self.assertEqual(st, 200, (path, out))
         # A refused change tells nobody.
         self.assertEqual(v.request("DELETE", "/v1/certificates/far?confirm=delete")[0], 409)
-        wait_for(lambda: len(rx.messages()) >= n_before + 3, 20, "the change messages")
+        self.assertEqual(v.request("DELETE", "/v1/deleted-certificates/soon?confirm=purge")[0],
+                         404)
+        wait_for(lambda: len(rx.messages()) >= n_before + 6, 20, "the change messages")
         time.sleep(1.5)
-        new = [(m["event"], m["certificate"]["name"], m["certificate"].get("version"))
-               for m in rx.messages()[n_before:]]
-        self.assertEqual(sorted(new), sorted([("certificate.renewed", "far", 2),
-                                              ("certificate.replaced", "far", 3),
-                                              ("certificate.deleted", "soon", 1)]))
+        new = [(m["event"], m["certificate"]["name"], m["certificate"].get("version"),
+                m.get("actor")) for m in rx.messages()[n_before:]]
+        self.assertEqual(sorted(new), sorted([("certificate.renewed", "far", 2, "admin"),
+                                              ("certificate.replaced", "far", 3, "admin"),
+                                              ("certificate.deleted", "soon", 1, "admin"),
+                                              ("certificate.recovered", "soon", 1, "admin"),
+                                              ("certificate.deleted", "soon", 1, "admin"),
+                                              ("certificate.purged", "soon", 1, "admin")]))
 
 
     def test_generated_keys(self):
@@ -541,6 +552,61 @@ class Retries(VaultTestCase):
         # The URL's path and query (a secret, for some receivers) are never in the log.
         self.assertNotIn("hidden", json.dumps(log))
         self.assertIsNone(d["last_error"])
+
+
+class Pruning(VaultTestCase):
+    """The log of deliveries keeps notifications.delivery_log_days (1 here): older delivered
+    deliveries go with their attempts, but not an expiry message about a version still
+    there (its row is what keeps the scan from sending it again), nor a recent one."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.receiver = Receiver()
+        cls.settings = dict(SETTINGS, CERTVAULT_NOTIFICATIONS_DELIVERY_LOG_DAYS="1")
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.receiver.close()
+        super().tearDownClass()
+
+    def test_old_deliveries_leave_the_log(self):
+        v, rx = self.vault, self.receiver
+        st, _, hook = v.request("POST", "/v1/notifications/channels",
+                                {"name": "hook", "kind": "webhook", "url": rx.url,
+                                 "secret": SECRET})
+        self.assertEqual(st, 201, hook)
+        week = self.material("week", san="week.example.com", not_after=5 * 86400)
+        self.assertEqual(v.import_cert("week", week)[0], 201)
+        self.assertEqual(v.import_cert("gone", self.material("gone", san="g.example"))[0], 201)
+        self.assertEqual(v.request("DELETE", "/v1/certificates/gone?confirm=delete")[0], 200)
+        wait_for(lambda: len(rx.messages()) >= 4, 30, "the four messages")
+
+        def log():
+            st, _, page = v.request("GET", "/v1/notifications/deliveries?limit=100")
+            self.assertEqual(st, 200, page)
+            return sorted((d["event"], d["certificate"]) for d in page["items"])
+        wait_for(lambda: len(log()) == 4, 20, "four deliveries in the log")
+        # Two days ago, every one of them.
+        old = int(time.time()) - 2 * 86400
+        with sqlite3.connect(v.db, timeout=30) as db:
+            db.execute("UPDATE notification_outbox SET created_at = ?, delivered_at = ?,"
+                       " next_attempt_at = ?", (old, old, old))
+            db.execute("UPDATE notification_attempts SET started_at = ?, finished_at = ?",
+                       (old, old))
+        self.assertEqual(v.import_cert("new", self.material("new", san="n.example"))[0], 201)
+        wait_for(lambda: ("certificate.imported", "new") in log() and len(log()) == 2, 20,
+                 "the old deliveries pruned")
+        self.assertEqual(log(), [("certificate.expiring", "week"),
+                                 ("certificate.imported", "new")])
+        with sqlite3.connect(v.db, timeout=30) as db:
+            orphans = db.execute("SELECT count(*) FROM notification_attempts WHERE outbox_id"
+                                 " NOT IN (SELECT id FROM notification_outbox)").fetchone()[0]
+        self.assertEqual(orphans, 0)
+        # Scans go on: nothing pruned is sent again.
+        time.sleep(2.5)
+        self.assertEqual(len(rx.messages()), 5)
+        self.assertIn("removed from the log", v.log())
 
 
 class TokenEvents(VaultTestCase):

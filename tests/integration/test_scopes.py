@@ -356,6 +356,55 @@ class ScopeTest(VaultTestCase):
         self.assertFalse(any(r["method"] == "DELETE" and r["path"] == "/v1/certificates/{}"
                              for r in me["allowed"]), me["allowed"])
 
+    def test_service_hides_a_certificate_outside_the_scope(self):
+        """A service inside the scope may use a certificate outside it (bound by someone
+        else): its details and the list say that it uses one, never which, and a list
+        cannot be filtered by it."""
+        m = self.material("hidden-cert", san="shop.example.com")
+        st, _, body = self.vault.import_cert("hidden-cert", m, environments=["production"])
+        self.assertEqual(st, 201, body)
+        st, _, body = self.vault.request("PUT", "/v1/services/shop-hidden",
+                                         {"environment": "production",
+                                          "domains": ["shop.example.com"]})
+        self.assertEqual(st, 201, body)
+        self.addCleanup(self.vault.request, "DELETE", "/v1/services/shop-hidden")
+        self.addCleanup(self.vault.request, "DELETE", "/v1/services/shop-hidden/certificate")
+        st, _, body = self.vault.request("PUT", "/v1/services/shop-hidden/certificate",
+                                         {"certificate": "hidden-cert"})
+        self.assertEqual(st, 200, body)
+        contact = self.token(role="operator", actions=["read", "service"],
+                             certificates=["shop-*"], services=["shop-*"])
+        import json
+        st, _, svc = self.call(contact, "GET", "/v1/services/shop-hidden")
+        self.assertEqual(st, 200, svc)
+        self.assertEqual(svc["certificate"], {"out_of_scope": True})
+        self.assertNotIn("hidden-cert", json.dumps(svc))
+        st, _, page = self.call(contact, "GET", "/v1/services?limit=1000")
+        item = [s for s in page["items"] if s["name"] == "shop-hidden"][0]
+        self.assertEqual(item["certificate"], {"out_of_scope": True})
+        self.assertNotIn("hidden-cert", json.dumps(page))
+        # A change of the service answers with the same view.
+        st, _, svc = self.call(contact, "PUT", "/v1/services/shop-hidden",
+                               {"environment": "production", "domains": ["shop.example.com"],
+                                "description": "changed"})
+        self.assertEqual(st, 200, svc)
+        self.assertEqual(svc["certificate"], {"out_of_scope": True})
+        # Which services use it is not to be learnt by a filter either; nor which
+        # certificates a service outside the scope uses.
+        msg = self.assertOutside(self.call(contact, "GET",
+                                           "/v1/services?certificate=hidden-cert"))
+        self.assertIn("hidden-cert", msg)
+        self.assertOutside(self.call(contact, "GET", "/v1/certificates?service=billing-prod"))
+        st, _, page = self.call(contact, "GET", "/v1/services?certificate=shop-web")
+        self.assertEqual(st, 200, page)
+        # A scope that reaches the certificate sees it: unscoped, and production's (the
+        # certificate is in production by its own environments and by the service).
+        deploy = self.token(role="operator", actions=["read"], environments=["production"])
+        for tok in (None, deploy):
+            st, _, svc = self.call(tok, "GET", "/v1/services/shop-hidden") if tok else \
+                self.vault.request("GET", "/v1/services/shop-hidden")
+            self.assertEqual(svc["certificate"]["name"], "hidden-cert", svc)
+
     def test_scoped_lists_inventory(self):
         auditor = self.token(role="auditor", actions=["read"], certificates=["shop-*"])
         st, _, inv = self.call(auditor, "GET", "/v1/inventory?format=json")

@@ -131,6 +131,45 @@ out:
 	return r;
 }
 
+/* Servers still running when the process exits (a test that failed before its teardown,
+ * exit() from a setup): stopped at exit, so no cluster outlives its test. A copy, not a
+ * pointer: the caller's struct may be gone by then. */
+#define LIVE_MAX 8
+static struct ts_pgserver live[LIVE_MAX];
+
+static void stop_live(void)
+{
+	int i;
+
+	for (i = 0; i < LIVE_MAX; i++)
+		if (live[i].dir[0] != '\0')
+			ts_pgserver_stop(&live[i]);
+}
+
+static void live_add(const struct ts_pgserver *pg)
+{
+	static int registered;
+	int i;
+
+	if (!registered && atexit(stop_live) == 0)
+		registered = 1;
+	for (i = 0; i < LIVE_MAX; i++) {
+		if (live[i].dir[0] == '\0') {
+			live[i] = *pg;
+			return;
+		}
+	}
+}
+
+static void live_remove(const char *dir)
+{
+	int i;
+
+	for (i = 0; i < LIVE_MAX; i++)
+		if (live[i].dir != dir && strcmp(live[i].dir, dir) == 0)
+			live[i].dir[0] = '\0';
+}
+
 int ts_pgserver_createdb(struct ts_pgserver *pg, const char *name, char *ret, size_t ret_len)
 {
 	char admin[512], sql[128];
@@ -199,6 +238,7 @@ int ts_pgserver_start(struct ts_pgserver *pg)
 		(char *[]){ "-D", data, "-l", log, "-w", "-s", "-o", opts, "start", NULL }) < 0)
 		goto fail;
 	pg->running = 1;
+	live_add(pg);
 	if (ts_pgserver_createdb(pg, "certvault", pg->conninfo, sizeof(pg->conninfo)) < 0)
 		goto fail;
 	return 0;
@@ -213,6 +253,7 @@ void ts_pgserver_stop(struct ts_pgserver *pg)
 
 	if (pg->dir[0] == '\0')
 		return;
+	live_remove(pg->dir);
 	if (pg->running) {
 		snprintf(data, sizeof(data), "%s/data", pg->dir);
 		(void)run(pg, "pg_ctl",

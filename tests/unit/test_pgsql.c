@@ -223,6 +223,23 @@ static void test_writes_marked(void **state)
 	}
 }
 
+static void test_null_test_only(void **state)
+{
+	struct sqldb_pg_sql t;
+
+	(void)state;
+	assert_int_equal(sqldb_pg_translate("SELECT a FROM t WHERE (:q IS NULL OR b = :r)"
+					    " AND (:s IS NOT NULL OR c = :s) AND ?9 IS NULL",
+					    &t, err, sizeof(err)), 0);
+	assert_int_equal(t.n_params, 9);
+	assert_int_equal(t.null_test_only[0], 1); /* :q */
+	assert_int_equal(t.null_test_only[1], 0); /* :r */
+	assert_int_equal(t.null_test_only[2], 0); /* :s, also compared */
+	assert_int_equal(t.null_test_only[3], 0); /* unused */
+	assert_int_equal(t.null_test_only[8], 1); /* ?9 */
+	sqldb_pg_sql_release(&t);
+}
+
 static void test_statements_and_tails(void **state)
 {
 	struct sqldb_pg_sql t;
@@ -292,6 +309,7 @@ int main(void)
 		cmocka_unit_test(test_rewrites),
 		cmocka_unit_test(test_transactions),
 		cmocka_unit_test(test_writes_marked),
+		cmocka_unit_test(test_null_test_only),
 		cmocka_unit_test(test_statements_and_tails),
 		cmocka_unit_test(test_refused_constructs),
 	};

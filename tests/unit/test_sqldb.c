@@ -247,6 +247,31 @@ static void test_integers_text_blobs_nulls(void **state)
 	cvdb_close(db);
 }
 
+/* A parameter only ever tested for NULL, bound with text or NULL: PostgreSQL could infer
+ * no type for it. */
+static void test_parameter_only_tested_for_null(void **state)
+{
+	cvdb *db = open_fresh();
+	cvdb_stmt *s;
+
+	(void)state;
+	exec_ok(db, "INSERT INTO t (name) VALUES ('a'), ('b')");
+	s = prep(db, "SELECT count(*) FROM t WHERE :q IS NULL OR name = 'a'", 1);
+	assert_int_equal(cvdb_bind_text(s, 1, "x", -1), SQLITE_OK);
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	assert_int_equal(cvdb_column_int64(s, 0), 1);
+	cvdb_reset(s);
+	assert_int_equal(cvdb_bind_null(s, 1), SQLITE_OK);
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	assert_int_equal(cvdb_column_int64(s, 0), 2);
+	cvdb_reset(s);
+	assert_int_equal(cvdb_bind_int64(s, 1, 7), SQLITE_OK);
+	assert_int_equal(cvdb_step(s), SQLITE_ROW);
+	assert_int_equal(cvdb_column_int64(s, 0), 1);
+	cvdb_finalize(s);
+	cvdb_close(db);
+}
+
 static void test_booleans(void **state)
 {
 	cvdb *db = open_fresh();
@@ -856,6 +881,7 @@ static int teardown_pg(void **state)
 #define BATTERY                                                  \
 	cmocka_unit_test(test_parameter_numbering),              \
 	cmocka_unit_test(test_integers_text_blobs_nulls),        \
+	cmocka_unit_test(test_parameter_only_tested_for_null),   \
 	cmocka_unit_test(test_booleans),                         \
 	cmocka_unit_test(test_constraints_and_changes),          \
 	cmocka_unit_test(test_last_insert_rowid),                \

@@ -3764,6 +3764,44 @@ static void test_notify_outbox_goes_with_change(void **state)
 	cv_store_cert_free(rec);
 }
 
+/* Soft delete's recover and purge tell the channels that take them (issue 18); a purge
+ * undone because the token kept a key does not send its message. */
+static void test_notify_recover_purge(void **state)
+{
+	static const char *const d[] = { "rp.example.com", NULL };
+	struct cv_store *store = *state;
+	struct cv_audit_entry e = audit_entry("certificate.recover", "rp", "");
+	struct cv_jwk_relink *relink = NULL;
+	size_t n = 0;
+	int64_t id;
+
+	add_channel(store, "ch_rp", "[\"certificate.recovered\",\"certificate.purged\"]");
+	id = add(store, "rp", NOW - DAY, NOW + DAY, d);
+	assert_int_equal(cv_store_cert_delete_soft(store, id, CV_JWK_ACTION_NONE, NOW, NOW + 30,
+						   NULL, NULL), 0);
+	assert_int_equal(cv_store_cert_recover(store, id, &relink, &n, &e, NULL, NULL), 0);
+	free(relink);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " event = 'certificate.recovered' AND certificate = 'rp'"
+				       " AND json_extract(payload, '$.certificate.version') = 1"), 1);
+	assert_int_equal(cv_store_cert_delete_soft(store, id, CV_JWK_ACTION_NONE, NOW, NOW + 30,
+						   NULL, NULL), 0);
+	e = audit_entry("certificate.purge", "rp", "");
+	assert_int_equal(cv_store_cert_purge_mark(store, id, &e), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " event = 'certificate.purged' AND state = 0"), 1);
+	/* Undone: its message is not sent, and says why in the log of deliveries. */
+	assert_int_equal(cv_store_cert_purge_unmark(store, id), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " event = 'certificate.purged' AND state = 2 AND"
+				       " last_error LIKE 'not sent: the purge was undone%'"), 1);
+	/* Done: the second purge's message stays to be sent. */
+	assert_int_equal(cv_store_cert_purge_mark(store, id, &e), 0);
+	assert_int_equal(cv_store_cert_remove(store, id), 0);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM notification_outbox WHERE"
+				       " event = 'certificate.purged' AND state = 0"), 1);
+}
+
 static int64_t scan(struct cv_store *store, int64_t now)
 {
 	int64_t added = -1;
@@ -3927,6 +3965,8 @@ int main(int argc, char **argv)
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_notify_lease, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_notify_attempts, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_notify_recover_purge, test_setup,
+						test_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_environments_from_v9, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_environments, test_setup, test_teardown),
