@@ -864,11 +864,12 @@ int main(int argc, char **argv)
 	fprintf(stderr, "certvaultd: keys made and destroyed in the token %s\n",
 		cv_token_serialize_describe(app.token));
 	tls_listen = cfg.tls_listen[0] != '\0' ? cfg.tls_listen : cfg.listen;
-	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s %s, token"
+	/* The SQLite file, or "postgresql host:port/dbname" (never a user or a password). */
+	fprintf(stderr, "certvaultd: listening on http://%s%s%s:%d (database %s%s, token"
 		" \"%s\")\n",
 		strchr(cfg.listen, ':') ? "[" : "", cfg.listen, strchr(cfg.listen, ':') ? "]" : "",
-		cv_server_port(server), cv_store_kind(app.store), cv_store_target(app.store),
-		cfg.token_label);
+		cv_server_port(server), cfg.db_url[0] != '\0' ? "postgresql " : "",
+		cv_store_target(app.store), cfg.token_label);
 	if (cv_server_tls_port(server) >= 0)
 		fprintf(stderr, "certvaultd: listening on https://%s%s%s:%d serving certificate "
 			"\"%s\" (its key stays in the token)\n",

@@ -1175,8 +1175,9 @@ static int bind_threshold(cvdb_stmt *stmt, int64_t now, int64_t soon_seconds)
  * expired, as in cv_status_at, for a row whose dates are the wrong way round. */
 static const char *const status_where[] = {
 	/* One lower bound, not two (a CASE, not SQLite's scalar max, which PostgreSQL lacks):
-	 * SQLite ranges an index on one of two and filters by the other, which for the list sorted by not_after walked every row expiring soon first
-	 * (10,000 of 100,000 in the bench) to reach the first valid one. */
+	 * SQLite ranges an index on one of two and filters by the other, which for the list
+	 * sorted by not_after walked every row expiring soon first (10,000 of 100,000 in the
+	 * bench) to reach the first valid one. */
 	[CV_STATUS_VALID] = " AND not_before <= :now AND not_after >="
 			    " CASE WHEN :now > :thr THEN :now ELSE :thr END",
 	[CV_STATUS_EXPIRES_SOON] =

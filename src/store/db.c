@@ -15,8 +15,6 @@
 
 #include "internal.h"
 
-#define CV_STRINGIFY_(x) #x
-#define CV_STRINGIFY(x) CV_STRINGIFY_(x)
 
 /* The schema CHECK below spells the key id length out. */
 _Static_assert(CV_TOKEN_ID_LEN == 16, "schema v1 assumes 16-byte key ids");
@@ -1819,11 +1817,9 @@ static int open_conn_pg(const char *conninfo, const char *target, struct store_c
 				  db != NULL ? cvdb_errmsg(db) : cvdb_errstr(rc));
 		goto out;
 	}
-	/* A writer waits this long for the write lock (the advisory lock BEGIN IMMEDIATE
-	 * takes) or a row lock, then fails as SQLite's busy timeout makes it fail. */
-	r = store_exec(db, "SET lock_timeout = " CV_STRINGIFY(BUSY_TIMEOUT_MS));
-	if (r == 0)
-		r = store_exec(db, "SET application_name = 'certvaultd'");
+	/* How long a writer waits for the write lock is sqldb_pg's (lock_timeout, as SQLite's
+	 * busy timeout); the name shows the nodes' sessions in pg_stat_activity. */
+	r = store_exec(db, "SET application_name = 'certvaultd'");
 	if (r < 0) {
 		cv_errmsg_set(err, r, "database postgresql %s: %s", target, cvdb_errmsg(db));
 		goto out;

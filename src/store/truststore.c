@@ -280,7 +280,8 @@ int cv_store_trust_remove(struct cv_store *store, const char *alias,
 
 /* Substring search over what a person knows a CA by; '\' escapes LIKE's wildcards. */
 #define TRUST_Q_WHERE                                                                    \
-	" AND (:q IS NULL OR alias LIKE :q ESCAPE '\\' OR subject LIKE :q ESCAPE '\\'"     \
+	" AND (CAST(:q AS TEXT) IS NULL OR alias LIKE :q ESCAPE '\\'"                      \
+	" OR subject LIKE :q ESCAPE '\\'"                                                   \
 	" OR issuer LIKE :q ESCAPE '\\' OR serial LIKE :q ESCAPE '\\'"                      \
 	" OR sha256_fingerprint LIKE :q ESCAPE '\\')"
 

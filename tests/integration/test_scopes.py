@@ -8,7 +8,6 @@ two jobs the issue names (a deploy job, a technical contact), the lists, the ref
 creation, and the last use of each token."""
 
 import base64
-import sqlite3
 import time
 
 from harness import VaultTestCase
@@ -505,19 +504,16 @@ class ScopeTest(VaultTestCase):
         self.assertEqual(row["last_used_from"], "127.0.0.1")
         # At most one write a minute per token: a use 30 s after the recorded one changes
         # nothing, one 2 minutes after it is recorded.
-        with sqlite3.connect(self.vault.db, timeout=30) as db:
-            db.execute("UPDATE api_tokens SET last_used_at = ?, last_used_from = 'x'"
+        self.vault.sql("UPDATE api_tokens SET last_used_at = ?, last_used_from = 'x'"
                        " WHERE id = ?", (int(time.time()) - 30, tid))
         self.call(tok, "GET", "/v1/certificates")
         self.assertEqual(self.token_row(tid)["last_used_from"], "x")
-        with sqlite3.connect(self.vault.db, timeout=30) as db:
-            db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
+        self.vault.sql("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
                        (int(time.time()) - 120, tid))
         self.call(tok, "GET", "/v1/certificates")
         self.assertEqual(self.token_row(tid)["last_used_from"], "127.0.0.1")
         # Unused for longer than auth.token_unused_days (90): flagged.
-        with sqlite3.connect(self.vault.db, timeout=30) as db:
-            db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
+        self.vault.sql("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
                        (int(time.time()) - 91 * 86400, tid))
         self.assertTrue(self.token_row(tid)["unused"])
 

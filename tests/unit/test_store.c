@@ -3070,7 +3070,8 @@ static char *state_digest(void)
 	" UNION ALL SELECT 'd' || cert_id || ':' || position || ':' || domain"              \
 	" FROM certificate_domains"                                                         \
 	" UNION ALL SELECT 's' || name || ':' || environment || ':' || description"         \
-	" || ':' || coalesce(CAST(cert_id AS TEXT), '-') || ':' || coalesce(CAST(bound_at AS TEXT), '-')"   \
+	" || ':' || coalesce(CAST(cert_id AS TEXT), '-') || ':'"                             \
+	" || coalesce(CAST(bound_at AS TEXT), '-')"                                          \
 	" FROM services"                                                                    \
 	" UNION ALL SELECT 'sd' || service_id || ':' || position || ':' || domain"          \
 	" FROM service_domains"                                                             \
