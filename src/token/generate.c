@@ -451,6 +451,7 @@ static CK_RV read_wrapping_public(struct cv_token *token, CK_SESSION_HANDLE sess
 
 int cv_token_wrapping_key(struct cv_token *token, EVP_PKEY **ret_public, struct cv_errmsg *err)
 {
+	const struct keymap_entry *e;
 	struct generate_op op;
 	int r, exists;
 
@@ -458,7 +459,9 @@ int cv_token_wrapping_key(struct cv_token *token, EVP_PKEY **ret_public, struct 
 	op.kind = kind_of(CV_TOKEN_KEY_RSA3072);
 	op.priv = op.pub = CK_INVALID_HANDLE;
 	pthread_mutex_lock(&token->map.lock);
-	exists = token_keymap_find_locked(&token->map, wrapping_id, WRAPPING_ID_LEN) != NULL;
+	e = token_keymap_find_locked(&token->map, wrapping_id, WRAPPING_ID_LEN);
+	/* Being made by another thread, or made: not a mark that a search found none. */
+	exists = e != NULL && (e->pending || e->priv != CK_INVALID_HANDLE);
 	pthread_mutex_unlock(&token->map.lock);
 	/* Another node sharing the token may have made it since this one listed the token:
 	 * asked once, or every node would make a wrapping key of its own and a key wrapped for

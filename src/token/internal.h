@@ -24,7 +24,17 @@ struct keymap_entry {
 	CK_OBJECT_HANDLE priv;  /* CK_INVALID_HANDLE: only a public key carries this id */
 	CK_OBJECT_HANDLE pub;   /* CK_INVALID_HANDLE: none */
 	int pending;
+	/* Both handles invalid and not pending: a search (token_key_lookup) found nothing
+	 * under the id; until this CLOCK_MONOTONIC second nobody asks the token again. */
+	time_t absent_until;
 };
+
+/* How long a search that found no key under an id is believed (see struct keymap_entry): a
+ * search costs a scan of the token (SoftHSM 2.6: ~90 ms at 1,000 objects), and a reader who
+ * keeps asking for a certificate whose key is missing must not keep the token busy. Keys are
+ * named in a row before they are made, and read through rows made after, so a key made
+ * under an id a search just missed is not a flow certvault has. */
+#define TOKEN_ABSENT_SECONDS 30
 
 /* A secret key object the last listing saw, for finding one by label without searching the
  * token again (cv_token_secret_find at start: the audit chain's key). */

@@ -116,6 +116,7 @@ static int insert(struct keymap *map, const uint8_t *id, size_t id_len,
 	e->priv = CK_INVALID_HANDLE;
 	e->pub = CK_INVALID_HANDLE;
 	e->pending = 0;
+	e->absent_until = 0;
 	map->used++;
 	*ret_entry = e;
 	return 0;
@@ -144,6 +145,7 @@ int token_keymap_put_locked(struct keymap *map, const uint8_t *id, size_t id_len
 		if (r < 0)
 			return r;
 	}
+	e->absent_until = 0;
 	/* Another tool may have left two keys with one id: the first listed wins, as it would
 	 * for a tool searching by id. */
 	if (cls == CKO_PRIVATE_KEY && e->priv == CK_INVALID_HANDLE)
@@ -158,7 +160,15 @@ int token_keymap_reserve_locked(struct keymap *map, const uint8_t *id, size_t id
 	struct keymap_entry *e;
 	int r;
 
-	if (token_keymap_find_locked(map, id, id_len) != NULL)
+	e = token_keymap_find_locked(map, id, id_len);
+	/* A search that found nothing under the id leaves a mark, not a key: the id is free. */
+	if (e != NULL && !e->pending && e->priv == CK_INVALID_HANDLE &&
+	    e->pub == CK_INVALID_HANDLE) {
+		e->absent_until = 0;
+		e->pending = 1;
+		return 0;
+	}
+	if (e != NULL)
 		return CV_ERR_NAME_TAKEN;
 	r = insert(map, id, id_len, &e);
 	if (r < 0)

@@ -590,6 +590,14 @@ static CK_RV destroy_objects(struct cv_token *token, CK_SESSION_HANDLE session, 
 	return destroy_verify(token, session, op, ret_call);
 }
 
+static time_t monotonic_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
 /* Several nodes share one token: a key another node made is not in this process's map, and
  * one another node destroyed leaves a handle here that the token no longer knows. A miss, or
  * a handle the token answered CKR_OBJECT_HANDLE_INVALID for, is settled by one search by
@@ -626,8 +634,15 @@ static CK_RV lookup_objects(struct cv_token *token, CK_SESSION_HANDLE session, v
 		 * create or destroy of this process holds the id: their word stands. */
 		op->found = e != NULL && !e->pending && e->priv != CK_INVALID_HANDLE;
 	} else if (n_priv == 0 && n_pub == 0) {
-		if (e != NULL)
-			token_keymap_remove_locked(&token->map, op->id, op->id_len);
+		/* Forgotten, and marked absent for a while (TOKEN_ABSENT_SECONDS). */
+		if (e == NULL && token_keymap_reserve_locked(&token->map, op->id, op->id_len) == 0)
+			e = token_keymap_find_locked(&token->map, op->id, op->id_len);
+		if (e != NULL) {
+			e->pending = 0;
+			e->priv = CK_INVALID_HANDLE;
+			e->pub = CK_INVALID_HANDLE;
+			e->absent_until = monotonic_seconds() + TOKEN_ABSENT_SECONDS;
+		}
 		op->found = 0;
 	} else {
 		if (e != NULL) {
@@ -664,18 +679,33 @@ int token_key_lookup(struct cv_token *token, const uint8_t *id, size_t id_len,
 	return r < 0 ? r : op.found;
 }
 
-/* Whether the map names a usable private key for id: 1, 0 absent, -1 held by a create or
- * destroy of this process (absent, and no search either). */
-static int map_has_private(struct cv_token *token, const uint8_t *id, size_t id_len)
+/* What the map says of id's private key. */
+enum map_says {
+	MAP_UNKNOWN = 0,  /* no entry, or an absence mark past its time: ask the token */
+	MAP_PRESENT,
+	MAP_ABSENT,       /* a search found nothing TOKEN_ABSENT_SECONDS ago at most */
+	MAP_HELD,         /* a create or destroy of this process holds the id: absent */
+};
+
+static enum map_says map_private(struct cv_token *token, const uint8_t *id, size_t id_len)
 {
 	const struct keymap_entry *e;
-	int has;
+	enum map_says says;
 
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
-	has = e == NULL ? 0 : e->pending ? -1 : e->priv != CK_INVALID_HANDLE;
+	if (e == NULL)
+		says = MAP_UNKNOWN;
+	else if (e->pending)
+		says = MAP_HELD;
+	else if (e->priv != CK_INVALID_HANDLE)
+		says = MAP_PRESENT;
+	else if (e->pub == CK_INVALID_HANDLE && e->absent_until > monotonic_seconds())
+		says = MAP_ABSENT;
+	else
+		says = MAP_UNKNOWN;
 	pthread_mutex_unlock(&token->map.lock);
-	return has;
+	return says;
 }
 
 int cv_token_key_create(struct cv_token *token, EVP_PKEY *key, const char *label,
@@ -751,16 +781,19 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 {
 	struct key_op op = { id, id_len, NULL, NULL, CKR_OK };
 	struct keymap_entry *e;
+	enum map_says says;
 	int r;
 
-	/* Marking the entry pending keeps a second destroy or a create of the same id out
-	 * while the token works. */
-	/* A key another node made is destroyed here too: a miss asks the token once. */
-	if (map_has_private(token, id, id_len) == 0) {
+	/* A key another node made is destroyed here too: a miss asks the token, whatever an
+	 * earlier search found (a destroy must not leave a key behind on a belief). */
+	says = map_private(token, id, id_len);
+	if (says == MAP_UNKNOWN || says == MAP_ABSENT) {
 		r = token_key_lookup(token, id, id_len, err);
 		if (r < 0)
 			goto out;
 	}
+	/* Marking the entry pending keeps a second destroy or a create of the same id out
+	 * while the token works. */
 	pthread_mutex_lock(&token->map.lock);
 	e = token_keymap_find_locked(&token->map, id, id_len);
 	/* A public object alone under the id (its private twin destroyed by a run that then
@@ -795,10 +828,16 @@ out:
 int cv_token_key_exists(struct cv_token *token, const uint8_t *id, size_t id_len)
 {
 	struct cv_errmsg ignored;
-	int has = map_has_private(token, id, id_len);
 
-	if (has != 0)
-		return has > 0;
+	switch (map_private(token, id, id_len)) {
+	case MAP_PRESENT:
+		return 1;
+	case MAP_ABSENT:
+	case MAP_HELD:
+		return 0;
+	case MAP_UNKNOWN:
+		break;
+	}
 	return token_key_lookup(token, id, id_len, &ignored) == 1;
 }
 

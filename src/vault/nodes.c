@@ -82,28 +82,28 @@ static void *keeper_main(void *arg)
 	struct cv_vault *v = arg;
 	struct vault_node_keeper *k = v->node_keeper;
 	struct timespec until;
-	int64_t now, next_reconcile = 0;
+	int64_t now, next_reconcile;
 	int failing = 0;
 
+	/* Registering wrote the first heartbeat, and the start runs the reconciler: the first
+	 * beat is a beat later, the first look for abandoned rows a lease later. */
+	next_reconcile = (int64_t)time(NULL) + k->lease;
 	pthread_mutex_lock(&k->lock);
 	while (!k->stop) {
-		pthread_mutex_unlock(&k->lock);
-		now = (int64_t)time(NULL);
-		heartbeat(v, k, now, &failing);
-		/* The start ran the reconciler: the first look is a lease later. */
-		if (next_reconcile == 0) {
-			next_reconcile = now + k->lease;
-		} else if (now >= next_reconcile) {
-			reconcile(v, k, now);
-			next_reconcile = now + k->lease;
-		}
-		pthread_mutex_lock(&k->lock);
-		if (k->stop)
-			break;
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += (time_t)k->beat;
 		while (!k->stop && pthread_cond_timedwait(&k->wake, &k->lock, &until) != ETIMEDOUT)
 			;
+		if (k->stop)
+			break;
+		pthread_mutex_unlock(&k->lock);
+		now = (int64_t)time(NULL);
+		heartbeat(v, k, now, &failing);
+		if (now >= next_reconcile) {
+			reconcile(v, k, now);
+			next_reconcile = now + k->lease;
+		}
+		pthread_mutex_lock(&k->lock);
 	}
 	pthread_mutex_unlock(&k->lock);
 	return NULL;

@@ -319,7 +319,7 @@ class ConnectionPoolTest(VaultTestCase):
     def test_a_burst_of_keep_alive_connections_is_kept(self):
         st, _, text = self.vault.request("GET", "/metrics")
         self.assertEqual(st, 200)
-        closed = r'certvault_http_connections_closed_total\{reason="pending_limit"\} (\d+)'
+        closed = r'certvault_http_connections_closed_total\{node="[^"]+",reason="pending_limit"\} (\d+)'
         before = int(re.search(closed, text.decode()).group(1))
         socks = [socket.create_connection(("127.0.0.1", self.vault.port), timeout=10)
                  for _ in range(32)]
