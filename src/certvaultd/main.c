@@ -349,6 +349,9 @@ static int restore_command(struct cv_app *app, const struct cv_restore_params *p
 	size_t i;
 	int r;
 
+	r = backup_sqlite_only(app->cfg, "--restore", err);
+	if (r < 0)
+		return r;
 	r = cv_vault_backup_restore(&app->vault, p, &vd, err);
 	for (i = 0; r == CV_ERR_TOKEN && i < vd.keys_missing && i < CV_BACKUP_MISSING_LISTED; i++)
 		fprintf(stderr, "certvaultd: --restore: the token lacks the key of %s\n",
@@ -746,9 +749,6 @@ int main(int argc, char **argv)
 		goto out;
 	if (restore.backup != NULL) {
 		/* The live database is not opened: it is what gets replaced. */
-		r = backup_sqlite_only(&cfg, "--restore", &err);
-		if (r < 0)
-			goto out;
 		app.vault.token = app.token;
 		restore.audit_key_label = cfg.audit_key_label;
 		r = restore_command(&app, &restore, &err);
@@ -767,8 +767,6 @@ int main(int argc, char **argv)
 	r = store_open(&cfg, &app.store, &err);
 	if (r < 0)
 		goto out;
-	/* Backups and their leftovers are SQLite's files: with database.url, database.path
-	 * names nothing of ours. */
 	if (cfg.db_url[0] == '\0')
 		backup_leftovers(cfg.db_path);
 	app.vault.store = app.store;

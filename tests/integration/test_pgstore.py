@@ -112,11 +112,14 @@ class PgStoreTest(unittest.TestCase):
         self.assertEqual((st, body["error"]["code"]), (500, "configuration_error"), body)
         self.assertIn("pg_dump", body["error"]["message"])
         out = os.path.join(self.tmp, "x.tar")
-        for flag in ("--backup", "--verify-backup"):
-            p = run([CERTVAULTD, flag, out], env=self.a.env(), check=False)
+        for args in (["--backup", out], ["--verify-backup", out],
+                     ["--restore", out, "--database", out + ".db"]):
+            flag = args[0]
+            p = run([CERTVAULTD] + args, env=self.a.env(), check=False)
             self.assertNotEqual(p.returncode, 0, flag)
             self.assertIn(b"pg_dump", p.stderr, flag)
             self.assertFalse(os.path.exists(out))
+            self.assertFalse(os.path.exists(out + ".db"))
 
 
 if __name__ == "__main__":
