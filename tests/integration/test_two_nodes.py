@@ -136,18 +136,32 @@ class TwoNodesTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="cv-2n-")
-        cls.pg = harness.PgServer().start()
-        cls.url = cls.pg.url()
-        cls.a = Node(os.path.join(cls.tmp, "a"), "a", cls.url, "")
-        cls.server = TokenServer(cls.tmp, cls.a.softhsm_conf, cls.a.label).start()
-        cls.a.settings["P11_KIT_SERVER_ADDRESS"] = cls.server.address
-        cls.b = Node(os.path.join(cls.tmp, "b"), "b", cls.url, cls.server.address,
-                     first=cls.a)
-        # Node a starts first: it makes the schema, the first admin token and the audit key;
-        # node b finds all three.
-        cls.a.start()
-        cls.b.start()
-        cls.nodes = (cls.a, cls.b)
+        cls.pg = cls.server = None
+        cls.nodes = ()
+        try:
+            cls.pg = harness.PgServer().start()
+            cls.url = cls.pg.url()
+            cls.a = Node(os.path.join(cls.tmp, "a"), "a", cls.url, "")
+            cls.server = TokenServer(cls.tmp, cls.a.softhsm_conf, cls.a.label).start()
+            cls.a.settings["P11_KIT_SERVER_ADDRESS"] = cls.server.address
+            cls.b = Node(os.path.join(cls.tmp, "b"), "b", cls.url, cls.server.address,
+                         first=cls.a)
+            cls.nodes = (cls.a, cls.b)
+            # Node a starts first: it makes the schema, the first admin token and the audit
+            # key; node b finds all three.
+            cls.a.start()
+            cls.b.start()
+        except BaseException:
+            # unittest runs no tearDownClass after a failed setUpClass: nothing may be left
+            # running (the nodes, the token server's process group, PostgreSQL).
+            for node in cls.nodes:
+                if node.proc is not None:
+                    node.kill()
+            if cls.server is not None:
+                cls.server.stop()
+            if cls.pg is not None:
+                cls.pg.stop()
+            raise
 
     @classmethod
     def tearDownClass(cls):
