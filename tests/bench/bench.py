@@ -50,12 +50,14 @@ SIZES = {
                  generate_n={"p256": 40, "rsa2048": 12}, generate_rounds=5,
                  small=10, mid=1000, large=10000,
                  rows=100000, wrk_seconds=5, sign_seconds=2, sign_runs=2, sql_seconds=2,
-                 lw_sizes=(1000, 100000), lw_imports=1000, idle=60),
+                 lw_sizes=(1000, 100000), lw_imports=1000, idle=60,
+                 node_import_n=60, node_import_rounds=4),
     "quick": dict(import_n={"rsa2048": 20, "p256": 40}, import_rounds=2, rounds=2,
                   generate_n={"p256": 20, "rsa2048": 6}, generate_rounds=2,
                   small=10, mid=100, large=300,
                   rows=5000, wrk_seconds=1, sign_seconds=1, sign_runs=1, sql_seconds=1,
-                  lw_sizes=(1000, 5000), lw_imports=300, idle=10),
+                  lw_sizes=(1000, 5000), lw_imports=300, idle=10,
+                  node_import_n=20, node_import_rounds=2),
 }
 WRK_THREADS = 2
 WRK_CONNECTIONS = 32
@@ -149,9 +151,13 @@ class Token:
 class Daemon:
     """One certvaultd on a token and a database, its log in a file."""
 
-    def __init__(self, token, db=None, log=None, extra_env=None):
+    def __init__(self, token, db=None, log=None, extra_env=None, url=None):
+        """url: PostgreSQL's (database.url) instead of SQLite at db; db then only names
+        where the first admin token is kept (db + ".admin-token"), which every node on that
+        database shares."""
         self.token = token
         self.extra_env = extra_env
+        self.url_db = url
         self.db = db or token.db
         self.log_path = log or os.path.join(token.path, "certvaultd.log")
         self.proc = None
@@ -160,8 +166,12 @@ class Daemon:
     def start(self):
         self.logf = open(self.log_path, "ab")
         offset = self.logf.tell()
-        self.proc = subprocess.Popen([self.token.bins.certvaultd],
-                                     env=self.token.env(self.db, self.extra_env),
+        env = self.token.env(self.db, self.extra_env)
+        if self.url_db:
+            # database.path and database.url both set is refused at start.
+            del env["CERTVAULT_DATABASE_PATH"]
+            env["CERTVAULT_DATABASE_URL"] = self.url_db
+        self.proc = subprocess.Popen([self.token.bins.certvaultd], env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.logf)
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -412,11 +422,49 @@ def keys_dataset(bins, data_dir, n, rebuild):
     return token
 
 
-def fill_rows(src_db, dst_db, total):
-    """Copies src_db and adds rows straight into SQLite, in one transaction, up to total
-    active certificates: random 16-byte key ids that name no key in the token (the list
-    never looks at the token), 1 to 3 domains each, and a status mix of 80% valid, 8%
-    expiring soon, 8% expired, 4% upcoming. Returns how many rows it added."""
+LIST_ROW_COLUMNS = ("name", "description", "state", "cert_der", "chain_pem", "subject",
+                    "issuer", "serial", "sha256_fingerprint", "key_description",
+                    "primary_domain", "not_before", "not_after", "key_id", "created_at",
+                    "updated_at", "version", "current_since")
+
+
+def list_columns(public):
+    return LIST_ROW_COLUMNS + (("has_key",) if public else ())
+
+
+def list_rows(der, count, public=False):
+    """count rows for the list, the same on every call: (certificate columns in
+    list_columns(public)'s order, domains). Random 16-byte key ids that name no key in the
+    token, 1 to 3 domains each, and a status mix of 80% valid, 8% expiring soon, 8% expired,
+    4% upcoming. public: public certificates (has_key 0, issue 17), which the list does not
+    look up in the token for its key_missing flag."""
+    rng = random.Random(7)
+    now = int(time.time())
+    day = 86400
+    for i in range(count):
+        name = "row-%06d" % i
+        x = rng.random()
+        if x < 0.80:
+            nb, na = now - rng.randint(1, 300) * day, now + rng.randint(31, 800) * day
+        elif x < 0.88:
+            nb, na = now - rng.randint(60, 300) * day, now + rng.randint(1, 29) * day
+        elif x < 0.96:
+            nb, na = now - rng.randint(400, 800) * day, now - rng.randint(1, 399) * day
+        else:
+            nb, na = now + rng.randint(1, 60) * day, now + rng.randint(100, 400) * day
+        domain = "%s.example.org" % name
+        row = (name, "", 1, der, "", "CN=" + domain, "CN=Bench CA",
+               "%016X" % rng.getrandbits(64),
+               ":".join("%02X" % rng.getrandbits(8) for _ in range(32)), "ECDSA P-256",
+               domain, nb, na, rng.randbytes(16), now, now, 1, now)
+        if public:
+            row += (0,)
+        yield row, [domain, "www." + domain, "api." + domain][:rng.randint(1, 3)]
+
+
+def fill_rows(src_db, dst_db, total, public=False):
+    """Copies src_db and adds rows straight into SQLite (list_rows), in one transaction, up
+    to total active certificates. Returns how many rows it added."""
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(dst_db + suffix):
             os.remove(dst_db + suffix)
@@ -431,33 +479,13 @@ def fill_rows(src_db, dst_db, total):
     db.execute("PRAGMA foreign_keys=ON")
     have = db.execute("SELECT count(*) FROM certificates WHERE state = 1").fetchone()[0]
     der, = db.execute("SELECT cert_der FROM certificates LIMIT 1").fetchone()
-    rng = random.Random(7)
-    now = int(time.time())
-    day = 86400
     add = max(0, total - have)
     db.execute("BEGIN")
-    for i in range(add):
-        name = "row-%06d" % i
-        x = rng.random()
-        if x < 0.80:
-            nb, na = now - rng.randint(1, 300) * day, now + rng.randint(31, 800) * day
-        elif x < 0.88:
-            nb, na = now - rng.randint(60, 300) * day, now + rng.randint(1, 29) * day
-        elif x < 0.96:
-            nb, na = now - rng.randint(400, 800) * day, now - rng.randint(1, 399) * day
-        else:
-            nb, na = now + rng.randint(1, 60) * day, now + rng.randint(100, 400) * day
-        domain = "%s.example.org" % name
-        cur = db.execute(
-            "INSERT INTO certificates (name, description, state, cert_der, chain_pem, subject,"
-            " issuer, serial, sha256_fingerprint, key_description, primary_domain, not_before,"
-            " not_after, key_id, created_at, updated_at, version, current_since)"
-            " VALUES (?, '', 1, ?, '', ?, ?, ?, ?, 'ECDSA P-256', ?, ?, ?, ?, ?, ?, 1, ?)",
-            (name, der, "CN=" + domain, "CN=Bench CA", "%016X" % rng.getrandbits(64),
-             ":".join("%02X" % rng.getrandbits(8) for _ in range(32)), domain, nb, na,
-             rng.randbytes(16), now, now, now))
+    cols = list_columns(public)
+    for row, doms in list_rows(der, add, public):
+        cur = db.execute("INSERT INTO certificates (%s) VALUES (%s)" % (
+            ", ".join(cols), ", ".join("?" * len(cols))), row)
         cid = cur.lastrowid
-        doms = [domain, "www." + domain, "api." + domain][:rng.randint(1, 3)]
         db.executemany("INSERT INTO certificate_domains (cert_id, position, domain)"
                        " VALUES (?, ?, ?)", [(cid, j, d) for j, d in enumerate(doms)])
     db.execute("COMMIT")
@@ -983,6 +1011,308 @@ def measure_list_after_writes(bins, run_dir, sz, table):
             d.stop()
 
 
+# --- several nodes (issue 15) ----------------------------------------------------------------
+
+P11_KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+NODE_IMPORT_CONNECTIONS = 2
+
+
+def private_postgresql():
+    """A private PostgreSQL server (the integration tests' harness.PgServer: a cluster under
+    /tmp on a Unix socket, fsync off, run as nobody when we are root), started."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                    "integration"))
+    from harness import PgServer
+    return PgServer().start()
+
+
+def psql(url, script):
+    """Runs an SQL script on url in one transaction, stopping at the first error."""
+    p = subprocess.run(["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", url],
+                       input=script.encode(), capture_output=True, timeout=3600)
+    if p.returncode != 0:
+        raise RuntimeError("psql failed (%d):\n%s" % (p.returncode,
+                                                      p.stderr.decode(errors="replace")))
+    return p.stdout.decode()
+
+
+def copy_text(v):
+    """One value in COPY's text format."""
+    if isinstance(v, bytes):
+        return "\\\\x" + v.hex()
+    if isinstance(v, int):
+        return str(v)
+    return v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def fill_rows_pg(url, total, public=False):
+    """Adds list_rows (the very rows fill_rows puts into SQLite) to the PostgreSQL database
+    at url in one transaction (COPY), up to total active certificates; the domains go in
+    through a staging table joined on the name, as the ids are the database's. Returns how
+    many rows it added."""
+    have = int(psql(url, "\\pset tuples_only on\nSELECT count(*) FROM certificates"
+                    " WHERE state = 1;\n").split()[0])
+    hexder = psql(url, "\\pset tuples_only on\nSELECT encode(cert_der, 'hex') FROM"
+                  " certificates LIMIT 1;\n").split()[0]
+    add = max(0, total - have)
+    certs, doms = [], []
+    for row, domains in list_rows(bytes.fromhex(hexder), add, public):
+        certs.append("\t".join(copy_text(v) for v in row))
+        doms += ["%s\t%d\t%s" % (row[0], j, d) for j, d in enumerate(domains)]
+    script = ("COPY certificates (%s) FROM STDIN;\n%s\n\\.\n"
+              "CREATE TEMP TABLE bench_domains (name text, position bigint, domain text);\n"
+              "COPY bench_domains FROM STDIN;\n%s\n\\.\n"
+              "INSERT INTO certificate_domains (cert_id, position, domain)"
+              " SELECT c.id, b.position, b.domain FROM bench_domains b"
+              " JOIN certificates c ON c.name = b.name;\n" % (
+                  ", ".join(list_columns(public)), "\n".join(certs), "\n".join(doms)))
+    if add:
+        psql(url, script)
+    psql(url, "ANALYZE;\n")
+    return add
+
+
+class TokenServer:
+    """A token served by `p11-kit server` on a Unix socket, as several nodes reach one HSM;
+    the server forks per connection, so its whole process group is stopped."""
+
+    def __init__(self, token):
+        self.token = token
+        self.socket = os.path.join(token.path, "pkcs11.sock")
+        self.address = "unix:path=" + self.socket
+        self.proc = None
+
+    def start(self):
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+        self.log = open(os.path.join(self.token.path, "p11-kit-server.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["p11-kit", "server", "-f", "-n", self.socket, "--provider", SOFTHSM_MODULE,
+             "pkcs11:token=" + self.token.label], env=self.token.env(),
+            stdout=self.log, stderr=self.log, start_new_session=True)
+        deadline = time.time() + 10
+        while not os.path.exists(self.socket):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("p11-kit server did not start")
+            time.sleep(0.02)
+        return self
+
+    def env(self, name):
+        return {"CERTVAULT_TOKEN_MODULE": P11_KIT_CLIENT,
+                "P11_KIT_SERVER_ADDRESS": self.address,
+                "CERTVAULT_SERVER_NODE_NAME": name}
+
+    def stop(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        self.proc = None
+        self.log.close()
+
+
+def measure_nodes_list(bins, run_dir, pg, sz, table):
+    """The list page at sz["rows"] certificates on PostgreSQL against the same rows on
+    SQLite, each certvaultd on its own token with one key imported through the API and the
+    rest inserted straight into the database (the very same rows on both), wrk in
+    alternating rounds, best of each side. The inserted rows are public certificates: the
+    list asks the token whether a key pair's key is there (key_missing), which for rows with
+    made-up key ids would measure the token's searches, not the store."""
+    n_rows = sz["rows"]
+    lite = Token(bins, os.path.join(run_dir, "nodes-list-sqlite"), "bench-nl-lite").init()
+    pgt = Token(bins, os.path.join(run_dir, "nodes-list-pg"), "bench-nl-pg").init()
+    url = pg.createdb("list")
+    seeds = (Daemon(lite), Daemon(pgt, db=os.path.join(pgt.path, "pg"), url=url))
+    for d in seeds:
+        d.start()
+        try:
+            d.import_keys("p256", 1, "seed", pool=1)
+        finally:
+            d.stop()
+    say("list on PostgreSQL vs SQLite: %d rows into each" % n_rows)
+    rows_db = os.path.join(lite.path, "rows.db")
+    fill_rows(lite.db, rows_db, n_rows, public=True)
+    fill_rows_pg(url, n_rows, public=True)
+    daemons = {"sqlite": Daemon(lite, db=rows_db, log=os.path.join(lite.path, "rows.log")),
+               "postgresql": Daemon(pgt, db=os.path.join(pgt.path, "pg"), url=url,
+                                    log=os.path.join(pgt.path, "rows.log"))}
+    try:
+        for d in daemons.values():
+            d.start()
+        for what, path in (("list status=valid limit=50", "/v1/certificates?status=valid&limit=50"),
+                           ("list limit=50", "/v1/certificates?limit=50")):
+            bodies = {}
+            for kind, d in daemons.items():
+                st, body = d.request("GET", path)
+                page = json.loads(body)
+                if st != 200 or len(page.get("items", [])) != 50:
+                    raise RuntimeError("GET %s on %s: %d %s" % (path, kind, st, body[:300]))
+                bodies[kind] = [i["name"] for i in page["items"]]
+            if bodies["sqlite"] != bodies["postgresql"]:
+                table.notes.append("%s: the first page differs between the engines (%s... vs"
+                                   " %s...)" % (what, bodies["sqlite"][:3],
+                                                bodies["postgresql"][:3]))
+            runs = {k: [] for k in daemons}
+            for rnd in range(sz["rounds"]):
+                order = ("postgresql", "sqlite") if rnd % 2 == 0 else ("sqlite", "postgresql")
+                for kind in order:
+                    runs[kind].append(wrk_cpu(daemons[kind], path, sz["wrk_seconds"]))
+                say("%s at %d rows, round %d/%d: %.0f/s PostgreSQL, %.0f/s SQLite" % (
+                    what, n_rows, rnd + 1, sz["rounds"], runs["postgresql"][-1]["rps"],
+                    runs["sqlite"][-1]["rps"]))
+            p, q = best_rate(runs["postgresql"], "rps"), best_rate(runs["sqlite"], "rps")
+            table.add("%s at %s rows on PostgreSQL vs SQLite, public certificates (wrk req/s;"
+                      " p99 %.2f vs %.2f ms;"
+                      " CPU/request %.3f vs %.3f ms)" % (
+                          what, "{:,}".format(n_rows),
+                          min(r["p99"] for r in runs["postgresql"]),
+                          min(r["p99"] for r in runs["sqlite"]),
+                          min(r["cpu_ms"] for r in runs["postgresql"]),
+                          min(r["cpu_ms"] for r in runs["sqlite"])),
+                      fmt_rate(p), fmt_rate(q) + " SQLite, same rows", "%.2f" % (p / q),
+                      ">= 0.80", ratio_ok(p / q, ">=", 0.8))
+    finally:
+        for d in daemons.values():
+            d.stop()
+
+
+def import_wall(daemons, key, n, prefix, threads):
+    """n imports through each daemon at once (cv-bench-client, threads connections each);
+    the rate is every import over the longest client's own clock (keys are made before
+    each client's clock starts)."""
+    procs = []
+    for i, d in enumerate(daemons):
+        cmd = [d.token.bins.client, "--port", str(d.port), "--key", key, "--count", str(n),
+               "--threads", str(threads), "--pool", str(KEY_POOL), "--prefix",
+               "%s%d" % (prefix, i), "--token-file", d.token_file]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError("cv-bench-client failed (%d):\n%s%s" % (
+                p.returncode, out.decode(errors="replace"), err.decode(errors="replace")))
+        results.append(last_json(out.decode()))
+    done = sum(r["count"] for r in results)
+    return done / max(r["seconds"] for r in results)
+
+
+def measure_nodes_token(bins, run_dir, pg, sz, table):
+    """Two nodes (node_name a and b) on one PostgreSQL database and one SoftHSM token behind
+    `p11-kit server`: imports through both at once against the same client load through one
+    (2 x NODE_IMPORT_CONNECTIONS connections on a, vs NODE_IMPORT_CONNECTIONS on each), in
+    alternating pairs, median pair ratio; then the details of one certificate with wrk on
+    both nodes at once (summed) against wrk on one."""
+    tok = Token(bins, os.path.join(run_dir, "nodes-token"), "bench-nodes").init()
+    server = TokenServer(tok).start()
+    url = pg.createdb("nodes")
+    shared = os.path.join(tok.path, "pg")
+    a = Daemon(tok, db=shared, url=url, extra_env=server.env("a"),
+               log=os.path.join(tok.path, "node-a.log"))
+    b = Daemon(tok, db=shared, url=url, extra_env=server.env("b"),
+               log=os.path.join(tok.path, "node-b.log"))
+    try:
+        a.start()  # the first: schema, first admin token, audit key
+        b.start()
+        a.import_keys("p256", 5, "warma", pool=5)
+        b.import_keys("p256", 5, "warmb", pool=5)
+        n = sz["node_import_n"]
+        conns = NODE_IMPORT_CONNECTIONS
+        one, two, ratios = [], [], []
+        for rnd in range(sz["node_import_rounds"]):
+            pair = {}
+            for side in (("one", "two") if rnd % 2 == 0 else ("two", "one")):
+                if side == "one":
+                    pair[side] = import_wall([a], "p256", 2 * n, "n1r%d" % rnd, 2 * conns)
+                else:
+                    pair[side] = import_wall([a, b], "p256", n, "n2r%d" % rnd, conns)
+            one.append(pair["one"])
+            two.append(pair["two"])
+            ratios.append(pair["two"] / pair["one"])
+            say("import P-256 through two nodes vs one, pair %d/%d, %d keys each side: "
+                "%.0f/s two nodes, %.0f/s one, %.2f" % (
+                    rnd + 1, sz["node_import_rounds"], 2 * n, pair["two"], pair["one"],
+                    ratios[-1]))
+        r = median(ratios)
+        table.notes.append(
+            "nodes: imports: %d alternating pairs of %d P-256 certificates each side, one node"
+            " on %d connections against two nodes on %d each at once, both nodes on one"
+            " PostgreSQL database and one SoftHSM token behind p11-kit server (one process per"
+            " node's connection), keys reused from a pool of %d; the median pair ratio" % (
+                sz["node_import_rounds"], 2 * n, 2 * conns, conns, KEY_POOL))
+        table.add("import P-256 through two nodes sharing one token (p11-kit server) vs one "
+                  "node, %d connections in all (pairs %.2f-%.2f)" % (
+                      2 * conns, min(ratios), max(ratios)),
+                  fmt_rate(median(two)), fmt_rate(median(one)) + " one node",
+                  "%.2f" % r, ">= 1.00", ratio_ok(r, ">=", 1.0))
+        path = "/v1/certificates/warma-000002"
+        for d in (a, b):
+            st, body = d.request("GET", path)
+            if st != 200:
+                raise RuntimeError("GET %s: %d %s" % (path, st, body[:300]))
+        one, two, socket_errors = [], [], []
+        for rnd in range(sz["rounds"]):
+            for side in (("one", "two") if rnd % 2 == 0 else ("two", "one")):
+                if side == "one":
+                    one.append(wrk_nodes([a], path, sz["wrk_seconds"], socket_errors))
+                else:
+                    two.append(wrk_nodes([a, b], path, sz["wrk_seconds"], socket_errors))
+            say("details through two nodes vs one, round %d/%d: %.0f/s vs %.0f/s" % (
+                rnd + 1, sz["rounds"], two[-1], one[-1]))
+        r = max(two) / max(one)
+        table.add("details read through two nodes at once vs one (wrk -t%d -c%d on each, "
+                  "summed; best of %d)" % (WRK_THREADS, WRK_CONNECTIONS, sz["rounds"]),
+                  fmt_rate(max(two)), fmt_rate(max(one)) + " one node", "%.2f" % r,
+                  ">= 1.60", ratio_ok(r, ">=", 1.6))
+        if socket_errors:
+            table.notes.append("details through nodes: wrk's socket errors: %s" % "; ".join(
+                socket_errors))
+        table.notes.append(
+            "nodes: both nodes and both wrk run on this machine's %d cores; reads scale out "
+            "with nodes on machines of their own, which one machine can only show as far as "
+            "its cores are idle" % os.cpu_count())
+    finally:
+        for d in (b, a):
+            d.stop()
+        server.stop()
+
+
+def wrk_nodes(daemons, path, seconds, socket_errors):
+    """wrk on each daemon at once; the summed req/s. A non-2xx answer fails the run; socket
+    errors (a connection the server closed: the guard's pending limit per address closes the
+    connection of 127.0.0.1 that has waited longest once 16 wait, which two wrk at once on
+    two cores can reach) are counted into socket_errors and shown under the table."""
+    procs = []
+    for d in daemons:
+        cmd = ["wrk", "-t%d" % WRK_THREADS, "-c%d" % WRK_CONNECTIONS, "-d%ds" % seconds,
+               "-s", d.wrk_script, d.url(path)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    total = 0.0
+    for p in procs:
+        out, err = p.communicate(timeout=seconds + 60)
+        out = out.decode()
+        if p.returncode != 0 or re.search(r"Non-2xx or 3xx responses", out):
+            raise RuntimeError("wrk saw errors:\n%s%s" % (out, err.decode(errors="replace")))
+        m = re.search(r"Socket errors: (.*)", out)
+        if m:
+            socket_errors.append(m.group(1).strip())
+        total += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return total
+
+
+def measure_nodes(bins, run_dir, sz, table):
+    """Issue 15: PostgreSQL against SQLite for the list, and two nodes against one."""
+    pg = private_postgresql()
+    try:
+        measure_nodes_list(bins, run_dir, pg, sz, table)
+        measure_nodes_token(bins, run_dir, pg, sz, table)
+    finally:
+        pg.stop()
+
+
 def measure_console(d, n_rows, table):
     """The console (issue 12) in headless chromium against the list at n_rows: what its first
     load transfers, and navigation to 50 rows drawn (tests/browser/bench.mjs)."""
@@ -1088,6 +1418,10 @@ def main():
                          " (issue 19)")
     ap.add_argument("--startup-only", action="store_true",
                     help="only the start-up at 1,000 and 10,000 keys (--keys N: at N)")
+    ap.add_argument("--nodes-only", action="store_true",
+                    help="only several nodes (issue 15): the list at --rows rows on"
+                         " PostgreSQL vs SQLite, imports and details reads through two nodes"
+                         " sharing one token vs one")
     ap.add_argument("--reads-only", action="store_true",
                     help="everything but the signatures, imports and generation: details,"
                          " exports, JWKS, list, start-up and list after writes")
@@ -1150,6 +1484,10 @@ def main():
         return 0
     if args.sign_only:
         measure_sign_api(bins, run_dir, sz, table)
+        report(bins, table, sz, started, None)
+        return 0
+    if args.nodes_only:
+        measure_nodes(bins, run_dir, sz, table)
         report(bins, table, sz, started, None)
         return 0
     large = keys_dataset(bins, data_dir, sz["large"], args.rebuild)
