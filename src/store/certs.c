@@ -1181,8 +1181,8 @@ static const char *const status_where[] = {
 	 * SQLite ranges an index on one of two and filters by the other, which for the list
 	 * sorted by not_after walked every row expiring soon first (10,000 of 100,000 in the
 	 * bench) to reach the first valid one. */
-	[CV_STATUS_VALID] = " AND not_before <= :now AND not_after >="
-			    " CASE WHEN :now > :thr THEN :now ELSE :thr END",
+	[CV_STATUS_VALID] = (" AND not_before <= :now AND not_after >="
+			     " CASE WHEN :now > :thr THEN :now ELSE :thr END"),
 	[CV_STATUS_EXPIRES_SOON] =
 		" AND not_before <= :now AND not_after >= :now AND not_after < :thr",
 	[CV_STATUS_EXPIRED] = " AND not_before <= :now AND not_after < :now",
