@@ -1197,6 +1197,8 @@ struct cv_store_key_ref {
 	char name[65];                /* the certificate's ("" for a journal row without one) */
 	int64_t version;              /* 0 when the row has none */
 	char row[8];
+	int64_t named_at;             /* when the row named the key (its last change, or when
+					 the version became current); CV_TOKEN_NAMED_UNKNOWN */
 };
 typedef int (*cv_store_key_fn)(const struct cv_store_key_ref *ref, void *arg);
 /* Calls fn for every key a row needs, in id order, in one read transaction; stops at fn's

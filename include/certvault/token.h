@@ -152,6 +152,14 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
  * tell). Answered from the map; a miss asks the token once (one search by CKA_ID and class)
  * and remembers what it found, so a key another node made is found. */
 int cv_token_key_exists(struct cv_token *token, const uint8_t *id, size_t id_len);
+/* The same for the key a database row named at named_at (seconds since the epoch; the
+ * row's last change is a safe choice, CV_TOKEN_NAMED_UNKNOWN when not known): a key the
+ * token's last complete listing did not see, named well before that listing, is absent
+ * without a search. Keeps a database of many rows whose keys are gone (a token restored
+ * from an older backup) from searching the token once per row. */
+#define CV_TOKEN_NAMED_UNKNOWN INT64_MAX
+int cv_token_key_exists_since(struct cv_token *token, const uint8_t *id, size_t id_len,
+			      int64_t named_at);
 
 /* Attributes read back from the token for one private key. */
 struct cv_token_key_attrs {

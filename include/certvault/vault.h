@@ -525,6 +525,25 @@ int cv_vault_cert_list(struct cv_vault *v, struct cv_cert_filter *filter,
 int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
 			     int64_t *ret_total, struct cv_errmsg *err);
 
+/* The list's answers as they were sent, kept so that many clients asking for the same page
+ * (pollers, consoles, a first page everyone opens) make it once a second rather than once a
+ * request. An answer is kept under key, everything of the request it depends on (the
+ * caller makes it: the query and the scope), with the certificate generation and the second
+ * it was made in (statuses and days move with the clock), and the page's keys as the
+ * answer judged them (key_missing): it is given again only while all four are what they
+ * were, so that a kept answer is byte for byte the one that would be made. */
+#define CV_LIST_MEMO_KEY_MAX 2048
+/* The answer kept under key at gen and now, its text (malloc'd, caller frees) and ETag:
+ * 1, or 0 when none is (or its keys are no longer as it said). */
+int cv_vault_list_memo_get(struct cv_vault *v, const char *key, uint64_t gen, int64_t now,
+			   char **ret_text, size_t *ret_len, char ret_etag[64]);
+/* Keeps text (len bytes, copied) and etag as the answer under key at gen and now, made from
+ * page with missing[i] the key_missing it gave page->items[i]. Nothing is kept when it
+ * cannot be (too large, no memory): the memo only ever saves work. */
+void cv_vault_list_memo_put(struct cv_vault *v, const char *key, uint64_t gen, int64_t now,
+			    const struct cv_cert_page *page, const unsigned char *missing,
+			    const char *text, size_t len, const char *etag);
+
 /* Counts by status at now. Returns 0 or CV_ERR_DB. */
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,
 			struct cv_errmsg *err);
@@ -1054,7 +1073,8 @@ int cv_vault_session_end(struct cv_vault *v, struct cv_audit *audit, const char 
 
 /* The key of key_id in the token, for what serves with it (the HTTPS listener): whether it
  * is there, and a signature made inside the token (see cv_token_sign). */
-int cv_vault_key_exists(struct cv_vault *v, const uint8_t *key_id, size_t id_len);
+int cv_vault_key_exists(struct cv_vault *v, const uint8_t *key_id, size_t id_len,
+			int64_t named_at);
 int cv_vault_key_sign(struct cv_vault *v, const uint8_t *key_id, size_t id_len,
 		      const struct cv_token_sign_params *params, const unsigned char *data,
 		      size_t data_len, unsigned char *sig, size_t *sig_len,

@@ -28,24 +28,43 @@ int http_none_match_hits(const char *header, const char *etag)
 	return 0;
 }
 
-int http_conditional(const struct cv_request *req, struct cv_response *res,
-		     const void *body, size_t len)
+/* The first 128 bits of the body's SHA-256 in hex. 0, or -1 when it cannot be made. */
+static int body_hash(const void *body, size_t len, char tag[33])
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
-	char tag[33], prefix[sizeof(res->etag)];
 	unsigned int md_len = 0, i;
-	size_t plen;
 
-	if (strcmp(req->method, "GET") != 0 || res->status != 200 || res->etag_final)
-		return 0;
 	if (EVP_Digest(body, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len < 16)
-		return 0; /* no tag: the answer goes out whole, which is always correct */
+		return -1;
 	for (i = 0; i < 16; i++) {
 		tag[2 * i] = hex[md[i] >> 4];
 		tag[2 * i + 1] = hex[md[i] & 15];
 	}
 	tag[32] = '\0';
+	return 0;
+}
+
+int http_body_etag(const void *body, size_t len, char etag[64])
+{
+	char tag[33];
+
+	if (body_hash(body, len, tag) < 0)
+		return -1;
+	snprintf(etag, 64, "\"%s\"", tag);
+	return 0;
+}
+
+int http_conditional(const struct cv_request *req, struct cv_response *res,
+		     const void *body, size_t len)
+{
+	char tag[33], prefix[sizeof(res->etag)];
+	size_t plen;
+
+	if (strcmp(req->method, "GET") != 0 || res->status != 200 || res->etag_final)
+		return 0;
+	if (body_hash(body, len, tag) < 0)
+		return 0; /* no tag: the answer goes out whole, which is always correct */
 	/* A handler's tag (a details view's version) stays in front, so If-Match still finds
 	 * the version in it; the hash after it moves with anything else in the view. */
 	plen = strlen(res->etag);

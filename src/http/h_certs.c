@@ -166,7 +166,8 @@ static json_t *delete_json(const struct cv_cert_view *v)
  * key destroyed behind certvault's back): shown as such rather than failing at first use. */
 static int cert_key_missing(struct cv_app *app, const struct cv_cert_record *rec)
 {
-	return !rec->is_public && !cv_vault_key_exists(&app->vault, rec->key_id, CV_TOKEN_ID_LEN);
+	return !rec->is_public &&
+	       !cv_vault_key_exists(&app->vault, rec->key_id, CV_TOKEN_ID_LEN, rec->updated_at);
 }
 
 /* The details view of DESIGN.md: the certificate's own fields (the view every certificate
@@ -954,6 +955,119 @@ static json_t *cursor_json(const struct cv_cert_record *rec, char letter,
 	return json_string(buf);
 }
 
+/* Appends s, length first, to the key of size bytes (used so far *used). 0, or -1 when it
+ * does not fit. */
+static int memo_key_put(char *key, size_t size, size_t *used, const char *s)
+{
+	int w = snprintf(key + *used, size - *used, "%zu:%s", strlen(s), s);
+
+	if (w < 0 || (size_t)w >= size - *used)
+		return -1;
+	*used += (size_t)w;
+	return 0;
+}
+
+/* Everything a list answer depends on besides the data and the clock: the query as the
+ * router let it in (known arguments, once each) and the scope the caller lists within. 0,
+ * or -1 when that is too long to keep (the answer is then made every time). */
+static int list_memo_key(const struct cv_request *req, const struct cv_scope_objects *scope,
+			 char *key, size_t size)
+{
+	size_t used = 0, i;
+	char count[24];
+	int bad = 0;
+
+	for (i = 0; i < req->n_query && !bad; i++)
+		bad = memo_key_put(key, size, &used, req->query[i].key) < 0 ||
+		      memo_key_put(key, size, &used,
+				   req->query[i].value != NULL ? req->query[i].value : "\x01") < 0;
+	snprintf(count, sizeof(count), scope == NULL ? "all" : "%zu,%zu,%zu",
+		 scope == NULL ? 0 : scope->n_certificates, scope == NULL ? 0 : scope->n_services,
+		 scope == NULL ? 0 : scope->n_environments);
+	bad = bad || memo_key_put(key, size, &used, count) < 0;
+	for (i = 0; scope != NULL && !bad && i < scope->n_certificates; i++)
+		bad = memo_key_put(key, size, &used, scope->certificates[i]) < 0;
+	for (i = 0; scope != NULL && !bad && i < scope->n_services; i++)
+		bad = memo_key_put(key, size, &used, scope->services[i]) < 0;
+	for (i = 0; scope != NULL && !bad && i < scope->n_environments; i++)
+		bad = memo_key_put(key, size, &used, scope->environments[i]) < 0;
+	return bad ? -1 : 0;
+}
+
+/* The list answer text (malloc'd; taken) with its ETag, or a 304 when If-None-Match names
+ * it. */
+static void list_answer(const struct cv_request *req, struct cv_response *res, char *text,
+			size_t len, const char *etag)
+{
+	snprintf(res->etag, sizeof(res->etag), "%s", etag);
+	res->etag_final = 1; /* the tag the kept answer carries, made as any GET's is */
+	if (req->if_none_match != NULL && http_none_match_hits(req->if_none_match, res->etag)) {
+		free(text);
+		res->status = 304;
+		return;
+	}
+	res->status = 200;
+	res->raw = (unsigned char *)text;
+	res->raw_len = len;
+	res->content_type = "application/json";
+}
+
+/* The list answer made from page and total, as text with its ETag; kept in the vault's memo
+ * under memo_key (NULL: not kept) at gen. */
+static int list_make(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
+		     const struct cv_cert_page *page, const struct cv_cert_filter *filter,
+		     char letter, int64_t limit, int64_t total, const char *memo_key,
+		     uint64_t gen)
+{
+	unsigned char *missing = NULL;
+	char etag[64], *dumped = NULL, *text = NULL;
+	json_t *items = json_array(), *body = NULL;
+	size_t i, len = 0;
+	int r = CV_ERR_NOMEM;
+
+	if (items == NULL || (page->n > 0 && (missing = calloc(page->n, 1)) == NULL))
+		goto out;
+	for (i = 0; i < page->n; i++) {
+		missing[i] = (unsigned char)cert_key_missing(app, page->items[i]);
+		if (json_array_append_new(items, list_item_json(page->items[i], req->now,
+							       app->vault.soon_seconds,
+							       missing[i])) < 0)
+			goto out;
+	}
+	body = json_pack("{s:o, s:o, s:I, s:I}", "items", items, "next_cursor",
+			 page->has_more && page->n > 0
+				 ? cursor_json(page->items[page->n - 1], letter, filter)
+				 : json_null(),
+			 "limit", (json_int_t)limit, "total", (json_int_t)total);
+	items = NULL; /* json_pack took it, even when it failed */
+	if (body == NULL || (len = cv_http_json_dump(body, &dumped)) == 0 ||
+	    (text = malloc(len + 1)) == NULL)
+		goto out;
+	memcpy(text, dumped, len);
+	text[len] = '\0';
+	if (http_body_etag(text, len, etag) < 0)
+		goto out;
+	if (memo_key != NULL)
+		cv_vault_list_memo_put(&app->vault, memo_key, gen, req->now, page, missing, text,
+				       len, etag);
+	list_answer(req, res, text, len, etag);
+	text = NULL;
+	r = 0;
+out:
+	free(text);
+	if (dumped != NULL) {
+		json_malloc_t m;
+		json_free_t f;
+
+		json_get_alloc_funcs(&m, &f);
+		f(dumped);
+	}
+	json_decref(body);
+	json_decref(items);
+	free(missing);
+	return r;
+}
+
 int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		struct cv_errmsg *err)
 {
@@ -962,11 +1076,12 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	struct cv_cert_page *page = NULL;
 	char domain[CV_DNS_NAME_MAX + 1], wildcard[CV_DNS_NAME_MAX + 3];
 	char after[CV_NAME_MAX + 1];
+	char memo_key[CV_LIST_MEMO_KEY_MAX], *memo = memo_key, etag[64], *text = NULL;
 	const char *s;
-	json_t *items = NULL;
 	int64_t limit = 50, total;
 	char letter = 'n';
-	size_t i;
+	uint64_t gen;
+	size_t i, len;
 	int r;
 
 	if ((s = req_query(req, "status")) != NULL && strcmp(s, "pending") == 0) {
@@ -1060,34 +1175,22 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	filter.now = req->now;
 	filter.limit = (unsigned)limit;
 	filter.scope = cv_scope_list_objects(&req->actor.scope);
+	/* Read before the page, so that a page kept under it is never older than it says. */
+	gen = cv_vault_certs_generation(&app->vault);
+	if (list_memo_key(req, filter.scope, memo_key, sizeof(memo_key)) < 0)
+		memo = NULL;
+	if (memo != NULL &&
+	    cv_vault_list_memo_get(&app->vault, memo, gen, req->now, &text, &len, etag) == 1) {
+		list_answer(req, res, text, len, etag);
+		r = 0;
+		goto out;
+	}
 	r = cv_vault_cert_list(&app->vault, &filter, &page, err);
 	if (r == 0)
 		r = cv_vault_cert_list_total(&app->vault, &filter, &total, err);
-	if (r < 0)
-		goto out;
-	items = json_array();
-	if (items == NULL) {
-		r = CV_ERR_NOMEM;
-		goto out;
-	}
-	for (i = 0; i < page->n; i++) {
-		if (json_array_append_new(items, list_item_json(page->items[i], req->now,
-							       app->vault.soon_seconds,
-							       cert_key_missing(app, page->items[i])))
-		    < 0) {
-			r = CV_ERR_NOMEM;
-			goto out;
-		}
-	}
-	r = res_json(res, 200,
-		     json_pack("{s:o, s:o, s:I, s:I}", "items", items, "next_cursor",
-			       page->has_more && page->n > 0
-				       ? cursor_json(page->items[page->n - 1], letter, &filter)
-				       : json_null(),
-			       "limit", (json_int_t)limit, "total", (json_int_t)total));
-	items = NULL;
+	if (r == 0)
+		r = list_make(app, req, res, page, &filter, letter, limit, total, memo, gen);
 out:
-	json_decref(items);
 	cv_store_cert_page_free(page);
 	return r;
 }

@@ -153,8 +153,8 @@ static int identity_load(const struct tls_listener *l, struct tls_identity **ret
 	}
 	if (r < 0)
 		goto out;
-	if (!cv_vault_key_exists(&l->app->vault, view->rec->key_id,
-				 sizeof(view->rec->key_id))) {
+	if (!cv_vault_key_exists(&l->app->vault, view->rec->key_id, sizeof(view->rec->key_id),
+				 CV_TOKEN_NAMED_UNKNOWN)) {
 		r = cv_errmsg_set(err, CV_ERR_CONFIG,
 				  "server.tls_certificate \"%s\": the key of its version %lld is not "
 				  "in the token", l->name, (long long)view->rec->version);

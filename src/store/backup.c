@@ -21,11 +21,12 @@
  * carries a random id no object ever had: none is needed. A version whose key was destroyed
  * needs none. Pending certificates and the journal name keys being made. */
 static const char keys_sql[] =
-	"SELECT key_id, name, version, 'current' FROM certificates WHERE has_key = 1"
-	" UNION ALL SELECT v.key_id, c.name, v.version, 'version' FROM certificate_versions v"
+	"SELECT key_id, name, version, 'current', updated_at FROM certificates WHERE has_key = 1"
+	" UNION ALL SELECT v.key_id, c.name, v.version, 'version', v.current_from"
+	"  FROM certificate_versions v"
 	"  JOIN certificates c ON c.id = v.cert_id WHERE v.key_state <> 2"
-	" UNION ALL SELECT key_id, name, 0, 'pending' FROM pending_certificates"
-	" UNION ALL SELECT j.key_id, coalesce(c.name, ''), 0, 'journal' FROM key_journal j"
+	" UNION ALL SELECT key_id, name, 0, 'pending', NULL FROM pending_certificates"
+	" UNION ALL SELECT j.key_id, coalesce(c.name, ''), 0, 'journal', NULL FROM key_journal j"
 	"  LEFT JOIN certificates c ON c.id = j.cert_id"
 	" ORDER BY 1";
 
@@ -45,6 +46,8 @@ static int keys_walk(cvdb *db, cvdb_stmt *stmt, cv_store_key_fn fn, void *arg)
 		snprintf(ref.name, sizeof(ref.name), "%s", name != NULL ? (const char *)name : "");
 		ref.version = cvdb_column_int64(stmt, 2);
 		snprintf(ref.row, sizeof(ref.row), "%s", (const char *)cvdb_column_text(stmt, 3));
+		ref.named_at = cvdb_column_type(stmt, 4) == SQLITE_NULL ?
+				       CV_TOKEN_NAMED_UNKNOWN : cvdb_column_int64(stmt, 4);
 		r = fn(&ref, arg);
 		if (r != 0)
 			return r;

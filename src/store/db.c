@@ -788,6 +788,24 @@ static const struct schema_step steps[] = {
 	  " started_at BIGINT NOT NULL,"
 	  " heartbeat_at BIGINT NOT NULL"
 	  ");" },
+	/* 15 -> 16: the certificate generation moves with every table a certificate's list row
+	 * or details read, not only with certificates: a service bound or its domains changed
+	 * (used_by, custom_domains, the in_use, service and environment filters), tags and
+	 * environments edited, domains of a new version. Caches keyed by the generation (the
+	 * list's pages and totals, the details) would otherwise serve what a write changed.
+	 * SQLite needs no schema for it: each connection watches these tables with TEMP
+	 * triggers of its own (watch_tables). */
+	{ "",
+	  "CREATE TRIGGER certificate_domains_generation AFTER INSERT OR UPDATE OR DELETE"
+	  " ON certificate_domains FOR EACH STATEMENT EXECUTE FUNCTION cv_generation_certs();"
+	  "CREATE TRIGGER certificate_environments_generation AFTER INSERT OR UPDATE OR DELETE"
+	  " ON certificate_environments FOR EACH STATEMENT EXECUTE FUNCTION cv_generation_certs();"
+	  "CREATE TRIGGER certificate_tags_generation AFTER INSERT OR UPDATE OR DELETE"
+	  " ON certificate_tags FOR EACH STATEMENT EXECUTE FUNCTION cv_generation_certs();"
+	  "CREATE TRIGGER services_generation AFTER INSERT OR UPDATE OR DELETE"
+	  " ON services FOR EACH STATEMENT EXECUTE FUNCTION cv_generation_certs();"
+	  "CREATE TRIGGER service_domains_generation AFTER INSERT OR UPDATE OR DELETE"
+	  " ON service_domains FOR EACH STATEMENT EXECUTE FUNCTION cv_generation_certs();" },
 	{ NULL, NULL },
 };
 #define N_STEPS ((int)(sizeof(steps) / sizeof(steps[0])) - 1)
@@ -1205,8 +1223,51 @@ static void on_update(void *arg, int op, const char *db_name, const char *table,
 	(void)rowid;
 	if (strcmp(table, "jwks") == 0)
 		conn->jwks_changed = 1;
-	else if (strcmp(table, "certificates") == 0)
+	else if (strcmp(table, "certificates") == 0 || strcmp(table, "services") == 0)
 		conn->certs_changed = 1;
+}
+
+/* The tables besides certificates and services whose rows a certificate's list row or
+ * details show. They are WITHOUT ROWID tables, whose changes never reach the update hook:
+ * a TEMP trigger per table and change calls cv_certs_changed(), which marks the
+ * connection as the hook does. TEMP, so that nothing of it is in the database file. */
+static const char *const watched_tables[] = {
+	"certificate_domains", "certificate_environments", "certificate_tags", "service_domains",
+};
+
+static void certs_changed_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	struct store_conn *conn = sqlite3_user_data(ctx);
+
+	(void)argc;
+	(void)argv;
+	conn->certs_changed = 1;
+	sqlite3_result_null(ctx);
+}
+
+/* Sets up the watch on conn, whose database has its schema. */
+static int watch_tables(struct store_conn *conn, const char *path, struct cv_errmsg *err)
+{
+	static const char *const ops[] = { "INSERT", "UPDATE", "DELETE" };
+	sqlite3 *db = cvdb_sqlite(conn->db);
+	char sql[256];
+	size_t t, o;
+	int rc;
+
+	rc = sqlite3_create_function(db, "cv_certs_changed", 0, SQLITE_UTF8 | SQLITE_DIRECTONLY,
+				     conn, certs_changed_fn, NULL, NULL);
+	for (t = 0; rc == SQLITE_OK && t < sizeof(watched_tables) / sizeof(watched_tables[0]);
+	     t++)
+		for (o = 0; rc == SQLITE_OK && o < sizeof(ops) / sizeof(ops[0]); o++) {
+			snprintf(sql, sizeof(sql), "CREATE TEMP TRIGGER cv_watch_%s_%c AFTER %s ON"
+				 " main.%s BEGIN SELECT cv_certs_changed(); END", watched_tables[t],
+				 ops[o][0], ops[o], watched_tables[t]);
+			rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+		}
+	if (rc != SQLITE_OK)
+		return cv_errmsg_set(err, store_err(rc), "database %s: %s", path,
+				     sqlite3_errmsg(db));
+	return 0;
 }
 
 /* Group commit.
@@ -1585,6 +1646,8 @@ int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errms
 		goto out;
 	store->n_open = 1;
 	r = migrate(store->conns[0].db, path, err);
+	if (r == 0)
+		r = watch_tables(&store->conns[0], path, err);
 	if (r < 0)
 		goto out;
 	r = store_dn_refresh(store->conns[0].db);
@@ -1595,8 +1658,11 @@ int cv_store_open(const char *path, struct cv_store **ret_store, struct cv_errms
 	}
 	/* What migrating wrote is on disk before anything runs on it. */
 	wal_sync_wait(store, &store->conns[0]);
-	for (; store->n_open < STORE_POOL_SIZE; store->n_open++) {
+	while (store->n_open < STORE_POOL_SIZE) {
 		r = open_conn(path, &store->conns[store->n_open], err);
+		if (r < 0)
+			goto out;
+		r = watch_tables(&store->conns[store->n_open++], path, err);
 		if (r < 0)
 			goto out;
 	}

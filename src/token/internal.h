@@ -62,6 +62,10 @@ struct keymap {
 	size_t capacity;
 	size_t used;
 	unsigned long epoch;   /* listings done; 0: never listed */
+	/* The wall-clock second the last complete listing began (0: none): a key a database
+	 * row named well before it and the listing did not see is absent, without a search
+	 * (cv_token_key_exists_since). */
+	int64_t listed_at;
 	/* The token's secret keys as the listing of epoch secrets_epoch saw them (few: the audit
 	 * key). 0: not usable (a secret key was made since, or one could not be read whole):
 	 * ask the token. */

@@ -1,5 +1,6 @@
 /* token: creating, destroying and inspecting key objects; listing them once at open. */
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include <openssl/bn.h>
@@ -687,7 +688,17 @@ enum map_says {
 	MAP_HELD,         /* a create or destroy of this process holds the id: absent */
 };
 
-static enum map_says map_private(struct cv_token *token, const uint8_t *id, size_t id_len)
+/* How far apart the clocks of nodes sharing a token and a database may be. */
+#define LISTING_CLOCK_SKEW 60
+
+/* What the map says of the private key id, which a database row named at named_at
+ * (CV_TOKEN_NAMED_UNKNOWN: at a time not known). A key the last complete listing did not
+ * see is absent when the row is older than the listing by more than the clocks' skew: the
+ * key was made before its row was written, so it was there to be listed (a key this process
+ * made since is in the map). Only a younger row's key, which another node may have made
+ * after the listing, is looked for in the token. */
+static enum map_says map_private(struct cv_token *token, const uint8_t *id, size_t id_len,
+				 int64_t named_at)
 {
 	const struct keymap_entry *e;
 	enum map_says says;
@@ -704,6 +715,9 @@ static enum map_says map_private(struct cv_token *token, const uint8_t *id, size
 		says = MAP_ABSENT;
 	else
 		says = MAP_UNKNOWN;
+	if (says == MAP_UNKNOWN && named_at != CV_TOKEN_NAMED_UNKNOWN &&
+	    token->map.listed_at != 0 && named_at < token->map.listed_at - LISTING_CLOCK_SKEW)
+		says = MAP_ABSENT;
 	pthread_mutex_unlock(&token->map.lock);
 	return says;
 }
@@ -786,7 +800,7 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 
 	/* A key another node made is destroyed here too: a miss asks the token, whatever an
 	 * earlier search found (a destroy must not leave a key behind on a belief). */
-	says = map_private(token, id, id_len);
+	says = map_private(token, id, id_len, CV_TOKEN_NAMED_UNKNOWN);
 	if (says == MAP_UNKNOWN || says == MAP_ABSENT) {
 		r = token_key_lookup(token, id, id_len, err);
 		if (r < 0)
@@ -827,9 +841,15 @@ out:
 
 int cv_token_key_exists(struct cv_token *token, const uint8_t *id, size_t id_len)
 {
+	return cv_token_key_exists_since(token, id, id_len, CV_TOKEN_NAMED_UNKNOWN);
+}
+
+int cv_token_key_exists_since(struct cv_token *token, const uint8_t *id, size_t id_len,
+			      int64_t named_at)
+{
 	struct cv_errmsg ignored;
 
-	switch (map_private(token, id, id_len)) {
+	switch (map_private(token, id, id_len, named_at)) {
 	case MAP_PRESENT:
 		return 1;
 	case MAP_ABSENT:
@@ -1153,9 +1173,11 @@ CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 	struct listed *listed = NULL;
 	CK_TOKEN_INFO info;
 	CK_ULONG n_handles = 0;
+	int64_t started;
 	size_t n = 0;
 	CK_RV rv;
 
+	started = (int64_t)time(NULL);
 	rv = find_all(token, session, &handles, &n_handles, ret_call);
 	if (rv != CKR_OK)
 		goto out;
@@ -1179,6 +1201,7 @@ CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 	pthread_mutex_lock(&token->map.lock);
 	rv = map_replace_locked(&token->map, listed, n);
 	if (rv == CKR_OK) {
+		token->map.listed_at = started;
 		free(token->map.secrets);
 		token->map.secrets = seen.v;
 		token->map.n_secrets = seen.n;

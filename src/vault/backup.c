@@ -734,7 +734,7 @@ static int check_one(const struct cv_store_key_ref *ref, void *arg)
 	if (strcmp(ref->row, "current") != 0 && strcmp(ref->row, "version") != 0)
 		return 0;
 	s->ret->needed++;
-	if (cv_token_key_exists(s->v->token, ref->id, CV_TOKEN_ID_LEN))
+	if (cv_token_key_exists_since(s->v->token, ref->id, CV_TOKEN_ID_LEN, ref->named_at))
 		return 0;
 	if (strcmp(ref->row, "current") == 0)
 		s->ret->missing_current++;

@@ -1378,13 +1378,15 @@ int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
 	/* Everything the count depends on but the clock and the data, which the slot keeps
 	 * beside it; the generation is read before the count, so a change committed during it
 	 * only makes the slot older than it could be. */
-	n = snprintf(key, sizeof(key), "%u|%d|%d|%d|%s|%s|%s|%s|%s", filter->status_mask,
+	n = snprintf(key, sizeof(key), "%u|%d|%d|%d|%s|%s|%s|%s|%s|%s|%s", filter->status_mask,
 		     filter->has_status, (int)filter->status, filter->in_use,
 		     filter->q != NULL ? filter->q : "\x01",
 		     filter->domain != NULL ? filter->domain : "\x01",
 		     filter->domain_wildcard != NULL ? filter->domain_wildcard : "\x01",
 		     filter->environment != NULL ? filter->environment : "\x01",
-		     filter->service != NULL ? filter->service : "\x01");
+		     filter->service != NULL ? filter->service : "\x01",
+		     filter->tag_key != NULL ? filter->tag_key : "\x01",
+		     filter->tag_value != NULL ? filter->tag_value : "\x01");
 	/* A scoped token's count is kept under its scope's certificate patterns and
 	 * environments too (the two things the count's scope conditions read). */
 	for (i = 0; filter->scope != NULL && n >= 0 && (size_t)n < sizeof(key) &&
@@ -1460,9 +1462,10 @@ void cv_vault_store_sync_stats(struct cv_vault *v, struct cv_store_sync_stats *r
 	cv_store_sync_stats(v->store, ret);
 }
 
-int cv_vault_key_exists(struct cv_vault *v, const uint8_t *key_id, size_t id_len)
+int cv_vault_key_exists(struct cv_vault *v, const uint8_t *key_id, size_t id_len,
+			int64_t named_at)
 {
-	return cv_token_key_exists(v->token, key_id, id_len);
+	return cv_token_key_exists_since(v->token, key_id, id_len, named_at);
 }
 
 int cv_vault_key_sign(struct cv_vault *v, const uint8_t *key_id, size_t id_len,

@@ -38,6 +38,31 @@ struct vault_totals_cache {
 	} slots[VAULT_TOTALS];
 };
 
+/* The list's answers (cv_vault_list_memo_get): a few pages, each at most VAULT_PAGE_MAX
+ * bytes, replaced in turn. */
+#define VAULT_PAGES 16
+#define VAULT_PAGE_MAX (512 * 1024)
+struct vault_page_key {
+	uint8_t id[CV_TOKEN_ID_LEN];
+	int64_t named_at;
+	unsigned char is_public, missing;
+};
+struct vault_pages_cache {
+	pthread_mutex_t lock;
+	unsigned next;
+	struct {
+		int valid;
+		uint64_t gen;
+		int64_t now;
+		char *key;
+		char *text;
+		size_t len;
+		char etag[64];
+		struct vault_page_key *keys;
+		size_t n_keys;
+	} slots[VAULT_PAGES];
+};
+
 /* The public keys of the certificates that sign for clients (sign.c), by the certificate's
  * SHA-256 fingerprint: content-addressed, so never stale. Parsing a certificate is most of
  * a signature's cost outside the token (OpenSSL 3 decodes its key through the providers). */
@@ -54,6 +79,7 @@ struct vault_pubkey_cache {
 struct vault_caches {
 	struct vault_pubkey_cache pubkeys;
 	struct vault_totals_cache totals;
+	struct vault_pages_cache pages;
 	struct cv_x509_info_cache *info;
 	struct vault_jwks_cache jwks;
 };

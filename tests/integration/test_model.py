@@ -326,6 +326,72 @@ class EditTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(self.details("tg-a")["tags"]["team"], "payments")
 
 
+class ListFollowsWritesTest(ServiceHelpers, VaultTestCase):
+    """A list answer is kept for the second it was made in, under the certificate generation
+    (the vault's memo of pages): every write that a list row or filter shows must move that
+    generation, whatever table it touches. Each step reads the page first (so that it is
+    kept), writes, and reads it again at once, most often in the same second."""
+
+    def page(self, query, token=True):
+        st, hdrs, body = self.vault.request(
+            "GET", "/v1/certificates?q=lf-&limit=1000" + query, token=token)
+        self.assertEqual(st, 200, body)
+        return body
+
+    def names(self, query, token=True):
+        body = self.page(query, token)
+        self.assertEqual(body["total"], len(body["items"]), body)
+        return [i["name"] for i in body["items"]]
+
+    def test_every_write_shows_at_once(self):
+        self.imported("lf-a", san="a.lf.example.com,www.lf.example.com")
+        self.imported("lf-b", san="b.lf.example.com")
+        self.create_service("lf-web", ["a.lf.example.com"])
+        self.assertEqual(self.names("&in_use=true"), [])
+        self.bound("lf-web", "lf-a")
+        self.assertEqual(self.names("&in_use=true"), ["lf-a"])
+        self.assertEqual(self.names("&service=lf-web"), ["lf-a"])
+        # A service's domains (another table than the service's row) move custom_domains.
+        self.assertEqual(self.page("")["items"][0]["custom_domains"], 1)
+        st, _, body = self.put_service("lf-web", ["a.lf.example.com", "www.lf.example.com"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.page("")["items"][0]["custom_domains"], 2)
+        # Tags: each filter counted for itself, within one second too.
+        self.assertEqual(self.names("&tag=team:x"), [])
+        st, _, body = self.vault.request("PATCH", "/v1/certificates/lf-b",
+                                         {"tags": {"team": "x"}})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.names("&tag=team:x"), ["lf-b"])
+        self.assertEqual(self.names("&tag=team:y"), [])
+        self.assertEqual(self.names("&tag=team"), ["lf-b"])
+        # The service moved to another environment: the environment filter follows it.
+        st, _, body = self.vault.request("PUT", "/v1/environments/lf-stage",
+                                         {"display_name": "LF stage"})
+        self.assertEqual(st, 201, body)
+        self.assertEqual(self.names("&environment=lf-stage"), [])
+        st, _, body = self.put_service("lf-web", ["a.lf.example.com"], environment="lf-stage")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.names("&environment=lf-stage"), ["lf-a"])
+        self.assertEqual(self.page("")["items"][0]["used_by"],
+                         [{"service": "lf-web", "environment": "lf-stage"}])
+        self.assertEqual(self.unbind("lf-web")[0], 200)
+        self.assertEqual(self.names("&in_use=true"), [])
+        self.assertEqual(self.page("")["items"][0]["used_by"], [])
+        # An answer kept for one scope is never given to another.
+        self.assertEqual(self.names(""), ["lf-a", "lf-b"])
+        st, _, tok = self.vault.request("POST", "/v1/tokens", {
+            "name": "lf-reader", "role": "operator",
+            "scope": {"actions": ["read"], "certificates": ["lf-b*"]}})
+        self.assertEqual(st, 201, tok)
+        self.assertEqual(self.names("", token=tok["token"]), ["lf-b"])
+        self.assertEqual(self.names(""), ["lf-a", "lf-b"])
+        # A conditional read of a kept answer: its ETag, then 304.
+        st, hdrs, _ = self.vault.request("GET", "/v1/certificates?q=lf-&limit=1000")
+        st2, _, _ = self.vault.request("GET", "/v1/certificates?q=lf-&limit=1000",
+                                       headers={"If-None-Match": hdrs["etag"]})
+        self.assertEqual((st, st2), (200, 304))
+
+
 def jwk_changes(body, change):
     """The entries of a renew's, replace's or merge's jwk_changes whose change is change."""
     return [j for j in body["jwk_changes"]["jwks"] if j["change"] == change]

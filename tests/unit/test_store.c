@@ -329,7 +329,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 15);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 16);
 	assert_int_equal(raw_int(path, PICK("SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 					    " AND name IN ('certificates', 'certificate_domains')",
 					    "SELECT count(*) FROM pg_tables WHERE schemaname ="
@@ -384,7 +384,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 15);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 16);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -490,7 +490,7 @@ static void test_open_pg_two_nodes_at_once(void **state)
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 	for (i = 0; i < 2; i++)
 		assert_int_equal(o[i].r, 0);
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 15);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 16);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM schema_version"), 1);
 	/* One store's write moves the other's generation (the number is the database's). */
 	{
@@ -1543,7 +1543,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 15);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 16);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1590,7 +1590,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 15);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 16);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -3490,7 +3490,7 @@ static void test_migrate_environments_from_v9(void **state)
 		       " PRAGMA user_version = 9;");
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 15);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 16);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
