@@ -44,6 +44,10 @@ struct cv_token_config {
 	 * "off", or NULL, "" or "auto": on for SoftHSM before 2.7 (C_GetInfo's manufacturer and
 	 * library version), off for any other module. */
 	const char *serialize_creates;
+	/* Seconds the clocks of other nodes using the token may be off from this one's (several
+	 * nodes on one database: their rows' times come from their clocks); 0 for one node.
+	 * See cv_token_key_exists_since. */
+	unsigned clock_skew;
 };
 
 /* Opens the module, finds the token by label, logs in as the user and lists the private

@@ -742,6 +742,8 @@ int main(int argc, char **argv)
 	tcfg.pool_size = (unsigned)cfg.token_sessions;
 	tcfg.sync_dir = cfg.token_sync_dir;
 	tcfg.serialize_creates = cfg.token_serialize_creates;
+	/* Several nodes share a PostgreSQL database: their rows carry their own clocks' times. */
+	tcfg.clock_skew = cfg.db_url[0] != '\0' ? 60 : 0;
 	r = cv_token_open(&tcfg, &app.token, &err);
 	OPENSSL_clear_free(pin, pin_len + 1);
 	pin = NULL;

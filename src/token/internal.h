@@ -66,6 +66,7 @@ struct keymap {
 	 * row named well before it and the listing did not see is absent, without a search
 	 * (cv_token_key_exists_since). */
 	int64_t listed_at;
+	int64_t clock_skew;    /* cv_token_config.clock_skew */
 	/* The token's secret keys as the listing of epoch secrets_epoch saw them (few: the audit
 	 * key). 0: not usable (a secret key was made since, or one could not be read whole):
 	 * ask the token. */

@@ -688,15 +688,12 @@ enum map_says {
 	MAP_HELD,         /* a create or destroy of this process holds the id: absent */
 };
 
-/* How far apart the clocks of nodes sharing a token and a database may be. */
-#define LISTING_CLOCK_SKEW 60
-
 /* What the map says of the private key id, which a database row named at named_at
  * (CV_TOKEN_NAMED_UNKNOWN: at a time not known). A key the last complete listing did not
- * see is absent when the row is older than the listing by more than the clocks' skew: the
- * key was made before its row was written, so it was there to be listed (a key this process
- * made since is in the map). Only a younger row's key, which another node may have made
- * after the listing, is looked for in the token. */
+ * see is absent when the row is older than the listing (by more than the nodes' clock skew):
+ * the key was made before its row was written, so it was there to be listed, and a key this
+ * process made since is in the map. Only a younger row's key, which another node may have
+ * made after the listing, is looked for in the token. */
 static enum map_says map_private(struct cv_token *token, const uint8_t *id, size_t id_len,
 				 int64_t named_at)
 {
@@ -716,7 +713,7 @@ static enum map_says map_private(struct cv_token *token, const uint8_t *id, size
 	else
 		says = MAP_UNKNOWN;
 	if (says == MAP_UNKNOWN && named_at != CV_TOKEN_NAMED_UNKNOWN &&
-	    token->map.listed_at != 0 && named_at < token->map.listed_at - LISTING_CLOCK_SKEW)
+	    token->map.listed_at != 0 && named_at < token->map.listed_at - token->map.clock_skew)
 		says = MAP_ABSENT;
 	pthread_mutex_unlock(&token->map.lock);
 	return says;

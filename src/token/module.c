@@ -569,6 +569,7 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 	r = slot_find(token, cfg->token_label, cfg->module_path, err);
 	if (r < 0)
 		goto out;
+	token->map.clock_skew = cfg->clock_skew;
 	r = serialize_decide(token, cfg->serialize_creates, err);
 	if (r < 0)
 		goto out;

@@ -3631,7 +3631,7 @@ static void append_n(struct cv_store *store, int n, const char *prefix)
 static void test_audit_keyed_and_archived(void **state)
 {
 	char tdir[] = "/tmp/cv-store-token-XXXXXX";
-	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL, NULL };
+	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL, NULL, 0 };
 	struct cv_token *token = NULL;
 	struct cv_token_secret *key = NULL;
 	struct cv_store *store = *state, *other = NULL;

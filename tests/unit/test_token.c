@@ -72,7 +72,8 @@ static EVP_PKEY *key_new(const char *type)
 
 static struct cv_token *open_label(const char *label, unsigned pool_size)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size, NULL, NULL };
+	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size, NULL,
+				       NULL, 0 };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 	int r;
@@ -209,7 +210,8 @@ static void test_open(void **state)
 
 static void test_open_wrong_pin(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2, NULL, NULL };
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, "wrong-pin-3141", 2, NULL,
+				       NULL, 0 };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -225,7 +227,8 @@ static void test_open_wrong_pin(void **state)
 
 static void test_open_unknown_label(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2, NULL, NULL };
+	struct cv_token_config cfg = { ts_softhsm_module(), "no-such-token", USER_PIN, 2, NULL,
+				       NULL, 0 };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -237,7 +240,8 @@ static void test_open_unknown_label(void **state)
 
 static void test_open_missing_module(void **state)
 {
-	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2, NULL, NULL };
+	struct cv_token_config cfg = { "/nonexistent/libpkcs11.so", LABEL, USER_PIN, 2, NULL,
+				       NULL, 0 };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 
@@ -964,6 +968,66 @@ static int sign_p256(struct cv_token *token, const uint8_t *id, const unsigned c
 	return cv_token_sign(token, id, CV_TOKEN_ID_LEN, &ecdsa, digest, 32, sig, ret_len, &err);
 }
 
+/* A key the last complete listing did not see, named by a database row older than that
+ * listing, is absent without a search: it was made before its row, so it would have been
+ * listed. A younger row's key (another node may have made it since) is searched for, and
+ * so is any key when the nodes' clocks may be further apart than the row is old. */
+static void test_listing_answers_for_old_rows(void **state)
+{
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, NULL, NULL,
+				       3600 };
+	uint8_t id[CV_TOKEN_ID_LEN], never[CV_TOKEN_ID_LEN];
+	struct cv_token_stats before, after;
+	struct cv_errmsg err = { "" };
+	struct cv_token *node_a, *node_b, *skewed = NULL;
+	EVP_PKEY *key = key_new("p256");
+	int64_t listed;
+
+	(void)state;
+	random_id(id, sizeof(id));
+	random_id(never, sizeof(never));
+	node_a = open_token();
+	listed = (int64_t)time(NULL); /* A's listing began at this second or the one before */
+	node_b = open_token();
+	assert_int_equal(cv_token_key_create(node_b, key, "after-a-listed", id, sizeof(id), &err),
+			 0);
+
+	cv_token_stats_get(node_a, &before);
+	assert_int_equal(cv_token_key_exists_since(node_a, never, sizeof(never), listed - 3600), 0);
+	assert_int_equal(cv_token_key_exists_since(node_a, id, sizeof(id), listed - 3600), 0);
+	cv_token_stats_get(node_a, &after);
+	assert_int_equal(after.calls[CV_TOKEN_OP_FIND], before.calls[CV_TOKEN_OP_FIND]);
+	/* The row is as young as the listing: B may have made its key since. */
+	assert_int_equal(cv_token_key_exists_since(node_a, id, sizeof(id), listed), 1);
+	cv_token_stats_get(node_a, &after);
+	assert_true(after.calls[CV_TOKEN_OP_FIND] > before.calls[CV_TOKEN_OP_FIND]);
+	/* Found, it is known whatever the row's time. */
+	assert_int_equal(cv_token_key_exists_since(node_a, id, sizeof(id), listed - 3600), 1);
+	/* A time not known always asks the token. */
+	cv_token_stats_get(node_a, &before);
+	assert_int_equal(cv_token_key_exists_since(node_a, never, sizeof(never),
+						   CV_TOKEN_NAMED_UNKNOWN), 0);
+	cv_token_stats_get(node_a, &after);
+	assert_true(after.calls[CV_TOKEN_OP_FIND] > before.calls[CV_TOKEN_OP_FIND]);
+
+	/* Clocks an hour apart: a row ten minutes older than the listing may still be a
+	 * younger one, so its key is searched for and found. */
+	assert_int_equal(cv_token_key_destroy(node_b, id, sizeof(id), &err), 0);
+	assert_int_equal(cv_token_open(&cfg, &skewed, &err), 0);
+	assert_int_equal(cv_token_key_create(node_b, key, "after-skewed", id, sizeof(id), &err),
+			 0);
+	assert_int_equal(cv_token_key_exists_since(skewed, id, sizeof(id),
+						   (int64_t)time(NULL) - 600), 1);
+	assert_int_equal(cv_token_key_exists_since(skewed, never, sizeof(never),
+						   (int64_t)time(NULL) - 7200), 0);
+
+	assert_int_equal(cv_token_key_destroy(node_b, id, sizeof(id), &err), 0);
+	cv_token_free(skewed);
+	cv_token_free(node_b);
+	cv_token_free(node_a);
+	EVP_PKEY_free(key);
+}
+
 /* Two nodes sharing one token, each with its own cv_token (its own sessions, login and
  * map), as two certvaultd processes behind one p11-kit server would: a key made through one
  * is found by the other with one search, then remembered; a key destroyed through one is
@@ -1115,7 +1179,7 @@ static void test_concurrent(void **state)
  * are taken as said, anything else is refused; and off still makes and destroys keys. */
 static void test_serialize_setting(void **state)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, NULL, NULL };
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, NULL, NULL, 0 };
 	struct cv_errmsg err = { "" };
 	struct cv_token *token = NULL;
 	uint8_t id[CV_TOKEN_ID_LEN];
@@ -1379,7 +1443,7 @@ static void test_token_away_concurrent(void **state)
 /* token.sync_dir: what each value does, and the refusals at open (issue 21). */
 static struct cv_token *open_sync(const char *sync_dir, int expect, struct cv_errmsg *err)
 {
-	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, sync_dir, NULL };
+	struct cv_token_config cfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, sync_dir, NULL, 0 };
 	struct cv_token *token = NULL;
 
 	assert_int_equal(cv_token_open(&cfg, &token, err), expect);
@@ -1779,6 +1843,7 @@ int main(void)
 		cmocka_unit_test(test_operation_counters),
 		cmocka_unit_test(test_destroy_checks_gone),
 		cmocka_unit_test(test_two_nodes_share_keys),
+		cmocka_unit_test(test_listing_answers_for_old_rows),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_serialize_setting),
 		cmocka_unit_test(test_rv_kind),

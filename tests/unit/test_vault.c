@@ -49,7 +49,7 @@ static const struct cv_audit_settings settings = {
 
 static void open_all(struct fixture *fx, const char *db, struct cv_audit_key_report *rep)
 {
-	struct cv_token_config tcfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, NULL, NULL };
+	struct cv_token_config tcfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, NULL, NULL, 0 };
 	struct cv_errmsg err = { "" };
 	char path[256];
 
