@@ -951,6 +951,9 @@ struct cv_audit {
 	int written;
 	enum cv_role role;        /* the actor's role, for use cases whose rule depends on the
 				     target (the certificate HTTPS serves); 0: no token */
+	int scoped;               /* the actor's token is scoped: a refusal names no object
+				     the scope may not reach (the services using a
+				     certificate) */
 };
 void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *action,
 		    const char *target, const char *request_id, int64_t now);
@@ -1017,6 +1020,10 @@ int cv_vault_scope_jwk(struct cv_vault *v, const struct cv_scope *scope, const c
 int cv_scope_environment_in(const struct cv_scope *scope, const char *name);
 int cv_scope_cert_name_in(const struct cv_scope *scope, const char *name);
 int cv_scope_service_name_in(const struct cv_scope *scope, const char *name);
+/* Whether scope lets in the service a certificate's usage names (its name and its
+ * environment): what may be named to the caller of a certificate's view, list row or
+ * inventory row (1 or 0; 1 when not scoped). */
+int cv_scope_usage_in(const struct cv_scope *scope, const struct cv_cert_usage *u);
 /* The objects a scoped list shows: NULL when scope is not scoped (everything). */
 const struct cv_scope_objects *cv_scope_list_objects(const struct cv_scope *scope);
 /* Every token, newest first, never a secret. 0 (*ret the caller's, free()), CV_ERR_DB. */

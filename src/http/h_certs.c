@@ -14,14 +14,22 @@
 #define QUERY_MAX 256
 
 /* The services using a certificate: service and environment, and their domains when asked. */
-static json_t *used_by_json(const struct cv_cert_record *rec, int with_domains)
+/* The services using the certificate, by name. A scoped caller sees those outside its scope
+ * after the others, each as {"out_of_scope": true}: that they exist (the certificate is in
+ * use, its delete is refused), not what they are called, where, or where their names sort. */
+static json_t *used_by_json(const struct cv_cert_record *rec, int with_domains,
+			    const struct cv_scope *scope)
 {
 	json_t *a = json_array(), *item;
-	size_t i;
+	size_t i, hidden = 0;
 
 	for (i = 0; a != NULL && i < rec->n_used_by; i++) {
 		const struct cv_cert_usage *u = &rec->used_by[i];
 
+		if (!cv_scope_usage_in(scope, u)) {
+			hidden++;
+			continue;
+		}
 		if (with_domains)
 			item = json_pack("{s:s, s:s, s:o}", "service", u->service, "environment",
 					 u->environment, "domains",
@@ -34,6 +42,11 @@ static json_t *used_by_json(const struct cv_cert_record *rec, int with_domains)
 			return NULL;
 		}
 	}
+	for (; a != NULL && hidden > 0; hidden--)
+		if (json_array_append_new(a, json_pack("{s:b}", "out_of_scope", 1)) < 0) {
+			json_decref(a);
+			return NULL;
+		}
 	return a;
 }
 
@@ -75,13 +88,14 @@ static void etag_of(int64_t version, const char *sha256_fingerprint, char *buf, 
 }
 
 /* Adds the members every details view has beyond the certificate's own fields. */
-static json_t *view_extend(json_t *o, const struct cv_cert_record *rec, const char *etag)
+static json_t *view_extend(json_t *o, const struct cv_cert_record *rec, const char *etag,
+			   const struct cv_scope *scope)
 {
 	if (o == NULL)
 		return NULL;
 	if (json_object_set_new(o, "version", json_integer(rec->version)) < 0 ||
 	    json_object_set_new(o, "etag", json_string(etag)) < 0 ||
-	    json_object_set_new(o, "used_by", used_by_json(rec, 1)) < 0 ||
+	    json_object_set_new(o, "used_by", used_by_json(rec, 1, scope)) < 0 ||
 	    json_object_set_new(o, "custom_domains", json_integer((json_int_t)rec->custom_domains)) <
 		    0 ||
 	    json_object_set_new(o, "current_since", time_json(rec->current_since)) < 0) {
@@ -143,15 +157,17 @@ static json_t *stored_revocation_json(const struct cv_cert_record *rec)
 
 /* What a delete needs and whether it can be done now, so the dialog is drawn before the
  * first attempt: the word to type (the name when JWKs are linked, as the delete itself
- * asks), and what stands in its way. */
-static json_t *delete_json(const struct cv_cert_view *v)
+ * asks), and what stands in its way (the services a scoped caller may see by name; the
+ * others only keep it from being allowed). */
+static json_t *delete_json(const struct cv_cert_view *v, const struct cv_scope *scope)
 {
 	const struct cv_cert_record *rec = v->rec;
 	json_t *services = json_array();
 	size_t i;
 
 	for (i = 0; services != NULL && i < rec->n_used_by; i++)
-		if (json_array_append_new(services, json_string(rec->used_by[i].service)) < 0) {
+		if (cv_scope_usage_in(scope, &rec->used_by[i]) &&
+		    json_array_append_new(services, json_string(rec->used_by[i].service)) < 0) {
 			json_decref(services);
 			services = NULL;
 		}
@@ -173,7 +189,7 @@ static int cert_key_missing(struct cv_app *app, const struct cv_cert_record *rec
 /* The details view of DESIGN.md: the certificate's own fields (the view every certificate
  * shares), then what the vault knows about it. */
 static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t now,
-			 int64_t soon_seconds, int key_missing)
+			 int64_t soon_seconds, int key_missing, const struct cv_scope *scope)
 {
 	const struct cv_cert_record *rec = v->rec;
 	char key_id[2 * CV_TOKEN_ID_LEN + 1];
@@ -197,7 +213,7 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t
 		(json_int_t)v->n_jwks, "chain", chain_json(v, now, soon_seconds),
 		"delete_confirmation", v->n_active_jwks > 0 ? rec->name : "delete", "in_use",
 		rec->n_used_by > 0, "delete_allowed", rec->n_used_by == 0 && !v->served, "delete",
-		delete_json(v));
+		delete_json(v, scope));
 	if (o == NULL || extra == NULL) {
 		json_decref(o);
 		json_decref(extra);
@@ -220,24 +236,24 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t
 		json_decref(o);
 		return NULL;
 	}
-	return view_extend(o, rec, etag);
+	return view_extend(o, rec, etag, scope);
 }
 
 /* Answers with the details view of a certificate and its ETag; *ret_view, when asked for,
  * is the caller's. */
-int cert_view_response(struct cv_app *app, const char *name, int64_t now, int status,
-			 struct cv_response *res, struct cv_cert_view **ret_view,
-			 struct cv_errmsg *err)
+int cert_view_response(struct cv_app *app, const struct cv_request *req, const char *name,
+		       int status, struct cv_response *res, struct cv_cert_view **ret_view,
+		       struct cv_errmsg *err)
 {
 	struct cv_cert_view *view = NULL;
 	int r;
 
-	r = cv_vault_cert_get(&app->vault, name, now, &view, err);
+	r = cv_vault_cert_get(&app->vault, name, req->now, &view, err);
 	if (r < 0)
 		return r;
 	etag_of(view->rec->version, view->rec->sha256_fingerprint, res->etag, sizeof(res->etag));
-	r = res_json(res, status, view_json(view, res->etag, now, app->vault.soon_seconds,
-					    cert_key_missing(app, view->rec)));
+	r = res_json(res, status, view_json(view, res->etag, req->now, app->vault.soon_seconds,
+					    cert_key_missing(app, view->rec), &req->actor.scope));
 	if (r == 0 && ret_view != NULL) {
 		*ret_view = view;
 		view = NULL;
@@ -559,7 +575,7 @@ int h_cert_import(struct cv_app *app, const struct cv_request *req, struct cv_re
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
-	r = cert_view_response(app, rec->name, req->now, 201, res, NULL, err);
+	r = cert_view_response(app, req, rec->name, 201, res, NULL, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
 	if (r == 0 && check)
@@ -693,7 +709,7 @@ int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_respo
 {
 	int r;
 
-	r = cert_view_response(app, req->params[0], req->now, 200, res, NULL, err);
+	r = cert_view_response(app, req, req->params[0], 200, res, NULL, err);
 	/* A pending certificate has no certificate yet: its own view. */
 	if (r == CV_ERR_NOT_FOUND)
 		r = pending_view_response(app, req->params[0], 0, res, err);
@@ -757,7 +773,7 @@ int h_cert_patch(struct cv_app *app, const struct cv_request *req, struct cv_res
 			       err);
 	if (r < 0)
 		goto out;
-	r = cert_view_response(app, name, req->now, 200, res, NULL, err);
+	r = cert_view_response(app, req, name, 200, res, NULL, err);
 out:
 	json_decref(body);
 	return r;
@@ -824,7 +840,7 @@ int h_cert_export(struct cv_app *app, const struct cv_request *req, struct cv_re
 /* One row of the list. Built member by member rather than with json_pack: the list is the
  * hottest path (50 rows a page), and json_pack parses its format string for every row. */
 static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
-			      int64_t soon_seconds, int key_missing)
+			      int64_t soon_seconds, int key_missing, const struct cv_scope *scope)
 {
 	enum cv_status status = cv_status_at((time_t)rec->not_before, (time_t)rec->not_after,
 					     (time_t)now, soon_seconds);
@@ -836,7 +852,7 @@ static json_t *list_item_json(const struct cv_cert_record *rec, int64_t now,
 		{ "description", cv_text_json(rec->description) },
 		{ "domain", cv_text_json(rec->primary_domain) },
 		{ "domains", strings_json(rec->domains, rec->n_domains) },
-		{ "used_by", used_by_json(rec, 0) },
+		{ "used_by", used_by_json(rec, 0, scope) },
 		{ "custom_domains", json_integer((json_int_t)rec->custom_domains) },
 		{ "updated_at", time_json(rec->updated_at) },
 		{ "status", json_string(cv_status_name(status)) },
@@ -1030,8 +1046,8 @@ static int list_make(struct cv_app *app, const struct cv_request *req, struct cv
 	for (i = 0; i < page->n; i++) {
 		missing[i] = (unsigned char)cert_key_missing(app, page->items[i]);
 		if (json_array_append_new(items, list_item_json(page->items[i], req->now,
-							       app->vault.soon_seconds,
-							       missing[i])) < 0)
+							       app->vault.soon_seconds, missing[i],
+							       &req->actor.scope)) < 0)
 			goto out;
 	}
 	body = json_pack("{s:o, s:o, s:I, s:I}", "items", items, "next_cursor",
@@ -1380,7 +1396,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
-	r = cert_view_response(app, req->params[0], req->now, 200, res, &view, err);
+	r = cert_view_response(app, req, req->params[0], 200, res, &view, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
 	if (r < 0)
@@ -1388,7 +1404,7 @@ static int supersede(struct cv_app *app, enum cv_version_end kind,
 	/* Every service the new version reached, as the view read it after the commit; what
 	 * became of the JWKs. */
 	if (json_object_set_new(res->json, "previous_version", json_integer(previous)) < 0 ||
-	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0)) < 0 ||
+	    json_object_set_new(res->json, "applied_to", used_by_json(view->rec, 0, &req->actor.scope)) < 0 ||
 	    json_object_set_new(res->json, "jwk_changes", jwk_changes_json(&outcome)) < 0)
 		r = CV_ERR_NOMEM;
 	if (r == 0 && check)

@@ -99,7 +99,7 @@ int h_deleted_recover(struct cv_app *app, const struct cv_request *req, struct c
 	}
 	free(jwks);
 	/* The certificate's details as GET now answers them, and what became of its JWKs. */
-	r = cert_view_response(app, name, req->now, 200, res, NULL, err);
+	r = cert_view_response(app, req, name, 200, res, NULL, err);
 	if (r < 0) {
 		json_decref(relinked);
 		json_decref(lost);

@@ -209,7 +209,7 @@ int cert_generate(struct cv_app *app, const struct cv_request *req, json_t *body
 	if (r < 0)
 		goto out;
 	if (out.rec != NULL)
-		r = cert_view_response(app, out.rec->name, req->now, 201, res, NULL, err);
+		r = cert_view_response(app, req, out.rec->name, 201, res, NULL, err);
 	else
 		r = res_json(res, 201, pending_json(app, out.pending, out.csr_pem));
 out:
@@ -382,7 +382,7 @@ int h_cert_merge(struct cv_app *app, const struct cv_request *req, struct cv_res
 	log_revocation(req, &rev);
 	if (r < 0)
 		goto out;
-	r = cert_view_response(app, in.name, req->now, 200, res, NULL, err);
+	r = cert_view_response(app, req, in.name, 200, res, NULL, err);
 	if (r == 0)
 		r = add_revocation(&rev, res);
 	/* A renewal's merge is a renewal: it says what became of the JWKs as renew does. */

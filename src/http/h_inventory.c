@@ -34,7 +34,7 @@ struct inventory_stream {
 	int begun;                 /* the header went out */
 	int64_t count;
 	char generated_at[CV_TIME_BUFLEN];
-	struct cv_scope_objects scope; /* a scoped token's: the walk outlives the request */
+	struct cv_scope scope;     /* the caller's: the walk outlives the request */
 };
 
 static void inventory_stream_free(void *state)
@@ -47,14 +47,19 @@ static void inventory_stream_free(void *state)
 	free(s);
 }
 
-/* The environments of the n services, each once, in the order the services come. */
-static json_t *distinct_environments(const struct cv_cert_usage *u, size_t n)
+/* The environments of the n services, each once, in the order the services come; a scoped
+ * caller's rows name only the services inside its scope, and their environments. */
+static json_t *distinct_environments(const struct cv_cert_usage *u, size_t n,
+				     const struct cv_scope *scope)
 {
 	json_t *a = json_array();
 	size_t i, j;
 
 	for (i = 0; a != NULL && i < n; i++) {
-		for (j = 0; j < i && strcmp(u[j].environment, u[i].environment) != 0; j++)
+		if (!cv_scope_usage_in(scope, &u[i]))
+			continue;
+		for (j = 0; j < i && (!cv_scope_usage_in(scope, &u[j]) ||
+				      strcmp(u[j].environment, u[i].environment) != 0); j++)
 			;
 		if (j < i)
 			continue;
@@ -66,13 +71,15 @@ static json_t *distinct_environments(const struct cv_cert_usage *u, size_t n)
 	return a;
 }
 
-static json_t *services_json(const struct cv_cert_usage *u, size_t n)
+static json_t *services_json(const struct cv_cert_usage *u, size_t n,
+			     const struct cv_scope *scope)
 {
 	json_t *a = json_array();
 	size_t i;
 
 	for (i = 0; a != NULL && i < n; i++) {
-		if (json_array_append_new(a, json_string(u[i].service)) < 0) {
+		if (cv_scope_usage_in(scope, &u[i]) &&
+		    json_array_append_new(a, json_string(u[i].service)) < 0) {
 			json_decref(a);
 			return NULL;
 		}
@@ -109,7 +116,7 @@ static json_t *inventory_tags_json(char *const *tags, size_t n)
 	return o;
 }
 
-static json_t *item_json(const struct cv_inventory_item *it)
+static json_t *item_json(const struct cv_inventory_item *it, const struct cv_scope *scope)
 {
 	return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:o,"
 			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
@@ -129,8 +136,8 @@ static json_t *item_json(const struct cv_inventory_item *it)
 			 "status", cv_status_name(it->status),
 			 "version", it->trusted_ca ? json_null() : json_integer(it->version),
 			 "domains", strings_json(it->domains, it->n_domains),
-			 "services", services_json(it->used_by, it->n_used_by),
-			 "environments", distinct_environments(it->used_by, it->n_used_by),
+			 "services", services_json(it->used_by, it->n_used_by, scope),
+			 "environments", distinct_environments(it->used_by, it->n_used_by, scope),
 			 "tags", inventory_tags_json(it->tags, it->n_tags),
 			 "jwks", strings_json(it->kids, it->n_kids),
 			 "key_pkcs11_uri", it->trusted_ca || it->is_public ? json_null()
@@ -210,7 +217,7 @@ static int write_header(struct inventory_stream *s, struct text *out)
 
 static int write_item(struct inventory_stream *s, struct text *out)
 {
-	json_t *row = item_json(s->item);
+	json_t *row = item_json(s->item, &s->scope);
 	size_t i;
 	int r = 0;
 
@@ -292,10 +299,9 @@ int h_inventory(struct cv_app *app, const struct cv_request *req, struct cv_resp
 				   CV_INVENTORY_DETAILS, INVENTORY_PAGE, &s->inv, err);
 	if (r < 0)
 		goto out;
-	if (req->actor.scope.scoped) {
-		s->scope = req->actor.scope.objects;
-		cv_vault_inventory_scope(s->inv, &s->scope);
-	}
+	s->scope = req->actor.scope;
+	if (s->scope.scoped)
+		cv_vault_inventory_scope(s->inv, &s->scope.objects);
 	/* The first page is read before answering, so that a database or token that cannot
 	 * answer gets its own status rather than a cut connection. */
 	r = cv_vault_inventory_next(s->inv, &s->item, err);

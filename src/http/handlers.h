@@ -153,10 +153,10 @@ int h_session_delete(struct cv_app *app, const struct cv_request *req, struct cv
 /* The name of the session cookie on req's listener. */
 const char *req_session_cookie_name(const struct cv_request *req);
 
-/* h_certs.c: answers with the details view of a certificate and its ETag; *ret_view, when
- * asked for, is the caller's. */
-int cert_view_response(struct cv_app *app, const char *name, int64_t now, int status,
-		       struct cv_response *res, struct cv_cert_view **ret_view,
+/* h_certs.c: answers with the details view of a certificate (at req's time, within its
+ * caller's scope) and its ETag; *ret_view, when asked for, is the caller's. */
+int cert_view_response(struct cv_app *app, const struct cv_request *req, const char *name,
+		       int status, struct cv_response *res, struct cv_cert_view **ret_view,
 		       struct cv_errmsg *err);
 /* h_certs.c: an import's revocation outcome, to the log (why fetches failed) and to the
  * answer; the optional "check_chain" member. */

@@ -1102,8 +1102,15 @@ int cv_vault_cert_delete(struct cv_vault *v, struct cv_audit *audit, const char 
 					vault_audit_done(audit));
 	vault_audit_written(audit, r);
 	if (r == CV_ERR_IN_USE) {
-		cv_errmsg_set(err, r, "certificate %s is used by %s: unbind it first", name,
-			      conflict.detail);
+		/* A scoped caller's scope may not reach them all: its details view names
+		 * those it may see. */
+		if (audit != NULL && audit->scoped)
+			cv_errmsg_set(err, r, "certificate %s is used by one or more services: "
+				      "unbind it first (its details name those in your scope)",
+				      name);
+		else
+			cv_errmsg_set(err, r, "certificate %s is used by %s: unbind it first", name,
+				      conflict.detail);
 		goto out;
 	}
 	if (r == CV_ERR_JWK_CHOICE_REQUIRED) {

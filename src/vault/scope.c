@@ -283,6 +283,12 @@ int cv_scope_service_name_in(const struct cv_scope *scope, const char *name)
 					  scope->objects.n_services, name);
 }
 
+int cv_scope_usage_in(const struct cv_scope *scope, const struct cv_cert_usage *u)
+{
+	return cv_scope_service_name_in(scope, u->service) &&
+	       cv_scope_environment_in(scope, u->environment);
+}
+
 const struct cv_scope_objects *cv_scope_list_objects(const struct cv_scope *scope)
 {
 	return scope->scoped ? &scope->objects : NULL;

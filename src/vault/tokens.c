@@ -38,6 +38,7 @@ void cv_audit_begin(struct cv_audit *a, const struct cv_actor *who, const char *
 		copy_field(a->entry.actor_id, sizeof(a->entry.actor_id), who->id);
 		copy_field(a->entry.actor_name, sizeof(a->entry.actor_name), who->name);
 		a->role = who->role;
+		a->scoped = who->scope.scoped;
 	} else {
 		copy_field(a->entry.actor_name, sizeof(a->entry.actor_name), "anonymous");
 	}

@@ -404,6 +404,54 @@ class ScopeTest(VaultTestCase):
                 self.vault.request("GET", "/v1/services/shop-hidden")
             self.assertEqual(svc["certificate"]["name"], "hidden-cert", svc)
 
+    def test_certificate_hides_services_outside_the_scope(self):
+        """The other way round: a certificate inside the scope used by services outside it
+        (by name, or by environment). Its details, list row, delete dialog, refusal and
+        inventory row say that services use it, and name only those inside the scope."""
+        import json
+        m = self.material("in-shared", san="in.example.com,out.example.com")
+        st, _, body = self.vault.import_cert("in-shared", m)
+        self.assertEqual(st, 201, body)
+        for svc, env, dom in (("in-shared-web", "production", "in.example.com"),
+                              ("in-shared-stage", "staging", "in.example.com"),
+                              ("out-shared-web", "production", "out.example.com")):
+            st, _, body = self.vault.request("PUT", "/v1/services/" + svc,
+                                             {"environment": env, "domains": [dom]})
+            self.assertEqual(st, 201, body)
+            self.addCleanup(self.vault.request, "DELETE", "/v1/services/" + svc)
+            st, _, body = self.vault.request("PUT", "/v1/services/%s/certificate" % svc,
+                                             {"certificate": "in-shared"})
+            self.assertEqual(st, 200, body)
+        scoped = self.token(role="admin", actions=["read", "delete"], **OBJECTS)
+        hidden = ("in-shared-stage", "out-shared-web", "staging")
+        inside = {"service": "in-shared-web", "environment": "production"}
+        st, _, d = self.call(scoped, "GET", "/v1/certificates/in-shared")
+        self.assertEqual(st, 200, d)
+        self.assertEqual([{k: u[k] for k in u if k != "domains"} for u in d["used_by"]],
+                         [inside, {"out_of_scope": True}, {"out_of_scope": True}])
+        self.assertEqual((d["in_use"], d["delete"]["allowed"]), (True, False))
+        self.assertEqual(d["delete"]["blocked_by_services"], ["in-shared-web"])
+        st, _, page = self.call(scoped, "GET", "/v1/certificates?q=in-shared")
+        self.assertEqual(page["items"][0]["used_by"],
+                         [inside, {"out_of_scope": True}, {"out_of_scope": True}])
+        st, _, err = self.call(scoped, "DELETE", "/v1/certificates/in-shared?confirm=delete")
+        self.assertEqual((st, err["error"]["code"]), (409, "in_use"), err)
+        st, _, inv = self.call(scoped, "GET", "/v1/inventory?format=json")
+        doc = json.loads(inv) if isinstance(inv, (bytes, str)) else inv
+        row = [c for c in doc["items"] if c["name"] == "in-shared"][0]
+        self.assertEqual((row["services"], row["environments"]),
+                         (["in-shared-web"], ["production"]))
+        for text in (json.dumps(d), json.dumps(page), json.dumps(err), json.dumps(row)):
+            for name in hidden:
+                self.assertNotIn(name, text)
+        # Unscoped, every service is named as before.
+        st, _, d = self.vault.request("GET", "/v1/certificates/in-shared")
+        self.assertEqual(sorted(u["service"] for u in d["used_by"]),
+                         ["in-shared-stage", "in-shared-web", "out-shared-web"])
+        self.assertEqual(len(d["delete"]["blocked_by_services"]), 3)
+        for svc in ("in-shared-web", "in-shared-stage", "out-shared-web"):
+            self.vault.request("DELETE", "/v1/services/%s/certificate" % svc)
+
     def test_scoped_lists_inventory(self):
         auditor = self.token(role="auditor", actions=["read"], certificates=["shop-*"])
         st, _, inv = self.call(auditor, "GET", "/v1/inventory?format=json")
