@@ -1495,8 +1495,7 @@ static int checkpointer_start(struct cv_store *store, const char *path, struct c
 	if (pthread_create(&store->ckpt_thread, NULL, checkpointer_main, store) != 0)
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot start the checkpoint thread");
 	store->ckpt_started = 1;
-	/* Named for ps and for test_durability, which tells its WAL syncs (a checkpoint's, no
-	 * commit's) from those of commits; here, so that the name is there before the store is
+	/* Named for ps (and top -H); here, so that the name is there before the store is
 	 * used. */
 	(void)pthread_setname_np(store->ckpt_thread, "cv-checkpoint");
 	return 0;

@@ -4,8 +4,9 @@ SoftHSM's file store never syncs, so certvault makes the token's files durable i
 every key create or destroy, before the database commit that depends on it. A power cut cannot
 be simulated here (SIGKILL keeps the page cache), so the order is proven from the system calls:
 certvaultd runs under strace, and the trace must show the key's own files and the token's
-directory fsynced after SoftHSM wrote (or unlinked) them and before the next fsync of SQLite's
-WAL, which is the commit that names (or forgets) the key. The same trace with
+directory fsynced after SoftHSM wrote (or unlinked) them and before the same thread writes its
+next commit to SQLite's WAL, the commit that names (or forgets) the key (with group commit,
+another thread's WAL sync may come between: it holds none of that commit's frames). The same trace with
 token.sync_dir = none must fail that check, so the check can fail.
 
 And the orphan report: key objects with certvault's id marker that no row names are reported
@@ -31,13 +32,11 @@ LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)$")
 FD_PATH = re.compile(r"^\d+<([^>]*)>")
 
 
-def parse_trace(path, token_dir, checkpointer=None):
-    """The events that matter, in the order they happened: (kind, path) with kind one of
-    change (SoftHSM wrote, truncated or unlinked a file of the token), sync (a file or the
-    directory of the token fsynced, or a syncfs) and commit (SQLite synced its WAL). A sync
-    counts when it returned, a commit when it began. The checkpointer thread (its id:
-    checkpointer) syncs the WAL too before it copies it back, whenever writes pause: that
-    sync makes no commit, so it is left out."""
+def parse_trace(path, token_dir):
+    """The events that matter, in the order they happened: (kind, path, thread) with kind
+    one of change (SoftHSM wrote, truncated or unlinked a file of the token), sync (a file or
+    the directory of the token fsynced, or a syncfs; counted when it returned) and walwrite
+    (a thread wrote a commit's frames to SQLite's WAL)."""
     events = []
     pending = {}
     with open(path, errors="replace") as f:
@@ -62,25 +61,28 @@ def parse_trace(path, token_dir, checkpointer=None):
             under_token = target is not None and target.startswith(token_dir + "/")
             if call in ("write", "pwrite64", "ftruncate", "unlink", "unlinkat") and done:
                 if under_token:
-                    events.append(("change", target))
+                    events.append(("change", target, pid))
+                elif call in ("write", "pwrite64") and target is not None and \
+                        target.endswith("certvault.db-wal"):
+                    events.append(("walwrite", target, pid))
             elif call in ("fsync", "fdatasync") and done and target is not None:
                 if under_token:
-                    events.append(("sync", target))
+                    events.append(("sync", target, pid))
             elif call == "syncfs" and done:
-                events.append(("sync", "syncfs"))
-            if call in ("fsync", "fdatasync") and resumed is None and target is not None \
-                    and target.endswith("certvault.db-wal") and pid != checkpointer:
-                events.append(("commit", target))
+                events.append(("sync", "syncfs", pid))
     return events
 
 
 def order_problem(events, start, what):
     """None when the first token change of kind what ('object written' for a create,
-    'unlinked' for a destroy) at or after index start is made durable before the next
-    commit; else what is wrong. Returns (problem, index of that commit)."""
+    'unlinked' for a destroy) at or after index start is made durable before the commit that
+    depends on it; else what is wrong. Returns (problem, index of that commit). The commit
+    that depends on it is the next one the same thread writes to the WAL: with group commit
+    another thread's WAL sync (an unrelated write's, or one made for several commits) may
+    come between, and it holds none of this change's frames."""
     first = None
     for i in range(start, len(events)):
-        kind, path = events[i]
+        kind, path, _ = events[i]
         # token.object is the token's own record (its login writes it), not a key.
         if kind == "change" and path.endswith(".object") and \
                 os.path.basename(path) != "token.object":
@@ -88,7 +90,8 @@ def order_problem(events, start, what):
             break
     if first is None:
         return "no key object file of the token changed", len(events)
-    commit = next((i for i in range(first, len(events)) if events[i][0] == "commit"), None)
+    commit = next((i for i in range(first, len(events))
+                   if events[i][0] == "walwrite" and events[i][2] == events[first][2]), None)
     if commit is None:
         return "no database commit after the key's files changed", len(events)
     changes = [i for i in range(first, commit) if events[i][0] == "change"]
@@ -129,18 +132,6 @@ class SyncOrder(unittest.TestCase):
         with open("/proc/%d/task/%d/children" % (self.vault.proc.pid, self.vault.proc.pid)) as f:
             return int(f.read().split()[0])
 
-    def checkpointer_tid(self):
-        """The thread id of certvaultd's checkpointer (named cv-checkpoint)."""
-        pid = self.traced_pid()
-        for tid in os.listdir("/proc/%d/task" % pid):
-            try:
-                with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
-                    if f.read().strip() == "cv-checkpoint":
-                        return tid
-            except FileNotFoundError:
-                continue  # a thread that ended meanwhile
-        self.fail("certvaultd has no thread named cv-checkpoint")
-
     def stop_traced(self):
         """Stops certvaultd under strace: SIGTERM to certvaultd itself (strace does not pass
         it on); strace exits with certvaultd's status."""
@@ -169,7 +160,6 @@ class SyncOrder(unittest.TestCase):
             self.vault.settings["ASAN_OPTIONS"] = asan + ":detect_leaks=0"
         self.vault.start(prefix=["strace", "-f", "-qq", "-y", "-s", "200", "-o", trace,
                                  "-e", TRACED])
-        checkpointer = self.checkpointer_tid()
         m = Material(self.tmp, "durable")
         st, _, body = self.vault.import_cert("durable", m)
         self.assertEqual(st, 201, body)
@@ -177,7 +167,7 @@ class SyncOrder(unittest.TestCase):
         self.assertEqual(st, 200, body)
         log = self.vault.log()
         self.assertEqual(self.stop_traced(), 0, log)
-        return parse_trace(trace, self.vault.token_dir, checkpointer), log
+        return parse_trace(trace, self.vault.token_dir), log
 
     def test_sync_after_create_and_destroy_before_commit(self):
         events, log = self.traced_import_and_delete({})
@@ -194,12 +184,12 @@ class SyncOrder(unittest.TestCase):
         problem, _ = order_problem(events, commit + 1, "unlinked")
         self.assertIsNone(problem)
         if mode.group(1) == "syncfs":
-            self.assertEqual([p for k, p in events if k == "sync"], ["syncfs"] * 2)
+            self.assertEqual([p for k, p, _ in events if k == "sync"], ["syncfs"] * 2)
             return
-        synced = [p for k, p in events[:commit] if k == "sync"]
+        synced = [p for k, p, _ in events[:commit] if k == "sync"]
         self.assertTrue(any(p.endswith(".object") for p in synced), synced)
         # One sync of the directory per dependent commit, not one per object.
-        dir_syncs = [p for k, p in events
+        dir_syncs = [p for k, p, _ in events
                      if k == "sync" and os.path.dirname(p) == self.vault.token_dir]
         self.assertEqual(len(dir_syncs), 2, dir_syncs)
 
