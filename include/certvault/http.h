@@ -192,27 +192,6 @@ void cv_http_json_harden(void);
  * out of memory or nested deeper than any answer is. */
 size_t cv_http_json_dump(const json_t *json, char **ret_text);
 
-/* The same writer, fed piece by piece: for an answer too hot to build as a tree first (the
- * certificate list). Whatever fails (memory) makes end return 0; the pieces before need no
- * checks. The text is jansson's block, as cv_http_json_dump's. */
-struct cv_json_text {
-	char *buf;
-	size_t len, cap;
-	int failed;
-	json_malloc_t m;   /* jansson's allocator (the wiping one once hardened): the text is */
-	json_free_t f;     /* released as jansson's own dumps are */
-};
-void cv_json_text_begin(struct cv_json_text *t);
-/* Text as it is (punctuation, member names written out with their quotes). */
-void cv_json_text_raw(struct cv_json_text *t, const char *s);
-/* A string value, as cv_text_json makes it (NULL: null; bytes that are not UTF-8 mended). */
-void cv_json_text_string(struct cv_json_text *t, const char *s);
-void cv_json_text_int(struct cv_json_text *t, int64_t v);
-/* A tree, as cv_http_json_dump writes it (NULL: the text fails). */
-void cv_json_text_value(struct cv_json_text *t, const json_t *v);
-/* The text and its length; 0 when anything failed (nothing to free then). */
-size_t cv_json_text_end(struct cv_json_text *t, char **ret_text);
-
 struct cv_server;
 /* Starts listening on cfg->listen:cfg->port with an epoll thread pool, and when
  * cfg->tls_certificate is set, HTTPS on cfg->tls_listen:cfg->tls_port serving that

@@ -1,12 +1,10 @@
 /* jansson set up for secrets: every block it frees is wiped first. */
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 
 #include "certvault/http.h"
-#include "certvault/text.h"
 
 /* Each block carries its size in front, so free can wipe it all. */
 struct head {
@@ -45,8 +43,15 @@ void cv_http_json_harden(void)
  * array's address with snprintf into a hash table, and a callback per piece. The answers are
  * trees certvault built itself (no cycles; strings already valid UTF-8, as jansson checks
  * when a string is set), so a plain walk writes the same bytes. */
+struct out {
+	char *buf;
+	size_t len, cap;
+	int failed;
+	json_malloc_t m;   /* jansson's allocator (the wiping one once hardened): the text is */
+	json_free_t f;     /* released as jansson's own dumps are */
+};
 
-static int out_room(struct cv_json_text *o, size_t more)
+static int out_room(struct out *o, size_t more)
 {
 	size_t cap;
 	char *grown;
@@ -71,7 +76,7 @@ static int out_room(struct cv_json_text *o, size_t more)
 	return 0;
 }
 
-static void out_put(struct cv_json_text *o, const char *s, size_t n)
+static void out_put(struct out *o, const char *s, size_t n)
 {
 	if (out_room(o, n) < 0)
 		return;
@@ -81,7 +86,7 @@ static void out_put(struct cv_json_text *o, const char *s, size_t n)
 
 /* As jansson escapes without flags: '"', '\\' and the control characters, nothing else (UTF-8
  * passes through). */
-static void out_string(struct cv_json_text *o, const char *s, size_t n)
+static void out_string(struct out *o, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t i, start = 0;
@@ -117,7 +122,7 @@ static void out_string(struct cv_json_text *o, const char *s, size_t n)
 /* Deeper than this and the answer is left to jansson (none of certvault's is). */
 #define OUT_DEPTH_MAX 32
 
-static void out_value(struct cv_json_text *o, const json_t *v, int depth)
+static void out_value(struct out *o, const json_t *v, int depth)
 {
 	char num[32], *text;
 	const char *key;
@@ -183,81 +188,23 @@ static void out_value(struct cv_json_text *o, const json_t *v, int depth)
 	}
 }
 
-/* The size of this thread's last answer and a quarter: one block, seldom a copy. */
-static _Thread_local size_t guess = 4096;
-
-void cv_json_text_begin(struct cv_json_text *t)
-{
-	memset(t, 0, sizeof(*t));
-	json_get_alloc_funcs(&t->m, &t->f);
-	t->buf = t->m(guess);
-	if (t->buf == NULL)
-		t->failed = 1;
-	else
-		t->cap = guess;
-}
-
-void cv_json_text_raw(struct cv_json_text *t, const char *s)
-{
-	out_put(t, s, strlen(s));
-}
-
-void cv_json_text_string(struct cv_json_text *t, const char *s)
-{
-	json_t *repaired;
-
-	if (s == NULL) {
-		out_put(t, "null", 4);
-		return;
-	}
-	if (cv_text_utf8_valid(s, strlen(s))) {
-		out_string(t, s, strlen(s));
-		return;
-	}
-	/* Rare: bytes that are not UTF-8, made text as every answer makes them. */
-	repaired = cv_text_json(s);
-	if (repaired == NULL) {
-		t->failed = 1;
-		return;
-	}
-	out_value(t, repaired, 0);
-	json_decref(repaired);
-}
-
-void cv_json_text_int(struct cv_json_text *t, int64_t v)
-{
-	char num[24];
-	int n = snprintf(num, sizeof(num), "%" PRId64, v);
-
-	out_put(t, num, (size_t)n);
-}
-
-void cv_json_text_value(struct cv_json_text *t, const json_t *v)
-{
-	if (v == NULL)
-		t->failed = 1;
-	else
-		out_value(t, v, 0);
-}
-
-size_t cv_json_text_end(struct cv_json_text *t, char **ret_text)
-{
-	if (t->failed) {
-		if (t->buf != NULL)
-			t->f(t->buf);
-		memset(t, 0, sizeof(*t));
-		return 0;
-	}
-	guess = t->len + t->len / 4 > 4096 ? t->len + t->len / 4 : 4096;
-	*ret_text = t->buf;
-	return t->len;
-}
-
 size_t cv_http_json_dump(const json_t *json, char **ret_text)
 {
-	struct cv_json_text t;
+	/* The size of this thread's last answer and a quarter: one block, seldom a copy. */
+	static _Thread_local size_t guess = 4096;
+	struct out o = { NULL, 0, 0, 0, NULL, NULL };
 
-	cv_json_text_begin(&t);
-	cv_json_text_value(&t, json);
-	return cv_json_text_end(&t, ret_text);
+	json_get_alloc_funcs(&o.m, &o.f);
+	o.buf = o.m(guess);
+	if (o.buf == NULL)
+		return 0;
+	o.cap = guess;
+	out_value(&o, json, 0);
+	if (o.failed) {
+		o.f(o.buf);
+		return 0;
+	}
+	guess = o.len + o.len / 4 > 4096 ? o.len + o.len / 4 : 4096;
+	*ret_text = o.buf;
+	return o.len;
 }

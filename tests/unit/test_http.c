@@ -14,7 +14,6 @@
 #include <openssl/crypto.h>
 
 #include "certvault/http.h"
-#include "certvault/text.h"
 #include "certvault/util.h"
 /* Internal to the http module, tested here as a pure function. */
 #include "../../src/http/multipart.h"
@@ -1546,61 +1545,10 @@ static void test_json_dump(void **state)
 	json_decref(deep);
 }
 
-/* The writer fed piece by piece gives what the tree of the same values gives: strings as
- * cv_text_json makes them (NULL as null, bytes that are not UTF-8 mended), integers at both
- * ends, trees inside. */
-static void test_json_text_pieces(void **state)
-{
-	static const char bad_utf8[] = "ab\xff\xc3(\"q\"";
-	json_t *tree = json_pack("{s:o, s:o, s:o, s:I, s:I, s:[s, {s:b}]}", "a",
-				 cv_text_json("caf\xc3\xa9\n"), "b", cv_text_json(NULL), "c",
-				 cv_text_json(bad_utf8), "d", (json_int_t)INT64_MIN, "e",
-				 (json_int_t)INT64_MAX, "f", "x", "out_of_scope", 1);
-	json_t *inner = json_pack("[s, {s:b}]", "x", "out_of_scope", 1);
-	char *want = NULL, *got = NULL;
-	struct cv_json_text t;
-	size_t n, m;
-
-	(void)state;
-	assert_non_null(tree);
-	n = cv_http_json_dump(tree, &want);
-	assert_true(n > 0);
-	cv_json_text_begin(&t);
-	cv_json_text_raw(&t, "{\"a\":");
-	cv_json_text_string(&t, "caf\xc3\xa9\n");
-	cv_json_text_raw(&t, ",\"b\":");
-	cv_json_text_string(&t, NULL);
-	cv_json_text_raw(&t, ",\"c\":");
-	cv_json_text_string(&t, bad_utf8);
-	cv_json_text_raw(&t, ",\"d\":");
-	cv_json_text_int(&t, INT64_MIN);
-	cv_json_text_raw(&t, ",\"e\":");
-	cv_json_text_int(&t, INT64_MAX);
-	cv_json_text_raw(&t, ",\"f\":");
-	cv_json_text_value(&t, inner);
-	cv_json_text_raw(&t, "}");
-	m = cv_json_text_end(&t, &got);
-	assert_int_equal(m, n);
-	assert_memory_equal(got, want, n);
-	t.f(got);
-	t.f(want);
-	/* A piece that fails (no tree) fails the whole text, with nothing to free. */
-	cv_json_text_begin(&t);
-	cv_json_text_raw(&t, "[");
-	cv_json_text_value(&t, NULL);
-	cv_json_text_raw(&t, "]");
-	got = NULL;
-	assert_int_equal(cv_json_text_end(&t, &got), 0);
-	assert_null(got);
-	json_decref(inner);
-	json_decref(tree);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unknown_path_and_method),
-		cmocka_unit_test(test_json_text_pieces),
 		cmocka_unit_test(test_body_limits),
 		cmocka_unit_test(test_import_body_refusals),
 		cmocka_unit_test(test_query_checks),
