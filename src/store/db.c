@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 
+#include "certvault/util.h"
 #include "internal.h"
 
 
@@ -1741,30 +1742,22 @@ static int pg_conninfo_with(const char *conninfo, const char *password, char **r
 	return 0;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Keeps the printable ASCII of n bytes of s (a user-supplied name, shown in logs), decoding
  * a URI's %XX escapes when uri. */
 static void describe_put_as(char *dst, size_t size, const char *s, size_t n, int uri)
 {
 	size_t i, j = strlen(dst);
-	char c;
+	char c, pair[3] = "";
+	uint8_t byte;
 
 	for (i = 0; i < n && s[i] != '\0' && j + 1 < size; i++) {
 		c = s[i];
-		if (uri && c == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 &&
-		    hex_digit(s[i + 2]) >= 0) {
-			c = (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
-			i += 2;
+		if (uri && c == '%' && i + 2 < n) {
+			memcpy(pair, s + i + 1, 2);
+			if (cv_hex_decode(pair, &byte, 1) == 0) {
+				c = (char)byte;
+				i += 2;
+			}
 		}
 		dst[j++] = (c > ' ' && c < 0x7f && c != '\'' && c != '"') ? c : '?';
 	}
