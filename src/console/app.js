@@ -473,7 +473,7 @@
     const rows = list.items.map((c) => h('tr', {},
       h('td', { class: 'name' }, link(certHref(c.name), c.name), tagList(c.tags)),
       h('td', { class: 'domains', text: (c.domains || [c.domain]).filter(Boolean).join(', ') || '—' }),
-      h('td', { text: (c.used_by || []).map((u) => `${u.service} (${u.environment})`).join(', ') || '—' }),
+      h('td', { text: (c.used_by || []).map((u) => u.out_of_scope ? 'one outside your scope' : `${u.service} (${u.environment})`).join(', ') || '—' }),
       h('td', { class: 'num opt', text: String(c.custom_domains ?? 0) }),
       h('td', { class: 'opt' }, when(c.updated_at)),
       h('td', {}, badge(c.status)),
@@ -729,7 +729,7 @@
       try {
         const r = await api('POST', `/v1/certificates/${encodeURIComponent(name)}/${kind}`, b);
         dlg.close();
-        toast(`${name} is now version ${r.version}` + ((r.applied_to || []).length ? `, used by ${r.applied_to.map((u) => u.service).join(', ')}.` : '.')
+        toast(`${name} is now version ${r.version}` + ((r.applied_to || []).length ? `, used by ${r.applied_to.map((u) => u.out_of_scope ? 'one outside your scope' : u.service).join(', ')}.` : '.')
           + jwkOutcomeText(r));
         route();
       } catch (e) {
@@ -804,9 +804,10 @@
         kv('Valid from', when(d.valid_from)), kv('Valid to', when(d.valid_to)),
         kv('Expires in', days(d.expires_in_days)),
         d.status === 'upcoming' ? kv('Starts in', days(Math.ceil((Date.parse(d.valid_from) - Date.now()) / 86400000)) + ' (listed as Upcoming until then; a service cannot use it before)') : null,
-        used.length ? kv('Used by', h('ul', { class: 'plain' }, used.map((u) => h('li', {},
-          link('#/services?environment=' + encodeURIComponent(u.environment), u.service), ` (${u.environment}) `,
-          (u.domains || []).join(', '))))) : null,
+        used.length ? kv('Used by', h('ul', { class: 'plain' }, used.map((u) => u.out_of_scope
+          ? h('li', { class: 'muted', text: 'a service outside your scope' })
+          : h('li', {}, link('#/services?environment=' + encodeURIComponent(u.environment), u.service), ` (${u.environment}) `,
+            (u.domains || []).join(', '))))) : null,
         kv('Serial number', h('code', { text: d.serial_number })),
         kv('Signature algorithm', d.signature_algorithm_name || d.signature_algorithm),
         kv('SHA-256 fingerprint', h('code', { class: 'wrap', text: d.fingerprints?.sha256 })),
@@ -907,7 +908,8 @@
     if (used.length || d.delete_allowed === false) {
       const dlg = dialog(`${name} cannot be deleted`, h('div', {},
         h('p', { text: 'A certificate in use cannot be deleted. These services use it: unbind it from them (or bind them to another certificate) first.' }),
-        h('ul', {}, used.map((u) => h('li', {}, link('#/services?environment=' + encodeURIComponent(u.environment), u.service), ` (${u.environment})`))),
+        h('ul', {}, used.map((u) => u.out_of_scope ? h('li', { class: 'muted', text: 'a service outside your scope' })
+          : h('li', {}, link('#/services?environment=' + encodeURIComponent(u.environment), u.service), ` (${u.environment})`))),
         actions(button('Close', () => dlg.close(), 'primary'))));
       return;
     }

@@ -761,6 +761,32 @@ try {
     await c.close();
   }
 
+  {
+    // A scoped token: shop is inside its scope, storefront (which uses shop) is not.
+    const made = await api('POST', '/v1/tokens', { name: 'scoped-reader', role: 'operator',
+      scope: { actions: ['read'], certificates: ['shop'], services: ['nothing-*'] } });
+    eq(made.status, 201, 'scoped token made');
+    const c = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    c.setDefaultTimeout(8000);
+    const p = await c.newPage();
+    const pw = watch(p);
+    await step('scoped: a service outside the scope is shown as such, never named', pw, async () => {
+      await signIn(p, made.body.token);
+      await go(p, '#/certificates/shop');
+      await p.getByText('a service outside your scope').waitFor();
+      let text = await p.locator('main').textContent();
+      assert(!/storefront|undefined/.test(text), 'details name no service outside the scope: ' + text);
+      await shot(p, 'scoped-details-out-of-scope');
+      await go(p, '#/certificates');
+      const row = p.locator('main tr', { hasText: 'shop' }).first();
+      await row.getByText('one outside your scope').waitFor();
+      text = await p.locator('main').textContent();
+      assert(!/storefront|undefined/.test(text), 'the list names no service outside the scope');
+      await shot(p, 'scoped-list-out-of-scope');
+    });
+    await c.close();
+  }
+
   await step('a token outage shows the writes-paused banner', w, async () => {
     const c = await browser.newContext();
     c.setDefaultTimeout(8000);
