@@ -1,6 +1,7 @@
 /* store: opening the database, its connection pool and its schema migrations. */
 /* pthread_setname_np */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -807,6 +808,16 @@ static const struct schema_step steps[] = {
 	  " ON services FOR EACH STATEMENT EXECUTE FUNCTION cv_generation_certs();"
 	  "CREATE TRIGGER service_domains_generation AFTER INSERT OR UPDATE OR DELETE"
 	  " ON service_domains FOR EACH STATEMENT EXECUTE FUNCTION cv_generation_certs();" },
+	/* 16 -> 17: a generation that moves also tells the nodes listening (NOTIFY, which
+	 * PostgreSQL delivers at the writer's commit; pgwatch.c), so that they need not read
+	 * the numbers on every request. SQLite: one process, nothing to tell. */
+	{ "",
+	  "CREATE OR REPLACE FUNCTION cv_generation_jwks() RETURNS trigger LANGUAGE plpgsql AS"
+	  " 'BEGIN UPDATE store_generations SET jwks = jwks + 1; NOTIFY cv_generations;"
+	  " RETURN NULL; END';"
+	  "CREATE OR REPLACE FUNCTION cv_generation_certs() RETURNS trigger LANGUAGE plpgsql AS"
+	  " 'BEGIN UPDATE store_generations SET certs = certs + 1; NOTIFY cv_generations;"
+	  " RETURN NULL; END';" },
 	{ NULL, NULL },
 };
 #define N_STEPS ((int)(sizeof(steps) / sizeof(steps[0])) - 1)
@@ -1269,6 +1280,44 @@ static int watch_tables(struct store_conn *conn, const char *path, struct cv_err
 		return cv_errmsg_set(err, store_err(rc), "database %s: %s", path,
 				     sqlite3_errmsg(db));
 	return 0;
+}
+
+/* Whether sql names table as a word (not as part of pending_certificates, say). */
+static int names_table(const char *sql, const char *table)
+{
+	size_t len = strlen(table);
+	const char *p;
+
+	for (p = strstr(sql, table); p != NULL; p = strstr(p + 1, table)) {
+		int before = p > sql && (isalnum((unsigned char)p[-1]) || p[-1] == '_');
+		int after = isalnum((unsigned char)p[len]) || p[len] == '_';
+
+		if (!before && !after)
+			return 1;
+	}
+	return 0;
+}
+
+/* PostgreSQL's side of on_update and the TEMP triggers (cvdb_set_write_hook): a statement
+ * changed rows; which generations move is judged from the tables it names. Rows the server
+ * changes on its own follow from a certificate written (its domains, environments and tags
+ * cascade; removed, its JWKs lose their link) or a service (its domains), so those count for
+ * what they reach. Other nodes' changes come through the listener (pgwatch.c). */
+static void on_pg_write(void *arg, const char *sql)
+{
+	struct store_conn *conn = arg;
+	size_t t;
+
+	while (isspace((unsigned char)*sql))
+		sql++;
+	if (names_table(sql, "jwks") ||
+	    (strncasecmp(sql, "DELETE", 6) == 0 && names_table(sql, "certificates")))
+		conn->jwks_changed = 1;
+	if (names_table(sql, "certificates") || names_table(sql, "services"))
+		conn->certs_changed = 1;
+	for (t = 0; t < sizeof(watched_tables) / sizeof(watched_tables[0]); t++)
+		if (names_table(sql, watched_tables[t]))
+			conn->certs_changed = 1;
 }
 
 /* Group commit.
@@ -1882,6 +1931,7 @@ static int open_conn_pg(const char *conninfo, const char *target, struct store_c
 		cv_errmsg_set(err, r, "database postgresql %s: %s", target, cvdb_errmsg(db));
 		goto out;
 	}
+	cvdb_set_write_hook(db, on_pg_write, conn);
 	conn->db = db;
 	db = NULL;
 	r = 0;
@@ -1922,6 +1972,9 @@ int cv_store_open_pg(const char *conninfo, const char *password, struct cv_store
 		if (r < 0)
 			goto out;
 	}
+	r = store_watch_start(store, full, err);
+	if (r < 0)
+		goto out;
 	for (store->n_idle = 0; store->n_idle < store->n_open; store->n_idle++)
 		store->idle[store->n_idle] = &store->conns[store->n_idle];
 	*ret_store = store;
@@ -1962,6 +2015,7 @@ void cv_store_free(struct cv_store *store)
 	if (store == NULL)
 		return;
 	checkpointer_stop(store);
+	store_watch_stop(store);
 	/* The cached statements are finalized here, every other one where it was prepared, so
 	 * close_v2 closes at once. */
 	for (i = 0; i < store->n_open; i++)
@@ -2115,44 +2169,51 @@ int store_read_end(struct store_conn *conn, int r)
 	return r == 0 ? r2 : r;
 }
 
-/* PostgreSQL: a generation as the database holds it (one row, bumped by triggers in each
- * writer's transaction), read on the connection this thread holds or on one borrowed for it.
- * A failed read gives a number no earlier read gave, so that no cache takes it for "no
- * change" (the read the cache then makes fails and says so). */
-static uint64_t pg_generation(struct cv_store *store, const char *sql)
+/* PostgreSQL: the process's generation for which (0 certs, 1 jwks). While the listener
+ * vouches for it (pgwatch.c), without a round trip; else after reading the database's
+ * numbers (one row, bumped by triggers in each writer's transaction) on the connection this
+ * thread holds or on one borrowed for it. A failed read gives a number no earlier read gave,
+ * so that no cache takes it for "no change" (the read the cache then makes fails and says
+ * so). */
+static uint64_t pg_generation(struct cv_store *store, int which)
 {
 	struct store_conn *conn = store_current_conn, *mine = NULL;
+	uint64_t certs = 0, jwks = 0;
 	cvdb_stmt *stmt;
-	uint64_t v = 0;
 	int r;
 
-	if (conn == NULL || conn->store != store)
-		conn = mine = store_borrow(store);
-	r = store_prepare(conn, sql, &stmt);
-	if (r == 0)
-		r = store_step_one(stmt);
-	if (r == 0)
-		v = (uint64_t)cvdb_column_int64(stmt, 0);
-	if (r == 0)
-		(void)cvdb_reset(stmt);
-	if (mine != NULL)
-		store_return(store, mine);
-	if (r < 0)
-		v = (UINT64_C(1) << 63) | (atomic_fetch_add(&store->generation_failures, 1) + 1);
-	return v;
+	if (!store_watch_current(store)) {
+		if (conn == NULL || conn->store != store)
+			conn = mine = store_borrow(store);
+		r = store_prepare(conn, "SELECT certs, jwks FROM store_generations", &stmt);
+		if (r == 0)
+			r = store_step_one(stmt);
+		if (r == 0) {
+			certs = (uint64_t)cvdb_column_int64(stmt, 0);
+			jwks = (uint64_t)cvdb_column_int64(stmt, 1);
+			(void)cvdb_reset(stmt);
+		}
+		if (mine != NULL)
+			store_return(store, mine);
+		if (r < 0)
+			return (UINT64_C(1) << 63) |
+			       (atomic_fetch_add(&store->generation_failures, 1) + 1);
+		store_watch_note(store, certs, jwks);
+	}
+	return atomic_load(which == 0 ? &store->certs_generation : &store->jwks_generation);
 }
 
 uint64_t cv_store_jwks_generation(struct cv_store *store)
 {
 	if (store->kind == CVDB_PG)
-		return pg_generation(store, "SELECT jwks FROM store_generations");
+		return pg_generation(store, 1);
 	return atomic_load(&store->jwks_generation);
 }
 
 uint64_t cv_store_certs_generation(struct cv_store *store)
 {
 	if (store->kind == CVDB_PG)
-		return pg_generation(store, "SELECT certs FROM store_generations");
+		return pg_generation(store, 0);
 	return atomic_load(&store->certs_generation);
 }
 

@@ -80,6 +80,8 @@ struct cv_store {
 	uint64_t synced;              /* every commit numbered up to this is on disk */
 	int syncing;                  /* a thread is in the WAL's fdatasync */
 	atomic_uint_fast64_t wal_syncs; /* fdatasyncs of the WAL made for commits */
+	/* PostgreSQL: the listener for other nodes' changes (pgwatch.c); NULL on SQLite. */
+	struct store_watch *watch;
 	/* The checkpointer (db.c): a thread with its own connection that copies the WAL back
 	 * into the database once writes pause (or the WAL grows past a bound), so that readers
 	 * after a burst of writes read the database file instead of looking every page up in a
@@ -93,6 +95,17 @@ struct cv_store {
 	uint64_t checkpointed;        /* every commit numbered up to this is in the database file */
 	atomic_uint_fast64_t checkpoints; /* complete checkpoints made */
 };
+
+/* PostgreSQL: other nodes' changes (pgwatch.c). store_watch_start opens the listener's
+ * connection (conninfo as the pool's) and starts its thread; store_watch_stop ends both and is
+ * a no-op on a store without one. store_watch_current: 1 when the process's generations are
+ * known to hold every commit PostgreSQL has told this node of, so they can be handed out
+ * without asking the database. store_watch_note: the database's numbers as a read found
+ * them; moves the process's generations when they moved. */
+int store_watch_start(struct cv_store *store, const char *conninfo, struct cv_errmsg *err);
+void store_watch_stop(struct cv_store *store);
+int store_watch_current(struct cv_store *store);
+void store_watch_note(struct cv_store *store, uint64_t certs, uint64_t jwks);
 
 /* The connection this thread borrowed (NULL: none): a caller never holds two at once, so
  * code handed only a cvdb * (store_audit_append_on) finds its store through it. */

@@ -52,6 +52,12 @@ enum cvdb_kind cvdb_kind(const cvdb *db);
 sqlite3 *cvdb_sqlite(cvdb *db);
 /* The libpq handle underneath (a PGconn *; NULL on SQLite). */
 void *cvdb_pg(cvdb *db);
+/* PostgreSQL's stand-in for SQLite's update hook: fn(arg, sql) after each statement that
+ * changed rows (INSERT, UPDATE, DELETE, MERGE; sql as written, before translation), in the
+ * calling thread. Rows changed by the server on its own (foreign-key actions, triggers) are
+ * not named: the caller judges the statement. Nothing on SQLite. */
+typedef void (*cvdb_write_hook)(void *arg, const char *sql);
+void cvdb_set_write_hook(cvdb *db, cvdb_write_hook fn, void *arg);
 
 /* Statements. cvdb_prepare compiles one statement (tail: what follows it in sql, may be NULL;
  * *ret NULL when only whitespace or a comment was left). persistent: it will be kept and run

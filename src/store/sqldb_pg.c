@@ -72,6 +72,8 @@ struct sqldb_pg_conn {
 	int lost_prepared;      /* the server answered that a kept statement does not exist */
 	int lost_tx;            /* the connection was lost inside a transaction the caller
 				   has not ended yet (see execute) */
+	cvdb_write_hook write_hook; /* cvdb_set_write_hook */
+	void *write_arg;
 };
 
 struct sqldb_pg_stmt {
@@ -230,6 +232,14 @@ int cvdb_open_pg(const char *conninfo, cvdb **ret)
 void *cvdb_pg(cvdb *db)
 {
 	return db->kind == CVDB_PG && db->pg != NULL ? db->pg->conn : NULL;
+}
+
+void cvdb_set_write_hook(cvdb *db, cvdb_write_hook fn, void *arg)
+{
+	if (db->kind != CVDB_PG || db->pg == NULL)
+		return;
+	db->pg->write_hook = fn;
+	db->pg->write_arg = arg;
 }
 
 void sqldb_pg_close(cvdb *db)
@@ -862,6 +872,8 @@ static int execute_one(struct sqldb_pg_stmt *ps, struct sqldb_pg_conn *c)
 		c->changes = (int)strtol(PQcmdTuples(res), NULL, 10);
 		if (verb[0] == 'I' && c->changes > 0)
 			c->rowid_stale = 1;
+		if (c->changes > 0 && c->write_hook != NULL)
+			c->write_hook(c->write_arg, ps->written);
 	}
 	ps->res = res;
 	if (PQnfields(res) > 0) {

@@ -329,7 +329,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 16);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 17);
 	assert_int_equal(raw_int(path, PICK("SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 					    " AND name IN ('certificates', 'certificate_domains')",
 					    "SELECT count(*) FROM pg_tables WHERE schemaname ="
@@ -384,7 +384,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 16);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 17);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -490,7 +490,7 @@ static void test_open_pg_two_nodes_at_once(void **state)
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 	for (i = 0; i < 2; i++)
 		assert_int_equal(o[i].r, 0);
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 16);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 17);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM schema_version"), 1);
 	/* One store's write moves the other's generation (the number is the database's). */
 	{
@@ -1543,7 +1543,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 16);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 17);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1590,7 +1590,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 16);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 17);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -2921,6 +2921,26 @@ static struct cv_jwk_record make_jwk(const char *kid, int64_t cert_id, const cha
 	return rec;
 }
 
+/* A generation once nothing is moving it any more. On PostgreSQL a write of this process
+ * moves it as the write returns and again when the database's notification of that commit
+ * arrives (pgwatch.c), which is later: before asserting that some other write leaves it
+ * alone, that second move must have happened. */
+static uint64_t settled(struct cv_store *store, uint64_t (*gen)(struct cv_store *))
+{
+	uint64_t was = gen(store), now;
+	int i;
+
+	for (i = 0; i < 40; i++) {
+		usleep(50 * 1000);
+		now = gen(store);
+		if (now == was)
+			return now;
+		was = now;
+	}
+	fail_msg("the generation kept moving for 2 s with nothing written");
+	return 0;
+}
+
 /* The JWK generation moves by the time a write that changed a JWK returns, and only then:
  * what the JWKS cache of the vault relies on. */
 static void test_jwks_generation(void **state)
@@ -2945,7 +2965,7 @@ static void test_jwks_generation(void **state)
 	assert_true(cv_store_jwks_generation(store) > g);
 
 	/* Reads, and writes that touch no JWK, leave it. */
-	g = cv_store_jwks_generation(store);
+	g = settled(store, cv_store_jwks_generation);
 	assert_int_equal(cv_store_jwk_list(store, 0, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	cv_store_jwks_free(recs, n);
@@ -2969,6 +2989,63 @@ static void test_jwks_generation(void **state)
 	assert_int_equal(cv_store_jwk_list(store, 0, &recs, &n), 0);
 	assert_int_equal(n, 0);
 	cv_store_jwks_free(recs, n);
+}
+
+/* What another node writes moves this one's generations: the one of certificates on any
+ * row a list or details show, the JWKs' on a JWK; on PostgreSQL through the notification the
+ * commit sends, so at once (the listener's own round trip every second would be up to 1 s
+ * late: half a second fails). Here "another node" is another connection writing straight to
+ * the database. */
+static void test_generations_follow_other_writers(void **state)
+{
+	static const char *const d[] = { "other.example.com", NULL };
+	struct cv_store *store = *state;
+	uint64_t certs, jwks;
+	struct timespec t0, t1;
+	double waited;
+	int64_t id;
+	char sql[160];
+
+	/* SQLite: one process per file, which sees its own writes (test_jwks_generation). */
+	if (!pg_mode)
+		skip();
+	id = add(store, "elsewhere", NOW - DAY, NOW + 365 * DAY, d);
+	certs = settled(store, cv_store_certs_generation);
+	jwks = settled(store, cv_store_jwks_generation);
+	snprintf(sql, sizeof(sql), "UPDATE certificates SET description = 'moved' WHERE id = %lld",
+		 (long long)id);
+	raw_exec(path, sql);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (cv_store_certs_generation(store) == certs) {
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (waited > 0.5)
+			fail_msg("another writer's change not seen after %.1f s", waited);
+		usleep(1000);
+	}
+	assert_int_equal(cv_store_jwks_generation(store), jwks);
+	/* Tags are a table of their own: the trigger on it tells too. */
+	certs = settled(store, cv_store_certs_generation);
+	snprintf(sql, sizeof(sql), "INSERT INTO certificate_tags (cert_id, key, value)"
+		 " VALUES (%lld, 'team', 'x')", (long long)id);
+	raw_exec(path, sql);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (cv_store_certs_generation(store) == certs) {
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (waited > 0.5)
+			fail_msg("another writer's tag not seen after %.1f s", waited);
+		usleep(1000);
+	}
+	raw_exec(path, "UPDATE jwks SET alg = alg");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (cv_store_jwks_generation(store) == jwks) {
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (waited > 0.5)
+			fail_msg("another writer's JWK change not seen after %.1f s", waited);
+		usleep(1000);
+	}
 }
 
 /* A rename keeps the labels the keys were made with: the current key's, and a superseded
@@ -3490,7 +3567,7 @@ static void test_migrate_environments_from_v9(void **state)
 		       " PRAGMA user_version = 9;");
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 16);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 17);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
@@ -4007,6 +4084,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_statement_cache_many_texts, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_generation, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_generations_follow_other_writers, test_setup,
+						test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_keyed_and_archived, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_import_activate, test_setup,
