@@ -58,16 +58,20 @@ void cv_store_free(struct cv_store *store);
 void cv_store_process_init(void);
 
 /* A number that moves after every change to the JWKs that a call on this store commits,
- * before that call returns (on SQLite, changes made by other processes are not seen; on
- * PostgreSQL the number is kept in the database, bumped by a trigger in every writer's
- * transaction, and read by each call: every node's commits are seen at once). What is read of
- * the JWKs after reading the number is at least as new as the number, so a copy of them
- * made then stays current for as long as the number does not move. */
+ * before that call returns. What is read of the JWKs after reading the number is at least as
+ * new as the number, so a copy of them made then stays current for as long as the number
+ * does not move. On SQLite, changes made by other processes are not seen. On PostgreSQL the
+ * database keeps a number too, bumped by a trigger in every writer's transaction, which
+ * NOTIFYs the nodes: another node's commit moves this one as soon as its notification is
+ * here, and within 2 s whatever happens to the listening connection (pgwatch.c); a number
+ * the listener cannot vouch for is read from the database. */
 uint64_t cv_store_jwks_generation(struct cv_store *store);
 /* The same for the certificates' current versions: it moves after every change to a
  * certificate's row (import, renew, replace, edit, delete) that a call on this store
  * commits, before that call returns. */
 uint64_t cv_store_certs_generation(struct cv_store *store);
+/* The same for the API tokens (created, revoked, or their last use noted). */
+uint64_t cv_store_tokens_generation(struct cv_store *store);
 
 /* Runs a trivial query; 0 when the database answers, else CV_ERR_DB. */
 int cv_store_ping(struct cv_store *store);

@@ -461,9 +461,9 @@ static const char *const migrations[] = {
  * as the NOCASE indexes do (and orders them ignoring case: a list pages in that order);
  * the same CHECKs, UNIQUEs, foreign keys with their ON DELETE, and partial indexes.
  * dn_refresh is not there: a PostgreSQL database never held the escaped names it lists.
- * store_generations: the numbers cv_store_jwks_generation and cv_store_certs_generation
- * read, bumped by statement triggers in the writer's own transaction, so that every node's
- * caches see every node's commits. The trigger bodies are single-quoted (no dollar quoting)
+ * store_generations: the numbers cv_store_*_generation read, bumped by triggers in the
+ * writer's own transaction, so that every node's caches see every node's commits (tokens
+ * and the NOTIFY come with step 17). The trigger bodies are single-quoted (no dollar quoting)
  * so that the statement splitter and translation see one string literal. */
 static const char pg_schema[] =
 	"CREATE EXTENSION IF NOT EXISTS citext;"
@@ -810,8 +810,17 @@ static const struct schema_step steps[] = {
 	  " ON service_domains FOR EACH STATEMENT EXECUTE FUNCTION cv_generation_certs();" },
 	/* 16 -> 17: a generation that moves also tells the nodes listening (NOTIFY, which
 	 * PostgreSQL delivers at the writer's commit; pgwatch.c), so that they need not read
-	 * the numbers on every request. SQLite: one process, nothing to tell. */
+	 * the numbers on every request; and the API tokens get one (a token revoked on one
+	 * node is refused by the others' caches of tokens), moved per row changed, so that
+	 * a last-use update that changed nothing moves nothing. SQLite: one process, nothing
+	 * to tell, and its update hook sees api_tokens. */
 	{ "",
+	  "ALTER TABLE store_generations ADD COLUMN tokens BIGINT NOT NULL DEFAULT 1;"
+	  "CREATE FUNCTION cv_generation_tokens() RETURNS trigger LANGUAGE plpgsql AS"
+	  " 'BEGIN UPDATE store_generations SET tokens = tokens + 1; NOTIFY cv_generations;"
+	  " RETURN NULL; END';"
+	  "CREATE TRIGGER api_tokens_generation AFTER INSERT OR UPDATE OR DELETE ON api_tokens"
+	  " FOR EACH ROW EXECUTE FUNCTION cv_generation_tokens();"
 	  "CREATE OR REPLACE FUNCTION cv_generation_jwks() RETURNS trigger LANGUAGE plpgsql AS"
 	  " 'BEGIN UPDATE store_generations SET jwks = jwks + 1; NOTIFY cv_generations;"
 	  " RETURN NULL; END';"
@@ -1237,6 +1246,8 @@ static void on_update(void *arg, int op, const char *db_name, const char *table,
 		conn->jwks_changed = 1;
 	else if (strcmp(table, "certificates") == 0 || strcmp(table, "services") == 0)
 		conn->certs_changed = 1;
+	else if (strcmp(table, "api_tokens") == 0)
+		conn->tokens_changed = 1;
 }
 
 /* The tables besides certificates and services whose rows a certificate's list row or
@@ -1315,6 +1326,8 @@ static void on_pg_write(void *arg, const char *sql)
 		conn->jwks_changed = 1;
 	if (names_table(sql, "certificates") || names_table(sql, "services"))
 		conn->certs_changed = 1;
+	if (names_table(sql, "api_tokens"))
+		conn->tokens_changed = 1;
 	for (t = 0; t < sizeof(watched_tables) / sizeof(watched_tables[0]); t++)
 		if (names_table(sql, watched_tables[t]))
 			conn->certs_changed = 1;
@@ -2079,6 +2092,10 @@ void store_return(struct cv_store *store, struct store_conn *conn)
 		conn->certs_changed = 0;
 		atomic_fetch_add(&store->certs_generation, 1);
 	}
+	if (conn->tokens_changed) {
+		conn->tokens_changed = 0;
+		atomic_fetch_add(&store->tokens_generation, 1);
+	}
 	pthread_mutex_lock(&store->lock);
 	store->idle[store->n_idle++] = conn;
 	pthread_cond_signal(&store->returned);
@@ -2169,28 +2186,35 @@ int store_read_end(struct store_conn *conn, int r)
 	return r == 0 ? r2 : r;
 }
 
-/* PostgreSQL: the process's generation for which (0 certs, 1 jwks). While the listener
- * vouches for it (pgwatch.c), without a round trip; else after reading the database's
- * numbers (one row, bumped by triggers in each writer's transaction) on the connection this
- * thread holds or on one borrowed for it. A failed read gives a number no earlier read gave,
- * so that no cache takes it for "no change" (the read the cache then makes fails and says
- * so). */
-static uint64_t pg_generation(struct cv_store *store, int which)
+atomic_uint_fast64_t *store_generation(struct cv_store *store, unsigned which)
+{
+	return which == 0 ? &store->certs_generation :
+	       which == 1 ? &store->jwks_generation : &store->tokens_generation;
+}
+
+/* The process's generation which (STORE_GENERATIONS_SQL's order). On PostgreSQL, while the
+ * listener vouches for it (pgwatch.c), without a round trip; else after reading the
+ * database's numbers (one row, bumped by triggers in each writer's transaction) on the
+ * connection this thread holds or on one borrowed for it. A failed read gives a number no
+ * earlier read gave, so that no cache takes it for "no change" (the read the cache then
+ * makes fails and says so). */
+static uint64_t generation(struct cv_store *store, unsigned which)
 {
 	struct store_conn *conn = store_current_conn, *mine = NULL;
-	uint64_t certs = 0, jwks = 0;
+	uint64_t numbers[STORE_GENERATIONS];
 	cvdb_stmt *stmt;
+	unsigned i;
 	int r;
 
-	if (!store_watch_current(store)) {
+	if (store->kind == CVDB_PG && !store_watch_current(store)) {
 		if (conn == NULL || conn->store != store)
 			conn = mine = store_borrow(store);
-		r = store_prepare(conn, "SELECT certs, jwks FROM store_generations", &stmt);
+		r = store_prepare(conn, STORE_GENERATIONS_SQL, &stmt);
 		if (r == 0)
 			r = store_step_one(stmt);
 		if (r == 0) {
-			certs = (uint64_t)cvdb_column_int64(stmt, 0);
-			jwks = (uint64_t)cvdb_column_int64(stmt, 1);
+			for (i = 0; i < STORE_GENERATIONS; i++)
+				numbers[i] = (uint64_t)cvdb_column_int64(stmt, (int)i);
 			(void)cvdb_reset(stmt);
 		}
 		if (mine != NULL)
@@ -2198,23 +2222,24 @@ static uint64_t pg_generation(struct cv_store *store, int which)
 		if (r < 0)
 			return (UINT64_C(1) << 63) |
 			       (atomic_fetch_add(&store->generation_failures, 1) + 1);
-		store_watch_note(store, certs, jwks);
+		store_watch_note(store, numbers);
 	}
-	return atomic_load(which == 0 ? &store->certs_generation : &store->jwks_generation);
-}
-
-uint64_t cv_store_jwks_generation(struct cv_store *store)
-{
-	if (store->kind == CVDB_PG)
-		return pg_generation(store, 1);
-	return atomic_load(&store->jwks_generation);
+	return atomic_load(store_generation(store, which));
 }
 
 uint64_t cv_store_certs_generation(struct cv_store *store)
 {
-	if (store->kind == CVDB_PG)
-		return pg_generation(store, 0);
-	return atomic_load(&store->certs_generation);
+	return generation(store, 0);
+}
+
+uint64_t cv_store_jwks_generation(struct cv_store *store)
+{
+	return generation(store, 1);
+}
+
+uint64_t cv_store_tokens_generation(struct cv_store *store)
+{
+	return generation(store, 2);
 }
 
 int cv_store_ping(struct cv_store *store)

@@ -33,6 +33,7 @@ struct store_conn {
 	uint64_t borrows;          /* how many times it was handed out, the current one included */
 	int jwks_changed;          /* set by the update hook when a jwks row changed */
 	int certs_changed;         /* ... and when a certificates row did */
+	int tokens_changed;        /* ... and when an api_tokens row did */
 	uint64_t commit_seq;       /* the number of its last commit not yet known durable; 0:
 				      none (store_return waits for it, see wal_sync_wait) */
 	struct cv_store *store;
@@ -57,6 +58,8 @@ struct cv_store {
 	atomic_uint_fast64_t jwks_generation;
 	/* The same for rows of certificates (a current version written, a row removed). */
 	atomic_uint_fast64_t certs_generation;
+	/* The same for API tokens. */
+	atomic_uint_fast64_t tokens_generation;
 	/* The audit chain's key (cv_store_audit_key): set before the store is shared. */
 	cv_store_mac_fn audit_mac;
 	void *audit_mac_arg;
@@ -96,6 +99,12 @@ struct cv_store {
 	atomic_uint_fast64_t checkpoints; /* complete checkpoints made */
 };
 
+/* The generations, in the order of store_generations' columns as pgwatch.c and db.c read
+ * them (certs, jwks, tokens). */
+#define STORE_GENERATIONS 3
+#define STORE_GENERATIONS_SQL "SELECT certs, jwks, tokens FROM store_generations"
+atomic_uint_fast64_t *store_generation(struct cv_store *store, unsigned which);
+
 /* PostgreSQL: other nodes' changes (pgwatch.c). store_watch_start opens the listener's
  * connection (conninfo as the pool's) and starts its thread; store_watch_stop ends both and is
  * a no-op on a store without one. store_watch_current: 1 when the process's generations are
@@ -105,7 +114,7 @@ struct cv_store {
 int store_watch_start(struct cv_store *store, const char *conninfo, struct cv_errmsg *err);
 void store_watch_stop(struct cv_store *store);
 int store_watch_current(struct cv_store *store);
-void store_watch_note(struct cv_store *store, uint64_t certs, uint64_t jwks);
+void store_watch_note(struct cv_store *store, const uint64_t numbers[STORE_GENERATIONS]);
 
 /* The connection this thread borrowed (NULL: none): a caller never holds two at once, so
  * code handed only a cvdb * (store_audit_append_on) finds its store through it. */

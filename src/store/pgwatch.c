@@ -1,6 +1,7 @@
-/* store: on PostgreSQL, what tells this node that another node changed certificates or JWKs
- * (issue 15), so that the caches keyed by the generations (the list's pages and totals, a
- * certificate's details, the JWKS document) need no round trip per request to stay right.
+/* store: on PostgreSQL, what tells this node that another node changed certificates, JWKs or
+ * API tokens (issue 15), so that the caches keyed by the generations (the list's pages and
+ * totals, a certificate's details, the JWKS document, the tokens requests authenticate
+ * with) need no round trip per request to stay right.
  *
  * The generations are kept in the database (store_generations, bumped by statement triggers
  * in each writer's transaction), and the triggers NOTIFY cv_generations, which PostgreSQL
@@ -51,8 +52,7 @@ struct store_watch {
 	atomic_int_fast64_t fresh_until; /* CLOCK_MONOTONIC ms; 0: never */
 	/* The database's numbers last seen (by the listener or by a reader that asked). */
 	pthread_mutex_t seen_lock;
-	uint64_t seen_certs;
-	uint64_t seen_jwks;
+	uint64_t seen[STORE_GENERATIONS];
 };
 
 static int64_t mono_ms(void)
@@ -63,26 +63,28 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void store_watch_note(struct cv_store *store, uint64_t certs, uint64_t jwks)
+void store_watch_note(struct cv_store *store, const uint64_t numbers[STORE_GENERATIONS])
 {
 	struct store_watch *w = store->watch;
-	int certs_moved = 1, jwks_moved = 1;
+	int moved[STORE_GENERATIONS];
+	unsigned i;
 
-	/* The numbers only grow, so an older read that arrives late moves nothing. */
+	/* The numbers only grow, so an older read that arrives late moves nothing. Without a
+	 * listener (not started yet) nothing was seen: everything moves. */
+	for (i = 0; i < STORE_GENERATIONS; i++)
+		moved[i] = 1;
 	if (w != NULL) {
 		pthread_mutex_lock(&w->seen_lock);
-		certs_moved = certs > w->seen_certs;
-		if (certs_moved)
-			w->seen_certs = certs;
-		jwks_moved = jwks > w->seen_jwks;
-		if (jwks_moved)
-			w->seen_jwks = jwks;
+		for (i = 0; i < STORE_GENERATIONS; i++) {
+			moved[i] = numbers[i] > w->seen[i];
+			if (moved[i])
+				w->seen[i] = numbers[i];
+		}
 		pthread_mutex_unlock(&w->seen_lock);
 	}
-	if (certs_moved)
-		atomic_fetch_add(&store->certs_generation, 1);
-	if (jwks_moved)
-		atomic_fetch_add(&store->jwks_generation, 1);
+	for (i = 0; i < STORE_GENERATIONS; i++)
+		if (moved[i])
+			atomic_fetch_add(store_generation(store, i), 1);
 }
 
 int store_watch_current(struct cv_store *store)
@@ -118,18 +120,22 @@ static void went_deaf(struct store_watch *w)
 /* Reads the database's numbers on the listener's connection. 0 or -1. */
 static int read_numbers(struct store_watch *w, PGconn *pc)
 {
+	uint64_t numbers[STORE_GENERATIONS];
 	PGresult *res;
+	unsigned i;
 	int ok;
 
-	res = PQexec(pc, "SELECT certs, jwks FROM store_generations");
-	ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 2;
-	if (ok)
-		store_watch_note(w->store, strtoull(PQgetvalue(res, 0, 0), NULL, 10),
-				 strtoull(PQgetvalue(res, 0, 1), NULL, 10));
+	res = PQexec(pc, STORE_GENERATIONS_SQL);
+	ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+	     PQnfields(res) == STORE_GENERATIONS;
+	for (i = 0; ok && i < STORE_GENERATIONS; i++)
+		numbers[i] = strtoull(PQgetvalue(res, 0, (int)i), NULL, 10);
 	PQclear(res);
-	if (ok)
-		atomic_store(&w->fresh_until, mono_ms() + WATCH_FRESH_MS);
-	return ok ? 0 : -1;
+	if (!ok)
+		return -1;
+	store_watch_note(w->store, numbers);
+	atomic_store(&w->fresh_until, mono_ms() + WATCH_FRESH_MS);
+	return 0;
 }
 
 /* LISTENs, then reads the numbers (a commit between the two is in the read), then lets

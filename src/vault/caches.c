@@ -2,11 +2,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "internal.h"
 
 int cv_vault_caches_init(struct cv_vault *v)
 {
-	pthread_mutex_t *locks[4];
+	pthread_mutex_t *locks[5];
 	struct vault_caches *c;
 	size_t i, n;
 	int r;
@@ -23,6 +25,7 @@ int cv_vault_caches_init(struct cv_vault *v)
 	locks[1] = &c->totals.lock;
 	locks[2] = &c->pubkeys.lock;
 	locks[3] = &c->pages.lock;
+	locks[4] = &c->tokens.lock;
 	for (n = 0; n < sizeof(locks) / sizeof(locks[0]); n++)
 		if (pthread_mutex_init(locks[n], NULL) != 0)
 			break;
@@ -152,6 +155,8 @@ void cv_vault_caches_release(struct cv_vault *v)
 	for (unsigned i = 0; i < VAULT_PAGES; i++)
 		page_slot_clear(&c->pages, i);
 	pthread_mutex_destroy(&c->pages.lock);
+	pthread_mutex_destroy(&c->tokens.lock);
+	OPENSSL_cleanse(c->tokens.slots, sizeof(c->tokens.slots));
 	pthread_mutex_destroy(&c->pubkeys.lock);
 	pthread_mutex_destroy(&c->jwks.lock);
 	pthread_mutex_destroy(&c->totals.lock);

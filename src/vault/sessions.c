@@ -165,7 +165,7 @@ int cv_vault_session_authenticate(struct cv_vault *v, const char *cookie, int64_
 	if (CRYPTO_memcmp(hash, s.secret_hash, sizeof(hash)) != 0 || now >= s.expires_at ||
 	    now - s.last_seen > idle)
 		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, ended);
-	r = cv_store_api_token_get(v->store, s.token_id, &t);
+	r = vault_token_get(v, s.token_id, now, &t);
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, ended);
 	if (r < 0)

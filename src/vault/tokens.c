@@ -335,6 +335,50 @@ int cv_vault_token_revoke(struct cv_vault *v, struct cv_audit *audit, const char
 	return 0;
 }
 
+int vault_token_get(struct cv_vault *v, const char *id, int64_t now, struct cv_api_token *ret)
+{
+	struct vault_tokens_cache *c;
+	unsigned i, slot;
+	uint64_t gen;
+	int r;
+
+	if (v->caches == NULL)
+		return cv_store_api_token_get(v->store, id, ret);
+	c = &v->caches->tokens;
+	/* Read before the row is: a row read after it is at least as new. */
+	gen = cv_store_tokens_generation(v->store);
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < VAULT_TOKENS; i++)
+		if (c->slots[i].valid && c->slots[i].gen == gen && c->slots[i].now == now &&
+		    strcmp(c->slots[i].t.id, id) == 0) {
+			*ret = c->slots[i].t;
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+	pthread_mutex_unlock(&c->lock);
+	r = cv_store_api_token_get(v->store, id, ret);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	/* The token's own slot if it has one (an older copy), else the next in turn. */
+	for (slot = 0; slot < VAULT_TOKENS; slot++)
+		if (c->slots[slot].valid && strcmp(c->slots[slot].t.id, id) == 0)
+			break;
+	if (slot == VAULT_TOKENS) {
+		slot = c->next;
+		c->next = (c->next + 1) % VAULT_TOKENS;
+	}
+	/* Not under a number that says the read of the generation failed: it matches none. */
+	if ((gen >> 63) == 0) {
+		c->slots[slot].t = *ret;
+		c->slots[slot].gen = gen;
+		c->slots[slot].now = now;
+		c->slots[slot].valid = 1;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
 int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
 			  struct cv_actor *ret, struct cv_errmsg *err)
 {
@@ -358,7 +402,7 @@ int cv_vault_authenticate(struct cv_vault *v, const char *bearer, int64_t now,
 		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, generic);
 	if (EVP_Digest(bearer, len, hash, NULL, EVP_sha256(), NULL) != 1)
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "SHA-256 failed");
-	r = cv_store_api_token_get(v->store, id, &t);
+	r = vault_token_get(v, id, now, &t);
 	if (r == CV_ERR_NOT_FOUND)
 		return cv_errmsg_set(err, CV_ERR_UNAUTHORIZED, generic);
 	if (r < 0)

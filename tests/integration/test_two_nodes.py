@@ -343,6 +343,19 @@ class TwoNodesTest(unittest.TestCase):
             self.assertEqual((st, body["error"]["code"]), (404, "not_found"), (path, body))
         self.assertNotIn(key_id, self.token_key_objects())
 
+    def test_4b_token_revoked_on_a_refused_on_b(self):
+        # b has authenticated the token (and so keeps a copy of its row) before a revokes it.
+        st, _, op = self.a.request("POST", "/v1/tokens", {"name": "two-op", "role": "operator"})
+        self.assertEqual(st, 201, op)
+        for _ in range(3):
+            st, _, body = self.b.request("GET", "/v1/certificates?limit=1", token=op["token"])
+            self.assertEqual(st, 200, body)
+        st, _, _ = self.a.request("DELETE", "/v1/tokens/" + op["id"])
+        self.assertEqual(st, 204)
+        st, _, body = self.b.request("GET", "/v1/certificates?limit=1", token=op["token"])
+        self.assertEqual((st, body["error"]["code"]), (401, "unauthorized"), body)
+        self.assertIn("revoked", body["error"]["message"])
+
     def test_5_renewal_race_across_nodes(self):
         self.imported(self.a, "two-race", "race.two.example.com")
         self.service(self.a, "two-race-svc", ["race.two.example.com"])

@@ -2991,6 +2991,36 @@ static void test_jwks_generation(void **state)
 	cv_store_jwks_free(recs, n);
 }
 
+/* The token generation moves with each token written by this store (made, revoked, its use
+ * noted), and only then: what the vault's copies of tokens rely on to see a revocation. */
+static void test_tokens_generation(void **state)
+{
+	struct cv_store *store = *state;
+	struct cv_api_token t;
+	uint64_t g;
+
+	memset(&t, 0, sizeof(t));
+	snprintf(t.id, sizeof(t.id), "0123456789abcdef");
+	snprintf(t.name, sizeof(t.name), "gen");
+	t.role = CV_ROLE_OPERATOR;
+	t.created_at = NOW;
+	g = settled(store, cv_store_tokens_generation);
+	assert_int_equal(cv_store_api_token_insert(store, &t, NULL), 0);
+	assert_true(cv_store_tokens_generation(store) > g);
+	g = settled(store, cv_store_tokens_generation);
+	assert_int_equal(cv_store_api_token_get(store, t.id, &t), 0);
+	add(store, "not-a-token", NOW - DAY, NOW + 365 * DAY, NULL);
+	assert_int_equal(cv_store_tokens_generation(store), g);
+	assert_int_equal(cv_store_api_token_seen(store, t.id, NOW, "192.0.2.1", 60), 0);
+	assert_true(cv_store_tokens_generation(store) > g);
+	/* Seen again within the minute: no row changes, nothing moves. */
+	g = settled(store, cv_store_tokens_generation);
+	assert_int_equal(cv_store_api_token_seen(store, t.id, NOW + 1, "192.0.2.1", 60), 0);
+	assert_int_equal(settled(store, cv_store_tokens_generation), g);
+	assert_int_equal(cv_store_api_token_revoke(store, t.id, NOW + 2, NULL), 0);
+	assert_true(cv_store_tokens_generation(store) > g);
+}
+
 /* What another node writes moves this one's generations: the one of certificates on any
  * row a list or details show, the JWKs' on a JWK; on PostgreSQL through the notification the
  * commit sends, so at once (the listener's own round trip every second would be up to 1 s
@@ -3036,6 +3066,23 @@ static void test_generations_follow_other_writers(void **state)
 		if (waited > 0.5)
 			fail_msg("another writer's tag not seen after %.1f s", waited);
 		usleep(1000);
+	}
+	{
+		uint64_t tokens = settled(store, cv_store_tokens_generation);
+
+		raw_exec(path, "INSERT INTO api_tokens (id, name, role, secret_hash, created_at,"
+			       " expires_at, revoked_at) VALUES ('00000000000000aa', 'elsewhere', 1,"
+			       " x'0000000000000000000000000000000000000000000000000000000000000000',"
+			       " 1, 0, 0)");
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while (cv_store_tokens_generation(store) == tokens) {
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			waited = (double)(t1.tv_sec - t0.tv_sec) +
+				 (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+			if (waited > 0.5)
+				fail_msg("another writer's token not seen after %.1f s", waited);
+			usleep(1000);
+		}
 	}
 	raw_exec(path, "UPDATE jwks SET alg = alg");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -4086,6 +4133,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_jwks_generation, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_generations_follow_other_writers, test_setup,
 						test_teardown),
+		cmocka_unit_test_setup_teardown(test_tokens_generation, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_keyed_and_archived, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_import_activate, test_setup,
