@@ -439,6 +439,12 @@ int cv_store_cert_list(struct cv_store *store, const struct cv_cert_filter *filt
 /* How many active rows the filter matches, the cursor aside. 0 or CV_ERR_DB. */
 int cv_store_cert_list_total(struct cv_store *store, const struct cv_cert_filter *filter,
 			     int64_t *ret_total);
+/* The first moment after now at which an active certificate's status (cv_status_at with
+ * soon_seconds) changes, into *ret_at; INT64_MAX when none ever does. Until then, with no
+ * row written, which rows a status filter lists and how many stays the same. 0 or
+ * CV_ERR_DB. */
+int cv_store_cert_status_change(struct cv_store *store, int64_t now, int64_t soon_seconds,
+				int64_t *ret_at);
 
 struct cv_cert_counts {
 	int64_t total;

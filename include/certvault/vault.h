@@ -526,12 +526,14 @@ int cv_vault_cert_list_total(struct cv_vault *v, struct cv_cert_filter *filter,
 			     int64_t *ret_total, struct cv_errmsg *err);
 
 /* The list's answers as they were sent, kept so that many clients asking for the same page
- * (pollers, consoles, a first page everyone opens) make it once a second rather than once a
- * request. An answer is kept under key, everything of the request it depends on (the
- * caller makes it: the query and the scope), with the certificate generation and the second
- * it was made in (statuses and days move with the clock), and the page's keys as the
- * answer judged them (key_missing): it is given again only while all four are what they
- * were, so that a kept answer is byte for byte the one that would be made. */
+ * (pollers, consoles, a first page everyone opens) make it once, not once a request. An
+ * answer is kept under key, everything of the request it depends on (the caller makes it:
+ * the query and the scope), with the certificate generation, the time it was made at and
+ * the first moment the clock alone could change it (a shown row's status or days left;
+ * with by_status, any certificate's status, which decides what a status filter or the status
+ * sort lists), and the page's keys as the answer judged them (key_missing): it is given
+ * again only while the generation is the same, the time before that moment and the keys as
+ * judged, so that a kept answer is byte for byte the one that would be made. */
 #define CV_LIST_MEMO_KEY_MAX 2048
 /* The answer kept under key at gen and now, its text (malloc'd, caller frees) and ETag:
  * 1, or 0 when none is (or its keys are no longer as it said). */
@@ -541,8 +543,9 @@ int cv_vault_list_memo_get(struct cv_vault *v, const char *key, uint64_t gen, in
  * page with missing[i] the key_missing it gave page->items[i]. Nothing is kept when it
  * cannot be (too large, no memory): the memo only ever saves work. */
 void cv_vault_list_memo_put(struct cv_vault *v, const char *key, uint64_t gen, int64_t now,
-			    const struct cv_cert_page *page, const unsigned char *missing,
-			    const char *text, size_t len, const char *etag);
+			    int by_status, const struct cv_cert_page *page,
+			    const unsigned char *missing, const char *text, size_t len,
+			    const char *etag);
 
 /* Counts by status at now. Returns 0 or CV_ERR_DB. */
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,

@@ -1064,8 +1064,10 @@ static int list_make(struct cv_app *app, const struct cv_request *req, struct cv
 	if (http_body_etag(text, len, etag) < 0)
 		goto out;
 	if (memo_key != NULL)
-		cv_vault_list_memo_put(&app->vault, memo_key, gen, req->now, page, missing, text,
-				       len, etag);
+		cv_vault_list_memo_put(&app->vault, memo_key, gen, req->now,
+				       filter->has_status || filter->status_mask != 0 ||
+					       filter->sort == CV_SORT_STATUS,
+				       page, missing, text, len, etag);
 	list_answer(req, res, text, len, etag);
 	text = NULL;
 	r = 0;

@@ -1520,6 +1520,53 @@ out:
 	return r;
 }
 
+int cv_store_cert_status_change(struct cv_store *store, int64_t now, int64_t soon_seconds,
+				int64_t *ret_at)
+{
+	/* cv_status_at's boundaries: upcoming until not_before, expires soon from
+	 * not_after - soon + 1, expired from not_after + 1. Each the first after now, on the
+	 * indexes that lead with (state, not_after) and (state, not_before). */
+	static const char sql[] =
+		"SELECT (SELECT min(not_after) FROM certificates WHERE state = 1 AND"
+		" not_after >= ?1),"
+		" (SELECT min(not_after) FROM certificates WHERE state = 1 AND not_after >= ?2),"
+		" (SELECT min(not_before) FROM certificates WHERE state = 1 AND not_before > ?1)";
+	struct store_conn *conn;
+	cvdb_stmt *stmt;
+	int64_t soon = soon_seconds > 0 ? soon_seconds : 0, at = INT64_MAX, v;
+	int rc, r;
+
+	*ret_at = INT64_MAX;
+	if (now >= INT64_MAX - soon - 1)
+		return 0; /* nothing comes after the end of time */
+	conn = store_borrow(store);
+	r = store_prepare(conn, sql, &stmt);
+	if (r < 0)
+		goto out;
+	rc = cvdb_bind_int64(stmt, 1, now);
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int64(stmt, 2, now + soon);
+	if (rc == SQLITE_OK)
+		rc = cvdb_step(stmt);
+	if (rc != SQLITE_ROW) {
+		r = store_err(rc);
+		goto out;
+	}
+	if (cvdb_column_type(stmt, 0) != SQLITE_NULL &&
+	    (v = cvdb_column_int64(stmt, 0)) < INT64_MAX && v + 1 < at)
+		at = v + 1;
+	if (soon > 0 && cvdb_column_type(stmt, 1) != SQLITE_NULL &&
+	    (v = cvdb_column_int64(stmt, 1)) - soon + 1 < at)
+		at = v - soon + 1;
+	if (cvdb_column_type(stmt, 2) != SQLITE_NULL && (v = cvdb_column_int64(stmt, 2)) < at)
+		at = v;
+	*ret_at = at;
+	r = 0;
+out:
+	store_return(store, conn);
+	return r;
+}
+
 int cv_store_cert_count(struct cv_store *store, int64_t now, int64_t soon_seconds,
 			struct cv_cert_counts *ret_counts)
 {

@@ -61,8 +61,8 @@ int cv_vault_list_memo_get(struct cv_vault *v, const char *key, uint64_t gen, in
 		return 0;
 	pthread_mutex_lock(&p->lock);
 	for (i = 0; i < VAULT_PAGES; i++)
-		if (p->slots[i].valid && p->slots[i].gen == gen && p->slots[i].now == now &&
-		    strcmp(p->slots[i].key, key) == 0)
+		if (p->slots[i].valid && p->slots[i].gen == gen && p->slots[i].from <= now &&
+		    now < p->slots[i].until && strcmp(p->slots[i].key, key) == 0)
 			break;
 	if (i < VAULT_PAGES) {
 		len = p->slots[i].len;
@@ -98,18 +98,75 @@ int cv_vault_list_memo_get(struct cv_vault *v, const char *key, uint64_t gen, in
 	return 1;
 }
 
+/* The first moment after now at which what the list shows of rec changes with the clock:
+ * its status (cv_status_at's boundaries) or its days left (cv_expires_in_days, the floor of
+ * not_after - t in days, which drops one second after not_after - t was a whole number of
+ * days). */
+static int64_t row_changes_at(const struct cv_cert_record *rec, int64_t now, int64_t soon)
+{
+	int64_t at = INT64_MAX, d, m;
+
+	if (!__builtin_sub_overflow(rec->not_after, now, &d)) {
+		m = d % 86400;
+		at = now + (m < 0 ? m + 86400 : m) + 1;
+	}
+	if (rec->not_before > now && rec->not_before < at)
+		at = rec->not_before;
+	if (soon > 0 && rec->not_after - soon + 1 > now && rec->not_after - soon + 1 < at)
+		at = rec->not_after - soon + 1;
+	if (rec->not_after < INT64_MAX && rec->not_after + 1 > now && rec->not_after + 1 < at)
+		at = rec->not_after + 1;
+	return at;
+}
+
+/* cv_store_cert_status_change at now, kept while gen holds and now is before it. Returns
+ * now + 1 (good for this second only) when the store cannot say. */
+static int64_t status_change_at(struct cv_vault *v, struct vault_pages_cache *p, uint64_t gen,
+				int64_t now)
+{
+	int64_t at;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->status_change.valid && p->status_change.gen == gen &&
+	    p->status_change.from <= now && now < p->status_change.at) {
+		at = p->status_change.at;
+		pthread_mutex_unlock(&p->lock);
+		return at;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (cv_store_cert_status_change(v->store, now, v->soon_seconds, &at) < 0)
+		return now + 1;
+	pthread_mutex_lock(&p->lock);
+	p->status_change.valid = 1;
+	p->status_change.gen = gen;
+	p->status_change.from = now;
+	p->status_change.at = at;
+	pthread_mutex_unlock(&p->lock);
+	return at;
+}
+
 void cv_vault_list_memo_put(struct cv_vault *v, const char *key, uint64_t gen, int64_t now,
-			    const struct cv_cert_page *page, const unsigned char *missing,
-			    const char *text, size_t len, const char *etag)
+			    int by_status, const struct cv_cert_page *page,
+			    const unsigned char *missing, const char *text, size_t len,
+			    const char *etag)
 {
 	struct vault_pages_cache *p = v->caches != NULL ? &v->caches->pages : NULL;
 	struct vault_page_key *keys = NULL;
 	char *kept = NULL, *kept_key = NULL;
+	int64_t until = INT64_MAX, at;
 	size_t k;
 	unsigned i;
 
-	if (p == NULL || len > VAULT_PAGE_MAX || strlen(etag) >= sizeof(p->slots[0].etag))
+	if (p == NULL || len > VAULT_PAGE_MAX || strlen(etag) >= sizeof(p->slots[0].etag) ||
+	    (gen >> 63) != 0)
 		return;
+	/* Which rows a status filter (or the status sort) takes, and their count, change when
+	 * any certificate's status does; the rows shown, when theirs do. */
+	if (by_status)
+		until = status_change_at(v, p, gen, now);
+	for (k = 0; k < page->n; k++)
+		if ((at = row_changes_at(page->items[k], now, v->soon_seconds)) < until)
+			until = at;
 	kept = malloc(len > 0 ? len : 1);
 	kept_key = strdup(key);
 	if (page->n > 0)
@@ -132,7 +189,8 @@ void cv_vault_list_memo_put(struct cv_vault *v, const char *key, uint64_t gen, i
 	page_slot_clear(p, i);
 	p->slots[i].valid = 1;
 	p->slots[i].gen = gen;
-	p->slots[i].now = now;
+	p->slots[i].from = now;
+	p->slots[i].until = until;
 	p->slots[i].key = kept_key;
 	p->slots[i].text = kept;
 	p->slots[i].len = len;

@@ -39,7 +39,10 @@ struct vault_totals_cache {
 };
 
 /* The list's answers (cv_vault_list_memo_get): a few pages, each at most VAULT_PAGE_MAX
- * bytes, replaced in turn. */
+ * bytes, replaced in turn, each good from the second it was made in (from) until the first
+ * at which the clock alone could change it (until). status_change: the first moment after
+ * from at which any active certificate's status changes (cv_store_cert_status_change),
+ * while the certificate generation is gen. */
 #define VAULT_PAGES 16
 #define VAULT_PAGE_MAX (512 * 1024)
 struct vault_page_key {
@@ -53,7 +56,7 @@ struct vault_pages_cache {
 	struct {
 		int valid;
 		uint64_t gen;
-		int64_t now;
+		int64_t from, until;
 		char *key;
 		char *text;
 		size_t len;
@@ -61,6 +64,11 @@ struct vault_pages_cache {
 		struct vault_page_key *keys;
 		size_t n_keys;
 	} slots[VAULT_PAGES];
+	struct {
+		int valid;
+		uint64_t gen;
+		int64_t from, at;
+	} status_change;
 };
 
 /* The public keys of the certificates that sign for clients (sign.c), by the certificate's

@@ -326,6 +326,54 @@ class EditTest(ServiceHelpers, VaultTestCase):
         self.assertEqual(self.details("tg-a")["tags"]["team"], "payments")
 
 
+class ListFollowsTheClockTest(ServiceHelpers, VaultTestCase):
+    """A kept list answer lasts until the clock alone could change it, with nothing written:
+    a shown row's status or days left, and, with a status filter, which rows it takes. Each
+    page is read just before such a moment (so that it is kept) and again just after."""
+
+    def page(self, query):
+        st, _, body = self.vault.request("GET", "/v1/certificates?q=lc-&limit=100" + query)
+        self.assertEqual(st, 200, body)
+        return {i["name"]: i for i in body["items"]}, body["total"]
+
+    def wait_until(self, t):
+        while time.time() < t:
+            time.sleep(0.05)
+
+    def test_status_and_days_move_with_no_write(self):
+        # Both expire soon: one in seconds, one a day and seconds from now.
+        self.imported("lc-soon", not_after=4)
+        self.imported("lc-day", not_after=86400 + 6)
+        rows, _ = self.page("")
+        soon_end = iso_seconds(rows["lc-soon"]["valid_to"])
+        day_end = iso_seconds(rows["lc-day"]["valid_to"])
+        self.assertEqual(rows["lc-soon"]["status"], "expires_soon", rows)
+        self.assertEqual(rows["lc-day"]["expires_in_days"], 1, rows)
+        # Just before lc-soon expires: the pages are made and kept.
+        self.wait_until(soon_end - 0.3)
+        rows, _ = self.page("")
+        self.assertEqual(rows["lc-soon"]["status"], "expires_soon", rows)
+        filtered, total = self.page("&status=expires_soon")
+        self.assertEqual((sorted(filtered), total), (["lc-day", "lc-soon"], 2))
+        expired, total = self.page("&status=expired")
+        self.assertEqual((sorted(expired), total), ([], 0))
+        # notAfter itself is still valid (RFC 5280): expired from the second after it.
+        self.wait_until(soon_end + 1.05)
+        rows, _ = self.page("")
+        self.assertEqual(rows["lc-soon"]["status"], "expired", rows)
+        filtered, total = self.page("&status=expires_soon")
+        self.assertEqual((sorted(filtered), total), (["lc-day"], 1))
+        expired, total = self.page("&status=expired")
+        self.assertEqual((sorted(expired), total), (["lc-soon"], 1))
+        # lc-day's days left: 1 until not_after - t is a whole day, 0 a second later.
+        self.wait_until(day_end - 86400 - 0.3)
+        rows, _ = self.page("")
+        self.assertEqual(rows["lc-day"]["expires_in_days"], 1, rows)
+        self.wait_until(day_end - 86400 + 1.05)
+        rows, _ = self.page("")
+        self.assertEqual(rows["lc-day"]["expires_in_days"], 0, rows)
+
+
 class ListFollowsWritesTest(ServiceHelpers, VaultTestCase):
     """A list answer is kept for the second it was made in, under the certificate generation
     (the vault's memo of pages): every write that a list row or filter shows must move that
