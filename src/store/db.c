@@ -815,8 +815,8 @@ static const struct schema_step steps[] = {
 	 * a last-use update that changed nothing moves nothing. SQLite: one process, nothing
 	 * to tell, and its update hook sees api_tokens. Both: an index that finds the next
 	 * certificate to become valid (cv_store_cert_status_change) without reading them all. */
-	{ "CREATE INDEX certificates_state_not_before ON certificates(state, not_before);",
-	  "CREATE INDEX certificates_state_not_before ON certificates(state, not_before);"
+	{ "CREATE INDEX IF NOT EXISTS certificates_state_not_before ON certificates(state, not_before);",
+	  "CREATE INDEX IF NOT EXISTS certificates_state_not_before ON certificates(state, not_before);"
 	  "ALTER TABLE store_generations ADD COLUMN tokens BIGINT NOT NULL DEFAULT 1;"
 	  "CREATE FUNCTION cv_generation_tokens() RETURNS trigger LANGUAGE plpgsql AS"
 	  " 'BEGIN UPDATE store_generations SET tokens = tokens + 1; NOTIFY cv_generations;"
