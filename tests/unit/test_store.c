@@ -3021,8 +3021,28 @@ static void test_tokens_generation(void **state)
 	assert_true(cv_store_tokens_generation(store) > g);
 }
 
+/* Runs sql as another node would (another connection) and fails unless gen moves within
+ * half a second. */
+static void other_writer_moves(struct cv_store *store, uint64_t (*gen)(struct cv_store *),
+			       const char *sql)
+{
+	uint64_t was = settled(store, gen);
+	struct timespec t0, t1;
+	double waited;
+
+	raw_exec(path, sql);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (gen(store) == was) {
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (waited > 0.5)
+			fail_msg("not seen after %.1f s: %s", waited, sql);
+		usleep(1000);
+	}
+}
+
 /* What another node writes moves this one's generations: the one of certificates on any
- * row a list or details show, the JWKs' on a JWK; on PostgreSQL through the notification the
+ * row a list or details show, the JWKs' on a JWK, the tokens' on a token; on PostgreSQL through the notification the
  * commit sends, so at once (the listener's own round trip every second would be up to 1 s
  * late: half a second fails). Here "another node" is another connection writing straight to
  * the database. */
@@ -3030,9 +3050,7 @@ static void test_generations_follow_other_writers(void **state)
 {
 	static const char *const d[] = { "other.example.com", NULL };
 	struct cv_store *store = *state;
-	uint64_t certs, jwks;
-	struct timespec t0, t1;
-	double waited;
+	uint64_t jwks;
 	int64_t id;
 	char sql[160];
 
@@ -3040,59 +3058,21 @@ static void test_generations_follow_other_writers(void **state)
 	if (!pg_mode)
 		skip();
 	id = add(store, "elsewhere", NOW - DAY, NOW + 365 * DAY, d);
-	certs = settled(store, cv_store_certs_generation);
 	jwks = settled(store, cv_store_jwks_generation);
 	snprintf(sql, sizeof(sql), "UPDATE certificates SET description = 'moved' WHERE id = %lld",
 		 (long long)id);
-	raw_exec(path, sql);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (cv_store_certs_generation(store) == certs) {
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-		if (waited > 0.5)
-			fail_msg("another writer's change not seen after %.1f s", waited);
-		usleep(1000);
-	}
+	other_writer_moves(store, cv_store_certs_generation, sql);
 	assert_int_equal(cv_store_jwks_generation(store), jwks);
 	/* Tags are a table of their own: the trigger on it tells too. */
-	certs = settled(store, cv_store_certs_generation);
 	snprintf(sql, sizeof(sql), "INSERT INTO certificate_tags (cert_id, key, value)"
 		 " VALUES (%lld, 'team', 'x')", (long long)id);
-	raw_exec(path, sql);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (cv_store_certs_generation(store) == certs) {
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-		if (waited > 0.5)
-			fail_msg("another writer's tag not seen after %.1f s", waited);
-		usleep(1000);
-	}
-	{
-		uint64_t tokens = settled(store, cv_store_tokens_generation);
-
-		raw_exec(path, "INSERT INTO api_tokens (id, name, role, secret_hash, created_at,"
-			       " expires_at, revoked_at) VALUES ('00000000000000aa', 'elsewhere', 1,"
-			       " x'0000000000000000000000000000000000000000000000000000000000000000',"
-			       " 1, 0, 0)");
-		clock_gettime(CLOCK_MONOTONIC, &t0);
-		while (cv_store_tokens_generation(store) == tokens) {
-			clock_gettime(CLOCK_MONOTONIC, &t1);
-			waited = (double)(t1.tv_sec - t0.tv_sec) +
-				 (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-			if (waited > 0.5)
-				fail_msg("another writer's token not seen after %.1f s", waited);
-			usleep(1000);
-		}
-	}
-	raw_exec(path, "UPDATE jwks SET alg = alg");
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (cv_store_jwks_generation(store) == jwks) {
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-		if (waited > 0.5)
-			fail_msg("another writer's JWK change not seen after %.1f s", waited);
-		usleep(1000);
-	}
+	other_writer_moves(store, cv_store_certs_generation, sql);
+	other_writer_moves(store, cv_store_tokens_generation,
+			   "INSERT INTO api_tokens (id, name, role, secret_hash, created_at,"
+			   " expires_at, revoked_at) VALUES ('00000000000000aa', 'elsewhere', 1,"
+			   " x'0000000000000000000000000000000000000000000000000000000000000000',"
+			   " 1, 0, 0)");
+	other_writer_moves(store, cv_store_jwks_generation, "UPDATE jwks SET alg = alg");
 }
 
 /* A rename keeps the labels the keys were made with: the current key's, and a superseded
