@@ -163,6 +163,12 @@
     const list = state.me?.allowed;
     return Array.isArray(list) && list.some((r) => r.method === method && r.path === path);
   }
+  /* Whether a change's button is drawn: the route is among those GET /v1/me allows (the role
+   * and, for a scoped token, its scope's actions), or, from an older certvaultd that does not
+   * list them, the role may write. */
+  function may(method, path) {
+    return Array.isArray(state.me?.allowed) ? hasRoute(method, path) : can('write');
+  }
   function can(what) {
     const me = state.me || {};
     if (what === 'write') return me.can_write ?? (me.role === 'admin' || me.role === 'operator');
@@ -305,12 +311,17 @@
     input.focus();
   }
   /* The session names the role, which is enough to draw the screen at once; GET /v1/me,
-   * asked meanwhile, adds the routes this certvaultd serves (for what dialogs offer). */
+   * asked meanwhile, adds the routes this certvaultd serves (for what dialogs offer). A
+   * scoped token may do less than its role: its screen is drawn again with the buttons
+   * its scope allows. */
   async function loadMe(session) {
     state.me = { name: session.name, role: session.role, id: session.id };
     drawNav();
     api('GET', '/v1/me').then((me) => {
-      if (state.me && state.me.id === me.id) { Object.assign(state.me, me); drawNav(); }
+      if (!state.me || state.me.id !== me.id) return;
+      Object.assign(state.me, me);
+      drawNav();
+      if (me.scope) route();
     }).catch(() => { /* an older certvaultd without /v1/me: the role says enough */ });
   }
   function drawNav() {
@@ -458,7 +469,7 @@
     h('button', { type: 'submit', text: 'Filter' }));
     for (const sel of [status, inUse, sort]) sel.addEventListener('change', () => filters.requestSubmit());
     const head = h('div', { class: 'head-actions' },
-      can('write') ? button('Import certificate', () => importDialog(), 'primary') : null);
+      may('POST', '/v1/certificates') ? button('Import certificate', () => importDialog(), 'primary') : null);
     const body = h('div', {}, h('p', { class: 'loading', text: 'Loading…' }));
     // The first screen's list was asked for beside the session: drawn once when it is here,
     // which spares a layout and a paint of the empty screen before the rows.
@@ -486,7 +497,7 @@
     put(body, rows.length ? table(['Name', 'Domains', 'Used by', '~Custom domains', '~Updated',
       'Status', 'Expires in', '~Key', 'Actions'], rows, 'Certificates') :
       empty(filter.q || filter.status || filter.in_use || filter.tag ? 'No certificate matches these filters.' :
-        'No certificates yet.' + (can('write') ? ' Import the first one.' : '')), nav);
+        'No certificates yet.' + (may('POST', '/v1/certificates') ? ' Import the first one.' : '')), nav);
     if (list.items.length && typeof list.total === 'number') {
       const n = list.total;
       const filtered = filter.q || filter.status || filter.in_use || filter.tag;
@@ -499,19 +510,19 @@
     const pub = isPublic(c);
     const items = [link(certHref(c.name), 'Details')];
     const exp = (fmt, text) => h('a', { href: `/v1/certificates/${encodeURIComponent(c.name)}/export?format=${fmt}`, download: '', text });
-    if (can('write')) {
-      items.push(button('Edit', () => editDialog(c.name)));
-      // A public certificate is renewed in use or not (it can serve no service anyway).
+    if (may('PATCH', '/v1/certificates/{}')) items.push(button('Edit', () => editDialog(c.name)));
+    // A public certificate is renewed in use or not (it can serve no service anyway).
+    if (may('POST', '/v1/certificates/{}/renew')) {
       items.push(inUse || pub ? button('Import to renew', () => renewDialog(c.name, 'renew'))
         : h('span', { class: 'disabled', title: 'Renewal is for a certificate in use: replace it instead', text: 'Import to renew (not in use: use Replace)' }));
-      items.push(button('Replace', () => renewDialog(c.name, 'replace')));
     }
-    items.push(exp('pem', 'Export PEM'), exp('der', 'Export DER'), exp('chain', 'Export chain'),
-      exp('public-key', 'Export public key'), exp('jwk', 'Export JWK'));
-    if (can('write')) {
-      items.push(button('Create JWK', () => jwkDialog(c.name)));
-      items.push(button('Delete', () => deleteFlow(c.name), 'danger'));
+    if (may('POST', '/v1/certificates/{}/replace')) items.push(button('Replace', () => renewDialog(c.name, 'replace')));
+    if (may('GET', '/v1/certificates/{}/export')) {
+      items.push(exp('pem', 'Export PEM'), exp('der', 'Export DER'), exp('chain', 'Export chain'),
+        exp('public-key', 'Export public key'), exp('jwk', 'Export JWK'));
     }
+    if (may('POST', '/v1/jwks')) items.push(button('Create JWK', () => jwkDialog(c.name)));
+    if (may('DELETE', '/v1/certificates/{}')) items.push(button('Delete', () => deleteFlow(c.name), 'danger'));
     return h('ul', {}, items.map((x) => h('li', {}, x)));
   }
   /* A row's actions menu is built when it is first opened: fifty rows of ten items each
@@ -783,13 +794,16 @@
     const jwks = Array.isArray(d.jwks) ? d.jwks : null;
     const pub = isPublic(d);
     const head = h('div', { class: 'head-actions' },
-      can('write') ? [button('Edit', () => editDialog(name)),
-        used.length || pub ? button('Import to renew', () => renewDialog(name, 'renew'))
+      may('PATCH', '/v1/certificates/{}') ? button('Edit', () => editDialog(name)) : null,
+      !may('POST', '/v1/certificates/{}/renew') ? null
+        : used.length || pub ? button('Import to renew', () => renewDialog(name, 'renew'))
           : h('span', { class: 'disabled', text: 'Renew: only while in use' }),
-        button('Replace', () => renewDialog(name, 'replace')), button('Create JWK', () => jwkDialog(name)),
-        button('Delete', () => deleteFlow(name), 'danger')] : null,
-      h('a', { class: 'button', href: `/v1/certificates/${enc}/export?format=pem`, download: '', text: 'Export PEM' }),
-      h('a', { class: 'button', href: `/v1/certificates/${enc}/export?format=chain`, download: '', text: 'Export chain' }));
+      may('POST', '/v1/certificates/{}/replace') ? button('Replace', () => renewDialog(name, 'replace')) : null,
+      may('POST', '/v1/jwks') ? button('Create JWK', () => jwkDialog(name)) : null,
+      may('DELETE', '/v1/certificates/{}') ? button('Delete', () => deleteFlow(name), 'danger') : null,
+      may('GET', '/v1/certificates/{}/export') ? [
+        h('a', { class: 'button', href: `/v1/certificates/${enc}/export?format=pem`, download: '', text: 'Export PEM' }),
+        h('a', { class: 'button', href: `/v1/certificates/${enc}/export?format=chain`, download: '', text: 'Export chain' })] : null);
     page(name, h('p', { class: 'crumbs' }, link('#/certificates', '← Certificates')), head,
       h('dl', { class: 'kv details' },
         kv('Name', d.name), kv('Description', d.description || '—'), kv('Status', badge(d.status)),
@@ -971,11 +985,12 @@
       h('td', { class: 'domains', text: s.domains.join(', ') }),
       h('td', {}, s.certificate?.out_of_scope ? h('span', { class: 'muted', text: 'one outside your scope' })
         : s.certificate ? [link(certHref(s.certificate.name), s.certificate.name), ' ', badge(s.certificate.status)] : h('span', { class: 'muted', text: 'none' })),
-      h('td', { class: 'row-actions' }, can('write') ? [
-        button('Edit', () => serviceDialog(s), 'small'), button('Bind', () => bindDialog(s), 'small'),
-        s.certificate ? button('Unbind', () => unbind(s), 'small') : null,
-        button('Delete', () => deleteService(s), 'small danger')] : null)));
-    page('Services', h('div', { class: 'head-actions' }, can('write') ? button('New service', () => serviceDialog(null), 'primary') : null,
+      h('td', { class: 'row-actions' },
+        may('PUT', '/v1/services/{}') ? button('Edit', () => serviceDialog(s), 'small') : null,
+        may('PUT', '/v1/services/{}/certificate') ? button('Bind', () => bindDialog(s), 'small') : null,
+        s.certificate && may('DELETE', '/v1/services/{}/certificate') ? button('Unbind', () => unbind(s), 'small') : null,
+        may('DELETE', '/v1/services/{}') ? button('Delete', () => deleteService(s), 'small danger') : null)));
+    page('Services', h('div', { class: 'head-actions' }, may('PUT', '/v1/services/{}') ? button('New service', () => serviceDialog(null), 'primary') : null,
       link('#/environments', 'Environments')), filters,
     rows.length ? table(['Service', 'Environment', 'Domains', 'Certificate', ''], rows, 'Services')
       : empty(env ? `No service in ${env}.` : 'No services yet.'),
@@ -1015,7 +1030,7 @@
           : /domain/i.test(e.message) || e.code === 'domain_not_covered' ? 'domains' : e.code === 'invalid_name' ? 'name' : null;
         if (!f || !setFieldError(form, f, explain(e))) formError(form, explain(e));
       }
-    } }, field('Name', name), none, h('div', { class: 'with-button' }, field('Environment', env), can('write') ? newEnv : null),
+    } }, field('Name', name), none, h('div', { class: 'with-button' }, field('Environment', env), may('PUT', '/v1/environments/{}') ? newEnv : null),
     field('Description', desc),
     field('Domains', doms, 'One per line. The certificate it uses must cover every one.'),
     actions(h('button', { type: 'submit', class: 'primary', text: 'Save' }), button('Cancel', () => dlg.close())));
@@ -1094,13 +1109,14 @@
       h('td', { class: 'num' }, e.services ? link('#/services?environment=' + encodeURIComponent(e.name), String(e.services)) : '0'),
       h('td', { class: 'num', text: String(e.certificates ?? 0) }),
       h('td', { class: 'opt' }, when(e.updated_at)),
-      h('td', { class: 'row-actions' }, can('write') ? [button('Edit', () => environmentDialog(e, () => route()), 'small'),
-        button('Delete', () => deleteEnvironment(e), 'small danger')] : null)));
+      h('td', { class: 'row-actions' },
+        may('PUT', '/v1/environments/{}') ? button('Edit', () => environmentDialog(e, () => route()), 'small') : null,
+        may('DELETE', '/v1/environments/{}') ? button('Delete', () => deleteEnvironment(e), 'small danger') : null)));
     page('Environments', h('div', { class: 'head-actions' },
-      can('write') ? button('New environment', () => environmentDialog(null, () => route()), 'primary') : null),
+      may('PUT', '/v1/environments/{}') ? button('New environment', () => environmentDialog(null, () => route()), 'primary') : null),
     h('p', { class: 'hint lead', text: 'Every service runs in one environment; a certificate may be limited to some. An environment in use cannot be deleted.' }),
     rows.length ? table(['Name', 'Display name', 'Description', 'Services', 'Certificates limited to it', '~Updated', ''], rows, 'Environments')
-      : empty('No environments yet.' + (can('write') ? ' Create one: services need it.' : '')),
+      : empty('No environments yet.' + (may('PUT', '/v1/environments/{}') ? ' Create one: services need it.' : '')),
     h('nav', { class: 'pager', 'aria-label': 'Pages' }, cursor ? link('#/environments', '← First page') : null,
       list.next_cursor ? link('#/environments' + query({ cursor: list.next_cursor }), 'Next page →') : null));
   }
@@ -1182,12 +1198,12 @@
           j.superseded_by ? h('span', { class: 'hint block', text: 'by ' + j.superseded_by.slice(0, 12) + '…', title: j.superseded_by }) : null),
         h('td', { class: 'published' }, published),
         h('td', { class: 'row-actions' }, button('View', () => jwkView(j.kid), 'small'),
-          can('write') ? button('Delete', () => deleteJwk(j), 'small danger') : null));
+          may('DELETE', '/v1/jwks/{}') ? button('Delete', () => deleteJwk(j), 'small danger') : null));
     });
     const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' },
       cursor ? link('#/jwks' + query({ certificate: cert }), '← First page') : null,
       list.next_cursor ? link('#/jwks' + query({ certificate: cert, cursor: list.next_cursor }), 'Next page →') : null);
-    page('JWKs', h('div', { class: 'head-actions' }, can('write') ? button('Create JWK', () => jwkDialog(cert), 'primary') : null,
+    page('JWKs', h('div', { class: 'head-actions' }, may('POST', '/v1/jwks') ? button('Create JWK', () => jwkDialog(cert), 'primary') : null,
       h('a', { class: 'button', href: '/.well-known/jwks.json', target: '_blank', rel: 'noopener', text: 'Public JWKS document' })),
     h('p', { class: 'hint lead', text: 'Active JWKs are in the public JWKS document. A renewal with a new key supersedes the old JWK: it stays published until its retention ends, so tokens it signed keep verifying. A disconnected JWK stays published, linked to no certificate.' }),
     filters,
@@ -1257,12 +1273,13 @@
     const rows = list.items.map((t) => h('tr', {},
       h('td', {}, button(t.alias, () => trustDetails(t.alias), 'link')), h('td', { text: t.subject || '—' }), h('td', { text: t.issuer || '—' }),
       h('td', {}, when(t.valid_to)), h('td', {}, badge(t.status)),
-      h('td', {}, can('write') ? button('Delete', () => deleteTrust(t.alias), 'small danger') : null)));
+      h('td', {}, may('DELETE', '/v1/truststore/{}') ? button('Delete', () => deleteTrust(t.alias), 'small danger') : null)));
     const crlRows = crls.items.map((c) => h('tr', {}, h('td', { text: c.alias }), h('td', { text: c.issuer }),
       h('td', {}, when(c.this_update)), h('td', {}, when(c.next_update)), h('td', { text: String(c.revoked_count) }),
-      h('td', { text: c.status }), h('td', {}, can('write') ? button('Delete', () => deleteCrl(c.alias), 'small danger') : null)));
+      h('td', { text: c.status }), h('td', {}, may('DELETE', '/v1/truststore/crls/{}') ? button('Delete', () => deleteCrl(c.alias), 'small danger') : null)));
     page('Truststore', h('div', { class: 'head-actions' },
-      can('write') ? [button('Add CA certificates', () => trustDialog(), 'primary'), button('Add a CRL', () => crlDialog())] : null,
+      may('POST', '/v1/truststore') ? button('Add CA certificates', () => trustDialog(), 'primary') : null,
+      may('POST', '/v1/truststore/crls') ? button('Add a CRL', () => crlDialog()) : null,
       h('a', { class: 'button', href: '/v1/truststore/export?format=pem', download: 'truststore.pem', text: 'Export PEM' }),
       button('Export PKCS#12', () => p12Dialog())), filters,
     rows.length ? table(['Alias', 'Subject', 'Issuer', 'Valid to', 'Status', ''], rows, 'Truststore') : empty(search ? 'No trusted CA matches.' : 'No trusted CA yet.'),

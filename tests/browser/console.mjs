@@ -776,12 +776,23 @@ try {
       await p.getByText('a service outside your scope').waitFor();
       let text = await p.locator('main').textContent();
       assert(!/storefront|undefined/.test(text), 'details name no service outside the scope: ' + text);
+      // A read-only scope: no change is offered (the API would refuse each with 403).
+      await p.locator('#who', { hasText: 'read-only' }).waitFor();
+      for (const name of ['Edit', 'Replace', 'Create JWK', 'Delete', 'Import to renew']) {
+        eq(await p.locator('main').getByRole('button', { name, exact: true }).count(), 0,
+          `no ${name} button for a read-only scope`);
+      }
+      // ... nor an export, which its scope does not hold either.
+      eq(await p.locator('main').getByRole('link', { name: /^Export/ }).count(), 0,
+        'no export link for a scope without "export"');
       await shot(p, 'scoped-details-out-of-scope');
       await go(p, '#/certificates');
       const row = p.locator('main tr', { hasText: 'shop' }).first();
       await row.getByText('one outside your scope').waitFor();
       text = await p.locator('main').textContent();
       assert(!/storefront|undefined/.test(text), 'the list names no service outside the scope');
+      eq(await p.getByRole('button', { name: 'Import certificate' }).count(), 0,
+        'no Import button for a read-only scope');
       await shot(p, 'scoped-list-out-of-scope');
     });
     await c.close();
