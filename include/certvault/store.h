@@ -105,6 +105,9 @@ struct cv_store_sync_stats {
 	uint64_t commits;
 	uint64_t wal_syncs;
 	uint64_t checkpoints;
+	/* PostgreSQL: 1 while the listener for other nodes' changes is listening (caches need no
+	 * round trip), 0 while every request reads the generations; -1 on SQLite. */
+	int listening;
 };
 void cv_store_sync_stats(struct cv_store *store, struct cv_store_sync_stats *ret);
 

@@ -231,6 +231,14 @@ static int head_render(struct cv_app *app, const struct cv_cert_counts *counts,
 			      "certvault_db_checkpoints_total %llu\n",
 			 (unsigned long long)ss.commits, (unsigned long long)ss.wal_syncs,
 			 (unsigned long long)ss.checkpoints);
+	/* Several nodes: whether other nodes' changes arrive by notification right now. */
+	if (ss.listening >= 0)
+		r |= text_printf(out, "# HELP certvault_db_listening 1 while PostgreSQL's "
+				      "notifications of other nodes' changes reach this node (its "
+				      "caches need no round trip), 0 while every request reads the "
+				      "generations from the database.\n"
+				      "# TYPE certvault_db_listening gauge\n"
+				      "certvault_db_listening %d\n", ss.listening);
 	{
 		/* Signatures made for clients (issue 18 part 4): only the pairs seen so far. */
 		struct sign_render sr = { out, 0 };

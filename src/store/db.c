@@ -1587,6 +1587,7 @@ void cv_store_sync_stats(struct cv_store *store, struct cv_store_sync_stats *ret
 	pthread_mutex_unlock(&store->sync_lock);
 	ret->wal_syncs = atomic_load(&store->wal_syncs);
 	ret->checkpoints = atomic_load(&store->checkpoints);
+	ret->listening = store->kind != CVDB_PG ? -1 : store_watch_listening(store);
 }
 
 static int open_conn(const char *path, struct store_conn *conn, struct cv_errmsg *err)

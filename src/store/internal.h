@@ -114,6 +114,9 @@ atomic_uint_fast64_t *store_generation(struct cv_store *store, unsigned which);
 int store_watch_start(struct cv_store *store, const char *conninfo, struct cv_errmsg *err);
 void store_watch_stop(struct cv_store *store);
 int store_watch_current(struct cv_store *store);
+/* Whether the listener is listening and made a round trip less than 2 s ago (what the
+ * metrics show; store_watch_current adds what a moment's reader must also check). */
+int store_watch_listening(struct cv_store *store);
 void store_watch_note(struct cv_store *store, const uint64_t numbers[STORE_GENERATIONS]);
 
 /* The connection this thread borrowed (NULL: none): a caller never holds two at once, so

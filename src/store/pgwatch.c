@@ -87,6 +87,13 @@ void store_watch_note(struct cv_store *store, const uint64_t numbers[STORE_GENER
 			atomic_fetch_add(store_generation(store, i), 1);
 }
 
+int store_watch_listening(struct cv_store *store)
+{
+	struct store_watch *w = store->watch;
+
+	return w != NULL && atomic_load(&w->fd) >= 0 && mono_ms() < atomic_load(&w->fresh_until);
+}
+
 int store_watch_current(struct cv_store *store)
 {
 	struct store_watch *w = store->watch;

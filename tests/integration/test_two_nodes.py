@@ -277,6 +277,11 @@ class TwoNodesTest(unittest.TestCase):
             self.assertEqual(st, 200, body)
             self.assertEqual(body["node"], node.name, body)
             self.assertEqual(body["store"], "postgresql", body)
+            # Each node listens for the other's changes (its caches need no round trip).
+            st, _, metrics = node.request("GET", "/metrics")
+            self.assertEqual(st, 200)
+            text = metrics.decode() if isinstance(metrics, bytes) else metrics
+            self.assertIn('certvault_db_listening{node="%s"} 1' % node.name, text)
 
     def test_2_import_on_a_read_everything_on_b(self):
         st, hdrs, jwks_before = self.b.request("GET", "/.well-known/jwks.json", token=None)
