@@ -45,13 +45,13 @@ static int body_hash(const void *body, size_t len, char tag[33])
 	return 0;
 }
 
-int http_body_etag(const void *body, size_t len, char etag[64])
+int http_body_etag(const void *body, size_t len, char etag[HTTP_ETAG_SIZE])
 {
 	char tag[33];
 
 	if (body_hash(body, len, tag) < 0)
 		return -1;
-	snprintf(etag, 64, "\"%s\"", tag);
+	snprintf(etag, HTTP_ETAG_SIZE, "\"%s\"", tag);
 	return 0;
 }
 

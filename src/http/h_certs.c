@@ -1036,7 +1036,7 @@ static int list_make(struct cv_app *app, const struct cv_request *req, struct cv
 		     uint64_t gen)
 {
 	unsigned char *missing = NULL;
-	char etag[64], *dumped = NULL, *text = NULL;
+	char etag[HTTP_ETAG_SIZE], *dumped = NULL, *text = NULL;
 	json_t *items = json_array(), *body = NULL;
 	size_t i, len = 0;
 	int r = CV_ERR_NOMEM;
@@ -1094,7 +1094,7 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 	struct cv_cert_page *page = NULL;
 	char domain[CV_DNS_NAME_MAX + 1], wildcard[CV_DNS_NAME_MAX + 3];
 	char after[CV_NAME_MAX + 1];
-	char memo_key[CV_LIST_MEMO_KEY_MAX], *memo = memo_key, etag[64], *text = NULL;
+	char memo_key[CV_LIST_MEMO_KEY_MAX], *memo = memo_key, etag[HTTP_ETAG_SIZE], *text = NULL;
 	const char *s;
 	int64_t limit = 50, total;
 	char letter = 'n';

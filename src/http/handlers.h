@@ -229,7 +229,8 @@ const char *req_query(const struct cv_request *req, const char *key);
 int http_none_match_hits(const char *header, const char *etag);
 /* The ETag a GET's 200 with this body and no tag of the handler's gets (quoted), for a
  * handler that keeps its answer with its tag. 0, or -1 when none can be made. */
-int http_body_etag(const void *body, size_t len, char etag[64]);
+#define HTTP_ETAG_SIZE sizeof(((struct cv_response *)0)->etag)
+int http_body_etag(const void *body, size_t len, char etag[HTTP_ETAG_SIZE]);
 /* For a GET answered 200 without etag_final: sets res->etag from the body's bytes (after
  * the handler's tag, when it set one) and, when If-None-Match names it, res->status 304
  * and returns 1 (send no body). Else 0. */
