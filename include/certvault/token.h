@@ -51,7 +51,9 @@ struct cv_token_config {
 };
 
 /* Opens the module, finds the token by label, logs in as the user and lists the private
- * key objects once. Returns 0 and a new token in *ret_token, or CV_ERR_CONFIG (no module, no
+ * objects once (private keys and certvault's secret keys: everything a request uses), then
+ * lists the public key objects on a thread of its own (cv_token_marked_foreach waits for
+ * it; destroying a key does not need it, the destroy searches by id). Returns 0 and a new token in *ret_token, or CV_ERR_CONFIG (no module, no
  * such token), CV_ERR_TOKEN (login refused: err says "wrong PIN" and the CKR_ name),
  * CV_ERR_TOKEN_UNAVAILABLE; err holds one clear line. */
 int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token,
@@ -309,10 +311,16 @@ int cv_token_key_foreach(struct cv_token *token,
 /* Calls fn for each id in the map that carries certvault's marker (cv_token_key_id_marked)
  * with has_private saying whether a private key object carries it (else only a public one
  * does). Only private and public key objects are ever listed: secret keys and data objects
- * never reach fn. Stops and returns fn's value if it is non-zero. */
+ * never reach fn. Waits for the listing of public key objects that follows cv_token_open
+ * (a second or so at 10,000 keys); CV_ERR_TOKEN_UNAVAILABLE when that listing failed or was
+ * stopped. Stops and returns fn's value if it is non-zero. */
 int cv_token_marked_foreach(struct cv_token *token,
 			    int (*fn)(const uint8_t *id, size_t id_len, int has_private,
 				      void *arg),
 			    void *arg);
+
+/* Stops the token's own work in the background (the listing of public key objects after
+ * cv_token_open), for a prompt shutdown: whatever waits for it is answered at once. */
+void cv_token_background_stop(struct cv_token *token);
 
 #endif

@@ -9,6 +9,7 @@
 #define CERTVAULT_VAULT_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -61,7 +62,10 @@ struct cv_vault {
 	 * shared; health reports it): keys rows need that the token lacks, and key objects with
 	 * certvault's marker that no row names. */
 	unsigned keys_missing_at_start;
-	unsigned orphan_keys_at_start;
+	/* Set by the orphan key check, which runs on a thread of its own once the token's
+	 * public key objects are listed; orphans_checked: 1 once it ran. */
+	atomic_uint orphan_keys_at_start;
+	atomic_int orphans_checked;
 };
 
 /* Gives v its caches of public material: the details of certificates by their DER, and the

@@ -5,6 +5,7 @@
 #include <libgen.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,9 +155,12 @@ static int orphans_report(struct cv_app *app, struct cv_errmsg *err)
 	int r;
 
 	r = cv_vault_orphans(&app->vault, app->cfg->token_destroy_orphan_keys, &rep, err);
-	if (r < 0 || rep.found == 0)
+	if (r < 0)
 		return r;
-	app->vault.orphan_keys_at_start = rep.found - rep.destroyed;
+	atomic_store(&app->vault.orphan_keys_at_start, rep.found - rep.destroyed);
+	atomic_store(&app->vault.orphans_checked, 1);
+	if (rep.found == 0)
+		return 0;
 	for (i = 0; i < rep.listed; i++)
 		fprintf(stderr, "certvaultd: orphan key: %s key object with certvault's id %s and"
 			" no row naming it: %s\n",
@@ -169,6 +173,21 @@ static int orphans_report(struct cv_app *app, struct cv_errmsg *err)
 		" %u could not be destroyed%s%s\n", rep.found, rep.listed, rep.destroyed,
 		rep.failed, rep.failed > 0 ? ": " : "", rep.first_error);
 	return 0;
+}
+
+/* The orphan key check needs the token's public key objects, which the token lists after
+ * it opened, on a thread of its own (a second or so at 10,000 keys): the check waits for them
+ * on a thread too, and requests are served meanwhile (health says when it is done). */
+static atomic_int stopping;
+
+static void *orphans_thread(void *arg)
+{
+	struct cv_app *app = arg;
+	struct cv_errmsg err = { "" };
+
+	if (orphans_report(app, &err) < 0 && !atomic_load(&stopping))
+		fprintf(stderr, "certvaultd: the orphan key check did not run: %s\n", err.text);
+	return NULL;
 }
 
 /* The audit chain's settings from the configuration. */
@@ -598,6 +617,8 @@ int main(int argc, char **argv)
 	sigset_t signals;
 	struct cv_audit_settings audit_cfg;
 	struct cv_audit_key_report keyrep;
+	pthread_t orphans;
+	int orphans_started = 0;
 	struct cv_notify_settings notify_cfg;
 	struct cv_notifier *notifier = NULL;
 	const char *archive = NULL, *check_archive = NULL, *backup = NULL, *check_backup = NULL;
@@ -835,9 +856,11 @@ int main(int argc, char **argv)
 			"destroyed\n",
 			report.imports_undone, report.deletes_finished, report.versions_undone,
 			report.keys_destroyed);
-	r = orphans_report(&app, &err);
-	if (r < 0)
+	if (pthread_create(&orphans, NULL, orphans_thread, &app) != 0) {
+		r = cv_errmsg_set(&err, CV_ERR_INTERNAL, "cannot start the orphan key check");
 		goto out;
+	}
+	orphans_started = 1;
 	r = keys_check(&app, &err);
 	if (r < 0)
 		goto out;
@@ -903,6 +926,12 @@ out:
 	if (r < 0)
 		fprintf(stderr, "certvaultd: %s\n", err.text[0] ? err.text : cv_strerror(r));
 	OPENSSL_clear_free(pin, pin_len + 1);
+	if (orphans_started) {
+		/* The listing it waits for stops first; a check cut short says nothing. */
+		atomic_store(&stopping, 1);
+		cv_token_background_stop(app.token);
+		pthread_join(orphans, NULL);
+	}
 	cv_vault_purger_stop(&app.vault);
 	cv_server_stop(server);
 	cv_notifier_stop(notifier);

@@ -20,7 +20,7 @@ int h_health(struct cv_app *app, const struct cv_request *req, struct cv_respons
 	 * reads keep working meanwhile, writes that need the token answer 503. */
 	return res_json(res, ok ? 200 : 503,
 			json_pack("{s:s, s:s, s:s, s:{s:b}, s:{s:s, s:b, s:b, s:s, s:s, s:s, s:s, s:I,"
-				  " s:s*}, s:{s:I, s:I}}",
+				  " s:s*}, s:{s:I, s:I, s:b}}",
 				  "status", ok ? "ok" : "degraded", "node", app->cfg->node_name,
 				  "store", app->store != NULL ? cv_store_kind(app->store) : "sqlite",
 				  "database", "ok",
@@ -32,7 +32,8 @@ int h_health(struct cv_app *app, const struct cv_request *req, struct cv_respons
 				  (json_int_t)h.token.keys, "error",
 				  h.token.reachable ? NULL : h.token.error, "keys", "missing",
 				  (json_int_t)app->vault.keys_missing_at_start, "orphaned",
-				  (json_int_t)app->vault.orphan_keys_at_start));
+				  (json_int_t)atomic_load(&app->vault.orphan_keys_at_start),
+				  "orphans_checked", atomic_load(&app->vault.orphans_checked)));
 }
 
 struct missing_list {
@@ -78,5 +79,5 @@ int h_health_keys(struct cv_app *app, const struct cv_request *req, struct cv_re
 					    (json_int_t)kc.missing, "missing_current",
 					    (json_int_t)kc.missing_current, "items", l.items,
 					    "orphaned_at_start",
-					    (json_int_t)app->vault.orphan_keys_at_start));
+					    (json_int_t)atomic_load(&app->vault.orphan_keys_at_start)));
 }

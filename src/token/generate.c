@@ -481,6 +481,14 @@ int cv_token_wrapping_key(struct cv_token *token, EVP_PKEY **ret_public, struct 
 		if (r < 0 && r != CV_ERR_NAME_TAKEN)
 			return r;
 	}
+	/* Its public half is in the map once the listing of public key objects at open is
+	 * over; if that listing failed, one search by id finds it. */
+	if (!token_public_wait(token)) {
+		r = token_key_lookup(token, wrapping_id, WRAPPING_ID_LEN, err);
+		if (r < 0)
+			return cv_errmsg_set(err, r, "the wrapping key cannot be looked for in the "
+					     "token");
+	}
 	r = token_run(token, read_wrapping_public, &op, err);
 	if (r == 0)
 		r = public_key_build(&op, ret_public);

@@ -73,6 +73,15 @@ struct keymap {
 	struct listed_secret *secrets;
 	size_t n_secrets;
 	unsigned long secrets_epoch;
+	/* The listing at open reads the token's private objects only (private and secret keys:
+	 * what requests use) and leaves the public key objects to a second listing on a thread
+	 * of its own (token_keys_list), which puts their handles in while requests are served.
+	 * public_epoch: the listing whose public key objects are all in the map (== epoch: every
+	 * handle is there); public_listing: that thread is at it; public_done is signalled when
+	 * it ends. Any later listing (a new login) reads both at once. */
+	unsigned long public_epoch;
+	int public_listing;
+	pthread_cond_t public_done;
 };
 
 struct pool {
@@ -127,6 +136,10 @@ struct cv_token {
 	char serial[17];
 	struct pool pool;
 	struct keymap map;
+	/* The listing of public key objects at open (struct keymap); closing stops it. */
+	pthread_t public_thread;
+	int public_thread_started;
+	atomic_int closing;
 	/* Makes the token's storage durable (durable.c); NULL: nothing to do, the module's
 	 * answer is durable. sync_describe says which, for the start-up line. */
 	struct durable *durable;
@@ -266,12 +279,21 @@ void token_durable_release(struct cv_token *token);
 int token_durable_sync(struct cv_token *token, struct cv_errmsg *err);
 
 /* keys.c */
-/* Lists the token's key objects on session (one C_FindObjects loop) and makes the map match:
- * new handles for every id, entries of vanished objects dropped, pending ones kept. Returns
- * the CK_RV of the failing call, named in *ret_call. */
+/* Lists the token's key objects on session and makes the map match: new handles for every
+ * id, entries of vanished objects dropped, pending ones kept. The first listing of all (the
+ * login at open) reads the private objects only and leaves the public key objects to
+ * token_keys_list's thread; every later one reads both. Returns the CK_RV of the failing
+ * call, named in *ret_call. */
 CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 			const char **ret_call);
-/* The listing at open, unless logging in already did it. */
+/* The listing at open, unless logging in already did it; then starts the listing of the
+ * public key objects on a thread of its own. */
 int token_keys_list(struct cv_token *token, struct cv_errmsg *err);
+/* Waits for the listing of public key objects at open, if it still runs. Returns 1 when the
+ * map holds every public key object's handle, 0 when it does not (that listing failed and no
+ * listing since read them). */
+int token_public_wait(struct cv_token *token);
+/* Stops and joins that listing's thread (cv_token_free). */
+void token_public_stop(struct cv_token *token);
 
 #endif

@@ -47,6 +47,14 @@ int token_keymap_init(struct keymap *map)
 		r = CV_ERR_INTERNAL;
 		goto out;
 	}
+	if (pthread_cond_init(&map->public_done, NULL) != 0) {
+		pthread_mutex_destroy(&map->writes);
+		pthread_mutex_destroy(&map->lock);
+		free(map->slots);
+		map->slots = NULL;
+		r = CV_ERR_INTERNAL;
+		goto out;
+	}
 	map->capacity = KEYMAP_MIN_CAPACITY;
 	map->used = 0;
 	r = 0;
@@ -56,6 +64,7 @@ out:
 
 void token_keymap_release(struct keymap *map)
 {
+	pthread_cond_destroy(&map->public_done);
 	pthread_mutex_destroy(&map->writes);
 	pthread_mutex_destroy(&map->lock);
 	free(map->slots);

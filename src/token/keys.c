@@ -795,6 +795,10 @@ int cv_token_key_destroy(struct cv_token *token, const uint8_t *id, size_t id_le
 	enum map_says says;
 	int r;
 
+	/* Not while the listing of public key objects at open runs (a second or so at 10,000
+	 * keys): a public handle it found just before this destroy must not come back as an
+	 * entry after it. Whether it completed does not matter here: the destroy searches. */
+	(void)token_public_wait(token);
 	/* A key another node made is destroyed here too: a miss asks the token, whatever an
 	 * earlier search found (a destroy must not leave a key behind on a belief). */
 	says = map_private(token, id, id_len, CV_TOKEN_NAMED_UNKNOWN);
@@ -974,17 +978,22 @@ struct listed {
 	uint8_t id[TOKEN_ID_MAX];
 };
 
-static CK_RV find_all(struct cv_token *token, CK_SESSION_HANDLE session,
+/* The token's objects whose CKA_PRIVATE is is_private: private and secret keys (CK_TRUE),
+ * public keys (CK_FALSE); certificates and data objects of other tools may be in either. */
+static CK_RV find_all(struct cv_token *token, CK_SESSION_HANDLE session, CK_BBOOL is_private,
 		      CK_OBJECT_HANDLE **ret_handles, CK_ULONG *ret_n, const char **ret_call)
 {
 	CK_BBOOL yes = CK_TRUE;
-	CK_ATTRIBUTE tmpl[] = { { CKA_TOKEN, &yes, sizeof(yes) } };
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &is_private, sizeof(is_private) },
+	};
 	CK_OBJECT_HANDLE *handles = NULL, *grown;
 	CK_ULONG n = 0, capacity = 0, got;
 	CK_RV rv, rv_final;
 
 	*ret_call = "C_FindObjectsInit";
-	rv = token->f->C_FindObjectsInit(session, tmpl, 1);
+	rv = token->f->C_FindObjectsInit(session, tmpl, 2);
 	if (rv != CKR_OK)
 		goto out;
 	*ret_call = "C_FindObjects";
@@ -1077,7 +1086,10 @@ static CK_RV secret_seen(struct cv_token *token, CK_SESSION_HANDLE session, CK_O
 }
 
 /* Class and id of every key object among handles, asked after the search is over: some
- * modules refuse other calls on a session in the middle of one. Secret keys go to seen. */
+ * modules refuse other calls on a session in the middle of one. Secret keys go to seen, or
+ * are skipped when seen is NULL (the public objects: a secret key anyone may use without
+ * logging in is no key of certvault's). Stops with CKR_FUNCTION_CANCELED when the token is
+ * being closed. */
 static CK_RV read_listed(struct cv_token *token, CK_SESSION_HANDLE session,
 			 const CK_OBJECT_HANDLE *handles, CK_ULONG n, struct listed *ret_listed,
 			 size_t *ret_n, struct secrets_seen *seen, const char **ret_call)
@@ -1088,6 +1100,8 @@ static CK_RV read_listed(struct cv_token *token, CK_SESSION_HANDLE session,
 
 	*ret_call = "C_GetAttributeValue";
 	for (i = 0; i < n; i++) {
+		if (atomic_load_explicit(&token->closing, memory_order_relaxed))
+			return CKR_FUNCTION_CANCELED;
 		struct listed *l = &ret_listed[kept];
 		CK_ATTRIBUTE tmpl[] = {
 			{ CKA_CLASS, &l->cls, sizeof(l->cls) },
@@ -1100,6 +1114,8 @@ static CK_RV read_listed(struct cv_token *token, CK_SESSION_HANDLE session,
 		     rv == CKR_BUFFER_TOO_SMALL) && tmpl[0].ulValueLen == sizeof(l->cls) &&
 		    l->cls == CKO_SECRET_KEY) {
 			token_count(token, CV_TOKEN_OP_GET_ATTRIBUTES, 0);
+			if (seen == NULL)
+				continue;
 			if (rv == CKR_BUFFER_TOO_SMALL) {
 				seen->complete = 0;
 				continue;
@@ -1162,39 +1178,74 @@ static CK_RV map_replace_locked(struct keymap *map, const struct listed *listed,
 	return CKR_OK;
 }
 
+/* One listing of the objects whose CKA_PRIVATE is is_private: their classes and ids,
+ * appended to *listed (grown to fit; *n entries). */
+static CK_RV list_some(struct cv_token *token, CK_SESSION_HANDLE session, CK_BBOOL is_private,
+		       struct listed **listed, size_t *n, struct secrets_seen *seen,
+		       const char **ret_call)
+{
+	CK_OBJECT_HANDLE *handles = NULL;
+	struct listed *grown;
+	CK_ULONG n_handles = 0;
+	size_t kept = 0;
+	CK_RV rv;
+
+	rv = find_all(token, session, is_private, &handles, &n_handles, ret_call);
+	if (rv != CKR_OK)
+		goto out;
+	grown = realloc(*listed, (*n + n_handles + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		rv = CKR_HOST_MEMORY;
+		goto out;
+	}
+	*listed = grown;
+	rv = read_listed(token, session, handles, n_handles, *listed + *n, &kept, seen, ret_call);
+	if (rv == CKR_OK)
+		*n += kept;
+out:
+	free(handles);
+	return rv;
+}
+
+/* SoftHSM, its directory gone, still lists: nothing. Believed, that would empty the map of
+ * keys that are only out of reach. */
+static CK_RV token_still_there(struct cv_token *token, const char **ret_call)
+{
+	CK_TOKEN_INFO info;
+	CK_RV rv;
+
+	*ret_call = "C_GetTokenInfo";
+	rv = token->f->C_GetTokenInfo(token->slot, &info);
+	token_count(token, CV_TOKEN_OP_TOKEN_INFO, rv != CKR_OK);
+	return rv == CKR_OK ? CKR_OK : CKR_TOKEN_NOT_PRESENT;
+}
+
 CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 			const char **ret_call)
 {
 	struct secrets_seen seen = { NULL, 0, 0, 1 };
-	CK_OBJECT_HANDLE *handles = NULL;
 	struct listed *listed = NULL;
-	CK_TOKEN_INFO info;
-	CK_ULONG n_handles = 0;
 	int64_t started;
 	size_t n = 0;
+	int first;
 	CK_RV rv;
 
+	pthread_mutex_lock(&token->map.lock);
+	first = token->map.epoch == 0;
+	pthread_mutex_unlock(&token->map.lock);
 	started = (int64_t)time(NULL);
-	rv = find_all(token, session, &handles, &n_handles, ret_call);
+	/* Every private key certvault makes is a private object (CKA_PRIVATE true), as is the
+	 * audit chain's secret key: this listing alone makes the map right for every key a
+	 * row names. */
+	rv = list_some(token, session, CK_TRUE, &listed, &n, &seen, ret_call);
+	/* The public key objects are needed only to destroy keys (which also searches by id)
+	 * and for the orphan check: at open they are listed after, on a thread of their own. */
+	if (rv == CKR_OK && !first)
+		rv = list_some(token, session, CK_FALSE, &listed, &n, NULL, ret_call);
+	if (rv == CKR_OK)
+		rv = token_still_there(token, ret_call);
 	if (rv != CKR_OK)
 		goto out;
-	listed = calloc(n_handles > 0 ? n_handles : 1, sizeof(*listed));
-	if (listed == NULL) {
-		rv = CKR_HOST_MEMORY;
-		goto out;
-	}
-	rv = read_listed(token, session, handles, n_handles, listed, &n, &seen, ret_call);
-	if (rv != CKR_OK)
-		goto out;
-	/* SoftHSM, its directory gone, still lists: nothing. Believed, that would empty the map
-	 * of keys that are only out of reach. */
-	*ret_call = "C_GetTokenInfo";
-	rv = token->f->C_GetTokenInfo(token->slot, &info);
-	token_count(token, CV_TOKEN_OP_TOKEN_INFO, rv != CKR_OK);
-	if (rv != CKR_OK) {
-		rv = CKR_TOKEN_NOT_PRESENT;
-		goto out;
-	}
 	pthread_mutex_lock(&token->map.lock);
 	rv = map_replace_locked(&token->map, listed, n);
 	if (rv == CKR_OK) {
@@ -1204,11 +1255,17 @@ CK_RV token_keys_relist(struct cv_token *token, CK_SESSION_HANDLE session,
 		token->map.n_secrets = seen.n;
 		token->map.secrets_epoch = seen.complete ? token->map.epoch : 0;
 		seen.v = NULL;
+		if (first) {
+			token->map.public_listing = 1;
+		} else {
+			/* Whatever the listing at open was doing, this one saw it all. */
+			token->map.public_epoch = token->map.epoch;
+			pthread_cond_broadcast(&token->map.public_done);
+		}
 	}
 	pthread_mutex_unlock(&token->map.lock);
 out:
 	free(seen.v);
-	free(handles);
 	free(listed);
 	return rv;
 }
@@ -1220,15 +1277,130 @@ static CK_RV list_keys(struct cv_token *token, CK_SESSION_HANDLE session, void *
 	return token_keys_relist(token, session, ret_call);
 }
 
-int token_keys_list(struct cv_token *token, struct cv_errmsg *err)
+/* The public key objects, put into the map made by the listing of epoch *arg: unless a
+ * later listing replaced it (its word stands), or a create or destroy of this process holds
+ * the id. */
+static CK_RV list_public(struct cv_token *token, CK_SESSION_HANDLE session, void *arg,
+			 const char **ret_call)
 {
+	const unsigned long *epoch = arg;
+	struct listed *listed = NULL;
+	struct keymap_entry *e;
+	size_t n = 0, i;
+	CK_RV rv;
+
+	rv = list_some(token, session, CK_FALSE, &listed, &n, NULL, ret_call);
+	if (rv == CKR_OK)
+		rv = token_still_there(token, ret_call);
+	if (rv != CKR_OK)
+		goto out;
+	/* An object under an id no entry names (a public key alone, normally none) may be one a
+	 * create of this process made and destroyed again, failing, since the search: asked once
+	 * more. (A destroy that succeeds waits for this listing: cv_token_key_destroy.) */
+	for (i = 0; i < n; i++) {
+		uint8_t id[TOKEN_ID_MAX];
+		CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
+
+		pthread_mutex_lock(&token->map.lock);
+		e = token_keymap_find_locked(&token->map, listed[i].id, listed[i].id_len);
+		pthread_mutex_unlock(&token->map.lock);
+		if (e != NULL)
+			continue;
+		*ret_call = "C_GetAttributeValue";
+		rv = token->f->C_GetAttributeValue(session, listed[i].handle, &a, 1);
+		token_count(token, CV_TOKEN_OP_GET_ATTRIBUTES, 0);
+		if (rv != CKR_OK || a.ulValueLen != listed[i].id_len ||
+		    memcmp(id, listed[i].id, a.ulValueLen) != 0)
+			listed[i].handle = CK_INVALID_HANDLE;
+	}
+	rv = CKR_OK;
+	pthread_mutex_lock(&token->map.lock);
+	for (i = 0; i < n && token->map.epoch == *epoch; i++) {
+		if (listed[i].handle == CK_INVALID_HANDLE)
+			continue;
+		e = token_keymap_find_locked(&token->map, listed[i].id, listed[i].id_len);
+		if (e != NULL && e->pending)
+			continue;
+		if (token_keymap_put_locked(&token->map, listed[i].id, listed[i].id_len,
+					    listed[i].cls, listed[i].handle) < 0) {
+			rv = CKR_HOST_MEMORY;
+			break;
+		}
+	}
+	if (rv == CKR_OK && token->map.epoch == *epoch)
+		token->map.public_epoch = *epoch;
+	pthread_mutex_unlock(&token->map.lock);
+out:
+	free(listed);
+	return rv;
+}
+
+static void *public_thread(void *arg)
+{
+	struct cv_token *token = arg;
+	struct cv_errmsg err = { "" };
 	unsigned long epoch;
 
 	pthread_mutex_lock(&token->map.lock);
 	epoch = token->map.epoch;
 	pthread_mutex_unlock(&token->map.lock);
+	(void)token_run(token, list_public, &epoch, &err);
+	pthread_mutex_lock(&token->map.lock);
+	token->map.public_listing = 0;
+	pthread_cond_broadcast(&token->map.public_done);
+	pthread_mutex_unlock(&token->map.lock);
+	return NULL;
+}
+
+int token_keys_list(struct cv_token *token, struct cv_errmsg *err)
+{
+	unsigned long epoch;
+	int listing, r = 0;
+
+	pthread_mutex_lock(&token->map.lock);
+	epoch = token->map.epoch;
+	pthread_mutex_unlock(&token->map.lock);
 	/* Logging in lists the keys; only a module someone else had logged in needs this. */
-	if (epoch > 0)
+	if (epoch == 0)
+		r = token_run(token, list_keys, NULL, err);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&token->map.lock);
+	listing = token->map.public_listing;
+	pthread_mutex_unlock(&token->map.lock);
+	if (!listing)
 		return 0;
-	return token_run(token, list_keys, NULL, err);
+	if (pthread_create(&token->public_thread, NULL, public_thread, token) == 0) {
+		token->public_thread_started = 1;
+		return 0;
+	}
+	(void)public_thread(token);
+	return 0;
+}
+
+int token_public_wait(struct cv_token *token)
+{
+	int complete;
+
+	pthread_mutex_lock(&token->map.lock);
+	while (token->map.public_listing)
+		pthread_cond_wait(&token->map.public_done, &token->map.lock);
+	complete = token->map.public_epoch == token->map.epoch;
+	pthread_mutex_unlock(&token->map.lock);
+	return complete;
+}
+
+void cv_token_background_stop(struct cv_token *token)
+{
+	if (token != NULL)
+		token_public_stop(token);
+}
+
+void token_public_stop(struct cv_token *token)
+{
+	if (!token->public_thread_started)
+		return;
+	atomic_store(&token->closing, 1);
+	pthread_join(token->public_thread, NULL);
+	token->public_thread_started = 0;
 }

@@ -30,6 +30,10 @@ int cv_token_marked_foreach(struct cv_token *token,
 	size_t n = 0, i;
 	int r;
 
+	/* A public key alone under an id is seen once the listing of public key objects at
+	 * open is over. */
+	if (!token_public_wait(token))
+		return CV_ERR_TOKEN_UNAVAILABLE;
 	/* The map holds private and public key objects only (the listing keeps no other
 	 * class), so a secret key such as the audit chain's HMAC key is never seen here. fn
 	 * runs on a copy, without the lock, so that it may destroy keys. */

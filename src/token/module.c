@@ -598,6 +598,7 @@ int cv_token_open(const struct cv_token_config *cfg, struct cv_token **ret_token
 	r = 0;
 out:
 	if (token != NULL) {
+		token_public_stop(token);
 		if (pool_ready)
 			token_pool_release(token);
 		if (map_ready)
@@ -619,6 +620,7 @@ void cv_token_free(struct cv_token *token)
 
 	if (token == NULL)
 		return;
+	token_public_stop(token);
 	/* Log out only when no other cv_token shares the module's login: it is per process. */
 	pthread_mutex_lock(&modules_lock);
 	if (token->module->refs == 1 && token->pool.n_idle > 0) {

@@ -71,8 +71,12 @@ static CK_RV find_by_label(struct cv_token *token, CK_SESSION_HANDLE session, vo
 {
 	struct find_op *op = arg;
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BBOOL yes = CK_TRUE;
+	/* A private object, as a listing keeps them: a secret key anyone may use without
+	 * logging in is no key of certvault's. */
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
 		{ CKA_LABEL, (void *)op->label, strlen(op->label) },
 	};
 	CK_ATTRIBUTE id = { CKA_ID, op->id, sizeof(op->id) };
@@ -83,7 +87,7 @@ static CK_RV find_by_label(struct cv_token *token, CK_SESSION_HANDLE session, vo
 	if (find_listed(token, op))
 		return CKR_OK;
 	*ret_call = "C_FindObjectsInit";
-	rv = token->f->C_FindObjectsInit(session, tmpl, 2);
+	rv = token->f->C_FindObjectsInit(session, tmpl, 3);
 	if (rv == CKR_OK) {
 		*ret_call = "C_FindObjects";
 		rv = token->f->C_FindObjects(session, op->found, 2, &op->n);

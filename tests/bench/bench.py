@@ -853,7 +853,9 @@ def measure_startup(bins, token, n_keys, sz, table, rows_db=None, n_rows=None, t
     table.notes.append(
         "start-up raw limit at %s keys (its best round), inside the process: C_Initialize "
         "%.0f ms, C_OpenSession+C_Login %.0f ms, one C_FindObjects listing %.0f ms; reading "
-        "CKA_CLASS+CKA_ID of every object, as certvault does on top, then took %.0f ms." % (
+        "CKA_CLASS+CKA_ID of every object then took %.0f ms (certvault reads those of the "
+        "private objects, half of them, before it listens, and lists the public key objects "
+        "after, on a thread of its own)." % (
             "{:,}".format(n_keys), raw_info["init_ms"], raw_info["login_ms"],
             raw_info["list_ms"],
             raw_info["attrs_ms"]))

@@ -190,6 +190,19 @@ class Certvaultd:
             time.sleep(0.02)
         raise AssertionError("certvaultd did not start:\n" + self.log())
 
+    def wait_orphans_checked(self, timeout=30):
+        """The health answer once the orphan key check ran: it waits for the token's public
+        key objects, listed on a thread of their own after the start."""
+        deadline = time.time() + timeout
+        while True:
+            st, _, health = self.request("GET", "/v1/health", token=None)
+            if st == 200 and health["keys"]["orphans_checked"]:
+                return health
+            if time.time() > deadline:
+                raise AssertionError("the orphan key check did not run: %s %s\n%s" % (
+                    st, health, self.log()))
+            time.sleep(0.02)
+
     # Services belong to an existing environment: the suites' services use these, made once
     # on the first start (test_environments makes and checks its own).
     ENVIRONMENTS = ("production", "staging", "test")

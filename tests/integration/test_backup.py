@@ -257,10 +257,11 @@ class RestoreTest(unittest.TestCase):
             objects = vault.count_token_objects()
             self.restore(vault, backup)
             vault.start()
+            health = vault.wait_orphans_checked()
             log = vault.log()
             self.assertRegex(log, r"orphan key: .* id %s .*left in the token" % later_id)
-            st, _, health = vault.request("GET", "/v1/health", token=None)
-            self.assertEqual(health["keys"], {"missing": 0, "orphaned": 1})
+            self.assertEqual(health["keys"], {"missing": 0, "orphaned": 1,
+                                              "orphans_checked": True})
             st, _, page = vault.request("GET", "/v1/certificates")
             self.assertEqual(sorted(i["name"] for i in page["items"]), ["r-kept", "r-lost"])
             st, _, verdict = vault.request("GET", "/v1/audit/verify")

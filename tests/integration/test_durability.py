@@ -299,8 +299,11 @@ class Orphans(unittest.TestCase):
         # The audit chain's HMAC key is one too, made at the first start.
         self.assertIn(secret, before_secret)
 
-        # Default: reported, left in place.
+        # Default: reported, left in place, once the check ran (after the start: it waits
+        # for the public key objects, listed on a thread of their own).
         self.vault.start()
+        health = self.vault.wait_orphans_checked()
+        self.assertEqual(health["keys"]["orphaned"], 2, health)
         log = self.vault.log()
         self.assertIn("orphan key: a private (and public) key object with certvault's id %s "
                       "and no row naming it: left in the token" % orphan, log)
@@ -315,6 +318,8 @@ class Orphans(unittest.TestCase):
 
         # With the setting: the two marked ones go, nothing else does.
         self.vault.start({"CERTVAULT_TOKEN_DESTROY_ORPHAN_KEYS": "true"})
+        health = self.vault.wait_orphans_checked()
+        self.assertEqual(health["keys"]["orphaned"], 0, health)
         log = self.vault.log()
         self.assertIn("certvault's id %s and no row naming it: destroyed" % orphan, log)
         self.assertIn("2 orphan key(s) in the token (2 listed above), 2 destroyed, 0 could "
@@ -329,6 +334,7 @@ class Orphans(unittest.TestCase):
 
         # Nothing left to say on the next start.
         self.vault.start({"CERTVAULT_TOKEN_DESTROY_ORPHAN_KEYS": "true"})
+        self.assertEqual(self.vault.wait_orphans_checked()["keys"]["orphaned"], 0)
         self.assertNotIn("orphan key", self.vault.log())
 
 

@@ -56,8 +56,9 @@ class FrozenSchemaTest(unittest.TestCase):
         self.assertEqual(st, 200, page)
         self.assertEqual(sorted(i["name"] for i in page["items"]), m["certificates"])
         self.assertTrue(all(i["key_missing"] is False for i in page["items"]), page)
-        st, _, health = vault.request("GET", "/v1/health")
-        self.assertEqual(health["keys"], {"missing": 0, "orphaned": 0}, health)
+        health = vault.wait_orphans_checked()
+        self.assertEqual(health["keys"], {"missing": 0, "orphaned": 0, "orphans_checked": True},
+                         health)
         st, _, web = vault.request("GET", "/v1/certificates/web")
         self.assertEqual(st, 200, web)
         self.assertEqual(web["version"], 2 if done["renew web"] else 1)

@@ -70,7 +70,9 @@ static EVP_PKEY *key_new(const char *type)
 	return NULL;
 }
 
-static struct cv_token *open_label(const char *label, unsigned pool_size)
+/* Opened, without waiting for the listing of public key objects that follows on a thread
+ * of its own. */
+static struct cv_token *open_unsettled(const char *label, unsigned pool_size)
 {
 	struct cv_token_config cfg = { ts_softhsm_module(), label, USER_PIN, pool_size, NULL,
 				       NULL, 0 };
@@ -83,6 +85,15 @@ static struct cv_token *open_label(const char *label, unsigned pool_size)
 		fprintf(stderr, "cv_token_open: %s\n", err.text);
 	assert_int_equal(r, 0);
 	assert_non_null(token);
+	return token;
+}
+
+/* Opened and settled: the listing at open is over, so the counts a test reads are its own. */
+static struct cv_token *open_label(const char *label, unsigned pool_size)
+{
+	struct cv_token *token = open_unsettled(label, pool_size);
+
+	assert_int_equal(token_public_wait(token), 1);
 	return token;
 }
 
@@ -1571,6 +1582,81 @@ static void test_key_id_marker(void **state)
 	EVP_PKEY_free(key);
 }
 
+struct seek_marked {
+	const uint8_t *id;
+	int seen, has_private;
+};
+
+static int seek_marked(const uint8_t *id, size_t id_len, int has_private, void *arg)
+{
+	struct seek_marked *s = arg;
+
+	if (id_len == CV_TOKEN_ID_LEN && memcmp(id, s->id, id_len) == 0) {
+		s->seen++;
+		s->has_private = has_private;
+	}
+	return 0;
+}
+
+/* Start-up (issue 19): the listing at open reads the private objects only, and the public key
+ * objects follow on a thread of their own. Whenever a call comes, it answers as if the whole
+ * token had been listed: a key pair destroyed at once loses both halves, the marked listing
+ * sees a public key alone under a marked id, and a token closed at once stops that listing. */
+static void test_public_listed_after_open(void **state)
+{
+	uint8_t pair[CV_TOKEN_ID_LEN], lone[CV_TOKEN_ID_LEN];
+	struct seek_marked seek = { NULL, 0, 0 };
+	struct cv_errmsg err = { "" };
+	struct cv_token *token;
+	EVP_PKEY *key = key_new("p256");
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	struct raw raw;
+
+	(void)state;
+	assert_int_equal(cv_token_key_id_new(pair), 0);
+	assert_int_equal(cv_token_key_id_new(lone), 0);
+	token = open_token();
+	assert_int_equal(cv_token_key_create(token, key, "pair", pair, sizeof(pair), &err), 0);
+	assert_int_equal(cv_token_key_create(token, key, "lone", lone, sizeof(lone), &err), 0);
+	/* A run that died between the two destroys: the public half alone. */
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw_find(&raw, CKO_PRIVATE_KEY, lone, sizeof(lone), &h), 1);
+	assert_int_equal(raw.f->C_DestroyObject(raw.s, h), CKR_OK);
+	raw_close(&raw);
+	cv_token_free(token);
+
+	/* Closed at once: the listing stops, nothing leaks or hangs. */
+	token = open_unsettled(LABEL, 4);
+	cv_token_free(token);
+
+	token = open_unsettled(LABEL, 4);
+	/* The private listing is done at open: the key is there without asking again. */
+	assert_int_equal(cv_token_key_exists(token, pair, sizeof(pair)), 1);
+	/* Destroyed at once, whether or not its public half was listed yet: both go. */
+	assert_int_equal(cv_token_key_destroy(token, pair, sizeof(pair), &err), 0);
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw_find(&raw, -1, pair, sizeof(pair), NULL), 0);
+	raw_close(&raw);
+	/* The marked listing waits for the public objects: the lone one is there. */
+	seek.id = lone;
+	assert_int_equal(cv_token_marked_foreach(token, seek_marked, &seek), 0);
+	assert_int_equal(seek.seen, 1);
+	assert_int_equal(seek.has_private, 0);
+	assert_int_equal(token_public_wait(token), 1);
+	seek = (struct seek_marked){ pair, 0, 0 };
+	assert_int_equal(cv_token_marked_foreach(token, seek_marked, &seek), 0);
+	assert_int_equal(seek.seen, 0);
+	assert_int_equal(cv_token_key_destroy(token, lone, sizeof(lone), &err), 0);
+	raw_open(&raw, LABEL);
+	assert_int_equal(raw_find(&raw, -1, lone, sizeof(lone), NULL), 0);
+	raw_close(&raw);
+	/* Stopping after the listing ended changes nothing. */
+	cv_token_background_stop(token);
+	assert_int_equal(token_public_wait(token), 1);
+	cv_token_free(token);
+	EVP_PKEY_free(key);
+}
+
 /* Signs what x509 says over req (or cert) with the token's key and puts the signature in
  * place, as the vault does. */
 static int token_sign_tbs(struct cv_token *token, const uint8_t *id, X509_REQ *req, X509 *cert,
@@ -1804,6 +1890,29 @@ static void test_secret_key(void **state)
 	assert_int_equal(cv_token_secret_hmac(s, "abc", 3, mac2, &err), 0);
 	assert_memory_equal(mac, mac2, sizeof(mac));
 
+	/* A secret key anyone may use without logging in is no key of certvault's: one with
+	 * the label changes nothing. */
+	raw_open(&raw, LABEL);
+	{
+		CK_BBOOL no = CK_FALSE;
+		CK_ATTRIBUTE public_tmpl[] = {
+			{ CKA_LABEL, (void *)label, sizeof(label) - 1 },
+			{ CKA_VALUE_LEN, &len, sizeof(len) },
+			{ CKA_TOKEN, &yes, sizeof(yes) },
+			{ CKA_PRIVATE, &no, sizeof(no) },
+		};
+
+		assert_int_equal(raw.f->C_GenerateKey(raw.s, &gen, public_tmpl, 4, &extra),
+				 CKR_OK);
+	}
+	cv_token_secret_free(s2);
+	s2 = NULL;
+	assert_int_equal(cv_token_secret_find(token, label, &s2, &err), 0);
+	assert_int_equal(cv_token_secret_hmac(s2, "abc", 3, mac2, &err), 0);
+	assert_memory_equal(mac, mac2, sizeof(mac));
+	assert_int_equal(raw.f->C_DestroyObject(raw.s, extra), CKR_OK);
+	raw_close(&raw);
+
 	/* A second key with the label: which one MACs would be a guess, so neither does. */
 	raw_open(&raw, LABEL);
 	assert_int_equal(raw.f->C_GenerateKey(raw.s, &gen, tmpl, 3, &extra), CKR_OK);
@@ -1838,6 +1947,7 @@ int main(void)
 		cmocka_unit_test(test_sign),
 		cmocka_unit_test(test_destroy),
 		cmocka_unit_test(test_reopen_sees_keys),
+		cmocka_unit_test(test_public_listed_after_open),
 		cmocka_unit_test(test_uri),
 		cmocka_unit_test(test_sessions_recover),
 		cmocka_unit_test(test_operation_counters),
