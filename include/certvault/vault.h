@@ -284,6 +284,8 @@ int cv_vault_cert_get(struct cv_vault *v, const char *name, int64_t now,
  * cv_store_certs_generation): a copy of a certificate's current version read after reading
  * it stays current for as long as it does not move. */
 uint64_t cv_vault_certs_generation(struct cv_vault *v);
+/* The same for JWKs (cv_store_jwks_generation): a certificate's details name its JWKs. */
+uint64_t cv_vault_jwks_generation(struct cv_vault *v);
 
 /* A version tag names one version of one certificate: "<version>-<16 hex digits of its
  * SHA-256 fingerprint>". HTTP serves it as the ETag. */
@@ -550,6 +552,17 @@ void cv_vault_list_memo_put(struct cv_vault *v, const char *key, uint64_t gen, i
 			    int by_status, const struct cv_cert_page *page,
 			    const unsigned char *missing, const char *text, size_t len,
 			    const char *etag);
+
+/* Certificates' details, kept as the list's pages are (above): key is everything the
+ * answer depends on besides the certificate generation and the clock (the name, the JWK
+ * generation, the caller's scope); the answer lasts until the certificate's or one of its
+ * stored intermediates' status or days left would change, and while its key_missing
+ * (missing, as the view judged it) holds. */
+int cv_vault_details_memo_get(struct cv_vault *v, const char *key, uint64_t gen, int64_t now,
+			      char **ret_text, size_t *ret_len, char ret_etag[64]);
+void cv_vault_details_memo_put(struct cv_vault *v, const char *key, uint64_t gen, int64_t now,
+			       const struct cv_cert_view *view, int missing, const char *text,
+			       size_t len, const char *etag);
 
 /* Counts by status at now. Returns 0 or CV_ERR_DB. */
 int cv_vault_cert_count(struct cv_vault *v, int64_t now, struct cv_cert_counts *ret_counts,

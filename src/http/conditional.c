@@ -45,37 +45,42 @@ static int body_hash(const void *body, size_t len, char tag[33])
 	return 0;
 }
 
-int http_body_etag(const void *body, size_t len, char etag[HTTP_ETAG_SIZE])
+int http_tagged_etag(const char *handler_tag, const void *body, size_t len,
+		     char etag[HTTP_ETAG_SIZE])
 {
-	char tag[33];
+	char tag[33], prefix[HTTP_ETAG_SIZE];
+	size_t plen = strlen(handler_tag);
 
 	if (body_hash(body, len, tag) < 0)
 		return -1;
-	snprintf(etag, HTTP_ETAG_SIZE, "\"%s\"", tag);
+	/* A handler's tag (a details view's version) stays in front, so If-Match still finds
+	 * the version in it; the hash after it moves with anything else in the view. */
+	if (plen >= 2 && handler_tag[0] == '"' && handler_tag[plen - 1] == '"') {
+		snprintf(prefix, sizeof(prefix), "%.*s", (int)(plen - 2), handler_tag + 1);
+		snprintf(etag, HTTP_ETAG_SIZE, "\"%.44s.%.16s\"", prefix, tag);
+	} else {
+		snprintf(etag, HTTP_ETAG_SIZE, "\"%s\"", tag);
+	}
 	return 0;
 }
 
 int http_conditional(const struct cv_request *req, struct cv_response *res,
 		     const void *body, size_t len)
 {
-	char tag[33], prefix[sizeof(res->etag)];
-	size_t plen;
+	char etag[HTTP_ETAG_SIZE];
 
 	if (strcmp(req->method, "GET") != 0 || res->status != 200 || res->etag_final)
 		return 0;
-	if (body_hash(body, len, tag) < 0)
+	if (http_tagged_etag(res->etag, body, len, etag) < 0)
 		return 0; /* no tag: the answer goes out whole, which is always correct */
-	/* A handler's tag (a details view's version) stays in front, so If-Match still finds
-	 * the version in it; the hash after it moves with anything else in the view. */
-	plen = strlen(res->etag);
-	if (plen >= 2 && res->etag[0] == '"' && res->etag[plen - 1] == '"') {
-		snprintf(prefix, sizeof(prefix), "%.*s", (int)(plen - 2), res->etag + 1);
-		snprintf(res->etag, sizeof(res->etag), "\"%.44s.%.16s\"", prefix, tag);
-	} else {
-		snprintf(res->etag, sizeof(res->etag), "\"%s\"", tag);
-	}
+	memcpy(res->etag, etag, sizeof(etag));
 	if (req->if_none_match == NULL || !http_none_match_hits(req->if_none_match, res->etag))
 		return 0;
 	res->status = 304;
 	return 1;
+}
+
+int http_body_etag(const void *body, size_t len, char etag[HTTP_ETAG_SIZE])
+{
+	return http_tagged_etag("", body, len, etag);
 }

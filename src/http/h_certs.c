@@ -704,12 +704,15 @@ out:
 	return r;
 }
 
+static int details_answer(struct cv_app *app, const struct cv_request *req, const char *name,
+			  struct cv_response *res, struct cv_errmsg *err);
+
 int h_cert_get(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 	       struct cv_errmsg *err)
 {
 	int r;
 
-	r = cert_view_response(app, req, req->params[0], 200, res, NULL, err);
+	r = details_answer(app, req, req->params[0], res, err);
 	/* A pending certificate has no certificate yet: its own view. */
 	if (r == CV_ERR_NOT_FOUND)
 		r = pending_view_response(app, req->params[0], 0, res, err);
@@ -983,6 +986,28 @@ static int memo_key_put(char *key, size_t size, size_t *used, const char *s)
 	return 0;
 }
 
+/* Appends the scope the caller sees within (NULL: everything). 0, or -1 when it does not
+ * fit. */
+static int memo_key_scope(char *key, size_t size, size_t *used,
+			  const struct cv_scope_objects *scope)
+{
+	char count[24];
+	size_t i;
+	int bad;
+
+	snprintf(count, sizeof(count), scope == NULL ? "all" : "%zu,%zu,%zu",
+		 scope == NULL ? 0 : scope->n_certificates, scope == NULL ? 0 : scope->n_services,
+		 scope == NULL ? 0 : scope->n_environments);
+	bad = memo_key_put(key, size, used, count) < 0;
+	for (i = 0; scope != NULL && !bad && i < scope->n_certificates; i++)
+		bad = memo_key_put(key, size, used, scope->certificates[i]) < 0;
+	for (i = 0; scope != NULL && !bad && i < scope->n_services; i++)
+		bad = memo_key_put(key, size, used, scope->services[i]) < 0;
+	for (i = 0; scope != NULL && !bad && i < scope->n_environments; i++)
+		bad = memo_key_put(key, size, used, scope->environments[i]) < 0;
+	return bad ? -1 : 0;
+}
+
 /* Everything a list answer depends on besides the data and the clock: the query as the
  * router let it in (known arguments, once each) and the scope the caller lists within. 0,
  * or -1 when that is too long to keep (the answer is then made every time). */
@@ -990,29 +1015,18 @@ static int list_memo_key(const struct cv_request *req, const struct cv_scope_obj
 			 char *key, size_t size)
 {
 	size_t used = 0, i;
-	char count[24];
 	int bad = 0;
 
 	for (i = 0; i < req->n_query && !bad; i++)
 		bad = memo_key_put(key, size, &used, req->query[i].key) < 0 ||
 		      memo_key_put(key, size, &used,
 				   req->query[i].value != NULL ? req->query[i].value : "\x01") < 0;
-	snprintf(count, sizeof(count), scope == NULL ? "all" : "%zu,%zu,%zu",
-		 scope == NULL ? 0 : scope->n_certificates, scope == NULL ? 0 : scope->n_services,
-		 scope == NULL ? 0 : scope->n_environments);
-	bad = bad || memo_key_put(key, size, &used, count) < 0;
-	for (i = 0; scope != NULL && !bad && i < scope->n_certificates; i++)
-		bad = memo_key_put(key, size, &used, scope->certificates[i]) < 0;
-	for (i = 0; scope != NULL && !bad && i < scope->n_services; i++)
-		bad = memo_key_put(key, size, &used, scope->services[i]) < 0;
-	for (i = 0; scope != NULL && !bad && i < scope->n_environments; i++)
-		bad = memo_key_put(key, size, &used, scope->environments[i]) < 0;
-	return bad ? -1 : 0;
+	return bad || memo_key_scope(key, size, &used, scope) < 0 ? -1 : 0;
 }
 
-/* The list answer text (malloc'd; taken) with its ETag, or a 304 when If-None-Match names
+/* A kept answer's text (malloc'd; taken) with its ETag, or a 304 when If-None-Match names
  * it. */
-static void list_answer(const struct cv_request *req, struct cv_response *res, char *text,
+static void kept_answer(const struct cv_request *req, struct cv_response *res, char *text,
 			size_t len, const char *etag)
 {
 	snprintf(res->etag, sizeof(res->etag), "%s", etag);
@@ -1030,13 +1044,104 @@ static void list_answer(const struct cv_request *req, struct cv_response *res, c
 
 /* The list answer made from page and total, as text with its ETag; kept in the vault's memo
  * under memo_key (NULL: not kept) at gen. */
+/* body as the server would send it, in a malloc'd copy (*ret_text, a NUL after its
+ * *ret_len bytes) that a kept answer can own. 0 or CV_ERR_NOMEM. */
+static int json_text(json_t *body, char **ret_text, size_t *ret_len)
+{
+	char *dumped = NULL, *text = NULL;
+	size_t len = cv_http_json_dump(body, &dumped);
+	json_malloc_t m;
+	json_free_t f;
+
+	if (len == 0)
+		return CV_ERR_NOMEM;
+	text = malloc(len + 1);
+	if (text != NULL) {
+		memcpy(text, dumped, len);
+		text[len] = '\0';
+	}
+	json_get_alloc_funcs(&m, &f);
+	f(dumped);
+	if (text == NULL)
+		return CV_ERR_NOMEM;
+	*ret_text = text;
+	*ret_len = len;
+	return 0;
+}
+
+/* The same for a body made on the spot (taken; NULL: out of memory). */
+static int json_text_of(json_t *body, char **ret_text, size_t *ret_len)
+{
+	int r = body != NULL ? json_text(body, ret_text, ret_len) : CV_ERR_NOMEM;
+
+	json_decref(body);
+	return r;
+}
+
+/* Everything a details answer depends on besides the certificate generation and the clock:
+ * the name, the JWK generation (its JWKs are in it) and the scope the caller sees within
+ * (which services it names). 0, or -1 when that is too long to keep. */
+static int details_memo_key(struct cv_app *app, const struct cv_request *req, const char *name,
+			    char *key, size_t size)
+{
+	char jwks[24];
+	size_t used = 0;
+
+	snprintf(jwks, sizeof(jwks), "%llu",
+		 (unsigned long long)cv_vault_jwks_generation(&app->vault));
+	return memo_key_put(key, size, &used, name) < 0 ||
+	       memo_key_put(key, size, &used, jwks) < 0 ||
+	       memo_key_scope(key, size, &used, cv_scope_list_objects(&req->actor.scope)) < 0
+		       ? -1 : 0;
+}
+
+/* GET details: the kept answer when there is one, else the view made (and kept) now. */
+static int details_answer(struct cv_app *app, const struct cv_request *req, const char *name,
+			  struct cv_response *res, struct cv_errmsg *err)
+{
+	char memo_key[CV_LIST_MEMO_KEY_MAX], tag[HTTP_ETAG_SIZE], etag[HTTP_ETAG_SIZE];
+	struct cv_cert_view *view = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	uint64_t gen;
+	int r, memo, missing;
+
+	/* Read before the view, so that a view kept under them is never older than they say. */
+	gen = cv_vault_certs_generation(&app->vault);
+	memo = details_memo_key(app, req, name, memo_key, sizeof(memo_key)) == 0;
+	if (memo && cv_vault_details_memo_get(&app->vault, memo_key, gen, req->now, &text, &len,
+					      etag) == 1) {
+		kept_answer(req, res, text, len, etag);
+		return 0;
+	}
+	r = cv_vault_cert_get(&app->vault, name, req->now, &view, err);
+	if (r < 0)
+		return r;
+	missing = cert_key_missing(app, view->rec);
+	etag_of(view->rec->version, view->rec->sha256_fingerprint, tag, sizeof(tag));
+	r = json_text_of(view_json(view, tag, req->now, app->vault.soon_seconds, missing,
+				   &req->actor.scope), &text, &len);
+	if (r == 0 && http_tagged_etag(tag, text, len, etag) < 0)
+		r = CV_ERR_NOMEM;
+	if (r == 0) {
+		if (memo)
+			cv_vault_details_memo_put(&app->vault, memo_key, gen, req->now, view,
+						  missing, text, len, etag);
+		kept_answer(req, res, text, len, etag);
+		text = NULL;
+	}
+	free(text);
+	cv_vault_cert_view_free(view);
+	return r;
+}
+
 static int list_make(struct cv_app *app, const struct cv_request *req, struct cv_response *res,
 		     const struct cv_cert_page *page, const struct cv_cert_filter *filter,
 		     char letter, int64_t limit, int64_t total, const char *memo_key,
 		     uint64_t gen)
 {
 	unsigned char *missing = NULL;
-	char etag[HTTP_ETAG_SIZE], *dumped = NULL, *text = NULL;
+	char etag[HTTP_ETAG_SIZE], *text = NULL;
 	json_t *items = json_array(), *body = NULL;
 	size_t i, len = 0;
 	int r = CV_ERR_NOMEM;
@@ -1056,11 +1161,8 @@ static int list_make(struct cv_app *app, const struct cv_request *req, struct cv
 				 : json_null(),
 			 "limit", (json_int_t)limit, "total", (json_int_t)total);
 	items = NULL; /* json_pack took it, even when it failed */
-	if (body == NULL || (len = cv_http_json_dump(body, &dumped)) == 0 ||
-	    (text = malloc(len + 1)) == NULL)
+	if (body == NULL || json_text(body, &text, &len) < 0)
 		goto out;
-	memcpy(text, dumped, len);
-	text[len] = '\0';
 	if (http_body_etag(text, len, etag) < 0)
 		goto out;
 	if (memo_key != NULL)
@@ -1068,18 +1170,11 @@ static int list_make(struct cv_app *app, const struct cv_request *req, struct cv
 				       filter->has_status || filter->status_mask != 0 ||
 					       filter->sort == CV_SORT_STATUS,
 				       page, missing, text, len, etag);
-	list_answer(req, res, text, len, etag);
+	kept_answer(req, res, text, len, etag);
 	text = NULL;
 	r = 0;
 out:
 	free(text);
-	if (dumped != NULL) {
-		json_malloc_t m;
-		json_free_t f;
-
-		json_get_alloc_funcs(&m, &f);
-		f(dumped);
-	}
 	json_decref(body);
 	json_decref(items);
 	free(missing);
@@ -1199,7 +1294,7 @@ int h_cert_list(struct cv_app *app, const struct cv_request *req, struct cv_resp
 		memo = NULL;
 	if (memo != NULL &&
 	    cv_vault_list_memo_get(&app->vault, memo, gen, req->now, &text, &len, etag) == 1) {
-		list_answer(req, res, text, len, etag);
+		kept_answer(req, res, text, len, etag);
 		r = 0;
 		goto out;
 	}

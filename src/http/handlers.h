@@ -231,6 +231,10 @@ int http_none_match_hits(const char *header, const char *etag);
  * handler that keeps its answer with its tag. 0, or -1 when none can be made. */
 #define HTTP_ETAG_SIZE sizeof(((struct cv_response *)0)->etag)
 int http_body_etag(const void *body, size_t len, char etag[HTTP_ETAG_SIZE]);
+/* The same after handler_tag (a quoted tag the handler put in res->etag, or "": then the
+ * same as http_body_etag), for a handler that keeps a tagged answer. 0, or -1. */
+int http_tagged_etag(const char *handler_tag, const void *body, size_t len,
+		     char etag[HTTP_ETAG_SIZE]);
 /* For a GET answered 200 without etag_final: sets res->etag from the body's bytes (after
  * the handler's tag, when it set one) and, when If-None-Match names it, res->status 304
  * and returns 1 (send no body). Else 0. */

@@ -604,6 +604,11 @@ uint64_t cv_vault_certs_generation(struct cv_vault *v)
 	return cv_store_certs_generation(v->store);
 }
 
+uint64_t cv_vault_jwks_generation(struct cv_vault *v)
+{
+	return cv_store_jwks_generation(v->store);
+}
+
 /* The details of each intermediate stored with a certificate, into view->chain (as many as
  * view->chain_length, which is set to what was read). The vault wrote the text, so a
  * failure is the database's content gone wrong. */

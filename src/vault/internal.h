@@ -38,37 +38,55 @@ struct vault_totals_cache {
 	} slots[VAULT_TOTALS];
 };
 
-/* The list's answers (cv_vault_list_memo_get): a few pages, each at most VAULT_PAGE_MAX
- * bytes, replaced in turn, each good from the second it was made in (from) until the first
- * at which the clock alone could change it (until). status_change: the first moment after
- * from at which any active certificate's status changes (cv_store_cert_status_change),
- * while the certificate generation is gen. */
-#define VAULT_PAGES 16
-#define VAULT_PAGE_MAX (512 * 1024)
-struct vault_page_key {
+/* Answers kept as the exact bytes sent, with their ETag (the list's pages, certificates'
+ * details): each under its key (everything it depends on besides the data and the clock),
+ * good while the certificate generation is gen, from the second it was made in (from) until
+ * the first at which the clock alone could change it (until), and while the keys it shows
+ * are as it judged them (key_missing). At most VAULT_ANSWER_MAX bytes each; the slots are
+ * replaced in turn. */
+#define VAULT_ANSWER_MAX (512 * 1024)
+struct vault_answer_key {
 	uint8_t id[CV_TOKEN_ID_LEN];
 	int64_t named_at;
 	unsigned char is_public, missing;
 };
-struct vault_pages_cache {
+struct vault_answer {
+	int valid;
+	uint64_t gen;
+	int64_t from, until;
+	char *key;
+	char *text;
+	size_t len;
+	char etag[64];
+	struct vault_answer_key *keys;
+	size_t n_keys;
+};
+struct vault_answers {
 	pthread_mutex_t lock;
-	unsigned next;
-	struct {
-		int valid;
-		uint64_t gen;
-		int64_t from, until;
-		char *key;
-		char *text;
-		size_t len;
-		char etag[64];
-		struct vault_page_key *keys;
-		size_t n_keys;
-	} slots[VAULT_PAGES];
+	unsigned next, n;
+	struct vault_answer *slots;
+};
+
+/* The list's pages (cv_vault_list_memo_get). status_change (under answers.lock): the first
+ * moment after from at which any active certificate's status changes
+ * (cv_store_cert_status_change), while the certificate generation is gen. */
+#define VAULT_PAGES 16
+struct vault_pages_cache {
+	struct vault_answers answers;
+	struct vault_answer slots[VAULT_PAGES];
 	struct {
 		int valid;
 		uint64_t gen;
 		int64_t from, at;
 	} status_change;
+};
+
+/* Certificates' details (cv_vault_details_memo_get): more of them, as API clients read many
+ * certificates each. */
+#define VAULT_DETAILS 64
+struct vault_details_cache {
+	struct vault_answers answers;
+	struct vault_answer slots[VAULT_DETAILS];
 };
 
 /* The public keys of the certificates that sign for clients (sign.c), by the certificate's
@@ -106,6 +124,7 @@ struct vault_caches {
 	struct vault_tokens_cache tokens;
 	struct vault_totals_cache totals;
 	struct vault_pages_cache pages;
+	struct vault_details_cache details;
 	struct cv_x509_info_cache *info;
 	struct vault_jwks_cache jwks;
 };

@@ -9,7 +9,7 @@ import subprocess
 import time
 import unittest
 
-from harness import Material, VaultTestCase
+from harness import SOFTHSM_MODULE, Material, VaultTestCase, run
 from test_services import ServiceHelpers
 from test_truststore import FetchTest, free_port
 
@@ -328,8 +328,9 @@ class EditTest(ServiceHelpers, VaultTestCase):
 
 class ListFollowsTheClockTest(ServiceHelpers, VaultTestCase):
     """A kept list answer lasts until the clock alone could change it, with nothing written:
-    a shown row's status or days left, and, with a status filter, which rows it takes. Each
-    page is read just before such a moment (so that it is kept) and again just after."""
+    a shown row's status or days left, and, with a status filter, which rows it takes; a kept
+    details answer, until its status or days left would change. Each page and each details
+    view is read just before such a moment (so that it is kept) and again just after."""
 
     def page(self, query):
         st, _, body = self.vault.request("GET", "/v1/certificates?q=lc-&limit=100" + query)
@@ -349,10 +350,11 @@ class ListFollowsTheClockTest(ServiceHelpers, VaultTestCase):
         day_end = iso_seconds(rows["lc-day"]["valid_to"])
         self.assertEqual(rows["lc-soon"]["status"], "expires_soon", rows)
         self.assertEqual(rows["lc-day"]["expires_in_days"], 1, rows)
-        # Just before lc-soon expires: the pages are made and kept.
+        # Just before lc-soon expires: the pages and the details are made and kept.
         self.wait_until(soon_end - 0.3)
         rows, _ = self.page("")
         self.assertEqual(rows["lc-soon"]["status"], "expires_soon", rows)
+        self.assertEqual(self.details("lc-soon")["status"], "expires_soon")
         filtered, total = self.page("&status=expires_soon")
         self.assertEqual((sorted(filtered), total), (["lc-day", "lc-soon"], 2))
         expired, total = self.page("&status=expired")
@@ -361,6 +363,7 @@ class ListFollowsTheClockTest(ServiceHelpers, VaultTestCase):
         self.wait_until(soon_end + 1.05)
         rows, _ = self.page("")
         self.assertEqual(rows["lc-soon"]["status"], "expired", rows)
+        self.assertEqual(self.details("lc-soon")["status"], "expired")
         filtered, total = self.page("&status=expires_soon")
         self.assertEqual((sorted(filtered), total), (["lc-day"], 1))
         expired, total = self.page("&status=expired")
@@ -369,9 +372,11 @@ class ListFollowsTheClockTest(ServiceHelpers, VaultTestCase):
         self.wait_until(day_end - 86400 - 0.3)
         rows, _ = self.page("")
         self.assertEqual(rows["lc-day"]["expires_in_days"], 1, rows)
+        self.assertEqual(self.details("lc-day")["expires_in_days"], 1)
         self.wait_until(day_end - 86400 + 1.05)
         rows, _ = self.page("")
         self.assertEqual(rows["lc-day"]["expires_in_days"], 0, rows)
+        self.assertEqual(self.details("lc-day")["expires_in_days"], 0)
 
 
 class ListFollowsWritesTest(ServiceHelpers, VaultTestCase):
@@ -438,6 +443,83 @@ class ListFollowsWritesTest(ServiceHelpers, VaultTestCase):
         st2, _, _ = self.vault.request("GET", "/v1/certificates?q=lf-&limit=1000",
                                        headers={"If-None-Match": hdrs["etag"]})
         self.assertEqual((st, st2), (200, 304))
+
+
+class DetailsFollowsWritesTest(ServiceHelpers, VaultTestCase):
+    """A certificate's details are kept as the bytes sent (the vault's details memo) under the
+    certificate generation, the JWK generation and the caller's scope, and while its
+    key_missing holds: everything a details view shows is there on the next read, most often
+    in the same second. Each step reads the details first (so that they are kept), changes
+    something, and reads them again at once."""
+
+    def view(self, name, token=True):
+        st, hdrs, body = self.vault.request("GET", "/v1/certificates/" + name, token=token)
+        self.assertEqual(st, 200, body)
+        return body, hdrs["etag"]
+
+    def patched(self, name, body):
+        st, _, out = self.vault.request("PATCH", "/v1/certificates/" + name, body)
+        self.assertEqual(st, 200, out)
+
+    def test_every_change_shows_at_once(self):
+        self.imported("df-a", san="a.df.example.com,www.df.example.com")
+        first, etag = self.view("df-a")
+        # Kept: the same bytes, the same ETag, and a conditional read answered 304.
+        self.assertEqual(self.view("df-a"), (first, etag))
+        st, _, _ = self.vault.request("GET", "/v1/certificates/df-a",
+                                      headers={"If-None-Match": etag})
+        self.assertEqual(st, 304)
+        self.assertTrue(etag.startswith('"%s.' % first["etag"].strip('"')), (etag, first))
+        # Its own row.
+        self.patched("df-a", {"description": "edited"})
+        body, etag2 = self.view("df-a")
+        self.assertEqual(body["description"], "edited")
+        self.assertNotEqual(etag2, etag)
+        # Tags and environments (tables of their own).
+        self.view("df-a")
+        self.patched("df-a", {"tags": {"team": "df"}, "environments": ["staging"]})
+        body, _ = self.view("df-a")
+        self.assertEqual((body["tags"], body["environments"]), ({"team": "df"}, ["staging"]))
+        # A service binds it: used_by, in_use, what a delete needs.
+        self.create_service("df-web", ["a.df.example.com"], environment="staging")
+        self.view("df-a")
+        self.bound("df-web", "df-a")
+        body, _ = self.view("df-a")
+        self.assertEqual(body["used_by"][0]["service"], "df-web", body)
+        self.assertEqual((body["in_use"], body["delete"]["allowed"]), (True, False))
+        # The service's domains (its own table): custom_domains.
+        self.assertEqual(body["custom_domains"], 1)
+        st, _, out = self.put_service("df-web", ["a.df.example.com", "www.df.example.com"],
+                                      environment="staging")
+        self.assertEqual(st, 200, out)
+        self.assertEqual(self.view("df-a")[0]["custom_domains"], 2)
+        # A JWK made from it (the JWK generation).
+        self.assertEqual(self.view("df-a")[0]["jwk_count"], 0)
+        st, _, jwk = self.vault.request("POST", "/v1/jwks", {"certificate": "df-a"})
+        self.assertEqual(st, 201, jwk)
+        body, _ = self.view("df-a")
+        self.assertEqual(([j["kid"] for j in body["jwks"]], body["jwk_count"]),
+                         ([jwk["kid"]], 1))
+        self.assertEqual(body["delete"]["confirmation"], "df-a")
+        # An answer kept for one scope is never given to another: a token scoped away from
+        # the service sees it as outside its scope, the admin still by name.
+        st, _, tok = self.vault.request("POST", "/v1/tokens", {
+            "name": "df-reader", "role": "operator",
+            "scope": {"actions": ["read"], "certificates": ["df-*"], "services": ["x-*"],
+                      "environments": ["staging"]}})
+        self.assertEqual(st, 201, tok)
+        self.assertEqual(self.view("df-a", token=tok["token"])[0]["used_by"],
+                         [{"out_of_scope": True}])
+        self.assertEqual(self.view("df-a")[0]["used_by"][0]["service"], "df-web")
+        # The key destroyed behind certvault's back: once the token's map knows (a read of
+        # the key's attributes finds the handle gone), the kept answer is not given again.
+        self.assertIs(self.view("df-a")[0]["key_missing"], False)
+        run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
+             "--login", "--pin", "env:CV_TEST_PIN", "--delete-object", "--type", "privkey",
+             "--id", first["key"]["id"]], env=dict(self.vault.env(), CV_TEST_PIN=self.vault.pin))
+        st, _, _ = self.vault.request("GET", "/v1/inventory?format=json")
+        self.assertEqual(st, 200)
+        self.assertIs(self.view("df-a")[0]["key_missing"], True)
 
 
 def jwk_changes(body, change):
