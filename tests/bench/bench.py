@@ -52,7 +52,7 @@ SIZES = {
                  small=10, mid=1000, large=10000,
                  rows=100000, wrk_seconds=5, sign_seconds=2, sign_runs=2, sql_seconds=2,
                  lw_sizes=(1000, 100000), lw_imports=1000, idle=60,
-                 node_import_n=60, node_import_rounds=4),
+                 node_import_n=60, node_import_rounds=8),
     "quick": dict(import_n={"rsa2048": 20, "p256": 40}, import_rounds=2, rounds=2,
                   generate_n={"p256": 20, "rsa2048": 6}, generate_rounds=2,
                   small=10, mid=100, large=300,
