@@ -134,6 +134,7 @@ struct cv_token {
 	char manufacturer[33];
 	char model[17];
 	char serial[17];
+	CK_VERSION firmware;      /* the token's own (SoftHSM: its version, behind any proxy) */
 	struct pool pool;
 	struct keymap map;
 	/* The listing of public key objects at open (struct keymap); closing stops it. */

@@ -441,6 +441,7 @@ static int slot_find(struct cv_token *token, const char *label, const char *modu
 		token_trim(info.manufacturerID, sizeof(info.manufacturerID), token->manufacturer);
 		token_trim(info.model, sizeof(info.model), token->model);
 		token_trim(info.serialNumber, sizeof(info.serialNumber), token->serial);
+		token->firmware = info.firmwareVersion;
 		r = 0;
 		goto out;
 	}
@@ -452,16 +453,24 @@ out:
 	return r;
 }
 
+/* Whether a manufacturer and version name SoftHSM before 2.7. */
+static int softhsm_before_2_7(const char *manufacturer, CK_VERSION v)
+{
+	return strncmp(manufacturer, "SoftHSM", 7) == 0 &&
+	       (v.major < 2 || (v.major == 2 && v.minor < 7));
+}
+
 /* Decides whether key creates and destroys run one at a time (token.serialize_creates).
  * SoftHSM's file store before 2.7 fails a create that races another session's create,
  * destroy or search with CKR_GENERAL_ERROR or CKR_TEMPLATE_INCONSISTENT, and can leave an
  * object behind that nobody tracks (softhsm/SoftHSMv2#573, fixed after 2.6.1); a module that
  * handles concurrent creates gains nothing from the lock and loses the overlap of several
- * imports. auto asks the module itself (C_GetInfo), not its file name, so that a renamed or
- * proxied SoftHSM is recognised by what it says it is. */
+ * imports. auto asks the module itself (C_GetInfo), not its file name, so that a renamed
+ * SoftHSM is recognised by what it says it is, and behind a proxy (p11-kit-client.so) the
+ * token (C_GetTokenInfo: SoftHSM names itself and gives its version as the firmware's). */
 static int serialize_decide(struct cv_token *token, const char *setting, struct cv_errmsg *err)
 {
-	char manufacturer[33], description[33];
+	char manufacturer[33];
 	CK_INFO info;
 	CK_RV rv;
 
@@ -490,17 +499,26 @@ static int serialize_decide(struct cv_token *token, const char *setting, struct 
 		return 0;
 	}
 	token_trim(info.manufacturerID, sizeof(info.manufacturerID), manufacturer);
-	token_trim(info.libraryDescription, sizeof(info.libraryDescription), description);
-	token->serialize_creates = strncmp(manufacturer, "SoftHSM", 7) == 0 &&
-				   (info.libraryVersion.major < 2 ||
-				    (info.libraryVersion.major == 2 &&
-				     info.libraryVersion.minor < 7));
+	token->serialize_creates = softhsm_before_2_7(manufacturer, info.libraryVersion);
+	if (token->serialize_creates || strncmp(token->manufacturer, "SoftHSM", 7) != 0) {
+		snprintf(token->serialize_describe, sizeof(token->serialize_describe),
+			 "%s (token.serialize_creates = auto; the module is %.32s %u.%u%s)",
+			 token->serialize_creates ? "one at a time" : "concurrently", manufacturer,
+			 (unsigned)info.libraryVersion.major, (unsigned)info.libraryVersion.minor,
+			 token->serialize_creates ? ", whose file store fails creates that race" : "");
+		return 0;
+	}
+	/* A proxy (p11-kit-client.so to a p11-kit server) in front of SoftHSM: the token says
+	 * what it is, and its firmware version is SoftHSM's. The server serves this process's
+	 * sessions from one SoftHSM process, whose creates race as they would here. */
+	token->serialize_creates = softhsm_before_2_7(token->manufacturer, token->firmware);
 	snprintf(token->serialize_describe, sizeof(token->serialize_describe),
-		 "%s (token.serialize_creates = auto; the module is %.32s %u.%u%s)",
-		 token->serialize_creates ? "one at a time" : "concurrently", manufacturer,
-		 (unsigned)info.libraryVersion.major, (unsigned)info.libraryVersion.minor,
+		 "%s (token.serialize_creates = auto; the module is %.32s %u.%u, the token %.32s "
+		 "%u.%u%s)", token->serialize_creates ? "one at a time" : "concurrently",
+		 manufacturer, (unsigned)info.libraryVersion.major,
+		 (unsigned)info.libraryVersion.minor, token->manufacturer,
+		 (unsigned)token->firmware.major, (unsigned)token->firmware.minor,
 		 token->serialize_creates ? ", whose file store fails creates that race" : "");
-	(void)description;
 	return 0;
 }
 

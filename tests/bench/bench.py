@@ -1241,6 +1241,51 @@ def import_wall(daemons, key, n, prefix, threads):
     return done / max(r["seconds"] for r in results)
 
 
+def raw_through_server(bins, tok, server, procs, n, threads):
+    """cv-bench-token create of n P-256 keys in each of procs processes at once, each a
+    client of the token server of its own (as each node is), threads threads each with their
+    creates serialised (as each node serialises its own); the rate is every key over the
+    longest process's own clock."""
+    env = tok.env(extra={"CERTVAULT_TOKEN_MODULE": P11_KIT_CLIENT,
+                         "P11_KIT_SERVER_ADDRESS": server.address})
+    cmd = [bins.token, "create", "--label", tok.label, "--pin-file", tok.pin_file, "--key",
+           "p256", "--count", str(n), "--threads", str(threads), "--serialize"]
+    ps = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+          for _ in range(procs)]
+    results = []
+    for p in ps:
+        out, err = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError("cv-bench-token create failed (%d):\n%s" % (
+                p.returncode, err.decode(errors="replace")))
+        results.append(last_json(out.decode()))
+    return sum(r["count"] for r in results) / max(r["seconds"] for r in results)
+
+
+def measure_nodes_token_raw(bins, run_dir, sz, table):
+    """What the token itself allows two nodes: raw creates through `p11-kit server` from two
+    client processes at once against one, on a token of its own growing as the nodes' does."""
+    tok = Token(bins, os.path.join(run_dir, "nodes-raw"), "bench-nodes-raw").init()
+    server = TokenServer(tok).start()
+    n, conns = sz["node_import_n"], NODE_IMPORT_CONNECTIONS
+    ratios = []
+    try:
+        for rnd in range(sz["node_import_rounds"]):
+            pair = {}
+            for side in (("one", "two") if rnd % 2 == 0 else ("two", "one")):
+                if side == "one":
+                    pair[side] = raw_through_server(bins, tok, server, 1, 2 * n, 2 * conns)
+                else:
+                    pair[side] = raw_through_server(bins, tok, server, 2, n, conns)
+            ratios.append(pair["two"] / pair["one"])
+            say("raw creates through the token server, two processes vs one, pair %d/%d: "
+                "%.0f/s vs %.0f/s, %.2f" % (rnd + 1, sz["node_import_rounds"], pair["two"],
+                                            pair["one"], ratios[-1]))
+    finally:
+        server.stop()
+    return ratios
+
+
 def measure_nodes_token(bins, run_dir, pg, sz, table):
     """Two nodes (node_name a and b) on one PostgreSQL database and one SoftHSM token behind
     `p11-kit server`: imports through both at once against the same client load through one
@@ -1278,6 +1323,7 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
                     rnd + 1, sz["node_import_rounds"], 2 * n, pair["two"], pair["one"],
                     ratios[-1]))
         r = median(ratios)
+        raw = measure_nodes_token_raw(bins, run_dir, sz, table)
         table.notes.append(
             "nodes: imports: %d alternating pairs of %d P-256 certificates each side, one node"
             " on %d connections against two nodes on %d each at once, both nodes on one"
@@ -1289,6 +1335,9 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
                       2 * conns, min(ratios), max(ratios)),
                   fmt_rate(median(two)), fmt_rate(median(one)) + " one node",
                   "%.2f" % r, ">= 1.00", ratio_ok(r, ">=", 1.0))
+        table.add("context: raw C_CreateObject through another token server, two client "
+                  "processes at once vs one, the same keys, threads and token growth (pairs "
+                  "%.2f-%.2f)" % (min(raw), max(raw)), "", "", "%.2f" % median(raw), "", "")
         path = "/v1/certificates/warma-000002"
         for d in (a, b):
             st, body = d.request("GET", path)
