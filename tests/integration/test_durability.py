@@ -407,7 +407,11 @@ class GroupCommit(unittest.TestCase):
         commits = after["certvault_db_commits_total"] - before["certvault_db_commits_total"]
         syncs = after["certvault_db_wal_syncs_total"] - before["certvault_db_wal_syncs_total"]
         self.assertGreaterEqual(commits, 6)
-        self.assertEqual(syncs, commits)
+        # Each of the six commits had a sync of its own; a background write (the
+        # notifier's lease, a token's last use) may add its commit and its sync, and one
+        # that committed just before the first read adds its sync alone.
+        self.assertGreaterEqual(syncs, 6)
+        self.assertLessEqual(syncs, commits + 1)
 
     def test_failed_wal_sync_stops_and_the_next_start_recovers(self):
         if not fault_points_built():
