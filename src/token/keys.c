@@ -1100,14 +1100,14 @@ static CK_RV read_listed(struct cv_token *token, CK_SESSION_HANDLE session,
 
 	*ret_call = "C_GetAttributeValue";
 	for (i = 0; i < n; i++) {
-		if (atomic_load_explicit(&token->closing, memory_order_relaxed))
-			return CKR_FUNCTION_CANCELED;
 		struct listed *l = &ret_listed[kept];
 		CK_ATTRIBUTE tmpl[] = {
 			{ CKA_CLASS, &l->cls, sizeof(l->cls) },
 			{ CKA_ID, l->id, sizeof(l->id) },
 		};
 
+		if (atomic_load_explicit(&token->closing, memory_order_relaxed))
+			return CKR_FUNCTION_CANCELED;
 		rv = token->f->C_GetAttributeValue(session, handles[i], tmpl, 2);
 		/* A secret key (the audit key): its class was read whatever its id said. */
 		if ((rv == CKR_OK || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
