@@ -399,19 +399,23 @@ class GroupCommit(unittest.TestCase):
             time.sleep(0.1)
         self.assertGreater(self.counters()["certvault_db_checkpoints_total"], 0)
         # One connection: every commit waits for its own sync (nothing else is in flight).
-        before = self.counters()
-        for i in range(3):
-            m = Material(self.tmp, "alone-%d" % i)
-            self.assertEqual(self.vault.import_cert("alone-%d" % i, m)[0], 201)
-        after = self.counters()
-        commits = after["certvault_db_commits_total"] - before["certvault_db_commits_total"]
-        syncs = after["certvault_db_wal_syncs_total"] - before["certvault_db_wal_syncs_total"]
-        self.assertGreaterEqual(commits, 6)
-        # Each of the six commits had a sync of its own; a background write (the
-        # notifier's lease, a token's last use) may add its commit and its sync, and one
-        # that committed just before the first read adds its sync alone.
-        self.assertGreaterEqual(syncs, 6)
-        self.assertLessEqual(syncs, commits + 1)
+        # A background write (the notifier's lease, a token's last use) that commits just
+        # before the first read of the counters adds its sync alone: such a window is
+        # measured again, and one of three must show exactly one sync per commit.
+        for attempt in range(3):
+            before = self.counters()
+            for i in range(3):
+                m = Material(self.tmp, "alone-%d-%d" % (attempt, i))
+                self.assertEqual(self.vault.import_cert("alone-%d-%d" % (attempt, i), m)[0],
+                                 201)
+            after = self.counters()
+            commits = (after["certvault_db_commits_total"] -
+                       before["certvault_db_commits_total"])
+            syncs = after["certvault_db_wal_syncs_total"] - before["certvault_db_wal_syncs_total"]
+            self.assertGreaterEqual(commits, 6)
+            if syncs == commits:
+                break
+        self.assertEqual(syncs, commits)
 
     def test_failed_wal_sync_stops_and_the_next_start_recovers(self):
         if not fault_points_built():
