@@ -239,6 +239,16 @@ static json_t *view_json(const struct cv_cert_view *v, const char *etag, int64_t
 	return view_extend(o, rec, etag, scope);
 }
 
+/* The details view of view for req, with its version tag made into tag (size bytes). */
+static json_t *details_json(struct cv_app *app, const struct cv_request *req,
+			    const struct cv_cert_view *view, int key_missing, char *tag,
+			    size_t size)
+{
+	etag_of(view->rec->version, view->rec->sha256_fingerprint, tag, size);
+	return view_json(view, tag, req->now, app->vault.soon_seconds, key_missing,
+			 &req->actor.scope);
+}
+
 /* Answers with the details view of a certificate and its ETag; *ret_view, when asked for,
  * is the caller's. */
 int cert_view_response(struct cv_app *app, const struct cv_request *req, const char *name,
@@ -251,9 +261,8 @@ int cert_view_response(struct cv_app *app, const struct cv_request *req, const c
 	r = cv_vault_cert_get(&app->vault, name, req->now, &view, err);
 	if (r < 0)
 		return r;
-	etag_of(view->rec->version, view->rec->sha256_fingerprint, res->etag, sizeof(res->etag));
-	r = res_json(res, status, view_json(view, res->etag, req->now, app->vault.soon_seconds,
-					    cert_key_missing(app, view->rec), &req->actor.scope));
+	r = res_json(res, status, details_json(app, req, view, cert_key_missing(app, view->rec),
+					       res->etag, sizeof(res->etag)));
 	if (r == 0 && ret_view != NULL) {
 		*ret_view = view;
 		view = NULL;
@@ -1118,9 +1127,7 @@ static int details_answer(struct cv_app *app, const struct cv_request *req, cons
 	if (r < 0)
 		return r;
 	missing = cert_key_missing(app, view->rec);
-	etag_of(view->rec->version, view->rec->sha256_fingerprint, tag, sizeof(tag));
-	r = json_text_of(view_json(view, tag, req->now, app->vault.soon_seconds, missing,
-				   &req->actor.scope), &text, &len);
+	r = json_text_of(details_json(app, req, view, missing, tag, sizeof(tag)), &text, &len);
 	if (r == 0 && http_tagged_etag(tag, text, len, etag) < 0)
 		r = CV_ERR_NOMEM;
 	if (r == 0) {

@@ -1403,4 +1403,6 @@ void token_public_stop(struct cv_token *token)
 	atomic_store(&token->closing, 1);
 	pthread_join(token->public_thread, NULL);
 	token->public_thread_started = 0;
+	/* Only that listing stops: a later one (a new login) reads the token whole. */
+	atomic_store(&token->closing, 0);
 }
