@@ -1,5 +1,6 @@
 /* cli: `certvault` — the commands, their options, and how each answer is shown. */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1930,11 +1931,28 @@ static void print_help(FILE *out)
 	      "(~/.config/certvault/config: url, token or token_file, cacert), never from an\n"
 	      "argument. A file holding a token must not be readable by group or others.\n"
 	      "Passwords come from --password-file or a prompt.\n\n"
-	      "Output: a table on a terminal, --json for the API's JSON, -q for names only.\n\n"
+	      "Output: a table on a terminal, --json for the API's JSON, -q for names only.\n"
+	      "Short options go one per word (-q -y, -o FILE): a word such as -uEt5j is an\n"
+	      "argument, as JWK ids may begin with \"-\"; \"--\" ends the options.\n\n"
 	      "Exit codes: 0 done; 1 refused by the API (4xx, printed as code: message);\n"
 	      "2 usage (bad arguments, unreadable file, unsafe config); 3 cannot connect, or the\n"
 	      "server failed (5xx).\n",
 	      out);
+}
+
+/* A word of one dash and more than one letter: an argument (see cv_cli_main). */
+static bool dash_word(const char *w)
+{
+	return w[0] == '-' && w[1] != '-' && w[1] != '\0' && w[2] != '\0';
+}
+
+/* The word as given for the one getopt saw (dash_word's without their dash). */
+static char *as_given(char *seen, char **scan, char **given, int n)
+{
+	for (int i = 0; seen != NULL && i < n; i++)
+		if (seen == scan[i])
+			return given[i];
+	return seen;
 }
 
 static const struct command *find_command(int argc, char **argv, int *ret_used)
@@ -1959,7 +1977,7 @@ int cv_cli_main(int argc, char **argv)
 {
 	struct ctx c;
 	const struct command *cmd;
-	char **words = NULL;
+	char **words = NULL, **scan = NULL;
 	int n_words = 0, used = 0, r, i;
 
 	memset(&c, 0, sizeof(c));
@@ -2014,13 +2032,23 @@ int cv_cli_main(int argc, char **argv)
 		r = cv_cli_sync(&c.conn, argc - first + 1, argv + first - 1);
 		goto out;
 	}
-	/* The command's own options and arguments, in any order. */
+	/* The command's own options and arguments, in any order. Short options are one per word
+	 * (-q, -y, -o FILE): a word of one dash and more than one letter is an argument, since
+	 * names and JWK ids (base64url) may begin with "-". getopt sees such a word without its
+	 * dash and as_given() gives it back whole. */
 	{
 		int sub_argc = argc - first + 1;
 		char **sub_argv = argv + first - 1;
+		if ((scan = calloc((size_t)sub_argc + 1, sizeof(*scan))) == NULL) {
+			r = CV_CLI_UNAVAILABLE;
+			goto out;
+		}
+		for (i = 0; i < sub_argc; i++)
+			scan[i] = dash_word(sub_argv[i]) ? sub_argv[i] + 1 : sub_argv[i];
 		opterr = 0;
 		optind = 0; /* glibc: 0 starts a new scan, with this optstring's "-" */
-		while ((ch = getopt_long(sub_argc, sub_argv, "-qo:y", long_options, NULL)) != -1) {
+		while ((ch = getopt_long(sub_argc, scan, "-qo:y", long_options, NULL)) != -1) {
+			optarg = as_given(optarg, scan, sub_argv, sub_argc);
 			if (ch == 1) { /* an argument */
 				words[n_words++] = optarg;
 				continue;
@@ -2071,7 +2099,7 @@ int cv_cli_main(int argc, char **argv)
 			c.o.given |= BIT(ch);
 		}
 		for (i = optind; i < sub_argc; i++) /* after "--" */
-			words[n_words++] = sub_argv[i];
+			words[n_words++] = as_given(scan[i], scan, sub_argv, sub_argc);
 	}
 	if (has(&c, O_HELP)) {
 		printf("usage: certvault %s\n  %s\n", cmd->usage, cmd->help);
@@ -2100,6 +2128,7 @@ int cv_cli_main(int argc, char **argv)
 	fflush(stdout);
 out:
 	cv_cli_conn_release(&c.conn);
+	free(scan);
 	free(words);
 	curl_global_cleanup();
 	return r;

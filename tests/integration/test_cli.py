@@ -301,6 +301,16 @@ class TestCommands(CliTestCase):
         kid = out["kid"]
         self.assertIn(kid, self.ok("jwks", "ls", "-q").split())
         self.assertEqual(json.loads(self.ok("jwks", "show", kid, "--json"))["kid"], kid)
+        # A kid is base64url and may begin with "-": a word of one dash and more than one
+        # letter is an argument (short options are one per word), with or without "--".
+        for args in (["jwks", "show", "-q" + "A" * 41], ["jwks", "show", "-uEt5j" + "B" * 37, "-q"],
+                     ["jwks", "show", "--", "-o" + "C" * 41]):
+            rc, _, err = self.cli(*args)
+            self.assertEqual(rc, 1, (args, err))
+            self.assertIn("not_found", err)
+        rc, _, err = self.cli("jwks", "show", "-x")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("unknown option -x", err)
         # Replace with JWKs linked: the choice is required, then confirmed by the name.
         m2 = self.material("jw2", key="rsa2048", san="jw.example.com")
         rc, _, err = self.cli("replace", "jw", "--cert", m2.cert_path, "--key", m2.key_path)
