@@ -946,24 +946,32 @@ struct cv_audit_entry {
 struct cv_audit_record {
 	int64_t seq;               /* 1, 2, 3, ... */
 	struct cv_audit_entry e;
-	int keyed;                 /* hash is the token's HMAC; 0: a plain SHA-256 (before the
-				      chain was keyed) */
+	int keyed;                 /* hash is an HMAC keyed by the token; 0: a plain SHA-256
+				      (before the chain was keyed) */
+	int64_t link;              /* a keyed record's key: 0, the token's audit key itself;
+				      N > 0, the link key N, which the token's key derives */
 	uint8_t prev_hash[CV_AUDIT_HASH_LEN]; /* zeros for the first record */
 	uint8_t hash[CV_AUDIT_HASH_LEN];
 };
 
-/* The audit chain's key: mac computes the HMAC of a record's 32-byte digest with the token's
- * key (0, or a cv_err such as CV_ERR_TOKEN_UNAVAILABLE). From the call on, every record
- * appended is keyed, and verify checks keyed records with mac. keyed_from is the first seq
- * the key covers, as the token says (0: unknown): verify refuses unkeyed records from there
- * on. Call once, before the store is shared. Without a key the store appends plain SHA-256
- * links, but only while the chain has no keyed record (else CV_ERR_TOKEN_UNAVAILABLE), and
- * only the fields the plain format covers (source, count, first_at, last_at and detail are
- * left empty). */
-typedef int (*cv_store_mac_fn)(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
+/* The audit chain's key. mac computes the HMAC of a record's 32-byte digest with the key
+ * link names: 0, the token's audit key itself (a token call); N > 0, the link key N, which
+ * the token's key derives from N (vault/audit.c: a token call the first time, then an HMAC
+ * made in the process). It returns 0 or a cv_err such as CV_ERR_TOKEN_UNAVAILABLE. link (may
+ * be NULL: 0) names the key new records are keyed with; an append asks it before it takes
+ * the chain's head, so that the HMAC made while the writer lock is held needs no token call.
+ * From the call on, every record appended is keyed, and verify checks keyed records with
+ * mac. keyed_from is the first seq the key covers, as the token says (0: unknown): verify
+ * refuses unkeyed records from there on. Call once, before the store is shared. Without a
+ * key the store appends plain SHA-256 links, but only while the chain has no keyed record
+ * (else CV_ERR_TOKEN_UNAVAILABLE), and only the fields the plain format covers (source,
+ * count, first_at, last_at and detail are left empty). */
+typedef int (*cv_store_mac_fn)(void *arg, int64_t link,
+			       const uint8_t digest[CV_AUDIT_HASH_LEN],
 			       uint8_t ret_mac[CV_AUDIT_HASH_LEN]);
-void cv_store_audit_key(struct cv_store *store, cv_store_mac_fn mac, void *arg,
-			int64_t keyed_from);
+typedef int64_t (*cv_store_link_fn)(void *arg);
+void cv_store_audit_key(struct cv_store *store, cv_store_mac_fn mac, cv_store_link_fn link,
+			void *arg, int64_t keyed_from);
 
 /* Appends entry as the next record of the chain, in its own transaction. 0, CV_ERR_DB, or
  * the key's error (the token is unavailable: nothing is written). */
@@ -1004,9 +1012,9 @@ struct cv_audit_verdict {
  * are checked with the key's mac. 0 (with the verdict), CV_ERR_DB, or the key's error (the
  * token is unavailable: nothing is claimed). */
 int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret);
-/* The hash rec should carry after prev_hash: the key's HMAC of its digest when rec->keyed
- * (CV_ERR_TOKEN_UNAVAILABLE without a key), else the plain SHA-256 of records from before the
- * key. 0 or the key's error. */
+/* The hash rec should carry after prev_hash: the HMAC of its digest with the key rec->link
+ * names when rec->keyed (CV_ERR_TOKEN_UNAVAILABLE without a key), else the plain SHA-256 of
+ * records from before the key. 0 or the key's error. */
 int cv_store_audit_seal(struct cv_store *store, const struct cv_audit_record *rec,
 			uint8_t ret[CV_AUDIT_HASH_LEN]);
 /* The unkeyed records' hash: SHA-256 over prev_hash and every field, each length-prefixed. */

@@ -277,6 +277,10 @@ int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret);
  * CV_ERR_TOKEN_UNAVAILABLE (err says why). */
 int cv_token_check(struct cv_token *token, struct cv_errmsg *err);
 
+/* Whether the token was up when last seen (no call): 0 once a call found it gone, until a
+ * recovery got it back. */
+int cv_token_up(struct cv_token *token);
+
 /* The PKCS#11 calls the token module makes, as its counters name them. */
 enum cv_token_op {
 	CV_TOKEN_OP_OPEN_SESSION = 0, /* C_OpenSession */

@@ -14,7 +14,7 @@
 #define AUDIT_COLS                                                                        \
 	"seq, at, actor_id, actor_name, action, target, ok, error, request_id,"           \
 	" fingerprints, prev_hash, hash, keyed, source, count, first_at, last_at, detail,"  \
-	" changes"
+	" changes, link_key"
 
 /* Feeds one length-prefixed field into the digest: fields can never run into each other. */
 static void hash_field(EVP_MD_CTX *ctx, const void *data, size_t len)
@@ -89,8 +89,10 @@ void cv_store_audit_hash(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT
 	(void)digest_done(ctx, ret);
 }
 
-/* A keyed record's digest, which the token's key MACs: the unkeyed fields and every field
- * added with the key, under a new format name so neither format's input is the other's. */
+/* A keyed record's digest, which its key MACs: the unkeyed fields and every field added with
+ * the key, under a new format name so neither format's input is the other's. A record keyed
+ * with a link key has a format name of its own and covers the link's number too, so that it
+ * cannot be said to be keyed with another key than the one that made its HMAC. */
 static int keyed_digest(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT_HASH_LEN])
 {
 	const struct cv_audit_entry *e = &rec->e;
@@ -101,20 +103,24 @@ static int keyed_digest(const struct cv_audit_record *rec, uint8_t ret[CV_AUDIT_
 		EVP_MD_CTX_free(ctx);
 		return CV_ERR_INTERNAL;
 	}
-	hash_text(ctx, "certvault-audit-2-hmac-sha256");
+	hash_text(ctx, rec->link != 0 ? "certvault-audit-3-link-hmac-sha256" :
+					 "certvault-audit-2-hmac-sha256");
 	hash_common(ctx, rec);
 	hash_text(ctx, e->source);
 	hash_int(ctx, e->count);
 	hash_int(ctx, e->first_at);
 	hash_int(ctx, e->last_at);
 	hash_text(ctx, e->detail);
+	if (rec->link != 0)
+		hash_int(ctx, rec->link);
 	return digest_done(ctx, ret);
 }
 
-void cv_store_audit_key(struct cv_store *store, cv_store_mac_fn mac, void *arg,
-			int64_t keyed_from)
+void cv_store_audit_key(struct cv_store *store, cv_store_mac_fn mac, cv_store_link_fn link,
+			void *arg, int64_t keyed_from)
 {
 	store->audit_mac = mac;
+	store->audit_link = link;
 	store->audit_mac_arg = arg;
 	store->audit_keyed_from = keyed_from;
 }
@@ -132,9 +138,11 @@ int cv_store_audit_seal(struct cv_store *store, const struct cv_audit_record *re
 	}
 	if (store == NULL || store->audit_mac == NULL)
 		return CV_ERR_TOKEN_UNAVAILABLE;
+	if (rec->link < 0)
+		return CV_ERR_BAD_ENCODING; /* no key has that number: callers check first */
 	r = keyed_digest(rec, digest);
 	if (r == 0)
-		r = store->audit_mac(store->audit_mac_arg, digest, ret);
+		r = store->audit_mac(store->audit_mac_arg, rec->link, digest, ret);
 	if (r < 0)
 		memset(ret, 0, CV_AUDIT_HASH_LEN);
 	return r;
@@ -155,6 +163,10 @@ int store_audit_append_on(cvdb *db, const struct cv_audit_entry *entry)
 	rec.e = *entry;
 	if (rec.e.count < 1)
 		rec.e.count = 1;
+	/* The key first: the head is read under the writer lock, and nothing from here to the
+	 * commit waits for the token while a link key is there to key the record. */
+	if (store != NULL && store->audit_mac != NULL && store->audit_link != NULL)
+		rec.link = store->audit_link(store->audit_mac_arg);
 	rc = cvdb_prepare(db, "SELECT seq, hash, keyed FROM audit_log ORDER BY seq DESC"
 				" LIMIT 1", 0, &last, NULL);
 	if (rc != SQLITE_OK) {
@@ -186,6 +198,7 @@ int store_audit_append_on(cvdb *db, const struct cv_audit_entry *entry)
 	/* A plain record holds only what the plain format covers: a field no hash covers
 	 * would be one anyone could change. */
 	if (!rec.keyed) {
+		rec.link = 0;
 		rec.e.source[0] = '\0';
 		rec.e.count = 1;
 		rec.e.first_at = rec.e.last_at = 0;
@@ -196,7 +209,7 @@ int store_audit_append_on(cvdb *db, const struct cv_audit_entry *entry)
 		goto out;
 	rc = cvdb_prepare(db, "INSERT INTO audit_log (" AUDIT_COLS ") VALUES (?1, ?2, ?3,"
 				" ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-				" ?18, ?19)", 0, &ins, NULL);
+				" ?18, ?19, ?20)", 0, &ins, NULL);
 	if (rc == SQLITE_OK)
 		rc = cvdb_bind_int64(ins, 1, rec.seq);
 	if (rc == SQLITE_OK)
@@ -235,6 +248,8 @@ int store_audit_append_on(cvdb *db, const struct cv_audit_entry *entry)
 		rc = store_bind_text(ins, 18, rec.e.detail);
 	if (rc == SQLITE_OK)
 		rc = store_bind_text(ins, 19, rec.e.changes);
+	if (rc == SQLITE_OK)
+		rc = cvdb_bind_int64(ins, 20, rec.link);
 	if (rc == SQLITE_OK && (rc = cvdb_step(ins)) == SQLITE_DONE)
 		rc = SQLITE_OK;
 	r = rc == SQLITE_OK ? 0 : store_err(rc);
@@ -313,6 +328,7 @@ static int read_record(cvdb_stmt *stmt, struct cv_audit_record *rec)
 	rec->e.count = cvdb_column_int64(stmt, 14);
 	rec->e.first_at = cvdb_column_int64(stmt, 15);
 	rec->e.last_at = cvdb_column_int64(stmt, 16);
+	rec->link = cvdb_column_int64(stmt, 19);
 	if (cvdb_column_bytes(stmt, 10) != CV_AUDIT_HASH_LEN ||
 	    cvdb_column_bytes(stmt, 11) != CV_AUDIT_HASH_LEN)
 		return CV_ERR_DB;
@@ -560,7 +576,12 @@ int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 			       (long long)rec.seq);
 			break;
 		}
-		if (!rec.keyed && !legacy_shape(&rec.e)) {
+		if (!rec.keyed && (!legacy_shape(&rec.e) || rec.link != 0)) {
+			broken(ret, rec.seq, "record %lld was changed after it was written",
+			       (long long)rec.seq);
+			break;
+		}
+		if (rec.link < 0) {
 			broken(ret, rec.seq, "record %lld was changed after it was written",
 			       (long long)rec.seq);
 			break;

@@ -829,6 +829,12 @@ static const struct schema_step steps[] = {
 	  "CREATE OR REPLACE FUNCTION cv_generation_certs() RETURNS trigger LANGUAGE plpgsql AS"
 	  " 'BEGIN UPDATE store_generations SET certs = certs + 1; NOTIFY cv_generations;"
 	  " RETURN NULL; END';" },
+	/* 17 -> 18: an audit record may be keyed with a link key, which the token's audit key
+	 * derives from the link_key number, rather than by the token's key itself (0): its
+	 * HMAC is then made in the process, with no token call while the writer lock is held
+	 * (store/audit.c, vault/audit.c). */
+	{ "ALTER TABLE audit_log ADD COLUMN link_key INTEGER NOT NULL DEFAULT 0;",
+	  "ALTER TABLE audit_log ADD COLUMN link_key BIGINT NOT NULL DEFAULT 0;" },
 	{ NULL, NULL },
 };
 #define N_STEPS ((int)(sizeof(steps) / sizeof(steps[0])) - 1)

@@ -62,6 +62,7 @@ struct cv_store {
 	atomic_uint_fast64_t tokens_generation;
 	/* The audit chain's key (cv_store_audit_key): set before the store is shared. */
 	cv_store_mac_fn audit_mac;
+	cv_store_link_fn audit_link;
 	void *audit_mac_arg;
 	int64_t audit_keyed_from;
 	/* Several nodes (nodes.c, cv_store_node_set): this process's node name, written as the

@@ -183,6 +183,11 @@ out:
 	return r;
 }
 
+int cv_token_up(struct cv_token *token)
+{
+	return atomic_load(&token->up) ? 1 : 0;
+}
+
 int token_enter(struct cv_token *token, struct cv_errmsg *err)
 {
 	int r;

@@ -14,7 +14,20 @@
  * own, one slot per actor, action, key and algorithm: the first of an interval is written
  * before the signature is handed out, its repeats are counted, so a client signing a thousand
  * times a second costs one record per interval, and a refusal flood never pushes signatures
- * out of their slots (nor the reverse). */
+ * out of their slots (nor the reverse).
+ *
+ * Link keys. A record's HMAC made by the token while the chain's head is held (the writer
+ * lock, every node's on PostgreSQL) puts a token call inside everyone's write: through a
+ * network token it waits behind the node's key creates on its one connection, and every
+ * node waits on it. So at start a process picks a random link number N and has the token's
+ * audit key derive the link key N: HMAC(audit key, SHA-256("certvault-audit-link-key N")),
+ * once. Its records name N (link_key) and are keyed with it by an HMAC made in the process:
+ * the key lives in locked, undumped memory (cv_secret_alloc), is never written anywhere, and
+ * dies with the process. Rewriting a record still needs the token: a copy of the database
+ * alone derives nothing, and whoever can read certvaultd's memory could use the token's key
+ * through its logged-in session anyway. Verify derives every other link it meets with the
+ * token (once each, a few kept). A link key is used only while the token is up, so that a
+ * change is refused while the token is known to be gone, as with the token's own HMAC. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +40,10 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
+#include "certvault/secret.h"
 #include "certvault/util.h"
 #include "internal.h"
 
@@ -42,6 +58,13 @@
 #define LIMIT_SLOTS 1024
 /* What the key's CKA_ID says: the first record it covers. */
 #define KEY_ID_PREFIX "certvault-audit-from="
+/* Other processes' link keys kept once derived (verify meets one per process start). */
+#define LINK_SLOTS 8
+
+struct link_slot {
+	int64_t id;               /* 0: free */
+	uint8_t *key;             /* CV_TOKEN_MAC_LEN bytes, cv_secret_alloc */
+};
 
 struct refusal_slot {
 	int used;
@@ -67,17 +90,119 @@ struct vault_audit {
 	struct refusal_slot uses[USE_SLOTS]; /* also guarded by lock */
 	pthread_mutex_t limit_lock;
 	struct limit_slot limits[LIMIT_SLOTS];
+	struct cv_token *token;
+	/* This process's link key: set at init, before the store is shared, then only read. */
+	int64_t link;             /* 0: none, records are keyed by the token's key itself */
+	uint8_t *link_key;
+	pthread_mutex_t links_lock; /* guards links and links_next */
+	struct link_slot links[LINK_SLOTS];
+	unsigned links_next;
 };
 
-static int key_mac(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
-		   uint8_t ret_mac[CV_AUDIT_HASH_LEN])
+static int token_mac(struct vault_audit *va, const uint8_t digest[CV_AUDIT_HASH_LEN],
+		     uint8_t ret_mac[CV_AUDIT_HASH_LEN])
 {
-	struct vault_audit *va = arg;
 	int r = cv_token_secret_hmac(va->key, digest, CV_AUDIT_HASH_LEN, ret_mac, NULL);
 
 	/* The key gone from a token that answers is the token's failure, not a missing
 	 * resource of the request's. */
 	return r == CV_ERR_NOT_FOUND ? CV_ERR_TOKEN : r;
+}
+
+/* The link key id: the token's HMAC of SHA-256("certvault-audit-link-key <id>"), an input no
+ * record's digest has (those are SHA-256 of length-prefixed fields). */
+static int link_derive(struct vault_audit *va, int64_t id, uint8_t key[CV_TOKEN_MAC_LEN])
+{
+	uint8_t digest[CV_AUDIT_HASH_LEN];
+	char text[64];
+	int n = snprintf(text, sizeof(text), "certvault-audit-link-key %lld", (long long)id);
+
+	if (EVP_Digest(text, (size_t)n, digest, NULL, EVP_sha256(), NULL) != 1)
+		return CV_ERR_INTERNAL;
+	return token_mac(va, digest, key);
+}
+
+/* The slot holding the link key id, derived now in place of the oldest when none does (NULL
+ * and *ret_r then). Caller holds links_lock. */
+static struct link_slot *link_slot(struct vault_audit *va, int64_t id, int *ret_r)
+{
+	struct link_slot *slot;
+	unsigned i;
+
+	for (i = 0; i < LINK_SLOTS; i++)
+		if (va->links[i].id == id)
+			return &va->links[i];
+	slot = &va->links[va->links_next];
+	if (slot->key == NULL && (slot->key = cv_secret_alloc(CV_TOKEN_MAC_LEN)) == NULL) {
+		*ret_r = CV_ERR_NOMEM;
+		return NULL;
+	}
+	slot->id = 0;
+	*ret_r = link_derive(va, id, slot->key);
+	if (*ret_r < 0)
+		return NULL;
+	slot->id = id;
+	va->links_next = (va->links_next + 1) % LINK_SLOTS;
+	return slot;
+}
+
+static int link_hmac(const uint8_t *key, const uint8_t digest[CV_AUDIT_HASH_LEN],
+		     uint8_t ret_mac[CV_AUDIT_HASH_LEN])
+{
+	unsigned int len = 0;
+
+	if (HMAC(EVP_sha256(), key, CV_TOKEN_MAC_LEN, digest, CV_AUDIT_HASH_LEN, ret_mac,
+		 &len) == NULL || len != CV_AUDIT_HASH_LEN)
+		return CV_ERR_INTERNAL;
+	return 0;
+}
+
+/* The store's mac (cv_store_audit_key): the token's HMAC for link 0, else the link key's. */
+static int key_mac(void *arg, int64_t link, const uint8_t digest[CV_AUDIT_HASH_LEN],
+		   uint8_t ret_mac[CV_AUDIT_HASH_LEN])
+{
+	struct vault_audit *va = arg;
+	struct link_slot *slot;
+	int r;
+
+	if (link == 0)
+		return token_mac(va, digest, ret_mac);
+	/* Only while the token is up: a token seen gone is tried again (at most once a
+	 * second), as a token call would. */
+	if (!cv_token_up(va->token) && cv_token_check(va->token, NULL) < 0)
+		return CV_ERR_TOKEN_UNAVAILABLE;
+	if (link == va->link)
+		r = link_hmac(va->link_key, digest, ret_mac);
+	else {
+		pthread_mutex_lock(&va->links_lock);
+		slot = link_slot(va, link, &r);
+		if (slot != NULL)
+			r = link_hmac(slot->key, digest, ret_mac);
+		pthread_mutex_unlock(&va->links_lock);
+	}
+	if (r < 0)
+		memset(ret_mac, 0, CV_AUDIT_HASH_LEN);
+	return r;
+}
+
+/* The store's link (cv_store_audit_key): the key new records are keyed with. */
+static int64_t key_link(void *arg)
+{
+	return ((struct vault_audit *)arg)->link;
+}
+
+static void audit_free(struct vault_audit *va)
+{
+	unsigned i;
+
+	cv_token_secret_free(va->key);
+	cv_secret_free(va->link_key, CV_TOKEN_MAC_LEN);
+	for (i = 0; i < LINK_SLOTS; i++)
+		cv_secret_free(va->links[i].key, CV_TOKEN_MAC_LEN);
+	pthread_mutex_destroy(&va->links_lock);
+	pthread_mutex_destroy(&va->limit_lock);
+	pthread_mutex_destroy(&va->lock);
+	free(va);
 }
 
 /* The seq the key's CKA_ID names, 0 when it names none. */
@@ -118,6 +243,13 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 		free(va);
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot make a lock");
 	}
+	if (pthread_mutex_init(&va->links_lock, NULL) != 0) {
+		pthread_mutex_destroy(&va->limit_lock);
+		pthread_mutex_destroy(&va->lock);
+		free(va);
+		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot make a lock");
+	}
+	va->token = v->token;
 	va->cfg = *s;
 	snprintf(va->label, sizeof(va->label), "%s", s->key_label);
 	va->cfg.key_label = va->label;
@@ -149,7 +281,27 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 	if (r < 0)
 		goto out;
 	ret->keyed_from = key_from(va->key);
-	cv_store_audit_key(v->store, key_mac, va, ret->keyed_from);
+	/* This process's link key (above): a random number no other process picks but by a
+	 * chance of 2^-63, derived once. */
+	va->link_key = cv_secret_alloc(CV_TOKEN_MAC_LEN);
+	if (va->link_key == NULL) {
+		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	while (va->link <= 0) {
+		if (RAND_bytes((unsigned char *)&va->link, sizeof(va->link)) != 1) {
+			r = cv_errmsg_set(err, CV_ERR_INTERNAL, "no random number for the audit "
+					  "chain's link key");
+			goto out;
+		}
+		va->link &= INT64_MAX;
+	}
+	r = link_derive(va, va->link, va->link_key);
+	if (r < 0) {
+		cv_errmsg_set(err, r, "the token's audit key did not derive the link key");
+		goto out;
+	}
+	cv_store_audit_key(v->store, key_mac, key_link, va, ret->keyed_from);
 	v->audit = va;
 	/* A chain begun before the key: its keyed part starts with a record saying so, the
 	 * head of the unkeyed part being its prev_hash. */
@@ -168,12 +320,9 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 out:
 	if (v->audit == va) {
 		v->audit = NULL;
-		cv_store_audit_key(v->store, NULL, NULL, 0);
+		cv_store_audit_key(v->store, NULL, NULL, NULL, 0);
 	}
-	cv_token_secret_free(va->key);
-	pthread_mutex_destroy(&va->limit_lock);
-	pthread_mutex_destroy(&va->lock);
-	free(va);
+	audit_free(va);
 	return r;
 }
 
@@ -184,12 +333,9 @@ void cv_vault_audit_release(struct cv_vault *v, int64_t now)
 	if (va == NULL)
 		return;
 	(void)cv_vault_audit_flush(v, now, 1);
-	cv_store_audit_key(v->store, NULL, NULL, 0);
+	cv_store_audit_key(v->store, NULL, NULL, NULL, 0);
 	v->audit = NULL;
-	cv_token_secret_free(va->key);
-	pthread_mutex_destroy(&va->limit_lock);
-	pthread_mutex_destroy(&va->lock);
-	free(va);
+	audit_free(va);
 }
 
 int vault_write_errmsg(struct cv_errmsg *err, int r, const char *what)
@@ -549,7 +695,7 @@ static json_t *record_json(const struct cv_audit_record *rec)
 	cv_hex_encode(rec->prev_hash, CV_AUDIT_HASH_LEN, prev);
 	cv_hex_encode(rec->hash, CV_AUDIT_HASH_LEN, hash);
 	return json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:I, s:I, s:I,"
-			 " s:o, s:o, s:b, s:s, s:s}",
+			 " s:o, s:o, s:b, s:I, s:s, s:s}",
 			 "seq", (json_int_t)rec->seq, "at", (json_int_t)e->at,
 			 "actor_id", text_json(e->actor_id), "actor_name", text_json(e->actor_name),
 			 "action", text_json(e->action), "target", text_json(e->target),
@@ -559,7 +705,8 @@ static json_t *record_json(const struct cv_audit_record *rec)
 			 "count", (json_int_t)e->count, "first_at", (json_int_t)e->first_at,
 			 "last_at", (json_int_t)e->last_at, "detail", text_json(e->detail),
 			 "changes", text_json(e->changes),
-			 "keyed", rec->keyed, "prev_hash", prev, "hash", hash);
+			 "keyed", rec->keyed, "link_key", (json_int_t)rec->link, "prev_hash", prev,
+			 "hash", hash);
 }
 
 static int record_from_json(const json_t *j, struct cv_audit_record *rec)
@@ -584,6 +731,13 @@ static int record_from_json(const json_t *j, struct cv_audit_record *rec)
 	e->first_at = json_integer_value(json_object_get(j, "first_at"));
 	e->last_at = json_integer_value(json_object_get(j, "last_at"));
 	rec->keyed = json_is_true(json_object_get(j, "keyed"));
+	/* Archives written before link keys have none: the token's key itself. */
+	if (json_object_get(j, "link_key") != NULL) {
+		if (!json_is_integer(json_object_get(j, "link_key")) ||
+		    json_integer_value(json_object_get(j, "link_key")) < 0)
+			return CV_ERR_BAD_ENCODING;
+		rec->link = json_integer_value(json_object_get(j, "link_key"));
+	}
 	r = text_from_json(json_object_get(j, "actor_id"), e->actor_id, sizeof(e->actor_id));
 	if (r == 0)
 		r = text_from_json(json_object_get(j, "actor_name"), e->actor_name,

@@ -396,6 +396,52 @@ class AuditKeyTest(AuditCase):
                     {"environment": "production", "domains": ["aklate.example.com"]})
         self.assertEqual(self.verify()["intact"], True)
 
+    def test_records_are_keyed_with_a_link_key_the_token_derives(self):
+        # Each process keys its records with a link key of its own, which the token's key
+        # derives at start: one number for all of this process's records.
+        [(start,)] = self.raw("SELECT coalesce(max(seq), 0) FROM audit_log")
+        for i in range(3):
+            self.change("PUT", "/v1/services/lk-%d" % i,
+                        {"environment": "production", "domains": ["lk%d.example.com" % i]})
+        rows = self.raw("SELECT seq, link_key FROM audit_log WHERE seq > ? ORDER BY seq",
+                        (start,))
+        self.assertEqual(len(rows), 3, rows)
+        links = {link for _, link in rows}
+        self.assertEqual(len(links), 1, rows)
+        link = links.pop()
+        self.assertGreater(link, 0)
+        n = rows[-1][0]
+        # The record said to be keyed with another link, or with the token's key itself:
+        # changed, whatever its links after it say.
+        for other in (link ^ 1, 0):
+            self.raw("UPDATE audit_log SET link_key = ? WHERE seq = ?", (other, n))
+            v = self.verify()
+            self.assertEqual((v["intact"], v["first_bad"]), (False, n), v)
+            self.assertIn("changed", v["reason"])
+        self.raw("UPDATE audit_log SET link_key = ? WHERE seq = ?", (link, n))
+        self.assertEqual(self.verify()["intact"], True)
+        # After a restart: another link, and the earlier one's records still verify (the
+        # token derives it again).
+        self.vault.stop()
+        self.vault.start()
+        self.change("PUT", "/v1/services/lk-after",
+                    {"environment": "production", "domains": ["lkafter.example.com"]})
+        [(after,)] = self.raw("SELECT link_key FROM audit_log ORDER BY seq DESC LIMIT 1")
+        self.assertNotIn(after, (0, link))
+        v = self.verify()
+        self.assertEqual((v["intact"], v["keyed_from"], v["unkeyed"]), (True, 1, 0), v)
+        # The rewrite attack on a record of the earlier link: caught as before.
+        saved = self.raw("SELECT seq, target, prev_hash, hash FROM audit_log WHERE seq >= ?",
+                         (n,))
+        self.raw("UPDATE audit_log SET target = 'someone-else' WHERE seq = ?", (n,))
+        self.rehash_from(n)
+        v = self.verify()
+        self.assertEqual((v["intact"], v["first_bad"]), (False, n), v)
+        for seq, target, prev, h in saved:
+            self.raw("UPDATE audit_log SET target = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                     (target, prev, h, seq))
+        self.assertEqual(self.verify()["intact"], True)
+
     def test_the_key_is_sensitive_and_never_leaves_the_token(self):
         env = dict(self.vault.env(), CV_TEST_PIN=self.vault.pin)
         base = ["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.vault.label,
@@ -450,9 +496,9 @@ class AuditUpgradeTest(AuditCase):
         rows = self.vault.sql("SELECT " + V1_COLS + " FROM audit_log ORDER BY seq")
         for row in rows:
             h = v1_hash(row, prev)
-            # (An older certvaultd wrote no changes either.)
+            # (An older certvaultd wrote no changes or link keys either.)
             self.vault.sql("UPDATE audit_log SET prev_hash = ?, hash = ?, keyed = 0, source = '',"
-                           " changes = '' WHERE seq = ?", (prev, h, row[0]))
+                           " changes = '', link_key = 0 WHERE seq = ?", (prev, h, row[0]))
             prev = h
         last = len(rows)
 

@@ -329,7 +329,7 @@ static void test_open_creates_schema_owner_only(void **state)
 	char side[600];
 	static const char *const doms[] = { "a.example", NULL };
 
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 17);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 18);
 	assert_int_equal(raw_int(path, PICK("SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 					    " AND name IN ('certificates', 'certificate_domains')",
 					    "SELECT count(*) FROM pg_tables WHERE schemaname ="
@@ -384,7 +384,7 @@ static void test_reopen_keeps_data(void **state)
 	*state = NULL;
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 17);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 18);
 	assert_int_equal(cv_store_cert_get(store, "kept", &rec), 0);
 	assert_int_equal(rec->n_domains, 2);
 	assert_string_equal(rec->domains[1], "www.keep.example");
@@ -509,7 +509,7 @@ static void test_open_pg_two_nodes_at_once(void **state)
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 	for (i = 0; i < 2; i++)
 		assert_int_equal(o[i].r, 0);
-	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 17);
+	assert_int_equal(raw_int(path, SCHEMA_VERSION_SQL), 18);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM schema_version"), 1);
 	/* One store's write moves the other's generation (the number is the database's). */
 	{
@@ -1563,7 +1563,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store; /* the teardown closes it */
 	/* Every step since v1 ran: v2 (and v3 after it), the current schema. */
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 17);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 18);
 	assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
 				       " AND name IN ('certificate_versions', 'key_journal',"
 				       " 'services', 'service_domains')"),
@@ -1610,7 +1610,7 @@ static void test_migrate_from_v1(void **state)
 	*state = NULL;
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 17);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 18);
 	rec = get_cert(store, "old");
 	assert_int_equal(rec->n_used_by, 1);
 	cv_store_cert_free(rec);
@@ -3599,13 +3599,14 @@ static void test_migrate_environments_from_v9(void **state)
 		       " ALTER TABLE certificates DROP COLUMN owner_node;"
 		       " ALTER TABLE pending_certificates DROP COLUMN owner_node;"
 		       " ALTER TABLE key_journal DROP COLUMN owner_node; DROP TABLE nodes;"
+		       " ALTER TABLE audit_log DROP COLUMN link_key;"
 		       " UPDATE services SET environment = 'Prod-EU' WHERE name = 'one';"
 		       " UPDATE services SET environment = 'prod-eu' WHERE name = 'two';"
 		       " UPDATE services SET environment = 'qa' WHERE name = 'three';"
 		       " PRAGMA user_version = 9;");
 	assert_int_equal(open_store(path, &store, &err), 0);
 	*state = store;
-	assert_int_equal(raw_int(path, "PRAGMA user_version"), 17);
+	assert_int_equal(raw_int(path, "PRAGMA user_version"), 18);
 	assert_int_equal(cv_store_environment_list(store, NULL, 100, &recs, &n), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(recs[0].name, "Prod-EU");
@@ -3720,10 +3721,25 @@ static void test_environments(void **state)
 }
 
 /* The store's chain keyed with a real HMAC key in a real SoftHSM token. */
-static int token_mac(void *arg, const uint8_t digest[CV_AUDIT_HASH_LEN],
+/* The token's HMAC of the digest; for a link N, of the digest with N folded into it (as a key
+ * of its own would give another HMAC). */
+static int token_mac(void *arg, int64_t link, const uint8_t digest[CV_AUDIT_HASH_LEN],
 		     uint8_t ret_mac[CV_AUDIT_HASH_LEN])
 {
-	return cv_token_secret_hmac(arg, digest, CV_AUDIT_HASH_LEN, ret_mac, NULL);
+	uint8_t d[CV_AUDIT_HASH_LEN];
+
+	memcpy(d, digest, sizeof(d));
+	for (int i = 0; i < 8; i++)
+		d[i] ^= (uint8_t)((uint64_t)link >> (8 * i));
+	return cv_token_secret_hmac(arg, d, CV_AUDIT_HASH_LEN, ret_mac, NULL);
+}
+
+static int64_t link_now;
+
+static int64_t test_link(void *arg)
+{
+	(void)arg;
+	return link_now;
 }
 
 static void append_n(struct cv_store *store, int n, const char *prefix)
@@ -3769,7 +3785,7 @@ static void test_audit_keyed_and_archived(void **state)
 	/* Three plain records, as a certvault before the key wrote them: source and the other
 	 * fields the plain format does not cover are not kept. */
 	append_n(store, 3, "plain");
-	cv_store_audit_key(store, token_mac, key, 4);
+	cv_store_audit_key(store, token_mac, NULL, key, 4);
 	append_n(store, 3, "keyed");
 	assert_int_equal(cv_store_audit_verify(store, &v), 0);
 	assert_int_equal(v.first_bad, 0);
@@ -3819,7 +3835,85 @@ static void test_audit_keyed_and_archived(void **state)
 	assert_int_equal(cv_store_audit_verify(store, &v), 0);
 	assert_int_equal(v.first_bad, 5);
 
-	cv_store_audit_key(store, NULL, NULL, 0);
+	cv_store_audit_key(store, NULL, NULL, NULL, 0);
+	cv_token_secret_free(key);
+	cv_token_free(token);
+	assert_int_equal(ts_softhsm_remove(tdir), 0);
+}
+
+/* Records keyed with link keys: each names its link, which the digest covers, so a record
+ * cannot be moved to another key; records of several links verify in one chain. */
+static void test_audit_link_keys(void **state)
+{
+	char tdir[] = "/tmp/cv-store-token-XXXXXX";
+	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL, NULL, 0 };
+	struct cv_token *token = NULL;
+	struct cv_token_secret *key = NULL;
+	struct cv_store *store = *state;
+	struct cv_errmsg err = { "" };
+	struct cv_audit_verdict v;
+	struct cv_audit_filter f;
+	struct cv_audit_record *recs = NULL;
+	size_t n = 0;
+
+	assert_non_null(mkdtemp(tdir));
+	assert_int_equal(ts_softhsm_new(tdir, "audit", "1234", "5678"), 0);
+	tcfg.module_path = ts_softhsm_module();
+	assert_int_equal(cv_token_open(&tcfg, &token, &err), 0);
+	assert_int_equal(cv_token_secret_generate(token, "audit-hmac", (const uint8_t *)"x", 1,
+						  &key, &err), 0);
+	cv_store_audit_key(store, token_mac, test_link, key, 1);
+	link_now = 0;
+	append_n(store, 2, "direct");
+	link_now = 7;
+	append_n(store, 2, "seven");
+	link_now = (int64_t)1 << 62;
+	append_n(store, 2, "big");
+	memset(&f, 0, sizeof(f));
+	f.limit = 10;
+	assert_int_equal(cv_store_audit_list(store, &f, &recs, &n), 0);
+	assert_int_equal(n, 6);
+	assert_int_equal(recs[0].link, 0);
+	assert_int_equal(recs[2].link, 7);
+	assert_int_equal(recs[5].link, (int64_t)1 << 62);
+	free(recs);
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM audit_log WHERE link_key = 7"), 2);
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 0);
+	assert_int_equal(v.records, 6);
+	assert_int_equal(v.keyed_from, 1);
+
+	/* A record said to be keyed with another link, or with the token's key itself, or
+	 * with no key there can be: changed. */
+	raw_exec(path, "UPDATE audit_log SET link_key = 8 WHERE seq = 3");
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 3);
+	assert_non_null(strstr(v.reason, "changed"));
+	raw_exec(path, "UPDATE audit_log SET link_key = 0 WHERE seq = 3");
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 3);
+	raw_exec(path, "UPDATE audit_log SET link_key = -7 WHERE seq = 3");
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 3);
+	raw_exec(path, "UPDATE audit_log SET link_key = 7 WHERE seq = 3");
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 0);
+	/* A record of the direct key given a link: changed too. */
+	raw_exec(path, "UPDATE audit_log SET link_key = 7 WHERE seq = 1");
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 1);
+	raw_exec(path, "UPDATE audit_log SET link_key = 0 WHERE seq = 1");
+
+	/* A plain record never carries a link: without a key, the store writes none. */
+	cv_store_audit_key(store, NULL, NULL, NULL, 0);
+	raw_exec(path, "DELETE FROM audit_log");
+	append_n(store, 1, "plain");
+	assert_int_equal(raw_int(path, "SELECT link_key FROM audit_log"), 0);
+	raw_exec(path, "UPDATE audit_log SET link_key = 7");
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, 1);
+
+	link_now = 0;
 	cv_token_secret_free(key);
 	cv_token_free(token);
 	assert_int_equal(ts_softhsm_remove(tdir), 0);
@@ -4127,6 +4221,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_tokens_generation, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_keyed_and_archived, test_setup,
 						test_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_link_keys, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_import_activate, test_setup,
 						test_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_supersede, test_setup, test_teardown),
