@@ -271,10 +271,11 @@ struct cv_token_health {
  * reachable, else CV_ERR_TOKEN_UNAVAILABLE. */
 int cv_token_health_get(struct cv_token *token, struct cv_token_health *ret);
 
-/* Whether the token is there to write to: a recovery attempt when it is down, else one
- * C_GetTokenInfo. Call it before a write that needs the token and changes anything else
- * first, so that a token already gone refuses the write before it starts. Returns 0 or
- * CV_ERR_TOKEN_UNAVAILABLE (err says why). */
+/* Whether the token is there to write to: a recovery attempt when it is down; else nothing
+ * when it answered a call within the last second, or one C_GetTokenInfo. Call it before a
+ * write that needs the token and changes anything else first, so that a token known gone
+ * refuses the write before it starts. Returns 0 or CV_ERR_TOKEN_UNAVAILABLE (err says
+ * why). */
 int cv_token_check(struct cv_token *token, struct cv_errmsg *err);
 
 /* Whether the token was up when last seen (no call): 0 once a call found it gone, until a

@@ -121,6 +121,7 @@ struct cv_token {
 	 * call runs on a session or a handle of the token as it was before. */
 	pthread_rwlock_t state_lock;
 	atomic_int up;            /* 0: the token stopped answering; calls fail at once */
+	atomic_llong answered_ms; /* CLOCK_MONOTONIC ms of the last call it answered; 0: none */
 	/* One recovery at a time, at most one a second; guards last_attempt. Taken before
 	 * state_lock, never while holding it. */
 	pthread_mutex_t recover_lock;
@@ -212,6 +213,10 @@ void token_state_release(struct cv_token *token);
  * first. Returns 0 holding state_lock as a reader, or CV_ERR_TOKEN_UNAVAILABLE (err says why)
  * holding nothing. */
 int token_enter(struct cv_token *token, struct cv_errmsg *err);
+/* The token answered a call (CKR_OK or an answer of its own, not a failure to reach it). */
+void token_answered(struct cv_token *token);
+/* Whether it answered a call within the last ms milliseconds. */
+int token_answered_within(struct cv_token *token, long long ms);
 /* After the calls: releases state_lock. */
 void token_leave(struct cv_token *token);
 /* After a failed call whose rv is not an answer (or that failed to get a session): asks the

@@ -202,6 +202,8 @@ int token_run(struct cv_token *token, token_session_fn fn, void *arg, struct cv_
 		}
 		rv = fn(token, session, arg, &call);
 		kind = token_rv_kind(rv);
+		if (kind == TOKEN_RV_ANSWER)
+			token_answered(token);
 		dead = kind == TOKEN_RV_SESSION_DEAD;
 		token_pool_return(token, session, dead);
 		/* A failure a vanished token also gives: ask whether it is still there. Gone, the

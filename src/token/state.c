@@ -37,6 +37,7 @@ int token_state_init(struct cv_token *token)
 		return CV_ERR_INTERNAL;
 	}
 	atomic_init(&token->up, 1);
+	atomic_init(&token->answered_ms, 0);
 	memset(&token->last_attempt, 0, sizeof(token->last_attempt));
 	token->down_reason[0] = '\0';
 	return 0;
@@ -170,6 +171,7 @@ static int recover(struct cv_token *token, struct cv_errmsg *err)
 	pthread_rwlock_wrlock(&token->state_lock);
 	r = reconnect(token, &why);
 	if (r == 0) {
+		token_answered(token);
 		reason_set(token, "");
 		atomic_store(&token->up, 1);
 	} else {
@@ -181,6 +183,26 @@ static int recover(struct cv_token *token, struct cv_errmsg *err)
 out:
 	pthread_mutex_unlock(&token->recover_lock);
 	return r;
+}
+
+static long long monotonic_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+void token_answered(struct cv_token *token)
+{
+	atomic_store_explicit(&token->answered_ms, monotonic_ms(), memory_order_relaxed);
+}
+
+int token_answered_within(struct cv_token *token, long long ms)
+{
+	long long at = atomic_load_explicit(&token->answered_ms, memory_order_relaxed);
+
+	return at != 0 && monotonic_ms() - at < ms;
 }
 
 int cv_token_up(struct cv_token *token)

@@ -1268,22 +1268,50 @@ def measure_nodes_token_raw(bins, run_dir, sz, table):
     tok = Token(bins, os.path.join(run_dir, "nodes-raw"), "bench-nodes-raw").init()
     server = TokenServer(tok).start()
     n, conns = sz["node_import_n"], NODE_IMPORT_CONNECTIONS
-    ratios = []
+    ratios, cost = [], {"one": [], "two": []}
     try:
         for rnd in range(sz["node_import_rounds"]):
             pair = {}
             for side in (("one", "two") if rnd % 2 == 0 else ("two", "one")):
+                cpu0, (busy0, total0) = group_cpu_seconds(server.proc.pid), cpu_times()
                 if side == "one":
                     pair[side] = raw_through_server(bins, tok, server, 1, 2 * n, 2 * conns)
                 else:
                     pair[side] = raw_through_server(bins, tok, server, 2, n, conns)
+                busy1, total1 = cpu_times()
+                cost[side].append((1000.0 * (group_cpu_seconds(server.proc.pid) - cpu0) /
+                                   (2 * n), (busy1 - busy0) / max(1, total1 - total0)))
             ratios.append(pair["two"] / pair["one"])
             say("raw creates through the token server, two processes vs one, pair %d/%d: "
                 "%.0f/s vs %.0f/s, %.2f" % (rnd + 1, sz["node_import_rounds"], pair["two"],
                                             pair["one"], ratios[-1]))
     finally:
         server.stop()
-    return ratios
+    return ratios, cost
+
+
+def group_cpu_seconds(pgid):
+    """User and system CPU seconds of the processes in process group pgid (those alive)."""
+    ticks = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times():
+    """The machine's CPU time counters (/proc/stat's first line): (busy, total)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
 
 
 def measure_nodes_token(bins, run_dir, pg, sz, table):
@@ -1308,13 +1336,20 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
         n = sz["node_import_n"]
         conns = NODE_IMPORT_CONNECTIONS
         one, two, ratios = [], [], []
+        # What each side costs the token server (its processes' CPU per import) and how
+        # busy the machine's cores are meanwhile: the token server shares them here.
+        cost = {"one": [], "two": []}
         for rnd in range(sz["node_import_rounds"]):
             pair = {}
             for side in (("one", "two") if rnd % 2 == 0 else ("two", "one")):
+                cpu0, (busy0, total0) = group_cpu_seconds(server.proc.pid), cpu_times()
                 if side == "one":
                     pair[side] = import_wall([a], "p256", 2 * n, "n1r%d" % rnd, 2 * conns)
                 else:
                     pair[side] = import_wall([a, b], "p256", n, "n2r%d" % rnd, conns)
+                busy1, total1 = cpu_times()
+                cost[side].append((1000.0 * (group_cpu_seconds(server.proc.pid) - cpu0) /
+                                   (2 * n), (busy1 - busy0) / max(1, total1 - total0)))
             one.append(pair["one"])
             two.append(pair["two"])
             ratios.append(pair["two"] / pair["one"])
@@ -1323,7 +1358,7 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
                     rnd + 1, sz["node_import_rounds"], 2 * n, pair["two"], pair["one"],
                     ratios[-1]))
         r = median(ratios)
-        raw = measure_nodes_token_raw(bins, run_dir, sz, table)
+        raw, raw_cost = measure_nodes_token_raw(bins, run_dir, sz, table)
         table.notes.append(
             "nodes: imports: %d alternating pairs of %d P-256 certificates each side, one node"
             " on %d connections against two nodes on %d each at once, both nodes on one"
@@ -1335,9 +1370,23 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
                       2 * conns, min(ratios), max(ratios)),
                   fmt_rate(median(two)), fmt_rate(median(one)) + " one node",
                   "%.2f" % r, ">= 1.00", ratio_ok(r, ">=", 1.0))
+        table.add("context: the token server's CPU per import (ms) and the machine's cores"
+                  " busy meanwhile, two nodes vs one (medians)",
+                  "%.1f ms, %.0f%%" % (median([c for c, _ in cost["two"]]),
+                                       100 * median([b for _, b in cost["two"]])),
+                  "%.1f ms, %.0f%% one node" % (median([c for c, _ in cost["one"]]),
+                                                100 * median([b for _, b in cost["one"]])),
+                  "", "", "")
         table.add("context: raw C_CreateObject through another token server, two client "
                   "processes at once vs one, the same keys, threads and token growth (pairs "
                   "%.2f-%.2f)" % (min(raw), max(raw)), "", "", "%.2f" % median(raw), "", "")
+        table.add("context: that token server's CPU per key (ms) and the cores busy, two "
+                  "client processes vs one (medians)",
+                  "%.1f ms, %.0f%%" % (median([c for c, _ in raw_cost["two"]]),
+                                       100 * median([b for _, b in raw_cost["two"]])),
+                  "%.1f ms, %.0f%% one process" % (
+                      median([c for c, _ in raw_cost["one"]]),
+                      100 * median([b for _, b in raw_cost["one"]])), "", "", "")
         path = "/v1/certificates/warma-000002"
         for d in (a, b):
             st, body = d.request("GET", path)
