@@ -59,12 +59,7 @@
 /* What the key's CKA_ID says: the first record it covers. */
 #define KEY_ID_PREFIX "certvault-audit-from="
 /* Other processes' link keys kept once derived (verify meets one per process start). */
-#define LINK_SLOTS 8
-
-struct link_slot {
-	int64_t id;               /* 0: free */
-	uint8_t *key;             /* CV_TOKEN_MAC_LEN bytes, cv_secret_alloc */
-};
+#define LINK_SLOTS 64
 
 struct refusal_slot {
 	int used;
@@ -94,8 +89,9 @@ struct vault_audit {
 	/* This process's link key: set at init, before the store is shared, then only read. */
 	int64_t link;             /* 0: none, records are keyed by the token's key itself */
 	uint8_t *link_key;
-	pthread_mutex_t links_lock; /* guards links and links_next */
-	struct link_slot links[LINK_SLOTS];
+	pthread_mutex_t links_lock; /* guards link_ids, link_keys and links_next */
+	int64_t link_ids[LINK_SLOTS]; /* 0: free */
+	uint8_t *link_keys;       /* LINK_SLOTS keys of CV_TOKEN_MAC_LEN bytes, cv_secret_alloc */
 	unsigned links_next;
 };
 
@@ -122,28 +118,25 @@ static int link_derive(struct vault_audit *va, int64_t id, uint8_t key[CV_TOKEN_
 	return token_mac(va, digest, key);
 }
 
-/* The slot holding the link key id, derived now in place of the oldest when none does (NULL
- * and *ret_r then). Caller holds links_lock. */
-static struct link_slot *link_slot(struct vault_audit *va, int64_t id, int *ret_r)
+/* The link key id, derived now in place of the oldest when it is not kept (NULL and *ret_r
+ * then). Caller holds links_lock. */
+static const uint8_t *link_kept(struct vault_audit *va, int64_t id, int *ret_r)
 {
-	struct link_slot *slot;
+	uint8_t *key;
 	unsigned i;
 
 	for (i = 0; i < LINK_SLOTS; i++)
-		if (va->links[i].id == id)
-			return &va->links[i];
-	slot = &va->links[va->links_next];
-	if (slot->key == NULL && (slot->key = cv_secret_alloc(CV_TOKEN_MAC_LEN)) == NULL) {
-		*ret_r = CV_ERR_NOMEM;
-		return NULL;
-	}
-	slot->id = 0;
-	*ret_r = link_derive(va, id, slot->key);
+		if (va->link_ids[i] == id)
+			return va->link_keys + i * CV_TOKEN_MAC_LEN;
+	i = va->links_next;
+	key = va->link_keys + i * CV_TOKEN_MAC_LEN;
+	va->link_ids[i] = 0;
+	*ret_r = link_derive(va, id, key);
 	if (*ret_r < 0)
 		return NULL;
-	slot->id = id;
-	va->links_next = (va->links_next + 1) % LINK_SLOTS;
-	return slot;
+	va->link_ids[i] = id;
+	va->links_next = (i + 1) % LINK_SLOTS;
+	return key;
 }
 
 static int link_hmac(const uint8_t *key, const uint8_t digest[CV_AUDIT_HASH_LEN],
@@ -162,8 +155,8 @@ static int key_mac(void *arg, int64_t link, const uint8_t digest[CV_AUDIT_HASH_L
 		   uint8_t ret_mac[CV_AUDIT_HASH_LEN])
 {
 	struct vault_audit *va = arg;
-	struct link_slot *slot;
-	int r;
+	const uint8_t *key;
+	int r = 0;
 
 	if (link == 0)
 		return token_mac(va, digest, ret_mac);
@@ -175,9 +168,9 @@ static int key_mac(void *arg, int64_t link, const uint8_t digest[CV_AUDIT_HASH_L
 		r = link_hmac(va->link_key, digest, ret_mac);
 	else {
 		pthread_mutex_lock(&va->links_lock);
-		slot = link_slot(va, link, &r);
-		if (slot != NULL)
-			r = link_hmac(slot->key, digest, ret_mac);
+		key = link_kept(va, link, &r);
+		if (key != NULL)
+			r = link_hmac(key, digest, ret_mac);
 		pthread_mutex_unlock(&va->links_lock);
 	}
 	if (r < 0)
@@ -193,12 +186,9 @@ static int64_t key_link(void *arg)
 
 static void audit_free(struct vault_audit *va)
 {
-	unsigned i;
-
 	cv_token_secret_free(va->key);
 	cv_secret_free(va->link_key, CV_TOKEN_MAC_LEN);
-	for (i = 0; i < LINK_SLOTS; i++)
-		cv_secret_free(va->links[i].key, CV_TOKEN_MAC_LEN);
+	cv_secret_free(va->link_keys, LINK_SLOTS * CV_TOKEN_MAC_LEN);
 	pthread_mutex_destroy(&va->links_lock);
 	pthread_mutex_destroy(&va->limit_lock);
 	pthread_mutex_destroy(&va->lock);
@@ -284,7 +274,8 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 	/* This process's link key (above): a random number no other process picks but by a
 	 * chance of 2^-63, derived once. */
 	va->link_key = cv_secret_alloc(CV_TOKEN_MAC_LEN);
-	if (va->link_key == NULL) {
+	va->link_keys = cv_secret_alloc(LINK_SLOTS * CV_TOKEN_MAC_LEN);
+	if (va->link_key == NULL || va->link_keys == NULL) {
 		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
 		goto out;
 	}

@@ -1291,7 +1291,8 @@ def measure_nodes_token_raw(bins, run_dir, sz, table):
 
 
 def group_cpu_seconds(pgid):
-    """User and system CPU seconds of the processes in process group pgid (those alive)."""
+    """User and system CPU seconds of the processes in process group pgid: those alive, and
+    the children its leader has reaped (a token server's process per client connection)."""
     ticks = 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -1304,6 +1305,8 @@ def group_cpu_seconds(pgid):
         fields = st[st.rindex(")") + 2:].split()
         if int(fields[2]) == pgid:
             ticks += int(fields[11]) + int(fields[12])
+        if int(pid) == pgid:
+            ticks += int(fields[13]) + int(fields[14])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
