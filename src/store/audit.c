@@ -576,12 +576,9 @@ int cv_store_audit_verify(struct cv_store *store, struct cv_audit_verdict *ret)
 			       (long long)rec.seq);
 			break;
 		}
-		if (!rec.keyed && (!legacy_shape(&rec.e) || rec.link != 0)) {
-			broken(ret, rec.seq, "record %lld was changed after it was written",
-			       (long long)rec.seq);
-			break;
-		}
-		if (rec.link < 0) {
+		/* A plain record never had the fields or the link the keyed format added; no
+		 * key has a negative number. */
+		if ((!rec.keyed && (!legacy_shape(&rec.e) || rec.link != 0)) || rec.link < 0) {
 			broken(ret, rec.seq, "record %lld was changed after it was written",
 			       (long long)rec.seq);
 			break;

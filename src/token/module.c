@@ -721,10 +721,10 @@ int cv_token_check(struct cv_token *token, struct cv_errmsg *err)
 	int r;
 
 	/* Under load the check costs nothing: behind a proxy C_GetTokenInfo is a round trip on
-	 * the process's one connection, and SoftHSM 2.6 re-reads its token files for it once
-	 * another process changed them (a key create through another node: per import, it
-	 * doubled the token server's CPU). A token gone since its last answer fails the call
-	 * the write makes next, and the write is undone as for any token failure. */
+	 * the process's one connection, and SoftHSM 2.6 serving it costs more once another
+	 * process changed the token (measured: one per import doubled the token server's CPU
+	 * per import through two nodes). A token gone since its last answer fails the call the
+	 * write makes next, and the write is undone as for any token failure. */
 	if (atomic_load(&token->up) && token_answered_within(token, CHECK_FRESH_MS))
 		return 0;
 	r = token_enter(token, err);
