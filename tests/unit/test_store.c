@@ -3841,6 +3841,18 @@ static void test_audit_keyed_and_archived(void **state)
 	assert_int_equal(ts_softhsm_remove(tdir), 0);
 }
 
+/* Runs sql on the file, then verify: the chain must break at seq. */
+static void verify_breaks_at(struct cv_store *store, const char *sql, int64_t seq)
+{
+	struct cv_audit_verdict v;
+
+	raw_exec(path, sql);
+	assert_int_equal(cv_store_audit_verify(store, &v), 0);
+	assert_int_equal(v.first_bad, seq);
+	if (seq != 0)
+		assert_non_null(strstr(v.reason, "changed"));
+}
+
 /* Records keyed with link keys: each names its link, which the digest covers, so a record
  * cannot be moved to another key; records of several links verify in one chain. */
 static void test_audit_link_keys(void **state)
@@ -3885,33 +3897,20 @@ static void test_audit_link_keys(void **state)
 
 	/* A record said to be keyed with another link, or with the token's key itself, or
 	 * with no key there can be: changed. */
-	raw_exec(path, "UPDATE audit_log SET link_key = 8 WHERE seq = 3");
-	assert_int_equal(cv_store_audit_verify(store, &v), 0);
-	assert_int_equal(v.first_bad, 3);
-	assert_non_null(strstr(v.reason, "changed"));
-	raw_exec(path, "UPDATE audit_log SET link_key = 0 WHERE seq = 3");
-	assert_int_equal(cv_store_audit_verify(store, &v), 0);
-	assert_int_equal(v.first_bad, 3);
-	raw_exec(path, "UPDATE audit_log SET link_key = -7 WHERE seq = 3");
-	assert_int_equal(cv_store_audit_verify(store, &v), 0);
-	assert_int_equal(v.first_bad, 3);
-	raw_exec(path, "UPDATE audit_log SET link_key = 7 WHERE seq = 3");
-	assert_int_equal(cv_store_audit_verify(store, &v), 0);
-	assert_int_equal(v.first_bad, 0);
+	verify_breaks_at(store, "UPDATE audit_log SET link_key = 8 WHERE seq = 3", 3);
+	verify_breaks_at(store, "UPDATE audit_log SET link_key = 0 WHERE seq = 3", 3);
+	verify_breaks_at(store, "UPDATE audit_log SET link_key = -7 WHERE seq = 3", 3);
+	verify_breaks_at(store, "UPDATE audit_log SET link_key = 7 WHERE seq = 3", 0);
 	/* A record of the direct key given a link: changed too. */
-	raw_exec(path, "UPDATE audit_log SET link_key = 7 WHERE seq = 1");
-	assert_int_equal(cv_store_audit_verify(store, &v), 0);
-	assert_int_equal(v.first_bad, 1);
-	raw_exec(path, "UPDATE audit_log SET link_key = 0 WHERE seq = 1");
+	verify_breaks_at(store, "UPDATE audit_log SET link_key = 7 WHERE seq = 1", 1);
+	verify_breaks_at(store, "UPDATE audit_log SET link_key = 0 WHERE seq = 1", 0);
 
 	/* A plain record never carries a link: without a key, the store writes none. */
 	cv_store_audit_key(store, NULL, NULL, NULL, 0);
 	raw_exec(path, "DELETE FROM audit_log");
 	append_n(store, 1, "plain");
 	assert_int_equal(raw_int(path, "SELECT link_key FROM audit_log"), 0);
-	raw_exec(path, "UPDATE audit_log SET link_key = 7");
-	assert_int_equal(cv_store_audit_verify(store, &v), 0);
-	assert_int_equal(v.first_bad, 1);
+	verify_breaks_at(store, "UPDATE audit_log SET link_key = 7", 1);
 
 	link_now = 0;
 	cv_token_secret_free(key);
