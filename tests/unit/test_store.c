@@ -3756,13 +3756,35 @@ static void append_n(struct cv_store *store, int n, const char *prefix)
 	}
 }
 
+/* A SoftHSM token in tdir (a mkdtemp template) with an audit HMAC key. */
+static void audit_token_open(char *tdir, struct cv_token **ret_token,
+			     struct cv_token_secret **ret_key)
+{
+	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL, NULL, 0 };
+	struct cv_errmsg err = { "" };
+
+	assert_non_null(mkdtemp(tdir));
+	assert_int_equal(ts_softhsm_new(tdir, "audit", "1234", "5678"), 0);
+	tcfg.module_path = ts_softhsm_module();
+	assert_int_equal(cv_token_open(&tcfg, ret_token, &err), 0);
+	assert_int_equal(cv_token_secret_generate(*ret_token, "audit-hmac", (const uint8_t *)"x",
+						  1, ret_key, &err), 0);
+}
+
+static void audit_token_close(const char *tdir, struct cv_token *token,
+			      struct cv_token_secret *key)
+{
+	cv_token_secret_free(key);
+	cv_token_free(token);
+	assert_int_equal(ts_softhsm_remove(tdir), 0);
+}
+
 /* A chain begun unkeyed, then keyed: verify says where the key starts, a record without the
  * key after that is refused, and an archive's removal goes through only when what was
  * archived is still what would be removed. */
 static void test_audit_keyed_and_archived(void **state)
 {
 	char tdir[] = "/tmp/cv-store-token-XXXXXX";
-	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL, NULL, 0 };
 	struct cv_token *token = NULL;
 	struct cv_token_secret *key = NULL;
 	struct cv_store *store = *state, *other = NULL;
@@ -3775,12 +3797,7 @@ static void test_audit_keyed_and_archived(void **state)
 	size_t n = 0;
 	char hex[2 * CV_AUDIT_HASH_LEN + 1];
 
-	assert_non_null(mkdtemp(tdir));
-	assert_int_equal(ts_softhsm_new(tdir, "audit", "1234", "5678"), 0);
-	tcfg.module_path = ts_softhsm_module();
-	assert_int_equal(cv_token_open(&tcfg, &token, &err), 0);
-	assert_int_equal(cv_token_secret_generate(token, "audit-hmac", (const uint8_t *)"x", 1,
-						  &key, &err), 0);
+	audit_token_open(tdir, &token, &key);
 
 	/* Three plain records, as a certvault before the key wrote them: source and the other
 	 * fields the plain format does not cover are not kept. */
@@ -3836,9 +3853,7 @@ static void test_audit_keyed_and_archived(void **state)
 	assert_int_equal(v.first_bad, 5);
 
 	cv_store_audit_key(store, NULL, NULL, NULL, 0);
-	cv_token_secret_free(key);
-	cv_token_free(token);
-	assert_int_equal(ts_softhsm_remove(tdir), 0);
+	audit_token_close(tdir, token, key);
 }
 
 /* Runs sql on the file, then verify: the chain must break at seq. */
@@ -3858,22 +3873,15 @@ static void verify_breaks_at(struct cv_store *store, const char *sql, int64_t se
 static void test_audit_link_keys(void **state)
 {
 	char tdir[] = "/tmp/cv-store-token-XXXXXX";
-	struct cv_token_config tcfg = { NULL, "audit", "5678", 2, NULL, NULL, 0 };
 	struct cv_token *token = NULL;
 	struct cv_token_secret *key = NULL;
 	struct cv_store *store = *state;
-	struct cv_errmsg err = { "" };
 	struct cv_audit_verdict v;
 	struct cv_audit_filter f;
 	struct cv_audit_record *recs = NULL;
 	size_t n = 0;
 
-	assert_non_null(mkdtemp(tdir));
-	assert_int_equal(ts_softhsm_new(tdir, "audit", "1234", "5678"), 0);
-	tcfg.module_path = ts_softhsm_module();
-	assert_int_equal(cv_token_open(&tcfg, &token, &err), 0);
-	assert_int_equal(cv_token_secret_generate(token, "audit-hmac", (const uint8_t *)"x", 1,
-						  &key, &err), 0);
+	audit_token_open(tdir, &token, &key);
 	cv_store_audit_key(store, token_mac, test_link, key, 1);
 	link_now = 0;
 	append_n(store, 2, "direct");
@@ -3913,9 +3921,7 @@ static void test_audit_link_keys(void **state)
 	verify_breaks_at(store, "UPDATE audit_log SET link_key = 7", 1);
 
 	link_now = 0;
-	cv_token_secret_free(key);
-	cv_token_free(token);
-	assert_int_equal(ts_softhsm_remove(tdir), 0);
+	audit_token_close(tdir, token, key);
 }
 
 /* Notifications (issue 18 part 1). */
