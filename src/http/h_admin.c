@@ -211,6 +211,12 @@ static json_t *audit_json(const struct cv_audit_record *rec)
 		json_decref(out);
 		return NULL;
 	}
+	/* Which key made a keyed record's HMAC: the link key this number names. */
+	if (out != NULL && rec->keyed && rec->link > 0 &&
+	    json_object_set_new(out, "link_key", json_integer((json_int_t)rec->link)) < 0) {
+		json_decref(out);
+		return NULL;
+	}
 	if (out != NULL && e->detail[0] != '\0' &&
 	    json_object_set_new(out, "detail", cv_text_json(e->detail)) < 0) {
 		json_decref(out);

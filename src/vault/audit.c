@@ -271,8 +271,9 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 	if (r < 0)
 		goto out;
 	ret->keyed_from = key_from(va->key);
-	/* This process's link key (above): a random number no other process picks but by a
-	 * chance of 2^-63, derived once. */
+	/* This process's link key (above): a random number of 53 bits (exact in any JSON
+	 * reader, the archive's and the API's), which another process picks again only by a
+	 * chance of 2^-53, derived once. */
 	va->link_key = cv_secret_alloc(CV_TOKEN_MAC_LEN);
 	va->link_keys = cv_secret_alloc(LINK_SLOTS * CV_TOKEN_MAC_LEN);
 	if (va->link_key == NULL || va->link_keys == NULL) {
@@ -285,7 +286,7 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 					  "chain's link key");
 			goto out;
 		}
-		va->link &= INT64_MAX;
+		va->link &= ((int64_t)1 << 53) - 1;
 	}
 	r = link_derive(va, va->link, va->link_key);
 	if (r < 0) {

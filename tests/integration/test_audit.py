@@ -409,7 +409,9 @@ class AuditKeyTest(AuditCase):
         links = {link for _, link in rows}
         self.assertEqual(len(links), 1, rows)
         link = links.pop()
-        self.assertGreater(link, 0)
+        # 53 bits: exact in any JSON reader. The API names it on each record it keyed.
+        self.assertTrue(0 < link < 2 ** 53, link)
+        self.assertEqual({r.get("link_key") for r in self.records_after(start)}, {link})
         n = rows[-1][0]
         # The record said to be keyed with another link, or with the token's key itself:
         # changed, whatever its links after it say.
