@@ -64,6 +64,7 @@ struct cv_config {
 	char *truststore_allow_ports;    /* truststore.allow_ports: ports beyond 443, 636 */
 	char *audit_key_label;     /* audit.key_label: the HMAC key's CKA_LABEL */
 	int64_t audit_repeat_interval; /* audit.repeat_interval, seconds */
+	int64_t audit_link_rotate;     /* audit.link_rotate_seconds */
 	int64_t audit_sign_interval;   /* audit.sign_interval, seconds */
 	int64_t audit_anonymous_per_minute; /* audit.anonymous_refusals_per_minute */
 	int64_t audit_anonymous_burst; /* audit.anonymous_refusal_burst */

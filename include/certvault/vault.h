@@ -1134,6 +1134,8 @@ struct cv_audit_settings {
 	int64_t use_interval;           /* seconds the signatures of one token, key and algorithm
 					   are counted after the first (0: each is its own
 					   record) */
+	int64_t link_rotate;            /* seconds a link key keys new records before the next
+					   one is derived (0: one per start) */
 };
 struct cv_audit_key_report {
 	int created;                    /* the key was generated now */

@@ -199,6 +199,7 @@ static void audit_settings(const struct cv_config *cfg, int create_key,
 	ret->create_key = create_key;
 	ret->repeat_interval = cfg->audit_repeat_interval;
 	ret->use_interval = cfg->audit_sign_interval;
+	ret->link_rotate = cfg->audit_link_rotate;
 	ret->anonymous_per_minute = cfg->audit_anonymous_per_minute;
 	ret->anonymous_burst = cfg->audit_anonymous_burst;
 }

@@ -159,6 +159,9 @@ static const struct setting settings[] = {
 	{ "audit", "key_label", K_STR, OFF(audit_key_label), "certvault-audit-hmac", 0, 0,
 	  "CKA_LABEL of the token's secret key that keys the audit chain (HMAC-SHA256);"
 	  " generated on the first start" },
+	{ "audit", "link_rotate_seconds", K_INT, OFF(audit_link_rotate), "3600", 0, 2592000,
+	  "seconds after which certvaultd keys its audit records with a new link key, which"
+	  " the token's audit key derives; 0: one link key from start to stop" },
 	{ "audit", "repeat_interval", K_INT, OFF(audit_repeat_interval), "60", 0, 86400,
 	  "seconds in which repeats of a refusal (same address, actor, action and error) are"
 	  " counted into one record; 0: a record for each" },

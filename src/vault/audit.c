@@ -28,6 +28,8 @@
  * through its logged-in session anyway. Verify derives every other link it meets with the
  * token (once each, a few kept). A link key is used only while the token is up, so that a
  * change is refused while the token is known to be gone, as with the token's own HMAC. */
+/* pthread_setname_np */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -86,13 +88,20 @@ struct vault_audit {
 	pthread_mutex_t limit_lock;
 	struct limit_slot limits[LIMIT_SLOTS];
 	struct cv_token *token;
-	/* This process's link key: set at init, before the store is shared, then only read. */
-	int64_t link;             /* 0: none, records are keyed by the token's key itself */
+	/* The link key new records are keyed with (guarded by links_lock): derived at init,
+	 * replaced every cfg.link_rotate seconds by the rotator thread, the one before kept
+	 * among link_keys for records already given its number. */
+	int64_t link;
 	uint8_t *link_key;
-	pthread_mutex_t links_lock; /* guards link_ids, link_keys and links_next */
+	pthread_mutex_t links_lock; /* guards link, link_key, link_ids, link_keys, links_next */
 	int64_t link_ids[LINK_SLOTS]; /* 0: free */
 	uint8_t *link_keys;       /* LINK_SLOTS keys of CV_TOKEN_MAC_LEN bytes, cv_secret_alloc */
 	unsigned links_next;
+	pthread_mutex_t rotate_lock; /* guards stopping; with rotate_cond */
+	pthread_cond_t rotate_cond;
+	int stopping;
+	int rotating;             /* the rotator thread runs */
+	pthread_t rotator;
 };
 
 static int token_mac(struct vault_audit *va, const uint8_t digest[CV_AUDIT_HASH_LEN],
@@ -118,13 +127,25 @@ static int link_derive(struct vault_audit *va, int64_t id, uint8_t key[CV_TOKEN_
 	return token_mac(va, digest, key);
 }
 
-/* The link key id, derived now in place of the oldest when it is not kept (NULL and *ret_r
- * then). Caller holds links_lock. */
+/* Keeps the link key id (key) in place of the oldest kept. Caller holds links_lock. */
+static uint8_t *link_slot_next(struct vault_audit *va, int64_t id)
+{
+	unsigned i = va->links_next;
+
+	va->link_ids[i] = id;
+	va->links_next = (i + 1) % LINK_SLOTS;
+	return va->link_keys + i * CV_TOKEN_MAC_LEN;
+}
+
+/* The link key id: the current one, one kept, or one derived now in place of the oldest
+ * kept (NULL and *ret_r then). Caller holds links_lock. */
 static const uint8_t *link_kept(struct vault_audit *va, int64_t id, int *ret_r)
 {
 	uint8_t *key;
 	unsigned i;
 
+	if (id == va->link)
+		return va->link_key;
 	for (i = 0; i < LINK_SLOTS; i++)
 		if (va->link_ids[i] == id)
 			return va->link_keys + i * CV_TOKEN_MAC_LEN;
@@ -164,15 +185,11 @@ static int key_mac(void *arg, int64_t link, const uint8_t digest[CV_AUDIT_HASH_L
 	 * second), as a token call would. */
 	if (!cv_token_up(va->token) && cv_token_check(va->token, NULL) < 0)
 		return CV_ERR_TOKEN_UNAVAILABLE;
-	if (link == va->link)
-		r = link_hmac(va->link_key, digest, ret_mac);
-	else {
-		pthread_mutex_lock(&va->links_lock);
-		key = link_kept(va, link, &r);
-		if (key != NULL)
-			r = link_hmac(key, digest, ret_mac);
-		pthread_mutex_unlock(&va->links_lock);
-	}
+	pthread_mutex_lock(&va->links_lock);
+	key = link_kept(va, link, &r);
+	if (key != NULL)
+		r = link_hmac(key, digest, ret_mac);
+	pthread_mutex_unlock(&va->links_lock);
 	if (r < 0)
 		memset(ret_mac, 0, CV_AUDIT_HASH_LEN);
 	return r;
@@ -181,14 +198,115 @@ static int key_mac(void *arg, int64_t link, const uint8_t digest[CV_AUDIT_HASH_L
 /* The store's link (cv_store_audit_key): the key new records are keyed with. */
 static int64_t key_link(void *arg)
 {
-	return ((struct vault_audit *)arg)->link;
+	struct vault_audit *va = arg;
+	int64_t link;
+
+	pthread_mutex_lock(&va->links_lock);
+	link = va->link;
+	pthread_mutex_unlock(&va->links_lock);
+	return link;
+}
+
+/* A link number: random, 53 bits (exact in any JSON reader, the archive's and the API's),
+ * which another process or rotation picks again only by a chance of 2^-53. 0 or
+ * CV_ERR_INTERNAL. */
+static int link_number(int64_t *ret)
+{
+	*ret = 0;
+	while (*ret <= 0) {
+		if (RAND_bytes((unsigned char *)ret, sizeof(*ret)) != 1)
+			return CV_ERR_INTERNAL;
+		*ret &= ((int64_t)1 << 53) - 1;
+	}
+	return 0;
+}
+
+/* Derives a new link key (the token call outside every lock but its own), then makes it the
+ * one new records are keyed with, the one before kept for records already given its
+ * number. */
+static int link_rotate(struct vault_audit *va)
+{
+	uint8_t *fresh = cv_secret_alloc(CV_TOKEN_MAC_LEN);
+	int64_t id;
+	int r;
+
+	if (fresh == NULL)
+		return CV_ERR_NOMEM;
+	r = link_number(&id);
+	if (r == 0)
+		r = link_derive(va, id, fresh);
+	if (r == 0) {
+		pthread_mutex_lock(&va->links_lock);
+		memcpy(link_slot_next(va, va->link), va->link_key, CV_TOKEN_MAC_LEN);
+		memcpy(va->link_key, fresh, CV_TOKEN_MAC_LEN);
+		va->link = id;
+		pthread_mutex_unlock(&va->links_lock);
+	}
+	cv_secret_free(fresh, CV_TOKEN_MAC_LEN);
+	return r;
+}
+
+/* Every cfg.link_rotate seconds a new link key; one that could not be derived (the token
+ * down) is tried again a minute later, or sooner with a shorter period. */
+static void *link_rotator(void *arg)
+{
+	struct vault_audit *va = arg;
+	struct timespec until;
+	int64_t wait = va->cfg.link_rotate;
+
+	pthread_mutex_lock(&va->rotate_lock);
+	while (!va->stopping) {
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += wait;
+		while (!va->stopping &&
+		       pthread_cond_timedwait(&va->rotate_cond, &va->rotate_lock, &until) == 0)
+			;
+		if (va->stopping)
+			break;
+		pthread_mutex_unlock(&va->rotate_lock);
+		wait = link_rotate(va) == 0 ? va->cfg.link_rotate :
+		       va->cfg.link_rotate < 60 ? va->cfg.link_rotate : 60;
+		pthread_mutex_lock(&va->rotate_lock);
+	}
+	pthread_mutex_unlock(&va->rotate_lock);
+	return NULL;
+}
+
+/* rotate_lock, and rotate_cond on the monotonic clock (the rotator's deadlines). */
+static int rotate_sync_init(struct vault_audit *va)
+{
+	pthread_condattr_t attr;
+	int ok;
+
+	if (pthread_mutex_init(&va->rotate_lock, NULL) != 0)
+		return CV_ERR_INTERNAL;
+	ok = pthread_condattr_init(&attr) == 0;
+	if (ok) {
+		ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+		     pthread_cond_init(&va->rotate_cond, &attr) == 0;
+		pthread_condattr_destroy(&attr);
+	}
+	if (!ok) {
+		pthread_mutex_destroy(&va->rotate_lock);
+		return CV_ERR_INTERNAL;
+	}
+	return 0;
 }
 
 static void audit_free(struct vault_audit *va)
 {
+	if (va->rotating) {
+		pthread_mutex_lock(&va->rotate_lock);
+		va->stopping = 1;
+		pthread_cond_signal(&va->rotate_cond);
+		pthread_mutex_unlock(&va->rotate_lock);
+		pthread_join(va->rotator, NULL);
+	}
 	cv_token_secret_free(va->key);
 	cv_secret_free(va->link_key, CV_TOKEN_MAC_LEN);
 	cv_secret_free(va->link_keys, LINK_SLOTS * CV_TOKEN_MAC_LEN);
+	pthread_cond_destroy(&va->rotate_cond);
+	pthread_mutex_destroy(&va->rotate_lock);
 	pthread_mutex_destroy(&va->links_lock);
 	pthread_mutex_destroy(&va->limit_lock);
 	pthread_mutex_destroy(&va->lock);
@@ -239,6 +357,13 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 		free(va);
 		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot make a lock");
 	}
+	if (rotate_sync_init(va) < 0) {
+		pthread_mutex_destroy(&va->links_lock);
+		pthread_mutex_destroy(&va->limit_lock);
+		pthread_mutex_destroy(&va->lock);
+		free(va);
+		return cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot make a lock");
+	}
 	va->token = v->token;
 	va->cfg = *s;
 	snprintf(va->label, sizeof(va->label), "%s", s->key_label);
@@ -280,13 +405,10 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	while (va->link <= 0) {
-		if (RAND_bytes((unsigned char *)&va->link, sizeof(va->link)) != 1) {
-			r = cv_errmsg_set(err, CV_ERR_INTERNAL, "no random number for the audit "
-					  "chain's link key");
-			goto out;
-		}
-		va->link &= ((int64_t)1 << 53) - 1;
+	if (link_number(&va->link) < 0) {
+		r = cv_errmsg_set(err, CV_ERR_INTERNAL, "no random number for the audit chain's "
+				  "link key");
+		goto out;
 	}
 	r = link_derive(va, va->link, va->link_key);
 	if (r < 0) {
@@ -307,6 +429,15 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 			goto out;
 		}
 		ret->checkpoint = last + 1;
+	}
+	if (s->link_rotate > 0) {
+		if (pthread_create(&va->rotator, NULL, link_rotator, va) != 0) {
+			r = cv_errmsg_set(err, CV_ERR_INTERNAL, "cannot start the audit link key's "
+					  "rotation");
+			goto out;
+		}
+		va->rotating = 1;
+		(void)pthread_setname_np(va->rotator, "cv-audit-link");
 	}
 	return 0;
 out:

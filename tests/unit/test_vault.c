@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -44,10 +45,11 @@ static int group_teardown(void **state)
 }
 
 static const struct cv_audit_settings settings = {
-	"vault-test-hmac", 1, 60, 60, 3, 60,
+	"vault-test-hmac", 1, 60, 60, 3, 60, 0,
 };
 
-static void open_all(struct fixture *fx, const char *db, struct cv_audit_key_report *rep)
+static void open_with(struct fixture *fx, const char *db, struct cv_audit_key_report *rep,
+		      const struct cv_audit_settings *s)
 {
 	struct cv_token_config tcfg = { ts_softhsm_module(), LABEL, USER_PIN, 2, NULL, NULL, 0 };
 	struct cv_errmsg err = { "" };
@@ -59,8 +61,13 @@ static void open_all(struct fixture *fx, const char *db, struct cv_audit_key_rep
 	assert_int_equal(cv_store_open(path, &fx->store, &err), 0);
 	fx->v.store = fx->store;
 	fx->v.token = fx->token;
-	if (cv_vault_audit_init(&fx->v, &settings, NOW, rep, &err) != 0)
+	if (cv_vault_audit_init(&fx->v, s, NOW, rep, &err) != 0)
 		fail_msg("cv_vault_audit_init: %s", err.text);
+}
+
+static void open_all(struct fixture *fx, const char *db, struct cv_audit_key_report *rep)
+{
+	open_with(fx, db, rep, &settings);
 }
 
 static void close_all(struct fixture *fx)
@@ -88,6 +95,57 @@ static size_t records(struct cv_store *store, struct cv_audit_record **ret)
 	f.limit = 1000;
 	assert_int_equal(cv_store_audit_list(store, &f, ret, &n), 0);
 	return n;
+}
+
+/* Link keys: every link_rotate seconds the records are keyed with a new one, each a
+ * 53-bit number; the chain verifies across them, and again after a restart (the token
+ * derives the earlier ones). */
+static void test_link_rotation(void **state)
+{
+	static const struct cv_audit_settings rotating = {
+		"vault-test-hmac", 1, 60, 60, 3, 60, 1,
+	};
+	struct cv_audit_key_report rep;
+	struct cv_audit_verdict verdict;
+	struct cv_audit_record *recs = NULL;
+	struct fixture fx;
+	int64_t links[4] = { 0 };
+	size_t n, i, k, n_links = 0;
+	char source[32];
+
+	(void)state;
+	open_with(&fx, "links.db", &rep, &rotating);
+	for (i = 0; i < 25; i++) {
+		/* Another address each time: each refusal is the first of its own and written
+		 * at once. */
+		snprintf(source, sizeof(source), "192.0.2.%zu", i + 1);
+		refuse(&fx.v, source, "a", NOW + (int64_t)i);
+		usleep(100 * 1000);
+	}
+	n = records(fx.store, &recs);
+	assert_int_equal(n, 25);
+	for (i = 0; i < n; i++) {
+		assert_true(recs[i].keyed);
+		assert_true(recs[i].link > 0 && recs[i].link < ((int64_t)1 << 53));
+		for (k = 0; k < n_links && links[k] != recs[i].link; k++)
+			;
+		if (k == n_links) {
+			assert_true(n_links < 4);
+			links[n_links++] = recs[i].link;
+		}
+	}
+	free(recs);
+	/* 2.5 s of records, a new link key every second. */
+	assert_true(n_links >= 2);
+	assert_int_equal(cv_store_audit_verify(fx.store, &verdict), 0);
+	assert_int_equal(verdict.first_bad, 0);
+	assert_int_equal(verdict.records, 25);
+	close_all(&fx);
+
+	open_all(&fx, "links.db", &rep);
+	assert_int_equal(cv_store_audit_verify(fx.store, &verdict), 0);
+	assert_int_equal(verdict.first_bad, 0);
+	close_all(&fx);
 }
 
 /* The key is made on the first start, naming the first record it covers, and found on the
@@ -220,6 +278,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_key_and_counts),
+		cmocka_unit_test(test_link_rotation),
 		cmocka_unit_test(test_throttle),
 		cmocka_unit_test(test_uses_counted),
 	};
