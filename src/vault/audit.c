@@ -127,7 +127,8 @@ static int link_derive(struct vault_audit *va, int64_t id, uint8_t key[CV_TOKEN_
 	return token_mac(va, digest, key);
 }
 
-/* Keeps the link key id (key) in place of the oldest kept. Caller holds links_lock. */
+/* The slot that keeps link key id from now on, in place of the oldest kept: its key bytes
+ * for the caller to fill. Caller holds links_lock. */
 static uint8_t *link_slot_next(struct vault_audit *va, int64_t id)
 {
 	unsigned i = va->links_next;
@@ -137,11 +138,9 @@ static uint8_t *link_slot_next(struct vault_audit *va, int64_t id)
 	return va->link_keys + i * CV_TOKEN_MAC_LEN;
 }
 
-/* The link key id: the current one, one kept, or one derived now in place of the oldest
- * kept (NULL and *ret_r then). Caller holds links_lock. */
-static const uint8_t *link_kept(struct vault_audit *va, int64_t id, int *ret_r)
+/* The link key id: the current one or one kept (NULL: neither). Caller holds links_lock. */
+static const uint8_t *link_kept(struct vault_audit *va, int64_t id)
 {
-	uint8_t *key;
 	unsigned i;
 
 	if (id == va->link)
@@ -149,15 +148,7 @@ static const uint8_t *link_kept(struct vault_audit *va, int64_t id, int *ret_r)
 	for (i = 0; i < LINK_SLOTS; i++)
 		if (va->link_ids[i] == id)
 			return va->link_keys + i * CV_TOKEN_MAC_LEN;
-	i = va->links_next;
-	key = va->link_keys + i * CV_TOKEN_MAC_LEN;
-	va->link_ids[i] = 0;
-	*ret_r = link_derive(va, id, key);
-	if (*ret_r < 0)
-		return NULL;
-	va->link_ids[i] = id;
-	va->links_next = (i + 1) % LINK_SLOTS;
-	return key;
+	return NULL;
 }
 
 static int link_hmac(const uint8_t *key, const uint8_t digest[CV_AUDIT_HASH_LEN],
@@ -186,10 +177,24 @@ static int key_mac(void *arg, int64_t link, const uint8_t digest[CV_AUDIT_HASH_L
 	if (!cv_token_up(va->token) && cv_token_check(va->token, NULL) < 0)
 		return CV_ERR_TOKEN_UNAVAILABLE;
 	pthread_mutex_lock(&va->links_lock);
-	key = link_kept(va, link, &r);
+	key = link_kept(va, link);
 	if (key != NULL)
 		r = link_hmac(key, digest, ret_mac);
 	pthread_mutex_unlock(&va->links_lock);
+	/* Another process's link, or one rotated away long ago (verify): derived by the token
+	 * outside the lock, which appends take, then kept in place of the oldest. */
+	if (key == NULL) {
+		uint8_t *fresh = cv_secret_alloc(CV_TOKEN_MAC_LEN);
+
+		r = fresh != NULL ? link_derive(va, link, fresh) : CV_ERR_NOMEM;
+		if (r == 0) {
+			pthread_mutex_lock(&va->links_lock);
+			memcpy(link_slot_next(va, link), fresh, CV_TOKEN_MAC_LEN);
+			pthread_mutex_unlock(&va->links_lock);
+			r = link_hmac(fresh, digest, ret_mac);
+		}
+		cv_secret_free(fresh, CV_TOKEN_MAC_LEN);
+	}
 	if (r < 0)
 		memset(ret_mac, 0, CV_AUDIT_HASH_LEN);
 	return r;
