@@ -225,8 +225,7 @@ class Daemon:
 
     def cpu_seconds(self):
         """User + system CPU time certvaultd has used so far."""
-        with open("/proc/%d/stat" % self.proc.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        fields = proc_stat_fields(self.proc.pid)
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def memory_kib(self):
@@ -1268,19 +1267,16 @@ def measure_nodes_token_raw(bins, run_dir, sz, table):
     tok = Token(bins, os.path.join(run_dir, "nodes-raw"), "bench-nodes-raw").init()
     server = TokenServer(tok).start()
     n, conns = sz["node_import_n"], NODE_IMPORT_CONNECTIONS
-    ratios, cost = [], {"one": [], "two": []}
+    ratios, cost = [], ServerCost(server)
     try:
         for rnd in range(sz["node_import_rounds"]):
             pair = {}
             for side in (("one", "two") if rnd % 2 == 0 else ("two", "one")):
-                cpu0, (busy0, total0) = group_cpu_seconds(server.proc.pid), cpu_times()
                 if side == "one":
-                    pair[side] = raw_through_server(bins, tok, server, 1, 2 * n, 2 * conns)
+                    run_side = lambda: raw_through_server(bins, tok, server, 1, 2 * n, 2 * conns)
                 else:
-                    pair[side] = raw_through_server(bins, tok, server, 2, n, conns)
-                busy1, total1 = cpu_times()
-                cost[side].append((1000.0 * (group_cpu_seconds(server.proc.pid) - cpu0) /
-                                   (2 * n), (busy1 - busy0) / max(1, total1 - total0)))
+                    run_side = lambda: raw_through_server(bins, tok, server, 2, n, conns)
+                pair[side] = cost.measure(side, 2 * n, run_side)
             ratios.append(pair["two"] / pair["one"])
             say("raw creates through the token server, two processes vs one, pair %d/%d: "
                 "%.0f/s vs %.0f/s, %.2f" % (rnd + 1, sz["node_import_rounds"], pair["two"],
@@ -1288,6 +1284,12 @@ def measure_nodes_token_raw(bins, run_dir, sz, table):
     finally:
         server.stop()
     return ratios, cost
+
+
+def proc_stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name (state is [0], utime [11])."""
+    with open("/proc/%s/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()
 
 
 def group_cpu_seconds(pgid):
@@ -1298,11 +1300,9 @@ def group_cpu_seconds(pgid):
         if not pid.isdigit():
             continue
         try:
-            with open("/proc/%s/stat" % pid) as f:
-                st = f.read()
+            fields = proc_stat_fields(pid)
         except OSError:
             continue
-        fields = st[st.rindex(")") + 2:].split()
         if int(fields[2]) == pgid:
             ticks += int(fields[11]) + int(fields[12])
         if int(pid) == pgid:
@@ -1315,6 +1315,31 @@ def cpu_times():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     return sum(v) - v[3] - v[4], sum(v)
+
+
+class ServerCost:
+    """What each side of a pair costs a token server (its processes' CPU per operation) and
+    how busy the machine's cores are meanwhile: on one machine the server shares them."""
+
+    def __init__(self, server):
+        self.server = server
+        self.sides = {"one": [], "two": []}
+
+    def measure(self, side, ops, run_side):
+        """Runs run_side() (which returns a rate) and notes its cost; returns the rate."""
+        cpu0, (busy0, total0) = group_cpu_seconds(self.server.proc.pid), cpu_times()
+        rate = run_side()
+        busy1, total1 = cpu_times()
+        self.sides[side].append(
+            (1000.0 * (group_cpu_seconds(self.server.proc.pid) - cpu0) / ops,
+             (busy1 - busy0) / max(1, total1 - total0)))
+        return rate
+
+    def cell(self, side, suffix=""):
+        """The side's medians as a table cell: "14.0 ms, 73%"."""
+        noted = self.sides[side]
+        return "%.1f ms, %.0f%%%s" % (median([c for c, _ in noted]),
+                                      100 * median([b for _, b in noted]), suffix)
 
 
 def measure_nodes_token(bins, run_dir, pg, sz, table):
@@ -1339,20 +1364,15 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
         n = sz["node_import_n"]
         conns = NODE_IMPORT_CONNECTIONS
         one, two, ratios = [], [], []
-        # What each side costs the token server (its processes' CPU per import) and how
-        # busy the machine's cores are meanwhile: the token server shares them here.
-        cost = {"one": [], "two": []}
+        cost = ServerCost(server)
         for rnd in range(sz["node_import_rounds"]):
             pair = {}
             for side in (("one", "two") if rnd % 2 == 0 else ("two", "one")):
-                cpu0, (busy0, total0) = group_cpu_seconds(server.proc.pid), cpu_times()
                 if side == "one":
-                    pair[side] = import_wall([a], "p256", 2 * n, "n1r%d" % rnd, 2 * conns)
+                    run_side = lambda: import_wall([a], "p256", 2 * n, "n1r%d" % rnd, 2 * conns)
                 else:
-                    pair[side] = import_wall([a, b], "p256", n, "n2r%d" % rnd, conns)
-                busy1, total1 = cpu_times()
-                cost[side].append((1000.0 * (group_cpu_seconds(server.proc.pid) - cpu0) /
-                                   (2 * n), (busy1 - busy0) / max(1, total1 - total0)))
+                    run_side = lambda: import_wall([a, b], "p256", n, "n2r%d" % rnd, conns)
+                pair[side] = cost.measure(side, 2 * n, run_side)
             one.append(pair["one"])
             two.append(pair["two"])
             ratios.append(pair["two"] / pair["one"])
@@ -1375,21 +1395,13 @@ def measure_nodes_token(bins, run_dir, pg, sz, table):
                   "%.2f" % r, ">= 1.00", ratio_ok(r, ">=", 1.0))
         table.add("context: the token server's CPU per import (ms) and the machine's cores"
                   " busy meanwhile, two nodes vs one (medians)",
-                  "%.1f ms, %.0f%%" % (median([c for c, _ in cost["two"]]),
-                                       100 * median([b for _, b in cost["two"]])),
-                  "%.1f ms, %.0f%% one node" % (median([c for c, _ in cost["one"]]),
-                                                100 * median([b for _, b in cost["one"]])),
-                  "", "", "")
+                  cost.cell("two"), cost.cell("one", " one node"), "", "", "")
         table.add("context: raw C_CreateObject through another token server, two client "
                   "processes at once vs one, the same keys, threads and token growth (pairs "
                   "%.2f-%.2f)" % (min(raw), max(raw)), "", "", "%.2f" % median(raw), "", "")
         table.add("context: that token server's CPU per key (ms) and the cores busy, two "
                   "client processes vs one (medians)",
-                  "%.1f ms, %.0f%%" % (median([c for c, _ in raw_cost["two"]]),
-                                       100 * median([b for _, b in raw_cost["two"]])),
-                  "%.1f ms, %.0f%% one process" % (
-                      median([c for c, _ in raw_cost["one"]]),
-                      100 * median([b for _, b in raw_cost["one"]])), "", "", "")
+                  raw_cost.cell("two"), raw_cost.cell("one", " one process"), "", "", "")
         path = "/v1/certificates/warma-000002"
         for d in (a, b):
             st, body = d.request("GET", path)
