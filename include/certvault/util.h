@@ -35,6 +35,9 @@ int64_t cv_days_from_civil(int64_t y, int64_t m, int64_t d);
  * Returns 0 with seconds since the epoch, or CV_ERR_BAD_REQUEST. */
 int cv_time_parse(const char *s, int64_t *ret);
 
+/* Milliseconds of CLOCK_MONOTONIC: for deadlines and ages, never for dates. */
+int64_t cv_monotonic_ms(void);
+
 /* Lower-case hex of len bytes into buf (2*len+1 bytes). */
 void cv_hex_encode(const uint8_t *bytes, size_t len, char *buf);
 /* Parses exactly 2*len hex digits. Returns 0 or CV_ERR_BAD_REQUEST. */

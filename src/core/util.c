@@ -99,6 +99,14 @@ static void put_digits(char *p, unsigned v, int n)
 	}
 }
 
+int64_t cv_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int cv_time_rfc3339(int64_t t, char *buf, size_t buflen)
 {
 	struct tm tm;

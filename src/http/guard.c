@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "certvault/error.h"
+#include "certvault/util.h"
 #include "guard.h"
 #include "stream.h"
 
@@ -45,14 +46,6 @@ struct conn_guard {
 	unsigned char last_addr[16];
 	int64_t last_log_ms;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int pending(const struct guarded *e)
 {
@@ -129,7 +122,7 @@ static struct guarded *longest_waiting(struct conn_guard *g, const unsigned char
 /* Caller holds the lock: a newcomer from addr makes room for itself. */
 static void make_room(struct conn_guard *g, const unsigned char *addr)
 {
-	int64_t now = now_ms();
+	int64_t now = cv_monotonic_ms();
 	struct guarded *victim;
 	size_t n;
 
@@ -170,7 +163,7 @@ static void stage_set(struct conn_guard *g, struct MHD_Connection *conn, enum st
 		int was = pending(e);
 
 		e->stage = stage;
-		e->since_ms = now_ms();
+		e->since_ms = cv_monotonic_ms();
 		if (was && !pending(e))
 			g->pending--;
 		else if (!was && pending(e))
@@ -238,7 +231,7 @@ void conn_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_con
 	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	addr_key(info != NULL ? info->client_addr : NULL, e->addr);
 	e->stage = WAITING;
-	e->since_ms = now_ms();
+	e->since_ms = cv_monotonic_ms();
 	pthread_mutex_lock(&g->lock);
 	e->prev = g->tail;
 	if (g->tail != NULL)
@@ -288,7 +281,7 @@ static void *reaper_main(void *arg)
 
 	pthread_mutex_lock(&g->lock);
 	while (!g->stopping) {
-		now = now_ms();
+		now = cv_monotonic_ms();
 		/* At least once a second, for the log line of what make_room closed. */
 		next = now + 1000;
 		for (e = g->head; e != NULL; e = e->next) {
@@ -309,7 +302,7 @@ static void *reaper_main(void *arg)
 		ts.tv_nsec = (long)(next % 1000) * 1000000;
 		pthread_cond_timedwait(&g->wake, &g->lock, &ts);
 	}
-	log_closed(g, now_ms() + 1000);
+	log_closed(g, cv_monotonic_ms() + 1000);
 	pthread_mutex_unlock(&g->lock);
 	return NULL;
 }

@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "certvault/net.h"
+#include "certvault/util.h"
 #include "certvault/x509.h"
 
 /* What every failure to reach the endpoint or to learn its chain returns. */
@@ -192,18 +193,10 @@ struct endpoint {
 	int64_t deadline_ms;              /* CLOCK_MONOTONIC */
 };
 
-static int64_t monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Milliseconds left before the deadline; 0 once it has passed. */
 static int time_left(const struct endpoint *ep)
 {
-	int64_t left = ep->deadline_ms - monotonic_ms();
+	int64_t left = ep->deadline_ms - cv_monotonic_ms();
 
 	if (left <= 0)
 		return 0;
@@ -594,7 +587,7 @@ static int endpoint_init(struct endpoint *ep, const char *url, int timeout_ms,
 	snprintf(ep->service, sizeof(ep->service), "%d", port);
 	snprintf(ep->shown, sizeof(ep->shown), ipv6 ? "[%s]:%d" : "%s:%d", ep->host, port);
 	ep->timeout_ms = timeout_ms;
-	ep->deadline_ms = monotonic_ms() + timeout_ms;
+	ep->deadline_ms = cv_monotonic_ms() + timeout_ms;
 	return 0;
 }
 

@@ -29,6 +29,7 @@
 
 #include <libpq-fe.h>
 
+#include "certvault/util.h"
 #include "internal.h"
 
 /* How often the listener makes a round trip when no notification comes, and how long after
@@ -54,14 +55,6 @@ struct store_watch {
 	pthread_mutex_t seen_lock;
 	uint64_t seen[STORE_GENERATIONS];
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void store_watch_note(struct cv_store *store, const uint64_t numbers[STORE_GENERATIONS])
 {
@@ -91,7 +84,7 @@ int store_watch_listening(struct cv_store *store)
 {
 	struct store_watch *w = store->watch;
 
-	return w != NULL && atomic_load(&w->fd) >= 0 && mono_ms() < atomic_load(&w->fresh_until);
+	return w != NULL && atomic_load(&w->fd) >= 0 && cv_monotonic_ms() < atomic_load(&w->fresh_until);
 }
 
 int store_watch_current(struct cv_store *store)
@@ -106,7 +99,7 @@ int store_watch_current(struct cv_store *store)
 		return 0;
 	epoch = atomic_load(&w->epoch);
 	fd = atomic_load(&w->fd);
-	if (fd < 0 || atomic_load(&w->busy) || mono_ms() >= atomic_load(&w->fresh_until))
+	if (fd < 0 || atomic_load(&w->busy) || cv_monotonic_ms() >= atomic_load(&w->fresh_until))
 		return 0;
 	/* Bytes waiting on the socket may be a notification the listener has not taken yet. */
 	n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -141,7 +134,7 @@ static int read_numbers(struct store_watch *w, PGconn *pc)
 	if (!ok)
 		return -1;
 	store_watch_note(w->store, numbers);
-	atomic_store(&w->fresh_until, mono_ms() + WATCH_FRESH_MS);
+	atomic_store(&w->fresh_until, cv_monotonic_ms() + WATCH_FRESH_MS);
 	return 0;
 }
 
@@ -196,9 +189,9 @@ static void *watch_main(void *arg)
 				continue;
 			}
 			listening = 1;
-			heartbeat = mono_ms() + WATCH_HEARTBEAT_MS;
+			heartbeat = cv_monotonic_ms() + WATCH_HEARTBEAT_MS;
 		}
-		timeout = (int)(heartbeat - mono_ms());
+		timeout = (int)(heartbeat - cv_monotonic_ms());
 		p[0] = (struct pollfd){ .fd = PQsocket(pc), .events = POLLIN };
 		p[1] = (struct pollfd){ .fd = w->wake[0], .events = POLLIN };
 		/* A failed poll (EINTR) reports nothing: the heartbeat below still comes due. */
@@ -212,10 +205,10 @@ static void *watch_main(void *arg)
 			took = 1;
 			PQfreemem(note);
 		}
-		if (listening && (took || mono_ms() >= heartbeat)) {
+		if (listening && (took || cv_monotonic_ms() >= heartbeat)) {
 			if (read_numbers(w, pc) < 0)
 				listening = 0;
-			heartbeat = mono_ms() + WATCH_HEARTBEAT_MS;
+			heartbeat = cv_monotonic_ms() + WATCH_HEARTBEAT_MS;
 		}
 		if (!listening)
 			went_deaf(w);

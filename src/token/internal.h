@@ -216,7 +216,7 @@ int token_enter(struct cv_token *token, struct cv_errmsg *err);
 /* The token answered a call (CKR_OK or an answer of its own, not a failure to reach it). */
 void token_answered(struct cv_token *token);
 /* Whether it answered a call within the last ms milliseconds. */
-int token_answered_within(struct cv_token *token, long long ms);
+int token_answered_within(struct cv_token *token, int64_t ms);
 /* After the calls: releases state_lock. */
 void token_leave(struct cv_token *token);
 /* After a failed call whose rv is not an answer (or that failed to get a session): asks the

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "certvault/util.h"
 #include "internal.h"
 
 /* Recovery attempts are at least this far apart: each one finalizes the module. */
@@ -185,24 +186,16 @@ out:
 	return r;
 }
 
-static long long monotonic_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 void token_answered(struct cv_token *token)
 {
-	atomic_store_explicit(&token->answered_ms, monotonic_ms(), memory_order_relaxed);
+	atomic_store_explicit(&token->answered_ms, cv_monotonic_ms(), memory_order_relaxed);
 }
 
-int token_answered_within(struct cv_token *token, long long ms)
+int token_answered_within(struct cv_token *token, int64_t ms)
 {
-	long long at = atomic_load_explicit(&token->answered_ms, memory_order_relaxed);
+	int64_t at = atomic_load_explicit(&token->answered_ms, memory_order_relaxed);
 
-	return at != 0 && monotonic_ms() - at < ms;
+	return at != 0 && cv_monotonic_ms() - at < ms;
 }
 
 int cv_token_up(struct cv_token *token)
