@@ -2,6 +2,7 @@
 #ifndef CERTVAULT_UTIL_H
 #define CERTVAULT_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -37,6 +38,9 @@ int cv_time_parse(const char *s, int64_t *ret);
 
 /* Milliseconds of CLOCK_MONOTONIC: for deadlines and ages, never for dates. */
 int64_t cv_monotonic_ms(void);
+/* Initialises cond for pthread_cond_timedwait deadlines on CLOCK_MONOTONIC (which do not
+ * jump with the wall clock). 0 or an errno value; cond is not made on failure. */
+int cv_cond_init_monotonic(pthread_cond_t *cond);
 
 /* Lower-case hex of len bytes into buf (2*len+1 bytes). */
 void cv_hex_encode(const uint8_t *bytes, size_t len, char *buf);

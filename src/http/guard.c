@@ -310,7 +310,6 @@ static void *reaper_main(void *arg)
 int conn_guard_new(const struct conn_guard_limits *limits, struct cv_http_stats *stats,
 		   struct conn_guard **ret_guard)
 {
-	pthread_condattr_t attr;
 	struct conn_guard *g;
 
 	g = calloc(1, sizeof(*g));
@@ -320,10 +319,7 @@ int conn_guard_new(const struct conn_guard_limits *limits, struct cv_http_stats 
 	g->stats = stats;
 	g->next_wake_ms = INT64_MAX;
 	pthread_mutex_init(&g->lock, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&g->wake, &attr);
-	pthread_condattr_destroy(&attr);
+	(void)cv_cond_init_monotonic(&g->wake);
 	if (pthread_create(&g->reaper, NULL, reaper_main, g) != 0) {
 		conn_guard_free(g);
 		return CV_ERR_INTERNAL;

@@ -286,18 +286,11 @@ static void *resolve_thread(void *arg)
 /* Starts job's thread. Returns 0 or an errno; on failure the job is the caller's alone. */
 static int resolve_job_start(struct resolve_job *job)
 {
-	pthread_condattr_t cattr;
 	pthread_attr_t attr;
 	pthread_t thread;
 	int r;
 
-	r = pthread_condattr_init(&cattr);
-	if (r != 0)
-		return r;
-	r = pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
-	if (r == 0)
-		r = pthread_cond_init(&job->done_cond, &cattr);
-	pthread_condattr_destroy(&cattr);
+	r = cv_cond_init_monotonic(&job->done_cond);
 	if (r != 0)
 		return r;
 	r = pthread_mutex_init(&job->lock, NULL);

@@ -1638,14 +1638,9 @@ void cv_store_process_init(void)
 /* The store's mutexes and condition variables; 0 or -1 (none left made). */
 static int sync_init(struct cv_store *store)
 {
-	pthread_condattr_t attr;
-	int ok;
+	int ok = 1;
 
-	if (pthread_condattr_init(&attr) != 0)
-		return -1;
-	/* The checkpointer's pauses must not jump with the wall clock. */
-	ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
-	if (ok && pthread_mutex_init(&store->lock, NULL) != 0)
+	if (pthread_mutex_init(&store->lock, NULL) != 0)
 		ok = 0;
 	else if (ok && pthread_cond_init(&store->returned, NULL) != 0) {
 		pthread_mutex_destroy(&store->lock);
@@ -1659,14 +1654,14 @@ static int sync_init(struct cv_store *store)
 		pthread_cond_destroy(&store->returned);
 		pthread_mutex_destroy(&store->lock);
 		ok = 0;
-	} else if (ok && pthread_cond_init(&store->ckpt_cond, &attr) != 0) {
+	} else if (ok && cv_cond_init_monotonic(&store->ckpt_cond) != 0) {
+		/* (the checkpointer's pauses must not jump with the wall clock) */
 		pthread_cond_destroy(&store->synced_cond);
 		pthread_mutex_destroy(&store->sync_lock);
 		pthread_cond_destroy(&store->returned);
 		pthread_mutex_destroy(&store->lock);
 		ok = 0;
 	}
-	pthread_condattr_destroy(&attr);
 	return ok ? 0 : -1;
 }
 

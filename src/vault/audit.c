@@ -227,8 +227,8 @@ static int link_number(int64_t *ret)
 }
 
 /* Derives a new link key (the token call outside every lock but its own), then makes it the
- * one new records are keyed with, the one before kept for records already given its
- * number. */
+ * one new records are keyed with, the one before (if any: none at init) kept for records
+ * already given its number. */
 static int link_rotate(struct vault_audit *va)
 {
 	uint8_t *fresh = cv_secret_alloc(CV_TOKEN_MAC_LEN);
@@ -242,7 +242,8 @@ static int link_rotate(struct vault_audit *va)
 		r = link_derive(va, id, fresh);
 	if (r == 0) {
 		pthread_mutex_lock(&va->links_lock);
-		memcpy(link_slot_next(va, va->link), va->link_key, CV_TOKEN_MAC_LEN);
+		if (va->link != 0)
+			memcpy(link_slot_next(va, va->link), va->link_key, CV_TOKEN_MAC_LEN);
 		memcpy(va->link_key, fresh, CV_TOKEN_MAC_LEN);
 		va->link = id;
 		pthread_mutex_unlock(&va->links_lock);
@@ -280,18 +281,9 @@ static void *link_rotator(void *arg)
 /* rotate_lock, and rotate_cond on the monotonic clock (the rotator's deadlines). */
 static int rotate_sync_init(struct vault_audit *va)
 {
-	pthread_condattr_t attr;
-	int ok;
-
 	if (pthread_mutex_init(&va->rotate_lock, NULL) != 0)
 		return CV_ERR_INTERNAL;
-	ok = pthread_condattr_init(&attr) == 0;
-	if (ok) {
-		ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-		     pthread_cond_init(&va->rotate_cond, &attr) == 0;
-		pthread_condattr_destroy(&attr);
-	}
-	if (!ok) {
+	if (cv_cond_init_monotonic(&va->rotate_cond) != 0) {
 		pthread_mutex_destroy(&va->rotate_lock);
 		return CV_ERR_INTERNAL;
 	}
@@ -401,23 +393,17 @@ int cv_vault_audit_init(struct cv_vault *v, const struct cv_audit_settings *s, i
 	if (r < 0)
 		goto out;
 	ret->keyed_from = key_from(va->key);
-	/* This process's link key (above): a random number of 53 bits (exact in any JSON
-	 * reader, the archive's and the API's), which another process picks again only by a
-	 * chance of 2^-53, derived once. */
+	/* This process's first link key (above, and link_number). */
 	va->link_key = cv_secret_alloc(CV_TOKEN_MAC_LEN);
 	va->link_keys = cv_secret_alloc(LINK_SLOTS * CV_TOKEN_MAC_LEN);
 	if (va->link_key == NULL || va->link_keys == NULL) {
 		r = cv_errmsg_set(err, CV_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	if (link_number(&va->link) < 0) {
-		r = cv_errmsg_set(err, CV_ERR_INTERNAL, "no random number for the audit chain's "
-				  "link key");
-		goto out;
-	}
-	r = link_derive(va, va->link, va->link_key);
+	r = link_rotate(va);
 	if (r < 0) {
-		cv_errmsg_set(err, r, "the token's audit key did not derive the link key");
+		cv_errmsg_set(err, r, "the audit chain's link key could not be made (a random "
+			      "number, then the token's audit key derives it)");
 		goto out;
 	}
 	cv_store_audit_key(v->store, key_mac, key_link, va, ret->keyed_from);
