@@ -470,7 +470,7 @@ static int softhsm_before_2_7(const char *manufacturer, CK_VERSION v)
  * token (C_GetTokenInfo: SoftHSM names itself and gives its version as the firmware's). */
 static int serialize_decide(struct cv_token *token, const char *setting, struct cv_errmsg *err)
 {
-	char manufacturer[33];
+	char manufacturer[33], behind[64] = "";
 	CK_INFO info;
 	CK_RV rv;
 
@@ -500,24 +500,18 @@ static int serialize_decide(struct cv_token *token, const char *setting, struct 
 	}
 	token_trim(info.manufacturerID, sizeof(info.manufacturerID), manufacturer);
 	token->serialize_creates = softhsm_before_2_7(manufacturer, info.libraryVersion);
-	if (token->serialize_creates || strncmp(token->manufacturer, "SoftHSM", 7) != 0) {
-		snprintf(token->serialize_describe, sizeof(token->serialize_describe),
-			 "%s (token.serialize_creates = auto; the module is %.32s %u.%u%s)",
-			 token->serialize_creates ? "one at a time" : "concurrently", manufacturer,
-			 (unsigned)info.libraryVersion.major, (unsigned)info.libraryVersion.minor,
-			 token->serialize_creates ? ", whose file store fails creates that race" : "");
-		return 0;
-	}
 	/* A proxy (p11-kit-client.so to a p11-kit server) in front of SoftHSM: the token says
 	 * what it is, and its firmware version is SoftHSM's. The server serves this process's
 	 * sessions from one SoftHSM process, whose creates race as they would here. */
-	token->serialize_creates = softhsm_before_2_7(token->manufacturer, token->firmware);
+	if (!token->serialize_creates && strncmp(token->manufacturer, "SoftHSM", 7) == 0) {
+		token->serialize_creates = softhsm_before_2_7(token->manufacturer, token->firmware);
+		snprintf(behind, sizeof(behind), ", the token %.32s %u.%u", token->manufacturer,
+			 (unsigned)token->firmware.major, (unsigned)token->firmware.minor);
+	}
 	snprintf(token->serialize_describe, sizeof(token->serialize_describe),
-		 "%s (token.serialize_creates = auto; the module is %.32s %u.%u, the token %.32s "
-		 "%u.%u%s)", token->serialize_creates ? "one at a time" : "concurrently",
-		 manufacturer, (unsigned)info.libraryVersion.major,
-		 (unsigned)info.libraryVersion.minor, token->manufacturer,
-		 (unsigned)token->firmware.major, (unsigned)token->firmware.minor,
+		 "%s (token.serialize_creates = auto; the module is %.32s %u.%u%s%s)",
+		 token->serialize_creates ? "one at a time" : "concurrently", manufacturer,
+		 (unsigned)info.libraryVersion.major, (unsigned)info.libraryVersion.minor, behind,
 		 token->serialize_creates ? ", whose file store fails creates that race" : "");
 	return 0;
 }
